@@ -1,0 +1,38 @@
+//! Backends: where frames come from and go to.
+//!
+//! A backend is a [`Port`]: it fills a burst of arena frames with received frames and takes
+//! a burst of frames to send. The engine calls it once per burst, so backends batch their
+//! system calls (or make none).
+//!
+//! | backend | feature | status |
+//! |---|---|---|
+//! | [`mem`] | always | in-process link with seeded impairments; also a `smoltcp` device |
+//! | `af_xdp`, `af_packet`, `tap` | planned | see the README's list of what is not implemented |
+#![allow(unsafe_code)]
+
+pub mod mem;
+
+use crate::buf::{Frame, FrameArena};
+use crate::time::Instant;
+
+/// A network port: a source and sink of Ethernet frames.
+pub trait Port: Send {
+    /// Receive up to `max` frames into `out` (frames come from `arena`). Returns how many.
+    fn recv(&mut self, now: Instant, arena: &FrameArena, out: &mut Vec<Frame>, max: usize) -> usize;
+
+    /// Send every frame in `frames`, leaving it empty; the port gives the frames back to
+    /// `arena` once they are on the wire. Returns how many were sent (the rest were dropped
+    /// and counted by the port).
+    fn send(&mut self, now: Instant, arena: &FrameArena, frames: &mut Vec<Frame>) -> usize;
+
+    /// The IP MTU of the link.
+    fn mtu(&self) -> usize {
+        1500
+    }
+
+    /// The earliest time a frame will become receivable, when the port knows (simulated
+    /// links with latency); lets simulations skip idle time.
+    fn next_arrival(&self) -> Option<Instant> {
+        None
+    }
+}

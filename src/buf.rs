@@ -1,0 +1,542 @@
+//! Buffers: the frame arena that holds every packet, and the byte rings that hold every
+//! connection's payload.
+//!
+//! * [`FrameArena`] is one page-aligned region cut into [`FRAME_SIZE`]-byte frames. Its layout
+//!   is exactly an AF_XDP UMEM, so a kernel-bypass backend can register it as is. Frames are
+//!   named by 8-byte [`Frame`] handles that move through the pipeline; a handle is the only way
+//!   to reach a frame's bytes, so owning the handle means owning the bytes.
+//! * [`byte_ring`] makes a single-producer / single-consumer byte ring with free-running
+//!   64-bit positions. The engine places received payload straight into a connection's RX ring
+//!   (also ahead of the in-order point, for out-of-order segments) and copies transmit payload
+//!   out of the TX ring (again, for retransmissions) until it is acknowledged.
+//!
+//! This module and `backends` are the only places with `unsafe` code.
+#![allow(unsafe_code)]
+
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::cell::UnsafeCell;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crossbeam_queue::ArrayQueue;
+
+/// Size of one frame in the arena (bytes). Enough for a 1514-byte Ethernet frame plus headroom.
+pub const FRAME_SIZE: usize = 2048;
+
+const PAGE: usize = 4096;
+
+static NEXT_ARENA_ID: AtomicU16 = AtomicU16::new(1);
+
+/// A handle to one frame of a [`FrameArena`]: 8 bytes, movable, neither `Copy` nor `Clone`.
+///
+/// The handle carries the frame's index, the length of valid data and the id of its arena.
+/// Whoever holds the handle may read and write the frame; it must give the handle back with
+/// [`FrameArena::free`] (or hand it to a port, which does so).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frame {
+    index: u32,
+    len: u16,
+    arena: u16,
+}
+
+const _: () = assert!(std::mem::size_of::<Frame>() == 8);
+
+impl Frame {
+    /// Number of valid bytes in the frame.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether the frame holds no data.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Set the number of valid bytes (clamped to [`FRAME_SIZE`]).
+    pub fn set_len(&mut self, len: usize) {
+        self.len = len.min(FRAME_SIZE) as u16;
+    }
+
+    /// The frame's index inside its arena (its UMEM offset is `index * FRAME_SIZE`).
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+}
+
+/// Errors from creating an arena.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ArenaError {
+    /// Zero frames, or more than fit in the address space.
+    #[error("invalid arena size: {0} frames")]
+    InvalidSize(usize),
+    /// The allocator could not provide the region.
+    #[error("out of memory allocating {0} bytes for the frame arena")]
+    OutOfMemory(usize),
+}
+
+/// One page-aligned region of fixed-size frames with a lock-free free list.
+///
+/// Allocation and release are a pop and a push on a lock-free queue: no lock and no system
+/// call per packet.
+pub struct FrameArena {
+    base: NonNull<u8>,
+    layout: Layout,
+    frames: u32,
+    id: u16,
+    free: ArrayQueue<u32>,
+    alloc_failures: AtomicUsize,
+}
+
+// SAFETY: the region is only reached through `Frame` handles. Each index is owned by at most
+// one handle at a time (the free list hands out each index once until it is freed), and the
+// accessors borrow the handle (shared for reads, exclusive for writes), so no two threads can
+// touch the same frame's bytes through safe code at the same time.
+unsafe impl Send for FrameArena {}
+// SAFETY: see above; shared access to the arena only yields access to frames one owns.
+unsafe impl Sync for FrameArena {}
+
+impl FrameArena {
+    /// Allocate an arena of `frames` frames of [`FRAME_SIZE`] bytes, zeroed and page-aligned.
+    pub fn new(frames: usize) -> Result<Self, ArenaError> {
+        if frames == 0 || frames > u32::MAX as usize / 2 {
+            return Err(ArenaError::InvalidSize(frames));
+        }
+        let bytes = frames * FRAME_SIZE;
+        let layout =
+            Layout::from_size_align(bytes, PAGE).map_err(|_| ArenaError::InvalidSize(frames))?;
+        // SAFETY: the layout has non-zero size (frames > 0) and a valid power-of-two alignment.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        let base = NonNull::new(ptr).ok_or(ArenaError::OutOfMemory(bytes))?;
+        let free = ArrayQueue::new(frames);
+        for i in 0..frames as u32 {
+            let _ = free.push(i);
+        }
+        Ok(FrameArena {
+            base,
+            layout,
+            frames: frames as u32,
+            id: NEXT_ARENA_ID.fetch_add(1, Ordering::Relaxed),
+            free,
+            alloc_failures: AtomicUsize::new(0),
+        })
+    }
+
+    /// Total number of frames.
+    pub fn capacity(&self) -> usize {
+        self.frames as usize
+    }
+
+    /// Frames currently handed out.
+    pub fn in_use(&self) -> usize {
+        self.frames as usize - self.free.len()
+    }
+
+    /// How often [`alloc`](Self::alloc) found no free frame.
+    pub fn alloc_failures(&self) -> usize {
+        self.alloc_failures.load(Ordering::Relaxed)
+    }
+
+    /// Start of the region (for registering it as an AF_XDP UMEM or DMA area).
+    pub fn base_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    /// Size of the region in bytes.
+    pub fn region_len(&self) -> usize {
+        self.layout.size()
+    }
+
+    /// Take a free frame (length 0), or `None` when all frames are in use.
+    pub fn alloc(&self) -> Option<Frame> {
+        match self.free.pop() {
+            Some(index) => Some(Frame {
+                index,
+                len: 0,
+                arena: self.id,
+            }),
+            None => {
+                self.alloc_failures.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Give a frame back.
+    pub fn free(&self, frame: Frame) {
+        assert_eq!(frame.arena, self.id, "frame freed into a foreign arena");
+        // Cannot fail: there are exactly as many slots as frames.
+        let _ = self.free.push(frame.index);
+    }
+
+    /// Give back every frame of a burst, leaving it empty.
+    pub fn free_all(&self, frames: &mut Vec<Frame>) {
+        for f in frames.drain(..) {
+            self.free(f);
+        }
+    }
+
+    fn frame_ptr(&self, frame: &Frame) -> *mut u8 {
+        assert_eq!(frame.arena, self.id, "frame used with a foreign arena");
+        debug_assert!(frame.index < self.frames);
+        // SAFETY: index < frames (handles are only made by `alloc` from this arena's free
+        // list), so the offset stays inside the allocation.
+        unsafe { self.base.as_ptr().add(frame.index as usize * FRAME_SIZE) }
+    }
+
+    /// The frame's valid bytes.
+    pub fn data(&self, frame: &Frame) -> &[u8] {
+        let p = self.frame_ptr(frame);
+        // SAFETY: the frame lies inside the region, len <= FRAME_SIZE, and the shared borrow
+        // of the unique handle excludes writers for the lifetime of the slice.
+        unsafe { std::slice::from_raw_parts(p, frame.len as usize) }
+    }
+
+    /// The frame's whole buffer ([`FRAME_SIZE`] bytes), for writing.
+    pub fn buf_mut(&self, frame: &mut Frame) -> &mut [u8] {
+        let p = self.frame_ptr(frame);
+        // SAFETY: the frame lies inside the region, and the exclusive borrow of the unique
+        // handle guarantees no other reference to these bytes exists meanwhile.
+        unsafe { std::slice::from_raw_parts_mut(p, FRAME_SIZE) }
+    }
+
+    /// The frame's valid bytes, for writing.
+    pub fn data_mut(&self, frame: &mut Frame) -> &mut [u8] {
+        let len = frame.len as usize;
+        &mut self.buf_mut(frame)[..len]
+    }
+
+    /// Allocate a frame and copy `bytes` into it (truncated to [`FRAME_SIZE`]).
+    pub fn alloc_copy(&self, bytes: &[u8]) -> Option<Frame> {
+        let mut f = self.alloc()?;
+        let n = bytes.len().min(FRAME_SIZE);
+        self.buf_mut(&mut f)[..n].copy_from_slice(&bytes[..n]);
+        f.set_len(n);
+        Some(f)
+    }
+}
+
+impl Drop for FrameArena {
+    fn drop(&mut self) {
+        // SAFETY: `base` was allocated in `new` with exactly this layout.
+        unsafe { dealloc(self.base.as_ptr(), self.layout) }
+    }
+}
+
+impl std::fmt::Debug for FrameArena {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameArena")
+            .field("frames", &self.frames)
+            .field("in_use", &self.in_use())
+            .finish()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Byte rings
+// ---------------------------------------------------------------------------------------------
+
+/// Errors from byte-ring position checks.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
+pub enum RingError {
+    /// The access lies outside the region the caller owns.
+    #[error("ring access out of bounds: position {pos}, length {len}")]
+    OutOfBounds {
+        /// Start position of the access.
+        pos: u64,
+        /// Length of the access.
+        len: usize,
+    },
+}
+
+struct RingShared {
+    buf: Box<[UnsafeCell<u8>]>,
+    mask: u64,
+    /// Published by the writer: bytes in `[tail, head)` are readable.
+    head: AtomicU64,
+    /// Released by the reader: bytes before `tail` may be overwritten.
+    tail: AtomicU64,
+    reader_closed: AtomicBool,
+    writer_closed: AtomicBool,
+}
+
+// SAFETY: the writer only writes bytes in `[head, tail + cap)` and the reader only reads bytes
+// in `[tail, head)`; those regions never overlap, and positions move forward through atomics
+// with release/acquire ordering, which also publishes the bytes.
+unsafe impl Sync for RingShared {}
+// SAFETY: as above; the cells are plain bytes.
+unsafe impl Send for RingShared {}
+
+impl RingShared {
+    fn cap(&self) -> u64 {
+        self.mask + 1
+    }
+
+    /// Copy `data` into the ring at `pos` (caller proves ownership of that region).
+    fn copy_in(&self, pos: u64, data: &[u8]) {
+        let cap = self.cap() as usize;
+        let start = (pos & self.mask) as usize;
+        let first = data.len().min(cap - start);
+        let base = self.buf.as_ptr() as *mut u8;
+        // SAFETY: `start + first <= cap` and `data.len() - first <= cap - first`, so both
+        // copies stay in the buffer; the caller owns this region (see RingShared's SAFETY).
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), base.add(start), first);
+            std::ptr::copy_nonoverlapping(data.as_ptr().add(first), base, data.len() - first);
+        }
+    }
+
+    fn copy_out(&self, pos: u64, out: &mut [u8]) {
+        let cap = self.cap() as usize;
+        let start = (pos & self.mask) as usize;
+        let first = out.len().min(cap - start);
+        let base = self.buf.as_ptr() as *const u8;
+        // SAFETY: bounds as in `copy_in`; the region is readable by the caller.
+        unsafe {
+            std::ptr::copy_nonoverlapping(base.add(start), out.as_mut_ptr(), first);
+            std::ptr::copy_nonoverlapping(base, out.as_mut_ptr().add(first), out.len() - first);
+        }
+    }
+}
+
+/// Make a byte ring of `capacity` bytes (rounded up to a power of two, at least 64).
+pub fn byte_ring(capacity: usize) -> (RingWriter, RingReader) {
+    let cap = capacity.max(64).next_power_of_two();
+    let buf: Box<[UnsafeCell<u8>]> = (0..cap).map(|_| UnsafeCell::new(0)).collect();
+    let shared = Arc::new(RingShared {
+        buf,
+        mask: cap as u64 - 1,
+        head: AtomicU64::new(0),
+        tail: AtomicU64::new(0),
+        reader_closed: AtomicBool::new(false),
+        writer_closed: AtomicBool::new(false),
+    });
+    (
+        RingWriter {
+            shared: shared.clone(),
+            head: 0,
+        },
+        RingReader { shared, tail: 0 },
+    )
+}
+
+/// The producing end of a byte ring. It may write anywhere in `[head, tail + capacity)`, and
+/// makes bytes readable by moving `head` forward with [`publish`](Self::publish).
+pub struct RingWriter {
+    shared: Arc<RingShared>,
+    head: u64,
+}
+
+impl RingWriter {
+    /// Ring size in bytes.
+    pub fn capacity(&self) -> usize {
+        self.shared.cap() as usize
+    }
+
+    /// The published end: bytes before it are readable.
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// The reader's released position. Once the reader is gone everything counts as read.
+    pub fn tail(&self) -> u64 {
+        if self.shared.reader_closed.load(Ordering::Acquire) {
+            self.head
+        } else {
+            self.shared.tail.load(Ordering::Acquire)
+        }
+    }
+
+    /// Free space behind `head`.
+    pub fn free(&self) -> usize {
+        (self.shared.cap() - (self.head - self.tail())) as usize
+    }
+
+    /// Whether the reader has been dropped.
+    pub fn reader_closed(&self) -> bool {
+        self.shared.reader_closed.load(Ordering::Acquire)
+    }
+
+    /// Write `data` at `pos`, which must lie in `[head, tail + capacity)`.
+    pub fn write_at(&mut self, pos: u64, data: &[u8]) -> Result<(), RingError> {
+        let end = pos.checked_add(data.len() as u64);
+        match end {
+            Some(end) if pos >= self.head && end <= self.tail() + self.shared.cap() => {
+                self.shared.copy_in(pos, data);
+                Ok(())
+            }
+            _ => Err(RingError::OutOfBounds {
+                pos,
+                len: data.len(),
+            }),
+        }
+    }
+
+    /// Make every byte before `new_head` readable. `new_head` must lie in
+    /// `[head, tail + capacity]`.
+    pub fn publish(&mut self, new_head: u64) -> Result<(), RingError> {
+        if new_head < self.head || new_head > self.tail() + self.shared.cap() {
+            return Err(RingError::OutOfBounds {
+                pos: new_head,
+                len: 0,
+            });
+        }
+        self.head = new_head;
+        self.shared.head.store(new_head, Ordering::Release);
+        Ok(())
+    }
+
+    /// Append as much of `data` as fits and publish it; returns the bytes written.
+    pub fn push(&mut self, data: &[u8]) -> usize {
+        let n = data.len().min(self.free());
+        let head = self.head;
+        // In bounds by construction.
+        let _ = self.write_at(head, &data[..n]);
+        let _ = self.publish(head + n as u64);
+        n
+    }
+}
+
+impl Drop for RingWriter {
+    fn drop(&mut self) {
+        self.shared.writer_closed.store(true, Ordering::Release);
+    }
+}
+
+/// The consuming end of a byte ring. It may read anywhere in `[tail, head)` (several times,
+/// as a retransmitting sender does) and frees space with [`release`](Self::release).
+pub struct RingReader {
+    shared: Arc<RingShared>,
+    tail: u64,
+}
+
+impl RingReader {
+    /// Ring size in bytes.
+    pub fn capacity(&self) -> usize {
+        self.shared.cap() as usize
+    }
+
+    /// The writer's published end.
+    pub fn head(&self) -> u64 {
+        self.shared.head.load(Ordering::Acquire)
+    }
+
+    /// The released position: bytes before it are gone.
+    pub fn tail(&self) -> u64 {
+        self.tail
+    }
+
+    /// Readable bytes.
+    pub fn available(&self) -> usize {
+        (self.head() - self.tail) as usize
+    }
+
+    /// Whether the writer has been dropped.
+    pub fn writer_closed(&self) -> bool {
+        self.shared.writer_closed.load(Ordering::Acquire)
+    }
+
+    /// Copy `out.len()` bytes starting at `pos`, which must lie in `[tail, head)`.
+    pub fn read_at(&self, pos: u64, out: &mut [u8]) -> Result<(), RingError> {
+        let end = pos.checked_add(out.len() as u64);
+        match end {
+            Some(end) if pos >= self.tail && end <= self.head() => {
+                self.shared.copy_out(pos, out);
+                Ok(())
+            }
+            _ => Err(RingError::OutOfBounds {
+                pos,
+                len: out.len(),
+            }),
+        }
+    }
+
+    /// Free every byte before `new_tail`, which must lie in `[tail, head]`.
+    pub fn release(&mut self, new_tail: u64) -> Result<(), RingError> {
+        if new_tail < self.tail || new_tail > self.head() {
+            return Err(RingError::OutOfBounds {
+                pos: new_tail,
+                len: 0,
+            });
+        }
+        self.tail = new_tail;
+        self.shared.tail.store(new_tail, Ordering::Release);
+        Ok(())
+    }
+
+    /// Read and release up to `out.len()` bytes; returns how many.
+    pub fn pop(&mut self, out: &mut [u8]) -> usize {
+        let n = out.len().min(self.available());
+        let tail = self.tail;
+        let _ = self.read_at(tail, &mut out[..n]);
+        let _ = self.release(tail + n as u64);
+        n
+    }
+}
+
+impl Drop for RingReader {
+    fn drop(&mut self) {
+        self.shared.reader_closed.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arena_alloc_free_and_bounds() {
+        let a = FrameArena::new(4).unwrap();
+        assert_eq!(a.base_ptr() as usize % PAGE, 0);
+        let mut fs: Vec<Frame> = (0..4).map(|_| a.alloc().unwrap()).collect();
+        assert!(a.alloc().is_none());
+        assert_eq!(a.alloc_failures(), 1);
+        a.buf_mut(&mut fs[1])[..3].copy_from_slice(b"abc");
+        fs[1].set_len(3);
+        assert_eq!(a.data(&fs[1]), b"abc");
+        assert_eq!(a.in_use(), 4);
+        a.free_all(&mut fs);
+        assert_eq!(a.in_use(), 0);
+        assert!(FrameArena::new(0).is_err());
+    }
+
+    #[test]
+    #[should_panic]
+    fn foreign_frame_is_refused() {
+        let a = FrameArena::new(1).unwrap();
+        let b = FrameArena::new(1).unwrap();
+        let f = a.alloc().unwrap();
+        b.free(f);
+    }
+
+    #[test]
+    fn ring_wraps_and_checks_bounds() {
+        let (mut w, mut r) = byte_ring(64);
+        let data: Vec<u8> = (0..50u8).collect();
+        assert_eq!(w.push(&data), 50);
+        let mut out = [0u8; 40];
+        assert_eq!(r.pop(&mut out), 40);
+        assert_eq!(&out[..], &data[..40]);
+        // 10 left, 54 free; this write wraps around the end.
+        let more: Vec<u8> = (100..150u8).collect();
+        assert_eq!(w.push(&more), 50);
+        let mut all = vec![0u8; 60];
+        assert_eq!(r.pop(&mut all), 60);
+        assert_eq!(&all[..10], &data[40..]);
+        assert_eq!(&all[10..], &more[..]);
+        // Out-of-order placement ahead of head, then publish.
+        w.write_at(w.head() + 4, b"xy").unwrap();
+        w.write_at(w.head(), b"abcd").unwrap();
+        let h = w.head();
+        w.publish(h + 6).unwrap();
+        let mut six = [0u8; 6];
+        r.read_at(r.tail(), &mut six).unwrap();
+        assert_eq!(&six, b"abcdxy");
+        assert!(w.write_at(w.head() + 64, b"z").is_err());
+        assert!(r.read_at(r.tail() + 5, &mut [0u8; 2]).is_err());
+        assert!(w.publish(0).is_err());
+        drop(r);
+        assert!(w.reader_closed());
+        assert_eq!(w.free(), 64);
+    }
+}

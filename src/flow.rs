@@ -1,0 +1,175 @@
+//! Flows: the table that maps a 4-tuple to a flow id, and the per-flow state split by owner.
+//!
+//! | part | owner | who reads it |
+//! |---|---|---|
+//! | [`FlowIdentity`] (addresses, header template, window scales) | control plane, fixed at setup | preprocess, postprocess |
+//! | `TcpState` (sequence space, windows, out-of-order intervals) | the protocol stage of the flow's group, alone | nobody else |
+//! | [`FlowCounters`] (atomics) | postprocess adds | control plane (timeouts, RTT), statistics |
+//!
+//! The control plane installs a flow in every stage when a connection is established and
+//! removes it from every stage when the connection ends: no table entry outlives its
+//! connection.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::wire::{FourTuple, HeaderTemplate, MacAddr};
+
+/// A flow's index in every per-flow table.
+pub type FlowId = u32;
+
+/// The flow group of a tuple: `hash & (groups - 1)`. `groups` must be a power of two.
+pub fn flow_group(t: &FourTuple, groups: u16) -> u16 {
+    debug_assert!(groups.is_power_of_two());
+    (t.hash32() & (groups as u32 - 1)) as u16
+}
+
+/// 4-tuple -> flow id.
+#[derive(Clone, Debug, Default)]
+pub struct FlowTable {
+    map: HashMap<FourTuple, FlowId>,
+}
+
+impl FlowTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add or replace an entry.
+    pub fn insert(&mut self, t: FourTuple, id: FlowId) {
+        self.map.insert(t, id);
+    }
+
+    /// Find a flow.
+    pub fn lookup(&self, t: &FourTuple) -> Option<FlowId> {
+        self.map.get(t).copied()
+    }
+
+    /// Remove an entry; returns the id it had.
+    pub fn remove(&mut self, t: &FourTuple) -> Option<FlowId> {
+        self.map.remove(t)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Read-only facts about a flow, fixed when it is installed.
+#[derive(Clone, Debug)]
+pub struct FlowIdentity {
+    /// The flow id.
+    pub id: FlowId,
+    /// Addresses and ports.
+    pub tuple: FourTuple,
+    /// Our MAC.
+    pub local_mac: MacAddr,
+    /// The peer's (or next hop's) MAC.
+    pub remote_mac: MacAddr,
+    /// Flow group.
+    pub group: u16,
+    /// Header template for data segments and ACKs.
+    pub template: HeaderTemplate,
+    /// Timestamps negotiated.
+    pub timestamps: bool,
+    /// Shift applied to windows we advertise.
+    pub rcv_wscale: u8,
+    /// Shift applied to windows the peer advertises.
+    pub snd_wscale: u8,
+    /// Payload bytes per segment we send.
+    pub mss: u16,
+}
+
+/// Per-flow counters, written by the data path with relaxed atomics and read by the control
+/// plane (timeouts, RTT) and by statistics.
+#[derive(Debug, Default)]
+pub struct FlowCounters {
+    /// Segments received on the data path.
+    pub rx_segments: AtomicU64,
+    /// Payload bytes delivered in order to the application ring.
+    pub rx_bytes: AtomicU64,
+    /// Segments sent (data and ACKs).
+    pub tx_segments: AtomicU64,
+    /// Payload bytes sent (retransmissions included).
+    pub tx_bytes: AtomicU64,
+    /// Bytes newly acknowledged by the peer.
+    pub acked_bytes: AtomicU64,
+    /// Acknowledged bytes on ACKs carrying ECE.
+    pub ecn_bytes: AtomicU64,
+    /// Duplicate ACKs seen.
+    pub dup_acks: AtomicU64,
+    /// Go-back-N after three duplicate ACKs.
+    pub fast_retransmits: AtomicU64,
+    /// Go-back-N after a retransmission timeout.
+    pub timeout_retransmits: AtomicU64,
+    /// Out-of-order segments kept.
+    pub ooo_segments: AtomicU64,
+    /// Sum of RTT samples (microseconds).
+    pub rtt_sum_us: AtomicU64,
+    /// Number of RTT samples.
+    pub rtt_samples: AtomicU64,
+    /// Sequence space sent but not acknowledged (bytes, FIN counts one).
+    pub in_flight: AtomicU64,
+    /// Bytes the application has queued that are not yet sent.
+    pub unsent: AtomicU64,
+    /// The peer advertises a zero window.
+    pub peer_window_zero: AtomicBool,
+}
+
+impl FlowCounters {
+    /// A fresh set of counters, shared.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Relaxed add.
+    #[inline]
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Relaxed load.
+    #[inline]
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// Retransmission totals over all flows, summed by the caller.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetransmitTotals {
+    /// Go-back-N after three duplicate ACKs.
+    pub fast: u64,
+    /// Go-back-N after a timeout.
+    pub timeout: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn table_insert_lookup_remove() {
+        let t = FourTuple {
+            local_ip: Ipv4Addr::new(1, 2, 3, 4),
+            local_port: 80,
+            remote_ip: Ipv4Addr::new(5, 6, 7, 8),
+            remote_port: 5000,
+        };
+        let mut ft = FlowTable::new();
+        ft.insert(t, 3);
+        assert_eq!(ft.lookup(&t), Some(3));
+        assert!(flow_group(&t, 4) < 4);
+        assert_eq!(ft.remove(&t), Some(3));
+        assert!(ft.is_empty());
+    }
+}

@@ -1,0 +1,854 @@
+//! What the application sees: streams, listeners, contexts.
+//!
+//! Each connection has an RX and a TX byte ring. The application reads the RX ring and writes
+//! the TX ring directly; the engine owns the other ends (see [`crate::stages::place`]). After
+//! moving its ring positions the application rings a doorbell: the flow id goes into an
+//! app-to-engine queue (at most once until the engine has seen it), and the engine turns it
+//! into work for the protocol stage. The engine tells the application about new data, freed
+//! space, and state changes by waking the connection's waiter and by posting [`Event`]s to
+//! the [`Context`] the stream is registered with.
+//!
+//! [`Stream`] implements [`std::io::Read`] and [`std::io::Write`] (blocking by default;
+//! [`Stream::set_nonblocking`] makes them return [`std::io::ErrorKind::WouldBlock`]).
+//! Blocking calls need the engine to run on another thread ([`crate::pipeline::Runtime`]);
+//! single-threaded programs use nonblocking streams and call
+//! [`Engine::poll`](crate::pipeline::Engine::poll) themselves.
+
+use std::collections::HashSet;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_queue::ArrayQueue;
+
+use crate::buf::{byte_ring, RingReader, RingWriter};
+use crate::flow::FlowId;
+use crate::stages::place::FlowRings;
+
+/// Errors of the socket API.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The local port is taken.
+    #[error("address in use: port {0}")]
+    AddrInUse(u16),
+    /// No local port is free.
+    #[error("no free ephemeral port")]
+    NoFreePort,
+    /// The peer answered the SYN with a RST.
+    #[error("connection refused")]
+    ConnectionRefused,
+    /// The connection was reset.
+    #[error("connection reset")]
+    ConnectionReset,
+    /// The handshake or the peer timed out.
+    #[error("timed out")]
+    TimedOut,
+    /// The peer's MAC address could not be resolved.
+    #[error("host unreachable")]
+    HostUnreachable,
+    /// The engine that served this handle is gone.
+    #[error("engine stopped")]
+    EngineGone,
+    /// Too many connections.
+    #[error("connection table full")]
+    TooManyConnections,
+    /// An argument was invalid.
+    #[error("invalid argument: {0}")]
+    InvalidInput(&'static str),
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        let kind = match e {
+            Error::AddrInUse(_) => io::ErrorKind::AddrInUse,
+            Error::NoFreePort | Error::TooManyConnections => io::ErrorKind::AddrNotAvailable,
+            Error::ConnectionRefused => io::ErrorKind::ConnectionRefused,
+            Error::ConnectionReset => io::ErrorKind::ConnectionReset,
+            Error::TimedOut => io::ErrorKind::TimedOut,
+            Error::HostUnreachable => io::ErrorKind::HostUnreachable,
+            Error::EngineGone => io::ErrorKind::NotConnected,
+            Error::InvalidInput(_) => io::ErrorKind::InvalidInput,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// Result of the socket API.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Where a connection stands, as the application sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ConnStatus {
+    /// Handshake in progress.
+    Connecting = 0,
+    /// Data can flow.
+    Established = 1,
+    /// Closed in an orderly way (both FINs exchanged and acknowledged).
+    Closed = 2,
+    /// Reset by the peer or aborted.
+    Reset = 3,
+    /// The peer refused the connection.
+    Refused = 4,
+    /// The handshake or the retransmissions timed out.
+    TimedOut = 5,
+    /// The peer's address could not be resolved.
+    Unreachable = 6,
+}
+
+impl ConnStatus {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => ConnStatus::Connecting,
+            1 => ConnStatus::Established,
+            2 => ConnStatus::Closed,
+            3 => ConnStatus::Reset,
+            4 => ConnStatus::Refused,
+            5 => ConnStatus::TimedOut,
+            _ => ConnStatus::Unreachable,
+        }
+    }
+
+    fn error(self) -> Option<Error> {
+        match self {
+            ConnStatus::Reset => Some(Error::ConnectionReset),
+            ConnStatus::Refused => Some(Error::ConnectionRefused),
+            ConnStatus::TimedOut => Some(Error::TimedOut),
+            ConnStatus::Unreachable => Some(Error::HostUnreachable),
+            _ => None,
+        }
+    }
+}
+
+/// Parks a thread until the engine reports progress. Waking costs nothing when nobody waits.
+#[derive(Default)]
+pub struct Waiter {
+    waiting: AtomicUsize,
+    epoch: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl Waiter {
+    /// Wake every waiting thread.
+    pub fn wake(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            let mut e = self.epoch.lock().unwrap_or_else(|p| p.into_inner());
+            *e += 1;
+            self.cv.notify_all();
+        }
+    }
+
+    /// Wait until `ready()` holds or `timeout` passes; returns `ready()`.
+    pub fn wait_until(&self, timeout: Option<Duration>, mut ready: impl FnMut() -> bool) -> bool {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        loop {
+            if ready() {
+                return true;
+            }
+            let mut guard = self.epoch.lock().unwrap_or_else(|p| p.into_inner());
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            if ready() {
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                return true;
+            }
+            // Bounded sleeps keep a missed wake-up from hanging anybody.
+            let mut slice = Duration::from_millis(20);
+            if let Some(d) = deadline {
+                let now = std::time::Instant::now();
+                if now >= d {
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    return ready();
+                }
+                slice = slice.min(d - now);
+            }
+            let start = *guard;
+            while *guard == start {
+                let (g, res) = self
+                    .cv
+                    .wait_timeout(guard, slice)
+                    .unwrap_or_else(|p| p.into_inner());
+                guard = g;
+                if res.timed_out() {
+                    break;
+                }
+            }
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Readiness events posted to a [`Context`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The token the stream was registered with.
+    pub token: u64,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// Kinds of [`Event`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// New data, or the peer's FIN.
+    Readable,
+    /// TX ring space was freed.
+    Writable,
+    /// The connection is established.
+    Connected,
+    /// The connection ended (closed, reset, refused, timed out).
+    Closed,
+}
+
+struct ContextShared {
+    tx: Sender<Event>,
+    rx: Receiver<Event>,
+    overflows: AtomicU64,
+    waiter: Waiter,
+}
+
+/// An application context: a queue of readiness [`Event`]s for the streams registered with
+/// it (FlexTOE's per-thread context queue).
+#[derive(Clone)]
+pub struct Context {
+    shared: Arc<ContextShared>,
+}
+
+impl Context {
+    /// A context whose queue holds `capacity` events. When it overflows, events are dropped
+    /// and counted; readiness itself is never lost, since it is read from the rings.
+    pub fn new(capacity: usize) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        Context {
+            shared: Arc::new(ContextShared {
+                tx,
+                rx,
+                overflows: AtomicU64::new(0),
+                waiter: Waiter::default(),
+            }),
+        }
+    }
+
+    /// Move pending events into `out`; returns how many.
+    pub fn poll(&self, out: &mut Vec<Event>) -> usize {
+        let mut n = 0;
+        while let Ok(e) = self.shared.rx.try_recv() {
+            out.push(e);
+            n += 1;
+        }
+        n
+    }
+
+    /// Wait until an event is pending or `timeout` passes.
+    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+        self.shared.waiter.wait_until(timeout, || !self.shared.rx.is_empty())
+    }
+
+    /// Events dropped because the queue was full.
+    pub fn overflows(&self) -> u64 {
+        self.shared.overflows.load(Ordering::Relaxed)
+    }
+
+    fn post(&self, e: Event) {
+        if self.shared.tx.try_send(e).is_err() {
+            self.shared.overflows.fetch_add(1, Ordering::Relaxed);
+        }
+        self.shared.waiter.wake();
+    }
+}
+
+/// The state a connection's application side and engine side share.
+pub struct ConnShared {
+    status: AtomicU8,
+    flow: AtomicU32,
+    rx_fin: AtomicBool,
+    tx_fin: AtomicBool,
+    abort: AtomicBool,
+    doorbell_pending: AtomicBool,
+    /// Woken on every change.
+    pub waiter: Waiter,
+    ctx: OnceLock<(Context, u64)>,
+    local: SocketAddrV4,
+    remote: SocketAddrV4,
+}
+
+impl ConnShared {
+    pub(crate) fn new(local: SocketAddrV4, remote: SocketAddrV4) -> Arc<Self> {
+        Arc::new(ConnShared {
+            status: AtomicU8::new(ConnStatus::Connecting as u8),
+            flow: AtomicU32::new(u32::MAX),
+            rx_fin: AtomicBool::new(false),
+            tx_fin: AtomicBool::new(false),
+            abort: AtomicBool::new(false),
+            doorbell_pending: AtomicBool::new(false),
+            waiter: Waiter::default(),
+            ctx: OnceLock::new(),
+            local,
+            remote,
+        })
+    }
+
+    /// Current status.
+    pub fn status(&self) -> ConnStatus {
+        ConnStatus::from_u8(self.status.load(Ordering::Acquire))
+    }
+
+    /// The flow id, once established.
+    pub fn flow(&self) -> Option<FlowId> {
+        match self.flow.load(Ordering::Acquire) {
+            u32::MAX => None,
+            f => Some(f),
+        }
+    }
+
+    pub(crate) fn set_flow(&self, f: FlowId) {
+        self.flow.store(f, Ordering::Release);
+    }
+
+    pub(crate) fn set_status(&self, s: ConnStatus) {
+        self.status.store(s as u8, Ordering::Release);
+        let kind = match s {
+            ConnStatus::Connecting => None,
+            ConnStatus::Established => Some(EventKind::Connected),
+            _ => Some(EventKind::Closed),
+        };
+        if let Some(k) = kind {
+            self.post(k);
+        }
+        self.waiter.wake();
+    }
+
+    pub(crate) fn set_rx_fin(&self) {
+        self.rx_fin.store(true, Ordering::Release);
+        self.post(EventKind::Readable);
+        self.waiter.wake();
+    }
+
+    /// Whether the peer's FIN has arrived.
+    pub fn rx_fin(&self) -> bool {
+        self.rx_fin.load(Ordering::Acquire)
+    }
+
+    /// Whether the application shut down its sending side.
+    pub fn tx_fin(&self) -> bool {
+        self.tx_fin.load(Ordering::Acquire)
+    }
+
+    /// Whether the application asked for an abort.
+    pub fn abort_requested(&self) -> bool {
+        self.abort.load(Ordering::Acquire)
+    }
+
+    /// Engine side: the doorbell has been seen; the next application change rings again.
+    pub(crate) fn clear_doorbell(&self) {
+        self.doorbell_pending.store(false, Ordering::SeqCst);
+    }
+
+    /// Post an event to the registered context, if any.
+    pub(crate) fn post(&self, kind: EventKind) {
+        if let Some((ctx, token)) = self.ctx.get() {
+            ctx.post(Event {
+                token: *token,
+                kind,
+            });
+        }
+    }
+
+    /// Local address.
+    pub fn local_addr(&self) -> SocketAddrV4 {
+        self.local
+    }
+
+    /// Peer address.
+    pub fn peer_addr(&self) -> SocketAddrV4 {
+        self.remote
+    }
+}
+
+/// Requests from the application to the control plane.
+pub(crate) enum AppRequest {
+    Listen {
+        port: u16,
+        backlog: usize,
+        accept_tx: Sender<Stream>,
+    },
+    Unlisten {
+        port: u16,
+    },
+    Connect {
+        remote: SocketAddrV4,
+        local_port: u16,
+        conn: Arc<ConnShared>,
+        rings: FlowRings,
+    },
+}
+
+/// State shared by every [`Host`] handle and the engine.
+pub(crate) struct HostShared {
+    pub(crate) ip: Ipv4Addr,
+    pub(crate) requests: Sender<AppRequest>,
+    pub(crate) doorbells: ArrayQueue<FlowId>,
+    pub(crate) ports: Mutex<PortAlloc>,
+    pub(crate) rx_buf: usize,
+    pub(crate) tx_buf: usize,
+    pub(crate) engine_alive: AtomicBool,
+}
+
+pub(crate) struct PortAlloc {
+    used: HashSet<u16>,
+    next: u16,
+}
+
+impl PortAlloc {
+    pub(crate) fn new() -> Self {
+        PortAlloc {
+            used: HashSet::new(),
+            next: EPHEMERAL_START,
+        }
+    }
+
+    fn take(&mut self, port: u16) -> Result<()> {
+        if port == 0 {
+            return Err(Error::InvalidInput("port 0"));
+        }
+        if !self.used.insert(port) {
+            return Err(Error::AddrInUse(port));
+        }
+        Ok(())
+    }
+
+    fn take_ephemeral(&mut self) -> Result<u16> {
+        for _ in 0..=(u16::MAX - EPHEMERAL_START) {
+            let p = self.next;
+            self.next = if p == u16::MAX { EPHEMERAL_START } else { p + 1 };
+            if self.used.insert(p) {
+                return Ok(p);
+            }
+        }
+        Err(Error::NoFreePort)
+    }
+
+    pub(crate) fn release(&mut self, port: u16) {
+        self.used.remove(&port);
+    }
+}
+
+const EPHEMERAL_START: u16 = 49152;
+
+impl HostShared {
+    pub(crate) fn ring_doorbell(&self, conn: &ConnShared) {
+        if let Some(f) = conn.flow() {
+            if !conn.doorbell_pending.swap(true, Ordering::SeqCst) {
+                // Capacity equals the flow limit and each flow has at most one entry.
+                let _ = self.doorbells.push(f);
+            }
+        }
+    }
+
+    pub(crate) fn release_port(&self, port: u16) {
+        self.ports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .release(port);
+    }
+
+    /// Make the ring pairs of a new connection: (engine ends, application ends).
+    pub(crate) fn make_rings(&self) -> (FlowRings, RingReader, RingWriter) {
+        let (rx_w, rx_r) = byte_ring(self.rx_buf);
+        let (tx_w, tx_r) = byte_ring(self.tx_buf);
+        (FlowRings { rx: rx_w, tx: tx_r }, rx_r, tx_w)
+    }
+}
+
+/// A handle for opening connections on an engine. Cheap to clone; `Send` and `Sync`.
+#[derive(Clone)]
+pub struct Host {
+    pub(crate) shared: Arc<HostShared>,
+}
+
+impl Host {
+    /// The engine's IPv4 address.
+    pub fn ip(&self) -> Ipv4Addr {
+        self.shared.ip
+    }
+
+    /// Listen on `port` with an accept backlog.
+    pub fn listen(&self, port: u16, backlog: usize) -> Result<Listener> {
+        if backlog == 0 {
+            return Err(Error::InvalidInput("backlog 0"));
+        }
+        self.check_alive()?;
+        self.shared
+            .ports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(port)?;
+        let (accept_tx, accept_rx) = crossbeam_channel::bounded(backlog);
+        if self
+            .shared
+            .requests
+            .send(AppRequest::Listen {
+                port,
+                backlog,
+                accept_tx,
+            })
+            .is_err()
+        {
+            self.shared.release_port(port);
+            return Err(Error::EngineGone);
+        }
+        Ok(Listener {
+            port,
+            accept_rx,
+            host: self.shared.clone(),
+            nonblocking: false,
+        })
+    }
+
+    /// Start connecting to `remote`; returns at once with a stream in
+    /// [`ConnStatus::Connecting`]. Data written meanwhile is sent once the connection is up.
+    pub fn connect(&self, remote: SocketAddrV4) -> Result<Stream> {
+        if remote.port() == 0 {
+            return Err(Error::InvalidInput("remote port 0"));
+        }
+        self.check_alive()?;
+        let local_port = self
+            .shared
+            .ports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_ephemeral()?;
+        let local = SocketAddrV4::new(self.shared.ip, local_port);
+        let conn = ConnShared::new(local, remote);
+        let (rings, rx, tx) = self.shared.make_rings();
+        if self
+            .shared
+            .requests
+            .send(AppRequest::Connect {
+                remote,
+                local_port,
+                conn: conn.clone(),
+                rings,
+            })
+            .is_err()
+        {
+            self.shared.release_port(local_port);
+            return Err(Error::EngineGone);
+        }
+        Ok(Stream::new(conn, rx, tx, self.shared.clone()))
+    }
+
+    /// Connect and wait (up to `timeout`) until the connection is established. Needs the
+    /// engine to run on another thread.
+    pub fn connect_blocking(&self, remote: SocketAddrV4, timeout: Duration) -> Result<Stream> {
+        let s = self.connect(remote)?;
+        s.wait_connected(Some(timeout))?;
+        Ok(s)
+    }
+
+    fn check_alive(&self) -> Result<()> {
+        if self.shared.engine_alive.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(Error::EngineGone)
+        }
+    }
+}
+
+/// A listening socket.
+pub struct Listener {
+    port: u16,
+    accept_rx: Receiver<Stream>,
+    host: Arc<HostShared>,
+    nonblocking: bool,
+}
+
+impl Listener {
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Make [`accept`](Self::accept) return `WouldBlock` instead of waiting.
+    pub fn set_nonblocking(&mut self, nb: bool) {
+        self.nonblocking = nb;
+    }
+
+    /// Take an established connection, waiting for one unless nonblocking.
+    pub fn accept(&self) -> io::Result<Stream> {
+        if self.nonblocking {
+            return match self.try_accept()? {
+                Some(s) => Ok(s),
+                None => Err(io::ErrorKind::WouldBlock.into()),
+            };
+        }
+        self.accept_rx
+            .recv()
+            .map_err(|_| Error::EngineGone.into())
+    }
+
+    /// Take an established connection if one is waiting.
+    pub fn try_accept(&self) -> io::Result<Option<Stream>> {
+        match self.accept_rx.try_recv() {
+            Ok(s) => Ok(Some(s)),
+            Err(TryRecvError::Empty) => Ok(None),
+            Err(TryRecvError::Disconnected) => Err(Error::EngineGone.into()),
+        }
+    }
+
+    /// Wait up to `timeout` for a connection.
+    pub fn accept_timeout(&self, timeout: Duration) -> io::Result<Option<Stream>> {
+        match self.accept_rx.recv_timeout(timeout) {
+            Ok(s) => Ok(Some(s)),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Ok(None),
+            Err(_) => Err(Error::EngineGone.into()),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.host.requests.send(AppRequest::Unlisten { port: self.port });
+    }
+}
+
+/// One TCP connection, as the application holds it.
+///
+/// Dropping a stream closes it: with a FIN when all received data was read, with a RST
+/// (abort) when unread data remains, as Linux does.
+pub struct Stream {
+    conn: Arc<ConnShared>,
+    rx: RingReader,
+    tx: RingWriter,
+    host: Arc<HostShared>,
+    nonblocking: bool,
+    rd_shutdown: bool,
+}
+
+impl Stream {
+    pub(crate) fn new(
+        conn: Arc<ConnShared>,
+        rx: RingReader,
+        tx: RingWriter,
+        host: Arc<HostShared>,
+    ) -> Self {
+        Stream {
+            conn,
+            rx,
+            tx,
+            host,
+            nonblocking: false,
+            rd_shutdown: false,
+        }
+    }
+
+    /// Connection status.
+    pub fn status(&self) -> ConnStatus {
+        self.conn.status()
+    }
+
+    /// Local address.
+    pub fn local_addr(&self) -> SocketAddrV4 {
+        self.conn.local_addr()
+    }
+
+    /// Peer address.
+    pub fn peer_addr(&self) -> SocketAddrV4 {
+        self.conn.peer_addr()
+    }
+
+    /// The engine's flow id, once established.
+    pub fn flow(&self) -> Option<FlowId> {
+        self.conn.flow()
+    }
+
+    /// Make reads and writes return `WouldBlock` instead of waiting.
+    pub fn set_nonblocking(&mut self, nb: bool) {
+        self.nonblocking = nb;
+    }
+
+    /// Register with a context: readiness events for this stream carry `token`. A stream
+    /// can be registered once.
+    pub fn register(&self, ctx: &Context, token: u64) -> Result<()> {
+        self.conn
+            .ctx
+            .set((ctx.clone(), token))
+            .map_err(|_| Error::InvalidInput("stream already registered"))
+    }
+
+    /// Wait until the handshake finishes (or fails).
+    pub fn wait_connected(&self, timeout: Option<Duration>) -> Result<()> {
+        self.conn
+            .waiter
+            .wait_until(timeout, || self.conn.status() != ConnStatus::Connecting);
+        match self.conn.status() {
+            ConnStatus::Established | ConnStatus::Closed => Ok(()),
+            ConnStatus::Connecting => Err(Error::TimedOut),
+            s => Err(s.error().unwrap_or(Error::ConnectionReset)),
+        }
+    }
+
+    /// Bytes ready to read.
+    pub fn readable_bytes(&self) -> usize {
+        self.rx.available()
+    }
+
+    /// Free TX ring space.
+    pub fn writable_bytes(&self) -> usize {
+        self.tx.free()
+    }
+
+    /// Whether a read would not block (data, end of stream, or an error).
+    pub fn is_readable(&self) -> bool {
+        self.rx.available() > 0 || self.conn.rx_fin() || self.conn.status().error().is_some()
+    }
+
+    /// Bytes written but not yet acknowledged by the peer.
+    pub fn unacked_bytes(&self) -> usize {
+        self.tx.capacity() - self.tx.free()
+    }
+
+    /// Shut down one or both directions. `Write` sends a FIN once queued data is out.
+    pub fn shutdown(&mut self, how: std::net::Shutdown) -> io::Result<()> {
+        use std::net::Shutdown;
+        if matches!(how, Shutdown::Read | Shutdown::Both) {
+            self.rd_shutdown = true;
+        }
+        if matches!(how, Shutdown::Write | Shutdown::Both) {
+            self.conn.tx_fin.store(true, Ordering::Release);
+            self.host.ring_doorbell(&self.conn);
+        }
+        Ok(())
+    }
+
+    /// Abort the connection: a RST, and queued data is discarded.
+    pub fn abort(self) {
+        self.conn.abort.store(true, Ordering::Release);
+        self.host.ring_doorbell(&self.conn);
+    }
+
+    /// Wait until everything written has been acknowledged, or `timeout` passes.
+    pub fn wait_drained(&self, timeout: Option<Duration>) -> bool {
+        self.conn.waiter.wait_until(timeout, || {
+            self.tx.free() == self.tx.capacity() || self.conn.status().error().is_some()
+        })
+    }
+
+    /// Wait until the connection is fully closed (or failed), or `timeout` passes.
+    pub fn wait_closed(&self, timeout: Option<Duration>) -> bool {
+        self.conn.waiter.wait_until(timeout, || {
+            !matches!(
+                self.conn.status(),
+                ConnStatus::Connecting | ConnStatus::Established
+            )
+        })
+    }
+
+    fn try_read(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        if self.rd_shutdown || buf.is_empty() {
+            return Some(Ok(0));
+        }
+        let n = self.rx.pop(buf);
+        if n > 0 {
+            self.host.ring_doorbell(&self.conn);
+            return Some(Ok(n));
+        }
+        if self.conn.rx_fin() {
+            // The FIN is consumed after all data before it was published.
+            let n = self.rx.pop(buf);
+            if n > 0 {
+                self.host.ring_doorbell(&self.conn);
+            }
+            return Some(Ok(n));
+        }
+        if let Some(e) = self.conn.status().error() {
+            return Some(Err(e.into()));
+        }
+        if self.conn.status() == ConnStatus::Closed {
+            return Some(Ok(0));
+        }
+        None
+    }
+
+    fn try_write(&mut self, buf: &[u8]) -> Option<io::Result<usize>> {
+        if let Some(e) = self.conn.status().error() {
+            return Some(Err(e.into()));
+        }
+        if self.conn.tx_fin() || self.conn.status() == ConnStatus::Closed {
+            return Some(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        if buf.is_empty() {
+            return Some(Ok(0));
+        }
+        let n = self.tx.push(buf);
+        if n > 0 {
+            self.host.ring_doorbell(&self.conn);
+            return Some(Ok(n));
+        }
+        None
+    }
+}
+
+impl io::Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(r) = self.try_read(buf) {
+                return r;
+            }
+            if self.nonblocking {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let conn = self.conn.clone();
+            let rx = &self.rx;
+            conn.waiter.wait_until(None, || {
+                rx.available() > 0 || conn.rx_fin() || conn.status() != ConnStatus::Established
+                    && conn.status() != ConnStatus::Connecting
+            });
+        }
+    }
+}
+
+impl io::Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            if let Some(r) = self.try_write(buf) {
+                return r;
+            }
+            if self.nonblocking {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let conn = self.conn.clone();
+            let tx = &self.tx;
+            conn.waiter.wait_until(None, || {
+                tx.free() > 0 || conn.status().error().is_some()
+            });
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if self.rx.available() > 0 && !self.rd_shutdown {
+            self.conn.abort.store(true, Ordering::Release);
+        } else {
+            self.conn.tx_fin.store(true, Ordering::Release);
+        }
+        self.host.ring_doorbell(&self.conn);
+    }
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("local", &self.local_addr())
+            .field("peer", &self.peer_addr())
+            .field("status", &self.status())
+            .finish()
+    }
+}

@@ -1,0 +1,258 @@
+//! The data-path stages and the items that flow between them.
+//!
+//! ```text
+//! RX:  port -> preprocess -> protocol -> place -> postprocess -> port
+//!                 |                                  \-> notify -> app / control
+//!                 \-> punt -> control plane
+//! TX:  app doorbell / scheduler -> protocol -> postprocess -> place -> port
+//! ```
+//!
+//! Every stage implements [`Stage`]: it takes a burst of input items, appends output items,
+//! and never reads a clock, sleeps, owns a socket or spawns a thread (`now` is passed in).
+//! Only [`protocol::Protocol`] writes TCP state; it is a pure function of (work item, segment
+//! summary, state) that returns a [`ProtoResult`] with [`Actions`] flags, and the stages
+//! downstream carry the flags out: copy payload, build headers, notify.
+
+pub mod notify;
+pub mod place;
+pub mod postprocess;
+pub mod preprocess;
+pub mod protocol;
+pub mod scheduler;
+
+use crate::buf::Frame;
+use crate::flow::FlowId;
+use crate::stats::StageStats;
+use crate::time::Instant;
+use crate::wire::{SegmentSummary, TxHeader};
+
+/// Default burst size.
+pub const BURST: usize = 32;
+
+/// A data-path stage: a burst of inputs in, outputs appended.
+///
+/// Implementations drain `input` and push to `output`. They must not block. Stage objects are
+/// `Send`, so a runtime may move each to its own thread.
+pub trait Stage: Send {
+    /// Item type taken.
+    type In;
+    /// Item type emitted.
+    type Out;
+    /// Name for statistics.
+    fn name(&self) -> &'static str;
+    /// Process one burst.
+    fn process(&mut self, now: Instant, input: &mut Vec<Self::In>, output: &mut Vec<Self::Out>);
+    /// Counters so far.
+    fn stats(&self) -> &StageStats;
+}
+
+/// A received segment of a known flow, on its way to the protocol stage.
+#[derive(Debug)]
+pub struct RxWork {
+    /// The flow.
+    pub flow: FlowId,
+    /// The segment, summarized.
+    pub summary: SegmentSummary,
+    /// The frame holding the payload.
+    pub frame: Frame,
+}
+
+/// Why preprocess handed a frame to the control plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PuntReason {
+    /// ARP.
+    Arp,
+    /// SYN flag.
+    Syn,
+    /// RST flag.
+    Rst,
+    /// No flow for the 4-tuple.
+    UnknownFlow,
+    /// Options the data path does not expect (SACK blocks, unknown kinds).
+    UnexpectedOptions,
+    /// URG flag.
+    Urgent,
+}
+
+/// A frame the data path does not handle.
+#[derive(Debug)]
+pub struct Punt {
+    /// The frame.
+    pub frame: Frame,
+    /// Why.
+    pub reason: PuntReason,
+}
+
+/// Output of preprocess.
+#[derive(Debug)]
+pub enum PreOut {
+    /// For the protocol stage.
+    Rx(RxWork),
+    /// For the control plane.
+    Punt(Punt),
+}
+
+/// Work for the protocol stage.
+#[derive(Debug)]
+pub enum ProtoWork {
+    /// A received segment.
+    Rx(RxWork),
+    /// The scheduler grants one segment's worth of transmission.
+    Tx {
+        /// The flow.
+        flow: FlowId,
+    },
+    /// The application moved its ring positions (sent data, read data, closed).
+    App {
+        /// The flow.
+        flow: FlowId,
+        /// End of the data the application queued for sending (TX ring head).
+        tx_head: u64,
+        /// How far the application has read (RX ring tail).
+        rx_tail: u64,
+        /// The application will send no more.
+        fin: bool,
+    },
+    /// Retransmission timeout: go back to the oldest unacknowledged byte.
+    Retransmit {
+        /// The flow.
+        flow: FlowId,
+    },
+    /// Zero-window probe.
+    Probe {
+        /// The flow.
+        flow: FlowId,
+    },
+    /// Send an ACK now (challenge ACK, keep the peer informed).
+    Ack {
+        /// The flow.
+        flow: FlowId,
+    },
+    /// Send a RST and stop.
+    Reset {
+        /// The flow.
+        flow: FlowId,
+    },
+}
+
+impl ProtoWork {
+    /// The flow this item is for.
+    pub fn flow(&self) -> FlowId {
+        match self {
+            ProtoWork::Rx(w) => w.flow,
+            ProtoWork::Tx { flow }
+            | ProtoWork::App { flow, .. }
+            | ProtoWork::Retransmit { flow }
+            | ProtoWork::Probe { flow }
+            | ProtoWork::Ack { flow }
+            | ProtoWork::Reset { flow } => *flow,
+        }
+    }
+}
+
+/// What the protocol stage asks the downstream stages to do (FlexTOE's `WORK_RESULT_*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Actions(pub u32);
+
+impl Actions {
+    /// Send a segment with header `hdr` (data when `FETCH_PAYLOAD`, else an ACK/control
+    /// segment). May be coalesced with later ACKs of the same flow in the burst.
+    pub const TX: u32 = 1 << 0;
+    /// Send the ACK now, never coalesce it (out-of-order data, FIN, window update).
+    pub const ACK_NOW: u32 = 1 << 1;
+    /// Copy the received payload into the RX ring.
+    pub const PLACE_PAYLOAD: u32 = 1 << 2;
+    /// Copy payload from the TX ring into the outgoing frame.
+    pub const FETCH_PAYLOAD: u32 = 1 << 3;
+    /// Publish the RX ring up to `rx_publish`.
+    pub const PUBLISH_RX: u32 = 1 << 4;
+    /// Release the TX ring up to `tx_release` (the peer acknowledged it).
+    pub const RELEASE_TX: u32 = 1 << 5;
+    /// Tell the application something changed.
+    pub const NOTIFY_APP: u32 = 1 << 6;
+    /// Go-back-N after three duplicate ACKs.
+    pub const FAST_RETRANSMIT: u32 = 1 << 7;
+    /// Go-back-N after a timeout.
+    pub const TIMEOUT_RETRANSMIT: u32 = 1 << 8;
+    /// The peer's FIN was consumed in order.
+    pub const FIN_RX: u32 = 1 << 9;
+    /// Our FIN was acknowledged.
+    pub const FIN_ACKED: u32 = 1 << 10;
+    /// We sent our FIN (first time).
+    pub const FIN_TX: u32 = 1 << 11;
+    /// The flow may have more to send: (re)activate it in the scheduler.
+    pub const SCHED: u32 = 1 << 12;
+    /// Received CE: echo ECE.
+    pub const ECE: u32 = 1 << 13;
+    /// The peer echoed ECE.
+    pub const ECN_ECHOED: u32 = 1 << 14;
+    /// An RTT sample is in `rtt_us`.
+    pub const RTT_SAMPLE: u32 = 1 << 15;
+    /// A RST was sent; the flow is finished.
+    pub const RST_TX: u32 = 1 << 16;
+    /// A duplicate ACK was counted.
+    pub const DUP_ACK: u32 = 1 << 17;
+    /// An out-of-order segment was kept.
+    pub const OOO: u32 = 1 << 18;
+    /// The ACK advanced `snd_una`.
+    pub const ACKED: u32 = 1 << 19;
+
+    /// Whether any bit of `bits` is set.
+    #[inline]
+    pub fn any(self, bits: u32) -> bool {
+        self.0 & bits != 0
+    }
+
+    /// Set bits.
+    #[inline]
+    pub fn set(&mut self, bits: u32) {
+        self.0 |= bits;
+    }
+
+    /// Whether nothing is to be done.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// Where payload moves: between `frame_off` in a frame and `ring_pos` in a connection ring.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PayloadOp {
+    /// Position in the ring (free-running).
+    pub ring_pos: u64,
+    /// Offset in the frame.
+    pub frame_off: u16,
+    /// Bytes.
+    pub len: u16,
+}
+
+/// The protocol stage's verdict on one work item; carries everything downstream stages need.
+#[derive(Debug, Default)]
+pub struct ProtoResult {
+    /// The flow.
+    pub flow: FlowId,
+    /// What to do.
+    pub actions: Actions,
+    /// The received frame (freed by place).
+    pub rx_frame: Option<Frame>,
+    /// The frame to send (allocated by postprocess).
+    pub tx_frame: Option<Frame>,
+    /// Header snapshot for the segment to send.
+    pub hdr: TxHeader,
+    /// Payload movement.
+    pub payload: PayloadOp,
+    /// New RX ring head (with `PUBLISH_RX`).
+    pub rx_publish: u64,
+    /// New TX ring tail (with `RELEASE_TX`).
+    pub tx_release: u64,
+    /// Bytes newly acknowledged.
+    pub acked: u32,
+    /// RTT sample (with `RTT_SAMPLE`), microseconds.
+    pub rtt_us: u32,
+    /// Sequence space in flight after this item.
+    pub in_flight: u32,
+    /// Application bytes queued but not sent after this item.
+    pub unsent: u32,
+    /// The peer's window is zero after this item.
+    pub peer_window_zero: bool,
+}

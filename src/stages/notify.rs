@@ -1,0 +1,110 @@
+//! Notify: tell the application and the control plane what the protocol results mean.
+//!
+//! Results are processed in protocol order, so per-connection notifications are in order.
+//! The application is woken (and gets [`EventKind`](crate::host::EventKind)s on its context)
+//! when data arrives, TX space is freed or the peer closes; the control plane gets the events
+//! that move a connection's state: FIN received, FIN acknowledged, RST sent.
+
+use std::sync::Arc;
+
+use super::{Actions, ProtoResult, Stage};
+use crate::flow::FlowId;
+use crate::host::{ConnShared, EventKind};
+use crate::stats::StageStats;
+use crate::time::Instant;
+
+/// A connection event for the control plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ControlEvent {
+    /// The flow.
+    pub flow: FlowId,
+    /// `Actions` bits relevant to the control plane (`FIN_RX`, `FIN_ACKED`, `RST_TX`,
+    /// `ACKED`, `FIN_TX`).
+    pub actions: Actions,
+}
+
+/// The notify stage.
+#[derive(Default)]
+pub struct Notify {
+    flows: Vec<Option<Arc<ConnShared>>>,
+    stats: StageStats,
+}
+
+const CONTROL_BITS: u32 = Actions::FIN_RX
+    | Actions::FIN_ACKED
+    | Actions::RST_TX
+    | Actions::ACKED
+    | Actions::FIN_TX
+    | Actions::TIMEOUT_RETRANSMIT;
+
+impl Notify {
+    /// An empty notify stage.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Install a flow's application side.
+    pub fn install(&mut self, id: FlowId, conn: Arc<ConnShared>) {
+        let i = id as usize;
+        if self.flows.len() <= i {
+            self.flows.resize(i + 1, None);
+        }
+        self.flows[i] = Some(conn);
+    }
+
+    /// Remove a flow.
+    pub fn remove(&mut self, id: FlowId) {
+        if let Some(f) = self.flows.get_mut(id as usize) {
+            *f = None;
+        }
+    }
+
+    fn notify(&mut self, r: &ProtoResult) {
+        let a = r.actions;
+        if !a.any(Actions::NOTIFY_APP) {
+            return;
+        }
+        let Some(conn) = self.flows.get(r.flow as usize).and_then(Option::as_ref) else {
+            return;
+        };
+        if a.any(Actions::FIN_RX) {
+            conn.set_rx_fin();
+        } else {
+            if a.any(Actions::PUBLISH_RX) {
+                conn.post(EventKind::Readable);
+            }
+            if a.any(Actions::RELEASE_TX) {
+                conn.post(EventKind::Writable);
+            }
+            conn.waiter.wake();
+        }
+        self.stats.items_out += 1;
+    }
+}
+
+impl Stage for Notify {
+    type In = ProtoResult;
+    type Out = ControlEvent;
+
+    fn name(&self) -> &'static str {
+        "notify"
+    }
+
+    fn process(&mut self, _now: Instant, input: &mut Vec<ProtoResult>, output: &mut Vec<ControlEvent>) {
+        self.stats.bursts += 1;
+        self.stats.items_in += input.len() as u64;
+        for r in input.drain(..) {
+            self.notify(&r);
+            if r.actions.any(CONTROL_BITS) {
+                output.push(ControlEvent {
+                    flow: r.flow,
+                    actions: r.actions,
+                });
+            }
+        }
+    }
+
+    fn stats(&self) -> &StageStats {
+        &self.stats
+    }
+}

@@ -1,0 +1,133 @@
+//! Preprocess: validate, summarize, look up the flow, and punt what the data path does not
+//! handle. Stateless apart from its copy of the flow table, so it can be replicated.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use super::{PreOut, Punt, PuntReason, RxWork, Stage};
+use crate::buf::{Frame, FrameArena};
+use crate::flow::{FlowId, FlowTable};
+use crate::stats::{DropReason, StageStats};
+use crate::time::Instant;
+use crate::wire::{self, flags, MacAddr, Parsed};
+
+/// The preprocess stage.
+pub struct Preprocess {
+    arena: Arc<FrameArena>,
+    mac: MacAddr,
+    ip: Ipv4Addr,
+    table: FlowTable,
+    stats: StageStats,
+}
+
+impl Preprocess {
+    /// A preprocess stage for the engine at `mac` / `ip`.
+    pub fn new(arena: Arc<FrameArena>, mac: MacAddr, ip: Ipv4Addr) -> Self {
+        Preprocess {
+            arena,
+            mac,
+            ip,
+            table: FlowTable::new(),
+            stats: StageStats::default(),
+        }
+    }
+
+    /// Install a flow.
+    pub fn install(&mut self, tuple: wire::FourTuple, id: FlowId) {
+        self.table.insert(tuple, id);
+    }
+
+    /// Remove a flow.
+    pub fn remove(&mut self, tuple: &wire::FourTuple) {
+        self.table.remove(tuple);
+    }
+
+    /// The flow table.
+    pub fn table(&self) -> &FlowTable {
+        &self.table
+    }
+
+    /// Classify one frame. `options_checked` lets the control plane re-inject a segment whose
+    /// options it has reviewed.
+    pub fn classify(&mut self, frame: Frame, options_checked: bool) -> Option<PreOut> {
+        let data = self.arena.data(&frame);
+        let parsed = match wire::parse_frame(data) {
+            Ok(p) => p,
+            Err(reason) => {
+                self.stats.drops.add(reason);
+                self.arena.free(frame);
+                return None;
+            }
+        };
+        let dst_mac = MacAddr::from_bytes(&data[..6]);
+        if dst_mac != self.mac && !dst_mac.is_broadcast() {
+            self.stats.drops.add(DropReason::NotForUs);
+            self.arena.free(frame);
+            return None;
+        }
+        let seg = match parsed {
+            Parsed::Arp(_) => {
+                return Some(PreOut::Punt(Punt {
+                    frame,
+                    reason: PuntReason::Arp,
+                }))
+            }
+            Parsed::Tcp(seg) => seg,
+        };
+        if seg.tuple.local_ip != self.ip || dst_mac != self.mac {
+            self.stats.drops.add(DropReason::NotForUs);
+            self.arena.free(frame);
+            return None;
+        }
+        let f = seg.summary.flags;
+        let reason = if f & flags::SYN != 0 {
+            Some(PuntReason::Syn)
+        } else if f & flags::RST != 0 {
+            Some(PuntReason::Rst)
+        } else if f & flags::URG != 0 {
+            Some(PuntReason::Urgent)
+        } else if seg.options.unexpected && !options_checked {
+            Some(PuntReason::UnexpectedOptions)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Some(PreOut::Punt(Punt { frame, reason }));
+        }
+        match self.table.lookup(&seg.tuple) {
+            Some(flow) => Some(PreOut::Rx(RxWork {
+                flow,
+                summary: seg.summary,
+                frame,
+            })),
+            None => Some(PreOut::Punt(Punt {
+                frame,
+                reason: PuntReason::UnknownFlow,
+            })),
+        }
+    }
+}
+
+impl Stage for Preprocess {
+    type In = Frame;
+    type Out = PreOut;
+
+    fn name(&self) -> &'static str {
+        "preprocess"
+    }
+
+    fn process(&mut self, _now: Instant, input: &mut Vec<Frame>, output: &mut Vec<PreOut>) {
+        self.stats.bursts += 1;
+        self.stats.items_in += input.len() as u64;
+        for frame in input.drain(..) {
+            if let Some(out) = self.classify(frame, false) {
+                self.stats.items_out += 1;
+                output.push(out);
+            }
+        }
+    }
+
+    fn stats(&self) -> &StageStats {
+        &self.stats
+    }
+}

@@ -1,0 +1,162 @@
+//! Counters: why frames were dropped, and what each stage did.
+
+use std::fmt;
+
+macro_rules! drop_reasons {
+    ($($(#[$m:meta])* $name:ident => $label:literal,)*) => {
+        /// Why the data path (or the control plane) dropped a frame or a work item.
+        ///
+        /// Every drop is counted under exactly one reason; nothing is dropped silently.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason { $($(#[$m])* $name,)* }
+
+        impl DropReason {
+            /// All reasons, in counter order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$name,)*];
+            /// Number of reasons.
+            pub const COUNT: usize = [$(DropReason::$name,)*].len();
+            /// Short stable name for reports.
+            pub fn label(self) -> &'static str {
+                match self { $(DropReason::$name => $label,)* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// Shorter than the headers it claims.
+    Truncated => "truncated",
+    /// Neither IPv4 nor ARP.
+    UnsupportedEthertype => "unsupported-ethertype",
+    /// Not addressed to this engine's MAC or IP address.
+    NotForUs => "not-for-us",
+    /// IPv4 header malformed (version, header length, total length).
+    BadIpHeader => "bad-ip-header",
+    /// IPv4 header checksum wrong.
+    BadIpChecksum => "bad-ip-checksum",
+    /// IPv4 fragment (the engine does not reassemble).
+    Fragment => "ip-fragment",
+    /// IPv4 but not TCP.
+    NotTcp => "not-tcp",
+    /// TCP header malformed (data offset, ports, flag combination).
+    BadTcpHeader => "bad-tcp-header",
+    /// TCP checksum wrong.
+    BadTcpChecksum => "bad-tcp-checksum",
+    /// TCP options malformed.
+    BadTcpOptions => "bad-tcp-options",
+    /// ARP packet malformed or not Ethernet/IPv4.
+    BadArp => "bad-arp",
+    /// Segment for a flow that the data path no longer knows.
+    StaleFlow => "stale-flow",
+    /// Segment without the ACK flag on an established connection.
+    NoAck => "no-ack",
+    /// Segment outside the receive window (answered with an ACK).
+    OutOfWindow => "out-of-window",
+    /// ACK for data never sent (answered with an ACK).
+    AckTooNew => "ack-too-new",
+    /// Out-of-order segment that did not fit the out-of-order intervals.
+    OooNoRoom => "ooo-no-room",
+    /// Data after the peer's FIN.
+    DataAfterFin => "data-after-fin",
+    /// No free frame in the arena.
+    NoFrame => "no-frame",
+    /// A queue was full.
+    QueueFull => "queue-full",
+    /// Control plane: segment for no connection and no listener (answered with RST).
+    NoConnection => "no-connection",
+    /// Control plane: SYN for a listener whose backlog is full.
+    BacklogFull => "backlog-full",
+    /// Control plane: RST that did not match the expected sequence number.
+    BadRst => "bad-rst",
+    /// Control plane: segment that is invalid in the connection's handshake state.
+    BadHandshake => "bad-handshake",
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// Drop counters, one per [`DropReason`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DropCounters([u64; DropReason::COUNT]);
+
+impl Default for DropCounters {
+    fn default() -> Self {
+        DropCounters([0; DropReason::COUNT])
+    }
+}
+
+impl DropCounters {
+    /// Count one drop.
+    pub fn add(&mut self, reason: DropReason) {
+        self.0[reason as usize] += 1;
+    }
+
+    /// Drops counted for `reason`.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0[reason as usize]
+    }
+
+    /// All drops.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// Add another set of counters to this one.
+    pub fn merge(&mut self, other: &DropCounters) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a += b;
+        }
+    }
+
+    /// The non-zero counters.
+    pub fn nonzero(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL
+            .iter()
+            .map(|r| (*r, self.get(*r)))
+            .filter(|(_, n)| *n > 0)
+    }
+}
+
+impl fmt::Display for DropCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for (r, n) in self.nonzero() {
+            if !first {
+                f.write_str(" ")?;
+            }
+            write!(f, "{}={}", r, n)?;
+            first = false;
+        }
+        if first {
+            f.write_str("none")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a stage did: items in, items out, drops by reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StageStats {
+    /// Items taken.
+    pub items_in: u64,
+    /// Items emitted.
+    pub items_out: u64,
+    /// Bursts processed.
+    pub bursts: u64,
+    /// Items dropped, by reason.
+    pub drops: DropCounters,
+}
+
+impl fmt::Display for StageStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "in={} out={} bursts={} drops: {}",
+            self.items_in, self.items_out, self.bursts, self.drops
+        )
+    }
+}

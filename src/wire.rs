@@ -1,0 +1,609 @@
+//! Ethernet / IPv4 / TCP on the wire, through `smoltcp::wire`.
+//!
+//! * [`parse_frame`] validates a received frame (lengths, IPv4 and TCP checksums, fragments,
+//!   options) and reduces a TCP segment to a compact [`SegmentSummary`] plus its
+//!   [`FourTuple`]. Every rejection names a [`DropReason`].
+//! * [`HeaderTemplate`] holds a connection's constant Ethernet/IPv4/TCP header bytes, so the
+//!   data path builds a segment by copying the template and patching a handful of fields.
+//! * [`fill_checksums`] completes a frame right before it leaves.
+//! * [`emit_tcp`] and [`emit_arp`] build arbitrary segments and ARP packets for the control
+//!   plane, tests and benches.
+
+use std::hash::{Hash, Hasher};
+use std::net::Ipv4Addr;
+
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress,
+    IpProtocol, Ipv4Packet, Ipv4Repr, TcpOption, TcpPacket, TcpRepr,
+};
+
+pub use smoltcp::wire::EthernetAddress as MacAddr;
+
+use crate::stats::DropReason;
+
+/// Ethernet header length.
+pub const ETH_HDR: usize = 14;
+/// IPv4 header length without options.
+pub const IP_HDR: usize = 20;
+/// TCP header length without options.
+pub const TCP_HDR: usize = 20;
+/// Length of the timestamp option block as sent on data segments (NOP, NOP, TS).
+pub const TS_OPT_LEN: usize = 12;
+
+/// TCP flag bits (as in the header's flag byte).
+pub mod flags {
+    /// FIN.
+    pub const FIN: u8 = 0x01;
+    /// SYN.
+    pub const SYN: u8 = 0x02;
+    /// RST.
+    pub const RST: u8 = 0x04;
+    /// PSH.
+    pub const PSH: u8 = 0x08;
+    /// ACK.
+    pub const ACK: u8 = 0x10;
+    /// URG.
+    pub const URG: u8 = 0x20;
+    /// ECE.
+    pub const ECE: u8 = 0x40;
+    /// CWR.
+    pub const CWR: u8 = 0x80;
+}
+
+/// Sequence-number arithmetic modulo 2^32 (RFC 9293 section 3.4).
+pub mod seq {
+    /// `a < b`.
+    #[inline]
+    pub fn lt(a: u32, b: u32) -> bool {
+        (a.wrapping_sub(b) as i32) < 0
+    }
+    /// `a <= b`.
+    #[inline]
+    pub fn le(a: u32, b: u32) -> bool {
+        (a.wrapping_sub(b) as i32) <= 0
+    }
+    /// `a > b`.
+    #[inline]
+    pub fn gt(a: u32, b: u32) -> bool {
+        lt(b, a)
+    }
+    /// `a >= b`.
+    #[inline]
+    pub fn ge(a: u32, b: u32) -> bool {
+        le(b, a)
+    }
+}
+
+/// A TCP connection's addresses, seen from this engine: `local` is ours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FourTuple {
+    /// Our IPv4 address.
+    pub local_ip: Ipv4Addr,
+    /// Our port.
+    pub local_port: u16,
+    /// The peer's IPv4 address.
+    pub remote_ip: Ipv4Addr,
+    /// The peer's port.
+    pub remote_port: u16,
+}
+
+impl FourTuple {
+    /// A stable 32-bit hash (FNV-1a), used to pick the flow group.
+    pub fn hash32(&self) -> u32 {
+        let mut h = Fnv(0x811c_9dc5);
+        self.hash(&mut h);
+        h.0 as u32
+    }
+}
+
+struct Fnv(u64);
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = ((self.0 as u32 ^ *b as u32).wrapping_mul(0x0100_0193)) as u64;
+        }
+    }
+}
+
+/// The compact description of a received segment that stages pass on (28 bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegmentSummary {
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgment number (meaningful when `flags` has ACK).
+    pub ack: u32,
+    /// Peer's timestamp value (when `has_ts`).
+    pub ts_val: u32,
+    /// Peer's timestamp echo (when `has_ts`).
+    pub ts_ecr: u32,
+    /// Raw (unscaled) window field.
+    pub win: u16,
+    /// Offset of the payload inside the frame.
+    pub payload_off: u16,
+    /// Payload length.
+    pub payload_len: u16,
+    /// TCP flags byte.
+    pub flags: u8,
+    /// A timestamp option was present.
+    pub has_ts: bool,
+    /// The IP header carried ECN CE.
+    pub ce: bool,
+}
+
+impl SegmentSummary {
+    /// Whether all flags in `f` are set.
+    pub fn has(&self, f: u8) -> bool {
+        self.flags & f == f
+    }
+}
+
+/// The TCP options the engine understands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpOptions {
+    /// Maximum segment size.
+    pub mss: Option<u16>,
+    /// Window scale shift (clamped to 14).
+    pub window_scale: Option<u8>,
+    /// SACK permitted.
+    pub sack_permitted: bool,
+    /// Timestamps (value, echo).
+    pub timestamp: Option<(u32, u32)>,
+    /// Options that data segments should not carry (SACK blocks, MSS or window scale outside
+    /// SYN, unknown kinds) were present.
+    pub unexpected: bool,
+}
+
+/// A received TCP segment, validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpSegment {
+    /// The connection, from our side.
+    pub tuple: FourTuple,
+    /// Sender's MAC address.
+    pub src_mac: MacAddr,
+    /// The summary stages pass on.
+    pub summary: SegmentSummary,
+    /// Parsed options.
+    pub options: TcpOptions,
+}
+
+/// A validated received frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// A TCP segment.
+    Tcp(TcpSegment),
+    /// An ARP packet.
+    Arp(ArpRepr),
+}
+
+/// Validate a frame and summarize it. Checks lengths, the IPv4 header checksum, the TCP
+/// checksum, fragments and options; never panics on any input.
+pub fn parse_frame(data: &[u8]) -> Result<Parsed, DropReason> {
+    let eth = EthernetFrame::new_checked(data).map_err(|_| DropReason::Truncated)?;
+    match eth.ethertype() {
+        EthernetProtocol::Arp => {
+            let pkt = ArpPacket::new_checked(eth.payload()).map_err(|_| DropReason::BadArp)?;
+            let repr = ArpRepr::parse(&pkt).map_err(|_| DropReason::BadArp)?;
+            Ok(Parsed::Arp(repr))
+        }
+        EthernetProtocol::Ipv4 => parse_ipv4(eth.src_addr(), eth.payload()).map(Parsed::Tcp),
+        _ => Err(DropReason::UnsupportedEthertype),
+    }
+}
+
+fn parse_ipv4(src_mac: MacAddr, data: &[u8]) -> Result<TcpSegment, DropReason> {
+    if data.len() < IP_HDR {
+        return Err(DropReason::Truncated);
+    }
+    let ip = Ipv4Packet::new_unchecked(data);
+    if ip.version() != 4 {
+        return Err(DropReason::BadIpHeader);
+    }
+    let hl = ip.header_len() as usize;
+    let total = ip.total_len() as usize;
+    if hl < IP_HDR || total < hl {
+        return Err(DropReason::BadIpHeader);
+    }
+    if data.len() < total || data.len() < hl {
+        return Err(DropReason::Truncated);
+    }
+    if !ip.verify_checksum() {
+        return Err(DropReason::BadIpChecksum);
+    }
+    if ip.more_frags() || ip.frag_offset() != 0 {
+        return Err(DropReason::Fragment);
+    }
+    if ip.next_header() != IpProtocol::Tcp {
+        return Err(DropReason::NotTcp);
+    }
+    let ce = ip.ecn() == 3;
+    let src = ip.src_addr();
+    let dst = ip.dst_addr();
+    let tcp_bytes = &data[hl..total];
+    let tcp = TcpPacket::new_checked(tcp_bytes).map_err(|_| DropReason::BadTcpHeader)?;
+    if tcp.src_port() == 0 || tcp.dst_port() == 0 {
+        return Err(DropReason::BadTcpHeader);
+    }
+    if !tcp.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst)) {
+        return Err(DropReason::BadTcpChecksum);
+    }
+    let flag_byte = tcp_bytes[13];
+    if flag_byte & flags::SYN != 0 && flag_byte & (flags::FIN | flags::RST) != 0 {
+        return Err(DropReason::BadTcpHeader);
+    }
+    let syn = flag_byte & flags::SYN != 0;
+    let options = parse_options(tcp.options(), syn)?;
+    let thl = tcp.header_len() as usize;
+    let payload_len = tcp_bytes.len() - thl;
+    let summary = SegmentSummary {
+        seq: tcp.seq_number().0 as u32,
+        ack: tcp.ack_number().0 as u32,
+        ts_val: options.timestamp.map_or(0, |t| t.0),
+        ts_ecr: options.timestamp.map_or(0, |t| t.1),
+        win: tcp.window_len(),
+        payload_off: (ETH_HDR + hl + thl) as u16,
+        payload_len: payload_len as u16,
+        flags: flag_byte,
+        has_ts: options.timestamp.is_some(),
+        ce,
+    };
+    Ok(TcpSegment {
+        tuple: FourTuple {
+            local_ip: dst,
+            local_port: tcp.dst_port(),
+            remote_ip: src,
+            remote_port: tcp.src_port(),
+        },
+        src_mac,
+        summary,
+        options,
+    })
+}
+
+/// Parse a TCP option block. Malformed blocks are an error; unknown kinds are skipped by
+/// length and flagged as unexpected.
+pub fn parse_options(mut opts: &[u8], syn: bool) -> Result<TcpOptions, DropReason> {
+    let mut out = TcpOptions::default();
+    while !opts.is_empty() {
+        // Lengths of 0 or 1 for multi-byte options would loop or mislead; reject them.
+        if opts[0] > 1 && opts.get(1).is_some_and(|l| *l < 2) {
+            return Err(DropReason::BadTcpOptions);
+        }
+        let (rest, opt) = TcpOption::parse(opts).map_err(|_| DropReason::BadTcpOptions)?;
+        match opt {
+            TcpOption::EndOfList => break,
+            TcpOption::NoOperation => {}
+            TcpOption::MaxSegmentSize(m) => {
+                out.mss = Some(m);
+                out.unexpected |= !syn;
+            }
+            TcpOption::WindowScale(s) => {
+                out.window_scale = Some(s.min(14));
+                out.unexpected |= !syn;
+            }
+            TcpOption::SackPermitted => {
+                out.sack_permitted = true;
+                out.unexpected |= !syn;
+            }
+            TcpOption::TimeStamp { tsval, tsecr } => out.timestamp = Some((tsval, tsecr)),
+            TcpOption::SackRange(_) | TcpOption::Unknown { .. } => out.unexpected = true,
+        }
+        opts = rest;
+    }
+    Ok(out)
+}
+
+/// The variable fields of an outgoing segment built from a [`HeaderTemplate`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxHeader {
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgment number.
+    pub ack: u32,
+    /// TCP flags.
+    pub flags: u8,
+    /// Window field (already scaled down).
+    pub win: u16,
+    /// Our timestamp value.
+    pub ts_val: u32,
+    /// Timestamp echo.
+    pub ts_ecr: u32,
+    /// Payload length that follows the header.
+    pub payload_len: u16,
+}
+
+/// A connection's constant header bytes: Ethernet, IPv4 (no options, DF, TTL 64) and TCP
+/// (ports, data offset, and the NOP NOP TS block when timestamps are on).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderTemplate {
+    bytes: [u8; ETH_HDR + IP_HDR + TCP_HDR + TS_OPT_LEN],
+    len: u8,
+    ts: bool,
+}
+
+impl HeaderTemplate {
+    /// Build the template for a connection.
+    pub fn new(local_mac: MacAddr, remote_mac: MacAddr, t: &FourTuple, timestamps: bool) -> Self {
+        let mut bytes = [0u8; ETH_HDR + IP_HDR + TCP_HDR + TS_OPT_LEN];
+        let tcp_len = TCP_HDR + if timestamps { TS_OPT_LEN } else { 0 };
+        let len = ETH_HDR + IP_HDR + tcp_len;
+        let mut eth = EthernetFrame::new_unchecked(&mut bytes[..]);
+        EthernetRepr {
+            src_addr: local_mac,
+            dst_addr: remote_mac,
+            ethertype: EthernetProtocol::Ipv4,
+        }
+        .emit(&mut eth);
+        let ipr = Ipv4Repr {
+            src_addr: t.local_ip,
+            dst_addr: t.remote_ip,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp_len,
+            hop_limit: 64,
+        };
+        let mut ip = Ipv4Packet::new_unchecked(&mut bytes[ETH_HDR..ETH_HDR + IP_HDR]);
+        ipr.emit(&mut ip, &ChecksumCapabilities::ignored());
+        let mut tcp = TcpPacket::new_unchecked(&mut bytes[ETH_HDR + IP_HDR..len]);
+        tcp.set_src_port(t.local_port);
+        tcp.set_dst_port(t.remote_port);
+        tcp.set_header_len(tcp_len as u8);
+        if timestamps {
+            let o = tcp.options_mut();
+            o[0] = 1;
+            o[1] = 1;
+            o[2] = 8;
+            o[3] = 10;
+        }
+        HeaderTemplate {
+            bytes,
+            len: len as u8,
+            ts: timestamps,
+        }
+    }
+
+    /// Header length (Ethernet through TCP options).
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Never empty; present for API symmetry.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Whether the template carries the timestamp option.
+    pub fn timestamps(&self) -> bool {
+        self.ts
+    }
+
+    /// Write the header for `h` into `buf`; returns the header length. The payload goes right
+    /// after it; checksums are filled later by [`fill_checksums`].
+    pub fn write(&self, buf: &mut [u8], h: &TxHeader) -> usize {
+        let len = self.len as usize;
+        buf[..len].copy_from_slice(&self.bytes[..len]);
+        let ip_total = (len - ETH_HDR) as u16 + h.payload_len;
+        buf[ETH_HDR + 2..ETH_HDR + 4].copy_from_slice(&ip_total.to_be_bytes());
+        let t = &mut buf[ETH_HDR + IP_HDR..len];
+        t[4..8].copy_from_slice(&h.seq.to_be_bytes());
+        t[8..12].copy_from_slice(&h.ack.to_be_bytes());
+        t[13] = h.flags;
+        t[14..16].copy_from_slice(&h.win.to_be_bytes());
+        if self.ts {
+            t[TCP_HDR + 4..TCP_HDR + 8].copy_from_slice(&h.ts_val.to_be_bytes());
+            t[TCP_HDR + 8..TCP_HDR + 12].copy_from_slice(&h.ts_ecr.to_be_bytes());
+        }
+        len
+    }
+}
+
+/// Fill the IPv4 header checksum and the TCP checksum of an Ethernet/IPv4/TCP frame. Frames
+/// of any other kind are left alone.
+pub fn fill_checksums(frame: &mut [u8]) {
+    if frame.len() < ETH_HDR + IP_HDR || frame[12..14] != [0x08, 0x00] {
+        return;
+    }
+    let ip_bytes = &mut frame[ETH_HDR..];
+    let hl = ((ip_bytes[0] & 0x0f) as usize) * 4;
+    let total = u16::from_be_bytes([ip_bytes[2], ip_bytes[3]]) as usize;
+    if hl < IP_HDR || total < hl + TCP_HDR || total > ip_bytes.len() {
+        return;
+    }
+    let mut ip = Ipv4Packet::new_unchecked(&mut ip_bytes[..total]);
+    ip.fill_checksum();
+    let src = IpAddress::Ipv4(ip.src_addr());
+    let dst = IpAddress::Ipv4(ip.dst_addr());
+    if ip.next_header() != IpProtocol::Tcp {
+        return;
+    }
+    let mut tcp = TcpPacket::new_unchecked(&mut ip_bytes[hl..total]);
+    tcp.fill_checksum(&src, &dst);
+}
+
+/// Addresses for [`emit_tcp`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    /// Source MAC.
+    pub src_mac: MacAddr,
+    /// Destination MAC.
+    pub dst_mac: MacAddr,
+    /// Source IP.
+    pub src_ip: Ipv4Addr,
+    /// Destination IP.
+    pub dst_ip: Ipv4Addr,
+}
+
+/// Build a complete Ethernet/IPv4/TCP frame (checksums filled) into `buf`; returns its length,
+/// or `None` when `buf` is too small.
+pub fn emit_tcp(buf: &mut [u8], ep: &Endpoints, repr: &TcpRepr<'_>) -> Option<usize> {
+    let tcp_len = repr.buffer_len();
+    let len = ETH_HDR + IP_HDR + tcp_len;
+    if buf.len() < len {
+        return None;
+    }
+    let buf = &mut buf[..len];
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
+    EthernetRepr {
+        src_addr: ep.src_mac,
+        dst_addr: ep.dst_mac,
+        ethertype: EthernetProtocol::Ipv4,
+    }
+    .emit(&mut eth);
+    let caps = ChecksumCapabilities::default();
+    let ipr = Ipv4Repr {
+        src_addr: ep.src_ip,
+        dst_addr: ep.dst_ip,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp_len,
+        hop_limit: 64,
+    };
+    ipr.emit(
+        &mut Ipv4Packet::new_unchecked(&mut buf[ETH_HDR..ETH_HDR + IP_HDR]),
+        &caps,
+    );
+    repr.emit(
+        &mut TcpPacket::new_unchecked(&mut buf[ETH_HDR + IP_HDR..]),
+        &IpAddress::Ipv4(ep.src_ip),
+        &IpAddress::Ipv4(ep.dst_ip),
+        &caps,
+    );
+    Some(len)
+}
+
+/// Build an Ethernet/ARP frame into `buf`; returns its length, or `None` when too small.
+pub fn emit_arp(buf: &mut [u8], src_mac: MacAddr, dst_mac: MacAddr, repr: &ArpRepr) -> Option<usize> {
+    let len = ETH_HDR + repr.buffer_len();
+    if buf.len() < len {
+        return None;
+    }
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..len]);
+    EthernetRepr {
+        src_addr: src_mac,
+        dst_addr: dst_mac,
+        ethertype: EthernetProtocol::Arp,
+    }
+    .emit(&mut eth);
+    repr.emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
+    Some(len)
+}
+
+/// Build an ARP request asking who has `target`.
+pub fn arp_request(src_mac: MacAddr, src_ip: Ipv4Addr, target: Ipv4Addr) -> ArpRepr {
+    ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: src_mac,
+        source_protocol_addr: src_ip,
+        target_hardware_addr: MacAddr([0; 6]),
+        target_protocol_addr: target,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::wire::{TcpControl, TcpSeqNumber, TcpTimestampRepr};
+
+    fn ep() -> Endpoints {
+        Endpoints {
+            src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
+            src_ip: Ipv4Addr::new(10, 0, 0, 1),
+            dst_ip: Ipv4Addr::new(10, 0, 0, 2),
+        }
+    }
+
+    fn repr(payload: &[u8]) -> TcpRepr<'_> {
+        TcpRepr {
+            src_port: 1000,
+            dst_port: 2000,
+            control: TcpControl::Psh,
+            seq_number: TcpSeqNumber(7),
+            ack_number: Some(TcpSeqNumber(9)),
+            window_len: 100,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: Some(TcpTimestampRepr::new(5, 6)),
+            payload,
+        }
+    }
+
+    #[test]
+    fn emit_parse_round_trip() {
+        let mut buf = [0u8; 200];
+        let n = emit_tcp(&mut buf, &ep(), &repr(b"hello")).unwrap();
+        let Parsed::Tcp(seg) = parse_frame(&buf[..n]).unwrap() else {
+            panic!("not tcp")
+        };
+        assert_eq!(seg.tuple.local_port, 2000);
+        assert_eq!(seg.tuple.remote_ip, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(seg.summary.seq, 7);
+        assert_eq!(seg.summary.ack, 9);
+        assert_eq!((seg.summary.ts_val, seg.summary.ts_ecr), (5, 6));
+        assert_eq!(seg.summary.payload_len, 5);
+        let off = seg.summary.payload_off as usize;
+        assert_eq!(&buf[off..off + 5], b"hello");
+        // Corrupt one payload byte: the TCP checksum catches it.
+        buf[off] ^= 1;
+        assert_eq!(parse_frame(&buf[..n]), Err(DropReason::BadTcpChecksum));
+        buf[off] ^= 1;
+        buf[ETH_HDR + 8] ^= 1; // TTL: IP checksum.
+        assert_eq!(parse_frame(&buf[..n]), Err(DropReason::BadIpChecksum));
+        assert_eq!(parse_frame(&buf[..20]), Err(DropReason::Truncated));
+    }
+
+    #[test]
+    fn template_matches_smoltcp_emitter() {
+        let e = ep();
+        let t = FourTuple {
+            local_ip: e.src_ip,
+            local_port: 1000,
+            remote_ip: e.dst_ip,
+            remote_port: 2000,
+        };
+        let tpl = HeaderTemplate::new(e.src_mac, e.dst_mac, &t, true);
+        let mut a = [0u8; 200];
+        let hl = tpl.write(
+            &mut a,
+            &TxHeader {
+                seq: 7,
+                ack: 9,
+                flags: flags::ACK | flags::PSH,
+                win: 100,
+                ts_val: 5,
+                ts_ecr: 6,
+                payload_len: 5,
+            },
+        );
+        a[hl..hl + 5].copy_from_slice(b"hello");
+        fill_checksums(&mut a[..hl + 5]);
+        let Parsed::Tcp(seg) = parse_frame(&a[..hl + 5]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(seg.summary.flags, flags::ACK | flags::PSH);
+        assert_eq!(seg.summary.win, 100);
+        assert_eq!((seg.summary.ts_val, seg.summary.ts_ecr), (5, 6));
+        assert_eq!(seg.summary.payload_len, 5);
+    }
+
+    #[test]
+    fn seq_compare_wraps() {
+        assert!(seq::lt(u32::MAX, 0));
+        assert!(seq::gt(5, u32::MAX - 5));
+        assert!(seq::le(3, 3) && seq::ge(3, 3));
+    }
+
+    #[test]
+    fn bad_option_lengths_rejected() {
+        assert!(parse_options(&[2, 0], true).is_err());
+        assert!(parse_options(&[8, 1, 0], true).is_err());
+        let o = parse_options(&[1, 1, 3, 3, 7, 4, 2], true).unwrap();
+        assert_eq!(o.window_scale, Some(7));
+        assert!(o.sack_permitted);
+        let o = parse_options(&[30, 3, 0], false).unwrap();
+        assert!(o.unexpected);
+    }
+}
