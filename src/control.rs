@@ -223,6 +223,7 @@ pub struct Control {
     neighbors: HashMap<Ipv4Addr, MacAddr>,
     arp_wait: HashMap<Ipv4Addr, ArpWait>,
     stats: ControlStats,
+    retired: crate::flow::RetransmitTotals,
 }
 
 const ARP_RETRY: Duration = Duration::from_millis(500);
@@ -250,6 +251,7 @@ impl Control {
             neighbors,
             arp_wait: HashMap::new(),
             stats: ControlStats::default(),
+            retired: crate::flow::RetransmitTotals::default(),
         }
     }
 
@@ -291,9 +293,9 @@ impl Control {
         self.listeners.contains_key(&port)
     }
 
-    /// Sum of the flows' retransmission counters.
+    /// Retransmissions over the engine's lifetime (closed connections included).
     pub fn retransmissions(&self) -> crate::flow::RetransmitTotals {
-        let mut t = crate::flow::RetransmitTotals::default();
+        let mut t = self.retired;
         for c in self.conns.iter().flatten() {
             t.fast += FlowCounters::get(&c.counters.fast_retransmits);
             t.timeout += FlowCounters::get(&c.counters.timeout_retransmits);
@@ -950,6 +952,8 @@ impl Control {
         };
         self.by_tuple.remove(&c.tuple);
         self.free_ids.push(id);
+        self.retired.fast += FlowCounters::get(&c.counters.fast_retransmits);
+        self.retired.timeout += FlowCounters::get(&c.counters.timeout_retransmits);
         if c.ephemeral {
             self.host.release_port(c.tuple.local_port);
         }

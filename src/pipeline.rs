@@ -291,8 +291,8 @@ impl<P: Port> Engine<P> {
         self.proto.state(id)
     }
 
-    /// Retransmissions of the flows installed now (closed flows no longer count; see
-    /// [`EngineStats`] for lifetime totals).
+    /// Retransmissions over the engine's lifetime (go-back-N after duplicate ACKs and after
+    /// timeouts).
     pub fn retransmissions(&self) -> RetransmitTotals {
         self.control.retransmissions()
     }

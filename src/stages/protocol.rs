@@ -236,8 +236,11 @@ impl TcpState {
         }
     }
 
+    /// A pure ACK. Its sequence number is `snd_max`, not `snd_nxt`: after go-back-N the peer
+    /// may already hold everything up to `snd_max`, and an ACK numbered below its `rcv_nxt`
+    /// would be unacceptable to it (and its ACK field ignored).
     fn ack_header(&mut self, now: Instant) -> TxHeader {
-        let s = self.snd_nxt;
+        let s = self.snd_max;
         self.header(now, flags::ACK, s, 0)
     }
 
