@@ -1,0 +1,295 @@
+//! A scripted peer: hand-made segments into an engine, the engine's segments out, virtual
+//! time. For connection-state tests in the style of smoltcp's socket tests.
+
+use std::io::Read;
+use std::net::SocketAddrV4;
+use std::time::Duration;
+
+use flextoe::backends::mem::{MemLink, MemPort};
+use flextoe::control::TcpConnState;
+use flextoe::host::{Listener, Stream};
+use flextoe::pipeline::{Engine, EngineConfig};
+use flextoe::sim::{Impairments, VirtualClock};
+use flextoe::time::Clock;
+use flextoe::wire::{self, flags, Endpoints, FourTuple, Parsed};
+use smoltcp::wire::{TcpControl, TcpRepr, TcpSeqNumber, TcpTimestampRepr};
+
+use super::{IP_A, IP_B, MAC_A, MAC_B};
+
+/// The engine's port in these tests.
+pub const LOCAL_PORT: u16 = 80;
+/// The scripted peer's port.
+pub const PEER_PORT: u16 = 4000;
+/// The peer's initial sequence number.
+pub const PEER_ISS: u32 = 10_000;
+
+/// A segment the engine sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seg {
+    pub flags: u8,
+    pub seq: u32,
+    pub ack: u32,
+    pub win: u16,
+    pub payload: Vec<u8>,
+    pub mss: Option<u16>,
+    pub wscale: Option<u8>,
+    pub ts: Option<(u32, u32)>,
+    pub dst_port: u16,
+    pub src_port: u16,
+}
+
+impl Seg {
+    pub fn has(&self, f: u8) -> bool {
+        self.flags & f == f
+    }
+}
+
+pub struct Script {
+    pub engine: Engine<MemPort>,
+    pub wire: MemPort,
+    pub clock: VirtualClock,
+    pub listener: Option<Listener>,
+    pub stream: Option<Stream>,
+    /// Sequence number the peer sends next.
+    pub peer_seq: u32,
+    /// The engine's next sequence number as the peer knows it.
+    pub engine_seq: u32,
+    pub peer_port: u16,
+    pub local_port: u16,
+}
+
+pub fn config() -> EngineConfig {
+    let mut c = EngineConfig::new(MAC_A, IP_A).neighbor(IP_B, MAC_B);
+    c.arena_frames = 1024;
+    c.rx_buffer = 64 * 1024;
+    c.tx_buffer = 64 * 1024;
+    c
+}
+
+impl Script {
+    pub fn new(cfg: EngineConfig) -> Self {
+        let (a, b) = MemLink::pair(Impairments::none());
+        Script {
+            engine: Engine::new(cfg, a).expect("engine"),
+            wire: b,
+            clock: VirtualClock::new(),
+            listener: None,
+            stream: None,
+            peer_seq: PEER_ISS,
+            engine_seq: 0,
+            peer_port: PEER_PORT,
+            local_port: LOCAL_PORT,
+        }
+    }
+
+    pub fn tuple(&self) -> FourTuple {
+        FourTuple {
+            local_ip: IP_A,
+            local_port: self.local_port,
+            remote_ip: IP_B,
+            remote_port: self.peer_port,
+        }
+    }
+
+    pub fn state(&self) -> Option<TcpConnState> {
+        self.engine.conn_state(&self.tuple())
+    }
+
+    pub fn poll(&mut self) {
+        for _ in 0..8 {
+            if !self.engine.poll(self.clock.now()) {
+                break;
+            }
+        }
+    }
+
+    pub fn advance(&mut self, d: Duration) {
+        // Step in small slices so timers fire at their time.
+        let end = self.clock.now() + d;
+        while self.clock.now() < end {
+            let step = Duration::from_millis(10).min(end - self.clock.now());
+            self.clock.advance(step);
+            self.poll();
+        }
+    }
+
+    pub fn repr<'a>(&self, fl: u8, seq: u32, ack: Option<u32>, payload: &'a [u8]) -> TcpRepr<'a> {
+        let control = if fl & flags::SYN != 0 {
+            TcpControl::Syn
+        } else if fl & flags::RST != 0 {
+            TcpControl::Rst
+        } else if fl & flags::FIN != 0 {
+            TcpControl::Fin
+        } else if fl & flags::PSH != 0 {
+            TcpControl::Psh
+        } else {
+            TcpControl::None
+        };
+        TcpRepr {
+            src_port: self.peer_port,
+            dst_port: self.local_port,
+            control,
+            seq_number: TcpSeqNumber(seq as i32),
+            ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
+            window_len: 65535,
+            window_scale: None,
+            max_seg_size: if fl & flags::SYN != 0 { Some(1460) } else { None },
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload,
+        }
+    }
+
+    pub fn send_repr(&mut self, repr: &TcpRepr<'_>) {
+        let ep = Endpoints {
+            src_mac: MAC_B,
+            dst_mac: MAC_A,
+            src_ip: IP_B,
+            dst_ip: IP_A,
+        };
+        let mut buf = vec![0u8; 2048];
+        let n = wire::emit_tcp(&mut buf, &ep, repr).expect("fits");
+        self.wire.send_bytes(self.clock.now(), &buf[..n]);
+        self.poll();
+    }
+
+    /// Send a segment with `flags` (ACK implied by `ack`), then poll the engine.
+    pub fn send(&mut self, fl: u8, seq: u32, ack: Option<u32>, payload: &[u8]) {
+        let r = self.repr(fl, seq, ack, payload);
+        self.send_repr(&r);
+    }
+
+    /// Send in-sequence data from the peer and advance `peer_seq`.
+    pub fn send_data(&mut self, payload: &[u8]) {
+        let (s, a) = (self.peer_seq, self.engine_seq);
+        self.send(flags::PSH | flags::ACK, s, Some(a), payload);
+        self.peer_seq = self.peer_seq.wrapping_add(payload.len() as u32);
+    }
+
+    /// Send a pure ACK of everything the engine sent.
+    pub fn send_ack(&mut self) {
+        let (s, a) = (self.peer_seq, self.engine_seq);
+        self.send(flags::ACK, s, Some(a), &[]);
+    }
+
+    /// Every segment the engine has put on the wire so far.
+    pub fn recv(&mut self) -> Vec<Seg> {
+        self.poll();
+        let mut out = Vec::new();
+        while let Some(f) = self.wire.recv_bytes(self.clock.now()) {
+            match wire::parse_frame(&f).expect("engine sent a valid frame") {
+                Parsed::Tcp(t) => {
+                    let s = t.summary;
+                    let off = s.payload_off as usize;
+                    out.push(Seg {
+                        flags: s.flags,
+                        seq: s.seq,
+                        ack: s.ack,
+                        win: s.win,
+                        payload: f[off..off + s.payload_len as usize].to_vec(),
+                        mss: t.options.mss,
+                        wscale: t.options.window_scale,
+                        ts: t.options.timestamp,
+                        dst_port: t.tuple.local_port,
+                        src_port: t.tuple.remote_port,
+                    });
+                }
+                Parsed::Arp(_) => {}
+            }
+        }
+        out
+    }
+
+    /// Exactly one segment.
+    pub fn recv_one(&mut self) -> Seg {
+        let v = self.recv();
+        assert_eq!(v.len(), 1, "expected one segment, got {v:#?}");
+        v.into_iter().next().unwrap()
+    }
+
+    /// Nothing on the wire.
+    pub fn recv_none(&mut self) {
+        let v = self.recv();
+        assert!(v.is_empty(), "expected silence, got {v:#?}");
+    }
+
+    /// Listen on the local port.
+    pub fn listen(&mut self, backlog: usize) {
+        self.listener = Some(self.engine.host().listen(self.local_port, backlog).expect("listen"));
+        self.poll();
+    }
+
+    /// LISTEN -> SYN-RECEIVED: send a SYN, return the SYN-ACK.
+    pub fn syn(&mut self) -> Seg {
+        let s = self.peer_seq;
+        self.send(flags::SYN, s, None, &[]);
+        let sa = self.recv_one();
+        assert!(sa.has(flags::SYN | flags::ACK), "{sa:?}");
+        assert_eq!(sa.ack, PEER_ISS + 1);
+        self.peer_seq = PEER_ISS + 1;
+        self.engine_seq = sa.seq.wrapping_add(1);
+        sa
+    }
+
+    /// A passive open all the way to ESTABLISHED, with the accepted stream kept.
+    pub fn accept_established(&mut self) {
+        self.listen(8);
+        self.syn();
+        self.send_ack();
+        let mut s = self
+            .listener
+            .as_ref()
+            .unwrap()
+            .try_accept()
+            .expect("accept")
+            .expect("a connection");
+        s.set_nonblocking(true);
+        self.stream = Some(s);
+        assert_eq!(self.state(), Some(TcpConnState::Established));
+    }
+
+    /// An active open all the way to ESTABLISHED (the peer plays the server).
+    pub fn connect_established(&mut self) {
+        let mut s = self
+            .engine
+            .host()
+            .connect(SocketAddrV4::new(IP_B, PEER_PORT))
+            .expect("connect");
+        s.set_nonblocking(true);
+        self.stream = Some(s);
+        let syn = self.recv_one();
+        assert!(syn.has(flags::SYN) && !syn.has(flags::ACK));
+        self.local_port = syn.src_port;
+        self.engine_seq = syn.seq.wrapping_add(1);
+        let r = TcpRepr {
+            ack_number: Some(TcpSeqNumber(self.engine_seq as i32)),
+            ..self.repr(flags::SYN | flags::ACK, PEER_ISS, None, &[])
+        };
+        self.send_repr(&r);
+        self.peer_seq = PEER_ISS + 1;
+        let ack = self.recv_one();
+        assert!(ack.has(flags::ACK) && !ack.has(flags::SYN));
+        assert_eq!(ack.ack, self.peer_seq);
+        assert_eq!(self.state(), Some(TcpConnState::Established));
+    }
+
+    pub fn stream(&mut self) -> &mut Stream {
+        self.stream.as_mut().expect("stream")
+    }
+
+    /// Read what the application can read now.
+    pub fn app_read(&mut self) -> Vec<u8> {
+        let mut buf = vec![0u8; 256 * 1024];
+        match self.stream().read(&mut buf) {
+            Ok(n) => buf[..n].to_vec(),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Vec::new(),
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+
+    /// A timestamp option for hand-made segments.
+    pub fn ts(val: u32, ecr: u32) -> Option<TcpTimestampRepr> {
+        Some(TcpTimestampRepr::new(val, ecr))
+    }
+}

@@ -1,0 +1,627 @@
+//! Connection-state tests, grouped by TCP state (RFC 9293), against a scripted peer.
+
+mod common;
+
+use common::script::*;
+use flextoe::control::TcpConnState as S;
+use flextoe::host::ConnStatus;
+use flextoe::stats::DropReason;
+use flextoe::wire::flags::*;
+use std::io::Write;
+use std::time::Duration;
+
+fn script() -> Script {
+    Script::new(config())
+}
+
+mod listen {
+    use super::*;
+
+    #[test]
+    fn syn_gets_syn_ack_with_options() {
+        let mut t = script();
+        t.listen(4);
+        assert!(t.engine.is_listening(LOCAL_PORT));
+        let sa = t.syn();
+        assert_eq!(sa.mss, Some(1460));
+        // The peer offered neither window scaling nor timestamps: none come back.
+        assert_eq!(sa.wscale, None);
+        assert_eq!(sa.ts, None);
+        assert_eq!(t.state(), Some(S::SynReceived));
+    }
+
+    #[test]
+    fn syn_with_wscale_and_timestamps_is_answered_in_kind() {
+        let mut t = script();
+        t.listen(4);
+        let r = smoltcp::wire::TcpRepr {
+            window_scale: Some(7),
+            timestamp: Script::ts(77, 0),
+            sack_permitted: true,
+            ..t.repr(SYN, PEER_ISS, None, &[])
+        };
+        t.send_repr(&r);
+        let sa = t.recv_one();
+        assert!(sa.wscale.is_some());
+        assert_eq!(sa.ts.map(|x| x.1), Some(77));
+    }
+
+    #[test]
+    fn ack_without_connection_gets_rst() {
+        let mut t = script();
+        t.listen(4);
+        t.send(ACK, 5, Some(1234), &[]);
+        let r = t.recv_one();
+        assert!(r.has(RST));
+        assert_eq!(r.seq, 1234);
+        assert_eq!(t.state(), None);
+    }
+
+    #[test]
+    fn rst_without_connection_is_ignored() {
+        let mut t = script();
+        t.listen(4);
+        t.send(RST, 5, None, &[]);
+        t.recv_none();
+    }
+
+    #[test]
+    fn syn_to_closed_port_gets_rst_ack() {
+        let mut t = script();
+        t.send(SYN, 100, None, &[]);
+        let r = t.recv_one();
+        assert!(r.has(RST | ACK));
+        assert_eq!(r.ack, 101);
+    }
+
+    #[test]
+    fn backlog_limits_half_open_connections() {
+        let mut t = script();
+        t.listen(1);
+        t.syn();
+        t.peer_port += 1;
+        let s = t.peer_seq;
+        t.send(SYN, s, None, &[]);
+        t.recv_none();
+        assert_eq!(t.engine.stats().control.drops.get(DropReason::BacklogFull), 1);
+    }
+}
+
+mod syn_sent {
+    use super::*;
+    use std::net::SocketAddrV4;
+
+    fn connect(t: &mut Script) -> Seg {
+        let mut s = t
+            .engine
+            .host()
+            .connect(SocketAddrV4::new(common::IP_B, PEER_PORT))
+            .unwrap();
+        s.set_nonblocking(true);
+        t.stream = Some(s);
+        let syn = t.recv_one();
+        t.local_port = syn.src_port;
+        t.engine_seq = syn.seq.wrapping_add(1);
+        syn
+    }
+
+    #[test]
+    fn connect_sends_syn_with_options() {
+        let mut t = script();
+        let syn = connect(&mut t);
+        assert!(syn.has(SYN) && !syn.has(ACK));
+        assert_eq!(syn.mss, Some(1460));
+        assert!(syn.wscale.is_some());
+        assert!(syn.ts.is_some());
+        assert_eq!(t.state(), Some(S::SynSent));
+        assert_eq!(t.stream().status(), ConnStatus::Connecting);
+    }
+
+    #[test]
+    fn isns_differ_per_connection() {
+        let mut t = script();
+        let a = connect(&mut t);
+        let b = connect(&mut t);
+        assert_ne!(a.src_port, b.src_port);
+        assert_ne!(a.seq, b.seq);
+    }
+
+    #[test]
+    fn syn_ack_with_bad_ack_gets_rst() {
+        let mut t = script();
+        let syn = connect(&mut t);
+        let bad = syn.seq.wrapping_add(77);
+        t.send(SYN | ACK, PEER_ISS, Some(bad), &[]);
+        let r = t.recv_one();
+        assert!(r.has(RST));
+        assert_eq!(r.seq, bad);
+        assert_eq!(t.state(), Some(S::SynSent));
+    }
+
+    #[test]
+    fn rst_ack_refuses() {
+        let mut t = script();
+        connect(&mut t);
+        let a = t.engine_seq;
+        t.send(RST | ACK, 0, Some(a), &[]);
+        assert_eq!(t.state(), None);
+        assert_eq!(t.stream().status(), ConnStatus::Refused);
+        let e = t.stream().write(b"x").unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+
+    #[test]
+    fn rst_without_ack_is_ignored() {
+        let mut t = script();
+        connect(&mut t);
+        t.send(RST, 0, None, &[]);
+        assert_eq!(t.state(), Some(S::SynSent));
+    }
+
+    #[test]
+    fn syn_is_retransmitted_then_times_out() {
+        let mut cfg = config();
+        cfg.control.syn_retries = 2;
+        let mut t = Script::new(cfg);
+        let syn = connect(&mut t);
+        t.advance(Duration::from_millis(1100));
+        let again = t.recv_one();
+        assert!(again.has(SYN));
+        assert_eq!(again.seq, syn.seq);
+        t.advance(Duration::from_secs(10));
+        assert_eq!(t.state(), None);
+        assert_eq!(t.stream().status(), ConnStatus::TimedOut);
+    }
+
+    #[test]
+    fn simultaneous_open_answers_syn_with_syn_ack() {
+        let mut t = script();
+        connect(&mut t);
+        t.send(SYN, PEER_ISS, None, &[]);
+        let sa = t.recv_one();
+        assert!(sa.has(SYN | ACK));
+        assert_eq!(sa.ack, PEER_ISS + 1);
+        assert_eq!(t.state(), Some(S::SynReceived));
+    }
+
+    #[test]
+    fn syn_ack_establishes() {
+        let mut t = script();
+        t.connect_established();
+        assert_eq!(t.stream().status(), ConnStatus::Established);
+        assert_eq!(t.engine.flow_count(), 1);
+    }
+
+    #[test]
+    fn data_written_while_connecting_is_sent_once_established() {
+        let mut t = script();
+        let mut s = t
+            .engine
+            .host()
+            .connect(std::net::SocketAddrV4::new(common::IP_B, PEER_PORT))
+            .unwrap();
+        s.set_nonblocking(true);
+        s.write_all(b"early").unwrap();
+        t.stream = Some(s);
+        let syn = t.recv_one();
+        t.local_port = syn.src_port;
+        t.send(SYN | ACK, PEER_ISS, Some(syn.seq.wrapping_add(1)), &[]);
+        let segs = t.recv();
+        assert!(segs.iter().any(|s| s.payload == b"early"), "{segs:#?}");
+    }
+}
+
+mod syn_received {
+    use super::*;
+
+    #[test]
+    fn retransmitted_syn_gets_syn_ack_again() {
+        let mut t = script();
+        t.listen(4);
+        let sa = t.syn();
+        t.send(SYN, PEER_ISS, None, &[]);
+        let again = t.recv_one();
+        assert!(again.has(SYN | ACK));
+        assert_eq!(again.seq, sa.seq);
+    }
+
+    #[test]
+    fn ack_with_wrong_number_gets_rst() {
+        let mut t = script();
+        t.listen(4);
+        t.syn();
+        let bad = t.engine_seq.wrapping_add(1000);
+        let s = t.peer_seq;
+        t.send(ACK, s, Some(bad), &[]);
+        let r = t.recv_one();
+        assert!(r.has(RST));
+        assert_eq!(r.seq, bad);
+        assert_eq!(t.state(), Some(S::SynReceived));
+    }
+
+    #[test]
+    fn rst_aborts_handshake() {
+        let mut t = script();
+        t.listen(4);
+        t.syn();
+        let s = t.peer_seq;
+        t.send(RST, s, None, &[]);
+        assert_eq!(t.state(), None);
+    }
+
+    #[test]
+    fn syn_ack_is_retransmitted() {
+        let mut t = script();
+        t.listen(4);
+        let sa = t.syn();
+        t.advance(Duration::from_millis(1100));
+        let again = t.recv_one();
+        assert_eq!(again.seq, sa.seq);
+        assert!(again.has(SYN | ACK));
+    }
+
+    #[test]
+    fn final_ack_with_data_delivers_it() {
+        let mut t = script();
+        t.listen(4);
+        t.syn();
+        t.send_data(b"piggyback");
+        let ack = t.recv_one();
+        assert_eq!(ack.ack, PEER_ISS + 1 + 9);
+        let mut s = t.listener.as_ref().unwrap().try_accept().unwrap().unwrap();
+        s.set_nonblocking(true);
+        t.stream = Some(s);
+        assert_eq!(t.app_read(), b"piggyback");
+    }
+}
+
+mod established {
+    use super::*;
+
+    #[test]
+    fn data_is_acked_and_delivered() {
+        let mut t = script();
+        t.accept_established();
+        t.send_data(b"hello");
+        let a = t.recv_one();
+        assert_eq!(a.ack, t.peer_seq);
+        assert_eq!(t.app_read(), b"hello");
+    }
+
+    #[test]
+    fn app_data_is_sent_and_acked() {
+        let mut t = script();
+        t.accept_established();
+        t.stream().write_all(b"world").unwrap();
+        let d = t.recv_one();
+        assert_eq!(d.payload, b"world");
+        assert_eq!(d.seq, t.engine_seq);
+        t.engine_seq = t.engine_seq.wrapping_add(5);
+        assert_eq!(t.stream().unacked_bytes(), 5);
+        t.send_ack();
+        assert_eq!(t.stream().unacked_bytes(), 0);
+    }
+
+    #[test]
+    fn out_of_order_segment_is_kept_and_dup_acked() {
+        let mut t = script();
+        t.accept_established();
+        let base = t.peer_seq;
+        let a = t.engine_seq;
+        t.send(PSH | ACK, base + 3, Some(a), b"def");
+        let dup = t.recv_one();
+        assert_eq!(dup.ack, base);
+        assert!(t.app_read().is_empty());
+        t.send(PSH | ACK, base, Some(a), b"abc");
+        let ack = t.recv_one();
+        assert_eq!(ack.ack, base + 6);
+        assert_eq!(t.app_read(), b"abcdef");
+    }
+
+    #[test]
+    fn overlapping_and_duplicate_segments_deliver_each_byte_once() {
+        let mut t = script();
+        t.accept_established();
+        let base = t.peer_seq;
+        let a = t.engine_seq;
+        t.send(PSH | ACK, base + 2, Some(a), b"cdef");
+        t.send(PSH | ACK, base + 4, Some(a), b"efgh");
+        t.send(PSH | ACK, base, Some(a), b"abcd");
+        t.send(PSH | ACK, base, Some(a), b"abcd");
+        t.recv();
+        assert_eq!(t.app_read(), b"abcdefgh");
+    }
+
+    #[test]
+    fn segment_outside_window_gets_ack_and_is_dropped() {
+        let mut t = script();
+        t.accept_established();
+        let s = t.peer_seq.wrapping_add(10_000_000);
+        let a = t.engine_seq;
+        t.send(PSH | ACK, s, Some(a), b"far");
+        let r = t.recv_one();
+        assert_eq!(r.ack, t.peer_seq);
+        assert!(t.app_read().is_empty());
+    }
+
+    #[test]
+    fn ack_for_unsent_data_gets_ack() {
+        let mut t = script();
+        t.accept_established();
+        let s = t.peer_seq;
+        let a = t.engine_seq.wrapping_add(5000);
+        t.send(ACK, s, Some(a), &[]);
+        let r = t.recv_one();
+        assert_eq!(r.seq, t.engine_seq);
+    }
+
+    #[test]
+    fn exact_rst_resets() {
+        let mut t = script();
+        t.accept_established();
+        let s = t.peer_seq;
+        t.send(RST, s, None, &[]);
+        assert_eq!(t.state(), None);
+        assert_eq!(t.engine.flow_count(), 0);
+        assert_eq!(t.stream().status(), ConnStatus::Reset);
+        let e = std::io::Read::read(t.stream(), &mut [0u8; 4]).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
+    }
+
+    #[test]
+    fn rst_in_window_but_not_exact_gets_challenge_ack() {
+        let mut t = script();
+        t.accept_established();
+        let s = t.peer_seq.wrapping_add(100);
+        t.send(RST, s, None, &[]);
+        let c = t.recv_one();
+        assert!(c.has(ACK) && !c.has(RST));
+        assert_eq!(c.ack, t.peer_seq);
+        assert_eq!(t.state(), Some(S::Established));
+        assert_eq!(t.engine.stats().control.challenge_acks, 1);
+    }
+
+    #[test]
+    fn rst_outside_window_is_ignored() {
+        let mut t = script();
+        t.accept_established();
+        let s = t.peer_seq.wrapping_sub(100);
+        t.send(RST, s, None, &[]);
+        t.recv_none();
+        assert_eq!(t.state(), Some(S::Established));
+    }
+
+    #[test]
+    fn syn_gets_challenge_ack() {
+        let mut t = script();
+        t.accept_established();
+        t.send(SYN, 999, None, &[]);
+        let c = t.recv_one();
+        assert!(c.has(ACK) && !c.has(SYN));
+        assert_eq!(c.ack, t.peer_seq);
+        assert_eq!(t.state(), Some(S::Established));
+    }
+
+    #[test]
+    fn three_duplicate_acks_go_back_n() {
+        let mut t = script();
+        t.accept_established();
+        let data = vec![7u8; 1460 * 5];
+        t.stream().write_all(&data).unwrap();
+        let segs = t.recv();
+        assert_eq!(segs.len(), 5);
+        let una = t.engine_seq;
+        // The first segment was "lost": the peer acknowledges nothing new, three times.
+        for _ in 0..3 {
+            let s = t.peer_seq;
+            t.send(ACK, s, Some(una), &[]);
+        }
+        let re = t.recv();
+        assert!(!re.is_empty());
+        assert_eq!(re[0].seq, una, "retransmission starts at snd_una");
+        let tot = t.engine.retransmissions();
+        assert_eq!(tot.fast, 1);
+    }
+
+    #[test]
+    fn timeout_retransmits_from_snd_una() {
+        let mut t = script();
+        t.accept_established();
+        t.stream().write_all(b"lost").unwrap();
+        let first = t.recv_one();
+        t.advance(Duration::from_millis(1100));
+        let re = t.recv_one();
+        assert_eq!(re.seq, first.seq);
+        assert_eq!(re.payload, b"lost");
+        assert_eq!(t.engine.retransmissions().timeout, 1);
+    }
+
+    #[test]
+    fn zero_window_is_probed_and_reopens() {
+        let mut t = script();
+        t.accept_established();
+        let s = t.peer_seq;
+        let a = t.engine_seq;
+        let r = smoltcp::wire::TcpRepr {
+            window_len: 0,
+            ..t.repr(ACK, s, Some(a), &[])
+        };
+        t.send_repr(&r);
+        t.stream().write_all(b"blocked").unwrap();
+        t.recv_none();
+        t.advance(Duration::from_millis(1100));
+        let probe = t.recv_one();
+        assert_eq!(probe.seq, t.engine_seq.wrapping_sub(1), "probe uses an old sequence number");
+        assert!(probe.payload.is_empty());
+        t.send_ack();
+        let d = t.recv_one();
+        assert_eq!(d.payload, b"blocked");
+        assert_eq!(t.engine.stats().control.probes, 1);
+    }
+
+    #[test]
+    fn full_receive_buffer_closes_window_and_reading_reopens_it() {
+        let mut t = script();
+        t.accept_established();
+        let chunk = vec![1u8; 1000];
+        let mut last = None;
+        for _ in 0..64 {
+            t.send_data(&chunk);
+            last = t.recv().pop().or(last);
+        }
+        assert_eq!(last.unwrap().win, 1536, "64 KiB ring minus 64000 bytes");
+        let mut got = 0;
+        while got < 64_000 {
+            let n = t.app_read().len();
+            assert!(n > 0);
+            got += n;
+        }
+        let upd = t.recv_one();
+        assert_eq!(upd.win, u16::MAX, "window update after the application read");
+    }
+
+    #[test]
+    fn drop_with_unread_data_sends_rst() {
+        let mut t = script();
+        t.accept_established();
+        t.send_data(b"unread");
+        t.recv();
+        t.stream = None;
+        let r = t.recv_one();
+        assert!(r.has(RST));
+        assert_eq!(t.state(), None);
+        assert_eq!(t.engine.flow_count(), 0);
+    }
+}
+
+mod closing_states {
+    use super::*;
+
+    #[test]
+    fn fin_wait_1_then_2_then_time_wait_then_gone() {
+        let mut t = script();
+        t.accept_established();
+        t.stream().shutdown(std::net::Shutdown::Write).unwrap();
+        let fin = t.recv_one();
+        assert!(fin.has(FIN | ACK));
+        assert_eq!(t.state(), Some(S::FinWait1));
+        t.engine_seq = t.engine_seq.wrapping_add(1);
+        t.send_ack();
+        assert_eq!(t.state(), Some(S::FinWait2));
+        let (s, a) = (t.peer_seq, t.engine_seq);
+        t.send(FIN | ACK, s, Some(a), &[]);
+        t.peer_seq += 1;
+        let ack = t.recv_one();
+        assert_eq!(ack.ack, t.peer_seq);
+        assert_eq!(t.state(), Some(S::TimeWait));
+        assert_eq!(t.stream().status(), ConnStatus::Closed);
+        // A retransmitted FIN in TIME-WAIT is acknowledged again.
+        t.send(FIN | ACK, s, Some(a), &[]);
+        assert_eq!(t.recv_one().ack, t.peer_seq);
+        t.advance(Duration::from_millis(1100));
+        assert_eq!(t.state(), None);
+        assert_eq!(t.engine.flow_count(), 0);
+    }
+
+    #[test]
+    fn fin_wait_1_fin_and_ack_together_goes_to_time_wait() {
+        let mut t = script();
+        t.accept_established();
+        t.stream().shutdown(std::net::Shutdown::Write).unwrap();
+        t.recv_one();
+        t.engine_seq = t.engine_seq.wrapping_add(1);
+        let (s, a) = (t.peer_seq, t.engine_seq);
+        t.send(FIN | ACK, s, Some(a), &[]);
+        assert_eq!(t.state(), Some(S::TimeWait));
+    }
+
+    #[test]
+    fn simultaneous_close_goes_through_closing() {
+        let mut t = script();
+        t.accept_established();
+        t.stream().shutdown(std::net::Shutdown::Write).unwrap();
+        let fin = t.recv_one();
+        // The peer's FIN crosses ours: it does not acknowledge our FIN.
+        let (s, a) = (t.peer_seq, fin.seq);
+        t.send(FIN | ACK, s, Some(a), &[]);
+        t.peer_seq += 1;
+        assert_eq!(t.state(), Some(S::Closing));
+        let ack = t.recv_one();
+        assert_eq!(ack.ack, t.peer_seq);
+        t.engine_seq = fin.seq.wrapping_add(1);
+        t.send_ack();
+        assert_eq!(t.state(), Some(S::TimeWait));
+    }
+
+    #[test]
+    fn close_wait_then_last_ack_then_closed() {
+        let mut t = script();
+        t.accept_established();
+        let (s, a) = (t.peer_seq, t.engine_seq);
+        t.send(FIN | ACK, s, Some(a), &[]);
+        t.peer_seq += 1;
+        assert_eq!(t.recv_one().ack, t.peer_seq);
+        assert_eq!(t.state(), Some(S::CloseWait));
+        assert!(t.app_read().is_empty(), "end of stream");
+        // Half-closed: we can still send.
+        t.stream().write_all(b"bye").unwrap();
+        let d = t.recv_one();
+        assert_eq!(d.payload, b"bye");
+        t.engine_seq = t.engine_seq.wrapping_add(3);
+        t.send_ack();
+        t.stream().shutdown(std::net::Shutdown::Write).unwrap();
+        let fin = t.recv_one();
+        assert!(fin.has(FIN));
+        assert_eq!(t.state(), Some(S::LastAck));
+        t.engine_seq = t.engine_seq.wrapping_add(1);
+        t.send_ack();
+        assert_eq!(t.state(), None);
+        assert_eq!(t.engine.flow_count(), 0);
+        assert_eq!(t.stream().status(), ConnStatus::Closed);
+    }
+
+    #[test]
+    fn fin_is_retransmitted_until_acked() {
+        let mut t = script();
+        t.accept_established();
+        t.stream().shutdown(std::net::Shutdown::Write).unwrap();
+        let fin = t.recv_one();
+        t.advance(Duration::from_millis(1100));
+        let again = t.recv_one();
+        assert!(again.has(FIN));
+        assert_eq!(again.seq, fin.seq);
+    }
+
+    #[test]
+    fn out_of_order_fin_waits_for_the_gap() {
+        let mut t = script();
+        t.accept_established();
+        let (s, a) = (t.peer_seq, t.engine_seq);
+        t.send(FIN | PSH | ACK, s + 3, Some(a), b"def");
+        t.recv();
+        assert_eq!(t.state(), Some(S::Established));
+        t.send(PSH | ACK, s, Some(a), b"abc");
+        let ack = t.recv_one();
+        assert_eq!(ack.ack, s + 7);
+        assert_eq!(t.state(), Some(S::CloseWait));
+        assert_eq!(t.app_read(), b"abcdef");
+    }
+
+    #[test]
+    fn rst_in_time_wait_ends_it() {
+        let mut t = script();
+        t.accept_established();
+        t.stream().shutdown(std::net::Shutdown::Write).unwrap();
+        t.recv_one();
+        t.engine_seq = t.engine_seq.wrapping_add(1);
+        let (s, a) = (t.peer_seq, t.engine_seq);
+        t.send(FIN | ACK, s, Some(a), &[]);
+        t.peer_seq += 1;
+        t.recv();
+        assert_eq!(t.state(), Some(S::TimeWait));
+        let s = t.peer_seq;
+        t.send(RST, s, None, &[]);
+        assert_eq!(t.state(), None);
+        assert_eq!(t.engine.flow_count(), 0);
+    }
+}
