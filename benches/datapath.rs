@@ -1,1 +1,383 @@
-fn main(){}
+//! Receive-path cost per segment: the engine's stages (preprocess, protocol, place,
+//! postprocess, notify) plus the application's read into its buffer, against a smoltcp
+//! socket fed the same segment stream in the same bench, also read into a buffer.
+//!
+//! ```text
+//! cargo bench --bench datapath
+//! ```
+//!
+//! Each iteration delivers a burst of 32 in-order data segments of an established connection
+//! and lets the application read them; criterion reports time per burst and, through the
+//! throughput setting, segments per second. Segments are built outside the timed region:
+//! for the engine straight into arena frames (where a NIC or AF_XDP puts them), for smoltcp
+//! into buffers its device lends out.
+//! smoltcp runs with its default delayed ACK (fewer ACKs than the engine's one per burst).
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::net::Ipv4Addr;
+
+use std::time::{Duration, Instant as StdInstant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use flextoe::backends::Port;
+use flextoe::buf::{Frame, FrameArena};
+use flextoe::pipeline::{Engine, EngineConfig};
+use flextoe::time::Instant;
+use flextoe::wire::{self, flags, Endpoints, MacAddr, Parsed};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, TcpControl, TcpRepr, TcpSeqNumber};
+
+const BURST: usize = 32;
+const LOCAL_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+const PEER_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+const LOCAL_IP: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 1);
+const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 2);
+const PORT: u16 = 80;
+const PEER_PORT: u16 = 4000;
+
+/// Frames in, frames out, nothing else. Received frames are already in the arena, as a NIC
+/// (or AF_XDP) would have put them there; `pending` holds raw frames for the handshake.
+#[derive(Default)]
+struct BenchPort {
+    rx: VecDeque<Frame>,
+    pending: VecDeque<Vec<u8>>,
+    tx: Vec<Vec<u8>>,
+    capture: bool,
+}
+
+impl Port for BenchPort {
+    fn recv(
+        &mut self,
+        _now: Instant,
+        arena: &FrameArena,
+        out: &mut Vec<Frame>,
+        max: usize,
+    ) -> usize {
+        let mut n = 0;
+        while let Some(v) = self.pending.pop_front() {
+            out.push(arena.alloc_copy(&v).expect("frame"));
+            n += 1;
+        }
+        while n < max {
+            let Some(f) = self.rx.pop_front() else { break };
+            out.push(f);
+            n += 1;
+        }
+        n
+    }
+
+    fn send(&mut self, _now: Instant, arena: &FrameArena, frames: &mut Vec<Frame>) -> usize {
+        let n = frames.len();
+        for f in frames.drain(..) {
+            if self.capture {
+                self.tx.push(arena.data(&f).to_vec());
+            }
+            arena.free(f);
+        }
+        n
+    }
+}
+
+fn segment(fl: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    segment_into(&mut buf, fl, seq, ack, payload);
+    buf
+}
+
+fn segment_into(buf: &mut Vec<u8>, fl: u8, seq: u32, ack: u32, payload: &[u8]) {
+    let control = if fl & flags::SYN != 0 {
+        TcpControl::Syn
+    } else {
+        TcpControl::None
+    };
+    let repr = TcpRepr {
+        src_port: PEER_PORT,
+        dst_port: PORT,
+        control,
+        seq_number: TcpSeqNumber(seq as i32),
+        ack_number: (fl & flags::ACK != 0).then_some(TcpSeqNumber(ack as i32)),
+        window_len: 65535,
+        window_scale: (fl & flags::SYN != 0).then_some(7),
+        max_seg_size: (fl & flags::SYN != 0).then_some(1460),
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload,
+    };
+    let ep = Endpoints {
+        src_mac: PEER_MAC,
+        dst_mac: LOCAL_MAC,
+        src_ip: PEER_IP,
+        dst_ip: LOCAL_IP,
+    };
+    buf.resize(2048, 0);
+    let n = wire::emit_tcp(buf, &ep, &repr).expect("fits");
+    buf.truncate(n);
+}
+
+fn syn_ack_seq(frames: &[Vec<u8>]) -> u32 {
+    for f in frames {
+        if let Ok(Parsed::Tcp(t)) = wire::parse_frame(f) {
+            if t.summary.has(flags::SYN | flags::ACK) {
+                return t.summary.seq;
+            }
+        }
+    }
+    panic!("no SYN-ACK");
+}
+
+/// The peer's side of the stream: builds the next burst of data segments.
+struct Feeder {
+    seq: u32,
+    ack: u32,
+    payload: Vec<u8>,
+}
+
+impl Feeder {
+    /// Append the next burst to `rx`, reusing buffers from `pool`.
+    fn burst(&mut self, pool: &mut Vec<Vec<u8>>, rx: &mut VecDeque<Vec<u8>>) {
+        for _ in 0..BURST {
+            let mut b = pool.pop().unwrap_or_default();
+            segment_into(&mut b, flags::ACK, self.seq, self.ack, &self.payload);
+            self.seq = self.seq.wrapping_add(self.payload.len() as u32);
+            rx.push_back(b);
+        }
+    }
+
+    /// Append the next burst to `rx` as arena frames.
+    fn burst_frames(
+        &mut self,
+        scratch: &mut Vec<u8>,
+        arena: &FrameArena,
+        rx: &mut VecDeque<Frame>,
+    ) {
+        for _ in 0..BURST {
+            segment_into(scratch, flags::ACK, self.seq, self.ack, &self.payload);
+            self.seq = self.seq.wrapping_add(self.payload.len() as u32);
+            rx.push_back(arena.alloc_copy(scratch).expect("frame"));
+        }
+    }
+}
+
+fn engine_setup(payload: usize) -> (Engine<BenchPort>, flextoe::Stream, Feeder) {
+    let mut cfg = EngineConfig::new(LOCAL_MAC, LOCAL_IP).neighbor(PEER_IP, PEER_MAC);
+    cfg.control.timestamps = false;
+    let mut e = Engine::new(
+        cfg,
+        BenchPort {
+            capture: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let l = e.host().listen(PORT, 4).unwrap();
+    e.poll(Instant::ZERO);
+    e.port_mut()
+        .pending
+        .push_back(segment(flags::SYN, 1000, 0, &[]));
+    e.poll(Instant::ZERO);
+    let iss = syn_ack_seq(&e.port().tx);
+    e.port_mut()
+        .pending
+        .push_back(segment(flags::ACK, 1001, iss.wrapping_add(1), &[]));
+    e.poll(Instant::ZERO);
+    let mut s = l.try_accept().unwrap().expect("established");
+    s.set_nonblocking(true);
+    e.port_mut().capture = false;
+    let feeder = Feeder {
+        seq: 1001,
+        ack: iss.wrapping_add(1),
+        payload: vec![0x5a; payload],
+    };
+    (e, s, feeder)
+}
+
+/// smoltcp device with the same shape as `BenchPort`.
+#[derive(Default)]
+struct BenchDev {
+    rx: VecDeque<Vec<u8>>,
+    pool: std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>>,
+    tx: Vec<Vec<u8>>,
+    scratch: Vec<u8>,
+    capture: bool,
+}
+
+struct Rx(Vec<u8>, std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>>);
+struct Tx<'a>(&'a mut BenchDev);
+
+impl phy::RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        let r = f(&self.0);
+        self.1.borrow_mut().push(self.0);
+        r
+    }
+}
+
+impl phy::TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut b = std::mem::take(&mut self.0.scratch);
+        b.resize(len, 0);
+        let r = f(&mut b);
+        if self.0.capture {
+            self.0.tx.push(b.clone());
+        }
+        self.0.scratch = b;
+        r
+    }
+}
+
+impl Device for BenchDev {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+    fn receive(&mut self, _t: smoltcp::time::Instant) -> Option<(Rx, Tx<'_>)> {
+        let v = self.rx.pop_front()?;
+        Some((Rx(v, self.pool.clone()), Tx(self)))
+    }
+    fn transmit(&mut self, _t: smoltcp::time::Instant) -> Option<Tx<'_>> {
+        Some(Tx(self))
+    }
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ethernet;
+        c.max_transmission_unit = 1514;
+        c
+    }
+}
+
+struct Smol {
+    iface: Interface,
+    dev: BenchDev,
+    sockets: SocketSet<'static>,
+    h: SocketHandle,
+}
+
+fn smol_setup(payload: usize) -> (Smol, Feeder) {
+    let mut dev = BenchDev {
+        capture: true,
+        ..Default::default()
+    };
+    let mut iface = Interface::new(
+        Config::new(HardwareAddress::Ethernet(LOCAL_MAC)),
+        &mut dev,
+        smoltcp::time::Instant::from_micros(0),
+    );
+    iface.update_ip_addrs(|a| {
+        a.push(IpCidr::new(IpAddress::Ipv4(LOCAL_IP), 24)).unwrap();
+    });
+    let mut sock = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; 256 * 1024]),
+        tcp::SocketBuffer::new(vec![0; 256 * 1024]),
+    );
+    sock.listen(PORT).unwrap();
+    let mut sockets = SocketSet::new(vec![]);
+    let h = sockets.add(sock);
+    let t0 = smoltcp::time::Instant::from_micros(0);
+    dev.rx.push_back(segment(flags::SYN, 1000, 0, &[]));
+    iface.poll(t0, &mut dev, &mut sockets);
+    // smoltcp asks for the peer's MAC first; answer it.
+    let reply = smoltcp::wire::ArpRepr::EthernetIpv4 {
+        operation: smoltcp::wire::ArpOperation::Reply,
+        source_hardware_addr: PEER_MAC,
+        source_protocol_addr: PEER_IP,
+        target_hardware_addr: LOCAL_MAC,
+        target_protocol_addr: LOCAL_IP,
+    };
+    let mut arp = vec![0u8; 64];
+    let n = wire::emit_arp(&mut arp, PEER_MAC, LOCAL_MAC, &reply).expect("fits");
+    arp.truncate(n);
+    dev.rx.push_back(arp);
+    iface.poll(t0, &mut dev, &mut sockets);
+    let iss = syn_ack_seq(&dev.tx);
+    dev.rx
+        .push_back(segment(flags::ACK, 1001, iss.wrapping_add(1), &[]));
+    iface.poll(t0, &mut dev, &mut sockets);
+    assert_eq!(
+        sockets.get::<tcp::Socket>(h).state(),
+        tcp::State::Established
+    );
+    dev.capture = false;
+    (
+        Smol {
+            iface,
+            dev,
+            sockets,
+            h,
+        },
+        Feeder {
+            seq: 1001,
+            ack: iss.wrapping_add(1),
+            payload: vec![0x5a; payload],
+        },
+    )
+}
+
+fn rx_path(c: &mut Criterion) {
+    let mut g = c.benchmark_group("rx_path");
+    for payload in [64usize, 1448] {
+        g.throughput(Throughput::Elements(BURST as u64));
+        {
+            let (mut e, mut s, mut feed) = engine_setup(payload);
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut scratch = Vec::new();
+            let arena = e.arena().clone();
+            let mut t = 1u64;
+            g.bench_function(format!("{payload}B/flextoe"), |b| {
+                b.iter_custom(|iters| {
+                    let mut spent = Duration::ZERO;
+                    for _ in 0..iters {
+                        feed.burst_frames(&mut scratch, &arena, &mut e.port_mut().rx);
+                        let start = StdInstant::now();
+                        t += 1;
+                        e.poll(Instant::from_micros(t));
+                        let mut got = 0;
+                        while let Ok(n) = s.read(&mut buf) {
+                            if n == 0 {
+                                break;
+                            }
+                            got += n;
+                        }
+                        spent += start.elapsed();
+                        assert_eq!(got, BURST * payload);
+                    }
+                    spent
+                })
+            });
+        }
+        {
+            let (mut sm, mut feed) = smol_setup(payload);
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut t = 1i64;
+            g.bench_function(format!("{payload}B/smoltcp"), |b| {
+                b.iter_custom(|iters| {
+                    let mut spent = Duration::ZERO;
+                    for _ in 0..iters {
+                        let pool = sm.dev.pool.clone();
+                        feed.burst(&mut pool.borrow_mut(), &mut sm.dev.rx);
+                        let start = StdInstant::now();
+                        t += 1;
+                        let now = smoltcp::time::Instant::from_micros(t);
+                        sm.iface.poll(now, &mut sm.dev, &mut sm.sockets);
+                        let sock = sm.sockets.get_mut::<tcp::Socket>(sm.h);
+                        let mut got = 0;
+                        while let Ok(n) = sock.recv_slice(&mut buf) {
+                            if n == 0 {
+                                break;
+                            }
+                            got += n;
+                        }
+                        spent += start.elapsed();
+                        assert_eq!(got, BURST * payload);
+                    }
+                    spent
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, rx_path);
+criterion_main!(benches);

@@ -333,7 +333,11 @@ impl Control {
         Some(self.conns.len() as FlowId - 1)
     }
 
-    fn send_frame(&mut self, out: &mut ControlOutput, build: impl FnOnce(&mut [u8]) -> Option<usize>) {
+    fn send_frame(
+        &mut self,
+        out: &mut ControlOutput,
+        build: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) {
         let Some(mut f) = self.arena.alloc() else {
             self.stats.drops.add(DropReason::NoFrame);
             return;
@@ -432,7 +436,13 @@ impl Control {
         self.send_frame(out, |b| wire::emit_arp(b, mac, MacAddr::BROADCAST, &req));
     }
 
-    fn start_connect(&mut self, now: Instant, pc: PendingConnect, mac: MacAddr, out: &mut ControlOutput) {
+    fn start_connect(
+        &mut self,
+        now: Instant,
+        pc: PendingConnect,
+        mac: MacAddr,
+        out: &mut ControlOutput,
+    ) {
         let iss = self.isn(&pc.tuple, now);
         let e = Embryo {
             state: TcpConnState::SynSent,
@@ -493,7 +503,13 @@ impl Control {
     // -----------------------------------------------------------------------------------
 
     /// Handle a frame the data path punted.
-    pub(crate) fn handle_punt(&mut self, now: Instant, p: Punt, proto: &Protocol, out: &mut ControlOutput) {
+    pub(crate) fn handle_punt(
+        &mut self,
+        now: Instant,
+        p: Punt,
+        proto: &Protocol,
+        out: &mut ControlOutput,
+    ) {
         self.stats.punted += 1;
         let parsed = wire::parse_frame(self.arena.data(&p.frame));
         let seg = match parsed {
@@ -518,7 +534,10 @@ impl Control {
             return;
         }
         let s = &seg.summary;
-        if s.has(flags::SYN) && !s.has(flags::ACK) && self.listeners.contains_key(&seg.tuple.local_port) {
+        if s.has(flags::SYN)
+            && !s.has(flags::ACK)
+            && self.listeners.contains_key(&seg.tuple.local_port)
+        {
             self.arena.free(p.frame);
             self.passive_open(now, seg, out);
             return;
@@ -532,9 +551,8 @@ impl Control {
 
     fn reply_rst(&mut self, seg: &TcpSegment, out: &mut ControlOutput) {
         let s = &seg.summary;
-        let seg_len = s.payload_len as u32
-            + u32::from(s.has(flags::SYN))
-            + u32::from(s.has(flags::FIN));
+        let seg_len =
+            s.payload_len as u32 + u32::from(s.has(flags::SYN)) + u32::from(s.has(flags::FIN));
         let (seq_no, ack, control) = if s.has(flags::ACK) {
             (s.ack, None, TcpControl::Rst)
         } else {
@@ -559,7 +577,14 @@ impl Control {
         self.send_tcp(out, ep, repr);
     }
 
-    fn punt_for_flow(&mut self, id: FlowId, seg: TcpSegment, p: Punt, proto: &Protocol, out: &mut ControlOutput) {
+    fn punt_for_flow(
+        &mut self,
+        id: FlowId,
+        seg: TcpSegment,
+        p: Punt,
+        proto: &Protocol,
+        out: &mut ControlOutput,
+    ) {
         let s = seg.summary;
         match p.reason {
             PuntReason::Syn => {
@@ -578,7 +603,8 @@ impl Control {
                 if s.seq == st.rcv_nxt {
                     self.finish_conn(id, ConnStatus::Reset, out);
                     self.stats.resets += 1;
-                } else if seq::gt(s.seq, st.rcv_nxt) && seq::lt(s.seq, st.rcv_nxt.wrapping_add(wnd)) {
+                } else if seq::gt(s.seq, st.rcv_nxt) && seq::lt(s.seq, st.rcv_nxt.wrapping_add(wnd))
+                {
                     // RFC 5961 3.2: in the window but not exact.
                     self.stats.challenge_acks += 1;
                     self.stats.drops.add(DropReason::BadRst);
@@ -604,7 +630,9 @@ impl Control {
             return;
         }
         l.pending += 1;
-        self.neighbors.entry(seg.tuple.remote_ip).or_insert(seg.src_mac);
+        self.neighbors
+            .entry(seg.tuple.remote_ip)
+            .or_insert(seg.src_mac);
         let iss = self.isn(&seg.tuple, now);
         let local = SocketAddrV4::new(seg.tuple.local_ip, seg.tuple.local_port);
         let remote = SocketAddrV4::new(seg.tuple.remote_ip, seg.tuple.remote_port);
@@ -629,7 +657,13 @@ impl Control {
         self.embryos.insert(seg.tuple, e);
     }
 
-    fn punt_for_embryo(&mut self, now: Instant, seg: TcpSegment, frame: Frame, out: &mut ControlOutput) {
+    fn punt_for_embryo(
+        &mut self,
+        now: Instant,
+        seg: TcpSegment,
+        frame: Frame,
+        out: &mut ControlOutput,
+    ) {
         let s = seg.summary;
         let t = seg.tuple;
         let Some(e) = self.embryos.get_mut(&t) else {
@@ -699,7 +733,10 @@ impl Control {
                     }
                     return;
                 }
-                if !s.has(flags::ACK) || s.ack != e.iss.wrapping_add(1) || s.seq != e.irs.wrapping_add(1) {
+                if !s.has(flags::ACK)
+                    || s.ack != e.iss.wrapping_add(1)
+                    || s.seq != e.irs.wrapping_add(1)
+                {
                     self.arena.free(frame);
                     self.stats.drops.add(DropReason::BadHandshake);
                     if s.has(flags::ACK) && s.ack != e.iss.wrapping_add(1) {
@@ -738,7 +775,14 @@ impl Control {
     }
 
     /// Install a handshaken connection. Returns false if it could not be installed.
-    fn establish(&mut self, now: Instant, t: FourTuple, mut e: Embryo, snd_wnd: u32, out: &mut ControlOutput) -> bool {
+    fn establish(
+        &mut self,
+        now: Instant,
+        t: FourTuple,
+        mut e: Embryo,
+        snd_wnd: u32,
+        out: &mut ControlOutput,
+    ) -> bool {
         let Some(id) = self.alloc_id() else {
             self.stats.drops.add(DropReason::QueueFull);
             self.fail_embryo(&t, e, ConnStatus::Reset);
@@ -840,8 +884,10 @@ impl Control {
             self.stats.drops.add(DropReason::BadArp);
             return;
         };
-        if target_protocol_addr == self.cfg.ip || self.arp_wait.contains_key(&source_protocol_addr) {
-            self.neighbors.insert(source_protocol_addr, source_hardware_addr);
+        if target_protocol_addr == self.cfg.ip || self.arp_wait.contains_key(&source_protocol_addr)
+        {
+            self.neighbors
+                .insert(source_protocol_addr, source_hardware_addr);
         }
         if operation == ArpOperation::Request && target_protocol_addr == self.cfg.ip {
             let reply = ArpRepr::EthernetIpv4 {
@@ -853,7 +899,9 @@ impl Control {
             };
             let mac = self.cfg.mac;
             self.stats.arp_replies += 1;
-            self.send_frame(out, |b| wire::emit_arp(b, mac, source_hardware_addr, &reply));
+            self.send_frame(out, |b| {
+                wire::emit_arp(b, mac, source_hardware_addr, &reply)
+            });
         }
         if let Some(w) = self.arp_wait.remove(&source_protocol_addr) {
             for pc in w.conns {
@@ -868,7 +916,12 @@ impl Control {
 
     /// The application changed a connection: returns the work item for the protocol stage,
     /// or `None` when the flow is gone. Handles close and abort requests.
-    pub(crate) fn app_update(&mut self, id: FlowId, positions: Option<(u64, u64)>, out: &mut ControlOutput) -> Option<ProtoWork> {
+    pub(crate) fn app_update(
+        &mut self,
+        id: FlowId,
+        positions: Option<(u64, u64)>,
+        out: &mut ControlOutput,
+    ) -> Option<ProtoWork> {
         let c = self.conns.get_mut(id as usize)?.as_mut()?;
         c.conn.clear_doorbell();
         if c.conn.abort_requested() {
@@ -1066,7 +1119,8 @@ impl Control {
                 continue;
             }
             self.stats.syn_retransmits += 1;
-            e.next_retx = now + (self.cfg.rto_initial * (1 << e.retries.min(6))).min(self.cfg.rto_max);
+            e.next_retx =
+                now + (self.cfg.rto_initial * (1 << e.retries.min(6))).min(self.cfg.rto_max);
             self.send_syn(now, &t, &e, out);
             self.embryos.insert(t, e);
         }

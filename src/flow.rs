@@ -11,6 +11,7 @@
 //! connection.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -25,10 +26,49 @@ pub fn flow_group(t: &FourTuple, groups: u16) -> u16 {
     (t.hash32() & (groups as u32 - 1)) as u16
 }
 
+/// A fast, non-cryptographic hasher for 4-tuples (multiply-rotate, as in FxHash). Flow
+/// tables are keyed by addresses chosen by peers; their size is bounded by the control plane
+/// (`max_flows`), so collision flooding can slow lookups but not grow the table.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TupleHasher(u64);
+
+impl Hasher for TupleHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.add(*b as u64);
+        }
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.add(v as u64);
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.add(v as u64);
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.add(v as u64);
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.add(v);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.add(v as u64);
+    }
+}
+
+impl TupleHasher {
+    #[inline]
+    fn add(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
 /// 4-tuple -> flow id.
 #[derive(Clone, Debug, Default)]
 pub struct FlowTable {
-    map: HashMap<FourTuple, FlowId>,
+    map: HashMap<FourTuple, FlowId, BuildHasherDefault<TupleHasher>>,
 }
 
 impl FlowTable {

@@ -243,7 +243,9 @@ impl Context {
 
     /// Wait until an event is pending or `timeout` passes.
     pub fn wait(&self, timeout: Option<Duration>) -> bool {
-        self.shared.waiter.wait_until(timeout, || !self.shared.rx.is_empty())
+        self.shared
+            .waiter
+            .wait_until(timeout, || !self.shared.rx.is_empty())
     }
 
     /// Events dropped because the queue was full.
@@ -422,7 +424,11 @@ impl PortAlloc {
     fn take_ephemeral(&mut self) -> Result<u16> {
         for _ in 0..=(u16::MAX - EPHEMERAL_START) {
             let p = self.next;
-            self.next = if p == u16::MAX { EPHEMERAL_START } else { p + 1 };
+            self.next = if p == u16::MAX {
+                EPHEMERAL_START
+            } else {
+                p + 1
+            };
             if self.used.insert(p) {
                 return Ok(p);
             }
@@ -584,9 +590,7 @@ impl Listener {
                 None => Err(io::ErrorKind::WouldBlock.into()),
             };
         }
-        self.accept_rx
-            .recv()
-            .map_err(|_| Error::EngineGone.into())
+        self.accept_rx.recv().map_err(|_| Error::EngineGone.into())
     }
 
     /// Take an established connection if one is waiting.
@@ -610,7 +614,10 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        let _ = self.host.requests.send(AppRequest::Unlisten { port: self.port });
+        let _ = self
+            .host
+            .requests
+            .send(AppRequest::Unlisten { port: self.port });
     }
 }
 
@@ -803,8 +810,10 @@ impl io::Read for Stream {
             let conn = self.conn.clone();
             let rx = &self.rx;
             conn.waiter.wait_until(None, || {
-                rx.available() > 0 || conn.rx_fin() || conn.status() != ConnStatus::Established
-                    && conn.status() != ConnStatus::Connecting
+                rx.available() > 0
+                    || conn.rx_fin()
+                    || conn.status() != ConnStatus::Established
+                        && conn.status() != ConnStatus::Connecting
             });
         }
     }
@@ -821,9 +830,8 @@ impl io::Write for Stream {
             }
             let conn = self.conn.clone();
             let tx = &self.tx;
-            conn.waiter.wait_until(None, || {
-                tx.free() > 0 || conn.status().error().is_some()
-            });
+            conn.waiter
+                .wait_until(None, || tx.free() > 0 || conn.status().error().is_some());
         }
     }
 

@@ -197,8 +197,14 @@ impl<P: Port> Engine<P> {
         if !cfg.control.flow_groups.is_power_of_two() {
             return Err(EngineError::Config("flow groups must be a power of two"));
         }
-        if cfg.rx_buffer < 1024 || cfg.tx_buffer < 1024 || cfg.rx_buffer > 1 << 30 || cfg.tx_buffer > 1 << 30 {
-            return Err(EngineError::Config("ring sizes must be between 1 KiB and 1 GiB"));
+        if cfg.rx_buffer < 1024
+            || cfg.tx_buffer < 1024
+            || cfg.rx_buffer > 1 << 30
+            || cfg.tx_buffer > 1 << 30
+        {
+            return Err(EngineError::Config(
+                "ring sizes must be between 1 KiB and 1 GiB",
+            ));
         }
         if cfg.control.max_flows == 0 {
             return Err(EngineError::Config("max_flows must be positive"));
@@ -343,7 +349,10 @@ impl<P: Port> Engine<P> {
             for item in self.pre_out.drain(..) {
                 match item {
                     PreOut::Rx(w) => self.work.push(ProtoWork::Rx(w)),
-                    PreOut::Punt(p) => self.control.handle_punt(now, p, &self.proto, &mut self.cout),
+                    PreOut::Punt(p) => {
+                        self.control
+                            .handle_punt(now, p, &self.proto, &mut self.cout)
+                    }
                 }
             }
             self.run(now, true);
@@ -467,8 +476,7 @@ impl<P: Port> Engine<P> {
                 self.place.install(id, ins.rings);
                 self.notify.install(id, ins.conn.clone());
                 ins.conn.set_flow(id);
-                ins.conn
-                    .set_status(crate::host::ConnStatus::Established);
+                ins.conn.set_status(crate::host::ConnStatus::Established);
                 // Pick up anything the application did before the flow existed.
                 let pos = self.place.app_positions(id);
                 if let Some(w) = self.control.app_update(id, pos, &mut self.cout) {

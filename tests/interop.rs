@@ -14,19 +14,34 @@ fn impaired(seed: u64) -> Impairments {
 
 #[test]
 fn engine_server_smoltcp_client() {
-    let o = transfer(Kind::Engine, Kind::Smoltcp, Impairments::none(), test_bytes());
+    let o = transfer(
+        Kind::Engine,
+        Kind::Smoltcp,
+        Impairments::none(),
+        test_bytes(),
+    );
     eprintln!("{}", describe(&o));
 }
 
 #[test]
 fn smoltcp_server_engine_client() {
-    let o = transfer(Kind::Smoltcp, Kind::Engine, Impairments::none(), test_bytes());
+    let o = transfer(
+        Kind::Smoltcp,
+        Kind::Engine,
+        Impairments::none(),
+        test_bytes(),
+    );
     eprintln!("{}", describe(&o));
 }
 
 #[test]
 fn engine_server_engine_client() {
-    let o = transfer(Kind::Engine, Kind::Engine, Impairments::none(), test_bytes());
+    let o = transfer(
+        Kind::Engine,
+        Kind::Engine,
+        Impairments::none(),
+        test_bytes(),
+    );
     eprintln!("{}", describe(&o));
 }
 

@@ -83,7 +83,10 @@ mod listen {
         let s = t.peer_seq;
         t.send(SYN, s, None, &[]);
         t.recv_none();
-        assert_eq!(t.engine.stats().control.drops.get(DropReason::BacklogFull), 1);
+        assert_eq!(
+            t.engine.stats().control.drops.get(DropReason::BacklogFull),
+            1
+        );
     }
 }
 
@@ -451,7 +454,11 @@ mod established {
         t.recv_none();
         t.advance(Duration::from_millis(1100));
         let probe = t.recv_one();
-        assert_eq!(probe.seq, t.engine_seq.wrapping_sub(1), "probe uses an old sequence number");
+        assert_eq!(
+            probe.seq,
+            t.engine_seq.wrapping_sub(1),
+            "probe uses an old sequence number"
+        );
         assert!(probe.payload.is_empty());
         t.send_ack();
         let d = t.recv_one();
@@ -477,7 +484,11 @@ mod established {
             got += n;
         }
         let upd = t.recv_one();
-        assert_eq!(upd.win, u16::MAX, "window update after the application read");
+        assert_eq!(
+            upd.win,
+            u16::MAX,
+            "window update after the application read"
+        );
     }
 
     #[test]

@@ -153,10 +153,7 @@ impl MemLink {
                 link: link.clone(),
                 side: 0,
             },
-            MemPort {
-                link,
-                side: 1,
-            },
+            MemPort { link, side: 1 },
         )
     }
 }
@@ -206,11 +203,16 @@ impl MemPort {
     pub fn rx_queued(&self) -> usize {
         self.with(|l| l.lanes[1 - self.side].queue.len())
     }
-
 }
 
 impl Port for MemPort {
-    fn recv(&mut self, now: Instant, arena: &FrameArena, out: &mut Vec<Frame>, max: usize) -> usize {
+    fn recv(
+        &mut self,
+        now: Instant,
+        arena: &FrameArena,
+        out: &mut Vec<Frame>,
+        max: usize,
+    ) -> usize {
         let mut g = self.link.lock().unwrap_or_else(|p| p.into_inner());
         let lane = &mut g.lanes[1 - self.side];
         let mut n = 0;
@@ -286,7 +288,10 @@ impl Device for MemPort {
     type RxToken<'a> = MemRxToken;
     type TxToken<'a> = MemTxToken<'a>;
 
-    fn receive(&mut self, timestamp: smoltcp::time::Instant) -> Option<(MemRxToken, MemTxToken<'_>)> {
+    fn receive(
+        &mut self,
+        timestamp: smoltcp::time::Instant,
+    ) -> Option<(MemRxToken, MemTxToken<'_>)> {
         let now = to_instant(timestamp);
         let data = self.recv_bytes(now)?;
         Some((MemRxToken(data), MemTxToken { port: self, now }))

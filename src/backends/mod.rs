@@ -18,7 +18,8 @@ use crate::time::Instant;
 /// A network port: a source and sink of Ethernet frames.
 pub trait Port: Send {
     /// Receive up to `max` frames into `out` (frames come from `arena`). Returns how many.
-    fn recv(&mut self, now: Instant, arena: &FrameArena, out: &mut Vec<Frame>, max: usize) -> usize;
+    fn recv(&mut self, now: Instant, arena: &FrameArena, out: &mut Vec<Frame>, max: usize)
+        -> usize;
 
     /// Send every frame in `frames`, leaving it empty; the port gives the frames back to
     /// `arena` once they are on the wire. Returns how many were sent (the rest were dropped

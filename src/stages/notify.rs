@@ -90,7 +90,12 @@ impl Stage for Notify {
         "notify"
     }
 
-    fn process(&mut self, _now: Instant, input: &mut Vec<ProtoResult>, output: &mut Vec<ControlEvent>) {
+    fn process(
+        &mut self,
+        _now: Instant,
+        input: &mut Vec<ProtoResult>,
+        output: &mut Vec<ControlEvent>,
+    ) {
         self.stats.bursts += 1;
         self.stats.items_in += input.len() as u64;
         for r in input.drain(..) {

@@ -79,7 +79,10 @@ impl Place {
                 let off = r.payload.frame_off as usize;
                 let end = off + r.payload.len as usize;
                 let ok = end <= data.len()
-                    && rings.rx.write_at(r.payload.ring_pos, &data[off..end]).is_ok();
+                    && rings
+                        .rx
+                        .write_at(r.payload.ring_pos, &data[off..end])
+                        .is_ok();
                 if !ok {
                     // The protocol stage only places inside the window it computed from the
                     // ring, so this means a state/ring mismatch; count it, never corrupt.
@@ -124,7 +127,12 @@ impl Stage for Place {
         "place"
     }
 
-    fn process(&mut self, _now: Instant, input: &mut Vec<ProtoResult>, output: &mut Vec<ProtoResult>) {
+    fn process(
+        &mut self,
+        _now: Instant,
+        input: &mut Vec<ProtoResult>,
+        output: &mut Vec<ProtoResult>,
+    ) {
         self.stats.bursts += 1;
         self.stats.items_in += input.len() as u64;
         self.stats.items_out += input.len() as u64;

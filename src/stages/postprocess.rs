@@ -113,7 +113,10 @@ impl Postprocess {
             self.stats.drops.add(DropReason::NoFrame);
             return;
         };
-        let hl = view.identity.template.write(self.arena.buf_mut(&mut frame), &r.hdr);
+        let hl = view
+            .identity
+            .template
+            .write(self.arena.buf_mut(&mut frame), &r.hdr);
         frame.set_len(hl);
         FlowCounters::add(&c.tx_segments, 1);
         FlowCounters::add(&c.tx_bytes, r.hdr.payload_len as u64);
@@ -130,7 +133,12 @@ impl Stage for Postprocess {
         "postprocess"
     }
 
-    fn process(&mut self, _now: Instant, input: &mut Vec<ProtoResult>, output: &mut Vec<ProtoResult>) {
+    fn process(
+        &mut self,
+        _now: Instant,
+        input: &mut Vec<ProtoResult>,
+        output: &mut Vec<ProtoResult>,
+    ) {
         self.stats.bursts += 1;
         self.stats.items_in += input.len() as u64;
         // Find the last coalescable ACK of each flow in this burst.

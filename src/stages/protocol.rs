@@ -208,9 +208,7 @@ impl TcpState {
     }
 
     fn fin_due(&self) -> bool {
-        self.has(F_TXFIN)
-            && !self.has(F_FIN_ACKED)
-            && self.snd_nxt == self.data_end_seq()
+        self.has(F_TXFIN) && !self.has(F_FIN_ACKED) && self.snd_nxt == self.data_end_seq()
     }
 
     /// Window field to advertise, and remember the right edge.
@@ -318,9 +316,7 @@ impl TcpState {
         {
             self.dupacks = self.dupacks.saturating_add(1);
             r.actions.set(Actions::DUP_ACK);
-            if self.dupacks == 3
-                && (!self.has(F_RECOVERY) || seq::gt(self.snd_una, self.recover))
-            {
+            if self.dupacks == 3 && (!self.has(F_RECOVERY) || seq::gt(self.snd_una, self.recover)) {
                 self.go_back_n();
                 self.cwnd = self.ssthresh;
                 r.actions.set(Actions::FAST_RETRANSMIT | Actions::SCHED);
@@ -344,7 +340,8 @@ impl TcpState {
         let wnd = self.rcv_wnd();
         let fin = s.flags & flags::FIN != 0;
         let seg_len = s.payload_len as u32 + u32::from(fin);
-        let in_wnd = |x: u32| seq::ge(x, self.rcv_nxt) && seq::lt(x, self.rcv_nxt.wrapping_add(wnd));
+        let in_wnd =
+            |x: u32| seq::ge(x, self.rcv_nxt) && seq::lt(x, self.rcv_nxt.wrapping_add(wnd));
         let acceptable = if seg_len == 0 {
             if wnd == 0 {
                 s.seq == self.rcv_nxt
@@ -455,8 +452,9 @@ impl TcpState {
             self.rx_pos += len as u64;
             let merged = self.merge_ooo();
             r.rx_publish = self.rx_pos;
-            r.actions
-                .set(Actions::PLACE_PAYLOAD | Actions::PUBLISH_RX | Actions::NOTIFY_APP | Actions::TX);
+            r.actions.set(
+                Actions::PLACE_PAYLOAD | Actions::PUBLISH_RX | Actions::NOTIFY_APP | Actions::TX,
+            );
             if merged {
                 r.actions.set(Actions::ACK_NOW);
             }
@@ -583,7 +581,14 @@ impl TcpState {
     }
 
     /// The application moved its ring positions.
-    pub fn on_app(&mut self, now: Instant, tx_head: u64, rx_tail: u64, fin: bool, r: &mut ProtoResult) {
+    pub fn on_app(
+        &mut self,
+        now: Instant,
+        tx_head: u64,
+        rx_tail: u64,
+        fin: bool,
+        r: &mut ProtoResult,
+    ) {
         if tx_head > self.tx_app_end && !self.has(F_TXFIN) {
             self.tx_app_end = tx_head;
         }
@@ -647,7 +652,8 @@ impl TcpState {
         self.flags |= F_RST;
         let s = self.snd_max;
         r.hdr = self.header(now, flags::RST | flags::ACK, s, 0);
-        r.actions.set(Actions::TX | Actions::ACK_NOW | Actions::RST_TX);
+        r.actions
+            .set(Actions::TX | Actions::ACK_NOW | Actions::RST_TX);
     }
 }
 

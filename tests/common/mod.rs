@@ -164,11 +164,18 @@ impl Side {
 
     pub fn listen(&mut self, port: u16) {
         match self {
-            Side::Engine { engine, listener, .. } => {
+            Side::Engine {
+                engine, listener, ..
+            } => {
                 *listener = Some(engine.host().listen(port, 16).expect("listen"));
             }
-            Side::Smol { sockets, handle, .. } => {
-                sockets.get_mut::<tcp::Socket>(*handle).listen(port).expect("listen");
+            Side::Smol {
+                sockets, handle, ..
+            } => {
+                sockets
+                    .get_mut::<tcp::Socket>(*handle)
+                    .listen(port)
+                    .expect("listen");
             }
         }
     }
@@ -176,7 +183,10 @@ impl Side {
     pub fn connect(&mut self, ip: Ipv4Addr, port: u16) {
         match self {
             Side::Engine { engine, stream, .. } => {
-                let mut s = engine.host().connect(SocketAddrV4::new(ip, port)).expect("connect");
+                let mut s = engine
+                    .host()
+                    .connect(SocketAddrV4::new(ip, port))
+                    .expect("connect");
                 s.set_nonblocking(true);
                 *stream = Some(s);
             }
@@ -229,7 +239,10 @@ impl Side {
         match self {
             Side::Engine { engine, .. } => engine.next_deadline(),
             Side::Smol {
-                iface, sockets, dev, ..
+                iface,
+                sockets,
+                dev,
+                ..
             } => {
                 let t = smoltcp::time::Instant::from_micros(now.micros() as i64);
                 let a = iface
@@ -261,7 +274,9 @@ impl Side {
                     },
                     None => 0,
                 },
-                Side::Smol { sockets, handle, .. } => {
+                Side::Smol {
+                    sockets, handle, ..
+                } => {
                     let s = sockets.get_mut::<tcp::Socket>(*handle);
                     if s.can_send() {
                         s.send_slice(data).expect("send")
@@ -296,7 +311,9 @@ impl Side {
                     },
                     None => return total,
                 },
-                Side::Smol { sockets, handle, .. } => {
+                Side::Smol {
+                    sockets, handle, ..
+                } => {
                     let s = sockets.get_mut::<tcp::Socket>(*handle);
                     match s.recv_slice(&mut buf) {
                         Ok(n) => n,
@@ -323,14 +340,20 @@ impl Side {
                     s.shutdown(std::net::Shutdown::Write).expect("shutdown");
                 }
             }
-            Side::Smol { sockets, handle, .. } => sockets.get_mut::<tcp::Socket>(*handle).close(),
+            Side::Smol {
+                sockets, handle, ..
+            } => sockets.get_mut::<tcp::Socket>(*handle).close(),
         }
     }
 
     pub fn connected(&mut self) -> bool {
         match self {
-            Side::Engine { stream, .. } => stream.as_ref().is_some_and(|s| s.status() != ConnStatus::Connecting),
-            Side::Smol { sockets, handle, .. } => {
+            Side::Engine { stream, .. } => stream
+                .as_ref()
+                .is_some_and(|s| s.status() != ConnStatus::Connecting),
+            Side::Smol {
+                sockets, handle, ..
+            } => {
                 sockets.get_mut::<tcp::Socket>(*handle).state() != tcp::State::SynSent
                     && sockets.get_mut::<tcp::Socket>(*handle).state() != tcp::State::Listen
                     && sockets.get_mut::<tcp::Socket>(*handle).state() != tcp::State::SynReceived
@@ -344,7 +367,9 @@ impl Side {
             Side::Engine { stream, .. } => stream
                 .as_ref()
                 .is_some_and(|s| s.status() == ConnStatus::Closed),
-            Side::Smol { sockets, handle, .. } => matches!(
+            Side::Smol {
+                sockets, handle, ..
+            } => matches!(
                 sockets.get_mut::<tcp::Socket>(*handle).state(),
                 tcp::State::Closed | tcp::State::TimeWait
             ),
@@ -354,10 +379,12 @@ impl Side {
     /// Nothing left: no flow-table entry, no connection state.
     pub fn fully_gone(&mut self) -> bool {
         match self {
-            Side::Engine { engine, .. } => engine.flow_count() == 0 && engine.connections().is_empty(),
-            Side::Smol { sockets, handle, .. } => {
-                sockets.get_mut::<tcp::Socket>(*handle).state() == tcp::State::Closed
+            Side::Engine { engine, .. } => {
+                engine.flow_count() == 0 && engine.connections().is_empty()
             }
+            Side::Smol {
+                sockets, handle, ..
+            } => sockets.get_mut::<tcp::Socket>(*handle).state() == tcp::State::Closed,
         }
     }
 
@@ -529,7 +556,10 @@ pub fn describe(o: &Outcome) -> String {
         if let Some(e) = side.engine_ref() {
             s.push_str(&format!("\n{name} engine:\n{}", e.stats()));
             let r = e.retransmissions();
-            s.push_str(&format!("\n  retransmissions: fast={} timeout={}", r.fast, r.timeout));
+            s.push_str(&format!(
+                "\n  retransmissions: fast={} timeout={}",
+                r.fast, r.timeout
+            ));
         }
     }
     s

@@ -133,7 +133,11 @@ impl Script {
             ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
             window_len: 65535,
             window_scale: None,
-            max_seg_size: if fl & flags::SYN != 0 { Some(1460) } else { None },
+            max_seg_size: if fl & flags::SYN != 0 {
+                Some(1460)
+            } else {
+                None
+            },
             sack_permitted: false,
             sack_ranges: [None; 3],
             timestamp: None,
@@ -216,7 +220,12 @@ impl Script {
 
     /// Listen on the local port.
     pub fn listen(&mut self, backlog: usize) {
-        self.listener = Some(self.engine.host().listen(self.local_port, backlog).expect("listen"));
+        self.listener = Some(
+            self.engine
+                .host()
+                .listen(self.local_port, backlog)
+                .expect("listen"),
+        );
         self.poll();
     }
 

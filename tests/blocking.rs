@@ -1,0 +1,121 @@
+//! The blocking socket API: two engines on their own threads (the runtime), applications on
+//! further threads using `Read` / `Write` like `std::net::TcpStream`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddrV4;
+use std::time::Duration;
+
+use common::*;
+use flextoe::backends::mem::MemLink;
+use flextoe::pipeline::{Engine, Runtime};
+use flextoe::sim::Impairments;
+use flextoe::time::SystemClock;
+use sha2::{Digest, Sha256};
+
+#[test]
+fn blocking_upload_and_digest_reply() {
+    let (pa, pb) = MemLink::pair(Impairments::none());
+    let mut cfg_a = engine_config(MAC_A, IP_A);
+    cfg_a.control.time_wait = Duration::from_millis(50);
+    let mut cfg_b = engine_config(MAC_B, IP_B);
+    cfg_b.control.time_wait = Duration::from_millis(50);
+    // One clock for both engines and for their restarts below.
+    let clock = SystemClock::new();
+    let server = Runtime::spawn(Engine::new(cfg_a, pa).unwrap(), clock).unwrap();
+    let client = Runtime::spawn(Engine::new(cfg_b, pb).unwrap(), clock).unwrap();
+
+    let listener = server.host().listen(9000, 4).unwrap();
+    let srv = std::thread::spawn(move || {
+        let mut s = listener.accept().unwrap();
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 100_000];
+        let mut n_total = 0u64;
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            n_total += n as u64;
+            h.update(&buf[..n]);
+        }
+        s.write_all(&h.finalize()).unwrap();
+        s.write_all(&n_total.to_le_bytes()).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(s.wait_closed(Some(Duration::from_secs(10))));
+    });
+
+    let mut c = client
+        .host()
+        .connect_blocking(SocketAddrV4::new(IP_A, 9000), Duration::from_secs(5))
+        .unwrap();
+    let mut src = Source::new(5, 16 << 20);
+    loop {
+        let chunk = src.pending().to_vec();
+        if chunk.is_empty() {
+            break;
+        }
+        c.write_all(&chunk).unwrap();
+        src.consume(chunk.len());
+    }
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reply = Vec::new();
+    c.read_to_end(&mut reply).unwrap();
+    assert_eq!(reply.len(), 40);
+    assert_eq!(&reply[..32], &src.digest()[..]);
+    assert_eq!(
+        u64::from_le_bytes(reply[32..].try_into().unwrap()),
+        16 << 20
+    );
+    srv.join().unwrap();
+    assert!(c.wait_closed(Some(Duration::from_secs(10))));
+    drop(c);
+
+    // Both engines drop every flow once TIME-WAIT is over.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (mut a, mut b);
+    let (mut s, mut cl) = (Some(server), Some(client));
+    loop {
+        a = s.take().unwrap().stop();
+        b = cl.take().unwrap().stop();
+        if a.flow_count() == 0 && b.flow_count() == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "flows left");
+        std::thread::sleep(Duration::from_millis(20));
+        s = Some(Runtime::spawn(a, clock).unwrap());
+        cl = Some(Runtime::spawn(b, clock).unwrap());
+    }
+}
+
+#[test]
+fn connect_to_nothing_is_refused_and_errors_map_to_io_kinds() {
+    let (pa, pb) = MemLink::pair(Impairments::none());
+    let server = Runtime::spawn(
+        Engine::new(engine_config(MAC_A, IP_A), pa).unwrap(),
+        SystemClock::new(),
+    )
+    .unwrap();
+    let client = Runtime::spawn(
+        Engine::new(engine_config(MAC_B, IP_B), pb).unwrap(),
+        SystemClock::new(),
+    )
+    .unwrap();
+    let err = client
+        .host()
+        .connect_blocking(SocketAddrV4::new(IP_A, 1), Duration::from_secs(5))
+        .unwrap_err();
+    assert_eq!(err, flextoe::host::Error::ConnectionRefused);
+    let io: std::io::Error = err.into();
+    assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+    assert!(matches!(
+        server.host().listen(0, 1),
+        Err(flextoe::host::Error::InvalidInput(_))
+    ));
+    let _l = server.host().listen(5, 1).unwrap();
+    assert_eq!(
+        server.host().listen(5, 1).err(),
+        Some(flextoe::host::Error::AddrInUse(5))
+    );
+}
