@@ -19,7 +19,7 @@ use std::net::Ipv4Addr;
 
 use std::time::{Duration, Instant as StdInstant};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use flextoe::backends::Port;
 use flextoe::buf::{Frame, FrameArena};
 use flextoe::pipeline::{Engine, EngineConfig};
@@ -379,5 +379,70 @@ fn rx_path(c: &mut Criterion) {
     g.finish();
 }
 
+/// Interleaved rounds of both stacks in one process; medians and their ratio. Less exposed
+/// to machine noise than two separate criterion runs.
+fn interleaved_ratio() {
+    const ROUNDS: usize = 31;
+    const BURSTS: usize = 500;
+    println!("\ninterleaved comparison ({ROUNDS} rounds of {BURSTS} bursts of {BURST} segments, median ns per segment):");
+    for payload in [64usize, 1448] {
+        let (mut e, mut s, mut fe) = engine_setup(payload);
+        let arena = e.arena().clone();
+        let (mut sm, mut fs) = smol_setup(payload);
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut scratch = Vec::new();
+        let (mut te, mut ts) = (1u64, 1i64);
+        let mut ours = Vec::new();
+        let mut theirs = Vec::new();
+        for _ in 0..ROUNDS {
+            let mut spent = Duration::ZERO;
+            for _ in 0..BURSTS {
+                fe.burst_frames(&mut scratch, &arena, &mut e.port_mut().rx);
+                let start = StdInstant::now();
+                te += 1;
+                e.poll(Instant::from_micros(te));
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                spent += start.elapsed();
+            }
+            ours.push(spent.as_nanos() as f64 / (BURSTS * BURST) as f64);
+            let mut spent = Duration::ZERO;
+            for _ in 0..BURSTS {
+                let pool = sm.dev.pool.clone();
+                fs.burst(&mut pool.borrow_mut(), &mut sm.dev.rx);
+                let start = StdInstant::now();
+                ts += 1;
+                let now = smoltcp::time::Instant::from_micros(ts);
+                sm.iface.poll(now, &mut sm.dev, &mut sm.sockets);
+                let sock = sm.sockets.get_mut::<tcp::Socket>(sm.h);
+                while let Ok(n) = sock.recv_slice(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                spent += start.elapsed();
+            }
+            theirs.push(spent.as_nanos() as f64 / (BURSTS * BURST) as f64);
+        }
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        };
+        let (a, b) = (med(&mut ours), med(&mut theirs));
+        println!(
+            "  {payload:>5} B payload: flextoe {a:7.1} ns/segment, smoltcp {b:7.1} ns/segment, smoltcp/flextoe time ratio {:.2}",
+            b / a
+        );
+    }
+}
+
 criterion_group!(benches, rx_path);
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    interleaved_ratio();
+}

@@ -180,7 +180,6 @@ pub struct Engine<P: Port> {
     pre_out: Vec<PreOut>,
     work: Vec<ProtoWork>,
     res_a: Vec<ProtoResult>,
-    res_b: Vec<ProtoResult>,
     events: Vec<ControlEvent>,
     tx: Vec<Frame>,
     cout: ControlOutput,
@@ -240,7 +239,6 @@ impl<P: Port> Engine<P> {
             pre_out: Vec::with_capacity(cfg.burst),
             work: Vec::with_capacity(cfg.burst),
             res_a: Vec::with_capacity(cfg.burst),
-            res_b: Vec::with_capacity(cfg.burst),
             events: Vec::new(),
             tx: Vec::with_capacity(cfg.burst * 2),
             cout: ControlOutput::default(),
@@ -417,11 +415,11 @@ impl<P: Port> Engine<P> {
         }
         self.proto.process(now, &mut self.work, &mut self.res_a);
         if rx {
-            self.place.process(now, &mut self.res_a, &mut self.res_b);
-            self.post.process(now, &mut self.res_b, &mut self.res_a);
+            self.place.process_in_place(now, &mut self.res_a);
+            self.post.process_in_place(now, &mut self.res_a);
         } else {
-            self.post.process(now, &mut self.res_a, &mut self.res_b);
-            self.place.process(now, &mut self.res_b, &mut self.res_a);
+            self.post.process_in_place(now, &mut self.res_a);
+            self.place.process_in_place(now, &mut self.res_a);
         }
         // Egress: checksums, scheduler activations.
         self.egress_stats.bursts += 1;
@@ -436,7 +434,9 @@ impl<P: Port> Engine<P> {
                 self.sched.activate(r.flow);
             }
         }
-        self.notify.process(now, &mut self.res_a, &mut self.events);
+        self.notify
+            .process_slice(now, &self.res_a, &mut self.events);
+        self.res_a.clear();
         for ev in self.events.drain(..) {
             self.control.handle_event(now, ev, &mut self.cout);
         }

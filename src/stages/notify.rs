@@ -82,6 +82,28 @@ impl Notify {
     }
 }
 
+impl Notify {
+    /// Process a burst without consuming it (the inline runtime's path).
+    pub fn process_slice(
+        &mut self,
+        _now: Instant,
+        items: &[ProtoResult],
+        output: &mut Vec<ControlEvent>,
+    ) {
+        self.stats.bursts += 1;
+        self.stats.items_in += items.len() as u64;
+        for r in items {
+            self.notify(r);
+            if r.actions.any(CONTROL_BITS) {
+                output.push(ControlEvent {
+                    flow: r.flow,
+                    actions: r.actions,
+                });
+            }
+        }
+    }
+}
+
 impl Stage for Notify {
     type In = ProtoResult;
     type Out = ControlEvent;
@@ -92,21 +114,12 @@ impl Stage for Notify {
 
     fn process(
         &mut self,
-        _now: Instant,
+        now: Instant,
         input: &mut Vec<ProtoResult>,
         output: &mut Vec<ControlEvent>,
     ) {
-        self.stats.bursts += 1;
-        self.stats.items_in += input.len() as u64;
-        for r in input.drain(..) {
-            self.notify(&r);
-            if r.actions.any(CONTROL_BITS) {
-                output.push(ControlEvent {
-                    flow: r.flow,
-                    actions: r.actions,
-                });
-            }
-        }
+        self.process_slice(now, input, output);
+        input.clear();
     }
 
     fn stats(&self) -> &StageStats {

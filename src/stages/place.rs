@@ -64,6 +64,16 @@ impl Place {
         self.flows.get(id as usize)?.as_ref()
     }
 
+    /// Process a burst without moving it (the inline runtime's path).
+    pub fn process_in_place(&mut self, _now: Instant, items: &mut [ProtoResult]) {
+        self.stats.bursts += 1;
+        self.stats.items_in += items.len() as u64;
+        self.stats.items_out += items.len() as u64;
+        for r in items.iter_mut() {
+            self.apply(r);
+        }
+    }
+
     /// Carry out one result's payload actions.
     pub fn apply(&mut self, r: &mut ProtoResult) {
         let a = r.actions;

@@ -32,6 +32,7 @@ pub struct Postprocess {
     policy: AckPolicy,
     flows: Vec<Option<FlowView>>,
     last_ack: Vec<(FlowId, usize)>,
+    acc: Accumulator,
     stats: StageStats,
 }
 
@@ -43,6 +44,7 @@ impl Postprocess {
             policy,
             flows: Vec::new(),
             last_ack: Vec::new(),
+            acc: Accumulator::default(),
             stats: StageStats::default(),
         }
     }
@@ -58,6 +60,9 @@ impl Postprocess {
 
     /// Remove a flow.
     pub fn remove(&mut self, id: FlowId) {
+        if self.acc.flow == Some(id) {
+            self.acc = Accumulator::default();
+        }
         if let Some(f) = self.flows.get_mut(id as usize) {
             *f = None;
         }
@@ -72,40 +77,35 @@ impl Postprocess {
         let Some(view) = self.flows.get(r.flow as usize).and_then(Option::as_ref) else {
             return;
         };
-        let c = &view.counters;
+        if self.acc.flow != Some(r.flow) {
+            self.acc.flush(&self.flows);
+            self.acc.flow = Some(r.flow);
+        }
+        let acc = &mut self.acc;
         let a = r.actions;
         if r.rx_frame.is_some() || a.any(Actions::PLACE_PAYLOAD) {
-            FlowCounters::add(&c.rx_segments, 1);
+            acc.rx_segments += 1;
         }
         if a.any(Actions::PUBLISH_RX) {
-            FlowCounters::add(&c.rx_bytes, r.payload.len as u64);
+            acc.rx_bytes += r.payload.len as u64;
         }
         if r.acked > 0 {
-            FlowCounters::add(&c.acked_bytes, r.acked as u64);
+            acc.acked += r.acked as u64;
             if a.any(Actions::ECN_ECHOED) {
-                FlowCounters::add(&c.ecn_bytes, r.acked as u64);
+                acc.ecn += r.acked as u64;
             }
         }
-        if a.any(Actions::DUP_ACK) {
-            FlowCounters::add(&c.dup_acks, 1);
-        }
-        if a.any(Actions::FAST_RETRANSMIT) {
-            FlowCounters::add(&c.fast_retransmits, 1);
-        }
-        if a.any(Actions::TIMEOUT_RETRANSMIT) {
-            FlowCounters::add(&c.timeout_retransmits, 1);
-        }
-        if a.any(Actions::OOO) {
-            FlowCounters::add(&c.ooo_segments, 1);
-        }
+        acc.dup_acks += u64::from(a.any(Actions::DUP_ACK));
+        acc.fast += u64::from(a.any(Actions::FAST_RETRANSMIT));
+        acc.timeout += u64::from(a.any(Actions::TIMEOUT_RETRANSMIT));
+        acc.ooo += u64::from(a.any(Actions::OOO));
         if a.any(Actions::RTT_SAMPLE) {
-            FlowCounters::add(&c.rtt_sum_us, r.rtt_us as u64);
-            FlowCounters::add(&c.rtt_samples, 1);
+            acc.rtt_sum += r.rtt_us as u64;
+            acc.rtt_n += 1;
         }
-        c.in_flight.store(r.in_flight as u64, Ordering::Relaxed);
-        c.unsent.store(r.unsent as u64, Ordering::Relaxed);
-        c.peer_window_zero
-            .store(r.peer_window_zero, Ordering::Relaxed);
+        acc.in_flight = r.in_flight;
+        acc.unsent = r.unsent;
+        acc.zero = r.peer_window_zero;
         if !send {
             return;
         }
@@ -118,10 +118,94 @@ impl Postprocess {
             .template
             .write(self.arena.buf_mut(&mut frame), &r.hdr);
         frame.set_len(hl);
-        FlowCounters::add(&c.tx_segments, 1);
-        FlowCounters::add(&c.tx_bytes, r.hdr.payload_len as u64);
+        acc.tx_segments += 1;
+        acc.tx_bytes += r.hdr.payload_len as u64;
         r.tx_frame = Some(frame);
         self.stats.items_out += 1;
+    }
+}
+
+impl Postprocess {
+    /// Process a burst without moving it (the inline runtime's path).
+    pub fn process_in_place(&mut self, _now: Instant, items: &mut [ProtoResult]) {
+        self.stats.bursts += 1;
+        self.stats.items_in += items.len() as u64;
+        // Find the last coalescable ACK of each flow in this burst.
+        self.last_ack.clear();
+        if self.policy == AckPolicy::PerBurst {
+            for (i, r) in items.iter().enumerate() {
+                if r.actions.any(Actions::TX) && !r.actions.any(Actions::ACK_NOW) {
+                    match self.last_ack.iter_mut().find(|(f, _)| *f == r.flow) {
+                        Some(e) => e.1 = i,
+                        None => self.last_ack.push((r.flow, i)),
+                    }
+                }
+            }
+        }
+        for (i, r) in items.iter_mut().enumerate() {
+            let a = r.actions;
+            let send = a.any(Actions::TX)
+                && (a.any(Actions::ACK_NOW)
+                    || self.policy == AckPolicy::EverySegment
+                    || self.last_ack.iter().any(|&(f, j)| f == r.flow && j == i));
+            self.build(r, send);
+        }
+        self.acc.flush(&self.flows);
+    }
+}
+
+/// Counter updates of one flow, gathered over a run of results and written to the shared
+/// atomics once.
+#[derive(Default)]
+struct Accumulator {
+    flow: Option<FlowId>,
+    rx_segments: u64,
+    rx_bytes: u64,
+    acked: u64,
+    ecn: u64,
+    dup_acks: u64,
+    fast: u64,
+    timeout: u64,
+    ooo: u64,
+    rtt_sum: u64,
+    rtt_n: u64,
+    tx_segments: u64,
+    tx_bytes: u64,
+    in_flight: u32,
+    unsent: u32,
+    zero: bool,
+}
+
+impl Accumulator {
+    fn flush(&mut self, flows: &[Option<FlowView>]) {
+        let Some(flow) = self.flow.take() else {
+            return;
+        };
+        if let Some(v) = flows.get(flow as usize).and_then(Option::as_ref) {
+            let c = &v.counters;
+            for (counter, n) in [
+                (&c.rx_segments, self.rx_segments),
+                (&c.rx_bytes, self.rx_bytes),
+                (&c.acked_bytes, self.acked),
+                (&c.ecn_bytes, self.ecn),
+                (&c.dup_acks, self.dup_acks),
+                (&c.fast_retransmits, self.fast),
+                (&c.timeout_retransmits, self.timeout),
+                (&c.ooo_segments, self.ooo),
+                (&c.rtt_sum_us, self.rtt_sum),
+                (&c.rtt_samples, self.rtt_n),
+                (&c.tx_segments, self.tx_segments),
+                (&c.tx_bytes, self.tx_bytes),
+            ] {
+                if n > 0 {
+                    FlowCounters::add(counter, n);
+                }
+            }
+            c.in_flight.store(self.in_flight as u64, Ordering::Relaxed);
+            c.unsent.store(self.unsent as u64, Ordering::Relaxed);
+            c.peer_window_zero.store(self.zero, Ordering::Relaxed);
+        }
+        *self = Accumulator::default();
     }
 }
 
@@ -135,33 +219,12 @@ impl Stage for Postprocess {
 
     fn process(
         &mut self,
-        _now: Instant,
+        now: Instant,
         input: &mut Vec<ProtoResult>,
         output: &mut Vec<ProtoResult>,
     ) {
-        self.stats.bursts += 1;
-        self.stats.items_in += input.len() as u64;
-        // Find the last coalescable ACK of each flow in this burst.
-        self.last_ack.clear();
-        if self.policy == AckPolicy::PerBurst {
-            for (i, r) in input.iter().enumerate() {
-                if r.actions.any(Actions::TX) && !r.actions.any(Actions::ACK_NOW) {
-                    match self.last_ack.iter_mut().find(|(f, _)| *f == r.flow) {
-                        Some(e) => e.1 = i,
-                        None => self.last_ack.push((r.flow, i)),
-                    }
-                }
-            }
-        }
-        for (i, mut r) in input.drain(..).enumerate() {
-            let a = r.actions;
-            let send = a.any(Actions::TX)
-                && (a.any(Actions::ACK_NOW)
-                    || self.policy == AckPolicy::EverySegment
-                    || self.last_ack.iter().any(|&(f, j)| f == r.flow && j == i));
-            self.build(&mut r, send);
-            output.push(r);
-        }
+        self.process_in_place(now, input);
+        output.append(input);
     }
 
     fn stats(&self) -> &StageStats {

@@ -17,6 +17,8 @@ pub struct Preprocess {
     mac: MacAddr,
     ip: Ipv4Addr,
     table: FlowTable,
+    /// The last successful lookup: bursts are mostly one flow's segments.
+    last: Option<(wire::FourTuple, FlowId)>,
     stats: StageStats,
 }
 
@@ -28,18 +30,32 @@ impl Preprocess {
             mac,
             ip,
             table: FlowTable::new(),
+            last: None,
             stats: StageStats::default(),
         }
     }
 
     /// Install a flow.
     pub fn install(&mut self, tuple: wire::FourTuple, id: FlowId) {
+        self.last = None;
         self.table.insert(tuple, id);
     }
 
     /// Remove a flow.
     pub fn remove(&mut self, tuple: &wire::FourTuple) {
+        self.last = None;
         self.table.remove(tuple);
+    }
+
+    fn lookup(&mut self, t: &wire::FourTuple) -> Option<FlowId> {
+        if let Some((lt, id)) = self.last {
+            if lt == *t {
+                return Some(id);
+            }
+        }
+        let id = self.table.lookup(t)?;
+        self.last = Some((*t, id));
+        Some(id)
     }
 
     /// The flow table.
@@ -94,7 +110,7 @@ impl Preprocess {
         if let Some(reason) = reason {
             return Some(PreOut::Punt(Punt { frame, reason }));
         }
-        match self.table.lookup(&seg.tuple) {
+        match self.lookup(&seg.tuple) {
             Some(flow) => Some(PreOut::Rx(RxWork {
                 flow,
                 summary: seg.summary,

@@ -1,0 +1,205 @@
+//! Features beyond the state machine: readiness contexts, ACK policies, timestamp and ECN
+//! echo, window scaling, and the in-memory link's latency and rate limit.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::script::*;
+use common::*;
+use flextoe::host::{Context, EventKind};
+use flextoe::sim::Impairments;
+use flextoe::stages::protocol::AckPolicy;
+use flextoe::wire::flags::*;
+use smoltcp::wire::TcpRepr;
+
+#[test]
+fn context_reports_readiness_events() {
+    let mut t = Script::new(config());
+    t.accept_established();
+    let ctx = Context::new(64);
+    t.stream().register(&ctx, 42).unwrap();
+    assert!(
+        t.stream().register(&ctx, 43).is_err(),
+        "one registration per stream"
+    );
+    t.send_data(b"ping");
+    t.recv();
+    let mut ev = Vec::new();
+    assert!(ctx.wait(Some(Duration::ZERO)));
+    ctx.poll(&mut ev);
+    assert!(
+        ev.iter()
+            .any(|e| e.token == 42 && e.kind == EventKind::Readable),
+        "{ev:?}"
+    );
+    assert!(t.stream().is_readable());
+    assert_eq!(t.stream().readable_bytes(), 4);
+    ev.clear();
+    t.stream().write_all(b"pong").unwrap();
+    t.recv();
+    t.engine_seq = t.engine_seq.wrapping_add(4);
+    t.send_ack();
+    ctx.poll(&mut ev);
+    assert!(ev.iter().any(|e| e.kind == EventKind::Writable), "{ev:?}");
+    ev.clear();
+    let (s, a) = (t.peer_seq, t.engine_seq);
+    t.send(RST, s, Some(a), &[]);
+    ctx.poll(&mut ev);
+    assert!(ev.iter().any(|e| e.kind == EventKind::Closed), "{ev:?}");
+}
+
+#[test]
+fn ack_every_segment_policy() {
+    let mut cfg = config();
+    cfg.ack_policy = AckPolicy::EverySegment;
+    let mut t = Script::new(cfg);
+    t.accept_established();
+    // Three segments in one burst: one ACK each.
+    let (s, a) = (t.peer_seq, t.engine_seq);
+    for i in 0..3u32 {
+        let r = t.repr(PSH | ACK, s + i * 10, Some(a), &[7u8; 10]);
+        let ep = flextoe::wire::Endpoints {
+            src_mac: MAC_B,
+            dst_mac: MAC_A,
+            src_ip: IP_B,
+            dst_ip: IP_A,
+        };
+        let mut buf = vec![0u8; 200];
+        let n = flextoe::wire::emit_tcp(&mut buf, &ep, &r).unwrap();
+        t.wire.send_bytes(t.clock.now(), &buf[..n]);
+    }
+    let acks = t.recv();
+    assert_eq!(
+        acks.iter().map(|x| x.ack).collect::<Vec<_>>(),
+        vec![s + 10, s + 20, s + 30]
+    );
+}
+
+#[test]
+fn ack_per_burst_policy_coalesces() {
+    let mut t = Script::new(config());
+    t.accept_established();
+    let (s, a) = (t.peer_seq, t.engine_seq);
+    for i in 0..3u32 {
+        let r = t.repr(PSH | ACK, s + i * 10, Some(a), &[7u8; 10]);
+        let ep = flextoe::wire::Endpoints {
+            src_mac: MAC_B,
+            dst_mac: MAC_A,
+            src_ip: IP_B,
+            dst_ip: IP_A,
+        };
+        let mut buf = vec![0u8; 200];
+        let n = flextoe::wire::emit_tcp(&mut buf, &ep, &r).unwrap();
+        t.wire.send_bytes(t.clock.now(), &buf[..n]);
+    }
+    let acks = t.recv();
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0].ack, s + 30);
+}
+
+use flextoe::time::Clock;
+
+#[test]
+fn timestamps_are_echoed() {
+    let mut t = Script::new(config());
+    t.listen(4);
+    let r = TcpRepr {
+        timestamp: Script::ts(1000, 0),
+        ..t.repr(SYN, PEER_ISS, None, &[])
+    };
+    t.send_repr(&r);
+    let sa = t.recv_one();
+    let (engine_ts, echo) = sa.ts.expect("timestamps negotiated");
+    assert_eq!(echo, 1000);
+    t.peer_seq = PEER_ISS + 1;
+    t.engine_seq = sa.seq.wrapping_add(1);
+    let (s, a) = (t.peer_seq, t.engine_seq);
+    let r = TcpRepr {
+        timestamp: Script::ts(1001, engine_ts),
+        ..t.repr(ACK, s, Some(a), &[])
+    };
+    t.send_repr(&r);
+    let r = TcpRepr {
+        timestamp: Script::ts(1002, engine_ts),
+        ..t.repr(PSH | ACK, s, Some(a), b"data")
+    };
+    t.send_repr(&r);
+    let ack = t.recv_one();
+    assert_eq!(
+        ack.ts.map(|x| x.1),
+        Some(1002),
+        "echoes the latest in-order TSval"
+    );
+}
+
+#[test]
+fn congestion_experienced_is_echoed_as_ece() {
+    let mut t = Script::new(config());
+    t.accept_established();
+    let (s, a) = (t.peer_seq, t.engine_seq);
+    let r = t.repr(PSH | ACK, s, Some(a), b"marked");
+    let ep = flextoe::wire::Endpoints {
+        src_mac: MAC_B,
+        dst_mac: MAC_A,
+        src_ip: IP_B,
+        dst_ip: IP_A,
+    };
+    let mut buf = vec![0u8; 200];
+    let n = flextoe::wire::emit_tcp(&mut buf, &ep, &r).unwrap();
+    // Set ECN = CE (3) in the IP header and fix its checksum.
+    buf[flextoe::wire::ETH_HDR + 1] |= 3;
+    flextoe::wire::fill_checksums(&mut buf[..n]);
+    t.wire.send_bytes(t.clock.now(), &buf[..n]);
+    let ack = t.recv_one();
+    assert!(ack.has(ECE), "{ack:?}");
+}
+
+#[test]
+fn window_scaling_is_negotiated_and_applied() {
+    let mut t = Script::new(config());
+    t.listen(4);
+    let r = TcpRepr {
+        window_scale: Some(7),
+        ..t.repr(SYN, PEER_ISS, None, &[])
+    };
+    t.send_repr(&r);
+    let sa = t.recv_one();
+    // A 64 KiB ring needs a shift of 1 to be advertised whole.
+    assert_eq!(sa.wscale, Some(1));
+    t.peer_seq = PEER_ISS + 1;
+    t.engine_seq = sa.seq.wrapping_add(1);
+    // The peer's window field 100 means 100 << 7 bytes.
+    let (s, a) = (t.peer_seq, t.engine_seq);
+    let r = TcpRepr {
+        window_len: 100,
+        ..t.repr(ACK, s, Some(a), &[])
+    };
+    t.send_repr(&r);
+    let st = t.engine.tcp_state(&t.tuple()).expect("established").clone();
+    assert_eq!((st.snd_shift, st.rcv_shift), (7, 1));
+    assert_eq!(st.snd_wnd, 100 << 7);
+    t.send_data(b"x");
+    let ack = t.recv_one();
+    assert_eq!(
+        ack.win as u32,
+        (64 * 1024 - 1) >> 1,
+        "window field is scaled down"
+    );
+}
+
+#[test]
+fn link_latency_and_rate_limit_shape_the_transfer() {
+    let imp = Impairments {
+        latency: Duration::from_millis(1),
+        rate_bps: 100_000_000,
+        ..Impairments::none()
+    };
+    let bytes = 4 << 20;
+    let o = transfer(Kind::Engine, Kind::Engine, imp, bytes);
+    // 4 MiB each way over 100 Mbit/s links takes at least 8 * 4 MiB / 100 Mbit/s = 0.34 s.
+    let min = Duration::from_secs_f64(bytes as f64 * 8.0 / 100e6);
+    assert!(o.virtual_time >= min, "{:?} < {:?}", o.virtual_time, min);
+    assert!(o.virtual_time < min * 10, "{:?}", o.virtual_time);
+}
