@@ -11,10 +11,10 @@
 //!
 //! | layer | module | what it does |
 //! |---|---|---|
-//! | application | [`host`] | [`Stream`](host::Stream) (`Read`/`Write`, blocking or not), [`Listener`](host::Listener), readiness [`Context`](host::Context)s |
+//! | application | [`host`] | [`Stream`] (`Read`/`Write`, blocking or not), [`Listener`], readiness [`Context`]s |
 //! | control plane | [`control`] | handshakes, ISNs (RFC 6528), FIN/TIME-WAIT, RST + challenge ACKs (RFC 5961), RTO (RFC 6298), zero-window probes, ARP |
 //! | stages | [`stages`] | [`preprocess`](stages::preprocess) -> [`protocol`](stages::protocol) -> [`place`](stages::place) / [`postprocess`](stages::postprocess) -> [`notify`](stages::notify); [`scheduler`](stages::scheduler) for TX |
-//! | composition | [`pipeline`] | [`Engine`](pipeline::Engine) (`poll(now)`, the inline runtime) and [`Runtime`](pipeline::Runtime) (a thread) |
+//! | composition | [`pipeline`] | [`Engine`] (`poll(now)`, the inline runtime) and [`Runtime`] (a thread) |
 //! | backends | [`backends`] | the [`Port`](backends::Port) trait; [`mem`](backends::mem), an in-process link with impairments |
 //! | building blocks | [`wire`], [`buf`], [`flow`], [`sim`], [`time`], [`stats`] | parsing/emitting via `smoltcp::wire`, frame arena and byte rings, flow table and per-flow state, virtual clock and seeded impairments |
 //!

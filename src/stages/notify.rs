@@ -1,7 +1,7 @@
 //! Notify: tell the application and the control plane what the protocol results mean.
 //!
 //! Results are processed in protocol order, so per-connection notifications are in order.
-//! The application is woken (and gets [`EventKind`](crate::host::EventKind)s on its context)
+//! The application is woken (and gets [`EventKind`]s on its context)
 //! when data arrives, TX space is freed or the peer closes; the control plane gets the events
 //! that move a connection's state: FIN received, FIN acknowledged, RST sent.
 
