@@ -81,6 +81,8 @@ pub mod control;
 pub mod flow;
 pub mod host;
 pub mod pipeline;
+pub mod reorder;
+pub mod ring;
 pub mod sim;
 pub mod stages;
 pub mod stats;

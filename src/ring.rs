@@ -1,0 +1,198 @@
+//! Links between stages.
+//!
+//! * [`spsc`] makes a single-producer / single-consumer burst ring (on `rtrb`): every
+//!   stage-to-stage link of the threaded runtime is one. Bursts move with one index update per
+//!   burst, not per item.
+//! * [`Mpmc`] is a bounded lock-free queue for the few links that really have several
+//!   producers or consumers (on `crossbeam_queue::ArrayQueue`).
+//!
+//! Both are bounded: a full ring refuses items and gives them back, so the caller decides
+//! between backpressure and a counted drop.
+
+use crossbeam_queue::ArrayQueue;
+
+/// Make an SPSC ring holding up to `capacity` items.
+pub fn spsc<T: Send>(capacity: usize) -> (Producer<T>, Consumer<T>) {
+    let (p, c) = rtrb::RingBuffer::new(capacity.max(1));
+    (Producer { inner: p }, Consumer { inner: c })
+}
+
+/// The sending end of an SPSC ring.
+pub struct Producer<T> {
+    inner: rtrb::Producer<T>,
+}
+
+impl<T: Send> Producer<T> {
+    /// Push one item; gives it back when the ring is full.
+    #[inline]
+    pub fn push(&mut self, item: T) -> Result<(), T> {
+        self.inner.push(item).map_err(|rtrb::PushError::Full(v)| v)
+    }
+
+    /// Move as many items as fit from the front of `items` into the ring (one index update);
+    /// returns how many moved. The rest stay in `items`, in order.
+    pub fn push_burst(&mut self, items: &mut Vec<T>) -> usize {
+        // Ask for the whole burst first: the ring checks its cached copy of the consumer's
+        // index and only reads the shared one when that looks too small.
+        let chunk = match self.inner.write_chunk_uninit(items.len()) {
+            Ok(c) => c,
+            Err(rtrb::chunks::ChunkError::TooFewSlots(0)) => return 0,
+            Err(rtrb::chunks::ChunkError::TooFewSlots(k)) => match self.inner.write_chunk_uninit(k)
+            {
+                Ok(c) => c,
+                Err(_) => return 0,
+            },
+        };
+        let n = chunk.len();
+        chunk.fill_from_iter(items.drain(..n))
+    }
+
+    /// Free slots.
+    pub fn free(&self) -> usize {
+        self.inner.slots()
+    }
+
+    /// Capacity.
+    pub fn capacity(&self) -> usize {
+        self.inner.buffer().capacity()
+    }
+
+    /// Items waiting in the ring.
+    pub fn len(&self) -> usize {
+        self.capacity() - self.free()
+    }
+
+    /// Whether the ring is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the consumer is gone.
+    pub fn is_abandoned(&self) -> bool {
+        self.inner.is_abandoned()
+    }
+}
+
+/// The receiving end of an SPSC ring.
+pub struct Consumer<T> {
+    inner: rtrb::Consumer<T>,
+}
+
+impl<T: Send> Consumer<T> {
+    /// Take one item.
+    #[inline]
+    pub fn pop(&mut self) -> Option<T> {
+        self.inner.pop().ok()
+    }
+
+    /// Look at the next item without taking it.
+    #[inline]
+    pub fn peek(&self) -> Option<&T> {
+        self.inner.peek().ok()
+    }
+
+    /// Move up to `max` items to the end of `out` (one index update); returns how many.
+    pub fn pop_burst(&mut self, out: &mut Vec<T>, max: usize) -> usize {
+        let chunk = match self.inner.read_chunk(max) {
+            Ok(c) => c,
+            Err(rtrb::chunks::ChunkError::TooFewSlots(0)) => return 0,
+            Err(rtrb::chunks::ChunkError::TooFewSlots(k)) => match self.inner.read_chunk(k) {
+                Ok(c) => c,
+                Err(_) => return 0,
+            },
+        };
+        let n = chunk.len();
+        out.extend(chunk);
+        n
+    }
+
+    /// Items waiting.
+    pub fn len(&self) -> usize {
+        self.inner.slots()
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    /// Capacity.
+    pub fn capacity(&self) -> usize {
+        self.inner.buffer().capacity()
+    }
+
+    /// Whether the producer is gone.
+    pub fn is_abandoned(&self) -> bool {
+        self.inner.is_abandoned()
+    }
+}
+
+/// A bounded multi-producer / multi-consumer queue.
+pub struct Mpmc<T> {
+    q: ArrayQueue<T>,
+}
+
+impl<T> Mpmc<T> {
+    /// A queue of `capacity` items.
+    pub fn new(capacity: usize) -> Self {
+        Mpmc {
+            q: ArrayQueue::new(capacity.max(1)),
+        }
+    }
+
+    /// Push; gives the item back when full.
+    pub fn push(&self, item: T) -> Result<(), T> {
+        self.q.push(item)
+    }
+
+    /// Push items from the front of `items` until the queue is full; returns how many moved.
+    /// The rest stay in `items`, in order.
+    pub fn push_burst(&self, items: &mut Vec<T>) -> usize {
+        let mut moved = 0;
+        let mut it = std::mem::take(items).into_iter();
+        for item in it.by_ref() {
+            if let Err(back) = self.q.push(item) {
+                items.push(back);
+                break;
+            }
+            moved += 1;
+        }
+        items.extend(it);
+        moved
+    }
+
+    /// Take one item.
+    pub fn pop(&self) -> Option<T> {
+        self.q.pop()
+    }
+
+    /// Take up to `max` items into `out`.
+    pub fn pop_burst(&self, out: &mut Vec<T>, max: usize) -> usize {
+        let mut n = 0;
+        while n < max {
+            match self.q.pop() {
+                Some(v) => {
+                    out.push(v);
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        n
+    }
+
+    /// Items waiting.
+    pub fn len(&self) -> usize {
+        self.q.len()
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+
+    /// Capacity.
+    pub fn capacity(&self) -> usize {
+        self.q.capacity()
+    }
+}
