@@ -106,7 +106,7 @@ fn spsc_two_thread_stress_keeps_order() {
         let mut burst = Vec::with_capacity(32);
         while next < N {
             // Alternate single pushes and bursts of varying size.
-            if next % 3 == 0 {
+            if next.is_multiple_of(3) {
                 if p.push(next).is_ok() {
                     next += 1;
                 }
@@ -125,7 +125,7 @@ fn spsc_two_thread_stress_keeps_order() {
     let mut out = Vec::with_capacity(64);
     while expect < N {
         out.clear();
-        if expect % 2 == 0 {
+        if expect.is_multiple_of(2) {
             if let Some(v) = c.pop() {
                 out.push(v);
             }
