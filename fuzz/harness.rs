@@ -73,7 +73,10 @@ pub fn preprocess(data: &[u8]) {
     if drops == 1 {
         let reason = p.stats().drops.nonzero().next().unwrap().0;
         if reason != flextoe::stats::DropReason::NotForUs {
-            assert_eq!(wire::parse_frame(&data[..data.len().min(2048)]).err(), Some(reason));
+            assert_eq!(
+                wire::parse_frame(&data[..data.len().min(2048)]).err(),
+                Some(reason)
+            );
         }
     }
     for o in out {
@@ -93,8 +96,9 @@ pub fn reorder_stage(data: &[u8]) {
     let window = 1 + (b.u8() as usize % 32);
     let n = b.u8() as usize + 1;
     let mut next = [0u64; 3];
-    let mut queues: Vec<Vec<VecDeque<Tagged<usize>>>> =
-        (0..3).map(|_| (0..4).map(|_| VecDeque::new()).collect()).collect();
+    let mut queues: Vec<Vec<VecDeque<Tagged<usize>>>> = (0..3)
+        .map(|_| (0..4).map(|_| VecDeque::new()).collect())
+        .collect();
     let mut expect: Vec<Vec<usize>> = vec![Vec::new(); 3];
     for i in 0..n {
         let x = b.u8();
@@ -193,7 +197,9 @@ pub fn segment_reorder(data: &[u8]) {
     let mut b = Bytes(data);
     let len = 1 + (b.u16() as usize % 20_000);
     let fin = b.u8() & 1 == 1;
-    let stream: Vec<u8> = (0..len).map(|i| (i * 131 + 7) as u8 ^ (i >> 8) as u8).collect();
+    let stream: Vec<u8> = (0..len)
+        .map(|i| (i * 131 + 7) as u8 ^ (i >> 8) as u8)
+        .collect();
 
     let (port, wire_end) = MemLink::pair(Impairments::none());
     let mut cfg = EngineConfig::new(MAC, IP).neighbor(PEER_IP, PEER_MAC);
@@ -239,7 +245,10 @@ pub fn segment_reorder(data: &[u8]) {
         let end = (start + plen).min(len);
         let last = end == len && fin;
         let fl = flags::ACK | if last { flags::FIN } else { 0 };
-        wire_end.send_bytes(t, &segment(fl, 1000 + start as u32, ack, &stream[start..end]));
+        wire_end.send_bytes(
+            t,
+            &segment(fl, 1000 + start as u32, ack, &stream[start..end]),
+        );
         drain(&mut e, &mut s, &mut got);
     }
     // Go-back-N: everything again, in order.
@@ -247,14 +256,20 @@ pub fn segment_reorder(data: &[u8]) {
         let end = (start + 1460).min(len);
         let last = end == len && fin;
         let fl = flags::ACK | if last { flags::FIN } else { 0 };
-        wire_end.send_bytes(t, &segment(fl, 1000 + start as u32, ack, &stream[start..end]));
+        wire_end.send_bytes(
+            t,
+            &segment(fl, 1000 + start as u32, ack, &stream[start..end]),
+        );
         drain(&mut e, &mut s, &mut got);
     }
     drain(&mut e, &mut s, &mut got);
     assert_eq!(got.len(), stream.len());
     assert!(got == stream, "bytes read differ from bytes sent");
     if fin {
-        assert!(s.is_readable() && s.readable_bytes() == 0, "end of stream seen");
+        assert!(
+            s.is_readable() && s.readable_bytes() == 0,
+            "end of stream seen"
+        );
     }
     assert_eq!(e.stats().frames_in_use, 0);
 }

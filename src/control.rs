@@ -28,11 +28,11 @@ use crate::flow::{flow_group, FlowCounters, FlowId, FlowIdentity};
 use crate::host::{AppRequest, ConnShared, ConnStatus, HostShared, Stream};
 use crate::stages::notify::ControlEvent;
 use crate::stages::place::FlowRings;
-use crate::stages::protocol::{Protocol, TcpParams, TcpState};
+use crate::stages::protocol::{TcpParams, TcpState};
 use crate::stages::{Actions, ProtoWork, Punt, PuntReason};
 use crate::stats::{DropCounters, DropReason};
 use crate::time::Instant;
-use crate::wire::{self, flags, seq, Endpoints, FourTuple, MacAddr, Parsed, TcpSegment};
+use crate::wire::{self, flags, Endpoints, FourTuple, MacAddr, Parsed, TcpSegment};
 
 /// RFC 9293 connection states, as the control plane tracks them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -503,13 +503,7 @@ impl Control {
     // -----------------------------------------------------------------------------------
 
     /// Handle a frame the data path punted.
-    pub(crate) fn handle_punt(
-        &mut self,
-        now: Instant,
-        p: Punt,
-        proto: &Protocol,
-        out: &mut ControlOutput,
-    ) {
+    pub(crate) fn handle_punt(&mut self, now: Instant, p: Punt, out: &mut ControlOutput) {
         self.stats.punted += 1;
         let parsed = wire::parse_frame(self.arena.data(&p.frame));
         let seg = match parsed {
@@ -526,7 +520,7 @@ impl Control {
             }
         };
         if let Some(&id) = self.by_tuple.get(&seg.tuple) {
-            self.punt_for_flow(id, seg, p, proto, out);
+            self.punt_for_flow(id, seg, p, out);
             return;
         }
         if self.embryos.contains_key(&seg.tuple) {
@@ -577,14 +571,7 @@ impl Control {
         self.send_tcp(out, ep, repr);
     }
 
-    fn punt_for_flow(
-        &mut self,
-        id: FlowId,
-        seg: TcpSegment,
-        p: Punt,
-        proto: &Protocol,
-        out: &mut ControlOutput,
-    ) {
+    fn punt_for_flow(&mut self, id: FlowId, seg: TcpSegment, p: Punt, out: &mut ControlOutput) {
         let s = seg.summary;
         match p.reason {
             PuntReason::Syn => {
@@ -594,24 +581,12 @@ impl Control {
                 out.work.push(ProtoWork::Ack { flow: id });
             }
             PuntReason::Rst => {
+                // The protocol stage owns rcv_nxt and the window: it decides.
                 self.arena.free(p.frame);
-                let Some(st) = proto.state(id) else {
-                    self.stats.drops.add(DropReason::StaleFlow);
-                    return;
-                };
-                let wnd = st.rcv_wnd().max(1);
-                if s.seq == st.rcv_nxt {
-                    self.finish_conn(id, ConnStatus::Reset, out);
-                    self.stats.resets += 1;
-                } else if seq::gt(s.seq, st.rcv_nxt) && seq::lt(s.seq, st.rcv_nxt.wrapping_add(wnd))
-                {
-                    // RFC 5961 3.2: in the window but not exact.
-                    self.stats.challenge_acks += 1;
-                    self.stats.drops.add(DropReason::BadRst);
-                    out.work.push(ProtoWork::Ack { flow: id });
-                } else {
-                    self.stats.drops.add(DropReason::BadRst);
-                }
+                out.work.push(ProtoWork::Rst {
+                    flow: id,
+                    seq: s.seq,
+                });
             }
             PuntReason::UnexpectedOptions | PuntReason::Urgent | PuntReason::UnknownFlow => {
                 // Unknown options are ignored (RFC 9293 3.1); urgent data is delivered inline.
@@ -916,12 +891,7 @@ impl Control {
 
     /// The application changed a connection: returns the work item for the protocol stage,
     /// or `None` when the flow is gone. Handles close and abort requests.
-    pub(crate) fn app_update(
-        &mut self,
-        id: FlowId,
-        positions: Option<(u64, u64)>,
-        out: &mut ControlOutput,
-    ) -> Option<ProtoWork> {
+    pub(crate) fn app_update(&mut self, id: FlowId, out: &mut ControlOutput) -> Option<ProtoWork> {
         let c = self.conns.get_mut(id as usize)?.as_mut()?;
         c.conn.clear_doorbell();
         if c.conn.abort_requested() {
@@ -940,11 +910,9 @@ impl Control {
                 s => s,
             };
         }
-        let (tx_head, rx_tail) = positions?;
         Some(ProtoWork::App {
             flow: id,
-            tx_head,
-            rx_tail,
+            positions: None,
             fin,
         })
     }
@@ -956,7 +924,10 @@ impl Control {
         let Some(c) = self.conns.get_mut(id as usize).and_then(Option::as_mut) else {
             return;
         };
-        if a.any(Actions::RST_TX) {
+        if a.any(Actions::CHALLENGE_ACK) {
+            self.stats.challenge_acks += 1;
+        }
+        if a.any(Actions::RST_TX | Actions::RST_RX) {
             self.stats.resets += 1;
             self.finish_conn(id, ConnStatus::Reset, out);
             return;

@@ -347,10 +347,7 @@ impl<P: Port> Engine<P> {
             for item in self.pre_out.drain(..) {
                 match item {
                     PreOut::Rx(w) => self.work.push(ProtoWork::Rx(w)),
-                    PreOut::Punt(p) => {
-                        self.control
-                            .handle_punt(now, p, &self.proto, &mut self.cout)
-                    }
+                    PreOut::Punt(p) => self.control.handle_punt(now, p, &mut self.cout),
                 }
             }
             self.run(now, true);
@@ -392,8 +389,8 @@ impl<P: Port> Engine<P> {
         while let Some(flow) = self.host.doorbells.pop() {
             any = true;
             self.stats.doorbells += 1;
-            let pos = self.place.app_positions(flow);
-            if let Some(w) = self.control.app_update(flow, pos, &mut self.cout) {
+            if let Some(mut w) = self.control.app_update(flow, &mut self.cout) {
+                self.place.fill_positions(&mut w);
                 self.work.push(w);
             }
             if self.work.len() >= self.burst {
@@ -478,8 +475,8 @@ impl<P: Port> Engine<P> {
                 ins.conn.set_flow(id);
                 ins.conn.set_status(crate::host::ConnStatus::Established);
                 // Pick up anything the application did before the flow existed.
-                let pos = self.place.app_positions(id);
-                if let Some(w) = self.control.app_update(id, pos, &mut self.cout) {
+                if let Some(mut w) = self.control.app_update(id, &mut self.cout) {
+                    self.place.fill_positions(&mut w);
                     self.cout.work.push(w);
                 }
             }

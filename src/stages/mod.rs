@@ -106,12 +106,20 @@ pub enum ProtoWork {
     App {
         /// The flow.
         flow: FlowId,
-        /// End of the data the application queued for sending (TX ring head).
-        tx_head: u64,
-        /// How far the application has read (RX ring tail).
-        rx_tail: u64,
+        /// (end of the data the application queued for sending = TX ring head, how far the
+        /// application has read = RX ring tail). `None` until the stage that owns the
+        /// flow's rings fills it in ([`place::Place::fill_positions`]).
+        positions: Option<(u64, u64)>,
         /// The application will send no more.
         fin: bool,
+    },
+    /// A RST arrived (punted); the protocol stage checks it against the window
+    /// (RFC 5961 3.2): exact match resets, in-window draws a challenge ACK.
+    Rst {
+        /// The flow.
+        flow: FlowId,
+        /// The RST's sequence number.
+        seq: u32,
     },
     /// Retransmission timeout: go back to the oldest unacknowledged byte.
     Retransmit {
@@ -142,6 +150,7 @@ impl ProtoWork {
             ProtoWork::Rx(w) => w.flow,
             ProtoWork::Tx { flow }
             | ProtoWork::App { flow, .. }
+            | ProtoWork::Rst { flow, .. }
             | ProtoWork::Retransmit { flow }
             | ProtoWork::Probe { flow }
             | ProtoWork::Ack { flow }
@@ -196,6 +205,10 @@ impl Actions {
     pub const OOO: u32 = 1 << 18;
     /// The ACK advanced `snd_una`.
     pub const ACKED: u32 = 1 << 19;
+    /// An acceptable RST arrived; the flow is finished.
+    pub const RST_RX: u32 = 1 << 20;
+    /// A challenge ACK was sent (RFC 5961).
+    pub const CHALLENGE_ACK: u32 = 1 << 21;
 
     /// Whether any bit of `bits` is set.
     #[inline]

@@ -35,7 +35,9 @@ const CONTROL_BITS: u32 = Actions::FIN_RX
     | Actions::RST_TX
     | Actions::ACKED
     | Actions::FIN_TX
-    | Actions::TIMEOUT_RETRANSMIT;
+    | Actions::TIMEOUT_RETRANSMIT
+    | Actions::RST_RX
+    | Actions::CHALLENGE_ACK;
 
 impl Notify {
     /// An empty notify stage.

@@ -59,6 +59,18 @@ impl Place {
         Some((r.tx.head(), r.rx.tail()))
     }
 
+    /// Fill in the application's ring positions of an `App` work item.
+    pub fn fill_positions(&self, w: &mut super::ProtoWork) {
+        if let super::ProtoWork::App {
+            flow, positions, ..
+        } = w
+        {
+            if positions.is_none() {
+                *positions = self.app_positions(*flow);
+            }
+        }
+    }
+
     /// The ring ends of a flow.
     pub fn rings(&self, id: FlowId) -> Option<&FlowRings> {
         self.flows.get(id as usize)?.as_ref()

@@ -634,6 +634,28 @@ impl TcpState {
         self.finish(r);
     }
 
+    /// A punted RST (RFC 5961 3.2): reset when it is exactly at `rcv_nxt`, answer with a
+    /// challenge ACK when it is elsewhere in the window, ignore it otherwise.
+    pub fn on_rst(&mut self, now: Instant, seq_no: u32, r: &mut ProtoResult) -> Option<DropReason> {
+        if self.has(F_RST) {
+            return Some(DropReason::StaleFlow);
+        }
+        let wnd = self.rcv_wnd().max(1);
+        if seq_no == self.rcv_nxt {
+            self.flags |= F_RST;
+            r.actions.set(Actions::RST_RX | Actions::NOTIFY_APP);
+            None
+        } else if seq::gt(seq_no, self.rcv_nxt) && seq::lt(seq_no, self.rcv_nxt.wrapping_add(wnd)) {
+            r.hdr = self.ack_header(now);
+            r.actions
+                .set(Actions::TX | Actions::ACK_NOW | Actions::CHALLENGE_ACK);
+            self.finish(r);
+            Some(DropReason::BadRst)
+        } else {
+            Some(DropReason::BadRst)
+        }
+    }
+
     /// An ACK on request.
     pub fn on_ack_request(&mut self, now: Instant, r: &mut ProtoResult) {
         if self.has(F_RST) {
@@ -726,12 +748,15 @@ impl Protocol {
                 r.rx_frame = Some(w.frame);
             }
             ProtoWork::Tx { .. } => st.on_tx(now, &mut r),
-            ProtoWork::App {
-                tx_head,
-                rx_tail,
-                fin,
-                ..
-            } => st.on_app(now, tx_head, rx_tail, fin, &mut r),
+            ProtoWork::App { positions, fin, .. } => {
+                let (tx_head, rx_tail) = positions.unwrap_or((st.tx_app_end, st.rx_tail));
+                st.on_app(now, tx_head, rx_tail, fin, &mut r)
+            }
+            ProtoWork::Rst { seq, .. } => {
+                if let Some(reason) = st.on_rst(now, seq, &mut r) {
+                    self.stats.drops.add(reason);
+                }
+            }
             ProtoWork::Retransmit { .. } => st.on_timeout(&mut r),
             ProtoWork::Probe { .. } => st.on_probe(now, &mut r),
             ProtoWork::Ack { .. } => st.on_ack_request(now, &mut r),
