@@ -68,3 +68,62 @@ fn engine_server_engine_client_impaired() {
     assert!(o.lost_frames > 0);
     assert!(engine_retransmissions(&o) > 0, "{}", describe(&o));
 }
+
+// The same pairings with the engine on the threaded runtime (two workers).
+
+#[test]
+fn threaded_server_smoltcp_client() {
+    let o = transfer(
+        Kind::Threaded,
+        Kind::Smoltcp,
+        Impairments::none(),
+        test_bytes(),
+    );
+    eprintln!("{}", describe(&o));
+}
+
+#[test]
+fn smoltcp_server_threaded_client() {
+    let o = transfer(
+        Kind::Smoltcp,
+        Kind::Threaded,
+        Impairments::none(),
+        test_bytes(),
+    );
+    eprintln!("{}", describe(&o));
+}
+
+#[test]
+fn threaded_server_threaded_client() {
+    let o = transfer(
+        Kind::Threaded,
+        Kind::Threaded,
+        Impairments::none(),
+        test_bytes(),
+    );
+    eprintln!("{}", describe(&o));
+}
+
+#[test]
+fn threaded_server_smoltcp_client_impaired() {
+    let o = transfer(Kind::Threaded, Kind::Smoltcp, impaired(404), test_bytes());
+    eprintln!("{}", describe(&o));
+    assert!(o.lost_frames > 0);
+    assert!(engine_retransmissions(&o) > 0, "{}", describe(&o));
+}
+
+#[test]
+fn smoltcp_server_threaded_client_impaired() {
+    let o = transfer(Kind::Smoltcp, Kind::Threaded, impaired(505), test_bytes());
+    eprintln!("{}", describe(&o));
+    assert!(o.lost_frames > 0);
+    assert!(engine_retransmissions(&o) > 0, "{}", describe(&o));
+}
+
+#[test]
+fn threaded_server_threaded_client_impaired() {
+    let o = transfer(Kind::Threaded, Kind::Threaded, impaired(606), test_bytes());
+    eprintln!("{}", describe(&o));
+    assert!(o.lost_frames > 0);
+    assert!(engine_retransmissions(&o) > 0, "{}", describe(&o));
+}

@@ -158,6 +158,20 @@ impl MemLink {
     }
 }
 
+/// A handle on a link's counters that outlives the ports being moved elsewhere.
+#[derive(Clone)]
+pub struct LinkStatsHandle {
+    link: Arc<Mutex<Link>>,
+}
+
+impl LinkStatsHandle {
+    /// Counters of both directions (a -> b, b -> a).
+    pub fn stats(&self) -> (LaneStats, LaneStats) {
+        let g = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        (g.lanes[0].stats, g.lanes[1].stats)
+    }
+}
+
 /// One end of an in-memory link.
 pub struct MemPort {
     link: Arc<Mutex<Link>>,
@@ -168,6 +182,13 @@ impl MemPort {
     fn with<R>(&self, f: impl FnOnce(&mut Link) -> R) -> R {
         let mut g = self.link.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut g)
+    }
+
+    /// A handle on both directions' counters.
+    pub fn stats_handle(&self) -> LinkStatsHandle {
+        LinkStatsHandle {
+            link: self.link.clone(),
+        }
     }
 
     /// Counters of the direction this port sends on.

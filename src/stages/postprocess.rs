@@ -75,6 +75,9 @@ impl Postprocess {
 
     fn build(&mut self, r: &mut ProtoResult, send: bool) {
         let Some(view) = self.flows.get(r.flow as usize).and_then(Option::as_ref) else {
+            if let Some(f) = r.tx_frame.take() {
+                self.arena.free(f);
+            }
             return;
         };
         if self.acc.flow != Some(r.flow) {
@@ -107,17 +110,29 @@ impl Postprocess {
         acc.unsent = r.unsent;
         acc.zero = r.peer_window_zero;
         if !send {
+            if let Some(f) = r.tx_frame.take() {
+                self.arena.free(f);
+            }
             return;
         }
-        let Some(mut frame) = self.arena.alloc() else {
-            self.stats.drops.add(DropReason::NoFrame);
-            return;
+        // A frame whose payload was already fetched (the threaded runtime places payload
+        // before postprocess) only needs its header; otherwise start a new frame.
+        let mut frame = match r.tx_frame.take() {
+            Some(f) => f,
+            None => match self.arena.alloc() {
+                Some(f) => f,
+                None => {
+                    self.stats.drops.add(DropReason::NoFrame);
+                    return;
+                }
+            },
         };
+        let len = frame.len();
         let hl = view
             .identity
             .template
             .write(self.arena.buf_mut(&mut frame), &r.hdr);
-        frame.set_len(hl);
+        frame.set_len(len.max(hl));
         acc.tx_segments += 1;
         acc.tx_bytes += r.hdr.payload_len as u64;
         r.tx_frame = Some(frame);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use flextoe::backends::mem::{MemLink, MemPort};
 use flextoe::host::{ConnStatus, Listener, Stream};
-use flextoe::pipeline::{Engine, EngineConfig};
+use flextoe::pipeline::{Engine, EngineConfig, Threaded, Topology};
 use flextoe::sim::{Impairments, Rng, VirtualClock};
 use flextoe::time::{Clock, Instant};
 use flextoe::wire::MacAddr;
@@ -29,6 +29,8 @@ pub const SERVER_PORT: u16 = 5001;
 pub enum Kind {
     Engine,
     Smoltcp,
+    /// The engine on the threaded runtime, two workers (`Topology::x86(2)`).
+    Threaded,
 }
 
 /// A deterministic byte stream and its running hash.
@@ -119,6 +121,12 @@ pub enum Side {
         sockets: SocketSet<'static>,
         handle: SocketHandle,
     },
+    Threaded {
+        rt: Option<Threaded>,
+        host: flextoe::Host,
+        listener: Option<Listener>,
+        stream: Option<Stream>,
+    },
 }
 
 pub fn engine_config(mac: MacAddr, ip: Ipv4Addr) -> EngineConfig {
@@ -134,6 +142,32 @@ impl Side {
             engine: Box::new(Engine::new(cfg, port).expect("engine")),
             listener: None,
             stream: None,
+        }
+    }
+
+    pub fn threaded(port: MemPort, mac: MacAddr, ip: Ipv4Addr, clock: &VirtualClock) -> Side {
+        let mut cfg = engine_config(mac, ip);
+        // Real time passes in these runs: keep retransmission timeouts short.
+        cfg.control.rto_min = Duration::from_millis(5);
+        cfg.control.rto_initial = Duration::from_millis(50);
+        cfg.control.time_wait = Duration::from_millis(100);
+        let rt = Threaded::spawn(cfg, port, Topology::x86(2), clock.clone()).expect("threaded");
+        Side::Threaded {
+            host: rt.host(),
+            rt: Some(rt),
+            listener: None,
+            stream: None,
+        }
+    }
+
+    pub fn is_threaded(&self) -> bool {
+        matches!(self, Side::Threaded { .. })
+    }
+
+    pub fn threaded_stats(&self) -> Option<flextoe::pipeline::ThreadedStats> {
+        match self {
+            Side::Threaded { rt: Some(rt), .. } => Some(rt.stats()),
+            _ => None,
         }
     }
 
@@ -177,6 +211,9 @@ impl Side {
                     .listen(port)
                     .expect("listen");
             }
+            Side::Threaded { host, listener, .. } => {
+                *listener = Some(host.listen(port, 16).expect("listen"));
+            }
         }
     }
 
@@ -187,6 +224,11 @@ impl Side {
                     .host()
                     .connect(SocketAddrV4::new(ip, port))
                     .expect("connect");
+                s.set_nonblocking(true);
+                *stream = Some(s);
+            }
+            Side::Threaded { host, stream, .. } => {
+                let mut s = host.connect(SocketAddrV4::new(ip, port)).expect("connect");
                 s.set_nonblocking(true);
                 *stream = Some(s);
             }
@@ -222,6 +264,19 @@ impl Side {
                 }
                 busy
             }
+            Side::Threaded {
+                listener, stream, ..
+            } => {
+                if stream.is_none() {
+                    if let Some(l) = listener.as_ref() {
+                        if let Some(mut s) = l.try_accept().expect("accept") {
+                            s.set_nonblocking(true);
+                            *stream = Some(s);
+                        }
+                    }
+                }
+                false
+            }
             Side::Smol {
                 iface,
                 dev,
@@ -238,6 +293,7 @@ impl Side {
     pub fn next_deadline(&mut self, now: Instant) -> Option<Instant> {
         match self {
             Side::Engine { engine, .. } => engine.next_deadline(),
+            Side::Threaded { .. } => None,
             Side::Smol {
                 iface,
                 sockets,
@@ -266,14 +322,16 @@ impl Side {
                 return total;
             }
             let n = match self {
-                Side::Engine { stream, .. } => match stream.as_mut() {
-                    Some(s) => match s.write(data) {
-                        Ok(n) => n,
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
-                        Err(e) => panic!("write: {e}"),
-                    },
-                    None => 0,
-                },
+                Side::Engine { stream, .. } | Side::Threaded { stream, .. } => {
+                    match stream.as_mut() {
+                        Some(s) => match s.write(data) {
+                            Ok(n) => n,
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
+                            Err(e) => panic!("write: {e}"),
+                        },
+                        None => 0,
+                    }
+                }
                 Side::Smol {
                     sockets, handle, ..
                 } => {
@@ -299,18 +357,20 @@ impl Side {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = match self {
-                Side::Engine { stream, .. } => match stream.as_mut() {
-                    Some(s) => match s.read(&mut buf) {
-                        Ok(0) => {
-                            sink.eof = true;
-                            return total;
-                        }
-                        Ok(n) => n,
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => return total,
-                        Err(e) => panic!("read: {e}"),
-                    },
-                    None => return total,
-                },
+                Side::Engine { stream, .. } | Side::Threaded { stream, .. } => {
+                    match stream.as_mut() {
+                        Some(s) => match s.read(&mut buf) {
+                            Ok(0) => {
+                                sink.eof = true;
+                                return total;
+                            }
+                            Ok(n) => n,
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => return total,
+                            Err(e) => panic!("read: {e}"),
+                        },
+                        None => return total,
+                    }
+                }
                 Side::Smol {
                     sockets, handle, ..
                 } => {
@@ -335,7 +395,7 @@ impl Side {
 
     pub fn close_write(&mut self) {
         match self {
-            Side::Engine { stream, .. } => {
+            Side::Engine { stream, .. } | Side::Threaded { stream, .. } => {
                 if let Some(s) = stream.as_mut() {
                     s.shutdown(std::net::Shutdown::Write).expect("shutdown");
                 }
@@ -348,7 +408,7 @@ impl Side {
 
     pub fn connected(&mut self) -> bool {
         match self {
-            Side::Engine { stream, .. } => stream
+            Side::Engine { stream, .. } | Side::Threaded { stream, .. } => stream
                 .as_ref()
                 .is_some_and(|s| s.status() != ConnStatus::Connecting),
             Side::Smol {
@@ -364,7 +424,7 @@ impl Side {
     /// Closed as far as the application can tell (both FINs done).
     pub fn closed(&mut self) -> bool {
         match self {
-            Side::Engine { stream, .. } => stream
+            Side::Engine { stream, .. } | Side::Threaded { stream, .. } => stream
                 .as_ref()
                 .is_some_and(|s| s.status() == ConnStatus::Closed),
             Side::Smol {
@@ -381,6 +441,10 @@ impl Side {
         match self {
             Side::Engine { engine, .. } => {
                 engine.flow_count() == 0 && engine.connections().is_empty()
+            }
+            Side::Threaded { rt, .. } => {
+                let st = rt.as_ref().expect("running").stats();
+                st.io.flows == 0 && st.io.connections.is_empty()
             }
             Side::Smol {
                 sockets, handle, ..
@@ -415,10 +479,31 @@ pub fn drive(
     max_iters: u64,
     mut done: impl FnMut(&mut Side, &mut Side) -> bool,
 ) -> u64 {
+    let real = a.is_threaded() || b.is_threaded();
+    drive_mode(a, b, clock, max_virtual, max_iters, real, &mut done)
+}
+
+/// [`drive`], choosing whether virtual time follows real time (needed while engine threads
+/// and the harness exchange data) or may jump (fine while only timers are pending).
+pub fn drive_mode(
+    a: &mut Side,
+    b: &mut Side,
+    clock: &VirtualClock,
+    max_virtual: Duration,
+    max_iters: u64,
+    real: bool,
+    done: &mut dyn FnMut(&mut Side, &mut Side) -> bool,
+) -> u64 {
     let mut iters = 0;
     let start = clock.now();
+    let threaded = a.is_threaded() || b.is_threaded();
+    let wall = std::time::Instant::now();
     while iters < max_iters {
         iters += 1;
+        if real {
+            // Engine threads read this clock too: let it follow real time.
+            clock.advance_to(start + wall.elapsed());
+        }
         let now = clock.now();
         let busy = a.poll(now) | b.poll(now);
         if done(a, b) {
@@ -428,7 +513,15 @@ pub fn drive(
             clock.now().saturating_since(start) < max_virtual,
             "virtual time limit reached after {iters} iterations"
         );
-        if busy {
+        if real {
+            if !busy {
+                std::thread::yield_now();
+            }
+        } else if threaded {
+            // Timers only: hop ahead, give the engine threads a moment to look.
+            clock.advance(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_micros(200));
+        } else if busy {
             clock.advance(Duration::from_micros(5));
         } else {
             let next = [a.next_deadline(now), b.next_deadline(now)]
@@ -449,19 +542,21 @@ pub fn drive(
 /// until no state is left. Panics on any mismatch.
 pub fn transfer(server: Kind, client: Kind, imp: Impairments, bytes: u64) -> Outcome {
     let (pa, pb) = MemLink::pair(imp);
-    let lost_probe = pa.tx_stats();
-    let _ = lost_probe;
+    // Both ends may be threaded: keep a handle on the link's counters.
+    let lost_probe = LinkProbe(pa.stats_handle());
+    let clock = VirtualClock::new();
     let mut srv = match server {
         Kind::Engine => Side::engine(pa, MAC_A, IP_A, None),
         Kind::Smoltcp => Side::smoltcp(pa, MAC_A, IP_A, true),
+        Kind::Threaded => Side::threaded(pa, MAC_A, IP_A, &clock),
     };
     let mut cli = match client {
         Kind::Engine => Side::engine(pb, MAC_B, IP_B, None),
         Kind::Smoltcp => Side::smoltcp(pb, MAC_B, IP_B, true),
+        Kind::Threaded => Side::threaded(pb, MAC_B, IP_B, &clock),
     };
     srv.listen(SERVER_PORT);
     cli.connect(IP_A, SERVER_PORT);
-    let clock = VirtualClock::new();
     let mut up = Source::new(11, bytes);
     let mut down = Source::new(22, bytes);
     let mut at_srv = Sink::default();
@@ -497,13 +592,14 @@ pub fn transfer(server: Kind, client: Kind, imp: Impairments, bytes: u64) -> Out
     assert_eq!(at_srv.digest(), up.digest(), "client -> server content");
     assert_eq!(at_cli.digest(), down.digest(), "server -> client content");
     // Wait out TIME-WAIT on whichever side has it.
-    let more = drive(
+    let more = drive_mode(
         &mut srv,
         &mut cli,
         &clock,
         Duration::from_secs(120),
         10_000_000,
-        |s, c| s.fully_gone() && c.fully_gone(),
+        false,
+        &mut |s, c| s.fully_gone() && c.fully_gone(),
     );
     let lost = match &srv {
         Side::Engine { engine, .. } => {
@@ -511,11 +607,22 @@ pub fn transfer(server: Kind, client: Kind, imp: Impairments, bytes: u64) -> Out
             p.tx_stats().lost + p.rx_stats().lost
         }
         Side::Smol { dev, .. } => dev.tx_stats().lost + dev.rx_stats().lost,
+        Side::Threaded { .. } => match &cli {
+            Side::Engine { engine, .. } => {
+                let p = engine.port();
+                p.tx_stats().lost + p.rx_stats().lost
+            }
+            Side::Smol { dev, .. } => dev.tx_stats().lost + dev.rx_stats().lost,
+            Side::Threaded { .. } => lost_probe.lost(),
+        },
     };
     for side in [&srv, &cli] {
         if let Some(e) = side.engine_ref() {
             assert_eq!(e.flow_count(), 0, "flow table entries left");
             assert_eq!(e.arena().in_use(), 0, "frames leaked");
+        }
+        if let Some(st) = side.threaded_stats() {
+            assert_eq!(st.io.flows, 0, "flow table entries left");
         }
     }
     Outcome {
@@ -537,14 +644,30 @@ pub fn test_bytes() -> u64 {
 
 /// Retransmissions of every engine in the outcome.
 pub fn engine_retransmissions(o: &Outcome) -> u64 {
-    [&o.server, &o.client]
+    let inline: u64 = [&o.server, &o.client]
         .iter()
         .filter_map(|s| s.engine_ref())
         .map(|e| {
             let r = e.retransmissions();
             r.fast + r.timeout
         })
-        .sum()
+        .sum();
+    let threaded: u64 = [&o.server, &o.client]
+        .iter()
+        .filter_map(|s| s.threaded_stats())
+        .map(|st| st.io.retransmissions.fast + st.io.retransmissions.timeout)
+        .sum();
+    inline + threaded
+}
+
+/// Link counters that stay readable while both ends belong to engine threads.
+pub struct LinkProbe(flextoe::backends::mem::LinkStatsHandle);
+
+impl LinkProbe {
+    pub fn lost(&self) -> u64 {
+        let (a, b) = self.0.stats();
+        a.lost + b.lost
+    }
 }
 
 pub fn describe(o: &Outcome) -> String {
@@ -553,6 +676,9 @@ pub fn describe(o: &Outcome) -> String {
         o.virtual_time, o.iterations, o.lost_frames
     );
     for (name, side) in [("server", &o.server), ("client", &o.client)] {
+        if let Some(st) = side.threaded_stats() {
+            s.push_str(&format!("\n{name} threaded engine:\n{st}"));
+        }
         if let Some(e) = side.engine_ref() {
             s.push_str(&format!("\n{name} engine:\n{}", e.stats()));
             let r = e.retransmissions();

@@ -29,6 +29,12 @@ use crate::stats::{DropReason, StageStats};
 use crate::time::{Clock, Instant};
 use crate::wire::{self, FourTuple, MacAddr};
 
+pub mod threaded;
+pub mod topology;
+
+pub use threaded::{Threaded, ThreadedStats};
+pub use topology::{TaskRef, Topology, WorkerSpec};
+
 /// Engine settings. Start from [`EngineConfig::new`] and adjust the public fields.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -100,6 +106,55 @@ pub enum EngineError {
     /// A setting is out of range.
     #[error("invalid configuration: {0}")]
     Config(&'static str),
+}
+
+/// What every runtime builds from an [`EngineConfig`]: the arena, the application interface
+/// and the control plane.
+pub(crate) struct Parts {
+    pub(crate) arena: Arc<FrameArena>,
+    pub(crate) host: Arc<HostShared>,
+    pub(crate) control: Control,
+}
+
+impl Parts {
+    pub(crate) fn new(cfg: &EngineConfig, mtu: usize) -> Result<Self, EngineError> {
+        if cfg.burst == 0 {
+            return Err(EngineError::Config("burst must be positive"));
+        }
+        if !cfg.control.flow_groups.is_power_of_two() {
+            return Err(EngineError::Config("flow groups must be a power of two"));
+        }
+        let ring_ok = |n: usize| (1024..=1 << 30).contains(&n);
+        if !ring_ok(cfg.rx_buffer) || !ring_ok(cfg.tx_buffer) {
+            return Err(EngineError::Config(
+                "ring sizes must be between 1 KiB and 1 GiB",
+            ));
+        }
+        if cfg.control.max_flows == 0 {
+            return Err(EngineError::Config("max_flows must be positive"));
+        }
+        let arena = Arc::new(FrameArena::new(cfg.arena_frames)?);
+        let (req_tx, req_rx) = crossbeam_channel::unbounded();
+        let host = Arc::new(HostShared {
+            ip: cfg.ip,
+            requests: req_tx,
+            doorbells: ArrayQueue::new(cfg.control.max_flows),
+            ports: std::sync::Mutex::new(PortAlloc::new()),
+            rx_buf: cfg.rx_buffer.next_power_of_two(),
+            tx_buf: cfg.tx_buffer.next_power_of_two(),
+            engine_alive: AtomicBool::new(true),
+        });
+        let mut control_cfg = cfg.control.clone();
+        control_cfg.mac = cfg.mac;
+        control_cfg.ip = cfg.ip;
+        control_cfg.mtu = control_cfg.mtu.min(mtu as u16);
+        let control = Control::new(control_cfg, arena.clone(), host.clone(), req_rx);
+        Ok(Parts {
+            arena,
+            host,
+            control,
+        })
+    }
 }
 
 /// Counters of a running engine.
@@ -190,39 +245,11 @@ pub struct Engine<P: Port> {
 impl<P: Port> Engine<P> {
     /// Build an engine on `port`.
     pub fn new(cfg: EngineConfig, port: P) -> Result<Self, EngineError> {
-        if cfg.burst == 0 {
-            return Err(EngineError::Config("burst must be positive"));
-        }
-        if !cfg.control.flow_groups.is_power_of_two() {
-            return Err(EngineError::Config("flow groups must be a power of two"));
-        }
-        if cfg.rx_buffer < 1024
-            || cfg.tx_buffer < 1024
-            || cfg.rx_buffer > 1 << 30
-            || cfg.tx_buffer > 1 << 30
-        {
-            return Err(EngineError::Config(
-                "ring sizes must be between 1 KiB and 1 GiB",
-            ));
-        }
-        if cfg.control.max_flows == 0 {
-            return Err(EngineError::Config("max_flows must be positive"));
-        }
-        let arena = Arc::new(FrameArena::new(cfg.arena_frames)?);
-        let (req_tx, req_rx) = crossbeam_channel::unbounded();
-        let host = Arc::new(HostShared {
-            ip: cfg.ip,
-            requests: req_tx,
-            doorbells: ArrayQueue::new(cfg.control.max_flows),
-            ports: std::sync::Mutex::new(PortAlloc::new()),
-            rx_buf: cfg.rx_buffer.next_power_of_two(),
-            tx_buf: cfg.tx_buffer.next_power_of_two(),
-            engine_alive: AtomicBool::new(true),
-        });
-        let mut control_cfg = cfg.control.clone();
-        control_cfg.mac = cfg.mac;
-        control_cfg.ip = cfg.ip;
-        control_cfg.mtu = control_cfg.mtu.min(port.mtu() as u16);
+        let Parts {
+            arena,
+            host,
+            control,
+        } = Parts::new(&cfg, port.mtu())?;
         Ok(Engine {
             pre: Preprocess::new(arena.clone(), cfg.mac, cfg.ip),
             proto: Protocol::new(),
@@ -230,7 +257,7 @@ impl<P: Port> Engine<P> {
             post: Postprocess::new(arena.clone(), cfg.ack_policy),
             notify: Notify::new(),
             sched: Scheduler::new(),
-            control: Control::new(control_cfg, arena.clone(), host.clone(), req_rx),
+            control,
             host,
             arena,
             port,

@@ -1,0 +1,231 @@
+//! Topologies: how many replicas of each stage, how many flow groups, which thread runs
+//! which task, and which core each thread is pinned to.
+
+use crate::reorder::Overflow;
+
+/// One task of the threaded runtime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TaskRef {
+    /// Port I/O, ingress numbering and distribution, egress reorder, control plane,
+    /// application requests and doorbells, timers.
+    Io,
+    /// Preprocess replica `n`.
+    Preprocess(usize),
+    /// Flow group `n`: ingress reorder, protocol, place, scheduler, notify.
+    Group(usize),
+    /// Postprocess replica `n`: headers, checksums, egress tags.
+    Postprocess(usize),
+}
+
+/// One worker thread: the tasks it runs in turn and its core.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerSpec {
+    /// Core to pin to (`None`: let the OS schedule).
+    pub core: Option<usize>,
+    /// Tasks, run round-robin.
+    pub tasks: Vec<TaskRef>,
+}
+
+/// The shape of a threaded engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topology {
+    /// Preprocess replicas.
+    pub preprocess: usize,
+    /// Postprocess replicas.
+    pub postprocess: usize,
+    /// Flow groups (a power of two), one protocol worker each.
+    pub flow_groups: usize,
+    /// Worker threads.
+    pub workers: Vec<WorkerSpec>,
+    /// Slots of every stage-to-stage ring.
+    pub ring_size: usize,
+    /// Window of each egress reorder stage.
+    pub reorder_window: usize,
+    /// What the egress reorder stages do when an item is too far ahead.
+    pub overflow: Overflow,
+}
+
+/// Errors in a topology.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TopologyError {
+    /// Zero replicas or groups, or groups not a power of two.
+    #[error("invalid counts: {0}")]
+    Counts(&'static str),
+    /// A task is run by no worker, or by more than one.
+    #[error("task {0:?} must be run by exactly one worker")]
+    Placement(TaskRef),
+    /// A worker names a task that does not exist.
+    #[error("unknown task {0:?}")]
+    Unknown(TaskRef),
+}
+
+impl Topology {
+    /// Every task of this topology.
+    pub fn tasks(&self) -> Vec<TaskRef> {
+        let mut v = vec![TaskRef::Io];
+        v.extend((0..self.preprocess).map(TaskRef::Preprocess));
+        v.extend((0..self.flow_groups).map(TaskRef::Group));
+        v.extend((0..self.postprocess).map(TaskRef::Postprocess));
+        v
+    }
+
+    /// Check counts and that every task runs on exactly one worker.
+    pub fn validate(&self) -> Result<(), TopologyError> {
+        if self.preprocess == 0 || self.postprocess == 0 || self.flow_groups == 0 {
+            return Err(TopologyError::Counts(
+                "every stage needs at least one instance",
+            ));
+        }
+        if !self.flow_groups.is_power_of_two() {
+            return Err(TopologyError::Counts("flow groups must be a power of two"));
+        }
+        if self.ring_size < 2 || self.reorder_window < 2 {
+            return Err(TopologyError::Counts(
+                "rings and reorder windows need at least 2 slots",
+            ));
+        }
+        let all = self.tasks();
+        for t in self.workers.iter().flat_map(|w| &w.tasks) {
+            if !all.contains(t) {
+                return Err(TopologyError::Unknown(*t));
+            }
+        }
+        for t in all {
+            let n = self
+                .workers
+                .iter()
+                .flat_map(|w| &w.tasks)
+                .filter(|x| **x == t)
+                .count();
+            if n != 1 {
+                return Err(TopologyError::Placement(t));
+            }
+        }
+        Ok(())
+    }
+
+    /// Spread `tasks` over `threads` workers round-robin, pinned to cores `0..threads` when
+    /// `pin`.
+    pub fn with_counts(
+        preprocess: usize,
+        flow_groups: usize,
+        postprocess: usize,
+        threads: usize,
+        pin: bool,
+    ) -> Self {
+        let mut t = Topology {
+            preprocess,
+            postprocess,
+            flow_groups,
+            workers: Vec::new(),
+            ring_size: 1024,
+            reorder_window: 1024,
+            overflow: Overflow::Backpressure,
+        };
+        let threads = threads.max(1);
+        t.workers = (0..threads)
+            .map(|i| WorkerSpec {
+                core: pin.then_some(i),
+                tasks: Vec::new(),
+            })
+            .collect();
+        // Io first on worker 0; groups next so they land on different workers; then the
+        // replicas fill in.
+        let mut order = vec![TaskRef::Io];
+        order.extend((0..flow_groups).map(TaskRef::Group));
+        let p = (0..preprocess).map(TaskRef::Preprocess);
+        let q = (0..postprocess).map(TaskRef::Postprocess);
+        order.extend(p.chain(q));
+        for (i, task) in order.into_iter().enumerate() {
+            t.workers[i % threads].tasks.push(task);
+        }
+        t
+    }
+
+    /// All tasks on one thread (useful for tests and as a baseline).
+    pub fn single_thread() -> Self {
+        Self::with_counts(1, 1, 1, 1, false)
+    }
+
+    /// x86 with `cores` cores: for 2 cores, two workers each running one preprocess and one
+    /// postprocess replica, with the I/O task on the first and the flow group on the second;
+    /// for more, roughly a quarter of the cores as flow groups and the rest split between
+    /// preprocess and postprocess.
+    pub fn x86(cores: usize) -> Self {
+        let cores = cores.max(1);
+        if cores == 1 {
+            return Self::with_counts(1, 1, 1, 1, true);
+        }
+        if cores == 2 {
+            let mut t = Self::with_counts(2, 1, 2, 2, true);
+            t.workers[0].tasks = vec![TaskRef::Io, TaskRef::Preprocess(0), TaskRef::Postprocess(0)];
+            t.workers[1].tasks = vec![
+                TaskRef::Group(0),
+                TaskRef::Preprocess(1),
+                TaskRef::Postprocess(1),
+            ];
+            return t;
+        }
+        let groups = prev_power_of_two((cores / 4).max(1));
+        let rest = cores - 1 - groups;
+        let pre = rest.div_ceil(2).max(1);
+        let post = (rest - rest.div_ceil(2)).max(1);
+        Self::with_counts(pre, groups, post, cores, true)
+    }
+
+    /// BlueField-2: 8 Arm cores. One I/O core, 2 flow groups, 3 preprocess and 2
+    /// postprocess replicas, one thread per task.
+    pub fn bluefield2() -> Self {
+        Self::with_counts(3, 2, 2, 8, true)
+    }
+
+    /// BlueField-3: 16 Arm cores. One I/O core, 4 flow groups, 6 preprocess and 5
+    /// postprocess replicas, one thread per task.
+    pub fn bluefield3() -> Self {
+        Self::with_counts(6, 4, 5, 16, true)
+    }
+}
+
+fn prev_power_of_two(n: usize) -> usize {
+    if n.is_power_of_two() {
+        n
+    } else {
+        n.next_power_of_two() / 2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid_and_use_their_cores() {
+        for (t, cores) in [
+            (Topology::x86(1), 1),
+            (Topology::x86(2), 2),
+            (Topology::x86(4), 4),
+            (Topology::x86(16), 16),
+            (Topology::bluefield2(), 8),
+            (Topology::bluefield3(), 16),
+            (Topology::single_thread(), 1),
+        ] {
+            t.validate().unwrap();
+            assert_eq!(t.workers.len(), cores);
+            assert!(t.workers.iter().all(|w| !w.tasks.is_empty()), "{t:?}");
+        }
+        assert_eq!(Topology::bluefield3().flow_groups, 4);
+    }
+
+    #[test]
+    fn invalid_topologies_are_refused() {
+        let mut t = Topology::x86(2);
+        t.flow_groups = 3;
+        assert!(t.validate().is_err());
+        let mut t = Topology::x86(2);
+        t.workers[1].tasks.retain(|x| *x != TaskRef::Group(0));
+        assert_eq!(
+            t.validate(),
+            Err(TopologyError::Placement(TaskRef::Group(0)))
+        );
+    }
+}
