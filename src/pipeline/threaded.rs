@@ -1078,6 +1078,9 @@ impl Threaded {
             per_worker[worker_of(t)].push(task);
         }
         let mut workers = Vec::new();
+        // With fewer cores than threads that want to run (workers plus applications),
+        // busy workers yield regularly instead of holding their core for a whole time slice.
+        let share_core = topology.workers.len() >= cores.len().max(1);
         for (i, (spec, mut tasks)) in topology.workers.iter().zip(per_worker).enumerate() {
             let stop = stop.clone();
             let clock = clock.clone();
@@ -1106,11 +1109,16 @@ impl Threaded {
                         }
                         if busy {
                             idle = 0;
+                            // Share the core now and then: applications and other workers
+                            // may have been placed on it too.
+                            if share_core && polls.is_multiple_of(16) {
+                                std::thread::yield_now();
+                            }
                         } else {
                             idle = idle.saturating_add(1);
-                            if idle > 2048 {
-                                std::thread::sleep(Duration::from_micros(50));
-                            } else if idle > 64 {
+                            if idle > 1024 {
+                                std::thread::sleep(Duration::from_micros(20));
+                            } else if idle > 32 {
                                 std::thread::yield_now();
                             } else {
                                 std::hint::spin_loop();

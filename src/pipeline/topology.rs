@@ -147,17 +147,18 @@ impl Topology {
         Self::with_counts(1, 1, 1, 1, false)
     }
 
-    /// x86 with `cores` cores: for 2 cores, two workers each running one preprocess and one
-    /// postprocess replica, with the I/O task on the first and the flow group on the second;
-    /// for more, roughly a quarter of the cores as flow groups and the rest split between
-    /// preprocess and postprocess.
+    /// x86 with `cores` worker threads: for 2, two workers each running one preprocess and
+    /// one postprocess replica, with the I/O task on the first and the flow group on the
+    /// second; for more, roughly a quarter of the workers as flow groups and the rest split
+    /// between preprocess and postprocess. Threads are not pinned (applications usually share
+    /// the machine); see [`pinned`](Self::pinned).
     pub fn x86(cores: usize) -> Self {
         let cores = cores.max(1);
         if cores == 1 {
-            return Self::with_counts(1, 1, 1, 1, true);
+            return Self::with_counts(1, 1, 1, 1, false);
         }
         if cores == 2 {
-            let mut t = Self::with_counts(2, 1, 2, 2, true);
+            let mut t = Self::with_counts(2, 1, 2, 2, false);
             t.workers[0].tasks = vec![TaskRef::Io, TaskRef::Preprocess(0), TaskRef::Postprocess(0)];
             t.workers[1].tasks = vec![
                 TaskRef::Group(0),
@@ -170,17 +171,26 @@ impl Topology {
         let rest = cores - 1 - groups;
         let pre = rest.div_ceil(2).max(1);
         let post = (rest - rest.div_ceil(2)).max(1);
-        Self::with_counts(pre, groups, post, cores, true)
+        Self::with_counts(pre, groups, post, cores, false)
     }
 
-    /// BlueField-2: 8 Arm cores. One I/O core, 2 flow groups, 3 preprocess and 2
-    /// postprocess replicas, one thread per task.
+    /// Pin worker `i` to core `first + i` (for machines whose cores are reserved for the
+    /// data path, as on a SmartNIC).
+    pub fn pinned(mut self, first: usize) -> Self {
+        for (i, w) in self.workers.iter_mut().enumerate() {
+            w.core = Some(first + i);
+        }
+        self
+    }
+
+    /// BlueField-2: 8 Arm cores, reserved for the data path. One I/O core, 2 flow groups,
+    /// 3 preprocess and 2 postprocess replicas, one pinned thread per task.
     pub fn bluefield2() -> Self {
         Self::with_counts(3, 2, 2, 8, true)
     }
 
-    /// BlueField-3: 16 Arm cores. One I/O core, 4 flow groups, 6 preprocess and 5
-    /// postprocess replicas, one thread per task.
+    /// BlueField-3: 16 Arm cores, reserved for the data path. One I/O core, 4 flow groups,
+    /// 6 preprocess and 5 postprocess replicas, one pinned thread per task.
     pub fn bluefield3() -> Self {
         Self::with_counts(6, 4, 5, 16, true)
     }

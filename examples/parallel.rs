@@ -1,0 +1,282 @@
+//! Data-path parallelism, measured: the same server engine on the inline runtime (one core)
+//! and on the threaded runtime (two cores, `Topology::x86(2)`), in one run, against the same
+//! client (an inline engine with a load generator on its own thread), over the in-memory
+//! link. Prints throughput and the threaded / inline ratio for:
+//!
+//! * one connection, RPC: 64-byte requests and responses, 64 outstanding;
+//! * one connection, bulk: the client streams, the server reads;
+//! * the same two with 64 connections.
+//!
+//! ```text
+//! cargo run --release --example parallel [-- --secs 2]
+//! ```
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flextoe::backends::mem::{MemLink, MemPort};
+use flextoe::host::{Context, Host, Listener, Stream};
+use flextoe::pipeline::{Engine, EngineConfig, Threaded, Topology};
+use flextoe::sim::Impairments;
+use flextoe::time::{Clock, SystemClock};
+use flextoe::wire::MacAddr;
+
+const SERVER_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
+const CLIENT_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);
+const SERVER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+const PORT: u16 = 9000;
+const MSG: usize = 64;
+const OUTSTANDING: usize = 64;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Workload {
+    Rpc,
+    Bulk,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Inline,
+    Threaded,
+}
+
+fn config(mac: MacAddr, ip: Ipv4Addr) -> EngineConfig {
+    let mut c = EngineConfig::new(mac, ip);
+    c.control.max_flows = 256;
+    c
+}
+
+/// The server application: echo (RPC) or sink (bulk) on every accepted stream.
+struct ServerApp {
+    listener: Listener,
+    streams: Vec<(Stream, Vec<u8>)>,
+    ctx: Context,
+    workload: Workload,
+    buf: Vec<u8>,
+    received: Arc<AtomicU64>,
+}
+
+impl ServerApp {
+    fn step(&mut self) -> bool {
+        let mut busy = false;
+        while let Ok(Some(mut s)) = self.listener.try_accept() {
+            s.set_nonblocking(true);
+            let _ = s.register(&self.ctx, self.streams.len() as u64);
+            self.streams.push((s, Vec::new()));
+            busy = true;
+        }
+        for (s, pending) in self.streams.iter_mut() {
+            if !pending.is_empty() {
+                match s.write(pending) {
+                    Ok(n) => {
+                        pending.drain(..n);
+                        busy = true;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+                    Err(_) => continue,
+                }
+                if !pending.is_empty() {
+                    continue;
+                }
+            }
+            loop {
+                match s.read(&mut self.buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        busy = true;
+                        self.received.fetch_add(n as u64, Ordering::Relaxed);
+                        if self.workload == Workload::Rpc {
+                            match s.write(&self.buf[..n]) {
+                                Ok(w) if w == n => {}
+                                Ok(w) => {
+                                    pending.extend_from_slice(&self.buf[w..n]);
+                                    break;
+                                }
+                                Err(_) => {
+                                    pending.extend_from_slice(&self.buf[..n]);
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        busy
+    }
+}
+
+/// The client: an inline engine and a load generator; counts completed RPCs.
+fn client_thread(
+    mut engine: Engine<MemPort>,
+    conns: usize,
+    workload: Workload,
+    stop: Arc<AtomicBool>,
+    completed: Arc<AtomicU64>,
+    clock: SystemClock,
+) {
+    let host = engine.host();
+    let mut streams: Vec<(Stream, usize, usize)> = (0..conns)
+        .map(|_| {
+            let mut s = host.connect(SocketAddrV4::new(SERVER_IP, PORT)).expect("connect");
+            s.set_nonblocking(true);
+            (s, 0, 0)
+        })
+        .collect();
+    let req = [0x5au8; MSG];
+    let bulk = vec![0xa5u8; 64 * 1024];
+    let mut buf = vec![0u8; 256 * 1024];
+    while !stop.load(Ordering::Relaxed) {
+        engine.poll(clock.now());
+        for (s, outstanding, partial) in streams.iter_mut() {
+            match workload {
+                Workload::Rpc => {
+                    while *outstanding < OUTSTANDING {
+                        match s.write(&req) {
+                            Ok(MSG) => *outstanding += 1,
+                            _ => break,
+                        }
+                    }
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        *partial += n;
+                        let done = *partial / MSG;
+                        *partial %= MSG;
+                        *outstanding -= done;
+                        completed.fetch_add(done as u64, Ordering::Relaxed);
+                    }
+                }
+                Workload::Bulk => while let Ok(n) = s.write(&bulk) {
+                    if n == 0 {
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}
+
+fn measure(mode: Mode, workload: Workload, conns: usize, secs: f64) -> f64 {
+    let clock = SystemClock::new();
+    let (sp, cp) = MemLink::pair(Impairments::none());
+    let client = Engine::new(config(CLIENT_MAC, CLIENT_IP), cp).expect("client");
+    let stop = Arc::new(AtomicBool::new(false));
+    let completed = Arc::new(AtomicU64::new(0));
+    let received = Arc::new(AtomicU64::new(0));
+
+    let server_stop = stop.clone();
+    let server_received = received.clone();
+    let server: std::thread::JoinHandle<()> = match mode {
+        Mode::Inline => {
+            let mut engine = Engine::new(config(SERVER_MAC, SERVER_IP), sp).expect("server");
+            let listener = engine.host().listen(PORT, 128).expect("listen");
+            std::thread::spawn(move || {
+                let mut app = ServerApp {
+                    listener,
+                    streams: Vec::new(),
+                    ctx: Context::new(4096),
+                    workload,
+                    buf: vec![0u8; 256 * 1024],
+                    received: server_received,
+                };
+                while !server_stop.load(Ordering::Relaxed) {
+                    engine.poll(clock.now());
+                    app.step();
+                }
+            })
+        }
+        Mode::Threaded => {
+            let rt = Threaded::spawn(config(SERVER_MAC, SERVER_IP), sp, Topology::x86(2), clock)
+                .expect("threaded server");
+            let host: Host = rt.host();
+            let listener = host.listen(PORT, 128).expect("listen");
+            std::thread::spawn(move || {
+                let mut app = ServerApp {
+                    listener,
+                    streams: Vec::new(),
+                    ctx: Context::new(4096),
+                    workload,
+                    buf: vec![0u8; 256 * 1024],
+                    received: server_received,
+                };
+                let mut events = Vec::new();
+                while !server_stop.load(Ordering::Relaxed) {
+                    if !app.step() {
+                        app.ctx.wait(Some(Duration::from_micros(200)));
+                        events.clear();
+                        app.ctx.poll(&mut events);
+                    }
+                }
+                drop(app);
+                drop(rt);
+            })
+        }
+    };
+    let (cstop, ccompleted) = (stop.clone(), completed.clone());
+    let client = std::thread::spawn(move || client_thread(client, conns, workload, cstop, ccompleted, clock));
+
+    std::thread::sleep(Duration::from_millis(500));
+    let (c0, r0, t0) = (
+        completed.load(Ordering::Relaxed),
+        received.load(Ordering::Relaxed),
+        Instant::now(),
+    );
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let (c1, r1, el) = (
+        completed.load(Ordering::Relaxed),
+        received.load(Ordering::Relaxed),
+        t0.elapsed().as_secs_f64(),
+    );
+    stop.store(true, Ordering::Relaxed);
+    client.join().expect("client thread");
+    server.join().expect("server thread");
+    match workload {
+        Workload::Rpc => (c1 - c0) as f64 / el,
+        Workload::Bulk => (r1 - r0) as f64 * 8.0 / el / 1e9,
+    }
+}
+
+fn main() {
+    let secs: f64 = std::env::args()
+        .skip_while(|a| a != "--secs")
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2.0);
+    println!(
+        "server data path: inline runtime on 1 core vs threaded runtime on 2 cores ({:?}); client: inline engine on its own thread; {} cores on this machine",
+        Topology::x86(2).workers.iter().map(|w| w.tasks.clone()).collect::<Vec<_>>(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    for (workload, conns) in [
+        (Workload::Rpc, 1),
+        (Workload::Bulk, 1),
+        (Workload::Rpc, 64),
+        (Workload::Bulk, 64),
+    ] {
+        let inline = measure(Mode::Inline, workload, conns, secs);
+        let threaded = measure(Mode::Threaded, workload, conns, secs);
+        let unit = match workload {
+            Workload::Rpc => "RPC/s",
+            Workload::Bulk => "Gbit/s",
+        };
+        let fmt = |v: f64| match workload {
+            Workload::Rpc => format!("{:>12.0} {unit}", v),
+            Workload::Bulk => format!("{:>12.2} {unit}", v),
+        };
+        println!(
+            "{:<5} {:>2} conn: inline {}  threaded {}  threaded/inline {:.2}",
+            format!("{workload:?}").to_lowercase(),
+            conns,
+            fmt(inline),
+            fmt(threaded),
+            threaded / inline.max(1e-9)
+        );
+    }
+}
