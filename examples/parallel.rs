@@ -123,7 +123,9 @@ fn client_thread(
     let host = engine.host();
     let mut streams: Vec<(Stream, usize, usize)> = (0..conns)
         .map(|_| {
-            let mut s = host.connect(SocketAddrV4::new(SERVER_IP, PORT)).expect("connect");
+            let mut s = host
+                .connect(SocketAddrV4::new(SERVER_IP, PORT))
+                .expect("connect");
             s.set_nonblocking(true);
             (s, 0, 0)
         })
@@ -153,11 +155,13 @@ fn client_thread(
                         completed.fetch_add(done as u64, Ordering::Relaxed);
                     }
                 }
-                Workload::Bulk => while let Ok(n) = s.write(&bulk) {
-                    if n == 0 {
-                        break;
+                Workload::Bulk => {
+                    while let Ok(n) = s.write(&bulk) {
+                        if n == 0 {
+                            break;
+                        }
                     }
-                },
+                }
             }
         }
     }
@@ -220,7 +224,9 @@ fn measure(mode: Mode, workload: Workload, conns: usize, secs: f64) -> f64 {
         }
     };
     let (cstop, ccompleted) = (stop.clone(), completed.clone());
-    let client = std::thread::spawn(move || client_thread(client, conns, workload, cstop, ccompleted, clock));
+    let client = std::thread::spawn(move || {
+        client_thread(client, conns, workload, cstop, ccompleted, clock)
+    });
 
     std::thread::sleep(Duration::from_millis(500));
     let (c0, r0, t0) = (

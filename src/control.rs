@@ -708,10 +708,11 @@ impl Control {
                     }
                     return;
                 }
-                if !s.has(flags::ACK)
-                    || s.ack != e.iss.wrapping_add(1)
-                    || s.seq != e.irs.wrapping_add(1)
-                {
+                // Any acceptable segment that acknowledges our SYN completes the handshake
+                // (RFC 9293 3.10.7.4); with parallel preprocessing, data that followed the
+                // final ACK may be punted before it.
+                let in_window = s.seq.wrapping_sub(e.irs.wrapping_add(1)) < self.host.rx_buf as u32;
+                if !s.has(flags::ACK) || s.ack != e.iss.wrapping_add(1) || !in_window {
                     self.arena.free(frame);
                     self.stats.drops.add(DropReason::BadHandshake);
                     if s.has(flags::ACK) && s.ack != e.iss.wrapping_add(1) {

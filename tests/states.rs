@@ -264,6 +264,24 @@ mod syn_received {
     }
 
     #[test]
+    fn data_overtaking_the_final_ack_completes_the_handshake() {
+        let mut t = script();
+        t.listen(4);
+        t.syn();
+        let (s, a) = (t.peer_seq, t.engine_seq);
+        // The final ACK is lost; a later data segment arrives first.
+        t.send(PSH | ACK, s + 3, Some(a), b"def");
+        assert_eq!(t.state(), Some(S::Established));
+        let dup = t.recv_one();
+        assert_eq!(dup.ack, s, "out-of-order data is acknowledged at the gap");
+        t.send(PSH | ACK, s, Some(a), b"abc");
+        let mut st = t.listener.as_ref().unwrap().try_accept().unwrap().unwrap();
+        st.set_nonblocking(true);
+        t.stream = Some(st);
+        assert_eq!(t.app_read(), b"abcdef");
+    }
+
+    #[test]
     fn final_ack_with_data_delivers_it() {
         let mut t = script();
         t.listen(4);

@@ -260,6 +260,7 @@ impl Task for PreTask {
             return false;
         }
         self.busy += 1;
+        self.pre.note_burst();
         let mut last = 0;
         for m in self.batch.drain(..) {
             match m {

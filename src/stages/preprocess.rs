@@ -58,6 +58,12 @@ impl Preprocess {
         Some(id)
     }
 
+    /// Count a burst handled through [`classify`](Self::classify) (runtimes that feed
+    /// frames one by one).
+    pub fn note_burst(&mut self) {
+        self.stats.bursts += 1;
+    }
+
     /// The flow table.
     pub fn table(&self) -> &FlowTable {
         &self.table
@@ -66,6 +72,13 @@ impl Preprocess {
     /// Classify one frame. `options_checked` lets the control plane re-inject a segment whose
     /// options it has reviewed.
     pub fn classify(&mut self, frame: Frame, options_checked: bool) -> Option<PreOut> {
+        self.stats.items_in += 1;
+        let out = self.classify_inner(frame, options_checked);
+        self.stats.items_out += u64::from(out.is_some());
+        out
+    }
+
+    fn classify_inner(&mut self, frame: Frame, options_checked: bool) -> Option<PreOut> {
         let data = self.arena.data(&frame);
         let parsed = match wire::parse_frame(data) {
             Ok(p) => p,
@@ -134,10 +147,8 @@ impl Stage for Preprocess {
 
     fn process(&mut self, _now: Instant, input: &mut Vec<Frame>, output: &mut Vec<PreOut>) {
         self.stats.bursts += 1;
-        self.stats.items_in += input.len() as u64;
         for frame in input.drain(..) {
             if let Some(out) = self.classify(frame, false) {
-                self.stats.items_out += 1;
                 output.push(out);
             }
         }

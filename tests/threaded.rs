@@ -1,0 +1,216 @@
+//! The threaded runtime beyond the interop tests: several flow groups and replicas, the
+//! egress reorder stage's overflow policies, and statistics read while it runs.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddrV4;
+use std::time::Duration;
+
+use common::*;
+use flextoe::backends::mem::MemLink;
+use flextoe::pipeline::{Engine, TaskRef, Threaded, Topology};
+use flextoe::reorder::Overflow;
+use flextoe::sim::{Impairments, VirtualClock};
+use flextoe::time::Clock;
+
+/// `conns` connections from an inline client to a threaded server, each sending `bytes`
+/// that the server echoes; everything verified. Returns the server's final statistics.
+fn echo_many(topology: Topology, conns: usize, bytes: usize) -> flextoe::pipeline::ThreadedStats {
+    let (sp, cp) = MemLink::pair(Impairments::none());
+    let clock = VirtualClock::new();
+    let mut scfg = engine_config(MAC_A, IP_A);
+    scfg.control.rto_min = Duration::from_millis(5);
+    scfg.control.rto_initial = Duration::from_millis(50);
+    let server = Threaded::spawn(scfg, sp, topology.clone(), clock.clone()).unwrap();
+    let mut ccfg = engine_config(MAC_B, IP_B);
+    ccfg.control.rto_min = Duration::from_millis(5);
+    let mut client = Engine::new(ccfg, cp).unwrap();
+    let listener = server.host().listen(7, 128).unwrap();
+    let mut clients: Vec<_> = (0..conns)
+        .map(|_| {
+            let mut s = client.host().connect(SocketAddrV4::new(IP_A, 7)).unwrap();
+            s.set_nonblocking(true);
+            s
+        })
+        .collect();
+    let payload: Vec<Vec<u8>> = (0..conns)
+        .map(|c| (0..bytes).map(|i| (i * 7 + c * 13) as u8).collect())
+        .collect();
+    let mut sent = vec![0usize; conns];
+    let mut back: Vec<Vec<u8>> = vec![Vec::new(); conns];
+    let mut servers = Vec::new();
+    let mut pending: Vec<Vec<u8>> = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let wall = std::time::Instant::now();
+    let mut saw_running_stats = false;
+    while back.iter().map(Vec::len).sum::<usize>() < conns * bytes {
+        assert!(wall.elapsed() < Duration::from_secs(120), "stalled");
+        clock.advance_to(flextoe::time::Instant::ZERO + wall.elapsed());
+        client.poll(clock.now());
+        while let Ok(Some(mut s)) = listener.try_accept() {
+            s.set_nonblocking(true);
+            servers.push(s);
+            pending.push(Vec::new());
+        }
+        for (s, p) in servers.iter_mut().zip(pending.iter_mut()) {
+            if !p.is_empty() {
+                if let Ok(n) = s.write(p) {
+                    p.drain(..n);
+                }
+                continue;
+            }
+            match s.read(&mut buf) {
+                Ok(n) if n > 0 => {
+                    let w = s.write(&buf[..n]).unwrap_or(0);
+                    p.extend_from_slice(&buf[w..n]);
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => panic!("server: {e}"),
+            }
+        }
+        for c in 0..conns {
+            if sent[c] < bytes {
+                if let Ok(n) = clients[c].write(&payload[c][sent[c]..]) {
+                    sent[c] += n;
+                }
+            }
+            while let Ok(n) = clients[c].read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                back[c].extend_from_slice(&buf[..n]);
+            }
+        }
+        if !saw_running_stats && back.iter().any(|b| b.len() > bytes / 2) {
+            // Statistics are readable while the runtime runs.
+            let st = server.stats();
+            let proto_in: u64 = st
+                .tasks
+                .iter()
+                .flat_map(|t| &t.stages)
+                .filter(|(n, _)| *n == "protocol")
+                .map(|(_, s)| s.items_in)
+                .sum();
+            if proto_in > 0 {
+                saw_running_stats = true;
+                assert_eq!(st.tasks.len(), topology.tasks().len());
+                for t in &st.tasks {
+                    assert!((0.0..=1.0).contains(&t.busy_fraction()));
+                }
+            }
+        }
+        std::thread::yield_now();
+    }
+    for c in 0..conns {
+        assert!(back[c] == payload[c], "connection {c}: echo differs");
+    }
+    assert!(saw_running_stats, "no statistics while running");
+    server.stop()
+}
+
+#[test]
+fn two_groups_three_preprocess_two_postprocess_replicas() {
+    // BlueField-2's shape (8 tasks) on whatever cores this machine has.
+    let t = Topology::bluefield2();
+    assert_eq!(t.flow_groups, 2);
+    let mut t = t;
+    for w in t.workers.iter_mut() {
+        w.core = None;
+    }
+    let st = echo_many(t, 8, 200_000);
+    // Both groups carried connections.
+    let groups_busy = st
+        .tasks
+        .iter()
+        .filter(|r| matches!(r.task, Some(TaskRef::Group(_))))
+        .filter(|r| {
+            r.stages
+                .iter()
+                .any(|(n, s)| *n == "protocol" && s.items_in > 0)
+        })
+        .count();
+    assert_eq!(groups_busy, 2, "{st}");
+    let pre_busy = st
+        .tasks
+        .iter()
+        .filter(|r| matches!(r.task, Some(TaskRef::Preprocess(_))))
+        .filter(|r| r.stages.iter().any(|(_, s)| s.items_in > 0))
+        .count();
+    assert_eq!(pre_busy, 3, "every preprocess replica got frames: {st}");
+}
+
+#[test]
+fn egress_reorder_skip_ahead_policy_is_recovered_by_tcp() {
+    // A tiny egress window that skips ahead: frames can be given up (counted), TCP recovers.
+    let mut t = Topology::with_counts(2, 1, 3, 2, false);
+    t.reorder_window = 2;
+    t.overflow = Overflow::SkipAhead;
+    let st = echo_many(t, 4, 100_000);
+    let io = st
+        .tasks
+        .iter()
+        .find(|r| r.task == Some(TaskRef::Io))
+        .unwrap();
+    let r = io.reorder[0];
+    assert!(r.released > 0);
+    assert_eq!(r.refused, 0, "skip-ahead never refuses");
+    eprintln!("egress reorder: {r:?}");
+}
+
+#[test]
+fn egress_reorder_backpressure_policy_loses_nothing() {
+    let mut t = Topology::with_counts(2, 1, 3, 2, false);
+    t.reorder_window = 2;
+    t.overflow = Overflow::Backpressure;
+    let st = echo_many(t, 4, 100_000);
+    let io = st
+        .tasks
+        .iter()
+        .find(|r| r.task == Some(TaskRef::Io))
+        .unwrap();
+    let r = io.reorder[0];
+    assert_eq!((r.skipped, r.late), (0, 0), "{r:?}");
+    assert_eq!(
+        st.io.retransmissions.fast + st.io.retransmissions.timeout,
+        0
+    );
+}
+
+#[test]
+fn single_thread_topology_works() {
+    let st = echo_many(Topology::single_thread(), 2, 100_000);
+    assert_eq!(st.tasks.len(), 4);
+}
+
+#[test]
+fn blocking_sockets_on_threaded_runtime() {
+    let (sp, cp) = MemLink::pair(Impairments::none());
+    let clock = flextoe::time::SystemClock::new();
+    let server = Threaded::spawn(engine_config(MAC_A, IP_A), sp, Topology::x86(2), clock).unwrap();
+    let client = Threaded::spawn(
+        engine_config(MAC_B, IP_B),
+        cp,
+        Topology::single_thread(),
+        clock,
+    )
+    .unwrap();
+    let l = server.host().listen(80, 4).unwrap();
+    let t = std::thread::spawn(move || {
+        let mut s = l.accept().unwrap();
+        let mut v = Vec::new();
+        s.read_to_end(&mut v).unwrap();
+        s.write_all(&(v.len() as u64).to_le_bytes()).unwrap();
+    });
+    let mut c = client
+        .host()
+        .connect_blocking(SocketAddrV4::new(IP_A, 80), Duration::from_secs(5))
+        .unwrap();
+    c.write_all(&vec![9u8; 3 << 20]).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut r = Vec::new();
+    c.read_to_end(&mut r).unwrap();
+    assert_eq!(u64::from_le_bytes(r[..8].try_into().unwrap()), 3 << 20);
+    t.join().unwrap();
+}
