@@ -22,7 +22,6 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use crossbeam_queue::ArrayQueue;
 
 use crate::buf::{byte_ring, RingReader, RingWriter};
 use crate::flow::FlowId;
@@ -391,7 +390,7 @@ pub(crate) enum AppRequest {
 pub(crate) struct HostShared {
     pub(crate) ip: Ipv4Addr,
     pub(crate) requests: Sender<AppRequest>,
-    pub(crate) doorbells: ArrayQueue<FlowId>,
+    pub(crate) doorbells: crate::ring::Mpmc<FlowId>,
     pub(crate) ports: Mutex<PortAlloc>,
     pub(crate) rx_buf: usize,
     pub(crate) tx_buf: usize,

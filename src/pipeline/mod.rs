@@ -11,8 +11,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_queue::ArrayQueue;
-
 use crate::backends::Port;
 use crate::buf::{Frame, FrameArena};
 use crate::control::{Control, ControlConfig, ControlOutput, ControlStats, TcpConnState};
@@ -138,7 +136,7 @@ impl Parts {
         let host = Arc::new(HostShared {
             ip: cfg.ip,
             requests: req_tx,
-            doorbells: ArrayQueue::new(cfg.control.max_flows),
+            doorbells: crate::ring::Mpmc::new(cfg.control.max_flows),
             ports: std::sync::Mutex::new(PortAlloc::new()),
             rx_buf: cfg.rx_buffer.next_power_of_two(),
             tx_buf: cfg.tx_buffer.next_power_of_two(),

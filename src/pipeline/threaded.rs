@@ -596,6 +596,7 @@ struct IoTask<P: Port> {
     group_of: Vec<u16>,
     next_seq: u64,
     next_pre: usize,
+    advance_due: Vec<Option<u64>>,
     to_pre: Vec<Producer<PreIn>>,
     pre_ctl: Vec<Sender<PreCtl>>,
     group_ctl: Vec<Sender<GroupCtl>>,
@@ -736,14 +737,21 @@ impl<P: Port> Task for IoTask<P> {
             let last = self.next_seq - 1;
             let moved = self.to_pre[target].push_burst(&mut self.batch);
             debug_assert_eq!(moved, n);
-            for (i, p) in self.to_pre.iter_mut().enumerate() {
+            for (i, a) in self.advance_due.iter_mut().enumerate() {
                 if i != target {
-                    // Cannot lose anything: an advance only needs to arrive eventually; a
-                    // full ring already carries a later one soon.
-                    let _ = p.push(PreIn::Advance(last));
+                    *a = Some(last);
                 }
             }
             self.next_pre = (target + 1) % replicas;
+        }
+        // Tell the other replicas how far the numbering went (the latest advance replaces an
+        // undelivered older one; it is retried until its ring has room).
+        for (p, a) in self.to_pre.iter_mut().zip(self.advance_due.iter_mut()) {
+            if let Some(s) = *a {
+                if p.push(PreIn::Advance(s)).is_ok() {
+                    *a = None;
+                }
+            }
         }
         // Punted frames.
         for i in 0..self.punts.len() {
@@ -946,6 +954,7 @@ impl Threaded {
                 group_of: Vec::new(),
                 next_seq: 0,
                 next_pre: 0,
+                advance_due: vec![None; np],
                 to_pre,
                 pre_ctl: pre_ctl_tx,
                 group_ctl: group_ctl_tx,
