@@ -7,10 +7,20 @@
 //! | backend | feature | status |
 //! |---|---|---|
 //! | [`mem`] | always | in-process link with seeded impairments; also a `smoltcp` device |
-//! | `af_xdp`, `af_packet`, `tap` | planned | see the README's list of what is not implemented |
+//! | `tap` | `tap` | TAP device through `/dev/net/tun` |
+//! | `af_packet` | `af_packet` | AF_PACKET socket through `pnet_datalink` |
+//! | `af_xdp` | planned | see the README's list of what is not implemented |
+//!
+//! [`netns`] (with either Linux feature) opens ports inside a network namespace.
 #![allow(unsafe_code)]
 
+#[cfg(feature = "af_packet")]
+pub mod af_packet;
 pub mod mem;
+#[cfg(any(feature = "tap", feature = "af_packet"))]
+pub mod netns;
+#[cfg(feature = "tap")]
+pub mod tap;
 
 use crate::buf::{Frame, FrameArena};
 use crate::time::Instant;

@@ -702,4 +702,5 @@ pub fn read_all_blocking(s: &mut Stream) -> Vec<u8> {
 pub fn write_all_blocking(s: &mut Stream, data: &[u8]) {
     s.write_all(data).expect("write");
 }
+pub mod lab;
 pub mod script;

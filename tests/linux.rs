@@ -1,0 +1,318 @@
+//! Interoperability with the Linux TCP stack over real interfaces, in namespaces the tests
+//! create: AF_PACKET on a veth pair and a TAP device. A Linux client (a Python socket
+//! program) sends 64 MiB to the engine's echo server and checks the echo by SHA-256; the
+//! engine's client does the same against a Linux echo server; both again with 1% of Linux's
+//! packets dropped by nftables; and a capture read by tshark has no malformed packet and no
+//! bad checksum. Needs root, `ip`, `ethtool`, `nft`, `python3` (and `tcpdump`, `tshark` for
+//! the capture); `.ci/run` installs them.
+
+#![cfg(all(feature = "tap", feature = "af_packet"))]
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::lab::{available, linux_loss, linux_loss_count, run, sh, Netns, TapLab, VethLab};
+use common::{Sink, Source};
+use flextoe::backends::af_packet::AfPacketPort;
+use flextoe::backends::netns::in_netns;
+use flextoe::backends::tap::TapPort;
+use flextoe::backends::Port;
+use flextoe::pipeline::{Engine, EngineConfig, Runtime};
+use flextoe::time::SystemClock;
+use flextoe::wire::MacAddr;
+
+const MIB64: u64 = 64 << 20;
+const MAC: MacAddr = MacAddr([0x02, 0x66, 0x74, 0x6f, 0x65, 0x01]);
+
+fn config(ip: Ipv4Addr) -> EngineConfig {
+    let mut c = EngineConfig::new(MAC, ip);
+    // One machine, sub-millisecond RTTs: a short minimum RTO keeps loss tests quick.
+    c.control.rto_min = Duration::from_millis(20);
+    c.control.time_wait = Duration::from_millis(100);
+    c
+}
+
+fn script(name: &str) -> String {
+    format!("{}/tests/scripts/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn python() -> &'static str {
+    if std::path::Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
+/// The engine's echo server on `port` until one connection has closed.
+fn echo_server<P: Port + 'static>(rt: &Runtime<P>, port: u16) -> std::thread::JoinHandle<u64> {
+    let l = rt.host().listen(port, 4).expect("listen");
+    std::thread::spawn(move || {
+        let mut s = l.accept().expect("accept");
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0u64;
+        loop {
+            let k = s.read(&mut buf).expect("read");
+            if k == 0 {
+                break;
+            }
+            n += k as u64;
+            s.write_all(&buf[..k]).expect("write");
+        }
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        s.wait_closed(Some(Duration::from_secs(10)));
+        n
+    })
+}
+
+/// Linux client in `ns` against the engine's echo server.
+fn linux_client_against_engine<P: Port + 'static>(
+    rt: Runtime<P>,
+    ns: &Netns,
+    ip: Ipv4Addr,
+) -> Engine<P> {
+    let srv = echo_server(&rt, 7);
+    let (ip_s, n_s) = (ip.to_string(), MIB64.to_string());
+    let out = run(&ns.exec(&[python(), &script("echo_client.py"), &ip_s, "7", &n_s]));
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "Linux client: {text}");
+    assert!(text.contains(" ok"), "{text}");
+    assert_eq!(srv.join().unwrap(), MIB64);
+    rt.stop()
+}
+
+/// The engine's client against a Linux echo server in `ns`.
+fn engine_client_against_linux<P: Port + 'static>(
+    rt: Runtime<P>,
+    ns: &Netns,
+    linux_ip: Ipv4Addr,
+) -> Engine<P> {
+    let ip_s = linux_ip.to_string();
+    let mut server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            python(),
+            &script("echo_server.py"),
+            &ip_s,
+            "9000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("Linux echo server");
+    // Wait until it listens.
+    let mut line = String::new();
+    use std::io::BufRead;
+    let mut server_out = std::io::BufReader::new(server.stdout.take().unwrap());
+    server_out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "listening");
+    let mut s = rt
+        .host()
+        .connect_blocking(SocketAddrV4::new(linux_ip, 9000), Duration::from_secs(10))
+        .expect("connect to Linux");
+    s.set_nonblocking(true);
+    let mut src = Source::new(77, MIB64);
+    let mut sink = Sink::default();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut closed = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while !sink.eof {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "transfer stalled at {} bytes",
+            sink.received
+        );
+        let mut progress = false;
+        let data = src.pending();
+        if !data.is_empty() {
+            match s.write(data) {
+                Ok(n) => {
+                    src.consume(n);
+                    progress = true;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => panic!("write: {e}"),
+            }
+        } else if !closed {
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            closed = true;
+        }
+        match s.read(&mut buf) {
+            Ok(0) => sink.eof = true,
+            Ok(n) => {
+                sink.take(&buf[..n]);
+                progress = true;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => panic!("read: {e}"),
+        }
+        if !progress {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+    assert_eq!(sink.received, MIB64);
+    assert_eq!(sink.digest(), src.digest(), "echo from Linux differs");
+    let mut rest = String::new();
+    server_out.read_to_string(&mut rest).unwrap();
+    let status = server.wait().unwrap();
+    assert!(status.success(), "Linux server: {rest}");
+    assert!(rest.contains(&format!("echoed {MIB64}")), "{rest}");
+    drop(s);
+    rt.stop()
+}
+
+fn af_packet_engine(lab: &VethLab) -> Runtime<AfPacketPort> {
+    let ifname = lab.engine_if.clone();
+    let port = in_netns(&lab.engine.0, move || AfPacketPort::open(&ifname, MAC))
+        .expect("AF_PACKET socket");
+    Runtime::spawn(
+        Engine::new(config(lab.engine_ip), port).unwrap(),
+        SystemClock::new(),
+    )
+    .unwrap()
+}
+
+fn tap_engine(lab: &TapLab) -> Runtime<TapPort> {
+    let name = lab.tap.clone();
+    let port = in_netns(&lab.ns.0, move || TapPort::open(&name)).expect("TAP device");
+    Runtime::spawn(
+        Engine::new(config(lab.engine_ip), port).unwrap(),
+        SystemClock::new(),
+    )
+    .unwrap()
+}
+
+fn retransmissions<P: Port>(e: &Engine<P>) -> u64 {
+    let r = e.retransmissions();
+    r.fast + r.timeout
+}
+
+#[test]
+fn af_packet_linux_client_echo() {
+    let Some(lab) = VethLab::new() else { return };
+    let e = linux_client_against_engine(af_packet_engine(&lab), &lab.linux, lab.engine_ip);
+    eprintln!("{}", e.stats());
+}
+
+#[test]
+fn af_packet_engine_client_linux_server() {
+    let Some(lab) = VethLab::new() else { return };
+    let e = engine_client_against_linux(af_packet_engine(&lab), &lab.linux, lab.linux_ip);
+    eprintln!("{}", e.stats());
+}
+
+#[test]
+fn af_packet_with_one_percent_loss() {
+    let Some(lab) = VethLab::new() else { return };
+    linux_loss(&lab.linux, 10);
+    let e = linux_client_against_engine(af_packet_engine(&lab), &lab.linux, lab.engine_ip);
+    assert!(retransmissions(&e) > 0, "{}", e.stats());
+    drop(e);
+    let e2 = engine_client_against_linux(af_packet_engine(&lab), &lab.linux, lab.linux_ip);
+    assert!(retransmissions(&e2) > 0, "{}", e2.stats());
+    assert!(linux_loss_count(&lab.linux) > 0);
+}
+
+#[test]
+fn tap_linux_client_echo() {
+    let Some(lab) = TapLab::new() else { return };
+    let e = linux_client_against_engine(tap_engine(&lab), &lab.ns, lab.engine_ip);
+    eprintln!("{}", e.stats());
+}
+
+#[test]
+fn tap_engine_client_linux_server() {
+    let Some(lab) = TapLab::new() else { return };
+    let e = engine_client_against_linux(tap_engine(&lab), &lab.ns, lab.linux_ip);
+    eprintln!("{}", e.stats());
+}
+
+#[test]
+fn tap_with_one_percent_loss() {
+    let Some(lab) = TapLab::new() else { return };
+    linux_loss(&lab.ns, 10);
+    let e = linux_client_against_engine(tap_engine(&lab), &lab.ns, lab.engine_ip);
+    assert!(retransmissions(&e) > 0, "{}", e.stats());
+    drop(e);
+    let e2 = engine_client_against_linux(tap_engine(&lab), &lab.ns, lab.linux_ip);
+    assert!(retransmissions(&e2) > 0, "{}", e2.stats());
+}
+
+#[test]
+fn capture_has_no_malformed_packets_or_bad_checksums() {
+    if !available(&["tcpdump", "tshark"]) {
+        return;
+    }
+    let Some(lab) = VethLab::new() else { return };
+    let pcap = std::env::temp_dir().join(format!("{}.pcap", lab.linux.0));
+    let pcap_s = pcap.to_string_lossy().into_owned();
+    let mut dump = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.linux.0,
+            "tcpdump",
+            "-U",
+            "-n",
+            "-s",
+            "0",
+            "-i",
+            &lab.linux_if,
+            "-w",
+            &pcap_s,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tcpdump");
+    std::thread::sleep(Duration::from_millis(500));
+    let rt = af_packet_engine(&lab);
+    let srv = echo_server(&rt, 7);
+    let n = (4u64 << 20).to_string();
+    let ip = lab.engine_ip.to_string();
+    let out = run(&lab
+        .linux
+        .exec(&[python(), &script("echo_client.py"), &ip, "7", &n]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    srv.join().unwrap();
+    rt.stop();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = dump.kill();
+    let _ = dump.wait();
+    let total = sh(&[
+        "tshark",
+        "-r",
+        &pcap_s,
+        "-T",
+        "fields",
+        "-e",
+        "frame.number",
+    ])
+    .lines()
+    .count();
+    let bad = sh(&[
+        "tshark",
+        "-r",
+        &pcap_s,
+        "-o",
+        "ip.check_checksum:TRUE",
+        "-o",
+        "tcp.check_checksum:TRUE",
+        "-Y",
+        "_ws.malformed || ip.checksum.status == 0 || tcp.checksum.status == 0",
+    ]);
+    let _ = std::fs::remove_file(&pcap);
+    assert!(total > 3000, "capture too small: {total} frames");
+    assert!(bad.trim().is_empty(), "tshark found problems:\n{bad}");
+}
