@@ -133,6 +133,10 @@ pub struct Waiter {
 impl Waiter {
     /// Wake every waiting thread.
     pub fn wake(&self) {
+        // The state change that prompted this call (a ring position, a flag) may still sit in
+        // the store buffer; without a full fence the load below could see no waiter while the
+        // waiter sees the old state, and the wake-up would be lost (store-load reordering).
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self.waiting.load(Ordering::SeqCst) > 0 {
             let mut e = self.epoch.lock().unwrap_or_else(|p| p.into_inner());
             *e += 1;

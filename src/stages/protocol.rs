@@ -284,9 +284,15 @@ impl TcpState {
                     self.cwnd = self.ssthresh;
                 }
             } else if self.cwnd < self.ssthresh {
-                self.cwnd = self.cwnd.saturating_add(data_acked.min(self.mss as u32));
+                // Slow start counts acknowledged bytes (RFC 3465): ACKs that cover a whole
+                // burst (the receiver's per-burst policy) grow the window as much as one ACK
+                // per segment would.
+                self.cwnd = self
+                    .cwnd
+                    .saturating_add(data_acked)
+                    .min(self.ssthresh.max(self.cwnd));
             } else {
-                let inc = ((self.mss as u64 * self.mss as u64) / self.cwnd.max(1) as u64).max(1);
+                let inc = ((self.mss as u64 * data_acked as u64) / self.cwnd.max(1) as u64).max(1);
                 self.cwnd = self.cwnd.saturating_add(inc as u32);
             }
             if self.rtt_start != 0 && seq::gt(ack, self.rtt_seq) {
