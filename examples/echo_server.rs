@@ -99,8 +99,12 @@ impl<P: Port + 'static> Running<P> {
     }
 }
 
-fn start<P: Port + 'static>(cfg: EngineConfig, port: P, cores: usize) -> Running<P> {
-    let clock = SystemClock::new();
+fn start<P: Port + 'static>(
+    cfg: EngineConfig,
+    port: P,
+    cores: usize,
+    clock: SystemClock,
+) -> Running<P> {
     if cores == 0 {
         Running::Inline(
             Runtime::spawn(Engine::new(cfg, port).expect("engine"), clock).expect("runtime"),
@@ -134,7 +138,7 @@ fn serve<P: Port + 'static>(
     stop: Arc<AtomicBool>,
     client: Option<Box<dyn FnOnce(Arc<AtomicBool>) + Send>>,
 ) {
-    let running = start(cfg, port, args.cores);
+    let running = start(cfg, port, args.cores, SystemClock::new());
     let listener = running.host().listen(args.port, 128).expect("listen");
     let bytes = Arc::new(AtomicU64::new(0));
     let conns = Arc::new(AtomicU64::new(0));

@@ -9,7 +9,9 @@
 //!
 //! Each direction is a queue ordered by delivery time. A sent frame is copied once into the
 //! link (as a wire would), then lost, duplicated, delayed or held back for reordering as the
-//! [`Impairments`] of that direction say. Both ends are [`Port`]s; a [`MemPort`] is also a
+//! [`Impairments`] of that direction say. Delivery times come from the sender's clock, so
+//! with latency, rate limits or reordering both ends must read the same clock; a perfect link
+//! delivers at once. Both ends are [`Port`]s; a [`MemPort`] is also a
 //! `smoltcp::phy::Device`, so a smoltcp interface can sit on the other end.
 
 use std::cmp::Reverse;
@@ -78,8 +80,10 @@ impl Lane {
     fn offer(&mut self, now: Instant, data: &[u8]) {
         self.stats.sent += 1;
         if self.imp.is_perfect() {
+            // Deliverable at once, whatever the receiver's clock says (the two ends may use
+            // clocks with different origins).
             let v = self.buffer(data);
-            self.push_at(now.micros(), v);
+            self.push_at(0, v);
             return;
         }
         if self.rng.chance(self.imp.loss) {
