@@ -44,6 +44,7 @@ fn echo_many(topology: Topology, conns: usize, bytes: usize) -> flextoe::pipelin
     let mut buf = vec![0u8; 65536];
     let wall = std::time::Instant::now();
     let mut saw_running_stats = false;
+    let topology = topology.clone();
     while back.iter().map(Vec::len).sum::<usize>() < conns * bytes {
         assert!(wall.elapsed() < Duration::from_secs(120), "stalled");
         clock.advance_to(flextoe::time::Instant::ZERO + wall.elapsed());
@@ -83,7 +84,7 @@ fn echo_many(topology: Topology, conns: usize, bytes: usize) -> flextoe::pipelin
                 back[c].extend_from_slice(&buf[..n]);
             }
         }
-        if !saw_running_stats && back.iter().any(|b| b.len() > bytes / 2) {
+        if !saw_running_stats && back.iter().any(|b| !b.is_empty()) {
             // Statistics are readable while the runtime runs.
             let st = server.stats();
             let proto_in: u64 = st
@@ -105,6 +106,18 @@ fn echo_many(topology: Topology, conns: usize, bytes: usize) -> flextoe::pipelin
     }
     for c in 0..conns {
         assert!(back[c] == payload[c], "connection {c}: echo differs");
+    }
+    // The runtime is still running: its statistics must become readable.
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while !saw_running_stats && std::time::Instant::now() < until {
+        let st = server.stats();
+        saw_running_stats = st.tasks.len() == topology.tasks().len()
+            && st
+                .tasks
+                .iter()
+                .flat_map(|t| &t.stages)
+                .any(|(n, s)| *n == "protocol" && s.items_in > 0);
+        std::thread::sleep(Duration::from_millis(1));
     }
     assert!(saw_running_stats, "no statistics while running");
     server.stop()

@@ -1112,7 +1112,7 @@ impl Threaded {
                             busy |= t.run(now);
                         }
                         polls += 1;
-                        if polls.is_multiple_of(256) {
+                        if polls.is_multiple_of(64) {
                             for t in tasks.iter_mut() {
                                 t.report();
                             }
