@@ -59,16 +59,8 @@ fn ack_every_segment_policy() {
     // Three segments in one burst: one ACK each.
     let (s, a) = (t.peer_seq, t.engine_seq);
     for i in 0..3u32 {
-        let r = t.repr(PSH | ACK, s + i * 10, Some(a), &[7u8; 10]);
-        let ep = flextoe::wire::Endpoints {
-            src_mac: MAC_B,
-            dst_mac: MAC_A,
-            src_ip: IP_B,
-            dst_ip: IP_A,
-        };
-        let mut buf = vec![0u8; 200];
-        let n = flextoe::wire::emit_tcp(&mut buf, &ep, &r).unwrap();
-        t.wire.send_bytes(t.clock.now(), &buf[..n]);
+        let f = t.frame(&t.repr(PSH | ACK, s + i * 10, Some(a), &[7u8; 10]));
+        t.inject(&f);
     }
     let acks = t.recv();
     assert_eq!(
@@ -83,23 +75,14 @@ fn ack_per_burst_policy_coalesces() {
     t.accept_established();
     let (s, a) = (t.peer_seq, t.engine_seq);
     for i in 0..3u32 {
-        let r = t.repr(PSH | ACK, s + i * 10, Some(a), &[7u8; 10]);
-        let ep = flextoe::wire::Endpoints {
-            src_mac: MAC_B,
-            dst_mac: MAC_A,
-            src_ip: IP_B,
-            dst_ip: IP_A,
-        };
-        let mut buf = vec![0u8; 200];
-        let n = flextoe::wire::emit_tcp(&mut buf, &ep, &r).unwrap();
-        t.wire.send_bytes(t.clock.now(), &buf[..n]);
+        let f = t.frame(&t.repr(PSH | ACK, s + i * 10, Some(a), &[7u8; 10]));
+        t.inject(&f);
     }
     let acks = t.recv();
     assert_eq!(acks.len(), 1);
     assert_eq!(acks[0].ack, s + 30);
 }
 
-use flextoe::time::Clock;
 
 #[test]
 fn timestamps_are_echoed() {
@@ -139,19 +122,11 @@ fn congestion_experienced_is_echoed_as_ece() {
     let mut t = Script::new(config());
     t.accept_established();
     let (s, a) = (t.peer_seq, t.engine_seq);
-    let r = t.repr(PSH | ACK, s, Some(a), b"marked");
-    let ep = flextoe::wire::Endpoints {
-        src_mac: MAC_B,
-        dst_mac: MAC_A,
-        src_ip: IP_B,
-        dst_ip: IP_A,
-    };
-    let mut buf = vec![0u8; 200];
-    let n = flextoe::wire::emit_tcp(&mut buf, &ep, &r).unwrap();
+    let mut f = t.frame(&t.repr(PSH | ACK, s, Some(a), b"marked"));
     // Set ECN = CE (3) in the IP header and fix its checksum.
-    buf[flextoe::wire::ETH_HDR + 1] |= 3;
-    flextoe::wire::fill_checksums(&mut buf[..n]);
-    t.wire.send_bytes(t.clock.now(), &buf[..n]);
+    f[flextoe::wire::ETH_HDR + 1] |= 3;
+    flextoe::wire::fill_checksums(&mut f);
+    t.inject(&f);
     let ack = t.recv_one();
     assert!(ack.has(ECE), "{ack:?}");
 }

@@ -145,7 +145,8 @@ impl Script {
         }
     }
 
-    pub fn send_repr(&mut self, repr: &TcpRepr<'_>) {
+    /// The frame the peer would put on the wire for `repr`.
+    pub fn frame(&self, repr: &TcpRepr<'_>) -> Vec<u8> {
         let ep = Endpoints {
             src_mac: MAC_B,
             dst_mac: MAC_A,
@@ -154,7 +155,18 @@ impl Script {
         };
         let mut buf = vec![0u8; 2048];
         let n = wire::emit_tcp(&mut buf, &ep, repr).expect("fits");
-        self.wire.send_bytes(self.clock.now(), &buf[..n]);
+        buf.truncate(n);
+        buf
+    }
+
+    /// Put a frame on the wire towards the engine without polling it (to build bursts).
+    pub fn inject(&mut self, frame: &[u8]) {
+        self.wire.send_bytes(self.clock.now(), frame);
+    }
+
+    pub fn send_repr(&mut self, repr: &TcpRepr<'_>) {
+        let f = self.frame(repr);
+        self.inject(&f);
         self.poll();
     }
 
