@@ -382,6 +382,29 @@ pub fn byte_ring(capacity: usize) -> (RingWriter, RingReader) {
     )
 }
 
+/// A read-only view of a ring's positions, for a stage that must know how far the
+/// application has written or read without touching the bytes.
+#[derive(Clone)]
+pub struct RingObserver {
+    shared: Arc<RingShared>,
+}
+
+impl RingObserver {
+    /// The writer's published end.
+    pub fn head(&self) -> u64 {
+        self.shared.head.load(Ordering::Acquire)
+    }
+
+    /// The reader's released position (the published end once the reader is gone).
+    pub fn tail(&self) -> u64 {
+        if self.shared.reader_closed.load(Ordering::Acquire) {
+            self.head()
+        } else {
+            self.shared.tail.load(Ordering::Acquire)
+        }
+    }
+}
+
 /// The producing end of a byte ring. It may write anywhere in `[head, tail + capacity)`, and
 /// makes bytes readable by moving `head` forward with [`publish`](Self::publish).
 pub struct RingWriter {
@@ -393,6 +416,13 @@ impl RingWriter {
     /// Ring size in bytes.
     pub fn capacity(&self) -> usize {
         self.shared.cap() as usize
+    }
+
+    /// A read-only view of this ring's positions.
+    pub fn observer(&self) -> RingObserver {
+        RingObserver {
+            shared: self.shared.clone(),
+        }
     }
 
     /// The published end: bytes before it are readable.
@@ -481,6 +511,13 @@ impl RingReader {
     /// The writer's published end.
     pub fn head(&self) -> u64 {
         self.shared.head.load(Ordering::Acquire)
+    }
+
+    /// A read-only view of this ring's positions.
+    pub fn observer(&self) -> RingObserver {
+        RingObserver {
+            shared: self.shared.clone(),
+        }
     }
 
     /// The released position: bytes before it are gone.

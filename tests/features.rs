@@ -83,7 +83,6 @@ fn ack_per_burst_policy_coalesces() {
     assert_eq!(acks[0].ack, s + 30);
 }
 
-
 #[test]
 fn timestamps_are_echoed() {
     let mut t = Script::new(config());

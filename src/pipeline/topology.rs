@@ -11,8 +11,11 @@ pub enum TaskRef {
     Io,
     /// Preprocess replica `n`.
     Preprocess(usize),
-    /// Flow group `n`: ingress reorder, protocol, place, scheduler, notify.
+    /// Flow group `n`: ingress reorder, protocol, scheduler.
     Group(usize),
+    /// Place replica `n`: payload between frames and connection rings, notifications, for
+    /// the connections whose flow id is `n` modulo the number of place replicas.
+    Place(usize),
     /// Postprocess replica `n`: headers, checksums, egress tags.
     Postprocess(usize),
 }
@@ -35,6 +38,8 @@ pub struct Topology {
     pub postprocess: usize,
     /// Flow groups (a power of two), one protocol worker each.
     pub flow_groups: usize,
+    /// Place replicas (each owns the rings of its share of the connections).
+    pub place: usize,
     /// Worker threads.
     pub workers: Vec<WorkerSpec>,
     /// Slots of every stage-to-stage ring.
@@ -65,13 +70,15 @@ impl Topology {
         let mut v = vec![TaskRef::Io];
         v.extend((0..self.preprocess).map(TaskRef::Preprocess));
         v.extend((0..self.flow_groups).map(TaskRef::Group));
+        v.extend((0..self.place).map(TaskRef::Place));
         v.extend((0..self.postprocess).map(TaskRef::Postprocess));
         v
     }
 
     /// Check counts and that every task runs on exactly one worker.
     pub fn validate(&self) -> Result<(), TopologyError> {
-        if self.preprocess == 0 || self.postprocess == 0 || self.flow_groups == 0 {
+        if self.preprocess == 0 || self.postprocess == 0 || self.flow_groups == 0 || self.place == 0
+        {
             return Err(TopologyError::Counts(
                 "every stage needs at least one instance",
             ));
@@ -104,11 +111,12 @@ impl Topology {
         Ok(())
     }
 
-    /// Spread `tasks` over `threads` workers round-robin, pinned to cores `0..threads` when
-    /// `pin`.
+    /// Spread the tasks over `threads` workers round-robin (I/O first, then the flow groups,
+    /// then the replicas), pinned to cores `0..threads` when `pin`.
     pub fn with_counts(
         preprocess: usize,
         flow_groups: usize,
+        place: usize,
         postprocess: usize,
         threads: usize,
         pin: bool,
@@ -117,6 +125,7 @@ impl Topology {
             preprocess,
             postprocess,
             flow_groups,
+            place,
             workers: Vec::new(),
             ring_size: 1024,
             reorder_window: 1024,
@@ -134,8 +143,9 @@ impl Topology {
         let mut order = vec![TaskRef::Io];
         order.extend((0..flow_groups).map(TaskRef::Group));
         let p = (0..preprocess).map(TaskRef::Preprocess);
+        let d = (0..place).map(TaskRef::Place);
         let q = (0..postprocess).map(TaskRef::Postprocess);
-        order.extend(p.chain(q));
+        order.extend(p.chain(d).chain(q));
         for (i, task) in order.into_iter().enumerate() {
             t.workers[i % threads].tasks.push(task);
         }
@@ -144,34 +154,37 @@ impl Topology {
 
     /// All tasks on one thread (useful for tests and as a baseline).
     pub fn single_thread() -> Self {
-        Self::with_counts(1, 1, 1, 1, false)
+        Self::with_counts(1, 1, 1, 1, 1, false)
     }
 
-    /// x86 with `cores` worker threads: for 2, two workers each running one preprocess and
-    /// one postprocess replica, with the I/O task on the first and the flow group on the
-    /// second; for more, roughly a quarter of the workers as flow groups and the rest split
-    /// between preprocess and postprocess. Threads are not pinned (applications usually share
-    /// the machine); see [`pinned`](Self::pinned).
+    /// x86 with `cores` worker threads: for 2, the I/O task with one preprocess and one
+    /// postprocess replica on the first worker, the flow group with the other preprocess and
+    /// postprocess replicas and the place replica on the second; for more, roughly a quarter
+    /// of the workers as flow groups, as many place replicas, and the rest split between
+    /// preprocess and postprocess. Threads are not pinned (applications usually share the
+    /// machine); see [`pinned`](Self::pinned).
     pub fn x86(cores: usize) -> Self {
         let cores = cores.max(1);
         if cores == 1 {
-            return Self::with_counts(1, 1, 1, 1, false);
+            return Self::with_counts(1, 1, 1, 1, 1, false);
         }
         if cores == 2 {
-            let mut t = Self::with_counts(2, 1, 2, 2, false);
+            let mut t = Self::with_counts(2, 1, 1, 2, 2, false);
             t.workers[0].tasks = vec![TaskRef::Io, TaskRef::Preprocess(0), TaskRef::Postprocess(0)];
             t.workers[1].tasks = vec![
                 TaskRef::Group(0),
                 TaskRef::Preprocess(1),
+                TaskRef::Place(0),
                 TaskRef::Postprocess(1),
             ];
             return t;
         }
         let groups = prev_power_of_two((cores / 4).max(1));
-        let rest = cores - 1 - groups;
-        let pre = rest.div_ceil(2).max(1);
-        let post = (rest - rest.div_ceil(2)).max(1);
-        Self::with_counts(pre, groups, post, cores, false)
+        let place = groups;
+        let rest = cores.saturating_sub(1 + groups + place).max(2);
+        let pre = rest.div_ceil(2);
+        let post = (rest - pre).max(1);
+        Self::with_counts(pre, groups, place, post, cores, false)
     }
 
     /// Pin worker `i` to core `first + i` (for machines whose cores are reserved for the
@@ -184,15 +197,15 @@ impl Topology {
     }
 
     /// BlueField-2: 8 Arm cores, reserved for the data path. One I/O core, 2 flow groups,
-    /// 3 preprocess and 2 postprocess replicas, one pinned thread per task.
+    /// 2 preprocess, 2 place and 1 postprocess replicas, one pinned thread per task.
     pub fn bluefield2() -> Self {
-        Self::with_counts(3, 2, 2, 8, true)
+        Self::with_counts(2, 2, 2, 1, 8, true)
     }
 
     /// BlueField-3: 16 Arm cores, reserved for the data path. One I/O core, 4 flow groups,
-    /// 6 preprocess and 5 postprocess replicas, one pinned thread per task.
+    /// 4 preprocess, 4 place and 3 postprocess replicas, one pinned thread per task.
     pub fn bluefield3() -> Self {
-        Self::with_counts(6, 4, 5, 16, true)
+        Self::with_counts(4, 4, 4, 3, 16, true)
     }
 }
 
