@@ -166,6 +166,51 @@ fn publish<T: Clone>(slot: &Shared<T>, v: &T) {
     *slot.lock().unwrap_or_else(|p| p.into_inner()) = v.clone();
 }
 
+/// What every task keeps for its statistics: who it is, where it runs, how often it found
+/// work, and the slot its reports go to.
+struct Meta {
+    task: TaskRef,
+    worker: usize,
+    polls: u64,
+    busy: u64,
+    slot: Shared<TaskReport>,
+}
+
+impl Meta {
+    /// A task's bookkeeping; its report slot joins `reports`.
+    fn new(task: TaskRef, worker: usize, reports: &mut Vec<Shared<TaskReport>>) -> Self {
+        let slot = Arc::new(Mutex::new(TaskReport::default()));
+        reports.push(slot.clone());
+        Meta {
+            task,
+            worker,
+            polls: 0,
+            busy: 0,
+            slot,
+        }
+    }
+
+    fn publish(
+        &self,
+        stages: Vec<(&'static str, StageStats)>,
+        rings: Vec<(&'static str, usize, usize)>,
+        reorder: Vec<crate::reorder::ReorderStats>,
+    ) {
+        publish(
+            &self.slot,
+            &TaskReport {
+                task: Some(self.task),
+                worker: self.worker,
+                polls: self.polls,
+                busy_polls: self.busy,
+                stages,
+                rings,
+                reorder,
+            },
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Messages
 // ---------------------------------------------------------------------------------------
@@ -223,11 +268,7 @@ struct PreTask {
     punts: Producer<Punt>,
     pending_punts: Vec<Punt>,
     batch: Vec<PreIn>,
-    polls: u64,
-    busy: u64,
-    report: Shared<TaskReport>,
-    me: TaskRef,
-    worker: usize,
+    meta: Meta,
 }
 
 impl PreTask {
@@ -249,7 +290,7 @@ impl PreTask {
 
 impl Task for PreTask {
     fn run(&mut self, _now: Instant) -> bool {
-        self.polls += 1;
+        self.meta.polls += 1;
         while let Ok(m) = self.ctl.try_recv() {
             match m {
                 PreCtl::Install(t, id, g) => {
@@ -264,14 +305,14 @@ impl Task for PreTask {
         }
         // Backpressure: nothing new until the last outputs are out.
         if !self.flush() {
-            self.busy += 1;
+            self.meta.busy += 1;
             return true;
         }
         self.batch.clear();
         if self.input.pop_burst(&mut self.batch, BURST) == 0 {
             return false;
         }
-        self.busy += 1;
+        self.meta.busy += 1;
         self.pre.note_burst();
         let mut last = 0;
         for m in self.batch.drain(..) {
@@ -299,17 +340,10 @@ impl Task for PreTask {
     }
 
     fn report(&mut self) {
-        publish(
-            &self.report,
-            &TaskReport {
-                task: Some(self.me),
-                worker: self.worker,
-                polls: self.polls,
-                busy_polls: self.busy,
-                stages: vec![(self.pre.name(), self.pre.stats().clone())],
-                rings: vec![("input", self.input.len(), self.input.capacity())],
-                reorder: Vec::new(),
-            },
+        self.meta.publish(
+            vec![(self.pre.name(), self.pre.stats().clone())],
+            vec![("input", self.input.len(), self.input.capacity())],
+            Vec::new(),
         );
     }
 }
@@ -333,11 +367,7 @@ struct GroupTask {
     egress_seq: u64,
     work: Vec<ProtoWork>,
     results: Vec<ProtoResult>,
-    polls: u64,
-    busy: u64,
-    report: Shared<TaskReport>,
-    me: TaskRef,
-    worker: usize,
+    meta: Meta,
 }
 
 impl GroupTask {
@@ -430,9 +460,9 @@ impl GroupTask {
 
 impl Task for GroupTask {
     fn run(&mut self, now: Instant) -> bool {
-        self.polls += 1;
+        self.meta.polls += 1;
         if !self.flush() {
-            self.busy += 1;
+            self.meta.busy += 1;
             return true;
         }
         let mut busy = false;
@@ -469,7 +499,7 @@ impl Task for GroupTask {
         }
         self.flush();
         if busy {
-            self.busy += 1;
+            self.meta.busy += 1;
         }
         busy
     }
@@ -479,20 +509,13 @@ impl Task for GroupTask {
         for c in &self.from_pre {
             rings.push(("from_pre", c.len(), c.capacity()));
         }
-        publish(
-            &self.report,
-            &TaskReport {
-                task: Some(self.me),
-                worker: self.worker,
-                polls: self.polls,
-                busy_polls: self.busy,
-                stages: vec![
-                    (self.proto.name(), self.proto.stats().clone()),
-                    (self.sched.name(), self.sched.stats().clone()),
-                ],
-                rings,
-                reorder: vec![self.merge.stats()],
-            },
+        self.meta.publish(
+            vec![
+                (self.proto.name(), self.proto.stats().clone()),
+                (self.sched.name(), self.sched.stats().clone()),
+            ],
+            rings,
+            vec![self.merge.stats()],
         );
     }
 }
@@ -514,11 +537,7 @@ struct PlaceTask {
     batch: Vec<(u64, ProtoResult)>,
     results: Vec<ProtoResult>,
     seqs: Vec<u64>,
-    polls: u64,
-    busy: u64,
-    report: Shared<TaskReport>,
-    me: TaskRef,
-    worker: usize,
+    meta: Meta,
 }
 
 impl PlaceTask {
@@ -558,9 +577,9 @@ impl PlaceTask {
 
 impl Task for PlaceTask {
     fn run(&mut self, now: Instant) -> bool {
-        self.polls += 1;
+        self.meta.polls += 1;
         if !self.flush() {
-            self.busy += 1;
+            self.meta.busy += 1;
             return true;
         }
         let mut busy = false;
@@ -586,30 +605,22 @@ impl Task for PlaceTask {
             self.flush();
         }
         if busy {
-            self.busy += 1;
+            self.meta.busy += 1;
         }
         busy
     }
 
     fn report(&mut self) {
-        publish(
-            &self.report,
-            &TaskReport {
-                task: Some(self.me),
-                worker: self.worker,
-                polls: self.polls,
-                busy_polls: self.busy,
-                stages: vec![
-                    (self.place.name(), self.place.stats().clone()),
-                    (self.notify.name(), self.notify.stats().clone()),
-                ],
-                rings: self
-                    .from_group
-                    .iter()
-                    .map(|c| ("from_group", c.len(), c.capacity()))
-                    .collect(),
-                reorder: Vec::new(),
-            },
+        self.meta.publish(
+            vec![
+                (self.place.name(), self.place.stats().clone()),
+                (self.notify.name(), self.notify.stats().clone()),
+            ],
+            self.from_group
+                .iter()
+                .map(|c| ("from_group", c.len(), c.capacity()))
+                .collect(),
+            Vec::new(),
         );
     }
 }
@@ -630,16 +641,12 @@ struct PostTask {
     tags: Vec<(u16, u64)>,
     items: Vec<ProtoResult>,
     batch: Vec<Egress>,
-    polls: u64,
-    busy: u64,
-    report: Shared<TaskReport>,
-    me: TaskRef,
-    worker: usize,
+    meta: Meta,
 }
 
 impl Task for PostTask {
     fn run(&mut self, now: Instant) -> bool {
-        self.polls += 1;
+        self.meta.polls += 1;
         let mut busy = false;
         let mut stuck = false;
         for (outs, pend) in self.to_io.iter_mut().zip(self.pending.iter_mut()) {
@@ -651,7 +658,7 @@ impl Task for PostTask {
             }
         }
         if stuck {
-            self.busy += 1;
+            self.meta.busy += 1;
             return true;
         }
         for i in 0..self.from_place.len() {
@@ -695,27 +702,19 @@ impl Task for PostTask {
             }
         }
         if busy {
-            self.busy += 1;
+            self.meta.busy += 1;
         }
         busy
     }
 
     fn report(&mut self) {
-        publish(
-            &self.report,
-            &TaskReport {
-                task: Some(self.me),
-                worker: self.worker,
-                polls: self.polls,
-                busy_polls: self.busy,
-                stages: vec![(self.post.name(), self.post.stats().clone())],
-                rings: self
-                    .from_place
-                    .iter()
-                    .map(|c| ("from_place", c.len(), c.capacity()))
-                    .collect(),
-                reorder: Vec::new(),
-            },
+        self.meta.publish(
+            vec![(self.post.name(), self.post.stats().clone())],
+            self.from_place
+                .iter()
+                .map(|c| ("from_place", c.len(), c.capacity()))
+                .collect(),
+            Vec::new(),
         );
     }
 }
@@ -754,11 +753,8 @@ struct IoTask<P: Port> {
     batch: Vec<PreIn>,
     rx_frames: u64,
     tx_frames: u64,
-    polls: u64,
-    busy: u64,
-    report: Shared<TaskReport>,
+    meta: Meta,
     summary: Shared<IoSummary>,
-    worker: usize,
 }
 
 impl<P: Port> IoTask<P> {
@@ -862,7 +858,7 @@ impl<P: Port> IoTask<P> {
 
 impl<P: Port> Task for IoTask<P> {
     fn run(&mut self, now: Instant) -> bool {
-        self.polls += 1;
+        self.meta.polls += 1;
         let mut busy = false;
         self.control.poll_requests(now, &mut self.cout);
         // Ingress: number frames and deal bursts to the preprocess replicas.
@@ -960,7 +956,7 @@ impl<P: Port> Task for IoTask<P> {
             self.port.send(now, &self.arena, &mut self.tx);
         }
         if busy {
-            self.busy += 1;
+            self.meta.busy += 1;
         }
         busy
     }
@@ -975,17 +971,10 @@ impl<P: Port> Task for IoTask<P> {
                 rings.push(("from_post", c.len(), c.capacity()));
             }
         }
-        publish(
-            &self.report,
-            &TaskReport {
-                task: Some(TaskRef::Io),
-                worker: self.worker,
-                polls: self.polls,
-                busy_polls: self.busy,
-                stages: vec![("reinject", self.reinject.stats().clone())],
-                rings,
-                reorder: self.egress.iter().map(|r| r.stats()).collect(),
-            },
+        self.meta.publish(
+            vec![("reinject", self.reinject.stats().clone())],
+            rings,
+            self.egress.iter().map(|r| r.stats()).collect(),
         );
         publish(&self.summary, &self.summary());
     }
@@ -1033,7 +1022,6 @@ impl Threaded {
             topology.postprocess,
         );
         let rs = topology.ring_size;
-        let report = || Arc::new(Mutex::new(TaskReport::default()));
         let mut reports = Vec::new();
 
         // Rings: io -> pre; pre -> group (every pair); pre -> io (punts); io -> group (work);
@@ -1109,8 +1097,6 @@ impl Threaded {
         // Tasks.
         let mut tasks: Vec<(TaskRef, Box<dyn Task>)> = Vec::new();
         let summary = Arc::new(Mutex::new(IoSummary::default()));
-        let io_report = report();
-        reports.push(io_report.clone());
         tasks.push((
             TaskRef::Io,
             Box::new(IoTask {
@@ -1144,11 +1130,8 @@ impl Threaded {
                 batch: Vec::with_capacity(BURST),
                 rx_frames: 0,
                 tx_frames: 0,
-                polls: 0,
-                busy: 0,
-                report: io_report,
+                meta: Meta::new(TaskRef::Io, worker_of(TaskRef::Io), &mut reports),
                 summary: summary.clone(),
-                worker: worker_of(TaskRef::Io),
             }),
         ));
         for (r, ((input, to_group), (punts, ctl))) in pre_in
@@ -1157,8 +1140,6 @@ impl Threaded {
             .zip(punt_p.into_iter().zip(pre_ctl_rx))
             .enumerate()
         {
-            let rep = report();
-            reports.push(rep.clone());
             let me = TaskRef::Preprocess(r);
             tasks.push((
                 me,
@@ -1172,11 +1153,7 @@ impl Threaded {
                     punts,
                     pending_punts: Vec::new(),
                     batch: Vec::with_capacity(BURST),
-                    polls: 0,
-                    busy: 0,
-                    report: rep,
-                    me,
-                    worker: worker_of(me),
+                    meta: Meta::new(me, worker_of(me), &mut reports),
                 }),
             ));
         }
@@ -1187,8 +1164,6 @@ impl Threaded {
             .zip(group_to_place)
             .enumerate()
         {
-            let rep = report();
-            reports.push(rep.clone());
             let me = TaskRef::Group(g);
             tasks.push((
                 me,
@@ -1207,11 +1182,7 @@ impl Threaded {
                     egress_seq: 0,
                     work: Vec::with_capacity(BURST),
                     results: Vec::with_capacity(BURST),
-                    polls: 0,
-                    busy: 0,
-                    report: rep,
-                    me,
-                    worker: worker_of(me),
+                    meta: Meta::new(me, worker_of(me), &mut reports),
                 }),
             ));
         }
@@ -1222,8 +1193,6 @@ impl Threaded {
             .zip(place_ctl_rx)
             .enumerate()
         {
-            let rep = report();
-            reports.push(rep.clone());
             let me = TaskRef::Place(d);
             tasks.push((
                 me,
@@ -1240,11 +1209,7 @@ impl Threaded {
                     batch: Vec::with_capacity(BURST),
                     results: Vec::with_capacity(BURST),
                     seqs: Vec::with_capacity(BURST),
-                    polls: 0,
-                    busy: 0,
-                    report: rep,
-                    me,
-                    worker: worker_of(me),
+                    meta: Meta::new(me, worker_of(me), &mut reports),
                 }),
             ));
         }
@@ -1254,8 +1219,6 @@ impl Threaded {
             .zip(post_ctl_rx)
             .enumerate()
         {
-            let rep = report();
-            reports.push(rep.clone());
             let me = TaskRef::Postprocess(q);
             tasks.push((
                 me,
@@ -1271,11 +1234,7 @@ impl Threaded {
                     tags: Vec::with_capacity(BURST),
                     items: Vec::with_capacity(BURST),
                     batch: Vec::with_capacity(BURST),
-                    polls: 0,
-                    busy: 0,
-                    report: rep,
-                    me,
-                    worker: worker_of(me),
+                    meta: Meta::new(me, worker_of(me), &mut reports),
                 }),
             ));
         }
