@@ -485,6 +485,44 @@ mod established {
     }
 
     #[test]
+    fn window_counts_from_the_ack_that_carried_it() {
+        // The peer's pure ACKs run ahead of its retransmissions: a pure ACK carries
+        // sequence number S+3000 (data the engine has not received yet), then the peer
+        // retransmits from S with a newer acknowledgment and a smaller window. The newer
+        // window must win, and nothing may be sent past ack + window.
+        let mut t = script();
+        t.accept_established();
+        let (s, a) = (t.peer_seq, t.engine_seq);
+        let ahead = smoltcp::wire::TcpRepr {
+            window_len: 4000,
+            ..t.repr(ACK, s.wrapping_add(3000), Some(a), &[])
+        };
+        t.send_repr(&ahead);
+        t.recv();
+        t.stream().write_all(&[7u8; 4000]).unwrap();
+        let sent: usize = t.recv().iter().map(|x| x.payload.len()).sum();
+        assert_eq!(sent, 4000, "a 4000-byte window is filled");
+        let newer = smoltcp::wire::TcpRepr {
+            window_len: 1000,
+            ..t.repr(ACK | PSH, s, Some(a.wrapping_add(4000)), b"retransmitted")
+        };
+        t.send_repr(&newer);
+        t.stream().write_all(&[8u8; 8000]).unwrap();
+        let segs = t.recv();
+        let edge = a.wrapping_add(4000 + 1000);
+        for x in &segs {
+            let end = x.seq.wrapping_add(x.payload.len() as u32);
+            assert!(
+                (edge.wrapping_sub(end) as i32) >= 0,
+                "segment {}..{end} passes the window edge {edge}",
+                x.seq
+            );
+        }
+        let more: usize = segs.iter().map(|x| x.payload.len()).sum();
+        assert_eq!(more, 1000, "exactly the new window is used");
+    }
+
+    #[test]
     fn full_receive_buffer_closes_window_and_reading_reopens_it() {
         let mut t = script();
         t.accept_established();

@@ -202,9 +202,27 @@ impl TcpState {
         if self.has(F_RST) {
             return false;
         }
+        (self.unsent() > 0 && self.usable() > 0) || self.fin_due()
+    }
+
+    /// Right edge of the peer's window: the window counts from the acknowledgment number
+    /// of the segment that carried it (`snd_wl2`), not from today's `snd_una`. Counting
+    /// from `snd_una` would slide a stale window forward with every ACK that does not update
+    /// it and send past what the peer offered.
+    fn snd_edge(&self) -> u32 {
+        self.snd_wl2.wrapping_add(self.snd_wnd)
+    }
+
+    /// New data that the peer's window and the congestion window allow from `snd_nxt`.
+    fn usable(&self) -> u32 {
+        let edge = self.snd_edge();
+        let window_room = if seq::gt(edge, self.snd_nxt) {
+            edge.wrapping_sub(self.snd_nxt)
+        } else {
+            0
+        };
         let flight = self.snd_nxt.wrapping_sub(self.snd_una);
-        let usable = self.snd_wnd.min(self.cwnd).saturating_sub(flight);
-        (self.unsent() > 0 && usable > 0) || self.fin_due()
+        window_room.min(self.cwnd.saturating_sub(flight))
     }
 
     fn fin_due(&self) -> bool {
@@ -245,7 +263,7 @@ impl TcpState {
     fn finish(&self, r: &mut ProtoResult) {
         r.in_flight = self.in_flight();
         r.unsent = self.unsent();
-        r.peer_window_zero = self.snd_wnd == 0;
+        r.peer_window_zero = !seq::gt(self.snd_edge(), self.snd_una);
     }
 
     fn go_back_n(&mut self) {
@@ -374,16 +392,20 @@ impl TcpState {
             self.ts_recent = s.ts_val;
         }
         if seq::ge(s.ack, self.snd_una) {
+            let advanced = seq::gt(s.ack, self.snd_una);
             self.on_ack(s, now, r);
-            // Window update (RFC 9293 3.10.7.4).
-            if seq::lt(self.snd_wl1, s.seq)
+            // Window update (RFC 9293 3.10.7.4). An ACK that moves `snd_una` also carries a
+            // newer window even when its sequence number is older than `snd_wl1` (a
+            // retransmission from a peer whose pure ACKs ran ahead), as in Linux.
+            if advanced
+                || seq::lt(self.snd_wl1, s.seq)
                 || (self.snd_wl1 == s.seq && seq::le(self.snd_wl2, s.ack))
             {
-                let old = self.snd_wnd;
+                let old_edge = self.snd_edge();
                 self.snd_wnd = (s.win as u32) << self.snd_shift;
                 self.snd_wl1 = s.seq;
                 self.snd_wl2 = s.ack;
-                if self.snd_wnd > old && self.can_send() {
+                if seq::gt(self.snd_edge(), old_edge) && self.can_send() {
                     r.actions.set(Actions::SCHED);
                 }
             }
@@ -540,9 +562,7 @@ impl TcpState {
         if self.has(F_RST) {
             return;
         }
-        let flight = self.snd_nxt.wrapping_sub(self.snd_una);
-        let usable = self.snd_wnd.min(self.cwnd).saturating_sub(flight);
-        let n = self.unsent().min(usable).min(self.mss as u32);
+        let n = self.unsent().min(self.usable()).min(self.mss as u32);
         let seq_no = self.snd_nxt;
         let pos = self.ring_pos(seq_no);
         let mut fl = flags::ACK;
