@@ -138,7 +138,11 @@ fn engine_client_against_linux<P: Port + 'static>(
                     progress = true;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(e) => panic!("write: {e}"),
+                Err(e) => panic!(
+                    "write: {e} after {} bytes echoed\n{}",
+                    sink.received,
+                    rt.stop().stats()
+                ),
             }
         } else if !closed {
             s.shutdown(std::net::Shutdown::Write).unwrap();
@@ -151,7 +155,11 @@ fn engine_client_against_linux<P: Port + 'static>(
                 progress = true;
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-            Err(e) => panic!("read: {e}"),
+            Err(e) => panic!(
+                "read: {e} after {} bytes\n{}",
+                sink.received,
+                rt.stop().stats()
+            ),
         }
         if !progress {
             std::thread::sleep(Duration::from_micros(100));
@@ -180,13 +188,31 @@ fn af_packet_engine(lab: &VethLab) -> Runtime<AfPacketPort> {
 }
 
 fn tap_engine(lab: &TapLab) -> Runtime<TapPort> {
-    let name = lab.tap.clone();
-    let port = in_netns(&lab.ns.0, move || TapPort::open(&name)).expect("TAP device");
+    // A TAP device takes one reader. Our previous port's descriptor can live on for a moment
+    // in a child that another test is spawning (between its fork and its exec), so a busy
+    // device is retried briefly.
+    let mut tries = 0;
+    let port = loop {
+        let name = lab.tap.clone();
+        match in_netns(&lab.ns.0, move || TapPort::open(&name)) {
+            Ok(p) => break p,
+            Err(e) if e.raw_os_error() == Some(libc_ebusy()) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(40));
+            }
+            Err(e) => panic!("TAP device {}: {e}", lab.tap),
+        }
+    };
     Runtime::spawn(
         Engine::new(config(lab.engine_ip), port).unwrap(),
         SystemClock::new(),
     )
     .unwrap()
+}
+
+/// `EBUSY` on Linux.
+fn libc_ebusy() -> i32 {
+    16
 }
 
 fn retransmissions<P: Port>(e: &Engine<P>) -> u64 {
@@ -197,15 +223,15 @@ fn retransmissions<P: Port>(e: &Engine<P>) -> u64 {
 #[test]
 fn af_packet_linux_client_echo() {
     let Some(lab) = VethLab::new() else { return };
-    let e = linux_client_against_engine(af_packet_engine(&lab), &lab.linux, lab.engine_ip);
-    eprintln!("{}", e.stats());
+    let mut e = linux_client_against_engine(af_packet_engine(&lab), &lab.linux, lab.engine_ip);
+    eprintln!("{}\n{:?}", e.stats(), e.port_mut().stats());
 }
 
 #[test]
 fn af_packet_engine_client_linux_server() {
     let Some(lab) = VethLab::new() else { return };
-    let e = engine_client_against_linux(af_packet_engine(&lab), &lab.linux, lab.linux_ip);
-    eprintln!("{}", e.stats());
+    let mut e = engine_client_against_linux(af_packet_engine(&lab), &lab.linux, lab.linux_ip);
+    eprintln!("{}\n{:?}", e.stats(), e.port_mut().stats());
 }
 
 #[test]
