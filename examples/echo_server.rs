@@ -8,6 +8,8 @@
 //!     --backend tap --iface tap0 --netns lab --ip 10.82.0.2 --port 7
 //! cargo run --release --features af_packet --example echo_server -- \
 //!     --backend af-packet --iface vethb --netns lab --ip 10.81.0.2 --port 7 --cores 2
+//! cargo run --release --features af_xdp --example echo_server -- \
+//!     --backend af-xdp --iface vethb --netns lab --ip 10.81.0.2 --port 7
 //! ```
 //!
 //! `--cores 0` runs the inline runtime on one thread; `--cores N` the threaded runtime with
@@ -20,98 +22,26 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use flextoe::backends::mem::MemLink;
 use flextoe::backends::Port;
-use flextoe::host::{Host, Stream};
-use flextoe::pipeline::{Engine, EngineConfig, Runtime, Threaded, Topology};
+use flextoe::host::Stream;
+use flextoe::pipeline::{Engine, EngineConfig, Runtime};
 use flextoe::sim::Impairments;
 use flextoe::time::SystemClock;
 use flextoe::wire::MacAddr;
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Backend {
-    /// In-memory link, with a built-in client on the other end.
-    Mem,
-    /// TAP device (feature `tap`).
-    Tap,
-    /// AF_PACKET socket on an interface (feature `af_packet`).
-    AfPacket,
-}
+mod support;
+use support::{open_linux_port, Backend, NetArgs, Running};
 
 #[derive(Parser, Debug)]
 #[command(about = "TCP echo server on a flextoe engine")]
 struct Args {
-    /// Where frames come from.
-    #[arg(long, value_enum, default_value = "mem")]
-    backend: Backend,
-    /// Interface (TAP device or veth end) for tap / af-packet.
-    #[arg(long)]
-    iface: Option<String>,
-    /// Network namespace to open the interface in (as made by `ip netns add`).
-    #[arg(long)]
-    netns: Option<String>,
-    /// The engine's IPv4 address.
-    #[arg(long, default_value = "10.82.0.2")]
-    ip: Ipv4Addr,
-    /// The engine's MAC address.
-    #[arg(long, default_value = "02:66:74:6f:65:01")]
-    mac: String,
-    /// TCP port.
-    #[arg(long, default_value_t = 7)]
-    port: u16,
-    /// 0: inline runtime on one thread; N: threaded runtime with N workers.
-    #[arg(long, default_value_t = 0)]
-    cores: usize,
+    #[command(flatten)]
+    net: NetArgs,
     /// With `--backend mem`: MiB the built-in client sends (0 = until Ctrl-C).
     #[arg(long, default_value_t = 256)]
     mib: u64,
-}
-
-fn parse_mac(s: &str) -> Result<MacAddr, String> {
-    let v: Vec<u8> = s
-        .split(':')
-        .map(|x| u8::from_str_radix(x, 16).map_err(|e| format!("bad MAC {s}: {e}")))
-        .collect::<Result<_, _>>()?;
-    let a: [u8; 6] = v.try_into().map_err(|_| format!("bad MAC {s}"))?;
-    Ok(MacAddr(a))
-}
-
-/// Either runtime, behind one interface.
-enum Running<P: Port + 'static> {
-    Inline(Runtime<P>),
-    Threaded(Threaded),
-}
-
-impl<P: Port + 'static> Running<P> {
-    fn host(&self) -> Host {
-        match self {
-            Running::Inline(r) => r.host(),
-            Running::Threaded(t) => t.host(),
-        }
-    }
-
-    fn stop(self) -> String {
-        match self {
-            Running::Inline(r) => r.stop().stats().to_string(),
-            Running::Threaded(t) => t.stop().to_string(),
-        }
-    }
-}
-
-fn start<P: Port + 'static>(
-    cfg: EngineConfig,
-    port: P,
-    cores: usize,
-    clock: SystemClock,
-) -> Running<P> {
-    if cores == 0 {
-        Running::Inline(
-            Runtime::spawn(Engine::new(cfg, port).expect("engine"), clock).expect("runtime"),
-        )
-    } else {
-        Running::Threaded(Threaded::spawn(cfg, port, Topology::x86(cores), clock).expect("runtime"))
-    }
 }
 
 fn echo(mut s: Stream, bytes: Arc<AtomicU64>) {
@@ -138,20 +68,19 @@ fn serve<P: Port + 'static>(
     stop: Arc<AtomicBool>,
     client: Option<Box<dyn FnOnce(Arc<AtomicBool>) + Send>>,
 ) {
-    let running = start(cfg, port, args.cores, SystemClock::new());
-    let listener = running.host().listen(args.port, 128).expect("listen");
+    let net = &args.net;
+    let tcp_port = net.port.unwrap_or(7);
+    let running = Running::start(cfg, port, net.cores);
+    let listener = running.host().listen(tcp_port, 128).expect("listen");
     let bytes = Arc::new(AtomicU64::new(0));
     let conns = Arc::new(AtomicU64::new(0));
     eprintln!(
-        "echo server on {}:{} ({:?}, {} )",
-        args.ip,
-        args.port,
-        args.backend,
-        if args.cores == 0 {
-            "inline runtime".to_string()
-        } else {
-            format!("threaded runtime, {} workers", args.cores)
-        }
+        "echo server on {}:{} ({:?}, {}, {} workers)",
+        net.ip,
+        tcp_port,
+        net.backend,
+        running.describe(),
+        net.cores
     );
     let client = client.map(|c| {
         let s = stop.clone();
@@ -252,63 +181,18 @@ fn mem_client(
 
 fn main() {
     let args = Args::parse();
-    let mac = match parse_mac(&args.mac) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
-    };
     let stop = Arc::new(AtomicBool::new(false));
     {
         let s = stop.clone();
         ctrlc::set_handler(move || s.store(true, Ordering::Relaxed)).expect("Ctrl-C handler");
     }
-    let cfg = EngineConfig::new(mac, args.ip);
-    match args.backend {
-        Backend::Mem => {
-            let (a, b) = MemLink::pair(Impairments::none());
-            let client = mem_client(b, args.ip, args.port, args.mib);
-            serve(&args, cfg, a, stop, Some(client));
-        }
-        Backend::Tap => {
-            #[cfg(feature = "tap")]
-            {
-                let iface = args.iface.clone().expect("--iface is required for tap");
-                let open = move || flextoe::backends::tap::TapPort::open(&iface);
-                let port = match &args.netns {
-                    Some(ns) => flextoe::backends::netns::in_netns(ns, open),
-                    None => open(),
-                }
-                .expect("open TAP device");
-                serve(&args, cfg, port, stop, None);
-            }
-            #[cfg(not(feature = "tap"))]
-            {
-                eprintln!("built without the `tap` feature");
-                std::process::exit(2);
-            }
-        }
-        Backend::AfPacket => {
-            #[cfg(feature = "af_packet")]
-            {
-                let iface = args
-                    .iface
-                    .clone()
-                    .expect("--iface is required for af-packet");
-                let open = move || flextoe::backends::af_packet::AfPacketPort::open(&iface, mac);
-                let port = match &args.netns {
-                    Some(ns) => flextoe::backends::netns::in_netns(ns, open),
-                    None => open(),
-                }
-                .expect("open AF_PACKET socket");
-                serve(&args, cfg, port, stop, None);
-            }
-            #[cfg(not(feature = "af_packet"))]
-            {
-                eprintln!("built without the `af_packet` feature");
-                std::process::exit(2);
-            }
-        }
+    let cfg = EngineConfig::new(args.net.mac, args.net.ip);
+    if args.net.backend == Backend::Mem {
+        let (a, b) = MemLink::pair(Impairments::none());
+        let client = mem_client(b, args.net.ip, args.net.port.unwrap_or(7), args.mib);
+        serve(&args, cfg, a, stop, Some(client));
+    } else {
+        let port = open_linux_port(&args.net);
+        serve(&args, cfg, port, stop, None);
     }
 }

@@ -15,7 +15,7 @@
 //! | control plane | [`control`] | handshakes, ISNs (RFC 6528), FIN/TIME-WAIT, RST + challenge ACKs (RFC 5961), RTO (RFC 6298), zero-window probes, ARP |
 //! | stages | [`stages`] | [`preprocess`](stages::preprocess) -> [`protocol`](stages::protocol) -> [`place`](stages::place) / [`postprocess`](stages::postprocess) -> [`notify`](stages::notify); [`scheduler`](stages::scheduler) for TX |
 //! | composition | [`pipeline`] | [`Engine`] (`poll(now)`, the inline runtime) and [`Runtime`] (a thread) |
-//! | backends | [`backends`] | the [`Port`](backends::Port) trait; [`mem`](backends::mem), an in-process link with impairments |
+//! | backends | [`backends`] | the [`Port`](backends::Port) trait; [`mem`](backends::mem), an in-process link with impairments; with features, `af_xdp`, `af_packet` and `tap` for real interfaces |
 //! | building blocks | [`wire`], [`buf`], [`flow`], [`sim`], [`time`], [`stats`] | parsing/emitting via `smoltcp::wire`, frame arena and byte rings, flow table and per-flow state, virtual clock and seeded impairments |
 //!
 //! The protocol stage is the only writer of TCP state: a pure function of (work item,

@@ -6,7 +6,7 @@
 //! bad checksum. Needs root, `ip`, `ethtool`, `nft`, `python3` (and `tcpdump`, `tshark` for
 //! the capture); `.ci/run` installs them.
 
-#![cfg(all(feature = "tap", feature = "af_packet"))]
+#![cfg(all(feature = "tap", feature = "af_packet", feature = "af_xdp"))]
 
 mod common;
 
@@ -18,6 +18,7 @@ use std::time::Duration;
 use common::lab::{available, linux_loss, linux_loss_count, run, sh, Netns, TapLab, VethLab};
 use common::{Sink, Source};
 use flextoe::backends::af_packet::AfPacketPort;
+use flextoe::backends::af_xdp::{AfXdpPort, XdpConfig, XdpMode};
 use flextoe::backends::netns::in_netns;
 use flextoe::backends::tap::TapPort;
 use flextoe::backends::Port;
@@ -187,6 +188,16 @@ fn af_packet_engine(lab: &VethLab) -> Runtime<AfPacketPort> {
     .unwrap()
 }
 
+fn af_xdp_engine(lab: &VethLab) -> Runtime<AfXdpPort> {
+    let cfg = XdpConfig::new(&lab.engine_if, lab.engine_ip);
+    let port = in_netns(&lab.engine.0, move || AfXdpPort::open(&cfg)).expect("AF_XDP socket");
+    Runtime::spawn(
+        Engine::new(config(lab.engine_ip), port).unwrap(),
+        SystemClock::new(),
+    )
+    .unwrap()
+}
+
 fn tap_engine(lab: &TapLab) -> Runtime<TapPort> {
     // A TAP device takes one reader. Our previous port's descriptor can live on for a moment
     // in a child that another test is spawning (between its fork and its exec), so a busy
@@ -220,6 +231,23 @@ fn retransmissions<P: Port>(e: &Engine<P>) -> u64 {
     r.fast + r.timeout
 }
 
+/// Both transfers again with 1% of Linux's packets in `ns` dropped: each completes and the
+/// engine retransmitted.
+fn both_ways_with_loss<P: Port + 'static>(
+    engine: impl Fn() -> Runtime<P>,
+    ns: &Netns,
+    engine_ip: Ipv4Addr,
+    linux_ip: Ipv4Addr,
+) {
+    linux_loss(ns, 10);
+    let e = linux_client_against_engine(engine(), ns, engine_ip);
+    assert!(retransmissions(&e) > 0, "{}", e.stats());
+    drop(e);
+    let e2 = engine_client_against_linux(engine(), ns, linux_ip);
+    assert!(retransmissions(&e2) > 0, "{}", e2.stats());
+    assert!(linux_loss_count(ns) > 0);
+}
+
 #[test]
 fn af_packet_linux_client_echo() {
     let Some(lab) = VethLab::new() else { return };
@@ -237,13 +265,107 @@ fn af_packet_engine_client_linux_server() {
 #[test]
 fn af_packet_with_one_percent_loss() {
     let Some(lab) = VethLab::new() else { return };
-    linux_loss(&lab.linux, 10);
-    let e = linux_client_against_engine(af_packet_engine(&lab), &lab.linux, lab.engine_ip);
-    assert!(retransmissions(&e) > 0, "{}", e.stats());
-    drop(e);
-    let e2 = engine_client_against_linux(af_packet_engine(&lab), &lab.linux, lab.linux_ip);
-    assert!(retransmissions(&e2) > 0, "{}", e2.stats());
-    assert!(linux_loss_count(&lab.linux) > 0);
+    both_ways_with_loss(
+        || af_packet_engine(&lab),
+        &lab.linux,
+        lab.engine_ip,
+        lab.linux_ip,
+    );
+}
+
+#[test]
+fn af_xdp_linux_client_echo() {
+    let Some(lab) = VethLab::new() else { return };
+    let mut e = linux_client_against_engine(af_xdp_engine(&lab), &lab.linux, lab.engine_ip);
+    let st = e.port_mut().stats();
+    eprintln!("{}\n{st:?}", e.stats());
+    assert!(st.rx > 0 && st.tx_completed > 0, "{st:?}");
+    assert_eq!(st.bad_descriptors, 0);
+}
+
+#[test]
+fn af_xdp_engine_client_linux_server() {
+    let Some(lab) = VethLab::new() else { return };
+    let mut e = engine_client_against_linux(af_xdp_engine(&lab), &lab.linux, lab.linux_ip);
+    let st = e.port_mut().stats();
+    eprintln!("{}\n{st:?}", e.stats());
+    assert_eq!(st.bad_descriptors, 0);
+}
+
+#[test]
+fn af_xdp_with_one_percent_loss() {
+    let Some(lab) = VethLab::new() else { return };
+    both_ways_with_loss(
+        || af_xdp_engine(&lab),
+        &lab.linux,
+        lab.engine_ip,
+        lab.linux_ip,
+    );
+}
+
+/// Native (driver) XDP on veth: the same echo with the program in the driver.
+#[test]
+fn af_xdp_native_mode_linux_client_echo() {
+    let Some(lab) = VethLab::new() else { return };
+    let mut cfg = XdpConfig::new(&lab.engine_if, lab.engine_ip);
+    cfg.mode = XdpMode::Native;
+    let port = in_netns(&lab.engine.0, move || AfXdpPort::open(&cfg)).expect("AF_XDP, native");
+    let rt = Runtime::spawn(
+        Engine::new(config(lab.engine_ip), port).unwrap(),
+        SystemClock::new(),
+    )
+    .unwrap();
+    let mut e = linux_client_against_engine(rt, &lab.linux, lab.engine_ip);
+    assert!(e.port_mut().stats().rx > 0);
+}
+
+/// veth has no zero-copy AF_XDP: asking for it is an error, not a silent copy.
+#[test]
+fn af_xdp_zero_copy_on_veth_is_refused() {
+    let Some(lab) = VethLab::new() else { return };
+    let mut cfg = XdpConfig::new(&lab.engine_if, lab.engine_ip);
+    cfg.zero_copy = true;
+    let r = in_netns(&lab.engine.0, move || AfXdpPort::open(&cfg));
+    let err = r.err().expect("zero-copy on veth");
+    assert_eq!(err.raw_os_error(), Some(95), "{err}");
+}
+
+/// The XDP program takes only the engine's packets: the kernel on the same interface keeps
+/// its own address (ARP and ICMP reach it) while the engine serves TCP.
+#[test]
+fn af_xdp_passes_other_traffic_to_the_kernel() {
+    let Some(lab) = VethLab::new() else { return };
+    let o = lab.engine_ip.octets();
+    let kernel_ip = Ipv4Addr::new(o[0], o[1], o[2], 3);
+    sh(&[
+        "ip",
+        "-n",
+        &lab.engine.0,
+        "addr",
+        "add",
+        &format!("{kernel_ip}/24"),
+        "dev",
+        &lab.engine_if,
+    ]);
+    let rt = af_xdp_engine(&lab);
+    let ping = run(&lab.linux.exec(&[
+        "ping",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        &kernel_ip.to_string(),
+    ]));
+    assert!(
+        ping.status.success(),
+        "the kernel's address stopped answering: {}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    let mut e = linux_client_against_engine(rt, &lab.linux, lab.engine_ip);
+    let st = e.port_mut().stats();
+    assert!(st.rx > 0, "{st:?}");
 }
 
 #[test]
@@ -263,12 +385,7 @@ fn tap_engine_client_linux_server() {
 #[test]
 fn tap_with_one_percent_loss() {
     let Some(lab) = TapLab::new() else { return };
-    linux_loss(&lab.ns, 10);
-    let e = linux_client_against_engine(tap_engine(&lab), &lab.ns, lab.engine_ip);
-    assert!(retransmissions(&e) > 0, "{}", e.stats());
-    drop(e);
-    let e2 = engine_client_against_linux(tap_engine(&lab), &lab.ns, lab.linux_ip);
-    assert!(retransmissions(&e2) > 0, "{}", e2.stats());
+    both_ways_with_loss(|| tap_engine(&lab), &lab.ns, lab.engine_ip, lab.linux_ip);
 }
 
 #[test]

@@ -9,18 +9,25 @@
 //! | [`mem`] | always | in-process link with seeded impairments; also a `smoltcp` device |
 //! | `tap` | `tap` | TAP device through `/dev/net/tun` |
 //! | `af_packet` | `af_packet` | AF_PACKET socket through `pnet_datalink` |
-//! | `af_xdp` | planned | see the README's list of what is not implemented |
+//! | `af_xdp` | `af_xdp` | AF_XDP socket through `xdpilone`, UMEM = the frame arena, own XDP program |
 //!
-//! [`netns`] (with either Linux feature) opens ports inside a network namespace.
+//! With any Linux feature, `netns` opens ports inside a network namespace and `any` picks a
+//! backend at run time.
 #![allow(unsafe_code)]
 
 #[cfg(feature = "af_packet")]
 pub mod af_packet;
+#[cfg(feature = "af_xdp")]
+pub mod af_xdp;
+#[cfg(any(feature = "tap", feature = "af_packet", feature = "af_xdp"))]
+pub mod any;
 pub mod mem;
-#[cfg(any(feature = "tap", feature = "af_packet"))]
+#[cfg(any(feature = "tap", feature = "af_packet", feature = "af_xdp"))]
 pub mod netns;
 #[cfg(feature = "tap")]
 pub mod tap;
+
+use std::sync::Arc;
 
 use crate::buf::{Frame, FrameArena};
 use crate::time::Instant;
@@ -39,6 +46,13 @@ pub trait Port: Send {
     /// The IP MTU of the link.
     fn mtu(&self) -> usize {
         1500
+    }
+
+    /// The frame arena this port registered with the kernel, when it brings its own (an
+    /// AF_XDP UMEM): the engine then places every frame in it instead of making one. Ports
+    /// that copy frames in and out return `None` and get the engine's arena in every call.
+    fn arena(&self) -> Option<Arc<FrameArena>> {
+        None
     }
 
     /// The earliest time a frame will become receivable, when the port knows (simulated

@@ -40,7 +40,7 @@ pub struct EngineConfig {
     pub mac: MacAddr,
     /// Our IPv4 address.
     pub ip: Ipv4Addr,
-    /// Frames in the arena.
+    /// Frames in the arena (ignored when the port brings its own, see [`Port::arena`]).
     pub arena_frames: usize,
     /// RX ring size per connection (bytes, power of two).
     pub rx_buffer: usize,
@@ -115,7 +115,11 @@ pub(crate) struct Parts {
 }
 
 impl Parts {
-    pub(crate) fn new(cfg: &EngineConfig, mtu: usize) -> Result<Self, EngineError> {
+    pub(crate) fn new(
+        cfg: &EngineConfig,
+        mtu: usize,
+        port_arena: Option<Arc<FrameArena>>,
+    ) -> Result<Self, EngineError> {
         if cfg.burst == 0 {
             return Err(EngineError::Config("burst must be positive"));
         }
@@ -131,7 +135,10 @@ impl Parts {
         if cfg.control.max_flows == 0 {
             return Err(EngineError::Config("max_flows must be positive"));
         }
-        let arena = Arc::new(FrameArena::new(cfg.arena_frames)?);
+        let arena = match port_arena {
+            Some(a) => a,
+            None => Arc::new(FrameArena::new(cfg.arena_frames)?),
+        };
         let (req_tx, req_rx) = crossbeam_channel::unbounded();
         let host = Arc::new(HostShared {
             ip: cfg.ip,
@@ -247,7 +254,7 @@ impl<P: Port> Engine<P> {
             arena,
             host,
             control,
-        } = Parts::new(&cfg, port.mtu())?;
+        } = Parts::new(&cfg, port.mtu(), port.arena())?;
         Ok(Engine {
             pre: Preprocess::new(arena.clone(), cfg.mac, cfg.ip),
             proto: Protocol::new(),

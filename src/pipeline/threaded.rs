@@ -1014,7 +1014,7 @@ impl Threaded {
             arena,
             host,
             control,
-        } = Parts::new(&cfg, port.mtu())?;
+        } = Parts::new(&cfg, port.mtu(), port.arena())?;
         let (np, ng, nd, nq) = (
             topology.preprocess,
             topology.flow_groups,

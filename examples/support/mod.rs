@@ -1,0 +1,145 @@
+//! What the example servers share: the command line that picks a backend, and either
+//! runtime behind one interface.
+
+#![allow(dead_code)]
+
+use std::net::Ipv4Addr;
+
+use clap::{Args, ValueEnum};
+use flextoe::backends::Port;
+use flextoe::host::Host;
+use flextoe::pipeline::{Engine, EngineConfig, Runtime, Threaded, Topology};
+use flextoe::time::SystemClock;
+use flextoe::wire::MacAddr;
+
+/// Where frames come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// In-memory link, with a built-in client on the other end.
+    Mem,
+    /// TAP device (feature `tap`).
+    Tap,
+    /// AF_PACKET socket on an interface (feature `af_packet`).
+    AfPacket,
+    /// AF_XDP socket on an interface, with the crate's XDP program (feature `af_xdp`).
+    AfXdp,
+}
+
+/// Backend, interface, address, port and cores.
+#[derive(Args, Debug, Clone)]
+pub struct NetArgs {
+    /// Where frames come from.
+    #[arg(long, value_enum, default_value = "mem")]
+    pub backend: Backend,
+    /// Interface (TAP device or veth / NIC) for tap, af-packet and af-xdp.
+    #[arg(long)]
+    pub iface: Option<String>,
+    /// Network namespace to open the interface in (as made by `ip netns add`).
+    #[arg(long)]
+    pub netns: Option<String>,
+    /// The engine's IPv4 address.
+    #[arg(long, default_value = "10.82.0.2")]
+    pub ip: Ipv4Addr,
+    /// The engine's MAC address.
+    #[arg(long, default_value = "02:66:74:6f:65:01", value_parser = parse_mac)]
+    pub mac: MacAddr,
+    /// TCP port.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// 0: inline runtime on one thread; N: threaded runtime with N workers.
+    #[arg(long, default_value_t = 0)]
+    pub cores: usize,
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Result<MacAddr, String> {
+    let v: Vec<u8> = s
+        .split(':')
+        .map(|x| u8::from_str_radix(x, 16).map_err(|e| format!("bad MAC {s}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let a: [u8; 6] = v.try_into().map_err(|_| format!("bad MAC {s}"))?;
+    Ok(MacAddr(a))
+}
+
+/// Either runtime, behind one interface.
+pub enum Running<P: Port + 'static> {
+    Inline(Runtime<P>),
+    Threaded(Threaded),
+}
+
+impl<P: Port + 'static> Running<P> {
+    pub fn start(cfg: EngineConfig, port: P, cores: usize) -> Self {
+        let clock = SystemClock::new();
+        if cores == 0 {
+            Running::Inline(
+                Runtime::spawn(Engine::new(cfg, port).expect("engine"), clock).expect("runtime"),
+            )
+        } else {
+            Running::Threaded(
+                Threaded::spawn(cfg, port, Topology::x86(cores), clock).expect("runtime"),
+            )
+        }
+    }
+
+    pub fn host(&self) -> Host {
+        match self {
+            Running::Inline(r) => r.host(),
+            Running::Threaded(t) => t.host(),
+        }
+    }
+
+    /// Stop and return the final counters as text.
+    pub fn stop(self) -> String {
+        match self {
+            Running::Inline(r) => r.stop().stats().to_string(),
+            Running::Threaded(t) => t.stop().to_string(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Running::Inline(_) => "inline runtime".to_string(),
+            Running::Threaded(_) => "threaded runtime".to_string(),
+        }
+    }
+}
+
+/// Open the Linux port `args` names (not `mem`), or exit with the reason.
+#[cfg(any(feature = "tap", feature = "af_packet", feature = "af_xdp"))]
+pub fn open_linux_port(args: &NetArgs) -> flextoe::backends::any::AnyPort {
+    use flextoe::backends::any::{AnyPort, BackendKind, PortSpec};
+    let kind = match args.backend {
+        Backend::Tap => BackendKind::Tap,
+        Backend::AfPacket => BackendKind::AfPacket,
+        Backend::AfXdp => BackendKind::AfXdp,
+        Backend::Mem => unreachable!("mem is not a Linux port"),
+    };
+    let Some(iface) = args.iface.clone() else {
+        eprintln!("--iface is required for {:?}", args.backend);
+        std::process::exit(2);
+    };
+    let spec = PortSpec {
+        kind,
+        iface,
+        netns: args.netns.clone(),
+        mac: args.mac,
+        ip: args.ip,
+    };
+    match AnyPort::open(&spec) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("opening {:?} on {}: {e}", args.backend, spec.iface);
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Built without any Linux backend: say so and exit.
+#[cfg(not(any(feature = "tap", feature = "af_packet", feature = "af_xdp")))]
+pub fn open_linux_port(args: &NetArgs) -> flextoe::backends::mem::MemPort {
+    eprintln!(
+        "{:?} needs a build with its feature (--features tap, af_packet or af_xdp)",
+        args.backend
+    );
+    std::process::exit(2);
+}

@@ -1,0 +1,593 @@
+//! AF_XDP backend through `xdpilone` (feature `af_xdp`, Linux).
+//!
+//! The port owns the engine's [`FrameArena`] and registers it with the kernel as the socket's
+//! UMEM: a frame index is a UMEM chunk, so a received frame is already in the arena and a
+//! frame to send is handed to the kernel by its offset. The crate loads its own XDP program
+//! (a few hand-assembled instructions, through the `bpf()` system call, no C toolchain): it
+//! redirects IPv4 packets addressed to the engine and ARP packets asking for or answering the
+//! engine's address to the socket and passes everything else to the kernel's stack, so the
+//! host keeps working on the same interface. The program is attached with a BPF link, which
+//! the kernel removes when the port is dropped (or the process dies).
+//!
+//! Copy mode works on every driver (veth included); zero-copy is asked for with
+//! [`XdpConfig::zero_copy`] where the driver offers it. The kernel is woken only when a
+//! receive poll found nothing and the fill ring asks for it, and after transmissions when the
+//! transmit ring asks for it.
+//!
+//! In copy mode the kernel writes a received frame 256 bytes into its chunk
+//! (`XDP_PACKET_HEADROOM`); the port moves it to the chunk's start so that every frame handle
+//! in the engine starts at offset zero.
+
+use std::ffi::CString;
+use std::io;
+use std::net::Ipv4Addr;
+use std::num::NonZeroU32;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use xdpilone::xdp::XdpDesc;
+use xdpilone::{DeviceQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, UmemConfig};
+
+use super::Port;
+use crate::buf::{Frame, FrameArena, FRAME_SIZE};
+use crate::time::Instant;
+
+/// Ring sizes (descriptors) of the fill, completion, RX and TX rings.
+const RING: u32 = 2048;
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Generic XDP (`XDP_FLAGS_SKB_MODE`): every driver, after the kernel built an skb.
+    Generic,
+    /// Native XDP in the driver (`XDP_FLAGS_DRV_MODE`), where the driver supports it.
+    Native,
+}
+
+/// Settings of an AF_XDP port.
+#[derive(Clone, Debug)]
+pub struct XdpConfig {
+    /// Interface name.
+    pub ifname: String,
+    /// The engine's IPv4 address: packets for it (and ARP about it) are redirected.
+    pub ip: Ipv4Addr,
+    /// Device queue to bind to.
+    pub queue: u32,
+    /// Frames in the arena (the UMEM).
+    pub frames: usize,
+    /// Where the XDP program runs.
+    pub mode: XdpMode,
+    /// Ask for zero-copy (fails on drivers without it, such as veth).
+    pub zero_copy: bool,
+}
+
+impl XdpConfig {
+    /// Copy mode, generic XDP, queue 0, 16384 frames.
+    pub fn new(ifname: &str, ip: Ipv4Addr) -> Self {
+        XdpConfig {
+            ifname: ifname.to_string(),
+            ip,
+            queue: 0,
+            frames: 16384,
+            mode: XdpMode::Generic,
+            zero_copy: false,
+        }
+    }
+}
+
+/// Counters of an AF_XDP port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AfXdpStats {
+    /// Frames received.
+    pub rx: u64,
+    /// Frames sent (handed to the TX ring).
+    pub tx: u64,
+    /// Transmissions the kernel reported complete.
+    pub tx_completed: u64,
+    /// Frames dropped because the TX ring stayed full.
+    pub tx_ring_full: u64,
+    /// Descriptors naming a chunk the port did not hand to the kernel (never expected).
+    pub bad_descriptors: u64,
+    /// Wake-up system calls made for receiving.
+    pub rx_wakeups: u64,
+    /// Wake-up system calls made for transmitting.
+    pub tx_wakeups: u64,
+    /// Packets the kernel dropped for want of fill-ring frames or RX-ring room
+    /// (`XDP_STATISTICS`, updated by [`AfXdpPort::stats`]).
+    pub kernel_rx_dropped: u64,
+    /// Times the kernel found the fill ring empty (`XDP_STATISTICS`).
+    pub fill_ring_empty: u64,
+    /// Invalid descriptors the kernel saw on RX or TX (`XDP_STATISTICS`).
+    pub kernel_invalid: u64,
+}
+
+/// An AF_XDP socket as a [`Port`].
+pub struct AfXdpPort {
+    // Field order is drop order: the link detaches the program before the socket closes,
+    // and the rings and UMEM go before the arena they map.
+    _prog: bpf::XdpProgram,
+    rx: RingRx,
+    tx: RingTx,
+    device: DeviceQueue,
+    _umem: Umem,
+    /// Chunks the kernel holds (fill ring or TX in flight), by frame index.
+    lent: Vec<Option<Frame>>,
+    /// Frames in the fill ring.
+    filled: usize,
+    arena: Arc<FrameArena>,
+    mtu: usize,
+    stats: AfXdpStats,
+}
+
+// SAFETY: the UMEM and ring handles hold raw pointers into mappings that are valid for the
+// whole process, not tied to a thread; the port is their only user and `&mut self` methods
+// give one thread at a time access, which is what moving the port between threads needs.
+unsafe impl Send for AfXdpPort {}
+
+fn errno(e: xdpilone::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.get_raw())
+}
+
+impl AfXdpPort {
+    /// Open an AF_XDP socket on `cfg.ifname` (in the calling thread's namespace), make its
+    /// arena, and load and attach the XDP program.
+    ///
+    /// The kernel releases a closed socket's hold on its device queue a moment later (from
+    /// a work queue), so a queue found busy is tried again for up to a second before the
+    /// `EBUSY` error is returned.
+    pub fn open(cfg: &XdpConfig) -> io::Result<Self> {
+        let mut tries = 0;
+        loop {
+            match Self::open_once(cfg) {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn open_once(cfg: &XdpConfig) -> io::Result<Self> {
+        let arena = Arc::new(
+            FrameArena::new(cfg.frames)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
+        );
+        let region = std::ptr::slice_from_raw_parts_mut(arena.base_ptr(), arena.region_len());
+        let region = NonNull::new(region).expect("arena region is not null");
+        let umem_cfg = UmemConfig {
+            fill_size: RING,
+            complete_size: RING,
+            frame_size: FRAME_SIZE as u32,
+            headroom: 0,
+            flags: 0,
+        };
+        // SAFETY: the region is the arena's page-aligned allocation; `arena` is kept in the
+        // port and outlives the UMEM, the rings and the socket (field order). The kernel
+        // writes only into chunks the port put on the fill ring, whose frame handles the
+        // port holds (`lent`) so that nothing else reads or writes them meanwhile.
+        let umem = unsafe { Umem::new(umem_cfg, region) }.map_err(errno)?;
+        let name = CString::new(cfg.ifname.as_str())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"))?;
+        let mut info = IfInfo::invalid();
+        info.from_name(&name).map_err(errno)?;
+        info.set_queue(cfg.queue);
+        let ifindex = info.ifindex();
+        let sock = Socket::with_shared(&info, &umem).map_err(errno)?;
+        let device = umem.fq_cq(&sock).map_err(errno)?;
+        let mut bind_flags = SocketConfig::XDP_BIND_NEED_WAKEUP;
+        bind_flags |= if cfg.zero_copy {
+            SocketConfig::XDP_BIND_ZEROCOPY
+        } else {
+            SocketConfig::XDP_BIND_COPY
+        };
+        let user = umem
+            .rx_tx(
+                &sock,
+                &SocketConfig {
+                    rx_size: NonZeroU32::new(RING),
+                    tx_size: NonZeroU32::new(RING),
+                    bind_flags,
+                },
+            )
+            .map_err(errno)?;
+        let rx = user.map_rx().map_err(errno)?;
+        let tx = user.map_tx().map_err(errno)?;
+        umem.bind(&user).map_err(errno)?;
+        let prog = bpf::XdpProgram::load(cfg.ip, ifindex, cfg.queue, rx.as_raw_fd(), cfg.mode)?;
+        let mut port = AfXdpPort {
+            _prog: prog,
+            rx,
+            tx,
+            device,
+            _umem: umem,
+            lent: (0..arena.capacity()).map(|_| None).collect(),
+            filled: 0,
+            arena,
+            mtu: 1500,
+            stats: AfXdpStats::default(),
+        };
+        port.refill();
+        Ok(port)
+    }
+
+    /// Counters; reading them also fetches the kernel's socket statistics.
+    pub fn stats(&mut self) -> AfXdpStats {
+        if let Ok(s) = self.device.statistics_v2() {
+            self.stats.kernel_rx_dropped = s.rx_dropped + s.rx_ring_full;
+            self.stats.fill_ring_empty = s.rx_fill_ring_empty_descs;
+            self.stats.kernel_invalid = s.rx_invalid_descs + s.tx_invalid_descs;
+        }
+        self.stats
+    }
+
+    /// Put free arena frames on the fill ring, up to its size.
+    fn refill(&mut self) {
+        let want = (RING as usize).saturating_sub(self.filled);
+        if want == 0 {
+            return;
+        }
+        let mut w = self.device.fill(want as u32);
+        let room = w.capacity() as usize;
+        let mut placed = 0;
+        while placed < room {
+            let Some(f) = self.arena.alloc() else { break };
+            if !w.insert_once(f.index() as u64 * FRAME_SIZE as u64) {
+                self.arena.free(f);
+                break;
+            }
+            let i = f.index() as usize;
+            self.lent[i] = Some(f);
+            placed += 1;
+        }
+        w.commit();
+        self.filled += placed;
+    }
+
+    /// Take back the frames of finished transmissions.
+    fn reap_completions(&mut self) {
+        let mut r = self.device.complete(RING);
+        let mut n = 0;
+        while let Some(addr) = r.read() {
+            let i = (addr / FRAME_SIZE as u64) as usize;
+            match self.lent.get_mut(i).and_then(Option::take) {
+                Some(f) => self.arena.free(f),
+                None => self.stats.bad_descriptors += 1,
+            }
+            n += 1;
+        }
+        r.release();
+        self.stats.tx_completed += n;
+    }
+}
+
+impl Port for AfXdpPort {
+    fn recv(
+        &mut self,
+        _now: Instant,
+        arena: &FrameArena,
+        out: &mut Vec<Frame>,
+        max: usize,
+    ) -> usize {
+        debug_assert!(std::ptr::eq(arena, &*self.arena), "the port's own arena");
+        self.reap_completions();
+        let mut n = 0;
+        {
+            let mut r = self.rx.receive(max as u32);
+            while let Some(d) = r.read() {
+                let i = (d.addr / FRAME_SIZE as u64) as usize;
+                let off = (d.addr % FRAME_SIZE as u64) as usize;
+                let Some(mut f) = self.lent.get_mut(i).and_then(Option::take) else {
+                    self.stats.bad_descriptors += 1;
+                    continue;
+                };
+                self.filled -= 1;
+                let len = (d.len as usize).min(FRAME_SIZE - off);
+                if off > 0 {
+                    self.arena.buf_mut(&mut f).copy_within(off..off + len, 0);
+                }
+                f.set_len(len);
+                out.push(f);
+                n += 1;
+            }
+            r.release();
+        }
+        self.refill();
+        if n == 0 && self.device.needs_wakeup() {
+            self.device.wake();
+            self.stats.rx_wakeups += 1;
+        }
+        self.stats.rx += n as u64;
+        n
+    }
+
+    fn send(&mut self, _now: Instant, arena: &FrameArena, frames: &mut Vec<Frame>) -> usize {
+        debug_assert!(std::ptr::eq(arena, &*self.arena), "the port's own arena");
+        let mut sent = 0;
+        let mut rounds = 0;
+        let mut queue = frames.drain(..).peekable();
+        while queue.peek().is_some() {
+            self.reap_completions();
+            let mut w = self.tx.transmit(RING);
+            let mut placed = 0;
+            while let Some(f) = queue.next_if(|_| placed < w.capacity()) {
+                let desc = XdpDesc {
+                    addr: f.index() as u64 * FRAME_SIZE as u64,
+                    len: f.len() as u32,
+                    options: 0,
+                };
+                if !w.insert_once(desc) {
+                    self.stats.tx_ring_full += 1;
+                    self.arena.free(f);
+                    continue;
+                }
+                let i = f.index() as usize;
+                self.lent[i] = Some(f);
+                placed += 1;
+            }
+            w.commit();
+            drop(w);
+            sent += placed as usize;
+            // In copy mode each wake-up transmits a bounded batch (32 frames on current
+            // kernels): wake while the kernel has descriptors left, within a bound.
+            let mut budget = placed / 16 + 2;
+            while budget > 0 && self.tx.pending() > 0 && self.tx.needs_wakeup() {
+                self.tx.wake();
+                self.stats.tx_wakeups += 1;
+                budget -= 1;
+            }
+            rounds += 1;
+            if rounds == 8 {
+                // The kernel is not taking frames: what is left is dropped and counted.
+                for f in queue.by_ref() {
+                    self.stats.tx_ring_full += 1;
+                    self.arena.free(f);
+                }
+            }
+        }
+        self.stats.tx += sent as u64;
+        sent
+    }
+
+    fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    fn arena(&self) -> Option<Arc<FrameArena>> {
+        Some(self.arena.clone())
+    }
+}
+
+impl Drop for AfXdpPort {
+    fn drop(&mut self) {
+        // The kernel may still hold chunks; their handles go back to the arena with it.
+        for f in self.lent.iter_mut().filter_map(Option::take) {
+            self.arena.free(f);
+        }
+    }
+}
+
+/// A minimal `bpf()` loader for the port's XDP program.
+mod bpf {
+    use super::*;
+
+    const BPF_MAP_CREATE: i64 = 0;
+    const BPF_MAP_UPDATE_ELEM: i64 = 2;
+    const BPF_PROG_LOAD: i64 = 5;
+    const BPF_LINK_CREATE: i64 = 28;
+    const BPF_MAP_TYPE_XSKMAP: u32 = 17;
+    const BPF_PROG_TYPE_XDP: u32 = 6;
+    const BPF_XDP: u32 = 37;
+    const BPF_FUNC_REDIRECT_MAP: i32 = 51;
+    const BPF_PSEUDO_MAP_FD: u8 = 1;
+    const XDP_PASS: i32 = 2;
+    const XDP_FLAGS_SKB_MODE: u32 = 2;
+    const XDP_FLAGS_DRV_MODE: u32 = 4;
+    /// Entries of the XSKMAP (queues).
+    const QUEUES: u32 = 64;
+
+    /// `union bpf_attr`, 144 bytes on current kernels; fields are written at their offsets.
+    #[repr(C, align(8))]
+    struct Attr([u8; 144]);
+
+    impl Attr {
+        fn new() -> Self {
+            Attr([0; 144])
+        }
+        fn u32(&mut self, off: usize, v: u32) -> &mut Self {
+            self.0[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+            self
+        }
+        fn u64(&mut self, off: usize, v: u64) -> &mut Self {
+            self.0[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+            self
+        }
+    }
+
+    fn sys_bpf(cmd: i64, attr: &mut Attr) -> io::Result<RawFd> {
+        // SAFETY: `attr` is a live, zero-padded `union bpf_attr` of the size passed; every
+        // pointer written into it points to memory that outlives the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                attr.0.as_mut_ptr(),
+                std::mem::size_of::<Attr>(),
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r as RawFd)
+        }
+    }
+
+    fn owned(fd: RawFd) -> OwnedFd {
+        // SAFETY: `fd` was just returned by bpf() and is owned by nobody else.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    }
+
+    /// One `struct bpf_insn`.
+    #[derive(Clone, Copy)]
+    #[repr(C)]
+    struct Insn {
+        code: u8,
+        regs: u8,
+        off: i16,
+        imm: i32,
+    }
+
+    const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+        Insn {
+            code,
+            regs: dst | (src << 4),
+            off,
+            imm,
+        }
+    }
+
+    /// The program: redirect IPv4 to `ip` and ARP about `ip` to the socket of the receiving
+    /// queue (falling back to the stack when that queue has no socket), pass the rest.
+    fn program(ip: Ipv4Addr, map_fd: RawFd) -> Vec<Insn> {
+        const LDXW: u8 = 0x61; // r_dst = *(u32 *)(r_src + off)
+        const LDXH: u8 = 0x69; // r_dst = *(u16 *)(r_src + off)
+        const MOV_X: u8 = 0xbf;
+        const MOV_K: u8 = 0xb7;
+        const ADD_K: u8 = 0x07;
+        const JGT_X: u8 = 0x2d;
+        const JEQ32_K: u8 = 0x16;
+        const JNE32_K: u8 = 0x56;
+        const JA: u8 = 0x05;
+        const LD_IMM64: u8 = 0x18;
+        const CALL: u8 = 0x85;
+        const EXIT: u8 = 0x95;
+        // Packet bytes are compared as loaded: little-endian words of network-order bytes.
+        let ip_word = u32::from_le_bytes(ip.octets()) as i32;
+        let ipv4 = u16::from_le_bytes([0x08, 0x00]) as i32;
+        let arp = u16::from_le_bytes([0x08, 0x06]) as i32;
+        vec![
+            /* 0 */ insn(MOV_X, 6, 1, 0, 0), // r6 = ctx
+            /* 1 */ insn(LDXW, 2, 6, 0, 0), // r2 = data
+            /* 2 */ insn(LDXW, 3, 6, 4, 0), // r3 = data_end
+            /* 3 */ insn(MOV_X, 4, 2, 0, 0),
+            /* 4 */ insn(ADD_K, 4, 0, 0, 42), // Ethernet + ARP body
+            /* 5 */ insn(JGT_X, 4, 3, 15, 0), // too short -> pass (21)
+            /* 6 */ insn(LDXH, 5, 2, 12, 0), // ethertype
+            /* 7 */ insn(JEQ32_K, 5, 0, 2, ipv4), // -> 10
+            /* 8 */ insn(JEQ32_K, 5, 0, 4, arp), // -> 13
+            /* 9 */ insn(JA, 0, 0, 11, 0), // -> 21
+            /* 10 */ insn(LDXW, 5, 2, 30, 0), // IPv4 destination
+            /* 11 */ insn(JNE32_K, 5, 0, 9, ip_word), // -> 21
+            /* 12 */ insn(JA, 0, 0, 2, 0), // -> 15
+            /* 13 */ insn(LDXW, 5, 2, 38, 0), // ARP target protocol address
+            /* 14 */ insn(JNE32_K, 5, 0, 6, ip_word), // -> 21
+            /* 15 */ insn(LDXW, 2, 6, 16, 0), // key = ctx->rx_queue_index
+            /* 16 */ insn(LD_IMM64, 1, BPF_PSEUDO_MAP_FD, 0, map_fd),
+            /* 17 */ insn(0, 0, 0, 0, 0),
+            /* 18 */ insn(MOV_K, 3, 0, 0, XDP_PASS), // when the key has no socket
+            /* 19 */ insn(CALL, 0, 0, 0, BPF_FUNC_REDIRECT_MAP),
+            /* 20 */ insn(EXIT, 0, 0, 0, 0),
+            /* 21 */ insn(MOV_K, 0, 0, 0, XDP_PASS),
+            /* 22 */ insn(EXIT, 0, 0, 0, 0),
+        ]
+    }
+
+    /// The loaded program, its socket map and its link; dropping it detaches the program.
+    pub(super) struct XdpProgram {
+        _link: OwnedFd,
+        _prog: OwnedFd,
+        _map: OwnedFd,
+    }
+
+    impl XdpProgram {
+        pub(super) fn load(
+            ip: Ipv4Addr,
+            ifindex: u32,
+            queue: u32,
+            xsk_fd: RawFd,
+            mode: XdpMode,
+        ) -> io::Result<Self> {
+            if queue >= QUEUES {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("queue {queue} beyond the program's {QUEUES} queues"),
+                ));
+            }
+            let mut a = Attr::new();
+            a.u32(0, BPF_MAP_TYPE_XSKMAP)
+                .u32(4, 4)
+                .u32(8, 4)
+                .u32(12, QUEUES);
+            let map = owned(
+                sys_bpf(BPF_MAP_CREATE, &mut a)
+                    .map_err(|e| ctx(e, "creating the XSKMAP (needs CAP_BPF)"))?,
+            );
+            let key = queue;
+            let value = xsk_fd as u32;
+            let mut a = Attr::new();
+            a.u32(0, map.as_raw_fd() as u32)
+                .u64(8, &key as *const u32 as u64)
+                .u64(16, &value as *const u32 as u64)
+                .u64(24, 0);
+            sys_bpf(BPF_MAP_UPDATE_ELEM, &mut a)
+                .map_err(|e| ctx(e, "putting the socket into the XSKMAP"))?;
+            let insns = program(ip, map.as_raw_fd());
+            let license = b"GPL\0";
+            let name = b"flextoe_xdp\0\0\0\0\0";
+            let load = |log: Option<&mut Vec<u8>>| {
+                let mut a = Attr::new();
+                a.u32(0, BPF_PROG_TYPE_XDP)
+                    .u32(4, insns.len() as u32)
+                    .u64(8, insns.as_ptr() as u64)
+                    .u64(16, license.as_ptr() as u64);
+                if let Some(buf) = log {
+                    a.u32(24, 1)
+                        .u32(28, buf.len() as u32)
+                        .u64(32, buf.as_mut_ptr() as u64);
+                }
+                a.0[48..64].copy_from_slice(name);
+                a.u32(68, BPF_XDP);
+                sys_bpf(BPF_PROG_LOAD, &mut a)
+            };
+            let prog = match load(None) {
+                Ok(fd) => owned(fd),
+                Err(e) => {
+                    // Load again with the verifier's log for the error message.
+                    let mut log = vec![0u8; 1 << 16];
+                    let _ = load(Some(&mut log));
+                    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+                    let text = String::from_utf8_lossy(&log[..end]).into_owned();
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("loading the XDP program: {e}; verifier: {text}"),
+                    ));
+                }
+            };
+            let flags = match mode {
+                XdpMode::Generic => XDP_FLAGS_SKB_MODE,
+                XdpMode::Native => XDP_FLAGS_DRV_MODE,
+            };
+            let mut a = Attr::new();
+            a.u32(0, prog.as_raw_fd() as u32)
+                .u32(4, ifindex)
+                .u32(8, BPF_XDP)
+                .u32(12, flags);
+            let link = owned(sys_bpf(BPF_LINK_CREATE, &mut a).map_err(|e| {
+                ctx(
+                    e,
+                    "attaching the XDP program (is another one attached to the interface?)",
+                )
+            })?);
+            Ok(XdpProgram {
+                _link: link,
+                _prog: prog,
+                _map: map,
+            })
+        }
+    }
+
+    fn ctx(e: io::Error, what: &str) -> io::Error {
+        io::Error::new(e.kind(), format!("{what}: {e}"))
+    }
+}

@@ -1,0 +1,148 @@
+//! One port type for every Linux backend built into the crate, chosen at run time.
+//!
+//! Programs that take the backend from their command line (the examples do) open an
+//! [`AnyPort`] from a [`PortSpec`] and run one engine type whatever the choice.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use super::Port;
+use crate::buf::{Frame, FrameArena};
+use crate::time::Instant;
+use crate::wire::MacAddr;
+
+/// A Linux backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// TAP device (feature `tap`).
+    Tap,
+    /// AF_PACKET socket (feature `af_packet`).
+    AfPacket,
+    /// AF_XDP socket with the crate's XDP program (feature `af_xdp`).
+    AfXdp,
+}
+
+/// What to open.
+#[derive(Clone, Debug)]
+pub struct PortSpec {
+    /// Which backend.
+    pub kind: BackendKind,
+    /// Interface: the TAP device's name or the NIC / veth end.
+    pub iface: String,
+    /// Network namespace to open it in (`ip netns add` name); `None` for the caller's.
+    pub netns: Option<String>,
+    /// The engine's MAC address.
+    pub mac: MacAddr,
+    /// The engine's IPv4 address (the AF_XDP program redirects packets for it).
+    pub ip: Ipv4Addr,
+}
+
+/// A port of any built-in Linux backend.
+// One port lives as long as its engine; the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum AnyPort {
+    /// TAP device.
+    #[cfg(feature = "tap")]
+    Tap(super::tap::TapPort),
+    /// AF_PACKET socket.
+    #[cfg(feature = "af_packet")]
+    AfPacket(super::af_packet::AfPacketPort),
+    /// AF_XDP socket.
+    #[cfg(feature = "af_xdp")]
+    AfXdp(super::af_xdp::AfXdpPort),
+}
+
+fn not_built(feature: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("built without the `{feature}` feature"),
+    )
+}
+
+impl AnyPort {
+    /// Open the port `spec` describes.
+    pub fn open(spec: &PortSpec) -> io::Result<AnyPort> {
+        let spec2 = spec.clone();
+        let open = move || -> io::Result<AnyPort> {
+            let spec = spec2;
+            match spec.kind {
+                #[cfg(feature = "tap")]
+                BackendKind::Tap => super::tap::TapPort::open(&spec.iface).map(AnyPort::Tap),
+                #[cfg(feature = "af_packet")]
+                BackendKind::AfPacket => {
+                    super::af_packet::AfPacketPort::open(&spec.iface, spec.mac)
+                        .map(AnyPort::AfPacket)
+                }
+                #[cfg(feature = "af_xdp")]
+                BackendKind::AfXdp => {
+                    let cfg = super::af_xdp::XdpConfig::new(&spec.iface, spec.ip);
+                    super::af_xdp::AfXdpPort::open(&cfg).map(AnyPort::AfXdp)
+                }
+                #[allow(unreachable_patterns)]
+                k => Err(not_built(match k {
+                    BackendKind::Tap => "tap",
+                    BackendKind::AfPacket => "af_packet",
+                    BackendKind::AfXdp => "af_xdp",
+                })),
+            }
+        };
+        match &spec.netns {
+            Some(ns) => super::netns::in_netns(ns, open),
+            None => open(),
+        }
+    }
+
+    /// The port's own counters, as one line.
+    pub fn stats_line(&mut self) -> String {
+        match self {
+            #[cfg(feature = "tap")]
+            AnyPort::Tap(p) => format!("{:?}", p.stats()),
+            #[cfg(feature = "af_packet")]
+            AnyPort::AfPacket(p) => format!("{:?}", p.stats()),
+            #[cfg(feature = "af_xdp")]
+            AnyPort::AfXdp(p) => format!("{:?}", p.stats()),
+            #[allow(unreachable_patterns)]
+            _ => String::new(),
+        }
+    }
+}
+
+macro_rules! each {
+    ($self:expr, $p:ident => $e:expr) => {
+        match $self {
+            #[cfg(feature = "tap")]
+            AnyPort::Tap($p) => $e,
+            #[cfg(feature = "af_packet")]
+            AnyPort::AfPacket($p) => $e,
+            #[cfg(feature = "af_xdp")]
+            AnyPort::AfXdp($p) => $e,
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("AnyPort has no variant without a backend feature"),
+        }
+    };
+}
+
+impl Port for AnyPort {
+    fn recv(
+        &mut self,
+        now: Instant,
+        arena: &FrameArena,
+        out: &mut Vec<Frame>,
+        max: usize,
+    ) -> usize {
+        each!(self, p => p.recv(now, arena, out, max))
+    }
+
+    fn send(&mut self, now: Instant, arena: &FrameArena, frames: &mut Vec<Frame>) -> usize {
+        each!(self, p => p.send(now, arena, frames))
+    }
+
+    fn mtu(&self) -> usize {
+        each!(self, p => p.mtu())
+    }
+
+    fn arena(&self) -> Option<Arc<FrameArena>> {
+        each!(self, p => p.arena())
+    }
+}
