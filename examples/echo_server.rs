@@ -32,7 +32,7 @@ use flextoe::time::SystemClock;
 use flextoe::wire::MacAddr;
 
 mod support;
-use support::{open_linux_port, Backend, NetArgs, Running};
+use support::{open_linux_port, Backend, BuiltinClient, NetArgs, Server};
 
 #[derive(Parser, Debug)]
 #[command(about = "TCP echo server on a flextoe engine")]
@@ -66,51 +66,39 @@ fn serve<P: Port + 'static>(
     cfg: EngineConfig,
     port: P,
     stop: Arc<AtomicBool>,
-    client: Option<Box<dyn FnOnce(Arc<AtomicBool>) + Send>>,
+    client: Option<BuiltinClient>,
 ) {
-    let net = &args.net;
-    let tcp_port = net.port.unwrap_or(7);
-    let running = Running::start(cfg, port, net.cores);
-    let listener = running.host().listen(tcp_port, 128).expect("listen");
     let bytes = Arc::new(AtomicU64::new(0));
     let conns = Arc::new(AtomicU64::new(0));
-    eprintln!(
-        "echo server on {}:{} ({:?}, {}, {} workers)",
-        net.ip,
-        tcp_port,
-        net.backend,
-        running.describe(),
-        net.cores
-    );
-    let client = client.map(|c| {
-        let s = stop.clone();
-        std::thread::spawn(move || c(s))
-    });
-    let mut last = std::time::Instant::now();
     let mut last_bytes = 0;
-    while !stop.load(Ordering::Relaxed) {
-        if let Ok(Some(s)) = listener.accept_timeout(Duration::from_millis(100)) {
-            conns.fetch_add(1, Ordering::Relaxed);
-            let b = bytes.clone();
+    let (b1, c1) = (bytes.clone(), conns.clone());
+    support::serve(
+        Server {
+            name: "echo server",
+            net: &args.net,
+            tcp_port: args.net.port.unwrap_or(7),
+            stop,
+            client,
+        },
+        cfg,
+        port,
+        move |s| {
+            c1.fetch_add(1, Ordering::Relaxed);
+            let b = b1.clone();
             std::thread::spawn(move || echo(s, b));
-        }
-        if last.elapsed() >= Duration::from_secs(1) {
+        },
+        move |secs| {
             let b = bytes.load(Ordering::Relaxed);
-            eprint!(
-                "\rconnections {:>5}  echoed {:>10} MiB  {:>8.1} MiB/s   ",
+            let line = format!(
+                "connections {:>5}  echoed {:>10} MiB  {:>8.1} MiB/s",
                 conns.load(Ordering::Relaxed),
                 b >> 20,
-                (b - last_bytes) as f64 / last.elapsed().as_secs_f64() / (1 << 20) as f64
+                (b - last_bytes) as f64 / secs / (1 << 20) as f64
             );
-            last = std::time::Instant::now();
             last_bytes = b;
-        }
-    }
-    if let Some(c) = client {
-        let _ = c.join();
-    }
-    eprintln!("\nstopping");
-    println!("{}", running.stop());
+            line
+        },
+    );
 }
 
 /// The built-in client for `--backend mem`: streams data to the server and checks the echo.
@@ -119,7 +107,7 @@ fn mem_client(
     server_ip: Ipv4Addr,
     server_port: u16,
     mib: u64,
-) -> Box<dyn FnOnce(Arc<AtomicBool>) + Send> {
+) -> BuiltinClient {
     Box::new(move |stop: Arc<AtomicBool>| {
         let cfg = EngineConfig::new(
             MacAddr([2, 0, 0, 0, 0, 0x99]),
@@ -181,11 +169,7 @@ fn mem_client(
 
 fn main() {
     let args = Args::parse();
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let s = stop.clone();
-        ctrlc::set_handler(move || s.store(true, Ordering::Relaxed)).expect("Ctrl-C handler");
-    }
+    let stop = support::ctrl_c_flag();
     let cfg = EngineConfig::new(args.net.mac, args.net.ip);
     if args.net.backend == Backend::Mem {
         let (a, b) = MemLink::pair(Impairments::none());

@@ -3,11 +3,16 @@
 
 #![allow(dead_code)]
 
+pub mod kv;
+
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use flextoe::backends::Port;
-use flextoe::host::Host;
+use flextoe::host::{Host, Stream};
 use flextoe::pipeline::{Engine, EngineConfig, Runtime, Threaded, Topology};
 use flextoe::time::SystemClock;
 use flextoe::wire::MacAddr;
@@ -142,4 +147,75 @@ pub fn open_linux_port(args: &NetArgs) -> flextoe::backends::mem::MemPort {
         args.backend
     );
     std::process::exit(2);
+}
+
+/// A client run on its own thread next to the server (the `mem` backend's built-in load);
+/// it sets the stop flag when done.
+pub type BuiltinClient = Box<dyn FnOnce(Arc<AtomicBool>) + Send>;
+
+/// What [`serve`] runs.
+pub struct Server<'a> {
+    /// Shown at start.
+    pub name: &'a str,
+    pub net: &'a NetArgs,
+    pub tcp_port: u16,
+    /// Set by Ctrl-C or the built-in client.
+    pub stop: Arc<AtomicBool>,
+    pub client: Option<BuiltinClient>,
+}
+
+/// Start the engine on `port`, listen on `tcp_port`, and hand every connection to
+/// `on_conn` until `stop` is set, printing `status(seconds since the last line)` once a
+/// second. Prints the engine's final counters after stopping.
+pub fn serve<P: Port + 'static>(
+    server: Server<'_>,
+    cfg: EngineConfig,
+    port: P,
+    mut on_conn: impl FnMut(Stream),
+    mut status: impl FnMut(f64) -> String,
+) {
+    let Server {
+        name,
+        net,
+        tcp_port,
+        stop,
+        client,
+    } = server;
+    let running = Running::start(cfg, port, net.cores);
+    let listener = running.host().listen(tcp_port, 1024).expect("listen");
+    eprintln!(
+        "{name} on {}:{} ({:?}, {}, {} workers)",
+        net.ip,
+        tcp_port,
+        net.backend,
+        running.describe(),
+        net.cores
+    );
+    let client = client.map(|c| {
+        let s = stop.clone();
+        std::thread::spawn(move || c(s))
+    });
+    let mut last = std::time::Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(Some(s)) = listener.accept_timeout(Duration::from_millis(100)) {
+            on_conn(s);
+        }
+        if last.elapsed() >= Duration::from_secs(1) {
+            eprint!("\r{}   ", status(last.elapsed().as_secs_f64()));
+            last = std::time::Instant::now();
+        }
+    }
+    if let Some(c) = client {
+        let _ = c.join();
+    }
+    eprintln!("\nstopping");
+    println!("{}", running.stop());
+}
+
+/// A flag that Ctrl-C sets.
+pub fn ctrl_c_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    ctrlc::set_handler(move || s.store(true, Ordering::Relaxed)).expect("Ctrl-C handler");
+    stop
 }
