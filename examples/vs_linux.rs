@@ -1,0 +1,472 @@
+//! The engine against the Linux TCP stack on the same veth pair, in one run.
+//!
+//! Two namespaces the program creates and removes: the client side, where every client is a
+//! plain Linux socket program (this process's threads, or `memcslap`), and the server side,
+//! whose veth end carries both servers: the engine on one address (AF_XDP by default; the
+//! XDP program takes only that address's packets) and the Linux stack on another. Each
+//! comparison sends the same load to both and prints the ratio engine / Linux:
+//!
+//! * bulk: one connection sends `--bulk-mib` to a sink server (engine vs Linux server);
+//! * latency: 64-byte echo round trips on one connection, p50 / p99 / p99.9;
+//! * kv: the engine's kv server (`examples/kv_server.rs`'s protocol code) vs memcached, driven
+//!   by `memcslap` (set then get) from the client side, plus get/set latency percentiles
+//!   from this program's own client.
+//!
+//! ```text
+//! sudo cargo run --release --features af_xdp,af_packet --example vs_linux
+//! sudo cargo run --release --features af_xdp,af_packet --example vs_linux -- --backend af-packet
+//! ```
+//!
+//! Needs root, `ip`, `ethtool`, `nft` and, for the kv comparison, `memcached` and `memcslap`.
+
+#[cfg(feature = "af_xdp")]
+#[path = "../tests/common/lab.rs"]
+#[allow(dead_code)]
+mod lab;
+mod support;
+
+#[cfg(feature = "af_xdp")]
+mod run {
+    use std::io::{Read, Write};
+    use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use clap::{Parser, ValueEnum};
+    use flextoe::backends::any::{AnyPort, BackendKind, PortSpec};
+    use flextoe::backends::netns::in_netns;
+    use flextoe::host::Stream;
+    use flextoe::pipeline::{Engine, EngineConfig, Runtime};
+    use flextoe::time::SystemClock;
+    use flextoe::wire::MacAddr;
+
+    use crate::lab::{sh, VethLab};
+    use crate::support::kv::{serve_connection, Store};
+
+    #[derive(Clone, Copy, Debug, ValueEnum)]
+    enum Backend {
+        AfXdp,
+        AfPacket,
+    }
+
+    #[derive(Parser, Debug)]
+    #[command(about = "flextoe vs the Linux TCP stack on one veth pair")]
+    struct Args {
+        /// The engine's backend.
+        #[arg(long, value_enum, default_value = "af-xdp")]
+        backend: Backend,
+        /// MiB per bulk transfer.
+        #[arg(long, default_value_t = 512)]
+        bulk_mib: u64,
+        /// Bulk transfers per server (the best is reported).
+        #[arg(long, default_value_t = 3)]
+        bulk_runs: usize,
+        /// Echo round trips measured per server (after 1000 for warm-up).
+        #[arg(long, default_value_t = 20000)]
+        rtts: usize,
+        /// `memcslap --execute-number` (per thread).
+        #[arg(long, default_value_t = 20000)]
+        kv_ops: u64,
+        /// `memcslap --concurrency`.
+        #[arg(long, default_value_t = 2)]
+        kv_threads: u32,
+        /// Skip the kv comparison.
+        #[arg(long)]
+        no_kv: bool,
+    }
+
+    const MAC: MacAddr = MacAddr([0x02, 0x66, 0x74, 0x6f, 0x65, 0x02]);
+    const SINK: u16 = 5001;
+    const ECHO: u16 = 7;
+    const KV: u16 = 11211;
+
+    /// Streams of both stacks, for the servers.
+    trait Conn: Read + Write + Send + 'static {
+        fn half_close(&mut self);
+    }
+    impl Conn for TcpStream {
+        fn half_close(&mut self) {
+            let _ = self.shutdown(Shutdown::Write);
+        }
+    }
+    impl Conn for Stream {
+        fn half_close(&mut self) {
+            let _ = self.shutdown(Shutdown::Write);
+        }
+    }
+
+    /// Read to the end, answer with the byte count, close.
+    fn sink<C: Conn>(mut s: C) {
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0u64;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k as u64,
+            }
+        }
+        let _ = s.write_all(&n.to_le_bytes());
+        s.half_close();
+    }
+
+    fn echo<C: Conn>(mut s: C) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => {
+                    if s.write_all(&buf[..k]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        s.half_close();
+    }
+
+    fn kv<C: Conn>(mut s: C, store: Arc<Store>) {
+        serve_connection(&mut s, &store);
+        s.half_close();
+    }
+
+    fn linux_listener(ns: &str, ip: Ipv4Addr, port: u16) -> TcpListener {
+        in_netns(ns, move || TcpListener::bind(SocketAddrV4::new(ip, port)))
+            .unwrap_or_else(|e| panic!("Linux listener {ip}:{port}: {e}"))
+    }
+
+    fn spawn_linux_server(l: TcpListener, handler: fn(TcpStream)) {
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let _ = s.set_nodelay(true);
+                std::thread::spawn(move || handler(s));
+            }
+        });
+    }
+
+    fn connect(ns: &str, addr: SocketAddrV4) -> TcpStream {
+        let s = in_netns(ns, move || {
+            TcpStream::connect_timeout(&SocketAddr::V4(addr), Duration::from_secs(5))
+        })
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        s.set_nodelay(true).unwrap();
+        // A stalled server fails the run instead of hanging it.
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    }
+
+    /// One bulk transfer; payload bits per second.
+    fn bulk(ns: &str, addr: SocketAddrV4, bytes: u64) -> f64 {
+        let mut s = connect(ns, addr);
+        let chunk = vec![0x5au8; 256 * 1024];
+        let start = Instant::now();
+        let mut sent = 0u64;
+        while sent < bytes {
+            let n = (bytes - sent).min(chunk.len() as u64) as usize;
+            s.write_all(&chunk[..n]).expect("bulk write");
+            sent += n as u64;
+        }
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut count = [0u8; 8];
+        s.read_exact(&mut count)
+            .expect("byte count from the server");
+        let secs = start.elapsed().as_secs_f64();
+        assert_eq!(u64::from_le_bytes(count), bytes, "server counted");
+        bytes as f64 * 8.0 / secs
+    }
+
+    /// Sorted round-trip times of `n` 64-byte echoes, after a warm-up.
+    fn echo_rtts(ns: &str, addr: SocketAddrV4, n: usize) -> Vec<Duration> {
+        let mut s = connect(ns, addr);
+        let msg = [0x42u8; 64];
+        let mut back = [0u8; 64];
+        let mut v = Vec::with_capacity(n);
+        for i in 0..n + 1000 {
+            let t = Instant::now();
+            s.write_all(&msg).unwrap();
+            s.read_exact(&mut back).unwrap();
+            if i >= 1000 {
+                v.push(t.elapsed());
+            }
+        }
+        assert_eq!(back, msg);
+        v.sort();
+        v
+    }
+
+    /// Sorted latencies of `n` alternating set / get requests (32-byte keys, 64-byte values).
+    fn kv_latencies(ns: &str, addr: SocketAddrV4, n: usize) -> Vec<Duration> {
+        let mut s = connect(ns, addr);
+        let value = [b'v'; 64];
+        let mut v = Vec::with_capacity(n);
+        let mut buf = vec![0u8; 4096];
+        for i in 0..n + 1000 {
+            // Each key is set, then read back by the next request.
+            let key = format!("key-{:028}", (i / 2) % 1000);
+            let (req, want): (Vec<u8>, usize) = if i % 2 == 0 {
+                let mut r = format!("set {key} 0 0 64\r\n").into_bytes();
+                r.extend_from_slice(&value);
+                r.extend_from_slice(b"\r\n");
+                (r, "STORED\r\n".len())
+            } else {
+                let r = format!("get {key}\r\n").into_bytes();
+                (r, format!("VALUE {key} 0 64\r\n").len() + 66 + 5)
+            };
+            let t = Instant::now();
+            s.write_all(&req).unwrap();
+            let mut got = 0;
+            while got < want {
+                let k = s.read(&mut buf[got..]).unwrap();
+                assert!(k > 0, "server closed");
+                got += k;
+            }
+            if i >= 1000 {
+                v.push(t.elapsed());
+            }
+        }
+        v.sort();
+        v
+    }
+
+    fn pct(v: &[Duration], p: f64) -> f64 {
+        let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
+        v[i].as_secs_f64() * 1e6
+    }
+
+    fn print_latency(what: &str, engine: &[Duration], linux: &[Duration]) {
+        println!(
+            "{what:<28} {:>10} {:>10} {:>10}",
+            "p50 us", "p99 us", "p99.9 us"
+        );
+        for (name, v) in [("  engine", engine), ("  Linux", linux)] {
+            println!(
+                "{name:<28} {:>10.1} {:>10.1} {:>10.1}",
+                pct(v, 0.5),
+                pct(v, 0.99),
+                pct(v, 0.999)
+            );
+        }
+        println!(
+            "{:<28} {:>10.2} {:>10.2} {:>10.2}",
+            "  Linux / engine (>1: faster)",
+            pct(linux, 0.5) / pct(engine, 0.5),
+            pct(linux, 0.99) / pct(engine, 0.99),
+            pct(linux, 0.999) / pct(engine, 0.999)
+        );
+    }
+
+    /// `memcslap` in `ns`; keys per second of the `test` phase.
+    fn memcslap(ns: &str, addr: SocketAddrV4, test: &str, threads: u32, ops: u64) -> f64 {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "memcslap",
+                &format!("--servers={}:{}", addr.ip(), addr.port()),
+                &format!("--test={test}"),
+                &format!("--concurrency={threads}"),
+                &format!("--execute-number={ops}"),
+            ])
+            .output()
+            .expect("memcslap");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "memcslap failed: {text}");
+        // "Time to get   39131 keys by    2 threads:     0.593 seconds."
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("Time to {test} ")))
+            .unwrap_or_else(|| panic!("no result line in: {text}"));
+        let nums: Vec<f64> = line
+            .split(|c: char| c.is_whitespace() || c == ':')
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        let (keys, secs) = (nums[0], nums[nums.len() - 1]);
+        keys / secs.max(1e-9)
+    }
+
+    struct Memcached(Child);
+    impl Drop for Memcached {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn have(tool: &str) -> bool {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    pub fn main() {
+        let args = Args::parse();
+        let Some(lab) = VethLab::new() else {
+            eprintln!("needs root and ip, ethtool, nft");
+            std::process::exit(2);
+        };
+        let client_ns = lab.linux.0.clone();
+        let server_ns = lab.engine.0.clone();
+        let o = lab.engine_ip.octets();
+        let engine_ip = lab.engine_ip;
+        let linux_ip = Ipv4Addr::new(o[0], o[1], o[2], 3);
+        sh(&[
+            "ip",
+            "-n",
+            &server_ns,
+            "addr",
+            "add",
+            &format!("{linux_ip}/24"),
+            "dev",
+            &lab.engine_if,
+        ]);
+        let spec = PortSpec {
+            kind: match args.backend {
+                Backend::AfXdp => BackendKind::AfXdp,
+                Backend::AfPacket => BackendKind::AfPacket,
+            },
+            iface: lab.engine_if.clone(),
+            netns: Some(server_ns.clone()),
+            mac: MAC,
+            ip: engine_ip,
+        };
+        let port = AnyPort::open(&spec).expect("engine port");
+        let rt = Runtime::spawn(
+            Engine::new(EngineConfig::new(MAC, engine_ip), port).expect("engine"),
+            SystemClock::new(),
+        )
+        .expect("engine runtime");
+        let host = rt.host();
+        let store = Arc::new(Store::default());
+        for (p, which) in [(SINK, 0), (ECHO, 1), (KV, 2)] {
+            let l = host.listen(p, 64).expect("engine listen");
+            let store = store.clone();
+            std::thread::spawn(move || {
+                while let Ok(s) = l.accept() {
+                    let store = store.clone();
+                    std::thread::spawn(move || match which {
+                        0 => sink(s),
+                        1 => echo(s),
+                        _ => kv(s, store),
+                    });
+                }
+            });
+        }
+        spawn_linux_server(linux_listener(&server_ns, linux_ip, SINK), sink);
+        spawn_linux_server(linux_listener(&server_ns, linux_ip, ECHO), echo);
+        println!(
+            "engine {engine_ip} ({:?}) and Linux {linux_ip} on one veth end; clients in another \
+             namespace; {} CPUs",
+            args.backend,
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+
+        // Bulk.
+        let e = move |p| SocketAddrV4::new(engine_ip, p);
+        let l = move |p| SocketAddrV4::new(linux_ip, p);
+        let bytes = args.bulk_mib << 20;
+        let mut best = (0f64, 0f64);
+        for _ in 0..args.bulk_runs.max(1) {
+            best.0 = best.0.max(bulk(&client_ns, e(SINK), bytes));
+            best.1 = best.1.max(bulk(&client_ns, l(SINK), bytes));
+        }
+        println!(
+            "\nbulk, 1 connection, {} MiB, best of {}",
+            args.bulk_mib,
+            args.bulk_runs.max(1)
+        );
+        println!("  engine                     {:>8.2} Gbit/s", best.0 / 1e9);
+        println!("  Linux                      {:>8.2} Gbit/s", best.1 / 1e9);
+        println!("  engine / Linux             {:>8.2}", best.0 / best.1);
+
+        // Echo latency.
+        let re = echo_rtts(&client_ns, e(ECHO), args.rtts);
+        let rl = echo_rtts(&client_ns, l(ECHO), args.rtts);
+        println!("\n64-byte echo, 1 connection, {} round trips", args.rtts);
+        print_latency("", &re, &rl);
+
+        // kv vs memcached.
+        if !args.no_kv {
+            if !(have("memcached") && have("memcslap")) {
+                eprintln!("memcached or memcslap missing: kv comparison skipped");
+            } else {
+                let _mc = Memcached(
+                    Command::new("ip")
+                        .args([
+                            "netns",
+                            "exec",
+                            &server_ns,
+                            "memcached",
+                            "-u",
+                            "root",
+                            "-l",
+                            &linux_ip.to_string(),
+                            "-p",
+                            &KV.to_string(),
+                            "-U",
+                            "0",
+                            "-t",
+                            "1",
+                            "-c",
+                            "1024",
+                            "-m",
+                            "256",
+                        ])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("memcached"),
+                );
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while in_netns(&client_ns, move || {
+                    TcpStream::connect_timeout(&SocketAddr::V4(l(KV)), Duration::from_secs(1))
+                })
+                .is_err()
+                {
+                    assert!(Instant::now() < deadline, "memcached did not start");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                println!(
+                    "\nkv: memcslap --concurrency={} --execute-number={} from the client side",
+                    args.kv_threads, args.kv_ops
+                );
+                println!("{:<28} {:>14} {:>14}", "", "set keys/s", "get keys/s");
+                let mut rates = Vec::new();
+                for (name, a) in [("  engine kv_server", e(KV)), ("  memcached", l(KV))] {
+                    let set = memcslap(&client_ns, a, "set", args.kv_threads, args.kv_ops);
+                    let get = memcslap(&client_ns, a, "get", args.kv_threads, args.kv_ops);
+                    println!("{name:<28} {set:>14.0} {get:>14.0}");
+                    rates.push((set, get));
+                }
+                println!(
+                    "{:<28} {:>14.2} {:>14.2}",
+                    "  engine / memcached",
+                    rates[0].0 / rates[1].0,
+                    rates[0].1 / rates[1].1
+                );
+                let ke = kv_latencies(&client_ns, e(KV), args.rtts);
+                let kl = kv_latencies(&client_ns, l(KV), args.rtts);
+                println!(
+                    "\nkv latency, 1 connection, {} requests (set/get alternating, 64-byte values)",
+                    args.rtts
+                );
+                print_latency("", &ke, &kl);
+            }
+        }
+        let engine = rt.stop();
+        println!("\nengine retransmissions: {:?}", engine.retransmissions());
+    }
+}
+
+#[cfg(feature = "af_xdp")]
+fn main() {
+    run::main();
+}
+
+#[cfg(not(feature = "af_xdp"))]
+fn main() {
+    eprintln!("build with --features af_xdp,af_packet");
+    std::process::exit(2);
+}
