@@ -297,6 +297,10 @@ fn script() -> Vec<Vec<u8>> {
     v.push(b"set f 0 0 1\r\nf\r\n".to_vec());
     v.push(b"flush_all 0\r\n".to_vec());
     v.push(b"get f\r\n".to_vec());
+    v.push(b"set after 0 0 1\r\na\r\n".to_vec());
+    v.push(b"get after\r\n".to_vec());
+    v.push(b"flush_all 100\r\n".to_vec());
+    v.push(b"get after\r\n".to_vec());
     v.push(b"flush_all abc\r\n".to_vec());
     v.push(b"flush_all noreply\r\n".to_vec());
     v

@@ -226,16 +226,14 @@ impl Store {
         Ok(Some(new))
     }
 
+    /// `flush_all`: now, or (with a delay) every item stored before the delay runs out.
+    /// Items stored after an immediate flush, in the same second too, stay.
     fn flush(&self, delay: i64) {
-        let now = now_secs();
-        let at = if delay > 0 {
-            expiry(delay, now) - 1
+        if delay > 0 {
+            let at = expiry(delay, now_secs()) - 1;
+            self.flushed_at
+                .store(at, std::sync::atomic::Ordering::Relaxed);
         } else {
-            now
-        };
-        self.flushed_at
-            .store(at, std::sync::atomic::Ordering::Relaxed);
-        if delay <= 0 {
             for s in &self.shards {
                 s.lock().unwrap().clear();
             }

@@ -111,7 +111,9 @@ pub struct AfXdpPort {
     tx: RingTx,
     device: DeviceQueue,
     _umem: Umem,
-    /// Chunks the kernel holds (fill ring or TX in flight), by frame index.
+    /// Chunks the kernel holds (fill ring or TX in flight), by frame index. They are not
+    /// given back to the arena when the port is dropped: the kernel may write into a fill
+    /// ring chunk until the socket is closed, and the arena goes with the engine anyway.
     lent: Vec<Option<Frame>>,
     /// Frames in the fill ring.
     filled: usize,
@@ -356,15 +358,6 @@ impl Port for AfXdpPort {
 
     fn arena(&self) -> Option<Arc<FrameArena>> {
         Some(self.arena.clone())
-    }
-}
-
-impl Drop for AfXdpPort {
-    fn drop(&mut self) {
-        // The kernel may still hold chunks; their handles go back to the arena with it.
-        for f in self.lent.iter_mut().filter_map(Option::take) {
-            self.arena.free(f);
-        }
     }
 }
 
