@@ -22,7 +22,7 @@ use flextoe::backends::af_xdp::{AfXdpPort, XdpConfig, XdpMode};
 use flextoe::backends::netns::in_netns;
 use flextoe::backends::tap::TapPort;
 use flextoe::backends::Port;
-use flextoe::pipeline::{Engine, EngineConfig, Runtime};
+use flextoe::pipeline::{Engine, EngineConfig, Runtime, Threaded, Topology};
 use flextoe::time::SystemClock;
 use flextoe::wire::MacAddr;
 
@@ -390,6 +390,59 @@ fn tap_with_one_percent_loss() {
 
 #[test]
 fn capture_has_no_malformed_packets_or_bad_checksums() {
+    capture_check(af_packet_engine);
+}
+
+#[test]
+fn af_xdp_capture_has_no_malformed_packets_or_bad_checksums() {
+    capture_check(af_xdp_engine);
+}
+
+/// The threaded runtime (two workers) on an AF_XDP port, whose arena is the UMEM.
+#[test]
+fn af_xdp_threaded_runtime_linux_client_echo() {
+    let Some(lab) = VethLab::new() else { return };
+    let cfg = XdpConfig::new(&lab.engine_if, lab.engine_ip);
+    let port = in_netns(&lab.engine.0, move || AfXdpPort::open(&cfg)).expect("AF_XDP socket");
+    let t = Threaded::spawn(
+        config(lab.engine_ip),
+        port,
+        Topology::x86(2),
+        SystemClock::new(),
+    )
+    .unwrap();
+    let l = t.host().listen(7, 4).expect("listen");
+    let srv = std::thread::spawn(move || {
+        let mut s = l.accept().expect("accept");
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0u64;
+        loop {
+            let k = s.read(&mut buf).expect("read");
+            if k == 0 {
+                break;
+            }
+            n += k as u64;
+            s.write_all(&buf[..k]).expect("write");
+        }
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        s.wait_closed(Some(Duration::from_secs(10)));
+        n
+    });
+    let n_s = (16u64 << 20).to_string();
+    let ip = lab.engine_ip.to_string();
+    let out = run(&lab
+        .linux
+        .exec(&[python(), &script("echo_client.py"), &ip, "7", &n_s]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains(" ok"), "{text}");
+    assert_eq!(srv.join().unwrap(), 16 << 20);
+    let stats = t.stop();
+    eprintln!("{stats}");
+}
+
+/// One 4 MiB echo transfer over the engine `engine` makes, captured on the Linux side and
+/// read by tshark: no malformed packet, no bad IP or TCP checksum.
+fn capture_check<P: Port + 'static>(engine: fn(&VethLab) -> Runtime<P>) {
     if !available(&["tcpdump", "tshark"]) {
         return;
     }
@@ -416,7 +469,7 @@ fn capture_has_no_malformed_packets_or_bad_checksums() {
         .spawn()
         .expect("tcpdump");
     std::thread::sleep(Duration::from_millis(500));
-    let rt = af_packet_engine(&lab);
+    let rt = engine(&lab);
     let srv = echo_server(&rt, 7);
     let n = (4u64 << 20).to_string();
     let ip = lab.engine_ip.to_string();
