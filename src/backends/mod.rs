@@ -7,6 +7,7 @@
 //! | backend | feature | status |
 //! |---|---|---|
 //! | [`mem`] | always | in-process link with seeded impairments; also a `smoltcp` device |
+//! | [`pcap`] | always | wraps any port and writes its traffic to a pcap file |
 //! | `tap` | `tap` | TAP device through `/dev/net/tun` |
 //! | `af_packet` | `af_packet` | AF_PACKET socket through `pnet_datalink` |
 //! | `af_xdp` | `af_xdp` | AF_XDP socket through `xdpilone`, UMEM = the frame arena, own XDP program |
@@ -24,6 +25,7 @@ pub mod any;
 pub mod mem;
 #[cfg(any(feature = "tap", feature = "af_packet", feature = "af_xdp"))]
 pub mod netns;
+pub mod pcap;
 #[cfg(feature = "tap")]
 pub mod tap;
 
