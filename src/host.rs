@@ -635,6 +635,8 @@ pub struct Stream {
     host: Arc<HostShared>,
     nonblocking: bool,
     rd_shutdown: bool,
+    /// The rings went to a [`ReadHalf`] and a [`WriteHalf`]; dropping does nothing.
+    split: bool,
 }
 
 impl Stream {
@@ -651,7 +653,32 @@ impl Stream {
             host,
             nonblocking: false,
             rd_shutdown: false,
+            split: false,
         }
+    }
+
+    /// Split into a reading and a writing half that two threads can use at once. Dropping
+    /// the write half sends a FIN once its queued data is out (like
+    /// `shutdown(Shutdown::Write)`); dropping the read half stops nothing.
+    pub fn into_split(mut self) -> (ReadHalf, WriteHalf) {
+        let (dummy_tx, dummy_rx) = crate::buf::byte_ring(64);
+        let rx = std::mem::replace(&mut self.rx, dummy_rx);
+        let tx = std::mem::replace(&mut self.tx, dummy_tx);
+        self.split = true;
+        let read = ReadHalf {
+            conn: self.conn.clone(),
+            rx,
+            host: self.host.clone(),
+            nonblocking: self.nonblocking,
+            rd_shutdown: self.rd_shutdown,
+        };
+        let write = WriteHalf {
+            conn: self.conn.clone(),
+            tx,
+            host: self.host.clone(),
+            nonblocking: self.nonblocking,
+        };
+        (read, write)
     }
 
     /// Connection status.
@@ -757,48 +784,82 @@ impl Stream {
     }
 
     fn try_read(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
-        if self.rd_shutdown || buf.is_empty() {
-            return Some(Ok(0));
-        }
-        let n = self.rx.pop(buf);
-        if n > 0 {
-            self.host.ring_doorbell(&self.conn);
-            return Some(Ok(n));
-        }
-        if self.conn.rx_fin() {
-            // The FIN is consumed after all data before it was published.
-            let n = self.rx.pop(buf);
-            if n > 0 {
-                self.host.ring_doorbell(&self.conn);
-            }
-            return Some(Ok(n));
-        }
-        if let Some(e) = self.conn.status().error() {
-            return Some(Err(e.into()));
-        }
-        if self.conn.status() == ConnStatus::Closed {
-            return Some(Ok(0));
-        }
-        None
+        try_read(&self.conn, &self.host, &mut self.rx, self.rd_shutdown, buf)
     }
 
     fn try_write(&mut self, buf: &[u8]) -> Option<io::Result<usize>> {
-        if let Some(e) = self.conn.status().error() {
-            return Some(Err(e.into()));
-        }
-        if self.conn.tx_fin() || self.conn.status() == ConnStatus::Closed {
-            return Some(Err(io::ErrorKind::BrokenPipe.into()));
-        }
-        if buf.is_empty() {
-            return Some(Ok(0));
-        }
-        let n = self.tx.push(buf);
-        if n > 0 {
-            self.host.ring_doorbell(&self.conn);
-            return Some(Ok(n));
-        }
-        None
+        try_write(&self.conn, &self.host, &mut self.tx, buf)
     }
+}
+
+fn try_read(
+    conn: &Arc<ConnShared>,
+    host: &HostShared,
+    rx: &mut RingReader,
+    rd_shutdown: bool,
+    buf: &mut [u8],
+) -> Option<io::Result<usize>> {
+    if rd_shutdown || buf.is_empty() {
+        return Some(Ok(0));
+    }
+    let n = rx.pop(buf);
+    if n > 0 {
+        host.ring_doorbell(conn);
+        return Some(Ok(n));
+    }
+    if conn.rx_fin() {
+        // The FIN is consumed after all data before it was published.
+        let n = rx.pop(buf);
+        if n > 0 {
+            host.ring_doorbell(conn);
+        }
+        return Some(Ok(n));
+    }
+    if let Some(e) = conn.status().error() {
+        return Some(Err(e.into()));
+    }
+    if conn.status() == ConnStatus::Closed {
+        return Some(Ok(0));
+    }
+    None
+}
+
+fn try_write(
+    conn: &Arc<ConnShared>,
+    host: &HostShared,
+    tx: &mut RingWriter,
+    buf: &[u8],
+) -> Option<io::Result<usize>> {
+    if let Some(e) = conn.status().error() {
+        return Some(Err(e.into()));
+    }
+    if conn.tx_fin() || conn.status() == ConnStatus::Closed {
+        return Some(Err(io::ErrorKind::BrokenPipe.into()));
+    }
+    if buf.is_empty() {
+        return Some(Ok(0));
+    }
+    let n = tx.push(buf);
+    if n > 0 {
+        host.ring_doorbell(conn);
+        return Some(Ok(n));
+    }
+    None
+}
+
+/// Block on `conn` until `rx` has data or the connection's state changed.
+fn wait_readable(conn: &Arc<ConnShared>, rx: &RingReader) {
+    conn.waiter.wait_until(None, || {
+        rx.available() > 0
+            || conn.rx_fin()
+            || conn.status() != ConnStatus::Established && conn.status() != ConnStatus::Connecting
+    });
+}
+
+/// Block on `conn` until `tx` has room or the connection failed.
+fn wait_writable(conn: &Arc<ConnShared>, tx: &RingWriter) {
+    conn.waiter
+        .wait_until(None, || tx.free() > 0 || conn.status().error().is_some());
 }
 
 impl io::Read for Stream {
@@ -810,14 +871,7 @@ impl io::Read for Stream {
             if self.nonblocking {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            let conn = self.conn.clone();
-            let rx = &self.rx;
-            conn.waiter.wait_until(None, || {
-                rx.available() > 0
-                    || conn.rx_fin()
-                    || conn.status() != ConnStatus::Established
-                        && conn.status() != ConnStatus::Connecting
-            });
+            wait_readable(&self.conn, &self.rx);
         }
     }
 }
@@ -831,10 +885,7 @@ impl io::Write for Stream {
             if self.nonblocking {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            let conn = self.conn.clone();
-            let tx = &self.tx;
-            conn.waiter
-                .wait_until(None, || tx.free() > 0 || conn.status().error().is_some());
+            wait_writable(&self.conn, &self.tx);
         }
     }
 
@@ -843,8 +894,104 @@ impl io::Write for Stream {
     }
 }
 
+/// The reading half of a [`Stream`] (see [`Stream::into_split`]).
+pub struct ReadHalf {
+    conn: Arc<ConnShared>,
+    rx: RingReader,
+    host: Arc<HostShared>,
+    nonblocking: bool,
+    rd_shutdown: bool,
+}
+
+impl ReadHalf {
+    /// Make reads return `WouldBlock` instead of waiting.
+    pub fn set_nonblocking(&mut self, nb: bool) {
+        self.nonblocking = nb;
+    }
+
+    /// Bytes ready to read.
+    pub fn readable_bytes(&self) -> usize {
+        self.rx.available()
+    }
+
+    /// Connection status.
+    pub fn status(&self) -> ConnStatus {
+        self.conn.status()
+    }
+}
+
+impl io::Read for ReadHalf {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(r) = try_read(&self.conn, &self.host, &mut self.rx, self.rd_shutdown, buf) {
+                return r;
+            }
+            if self.nonblocking {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            wait_readable(&self.conn, &self.rx);
+        }
+    }
+}
+
+/// The writing half of a [`Stream`] (see [`Stream::into_split`]). Dropping it sends a FIN
+/// once the queued data is out.
+pub struct WriteHalf {
+    conn: Arc<ConnShared>,
+    tx: RingWriter,
+    host: Arc<HostShared>,
+    nonblocking: bool,
+}
+
+impl WriteHalf {
+    /// Make writes return `WouldBlock` instead of waiting.
+    pub fn set_nonblocking(&mut self, nb: bool) {
+        self.nonblocking = nb;
+    }
+
+    /// Free TX ring space.
+    pub fn writable_bytes(&self) -> usize {
+        self.tx.free()
+    }
+
+    /// Wait until everything written has been acknowledged, or `timeout` passes.
+    pub fn wait_drained(&self, timeout: Option<Duration>) -> bool {
+        self.conn.waiter.wait_until(timeout, || {
+            self.tx.free() == self.tx.capacity() || self.conn.status().error().is_some()
+        })
+    }
+}
+
+impl io::Write for WriteHalf {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            if let Some(r) = try_write(&self.conn, &self.host, &mut self.tx, buf) {
+                return r;
+            }
+            if self.nonblocking {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            wait_writable(&self.conn, &self.tx);
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for WriteHalf {
+    fn drop(&mut self) {
+        self.conn.tx_fin.store(true, Ordering::Release);
+        self.host.ring_doorbell(&self.conn);
+    }
+}
+
 impl Drop for Stream {
     fn drop(&mut self) {
+        if self.split {
+            return;
+        }
         if self.rx.available() > 0 && !self.rd_shutdown {
             self.conn.abort.store(true, Ordering::Release);
         } else {

@@ -119,3 +119,57 @@ fn connect_to_nothing_is_refused_and_errors_map_to_io_kinds() {
         Some(flextoe::host::Error::AddrInUse(5))
     );
 }
+
+/// A split stream: one thread writes 32 MiB while another reads the echo at the same time
+/// (with one thread and blocking calls both rings would fill and stall); dropping the write
+/// half sends the FIN, after which the read half sees the end of the echo.
+#[test]
+fn split_stream_reads_and_writes_from_two_threads() {
+    let (pa, pb) = MemLink::pair(Impairments::none());
+    let clock = SystemClock::new();
+    let server =
+        Runtime::spawn(Engine::new(engine_config(MAC_A, IP_A), pa).unwrap(), clock).unwrap();
+    let client =
+        Runtime::spawn(Engine::new(engine_config(MAC_B, IP_B), pb).unwrap(), clock).unwrap();
+    let listener = server.host().listen(7, 4).unwrap();
+    let srv = std::thread::spawn(move || {
+        let s = listener.accept().unwrap();
+        let (mut r, mut w) = s.into_split();
+        std::io::copy(&mut r, &mut w).unwrap()
+    });
+    let c = client
+        .host()
+        .connect_blocking(SocketAddrV4::new(IP_A, 7), Duration::from_secs(5))
+        .unwrap();
+    let (mut r, mut w) = c.into_split();
+    const TOTAL: u64 = 32 << 20;
+    let writer = std::thread::spawn(move || {
+        let mut src = Source::new(11, TOTAL);
+        loop {
+            let chunk = src.pending().to_vec();
+            if chunk.is_empty() {
+                break;
+            }
+            w.write_all(&chunk).unwrap();
+            src.consume(chunk.len());
+        }
+        src.digest()
+        // `w` drops here: FIN.
+    });
+    let mut sink = Sink::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = r.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        sink.take(&buf[..n]);
+    }
+    let sent = writer.join().unwrap();
+    assert_eq!(sink.received, TOTAL);
+    assert_eq!(sink.digest(), sent);
+    assert_eq!(srv.join().unwrap(), TOTAL);
+    drop(r);
+    let _ = client.stop();
+    let _ = server.stop();
+}
