@@ -269,10 +269,67 @@ fn script() -> Vec<Vec<u8>> {
         "incr\r\n",
         "touch a\r\n",
         "flush_all 0 noreply extra\r\n",
+        "set noreply 0 0 1\r\nn\r\n",
+        "delete noreply\r\n",
+        "delete noreply\r\n",
+        "set n 0 0 2\r\n10\r\n",
+        "incr n +5\r\n",
+        "incr n -0\r\n",
+        "incr n -1\r\n",
+        "set p 0 0 2\r\n+5\r\n",
+        "incr p 1\r\n",
+        "set p 0 0 2\r\n-0\r\n",
+        "incr p 1\r\n",
+        "set p 0 0 3\r\n\x0b55\r\n",
+        "incr p 1\r\n",
+        "set p 0 0 4\r\n5 \u{7f}x\r\n",
+        "incr p 1\r\n",
+        "set fl -0 0 1\r\nf\r\n",
+        "get fl\r\n",
+        "set fl 4294967297 0 1\r\nf\r\n",
+        "get fl\r\n",
+        "set e2 0 2147483648 1\r\nx\r\n",
+        "get e2\r\n",
+        "set e3 0 0 1\r\nx\r\n",
+        "touch e3 2147483648\r\n",
+        "get e3\r\n",
+        "set v 0 0 4294967297\r\nx\r\n",
+        "get v\r\n",
+        "set w 0 0 1\r\nw\r\n",
+        "flush_all 4294967296\r\n",
+        "get w v\r\n",
+        "set a 0 0 1\r\na\r\n",
+        "delete a\0 noreply\r\n",
+        "set z\0 0 0 1\r\nx\r\n",
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())
     .collect();
+    // Size limits: memcached's depend on the key's length and on whether flags are set.
+    let long_key2 = "q".repeat(250);
+    for (key, flags, len) in [
+        ("b", 0, 1048516),
+        ("b", 0, 1048517),
+        ("b", 1, 1048512),
+        ("b", 1, 1048513),
+        (long_key2.as_str(), 0, 1048267),
+        (long_key2.as_str(), 0, 1048268),
+    ] {
+        let mut r = format!("set {key} {flags} 0 {len}\r\n").into_bytes();
+        r.extend(std::iter::repeat_n(b'y', len));
+        r.extend_from_slice(b"\r\n");
+        v.push(r);
+        v.push(format!("gets {key}\r\n").into_bytes().to_vec());
+    }
+    let mut ap = b"set ap 0 0 600000\r\n".to_vec();
+    ap.extend(std::iter::repeat_n(b'a', 600000));
+    ap.extend_from_slice(b"\r\nappend ap 0 0 600000\r\n");
+    ap.extend(std::iter::repeat_n(b'b', 600000));
+    ap.extend_from_slice(b"\r\n");
+    v.push(ap);
+    let keys: Vec<String> = (0..2500).map(|i| format!("key{i:05}")).collect();
+    v.push(format!("get {}\r\n", keys.join(" ")).into_bytes());
+    v.push(format!("delete {long_key} 5\r\n").into_bytes());
     v.push(format!("get {long_key}\r\n").into_bytes());
     v.push(format!("set {long_key} 0 0 1\r\nx\r\n").into_bytes());
     v.push(format!("set {long_key} 0 0 1 noreply\r\nx\r\n").into_bytes());
@@ -393,4 +450,59 @@ fn quit_closes_the_connection_on_both() {
     }
     assert!(closes(&mut memcached_conn(&mc)), "memcached closes on quit");
     assert!(closes(&mut kv.connect()), "kv_server closes on quit");
+}
+
+/// A value length far beyond the limit is refused at once and its bytes are dropped as they
+/// arrive, never held (memcached does the same).
+#[test]
+fn too_large_value_is_swallowed_not_buffered() {
+    let store = kv::Store::default();
+    let mut session = kv::Session::default();
+    let mut out = Vec::new();
+    session.feed(&store, b"set k 0 0 2147483645\r\n", &mut out);
+    assert_eq!(out, b"SERVER_ERROR object too large for cache\r\n");
+    let junk = vec![b'j'; 1 << 20];
+    for _ in 0..64 {
+        out.clear();
+        assert_eq!(session.feed(&store, &junk, &mut out), kv::Next::More);
+        assert!(out.is_empty());
+        assert_eq!(session.buffered(), 0);
+    }
+}
+
+/// A long `get` line arriving in pieces is served; a long line of anything else closes the
+/// connection without a reply, as memcached does.
+#[test]
+fn long_lines_like_memcached() {
+    let Some(mc) = Memcached::start() else { return };
+    let keys: Vec<String> = (0..2500).map(|i| format!("key{i:05}")).collect();
+    let get = format!("get {}\r\n", keys.join(" ")).into_bytes();
+    let store = kv::Store::default();
+    let mut session = kv::Session::default();
+    let mut out = Vec::new();
+    for piece in get.chunks(1000) {
+        assert_eq!(session.feed(&store, piece, &mut out), kv::Next::More);
+    }
+    assert_eq!(out, b"END\r\n");
+    let mut s = TcpStream::connect(("127.0.0.1", mc.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for piece in get.chunks(1000) {
+        s.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut buf = [0u8; 5];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"END\r\n");
+
+    let bogus = [b"set ".to_vec(), vec![b'a'; 3000]].concat();
+    let mut out = Vec::new();
+    let mut session = kv::Session::default();
+    assert_eq!(session.feed(&store, &bogus, &mut out), kv::Next::Close);
+    assert!(out.is_empty());
+    let mut s = TcpStream::connect(("127.0.0.1", mc.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&bogus).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).expect("memcached closes the connection");
+    assert!(rest.is_empty(), "memcached replied {rest:?}");
 }

@@ -10,15 +10,19 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::io::{self, Write};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Longest key.
 pub const KEY_MAX: usize = 250;
-/// Largest value (memcached's default item size limit, less its item header).
-pub const VALUE_MAX: usize = 1024 * 1024 - 512;
-/// Longest command line before the connection is closed.
-const LINE_MAX: usize = 8192;
+/// memcached's default largest item (1 MiB) less its fixed item header; what is left holds
+/// the key, a NUL, the flags (when not zero), the value and its CRLF.
+const ITEM_SPACE: usize = 1024 * 1024 - 56;
+/// Longest command line; memcached closes the connection on a longer one.
+const LINE_MAX: usize = 2048;
+/// Longest `get` / `gets` line (memcached takes them in pieces; this bounds the memory).
+const GET_LINE_MAX: usize = 1 << 20;
 /// Relative expiration times are at most 30 days; larger values are Unix times.
 const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
 const SHARDS: usize = 16;
@@ -32,6 +36,11 @@ struct Item {
     cas: u64,
     /// When it was stored (for `flush_all` with a delay).
     stored: i64,
+}
+
+/// Largest value memcached stores for this key and flags.
+pub fn value_max(key_len: usize, flags: u32) -> usize {
+    ITEM_SPACE - key_len - 1 - if flags != 0 { 4 } else { 0 } - 2
 }
 
 /// Items, in shards by key hash.
@@ -155,6 +164,9 @@ impl Store {
             Store1::Append | Store1::Prepend => {
                 let cas = self.cas_id();
                 let it = m.get_mut(key).expect("exists");
+                if it.data.len() + data.len() > value_max(key.len(), it.flags) {
+                    return "NOT_STORED";
+                }
                 if matches!(how, Store1::Append) {
                     it.data.extend_from_slice(&data);
                 } else {
@@ -234,6 +246,8 @@ impl Store {
             self.flushed_at
                 .store(at, std::sync::atomic::Ordering::Relaxed);
         } else {
+            self.flushed_at
+                .store(i64::MIN, std::sync::atomic::Ordering::Relaxed);
             for s in &self.shards {
                 s.lock().unwrap().clear();
             }
@@ -241,31 +255,75 @@ impl Store {
     }
 }
 
-/// A number as `strtoull` reads it (leading blanks, then digits, then a blank or the end).
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+/// `strtoull`/`strtoll` as memcached's `safe_strto*` use them: leading white space, an
+/// optional sign, at least one digit, then white space or the end. Returns the magnitude,
+/// whether it was negative, and `None` on no digits, trailing garbage or overflow.
+fn strto(b: &[u8]) -> Option<(u64, bool)> {
+    let b = &b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())];
+    let mut i = 0;
+    while i < b.len() && is_space(b[i]) {
+        i += 1;
+    }
+    let neg = match b.get(i) {
+        Some(b'-') => {
+            i += 1;
+            true
+        }
+        Some(b'+') => {
+            i += 1;
+            false
+        }
+        _ => false,
+    };
+    let digits = i;
+    let mut v: u64 = 0;
+    while i < b.len() && b[i].is_ascii_digit() {
+        v = v.checked_mul(10)?.checked_add(u64::from(b[i] - b'0'))?;
+        i += 1;
+    }
+    if i == digits || (i < b.len() && !is_space(b[i])) {
+        return None;
+    }
+    Some((v, neg))
+}
+
+/// `safe_strtoull`: a negative number is refused unless it wraps to a small one ("-0").
+/// A NUL ends the text, as it ends a C string.
+fn parse_u64(b: &[u8]) -> Option<u64> {
+    let (v, neg) = strto(b)?;
+    let v = if neg { v.wrapping_neg() } else { v };
+    if (v as i64) < 0 && neg {
+        return None;
+    }
+    Some(v)
+}
+
+/// `safe_strtoul` into a 32-bit field: memcached keeps the low 32 bits.
+fn parse_u32(b: &[u8]) -> Option<u32> {
+    parse_u64(b).map(|v| v as u32)
+}
+
+/// `safe_strtol` into a 32-bit field: a `long`, of which memcached keeps the low 32 bits.
+fn parse_i32(b: &[u8]) -> Option<i64> {
+    let (v, neg) = strto(b)?;
+    let l: i64 = if neg {
+        if v > i64::MAX as u64 + 1 {
+            return None;
+        }
+        (v as i64).wrapping_neg()
+    } else {
+        i64::try_from(v).ok()?
+    };
+    Some(i64::from(l as i32))
+}
+
+/// The value of an item as `incr`/`decr` read it.
 fn parse_u64_prefix(b: &[u8]) -> Option<u64> {
-    let s = std::str::from_utf8(b).ok()?;
-    let t = s.trim_start_matches([' ', '\t', '\n', '\r']);
-    let end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    if end == 0 {
-        return None;
-    }
-    let rest = &t[end..];
-    if !(rest.is_empty() || rest.starts_with([' ', '\t', '\r', '\n'])) {
-        return None;
-    }
-    t[..end].parse().ok()
-}
-
-fn parse_u32(t: &[u8]) -> Option<u32> {
-    std::str::from_utf8(t).ok()?.parse().ok()
-}
-
-fn parse_i64(t: &[u8]) -> Option<i64> {
-    std::str::from_utf8(t).ok()?.parse().ok()
-}
-
-fn parse_u64(t: &[u8]) -> Option<u64> {
-    parse_u64_prefix(t)
+    parse_u64(b)
 }
 
 /// What a session wants after a batch of input.
@@ -286,8 +344,6 @@ struct Pending {
     /// Data bytes plus the closing CRLF.
     need: usize,
     noreply: bool,
-    /// Too large: read and drop, then answer with this error.
-    swallow_err: Option<&'static str>,
 }
 
 /// One connection's protocol state.
@@ -295,14 +351,35 @@ struct Pending {
 pub struct Session {
     buf: Vec<u8>,
     pending: Option<Pending>,
+    /// Bytes of a too-large value still to be read and dropped.
+    swallow: usize,
 }
 
 impl Session {
-    /// Take `input`, append every complete reply to `out`.
-    pub fn feed(&mut self, store: &Store, input: &[u8], out: &mut Vec<u8>) -> Next {
+    /// Bytes held for an incomplete command or data block.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Take `input` and write every complete reply to `out`. A write error closes.
+    pub fn feed(&mut self, store: &Store, input: &[u8], out: &mut impl Write) -> Next {
+        let mut input = input;
+        if self.swallow > 0 {
+            let k = self.swallow.min(input.len());
+            self.swallow -= k;
+            input = &input[k..];
+        }
         self.buf.extend_from_slice(input);
         let mut start = 0;
         let next = loop {
+            if self.swallow > 0 {
+                let k = self.swallow.min(self.buf.len() - start);
+                self.swallow -= k;
+                start += k;
+                if self.swallow > 0 {
+                    break Next::More;
+                }
+            }
             if let Some(p) = &self.pending {
                 if self.buf.len() - start < p.need {
                     break Next::More;
@@ -310,22 +387,24 @@ impl Session {
                 let p = self.pending.take().expect("pending");
                 let block = &self.buf[start..start + p.need];
                 start += p.need;
-                if let Some(e) = p.swallow_err {
-                    reply(out, e, p.noreply);
-                    continue;
+                let r = if !block.ends_with(b"\r\n") {
+                    reply(out, "CLIENT_ERROR bad data chunk", p.noreply)
+                } else {
+                    let data = block[..block.len() - 2].to_vec();
+                    let r = store.store(p.how, &p.key, p.flags, p.exptime, data);
+                    reply(out, r, p.noreply)
+                };
+                if r.is_err() {
+                    break Next::Close;
                 }
-                if !block.ends_with(b"\r\n") {
-                    reply(out, "CLIENT_ERROR bad data chunk", p.noreply);
-                    continue;
-                }
-                let data = block[..block.len() - 2].to_vec();
-                let r = store.store(p.how, &p.key, p.flags, p.exptime, data);
-                reply(out, r, p.noreply);
                 continue;
             }
             let Some(nl) = self.buf[start..].iter().position(|&b| b == b'\n') else {
-                if self.buf.len() - start > LINE_MAX {
-                    reply(out, "CLIENT_ERROR line too long", false);
+                let pending = &self.buf[start..];
+                let is_get = pending.starts_with(b"get ") || pending.starts_with(b"gets ");
+                let limit = if is_get { GET_LINE_MAX } else { LINE_MAX };
+                if pending.len() > limit {
+                    // memcached closes the connection without a reply.
                     break Next::Close;
                 }
                 break Next::More;
@@ -335,16 +414,21 @@ impl Session {
             if line.ends_with(b"\r") {
                 line = &line[..line.len() - 1];
             }
+            // A NUL ends the command line, as it ends memcached's C string.
+            if let Some(z) = line.iter().position(|&b| b == 0) {
+                line = &line[..z];
+            }
             let line = line.to_vec();
-            if self.command(store, &line, out) == Next::Close {
-                break Next::Close;
+            match self.command(store, &line, out) {
+                Ok(Next::More) => {}
+                Ok(Next::Close) | Err(_) => break Next::Close,
             }
         };
         self.buf.drain(..start);
         next
     }
 
-    fn command(&mut self, store: &Store, line: &[u8], out: &mut Vec<u8>) -> Next {
+    fn command(&mut self, store: &Store, line: &[u8], out: &mut impl Write) -> io::Result<Next> {
         let toks: Vec<&[u8]> = line
             .split(|&b| b == b' ')
             .filter(|t| !t.is_empty())
@@ -355,48 +439,40 @@ impl Session {
             .commands
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Some(&cmd) = toks.first() else {
-            reply(out, "ERROR", false);
-            return Next::More;
+            reply(out, "ERROR", false)?;
+            return Ok(Next::More);
         };
         let noreply = toks.last() == Some(&&b"noreply"[..]);
         match (cmd, ntokens) {
             (b"get" | b"gets", n) if n >= 3 => {
                 let with_cas = cmd == b"gets";
-                let mut body = Vec::new();
+                if toks[1..].iter().any(|k| k.len() > KEY_MAX) {
+                    reply(out, "CLIENT_ERROR bad command line format", false)?;
+                    return Ok(Next::More);
+                }
+                // One item at a time: a request naming a large item many times does not
+                // make one reply buffer of all of them.
                 for key in &toks[1..] {
-                    if key.len() > KEY_MAX {
-                        reply(out, "CLIENT_ERROR bad command line format", false);
-                        return Next::More;
-                    }
                     if let Some(it) = store.get(key) {
-                        body.extend_from_slice(b"VALUE ");
-                        body.extend_from_slice(key);
+                        out.write_all(b"VALUE ")?;
+                        out.write_all(key)?;
                         if with_cas {
-                            body.extend_from_slice(
-                                format!(" {} {} {}\r\n", it.flags, it.data.len(), it.cas)
-                                    .as_bytes(),
-                            );
+                            write!(out, " {} {} {}\r\n", it.flags, it.data.len(), it.cas)?;
                         } else {
-                            body.extend_from_slice(
-                                format!(" {} {}\r\n", it.flags, it.data.len()).as_bytes(),
-                            );
+                            write!(out, " {} {}\r\n", it.flags, it.data.len())?;
                         }
-                        body.extend_from_slice(&it.data);
-                        body.extend_from_slice(b"\r\n");
+                        out.write_all(&it.data)?;
+                        out.write_all(b"\r\n")?;
                     }
                 }
-                out.extend_from_slice(&body);
-                out.extend_from_slice(b"END\r\n");
+                out.write_all(b"END\r\n")?;
             }
             (b"set" | b"add" | b"replace" | b"append" | b"prepend", 6 | 7) | (b"cas", 7 | 8) => {
-                self.storage(store, cmd, &toks, noreply, out);
+                self.storage(store, cmd, &toks, noreply, out)?;
             }
             (b"delete", 3..=5) => {
-                let key = toks[1];
-                if key.len() > KEY_MAX {
-                    reply(out, "CLIENT_ERROR bad command line format", noreply);
-                    return Next::More;
-                }
+                // Only a fourth or fifth token can be "noreply" (a key may be named so).
+                let noreply = ntokens > 3 && noreply;
                 if ntokens > 3 {
                     let hold_zero = toks[2] == b"0";
                     let valid = (ntokens == 4 && (hold_zero || noreply))
@@ -406,66 +482,71 @@ impl Session {
                             out,
                             "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]",
                             noreply,
-                        );
-                        return Next::More;
+                        )?;
+                        return Ok(Next::More);
                     }
+                }
+                let key = toks[1];
+                if key.len() > KEY_MAX {
+                    reply(out, "CLIENT_ERROR bad command line format", noreply)?;
+                    return Ok(Next::More);
                 }
                 let r = if store.delete(key) {
                     "DELETED"
                 } else {
                     "NOT_FOUND"
                 };
-                reply(out, r, noreply);
+                reply(out, r, noreply)?;
             }
             (b"incr" | b"decr", 4 | 5) => {
                 let key = toks[1];
                 if key.len() > KEY_MAX {
-                    reply(out, "CLIENT_ERROR bad command line format", noreply);
-                    return Next::More;
+                    reply(out, "CLIENT_ERROR bad command line format", noreply)?;
+                    return Ok(Next::More);
                 }
                 let Some(delta) = parse_u64(toks[2]) else {
-                    reply(out, "CLIENT_ERROR invalid numeric delta argument", noreply);
-                    return Next::More;
+                    reply(out, "CLIENT_ERROR invalid numeric delta argument", noreply)?;
+                    return Ok(Next::More);
                 };
                 match store.delta(key, cmd == b"incr", delta) {
-                    Ok(Some(v)) => reply(out, &v.to_string(), noreply),
-                    Ok(None) => reply(out, "NOT_FOUND", noreply),
+                    Ok(Some(v)) => reply(out, &v.to_string(), noreply)?,
+                    Ok(None) => reply(out, "NOT_FOUND", noreply)?,
                     Err(()) => reply(
                         out,
                         "CLIENT_ERROR cannot increment or decrement non-numeric value",
                         noreply,
-                    ),
+                    )?,
                 }
             }
             (b"touch", 4 | 5) => {
                 let key = toks[1];
                 if key.len() > KEY_MAX {
-                    reply(out, "CLIENT_ERROR bad command line format", noreply);
-                    return Next::More;
+                    reply(out, "CLIENT_ERROR bad command line format", noreply)?;
+                    return Ok(Next::More);
                 }
-                let Some(exptime) = parse_i64(toks[2]) else {
-                    reply(out, "CLIENT_ERROR invalid exptime argument", noreply);
-                    return Next::More;
+                let Some(exptime) = parse_i32(toks[2]) else {
+                    reply(out, "CLIENT_ERROR invalid exptime argument", noreply)?;
+                    return Ok(Next::More);
                 };
                 let r = if store.touch(key, exptime) {
                     "TOUCHED"
                 } else {
                     "NOT_FOUND"
                 };
-                reply(out, r, noreply);
+                reply(out, r, noreply)?;
             }
             (b"flush_all", 2..=4) => {
                 let delay = if ntokens == (2 + usize::from(noreply)) {
                     Some(0)
                 } else {
-                    parse_i64(toks[1])
+                    parse_i32(toks[1])
                 };
                 match delay {
                     Some(d) => {
                         store.flush(d);
-                        reply(out, "OK", noreply);
+                        reply(out, "OK", noreply)?;
                     }
-                    None => reply(out, "CLIENT_ERROR invalid exptime argument", noreply),
+                    None => reply(out, "CLIENT_ERROR invalid exptime argument", noreply)?,
                 }
             }
             (b"version", _) => {
@@ -473,12 +554,12 @@ impl Session {
                     out,
                     concat!("VERSION flextoe-kv ", env!("CARGO_PKG_VERSION")),
                     false,
-                );
+                )?;
             }
-            (b"quit", _) => return Next::Close,
-            _ => reply(out, "ERROR", false),
+            (b"quit", _) => return Ok(Next::Close),
+            _ => reply(out, "ERROR", false)?,
         }
-        Next::More
+        Ok(Next::More)
     }
 
     fn storage(
@@ -487,18 +568,16 @@ impl Session {
         cmd: &[u8],
         toks: &[&[u8]],
         noreply: bool,
-        out: &mut Vec<u8>,
-    ) {
+        out: &mut impl Write,
+    ) -> io::Result<()> {
         let key = toks[1];
         if key.len() > KEY_MAX {
-            reply(out, "CLIENT_ERROR bad command line format", noreply);
-            return;
+            return reply(out, "CLIENT_ERROR bad command line format", noreply);
         }
         let (Some(flags), Some(exptime), Some(len)) =
-            (parse_u32(toks[2]), parse_i64(toks[3]), parse_i64(toks[4]))
+            (parse_u32(toks[2]), parse_i32(toks[3]), parse_i32(toks[4]))
         else {
-            reply(out, "CLIENT_ERROR bad command line format", noreply);
-            return;
+            return reply(out, "CLIENT_ERROR bad command line format", noreply);
         };
         let how = match cmd {
             b"set" => Store1::Set,
@@ -508,18 +587,22 @@ impl Session {
             b"prepend" => Store1::Prepend,
             _ => match parse_u64(toks[5]) {
                 Some(c) => Store1::Cas(c),
-                None => {
-                    reply(out, "CLIENT_ERROR bad command line format", noreply);
-                    return;
-                }
+                None => return reply(out, "CLIENT_ERROR bad command line format", noreply),
             },
         };
         if !(0..=i32::MAX as i64 - 2).contains(&len) {
-            reply(out, "CLIENT_ERROR bad command line format", noreply);
-            return;
+            return reply(out, "CLIENT_ERROR bad command line format", noreply);
         }
         let len = len as usize;
-        let too_large = len > VALUE_MAX;
+        if len > value_max(key.len(), flags) {
+            // memcached answers at once, drops the value's bytes as they arrive, and removes
+            // the old value so that no stale one survives a failed set.
+            if cmd == b"set" {
+                store.delete(key);
+            }
+            self.swallow = len + 2;
+            return reply(out, "SERVER_ERROR object too large for cache", noreply);
+        }
         self.pending = Some(Pending {
             how,
             key: key.to_vec(),
@@ -527,39 +610,31 @@ impl Session {
             exptime,
             need: len + 2,
             noreply,
-            swallow_err: too_large.then_some("SERVER_ERROR object too large for cache"),
         });
-        if too_large && cmd == b"set" {
-            // memcached drops the old value so that no stale one survives a failed set.
-            store.delete(key);
-        }
+        Ok(())
     }
 }
 
-fn reply(out: &mut Vec<u8>, s: &str, noreply: bool) {
+fn reply(out: &mut impl Write, s: &str, noreply: bool) -> io::Result<()> {
     if noreply {
-        return;
+        return Ok(());
     }
-    out.extend_from_slice(s.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    out.write_all(s.as_bytes())?;
+    out.write_all(b"\r\n")
 }
 
 /// Serve one connection until the client quits or closes it.
 pub fn serve_connection<S: std::io::Read + std::io::Write>(s: &mut S, store: &Store) {
     let mut session = Session::default();
     let mut input = vec![0u8; 64 * 1024];
-    let mut out = Vec::with_capacity(64 * 1024);
     loop {
         let n = match s.read(&mut input) {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        out.clear();
+        let mut out = io::BufWriter::with_capacity(64 * 1024, &mut *s);
         let next = session.feed(store, &input[..n], &mut out);
-        if !out.is_empty() && s.write_all(&out).is_err() {
-            return;
-        }
-        if next == Next::Close {
+        if out.flush().is_err() || next == Next::Close {
             return;
         }
     }

@@ -87,6 +87,8 @@ pub struct AfXdpStats {
     pub tx_completed: u64,
     /// Frames dropped because the TX ring stayed full.
     pub tx_ring_full: u64,
+    /// Empty frames handed to `send`, dropped.
+    pub tx_empty: u64,
     /// Descriptors naming a chunk the port did not hand to the kernel (never expected).
     pub bad_descriptors: u64,
     /// Wake-up system calls made for receiving.
@@ -177,6 +179,13 @@ impl AfXdpPort {
         info.set_queue(cfg.queue);
         let ifindex = info.ifindex();
         let sock = Socket::with_shared(&info, &umem).map_err(errno)?;
+        // The socket must not live on in child processes: a child holding it would keep the
+        // device queue bound after the port is gone.
+        // SAFETY: F_SETFD on a descriptor this port owns; no memory is passed.
+        let r = unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
         let device = umem.fq_cq(&sock).map_err(errno)?;
         let mut bind_flags = SocketConfig::XDP_BIND_NEED_WAKEUP;
         bind_flags |= if cfg.zero_copy {
@@ -226,7 +235,11 @@ impl AfXdpPort {
 
     /// Put free arena frames on the fill ring, up to its size.
     fn refill(&mut self) {
-        let want = (RING as usize).saturating_sub(self.filled);
+        // At most half of the arena waits in the fill ring; the rest is the engine's.
+        let target = (RING as usize).min(self.arena.capacity() / 2);
+        let want = target.saturating_sub(self.filled);
+        let free = self.arena.capacity() - self.arena.in_use();
+        let want = want.min(free);
         if want == 0 {
             return;
         }
@@ -296,6 +309,11 @@ impl Port for AfXdpPort {
             r.release();
         }
         self.refill();
+        // Transmissions a bounded wake-up budget left in the ring go out now.
+        if self.tx.pending() > 0 && self.tx.needs_wakeup() {
+            self.tx.wake();
+            self.stats.tx_wakeups += 1;
+        }
         if n == 0 && self.device.needs_wakeup() {
             self.device.wake();
             self.stats.rx_wakeups += 1;
@@ -314,6 +332,12 @@ impl Port for AfXdpPort {
             let mut w = self.tx.transmit(RING);
             let mut placed = 0;
             while let Some(f) = queue.next_if(|_| placed < w.capacity()) {
+                if f.is_empty() {
+                    // The kernel drops empty descriptors without completing them.
+                    self.stats.tx_empty += 1;
+                    self.arena.free(f);
+                    continue;
+                }
                 let desc = XdpDesc {
                     addr: f.index() as u64 * FRAME_SIZE as u64,
                     len: f.len() as u32,
