@@ -503,6 +503,7 @@ fn long_lines_like_memcached() {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(&bogus).unwrap();
     let mut rest = Vec::new();
-    s.read_to_end(&mut rest).expect("memcached closes the connection");
+    s.read_to_end(&mut rest)
+        .expect("memcached closes the connection");
     assert!(rest.is_empty(), "memcached replied {rest:?}");
 }
