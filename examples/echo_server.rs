@@ -174,9 +174,9 @@ fn main() {
     if args.net.backend == Backend::Mem {
         let (a, b) = MemLink::pair(Impairments::none());
         let client = mem_client(b, args.net.ip, args.net.port.unwrap_or(7), args.mib);
-        serve(&args, cfg, a, stop, Some(client));
+        serve(&args, cfg, args.net.capture(a), stop, Some(client));
     } else {
         let port = open_linux_port(&args.net);
-        serve(&args, cfg, port, stop, None);
+        serve(&args, cfg, args.net.capture(port), stop, None);
     }
 }

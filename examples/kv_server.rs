@@ -160,9 +160,9 @@ fn main() {
         let (a, b) = MemLink::pair(Impairments::none());
         let server = SocketAddrV4::new(args.net.ip, args.net.port.unwrap_or(11211));
         let client = mem_client(b, server, args.clients, args.requests);
-        serve(&args, cfg, a, stop, Some(client));
+        serve(&args, cfg, args.net.capture(a), stop, Some(client));
     } else {
         let port = open_linux_port(&args.net);
-        serve(&args, cfg, port, stop, None);
+        serve(&args, cfg, args.net.capture(port), stop, None);
     }
 }

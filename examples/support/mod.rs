@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use flextoe::backends::pcap::PcapPort;
 use flextoe::backends::Port;
 use flextoe::host::{Host, Stream};
 use flextoe::pipeline::{Engine, EngineConfig, Runtime, Threaded, Topology};
@@ -54,6 +55,19 @@ pub struct NetArgs {
     /// 0: inline runtime on one thread; N: threaded runtime with N workers.
     #[arg(long, default_value_t = 0)]
     pub cores: usize,
+    /// Write every frame the engine receives and sends to this pcap file.
+    #[arg(long)]
+    pub pcap: Option<std::path::PathBuf>,
+}
+
+impl NetArgs {
+    /// `port`, capturing into `--pcap` when given.
+    pub fn capture<P: Port>(&self, port: P) -> PcapPort<P> {
+        PcapPort::maybe(port, self.pcap.as_deref()).unwrap_or_else(|e| {
+            eprintln!("--pcap: {e}");
+            std::process::exit(1);
+        })
+    }
 }
 
 /// `aa:bb:cc:dd:ee:ff`.

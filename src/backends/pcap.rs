@@ -33,7 +33,8 @@ const SNAPLEN: u32 = 65535;
 /// A port whose traffic is written to a pcap stream.
 pub struct PcapPort<P: Port, W: Write + Send = BufWriter<File>> {
     inner: P,
-    out: W,
+    /// `None`: capture off, the port only forwards.
+    out: Option<W>,
     /// Frames written.
     frames: u64,
     /// The first write error, after which capture stops (traffic goes on).
@@ -44,6 +45,20 @@ impl<P: Port> PcapPort<P> {
     /// Wrap `inner`, capturing into a new file at `path`.
     pub fn create(inner: P, path: impl AsRef<Path>) -> io::Result<Self> {
         PcapPort::with_writer(inner, BufWriter::new(File::create(path)?))
+    }
+
+    /// Wrap `inner`, capturing into `path` when it is given and forwarding only when not
+    /// (so that a program has one port type either way).
+    pub fn maybe(inner: P, path: Option<&Path>) -> io::Result<Self> {
+        match path {
+            Some(p) => PcapPort::create(inner, p),
+            None => Ok(PcapPort {
+                inner,
+                out: None,
+                frames: 0,
+                error: None,
+            }),
+        }
     }
 }
 
@@ -61,7 +76,7 @@ impl<P: Port, W: Write + Send> PcapPort<P, W> {
         out.write_all(&h)?;
         Ok(PcapPort {
             inner,
-            out,
+            out: Some(out),
             frames: 0,
             error: None,
         })
@@ -89,13 +104,19 @@ impl<P: Port, W: Write + Send> PcapPort<P, W> {
 
     /// Write buffered records out.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        match &mut self.out {
+            Some(w) => w.flush(),
+            None => Ok(()),
+        }
     }
 
     fn record(&mut self, now: Instant, data: &[u8]) {
         if self.error.is_some() {
             return;
         }
+        let Some(out) = &mut self.out else {
+            return;
+        };
         let us = now.micros();
         let len = data.len() as u32;
         let mut h = [0u8; 16];
@@ -103,10 +124,9 @@ impl<P: Port, W: Write + Send> PcapPort<P, W> {
         h[4..8].copy_from_slice(&((us % 1_000_000) as u32).to_le_bytes());
         h[8..12].copy_from_slice(&len.min(SNAPLEN).to_le_bytes());
         h[12..16].copy_from_slice(&len.to_le_bytes());
-        let r = self.out.write_all(&h).and_then(|_| {
-            self.out
-                .write_all(&data[..data.len().min(SNAPLEN as usize)])
-        });
+        let r = out
+            .write_all(&h)
+            .and_then(|_| out.write_all(&data[..data.len().min(SNAPLEN as usize)]));
         match r {
             Ok(()) => self.frames += 1,
             Err(e) => self.error = Some(e),
@@ -152,6 +172,6 @@ impl<P: Port, W: Write + Send> Port for PcapPort<P, W> {
 
 impl<P: Port, W: Write + Send> Drop for PcapPort<P, W> {
     fn drop(&mut self) {
-        let _ = self.out.flush();
+        let _ = self.flush();
     }
 }
