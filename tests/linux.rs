@@ -22,6 +22,7 @@ use flextoe::backends::af_xdp::{AfXdpPort, XdpConfig, XdpMode};
 use flextoe::backends::netns::in_netns;
 use flextoe::backends::tap::TapPort;
 use flextoe::backends::Port;
+use flextoe::host::Host;
 use flextoe::pipeline::{Engine, EngineConfig, Runtime, Threaded, Topology};
 use flextoe::time::SystemClock;
 use flextoe::wire::MacAddr;
@@ -50,8 +51,8 @@ fn python() -> &'static str {
 }
 
 /// The engine's echo server on `port` until one connection has closed.
-fn echo_server<P: Port + 'static>(rt: &Runtime<P>, port: u16) -> std::thread::JoinHandle<u64> {
-    let l = rt.host().listen(port, 4).expect("listen");
+fn echo_server(host: &Host, port: u16) -> std::thread::JoinHandle<u64> {
+    let l = host.listen(port, 4).expect("listen");
     std::thread::spawn(move || {
         let mut s = l.accept().expect("accept");
         let mut buf = vec![0u8; 256 * 1024];
@@ -76,7 +77,7 @@ fn linux_client_against_engine<P: Port + 'static>(
     ns: &Netns,
     ip: Ipv4Addr,
 ) -> Engine<P> {
-    let srv = echo_server(&rt, 7);
+    let srv = echo_server(&rt.host(), 7);
     let (ip_s, n_s) = (ip.to_string(), MIB64.to_string());
     let out = run(&ns.exec(&[python(), &script("echo_client.py"), &ip_s, "7", &n_s]));
     let text =
@@ -207,7 +208,7 @@ fn tap_engine(lab: &TapLab) -> Runtime<TapPort> {
         let name = lab.tap.clone();
         match in_netns(&lab.ns.0, move || TapPort::open(&name)) {
             Ok(p) => break p,
-            Err(e) if e.raw_os_error() == Some(libc_ebusy()) && tries < 50 => {
+            Err(e) if e.kind() == ErrorKind::ResourceBusy && tries < 50 => {
                 tries += 1;
                 std::thread::sleep(Duration::from_millis(40));
             }
@@ -219,11 +220,6 @@ fn tap_engine(lab: &TapLab) -> Runtime<TapPort> {
         SystemClock::new(),
     )
     .unwrap()
-}
-
-/// `EBUSY` on Linux.
-fn libc_ebusy() -> i32 {
-    16
 }
 
 fn retransmissions<P: Port>(e: &Engine<P>) -> u64 {
@@ -411,23 +407,7 @@ fn af_xdp_threaded_runtime_linux_client_echo() {
         SystemClock::new(),
     )
     .unwrap();
-    let l = t.host().listen(7, 4).expect("listen");
-    let srv = std::thread::spawn(move || {
-        let mut s = l.accept().expect("accept");
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut n = 0u64;
-        loop {
-            let k = s.read(&mut buf).expect("read");
-            if k == 0 {
-                break;
-            }
-            n += k as u64;
-            s.write_all(&buf[..k]).expect("write");
-        }
-        s.shutdown(std::net::Shutdown::Write).unwrap();
-        s.wait_closed(Some(Duration::from_secs(10)));
-        n
-    });
+    let srv = echo_server(&t.host(), 7);
     let n_s = (16u64 << 20).to_string();
     let ip = lab.engine_ip.to_string();
     let out = run(&lab
@@ -470,7 +450,7 @@ fn capture_check<P: Port + 'static>(engine: fn(&VethLab) -> Runtime<P>) {
         .expect("tcpdump");
     std::thread::sleep(Duration::from_millis(500));
     let rt = engine(&lab);
-    let srv = echo_server(&rt, 7);
+    let srv = echo_server(&rt.host(), 7);
     let n = (4u64 << 20).to_string();
     let ip = lab.engine_ip.to_string();
     let out = run(&lab

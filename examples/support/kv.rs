@@ -218,7 +218,7 @@ impl Store {
         let Some(it) = m.get_mut(key).filter(|it| self.live(it, now)) else {
             return Ok(None);
         };
-        let v = parse_u64_prefix(&it.data).ok_or(())?;
+        let v = parse_u64(&it.data).ok_or(())?;
         let new = if incr {
             v.wrapping_add(delta)
         } else {
@@ -319,11 +319,6 @@ fn parse_i32(b: &[u8]) -> Option<i64> {
         i64::try_from(v).ok()?
     };
     Some(i64::from(l as i32))
-}
-
-/// The value of an item as `incr`/`decr` read it.
-fn parse_u64_prefix(b: &[u8]) -> Option<u64> {
-    parse_u64(b)
 }
 
 /// What a session wants after a batch of input.
