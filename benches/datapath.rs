@@ -12,6 +12,10 @@
 //! for the engine straight into arena frames (where a NIC or AF_XDP puts them), for smoltcp
 //! into buffers its device lends out.
 //! smoltcp runs with its default delayed ACK (fewer ACKs than the engine's one per burst).
+//!
+//! A second comparison prints what the hook points cost: the default pipeline against the
+//! same pipeline with a do-nothing user stage at every hook point (`rx_frame`,
+//! `rx_segment`, `results`, `tx_frame`), interleaved in one run.
 
 use std::collections::VecDeque;
 use std::io::Read;
@@ -22,7 +26,9 @@ use std::time::{Duration, Instant as StdInstant};
 use criterion::{criterion_group, Criterion, Throughput};
 use flextoe::backends::Port;
 use flextoe::buf::{Frame, FrameArena};
-use flextoe::pipeline::{Engine, EngineConfig};
+use flextoe::pipeline::hooks::{Hook, HookCx, Results, RxFrame, RxSegment, TxFrame};
+use flextoe::pipeline::{Engine, EngineConfig, Pipeline, Verdict};
+use flextoe::stages::{ProtoResult, RxWork};
 use flextoe::time::Instant;
 use flextoe::wire::{self, flags, Endpoints, MacAddr, Parsed};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -162,17 +168,59 @@ impl Feeder {
     }
 }
 
+/// A user stage that looks at nothing and passes everything, for every hook point.
+#[derive(Clone)]
+struct Nop;
+
+impl Hook<RxFrame> for Nop {
+    fn name(&self) -> &'static str {
+        "nop"
+    }
+    fn process(&mut self, _: &HookCx<'_>, _: &mut [Frame], _: &mut [Verdict]) {}
+}
+
+impl Hook<RxSegment> for Nop {
+    fn name(&self) -> &'static str {
+        "nop"
+    }
+    fn process(&mut self, _: &HookCx<'_>, _: &mut [RxWork], _: &mut [Verdict]) {}
+}
+
+impl Hook<Results> for Nop {
+    fn name(&self) -> &'static str {
+        "nop"
+    }
+    fn process(&mut self, _: &HookCx<'_>, _: &mut [ProtoResult], _: &mut [Verdict]) {}
+}
+
+impl Hook<TxFrame> for Nop {
+    fn name(&self) -> &'static str {
+        "nop"
+    }
+    fn process(&mut self, _: &HookCx<'_>, _: &mut [Frame], _: &mut [Verdict]) {}
+}
+
 fn engine_setup(payload: usize) -> (Engine<BenchPort>, flextoe::Stream, Feeder) {
+    engine_setup_with(payload, false)
+}
+
+/// The default pipeline, or (`hooks`) the same with a [`Nop`] stage at every hook point.
+fn engine_setup_with(payload: usize, hooks: bool) -> (Engine<BenchPort>, flextoe::Stream, Feeder) {
     let mut cfg = EngineConfig::new(LOCAL_MAC, LOCAL_IP).neighbor(PEER_IP, PEER_MAC);
     cfg.control.timestamps = false;
-    let mut e = Engine::new(
-        cfg,
-        BenchPort {
-            capture: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let port = BenchPort {
+        capture: true,
+        ..Default::default()
+    };
+    let mut b = Pipeline::builder(cfg, port);
+    if hooks {
+        b = b
+            .on_rx_frame(Nop)
+            .on_rx_segment(Nop)
+            .on_results(Nop)
+            .on_tx_frame(Nop);
+    }
+    let mut e = b.build().unwrap();
     let l = e.host().listen(PORT, 4).unwrap();
     e.poll(Instant::ZERO);
     e.port_mut()
@@ -439,10 +487,67 @@ fn interleaved_ratio() {
     }
 }
 
+/// Interleaved rounds of the default pipeline and the same with a do-nothing stage at every
+/// hook point; medians and the overhead.
+fn hook_overhead() {
+    const ROUNDS: usize = 41;
+    const BURSTS: usize = 500;
+    println!("\nhook overhead ({ROUNDS} rounds of {BURSTS} bursts of {BURST} segments, median ns per segment):");
+    for payload in [64usize, 1448] {
+        let mut sides: Vec<_> = [false, true]
+            .into_iter()
+            .map(|h| {
+                let (e, s, f) = engine_setup_with(payload, h);
+                (e, s, f, 1u64, Vec::new())
+            })
+            .collect();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut scratch = Vec::new();
+        for round in 0..ROUNDS {
+            // Alternate which side goes first.
+            for k in 0..2 {
+                let (e, s, feed, t, times) = &mut sides[(k + round) % 2];
+                let arena = e.arena().clone();
+                let mut spent = Duration::ZERO;
+                for _ in 0..BURSTS {
+                    feed.burst_frames(&mut scratch, &arena, &mut e.port_mut().rx);
+                    let start = StdInstant::now();
+                    *t += 1;
+                    e.poll(Instant::from_micros(*t));
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                    spent += start.elapsed();
+                }
+                times.push(spent.as_nanos() as f64 / (BURSTS * BURST) as f64);
+            }
+        }
+        let hooks = &sides[1].0.stats().hooks;
+        assert_eq!(hooks.len(), 4, "a stage at every point");
+        assert!(
+            hooks.iter().all(|h| h.stats.items_in > 0),
+            "every point ran"
+        );
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        };
+        let a = med(&mut sides[0].4);
+        let b = med(&mut sides[1].4);
+        println!(
+            "  {payload:>5} B payload: no hooks {a:7.1} ns/segment, a stage at every point {b:7.1} ns/segment, overhead {:+.1}%",
+            (b / a - 1.0) * 100.0
+        );
+    }
+}
+
 criterion_group!(benches, rx_path);
 
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
     interleaved_ratio();
+    hook_overhead();
 }

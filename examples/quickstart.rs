@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant as WallInstant;
 
 use flextoe::backends::mem::MemLink;
-use flextoe::pipeline::{Engine, EngineConfig};
+use flextoe::pipeline::{EngineConfig, Pipeline};
 use flextoe::sim::{Impairments, Rng};
 use flextoe::time::{Clock, SystemClock};
 use flextoe::wire::MacAddr;
@@ -36,10 +36,14 @@ fn main() {
     let total = mib * 1024 * 1024;
 
     let (server_port, client_port) = MemLink::pair(Impairments::none());
-    let mut server =
-        Engine::new(EngineConfig::new(SERVER_MAC, SERVER_IP), server_port).expect("server engine");
-    let mut client =
-        Engine::new(EngineConfig::new(CLIENT_MAC, CLIENT_IP), client_port).expect("client engine");
+    // The default pipeline on the inline runtime (`Engine::new(cfg, port)` is the short form);
+    // examples/custom_pipeline.rs adds user stages and policies to the same builder.
+    let mut server = Pipeline::builder(EngineConfig::new(SERVER_MAC, SERVER_IP), server_port)
+        .build()
+        .expect("server engine");
+    let mut client = Pipeline::builder(EngineConfig::new(CLIENT_MAC, CLIENT_IP), client_port)
+        .build()
+        .expect("client engine");
 
     let listener = server.host().listen(PORT, 16).expect("listen");
     let mut conn = client

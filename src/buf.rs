@@ -22,18 +22,48 @@ use std::sync::Arc;
 /// Size of one frame in the arena (bytes). Enough for a 1514-byte Ethernet frame plus headroom.
 pub const FRAME_SIZE: usize = 2048;
 
+/// Headroom of a freshly allocated frame: its data starts this many bytes into the frame's
+/// buffer, so a stage can push a header (a VLAN tag, an encapsulation) in front of it in O(1).
+pub const HEADROOM: usize = 64;
+
+/// Largest data offset a frame handle can hold.
+pub const MAX_HEADROOM: usize = 255;
+
+/// Largest arena: frame indices take 24 bits of a handle.
+pub const MAX_FRAMES: usize = 1 << 24;
+
+const INDEX_MASK: u32 = (1 << 24) - 1;
+
 const PAGE: usize = 4096;
 
 static NEXT_ARENA_ID: AtomicU16 = AtomicU16::new(1);
 
 /// A handle to one frame of a [`FrameArena`]: 8 bytes, movable, neither `Copy` nor `Clone`.
 ///
-/// The handle carries the frame's index, the length of valid data and the id of its arena.
-/// Whoever holds the handle may read and write the frame; it must give the handle back with
-/// [`FrameArena::free`] (or hand it to a port, which does so).
+/// The handle carries the frame's index, where its data starts in the frame's buffer (the
+/// headroom), the length of valid data and the id of its arena. Whoever holds the handle may
+/// read and write the frame; it must give the handle back with [`FrameArena::free`] (or hand
+/// it to a port, which does so).
+///
+/// Headers are pushed and stripped in O(1) by moving the start of the data:
+///
+/// ```
+/// use flextoe::buf::{FrameArena, HEADROOM};
+///
+/// let arena = FrameArena::new(4).unwrap();
+/// let mut f = arena.alloc_copy(b"payload").unwrap();
+/// assert_eq!(f.headroom(), HEADROOM);
+/// assert!(f.push_header(4));
+/// arena.data_mut(&mut f)[..4].copy_from_slice(b"hdr:");
+/// assert_eq!(arena.data(&f), b"hdr:payload");
+/// assert!(f.pull_header(4));
+/// assert_eq!(arena.data(&f), b"payload");
+/// arena.free(f);
+/// ```
 #[derive(Debug, PartialEq, Eq)]
 pub struct Frame {
-    index: u32,
+    /// Index (low 24 bits) and data offset (high 8 bits).
+    slot: u32,
     len: u16,
     arena: u16,
 }
@@ -51,14 +81,57 @@ impl Frame {
         self.len == 0
     }
 
-    /// Set the number of valid bytes (clamped to [`FRAME_SIZE`]).
+    /// Set the number of valid bytes (clamped to the room after the headroom).
     pub fn set_len(&mut self, len: usize) {
-        self.len = len.min(FRAME_SIZE) as u16;
+        self.len = len.min(FRAME_SIZE - self.headroom()) as u16;
     }
 
-    /// The frame's index inside its arena (its UMEM offset is `index * FRAME_SIZE`).
+    /// The frame's index inside its arena (its buffer starts `index * FRAME_SIZE` bytes into
+    /// the region, its data [`headroom`](Self::headroom) bytes later).
     pub fn index(&self) -> u32 {
-        self.index
+        self.slot & INDEX_MASK
+    }
+
+    /// Bytes in front of the data: room to push headers, and the data's offset in the
+    /// frame's buffer.
+    pub fn headroom(&self) -> usize {
+        (self.slot >> 24) as usize
+    }
+
+    /// Start the data `offset` bytes into the frame's buffer without moving any byte (for
+    /// ports that learn where a received frame begins); the length is clamped to what fits.
+    /// Returns `false`, changing nothing, when `offset` exceeds [`MAX_HEADROOM`].
+    pub fn set_headroom(&mut self, offset: usize) -> bool {
+        if offset > MAX_HEADROOM {
+            return false;
+        }
+        self.slot = self.index() | (offset as u32) << 24;
+        self.set_len(self.len as usize);
+        true
+    }
+
+    /// Grow the data by `n` bytes at the front (to write a header there). Returns `false`,
+    /// changing nothing, when the headroom is smaller than `n`.
+    pub fn push_header(&mut self, n: usize) -> bool {
+        let h = self.headroom();
+        if n > h {
+            return false;
+        }
+        self.slot = self.index() | ((h - n) as u32) << 24;
+        self.len += n as u16;
+        true
+    }
+
+    /// Drop `n` bytes from the front of the data (a header). Returns `false`, changing
+    /// nothing, when the data is shorter or the offset would exceed [`MAX_HEADROOM`].
+    pub fn pull_header(&mut self, n: usize) -> bool {
+        let h = self.headroom() + n;
+        if n > self.len() || h > MAX_HEADROOM {
+            return false;
+        }
+        self.slot = self.index() | (h as u32) << 24;
+        self.len -= n as u16;
+        true
     }
 }
 
@@ -80,7 +153,7 @@ pub enum ArenaError {
 /// and release are one compare-and-swap each: no lock and no system call per packet.
 pub struct FrameArena {
     base: NonNull<u8>,
-    layout: Layout,
+    memory: Memory,
     frames: u32,
     id: u16,
     free: FreeStack,
@@ -88,6 +161,17 @@ pub struct FrameArena {
 }
 
 const NIL: u32 = u32::MAX;
+
+/// Who owns an arena's region.
+enum Memory {
+    /// Allocated by [`FrameArena::new`] with this layout.
+    Own(Layout),
+    /// Lent by a backend ([`FrameArena::from_raw`]): its size, and what gives it back.
+    Lent {
+        len: usize,
+        release: Option<Box<dyn FnOnce() + Send>>,
+    },
+}
 
 /// Lock-free stack of frame indices. The head packs (tag << 32 | index).
 struct FreeStack {
@@ -165,7 +249,7 @@ unsafe impl Sync for FrameArena {}
 impl FrameArena {
     /// Allocate an arena of `frames` frames of [`FRAME_SIZE`] bytes, zeroed and page-aligned.
     pub fn new(frames: usize) -> Result<Self, ArenaError> {
-        if frames == 0 || frames > u32::MAX as usize / 2 {
+        if frames == 0 || frames > MAX_FRAMES {
             return Err(ArenaError::InvalidSize(frames));
         }
         let bytes = frames * FRAME_SIZE;
@@ -177,10 +261,42 @@ impl FrameArena {
         let free = FreeStack::new(frames as u32);
         Ok(FrameArena {
             base,
-            layout,
+            memory: Memory::Own(layout),
             frames: frames as u32,
             id: NEXT_ARENA_ID.fetch_add(1, Ordering::Relaxed),
             free,
+            alloc_failures: AtomicUsize::new(0),
+        })
+    }
+
+    /// An arena over memory a backend provides (a DPDK mempool's region, hugepages, a
+    /// device's DMA window): `len / FRAME_SIZE` frames starting at `base`. `release` runs
+    /// when the arena is dropped, to give the memory back.
+    ///
+    /// # Safety
+    ///
+    /// `base` must be aligned to 4096 bytes and point to `len` bytes that are valid for reads
+    /// and writes, and that nothing but this arena (and the devices its frames are handed to)
+    /// reads or writes until `release` runs, or until the end of the program when there is no
+    /// `release`.
+    pub unsafe fn from_raw(
+        base: NonNull<u8>,
+        len: usize,
+        release: Option<Box<dyn FnOnce() + Send>>,
+    ) -> Result<Self, ArenaError> {
+        let frames = len / FRAME_SIZE;
+        if frames == 0 || frames > MAX_FRAMES || !(base.as_ptr() as usize).is_multiple_of(PAGE) {
+            return Err(ArenaError::InvalidSize(frames));
+        }
+        Ok(FrameArena {
+            base,
+            memory: Memory::Lent {
+                len: frames * FRAME_SIZE,
+                release,
+            },
+            frames: frames as u32,
+            id: NEXT_ARENA_ID.fetch_add(1, Ordering::Relaxed),
+            free: FreeStack::new(frames as u32),
             alloc_failures: AtomicUsize::new(0),
         })
     }
@@ -207,14 +323,18 @@ impl FrameArena {
 
     /// Size of the region in bytes.
     pub fn region_len(&self) -> usize {
-        self.layout.size()
+        match &self.memory {
+            Memory::Own(l) => l.size(),
+            Memory::Lent { len, .. } => *len,
+        }
     }
 
-    /// Take a free frame (length 0), or `None` when all frames are in use.
+    /// Take a free frame (length 0, [`HEADROOM`] bytes of headroom), or `None` when all
+    /// frames are in use.
     pub fn alloc(&self) -> Option<Frame> {
         match self.free.pop() {
             Some(index) => Some(Frame {
-                index,
+                slot: index | (HEADROOM as u32) << 24,
                 len: 0,
                 arena: self.id,
             }),
@@ -228,7 +348,7 @@ impl FrameArena {
     /// Give a frame back.
     pub fn free(&self, frame: Frame) {
         assert_eq!(frame.arena, self.id, "frame freed into a foreign arena");
-        self.free.push(frame.index);
+        self.free.push(frame.index());
     }
 
     /// Give back every frame of a burst, leaving it empty.
@@ -238,28 +358,37 @@ impl FrameArena {
         }
     }
 
+    /// Where the frame's data starts.
     fn frame_ptr(&self, frame: &Frame) -> *mut u8 {
         assert_eq!(frame.arena, self.id, "frame used with a foreign arena");
-        debug_assert!(frame.index < self.frames);
+        debug_assert!(frame.index() < self.frames);
         // SAFETY: index < frames (handles are only made by `alloc` from this arena's free
-        // list), so the offset stays inside the allocation.
-        unsafe { self.base.as_ptr().add(frame.index as usize * FRAME_SIZE) }
+        // list) and headroom <= MAX_HEADROOM < FRAME_SIZE, so the offset stays inside the
+        // allocation.
+        unsafe {
+            self.base
+                .as_ptr()
+                .add(frame.index() as usize * FRAME_SIZE + frame.headroom())
+        }
     }
 
     /// The frame's valid bytes.
     pub fn data<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
         let p = self.frame_ptr(frame);
-        // SAFETY: the frame lies inside the region, len <= FRAME_SIZE, and the returned slice
-        // keeps the unique handle borrowed, which excludes writers while it lives.
+        // SAFETY: the data lies inside the frame (headroom + len <= FRAME_SIZE, kept by every
+        // method that changes either), and the returned slice keeps the unique handle
+        // borrowed, which excludes writers while it lives.
         unsafe { std::slice::from_raw_parts(p, frame.len as usize) }
     }
 
-    /// The frame's whole buffer ([`FRAME_SIZE`] bytes), for writing.
+    /// The frame's buffer from the start of its data to the end of the frame
+    /// (`FRAME_SIZE - headroom` bytes), for writing.
     pub fn buf_mut<'a>(&'a self, frame: &'a mut Frame) -> &'a mut [u8] {
         let p = self.frame_ptr(frame);
-        // SAFETY: the frame lies inside the region, and the returned slice keeps the unique
+        let room = FRAME_SIZE - frame.headroom();
+        // SAFETY: the range lies inside the frame, and the returned slice keeps the unique
         // handle exclusively borrowed, so no other reference to these bytes can exist.
-        unsafe { std::slice::from_raw_parts_mut(p, FRAME_SIZE) }
+        unsafe { std::slice::from_raw_parts_mut(p, room) }
     }
 
     /// The frame's valid bytes, for writing.
@@ -268,11 +397,12 @@ impl FrameArena {
         &mut self.buf_mut(frame)[..len]
     }
 
-    /// Allocate a frame and copy `bytes` into it (truncated to [`FRAME_SIZE`]).
+    /// Allocate a frame and copy `bytes` into it (truncated to the room after the headroom).
     pub fn alloc_copy(&self, bytes: &[u8]) -> Option<Frame> {
         let mut f = self.alloc()?;
-        let n = bytes.len().min(FRAME_SIZE);
-        self.buf_mut(&mut f)[..n].copy_from_slice(&bytes[..n]);
+        let buf = self.buf_mut(&mut f);
+        let n = bytes.len().min(buf.len());
+        buf[..n].copy_from_slice(&bytes[..n]);
         f.set_len(n);
         Some(f)
     }
@@ -280,8 +410,15 @@ impl FrameArena {
 
 impl Drop for FrameArena {
     fn drop(&mut self) {
-        // SAFETY: `base` was allocated in `new` with exactly this layout.
-        unsafe { dealloc(self.base.as_ptr(), self.layout) }
+        match &mut self.memory {
+            // SAFETY: `base` was allocated in `new` with exactly this layout.
+            Memory::Own(l) => unsafe { dealloc(self.base.as_ptr(), *l) },
+            Memory::Lent { release, .. } => {
+                if let Some(r) = release.take() {
+                    r();
+                }
+            }
+        }
     }
 }
 
@@ -581,6 +718,59 @@ impl Drop for RingReader {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn arena_over_lent_memory_gives_it_back() {
+        use std::sync::atomic::AtomicBool;
+        let layout = Layout::from_size_align(8 * FRAME_SIZE, PAGE).unwrap();
+        // SAFETY: non-zero size, valid alignment.
+        let ptr = NonNull::new(unsafe { alloc_zeroed(layout) }).unwrap();
+        let released = Arc::new(AtomicBool::new(false));
+        let r = released.clone();
+        let addr = ptr.as_ptr() as usize;
+        let release = Box::new(move || {
+            r.store(true, Ordering::SeqCst);
+            // SAFETY: allocated above with this layout; the arena is gone.
+            unsafe { dealloc(addr as *mut u8, layout) }
+        });
+        // SAFETY: the region is ours, page-aligned, 8 frames long, and only the arena uses it.
+        let arena = unsafe { FrameArena::from_raw(ptr, 8 * FRAME_SIZE + 100, Some(release)) };
+        let arena = arena.unwrap();
+        assert_eq!(arena.capacity(), 8);
+        assert_eq!(arena.region_len(), 8 * FRAME_SIZE);
+        assert_eq!(arena.base_ptr() as usize, addr);
+        let f = arena.alloc_copy(b"lent").unwrap();
+        assert_eq!(arena.data(&f), b"lent");
+        arena.free(f);
+        drop(arena);
+        assert!(released.load(Ordering::SeqCst));
+        // Misaligned or too small regions are refused.
+        // SAFETY: refused before any access.
+        let bad = unsafe { FrameArena::from_raw(NonNull::dangling(), 100, None) };
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn headroom_bounds() {
+        let arena = FrameArena::new(2).unwrap();
+        let mut f = arena.alloc().unwrap();
+        assert_eq!(f.headroom(), HEADROOM);
+        assert_eq!(arena.buf_mut(&mut f).len(), FRAME_SIZE - HEADROOM);
+        f.set_len(FRAME_SIZE);
+        assert_eq!(f.len(), FRAME_SIZE - HEADROOM, "length clamped to the room");
+        assert!(!f.push_header(HEADROOM + 1));
+        assert!(f.push_header(HEADROOM));
+        assert_eq!((f.headroom(), f.len()), (0, FRAME_SIZE));
+        assert!(!f.pull_header(MAX_HEADROOM + 1));
+        assert!(f.pull_header(MAX_HEADROOM));
+        assert_eq!(f.headroom(), MAX_HEADROOM);
+        assert!(!f.set_headroom(MAX_HEADROOM + 1));
+        assert!(f.set_headroom(0));
+        assert_eq!(f.len(), FRAME_SIZE - MAX_HEADROOM);
+        assert_eq!(f.index() as usize, f.index() as usize % 2);
+        arena.free(f);
+    }
+
     use super::*;
 
     #[test]

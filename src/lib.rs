@@ -14,7 +14,8 @@
 //! | application | [`host`] | [`Stream`] (`Read`/`Write`, blocking or not), [`Listener`], readiness [`Context`]s |
 //! | control plane | [`control`] | handshakes, ISNs (RFC 6528), FIN/TIME-WAIT, RST + challenge ACKs (RFC 5961), RTO (RFC 6298), zero-window probes, ARP |
 //! | stages | [`stages`] | [`preprocess`](stages::preprocess) -> [`protocol`](stages::protocol) -> [`place`](stages::place) / [`postprocess`](stages::postprocess) -> [`notify`](stages::notify); [`scheduler`](stages::scheduler) for TX |
-//! | composition | [`pipeline`] | [`Engine`] (`poll(now)`, the inline runtime) and [`Runtime`] (a thread) |
+//! | composition | [`pipeline`] | [`Pipeline::builder`](pipeline::Pipeline::builder): built-in stages, user stages at [hook points](pipeline::hooks), policies; mapped onto [`Engine`] (`poll(now)`, the inline runtime; [`Runtime`] runs it on a thread) or [`Threaded`](pipeline::Threaded) (workers laid out by a [`Topology`](pipeline::Topology)) |
+//! | policies | [`control::congestion`], [`stages::scheduler`], [`pipeline::Placement`] | congestion control, flow scheduling, which replica owns a flow; replaceable, statically dispatched |
 //! | backends | [`backends`] | the [`Port`](backends::Port) trait; [`mem`](backends::mem), an in-process link with impairments; with features, `af_xdp`, `af_packet` and `tap` for real interfaces |
 //! | building blocks | [`wire`], [`buf`], [`flow`], [`sim`], [`time`], [`stats`] | parsing/emitting via `smoltcp::wire`, frame arena and byte rings, flow table and per-flow state, virtual clock and seeded impairments |
 //!
@@ -72,6 +73,89 @@
 //! }
 //! assert_eq!(got, b"hello, offload");
 //! ```
+//!
+//! ## Assemble your own engine
+//!
+//! The same two engines, but the server has a user stage of its own at the `rx_frame` hook
+//! point (a firewall that drops, and counts, frames to port 23) and a fixed congestion
+//! window instead of NewReno. [`PipelineBuilder::threaded`](pipeline::PipelineBuilder::threaded)
+//! would run the same description on worker threads.
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::net::{Ipv4Addr, SocketAddrV4};
+//! use flextoe::backends::mem::MemLink;
+//! use flextoe::buf::Frame;
+//! use flextoe::control::congestion::FixedWindow;
+//! use flextoe::pipeline::hooks::{Hook, HookCx, RxFrame, Verdict};
+//! use flextoe::pipeline::{Engine, EngineConfig, Pipeline};
+//! use flextoe::sim::Impairments;
+//! use flextoe::time::Instant;
+//! use flextoe::wire::{self, MacAddr, Parsed};
+//!
+//! #[derive(Clone)]
+//! struct Firewall {
+//!     deny: u16,
+//! }
+//!
+//! impl Hook<RxFrame> for Firewall {
+//!     fn name(&self) -> &'static str {
+//!         "firewall"
+//!     }
+//!     fn drop_reasons(&self) -> &'static [&'static str] {
+//!         &["denied"]
+//!     }
+//!     fn process(&mut self, cx: &HookCx<'_>, frames: &mut [Frame], verdicts: &mut [Verdict]) {
+//!         for (f, v) in frames.iter().zip(verdicts.iter_mut()) {
+//!             if let Ok(Parsed::Tcp(seg)) = wire::parse_frame(cx.arena.data(f)) {
+//!                 if seg.tuple.local_port == self.deny {
+//!                     *v = Verdict::Drop(0);
+//!                 }
+//!             }
+//!         }
+//!     }
+//! }
+//!
+//! let (mac_a, ip_a) = (MacAddr([2, 0, 0, 0, 0, 1]), Ipv4Addr::new(10, 0, 0, 1));
+//! let (mac_b, ip_b) = (MacAddr([2, 0, 0, 0, 0, 2]), Ipv4Addr::new(10, 0, 0, 2));
+//! let (port_a, port_b) = MemLink::pair(Impairments::none());
+//! let mut client = Engine::new(EngineConfig::new(mac_a, ip_a), port_a).unwrap();
+//! let mut server = Pipeline::builder(EngineConfig::new(mac_b, ip_b), port_b)
+//!     .on_rx_frame(Firewall { deny: 23 })
+//!     .congestion(FixedWindow(32 * 1024))
+//!     .build()
+//!     .unwrap();
+//!
+//! let echo = server.host().listen(7, 4).unwrap();
+//! let _telnet = server.host().listen(23, 4).unwrap();
+//! let mut ok = client.host().connect(SocketAddrV4::new(ip_b, 7)).unwrap();
+//! let _denied = client.host().connect(SocketAddrV4::new(ip_b, 23)).unwrap();
+//! ok.set_nonblocking(true);
+//! ok.write_all(b"allowed").unwrap();
+//!
+//! let mut got = Vec::new();
+//! let mut conn = None;
+//! for t in 0..2000u64 {
+//!     let now = Instant::from_micros(t * 10);
+//!     client.poll(now);
+//!     server.poll(now);
+//!     if conn.is_none() {
+//!         conn = echo.try_accept().unwrap();
+//!     }
+//!     if let Some(c) = conn.as_mut() {
+//!         c.set_nonblocking(true);
+//!         let mut buf = [0u8; 64];
+//!         if let Ok(n) = c.read(&mut buf) {
+//!             got.extend_from_slice(&buf[..n]);
+//!         }
+//!     }
+//! }
+//! assert_eq!(got, b"allowed");
+//! let stats = server.stats();
+//! let fw = stats.hook("firewall").unwrap();
+//! assert!(fw.drops("denied") >= 1, "the SYN to port 23 was dropped");
+//! println!("{stats}"); // every stage's counters, the firewall's included
+//! ```
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -90,4 +174,4 @@ pub mod time;
 pub mod wire;
 
 pub use host::{Context, Host, Listener, Stream};
-pub use pipeline::{Engine, EngineConfig, Runtime};
+pub use pipeline::{Engine, EngineConfig, Pipeline, Runtime};

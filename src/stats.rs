@@ -71,6 +71,9 @@ drop_reasons! {
     BadRst => "bad-rst",
     /// Control plane: segment that is invalid in the connection's handshake state.
     BadHandshake => "bad-handshake",
+    /// Control plane: a user stage punted a segment of an established connection, which the
+    /// control plane does not process (see the stage's own counters).
+    Extension => "extension",
 }
 
 impl fmt::Display for DropReason {

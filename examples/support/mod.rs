@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod firewall;
 pub mod kv;
 
 use std::net::Ipv4Addr;
@@ -14,7 +15,7 @@ use clap::{Args, ValueEnum};
 use flextoe::backends::pcap::PcapPort;
 use flextoe::backends::Port;
 use flextoe::host::{Host, Stream};
-use flextoe::pipeline::{Engine, EngineConfig, Runtime, Threaded, Topology};
+use flextoe::pipeline::{EngineConfig, HookReport, Pipeline, Runtime, Threaded, Topology};
 use flextoe::time::SystemClock;
 use flextoe::wire::MacAddr;
 
@@ -58,6 +59,10 @@ pub struct NetArgs {
     /// Write every frame the engine receives and sends to this pcap file.
     #[arg(long)]
     pub pcap: Option<std::path::PathBuf>,
+    /// Drop TCP frames to this local port (a firewall stage at the `rx_frame` hook point;
+    /// repeat for more ports).
+    #[arg(long)]
+    pub deny: Vec<u16>,
 }
 
 impl NetArgs {
@@ -87,17 +92,43 @@ pub enum Running<P: Port + 'static> {
 }
 
 impl<P: Port + 'static> Running<P> {
-    pub fn start(cfg: EngineConfig, port: P, cores: usize) -> Self {
+    /// The default pipeline, plus a firewall stage when `deny` names ports.
+    pub fn start(cfg: EngineConfig, port: P, cores: usize, deny: &[u16]) -> Self {
         let clock = SystemClock::new();
-        if cores == 0 {
-            Running::Inline(
-                Runtime::spawn(Engine::new(cfg, port).expect("engine"), clock).expect("runtime"),
-            )
-        } else {
-            Running::Threaded(
-                Threaded::spawn(cfg, port, Topology::x86(cores), clock).expect("runtime"),
-            )
+        let mut b = Pipeline::builder(cfg, port);
+        if !deny.is_empty() {
+            b = b.on_rx_frame(firewall::Firewall {
+                deny: deny.to_vec(),
+            });
         }
+        if cores == 0 {
+            Running::Inline(Runtime::spawn(b.build().expect("engine"), clock).expect("runtime"))
+        } else {
+            Running::Threaded(b.threaded(Topology::x86(cores), clock).expect("runtime"))
+        }
+    }
+
+    /// The user stages' counters, as last published.
+    pub fn hooks(&self) -> Vec<HookReport> {
+        match self {
+            Running::Inline(r) => r.stats().hooks,
+            Running::Threaded(t) => t.stats().hooks(),
+        }
+    }
+
+    /// A short line of every user stage's counters (for the live line).
+    pub fn hooks_line(&self) -> String {
+        self.hooks()
+            .iter()
+            .map(|h| {
+                format!(
+                    "  {}: in {} dropped {}",
+                    h.name,
+                    h.stats.items_in,
+                    h.drops_total()
+                )
+            })
+            .collect()
     }
 
     pub fn host(&self) -> Host {
@@ -195,7 +226,7 @@ pub fn serve<P: Port + 'static>(
         stop,
         client,
     } = server;
-    let running = Running::start(cfg, port, net.cores);
+    let running = Running::start(cfg, port, net.cores, &net.deny);
     let listener = running.host().listen(tcp_port, 1024).expect("listen");
     eprintln!(
         "{name} on {}:{} ({:?}, {}, {} workers)",
@@ -215,7 +246,8 @@ pub fn serve<P: Port + 'static>(
             on_conn(s);
         }
         if last.elapsed() >= Duration::from_secs(1) {
-            eprint!("\r{}   ", status(last.elapsed().as_secs_f64()));
+            let line = status(last.elapsed().as_secs_f64());
+            eprint!("\r{line}{}   ", running.hooks_line());
             last = std::time::Instant::now();
         }
     }

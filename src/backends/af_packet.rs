@@ -166,7 +166,7 @@ impl Port for AfPacketPort {
                 self.stats.rx_own += 1;
                 continue;
             }
-            if data.len() > FRAME_SIZE {
+            if data.len() > FRAME_SIZE - crate::buf::HEADROOM {
                 self.stats.rx_oversize += 1;
                 continue;
             }

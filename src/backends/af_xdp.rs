@@ -299,7 +299,11 @@ impl Port for AfXdpPort {
                 };
                 self.filled -= 1;
                 let len = (d.len as usize).min(FRAME_SIZE - off);
-                if off > 0 {
+                // The kernel wrote at `off` into the frame: start the data there (no copy);
+                // an offset too large for a handle is moved to the front instead.
+                f.set_len(0);
+                if !f.set_headroom(off) {
+                    f.set_headroom(0);
                     self.arena.buf_mut(&mut f).copy_within(off..off + len, 0);
                 }
                 f.set_len(len);
@@ -339,7 +343,7 @@ impl Port for AfXdpPort {
                     continue;
                 }
                 let desc = XdpDesc {
-                    addr: f.index() as u64 * FRAME_SIZE as u64,
+                    addr: f.index() as u64 * FRAME_SIZE as u64 + f.headroom() as u64,
                     len: f.len() as u32,
                     options: 0,
                 };

@@ -145,4 +145,8 @@ impl Port for AnyPort {
     fn arena(&self) -> Option<Arc<FrameArena>> {
         each!(self, p => p.arena())
     }
+
+    fn capabilities(&self) -> super::PortCaps {
+        each!(self, p => p.capabilities())
+    }
 }

@@ -254,8 +254,9 @@ impl Port for MemPort {
                 arena.free(f);
                 break;
             };
-            let len = v.len().min(crate::buf::FRAME_SIZE);
-            arena.buf_mut(&mut f)[..len].copy_from_slice(&v[..len]);
+            let buf = arena.buf_mut(&mut f);
+            let len = v.len().min(buf.len());
+            buf[..len].copy_from_slice(&v[..len]);
             f.set_len(len);
             lane.stats.delivered += 1;
             lane.pool.push(v);

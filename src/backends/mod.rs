@@ -34,6 +34,26 @@ use std::sync::Arc;
 use crate::buf::{Frame, FrameArena};
 use crate::time::Instant;
 
+/// What a port does for the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortCaps {
+    /// The port (or its device) fills in IPv4 and TCP checksums of frames it sends: the
+    /// engine leaves them unfilled.
+    pub tx_checksum_offload: bool,
+    /// Receive queues the port serves (each may feed one preprocess replica).
+    pub queues: u16,
+}
+
+impl Default for PortCaps {
+    /// No offloads, one queue.
+    fn default() -> Self {
+        PortCaps {
+            tx_checksum_offload: false,
+            queues: 1,
+        }
+    }
+}
+
 /// A network port: a source and sink of Ethernet frames.
 pub trait Port: Send {
     /// Receive up to `max` frames into `out` (frames come from `arena`). Returns how many.
@@ -48,6 +68,11 @@ pub trait Port: Send {
     /// The IP MTU of the link.
     fn mtu(&self) -> usize {
         1500
+    }
+
+    /// What the port does for the engine (offloads, queues).
+    fn capabilities(&self) -> PortCaps {
+        PortCaps::default()
     }
 
     /// The frame arena this port registered with the kernel, when it brings its own (an

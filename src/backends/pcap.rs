@@ -165,6 +165,10 @@ impl<P: Port, W: Write + Send> Port for PcapPort<P, W> {
         self.inner.arena()
     }
 
+    fn capabilities(&self) -> super::PortCaps {
+        self.inner.capabilities()
+    }
+
     fn next_arrival(&self) -> Option<Instant> {
         self.inner.next_arrival()
     }

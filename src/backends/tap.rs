@@ -9,7 +9,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::Port;
-use crate::buf::{Frame, FrameArena, FRAME_SIZE};
+use crate::buf::{Frame, FrameArena};
 use crate::time::Instant;
 
 /// Counters of a TAP port.
@@ -112,8 +112,8 @@ impl Port for TapPort {
         while n < max {
             let Some(mut f) = arena.alloc() else { break };
             let buf = arena.buf_mut(&mut f);
-            // SAFETY: `buf` is FRAME_SIZE writable bytes owned through `f`.
-            let r = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), FRAME_SIZE) };
+            // SAFETY: `buf` is `buf.len()` writable bytes owned through `f`.
+            let r = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if r <= 0 {
                 arena.free(f);
                 if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {

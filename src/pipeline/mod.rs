@@ -1,9 +1,38 @@
 //! Composition and runtimes.
 //!
-//! [`Engine`] joins the stages, the control plane, the application interface and a
-//! [`Port`] into a TCP offload engine. [`Engine::poll`] runs one pass of the inline runtime
-//! on the caller's thread: every burst goes through all stages, run to completion. For
-//! blocking sockets, [`Runtime`] runs the same engine on a thread of its own.
+//! [`Pipeline::builder`] describes an engine: the built-in stages, user stages at the
+//! [hook points](hooks), and the policies ([`CongestionControl`], [`FlowScheduler`],
+//! [`Placement`]). The same description runs on either runtime:
+//!
+//! * [`PipelineBuilder::build`] gives an [`Engine`], the inline runtime: [`Engine::poll`]
+//!   runs one pass on the caller's thread, every burst through all stages, run to
+//!   completion. For blocking sockets, [`Runtime`] polls the same engine on a thread of its
+//!   own.
+//! * [`PipelineBuilder::threaded`] lays the same stages, hooks and policies out over worker
+//!   threads by a [`Topology`] ([`Threaded`]).
+//!
+//! [`Engine::new`] is the short form of the default pipeline.
+//!
+//! ## The control plane in a composed engine
+//!
+//! Every engine the builder makes has the built-in control plane: handshakes (active and
+//! passive), ISNs, timers (retransmission, probes, TIME-WAIT), ARP, and the flow table that
+//! it installs into every stage (and every replica) when a connection is established. It is
+//! not a stage one wires; it is reached from three sides:
+//!
+//! * the application opens sockets through [`Host`] (`listen`, `connect`), as with any
+//!   engine;
+//! * user stages hand it frames with [`Verdict::Punt`], which it handles as if preprocess had
+//!   punted them (ARP, SYN, RST; data of an established connection is dropped and counted);
+//! * the policies it consults are the builder's: the congestion control runs beside the
+//!   protocol stage, the scheduler beside it in the same flow group, and the placement when
+//!   a connection is installed on the threaded runtime.
+//!
+//! The built-in stages are also usable alone (each is a plain struct with `new`; the benches
+//! and fuzz targets drive them that way), but connections need the engine around them.
+//!
+//! [`CongestionControl`]: crate::control::congestion::CongestionControl
+//! [`FlowScheduler`]: crate::stages::scheduler::FlowScheduler
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +42,7 @@ use std::time::Duration;
 
 use crate::backends::Port;
 use crate::buf::{Frame, FrameArena};
+use crate::control::congestion::{CongestionControl, NewReno};
 use crate::control::{Control, ControlConfig, ControlOutput, ControlStats, TcpConnState};
 use crate::flow::{FlowId, RetransmitTotals};
 use crate::host::{Host, HostShared, PortAlloc};
@@ -21,17 +51,25 @@ use crate::stages::place::Place;
 use crate::stages::postprocess::{FlowView, Postprocess};
 use crate::stages::preprocess::Preprocess;
 use crate::stages::protocol::{AckPolicy, Protocol, TcpState};
-use crate::stages::scheduler::Scheduler;
-use crate::stages::{Actions, PreOut, ProtoResult, ProtoWork, Stage, BURST};
+use crate::stages::scheduler::{FlowScheduler, RoundRobin};
+use crate::stages::{
+    Actions, PreOut, ProtoResult, ProtoWork, Punt, PuntReason, RxWork, Stage, BURST,
+};
 use crate::stats::{DropReason, StageStats};
 use crate::time::{Clock, Instant};
 use crate::wire::{self, FourTuple, MacAddr};
 
+pub mod builder;
+pub mod hooks;
 pub mod threaded;
 pub mod topology;
 
+pub use builder::{Pipeline, PipelineBuilder};
+pub use hooks::{Hook, HookCx, HookReport, Hooks, RedirectRing, Verdict};
 pub use threaded::{Threaded, ThreadedStats};
-pub use topology::{TaskRef, Topology, WorkerSpec};
+pub use topology::{ByFlowId, Placement, TaskRef, Topology, WorkerSpec};
+
+use hooks::Diverted;
 
 /// Engine settings. Start from [`EngineConfig::new`] and adjust the public fields.
 #[derive(Clone, Debug)]
@@ -152,7 +190,9 @@ impl Parts {
         let mut control_cfg = cfg.control.clone();
         control_cfg.mac = cfg.mac;
         control_cfg.ip = cfg.ip;
-        control_cfg.mtu = control_cfg.mtu.min(mtu as u16);
+        // A frame holds the headroom, an Ethernet header, a VLAN tag and the IP packet.
+        let max_mtu = crate::buf::FRAME_SIZE - crate::buf::HEADROOM - 18;
+        control_cfg.mtu = control_cfg.mtu.min(mtu.min(max_mtu) as u16);
         let control = Control::new(control_cfg, arena.clone(), host.clone(), req_rx);
         Ok(Parts {
             arena,
@@ -183,6 +223,15 @@ pub struct EngineStats {
     pub doorbells: u64,
     /// Scheduler grants.
     pub grants: u64,
+    /// User stages at the hook points, in order.
+    pub hooks: Vec<HookReport>,
+}
+
+impl EngineStats {
+    /// The counters of the user stage `name` (at any hook point).
+    pub fn hook(&self, name: &str) -> Option<&HookReport> {
+        self.hooks.iter().find(|h| h.name == name)
+    }
 }
 
 impl std::fmt::Display for EngineStats {
@@ -200,6 +249,9 @@ impl std::fmt::Display for EngineStats {
         )?;
         for (name, s) in &self.stages {
             writeln!(f, "  {:<12} {}", name, s)?;
+        }
+        for h in &self.hooks {
+            writeln!(f, "  hook {}", h)?;
         }
         let c = &self.control;
         write!(
@@ -222,19 +274,26 @@ impl std::fmt::Display for EngineStats {
     }
 }
 
-/// A TCP offload engine: stages, control plane, application interface and a port.
-pub struct Engine<P: Port> {
+/// A TCP offload engine on the inline runtime: stages, user stages, policies, control plane,
+/// application interface and a port. `C` is the congestion control and `S` the flow
+/// scheduler (see [`Pipeline::builder`]).
+pub struct Engine<P: Port, C: CongestionControl = NewReno, S: FlowScheduler = RoundRobin> {
     arena: Arc<FrameArena>,
     port: P,
     burst: usize,
     pre: Preprocess,
-    proto: Protocol,
+    proto: Protocol<C>,
     place: Place,
     post: Postprocess,
     notify: Notify,
-    sched: Scheduler,
+    sched: S,
+    hooks: Hooks,
     control: Control,
     host: Arc<HostShared>,
+    segs: Vec<RxWork>,
+    diverted: Diverted,
+    /// The port fills in checksums.
+    csum_offload: bool,
     // Scratch bursts, reused.
     rx: Vec<Frame>,
     pre_out: Vec<PreOut>,
@@ -248,8 +307,21 @@ pub struct Engine<P: Port> {
 }
 
 impl<P: Port> Engine<P> {
-    /// Build an engine on `port`.
+    /// Build the default pipeline on `port`: the built-in stages, no user stages, the
+    /// default policies. Short for `Pipeline::builder(cfg, port).build()`.
     pub fn new(cfg: EngineConfig, port: P) -> Result<Self, EngineError> {
+        Pipeline::builder(cfg, port).build()
+    }
+}
+
+impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
+    pub(crate) fn assemble(
+        cfg: EngineConfig,
+        port: P,
+        cc: C,
+        sched: S,
+        hooks: Hooks,
+    ) -> Result<Self, EngineError> {
         let Parts {
             arena,
             host,
@@ -257,11 +329,15 @@ impl<P: Port> Engine<P> {
         } = Parts::new(&cfg, port.mtu(), port.arena())?;
         Ok(Engine {
             pre: Preprocess::new(arena.clone(), cfg.mac, cfg.ip),
-            proto: Protocol::new(),
+            proto: Protocol::with_congestion(cc),
             place: Place::new(arena.clone()),
             post: Postprocess::new(arena.clone(), cfg.ack_policy),
             notify: Notify::new(),
-            sched: Scheduler::new(),
+            sched,
+            hooks,
+            segs: Vec::with_capacity(cfg.burst),
+            diverted: Diverted::default(),
+            csum_offload: port.capabilities().tx_checksum_offload,
             control,
             host,
             arena,
@@ -327,6 +403,12 @@ impl<P: Port> Engine<P> {
         self.proto.state(id)
     }
 
+    /// The congestion-control state of a flow (read-only).
+    pub fn congestion_state(&self, t: &FourTuple) -> Option<&C::Flow> {
+        let id = self.pre.table().lookup(t)?;
+        self.proto.congestion_state(id)
+    }
+
     /// Retransmissions over the engine's lifetime (go-back-N after duplicate ACKs and after
     /// timeouts).
     pub fn retransmissions(&self) -> RetransmitTotals {
@@ -350,9 +432,10 @@ impl<P: Port> Engine<P> {
             (self.place.name(), self.place.stats().clone()),
             (self.post.name(), self.post.stats().clone()),
             (self.notify.name(), self.notify.stats().clone()),
-            (self.sched.name(), self.sched.stats().clone()),
+            (self.sched.name(), self.sched.stats()),
             ("egress", self.egress_stats.clone()),
         ];
+        s.hooks = self.hooks.reports();
         s.control = self.control.stats().clone();
         s.frames_in_use = self.arena.in_use();
         s.flows = self.flow_count();
@@ -375,13 +458,30 @@ impl<P: Port> Engine<P> {
             }
             busy = true;
             self.stats.rx_frames += n as u64;
+            if !self.hooks.rx_frame.is_empty() {
+                let cx = hooks::HookCx {
+                    now,
+                    arena: &self.arena,
+                    instance: 0,
+                };
+                self.hooks.rx_frame.run(
+                    &cx,
+                    &mut self.rx,
+                    &mut Vec::<()>::new(),
+                    &self.hooks.rings,
+                    true,
+                    &mut self.diverted,
+                );
+                self.apply_diverted(now);
+            }
             self.pre.process(now, &mut self.rx, &mut self.pre_out);
             for item in self.pre_out.drain(..) {
                 match item {
-                    PreOut::Rx(w) => self.work.push(ProtoWork::Rx(w)),
+                    PreOut::Rx(w) => self.segs.push(w),
                     PreOut::Punt(p) => self.control.handle_punt(now, p, &mut self.cout),
                 }
             }
+            self.take_segments(now);
             self.run(now, true);
             busy |= self.apply_control(now);
         }
@@ -396,7 +496,7 @@ impl<P: Port> Engine<P> {
                 break;
             }
             let before = self.stats.grants;
-            self.sched.grant(self.burst, &mut self.work);
+            self.sched.grant(now, self.burst, &mut self.work);
             self.stats.grants = before + self.work.len() as u64;
             self.run(now, false);
             busy = true;
@@ -409,7 +509,58 @@ impl<P: Port> Engine<P> {
         busy
     }
 
+    /// Segments of established flows through the `rx_segment` hooks, on to protocol.
+    fn take_segments(&mut self, now: Instant) {
+        if self.segs.is_empty() {
+            return;
+        }
+        if !self.hooks.rx_segment.is_empty() {
+            let cx = hooks::HookCx {
+                now,
+                arena: &self.arena,
+                instance: 0,
+            };
+            self.hooks.rx_segment.run(
+                &cx,
+                &mut self.segs,
+                &mut Vec::<()>::new(),
+                &self.hooks.rings,
+                true,
+                &mut self.diverted,
+            );
+            self.apply_diverted(now);
+        }
+        self.work.extend(self.segs.drain(..).map(ProtoWork::Rx));
+    }
+
+    /// Frames user stages sent back out or punted.
+    fn apply_diverted(&mut self, now: Instant) {
+        self.tx.append(&mut self.diverted.tx);
+        for frame in self.diverted.punt.drain(..) {
+            let p = Punt {
+                frame,
+                reason: PuntReason::Extension,
+            };
+            self.control.handle_punt(now, p, &mut self.cout);
+        }
+    }
+
     fn flush(&mut self, now: Instant) {
+        if !self.hooks.tx_frame.is_empty() && !self.tx.is_empty() {
+            let cx = hooks::HookCx {
+                now,
+                arena: &self.arena,
+                instance: 0,
+            };
+            self.hooks.tx_frame.run(
+                &cx,
+                &mut self.tx,
+                &mut Vec::<()>::new(),
+                &self.hooks.rings,
+                false,
+                &mut self.diverted,
+            );
+        }
         if !self.tx.is_empty() {
             self.stats.tx_frames += self.tx.len() as u64;
             self.port.send(now, &self.arena, &mut self.tx);
@@ -443,6 +594,14 @@ impl<P: Port> Engine<P> {
             return;
         }
         self.proto.process(now, &mut self.work, &mut self.res_a);
+        if !self.hooks.results.is_empty() {
+            let cx = hooks::HookCx {
+                now,
+                arena: &self.arena,
+                instance: 0,
+            };
+            self.hooks.results.run_results(&cx, &mut self.res_a);
+        }
         if rx {
             self.place.process_in_place(now, &mut self.res_a);
             self.post.process_in_place(now, &mut self.res_a);
@@ -455,12 +614,14 @@ impl<P: Port> Engine<P> {
         for r in self.res_a.iter_mut() {
             self.egress_stats.items_in += 1;
             if let Some(mut f) = r.tx_frame.take() {
-                wire::fill_checksums(self.arena.data_mut(&mut f));
+                if !self.csum_offload {
+                    wire::fill_checksums(self.arena.data_mut(&mut f));
+                }
                 self.egress_stats.items_out += 1;
                 self.tx.push(f);
             }
             if r.actions.any(Actions::SCHED) {
-                self.sched.activate(r.flow);
+                self.sched.activate(r.flow, now);
             }
         }
         self.notify
@@ -502,6 +663,7 @@ impl<P: Port> Engine<P> {
                         counters: ins.counters,
                     },
                 );
+                self.sched.install(id, &ins.identity);
                 self.place.install(id, ins.rings);
                 self.notify.install(id, ins.conn.clone());
                 ins.conn.set_flow(id);
@@ -515,7 +677,7 @@ impl<P: Port> Engine<P> {
             let mut reinject = std::mem::take(&mut self.cout.reinject);
             for f in reinject.drain(..) {
                 match self.pre.classify(f, true) {
-                    Some(PreOut::Rx(w)) => self.work.push(ProtoWork::Rx(w)),
+                    Some(PreOut::Rx(w)) => self.segs.push(w),
                     Some(PreOut::Punt(p)) => {
                         self.egress_stats.drops.add(DropReason::StaleFlow);
                         self.arena.free(p.frame);
@@ -523,6 +685,7 @@ impl<P: Port> Engine<P> {
                     None => {}
                 }
             }
+            self.take_segments(now);
             self.run(now, true);
             self.work.append(&mut self.cout.work);
             self.run(now, false);
@@ -544,35 +707,56 @@ impl<P: Port> Engine<P> {
     }
 }
 
-impl<P: Port> Drop for Engine<P> {
+impl<P: Port, C: CongestionControl, S: FlowScheduler> Drop for Engine<P, C, S> {
     fn drop(&mut self) {
         self.host.engine_alive.store(false, Ordering::Release);
-        for f in self.rx.drain(..).chain(self.tx.drain(..)) {
+        let d = &mut self.diverted;
+        let segs = self.segs.drain(..).map(|w| w.frame);
+        for f in self.rx.drain(..).chain(self.tx.drain(..)).chain(segs) {
+            self.arena.free(f);
+        }
+        for f in d.tx.drain(..).chain(d.punt.drain(..)) {
             self.arena.free(f);
         }
     }
 }
 
+/// How often a [`Runtime`] publishes its engine's counters.
+const STATS_EVERY: Duration = Duration::from_millis(100);
+
 /// Runs an engine on its own thread, polling it with a clock, until stopped. Blocking
 /// socket calls work against a running runtime.
-pub struct Runtime<P: Port + 'static> {
+pub struct Runtime<P: Port + 'static, C: CongestionControl = NewReno, S: FlowScheduler = RoundRobin>
+{
     stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<Engine<P>>>,
+    handle: Option<JoinHandle<Engine<P, C, S>>>,
     host: Host,
+    stats: Arc<std::sync::Mutex<EngineStats>>,
 }
 
-impl<P: Port + 'static> Runtime<P> {
+impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Runtime<P, C, S> {
     /// Start polling `engine` on a new thread with `clock`.
-    pub fn spawn(mut engine: Engine<P>, clock: impl Clock + 'static) -> std::io::Result<Self> {
+    pub fn spawn(
+        mut engine: Engine<P, C, S>,
+        clock: impl Clock + 'static,
+    ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let host = engine.host();
         let s = stop.clone();
+        let stats = Arc::new(std::sync::Mutex::new(engine.stats()));
+        let slot = stats.clone();
         let handle = std::thread::Builder::new()
             .name("flextoe-engine".into())
             .spawn(move || {
                 let mut idle = 0u32;
+                let mut published = clock.now();
                 while !s.load(Ordering::Relaxed) {
-                    if engine.poll(clock.now()) {
+                    let now = clock.now();
+                    if now.saturating_since(published) >= STATS_EVERY {
+                        published = now;
+                        *slot.lock().unwrap_or_else(|p| p.into_inner()) = engine.stats();
+                    }
+                    if engine.poll(now) {
                         idle = 0;
                     } else {
                         idle = idle.saturating_add(1);
@@ -589,7 +773,13 @@ impl<P: Port + 'static> Runtime<P> {
             stop,
             handle: Some(handle),
             host,
+            stats,
         })
+    }
+
+    /// The engine's counters as last published (every 100 ms of the runtime's clock).
+    pub fn stats(&self) -> EngineStats {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// A socket handle for the engine.
@@ -598,7 +788,7 @@ impl<P: Port + 'static> Runtime<P> {
     }
 
     /// Stop the thread and get the engine back.
-    pub fn stop(mut self) -> Engine<P> {
+    pub fn stop(mut self) -> Engine<P, C, S> {
         self.stop.store(true, Ordering::Relaxed);
         let h = self.handle.take().expect("runtime joined once");
         match h.join() {
@@ -608,7 +798,7 @@ impl<P: Port + 'static> Runtime<P> {
     }
 }
 
-impl<P: Port + 'static> Drop for Runtime<P> {
+impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Drop for Runtime<P, C, S> {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {

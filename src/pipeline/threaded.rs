@@ -32,12 +32,16 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::topology::{TaskRef, Topology};
-use super::{EngineConfig, EngineError, Parts};
+use super::hooks::{
+    Chain, Diverted, HookCx, HookReport, Hooks, RedirectRing, Results, RxFrame, RxSegment, TxFrame,
+};
+use super::topology::{Placement, TaskRef, Topology};
+use super::{EngineConfig, EngineError, Parts, Pipeline};
 use crate::backends::Port;
 use crate::buf::{Frame, FrameArena, RingObserver};
+use crate::control::congestion::CongestionControl;
 use crate::control::{Control, ControlOutput, ControlStats, TcpConnState};
-use crate::flow::{FlowId, RetransmitTotals};
+use crate::flow::{FlowId, FlowIdentity, RetransmitTotals};
 use crate::host::{ConnShared, Host, HostShared};
 use crate::reorder::{Ingress, Merge, Overflow, Reorder, Tagged};
 use crate::ring::{spsc, Consumer, Producer};
@@ -46,8 +50,10 @@ use crate::stages::place::{FlowRings, Place};
 use crate::stages::postprocess::{FlowView, Postprocess};
 use crate::stages::preprocess::Preprocess;
 use crate::stages::protocol::{Protocol, TcpState};
-use crate::stages::scheduler::Scheduler;
-use crate::stages::{Actions, PreOut, ProtoResult, ProtoWork, Punt, RxWork, Stage, BURST};
+use crate::stages::scheduler::FlowScheduler;
+use crate::stages::{
+    Actions, PreOut, ProtoResult, ProtoWork, Punt, PuntReason, RxWork, Stage, BURST,
+};
 use crate::stats::StageStats;
 use crate::time::{Clock, Instant};
 use crate::wire::{self, FourTuple};
@@ -77,6 +83,8 @@ pub struct TaskReport {
     pub rings: Vec<(&'static str, usize, usize)>,
     /// Reorder counters (groups: ingress merge; I/O: egress reorder per group).
     pub reorder: Vec<crate::reorder::ReorderStats>,
+    /// The user stages this task runs, with their counters.
+    pub hooks: Vec<HookReport>,
 }
 
 impl TaskReport {
@@ -118,6 +126,39 @@ pub struct ThreadedStats {
     pub io: IoSummary,
 }
 
+impl ThreadedStats {
+    /// Every user stage's counters, summed over the tasks that run an instance of it.
+    pub fn hooks(&self) -> Vec<HookReport> {
+        let mut v = Vec::new();
+        for t in &self.tasks {
+            HookReport::merge_into(&mut v, &t.hooks);
+        }
+        v
+    }
+
+    /// One user stage's counters, summed over its instances.
+    pub fn hook(&self, name: &str) -> Option<HookReport> {
+        self.hooks().into_iter().find(|h| h.name == name)
+    }
+
+    /// A built-in stage's counters, summed over its instances.
+    pub fn stage(&self, name: &str) -> StageStats {
+        let mut s = StageStats::default();
+        for (_, x) in self
+            .tasks
+            .iter()
+            .flat_map(|t| &t.stages)
+            .filter(|(n, _)| *n == name)
+        {
+            s.items_in += x.items_in;
+            s.items_out += x.items_out;
+            s.bursts += x.bursts;
+            s.drops.merge(&x.drops);
+        }
+        s
+    }
+}
+
 impl std::fmt::Display for ThreadedStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
@@ -147,6 +188,9 @@ impl std::fmt::Display for ThreadedStats {
                     writeln!(f, "    ring {:<10} {}/{}", name, len, cap)?;
                 }
             }
+        }
+        for h in self.hooks() {
+            writeln!(f, "  hook {}", h)?;
         }
         write!(
             f,
@@ -195,6 +239,7 @@ impl Meta {
         stages: Vec<(&'static str, StageStats)>,
         rings: Vec<(&'static str, usize, usize)>,
         reorder: Vec<crate::reorder::ReorderStats>,
+        hooks: Vec<HookReport>,
     ) {
         publish(
             &self.slot,
@@ -206,6 +251,7 @@ impl Meta {
                 stages,
                 rings,
                 reorder,
+                hooks,
             },
         );
     }
@@ -232,7 +278,9 @@ enum GroupCtl {
         state: TcpState,
         /// (TX ring, RX ring) positions, for application updates.
         views: (RingObserver, RingObserver),
-        header_len: usize,
+        identity: Arc<FlowIdentity>,
+        /// The place replica that owns the flow's rings.
+        place: u16,
     },
     Remove(FlowId),
 }
@@ -254,20 +302,73 @@ enum PostCtl {
     Remove(FlowId),
 }
 
+/// A ring and what did not fit into it yet (kept in order, retried first).
+struct Outbox<T> {
+    ring: Producer<T>,
+    pending: Vec<T>,
+}
+
+impl<T: Send> Outbox<T> {
+    fn new(ring: Producer<T>) -> Self {
+        Outbox {
+            ring,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Push what is pending; whether everything went.
+    fn flush(&mut self) -> bool {
+        if !self.pending.is_empty() {
+            self.ring.push_burst(&mut self.pending);
+        }
+        self.pending.is_empty()
+    }
+}
+
+/// Frames user stages diverted, on their way to the I/O task (to the port, or to the
+/// control plane).
+struct ToIo {
+    tx: Outbox<Frame>,
+    punts: Outbox<Punt>,
+}
+
+impl ToIo {
+    fn take(&mut self, d: &mut Diverted) {
+        self.tx.pending.append(&mut d.tx);
+        self.punts
+            .pending
+            .extend(d.punt.drain(..).map(|frame| Punt {
+                frame,
+                reason: PuntReason::Extension,
+            }));
+    }
+
+    fn flush(&mut self) -> bool {
+        self.tx.flush() & self.punts.flush()
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Preprocess replica
 // ---------------------------------------------------------------------------------------
 
 struct PreTask {
+    arena: Arc<FrameArena>,
     pre: Preprocess,
     groups_of: Vec<u16>,
     ctl: Receiver<PreCtl>,
     input: Consumer<PreIn>,
     to_group: Vec<Producer<Ingress<RxWork>>>,
     pending: Vec<Vec<Ingress<RxWork>>>,
-    punts: Producer<Punt>,
-    pending_punts: Vec<Punt>,
+    /// Preprocess's punts and the user stages' diverted frames.
+    to_io: ToIo,
     batch: Vec<PreIn>,
+    hooks: Chain<RxFrame>,
+    rings: Vec<RedirectRing>,
+    frames: Vec<Frame>,
+    seqs: Vec<u64>,
+    diverted: Diverted,
+    instance: usize,
     meta: Meta,
 }
 
@@ -280,16 +381,12 @@ impl PreTask {
                 all &= self.pending[g].is_empty();
             }
         }
-        if !self.pending_punts.is_empty() {
-            self.punts.push_burst(&mut self.pending_punts);
-            all &= self.pending_punts.is_empty();
-        }
-        all
+        all & self.to_io.flush()
     }
 }
 
 impl Task for PreTask {
-    fn run(&mut self, _now: Instant) -> bool {
+    fn run(&mut self, now: Instant) -> bool {
         self.meta.polls += 1;
         while let Ok(m) = self.ctl.try_recv() {
             match m {
@@ -320,16 +417,35 @@ impl Task for PreTask {
                 PreIn::Advance(s) => last = last.max(s),
                 PreIn::Frame(seq, f) => {
                     last = last.max(seq);
-                    match self.pre.classify(f, false) {
-                        Some(PreOut::Rx(w)) => {
-                            let g =
-                                self.groups_of.get(w.flow as usize).copied().unwrap_or(0) as usize;
-                            self.pending[g % self.to_group.len()].push(Ingress::Item(seq, w));
-                        }
-                        Some(PreOut::Punt(p)) => self.pending_punts.push(p),
-                        None => {}
-                    }
+                    self.frames.push(f);
+                    self.seqs.push(seq);
                 }
+            }
+        }
+        if !self.hooks.is_empty() {
+            let cx = HookCx {
+                now,
+                arena: &self.arena,
+                instance: self.instance,
+            };
+            self.hooks.run(
+                &cx,
+                &mut self.frames,
+                &mut self.seqs,
+                &self.rings,
+                true,
+                &mut self.diverted,
+            );
+            self.to_io.take(&mut self.diverted);
+        }
+        for (f, seq) in self.frames.drain(..).zip(self.seqs.drain(..)) {
+            match self.pre.classify(f, false) {
+                Some(PreOut::Rx(w)) => {
+                    let g = self.groups_of.get(w.flow as usize).copied().unwrap_or(0) as usize;
+                    self.pending[g % self.to_group.len()].push(Ingress::Item(seq, w));
+                }
+                Some(PreOut::Punt(p)) => self.to_io.punts.pending.push(p),
+                None => {}
             }
         }
         for q in self.pending.iter_mut() {
@@ -344,6 +460,7 @@ impl Task for PreTask {
             vec![(self.pre.name(), self.pre.stats().clone())],
             vec![("input", self.input.len(), self.input.capacity())],
             Vec::new(),
+            self.hooks.reports(),
         );
     }
 }
@@ -352,11 +469,13 @@ impl Task for PreTask {
 // Flow group
 // ---------------------------------------------------------------------------------------
 
-struct GroupTask {
+struct GroupTask<C: CongestionControl, S: FlowScheduler> {
     arena: Arc<FrameArena>,
-    proto: Protocol,
-    sched: Scheduler,
+    proto: Protocol<C>,
+    sched: S,
     header_len: Vec<usize>,
+    /// The place replica of each flow.
+    place_of: Vec<u16>,
     views: Vec<Option<(RingObserver, RingObserver)>>,
     ctl: Receiver<GroupCtl>,
     from_pre: Vec<Consumer<Ingress<RxWork>>>,
@@ -367,10 +486,17 @@ struct GroupTask {
     egress_seq: u64,
     work: Vec<ProtoWork>,
     results: Vec<ProtoResult>,
+    segs: Vec<RxWork>,
+    seg_hooks: Chain<RxSegment>,
+    result_hooks: Chain<Results>,
+    rings: Vec<RedirectRing>,
+    diverted: Diverted,
+    to_io: ToIo,
+    instance: usize,
     meta: Meta,
 }
 
-impl GroupTask {
+impl<C: CongestionControl, S: FlowScheduler> GroupTask<C, S> {
     fn flush(&mut self) -> bool {
         let mut all = true;
         for (p, q) in self.to_place.iter_mut().zip(self.pending_out.iter_mut()) {
@@ -389,16 +515,20 @@ impl GroupTask {
                     id,
                     state,
                     views,
-                    header_len,
+                    identity,
+                    place,
                 } => {
                     let i = id as usize;
                     self.proto.install(id, state);
+                    self.sched.install(id, &identity);
                     if self.header_len.len() <= i {
                         self.header_len.resize(i + 1, 0);
                         self.views.resize(i + 1, None);
+                        self.place_of.resize(i + 1, 0);
                     }
-                    self.header_len[i] = header_len;
+                    self.header_len[i] = identity.template.len();
                     self.views[i] = Some(views);
+                    self.place_of[i] = place;
                 }
                 GroupCtl::Remove(id) => {
                     self.proto.remove(id);
@@ -434,6 +564,14 @@ impl GroupTask {
             }
         }
         self.proto.process(now, &mut self.work, &mut self.results);
+        if !self.result_hooks.is_empty() {
+            let cx = HookCx {
+                now,
+                arena: &self.arena,
+                instance: self.instance,
+            };
+            self.result_hooks.run_results(&cx, &mut self.results);
+        }
         let replicas = self.to_place.len();
         for mut r in self.results.drain(..) {
             // Reserve the frame a data segment's payload goes into; postprocess writes the
@@ -449,19 +587,19 @@ impl GroupTask {
                 }
             }
             if r.actions.any(Actions::SCHED) {
-                self.sched.activate(r.flow);
+                self.sched.activate(r.flow, now);
             }
-            let q = r.flow as usize % replicas;
+            let q = self.place_of.get(r.flow as usize).copied().unwrap_or(0) as usize % replicas;
             self.pending_out[q].push((self.egress_seq, r));
             self.egress_seq += 1;
         }
     }
 }
 
-impl Task for GroupTask {
+impl<C: CongestionControl, S: FlowScheduler> Task for GroupTask<C, S> {
     fn run(&mut self, now: Instant) -> bool {
         self.meta.polls += 1;
-        if !self.flush() {
+        if !(self.flush() & self.to_io.flush()) {
             self.meta.busy += 1;
             return true;
         }
@@ -477,16 +615,38 @@ impl Task for GroupTask {
                 }
             }
             match self.merge.pop() {
-                Some((_, w)) => self.work.push(ProtoWork::Rx(w)),
+                Some((_, w)) => self.segs.push(w),
                 None => break,
             }
         }
-        // Work from the I/O task (application updates, timers, control-plane requests).
-        while self.work.len() < BURST {
+        // Work from the I/O task (application updates, timers, control-plane requests,
+        // re-injected segments).
+        while self.work.len() + self.segs.len() < BURST {
             match self.from_io.pop() {
+                Some(ProtoWork::Rx(w)) => self.segs.push(w),
                 Some(w) => self.work.push(w),
                 None => break,
             }
+        }
+        if !self.segs.is_empty() {
+            if !self.seg_hooks.is_empty() {
+                let cx = HookCx {
+                    now,
+                    arena: &self.arena,
+                    instance: self.instance,
+                };
+                self.seg_hooks.run(
+                    &cx,
+                    &mut self.segs,
+                    &mut Vec::<()>::new(),
+                    &self.rings,
+                    true,
+                    &mut self.diverted,
+                );
+                self.to_io.take(&mut self.diverted);
+                busy = true;
+            }
+            self.work.extend(self.segs.drain(..).map(ProtoWork::Rx));
         }
         if !self.work.is_empty() {
             busy = true;
@@ -494,10 +654,11 @@ impl Task for GroupTask {
         }
         if self.sched.pending() > 0 {
             busy = true;
-            self.sched.grant(BURST, &mut self.work);
+            self.sched.grant(now, BURST, &mut self.work);
             self.run_work(now);
         }
         self.flush();
+        self.to_io.flush();
         if busy {
             self.meta.busy += 1;
         }
@@ -509,13 +670,16 @@ impl Task for GroupTask {
         for c in &self.from_pre {
             rings.push(("from_pre", c.len(), c.capacity()));
         }
+        let mut hooks = self.seg_hooks.reports();
+        hooks.extend(self.result_hooks.reports());
         self.meta.publish(
             vec![
                 (self.proto.name(), self.proto.stats().clone()),
-                (self.sched.name(), self.sched.stats().clone()),
+                (self.sched.name(), self.sched.stats()),
             ],
             rings,
             vec![self.merge.stats()],
+            hooks,
         );
     }
 }
@@ -621,6 +785,7 @@ impl Task for PlaceTask {
                 .map(|c| ("from_group", c.len(), c.capacity()))
                 .collect(),
             Vec::new(),
+            Vec::new(),
         );
     }
 }
@@ -641,6 +806,16 @@ struct PostTask {
     tags: Vec<(u16, u64)>,
     items: Vec<ProtoResult>,
     batch: Vec<Egress>,
+    hooks: Chain<TxFrame>,
+    rings: Vec<RedirectRing>,
+    diverted: Diverted,
+    /// (group, egress number, frame) of a burst, in order.
+    out: Vec<(u16, u64, Option<Frame>)>,
+    frames: Vec<Frame>,
+    frame_at: Vec<usize>,
+    instance: usize,
+    /// The port fills in checksums.
+    csum_offload: bool,
     meta: Meta,
 }
 
@@ -686,14 +861,40 @@ impl Task for PostTask {
                 if let Some(f) = r.rx_frame.take() {
                     self.arena.free(f);
                 }
-                let g = g as usize % pend.len();
-                match r.tx_frame.take() {
-                    Some(mut f) => {
+                if let Some(mut f) = r.tx_frame.take() {
+                    if !self.csum_offload {
                         wire::fill_checksums(self.arena.data_mut(&mut f));
-                        pend[g].push(Tagged::item(s, f));
                     }
-                    None => pend[g].push(Tagged::tombstone(s)),
+                    self.frame_at.push(self.out.len());
+                    self.frames.push(f);
                 }
+                self.out.push((g, s, None));
+            }
+            if !self.hooks.is_empty() {
+                let cx = HookCx {
+                    now,
+                    arena: &self.arena,
+                    instance: self.instance,
+                };
+                self.hooks.run(
+                    &cx,
+                    &mut self.frames,
+                    &mut self.frame_at,
+                    &self.rings,
+                    false,
+                    &mut self.diverted,
+                );
+            }
+            for (f, at) in self.frames.drain(..).zip(self.frame_at.drain(..)) {
+                self.out[at].2 = Some(f);
+            }
+            // Frames a user stage took become tombstones: the egress order stays whole.
+            for (g, s, f) in self.out.drain(..) {
+                let g = g as usize % pend.len();
+                pend[g].push(match f {
+                    Some(f) => Tagged::item(s, f),
+                    None => Tagged::tombstone(s),
+                });
             }
             for (p, q) in self.to_io[i].iter_mut().zip(pend.iter_mut()) {
                 if !q.is_empty() {
@@ -715,6 +916,7 @@ impl Task for PostTask {
                 .map(|c| ("from_place", c.len(), c.capacity()))
                 .collect(),
             Vec::new(),
+            self.hooks.reports(),
         );
     }
 }
@@ -753,6 +955,16 @@ struct IoTask<P: Port> {
     batch: Vec<PreIn>,
     rx_frames: u64,
     tx_frames: u64,
+    placement: Arc<dyn Placement>,
+    place_of: Vec<u16>,
+    /// Frames the user stages sent back out, from preprocess replicas and groups.
+    raw_tx: Vec<Consumer<Frame>>,
+    /// Control-plane and reflected frames, before the `tx_frame` hooks.
+    staged: Vec<Frame>,
+    tx_hooks: Chain<TxFrame>,
+    rings: Vec<RedirectRing>,
+    diverted: Diverted,
+    instance: usize,
     meta: Meta,
     summary: Shared<IoSummary>,
 }
@@ -773,15 +985,19 @@ impl<P: Port> IoTask<P> {
         {
             return false;
         }
-        self.tx.append(&mut self.cout.tx);
+        self.staged.append(&mut self.cout.tx);
         for ins in std::mem::take(&mut self.cout.installs) {
             let id = ins.identity.id;
             let t = ins.identity.tuple;
             let g = ins.identity.group;
+            let replicas = self.place_ctl.len();
+            let place = self.placement.place(id, &t, replicas) % replicas;
             if self.group_of.len() <= id as usize {
                 self.group_of.resize(id as usize + 1, 0);
+                self.place_of.resize(id as usize + 1, 0);
             }
             self.group_of[id as usize] = g;
+            self.place_of[id as usize] = place as u16;
             self.reinject.install(t, id);
             for c in &self.pre_ctl {
                 let _ = c.send(PreCtl::Install(t, id, g));
@@ -796,7 +1012,7 @@ impl<P: Port> IoTask<P> {
             // Place first, group second: a result for this flow can only exist after the
             // group has its state, and by then the place replica's message is in its channel.
             let views = (ins.rings.tx.observer(), ins.rings.rx.observer());
-            let _ = self.place_ctl[id as usize % self.place_ctl.len()].send(PlaceCtl::Install {
+            let _ = self.place_ctl[place].send(PlaceCtl::Install {
                 id,
                 rings: ins.rings,
                 conn: ins.conn.clone(),
@@ -805,7 +1021,8 @@ impl<P: Port> IoTask<P> {
                 id,
                 state: ins.state,
                 views,
-                header_len: ins.identity.template.len(),
+                identity: ins.identity.clone(),
+                place: place as u16,
             });
             ins.conn.set_flow(id);
             ins.conn.set_status(crate::host::ConnStatus::Established);
@@ -833,7 +1050,8 @@ impl<P: Port> IoTask<P> {
             }
             let g = self.group_of.get(id as usize).copied().unwrap_or(0) as usize % self.groups;
             let _ = self.group_ctl[g].send(GroupCtl::Remove(id));
-            let _ = self.place_ctl[id as usize % self.place_ctl.len()].send(PlaceCtl::Remove(id));
+            let place = self.place_of.get(id as usize).copied().unwrap_or(0) as usize;
+            let _ = self.place_ctl[place % self.place_ctl.len()].send(PlaceCtl::Remove(id));
         }
         true
     }
@@ -929,6 +1147,32 @@ impl<P: Port> Task for IoTask<P> {
                 }
             }
         }
+        // Control-plane frames and frames user stages reflected: through the `tx_frame`
+        // hooks (the data path's frames went through them on the postprocess replicas).
+        for c in self.raw_tx.iter_mut() {
+            while let Some(f) = c.pop() {
+                self.staged.push(f);
+            }
+        }
+        if !self.staged.is_empty() {
+            busy = true;
+            if !self.tx_hooks.is_empty() {
+                let cx = HookCx {
+                    now,
+                    arena: &self.arena,
+                    instance: self.instance,
+                };
+                self.tx_hooks.run(
+                    &cx,
+                    &mut self.staged,
+                    &mut Vec::<()>::new(),
+                    &self.rings,
+                    false,
+                    &mut self.diverted,
+                );
+            }
+            self.tx.append(&mut self.staged);
+        }
         // Egress: per group, frames back into protocol order, then to the wire.
         for g in 0..self.groups {
             for q in 0..self.from_post[g].len() {
@@ -975,6 +1219,7 @@ impl<P: Port> Task for IoTask<P> {
             vec![("reinject", self.reinject.stats().clone())],
             rings,
             self.egress.iter().map(|r| r.stats()).collect(),
+            self.tx_hooks.reports(),
         );
         publish(&self.summary, &self.summary());
     }
@@ -987,24 +1232,50 @@ impl<P: Port> Task for IoTask<P> {
 /// A threaded engine: the stages of a [`Topology`] on worker threads.
 pub struct Threaded {
     host: Host,
+    arena: Arc<FrameArena>,
     stop: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
     reports: Vec<Shared<TaskReport>>,
     summary: Shared<IoSummary>,
 }
 
+/// The policies and user stages a threaded engine is assembled with.
+pub(crate) struct Policies<C, S> {
+    pub(crate) cc: C,
+    pub(crate) sched: S,
+    pub(crate) placement: Arc<dyn Placement>,
+    pub(crate) hooks: Hooks,
+}
+
 impl Threaded {
-    /// Build the engine described by `cfg` on `port`, lay it out as `topology`, and start
-    /// its worker threads, which read time from `clock`.
-    pub fn spawn<P, C>(
-        mut cfg: EngineConfig,
+    /// Build the default pipeline described by `cfg` on `port`, lay it out as `topology`,
+    /// and start its worker threads, which read time from `clock`. Short for
+    /// `Pipeline::builder(cfg, port).threaded(topology, clock)`.
+    pub fn spawn<P, K>(
+        cfg: EngineConfig,
         port: P,
         topology: Topology,
-        clock: C,
+        clock: K,
     ) -> Result<Self, EngineError>
     where
         P: Port + 'static,
-        C: Clock + Clone + 'static,
+        K: Clock + Clone + 'static,
+    {
+        Pipeline::builder(cfg, port).threaded(topology, clock)
+    }
+
+    pub(crate) fn assemble<P, K, C, S>(
+        mut cfg: EngineConfig,
+        port: P,
+        topology: Topology,
+        clock: K,
+        pol: Policies<C, S>,
+    ) -> Result<Self, EngineError>
+    where
+        P: Port + 'static,
+        K: Clock + Clone + 'static,
+        C: CongestionControl,
+        S: FlowScheduler,
     {
         topology
             .validate()
@@ -1022,6 +1293,7 @@ impl Threaded {
             topology.postprocess,
         );
         let rs = topology.ring_size;
+        let csum_offload = port.capabilities().tx_checksum_offload;
         let mut reports = Vec::new();
 
         // Rings: io -> pre; pre -> group (every pair); pre -> io (punts); io -> group (work);
@@ -1039,7 +1311,12 @@ impl Threaded {
                 ins.push(c);
             }
         }
-        let (punt_p, punt_c): (Vec<_>, Vec<_>) = (0..np).map(|_| spsc::<Punt>(rs)).unzip();
+        // Punts and reflected frames to the I/O task: one ring each per preprocess replica
+        // and per group.
+        let (mut punt_p, punt_c): (Vec<_>, Vec<_>) = (0..np + ng).map(|_| spsc::<Punt>(rs)).unzip();
+        let (mut raw_p, raw_c): (Vec<_>, Vec<_>) = (0..np + ng).map(|_| spsc::<Frame>(rs)).unzip();
+        let group_punts = punt_p.split_off(np);
+        let group_raw = raw_p.split_off(np);
         let (work_p, work_c): (Vec<_>, Vec<_>) = (0..ng).map(|_| spsc::<ProtoWork>(rs)).unzip();
         let mut group_to_place: Vec<Vec<Producer<(u64, ProtoResult)>>> =
             (0..ng).map(|_| Vec::new()).collect();
@@ -1130,38 +1407,58 @@ impl Threaded {
                 batch: Vec::with_capacity(BURST),
                 rx_frames: 0,
                 tx_frames: 0,
+                placement: pol.placement.clone(),
+                place_of: Vec::new(),
+                raw_tx: raw_c,
+                staged: Vec::new(),
+                tx_hooks: pol.hooks.tx_frame.clone(),
+                rings: pol.hooks.rings.clone(),
+                diverted: Diverted::default(),
+                instance: nq,
                 meta: Meta::new(TaskRef::Io, worker_of(TaskRef::Io), &mut reports),
                 summary: summary.clone(),
             }),
         ));
-        for (r, ((input, to_group), (punts, ctl))) in pre_in
+        for (r, (((input, to_group), (punts, ctl)), raw)) in pre_in
             .into_iter()
             .zip(pre_to_group)
             .zip(punt_p.into_iter().zip(pre_ctl_rx))
+            .zip(raw_p)
             .enumerate()
         {
             let me = TaskRef::Preprocess(r);
             tasks.push((
                 me,
                 Box::new(PreTask {
+                    arena: arena.clone(),
                     pre: Preprocess::new(arena.clone(), cfg.mac, cfg.ip),
                     groups_of: Vec::new(),
                     ctl,
                     input,
                     to_group,
                     pending: (0..ng).map(|_| Vec::new()).collect(),
-                    punts,
-                    pending_punts: Vec::new(),
+                    to_io: ToIo {
+                        tx: Outbox::new(raw),
+                        punts: Outbox::new(punts),
+                    },
                     batch: Vec::with_capacity(BURST),
+                    hooks: pol.hooks.rx_frame.clone(),
+                    rings: pol.hooks.rings.clone(),
+                    frames: Vec::with_capacity(BURST),
+                    seqs: Vec::with_capacity(BURST),
+                    diverted: Diverted::default(),
+                    instance: r,
                     meta: Meta::new(me, worker_of(me), &mut reports),
                 }),
             ));
         }
-        for (g, (((from_pre, from_io), ctl), to_place)) in group_from_pre
+        for (g, (((((from_pre, from_io), ctl), to_place), punts), raw)) in group_from_pre
             .into_iter()
             .zip(work_c)
             .zip(group_ctl_rx)
             .zip(group_to_place)
+            .zip(group_punts)
+            .zip(group_raw)
             .enumerate()
         {
             let me = TaskRef::Group(g);
@@ -1169,8 +1466,19 @@ impl Threaded {
                 me,
                 Box::new(GroupTask {
                     arena: arena.clone(),
-                    proto: Protocol::new(),
-                    sched: Scheduler::new(),
+                    proto: Protocol::with_congestion(pol.cc.clone()),
+                    sched: pol.sched.clone(),
+                    place_of: Vec::new(),
+                    segs: Vec::with_capacity(BURST),
+                    seg_hooks: pol.hooks.rx_segment.clone(),
+                    result_hooks: pol.hooks.results.clone(),
+                    rings: pol.hooks.rings.clone(),
+                    diverted: Diverted::default(),
+                    to_io: ToIo {
+                        tx: Outbox::new(raw),
+                        punts: Outbox::new(punts),
+                    },
+                    instance: g,
                     header_len: Vec::new(),
                     views: Vec::new(),
                     ctl,
@@ -1234,6 +1542,14 @@ impl Threaded {
                     tags: Vec::with_capacity(BURST),
                     items: Vec::with_capacity(BURST),
                     batch: Vec::with_capacity(BURST),
+                    hooks: pol.hooks.tx_frame.clone(),
+                    rings: pol.hooks.rings.clone(),
+                    diverted: Diverted::default(),
+                    out: Vec::with_capacity(BURST),
+                    frames: Vec::with_capacity(BURST),
+                    frame_at: Vec::with_capacity(BURST),
+                    instance: q,
+                    csum_offload,
                     meta: Meta::new(me, worker_of(me), &mut reports),
                 }),
             ));
@@ -1303,6 +1619,7 @@ impl Threaded {
             workers.push(handle);
         }
         Ok(Threaded {
+            arena,
             host: Host { shared: host },
             stop,
             workers,
@@ -1314,6 +1631,11 @@ impl Threaded {
     /// A socket handle for the engine.
     pub fn host(&self) -> Host {
         self.host.clone()
+    }
+
+    /// The frame arena (to read and free frames a user stage redirected).
+    pub fn arena(&self) -> &Arc<FrameArena> {
+        &self.arena
     }
 
     /// Statistics as last published by the tasks (every few hundred polls).

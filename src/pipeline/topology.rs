@@ -1,7 +1,46 @@
 //! Topologies: how many replicas of each stage, how many flow groups, which thread runs
 //! which task, and which core each thread is pinned to.
 
+use crate::flow::FlowId;
 use crate::reorder::Overflow;
+use crate::wire::FourTuple;
+
+/// Which place replica owns a flow's rings in the threaded runtime. Called once per flow,
+/// when it is set up; the answer is kept in a table, so the data path pays nothing per
+/// packet. Answers are taken modulo the number of replicas.
+///
+/// ```
+/// use flextoe::flow::FlowId;
+/// use flextoe::pipeline::Placement;
+/// use flextoe::wire::FourTuple;
+///
+/// /// Connections to port 11211 get replica 0 to themselves; the rest share the others.
+/// struct KvApart;
+///
+/// impl Placement for KvApart {
+///     fn place(&self, _id: FlowId, t: &FourTuple, replicas: usize) -> usize {
+///         if t.local_port == 11211 || replicas == 1 {
+///             0
+///         } else {
+///             1 + (t.remote_port as usize % (replicas - 1))
+///         }
+///     }
+/// }
+/// ```
+pub trait Placement: Send + Sync + 'static {
+    /// The replica (in `0..replicas`) that owns flow `id`.
+    fn place(&self, id: FlowId, tuple: &FourTuple, replicas: usize) -> usize;
+}
+
+/// The default placement: flow id modulo the number of replicas.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ByFlowId;
+
+impl Placement for ByFlowId {
+    fn place(&self, id: FlowId, _tuple: &FourTuple, replicas: usize) -> usize {
+        id as usize % replicas.max(1)
+    }
+}
 
 /// One task of the threaded runtime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -72,6 +72,8 @@ pub enum PuntReason {
     UnexpectedOptions,
     /// URG flag.
     Urgent,
+    /// A user stage at a hook point asked for it ([`Verdict::Punt`](crate::pipeline::Verdict::Punt)).
+    Extension,
 }
 
 /// A frame the data path does not handle.

@@ -124,10 +124,11 @@ impl Place {
                 let hl = frame.len();
                 let len = r.payload.len as usize;
                 let buf = self.arena.buf_mut(frame);
-                if rings
-                    .tx
-                    .read_at(r.payload.ring_pos, &mut buf[hl..hl + len])
-                    .is_ok()
+                if hl + len <= buf.len()
+                    && rings
+                        .tx
+                        .read_at(r.payload.ring_pos, &mut buf[hl..hl + len])
+                        .is_ok()
                 {
                     frame.set_len(hl + len);
                 } else {

@@ -7,10 +7,11 @@
 //! Receive: ACK validation (including "future" ACKs after go-back-N), trimming to the receive
 //! window, up to [`OOO_INTERVALS`] out-of-order intervals whose payload is placed straight into
 //! the receive ring, duplicate-ACK counting, go-back-N on the third duplicate ACK, FIN.
-//! Send: sequence ranges within the peer's window and the congestion window (slow start and
-//! congestion avoidance in the style of RFC 5681), FIN once all data is out.
+//! Send: sequence ranges within the peer's window and the congestion window, which a
+//! [`CongestionControl`] policy sets (by default [`NewReno`]), FIN once all data is out.
 
 use super::{Actions, PayloadOp, ProtoResult, ProtoWork, Stage};
+use crate::control::congestion::{AckSample, CongestionControl, Loss, LossKind, NewReno};
 use crate::flow::FlowId;
 use crate::stats::{DropReason, StageStats};
 use crate::time::Instant;
@@ -57,10 +58,8 @@ pub struct TcpState {
     pub tx_una_pos: u64,
     /// TX ring position where the application's data ends.
     pub tx_app_end: u64,
-    /// Congestion window (bytes).
+    /// Congestion window in force (bytes), as the congestion-control policy last set it.
     pub cwnd: u32,
-    /// Slow-start threshold (bytes).
-    pub ssthresh: u32,
     /// Recovery point of the last go-back-N.
     pub recover: u32,
     /// Duplicate ACKs in a row.
@@ -129,8 +128,10 @@ impl TcpState {
             snd_wnd: p.snd_wnd,
             snd_wl1: p.rcv_nxt.wrapping_sub(1),
             snd_wl2: p.snd_nxt,
-            cwnd: p.initial_cwnd_segments.max(1) * p.mss as u32,
-            ssthresh: u32::MAX / 2,
+            cwnd: p
+                .initial_cwnd_segments
+                .max(1)
+                .saturating_mul(p.mss.max(1) as u32),
             recover: p.snd_nxt,
             mss: p.mss.max(1),
             snd_shift: p.snd_shift,
@@ -266,9 +267,17 @@ impl TcpState {
         r.peer_window_zero = !seq::gt(self.snd_edge(), self.snd_una);
     }
 
-    fn go_back_n(&mut self) {
+    fn go_back_n<C: CongestionControl>(&mut self, cc: &C, cf: &mut C::Flow, kind: LossKind) {
         let flight = self.snd_max.wrapping_sub(self.snd_una);
-        self.ssthresh = (flight / 2).max(2 * self.mss as u32);
+        cc.on_loss(
+            cf,
+            Loss {
+                kind,
+                flight,
+                mss: self.mss as u32,
+            },
+        );
+        self.cwnd = cc.cwnd(cf);
         self.snd_nxt = self.snd_una;
         self.recover = self.snd_max;
         self.dupacks = 0;
@@ -277,9 +286,17 @@ impl TcpState {
     }
 
     /// Process an acceptable ACK field. Returns newly acknowledged data bytes.
-    fn on_ack(&mut self, s: &SegmentSummary, now: Instant, r: &mut ProtoResult) {
+    fn on_ack<C: CongestionControl>(
+        &mut self,
+        cc: &C,
+        cf: &mut C::Flow,
+        s: &SegmentSummary,
+        now: Instant,
+        r: &mut ProtoResult,
+    ) {
         let ack = s.ack;
         if seq::gt(ack, self.snd_una) {
+            let flight = self.in_flight();
             let acked = ack.wrapping_sub(self.snd_una);
             let data_end = self.data_end_seq();
             let fin_acked =
@@ -296,28 +313,31 @@ impl TcpState {
                 r.actions.set(Actions::FIN_ACKED | Actions::NOTIFY_APP);
             }
             self.dupacks = 0;
-            if self.has(F_RECOVERY) {
-                if seq::ge(ack, self.recover) {
-                    self.flags &= !F_RECOVERY;
-                    self.cwnd = self.ssthresh;
-                }
-            } else if self.cwnd < self.ssthresh {
-                // Slow start counts acknowledged bytes (RFC 3465): ACKs that cover a whole
-                // burst (the receiver's per-burst policy) grow the window as much as one ACK
-                // per segment would.
-                self.cwnd = self
-                    .cwnd
-                    .saturating_add(data_acked)
-                    .min(self.ssthresh.max(self.cwnd));
-            } else {
-                let inc = ((self.mss as u64 * data_acked as u64) / self.cwnd.max(1) as u64).max(1);
-                self.cwnd = self.cwnd.saturating_add(inc as u32);
-            }
+            let mut rtt_us = None;
             if self.rtt_start != 0 && seq::gt(ack, self.rtt_seq) {
                 r.rtt_us = (now.micros() + 1).saturating_sub(self.rtt_start) as u32;
                 r.actions.set(Actions::RTT_SAMPLE);
+                rtt_us = Some(r.rtt_us);
                 self.rtt_start = 0;
             }
+            let in_recovery = self.has(F_RECOVERY) && seq::lt(ack, self.recover);
+            cc.on_ack(
+                cf,
+                &AckSample {
+                    acked: data_acked,
+                    flight,
+                    mss: self.mss as u32,
+                    in_recovery,
+                    ece: s.has(flags::ECE),
+                    rtt_us,
+                    now,
+                },
+            );
+            if self.has(F_RECOVERY) && !in_recovery {
+                self.flags &= !F_RECOVERY;
+                cc.on_recovery_end(cf);
+            }
+            self.cwnd = cc.cwnd(cf);
             r.acked = data_acked;
             if data_acked > 0 {
                 r.tx_release = self.tx_una_pos;
@@ -341,16 +361,17 @@ impl TcpState {
             self.dupacks = self.dupacks.saturating_add(1);
             r.actions.set(Actions::DUP_ACK);
             if self.dupacks == 3 && (!self.has(F_RECOVERY) || seq::gt(self.snd_una, self.recover)) {
-                self.go_back_n();
-                self.cwnd = self.ssthresh;
+                self.go_back_n(cc, cf, LossKind::DupAcks);
                 r.actions.set(Actions::FAST_RETRANSMIT | Actions::SCHED);
             }
         }
     }
 
     /// Handle a received segment of this connection.
-    pub fn on_segment(
+    pub fn on_segment<C: CongestionControl>(
         &mut self,
+        cc: &C,
+        cf: &mut C::Flow,
         s: &SegmentSummary,
         now: Instant,
         r: &mut ProtoResult,
@@ -393,7 +414,7 @@ impl TcpState {
         }
         if seq::ge(s.ack, self.snd_una) {
             let advanced = seq::gt(s.ack, self.snd_una);
-            self.on_ack(s, now, r);
+            self.on_ack(cc, cf, s, now, r);
             // Window update (RFC 9293 3.10.7.4). An ACK that moves `snd_una` also carries a
             // newer window even when its sequence number is older than `snd_wl1` (a
             // retransmission from a peer whose pure ACKs ran ahead), as in Linux.
@@ -637,13 +658,18 @@ impl TcpState {
         self.finish(r);
     }
 
-    /// Retransmission timeout: go back to `snd_una` with a one-segment window.
-    pub fn on_timeout(&mut self, r: &mut ProtoResult) {
+    /// Retransmission timeout: go back to `snd_una`; the congestion control sets the window
+    /// (one segment for [`NewReno`]).
+    pub fn on_timeout<C: CongestionControl>(
+        &mut self,
+        cc: &C,
+        cf: &mut C::Flow,
+        r: &mut ProtoResult,
+    ) {
         if self.snd_max == self.snd_una || self.has(F_RST) {
             return;
         }
-        self.go_back_n();
-        self.cwnd = self.mss as u32;
+        self.go_back_n(cc, cf, LossKind::Timeout);
         r.actions.set(Actions::TIMEOUT_RETRANSMIT | Actions::SCHED);
         self.finish(r);
     }
@@ -705,38 +731,68 @@ impl TcpState {
     }
 }
 
-/// The protocol stage of one flow group.
-pub struct Protocol {
-    flows: Vec<Option<TcpState>>,
+/// The protocol stage of one flow group, with its congestion-control policy `C`.
+pub struct Protocol<C: CongestionControl = NewReno> {
+    cc: C,
+    flows: Vec<Option<(TcpState, C::Flow)>>,
     stats: StageStats,
 }
 
 impl Protocol {
-    /// An empty protocol stage.
+    /// An empty protocol stage with the default congestion control ([`NewReno`]).
     pub fn new() -> Self {
+        Self::with_congestion(NewReno)
+    }
+}
+
+impl<C: CongestionControl> Protocol<C> {
+    /// An empty protocol stage whose flows follow the congestion control `cc`.
+    pub fn with_congestion(cc: C) -> Self {
         Protocol {
+            cc,
             flows: Vec::new(),
             stats: StageStats::default(),
         }
     }
 
-    /// Install a flow's state.
-    pub fn install(&mut self, id: FlowId, st: TcpState) {
+    /// The congestion-control policy.
+    pub fn congestion(&self) -> &C {
+        &self.cc
+    }
+
+    /// Install a flow's state; the congestion control starts from its initial window.
+    pub fn install(&mut self, id: FlowId, mut st: TcpState) {
         let i = id as usize;
         if self.flows.len() <= i {
             self.flows.resize(i + 1, None);
         }
-        self.flows[i] = Some(st);
+        let cf = self.cc.init(st.mss as u32, st.cwnd);
+        st.cwnd = self.cc.cwnd(&cf);
+        self.flows[i] = Some((st, cf));
     }
 
     /// Remove a flow.
     pub fn remove(&mut self, id: FlowId) -> Option<TcpState> {
-        self.flows.get_mut(id as usize).and_then(Option::take)
+        self.flows
+            .get_mut(id as usize)
+            .and_then(Option::take)
+            .map(|(st, _)| st)
     }
 
     /// Read a flow's state (control plane and tests).
     pub fn state(&self, id: FlowId) -> Option<&TcpState> {
-        self.flows.get(id as usize).and_then(Option::as_ref)
+        self.flows
+            .get(id as usize)
+            .and_then(Option::as_ref)
+            .map(|(st, _)| st)
+    }
+
+    /// Read a flow's congestion-control state.
+    pub fn congestion_state(&self, id: FlowId) -> Option<&C::Flow> {
+        self.flows
+            .get(id as usize)
+            .and_then(Option::as_ref)
+            .map(|(_, cf)| cf)
     }
 
     /// Number of installed flows.
@@ -756,8 +812,8 @@ impl Protocol {
             flow,
             ..Default::default()
         };
-        let st = match self.flows.get_mut(flow as usize).and_then(Option::as_mut) {
-            Some(st) => st,
+        let (st, cf) = match self.flows.get_mut(flow as usize).and_then(Option::as_mut) {
+            Some((st, cf)) => (st, cf),
             None => {
                 if let ProtoWork::Rx(w) = work {
                     r.rx_frame = Some(w.frame);
@@ -766,9 +822,10 @@ impl Protocol {
                 return r;
             }
         };
+        let cc = &self.cc;
         match work {
             ProtoWork::Rx(w) => {
-                if let Some(reason) = st.on_segment(&w.summary, now, &mut r) {
+                if let Some(reason) = st.on_segment(cc, cf, &w.summary, now, &mut r) {
                     self.stats.drops.add(reason);
                 }
                 r.rx_frame = Some(w.frame);
@@ -783,7 +840,7 @@ impl Protocol {
                     self.stats.drops.add(reason);
                 }
             }
-            ProtoWork::Retransmit { .. } => st.on_timeout(&mut r),
+            ProtoWork::Retransmit { .. } => st.on_timeout(cc, cf, &mut r),
             ProtoWork::Probe { .. } => st.on_probe(now, &mut r),
             ProtoWork::Ack { .. } => st.on_ack_request(now, &mut r),
             ProtoWork::Reset { .. } => st.on_reset(now, &mut r),
@@ -798,7 +855,7 @@ impl Default for Protocol {
     }
 }
 
-impl Stage for Protocol {
+impl<C: CongestionControl> Stage for Protocol<C> {
     type In = ProtoWork;
     type Out = ProtoResult;
 

@@ -2,45 +2,123 @@
 //!
 //! Flows become active when the protocol stage reports that they have something to send
 //! (`SCHED`). Each grant is one [`ProtoWork::Tx`], i.e. at most one segment; a flow that still
-//! has data after its grant is re-activated by the protocol result, so flows are served
-//! round-robin. This scheduler is unpaced; a rate-pacing scheduler slots in at the same place
-//! (the grant is the unit a pacer releases over time).
+//! has data after its grant is re-activated by the protocol result. The runtimes call a
+//! [`FlowScheduler`] policy (statically: the pipeline is generic over it); [`RoundRobin`] is
+//! the default. Grants take `now`, so a pacing scheduler fits the same interface.
+//!
+//! ```
+//! use flextoe::flow::{FlowId, FlowIdentity};
+//! use flextoe::stages::scheduler::{FlowScheduler, RoundRobin};
+//! use flextoe::stages::ProtoWork;
+//! use flextoe::stats::StageStats;
+//! use flextoe::time::Instant;
+//!
+//! /// Serves flows to port 80 before all others.
+//! #[derive(Clone, Default)]
+//! struct WebFirst {
+//!     web: RoundRobin,
+//!     rest: RoundRobin,
+//!     is_web: Vec<bool>,
+//! }
+//!
+//! impl FlowScheduler for WebFirst {
+//!     fn name(&self) -> &'static str { "web-first" }
+//!     fn install(&mut self, id: FlowId, f: &FlowIdentity) {
+//!         let i = id as usize;
+//!         if self.is_web.len() <= i { self.is_web.resize(i + 1, false); }
+//!         self.is_web[i] = f.tuple.local_port == 80;
+//!     }
+//!     fn activate(&mut self, id: FlowId, now: Instant) {
+//!         if self.is_web.get(id as usize).copied().unwrap_or(false) {
+//!             self.web.activate(id, now)
+//!         } else {
+//!             self.rest.activate(id, now)
+//!         }
+//!     }
+//!     fn remove(&mut self, id: FlowId) { self.web.remove(id); self.rest.remove(id); }
+//!     fn pending(&self) -> usize { self.web.pending() + self.rest.pending() }
+//!     fn grant(&mut self, now: Instant, max: usize, out: &mut Vec<ProtoWork>) {
+//!         if self.web.pending() > 0 {
+//!             self.web.grant(now, max, out);
+//!         } else {
+//!             self.rest.grant(now, max, out);
+//!         }
+//!     }
+//!     fn stats(&self) -> StageStats { self.web.stats().clone() }
+//! }
+//! ```
 
 use std::collections::VecDeque;
 
 use super::{ProtoWork, Stage};
-use crate::flow::FlowId;
+use crate::flow::{FlowId, FlowIdentity};
 use crate::stats::StageStats;
 use crate::time::Instant;
 
-/// The round-robin scheduler.
-#[derive(Default)]
-pub struct Scheduler {
+/// A flow-scheduling policy: decides which active flow sends its next segment.
+///
+/// One instance per flow group (the threaded runtime clones it per group); only that
+/// group's thread calls it.
+pub trait FlowScheduler: Clone + Send + 'static {
+    /// Name in statistics.
+    fn name(&self) -> &'static str;
+    /// A flow was set up (its identity: addresses, ports, MSS).
+    fn install(&mut self, _id: FlowId, _identity: &FlowIdentity) {}
+    /// The flow has something to send.
+    fn activate(&mut self, id: FlowId, now: Instant);
+    /// Forget a flow.
+    fn remove(&mut self, id: FlowId);
+    /// Flows waiting for a grant.
+    fn pending(&self) -> usize;
+    /// Emit up to `max` grants ([`ProtoWork::Tx`]) into `out`.
+    fn grant(&mut self, now: Instant, max: usize, out: &mut Vec<ProtoWork>);
+    /// When the next grant becomes due although none is due now (pacing); `None` when
+    /// grants are due whenever flows are pending.
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
+    /// Counters.
+    fn stats(&self) -> StageStats;
+}
+
+/// The default scheduler: active flows served round-robin, one segment each, unpaced.
+#[derive(Clone, Default)]
+pub struct RoundRobin {
     queue: VecDeque<FlowId>,
     active: Vec<bool>,
     stats: StageStats,
 }
 
-impl Scheduler {
+impl RoundRobin {
     /// An empty scheduler.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Mark a flow as having something to send.
-    pub fn activate(&mut self, id: FlowId) {
+    /// Counters.
+    pub fn stats(&self) -> &StageStats {
+        &self.stats
+    }
+}
+
+impl FlowScheduler for RoundRobin {
+    fn name(&self) -> &'static str {
+        "scheduler"
+    }
+
+    fn activate(&mut self, id: FlowId, _now: Instant) {
         let i = id as usize;
         if self.active.len() <= i {
             self.active.resize(i + 1, false);
         }
         if !self.active[i] {
             self.active[i] = true;
+            self.stats.items_in += 1;
             self.queue.push_back(id);
         }
     }
 
-    /// Forget a flow.
-    pub fn remove(&mut self, id: FlowId) {
+    fn remove(&mut self, id: FlowId) {
         if let Some(a) = self.active.get_mut(id as usize) {
             if *a {
                 *a = false;
@@ -49,13 +127,11 @@ impl Scheduler {
         }
     }
 
-    /// Flows waiting for a grant.
-    pub fn pending(&self) -> usize {
+    fn pending(&self) -> usize {
         self.queue.len()
     }
 
-    /// Emit up to `max` grants.
-    pub fn grant(&mut self, max: usize, out: &mut Vec<ProtoWork>) {
+    fn grant(&mut self, _now: Instant, max: usize, out: &mut Vec<ProtoWork>) {
         let n = max.min(self.queue.len());
         for _ in 0..n {
             if let Some(flow) = self.queue.pop_front() {
@@ -63,11 +139,16 @@ impl Scheduler {
                 out.push(ProtoWork::Tx { flow });
             }
         }
+        self.stats.bursts += u64::from(n > 0);
         self.stats.items_out += n as u64;
+    }
+
+    fn stats(&self) -> StageStats {
+        self.stats.clone()
     }
 }
 
-impl Stage for Scheduler {
+impl Stage for RoundRobin {
     type In = FlowId;
     type Out = ProtoWork;
 
@@ -76,13 +157,11 @@ impl Stage for Scheduler {
     }
 
     /// Activate the flows in `input`, then grant up to one burst.
-    fn process(&mut self, _now: Instant, input: &mut Vec<FlowId>, output: &mut Vec<ProtoWork>) {
-        self.stats.bursts += 1;
-        self.stats.items_in += input.len() as u64;
+    fn process(&mut self, now: Instant, input: &mut Vec<FlowId>, output: &mut Vec<ProtoWork>) {
         for f in input.drain(..) {
-            self.activate(f);
+            self.activate(f, now);
         }
-        self.grant(super::BURST, output);
+        self.grant(now, super::BURST, output);
     }
 
     fn stats(&self) -> &StageStats {

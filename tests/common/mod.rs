@@ -135,6 +135,19 @@ pub fn engine_config(mac: MacAddr, ip: Ipv4Addr) -> EngineConfig {
     cfg
 }
 
+/// Settings for an engine on the threaded runtime in these tests.
+pub fn threaded_config(mac: MacAddr, ip: Ipv4Addr) -> EngineConfig {
+    let mut cfg = engine_config(mac, ip);
+    // Real time passes in these runs: keep retransmission timeouts short.
+    cfg.control.rto_min = Duration::from_millis(10);
+    cfg.control.rto_initial = Duration::from_millis(50);
+    cfg.control.time_wait = Duration::from_millis(100);
+    // Worker threads share two cores with the harness and other tests: a stall of a few
+    // seconds is the scheduler, not the network, so allow more timeouts in a row.
+    cfg.control.max_retransmissions = 40;
+    cfg
+}
+
 impl Side {
     pub fn engine(port: MemPort, mac: MacAddr, ip: Ipv4Addr, cfg: Option<EngineConfig>) -> Side {
         let cfg = cfg.unwrap_or_else(|| engine_config(mac, ip));
@@ -146,15 +159,22 @@ impl Side {
     }
 
     pub fn threaded(port: MemPort, mac: MacAddr, ip: Ipv4Addr, clock: &VirtualClock) -> Side {
-        let mut cfg = engine_config(mac, ip);
-        // Real time passes in these runs: keep retransmission timeouts short.
-        cfg.control.rto_min = Duration::from_millis(10);
-        cfg.control.rto_initial = Duration::from_millis(50);
-        cfg.control.time_wait = Duration::from_millis(100);
-        // Worker threads share two cores with the harness and other tests: a stall of a few
-        // seconds is the scheduler, not the network, so allow more timeouts in a row.
-        cfg.control.max_retransmissions = 40;
+        let cfg = threaded_config(mac, ip);
         let rt = Threaded::spawn(cfg, port, Topology::x86(2), clock.clone()).expect("threaded");
+        Side::from_threaded(rt)
+    }
+
+    /// A side around an engine built elsewhere (for example with `Pipeline::builder`).
+    pub fn from_engine(engine: Engine<MemPort>) -> Side {
+        Side::Engine {
+            engine: Box::new(engine),
+            listener: None,
+            stream: None,
+        }
+    }
+
+    /// A side around a threaded engine built elsewhere.
+    pub fn from_threaded(rt: Threaded) -> Side {
         Side::Threaded {
             host: rt.host(),
             rt: Some(rt),
@@ -545,7 +565,7 @@ pub fn drive_mode(
 /// until no state is left. Panics on any mismatch.
 /// Threaded runs hold this so that at most one of them (with its worker threads) competes
 /// for the cores at a time.
-static THREADED_RUNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub static THREADED_RUNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 pub fn transfer(server: Kind, client: Kind, imp: Impairments, bytes: u64) -> Outcome {
     let _serial = (server == Kind::Threaded || client == Kind::Threaded)
@@ -554,16 +574,28 @@ pub fn transfer(server: Kind, client: Kind, imp: Impairments, bytes: u64) -> Out
     // Both ends may be threaded: keep a handle on the link's counters.
     let lost_probe = LinkProbe(pa.stats_handle());
     let clock = VirtualClock::new();
-    let mut srv = match server {
+    let srv = match server {
         Kind::Engine => Side::engine(pa, MAC_A, IP_A, None),
         Kind::Smoltcp => Side::smoltcp(pa, MAC_A, IP_A, true),
         Kind::Threaded => Side::threaded(pa, MAC_A, IP_A, &clock),
     };
-    let mut cli = match client {
+    let cli = match client {
         Kind::Engine => Side::engine(pb, MAC_B, IP_B, None),
         Kind::Smoltcp => Side::smoltcp(pb, MAC_B, IP_B, true),
         Kind::Threaded => Side::threaded(pb, MAC_B, IP_B, &clock),
     };
+    transfer_sides(srv, cli, &clock, lost_probe, bytes)
+}
+
+/// [`transfer`] between two sides already built on the two ends of one link (server on the
+/// `IP_A` end); `clock` is the one threaded sides read.
+pub fn transfer_sides(
+    mut srv: Side,
+    mut cli: Side,
+    clock: &VirtualClock,
+    lost_probe: LinkProbe,
+    bytes: u64,
+) -> Outcome {
     srv.listen(SERVER_PORT);
     cli.connect(IP_A, SERVER_PORT);
     let mut up = Source::new(11, bytes);
@@ -574,7 +606,7 @@ pub fn transfer(server: Kind, client: Kind, imp: Impairments, bytes: u64) -> Out
     let iters = drive(
         &mut srv,
         &mut cli,
-        &clock,
+        clock,
         Duration::from_secs(3600),
         200_000_000,
         |s, c| {
@@ -604,7 +636,7 @@ pub fn transfer(server: Kind, client: Kind, imp: Impairments, bytes: u64) -> Out
     let more = drive_mode(
         &mut srv,
         &mut cli,
-        &clock,
+        clock,
         Duration::from_secs(120),
         10_000_000,
         false,
@@ -673,6 +705,10 @@ pub fn engine_retransmissions(o: &Outcome) -> u64 {
 pub struct LinkProbe(flextoe::backends::mem::LinkStatsHandle);
 
 impl LinkProbe {
+    pub fn new(port: &MemPort) -> Self {
+        LinkProbe(port.stats_handle())
+    }
+
     pub fn lost(&self) -> u64 {
         let (a, b) = self.0.stats();
         a.lost + b.lost

@@ -32,6 +32,8 @@ use crate::stages::protocol::{TcpParams, TcpState};
 use crate::stages::{Actions, ProtoWork, Punt, PuntReason};
 use crate::stats::{DropCounters, DropReason};
 use crate::time::Instant;
+
+pub mod congestion;
 use crate::wire::{self, flags, Endpoints, FourTuple, MacAddr, Parsed, TcpSegment};
 
 /// RFC 9293 connection states, as the control plane tracks them.
@@ -593,6 +595,11 @@ impl Control {
                 out.reinject.push(p.frame);
             }
             PuntReason::Arp => self.arena.free(p.frame),
+            PuntReason::Extension => {
+                // The data path's business, which a user stage took away from it.
+                self.stats.drops.add(DropReason::Extension);
+                self.arena.free(p.frame);
+            }
         }
     }
 

@@ -1,0 +1,244 @@
+//! Congestion control: the policy the protocol stage consults for its congestion window.
+//!
+//! A [`CongestionControl`] is one object per protocol stage (per flow group) plus a state of
+//! its own per flow ([`CongestionControl::Flow`]), kept by the protocol stage beside the
+//! flow's TCP state; only that stage's thread touches it. The protocol stage calls it on
+//! every ACK that advances `snd_una` (with ECN echo and RTT sample), on loss (three duplicate
+//! ACKs, timeout) and when a recovery ends, and sends no more than [`cwnd`] bytes in flight.
+//! The calls are static: the pipeline is generic over the policy.
+//!
+//! [`NewReno`] is the default and behaves as the engine always has: byte-counting slow start
+//! (RFC 3465), congestion avoidance, halving on loss (RFC 5681). [`FixedWindow`] keeps a
+//! constant window (tests, and links whose capacity is known).
+//!
+//! ```
+//! use flextoe::control::congestion::{AckSample, CongestionControl, Loss};
+//!
+//! /// Halves on loss, never grows: a policy for a link one knows is shared.
+//! #[derive(Clone)]
+//! struct Timid;
+//!
+//! impl CongestionControl for Timid {
+//!     type Flow = u32;
+//!     fn name(&self) -> &'static str { "timid" }
+//!     fn init(&self, _mss: u32, initial_window: u32) -> u32 { initial_window }
+//!     fn cwnd(&self, f: &u32) -> u32 { *f }
+//!     fn on_ack(&self, _f: &mut u32, _ack: &AckSample) {}
+//!     fn on_loss(&self, f: &mut u32, loss: Loss) { *f = (*f / 2).max(loss.mss) }
+//! }
+//! ```
+//!
+//! [`cwnd`]: CongestionControl::cwnd
+
+use crate::time::Instant;
+
+/// An ACK that acknowledged new data, as the congestion control sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct AckSample {
+    /// Bytes newly acknowledged.
+    pub acked: u32,
+    /// Bytes in flight before this ACK.
+    pub flight: u32,
+    /// Payload bytes per segment.
+    pub mss: u32,
+    /// The connection is recovering from a loss (the ACK is below the recovery point).
+    pub in_recovery: bool,
+    /// The peer echoed congestion (ECE).
+    pub ece: bool,
+    /// An RTT sample, microseconds.
+    pub rtt_us: Option<u32>,
+    /// The time.
+    pub now: Instant,
+}
+
+/// A loss event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Loss {
+    /// What found it.
+    pub kind: LossKind,
+    /// Bytes in flight when it was found.
+    pub flight: u32,
+    /// Payload bytes per segment.
+    pub mss: u32,
+}
+
+/// How a loss was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossKind {
+    /// Three duplicate ACKs (fast retransmit).
+    DupAcks,
+    /// Retransmission timeout.
+    Timeout,
+}
+
+/// A congestion-control algorithm. See the [module docs](self).
+pub trait CongestionControl: Clone + Send + 'static {
+    /// Per-flow state, kept beside the flow's TCP state.
+    type Flow: Clone + Send + std::fmt::Debug + 'static;
+    /// Name in statistics and reports.
+    fn name(&self) -> &'static str;
+    /// The state of a new connection whose initial window is `initial_window` bytes.
+    fn init(&self, mss: u32, initial_window: u32) -> Self::Flow;
+    /// The congestion window in force (bytes); the protocol stage keeps no more in flight.
+    fn cwnd(&self, f: &Self::Flow) -> u32;
+    /// New data was acknowledged.
+    fn on_ack(&self, f: &mut Self::Flow, ack: &AckSample);
+    /// A loss was found; the protocol stage goes back to the oldest unacknowledged byte.
+    fn on_loss(&self, f: &mut Self::Flow, loss: Loss);
+    /// The data outstanding at the last loss has all been acknowledged.
+    fn on_recovery_end(&self, _f: &mut Self::Flow) {}
+}
+
+/// NewReno-style window: byte-counting slow start, congestion avoidance, halving on loss.
+/// The default policy.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NewReno;
+
+/// [`NewReno`]'s per-flow state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RenoFlow {
+    /// Congestion window (bytes).
+    pub cwnd: u32,
+    /// Slow-start threshold (bytes).
+    pub ssthresh: u32,
+}
+
+impl CongestionControl for NewReno {
+    type Flow = RenoFlow;
+
+    fn name(&self) -> &'static str {
+        "newreno"
+    }
+
+    fn init(&self, mss: u32, initial_window: u32) -> RenoFlow {
+        RenoFlow {
+            cwnd: initial_window.max(mss.max(1)),
+            ssthresh: u32::MAX / 2,
+        }
+    }
+
+    fn cwnd(&self, f: &RenoFlow) -> u32 {
+        f.cwnd
+    }
+
+    fn on_ack(&self, f: &mut RenoFlow, a: &AckSample) {
+        if a.in_recovery {
+            return;
+        }
+        if f.cwnd < f.ssthresh {
+            // Slow start counts acknowledged bytes (RFC 3465): ACKs that cover a whole burst
+            // (the receiver's per-burst policy) grow the window as much as one ACK per
+            // segment would.
+            f.cwnd = f.cwnd.saturating_add(a.acked).min(f.ssthresh.max(f.cwnd));
+        } else {
+            let inc = ((a.mss as u64 * a.acked as u64) / f.cwnd.max(1) as u64).max(1);
+            f.cwnd = f.cwnd.saturating_add(inc as u32);
+        }
+    }
+
+    fn on_loss(&self, f: &mut RenoFlow, l: Loss) {
+        f.ssthresh = (l.flight / 2).max(2 * l.mss);
+        f.cwnd = match l.kind {
+            LossKind::DupAcks => f.ssthresh,
+            LossKind::Timeout => l.mss.max(1),
+        };
+    }
+
+    fn on_recovery_end(&self, f: &mut RenoFlow) {
+        f.cwnd = f.ssthresh;
+    }
+}
+
+/// A constant congestion window of `bytes` (at least one segment), whatever happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FixedWindow(pub u32);
+
+impl CongestionControl for FixedWindow {
+    type Flow = u32;
+
+    fn name(&self) -> &'static str {
+        "fixed-window"
+    }
+
+    fn init(&self, mss: u32, _initial_window: u32) -> u32 {
+        self.0.max(mss.max(1))
+    }
+
+    fn cwnd(&self, f: &u32) -> u32 {
+        *f
+    }
+
+    fn on_ack(&self, _f: &mut u32, _a: &AckSample) {}
+
+    fn on_loss(&self, _f: &mut u32, _l: Loss) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(acked: u32, in_recovery: bool) -> AckSample {
+        AckSample {
+            acked,
+            flight: 0,
+            mss: 1000,
+            in_recovery,
+            ece: false,
+            rtt_us: None,
+            now: Instant::ZERO,
+        }
+    }
+
+    #[test]
+    fn newreno_slow_start_avoidance_and_loss() {
+        let cc = NewReno;
+        let mut f = cc.init(1000, 10_000);
+        cc.on_ack(&mut f, &ack(5000, false));
+        assert_eq!(cc.cwnd(&f), 15_000, "slow start counts bytes");
+        cc.on_ack(&mut f, &ack(5000, true));
+        assert_eq!(cc.cwnd(&f), 15_000, "no growth in recovery");
+        cc.on_loss(
+            &mut f,
+            Loss {
+                kind: LossKind::DupAcks,
+                flight: 15_000,
+                mss: 1000,
+            },
+        );
+        assert_eq!((f.cwnd, f.ssthresh), (7500, 7500));
+        cc.on_ack(&mut f, &ack(7500, false));
+        assert_eq!(
+            cc.cwnd(&f),
+            8500,
+            "congestion avoidance: one MSS per window"
+        );
+        cc.on_loss(
+            &mut f,
+            Loss {
+                kind: LossKind::Timeout,
+                flight: 3000,
+                mss: 1000,
+            },
+        );
+        assert_eq!((f.cwnd, f.ssthresh), (1000, 2000));
+        cc.on_recovery_end(&mut f);
+        assert_eq!(f.cwnd, 2000);
+    }
+
+    #[test]
+    fn fixed_window_never_moves() {
+        let cc = FixedWindow(4000);
+        let mut f = cc.init(1000, 10_000);
+        cc.on_ack(&mut f, &ack(50_000, false));
+        cc.on_loss(
+            &mut f,
+            Loss {
+                kind: LossKind::Timeout,
+                flight: 4000,
+                mss: 1000,
+            },
+        );
+        assert_eq!(cc.cwnd(&f), 4000);
+        assert_eq!(FixedWindow(10).init(1460, 0), 1460, "at least one segment");
+    }
+}
