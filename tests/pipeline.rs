@@ -16,8 +16,8 @@ use flextoe::control::congestion::FixedWindow;
 use flextoe::flow::{FlowId, FlowIdentity};
 use flextoe::pipeline::hooks::{Hook, HookCx, Results, RxFrame, RxSegment, TxFrame};
 use flextoe::pipeline::{
-    Engine, HookReport, Pipeline, PipelineBuilder, Placement, RedirectRing, Threaded, Topology,
-    Verdict,
+    Engine, HookReport, Pipeline, PipelineBuilder, Placement, RedirectRing, TaskRef, Threaded,
+    Topology, Verdict,
 };
 use flextoe::sim::{Impairments, VirtualClock};
 use flextoe::stages::scheduler::{FlowScheduler, RoundRobin};
@@ -205,6 +205,8 @@ impl Hook<RxFrame> for Marks {
 enum Rt {
     Inline,
     Threaded,
+    /// Threaded, with the `rx_frame` stages on a worker of their own.
+    ThreadedOwnWorker,
 }
 
 /// Two groups, two replicas of every stage, on two threads.
@@ -216,13 +218,49 @@ fn side(b: PipelineBuilder<MemPort>, rt: Rt, clock: &VirtualClock) -> Side {
     match rt {
         Rt::Inline => Side::from_engine(b.build().unwrap()),
         Rt::Threaded => Side::from_threaded(b.threaded(wide(), clock.clone()).unwrap()),
+        Rt::ThreadedOwnWorker => {
+            let t = wide().with_rx_hooks_worker(None);
+            Side::from_threaded(b.threaded(t, clock.clone()).unwrap())
+        }
+    }
+}
+
+/// On a threaded side: which tasks ran an instance of the stage `name` at `point`.
+fn tasks_running(st: &flextoe::pipeline::ThreadedStats, point: &str, name: &str) -> Vec<TaskRef> {
+    st.tasks
+        .iter()
+        .filter(|t| {
+            t.hooks
+                .iter()
+                .any(|h| h.point == point && h.name == name && h.stats.items_in > 0)
+        })
+        .filter_map(|t| t.task)
+        .collect()
+}
+
+/// The tasks that ran the `rx_frame` stage `name` are the ones the topology put it on.
+fn check_rx_frame_placement(st: &flextoe::pipeline::ThreadedStats, name: &str) {
+    let own = st.tasks.iter().any(|t| t.task == Some(TaskRef::RxHooks));
+    let on = tasks_running(st, "rx_frame", name);
+    if own {
+        assert_eq!(
+            on,
+            [TaskRef::RxHooks],
+            "rx_frame stages on their own worker"
+        );
+    } else {
+        assert!(!on.is_empty());
+        assert!(
+            on.iter().all(|t| matches!(t, TaskRef::Preprocess(_))),
+            "{on:?}"
+        );
     }
 }
 
 fn server_cfg(rt: Rt) -> flextoe::EngineConfig {
     match rt {
         Rt::Inline => engine_config(MAC_A, IP_A),
-        Rt::Threaded => threaded_config(MAC_A, IP_A),
+        Rt::Threaded | Rt::ThreadedOwnWorker => threaded_config(MAC_A, IP_A),
     }
 }
 
@@ -242,6 +280,8 @@ fn final_counters(s: &mut Side) -> (Vec<HookReport>, u64, u64, StageStats) {
         }
         Side::Threaded { rt, .. } => {
             let st = rt.take().unwrap().stop();
+            let first = st.hooks().into_iter().find(|h| h.point == "rx_frame");
+            check_rx_frame_placement(&st, first.expect("an rx_frame stage").name);
             (
                 st.hooks(),
                 st.io.rx_frames,
@@ -342,6 +382,11 @@ fn probe_at_every_point_threaded() {
     probe_everywhere(Rt::Threaded);
 }
 
+#[test]
+fn probe_at_every_point_threaded_rx_frame_stages_on_their_own_worker() {
+    probe_everywhere(Rt::ThreadedOwnWorker);
+}
+
 /// Per-flow order at `rx_segment` and `results` with several flows spread over two flow
 /// groups, two preprocess, two place and two postprocess replicas.
 #[test]
@@ -411,7 +456,7 @@ fn per_flow_order_with_groups_and_replicas() {
     let groups_busy = st
         .tasks
         .iter()
-        .filter(|t| matches!(t.task, Some(flextoe::pipeline::TaskRef::Group(_))))
+        .filter(|t| matches!(t.task, Some(TaskRef::Group(_))))
         .filter(|t| t.hooks.iter().any(|h| h.stats.items_in > 0))
         .count();
     assert_eq!(groups_busy, 2, "both flow groups ran their own instance");
@@ -516,6 +561,11 @@ fn drop_verdict_counts_under_the_stage_reason_threaded() {
     drops(Rt::Threaded);
 }
 
+#[test]
+fn drop_verdict_counts_under_the_stage_reason_own_worker() {
+    drops(Rt::ThreadedOwnWorker);
+}
+
 /// Transmit reflects, redirect arrives on the user's ring, punt reaches the control plane.
 fn tx_redirect_punt(rt: Rt) {
     let _serial = THREADED_RUNS.lock().unwrap_or_else(|p| p.into_inner());
@@ -595,6 +645,7 @@ fn tx_redirect_punt(rt: Rt) {
         }
         Side::Threaded { rt, .. } => {
             let st = rt.take().unwrap().stop();
+            check_rx_frame_placement(&st, "marks");
             (
                 st.hooks(),
                 st.io.control.drops.get(DropReason::UnsupportedEthertype),
@@ -622,6 +673,11 @@ fn transmit_redirect_and_punt_verdicts_inline() {
 #[test]
 fn transmit_redirect_and_punt_verdicts_threaded() {
     tx_redirect_punt(Rt::Threaded);
+}
+
+#[test]
+fn transmit_redirect_and_punt_verdicts_own_worker() {
+    tx_redirect_punt(Rt::ThreadedOwnWorker);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -878,7 +934,7 @@ fn placement_policy_chooses_the_place_replica() {
     let place_in = |n| {
         st.tasks
             .iter()
-            .filter(|t| t.task == Some(flextoe::pipeline::TaskRef::Place(n)))
+            .filter(|t| t.task == Some(TaskRef::Place(n)))
             .flat_map(|t| &t.stages)
             .filter(|(name, _)| *name == "place")
             .map(|(_, s)| s.items_in)
@@ -962,7 +1018,9 @@ fn checksum_offload_is_left_to_the_port() {
         let b = Pipeline::builder(server_cfg(rt), port);
         let (mut inline, threaded) = match rt {
             Rt::Inline => (Some(b.build().unwrap()), None),
-            Rt::Threaded => (None, Some(b.threaded(wide(), clock.clone()).unwrap())),
+            Rt::Threaded | Rt::ThreadedOwnWorker => {
+                (None, Some(b.threaded(wide(), clock.clone()).unwrap()))
+            }
         };
         let host = match (&inline, &threaded) {
             (Some(e), _) => e.host(),

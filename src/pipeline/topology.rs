@@ -57,6 +57,9 @@ pub enum TaskRef {
     Place(usize),
     /// Postprocess replica `n`: headers, checksums, egress tags.
     Postprocess(usize),
+    /// The `rx_frame` user stages on a task of their own, between the I/O task and the
+    /// preprocess replicas (only with [`Topology::rx_hooks`]).
+    RxHooks,
 }
 
 /// One worker thread: the tasks it runs in turn and its core.
@@ -87,6 +90,9 @@ pub struct Topology {
     pub reorder_window: usize,
     /// What the egress reorder stages do when an item is too far ahead.
     pub overflow: Overflow,
+    /// Run the `rx_frame` user stages as a task of their own ([`TaskRef::RxHooks`]), with
+    /// the runtime's rings around it, instead of inside each preprocess replica.
+    pub rx_hooks: bool,
 }
 
 /// Errors in a topology.
@@ -111,6 +117,9 @@ impl Topology {
         v.extend((0..self.flow_groups).map(TaskRef::Group));
         v.extend((0..self.place).map(TaskRef::Place));
         v.extend((0..self.postprocess).map(TaskRef::Postprocess));
+        if self.rx_hooks {
+            v.push(TaskRef::RxHooks);
+        }
         v
     }
 
@@ -169,6 +178,7 @@ impl Topology {
             ring_size: 1024,
             reorder_window: 1024,
             overflow: Overflow::Backpressure,
+            rx_hooks: false,
         };
         let threads = threads.max(1);
         t.workers = (0..threads)
@@ -224,6 +234,18 @@ impl Topology {
         let pre = rest.div_ceil(2);
         let post = (rest - pre).max(1);
         Self::with_counts(pre, groups, place, post, cores, false)
+    }
+
+    /// Give the `rx_frame` user stages a worker thread of their own (pinned to `core`, when
+    /// given): the I/O task hands every numbered burst to them, and they deal what they pass
+    /// to the preprocess replicas.
+    pub fn with_rx_hooks_worker(mut self, core: Option<usize>) -> Self {
+        self.rx_hooks = true;
+        self.workers.push(WorkerSpec {
+            core,
+            tasks: vec![TaskRef::RxHooks],
+        });
+        self
     }
 
     /// Pin worker `i` to core `first + i` (for machines whose cores are reserved for the

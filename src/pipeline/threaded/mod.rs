@@ -24,6 +24,8 @@
 //! off (spin, yield, short sleep) when none had work. Statistics are published by every task
 //! every few hundred polls and can be read while the runtime runs ([`Threaded::stats`]).
 
+mod ingress;
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -936,9 +938,8 @@ struct IoTask<P: Port> {
     groups: usize,
     group_of: Vec<u16>,
     next_seq: u64,
-    next_pre: usize,
-    advance_due: Vec<Option<u64>>,
-    to_pre: Vec<Producer<PreIn>>,
+    /// To the preprocess replicas, or to the `rx_frame` stages' own task.
+    ingress: ingress::Dealer,
     pre_ctl: Vec<Sender<PreCtl>>,
     group_ctl: Vec<Sender<GroupCtl>>,
     place_ctl: Vec<Sender<PlaceCtl>>,
@@ -1079,11 +1080,10 @@ impl<P: Port> Task for IoTask<P> {
         self.meta.polls += 1;
         let mut busy = false;
         self.control.poll_requests(now, &mut self.cout);
-        // Ingress: number frames and deal bursts to the preprocess replicas.
-        let replicas = self.to_pre.len();
+        // Ingress: number frames and deal bursts to the preprocess replicas (or to the
+        // `rx_frame` stages' task, which deals them on).
         for _ in 0..4 {
-            let target = self.next_pre;
-            if self.to_pre[target].free() < BURST {
+            if !self.ingress.ready() {
                 break;
             }
             let n = self.port.recv(now, &self.arena, &mut self.rx, BURST);
@@ -1097,25 +1097,9 @@ impl<P: Port> Task for IoTask<P> {
                 self.batch.push(PreIn::Frame(self.next_seq, f));
                 self.next_seq += 1;
             }
-            let last = self.next_seq - 1;
-            let moved = self.to_pre[target].push_burst(&mut self.batch);
-            debug_assert_eq!(moved, n);
-            for (i, a) in self.advance_due.iter_mut().enumerate() {
-                if i != target {
-                    *a = Some(last);
-                }
-            }
-            self.next_pre = (target + 1) % replicas;
+            self.ingress.deal(&mut self.batch, self.next_seq - 1);
         }
-        // Tell the other replicas how far the numbering went (the latest advance replaces an
-        // undelivered older one; it is retried until its ring has room).
-        for (p, a) in self.to_pre.iter_mut().zip(self.advance_due.iter_mut()) {
-            if let Some(s) = *a {
-                if p.push(PreIn::Advance(s)).is_ok() {
-                    *a = None;
-                }
-            }
-        }
+        self.ingress.advances();
         // Punted frames.
         for i in 0..self.punts.len() {
             while let Some(p) = self.punts[i].pop() {
@@ -1207,8 +1191,8 @@ impl<P: Port> Task for IoTask<P> {
 
     fn report(&mut self) {
         let mut rings = Vec::new();
-        for p in &self.to_pre {
-            rings.push(("to_pre", p.len(), p.capacity()));
+        for (len, cap) in self.ingress.rings() {
+            rings.push(("ingress", len, cap));
         }
         for g in &self.from_post {
             for c in g {
@@ -1311,10 +1295,13 @@ impl Threaded {
                 ins.push(c);
             }
         }
-        // Punts and reflected frames to the I/O task: one ring each per preprocess replica
-        // and per group.
-        let (mut punt_p, punt_c): (Vec<_>, Vec<_>) = (0..np + ng).map(|_| spsc::<Punt>(rs)).unzip();
-        let (mut raw_p, raw_c): (Vec<_>, Vec<_>) = (0..np + ng).map(|_| spsc::<Frame>(rs)).unzip();
+        // Punts and reflected frames to the I/O task: one ring each per preprocess replica,
+        // per group and for the `rx_frame` stages' own task.
+        let (mut punt_p, punt_c): (Vec<_>, Vec<_>) =
+            (0..np + ng + 1).map(|_| spsc::<Punt>(rs)).unzip();
+        let (mut raw_p, raw_c): (Vec<_>, Vec<_>) =
+            (0..np + ng + 1).map(|_| spsc::<Frame>(rs)).unzip();
+        let (hook_punts, hook_raw) = (punt_p.pop(), raw_p.pop());
         let group_punts = punt_p.split_off(np);
         let group_raw = raw_p.split_off(np);
         let (work_p, work_c): (Vec<_>, Vec<_>) = (0..ng).map(|_| spsc::<ProtoWork>(rs)).unzip();
@@ -1371,8 +1358,42 @@ impl Threaded {
                 .unwrap_or(0)
         };
 
+        // With an `rx_frame` task, the I/O task deals to it and it deals to the replicas.
+        let rx_hooks_task = topology.rx_hooks;
+        let (io_ingress, rx_hook_task) = if rx_hooks_task {
+            let (p, c) = spsc::<PreIn>(rs);
+            let me = TaskRef::RxHooks;
+            let task = ingress::RxHookTask {
+                arena: arena.clone(),
+                input: c,
+                dealer: ingress::Dealer::new(to_pre),
+                hooks: pol.hooks.rx_frame.clone(),
+                rings: pol.hooks.rings.clone(),
+                to_io: ToIo {
+                    tx: Outbox::new(hook_raw.expect("ring made above")),
+                    punts: Outbox::new(hook_punts.expect("ring made above")),
+                },
+                diverted: Diverted::default(),
+                batch: Vec::with_capacity(BURST),
+                frames: Vec::with_capacity(BURST),
+                seqs: Vec::with_capacity(BURST),
+                meta: Meta::new(me, worker_of(me), &mut reports),
+            };
+            (ingress::Dealer::new(vec![p]), Some(task))
+        } else {
+            (ingress::Dealer::new(to_pre), None)
+        };
+        // The replicas run the `rx_frame` stages unless they have a task of their own.
+        let pre_hooks = if rx_hooks_task {
+            Chain::default()
+        } else {
+            pol.hooks.rx_frame.clone()
+        };
         // Tasks.
         let mut tasks: Vec<(TaskRef, Box<dyn Task>)> = Vec::new();
+        if let Some(t) = rx_hook_task {
+            tasks.push((TaskRef::RxHooks, Box::new(t)));
+        }
         let summary = Arc::new(Mutex::new(IoSummary::default()));
         tasks.push((
             TaskRef::Io,
@@ -1386,9 +1407,7 @@ impl Threaded {
                 groups: ng,
                 group_of: Vec::new(),
                 next_seq: 0,
-                next_pre: 0,
-                advance_due: vec![None; np],
-                to_pre,
+                ingress: io_ingress,
                 pre_ctl: pre_ctl_tx,
                 group_ctl: group_ctl_tx,
                 place_ctl: place_ctl_tx,
@@ -1442,7 +1461,7 @@ impl Threaded {
                         punts: Outbox::new(punts),
                     },
                     batch: Vec::with_capacity(BURST),
-                    hooks: pol.hooks.rx_frame.clone(),
+                    hooks: pre_hooks.clone(),
                     rings: pol.hooks.rings.clone(),
                     frames: Vec::with_capacity(BURST),
                     seqs: Vec::with_capacity(BURST),
