@@ -27,7 +27,7 @@ use criterion::{criterion_group, Criterion, Throughput};
 use flextoe::backends::Port;
 use flextoe::buf::{Frame, FrameArena};
 use flextoe::pipeline::hooks::{Hook, HookCx, Results, RxFrame, RxSegment, TxFrame};
-use flextoe::pipeline::{Engine, EngineConfig, Pipeline, Verdict};
+use flextoe::pipeline::{Engine, EngineConfig, Pipeline, Verdicts};
 use flextoe::stages::{ProtoResult, RxWork};
 use flextoe::time::Instant;
 use flextoe::wire::{self, flags, Endpoints, MacAddr, Parsed};
@@ -176,28 +176,28 @@ impl Hook<RxFrame> for Nop {
     fn name(&self) -> &'static str {
         "nop"
     }
-    fn process(&mut self, _: &HookCx<'_>, _: &mut [Frame], _: &mut [Verdict]) {}
+    fn process(&mut self, _: &HookCx<'_>, _: &mut [Frame], _: &mut Verdicts) {}
 }
 
 impl Hook<RxSegment> for Nop {
     fn name(&self) -> &'static str {
         "nop"
     }
-    fn process(&mut self, _: &HookCx<'_>, _: &mut [RxWork], _: &mut [Verdict]) {}
+    fn process(&mut self, _: &HookCx<'_>, _: &mut [RxWork], _: &mut Verdicts) {}
 }
 
 impl Hook<Results> for Nop {
     fn name(&self) -> &'static str {
         "nop"
     }
-    fn process(&mut self, _: &HookCx<'_>, _: &mut [ProtoResult], _: &mut [Verdict]) {}
+    fn process(&mut self, _: &HookCx<'_>, _: &mut [ProtoResult], _: &mut Verdicts) {}
 }
 
 impl Hook<TxFrame> for Nop {
     fn name(&self) -> &'static str {
         "nop"
     }
-    fn process(&mut self, _: &HookCx<'_>, _: &mut [Frame], _: &mut [Verdict]) {}
+    fn process(&mut self, _: &HookCx<'_>, _: &mut [Frame], _: &mut Verdicts) {}
 }
 
 fn engine_setup(payload: usize) -> (Engine<BenchPort>, flextoe::Stream, Feeder) {

@@ -27,7 +27,7 @@ use flextoe::backends::mem::{MemLink, MemPort};
 use flextoe::buf::Frame;
 use flextoe::flow::FlowId;
 use flextoe::host::ConnStatus;
-use flextoe::pipeline::hooks::{Hook, HookCx, Results, RxFrame, TxFrame, Verdict};
+use flextoe::pipeline::hooks::{Hook, HookCx, Results, RxFrame, TxFrame, Verdict, Verdicts};
 use flextoe::pipeline::{Engine, EngineConfig, Pipeline, PipelineBuilder, Topology};
 use flextoe::sim::Impairments;
 use flextoe::stages::{Actions, ProtoResult};
@@ -61,15 +61,15 @@ impl Hook<RxFrame> for VlanStrip {
     fn drop_reasons(&self) -> &'static [&'static str] {
         &["untagged", "other-vlan"]
     }
-    fn process(&mut self, cx: &HookCx<'_>, frames: &mut [Frame], verdicts: &mut [Verdict]) {
-        for (f, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
+    fn process(&mut self, cx: &HookCx<'_>, frames: &mut [Frame], verdicts: &mut Verdicts) {
+        for (i, f) in frames.iter_mut().enumerate() {
             let d = cx.arena.data_mut(f);
             if d.len() < 18 || d[12..14] != [0x81, 0x00] {
-                *v = Verdict::Drop(0);
+                verdicts.set(i, Verdict::Drop(0));
                 continue;
             }
             if u16::from_be_bytes([d[14], d[15]]) & 0x0fff != self.vid {
-                *v = Verdict::Drop(1);
+                verdicts.set(i, Verdict::Drop(1));
                 continue;
             }
             // Move the two MAC addresses over the tag, then start the frame 4 bytes later.
@@ -92,10 +92,10 @@ impl Hook<TxFrame> for VlanPush {
     fn drop_reasons(&self) -> &'static [&'static str] {
         &["no-headroom"]
     }
-    fn process(&mut self, cx: &HookCx<'_>, frames: &mut [Frame], verdicts: &mut [Verdict]) {
-        for (f, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
+    fn process(&mut self, cx: &HookCx<'_>, frames: &mut [Frame], verdicts: &mut Verdicts) {
+        for (i, f) in frames.iter_mut().enumerate() {
             if f.len() < 14 || !f.push_header(4) {
-                *v = Verdict::Drop(0);
+                verdicts.set(i, Verdict::Drop(0));
                 continue;
             }
             let d = cx.arena.data_mut(f);
@@ -131,7 +131,7 @@ impl Hook<Results> for Tracer {
     fn name(&self) -> &'static str {
         "tracer"
     }
-    fn process(&mut self, _cx: &HookCx<'_>, results: &mut [ProtoResult], _v: &mut [Verdict]) {
+    fn process(&mut self, _cx: &HookCx<'_>, results: &mut [ProtoResult], _v: &mut Verdicts) {
         self.local.clear();
         for r in results.iter() {
             let i = match self.local.iter().position(|(f, _)| *f == r.flow) {

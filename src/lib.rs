@@ -87,7 +87,7 @@
 //! use flextoe::backends::mem::MemLink;
 //! use flextoe::buf::Frame;
 //! use flextoe::control::congestion::FixedWindow;
-//! use flextoe::pipeline::hooks::{Hook, HookCx, RxFrame, Verdict};
+//! use flextoe::pipeline::hooks::{Hook, HookCx, RxFrame, Verdict, Verdicts};
 //! use flextoe::pipeline::{Engine, EngineConfig, Pipeline};
 //! use flextoe::sim::Impairments;
 //! use flextoe::time::Instant;
@@ -105,11 +105,11 @@
 //!     fn drop_reasons(&self) -> &'static [&'static str] {
 //!         &["denied"]
 //!     }
-//!     fn process(&mut self, cx: &HookCx<'_>, frames: &mut [Frame], verdicts: &mut [Verdict]) {
-//!         for (f, v) in frames.iter().zip(verdicts.iter_mut()) {
+//!     fn process(&mut self, cx: &HookCx<'_>, frames: &mut [Frame], verdicts: &mut Verdicts) {
+//!         for (i, f) in frames.iter().enumerate() {
 //!             if let Ok(Parsed::Tcp(seg)) = wire::parse_frame(cx.arena.data(f)) {
 //!                 if seg.tuple.local_port == self.deny {
-//!                     *v = Verdict::Drop(0);
+//!                     verdicts.set(i, Verdict::Drop(0));
 //!                 }
 //!             }
 //!         }

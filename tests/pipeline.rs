@@ -17,7 +17,7 @@ use flextoe::flow::{FlowId, FlowIdentity};
 use flextoe::pipeline::hooks::{Hook, HookCx, Results, RxFrame, RxSegment, TxFrame};
 use flextoe::pipeline::{
     Engine, HookReport, Pipeline, PipelineBuilder, Placement, RedirectRing, TaskRef, Threaded,
-    Topology, Verdict,
+    Topology, Verdict, Verdicts,
 };
 use flextoe::sim::{Impairments, VirtualClock};
 use flextoe::stages::scheduler::{FlowScheduler, RoundRobin};
@@ -80,14 +80,14 @@ impl Hook<RxFrame> for Probe {
     fn name(&self) -> &'static str {
         "probe"
     }
-    fn process(&mut self, _cx: &HookCx<'_>, _items: &mut [Frame], _v: &mut [Verdict]) {}
+    fn process(&mut self, _cx: &HookCx<'_>, _items: &mut [Frame], _v: &mut Verdicts) {}
 }
 
 impl Hook<RxSegment> for Probe {
     fn name(&self) -> &'static str {
         "probe"
     }
-    fn process(&mut self, _cx: &HookCx<'_>, items: &mut [RxWork], _v: &mut [Verdict]) {
+    fn process(&mut self, _cx: &HookCx<'_>, items: &mut [RxWork], _v: &mut Verdicts) {
         for w in items.iter() {
             if w.summary.has_ts && backwards(&mut self.last_seq, w.flow, w.summary.ts_val) {
                 self.log.seg_disorder.fetch_add(1, Ordering::Relaxed);
@@ -100,7 +100,7 @@ impl Hook<Results> for Probe {
     fn name(&self) -> &'static str {
         "probe"
     }
-    fn process(&mut self, _cx: &HookCx<'_>, items: &mut [ProtoResult], _v: &mut [Verdict]) {
+    fn process(&mut self, _cx: &HookCx<'_>, items: &mut [ProtoResult], _v: &mut Verdicts) {
         for r in items.iter() {
             if r.rx_frame.is_some() {
                 self.log.rx_results.fetch_add(1, Ordering::Relaxed);
@@ -119,7 +119,7 @@ impl Hook<TxFrame> for Probe {
     fn name(&self) -> &'static str {
         "probe"
     }
-    fn process(&mut self, _cx: &HookCx<'_>, _items: &mut [Frame], _v: &mut [Verdict]) {}
+    fn process(&mut self, _cx: &HookCx<'_>, _items: &mut [Frame], _v: &mut Verdicts) {}
 }
 
 /// Drops frames (at `rx_frame`) and segments (at `rx_segment`) to one destination port,
@@ -136,11 +136,11 @@ impl Hook<RxFrame> for PortFirewall {
     fn drop_reasons(&self) -> &'static [&'static str] {
         &["deny"]
     }
-    fn process(&mut self, cx: &HookCx<'_>, items: &mut [Frame], v: &mut [Verdict]) {
-        for (f, v) in items.iter().zip(v.iter_mut()) {
+    fn process(&mut self, cx: &HookCx<'_>, items: &mut [Frame], v: &mut Verdicts) {
+        for (i, f) in items.iter().enumerate() {
             if let Ok(Parsed::Tcp(seg)) = wire::parse_frame(cx.arena.data(f)) {
                 if seg.tuple.local_port == self.deny {
-                    *v = Verdict::Drop(0);
+                    v.set(i, Verdict::Drop(0));
                 }
             }
         }
@@ -154,11 +154,11 @@ impl Hook<RxSegment> for PortFirewall {
     fn drop_reasons(&self) -> &'static [&'static str] {
         &["deny"]
     }
-    fn process(&mut self, cx: &HookCx<'_>, items: &mut [RxWork], v: &mut [Verdict]) {
-        for (w, v) in items.iter().zip(v.iter_mut()) {
+    fn process(&mut self, cx: &HookCx<'_>, items: &mut [RxWork], v: &mut Verdicts) {
+        for (i, w) in items.iter().enumerate() {
             if let Ok(Parsed::Tcp(seg)) = wire::parse_frame(cx.arena.data(&w.frame)) {
                 if seg.tuple.local_port == self.deny && w.summary.payload_len > 0 {
-                    *v = Verdict::Drop(0);
+                    v.set(i, Verdict::Drop(0));
                 }
             }
         }
@@ -177,8 +177,8 @@ impl Hook<RxFrame> for Marks {
     fn name(&self) -> &'static str {
         "marks"
     }
-    fn process(&mut self, cx: &HookCx<'_>, items: &mut [Frame], v: &mut [Verdict]) {
-        for (f, v) in items.iter_mut().zip(v.iter_mut()) {
+    fn process(&mut self, cx: &HookCx<'_>, items: &mut [Frame], v: &mut Verdicts) {
+        for (i, f) in items.iter_mut().enumerate() {
             let data = cx.arena.data_mut(f);
             if data.len() < 14 {
                 continue;
@@ -187,10 +187,10 @@ impl Hook<RxFrame> for Marks {
                 ETH_REFLECT => {
                     let (dst, src) = data.split_at_mut(6);
                     dst.swap_with_slice(&mut src[..6]);
-                    *v = Verdict::Tx;
+                    v.set(i, Verdict::Tx);
                 }
-                ETH_REDIRECT => *v = Verdict::Redirect(0),
-                ETH_PUNT => *v = Verdict::Punt,
+                ETH_REDIRECT => v.set(i, Verdict::Redirect(0)),
+                ETH_PUNT => v.set(i, Verdict::Punt),
                 _ => {}
             }
         }

@@ -2,7 +2,7 @@
 //! local port are dropped and counted as "denied-port".
 
 use flextoe::buf::Frame;
-use flextoe::pipeline::hooks::{Hook, HookCx, RxFrame, Verdict};
+use flextoe::pipeline::hooks::{Hook, HookCx, RxFrame, Verdict, Verdicts};
 use flextoe::wire::{self, Parsed};
 
 /// Drops TCP frames to the denied local ports.
@@ -21,11 +21,11 @@ impl Hook<RxFrame> for Firewall {
         &["denied-port"]
     }
 
-    fn process(&mut self, cx: &HookCx<'_>, frames: &mut [Frame], verdicts: &mut [Verdict]) {
-        for (f, v) in frames.iter().zip(verdicts.iter_mut()) {
+    fn process(&mut self, cx: &HookCx<'_>, frames: &mut [Frame], verdicts: &mut Verdicts) {
+        for (i, f) in frames.iter().enumerate() {
             if let Ok(Parsed::Tcp(seg)) = wire::parse_frame(cx.arena.data(f)) {
                 if self.deny.contains(&seg.tuple.local_port) {
-                    *v = Verdict::Drop(0);
+                    verdicts.set(i, Verdict::Drop(0));
                 }
             }
         }

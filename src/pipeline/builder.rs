@@ -6,7 +6,7 @@
 //! use flextoe::backends::mem::MemLink;
 //! use flextoe::buf::Frame;
 //! use flextoe::control::congestion::FixedWindow;
-//! use flextoe::pipeline::hooks::{Hook, HookCx, RxFrame, Verdict};
+//! use flextoe::pipeline::hooks::{Hook, HookCx, RxFrame, Verdicts};
 //! use flextoe::pipeline::{EngineConfig, Pipeline};
 //! use flextoe::sim::Impairments;
 //! use flextoe::wire::MacAddr;
@@ -18,7 +18,7 @@
 //!     fn name(&self) -> &'static str {
 //!         "count"
 //!     }
-//!     fn process(&mut self, _cx: &HookCx<'_>, frames: &mut [Frame], _v: &mut [Verdict]) {
+//!     fn process(&mut self, _cx: &HookCx<'_>, frames: &mut [Frame], _v: &mut Verdicts) {
 //!         self.0 += frames.len() as u64;
 //!     }
 //! }

@@ -9,8 +9,9 @@
 //! | [`Results`] | the protocol stage's [`ProtoResult`] with its [`Actions`] flags | every result, in per-flow order | the flow's group |
 //! | [`TxFrame`] | the finished [`Frame`] after headers and checksums, before the port | every frame sent, control-plane frames included | postprocess replicas (data path) and the I/O task (control plane) |
 //!
-//! A stage gets a whole burst and a [`Verdict`] per item, preset to [`Verdict::Pass`]. Items
-//! it does not pass leave the chain at once (later stages at the point never see them):
+//! A stage gets a whole burst and [`Verdicts`], one per item, all [`Verdict::Pass`] until
+//! the stage sets one. Items it does not pass leave the chain at once (later stages at the
+//! point never see them):
 //!
 //! | verdict | [`RxFrame`], [`RxSegment`] | [`TxFrame`] | [`Results`] |
 //! |---|---|---|---|
@@ -34,7 +35,7 @@
 //! that want to share something across instances keep it behind an `Arc`.
 //!
 //! ```
-//! use flextoe::pipeline::hooks::{Hook, HookCx, RxFrame, Verdict};
+//! use flextoe::pipeline::hooks::{Hook, HookCx, RxFrame, Verdict, Verdicts};
 //! use flextoe::buf::Frame;
 //!
 //! /// Drops every frame shorter than 60 bytes, counted as "runt".
@@ -48,10 +49,10 @@
 //!     fn drop_reasons(&self) -> &'static [&'static str] {
 //!         &["runt"]
 //!     }
-//!     fn process(&mut self, _cx: &HookCx<'_>, frames: &mut [Frame], verdicts: &mut [Verdict]) {
-//!         for (f, v) in frames.iter().zip(verdicts.iter_mut()) {
+//!     fn process(&mut self, _cx: &HookCx<'_>, frames: &mut [Frame], verdicts: &mut Verdicts) {
+//!         for (i, f) in frames.iter().enumerate() {
 //!             if f.len() < 60 {
-//!                 *v = Verdict::Drop(0);
+//!                 verdicts.set(i, Verdict::Drop(0));
 //!             }
 //!         }
 //!     }
@@ -126,6 +127,64 @@ pub enum Verdict {
     Punt,
 }
 
+/// One [`Verdict`] per item of a burst, all [`Verdict::Pass`] until a stage sets one.
+///
+/// The runtime looks at them only when a stage set any, so a stage that passes everything
+/// costs its call and nothing per item.
+#[derive(Debug, Default)]
+pub struct Verdicts {
+    /// Invariant: every entry is `Pass` between bursts.
+    v: Vec<Verdict>,
+    len: usize,
+    dirty: bool,
+}
+
+impl Verdicts {
+    /// Number of items in the burst.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the burst is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Decide about item `i` (an index past the burst is ignored).
+    #[inline]
+    pub fn set(&mut self, i: usize, v: Verdict) {
+        if i < self.len {
+            self.v[i] = v;
+            self.dirty |= v != Verdict::Pass;
+        }
+    }
+
+    /// The verdict on item `i` so far (`Pass` past the burst).
+    pub fn get(&self, i: usize) -> Verdict {
+        if i < self.len {
+            self.v[i]
+        } else {
+            Verdict::Pass
+        }
+    }
+
+    /// Start a burst of `n` items.
+    fn start(&mut self, n: usize) {
+        if self.v.len() < n {
+            self.v.resize(n, Verdict::Pass);
+        }
+        self.len = n;
+        self.dirty = false;
+    }
+
+    /// The burst's verdicts, read once and reset to `Pass`.
+    fn take(&mut self) -> impl Iterator<Item = Verdict> + '_ {
+        self.v[..self.len]
+            .iter_mut()
+            .map(|v| std::mem::replace(v, Verdict::Pass))
+    }
+}
+
 /// What a stage may look at besides its items.
 pub struct HookCx<'a> {
     /// The runtime's time for this burst.
@@ -152,7 +211,7 @@ pub trait Hook<H: HookPoint>: Send + 'static {
     }
     /// Look at (and possibly change) a burst; set a verdict for any item that should not
     /// simply pass. `verdicts` has one entry per item, all [`Verdict::Pass`] on entry.
-    fn process(&mut self, cx: &HookCx<'_>, items: &mut [H::Item], verdicts: &mut [Verdict]);
+    fn process(&mut self, cx: &HookCx<'_>, items: &mut [H::Item], verdicts: &mut Verdicts);
 }
 
 /// A stage with the means to copy itself, as the chains keep them.
@@ -365,16 +424,16 @@ struct Slot<H: HookPoint> {
 /// The ordered stages at one hook point, with their counters.
 pub struct Chain<H: HookPoint> {
     slots: Vec<Slot<H>>,
-    verdicts: Vec<Verdict>,
+    verdicts: Verdicts,
     scratch: Vec<H::Item>,
-    keep: Vec<bool>,
+    keep: Vec<Verdict>,
 }
 
 impl<H: HookPoint> Default for Chain<H> {
     fn default() -> Self {
         Chain {
             slots: Vec::new(),
-            verdicts: Vec::new(),
+            verdicts: Verdicts::default(),
             scratch: Vec::new(),
             keep: Vec::new(),
         }
@@ -396,7 +455,7 @@ impl<H: HookPoint> Clone for Chain<H> {
                     },
                 })
                 .collect(),
-            verdicts: Vec::new(),
+            verdicts: Verdicts::default(),
             scratch: Vec::new(),
             keep: Vec::new(),
         }
@@ -440,15 +499,16 @@ impl<H: HookPoint> Chain<H> {
             .collect()
     }
 
+    /// Run stage `i`; whether it passed everything. Otherwise its verdicts wait in
+    /// `self.verdicts` to be taken.
     fn call(&mut self, i: usize, cx: &HookCx<'_>, items: &mut [H::Item]) -> bool {
         let n = items.len();
-        self.verdicts.clear();
-        self.verdicts.resize(n, Verdict::Pass);
+        self.verdicts.start(n);
         let slot = &mut self.slots[i];
         slot.stats.bursts += 1;
         slot.stats.items_in += n as u64;
         slot.hook.process(cx, items, &mut self.verdicts);
-        let all_pass = self.verdicts.iter().all(|v| *v == Verdict::Pass);
+        let all_pass = !self.verdicts.dirty;
         if all_pass {
             slot.stats.passed += n as u64;
         }
@@ -497,23 +557,19 @@ where
             if self.call(i, cx, items) {
                 continue;
             }
-            if H::TX_IS_PASS {
-                for v in self.verdicts.iter_mut() {
-                    if *v == Verdict::Tx {
-                        *v = Verdict::Pass;
-                    }
-                }
-            }
+            // The verdicts, read once (and reset for the next burst).
+            self.keep.clear();
+            self.keep.extend(self.verdicts.take().map(|v| match v {
+                Verdict::Tx if H::TX_IS_PASS => Verdict::Pass,
+                v => v,
+            }));
             if !tags.is_empty() {
-                self.keep.clear();
-                self.keep
-                    .extend(self.verdicts.iter().map(|v| *v == Verdict::Pass));
                 let mut k = self.keep.iter();
-                tags.retain(|_| k.next().copied().unwrap_or(false));
+                tags.retain(|_| k.next() == Some(&Verdict::Pass));
             }
             std::mem::swap(items, &mut self.scratch);
             let stats = &mut self.slots[i].stats;
-            for (item, v) in self.scratch.drain(..).zip(self.verdicts.iter().copied()) {
+            for (item, v) in self.scratch.drain(..).zip(self.keep.iter().copied()) {
                 if v == Verdict::Pass {
                     stats.passed += 1;
                     items.push(item);
@@ -573,7 +629,7 @@ impl Chain<Results> {
                 continue;
             }
             let stats = &mut self.slots[i].stats;
-            for (r, v) in items.iter_mut().zip(self.verdicts.iter().copied()) {
+            for (r, v) in items.iter_mut().zip(self.verdicts.take()) {
                 match v {
                     Verdict::Pass => stats.passed += 1,
                     Verdict::Drop(reason) => {

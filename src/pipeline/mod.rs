@@ -65,7 +65,7 @@ pub mod threaded;
 pub mod topology;
 
 pub use builder::{Pipeline, PipelineBuilder};
-pub use hooks::{Hook, HookCx, HookReport, Hooks, RedirectRing, Verdict};
+pub use hooks::{Hook, HookCx, HookReport, Hooks, RedirectRing, Verdict, Verdicts};
 pub use threaded::{Threaded, ThreadedStats};
 pub use topology::{ByFlowId, Placement, TaskRef, Topology, WorkerSpec};
 
