@@ -13,6 +13,18 @@
 //!
 //! [`Engine::new`] is the short form of the default pipeline.
 //!
+//! ## The data path
+//!
+//! The order of the stages is defined once, in four segments cut where a runtime may put
+//! rings; both runtimes call the same segments and neither orders stages itself:
+//!
+//! | segment | stages, in order | inline | threaded |
+//! |---|---|---|---|
+//! | ingress | `rx_frame` user stages, preprocess | in [`Engine::poll`] | preprocess replicas (or the `rx_frame` stages on a task of their own, [`Topology::with_rx_hooks_worker`]) |
+//! | transport | `rx_segment` user stages, protocol (with the congestion control), `results` user stages, frame reservation for outgoing payload, scheduler | after ingress | flow groups |
+//! | delivery | place (payload between frames and rings), notify | after transport | place replicas |
+//! | egress | postprocess (headers), checksums, `tx_frame` user stages | after delivery | postprocess replicas, then the egress reorder |
+//!
 //! ## The control plane in a composed engine
 //!
 //! Every engine the builder makes has the built-in control plane: handshakes (active and
@@ -52,15 +64,14 @@ use crate::stages::postprocess::{FlowView, Postprocess};
 use crate::stages::preprocess::Preprocess;
 use crate::stages::protocol::{AckPolicy, Protocol, TcpState};
 use crate::stages::scheduler::{FlowScheduler, RoundRobin};
-use crate::stages::{
-    Actions, PreOut, ProtoResult, ProtoWork, Punt, PuntReason, RxWork, Stage, BURST,
-};
+use crate::stages::{PreOut, ProtoResult, ProtoWork, Punt, PuntReason, RxWork, Stage, BURST};
 use crate::stats::{DropReason, StageStats};
 use crate::time::{Clock, Instant};
-use crate::wire::{self, FourTuple, MacAddr};
+use crate::wire::{FourTuple, MacAddr};
 
 pub mod builder;
 pub mod hooks;
+mod path;
 pub mod threaded;
 pub mod topology;
 
@@ -69,7 +80,8 @@ pub use hooks::{Hook, HookCx, HookReport, Hooks, RedirectRing, Verdict, Verdicts
 pub use threaded::{Threaded, ThreadedStats};
 pub use topology::{ByFlowId, Placement, TaskRef, Topology, WorkerSpec};
 
-use hooks::Diverted;
+use hooks::{Chain, Diverted};
+use path::{Delivery, Egress, Ingress, Transport};
 
 /// Engine settings. Start from [`EngineConfig::new`] and adjust the public fields.
 #[derive(Clone, Debug)]
@@ -276,33 +288,34 @@ impl std::fmt::Display for EngineStats {
 
 /// A TCP offload engine on the inline runtime: stages, user stages, policies, control plane,
 /// application interface and a port. `C` is the congestion control and `S` the flow
-/// scheduler (see [`Pipeline::builder`]).
+/// scheduler (see [`Pipeline::builder`]). The data path's four segments (see
+/// [the module docs](self#the-data-path)) run one after another on the caller's thread.
 pub struct Engine<P: Port, C: CongestionControl = NewReno, S: FlowScheduler = RoundRobin> {
     arena: Arc<FrameArena>,
     port: P,
     burst: usize,
-    pre: Preprocess,
-    proto: Protocol<C>,
-    place: Place,
-    post: Postprocess,
-    notify: Notify,
-    sched: S,
-    hooks: Hooks,
+    ingress: Ingress,
+    transport: Transport<C, S>,
+    delivery: Delivery,
+    egress: Egress,
+    /// The `tx_frame` stages' instance for frames that do not come through egress
+    /// (control-plane frames, frames user stages sent back out).
+    raw_tx_hooks: Chain<hooks::TxFrame>,
+    rings: Vec<RedirectRing>,
     control: Control,
     host: Arc<HostShared>,
-    segs: Vec<RxWork>,
-    diverted: Diverted,
-    /// The port fills in checksums.
-    csum_offload: bool,
     // Scratch bursts, reused.
     rx: Vec<Frame>,
-    pre_out: Vec<PreOut>,
+    no_seqs: Vec<u64>,
+    segs: Vec<RxWork>,
+    punts: Vec<Punt>,
+    diverted: Diverted,
+    raw: Vec<Frame>,
     work: Vec<ProtoWork>,
-    res_a: Vec<ProtoResult>,
+    results: Vec<ProtoResult>,
     events: Vec<ControlEvent>,
     tx: Vec<Frame>,
     cout: ControlOutput,
-    egress_stats: StageStats,
     stats: EngineStats,
 }
 
@@ -327,30 +340,59 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
             host,
             control,
         } = Parts::new(&cfg, port.mtu(), port.arena())?;
+        let Hooks {
+            rx_frame,
+            rx_segment,
+            results,
+            tx_frame,
+            rings,
+        } = hooks;
         Ok(Engine {
-            pre: Preprocess::new(arena.clone(), cfg.mac, cfg.ip),
-            proto: Protocol::with_congestion(cc),
-            place: Place::new(arena.clone()),
-            post: Postprocess::new(arena.clone(), cfg.ack_policy),
-            notify: Notify::new(),
-            sched,
-            hooks,
-            segs: Vec::with_capacity(cfg.burst),
-            diverted: Diverted::default(),
-            csum_offload: port.capabilities().tx_checksum_offload,
+            ingress: Ingress {
+                arena: arena.clone(),
+                pre: Preprocess::new(arena.clone(), cfg.mac, cfg.ip),
+                hooks: rx_frame,
+                rings: rings.clone(),
+                instance: 0,
+            },
+            transport: Transport::new(
+                arena.clone(),
+                Protocol::with_congestion(cc),
+                sched,
+                (rx_segment, results),
+                rings.clone(),
+                0,
+            ),
+            delivery: Delivery {
+                place: Place::new(arena.clone()),
+                notify: Notify::new(),
+            },
+            egress: Egress::new(
+                arena.clone(),
+                Postprocess::new(arena.clone(), cfg.ack_policy),
+                tx_frame.clone(),
+                rings.clone(),
+                0,
+                port.capabilities().tx_checksum_offload,
+            ),
+            raw_tx_hooks: tx_frame,
+            rings,
             control,
             host,
             arena,
             port,
             burst: cfg.burst,
             rx: Vec::with_capacity(cfg.burst),
-            pre_out: Vec::with_capacity(cfg.burst),
+            no_seqs: Vec::new(),
+            segs: Vec::with_capacity(cfg.burst),
+            punts: Vec::new(),
+            diverted: Diverted::default(),
+            raw: Vec::new(),
             work: Vec::with_capacity(cfg.burst),
-            res_a: Vec::with_capacity(cfg.burst),
+            results: Vec::with_capacity(cfg.burst),
             events: Vec::new(),
             tx: Vec::with_capacity(cfg.burst * 2),
             cout: ControlOutput::default(),
-            egress_stats: StageStats::default(),
             stats: EngineStats::default(),
         })
     }
@@ -379,7 +421,7 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
 
     /// Entries in the data path's flow table.
     pub fn flow_count(&self) -> usize {
-        self.pre.table().len()
+        self.ingress.pre.table().len()
     }
 
     /// Connection state of a tuple (handshakes included).
@@ -399,14 +441,14 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
 
     /// The protocol stage's state of a flow (read-only).
     pub fn tcp_state(&self, t: &FourTuple) -> Option<&TcpState> {
-        let id = self.pre.table().lookup(t)?;
-        self.proto.state(id)
+        let id = self.ingress.pre.table().lookup(t)?;
+        self.transport.proto.state(id)
     }
 
     /// The congestion-control state of a flow (read-only).
     pub fn congestion_state(&self, t: &FourTuple) -> Option<&C::Flow> {
-        let id = self.pre.table().lookup(t)?;
-        self.proto.congestion_state(id)
+        let id = self.ingress.pre.table().lookup(t)?;
+        self.transport.proto.congestion_state(id)
     }
 
     /// Retransmissions over the engine's lifetime (go-back-N after duplicate ACKs and after
@@ -426,16 +468,25 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
     /// Counters.
     pub fn stats(&self) -> EngineStats {
         let mut s = self.stats.clone();
+        let pre = &self.ingress.pre;
+        let [proto, sched] = self.transport.stats();
+        let [place, notify] = self.delivery.stats();
+        let [post, egress] = self.egress.stats();
         s.stages = vec![
-            (self.pre.name(), self.pre.stats().clone()),
-            (self.proto.name(), self.proto.stats().clone()),
-            (self.place.name(), self.place.stats().clone()),
-            (self.post.name(), self.post.stats().clone()),
-            (self.notify.name(), self.notify.stats().clone()),
-            (self.sched.name(), self.sched.stats()),
-            ("egress", self.egress_stats.clone()),
+            (pre.name(), pre.stats().clone()),
+            proto,
+            place,
+            post,
+            notify,
+            sched,
+            egress,
         ];
-        s.hooks = self.hooks.reports();
+        let mut hooks = self.ingress.hooks.reports();
+        hooks.extend(self.transport.seg_hooks.reports());
+        hooks.extend(self.transport.result_hooks.reports());
+        HookReport::merge_into(&mut hooks, &self.egress.hooks.reports());
+        HookReport::merge_into(&mut hooks, &self.raw_tx_hooks.reports());
+        s.hooks = hooks;
         s.control = self.control.stats().clone();
         s.frames_in_use = self.arena.in_use();
         s.flows = self.flow_count();
@@ -458,31 +509,22 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
             }
             busy = true;
             self.stats.rx_frames += n as u64;
-            if !self.hooks.rx_frame.is_empty() {
-                let cx = hooks::HookCx {
-                    now,
-                    arena: &self.arena,
-                    instance: 0,
-                };
-                self.hooks.rx_frame.run(
-                    &cx,
-                    &mut self.rx,
-                    &mut Vec::<()>::new(),
-                    &self.hooks.rings,
-                    true,
-                    &mut self.diverted,
-                );
-                self.apply_diverted(now);
-            }
-            self.pre.process(now, &mut self.rx, &mut self.pre_out);
-            for item in self.pre_out.drain(..) {
-                match item {
-                    PreOut::Rx(w) => self.segs.push(w),
-                    PreOut::Punt(p) => self.control.handle_punt(now, p, &mut self.cout),
-                }
+            let (segs, punts) = (&mut self.segs, &mut self.punts);
+            self.ingress.run(
+                now,
+                &mut self.rx,
+                &mut self.no_seqs,
+                &mut self.diverted,
+                |_, out| match out {
+                    PreOut::Rx(w) => segs.push(w),
+                    PreOut::Punt(p) => punts.push(p),
+                },
+            );
+            for p in self.punts.drain(..) {
+                self.control.handle_punt(now, p, &mut self.cout);
             }
             self.take_segments(now);
-            self.run(now, true);
+            self.run(now);
             busy |= self.apply_control(now);
         }
 
@@ -492,13 +534,11 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
         busy |= self.apply_control(now);
 
         for _ in 0..8 {
-            if self.sched.pending() == 0 {
+            if self.transport.sched.pending() == 0 {
                 break;
             }
-            let before = self.stats.grants;
-            self.sched.grant(now, self.burst, &mut self.work);
-            self.stats.grants = before + self.work.len() as u64;
-            self.run(now, false);
+            self.stats.grants += self.transport.grant(now, self.burst, &mut self.work) as u64;
+            self.run(now);
             busy = true;
             if self.tx.len() >= self.burst {
                 self.flush(now);
@@ -509,33 +549,21 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
         busy
     }
 
-    /// Segments of established flows through the `rx_segment` hooks, on to protocol.
+    /// Segments of established flows through the transport's `rx_segment` stages into the
+    /// work queue.
     fn take_segments(&mut self, now: Instant) {
-        if self.segs.is_empty() {
-            return;
-        }
-        if !self.hooks.rx_segment.is_empty() {
-            let cx = hooks::HookCx {
-                now,
-                arena: &self.arena,
-                instance: 0,
-            };
-            self.hooks.rx_segment.run(
-                &cx,
-                &mut self.segs,
-                &mut Vec::<()>::new(),
-                &self.hooks.rings,
-                true,
-                &mut self.diverted,
-            );
-            self.apply_diverted(now);
-        }
-        self.work.extend(self.segs.drain(..).map(ProtoWork::Rx));
+        self.transport
+            .take_segments(now, &mut self.segs, &mut self.work, &mut self.diverted);
+        self.apply_diverted(now);
     }
 
     /// Frames user stages sent back out or punted.
     fn apply_diverted(&mut self, now: Instant) {
-        self.tx.append(&mut self.diverted.tx);
+        if self.diverted.is_empty() {
+            return;
+        }
+        self.raw.append(&mut self.diverted.tx);
+        self.send_raw(now);
         for frame in self.diverted.punt.drain(..) {
             let p = Punt {
                 frame,
@@ -545,22 +573,32 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
         }
     }
 
-    fn flush(&mut self, now: Instant) {
-        if !self.hooks.tx_frame.is_empty() && !self.tx.is_empty() {
+    /// Frames that did not come through egress (control plane, sent back by a user stage):
+    /// through their own instance of the `tx_frame` stages, then out.
+    fn send_raw(&mut self, now: Instant) {
+        if self.raw.is_empty() {
+            return;
+        }
+        if !self.raw_tx_hooks.is_empty() {
             let cx = hooks::HookCx {
                 now,
                 arena: &self.arena,
-                instance: 0,
+                instance: 1,
             };
-            self.hooks.tx_frame.run(
+            // Nothing is punted or sent back at `tx_frame`: `diverted` stays empty.
+            self.raw_tx_hooks.run(
                 &cx,
-                &mut self.tx,
+                &mut self.raw,
                 &mut Vec::<()>::new(),
-                &self.hooks.rings,
+                &self.rings,
                 false,
                 &mut self.diverted,
             );
         }
+        self.tx.append(&mut self.raw);
+    }
+
+    fn flush(&mut self, now: Instant) {
         if !self.tx.is_empty() {
             self.stats.tx_frames += self.tx.len() as u64;
             self.port.send(now, &self.arena, &mut self.tx);
@@ -573,60 +611,32 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
             any = true;
             self.stats.doorbells += 1;
             if let Some(mut w) = self.control.app_update(flow, &mut self.cout) {
-                self.place.fill_positions(&mut w);
+                self.delivery.place.fill_positions(&mut w);
                 self.work.push(w);
             }
             if self.work.len() >= self.burst {
-                self.run(now, false);
+                self.run(now);
             }
         }
-        if !self.work.is_empty() {
-            self.run(now, false);
-        }
+        self.run(now);
         any |= self.apply_control(now);
         any
     }
 
-    /// Run the queued work through protocol and the stages after it. `rx` selects the
-    /// receive order (place before postprocess, so payload is placed before the ACK leaves).
-    fn run(&mut self, now: Instant, rx: bool) {
+    /// Run the queued work through transport, delivery and egress.
+    fn run(&mut self, now: Instant) {
         if self.work.is_empty() {
             return;
         }
-        self.proto.process(now, &mut self.work, &mut self.res_a);
-        if !self.hooks.results.is_empty() {
-            let cx = hooks::HookCx {
-                now,
-                arena: &self.arena,
-                instance: 0,
-            };
-            self.hooks.results.run_results(&cx, &mut self.res_a);
-        }
-        if rx {
-            self.place.process_in_place(now, &mut self.res_a);
-            self.post.process_in_place(now, &mut self.res_a);
-        } else {
-            self.post.process_in_place(now, &mut self.res_a);
-            self.place.process_in_place(now, &mut self.res_a);
-        }
-        // Egress: checksums, scheduler activations.
-        self.egress_stats.bursts += 1;
-        for r in self.res_a.iter_mut() {
-            self.egress_stats.items_in += 1;
-            if let Some(mut f) = r.tx_frame.take() {
-                if !self.csum_offload {
-                    wire::fill_checksums(self.arena.data_mut(&mut f));
-                }
-                self.egress_stats.items_out += 1;
-                self.tx.push(f);
+        self.transport.run(now, &mut self.work, &mut self.results);
+        self.delivery.run(now, &mut self.results, &mut self.events);
+        let tx = &mut self.tx;
+        self.egress.run(now, &mut self.results, |_, f| {
+            if let Some(f) = f {
+                tx.push(f);
             }
-            if r.actions.any(Actions::SCHED) {
-                self.sched.activate(r.flow, now);
-            }
-        }
-        self.notify
-            .process_slice(now, &self.res_a, &mut self.events);
-        self.res_a.clear();
+        });
+        self.results.clear();
         for ev in self.events.drain(..) {
             self.control.handle_event(now, ev, &mut self.cout);
         }
@@ -650,45 +660,44 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
                 break;
             }
             any = true;
-            self.tx.append(&mut self.cout.tx);
+            self.raw.append(&mut self.cout.tx);
+            self.send_raw(now);
             let installs = std::mem::take(&mut self.cout.installs);
             for ins in installs {
                 let id = ins.identity.id;
-                self.pre.install(ins.identity.tuple, id);
-                self.proto.install(id, ins.state);
-                self.post.install(
+                self.ingress.pre.install(ins.identity.tuple, id);
+                self.transport.install(id, ins.state, &ins.identity);
+                self.egress.post.install(
                     id,
                     FlowView {
                         identity: ins.identity.clone(),
                         counters: ins.counters,
                     },
                 );
-                self.sched.install(id, &ins.identity);
-                self.place.install(id, ins.rings);
-                self.notify.install(id, ins.conn.clone());
+                self.delivery.place.install(id, ins.rings);
+                self.delivery.notify.install(id, ins.conn.clone());
                 ins.conn.set_flow(id);
                 ins.conn.set_status(crate::host::ConnStatus::Established);
                 // Pick up anything the application did before the flow existed.
                 if let Some(mut w) = self.control.app_update(id, &mut self.cout) {
-                    self.place.fill_positions(&mut w);
+                    self.delivery.place.fill_positions(&mut w);
                     self.cout.work.push(w);
                 }
             }
             let mut reinject = std::mem::take(&mut self.cout.reinject);
             for f in reinject.drain(..) {
-                match self.pre.classify(f, true) {
+                match self.ingress.pre.classify(f, true) {
                     Some(PreOut::Rx(w)) => self.segs.push(w),
                     Some(PreOut::Punt(p)) => {
-                        self.egress_stats.drops.add(DropReason::StaleFlow);
+                        self.transport.proto.count_drop(DropReason::StaleFlow);
                         self.arena.free(p.frame);
                     }
                     None => {}
                 }
             }
             self.take_segments(now);
-            self.run(now, true);
             self.work.append(&mut self.cout.work);
-            self.run(now, false);
+            self.run(now);
             let removals = std::mem::take(&mut self.cout.removals);
             for (id, tuple) in removals {
                 self.remove_flow(id, &tuple);
@@ -698,12 +707,11 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
     }
 
     fn remove_flow(&mut self, id: FlowId, tuple: &FourTuple) {
-        self.pre.remove(tuple);
-        self.proto.remove(id);
-        self.place.remove(id);
-        self.post.remove(id);
-        self.notify.remove(id);
-        self.sched.remove(id);
+        self.ingress.pre.remove(tuple);
+        self.transport.remove(id);
+        self.delivery.place.remove(id);
+        self.delivery.notify.remove(id);
+        self.egress.post.remove(id);
     }
 }
 
@@ -711,11 +719,16 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Drop for Engine<P, C, S> {
     fn drop(&mut self) {
         self.host.engine_alive.store(false, Ordering::Release);
         let d = &mut self.diverted;
-        let segs = self.segs.drain(..).map(|w| w.frame);
-        for f in self.rx.drain(..).chain(self.tx.drain(..)).chain(segs) {
-            self.arena.free(f);
-        }
-        for f in d.tx.drain(..).chain(d.punt.drain(..)) {
+        let held = self
+            .rx
+            .drain(..)
+            .chain(self.tx.drain(..))
+            .chain(self.raw.drain(..))
+            .chain(self.segs.drain(..).map(|w| w.frame))
+            .chain(self.punts.drain(..).map(|p| p.frame))
+            .chain(d.tx.drain(..))
+            .chain(d.punt.drain(..));
+        for f in held {
             self.arena.free(f);
         }
     }

@@ -800,6 +800,12 @@ impl<C: CongestionControl> Protocol<C> {
         self.flows.iter().filter(|f| f.is_some()).count()
     }
 
+    /// Count a drop that happened to one of this stage's results downstream of it (a
+    /// transmission with no frame for it).
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.stats.drops.add(reason);
+    }
+
     /// Whether no flow is installed.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

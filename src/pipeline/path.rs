@@ -1,0 +1,353 @@
+//! The data path, defined once: which stages (built-in and user) run in which order, cut
+//! into four segments at the places where a runtime may put rings.
+//!
+//! ```text
+//! Ingress:   rx_frame stages -> preprocess                        (segments | punts)
+//! Transport: rx_segment stages -> protocol -> results stages -> TX frame reservation,
+//!            scheduler activation
+//! Delivery:  place (payload between frames and rings) -> notify (application, control plane)
+//! Egress:    postprocess (headers) -> checksums -> tx_frame stages       (frames)
+//! ```
+//!
+//! The inline runtime ([`Engine`](super::Engine)) runs the four segments one after another
+//! on one thread. The threaded runtime ([`Threaded`](super::Threaded)) runs each on tasks of
+//! its own (preprocess replicas, flow groups, place replicas, postprocess replicas) with
+//! rings between them. Both call these functions; neither orders the stages itself.
+
+use std::sync::Arc;
+
+use super::hooks::{Chain, Diverted, HookCx, RedirectRing, Results, RxFrame, RxSegment, TxFrame};
+use crate::buf::{Frame, FrameArena};
+use crate::control::congestion::CongestionControl;
+use crate::flow::{FlowId, FlowIdentity};
+use crate::stages::notify::{ControlEvent, Notify};
+use crate::stages::place::Place;
+use crate::stages::postprocess::Postprocess;
+use crate::stages::preprocess::Preprocess;
+use crate::stages::protocol::{Protocol, TcpState};
+use crate::stages::scheduler::FlowScheduler;
+use crate::stages::{Actions, PreOut, ProtoResult, ProtoWork, RxWork, Stage};
+use crate::stats::{DropReason, StageStats};
+use crate::time::Instant;
+use crate::wire;
+
+/// Ingress: the `rx_frame` stages, then preprocess.
+pub(crate) struct Ingress {
+    pub(crate) arena: Arc<FrameArena>,
+    pub(crate) pre: Preprocess,
+    pub(crate) hooks: Chain<RxFrame>,
+    pub(crate) rings: Vec<RedirectRing>,
+    pub(crate) instance: usize,
+}
+
+impl Ingress {
+    /// Run `frames` (numbered by `seqs` when the runtime numbers them; otherwise `seqs` is
+    /// empty and every number is 0) through the `rx_frame` stages and preprocess, leaving
+    /// both empty. What comes out goes to `out` in order; frames the stages send back out or
+    /// punt go to `diverted`.
+    pub(crate) fn run(
+        &mut self,
+        now: Instant,
+        frames: &mut Vec<Frame>,
+        seqs: &mut Vec<u64>,
+        diverted: &mut Diverted,
+        mut out: impl FnMut(u64, PreOut),
+    ) {
+        if frames.is_empty() {
+            return;
+        }
+        if !self.hooks.is_empty() {
+            let cx = HookCx {
+                now,
+                arena: &self.arena,
+                instance: self.instance,
+            };
+            self.hooks
+                .run(&cx, frames, seqs, &self.rings, true, diverted);
+        }
+        self.pre.note_burst();
+        let mut seqs = seqs.drain(..);
+        for f in frames.drain(..) {
+            let seq = seqs.next().unwrap_or(0);
+            if let Some(o) = self.pre.classify(f, false) {
+                out(seq, o);
+            }
+        }
+    }
+}
+
+/// Transport: the `rx_segment` stages, the protocol stage with its congestion control, the
+/// `results` stages, frames reserved for outgoing payload, and the flow scheduler. One per
+/// flow group; the only writer of its flows' TCP state.
+pub(crate) struct Transport<C: CongestionControl, S: FlowScheduler> {
+    pub(crate) arena: Arc<FrameArena>,
+    pub(crate) proto: Protocol<C>,
+    pub(crate) sched: S,
+    pub(crate) seg_hooks: Chain<RxSegment>,
+    pub(crate) result_hooks: Chain<Results>,
+    pub(crate) rings: Vec<RedirectRing>,
+    pub(crate) instance: usize,
+    /// Header length of each flow's segments (where payload goes in a reserved frame).
+    header_len: Vec<usize>,
+}
+
+impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
+    pub(crate) fn new(
+        arena: Arc<FrameArena>,
+        proto: Protocol<C>,
+        sched: S,
+        hooks: (Chain<RxSegment>, Chain<Results>),
+        rings: Vec<RedirectRing>,
+        instance: usize,
+    ) -> Self {
+        Transport {
+            arena,
+            proto,
+            sched,
+            seg_hooks: hooks.0,
+            result_hooks: hooks.1,
+            rings,
+            instance,
+            header_len: Vec::new(),
+        }
+    }
+
+    /// Set up a flow.
+    pub(crate) fn install(&mut self, id: FlowId, state: TcpState, identity: &FlowIdentity) {
+        let i = id as usize;
+        self.proto.install(id, state);
+        self.sched.install(id, identity);
+        if self.header_len.len() <= i {
+            self.header_len.resize(i + 1, 0);
+        }
+        self.header_len[i] = identity.template.len();
+    }
+
+    /// Forget a flow.
+    pub(crate) fn remove(&mut self, id: FlowId) {
+        self.proto.remove(id);
+        self.sched.remove(id);
+        if let Some(h) = self.header_len.get_mut(id as usize) {
+            *h = 0;
+        }
+    }
+
+    /// Segments through the `rx_segment` stages, appended to `work` (leaving `segs` empty).
+    pub(crate) fn take_segments(
+        &mut self,
+        now: Instant,
+        segs: &mut Vec<RxWork>,
+        work: &mut Vec<ProtoWork>,
+        diverted: &mut Diverted,
+    ) {
+        if segs.is_empty() {
+            return;
+        }
+        if !self.seg_hooks.is_empty() {
+            let cx = HookCx {
+                now,
+                arena: &self.arena,
+                instance: self.instance,
+            };
+            self.seg_hooks.run(
+                &cx,
+                segs,
+                &mut Vec::<()>::new(),
+                &self.rings,
+                true,
+                diverted,
+            );
+        }
+        work.extend(segs.drain(..).map(ProtoWork::Rx));
+    }
+
+    /// Grant up to `max` transmissions into `work`; returns how many.
+    pub(crate) fn grant(&mut self, now: Instant, max: usize, work: &mut Vec<ProtoWork>) -> usize {
+        let before = work.len();
+        self.sched.grant(now, max, work);
+        work.len() - before
+    }
+
+    /// Run `work` through the protocol stage and the `results` stages into `results`
+    /// (leaving `work` empty); reserve the frame each data segment's payload goes into (the
+    /// header comes in front of it at egress) and activate flows that have more to send.
+    pub(crate) fn run(
+        &mut self,
+        now: Instant,
+        work: &mut Vec<ProtoWork>,
+        results: &mut Vec<ProtoResult>,
+    ) {
+        if work.is_empty() {
+            return;
+        }
+        let first = results.len();
+        self.proto.process(now, work, results);
+        let burst = &mut results[first..];
+        if !self.result_hooks.is_empty() {
+            let cx = HookCx {
+                now,
+                arena: &self.arena,
+                instance: self.instance,
+            };
+            self.result_hooks.run_results(&cx, burst);
+        }
+        for r in burst.iter_mut() {
+            if r.actions.any(Actions::FETCH_PAYLOAD) {
+                let hl = self.header_len.get(r.flow as usize).copied().unwrap_or(0);
+                match self.arena.alloc() {
+                    Some(mut f) if hl > 0 => {
+                        f.set_len(hl);
+                        r.tx_frame = Some(f);
+                    }
+                    other => {
+                        // No frame (or a flow being removed): the segment is not sent, as
+                        // if lost; the retransmission timer recovers it.
+                        if let Some(f) = other {
+                            self.arena.free(f);
+                        }
+                        r.actions.0 &= !(Actions::TX | Actions::FETCH_PAYLOAD);
+                        self.proto.count_drop(DropReason::NoFrame);
+                    }
+                }
+            }
+            if r.actions.any(Actions::SCHED) {
+                self.sched.activate(r.flow, now);
+            }
+        }
+    }
+
+    /// The built-in stages' counters.
+    pub(crate) fn stats(&self) -> [(&'static str, StageStats); 2] {
+        [
+            (self.proto.name(), self.proto.stats().clone()),
+            (self.sched.name(), self.sched.stats()),
+        ]
+    }
+}
+
+/// Delivery: payload between frames and the connections' rings, then notifications.
+pub(crate) struct Delivery {
+    pub(crate) place: Place,
+    pub(crate) notify: Notify,
+}
+
+impl Delivery {
+    /// Carry out the payload actions of `results`, then notify the application and (through
+    /// `events`) the control plane.
+    pub(crate) fn run(
+        &mut self,
+        now: Instant,
+        results: &mut [ProtoResult],
+        events: &mut Vec<ControlEvent>,
+    ) {
+        self.place.process_in_place(now, results);
+        self.notify.process_slice(now, results, events);
+    }
+
+    /// The built-in stages' counters.
+    pub(crate) fn stats(&self) -> [(&'static str, StageStats); 2] {
+        [
+            (self.place.name(), self.place.stats().clone()),
+            (self.notify.name(), self.notify.stats().clone()),
+        ]
+    }
+}
+
+/// Egress: headers, checksums (unless the port offloads them), then the `tx_frame` stages.
+pub(crate) struct Egress {
+    pub(crate) arena: Arc<FrameArena>,
+    pub(crate) post: Postprocess,
+    pub(crate) hooks: Chain<TxFrame>,
+    pub(crate) rings: Vec<RedirectRing>,
+    pub(crate) instance: usize,
+    pub(crate) csum_offload: bool,
+    stats: StageStats,
+    frames: Vec<Frame>,
+    at: Vec<usize>,
+    out: Vec<Option<Frame>>,
+    diverted: Diverted,
+}
+
+impl Egress {
+    pub(crate) fn new(
+        arena: Arc<FrameArena>,
+        post: Postprocess,
+        hooks: Chain<TxFrame>,
+        rings: Vec<RedirectRing>,
+        instance: usize,
+        csum_offload: bool,
+    ) -> Self {
+        Egress {
+            arena,
+            post,
+            hooks,
+            rings,
+            instance,
+            csum_offload,
+            stats: StageStats::default(),
+            frames: Vec::new(),
+            at: Vec::new(),
+            out: Vec::new(),
+            diverted: Diverted::default(),
+        }
+    }
+
+    /// Build the frames `results` send. `emit(i, frame)` is called once for every result,
+    /// in order: with the frame result `i` sends, or with `None` when it sends nothing (or a
+    /// `tx_frame` stage took its frame), so that a runtime restoring order can count it.
+    pub(crate) fn run(
+        &mut self,
+        now: Instant,
+        results: &mut [ProtoResult],
+        mut emit: impl FnMut(usize, Option<Frame>),
+    ) {
+        self.post.process_in_place(now, results);
+        self.stats.bursts += 1;
+        self.stats.items_in += results.len() as u64;
+        self.out.clear();
+        for (i, r) in results.iter_mut().enumerate() {
+            if let Some(f) = r.rx_frame.take() {
+                self.arena.free(f);
+            }
+            if let Some(mut f) = r.tx_frame.take() {
+                if !self.csum_offload {
+                    wire::fill_checksums(self.arena.data_mut(&mut f));
+                }
+                self.frames.push(f);
+                self.at.push(i);
+            }
+            self.out.push(None);
+        }
+        if !self.hooks.is_empty() {
+            let cx = HookCx {
+                now,
+                arena: &self.arena,
+                instance: self.instance,
+            };
+            // Nothing is punted or sent back at this point: `diverted` stays empty.
+            self.hooks.run(
+                &cx,
+                &mut self.frames,
+                &mut self.at,
+                &self.rings,
+                false,
+                &mut self.diverted,
+            );
+        }
+        self.stats.items_out += self.frames.len() as u64;
+        for (f, i) in self.frames.drain(..).zip(self.at.drain(..)) {
+            self.out[i] = Some(f);
+        }
+        for (i, f) in self.out.drain(..).enumerate() {
+            emit(i, f);
+        }
+    }
+
+    /// The built-in stages' counters.
+    pub(crate) fn stats(&self) -> [(&'static str, StageStats); 2] {
+        [
+            (self.post.name(), self.post.stats().clone()),
+            ("egress", self.stats.clone()),
+        ]
+    }
+}
