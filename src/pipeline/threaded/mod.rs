@@ -26,6 +26,8 @@
 
 mod ingress;
 
+use super::path;
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,9 +36,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::hooks::{
-    Chain, Diverted, HookCx, HookReport, Hooks, RedirectRing, Results, RxFrame, RxSegment, TxFrame,
-};
+use super::hooks::{Chain, Diverted, HookCx, HookReport, Hooks, RedirectRing, TxFrame};
 use super::topology::{Placement, TaskRef, Topology};
 use super::{EngineConfig, EngineError, Parts, Pipeline};
 use crate::backends::Port;
@@ -53,12 +53,10 @@ use crate::stages::postprocess::{FlowView, Postprocess};
 use crate::stages::preprocess::Preprocess;
 use crate::stages::protocol::{Protocol, TcpState};
 use crate::stages::scheduler::FlowScheduler;
-use crate::stages::{
-    Actions, PreOut, ProtoResult, ProtoWork, Punt, PuntReason, RxWork, Stage, BURST,
-};
+use crate::stages::{PreOut, ProtoResult, ProtoWork, Punt, PuntReason, RxWork, Stage, BURST};
 use crate::stats::StageStats;
 use crate::time::{Clock, Instant};
-use crate::wire::{self, FourTuple};
+use crate::wire::FourTuple;
 
 /// A task of the threaded runtime: one pass over its inputs.
 pub trait Task: Send {
@@ -355,8 +353,7 @@ impl ToIo {
 // ---------------------------------------------------------------------------------------
 
 struct PreTask {
-    arena: Arc<FrameArena>,
-    pre: Preprocess,
+    ingress: path::Ingress,
     groups_of: Vec<u16>,
     ctl: Receiver<PreCtl>,
     input: Consumer<PreIn>,
@@ -365,12 +362,9 @@ struct PreTask {
     /// Preprocess's punts and the user stages' diverted frames.
     to_io: ToIo,
     batch: Vec<PreIn>,
-    hooks: Chain<RxFrame>,
-    rings: Vec<RedirectRing>,
     frames: Vec<Frame>,
     seqs: Vec<u64>,
     diverted: Diverted,
-    instance: usize,
     meta: Meta,
 }
 
@@ -393,13 +387,13 @@ impl Task for PreTask {
         while let Ok(m) = self.ctl.try_recv() {
             match m {
                 PreCtl::Install(t, id, g) => {
-                    self.pre.install(t, id);
+                    self.ingress.pre.install(t, id);
                     if self.groups_of.len() <= id as usize {
                         self.groups_of.resize(id as usize + 1, 0);
                     }
                     self.groups_of[id as usize] = g;
                 }
-                PreCtl::Remove(t) => self.pre.remove(&t),
+                PreCtl::Remove(t) => self.ingress.pre.remove(&t),
             }
         }
         // Backpressure: nothing new until the last outputs are out.
@@ -412,7 +406,6 @@ impl Task for PreTask {
             return false;
         }
         self.meta.busy += 1;
-        self.pre.note_burst();
         let mut last = 0;
         for m in self.batch.drain(..) {
             match m {
@@ -424,32 +417,23 @@ impl Task for PreTask {
                 }
             }
         }
-        if !self.hooks.is_empty() {
-            let cx = HookCx {
-                now,
-                arena: &self.arena,
-                instance: self.instance,
-            };
-            self.hooks.run(
-                &cx,
-                &mut self.frames,
-                &mut self.seqs,
-                &self.rings,
-                true,
-                &mut self.diverted,
-            );
-            self.to_io.take(&mut self.diverted);
-        }
-        for (f, seq) in self.frames.drain(..).zip(self.seqs.drain(..)) {
-            match self.pre.classify(f, false) {
-                Some(PreOut::Rx(w)) => {
-                    let g = self.groups_of.get(w.flow as usize).copied().unwrap_or(0) as usize;
-                    self.pending[g % self.to_group.len()].push(Ingress::Item(seq, w));
+        let (pending, groups_of) = (&mut self.pending, &self.groups_of);
+        let punts = &mut self.to_io.punts.pending;
+        self.ingress.run(
+            now,
+            &mut self.frames,
+            &mut self.seqs,
+            &mut self.diverted,
+            |seq, out| match out {
+                PreOut::Rx(w) => {
+                    let g = groups_of.get(w.flow as usize).copied().unwrap_or(0) as usize;
+                    let n = pending.len();
+                    pending[g % n].push(Ingress::Item(seq, w));
                 }
-                Some(PreOut::Punt(p)) => self.to_io.punts.pending.push(p),
-                None => {}
-            }
-        }
+                PreOut::Punt(p) => punts.push(p),
+            },
+        );
+        self.to_io.take(&mut self.diverted);
         for q in self.pending.iter_mut() {
             q.push(Ingress::Advance(last));
         }
@@ -458,11 +442,12 @@ impl Task for PreTask {
     }
 
     fn report(&mut self) {
+        let pre = &self.ingress.pre;
         self.meta.publish(
-            vec![(self.pre.name(), self.pre.stats().clone())],
+            vec![(pre.name(), pre.stats().clone())],
             vec![("input", self.input.len(), self.input.capacity())],
             Vec::new(),
-            self.hooks.reports(),
+            self.ingress.hooks.reports(),
         );
     }
 }
@@ -472,10 +457,7 @@ impl Task for PreTask {
 // ---------------------------------------------------------------------------------------
 
 struct GroupTask<C: CongestionControl, S: FlowScheduler> {
-    arena: Arc<FrameArena>,
-    proto: Protocol<C>,
-    sched: S,
-    header_len: Vec<usize>,
+    transport: path::Transport<C, S>,
     /// The place replica of each flow.
     place_of: Vec<u16>,
     views: Vec<Option<(RingObserver, RingObserver)>>,
@@ -489,12 +471,8 @@ struct GroupTask<C: CongestionControl, S: FlowScheduler> {
     work: Vec<ProtoWork>,
     results: Vec<ProtoResult>,
     segs: Vec<RxWork>,
-    seg_hooks: Chain<RxSegment>,
-    result_hooks: Chain<Results>,
-    rings: Vec<RedirectRing>,
     diverted: Diverted,
     to_io: ToIo,
-    instance: usize,
     meta: Meta,
 }
 
@@ -521,23 +499,16 @@ impl<C: CongestionControl, S: FlowScheduler> GroupTask<C, S> {
                     place,
                 } => {
                     let i = id as usize;
-                    self.proto.install(id, state);
-                    self.sched.install(id, &identity);
-                    if self.header_len.len() <= i {
-                        self.header_len.resize(i + 1, 0);
+                    self.transport.install(id, state, &identity);
+                    if self.views.len() <= i {
                         self.views.resize(i + 1, None);
                         self.place_of.resize(i + 1, 0);
                     }
-                    self.header_len[i] = identity.template.len();
                     self.views[i] = Some(views);
                     self.place_of[i] = place;
                 }
                 GroupCtl::Remove(id) => {
-                    self.proto.remove(id);
-                    self.sched.remove(id);
-                    if let Some(h) = self.header_len.get_mut(id as usize) {
-                        *h = 0;
-                    }
+                    self.transport.remove(id);
                     if let Some(v) = self.views.get_mut(id as usize) {
                         *v = None;
                     }
@@ -565,32 +536,9 @@ impl<C: CongestionControl, S: FlowScheduler> GroupTask<C, S> {
                 }
             }
         }
-        self.proto.process(now, &mut self.work, &mut self.results);
-        if !self.result_hooks.is_empty() {
-            let cx = HookCx {
-                now,
-                arena: &self.arena,
-                instance: self.instance,
-            };
-            self.result_hooks.run_results(&cx, &mut self.results);
-        }
+        self.transport.run(now, &mut self.work, &mut self.results);
         let replicas = self.to_place.len();
-        for mut r in self.results.drain(..) {
-            // Reserve the frame a data segment's payload goes into; postprocess writes the
-            // header in front of it.
-            if r.actions.any(Actions::FETCH_PAYLOAD) {
-                match (self.arena.alloc(), self.header_len.get(r.flow as usize)) {
-                    (Some(mut f), Some(&hl)) if hl > 0 => {
-                        f.set_len(hl);
-                        r.tx_frame = Some(f);
-                    }
-                    (Some(f), _) => self.arena.free(f),
-                    (None, _) => {}
-                }
-            }
-            if r.actions.any(Actions::SCHED) {
-                self.sched.activate(r.flow, now);
-            }
+        for r in self.results.drain(..) {
             let q = self.place_of.get(r.flow as usize).copied().unwrap_or(0) as usize % replicas;
             self.pending_out[q].push((self.egress_seq, r));
             self.egress_seq += 1;
@@ -630,33 +578,16 @@ impl<C: CongestionControl, S: FlowScheduler> Task for GroupTask<C, S> {
                 None => break,
             }
         }
-        if !self.segs.is_empty() {
-            if !self.seg_hooks.is_empty() {
-                let cx = HookCx {
-                    now,
-                    arena: &self.arena,
-                    instance: self.instance,
-                };
-                self.seg_hooks.run(
-                    &cx,
-                    &mut self.segs,
-                    &mut Vec::<()>::new(),
-                    &self.rings,
-                    true,
-                    &mut self.diverted,
-                );
-                self.to_io.take(&mut self.diverted);
-                busy = true;
-            }
-            self.work.extend(self.segs.drain(..).map(ProtoWork::Rx));
-        }
+        self.transport
+            .take_segments(now, &mut self.segs, &mut self.work, &mut self.diverted);
+        self.to_io.take(&mut self.diverted);
         if !self.work.is_empty() {
             busy = true;
             self.run_work(now);
         }
-        if self.sched.pending() > 0 {
+        if self.transport.sched.pending() > 0 {
             busy = true;
-            self.sched.grant(now, BURST, &mut self.work);
+            self.transport.grant(now, BURST, &mut self.work);
             self.run_work(now);
         }
         self.flush();
@@ -672,13 +603,10 @@ impl<C: CongestionControl, S: FlowScheduler> Task for GroupTask<C, S> {
         for c in &self.from_pre {
             rings.push(("from_pre", c.len(), c.capacity()));
         }
-        let mut hooks = self.seg_hooks.reports();
-        hooks.extend(self.result_hooks.reports());
+        let mut hooks = self.transport.seg_hooks.reports();
+        hooks.extend(self.transport.result_hooks.reports());
         self.meta.publish(
-            vec![
-                (self.proto.name(), self.proto.stats().clone()),
-                (self.sched.name(), self.sched.stats()),
-            ],
+            self.transport.stats().into(),
             rings,
             vec![self.merge.stats()],
             hooks,
@@ -691,8 +619,7 @@ impl<C: CongestionControl, S: FlowScheduler> Task for GroupTask<C, S> {
 // ---------------------------------------------------------------------------------------
 
 struct PlaceTask {
-    place: Place,
-    notify: Notify,
+    delivery: path::Delivery,
     ctl: Receiver<PlaceCtl>,
     from_group: Vec<Consumer<(u64, ProtoResult)>>,
     to_post: Vec<Producer<Egress>>,
@@ -711,12 +638,12 @@ impl PlaceTask {
         while let Ok(m) = self.ctl.try_recv() {
             match m {
                 PlaceCtl::Install { id, rings, conn } => {
-                    self.place.install(id, rings);
-                    self.notify.install(id, conn);
+                    self.delivery.place.install(id, rings);
+                    self.delivery.notify.install(id, conn);
                 }
                 PlaceCtl::Remove(id) => {
-                    self.place.remove(id);
-                    self.notify.remove(id);
+                    self.delivery.place.remove(id);
+                    self.delivery.notify.remove(id);
                 }
             }
         }
@@ -762,9 +689,8 @@ impl Task for PlaceTask {
                 self.seqs.push(seq);
                 self.results.push(r);
             }
-            self.place.process_in_place(now, &mut self.results);
-            self.notify
-                .process_slice(now, &self.results, &mut self.pending_events);
+            self.delivery
+                .run(now, &mut self.results, &mut self.pending_events);
             for (seq, r) in self.seqs.iter().copied().zip(self.results.drain(..)) {
                 self.pending.push((g as u16, seq, r));
             }
@@ -778,10 +704,7 @@ impl Task for PlaceTask {
 
     fn report(&mut self) {
         self.meta.publish(
-            vec![
-                (self.place.name(), self.place.stats().clone()),
-                (self.notify.name(), self.notify.stats().clone()),
-            ],
+            self.delivery.stats().into(),
             self.from_group
                 .iter()
                 .map(|c| ("from_group", c.len(), c.capacity()))
@@ -797,8 +720,7 @@ impl Task for PlaceTask {
 // ---------------------------------------------------------------------------------------
 
 struct PostTask {
-    arena: Arc<FrameArena>,
-    post: Postprocess,
+    egress: path::Egress,
     ctl: Receiver<PostCtl>,
     from_place: Vec<Consumer<Egress>>,
     /// Output rings per (place replica, flow group): frames of one group that came through
@@ -808,16 +730,6 @@ struct PostTask {
     tags: Vec<(u16, u64)>,
     items: Vec<ProtoResult>,
     batch: Vec<Egress>,
-    hooks: Chain<TxFrame>,
-    rings: Vec<RedirectRing>,
-    diverted: Diverted,
-    /// (group, egress number, frame) of a burst, in order.
-    out: Vec<(u16, u64, Option<Frame>)>,
-    frames: Vec<Frame>,
-    frame_at: Vec<usize>,
-    instance: usize,
-    /// The port fills in checksums.
-    csum_offload: bool,
     meta: Meta,
 }
 
@@ -847,8 +759,8 @@ impl Task for PostTask {
             // Taken inputs first, control messages second: every flow named is installed.
             while let Ok(m) = self.ctl.try_recv() {
                 match m {
-                    PostCtl::Install(id, v) => self.post.install(id, v),
-                    PostCtl::Remove(id) => self.post.remove(id),
+                    PostCtl::Install(id, v) => self.egress.post.install(id, v),
+                    PostCtl::Remove(id) => self.egress.post.remove(id),
                 }
             }
             self.tags.clear();
@@ -857,47 +769,18 @@ impl Task for PostTask {
                 self.tags.push((g, s));
                 self.items.push(r);
             }
-            self.post.process_in_place(now, &mut self.items);
             let pend = &mut self.pending[i];
-            for ((g, s), mut r) in self.tags.iter().copied().zip(self.items.drain(..)) {
-                if let Some(f) = r.rx_frame.take() {
-                    self.arena.free(f);
-                }
-                if let Some(mut f) = r.tx_frame.take() {
-                    if !self.csum_offload {
-                        wire::fill_checksums(self.arena.data_mut(&mut f));
-                    }
-                    self.frame_at.push(self.out.len());
-                    self.frames.push(f);
-                }
-                self.out.push((g, s, None));
-            }
-            if !self.hooks.is_empty() {
-                let cx = HookCx {
-                    now,
-                    arena: &self.arena,
-                    instance: self.instance,
-                };
-                self.hooks.run(
-                    &cx,
-                    &mut self.frames,
-                    &mut self.frame_at,
-                    &self.rings,
-                    false,
-                    &mut self.diverted,
-                );
-            }
-            for (f, at) in self.frames.drain(..).zip(self.frame_at.drain(..)) {
-                self.out[at].2 = Some(f);
-            }
-            // Frames a user stage took become tombstones: the egress order stays whole.
-            for (g, s, f) in self.out.drain(..) {
+            let tags = &self.tags;
+            // A result that sends nothing (or whose frame a user stage took) becomes a
+            // tombstone: the egress order stays whole.
+            self.egress.run(now, &mut self.items, |k, f| {
+                let (g, s) = tags[k];
                 let g = g as usize % pend.len();
                 pend[g].push(match f {
                     Some(f) => Tagged::item(s, f),
                     None => Tagged::tombstone(s),
                 });
-            }
+            });
             for (p, q) in self.to_io[i].iter_mut().zip(pend.iter_mut()) {
                 if !q.is_empty() {
                     p.push_burst(q);
@@ -912,13 +795,13 @@ impl Task for PostTask {
 
     fn report(&mut self) {
         self.meta.publish(
-            vec![(self.post.name(), self.post.stats().clone())],
+            self.egress.stats().into(),
             self.from_place
                 .iter()
                 .map(|c| ("from_place", c.len(), c.capacity()))
                 .collect(),
             Vec::new(),
-            self.hooks.reports(),
+            self.egress.hooks.reports(),
         );
     }
 }
@@ -1449,8 +1332,13 @@ impl Threaded {
             tasks.push((
                 me,
                 Box::new(PreTask {
-                    arena: arena.clone(),
-                    pre: Preprocess::new(arena.clone(), cfg.mac, cfg.ip),
+                    ingress: path::Ingress {
+                        arena: arena.clone(),
+                        pre: Preprocess::new(arena.clone(), cfg.mac, cfg.ip),
+                        hooks: pre_hooks.clone(),
+                        rings: pol.hooks.rings.clone(),
+                        instance: r,
+                    },
                     groups_of: Vec::new(),
                     ctl,
                     input,
@@ -1461,12 +1349,9 @@ impl Threaded {
                         punts: Outbox::new(punts),
                     },
                     batch: Vec::with_capacity(BURST),
-                    hooks: pre_hooks.clone(),
-                    rings: pol.hooks.rings.clone(),
                     frames: Vec::with_capacity(BURST),
                     seqs: Vec::with_capacity(BURST),
                     diverted: Diverted::default(),
-                    instance: r,
                     meta: Meta::new(me, worker_of(me), &mut reports),
                 }),
             ));
@@ -1484,21 +1369,21 @@ impl Threaded {
             tasks.push((
                 me,
                 Box::new(GroupTask {
-                    arena: arena.clone(),
-                    proto: Protocol::with_congestion(pol.cc.clone()),
-                    sched: pol.sched.clone(),
+                    transport: path::Transport::new(
+                        arena.clone(),
+                        Protocol::with_congestion(pol.cc.clone()),
+                        pol.sched.clone(),
+                        (pol.hooks.rx_segment.clone(), pol.hooks.results.clone()),
+                        pol.hooks.rings.clone(),
+                        g,
+                    ),
                     place_of: Vec::new(),
                     segs: Vec::with_capacity(BURST),
-                    seg_hooks: pol.hooks.rx_segment.clone(),
-                    result_hooks: pol.hooks.results.clone(),
-                    rings: pol.hooks.rings.clone(),
                     diverted: Diverted::default(),
                     to_io: ToIo {
                         tx: Outbox::new(raw),
                         punts: Outbox::new(punts),
                     },
-                    instance: g,
-                    header_len: Vec::new(),
                     views: Vec::new(),
                     ctl,
                     merge: Merge::new(np),
@@ -1524,8 +1409,10 @@ impl Threaded {
             tasks.push((
                 me,
                 Box::new(PlaceTask {
-                    place: Place::new(arena.clone()),
-                    notify: Notify::new(),
+                    delivery: path::Delivery {
+                        place: Place::new(arena.clone()),
+                        notify: Notify::new(),
+                    },
                     ctl,
                     from_group,
                     to_post,
@@ -1550,8 +1437,14 @@ impl Threaded {
             tasks.push((
                 me,
                 Box::new(PostTask {
-                    arena: arena.clone(),
-                    post: Postprocess::new(arena.clone(), cfg.ack_policy),
+                    egress: path::Egress::new(
+                        arena.clone(),
+                        Postprocess::new(arena.clone(), cfg.ack_policy),
+                        pol.hooks.tx_frame.clone(),
+                        pol.hooks.rings.clone(),
+                        q,
+                        csum_offload,
+                    ),
                     ctl,
                     pending: (0..nd)
                         .map(|_| (0..ng).map(|_| Vec::new()).collect())
@@ -1561,14 +1454,6 @@ impl Threaded {
                     tags: Vec::with_capacity(BURST),
                     items: Vec::with_capacity(BURST),
                     batch: Vec::with_capacity(BURST),
-                    hooks: pol.hooks.tx_frame.clone(),
-                    rings: pol.hooks.rings.clone(),
-                    diverted: Diverted::default(),
-                    out: Vec::with_capacity(BURST),
-                    frames: Vec::with_capacity(BURST),
-                    frame_at: Vec::with_capacity(BURST),
-                    instance: q,
-                    csum_offload,
                     meta: Meta::new(me, worker_of(me), &mut reports),
                 }),
             ));
