@@ -1,0 +1,538 @@
+//! The inline runtime: [`Engine`] runs the data path's segments one after another on the
+//! caller's thread ([`Engine::poll`]); [`Runtime`] polls an engine on a thread of its own.
+
+use super::*;
+
+/// A TCP offload engine on the inline runtime: stages, user stages, policies, control plane,
+/// application interface and a port. `C` is the congestion control and `S` the flow
+/// scheduler (see [`Pipeline::builder`]). The data path's four segments (see
+/// [the pipeline docs](crate::pipeline#the-data-path)) run one after another on the caller's thread.
+pub struct Engine<P: Port, C: CongestionControl = NewReno, S: FlowScheduler = RoundRobin> {
+    arena: Arc<FrameArena>,
+    port: P,
+    burst: usize,
+    ingress: Ingress,
+    transport: Transport<C, S>,
+    delivery: Delivery,
+    egress: Egress,
+    /// The `tx_frame` stages' instance for frames that do not come through egress
+    /// (control-plane frames, frames user stages sent back out).
+    raw_tx_hooks: Chain<hooks::TxFrame>,
+    rings: Vec<RedirectRing>,
+    control: Control,
+    host: Arc<HostShared>,
+    // Scratch bursts, reused.
+    rx: Vec<Frame>,
+    no_seqs: Vec<u64>,
+    segs: Vec<RxWork>,
+    punts: Vec<Punt>,
+    diverted: Diverted,
+    raw: Vec<Frame>,
+    work: Vec<ProtoWork>,
+    results: Vec<ProtoResult>,
+    events: Vec<ControlEvent>,
+    tx: Vec<Frame>,
+    cout: ControlOutput,
+    stats: EngineStats,
+}
+
+impl<P: Port> Engine<P> {
+    /// Build the default pipeline on `port`: the built-in stages, no user stages, the
+    /// default policies. Short for `Pipeline::builder(cfg, port).build()`.
+    pub fn new(cfg: EngineConfig, port: P) -> Result<Self, EngineError> {
+        Pipeline::builder(cfg, port).build()
+    }
+}
+
+impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
+    pub(crate) fn assemble(
+        cfg: EngineConfig,
+        port: P,
+        cc: C,
+        sched: S,
+        hooks: Hooks,
+    ) -> Result<Self, EngineError> {
+        let Parts {
+            arena,
+            host,
+            control,
+        } = Parts::new(&cfg, port.mtu(), port.arena())?;
+        let Hooks {
+            rx_frame,
+            rx_segment,
+            results,
+            tx_frame,
+            rings,
+        } = hooks;
+        Ok(Engine {
+            ingress: Ingress {
+                arena: arena.clone(),
+                pre: Preprocess::new(arena.clone(), cfg.mac, cfg.ip),
+                hooks: rx_frame,
+                rings: rings.clone(),
+                instance: 0,
+            },
+            transport: Transport::new(
+                arena.clone(),
+                Protocol::with_congestion(cc),
+                sched,
+                (rx_segment, results),
+                rings.clone(),
+                0,
+            ),
+            delivery: Delivery {
+                place: Place::new(arena.clone()),
+                notify: Notify::new(),
+            },
+            egress: Egress::new(
+                arena.clone(),
+                Postprocess::new(arena.clone(), cfg.ack_policy),
+                tx_frame.clone(),
+                rings.clone(),
+                0,
+                port.capabilities().tx_checksum_offload,
+            ),
+            raw_tx_hooks: tx_frame,
+            rings,
+            control,
+            host,
+            arena,
+            port,
+            burst: cfg.burst,
+            rx: Vec::with_capacity(cfg.burst),
+            no_seqs: Vec::new(),
+            segs: Vec::with_capacity(cfg.burst),
+            punts: Vec::new(),
+            diverted: Diverted::default(),
+            raw: Vec::new(),
+            work: Vec::with_capacity(cfg.burst),
+            results: Vec::with_capacity(cfg.burst),
+            events: Vec::new(),
+            tx: Vec::with_capacity(cfg.burst * 2),
+            cout: ControlOutput::default(),
+            stats: EngineStats::default(),
+        })
+    }
+
+    /// A handle for opening sockets on this engine.
+    pub fn host(&self) -> Host {
+        Host {
+            shared: self.host.clone(),
+        }
+    }
+
+    /// The frame arena.
+    pub fn arena(&self) -> &Arc<FrameArena> {
+        &self.arena
+    }
+
+    /// The port.
+    pub fn port(&self) -> &P {
+        &self.port
+    }
+
+    /// The port, mutably.
+    pub fn port_mut(&mut self) -> &mut P {
+        &mut self.port
+    }
+
+    /// Entries in the data path's flow table.
+    pub fn flow_count(&self) -> usize {
+        self.ingress.pre.table().len()
+    }
+
+    /// Connection state of a tuple (handshakes included).
+    pub fn conn_state(&self, t: &FourTuple) -> Option<TcpConnState> {
+        self.control.conn_state(t)
+    }
+
+    /// Every connection the control plane knows.
+    pub fn connections(&self) -> Vec<FourTuple> {
+        self.control.tuples()
+    }
+
+    /// Whether a listener is open on `port`.
+    pub fn is_listening(&self, port: u16) -> bool {
+        self.control.is_listening(port)
+    }
+
+    /// The protocol stage's state of a flow (read-only).
+    pub fn tcp_state(&self, t: &FourTuple) -> Option<&TcpState> {
+        let id = self.ingress.pre.table().lookup(t)?;
+        self.transport.proto.state(id)
+    }
+
+    /// The congestion-control state of a flow (read-only).
+    pub fn congestion_state(&self, t: &FourTuple) -> Option<&C::Flow> {
+        let id = self.ingress.pre.table().lookup(t)?;
+        self.transport.proto.congestion_state(id)
+    }
+
+    /// Retransmissions over the engine's lifetime (go-back-N after duplicate ACKs and after
+    /// timeouts).
+    pub fn retransmissions(&self) -> RetransmitTotals {
+        self.control.retransmissions()
+    }
+
+    /// The earliest time the engine has something to do without new input.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match (self.control.next_deadline(), self.port.next_arrival()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> EngineStats {
+        let mut s = self.stats.clone();
+        let pre = &self.ingress.pre;
+        let [proto, sched] = self.transport.stats();
+        let [place, notify] = self.delivery.stats();
+        let [post, egress] = self.egress.stats();
+        s.stages = vec![
+            (pre.name(), pre.stats().clone()),
+            proto,
+            place,
+            post,
+            notify,
+            sched,
+            egress,
+        ];
+        let mut hooks = self.ingress.hooks.reports();
+        hooks.extend(self.transport.seg_hooks.reports());
+        hooks.extend(self.transport.result_hooks.reports());
+        HookReport::merge_into(&mut hooks, &self.egress.hooks.reports());
+        HookReport::merge_into(&mut hooks, &self.raw_tx_hooks.reports());
+        s.hooks = hooks;
+        s.control = self.control.stats().clone();
+        s.frames_in_use = self.arena.in_use();
+        s.flows = self.flow_count();
+        s
+    }
+
+    /// One pass of the inline runtime: receive and process up to a few bursts, apply the
+    /// application's updates, run the timers, send what the windows allow. Returns whether
+    /// anything happened.
+    pub fn poll(&mut self, now: Instant) -> bool {
+        self.stats.polls += 1;
+        let mut busy = false;
+        self.control.poll_requests(now, &mut self.cout);
+        busy |= self.apply_control(now);
+
+        for _ in 0..4 {
+            let n = self.port.recv(now, &self.arena, &mut self.rx, self.burst);
+            if n == 0 {
+                break;
+            }
+            busy = true;
+            self.stats.rx_frames += n as u64;
+            let (segs, punts) = (&mut self.segs, &mut self.punts);
+            self.ingress.run(
+                now,
+                &mut self.rx,
+                &mut self.no_seqs,
+                &mut self.diverted,
+                |_, out| match out {
+                    PreOut::Rx(w) => segs.push(w),
+                    PreOut::Punt(p) => punts.push(p),
+                },
+            );
+            for p in self.punts.drain(..) {
+                self.control.handle_punt(now, p, &mut self.cout);
+            }
+            self.take_segments(now);
+            self.run(now);
+            busy |= self.apply_control(now);
+        }
+
+        busy |= self.drain_doorbells(now);
+
+        self.control.poll_timers(now, &mut self.cout);
+        busy |= self.apply_control(now);
+
+        for _ in 0..8 {
+            if self.transport.sched.pending() == 0 {
+                break;
+            }
+            self.stats.grants += self.transport.grant(now, self.burst, &mut self.work) as u64;
+            self.run(now);
+            busy = true;
+            if self.tx.len() >= self.burst {
+                self.flush(now);
+            }
+        }
+        busy |= self.apply_control(now);
+        self.flush(now);
+        busy
+    }
+
+    /// Segments of established flows through the transport's `rx_segment` stages into the
+    /// work queue.
+    fn take_segments(&mut self, now: Instant) {
+        self.transport
+            .take_segments(now, &mut self.segs, &mut self.work, &mut self.diverted);
+        self.apply_diverted(now);
+    }
+
+    /// Frames user stages sent back out or punted.
+    fn apply_diverted(&mut self, now: Instant) {
+        if self.diverted.is_empty() {
+            return;
+        }
+        self.raw.append(&mut self.diverted.tx);
+        self.send_raw(now);
+        for frame in self.diverted.punt.drain(..) {
+            let p = Punt {
+                frame,
+                reason: PuntReason::Extension,
+            };
+            self.control.handle_punt(now, p, &mut self.cout);
+        }
+    }
+
+    /// Frames that did not come through egress (control plane, sent back by a user stage):
+    /// through their own instance of the `tx_frame` stages, then out.
+    fn send_raw(&mut self, now: Instant) {
+        if self.raw.is_empty() {
+            return;
+        }
+        if !self.raw_tx_hooks.is_empty() {
+            let cx = hooks::HookCx {
+                now,
+                arena: &self.arena,
+                instance: 1,
+            };
+            // Nothing is punted or sent back at `tx_frame`: `diverted` stays empty.
+            self.raw_tx_hooks.run(
+                &cx,
+                &mut self.raw,
+                &mut Vec::<()>::new(),
+                &self.rings,
+                false,
+                &mut self.diverted,
+            );
+        }
+        self.tx.append(&mut self.raw);
+    }
+
+    fn flush(&mut self, now: Instant) {
+        if !self.tx.is_empty() {
+            self.stats.tx_frames += self.tx.len() as u64;
+            self.port.send(now, &self.arena, &mut self.tx);
+        }
+    }
+
+    fn drain_doorbells(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        while let Some(flow) = self.host.doorbells.pop() {
+            any = true;
+            self.stats.doorbells += 1;
+            if let Some(mut w) = self.control.app_update(flow, &mut self.cout) {
+                self.delivery.place.fill_positions(&mut w);
+                self.work.push(w);
+            }
+            if self.work.len() >= self.burst {
+                self.run(now);
+            }
+        }
+        self.run(now);
+        any |= self.apply_control(now);
+        any
+    }
+
+    /// Run the queued work through transport, delivery and egress.
+    fn run(&mut self, now: Instant) {
+        if self.work.is_empty() {
+            return;
+        }
+        self.transport.run(now, &mut self.work, &mut self.results);
+        self.delivery.run(now, &mut self.results, &mut self.events);
+        let tx = &mut self.tx;
+        self.egress.run(now, &mut self.results, |_, f| {
+            if let Some(f) = f {
+                tx.push(f);
+            }
+        });
+        self.results.clear();
+        for ev in self.events.drain(..) {
+            self.control.handle_event(now, ev, &mut self.cout);
+        }
+        if self.tx.len() >= self.burst {
+            self.flush(now);
+        }
+    }
+
+    /// Carry out what the control plane asked for. Returns whether there was anything.
+    fn apply_control(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        // Loop: installing and running work can produce more control output.
+        for _ in 0..4 {
+            let c = &mut self.cout;
+            if c.installs.is_empty()
+                && c.removals.is_empty()
+                && c.work.is_empty()
+                && c.tx.is_empty()
+                && c.reinject.is_empty()
+            {
+                break;
+            }
+            any = true;
+            self.raw.append(&mut self.cout.tx);
+            self.send_raw(now);
+            let installs = std::mem::take(&mut self.cout.installs);
+            for ins in installs {
+                let id = ins.identity.id;
+                self.ingress.pre.install(ins.identity.tuple, id);
+                self.transport.install(id, ins.state, &ins.identity);
+                self.egress.post.install(
+                    id,
+                    FlowView {
+                        identity: ins.identity.clone(),
+                        counters: ins.counters,
+                    },
+                );
+                self.delivery.place.install(id, ins.rings);
+                self.delivery.notify.install(id, ins.conn.clone());
+                ins.conn.set_flow(id);
+                ins.conn.set_status(crate::host::ConnStatus::Established);
+                // Pick up anything the application did before the flow existed.
+                if let Some(mut w) = self.control.app_update(id, &mut self.cout) {
+                    self.delivery.place.fill_positions(&mut w);
+                    self.cout.work.push(w);
+                }
+            }
+            let mut reinject = std::mem::take(&mut self.cout.reinject);
+            for f in reinject.drain(..) {
+                match self.ingress.pre.classify(f, true) {
+                    Some(PreOut::Rx(w)) => self.segs.push(w),
+                    Some(PreOut::Punt(p)) => {
+                        self.transport.proto.count_drop(DropReason::StaleFlow);
+                        self.arena.free(p.frame);
+                    }
+                    None => {}
+                }
+            }
+            self.take_segments(now);
+            self.work.append(&mut self.cout.work);
+            self.run(now);
+            let removals = std::mem::take(&mut self.cout.removals);
+            for (id, tuple) in removals {
+                self.remove_flow(id, &tuple);
+            }
+        }
+        any
+    }
+
+    fn remove_flow(&mut self, id: FlowId, tuple: &FourTuple) {
+        self.ingress.pre.remove(tuple);
+        self.transport.remove(id);
+        self.delivery.place.remove(id);
+        self.delivery.notify.remove(id);
+        self.egress.post.remove(id);
+    }
+}
+
+impl<P: Port, C: CongestionControl, S: FlowScheduler> Drop for Engine<P, C, S> {
+    fn drop(&mut self) {
+        self.host.engine_alive.store(false, Ordering::Release);
+        let d = &mut self.diverted;
+        let held = self
+            .rx
+            .drain(..)
+            .chain(self.tx.drain(..))
+            .chain(self.raw.drain(..))
+            .chain(self.segs.drain(..).map(|w| w.frame))
+            .chain(self.punts.drain(..).map(|p| p.frame))
+            .chain(d.tx.drain(..))
+            .chain(d.punt.drain(..));
+        for f in held {
+            self.arena.free(f);
+        }
+    }
+}
+
+/// How often a [`Runtime`] publishes its engine's counters.
+const STATS_EVERY: Duration = Duration::from_millis(100);
+
+/// Runs an engine on its own thread, polling it with a clock, until stopped. Blocking
+/// socket calls work against a running runtime.
+pub struct Runtime<P: Port + 'static, C: CongestionControl = NewReno, S: FlowScheduler = RoundRobin>
+{
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<Engine<P, C, S>>>,
+    host: Host,
+    stats: Arc<std::sync::Mutex<EngineStats>>,
+}
+
+impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Runtime<P, C, S> {
+    /// Start polling `engine` on a new thread with `clock`.
+    pub fn spawn(
+        mut engine: Engine<P, C, S>,
+        clock: impl Clock + 'static,
+    ) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let host = engine.host();
+        let s = stop.clone();
+        let stats = Arc::new(std::sync::Mutex::new(engine.stats()));
+        let slot = stats.clone();
+        let handle = std::thread::Builder::new()
+            .name("flextoe-engine".into())
+            .spawn(move || {
+                let mut idle = 0u32;
+                let mut published = clock.now();
+                while !s.load(Ordering::Relaxed) {
+                    let now = clock.now();
+                    if now.saturating_since(published) >= STATS_EVERY {
+                        published = now;
+                        *slot.lock().unwrap_or_else(|p| p.into_inner()) = engine.stats();
+                    }
+                    if engine.poll(now) {
+                        idle = 0;
+                    } else {
+                        idle = idle.saturating_add(1);
+                        if idle > 256 {
+                            std::thread::sleep(Duration::from_micros(50));
+                        } else if idle > 16 {
+                            std::thread::yield_now();
+                        }
+                    }
+                }
+                engine
+            })?;
+        Ok(Runtime {
+            stop,
+            handle: Some(handle),
+            host,
+            stats,
+        })
+    }
+
+    /// The engine's counters as last published (every 100 ms of the runtime's clock).
+    pub fn stats(&self) -> EngineStats {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A socket handle for the engine.
+    pub fn host(&self) -> Host {
+        self.host.clone()
+    }
+
+    /// Stop the thread and get the engine back.
+    pub fn stop(mut self) -> Engine<P, C, S> {
+        self.stop.store(true, Ordering::Relaxed);
+        let h = self.handle.take().expect("runtime joined once");
+        match h.join() {
+            Ok(e) => e,
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    }
+}
+
+impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Drop for Runtime<P, C, S> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The flow groups: the ingress merge, then transport (the `rx_segment` stages, protocol,
+//! the `results` stages, frame reservation, the scheduler) for the group's flows.
+
+use super::*;
+
+pub(super) struct GroupTask<C: CongestionControl, S: FlowScheduler> {
+    pub(super) transport: path::Transport<C, S>,
+    /// The place replica of each flow.
+    pub(super) place_of: Vec<u16>,
+    pub(super) views: Vec<Option<(RingObserver, RingObserver)>>,
+    pub(super) ctl: Receiver<GroupCtl>,
+    pub(super) from_pre: Vec<Consumer<Ingress<RxWork>>>,
+    pub(super) merge: Merge<RxWork>,
+    pub(super) from_io: Consumer<ProtoWork>,
+    pub(super) to_place: Vec<Producer<(u64, ProtoResult)>>,
+    pub(super) pending_out: Vec<Vec<(u64, ProtoResult)>>,
+    pub(super) egress_seq: u64,
+    pub(super) work: Vec<ProtoWork>,
+    pub(super) results: Vec<ProtoResult>,
+    pub(super) segs: Vec<RxWork>,
+    pub(super) diverted: Diverted,
+    pub(super) to_io: ToIo,
+    pub(super) meta: Meta,
+}
+
+impl<C: CongestionControl, S: FlowScheduler> GroupTask<C, S> {
+    fn flush(&mut self) -> bool {
+        let mut all = true;
+        for (p, q) in self.to_place.iter_mut().zip(self.pending_out.iter_mut()) {
+            if !q.is_empty() {
+                p.push_burst(q);
+                all &= q.is_empty();
+            }
+        }
+        all
+    }
+
+    fn control(&mut self) {
+        while let Ok(m) = self.ctl.try_recv() {
+            match m {
+                GroupCtl::Install {
+                    id,
+                    state,
+                    views,
+                    identity,
+                    place,
+                } => {
+                    let i = id as usize;
+                    self.transport.install(id, state, &identity);
+                    if self.views.len() <= i {
+                        self.views.resize(i + 1, None);
+                        self.place_of.resize(i + 1, 0);
+                    }
+                    self.views[i] = Some(views);
+                    self.place_of[i] = place;
+                }
+                GroupCtl::Remove(id) => {
+                    self.transport.remove(id);
+                    if let Some(v) = self.views.get_mut(id as usize) {
+                        *v = None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn run_work(&mut self, now: Instant) {
+        if self.work.is_empty() {
+            return;
+        }
+        // Inputs were taken before the control messages were read, so every flow they
+        // name is installed by now.
+        self.control();
+        for w in self.work.iter_mut() {
+            if let ProtoWork::App {
+                flow,
+                positions: positions @ None,
+                ..
+            } = w
+            {
+                if let Some(Some((tx, rx))) = self.views.get(*flow as usize) {
+                    *positions = Some((tx.head(), rx.tail()));
+                }
+            }
+        }
+        self.transport.run(now, &mut self.work, &mut self.results);
+        let replicas = self.to_place.len();
+        for r in self.results.drain(..) {
+            let q = self.place_of.get(r.flow as usize).copied().unwrap_or(0) as usize % replicas;
+            self.pending_out[q].push((self.egress_seq, r));
+            self.egress_seq += 1;
+        }
+    }
+}
+
+impl<C: CongestionControl, S: FlowScheduler> Task for GroupTask<C, S> {
+    fn run(&mut self, now: Instant) -> bool {
+        self.meta.polls += 1;
+        if !(self.flush() & self.to_io.flush()) {
+            self.meta.busy += 1;
+            return true;
+        }
+        let mut busy = false;
+        // Ingress: merge the replicas' streams back into arrival order.
+        for _ in 0..BURST {
+            for (i, c) in self.from_pre.iter_mut().enumerate() {
+                while self.merge.wants(i) {
+                    match c.pop() {
+                        Some(m) => self.merge.push(i, m),
+                        None => break,
+                    }
+                }
+            }
+            match self.merge.pop() {
+                Some((_, w)) => self.segs.push(w),
+                None => break,
+            }
+        }
+        // Work from the I/O task (application updates, timers, control-plane requests,
+        // re-injected segments).
+        while self.work.len() + self.segs.len() < BURST {
+            match self.from_io.pop() {
+                Some(ProtoWork::Rx(w)) => self.segs.push(w),
+                Some(w) => self.work.push(w),
+                None => break,
+            }
+        }
+        self.transport
+            .take_segments(now, &mut self.segs, &mut self.work, &mut self.diverted);
+        self.to_io.take(&mut self.diverted);
+        if !self.work.is_empty() {
+            busy = true;
+            self.run_work(now);
+        }
+        if self.transport.sched.pending() > 0 {
+            busy = true;
+            self.transport.grant(now, BURST, &mut self.work);
+            self.run_work(now);
+        }
+        self.flush();
+        self.to_io.flush();
+        if busy {
+            self.meta.busy += 1;
+        }
+        busy
+    }
+
+    fn report(&mut self) {
+        let mut rings = vec![("from_io", self.from_io.len(), self.from_io.capacity())];
+        for c in &self.from_pre {
+            rings.push(("from_pre", c.len(), c.capacity()));
+        }
+        let mut hooks = self.transport.seg_hooks.reports();
+        hooks.extend(self.transport.result_hooks.reports());
+        self.meta.publish(
+            self.transport.stats().into(),
+            rings,
+            vec![self.merge.stats()],
+            hooks,
+        );
+    }
+}

@@ -1,0 +1,286 @@
+//! The I/O task: the port, ingress numbering, the control plane, application requests and
+//! doorbells, timers, and the egress reorder.
+
+use super::*;
+
+pub(super) struct IoTask<P: Port> {
+    pub(super) arena: Arc<FrameArena>,
+    pub(super) port: P,
+    pub(super) control: Control,
+    pub(super) host: Arc<HostShared>,
+    pub(super) cout: ControlOutput,
+    /// A private preprocess for frames the control plane re-injects.
+    pub(super) reinject: Preprocess,
+    pub(super) groups: usize,
+    pub(super) group_of: Vec<u16>,
+    pub(super) next_seq: u64,
+    /// To the preprocess replicas, or to the `rx_frame` stages' own task.
+    pub(super) ingress: ingress::Dealer,
+    pub(super) pre_ctl: Vec<Sender<PreCtl>>,
+    pub(super) group_ctl: Vec<Sender<GroupCtl>>,
+    pub(super) place_ctl: Vec<Sender<PlaceCtl>>,
+    pub(super) post_ctl: Vec<Sender<PostCtl>>,
+    pub(super) punts: Vec<Consumer<Punt>>,
+    pub(super) events: Vec<Consumer<ControlEvent>>,
+    pub(super) to_group: Vec<Producer<ProtoWork>>,
+    pub(super) pending_work: Vec<VecDeque<ProtoWork>>,
+    pub(super) from_post: Vec<Vec<Consumer<Tagged<Frame>>>>,
+    pub(super) egress: Vec<Reorder<Frame>>,
+    pub(super) overflow: Overflow,
+    pub(super) rx: Vec<Frame>,
+    pub(super) tx: Vec<Frame>,
+    pub(super) batch: Vec<PreIn>,
+    pub(super) rx_frames: u64,
+    pub(super) tx_frames: u64,
+    pub(super) placement: Arc<dyn Placement>,
+    pub(super) place_of: Vec<u16>,
+    /// Frames the user stages sent back out, from preprocess replicas and groups.
+    pub(super) raw_tx: Vec<Consumer<Frame>>,
+    /// Control-plane and reflected frames, before the `tx_frame` hooks.
+    pub(super) staged: Vec<Frame>,
+    pub(super) tx_hooks: Chain<TxFrame>,
+    pub(super) rings: Vec<RedirectRing>,
+    pub(super) diverted: Diverted,
+    pub(super) instance: usize,
+    pub(super) meta: Meta,
+    pub(super) summary: Shared<IoSummary>,
+}
+
+impl<P: Port> IoTask<P> {
+    fn route(&mut self, w: ProtoWork) {
+        let g = self.group_of.get(w.flow() as usize).copied().unwrap_or(0) as usize % self.groups;
+        self.pending_work[g].push_back(w);
+    }
+
+    fn apply_control(&mut self) -> bool {
+        let c = &mut self.cout;
+        if c.installs.is_empty()
+            && c.removals.is_empty()
+            && c.work.is_empty()
+            && c.tx.is_empty()
+            && c.reinject.is_empty()
+        {
+            return false;
+        }
+        self.staged.append(&mut self.cout.tx);
+        for ins in std::mem::take(&mut self.cout.installs) {
+            let id = ins.identity.id;
+            let t = ins.identity.tuple;
+            let g = ins.identity.group;
+            let replicas = self.place_ctl.len();
+            let place = self.placement.place(id, &t, replicas) % replicas;
+            if self.group_of.len() <= id as usize {
+                self.group_of.resize(id as usize + 1, 0);
+                self.place_of.resize(id as usize + 1, 0);
+            }
+            self.group_of[id as usize] = g;
+            self.place_of[id as usize] = place as u16;
+            self.reinject.install(t, id);
+            for c in &self.pre_ctl {
+                let _ = c.send(PreCtl::Install(t, id, g));
+            }
+            let view = FlowView {
+                identity: ins.identity.clone(),
+                counters: ins.counters,
+            };
+            for c in &self.post_ctl {
+                let _ = c.send(PostCtl::Install(id, view.clone()));
+            }
+            // Place first, group second: a result for this flow can only exist after the
+            // group has its state, and by then the place replica's message is in its channel.
+            let views = (ins.rings.tx.observer(), ins.rings.rx.observer());
+            let _ = self.place_ctl[place].send(PlaceCtl::Install {
+                id,
+                rings: ins.rings,
+                conn: ins.conn.clone(),
+            });
+            let _ = self.group_ctl[g as usize % self.groups].send(GroupCtl::Install {
+                id,
+                state: ins.state,
+                views,
+                identity: ins.identity.clone(),
+                place: place as u16,
+            });
+            ins.conn.set_flow(id);
+            ins.conn.set_status(crate::host::ConnStatus::Established);
+            if let Some(w) = self.control.app_update(id, &mut self.cout) {
+                self.route(w);
+            }
+        }
+        for f in std::mem::take(&mut self.cout.reinject) {
+            match self.reinject.classify(f, true) {
+                Some(PreOut::Rx(w)) => self.route(ProtoWork::Rx(w)),
+                Some(PreOut::Punt(p)) => self.arena.free(p.frame),
+                None => {}
+            }
+        }
+        for w in std::mem::take(&mut self.cout.work) {
+            self.route(w);
+        }
+        for (id, t) in std::mem::take(&mut self.cout.removals) {
+            self.reinject.remove(&t);
+            for c in &self.pre_ctl {
+                let _ = c.send(PreCtl::Remove(t));
+            }
+            for c in &self.post_ctl {
+                let _ = c.send(PostCtl::Remove(id));
+            }
+            let g = self.group_of.get(id as usize).copied().unwrap_or(0) as usize % self.groups;
+            let _ = self.group_ctl[g].send(GroupCtl::Remove(id));
+            let place = self.place_of.get(id as usize).copied().unwrap_or(0) as usize;
+            let _ = self.place_ctl[place % self.place_ctl.len()].send(PlaceCtl::Remove(id));
+        }
+        true
+    }
+
+    fn summary(&self) -> IoSummary {
+        IoSummary {
+            control: self.control.stats().clone(),
+            flows: self.control.connection_count(),
+            connections: self
+                .control
+                .tuples()
+                .into_iter()
+                .filter_map(|t| self.control.conn_state(&t).map(|s| (t, s)))
+                .collect(),
+            retransmissions: self.control.retransmissions(),
+            rx_frames: self.rx_frames,
+            tx_frames: self.tx_frames,
+            frames_in_use: self.arena.in_use(),
+        }
+    }
+}
+
+impl<P: Port> Task for IoTask<P> {
+    fn run(&mut self, now: Instant) -> bool {
+        self.meta.polls += 1;
+        let mut busy = false;
+        self.control.poll_requests(now, &mut self.cout);
+        // Ingress: number frames and deal bursts to the preprocess replicas (or to the
+        // `rx_frame` stages' task, which deals them on).
+        for _ in 0..4 {
+            if !self.ingress.ready() {
+                break;
+            }
+            let n = self.port.recv(now, &self.arena, &mut self.rx, BURST);
+            if n == 0 {
+                break;
+            }
+            busy = true;
+            self.rx_frames += n as u64;
+            self.batch.clear();
+            for f in self.rx.drain(..) {
+                self.batch.push(PreIn::Frame(self.next_seq, f));
+                self.next_seq += 1;
+            }
+            self.ingress.deal(&mut self.batch, self.next_seq - 1);
+        }
+        self.ingress.advances();
+        // Punted frames.
+        for i in 0..self.punts.len() {
+            while let Some(p) = self.punts[i].pop() {
+                busy = true;
+                self.control.handle_punt(now, p, &mut self.cout);
+            }
+        }
+        // Data-path events.
+        for i in 0..self.events.len() {
+            while let Some(ev) = self.events[i].pop() {
+                busy = true;
+                self.control.handle_event(now, ev, &mut self.cout);
+            }
+        }
+        // Application doorbells.
+        while let Some(flow) = self.host.doorbells.pop() {
+            busy = true;
+            if let Some(w) = self.control.app_update(flow, &mut self.cout) {
+                self.route(w);
+            }
+        }
+        self.control.poll_timers(now, &mut self.cout);
+        busy |= self.apply_control();
+        for g in 0..self.groups {
+            while let Some(w) = self.pending_work[g].pop_front() {
+                if let Err(back) = self.to_group[g].push(w) {
+                    self.pending_work[g].push_front(back);
+                    break;
+                }
+            }
+        }
+        // Control-plane frames and frames user stages reflected: through the `tx_frame`
+        // hooks (the data path's frames went through them on the postprocess replicas).
+        for c in self.raw_tx.iter_mut() {
+            while let Some(f) = c.pop() {
+                self.staged.push(f);
+            }
+        }
+        if !self.staged.is_empty() {
+            busy = true;
+            if !self.tx_hooks.is_empty() {
+                let cx = HookCx {
+                    now,
+                    arena: &self.arena,
+                    instance: self.instance,
+                };
+                self.tx_hooks.run(
+                    &cx,
+                    &mut self.staged,
+                    &mut Vec::<()>::new(),
+                    &self.rings,
+                    false,
+                    &mut self.diverted,
+                );
+            }
+            self.tx.append(&mut self.staged);
+        }
+        // Egress: per group, frames back into protocol order, then to the wire.
+        for g in 0..self.groups {
+            for q in 0..self.from_post[g].len() {
+                while let Some(seq) = self.from_post[g][q].peek().map(|t| t.seq) {
+                    // Backpressure: a frame too far ahead stays in its ring until the
+                    // missing ones (from other replicas) have gone out.
+                    if self.overflow == Overflow::Backpressure && !self.egress[g].fits(seq) {
+                        break;
+                    }
+                    let Some(t) = self.from_post[g][q].pop() else {
+                        break;
+                    };
+                    busy = true;
+                    if let Err(back) = self.egress[g].offer(t, &mut self.tx) {
+                        // Not reached: `fits` was checked; never lose a frame regardless.
+                        if let Some(f) = back.item {
+                            self.arena.free(f);
+                        }
+                    }
+                }
+            }
+        }
+        if !self.tx.is_empty() {
+            self.tx_frames += self.tx.len() as u64;
+            self.port.send(now, &self.arena, &mut self.tx);
+        }
+        if busy {
+            self.meta.busy += 1;
+        }
+        busy
+    }
+
+    fn report(&mut self) {
+        let mut rings = Vec::new();
+        for (len, cap) in self.ingress.rings() {
+            rings.push(("ingress", len, cap));
+        }
+        for g in &self.from_post {
+            for c in g {
+                rings.push(("from_post", c.len(), c.capacity()));
+            }
+        }
+        self.meta.publish(
+            vec![("reinject", self.reinject.stats().clone())],
+            rings,
+            self.egress.iter().map(|r| r.stats()).collect(),
+            self.tx_hooks.reports(),
+        );
+        publish(&self.summary, &self.summary());
+    }
+}

@@ -1,0 +1,141 @@
+//! What the threaded runtime reports while it runs: per task, and about the connections.
+
+use super::*;
+
+/// Statistics of one task, as last published.
+#[derive(Clone, Debug, Default)]
+pub struct TaskReport {
+    /// Which task.
+    pub task: Option<TaskRef>,
+    /// Worker thread index.
+    pub worker: usize,
+    /// Polls so far.
+    pub polls: u64,
+    /// Polls that found work.
+    pub busy_polls: u64,
+    /// Stages this task runs, with their counters.
+    pub stages: Vec<(&'static str, StageStats)>,
+    /// Occupancy of the task's input rings: (name, items waiting, capacity).
+    pub rings: Vec<(&'static str, usize, usize)>,
+    /// Reorder counters (groups: ingress merge; I/O: egress reorder per group).
+    pub reorder: Vec<crate::reorder::ReorderStats>,
+    /// The user stages this task runs, with their counters.
+    pub hooks: Vec<HookReport>,
+}
+
+impl TaskReport {
+    /// Fraction of polls that found work.
+    pub fn busy_fraction(&self) -> f64 {
+        if self.polls == 0 {
+            0.0
+        } else {
+            self.busy_polls as f64 / self.polls as f64
+        }
+    }
+}
+
+/// What the I/O task publishes about the connections.
+#[derive(Clone, Debug, Default)]
+pub struct IoSummary {
+    /// Control-plane counters.
+    pub control: ControlStats,
+    /// Installed flows.
+    pub flows: usize,
+    /// Connections the control plane knows (handshakes included).
+    pub connections: Vec<(FourTuple, TcpConnState)>,
+    /// Retransmissions so far.
+    pub retransmissions: RetransmitTotals,
+    /// Frames received and sent.
+    pub rx_frames: u64,
+    /// Frames sent.
+    pub tx_frames: u64,
+    /// Arena frames in use.
+    pub frames_in_use: usize,
+}
+
+/// Statistics of a threaded engine, readable while it runs.
+#[derive(Clone, Debug, Default)]
+pub struct ThreadedStats {
+    /// One report per task.
+    pub tasks: Vec<TaskReport>,
+    /// Connections and control plane.
+    pub io: IoSummary,
+}
+
+impl ThreadedStats {
+    /// Every user stage's counters, summed over the tasks that run an instance of it.
+    pub fn hooks(&self) -> Vec<HookReport> {
+        let mut v = Vec::new();
+        for t in &self.tasks {
+            HookReport::merge_into(&mut v, &t.hooks);
+        }
+        v
+    }
+
+    /// One user stage's counters, summed over its instances.
+    pub fn hook(&self, name: &str) -> Option<HookReport> {
+        self.hooks().into_iter().find(|h| h.name == name)
+    }
+
+    /// A built-in stage's counters, summed over its instances.
+    pub fn stage(&self, name: &str) -> StageStats {
+        let mut s = StageStats::default();
+        for (_, x) in self
+            .tasks
+            .iter()
+            .flat_map(|t| &t.stages)
+            .filter(|(n, _)| *n == name)
+        {
+            s.items_in += x.items_in;
+            s.items_out += x.items_out;
+            s.bursts += x.bursts;
+            s.drops.merge(&x.drops);
+        }
+        s
+    }
+}
+
+impl std::fmt::Display for ThreadedStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "rx_frames={} tx_frames={} flows={} frames_in_use={} retransmissions fast={} timeout={}",
+            self.io.rx_frames,
+            self.io.tx_frames,
+            self.io.flows,
+            self.io.frames_in_use,
+            self.io.retransmissions.fast,
+            self.io.retransmissions.timeout
+        )?;
+        for t in &self.tasks {
+            writeln!(
+                f,
+                "  worker {} {:?}: busy {:.0}% of {} polls",
+                t.worker,
+                t.task.unwrap_or(TaskRef::Io),
+                100.0 * t.busy_fraction(),
+                t.polls
+            )?;
+            for (name, s) in &t.stages {
+                writeln!(f, "    {:<12} {}", name, s)?;
+            }
+            for (name, len, cap) in &t.rings {
+                if *len > 0 {
+                    writeln!(f, "    ring {:<10} {}/{}", name, len, cap)?;
+                }
+            }
+        }
+        for h in self.hooks() {
+            writeln!(f, "  hook {}", h)?;
+        }
+        write!(
+            f,
+            "  control: established={} closed={} resets={} timeouts={} drops: {}",
+            self.io.control.established,
+            self.io.control.closed,
+            self.io.control.resets,
+            self.io.control.timeouts,
+            self.io.control.drops
+        )
+    }
+}
