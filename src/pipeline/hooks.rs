@@ -168,8 +168,8 @@ impl Verdicts {
         }
     }
 
-    /// Start a burst of `n` items.
-    fn start(&mut self, n: usize) {
+    /// Start a burst of `n` items (all `Pass`).
+    pub(crate) fn start(&mut self, n: usize) {
         if self.v.len() < n {
             self.v.resize(n, Verdict::Pass);
         }

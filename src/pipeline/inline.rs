@@ -80,10 +80,7 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
                 rings.clone(),
                 0,
             ),
-            delivery: Delivery {
-                place: Place::new(arena.clone()),
-                notify: Notify::new(),
-            },
+            delivery: Delivery::new(arena.clone(), 0),
             egress: Egress::new(
                 arena.clone(),
                 Postprocess::new(arena.clone(), cfg.ack_policy),

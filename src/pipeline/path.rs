@@ -9,6 +9,9 @@
 //! Egress:    postprocess (headers) -> checksums -> tx_frame stages       (frames)
 //! ```
 //!
+//! Stages that work in place on the results (place, notify, postprocess) implement the same
+//! [`Hook`] interface user stages do, and are called through it (statically).
+//!
 //! The inline runtime ([`Engine`](super::Engine)) runs the four segments one after another
 //! on one thread. The threaded runtime ([`Threaded`](super::Threaded)) runs each on tasks of
 //! its own (preprocess replicas, flow groups, place replicas, postprocess replicas) with
@@ -16,7 +19,9 @@
 
 use std::sync::Arc;
 
-use super::hooks::{Chain, Diverted, HookCx, RedirectRing, Results, RxFrame, RxSegment, TxFrame};
+use super::hooks::{
+    Chain, Diverted, Hook, HookCx, RedirectRing, Results, RxFrame, RxSegment, TxFrame, Verdicts,
+};
 use crate::buf::{Frame, FrameArena};
 use crate::control::congestion::CongestionControl;
 use crate::flow::{FlowId, FlowIdentity};
@@ -225,13 +230,27 @@ impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
     }
 }
 
-/// Delivery: payload between frames and the connections' rings, then notifications.
+/// Delivery: payload between frames and the connections' rings, then notifications. Both
+/// stages work in place, through the [`Hook`] interface user stages have.
 pub(crate) struct Delivery {
+    pub(crate) arena: Arc<FrameArena>,
     pub(crate) place: Place,
     pub(crate) notify: Notify,
+    pub(crate) instance: usize,
+    verdicts: Verdicts,
 }
 
 impl Delivery {
+    pub(crate) fn new(arena: Arc<FrameArena>, instance: usize) -> Self {
+        Delivery {
+            place: Place::new(arena.clone()),
+            notify: Notify::new(),
+            arena,
+            instance,
+            verdicts: Verdicts::default(),
+        }
+    }
+
     /// Carry out the payload actions of `results`, then notify the application and (through
     /// `events`) the control plane.
     pub(crate) fn run(
@@ -240,15 +259,23 @@ impl Delivery {
         results: &mut [ProtoResult],
         events: &mut Vec<ControlEvent>,
     ) {
-        self.place.process_in_place(now, results);
-        self.notify.process_slice(now, results, events);
+        let cx = HookCx {
+            now,
+            arena: &self.arena,
+            instance: self.instance,
+        };
+        self.verdicts.start(results.len());
+        self.place.process(&cx, results, &mut self.verdicts);
+        self.verdicts.start(results.len());
+        self.notify.process(&cx, results, &mut self.verdicts);
+        self.notify.take_events(events);
     }
 
     /// The built-in stages' counters.
     pub(crate) fn stats(&self) -> [(&'static str, StageStats); 2] {
         [
-            (self.place.name(), self.place.stats().clone()),
-            (self.notify.name(), self.notify.stats().clone()),
+            (Hook::name(&self.place), self.place.stats().clone()),
+            (Hook::name(&self.notify), self.notify.stats().clone()),
         ]
     }
 }
@@ -266,6 +293,7 @@ pub(crate) struct Egress {
     at: Vec<usize>,
     out: Vec<Option<Frame>>,
     diverted: Diverted,
+    verdicts: Verdicts,
 }
 
 impl Egress {
@@ -289,6 +317,7 @@ impl Egress {
             at: Vec::new(),
             out: Vec::new(),
             diverted: Diverted::default(),
+            verdicts: Verdicts::default(),
         }
     }
 
@@ -301,7 +330,13 @@ impl Egress {
         results: &mut [ProtoResult],
         mut emit: impl FnMut(usize, Option<Frame>),
     ) {
-        self.post.process_in_place(now, results);
+        let cx = HookCx {
+            now,
+            arena: &self.arena,
+            instance: self.instance,
+        };
+        self.verdicts.start(results.len());
+        self.post.process(&cx, results, &mut self.verdicts);
         self.stats.bursts += 1;
         self.stats.items_in += results.len() as u64;
         self.out.clear();
@@ -319,11 +354,6 @@ impl Egress {
             self.out.push(None);
         }
         if !self.hooks.is_empty() {
-            let cx = HookCx {
-                now,
-                arena: &self.arena,
-                instance: self.instance,
-            };
             // Nothing is punted or sent back at this point: `diverted` stays empty.
             self.hooks.run(
                 &cx,
@@ -346,7 +376,7 @@ impl Egress {
     /// The built-in stages' counters.
     pub(crate) fn stats(&self) -> [(&'static str, StageStats); 2] {
         [
-            (self.post.name(), self.post.stats().clone()),
+            (Hook::name(&self.post), self.post.stats().clone()),
             ("egress", self.stats.clone()),
         ]
     }

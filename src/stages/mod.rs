@@ -7,8 +7,19 @@
 //! TX:  app doorbell / scheduler -> protocol -> postprocess -> place -> port
 //! ```
 //!
-//! Every stage implements [`Stage`]: it takes a burst of input items, appends output items,
-//! and never reads a clock, sleeps, owns a socket or spawns a thread (`now` is passed in).
+//! Stages come in two kinds, and neither reads a clock, sleeps, owns a socket or spawns a
+//! thread (`now` is passed in):
+//!
+//! * stages that turn one kind of item into another implement [`Stage`] (a burst of inputs
+//!   in, outputs appended): [`preprocess::Preprocess`] (frames into segments or punts),
+//!   [`protocol::Protocol`] (work into results), [`scheduler::RoundRobin`] (flows into
+//!   grants);
+//! * stages that work in place on a burst implement the hook interface
+//!   ([`Hook`](crate::pipeline::Hook), one call per burst, a verdict per item), exactly as an
+//!   integrator's own stages do: [`place::Place`], [`postprocess::Postprocess`] and
+//!   [`notify::Notify`] work on the protocol stage's results. The runtimes call them
+//!   through it (statically; see [`pipeline`](crate::pipeline#the-data-path)).
+//!
 //! Only [`protocol::Protocol`] writes TCP state; it is a pure function of (work item, segment
 //! summary, state) that returns a [`ProtoResult`] with [`Actions`] flags, and the stages
 //! downstream carry the flags out: copy payload, build headers, notify.
@@ -29,7 +40,8 @@ use crate::wire::{SegmentSummary, TxHeader};
 /// Default burst size.
 pub const BURST: usize = 32;
 
-/// A data-path stage: a burst of inputs in, outputs appended.
+/// A data-path stage that turns one kind of item into another: a burst of inputs in,
+/// outputs appended. (Stages that work in place implement [`Hook`](crate::pipeline::Hook).)
 ///
 /// Implementations drain `input` and push to `output`. They must not block. Stage objects are
 /// `Send`, so a runtime may move each to its own thread.

@@ -7,9 +7,10 @@
 
 use std::sync::Arc;
 
-use super::{Actions, ProtoResult, Stage};
+use super::{Actions, ProtoResult};
 use crate::flow::FlowId;
 use crate::host::{ConnShared, EventKind};
+use crate::pipeline::hooks::{Hook, HookCx, Results, Verdicts};
 use crate::stats::StageStats;
 use crate::time::Instant;
 
@@ -27,6 +28,7 @@ pub struct ControlEvent {
 #[derive(Default)]
 pub struct Notify {
     flows: Vec<Option<Arc<ConnShared>>>,
+    events: Vec<ControlEvent>,
     stats: StageStats,
 }
 
@@ -106,25 +108,29 @@ impl Notify {
     }
 }
 
-impl Stage for Notify {
-    type In = ProtoResult;
-    type Out = ControlEvent;
-
+/// Notify looks at the protocol stage's results through the same interface as a user stage
+/// at the `results` hook point; the control plane's events wait in the stage until taken
+/// ([`Notify::take_events`]).
+impl Hook<Results> for Notify {
     fn name(&self) -> &'static str {
         "notify"
     }
 
-    fn process(
-        &mut self,
-        now: Instant,
-        input: &mut Vec<ProtoResult>,
-        output: &mut Vec<ControlEvent>,
-    ) {
-        self.process_slice(now, input, output);
-        input.clear();
+    fn process(&mut self, cx: &HookCx<'_>, items: &mut [ProtoResult], _v: &mut Verdicts) {
+        let mut events = std::mem::take(&mut self.events);
+        self.process_slice(cx.now, items, &mut events);
+        self.events = events;
+    }
+}
+
+impl Notify {
+    /// Move the control-plane events of the results processed so far to `out`.
+    pub fn take_events(&mut self, out: &mut Vec<ControlEvent>) {
+        out.append(&mut self.events);
     }
 
-    fn stats(&self) -> &StageStats {
+    /// Counters.
+    pub fn stats(&self) -> &StageStats {
         &self.stats
     }
 }

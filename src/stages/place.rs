@@ -8,9 +8,10 @@
 
 use std::sync::Arc;
 
-use super::{Actions, ProtoResult, Stage};
+use super::{Actions, ProtoResult};
 use crate::buf::{FrameArena, RingReader, RingWriter};
 use crate::flow::FlowId;
+use crate::pipeline::hooks::{Hook, HookCx, Results, Verdicts};
 use crate::stats::{DropReason, StageStats};
 use crate::time::Instant;
 
@@ -142,30 +143,21 @@ impl Place {
     }
 }
 
-impl Stage for Place {
-    type In = ProtoResult;
-    type Out = ProtoResult;
-
+/// Place works in place on the protocol stage's results, through the same interface as a
+/// user stage at the `results` hook point (it sets no verdicts).
+impl Hook<Results> for Place {
     fn name(&self) -> &'static str {
         "place"
     }
 
-    fn process(
-        &mut self,
-        _now: Instant,
-        input: &mut Vec<ProtoResult>,
-        output: &mut Vec<ProtoResult>,
-    ) {
-        self.stats.bursts += 1;
-        self.stats.items_in += input.len() as u64;
-        self.stats.items_out += input.len() as u64;
-        for mut r in input.drain(..) {
-            self.apply(&mut r);
-            output.push(r);
-        }
+    fn process(&mut self, cx: &HookCx<'_>, items: &mut [ProtoResult], _v: &mut Verdicts) {
+        self.process_in_place(cx.now, items);
     }
+}
 
-    fn stats(&self) -> &StageStats {
+impl Place {
+    /// Counters.
+    pub fn stats(&self) -> &StageStats {
         &self.stats
     }
 }

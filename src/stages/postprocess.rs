@@ -11,9 +11,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::protocol::AckPolicy;
-use super::{Actions, ProtoResult, Stage};
+use super::{Actions, ProtoResult};
 use crate::buf::FrameArena;
 use crate::flow::{FlowCounters, FlowId, FlowIdentity};
+use crate::pipeline::hooks::{Hook, HookCx, Results, Verdicts};
 use crate::stats::{DropReason, StageStats};
 use crate::time::Instant;
 
@@ -224,25 +225,21 @@ impl Accumulator {
     }
 }
 
-impl Stage for Postprocess {
-    type In = ProtoResult;
-    type Out = ProtoResult;
-
+/// Postprocess works in place on the protocol stage's results, through the same interface as
+/// a user stage at the `results` hook point (it sets no verdicts).
+impl Hook<Results> for Postprocess {
     fn name(&self) -> &'static str {
         "postprocess"
     }
 
-    fn process(
-        &mut self,
-        now: Instant,
-        input: &mut Vec<ProtoResult>,
-        output: &mut Vec<ProtoResult>,
-    ) {
-        self.process_in_place(now, input);
-        output.append(input);
+    fn process(&mut self, cx: &HookCx<'_>, items: &mut [ProtoResult], _v: &mut Verdicts) {
+        self.process_in_place(cx.now, items);
     }
+}
 
-    fn stats(&self) -> &StageStats {
+impl Postprocess {
+    /// Counters.
+    pub fn stats(&self) -> &StageStats {
         &self.stats
     }
 }

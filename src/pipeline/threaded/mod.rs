@@ -60,8 +60,8 @@ use crate::flow::{FlowId, FlowIdentity, RetransmitTotals};
 use crate::host::{ConnShared, Host, HostShared};
 use crate::reorder::{Ingress, Merge, Overflow, Reorder, Tagged};
 use crate::ring::{spsc, Consumer, Producer};
-use crate::stages::notify::{ControlEvent, Notify};
-use crate::stages::place::{FlowRings, Place};
+use crate::stages::notify::ControlEvent;
+use crate::stages::place::FlowRings;
 use crate::stages::postprocess::{FlowView, Postprocess};
 use crate::stages::preprocess::Preprocess;
 use crate::stages::protocol::{Protocol, TcpState};
@@ -540,10 +540,7 @@ impl Threaded {
             tasks.push((
                 me,
                 Box::new(PlaceTask {
-                    delivery: path::Delivery {
-                        place: Place::new(arena.clone()),
-                        notify: Notify::new(),
-                    },
+                    delivery: path::Delivery::new(arena.clone(), d),
                     ctl,
                     from_group,
                     to_post,
