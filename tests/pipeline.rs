@@ -205,7 +205,7 @@ impl Hook<RxFrame> for Marks {
 enum Rt {
     Inline,
     Threaded,
-    /// Threaded, with the `rx_frame` stages on a worker of their own.
+    /// Threaded, with the `rx_frame` and the `tx_frame` stages on workers of their own.
     ThreadedOwnWorker,
 }
 
@@ -219,7 +219,7 @@ fn side(b: PipelineBuilder<MemPort>, rt: Rt, clock: &VirtualClock) -> Side {
         Rt::Inline => Side::from_engine(b.build().unwrap()),
         Rt::Threaded => Side::from_threaded(b.threaded(wide(), clock.clone()).unwrap()),
         Rt::ThreadedOwnWorker => {
-            let t = wide().with_rx_hooks_worker(None);
+            let t = wide().with_rx_hooks_worker(None).with_tx_hooks_worker(None);
             Side::from_threaded(b.threaded(t, clock.clone()).unwrap())
         }
     }
@@ -257,6 +257,26 @@ fn check_rx_frame_placement(st: &flextoe::pipeline::ThreadedStats, name: &str) {
     }
 }
 
+/// The tasks that ran the `tx_frame` stage `name` are the ones the topology put it on.
+fn check_tx_frame_placement(st: &flextoe::pipeline::ThreadedStats, name: &str) {
+    let own = st.tasks.iter().any(|t| t.task == Some(TaskRef::TxHooks));
+    let on = tasks_running(st, "tx_frame", name);
+    if own {
+        assert_eq!(
+            on,
+            [TaskRef::TxHooks],
+            "tx_frame stages on their own worker"
+        );
+    } else {
+        let data_path = |t: &TaskRef| matches!(t, TaskRef::Postprocess(_));
+        assert!(on.iter().any(data_path), "{on:?}");
+        assert!(
+            on.iter().all(|t| data_path(t) || *t == TaskRef::Io),
+            "{on:?}"
+        );
+    }
+}
+
 fn server_cfg(rt: Rt) -> flextoe::EngineConfig {
     match rt {
         Rt::Inline => engine_config(MAC_A, IP_A),
@@ -282,6 +302,9 @@ fn final_counters(s: &mut Side) -> (Vec<HookReport>, u64, u64, StageStats) {
             let st = rt.take().unwrap().stop();
             let first = st.hooks().into_iter().find(|h| h.point == "rx_frame");
             check_rx_frame_placement(&st, first.expect("an rx_frame stage").name);
+            if let Some(t) = st.hooks().into_iter().find(|h| h.point == "tx_frame") {
+                check_tx_frame_placement(&st, t.name);
+            }
             (
                 st.hooks(),
                 st.io.rx_frames,
@@ -383,7 +406,7 @@ fn probe_at_every_point_threaded() {
 }
 
 #[test]
-fn probe_at_every_point_threaded_rx_frame_stages_on_their_own_worker() {
+fn probe_at_every_point_threaded_frame_stages_on_their_own_workers() {
     probe_everywhere(Rt::ThreadedOwnWorker);
 }
 

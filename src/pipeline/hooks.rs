@@ -7,7 +7,7 @@
 //! | [`RxFrame`] | the raw received [`Frame`], before preprocess (where an XDP program sits) | every frame | preprocess replicas |
 //! | [`RxSegment`] | [`RxWork`]: flow id, segment summary, frame; after flow lookup, before protocol | every segment of an established flow, in per-flow order | the flow's group |
 //! | [`Results`] | the protocol stage's [`ProtoResult`] with its [`Actions`] flags | every result, in per-flow order | the flow's group |
-//! | [`TxFrame`] | the finished [`Frame`] after headers and checksums, before the port | every frame sent, control-plane frames included | postprocess replicas (data path) and the I/O task (control plane) |
+//! | [`TxFrame`] | the finished [`Frame`] after headers and checksums, before the port | every frame sent, control-plane frames included | postprocess replicas (data path) and the I/O task (control plane); or a task of its own after the egress reorder |
 //!
 //! A stage gets a whole burst and [`Verdicts`], one per item, all [`Verdict::Pass`] until
 //! the stage sets one. Items it does not pass leave the chain at once (later stages at the
@@ -31,8 +31,12 @@
 //! never one per item; an empty point costs one branch. Each runtime instance of a chain owns
 //! its own clones of the stages ([`Hook`] stages are `Clone`): one per preprocess replica for
 //! [`RxFrame`], one per flow group for [`RxSegment`] and [`Results`] (so per-flow state needs
-//! no lock), one per postprocess replica plus one on the I/O task for [`TxFrame`]. Stages
-//! that want to share something across instances keep it behind an `Arc`.
+//! no lock), one per postprocess replica plus one on the I/O task for [`TxFrame`]. A
+//! topology may instead give the [`RxFrame`] or [`TxFrame`] stages a worker of their own
+//! ([`Topology::with_rx_hooks_worker`](super::Topology::with_rx_hooks_worker),
+//! [`with_tx_hooks_worker`](super::Topology::with_tx_hooks_worker)): one instance there, with
+//! the runtime's rings around it. Stages that want to share something across instances keep
+//! it behind an `Arc`.
 //!
 //! ```
 //! use flextoe::pipeline::hooks::{Hook, HookCx, RxFrame, Verdict, Verdicts};

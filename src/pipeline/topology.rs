@@ -60,6 +60,9 @@ pub enum TaskRef {
     /// The `rx_frame` user stages on a task of their own, between the I/O task and the
     /// preprocess replicas (only with [`Topology::rx_hooks`]).
     RxHooks,
+    /// The `tx_frame` user stages on a task of their own, between the egress reorder and the
+    /// port (only with [`Topology::tx_hooks`]).
+    TxHooks,
 }
 
 /// One worker thread: the tasks it runs in turn and its core.
@@ -93,6 +96,10 @@ pub struct Topology {
     /// Run the `rx_frame` user stages as a task of their own ([`TaskRef::RxHooks`]), with
     /// the runtime's rings around it, instead of inside each preprocess replica.
     pub rx_hooks: bool,
+    /// Run the `tx_frame` user stages as a task of their own ([`TaskRef::TxHooks`]) on every
+    /// frame sent, in wire order, instead of inside each postprocess replica (and the I/O
+    /// task, for control-plane frames).
+    pub tx_hooks: bool,
 }
 
 /// Errors in a topology.
@@ -119,6 +126,9 @@ impl Topology {
         v.extend((0..self.postprocess).map(TaskRef::Postprocess));
         if self.rx_hooks {
             v.push(TaskRef::RxHooks);
+        }
+        if self.tx_hooks {
+            v.push(TaskRef::TxHooks);
         }
         v
     }
@@ -179,6 +189,7 @@ impl Topology {
             reorder_window: 1024,
             overflow: Overflow::Backpressure,
             rx_hooks: false,
+            tx_hooks: false,
         };
         let threads = threads.max(1);
         t.workers = (0..threads)
@@ -244,6 +255,18 @@ impl Topology {
         self.workers.push(WorkerSpec {
             core,
             tasks: vec![TaskRef::RxHooks],
+        });
+        self
+    }
+
+    /// Give the `tx_frame` user stages a worker thread of their own (pinned to `core`, when
+    /// given): the I/O task hands them every frame it sends, in wire order, and sends what
+    /// they pass.
+    pub fn with_tx_hooks_worker(mut self, core: Option<usize>) -> Self {
+        self.tx_hooks = true;
+        self.workers.push(WorkerSpec {
+            core,
+            tasks: vec![TaskRef::TxHooks],
         });
         self
     }

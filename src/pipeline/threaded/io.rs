@@ -39,6 +39,8 @@ pub(super) struct IoTask<P: Port> {
     /// Control-plane and reflected frames, before the `tx_frame` hooks.
     pub(super) staged: Vec<Frame>,
     pub(super) tx_hooks: Chain<TxFrame>,
+    /// With the `tx_frame` stages on a task of their own: every frame goes through it.
+    pub(super) tx_task: Option<egress::ToTxHooks>,
     pub(super) rings: Vec<RedirectRing>,
     pub(super) diverted: Diverted,
     pub(super) instance: usize,
@@ -233,8 +235,10 @@ impl<P: Port> Task for IoTask<P> {
             }
             self.tx.append(&mut self.staged);
         }
-        // Egress: per group, frames back into protocol order, then to the wire.
-        for g in 0..self.groups {
+        // Egress: per group, frames back into protocol order, then to the wire (through the
+        // `tx_frame` stages' task, when there is one and it keeps up).
+        let room = self.tx_task.as_ref().is_none_or(|t| t.has_room());
+        for g in (0..self.groups).filter(|_| room) {
             for q in 0..self.from_post[g].len() {
                 while let Some(seq) = self.from_post[g][q].peek().map(|t| t.seq) {
                     // Backpressure: a frame too far ahead stays in its ring until the
@@ -254,6 +258,9 @@ impl<P: Port> Task for IoTask<P> {
                     }
                 }
             }
+        }
+        if let Some(t) = self.tx_task.as_mut() {
+            busy |= t.exchange(&mut self.tx);
         }
         if !self.tx.is_empty() {
             self.tx_frames += self.tx.len() as u64;

@@ -24,6 +24,7 @@
 //! off (spin, yield, short sleep) when none had work. Statistics are published by every task
 //! every few hundred polls and can be read while the runtime runs ([`Threaded::stats`]).
 
+mod egress;
 mod group;
 mod ingress;
 mod io;
@@ -403,8 +404,36 @@ impl Threaded {
         } else {
             pol.hooks.rx_frame.clone()
         };
+        // With a `tx_frame` task, every frame the I/O task sends goes through it, and the
+        // postprocess replicas and the I/O task run no `tx_frame` stages themselves.
+        let (tx_task, tx_hook_task, local_tx_hooks) = if topology.tx_hooks {
+            let (to_p, to_c) = spsc::<Frame>(rs);
+            let (back_p, back_c) = spsc::<Frame>(rs);
+            let me = TaskRef::TxHooks;
+            let task = egress::TxHookTask {
+                arena: arena.clone(),
+                input: to_c,
+                output: Outbox::new(back_p),
+                hooks: pol.hooks.tx_frame.clone(),
+                rings: pol.hooks.rings.clone(),
+                diverted: Diverted::default(),
+                batch: Vec::with_capacity(BURST),
+                meta: Meta::new(me, worker_of(me), &mut reports),
+            };
+            let io_side = egress::ToTxHooks {
+                out: Outbox::new(to_p),
+                back: back_c,
+            };
+            (Some(io_side), Some(task), Chain::default())
+        } else {
+            (None, None, pol.hooks.tx_frame.clone())
+        };
+
         // Tasks.
         let mut tasks: Vec<(TaskRef, Box<dyn Task>)> = Vec::new();
+        if let Some(t) = tx_hook_task {
+            tasks.push((TaskRef::TxHooks, Box::new(t)));
+        }
         if let Some(t) = rx_hook_task {
             tasks.push((TaskRef::RxHooks, Box::new(t)));
         }
@@ -444,7 +473,8 @@ impl Threaded {
                 place_of: Vec::new(),
                 raw_tx: raw_c,
                 staged: Vec::new(),
-                tx_hooks: pol.hooks.tx_frame.clone(),
+                tx_hooks: local_tx_hooks.clone(),
+                tx_task,
                 rings: pol.hooks.rings.clone(),
                 diverted: Diverted::default(),
                 instance: nq,
@@ -568,7 +598,7 @@ impl Threaded {
                     egress: path::Egress::new(
                         arena.clone(),
                         Postprocess::new(arena.clone(), cfg.ack_policy),
-                        pol.hooks.tx_frame.clone(),
+                        local_tx_hooks.clone(),
                         pol.hooks.rings.clone(),
                         q,
                         csum_offload,
