@@ -1094,3 +1094,108 @@ fn checksum_offload_is_left_to_the_port() {
         drop(threaded);
     }
 }
+
+/// Records the rates the congestion control hands to the scheduler; grants round-robin.
+#[derive(Clone, Default)]
+struct RateLog {
+    inner: RoundRobin,
+    seen: Arc<std::sync::Mutex<Vec<(FlowId, Option<u64>)>>>,
+}
+
+impl FlowScheduler for RateLog {
+    fn name(&self) -> &'static str {
+        "rate-log"
+    }
+    fn set_rate(&mut self, id: FlowId, rate: Option<u64>, _now: Instant) {
+        self.seen.lock().unwrap().push((id, rate));
+    }
+    fn activate(&mut self, id: FlowId, now: Instant) {
+        self.inner.activate(id, now)
+    }
+    fn remove(&mut self, id: FlowId) {
+        self.inner.remove(id)
+    }
+    fn pending(&self) -> usize {
+        self.inner.pending()
+    }
+    fn grant(&mut self, now: Instant, max: usize, out: &mut Vec<ProtoWork>) {
+        self.inner.grant(now, max, out)
+    }
+    fn stats(&self) -> StageStats {
+        self.inner.stats().clone()
+    }
+}
+
+/// A rate-setting congestion control's rate reaches the scheduler once per flow (it never
+/// changes), on both runtimes; the default congestion control sets none.
+#[test]
+fn congestion_control_rate_reaches_the_scheduler() {
+    use flextoe::control::congestion::ConstantRate;
+    let cc = ConstantRate {
+        bytes_per_sec: 125_000_000,
+        window: 64 * 1024,
+    };
+    for rt in [Rt::Inline, Rt::Threaded] {
+        let _serial = THREADED_RUNS.lock().unwrap_or_else(|p| p.into_inner());
+        let sched = RateLog::default();
+        let seen = sched.seen.clone();
+        let (pa, pb) = MemLink::pair(Impairments::none());
+        let clock = VirtualClock::new();
+        let b = Pipeline::builder(server_cfg(rt), pa)
+            .congestion(cc)
+            .scheduler(sched);
+        let (mut inline, threaded) = match rt {
+            Rt::Inline => (Some(b.build().unwrap()), None),
+            _ => (None, Some(b.threaded(wide(), clock.clone()).unwrap())),
+        };
+        let host = match (&inline, &threaded) {
+            (Some(e), _) => e.host(),
+            (_, Some(t)) => t.host(),
+            _ => unreachable!(),
+        };
+        let l = host.listen(7, 8).unwrap();
+        let mut client = Engine::new(engine_config(MAC_B, IP_B), pb).unwrap();
+        let conns: Vec<_> = (0..3)
+            .map(|_| client.host().connect(SocketAddrV4::new(IP_A, 7)).unwrap())
+            .collect();
+        let mut servers = Vec::new();
+        let wall = std::time::Instant::now();
+        // Each server sends a little, so its flow's ACKs reach the congestion control.
+        while seen.lock().unwrap().len() < 3 {
+            assert!(
+                wall.elapsed() < Duration::from_secs(30),
+                "{:?}",
+                seen.lock().unwrap()
+            );
+            clock.advance_to(Instant::ZERO + wall.elapsed());
+            client.poll(clock.now());
+            if let Some(e) = inline.as_mut() {
+                e.poll(clock.now());
+            }
+            while let Ok(Some(mut s)) = l.try_accept() {
+                s.set_nonblocking(true);
+                s.write_all(b"hello").unwrap();
+                servers.push(s);
+            }
+        }
+        drop(threaded);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3, "once per flow: {seen:?}");
+        assert!(
+            seen.iter().all(|(_, r)| *r == Some(125_000_000)),
+            "{seen:?}"
+        );
+        drop(conns);
+    }
+    // The default congestion control sets no rate: the scheduler hears nothing.
+    let sched = RateLog::default();
+    let seen = sched.seen.clone();
+    let (pa, pb) = MemLink::pair(Impairments::none());
+    let imp_free = bulk_in_flight(
+        Pipeline::builder(engine_config(MAC_B, IP_B), pb).scheduler(sched),
+        pa,
+        64 * 1024,
+    );
+    assert!(imp_free > 0);
+    assert!(seen.lock().unwrap().is_empty());
+}

@@ -87,6 +87,16 @@ pub trait CongestionControl: Clone + Send + 'static {
     fn on_loss(&self, f: &mut Self::Flow, loss: Loss);
     /// The data outstanding at the last loss has all been acknowledged.
     fn on_recovery_end(&self, _f: &mut Self::Flow) {}
+    /// Whether the algorithm sets a rate ([`rate`](Self::rate)); when `false` (the default)
+    /// the runtimes never ask for one, at no cost.
+    const PACED: bool = false;
+    /// The rate the flow may send at, in bytes per second, if the algorithm sets one. The
+    /// protocol stage's flow group hands it to its scheduler
+    /// ([`FlowScheduler::set_rate`](crate::stages::scheduler::FlowScheduler::set_rate))
+    /// whenever it changes; a pacing scheduler spaces the flow's segments by it.
+    fn rate(&self, _f: &Self::Flow) -> Option<u64> {
+        None
+    }
 }
 
 /// NewReno-style window: byte-counting slow start, congestion avoidance, halving on loss.
@@ -171,6 +181,42 @@ impl CongestionControl for FixedWindow {
     fn on_ack(&self, _f: &mut u32, _a: &AckSample) {}
 
     fn on_loss(&self, _f: &mut u32, _l: Loss) {}
+}
+
+/// A constant rate of `bytes_per_sec` with a constant window of `window` bytes (at least one
+/// segment): the window bounds what is in flight, the rate what the scheduler grants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConstantRate {
+    /// Bytes per second.
+    pub bytes_per_sec: u64,
+    /// Congestion window (bytes).
+    pub window: u32,
+}
+
+impl CongestionControl for ConstantRate {
+    type Flow = u32;
+
+    fn name(&self) -> &'static str {
+        "constant-rate"
+    }
+
+    fn init(&self, mss: u32, _initial_window: u32) -> u32 {
+        self.window.max(mss.max(1))
+    }
+
+    fn cwnd(&self, f: &u32) -> u32 {
+        *f
+    }
+
+    fn on_ack(&self, _f: &mut u32, _a: &AckSample) {}
+
+    fn on_loss(&self, _f: &mut u32, _l: Loss) {}
+
+    const PACED: bool = true;
+
+    fn rate(&self, _f: &u32) -> Option<u64> {
+        Some(self.bytes_per_sec)
+    }
 }
 
 #[cfg(test)]

@@ -94,6 +94,8 @@ pub(crate) struct Transport<C: CongestionControl, S: FlowScheduler> {
     pub(crate) instance: usize,
     /// Header length of each flow's segments (where payload goes in a reserved frame).
     header_len: Vec<usize>,
+    /// The rate each flow's congestion control last set (paced algorithms only).
+    rates: Vec<Option<u64>>,
 }
 
 impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
@@ -114,6 +116,7 @@ impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
             rings,
             instance,
             header_len: Vec::new(),
+            rates: Vec::new(),
         }
     }
 
@@ -124,8 +127,10 @@ impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
         self.sched.install(id, identity);
         if self.header_len.len() <= i {
             self.header_len.resize(i + 1, 0);
+            self.rates.resize(i + 1, None);
         }
         self.header_len[i] = identity.template.len();
+        self.rates[i] = None;
     }
 
     /// Forget a flow.
@@ -212,6 +217,15 @@ impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
                         }
                         r.actions.0 &= !(Actions::TX | Actions::FETCH_PAYLOAD);
                         self.proto.count_drop(DropReason::NoFrame);
+                    }
+                }
+            }
+            if C::PACED {
+                let rate = self.proto.rate(r.flow);
+                if let Some(last) = self.rates.get_mut(r.flow as usize) {
+                    if *last != rate {
+                        *last = rate;
+                        self.sched.set_rate(r.flow, rate, now);
                     }
                 }
             }

@@ -787,6 +787,12 @@ impl<C: CongestionControl> Protocol<C> {
             .map(|(st, _)| st)
     }
 
+    /// The rate the congestion control sets for a flow (bytes per second), if any.
+    pub fn rate(&self, id: FlowId) -> Option<u64> {
+        let (_, cf) = self.flows.get(id as usize)?.as_ref()?;
+        self.cc.rate(cf)
+    }
+
     /// Read a flow's congestion-control state.
     pub fn congestion_state(&self, id: FlowId) -> Option<&C::Flow> {
         self.flows

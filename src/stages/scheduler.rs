@@ -64,6 +64,10 @@ pub trait FlowScheduler: Clone + Send + 'static {
     fn name(&self) -> &'static str;
     /// A flow was set up (its identity: addresses, ports, MSS).
     fn install(&mut self, _id: FlowId, _identity: &FlowIdentity) {}
+    /// The flow's congestion control set a rate (bytes per second), or cleared it (`None`).
+    /// Called whenever it changes, before the flow's next activation; a pacing scheduler
+    /// spaces the flow's grants by it. The default ignores it.
+    fn set_rate(&mut self, _id: FlowId, _bytes_per_sec: Option<u64>, _now: Instant) {}
     /// The flow has something to send.
     fn activate(&mut self, id: FlowId, now: Instant);
     /// Forget a flow.
