@@ -1095,11 +1095,14 @@ fn checksum_offload_is_left_to_the_port() {
     }
 }
 
+/// Rates a scheduler was given, per flow.
+type Rates = Arc<std::sync::Mutex<Vec<(FlowId, Option<u64>)>>>;
+
 /// Records the rates the congestion control hands to the scheduler; grants round-robin.
 #[derive(Clone, Default)]
 struct RateLog {
     inner: RoundRobin,
-    seen: Arc<std::sync::Mutex<Vec<(FlowId, Option<u64>)>>>,
+    seen: Rates,
 }
 
 impl FlowScheduler for RateLog {
