@@ -71,6 +71,7 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
                 hooks: rx_frame,
                 rings: rings.clone(),
                 instance: 0,
+                out: Vec::with_capacity(cfg.burst),
             },
             transport: Transport::new(
                 arena.clone(),

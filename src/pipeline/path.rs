@@ -43,6 +43,7 @@ pub(crate) struct Ingress {
     pub(crate) hooks: Chain<RxFrame>,
     pub(crate) rings: Vec<RedirectRing>,
     pub(crate) instance: usize,
+    pub(crate) out: Vec<PreOut>,
 }
 
 impl Ingress {
@@ -70,14 +71,11 @@ impl Ingress {
             self.hooks
                 .run(&cx, frames, seqs, &self.rings, true, diverted);
         }
-        self.pre.note_burst();
-        let mut seqs = seqs.drain(..);
-        for f in frames.drain(..) {
-            let seq = seqs.next().unwrap_or(0);
-            if let Some(o) = self.pre.classify(f, false) {
-                out(seq, o);
-            }
+        self.pre.process(now, frames, &mut self.out);
+        for (o, &i) in self.out.drain(..).zip(self.pre.sources()) {
+            out(seqs.get(i).copied().unwrap_or(0), o);
         }
+        seqs.clear();
     }
 }
 

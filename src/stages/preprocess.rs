@@ -19,6 +19,8 @@ pub struct Preprocess {
     table: FlowTable,
     /// The last successful lookup: bursts are mostly one flow's segments.
     last: Option<(wire::FourTuple, FlowId)>,
+    /// For each output of the last burst, the index of the input it came from.
+    sources: Vec<usize>,
     stats: StageStats,
 }
 
@@ -31,6 +33,7 @@ impl Preprocess {
             ip,
             table: FlowTable::new(),
             last: None,
+            sources: Vec::new(),
             stats: StageStats::default(),
         }
     }
@@ -58,10 +61,11 @@ impl Preprocess {
         Some(id)
     }
 
-    /// Count a burst handled through [`classify`](Self::classify) (runtimes that feed
-    /// frames one by one).
-    pub fn note_burst(&mut self) {
-        self.stats.bursts += 1;
+    /// For each output of the last burst given to [`Stage::process`], the position of the
+    /// input frame it came from (a runtime that numbers frames keeps their numbers with
+    /// this).
+    pub fn sources(&self) -> &[usize] {
+        &self.sources
     }
 
     /// The flow table.
@@ -145,11 +149,15 @@ impl Stage for Preprocess {
         "preprocess"
     }
 
+    /// Classify a burst; [`sources`](Preprocess::sources) then tells which input each
+    /// output came from (frames dropped as malformed leave no output).
     fn process(&mut self, _now: Instant, input: &mut Vec<Frame>, output: &mut Vec<PreOut>) {
         self.stats.bursts += 1;
-        for frame in input.drain(..) {
+        self.sources.clear();
+        for (i, frame) in input.drain(..).enumerate() {
             if let Some(out) = self.classify(frame, false) {
                 output.push(out);
+                self.sources.push(i);
             }
         }
     }
