@@ -142,7 +142,7 @@ impl CongestionControl for NewReno {
             f.cwnd = f.cwnd.saturating_add(a.acked).min(f.ssthresh.max(f.cwnd));
         } else {
             let inc = ((a.mss as u64 * a.acked as u64) / f.cwnd.max(1) as u64).max(1);
-            f.cwnd = f.cwnd.saturating_add(inc as u32);
+            f.cwnd = f.cwnd.saturating_add(inc.min(u32::MAX as u64) as u32);
         }
     }
 

@@ -624,6 +624,22 @@ where
     }
 }
 
+impl Chain<TxFrame> {
+    /// Run the stages on frames on their way to the port (nothing is sent back or punted at
+    /// this point); `tags`, when not empty, loses the entries of the frames taken.
+    pub(crate) fn run_out<T>(
+        &mut self,
+        cx: &HookCx<'_>,
+        frames: &mut Vec<Frame>,
+        tags: &mut Vec<T>,
+        rings: &[RedirectRing],
+    ) {
+        let mut none = Diverted::default();
+        self.run(cx, frames, tags, rings, false, &mut none);
+        debug_assert!(none.is_empty());
+    }
+}
+
 impl Chain<Results> {
     /// Run every stage on a burst of results. A result a stage does not pass stays in the
     /// burst (the TCP state has moved), but sends nothing: see the module docs.

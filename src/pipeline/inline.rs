@@ -300,15 +300,8 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
                 arena: &self.arena,
                 instance: 1,
             };
-            // Nothing is punted or sent back at `tx_frame`: `diverted` stays empty.
-            self.raw_tx_hooks.run(
-                &cx,
-                &mut self.raw,
-                &mut Vec::<()>::new(),
-                &self.rings,
-                false,
-                &mut self.diverted,
-            );
+            self.raw_tx_hooks
+                .run_out(&cx, &mut self.raw, &mut Vec::<()>::new(), &self.rings);
         }
         self.tx.append(&mut self.raw);
     }

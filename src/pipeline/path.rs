@@ -304,7 +304,6 @@ pub(crate) struct Egress {
     frames: Vec<Frame>,
     at: Vec<usize>,
     out: Vec<Option<Frame>>,
-    diverted: Diverted,
     verdicts: Verdicts,
 }
 
@@ -328,7 +327,6 @@ impl Egress {
             frames: Vec::new(),
             at: Vec::new(),
             out: Vec::new(),
-            diverted: Diverted::default(),
             verdicts: Verdicts::default(),
         }
     }
@@ -366,15 +364,8 @@ impl Egress {
             self.out.push(None);
         }
         if !self.hooks.is_empty() {
-            // Nothing is punted or sent back at this point: `diverted` stays empty.
-            self.hooks.run(
-                &cx,
-                &mut self.frames,
-                &mut self.at,
-                &self.rings,
-                false,
-                &mut self.diverted,
-            );
+            self.hooks
+                .run_out(&cx, &mut self.frames, &mut self.at, &self.rings);
         }
         self.stats.items_out += self.frames.len() as u64;
         for (f, i) in self.frames.drain(..).zip(self.at.drain(..)) {

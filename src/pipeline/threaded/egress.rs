@@ -10,7 +10,6 @@ pub(super) struct TxHookTask {
     pub(super) output: Outbox<Frame>,
     pub(super) hooks: Chain<TxFrame>,
     pub(super) rings: Vec<RedirectRing>,
-    pub(super) diverted: Diverted,
     pub(super) batch: Vec<Frame>,
     pub(super) meta: Meta,
 }
@@ -31,15 +30,8 @@ impl Task for TxHookTask {
             arena: &self.arena,
             instance: 0,
         };
-        // Nothing is punted or sent back at this point: `diverted` stays empty.
-        self.hooks.run(
-            &cx,
-            &mut self.batch,
-            &mut Vec::<()>::new(),
-            &self.rings,
-            false,
-            &mut self.diverted,
-        );
+        self.hooks
+            .run_out(&cx, &mut self.batch, &mut Vec::<()>::new(), &self.rings);
         self.output.pending.append(&mut self.batch);
         self.output.flush();
         true

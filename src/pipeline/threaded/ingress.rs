@@ -11,6 +11,23 @@ use crate::ring::{Consumer, Producer};
 use crate::stages::BURST;
 use crate::time::Instant;
 
+/// Split a burst of numbered frames and advances into `frames` and their numbers; returns
+/// how far the numbering went.
+pub(super) fn unpack(batch: &mut Vec<PreIn>, frames: &mut Vec<Frame>, seqs: &mut Vec<u64>) -> u64 {
+    let mut last = 0;
+    for m in batch.drain(..) {
+        match m {
+            PreIn::Advance(s) => last = last.max(s),
+            PreIn::Frame(seq, f) => {
+                last = last.max(seq);
+                frames.push(f);
+                seqs.push(seq);
+            }
+        }
+    }
+    last
+}
+
 /// Deals bursts of numbered frames round-robin to the next stage's replicas, and tells the
 /// replicas that did not get a burst how far the numbering went (so that the groups' merges
 /// can move on).
@@ -104,17 +121,7 @@ impl Task for RxHookTask {
             return false;
         }
         self.meta.busy += 1;
-        let mut last = 0;
-        for m in self.batch.drain(..) {
-            match m {
-                PreIn::Advance(s) => last = last.max(s),
-                PreIn::Frame(seq, f) => {
-                    last = last.max(seq);
-                    self.frames.push(f);
-                    self.seqs.push(seq);
-                }
-            }
-        }
+        let last = unpack(&mut self.batch, &mut self.frames, &mut self.seqs);
         let cx = HookCx {
             now,
             arena: &self.arena,

@@ -42,7 +42,6 @@ pub(super) struct IoTask<P: Port> {
     /// With the `tx_frame` stages on a task of their own: every frame goes through it.
     pub(super) tx_task: Option<egress::ToTxHooks>,
     pub(super) rings: Vec<RedirectRing>,
-    pub(super) diverted: Diverted,
     pub(super) instance: usize,
     pub(super) meta: Meta,
     pub(super) summary: Shared<IoSummary>,
@@ -224,14 +223,8 @@ impl<P: Port> Task for IoTask<P> {
                     arena: &self.arena,
                     instance: self.instance,
                 };
-                self.tx_hooks.run(
-                    &cx,
-                    &mut self.staged,
-                    &mut Vec::<()>::new(),
-                    &self.rings,
-                    false,
-                    &mut self.diverted,
-                );
+                self.tx_hooks
+                    .run_out(&cx, &mut self.staged, &mut Vec::<()>::new(), &self.rings);
             }
             self.tx.append(&mut self.staged);
         }

@@ -416,7 +416,6 @@ impl Threaded {
                 output: Outbox::new(back_p),
                 hooks: pol.hooks.tx_frame.clone(),
                 rings: pol.hooks.rings.clone(),
-                diverted: Diverted::default(),
                 batch: Vec::with_capacity(BURST),
                 meta: Meta::new(me, worker_of(me), &mut reports),
             };
@@ -476,7 +475,6 @@ impl Threaded {
                 tx_hooks: local_tx_hooks.clone(),
                 tx_task,
                 rings: pol.hooks.rings.clone(),
-                diverted: Diverted::default(),
                 instance: nq,
                 meta: Meta::new(TaskRef::Io, worker_of(TaskRef::Io), &mut reports),
                 summary: summary.clone(),

@@ -1,6 +1,7 @@
 //! The preprocess replicas: ingress (the `rx_frame` stages and preprocess) on their share of
 //! the received bursts, per-group streams with advances to the flow groups.
 
+use super::ingress::unpack;
 use super::*;
 
 pub(super) struct PreTask {
@@ -57,17 +58,7 @@ impl Task for PreTask {
             return false;
         }
         self.meta.busy += 1;
-        let mut last = 0;
-        for m in self.batch.drain(..) {
-            match m {
-                PreIn::Advance(s) => last = last.max(s),
-                PreIn::Frame(seq, f) => {
-                    last = last.max(seq);
-                    self.frames.push(f);
-                    self.seqs.push(seq);
-                }
-            }
-        }
+        let last = unpack(&mut self.batch, &mut self.frames, &mut self.seqs);
         let (pending, groups_of) = (&mut self.pending, &self.groups_of);
         let punts = &mut self.to_io.punts.pending;
         self.ingress.run(
