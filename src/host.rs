@@ -403,14 +403,14 @@ pub(crate) struct HostShared {
 
 pub(crate) struct PortAlloc {
     used: HashSet<u16>,
-    next: u16,
+    rng: crate::control::secrets::PortRng,
 }
 
 impl PortAlloc {
     pub(crate) fn new() -> Self {
         PortAlloc {
             used: HashSet::new(),
-            next: EPHEMERAL_START,
+            rng: crate::control::secrets::PortRng::from_os(),
         }
     }
 
@@ -424,14 +424,14 @@ impl PortAlloc {
         Ok(())
     }
 
+    /// A random free port of the ephemeral range (RFC 6056 algorithm 1: a random start,
+    /// then the next free one).
     fn take_ephemeral(&mut self) -> Result<u16> {
-        for _ in 0..=(u16::MAX - EPHEMERAL_START) {
-            let p = self.next;
-            self.next = if p == u16::MAX {
-                EPHEMERAL_START
-            } else {
-                p + 1
-            };
+        let span = u32::from(u16::MAX - EPHEMERAL_START) + 1;
+        let start = (self.rng.next_u64() % u64::from(span)) as u32;
+        for i in 0..span {
+            let p = EPHEMERAL_START as u32 + (start + i) % span;
+            let p = p as u16;
             if self.used.insert(p) {
                 return Ok(p);
             }

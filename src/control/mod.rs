@@ -15,7 +15,6 @@
 //! [`ProtoWork`] items: `Retransmit`, `Probe`, `Ack`, `Reset`.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +33,7 @@ use crate::stats::{DropCounters, DropReason};
 use crate::time::Instant;
 
 pub mod congestion;
+pub mod secrets;
 use crate::wire::{self, flags, Endpoints, FourTuple, MacAddr, Parsed, TcpSegment};
 
 /// RFC 9293 connection states, as the control plane tracks them.
@@ -94,7 +94,9 @@ pub struct ControlConfig {
     pub max_flows: usize,
     /// Number of flow groups (power of two).
     pub flow_groups: u16,
-    /// Secret for initial sequence numbers (RFC 6528).
+    /// Key for initial sequence numbers (RFC 6528) and timestamp offsets (RFC 7323 5.4).
+    /// [`EngineConfig::new`](crate::pipeline::EngineConfig::new) draws a fresh one from the
+    /// operating system; keep it secret.
     pub isn_secret: [u64; 2],
 }
 
@@ -224,11 +226,21 @@ pub struct Control {
     free_ids: Vec<FlowId>,
     neighbors: HashMap<Ipv4Addr, MacAddr>,
     arp_wait: HashMap<Ipv4Addr, ArpWait>,
+    secrets: secrets::Secrets,
     stats: ControlStats,
     retired: crate::flow::RetransmitTotals,
 }
 
 const ARP_RETRY: Duration = Duration::from_millis(500);
+/// Smallest MSS a peer may announce (as Linux clamps it): anything below is raised to this.
+pub const MIN_PEER_MSS: u16 = 88;
+/// What a peer that announces no MSS gets (RFC 9293 3.7.1).
+const DEFAULT_PEER_MSS: u16 = 536;
+
+/// The peer's MSS option, clamped: no option means 536, a tiny one means [`MIN_PEER_MSS`].
+fn peer_mss(announced: Option<u16>) -> u16 {
+    announced.unwrap_or(DEFAULT_PEER_MSS).max(MIN_PEER_MSS)
+}
 const ARP_TRIES: u32 = 4;
 
 impl Control {
@@ -240,7 +252,9 @@ impl Control {
         requests: Receiver<AppRequest>,
     ) -> Self {
         let neighbors = cfg.neighbors.iter().copied().collect();
+        let secrets = secrets::Secrets::new(cfg.isn_secret);
         Control {
+            secrets,
             cfg,
             arena,
             host,
@@ -306,10 +320,12 @@ impl Control {
     }
 
     fn isn(&self, t: &FourTuple, now: Instant) -> u32 {
-        let mut h = DefaultHasher::new();
-        self.cfg.isn_secret.hash(&mut h);
-        t.hash(&mut h);
-        (h.finish() as u32).wrapping_add((now.micros() / 4) as u32)
+        self.secrets.isn(t, now)
+    }
+
+    /// Our timestamp clock for connection `t`: milliseconds plus the connection's offset.
+    fn ts_val(&self, t: &FourTuple, now: Instant) -> u32 {
+        (now.millis() as u32).wrapping_add(self.secrets.ts_offset(t))
     }
 
     fn our_mss(&self) -> u16 {
@@ -472,9 +488,9 @@ impl Control {
         let ts = if syn_ack {
             e.peer_ts
                 .filter(|_| e.timestamps)
-                .map(|v| TcpTimestampRepr::new(now.millis() as u32, v))
+                .map(|v| TcpTimestampRepr::new(self.ts_val(t, now), v))
         } else if e.timestamps {
-            Some(TcpTimestampRepr::new(now.millis() as u32, 0))
+            Some(TcpTimestampRepr::new(self.ts_val(t, now), 0))
         } else {
             None
         };
@@ -624,7 +640,7 @@ impl Control {
             iss,
             irs: seg.summary.seq,
             remote_mac: seg.src_mac,
-            peer_mss: seg.options.mss.unwrap_or(536),
+            peer_mss: peer_mss(seg.options.mss),
             peer_wscale: seg.options.window_scale,
             peer_ts: seg.options.timestamp.map(|t| t.0),
             timestamps: self.cfg.timestamps && seg.options.timestamp.is_some(),
@@ -676,7 +692,7 @@ impl Control {
                     return;
                 }
                 e.irs = s.seq;
-                e.peer_mss = seg.options.mss.unwrap_or(536);
+                e.peer_mss = peer_mss(seg.options.mss);
                 e.peer_wscale = seg.options.window_scale;
                 e.peer_ts = seg.options.timestamp.map(|x| x.0);
                 e.timestamps = e.timestamps && seg.options.timestamp.is_some();
@@ -778,7 +794,10 @@ impl Control {
             (0, 0)
         };
         let ts = e.timestamps && e.peer_ts.is_some();
-        let mss = e.peer_mss.min(self.our_mss()) - if ts { wire::TS_OPT_LEN as u16 } else { 0 };
+        // Room for payload once the timestamp option is in every segment (both sides are at
+        // least MIN_PEER_MSS, so this stays positive).
+        let ts_len = if ts { wire::TS_OPT_LEN as u16 } else { 0 };
+        let mss = e.peer_mss.min(self.our_mss()).saturating_sub(ts_len).max(1);
         let identity = Arc::new(FlowIdentity {
             id,
             tuple: t,
@@ -802,6 +821,7 @@ impl Control {
             rx_cap: rings.rx.capacity() as u32,
             timestamps: ts,
             ts_recent: e.peer_ts.unwrap_or(0),
+            ts_offset: self.secrets.ts_offset(&t),
             initial_cwnd_segments: self.cfg.initial_cwnd_segments,
         });
         let counters = FlowCounters::new();

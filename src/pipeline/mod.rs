@@ -108,7 +108,8 @@ pub struct EngineConfig {
 impl EngineConfig {
     /// Defaults for an engine at `mac` / `ip`: 16384 frames, 256 KiB rings, ACK per burst,
     /// bursts of 32, MTU 1500, window scaling and timestamps on, initial window 10 segments,
-    /// RTO 200 ms .. 60 s (1 s before the first sample), TIME-WAIT 1 s, 4096 flows.
+    /// RTO 200 ms .. 60 s (1 s before the first sample), TIME-WAIT 1 s, 4096 flows, and a
+    /// fresh random key for ISNs and timestamp offsets.
     pub fn new(mac: MacAddr, ip: Ipv4Addr) -> Self {
         EngineConfig {
             mac,
@@ -134,7 +135,7 @@ impl EngineConfig {
                 neighbors: Vec::new(),
                 max_flows: 4096,
                 flow_groups: 1,
-                isn_secret: [0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210],
+                isn_secret: crate::control::secrets::os_random(),
             },
         }
     }

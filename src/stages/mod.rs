@@ -1,10 +1,10 @@
 //! The data-path stages and the items that flow between them.
 //!
 //! ```text
-//! RX:  port -> preprocess -> protocol -> place -> postprocess -> port
-//!                 |                                  \-> notify -> app / control
+//! RX:  port -> preprocess -> protocol -> place -> notify -> postprocess -> port
+//!                 |                                  \-> app / control plane
 //!                 \-> punt -> control plane
-//! TX:  app doorbell / scheduler -> protocol -> postprocess -> place -> port
+//! TX:  app doorbell / scheduler -> protocol -> place -> notify -> postprocess -> port
 //! ```
 //!
 //! Stages come in two kinds, and neither reads a clock, sleeps, owns a socket or spawns a

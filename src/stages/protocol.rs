@@ -91,6 +91,8 @@ pub struct TcpState {
     pub rx_fin_seq: Option<u32>,
     /// Timestamp to echo.
     pub ts_recent: u32,
+    /// Added to our clock in the timestamps we send (RFC 7323 5.4).
+    pub ts_offset: u32,
 }
 
 /// Parameters to create the state of an established connection.
@@ -114,6 +116,8 @@ pub struct TcpParams {
     pub timestamps: bool,
     /// Peer's last timestamp value.
     pub ts_recent: u32,
+    /// Offset of this connection's timestamp clock (RFC 7323 5.4).
+    pub ts_offset: u32,
     /// Initial congestion window in segments.
     pub initial_cwnd_segments: u32,
 }
@@ -139,6 +143,7 @@ impl TcpState {
             rcv_nxt: p.rcv_nxt,
             rx_cap: p.rx_cap,
             ts_recent: p.ts_recent,
+            ts_offset: p.ts_offset,
             ..Default::default()
         };
         if p.timestamps {
@@ -247,7 +252,7 @@ impl TcpState {
             ack: self.rcv_nxt,
             flags: fl,
             win,
-            ts_val: now.millis() as u32,
+            ts_val: (now.millis() as u32).wrapping_add(self.ts_offset),
             ts_ecr: self.ts_recent,
             payload_len,
         }

@@ -1,0 +1,261 @@
+//! Defects a network peer could exploit, one test each, named after the defect: a tiny MSS,
+//! predictable initial sequence numbers, timestamps and ephemeral ports.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use common::script::*;
+use flextoe::control::secrets::Secrets;
+use flextoe::control::MIN_PEER_MSS;
+use flextoe::pipeline::EngineConfig;
+use flextoe::time::Instant;
+use flextoe::wire::flags::*;
+use flextoe::wire::{FourTuple, MacAddr, TS_OPT_LEN};
+
+/// A SYN announcing an MSS below 12 together with timestamps used to underflow the payload
+/// size (a panic in debug builds, a 65 KB "MSS" in release builds). The MSS is now clamped
+/// to Linux's 88: the connection works and no segment carries more than 88 - 12 bytes.
+#[test]
+fn tiny_mss_with_timestamps_is_clamped_not_underflowed() {
+    for announced in [0u16, 1, 11, 12, 40] {
+        let mut t = Script::new(config());
+        t.listen(4);
+        let r = smoltcp::wire::TcpRepr {
+            max_seg_size: Some(announced),
+            timestamp: Script::ts(1000, 0),
+            ..t.repr(SYN, PEER_ISS, None, &[])
+        };
+        t.send_repr(&r);
+        let sa = t.recv_one();
+        assert!(sa.has(SYN | ACK));
+        t.peer_seq = PEER_ISS + 1;
+        t.engine_seq = sa.seq.wrapping_add(1);
+        let ack = smoltcp::wire::TcpRepr {
+            timestamp: Script::ts(1001, sa.ts.expect("timestamps negotiated").0),
+            ..t.repr(ACK, t.peer_seq, Some(t.engine_seq), &[])
+        };
+        t.send_repr(&ack);
+        let mut s = t
+            .listener
+            .as_ref()
+            .unwrap()
+            .try_accept()
+            .unwrap()
+            .unwrap_or_else(|| panic!("MSS {announced}: established"));
+        s.set_nonblocking(true);
+        s.write_all(&[7u8; 1000]).unwrap();
+        t.stream = Some(s);
+        let segs = t.recv();
+        let data: Vec<_> = segs.iter().filter(|s| !s.payload.is_empty()).collect();
+        assert!(!data.is_empty(), "MSS {announced}: data goes out");
+        let max = (MIN_PEER_MSS - TS_OPT_LEN as u16) as usize;
+        for s in &data {
+            assert!(
+                s.payload.len() <= max,
+                "MSS {announced}: {} bytes",
+                s.payload.len()
+            );
+            assert!(s.ts.is_some());
+        }
+    }
+}
+
+fn tuple(i: u32) -> FourTuple {
+    FourTuple {
+        local_ip: Ipv4Addr::new(10, 0, 0, 1),
+        local_port: 80,
+        remote_ip: Ipv4Addr::from(0x0a00_0000 | (i >> 16)),
+        remote_port: (i & 0xffff) as u16,
+    }
+}
+
+/// The ISN key used to be a constant in every engine. Two engines built from default
+/// configurations now give unrelated ISNs and timestamp offsets for the same 4-tuples:
+/// over 4096 tuples no two agree, and their differences are as spread as random values.
+#[test]
+fn isns_and_timestamp_offsets_are_unrelated_across_engines() {
+    let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+    let ip = Ipv4Addr::new(10, 0, 0, 1);
+    let (a, b) = (
+        EngineConfig::new(mac, ip).control.isn_secret,
+        EngineConfig::new(mac, ip).control.isn_secret,
+    );
+    assert_ne!(a, b, "each configuration draws its own key");
+    let (a, b) = (Secrets::new(a), Secrets::new(b));
+    let n = 4096u32;
+    let now = Instant::from_millis(5);
+    let mut isn_diffs = HashSet::new();
+    let mut ts_diffs = HashSet::new();
+    let mut isn_a = HashSet::new();
+    let mut equal = 0;
+    for i in 0..n {
+        let t = tuple(i);
+        let (x, y) = (a.isn(&t, now), b.isn(&t, now));
+        equal += u32::from(x == y);
+        isn_diffs.insert(x.wrapping_sub(y));
+        ts_diffs.insert(a.ts_offset(&t).wrapping_sub(b.ts_offset(&t)));
+        isn_a.insert(x);
+    }
+    assert!(equal <= 1, "{equal} equal ISNs");
+    // Random 32-bit differences collide with probability ~n^2/2^33: expect (almost) none.
+    assert!(
+        isn_diffs.len() as u32 >= n - 2,
+        "{} distinct ISN differences",
+        isn_diffs.len()
+    );
+    assert!(
+        ts_diffs.len() as u32 >= n - 2,
+        "{} distinct offset differences",
+        ts_diffs.len()
+    );
+    assert!(
+        isn_a.len() as u32 >= n - 2,
+        "one engine's ISNs are spread over tuples"
+    );
+    // The same engine is consistent: same tuple, same time, same ISN; time moves it on.
+    let t = tuple(7);
+    assert_eq!(a.isn(&t, now), a.isn(&t, now));
+    assert_eq!(
+        a.isn(&t, Instant::from_millis(6))
+            .wrapping_sub(a.isn(&t, now)),
+        250,
+        "the ISN clock ticks every 4 microseconds"
+    );
+}
+
+/// Timestamps used to be the engine's clock in milliseconds, the same on every connection.
+/// Each connection's timestamps now carry its own offset (RFC 7323 5.4).
+#[test]
+fn timestamps_carry_a_per_connection_offset() {
+    let mut vals = Vec::new();
+    for peer_port in [4000u16, 4001] {
+        let mut t = Script::new(config());
+        t.peer_port = peer_port;
+        t.listen(4);
+        let r = smoltcp::wire::TcpRepr {
+            timestamp: Script::ts(1000, 0),
+            ..t.repr(SYN, PEER_ISS, None, &[])
+        };
+        t.send_repr(&r);
+        let sa = t.recv_one();
+        vals.push(sa.ts.expect("timestamps negotiated").0);
+    }
+    // Both engines' clocks read the same time (0 ms): only the offsets differ.
+    assert_ne!(vals[0], vals[1], "{vals:?}");
+    assert!(vals.iter().all(|v| *v != 0), "{vals:?}");
+}
+
+/// Ephemeral ports used to be handed out in sequence from 49152. They are now random
+/// (RFC 6056 algorithm 1).
+#[test]
+fn ephemeral_ports_are_random() {
+    let t = Script::new(config());
+    let ports: Vec<u16> = (0..64)
+        .map(|_| {
+            let s = t
+                .engine
+                .host()
+                .connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80))
+                .unwrap();
+            s.local_addr().port()
+        })
+        .collect();
+    let distinct: HashSet<_> = ports.iter().collect();
+    assert_eq!(distinct.len(), ports.len(), "no port twice");
+    assert!(ports.iter().all(|p| *p >= 49152));
+    let sequential = ports.windows(2).filter(|w| w[1] == w[0] + 1).count();
+    assert!(sequential < 4, "ports follow each other: {ports:?}");
+    let first = ports.iter().filter(|p| **p < 49152 + 64).count();
+    assert!(
+        first < 8,
+        "ports bunch at the start of the range: {ports:?}"
+    );
+}
+
+/// A port that reports a huge MTU.
+struct HugeMtu(flextoe::backends::mem::MemPort, usize);
+
+impl flextoe::backends::Port for HugeMtu {
+    fn recv(
+        &mut self,
+        now: Instant,
+        arena: &flextoe::buf::FrameArena,
+        out: &mut Vec<flextoe::buf::Frame>,
+        max: usize,
+    ) -> usize {
+        self.0.recv(now, arena, out, max)
+    }
+    fn send(
+        &mut self,
+        now: Instant,
+        arena: &flextoe::buf::FrameArena,
+        frames: &mut Vec<flextoe::buf::Frame>,
+    ) -> usize {
+        self.0.send(now, arena, frames)
+    }
+    fn mtu(&self) -> usize {
+        self.1
+    }
+}
+
+/// An MTU larger than a frame used to panic (over about 2000) or wrap to 0 (65536). It is
+/// now clamped to what a frame holds, and full-size segments go through.
+#[test]
+fn port_mtu_larger_than_a_frame_is_clamped() {
+    use flextoe::backends::mem::MemLink;
+    use flextoe::pipeline::Engine;
+    use flextoe::sim::Impairments;
+    use std::io::Read;
+    for mtu in [9000usize, 65536, 1 << 20] {
+        let (a, b) = MemLink::pair(Impairments::none());
+        let cfg = |mac: MacAddr, ip| {
+            let mut c = EngineConfig::new(mac, ip);
+            c.control.mtu = 9000;
+            c
+        };
+        let (ip_a, ip_b) = (Ipv4Addr::new(10, 1, 0, 1), Ipv4Addr::new(10, 1, 0, 2));
+        let mut srv = Engine::new(cfg(MacAddr([2, 0, 0, 0, 0, 1]), ip_a), HugeMtu(a, mtu)).unwrap();
+        let mut cli = Engine::new(cfg(MacAddr([2, 0, 0, 0, 0, 2]), ip_b), HugeMtu(b, mtu)).unwrap();
+        let l = srv.host().listen(9, 4).unwrap();
+        let mut c = cli.host().connect(SocketAddrV4::new(ip_a, 9)).unwrap();
+        c.set_nonblocking(true);
+        let data: Vec<u8> = (0..200_000).map(|i| (i % 241) as u8).collect();
+        let (mut sent, mut got) = (0, Vec::new());
+        let mut s = None;
+        let mut buf = vec![0u8; 65536];
+        for i in 0..200_000u64 {
+            let now = Instant::from_micros(i * 10);
+            cli.poll(now);
+            srv.poll(now);
+            if sent < data.len() {
+                if let Ok(n) = c.write(&data[sent..]) {
+                    sent += n;
+                }
+            }
+            if s.is_none() {
+                s = l.try_accept().unwrap();
+            }
+            if let Some(s) = s.as_mut() {
+                s.set_nonblocking(true);
+                if let Ok(n) = s.read(&mut buf) {
+                    got.extend_from_slice(&buf[..n]);
+                }
+            }
+            if got.len() == data.len() {
+                break;
+            }
+        }
+        assert_eq!(got, data, "MTU {mtu}");
+        let t = cli.connections()[0];
+        let mss = cli.tcp_state(&t).expect("flow").mss as usize;
+        let room = flextoe::buf::FRAME_SIZE - flextoe::buf::HEADROOM;
+        assert!(mss > 1400, "MTU {mtu}: MSS {mss} uses the larger frames");
+        assert!(
+            mss + 14 + 4 + 40 + TS_OPT_LEN <= room,
+            "MTU {mtu}: MSS {mss}"
+        );
+    }
+}
