@@ -67,6 +67,9 @@ drop_reasons! {
     NoConnection => "no-connection",
     /// Control plane: SYN for a listener whose backlog is full.
     BacklogFull => "backlog-full",
+    /// Control plane: SYN refused (with a RST) because every flow of the table is taken,
+    /// counting handshakes in progress.
+    FlowTableFull => "flow-table-full",
     /// Control plane: RST that did not match the expected sequence number.
     BadRst => "bad-rst",
     /// Control plane: segment that is invalid in the connection's handshake state.

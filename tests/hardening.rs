@@ -259,3 +259,41 @@ fn port_mtu_larger_than_a_frame_is_clamped() {
         );
     }
 }
+
+/// With the flow table full (handshakes in progress included), a SYN used to be answered
+/// with a SYN-ACK and the connection dropped once the handshake completed. It is now refused
+/// at once with a RST, and counted.
+#[test]
+fn syn_with_flow_table_full_gets_rst() {
+    use flextoe::stats::DropReason;
+    let mut cfg = config();
+    cfg.control.max_flows = 2;
+    let mut t = Script::new(cfg);
+    t.listen(8);
+    for port in [4000u16, 4001] {
+        t.peer_port = port;
+        t.peer_seq = PEER_ISS;
+        t.syn();
+        t.send_ack();
+    }
+    t.peer_port = 4002;
+    t.send(SYN, PEER_ISS, None, &[]);
+    let rst = t.recv_one();
+    assert!(rst.has(RST | ACK), "{rst:?}");
+    assert_eq!(rst.ack, PEER_ISS + 1);
+    assert_eq!(rst.dst_port, 4002);
+    let drops = t
+        .engine
+        .stats()
+        .control
+        .drops
+        .get(DropReason::FlowTableFull);
+    assert_eq!(drops, 1);
+    let l = t.listener.as_ref().unwrap();
+    let mut accepted = 0;
+    while let Ok(Some(_)) = l.try_accept() {
+        accepted += 1;
+    }
+    assert_eq!(accepted, 2, "the two connections that fit are there");
+    assert_eq!(t.engine.flow_count(), 2);
+}

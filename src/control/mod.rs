@@ -627,6 +627,17 @@ impl Control {
             self.stats.drops.add(DropReason::BacklogFull);
             return;
         }
+        // Every connection in the table or in its handshake will need a flow: refuse the
+        // SYN now rather than complete a handshake that cannot be installed.
+        let flows = self.conns.len().saturating_sub(self.free_ids.len()) + self.embryos.len();
+        if flows >= self.cfg.max_flows {
+            self.stats.drops.add(DropReason::FlowTableFull);
+            self.reply_rst(&seg, out);
+            return;
+        }
+        let Some(l) = self.listeners.get_mut(&seg.tuple.local_port) else {
+            return;
+        };
         l.pending += 1;
         self.neighbors
             .entry(seg.tuple.remote_ip)
