@@ -8,10 +8,11 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use common::script::*;
+use common::{IP_A, MAC_A};
 use flextoe::control::secrets::Secrets;
 use flextoe::control::MIN_PEER_MSS;
 use flextoe::pipeline::EngineConfig;
-use flextoe::time::Instant;
+use flextoe::time::{Clock, Instant};
 use flextoe::wire::flags::*;
 use flextoe::wire::{FourTuple, MacAddr, TS_OPT_LEN};
 
@@ -296,4 +297,73 @@ fn syn_with_flow_table_full_gets_rst() {
     }
     assert_eq!(accepted, 2, "the two connections that fit are there");
     assert_eq!(t.engine.flow_count(), 2);
+}
+
+/// URG segments used to be punted, re-injected, punted again and freed: never acknowledged,
+/// so the connection stalled. Urgent data is now delivered inline and acknowledged.
+#[test]
+fn urgent_data_is_delivered_inline_and_acked() {
+    let mut t = Script::new(config());
+    t.accept_established();
+    let payload = b"urgent!";
+    let r = t.repr(PSH | ACK, t.peer_seq, Some(t.engine_seq), payload);
+    let mut f = t.frame(&r);
+    // URG flag and an urgent pointer to the end of the data, checksums redone.
+    let tcp = 14 + 20;
+    f[tcp + 13] |= URG;
+    f[tcp + 18..tcp + 20].copy_from_slice(&(payload.len() as u16).to_be_bytes());
+    flextoe::wire::fill_checksums(&mut f);
+    t.inject(&f);
+    let acks = t.recv();
+    let want = t.peer_seq + payload.len() as u32;
+    assert!(
+        acks.iter().any(|s| s.has(ACK) && s.ack == want),
+        "urgent data acknowledged: {acks:?}"
+    );
+    assert_eq!(t.app_read(), payload);
+    // And the connection goes on.
+    t.peer_seq = want;
+    t.send_data(b"more");
+    assert_eq!(t.app_read(), b"more");
+}
+
+/// A SYN used to teach the neighbour cache its source MAC: anyone could poison the entry of
+/// an address the engine later connects to (and fill the cache). The engine now resolves
+/// that address with ARP instead.
+#[test]
+fn syn_does_not_teach_the_neighbour_cache() {
+    use flextoe::wire::{emit_tcp, parse_frame, Endpoints, Parsed};
+    let ip_c = Ipv4Addr::new(10, 9, 0, 3);
+    let bogus = MacAddr([0x02, 0xba, 0xd0, 0, 0, 1]);
+    let mut t = Script::new(config());
+    t.listen(8);
+    let repr = t.repr(SYN, PEER_ISS, None, &[]);
+    let mut buf = vec![0u8; 2048];
+    let ep = Endpoints {
+        src_mac: bogus,
+        dst_mac: MAC_A,
+        src_ip: ip_c,
+        dst_ip: IP_A,
+    };
+    let n = emit_tcp(&mut buf, &ep, &repr).unwrap();
+    t.inject(&buf[..n]);
+    t.poll();
+    while t.wire.recv_bytes(t.clock.now()).is_some() {}
+    let _c = t.engine.host().connect(SocketAddrV4::new(ip_c, 7)).unwrap();
+    t.poll();
+    let (mut arp_requests, mut syns_to_bogus) = (0, 0);
+    while let Some(f) = t.wire.recv_bytes(t.clock.now()) {
+        match parse_frame(&f) {
+            Ok(Parsed::Arp(_)) => arp_requests += 1,
+            Ok(Parsed::Tcp(s)) if f[..6] == bogus.0 && s.tuple.remote_port == 7 => {
+                syns_to_bogus += 1
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        syns_to_bogus, 0,
+        "no SYN to the MAC a stranger's SYN claimed"
+    );
+    assert_eq!(arp_requests, 1, "the address is resolved with ARP");
 }

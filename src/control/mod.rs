@@ -639,9 +639,8 @@ impl Control {
             return;
         };
         l.pending += 1;
-        self.neighbors
-            .entry(seg.tuple.remote_ip)
-            .or_insert(seg.src_mac);
+        // The handshake answers the SYN's source MAC (kept in the embryo); the neighbour
+        // cache does not learn from SYNs, which anyone can send (poisoning, unbounded growth).
         let iss = self.isn(&seg.tuple, now);
         let local = SocketAddrV4::new(seg.tuple.local_ip, seg.tuple.local_port);
         let remote = SocketAddrV4::new(seg.tuple.remote_ip, seg.tuple.remote_port);

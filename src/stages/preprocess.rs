@@ -73,16 +73,17 @@ impl Preprocess {
         &self.table
     }
 
-    /// Classify one frame. `options_checked` lets the control plane re-inject a segment whose
-    /// options it has reviewed.
-    pub fn classify(&mut self, frame: Frame, options_checked: bool) -> Option<PreOut> {
+    /// Classify one frame. `reviewed` lets the control plane re-inject a segment it has
+    /// looked at (unexpected options, which are ignored; the URG flag, whose data is
+    /// delivered inline): it then goes to the protocol stage like any other.
+    pub fn classify(&mut self, frame: Frame, reviewed: bool) -> Option<PreOut> {
         self.stats.items_in += 1;
-        let out = self.classify_inner(frame, options_checked);
+        let out = self.classify_inner(frame, reviewed);
         self.stats.items_out += u64::from(out.is_some());
         out
     }
 
-    fn classify_inner(&mut self, frame: Frame, options_checked: bool) -> Option<PreOut> {
+    fn classify_inner(&mut self, frame: Frame, reviewed: bool) -> Option<PreOut> {
         let data = self.arena.data(&frame);
         let parsed = match wire::parse_frame(data) {
             Ok(p) => p,
@@ -117,9 +118,9 @@ impl Preprocess {
             Some(PuntReason::Syn)
         } else if f & flags::RST != 0 {
             Some(PuntReason::Rst)
-        } else if f & flags::URG != 0 {
+        } else if f & flags::URG != 0 && !reviewed {
             Some(PuntReason::Urgent)
-        } else if seg.options.unexpected && !options_checked {
+        } else if seg.options.unexpected && !reviewed {
             Some(PuntReason::UnexpectedOptions)
         } else {
             None
