@@ -399,6 +399,8 @@ pub(crate) struct HostShared {
     pub(crate) rx_buf: usize,
     pub(crate) tx_buf: usize,
     pub(crate) engine_alive: AtomicBool,
+    /// Connection ring pairs made so far (each holds `rx_buf + tx_buf` bytes).
+    pub(crate) rings_made: std::sync::atomic::AtomicU64,
 }
 
 pub(crate) struct PortAlloc {
@@ -465,6 +467,8 @@ impl HostShared {
 
     /// Make the ring pairs of a new connection: (engine ends, application ends).
     pub(crate) fn make_rings(&self) -> (FlowRings, RingReader, RingWriter) {
+        self.rings_made
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (rx_w, rx_r) = byte_ring(self.rx_buf);
         let (tx_w, tx_r) = byte_ring(self.tx_buf);
         (FlowRings { rx: rx_w, tx: tx_r }, rx_r, tx_w)
@@ -478,6 +482,14 @@ pub struct Host {
 }
 
 impl Host {
+    /// Connection ring pairs made so far (one per connection that got its buffers: an
+    /// active open when it starts, a passive one when its handshake completes).
+    pub fn rings_made(&self) -> u64 {
+        self.shared
+            .rings_made
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The engine's IPv4 address.
     pub fn ip(&self) -> Ipv4Addr {
         self.shared.ip

@@ -367,3 +367,31 @@ fn syn_does_not_teach_the_neighbour_cache() {
     );
     assert_eq!(arp_requests, 1, "the address is resolved with ARP");
 }
+
+/// Every SYN used to allocate the connection's two rings (here 128 KiB; 512 KiB by
+/// default) and hold them until the handshake timed out. Rings are now made when the
+/// handshake completes.
+#[test]
+fn syn_allocates_no_rings_until_the_handshake_completes() {
+    let mut t = Script::new(config());
+    t.listen(512);
+    let host = t.engine.host();
+    for i in 0..200u16 {
+        t.peer_port = 20_000 + i;
+        t.send(SYN, PEER_ISS, None, &[]);
+    }
+    let synacks = t.recv();
+    assert_eq!(synacks.len(), 200, "every SYN answered");
+    assert_eq!(host.rings_made(), 0, "no rings for half-open connections");
+    // Completing one handshake gives that connection its rings.
+    t.peer_port = 20_000;
+    t.peer_seq = PEER_ISS + 1;
+    t.engine_seq = synacks[0].seq.wrapping_add(1);
+    t.send_ack();
+    assert_eq!(host.rings_made(), 1);
+    let mut s = t.listener.as_ref().unwrap().try_accept().unwrap().unwrap();
+    s.set_nonblocking(true);
+    s.write_all(b"ok").unwrap();
+    let seg = t.recv_one();
+    assert_eq!(seg.payload, b"ok");
+}

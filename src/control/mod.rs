@@ -175,7 +175,6 @@ struct Embryo {
     timestamps: bool,
     conn: Arc<ConnShared>,
     rings: Option<FlowRings>,
-    app_rings: Option<(crate::buf::RingReader, crate::buf::RingWriter)>,
     active: bool,
     retries: u32,
     next_retx: Instant,
@@ -473,7 +472,6 @@ impl Control {
             timestamps: self.cfg.timestamps,
             conn: pc.conn,
             rings: Some(pc.rings),
-            app_rings: None,
             active: true,
             retries: 0,
             next_retx: now + self.cfg.rto_initial,
@@ -644,7 +642,7 @@ impl Control {
         let iss = self.isn(&seg.tuple, now);
         let local = SocketAddrV4::new(seg.tuple.local_ip, seg.tuple.local_port);
         let remote = SocketAddrV4::new(seg.tuple.remote_ip, seg.tuple.remote_port);
-        let (rings, rx, tx) = self.host.make_rings();
+        // No rings until the handshake completes: a SYN costs an embryo, not 512 KiB.
         let e = Embryo {
             state: TcpConnState::SynReceived,
             iss,
@@ -655,8 +653,7 @@ impl Control {
             peer_ts: seg.options.timestamp.map(|t| t.0),
             timestamps: self.cfg.timestamps && seg.options.timestamp.is_some(),
             conn: ConnShared::new(local, remote),
-            rings: Some(rings),
-            app_rings: Some((rx, tx)),
+            rings: None,
             active: false,
             retries: 0,
             next_retx: now + self.cfg.rto_initial,
@@ -820,7 +817,14 @@ impl Control {
             snd_wscale: snd_shift,
             mss,
         });
-        let rings = e.rings.take().expect("embryo has rings");
+        // An active open brought its rings; a passive one gets them now.
+        let (rings, app_rings) = match e.rings.take() {
+            Some(r) => (r, None),
+            None => {
+                let (r, rx, tx) = self.host.make_rings();
+                (r, Some((rx, tx)))
+            }
+        };
         let state = TcpState::new(&TcpParams {
             snd_nxt: e.iss.wrapping_add(1),
             rcv_nxt: e.irs.wrapping_add(1),
@@ -870,11 +874,11 @@ impl Control {
             if let Some(l) = self.listeners.get_mut(&t.local_port) {
                 l.pending = l.pending.saturating_sub(1);
             }
-            let (rx, tx) = e.app_rings.take().expect("passive embryo has app rings");
-            let stream = Stream::new(e.conn.clone(), rx, tx, self.host.clone());
-            let delivered = match self.listeners.get(&t.local_port) {
-                Some(l) => l.accept_tx.try_send(stream).is_ok(),
-                None => false,
+            let stream =
+                app_rings.map(|(rx, tx)| Stream::new(e.conn.clone(), rx, tx, self.host.clone()));
+            let delivered = match (self.listeners.get(&t.local_port), stream) {
+                (Some(l), Some(s)) => l.accept_tx.try_send(s).is_ok(),
+                _ => false,
             };
             if !delivered {
                 // The listener is gone or full: abort what we just installed.

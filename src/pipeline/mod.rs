@@ -200,6 +200,7 @@ impl Parts {
             rx_buf: cfg.rx_buffer.next_power_of_two(),
             tx_buf: cfg.tx_buffer.next_power_of_two(),
             engine_alive: AtomicBool::new(true),
+            rings_made: Default::default(),
         });
         let mut control_cfg = cfg.control.clone();
         control_cfg.mac = cfg.mac;
