@@ -1,24 +1,30 @@
-//! The threaded runtime: stage replicas and flow groups on worker threads, joined by SPSC
-//! burst rings, with explicit sequencing.
+//! The threaded runtime: the data path's segments (see
+//! [the pipeline docs](crate::pipeline#the-data-path)) on tasks of their own, replicated
+//! where they hold no per-flow state, joined by SPSC burst rings, with explicit sequencing.
 //!
 //! ```text
-//!            +--> preprocess 0 --+                       +--> postprocess 0 --+
-//! port -> io +--> preprocess 1 --+--> merge -> group g --+--> postprocess 1 --+--> reorder g -> io -> port
-//!  (ingress numbers)   (per-group streams   (protocol, place,   (headers, checksums)   (egress numbers)
-//!                       with advances)       scheduler, notify)
+//!            +--> preprocess 0 --+                      +--> place 0 --+--> postprocess 0 --+
+//! port -> io +--> preprocess 1 --+--> merge -> group g --+--> place 1 --+--> postprocess 1 --+--> reorder g -> io -> port
+//!  (ingress numbers)  (ingress:       (transport: rx_segment   (delivery:        (egress: headers,      (egress numbers)
+//!                     rx_frame         stages, protocol,       payload, rings,   checksums, tx_frame
+//!                     stages,          results stages,         notifications)    stages)
+//!                     preprocess)      scheduler)
 //! ```
 //!
 //! * **Ingress.** The I/O task numbers every received frame and hands bursts to the
 //!   preprocess replicas round-robin (telling the others how far the numbering went). Each
 //!   replica emits, per flow group, its items plus advances; each group merges the replicas'
 //!   streams back into arrival order ([`Merge`]) before its protocol stage.
+//! * **Delivery.** Each place replica owns the rings of its share of the connections (chosen
+//!   by the [`Placement`] policy), so a connection's payload, ring publication and
+//!   notifications stay in protocol order, and data is visible before it is acknowledged.
 //! * **Egress.** A group's protocol stage numbers its results; postprocess replicas build
 //!   headers and checksums in parallel and pass frames (or tombstones for results that send
 //!   nothing) on; a [`Reorder`] per group releases them to the wire in protocol order, with
 //!   the topology's [`Overflow`] policy.
-//! * **Order of notifications.** Payload placement, ring publication and application
-//!   notifications stay on the group's thread, in protocol order, so per-connection
-//!   notifications are in order and data is visible before it is acknowledged.
+//! * **User stages on workers of their own.** With [`Topology::with_rx_hooks_worker`] the
+//!   `rx_frame` stages run between the I/O task and the preprocess replicas; with
+//!   [`Topology::with_tx_hooks_worker`] the `tx_frame` stages run after the egress reorder.
 //!
 //! Each task is a loop body ([`Task::run`]); a worker thread runs its tasks in turn and backs
 //! off (spin, yield, short sleep) when none had work. Statistics are published by every task
