@@ -55,6 +55,10 @@ drop_reasons! {
     OutOfWindow => "out-of-window",
     /// ACK for data never sent (answered with an ACK).
     AckTooNew => "ack-too-new",
+    /// ACK older than the oldest data the peer could still be acknowledging (below
+    /// SND.UNA - MAX.SND.WND, RFC 5961 section 5): dropped with its data, answered with an
+    /// ACK.
+    AckTooOld => "ack-too-old",
     /// Out-of-order segment that did not fit the out-of-order intervals.
     OooNoRoom => "ooo-no-room",
     /// Data after the peer's FIN.

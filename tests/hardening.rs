@@ -395,3 +395,30 @@ fn syn_allocates_no_rings_until_the_handshake_completes() {
     let seg = t.recv_one();
     assert_eq!(seg.payload, b"ok");
 }
+
+/// RFC 5961 section 5: data whose ACK lies below SND.UNA - MAX.SND.WND used to be accepted
+/// (a blind injection needs only a plausible sequence number). It is now dropped with an
+/// ACK in reply, and counted; a sane ACK on the same data is accepted afterwards.
+#[test]
+fn ack_below_snd_una_minus_max_window_drops_the_data() {
+    use flextoe::stats::DropReason;
+    let mut t = Script::new(config());
+    t.accept_established();
+    let (s, a) = (t.peer_seq, t.engine_seq);
+    t.send(PSH | ACK, s, Some(a.wrapping_sub(1 << 30)), b"injected");
+    let reply = t.recv_one();
+    assert!(reply.has(ACK) && reply.payload.is_empty());
+    assert_eq!(reply.ack, s, "nothing was accepted");
+    assert!(t.app_read().is_empty());
+    let proto = t
+        .engine
+        .stats()
+        .stages
+        .into_iter()
+        .find(|(n, _)| *n == "protocol")
+        .unwrap()
+        .1;
+    assert_eq!(proto.drops.get(DropReason::AckTooOld), 1);
+    t.send_data(b"genuine");
+    assert_eq!(t.app_read(), b"genuine");
+}

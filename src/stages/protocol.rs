@@ -50,6 +50,8 @@ pub struct TcpState {
     pub snd_max: u32,
     /// Peer's window in bytes (scaled).
     pub snd_wnd: u32,
+    /// The largest window the peer has offered (RFC 5961 MAX.SND.WND).
+    pub max_snd_wnd: u32,
     /// Segment sequence number of the last window update.
     pub snd_wl1: u32,
     /// Segment acknowledgment number of the last window update.
@@ -130,6 +132,7 @@ impl TcpState {
             snd_nxt: p.snd_nxt,
             snd_max: p.snd_nxt,
             snd_wnd: p.snd_wnd,
+            max_snd_wnd: p.snd_wnd,
             snd_wl1: p.rcv_nxt.wrapping_sub(1),
             snd_wl2: p.snd_nxt,
             cwnd: p
@@ -414,6 +417,14 @@ impl TcpState {
             self.finish(r);
             return Some(DropReason::AckTooNew);
         }
+        // RFC 5961 section 5: an ACK below SND.UNA - MAX.SND.WND acknowledges nothing the
+        // peer can have seen; the segment (data included) is dropped and answered.
+        if seq::lt(s.ack, self.snd_una.wrapping_sub(self.max_snd_wnd.max(1))) {
+            r.hdr = self.ack_header(now);
+            r.actions.set(Actions::TX | Actions::ACK_NOW);
+            self.finish(r);
+            return Some(DropReason::AckTooOld);
+        }
         if self.has(F_TS) && s.has_ts && seq::le(s.seq, self.rcv_nxt) {
             self.ts_recent = s.ts_val;
         }
@@ -429,6 +440,7 @@ impl TcpState {
             {
                 let old_edge = self.snd_edge();
                 self.snd_wnd = (s.win as u32) << self.snd_shift;
+                self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
                 self.snd_wl1 = s.seq;
                 self.snd_wl2 = s.ack;
                 if seq::gt(self.snd_edge(), old_edge) && self.can_send() {
