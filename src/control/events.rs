@@ -1,0 +1,107 @@
+//! Data-path events and application doorbells: the connection states around FIN in both
+//! directions, resets, and the removal of a finished connection from every stage.
+
+use super::*;
+
+impl Control {
+    /// The application changed a connection: returns the work item for the protocol stage,
+    /// or `None` when the flow is gone. Handles close and abort requests.
+    pub(crate) fn app_update(&mut self, id: FlowId, out: &mut ControlOutput) -> Option<ProtoWork> {
+        let c = self.conns.get_mut(id as usize)?.as_mut()?;
+        c.conn.clear_doorbell();
+        if c.conn.abort_requested() {
+            if !c.abort_seen {
+                c.abort_seen = true;
+                out.work.push(ProtoWork::Reset { flow: id });
+            }
+            return None;
+        }
+        let fin = c.conn.tx_fin();
+        if fin && !c.fin_seen {
+            c.fin_seen = true;
+            c.state = match c.state {
+                TcpConnState::Established => TcpConnState::FinWait1,
+                TcpConnState::CloseWait => TcpConnState::LastAck,
+                s => s,
+            };
+        }
+        Some(ProtoWork::App {
+            flow: id,
+            positions: None,
+            fin,
+        })
+    }
+
+    /// Apply data-path events.
+    pub(crate) fn handle_event(&mut self, now: Instant, ev: ControlEvent, out: &mut ControlOutput) {
+        let id = ev.flow;
+        let a = ev.actions;
+        let Some(c) = self.conns.get_mut(id as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        if a.any(Actions::CHALLENGE_ACK) {
+            self.stats.challenge_acks += 1;
+        }
+        if a.any(Actions::RST_TX | Actions::RST_RX) {
+            self.stats.resets += 1;
+            self.finish_conn(id, ConnStatus::Reset, out);
+            return;
+        }
+        if a.any(Actions::ACKED) {
+            c.last_progress = now;
+            c.backoff = 1;
+            c.retries = 0;
+            c.persist_at = None;
+        }
+        let mut st = c.state;
+        if a.any(Actions::FIN_RX) {
+            st = match st {
+                TcpConnState::Established => TcpConnState::CloseWait,
+                TcpConnState::FinWait1 if a.any(Actions::FIN_ACKED) => TcpConnState::TimeWait,
+                TcpConnState::FinWait1 => TcpConnState::Closing,
+                TcpConnState::FinWait2 => TcpConnState::TimeWait,
+                s => s,
+            };
+        }
+        if a.any(Actions::FIN_ACKED) {
+            st = match st {
+                TcpConnState::FinWait1 => TcpConnState::FinWait2,
+                TcpConnState::Closing => TcpConnState::TimeWait,
+                TcpConnState::LastAck => {
+                    c.state = st;
+                    self.stats.closed += 1;
+                    self.finish_conn(id, ConnStatus::Closed, out);
+                    return;
+                }
+                s => s,
+            };
+        }
+        if st == TcpConnState::TimeWait && c.state != TcpConnState::TimeWait {
+            c.time_wait_until = Some(now + self.cfg.time_wait);
+            c.conn.set_status(ConnStatus::Closed);
+            self.stats.closed += 1;
+        }
+        c.state = st;
+    }
+
+    /// Remove a connection from every stage.
+    pub(super) fn finish_conn(&mut self, id: FlowId, status: ConnStatus, out: &mut ControlOutput) {
+        let Some(c) = self.conns.get_mut(id as usize).and_then(Option::take) else {
+            return;
+        };
+        self.by_tuple.remove(&c.tuple);
+        self.free_ids.push(id);
+        self.retired.fast += FlowCounters::get(&c.counters.fast_retransmits);
+        self.retired.timeout += FlowCounters::get(&c.counters.timeout_retransmits);
+        if c.ephemeral {
+            self.host.release_port(c.tuple.local_port);
+        }
+        if matches!(
+            c.conn.status(),
+            ConnStatus::Connecting | ConnStatus::Established
+        ) {
+            c.conn.set_status(status);
+        }
+        out.removals.push((id, c.tuple));
+    }
+}

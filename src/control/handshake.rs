@@ -1,0 +1,407 @@
+//! Handshakes: active and passive opens, SYN and SYN-ACK (with their retransmissions), the
+//! negotiation of MSS, window scaling and timestamps, and the installation of a connection
+//! once its handshake completes.
+
+use super::*;
+
+pub(super) struct Listening {
+    pub(super) backlog: usize,
+    pub(super) accept_tx: Sender<Stream>,
+    pub(super) pending: usize,
+}
+
+pub(super) struct Embryo {
+    pub(super) state: TcpConnState,
+    pub(super) iss: u32,
+    pub(super) irs: u32,
+    pub(super) remote_mac: MacAddr,
+    pub(super) peer_mss: u16,
+    pub(super) peer_wscale: Option<u8>,
+    pub(super) peer_ts: Option<u32>,
+    pub(super) timestamps: bool,
+    pub(super) conn: Arc<ConnShared>,
+    pub(super) rings: Option<FlowRings>,
+    pub(super) active: bool,
+    pub(super) retries: u32,
+    pub(super) next_retx: Instant,
+}
+
+pub(super) struct PendingConnect {
+    pub(super) tuple: FourTuple,
+    pub(super) conn: Arc<ConnShared>,
+    pub(super) rings: FlowRings,
+}
+
+/// Smallest MSS a peer may announce (as Linux clamps it): anything below is raised to this.
+pub const MIN_PEER_MSS: u16 = 88;
+/// What a peer that announces no MSS gets (RFC 9293 3.7.1).
+const DEFAULT_PEER_MSS: u16 = 536;
+
+/// The peer's MSS option, clamped: no option means 536, a tiny one means [`MIN_PEER_MSS`].
+fn peer_mss(announced: Option<u16>) -> u16 {
+    announced.unwrap_or(DEFAULT_PEER_MSS).max(MIN_PEER_MSS)
+}
+
+impl Control {
+    pub(super) fn start_connect(
+        &mut self,
+        now: Instant,
+        pc: PendingConnect,
+        mac: MacAddr,
+        out: &mut ControlOutput,
+    ) {
+        let iss = self.isn(&pc.tuple, now);
+        let e = Embryo {
+            state: TcpConnState::SynSent,
+            iss,
+            irs: 0,
+            remote_mac: mac,
+            peer_mss: 536,
+            peer_wscale: None,
+            peer_ts: None,
+            timestamps: self.cfg.timestamps,
+            conn: pc.conn,
+            rings: Some(pc.rings),
+            active: true,
+            retries: 0,
+            next_retx: now + self.cfg.rto_initial,
+        };
+        self.send_syn(now, &pc.tuple, &e, out);
+        self.embryos.insert(pc.tuple, e);
+    }
+
+    pub(super) fn syn_repr(&self, now: Instant, t: &FourTuple, e: &Embryo) -> TcpRepr<'static> {
+        let syn_ack = e.state == TcpConnState::SynReceived;
+        let ws_ok = self.cfg.window_scaling && (!syn_ack || e.peer_wscale.is_some());
+        let ts = if syn_ack {
+            e.peer_ts
+                .filter(|_| e.timestamps)
+                .map(|v| TcpTimestampRepr::new(self.ts_val(t, now), v))
+        } else if e.timestamps {
+            Some(TcpTimestampRepr::new(self.ts_val(t, now), 0))
+        } else {
+            None
+        };
+        TcpRepr {
+            src_port: t.local_port,
+            dst_port: t.remote_port,
+            control: TcpControl::Syn,
+            seq_number: TcpSeqNumber(e.iss as i32),
+            ack_number: syn_ack.then_some(TcpSeqNumber(e.irs.wrapping_add(1) as i32)),
+            window_len: self.host.rx_buf.min(65535) as u16,
+            window_scale: ws_ok.then_some(self.our_wscale()),
+            max_seg_size: Some(self.our_mss()),
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: ts,
+            payload: &[],
+        }
+    }
+
+    pub(super) fn send_syn(
+        &mut self,
+        now: Instant,
+        t: &FourTuple,
+        e: &Embryo,
+        out: &mut ControlOutput,
+    ) {
+        let repr = self.syn_repr(now, t, e);
+        let ep = self.endpoints(t, e.remote_mac);
+        self.send_tcp(out, ep, repr);
+    }
+
+    pub(super) fn passive_open(&mut self, now: Instant, seg: TcpSegment, out: &mut ControlOutput) {
+        let Some(l) = self.listeners.get_mut(&seg.tuple.local_port) else {
+            return;
+        };
+        if l.pending + l.accept_tx.len() >= l.backlog {
+            self.stats.drops.add(DropReason::BacklogFull);
+            return;
+        }
+        // Every connection in the table or in its handshake will need a flow: refuse the
+        // SYN now rather than complete a handshake that cannot be installed.
+        let flows = self.conns.len().saturating_sub(self.free_ids.len()) + self.embryos.len();
+        if flows >= self.cfg.max_flows {
+            self.stats.drops.add(DropReason::FlowTableFull);
+            self.reply_rst(&seg, out);
+            return;
+        }
+        let Some(l) = self.listeners.get_mut(&seg.tuple.local_port) else {
+            return;
+        };
+        l.pending += 1;
+        // The handshake answers the SYN's source MAC (kept in the embryo); the neighbour
+        // cache does not learn from SYNs, which anyone can send (poisoning, unbounded growth).
+        let iss = self.isn(&seg.tuple, now);
+        let local = SocketAddrV4::new(seg.tuple.local_ip, seg.tuple.local_port);
+        let remote = SocketAddrV4::new(seg.tuple.remote_ip, seg.tuple.remote_port);
+        // No rings until the handshake completes: a SYN costs an embryo, not 512 KiB.
+        let e = Embryo {
+            state: TcpConnState::SynReceived,
+            iss,
+            irs: seg.summary.seq,
+            remote_mac: seg.src_mac,
+            peer_mss: peer_mss(seg.options.mss),
+            peer_wscale: seg.options.window_scale,
+            peer_ts: seg.options.timestamp.map(|t| t.0),
+            timestamps: self.cfg.timestamps && seg.options.timestamp.is_some(),
+            conn: ConnShared::new(local, remote),
+            rings: None,
+            active: false,
+            retries: 0,
+            next_retx: now + self.cfg.rto_initial,
+        };
+        self.send_syn(now, &seg.tuple, &e, out);
+        self.embryos.insert(seg.tuple, e);
+    }
+
+    pub(super) fn punt_for_embryo(
+        &mut self,
+        now: Instant,
+        seg: TcpSegment,
+        frame: Frame,
+        out: &mut ControlOutput,
+    ) {
+        let s = seg.summary;
+        let t = seg.tuple;
+        let Some(e) = self.embryos.get_mut(&t) else {
+            self.arena.free(frame);
+            return;
+        };
+        match e.state {
+            TcpConnState::SynSent => {
+                self.arena.free(frame);
+                if s.has(flags::ACK) && s.ack != e.iss.wrapping_add(1) {
+                    if !s.has(flags::RST) {
+                        self.stats.drops.add(DropReason::BadHandshake);
+                        self.reply_rst(&seg, out);
+                    }
+                    return;
+                }
+                if s.has(flags::RST) {
+                    if s.has(flags::ACK) {
+                        let e = self.embryos.remove(&t).expect("present");
+                        self.fail_embryo(&t, e, ConnStatus::Refused);
+                    } else {
+                        self.stats.drops.add(DropReason::BadRst);
+                    }
+                    return;
+                }
+                if !s.has(flags::SYN) {
+                    self.stats.drops.add(DropReason::BadHandshake);
+                    return;
+                }
+                e.irs = s.seq;
+                e.peer_mss = peer_mss(seg.options.mss);
+                e.peer_wscale = seg.options.window_scale;
+                e.peer_ts = seg.options.timestamp.map(|x| x.0);
+                e.timestamps = e.timestamps && seg.options.timestamp.is_some();
+                if s.has(flags::ACK) {
+                    let e = self.embryos.remove(&t).expect("present");
+                    // Windows in SYN segments are never scaled.
+                    self.establish(now, t, e, s.win as u32, out);
+                } else {
+                    // Simultaneous open: answer with SYN-ACK.
+                    e.state = TcpConnState::SynReceived;
+                    let e = self.embryos.remove(&t).expect("present");
+                    self.send_syn(now, &t, &e, out);
+                    self.embryos.insert(t, e);
+                }
+            }
+            TcpConnState::SynReceived => {
+                if s.has(flags::RST) {
+                    self.arena.free(frame);
+                    if s.seq == e.irs.wrapping_add(1) {
+                        let e = self.embryos.remove(&t).expect("present");
+                        self.fail_embryo(&t, e, ConnStatus::Reset);
+                    } else {
+                        self.stats.drops.add(DropReason::BadRst);
+                    }
+                    return;
+                }
+                if s.has(flags::SYN) {
+                    // Retransmitted SYN: our SYN-ACK was lost.
+                    self.arena.free(frame);
+                    if s.seq == e.irs {
+                        let e = self.embryos.remove(&t).expect("present");
+                        self.send_syn(now, &t, &e, out);
+                        self.embryos.insert(t, e);
+                    } else {
+                        self.stats.drops.add(DropReason::BadHandshake);
+                    }
+                    return;
+                }
+                // Any acceptable segment that acknowledges our SYN completes the handshake
+                // (RFC 9293 3.10.7.4); with parallel preprocessing, data that followed the
+                // final ACK may be punted before it.
+                let in_window = s.seq.wrapping_sub(e.irs.wrapping_add(1)) < self.host.rx_buf as u32;
+                if !s.has(flags::ACK) || s.ack != e.iss.wrapping_add(1) || !in_window {
+                    self.arena.free(frame);
+                    self.stats.drops.add(DropReason::BadHandshake);
+                    if s.has(flags::ACK) && s.ack != e.iss.wrapping_add(1) {
+                        self.reply_rst(&seg, out);
+                    }
+                    return;
+                }
+                let e = self.embryos.remove(&t).expect("present");
+                let shift = if self.cfg.window_scaling && e.peer_wscale.is_some() {
+                    e.peer_wscale.unwrap_or(0)
+                } else {
+                    0
+                };
+                if self.establish(now, t, e, (s.win as u32) << shift, out)
+                    && (s.payload_len > 0 || s.has(flags::FIN))
+                {
+                    out.reinject.push(frame);
+                } else {
+                    self.arena.free(frame);
+                }
+            }
+            _ => self.arena.free(frame),
+        }
+    }
+
+    pub(super) fn fail_embryo(&mut self, t: &FourTuple, e: Embryo, status: ConnStatus) {
+        if e.active {
+            self.host.release_port(t.local_port);
+        } else if let Some(l) = self.listeners.get_mut(&t.local_port) {
+            l.pending = l.pending.saturating_sub(1);
+        }
+        if status == ConnStatus::Reset {
+            self.stats.resets += 1;
+        }
+        e.conn.set_status(status);
+    }
+
+    /// Install a handshaken connection. Returns false if it could not be installed.
+    pub(super) fn establish(
+        &mut self,
+        now: Instant,
+        t: FourTuple,
+        mut e: Embryo,
+        snd_wnd: u32,
+        out: &mut ControlOutput,
+    ) -> bool {
+        let Some(id) = self.alloc_id() else {
+            self.stats.drops.add(DropReason::QueueFull);
+            self.fail_embryo(&t, e, ConnStatus::Reset);
+            return false;
+        };
+        let ws = self.cfg.window_scaling && e.peer_wscale.is_some();
+        let (snd_shift, rcv_shift) = if ws {
+            (e.peer_wscale.unwrap_or(0), self.our_wscale())
+        } else {
+            (0, 0)
+        };
+        let ts = e.timestamps && e.peer_ts.is_some();
+        // Room for payload once the timestamp option is in every segment (both sides are at
+        // least MIN_PEER_MSS, so this stays positive).
+        let ts_len = if ts { wire::TS_OPT_LEN as u16 } else { 0 };
+        let mss = e.peer_mss.min(self.our_mss()).saturating_sub(ts_len).max(1);
+        let identity = Arc::new(FlowIdentity {
+            id,
+            tuple: t,
+            local_mac: self.cfg.mac,
+            remote_mac: e.remote_mac,
+            group: flow_group(&t, self.cfg.flow_groups),
+            template: wire::HeaderTemplate::new(self.cfg.mac, e.remote_mac, &t, ts),
+            timestamps: ts,
+            rcv_wscale: rcv_shift,
+            snd_wscale: snd_shift,
+            mss,
+        });
+        // An active open brought its rings; a passive one gets them now.
+        let (rings, app_rings) = match e.rings.take() {
+            Some(r) => (r, None),
+            None => {
+                let (r, rx, tx) = self.host.make_rings();
+                (r, Some((rx, tx)))
+            }
+        };
+        let state = TcpState::new(&TcpParams {
+            snd_nxt: e.iss.wrapping_add(1),
+            rcv_nxt: e.irs.wrapping_add(1),
+            snd_wnd,
+            mss,
+            snd_shift,
+            rcv_shift,
+            rx_cap: rings.rx.capacity() as u32,
+            timestamps: ts,
+            ts_recent: e.peer_ts.unwrap_or(0),
+            ts_offset: self.secrets.ts_offset(&t),
+            initial_cwnd_segments: self.cfg.initial_cwnd_segments,
+        });
+        let counters = FlowCounters::new();
+        self.conns[id as usize] = Some(Conn {
+            tuple: t,
+            state: TcpConnState::Established,
+            conn: e.conn.clone(),
+            counters: counters.clone(),
+            ephemeral: e.active,
+            fin_seen: false,
+            abort_seen: false,
+            srtt_us: None,
+            rttvar_us: 0.0,
+            rto: self.cfg.rto_initial,
+            backoff: 1,
+            retries: 0,
+            last_acked: 0,
+            last_rtt: (0, 0),
+            last_progress: now,
+            persist_at: None,
+            time_wait_until: None,
+        });
+        self.by_tuple.insert(t, id);
+        out.installs.push(FlowInstall {
+            identity,
+            counters,
+            state,
+            rings,
+            conn: e.conn.clone(),
+        });
+        self.stats.established += 1;
+        if e.active {
+            // Complete the handshake with an ACK built by the data path.
+            out.work.push(ProtoWork::Ack { flow: id });
+        } else {
+            if let Some(l) = self.listeners.get_mut(&t.local_port) {
+                l.pending = l.pending.saturating_sub(1);
+            }
+            let stream =
+                app_rings.map(|(rx, tx)| Stream::new(e.conn.clone(), rx, tx, self.host.clone()));
+            let delivered = match (self.listeners.get(&t.local_port), stream) {
+                (Some(l), Some(s)) => l.accept_tx.try_send(s).is_ok(),
+                _ => false,
+            };
+            if !delivered {
+                // The listener is gone or full: abort what we just installed.
+                self.stats.drops.add(DropReason::BacklogFull);
+                out.work.push(ProtoWork::Reset { flow: id });
+            }
+        }
+        true
+    }
+
+    /// Handshake retransmissions (SYN, SYN-ACK) that are due, and handshakes that gave up.
+    pub(super) fn poll_handshakes(&mut self, now: Instant, out: &mut ControlOutput) {
+        let due: Vec<FourTuple> = self
+            .embryos
+            .iter()
+            .filter(|(_, e)| now >= e.next_retx)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in due {
+            let mut e = self.embryos.remove(&t).expect("present");
+            e.retries += 1;
+            if e.retries > self.cfg.syn_retries {
+                self.fail_embryo(&t, e, ConnStatus::TimedOut);
+                continue;
+            }
+            self.stats.syn_retransmits += 1;
+            e.next_retx =
+                now + (self.cfg.rto_initial * (1 << e.retries.min(6))).min(self.cfg.rto_max);
+            self.send_syn(now, &t, &e, out);
+            self.embryos.insert(t, e);
+        }
+    }
+}

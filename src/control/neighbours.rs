@@ -1,0 +1,106 @@
+//! Neighbours: ARP answers, resolution with retries, and the cache. The cache learns only
+//! from ARP packets addressed to us or answering our own requests.
+
+use super::*;
+
+const ARP_RETRY: Duration = Duration::from_millis(500);
+const ARP_TRIES: u32 = 4;
+
+pub(super) struct ArpWait {
+    pub(super) conns: Vec<PendingConnect>,
+    pub(super) tries: u32,
+    pub(super) next: Instant,
+}
+
+impl Control {
+    pub(super) fn arp_resolve(
+        &mut self,
+        now: Instant,
+        pc: PendingConnect,
+        out: &mut ControlOutput,
+    ) {
+        let ip = pc.tuple.remote_ip;
+        let first = !self.arp_wait.contains_key(&ip);
+        self.arp_wait
+            .entry(ip)
+            .or_insert(ArpWait {
+                conns: Vec::new(),
+                tries: 1,
+                next: now + ARP_RETRY,
+            })
+            .conns
+            .push(pc);
+        if first {
+            self.send_arp_request(ip, out);
+        }
+    }
+
+    pub(super) fn send_arp_request(&mut self, ip: Ipv4Addr, out: &mut ControlOutput) {
+        let req = wire::arp_request(self.cfg.mac, self.cfg.ip, ip);
+        let mac = self.cfg.mac;
+        self.stats.arp_requests += 1;
+        self.send_frame(out, |b| wire::emit_arp(b, mac, MacAddr::BROADCAST, &req));
+    }
+
+    pub(super) fn handle_arp(&mut self, now: Instant, arp: ArpRepr, out: &mut ControlOutput) {
+        let ArpRepr::EthernetIpv4 {
+            operation,
+            source_hardware_addr,
+            source_protocol_addr,
+            target_protocol_addr,
+            ..
+        } = arp
+        else {
+            self.stats.drops.add(DropReason::BadArp);
+            return;
+        };
+        if target_protocol_addr == self.cfg.ip || self.arp_wait.contains_key(&source_protocol_addr)
+        {
+            self.neighbors
+                .insert(source_protocol_addr, source_hardware_addr);
+        }
+        if operation == ArpOperation::Request && target_protocol_addr == self.cfg.ip {
+            let reply = ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Reply,
+                source_hardware_addr: self.cfg.mac,
+                source_protocol_addr: self.cfg.ip,
+                target_hardware_addr: source_hardware_addr,
+                target_protocol_addr: source_protocol_addr,
+            };
+            let mac = self.cfg.mac;
+            self.stats.arp_replies += 1;
+            self.send_frame(out, |b| {
+                wire::emit_arp(b, mac, source_hardware_addr, &reply)
+            });
+        }
+        if let Some(w) = self.arp_wait.remove(&source_protocol_addr) {
+            for pc in w.conns {
+                self.start_connect(now, pc, source_hardware_addr, out);
+            }
+        }
+    }
+
+    /// ARP retries that are due, and resolutions that gave up.
+    pub(super) fn poll_arp(&mut self, now: Instant, out: &mut ControlOutput) {
+        let due: Vec<Ipv4Addr> = self
+            .arp_wait
+            .iter()
+            .filter(|(_, w)| now >= w.next)
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in due {
+            let mut w = self.arp_wait.remove(&ip).expect("present");
+            if w.tries >= ARP_TRIES {
+                for pc in w.conns {
+                    self.host.release_port(pc.tuple.local_port);
+                    pc.conn.set_status(ConnStatus::Unreachable);
+                }
+                continue;
+            }
+            w.tries += 1;
+            w.next = now + ARP_RETRY;
+            self.send_arp_request(ip, out);
+            self.arp_wait.insert(ip, w);
+        }
+    }
+}

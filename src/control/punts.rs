@@ -1,0 +1,111 @@
+//! Frames the data path punts: dispatch to the handshake or the connection, RSTs for
+//! segments that match nothing, RFC 5961 challenge ACKs, re-injection of reviewed segments.
+
+use super::*;
+
+impl Control {
+    /// Handle a frame the data path punted.
+    pub(crate) fn handle_punt(&mut self, now: Instant, p: Punt, out: &mut ControlOutput) {
+        self.stats.punted += 1;
+        let parsed = wire::parse_frame(self.arena.data(&p.frame));
+        let seg = match parsed {
+            Ok(Parsed::Arp(arp)) => {
+                self.arena.free(p.frame);
+                self.handle_arp(now, arp, out);
+                return;
+            }
+            Ok(Parsed::Tcp(seg)) => seg,
+            Err(r) => {
+                self.stats.drops.add(r);
+                self.arena.free(p.frame);
+                return;
+            }
+        };
+        if let Some(&id) = self.by_tuple.get(&seg.tuple) {
+            self.punt_for_flow(id, seg, p, out);
+            return;
+        }
+        if self.embryos.contains_key(&seg.tuple) {
+            self.punt_for_embryo(now, seg, p.frame, out);
+            return;
+        }
+        let s = &seg.summary;
+        if s.has(flags::SYN)
+            && !s.has(flags::ACK)
+            && self.listeners.contains_key(&seg.tuple.local_port)
+        {
+            self.arena.free(p.frame);
+            self.passive_open(now, seg, out);
+            return;
+        }
+        self.arena.free(p.frame);
+        self.stats.drops.add(DropReason::NoConnection);
+        if !s.has(flags::RST) {
+            self.reply_rst(&seg, out);
+        }
+    }
+
+    pub(super) fn reply_rst(&mut self, seg: &TcpSegment, out: &mut ControlOutput) {
+        let s = &seg.summary;
+        let seg_len =
+            s.payload_len as u32 + u32::from(s.has(flags::SYN)) + u32::from(s.has(flags::FIN));
+        let (seq_no, ack, control) = if s.has(flags::ACK) {
+            (s.ack, None, TcpControl::Rst)
+        } else {
+            (0, Some(s.seq.wrapping_add(seg_len)), TcpControl::Rst)
+        };
+        let repr = TcpRepr {
+            src_port: seg.tuple.local_port,
+            dst_port: seg.tuple.remote_port,
+            control,
+            seq_number: TcpSeqNumber(seq_no as i32),
+            ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
+            window_len: 0,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let ep = self.endpoints(&seg.tuple, seg.src_mac);
+        self.stats.rst_sent += 1;
+        self.send_tcp(out, ep, repr);
+    }
+
+    pub(super) fn punt_for_flow(
+        &mut self,
+        id: FlowId,
+        seg: TcpSegment,
+        p: Punt,
+        out: &mut ControlOutput,
+    ) {
+        let s = seg.summary;
+        match p.reason {
+            PuntReason::Syn => {
+                // RFC 5961 4.2: a SYN on a synchronized connection gets a challenge ACK.
+                self.arena.free(p.frame);
+                self.stats.challenge_acks += 1;
+                out.work.push(ProtoWork::Ack { flow: id });
+            }
+            PuntReason::Rst => {
+                // The protocol stage owns rcv_nxt and the window: it decides.
+                self.arena.free(p.frame);
+                out.work.push(ProtoWork::Rst {
+                    flow: id,
+                    seq: s.seq,
+                });
+            }
+            PuntReason::UnexpectedOptions | PuntReason::Urgent | PuntReason::UnknownFlow => {
+                // Unknown options are ignored (RFC 9293 3.1); urgent data is delivered inline.
+                out.reinject.push(p.frame);
+            }
+            PuntReason::Arp => self.arena.free(p.frame),
+            PuntReason::Extension => {
+                // The data path's business, which a user stage took away from it.
+                self.stats.drops.add(DropReason::Extension);
+                self.arena.free(p.frame);
+            }
+        }
+    }
+}

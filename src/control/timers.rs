@@ -1,0 +1,121 @@
+//! Timers: RTT estimation (RFC 6298), retransmission timeouts, zero-window probes, TIME-WAIT;
+//! and the earliest deadline, for simulations that skip idle time.
+
+use super::*;
+
+impl Control {
+    pub(super) fn update_rtt(&mut self, id: FlowId) {
+        let Some(c) = self.conns.get_mut(id as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let sum = FlowCounters::get(&c.counters.rtt_sum_us);
+        let n = FlowCounters::get(&c.counters.rtt_samples);
+        if n == c.last_rtt.1 {
+            return;
+        }
+        let r = (sum - c.last_rtt.0) as f64 / (n - c.last_rtt.1) as f64;
+        c.last_rtt = (sum, n);
+        // RFC 6298 2.2 / 2.3.
+        match c.srtt_us {
+            None => {
+                c.srtt_us = Some(r);
+                c.rttvar_us = r / 2.0;
+            }
+            Some(s) => {
+                c.rttvar_us = 0.75 * c.rttvar_us + 0.25 * (s - r).abs();
+                c.srtt_us = Some(0.875 * s + 0.125 * r);
+            }
+        }
+        let rto_us = c.srtt_us.unwrap_or(0.0) + (4.0 * c.rttvar_us).max(1000.0);
+        c.rto = Duration::from_micros(rto_us as u64).clamp(self.cfg.rto_min, self.cfg.rto_max);
+    }
+
+    /// Run the timers: retransmission timeouts, zero-window probes, TIME-WAIT, handshakes,
+    /// ARP.
+    pub(crate) fn poll_timers(&mut self, now: Instant, out: &mut ControlOutput) {
+        for id in 0..self.conns.len() as FlowId {
+            self.update_rtt(id);
+            let Some(c) = self.conns.get_mut(id as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            if let Some(t) = c.time_wait_until {
+                if now >= t {
+                    self.finish_conn(id, ConnStatus::Closed, out);
+                }
+                continue;
+            }
+            let acked = FlowCounters::get(&c.counters.acked_bytes);
+            if acked != c.last_acked {
+                c.last_acked = acked;
+                c.last_progress = now;
+                c.backoff = 1;
+                c.retries = 0;
+            }
+            let in_flight = FlowCounters::get(&c.counters.in_flight);
+            let unsent = FlowCounters::get(&c.counters.unsent);
+            let zero = c
+                .counters
+                .peer_window_zero
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let rto = (c.rto * c.backoff).min(self.cfg.rto_max);
+            if in_flight == 0 {
+                c.last_progress = now;
+                if zero && unsent > 0 {
+                    match c.persist_at {
+                        None => c.persist_at = Some(now + rto),
+                        Some(t) if now >= t => {
+                            self.stats.probes += 1;
+                            out.work.push(ProtoWork::Probe { flow: id });
+                            c.backoff = (c.backoff * 2).min(64);
+                            c.persist_at = Some(now + (c.rto * c.backoff).min(self.cfg.rto_max));
+                        }
+                        _ => {}
+                    }
+                } else {
+                    c.persist_at = None;
+                }
+                continue;
+            }
+            if now.saturating_since(c.last_progress) >= rto {
+                c.retries += 1;
+                if c.retries > self.cfg.max_retransmissions {
+                    out.work.push(ProtoWork::Reset { flow: id });
+                    c.conn.set_status(ConnStatus::TimedOut);
+                    continue;
+                }
+                self.stats.timeouts += 1;
+                c.backoff = (c.backoff * 2).min(64);
+                c.last_progress = now;
+                out.work.push(ProtoWork::Retransmit { flow: id });
+            }
+        }
+        self.poll_handshakes(now, out);
+        self.poll_arp(now, out);
+    }
+
+    /// The earliest time a timer may fire (for simulations that skip idle time).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let mut best: Option<Instant> = None;
+        let mut take = |t: Instant| best = Some(best.map_or(t, |b| b.min(t)));
+        for c in self.conns.iter().flatten() {
+            if let Some(t) = c.time_wait_until {
+                take(t);
+                continue;
+            }
+            if let Some(t) = c.persist_at {
+                take(t);
+            }
+            let in_flight = FlowCounters::get(&c.counters.in_flight);
+            if in_flight > 0 {
+                take(c.last_progress + (c.rto * c.backoff).min(self.cfg.rto_max));
+            }
+        }
+        for e in self.embryos.values() {
+            take(e.next_retx);
+        }
+        for w in self.arp_wait.values() {
+            take(w.next);
+        }
+        best
+    }
+}
