@@ -146,8 +146,12 @@ pub struct FlowCounters {
     pub ecn_bytes: AtomicU64,
     /// Duplicate ACKs seen.
     pub dup_acks: AtomicU64,
-    /// Go-back-N after three duplicate ACKs.
+    /// Fast recoveries entered (duplicate ACKs, SACK evidence, an answered tail probe).
     pub fast_retransmits: AtomicU64,
+    /// Segments a fast recovery retransmitted (SACK holes, partial ACKs).
+    pub recovery_retransmits: AtomicU64,
+    /// Tail-loss probes sent.
+    pub tail_probes: AtomicU64,
     /// Go-back-N after a retransmission timeout.
     pub timeout_retransmits: AtomicU64,
     /// Out-of-order segments kept.
@@ -186,10 +190,24 @@ impl FlowCounters {
 /// Retransmission totals over all flows, summed by the caller.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RetransmitTotals {
-    /// Go-back-N after three duplicate ACKs.
+    /// Fast recoveries entered (duplicate ACKs, SACK evidence, an answered tail probe).
     pub fast: u64,
-    /// Go-back-N after a timeout.
+    /// Segments fast recoveries retransmitted (SACK holes, partial ACKs).
+    pub recovery: u64,
+    /// Tail-loss probes sent (RFC 8985).
+    pub tail_probes: u64,
+    /// Go-back-N after a retransmission timeout.
     pub timeout: u64,
+}
+
+impl RetransmitTotals {
+    /// Add a flow's counters.
+    pub fn add(&mut self, c: &FlowCounters) {
+        self.fast += FlowCounters::get(&c.fast_retransmits);
+        self.recovery += FlowCounters::get(&c.recovery_retransmits);
+        self.tail_probes += FlowCounters::get(&c.tail_probes);
+        self.timeout += FlowCounters::get(&c.timeout_retransmits);
+    }
 }
 
 #[cfg(test)]

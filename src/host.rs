@@ -270,6 +270,7 @@ pub struct ConnShared {
     flow: AtomicU32,
     rx_fin: AtomicBool,
     tx_fin: AtomicBool,
+    rx_closed: AtomicBool,
     abort: AtomicBool,
     doorbell_pending: AtomicBool,
     /// Woken on every change.
@@ -286,6 +287,7 @@ impl ConnShared {
             flow: AtomicU32::new(u32::MAX),
             rx_fin: AtomicBool::new(false),
             tx_fin: AtomicBool::new(false),
+            rx_closed: AtomicBool::new(false),
             abort: AtomicBool::new(false),
             doorbell_pending: AtomicBool::new(false),
             waiter: Waiter::default(),
@@ -339,6 +341,12 @@ impl ConnShared {
     /// Whether the application shut down its sending side.
     pub fn tx_fin(&self) -> bool {
         self.tx_fin.load(Ordering::Acquire)
+    }
+
+    /// Whether the application closed its reading side (dropped the stream or its
+    /// [`ReadHalf`]): it will read no more.
+    pub fn rx_closed(&self) -> bool {
+        self.rx_closed.load(Ordering::Acquire)
     }
 
     /// Whether the application asked for an abort.
@@ -992,6 +1000,13 @@ impl io::Write for WriteHalf {
     }
 }
 
+impl Drop for ReadHalf {
+    fn drop(&mut self) {
+        self.conn.rx_closed.store(true, Ordering::Release);
+        self.host.ring_doorbell(&self.conn);
+    }
+}
+
 impl Drop for WriteHalf {
     fn drop(&mut self) {
         self.conn.tx_fin.store(true, Ordering::Release);
@@ -1009,6 +1024,7 @@ impl Drop for Stream {
         } else {
             self.conn.tx_fin.store(true, Ordering::Release);
         }
+        self.conn.rx_closed.store(true, Ordering::Release);
         self.host.ring_doorbell(&self.conn);
     }
 }

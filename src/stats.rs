@@ -63,6 +63,8 @@ drop_reasons! {
     OooNoRoom => "ooo-no-room",
     /// Data after the peer's FIN.
     DataAfterFin => "data-after-fin",
+    /// Data after the application closed the connection: answered with a RST.
+    DataAfterClose => "data-after-close",
     /// No free frame in the arena.
     NoFrame => "no-frame",
     /// A queue was full.

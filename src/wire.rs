@@ -123,7 +123,49 @@ impl Hasher for Fnv {
     }
 }
 
-/// The compact description of a received segment that stages pass on (28 bytes).
+/// Up to three SACK blocks (RFC 2018), `[left, right)` in sequence space, as a segment
+/// carried them or as an ACK will carry them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SackBlocks {
+    blocks: [(u32, u32); SACK_BLOCKS],
+    len: u8,
+}
+
+/// The most SACK blocks one segment carries: three fit beside the timestamp option.
+pub const SACK_BLOCKS: usize = 3;
+
+impl SackBlocks {
+    /// No blocks.
+    pub const EMPTY: SackBlocks = SackBlocks {
+        blocks: [(0, 0); SACK_BLOCKS],
+        len: 0,
+    };
+
+    /// Add a block; ignored when three are already there.
+    pub fn push(&mut self, left: u32, right: u32) {
+        if (self.len as usize) < SACK_BLOCKS {
+            self.blocks[self.len as usize] = (left, right);
+            self.len += 1;
+        }
+    }
+
+    /// The blocks, in the order they were added (the first is the most recent).
+    pub fn as_slice(&self) -> &[(u32, u32)] {
+        &self.blocks[..self.len as usize]
+    }
+
+    /// Whether there is no block.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of blocks.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+}
+
+/// The compact description of a received segment that stages pass on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SegmentSummary {
     /// Sequence number.
@@ -146,6 +188,9 @@ pub struct SegmentSummary {
     pub has_ts: bool,
     /// The IP header carried ECN CE.
     pub ce: bool,
+    /// SACK blocks the segment carried (unvalidated: the protocol stage checks them against
+    /// what it sent).
+    pub sack: SackBlocks,
 }
 
 impl SegmentSummary {
@@ -166,8 +211,10 @@ pub struct TcpOptions {
     pub sack_permitted: bool,
     /// Timestamps (value, echo).
     pub timestamp: Option<(u32, u32)>,
-    /// Options that data segments should not carry (SACK blocks, MSS or window scale outside
-    /// SYN, unknown kinds) were present.
+    /// SACK blocks (at most three are kept).
+    pub sack: SackBlocks,
+    /// Options that data segments should not carry (MSS, window scale or SACK-permitted
+    /// outside SYN, unknown kinds) were present.
     pub unexpected: bool,
 }
 
@@ -263,6 +310,7 @@ fn parse_ipv4(src_mac: MacAddr, data: &[u8]) -> Result<TcpSegment, DropReason> {
         flags: flag_byte,
         has_ts: options.timestamp.is_some(),
         ce,
+        sack: options.sack,
     };
     Ok(TcpSegment {
         tuple: FourTuple {
@@ -303,7 +351,12 @@ pub fn parse_options(mut opts: &[u8], syn: bool) -> Result<TcpOptions, DropReaso
                 out.unexpected |= !syn;
             }
             TcpOption::TimeStamp { tsval, tsecr } => out.timestamp = Some((tsval, tsecr)),
-            TcpOption::SackRange(_) | TcpOption::Unknown { .. } => out.unexpected = true,
+            TcpOption::SackRange(r) => {
+                for (left, right) in r.into_iter().flatten() {
+                    out.sack.push(left, right);
+                }
+            }
+            TcpOption::Unknown { .. } => out.unexpected = true,
         }
         opts = rest;
     }
@@ -327,6 +380,9 @@ pub struct TxHeader {
     pub ts_ecr: u32,
     /// Payload length that follows the header.
     pub payload_len: u16,
+    /// SACK blocks to carry; only segments without payload carry them (a data segment's
+    /// payload is placed before its header is written, at a fixed offset).
+    pub sack: SackBlocks,
 }
 
 /// A connection's constant header bytes: Ethernet, IPv4 (no options, DF, TTL 64) and TCP
@@ -394,10 +450,29 @@ impl HeaderTemplate {
     }
 
     /// Write the header for `h` into `buf`; returns the header length. The payload goes right
-    /// after it; checksums are filled later by [`fill_checksums`].
+    /// after it; checksums are filled later by [`fill_checksums`]. A segment without payload
+    /// carries `h.sack` in a SACK option after the template's options.
     pub fn write(&self, buf: &mut [u8], h: &TxHeader) -> usize {
-        let len = self.len as usize;
+        let mut len = self.len as usize;
         buf[..len].copy_from_slice(&self.bytes[..len]);
+        if h.payload_len == 0 && !h.sack.is_empty() {
+            let blocks = h.sack.as_slice();
+            let opt = 4 + 8 * blocks.len();
+            if buf.len() >= len + opt {
+                let o = &mut buf[len..len + opt];
+                o[0] = 1;
+                o[1] = 1;
+                o[2] = 5;
+                o[3] = (2 + 8 * blocks.len()) as u8;
+                for (i, (l, r)) in blocks.iter().enumerate() {
+                    o[4 + 8 * i..8 + 8 * i].copy_from_slice(&l.to_be_bytes());
+                    o[8 + 8 * i..12 + 8 * i].copy_from_slice(&r.to_be_bytes());
+                }
+                len += opt;
+                let doff = ((len - ETH_HDR - IP_HDR) / 4) as u8;
+                buf[ETH_HDR + IP_HDR + 12] = doff << 4;
+            }
+        }
         let ip_total = (len - ETH_HDR) as u16 + h.payload_len;
         buf[ETH_HDR + 2..ETH_HDR + 4].copy_from_slice(&ip_total.to_be_bytes());
         let t = &mut buf[ETH_HDR + IP_HDR..len];
@@ -595,6 +670,7 @@ mod tests {
                 ts_val: 5,
                 ts_ecr: 6,
                 payload_len: 5,
+                sack: SackBlocks::EMPTY,
             },
         );
         a[hl..hl + 5].copy_from_slice(b"hello");
@@ -606,6 +682,58 @@ mod tests {
         assert_eq!(seg.summary.win, 100);
         assert_eq!((seg.summary.ts_val, seg.summary.ts_ecr), (5, 6));
         assert_eq!(seg.summary.payload_len, 5);
+    }
+
+    #[test]
+    fn pure_ack_carries_sack_blocks_both_with_and_without_timestamps() {
+        let e = ep();
+        let t = FourTuple {
+            local_ip: e.src_ip,
+            local_port: 1000,
+            remote_ip: e.dst_ip,
+            remote_port: 2000,
+        };
+        for ts in [true, false] {
+            let tpl = HeaderTemplate::new(e.src_mac, e.dst_mac, &t, ts);
+            let mut sack = SackBlocks::EMPTY;
+            sack.push(100, 200);
+            sack.push(300, 400);
+            sack.push(u32::MAX - 5, 10);
+            sack.push(1, 2); // a fourth is ignored
+            let mut a = [0u8; 200];
+            let h = TxHeader {
+                seq: 7,
+                ack: 9,
+                flags: flags::ACK,
+                win: 100,
+                ts_val: 5,
+                ts_ecr: 6,
+                payload_len: 0,
+                sack,
+            };
+            let hl = tpl.write(&mut a, &h);
+            assert_eq!(hl, tpl.len() + 28);
+            fill_checksums(&mut a[..hl]);
+            let Parsed::Tcp(seg) = parse_frame(&a[..hl]).unwrap() else {
+                panic!()
+            };
+            assert_eq!(seg.summary.payload_len, 0);
+            assert_eq!(
+                seg.summary.sack.as_slice(),
+                &[(100, 200), (300, 400), (u32::MAX - 5, 10)]
+            );
+            assert!(!seg.options.unexpected);
+            assert_eq!(seg.summary.has_ts, ts);
+            // With payload the blocks are left out: the payload sits right after the template.
+            let hl = tpl.write(
+                &mut a,
+                &TxHeader {
+                    payload_len: 3,
+                    ..h
+                },
+            );
+            assert_eq!(hl, tpl.len());
+        }
     }
 
     #[test]

@@ -60,12 +60,15 @@ pub struct Loss {
     pub flight: u32,
     /// Payload bytes per segment.
     pub mss: u32,
+    /// A timeout that follows a timeout with nothing acknowledged in between: RFC 6298 5.5
+    /// keeps the slow-start threshold of the first one.
+    pub repeated: bool,
 }
 
 /// How a loss was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LossKind {
-    /// Three duplicate ACKs (fast retransmit).
+    /// Duplicate ACKs or SACK blocks (fast recovery).
     DupAcks,
     /// Retransmission timeout.
     Timeout,
@@ -147,7 +150,9 @@ impl CongestionControl for NewReno {
     }
 
     fn on_loss(&self, f: &mut RenoFlow, l: Loss) {
-        f.ssthresh = (l.flight / 2).max(2 * l.mss);
+        if !l.repeated {
+            f.ssthresh = (l.flight / 2).max(2 * l.mss);
+        }
         f.cwnd = match l.kind {
             LossKind::DupAcks => f.ssthresh,
             LossKind::Timeout => l.mss.max(1),
@@ -249,6 +254,7 @@ mod tests {
                 kind: LossKind::DupAcks,
                 flight: 15_000,
                 mss: 1000,
+                repeated: false,
             },
         );
         assert_eq!((f.cwnd, f.ssthresh), (7500, 7500));
@@ -264,9 +270,24 @@ mod tests {
                 kind: LossKind::Timeout,
                 flight: 3000,
                 mss: 1000,
+                repeated: false,
             },
         );
         assert_eq!((f.cwnd, f.ssthresh), (1000, 2000));
+        cc.on_loss(
+            &mut f,
+            Loss {
+                kind: LossKind::Timeout,
+                flight: 1000,
+                mss: 1000,
+                repeated: true,
+            },
+        );
+        assert_eq!(
+            (f.cwnd, f.ssthresh),
+            (1000, 2000),
+            "RFC 6298 5.5: a repeated timeout keeps ssthresh"
+        );
         cc.on_recovery_end(&mut f);
         assert_eq!(f.cwnd, 2000);
     }
@@ -282,6 +303,7 @@ mod tests {
                 kind: LossKind::Timeout,
                 flight: 4000,
                 mss: 1000,
+                repeated: false,
             },
         );
         assert_eq!(cc.cwnd(&f), 4000);

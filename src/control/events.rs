@@ -29,6 +29,7 @@ impl Control {
             flow: id,
             positions: None,
             fin,
+            closed: c.conn.rx_closed(),
         })
     }
 
@@ -48,10 +49,12 @@ impl Control {
             return;
         }
         if a.any(Actions::ACKED) {
+            // The timeout's backoff stays until a new RTT sample (Karn's algorithm; see
+            // `update_rtt`): an ACK for a retransmitted segment says nothing of the RTT.
             c.last_progress = now;
-            c.backoff = 1;
             c.retries = 0;
             c.persist_at = None;
+            c.probe_backoff = 1;
         }
         let mut st = c.state;
         if a.any(Actions::FIN_RX) {
@@ -91,8 +94,7 @@ impl Control {
         };
         self.by_tuple.remove(&c.tuple);
         self.free_ids.push(id);
-        self.retired.fast += FlowCounters::get(&c.counters.fast_retransmits);
-        self.retired.timeout += FlowCounters::get(&c.counters.timeout_retransmits);
+        self.retired.add(&c.counters);
         if c.ephemeral {
             self.host.release_port(c.tuple.local_port);
         }

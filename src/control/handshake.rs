@@ -18,6 +18,7 @@ pub(super) struct Embryo {
     pub(super) peer_mss: u16,
     pub(super) peer_wscale: Option<u8>,
     pub(super) peer_ts: Option<u32>,
+    pub(super) peer_sack: bool,
     pub(super) timestamps: bool,
     pub(super) conn: Arc<ConnShared>,
     pub(super) rings: Option<FlowRings>,
@@ -59,6 +60,7 @@ impl Control {
             peer_mss: 536,
             peer_wscale: None,
             peer_ts: None,
+            peer_sack: false,
             timestamps: self.cfg.timestamps,
             conn: pc.conn,
             rings: Some(pc.rings),
@@ -91,7 +93,7 @@ impl Control {
             window_len: self.host.rx_buf.min(65535) as u16,
             window_scale: ws_ok.then_some(self.our_wscale()),
             max_seg_size: Some(self.our_mss()),
-            sack_permitted: false,
+            sack_permitted: self.cfg.sack && (!syn_ack || e.peer_sack),
             sack_ranges: [None; 3],
             timestamp: ts,
             payload: &[],
@@ -144,6 +146,7 @@ impl Control {
             peer_mss: peer_mss(seg.options.mss),
             peer_wscale: seg.options.window_scale,
             peer_ts: seg.options.timestamp.map(|t| t.0),
+            peer_sack: seg.options.sack_permitted,
             timestamps: self.cfg.timestamps && seg.options.timestamp.is_some(),
             conn: ConnShared::new(local, remote),
             rings: None,
@@ -195,6 +198,7 @@ impl Control {
                 e.peer_mss = peer_mss(seg.options.mss);
                 e.peer_wscale = seg.options.window_scale;
                 e.peer_ts = seg.options.timestamp.map(|x| x.0);
+                e.peer_sack = seg.options.sack_permitted;
                 e.timestamps = e.timestamps && seg.options.timestamp.is_some();
                 if s.has(flags::ACK) {
                     let e = self.embryos.remove(&t).expect("present");
@@ -330,6 +334,7 @@ impl Control {
             ts_recent: e.peer_ts.unwrap_or(0),
             ts_offset: self.secrets.ts_offset(&t),
             initial_cwnd_segments: self.cfg.initial_cwnd_segments,
+            sack: self.cfg.sack && e.peer_sack,
         });
         let counters = FlowCounters::new();
         self.conns[id as usize] = Some(Conn {
@@ -342,9 +347,21 @@ impl Control {
             abort_seen: false,
             srtt_us: None,
             rttvar_us: 0.0,
-            rto: self.cfg.rto_initial,
+            // RFC 6298 5.7: a handshake that needed a retransmission starts with an RTO of
+            // at least 3 s (until the first RTT sample).
+            rto: if e.retries > 0 {
+                self.cfg
+                    .rto_initial
+                    .max(Duration::from_secs(3))
+                    .min(self.cfg.rto_max)
+            } else {
+                self.cfg.rto_initial
+            },
             backoff: 1,
+            probe_backoff: 1,
             retries: 0,
+            mss: mss as u32,
+            tlp_sent: false,
             last_acked: 0,
             last_rtt: (0, 0),
             last_progress: now,

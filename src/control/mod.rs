@@ -1,7 +1,7 @@
 //! The control plane: everything the data path punts, and everything that needs a timer.
 //!
 //! * Handshakes (active and passive open) with MSS, window scaling and timestamp negotiation
-//!   and SACK-permitted understood (not offered); initial sequence numbers from a keyed hash
+//!   and SACK-permitted negotiation; initial sequence numbers from a keyed hash
 //!   (RFC 6528); listen backlogs.
 //! * Teardown: the connection states around FIN in both directions, TIME-WAIT, flow removal
 //!   from every stage.
@@ -83,6 +83,8 @@ pub struct ControlConfig {
     pub window_scaling: bool,
     /// Offer and accept timestamps.
     pub timestamps: bool,
+    /// Offer and accept selective acknowledgments (RFC 2018).
+    pub sack: bool,
     /// Initial congestion window in segments.
     pub initial_cwnd_segments: u32,
     /// Lower bound of the retransmission timeout.
@@ -130,6 +132,8 @@ pub struct ControlStats {
     pub timeouts: u64,
     /// Zero-window probes sent.
     pub probes: u64,
+    /// Tail-loss probes asked for (RFC 8985).
+    pub tail_probes: u64,
     /// SYN or SYN-ACK retransmissions.
     pub syn_retransmits: u64,
     /// ARP requests answered.
@@ -179,7 +183,10 @@ struct Conn {
     rttvar_us: f64,
     rto: Duration,
     backoff: u32,
+    probe_backoff: u32,
     retries: u32,
+    mss: u32,
+    tlp_sent: bool,
     last_acked: u64,
     last_rtt: (u64, u64),
     last_progress: Instant,
@@ -275,8 +282,7 @@ impl Control {
     pub fn retransmissions(&self) -> crate::flow::RetransmitTotals {
         let mut t = self.retired;
         for c in self.conns.iter().flatten() {
-            t.fast += FlowCounters::get(&c.counters.fast_retransmits);
-            t.timeout += FlowCounters::get(&c.counters.timeout_retransmits);
+            t.add(&c.counters);
         }
         t
     }

@@ -1,7 +1,29 @@
-//! Timers: RTT estimation (RFC 6298), retransmission timeouts, zero-window probes, TIME-WAIT;
-//! and the earliest deadline, for simulations that skip idle time.
+//! Timers: RTT estimation (RFC 6298), tail-loss probes (RFC 8985), retransmission timeouts
+//! with Karn's backoff, zero-window probes, TIME-WAIT; and the earliest deadline, for
+//! simulations that skip idle time.
 
 use super::*;
+
+/// The shortest tail-loss probe timeout (as Linux).
+const TLP_MIN: Duration = Duration::from_millis(10);
+/// Added to the probe timeout when one segment is in flight: the peer may delay its ACK.
+const TLP_ACK_DELAY: Duration = Duration::from_millis(200);
+
+impl Conn {
+    /// When a tail-loss probe is due, if one may be sent: no probe since the last progress, an
+    /// RTT estimate, and a probe timeout shorter than the retransmission timeout.
+    fn tail_probe_at(&self, in_flight: u64, rto: Duration) -> Option<Instant> {
+        if self.tlp_sent {
+            return None;
+        }
+        let srtt = self.srtt_us?;
+        let mut pto = Duration::from_micros((2.0 * srtt) as u64).max(TLP_MIN);
+        if in_flight <= self.mss as u64 {
+            pto += TLP_ACK_DELAY;
+        }
+        (pto < rto).then(|| self.last_progress + pto)
+    }
+}
 
 impl Control {
     pub(super) fn update_rtt(&mut self, id: FlowId) {
@@ -15,6 +37,8 @@ impl Control {
         }
         let r = (sum - c.last_rtt.0) as f64 / (n - c.last_rtt.1) as f64;
         c.last_rtt = (sum, n);
+        // Karn: a valid sample ends the timeout's backoff.
+        c.backoff = 1;
         // RFC 6298 2.2 / 2.3.
         match c.srtt_us {
             None => {
@@ -48,8 +72,8 @@ impl Control {
             if acked != c.last_acked {
                 c.last_acked = acked;
                 c.last_progress = now;
-                c.backoff = 1;
                 c.retries = 0;
+                c.tlp_sent = false;
             }
             let in_flight = FlowCounters::get(&c.counters.in_flight);
             let unsent = FlowCounters::get(&c.counters.unsent);
@@ -58,23 +82,35 @@ impl Control {
                 .peer_window_zero
                 .load(std::sync::atomic::Ordering::Relaxed);
             let rto = (c.rto * c.backoff).min(self.cfg.rto_max);
-            if in_flight == 0 {
+            if zero && (in_flight > 0 || unsent > 0) {
+                // The peer's window is closed: the persist timer probes it (RFC 9293
+                // 3.8.6.1), with a backoff of its own; no retransmission timeout runs, and
+                // probes answered with a zero window never abort the connection.
                 c.last_progress = now;
-                if zero && unsent > 0 {
-                    match c.persist_at {
-                        None => c.persist_at = Some(now + rto),
-                        Some(t) if now >= t => {
-                            self.stats.probes += 1;
-                            out.work.push(ProtoWork::Probe { flow: id });
-                            c.backoff = (c.backoff * 2).min(64);
-                            c.persist_at = Some(now + (c.rto * c.backoff).min(self.cfg.rto_max));
-                        }
-                        _ => {}
+                match c.persist_at {
+                    None => c.persist_at = Some(now + rto),
+                    Some(t) if now >= t => {
+                        self.stats.probes += 1;
+                        out.work.push(ProtoWork::Probe { flow: id });
+                        c.probe_backoff = (c.probe_backoff * 2).min(64);
+                        c.persist_at = Some(now + (c.rto * c.probe_backoff).min(self.cfg.rto_max));
                     }
-                } else {
-                    c.persist_at = None;
+                    _ => {}
                 }
                 continue;
+            }
+            c.persist_at = None;
+            c.probe_backoff = 1;
+            if in_flight == 0 {
+                c.last_progress = now;
+                continue;
+            }
+            if let Some(t) = c.tail_probe_at(in_flight, rto) {
+                if now >= t {
+                    c.tlp_sent = true;
+                    self.stats.tail_probes += 1;
+                    out.work.push(ProtoWork::TailProbe { flow: id });
+                }
             }
             if now.saturating_since(c.last_progress) >= rto {
                 c.retries += 1;
@@ -107,7 +143,11 @@ impl Control {
             }
             let in_flight = FlowCounters::get(&c.counters.in_flight);
             if in_flight > 0 {
-                take(c.last_progress + (c.rto * c.backoff).min(self.cfg.rto_max));
+                let rto = (c.rto * c.backoff).min(self.cfg.rto_max);
+                take(c.last_progress + rto);
+                if let Some(t) = c.tail_probe_at(in_flight, rto) {
+                    take(t);
+                }
             }
         }
         for e in self.embryos.values() {

@@ -125,6 +125,7 @@ impl EngineConfig {
                 mtu: 1500,
                 window_scaling: true,
                 timestamps: true,
+                sack: true,
                 initial_cwnd_segments: 10,
                 rto_min: Duration::from_millis(200),
                 rto_initial: Duration::from_secs(1),
@@ -243,6 +244,15 @@ pub struct EngineStats {
 }
 
 impl EngineStats {
+    /// Drops for `reason`, summed over the built-in stages and the control plane.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.stages
+            .iter()
+            .map(|(_, s)| s.drops.get(reason))
+            .sum::<u64>()
+            + self.control.drops.get(reason)
+    }
+
     /// The counters of the user stage `name` (at any hook point).
     pub fn hook(&self, name: &str) -> Option<&HookReport> {
         self.hooks.iter().find(|h| h.name == name)

@@ -29,6 +29,7 @@ pub mod place;
 pub mod postprocess;
 pub mod preprocess;
 pub mod protocol;
+pub mod recovery;
 pub mod scheduler;
 
 use crate::buf::Frame;
@@ -126,6 +127,9 @@ pub enum ProtoWork {
         positions: Option<(u64, u64)>,
         /// The application will send no more.
         fin: bool,
+        /// The application will read no more (it closed the connection or its reading
+        /// half): new data from the peer is answered with a RST.
+        closed: bool,
     },
     /// A RST arrived (punted); the protocol stage checks it against the window
     /// (RFC 5961 3.2): exact match resets, in-window draws a challenge ACK.
@@ -142,6 +146,11 @@ pub enum ProtoWork {
     },
     /// Zero-window probe.
     Probe {
+        /// The flow.
+        flow: FlowId,
+    },
+    /// Tail-loss probe (RFC 8985): the ACKs stopped with data in flight.
+    TailProbe {
         /// The flow.
         flow: FlowId,
     },
@@ -167,6 +176,7 @@ impl ProtoWork {
             | ProtoWork::Rst { flow, .. }
             | ProtoWork::Retransmit { flow }
             | ProtoWork::Probe { flow }
+            | ProtoWork::TailProbe { flow }
             | ProtoWork::Ack { flow }
             | ProtoWork::Reset { flow } => *flow,
         }
@@ -223,6 +233,11 @@ impl Actions {
     pub const RST_RX: u32 = 1 << 20;
     /// A challenge ACK was sent (RFC 5961).
     pub const CHALLENGE_ACK: u32 = 1 << 21;
+    /// A fast recovery retransmitted a segment (a SACK hole or, without SACK, the segment a
+    /// partial ACK points at).
+    pub const RECOVERY_RETRANSMIT: u32 = 1 << 22;
+    /// A tail-loss probe was sent.
+    pub const TAIL_PROBE: u32 = 1 << 23;
 
     /// Whether any bit of `bits` is set.
     #[inline]

@@ -101,6 +101,8 @@ impl Postprocess {
         }
         acc.dup_acks += u64::from(a.any(Actions::DUP_ACK));
         acc.fast += u64::from(a.any(Actions::FAST_RETRANSMIT));
+        acc.recovery += u64::from(a.any(Actions::RECOVERY_RETRANSMIT));
+        acc.tlp += u64::from(a.any(Actions::TAIL_PROBE));
         acc.timeout += u64::from(a.any(Actions::TIMEOUT_RETRANSMIT));
         acc.ooo += u64::from(a.any(Actions::OOO));
         if a.any(Actions::RTT_SAMPLE) {
@@ -181,6 +183,8 @@ struct Accumulator {
     ecn: u64,
     dup_acks: u64,
     fast: u64,
+    recovery: u64,
+    tlp: u64,
     timeout: u64,
     ooo: u64,
     rtt_sum: u64,
@@ -206,6 +210,8 @@ impl Accumulator {
                 (&c.ecn_bytes, self.ecn),
                 (&c.dup_acks, self.dup_acks),
                 (&c.fast_retransmits, self.fast),
+                (&c.recovery_retransmits, self.recovery),
+                (&c.tail_probes, self.tlp),
                 (&c.timeout_retransmits, self.timeout),
                 (&c.ooo_segments, self.ooo),
                 (&c.rtt_sum_us, self.rtt_sum),

@@ -183,6 +183,39 @@ impl Side {
         }
     }
 
+    /// The engine's connections and their TCP state, for failure messages.
+    pub fn debug_state(&self) -> String {
+        match self {
+            Side::Engine { engine, .. } => {
+                let mut out = format!("{}\n", engine.stats());
+                for t in engine.connections() {
+                    out += &format!(
+                        "{t:?} {:?}\n{:?}\n{:?}\n",
+                        engine.conn_state(&t),
+                        engine.tcp_state(&t),
+                        engine.congestion_state(&t)
+                    );
+                }
+                out
+            }
+            Side::Smol {
+                sockets, handle, ..
+            } => {
+                let s = sockets.get::<tcp::Socket>(*handle);
+                format!(
+                    "smoltcp {:?} send_queue {} recv_queue {}",
+                    s.state(),
+                    s.send_queue(),
+                    s.recv_queue()
+                )
+            }
+            Side::Threaded { rt, .. } => rt
+                .as_ref()
+                .map(|r| format!("{}", r.stats()))
+                .unwrap_or_default(),
+        }
+    }
+
     pub fn is_threaded(&self) -> bool {
         matches!(self, Side::Threaded { .. })
     }
@@ -534,7 +567,9 @@ pub fn drive_mode(
         }
         assert!(
             clock.now().saturating_since(start) < max_virtual,
-            "virtual time limit reached after {iters} iterations"
+            "virtual time limit reached after {iters} iterations\n{}\n{}",
+            a.debug_state(),
+            b.debug_state()
         );
         if real {
             if !busy {
@@ -728,8 +763,8 @@ pub fn describe(o: &Outcome) -> String {
             s.push_str(&format!("\n{name} engine:\n{}", e.stats()));
             let r = e.retransmissions();
             s.push_str(&format!(
-                "\n  retransmissions: fast={} timeout={}",
-                r.fast, r.timeout
+                "\n  retransmissions: fast={} recovery={} tail_probes={} timeout={}",
+                r.fast, r.recovery, r.tail_probes, r.timeout
             ));
         }
     }

@@ -36,6 +36,8 @@ pub struct Seg {
     pub ts: Option<(u32, u32)>,
     pub dst_port: u16,
     pub src_port: u16,
+    pub sack_permitted: bool,
+    pub sack: Vec<(u32, u32)>,
 }
 
 impl Seg {
@@ -209,6 +211,8 @@ impl Script {
                         ts: t.options.timestamp,
                         dst_port: t.tuple.local_port,
                         src_port: t.tuple.remote_port,
+                        sack_permitted: t.options.sack_permitted,
+                        sack: s.sack.as_slice().to_vec(),
                     });
                 }
                 Parsed::Arp(_) => {}

@@ -46,7 +46,7 @@ impl<C: CongestionControl, S: FlowScheduler> GroupTask<C, S> {
                     place,
                 } => {
                     let i = id as usize;
-                    self.transport.install(id, state, &identity);
+                    self.transport.install(id, *state, &identity);
                     if self.views.len() <= i {
                         self.views.resize(i + 1, None);
                         self.place_of.resize(i + 1, 0);

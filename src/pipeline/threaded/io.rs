@@ -97,7 +97,7 @@ impl<P: Port> IoTask<P> {
             });
             let _ = self.group_ctl[g as usize % self.groups].send(GroupCtl::Install {
                 id,
-                state: ins.state,
+                state: Box::new(ins.state),
                 views,
                 identity: ins.identity.clone(),
                 place: place as u16,

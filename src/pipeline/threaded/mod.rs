@@ -157,7 +157,7 @@ enum PreCtl {
 enum GroupCtl {
     Install {
         id: FlowId,
-        state: TcpState,
+        state: Box<TcpState>,
         /// (TX ring, RX ring) positions, for application updates.
         views: (RingObserver, RingObserver),
         identity: Arc<FlowIdentity>,

@@ -1,0 +1,471 @@
+//! Protocol: the only place where per-connection TCP state changes.
+//!
+//! Each handler is a pure function of (work item, segment summary, state) that mutates the
+//! state and returns a [`ProtoResult`] whose [`Actions`] say what the downstream stages must
+//! do. One protocol stage serves one flow group; nothing else writes its flows' state.
+//!
+//! Receive: ACK validation (including "future" ACKs after go-back-N), trimming to the receive
+//! window, up to [`OOO_INTERVALS`] out-of-order intervals whose payload is placed straight into
+//! the receive ring and which pure ACKs report as SACK blocks, FIN.
+//! Send: sequence ranges within the peer's window and the congestion window, which a
+//! [`CongestionControl`] policy sets (by default [`NewReno`]), FIN once all data is out.
+//! Loss recovery: limited transmit (RFC 3042); fast recovery on three duplicate ACKs or SACK
+//! evidence, retransmitting the holes of the peer's SACK scoreboard ([`super::recovery`],
+//! RFC 6675) or, with a peer that does not SACK, one segment per partial ACK (RFC 6582);
+//! tail-loss probes (RFC 8985) on the control plane's request; go-back-N after a
+//! retransmission timeout, skipping what the peer SACKed.
+
+use super::recovery::Scoreboard;
+use super::{Actions, PayloadOp, ProtoResult, ProtoWork, Stage};
+use crate::control::congestion::{AckSample, CongestionControl, Loss, LossKind, NewReno};
+use crate::flow::FlowId;
+use crate::stats::{DropReason, StageStats};
+use crate::time::Instant;
+use crate::wire::{flags, seq, SackBlocks, SegmentSummary, TxHeader};
+
+mod receive;
+mod send;
+
+/// Out-of-order intervals kept per connection.
+pub const OOO_INTERVALS: usize = 16;
+
+/// When the receiver sends ACKs for in-order data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AckPolicy {
+    /// One ACK for every data segment (FlexTOE's choice).
+    EverySegment,
+    /// One ACK per connection per burst; out-of-order data, FIN and window updates are still
+    /// acknowledged at once.
+    #[default]
+    PerBurst,
+}
+
+const F_TXFIN: u16 = 1 << 0;
+const F_FIN_SENT: u16 = 1 << 1;
+const F_FIN_ACKED: u16 = 1 << 2;
+const F_RXFIN: u16 = 1 << 3;
+const F_TS: u16 = 1 << 4;
+const F_RECOVERY: u16 = 1 << 5;
+const F_RST: u16 = 1 << 6;
+const F_SACK: u16 = 1 << 7;
+const F_FASTREC: u16 = 1 << 8;
+const F_TLP: u16 = 1 << 9;
+const F_RTO_AGAIN: u16 = 1 << 10;
+const F_APP_CLOSED: u16 = 1 << 11;
+
+/// Per-connection TCP state, owned by one protocol stage.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TcpState {
+    /// Oldest unacknowledged sequence number.
+    pub snd_una: u32,
+    /// Next sequence number to send.
+    pub snd_nxt: u32,
+    /// Highest sequence number sent so far (plus one).
+    pub snd_max: u32,
+    /// Peer's window in bytes (scaled).
+    pub snd_wnd: u32,
+    /// The largest window the peer has offered (RFC 5961 MAX.SND.WND).
+    pub max_snd_wnd: u32,
+    /// Segment sequence number of the last window update.
+    pub snd_wl1: u32,
+    /// Segment acknowledgment number of the last window update.
+    pub snd_wl2: u32,
+    /// TX ring position of `snd_una`.
+    pub tx_una_pos: u64,
+    /// TX ring position where the application's data ends.
+    pub tx_app_end: u64,
+    /// Congestion window in force (bytes), as the congestion-control policy last set it.
+    pub cwnd: u32,
+    /// Recovery point of the last loss recovery (`snd_max` when it began).
+    pub recover: u32,
+    /// In a fast recovery, where the next retransmission may start (RFC 6675 HighRxt + 1).
+    pub rxt_next: u32,
+    /// `snd_max` when a fast recovery last retransmitted: once the peer SACKs data beyond it,
+    /// every retransmission before it should have arrived, and a hole still open below
+    /// `rxt_next` means a retransmission was lost too.
+    pub rxt_max: u32,
+    /// What the peer has SACKed above `snd_una`.
+    pub scoreboard: Scoreboard,
+    /// Duplicate ACKs in a row.
+    pub dupacks: u16,
+    /// Payload bytes per segment.
+    pub mss: u16,
+    /// Shift for windows the peer advertises.
+    pub snd_shift: u8,
+    /// Shift for windows we advertise.
+    pub rcv_shift: u8,
+    flags: u16,
+    /// Sequence number being timed for RTT (valid when `rtt_start` is non-zero).
+    pub rtt_seq: u32,
+    /// When the timed segment was sent (microseconds + 1; 0 = none).
+    pub rtt_start: u64,
+    /// Next sequence number expected.
+    pub rcv_nxt: u32,
+    /// RX ring position of `rcv_nxt`.
+    pub rx_pos: u64,
+    /// How far the application has read the RX ring (as last told).
+    pub rx_tail: u64,
+    /// RX ring size.
+    pub rx_cap: u32,
+    /// Right edge of the window we last advertised.
+    pub rcv_adv: u32,
+    /// Out-of-order intervals `(start, len)`; `len == 0` means unused.
+    pub ooo: [(u32, u32); OOO_INTERVALS],
+    /// Start of the out-of-order segment received last (its interval is the first SACK
+    /// block, RFC 2018).
+    pub ooo_last: u32,
+    /// Rotates the other intervals through the remaining SACK blocks.
+    pub sack_turn: u8,
+    /// Sequence number of a FIN seen beyond `rcv_nxt`.
+    pub rx_fin_seq: Option<u32>,
+    /// Timestamp to echo.
+    pub ts_recent: u32,
+    /// Added to our clock in the timestamps we send (RFC 7323 5.4).
+    pub ts_offset: u32,
+}
+
+/// Parameters to create the state of an established connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpParams {
+    /// Our next sequence number (ISS + 1).
+    pub snd_nxt: u32,
+    /// Peer's next sequence number (IRS + 1).
+    pub rcv_nxt: u32,
+    /// Peer's window in bytes, already scaled.
+    pub snd_wnd: u32,
+    /// Payload bytes per segment.
+    pub mss: u16,
+    /// Shift for windows the peer advertises.
+    pub snd_shift: u8,
+    /// Shift for windows we advertise.
+    pub rcv_shift: u8,
+    /// RX ring size.
+    pub rx_cap: u32,
+    /// Timestamps negotiated.
+    pub timestamps: bool,
+    /// Peer's last timestamp value.
+    pub ts_recent: u32,
+    /// Offset of this connection's timestamp clock (RFC 7323 5.4).
+    pub ts_offset: u32,
+    /// Initial congestion window in segments.
+    pub initial_cwnd_segments: u32,
+    /// SACK negotiated (RFC 2018): both sides offered SACK-permitted.
+    pub sack: bool,
+}
+
+impl TcpState {
+    /// State of a freshly established connection.
+    pub fn new(p: &TcpParams) -> Self {
+        let mut st = TcpState {
+            snd_una: p.snd_nxt,
+            snd_nxt: p.snd_nxt,
+            snd_max: p.snd_nxt,
+            snd_wnd: p.snd_wnd,
+            max_snd_wnd: p.snd_wnd,
+            snd_wl1: p.rcv_nxt.wrapping_sub(1),
+            snd_wl2: p.snd_nxt,
+            cwnd: p
+                .initial_cwnd_segments
+                .max(1)
+                .saturating_mul(p.mss.max(1) as u32),
+            recover: p.snd_nxt,
+            mss: p.mss.max(1),
+            snd_shift: p.snd_shift,
+            rcv_shift: p.rcv_shift,
+            rcv_nxt: p.rcv_nxt,
+            rx_cap: p.rx_cap,
+            ts_recent: p.ts_recent,
+            ts_offset: p.ts_offset,
+            ..Default::default()
+        };
+        if p.timestamps {
+            st.flags |= F_TS;
+        }
+        if p.sack {
+            st.flags |= F_SACK;
+        }
+        st.rcv_adv = st.rcv_nxt.wrapping_add(st.rcv_wnd());
+        st
+    }
+
+    fn has(&self, f: u16) -> bool {
+        self.flags & f != 0
+    }
+
+    /// Free receive space (the window we can offer).
+    pub fn rcv_wnd(&self) -> u32 {
+        (self.rx_cap as u64).saturating_sub(self.rx_pos - self.rx_tail) as u32
+    }
+
+    /// Sequence number just past the application's data.
+    pub fn data_end_seq(&self) -> u32 {
+        self.snd_una
+            .wrapping_add((self.tx_app_end - self.tx_una_pos) as u32)
+            .wrapping_sub(u32::from(self.has(F_FIN_ACKED)))
+    }
+
+    /// Sequence space in flight.
+    pub fn in_flight(&self) -> u32 {
+        self.snd_max.wrapping_sub(self.snd_una)
+    }
+
+    /// Application bytes not yet sent (from `snd_nxt`).
+    pub fn unsent(&self) -> u32 {
+        let end = self.data_end_seq();
+        if seq::lt(self.snd_nxt, end) {
+            end.wrapping_sub(self.snd_nxt)
+        } else {
+            0
+        }
+    }
+
+    /// The peer's FIN has been consumed.
+    pub fn rx_fin(&self) -> bool {
+        self.has(F_RXFIN)
+    }
+
+    /// Our FIN has been acknowledged.
+    pub fn fin_acked(&self) -> bool {
+        self.has(F_FIN_ACKED)
+    }
+
+    /// The application asked to close its sending side.
+    pub fn tx_fin_requested(&self) -> bool {
+        self.has(F_TXFIN)
+    }
+
+    fn ring_pos(&self, s: u32) -> u64 {
+        self.tx_una_pos + s.wrapping_sub(self.snd_una) as u64
+    }
+
+    /// Whether a TX grant would send something now.
+    pub fn can_send(&self) -> bool {
+        if self.has(F_RST) {
+            return false;
+        }
+        (self.unsent() > 0 && self.usable() > 0) || self.fin_due() || self.retransmit_due()
+    }
+
+    /// Whether SACK was negotiated.
+    pub fn sack(&self) -> bool {
+        self.has(F_SACK)
+    }
+
+    /// Whether a fast recovery is under way.
+    pub fn in_fast_recovery(&self) -> bool {
+        self.has(F_FASTREC)
+    }
+
+    /// Right edge of the peer's window: the window counts from the acknowledgment number
+    /// of the segment that carried it (`snd_wl2`), not from today's `snd_una`. Counting
+    /// from `snd_una` would slide a stale window forward with every ACK that does not update
+    /// it and send past what the peer offered.
+    fn snd_edge(&self) -> u32 {
+        self.snd_wl2.wrapping_add(self.snd_wnd)
+    }
+
+    fn fin_due(&self) -> bool {
+        self.has(F_TXFIN) && !self.has(F_FIN_ACKED) && self.snd_nxt == self.data_end_seq()
+    }
+
+    /// Window field to advertise, and remember the right edge.
+    fn advertise(&mut self) -> u16 {
+        let w = (self.rcv_wnd() >> self.rcv_shift).min(u16::MAX as u32);
+        let edge = self.rcv_nxt.wrapping_add(w << self.rcv_shift);
+        if seq::gt(edge, self.rcv_adv) {
+            self.rcv_adv = edge;
+        }
+        w as u16
+    }
+
+    fn header(&mut self, now: Instant, fl: u8, seq_no: u32, payload_len: u16) -> TxHeader {
+        let win = self.advertise();
+        TxHeader {
+            seq: seq_no,
+            ack: self.rcv_nxt,
+            flags: fl,
+            win,
+            ts_val: (now.millis() as u32).wrapping_add(self.ts_offset),
+            ts_ecr: self.ts_recent,
+            payload_len,
+            sack: SackBlocks::EMPTY,
+        }
+    }
+
+    fn finish(&self, r: &mut ProtoResult) {
+        r.in_flight = self.in_flight();
+        r.unsent = self.unsent();
+        r.peer_window_zero = !seq::gt(self.snd_edge(), self.snd_una);
+    }
+}
+
+/// The protocol stage of one flow group, with its congestion-control policy `C`.
+pub struct Protocol<C: CongestionControl = NewReno> {
+    cc: C,
+    flows: Vec<Option<(TcpState, C::Flow)>>,
+    stats: StageStats,
+}
+
+impl Protocol {
+    /// An empty protocol stage with the default congestion control ([`NewReno`]).
+    pub fn new() -> Self {
+        Self::with_congestion(NewReno)
+    }
+}
+
+impl<C: CongestionControl> Protocol<C> {
+    /// An empty protocol stage whose flows follow the congestion control `cc`.
+    pub fn with_congestion(cc: C) -> Self {
+        Protocol {
+            cc,
+            flows: Vec::new(),
+            stats: StageStats::default(),
+        }
+    }
+
+    /// The congestion-control policy.
+    pub fn congestion(&self) -> &C {
+        &self.cc
+    }
+
+    /// Install a flow's state; the congestion control starts from its initial window.
+    pub fn install(&mut self, id: FlowId, mut st: TcpState) {
+        let i = id as usize;
+        if self.flows.len() <= i {
+            self.flows.resize(i + 1, None);
+        }
+        let cf = self.cc.init(st.mss as u32, st.cwnd);
+        st.cwnd = self.cc.cwnd(&cf);
+        self.flows[i] = Some((st, cf));
+    }
+
+    /// Remove a flow.
+    pub fn remove(&mut self, id: FlowId) -> Option<TcpState> {
+        self.flows
+            .get_mut(id as usize)
+            .and_then(Option::take)
+            .map(|(st, _)| st)
+    }
+
+    /// Read a flow's state (control plane and tests).
+    pub fn state(&self, id: FlowId) -> Option<&TcpState> {
+        self.flows
+            .get(id as usize)
+            .and_then(Option::as_ref)
+            .map(|(st, _)| st)
+    }
+
+    /// The rate the congestion control sets for a flow (bytes per second), if any.
+    pub fn rate(&self, id: FlowId) -> Option<u64> {
+        let (_, cf) = self.flows.get(id as usize)?.as_ref()?;
+        self.cc.rate(cf)
+    }
+
+    /// Read a flow's congestion-control state.
+    pub fn congestion_state(&self, id: FlowId) -> Option<&C::Flow> {
+        self.flows
+            .get(id as usize)
+            .and_then(Option::as_ref)
+            .map(|(_, cf)| cf)
+    }
+
+    /// Number of installed flows.
+    pub fn len(&self) -> usize {
+        self.flows.iter().filter(|f| f.is_some()).count()
+    }
+
+    /// Count a drop that happened to one of this stage's results downstream of it (a
+    /// transmission with no frame for it).
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.stats.drops.add(reason);
+    }
+
+    /// Whether no flow is installed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Handle one work item.
+    pub fn handle(&mut self, now: Instant, work: ProtoWork) -> ProtoResult {
+        let flow = work.flow();
+        let mut r = ProtoResult {
+            flow,
+            ..Default::default()
+        };
+        let (st, cf) = match self.flows.get_mut(flow as usize).and_then(Option::as_mut) {
+            Some((st, cf)) => (st, cf),
+            None => {
+                if let ProtoWork::Rx(w) = work {
+                    r.rx_frame = Some(w.frame);
+                    self.stats.drops.add(DropReason::StaleFlow);
+                }
+                return r;
+            }
+        };
+        let cc = &self.cc;
+        match work {
+            ProtoWork::Rx(w) => {
+                if let Some(reason) = st.on_segment(cc, cf, &w.summary, now, &mut r) {
+                    self.stats.drops.add(reason);
+                }
+                r.rx_frame = Some(w.frame);
+            }
+            ProtoWork::Tx { .. } => st.on_tx(now, &mut r),
+            ProtoWork::App {
+                positions,
+                fin,
+                closed,
+                ..
+            } => {
+                let (tx_head, rx_tail) = positions.unwrap_or((st.tx_app_end, st.rx_tail));
+                if closed {
+                    st.app_closed();
+                }
+                st.on_app(now, tx_head, rx_tail, fin, &mut r)
+            }
+            ProtoWork::Rst { seq, .. } => {
+                if let Some(reason) = st.on_rst(now, seq, &mut r) {
+                    self.stats.drops.add(reason);
+                }
+            }
+            ProtoWork::Retransmit { .. } => st.on_timeout(cc, cf, &mut r),
+            ProtoWork::Probe { .. } => st.on_probe(now, &mut r),
+            ProtoWork::TailProbe { .. } => st.on_tail_probe(now, &mut r),
+            ProtoWork::Ack { .. } => st.on_ack_request(now, &mut r),
+            ProtoWork::Reset { .. } => st.on_reset(now, &mut r),
+        }
+        // Every result reports the flow's counters, even one that did nothing: the control
+        // plane's timers read them from the last result.
+        st.finish(&mut r);
+        r
+    }
+}
+
+impl Default for Protocol {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C: CongestionControl> Stage for Protocol<C> {
+    type In = ProtoWork;
+    type Out = ProtoResult;
+
+    fn name(&self) -> &'static str {
+        "protocol"
+    }
+
+    fn process(&mut self, now: Instant, input: &mut Vec<ProtoWork>, output: &mut Vec<ProtoResult>) {
+        self.stats.bursts += 1;
+        self.stats.items_in += input.len() as u64;
+        self.stats.items_out += input.len() as u64;
+        for w in input.drain(..) {
+            let r = self.handle(now, w);
+            output.push(r);
+        }
+    }
+
+    fn stats(&self) -> &StageStats {
+        &self.stats
+    }
+}

@@ -1,0 +1,442 @@
+//! The receiving side of a connection's state: acceptability, the ACK field (which feeds
+//! the sender's congestion control, duplicate-ACK counting and SACK scoreboard), payload in
+//! order and out of order, the SACK blocks we report, FIN and RST.
+
+use super::*;
+
+impl TcpState {
+    /// SACK blocks for an ACK (RFC 2018): the interval holding the segment received last
+    /// first, then the others in turn.
+    pub(super) fn sack_blocks(&mut self) -> SackBlocks {
+        let mut out = SackBlocks::EMPTY;
+        if !self.has(F_SACK) {
+            return out;
+        }
+        let last = self.ooo_last;
+        let first = self
+            .ooo
+            .iter()
+            .position(|&(s, l)| l != 0 && seq::ge(last, s) && seq::lt(last, s.wrapping_add(l)));
+        if let Some(i) = first {
+            let (s, l) = self.ooo[i];
+            out.push(s, s.wrapping_add(l));
+        }
+        let turn = self.sack_turn as usize;
+        for k in 0..OOO_INTERVALS {
+            let j = (turn + k) % OOO_INTERVALS;
+            let (s, l) = self.ooo[j];
+            if l != 0 && Some(j) != first {
+                out.push(s, s.wrapping_add(l));
+            }
+        }
+        self.sack_turn = self.sack_turn.wrapping_add(1) % OOO_INTERVALS as u8;
+        out
+    }
+
+    /// A pure ACK. Its sequence number is `snd_max`, not `snd_nxt`: after go-back-N the peer
+    /// may already hold everything up to `snd_max`, and an ACK numbered below its `rcv_nxt`
+    /// would be unacceptable to it (and its ACK field ignored).
+    pub(super) fn ack_header(&mut self, now: Instant) -> TxHeader {
+        let s = self.snd_max;
+        let mut h = self.header(now, flags::ACK, s, 0);
+        if self.ooo.iter().any(|iv| iv.1 != 0) {
+            h.sack = self.sack_blocks();
+        }
+        h
+    }
+
+    /// Take the SACK blocks of an ACK into the scoreboard. Returns whether any was valid.
+    pub(super) fn take_sack(&mut self, s: &SegmentSummary) -> bool {
+        let mut any = false;
+        // Blocks are checked against the ACK's own cumulative point too: a block at or
+        // below it is a D-SACK (RFC 2883), which reports a duplicate and marks nothing.
+        let una = if seq::gt(s.ack, self.snd_una) {
+            s.ack
+        } else {
+            self.snd_una
+        };
+        for &(l, r) in s.sack.as_slice() {
+            any |= self.scoreboard.add(l, r, una, self.snd_max);
+        }
+        any
+    }
+
+    /// Process an acceptable ACK field: advance `snd_una`, feed the congestion control,
+    /// keep the SACK scoreboard, count duplicate ACKs and detect losses.
+    pub(super) fn on_ack<C: CongestionControl>(
+        &mut self,
+        cc: &C,
+        cf: &mut C::Flow,
+        s: &SegmentSummary,
+        now: Instant,
+        r: &mut ProtoResult,
+    ) {
+        let ack = s.ack;
+        let sacked_before = self.scoreboard.sacked_bytes();
+        if self.has(F_SACK) && !s.sack.is_empty() {
+            self.take_sack(s);
+        }
+        let sack_news = self.scoreboard.sacked_bytes() != sacked_before;
+        if seq::gt(ack, self.snd_una) {
+            let flight = self.in_flight();
+            let acked = ack.wrapping_sub(self.snd_una);
+            let data_end = self.data_end_seq();
+            let fin_acked =
+                self.has(F_FIN_SENT) && !self.has(F_FIN_ACKED) && seq::gt(ack, data_end);
+            let data_acked = acked - u32::from(fin_acked);
+            self.snd_una = ack;
+            self.tx_una_pos += data_acked as u64;
+            self.scoreboard.advance(ack);
+            if seq::lt(self.snd_nxt, ack) {
+                // A "future" ACK after go-back-N: the peer had the data already.
+                self.snd_nxt = ack;
+            }
+            if fin_acked {
+                self.flags |= F_FIN_ACKED;
+                r.actions.set(Actions::FIN_ACKED | Actions::NOTIFY_APP);
+            }
+            self.dupacks = 0;
+            self.flags &= !(F_TLP | F_RTO_AGAIN);
+            let mut rtt_us = None;
+            if self.rtt_start != 0 && seq::gt(ack, self.rtt_seq) {
+                rtt_us = Some((now.micros() + 1).saturating_sub(self.rtt_start) as u32);
+                self.rtt_start = 0;
+            } else if self.has(F_RECOVERY) && self.has(F_TS) && s.has_ts && s.ts_ecr != 0 {
+                // While recovering, Karn's rule leaves no segment to time: the echoed
+                // timestamp still measures the round trip (RFC 7323 section 4).
+                let ours = (now.millis() as u32).wrapping_add(self.ts_offset);
+                let ms = ours.wrapping_sub(s.ts_ecr);
+                if ms < 60_000 {
+                    rtt_us = Some(ms * 1000);
+                }
+            }
+            if let Some(us) = rtt_us {
+                r.rtt_us = us;
+                r.actions.set(Actions::RTT_SAMPLE);
+            }
+            let in_recovery = self.has(F_RECOVERY) && seq::lt(ack, self.recover);
+            cc.on_ack(
+                cf,
+                &AckSample {
+                    acked: data_acked,
+                    flight,
+                    mss: self.mss as u32,
+                    in_recovery,
+                    ece: s.has(flags::ECE),
+                    rtt_us,
+                    now,
+                },
+            );
+            if self.has(F_RECOVERY) && !in_recovery {
+                self.flags &= !(F_RECOVERY | F_FASTREC);
+                cc.on_recovery_end(cf);
+            }
+            self.cwnd = cc.cwnd(cf);
+            r.acked = data_acked;
+            if data_acked > 0 {
+                r.tx_release = self.tx_una_pos;
+                r.actions
+                    .set(Actions::RELEASE_TX | Actions::NOTIFY_APP | Actions::ACKED);
+            } else {
+                r.actions.set(Actions::ACKED);
+            }
+            if s.has(flags::ECE) {
+                r.actions.set(Actions::ECN_ECHOED);
+            }
+        } else if ack == self.snd_una
+            && s.payload_len == 0
+            && s.flags & flags::FIN == 0
+            && self.snd_max != self.snd_una
+            && (sack_news || ((s.win as u32) << self.snd_shift) == self.snd_wnd)
+        {
+            self.dupacks = self.dupacks.saturating_add(1);
+            r.actions.set(Actions::DUP_ACK);
+        }
+        if self.has(F_FASTREC)
+            && seq::gt(self.rxt_next, self.snd_una)
+            && self
+                .scoreboard
+                .high()
+                .is_some_and(|h| seq::gt(h, self.rxt_max))
+            && self
+                .scoreboard
+                .next_hole(self.snd_una)
+                .is_some_and(|(s, _)| seq::lt(s, self.rxt_next))
+        {
+            // Data sent after the last retransmission arrived, a retransmitted hole did not:
+            // that retransmission was lost too. Go over the holes again.
+            self.rxt_next = self.snd_una;
+        }
+        if !self.has(F_RECOVERY) && self.snd_max != self.snd_una {
+            let sack_evidence =
+                self.has(F_SACK) && self.scoreboard.sacked_bytes() > 2 * self.mss as u32;
+            let probe_answered = self.has(F_TLP) && sack_news;
+            if self.dupacks >= 3 || sack_evidence || probe_answered {
+                self.enter_fast_recovery(cc, cf);
+                r.actions.set(Actions::FAST_RETRANSMIT);
+            }
+        }
+        if self.can_send() {
+            r.actions.set(Actions::SCHED);
+        }
+    }
+
+    /// Handle a received segment of this connection.
+    pub fn on_segment<C: CongestionControl>(
+        &mut self,
+        cc: &C,
+        cf: &mut C::Flow,
+        s: &SegmentSummary,
+        now: Instant,
+        r: &mut ProtoResult,
+    ) -> Option<DropReason> {
+        if self.has(F_RST) {
+            return Some(DropReason::StaleFlow);
+        }
+        if s.flags & flags::ACK == 0 {
+            return Some(DropReason::NoAck);
+        }
+        let wnd = self.rcv_wnd();
+        let fin = s.flags & flags::FIN != 0;
+        let seg_len = s.payload_len as u32 + u32::from(fin);
+        let in_wnd =
+            |x: u32| seq::ge(x, self.rcv_nxt) && seq::lt(x, self.rcv_nxt.wrapping_add(wnd));
+        let acceptable = if seg_len == 0 {
+            if wnd == 0 {
+                s.seq == self.rcv_nxt
+            } else {
+                in_wnd(s.seq)
+            }
+        } else {
+            wnd > 0 && (in_wnd(s.seq) || in_wnd(s.seq.wrapping_add(seg_len - 1)))
+        };
+        let ack_ok = acceptable || (wnd == 0 && s.seq == self.rcv_nxt);
+        if !ack_ok {
+            r.hdr = self.ack_header(now);
+            r.actions.set(Actions::TX | Actions::ACK_NOW);
+            self.finish(r);
+            return Some(DropReason::OutOfWindow);
+        }
+        if seq::gt(s.ack, self.snd_max) {
+            r.hdr = self.ack_header(now);
+            r.actions.set(Actions::TX | Actions::ACK_NOW);
+            self.finish(r);
+            return Some(DropReason::AckTooNew);
+        }
+        // RFC 5961 section 5: an ACK below SND.UNA - MAX.SND.WND acknowledges nothing the
+        // peer can have seen; the segment (data included) is dropped and answered.
+        if seq::lt(s.ack, self.snd_una.wrapping_sub(self.max_snd_wnd.max(1))) {
+            r.hdr = self.ack_header(now);
+            r.actions.set(Actions::TX | Actions::ACK_NOW);
+            self.finish(r);
+            return Some(DropReason::AckTooOld);
+        }
+        if self.has(F_TS) && s.has_ts && seq::le(s.seq, self.rcv_nxt) {
+            self.ts_recent = s.ts_val;
+        }
+        if seq::ge(s.ack, self.snd_una) {
+            let advanced = seq::gt(s.ack, self.snd_una);
+            self.on_ack(cc, cf, s, now, r);
+            // Window update (RFC 9293 3.10.7.4). An ACK that moves `snd_una` also carries a
+            // newer window even when its sequence number is older than `snd_wl1` (a
+            // retransmission from a peer whose pure ACKs ran ahead), as in Linux.
+            if advanced
+                || seq::lt(self.snd_wl1, s.seq)
+                || (self.snd_wl1 == s.seq && seq::le(self.snd_wl2, s.ack))
+            {
+                let old_edge = self.snd_edge();
+                self.snd_wnd = (s.win as u32) << self.snd_shift;
+                self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
+                self.snd_wl1 = s.seq;
+                self.snd_wl2 = s.ack;
+                if seq::gt(self.snd_edge(), old_edge) && self.can_send() {
+                    r.actions.set(Actions::SCHED);
+                }
+            }
+        }
+        let mut drop = None;
+        if !acceptable {
+            // Not acceptable but its ACK was (our window is zero): the probe or bare FIN
+            // still gets an ACK (RFC 9293 3.10.7.4), which tells the peer the window.
+            r.actions.set(Actions::TX | Actions::ACK_NOW);
+            drop = Some(DropReason::OutOfWindow);
+        } else if s.payload_len > 0 && self.has(F_APP_CLOSED) {
+            // Nobody will read it: abort (RFC 9293 3.10.7.4, RFC 1122 4.2.2.13).
+            self.on_reset(now, r);
+            self.finish(r);
+            return Some(DropReason::DataAfterClose);
+        }
+        if acceptable && s.payload_len > 0 {
+            if self.has(F_RXFIN) {
+                drop = Some(DropReason::DataAfterFin);
+                r.actions.set(Actions::TX | Actions::ACK_NOW);
+            } else {
+                drop = self.on_data(s, wnd, r);
+            }
+        }
+        if acceptable && fin && !self.has(F_RXFIN) {
+            let fin_seq = s.seq.wrapping_add(s.payload_len as u32);
+            if seq::lt(fin_seq, self.rcv_nxt.wrapping_add(wnd.max(1))) {
+                self.rx_fin_seq = Some(fin_seq);
+            }
+            r.actions.set(Actions::TX | Actions::ACK_NOW);
+        }
+        self.try_consume_fin(r);
+        if s.ce && r.actions.any(Actions::TX) {
+            r.actions.set(Actions::ECE);
+        }
+        if r.actions.any(Actions::TX) {
+            let mut h = self.ack_header(now);
+            if r.actions.any(Actions::ECE) {
+                h.flags |= flags::ECE;
+            }
+            r.hdr = h;
+        }
+        self.finish(r);
+        drop
+    }
+
+    pub(super) fn try_consume_fin(&mut self, r: &mut ProtoResult) {
+        if let Some(f) = self.rx_fin_seq {
+            if f == self.rcv_nxt && !self.has(F_RXFIN) {
+                self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
+                self.flags |= F_RXFIN;
+                self.rx_fin_seq = None;
+                r.actions
+                    .set(Actions::FIN_RX | Actions::NOTIFY_APP | Actions::TX | Actions::ACK_NOW);
+            }
+        }
+    }
+
+    pub(super) fn on_data(
+        &mut self,
+        s: &SegmentSummary,
+        wnd: u32,
+        r: &mut ProtoResult,
+    ) -> Option<DropReason> {
+        let mut start = s.seq;
+        let mut end = s.seq.wrapping_add(s.payload_len as u32);
+        if seq::lt(start, self.rcv_nxt) {
+            start = self.rcv_nxt;
+        }
+        let wnd_end = self.rcv_nxt.wrapping_add(wnd);
+        if seq::gt(end, wnd_end) {
+            end = wnd_end;
+        }
+        if seq::ge(start, end) {
+            r.actions.set(Actions::TX | Actions::ACK_NOW);
+            return Some(DropReason::OutOfWindow);
+        }
+        let len = end.wrapping_sub(start);
+        let frame_off = s.payload_off + start.wrapping_sub(s.seq) as u16;
+        let ring_pos = self.rx_pos + start.wrapping_sub(self.rcv_nxt) as u64;
+        if start == self.rcv_nxt {
+            r.payload = PayloadOp {
+                ring_pos,
+                frame_off,
+                len: len as u16,
+            };
+            self.rcv_nxt = end;
+            self.rx_pos += len as u64;
+            let merged = self.merge_ooo();
+            r.rx_publish = self.rx_pos;
+            r.actions.set(
+                Actions::PLACE_PAYLOAD | Actions::PUBLISH_RX | Actions::NOTIFY_APP | Actions::TX,
+            );
+            if merged {
+                r.actions.set(Actions::ACK_NOW);
+            }
+            None
+        } else {
+            r.actions.set(Actions::TX | Actions::ACK_NOW);
+            self.ooo_last = start;
+            if !self.add_ooo(start, len) {
+                return Some(DropReason::OooNoRoom);
+            }
+            r.payload = PayloadOp {
+                ring_pos,
+                frame_off,
+                len: len as u16,
+            };
+            r.actions.set(Actions::PLACE_PAYLOAD | Actions::OOO);
+            None
+        }
+    }
+
+    /// Add `[start, start+len)` to the intervals, merging overlaps. False when there is no room.
+    pub(super) fn add_ooo(&mut self, start: u32, len: u32) -> bool {
+        let mut s = start;
+        let mut e = start.wrapping_add(len);
+        // Absorb every interval that overlaps or touches [s, e).
+        for iv in self.ooo.iter_mut() {
+            if iv.1 == 0 {
+                continue;
+            }
+            let (is, ie) = (iv.0, iv.0.wrapping_add(iv.1));
+            if seq::le(is, e) && seq::ge(ie, s) {
+                if seq::lt(is, s) {
+                    s = is;
+                }
+                if seq::gt(ie, e) {
+                    e = ie;
+                }
+                *iv = (0, 0);
+            }
+        }
+        match self.ooo.iter_mut().find(|iv| iv.1 == 0) {
+            Some(slot) => {
+                *slot = (s, e.wrapping_sub(s));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Merge intervals that `rcv_nxt` reached. Returns whether anything merged.
+    pub(super) fn merge_ooo(&mut self) -> bool {
+        let mut merged = false;
+        loop {
+            let mut progress = false;
+            for iv in self.ooo.iter_mut() {
+                if iv.1 == 0 {
+                    continue;
+                }
+                let end = iv.0.wrapping_add(iv.1);
+                if seq::le(iv.0, self.rcv_nxt) {
+                    if seq::gt(end, self.rcv_nxt) {
+                        self.rx_pos += end.wrapping_sub(self.rcv_nxt) as u64;
+                        self.rcv_nxt = end;
+                    }
+                    *iv = (0, 0);
+                    progress = true;
+                    merged = true;
+                }
+            }
+            if !progress {
+                return merged;
+            }
+        }
+    }
+
+    /// A punted RST (RFC 5961 3.2): reset when it is exactly at `rcv_nxt`, answer with a
+    /// challenge ACK when it is elsewhere in the window, ignore it otherwise.
+    pub fn on_rst(&mut self, now: Instant, seq_no: u32, r: &mut ProtoResult) -> Option<DropReason> {
+        if self.has(F_RST) {
+            return Some(DropReason::StaleFlow);
+        }
+        let wnd = self.rcv_wnd().max(1);
+        if seq_no == self.rcv_nxt {
+            self.flags |= F_RST;
+            r.actions.set(Actions::RST_RX | Actions::NOTIFY_APP);
+            None
+        } else if seq::gt(seq_no, self.rcv_nxt) && seq::lt(seq_no, self.rcv_nxt.wrapping_add(wnd)) {
+            r.hdr = self.ack_header(now);
+            r.actions
+                .set(Actions::TX | Actions::ACK_NOW | Actions::CHALLENGE_ACK);
+            self.finish(r);
+            Some(DropReason::BadRst)
+        } else {
+            Some(DropReason::BadRst)
+        }
+    }
+}

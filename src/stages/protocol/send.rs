@@ -1,0 +1,358 @@
+//! The sending side of a connection's state: segments for the scheduler's grants, the
+//! application's updates, and the loss recovery that chooses what goes again (fast recovery
+//! over the SACK scoreboard or NewReno partial ACKs, tail-loss probes, go-back-N after a
+//! timeout), plus the control plane's requests (probes, ACKs, aborts).
+
+use super::*;
+
+impl TcpState {
+    /// New data that the peer's window and the congestion window allow from `snd_nxt`.
+    pub(super) fn usable(&self) -> u32 {
+        let edge = self.snd_edge();
+        let window_room = if seq::gt(edge, self.snd_nxt) {
+            edge.wrapping_sub(self.snd_nxt)
+        } else {
+            0
+        };
+        let budget = if self.has(F_FASTREC) {
+            self.cwnd.saturating_sub(self.pipe())
+        } else {
+            let flight = self.snd_nxt.wrapping_sub(self.snd_una);
+            // Limited transmit (RFC 3042): each of the first two duplicate ACKs lets one
+            // new segment out beyond the congestion window.
+            let extra = if !self.has(F_RECOVERY) && self.dupacks <= 2 {
+                self.dupacks as u32 * self.mss as u32
+            } else {
+                0
+            };
+            self.cwnd.saturating_add(extra).saturating_sub(flight)
+        };
+        window_room.min(budget)
+    }
+
+    /// Sequence space the sender believes is still in the network (RFC 6675 "pipe"): in
+    /// flight, less what the peer SACKed, less the holes below the highest SACKed byte not
+    /// yet retransmitted. Without SACK each duplicate ACK stands for one segment that left.
+    pub fn pipe(&self) -> u32 {
+        let flight = self.in_flight();
+        if self.has(F_SACK) {
+            let from = if seq::gt(self.rxt_next, self.snd_una) {
+                self.rxt_next
+            } else {
+                self.snd_una
+            };
+            flight
+                .saturating_sub(self.scoreboard.sacked_bytes())
+                .saturating_sub(self.scoreboard.hole_bytes(from))
+        } else {
+            flight.saturating_sub(self.dupacks as u32 * self.mss as u32)
+        }
+    }
+
+    /// The next range a fast recovery retransmits, at most one segment: the oldest
+    /// unacknowledged byte first, then (with SACK) the holes below the highest SACKed byte.
+    pub(super) fn next_retransmit(&self) -> Option<(u32, u32)> {
+        if !self.has(F_FASTREC) {
+            return None;
+        }
+        let limit = {
+            let end = self.data_end_seq();
+            if seq::lt(end, self.snd_max) {
+                end
+            } else {
+                self.snd_max
+            }
+        };
+        let (start, end) = if !seq::gt(self.rxt_next, self.snd_una) {
+            let s = self.snd_una;
+            let e = self.scoreboard.next_start(s).unwrap_or(limit);
+            (s, e)
+        } else if self.has(F_SACK) {
+            self.scoreboard.next_hole(self.rxt_next)?
+        } else {
+            return None;
+        };
+        let end = if seq::lt(limit, end) { limit } else { end };
+        if !seq::lt(start, end) {
+            return None;
+        }
+        let n = end.wrapping_sub(start).min(self.mss as u32);
+        Some((start, start.wrapping_add(n)))
+    }
+
+    /// Whether a fast recovery may retransmit now: the segment at `snd_una` goes at once
+    /// (when a recovery starts, on a partial ACK, and when a retransmission was lost); the
+    /// other holes while the pipe is below the congestion window.
+    pub(super) fn retransmit_due(&self) -> bool {
+        self.next_retransmit().is_some()
+            && (!seq::gt(self.rxt_next, self.snd_una) || self.pipe() < self.cwnd)
+    }
+
+    /// Retransmission timeout: go back to `snd_una` (what the peer SACKed is skipped).
+    pub(super) fn go_back_n<C: CongestionControl>(&mut self, cc: &C, cf: &mut C::Flow) {
+        let flight = self.snd_max.wrapping_sub(self.snd_una);
+        let repeated = self.has(F_RTO_AGAIN);
+        cc.on_loss(
+            cf,
+            Loss {
+                kind: LossKind::Timeout,
+                flight,
+                mss: self.mss as u32,
+                repeated,
+            },
+        );
+        if repeated {
+            // A second timeout with no progress: the peer may have reneged on its SACKs.
+            self.scoreboard.clear();
+        }
+        self.cwnd = cc.cwnd(cf);
+        self.snd_nxt = self.snd_una;
+        self.recover = self.snd_max;
+        self.dupacks = 0;
+        self.rtt_start = 0;
+        self.flags &= !(F_FASTREC | F_TLP);
+        self.flags |= F_RECOVERY | F_RTO_AGAIN;
+    }
+
+    /// Enter fast recovery (RFC 6675 / RFC 6582): the congestion control reduces the window,
+    /// and the oldest unacknowledged segment goes first.
+    pub(super) fn enter_fast_recovery<C: CongestionControl>(&mut self, cc: &C, cf: &mut C::Flow) {
+        cc.on_loss(
+            cf,
+            Loss {
+                kind: LossKind::DupAcks,
+                flight: self.in_flight(),
+                mss: self.mss as u32,
+                repeated: false,
+            },
+        );
+        self.cwnd = cc.cwnd(cf);
+        self.recover = self.snd_max;
+        self.rxt_next = self.snd_una;
+        self.rxt_max = self.snd_max;
+        self.rtt_start = 0;
+        self.flags &= !F_TLP;
+        self.flags |= F_RECOVERY | F_FASTREC;
+    }
+
+    /// Send `[start, end)` again (a retransmission chosen by recovery or a probe).
+    pub(super) fn retransmit(
+        &mut self,
+        now: Instant,
+        start: u32,
+        end: u32,
+        fin: bool,
+        r: &mut ProtoResult,
+    ) {
+        let n = end.wrapping_sub(start);
+        let mut fl = flags::ACK;
+        if n > 0 {
+            fl |= flags::PSH;
+        }
+        if fin {
+            fl |= flags::FIN;
+        }
+        r.hdr = self.header(now, fl, start, n as u16);
+        r.payload = PayloadOp {
+            ring_pos: self.ring_pos(start),
+            frame_off: 0,
+            len: n as u16,
+        };
+        r.actions.set(Actions::TX | Actions::ACK_NOW);
+        if n > 0 {
+            r.actions.set(Actions::FETCH_PAYLOAD);
+        }
+    }
+
+    /// Grant one segment's transmission: in a fast recovery the next hole first, then new
+    /// data.
+    pub fn on_tx(&mut self, now: Instant, r: &mut ProtoResult) {
+        if self.has(F_RST) {
+            return;
+        }
+        if self.retransmit_due() {
+            if let Some((start, end)) = self.next_retransmit() {
+                self.rxt_next = end;
+                self.rxt_max = self.snd_max;
+                self.retransmit(now, start, end, false, r);
+                r.actions.set(Actions::RECOVERY_RETRANSMIT);
+                if self.can_send() {
+                    r.actions.set(Actions::SCHED);
+                }
+                self.finish(r);
+                return;
+            }
+        }
+        // Going back after a timeout: what the peer SACKed is not sent again.
+        while seq::lt(self.snd_nxt, self.snd_max) {
+            match self.scoreboard.skip(self.snd_nxt) {
+                Some(end) => self.snd_nxt = end,
+                None => break,
+            }
+        }
+        let mut n = self.unsent().min(self.usable()).min(self.mss as u32);
+        if seq::lt(self.snd_nxt, self.snd_max) {
+            if let Some(next) = self.scoreboard.next_start(self.snd_nxt) {
+                n = n.min(next.wrapping_sub(self.snd_nxt));
+            }
+        }
+        let seq_no = self.snd_nxt;
+        let pos = self.ring_pos(seq_no);
+        let mut fl = flags::ACK;
+        if n > 0 {
+            fl |= flags::PSH;
+            if seq_no == self.snd_max && self.rtt_start == 0 {
+                self.rtt_seq = seq_no;
+                self.rtt_start = now.micros() + 1;
+            }
+            self.snd_nxt = self.snd_nxt.wrapping_add(n);
+        }
+        let fin = self.fin_due();
+        if fin {
+            fl |= flags::FIN;
+            self.snd_nxt = self.snd_nxt.wrapping_add(1);
+            if !self.has(F_FIN_SENT) {
+                self.flags |= F_FIN_SENT;
+                r.actions.set(Actions::FIN_TX);
+            }
+        }
+        if n == 0 && !fin {
+            self.finish(r);
+            return;
+        }
+        if seq::gt(self.snd_nxt, self.snd_max) {
+            self.snd_max = self.snd_nxt;
+        }
+        r.hdr = self.header(now, fl, seq_no, n as u16);
+        r.payload = PayloadOp {
+            ring_pos: pos,
+            frame_off: 0,
+            len: n as u16,
+        };
+        r.actions.set(Actions::TX | Actions::ACK_NOW);
+        if n > 0 {
+            r.actions.set(Actions::FETCH_PAYLOAD);
+        }
+        if self.can_send() {
+            r.actions.set(Actions::SCHED);
+        }
+        self.finish(r);
+    }
+
+    /// The application closed its reading side: new data will be answered with a RST
+    /// (RFC 9293 3.10.7.4, RFC 1122 4.2.2.13).
+    pub fn app_closed(&mut self) {
+        self.flags |= F_APP_CLOSED;
+    }
+
+    /// The application moved its ring positions.
+    pub fn on_app(
+        &mut self,
+        now: Instant,
+        tx_head: u64,
+        rx_tail: u64,
+        fin: bool,
+        r: &mut ProtoResult,
+    ) {
+        if tx_head > self.tx_app_end && !self.has(F_TXFIN) {
+            self.tx_app_end = tx_head;
+        }
+        if fin {
+            self.flags |= F_TXFIN;
+        }
+        let old_adv = self.rcv_adv.wrapping_sub(self.rcv_nxt);
+        if rx_tail > self.rx_tail && rx_tail <= self.rx_pos {
+            self.rx_tail = rx_tail;
+        }
+        let new_wnd = (self.rcv_wnd() >> self.rcv_shift) << self.rcv_shift;
+        let threshold = (2 * self.mss as u32).min(self.rx_cap / 2);
+        if old_adv < self.rx_cap / 2 && new_wnd >= old_adv.saturating_add(threshold) {
+            r.hdr = self.ack_header(now);
+            r.actions.set(Actions::TX | Actions::ACK_NOW);
+        }
+        if self.can_send() {
+            r.actions.set(Actions::SCHED);
+        }
+        self.finish(r);
+    }
+
+    /// Retransmission timeout: go back to `snd_una`; the congestion control sets the window
+    /// (one segment for [`NewReno`]).
+    pub fn on_timeout<C: CongestionControl>(
+        &mut self,
+        cc: &C,
+        cf: &mut C::Flow,
+        r: &mut ProtoResult,
+    ) {
+        if self.snd_max == self.snd_una || self.has(F_RST) {
+            return;
+        }
+        self.go_back_n(cc, cf);
+        r.actions.set(Actions::TIMEOUT_RETRANSMIT | Actions::SCHED);
+        self.finish(r);
+    }
+
+    /// Tail-loss probe (RFC 8985 section 7): the ACKs stopped with data in flight. Send one
+    /// new segment if the peer's window allows, otherwise the last segment again; the ACK it
+    /// draws (with SACK) starts a fast recovery instead of waiting for the timeout.
+    pub fn on_tail_probe(&mut self, now: Instant, r: &mut ProtoResult) {
+        if self.snd_max == self.snd_una || self.has(F_RST) || self.has(F_RECOVERY) {
+            return;
+        }
+        self.flags |= F_TLP;
+        let edge = self.snd_edge();
+        let room = if seq::gt(edge, self.snd_nxt) {
+            edge.wrapping_sub(self.snd_nxt)
+        } else {
+            0
+        };
+        let n = self.unsent().min(room).min(self.mss as u32);
+        if n > 0 && self.snd_nxt == self.snd_max {
+            let start = self.snd_nxt;
+            self.snd_nxt = start.wrapping_add(n);
+            self.snd_max = self.snd_nxt;
+            self.retransmit(now, start, self.snd_nxt, false, r);
+        } else {
+            let fin = self.has(F_FIN_SENT) && !self.has(F_FIN_ACKED);
+            let end = self.snd_max.wrapping_sub(u32::from(fin));
+            let back = end.wrapping_sub(self.snd_una).min(self.mss as u32);
+            self.retransmit(now, end.wrapping_sub(back), end, fin, r);
+        }
+        r.actions.set(Actions::TAIL_PROBE);
+        self.finish(r);
+    }
+
+    /// Zero-window probe: an ACK with an old sequence number, which makes the peer answer
+    /// with its current window.
+    pub fn on_probe(&mut self, now: Instant, r: &mut ProtoResult) {
+        if self.has(F_RST) {
+            return;
+        }
+        let s = self.snd_una.wrapping_sub(1);
+        r.hdr = self.header(now, flags::ACK, s, 0);
+        r.actions.set(Actions::TX | Actions::ACK_NOW);
+        self.finish(r);
+    }
+
+    /// An ACK on request.
+    pub fn on_ack_request(&mut self, now: Instant, r: &mut ProtoResult) {
+        if self.has(F_RST) {
+            return;
+        }
+        r.hdr = self.ack_header(now);
+        r.actions.set(Actions::TX | Actions::ACK_NOW);
+        self.finish(r);
+    }
+
+    /// Abort: a RST at `snd_nxt`; the flow sends nothing afterwards.
+    pub fn on_reset(&mut self, now: Instant, r: &mut ProtoResult) {
+        if self.has(F_RST) {
+            return;
+        }
+        self.flags |= F_RST;
+        let s = self.snd_max;
+        r.hdr = self.header(now, flags::RST | flags::ACK, s, 0);
+        r.actions
+            .set(Actions::TX | Actions::ACK_NOW | Actions::RST_TX);
+    }
+}

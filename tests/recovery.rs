@@ -1,0 +1,302 @@
+//! Loss recovery and the timers around it, one test per behaviour, against a scripted peer:
+//! SACK in both directions (RFC 2018), fast recovery that resends only the holes
+//! (RFC 6675), NewReno partial ACKs (RFC 6582), limited transmit (RFC 3042), tail-loss
+//! probes (RFC 8985), Karn's backoff (RFC 6298), the persist timer and zero-window ACKs
+//! (RFC 9293 3.8.6.1, 3.10.7.4), and a RST for data after the application closed.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::script::*;
+use flextoe::control::TcpConnState;
+use flextoe::stats::DropReason;
+use flextoe::wire::flags::*;
+use smoltcp::wire::TcpRepr;
+
+const MSS: u32 = 1460;
+
+/// A passive open; the peer's SYN offers SACK-permitted when `sack`.
+fn established(cfg: flextoe::pipeline::EngineConfig, sack: bool) -> Script {
+    let mut t = Script::new(cfg);
+    t.listen(8);
+    let syn = TcpRepr {
+        sack_permitted: sack,
+        ..t.repr(SYN, PEER_ISS, None, &[])
+    };
+    t.send_repr(&syn);
+    let sa = t.recv_one();
+    assert!(sa.has(SYN | ACK));
+    assert_eq!(sa.sack_permitted, sack, "SACK-permitted answered in kind");
+    t.peer_seq = PEER_ISS + 1;
+    t.engine_seq = sa.seq.wrapping_add(1);
+    t.send_ack();
+    let mut s = t.listener.as_ref().unwrap().try_accept().unwrap().unwrap();
+    s.set_nonblocking(true);
+    t.stream = Some(s);
+    t
+}
+
+/// The peer acknowledges `ack` with SACK blocks (and window `win`).
+fn ack_with(t: &mut Script, ack: u32, blocks: &[(u32, u32)], win: u16) {
+    let mut ranges = [None; 3];
+    for (i, b) in blocks.iter().enumerate() {
+        ranges[i] = Some(*b);
+    }
+    let r = TcpRepr {
+        sack_ranges: ranges,
+        window_len: win,
+        ..t.repr(ACK, t.peer_seq, Some(ack), &[])
+    };
+    t.send_repr(&r);
+}
+
+/// Sequence numbers of the data segments the engine sent since the last look.
+fn data_seqs(t: &mut Script) -> Vec<u32> {
+    t.recv()
+        .iter()
+        .filter(|s| !s.payload.is_empty())
+        .map(|s| s.seq)
+        .collect()
+}
+
+fn write(t: &mut Script, segments: u32) {
+    let data = vec![7u8; (segments * MSS) as usize];
+    t.stream().write_all(&data).unwrap();
+}
+
+#[test]
+fn sack_is_negotiated_and_out_of_order_data_is_reported_in_sack_blocks() {
+    let mut t = established(config(), true);
+    let hole = t.peer_seq;
+    // Two segments beyond a 100-byte hole: each ACK reports the blocks, the latest first.
+    let (a, b) = (hole + 100, hole + 400);
+    t.send(PSH | ACK, a, Some(t.engine_seq), &[1u8; 200]);
+    let ack = t.recv_one();
+    assert_eq!(ack.ack, hole);
+    assert_eq!(ack.sack, vec![(a, a + 200)]);
+    t.send(PSH | ACK, b, Some(t.engine_seq), &[2u8; 100]);
+    let ack = t.recv_one();
+    assert_eq!(ack.sack, vec![(b, b + 100), (a, a + 200)]);
+    // The hole fills: the blocks merge into the cumulative ACK and disappear.
+    t.send(PSH | ACK, hole, Some(t.engine_seq), &[0u8; 100]);
+    let ack = t.recv_one();
+    assert_eq!(ack.ack, a + 200);
+    assert_eq!(ack.sack, vec![(b, b + 100)]);
+
+    // A peer that does not offer SACK gets neither the option nor blocks.
+    let mut t = established(config(), false);
+    let hole = t.peer_seq;
+    t.send(PSH | ACK, hole + 100, Some(t.engine_seq), &[1u8; 200]);
+    assert!(t.recv_one().sack.is_empty());
+}
+
+/// Segments 0 and 4 of 10 are lost. Today's go-back-N sent all ten again; fast recovery
+/// with the peer's SACK blocks sends exactly the two holes.
+#[test]
+fn fast_recovery_retransmits_only_the_sack_holes() {
+    let mut t = established(config(), true);
+    write(&mut t, 10);
+    let base = t.engine_seq;
+    let seg = |i: u32| base + i * MSS;
+    assert_eq!(data_seqs(&mut t), (0..10).map(seg).collect::<Vec<_>>());
+    ack_with(&mut t, base, &[(seg(1), seg(4))], 65535);
+    assert_eq!(data_seqs(&mut t), vec![seg(0)], "the first hole, at once");
+    ack_with(&mut t, base, &[(seg(5), seg(10)), (seg(1), seg(4))], 65535);
+    assert_eq!(data_seqs(&mut t), vec![seg(4)], "then the other hole only");
+    ack_with(&mut t, seg(10), &[], 65535);
+    assert!(data_seqs(&mut t).is_empty());
+    let r = t.engine.retransmissions();
+    assert_eq!((r.fast, r.recovery, r.timeout), (1, 2, 0), "{r:?}");
+    t.advance(Duration::from_secs(3));
+    assert!(data_seqs(&mut t).is_empty(), "nothing left to time out");
+}
+
+/// Without SACK: three duplicate ACKs retransmit the first segment only, and a partial ACK
+/// retransmits the segment it points at (RFC 6582), not the whole window.
+#[test]
+fn newreno_partial_ack_retransmits_the_next_hole_without_sack() {
+    let mut t = established(config(), false);
+    write(&mut t, 10);
+    let base = t.engine_seq;
+    let seg = |i: u32| base + i * MSS;
+    assert_eq!(data_seqs(&mut t).len(), 10);
+    for _ in 0..3 {
+        ack_with(&mut t, base, &[], 65535);
+    }
+    assert_eq!(data_seqs(&mut t), vec![seg(0)]);
+    ack_with(&mut t, seg(4), &[], 65535);
+    assert_eq!(data_seqs(&mut t), vec![seg(4)], "the partial ACK's hole");
+    ack_with(&mut t, seg(10), &[], 65535);
+    assert!(data_seqs(&mut t).is_empty());
+    let r = t.engine.retransmissions();
+    assert_eq!((r.fast, r.recovery, r.timeout), (1, 2, 0), "{r:?}");
+}
+
+/// The first two duplicate ACKs each let one new segment out beyond the congestion window
+/// (RFC 3042); the third starts the recovery.
+#[test]
+fn limited_transmit_sends_new_data_on_the_first_two_duplicate_acks() {
+    let mut t = established(config(), false);
+    write(&mut t, 14);
+    let base = t.engine_seq;
+    let seg = |i: u32| base + i * MSS;
+    assert_eq!(data_seqs(&mut t).len(), 10, "the initial window");
+    ack_with(&mut t, base, &[], 65535);
+    assert_eq!(data_seqs(&mut t), vec![seg(10)]);
+    ack_with(&mut t, base, &[], 65535);
+    assert_eq!(data_seqs(&mut t), vec![seg(11)]);
+    ack_with(&mut t, base, &[], 65535);
+    assert_eq!(data_seqs(&mut t), vec![seg(0)]);
+}
+
+/// The last two segments of a flight are lost and no ACK comes: a tail-loss probe resends
+/// the last segment after about two RTTs, and the SACK it draws recovers the other in a
+/// fast recovery. No retransmission timeout (at least 200 ms) is needed.
+#[test]
+fn tail_loss_probe_recovers_a_lost_tail_without_a_timeout() {
+    let mut t = established(config(), true);
+    // One round trip of 5 ms gives the RTT estimate.
+    write(&mut t, 1);
+    assert_eq!(data_seqs(&mut t).len(), 1);
+    t.advance(Duration::from_millis(5));
+    let base = t.engine_seq + MSS;
+    ack_with(&mut t, base, &[], 65535);
+    let seg = |i: u32| base + i * MSS;
+    write(&mut t, 5);
+    assert_eq!(data_seqs(&mut t).len(), 5);
+    ack_with(&mut t, seg(3), &[], 65535);
+    assert!(data_seqs(&mut t).is_empty());
+    t.advance(Duration::from_millis(40));
+    assert_eq!(
+        data_seqs(&mut t),
+        vec![seg(4)],
+        "the probe: the last segment"
+    );
+    ack_with(&mut t, seg(3), &[(seg(4), seg(5))], 65535);
+    assert_eq!(
+        data_seqs(&mut t),
+        vec![seg(3)],
+        "the SACK starts a recovery"
+    );
+    ack_with(&mut t, seg(5), &[], 65535);
+    let r = t.engine.retransmissions();
+    assert_eq!((r.tail_probes, r.timeout), (1, 0), "{r:?}");
+    assert_eq!(t.engine.stats().control.timeouts, 0);
+}
+
+/// Karn's algorithm: after a timeout, an ACK of the retransmitted segment carries no RTT
+/// sample, so the doubled timeout stays for the next loss. It used to be reset by any ACK,
+/// which makes a step in the RTT a loop of spurious timeouts.
+#[test]
+fn karn_backoff_survives_an_ack_of_retransmitted_data() {
+    let mut t = established(config(), false);
+    write(&mut t, 1);
+    let base = t.engine_seq;
+    assert_eq!(data_seqs(&mut t), vec![base]);
+    t.advance(Duration::from_millis(1050));
+    assert_eq!(data_seqs(&mut t), vec![base], "first timeout after 1 s");
+    ack_with(&mut t, base + MSS, &[], 65535);
+    write(&mut t, 1);
+    assert_eq!(data_seqs(&mut t), vec![base + MSS]);
+    t.advance(Duration::from_millis(1500));
+    assert!(
+        data_seqs(&mut t).is_empty(),
+        "the backed-off timeout (2 s) still holds"
+    );
+    t.advance(Duration::from_millis(600));
+    assert_eq!(data_seqs(&mut t), vec![base + MSS]);
+}
+
+/// The peer closes its window with data in flight. The persist timer probes it; the
+/// retransmission timeout does not run, so the connection is not aborted after
+/// `max_retransmissions` (it used to be). When the window opens, the data goes through.
+#[test]
+fn zero_window_with_data_in_flight_is_probed_not_aborted() {
+    let mut cfg = config();
+    cfg.control.max_retransmissions = 3;
+    cfg.control.rto_max = Duration::from_secs(2);
+    let mut t = established(cfg, false);
+    write(&mut t, 10);
+    let base = t.engine_seq;
+    assert_eq!(data_seqs(&mut t).len(), 10);
+    ack_with(&mut t, base + 2 * MSS, &[], 0);
+    t.advance(Duration::from_secs(60));
+    let probes: Vec<_> = t.recv();
+    let st = t.engine.stats();
+    assert_eq!(
+        t.state(),
+        Some(TcpConnState::Established),
+        "{st}\n{probes:?}"
+    );
+    assert!(st.control.probes >= 5, "{st}");
+    assert_eq!(st.control.timeouts, 0, "{st}");
+    assert!(probes.iter().all(|s| s.payload.is_empty()), "{probes:?}");
+    // The window opens: what was in flight is sent again and acknowledged.
+    ack_with(&mut t, base + 2 * MSS, &[], 65535);
+    t.advance(Duration::from_millis(1200));
+    assert!(data_seqs(&mut t).contains(&(base + 2 * MSS)));
+    ack_with(&mut t, base + 10 * MSS, &[], 65535);
+    let out = t.recv();
+    let st = t.engine.stats();
+    assert_eq!(t.state(), Some(TcpConnState::Established), "{st}\n{out:?}");
+}
+
+/// With our receive window at zero, a one-byte window probe and a bare FIN are not
+/// acceptable, but each still gets an ACK that tells the peer the window (RFC 9293
+/// 3.10.7.4); they used to get silence.
+#[test]
+fn zero_window_probe_and_bare_fin_are_acknowledged() {
+    let mut t = established(config(), false);
+    // Fill the receive buffer; the application reads nothing.
+    let mut win = u16::MAX;
+    for _ in 0..100 {
+        let (s, a) = (t.peer_seq, t.engine_seq);
+        t.send(PSH | ACK, s, Some(a), &[3u8; MSS as usize]);
+        let acks = t.recv();
+        let last = acks.last().expect("an ACK");
+        t.peer_seq = last.ack;
+        win = last.win;
+        if win == 0 {
+            break;
+        }
+    }
+    assert_eq!(win, 0, "the window closed");
+    let rcv_nxt = t.peer_seq;
+    let drops_before = t.engine.stats().drops(DropReason::OutOfWindow);
+    t.send(PSH | ACK, rcv_nxt, Some(t.engine_seq), &[9u8]);
+    let ack = t.recv_one();
+    assert_eq!((ack.flags, ack.ack, ack.win), (ACK, rcv_nxt, 0));
+    t.send(FIN | ACK, rcv_nxt, Some(t.engine_seq), &[]);
+    let ack = t.recv_one();
+    assert_eq!((ack.flags, ack.ack, ack.win), (ACK, rcv_nxt, 0));
+    assert_eq!(
+        t.engine.stats().drops(DropReason::OutOfWindow),
+        drops_before + 2
+    );
+    assert_eq!(t.state(), Some(TcpConnState::Established));
+}
+
+/// The application read everything and closed; the peer then sends more data. Nobody can
+/// read it: the engine answers with a RST (RFC 9293 3.10.7.4, RFC 1122 4.2.2.13) instead of
+/// ACKing and discarding it behind a window that then stays shut.
+#[test]
+fn data_after_the_application_closed_is_answered_with_rst() {
+    let mut t = established(config(), false);
+    t.send_data(&[5u8; 100]);
+    assert_eq!(t.app_read().len(), 100);
+    t.recv();
+    t.stream = None;
+    let fin = t.recv();
+    assert!(fin.iter().any(|s| s.has(FIN)), "{fin:?}");
+    t.engine_seq = t.engine_seq.wrapping_add(1);
+    t.send_ack();
+    assert_eq!(t.state(), Some(TcpConnState::FinWait2));
+    t.send_data(&[6u8; 100]);
+    let out = t.recv();
+    assert!(out.iter().any(|s| s.has(RST)), "{out:?}");
+    t.poll();
+    assert_eq!(t.state(), None, "the connection is gone");
+    assert_eq!(t.engine.stats().drops(DropReason::DataAfterClose), 1);
+}
