@@ -361,7 +361,7 @@ impl Control {
             probe_backoff: 1,
             retries: 0,
             mss: mss as u32,
-            tlp_sent: false,
+            probes_fired: 0,
             last_acked: 0,
             last_rtt: (0, 0),
             last_progress: now,

@@ -186,7 +186,7 @@ struct Conn {
     probe_backoff: u32,
     retries: u32,
     mss: u32,
-    tlp_sent: bool,
+    probes_fired: u32,
     last_acked: u64,
     last_rtt: (u64, u64),
     last_progress: Instant,

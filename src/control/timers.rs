@@ -4,24 +4,32 @@
 
 use super::*;
 
-/// The shortest tail-loss probe timeout (as Linux).
-const TLP_MIN: Duration = Duration::from_millis(10);
-/// Added to the probe timeout when one segment is in flight: the peer may delay its ACK.
-const TLP_ACK_DELAY: Duration = Duration::from_millis(200);
+/// Added to twice the smoothed RTT for a probe timeout (Linux adds two timer ticks).
+const TLP_MIN: Duration = Duration::from_millis(2);
+/// Probe timeouts between two advances of `snd_una`, before the retransmission timeout: the
+/// first is a tail-loss probe, later ones (in a recovery) resend lost retransmissions.
+const MAX_PROBES: u32 = 3;
+/// Added to the probe timeout when one segment is in flight, for the peer's delayed ACK (Linux
+/// acknowledges a lone segment within its shortest delayed-ACK time, 40 ms, in quick-ACK mode).
+const TLP_ACK_DELAY: Duration = Duration::from_millis(40);
 
 impl Conn {
-    /// When a tail-loss probe is due, if one may be sent: no probe since the last progress, an
-    /// RTT estimate, and a probe timeout shorter than the retransmission timeout.
+    /// When the next probe timeout (RFC 8985) is due, if one may fire: an RTT estimate,
+    /// fewer than [`MAX_PROBES`] since the last progress, and earlier than the
+    /// retransmission timeout. The timeout is twice the smoothed RTT plus
+    /// [`TLP_MIN`] (plus the peer's delayed-ACK allowance when one segment is in flight);
+    /// the `k`-th probe fires `k` timeouts after the last progress.
     fn tail_probe_at(&self, in_flight: u64, rto: Duration) -> Option<Instant> {
-        if self.tlp_sent {
+        if self.probes_fired >= MAX_PROBES {
             return None;
         }
         let srtt = self.srtt_us?;
-        let mut pto = Duration::from_micros((2.0 * srtt) as u64).max(TLP_MIN);
+        let mut pto = Duration::from_micros((2.0 * srtt) as u64) + TLP_MIN;
         if in_flight <= self.mss as u64 {
             pto += TLP_ACK_DELAY;
         }
-        (pto < rto).then(|| self.last_progress + pto)
+        let after = pto * (self.probes_fired + 1);
+        (after < rto).then(|| self.last_progress + after)
     }
 }
 
@@ -73,7 +81,7 @@ impl Control {
                 c.last_acked = acked;
                 c.last_progress = now;
                 c.retries = 0;
-                c.tlp_sent = false;
+                c.probes_fired = 0;
             }
             let in_flight = FlowCounters::get(&c.counters.in_flight);
             let unsent = FlowCounters::get(&c.counters.unsent);
@@ -107,7 +115,7 @@ impl Control {
             }
             if let Some(t) = c.tail_probe_at(in_flight, rto) {
                 if now >= t {
-                    c.tlp_sent = true;
+                    c.probes_fired += 1;
                     self.stats.tail_probes += 1;
                     out.work.push(ProtoWork::TailProbe { flow: id });
                 }

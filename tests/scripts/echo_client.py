@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Linux TCP client for the interop tests: send N deterministic bytes to HOST:PORT, read
 the echo back, compare SHA-256 of what was sent and what came back. Exit 0 when equal."""
-import hashlib, socket, sys, threading
+import hashlib, os, socket, sys, threading
 
 host, port, total = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 timeout = float(sys.argv[4]) if len(sys.argv) > 4 else 120.0
@@ -16,7 +16,13 @@ def chunks(total):
         sent += len(c)
         block += 1
 
-s = socket.create_connection((host, port), timeout=timeout)
+cc = os.environ.get("FLEXTOE_TCP_CC")
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+if cc:
+    # Per socket, so that a test can compare like with like without touching the host.
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
+s.settimeout(timeout)
+s.connect((host, port))
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 sent_hash = hashlib.sha256()
 recv_hash = hashlib.sha256()

@@ -167,6 +167,16 @@ impl TcpState {
             // that retransmission was lost too. Go over the holes again.
             self.rxt_next = self.snd_una;
         }
+        if self.has(F_RECOVERY)
+            && !self.has(F_FASTREC)
+            && self.dupacks >= 3
+            && seq::gt(self.snd_nxt, self.snd_una)
+        {
+            // Going back after a timeout, and the peer still misses `snd_una` while later
+            // data arrives: the retransmission was lost. Go back again (the window stays).
+            self.snd_nxt = self.snd_una;
+            self.dupacks = 0;
+        }
         if !self.has(F_RECOVERY) && self.snd_max != self.snd_una {
             let sack_evidence =
                 self.has(F_SACK) && self.scoreboard.sacked_bytes() > 2 * self.mss as u32;

@@ -292,11 +292,28 @@ impl TcpState {
         self.finish(r);
     }
 
-    /// Tail-loss probe (RFC 8985 section 7): the ACKs stopped with data in flight. Send one
-    /// new segment if the peer's window allows, otherwise the last segment again; the ACK it
-    /// draws (with SACK) starts a fast recovery instead of waiting for the timeout.
+    /// Probe timeout: the ACKs stopped with data in flight.
+    ///
+    /// Outside a recovery this is a tail-loss probe (RFC 8985 section 7): one new segment if
+    /// the peer's window allows, otherwise the last segment again; the ACK it draws (with
+    /// SACK) starts a fast recovery instead of waiting for the retransmission timeout.
+    /// In a fast recovery, the retransmissions themselves were lost (RACK's reordering
+    /// timer, RFC 8985 section 6.2, by sequence rather than per-segment times): the holes
+    /// are sent again from `snd_una`. Going back after a timeout, the same: from `snd_una`
+    /// again, the window unchanged.
     pub fn on_tail_probe(&mut self, now: Instant, r: &mut ProtoResult) {
-        if self.snd_max == self.snd_una || self.has(F_RST) || self.has(F_RECOVERY) {
+        if self.snd_max == self.snd_una || self.has(F_RST) {
+            return;
+        }
+        if self.has(F_FASTREC) {
+            self.rxt_next = self.snd_una;
+            self.rxt_max = self.snd_max;
+            r.actions.set(Actions::TAIL_PROBE | Actions::SCHED);
+            return;
+        }
+        if self.has(F_RECOVERY) {
+            self.snd_nxt = self.snd_una;
+            r.actions.set(Actions::TAIL_PROBE | Actions::SCHED);
             return;
         }
         self.flags |= F_TLP;
