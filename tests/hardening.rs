@@ -422,3 +422,97 @@ fn ack_below_snd_una_minus_max_window_drops_the_data() {
     t.send_data(b"genuine");
     assert_eq!(t.app_read(), b"genuine");
 }
+
+/// SYN flood, in memory: a listener with a backlog of 2 took two handshakes and dropped every
+/// later SYN, so a legitimate client could not connect until the flood's handshakes timed
+/// out (about a minute). SYNs beyond the half-open queue now get a SYN cookie (RFC 4987):
+/// no state is kept, and the ACK that returns the cookie creates the connection with the
+/// MSS (rounded down to the cookie table), window scale, SACK-permitted and timestamps the
+/// SYN offered. A forged or stale cookie gets a RST and creates nothing.
+#[test]
+fn syn_flood_is_answered_with_cookies_and_a_client_still_connects() {
+    let mut t = Script::new(config());
+    t.listen(2);
+    for i in 0..500u16 {
+        t.peer_port = 30_000 + i;
+        t.send(SYN, PEER_ISS + u32::from(i), None, &[]);
+    }
+    assert_eq!(t.recv().len(), 500, "every SYN answered");
+    let st = t.engine.stats();
+    assert_eq!(st.handshakes, 2, "half-open state stays at the backlog");
+    assert_eq!(st.control.cookies_sent, 498);
+    assert_eq!(t.engine.host().rings_made(), 0);
+
+    // A legitimate client, with every option.
+    t.peer_port = 40_000;
+    let syn = smoltcp::wire::TcpRepr {
+        max_seg_size: Some(1400),
+        window_scale: Some(7),
+        sack_permitted: true,
+        timestamp: Script::ts(5000, 0),
+        ..t.repr(SYN, PEER_ISS, None, &[])
+    };
+    t.send_repr(&syn);
+    let sa = t.recv_one();
+    assert!(sa.has(SYN | ACK) && sa.sack_permitted && sa.wscale.is_some());
+    let (our_ts, echo) = sa.ts.expect("timestamps");
+    assert_eq!(echo, 5000);
+    assert_eq!(t.engine.stats().handshakes, 2, "the cookie keeps nothing");
+    t.peer_seq = PEER_ISS + 1;
+    t.engine_seq = sa.seq.wrapping_add(1);
+    // A forged cookie first: a RST, no connection.
+    let forged = smoltcp::wire::TcpRepr {
+        timestamp: Script::ts(5001, our_ts),
+        ..t.repr(ACK, t.peer_seq, Some(t.engine_seq ^ 0x100), &[])
+    };
+    t.send_repr(&forged);
+    assert!(t.recv_one().has(RST));
+    // Options in the echo are covered by the cookie: a changed echo fails too.
+    let tampered = smoltcp::wire::TcpRepr {
+        timestamp: Script::ts(5001, our_ts ^ 0x10),
+        ..t.repr(ACK, t.peer_seq, Some(t.engine_seq), &[])
+    };
+    t.send_repr(&tampered);
+    assert!(t.recv_one().has(RST));
+    assert_eq!(t.engine.stats().flows, 0);
+    // The real ACK, with data.
+    let ack = smoltcp::wire::TcpRepr {
+        timestamp: Script::ts(5001, our_ts),
+        ..t.repr(PSH | ACK, t.peer_seq, Some(t.engine_seq), b"hello")
+    };
+    t.send_repr(&ack);
+    let st = t.engine.stats();
+    assert_eq!((st.flows, st.control.cookies_accepted), (1, 1));
+    let tcp = t.engine.tcp_state(&t.tuple()).expect("connection").clone();
+    assert_eq!(tcp.snd_shift, 7, "the peer's window scale came back");
+    assert!(tcp.sack(), "SACK-permitted came back");
+    assert_eq!(
+        tcp.mss as usize,
+        1300 - TS_OPT_LEN,
+        "MSS 1400 rounded down to 1300"
+    );
+    let mut s = t.listener.as_ref().unwrap().try_accept().unwrap().unwrap();
+    s.set_nonblocking(true);
+    let mut buf = [0u8; 16];
+    assert_eq!(std::io::Read::read(&mut s, &mut buf).unwrap(), 5);
+    assert_eq!(&buf[..5], b"hello");
+}
+
+/// Half-open connections are bounded engine-wide (`max_half_open`), not only per listener:
+/// with cookies off, SYNs beyond the bound are dropped and counted.
+#[test]
+fn half_open_connections_are_bounded() {
+    let mut cfg = config();
+    cfg.control.max_half_open = 8;
+    cfg.control.syn_cookies = false;
+    let mut t = Script::new(cfg);
+    t.listen(1000);
+    for i in 0..100u16 {
+        t.peer_port = 30_000 + i;
+        t.send(SYN, PEER_ISS, None, &[]);
+    }
+    assert_eq!(t.recv().len(), 8);
+    let st = t.engine.stats();
+    assert_eq!(st.handshakes, 8);
+    assert_eq!(st.drops(flextoe::stats::DropReason::BacklogFull), 92);
+}

@@ -23,6 +23,8 @@ pub(super) struct Embryo {
     pub(super) conn: Arc<ConnShared>,
     pub(super) rings: Option<FlowRings>,
     pub(super) active: bool,
+    /// Rebuilt from a SYN cookie: it never counted as pending on its listener.
+    pub(super) cookie: bool,
     pub(super) retries: u32,
     pub(super) next_retx: Instant,
 }
@@ -39,7 +41,7 @@ pub const MIN_PEER_MSS: u16 = 88;
 const DEFAULT_PEER_MSS: u16 = 536;
 
 /// The peer's MSS option, clamped: no option means 536, a tiny one means [`MIN_PEER_MSS`].
-fn peer_mss(announced: Option<u16>) -> u16 {
+pub(super) fn peer_mss(announced: Option<u16>) -> u16 {
     announced.unwrap_or(DEFAULT_PEER_MSS).max(MIN_PEER_MSS)
 }
 
@@ -65,6 +67,7 @@ impl Control {
             conn: pc.conn,
             rings: Some(pc.rings),
             active: true,
+            cookie: false,
             retries: 0,
             next_retx: now + self.cfg.rto_initial,
         };
@@ -116,7 +119,8 @@ impl Control {
         let Some(l) = self.listeners.get_mut(&seg.tuple.local_port) else {
             return;
         };
-        if l.pending + l.accept_tx.len() >= l.backlog {
+        if l.accept_tx.len() >= l.backlog {
+            // Connections wait for the application: take no more (as Linux).
             self.stats.drops.add(DropReason::BacklogFull);
             return;
         }
@@ -128,9 +132,20 @@ impl Control {
             self.reply_rst(&seg, out);
             return;
         }
+        let half_open = self.embryos.values().filter(|e| !e.active).count();
         let Some(l) = self.listeners.get_mut(&seg.tuple.local_port) else {
             return;
         };
+        if l.pending >= l.backlog || half_open >= self.cfg.max_half_open {
+            // The half-open queue is full (a SYN flood, or a burst): answer with a cookie
+            // and keep nothing, or drop when cookies are off.
+            if self.cfg.syn_cookies {
+                self.send_cookie(now, &seg, out);
+            } else {
+                self.stats.drops.add(DropReason::BacklogFull);
+            }
+            return;
+        }
         l.pending += 1;
         // The handshake answers the SYN's source MAC (kept in the embryo); the neighbour
         // cache does not learn from SYNs, which anyone can send (poisoning, unbounded growth).
@@ -151,6 +166,7 @@ impl Control {
             conn: ConnShared::new(local, remote),
             rings: None,
             active: false,
+            cookie: false,
             retries: 0,
             next_retx: now + self.cfg.rto_initial,
         };
@@ -268,7 +284,7 @@ impl Control {
     pub(super) fn fail_embryo(&mut self, t: &FourTuple, e: Embryo, status: ConnStatus) {
         if e.active {
             self.host.release_port(t.local_port);
-        } else if let Some(l) = self.listeners.get_mut(&t.local_port) {
+        } else if let Some(l) = self.listeners.get_mut(&t.local_port).filter(|_| !e.cookie) {
             l.pending = l.pending.saturating_sub(1);
         }
         if status == ConnStatus::Reset {
@@ -381,7 +397,7 @@ impl Control {
             // Complete the handshake with an ACK built by the data path.
             out.work.push(ProtoWork::Ack { flow: id });
         } else {
-            if let Some(l) = self.listeners.get_mut(&t.local_port) {
+            if let Some(l) = self.listeners.get_mut(&t.local_port).filter(|_| !e.cookie) {
                 l.pending = l.pending.saturating_sub(1);
             }
             let stream =

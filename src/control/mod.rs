@@ -33,6 +33,7 @@ use crate::stats::{DropCounters, DropReason};
 use crate::time::Instant;
 
 pub mod congestion;
+mod cookies;
 mod events;
 mod handshake;
 mod neighbours;
@@ -103,6 +104,12 @@ pub struct ControlConfig {
     pub neighbors: Vec<(Ipv4Addr, MacAddr)>,
     /// Most connections at once.
     pub max_flows: usize,
+    /// Most passive handshakes in progress at once (each listener also holds at most its
+    /// backlog); beyond them SYNs are answered with cookies or dropped.
+    pub max_half_open: usize,
+    /// Answer SYNs with SYN cookies (RFC 4987) when the half-open queue is full, instead of
+    /// dropping them.
+    pub syn_cookies: bool,
     /// Number of flow groups (power of two).
     pub flow_groups: u16,
     /// Key for initial sequence numbers (RFC 6528) and timestamp offsets (RFC 7323 5.4).
@@ -136,6 +143,10 @@ pub struct ControlStats {
     pub tail_probes: u64,
     /// SYN or SYN-ACK retransmissions.
     pub syn_retransmits: u64,
+    /// SYN-ACKs carrying a SYN cookie.
+    pub cookies_sent: u64,
+    /// Handshakes completed from a valid cookie.
+    pub cookies_accepted: u64,
     /// ARP requests answered.
     pub arp_replies: u64,
     /// ARP requests sent.

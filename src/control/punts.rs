@@ -38,6 +38,25 @@ impl Control {
             self.passive_open(now, seg, out);
             return;
         }
+        if s.has(flags::ACK)
+            && !s.has(flags::RST)
+            && self.cfg.syn_cookies
+            && self.listeners.contains_key(&seg.tuple.local_port)
+        {
+            if let Some(e) = self.cookie_embryo(now, &seg) {
+                let shift = e
+                    .peer_wscale
+                    .filter(|_| self.cfg.window_scaling)
+                    .unwrap_or(0);
+                let data = s.payload_len > 0 || s.has(flags::FIN);
+                if self.establish(now, seg.tuple, e, (s.win as u32) << shift, out) && data {
+                    out.reinject.push(p.frame);
+                } else {
+                    self.arena.free(p.frame);
+                }
+                return;
+            }
+        }
         self.arena.free(p.frame);
         self.stats.drops.add(DropReason::NoConnection);
         if !s.has(flags::RST) {

@@ -43,6 +43,11 @@ impl Secrets {
         Self::new(os_random())
     }
 
+    /// The key (for the other keyed functions of the control plane).
+    pub(crate) fn key(&self) -> [u64; 2] {
+        self.key
+    }
+
     fn hash(&self, domain: u8, t: &FourTuple) -> u64 {
         let mut h = SipHasher24::new_with_keys(self.key[0], self.key[1]);
         domain.hash(&mut h);

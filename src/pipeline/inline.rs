@@ -205,6 +205,7 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
         s.control = self.control.stats().clone();
         s.frames_in_use = self.arena.in_use();
         s.flows = self.flow_count();
+        s.handshakes = self.control.embryonic_count();
         s
     }
 

@@ -135,6 +135,8 @@ impl EngineConfig {
                 time_wait: Duration::from_secs(1),
                 neighbors: Vec::new(),
                 max_flows: 4096,
+                max_half_open: 256,
+                syn_cookies: true,
                 flow_groups: 1,
                 isn_secret: crate::control::secrets::os_random(),
             },
@@ -235,6 +237,8 @@ pub struct EngineStats {
     pub frames_in_use: usize,
     /// Installed flows.
     pub flows: usize,
+    /// Handshakes in progress (SYN sent or received, no flow yet).
+    pub handshakes: usize,
     /// Doorbells (application updates) handled.
     pub doorbells: u64,
     /// Scheduler grants.
@@ -281,7 +285,7 @@ impl std::fmt::Display for EngineStats {
         let c = &self.control;
         write!(
             f,
-            "  {:<12} punted={} established={} closed={} resets={} rst_sent={} challenge_acks={} timeouts={} probes={} syn_retx={} arp_req={} arp_replies={} drops: {}",
+            "  {:<12} punted={} established={} closed={} resets={} rst_sent={} challenge_acks={} timeouts={} probes={} tail_probes={} syn_retx={} cookies={}/{} arp_req={} arp_replies={} drops: {}",
             "control",
             c.punted,
             c.established,
@@ -291,7 +295,10 @@ impl std::fmt::Display for EngineStats {
             c.challenge_acks,
             c.timeouts,
             c.probes,
+            c.tail_probes,
             c.syn_retransmits,
+            c.cookies_accepted,
+            c.cookies_sent,
             c.arp_requests,
             c.arp_replies,
             c.drops

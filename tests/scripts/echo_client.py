@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Linux TCP client for the interop tests: send N deterministic bytes to HOST:PORT, read
 the echo back, compare SHA-256 of what was sent and what came back. Exit 0 when equal."""
-import hashlib, os, socket, sys, threading
+import hashlib, os, socket, sys, threading, time
 
 host, port, total = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 timeout = float(sys.argv[4]) if len(sys.argv) > 4 else 120.0
@@ -22,7 +22,9 @@ if cc:
     # Per socket, so that a test can compare like with like without touching the host.
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
 s.settimeout(timeout)
+t0 = time.monotonic()
 s.connect((host, port))
+connect_secs = time.monotonic() - t0
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 sent_hash = hashlib.sha256()
 recv_hash = hashlib.sha256()
@@ -45,5 +47,5 @@ s.shutdown(socket.SHUT_WR)
 t.join(timeout)
 s.close()
 ok = received[0] == total and sent_hash.digest() == recv_hash.digest()
-print(f"sent {total} received {received[0]} sha256 {recv_hash.hexdigest()} {'ok' if ok else 'MISMATCH'}")
+print(f"sent {total} received {received[0]} sha256 {recv_hash.hexdigest()} connect {connect_secs:.3f} {'ok' if ok else 'MISMATCH'}")
 sys.exit(0 if ok else 1)

@@ -1,0 +1,202 @@
+//! SYN cookies (RFC 4987 section 3.6): when a listener's half-open queue or the engine's
+//! bound on half-open connections is full, a SYN is answered with a SYN-ACK whose sequence
+//! number encodes what the handshake needs, and nothing is kept. The ACK that completes the
+//! handshake brings it back; a valid one creates the connection as if it had waited.
+//!
+//! The initial sequence number is `count:5 | mss:3 | mac:24`: a 64-second time counter, an
+//! index into [`MSS_TABLE`], and 24 bits of keyed SipHash over the 4-tuple, the peer's ISN,
+//! the counter, the MSS index and the options. With timestamps, the options (the peer's
+//! window scale and SACK-permitted) ride in the low 5 bits of our timestamp value, which the
+//! peer echoes; the MAC covers them, so a forged echo fails. Without timestamps the cookie
+//! connection has neither window scaling nor SACK, as in Linux. A cookie is accepted for two
+//! counter ticks (64-128 s).
+
+use std::hash::{Hash, Hasher};
+
+use siphasher::sip::SipHasher24;
+
+use super::handshake::Embryo;
+use super::*;
+
+/// MSS values a cookie can carry; a SYN's MSS is rounded down to the largest entry not above
+/// it (the peer then gets at most what it asked for).
+pub const MSS_TABLE: [u16; 8] = [88, 536, 1220, 1300, 1440, 1460, 4312, 8960];
+
+const TICK_US: u64 = 64_000_000;
+/// Options byte meaning "no window scale, no SACK".
+const NO_OPTS: u8 = 0x0f;
+
+fn count_at(now: Instant) -> u32 {
+    (now.micros() / TICK_US) as u32
+}
+
+/// The options a cookie keeps, as 5 bits: window scale (15 = none) and SACK-permitted.
+fn opts_bits(wscale: Option<u8>, sack: bool) -> u8 {
+    wscale.map_or(0x0f, |w| w.min(14)) | (u8::from(sack) << 4)
+}
+
+fn mss_index(mss: u16) -> u8 {
+    MSS_TABLE.iter().rposition(|m| *m <= mss).unwrap_or(0) as u8
+}
+
+impl secrets::Secrets {
+    fn cookie_mac(&self, t: &FourTuple, irs: u32, count: u32, mss: u8, opts: u8) -> u32 {
+        let mut h = SipHasher24::new_with_keys(self.key()[0], self.key()[1]);
+        2u8.hash(&mut h);
+        t.hash(&mut h);
+        (irs, count, mss, opts).hash(&mut h);
+        h.finish() as u32 & 0x00ff_ffff
+    }
+
+    fn cookie_at(&self, t: &FourTuple, irs: u32, count: u32, mss: u8, opts: u8) -> u32 {
+        ((count & 0x1f) << 27)
+            | (u32::from(mss & 7) << 24)
+            | self.cookie_mac(t, irs, count, mss, opts)
+    }
+
+    /// The cookie ISN for a SYN on `t` with ISN `irs`, MSS index `mss` and options `opts`.
+    pub fn cookie(&self, t: &FourTuple, irs: u32, now: Instant, mss: u8, opts: u8) -> u32 {
+        self.cookie_at(t, irs, count_at(now), mss, opts)
+    }
+
+    /// Check a returning cookie: `iss` (the ACK number less one) for the peer's ISN `irs`
+    /// and options `opts`. Returns the MSS index when it is ours and at most one tick old.
+    pub fn check_cookie(
+        &self,
+        t: &FourTuple,
+        irs: u32,
+        iss: u32,
+        now: Instant,
+        opts: u8,
+    ) -> Option<u8> {
+        let mss = ((iss >> 24) & 7) as u8;
+        let now_count = count_at(now);
+        (0..2)
+            .map(|age| now_count.wrapping_sub(age))
+            .find(|c| (c & 0x1f) == iss >> 27 && self.cookie_at(t, irs, *c, mss, opts) == iss)
+            .map(|_| mss)
+    }
+}
+
+impl Control {
+    /// Answer `seg` (a SYN to a listener) with a cookie SYN-ACK; nothing is kept.
+    pub(super) fn send_cookie(&mut self, now: Instant, seg: &TcpSegment, out: &mut ControlOutput) {
+        let t = seg.tuple;
+        let s = &seg.summary;
+        let ts = self.cfg.timestamps && seg.options.timestamp.is_some();
+        let wscale = (self.cfg.window_scaling && ts)
+            .then_some(seg.options.window_scale)
+            .flatten();
+        let sack = self.cfg.sack && ts && seg.options.sack_permitted;
+        let opts = if ts { opts_bits(wscale, sack) } else { NO_OPTS };
+        let mss = mss_index(handshake::peer_mss(seg.options.mss));
+        let iss = self.secrets.cookie(&t, s.seq, now, mss, opts);
+        let ts_val = (self.ts_val(&t, now) & !0x1f) | u32::from(opts);
+        let repr = TcpRepr {
+            src_port: t.local_port,
+            dst_port: t.remote_port,
+            control: TcpControl::Syn,
+            seq_number: TcpSeqNumber(iss as i32),
+            ack_number: Some(TcpSeqNumber(s.seq.wrapping_add(1) as i32)),
+            window_len: self.host.rx_buf.min(65535) as u16,
+            window_scale: wscale.map(|_| self.our_wscale()),
+            max_seg_size: Some(self.our_mss()),
+            sack_permitted: sack,
+            sack_ranges: [None; 3],
+            timestamp: seg
+                .options
+                .timestamp
+                .filter(|_| ts)
+                .map(|(v, _)| TcpTimestampRepr::new(ts_val, v)),
+            payload: &[],
+        };
+        let ep = self.endpoints(&t, seg.src_mac);
+        self.stats.cookies_sent += 1;
+        self.send_tcp(out, ep, repr);
+    }
+
+    /// The handshake a valid cookie ACK completes, rebuilt; `None` when `seg` carries no
+    /// valid cookie.
+    pub(super) fn cookie_embryo(&mut self, now: Instant, seg: &TcpSegment) -> Option<Embryo> {
+        let s = &seg.summary;
+        let t = seg.tuple;
+        let irs = s.seq.wrapping_sub(1);
+        let iss = s.ack.wrapping_sub(1);
+        let echoed = seg.options.timestamp.filter(|_| self.cfg.timestamps);
+        let opts = echoed.map_or(NO_OPTS, |(_, ecr)| (ecr & 0x1f) as u8);
+        let mss = self.secrets.check_cookie(&t, irs, iss, now, opts)?;
+        let wscale = (opts & 0x0f != 0x0f).then_some(opts & 0x0f);
+        let local = SocketAddrV4::new(t.local_ip, t.local_port);
+        let remote = SocketAddrV4::new(t.remote_ip, t.remote_port);
+        self.stats.cookies_accepted += 1;
+        Some(Embryo {
+            state: TcpConnState::SynReceived,
+            iss,
+            irs,
+            remote_mac: seg.src_mac,
+            peer_mss: MSS_TABLE[mss as usize],
+            peer_wscale: wscale,
+            peer_ts: echoed.map(|(v, _)| v),
+            peer_sack: opts & 0x10 != 0,
+            timestamps: echoed.is_some(),
+            conn: ConnShared::new(local, remote),
+            rings: None,
+            active: false,
+            cookie: true,
+            retries: 0,
+            next_retx: now,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tuple() -> FourTuple {
+        FourTuple {
+            local_ip: Ipv4Addr::new(10, 0, 0, 1),
+            local_port: 80,
+            remote_ip: Ipv4Addr::new(10, 0, 0, 2),
+            remote_port: 4000,
+        }
+    }
+
+    #[test]
+    fn cookies_check_and_expire() {
+        let s = secrets::Secrets::new([1, 2]);
+        let t = tuple();
+        let now = Instant::from_micros(5 * TICK_US + 10);
+        let c = s.cookie(&t, 777, now, 5, 0x13);
+        assert_eq!(s.check_cookie(&t, 777, c, now, 0x13), Some(5));
+        let later = Instant::from_micros(6 * TICK_US + 10);
+        assert_eq!(
+            s.check_cookie(&t, 777, c, later, 0x13),
+            Some(5),
+            "one tick old"
+        );
+        let too_late = Instant::from_micros(7 * TICK_US + 10);
+        assert_eq!(s.check_cookie(&t, 777, c, too_late, 0x13), None);
+        assert_eq!(s.check_cookie(&t, 778, c, now, 0x13), None, "other ISN");
+        assert_eq!(
+            s.check_cookie(&t, 777, c, now, 0x03),
+            None,
+            "forged options"
+        );
+        assert_eq!(
+            s.check_cookie(&t, 777, c ^ 1, now, 0x13),
+            None,
+            "forged MAC"
+        );
+        let other = secrets::Secrets::new([3, 4]);
+        assert_eq!(other.check_cookie(&t, 777, c, now, 0x13), None, "other key");
+    }
+
+    #[test]
+    fn mss_rounds_down_to_the_table() {
+        assert_eq!(MSS_TABLE[mss_index(1460) as usize], 1460);
+        assert_eq!(MSS_TABLE[mss_index(1459) as usize], 1440);
+        assert_eq!(MSS_TABLE[mss_index(88) as usize], 88);
+        assert_eq!(MSS_TABLE[mss_index(9000) as usize], 8960);
+    }
+}
