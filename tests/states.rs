@@ -76,7 +76,20 @@ mod listen {
 
     #[test]
     fn backlog_limits_half_open_connections() {
+        // Beyond the backlog a SYN gets a SYN cookie and leaves no state.
         let mut t = script();
+        t.listen(1);
+        t.syn();
+        t.peer_port += 1;
+        let s = t.peer_seq;
+        t.send(SYN, s, None, &[]);
+        assert!(t.recv_one().has(SYN | ACK));
+        let st = t.engine.stats();
+        assert_eq!((st.handshakes, st.control.cookies_sent), (1, 1));
+        // Without cookies it is dropped and counted.
+        let mut cfg = config();
+        cfg.control.syn_cookies = false;
+        let mut t = Script::new(cfg);
         t.listen(1);
         t.syn();
         t.peer_port += 1;
