@@ -273,3 +273,266 @@ pub fn segment_reorder(data: &[u8]) {
     }
     assert_eq!(e.stats().frames_in_use, 0);
 }
+
+/// The byte a peer sends at `offset` of its stream on connection `port`.
+fn peer_byte(port: u16, offset: u32) -> u8 {
+    (offset.wrapping_mul(2_654_435_761) >> 13) as u8 ^ port as u8
+}
+
+/// The peer's initial sequence number on its port `port` (fixed, so that every SYN and
+/// every segment of one port speaks of the same stream).
+fn peer_isn(port: u16) -> u32 {
+    (port as u32).wrapping_mul(0x9e37_79b9)
+}
+
+/// A peer segment with every field the input chooses.
+#[allow(clippy::too_many_arguments)]
+fn peer_segment(
+    sport: u16,
+    dport: u16,
+    fl: u8,
+    seq: u32,
+    ack: u32,
+    win: u16,
+    opts: (Option<u16>, Option<u8>, bool, Option<(u32, u32)>),
+    sack: [Option<(u32, u32)>; 3],
+    payload: &[u8],
+) -> Option<Vec<u8>> {
+    let control = if fl & flags::SYN != 0 {
+        TcpControl::Syn
+    } else if fl & flags::RST != 0 {
+        TcpControl::Rst
+    } else if fl & flags::FIN != 0 {
+        TcpControl::Fin
+    } else if fl & flags::PSH != 0 {
+        TcpControl::Psh
+    } else {
+        TcpControl::None
+    };
+    let repr = TcpRepr {
+        src_port: sport,
+        dst_port: dport,
+        control,
+        seq_number: TcpSeqNumber(seq as i32),
+        ack_number: (fl & flags::ACK != 0).then_some(TcpSeqNumber(ack as i32)),
+        window_len: win,
+        window_scale: opts.1,
+        max_seg_size: opts.0,
+        sack_permitted: opts.2,
+        sack_ranges: sack,
+        timestamp: opts
+            .3
+            .map(|(v, e)| smoltcp::wire::TcpTimestampRepr::new(v, e)),
+        payload,
+    };
+    let ep = Endpoints {
+        src_mac: PEER_MAC,
+        dst_mac: MAC,
+        src_ip: PEER_IP,
+        dst_ip: IP,
+    };
+    let mut buf = vec![0u8; 2048];
+    let n = wire::emit_tcp(&mut buf, &ep, &repr)?;
+    buf.truncate(n);
+    if fl & flags::URG != 0 && buf.len() > 47 {
+        // smoltcp has no URG control: set the flag and fix the checksum by re-emitting.
+        buf[14 + 20 + 13] |= flags::URG;
+        wire::fill_checksums(&mut buf);
+    }
+    Some(buf)
+}
+
+/// A whole engine (a listener on port 80 and a client connecting out) against a scripted
+/// peer whose segments, options (MSS 0 included, window scale, SACK blocks, timestamps),
+/// flags (URG, RST, FIN, SYN), sequence and ACK numbers, windows, and time steps the input
+/// chooses, mixed with application reads, writes and closes. Properties: no panic; the flow
+/// table and the half-open count stay within their bounds; everything an application reads
+/// is the peer's stream at the right offset (delivered data is never contradicted); and once
+/// the applications are gone and time has passed, every arena frame is back.
+pub fn engine(data: &[u8]) {
+    let mut b = Bytes(data);
+    let (port, wire_end) = MemLink::pair(Impairments::none());
+    let mut cfg = EngineConfig::new(MAC, IP).neighbor(PEER_IP, PEER_MAC);
+    cfg.arena_frames = 256;
+    cfg.rx_buffer = 8 * 1024;
+    cfg.tx_buffer = 8 * 1024;
+    cfg.control.max_flows = 6;
+    cfg.control.max_half_open = 3;
+    let (max_flows, max_half_open) = (cfg.control.max_flows, cfg.control.max_half_open);
+    let mut e: Engine<MemPort> = Engine::new(cfg, port).unwrap();
+    let host = e.host();
+    let listener = host.listen(80, 2).unwrap();
+    let mut now = Instant::ZERO;
+    e.poll(now);
+    let mut client = host
+        .connect(std::net::SocketAddrV4::new(PEER_IP, 5000))
+        .ok();
+    if let Some(c) = client.as_mut() {
+        c.set_nonblocking(true);
+    }
+    // What the peer learned of the engine's side, per peer port: our ISN and highest ACK.
+    let mut engine_isn: std::collections::HashMap<u16, u32> = Default::default();
+    // Accepted streams and how far each has been read.
+    let mut streams: Vec<(flextoe::Stream, u32)> = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut steps = 0;
+    while !b.is_empty() && steps < 400 {
+        steps += 1;
+        let op = b.u8();
+        match op % 8 {
+            // A segment from the peer to the listener or to the client's port.
+            0..=3 => {
+                let sport = 4000 + u16::from(b.u8() % 4);
+                let to_client = op & 0x10 != 0;
+                let (sport, dport) = match (&client, to_client) {
+                    (Some(c), true) => (5000, c.local_addr().port()),
+                    _ => (sport, 80),
+                };
+                let mut fl = b.u8()
+                    & (flags::FIN | flags::SYN | flags::RST | flags::PSH | flags::ACK | flags::URG);
+                if op & 0x20 == 0 {
+                    fl |= flags::ACK;
+                    fl &= !(flags::SYN | flags::RST);
+                }
+                let isn = peer_isn(sport);
+                let off = u32::from(b.u16()) % 20_000;
+                let seq = if fl & flags::SYN != 0 {
+                    isn
+                } else if op & 0x40 != 0 {
+                    u32::from_le_bytes([b.u8(), b.u8(), b.u8(), b.u8()])
+                } else {
+                    isn.wrapping_add(1).wrapping_add(off)
+                };
+                let our = engine_isn.get(&sport).copied().unwrap_or(0);
+                let ack = if op & 0x80 != 0 {
+                    u32::from_le_bytes([b.u8(), b.u8(), b.u8(), b.u8()])
+                } else {
+                    our.wrapping_add(1)
+                        .wrapping_add(u32::from(b.u16()) % 20_000)
+                };
+                let win = b.u16();
+                let o = b.u8();
+                let mss = (o & 1 != 0).then(|| u16::from(b.u8()) * 8);
+                let ws = (o & 2 != 0).then(|| b.u8() % 20);
+                let sack_ok = o & 4 != 0;
+                let ts =
+                    (o & 8 != 0).then(|| (u32::from(b.u16()), our.wrapping_add(u32::from(b.u8()))));
+                let mut sack = [None; 3];
+                for s in sack.iter_mut().take(usize::from(o >> 6)) {
+                    let l = our.wrapping_add(u32::from(b.u16()));
+                    *s = Some((l, l.wrapping_add(u32::from(b.u16() % 3000))));
+                }
+                let len = if fl & flags::SYN != 0 {
+                    0
+                } else {
+                    usize::from(b.u16() % 1500)
+                };
+                // The payload is the peer's stream at this offset, whatever the sequence.
+                let start = seq.wrapping_sub(isn.wrapping_add(1));
+                let payload: Vec<u8> = (0..len as u32)
+                    .map(|i| peer_byte(sport, start.wrapping_add(i)))
+                    .collect();
+                if let Some(f) = peer_segment(
+                    sport,
+                    dport,
+                    fl,
+                    seq,
+                    ack,
+                    win,
+                    (mss, ws, sack_ok, ts),
+                    sack,
+                    &payload,
+                ) {
+                    wire_end.send_bytes(now, &f);
+                }
+            }
+            // Time passes: microseconds to minutes.
+            4 => {
+                let v = u64::from(b.u16());
+                let d = match b.u8() % 3 {
+                    0 => std::time::Duration::from_micros(v),
+                    1 => std::time::Duration::from_millis(v),
+                    _ => std::time::Duration::from_secs(v % 300),
+                };
+                now = now + d;
+            }
+            // Applications: accept, read (and check), write, close.
+            5 => {
+                while let Ok(Some(mut s)) = listener.try_accept() {
+                    s.set_nonblocking(true);
+                    streams.push((s, 0));
+                }
+                for (s, read) in streams.iter_mut() {
+                    let p = s.peer_addr().port();
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        for (i, byte) in buf[..n].iter().enumerate() {
+                            assert_eq!(
+                                *byte,
+                                peer_byte(p, *read + i as u32),
+                                "delivered data contradicts the stream"
+                            );
+                        }
+                        *read += n as u32;
+                    }
+                }
+            }
+            6 => {
+                let n = usize::from(b.u16() % 9000);
+                let data = vec![0x5a; n];
+                for (s, _) in streams.iter_mut() {
+                    let _ = std::io::Write::write(s, &data);
+                }
+                if let Some(c) = client.as_mut() {
+                    let _ = std::io::Write::write(c, &data);
+                }
+            }
+            _ => {
+                let which = b.u8();
+                if which & 1 == 0 && !streams.is_empty() {
+                    let i = usize::from(which >> 1) % streams.len();
+                    streams.swap_remove(i);
+                } else if which & 2 != 0 {
+                    client = None;
+                } else {
+                    // Garbage on the wire.
+                    let n = usize::from(b.u8());
+                    let junk: Vec<u8> = (0..n).map(|_| b.u8()).collect();
+                    wire_end.send_bytes(now, &junk);
+                }
+            }
+        }
+        for _ in 0..4 {
+            if !e.poll(now) {
+                break;
+            }
+        }
+        // The peer reads what the engine sent: it learns our ISNs from SYN-ACKs and SYNs.
+        while let Some(f) = wire_end.recv_bytes(now) {
+            if let Ok(Parsed::Tcp(s)) = wire::parse_frame(&f) {
+                if s.summary.has(flags::SYN) {
+                    engine_isn.insert(s.tuple.local_port, s.summary.seq);
+                }
+            }
+        }
+        let st = e.stats();
+        assert!(st.flows <= max_flows, "flows {}", st.flows);
+        assert!(
+            st.handshakes <= max_half_open + 1,
+            "handshakes {}",
+            st.handshakes
+        );
+    }
+    // Everyone leaves; time runs out every timer.
+    drop(streams);
+    drop(client);
+    drop(listener);
+    for _ in 0..200 {
+        now = now + std::time::Duration::from_secs(10);
+        e.poll(now);
+        while wire_end.recv_bytes(now).is_some() {}
+    }
+    assert_eq!(e.stats().frames_in_use, 0, "every frame back in the arena");
+}

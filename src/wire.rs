@@ -525,8 +525,12 @@ pub struct Endpoints {
 }
 
 /// Build a complete Ethernet/IPv4/TCP frame (checksums filled) into `buf`; returns its length,
-/// or `None` when `buf` is too small.
+/// or `None` when `buf` is too small or the options do not fit in a TCP header.
 pub fn emit_tcp(buf: &mut [u8], ep: &Endpoints, repr: &TcpRepr<'_>) -> Option<usize> {
+    if repr.header_len() > 60 {
+        // More options than a TCP header holds.
+        return None;
+    }
     let tcp_len = repr.buffer_len();
     let len = ETH_HDR + IP_HDR + tcp_len;
     if buf.len() < len {

@@ -39,3 +39,8 @@ fn preprocess_corpus() {
 fn reorder_stage_corpus() {
     replay("reorder_stage", harness::reorder_stage);
 }
+
+#[test]
+fn engine_corpus() {
+    replay("engine", harness::engine);
+}
