@@ -285,6 +285,9 @@ fn peer_isn(port: u16) -> u32 {
     (port as u32).wrapping_mul(0x9e37_79b9)
 }
 
+/// The options of a peer segment: MSS, window scale, SACK-permitted, timestamps.
+type PeerOpts = (Option<u16>, Option<u8>, bool, Option<(u32, u32)>);
+
 /// A peer segment with every field the input chooses.
 #[allow(clippy::too_many_arguments)]
 fn peer_segment(
@@ -294,7 +297,7 @@ fn peer_segment(
     seq: u32,
     ack: u32,
     win: u16,
-    opts: (Option<u16>, Option<u8>, bool, Option<(u32, u32)>),
+    opts: PeerOpts,
     sack: [Option<(u32, u32)>; 3],
     payload: &[u8],
 ) -> Option<Vec<u8>> {
@@ -454,7 +457,7 @@ pub fn engine(data: &[u8]) {
                     1 => std::time::Duration::from_millis(v),
                     _ => std::time::Duration::from_secs(v % 300),
                 };
-                now = now + d;
+                now += d;
             }
             // Applications: accept, read (and check), write, close.
             5 => {
@@ -530,7 +533,7 @@ pub fn engine(data: &[u8]) {
     drop(client);
     drop(listener);
     for _ in 0..200 {
-        now = now + std::time::Duration::from_secs(10);
+        now += std::time::Duration::from_secs(10);
         e.poll(now);
         while wire_end.recv_bytes(now).is_some() {}
     }
