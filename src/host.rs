@@ -266,6 +266,8 @@ impl Context {
 
 /// The state a connection's application side and engine side share.
 pub struct ConnShared {
+    /// Keep-alive idle time in milliseconds (0: off), interval in milliseconds, probes.
+    keepalive: (AtomicU64, AtomicU32, AtomicU32),
     status: AtomicU8,
     flow: AtomicU32,
     rx_fin: AtomicBool,
@@ -283,6 +285,7 @@ pub struct ConnShared {
 impl ConnShared {
     pub(crate) fn new(local: SocketAddrV4, remote: SocketAddrV4) -> Arc<Self> {
         Arc::new(ConnShared {
+            keepalive: Default::default(),
             status: AtomicU8::new(ConnStatus::Connecting as u8),
             flow: AtomicU32::new(u32::MAX),
             rx_fin: AtomicBool::new(false),
@@ -347,6 +350,16 @@ impl ConnShared {
     /// [`ReadHalf`]): it will read no more.
     pub fn rx_closed(&self) -> bool {
         self.rx_closed.load(Ordering::Acquire)
+    }
+
+    /// The keep-alive settings, if keep-alives are on.
+    pub fn keepalive(&self) -> Option<Keepalive> {
+        let idle = self.keepalive.0.load(Ordering::Relaxed);
+        (idle > 0).then(|| Keepalive {
+            idle: Duration::from_millis(idle),
+            interval: Duration::from_millis(u64::from(self.keepalive.1.load(Ordering::Relaxed))),
+            count: self.keepalive.2.load(Ordering::Relaxed),
+        })
     }
 
     /// Whether the application asked for an abort.
@@ -644,6 +657,28 @@ impl Drop for Listener {
     }
 }
 
+/// Keep-alive timing for [`Stream::set_keepalive`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Time without a segment from the peer before the first probe.
+    pub idle: Duration,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Unanswered probes before the connection is aborted.
+    pub count: u32,
+}
+
+impl Default for Keepalive {
+    /// Linux's defaults: two hours, 75 s, 9 probes.
+    fn default() -> Self {
+        Keepalive {
+            idle: Duration::from_secs(7200),
+            interval: Duration::from_secs(75),
+            count: 9,
+        }
+    }
+}
+
 /// One TCP connection, as the application holds it.
 ///
 /// Dropping a stream closes it: with a FIN when all received data was read, with a RST
@@ -765,6 +800,28 @@ impl Stream {
     /// Bytes written but not yet acknowledged by the peer.
     pub fn unacked_bytes(&self) -> usize {
         self.tx.capacity() - self.tx.free()
+    }
+
+    /// Turn keep-alives on (RFC 1122 4.2.3.6) with `k`'s timing, or off with `None`: after
+    /// `k.idle` without a segment from the peer, the engine sends a probe every
+    /// `k.interval`, and after `k.count` unanswered probes it aborts the connection
+    /// ([`ConnStatus::TimedOut`]). Off by default, as for a kernel socket.
+    pub fn set_keepalive(&self, k: Option<Keepalive>) {
+        let c = &self.conn;
+        match k {
+            Some(k) => {
+                c.keepalive.1.store(
+                    k.interval.as_millis().clamp(1, u32::MAX as u128) as u32,
+                    Ordering::Relaxed,
+                );
+                c.keepalive.2.store(k.count.max(1), Ordering::Relaxed);
+                c.keepalive.0.store(
+                    k.idle.as_millis().clamp(1, u64::MAX as u128) as u64,
+                    Ordering::Relaxed,
+                );
+            }
+            None => c.keepalive.0.store(0, Ordering::Relaxed),
+        }
     }
 
     /// Shut down one or both directions. `Write` sends a FIN once queued data is out.

@@ -516,3 +516,122 @@ fn half_open_connections_are_bounded() {
     assert_eq!(st.handshakes, 8);
     assert_eq!(st.drops(flextoe::stats::DropReason::BacklogFull), 92);
 }
+
+/// A peer that ACKs our FIN and goes silent used to pin the connection in FIN-WAIT-2
+/// forever. Once the application has closed it (an orphan), FIN-WAIT-2 lasts at most
+/// `fin_wait2_timeout` (60 s by default).
+#[test]
+fn orphan_in_fin_wait_2_is_freed_after_the_timeout() {
+    use flextoe::control::TcpConnState;
+    let mut t = Script::new(config());
+    t.accept_established();
+    t.stream = None;
+    let fin = t.recv_one();
+    assert!(fin.has(FIN));
+    t.engine_seq = t.engine_seq.wrapping_add(1);
+    t.send_ack();
+    assert_eq!(t.state(), Some(TcpConnState::FinWait2));
+    t.advance(std::time::Duration::from_secs(59));
+    assert_eq!(t.state(), Some(TcpConnState::FinWait2));
+    t.advance(std::time::Duration::from_secs(2));
+    assert_eq!(t.state(), None, "freed");
+    let st = t.engine.stats();
+    assert_eq!((st.flows, st.control.fin_wait2_timeouts), (0, 1));
+}
+
+/// An application writes, closes, and the peer holds its window at zero: the engine used to
+/// probe forever, holding the flow and its rings. An orphan gets `orphan_retries` probes,
+/// then a RST.
+#[test]
+fn orphan_facing_a_zero_window_is_aborted_after_orphan_retries() {
+    let mut t = Script::new(config());
+    t.accept_established();
+    t.stream().write_all(&[1u8; 3000]).unwrap();
+    let segs = t.recv();
+    let sent: usize = segs.iter().map(|s| s.payload.len()).sum();
+    let (s, a) = (t.peer_seq, t.engine_seq.wrapping_add(sent as u32));
+    let zero = smoltcp::wire::TcpRepr {
+        window_len: 0,
+        ..t.repr(ACK, s, Some(a), &[])
+    };
+    t.send_repr(&zero);
+    t.stream().write_all(&[2u8; 1000]).unwrap();
+    t.stream = None;
+    t.advance(std::time::Duration::from_secs(600));
+    let out = t.recv();
+    assert!(out.iter().any(|s| s.has(RST)), "aborted with a RST");
+    let st = t.engine.stats();
+    assert_eq!(st.flows, 0);
+    assert_eq!(st.control.orphans_aborted, 1);
+    assert_eq!(st.control.probes, 8, "orphan_retries probes, then the RST");
+}
+
+/// At most `max_orphans` closed connections may still be finishing: beyond, a newly closed
+/// connection is reset at once.
+#[test]
+fn orphans_beyond_the_cap_are_reset() {
+    let mut cfg = config();
+    cfg.control.max_orphans = 2;
+    let mut t = Script::new(cfg);
+    t.listen(8);
+    let mut streams = Vec::new();
+    for i in 0..3u16 {
+        t.peer_port = 41_000 + i;
+        t.peer_seq = PEER_ISS;
+        t.syn();
+        t.send_ack();
+        streams.push(t.listener.as_ref().unwrap().try_accept().unwrap().unwrap());
+    }
+    t.recv();
+    // The peer never ACKs the FINs: all three stay in FIN-WAIT-1.
+    drop(streams);
+    let out = t.recv();
+    assert_eq!(out.iter().filter(|s| s.has(RST)).count(), 1, "{out:?}");
+    assert_eq!(out.iter().filter(|s| s.has(FIN)).count(), 2, "{out:?}");
+    let st = t.engine.stats();
+    assert_eq!((st.flows, st.control.orphans_aborted), (2, 1));
+}
+
+/// Keep-alives (RFC 1122 4.2.3.6) as a socket option: after `idle` without a segment from
+/// the peer a probe goes out every `interval`; an answer starts the count again, and after
+/// `count` unanswered probes the connection is aborted as timed out.
+#[test]
+fn keepalives_probe_an_idle_peer_and_give_up() {
+    use flextoe::host::{ConnStatus, Keepalive};
+    use std::time::Duration;
+    let mut t = Script::new(config());
+    t.accept_established();
+    t.stream().set_keepalive(Some(Keepalive {
+        idle: Duration::from_secs(10),
+        interval: Duration::from_secs(2),
+        count: 3,
+    }));
+    t.advance(Duration::from_millis(9_900));
+    t.recv_none();
+    t.advance(Duration::from_millis(200));
+    let probe = t.recv_one();
+    assert!(probe.payload.is_empty() && probe.has(ACK));
+    assert_eq!(
+        probe.seq,
+        t.engine_seq.wrapping_sub(1),
+        "below SND.UNA: must be answered"
+    );
+    // The peer answers: idle again from here.
+    t.send_ack();
+    t.advance(Duration::from_millis(9_900));
+    t.recv_none();
+    // Probes at 10, 12 and 14 s after the answer; the abort at 16 s.
+    t.advance(Duration::from_secs(5));
+    let out = t.recv();
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert!(out.iter().all(|s| !s.has(RST)));
+    t.advance(Duration::from_secs(2));
+    let out = t.recv();
+    assert!(out.iter().any(|s| s.has(RST)), "{out:?}");
+    assert_eq!(t.stream().status(), ConnStatus::TimedOut);
+    let st = t.engine.stats();
+    assert_eq!(
+        (st.control.keepalive_probes, st.control.keepalive_timeouts),
+        (4, 1)
+    );
+}

@@ -25,11 +25,21 @@ impl Control {
                 s => s,
             };
         }
+        let closed = c.conn.rx_closed();
+        if closed && c.fin_seen && !c.orphan {
+            // Nobody holds the connection any more: an orphan, which timers bound.
+            c.orphan = true;
+            self.orphans += 1;
+            if self.orphans > self.cfg.max_orphans {
+                self.stats.orphans_aborted += 1;
+                out.work.push(ProtoWork::Reset { flow: id });
+            }
+        }
         Some(ProtoWork::App {
             flow: id,
             positions: None,
             fin,
-            closed: c.conn.rx_closed(),
+            closed,
         })
     }
 
@@ -94,6 +104,9 @@ impl Control {
         };
         self.by_tuple.remove(&c.tuple);
         self.free_ids.push(id);
+        if c.orphan {
+            self.orphans -= 1;
+        }
         self.retired.add(&c.counters);
         if c.ephemeral {
             self.host.release_port(c.tuple.local_port);

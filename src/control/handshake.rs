@@ -361,6 +361,12 @@ impl Control {
             ephemeral: e.active,
             fin_seen: false,
             abort_seen: false,
+            orphan: false,
+            fin_wait2_since: None,
+            last_rx_segments: 0,
+            last_rx: now,
+            keepalives_sent: 0,
+            persist_probes: 0,
             srtt_us: None,
             rttvar_us: 0.0,
             // RFC 6298 5.7: a handshake that needed a retransmission starts with an RTO of

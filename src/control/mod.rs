@@ -110,6 +110,15 @@ pub struct ControlConfig {
     /// Answer SYNs with SYN cookies (RFC 4987) when the half-open queue is full, instead of
     /// dropping them.
     pub syn_cookies: bool,
+    /// How long a connection the application has closed may wait in FIN-WAIT-2 for the
+    /// peer's FIN (Linux's `tcp_fin_timeout`).
+    pub fin_wait2_timeout: Duration,
+    /// Retransmission timeouts or zero-window probes in a row after which a connection the
+    /// application has closed is aborted (Linux's `tcp_orphan_retries`).
+    pub orphan_retries: u32,
+    /// Most connections the application has closed that may still be finishing; beyond it a
+    /// newly closed connection is aborted with a RST.
+    pub max_orphans: usize,
     /// Number of flow groups (power of two).
     pub flow_groups: u16,
     /// Key for initial sequence numbers (RFC 6528) and timestamp offsets (RFC 7323 5.4).
@@ -147,6 +156,14 @@ pub struct ControlStats {
     pub cookies_sent: u64,
     /// Handshakes completed from a valid cookie.
     pub cookies_accepted: u64,
+    /// Orphans freed after waiting too long in FIN-WAIT-2.
+    pub fin_wait2_timeouts: u64,
+    /// Orphans aborted: past `orphan_retries`, or beyond `max_orphans`.
+    pub orphans_aborted: u64,
+    /// Keep-alive probes sent.
+    pub keepalive_probes: u64,
+    /// Connections aborted after unanswered keep-alive probes.
+    pub keepalive_timeouts: u64,
     /// ARP requests answered.
     pub arp_replies: u64,
     /// ARP requests sent.
@@ -190,6 +207,16 @@ struct Conn {
     ephemeral: bool,
     fin_seen: bool,
     abort_seen: bool,
+    /// The application closed the connection (it will neither read nor write).
+    orphan: bool,
+    /// When an orphan reached FIN-WAIT-2.
+    fin_wait2_since: Option<Instant>,
+    /// The peer's segments as last counted, and when that count last moved.
+    last_rx_segments: u64,
+    last_rx: Instant,
+    keepalives_sent: u32,
+    /// Zero-window probes since the window closed.
+    persist_probes: u32,
     srtt_us: Option<f64>,
     rttvar_us: f64,
     rto: Duration,
@@ -221,6 +248,8 @@ pub struct Control {
     secrets: secrets::Secrets,
     stats: ControlStats,
     retired: crate::flow::RetransmitTotals,
+    /// Connections the application has closed that are not finished yet.
+    orphans: usize,
 }
 
 impl Control {
@@ -248,6 +277,7 @@ impl Control {
             arp_wait: HashMap::new(),
             stats: ControlStats::default(),
             retired: crate::flow::RetransmitTotals::default(),
+            orphans: 0,
         }
     }
 

@@ -14,6 +14,22 @@ const MAX_PROBES: u32 = 3;
 const TLP_ACK_DELAY: Duration = Duration::from_millis(40);
 
 impl Conn {
+    /// When the next keep-alive probe (RFC 1122 4.2.3.6) is due: keep-alives on, the
+    /// connection idle (synchronized, nothing in flight or queued), `idle` after the peer's
+    /// last segment, then every `interval`.
+    fn keepalive_at(&self, unsent: u64) -> Option<Instant> {
+        if unsent > 0
+            || !matches!(
+                self.state,
+                TcpConnState::Established | TcpConnState::CloseWait
+            )
+        {
+            return None;
+        }
+        let k = self.conn.keepalive()?;
+        Some(self.last_rx + k.idle + k.interval * self.keepalives_sent)
+    }
+
     /// When the next probe timeout (RFC 8985) is due, if one may fire: an RTT estimate,
     /// fewer than [`MAX_PROBES`] since the last progress, and earlier than the
     /// retransmission timeout. The timeout is twice the smoothed RTT plus
@@ -62,8 +78,8 @@ impl Control {
         c.rto = Duration::from_micros(rto_us as u64).clamp(self.cfg.rto_min, self.cfg.rto_max);
     }
 
-    /// Run the timers: retransmission timeouts, zero-window probes, TIME-WAIT, handshakes,
-    /// ARP.
+    /// Run the timers: retransmission timeouts, probe timeouts, zero-window probes,
+    /// keep-alives, the FIN-WAIT-2 timeout of orphans, TIME-WAIT, handshakes, ARP.
     pub(crate) fn poll_timers(&mut self, now: Instant, out: &mut ControlOutput) {
         for id in 0..self.conns.len() as FlowId {
             self.update_rtt(id);
@@ -75,6 +91,22 @@ impl Control {
                     self.finish_conn(id, ConnStatus::Closed, out);
                 }
                 continue;
+            }
+            let rx = FlowCounters::get(&c.counters.rx_segments);
+            if rx != c.last_rx_segments {
+                c.last_rx_segments = rx;
+                c.last_rx = now;
+                c.keepalives_sent = 0;
+            }
+            if c.orphan && c.state == TcpConnState::FinWait2 {
+                // Our FIN is acknowledged and nobody will read: the peer's FIN has a while
+                // to come (the peer may otherwise hold the connection forever).
+                let since = *c.fin_wait2_since.get_or_insert(now);
+                if now.saturating_since(since) >= self.cfg.fin_wait2_timeout {
+                    self.stats.fin_wait2_timeouts += 1;
+                    self.finish_conn(id, ConnStatus::Closed, out);
+                    continue;
+                }
             }
             let acked = FlowCounters::get(&c.counters.acked_bytes);
             if acked != c.last_acked {
@@ -98,6 +130,15 @@ impl Control {
                 match c.persist_at {
                     None => c.persist_at = Some(now + rto),
                     Some(t) if now >= t => {
+                        c.persist_probes += 1;
+                        if c.orphan && c.persist_probes > self.cfg.orphan_retries {
+                            // Nobody will write or read: the peer may not hold the window
+                            // shut forever at our expense.
+                            self.stats.orphans_aborted += 1;
+                            out.work.push(ProtoWork::Reset { flow: id });
+                            c.conn.set_status(ConnStatus::TimedOut);
+                            continue;
+                        }
                         self.stats.probes += 1;
                         out.work.push(ProtoWork::Probe { flow: id });
                         c.probe_backoff = (c.probe_backoff * 2).min(64);
@@ -109,8 +150,24 @@ impl Control {
             }
             c.persist_at = None;
             c.probe_backoff = 1;
+            c.persist_probes = 0;
             if in_flight == 0 {
                 c.last_progress = now;
+                if let Some(due) = c.keepalive_at(unsent) {
+                    if now >= due {
+                        let count = c.conn.keepalive().map_or(0, |k| k.count);
+                        if c.keepalives_sent >= count {
+                            self.stats.keepalive_timeouts += 1;
+                            out.work.push(ProtoWork::Reset { flow: id });
+                            c.conn.set_status(ConnStatus::TimedOut);
+                            continue;
+                        }
+                        // A segment the peer must answer (sequence number below SND.UNA).
+                        c.keepalives_sent += 1;
+                        self.stats.keepalive_probes += 1;
+                        out.work.push(ProtoWork::Probe { flow: id });
+                    }
+                }
                 continue;
             }
             if let Some(t) = c.tail_probe_at(in_flight, rto) {
@@ -122,7 +179,12 @@ impl Control {
             }
             if now.saturating_since(c.last_progress) >= rto {
                 c.retries += 1;
-                if c.retries > self.cfg.max_retransmissions {
+                let max = if c.orphan {
+                    self.cfg.orphan_retries.min(self.cfg.max_retransmissions)
+                } else {
+                    self.cfg.max_retransmissions
+                };
+                if c.retries > max {
                     out.work.push(ProtoWork::Reset { flow: id });
                     c.conn.set_status(ConnStatus::TimedOut);
                     continue;
@@ -149,7 +211,16 @@ impl Control {
             if let Some(t) = c.persist_at {
                 take(t);
             }
+            if c.orphan && c.state == TcpConnState::FinWait2 {
+                take(c.fin_wait2_since.unwrap_or(c.last_progress) + self.cfg.fin_wait2_timeout);
+            }
             let in_flight = FlowCounters::get(&c.counters.in_flight);
+            if in_flight == 0 {
+                let unsent = FlowCounters::get(&c.counters.unsent);
+                if let Some(t) = c.keepalive_at(unsent) {
+                    take(t);
+                }
+            }
             if in_flight > 0 {
                 let rto = (c.rto * c.backoff).min(self.cfg.rto_max);
                 take(c.last_progress + rto);

@@ -238,6 +238,8 @@ impl Actions {
     pub const RECOVERY_RETRANSMIT: u32 = 1 << 22;
     /// A tail-loss probe was sent.
     pub const TAIL_PROBE: u32 = 1 << 23;
+    /// The result is a received segment's (counted as received even when it is dropped).
+    pub const RECEIVED: u32 = 1 << 24;
 
     /// Whether any bit of `bits` is set.
     #[inline]

@@ -87,7 +87,7 @@ impl Postprocess {
         }
         let acc = &mut self.acc;
         let a = r.actions;
-        if r.rx_frame.is_some() || a.any(Actions::PLACE_PAYLOAD) {
+        if a.any(Actions::RECEIVED) {
             acc.rx_segments += 1;
         }
         if a.any(Actions::PUBLISH_RX) {

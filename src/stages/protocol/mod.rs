@@ -409,6 +409,7 @@ impl<C: CongestionControl> Protocol<C> {
                     self.stats.drops.add(reason);
                 }
                 r.rx_frame = Some(w.frame);
+                r.actions.set(Actions::RECEIVED);
             }
             ProtoWork::Tx { .. } => st.on_tx(now, &mut r),
             ProtoWork::App {
