@@ -65,6 +65,13 @@ drop_reasons! {
     DataAfterFin => "data-after-fin",
     /// Data after the application closed the connection: answered with a RST.
     DataAfterClose => "data-after-close",
+    /// A timestamp older than the last in-order one (PAWS, RFC 7323 section 5.3): an old
+    /// duplicate, answered with an ACK.
+    Paws => "paws",
+    /// A FIN at another place than the first FIN of the connection (ignored).
+    FinMismatch => "fin-mismatch",
+    /// A RST reply or challenge ACK not sent: over the rate limit (RFC 5961 section 7).
+    RateLimited => "rate-limited",
     /// No free frame in the arena.
     NoFrame => "no-frame",
     /// A queue was full.

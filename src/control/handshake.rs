@@ -129,7 +129,7 @@ impl Control {
         let flows = self.conns.len().saturating_sub(self.free_ids.len()) + self.embryos.len();
         if flows >= self.cfg.max_flows {
             self.stats.drops.add(DropReason::FlowTableFull);
-            self.reply_rst(&seg, out);
+            self.reply_rst(now, &seg, out);
             return;
         }
         let half_open = self.embryos.values().filter(|e| !e.active).count();
@@ -193,7 +193,7 @@ impl Control {
                 if s.has(flags::ACK) && s.ack != e.iss.wrapping_add(1) {
                     if !s.has(flags::RST) {
                         self.stats.drops.add(DropReason::BadHandshake);
-                        self.reply_rst(&seg, out);
+                        self.reply_rst(now, &seg, out);
                     }
                     return;
                 }
@@ -259,7 +259,7 @@ impl Control {
                     self.arena.free(frame);
                     self.stats.drops.add(DropReason::BadHandshake);
                     if s.has(flags::ACK) && s.ack != e.iss.wrapping_add(1) {
-                        self.reply_rst(&seg, out);
+                        self.reply_rst(now, &seg, out);
                     }
                     return;
                 }

@@ -119,6 +119,10 @@ pub struct ControlConfig {
     /// Most connections the application has closed that may still be finishing; beyond it a
     /// newly closed connection is aborted with a RST.
     pub max_orphans: usize,
+    /// Challenge ACKs a second, engine-wide (RFC 5961 section 7); more are not sent.
+    pub challenge_ack_limit: u32,
+    /// RSTs a second sent in reply to segments that match no connection; more are not sent.
+    pub rst_limit: u32,
     /// Number of flow groups (power of two).
     pub flow_groups: u16,
     /// Key for initial sequence numbers (RFC 6528) and timestamp offsets (RFC 7323 5.4).
@@ -250,6 +254,9 @@ pub struct Control {
     retired: crate::flow::RetransmitTotals,
     /// Connections the application has closed that are not finished yet.
     orphans: usize,
+    /// RFC 5961 section 7: challenge ACKs, and RSTs in reply to segments that match nothing.
+    challenge_limit: punts::RateLimit,
+    rst_limit: punts::RateLimit,
 }
 
 impl Control {
@@ -262,6 +269,7 @@ impl Control {
     ) -> Self {
         let neighbors = cfg.neighbors.iter().copied().collect();
         let secrets = secrets::Secrets::new(cfg.isn_secret);
+        let cfg_limits = (cfg.challenge_ack_limit, cfg.rst_limit);
         Control {
             secrets,
             cfg,
@@ -278,6 +286,8 @@ impl Control {
             stats: ControlStats::default(),
             retired: crate::flow::RetransmitTotals::default(),
             orphans: 0,
+            challenge_limit: punts::RateLimit::new(cfg_limits.0),
+            rst_limit: punts::RateLimit::new(cfg_limits.1),
         }
     }
 

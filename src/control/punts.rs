@@ -3,6 +3,41 @@
 
 use super::*;
 
+/// A token bucket: at most `per_sec` events a second, in bursts of up to `per_sec`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RateLimit {
+    tokens: u32,
+    last: Instant,
+}
+
+impl RateLimit {
+    pub(super) fn new(per_sec: u32) -> Self {
+        RateLimit {
+            tokens: per_sec,
+            last: Instant::ZERO,
+        }
+    }
+
+    fn refill(&mut self, now: Instant, per_sec: u32) {
+        let us = now.saturating_since(self.last).as_micros() as u64;
+        let add = us.saturating_mul(u64::from(per_sec)) / 1_000_000;
+        if add > 0 {
+            self.tokens = (u64::from(self.tokens) + add).min(u64::from(per_sec)) as u32;
+            self.last = now;
+        }
+    }
+
+    /// Spend a token if there is one.
+    pub(super) fn take(&mut self, now: Instant, per_sec: u32) -> bool {
+        self.refill(now, per_sec);
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
 impl Control {
     /// Handle a frame the data path punted.
     pub(crate) fn handle_punt(&mut self, now: Instant, p: Punt, out: &mut ControlOutput) {
@@ -22,7 +57,7 @@ impl Control {
             }
         };
         if let Some(&id) = self.by_tuple.get(&seg.tuple) {
-            self.punt_for_flow(id, seg, p, out);
+            self.punt_for_flow(now, id, seg, p, out);
             return;
         }
         if self.embryos.contains_key(&seg.tuple) {
@@ -60,11 +95,16 @@ impl Control {
         self.arena.free(p.frame);
         self.stats.drops.add(DropReason::NoConnection);
         if !s.has(flags::RST) {
-            self.reply_rst(&seg, out);
+            self.reply_rst(now, &seg, out);
         }
     }
 
-    pub(super) fn reply_rst(&mut self, seg: &TcpSegment, out: &mut ControlOutput) {
+    /// Answer `seg` with a RST (RFC 9293 3.10.7.1), within the rate limit.
+    pub(super) fn reply_rst(&mut self, now: Instant, seg: &TcpSegment, out: &mut ControlOutput) {
+        if !self.rst_limit.take(now, self.cfg.rst_limit) {
+            self.stats.drops.add(DropReason::RateLimited);
+            return;
+        }
         let s = &seg.summary;
         let seg_len =
             s.payload_len as u32 + u32::from(s.has(flags::SYN)) + u32::from(s.has(flags::FIN));
@@ -94,6 +134,7 @@ impl Control {
 
     pub(super) fn punt_for_flow(
         &mut self,
+        now: Instant,
         id: FlowId,
         seg: TcpSegment,
         p: Punt,
@@ -102,17 +143,29 @@ impl Control {
         let s = seg.summary;
         match p.reason {
             PuntReason::Syn => {
-                // RFC 5961 4.2: a SYN on a synchronized connection gets a challenge ACK.
+                // RFC 5961 4.2: a SYN on a synchronized connection gets a challenge ACK,
+                // within the rate limit (section 7).
                 self.arena.free(p.frame);
-                self.stats.challenge_acks += 1;
-                out.work.push(ProtoWork::Ack { flow: id });
+                if self.challenge_limit.take(now, self.cfg.challenge_ack_limit) {
+                    self.stats.challenge_acks += 1;
+                    out.work.push(ProtoWork::Ack { flow: id });
+                } else {
+                    self.stats.drops.add(DropReason::RateLimited);
+                }
             }
             PuntReason::Rst => {
                 // The protocol stage owns rcv_nxt and the window: it decides.
                 self.arena.free(p.frame);
+                // The challenge ACK it may draw is paid for now (a burst of RSTs is handled
+                // before their results come back).
+                let challenge = self.challenge_limit.take(now, self.cfg.challenge_ack_limit);
+                if !challenge {
+                    self.stats.drops.add(DropReason::RateLimited);
+                }
                 out.work.push(ProtoWork::Rst {
                     flow: id,
                     seq: s.seq,
+                    challenge,
                 });
             }
             PuntReason::UnexpectedOptions | PuntReason::Urgent | PuntReason::UnknownFlow => {

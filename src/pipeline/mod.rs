@@ -140,6 +140,8 @@ impl EngineConfig {
                 fin_wait2_timeout: Duration::from_secs(60),
                 orphan_retries: 8,
                 max_orphans: 4096,
+                challenge_ack_limit: 1000,
+                rst_limit: 1000,
                 flow_groups: 1,
                 isn_secret: crate::control::secrets::os_random(),
             },

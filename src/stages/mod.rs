@@ -138,6 +138,8 @@ pub enum ProtoWork {
         flow: FlowId,
         /// The RST's sequence number.
         seq: u32,
+        /// Whether a challenge ACK may answer it (the rate limit allows one).
+        challenge: bool,
     },
     /// Retransmission timeout: go back to the oldest unacknowledged byte.
     Retransmit {

@@ -339,7 +339,10 @@ impl Side {
                 sockets,
                 ..
             } => {
-                TS_MS.store((now.millis() as u32).max(1), Ordering::Relaxed);
+                // One timestamp clock for every smoltcp side of this test binary (smoltcp takes
+                // a plain function): tests run in parallel on clocks of their own, so it
+                // only ever moves forward, as a timestamp clock must (PAWS).
+                TS_MS.fetch_max((now.millis() as u32).max(1), Ordering::Relaxed);
                 let t = smoltcp::time::Instant::from_micros(now.micros() as i64);
                 iface.poll(t, dev, sockets) != smoltcp::iface::PollResult::None
             }

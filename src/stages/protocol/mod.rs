@@ -53,6 +53,9 @@ const F_TLP: u16 = 1 << 9;
 const F_RTO_AGAIN: u16 = 1 << 10;
 const F_APP_CLOSED: u16 = 1 << 11;
 
+/// A `ts_recent` this old (24 days) no longer rejects segments (RFC 7323 section 5.5).
+const PAWS_IDLE_MS: u64 = 24 * 24 * 3600 * 1000;
+
 /// Per-connection TCP state, owned by one protocol stage.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TcpState {
@@ -120,6 +123,8 @@ pub struct TcpState {
     pub rx_fin_seq: Option<u32>,
     /// Timestamp to echo.
     pub ts_recent: u32,
+    /// When `ts_recent` was last updated (milliseconds of the engine's clock).
+    pub ts_recent_ms: u64,
     /// Added to our clock in the timestamps we send (RFC 7323 5.4).
     pub ts_offset: u32,
 }
@@ -243,7 +248,7 @@ impl TcpState {
         if self.has(F_RST) {
             return false;
         }
-        (self.unsent() > 0 && self.usable() > 0) || self.fin_due() || self.retransmit_due()
+        self.next_len() > 0 || self.fin_due() || self.retransmit_due()
     }
 
     /// Whether SACK was negotiated.
@@ -268,9 +273,23 @@ impl TcpState {
         self.has(F_TXFIN) && !self.has(F_FIN_ACKED) && self.snd_nxt == self.data_end_seq()
     }
 
-    /// Window field to advertise, and remember the right edge.
+    /// Window field to advertise, and remember the right edge. The window never shrinks,
+    /// and it opens only by a useful amount: by at least an MSS or half the buffer
+    /// (receiver-side silly-window avoidance, RFC 9293 3.8.6.2.2).
     fn advertise(&mut self) -> u16 {
-        let w = (self.rcv_wnd() >> self.rcv_shift).min(u16::MAX as u32);
+        let free = self.rcv_wnd();
+        let offered = if seq::gt(self.rcv_adv, self.rcv_nxt) {
+            self.rcv_adv.wrapping_sub(self.rcv_nxt).min(free)
+        } else {
+            0
+        };
+        let step = (self.rx_cap / 2).min(self.mss as u32).max(1);
+        let target = if free >= offered.saturating_add(step) {
+            free
+        } else {
+            offered
+        };
+        let w = (target >> self.rcv_shift).min(u16::MAX as u32);
         let edge = self.rcv_nxt.wrapping_add(w << self.rcv_shift);
         if seq::gt(edge, self.rcv_adv) {
             self.rcv_adv = edge;
@@ -424,8 +443,8 @@ impl<C: CongestionControl> Protocol<C> {
                 }
                 st.on_app(now, tx_head, rx_tail, fin, &mut r)
             }
-            ProtoWork::Rst { seq, .. } => {
-                if let Some(reason) = st.on_rst(now, seq, &mut r) {
+            ProtoWork::Rst { seq, challenge, .. } => {
+                if let Some(reason) = st.on_rst(now, seq, challenge, &mut r) {
                     self.stats.drops.add(reason);
                 }
             }

@@ -206,6 +206,18 @@ impl TcpState {
         if s.flags & flags::ACK == 0 {
             return Some(DropReason::NoAck);
         }
+        // PAWS (RFC 7323 section 5.3): a timestamp older than the last one in order marks an
+        // old duplicate (unless that one is 24 days old, past the clock's half range).
+        if self.has(F_TS)
+            && s.has_ts
+            && seq::lt(s.ts_val, self.ts_recent)
+            && now.millis().saturating_sub(self.ts_recent_ms) < PAWS_IDLE_MS
+        {
+            r.hdr = self.ack_header(now);
+            r.actions.set(Actions::TX | Actions::ACK_NOW);
+            self.finish(r);
+            return Some(DropReason::Paws);
+        }
         let wnd = self.rcv_wnd();
         let fin = s.flags & flags::FIN != 0;
         let seg_len = s.payload_len as u32 + u32::from(fin);
@@ -243,6 +255,7 @@ impl TcpState {
         }
         if self.has(F_TS) && s.has_ts && seq::le(s.seq, self.rcv_nxt) {
             self.ts_recent = s.ts_val;
+            self.ts_recent_ms = now.millis();
         }
         if seq::ge(s.ack, self.snd_una) {
             let advanced = seq::gt(s.ack, self.snd_una);
@@ -286,8 +299,19 @@ impl TcpState {
         }
         if acceptable && fin && !self.has(F_RXFIN) {
             let fin_seq = s.seq.wrapping_add(s.payload_len as u32);
-            if seq::lt(fin_seq, self.rcv_nxt.wrapping_add(wnd.max(1))) {
-                self.rx_fin_seq = Some(fin_seq);
+            match self.rx_fin_seq {
+                // The stream ends where the first FIN said; a FIN elsewhere is ignored.
+                Some(f) if f != fin_seq => {
+                    drop = drop.or(Some(DropReason::FinMismatch));
+                }
+                _ => {
+                    if seq::lt(fin_seq, self.rcv_nxt.wrapping_add(wnd.max(1)))
+                        && seq::ge(fin_seq, self.rcv_nxt)
+                    {
+                        self.rx_fin_seq = Some(fin_seq);
+                        self.trim_ooo(fin_seq);
+                    }
+                }
             }
             r.actions.set(Actions::TX | Actions::ACK_NOW);
         }
@@ -332,6 +356,16 @@ impl TcpState {
         let wnd_end = self.rcv_nxt.wrapping_add(wnd);
         if seq::gt(end, wnd_end) {
             end = wnd_end;
+        }
+        // Nothing lies past a FIN already seen.
+        if let Some(f) = self.rx_fin_seq {
+            if seq::gt(end, f) {
+                end = f;
+                if !seq::lt(start, end) {
+                    r.actions.set(Actions::TX | Actions::ACK_NOW);
+                    return Some(DropReason::DataAfterFin);
+                }
+            }
         }
         if seq::ge(start, end) {
             r.actions.set(Actions::TX | Actions::ACK_NOW);
@@ -402,6 +436,17 @@ impl TcpState {
         }
     }
 
+    /// Cut the out-of-order intervals at the FIN at `fin`: nothing past it is data.
+    fn trim_ooo(&mut self, fin: u32) {
+        for iv in self.ooo.iter_mut().filter(|iv| iv.1 != 0) {
+            if !seq::lt(iv.0, fin) {
+                *iv = (0, 0);
+            } else if seq::gt(iv.0.wrapping_add(iv.1), fin) {
+                iv.1 = fin.wrapping_sub(iv.0);
+            }
+        }
+    }
+
     /// Merge intervals that `rcv_nxt` reached. Returns whether anything merged.
     pub(super) fn merge_ooo(&mut self) -> bool {
         let mut merged = false;
@@ -430,7 +475,13 @@ impl TcpState {
 
     /// A punted RST (RFC 5961 3.2): reset when it is exactly at `rcv_nxt`, answer with a
     /// challenge ACK when it is elsewhere in the window, ignore it otherwise.
-    pub fn on_rst(&mut self, now: Instant, seq_no: u32, r: &mut ProtoResult) -> Option<DropReason> {
+    pub fn on_rst(
+        &mut self,
+        now: Instant,
+        seq_no: u32,
+        challenge: bool,
+        r: &mut ProtoResult,
+    ) -> Option<DropReason> {
         if self.has(F_RST) {
             return Some(DropReason::StaleFlow);
         }
@@ -439,7 +490,10 @@ impl TcpState {
             self.flags |= F_RST;
             r.actions.set(Actions::RST_RX | Actions::NOTIFY_APP);
             None
-        } else if seq::gt(seq_no, self.rcv_nxt) && seq::lt(seq_no, self.rcv_nxt.wrapping_add(wnd)) {
+        } else if challenge
+            && seq::gt(seq_no, self.rcv_nxt)
+            && seq::lt(seq_no, self.rcv_nxt.wrapping_add(wnd))
+        {
             r.hdr = self.ack_header(now);
             r.actions
                 .set(Actions::TX | Actions::ACK_NOW | Actions::CHALLENGE_ACK);

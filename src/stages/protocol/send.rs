@@ -135,6 +135,26 @@ impl TcpState {
         self.flags |= F_RECOVERY | F_FASTREC;
     }
 
+    /// Bytes the next grant sends from `snd_nxt`: at most an MSS within both windows.
+    /// Going back after a timeout, up to the next block the peer SACKed. New data avoids
+    /// silly windows (RFC 9293 3.8.6.2.1): a short segment waits while data is in flight,
+    /// unless it is all that is queued or at least half the largest window the peer offered.
+    pub(super) fn next_len(&self) -> u32 {
+        let mut n = self.unsent().min(self.usable()).min(self.mss as u32);
+        if seq::lt(self.snd_nxt, self.snd_max) {
+            if let Some(next) = self.scoreboard.next_start(self.snd_nxt) {
+                n = n.min(next.wrapping_sub(self.snd_nxt));
+            }
+        } else if n < self.mss as u32
+            && n < self.unsent()
+            && self.snd_max != self.snd_una
+            && n < self.max_snd_wnd / 2
+        {
+            n = 0;
+        }
+        n
+    }
+
     /// Send `[start, end)` again (a retransmission chosen by recovery or a probe).
     pub(super) fn retransmit(
         &mut self,
@@ -190,12 +210,7 @@ impl TcpState {
                 None => break,
             }
         }
-        let mut n = self.unsent().min(self.usable()).min(self.mss as u32);
-        if seq::lt(self.snd_nxt, self.snd_max) {
-            if let Some(next) = self.scoreboard.next_start(self.snd_nxt) {
-                n = n.min(next.wrapping_sub(self.snd_nxt));
-            }
-        }
+        let n = self.next_len();
         let seq_no = self.snd_nxt;
         let pos = self.ring_pos(seq_no);
         let mut fl = flags::ACK;

@@ -1,0 +1,198 @@
+//! What the receiver and sender do with individual segments, one test per rule: PAWS
+//! (RFC 7323 section 5), the FIN's place when out-of-order data and FINs interleave,
+//! silly-window avoidance on both sides (RFC 9293 3.8.6.2), and the rate limits on challenge
+//! ACKs and RST replies (RFC 5961 section 7).
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::script::*;
+use flextoe::stats::DropReason;
+use flextoe::wire::flags::*;
+use smoltcp::wire::TcpRepr;
+
+/// A passive open with timestamps; returns our timestamp value as the peer saw it.
+fn established_with_timestamps(t: &mut Script) -> u32 {
+    t.listen(8);
+    let syn = TcpRepr {
+        timestamp: Script::ts(1000, 0),
+        ..t.repr(SYN, PEER_ISS, None, &[])
+    };
+    t.send_repr(&syn);
+    let sa = t.recv_one();
+    let ours = sa.ts.expect("timestamps").0;
+    t.peer_seq = PEER_ISS + 1;
+    t.engine_seq = sa.seq.wrapping_add(1);
+    let ack = TcpRepr {
+        timestamp: Script::ts(1001, ours),
+        ..t.repr(ACK, t.peer_seq, Some(t.engine_seq), &[])
+    };
+    t.send_repr(&ack);
+    let mut s = t.listener.as_ref().unwrap().try_accept().unwrap().unwrap();
+    s.set_nonblocking(true);
+    t.stream = Some(s);
+    ours
+}
+
+/// PAWS: a segment whose timestamp is older than the last one received in order is an old
+/// duplicate (its sequence numbers may have wrapped into the window). It used to be
+/// accepted; it is now dropped, answered with an ACK, and counted.
+#[test]
+fn paws_drops_a_segment_with_an_old_timestamp() {
+    let mut t = Script::new(config());
+    let ours = established_with_timestamps(&mut t);
+    let data = |t: &Script, ts: u32, payload: &'static [u8]| TcpRepr {
+        timestamp: Script::ts(ts, ours),
+        ..t.repr(PSH | ACK, t.peer_seq, Some(t.engine_seq), payload)
+    };
+    let r = data(&t, 2000, b"new");
+    t.send_repr(&r);
+    t.recv();
+    t.peer_seq += 3;
+    assert_eq!(t.app_read(), b"new");
+    let old = data(&t, 1500, b"old");
+    t.send_repr(&old);
+    let ack = t.recv_one();
+    assert_eq!(ack.ack, t.peer_seq, "nothing accepted");
+    assert!(t.app_read().is_empty());
+    assert_eq!(t.engine.stats().drops(DropReason::Paws), 1);
+    let fresh = data(&t, 2001, b"fresh");
+    t.send_repr(&fresh);
+    assert_eq!(t.app_read(), b"fresh");
+}
+
+/// The stream ends where the first FIN said. A later segment claiming a FIN further on, and
+/// data past the first FIN, are ignored; out-of-order data past it is cut off. The
+/// application reads exactly the bytes before the FIN, then the end of the stream.
+#[test]
+fn the_first_fin_fixes_the_end_of_the_stream() {
+    let mut t = Script::new(config());
+    t.accept_established();
+    let n = t.peer_seq;
+    let a = t.engine_seq;
+    // Beyond a 100-byte hole: data and FIN at n+200.
+    t.send(PSH | ACK | FIN, n + 100, Some(a), &[2u8; 100]);
+    // Data past the first FIN, then a bare FIN that contradicts it.
+    t.send(PSH | ACK, n + 200, Some(a), &[3u8; 100]);
+    t.send(ACK | FIN, n + 250, Some(a), &[]);
+    // The hole fills.
+    t.send(PSH | ACK, n, Some(a), &[1u8; 100]);
+    t.recv();
+    let got = t.app_read();
+    assert_eq!(got.len(), 200);
+    assert!(got[..100].iter().all(|b| *b == 1) && got[100..].iter().all(|b| *b == 2));
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        std::io::Read::read(t.stream(), &mut buf).unwrap(),
+        0,
+        "end of stream"
+    );
+    let st = t.engine.stats();
+    assert_eq!(st.drops(DropReason::FinMismatch), 1);
+    assert_eq!(st.drops(DropReason::DataAfterFin), 1);
+}
+
+/// Receiver-side silly-window avoidance: once the window is shut, reading a few bytes does
+/// not reopen it by those few bytes; the window opens again by at least an MSS. It used to
+/// offer whatever was free, inviting tiny segments.
+#[test]
+fn a_shut_window_reopens_only_by_a_useful_amount() {
+    let mut t = Script::new(config());
+    t.accept_established();
+    let mut win = u16::MAX;
+    for _ in 0..100 {
+        let (s, a) = (t.peer_seq, t.engine_seq);
+        t.send(PSH | ACK, s, Some(a), &[3u8; 1460]);
+        let last = t.recv().pop().expect("an ACK");
+        t.peer_seq = last.ack;
+        win = last.win;
+        if win == 0 {
+            break;
+        }
+    }
+    assert_eq!(win, 0);
+    let mut small = [0u8; 100];
+    assert_eq!(std::io::Read::read(t.stream(), &mut small).unwrap(), 100);
+    t.recv_none();
+    // A one-byte probe fits in the real space; the ACK still offers nothing.
+    t.send_data(&[4u8]);
+    let ack = t.recv_one();
+    assert_eq!((ack.ack, ack.win), (t.peer_seq, 0));
+    // Reading more than two segments' worth opens the window, with an update of its own.
+    let mut more = vec![0u8; 4000];
+    assert_eq!(std::io::Read::read(t.stream(), &mut more).unwrap(), 4000);
+    let update = t.recv_one();
+    assert!(update.win as usize >= 1460, "{update:?}");
+}
+
+/// Sender-side silly-window avoidance: with data in flight and a window that leaves room
+/// for only 100 more bytes, the engine waits for a useful window instead of sending a
+/// 100-byte segment (it used to send it).
+#[test]
+fn a_small_window_does_not_draw_a_small_segment() {
+    let mut t = Script::new(config());
+    t.accept_established();
+    t.stream().write_all(&vec![9u8; 30 * 1460]).unwrap();
+    let first = t.recv();
+    assert_eq!(first.len(), 10, "the initial window");
+    let una = t.engine_seq;
+    let max = una + 10 * 1460;
+    // Two segments acknowledged; the window ends 100 bytes past what was sent.
+    let acked = una + 2 * 1460;
+    let r = TcpRepr {
+        window_len: (max + 100 - acked) as u16,
+        ..t.repr(ACK, t.peer_seq, Some(acked), &[])
+    };
+    t.send_repr(&r);
+    assert!(t.recv().is_empty(), "no 100-byte segment");
+    // The window opens: full segments go.
+    let r = TcpRepr {
+        window_len: 20_000,
+        ..t.repr(ACK, t.peer_seq, Some(acked), &[])
+    };
+    t.send_repr(&r);
+    let segs = t.recv();
+    assert!(
+        !segs.is_empty() && segs.iter().all(|s| s.payload.len() == 1460),
+        "{segs:?}"
+    );
+}
+
+/// RFC 5961 section 7: challenge ACKs are limited engine-wide (here 50 a second), and so
+/// are RSTs in reply to segments that match nothing. A flood of in-window RSTs and of
+/// segments to a closed port used to get one reply each.
+#[test]
+fn challenge_acks_and_rst_replies_are_rate_limited() {
+    let mut cfg = config();
+    cfg.control.challenge_ack_limit = 50;
+    cfg.control.rst_limit = 50;
+    let mut t = Script::new(cfg);
+    t.accept_established();
+    for i in 0..500u32 {
+        let r = t.repr(RST, t.peer_seq + 10 + i, None, &[]);
+        let f = t.frame(&r);
+        t.inject(&f);
+    }
+    t.poll();
+    let acks = t.recv();
+    assert_eq!(acks.len(), 50, "challenge ACKs within the limit");
+    assert_eq!(t.engine.stats().control.challenge_acks, 50);
+    let local = t.local_port;
+    t.local_port = 9; // nothing listens there
+    for i in 0..500u32 {
+        let r = t.repr(ACK, i, Some(i), &[]);
+        let f = t.frame(&r);
+        t.inject(&f);
+    }
+    t.poll();
+    assert_eq!(t.recv().len(), 50, "RST replies within the limit");
+    assert!(t.engine.stats().drops(DropReason::RateLimited) >= 900);
+    // A second later the budget is back.
+    t.local_port = local;
+    t.advance(Duration::from_secs(1));
+    let r = t.repr(RST, t.peer_seq + 10, None, &[]);
+    t.send_repr(&r);
+    assert_eq!(t.recv().len(), 1);
+}
