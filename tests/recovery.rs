@@ -304,3 +304,85 @@ fn data_after_the_application_closed_is_answered_with_rst() {
     assert_eq!(t.state(), None, "the connection is gone");
     assert_eq!(t.engine.stats().drops(DropReason::DataAfterClose), 1);
 }
+
+/// RFC 7323 section 4 with Karn's rule: after a timeout no segment can be timed, but the
+/// timestamp the peer echoes still measures the round trip. That sample ends the backoff,
+/// so the next loss is found by a probe and the minimum RTO (200 ms), not after the doubled
+/// 2 s.
+#[test]
+fn timestamps_give_an_rtt_sample_after_a_timeout() {
+    let mut t = Script::new(config());
+    t.listen(8);
+    let syn = TcpRepr {
+        timestamp: Script::ts(1000, 0),
+        ..t.repr(SYN, PEER_ISS, None, &[])
+    };
+    t.send_repr(&syn);
+    let sa = t.recv_one();
+    t.peer_seq = PEER_ISS + 1;
+    t.engine_seq = sa.seq.wrapping_add(1);
+    let ack = TcpRepr {
+        timestamp: Script::ts(1001, sa.ts.unwrap().0),
+        ..t.repr(ACK, t.peer_seq, Some(t.engine_seq), &[])
+    };
+    t.send_repr(&ack);
+    let mut s = t.listener.as_ref().unwrap().try_accept().unwrap().unwrap();
+    s.set_nonblocking(true);
+    t.stream = Some(s);
+    let mss = MSS - 12; // the timestamp option takes 12 bytes
+    t.stream().write_all(&[1u8; (MSS - 12) as usize]).unwrap();
+    let base = t.engine_seq;
+    assert_eq!(data_seqs(&mut t), vec![base]);
+    t.advance(Duration::from_millis(1050));
+    let rtx = t.recv();
+    assert_eq!(rtx.len(), 1, "the timeout's retransmission");
+    let echo = TcpRepr {
+        timestamp: Script::ts(1002, rtx[0].ts.unwrap().0),
+        ..t.repr(ACK, t.peer_seq, Some(base + mss), &[])
+    };
+    t.send_repr(&echo);
+    t.stream().write_all(&[2u8; (MSS - 12) as usize]).unwrap();
+    assert_eq!(data_seqs(&mut t).len(), 1);
+    t.advance(Duration::from_millis(300));
+    // A tail-loss probe (the RTT is known now) and the timeout after 200 ms.
+    assert_eq!(data_seqs(&mut t).len(), 2);
+    let st = t.engine.stats();
+    assert_eq!(
+        (st.control.timeouts, st.control.tail_probes),
+        (2, 1),
+        "{st}"
+    );
+}
+
+/// RFC 6298 5.7: when the SYN had to be retransmitted, the RTO starts at 3 s once the
+/// connection is up (until an RTT sample), not at the 1 s initial value.
+#[test]
+fn a_retransmitted_syn_starts_data_at_a_three_second_rto() {
+    let mut t = Script::new(config());
+    let mut s = t
+        .engine
+        .host()
+        .connect(std::net::SocketAddrV4::new(common::IP_B, PEER_PORT))
+        .unwrap();
+    s.set_nonblocking(true);
+    t.stream = Some(s);
+    let syn = t.recv_one();
+    t.advance(Duration::from_millis(1100));
+    let again = t.recv_one();
+    assert_eq!(again.seq, syn.seq, "the SYN again");
+    t.local_port = syn.src_port;
+    t.engine_seq = syn.seq.wrapping_add(1);
+    let sa = TcpRepr {
+        ack_number: Some(smoltcp::wire::TcpSeqNumber(t.engine_seq as i32)),
+        ..t.repr(SYN | ACK, PEER_ISS, None, &[])
+    };
+    t.send_repr(&sa);
+    t.peer_seq = PEER_ISS + 1;
+    t.recv();
+    write(&mut t, 1);
+    assert_eq!(data_seqs(&mut t).len(), 1);
+    t.advance(Duration::from_millis(2500));
+    assert!(data_seqs(&mut t).is_empty(), "no timeout before 3 s");
+    t.advance(Duration::from_millis(600));
+    assert_eq!(data_seqs(&mut t).len(), 1);
+}

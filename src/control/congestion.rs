@@ -292,6 +292,30 @@ mod tests {
         assert_eq!(f.cwnd, 2000);
     }
 
+    /// RFC 5681 ACK counting under the per-burst ACK policy: a receiver that acknowledges a
+    /// burst of eight segments with one ACK grows the window as eight ACKs would (bytes are
+    /// counted, RFC 3465), in slow start and in congestion avoidance.
+    #[test]
+    fn one_ack_per_burst_grows_the_window_as_one_per_segment() {
+        let cc = NewReno;
+        for ssthresh in [u32::MAX / 2, 10_000] {
+            let mut one = cc.init(1000, 10_000);
+            let mut each = cc.init(1000, 10_000);
+            one.ssthresh = ssthresh;
+            each.ssthresh = ssthresh;
+            cc.on_ack(&mut one, &ack(8000, false));
+            for _ in 0..8 {
+                cc.on_ack(&mut each, &ack(1000, false));
+            }
+            let (a, b) = (cc.cwnd(&one), cc.cwnd(&each));
+            assert!(
+                a.abs_diff(b) <= 1000 / 10,
+                "ssthresh {ssthresh}: {a} against {b}"
+            );
+            assert!(a > 10_000);
+        }
+    }
+
     #[test]
     fn fixed_window_never_moves() {
         let cc = FixedWindow(4000);
