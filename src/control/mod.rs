@@ -1,18 +1,26 @@
 //! The control plane: everything the data path punts, and everything that needs a timer.
+//! One file per job:
 //!
-//! * Handshakes (active and passive open) with MSS, window scaling and timestamp negotiation
-//!   and SACK-permitted negotiation; initial sequence numbers from a keyed hash
-//!   (RFC 6528); listen backlogs.
-//! * Teardown: the connection states around FIN in both directions, TIME-WAIT, flow removal
-//!   from every stage.
-//! * RST handling with RFC 5961 challenge ACKs; RSTs for segments that match nothing.
-//! * Retransmission timeouts per RFC 6298 (RTT samples come from the data path's counters),
-//!   go-back-N through the protocol stage; zero-window probes.
-//! * ARP: answering, resolving, caching.
+//! * `handshake`: active and passive opens with MSS (clamped to at least
+//!   [`MIN_PEER_MSS`]), window scaling, timestamps and SACK-permitted; initial sequence
+//!   numbers from a keyed hash (RFC 6528, [`secrets`]); listen backlogs and an engine-wide
+//!   bound on half-open connections; rings made only once a handshake completes.
+//! * `cookies`: SYN cookies (RFC 4987) when the half-open queue is full, keeping the MSS,
+//!   window scale, SACK-permitted and timestamps.
+//! * `punts`: dispatch of punted frames; RSTs for segments that match nothing and RFC 5961
+//!   challenge ACKs, both rate-limited (section 7); re-injection of reviewed segments.
+//! * `events`: the connection states around FIN in both directions, resets, orphans (the
+//!   application closed the connection), flow removal from every stage.
+//! * `timers`: RTT estimation and retransmission timeouts per RFC 6298 with Karn's backoff;
+//!   probe timeouts (RFC 8985 tail-loss probes, and resending lost retransmissions in a
+//!   recovery); the persist timer; keep-alives; the FIN-WAIT-2 timeout and retry limit of
+//!   orphans; TIME-WAIT.
+//! * `neighbours`: ARP answers, resolution and the cache (which SYNs do not teach).
+//! * [`congestion`]: the congestion-control policy the protocol stage consults.
 //!
 //! The control plane never writes TCP state. It reads the protocol stage's state (RST
 //! acceptability) and the flows' counters, and it asks the data path to act through
-//! [`ProtoWork`] items: `Retransmit`, `Probe`, `Ack`, `Reset`.
+//! [`ProtoWork`] items: `Retransmit`, `TailProbe`, `Probe`, `Ack`, `Rst`, `Reset`.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};

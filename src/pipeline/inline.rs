@@ -166,8 +166,8 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
         self.transport.proto.congestion_state(id)
     }
 
-    /// Retransmissions over the engine's lifetime (go-back-N after duplicate ACKs and after
-    /// timeouts).
+    /// Retransmissions over the engine's lifetime, by kind: fast recoveries and the segments
+    /// they resent, tail-loss probes, timeouts.
     pub fn retransmissions(&self) -> RetransmitTotals {
         self.control.retransmissions()
     }

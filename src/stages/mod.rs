@@ -205,7 +205,7 @@ impl Actions {
     pub const RELEASE_TX: u32 = 1 << 5;
     /// Tell the application something changed.
     pub const NOTIFY_APP: u32 = 1 << 6;
-    /// Go-back-N after three duplicate ACKs.
+    /// A fast recovery began (duplicate ACKs, SACK evidence, an answered tail-loss probe).
     pub const FAST_RETRANSMIT: u32 = 1 << 7;
     /// Go-back-N after a timeout.
     pub const TIMEOUT_RETRANSMIT: u32 = 1 << 8;
