@@ -23,6 +23,7 @@ use crate::stats::{DropReason, StageStats};
 use crate::time::Instant;
 use crate::wire::{flags, seq, SackBlocks, SegmentSummary, TxHeader};
 
+mod loss;
 mod receive;
 mod send;
 

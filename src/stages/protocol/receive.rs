@@ -45,22 +45,6 @@ impl TcpState {
         h
     }
 
-    /// Take the SACK blocks of an ACK into the scoreboard. Returns whether any was valid.
-    pub(super) fn take_sack(&mut self, s: &SegmentSummary) -> bool {
-        let mut any = false;
-        // Blocks are checked against the ACK's own cumulative point too: a block at or
-        // below it is a D-SACK (RFC 2883), which reports a duplicate and marks nothing.
-        let una = if seq::gt(s.ack, self.snd_una) {
-            s.ack
-        } else {
-            self.snd_una
-        };
-        for &(l, r) in s.sack.as_slice() {
-            any |= self.scoreboard.add(l, r, una, self.snd_max);
-        }
-        any
-    }
-
     /// Process an acceptable ACK field: advance `snd_una`, feed the congestion control,
     /// keep the SACK scoreboard, count duplicate ACKs and detect losses.
     pub(super) fn on_ack<C: CongestionControl>(
@@ -152,40 +136,7 @@ impl TcpState {
             self.dupacks = self.dupacks.saturating_add(1);
             r.actions.set(Actions::DUP_ACK);
         }
-        if self.has(F_FASTREC)
-            && seq::gt(self.rxt_next, self.snd_una)
-            && self
-                .scoreboard
-                .high()
-                .is_some_and(|h| seq::gt(h, self.rxt_max))
-            && self
-                .scoreboard
-                .next_hole(self.snd_una)
-                .is_some_and(|(s, _)| seq::lt(s, self.rxt_next))
-        {
-            // Data sent after the last retransmission arrived, a retransmitted hole did not:
-            // that retransmission was lost too. Go over the holes again.
-            self.rxt_next = self.snd_una;
-        }
-        if self.has(F_RECOVERY)
-            && !self.has(F_FASTREC)
-            && self.dupacks >= 3
-            && seq::gt(self.snd_nxt, self.snd_una)
-        {
-            // Going back after a timeout, and the peer still misses `snd_una` while later
-            // data arrives: the retransmission was lost. Go back again (the window stays).
-            self.snd_nxt = self.snd_una;
-            self.dupacks = 0;
-        }
-        if !self.has(F_RECOVERY) && self.snd_max != self.snd_una {
-            let sack_evidence =
-                self.has(F_SACK) && self.scoreboard.sacked_bytes() > 2 * self.mss as u32;
-            let probe_answered = self.has(F_TLP) && sack_news;
-            if self.dupacks >= 3 || sack_evidence || probe_answered {
-                self.enter_fast_recovery(cc, cf);
-                r.actions.set(Actions::FAST_RETRANSMIT);
-            }
-        }
+        self.detect_loss(cc, cf, sack_news, r);
         if self.can_send() {
             r.actions.set(Actions::SCHED);
         }

@@ -1,0 +1,241 @@
+//! Loss recovery of a connection's sending side, over the SACK scoreboard
+//! ([`super::super::recovery`]): when a loss is detected (duplicate ACKs, SACK evidence, an
+//! answered tail-loss probe, a lost retransmission), what a fast recovery resends next
+//! (RFC 6675 with SACK, RFC 6582 partial ACKs without), the RFC 6675 pipe, probe timeouts
+//! (RFC 8985 tail-loss probes; in a recovery, resending lost retransmissions) and the
+//! go-back-N of a retransmission timeout.
+
+use super::*;
+
+impl TcpState {
+    /// Sequence space the sender believes is still in the network (RFC 6675 "pipe"): in
+    /// flight, less what the peer SACKed, less the holes below the highest SACKed byte not
+    /// yet retransmitted. Without SACK each duplicate ACK stands for one segment that left.
+    pub fn pipe(&self) -> u32 {
+        let flight = self.in_flight();
+        if self.has(F_SACK) {
+            let from = if seq::gt(self.rxt_next, self.snd_una) {
+                self.rxt_next
+            } else {
+                self.snd_una
+            };
+            flight
+                .saturating_sub(self.scoreboard.sacked_bytes())
+                .saturating_sub(self.scoreboard.hole_bytes(from))
+        } else {
+            flight.saturating_sub(self.dupacks as u32 * self.mss as u32)
+        }
+    }
+
+    /// The next range a fast recovery retransmits, at most one segment: the oldest
+    /// unacknowledged byte first, then (with SACK) the holes below the highest SACKed byte.
+    pub(super) fn next_retransmit(&self) -> Option<(u32, u32)> {
+        if !self.has(F_FASTREC) {
+            return None;
+        }
+        let limit = {
+            let end = self.data_end_seq();
+            if seq::lt(end, self.snd_max) {
+                end
+            } else {
+                self.snd_max
+            }
+        };
+        let (start, end) = if !seq::gt(self.rxt_next, self.snd_una) {
+            let s = self.snd_una;
+            let e = self.scoreboard.next_start(s).unwrap_or(limit);
+            (s, e)
+        } else if self.has(F_SACK) {
+            self.scoreboard.next_hole(self.rxt_next)?
+        } else {
+            return None;
+        };
+        let end = if seq::lt(limit, end) { limit } else { end };
+        if !seq::lt(start, end) {
+            return None;
+        }
+        let n = end.wrapping_sub(start).min(self.mss as u32);
+        Some((start, start.wrapping_add(n)))
+    }
+
+    /// Whether a fast recovery may retransmit now: the segment at `snd_una` goes at once
+    /// (when a recovery starts, on a partial ACK, and when a retransmission was lost); the
+    /// other holes while the pipe is below the congestion window.
+    pub(super) fn retransmit_due(&self) -> bool {
+        self.next_retransmit().is_some()
+            && (!seq::gt(self.rxt_next, self.snd_una) || self.pipe() < self.cwnd)
+    }
+
+    /// Retransmission timeout: go back to `snd_una` (what the peer SACKed is skipped).
+    pub(super) fn go_back_n<C: CongestionControl>(&mut self, cc: &C, cf: &mut C::Flow) {
+        let flight = self.snd_max.wrapping_sub(self.snd_una);
+        let repeated = self.has(F_RTO_AGAIN);
+        cc.on_loss(
+            cf,
+            Loss {
+                kind: LossKind::Timeout,
+                flight,
+                mss: self.mss as u32,
+                repeated,
+            },
+        );
+        if repeated {
+            // A second timeout with no progress: the peer may have reneged on its SACKs.
+            self.scoreboard.clear();
+        }
+        self.cwnd = cc.cwnd(cf);
+        self.snd_nxt = self.snd_una;
+        self.recover = self.snd_max;
+        self.dupacks = 0;
+        self.rtt_start = 0;
+        self.flags &= !(F_FASTREC | F_TLP);
+        self.flags |= F_RECOVERY | F_RTO_AGAIN;
+    }
+
+    /// Enter fast recovery (RFC 6675 / RFC 6582): the congestion control reduces the window,
+    /// and the oldest unacknowledged segment goes first.
+    pub(super) fn enter_fast_recovery<C: CongestionControl>(&mut self, cc: &C, cf: &mut C::Flow) {
+        cc.on_loss(
+            cf,
+            Loss {
+                kind: LossKind::DupAcks,
+                flight: self.in_flight(),
+                mss: self.mss as u32,
+                repeated: false,
+            },
+        );
+        self.cwnd = cc.cwnd(cf);
+        self.recover = self.snd_max;
+        self.rxt_next = self.snd_una;
+        self.rxt_max = self.snd_max;
+        self.rtt_start = 0;
+        self.flags &= !F_TLP;
+        self.flags |= F_RECOVERY | F_FASTREC;
+    }
+
+    /// Retransmission timeout: go back to `snd_una`; the congestion control sets the window
+    /// (one segment for [`NewReno`]).
+    pub fn on_timeout<C: CongestionControl>(
+        &mut self,
+        cc: &C,
+        cf: &mut C::Flow,
+        r: &mut ProtoResult,
+    ) {
+        if self.snd_max == self.snd_una || self.has(F_RST) {
+            return;
+        }
+        self.go_back_n(cc, cf);
+        r.actions.set(Actions::TIMEOUT_RETRANSMIT | Actions::SCHED);
+        self.finish(r);
+    }
+
+    /// Probe timeout: the ACKs stopped with data in flight.
+    ///
+    /// Outside a recovery this is a tail-loss probe (RFC 8985 section 7): one new segment if
+    /// the peer's window allows, otherwise the last segment again; the ACK it draws (with
+    /// SACK) starts a fast recovery instead of waiting for the retransmission timeout.
+    /// In a fast recovery, the retransmissions themselves were lost (RACK's reordering
+    /// timer, RFC 8985 section 6.2, by sequence rather than per-segment times): the holes
+    /// are sent again from `snd_una`. Going back after a timeout, the same: from `snd_una`
+    /// again, the window unchanged.
+    pub fn on_tail_probe(&mut self, now: Instant, r: &mut ProtoResult) {
+        if self.snd_max == self.snd_una || self.has(F_RST) {
+            return;
+        }
+        if self.has(F_FASTREC) {
+            self.rxt_next = self.snd_una;
+            self.rxt_max = self.snd_max;
+            r.actions.set(Actions::TAIL_PROBE | Actions::SCHED);
+            return;
+        }
+        if self.has(F_RECOVERY) {
+            self.snd_nxt = self.snd_una;
+            r.actions.set(Actions::TAIL_PROBE | Actions::SCHED);
+            return;
+        }
+        self.flags |= F_TLP;
+        let edge = self.snd_edge();
+        let room = if seq::gt(edge, self.snd_nxt) {
+            edge.wrapping_sub(self.snd_nxt)
+        } else {
+            0
+        };
+        let n = self.unsent().min(room).min(self.mss as u32);
+        if n > 0 && self.snd_nxt == self.snd_max {
+            let start = self.snd_nxt;
+            self.snd_nxt = start.wrapping_add(n);
+            self.snd_max = self.snd_nxt;
+            self.retransmit(now, start, self.snd_nxt, false, r);
+        } else {
+            let fin = self.has(F_FIN_SENT) && !self.has(F_FIN_ACKED);
+            let end = self.snd_max.wrapping_sub(u32::from(fin));
+            let back = end.wrapping_sub(self.snd_una).min(self.mss as u32);
+            self.retransmit(now, end.wrapping_sub(back), end, fin, r);
+        }
+        r.actions.set(Actions::TAIL_PROBE);
+        self.finish(r);
+    }
+
+    /// Take the SACK blocks of an ACK into the scoreboard. Returns whether any was valid.
+    pub(super) fn take_sack(&mut self, s: &SegmentSummary) -> bool {
+        let mut any = false;
+        // Blocks are checked against the ACK's own cumulative point too: a block at or
+        // below it is a D-SACK (RFC 2883), which reports a duplicate and marks nothing.
+        let una = if seq::gt(s.ack, self.snd_una) {
+            s.ack
+        } else {
+            self.snd_una
+        };
+        for &(l, r) in s.sack.as_slice() {
+            any |= self.scoreboard.add(l, r, una, self.snd_max);
+        }
+        any
+    }
+
+    /// Loss detection on an ACK: lost retransmissions in a fast recovery (data sent after
+    /// the last one was SACKed) or after a timeout (three more duplicate ACKs); a new fast
+    /// recovery on three duplicate ACKs, more than two segments SACKed, or a SACK that
+    /// answers a tail-loss probe.
+    pub(super) fn detect_loss<C: CongestionControl>(
+        &mut self,
+        cc: &C,
+        cf: &mut C::Flow,
+        sack_news: bool,
+        r: &mut ProtoResult,
+    ) {
+        if self.has(F_FASTREC)
+            && seq::gt(self.rxt_next, self.snd_una)
+            && self
+                .scoreboard
+                .high()
+                .is_some_and(|h| seq::gt(h, self.rxt_max))
+            && self
+                .scoreboard
+                .next_hole(self.snd_una)
+                .is_some_and(|(s, _)| seq::lt(s, self.rxt_next))
+        {
+            // Data sent after the last retransmission arrived, a retransmitted hole did not:
+            // that retransmission was lost too. Go over the holes again.
+            self.rxt_next = self.snd_una;
+        }
+        if self.has(F_RECOVERY)
+            && !self.has(F_FASTREC)
+            && self.dupacks >= 3
+            && seq::gt(self.snd_nxt, self.snd_una)
+        {
+            // Going back after a timeout, and the peer still misses `snd_una` while later
+            // data arrives: the retransmission was lost. Go back again (the window stays).
+            self.snd_nxt = self.snd_una;
+            self.dupacks = 0;
+        }
+        if !self.has(F_RECOVERY) && self.snd_max != self.snd_una {
+            let sack_evidence =
+                self.has(F_SACK) && self.scoreboard.sacked_bytes() > 2 * self.mss as u32;
+            let probe_answered = self.has(F_TLP) && sack_news;
+            if self.dupacks >= 3 || sack_evidence || probe_answered {
+                self.enter_fast_recovery(cc, cf);
+                r.actions.set(Actions::FAST_RETRANSMIT);
+            }
+        }
+    }
+}
