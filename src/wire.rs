@@ -383,6 +383,8 @@ pub struct TxHeader {
     /// SACK blocks to carry; only segments without payload carry them (a data segment's
     /// payload is placed before its header is written, at a fixed offset).
     pub sack: SackBlocks,
+    /// Mark the IP header ECN-capable, ECT(0) (RFC 3168: new data of an ECN connection).
+    pub ect: bool,
 }
 
 /// A connection's constant header bytes: Ethernet, IPv4 (no options, DF, TTL 64) and TCP
@@ -473,6 +475,9 @@ impl HeaderTemplate {
                 buf[ETH_HDR + IP_HDR + 12] = doff << 4;
             }
         }
+        if h.ect {
+            buf[ETH_HDR + 1] = (buf[ETH_HDR + 1] & !3) | 2;
+        }
         let ip_total = (len - ETH_HDR) as u16 + h.payload_len;
         buf[ETH_HDR + 2..ETH_HDR + 4].copy_from_slice(&ip_total.to_be_bytes());
         let t = &mut buf[ETH_HDR + IP_HDR..len];
@@ -524,8 +529,24 @@ pub struct Endpoints {
     pub dst_ip: Ipv4Addr,
 }
 
+/// [`emit_tcp`], with `extra` TCP flags (ECE, CWR) added to the header.
+pub fn emit_tcp_with_flags(
+    buf: &mut [u8],
+    ep: &Endpoints,
+    repr: &TcpRepr<'_>,
+    extra: u8,
+) -> Option<usize> {
+    let n = emit_tcp(buf, ep, repr)?;
+    if extra != 0 {
+        buf[ETH_HDR + IP_HDR + 13] |= extra;
+        fill_checksums(&mut buf[..n]);
+    }
+    Some(n)
+}
+
 /// Build a complete Ethernet/IPv4/TCP frame (checksums filled) into `buf`; returns its length,
-/// or `None` when `buf` is too small or the options do not fit in a TCP header.
+/// or `None` when `buf` is too small or the options do not fit in a TCP header. See
+/// [`emit_tcp_with_flags`] for ECE and CWR, which `TcpRepr` does not carry.
 pub fn emit_tcp(buf: &mut [u8], ep: &Endpoints, repr: &TcpRepr<'_>) -> Option<usize> {
     if repr.header_len() > 60 {
         // More options than a TCP header holds.
@@ -675,6 +696,7 @@ mod tests {
                 ts_ecr: 6,
                 payload_len: 5,
                 sack: SackBlocks::EMPTY,
+                ect: false,
             },
         );
         a[hl..hl + 5].copy_from_slice(b"hello");
@@ -714,6 +736,7 @@ mod tests {
                 ts_ecr: 6,
                 payload_len: 0,
                 sack,
+                ect: false,
             };
             let hl = tpl.write(&mut a, &h);
             assert_eq!(hl, tpl.len() + 28);

@@ -1,5 +1,5 @@
-//! Features beyond the state machine: readiness contexts, ACK policies, timestamp and ECN
-//! echo, window scaling, and the in-memory link's latency and rate limit.
+//! Features beyond the state machine: readiness contexts, ACK policies, timestamp echo,
+//! window scaling, and the in-memory link's latency and rate limit.
 
 mod common;
 
@@ -114,20 +114,6 @@ fn timestamps_are_echoed() {
         Some(1002),
         "echoes the latest in-order TSval"
     );
-}
-
-#[test]
-fn congestion_experienced_is_echoed_as_ece() {
-    let mut t = Script::new(config());
-    t.accept_established();
-    let (s, a) = (t.peer_seq, t.engine_seq);
-    let mut f = t.frame(&t.repr(PSH | ACK, s, Some(a), b"marked"));
-    // Set ECN = CE (3) in the IP header and fix its checksum.
-    f[flextoe::wire::ETH_HDR + 1] |= 3;
-    flextoe::wire::fill_checksums(&mut f);
-    t.inject(&f);
-    let ack = t.recv_one();
-    assert!(ack.has(ECE), "{ack:?}");
 }
 
 #[test]

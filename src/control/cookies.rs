@@ -6,7 +6,7 @@
 //! The initial sequence number is `count:5 | mss:3 | mac:24`: a 64-second time counter, an
 //! index into [`MSS_TABLE`], and 24 bits of keyed SipHash over the 4-tuple, the peer's ISN,
 //! the counter, the MSS index and the options. With timestamps, the options (the peer's
-//! window scale and SACK-permitted) ride in the low 5 bits of our timestamp value, which the
+//! window scale, SACK-permitted and ECN) ride in the low 6 bits of our timestamp value, which the
 //! peer echoes; the MAC covers them, so a forged echo fails. Without timestamps the cookie
 //! connection has neither window scaling nor SACK, as in Linux. A cookie is accepted for two
 //! counter ticks (64-128 s).
@@ -30,10 +30,13 @@ fn count_at(now: Instant) -> u32 {
     (now.micros() / TICK_US) as u32
 }
 
-/// The options a cookie keeps, as 5 bits: window scale (15 = none) and SACK-permitted.
-fn opts_bits(wscale: Option<u8>, sack: bool) -> u8 {
-    wscale.map_or(0x0f, |w| w.min(14)) | (u8::from(sack) << 4)
+/// The options a cookie keeps, as 6 bits: window scale (15 = none), SACK-permitted, ECN.
+fn opts_bits(wscale: Option<u8>, sack: bool, ecn: bool) -> u8 {
+    wscale.map_or(0x0f, |w| w.min(14)) | (u8::from(sack) << 4) | (u8::from(ecn) << 5)
 }
+
+/// The low bits of our timestamp value that carry a cookie's options.
+const OPTS_MASK: u32 = 0x3f;
 
 fn mss_index(mss: u16) -> u8 {
     MSS_TABLE.iter().rposition(|m| *m <= mss).unwrap_or(0) as u8
@@ -88,10 +91,15 @@ impl Control {
             .then_some(seg.options.window_scale)
             .flatten();
         let sack = self.cfg.sack && ts && seg.options.sack_permitted;
-        let opts = if ts { opts_bits(wscale, sack) } else { NO_OPTS };
+        let ecn = self.cfg.ecn != Ecn::Off && ts && s.has(flags::ECE | flags::CWR);
+        let opts = if ts {
+            opts_bits(wscale, sack, ecn)
+        } else {
+            NO_OPTS
+        };
         let mss = mss_index(handshake::peer_mss(seg.options.mss));
         let iss = self.secrets.cookie(&t, s.seq, now, mss, opts);
-        let ts_val = (self.ts_val(&t, now) & !0x1f) | u32::from(opts);
+        let ts_val = (self.ts_val(&t, now) & !OPTS_MASK) | u32::from(opts);
         let repr = TcpRepr {
             src_port: t.local_port,
             dst_port: t.remote_port,
@@ -112,7 +120,7 @@ impl Control {
         };
         let ep = self.endpoints(&t, seg.src_mac);
         self.stats.cookies_sent += 1;
-        self.send_tcp(out, ep, repr);
+        self.send_tcp_flags(out, ep, repr, if ecn { flags::ECE } else { 0 });
     }
 
     /// The handshake a valid cookie ACK completes, rebuilt; `None` when `seg` carries no
@@ -123,7 +131,7 @@ impl Control {
         let irs = s.seq.wrapping_sub(1);
         let iss = s.ack.wrapping_sub(1);
         let echoed = seg.options.timestamp.filter(|_| self.cfg.timestamps);
-        let opts = echoed.map_or(NO_OPTS, |(_, ecr)| (ecr & 0x1f) as u8);
+        let opts = echoed.map_or(NO_OPTS, |(_, ecr)| (ecr & OPTS_MASK) as u8);
         let mss = self.secrets.check_cookie(&t, irs, iss, now, opts)?;
         let wscale = (opts & 0x0f != 0x0f).then_some(opts & 0x0f);
         let local = SocketAddrV4::new(t.local_ip, t.local_port);
@@ -138,6 +146,7 @@ impl Control {
             peer_wscale: wscale,
             peer_ts: echoed.map(|(v, _)| v),
             peer_sack: opts & 0x10 != 0,
+            ecn: opts & 0x20 != 0,
             timestamps: echoed.is_some(),
             conn: ConnShared::new(local, remote),
             rings: None,

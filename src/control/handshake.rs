@@ -19,6 +19,8 @@ pub(super) struct Embryo {
     pub(super) peer_wscale: Option<u8>,
     pub(super) peer_ts: Option<u32>,
     pub(super) peer_sack: bool,
+    /// ECN: asked for (active open) or agreed (passive open, or once the SYN-ACK agreed).
+    pub(super) ecn: bool,
     pub(super) timestamps: bool,
     pub(super) conn: Arc<ConnShared>,
     pub(super) rings: Option<FlowRings>,
@@ -63,6 +65,7 @@ impl Control {
             peer_wscale: None,
             peer_ts: None,
             peer_sack: false,
+            ecn: self.cfg.ecn == Ecn::Request,
             timestamps: self.cfg.timestamps,
             conn: pc.conn,
             rings: Some(pc.rings),
@@ -112,7 +115,13 @@ impl Control {
     ) {
         let repr = self.syn_repr(now, t, e);
         let ep = self.endpoints(t, e.remote_mac);
-        self.send_tcp(out, ep, repr);
+        // ECN setup: ECE and CWR on the SYN, ECE on the SYN-ACK.
+        let extra = match (e.ecn, e.state) {
+            (false, _) => 0,
+            (true, TcpConnState::SynReceived) => flags::ECE,
+            (true, _) => flags::ECE | flags::CWR,
+        };
+        self.send_tcp_flags(out, ep, repr, extra);
     }
 
     pub(super) fn passive_open(&mut self, now: Instant, seg: TcpSegment, out: &mut ControlOutput) {
@@ -162,6 +171,7 @@ impl Control {
             peer_wscale: seg.options.window_scale,
             peer_ts: seg.options.timestamp.map(|t| t.0),
             peer_sack: seg.options.sack_permitted,
+            ecn: self.cfg.ecn != Ecn::Off && seg.summary.has(flags::ECE | flags::CWR),
             timestamps: self.cfg.timestamps && seg.options.timestamp.is_some(),
             conn: ConnShared::new(local, remote),
             rings: None,
@@ -215,6 +225,8 @@ impl Control {
                 e.peer_wscale = seg.options.window_scale;
                 e.peer_ts = seg.options.timestamp.map(|x| x.0);
                 e.peer_sack = seg.options.sack_permitted;
+                // An ECN-setup SYN-ACK has ECE without CWR (RFC 3168 6.1.1).
+                e.ecn = e.ecn && s.has(flags::ECE) && !s.has(flags::CWR);
                 e.timestamps = e.timestamps && seg.options.timestamp.is_some();
                 if s.has(flags::ACK) {
                     let e = self.embryos.remove(&t).expect("present");
@@ -351,6 +363,7 @@ impl Control {
             ts_offset: self.secrets.ts_offset(&t),
             initial_cwnd_segments: self.cfg.initial_cwnd_segments,
             sack: self.cfg.sack && e.peer_sack,
+            ecn: e.ecn,
         });
         let counters = FlowCounters::new();
         self.conns[id as usize] = Some(Conn {

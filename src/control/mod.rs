@@ -79,6 +79,18 @@ pub enum TcpConnState {
     LastAck,
 }
 
+/// ECN negotiation (RFC 3168).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Ecn {
+    /// Never: SYNs asking for ECN get a plain answer.
+    Off,
+    /// Accept when the peer asks, never ask (Linux's default, `tcp_ecn = 2`).
+    #[default]
+    Accept,
+    /// Ask on active opens, accept on passive ones.
+    Request,
+}
+
 /// Control-plane settings.
 #[derive(Clone, Debug)]
 pub struct ControlConfig {
@@ -94,6 +106,8 @@ pub struct ControlConfig {
     pub timestamps: bool,
     /// Offer and accept selective acknowledgments (RFC 2018).
     pub sack: bool,
+    /// ECN negotiation (RFC 3168).
+    pub ecn: Ecn,
     /// Initial congestion window in segments.
     pub initial_cwnd_segments: u32,
     /// Lower bound of the retransmission timeout.
@@ -398,6 +412,17 @@ impl Control {
 
     fn send_tcp(&mut self, out: &mut ControlOutput, ep: Endpoints, repr: TcpRepr<'_>) {
         self.send_frame(out, |b| wire::emit_tcp(b, &ep, &repr));
+    }
+
+    /// [`send_tcp`](Self::send_tcp) with ECE / CWR added.
+    fn send_tcp_flags(
+        &mut self,
+        out: &mut ControlOutput,
+        ep: Endpoints,
+        repr: TcpRepr<'_>,
+        extra: u8,
+    ) {
+        self.send_frame(out, |b| wire::emit_tcp_with_flags(b, &ep, &repr, extra));
     }
 
     fn endpoints(&self, t: &FourTuple, remote_mac: MacAddr) -> Endpoints {

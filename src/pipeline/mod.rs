@@ -126,6 +126,7 @@ impl EngineConfig {
                 window_scaling: true,
                 timestamps: true,
                 sack: true,
+                ecn: crate::control::Ecn::default(),
                 initial_cwnd_segments: 10,
                 rto_min: Duration::from_millis(200),
                 rto_initial: Duration::from_secs(1),

@@ -38,6 +38,8 @@ pub struct Seg {
     pub src_port: u16,
     pub sack_permitted: bool,
     pub sack: Vec<(u32, u32)>,
+    /// The IP header's ECN field.
+    pub ecn: u8,
 }
 
 impl Seg {
@@ -213,6 +215,7 @@ impl Script {
                         src_port: t.tuple.remote_port,
                         sack_permitted: t.options.sack_permitted,
                         sack: s.sack.as_slice().to_vec(),
+                        ecn: f[wire::ETH_HDR + 1] & 3,
                     });
                 }
                 Parsed::Arp(_) => {}

@@ -8,6 +8,31 @@
 use super::*;
 
 impl TcpState {
+    /// An ACK carried ECE (RFC 3168 6.1.2): the congestion control reduces the window as for
+    /// a loss, once per window of data, without retransmitting; the next new segment
+    /// carries CWR.
+    pub(super) fn on_ece<C: CongestionControl>(&mut self, cc: &C, cf: &mut C::Flow) {
+        if !self.has(F_ECN)
+            || self.has(F_RECOVERY)
+            || self.has(F_ECN_CWR)
+            || self.snd_max == self.snd_una
+        {
+            return;
+        }
+        cc.on_loss(
+            cf,
+            Loss {
+                kind: LossKind::Ecn,
+                flight: self.in_flight(),
+                mss: self.mss as u32,
+                repeated: false,
+            },
+        );
+        self.cwnd = cc.cwnd(cf);
+        self.recover = self.snd_max;
+        self.flags |= F_ECN_CWR | F_CWR_SEND;
+    }
+
     /// Sequence space the sender believes is still in the network (RFC 6675 "pipe"): in
     /// flight, less what the peer SACKed, less the holes below the highest SACKed byte not
     /// yet retransmitted. Without SACK each duplicate ACK stands for one segment that left.

@@ -53,6 +53,13 @@ const F_FASTREC: u16 = 1 << 8;
 const F_TLP: u16 = 1 << 9;
 const F_RTO_AGAIN: u16 = 1 << 10;
 const F_APP_CLOSED: u16 = 1 << 11;
+const F_ECN: u16 = 1 << 12;
+/// CE arrived: our ACKs carry ECE until the peer's CWR.
+const F_ECE: u16 = 1 << 13;
+/// The next new data segment carries CWR.
+const F_CWR_SEND: u16 = 1 << 14;
+/// The window was reduced for an ECE; no other reduction until `recover` is acknowledged.
+const F_ECN_CWR: u16 = 1 << 15;
 
 /// A `ts_recent` this old (24 days) no longer rejects segments (RFC 7323 section 5.5).
 const PAWS_IDLE_MS: u64 = 24 * 24 * 3600 * 1000;
@@ -157,6 +164,8 @@ pub struct TcpParams {
     pub initial_cwnd_segments: u32,
     /// SACK negotiated (RFC 2018): both sides offered SACK-permitted.
     pub sack: bool,
+    /// ECN negotiated (RFC 3168).
+    pub ecn: bool,
 }
 
 impl TcpState {
@@ -189,6 +198,9 @@ impl TcpState {
         }
         if p.sack {
             st.flags |= F_SACK;
+        }
+        if p.ecn {
+            st.flags |= F_ECN;
         }
         st.rcv_adv = st.rcv_nxt.wrapping_add(st.rcv_wnd());
         st
@@ -257,6 +269,11 @@ impl TcpState {
         self.has(F_SACK)
     }
 
+    /// Whether ECN was negotiated.
+    pub fn ecn(&self) -> bool {
+        self.has(F_ECN)
+    }
+
     /// Whether a fast recovery is under way.
     pub fn in_fast_recovery(&self) -> bool {
         self.has(F_FASTREC)
@@ -298,8 +315,12 @@ impl TcpState {
         w as u16
     }
 
-    fn header(&mut self, now: Instant, fl: u8, seq_no: u32, payload_len: u16) -> TxHeader {
+    fn header(&mut self, now: Instant, mut fl: u8, seq_no: u32, payload_len: u16) -> TxHeader {
         let win = self.advertise();
+        if self.has(F_ECE) && fl & flags::RST == 0 {
+            // Congestion was experienced: say so until the peer says it reacted (CWR).
+            fl |= flags::ECE;
+        }
         TxHeader {
             seq: seq_no,
             ack: self.rcv_nxt,
@@ -309,6 +330,7 @@ impl TcpState {
             ts_ecr: self.ts_recent,
             payload_len,
             sack: SackBlocks::EMPTY,
+            ect: false,
         }
     }
 

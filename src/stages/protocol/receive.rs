@@ -98,7 +98,8 @@ impl TcpState {
                 r.rtt_us = us;
                 r.actions.set(Actions::RTT_SAMPLE);
             }
-            let in_recovery = self.has(F_RECOVERY) && seq::lt(ack, self.recover);
+            let reducing = self.has(F_RECOVERY) || self.has(F_ECN_CWR);
+            let in_recovery = reducing && seq::lt(ack, self.recover);
             cc.on_ack(
                 cf,
                 &AckSample {
@@ -111,8 +112,8 @@ impl TcpState {
                     now,
                 },
             );
-            if self.has(F_RECOVERY) && !in_recovery {
-                self.flags &= !(F_RECOVERY | F_FASTREC);
+            if reducing && !in_recovery {
+                self.flags &= !(F_RECOVERY | F_FASTREC | F_ECN_CWR);
                 cc.on_recovery_end(cf);
             }
             self.cwnd = cc.cwnd(cf);
@@ -137,6 +138,9 @@ impl TcpState {
             r.actions.set(Actions::DUP_ACK);
         }
         self.detect_loss(cc, cf, sack_news, r);
+        if s.has(flags::ECE) {
+            self.on_ece(cc, cf);
+        }
         if self.can_send() {
             r.actions.set(Actions::SCHED);
         }
@@ -189,6 +193,16 @@ impl TcpState {
             r.actions.set(Actions::TX | Actions::ACK_NOW);
             self.finish(r);
             return Some(DropReason::OutOfWindow);
+        }
+        if self.has(F_ECN) {
+            // RFC 3168 6.1.3: CWR ends our echo; CE (again) starts it, with an ACK at once.
+            if s.has(flags::CWR) {
+                self.flags &= !F_ECE;
+            }
+            if s.ce && !self.has(F_ECE) {
+                self.flags |= F_ECE;
+                r.actions.set(Actions::TX | Actions::ACK_NOW);
+            }
         }
         if seq::gt(s.ack, self.snd_max) {
             r.hdr = self.ack_header(now);
@@ -267,15 +281,8 @@ impl TcpState {
             r.actions.set(Actions::TX | Actions::ACK_NOW);
         }
         self.try_consume_fin(r);
-        if s.ce && r.actions.any(Actions::TX) {
-            r.actions.set(Actions::ECE);
-        }
         if r.actions.any(Actions::TX) {
-            let mut h = self.ack_header(now);
-            if r.actions.any(Actions::ECE) {
-                h.flags |= flags::ECE;
-            }
-            r.hdr = h;
+            r.hdr = self.ack_header(now);
         }
         self.finish(r);
         drop

@@ -130,10 +130,18 @@ impl TcpState {
             self.finish(r);
             return;
         }
+        // New data (not a resend after a timeout) of an ECN connection is ECN-capable, and
+        // the first after a reduction says so with CWR (RFC 3168 6.1.2, 6.1.5).
+        let new_data = n > 0 && seq_no == self.snd_max && self.has(F_ECN);
+        if new_data && self.has(F_CWR_SEND) {
+            fl |= flags::CWR;
+            self.flags &= !F_CWR_SEND;
+        }
         if seq::gt(self.snd_nxt, self.snd_max) {
             self.snd_max = self.snd_nxt;
         }
         r.hdr = self.header(now, fl, seq_no, n as u16);
+        r.hdr.ect = new_data;
         r.payload = PayloadOp {
             ring_pos: pos,
             frame_off: 0,

@@ -8,8 +8,9 @@
 //! The calls are static: the pipeline is generic over the policy.
 //!
 //! [`NewReno`] is the default and behaves as the engine always has: byte-counting slow start
-//! (RFC 3465), congestion avoidance, halving on loss (RFC 5681). [`FixedWindow`] keeps a
-//! constant window (tests, and links whose capacity is known).
+//! (RFC 3465), congestion avoidance, halving on loss (RFC 5681). [`Cubic`] is RFC 9438's
+//! CUBIC, for paths with long round trips. [`FixedWindow`] keeps a constant window (tests,
+//! and links whose capacity is known); [`ConstantRate`] paces at a set rate.
 //!
 //! ```
 //! use flextoe::control::congestion::{AckSample, CongestionControl, Loss};
@@ -31,6 +32,9 @@
 //! [`cwnd`]: CongestionControl::cwnd
 
 use crate::time::Instant;
+
+mod cubic;
+pub use cubic::{Cubic, CubicFlow};
 
 /// An ACK that acknowledged new data, as the congestion control sees it.
 #[derive(Clone, Copy, Debug)]
@@ -72,6 +76,9 @@ pub enum LossKind {
     DupAcks,
     /// Retransmission timeout.
     Timeout,
+    /// The peer echoed congestion (ECE, RFC 3168): the window shrinks as for a loss, and
+    /// nothing is retransmitted.
+    Ecn,
 }
 
 /// A congestion-control algorithm. See the [module docs](self).
@@ -154,7 +161,7 @@ impl CongestionControl for NewReno {
             f.ssthresh = (l.flight / 2).max(2 * l.mss);
         }
         f.cwnd = match l.kind {
-            LossKind::DupAcks => f.ssthresh,
+            LossKind::DupAcks | LossKind::Ecn => f.ssthresh,
             LossKind::Timeout => l.mss.max(1),
         };
     }
