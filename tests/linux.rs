@@ -718,3 +718,167 @@ fn syn_flood_then_a_linux_client_connects_within_a_second() {
     assert_eq!(host.rings_made(), 1);
     eprintln!("{}", e.stats());
 }
+
+/// ECN against Linux (`net.ipv4.tcp_ecn=1` in the Linux namespace): the Linux client's SYN
+/// asks for ECN and the engine's SYN-ACK agrees; nftables marks 2% of Linux's ECN-capable
+/// packets CE on their way out; the capture shows the engine echoing ECE and Linux answering
+/// with CWR (its window reduced), the engine stopping its echo once CWR arrived, and the
+/// engine's own data sent ECT(0).
+#[test]
+fn ecn_with_linux_ce_marks_draw_ece_until_cwr() {
+    if !available(&["tcpdump", "tshark"]) {
+        return;
+    }
+    let Some(lab) = VethLab::new() else { return };
+    sh(&lab.linux.exec(&["sysctl", "-qw", "net.ipv4.tcp_ecn=1"]));
+    let rules = "table ip ftce {
+  chain post {
+    type filter hook postrouting priority 0; policy accept;
+    ip ecn ect0 numgen random mod 100 < 2 ip ecn set ce counter
+  }
+}
+";
+    let path = std::env::temp_dir().join(format!("{}-ce.nft", lab.linux.0));
+    std::fs::write(&path, rules).unwrap();
+    sh(&lab.linux.exec(&["nft", "-f", &path.to_string_lossy()]));
+    let _ = std::fs::remove_file(&path);
+    let pcap = std::env::temp_dir().join(format!("{}-ecn.pcap", lab.linux.0));
+    let pcap_s = pcap.to_string_lossy().into_owned();
+    let mut dump = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.linux.0,
+            "tcpdump",
+            "-U",
+            "-n",
+            "-s",
+            "96",
+            "-i",
+            &lab.linux_if,
+            "-w",
+            &pcap_s,
+            "tcp",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tcpdump");
+    std::thread::sleep(Duration::from_millis(500));
+    let rt = af_xdp_engine(&lab);
+    let srv = echo_server(&rt.host(), 7);
+    let (ip, n) = (lab.engine_ip.to_string(), (4u64 << 20).to_string());
+    let out = run(&lab
+        .linux
+        .exec(&[python(), &script("echo_client.py"), &ip, "7", &n]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    srv.join().unwrap();
+    let e = rt.stop();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = dump.kill();
+    let _ = dump.wait();
+    let fields = sh(&[
+        "tshark",
+        "-r",
+        &pcap_s,
+        "-T",
+        "fields",
+        "-E",
+        "separator=,",
+        "-e",
+        "ip.src",
+        "-e",
+        "tcp.flags.syn",
+        "-e",
+        "tcp.flags.ack",
+        "-e",
+        "tcp.flags.ece",
+        "-e",
+        "tcp.flags.cwr",
+        "-e",
+        "ip.dsfield.ecn",
+        "-e",
+        "tcp.len",
+    ]);
+    let _ = std::fs::remove_file(&pcap);
+    let engine_ip = lab.engine_ip.to_string();
+    struct P {
+        engine: bool,
+        syn: bool,
+        ack: bool,
+        ece: bool,
+        cwr: bool,
+        ecn: u8,
+        len: u32,
+    }
+    let flag = |v: &str| v == "1" || v == "True";
+    let pkts: Vec<P> = fields
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f.len() == 7).then(|| P {
+                engine: f[0] == engine_ip,
+                syn: flag(f[1]),
+                ack: flag(f[2]),
+                ece: flag(f[3]),
+                cwr: flag(f[4]),
+                ecn: f[5].parse().unwrap_or(0),
+                len: f[6].parse().unwrap_or(0),
+            })
+        })
+        .collect();
+    let syn = pkts
+        .iter()
+        .find(|p| !p.engine && p.syn && !p.ack)
+        .expect("Linux's SYN");
+    assert!(syn.ece && syn.cwr, "Linux asks for ECN");
+    let sa = pkts
+        .iter()
+        .find(|p| p.engine && p.syn && p.ack)
+        .expect("SYN-ACK");
+    assert!(sa.ece && !sa.cwr, "the engine agrees");
+    let data: Vec<_> = pkts.iter().filter(|p| !p.syn).collect();
+    let ce = data.iter().filter(|p| !p.engine && p.ecn == 3).count();
+    let ece = data.iter().filter(|p| p.engine && p.ece).count();
+    let cwr = data.iter().filter(|p| !p.engine && p.cwr).count();
+    eprintln!(
+        "CE marks {ce}, engine ECE segments {ece}, Linux CWR segments {cwr}\n{}",
+        e.stats()
+    );
+    assert!(ce > 0 && ece > 0 && cwr > 0);
+    // Every CWR answers an ECE, and after a CWR (with no CE after it) the echo stops.
+    let mut echoing = false;
+    let mut ece_since_cwr = false;
+    let mut pending_ce = false;
+    let mut stopped = 0;
+    for p in &data {
+        if p.engine {
+            if echoing && !p.ece && !pending_ce {
+                stopped += 1;
+            }
+            echoing = p.ece;
+            ece_since_cwr |= p.ece;
+        } else {
+            if p.cwr {
+                assert!(ece_since_cwr, "a CWR with no ECE before it");
+                ece_since_cwr = false;
+                pending_ce = false;
+            }
+            if p.ecn == 3 {
+                pending_ce = true;
+            }
+        }
+    }
+    assert!(stopped > 0, "the engine's echo ended after a CWR");
+    let engine_data: Vec<_> = data.iter().filter(|p| p.engine && p.len > 0).collect();
+    let ect = engine_data.iter().filter(|p| p.ecn == 2).count();
+    assert!(
+        ect * 10 >= engine_data.len() * 9,
+        "{ect} of {} data segments ECT(0)",
+        engine_data.len()
+    );
+}
