@@ -174,10 +174,14 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
 
     /// The earliest time the engine has something to do without new input.
     pub fn next_deadline(&self) -> Option<Instant> {
-        match (self.control.next_deadline(), self.port.next_arrival()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.control.next_deadline(),
+            self.port.next_arrival(),
+            self.transport.sched.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Counters.
@@ -253,7 +257,12 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
             if self.transport.sched.pending() == 0 {
                 break;
             }
-            self.stats.grants += self.transport.grant(now, self.burst, &mut self.work) as u64;
+            // A pacing scheduler may hold pending flows whose time has not come.
+            let granted = self.transport.grant(now, self.burst, &mut self.work);
+            if granted == 0 {
+                break;
+            }
+            self.stats.grants += granted as u64;
             self.run(now);
             busy = true;
             if self.tx.len() >= self.burst {

@@ -25,6 +25,7 @@
 //! downstream carry the flags out: copy payload, build headers, notify.
 
 pub mod notify;
+pub mod pacer;
 pub mod place;
 pub mod postprocess;
 pub mod preprocess;

@@ -132,9 +132,10 @@ impl<C: CongestionControl, S: FlowScheduler> Task for GroupTask<C, S> {
             busy = true;
             self.run_work(now);
         }
-        if self.transport.sched.pending() > 0 {
+        if self.transport.sched.pending() > 0
+            && self.transport.grant(now, BURST, &mut self.work) > 0
+        {
             busy = true;
-            self.transport.grant(now, BURST, &mut self.work);
             self.run_work(now);
         }
         self.flush();
