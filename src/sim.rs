@@ -84,8 +84,14 @@ pub struct Impairments {
     pub duplicate: f64,
     /// One-way latency.
     pub latency: Duration,
-    /// Link rate in bits per second (0 = unlimited).
+    /// Link rate in bits per second (0 = unlimited). Frames wait in a FIFO queue for the link.
     pub rate_bps: u64,
+    /// With a rate: the queue's size in bytes; a frame that does not fit is dropped (tail
+    /// drop). 0 = unlimited.
+    pub queue_limit: usize,
+    /// With a rate: ECN-capable frames (ECT) that arrive with more than this many bytes
+    /// queued are marked CE, as a data-center switch marks at threshold K. 0 = never.
+    pub ecn_threshold: usize,
     /// Seed of the generator.
     pub seed: u64,
 }
@@ -99,6 +105,8 @@ impl Default for Impairments {
             duplicate: 0.0,
             latency: Duration::ZERO,
             rate_bps: 0,
+            queue_limit: 0,
+            ecn_threshold: 0,
             seed: 1,
         }
     }

@@ -24,6 +24,7 @@ use super::Port;
 use crate::buf::{Frame, FrameArena};
 use crate::sim::{Impairments, Rng};
 use crate::time::Instant;
+use crate::wire;
 
 /// Counters of one direction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -40,16 +41,28 @@ pub struct LaneStats {
     pub reordered: u64,
     /// Frames dropped because the receiver's arena was full (they stay queued instead).
     pub rx_no_frame: u64,
+    /// Frames dropped because the rate-limited queue was full.
+    pub overflowed: u64,
+    /// Frames marked CE at the queue's ECN threshold.
+    pub ce_marked: u64,
+    /// The most bytes the rate-limited queue held.
+    pub max_queue: u64,
 }
+
+/// Bytes per bucket of the queue-length histogram.
+const QUEUE_BUCKET: u64 = 1024;
 
 struct Lane {
     queue: BinaryHeap<Reverse<(u64, u64, Vec<u8>)>>,
     imp: Impairments,
     rng: Rng,
     serial: u64,
+    /// When the link finishes sending what it holds (nanoseconds).
     busy_until: u64,
     stats: LaneStats,
     pool: Vec<Vec<u8>>,
+    /// Queue length each frame found on arrival, in [`QUEUE_BUCKET`] buckets.
+    queue_hist: Vec<u64>,
 }
 
 impl Lane {
@@ -62,6 +75,7 @@ impl Lane {
             busy_until: 0,
             stats: LaneStats::default(),
             pool: Vec::new(),
+            queue_hist: Vec::new(),
         }
     }
 
@@ -91,11 +105,39 @@ impl Lane {
             return;
         }
         let mut at = now.micros();
+        let mut marked = None;
         if self.imp.rate_bps > 0 {
-            let tx_us = (data.len() as u64 * 8 * 1_000_000).div_ceil(self.imp.rate_bps);
-            self.busy_until = self.busy_until.max(at) + tx_us;
-            at = self.busy_until;
+            // What waits for the link ahead of this frame (the link keeps nanoseconds, so
+            // that fast links are not rounded to whole microseconds per frame).
+            let now_ns = at * 1000;
+            let queued = (self.busy_until.saturating_sub(now_ns) as u128
+                * u128::from(self.imp.rate_bps)
+                / 8_000_000_000) as u64;
+            let b = (queued / QUEUE_BUCKET) as usize;
+            if self.queue_hist.len() <= b {
+                self.queue_hist.resize(b + 1, 0);
+            }
+            self.queue_hist[b] += 1;
+            self.stats.max_queue = self.stats.max_queue.max(queued);
+            if self.imp.queue_limit > 0 && queued as usize + data.len() > self.imp.queue_limit {
+                self.stats.overflowed += 1;
+                return;
+            }
+            let ect = data.len() > 15
+                && data[12..14] == [0x08, 0x00]
+                && matches!(data[wire::ETH_HDR + 1] & 3, 1 | 2);
+            if self.imp.ecn_threshold > 0 && queued as usize > self.imp.ecn_threshold && ect {
+                let mut v = data.to_vec();
+                v[wire::ETH_HDR + 1] |= 3;
+                wire::fill_checksums(&mut v);
+                self.stats.ce_marked += 1;
+                marked = Some(v);
+            }
+            let tx_ns = (data.len() as u64 * 8 * 1_000_000_000).div_ceil(self.imp.rate_bps);
+            self.busy_until = self.busy_until.max(now_ns) + tx_ns;
+            at = self.busy_until.div_ceil(1000);
         }
+        let data = marked.as_deref().unwrap_or(data);
         at += self.imp.latency.as_micros() as u64;
         let copies = if self.rng.chance(self.imp.duplicate) {
             self.stats.duplicated += 1;
@@ -193,6 +235,24 @@ impl MemPort {
         LinkStatsHandle {
             link: self.link.clone(),
         }
+    }
+
+    /// The queue length (bytes, to 1 KiB) that fraction `q` of the frames sent from this
+    /// end found on arrival at the rate-limited queue (`q` = 0.5: the median).
+    pub fn tx_queue_quantile(&self, q: f64) -> u64 {
+        self.with(|l| {
+            let h = &l.lanes[self.side].queue_hist;
+            let total: u64 = h.iter().sum();
+            let want = (total as f64 * q).ceil() as u64;
+            let mut seen = 0;
+            for (i, n) in h.iter().enumerate() {
+                seen += n;
+                if seen >= want.max(1) {
+                    return i as u64 * QUEUE_BUCKET;
+                }
+            }
+            0
+        })
     }
 
     /// Counters of the direction this port sends on.

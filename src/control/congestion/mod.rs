@@ -9,7 +9,8 @@
 //!
 //! [`NewReno`] is the default and behaves as the engine always has: byte-counting slow start
 //! (RFC 3465), congestion avoidance, halving on loss (RFC 5681). [`Cubic`] is RFC 9438's
-//! CUBIC, for paths with long round trips. [`FixedWindow`] keeps a constant window (tests,
+//! CUBIC, for paths with long round trips; [`Dctcp`] is RFC 8257's DCTCP for data centers
+//! whose switches mark ECN. [`FixedWindow`] keeps a constant window (tests,
 //! and links whose capacity is known); [`ConstantRate`] paces at a set rate.
 //!
 //! ```
@@ -34,7 +35,9 @@
 use crate::time::Instant;
 
 mod cubic;
+mod dctcp;
 pub use cubic::{Cubic, CubicFlow};
+pub use dctcp::{Dctcp, DctcpFlow};
 
 /// An ACK that acknowledged new data, as the congestion control sees it.
 #[derive(Clone, Copy, Debug)]
@@ -100,6 +103,10 @@ pub trait CongestionControl: Clone + Send + 'static {
     /// Whether the algorithm sets a rate ([`rate`](Self::rate)); when `false` (the default)
     /// the runtimes never ask for one, at no cost.
     const PACED: bool = false;
+    /// Whether the receiving side echoes each segment's CE mark on its ACKs, acknowledging at
+    /// once when the mark changes (DCTCP, RFC 8257 3.2), instead of holding ECE until the
+    /// sender's CWR (RFC 3168). Both ends of a connection should agree.
+    const PRECISE_ECE: bool = false;
     /// The rate the flow may send at, in bytes per second, if the algorithm sets one. The
     /// protocol stage's flow group hands it to its scheduler
     /// ([`FlowScheduler::set_rate`](crate::stages::scheduler::FlowScheduler::set_rate))

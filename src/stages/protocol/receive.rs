@@ -194,7 +194,14 @@ impl TcpState {
             self.finish(r);
             return Some(DropReason::OutOfWindow);
         }
-        if self.has(F_ECN) {
+        if self.has(F_ECN) && C::PRECISE_ECE {
+            // DCTCP (RFC 8257 3.2): ECE says whether this data was marked; a change is
+            // acknowledged at once, so the sender counts marked bytes exactly.
+            if s.payload_len > 0 && s.ce != self.has(F_ECE) {
+                self.flags ^= F_ECE;
+                r.actions.set(Actions::TX | Actions::ACK_NOW);
+            }
+        } else if self.has(F_ECN) {
             // RFC 3168 6.1.3: CWR ends our echo; CE (again) starts it, with an ACK at once.
             if s.has(flags::CWR) {
                 self.flags &= !F_ECE;
