@@ -107,20 +107,35 @@ impl Scoreboard {
     /// The first range at or after `from`, below the highest SACKed byte, that the peer does
     /// not hold: `[start, end)`.
     pub fn next_hole(&self, from: u32) -> Option<(u32, u32)> {
-        let high = self.high()?;
+        self.next_hole_below(from, self.high()?)
+    }
+
+    /// The first range at or after `from`, below `high`, that the peer does not hold.
+    pub fn next_hole_below(&self, from: u32, high: u32) -> Option<(u32, u32)> {
         let start = self.skip(from).unwrap_or(from);
         if !seq::lt(start, high) {
             return None;
         }
-        let end = self.next_start(start).unwrap_or(high);
+        let end = match self.next_start(start) {
+            Some(s) if seq::lt(s, high) => s,
+            _ => high,
+        };
         Some((start, end))
     }
 
     /// Bytes the peer does not hold in `[from, highest SACKed byte)`.
     pub fn hole_bytes(&self, from: u32) -> u32 {
+        match self.high() {
+            Some(h) => self.hole_bytes_below(from, h),
+            None => 0,
+        }
+    }
+
+    /// Bytes the peer does not hold in `[from, high)`.
+    pub fn hole_bytes_below(&self, from: u32, high: u32) -> u32 {
         let mut total = 0u32;
         let mut at = from;
-        while let Some((s, e)) = self.next_hole(at) {
+        while let Some((s, e)) = self.next_hole_below(at, high) {
             total = total.wrapping_add(e.wrapping_sub(s));
             at = e;
         }

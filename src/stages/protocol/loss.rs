@@ -44,16 +44,35 @@ impl TcpState {
             } else {
                 self.snd_una
             };
+            let lost = match self.lost_below() {
+                Some(high) => self.scoreboard.hole_bytes_below(from, high),
+                None => 0,
+            };
             flight
                 .saturating_sub(self.scoreboard.sacked_bytes())
-                .saturating_sub(self.scoreboard.hole_bytes(from))
+                .saturating_sub(lost)
         } else {
             flight.saturating_sub(self.dupacks as u32 * self.mss as u32)
         }
     }
 
+    /// Where the bytes the peer is known to miss end: the highest SACKed byte, or, once a
+    /// retransmission of this recovery was acknowledged, everything sent before it (the
+    /// recovery point) if that is further.
+    fn lost_below(&self) -> Option<u32> {
+        let high = self.scoreboard.high();
+        if self.has(F_RACK) {
+            return Some(match high {
+                Some(h) if seq::gt(h, self.recover) => h,
+                _ => self.recover,
+            });
+        }
+        high
+    }
+
     /// The next range a fast recovery retransmits, at most one segment: the oldest
-    /// unacknowledged byte first, then (with SACK) the holes below the highest SACKed byte.
+    /// unacknowledged byte first, then (with SACK) the holes below the highest SACKed byte,
+    /// or below the recovery point once a retransmission came back.
     pub(super) fn next_retransmit(&self) -> Option<(u32, u32)> {
         if !self.has(F_FASTREC) {
             return None;
@@ -71,7 +90,8 @@ impl TcpState {
             let e = self.scoreboard.next_start(s).unwrap_or(limit);
             (s, e)
         } else if self.has(F_SACK) {
-            self.scoreboard.next_hole(self.rxt_next)?
+            self.scoreboard
+                .next_hole_below(self.rxt_next, self.lost_below()?)?
         } else {
             return None;
         };
@@ -133,6 +153,8 @@ impl TcpState {
         self.recover = self.snd_max;
         self.rxt_next = self.snd_una;
         self.rxt_max = self.snd_max;
+        self.recover_rxt_first = self.snd_una;
+        self.flags &= !F_RACK;
         self.rtt_start = 0;
         self.flags &= !F_TLP;
         self.flags |= F_RECOVERY | F_FASTREC;

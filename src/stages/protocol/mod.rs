@@ -41,25 +41,28 @@ pub enum AckPolicy {
     PerBurst,
 }
 
-const F_TXFIN: u16 = 1 << 0;
-const F_FIN_SENT: u16 = 1 << 1;
-const F_FIN_ACKED: u16 = 1 << 2;
-const F_RXFIN: u16 = 1 << 3;
-const F_TS: u16 = 1 << 4;
-const F_RECOVERY: u16 = 1 << 5;
-const F_RST: u16 = 1 << 6;
-const F_SACK: u16 = 1 << 7;
-const F_FASTREC: u16 = 1 << 8;
-const F_TLP: u16 = 1 << 9;
-const F_RTO_AGAIN: u16 = 1 << 10;
-const F_APP_CLOSED: u16 = 1 << 11;
-const F_ECN: u16 = 1 << 12;
+const F_TXFIN: u32 = 1 << 0;
+const F_FIN_SENT: u32 = 1 << 1;
+const F_FIN_ACKED: u32 = 1 << 2;
+const F_RXFIN: u32 = 1 << 3;
+const F_TS: u32 = 1 << 4;
+const F_RECOVERY: u32 = 1 << 5;
+const F_RST: u32 = 1 << 6;
+const F_SACK: u32 = 1 << 7;
+const F_FASTREC: u32 = 1 << 8;
+const F_TLP: u32 = 1 << 9;
+const F_RTO_AGAIN: u32 = 1 << 10;
+const F_APP_CLOSED: u32 = 1 << 11;
+const F_ECN: u32 = 1 << 12;
 /// CE arrived: our ACKs carry ECE until the peer's CWR.
-const F_ECE: u16 = 1 << 13;
+const F_ECE: u32 = 1 << 13;
 /// The next new data segment carries CWR.
-const F_CWR_SEND: u16 = 1 << 14;
+const F_CWR_SEND: u32 = 1 << 14;
 /// The window was reduced for an ECE; no other reduction until `recover` is acknowledged.
-const F_ECN_CWR: u16 = 1 << 15;
+const F_ECN_CWR: u32 = 1 << 15;
+/// In a fast recovery, a retransmission was acknowledged: every original segment still
+/// missing below `recover` was sent before it and is lost (RACK's rule, RFC 8985 6.2).
+const F_RACK: u32 = 1 << 16;
 
 /// A `ts_recent` this old (24 days) no longer rejects segments (RFC 7323 section 5.5).
 const PAWS_IDLE_MS: u64 = 24 * 24 * 3600 * 1000;
@@ -97,6 +100,8 @@ pub struct TcpState {
     pub rxt_max: u32,
     /// What the peer has SACKed above `snd_una`.
     pub scoreboard: Scoreboard,
+    /// The first byte a fast recovery retransmitted (`snd_una` when it began).
+    pub recover_rxt_first: u32,
     /// Duplicate ACKs in a row.
     pub dupacks: u16,
     /// Payload bytes per segment.
@@ -105,7 +110,7 @@ pub struct TcpState {
     pub snd_shift: u8,
     /// Shift for windows we advertise.
     pub rcv_shift: u8,
-    flags: u16,
+    flags: u32,
     /// Sequence number being timed for RTT (valid when `rtt_start` is non-zero).
     pub rtt_seq: u32,
     /// When the timed segment was sent (microseconds + 1; 0 = none).
@@ -206,7 +211,7 @@ impl TcpState {
         st
     }
 
-    fn has(&self, f: u16) -> bool {
+    fn has(&self, f: u32) -> bool {
         self.flags & f != 0
     }
 

@@ -113,8 +113,12 @@ impl TcpState {
                 },
             );
             if reducing && !in_recovery {
-                self.flags &= !(F_RECOVERY | F_FASTREC | F_ECN_CWR);
+                self.flags &= !(F_RECOVERY | F_FASTREC | F_ECN_CWR | F_RACK);
                 cc.on_recovery_end(cf);
+            } else if self.has(F_FASTREC) && seq::gt(ack, self.recover_rxt_first) {
+                // A retransmission of this recovery is acknowledged: what was sent before it
+                // and is still missing is lost (RACK, by sequence).
+                self.flags |= F_RACK;
             }
             self.cwnd = cc.cwnd(cf);
             r.acked = data_acked;
