@@ -94,18 +94,13 @@ fn throughput<C: CongestionControl, S: FlowScheduler>(cc: C, sched: S, loss: f64
                 got += k as u64;
             }
         }
-        if busy {
-            now += Duration::from_micros(2);
-        } else {
-            let next = [cli.next_deadline(), srv.next_deadline()]
-                .into_iter()
-                .flatten()
-                .filter(|t| *t > now)
-                .min();
-            now = next.map_or(now + Duration::from_micros(2), |t| {
-                t.min(now + Duration::from_millis(10))
-            });
-        }
+        now = next_time(
+            now,
+            busy,
+            [cli.next_deadline(), srv.next_deadline()],
+            Duration::from_micros(2),
+            Duration::from_millis(10),
+        );
     }
     let secs = now.saturating_since(first.unwrap()).as_secs_f64();
     if std::env::var_os("FLEXTOE_DEBUG").is_some() {

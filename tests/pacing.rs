@@ -76,18 +76,13 @@ fn paced(rate: u64, bytes: u64, burst: u32) -> f64 {
         if sink.received == bytes {
             t100 = Some(now);
         }
-        if busy {
-            now += Duration::from_micros(5);
-        } else {
-            let next = [srv.next_deadline(), cli.next_deadline()]
-                .into_iter()
-                .flatten()
-                .filter(|t| *t > now)
-                .min();
-            now = next.map_or(now + Duration::from_micros(5), |t| {
-                t.min(now + Duration::from_millis(100))
-            });
-        }
+        now = next_time(
+            now,
+            busy,
+            [srv.next_deadline(), cli.next_deadline()],
+            Duration::from_micros(5),
+            Duration::from_millis(100),
+        );
     }
     assert_eq!(sink.digest(), up.digest());
     let (t10, at10) = t10.unwrap();

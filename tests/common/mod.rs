@@ -785,5 +785,22 @@ pub fn read_all_blocking(s: &mut Stream) -> Vec<u8> {
 pub fn write_all_blocking(s: &mut Stream, data: &[u8]) {
     s.write_all(data).expect("write");
 }
+/// Move a virtual clock on after a round of polls: by `step` while anything was busy,
+/// otherwise to the earliest of `deadlines` still ahead (at most `max_jump` away).
+pub fn next_time(
+    now: Instant,
+    busy: bool,
+    deadlines: [Option<Instant>; 2],
+    step: Duration,
+    max_jump: Duration,
+) -> Instant {
+    if busy {
+        return now + step;
+    }
+    let next = deadlines.into_iter().flatten().filter(|t| *t > now).min();
+    next.map_or(now + step, |t| t.min(now + max_jump))
+}
+
+pub mod bottleneck;
 pub mod lab;
 pub mod script;

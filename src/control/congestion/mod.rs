@@ -10,7 +10,7 @@
 //! [`NewReno`] is the default and behaves as the engine always has: byte-counting slow start
 //! (RFC 3465), congestion avoidance, halving on loss (RFC 5681). [`Cubic`] is RFC 9438's
 //! CUBIC, for paths with long round trips; [`Dctcp`] is RFC 8257's DCTCP for data centers
-//! whose switches mark ECN. [`FixedWindow`] keeps a constant window (tests,
+//! whose switches mark ECN; [`Timely`] sets a rate from the RTT's gradient. [`FixedWindow`] keeps a constant window (tests,
 //! and links whose capacity is known); [`ConstantRate`] paces at a set rate.
 //!
 //! ```
@@ -36,8 +36,10 @@ use crate::time::Instant;
 
 mod cubic;
 mod dctcp;
+mod timely;
 pub use cubic::{Cubic, CubicFlow};
 pub use dctcp::{Dctcp, DctcpFlow};
+pub use timely::{Timely, TimelyFlow};
 
 /// An ACK that acknowledged new data, as the congestion control sees it.
 #[derive(Clone, Copy, Debug)]
