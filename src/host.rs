@@ -14,6 +14,7 @@
 //! single-threaded programs use nonblocking streams and call
 //! [`Engine::poll`](crate::pipeline::Engine::poll) themselves.
 
+use crate::control::congestion::Algorithm;
 use std::collections::HashSet;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -266,6 +267,8 @@ impl Context {
 
 /// The state a connection's application side and engine side share.
 pub struct ConnShared {
+    /// The congestion control asked for ([`Algorithm`] as a number).
+    congestion: AtomicU8,
     /// Keep-alive idle time in milliseconds (0: off), interval in milliseconds, probes.
     keepalive: (AtomicU64, AtomicU32, AtomicU32),
     status: AtomicU8,
@@ -285,6 +288,7 @@ pub struct ConnShared {
 impl ConnShared {
     pub(crate) fn new(local: SocketAddrV4, remote: SocketAddrV4) -> Arc<Self> {
         Arc::new(ConnShared {
+            congestion: AtomicU8::new(Algorithm::Default as u8),
             keepalive: Default::default(),
             status: AtomicU8::new(ConnStatus::Connecting as u8),
             flow: AtomicU32::new(u32::MAX),
@@ -352,6 +356,15 @@ impl ConnShared {
         self.rx_closed.load(Ordering::Acquire)
     }
 
+    /// The congestion control the connection asked for.
+    pub fn congestion(&self) -> Algorithm {
+        Algorithm::from_u8(self.congestion.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_congestion(&self, a: Algorithm) {
+        self.congestion.store(a as u8, Ordering::Relaxed);
+    }
+
     /// The keep-alive settings, if keep-alives are on.
     pub fn keepalive(&self) -> Option<Keepalive> {
         let idle = self.keepalive.0.load(Ordering::Relaxed);
@@ -399,6 +412,7 @@ pub(crate) enum AppRequest {
         port: u16,
         backlog: usize,
         accept_tx: Sender<Stream>,
+        congestion: Algorithm,
     },
     Unlisten {
         port: u16,
@@ -518,6 +532,18 @@ impl Host {
 
     /// Listen on `port` with an accept backlog.
     pub fn listen(&self, port: u16, backlog: usize) -> Result<Listener> {
+        self.listen_with(port, backlog, Algorithm::Default)
+    }
+
+    /// [`listen`](Self::listen), with the congestion control the accepted connections ask
+    /// for (a socket option; the engine's policy must offer the choice, as
+    /// [`Selectable`](crate::control::congestion::Selectable) does).
+    pub fn listen_with(
+        &self,
+        port: u16,
+        backlog: usize,
+        congestion: Algorithm,
+    ) -> Result<Listener> {
         if backlog == 0 {
             return Err(Error::InvalidInput("backlog 0"));
         }
@@ -535,6 +561,7 @@ impl Host {
                 port,
                 backlog,
                 accept_tx,
+                congestion,
             })
             .is_err()
         {
@@ -552,6 +579,13 @@ impl Host {
     /// Start connecting to `remote`; returns at once with a stream in
     /// [`ConnStatus::Connecting`]. Data written meanwhile is sent once the connection is up.
     pub fn connect(&self, remote: SocketAddrV4) -> Result<Stream> {
+        self.connect_with(remote, Algorithm::Default)
+    }
+
+    /// [`connect`](Self::connect), with the congestion control the connection asks for (a
+    /// socket option, set before the handshake; the engine's policy must offer the choice,
+    /// as [`Selectable`](crate::control::congestion::Selectable) does).
+    pub fn connect_with(&self, remote: SocketAddrV4, congestion: Algorithm) -> Result<Stream> {
         if remote.port() == 0 {
             return Err(Error::InvalidInput("remote port 0"));
         }
@@ -564,6 +598,7 @@ impl Host {
             .take_ephemeral()?;
         let local = SocketAddrV4::new(self.shared.ip, local_port);
         let conn = ConnShared::new(local, remote);
+        conn.set_congestion(congestion);
         let (rings, rx, tx) = self.shared.make_rings();
         if self
             .shared

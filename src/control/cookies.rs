@@ -148,7 +148,7 @@ impl Control {
             peer_sack: opts & 0x10 != 0,
             ecn: opts & 0x20 != 0,
             timestamps: echoed.is_some(),
-            conn: ConnShared::new(local, remote),
+            conn: self.listener_conn(local, remote),
             rings: None,
             active: false,
             cookie: true,

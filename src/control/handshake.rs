@@ -8,6 +8,7 @@ pub(super) struct Listening {
     pub(super) backlog: usize,
     pub(super) accept_tx: Sender<Stream>,
     pub(super) pending: usize,
+    pub(super) congestion: crate::control::congestion::Algorithm,
 }
 
 pub(super) struct Embryo {
@@ -124,6 +125,19 @@ impl Control {
         self.send_tcp_flags(out, ep, repr, extra);
     }
 
+    /// The application side of a passive open, with the listener's socket options.
+    pub(super) fn listener_conn(
+        &self,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+    ) -> Arc<ConnShared> {
+        let conn = ConnShared::new(local, remote);
+        if let Some(l) = self.listeners.get(&local.port()) {
+            conn.set_congestion(l.congestion);
+        }
+        conn
+    }
+
     pub(super) fn passive_open(&mut self, now: Instant, seg: TcpSegment, out: &mut ControlOutput) {
         let Some(l) = self.listeners.get_mut(&seg.tuple.local_port) else {
             return;
@@ -173,7 +187,7 @@ impl Control {
             peer_sack: seg.options.sack_permitted,
             ecn: self.cfg.ecn != Ecn::Off && seg.summary.has(flags::ECE | flags::CWR),
             timestamps: self.cfg.timestamps && seg.options.timestamp.is_some(),
-            conn: ConnShared::new(local, remote),
+            conn: self.listener_conn(local, remote),
             rings: None,
             active: false,
             cookie: false,
@@ -364,6 +378,7 @@ impl Control {
             initial_cwnd_segments: self.cfg.initial_cwnd_segments,
             sack: self.cfg.sack && e.peer_sack,
             ecn: e.ecn,
+            congestion: e.conn.congestion(),
         });
         let counters = FlowCounters::new();
         self.conns[id as usize] = Some(Conn {

@@ -446,6 +446,7 @@ impl Control {
                     port,
                     backlog,
                     accept_tx,
+                    congestion,
                 } => {
                     self.listeners.insert(
                         port,
@@ -453,6 +454,7 @@ impl Control {
                             backlog,
                             accept_tx,
                             pending: 0,
+                            congestion,
                         },
                     );
                 }

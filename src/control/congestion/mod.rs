@@ -36,9 +36,11 @@ use crate::time::Instant;
 
 mod cubic;
 mod dctcp;
+mod select;
 mod timely;
 pub use cubic::{Cubic, CubicFlow};
 pub use dctcp::{Dctcp, DctcpFlow};
+pub use select::{Algorithm, Selectable, SelectableFlow};
 pub use timely::{Timely, TimelyFlow};
 
 /// An ACK that acknowledged new data, as the congestion control sees it.
@@ -94,6 +96,11 @@ pub trait CongestionControl: Clone + Send + 'static {
     fn name(&self) -> &'static str;
     /// The state of a new connection whose initial window is `initial_window` bytes.
     fn init(&self, mss: u32, initial_window: u32) -> Self::Flow;
+    /// The state of a new connection whose socket asked for `choice`; policies that offer no
+    /// choice ignore it (the default).
+    fn init_with(&self, mss: u32, initial_window: u32, _choice: Algorithm) -> Self::Flow {
+        self.init(mss, initial_window)
+    }
     /// The congestion window in force (bytes); the protocol stage keeps no more in flight.
     fn cwnd(&self, f: &Self::Flow) -> u32;
     /// New data was acknowledged.
@@ -109,6 +116,11 @@ pub trait CongestionControl: Clone + Send + 'static {
     /// once when the mark changes (DCTCP, RFC 8257 3.2), instead of holding ECE until the
     /// sender's CWR (RFC 3168). Both ends of a connection should agree.
     const PRECISE_ECE: bool = false;
+    /// Whether this flow echoes CE precisely; by default [`PRECISE_ECE`](Self::PRECISE_ECE)
+    /// for every flow (a policy that chooses per flow answers per flow).
+    fn precise_ece(&self, _f: &Self::Flow) -> bool {
+        Self::PRECISE_ECE
+    }
     /// The rate the flow may send at, in bytes per second, if the algorithm sets one. The
     /// protocol stage's flow group hands it to its scheduler
     /// ([`FlowScheduler::set_rate`](crate::stages::scheduler::FlowScheduler::set_rate))

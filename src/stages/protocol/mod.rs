@@ -17,7 +17,9 @@
 
 use super::recovery::Scoreboard;
 use super::{Actions, PayloadOp, ProtoResult, ProtoWork, Stage};
-use crate::control::congestion::{AckSample, CongestionControl, Loss, LossKind, NewReno};
+use crate::control::congestion::{
+    AckSample, Algorithm, CongestionControl, Loss, LossKind, NewReno,
+};
 use crate::flow::FlowId;
 use crate::stats::{DropReason, StageStats};
 use crate::time::Instant;
@@ -102,6 +104,8 @@ pub struct TcpState {
     pub scoreboard: Scoreboard,
     /// The first byte a fast recovery retransmitted (`snd_una` when it began).
     pub recover_rxt_first: u32,
+    /// The congestion control the socket asked for (read when the flow is installed).
+    pub congestion: Algorithm,
     /// Duplicate ACKs in a row.
     pub dupacks: u16,
     /// Payload bytes per segment.
@@ -171,6 +175,8 @@ pub struct TcpParams {
     pub sack: bool,
     /// ECN negotiated (RFC 3168).
     pub ecn: bool,
+    /// The congestion control the socket asked for.
+    pub congestion: Algorithm,
 }
 
 impl TcpState {
@@ -207,6 +213,7 @@ impl TcpState {
         if p.ecn {
             st.flags |= F_ECN;
         }
+        st.congestion = p.congestion;
         st.rcv_adv = st.rcv_nxt.wrapping_add(st.rcv_wnd());
         st
     }
@@ -381,7 +388,7 @@ impl<C: CongestionControl> Protocol<C> {
         if self.flows.len() <= i {
             self.flows.resize(i + 1, None);
         }
-        let cf = self.cc.init(st.mss as u32, st.cwnd);
+        let cf = self.cc.init_with(st.mss as u32, st.cwnd, st.congestion);
         st.cwnd = self.cc.cwnd(&cf);
         self.flows[i] = Some((st, cf));
     }

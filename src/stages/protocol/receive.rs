@@ -198,7 +198,7 @@ impl TcpState {
             self.finish(r);
             return Some(DropReason::OutOfWindow);
         }
-        if self.has(F_ECN) && C::PRECISE_ECE {
+        if self.has(F_ECN) && cc.precise_ece(cf) {
             // DCTCP (RFC 8257 3.2): ECE says whether this data was marked; a change is
             // acknowledged at once, so the sender counts marked bytes exactly.
             if s.payload_len > 0 && s.ce != self.has(F_ECE) {
