@@ -32,6 +32,7 @@ pub mod preprocess;
 pub mod protocol;
 pub mod recovery;
 pub mod scheduler;
+pub mod wheel;
 
 use crate::buf::Frame;
 use crate::flow::FlowId;

@@ -1,5 +1,5 @@
-//! A pacing flow scheduler: flows whose congestion control sets a rate wait in a calendar
-//! (a min-heap on their next departure time) until their next segment is due; the others
+//! A pacing flow scheduler: flows whose congestion control sets a rate wait in a
+//! hierarchical timing wheel ([`TimingWheel`]) until their next segment is due; the others
 //! (window-limited flows) are served from a FIFO, unpaced, as by
 //! [`RoundRobin`](super::scheduler::RoundRobin).
 //!
@@ -9,8 +9,9 @@
 //! exact however often the runtime polls, and a flow that
 //! was idle starts afresh rather than catching up in a burst.
 //!
-//! The calendar costs O(log n) per paced flow and grant. It runs on the `now` the runtime
-//! passes, so the virtual clock drives it in simulations.
+//! The wheel's ticks are about a microsecond; the time kept per flow makes up for that
+//! granularity. It runs on the `now` the runtime passes, so the virtual clock drives it in
+//! simulations.
 //!
 //! ```
 //! use flextoe::control::congestion::ConstantRate;
@@ -31,10 +32,10 @@
 //! # drop(engine);
 //! ```
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 
 use super::scheduler::FlowScheduler;
+use super::wheel::TimingWheel;
 use super::ProtoWork;
 use crate::flow::{FlowId, FlowIdentity};
 use crate::stats::StageStats;
@@ -63,9 +64,9 @@ struct Flow {
 pub struct Pacer {
     flows: Vec<Flow>,
     ready: VecDeque<FlowId>,
-    /// Paced flows waiting for their time: (departure in nanoseconds, flow).
-    calendar: BinaryHeap<Reverse<(u64, FlowId)>>,
-    /// Flows in the calendar (its entries for removed flows not counted).
+    /// Paced flows waiting for their time.
+    wheel: TimingWheel<FlowId>,
+    /// Flows waiting in the wheel (its entries for removed flows not counted).
     waiting: usize,
     max_burst: u32,
     stats: StageStats,
@@ -77,7 +78,7 @@ impl Pacer {
         Pacer {
             flows: Vec::new(),
             ready: VecDeque::new(),
-            calendar: BinaryHeap::new(),
+            wheel: TimingWheel::default(),
             waiting: 0,
             max_burst: max_burst.max(1),
             stats: StageStats::default(),
@@ -94,18 +95,15 @@ impl Pacer {
 
     /// Flows whose time has come move to the ready queue.
     fn advance(&mut self, now_ns: u64) {
-        while let Some(&Reverse((at, id))) = self.calendar.peek() {
-            if at > now_ns {
-                break;
-            }
-            self.calendar.pop();
-            let f = &mut self.flows[id as usize];
-            if f.at == Where::Waiting && f.next_ns == at {
+        let (flows, ready, waiting) = (&mut self.flows, &mut self.ready, &mut self.waiting);
+        self.wheel.advance(now_ns, |id| {
+            let f = &mut flows[id as usize];
+            if f.at == Where::Waiting && f.next_ns <= now_ns {
                 f.at = Where::Ready;
-                self.waiting -= 1;
-                self.ready.push_back(id);
+                *waiting -= 1;
+                ready.push_back(id);
             }
-        }
+        });
     }
 }
 
@@ -151,7 +149,7 @@ impl FlowScheduler for Pacer {
             f.at = Where::Waiting;
             let due = f.next_ns;
             self.waiting += 1;
-            self.calendar.push(Reverse((due, id)));
+            self.wheel.insert(due, id);
         }
         self.stats.items_in += 1;
     }
@@ -162,7 +160,7 @@ impl FlowScheduler for Pacer {
         };
         match std::mem::take(&mut f.at) {
             Where::Ready => self.ready.retain(|x| *x != id),
-            // Its calendar entry no longer matches a waiting flow and is skipped.
+            // Its wheel entry no longer matches a waiting flow and is skipped.
             Where::Waiting => self.waiting -= 1,
             Where::Idle => {}
         }
@@ -205,17 +203,12 @@ impl FlowScheduler for Pacer {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        if !self.ready.is_empty() {
+        if !self.ready.is_empty() || self.waiting == 0 {
             return None;
         }
-        self.calendar
-            .iter()
-            .filter(|Reverse((at, id))| {
-                let f = &self.flows[*id as usize];
-                f.at == Where::Waiting && f.next_ns == *at
-            })
-            .map(|Reverse((at, _))| Instant::from_micros(at.div_ceil(1000)))
-            .min()
+        self.wheel
+            .next_ns()
+            .map(|ns| Instant::from_micros(ns.div_ceil(1000)))
     }
 
     fn stats(&self) -> StageStats {
@@ -263,16 +256,28 @@ mod tests {
         p.activate(0, now);
         let end = Instant::from_micros((secs * 1e6) as u64);
         let mut sent = 0u64;
+        let mut times = Vec::new();
         while now < end {
             out.clear();
             p.grant(now, 64, &mut out);
             sent += out.len() as u64;
+            times.extend(std::iter::repeat_n(now.micros(), out.len()));
             if !out.is_empty() {
                 // The flow has more: the protocol stage re-activates it.
                 p.activate(0, now);
             }
             now += std::time::Duration::from_micros(poll_us);
         }
+        // Inter-departure jitter: the spread of the gaps between grants around the ideal.
+        let ideal_us = 1448.0 / rate as f64 * 1e6;
+        let gaps: Vec<f64> = times.windows(2).map(|w| (w[1] - w[0]) as f64).collect();
+        let var =
+            gaps.iter().map(|g| (g - ideal_us).powi(2)).sum::<f64>() / gaps.len().max(1) as f64;
+        eprintln!(
+            "rate {:.0} Mbit/s: gap {ideal_us:.3} us ideal, jitter (rms) {:.3} us",
+            rate as f64 * 8.0 / 1e6,
+            var.sqrt()
+        );
         sent as f64 * 1448.0 / secs
     }
 
@@ -321,8 +326,9 @@ mod tests {
         out.clear();
         p.grant(Instant::from_micros(900_000), 8, &mut out);
         assert!(out.is_empty());
-        assert_eq!(p.next_deadline(), Some(Instant::from_micros(1_000_010)));
-        p.grant(Instant::from_micros(1_000_010), 8, &mut out);
+        // Due 1 s after the first grant, at the wheel's next tick (1.024 us ticks).
+        assert_eq!(p.next_deadline(), Some(Instant::from_micros(1_000_011)));
+        p.grant(Instant::from_micros(1_000_011), 8, &mut out);
         assert_eq!(flows(&out), vec![1]);
     }
 }
