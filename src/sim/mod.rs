@@ -1,5 +1,9 @@
-//! Deterministic simulation: a virtual clock, a seeded random generator, and the link
-//! impairments the in-memory backend applies (loss, reordering, duplication, delay, rate).
+//! Deterministic simulation: a virtual clock, a seeded random generator, the link
+//! impairments the in-memory backend applies (loss, reordering, duplication, delay, rate, a
+//! finite queue with ECN marking), and a [`Switch`] that joins many engines into a fabric.
+
+mod switch;
+pub use switch::Switch;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
