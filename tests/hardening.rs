@@ -483,6 +483,17 @@ fn syn_flood_is_answered_with_cookies_and_a_client_still_connects() {
     t.send_repr(&ack);
     let st = t.engine.stats();
     assert_eq!((st.flows, st.control.cookies_accepted), (1, 1));
+    // The cookie's timestamp (options in its low bits) is never ahead of the connection's
+    // clock: the peer's PAWS would otherwise drop the engine's next segments.
+    let acks = t.recv();
+    assert!(!acks.is_empty(), "the data is acknowledged");
+    for seg in acks {
+        let later = seg.ts.expect("timestamps").0;
+        assert!(
+            flextoe::wire::seq::le(our_ts, later),
+            "{our_ts} then {later}"
+        );
+    }
     let tcp = t.engine.tcp_state(&t.tuple()).expect("connection").clone();
     assert_eq!(tcp.snd_shift, 7, "the peer's window scale came back");
     assert!(tcp.sack(), "SACK-permitted came back");

@@ -99,7 +99,13 @@ impl Control {
         };
         let mss = mss_index(handshake::peer_mss(seg.options.mss));
         let iss = self.secrets.cookie(&t, s.seq, now, mss, opts);
-        let ts_val = (self.ts_val(&t, now) & !OPTS_MASK) | u32::from(opts);
+        // The options replace the low bits; never ahead of the connection's own clock (the
+        // peer's PAWS would drop our first segments), so a step back when they would be.
+        let clock = self.ts_val(&t, now);
+        let mut ts_val = (clock & !OPTS_MASK) | u32::from(opts);
+        if crate::wire::seq::gt(ts_val, clock) {
+            ts_val = ts_val.wrapping_sub(OPTS_MASK + 1);
+        }
         let repr = TcpRepr {
             src_port: t.local_port,
             dst_port: t.remote_port,

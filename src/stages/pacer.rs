@@ -185,7 +185,8 @@ impl FlowScheduler for Pacer {
                 1
             } else {
                 // A flow idle for longer than a burst starts afresh, not with a backlog.
-                let earliest = now_ns.saturating_sub(u64::from(self.max_burst - 1) * f.interval_ns);
+                let earliest = now_ns
+                    .saturating_sub(u64::from(self.max_burst - 1).saturating_mul(f.interval_ns));
                 f.next_ns = f.next_ns.max(earliest);
                 let due = (now_ns.saturating_sub(f.next_ns) / f.interval_ns + 1)
                     .min(u64::from(self.max_burst))

@@ -139,21 +139,29 @@ impl TcpState {
 
     /// Enter fast recovery (RFC 6675 / RFC 6582): the congestion control reduces the window,
     /// and the oldest unacknowledged segment goes first.
-    pub(super) fn enter_fast_recovery<C: CongestionControl>(&mut self, cc: &C, cf: &mut C::Flow) {
-        cc.on_loss(
-            cf,
-            Loss {
-                kind: LossKind::DupAcks,
-                flight: self.in_flight(),
-                mss: self.mss as u32,
-                repeated: false,
-            },
-        );
-        self.cwnd = cc.cwnd(cf);
+    pub(super) fn enter_fast_recovery<C: CongestionControl>(
+        &mut self,
+        cc: &C,
+        cf: &mut C::Flow,
+        now: Instant,
+    ) {
+        // An ECE already cut the window in this window of data: cut once (RFC 3168 6.1.2).
+        if !self.has(F_ECN_CWR) {
+            cc.on_loss(
+                cf,
+                Loss {
+                    kind: LossKind::DupAcks,
+                    flight: self.in_flight(),
+                    mss: self.mss as u32,
+                    repeated: false,
+                },
+            );
+            self.cwnd = cc.cwnd(cf);
+        }
         self.recover = self.snd_max;
         self.rxt_next = self.snd_una;
         self.rxt_max = self.snd_max;
-        self.recover_rxt_first = self.snd_una;
+        self.recover_ts = (now.millis() as u32).wrapping_add(self.ts_offset);
         self.flags &= !F_RACK;
         self.rtt_start = 0;
         self.flags &= !F_TLP;
@@ -217,6 +225,10 @@ impl TcpState {
             let fin = self.has(F_FIN_SENT) && !self.has(F_FIN_ACKED);
             let end = self.snd_max.wrapping_sub(u32::from(fin));
             let back = end.wrapping_sub(self.snd_una).min(self.mss as u32);
+            if seq::ge(self.rtt_seq, end.wrapping_sub(back)) {
+                // Karn: the timed segment goes again; its ACK would time the probe timeout.
+                self.rtt_start = 0;
+            }
             self.retransmit(now, end.wrapping_sub(back), end, fin, r);
         }
         r.actions.set(Actions::TAIL_PROBE);
@@ -248,6 +260,7 @@ impl TcpState {
         cc: &C,
         cf: &mut C::Flow,
         sack_news: bool,
+        now: Instant,
         r: &mut ProtoResult,
     ) {
         if self.has(F_FASTREC)
@@ -280,7 +293,7 @@ impl TcpState {
                 self.has(F_SACK) && self.scoreboard.sacked_bytes() > 2 * self.mss as u32;
             let probe_answered = self.has(F_TLP) && sack_news;
             if self.dupacks >= 3 || sack_evidence || probe_answered {
-                self.enter_fast_recovery(cc, cf);
+                self.enter_fast_recovery(cc, cf, now);
                 r.actions.set(Actions::FAST_RETRANSMIT);
             }
         }

@@ -102,8 +102,9 @@ pub struct TcpState {
     pub rxt_max: u32,
     /// What the peer has SACKed above `snd_una`.
     pub scoreboard: Scoreboard,
-    /// The first byte a fast recovery retransmitted (`snd_una` when it began).
-    pub recover_rxt_first: u32,
+    /// Our timestamp clock when the fast recovery began: an ACK echoing a later value was
+    /// drawn by a segment sent in the recovery (a retransmission), not by a late original.
+    pub recover_ts: u32,
     /// The congestion control the socket asked for (read when the flow is installed).
     pub congestion: Algorithm,
     /// Duplicate ACKs in a row.

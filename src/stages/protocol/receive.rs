@@ -115,9 +115,12 @@ impl TcpState {
             if reducing && !in_recovery {
                 self.flags &= !(F_RECOVERY | F_FASTREC | F_ECN_CWR | F_RACK);
                 cc.on_recovery_end(cf);
-            } else if self.has(F_FASTREC) && seq::gt(ack, self.recover_rxt_first) {
-                // A retransmission of this recovery is acknowledged: what was sent before it
-                // and is still missing is lost (RACK, by sequence).
+            } else if self.has(F_FASTREC)
+                && !(self.has(F_TS) && s.has_ts && seq::lt(s.ts_ecr, self.recover_ts))
+            {
+                // A retransmission of this recovery is acknowledged (with timestamps: the
+                // echo is from a segment sent in the recovery, not a late original): what
+                // was sent before it and is still missing is lost (RACK, by sequence).
                 self.flags |= F_RACK;
             }
             self.cwnd = cc.cwnd(cf);
@@ -141,7 +144,7 @@ impl TcpState {
             self.dupacks = self.dupacks.saturating_add(1);
             r.actions.set(Actions::DUP_ACK);
         }
-        self.detect_loss(cc, cf, sack_news, r);
+        self.detect_loss(cc, cf, sack_news, now, r);
         if s.has(flags::ECE) {
             self.on_ece(cc, cf);
         }

@@ -178,7 +178,11 @@ impl TcpState {
         if fin {
             self.flags |= F_TXFIN;
         }
-        let old_adv = self.rcv_adv.wrapping_sub(self.rcv_nxt);
+        let old_adv = if seq::gt(self.rcv_adv, self.rcv_nxt) {
+            self.rcv_adv.wrapping_sub(self.rcv_nxt)
+        } else {
+            0
+        };
         if rx_tail > self.rx_tail && rx_tail <= self.rx_pos {
             self.rx_tail = rx_tail;
         }
