@@ -60,14 +60,7 @@ fn ecn_is_negotiated_in_both_roles_and_only_when_asked() {
     let mut cfg = config();
     cfg.control.ecn = Ecn::Request;
     let mut t = Script::new(cfg);
-    let mut s = t
-        .engine
-        .host()
-        .connect(std::net::SocketAddrV4::new(common::IP_B, PEER_PORT))
-        .unwrap();
-    s.set_nonblocking(true);
-    t.stream = Some(s);
-    let syn = t.recv_one();
+    let syn = t.start_connect();
     assert!(syn.has(SYN | ECE | CWR), "{syn:?}");
     t.local_port = syn.src_port;
     t.engine_seq = syn.seq.wrapping_add(1);

@@ -20,21 +20,12 @@ const MSS: u32 = 1460;
 /// A passive open; the peer's SYN offers SACK-permitted when `sack`.
 fn established(cfg: flextoe::pipeline::EngineConfig, sack: bool) -> Script {
     let mut t = Script::new(cfg);
-    t.listen(8);
     let syn = TcpRepr {
         sack_permitted: sack,
         ..t.repr(SYN, PEER_ISS, None, &[])
     };
-    t.send_repr(&syn);
-    let sa = t.recv_one();
-    assert!(sa.has(SYN | ACK));
+    let sa = t.accept_with(&syn);
     assert_eq!(sa.sack_permitted, sack, "SACK-permitted answered in kind");
-    t.peer_seq = PEER_ISS + 1;
-    t.engine_seq = sa.seq.wrapping_add(1);
-    t.send_ack();
-    let mut s = t.listener.as_ref().unwrap().try_accept().unwrap().unwrap();
-    s.set_nonblocking(true);
-    t.stream = Some(s);
     t
 }
 
@@ -312,23 +303,11 @@ fn data_after_the_application_closed_is_answered_with_rst() {
 #[test]
 fn timestamps_give_an_rtt_sample_after_a_timeout() {
     let mut t = Script::new(config());
-    t.listen(8);
     let syn = TcpRepr {
         timestamp: Script::ts(1000, 0),
         ..t.repr(SYN, PEER_ISS, None, &[])
     };
-    t.send_repr(&syn);
-    let sa = t.recv_one();
-    t.peer_seq = PEER_ISS + 1;
-    t.engine_seq = sa.seq.wrapping_add(1);
-    let ack = TcpRepr {
-        timestamp: Script::ts(1001, sa.ts.unwrap().0),
-        ..t.repr(ACK, t.peer_seq, Some(t.engine_seq), &[])
-    };
-    t.send_repr(&ack);
-    let mut s = t.listener.as_ref().unwrap().try_accept().unwrap().unwrap();
-    s.set_nonblocking(true);
-    t.stream = Some(s);
+    t.accept_with(&syn);
     let mss = MSS - 12; // the timestamp option takes 12 bytes
     t.stream().write_all(&[1u8; (MSS - 12) as usize]).unwrap();
     let base = t.engine_seq;
@@ -359,14 +338,7 @@ fn timestamps_give_an_rtt_sample_after_a_timeout() {
 #[test]
 fn a_retransmitted_syn_starts_data_at_a_three_second_rto() {
     let mut t = Script::new(config());
-    let mut s = t
-        .engine
-        .host()
-        .connect(std::net::SocketAddrV4::new(common::IP_B, PEER_PORT))
-        .unwrap();
-    s.set_nonblocking(true);
-    t.stream = Some(s);
-    let syn = t.recv_one();
+    let syn = t.start_connect();
     t.advance(Duration::from_millis(1100));
     let again = t.recv_one();
     assert_eq!(again.seq, syn.seq, "the SYN again");

@@ -15,25 +15,11 @@ use smoltcp::wire::TcpRepr;
 
 /// A passive open with timestamps; returns our timestamp value as the peer saw it.
 fn established_with_timestamps(t: &mut Script) -> u32 {
-    t.listen(8);
     let syn = TcpRepr {
         timestamp: Script::ts(1000, 0),
         ..t.repr(SYN, PEER_ISS, None, &[])
     };
-    t.send_repr(&syn);
-    let sa = t.recv_one();
-    let ours = sa.ts.expect("timestamps").0;
-    t.peer_seq = PEER_ISS + 1;
-    t.engine_seq = sa.seq.wrapping_add(1);
-    let ack = TcpRepr {
-        timestamp: Script::ts(1001, ours),
-        ..t.repr(ACK, t.peer_seq, Some(t.engine_seq), &[])
-    };
-    t.send_repr(&ack);
-    let mut s = t.listener.as_ref().unwrap().try_accept().unwrap().unwrap();
-    s.set_nonblocking(true);
-    t.stream = Some(s);
-    ours
+    t.accept_with(&syn).ts.expect("timestamps").0
 }
 
 /// PAWS: a segment whose timestamp is older than the last one received in order is an old

@@ -277,8 +277,36 @@ impl Script {
         assert_eq!(self.state(), Some(TcpConnState::Established));
     }
 
-    /// An active open all the way to ESTABLISHED (the peer plays the server).
-    pub fn connect_established(&mut self) {
+    /// A passive open whose SYN is `syn` (sequence number `PEER_ISS`), completed by an ACK
+    /// that echoes the SYN-ACK's timestamp if it has one; keeps the accepted stream and
+    /// returns the SYN-ACK.
+    pub fn accept_with(&mut self, syn: &TcpRepr<'_>) -> Seg {
+        self.listen(8);
+        self.send_repr(syn);
+        let sa = self.recv_one();
+        assert!(sa.has(flags::SYN | flags::ACK), "{sa:?}");
+        self.peer_seq = PEER_ISS + 1;
+        self.engine_seq = sa.seq.wrapping_add(1);
+        let ack = TcpRepr {
+            timestamp: sa.ts.and_then(|(v, _)| Self::ts(1001, v)),
+            ..self.repr(flags::ACK, self.peer_seq, Some(self.engine_seq), &[])
+        };
+        self.send_repr(&ack);
+        let mut s = self
+            .listener
+            .as_ref()
+            .unwrap()
+            .try_accept()
+            .expect("accept")
+            .expect("a connection");
+        s.set_nonblocking(true);
+        self.stream = Some(s);
+        sa
+    }
+
+    /// Open a connection to the peer: returns the engine's SYN (the stream is kept,
+    /// nonblocking).
+    pub fn start_connect(&mut self) -> Seg {
         let mut s = self
             .engine
             .host()
@@ -286,7 +314,12 @@ impl Script {
             .expect("connect");
         s.set_nonblocking(true);
         self.stream = Some(s);
-        let syn = self.recv_one();
+        self.recv_one()
+    }
+
+    /// An active open all the way to ESTABLISHED (the peer plays the server).
+    pub fn connect_established(&mut self) {
+        let syn = self.start_connect();
         assert!(syn.has(flags::SYN) && !syn.has(flags::ACK));
         self.local_port = syn.src_port;
         self.engine_seq = syn.seq.wrapping_add(1);
