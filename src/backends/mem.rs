@@ -91,6 +91,13 @@ impl Lane {
         self.queue.push(Reverse((at, self.serial, v)));
     }
 
+    /// Bytes waiting for the rate-limited link at `now`.
+    fn queued(&self, now: Instant) -> u64 {
+        let now_ns = now.micros() * 1000;
+        (self.busy_until.saturating_sub(now_ns) as u128 * u128::from(self.imp.rate_bps)
+            / 8_000_000_000) as u64
+    }
+
     fn offer(&mut self, now: Instant, data: &[u8]) {
         self.stats.sent += 1;
         if self.imp.is_perfect() {
@@ -110,9 +117,7 @@ impl Lane {
             // What waits for the link ahead of this frame (the link keeps nanoseconds, so
             // that fast links are not rounded to whole microseconds per frame).
             let now_ns = at * 1000;
-            let queued = (self.busy_until.saturating_sub(now_ns) as u128
-                * u128::from(self.imp.rate_bps)
-                / 8_000_000_000) as u64;
+            let queued = self.queued(now);
             let b = (queued / QUEUE_BUCKET) as usize;
             if self.queue_hist.len() <= b {
                 self.queue_hist.resize(b + 1, 0);
@@ -253,6 +258,17 @@ impl MemPort {
             }
             0
         })
+    }
+
+    /// Bytes waiting at `now` in the rate-limited queue of the direction this port sends on.
+    pub fn tx_queue_bytes(&self, now: Instant) -> u64 {
+        self.with(|l| l.lanes[self.side].queued(now))
+    }
+
+    /// Forget the queue lengths recorded so far for [`tx_queue_quantile`](Self::tx_queue_quantile)
+    /// (to measure after a warm-up).
+    pub fn clear_tx_queue_history(&self) {
+        self.with(|l| l.lanes[self.side].queue_hist.clear());
     }
 
     /// Counters of the direction this port sends on.

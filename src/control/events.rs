@@ -108,6 +108,9 @@ impl Control {
             self.orphans -= 1;
         }
         self.retired.add(&c.counters);
+        if let Some(r) = self.rates.as_mut() {
+            r.driver.close(id);
+        }
         if c.ephemeral {
             self.host.release_port(c.tuple.local_port);
         }

@@ -417,8 +417,23 @@ impl Control {
             last_progress: now,
             persist_at: None,
             time_wait_until: None,
+            rate_snap: super::RateSnap {
+                at: now,
+                ..Default::default()
+            },
         });
         self.by_tuple.insert(t, id);
+        if let Some(r) = self.rates.as_mut() {
+            let set = r.driver.open(id, u32::from(mss));
+            if let Some(c) = self.conns[id as usize].as_mut() {
+                c.rate_snap.set = set;
+            }
+            out.work.push(ProtoWork::SetRate {
+                flow: id,
+                bytes_per_sec: Some(set.0),
+                window: set.1,
+            });
+        }
         out.installs.push(FlowInstall {
             identity,
             counters,

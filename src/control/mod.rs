@@ -46,6 +46,7 @@ mod events;
 mod handshake;
 mod neighbours;
 mod punts;
+pub mod rates;
 pub mod secrets;
 mod timers;
 
@@ -145,6 +146,9 @@ pub struct ControlConfig {
     pub challenge_ack_limit: u32,
     /// RSTs a second sent in reply to segments that match no connection; more are not sent.
     pub rst_limit: u32,
+    /// Rates computed on the control plane at an interval from the flows' counters
+    /// ([`rates`]); `None` (the default) leaves pacing to the data path's congestion control.
+    pub rates: Option<rates::ControlRates>,
     /// Number of flow groups (power of two).
     pub flow_groups: u16,
     /// Key for initial sequence numbers (RFC 6528) and timestamp offsets (RFC 7323 5.4).
@@ -256,6 +260,27 @@ struct Conn {
     last_progress: Instant,
     persist_at: Option<Instant>,
     time_wait_until: Option<Instant>,
+    /// The counters at the last control-plane rate update, and the rate sent.
+    rate_snap: RateSnap,
+}
+
+/// A flow's counters as the control-plane rates last read them.
+#[derive(Clone, Copy, Debug, Default)]
+struct RateSnap {
+    at: Instant,
+    acked: u64,
+    ecn: u64,
+    fast: u64,
+    timeouts: u64,
+    rtt: (u64, u64),
+    set: rates::Setting,
+}
+
+/// The control plane's rate computation: the driver, the interval, the next run.
+struct RateLoop {
+    driver: Box<dyn rates::RateDriver>,
+    interval: Duration,
+    next: Instant,
 }
 
 /// The control plane.
@@ -279,6 +304,7 @@ pub struct Control {
     /// RFC 5961 section 7: challenge ACKs, and RSTs in reply to segments that match nothing.
     challenge_limit: punts::RateLimit,
     rst_limit: punts::RateLimit,
+    rates: Option<RateLoop>,
 }
 
 impl Control {
@@ -292,6 +318,11 @@ impl Control {
         let neighbors = cfg.neighbors.iter().copied().collect();
         let secrets = secrets::Secrets::new(cfg.isn_secret);
         let cfg_limits = (cfg.challenge_ack_limit, cfg.rst_limit);
+        let rates = cfg.rates.as_ref().map(|r| RateLoop {
+            driver: r.driver(),
+            interval: r.interval(),
+            next: Instant::ZERO,
+        });
         Control {
             secrets,
             cfg,
@@ -310,12 +341,20 @@ impl Control {
             orphans: 0,
             challenge_limit: punts::RateLimit::new(cfg_limits.0),
             rst_limit: punts::RateLimit::new(cfg_limits.1),
+            rates,
         }
     }
 
     /// Counters.
     pub fn stats(&self) -> &ControlStats {
         &self.stats
+    }
+
+    /// The smoothed round-trip time of an established connection (RFC 6298), once sampled.
+    pub fn srtt(&self, t: &FourTuple) -> Option<Duration> {
+        let id = *self.by_tuple.get(t)?;
+        let us = self.conns.get(id as usize)?.as_ref()?.srtt_us?;
+        Some(Duration::from_nanos((us * 1000.0) as u64))
     }
 
     /// Connections with installed flows.

@@ -2,6 +2,7 @@
 //! with Karn's backoff, zero-window probes, TIME-WAIT; and the earliest deadline, for
 //! simulations that skip idle time.
 
+use super::rates::IntervalSample;
 use super::*;
 
 /// Added to twice the smoothed RTT for a probe timeout (Linux adds two timer ticks).
@@ -81,6 +82,7 @@ impl Control {
     /// Run the timers: retransmission timeouts, probe timeouts, zero-window probes,
     /// keep-alives, the FIN-WAIT-2 timeout of orphans, TIME-WAIT, handshakes, ARP.
     pub(crate) fn poll_timers(&mut self, now: Instant, out: &mut ControlOutput) {
+        self.poll_rates(now, out);
         for id in 0..self.conns.len() as FlowId {
             self.update_rtt(id);
             let Some(c) = self.conns.get_mut(id as usize).and_then(Option::as_mut) else {
@@ -199,6 +201,63 @@ impl Control {
         self.poll_arp(now, out);
     }
 
+    /// Once per interval, each connection's counters since the last one become an
+    /// [`IntervalSample`](super::rates::IntervalSample) for the control-plane rate algorithm;
+    /// a rate that changed goes to the data path.
+    fn poll_rates(&mut self, now: Instant, out: &mut ControlOutput) {
+        let Some(r) = self.rates.as_mut() else {
+            return;
+        };
+        if now < r.next {
+            return;
+        }
+        r.next = now + r.interval;
+        for (id, c) in self.conns.iter_mut().enumerate() {
+            let Some(c) = c.as_mut().filter(|c| c.time_wait_until.is_none()) else {
+                continue;
+            };
+            let k = &c.counters;
+            let snap = RateSnap {
+                at: now,
+                acked: FlowCounters::get(&k.acked_bytes),
+                ecn: FlowCounters::get(&k.ecn_bytes),
+                fast: FlowCounters::get(&k.fast_retransmits),
+                timeouts: FlowCounters::get(&k.timeout_retransmits),
+                rtt: (
+                    FlowCounters::get(&k.rtt_sum_us),
+                    FlowCounters::get(&k.rtt_samples),
+                ),
+                set: c.rate_snap.set,
+            };
+            let last = &c.rate_snap;
+            let samples = snap.rtt.1.saturating_sub(last.rtt.1);
+            let sample = IntervalSample {
+                now,
+                interval: now.saturating_since(last.at),
+                mss: c.mss,
+                acked_bytes: snap.acked.saturating_sub(last.acked),
+                ecn_bytes: snap.ecn.saturating_sub(last.ecn),
+                fast_retransmits: snap.fast.saturating_sub(last.fast),
+                timeouts: snap.timeouts.saturating_sub(last.timeouts),
+                rtt_us: (samples > 0)
+                    .then(|| (snap.rtt.0.saturating_sub(last.rtt.0) / samples) as u32),
+                in_flight: FlowCounters::get(&k.in_flight),
+                unsent: FlowCounters::get(&k.unsent),
+            };
+            c.rate_snap = snap;
+            if let Some(set) = r.driver.update(id as FlowId, &sample) {
+                if set != c.rate_snap.set {
+                    c.rate_snap.set = set;
+                    out.work.push(ProtoWork::SetRate {
+                        flow: id as FlowId,
+                        bytes_per_sec: Some(set.0),
+                        window: set.1,
+                    });
+                }
+            }
+        }
+    }
+
     /// The earliest time a timer may fire (for simulations that skip idle time).
     pub fn next_deadline(&self) -> Option<Instant> {
         let mut best: Option<Instant> = None;
@@ -228,6 +287,9 @@ impl Control {
                     take(t);
                 }
             }
+        }
+        if let Some(r) = self.rates.as_ref().filter(|_| !self.by_tuple.is_empty()) {
+            take(r.next);
         }
         for e in self.embryos.values() {
             take(e.next_retx);

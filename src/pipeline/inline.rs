@@ -149,6 +149,11 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
         self.control.tuples()
     }
 
+    /// The smoothed round-trip time of a connection (RFC 6298), once sampled.
+    pub fn srtt(&self, t: &FourTuple) -> Option<Duration> {
+        self.control.srtt(t)
+    }
+
     /// Whether a listener is open on `port`.
     pub fn is_listening(&self, port: u16) -> bool {
         self.control.is_listening(port)

@@ -143,6 +143,7 @@ impl EngineConfig {
                 max_orphans: 4096,
                 challenge_ack_limit: 1000,
                 rst_limit: 1000,
+                rates: None,
                 flow_groups: 1,
                 isn_secret: crate::control::secrets::os_random(),
             },

@@ -218,7 +218,7 @@ impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
                     }
                 }
             }
-            if C::PACED {
+            if C::PACED || r.actions.any(Actions::RATE) {
                 let rate = self.proto.rate(r.flow);
                 if let Some(last) = self.rates.get_mut(r.flow as usize) {
                     if *last != rate {

@@ -1,7 +1,9 @@
 //! Deterministic simulation: a virtual clock, a seeded random generator, the link
 //! impairments the in-memory backend applies (loss, reordering, duplication, delay, rate, a
-//! finite queue with ECN marking), and a [`Switch`] that joins many engines into a fabric.
+//! finite queue with ECN marking), a [`Switch`] that joins many engines into a fabric, and
+//! [`fabric`]: scenarios of many senders through one bottleneck, measured over time.
 
+pub mod fabric;
 mod switch;
 pub use switch::Switch;
 

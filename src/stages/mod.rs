@@ -168,6 +168,18 @@ pub enum ProtoWork {
         /// The flow.
         flow: FlowId,
     },
+    /// The control plane computed a rate for the flow, and perhaps a window
+    /// ([`ControlRates`](crate::control::rates::ControlRates)): the rate overrides the
+    /// congestion control's own and goes to the flow scheduler; the window caps the
+    /// congestion control's.
+    SetRate {
+        /// The flow.
+        flow: FlowId,
+        /// Bytes per second (`None` clears it).
+        bytes_per_sec: Option<u64>,
+        /// Most bytes in flight (`None`: no cap).
+        window: Option<u32>,
+    },
 }
 
 impl ProtoWork {
@@ -182,7 +194,8 @@ impl ProtoWork {
             | ProtoWork::Probe { flow }
             | ProtoWork::TailProbe { flow }
             | ProtoWork::Ack { flow }
-            | ProtoWork::Reset { flow } => *flow,
+            | ProtoWork::Reset { flow }
+            | ProtoWork::SetRate { flow, .. } => *flow,
         }
     }
 }
@@ -244,6 +257,8 @@ impl Actions {
     pub const TAIL_PROBE: u32 = 1 << 23;
     /// The result is a received segment's (counted as received even when it is dropped).
     pub const RECEIVED: u32 = 1 << 24;
+    /// The flow's rate changed (the control plane set one): the scheduler hears of it.
+    pub const RATE: u32 = 1 << 25;
 
     /// Whether any bit of `bits` is set.
     #[inline]

@@ -62,14 +62,9 @@ pub struct TimelyFlow {
     pub mss: u32,
 }
 
-impl CongestionControl for Timely {
-    type Flow = TimelyFlow;
-
-    fn name(&self) -> &'static str {
-        "timely"
-    }
-
-    fn init(&self, mss: u32, _initial_window: u32) -> TimelyFlow {
+impl Timely {
+    /// A new connection's state.
+    pub fn new_flow(&self, mss: u32) -> TimelyFlow {
         TimelyFlow {
             rate: self.initial_rate.clamp(self.min_rate, self.max_rate),
             prev_rtt_us: 0.0,
@@ -80,17 +75,9 @@ impl CongestionControl for Timely {
         }
     }
 
-    /// Enough window for the rate over twice `t_high`, at least four segments.
-    fn cwnd(&self, f: &TimelyFlow) -> u32 {
-        let w = f.rate * 2.0 * self.t_high_us / 1e6;
-        (w as u32).max(4 * f.mss)
-    }
-
-    fn on_ack(&self, f: &mut TimelyFlow, a: &AckSample) {
-        let Some(rtt) = a.rtt_us else {
-            return;
-        };
-        let rtt = f64::from(rtt.max(1));
+    /// Fold an RTT sample (microseconds) into the flow's rate: the gradient rule.
+    pub fn on_rtt(&self, f: &mut TimelyFlow, rtt_us: u32) {
+        let rtt = f64::from(rtt_us.max(1));
         f.min_rtt_us = f.min_rtt_us.min(rtt);
         if f.prev_rtt_us == 0.0 {
             f.prev_rtt_us = rtt;
@@ -117,10 +104,38 @@ impl CongestionControl for Timely {
         f.rate = f.rate.clamp(self.min_rate, self.max_rate);
     }
 
+    /// A loss: back off as a rising RTT would (loss is rare where TIMELY runs).
+    pub fn back_off(&self, f: &mut TimelyFlow) {
+        f.rate = (f.rate * (1.0 - self.beta / 2.0)).max(self.min_rate);
+    }
+}
+
+impl CongestionControl for Timely {
+    type Flow = TimelyFlow;
+
+    fn name(&self) -> &'static str {
+        "timely"
+    }
+
+    fn init(&self, mss: u32, _initial_window: u32) -> TimelyFlow {
+        self.new_flow(mss)
+    }
+
+    /// Enough window for the rate over twice `t_high`, at least four segments.
+    fn cwnd(&self, f: &TimelyFlow) -> u32 {
+        let w = f.rate * 2.0 * self.t_high_us / 1e6;
+        (w as u32).max(4 * f.mss)
+    }
+
+    fn on_ack(&self, f: &mut TimelyFlow, a: &AckSample) {
+        if let Some(rtt) = a.rtt_us {
+            self.on_rtt(f, rtt);
+        }
+    }
+
     fn on_loss(&self, f: &mut TimelyFlow, l: Loss) {
-        // Loss is rare where TIMELY runs; back off as a rising RTT would.
         if l.kind != LossKind::Ecn {
-            f.rate = (f.rate * (1.0 - self.beta / 2.0)).max(self.min_rate);
+            self.back_off(f);
         }
     }
 

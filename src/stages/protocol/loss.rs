@@ -108,7 +108,7 @@ impl TcpState {
     /// other holes while the pipe is below the congestion window.
     pub(super) fn retransmit_due(&self) -> bool {
         self.next_retransmit().is_some()
-            && (!seq::gt(self.rxt_next, self.snd_una) || self.pipe() < self.cwnd)
+            && (!seq::gt(self.rxt_next, self.snd_una) || self.pipe() < self.window())
     }
 
     /// Retransmission timeout: go back to `snd_una` (what the peer SACKed is skipped).

@@ -107,6 +107,12 @@ pub struct TcpState {
     pub recover_ts: u32,
     /// The congestion control the socket asked for (read when the flow is installed).
     pub congestion: Algorithm,
+    /// The rate the control plane set (bytes per second), which overrides the congestion
+    /// control's.
+    pub control_rate: Option<u64>,
+    /// The window the control plane set (bytes; 0 = none), which caps the congestion
+    /// control's.
+    pub control_window: u32,
     /// Duplicate ACKs in a row.
     pub dupacks: u16,
     /// Payload bytes per segment.
@@ -217,6 +223,16 @@ impl TcpState {
         st.congestion = p.congestion;
         st.rcv_adv = st.rcv_nxt.wrapping_add(st.rcv_wnd());
         st
+    }
+
+    /// The congestion window in force: the congestion control's, capped by the control
+    /// plane's when it set one.
+    pub fn window(&self) -> u32 {
+        if self.control_window == 0 {
+            self.cwnd
+        } else {
+            self.cwnd.min(self.control_window)
+        }
     }
 
     fn has(&self, f: u32) -> bool {
@@ -410,10 +426,11 @@ impl<C: CongestionControl> Protocol<C> {
             .map(|(st, _)| st)
     }
 
-    /// The rate the congestion control sets for a flow (bytes per second), if any.
+    /// The rate a flow is paced at (bytes per second), if any: the control plane's
+    /// ([`ProtoWork::SetRate`]) when it set one, else the congestion control's.
     pub fn rate(&self, id: FlowId) -> Option<u64> {
-        let (_, cf) = self.flows.get(id as usize)?.as_ref()?;
-        self.cc.rate(cf)
+        let (st, cf) = self.flows.get(id as usize)?.as_ref()?;
+        st.control_rate.or_else(|| self.cc.rate(cf))
     }
 
     /// Read a flow's congestion-control state.
@@ -489,6 +506,19 @@ impl<C: CongestionControl> Protocol<C> {
             ProtoWork::TailProbe { .. } => st.on_tail_probe(now, &mut r),
             ProtoWork::Ack { .. } => st.on_ack_request(now, &mut r),
             ProtoWork::Reset { .. } => st.on_reset(now, &mut r),
+            ProtoWork::SetRate {
+                bytes_per_sec,
+                window,
+                ..
+            } => {
+                st.control_rate = bytes_per_sec;
+                st.control_window = window.map_or(0, |w| w.max(u32::from(st.mss)));
+                r.actions.set(Actions::RATE);
+                if st.can_send() {
+                    // A larger window may let more out.
+                    r.actions.set(Actions::SCHED);
+                }
+            }
         }
         // Every result reports the flow's counters, even one that did nothing: the control
         // plane's timers read them from the last result.

@@ -15,7 +15,7 @@ impl TcpState {
             0
         };
         let budget = if self.has(F_FASTREC) {
-            self.cwnd.saturating_sub(self.pipe())
+            self.window().saturating_sub(self.pipe())
         } else {
             let flight = self.snd_nxt.wrapping_sub(self.snd_una);
             // Limited transmit (RFC 3042): each of the first two duplicate ACKs lets one
@@ -25,7 +25,7 @@ impl TcpState {
             } else {
                 0
             };
-            self.cwnd.saturating_add(extra).saturating_sub(flight)
+            self.window().saturating_add(extra).saturating_sub(flight)
         };
         window_room.min(budget)
     }
