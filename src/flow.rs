@@ -126,6 +126,48 @@ pub struct FlowIdentity {
     pub snd_wscale: u8,
     /// Payload bytes per segment we send.
     pub mss: u16,
+    /// The flow's traffic class, from the engine's [`Classifier`] (0 without one): a
+    /// scheduler may weight or prioritise by it
+    /// ([`Pacer::with_classes`](crate::stages::pacer::Pacer::with_classes)).
+    pub class: u8,
+}
+
+/// Maps a new connection to a traffic class (`ControlConfig::classifier`), read by the
+/// schedulers when the flow is installed.
+///
+/// ```
+/// use flextoe::flow::Classifier;
+/// use flextoe::wire::FourTuple;
+///
+/// // Class 0 for the key-value port, class 1 for everything else.
+/// let c = Classifier::new(|t: &FourTuple| u8::from(t.local_port != 11211));
+/// let t = FourTuple {
+///     local_ip: "10.0.0.1".parse().unwrap(),
+///     local_port: 11211,
+///     remote_ip: "10.0.0.2".parse().unwrap(),
+///     remote_port: 40000,
+/// };
+/// assert_eq!(c.class(&t), 0);
+/// ```
+#[derive(Clone)]
+pub struct Classifier(Arc<dyn Fn(&FourTuple) -> u8 + Send + Sync>);
+
+impl Classifier {
+    /// A classifier from a function of the connection's addresses and ports.
+    pub fn new(f: impl Fn(&FourTuple) -> u8 + Send + Sync + 'static) -> Self {
+        Classifier(Arc::new(f))
+    }
+
+    /// The class of a connection.
+    pub fn class(&self, t: &FourTuple) -> u8 {
+        (self.0)(t)
+    }
+}
+
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Classifier(..)")
+    }
 }
 
 /// Per-flow counters, written by the data path with relaxed atomics and read by the control

@@ -93,8 +93,8 @@ fn cubic_and_newreno_share_a_long_path() {
         g[0] / total * 100.0,
         g[1] / total * 100.0
     );
-    // Together they fill the path. How they split it is printed, not bounded: on this
-    // deterministic drop-tail queue CUBIC takes nearly all of it (see the README).
+    // Together they fill the path. How they split it is printed, not bounded: it depends on
+    // how the drop-tail queue's losses fall on each (about 60/40 for CUBIC here).
     assert!(r.utilisation >= 0.8, "utilisation {}", r.utilisation);
     assert!(g[1] > 0.0, "NewReno makes progress");
 }

@@ -112,3 +112,72 @@ fn paced_rates_from_1_mbit_to_40_gbit_are_within_two_percent() {
         assert!(err < 0.02, "{mbit} Mbit/s: {:.3} Mbit/s", got * 8.0 / 1e6);
     }
 }
+
+/// Traffic classes end to end: the sender's classifier puts its connection to one port in
+/// class 0 and its connection to another in class 1, and its pacer shares grants 3:1
+/// between the classes. With both connections backlogged and the engine granting four
+/// segments per pass (so that grants, not windows, limit them), the receiver sees their
+/// bytes in that proportion.
+#[test]
+fn classes_share_the_grants_by_weight() {
+    use flextoe::control::congestion::FixedWindow;
+    use flextoe::flow::Classifier;
+    use flextoe::stages::pacer::ClassPolicy;
+
+    let (pa, pb) = MemLink::pair(Impairments::none());
+    let mut srv = Engine::new(engine_config(MAC_A, IP_A), pa).unwrap();
+    let mut cfg = engine_config(MAC_B, IP_B);
+    cfg.burst = 4;
+    cfg.tx_buffer = 1 << 20;
+    cfg.control.classifier = Some(Classifier::new(|t| u8::from(t.remote_port != 7001)));
+    let mut cli = Pipeline::builder(cfg, pb)
+        .congestion(FixedWindow(1 << 20))
+        .scheduler(Pacer::new(4).with_classes(ClassPolicy::Weighted(vec![3, 1])))
+        .build()
+        .unwrap();
+    let listeners = [7001u16, 7002].map(|p| srv.host().listen(p, 4).unwrap());
+    let mut tx = [7001u16, 7002].map(|p| {
+        let mut s = cli.host().connect(SocketAddrV4::new(IP_A, p)).unwrap();
+        s.set_nonblocking(true);
+        s
+    });
+    let mut rx: [Option<flextoe::Stream>; 2] = [None, None];
+    let mut got = [0u64; 2];
+    let chunk = vec![7u8; 64 * 1024];
+    let mut buf = vec![0u8; 1 << 20];
+    let mut now = Instant::ZERO;
+    while got[0] < 16 << 20 {
+        assert!(now < Instant::from_micros(10_000_000), "virtual time limit");
+        let busy = srv.poll(now) | cli.poll(now);
+        for i in 0..2 {
+            if rx[i].is_none() {
+                if let Ok(Some(mut s)) = listeners[i].try_accept() {
+                    s.set_nonblocking(true);
+                    rx[i] = Some(s);
+                }
+            }
+            let _ = tx[i].write(&chunk);
+            if let Some(s) = rx[i].as_mut() {
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    got[i] += n as u64;
+                }
+            }
+        }
+        now = next_time(
+            now,
+            busy,
+            [srv.next_deadline(), cli.next_deadline()],
+            Duration::from_micros(5),
+            Duration::from_millis(1),
+        );
+    }
+    let ratio = got[0] as f64 / got[1].max(1) as f64;
+    eprintln!(
+        "class 0: {} B, class 1: {} B, ratio {ratio:.2}",
+        got[0], got[1]
+    );
+    assert!((2.7..=3.3).contains(&ratio), "ratio {ratio}");
+}

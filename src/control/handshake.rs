@@ -355,6 +355,7 @@ impl Control {
             rcv_wscale: rcv_shift,
             snd_wscale: snd_shift,
             mss,
+            class: self.cfg.classifier.as_ref().map_or(0, |c| c.class(&t)),
         });
         // An active open brought its rings; a passive one gets them now.
         let (rings, app_rings) = match e.rings.take() {

@@ -149,6 +149,9 @@ pub struct ControlConfig {
     /// Rates computed on the control plane at an interval from the flows' counters
     /// ([`rates`]); `None` (the default) leaves pacing to the data path's congestion control.
     pub rates: Option<rates::ControlRates>,
+    /// Maps each new connection to a traffic class ([`FlowIdentity::class`]); `None`: every
+    /// flow is class 0.
+    pub classifier: Option<crate::flow::Classifier>,
     /// Number of flow groups (power of two).
     pub flow_groups: u16,
     /// Key for initial sequence numbers (RFC 6528) and timestamp offsets (RFC 7323 5.4).

@@ -144,6 +144,7 @@ impl EngineConfig {
                 challenge_ack_limit: 1000,
                 rst_limit: 1000,
                 rates: None,
+                classifier: None,
                 flow_groups: 1,
                 isn_secret: crate::control::secrets::os_random(),
             },

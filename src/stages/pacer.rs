@@ -9,6 +9,10 @@
 //! exact however often the runtime polls, and a flow that
 //! was idle starts afresh rather than catching up in a burst.
 //!
+//! Flows may belong to traffic classes ([`FlowIdentity::class`], set by the engine's
+//! [`Classifier`](crate::flow::Classifier)); [`Pacer::with_classes`] shares grants between
+//! the classes by strict priority or by weight ([`ClassPolicy`]).
+//!
 //! The wheel's ticks are about a microsecond; the time kept per flow makes up for that
 //! granularity. It runs on the `now` the runtime passes, so the virtual clock drives it in
 //! simulations.
@@ -57,13 +61,34 @@ struct Flow {
     next_ns: u64,
     mss: u32,
     at: Where,
+    /// Its traffic class (an index into `ready`).
+    class: u8,
+}
+
+/// How a [`Pacer`] shares grants between traffic classes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClassPolicy {
+    /// `n` classes by strict priority: class 0 first; a class is served only while every
+    /// class before it has nothing ready.
+    Strict(u8),
+    /// One class per weight, served in turn, each class `weight` segments per turn (deficit
+    /// round robin over segments): backlogged classes share in proportion to their weights.
+    /// An unpaced flow takes up to its class's turn (at most the pacer's `max_burst`) in one
+    /// grant, so give the pacer a burst of at least the largest weight.
+    Weighted(Vec<u32>),
 }
 
 /// The pacing scheduler. See the [module docs](self).
 #[derive(Clone)]
 pub struct Pacer {
     flows: Vec<Flow>,
-    ready: VecDeque<FlowId>,
+    /// Ready flows, one queue per class.
+    ready: Vec<VecDeque<FlowId>>,
+    policy: Option<ClassPolicy>,
+    /// Segments each class may still take in its turn (weighted classes).
+    credit: Vec<u32>,
+    /// The class whose turn it is (weighted classes).
+    turn: usize,
     /// Paced flows waiting for their time.
     wheel: TimingWheel<FlowId>,
     /// Flows waiting in the wheel (its entries for removed flows not counted).
@@ -77,11 +102,64 @@ impl Pacer {
     pub fn new(max_burst: u32) -> Self {
         Pacer {
             flows: Vec::new(),
-            ready: VecDeque::new(),
+            ready: vec![VecDeque::new()],
+            policy: None,
+            credit: vec![0],
+            turn: 0,
             wheel: TimingWheel::default(),
             waiting: 0,
             max_burst: max_burst.max(1),
             stats: StageStats::default(),
+        }
+    }
+
+    /// The same pacer sharing grants between traffic classes by `policy`. A flow whose
+    /// class is beyond the policy's last counts as the last.
+    ///
+    /// ```
+    /// use flextoe::stages::pacer::{ClassPolicy, Pacer};
+    ///
+    /// // Class 0 gets three segments for every one of class 1 while both are backlogged.
+    /// let pacer = Pacer::new(4).with_classes(ClassPolicy::Weighted(vec![3, 1]));
+    /// # drop(pacer);
+    /// ```
+    pub fn with_classes(mut self, policy: ClassPolicy) -> Self {
+        let n = match &policy {
+            ClassPolicy::Strict(n) => usize::from(*n).max(1),
+            ClassPolicy::Weighted(w) => w.len().max(1),
+        };
+        self.ready = vec![VecDeque::new(); n];
+        self.credit = vec![0; n];
+        self.turn = 0;
+        self.policy = Some(policy);
+        self
+    }
+
+    /// The class whose ready flow goes next, if any flow is ready.
+    fn pick(&mut self) -> Option<usize> {
+        match &self.policy {
+            None => (!self.ready[0].is_empty()).then_some(0),
+            Some(ClassPolicy::Strict(_)) => self.ready.iter().position(|q| !q.is_empty()),
+            Some(ClassPolicy::Weighted(w)) => {
+                let n = self.ready.len();
+                for _ in 0..2 {
+                    for i in 0..n {
+                        let c = (self.turn + i) % n;
+                        if !self.ready[c].is_empty() && self.credit[c] > 0 {
+                            self.turn = c;
+                            return Some(c);
+                        }
+                    }
+                    if self.ready.iter().all(VecDeque::is_empty) {
+                        return None;
+                    }
+                    // Every ready class spent its turn: a new round.
+                    for (c, credit) in self.credit.iter_mut().enumerate() {
+                        *credit = w.get(c).copied().unwrap_or(1).max(1);
+                    }
+                }
+                None
+            }
         }
     }
 
@@ -101,7 +179,7 @@ impl Pacer {
             if f.at == Where::Waiting && f.next_ns <= now_ns {
                 f.at = Where::Ready;
                 *waiting -= 1;
-                ready.push_back(id);
+                ready[usize::from(f.class)].push_back(id);
             }
         });
     }
@@ -120,9 +198,11 @@ impl FlowScheduler for Pacer {
     }
 
     fn install(&mut self, id: FlowId, identity: &FlowIdentity) {
+        let last = self.ready.len() - 1;
         let f = self.flow(id);
         *f = Flow {
             mss: u32::from(identity.mss).max(1),
+            class: usize::from(identity.class).min(last) as u8,
             ..Flow::default()
         };
     }
@@ -144,7 +224,7 @@ impl FlowScheduler for Pacer {
         }
         if f.interval_ns == 0 || f.next_ns <= now_ns {
             f.at = Where::Ready;
-            self.ready.push_back(id);
+            self.ready[usize::from(f.class)].push_back(id);
         } else {
             f.at = Where::Waiting;
             let due = f.next_ns;
@@ -159,7 +239,7 @@ impl FlowScheduler for Pacer {
             return;
         };
         match std::mem::take(&mut f.at) {
-            Where::Ready => self.ready.retain(|x| *x != id),
+            Where::Ready => self.ready[usize::from(f.class)].retain(|x| *x != id),
             // Its wheel entry no longer matches a waiting flow and is skipped.
             Where::Waiting => self.waiting -= 1,
             Where::Idle => {}
@@ -168,7 +248,7 @@ impl FlowScheduler for Pacer {
     }
 
     fn pending(&self) -> usize {
-        self.ready.len() + self.waiting
+        self.ready.iter().map(VecDeque::len).sum::<usize>() + self.waiting
     }
 
     fn grant(&mut self, now: Instant, max: usize, out: &mut Vec<ProtoWork>) {
@@ -176,13 +256,26 @@ impl FlowScheduler for Pacer {
         self.advance(now_ns);
         let mut n = 0;
         while n < max {
-            let Some(flow) = self.ready.pop_front() else {
+            let Some(class) = self.pick() else {
+                break;
+            };
+            let Some(flow) = self.ready[class].pop_front() else {
                 break;
             };
             let f = &mut self.flows[flow as usize];
             f.at = Where::Idle;
             let k = if f.interval_ns == 0 {
-                1
+                // An unpaced flow of a weighted class takes its class's turn at once (up to a
+                // burst; grants beyond what the flow has to send are no-ops): between two
+                // grants it is not ready, so one segment per pass would share the classes
+                // by flows, not by weight.
+                match (&self.policy, self.credit.get(class)) {
+                    (Some(ClassPolicy::Weighted(_)), Some(&c)) => (c as usize)
+                        .min(self.max_burst as usize)
+                        .min(max - n)
+                        .max(1),
+                    _ => 1,
+                }
             } else {
                 // A flow idle for longer than a burst starts afresh, not with a backlog.
                 let earliest = now_ns
@@ -194,6 +287,9 @@ impl FlowScheduler for Pacer {
                 f.next_ns += due * f.interval_ns;
                 due as usize
             };
+            if let Some(c) = self.credit.get_mut(class) {
+                *c = c.saturating_sub(k as u32);
+            }
             for _ in 0..k {
                 out.push(ProtoWork::Tx { flow });
             }
@@ -204,7 +300,7 @@ impl FlowScheduler for Pacer {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        if !self.ready.is_empty() || self.waiting == 0 {
+        if self.ready.iter().any(|q| !q.is_empty()) || self.waiting == 0 {
             return None;
         }
         self.wheel
@@ -243,6 +339,7 @@ mod tests {
             rcv_wscale: 0,
             snd_wscale: 0,
             mss,
+            class: 0,
         })
     }
 
@@ -331,5 +428,100 @@ mod tests {
         assert_eq!(p.next_deadline(), Some(Instant::from_micros(1_000_011)));
         p.grant(Instant::from_micros(1_000_011), 8, &mut out);
         assert_eq!(flows(&out), vec![1]);
+    }
+
+    fn classed(id: FlowId, class: u8) -> Arc<FlowIdentity> {
+        let mut i = (*identity(id, 1000)).clone();
+        i.class = class;
+        Arc::new(i)
+    }
+
+    /// Grants to always-backlogged flows (re-activated after each grant), counted by flow.
+    fn share(p: &mut Pacer, flows: &[FlowId], grants: usize) -> Vec<usize> {
+        let mut got = vec![0; flows.len()];
+        let now = Instant::from_micros(1);
+        for id in flows {
+            p.activate(*id, now);
+        }
+        let mut out = Vec::new();
+        for _ in 0..grants {
+            out.clear();
+            p.grant(now, 1, &mut out);
+            for w in &out {
+                let i = flows.iter().position(|f| *f == w.flow()).unwrap();
+                got[i] += 1;
+                p.activate(w.flow(), now);
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn weighted_classes_share_in_proportion() {
+        let mut p = Pacer::default().with_classes(ClassPolicy::Weighted(vec![3, 1]));
+        // Two flows of class 0, one of class 1, one beyond the last class (counts as 1).
+        for (id, class) in [(0, 0), (1, 0), (2, 1), (3, 7)] {
+            p.install(id, &classed(id, class));
+        }
+        let got = share(&mut p, &[0, 1, 2, 3], 800);
+        assert_eq!(
+            got,
+            vec![300, 300, 100, 100],
+            "3:1 between the classes, even within"
+        );
+        // A class with nothing ready leaves its share to the others.
+        let mut q = Pacer::default().with_classes(ClassPolicy::Weighted(vec![3, 1]));
+        q.install(0, &classed(0, 1));
+        assert_eq!(share(&mut q, &[0], 50), vec![50]);
+    }
+
+    #[test]
+    fn strict_classes_serve_the_first_ready_class() {
+        let mut p = Pacer::default().with_classes(ClassPolicy::Strict(2));
+        p.install(0, &classed(0, 1));
+        p.install(1, &classed(1, 0));
+        assert_eq!(share(&mut p, &[0, 1], 100), vec![0, 100]);
+        // Class 1 goes once class 0 has nothing ready.
+        let mut out = Vec::new();
+        p.grant(Instant::from_micros(2), 8, &mut out);
+        let flows: Vec<_> = out.iter().map(ProtoWork::flow).collect();
+        assert_eq!(flows, vec![1, 0]);
+        assert_eq!(p.pending(), 0);
+    }
+
+    #[test]
+    fn a_paced_flow_keeps_its_rate_inside_a_class() {
+        // Bursts of up to 4 make up for the wheel's ticks (about a microsecond) by which a
+        // grant may come late.
+        let mut p = Pacer::new(4).with_classes(ClassPolicy::Strict(2));
+        p.install(0, &classed(0, 0));
+        p.install(1, &classed(1, 1));
+        // Class 0 paced at 1000 B per 10 us; class 1 unpaced takes the gaps.
+        p.set_rate(0, Some(100_000_000), Instant::ZERO);
+        let (mut paced, mut other) = (0, 0);
+        let mut out = Vec::new();
+        for us in 1..=1000u64 {
+            let now = Instant::from_micros(us);
+            p.activate(0, now);
+            p.activate(1, now);
+            out.clear();
+            p.grant(now, 1, &mut out);
+            for w in &out {
+                if w.flow() == 0 {
+                    paced += 1;
+                } else {
+                    other += 1;
+                }
+            }
+        }
+        assert!(
+            (99..=101).contains(&paced),
+            "{paced} segments of class 0 in 1 ms"
+        );
+        assert_eq!(
+            paced + other,
+            1000,
+            "the other class fills every other slot"
+        );
     }
 }
