@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use common::*;
 use flextoe::backends::mem::{MemLink, MemPort};
-use flextoe::control::congestion::{CongestionControl, ConstantRate, Cubic, Dctcp, NewReno};
+use flextoe::control::congestion::{
+    CongestionControl, ConstantRate, Cubic, Dctcp, FixedWindow, NewReno, Timely,
+};
+use flextoe::control::rates::{ControlRates, DctcpRate};
 use flextoe::pipeline::{Engine, Pipeline};
 use flextoe::sim::Impairments;
 use flextoe::stages::pacer::Pacer;
@@ -35,6 +38,16 @@ fn config(mac: flextoe::wire::MacAddr, ip: std::net::Ipv4Addr) -> flextoe::pipel
 
 /// Megabits per second of one transfer with sender policies `cc` and `sched`.
 fn throughput<C: CongestionControl, S: FlowScheduler>(cc: C, sched: S, loss: f64) -> f64 {
+    throughput_with(cc, sched, None, loss)
+}
+
+/// The same, with the sender's rates computed on the control plane.
+fn throughput_with<C: CongestionControl, S: FlowScheduler>(
+    cc: C,
+    sched: S,
+    rates: Option<ControlRates>,
+    loss: f64,
+) -> f64 {
     let data = Impairments {
         loss,
         rate_bps: 1_000_000_000,
@@ -49,7 +62,9 @@ fn throughput<C: CongestionControl, S: FlowScheduler>(cc: C, sched: S, loss: f64
         ..Impairments::default()
     };
     let (pa, pb) = MemLink::pair_asymmetric(data, acks);
-    let mut cli: Engine<MemPort, C, S> = Pipeline::builder(config(MAC_A, IP_A), pa)
+    let mut cfg = config(MAC_A, IP_A);
+    cfg.control.rates = rates;
+    let mut cli: Engine<MemPort, C, S> = Pipeline::builder(cfg, pa)
         .congestion(cc)
         .scheduler(sched)
         .build()
@@ -140,6 +155,37 @@ fn throughput_against_random_loss() {
     row(
         "dctcp (no marks)",
         |l| throughput(Dctcp::default(), RoundRobin::new(), l),
+        &mut table,
+    );
+    row(
+        "dctcp-rate (no marks)",
+        |l| {
+            // Every 4 ms (two round trips), DCTCP's window paced over the RTT.
+            let rates = ControlRates::new(
+                Duration::from_millis(4),
+                DctcpRate {
+                    initial_rtt_us: 2000.0,
+                    ..DctcpRate::default()
+                },
+            );
+            throughput_with(FixedWindow(4 << 20), Pacer::new(4), Some(rates), l)
+        },
+        &mut table,
+    );
+    row(
+        "timely (band 2.1-4 ms)",
+        |l| {
+            // TIMELY's band set for this path's 2 ms round trip, up to the line rate.
+            let cc = Timely {
+                t_low_us: 2100.0,
+                t_high_us: 4000.0,
+                delta: 10e6 / 8.0,
+                initial_rate: 100e6 / 8.0,
+                max_rate: 1e9 / 8.0,
+                ..Timely::default()
+            };
+            throughput(cc, Pacer::new(4), l)
+        },
         &mut table,
     );
     row(

@@ -3,6 +3,7 @@
 //! once its handshake completes.
 
 use super::*;
+use crate::control::congestion::Algorithm;
 
 pub(super) struct Listening {
     pub(super) backlog: usize,
@@ -365,6 +366,16 @@ impl Control {
                 (r, Some((rx, tx)))
             }
         };
+        // Control-plane rates for this connection, if the engine has them and they apply to
+        // what the socket asked for; a socket that asked for them on an engine without them
+        // gets the default.
+        let asked = e.conn.congestion();
+        let rated = self.rates.as_ref().is_some_and(|r| r.cfg.applies_to(asked));
+        let congestion = if asked == Algorithm::Rates && !rated {
+            Algorithm::Default
+        } else {
+            asked
+        };
         let state = TcpState::new(&TcpParams {
             snd_nxt: e.iss.wrapping_add(1),
             rcv_nxt: e.irs.wrapping_add(1),
@@ -379,7 +390,7 @@ impl Control {
             initial_cwnd_segments: self.cfg.initial_cwnd_segments,
             sack: self.cfg.sack && e.peer_sack,
             ecn: e.ecn,
-            congestion: e.conn.congestion(),
+            congestion,
         });
         let counters = FlowCounters::new();
         self.conns[id as usize] = Some(Conn {
@@ -418,13 +429,14 @@ impl Control {
             last_progress: now,
             persist_at: None,
             time_wait_until: None,
+            rated,
             rate_snap: super::RateSnap {
                 at: now,
                 ..Default::default()
             },
         });
         self.by_tuple.insert(t, id);
-        if let Some(r) = self.rates.as_mut() {
+        if let Some(r) = self.rates.as_mut().filter(|_| rated) {
             let set = r.driver.open(id, u32::from(mss));
             if let Some(c) = self.conns[id as usize].as_mut() {
                 c.rate_snap.set = set;

@@ -263,6 +263,8 @@ struct Conn {
     last_progress: Instant,
     persist_at: Option<Instant>,
     time_wait_until: Option<Instant>,
+    /// The control-plane rates drive this connection.
+    rated: bool,
     /// The counters at the last control-plane rate update, and the rate sent.
     rate_snap: RateSnap,
 }
@@ -281,6 +283,7 @@ struct RateSnap {
 
 /// The control plane's rate computation: the driver, the interval, the next run.
 struct RateLoop {
+    cfg: rates::ControlRates,
     driver: Box<dyn rates::RateDriver>,
     interval: Duration,
     next: Instant,
@@ -322,6 +325,7 @@ impl Control {
         let secrets = secrets::Secrets::new(cfg.isn_secret);
         let cfg_limits = (cfg.challenge_ack_limit, cfg.rst_limit);
         let rates = cfg.rates.as_ref().map(|r| RateLoop {
+            cfg: r.clone(),
             driver: r.driver(),
             interval: r.interval(),
             next: Instant::ZERO,

@@ -147,6 +147,7 @@ impl<A: RateAlgorithm> RateDriver for PerFlow<A> {
 #[derive(Clone)]
 pub struct ControlRates {
     interval: Duration,
+    only_when_asked: bool,
     name: &'static str,
     make: Arc<dyn Fn() -> Box<dyn RateDriver> + Send + Sync>,
 }
@@ -156,6 +157,7 @@ impl ControlRates {
     pub fn new<A: RateAlgorithm>(interval: Duration, alg: A) -> Self {
         ControlRates {
             interval: interval.max(Duration::from_micros(1)),
+            only_when_asked: false,
             name: alg.name(),
             make: Arc::new(move || {
                 Box::new(PerFlow {
@@ -164,6 +166,20 @@ impl ControlRates {
                 })
             }),
         }
+    }
+
+    /// The same rates for only the connections whose socket asked for them
+    /// ([`Algorithm::Rates`](super::congestion::Algorithm::Rates), with the
+    /// [`Selectable`](super::congestion::Selectable) policy); by default they apply to every
+    /// connection.
+    pub fn only_when_asked(mut self) -> Self {
+        self.only_when_asked = true;
+        self
+    }
+
+    /// Whether a connection whose socket asked for `choice` gets these rates.
+    pub fn applies_to(&self, choice: super::congestion::Algorithm) -> bool {
+        !self.only_when_asked || choice == super::congestion::Algorithm::Rates
     }
 
     /// The interval.
@@ -185,6 +201,7 @@ impl fmt::Debug for ControlRates {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ControlRates")
             .field("interval", &self.interval)
+            .field("only_when_asked", &self.only_when_asked)
             .field("algorithm", &self.name)
             .finish()
     }

@@ -213,7 +213,10 @@ impl Control {
         }
         r.next = now + r.interval;
         for (id, c) in self.conns.iter_mut().enumerate() {
-            let Some(c) = c.as_mut().filter(|c| c.time_wait_until.is_none()) else {
+            let Some(c) = c
+                .as_mut()
+                .filter(|c| c.rated && c.time_wait_until.is_none())
+            else {
                 continue;
             };
             let k = &c.counters;

@@ -53,7 +53,8 @@ impl Scheme {
     pub fn name(&self) -> String {
         match self {
             Scheme::Window(a) => match a {
-                Algorithm::Default | Algorithm::NewReno => "newreno".into(),
+                // A window sender has no control-plane rates: `Rates` gets the default.
+                Algorithm::Default | Algorithm::NewReno | Algorithm::Rates => "newreno".into(),
                 Algorithm::Cubic => "cubic".into(),
                 Algorithm::Dctcp => "dctcp".into(),
                 Algorithm::Timely => "timely".into(),

@@ -4,9 +4,13 @@
 //! [`Host::listen_with`](crate::host::Host::listen_with)), or its own default.
 
 use super::{
-    AckSample, CongestionControl, Cubic, CubicFlow, Dctcp, DctcpFlow, Loss, NewReno, RenoFlow,
-    Timely, TimelyFlow,
+    AckSample, CongestionControl, Cubic, CubicFlow, Dctcp, DctcpFlow, FixedWindow, Loss, NewReno,
+    RenoFlow, Timely, TimelyFlow,
 };
+
+/// The data path's window of a connection whose rates come from the control plane: larger
+/// than any send buffer, so that only the control plane's window limits.
+const RATES_WINDOW: u32 = 1 << 30;
 
 /// An algorithm a socket may ask for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -23,6 +27,11 @@ pub enum Algorithm {
     Dctcp = 3,
     /// [`Timely`] (paced: use a pacing scheduler).
     Timely = 4,
+    /// The engine's control-plane rates
+    /// ([`ControlRates`](crate::control::rates::ControlRates)), which then set the
+    /// connection's rate and cap its window; the data path's own window does not limit. On
+    /// an engine without control-plane rates the connection gets the default instead.
+    Rates = 5,
 }
 
 impl Algorithm {
@@ -33,6 +42,7 @@ impl Algorithm {
             2 => Algorithm::Cubic,
             3 => Algorithm::Dctcp,
             4 => Algorithm::Timely,
+            5 => Algorithm::Rates,
             _ => Algorithm::Default,
         }
     }
@@ -65,6 +75,8 @@ pub enum SelectableFlow {
     Dctcp(DctcpFlow),
     /// TIMELY's state.
     Timely(TimelyFlow),
+    /// Rates from the control plane: a window that only the control plane caps.
+    Rates(u32),
 }
 
 macro_rules! each {
@@ -84,6 +96,10 @@ macro_rules! each {
             }
             SelectableFlow::Timely($s) => {
                 let $cc = &$self.timely;
+                $body
+            }
+            SelectableFlow::Rates($s) => {
+                let $cc = &FixedWindow(RATES_WINDOW);
                 $body
             }
         }
@@ -114,6 +130,7 @@ impl CongestionControl for Selectable {
             Algorithm::Cubic => SelectableFlow::Cubic(self.cubic.init(mss, iw)),
             Algorithm::Dctcp => SelectableFlow::Dctcp(self.dctcp.init(mss, iw)),
             Algorithm::Timely => SelectableFlow::Timely(self.timely.init(mss, iw)),
+            Algorithm::Rates => SelectableFlow::Rates(FixedWindow(RATES_WINDOW).init(mss, iw)),
         }
     }
 
