@@ -444,10 +444,10 @@ pub(crate) struct PortAlloc {
 }
 
 impl PortAlloc {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(key: [u64; 2]) -> Self {
         PortAlloc {
             used: HashSet::new(),
-            rng: crate::control::secrets::PortRng::from_os(),
+            rng: crate::control::secrets::PortRng::from_key(key),
         }
     }
 

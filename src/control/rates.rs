@@ -124,7 +124,7 @@ impl<A: RateAlgorithm> RateDriver for PerFlow<A> {
             self.flows.resize_with(i + 1, || None);
         }
         let f = self.alg.open(mss);
-        let set = (self.alg.rate(&f), self.alg.window(&f));
+        let set = (self.alg.rate(&f).max(1), self.alg.window(&f));
         self.flows[i] = Some(f);
         set
     }
@@ -132,7 +132,8 @@ impl<A: RateAlgorithm> RateDriver for PerFlow<A> {
     fn update(&mut self, id: FlowId, s: &IntervalSample) -> Option<Setting> {
         let f = self.flows.get_mut(id as usize)?.as_mut()?;
         self.alg.update(f, s);
-        Some((self.alg.rate(f), self.alg.window(f)))
+        // A rate of 0 would mean "unpaced" to the scheduler: the least is 1 byte/s.
+        Some((self.alg.rate(f).max(1), self.alg.window(f)))
     }
 
     fn close(&mut self, id: FlowId) {
@@ -211,7 +212,8 @@ impl fmt::Debug for ControlRates {
 /// update RFC 8257's state: `alpha` (the moving average of the fraction of acknowledged
 /// bytes that carried ECE), and a congestion window that grows by the bytes acknowledged in
 /// slow start and by one segment per window after it, shrinks by `alpha / 2` at most once
-/// per round trip when marks arrive, and halves on a loss. The flow is paced at the window
+/// per round trip when marks arrive, halves on a fast retransmit and falls to one segment
+/// on a timeout, and grows only while the flow used it (backlogged, or its window full). The flow is paced at the window
 /// over the interval's mean RTT, and the window also caps what the data path keeps in
 /// flight ([`RateAlgorithm::window`]): as a queue builds, the RTT grows and the rate falls,
 /// as a window's ACK clock would make it, so the queue settles near the marking threshold
@@ -220,6 +222,9 @@ impl fmt::Debug for ControlRates {
 /// then needs several cuts to drain it.) In slow start the rate is also held to twice the
 /// rate acknowledgements came back at. A flow that is not backlogged keeps its rate within
 /// `headroom` of what it achieved, so an idle flow builds up no credit to spend in a burst.
+///
+/// As with [`Dctcp`](super::congestion::Dctcp), the receiver must echo every CE mark on its
+/// ACKs (DCTCP's receiver, `PRECISE_ECE`), and the switches must mark at a threshold.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DctcpRate {
     /// Weight of the newest interval's marked fraction in `alpha`.
@@ -280,7 +285,7 @@ impl RateAlgorithm for DctcpRate {
         let cwnd = f64::from(self.initial_window.max(1)) * mss;
         let rtt_us = self.initial_rtt_us.max(1.0);
         DctcpRateFlow {
-            rate: (cwnd / rtt_us * 1e6).clamp(self.min_rate, self.max_rate),
+            rate: (cwnd / rtt_us * 1e6).max(self.min_rate).min(self.max_rate),
             cwnd,
             ssthresh: f64::MAX,
             alpha: 1.0,
@@ -324,6 +329,9 @@ impl RateAlgorithm for DctcpRate {
                 f.hold_until = s.now + round_trip;
             }
             f.ssthresh = f.cwnd;
+        } else if !s.backlogged() && (s.in_flight as f64) + f.mss < f.cwnd {
+            // Application-limited: the window did not limit, so nothing says a larger one
+            // would fit (RFC 7661); it stays.
         } else if f.cwnd < f.ssthresh {
             f.cwnd += acked;
         } else {
@@ -339,12 +347,14 @@ impl RateAlgorithm for DctcpRate {
         if !s.backlogged() {
             f.rate = f.rate.min(self.headroom * s.acked_rate());
         }
-        f.rate = f.rate.clamp(self.min_rate, self.max_rate);
+        f.rate = f.rate.max(self.min_rate).min(self.max_rate);
     }
 }
 
 /// TIMELY on the control plane: the interval's mean RTT drives the same gradient rule as
-/// the per-ACK [`Timely`] ([`Timely::on_rtt`]); a loss backs off.
+/// the per-ACK [`Timely`] ([`Timely::on_rtt`]), once per interval (so `delta` is added per
+/// interval, not per RTT sample: choose the interval near the RTT); a loss backs off. It
+/// sets no window: what is in flight stays bounded by the data path's.
 impl RateAlgorithm for Timely {
     type Flow = TimelyFlow;
 

@@ -69,7 +69,9 @@ impl Secrets {
 }
 
 /// A small generator for choices that need to be unpredictable to a peer but not secret
-/// (ephemeral ports): xorshift64*, seeded from the operating system.
+/// (ephemeral ports): xorshift64*, seeded from the engine's key (which
+/// [`EngineConfig::new`](crate::pipeline::EngineConfig::new) draws from the operating system;
+/// a simulation that fixes the key gets the same ports every run).
 #[derive(Clone, Debug)]
 pub struct PortRng(u64);
 
@@ -77,6 +79,13 @@ impl PortRng {
     /// Seeded from the operating system.
     pub fn from_os() -> Self {
         PortRng(os_random()[0] | 1)
+    }
+
+    /// Seeded from a key (keyed SipHash of a domain constant).
+    pub fn from_key(key: [u64; 2]) -> Self {
+        let mut h = SipHasher24::new_with_keys(key[0], key[1]);
+        b"ephemeral ports".hash(&mut h);
+        PortRng(h.finish() | 1)
     }
 
     /// The next value.

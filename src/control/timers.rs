@@ -291,8 +291,17 @@ impl Control {
                 }
             }
         }
-        if let Some(r) = self.rates.as_ref().filter(|_| !self.by_tuple.is_empty()) {
-            take(r.next);
+        if let Some(r) = self.rates.as_ref() {
+            // Only while a connection the rates drive has something to send or in flight.
+            let busy = self.conns.iter().flatten().any(|c| {
+                c.rated
+                    && c.time_wait_until.is_none()
+                    && (FlowCounters::get(&c.counters.in_flight) > 0
+                        || FlowCounters::get(&c.counters.unsent) > 0)
+            });
+            if busy {
+                take(r.next);
+            }
         }
         for e in self.embryos.values() {
             take(e.next_retx);

@@ -207,7 +207,7 @@ impl Parts {
             ip: cfg.ip,
             requests: req_tx,
             doorbells: crate::ring::Mpmc::new(cfg.control.max_flows),
-            ports: std::sync::Mutex::new(PortAlloc::new()),
+            ports: std::sync::Mutex::new(PortAlloc::new(cfg.control.isn_secret)),
             rx_buf: cfg.rx_buffer.next_power_of_two(),
             tx_buf: cfg.tx_buffer.next_power_of_two(),
             engine_alive: AtomicBool::new(true),

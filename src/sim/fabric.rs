@@ -364,8 +364,8 @@ struct Run<'a> {
     senders: Vec<Sender>,
     receiver: Box<dyn Node>,
     listeners: Vec<(Algorithm, Listener)>,
-    /// Accepted streams and the sender each belongs to (by its port).
-    accepted: Vec<(u16, Stream)>,
+    /// Accepted streams and the sender each belongs to (by its address).
+    accepted: Vec<(SocketAddrV4, Stream)>,
     got: Vec<u64>,
 }
 
@@ -494,15 +494,14 @@ impl<'a> Run<'a> {
         for (_, l) in &self.listeners {
             while let Ok(Some(mut s)) = l.try_accept() {
                 s.set_nonblocking(true);
-                self.accepted.push((s.peer_addr().port(), s));
+                self.accepted.push((s.peer_addr(), s));
             }
         }
-        for (port, s) in self.accepted.iter_mut() {
-            let Some(i) = self
-                .senders
-                .iter()
-                .position(|x| x.tuple.is_some_and(|t| t.local_port == *port))
-            else {
+        for (peer, s) in self.accepted.iter_mut() {
+            let Some(i) = self.senders.iter().position(|x| {
+                x.tuple
+                    .is_some_and(|t| t.local_ip == *peer.ip() && t.local_port == peer.port())
+            }) else {
                 continue;
             };
             while let Ok(k) = s.read(buf) {

@@ -74,7 +74,10 @@ pub enum ClassPolicy {
     /// One class per weight, served in turn, each class `weight` segments per turn (deficit
     /// round robin over segments): backlogged classes share in proportion to their weights.
     /// An unpaced flow takes up to its class's turn (at most the pacer's `max_burst`) in one
-    /// grant, so give the pacer a burst of at least the largest weight.
+    /// grant, so give the pacer a burst of at least the largest weight. The weights hold
+    /// while the scheduler is what limits the classes (their flows have data and window
+    /// for a whole turn); a flow with less wastes the rest of its turn's grants (they send
+    /// nothing), so classes whose flows are held back by their windows share by flow.
     Weighted(Vec<u32>),
 }
 
@@ -207,12 +210,34 @@ impl FlowScheduler for Pacer {
         };
     }
 
-    fn set_rate(&mut self, id: FlowId, bytes_per_sec: Option<u64>, _now: Instant) {
-        let f = self.flow(id);
+    fn set_rate(&mut self, id: FlowId, bytes_per_sec: Option<u64>, now: Instant) {
+        let now_ns = now.micros() * 1000;
+        self.flow(id);
+        let f = &mut self.flows[id as usize];
+        let old = f.interval_ns;
         f.interval_ns = match bytes_per_sec {
             Some(r) if r > 0 => (u64::from(f.mss.max(1)) * 1_000_000_000).div_ceil(r),
             _ => 0,
         };
+        // A faster rate takes effect at once: a flow waiting for a slot booked at the old
+        // rate moves up to one interval of the new one from now (its old wheel entry is
+        // skipped when it comes round).
+        if f.interval_ns < old || (old > 0 && f.interval_ns == 0) {
+            let sooner = now_ns + f.interval_ns;
+            if f.next_ns > sooner {
+                f.next_ns = sooner;
+                if f.at == Where::Waiting {
+                    if f.interval_ns == 0 {
+                        f.at = Where::Ready;
+                        let class = usize::from(f.class);
+                        self.waiting -= 1;
+                        self.ready[class].push_back(id);
+                    } else {
+                        self.wheel.insert(sooner, id);
+                    }
+                }
+            }
+        }
     }
 
     fn activate(&mut self, id: FlowId, now: Instant) {
@@ -523,5 +548,40 @@ mod tests {
             1000,
             "the other class fills every other slot"
         );
+    }
+
+    #[test]
+    fn a_faster_rate_takes_effect_at_once() {
+        let mut p = Pacer::new(1);
+        p.install(0, &identity(0, 1000));
+        // 1000 B per 8 ms.
+        p.set_rate(0, Some(125_000), Instant::ZERO);
+        let mut out = Vec::new();
+        p.activate(0, Instant::from_micros(1));
+        p.grant(Instant::from_micros(1), 8, &mut out);
+        assert_eq!(out.len(), 1);
+        p.activate(0, Instant::from_micros(2));
+        let us = |t: Option<Instant>| t.map(|t| t.micros());
+        // (The wheel's ticks are 1.024 us: deadlines round up by a microsecond or two.)
+        assert!(matches!(us(p.next_deadline()), Some(8001..=8003)));
+        // 1000 B per 8 us from 100 us on: the next segment may go at 108 us, not 8 ms.
+        p.set_rate(0, Some(125_000_000), Instant::from_micros(100));
+        let due = us(p.next_deadline());
+        assert!(matches!(due, Some(108..=110)), "{due:?}");
+        out.clear();
+        p.grant(Instant::from_micros(due.unwrap()), 8, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(p.pending(), 0, "the old slot is forgotten");
+        // Unpaced: at once.
+        p.activate(0, Instant::from_micros(109));
+        p.set_rate(0, None, Instant::from_micros(110));
+        out.clear();
+        p.grant(Instant::from_micros(110), 8, &mut out);
+        assert_eq!(out.len(), 1);
+        // The stale wheel entries fire harmlessly.
+        out.clear();
+        p.grant(Instant::from_micros(9000), 8, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(p.pending(), 0);
     }
 }

@@ -66,7 +66,7 @@ impl Timely {
     /// A new connection's state.
     pub fn new_flow(&self, mss: u32) -> TimelyFlow {
         TimelyFlow {
-            rate: self.initial_rate.clamp(self.min_rate, self.max_rate),
+            rate: self.initial_rate.max(self.min_rate).min(self.max_rate),
             prev_rtt_us: 0.0,
             rtt_diff_us: 0.0,
             min_rtt_us: f64::MAX,
@@ -101,7 +101,7 @@ impl Timely {
             f.rate *= 1.0 - self.beta * gradient.min(1.0);
             f.falls = 0;
         }
-        f.rate = f.rate.clamp(self.min_rate, self.max_rate);
+        f.rate = f.rate.max(self.min_rate).min(self.max_rate);
     }
 
     /// A loss: back off as a rising RTT would (loss is rare where TIMELY runs).
