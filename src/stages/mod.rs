@@ -24,6 +24,7 @@
 //! summary, state) that returns a [`ProtoResult`] with [`Actions`] flags, and the stages
 //! downstream carry the flags out: copy payload, build headers, notify.
 
+pub mod ext;
 pub mod notify;
 pub mod pacer;
 pub mod place;
@@ -318,4 +319,8 @@ pub struct ProtoResult {
     pub unsent: u32,
     /// The peer's window is zero after this item.
     pub peer_window_zero: bool,
+    /// The congestion window in force after this item (bytes).
+    pub cwnd: u32,
+    /// The peer's window after this item (bytes, scaled).
+    pub snd_wnd: u32,
 }

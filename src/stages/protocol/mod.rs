@@ -367,6 +367,8 @@ impl TcpState {
         r.in_flight = self.in_flight();
         r.unsent = self.unsent();
         r.peer_window_zero = !seq::gt(self.snd_edge(), self.snd_una);
+        r.cwnd = self.window();
+        r.snd_wnd = self.snd_wnd;
     }
 }
 

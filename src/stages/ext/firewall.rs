@@ -1,0 +1,543 @@
+//! A stateful firewall at [`RxFrame`]: an ordered list of [`Rule`]s (allow or deny by
+//! address prefix, port range and TCP flags; the first that matches decides) and a default
+//! action, with per-rule counters and connection tracking.
+//!
+//! Connection tracking: the first frame of a TCP connection the firewall sees (its SYN, or
+//! for connections older than the firewall any frame) is checked against the rules, and
+//! the verdict is kept for the connection's later frames, counted under the same rule.
+//! When the rules change, a connection's verdict is decided again on its next frame: a rule
+//! that only denies new connections (`syn`) leaves established ones alone, a rule on their
+//! addresses or ports stops them at once. A RST ends the tracking;
+//! the table is bounded (beyond it, frames are checked one by one, and counted).
+//!
+//! Rules change while the engine runs ([`Firewall::set_rules`]): the stages pick the new
+//! list up at their next burst, with one atomic load per burst and no lock on the way.
+//!
+//! Frames that are not IPv4 (ARP) pass; rules with ports or flags match TCP (ports also
+//! UDP) only.
+//!
+//! ```
+//! use flextoe::stages::ext::firewall::{Action, Firewall, Rule};
+//!
+//! // Deny new connections to telnet and everything from 198.51.100.0/24; allow the rest.
+//! let fw = Firewall::new(Action::Allow);
+//! fw.set_rules(vec![
+//!     Rule::deny().dst_port(23).syn(),
+//!     Rule::deny().src("198.51.100.0/24".parse().unwrap()),
+//! ]);
+//! let stage = fw.stage(); // add with PipelineBuilder::on_rx_frame
+//! assert_eq!(fw.hits(), vec![0, 0]);
+//! # drop(stage);
+//! ```
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use super::headers::{FrameInfo, ETHERTYPE_IPV4, PROTO_TCP, PROTO_UDP};
+use super::rules::{PortRange, Prefix};
+use crate::buf::Frame;
+use crate::pipeline::hooks::{Hook, HookCx, RxFrame, Verdict, Verdicts};
+use crate::wire::flags;
+
+/// What a rule (or the default) does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Let the frame through.
+    Allow,
+    /// Drop it.
+    Deny,
+}
+
+/// One rule: every term given must match. Terms are in the receiver's view: `src` is the
+/// peer, `dst` the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// What it does.
+    pub action: Action,
+    /// Source address prefix.
+    pub src: Option<Prefix>,
+    /// Destination address prefix.
+    pub dst: Option<Prefix>,
+    /// Source ports (TCP or UDP).
+    pub src_port: Option<PortRange>,
+    /// Destination ports (TCP or UDP).
+    pub dst_port: Option<PortRange>,
+    /// TCP flags: `(mask, value)` matches when `flags & mask == value`.
+    pub tcp_flags: Option<(u8, u8)>,
+}
+
+impl Rule {
+    fn new(action: Action) -> Self {
+        Rule {
+            action,
+            src: None,
+            dst: None,
+            src_port: None,
+            dst_port: None,
+            tcp_flags: None,
+        }
+    }
+
+    /// A rule that allows what it matches (everything, until terms are added).
+    pub fn allow() -> Self {
+        Self::new(Action::Allow)
+    }
+
+    /// A rule that denies what it matches (everything, until terms are added).
+    pub fn deny() -> Self {
+        Self::new(Action::Deny)
+    }
+
+    /// Match a source prefix.
+    pub fn src(mut self, p: Prefix) -> Self {
+        self.src = Some(p);
+        self
+    }
+
+    /// Match a destination prefix.
+    pub fn dst(mut self, p: Prefix) -> Self {
+        self.dst = Some(p);
+        self
+    }
+
+    /// Match source ports.
+    pub fn src_port(mut self, r: impl Into<PortRange>) -> Self {
+        self.src_port = Some(r.into());
+        self
+    }
+
+    /// Match destination ports.
+    pub fn dst_port(mut self, r: impl Into<PortRange>) -> Self {
+        self.dst_port = Some(r.into());
+        self
+    }
+
+    /// Match TCP flags: `flags & mask == value`.
+    pub fn flags(mut self, mask: u8, value: u8) -> Self {
+        self.tcp_flags = Some((mask, value));
+        self
+    }
+
+    /// Match only a connection's opening SYN (SYN without ACK): new connections.
+    pub fn syn(self) -> Self {
+        self.flags(flags::SYN | flags::ACK, flags::SYN)
+    }
+
+    /// Whether the rule matches a frame with these headers and TCP flags.
+    pub fn matches(&self, i: &FrameInfo, tcp_flags: u8) -> bool {
+        let ports = i.proto == PROTO_TCP || i.proto == PROTO_UDP;
+        self.src.is_none_or(|p| p.contains(i.src))
+            && self.dst.is_none_or(|p| p.contains(i.dst))
+            && self.src_port.is_none_or(|r| ports && r.contains(i.sport))
+            && self.dst_port.is_none_or(|r| ports && r.contains(i.dport))
+            && self
+                .tcp_flags
+                .is_none_or(|(m, v)| i.proto == PROTO_TCP && tcp_flags & m == v)
+    }
+}
+
+/// An installed list: the rules, their counters and the default.
+#[derive(Debug)]
+struct RuleSet {
+    rules: Vec<Rule>,
+    default: Action,
+    generation: u64,
+}
+
+impl RuleSet {
+    /// The index of the rule that decides (`rules.len()` for the default) and the action.
+    fn decide(&self, i: &FrameInfo, tcp_flags: u8) -> (usize, Action) {
+        self.rules
+            .iter()
+            .position(|r| r.matches(i, tcp_flags))
+            .map_or((self.rules.len(), self.default), |k| {
+                (k, self.rules[k].action)
+            })
+    }
+}
+
+/// Counters of a [`Firewall`].
+#[derive(Debug, Default)]
+struct Counters {
+    /// Per rule of the current list (the last entry is the default's); reset when the list
+    /// changes.
+    hits: RwLock<Vec<AtomicU64>>,
+    tracked: AtomicU64,
+    untracked: AtomicU64,
+}
+
+struct Shared {
+    current: RwLock<Arc<RuleSet>>,
+    generation: AtomicU64,
+    counters: Counters,
+    max_tracked: usize,
+}
+
+/// The firewall: its rule list, its counters, and stages that enforce it. Clones share
+/// everything.
+#[derive(Clone)]
+pub struct Firewall {
+    shared: Arc<Shared>,
+}
+
+impl Firewall {
+    /// A firewall with no rules and `default` for everything; each stage tracks up to 65,536
+    /// connections.
+    pub fn new(default: Action) -> Self {
+        Self::with_capacity(default, 65_536)
+    }
+
+    /// The same with room for `max_tracked` connections per stage.
+    pub fn with_capacity(default: Action, max_tracked: usize) -> Self {
+        let fw = Firewall {
+            shared: Arc::new(Shared {
+                current: RwLock::new(Arc::new(RuleSet {
+                    rules: Vec::new(),
+                    default,
+                    generation: 0,
+                })),
+                generation: AtomicU64::new(0),
+                counters: Counters::default(),
+                max_tracked,
+            }),
+        };
+        fw.install(Vec::new(), default);
+        fw
+    }
+
+    fn install(&self, rules: Vec<Rule>, default: Action) {
+        let s = &self.shared;
+        let mut cur = s.current.write().unwrap_or_else(|p| p.into_inner());
+        let generation = cur.generation + 1;
+        {
+            let mut hits = s.counters.hits.write().unwrap_or_else(|p| p.into_inner());
+            *hits = (0..=rules.len()).map(|_| AtomicU64::new(0)).collect();
+        }
+        *cur = Arc::new(RuleSet {
+            rules,
+            default,
+            generation,
+        });
+        s.generation.store(generation, Ordering::Release);
+    }
+
+    /// Replace the rules (the default stays); running stages apply them from their next
+    /// burst. The per-rule counters start again from zero.
+    pub fn set_rules(&self, rules: Vec<Rule>) {
+        let default = self.default();
+        self.install(rules, default);
+    }
+
+    /// Replace the default action.
+    pub fn set_default(&self, default: Action) {
+        let rules = self.rules();
+        self.install(rules, default);
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Vec<Rule> {
+        self.current().rules.clone()
+    }
+
+    /// The default action.
+    pub fn default(&self) -> Action {
+        self.current().default
+    }
+
+    fn current(&self) -> Arc<RuleSet> {
+        self.shared
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Frames each rule decided since the rules were last set, in rule order (those of
+    /// tracked connections included).
+    pub fn hits(&self) -> Vec<u64> {
+        let mut h = self.all_hits();
+        h.pop();
+        h
+    }
+
+    /// Frames the default decided since the rules were last set.
+    pub fn default_hits(&self) -> u64 {
+        self.all_hits().last().copied().unwrap_or(0)
+    }
+
+    fn all_hits(&self) -> Vec<u64> {
+        let hits = self
+            .shared
+            .counters
+            .hits
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        hits.iter().map(|h| h.load(Ordering::Relaxed)).collect()
+    }
+
+    /// Connections tracked by the stages now (summed over their copies, as of their last
+    /// burst), and frames checked one by one because a table was full.
+    pub fn tracking(&self) -> (u64, u64) {
+        let c = &self.shared.counters;
+        (
+            c.tracked.load(Ordering::Relaxed),
+            c.untracked.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A stage that enforces the firewall, for [`RxFrame`].
+    pub fn stage(&self) -> FirewallStage {
+        FirewallStage {
+            shared: self.shared.clone(),
+            rules: self.current(),
+            table: HashMap::new(),
+            hits: Vec::new(),
+            tracked_reported: 0,
+        }
+    }
+}
+
+/// A tracked connection: who decided, under which list.
+#[derive(Clone, Copy, Debug)]
+struct Tracked {
+    rule: usize,
+    action: Action,
+    generation: u64,
+}
+
+type Key = (Ipv4Addr, u16, Ipv4Addr, u16);
+
+/// The [`Firewall`]'s stage. Drop reasons: `rule` (a deny rule), `default` (the default
+/// action denied).
+pub struct FirewallStage {
+    shared: Arc<Shared>,
+    rules: Arc<RuleSet>,
+    table: HashMap<Key, Tracked>,
+    /// Hits of this burst, flushed to the shared counters once per burst.
+    hits: Vec<u64>,
+    tracked_reported: u64,
+}
+
+impl Clone for FirewallStage {
+    /// A fresh copy for another runtime instance: same firewall, empty table.
+    fn clone(&self) -> Self {
+        FirewallStage {
+            shared: self.shared.clone(),
+            rules: self.rules.clone(),
+            table: HashMap::new(),
+            hits: Vec::new(),
+            tracked_reported: 0,
+        }
+    }
+}
+
+impl FirewallStage {
+    fn refresh(&mut self) {
+        let g = self.shared.generation.load(Ordering::Acquire);
+        if g != self.rules.generation {
+            self.rules = self
+                .shared
+                .current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+        }
+    }
+
+    fn verdict(&mut self, i: &FrameInfo) -> (usize, Action) {
+        if !i.is_tcp() {
+            return self.rules.decide(i, i.tcp_flags);
+        }
+        let key = (i.src, i.sport, i.dst, i.dport);
+        let generation = self.rules.generation;
+        if let Some(t) = self.table.get_mut(&key) {
+            if t.generation != generation {
+                let (rule, action) = self.rules.decide(i, i.tcp_flags);
+                *t = Tracked {
+                    rule,
+                    action,
+                    generation,
+                };
+            }
+            let d = (t.rule, t.action);
+            if i.tcp_flags & flags::RST != 0 {
+                self.table.remove(&key);
+            }
+            return d;
+        }
+        let d = self.rules.decide(i, i.tcp_flags);
+        if i.tcp_flags & flags::RST != 0 {
+            return d;
+        }
+        if self.table.len() < self.shared.max_tracked {
+            self.table.insert(
+                key,
+                Tracked {
+                    rule: d.0,
+                    action: d.1,
+                    generation,
+                },
+            );
+        } else {
+            self.shared
+                .counters
+                .untracked
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        d
+    }
+}
+
+impl Hook<RxFrame> for FirewallStage {
+    fn name(&self) -> &'static str {
+        "firewall"
+    }
+
+    fn drop_reasons(&self) -> &'static [&'static str] {
+        &["rule", "default"]
+    }
+
+    fn process(&mut self, cx: &HookCx<'_>, frames: &mut [Frame], verdicts: &mut Verdicts) {
+        self.refresh();
+        self.hits.clear();
+        self.hits.resize(self.rules.rules.len() + 1, 0);
+        for (k, f) in frames.iter().enumerate() {
+            let Some(info) = FrameInfo::peek(cx.arena.data(f)) else {
+                continue;
+            };
+            if info.ethertype != ETHERTYPE_IPV4 {
+                continue;
+            }
+            let (rule, action) = self.verdict(&info);
+            self.hits[rule] += 1;
+            if action == Action::Deny {
+                let default = rule == self.rules.rules.len();
+                verdicts.set(k, Verdict::Drop(u8::from(default)));
+            }
+        }
+        {
+            let hits = self
+                .shared
+                .counters
+                .hits
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            // Counters of a list that was replaced meanwhile are dropped with it.
+            if hits.len() == self.hits.len()
+                && self.shared.generation.load(Ordering::Acquire) == self.rules.generation
+            {
+                for (h, n) in hits.iter().zip(&self.hits) {
+                    if *n > 0 {
+                        h.fetch_add(*n, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        let now = self.table.len() as u64;
+        if now != self.tracked_reported {
+            let c = &self.shared.counters.tracked;
+            if now > self.tracked_reported {
+                c.fetch_add(now - self.tracked_reported, Ordering::Relaxed);
+            } else {
+                c.fetch_sub(self.tracked_reported - now, Ordering::Relaxed);
+            }
+            self.tracked_reported = now;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(src: [u8; 4], sport: u16, dport: u16, fl: u8) -> FrameInfo {
+        FrameInfo {
+            ethertype: ETHERTYPE_IPV4,
+            src: src.into(),
+            dst: Ipv4Addr::new(10, 0, 0, 1),
+            proto: PROTO_TCP,
+            sport,
+            dport,
+            tcp_flags: fl,
+            len: 60,
+            ..FrameInfo::default()
+        }
+    }
+
+    #[test]
+    fn first_match_decides_and_tracking_keeps_it() {
+        let fw = Firewall::new(Action::Allow);
+        fw.set_rules(vec![
+            Rule::deny().dst_port(23).syn(),
+            Rule::deny().src("198.51.100.0/24".parse().unwrap()),
+            Rule::allow().dst_port(8000..=8000u16),
+        ]);
+        let mut st = fw.stage();
+        st.refresh();
+        let syn = flags::SYN;
+        let ack = flags::ACK;
+        assert_eq!(
+            st.verdict(&info([1, 2, 3, 4], 999, 23, syn)),
+            (0, Action::Deny)
+        );
+        // An established telnet connection the firewall first sees mid-stream passes.
+        assert_eq!(
+            st.verdict(&info([1, 2, 3, 5], 999, 23, ack)),
+            (3, Action::Allow)
+        );
+        assert_eq!(
+            st.verdict(&info([198, 51, 100, 9], 1, 80, syn)),
+            (1, Action::Deny)
+        );
+        // Tracked: a later frame of an allowed connection keeps its verdict.
+        assert_eq!(
+            st.verdict(&info([1, 2, 3, 4], 1000, 80, syn)),
+            (3, Action::Allow)
+        );
+        assert_eq!(
+            st.verdict(&info([1, 2, 3, 4], 1000, 80, ack)),
+            (3, Action::Allow)
+        );
+        // A new rule on the connection's port stops it; one on new connections does not.
+        fw.set_rules(vec![Rule::deny().dst_port(80).syn()]);
+        st.refresh();
+        assert_eq!(
+            st.verdict(&info([1, 2, 3, 4], 1000, 80, ack)),
+            (1, Action::Allow)
+        );
+        assert_eq!(
+            st.verdict(&info([1, 2, 3, 4], 1001, 80, syn)),
+            (0, Action::Deny)
+        );
+        fw.set_rules(vec![Rule::deny().dst_port(80)]);
+        st.refresh();
+        assert_eq!(
+            st.verdict(&info([1, 2, 3, 4], 1000, 80, ack)),
+            (0, Action::Deny)
+        );
+        assert_eq!(
+            st.verdict(&info([1, 2, 3, 5], 999, 23, ack)),
+            (1, Action::Allow)
+        );
+        // A RST ends the tracking.
+        assert_eq!(st.table.len(), 5);
+        st.verdict(&info([1, 2, 3, 5], 999, 23, flags::RST));
+        assert_eq!(st.table.len(), 4);
+    }
+
+    #[test]
+    fn a_full_table_checks_frame_by_frame() {
+        let fw = Firewall::with_capacity(Action::Deny, 2);
+        fw.set_rules(vec![Rule::allow().dst_port(80)]);
+        let mut st = fw.stage();
+        st.refresh();
+        for p in 0..4 {
+            assert_eq!(st.verdict(&info([1, 1, 1, 1], p, 80, 0)).1, Action::Allow);
+            assert_eq!(st.verdict(&info([1, 1, 1, 1], p, 81, 0)).1, Action::Deny);
+        }
+        assert_eq!(st.table.len(), 2);
+        assert_eq!(fw.tracking().1, 6);
+    }
+}
