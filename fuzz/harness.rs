@@ -539,3 +539,65 @@ pub fn engine(data: &[u8]) {
     }
     assert_eq!(e.stats().frames_in_use, 0, "every frame back in the arena");
 }
+
+/// Arbitrary frames through the extensions' stages (header peek, VLAN strip, firewall,
+/// classification, capture with a filter) and arbitrary text through the filter parser:
+/// never a panic, a stripped frame is the tagged one without its tag, and every frame goes
+/// back to the arena.
+pub fn extensions(data: &[u8]) {
+    use flextoe::pipeline::hooks::{Hook, HookCx, RxFrame, Verdict, Verdicts};
+    use flextoe::stages::ext::capture::{Capture, CaptureFormat};
+    use flextoe::stages::ext::classify::{ClassRule, Classification};
+    use flextoe::stages::ext::filter::Filter;
+    use flextoe::stages::ext::firewall::{Action, Firewall, Rule};
+    use flextoe::stages::ext::headers::FrameInfo;
+    use flextoe::stages::ext::vlan::VlanStrip;
+
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = text.parse::<Filter>();
+    }
+    let info = FrameInfo::peek(data);
+    if let Some(i) = info {
+        assert_eq!(i.len, data.len());
+        if i.vid.is_some() {
+            assert_eq!(&data[12..14], &[0x81, 0x00]);
+        }
+    } else {
+        assert!(data.len() < 18);
+    }
+    let arena = FrameArena::new(8).unwrap();
+    let cx = HookCx {
+        now: Instant::ZERO,
+        arena: &arena,
+        instance: 0,
+    };
+    let fw = Firewall::with_capacity(Action::Allow, 4);
+    fw.set_rules(vec![
+        Rule::deny().dst_port(23).syn(),
+        Rule::deny().src("10.0.0.0/8".parse().unwrap()),
+    ]);
+    let classes = Classification::new(vec![ClassRule::to_class(2).dscp(46)], 1);
+    let filter: Filter = "tcp and (syn or len > 100) or vlan 5 or arp"
+        .parse()
+        .unwrap();
+    let capture = Capture::new(std::io::sink(), CaptureFormat::PcapNg, filter).unwrap();
+    let Some(frame) = arena.alloc_copy(data) else {
+        return;
+    };
+    let mut frames = vec![frame];
+    let mut v = Verdicts::new(1);
+    Hook::<RxFrame>::process(&mut classes.stage(), &cx, &mut frames, &mut v);
+    Hook::<RxFrame>::process(&mut capture.rx_stage(), &cx, &mut frames, &mut v);
+    Hook::<RxFrame>::process(&mut fw.stage(), &cx, &mut frames, &mut v);
+    let mut v = Verdicts::new(1);
+    Hook::<RxFrame>::process(&mut VlanStrip::any(), &cx, &mut frames, &mut v);
+    if v.get(0) == Verdict::Pass && info.is_some_and(|i| i.vid.is_some()) {
+        let out = arena.data(&frames[0]);
+        assert_eq!(&out[..12], &data[..12]);
+        assert_eq!(&out[12..], &data[16..]);
+    }
+    for f in frames {
+        arena.free(f);
+    }
+    assert_eq!(arena.in_use(), 0);
+}

@@ -97,6 +97,9 @@ pub enum ConnStatus {
     TimedOut = 5,
     /// The peer's address could not be resolved.
     Unreachable = 6,
+    /// The connection went into a splice
+    /// ([`Splicer`](crate::stages::ext::splice::Splicer)): the engine relays it.
+    Spliced = 7,
 }
 
 impl ConnStatus {
@@ -108,6 +111,7 @@ impl ConnStatus {
             3 => ConnStatus::Reset,
             4 => ConnStatus::Refused,
             5 => ConnStatus::TimedOut,
+            7 => ConnStatus::Spliced,
             _ => ConnStatus::Unreachable,
         }
     }
@@ -423,6 +427,7 @@ pub(crate) enum AppRequest {
         conn: Arc<ConnShared>,
         rings: FlowRings,
     },
+    Splice(crate::stages::ext::splice::SpliceRequest),
 }
 
 /// State shared by every [`Host`] handle and the engine.
@@ -1103,6 +1108,29 @@ impl Drop for WriteHalf {
     fn drop(&mut self) {
         self.conn.tx_fin.store(true, Ordering::Release);
         self.host.ring_doorbell(&self.conn);
+    }
+}
+
+/// What splicing needs of a stream (see [`crate::stages::ext::splice`]).
+impl Stream {
+    /// The connection, what the application wrote, what it read.
+    pub(crate) fn splice_side(&self) -> (Arc<ConnShared>, u64, u64) {
+        (self.conn.clone(), self.tx.head(), self.rx.tail())
+    }
+
+    /// Whether both streams belong to one engine.
+    pub(crate) fn same_engine(&self, other: &Stream) -> bool {
+        Arc::ptr_eq(&self.host, &other.host)
+    }
+
+    /// Hand a splice request to the engine; `false` if it is gone.
+    pub(crate) fn request_splice(&self, req: crate::stages::ext::splice::SpliceRequest) -> bool {
+        self.host.requests.send(AppRequest::Splice(req)).is_ok()
+    }
+
+    /// Let go of a stream whose connection went into a splice: dropping it closes nothing.
+    pub(crate) fn detach(mut self) {
+        self.split = true;
     }
 }
 

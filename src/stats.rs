@@ -90,6 +90,9 @@ drop_reasons! {
     /// Control plane: a user stage punted a segment of an established connection, which the
     /// control plane does not process (see the stage's own counters).
     Extension => "extension",
+    /// A segment of a connection frozen while it is handed to a splice (its sender
+    /// retransmits it, and the splice relays it).
+    Frozen => "frozen",
 }
 
 impl fmt::Display for DropReason {

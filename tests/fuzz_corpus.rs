@@ -44,3 +44,8 @@ fn reorder_stage_corpus() {
 fn engine_corpus() {
     replay("engine", harness::engine);
 }
+
+#[test]
+fn extensions_corpus() {
+    replay("extensions", harness::extensions);
+}

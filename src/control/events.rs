@@ -47,6 +47,9 @@ impl Control {
     pub(crate) fn handle_event(&mut self, now: Instant, ev: ControlEvent, out: &mut ControlOutput) {
         let id = ev.flow;
         let a = ev.actions;
+        if a.any(Actions::FROZEN) && self.splice_frozen(id, ev.frozen, out) {
+            return;
+        }
         let Some(c) = self.conns.get_mut(id as usize).and_then(Option::as_mut) else {
             return;
         };

@@ -430,6 +430,10 @@ impl Control {
             persist_at: None,
             time_wait_until: None,
             rated,
+            iss: e.iss,
+            irs: e.irs,
+            sack: self.cfg.sack && e.peer_sack,
+            identity: identity.clone(),
             rate_snap: super::RateSnap {
                 at: now,
                 ..Default::default()

@@ -48,6 +48,7 @@ mod neighbours;
 mod punts;
 pub mod rates;
 pub mod secrets;
+mod splice;
 mod timers;
 
 use crate::wire::{self, flags, Endpoints, FourTuple, MacAddr, Parsed, TcpSegment};
@@ -197,6 +198,8 @@ pub struct ControlStats {
     pub keepalive_probes: u64,
     /// Connections aborted after unanswered keep-alive probes.
     pub keepalive_timeouts: u64,
+    /// Connection pairs spliced.
+    pub spliced: u64,
     /// ARP requests answered.
     pub arp_replies: u64,
     /// ARP requests sent.
@@ -265,6 +268,13 @@ struct Conn {
     time_wait_until: Option<Instant>,
     /// The control-plane rates drive this connection.
     rated: bool,
+    /// Our initial sequence number and the peer's (for splicing).
+    iss: u32,
+    irs: u32,
+    /// SACK negotiated.
+    sack: bool,
+    /// The flow's identity as installed.
+    identity: Arc<FlowIdentity>,
     /// The counters at the last control-plane rate update, and the rate sent.
     rate_snap: RateSnap,
 }
@@ -311,6 +321,7 @@ pub struct Control {
     challenge_limit: punts::RateLimit,
     rst_limit: punts::RateLimit,
     rates: Option<RateLoop>,
+    splices: splice::Splices,
 }
 
 impl Control {
@@ -349,6 +360,7 @@ impl Control {
             challenge_limit: punts::RateLimit::new(cfg_limits.0),
             rst_limit: punts::RateLimit::new(cfg_limits.1),
             rates,
+            splices: splice::Splices::default(),
         }
     }
 
@@ -504,6 +516,7 @@ impl Control {
                         },
                     );
                 }
+                AppRequest::Splice(req) => self.start_splice(now, req, out),
                 AppRequest::Unlisten { port } => {
                     self.listeners.remove(&port);
                     self.host.release_port(port);

@@ -60,6 +60,12 @@ impl Control {
             self.punt_for_flow(now, id, seg, p, out);
             return;
         }
+        if self.splices.is_spliced(&seg.tuple) {
+            // In flight when its connection went into a splice: the sender retransmits it.
+            self.arena.free(p.frame);
+            self.stats.drops.add(DropReason::Frozen);
+            return;
+        }
         if self.embryos.contains_key(&seg.tuple) {
             self.punt_for_embryo(now, seg, p.frame, out);
             return;

@@ -199,6 +199,7 @@ impl Control {
         }
         self.poll_handshakes(now, out);
         self.poll_arp(now, out);
+        self.poll_splices(now, out);
     }
 
     /// Once per interval, each connection's counters since the last one become an
@@ -305,6 +306,9 @@ impl Control {
         }
         for e in self.embryos.values() {
             take(e.next_retx);
+        }
+        if let Some(t) = self.splice_deadline() {
+            take(t);
         }
         for w in self.arp_wait.values() {
             take(w.next);

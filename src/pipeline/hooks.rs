@@ -163,6 +163,14 @@ impl Verdicts {
         }
     }
 
+    /// Verdicts for a burst of `n` items, all [`Verdict::Pass`]: for running a stage
+    /// outside a pipeline (its unit tests, a fuzz harness).
+    pub fn new(n: usize) -> Self {
+        let mut v = Verdicts::default();
+        v.start(n);
+        v
+    }
+
     /// The verdict on item `i` so far (`Pass` past the burst).
     pub fn get(&self, i: usize) -> Verdict {
         if i < self.len {

@@ -169,6 +169,17 @@ pub enum ProtoWork {
         /// The flow.
         flow: FlowId,
     },
+    /// Freeze the flow for a splice: from now on it drops segments, sends nothing and
+    /// ignores the application; the result (`Actions::FROZEN`) reports its sequence numbers.
+    Freeze {
+        /// The flow.
+        flow: FlowId,
+    },
+    /// Undo [`ProtoWork::Freeze`] (the splice did not happen).
+    Thaw {
+        /// The flow.
+        flow: FlowId,
+    },
     /// The control plane computed a rate for the flow, and perhaps a window
     /// ([`ControlRates`](crate::control::rates::ControlRates)): the rate overrides the
     /// congestion control's own and goes to the flow scheduler; the window caps the
@@ -196,6 +207,8 @@ impl ProtoWork {
             | ProtoWork::TailProbe { flow }
             | ProtoWork::Ack { flow }
             | ProtoWork::Reset { flow }
+            | ProtoWork::Freeze { flow }
+            | ProtoWork::Thaw { flow }
             | ProtoWork::SetRate { flow, .. } => *flow,
         }
     }
@@ -260,6 +273,9 @@ impl Actions {
     pub const RECEIVED: u32 = 1 << 24;
     /// The flow's rate changed (the control plane set one): the scheduler hears of it.
     pub const RATE: u32 = 1 << 25;
+    /// The flow froze for a splice: the result's `hdr.seq` is SND.NXT, `hdr.ack` RCV.NXT,
+    /// `in_flight` what is not acknowledged.
+    pub const FROZEN: u32 = 1 << 26;
 
     /// Whether any bit of `bits` is set.
     #[inline]

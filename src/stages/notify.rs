@@ -20,8 +20,10 @@ pub struct ControlEvent {
     /// The flow.
     pub flow: FlowId,
     /// `Actions` bits relevant to the control plane (`FIN_RX`, `FIN_ACKED`, `RST_TX`,
-    /// `ACKED`, `FIN_TX`).
+    /// `ACKED`, `FIN_TX`, `FROZEN`).
     pub actions: Actions,
+    /// With `FROZEN`: SND.NXT, RCV.NXT and the sequence space not acknowledged.
+    pub frozen: (u32, u32, u32),
 }
 
 /// The notify stage.
@@ -39,7 +41,8 @@ const CONTROL_BITS: u32 = Actions::FIN_RX
     | Actions::FIN_TX
     | Actions::TIMEOUT_RETRANSMIT
     | Actions::RST_RX
-    | Actions::CHALLENGE_ACK;
+    | Actions::CHALLENGE_ACK
+    | Actions::FROZEN;
 
 impl Notify {
     /// An empty notify stage.
@@ -102,6 +105,7 @@ impl Notify {
                 output.push(ControlEvent {
                     flow: r.flow,
                     actions: r.actions,
+                    frozen: (r.hdr.seq, r.hdr.ack, r.in_flight),
                 });
             }
         }

@@ -787,10 +787,10 @@ pub fn write_all_blocking(s: &mut Stream, data: &[u8]) {
 }
 /// Move a virtual clock on after a round of polls: by `step` while anything was busy,
 /// otherwise to the earliest of `deadlines` still ahead (at most `max_jump` away).
-pub fn next_time(
+pub fn next_time<const N: usize>(
     now: Instant,
     busy: bool,
-    deadlines: [Option<Instant>; 2],
+    deadlines: [Option<Instant>; N],
     step: Duration,
     max_jump: Duration,
 ) -> Instant {

@@ -50,5 +50,6 @@ pub mod filter;
 pub mod firewall;
 pub mod headers;
 pub mod rules;
+pub mod splice;
 pub mod trace;
 pub mod vlan;

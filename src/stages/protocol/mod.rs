@@ -65,6 +65,8 @@ const F_ECN_CWR: u32 = 1 << 15;
 /// In a fast recovery, a retransmission was acknowledged: every original segment still
 /// missing below `recover` was sent before it and is lost (RACK's rule, RFC 8985 6.2).
 const F_RACK: u32 = 1 << 16;
+/// Frozen for a splice: segments are dropped, nothing is sent.
+const F_FROZEN: u32 = 1 << 17;
 
 /// A `ts_recent` this old (24 days) no longer rejects segments (RFC 7323 section 5.5).
 const PAWS_IDLE_MS: u64 = 24 * 24 * 3600 * 1000;
@@ -363,6 +365,12 @@ impl TcpState {
         }
     }
 
+    fn report_frozen(&self, r: &mut ProtoResult) {
+        r.actions.set(Actions::FROZEN);
+        r.hdr.seq = self.snd_nxt;
+        r.hdr.ack = self.rcv_nxt;
+    }
+
     fn finish(&self, r: &mut ProtoResult) {
         r.in_flight = self.in_flight();
         r.unsent = self.unsent();
@@ -477,7 +485,31 @@ impl<C: CongestionControl> Protocol<C> {
             }
         };
         let cc = &self.cc;
+        if st.has(F_FROZEN) {
+            match work {
+                ProtoWork::Rx(w) => {
+                    r.rx_frame = Some(w.frame);
+                    r.actions.set(Actions::RECEIVED);
+                    self.stats.drops.add(DropReason::Frozen);
+                }
+                ProtoWork::Thaw { .. } => {
+                    st.flags &= !F_FROZEN;
+                    if st.can_send() {
+                        r.actions.set(Actions::SCHED);
+                    }
+                }
+                ProtoWork::Freeze { .. } => st.report_frozen(&mut r),
+                _ => {}
+            }
+            st.finish(&mut r);
+            return r;
+        }
         match work {
+            ProtoWork::Freeze { .. } => {
+                st.flags |= F_FROZEN;
+                st.report_frozen(&mut r);
+            }
+            ProtoWork::Thaw { .. } => {}
             ProtoWork::Rx(w) => {
                 if let Some(reason) = st.on_segment(cc, cf, &w.summary, now, &mut r) {
                     self.stats.drops.add(reason);

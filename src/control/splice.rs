@@ -1,0 +1,288 @@
+//! The control plane's part of splicing ([`crate::stages::ext::splice`]): freeze both
+//! connections in the protocol stage, check from their exact sequence numbers that nothing
+//! is left in flight or unread, install the two directions' rewrites, forget the
+//! connections (no FIN, no RST), and later remove the splice once it has ended.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::*;
+use crate::stages::ext::splice::{SpliceDir, SpliceError, SpliceRequest, SpliceState, SpliceTable};
+
+/// How long a pending splice may wait for both connections to freeze.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an ended splice still relays (retransmitted FINs, the last ACKs).
+const LINGER: Duration = Duration::from_secs(2);
+/// A splice with no frame for this long is removed.
+const IDLE: Duration = Duration::from_secs(2 * 3600);
+
+struct Pending {
+    req: SpliceRequest,
+    ids: [FlowId; 2],
+    frozen: [Option<(u32, u32, u32)>; 2],
+    since: Instant,
+}
+
+struct Active {
+    table: SpliceTable,
+    keys: [(Ipv4Addr, u16, Ipv4Addr, u16); 2],
+    tuples: [FourTuple; 2],
+    /// Ephemeral ports to give back when the splice ends.
+    ports: Vec<u16>,
+    state: Arc<SpliceState>,
+    started: Instant,
+}
+
+/// Splices being set up and in force.
+#[derive(Default)]
+pub(super) struct Splices {
+    pending: Vec<Pending>,
+    active: Vec<Active>,
+    /// Tuples of spliced connections: segments of theirs that reach the control plane
+    /// (in flight when the splice began) are dropped, never answered with a RST.
+    tuples: HashSet<FourTuple>,
+}
+
+impl Splices {
+    pub(super) fn is_spliced(&self, t: &FourTuple) -> bool {
+        self.tuples.contains(t)
+    }
+}
+
+impl Control {
+    /// An application asked to splice two connections: freeze them.
+    pub(super) fn start_splice(
+        &mut self,
+        now: Instant,
+        req: SpliceRequest,
+        out: &mut ControlOutput,
+    ) {
+        let mut ids = [0; 2];
+        for (k, (conn, _, _)) in req.sides.iter().enumerate() {
+            let ok = conn.flow().and_then(|id| {
+                let c = self.conns.get(id as usize)?.as_ref()?;
+                let busy = self.splices.pending.iter().any(|p| p.ids.contains(&id));
+                (Arc::ptr_eq(&c.conn, conn) && !busy).then_some((id, c))
+            });
+            let Some((id, c)) = ok else {
+                let _ = req.reply.send(Err(SpliceError::NotConnected));
+                return;
+            };
+            if c.state != TcpConnState::Established || c.orphan || c.fin_seen {
+                let _ = req.reply.send(Err(SpliceError::NotQuiet));
+                return;
+            }
+            ids[k] = id;
+        }
+        if ids[0] == ids[1] {
+            let _ = req.reply.send(Err(SpliceError::NotConnected));
+            return;
+        }
+        let (a, b) = match (&self.conns[ids[0] as usize], &self.conns[ids[1] as usize]) {
+            (Some(a), Some(b)) => (a, b),
+            _ => return,
+        };
+        // Each side's segments must fit the other: the options match, and what a peer may
+        // send us (our MSS less its options) fits what we may send the other peer.
+        let (ia, ib) = (&a.identity, &b.identity);
+        let ts = |i: &FlowIdentity| {
+            if i.timestamps {
+                wire::TS_OPT_LEN as u16
+            } else {
+                0
+            }
+        };
+        let ours = self.our_mss();
+        let compatible = ia.timestamps == ib.timestamps
+            && a.sack == b.sack
+            && ib.mss >= ours.saturating_sub(ts(ia))
+            && ia.mss >= ours.saturating_sub(ts(ib));
+        if !compatible {
+            let _ = req.reply.send(Err(SpliceError::Incompatible));
+            return;
+        }
+        for id in ids {
+            out.work.push(ProtoWork::Freeze { flow: id });
+        }
+        self.splices.pending.push(Pending {
+            req,
+            ids,
+            frozen: [None; 2],
+            since: now,
+        });
+    }
+
+    /// A flow froze: when both of a splice have, splice them or thaw them. Returns whether
+    /// the flow belongs to a pending splice.
+    pub(super) fn splice_frozen(
+        &mut self,
+        id: FlowId,
+        at: (u32, u32, u32),
+        out: &mut ControlOutput,
+    ) -> bool {
+        let Some(i) = self
+            .splices
+            .pending
+            .iter()
+            .position(|p| p.ids.contains(&id))
+        else {
+            return false;
+        };
+        let p = &mut self.splices.pending[i];
+        let k = usize::from(p.ids[1] == id);
+        p.frozen[k] = Some(at);
+        if p.frozen.iter().any(Option::is_none) {
+            return true;
+        }
+        let p = self.splices.pending.swap_remove(i);
+        let quiet = (0..2).all(|k| {
+            let (snd_nxt, rcv_nxt, in_flight) = p.frozen[k].unwrap_or_default();
+            let (_, written, read) = &p.req.sides[k];
+            self.conns[p.ids[k] as usize].as_ref().is_some_and(|c| {
+                in_flight == 0
+                    && snd_nxt == c.iss.wrapping_add(1).wrapping_add(*written as u32)
+                    && rcv_nxt == c.irs.wrapping_add(1).wrapping_add(*read as u32)
+            })
+        });
+        if !quiet {
+            for id in p.ids {
+                out.work.push(ProtoWork::Thaw { flow: id });
+            }
+            let _ = p.req.reply.send(Err(SpliceError::NotQuiet));
+            return true;
+        }
+        self.install_splice(p, out);
+        true
+    }
+
+    fn install_splice(&mut self, p: Pending, out: &mut ControlOutput) {
+        let (Some(a), Some(b)) = (
+            &self.conns[p.ids[0] as usize],
+            &self.conns[p.ids[1] as usize],
+        ) else {
+            return;
+        };
+        let side = [a, b];
+        let seqs = [
+            p.frozen[0].unwrap_or_default(),
+            p.frozen[1].unwrap_or_default(),
+        ];
+        let state = Arc::new(SpliceState::default());
+        let mut keys = [(Ipv4Addr::UNSPECIFIED, 0, Ipv4Addr::UNSPECIFIED, 0); 2];
+        for d in 0..2 {
+            let (from, to) = (&side[d].identity, &side[1 - d].identity);
+            let (from_seq, to_seq) = (seqs[d], seqs[1 - d]);
+            let ft = &from.tuple;
+            keys[d] = (ft.remote_ip, ft.remote_port, ft.local_ip, ft.local_port);
+            p.req.table.insert(
+                keys[d],
+                SpliceDir {
+                    dir: d,
+                    src_mac: to.local_mac,
+                    dst_mac: to.remote_mac,
+                    src_ip: to.tuple.local_ip,
+                    dst_ip: to.tuple.remote_ip,
+                    sport: to.tuple.local_port,
+                    dport: to.tuple.remote_port,
+                    // The peer's bytes continue the stream we were sending the other peer;
+                    // its acknowledgements acknowledge what the other peer sent.
+                    seq_delta: to_seq.0.wrapping_sub(from_seq.1),
+                    ack_delta: to_seq.1.wrapping_sub(from_seq.0),
+                    in_shift: from.snd_wscale,
+                    out_shift: to.rcv_wscale,
+                    out_ts_offset: self.secrets.ts_offset(&to.tuple),
+                    state: state.clone(),
+                },
+            );
+        }
+        let tuples = [side[0].tuple, side[1].tuple];
+        let mut ports = Vec::new();
+        for id in p.ids {
+            if let Some(c) = self.conns.get_mut(id as usize).and_then(Option::take) {
+                self.by_tuple.remove(&c.tuple);
+                self.free_ids.push(id);
+                self.retired.add(&c.counters);
+                if let Some(r) = self.rates.as_mut() {
+                    r.driver.close(id);
+                }
+                if c.ephemeral {
+                    ports.push(c.tuple.local_port);
+                }
+                c.conn.set_status(ConnStatus::Spliced);
+                out.removals.push((id, c.tuple));
+            }
+        }
+        for t in tuples {
+            self.splices.tuples.insert(t);
+        }
+        self.stats.spliced += 1;
+        self.splices.active.push(Active {
+            table: p.req.table.clone(),
+            keys,
+            tuples,
+            ports,
+            state,
+            started: Instant::ZERO,
+        });
+        let _ = p.req.reply.send(Ok(()));
+    }
+
+    /// Give up on splices whose connections did not freeze; remove splices that ended.
+    pub(super) fn poll_splices(&mut self, now: Instant, out: &mut ControlOutput) {
+        let mut i = 0;
+        while i < self.splices.pending.len() {
+            if now.saturating_since(self.splices.pending[i].since) < FREEZE_TIMEOUT {
+                i += 1;
+                continue;
+            }
+            let p = self.splices.pending.swap_remove(i);
+            for id in p.ids {
+                out.work.push(ProtoWork::Thaw { flow: id });
+            }
+            let _ = p.req.reply.send(Err(SpliceError::NoAnswer));
+        }
+        let now_ms = now.millis();
+        let mut i = 0;
+        while i < self.splices.active.len() {
+            let a = &mut self.splices.active[i];
+            if a.started == Instant::ZERO {
+                a.started = now;
+            }
+            let last = a.state.last_ms.load(std::sync::atomic::Ordering::Relaxed);
+            let quiet_for =
+                Duration::from_millis(now_ms.saturating_sub(last.max(a.started.millis())));
+            let done = (a.state.ended() && quiet_for >= LINGER) || quiet_for >= IDLE;
+            if !done {
+                i += 1;
+                continue;
+            }
+            let a = self.splices.active.swap_remove(i);
+            a.table.remove(&a.keys);
+            for t in &a.tuples {
+                self.splices.tuples.remove(t);
+            }
+            for port in a.ports {
+                self.host.release_port(port);
+            }
+        }
+    }
+
+    /// The earliest time a splice needs the control plane.
+    pub(super) fn splice_deadline(&self) -> Option<Instant> {
+        let pending = self
+            .splices
+            .pending
+            .iter()
+            .map(|p| p.since + FREEZE_TIMEOUT);
+        let active = self
+            .splices
+            .active
+            .iter()
+            .filter(|a| a.state.ended())
+            .map(|a| {
+                Instant::from_millis(a.state.last_ms.load(std::sync::atomic::Ordering::Relaxed))
+                    + LINGER
+            });
+        pending.chain(active).min()
+    }
+}

@@ -1,0 +1,580 @@
+//! Connection splicing: once a proxy application has decided where a client goes, it joins
+//! its connection to the client and its connection to the server inside the engine
+//! ([`Splicer::splice`]). From then on segments of one are rewritten (MAC and IP addresses,
+//! ports, sequence and acknowledgement numbers, SACK blocks, timestamps, window, checksums)
+//! and sent on the other by a stage at [`RxFrame`], without reaching the protocol stage or
+//! the application; FINs and RSTs are relayed as any segment, so closing or resetting either
+//! side reaches the other. The engine forgets both connections; the splice ends a while
+//! after both FINs or a RST went through.
+//!
+//! The hand-over is exact: the engine freezes both connections in the protocol stage, reads
+//! their sequence numbers, and splices only if everything each side sent has been
+//! acknowledged and the application has read everything received (otherwise it thaws them
+//! and the splice fails with [`SpliceError::NotQuiet`]: forward what is left and try again).
+//! Segments that arrive while a connection is frozen are dropped; their senders retransmit
+//! them and the splice relays them.
+//!
+//! Both connections must have negotiated the same options (timestamps, SACK) and must be
+//! able to carry each other's segments (each side's MSS at least what the other may send).
+//!
+//! ```no_run
+//! use flextoe::stages::ext::splice::Splicer;
+//! # fn proxy(engine: flextoe::pipeline::PipelineBuilder<flextoe::backends::mem::MemPort>,
+//! #          client: flextoe::Stream, server: flextoe::Stream) {
+//! let splicer = Splicer::new();
+//! let engine = engine.on_rx_frame(splicer.stage()).build().unwrap();
+//! // ... accept `client`, read its request, connect `server`, forward the request ...
+//! let pending = splicer.splice(client, server).unwrap();
+//! // Poll the engine until the splice is done (a runtime thread does this by itself).
+//! # let _ = (engine, pending);
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, TryRecvError};
+
+use super::headers::FrameInfo;
+use crate::buf::Frame;
+use crate::host::Stream;
+use crate::pipeline::hooks::{Hook, HookCx, RxFrame, Verdict, Verdicts};
+use crate::wire::{self, flags, MacAddr};
+
+/// Why a splice did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SpliceError {
+    /// A connection has data not yet acknowledged, or received data the application has not
+    /// read, or is closing: forward what is left and try again.
+    #[error("a connection is not quiet (unacknowledged or unread data, or closing)")]
+    NotQuiet,
+    /// The two connections negotiated different options, or one side's segments would not
+    /// fit the other's MSS.
+    #[error("the connections negotiated incompatible options")]
+    Incompatible,
+    /// The streams are not two established connections of the same engine.
+    #[error("not two established connections of one engine")]
+    NotConnected,
+    /// The engine did not answer (it is not being polled, or it stopped).
+    #[error("the engine did not answer")]
+    NoAnswer,
+}
+
+/// The state both directions of a splice share.
+#[derive(Debug, Default)]
+pub(crate) struct SpliceState {
+    /// Bit 0: FIN from side 0 relayed; bit 1: FIN from side 1; bit 2: a RST.
+    pub(crate) ends: AtomicU8,
+    /// The engine's time (ms) of the last frame relayed.
+    pub(crate) last_ms: AtomicU64,
+    /// Per direction: the latched timestamp shift (bit 32 set once latched).
+    ts_delta: [AtomicU64; 2],
+    /// Per direction: the first timestamp sent out (translated), valid once latched.
+    ts_first: [AtomicU32; 2],
+    /// Frames relayed, per direction.
+    pub(crate) relayed: [AtomicU64; 2],
+}
+
+impl SpliceState {
+    /// Whether both FINs or a RST went through.
+    pub(crate) fn ended(&self) -> bool {
+        let e = self.ends.load(Ordering::Relaxed);
+        e & 4 != 0 || e & 3 == 3
+    }
+}
+
+/// One direction of a splice: what frames received on one connection become on the other.
+#[derive(Debug)]
+pub(crate) struct SpliceDir {
+    /// Direction index (0: from side 0 to side 1).
+    pub(crate) dir: usize,
+    pub(crate) src_mac: MacAddr,
+    pub(crate) dst_mac: MacAddr,
+    pub(crate) src_ip: Ipv4Addr,
+    pub(crate) dst_ip: Ipv4Addr,
+    pub(crate) sport: u16,
+    pub(crate) dport: u16,
+    /// Added to the sequence number.
+    pub(crate) seq_delta: u32,
+    /// Added to the acknowledgement number (and to SACK blocks).
+    pub(crate) ack_delta: u32,
+    /// Window shift of the sender (applied to its window field) and ours on the other side
+    /// (the field sent out is shifted by it).
+    pub(crate) in_shift: u8,
+    pub(crate) out_shift: u8,
+    /// Our timestamp clock's offset on the outgoing connection (TSval = ms + offset).
+    pub(crate) out_ts_offset: u32,
+    pub(crate) state: Arc<SpliceState>,
+}
+
+type Key = (Ipv4Addr, u16, Ipv4Addr, u16);
+
+/// The splices in force, shared by the stages (which read a snapshot, refreshed when the
+/// generation moves) and the control plane (which adds and removes them).
+#[derive(Clone, Default)]
+pub(crate) struct SpliceTable {
+    inner: Arc<TableInner>,
+}
+
+#[derive(Default)]
+struct TableInner {
+    map: RwLock<Arc<HashMap<Key, Arc<SpliceDir>>>>,
+    generation: AtomicU64,
+}
+
+impl SpliceTable {
+    /// Relay frames received from `from` (the peer's address and port, ours) by `dir`.
+    pub(crate) fn insert(&self, from: Key, dir: SpliceDir) {
+        self.update(|m| {
+            m.insert(from, Arc::new(dir));
+        });
+    }
+
+    /// Stop relaying frames received from these keys.
+    pub(crate) fn remove(&self, keys: &[Key]) {
+        self.update(|m| {
+            for k in keys {
+                m.remove(k);
+            }
+        });
+    }
+
+    fn update(&self, f: impl FnOnce(&mut HashMap<Key, Arc<SpliceDir>>)) {
+        let mut g = self.inner.map.write().unwrap_or_else(|p| p.into_inner());
+        let mut m = (**g).clone();
+        f(&mut m);
+        *g = Arc::new(m);
+        self.inner.generation.fetch_add(1, Ordering::Release);
+    }
+
+    fn snapshot(&self) -> Arc<HashMap<Key, Arc<SpliceDir>>> {
+        self.inner
+            .map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.snapshot().len()
+    }
+}
+
+/// What the control plane needs to splice two connections.
+pub(crate) struct SpliceRequest {
+    /// Per side: the connection, what the application wrote and what it read.
+    pub(crate) sides: [(Arc<crate::host::ConnShared>, u64, u64); 2],
+    pub(crate) table: SpliceTable,
+    pub(crate) reply: crossbeam_channel::Sender<Result<(), SpliceError>>,
+}
+
+/// Splices connections; its stage relays the spliced segments. Clones share everything.
+#[derive(Clone, Default)]
+pub struct Splicer {
+    table: SpliceTable,
+    counters: Arc<SpliceCounters>,
+}
+
+/// Counters of a [`Splicer`]'s stages.
+#[derive(Debug, Default)]
+pub struct SpliceCounters {
+    relayed: AtomicU64,
+    relayed_bytes: AtomicU64,
+    bad: AtomicU64,
+}
+
+impl SpliceCounters {
+    /// Frames relayed.
+    pub fn relayed(&self) -> u64 {
+        self.relayed.load(Ordering::Relaxed)
+    }
+
+    /// Payload bytes relayed.
+    pub fn relayed_bytes(&self) -> u64 {
+        self.relayed_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Frames of spliced connections dropped as malformed.
+    pub fn malformed(&self) -> u64 {
+        self.bad.load(Ordering::Relaxed)
+    }
+}
+
+impl Splicer {
+    /// A splicer with no splice.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The stage that relays spliced segments, for [`RxFrame`] (after any VLAN strip).
+    pub fn stage(&self) -> SpliceStage {
+        SpliceStage {
+            table: self.table.clone(),
+            counters: self.counters.clone(),
+            snapshot: Arc::new(HashMap::new()),
+            generation: u64::MAX,
+        }
+    }
+
+    /// The stages' counters.
+    pub fn counters(&self) -> Arc<SpliceCounters> {
+        self.counters.clone()
+    }
+
+    /// Splices in force (two entries per splice, one per direction).
+    pub fn active(&self) -> usize {
+        self.table.len() / 2
+    }
+
+    /// Ask the engine of `a` and `b` (two established connections of one engine) to splice
+    /// them. The answer comes while the engine runs ([`PendingSplice`]); on refusal the
+    /// streams come back.
+    pub fn splice(
+        &self,
+        a: Stream,
+        b: Stream,
+    ) -> Result<PendingSplice, (SpliceError, Stream, Stream)> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let req = SpliceRequest {
+            sides: [a.splice_side(), b.splice_side()],
+            table: self.table.clone(),
+            reply: tx,
+        };
+        if !a.same_engine(&b) || !a.request_splice(req) {
+            return Err((SpliceError::NotConnected, a, b));
+        }
+        Ok(PendingSplice {
+            streams: Some((a, b)),
+            reply: rx,
+        })
+    }
+}
+
+/// A splice the engine is carrying out.
+pub struct PendingSplice {
+    streams: Option<(Stream, Stream)>,
+    reply: Receiver<Result<(), SpliceError>>,
+}
+
+impl PendingSplice {
+    /// The answer, if it came: `Ok` (the streams are gone into the splice) or the error with
+    /// the streams back.
+    pub fn try_finish(&mut self) -> Option<Result<(), (SpliceError, Stream, Stream)>> {
+        let r = match self.reply.try_recv() {
+            Ok(r) => r,
+            Err(TryRecvError::Empty) => return None,
+            Err(TryRecvError::Disconnected) => Err(SpliceError::NoAnswer),
+        };
+        let (a, b) = self.streams.take()?;
+        Some(match r {
+            Ok(()) => {
+                a.detach();
+                b.detach();
+                Ok(())
+            }
+            Err(e) => Err((e, a, b)),
+        })
+    }
+
+    /// Wait for the answer (the engine must be running on another thread).
+    pub fn wait(mut self, timeout: Duration) -> Result<(), (SpliceError, Stream, Stream)> {
+        let r = self
+            .reply
+            .recv_timeout(timeout)
+            .unwrap_or(Err(SpliceError::NoAnswer));
+        let (a, b) = self.streams.take().expect("answered once");
+        match r {
+            Ok(()) => {
+                a.detach();
+                b.detach();
+                Ok(())
+            }
+            Err(e) => Err((e, a, b)),
+        }
+    }
+}
+
+/// The [`Splicer`]'s stage: relays frames of spliced connections ([`Verdict::Tx`]), passes
+/// the rest. Drop reason: `malformed` (a frame of a spliced connection whose headers could
+/// not be rewritten).
+pub struct SpliceStage {
+    table: SpliceTable,
+    counters: Arc<SpliceCounters>,
+    snapshot: Arc<HashMap<Key, Arc<SpliceDir>>>,
+    generation: u64,
+}
+
+impl Clone for SpliceStage {
+    fn clone(&self) -> Self {
+        Splicer {
+            table: self.table.clone(),
+            counters: self.counters.clone(),
+        }
+        .stage()
+    }
+}
+
+/// Rewrite `d` (an Ethernet/IPv4/TCP frame received on the splice's incoming connection)
+/// for the outgoing one. `None` if its headers are malformed.
+fn rewrite(d: &mut [u8], s: &SpliceDir, now_ms: u64) -> Option<(usize, u8)> {
+    if d.len() < 54 || d[12..14] != [0x08, 0x00] {
+        return None;
+    }
+    let ihl = usize::from(d[14] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([d[16], d[17]]));
+    let t = 14 + ihl;
+    if ihl < 20 || d.len() < t + 20 || total < ihl + 20 || 14 + total > d.len() {
+        return None;
+    }
+    let doff = usize::from(d[t + 12] >> 4) * 4;
+    if doff < 20 || ihl + doff > total {
+        return None;
+    }
+    let payload = total - ihl - doff;
+    let fl = d[t + 13];
+    d[0..6].copy_from_slice(&s.dst_mac.0);
+    d[6..12].copy_from_slice(&s.src_mac.0);
+    d[26..30].copy_from_slice(&s.src_ip.octets());
+    d[30..34].copy_from_slice(&s.dst_ip.octets());
+    d[t..t + 2].copy_from_slice(&s.sport.to_be_bytes());
+    d[t + 2..t + 4].copy_from_slice(&s.dport.to_be_bytes());
+    let be32 = |d: &[u8], i: usize| u32::from_be_bytes([d[i], d[i + 1], d[i + 2], d[i + 3]]);
+    let seq = be32(d, t + 4).wrapping_add(s.seq_delta);
+    d[t + 4..t + 8].copy_from_slice(&seq.to_be_bytes());
+    if fl & flags::ACK != 0 {
+        let ack = be32(d, t + 8).wrapping_add(s.ack_delta);
+        d[t + 8..t + 12].copy_from_slice(&ack.to_be_bytes());
+    }
+    let win = u32::from(u16::from_be_bytes([d[t + 14], d[t + 15]]));
+    let bytes = u64::from(win) << s.in_shift;
+    let out = (bytes >> s.out_shift).min(0xffff) as u16;
+    d[t + 14..t + 16].copy_from_slice(&out.to_be_bytes());
+    // Options: SACK blocks move with the acknowledgement numbers, timestamps with the clocks.
+    let mut o = t + 20;
+    let end = t + doff;
+    while o < end {
+        match d[o] {
+            0 => break,
+            1 => o += 1,
+            kind => {
+                let len = usize::from(*d.get(o + 1)?);
+                if len < 2 || o + len > end {
+                    return None;
+                }
+                if kind == 5 {
+                    if (len - 2) % 8 != 0 {
+                        return None;
+                    }
+                    let mut b = o + 2;
+                    while b < o + len {
+                        let v = be32(d, b).wrapping_add(s.ack_delta);
+                        d[b..b + 4].copy_from_slice(&v.to_be_bytes());
+                        b += 4;
+                    }
+                } else if kind == 8 {
+                    if len != 10 {
+                        return None;
+                    }
+                    let (val, ecr) = (be32(d, o + 2), be32(d, o + 6));
+                    let me = &s.state.ts_delta[s.dir];
+                    let mut delta = me.load(Ordering::Acquire);
+                    if delta >> 32 == 0 {
+                        // First timestamp of this direction: from here on the peer's clock
+                        // maps onto ours on the outgoing connection, from now.
+                        let ours = (now_ms as u32).wrapping_add(s.out_ts_offset);
+                        let want = (1u64 << 32) | u64::from(ours.wrapping_sub(val));
+                        delta =
+                            match me.compare_exchange(0, want, Ordering::AcqRel, Ordering::Acquire)
+                            {
+                                Ok(_) => {
+                                    s.state.ts_first[s.dir].store(ours, Ordering::Release);
+                                    want
+                                }
+                                Err(cur) => cur,
+                            };
+                    }
+                    let out_val = val.wrapping_add(delta as u32);
+                    // The echo maps back through the other direction's shift, once the value
+                    // echoed is one that direction sent; before that it echoes our own
+                    // clock, which means nothing to the other peer: 0 (no RTT sample).
+                    let other = 1 - s.dir;
+                    let od = s.state.ts_delta[other].load(Ordering::Acquire);
+                    let first = s.state.ts_first[other].load(Ordering::Acquire);
+                    let out_ecr = if od >> 32 != 0 && !wire::seq::lt(ecr, first) {
+                        ecr.wrapping_sub(od as u32)
+                    } else {
+                        0
+                    };
+                    d[o + 2..o + 6].copy_from_slice(&out_val.to_be_bytes());
+                    d[o + 6..o + 10].copy_from_slice(&out_ecr.to_be_bytes());
+                }
+                o += len;
+            }
+        }
+    }
+    wire::fill_checksums(&mut d[..14 + total]);
+    Some((payload, fl))
+}
+
+impl Hook<RxFrame> for SpliceStage {
+    fn name(&self) -> &'static str {
+        "splice"
+    }
+
+    fn drop_reasons(&self) -> &'static [&'static str] {
+        &["malformed"]
+    }
+
+    fn process(&mut self, cx: &HookCx<'_>, frames: &mut [Frame], verdicts: &mut Verdicts) {
+        let g = self.table.inner.generation.load(Ordering::Acquire);
+        if g != self.generation {
+            self.snapshot = self.table.snapshot();
+            self.generation = g;
+        }
+        if self.snapshot.is_empty() {
+            return;
+        }
+        let now_ms = cx.now.millis();
+        let (mut n, mut bytes, mut bad) = (0u64, 0u64, 0u64);
+        for (i, f) in frames.iter_mut().enumerate() {
+            let Some(h) = FrameInfo::peek(cx.arena.data(f)) else {
+                continue;
+            };
+            if !h.is_tcp() || h.vid.is_some() {
+                continue;
+            }
+            let Some(dir) = self.snapshot.get(&(h.src, h.sport, h.dst, h.dport)) else {
+                continue;
+            };
+            match rewrite(cx.arena.data_mut(f), dir, now_ms) {
+                Some((payload, fl)) => {
+                    let st = &dir.state;
+                    if fl & flags::RST != 0 {
+                        st.ends.fetch_or(4, Ordering::Relaxed);
+                    } else if fl & flags::FIN != 0 {
+                        st.ends.fetch_or(1 << dir.dir, Ordering::Relaxed);
+                    }
+                    st.last_ms.store(now_ms, Ordering::Relaxed);
+                    st.relayed[dir.dir].fetch_add(1, Ordering::Relaxed);
+                    verdicts.set(i, Verdict::Tx);
+                    n += 1;
+                    bytes += payload as u64;
+                }
+                None => {
+                    verdicts.set(i, Verdict::Drop(0));
+                    bad += 1;
+                }
+            }
+        }
+        let c = &self.counters;
+        c.relayed.fetch_add(n, Ordering::Relaxed);
+        c.relayed_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if bad > 0 {
+            c.bad.fetch_add(bad, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::Rng;
+
+    fn dir(state: Arc<SpliceState>, d: usize) -> SpliceDir {
+        SpliceDir {
+            dir: d,
+            src_mac: MacAddr([2, 0, 0, 0, 0, 2]),
+            dst_mac: MacAddr([2, 0, 0, 0, 0, 3]),
+            src_ip: Ipv4Addr::new(10, 0, 0, 2),
+            dst_ip: Ipv4Addr::new(10, 0, 0, 3),
+            sport: 5555,
+            dport: 80,
+            seq_delta: 1000,
+            ack_delta: u32::MAX - 9,
+            in_shift: 7,
+            out_shift: 5,
+            out_ts_offset: 0x1000,
+            state,
+        }
+    }
+
+    /// An Ethernet/IPv4/TCP frame with SACK and timestamp options and 4 bytes of payload.
+    fn frame() -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 20 + 24 + 4];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        let total = (f.len() - 14) as u16;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f[23] = 6;
+        let t = 34;
+        f[t + 4..t + 8].copy_from_slice(&100u32.to_be_bytes());
+        f[t + 8..t + 12].copy_from_slice(&200u32.to_be_bytes());
+        f[t + 12] = (44 / 4) << 4;
+        f[t + 13] = flags::ACK;
+        f[t + 14..t + 16].copy_from_slice(&10u16.to_be_bytes());
+        let o = t + 20;
+        f[o..o + 2].copy_from_slice(&[1, 1]);
+        f[o + 2..o + 4].copy_from_slice(&[5, 10]);
+        f[o + 4..o + 8].copy_from_slice(&300u32.to_be_bytes());
+        f[o + 8..o + 12].copy_from_slice(&400u32.to_be_bytes());
+        f[o + 12..o + 14].copy_from_slice(&[8, 10]);
+        f[o + 14..o + 18].copy_from_slice(&7u32.to_be_bytes());
+        f[o + 18..o + 22].copy_from_slice(&9u32.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn rewrites_addresses_numbers_options_and_window() {
+        let st = Arc::new(SpliceState::default());
+        let d = dir(st.clone(), 0);
+        let mut f = frame();
+        let (payload, fl) = rewrite(&mut f, &d, 50).unwrap();
+        assert_eq!((payload, fl), (4, flags::ACK));
+        let be32 = |i: usize| u32::from_be_bytes(f[i..i + 4].try_into().unwrap());
+        assert_eq!(&f[0..6], &d.dst_mac.0);
+        assert_eq!(&f[26..30], &[10, 0, 0, 2]);
+        assert_eq!(be32(34 + 4), 1100, "seq moves by seq_delta");
+        assert_eq!(be32(34 + 8), 190, "ack moves by ack_delta");
+        assert_eq!(u16::from_be_bytes([f[48], f[49]]), 40, "10 << 7 >> 5");
+        assert_eq!((be32(54 + 4), be32(54 + 8)), (290, 390), "SACK block");
+        // The first timestamp latches: our clock on the other side (50 + 0x1000).
+        assert_eq!(be32(54 + 14), 50 + 0x1000);
+        assert_eq!(
+            be32(54 + 18),
+            0,
+            "nothing from the other direction yet: no echo"
+        );
+        let mut g = frame();
+        g[54 + 14..54 + 18].copy_from_slice(&17u32.to_be_bytes());
+        rewrite(&mut g, &d, 60).unwrap();
+        assert_eq!(
+            u32::from_be_bytes(g[54 + 14..54 + 18].try_into().unwrap()),
+            50 + 0x1000 + 10,
+            "later timestamps keep their distance"
+        );
+        assert!(crate::wire::parse_frame(&f).is_ok(), "checksums are right");
+    }
+
+    #[test]
+    fn hostile_frames_are_refused_not_a_panic() {
+        let st = Arc::new(SpliceState::default());
+        let d = dir(st, 1);
+        let good = frame();
+        for n in 0..good.len() {
+            let mut f = good[..n].to_vec();
+            let _ = rewrite(&mut f, &d, 1);
+        }
+        let mut rng = Rng::new(3);
+        for _ in 0..20_000 {
+            let mut f = good.clone();
+            for _ in 0..1 + rng.below(4) {
+                let i = rng.below(f.len() as u64) as usize;
+                f[i] = rng.next_u64() as u8;
+            }
+            let _ = rewrite(&mut f, &d, 1);
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! Connection splicing through a proxy engine: a client engine, a proxy engine and a server
+//! engine behind a simulated switch. The proxy application reads the client's request line,
+//! connects to the server, forwards the server's greeting, and splices the two connections
+//! (`stages::ext::splice`). Then 64 MiB go each way between client and server, verified by
+//! SHA-256, relayed by the proxy engine's splice stage while the proxy application holds no
+//! stream and no segment reaches the proxy engine's protocol stage; the client's FIN reaches the server and the
+//! server's FIN the client, and the splice is gone a while after. A second run shows a reset
+//! on one side reaching the other. Inline and threaded proxy.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+use common::*;
+use flextoe::backends::mem::MemPort;
+use flextoe::host::ConnStatus;
+use flextoe::pipeline::{Engine, Pipeline, Topology};
+use flextoe::sim::{Impairments, Switch, VirtualClock};
+use flextoe::stages::ext::splice::{SpliceError, Splicer};
+use flextoe::time::{Clock, Instant};
+use flextoe::wire::MacAddr;
+use flextoe::Stream;
+
+const C: (Ipv4Addr, MacAddr) = (Ipv4Addr::new(10, 8, 0, 1), MacAddr([2, 0, 0, 8, 0, 1]));
+const P: (Ipv4Addr, MacAddr) = (Ipv4Addr::new(10, 8, 0, 2), MacAddr([2, 0, 0, 8, 0, 2]));
+const S: (Ipv4Addr, MacAddr) = (Ipv4Addr::new(10, 8, 0, 3), MacAddr([2, 0, 0, 8, 0, 3]));
+
+fn cfg(me: (Ipv4Addr, MacAddr), threaded: bool) -> flextoe::EngineConfig {
+    let mut c = if threaded {
+        threaded_config(me.1, me.0)
+    } else {
+        engine_config(me.1, me.0)
+    };
+    c.arena_frames = 8192;
+    c.tx_buffer = 1 << 20;
+    c.rx_buffer = 1 << 20;
+    for (ip, mac) in [C, P, S] {
+        c = c.neighbor(ip, mac);
+    }
+    c
+}
+
+enum Proxy {
+    Inline(Box<Engine<MemPort>>),
+    Threaded(flextoe::pipeline::Threaded),
+}
+
+impl Proxy {
+    fn host(&self) -> flextoe::Host {
+        match self {
+            Proxy::Inline(e) => e.host(),
+            Proxy::Threaded(t) => t.host(),
+        }
+    }
+    fn poll(&mut self, now: Instant) -> bool {
+        match self {
+            Proxy::Inline(e) => e.poll(now),
+            Proxy::Threaded(_) => false,
+        }
+    }
+    fn next_deadline(&self) -> Option<Instant> {
+        match self {
+            Proxy::Inline(e) => e.next_deadline(),
+            Proxy::Threaded(_) => None,
+        }
+    }
+    /// Work items the proxy's protocol stage took (segments, grants, ...), and its flows.
+    fn protocol_items_and_flows(&self) -> (u64, usize) {
+        match self {
+            Proxy::Inline(e) => {
+                let s = e.stats();
+                let p = s.stages.iter().find(|(n, _)| *n == "protocol").unwrap();
+                (p.1.items_in, s.flows)
+            }
+            Proxy::Threaded(t) => {
+                let s = t.stats();
+                (s.stage("protocol").items_in, s.io.flows)
+            }
+        }
+    }
+}
+
+struct Lab {
+    clock: VirtualClock,
+    sw: Switch,
+    client: Engine<MemPort>,
+    server: Engine<MemPort>,
+    proxy: Proxy,
+    splicer: Splicer,
+    threaded: bool,
+}
+
+impl Lab {
+    fn new(threaded: bool) -> Lab {
+        let mut sw = Switch::new();
+        let pc = sw.attach(Impairments::none(), Impairments::none());
+        let pp = sw.attach(Impairments::none(), Impairments::none());
+        let ps = sw.attach(Impairments::none(), Impairments::none());
+        let clock = VirtualClock::new();
+        let splicer = Splicer::new();
+        let b = Pipeline::builder(cfg(P, threaded), pp).on_rx_frame(splicer.stage());
+        let proxy = if threaded {
+            let t = Topology::with_counts(2, 1, 2, 2, 2, false);
+            Proxy::Threaded(b.threaded(t, clock.clone()).unwrap())
+        } else {
+            Proxy::Inline(Box::new(b.build().unwrap()))
+        };
+        Lab {
+            clock,
+            sw,
+            client: Engine::new(cfg(C, false), pc).unwrap(),
+            server: Engine::new(cfg(S, false), ps).unwrap(),
+            proxy,
+            splicer,
+            threaded,
+        }
+    }
+
+    /// One round: every engine and the switch; then the clock moves.
+    fn step(&mut self) {
+        let wall = std::time::Instant::now();
+        let now = self.clock.now();
+        let busy = self.client.poll(now)
+            | self.server.poll(now)
+            | self.proxy.poll(now)
+            | self.sw.poll(now);
+        if self.threaded {
+            // The proxy's threads read this clock: keep it near real time.
+            std::thread::yield_now();
+            self.clock
+                .advance(wall.elapsed().max(Duration::from_micros(20)));
+        } else {
+            self.clock.advance_to(next_time(
+                now,
+                busy,
+                [
+                    self.client.next_deadline(),
+                    self.server.next_deadline(),
+                    self.proxy.next_deadline(),
+                    self.sw.next_deadline(),
+                ],
+                Duration::from_micros(5),
+                Duration::from_millis(10),
+            ));
+        }
+    }
+
+    fn until(&mut self, what: &str, mut f: impl FnMut(&mut Lab) -> bool) {
+        let start = self.clock.now();
+        let wall = std::time::Instant::now();
+        while !f(self) {
+            self.step();
+            assert!(
+                self.clock.now().saturating_since(start) < Duration::from_secs(600)
+                    && wall.elapsed() < Duration::from_secs(300),
+                "timed out: {what}"
+            );
+        }
+    }
+}
+
+fn nb(mut s: Stream) -> Stream {
+    s.set_nonblocking(true);
+    s
+}
+
+fn read_some(s: &mut Stream, buf: &mut [u8]) -> Option<usize> {
+    s.read(buf).ok()
+}
+
+/// Connect client -> proxy -> server, do the greeting through the proxy application, and
+/// splice. Returns the client's and the server's streams.
+fn connect_and_splice(lab: &mut Lab) -> (Stream, Stream) {
+    let plisten = lab.proxy.host().listen(8080, 4).unwrap();
+    let slisten = lab.server.host().listen(80, 4).unwrap();
+    let mut cs = nb(lab
+        .client
+        .host()
+        .connect(SocketAddrV4::new(P.0, 8080))
+        .unwrap());
+    lab.until("client connected", |_| {
+        cs.status() == ConnStatus::Established
+    });
+    cs.write_all(b"GO\n").unwrap();
+    let mut down: Option<Stream> = None;
+    lab.until("proxy accepts", |_| {
+        if let Ok(Some(s)) = plisten.try_accept() {
+            down = Some(nb(s));
+        }
+        down.is_some()
+    });
+    let mut down = down.unwrap();
+    let mut req = [0u8; 3];
+    let mut got = 0;
+    lab.until("request line", |_| {
+        if let Some(n) = read_some(&mut down, &mut req[got..]) {
+            got += n;
+        }
+        got == 3
+    });
+    assert_eq!(&req, b"GO\n");
+    let mut up = nb(lab
+        .proxy
+        .host()
+        .connect(SocketAddrV4::new(S.0, 80))
+        .unwrap());
+    let mut ss: Option<Stream> = None;
+    lab.until("server accepts", |_| {
+        if let Ok(Some(s)) = slisten.try_accept() {
+            ss = Some(nb(s));
+        }
+        ss.is_some() && up.status() == ConnStatus::Established
+    });
+    let mut ss = ss.unwrap();
+    ss.write_all(b"OK\n").unwrap();
+    let mut hello = [0u8; 3];
+    let mut got = 0;
+    lab.until("greeting at the proxy", |_| {
+        if let Some(n) = read_some(&mut up, &mut hello[got..]) {
+            got += n;
+        }
+        got == 3
+    });
+    down.write_all(&hello).unwrap();
+    // Splice once the greeting is acknowledged (retrying while anything is left over).
+    let mut pair = Some((down, up));
+    let mut pending = None;
+    let mut attempts = 0;
+    lab.until("spliced", |lab| {
+        if let Some((d, u)) = pair.take() {
+            if d.unacked_bytes() > 0 || u.unacked_bytes() > 0 {
+                pair = Some((d, u));
+                return false;
+            }
+            attempts += 1;
+            match lab.splicer.splice(d, u) {
+                Ok(p) => pending = Some(p),
+                Err((e, d, u)) => panic!("{e}: {d:?} {u:?}"),
+            }
+        }
+        match pending.as_mut().and_then(|p| p.try_finish()) {
+            None => false,
+            Some(Ok(())) => true,
+            Some(Err((SpliceError::NotQuiet, d, u))) => {
+                pending = None;
+                pair = Some((d, u));
+                false
+            }
+            Some(Err((e, ..))) => panic!("splice: {e}"),
+        }
+    });
+    eprintln!("spliced after {attempts} attempt(s)");
+    let mut hello = [0u8; 3];
+    let mut got = 0;
+    lab.until("greeting at the client", |_| {
+        if let Some(n) = read_some(&mut cs, &mut hello[got..]) {
+            got += n;
+        }
+        got == 3
+    });
+    assert_eq!(&hello, b"OK\n");
+    (cs, ss)
+}
+
+fn spliced_proxy_carries_64_mib(threaded: bool) {
+    let _serial = THREADED_RUNS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut lab = Lab::new(threaded);
+    let (mut cs, mut ss) = connect_and_splice(&mut lab);
+    lab.until("the proxy's engine forgot both connections", |lab| {
+        lab.proxy.protocol_items_and_flows().1 == 0
+    });
+    // (The threaded runtime publishes its counters every few passes: let them settle.)
+    let t = lab.clock.now();
+    lab.until("a moment", |lab| {
+        lab.clock.now().saturating_since(t) > Duration::from_millis(50)
+    });
+    let (items_at_splice, _) = lab.proxy.protocol_items_and_flows();
+    assert_eq!(lab.splicer.active(), 1);
+    let total: u64 = 64 << 20;
+    let mut up = Source::new(1, total);
+    let mut down = Source::new(2, total);
+    let (mut at_s, mut at_c) = (Sink::default(), Sink::default());
+    let mut buf = vec![0u8; 1 << 16];
+    let (mut c_closed, mut s_closed) = (false, false);
+    lab.until("64 MiB each way and both FINs", |_| {
+        for (src, s) in [(&mut up, &mut cs), (&mut down, &mut ss)] {
+            let data = src.pending();
+            if !data.is_empty() {
+                if let Ok(n) = s.write(data) {
+                    src.consume(n);
+                }
+            }
+        }
+        for (sink, s) in [(&mut at_s, &mut ss), (&mut at_c, &mut cs)] {
+            while let Some(n) = read_some(s, &mut buf) {
+                if n == 0 {
+                    sink.eof = true;
+                    break;
+                }
+                sink.take(&buf[..n]);
+            }
+        }
+        if up.done() && !c_closed {
+            cs.shutdown(std::net::Shutdown::Write).unwrap();
+            c_closed = true;
+        }
+        if down.done() && !s_closed {
+            ss.shutdown(std::net::Shutdown::Write).unwrap();
+            s_closed = true;
+        }
+        at_s.eof && at_c.eof
+    });
+    assert_eq!(at_s.digest(), up.digest(), "client -> server, SHA-256");
+    assert_eq!(at_c.digest(), down.digest(), "server -> client, SHA-256");
+    let relayed = lab.splicer.counters().relayed_bytes();
+    let (items, _) = lab.proxy.protocol_items_and_flows();
+    eprintln!(
+        "threaded={threaded}: relayed {relayed} payload bytes in {} frames; the proxy's protocol stage took {items} items ({items_at_splice} at the splice)",
+        lab.splicer.counters().relayed()
+    );
+    assert!(relayed >= 2 * total);
+    assert_eq!(
+        items, items_at_splice,
+        "no segment of the spliced connections reached the proxy's protocol stage"
+    );
+    assert_eq!(lab.splicer.counters().malformed(), 0);
+    // Both ends close; the splice goes a while after.
+    drop(cs);
+    drop(ss);
+    lab.until("splice removed", |lab| lab.splicer.active() == 0);
+}
+
+#[test]
+fn spliced_proxy_carries_64_mib_inline() {
+    spliced_proxy_carries_64_mib(false);
+}
+
+#[test]
+fn spliced_proxy_carries_64_mib_threaded() {
+    spliced_proxy_carries_64_mib(true);
+}
+
+#[test]
+fn a_reset_on_one_side_reaches_the_other() {
+    let mut lab = Lab::new(false);
+    let (cs, mut ss) = connect_and_splice(&mut lab);
+    cs.abort();
+    let mut buf = [0u8; 16];
+    lab.until("the server sees the reset", |_| {
+        let _ = ss.read(&mut buf);
+        ss.status() == ConnStatus::Reset
+    });
+    lab.until("splice removed", |lab| lab.splicer.active() == 0);
+}
+
+#[test]
+fn a_splice_with_unread_data_is_refused_and_the_streams_come_back() {
+    let mut lab = Lab::new(false);
+    let plisten = lab.proxy.host().listen(8080, 4).unwrap();
+    let slisten = lab.server.host().listen(80, 4).unwrap();
+    let mut cs = nb(lab
+        .client
+        .host()
+        .connect(SocketAddrV4::new(P.0, 8080))
+        .unwrap());
+    let up = nb(lab
+        .proxy
+        .host()
+        .connect(SocketAddrV4::new(S.0, 80))
+        .unwrap());
+    let mut down = None;
+    let mut server = None;
+    lab.until("both connected", |_| {
+        if let Ok(Some(s)) = plisten.try_accept() {
+            down = Some(nb(s));
+        }
+        if let Ok(Some(s)) = slisten.try_accept() {
+            server = Some(s);
+        }
+        down.is_some() && server.is_some() && cs.status() == ConnStatus::Established
+    });
+    cs.write_all(b"unread").unwrap();
+    let down = down.unwrap();
+    lab.until("data at the proxy", |_| down.readable_bytes() == 6);
+    let mut pending = lab.splicer.splice(down, up).ok().unwrap();
+    let mut back = None;
+    lab.until("answer", |_| match pending.try_finish() {
+        None => false,
+        Some(r) => {
+            back = Some(r);
+            true
+        }
+    });
+    let Some(Err((SpliceError::NotQuiet, mut down, up))) = back else {
+        panic!("refused with the streams back");
+    };
+    assert_eq!(lab.splicer.active(), 0);
+    // The connections work on: the unread bytes are still there, and the proxy can write.
+    let mut buf = [0u8; 6];
+    lab.until("read", |_| down.read(&mut buf).is_ok());
+    assert_eq!(&buf, b"unread");
+    assert_eq!(up.status(), ConnStatus::Established);
+    let _ = Read::read(&mut cs, &mut buf);
+}
