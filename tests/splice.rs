@@ -19,6 +19,7 @@ use flextoe::host::ConnStatus;
 use flextoe::pipeline::{Engine, Pipeline, Topology};
 use flextoe::sim::{Impairments, Switch, VirtualClock};
 use flextoe::stages::ext::splice::{SpliceError, Splicer};
+use flextoe::stages::ext::vlan::{VlanPush, VlanStrip};
 use flextoe::time::{Clock, Instant};
 use flextoe::wire::MacAddr;
 use flextoe::Stream;
@@ -94,13 +95,34 @@ struct Lab {
 
 impl Lab {
     fn new(threaded: bool) -> Lab {
+        Self::with_vlan(threaded, None)
+    }
+
+    /// All three engines on VLAN `vlan` (tagged frames on the wire).
+    fn with_vlan(threaded: bool, vlan: Option<u16>) -> Lab {
         let mut sw = Switch::new();
         let pc = sw.attach(Impairments::none(), Impairments::none());
         let pp = sw.attach(Impairments::none(), Impairments::none());
         let ps = sw.attach(Impairments::none(), Impairments::none());
         let clock = VirtualClock::new();
         let splicer = Splicer::new();
-        let b = Pipeline::builder(cfg(P, threaded), pp).on_rx_frame(splicer.stage());
+        let mut b = Pipeline::builder(cfg(P, threaded), pp);
+        let engine = |me, port| {
+            let mut e = Pipeline::builder(cfg(me, false), port);
+            if let Some(v) = vlan {
+                e = e
+                    .on_rx_frame(VlanStrip::only(v))
+                    .on_tx_frame(VlanPush::new(v));
+            }
+            e.build().unwrap()
+        };
+        if let Some(v) = vlan {
+            b = b
+                .on_rx_frame(VlanStrip::only(v))
+                .on_tx_frame(VlanPush::new(v));
+        }
+        // After the strip: relayed frames leave through the push, which tags them again.
+        b = b.on_rx_frame(splicer.stage());
         let proxy = if threaded {
             let t = Topology::with_counts(2, 1, 2, 2, 2, false);
             Proxy::Threaded(b.threaded(t, clock.clone()).unwrap())
@@ -110,8 +132,8 @@ impl Lab {
         Lab {
             clock,
             sw,
-            client: Engine::new(cfg(C, false), pc).unwrap(),
-            server: Engine::new(cfg(S, false), ps).unwrap(),
+            client: engine(C, pc),
+            server: engine(S, ps),
             proxy,
             splicer,
             threaded,
@@ -264,9 +286,9 @@ fn connect_and_splice(lab: &mut Lab) -> (Stream, Stream) {
     (cs, ss)
 }
 
-fn spliced_proxy_carries_64_mib(threaded: bool) {
+fn spliced_proxy_carries_64_mib(threaded: bool, vlan: Option<u16>) {
     let _serial = THREADED_RUNS.lock().unwrap_or_else(|p| p.into_inner());
-    let mut lab = Lab::new(threaded);
+    let mut lab = Lab::with_vlan(threaded, vlan);
     let (mut cs, mut ss) = connect_and_splice(&mut lab);
     lab.until("the proxy's engine forgot both connections", |lab| {
         lab.proxy.protocol_items_and_flows().1 == 0
@@ -334,12 +356,17 @@ fn spliced_proxy_carries_64_mib(threaded: bool) {
 
 #[test]
 fn spliced_proxy_carries_64_mib_inline() {
-    spliced_proxy_carries_64_mib(false);
+    spliced_proxy_carries_64_mib(false, None);
+}
+
+#[test]
+fn spliced_proxy_on_a_vlan_inline() {
+    spliced_proxy_carries_64_mib(false, Some(42));
 }
 
 #[test]
 fn spliced_proxy_carries_64_mib_threaded() {
-    spliced_proxy_carries_64_mib(true);
+    spliced_proxy_carries_64_mib(true, None);
 }
 
 #[test]

@@ -209,7 +209,8 @@ impl Splicer {
         Self::default()
     }
 
-    /// The stage that relays spliced segments, for [`RxFrame`] (after any VLAN strip).
+    /// The stage that relays spliced segments, for [`RxFrame`] (after any VLAN strip: the
+    /// relayed frames go through the `tx_frame` stages, where a VLAN push tags them).
     pub fn stage(&self) -> SpliceStage {
         SpliceStage {
             table: self.table.clone(),
@@ -298,7 +299,9 @@ impl PendingSplice {
 }
 
 /// The [`Splicer`]'s stage: relays frames of spliced connections ([`Verdict::Tx`]), passes
-/// the rest. Drop reason: `malformed` (a frame of a spliced connection whose headers could
+/// the rest. Relayed frames leave through the `tx_frame` stages as every frame sent: on a
+/// VLAN put the splice stage after the strip, and the push tags the relayed frames. (A frame
+/// that still has an 802.1Q tag when it reaches the stage keeps it.) Drop reason: `malformed` (a frame of a spliced connection whose headers could
 /// not be rewritten).
 pub struct SpliceStage {
     table: SpliceTable,
@@ -317,16 +320,23 @@ impl Clone for SpliceStage {
     }
 }
 
-/// Rewrite `d` (an Ethernet/IPv4/TCP frame received on the splice's incoming connection)
-/// for the outgoing one. `None` if its headers are malformed.
+/// Rewrite `d` (an Ethernet/IPv4/TCP frame received on the splice's incoming connection,
+/// untagged or with one 802.1Q tag, which it keeps) for the outgoing one. `None` if its
+/// headers are malformed.
 fn rewrite(d: &mut [u8], s: &SpliceDir, now_ms: u64) -> Option<(usize, u8)> {
-    if d.len() < 54 || d[12..14] != [0x08, 0x00] {
+    let tag = if d.len() >= 18 && d[12..14] == [0x81, 0x00] {
+        4
+    } else {
+        0
+    };
+    let ip = 14 + tag;
+    if d.len() < ip + 40 || d[ip - 2..ip] != [0x08, 0x00] {
         return None;
     }
-    let ihl = usize::from(d[14] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([d[16], d[17]]));
-    let t = 14 + ihl;
-    if ihl < 20 || d.len() < t + 20 || total < ihl + 20 || 14 + total > d.len() {
+    let ihl = usize::from(d[ip] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([d[ip + 2], d[ip + 3]]));
+    let t = ip + ihl;
+    if ihl < 20 || d.len() < t + 20 || total < ihl + 20 || ip + total > d.len() {
         return None;
     }
     let doff = usize::from(d[t + 12] >> 4) * 4;
@@ -337,8 +347,8 @@ fn rewrite(d: &mut [u8], s: &SpliceDir, now_ms: u64) -> Option<(usize, u8)> {
     let fl = d[t + 13];
     d[0..6].copy_from_slice(&s.dst_mac.0);
     d[6..12].copy_from_slice(&s.src_mac.0);
-    d[26..30].copy_from_slice(&s.src_ip.octets());
-    d[30..34].copy_from_slice(&s.dst_ip.octets());
+    d[ip + 12..ip + 16].copy_from_slice(&s.src_ip.octets());
+    d[ip + 16..ip + 20].copy_from_slice(&s.dst_ip.octets());
     d[t..t + 2].copy_from_slice(&s.sport.to_be_bytes());
     d[t + 2..t + 4].copy_from_slice(&s.dport.to_be_bytes());
     let be32 = |d: &[u8], i: usize| u32::from_be_bytes([d[i], d[i + 1], d[i + 2], d[i + 3]]);
@@ -415,7 +425,9 @@ fn rewrite(d: &mut [u8], s: &SpliceDir, now_ms: u64) -> Option<(usize, u8)> {
             }
         }
     }
-    wire::fill_checksums(&mut d[..14 + total]);
+    // (With a tag, the checksums see the frame from four bytes on: its EtherType and IP
+    // header then sit where an untagged frame's do.)
+    wire::fill_checksums(&mut d[tag..ip + total]);
     Some((payload, fl))
 }
 
@@ -443,7 +455,7 @@ impl Hook<RxFrame> for SpliceStage {
             let Some(h) = FrameInfo::peek(cx.arena.data(f)) else {
                 continue;
             };
-            if !h.is_tcp() || h.vid.is_some() {
+            if !h.is_tcp() {
                 continue;
             }
             let Some(dir) = self.snapshot.get(&(h.src, h.sport, h.dst, h.dport)) else {
@@ -556,6 +568,26 @@ mod tests {
             "later timestamps keep their distance"
         );
         assert!(crate::wire::parse_frame(&f).is_ok(), "checksums are right");
+    }
+
+    #[test]
+    fn a_tagged_frame_keeps_its_tag() {
+        let st = Arc::new(SpliceState::default());
+        let d = dir(st, 0);
+        let plain = frame();
+        let mut tagged = plain[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 42]);
+        tagged.extend_from_slice(&plain[12..]);
+        let mut a = plain.clone();
+        rewrite(&mut a, &d, 50).unwrap();
+        rewrite(&mut tagged, &d, 50).unwrap();
+        assert_eq!(&tagged[12..16], &[0x81, 0x00, 0x00, 42]);
+        assert_eq!(&tagged[..12], &a[..12]);
+        assert_eq!(
+            &tagged[16..],
+            &a[12..],
+            "the same rewrite, checksums included"
+        );
     }
 
     #[test]
