@@ -601,3 +601,28 @@ pub fn extensions(data: &[u8]) {
     }
     assert_eq!(arena.in_use(), 0);
 }
+
+/// Arbitrary bytes as an eBPF object: the loader refuses them or loads them, never a panic;
+/// a program that loads runs on a fixed frame in the interpreter, which stops it if it
+/// strays (an error, never a crash), and leaves the frame inside its buffer.
+#[cfg(feature = "ebpf")]
+pub fn ebpf_loader(data: &[u8]) {
+    use flextoe::backends::ebpf::{Exec, XdpObject};
+    let Ok(obj) = XdpObject::parse(data) else {
+        return;
+    };
+    let frame: Vec<u8> = (0..80u8).collect();
+    for p in &obj.spec().programs {
+        let Ok(prog) = obj.program(&p.name, Exec::Interpreter) else {
+            continue;
+        };
+        let Ok(mut vm) = prog.vm() else { continue };
+        let mut buf = vec![0u8; 2048];
+        buf[64..144].copy_from_slice(&frame);
+        vm.burst(0, |one| {
+            if let Ok(o) = one(&mut buf, 64..144, 0) {
+                assert!(o.data.start <= o.data.end && o.data.end <= 2048);
+            }
+        });
+    }
+}

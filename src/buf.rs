@@ -391,6 +391,17 @@ impl FrameArena {
         unsafe { std::slice::from_raw_parts_mut(p, room) }
     }
 
+    /// The frame's whole buffer (`FRAME_SIZE` bytes, headroom included: the data starts
+    /// [`Frame::headroom`] bytes in), for writing; for programs that may move the data's
+    /// start back into the headroom (an XDP program's `bpf_xdp_adjust_head`).
+    pub fn whole_buf_mut<'a>(&'a self, frame: &'a mut Frame) -> &'a mut [u8] {
+        let h = frame.headroom();
+        // SAFETY: the start of the data minus its headroom is the start of the frame's own
+        // `FRAME_SIZE`-byte slot in the arena (see `frame_ptr`); the returned slice keeps the
+        // unique handle exclusively borrowed, so no other reference to these bytes can exist.
+        unsafe { std::slice::from_raw_parts_mut(self.frame_ptr(frame).sub(h), FRAME_SIZE) }
+    }
+
     /// The frame's valid bytes, for writing.
     pub fn data_mut<'a>(&'a self, frame: &'a mut Frame) -> &'a mut [u8] {
         let len = frame.len as usize;

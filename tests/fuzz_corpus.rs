@@ -49,3 +49,9 @@ fn engine_corpus() {
 fn extensions_corpus() {
     replay("extensions", harness::extensions);
 }
+
+#[cfg(feature = "ebpf")]
+#[test]
+fn ebpf_loader_corpus() {
+    replay("ebpf_loader", harness::ebpf_loader);
+}

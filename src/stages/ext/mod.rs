@@ -53,3 +53,5 @@ pub mod rules;
 pub mod splice;
 pub mod trace;
 pub mod vlan;
+#[cfg(feature = "ebpf")]
+pub mod xdp;
