@@ -5,6 +5,7 @@
 //! - differential test against the kernel (root): the same objects loaded with
 //!   `BPF_PROG_LOAD` and run with `BPF_PROG_TEST_RUN` give the same action and the same
 //!   output bytes on 10,000 generated and mutated frames each, and the same map contents;
+//! - the JIT gives what the interpreter gives;
 //! - a program that reads out of bounds is refused by the kernel and stopped by the
 //!   interpreter (its frame aborted), and mangled object files are refused, never a crash;
 //! - as a stage in an engine: the port filter keeps a connection from opening while the
@@ -375,4 +376,29 @@ fn the_port_filter_as_a_stage_guards_a_port() {
         ConnStatus::Established,
         "opens once unblocked"
     );
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn jit_agrees_with_the_interpreter() {
+    for name in ["port_filter", "vlan_strip", "counter"] {
+        let Some(obj) = shipped(name) else { return };
+        let i = obj.program(name, Exec::Interpreter).unwrap();
+        let j = obj.program(name, Exec::Jit).unwrap();
+        for p in [&i, &j] {
+            if name == "port_filter" {
+                p.maps()
+                    .update("blocked", &23u32.to_le_bytes(), &1u32.to_le_bytes())
+                    .unwrap();
+            }
+        }
+        for f in frames(7, 2000) {
+            assert_eq!(run(&i, &f), run(&j, &f), "{name}: {f:02x?}");
+        }
+        for m in i.maps().specs() {
+            for k in i.maps().keys(&m.name) {
+                assert_eq!(i.maps().lookup(&m.name, &k), j.maps().lookup(&m.name, &k));
+            }
+        }
+    }
 }

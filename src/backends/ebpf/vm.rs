@@ -244,23 +244,82 @@ fn h_adjust_tail(c: u64, delta: u64, _: u64, _: u64, _: u64) -> u64 {
     })
 }
 
-/// The helpers, by number (the kernel's; the stack-proven variants of the map helpers are
-/// the loader's own numbers).
-pub(crate) fn helpers() -> Vec<(u32, rbpf::Helper)> {
-    vec![
-        (HELPER_LOOKUP, h_lookup),
-        (HELPER_LOOKUP | STACK_PROVEN, h_lookup_p),
-        (HELPER_UPDATE, h_update),
-        (HELPER_UPDATE | STACK_PROVEN, h_update_p),
-        (HELPER_DELETE, h_delete),
-        (HELPER_DELETE | STACK_PROVEN, h_delete_p),
-        (HELPER_KTIME, h_ktime),
-        (HELPER_PRANDOM, h_prandom),
-        (HELPER_REDIRECT, h_redirect),
-        (HELPER_ADJUST_HEAD, h_adjust_head),
-        (HELPER_REDIRECT_MAP, h_redirect_map),
-        (HELPER_ADJUST_TAIL, h_adjust_tail),
-    ]
+/// rbpf's x86-64 JIT calls helpers with the stack 8 bytes off the 16-byte alignment the
+/// System V ABI promises (its prologue ends with a `call` that sets up the exit path), and
+/// compiled Rust may use aligned SSE stores to the stack. For the JIT each helper is
+/// therefore entered through a small trampoline that realigns the stack and calls it with
+/// the C convention the JIT uses.
+macro_rules! helper_table {
+    ($($id:expr => $name:ident, $c:ident, $tramp:ident;)*) => {
+        $(
+            #[cfg(target_arch = "x86_64")]
+            extern "C" fn $c(a: u64, b: u64, c: u64, d: u64, e: u64) -> u64 {
+                $name(a, b, c, d, e)
+            }
+            #[cfg(target_arch = "x86_64")]
+            std::arch::global_asm!(
+                concat!(".globl ", stringify!($tramp)),
+                concat!(stringify!($tramp), ":"),
+                "push rbp",
+                "mov rbp, rsp",
+                "and rsp, -16",
+                "call {f}",
+                "mov rsp, rbp",
+                "pop rbp",
+                "ret",
+                f = sym $c,
+            );
+        )*
+
+        /// The helpers, by number (the kernel's; the stack-proven variants of the map
+        /// helpers are the loader's own numbers), as the interpreter or the JIT calls them.
+        pub(crate) fn helpers(jit: bool) -> Vec<(u32, rbpf::Helper)> {
+            #[cfg(target_arch = "x86_64")]
+            extern "C" {
+                $(fn $tramp(a: u64, b: u64, c: u64, d: u64, e: u64) -> u64;)*
+            }
+            let _ = jit;
+            vec![$(
+                ($id, {
+                    #[cfg(target_arch = "x86_64")]
+                    let f: rbpf::Helper = if jit {
+                        let t: unsafe extern "C" fn(u64, u64, u64, u64, u64) -> u64 = $tramp;
+                        // SAFETY: rbpf's JIT calls a helper's address with the System V
+                        // convention (arguments in rdi, rsi, rdx, rcx, r8; result in rax),
+                        // which is what the trampoline and its `extern "C"` target expect;
+                        // the pointer is only ever called by the JIT, never through the
+                        // Rust-ABI type.
+                        unsafe {
+                            std::mem::transmute::<
+                                unsafe extern "C" fn(u64, u64, u64, u64, u64) -> u64,
+                                rbpf::Helper,
+                            >(t)
+                        }
+                    } else {
+                        $name
+                    };
+                    #[cfg(not(target_arch = "x86_64"))]
+                    let f: rbpf::Helper = $name;
+                    f
+                }),
+            )*]
+        }
+    };
+}
+
+helper_table! {
+    HELPER_LOOKUP => h_lookup, c_lookup, flextoe_ebpf_lookup;
+    HELPER_LOOKUP | STACK_PROVEN => h_lookup_p, c_lookup_p, flextoe_ebpf_lookup_p;
+    HELPER_UPDATE => h_update, c_update, flextoe_ebpf_update;
+    HELPER_UPDATE | STACK_PROVEN => h_update_p, c_update_p, flextoe_ebpf_update_p;
+    HELPER_DELETE => h_delete, c_delete, flextoe_ebpf_delete;
+    HELPER_DELETE | STACK_PROVEN => h_delete_p, c_delete_p, flextoe_ebpf_delete_p;
+    HELPER_KTIME => h_ktime, c_ktime, flextoe_ebpf_ktime;
+    HELPER_PRANDOM => h_prandom, c_prandom, flextoe_ebpf_prandom;
+    HELPER_REDIRECT => h_redirect, c_redirect, flextoe_ebpf_redirect;
+    HELPER_ADJUST_HEAD => h_adjust_head, c_adjust_head, flextoe_ebpf_adjust_head;
+    HELPER_REDIRECT_MAP => h_redirect_map, c_redirect_map, flextoe_ebpf_redirect_map;
+    HELPER_ADJUST_TAIL => h_adjust_tail, c_adjust_tail, flextoe_ebpf_adjust_tail;
 }
 
 /// How a program runs.
@@ -312,7 +371,7 @@ impl XdpVm {
             unsafe { std::slice::from_raw_parts(image.as_ptr(), image.len()) };
         let mut vm =
             rbpf::EbpfVmMbuff::new(Some(prog)).map_err(|e| LoadError::Verifier(e.to_string()))?;
-        for (id, f) in helpers() {
+        for (id, f) in helpers(exec == Exec::Jit) {
             vm.register_helper(id, f)
                 .map_err(|e| LoadError::Verifier(e.to_string()))?;
         }

@@ -156,7 +156,7 @@ impl Classification {
     pub fn stage(&self) -> ClassifyStage {
         ClassifyStage {
             shared: self.shared.clone(),
-            known: HashMap::new(),
+            known: HashMap::default(),
             frames: [0; COUNTED_CLASSES],
             bytes: [0; COUNTED_CLASSES],
         }
@@ -197,8 +197,9 @@ impl Classification {
 /// The [`Classification`]'s stage: passes every frame.
 pub struct ClassifyStage {
     shared: Arc<Shared>,
-    /// The classes of connections this copy saw open, for its traffic counters.
-    known: HashMap<FourTuple, u8>,
+    /// The classes of connections this copy saw open, for its traffic counters (bounded,
+    /// hashed fast).
+    known: HashMap<FourTuple, u8, std::hash::BuildHasherDefault<crate::flow::TupleHasher>>,
     frames: [u64; COUNTED_CLASSES],
     bytes: [u64; COUNTED_CLASSES],
 }

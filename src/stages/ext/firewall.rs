@@ -292,7 +292,7 @@ impl Firewall {
         FirewallStage {
             shared: self.shared.clone(),
             rules: self.current(),
-            table: HashMap::new(),
+            table: Table::default(),
             hits: Vec::new(),
             tracked_reported: 0,
         }
@@ -308,13 +308,15 @@ struct Tracked {
 }
 
 type Key = (Ipv4Addr, u16, Ipv4Addr, u16);
+/// The tracking table: keys chosen by peers, bounded (`max_tracked`), hashed fast.
+type Table = HashMap<Key, Tracked, std::hash::BuildHasherDefault<crate::flow::TupleHasher>>;
 
 /// The [`Firewall`]'s stage. Drop reasons: `rule` (a deny rule), `default` (the default
 /// action denied).
 pub struct FirewallStage {
     shared: Arc<Shared>,
     rules: Arc<RuleSet>,
-    table: HashMap<Key, Tracked>,
+    table: Table,
     /// Hits of this burst, flushed to the shared counters once per burst.
     hits: Vec<u64>,
     tracked_reported: u64,
@@ -326,7 +328,7 @@ impl Clone for FirewallStage {
         FirewallStage {
             shared: self.shared.clone(),
             rules: self.rules.clone(),
-            table: HashMap::new(),
+            table: Table::default(),
             hits: Vec::new(),
             tracked_reported: 0,
         }
