@@ -29,6 +29,8 @@ use flextoe::pipeline::{Engine, Pipeline};
 use flextoe::sim::{Impairments, Rng};
 use flextoe::stages::ext::xdp::XdpStage;
 use flextoe::time::Instant;
+use proptest::prelude::*;
+use proptest::test_runner::{RngAlgorithm, TestCaseError, TestRng, TestRunner};
 
 /// Build `name.c` from `dir` with clang; `None` (skipping) where clang is missing, except
 /// in CI.
@@ -215,6 +217,46 @@ fn frames(seed: u64, n: usize) -> Vec<Vec<u8>> {
     out
 }
 
+/// Generated frames (TCP, UDP, ARP, VLAN-tagged, other protocols, random bytes), then
+/// mutated: bytes overwritten, the end cut off.
+fn frame_strategy() -> impl Strategy<Value = Vec<u8>> {
+    let base = prop_oneof![
+        (prop::sample::select(vec![23u16, 53, 80, 443]), 0..300usize)
+            .prop_map(|(p, n)| ipv4(6, p, n)),
+        (prop::sample::select(vec![23u16, 53, 80]), 0..100usize).prop_map(|(p, n)| ipv4(17, p, n)),
+        any::<bool>().prop_map(|b| eth(0x0806, if b { 0xff } else { 2 })),
+        (0..4095u16, 0..64usize).prop_map(|(vid, n)| {
+            let p = ipv4(6, 23, n);
+            let mut t = p[..12].to_vec();
+            t.extend_from_slice(&[0x81, 0x00]);
+            t.extend_from_slice(&vid.to_be_bytes());
+            t.extend_from_slice(&p[12..]);
+            t
+        }),
+        (any::<u8>(), any::<u16>()).prop_map(|(proto, port)| ipv4(proto, port, 8)),
+        prop::collection::vec(any::<u8>(), 14..200),
+    ];
+    (
+        base,
+        prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        prop::option::weighted(0.2, any::<prop::sample::Index>()),
+    )
+        .prop_map(|(mut f, flips, cut)| {
+            while f.len() < 14 {
+                f.push(0);
+            }
+            for (i, b) in flips {
+                let k = i.index(f.len());
+                f[k] = b;
+            }
+            if let Some(c) = cut {
+                let keep = 14 + c.index(f.len() - 13);
+                f.truncate(keep);
+            }
+            f
+        })
+}
+
 fn differential(name: &str, setup: impl Fn(&dyn Fn(&str, &[u8], &[u8])), maps: &[(&str, u32)]) {
     let Some(obj) = shipped(name) else { return };
     if !common::lab::available(&[]) {
@@ -229,14 +271,25 @@ fn differential(name: &str, setup: impl Fn(&dyn Fn(&str, &[u8], &[u8])), maps: &
         prog.maps().update(m, k, v).unwrap();
         kernel.update(m, k, v).unwrap();
     });
-    let inputs = frames(name.len() as u64, 10_000);
-    let mut by_action = [0u32; 5];
-    for (i, f) in inputs.iter().enumerate() {
-        let (ka, kout) = kernel.test_run(f).unwrap();
-        let (ua, uout) = run(&prog, f).unwrap();
-        assert_eq!(ua, ka, "{name}: action on frame {i}: {f:02x?}");
-        assert_eq!(uout, kout, "{name}: output of frame {i}: {f:02x?}");
-        by_action[(ka as usize).min(4)] += 1;
+    let by_action = std::cell::RefCell::new([0u32; 5]);
+    let mut runner = TestRunner::new_with_rng(
+        ProptestConfig {
+            cases: 10_000,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        },
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    );
+    let result = runner.run(&frame_strategy(), |f| {
+        let (ka, kout) = kernel.test_run(&f).unwrap();
+        let (ua, uout) = run(&prog, &f).map_err(TestCaseError::fail)?;
+        prop_assert_eq!(ua, ka, "action");
+        prop_assert_eq!(uout, kout, "output bytes");
+        by_action.borrow_mut()[(ka as usize).min(4)] += 1;
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{name}: the userspace VM and the kernel disagree: {e}");
     }
     for (m, keys) in maps {
         for k in 0..*keys {
@@ -248,7 +301,12 @@ fn differential(name: &str, setup: impl Fn(&dyn Fn(&str, &[u8], &[u8])), maps: &
             );
         }
     }
-    eprintln!("{name}: 10000 frames agree with the kernel; actions (aborted, drop, pass, tx, redirect) {by_action:?}");
+    let n: u32 = by_action.borrow().iter().sum();
+    assert!(n >= 10_000);
+    eprintln!(
+        "{name}: {n} generated frames agree with the kernel; actions (aborted, drop, pass, tx, redirect) {:?}",
+        by_action.borrow()
+    );
 }
 
 #[test]
