@@ -499,3 +499,67 @@ fn firewall_rules_take_effect_mid_transfer_inline() {
 fn firewall_rules_take_effect_mid_transfer_threaded() {
     firewall_rules_take_effect_mid_transfer(true);
 }
+
+/// The same on the threaded runtime (the sender's group task grants by class; real time
+/// drives it, so the share is looser).
+#[test]
+fn classified_flows_get_their_class_scheduling_threaded() {
+    let _serial = THREADED_RUNS.lock().unwrap_or_else(|p| p.into_inner());
+    let classes = Classification::new(vec![ClassRule::to_class(0).remote_port(7001)], 1);
+    let (pa, pb) = MemLink::pair(Impairments::none());
+    let clock = VirtualClock::new();
+    let mut srv = Engine::new(engine_config(MAC_A, IP_A), pa).unwrap();
+    let mut cfg = threaded_config(MAC_B, IP_B);
+    cfg.tx_buffer = 1 << 20;
+    cfg.control.classifier = Some(classes.classifier());
+    let cli = Pipeline::builder(cfg, pb)
+        .on_rx_frame(classes.stage())
+        .congestion(FixedWindow(1 << 20))
+        .scheduler(Pacer::new(4).with_classes(ClassPolicy::Weighted(vec![3, 1])))
+        .threaded(Topology::with_counts(1, 1, 1, 1, 1, false), clock.clone())
+        .unwrap();
+    let listeners = [7001u16, 7002].map(|p| srv.host().listen(p, 4).unwrap());
+    let mut tx = [7001u16, 7002].map(|p| {
+        let mut s = cli.host().connect(SocketAddrV4::new(IP_A, p)).unwrap();
+        s.set_nonblocking(true);
+        s
+    });
+    let mut rx: [Option<flextoe::Stream>; 2] = [None, None];
+    let mut got = [0u64; 2];
+    let chunk = vec![7u8; 64 * 1024];
+    let mut buf = vec![0u8; 1 << 20];
+    let wall = std::time::Instant::now();
+    while got[0] < 16 << 20 {
+        assert!(
+            wall.elapsed() < Duration::from_secs(120),
+            "stalled: {got:?}"
+        );
+        clock.advance_to(Instant::ZERO + wall.elapsed());
+        srv.poll(clock.now());
+        for i in 0..2 {
+            if rx[i].is_none() {
+                if let Ok(Some(mut s)) = listeners[i].try_accept() {
+                    s.set_nonblocking(true);
+                    rx[i] = Some(s);
+                }
+            }
+            let _ = tx[i].write(&chunk);
+            if let Some(s) = rx[i].as_mut() {
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    got[i] += n as u64;
+                }
+            }
+        }
+    }
+    let ratio = got[0] as f64 / got[1].max(1) as f64;
+    eprintln!(
+        "threaded: class 0 {} B, class 1 {} B, ratio {ratio:.2}",
+        got[0], got[1]
+    );
+    assert_eq!((classes.connections(0), classes.connections(1)), (1, 1));
+    assert!((2.0..=4.5).contains(&ratio), "ratio {ratio}");
+    drop(cli);
+}
