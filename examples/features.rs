@@ -210,15 +210,20 @@ fn main() {
                 Err((e, ..)) => panic!("splice: {e}"),
             }
         }
-        match pending.as_mut().and_then(|p| p.try_finish()) {
-            None => false,
-            Some(Ok(())) => true,
-            Some(Err((SpliceError::NotQuiet, d, u))) => {
-                pending = None;
+        let Some(p) = pending.take() else {
+            return false;
+        };
+        match p.try_finish() {
+            Err(p) => {
+                pending = Some(p);
+                false
+            }
+            Ok(Ok(())) => true,
+            Ok(Err((SpliceError::NotQuiet, d, u))) => {
                 pair = Some((d, u));
                 false
             }
-            Some(Err((e, ..))) => panic!("splice: {e}"),
+            Ok(Err((e, ..))) => panic!("splice: {e}"),
         }
     });
     println!("spliced {} -> {} at {:?}", line.len(), S.0, f.now);

@@ -362,6 +362,18 @@ fn out_of_bounds_reads_are_stopped_not_a_crash() {
 }
 
 #[test]
+fn the_loaders_own_helper_numbers_are_refused() {
+    let Some(bytes) = build("tests/xdp", "forged_helper") else {
+        return;
+    };
+    let obj = XdpObject::parse(&bytes).unwrap();
+    assert!(matches!(
+        obj.program("forged", Exec::Interpreter),
+        Err(LoadError::Unsupported(_))
+    ));
+}
+
+#[test]
 fn mangled_objects_are_refused_never_a_crash() {
     let Some(good) = build("examples/xdp", "port_filter") else {
         return;

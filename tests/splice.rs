@@ -262,15 +262,20 @@ fn connect_and_splice(lab: &mut Lab) -> (Stream, Stream) {
                 Err((e, d, u)) => panic!("{e}: {d:?} {u:?}"),
             }
         }
-        match pending.as_mut().and_then(|p| p.try_finish()) {
-            None => false,
-            Some(Ok(())) => true,
-            Some(Err((SpliceError::NotQuiet, d, u))) => {
-                pending = None;
+        let Some(p) = pending.take() else {
+            return false;
+        };
+        match p.try_finish() {
+            Err(p) => {
+                pending = Some(p);
+                false
+            }
+            Ok(Ok(())) => true,
+            Ok(Err((SpliceError::NotQuiet, d, u))) => {
                 pair = Some((d, u));
                 false
             }
-            Some(Err((e, ..))) => panic!("splice: {e}"),
+            Ok(Err((e, ..))) => panic!("splice: {e}"),
         }
     });
     eprintln!("spliced after {attempts} attempt(s)");
@@ -411,14 +416,18 @@ fn a_splice_with_unread_data_is_refused_and_the_streams_come_back() {
     cs.write_all(b"unread").unwrap();
     let down = down.unwrap();
     lab.until("data at the proxy", |_| down.readable_bytes() == 6);
-    let mut pending = lab.splicer.splice(down, up).ok().unwrap();
+    let mut pending = lab.splicer.splice(down, up).ok();
     let mut back = None;
-    lab.until("answer", |_| match pending.try_finish() {
-        None => false,
-        Some(r) => {
+    lab.until("answer", |_| match pending.take().map(|p| p.try_finish()) {
+        Some(Err(p)) => {
+            pending = Some(p);
+            false
+        }
+        Some(Ok(r)) => {
             back = Some(r);
             true
         }
+        None => unreachable!(),
     });
     let Some(Err((SpliceError::NotQuiet, mut down, up))) = back else {
         panic!("refused with the streams back");
@@ -430,4 +439,74 @@ fn a_splice_with_unread_data_is_refused_and_the_streams_come_back() {
     assert_eq!(&buf, b"unread");
     assert_eq!(up.status(), ConnStatus::Established);
     let _ = Read::read(&mut cs, &mut buf);
+}
+
+/// The proxy writes to the server and asks for the splice at once: the engine freezes the
+/// connection before it has sent the write, refuses (not quiet), sends the write when the
+/// connection thaws, and a retry splices. Nothing written is lost.
+#[test]
+fn a_write_just_before_the_splice_is_not_lost() {
+    let mut lab = Lab::new(false);
+    let plisten = lab.proxy.host().listen(8080, 4).unwrap();
+    let slisten = lab.server.host().listen(80, 4).unwrap();
+    let _cs = nb(lab
+        .client
+        .host()
+        .connect(SocketAddrV4::new(P.0, 8080))
+        .unwrap());
+    let up = nb(lab
+        .proxy
+        .host()
+        .connect(SocketAddrV4::new(S.0, 80))
+        .unwrap());
+    let (mut down, mut server) = (None, None);
+    lab.until("both connected", |_| {
+        if let Ok(Some(s)) = plisten.try_accept() {
+            down = Some(nb(s));
+        }
+        if let Ok(Some(s)) = slisten.try_accept() {
+            server = Some(nb(s));
+        }
+        down.is_some() && server.is_some() && up.status() == ConnStatus::Established
+    });
+    let (down, mut server) = (down.unwrap(), server.unwrap());
+    let mut up = up;
+    up.write_all(b"HELLO").unwrap();
+    let mut pair = Some((down, up));
+    let mut pending = None;
+    let mut refusals = 0;
+    lab.until("spliced", |lab| {
+        if let Some((d, u)) = pair.take() {
+            pending = Some(lab.splicer.splice(d, u).ok().unwrap());
+        }
+        let Some(p) = pending.take() else {
+            return false;
+        };
+        match p.try_finish() {
+            Err(p) => {
+                pending = Some(p);
+                false
+            }
+            Ok(Ok(())) => true,
+            Ok(Err((SpliceError::NotQuiet, d, u))) => {
+                refusals += 1;
+                pair = Some((d, u));
+                false
+            }
+            Ok(Err((e, ..))) => panic!("splice: {e}"),
+        }
+    });
+    assert!(
+        refusals >= 1,
+        "the first request came before the write was sent"
+    );
+    let mut got = Vec::new();
+    lab.until("the write reached the server", |_| {
+        let mut b = [0u8; 16];
+        if let Ok(n) = server.read(&mut b) {
+            got.extend_from_slice(&b[..n]);
+        }
+        got.len() >= 5
+    });
+    assert_eq!(&got, b"HELLO");
 }

@@ -13,8 +13,9 @@ use crate::stages::ext::splice::{SpliceDir, SpliceError, SpliceRequest, SpliceSt
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an ended splice still relays (retransmitted FINs, the last ACKs).
 const LINGER: Duration = Duration::from_secs(2);
-/// A splice with no frame for this long is removed.
-const IDLE: Duration = Duration::from_secs(2 * 3600);
+/// A splice with no frame for this long is removed (Linux's established conntrack
+/// timeout: well beyond the 2 hours of a keep-alive).
+const IDLE: Duration = Duration::from_secs(5 * 24 * 3600);
 
 struct Pending {
     req: SpliceRequest,
@@ -156,18 +157,31 @@ impl Control {
     }
 
     fn install_splice(&mut self, p: Pending, out: &mut ControlOutput) {
+        let thaw = |out: &mut ControlOutput| {
+            for id in p.ids {
+                out.work.push(ProtoWork::Thaw { flow: id });
+            }
+        };
         let (Some(a), Some(b)) = (
             &self.conns[p.ids[0] as usize],
             &self.conns[p.ids[1] as usize],
         ) else {
+            thaw(out);
+            let _ = p.req.reply.send(Err(SpliceError::NotConnected));
             return;
         };
+        // The application learns of the splice before the connections go: if it gave up
+        // waiting (its end of the channel is gone), nothing happens and they thaw.
+        if p.req.reply.send(Ok(())).is_err() {
+            thaw(out);
+            return;
+        }
         let side = [a, b];
         let seqs = [
             p.frozen[0].unwrap_or_default(),
             p.frozen[1].unwrap_or_default(),
         ];
-        let state = Arc::new(SpliceState::default());
+        let state = Arc::new(SpliceState::new([seqs[0].1, seqs[1].1]));
         let mut keys = [(Ipv4Addr::UNSPECIFIED, 0, Ipv4Addr::UNSPECIFIED, 0); 2];
         for d in 0..2 {
             let (from, to) = (&side[d].identity, &side[1 - d].identity);
@@ -224,7 +238,6 @@ impl Control {
             state,
             started: Instant::ZERO,
         });
-        let _ = p.req.reply.send(Ok(()));
     }
 
     /// Give up on splices whose connections did not freeze; remove splices that ended.

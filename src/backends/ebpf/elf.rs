@@ -100,8 +100,9 @@ pub fn parse(bytes: &[u8]) -> Result<ObjectSpec, LoadError> {
             .filter(|s| s.section_index() == Some(sec.index()))
         {
             let off = sym.address() as usize;
-            let def = data
-                .get(off..off + 20)
+            let def = off
+                .checked_add(20)
+                .and_then(|end| data.get(off..end))
                 .ok_or_else(|| LoadError::Map("bpf_map_def past its section".into()))?;
             let f = |i: usize| u32::from_le_bytes([def[i], def[i + 1], def[i + 2], def[i + 3]]);
             let spec = MapSpec {
@@ -118,6 +119,13 @@ pub fn parse(bytes: &[u8]) -> Result<ObjectSpec, LoadError> {
     }
     if maps.len() > 64 {
         return Err(LoadError::Map("more than 64 maps".into()));
+    }
+    let total: u64 = maps
+        .iter()
+        .map(|m| u64::from(m.max_entries) * u64::from(m.value_size.max(1)))
+        .sum();
+    if total > super::maps::MAX_OBJECT_MAP_BYTES {
+        return Err(LoadError::Map(format!("the maps would take {total} bytes")));
     }
     let license = file
         .section_by_name("license")
@@ -156,7 +164,10 @@ pub fn parse(bytes: &[u8]) -> Result<ObjectSpec, LoadError> {
                 )));
             };
             let at = off as usize;
-            if !at.is_multiple_of(INSN) || at + 2 * INSN > data.len() || data[at] != 0x18 {
+            if !at.is_multiple_of(INSN)
+                || at.checked_add(2 * INSN).is_none_or(|e| e > data.len())
+                || data[at] != 0x18
+            {
                 return Err(LoadError::Elf(format!(
                     "map relocation at {at} is not a 64-bit load"
                 )));

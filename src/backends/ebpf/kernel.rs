@@ -62,6 +62,13 @@ impl KernelProgram {
             .ok_or_else(|| LoadError::NoProgram(name.into()))?;
         let mut maps = Vec::new();
         for m in &obj.maps {
+            if matches!(
+                m.map_type,
+                super::maps::MAP_PERCPU_HASH | super::maps::MAP_PERCPU_ARRAY
+            ) {
+                // (Their values are one copy per CPU in the kernel: not compared here.)
+                return Err(LoadError::Unsupported(format!("{}: per-CPU map", m.name)));
+            }
             let mut a = [0u64; 16];
             a[0] = pair(m.map_type, m.key_size);
             a[1] = pair(m.value_size, m.max_entries);

@@ -24,6 +24,8 @@ pub const MAP_XSKMAP: u32 = 17;
 
 /// Largest map (entries times value size) a program may ask for.
 pub const MAX_MAP_BYTES: u64 = 64 << 20;
+/// Most bytes all of an object's maps may take together.
+pub const MAX_OBJECT_MAP_BYTES: u64 = 128 << 20;
 
 /// A map's definition, as the object file gives it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,24 +106,21 @@ pub(crate) struct Map {
     /// `max_entries` values, then 8 bytes of slack (the interpreter checks only where an
     /// access starts).
     storage: Box<[u8]>,
-    /// Hash maps: key to slot, and the free slots.
+    /// Hash maps: key to slot, the slots freed by deletes, and the first never used.
     index: HashMap<Vec<u8>, u32>,
     free: Vec<u32>,
+    fresh: u32,
 }
 
 impl Map {
     pub(crate) fn new(spec: MapSpec) -> Map {
         let n = spec.max_entries as usize * spec.value_size as usize + 8;
-        let free = if spec.is_hash() {
-            (0..spec.max_entries).rev().collect()
-        } else {
-            Vec::new()
-        };
         Map {
             spec,
             storage: vec![0u8; n].into_boxed_slice(),
             index: HashMap::new(),
-            free,
+            free: Vec::new(),
+            fresh: 0,
         }
     }
 
@@ -176,7 +175,14 @@ impl Map {
             (None, false) => return Err(MapError::Invalid),
             (None, true) if flags == 2 => return Err(MapError::NotFound),
             (None, true) => {
-                let s = self.free.pop().ok_or(MapError::Full)?;
+                let s = match self.free.pop() {
+                    Some(s) => s,
+                    None if self.fresh < self.spec.max_entries => {
+                        self.fresh += 1;
+                        self.fresh - 1
+                    }
+                    None => return Err(MapError::Full),
+                };
                 self.index.insert(key.to_vec(), s);
                 s
             }

@@ -12,8 +12,10 @@
 //! hash (and per-CPU variants as one copy), devmap and xskmap.
 //!
 //! Running ([`XdpVm`]): rbpf's interpreter by default (every memory access the program makes
-//! is checked; a program that strays is stopped and its frame aborted), or its x86-64 JIT for
-//! trusted programs ([`Exec::Jit`]). Helpers: `bpf_map_lookup_elem`, `_update_elem`,
+//! is checked to stay within the frame's buffer slot, the context, its stack and its maps; a
+//! program that strays is stopped and its frame aborted; unlike under the kernel's verifier,
+//! bytes of the slot past `data_end` are readable), or its x86-64 JIT for trusted programs
+//! ([`Exec::Jit`], Linux). Helpers: `bpf_map_lookup_elem`, `_update_elem`,
 //! `_delete_elem`, `bpf_ktime_get_ns`, `bpf_get_prandom_u32`, `bpf_redirect`,
 //! `bpf_redirect_map`, `bpf_xdp_adjust_head`, `bpf_xdp_adjust_tail`. Maps are readable and
 //! writable from the application while the program runs ([`Maps`]).
@@ -93,7 +95,7 @@ impl XdpObject {
             .iter()
             .find(|p| p.name == name)
             .ok_or_else(|| LoadError::NoProgram(name.to_string()))?;
-        let image: std::sync::Arc<[u8]> = rewrite::userspace_image(p, &self.spec.maps).into();
+        let image: std::sync::Arc<[u8]> = rewrite::userspace_image(p, &self.spec.maps)?.into();
         let maps = Maps::new(&self.spec.maps);
         let prog = XdpProgram {
             name: p.name.clone(),

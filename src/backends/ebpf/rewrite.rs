@@ -149,10 +149,32 @@ fn def_before(
     None
 }
 
-/// The program's image for the userspace VM.
-pub(crate) fn userspace_image(prog: &ProgramSpec, maps: &[MapSpec]) -> Vec<u8> {
+/// The helpers the userspace VM has (the kernel's numbers).
+pub(crate) const KNOWN_HELPERS: [u32; 9] = [1, 2, 3, 5, 7, 23, 44, 51, 65];
+
+/// The program's image for the userspace VM. Refused: calls between functions (a called
+/// function's stack would not be where the loader's stack proofs assume) and calls to
+/// helpers the VM does not have, the loader's own numbers included.
+pub(crate) fn userspace_image(
+    prog: &ProgramSpec,
+    maps: &[MapSpec],
+) -> Result<Vec<u8>, super::LoadError> {
     let mut p = prog.insns.clone();
     let n = p.len() / INSN;
+    {
+        let (start, _) = layout(&p);
+        for i in (0..n).filter(|i| start[*i] && p[i * INSN] == CALL) {
+            if src(&p, i) != 0 {
+                return Err(super::LoadError::Unsupported(
+                    "calls between functions".into(),
+                ));
+            }
+            let h = imm(&p, i) as u32;
+            if !KNOWN_HELPERS.contains(&h) {
+                return Err(super::LoadError::Unsupported(format!("helper {h}")));
+            }
+        }
+    }
     for &(i, m) in &prog.map_refs {
         p[i * INSN + 1] &= 0x0f; // src_reg 0: a plain 64-bit constant
         set_imm(&mut p, i, m as u32);
@@ -217,7 +239,7 @@ pub(crate) fn userspace_image(prog: &ProgramSpec, maps: &[MapSpec]) -> Vec<u8> {
         }
         i += 1;
     }
-    p
+    Ok(p)
 }
 
 /// The program's image for the kernel, with `fds[m]` the file descriptor of map `m`.

@@ -252,11 +252,11 @@ fn h_adjust_tail(c: u64, delta: u64, _: u64, _: u64, _: u64) -> u64 {
 macro_rules! helper_table {
     ($($id:expr => $name:ident, $c:ident, $tramp:ident;)*) => {
         $(
-            #[cfg(target_arch = "x86_64")]
-            extern "C" fn $c(a: u64, b: u64, c: u64, d: u64, e: u64) -> u64 {
+            #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+            extern "sysv64" fn $c(a: u64, b: u64, c: u64, d: u64, e: u64) -> u64 {
                 $name(a, b, c, d, e)
             }
-            #[cfg(target_arch = "x86_64")]
+            #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
             std::arch::global_asm!(
                 concat!(".globl ", stringify!($tramp)),
                 concat!(stringify!($tramp), ":"),
@@ -274,31 +274,31 @@ macro_rules! helper_table {
         /// The helpers, by number (the kernel's; the stack-proven variants of the map
         /// helpers are the loader's own numbers), as the interpreter or the JIT calls them.
         pub(crate) fn helpers(jit: bool) -> Vec<(u32, rbpf::Helper)> {
-            #[cfg(target_arch = "x86_64")]
-            extern "C" {
+            #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+            extern "sysv64" {
                 $(fn $tramp(a: u64, b: u64, c: u64, d: u64, e: u64) -> u64;)*
             }
             let _ = jit;
             vec![$(
                 ($id, {
-                    #[cfg(target_arch = "x86_64")]
+                    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
                     let f: rbpf::Helper = if jit {
-                        let t: unsafe extern "C" fn(u64, u64, u64, u64, u64) -> u64 = $tramp;
+                        let t: unsafe extern "sysv64" fn(u64, u64, u64, u64, u64) -> u64 = $tramp;
                         // SAFETY: rbpf's JIT calls a helper's address with the System V
                         // convention (arguments in rdi, rsi, rdx, rcx, r8; result in rax),
-                        // which is what the trampoline and its `extern "C"` target expect;
+                        // which is what the trampoline and its `extern "sysv64"` target expect;
                         // the pointer is only ever called by the JIT, never through the
                         // Rust-ABI type.
                         unsafe {
                             std::mem::transmute::<
-                                unsafe extern "C" fn(u64, u64, u64, u64, u64) -> u64,
+                                unsafe extern "sysv64" fn(u64, u64, u64, u64, u64) -> u64,
                                 rbpf::Helper,
                             >(t)
                         }
                     } else {
                         $name
                     };
-                    #[cfg(not(target_arch = "x86_64"))]
+                    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
                     let f: rbpf::Helper = $name;
                     f
                 }),
@@ -325,12 +325,14 @@ helper_table! {
 /// How a program runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Exec {
-    /// rbpf's interpreter: every memory access checked; a program that strays is stopped
+    /// rbpf's interpreter: every memory access checked to stay in the frame's buffer (its
+    /// whole 2 KiB slot: bytes past `data_end` are readable, as they would not be under the
+    /// kernel's verifier), the context, the stack or a map; a program that strays is stopped
     /// (its frame aborted). The default.
     #[default]
     Interpreter,
     /// rbpf's x86-64 JIT: several times faster, with no check of the program's own memory
-    /// accesses. Only for programs one trusts (x86-64 only).
+    /// accesses. Only for programs one trusts (x86-64 Linux only).
     Jit,
 }
 
@@ -379,11 +381,11 @@ impl XdpVm {
             vm.register_allowed_memory(m.range());
         }
         if exec == Exec::Jit {
-            #[cfg(target_arch = "x86_64")]
+            #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
             vm.jit_compile()
                 .map_err(|e| LoadError::Verifier(e.to_string()))?;
-            #[cfg(not(target_arch = "x86_64"))]
-            return Err(LoadError::Unsupported("the JIT needs x86-64".into()));
+            #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+            return Err(LoadError::Unsupported("the JIT needs x86-64 Linux".into()));
         }
         let mut owned = vec![0u8; ctx::SIZE].into_boxed_slice();
         let cx = owned.as_mut_ptr();
@@ -443,15 +445,27 @@ impl XdpVm {
                 now_ns,
                 rng: *rng,
             };
+            /// Clears the helpers' pointer to the run however the run ends.
+            struct Clear;
+            impl Drop for Clear {
+                fn drop(&mut self) {
+                    RUN.with(|c| c.set(std::ptr::null_mut()));
+                }
+            }
             RUN.with(|c| c.set(&mut run));
+            let clear = Clear;
             let r = match exec {
                 Exec::Interpreter => vm.execute_program(buf, cx),
+                #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
                 // SAFETY: the JIT's code has no bounds checks; `Exec::Jit` is documented as
                 // for trusted programs only, and the program passed rbpf's verifier and the
                 // loader's checks. The buffers it gets (`buf`, `cx`) are alive and writable.
                 Exec::Jit => unsafe { vm.execute_program_jit(buf, cx) },
+                // (`XdpVm::new` refuses the JIT elsewhere.)
+                #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+                Exec::Jit => Err(rbpf::Error::other("no JIT on this platform")),
             };
-            RUN.with(|c| c.set(std::ptr::null_mut()));
+            drop(clear);
             *rng = run.rng;
             let v = r.map_err(|e| e.to_string())?;
             // SAFETY: as above; the program has finished with the buffer.

@@ -4,7 +4,10 @@
 //! The file format is written by the `pcap-file` crate; tcpdump, tshark and Wireshark read
 //! both.
 //!
-//! A write error stops the capture (counted); the traffic goes on.
+//! A write error stops the capture (counted); the traffic goes on. The writing happens on
+//! the data path, under one lock the stages share: capture to fast storage, with a filter
+//! that selects what is needed. Through a buffered writer, an error may show only at a
+//! later write or at [`Capture::flush`], and `written` counts what was handed to it.
 //!
 //! ```
 //! use flextoe::stages::ext::capture::{Capture, CaptureFormat};

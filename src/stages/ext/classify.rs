@@ -107,13 +107,16 @@ pub const COUNTED_CLASSES: usize = 16;
 struct Shared {
     rules: Vec<ClassRule>,
     default: u8,
-    /// Classes the stage decided from opening frames, for the control plane to pick up.
-    noted: Mutex<HashMap<FourTuple, u8>>,
+    /// Classes the stage decided from opening frames (with when, in ms), for the control
+    /// plane to pick up; entries of handshakes that never completed go after 10 s.
+    noted: Mutex<HashMap<FourTuple, (u8, u64)>>,
     max_noted: usize,
     connections: [AtomicU64; COUNTED_CLASSES],
     frames: [AtomicU64; COUNTED_CLASSES],
     bytes: [AtomicU64; COUNTED_CLASSES],
     unnoted: AtomicU64,
+    /// When `noted` was last swept (ms).
+    swept: AtomicU64,
 }
 
 impl Shared {
@@ -148,6 +151,7 @@ impl Classification {
                 frames: Default::default(),
                 bytes: Default::default(),
                 unnoted: AtomicU64::new(0),
+                swept: AtomicU64::new(0),
             }),
         }
     }
@@ -159,6 +163,7 @@ impl Classification {
             known: HashMap::default(),
             frames: [0; COUNTED_CLASSES],
             bytes: [0; COUNTED_CLASSES],
+            swept: 0,
         }
     }
 
@@ -166,7 +171,12 @@ impl Classification {
     pub fn classifier(&self) -> Classifier {
         let s = self.shared.clone();
         Classifier::new(move |t: &FourTuple| {
-            let noted = s.noted.lock().unwrap_or_else(|p| p.into_inner()).remove(t);
+            let noted = s
+                .noted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(t)
+                .map(|(c, _)| c);
             let class = noted.unwrap_or_else(|| s.classify(t.local_port, t.remote_port, 0, None));
             s.connections[slot(class)].fetch_add(1, Ordering::Relaxed);
             class
@@ -197,11 +207,13 @@ impl Classification {
 /// The [`Classification`]'s stage: passes every frame.
 pub struct ClassifyStage {
     shared: Arc<Shared>,
-    /// The classes of connections this copy saw open, for its traffic counters (bounded,
-    /// hashed fast).
-    known: HashMap<FourTuple, u8, std::hash::BuildHasherDefault<crate::flow::TupleHasher>>,
+    /// The classes of connections this copy saw open and when it last saw them (ms), for
+    /// its traffic counters (bounded: quiet ones go after a minute when room is needed).
+    #[allow(clippy::type_complexity)]
+    known: HashMap<FourTuple, (u8, u64), std::hash::BuildHasherDefault<crate::flow::TupleHasher>>,
     frames: [u64; COUNTED_CLASSES],
     bytes: [u64; COUNTED_CLASSES],
+    swept: u64,
 }
 
 impl Clone for ClassifyStage {
@@ -219,6 +231,7 @@ impl Hook<RxFrame> for ClassifyStage {
     }
 
     fn process(&mut self, cx: &HookCx<'_>, frames: &mut [Frame], _verdicts: &mut Verdicts) {
+        let now = cx.now.millis();
         for f in frames.iter() {
             let Some(i) = FrameInfo::peek(cx.arena.data(f)) else {
                 continue;
@@ -236,17 +249,31 @@ impl Hook<RxFrame> for ClassifyStage {
             if opening {
                 let class = self.shared.classify(i.dport, i.sport, i.dscp, i.vid);
                 let mut noted = self.shared.noted.lock().unwrap_or_else(|p| p.into_inner());
+                if noted.len() >= self.shared.max_noted
+                    && now >= self.shared.swept.load(Ordering::Relaxed) + 1000
+                {
+                    // Handshakes that never completed (a SYN flood) make room, at most once
+                    // a second.
+                    self.shared.swept.store(now, Ordering::Relaxed);
+                    noted.retain(|_, (_, at)| now.saturating_sub(*at) < 10_000);
+                }
                 if noted.len() < self.shared.max_noted || noted.contains_key(&t) {
-                    noted.insert(t, class);
+                    noted.insert(t, (class, now));
                 } else {
                     self.shared.unnoted.fetch_add(1, Ordering::Relaxed);
                 }
                 drop(noted);
+                if self.known.len() >= self.shared.max_noted && now >= self.swept + 1000 {
+                    self.swept = now;
+                    self.known
+                        .retain(|_, (_, at)| now.saturating_sub(*at) < 60_000);
+                }
                 if self.known.len() < self.shared.max_noted {
-                    self.known.insert(t, class);
+                    self.known.insert(t, (class, now));
                 }
             }
-            if let Some(c) = self.known.get(&t) {
+            if let Some((c, at)) = self.known.get_mut(&t) {
+                *at = now;
                 self.frames[slot(*c)] += 1;
                 self.bytes[slot(*c)] += i.len as u64;
             }
@@ -291,7 +318,7 @@ mod tests {
             remote_ip: "10.0.0.2".parse().unwrap(),
             remote_port: 5,
         };
-        s.noted.lock().unwrap().insert(t, 3);
+        s.noted.lock().unwrap().insert(t, (3, 0));
         let cl = c.classifier();
         assert_eq!(cl.class(&t), 3, "what the stage noted");
         assert_eq!(cl.class(&t), 1, "picked up once; then by ports");

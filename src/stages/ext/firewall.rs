@@ -4,11 +4,14 @@
 //!
 //! Connection tracking: the first frame of a TCP connection the firewall sees (its SYN, or
 //! for connections older than the firewall any frame) is checked against the rules, and
-//! the verdict is kept for the connection's later frames, counted under the same rule.
+//! the verdict is kept for the connection's later frames, counted under the same rule; a
+//! SYN is always checked again (a tuple first seen with another frame earns no pass for a
+//! new connection).
 //! When the rules change, a connection's verdict is decided again on its next frame: a rule
 //! that only denies new connections (`syn`) leaves established ones alone, a rule on their
-//! addresses or ports stops them at once. A RST ends the tracking;
-//! the table is bounded (beyond it, frames are checked one by one, and counted).
+//! addresses or ports stops them at once. The table is bounded: when it is full,
+//! connections quiet for 10 s (closing or denied ones) or 5 minutes (the others) are
+//! forgotten; beyond that, frames are checked one by one, and counted.
 //!
 //! Rules change while the engine runs ([`Firewall::set_rules`]): the stages pick the new
 //! list up at their next burst, with one atomic load per burst and no lock on the way.
@@ -295,16 +298,20 @@ impl Firewall {
             table: Table::default(),
             hits: Vec::new(),
             tracked_reported: 0,
+            last_sweep_ms: 0,
         }
     }
 }
 
-/// A tracked connection: who decided, under which list.
+/// A tracked connection: who decided, under which list, when it was last seen, whether
+/// it is closing (FIN or RST seen).
 #[derive(Clone, Copy, Debug)]
 struct Tracked {
     rule: usize,
     action: Action,
     generation: u64,
+    last_ms: u64,
+    closing: bool,
 }
 
 type Key = (Ipv4Addr, u16, Ipv4Addr, u16);
@@ -320,6 +327,7 @@ pub struct FirewallStage {
     /// Hits of this burst, flushed to the shared counters once per burst.
     hits: Vec<u64>,
     tracked_reported: u64,
+    last_sweep_ms: u64,
 }
 
 impl Clone for FirewallStage {
@@ -331,6 +339,7 @@ impl Clone for FirewallStage {
             table: Table::default(),
             hits: Vec::new(),
             tracked_reported: 0,
+            last_sweep_ms: 0,
         }
     }
 }
@@ -348,30 +357,30 @@ impl FirewallStage {
         }
     }
 
-    fn verdict(&mut self, i: &FrameInfo) -> (usize, Action) {
+    fn verdict(&mut self, i: &FrameInfo, now_ms: u64) -> (usize, Action) {
         if !i.is_tcp() {
             return self.rules.decide(i, i.tcp_flags);
         }
         let key = (i.src, i.sport, i.dst, i.dport);
         let generation = self.rules.generation;
+        // A connection's opening SYN is always checked: a tuple first seen with another
+        // frame (which a rule on new connections does not match) earns no pass for a SYN.
+        let syn = i.tcp_flags & (flags::SYN | flags::ACK) == flags::SYN;
+        let closing = i.tcp_flags & (flags::FIN | flags::RST) != 0;
         if let Some(t) = self.table.get_mut(&key) {
-            if t.generation != generation {
+            if t.generation != generation || syn {
                 let (rule, action) = self.rules.decide(i, i.tcp_flags);
-                *t = Tracked {
-                    rule,
-                    action,
-                    generation,
-                };
+                t.rule = rule;
+                t.action = action;
+                t.generation = generation;
             }
-            let d = (t.rule, t.action);
-            if i.tcp_flags & flags::RST != 0 {
-                self.table.remove(&key);
-            }
-            return d;
+            t.last_ms = now_ms;
+            t.closing |= closing;
+            return (t.rule, t.action);
         }
         let d = self.rules.decide(i, i.tcp_flags);
-        if i.tcp_flags & flags::RST != 0 {
-            return d;
+        if self.table.len() >= self.shared.max_tracked {
+            self.sweep(now_ms);
         }
         if self.table.len() < self.shared.max_tracked {
             self.table.insert(
@@ -380,6 +389,8 @@ impl FirewallStage {
                     rule: d.0,
                     action: d.1,
                     generation,
+                    last_ms: now_ms,
+                    closing,
                 },
             );
         } else {
@@ -389,6 +400,20 @@ impl FirewallStage {
                 .fetch_add(1, Ordering::Relaxed);
         }
         d
+    }
+
+    /// Forget connections that went quiet: closing or denied ones after 10 s, the others
+    /// after 5 minutes (at most one sweep a second).
+    fn sweep(&mut self, now_ms: u64) {
+        if now_ms < self.last_sweep_ms + 1000 && self.last_sweep_ms != 0 {
+            return;
+        }
+        self.last_sweep_ms = now_ms.max(1);
+        self.table.retain(|_, t| {
+            let idle = now_ms.saturating_sub(t.last_ms);
+            let short = t.closing || t.action == Action::Deny;
+            idle < if short { 10_000 } else { 300_000 }
+        });
     }
 }
 
@@ -412,7 +437,7 @@ impl Hook<RxFrame> for FirewallStage {
             if info.ethertype != ETHERTYPE_IPV4 {
                 continue;
             }
-            let (rule, action) = self.verdict(&info);
+            let (rule, action) = self.verdict(&info, cx.now.millis());
             self.hits[rule] += 1;
             if action == Action::Deny {
                 let default = rule == self.rules.rules.len();
@@ -481,52 +506,85 @@ mod tests {
         let syn = flags::SYN;
         let ack = flags::ACK;
         assert_eq!(
-            st.verdict(&info([1, 2, 3, 4], 999, 23, syn)),
+            st.verdict(&info([1, 2, 3, 4], 999, 23, syn), 0),
             (0, Action::Deny)
         );
         // An established telnet connection the firewall first sees mid-stream passes.
         assert_eq!(
-            st.verdict(&info([1, 2, 3, 5], 999, 23, ack)),
+            st.verdict(&info([1, 2, 3, 5], 999, 23, ack), 0),
             (3, Action::Allow)
         );
         assert_eq!(
-            st.verdict(&info([198, 51, 100, 9], 1, 80, syn)),
+            st.verdict(&info([198, 51, 100, 9], 1, 80, syn), 0),
             (1, Action::Deny)
         );
         // Tracked: a later frame of an allowed connection keeps its verdict.
         assert_eq!(
-            st.verdict(&info([1, 2, 3, 4], 1000, 80, syn)),
+            st.verdict(&info([1, 2, 3, 4], 1000, 80, syn), 0),
             (3, Action::Allow)
         );
         assert_eq!(
-            st.verdict(&info([1, 2, 3, 4], 1000, 80, ack)),
+            st.verdict(&info([1, 2, 3, 4], 1000, 80, ack), 0),
             (3, Action::Allow)
         );
         // A new rule on the connection's port stops it; one on new connections does not.
         fw.set_rules(vec![Rule::deny().dst_port(80).syn()]);
         st.refresh();
         assert_eq!(
-            st.verdict(&info([1, 2, 3, 4], 1000, 80, ack)),
+            st.verdict(&info([1, 2, 3, 4], 1000, 80, ack), 0),
             (1, Action::Allow)
         );
         assert_eq!(
-            st.verdict(&info([1, 2, 3, 4], 1001, 80, syn)),
+            st.verdict(&info([1, 2, 3, 4], 1001, 80, syn), 0),
             (0, Action::Deny)
         );
         fw.set_rules(vec![Rule::deny().dst_port(80)]);
         st.refresh();
         assert_eq!(
-            st.verdict(&info([1, 2, 3, 4], 1000, 80, ack)),
+            st.verdict(&info([1, 2, 3, 4], 1000, 80, ack), 0),
             (0, Action::Deny)
         );
         assert_eq!(
-            st.verdict(&info([1, 2, 3, 5], 999, 23, ack)),
+            st.verdict(&info([1, 2, 3, 5], 999, 23, ack), 0),
             (1, Action::Allow)
         );
-        // A RST ends the tracking.
-        assert_eq!(st.table.len(), 5);
-        st.verdict(&info([1, 2, 3, 5], 999, 23, flags::RST));
-        assert_eq!(st.table.len(), 4);
+        // A tuple first seen with an ACK (allowed: the telnet rule is for new connections)
+        // earns no pass for a SYN on it.
+        fw.set_rules(vec![Rule::deny().dst_port(23).syn()]);
+        st.refresh();
+        assert_eq!(
+            st.verdict(&info([9, 9, 9, 9], 7, 23, ack), 0).1,
+            Action::Allow
+        );
+        assert_eq!(
+            st.verdict(&info([9, 9, 9, 9], 7, 23, syn), 0),
+            (0, Action::Deny)
+        );
+        // A RST marks the connection closing; it is forgotten 10 s later, when room is
+        // needed.
+        assert_eq!(st.table.len(), 6);
+        st.verdict(&info([1, 2, 3, 5], 999, 23, flags::RST), 0);
+        assert_eq!(st.table.len(), 6);
+    }
+
+    #[test]
+    fn quiet_connections_make_room() {
+        let fw = Firewall::with_capacity(Action::Allow, 2);
+        let mut st = fw.stage();
+        st.refresh();
+        st.verdict(&info([1, 1, 1, 1], 1, 80, flags::SYN), 0);
+        st.verdict(&info([1, 1, 1, 1], 2, 80, flags::FIN), 0);
+        // Full: a third connection at 5 s finds no room; at 11 s the closing one has gone.
+        st.verdict(&info([1, 1, 1, 1], 3, 80, flags::SYN), 5_000);
+        assert_eq!((st.table.len(), fw.tracking().1), (2, 1));
+        st.verdict(&info([1, 1, 1, 1], 3, 80, flags::SYN), 11_000);
+        assert_eq!(st.table.len(), 2);
+        assert!(st.table.contains_key(&(
+            Ipv4Addr::new(1, 1, 1, 1),
+            3,
+            Ipv4Addr::new(10, 0, 0, 1),
+            80
+        )));
     }
 
     #[test]
@@ -536,8 +594,11 @@ mod tests {
         let mut st = fw.stage();
         st.refresh();
         for p in 0..4 {
-            assert_eq!(st.verdict(&info([1, 1, 1, 1], p, 80, 0)).1, Action::Allow);
-            assert_eq!(st.verdict(&info([1, 1, 1, 1], p, 81, 0)).1, Action::Deny);
+            assert_eq!(
+                st.verdict(&info([1, 1, 1, 1], p, 80, 0), 0).1,
+                Action::Allow
+            );
+            assert_eq!(st.verdict(&info([1, 1, 1, 1], p, 81, 0), 0).1, Action::Deny);
         }
         assert_eq!(st.table.len(), 2);
         assert_eq!(fw.tracking().1, 6);

@@ -9,6 +9,8 @@
 //! | [`vlan`] | `rx_frame`, `tx_frame` | 802.1Q strip on receive, push on transmit, O(1) |
 //! | [`classify`] | `rx_frame` + control plane | rules (ports, DSCP, VLAN) give each connection a class for the scheduler |
 //! | [`firewall`] | `rx_frame` | ordered allow/deny rules, per-rule counters, connection tracking, live updates |
+//! | [`splice`] | `rx_frame` + control plane | joins two connections inside the engine: segments of one rewritten and sent on the other |
+//! | `xdp` (feature `ebpf`) | `rx_frame`, `tx_frame` | an unmodified clang-built XDP program, in rbpf |
 //!
 //! They are written against the same public API as any integrator's stage: nothing here
 //! reaches into the engine.

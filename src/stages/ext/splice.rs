@@ -76,9 +76,22 @@ pub(crate) struct SpliceState {
     ts_first: [AtomicU32; 2],
     /// Frames relayed, per direction.
     pub(crate) relayed: [AtomicU64; 2],
+    /// Per side: the last acknowledgement relayed to it (bit 32 set once there is one), the
+    /// sequence number its RST must carry for the splice to count it.
+    acked: [AtomicU64; 2],
 }
 
 impl SpliceState {
+    /// The state of a new splice whose sides' next sequence numbers are `next` (what the
+    /// engine had acknowledged of each when it froze them).
+    pub(crate) fn new(next: [u32; 2]) -> SpliceState {
+        let s = SpliceState::default();
+        for (a, n) in s.acked.iter().zip(next) {
+            a.store((1 << 32) | u64::from(n), Ordering::Relaxed);
+        }
+        s
+    }
+
     /// Whether both FINs or a RST went through.
     pub(crate) fn ended(&self) -> bool {
         let e = self.ends.load(Ordering::Relaxed);
@@ -248,7 +261,7 @@ impl Splicer {
             return Err((SpliceError::NotConnected, a, b));
         }
         Ok(PendingSplice {
-            streams: Some((a, b)),
+            streams: Box::new((a, b)),
             reply: rx,
         })
     }
@@ -256,37 +269,17 @@ impl Splicer {
 
 /// A splice the engine is carrying out.
 pub struct PendingSplice {
-    streams: Option<(Stream, Stream)>,
+    streams: Box<(Stream, Stream)>,
     reply: Receiver<Result<(), SpliceError>>,
 }
 
-impl PendingSplice {
-    /// The answer, if it came: `Ok` (the streams are gone into the splice) or the error with
-    /// the streams back.
-    pub fn try_finish(&mut self) -> Option<Result<(), (SpliceError, Stream, Stream)>> {
-        let r = match self.reply.try_recv() {
-            Ok(r) => r,
-            Err(TryRecvError::Empty) => return None,
-            Err(TryRecvError::Disconnected) => Err(SpliceError::NoAnswer),
-        };
-        let (a, b) = self.streams.take()?;
-        Some(match r {
-            Ok(()) => {
-                a.detach();
-                b.detach();
-                Ok(())
-            }
-            Err(e) => Err((e, a, b)),
-        })
-    }
+/// What a finished splice request gives: `Ok` (the streams went into the splice) or the
+/// error with the streams back.
+pub type SpliceResult = Result<(), (SpliceError, Stream, Stream)>;
 
-    /// Wait for the answer (the engine must be running on another thread).
-    pub fn wait(mut self, timeout: Duration) -> Result<(), (SpliceError, Stream, Stream)> {
-        let r = self
-            .reply
-            .recv_timeout(timeout)
-            .unwrap_or(Err(SpliceError::NoAnswer));
-        let (a, b) = self.streams.take().expect("answered once");
+impl PendingSplice {
+    fn finish(self, r: Result<(), SpliceError>) -> SpliceResult {
+        let (a, b) = *self.streams;
         match r {
             Ok(()) => {
                 a.detach();
@@ -295,6 +288,27 @@ impl PendingSplice {
             }
             Err(e) => Err((e, a, b)),
         }
+    }
+
+    /// The answer if it came (`Ok`), or the pending splice back (`Err`) to ask again later.
+    pub fn try_finish(self) -> Result<SpliceResult, PendingSplice> {
+        let r = match self.reply.try_recv() {
+            Ok(r) => r,
+            Err(TryRecvError::Empty) => return Err(self),
+            Err(TryRecvError::Disconnected) => Err(SpliceError::NoAnswer),
+        };
+        Ok(self.finish(r))
+    }
+
+    /// Wait for the answer (the engine must be running on another thread). After a
+    /// timeout the streams come back with [`SpliceError::NoAnswer`], and the engine, when it
+    /// gets to the request, leaves the connections as they were.
+    pub fn wait(self, timeout: Duration) -> SpliceResult {
+        let r = self
+            .reply
+            .recv_timeout(timeout)
+            .unwrap_or(Err(SpliceError::NoAnswer));
+        self.finish(r)
     }
 }
 
@@ -323,7 +337,7 @@ impl Clone for SpliceStage {
 /// Rewrite `d` (an Ethernet/IPv4/TCP frame received on the splice's incoming connection,
 /// untagged or with one 802.1Q tag, which it keeps) for the outgoing one. `None` if its
 /// headers are malformed.
-fn rewrite(d: &mut [u8], s: &SpliceDir, now_ms: u64) -> Option<(usize, u8)> {
+fn rewrite(d: &mut [u8], s: &SpliceDir, now_ms: u64) -> Option<(usize, u8, u32)> {
     let tag = if d.len() >= 18 && d[12..14] == [0x81, 0x00] {
         4
     } else {
@@ -345,6 +359,13 @@ fn rewrite(d: &mut [u8], s: &SpliceDir, now_ms: u64) -> Option<(usize, u8)> {
     }
     let payload = total - ihl - doff;
     let fl = d[t + 13];
+    // The checksums are updated for what changes (RFC 1624), not computed afresh: a segment
+    // that arrived corrupted leaves as corrupted, and its receiver drops it.
+    let mut old_hdr = [0u8; 60];
+    old_hdr[..doff].copy_from_slice(&d[t..t + doff]);
+    old_hdr[16..18].fill(0);
+    let old_ips = sum16(&d[ip + 12..ip + 20]);
+    let old_tcp = old_ips + sum16(&old_hdr[..doff]);
     d[0..6].copy_from_slice(&s.dst_mac.0);
     d[6..12].copy_from_slice(&s.src_mac.0);
     d[ip + 12..ip + 16].copy_from_slice(&s.src_ip.octets());
@@ -352,11 +373,14 @@ fn rewrite(d: &mut [u8], s: &SpliceDir, now_ms: u64) -> Option<(usize, u8)> {
     d[t..t + 2].copy_from_slice(&s.sport.to_be_bytes());
     d[t + 2..t + 4].copy_from_slice(&s.dport.to_be_bytes());
     let be32 = |d: &[u8], i: usize| u32::from_be_bytes([d[i], d[i + 1], d[i + 2], d[i + 3]]);
-    let seq = be32(d, t + 4).wrapping_add(s.seq_delta);
+    let in_seq = be32(d, t + 4);
+    let seq = in_seq.wrapping_add(s.seq_delta);
     d[t + 4..t + 8].copy_from_slice(&seq.to_be_bytes());
     if fl & flags::ACK != 0 {
         let ack = be32(d, t + 8).wrapping_add(s.ack_delta);
         d[t + 8..t + 12].copy_from_slice(&ack.to_be_bytes());
+        // What the other side's next segment should carry.
+        s.state.acked[1 - s.dir].store((1 << 32) | u64::from(ack), Ordering::Relaxed);
     }
     let win = u32::from(u16::from_be_bytes([d[t + 14], d[t + 15]]));
     let bytes = u64::from(win) << s.in_shift;
@@ -396,13 +420,14 @@ fn rewrite(d: &mut [u8], s: &SpliceDir, now_ms: u64) -> Option<(usize, u8)> {
                         // maps onto ours on the outgoing connection, from now.
                         let ours = (now_ms as u32).wrapping_add(s.out_ts_offset);
                         let want = (1u64 << 32) | u64::from(ours.wrapping_sub(val));
+                        // The first value sent is published before the shift, so that a
+                        // reader that sees the shift sees it too (a concurrent latch on another
+                        // replica can only move it by the few milliseconds between them).
+                        s.state.ts_first[s.dir].store(ours, Ordering::Release);
                         delta =
                             match me.compare_exchange(0, want, Ordering::AcqRel, Ordering::Acquire)
                             {
-                                Ok(_) => {
-                                    s.state.ts_first[s.dir].store(ours, Ordering::Release);
-                                    want
-                                }
+                                Ok(_) => want,
                                 Err(cur) => cur,
                             };
                     }
@@ -425,10 +450,36 @@ fn rewrite(d: &mut [u8], s: &SpliceDir, now_ms: u64) -> Option<(usize, u8)> {
             }
         }
     }
-    // (With a tag, the checksums see the frame from four bytes on: its EtherType and IP
-    // header then sit where an untagged frame's do.)
-    wire::fill_checksums(&mut d[tag..ip + total]);
-    Some((payload, fl))
+    let new_ips = sum16(&d[ip + 12..ip + 20]);
+    let mut new_hdr = [0u8; 60];
+    new_hdr[..doff].copy_from_slice(&d[t..t + doff]);
+    new_hdr[16..18].fill(0);
+    let new_tcp = new_ips + sum16(&new_hdr[..doff]);
+    let ip_csum = u16::from_be_bytes([d[ip + 10], d[ip + 11]]);
+    d[ip + 10..ip + 12].copy_from_slice(&adjust(ip_csum, old_ips, new_ips).to_be_bytes());
+    let tcp_csum = u16::from_be_bytes([d[t + 16], d[t + 17]]);
+    d[t + 16..t + 18].copy_from_slice(&adjust(tcp_csum, old_tcp, new_tcp).to_be_bytes());
+    Some((payload, fl, in_seq))
+}
+
+/// One's complement sum of big-endian 16-bit words (an odd last byte padded with zero).
+fn sum16(b: &[u8]) -> u32 {
+    b.chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum()
+}
+
+fn fold(mut x: u32) -> u16 {
+    while x > 0xffff {
+        x = (x & 0xffff) + (x >> 16);
+    }
+    x as u16
+}
+
+/// RFC 1624 (eqn. 3): the checksum `csum` of data whose words summed to `old` now summing to
+/// `new`: `HC' = ~(~HC + ~m + m')`.
+fn adjust(csum: u16, old: u32, new: u32) -> u16 {
+    !fold(u32::from(!csum) + u32::from(!fold(old)) + u32::from(fold(new)))
 }
 
 impl Hook<RxFrame> for SpliceStage {
@@ -462,11 +513,17 @@ impl Hook<RxFrame> for SpliceStage {
                 continue;
             };
             match rewrite(cx.arena.data_mut(f), dir, now_ms) {
-                Some((payload, fl)) => {
+                Some((payload, fl, seq)) => {
                     let st = &dir.state;
-                    if fl & flags::RST != 0 {
+                    // A RST ends the splice only with the exact sequence number the other
+                    // side acknowledged (RFC 5961 3.2), a FIN only near it: a spoofed one
+                    // does not (the peers check both again themselves).
+                    let acked = st.acked[dir.dir].load(Ordering::Relaxed);
+                    let off = (seq.wrapping_sub(acked as u32) as i32).unsigned_abs();
+                    let known = acked >> 32 != 0;
+                    if fl & flags::RST != 0 && known && off == 0 {
                         st.ends.fetch_or(4, Ordering::Relaxed);
-                    } else if fl & flags::FIN != 0 {
+                    } else if fl & flags::FIN != 0 && known && off < 1 << 20 {
                         st.ends.fetch_or(1 << dir.dir, Ordering::Relaxed);
                     }
                     st.last_ms.store(now_ms, Ordering::Relaxed);
@@ -543,8 +600,9 @@ mod tests {
         let st = Arc::new(SpliceState::default());
         let d = dir(st.clone(), 0);
         let mut f = frame();
-        let (payload, fl) = rewrite(&mut f, &d, 50).unwrap();
-        assert_eq!((payload, fl), (4, flags::ACK));
+        crate::wire::fill_checksums(&mut f);
+        let (payload, fl, seq) = rewrite(&mut f, &d, 50).unwrap();
+        assert_eq!((payload, fl, seq), (4, flags::ACK, 100));
         let be32 = |i: usize| u32::from_be_bytes(f[i..i + 4].try_into().unwrap());
         assert_eq!(&f[0..6], &d.dst_mac.0);
         assert_eq!(&f[26..30], &[10, 0, 0, 2]);
@@ -567,18 +625,29 @@ mod tests {
             50 + 0x1000 + 10,
             "later timestamps keep their distance"
         );
-        assert!(crate::wire::parse_frame(&f).is_ok(), "checksums are right");
+        let mut fresh = f.clone();
+        crate::wire::fill_checksums(&mut fresh);
+        assert_eq!(f, fresh, "the updated checksums are the right ones");
+        // A segment that arrived corrupted leaves corrupted.
+        let mut bad = frame();
+        crate::wire::fill_checksums(&mut bad);
+        let n = bad.len();
+        bad[n - 1] ^= 0x40;
+        rewrite(&mut bad, &d, 60).unwrap();
+        let mut fresh = bad.clone();
+        crate::wire::fill_checksums(&mut fresh);
+        assert_ne!(bad, fresh, "still a bad checksum");
     }
 
     #[test]
     fn a_tagged_frame_keeps_its_tag() {
         let st = Arc::new(SpliceState::default());
         let d = dir(st, 0);
-        let plain = frame();
-        let mut tagged = plain[..12].to_vec();
+        let mut a = frame();
+        crate::wire::fill_checksums(&mut a);
+        let mut tagged = a[..12].to_vec();
         tagged.extend_from_slice(&[0x81, 0x00, 0x00, 42]);
-        tagged.extend_from_slice(&plain[12..]);
-        let mut a = plain.clone();
+        tagged.extend_from_slice(&a[12..]);
         rewrite(&mut a, &d, 50).unwrap();
         rewrite(&mut tagged, &d, 50).unwrap();
         assert_eq!(&tagged[12..16], &[0x81, 0x00, 0x00, 42]);

@@ -4,7 +4,7 @@
 //! of its headroom; the payload is never copied.
 //!
 //! Stages that match on the VLAN id (the [`Classification`](super::classify::Classification)
-//! stage, a firewall rule) go before the strip.
+//! stage, a capture filter's `vlan` term) go before the strip.
 //!
 //! ```
 //! use flextoe::backends::mem::MemLink;
@@ -54,7 +54,8 @@ impl VlanCounters {
 
 /// Removes the 802.1Q tag of received frames. Drop reasons: `untagged` (when untagged
 /// frames are refused), `other-vlan` (a tag of a VLAN not accepted), `truncated` (a tag with
-/// no room for an EtherType after it).
+/// no room for an EtherType after it, or a frame already started at the end of its
+/// headroom).
 #[derive(Clone, Debug)]
 pub struct VlanStrip {
     vid: Option<u16>,
@@ -105,6 +106,7 @@ impl Hook<RxFrame> for VlanStrip {
     fn process(&mut self, cx: &HookCx<'_>, frames: &mut [Frame], verdicts: &mut Verdicts) {
         let mut stripped = 0;
         for (i, f) in frames.iter_mut().enumerate() {
+            let no_room = f.headroom() + 4 > crate::buf::MAX_HEADROOM;
             let d = cx.arena.data_mut(f);
             if d.len() < 14 || u16::from_be_bytes([d[12], d[13]]) != TPID_8021Q {
                 if !self.pass_untagged {
@@ -119,6 +121,11 @@ impl Hook<RxFrame> for VlanStrip {
             let vid = u16::from_be_bytes([d[14], d[15]]) & 0x0fff;
             if self.vid.is_some_and(|v| v != vid) {
                 verdicts.set(i, Verdict::Drop(1));
+                continue;
+            }
+            if no_room {
+                // No room to start the frame four bytes later (a stage before moved it far).
+                verdicts.set(i, Verdict::Drop(2));
                 continue;
             }
             // The MAC addresses move over the tag; the frame then starts four bytes later.

@@ -115,6 +115,8 @@ pub struct TcpState {
     /// The window the control plane set (bytes; 0 = none), which caps the congestion
     /// control's.
     pub control_window: u32,
+    /// The application's latest update while the flow was frozen, applied when it thaws.
+    pub frozen_app: Option<FrozenApp>,
     /// Duplicate ACKs in a row.
     pub dupacks: u16,
     /// Payload bytes per segment.
@@ -187,6 +189,10 @@ pub struct TcpParams {
     /// The congestion control the socket asked for.
     pub congestion: Algorithm,
 }
+
+/// An application update that arrived while the flow was frozen: ring positions (TX head,
+/// RX tail), FIN, closed.
+pub type FrozenApp = (Option<(u64, u64)>, bool, bool);
 
 impl TcpState {
     /// State of a freshly established connection.
@@ -485,31 +491,72 @@ impl<C: CongestionControl> Protocol<C> {
             }
         };
         let cc = &self.cc;
+        // A frozen flow (on its way into a splice) drops segments and sends nothing; the
+        // application's updates wait for the thaw, a reset goes through.
+        let mut work = work;
         if st.has(F_FROZEN) {
             match work {
                 ProtoWork::Rx(w) => {
                     r.rx_frame = Some(w.frame);
                     r.actions.set(Actions::RECEIVED);
                     self.stats.drops.add(DropReason::Frozen);
+                    st.finish(&mut r);
+                    return r;
+                }
+                ProtoWork::App {
+                    positions,
+                    fin,
+                    closed,
+                    ..
+                } => {
+                    let prev = st.frozen_app.take();
+                    let (p0, f0, c0) = prev.unwrap_or((None, false, false));
+                    st.frozen_app = Some((positions.or(p0), fin || f0, closed || c0));
+                    st.finish(&mut r);
+                    return r;
                 }
                 ProtoWork::Thaw { .. } => {
                     st.flags &= !F_FROZEN;
-                    if st.can_send() {
-                        r.actions.set(Actions::SCHED);
+                    match st.frozen_app.take() {
+                        Some((positions, fin, closed)) => {
+                            work = ProtoWork::App {
+                                flow,
+                                positions,
+                                fin,
+                                closed,
+                            };
+                        }
+                        None => {
+                            if st.can_send() {
+                                r.actions.set(Actions::SCHED);
+                            }
+                            st.finish(&mut r);
+                            return r;
+                        }
                     }
                 }
-                ProtoWork::Freeze { .. } => st.report_frozen(&mut r),
-                _ => {}
+                ProtoWork::Freeze { .. } => {
+                    st.report_frozen(&mut r);
+                    st.finish(&mut r);
+                    return r;
+                }
+                ProtoWork::Rst { .. } | ProtoWork::Reset { .. } => {}
+                _ => {
+                    st.finish(&mut r);
+                    return r;
+                }
             }
-            st.finish(&mut r);
-            return r;
         }
         match work {
             ProtoWork::Freeze { .. } => {
                 st.flags |= F_FROZEN;
                 st.report_frozen(&mut r);
             }
-            ProtoWork::Thaw { .. } => {}
+            ProtoWork::Thaw { .. } => {
+                if st.can_send() {
+                    r.actions.set(Actions::SCHED);
+                }
+            }
             ProtoWork::Rx(w) => {
                 if let Some(reason) = st.on_segment(cc, cf, &w.summary, now, &mut r) {
                     self.stats.drops.add(reason);
