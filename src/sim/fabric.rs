@@ -227,6 +227,12 @@ fn step_range(step: Duration, from: Duration, to: Duration) -> (usize, usize) {
     ((from.as_nanos() / s) as usize, (to.as_nanos() / s) as usize)
 }
 
+/// The seconds the whole steps of `[from, to)` cover (what byte counts over them divide by).
+fn step_secs(step: Duration, from: Duration, to: Duration) -> f64 {
+    let (a, b) = step_range(step, from, to);
+    (b.saturating_sub(a) as f64 * step.as_secs_f64()).max(1e-9)
+}
+
 /// What a [`Fabric`] run measured.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FabricReport {
@@ -277,7 +283,7 @@ impl FabricReport {
 
     /// Goodput (bits per second) of each flow active over all of `[from, to)`.
     pub fn goodputs(&self, from: Duration, to: Duration) -> Vec<f64> {
-        let secs = (to.saturating_sub(from)).as_secs_f64().max(1e-9);
+        let secs = step_secs(self.step, from, to);
         self.flows
             .iter()
             .filter(|f| f.active_over(from, to))
@@ -593,7 +599,7 @@ impl<'a> Run<'a> {
             .iter()
             .map(|f| f.bytes_between(step, from, to))
             .sum();
-        let secs = to.saturating_sub(from).as_secs_f64().max(1e-9);
+        let secs = step_secs(step, from, to);
         // Full segments: 1448 payload bytes in 1514 on the wire (timestamps on).
         let wire = total as f64 * 1514.0 / 1448.0 * 8.0;
         report.utilisation = if fab.bottleneck.rate_bps > 0 {
