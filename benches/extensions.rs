@@ -76,7 +76,18 @@ impl Port for BenchPort {
 }
 
 fn segment(tag: Option<u16>, fl: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
-    let mut buf = vec![0u8; 14 + 20 + 20 + payload.len()];
+    segment_ports(tag, (4000, 80), fl, seq, ack, payload)
+}
+
+fn segment_ports(
+    tag: Option<u16>,
+    ports: (u16, u16),
+    fl: u8,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut buf = vec![0u8; 14 + 20 + 20 + 4 + payload.len()];
     let ep = Endpoints {
         src_mac: PEER_MAC,
         dst_mac: LOCAL_MAC,
@@ -84,8 +95,8 @@ fn segment(tag: Option<u16>, fl: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec<
         dst_ip: LOCAL_IP,
     };
     let repr = TcpRepr {
-        src_port: 4000,
-        dst_port: 80,
+        src_port: ports.0,
+        dst_port: ports.1,
         control: if fl & flags::SYN != 0 {
             TcpControl::Syn
         } else {
@@ -95,7 +106,7 @@ fn segment(tag: Option<u16>, fl: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec<
         ack_number: (fl & flags::ACK != 0).then_some(TcpSeqNumber(ack as i32)),
         window_len: 65535,
         window_scale: None,
-        max_seg_size: None,
+        max_seg_size: (fl & flags::SYN != 0).then_some(1460),
         sack_permitted: false,
         sack_ranges: [None; 3],
         timestamp: None,
@@ -145,6 +156,9 @@ impl Hook<RxFrame> for PortFilter {
 struct Config {
     name: String,
     tagged: bool,
+    /// Splice the connection to a second one before measuring (a splice stage at
+    /// `rx_frame`): its segments are relayed.
+    splice: bool,
     add: Box<dyn Fn(PipelineBuilder<BenchPort>) -> PipelineBuilder<BenchPort>>,
 }
 
@@ -152,6 +166,7 @@ fn configs(keep: &mut Vec<TraceReader>) -> Vec<Config> {
     let mut v: Vec<Config> = vec![Config {
         name: "bare pipeline".into(),
         tagged: false,
+        splice: false,
         add: Box::new(|b| b),
     }];
     let (tracer, reader) = Tracer::new(1 << 16);
@@ -159,11 +174,13 @@ fn configs(keep: &mut Vec<TraceReader>) -> Vec<Config> {
     v.push(Config {
         name: "tracer (results)".into(),
         tagged: false,
+        splice: false,
         add: Box::new(move |b| b.on_results(tracer.clone())),
     });
     v.push(Config {
         name: "capture, SYN/FIN/RST filter (rx, tx)".into(),
         tagged: false,
+        splice: false,
         add: Box::new(|b| {
             let c = Capture::new(
                 std::io::sink(),
@@ -177,6 +194,7 @@ fn configs(keep: &mut Vec<TraceReader>) -> Vec<Config> {
     v.push(Config {
         name: "VLAN strip + push (tagged input)".into(),
         tagged: true,
+        splice: false,
         add: Box::new(|b| {
             b.on_rx_frame(VlanStrip::only(42))
                 .on_tx_frame(VlanPush::new(42))
@@ -185,6 +203,7 @@ fn configs(keep: &mut Vec<TraceReader>) -> Vec<Config> {
     v.push(Config {
         name: "classification (rx)".into(),
         tagged: false,
+        splice: false,
         add: Box::new(|b| {
             let c = Classification::new(
                 vec![
@@ -199,6 +218,7 @@ fn configs(keep: &mut Vec<TraceReader>) -> Vec<Config> {
     v.push(Config {
         name: "firewall, 8 rules (rx)".into(),
         tagged: false,
+        splice: false,
         add: Box::new(|b| {
             let fw = Firewall::new(Action::Allow);
             fw.set_rules(
@@ -216,12 +236,19 @@ fn configs(keep: &mut Vec<TraceReader>) -> Vec<Config> {
     v.push(Config {
         name: "native port filter (rx)".into(),
         tagged: false,
+        splice: false,
         add: Box::new(|b| {
             b.on_rx_frame(PortFilter {
                 blocked: [23u32, 53].into_iter().collect(),
                 drops: 0,
             })
         }),
+    });
+    v.push(Config {
+        name: "splice: segments relayed to another connection (rx -> tx)".into(),
+        tagged: false,
+        splice: true,
+        add: Box::new(|b| b),
     });
     #[cfg(feature = "ebpf")]
     v.extend(ebpf_configs());
@@ -262,6 +289,7 @@ fn ebpf_configs() -> Vec<Config> {
         v.push(Config {
             name: name.into(),
             tagged: false,
+            splice: false,
             add: Box::new(move |b| b.on_rx_frame(XdpStage::new(prog.clone()).unwrap())),
         });
     }
@@ -270,7 +298,8 @@ fn ebpf_configs() -> Vec<Config> {
 
 struct Side {
     engine: Engine<BenchPort>,
-    stream: flextoe::Stream,
+    /// `None` when the connection went into a splice (its segments are relayed).
+    stream: Option<flextoe::Stream>,
     seq: u32,
     ack: u32,
     tagged: bool,
@@ -284,7 +313,12 @@ fn setup(c: &Config) -> Side {
         capture: true,
         ..Default::default()
     };
-    let mut e = (c.add)(Pipeline::builder(cfg, port)).build().unwrap();
+    let splicer = c.splice.then(flextoe::stages::ext::splice::Splicer::new);
+    let mut b = (c.add)(Pipeline::builder(cfg, port));
+    if let Some(sp) = &splicer {
+        b = b.on_rx_frame(sp.stage());
+    }
+    let mut e = b.build().unwrap();
     let l = e.host().listen(80, 4).unwrap();
     let tag = c.tagged.then_some(42);
     e.port_mut()
@@ -304,6 +338,52 @@ fn setup(c: &Config) -> Side {
     let mut stream = l.try_accept().unwrap().expect("established");
     stream.set_nonblocking(true);
     e.port_mut().capture = false;
+    let stream = match splicer {
+        None => Some(stream),
+        Some(sp) => {
+            // A second connection (peer port 4001 to port 81), and the two spliced.
+            let l2 = e.host().listen(81, 4).unwrap();
+            e.port_mut().capture = true;
+            e.port_mut().pending.push_back(segment_ports(
+                None,
+                (4001, 81),
+                flags::SYN,
+                5000,
+                0,
+                &[],
+            ));
+            e.poll(Instant::from_micros(1));
+            let synack = e.port().tx.last().cloned().expect("SYN-ACK");
+            let Ok(Parsed::Tcp(s2)) = wire::parse_frame(&synack) else {
+                panic!("no SYN-ACK")
+            };
+            let a2 = s2.summary.seq.wrapping_add(1);
+            e.port_mut().pending.push_back(segment_ports(
+                None,
+                (4001, 81),
+                flags::ACK,
+                5001,
+                a2,
+                &[],
+            ));
+            e.poll(Instant::from_micros(2));
+            let other = l2.try_accept().unwrap().expect("second connection");
+            e.port_mut().capture = false;
+            let mut pending = Some(sp.splice(stream, other).ok().expect("splice asked"));
+            let mut t = 3;
+            loop {
+                e.poll(Instant::from_micros(t));
+                t += 1;
+                match pending.take().expect("pending").try_finish() {
+                    Err(p) => pending = Some(p),
+                    Ok(Ok(())) => break,
+                    Ok(Err((err, ..))) => panic!("splice: {err}"),
+                }
+                assert!(t < 10_000, "the splice did not happen");
+            }
+            None
+        }
+    };
     Side {
         engine: e,
         stream,
@@ -327,9 +407,11 @@ fn burst(s: &mut Side, payload: &[u8], buf: &mut [u8]) -> Duration {
     let start = StdInstant::now();
     s.t += 1;
     s.engine.poll(Instant::from_micros(s.t));
-    while let Ok(n) = s.stream.read(buf) {
-        if n == 0 {
-            break;
+    if let Some(st) = s.stream.as_mut() {
+        while let Ok(n) = st.read(buf) {
+            if n == 0 {
+                break;
+            }
         }
     }
     start.elapsed()
@@ -406,6 +488,9 @@ fn main() {
                 "{} dropped nothing of this stream",
                 h.name
             );
+            if h.name == "splice" {
+                assert!(h.stats.tx > 0, "the splice relayed");
+            }
         }
     }
 }
