@@ -369,7 +369,7 @@ fn setup(c: &Config) -> Side {
             e.poll(Instant::from_micros(2));
             let other = l2.try_accept().unwrap().expect("second connection");
             e.port_mut().capture = false;
-            let mut pending = Some(sp.splice(stream, other).ok().expect("splice asked"));
+            let mut pending = Some(sp.splice(stream, other).expect("splice asked"));
             let mut t = 3;
             loop {
                 e.poll(Instant::from_micros(t));
