@@ -584,6 +584,8 @@ pub fn extensions(data: &[u8]) {
     let Some(frame) = arena.alloc_copy(data) else {
         return;
     };
+    // (A frame longer than the arena's room is cut to it.)
+    let data = arena.data(&frame).to_vec();
     let mut frames = vec![frame];
     let mut v = Verdicts::new(1);
     Hook::<RxFrame>::process(&mut classes.stage(), &cx, &mut frames, &mut v);
@@ -591,6 +593,7 @@ pub fn extensions(data: &[u8]) {
     Hook::<RxFrame>::process(&mut fw.stage(), &cx, &mut frames, &mut v);
     let mut v = Verdicts::new(1);
     Hook::<RxFrame>::process(&mut VlanStrip::any(), &cx, &mut frames, &mut v);
+    let info = FrameInfo::peek(&data);
     if v.get(0) == Verdict::Pass && info.is_some_and(|i| i.vid.is_some()) {
         let out = arena.data(&frames[0]);
         assert_eq!(&out[..12], &data[..12]);
