@@ -351,6 +351,30 @@ impl FrameArena {
         self.free.push(frame.index());
     }
 
+    /// Hand a frame to a device's own buffer pool (a DPDK mempool) without freeing it: the
+    /// frame stays in use, and its index is all that is left of the handle. Get the handle
+    /// back with [`reclaim`](Self::reclaim).
+    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+    pub(crate) fn lend(&self, frame: Frame) -> u32 {
+        assert_eq!(frame.arena, self.id, "frame lent from a foreign arena");
+        frame.index()
+    }
+
+    /// The handle of a frame lent with [`lend`](Self::lend), data empty at `headroom`.
+    ///
+    /// # Safety
+    ///
+    /// `index` must have been lent and not reclaimed since: one handle per frame at a time.
+    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+    pub(crate) unsafe fn reclaim(&self, index: u32, headroom: usize) -> Frame {
+        debug_assert!(index < self.frames);
+        Frame {
+            slot: index | (headroom.min(MAX_HEADROOM) as u32) << 24,
+            len: 0,
+            arena: self.id,
+        }
+    }
+
     /// Give back every frame of a burst, leaving it empty.
     pub fn free_all(&self, frames: &mut Vec<Frame>) {
         for f in frames.drain(..) {

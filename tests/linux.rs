@@ -10,19 +10,20 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::echo::{echo_server, echo_through};
 use common::lab::{available, linux_loss, linux_loss_count, run, sh, Netns, TapLab, VethLab};
-use common::{Sink, Source};
 use flextoe::backends::af_packet::AfPacketPort;
 use flextoe::backends::af_xdp::{AfXdpPort, XdpConfig, XdpMode};
+#[cfg(feature = "dpdk")]
+use flextoe::backends::dpdk::{Device, DpdkConfig, DpdkPort, FramePool};
 use flextoe::backends::netns::in_netns;
 use flextoe::backends::tap::TapPort;
 use flextoe::backends::Port;
-use flextoe::host::Host;
 use flextoe::pipeline::{Engine, EngineConfig, Runtime, Threaded, Topology};
 use flextoe::time::SystemClock;
 use flextoe::wire::MacAddr;
@@ -48,27 +49,6 @@ fn python() -> &'static str {
     } else {
         "python3"
     }
-}
-
-/// The engine's echo server on `port` until one connection has closed.
-fn echo_server(host: &Host, port: u16) -> std::thread::JoinHandle<u64> {
-    let l = host.listen(port, 4).expect("listen");
-    std::thread::spawn(move || {
-        let mut s = l.accept().expect("accept");
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut n = 0u64;
-        loop {
-            let k = s.read(&mut buf).expect("read");
-            if k == 0 {
-                break;
-            }
-            n += k as u64;
-            s.write_all(&buf[..k]).expect("write");
-        }
-        s.shutdown(std::net::Shutdown::Write).unwrap();
-        s.wait_closed(Some(Duration::from_secs(10)));
-        n
-    })
 }
 
 /// Linux client in `ns` against the engine's echo server.
@@ -119,56 +99,9 @@ fn engine_client_against_linux<P: Port + 'static>(
         .host()
         .connect_blocking(SocketAddrV4::new(linux_ip, 9000), Duration::from_secs(10))
         .expect("connect to Linux");
-    s.set_nonblocking(true);
-    let mut src = Source::new(77, MIB64);
-    let mut sink = Sink::default();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut closed = false;
-    let deadline = std::time::Instant::now() + Duration::from_secs(300);
-    while !sink.eof {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "transfer stalled at {} bytes",
-            sink.received
-        );
-        let mut progress = false;
-        let data = src.pending();
-        if !data.is_empty() {
-            match s.write(data) {
-                Ok(n) => {
-                    src.consume(n);
-                    progress = true;
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(e) => panic!(
-                    "write: {e} after {} bytes echoed\n{}",
-                    sink.received,
-                    rt.stop().stats()
-                ),
-            }
-        } else if !closed {
-            s.shutdown(std::net::Shutdown::Write).unwrap();
-            closed = true;
-        }
-        match s.read(&mut buf) {
-            Ok(0) => sink.eof = true,
-            Ok(n) => {
-                sink.take(&buf[..n]);
-                progress = true;
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-            Err(e) => panic!(
-                "read: {e} after {} bytes\n{}",
-                sink.received,
-                rt.stop().stats()
-            ),
-        }
-        if !progress {
-            std::thread::sleep(Duration::from_micros(100));
-        }
-    }
-    assert_eq!(sink.received, MIB64);
-    assert_eq!(sink.digest(), src.digest(), "echo from Linux differs");
+    echo_through(&mut s, 77, MIB64, Duration::from_secs(300), &mut || {
+        rt.stats().to_string()
+    });
     let mut rest = String::new();
     server_out.read_to_string(&mut rest).unwrap();
     let status = server.wait().unwrap();
@@ -881,4 +814,73 @@ fn ecn_with_linux_ce_marks_draw_ece_until_cwr() {
         "{ect} of {} data segments ECT(0)",
         engine_data.len()
     );
+}
+
+/// The engine on DPDK's `net_af_packet` PMD on the lab's veth end (probed in the engine's
+/// namespace), with a frame pool of its own.
+#[cfg(feature = "dpdk")]
+fn dpdk_engine_on(lab: &VethLab, pmd: &str, extra: &str) -> Runtime<DpdkPort> {
+    let pool = FramePool::new(common::dpdk::eal(), 16384, 1024).expect("frame pool");
+    let args = format!(
+        "{},iface={}{extra}",
+        common::dpdk::unique(pmd),
+        lab.engine_if
+    );
+    let cfg = DpdkConfig::new(Device::Probe(args));
+    let port = in_netns(&lab.engine.0, move || {
+        DpdkPort::open(&pool, &cfg).map_err(std::io::Error::from)
+    })
+    .expect("DPDK port");
+    Runtime::spawn(
+        Engine::new(config(lab.engine_ip), port).unwrap(),
+        SystemClock::new(),
+    )
+    .unwrap()
+}
+
+/// The PMD's kernel ring: a frame's data must fit an mbuf after its 128-byte headroom
+/// (1920 bytes), and the PMD assumes frames fill each block exactly (blocksz a multiple of
+/// framesz): 16 frames of 1792 bytes per 28 KiB block.
+#[cfg(feature = "dpdk")]
+const AF_PACKET_RING: &str = "blocksz=28672,framesz=1792,framecnt=512";
+
+#[cfg(feature = "dpdk")]
+fn dpdk_af_packet_engine(lab: &VethLab) -> Runtime<DpdkPort> {
+    dpdk_engine_on(lab, "net_af_packet", &format!(",qpairs=1,{AF_PACKET_RING}"))
+}
+
+#[cfg(feature = "dpdk")]
+#[test]
+fn dpdk_af_packet_linux_client_echo() {
+    let Some(lab) = VethLab::new() else { return };
+    let e = linux_client_against_engine(dpdk_af_packet_engine(&lab), &lab.linux, lab.engine_ip);
+    let st = e.port().stats();
+    eprintln!("{}\n{st:?}", e.stats());
+    assert!(st.rx > 0 && st.tx > 0 && st.dev_ipackets > 0, "{st:?}");
+}
+
+#[cfg(feature = "dpdk")]
+#[test]
+fn dpdk_af_packet_engine_client_linux_server() {
+    let Some(lab) = VethLab::new() else { return };
+    let e = engine_client_against_linux(dpdk_af_packet_engine(&lab), &lab.linux, lab.linux_ip);
+    eprintln!("{}\n{:?}", e.stats(), e.port().stats());
+}
+
+#[cfg(feature = "dpdk")]
+#[test]
+fn dpdk_af_packet_with_one_percent_loss() {
+    let Some(lab) = VethLab::new() else { return };
+    both_ways_with_loss(
+        || dpdk_af_packet_engine(&lab),
+        &lab.linux,
+        lab.engine_ip,
+        lab.linux_ip,
+    );
+}
+
+#[cfg(feature = "dpdk")]
+#[test]
+fn dpdk_af_packet_capture_has_no_malformed_packets_or_bad_checksums() {
+    capture_check(dpdk_af_packet_engine);
 }

@@ -22,6 +22,8 @@ pub mod af_packet;
 pub mod af_xdp;
 #[cfg(any(feature = "tap", feature = "af_packet", feature = "af_xdp"))]
 pub mod any;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 #[cfg(feature = "ebpf")]
 pub mod ebpf;
 pub mod mem;

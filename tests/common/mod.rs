@@ -2,6 +2,10 @@
 //! clock in one thread, moving verified byte streams in both directions.
 #![allow(dead_code)]
 
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
+pub mod echo;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU32, Ordering};

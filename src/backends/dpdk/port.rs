@@ -1,0 +1,705 @@
+//! A DPDK ethdev port (any PMD) as a [`Port`], with one receive and one transmit queue per
+//! worker.
+
+use std::ffi::CString;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use super::ffi;
+use super::pool::FramePool;
+use super::{eal, DpdkError};
+use crate::backends::{Port, PortCaps};
+use crate::buf::{Frame, FrameArena, FRAME_SIZE};
+use crate::time::Instant;
+use crate::wire::MacAddr;
+
+/// Most mbufs moved per `rx_burst`/`tx_burst` call.
+const BURST: usize = 64;
+/// `tx_burst` calls per queue and `send` before what is left is dropped.
+const TX_TRIES: usize = 64;
+
+// Offload and RSS bits of rte_ethdev.h (function-like macros, which bindgen cannot read).
+const TX_OFFLOAD_IPV4_CKSUM: u64 = 1 << 1;
+const TX_OFFLOAD_TCP_CKSUM: u64 = 1 << 3;
+const RSS_IPV4: u64 = 1 << 2;
+const RSS_NONFRAG_IPV4_TCP: u64 = 1 << 4;
+
+/// Which ethdev to use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// Probe a device from a devargs string when the port opens and remove it when the port
+    /// closes, e.g. `net_af_packet0,iface=veth0,qpairs=2` or `net_memif0,role=server`. The
+    /// calling thread's network namespace is the one kernel-facing PMDs open their
+    /// interface in.
+    Probe(String),
+    /// A port DPDK already probed (a PCI device, a `--vdev` of the EAL arguments), by name
+    /// (`0000:03:00.0`, `net_ring0`).
+    Named(String),
+}
+
+/// Settings of a DPDK port.
+#[derive(Clone, Debug)]
+pub struct DpdkConfig {
+    /// The device.
+    pub device: Device,
+    /// Receive and transmit queues (RSS spreads flows over the receive queues where the
+    /// device hashes; each transmit queue is used by one worker).
+    pub queues: u16,
+    /// Receive descriptors per queue.
+    pub rx_desc: u16,
+    /// Transmit descriptors per queue.
+    pub tx_desc: u16,
+    /// Use the device's IPv4 and TCP transmit checksum offload when it has both.
+    pub checksum_offload: bool,
+}
+
+impl DpdkConfig {
+    /// One queue, 1024 descriptors each way, checksum offload where offered.
+    pub fn new(device: Device) -> Self {
+        DpdkConfig {
+            device,
+            queues: 1,
+            rx_desc: 1024,
+            tx_desc: 1024,
+            checksum_offload: true,
+        }
+    }
+}
+
+/// Counters of one queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Frames received on this queue.
+    pub rx: u64,
+    /// Frames sent on this queue.
+    pub tx: u64,
+    /// Frames dropped because the transmit queue stayed full.
+    pub tx_full: u64,
+}
+
+/// Counters of a port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DpdkStats {
+    /// Frames received (all queues).
+    pub rx: u64,
+    /// Frames sent (all queues).
+    pub tx: u64,
+    /// Frames dropped because a transmit queue stayed full.
+    pub tx_full: u64,
+    /// Empty frames handed to `send`, dropped.
+    pub tx_empty: u64,
+    /// Received mbufs from another pool (a driver that allocates its own): copied.
+    pub rx_copied: u64,
+    /// Received chained (multi-segment) mbufs: dropped.
+    pub rx_chained: u64,
+    /// Frames the device counted as received (`rte_eth_stats`).
+    pub dev_ipackets: u64,
+    /// Frames the device counted as sent.
+    pub dev_opackets: u64,
+    /// Frames the device dropped for want of receive room.
+    pub dev_imissed: u64,
+    /// Receive errors the device counted.
+    pub dev_ierrors: u64,
+    /// Receive buffers the device could not get from the mempool.
+    pub dev_rx_nombuf: u64,
+}
+
+/// The open ethdev; closed (and removed, if probed) when the last port sharing it goes.
+struct Ethdev {
+    id: u16,
+    device: *mut ffi::rte_device,
+    probed: bool,
+    /// Rings of a [`DpdkPort::ring_pair`] link, freed after both ends closed.
+    _rings: Option<Arc<Rings>>,
+    _pool: Arc<FramePool>,
+}
+
+// SAFETY: port ids and device pointers are process-wide DPDK handles, usable from any
+// thread; the fields are only read after construction.
+unsafe impl Send for Ethdev {}
+// SAFETY: as above.
+unsafe impl Sync for Ethdev {}
+
+impl Drop for Ethdev {
+    fn drop(&mut self) {
+        // SAFETY: the port was started in `open`; no queue is used any more (every
+        // `DpdkPort` sharing it is gone). Stop makes the driver give back its mbufs.
+        unsafe {
+            ffi::rte_eth_dev_stop(self.id);
+            ffi::rte_eth_dev_close(self.id);
+            if self.probed && !self.device.is_null() {
+                ffi::rte_dev_remove(self.device);
+            }
+        }
+    }
+}
+
+/// The rings linking the two ends of a [`DpdkPort::ring_pair`].
+struct Rings {
+    rings: Vec<*mut ffi::rte_ring>,
+    pool: Arc<FramePool>,
+}
+
+// SAFETY: rte_rings are process-wide; only freed in Drop.
+unsafe impl Send for Rings {}
+// SAFETY: as above.
+unsafe impl Sync for Rings {}
+
+impl Drop for Rings {
+    fn drop(&mut self) {
+        for &r in &self.rings {
+            let mut buf = [std::ptr::null_mut::<ffi::rte_mbuf>(); BURST];
+            loop {
+                // SAFETY: `r` is a live ring of mbuf pointers, no port uses it any more.
+                let n = unsafe {
+                    ffi::rte_ring_dequeue_burst(
+                        r,
+                        buf.as_mut_ptr().cast(),
+                        BURST as u32,
+                        std::ptr::null_mut(),
+                    )
+                } as usize;
+                if n == 0 {
+                    break;
+                }
+                for &m in &buf[..n] {
+                    // SAFETY: frames left in flight on the link: give them to the mempool.
+                    unsafe { ffi::rte_pktmbuf_free(m) };
+                }
+            }
+            // SAFETY: created in `ring_pair`, freed once.
+            unsafe { ffi::rte_ring_free(r) };
+        }
+        self.pool.balance();
+    }
+}
+
+/// A DPDK port: a [`Port`] over an ethdev's queues, sharing a [`FramePool`] with the
+/// engine, so frames move between the driver and the engine without a copy.
+///
+/// With several queues the port receives from each in turn and sends each flow on one
+/// queue (by a symmetric hash of its addresses and ports). [`split`](Self::split) gives
+/// each queue a port of its own instead, for one engine (or one preprocess replica) per
+/// queue.
+pub struct DpdkPort {
+    dev: Arc<Ethdev>,
+    pool: Arc<FramePool>,
+    /// The ethdev queues this port serves.
+    queues: Vec<u16>,
+    qstats: Vec<QueueStats>,
+    next_rx: usize,
+    offload: bool,
+    mtu: usize,
+    mac: MacAddr,
+    stats: DpdkStats,
+    rx_buf: Vec<*mut ffi::rte_mbuf>,
+    tx_buf: Vec<Vec<*mut ffi::rte_mbuf>>,
+}
+
+// SAFETY: the port's raw pointers are mbufs it owns (scratch buffers, empty between calls)
+// and process-wide DPDK handles; `&mut self` gives one thread at a time the queues.
+unsafe impl Send for DpdkPort {}
+
+fn cstring(s: &str) -> Result<CString, DpdkError> {
+    CString::new(s).map_err(|_| DpdkError::Config(format!("{s:?} holds a NUL")))
+}
+
+fn check(what: &'static str, r: i32) -> Result<(), DpdkError> {
+    if r < 0 {
+        Err(DpdkError::rte(what, -r))
+    } else {
+        Ok(())
+    }
+}
+
+impl DpdkPort {
+    /// Open and start the device of `cfg` with frames from `pool`.
+    pub fn open(pool: &Arc<FramePool>, cfg: &DpdkConfig) -> Result<DpdkPort, DpdkError> {
+        let (name, probed) = match &cfg.device {
+            Device::Probe(args) => {
+                let c = cstring(args)?;
+                // SAFETY: a NUL-terminated devargs string, copied by DPDK.
+                check("rte_dev_probe", unsafe { ffi::rte_dev_probe(c.as_ptr()) })?;
+                (args.split(',').next().unwrap_or_default().to_string(), true)
+            }
+            Device::Named(n) => (n.clone(), false),
+        };
+        let id = port_by_name(&name)?;
+        Self::start(pool, id, probed, None, cfg)
+    }
+
+    /// Two ports linked back to back in memory through DPDK rings (the `net_ring` PMD),
+    /// `queues` each way: what one sends on queue `q` the other receives on queue `q`.
+    /// Both share `pool`, so a frame crosses the link by pointer.
+    pub fn ring_pair(
+        pool: &Arc<FramePool>,
+        name: &str,
+        queues: u16,
+    ) -> Result<(DpdkPort, DpdkPort), DpdkError> {
+        let queues = queues.max(1);
+        let mut rings = Vec::new();
+        for dir in ["ab", "ba"] {
+            for q in 0..queues {
+                let n = cstring(&format!("{name}_{dir}{q}"))?;
+                // SAFETY: a NUL-terminated name; the ring is freed by `Rings`.
+                let r = unsafe {
+                    ffi::rte_ring_create(
+                        n.as_ptr(),
+                        4096,
+                        ffi::rte_socket_id() as i32,
+                        ffi::RING_F_SP_ENQ | ffi::RING_F_SC_DEQ,
+                    )
+                };
+                if r.is_null() {
+                    return Err(DpdkError::rte("rte_ring_create", eal::errno()));
+                }
+                rings.push(r);
+            }
+        }
+        let q = queues as usize;
+        let rings = Arc::new(Rings {
+            rings,
+            pool: pool.clone(),
+        });
+        let (ab, ba) = rings.rings.split_at(q);
+        let mut ports = Vec::new();
+        for (end, rx, tx) in [("a", ba, ab), ("b", ab, ba)] {
+            let n = cstring(&format!("{name}_{end}"))?;
+            // SAFETY: the ring arrays hold `queues` live rings each; DPDK copies the arrays.
+            let id = unsafe {
+                ffi::rte_eth_from_rings(
+                    n.as_ptr(),
+                    rx.as_ptr(),
+                    queues as u32,
+                    tx.as_ptr(),
+                    queues as u32,
+                    ffi::rte_socket_id(),
+                )
+            };
+            if id < 0 {
+                return Err(DpdkError::rte("rte_eth_from_rings", eal::errno()));
+            }
+            let mut cfg = DpdkConfig::new(Device::Named(format!("{name}_{end}")));
+            cfg.queues = queues;
+            ports.push(Self::start(
+                pool,
+                id as u16,
+                false,
+                Some(rings.clone()),
+                &cfg,
+            )?);
+        }
+        let b = ports.pop().expect("two ports");
+        let a = ports.pop().expect("two ports");
+        Ok((a, b))
+    }
+
+    fn start(
+        pool: &Arc<FramePool>,
+        id: u16,
+        probed: bool,
+        rings: Option<Arc<Rings>>,
+        cfg: &DpdkConfig,
+    ) -> Result<DpdkPort, DpdkError> {
+        let mut info = ffi::rte_eth_dev_info::default();
+        // SAFETY: `info` is a writable rte_eth_dev_info.
+        check("rte_eth_dev_info_get", unsafe {
+            ffi::rte_eth_dev_info_get(id, &mut info)
+        })?;
+        // From here on, dropping `dev` stops, closes and removes the device.
+        let dev = Arc::new(Ethdev {
+            id,
+            device: info.device,
+            probed,
+            _rings: rings,
+            _pool: pool.clone(),
+        });
+        let nq = cfg.queues.max(1);
+        if nq > info.max_rx_queues || nq > info.max_tx_queues {
+            return Err(DpdkError::Config(format!(
+                "{nq} queues asked, the device has {} receive and {} transmit queues",
+                info.max_rx_queues, info.max_tx_queues
+            )));
+        }
+        let mut conf = ffi::rte_eth_conf::default();
+        let rss = info.flow_type_rss_offloads & (RSS_IPV4 | RSS_NONFRAG_IPV4_TCP);
+        if nq > 1 && rss != 0 {
+            conf.rxmode.mq_mode = ffi::RTE_ETH_MQ_RX_RSS;
+            conf.rx_adv_conf.rss_conf.rss_hf = rss;
+        }
+        let csum = TX_OFFLOAD_IPV4_CKSUM | TX_OFFLOAD_TCP_CKSUM;
+        let offload = cfg.checksum_offload && info.tx_offload_capa & csum == csum;
+        if offload {
+            conf.txmode.offloads = csum;
+        }
+        // SAFETY: `conf` is a valid configuration; the port exists.
+        check("rte_eth_dev_configure", unsafe {
+            ffi::rte_eth_dev_configure(id, nq, nq, &conf)
+        })?;
+        let clamp = |want: u16, lim: &ffi::rte_eth_desc_lim| {
+            let mut n = want;
+            if lim.nb_max > 0 {
+                n = n.min(lim.nb_max);
+            }
+            n.max(lim.nb_min)
+        };
+        let rx_desc = clamp(cfg.rx_desc, &info.rx_desc_lim);
+        let tx_desc = clamp(cfg.tx_desc, &info.tx_desc_lim);
+        // Drivers that post receive buffers take them from the mempool when they start.
+        pool.lend(nq as usize * rx_desc as usize);
+        // SAFETY: plain C call.
+        let socket = unsafe { ffi::rte_socket_id() };
+        for q in 0..nq {
+            // SAFETY: queue `q` < the configured count; NULL configurations take the
+            // driver's defaults; the mempool outlives the port (`Ethdev` holds the pool).
+            unsafe {
+                check(
+                    "rte_eth_rx_queue_setup",
+                    ffi::rte_eth_rx_queue_setup(
+                        id,
+                        q,
+                        rx_desc,
+                        socket,
+                        std::ptr::null(),
+                        pool.mempool(),
+                    ),
+                )?;
+                check(
+                    "rte_eth_tx_queue_setup",
+                    ffi::rte_eth_tx_queue_setup(id, q, tx_desc, socket, std::ptr::null()),
+                )?;
+            }
+        }
+        // SAFETY: configured above. Promiscuous mode is best effort (not every PMD has it).
+        unsafe {
+            check("rte_eth_dev_start", ffi::rte_eth_dev_start(id))?;
+            ffi::rte_eth_promiscuous_enable(id);
+        }
+        let mut mac = ffi::rte_ether_addr::default();
+        let mut mtu = 1500u16;
+        // SAFETY: writable out-parameters.
+        unsafe {
+            ffi::rte_eth_macaddr_get(id, &mut mac);
+            ffi::rte_eth_dev_get_mtu(id, &mut mtu);
+        }
+        // A received frame must fit a buffer after the driver's 128-byte headroom.
+        let room = FRAME_SIZE - ffi::RTE_PKTMBUF_HEADROOM as usize - 18;
+        Ok(DpdkPort {
+            dev,
+            pool: pool.clone(),
+            queues: (0..nq).collect(),
+            qstats: vec![QueueStats::default(); nq as usize],
+            next_rx: 0,
+            offload,
+            mtu: (mtu as usize).clamp(576, room),
+            mac: MacAddr(mac.addr_bytes),
+            stats: DpdkStats::default(),
+            rx_buf: vec![std::ptr::null_mut(); BURST],
+            tx_buf: (0..nq).map(|_| Vec::with_capacity(BURST)).collect(),
+        })
+    }
+
+    /// One port per queue, each serving only its own queue (for run-to-completion shards
+    /// or one preprocess replica per queue). The device closes when the last one goes.
+    pub fn split(self) -> Vec<DpdkPort> {
+        self.queues
+            .iter()
+            .map(|&q| DpdkPort {
+                dev: self.dev.clone(),
+                pool: self.pool.clone(),
+                queues: vec![q],
+                qstats: vec![QueueStats::default()],
+                next_rx: 0,
+                offload: self.offload,
+                mtu: self.mtu,
+                mac: self.mac,
+                stats: DpdkStats::default(),
+                rx_buf: vec![std::ptr::null_mut(); BURST],
+                tx_buf: vec![Vec::with_capacity(BURST)],
+            })
+            .collect()
+    }
+
+    /// The device's MAC address.
+    pub fn mac(&self) -> MacAddr {
+        self.mac
+    }
+
+    /// The ethdev port id.
+    pub fn port_id(&self) -> u16 {
+        self.dev.id
+    }
+
+    /// The pool this port's frames come from.
+    pub fn pool(&self) -> &Arc<FramePool> {
+        &self.pool
+    }
+
+    /// Whether the device fills in IPv4 and TCP checksums of sent frames.
+    pub fn checksum_offload(&self) -> bool {
+        self.offload
+    }
+
+    /// Counters of each queue this port serves, by ethdev queue id.
+    pub fn queue_stats(&self) -> Vec<(u16, QueueStats)> {
+        self.queues
+            .iter()
+            .copied()
+            .zip(self.qstats.iter().copied())
+            .collect()
+    }
+
+    /// The port's counters, with the device's own (`rte_eth_stats_get`).
+    pub fn stats(&self) -> DpdkStats {
+        let mut s = self.stats;
+        let mut e = ffi::rte_eth_stats::default();
+        // SAFETY: writable out-parameter.
+        if unsafe { ffi::rte_eth_stats_get(self.dev.id, &mut e) } == 0 {
+            s.dev_ipackets = e.ipackets;
+            s.dev_opackets = e.opackets;
+            s.dev_imissed = e.imissed;
+            s.dev_ierrors = e.ierrors;
+            s.dev_rx_nombuf = e.rx_nombuf;
+        }
+        s
+    }
+
+    /// Take a received mbuf into the engine: its frame when it is the pool's, else a copy.
+    fn accept(&mut self, m: *mut ffi::rte_mbuf, out: &mut Vec<Frame>) -> bool {
+        let Some(m) = NonNull::new(m) else {
+            return false;
+        };
+        // SAFETY: the driver handed `m` over; the header is ours to read.
+        let (segs, off, len) = unsafe {
+            let mb = &*m.as_ptr();
+            (mb.nb_segs, mb.data_off as usize, mb.data_len as usize)
+        };
+        if segs != 1 {
+            self.stats.rx_chained += 1;
+            // SAFETY: ours to free (whole chain).
+            unsafe { ffi::rte_pktmbuf_free(m.as_ptr()) };
+            return false;
+        }
+        if let Some(i) = self.pool.index_of(m) {
+            // SAFETY: the pool's mbuf, handed over by the driver and not touched again.
+            out.push(unsafe { self.pool.frame_of(m, i) });
+            return true;
+        }
+        self.stats.rx_copied += 1;
+        let arena = self.pool.arena();
+        let copied = arena.alloc().map(|mut f| {
+            let n = len.min(FRAME_SIZE - f.headroom());
+            f.set_len(n);
+            // SAFETY: a single-segment mbuf's data is `data_len` bytes at `data_off` into
+            // its buffer.
+            let src = unsafe {
+                std::slice::from_raw_parts(((*m.as_ptr()).buf_addr as *const u8).add(off), n)
+            };
+            arena.data_mut(&mut f).copy_from_slice(src);
+            f
+        });
+        // SAFETY: ours to free.
+        unsafe { ffi::rte_pktmbuf_free(m.as_ptr()) };
+        match copied {
+            Some(f) => {
+                out.push(f);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Fill in the offload fields of an IPv4/TCP frame: the device computes both checksums
+/// from the header lengths, starting from the pseudo-header sum in the TCP checksum field.
+fn prepare_offload(m: NonNull<ffi::rte_mbuf>, data: &mut [u8]) {
+    let mut l2 = 14;
+    if data.len() >= 18 && data[12..14] == [0x81, 0x00] {
+        l2 = 18;
+    }
+    if data.len() < l2 + 20 || data[l2 - 2..l2] != [0x08, 0x00] || data[l2] >> 4 != 4 {
+        return;
+    }
+    let ihl = (data[l2] & 0x0f) as usize * 4;
+    let total = u16::from_be_bytes([data[l2 + 2], data[l2 + 3]]) as usize;
+    if data[l2 + 9] != 6 || ihl < 20 || total < ihl + 20 || data.len() < l2 + total {
+        return;
+    }
+    let ip = &data[l2..l2 + ihl];
+    let mut sum: u32 = 6 + (total - ihl) as u32;
+    for w in ip[12..20].chunks(2) {
+        sum += u16::from_be_bytes([w[0], w[1]]) as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    data[l2 + 10..l2 + 12].copy_from_slice(&[0, 0]);
+    let t = l2 + ihl + 16;
+    data[t..t + 2].copy_from_slice(&(sum as u16).to_be_bytes());
+    // SAFETY: the mbuf is the caller's (not yet handed to the driver).
+    unsafe {
+        let mb = &mut *m.as_ptr();
+        mb.ol_flags |=
+            ffi::RTE_MBUF_F_TX_IPV4 | ffi::RTE_MBUF_F_TX_IP_CKSUM | ffi::RTE_MBUF_F_TX_TCP_CKSUM;
+        // tx_offload: l2_len in bits 0..7, l3_len in bits 7..16.
+        mb.__bindgen_anon_3.tx_offload = l2 as u64 | (ihl as u64) << 7;
+    }
+}
+
+/// A symmetric hash of an IPv4/TCP frame's addresses and ports (both directions of a
+/// connection give the same value); 0 for anything else.
+fn flow_hash(data: &[u8]) -> u32 {
+    if data.len() < 38 || data[12..14] != [0x08, 0x00] {
+        return 0;
+    }
+    let ihl = (data[14] & 0x0f) as usize * 4;
+    if data[23] != 6 || data.len() < 14 + ihl + 4 {
+        return 0;
+    }
+    let a = u32::from_be_bytes([data[26], data[27], data[28], data[29]])
+        ^ u32::from_be_bytes([data[30], data[31], data[32], data[33]]);
+    let p = &data[14 + ihl..];
+    let b = u16::from_be_bytes([p[0], p[1]]) ^ u16::from_be_bytes([p[2], p[3]]);
+    let h = (a ^ (b as u32) << 16 ^ b as u32).wrapping_mul(0x9e37_79b9);
+    h ^ h >> 16
+}
+
+fn port_by_name(name: &str) -> Result<u16, DpdkError> {
+    let c = cstring(name)?;
+    let mut id = 0u16;
+    // SAFETY: NUL-terminated name, writable out-parameter.
+    check("rte_eth_dev_get_port_by_name", unsafe {
+        ffi::rte_eth_dev_get_port_by_name(c.as_ptr(), &mut id)
+    })
+    .map_err(|e| DpdkError::Config(format!("no DPDK port named {name:?}: {e}")))?;
+    Ok(id)
+}
+
+impl Port for DpdkPort {
+    fn recv(
+        &mut self,
+        _now: Instant,
+        arena: &FrameArena,
+        out: &mut Vec<Frame>,
+        max: usize,
+    ) -> usize {
+        debug_assert!(
+            std::ptr::eq(arena, &**self.pool.arena()),
+            "the pool's arena"
+        );
+        self.pool.balance();
+        let nq = self.queues.len();
+        let mut got = 0;
+        for k in 0..nq {
+            if got >= max {
+                break;
+            }
+            let slot = (self.next_rx + k) % nq;
+            let want = (max - got).min(BURST) as u16;
+            // SAFETY: the queue is configured and served by this port only; `rx_buf` has
+            // room for `want` pointers.
+            let n = unsafe {
+                ffi::rte_eth_rx_burst(
+                    self.dev.id,
+                    self.queues[slot],
+                    self.rx_buf.as_mut_ptr(),
+                    want,
+                )
+            } as usize;
+            let mut taken = 0;
+            for j in 0..n {
+                let m = self.rx_buf[j];
+                if self.accept(m, out) {
+                    taken += 1;
+                }
+            }
+            self.qstats[slot].rx += taken;
+            got += taken as usize;
+        }
+        self.next_rx = (self.next_rx + 1) % nq;
+        self.stats.rx += got as u64;
+        got
+    }
+
+    fn send(&mut self, _now: Instant, arena: &FrameArena, frames: &mut Vec<Frame>) -> usize {
+        debug_assert!(
+            std::ptr::eq(arena, &**self.pool.arena()),
+            "the pool's arena"
+        );
+        let nq = self.queues.len();
+        let mut sent = 0;
+        let mut pending = frames.drain(..).peekable();
+        while pending.peek().is_some() {
+            // Sort up to a burst per queue.
+            for mut f in pending.by_ref() {
+                if f.is_empty() {
+                    self.stats.tx_empty += 1;
+                    self.pool.arena().free(f);
+                    continue;
+                }
+                let slot = if nq == 1 {
+                    0
+                } else {
+                    flow_hash(self.pool.arena().data(&f)) as usize % nq
+                };
+                let offload = self.offload;
+                let data: *mut [u8] = self.pool.arena().data_mut(&mut f);
+                let m = self.pool.mbuf_of(f);
+                if offload {
+                    // SAFETY: the frame's bytes (its mbuf's data) stay valid and unaliased:
+                    // the mbuf is not yet handed to the driver.
+                    prepare_offload(m, unsafe { &mut *data });
+                }
+                self.tx_buf[slot].push(m.as_ptr());
+                if self.tx_buf[slot].len() == BURST {
+                    break;
+                }
+            }
+            for slot in 0..nq {
+                let q = self.queues[slot];
+                let buf = &mut self.tx_buf[slot];
+                let mut done = 0;
+                let mut tries = 0;
+                while done < buf.len() && tries < TX_TRIES {
+                    // SAFETY: the queue is this port's; the mbufs are ours until the driver
+                    // takes them (the first `n` of the array).
+                    let n = unsafe {
+                        ffi::rte_eth_tx_burst(
+                            self.dev.id,
+                            q,
+                            buf[done..].as_mut_ptr(),
+                            (buf.len() - done) as u16,
+                        )
+                    } as usize;
+                    done += n;
+                    tries += 1;
+                }
+                for &m in &buf[done..] {
+                    self.pool.unsent(NonNull::new(m).expect("non-null mbuf"));
+                }
+                self.qstats[slot].tx += done as u64;
+                self.qstats[slot].tx_full += (buf.len() - done) as u64;
+                self.stats.tx_full += (buf.len() - done) as u64;
+                sent += done;
+                buf.clear();
+            }
+        }
+        self.stats.tx += sent as u64;
+        sent
+    }
+
+    fn mtu(&self) -> usize {
+        self.mtu.min(1500)
+    }
+
+    fn capabilities(&self) -> PortCaps {
+        PortCaps {
+            tx_checksum_offload: self.offload,
+            queues: self.queues.len() as u16,
+        }
+    }
+
+    fn arena(&self) -> Option<Arc<FrameArena>> {
+        Some(self.pool.arena().clone())
+    }
+}
