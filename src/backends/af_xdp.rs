@@ -9,6 +9,13 @@
 //! host keeps working on the same interface. The program is attached with a BPF link, which
 //! the kernel removes when the port is dropped (or the process dies).
 //!
+//! With [`XdpConfig::queues`] above one, the port opens one socket per device queue, all
+//! sharing the arena as their UMEM (each with its own fill and completion rings), and the
+//! program steers each packet to the socket of the queue it arrived on, so the device's RSS
+//! spreads flows over the sockets. The port receives from each queue in turn, or from one
+//! queue at a time through [`Port::recv_queue`] (the threaded runtime gives each
+//! preprocess replica a queue that way), and sends each flow on one socket.
+//!
 //! Copy mode works on every driver (veth included); zero-copy is asked for with
 //! [`XdpConfig::zero_copy`] where the driver offers it. The kernel is woken only when a
 //! receive poll found nothing and the fill ring asks for it, and after transmissions when the
@@ -52,8 +59,12 @@ pub struct XdpConfig {
     pub ifname: String,
     /// The engine's IPv4 address: packets for it (and ARP about it) are redirected.
     pub ip: Ipv4Addr,
-    /// Device queue to bind to.
+    /// First device queue to bind to.
     pub queue: u32,
+    /// Device queues to serve, from `queue` on: one socket per queue, all sharing the
+    /// arena as their UMEM; the XDP program steers each packet to the socket of the queue
+    /// it arrived on (RSS decides which).
+    pub queues: u32,
     /// Frames in the arena (the UMEM).
     pub frames: usize,
     /// Where the XDP program runs.
@@ -69,6 +80,7 @@ impl XdpConfig {
             ifname: ifname.to_string(),
             ip,
             queue: 0,
+            queues: 1,
             frames: 16384,
             mode: XdpMode::Generic,
             zero_copy: false,
@@ -104,24 +116,43 @@ pub struct AfXdpStats {
     pub kernel_invalid: u64,
 }
 
-/// An AF_XDP socket as a [`Port`].
-pub struct AfXdpPort {
-    // Field order is drop order: the link detaches the program before the socket closes,
-    // and the rings and UMEM go before the arena they map.
-    _prog: bpf::XdpProgram,
+/// Counters of one device queue of an AF_XDP port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpQueueStats {
+    /// Frames received on this queue.
+    pub rx: u64,
+    /// Frames sent through this queue's socket.
+    pub tx: u64,
+}
+
+/// One socket: the rings of one device queue.
+struct XskQueue {
+    id: u32,
     rx: RingRx,
     tx: RingTx,
     device: DeviceQueue,
+    /// Frames in this queue's fill ring.
+    filled: usize,
+    stats: XdpQueueStats,
+}
+
+/// AF_XDP sockets, one per device queue, as one [`Port`].
+pub struct AfXdpPort {
+    // Field order is drop order: the link detaches the program before the sockets close,
+    // and the rings and UMEM go before the arena they map.
+    _prog: bpf::XdpProgram,
+    queues: Vec<XskQueue>,
     _umem: Umem,
     /// Chunks the kernel holds (fill ring or TX in flight), by frame index. They are not
     /// given back to the arena when the port is dropped: the kernel may write into a fill
     /// ring chunk until the socket is closed, and the arena goes with the engine anyway.
     lent: Vec<Option<Frame>>,
-    /// Frames in the fill ring.
-    filled: usize,
     arena: Arc<FrameArena>,
     mtu: usize,
     stats: AfXdpStats,
+    next_rx: usize,
+    /// Frames to send, sorted by queue.
+    tx_parts: Vec<Vec<Frame>>,
 }
 
 // SAFETY: the UMEM and ring handles hold raw pointers into mappings that are valid for the
@@ -131,6 +162,12 @@ unsafe impl Send for AfXdpPort {}
 
 fn errno(e: xdpilone::Errno) -> io::Error {
     io::Error::from_raw_os_error(e.get_raw())
+}
+
+/// An error of a set-up step for device queue `queue`, with the step named.
+fn at(e: xdpilone::Errno, step: &str, queue: u32) -> io::Error {
+    let e = errno(e);
+    io::Error::new(e.kind(), format!("AF_XDP {step} for queue {queue}: {e}"))
 }
 
 impl AfXdpPort {
@@ -144,7 +181,7 @@ impl AfXdpPort {
         let mut tries = 0;
         loop {
             match Self::open_once(cfg) {
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 50 => {
+                Err(e) if e.kind() == io::ErrorKind::ResourceBusy && tries < 50 => {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
@@ -176,74 +213,111 @@ impl AfXdpPort {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"))?;
         let mut info = IfInfo::invalid();
         info.from_name(&name).map_err(errno)?;
-        info.set_queue(cfg.queue);
         let ifindex = info.ifindex();
-        let sock = Socket::with_shared(&info, &umem).map_err(errno)?;
-        // The socket must not live on in child processes: a child holding it would keep the
-        // device queue bound after the port is gone.
-        // SAFETY: F_SETFD on a descriptor this port owns; no memory is passed.
-        let r = unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
+        let mut queues = Vec::new();
+        for id in cfg.queue..cfg.queue + cfg.queues.max(1) {
+            info.set_queue(id);
+            // The first queue's socket is the UMEM's own; the others share it.
+            let sock = if queues.is_empty() {
+                Socket::with_shared(&info, &umem)
+            } else {
+                Socket::new(&info)
+            }
+            .map_err(|e| at(e, "socket", id))?;
+            // The socket must not live on in child processes: a child holding it would keep
+            // the device queue bound after the port is gone.
+            // SAFETY: F_SETFD on a descriptor this port owns; no memory is passed.
+            let r = unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+            if r != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let device = umem
+                .fq_cq(&sock)
+                .map_err(|e| at(e, "fill and completion rings", id))?;
+            // Sockets sharing the first one's UMEM take its mode: the kernel refuses mode
+            // flags on them.
+            let bind_flags = if !queues.is_empty() {
+                0
+            } else if cfg.zero_copy {
+                SocketConfig::XDP_BIND_NEED_WAKEUP | SocketConfig::XDP_BIND_ZEROCOPY
+            } else {
+                SocketConfig::XDP_BIND_NEED_WAKEUP | SocketConfig::XDP_BIND_COPY
+            };
+            let user = umem
+                .rx_tx(
+                    &sock,
+                    &SocketConfig {
+                        rx_size: NonZeroU32::new(RING),
+                        tx_size: NonZeroU32::new(RING),
+                        bind_flags,
+                    },
+                )
+                .map_err(|e| at(e, "RX and TX rings", id))?;
+            let rx = user.map_rx().map_err(errno)?;
+            let tx = user.map_tx().map_err(errno)?;
+            umem.bind(&user).map_err(|e| at(e, "bind", id))?;
+            queues.push(XskQueue {
+                id,
+                rx,
+                tx,
+                device,
+                filled: 0,
+                stats: XdpQueueStats::default(),
+            });
         }
-        let device = umem.fq_cq(&sock).map_err(errno)?;
-        let mut bind_flags = SocketConfig::XDP_BIND_NEED_WAKEUP;
-        bind_flags |= if cfg.zero_copy {
-            SocketConfig::XDP_BIND_ZEROCOPY
-        } else {
-            SocketConfig::XDP_BIND_COPY
-        };
-        let user = umem
-            .rx_tx(
-                &sock,
-                &SocketConfig {
-                    rx_size: NonZeroU32::new(RING),
-                    tx_size: NonZeroU32::new(RING),
-                    bind_flags,
-                },
-            )
-            .map_err(errno)?;
-        let rx = user.map_rx().map_err(errno)?;
-        let tx = user.map_tx().map_err(errno)?;
-        umem.bind(&user).map_err(errno)?;
-        let prog = bpf::XdpProgram::load(cfg.ip, ifindex, cfg.queue, rx.as_raw_fd(), cfg.mode)?;
+        let sockets: Vec<(u32, RawFd)> = queues.iter().map(|q| (q.id, q.rx.as_raw_fd())).collect();
+        let prog = bpf::XdpProgram::load(cfg.ip, ifindex, &sockets, cfg.mode)?;
+        let nq = queues.len();
         let mut port = AfXdpPort {
             _prog: prog,
-            rx,
-            tx,
-            device,
+            queues,
             _umem: umem,
             lent: (0..arena.capacity()).map(|_| None).collect(),
-            filled: 0,
             arena,
             mtu: 1500,
             stats: AfXdpStats::default(),
+            next_rx: 0,
+            tx_parts: (0..nq).map(|_| Vec::new()).collect(),
         };
-        port.refill();
+        for q in 0..nq {
+            port.refill(q);
+        }
         Ok(port)
     }
 
     /// Counters; reading them also fetches the kernel's socket statistics.
     pub fn stats(&mut self) -> AfXdpStats {
-        if let Ok(s) = self.device.statistics_v2() {
-            self.stats.kernel_rx_dropped = s.rx_dropped + s.rx_ring_full;
-            self.stats.fill_ring_empty = s.rx_fill_ring_empty_descs;
-            self.stats.kernel_invalid = s.rx_invalid_descs + s.tx_invalid_descs;
+        let (mut dropped, mut empty, mut invalid) = (0, 0, 0);
+        for q in &self.queues {
+            if let Ok(s) = q.device.statistics_v2() {
+                dropped += s.rx_dropped + s.rx_ring_full;
+                empty += s.rx_fill_ring_empty_descs;
+                invalid += s.rx_invalid_descs + s.tx_invalid_descs;
+            }
         }
+        self.stats.kernel_rx_dropped = dropped;
+        self.stats.fill_ring_empty = empty;
+        self.stats.kernel_invalid = invalid;
         self.stats
     }
 
-    /// Put free arena frames on the fill ring, up to its size.
-    fn refill(&mut self) {
-        // At most half of the arena waits in the fill ring; the rest is the engine's.
-        let target = (RING as usize).min(self.arena.capacity() / 2);
-        let want = target.saturating_sub(self.filled);
-        let free = self.arena.capacity() - self.arena.in_use();
+    /// Counters of each device queue, by queue id.
+    pub fn queue_stats(&self) -> Vec<(u32, XdpQueueStats)> {
+        self.queues.iter().map(|q| (q.id, q.stats)).collect()
+    }
+
+    /// Put free arena frames on queue `q`'s fill ring, up to its size.
+    fn refill(&mut self, q: usize) {
+        // At most half of the arena waits in the fill rings; the rest is the engine's.
+        let target = (RING as usize).min(self.arena.capacity() / (2 * self.queues.len()));
+        let queue = &mut self.queues[q];
+        let want = target.saturating_sub(queue.filled);
+        let free = self.arena.capacity().saturating_sub(self.arena.in_use());
         let want = want.min(free);
         if want == 0 {
             return;
         }
-        let mut w = self.device.fill(want as u32);
+        let mut w = queue.device.fill(want as u32);
         let room = w.capacity() as usize;
         let mut placed = 0;
         while placed < room {
@@ -257,12 +331,12 @@ impl AfXdpPort {
             placed += 1;
         }
         w.commit();
-        self.filled += placed;
+        queue.filled += placed;
     }
 
-    /// Take back the frames of finished transmissions.
-    fn reap_completions(&mut self) {
-        let mut r = self.device.complete(RING);
+    /// Take back the frames of finished transmissions of queue `q`.
+    fn reap_completions(&mut self, q: usize) {
+        let mut r = self.queues[q].device.complete(RING);
         let mut n = 0;
         while let Some(addr) = r.read() {
             let i = (addr / FRAME_SIZE as u64) as usize;
@@ -275,21 +349,14 @@ impl AfXdpPort {
         r.release();
         self.stats.tx_completed += n;
     }
-}
 
-impl Port for AfXdpPort {
-    fn recv(
-        &mut self,
-        _now: Instant,
-        arena: &FrameArena,
-        out: &mut Vec<Frame>,
-        max: usize,
-    ) -> usize {
-        debug_assert!(std::ptr::eq(arena, &*self.arena), "the port's own arena");
-        self.reap_completions();
+    /// Receive up to `max` frames from queue `q`.
+    fn recv_from(&mut self, q: usize, out: &mut Vec<Frame>, max: usize) -> usize {
+        self.reap_completions(q);
         let mut n = 0;
         {
-            let mut r = self.rx.receive(max as u32);
+            let queue = &mut self.queues[q];
+            let mut r = queue.rx.receive(max as u32);
             while let Some(d) = r.read() {
                 let i = (d.addr / FRAME_SIZE as u64) as usize;
                 let off = (d.addr % FRAME_SIZE as u64) as usize;
@@ -297,7 +364,7 @@ impl Port for AfXdpPort {
                     self.stats.bad_descriptors += 1;
                     continue;
                 };
-                self.filled -= 1;
+                queue.filled -= 1;
                 let len = (d.len as usize).min(FRAME_SIZE - off);
                 // The kernel wrote at `off` into the frame: start the data there (no copy);
                 // an offset too large for a handle is moved to the front instead.
@@ -312,28 +379,32 @@ impl Port for AfXdpPort {
             }
             r.release();
         }
-        self.refill();
+        self.refill(q);
+        let queue = &mut self.queues[q];
         // Transmissions a bounded wake-up budget left in the ring go out now.
-        if self.tx.pending() > 0 && self.tx.needs_wakeup() {
-            self.tx.wake();
+        if queue.tx.pending() > 0 && queue.tx.needs_wakeup() {
+            queue.tx.wake();
             self.stats.tx_wakeups += 1;
         }
-        if n == 0 && self.device.needs_wakeup() {
-            self.device.wake();
+        if n == 0 && queue.device.needs_wakeup() {
+            queue.device.wake();
             self.stats.rx_wakeups += 1;
         }
+        queue.stats.rx += n as u64;
         self.stats.rx += n as u64;
         n
     }
 
-    fn send(&mut self, _now: Instant, arena: &FrameArena, frames: &mut Vec<Frame>) -> usize {
-        debug_assert!(std::ptr::eq(arena, &*self.arena), "the port's own arena");
+    /// Send the frames sorted to queue `q`.
+    fn send_on(&mut self, q: usize) -> usize {
         let mut sent = 0;
         let mut rounds = 0;
+        let mut frames = std::mem::take(&mut self.tx_parts[q]);
         let mut queue = frames.drain(..).peekable();
         while queue.peek().is_some() {
-            self.reap_completions();
-            let mut w = self.tx.transmit(RING);
+            self.reap_completions(q);
+            let xsk = &mut self.queues[q];
+            let mut w = xsk.tx.transmit(RING);
             let mut placed = 0;
             while let Some(f) = queue.next_if(|_| placed < w.capacity()) {
                 if f.is_empty() {
@@ -362,8 +433,8 @@ impl Port for AfXdpPort {
             // In copy mode each wake-up transmits a bounded batch (32 frames on current
             // kernels): wake while the kernel has descriptors left, within a bound.
             let mut budget = placed / 16 + 2;
-            while budget > 0 && self.tx.pending() > 0 && self.tx.needs_wakeup() {
-                self.tx.wake();
+            while budget > 0 && xsk.tx.pending() > 0 && xsk.tx.needs_wakeup() {
+                xsk.tx.wake();
                 self.stats.tx_wakeups += 1;
                 budget -= 1;
             }
@@ -376,8 +447,71 @@ impl Port for AfXdpPort {
                 }
             }
         }
+        drop(queue);
+        self.tx_parts[q] = frames;
+        self.queues[q].stats.tx += sent as u64;
+        sent
+    }
+}
+
+impl Port for AfXdpPort {
+    fn recv(
+        &mut self,
+        _now: Instant,
+        arena: &FrameArena,
+        out: &mut Vec<Frame>,
+        max: usize,
+    ) -> usize {
+        debug_assert!(std::ptr::eq(arena, &*self.arena), "the port's own arena");
+        let nq = self.queues.len();
+        let mut got = 0;
+        for k in 0..nq {
+            if got >= max {
+                break;
+            }
+            got += self.recv_from((self.next_rx + k) % nq, out, max - got);
+        }
+        self.next_rx = (self.next_rx + 1) % nq;
+        got
+    }
+
+    fn recv_queue(
+        &mut self,
+        queue: u16,
+        _now: Instant,
+        arena: &FrameArena,
+        out: &mut Vec<Frame>,
+        max: usize,
+    ) -> usize {
+        debug_assert!(std::ptr::eq(arena, &*self.arena), "the port's own arena");
+        if queue as usize >= self.queues.len() {
+            return 0;
+        }
+        self.recv_from(queue as usize, out, max)
+    }
+
+    fn send(&mut self, _now: Instant, arena: &FrameArena, frames: &mut Vec<Frame>) -> usize {
+        debug_assert!(std::ptr::eq(arena, &*self.arena), "the port's own arena");
+        let nq = self.queues.len();
+        for f in frames.drain(..) {
+            let q = super::tx_queue_of(self.arena.data(&f), nq);
+            self.tx_parts[q].push(f);
+        }
+        let mut sent = 0;
+        for q in 0..nq {
+            if !self.tx_parts[q].is_empty() {
+                sent += self.send_on(q);
+            }
+        }
         self.stats.tx += sent as u64;
         sent
+    }
+
+    fn capabilities(&self) -> super::PortCaps {
+        super::PortCaps {
+            tx_checksum_offload: false,
+            queues: self.queues.len() as u16,
+        }
     }
 
     fn mtu(&self) -> usize {
@@ -525,11 +659,10 @@ mod bpf {
         pub(super) fn load(
             ip: Ipv4Addr,
             ifindex: u32,
-            queue: u32,
-            xsk_fd: RawFd,
+            sockets: &[(u32, RawFd)],
             mode: XdpMode,
         ) -> io::Result<Self> {
-            if queue >= QUEUES {
+            if let Some((queue, _)) = sockets.iter().find(|(q, _)| *q >= QUEUES) {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!("queue {queue} beyond the program's {QUEUES} queues"),
@@ -544,15 +677,16 @@ mod bpf {
                 sys_bpf(BPF_MAP_CREATE, &mut a)
                     .map_err(|e| ctx(e, "creating the XSKMAP (needs CAP_BPF)"))?,
             );
-            let key = queue;
-            let value = xsk_fd as u32;
-            let mut a = Attr::new();
-            a.u32(0, map.as_raw_fd() as u32)
-                .u64(8, &key as *const u32 as u64)
-                .u64(16, &value as *const u32 as u64)
-                .u64(24, 0);
-            sys_bpf(BPF_MAP_UPDATE_ELEM, &mut a)
-                .map_err(|e| ctx(e, "putting the socket into the XSKMAP"))?;
+            for &(key, fd) in sockets {
+                let value = fd as u32;
+                let mut a = Attr::new();
+                a.u32(0, map.as_raw_fd() as u32)
+                    .u64(8, &key as *const u32 as u64)
+                    .u64(16, &value as *const u32 as u64)
+                    .u64(24, 0);
+                sys_bpf(BPF_MAP_UPDATE_ELEM, &mut a)
+                    .map_err(|e| ctx(e, "putting a socket into the XSKMAP"))?;
+            }
             let insns = program(ip, map.as_raw_fd());
             let license = b"GPL\0";
             let name = b"flextoe_xdp\0\0\0\0\0";

@@ -134,6 +134,17 @@ impl Port for AnyPort {
         each!(self, p => p.recv(now, arena, out, max))
     }
 
+    fn recv_queue(
+        &mut self,
+        queue: u16,
+        now: Instant,
+        arena: &FrameArena,
+        out: &mut Vec<Frame>,
+        max: usize,
+    ) -> usize {
+        each!(self, p => p.recv_queue(queue, now, arena, out, max))
+    }
+
     fn send(&mut self, now: Instant, arena: &FrameArena, frames: &mut Vec<Frame>) -> usize {
         each!(self, p => p.send(now, arena, frames))
     }

@@ -10,7 +10,8 @@
 //! | [`pcap`] | always | wraps any port and writes its traffic to a pcap file |
 //! | `tap` | `tap` | TAP device through `/dev/net/tun` |
 //! | `af_packet` | `af_packet` | AF_PACKET socket through `pnet_datalink` |
-//! | `af_xdp` | `af_xdp` | AF_XDP socket through `xdpilone`, UMEM = the frame arena, own XDP program |
+//! | `af_xdp` | `af_xdp` | AF_XDP sockets through `xdpilone` (one per queue), UMEM = the frame arena, own XDP program |
+//! | `dpdk` | `dpdk` | any DPDK ethdev (one queue pair per worker, RSS), the frame arena as the mempool's buffers |
 //!
 //! With any Linux feature, `netns` opens ports inside a network namespace and `any` picks a
 //! backend at run time.
@@ -69,6 +70,25 @@ pub trait Port: Send {
     /// and counted by the port).
     fn send(&mut self, now: Instant, arena: &FrameArena, frames: &mut Vec<Frame>) -> usize;
 
+    /// Receive up to `max` frames from receive queue `queue` only (see
+    /// [`PortCaps::queues`]). The threaded runtime calls it when the port has one queue per
+    /// preprocess replica, so that each replica gets the bursts of its own queue. The
+    /// default serves single-queue ports: queue 0 is [`recv`](Self::recv), others are empty.
+    fn recv_queue(
+        &mut self,
+        queue: u16,
+        now: Instant,
+        arena: &FrameArena,
+        out: &mut Vec<Frame>,
+        max: usize,
+    ) -> usize {
+        if queue == 0 {
+            self.recv(now, arena, out, max)
+        } else {
+            0
+        }
+    }
+
     /// The IP MTU of the link.
     fn mtu(&self) -> usize {
         1500
@@ -91,4 +111,24 @@ pub trait Port: Send {
     fn next_arrival(&self) -> Option<Instant> {
         None
     }
+}
+
+/// The transmit queue, of `queues`, for a frame: by a symmetric hash of an IPv4/TCP frame's
+/// addresses and ports (both directions of a connection give the same value), so each flow
+/// keeps one queue and its segments stay in order; queue 0 for anything else.
+#[cfg_attr(not(any(feature = "dpdk", feature = "af_xdp")), allow(dead_code))]
+pub(crate) fn tx_queue_of(data: &[u8], queues: usize) -> usize {
+    if queues <= 1 || data.len() < 38 || data[12..14] != [0x08, 0x00] {
+        return 0;
+    }
+    let ihl = (data[14] & 0x0f) as usize * 4;
+    if data[23] != 6 || ihl < 20 || data.len() < 14 + ihl + 4 {
+        return 0;
+    }
+    let a = u32::from_be_bytes([data[26], data[27], data[28], data[29]])
+        ^ u32::from_be_bytes([data[30], data[31], data[32], data[33]]);
+    let p = &data[14 + ihl..];
+    let b = (u16::from_be_bytes([p[0], p[1]]) ^ u16::from_be_bytes([p[2], p[3]])) as u32;
+    let h = (a ^ b << 16 ^ b).wrapping_mul(0x9e37_79b9);
+    (h ^ h >> 16) as usize % queues
 }

@@ -30,6 +30,35 @@ pub fn echo_server(host: &Host, port: u16) -> std::thread::JoinHandle<u64> {
     })
 }
 
+/// The engine's echo server on `port` for `n` connections at once (a thread each) until
+/// all have closed; returns the bytes echoed on each.
+pub fn echo_server_n(host: &Host, port: u16, n: usize) -> std::thread::JoinHandle<Vec<u64>> {
+    let l = host.listen(port, n).expect("listen");
+    std::thread::spawn(move || {
+        let workers: Vec<_> = (0..n)
+            .map(|_| {
+                let mut s = l.accept().expect("accept");
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut total = 0u64;
+                    loop {
+                        let k = s.read(&mut buf).expect("read");
+                        if k == 0 {
+                            break;
+                        }
+                        total += k as u64;
+                        s.write_all(&buf[..k]).expect("write");
+                    }
+                    s.shutdown(std::net::Shutdown::Write).unwrap();
+                    s.wait_closed(Some(Duration::from_secs(10)));
+                    total
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    })
+}
+
 /// Send `bytes` of a seeded stream through an echo on `s`, close the sending side, read
 /// until the echo closes, and check that every byte came back in order (SHA-256). Panics
 /// with `context()` on an error or after `timeout` without completion.

@@ -111,6 +111,13 @@ pub struct VethLab {
 
 impl VethLab {
     pub fn new() -> Option<Self> {
+        Self::with_queues(1)
+    }
+
+    /// A lab whose veth ends have `queues` receive and transmit queues each (Linux spreads
+    /// its flows over them by hash; the engine's end receives each on the queue it was
+    /// sent on).
+    pub fn with_queues(queues: u32) -> Option<Self> {
         if !available(&["ip", "ethtool", "nft"]) {
             return None;
         }
@@ -118,8 +125,25 @@ impl VethLab {
         let linux = Netns::new(format!("{base}l"));
         let engine = Netns::new(format!("{base}e"));
         let (li, ei) = (format!("{base}a"), format!("{base}b"));
+        let q = queues.to_string();
         sh(&[
-            "ip", "link", "add", &li, "type", "veth", "peer", "name", &ei,
+            "ip",
+            "link",
+            "add",
+            &li,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ei,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
         ]);
         sh(&["ip", "link", "set", &li, "netns", &linux.0]);
         sh(&["ip", "link", "set", &ei, "netns", &engine.0]);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::ffi;
 use super::pool::FramePool;
 use super::{eal, DpdkError};
-use crate::backends::{Port, PortCaps};
+use crate::backends::{tx_queue_of, Port, PortCaps};
 use crate::buf::{Frame, FrameArena, FRAME_SIZE};
 use crate::time::Instant;
 use crate::wire::MacAddr;
@@ -464,6 +464,31 @@ impl DpdkPort {
         s
     }
 
+    /// Receive one burst from the queue in `slot`.
+    fn recv_slot(&mut self, slot: usize, out: &mut Vec<Frame>, max: usize) -> usize {
+        let want = max.min(BURST) as u16;
+        // SAFETY: the queue is configured and served by this port only; `rx_buf` has room
+        // for `want` pointers.
+        let n = unsafe {
+            ffi::rte_eth_rx_burst(
+                self.dev.id,
+                self.queues[slot],
+                self.rx_buf.as_mut_ptr(),
+                want,
+            )
+        } as usize;
+        let mut taken = 0;
+        for j in 0..n {
+            let m = self.rx_buf[j];
+            if self.accept(m, out) {
+                taken += 1;
+            }
+        }
+        self.qstats[slot].rx += taken as u64;
+        self.stats.rx += taken as u64;
+        taken
+    }
+
     /// Take a received mbuf into the engine: its frame when it is the pool's, else a copy.
     fn accept(&mut self, m: *mut ffi::rte_mbuf, out: &mut Vec<Frame>) -> bool {
         let Some(m) = NonNull::new(m) else {
@@ -546,24 +571,6 @@ fn prepare_offload(m: NonNull<ffi::rte_mbuf>, data: &mut [u8]) {
     }
 }
 
-/// A symmetric hash of an IPv4/TCP frame's addresses and ports (both directions of a
-/// connection give the same value); 0 for anything else.
-fn flow_hash(data: &[u8]) -> u32 {
-    if data.len() < 38 || data[12..14] != [0x08, 0x00] {
-        return 0;
-    }
-    let ihl = (data[14] & 0x0f) as usize * 4;
-    if data[23] != 6 || data.len() < 14 + ihl + 4 {
-        return 0;
-    }
-    let a = u32::from_be_bytes([data[26], data[27], data[28], data[29]])
-        ^ u32::from_be_bytes([data[30], data[31], data[32], data[33]]);
-    let p = &data[14 + ihl..];
-    let b = u16::from_be_bytes([p[0], p[1]]) ^ u16::from_be_bytes([p[2], p[3]]);
-    let h = (a ^ (b as u32) << 16 ^ b as u32).wrapping_mul(0x9e37_79b9);
-    h ^ h >> 16
-}
-
 fn port_by_name(name: &str) -> Result<u16, DpdkError> {
     let c = cstring(name)?;
     let mut id = 0u16;
@@ -594,31 +601,29 @@ impl Port for DpdkPort {
             if got >= max {
                 break;
             }
-            let slot = (self.next_rx + k) % nq;
-            let want = (max - got).min(BURST) as u16;
-            // SAFETY: the queue is configured and served by this port only; `rx_buf` has
-            // room for `want` pointers.
-            let n = unsafe {
-                ffi::rte_eth_rx_burst(
-                    self.dev.id,
-                    self.queues[slot],
-                    self.rx_buf.as_mut_ptr(),
-                    want,
-                )
-            } as usize;
-            let mut taken = 0;
-            for j in 0..n {
-                let m = self.rx_buf[j];
-                if self.accept(m, out) {
-                    taken += 1;
-                }
-            }
-            self.qstats[slot].rx += taken;
-            got += taken as usize;
+            got += self.recv_slot((self.next_rx + k) % nq, out, max - got);
         }
         self.next_rx = (self.next_rx + 1) % nq;
-        self.stats.rx += got as u64;
         got
+    }
+
+    fn recv_queue(
+        &mut self,
+        queue: u16,
+        _now: Instant,
+        arena: &FrameArena,
+        out: &mut Vec<Frame>,
+        max: usize,
+    ) -> usize {
+        debug_assert!(
+            std::ptr::eq(arena, &**self.pool.arena()),
+            "the pool's arena"
+        );
+        if queue as usize >= self.queues.len() {
+            return 0;
+        }
+        self.pool.balance();
+        self.recv_slot(queue as usize, out, max)
     }
 
     fn send(&mut self, _now: Instant, arena: &FrameArena, frames: &mut Vec<Frame>) -> usize {
@@ -637,11 +642,7 @@ impl Port for DpdkPort {
                     self.pool.arena().free(f);
                     continue;
                 }
-                let slot = if nq == 1 {
-                    0
-                } else {
-                    flow_hash(self.pool.arena().data(&f)) as usize % nq
-                };
+                let slot = tx_queue_of(self.pool.arena().data(&f), nq);
                 let offload = self.offload;
                 let data: *mut [u8] = self.pool.arena().data_mut(&mut f);
                 let m = self.pool.mbuf_of(f);

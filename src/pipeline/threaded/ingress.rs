@@ -56,13 +56,32 @@ impl Dealer {
     /// An empty batch (everything was dropped) only advances every replica. Call only when
     /// [`ready`](Self::ready).
     pub(super) fn deal(&mut self, batch: &mut Vec<PreIn>, last: u64) {
+        let target = self.next;
+        if self.deal_to(target, batch, last) {
+            self.next = (target + 1) % self.outs.len();
+        }
+    }
+
+    /// Replicas fed by this dealer.
+    pub(super) fn outputs(&self) -> usize {
+        self.outs.len()
+    }
+
+    /// Whether replica `target` has room for a whole burst.
+    pub(super) fn ready_for(&self, target: usize) -> bool {
+        self.outs[target].free() >= BURST
+    }
+
+    /// Hand `batch` (numbered up to `last`) to replica `target` (the one fed by the
+    /// receive queue it came from); the others learn `last`. Returns whether anything was
+    /// handed over. Call only when [`ready_for`](Self::ready_for) `target`.
+    pub(super) fn deal_to(&mut self, target: usize, batch: &mut Vec<PreIn>, last: u64) -> bool {
         if batch.is_empty() {
             for a in self.advance_due.iter_mut() {
                 *a = Some(last);
             }
-            return;
+            return false;
         }
-        let target = self.next;
         let n = batch.len();
         let moved = self.outs[target].push_burst(batch);
         debug_assert_eq!(moved, n);
@@ -71,7 +90,7 @@ impl Dealer {
                 *a = Some(last);
             }
         }
-        self.next = (target + 1) % self.outs.len();
+        true
     }
 
     /// Deliver pending advances (the latest replaces an undelivered older one; each is

@@ -6,6 +6,9 @@ use super::*;
 pub(super) struct IoTask<P: Port> {
     pub(super) arena: Arc<FrameArena>,
     pub(super) port: P,
+    /// Receive queues of the port: with one per preprocess replica, replica `q` gets the
+    /// bursts of queue `q`.
+    pub(super) queues: usize,
     pub(super) control: Control,
     pub(super) host: Arc<HostShared>,
     pub(super) cout: ControlOutput,
@@ -31,6 +34,7 @@ pub(super) struct IoTask<P: Port> {
     pub(super) tx: Vec<Frame>,
     pub(super) batch: Vec<PreIn>,
     pub(super) rx_frames: u64,
+    pub(super) rx_by_queue: Vec<u64>,
     pub(super) tx_frames: u64,
     pub(super) placement: Arc<dyn Placement>,
     pub(super) place_of: Vec<u16>,
@@ -134,6 +138,16 @@ impl<P: Port> IoTask<P> {
         true
     }
 
+    /// Number a received burst (in `rx`) into `batch`.
+    fn number_rx(&mut self, n: usize) {
+        self.rx_frames += n as u64;
+        self.batch.clear();
+        for f in self.rx.drain(..) {
+            self.batch.push(PreIn::Frame(self.next_seq, f));
+            self.next_seq += 1;
+        }
+    }
+
     fn summary(&self) -> IoSummary {
         IoSummary {
             control: self.control.stats().clone(),
@@ -146,6 +160,7 @@ impl<P: Port> IoTask<P> {
                 .collect(),
             retransmissions: self.control.retransmissions(),
             rx_frames: self.rx_frames,
+            rx_by_queue: self.rx_by_queue.clone(),
             tx_frames: self.tx_frames,
             frames_in_use: self.arena.in_use(),
         }
@@ -159,22 +174,37 @@ impl<P: Port> Task for IoTask<P> {
         self.control.poll_requests(now, &mut self.cout);
         // Ingress: number frames and deal bursts to the preprocess replicas (or to the
         // `rx_frame` stages' task, which deals them on).
-        for _ in 0..4 {
-            if !self.ingress.ready() {
-                break;
+        if self.queues > 1 && self.queues == self.ingress.outputs() {
+            for q in 0..self.queues {
+                if !self.ingress.ready_for(q) {
+                    continue;
+                }
+                let n = self
+                    .port
+                    .recv_queue(q as u16, now, &self.arena, &mut self.rx, BURST);
+                if n > 0 {
+                    busy = true;
+                    if self.rx_by_queue.len() < self.queues {
+                        self.rx_by_queue.resize(self.queues, 0);
+                    }
+                    self.rx_by_queue[q] += n as u64;
+                    self.number_rx(n);
+                    self.ingress.deal_to(q, &mut self.batch, self.next_seq - 1);
+                }
             }
-            let n = self.port.recv(now, &self.arena, &mut self.rx, BURST);
-            if n == 0 {
-                break;
+        } else {
+            for _ in 0..4 {
+                if !self.ingress.ready() {
+                    break;
+                }
+                let n = self.port.recv(now, &self.arena, &mut self.rx, BURST);
+                if n == 0 {
+                    break;
+                }
+                busy = true;
+                self.number_rx(n);
+                self.ingress.deal(&mut self.batch, self.next_seq - 1);
             }
-            busy = true;
-            self.rx_frames += n as u64;
-            self.batch.clear();
-            for f in self.rx.drain(..) {
-                self.batch.push(PreIn::Frame(self.next_seq, f));
-                self.next_seq += 1;
-            }
-            self.ingress.deal(&mut self.batch, self.next_seq - 1);
         }
         self.ingress.advances();
         // Punted frames.

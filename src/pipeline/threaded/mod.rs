@@ -299,6 +299,7 @@ impl Threaded {
         );
         let rs = topology.ring_size;
         let csum_offload = port.capabilities().tx_checksum_offload;
+        let port_queues = port.capabilities().queues.max(1) as usize;
         let mut reports = Vec::new();
 
         // Rings: io -> pre; pre -> group (every pair); pre -> io (punts); io -> group (work);
@@ -446,6 +447,7 @@ impl Threaded {
         tasks.push((
             TaskRef::Io,
             Box::new(IoTask {
+                queues: port_queues,
                 reinject: Preprocess::new(arena.clone(), cfg.mac, cfg.ip),
                 arena: arena.clone(),
                 port,
@@ -473,6 +475,7 @@ impl Threaded {
                 tx: Vec::with_capacity(4 * BURST),
                 batch: Vec::with_capacity(BURST),
                 rx_frames: 0,
+                rx_by_queue: Vec::new(),
                 tx_frames: 0,
                 placement: pol.placement.clone(),
                 place_of: Vec::new(),

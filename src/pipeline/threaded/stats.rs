@@ -49,6 +49,9 @@ pub struct IoSummary {
     pub rx_frames: u64,
     /// Frames sent.
     pub tx_frames: u64,
+    /// Frames received per port queue, when each preprocess replica has a queue of its own
+    /// (empty otherwise): replica `q` got exactly the frames of queue `q`.
+    pub rx_by_queue: Vec<u64>,
     /// Arena frames in use.
     pub frames_in_use: usize,
 }
