@@ -216,6 +216,9 @@ impl FreeStack {
     }
 
     fn push(&self, idx: u32) {
+        // Count the frame before it can be popped again, so that a concurrent pop's
+        // decrement never takes the count below zero.
+        self.len.fetch_add(1, Ordering::Relaxed);
         let mut cur = self.head.load(Ordering::Acquire);
         loop {
             self.next[idx as usize].store(cur as u32, Ordering::Relaxed);
@@ -224,10 +227,7 @@ impl FreeStack {
                 .head
                 .compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => {
-                    self.len.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
+                Ok(_) => return,
                 Err(actual) => cur = actual,
             }
         }

@@ -227,6 +227,20 @@ impl FlowCounters {
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
     }
+
+    /// Release add: counters added before it (with [`add`](Self::add)) are seen by a
+    /// reader that loads this one with [`observe`](Self::observe) (a sample count after
+    /// the sum it belongs to).
+    #[inline]
+    pub fn publish(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Release);
+    }
+
+    /// Acquire load, pairing with [`publish`](Self::publish).
+    #[inline]
+    pub fn observe(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Acquire)
+    }
 }
 
 /// Retransmission totals over all flows, summed by the caller.

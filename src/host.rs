@@ -158,6 +158,9 @@ impl Waiter {
             }
             let mut guard = self.epoch.lock().unwrap_or_else(|p| p.into_inner());
             self.waiting.fetch_add(1, Ordering::SeqCst);
+            // Pairs with the fence in `wake`: the registration above is ordered before the
+            // state loads in `ready` (an RCpc load could otherwise pass the add).
+            std::sync::atomic::fence(Ordering::SeqCst);
             if ready() {
                 self.waiting.fetch_sub(1, Ordering::SeqCst);
                 return true;
@@ -371,7 +374,9 @@ impl ConnShared {
 
     /// The keep-alive settings, if keep-alives are on.
     pub fn keepalive(&self) -> Option<Keepalive> {
-        let idle = self.keepalive.0.load(Ordering::Relaxed);
+        // Acquire: `set_keepalive` stores idle last, with Release, so the interval and
+        // count read below are at least as new as this idle time.
+        let idle = self.keepalive.0.load(Ordering::Acquire);
         (idle > 0).then(|| Keepalive {
             idle: Duration::from_millis(idle),
             interval: Duration::from_millis(u64::from(self.keepalive.1.load(Ordering::Relaxed))),
@@ -386,7 +391,9 @@ impl ConnShared {
 
     /// Engine side: the doorbell has been seen; the next application change rings again.
     pub(crate) fn clear_doorbell(&self) {
-        self.doorbell_pending.store(false, Ordering::SeqCst);
+        // Acquire what the application published before its last ring (an AcqRel swap, so
+        // a ring that found the flag still set is seen by the engine's reads that follow).
+        self.doorbell_pending.swap(false, Ordering::AcqRel);
     }
 
     /// Post an event to the registered context, if any.
@@ -857,10 +864,10 @@ impl Stream {
                 c.keepalive.2.store(k.count.max(1), Ordering::Relaxed);
                 c.keepalive.0.store(
                     k.idle.as_millis().clamp(1, u64::MAX as u128) as u64,
-                    Ordering::Relaxed,
+                    Ordering::Release,
                 );
             }
-            None => c.keepalive.0.store(0, Ordering::Relaxed),
+            None => c.keepalive.0.store(0, Ordering::Release),
         }
     }
 

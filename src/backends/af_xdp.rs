@@ -523,6 +523,11 @@ impl Port for AfXdpPort {
     }
 }
 
+// `struct bpf_insn` packs the destination register in the low nibble of its second byte
+// as the instructions below are written: the little-endian layout.
+#[cfg(target_endian = "big")]
+compile_error!("the AF_XDP backend's XDP program is encoded for little-endian hosts");
+
 /// A minimal `bpf()` loader for the port's XDP program.
 mod bpf {
     use super::*;
@@ -617,10 +622,10 @@ mod bpf {
         const LD_IMM64: u8 = 0x18;
         const CALL: u8 = 0x85;
         const EXIT: u8 = 0x95;
-        // Packet bytes are compared as loaded: little-endian words of network-order bytes.
-        let ip_word = u32::from_le_bytes(ip.octets()) as i32;
-        let ipv4 = u16::from_le_bytes([0x08, 0x00]) as i32;
-        let arp = u16::from_le_bytes([0x08, 0x06]) as i32;
+        // Packet bytes are compared as loaded: native words of network-order bytes.
+        let ip_word = u32::from_ne_bytes(ip.octets()) as i32;
+        let ipv4 = u16::from_ne_bytes([0x08, 0x00]) as i32;
+        let arp = u16::from_ne_bytes([0x08, 0x06]) as i32;
         vec![
             /* 0 */ insn(MOV_X, 6, 1, 0, 0), // r6 = ctx
             /* 1 */ insn(LDXW, 2, 6, 0, 0), // r2 = data
