@@ -412,6 +412,7 @@ mod lab_run {
             netns: Some(engine_ns),
             mac,
             ip: engine_ip,
+            dpdk_args: String::new(),
         })
         .expect("AF_XDP port");
         let capture = Capture::create(

@@ -15,7 +15,11 @@
 //! ```text
 //! sudo cargo run --release --features af_xdp,af_packet --example vs_linux
 //! sudo cargo run --release --features af_xdp,af_packet --example vs_linux -- --backend af-packet
+//! sudo cargo run --release --features af_xdp,af_packet,dpdk --example vs_linux -- --backend af-xdp,dpdk
 //! ```
+//!
+//! With several backends, each engine runs the whole load in turn on the same veth end and
+//! address, then Linux does; one table shows every engine next to Linux.
 //!
 //! Needs root, `ip`, `ethtool`, `nft` and, for the kv comparison, `memcached` and `memcslap`.
 
@@ -48,14 +52,16 @@ mod run {
     enum Backend {
         AfXdp,
         AfPacket,
+        /// DPDK's net_af_packet PMD (build with the `dpdk` feature).
+        Dpdk,
     }
 
     #[derive(Parser, Debug)]
     #[command(about = "flextoe vs the Linux TCP stack on one veth pair")]
     struct Args {
-        /// The engine's backend.
-        #[arg(long, value_enum, default_value = "af-xdp")]
-        backend: Backend,
+        /// The engine's backends, measured one after another (comma-separated).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "af-xdp")]
+        backend: Vec<Backend>,
         /// MiB per bulk transfer.
         #[arg(long, default_value_t = 512)]
         bulk_mib: u64,
@@ -233,26 +239,81 @@ mod run {
         v[i].as_secs_f64() * 1e6
     }
 
-    fn print_latency(what: &str, engine: &[Duration], linux: &[Duration]) {
-        println!(
-            "{what:<28} {:>10} {:>10} {:>10}",
-            "p50 us", "p99 us", "p99.9 us"
-        );
-        for (name, v) in [("  engine", engine), ("  Linux", linux)] {
-            println!(
-                "{name:<28} {:>10.1} {:>10.1} {:>10.1}",
-                pct(v, 0.5),
-                pct(v, 0.99),
-                pct(v, 0.999)
-            );
+    /// What one server (an engine on one backend, or Linux) measured.
+    struct Measured {
+        name: String,
+        bulk_bps: f64,
+        echo: Vec<Duration>,
+        kv_rates: Option<(f64, f64)>,
+        kv_lat: Vec<Duration>,
+    }
+
+    /// One latency table: a row per server, ratios against the last row (Linux).
+    fn print_latency(title: &str, rows: &[(&str, &[Duration])]) {
+        let Some(&(_, linux)) = rows.last() else {
+            return;
+        };
+        if linux.is_empty() {
+            return;
         }
         println!(
-            "{:<28} {:>10.2} {:>10.2} {:>10.2}",
-            "  Linux / engine (>1: faster)",
-            pct(linux, 0.5) / pct(engine, 0.5),
-            pct(linux, 0.99) / pct(engine, 0.99),
-            pct(linux, 0.999) / pct(engine, 0.999)
+            "\n{title:<28} {:>9} {:>9} {:>9}   Linux/it (>1: faster): p50 p99 p99.9",
+            "p50 us", "p99 us", "p99.9 us"
         );
+        for (name, v) in rows.iter().filter(|(_, v)| !v.is_empty()) {
+            println!(
+                "  {name:<26} {:>9.1} {:>9.1} {:>9.1}   {:.2} {:.2} {:.2}",
+                pct(v, 0.5),
+                pct(v, 0.99),
+                pct(v, 0.999),
+                pct(linux, 0.5) / pct(v, 0.5),
+                pct(linux, 0.99) / pct(v, 0.99),
+                pct(linux, 0.999) / pct(v, 0.999)
+            );
+        }
+    }
+
+    /// Every measurement, a row per server, the last (Linux) the reference for the ratios.
+    fn print_table(rows: &[Measured]) {
+        let linux = rows.last().expect("Linux row");
+        println!("\nbulk, 1 connection (best run)");
+        for r in rows {
+            println!(
+                "  {:<26} {:>8.2} Gbit/s   x{:.2} of Linux",
+                r.name,
+                r.bulk_bps / 1e9,
+                r.bulk_bps / linux.bulk_bps
+            );
+        }
+        let echo: Vec<(&str, &[Duration])> = rows
+            .iter()
+            .map(|r| (r.name.as_str(), &r.echo[..]))
+            .collect();
+        print_latency("64-byte echo, 1 connection", &echo);
+        if let Some((ls, lg)) = linux.kv_rates {
+            println!(
+                "\nkv (memcslap; engines serve the kv_server example's protocol, Linux runs memcached)"
+            );
+            println!(
+                "  {:<26} {:>12} {:>12}   set, get vs memcached",
+                "", "set keys/s", "get keys/s"
+            );
+            for r in rows {
+                if let Some((set, get)) = r.kv_rates {
+                    println!(
+                        "  {:<26} {set:>12.0} {get:>12.0}   x{:.2} x{:.2}",
+                        r.name,
+                        set / ls,
+                        get / lg
+                    );
+                }
+            }
+            let kv: Vec<(&str, &[Duration])> = rows
+                .iter()
+                .map(|r| (r.name.as_str(), &r.kv_lat[..]))
+                .collect();
+            print_latency("kv latency, 1 connection", &kv);
+        }
     }
 
     /// `memcslap` in `ns`; keys per second of the `test` phase.
@@ -322,141 +383,165 @@ mod run {
             "dev",
             &lab.engine_if,
         ]);
-        let spec = PortSpec {
-            kind: match args.backend {
-                Backend::AfXdp => BackendKind::AfXdp,
-                Backend::AfPacket => BackendKind::AfPacket,
-            },
-            iface: lab.engine_if.clone(),
-            netns: Some(server_ns.clone()),
-            mac: MAC,
-            ip: engine_ip,
-        };
-        let port = AnyPort::open(&spec).expect("engine port");
-        let rt = Runtime::spawn(
-            Engine::new(EngineConfig::new(MAC, engine_ip), port).expect("engine"),
-            SystemClock::new(),
-        )
-        .expect("engine runtime");
-        let host = rt.host();
-        let store = Arc::new(Store::default());
-        for (p, which) in [(SINK, 0), (ECHO, 1), (KV, 2)] {
-            let l = host.listen(p, 64).expect("engine listen");
-            let store = store.clone();
-            std::thread::spawn(move || {
-                while let Ok(s) = l.accept() {
-                    let store = store.clone();
-                    std::thread::spawn(move || match which {
-                        0 => sink(s),
-                        1 => echo(s),
-                        _ => kv(s, store),
-                    });
-                }
-            });
-        }
-        spawn_linux_server(linux_listener(&server_ns, linux_ip, SINK), sink);
-        spawn_linux_server(linux_listener(&server_ns, linux_ip, ECHO), echo);
-        println!(
-            "engine {engine_ip} ({:?}) and Linux {linux_ip} on one veth end; clients in another \
-             namespace; {} CPUs",
-            args.backend,
-            std::thread::available_parallelism().map_or(0, |n| n.get())
-        );
-
-        // Bulk.
         let e = move |p| SocketAddrV4::new(engine_ip, p);
         let l = move |p| SocketAddrV4::new(linux_ip, p);
         let bytes = args.bulk_mib << 20;
-        let mut best = (0f64, 0f64);
-        for _ in 0..args.bulk_runs.max(1) {
-            best.0 = best.0.max(bulk(&client_ns, e(SINK), bytes));
-            best.1 = best.1.max(bulk(&client_ns, l(SINK), bytes));
+        let kv_tools = !args.no_kv && have("memcached") && have("memcslap");
+        if !args.no_kv && !kv_tools {
+            eprintln!("memcached or memcslap missing: kv comparison skipped");
         }
         println!(
-            "\nbulk, 1 connection, {} MiB, best of {}",
-            args.bulk_mib,
-            args.bulk_runs.max(1)
+            "engines {engine_ip} ({:?}, one after another) and Linux {linux_ip} on one veth end; \
+             clients in another namespace; {} CPUs",
+            args.backend,
+            std::thread::available_parallelism().map_or(0, |n| n.get())
         );
-        println!("  engine                     {:>8.2} Gbit/s", best.0 / 1e9);
-        println!("  Linux                      {:>8.2} Gbit/s", best.1 / 1e9);
-        println!("  engine / Linux             {:>8.2}", best.0 / best.1);
-
-        // Echo latency.
-        let re = echo_rtts(&client_ns, e(ECHO), args.rtts);
-        let rl = echo_rtts(&client_ns, l(ECHO), args.rtts);
-        println!("\n64-byte echo, 1 connection, {} round trips", args.rtts);
-        print_latency("", &re, &rl);
-
-        // kv vs memcached.
-        if !args.no_kv {
-            if !(have("memcached") && have("memcslap")) {
-                eprintln!("memcached or memcslap missing: kv comparison skipped");
-            } else {
-                let _mc = Memcached(
-                    Command::new("ip")
-                        .args([
-                            "netns",
-                            "exec",
-                            &server_ns,
-                            "memcached",
-                            "-u",
-                            "root",
-                            "-l",
-                            &linux_ip.to_string(),
-                            "-p",
-                            &KV.to_string(),
-                            "-U",
-                            "0",
-                            "-t",
-                            "1",
-                            "-c",
-                            "1024",
-                            "-m",
-                            "256",
-                        ])
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .expect("memcached"),
-                );
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while in_netns(&client_ns, move || {
-                    TcpStream::connect_timeout(&SocketAddr::V4(l(KV)), Duration::from_secs(1))
-                })
-                .is_err()
-                {
-                    assert!(Instant::now() < deadline, "memcached did not start");
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                println!(
-                    "\nkv: memcslap --concurrency={} --execute-number={} from the client side",
-                    args.kv_threads, args.kv_ops
-                );
-                println!("{:<28} {:>14} {:>14}", "", "set keys/s", "get keys/s");
-                let mut rates = Vec::new();
-                for (name, a) in [("  engine kv_server", e(KV)), ("  memcached", l(KV))] {
-                    let set = memcslap(&client_ns, a, "set", args.kv_threads, args.kv_ops);
-                    let get = memcslap(&client_ns, a, "get", args.kv_threads, args.kv_ops);
-                    println!("{name:<28} {set:>14.0} {get:>14.0}");
-                    rates.push((set, get));
-                }
-                println!(
-                    "{:<28} {:>14.2} {:>14.2}",
-                    "  engine / memcached",
-                    rates[0].0 / rates[1].0,
-                    rates[0].1 / rates[1].1
-                );
-                let ke = kv_latencies(&client_ns, e(KV), args.rtts);
-                let kl = kv_latencies(&client_ns, l(KV), args.rtts);
-                println!(
-                    "\nkv latency, 1 connection, {} requests (set/get alternating, 64-byte values)",
-                    args.rtts
-                );
-                print_latency("", &ke, &kl);
+        let mut rows = Vec::new();
+        for backend in &args.backend {
+            let (kind, dpdk_args, iface) = match backend {
+                Backend::AfXdp => (BackendKind::AfXdp, String::new(), lab.engine_if.clone()),
+                Backend::AfPacket => (BackendKind::AfPacket, String::new(), lab.engine_if.clone()),
+                Backend::Dpdk => (
+                    BackendKind::Dpdk,
+                    format!(
+                        "--no-huge -m 512 --no-pci --no-shconf --no-telemetry \
+                         --file-prefix=vslinux{} --log-level=*:warning",
+                        std::process::id()
+                    ),
+                    // DPDK's AF_PACKET PMD on the same veth end; its kernel ring frames fit
+                    // an mbuf after the 128-byte headroom and fill each block exactly.
+                    format!(
+                        "net_af_packet0,iface={},qpairs=1,blocksz=28672,framesz=1792,framecnt=512",
+                        lab.engine_if
+                    ),
+                ),
+            };
+            let spec = PortSpec {
+                kind,
+                iface,
+                netns: Some(server_ns.clone()),
+                mac: MAC,
+                ip: engine_ip,
+                dpdk_args,
+            };
+            let port = AnyPort::open(&spec).expect("engine port");
+            let rt = Runtime::spawn(
+                Engine::new(EngineConfig::new(MAC, engine_ip), port).expect("engine"),
+                SystemClock::new(),
+            )
+            .expect("engine runtime");
+            let host = rt.host();
+            let store = Arc::new(Store::default());
+            for (p, which) in [(SINK, 0), (ECHO, 1), (KV, 2)] {
+                let l = host.listen(p, 64).expect("engine listen");
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    while let Ok(s) = l.accept() {
+                        let store = store.clone();
+                        std::thread::spawn(move || match which {
+                            0 => sink(s),
+                            1 => echo(s),
+                            _ => kv(s, store),
+                        });
+                    }
+                });
             }
+            let mut best = 0f64;
+            for _ in 0..args.bulk_runs.max(1) {
+                best = best.max(bulk(&client_ns, e(SINK), bytes));
+            }
+            let echo_v = echo_rtts(&client_ns, e(ECHO), args.rtts);
+            let (kv_rates, kv_lat) = if kv_tools {
+                let set = memcslap(&client_ns, e(KV), "set", args.kv_threads, args.kv_ops);
+                let get = memcslap(&client_ns, e(KV), "get", args.kv_threads, args.kv_ops);
+                (Some((set, get)), kv_latencies(&client_ns, e(KV), args.rtts))
+            } else {
+                (None, Vec::new())
+            };
+            let mut engine = rt.stop();
+            println!(
+                "engine on {backend:?}: retransmissions {:?}; port {}",
+                engine.retransmissions(),
+                engine.port_mut().stats_line()
+            );
+            drop(engine);
+            rows.push(Measured {
+                name: format!("engine ({backend:?})"),
+                bulk_bps: best,
+                echo: echo_v,
+                kv_rates,
+                kv_lat,
+            });
         }
-        let engine = rt.stop();
-        println!("\nengine retransmissions: {:?}", engine.retransmissions());
+
+        // Linux, the same load.
+        spawn_linux_server(linux_listener(&server_ns, linux_ip, SINK), sink);
+        spawn_linux_server(linux_listener(&server_ns, linux_ip, ECHO), echo);
+        let mut best = 0f64;
+        for _ in 0..args.bulk_runs.max(1) {
+            best = best.max(bulk(&client_ns, l(SINK), bytes));
+        }
+        let echo_v = echo_rtts(&client_ns, l(ECHO), args.rtts);
+        let (kv_rates, kv_lat) = if kv_tools {
+            let _mc = Memcached(
+                Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        &server_ns,
+                        "memcached",
+                        "-u",
+                        "root",
+                        "-l",
+                        &linux_ip.to_string(),
+                        "-p",
+                        &KV.to_string(),
+                        "-U",
+                        "0",
+                        "-t",
+                        "1",
+                        "-c",
+                        "1024",
+                        "-m",
+                        "256",
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("memcached"),
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while in_netns(&client_ns, move || {
+                TcpStream::connect_timeout(&SocketAddr::V4(l(KV)), Duration::from_secs(1))
+            })
+            .is_err()
+            {
+                assert!(Instant::now() < deadline, "memcached did not start");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let set = memcslap(&client_ns, l(KV), "set", args.kv_threads, args.kv_ops);
+            let get = memcslap(&client_ns, l(KV), "get", args.kv_threads, args.kv_ops);
+            (Some((set, get)), kv_latencies(&client_ns, l(KV), args.rtts))
+        } else {
+            (None, Vec::new())
+        };
+        rows.push(Measured {
+            name: "Linux".into(),
+            bulk_bps: best,
+            echo: echo_v,
+            kv_rates,
+            kv_lat,
+        });
+        println!(
+            "\n{} MiB per bulk run, best of {}; {} echo round trips; memcslap \
+             --concurrency={} --execute-number={}",
+            args.bulk_mib,
+            args.bulk_runs.max(1),
+            args.rtts,
+            args.kv_threads,
+            args.kv_ops
+        );
+        print_table(&rows);
     }
 }
 

@@ -30,6 +30,9 @@ pub enum Backend {
     AfPacket,
     /// AF_XDP socket on an interface, with the crate's XDP program (feature `af_xdp`).
     AfXdp,
+    /// A DPDK port, any PMD (feature `dpdk`): EAL arguments from `--dpdk-args`, the device
+    /// from `--iface` (a port name, or devargs to probe) or the first `--vdev` there.
+    Dpdk,
 }
 
 /// Backend, interface, address, port and cores.
@@ -38,9 +41,17 @@ pub struct NetArgs {
     /// Where frames come from.
     #[arg(long, value_enum, default_value = "mem")]
     pub backend: Backend,
-    /// Interface (TAP device or veth / NIC) for tap, af-packet and af-xdp.
+    /// Interface (TAP device or veth / NIC) for tap, af-packet and af-xdp; for dpdk, the
+    /// port's name or devargs to probe.
     #[arg(long)]
     pub iface: Option<String>,
+    /// DPDK EAL arguments for `--backend dpdk`, as one string.
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        default_value = "--no-huge -m 512 --no-pci --no-shconf --no-telemetry"
+    )]
+    pub dpdk_args: String,
     /// Network namespace to open the interface in (as made by `ip netns add`).
     #[arg(long)]
     pub netns: Option<String>,
@@ -155,16 +166,33 @@ impl<P: Port + 'static> Running<P> {
 }
 
 /// Open the Linux port `args` names (not `mem`), or exit with the reason.
-#[cfg(any(feature = "tap", feature = "af_packet", feature = "af_xdp"))]
+#[cfg(any(
+    feature = "tap",
+    feature = "af_packet",
+    feature = "af_xdp",
+    feature = "dpdk"
+))]
 pub fn open_linux_port(args: &NetArgs) -> flextoe::backends::any::AnyPort {
     use flextoe::backends::any::{AnyPort, BackendKind, PortSpec};
     let kind = match args.backend {
         Backend::Tap => BackendKind::Tap,
         Backend::AfPacket => BackendKind::AfPacket,
         Backend::AfXdp => BackendKind::AfXdp,
+        Backend::Dpdk => BackendKind::Dpdk,
         Backend::Mem => unreachable!("mem is not a Linux port"),
     };
-    let Some(iface) = args.iface.clone() else {
+    // DPDK: the first `--vdev` of the EAL arguments names the port when --iface does not.
+    let first_vdev = args
+        .dpdk_args
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("--vdev="))
+        .map(|v| v.split(',').next().unwrap_or(v).to_string());
+    let iface = args.iface.clone().or(if args.backend == Backend::Dpdk {
+        first_vdev
+    } else {
+        None
+    });
+    let Some(iface) = iface else {
         eprintln!("--iface is required for {:?}", args.backend);
         std::process::exit(2);
     };
@@ -174,6 +202,7 @@ pub fn open_linux_port(args: &NetArgs) -> flextoe::backends::any::AnyPort {
         netns: args.netns.clone(),
         mac: args.mac,
         ip: args.ip,
+        dpdk_args: args.dpdk_args.clone(),
     };
     match AnyPort::open(&spec) {
         Ok(p) => p,
@@ -185,7 +214,12 @@ pub fn open_linux_port(args: &NetArgs) -> flextoe::backends::any::AnyPort {
 }
 
 /// Built without any Linux backend: say so and exit.
-#[cfg(not(any(feature = "tap", feature = "af_packet", feature = "af_xdp")))]
+#[cfg(not(any(
+    feature = "tap",
+    feature = "af_packet",
+    feature = "af_xdp",
+    feature = "dpdk"
+)))]
 pub fn open_linux_port(args: &NetArgs) -> flextoe::backends::mem::MemPort {
     eprintln!(
         "{:?} needs a build with its feature (--features tap, af_packet or af_xdp)",

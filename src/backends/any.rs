@@ -21,6 +21,9 @@ pub enum BackendKind {
     AfPacket,
     /// AF_XDP socket with the crate's XDP program (feature `af_xdp`).
     AfXdp,
+    /// A DPDK port (feature `dpdk`): `iface` is the port's name (`net_af_packet0`, a PCI
+    /// address) or, with a comma, devargs to probe (`net_af_packet0,iface=veth0`).
+    Dpdk,
 }
 
 /// What to open.
@@ -36,6 +39,9 @@ pub struct PortSpec {
     pub mac: MacAddr,
     /// The engine's IPv4 address (the AF_XDP program redirects packets for it).
     pub ip: Ipv4Addr,
+    /// DPDK's EAL arguments, whitespace-separated (DPDK only; the EAL starts once per
+    /// process, on the first DPDK port).
+    pub dpdk_args: String,
 }
 
 /// A port of any built-in Linux backend.
@@ -51,6 +57,9 @@ pub enum AnyPort {
     /// AF_XDP socket.
     #[cfg(feature = "af_xdp")]
     AfXdp(super::af_xdp::AfXdpPort),
+    /// DPDK port.
+    #[cfg(feature = "dpdk")]
+    Dpdk(super::dpdk::DpdkPort),
 }
 
 fn not_built(feature: &str) -> io::Error {
@@ -79,11 +88,28 @@ impl AnyPort {
                     let cfg = super::af_xdp::XdpConfig::new(&spec.iface, spec.ip);
                     super::af_xdp::AfXdpPort::open(&cfg).map(AnyPort::AfXdp)
                 }
+                #[cfg(feature = "dpdk")]
+                BackendKind::Dpdk => {
+                    use super::dpdk::{Device, DpdkConfig, DpdkPort, Eal, FramePool};
+                    let args: Vec<&str> = spec.dpdk_args.split_whitespace().collect();
+                    let eal = Eal::init(&args)?;
+                    let pool = FramePool::new(eal, 16384, 1024)?;
+                    let device = if spec.iface.contains(',') {
+                        Device::Probe(spec.iface.clone())
+                    } else {
+                        Device::Named(spec.iface.clone())
+                    };
+                    Ok(AnyPort::Dpdk(DpdkPort::open(
+                        &pool,
+                        &DpdkConfig::new(device),
+                    )?))
+                }
                 #[allow(unreachable_patterns)]
                 k => Err(not_built(match k {
                     BackendKind::Tap => "tap",
                     BackendKind::AfPacket => "af_packet",
                     BackendKind::AfXdp => "af_xdp",
+                    BackendKind::Dpdk => "dpdk",
                 })),
             }
         };
@@ -102,6 +128,8 @@ impl AnyPort {
             AnyPort::AfPacket(p) => format!("{:?}", p.stats()),
             #[cfg(feature = "af_xdp")]
             AnyPort::AfXdp(p) => format!("{:?}", p.stats()),
+            #[cfg(feature = "dpdk")]
+            AnyPort::Dpdk(p) => format!("{:?} per queue {:?}", p.stats(), p.queue_stats()),
             #[allow(unreachable_patterns)]
             _ => String::new(),
         }
@@ -117,6 +145,8 @@ macro_rules! each {
             AnyPort::AfPacket($p) => $e,
             #[cfg(feature = "af_xdp")]
             AnyPort::AfXdp($p) => $e,
+            #[cfg(feature = "dpdk")]
+            AnyPort::Dpdk($p) => $e,
             #[allow(unreachable_patterns)]
             _ => unreachable!("AnyPort has no variant without a backend feature"),
         }

@@ -21,14 +21,24 @@
 pub mod af_packet;
 #[cfg(feature = "af_xdp")]
 pub mod af_xdp;
-#[cfg(any(feature = "tap", feature = "af_packet", feature = "af_xdp"))]
+#[cfg(any(
+    feature = "tap",
+    feature = "af_packet",
+    feature = "af_xdp",
+    feature = "dpdk"
+))]
 pub mod any;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 #[cfg(feature = "ebpf")]
 pub mod ebpf;
 pub mod mem;
-#[cfg(any(feature = "tap", feature = "af_packet", feature = "af_xdp"))]
+#[cfg(any(
+    feature = "tap",
+    feature = "af_packet",
+    feature = "af_xdp",
+    feature = "dpdk"
+))]
 pub mod netns;
 pub mod pcap;
 #[cfg(feature = "tap")]
