@@ -10,6 +10,11 @@
 //!     --backend af-packet --iface vethb --netns lab --ip 10.81.0.2 --port 7 --cores 2
 //! cargo run --release --features af_xdp --example echo_server -- \
 //!     --backend af-xdp --iface vethb --netns lab --ip 10.81.0.2 --port 7
+//! # Any DPDK PMD (feature dpdk; EAL arguments passed through, the first --vdev is the port):
+//! cargo run --release --features dpdk --example echo_server -- --backend dpdk --netns lab \
+//!     --dpdk-args "--no-huge -m 512 --no-pci --no-shconf --file-prefix=srv \
+//!     --vdev=net_af_packet0,iface=vethb,blocksz=28672,framesz=1792,framecnt=512" \
+//!     --ip 10.81.0.2 --port 7
 //! ```
 //!
 //! `--cores 0` runs the inline runtime on one thread; `--cores N` the threaded runtime with

@@ -6,6 +6,11 @@
 //! # On a veth end inside a network namespace (root, feature):
 //! cargo run --release --features af_xdp --example kv_server -- \
 //!     --backend af-xdp --iface vethb --netns lab --ip 10.81.0.2 --port 11211
+//! # Any DPDK PMD (feature dpdk; EAL arguments passed through, the first --vdev is the port):
+//! cargo run --release --features dpdk --example kv_server -- --backend dpdk --netns lab \
+//!     --dpdk-args "--no-huge -m 512 --no-pci --no-shconf --file-prefix=srv \
+//!     --vdev=net_af_packet0,iface=vethb,blocksz=28672,framesz=1792,framecnt=512" \
+//!     --ip 10.81.0.2 --port 11211
 //! ```
 //!
 //! Commands: get and gets with several keys, set, add, replace, append, prepend, cas, delete,
