@@ -16,7 +16,7 @@
 //! | stages | [`stages`] | [`preprocess`](stages::preprocess) -> [`protocol`](stages::protocol) -> [`place`](stages::place) / [`postprocess`](stages::postprocess) -> [`notify`](stages::notify); [`scheduler`](stages::scheduler) for TX |
 //! | composition | [`pipeline`] | [`Pipeline::builder`](pipeline::Pipeline::builder): built-in stages, user stages at [hook points](pipeline::hooks), policies; mapped onto [`Engine`] (`poll(now)`, the inline runtime; [`Runtime`] runs it on a thread) or [`Threaded`](pipeline::Threaded) (workers laid out by a [`Topology`](pipeline::Topology)) |
 //! | policies | [`control::congestion`], [`stages::scheduler`], [`pipeline::Placement`] | congestion control, flow scheduling, which replica owns a flow; replaceable, statically dispatched |
-//! | backends | [`backends`] | the [`Port`](backends::Port) trait; [`mem`](backends::mem), an in-process link with impairments; with features, `af_xdp`, `af_packet` and `tap` for real interfaces |
+//! | backends | [`backends`] | the [`Port`](backends::Port) trait; [`mem`](backends::mem), an in-process link with impairments; with features, `af_xdp` (one socket per queue), `af_packet`, `tap` and `dpdk` (any DPDK driver, the arena as the mempool's buffers) for real interfaces |
 //! | building blocks | [`wire`], [`buf`], [`flow`], [`sim`], [`time`], [`stats`] | parsing/emitting via `smoltcp::wire`, frame arena and byte rings, flow table and per-flow state, virtual clock and seeded impairments |
 //!
 //! The protocol stage is the only writer of TCP state: a pure function of (work item,
