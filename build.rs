@@ -20,8 +20,8 @@ mod dpdk {
     /// Functions the backend calls (plus the wrappers of their inline relatives).
     const FUNCTIONS: &[&str] = &[
         "rte_eal_init",
-        "rte_eal_cleanup",
         "rte_eal_get_runtime_dir",
+        "rte_eal_iova_mode",
         "rte_strerror",
         "flextoe_rte_errno",
         "rte_socket_id",
@@ -38,7 +38,6 @@ mod dpdk {
         "rte_eth_promiscuous_enable",
         "rte_eth_macaddr_get",
         "rte_eth_dev_get_mtu",
-        "rte_eth_dev_get_port_by_name",
         "rte_eth_stats_get",
         "rte_eth_rx_burst",
         "rte_eth_tx_burst",
@@ -49,6 +48,7 @@ mod dpdk {
         "rte_memzone_reserve_aligned",
         "rte_memzone_free",
         "rte_pktmbuf_pool_create_extbuf",
+        "rte_pktmbuf_pool_create",
         "rte_pktmbuf_alloc",
         "rte_pktmbuf_free",
         "rte_pktmbuf_reset",
@@ -70,12 +70,17 @@ mod dpdk {
         "RING_F_SP_ENQ",
         "RING_F_SC_DEQ",
         "RTE_ETH_NAME_MAX_LEN",
+        "RTE_IOVA_VA",
+        "RTE_MBUF_L2_LEN_OFS",
+        "RTE_MBUF_L3_LEN_OFS",
     ];
 
     pub fn generate() {
         let wrapper = "src/backends/dpdk/wrapper.h";
         println!("cargo:rerun-if-changed={wrapper}");
+        println!("cargo:rerun-if-env-changed=PKG_CONFIG");
         println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
+        println!("cargo:rerun-if-env-changed=PKG_CONFIG_SYSROOT_DIR");
         println!("cargo:rerun-if-env-changed=PKG_CONFIG_LIBDIR");
         let lib = pkg_config::Config::new()
             .cargo_metadata(false)
@@ -92,8 +97,16 @@ mod dpdk {
         for p in &lib.include_paths {
             flags.push(format!("-I{}", p.display()));
         }
+        // The same pkg-config the probe used (PKG_CONFIG_<target> for cross builds; the
+        // sysroot and search path come from the environment it inherits).
+        let target_var = format!(
+            "PKG_CONFIG_{}",
+            env::var("TARGET").unwrap_or_default().replace('-', "_")
+        );
         let cflags = std::process::Command::new(
-            env::var("PKG_CONFIG").unwrap_or_else(|_| "pkg-config".into()),
+            env::var(&target_var)
+                .or_else(|_| env::var("PKG_CONFIG"))
+                .unwrap_or_else(|_| "pkg-config".into()),
         )
         .args(["--cflags", "libdpdk"])
         .output()
@@ -132,7 +145,7 @@ mod dpdk {
             b = b.allowlist_function(f);
         }
         for v in VARS {
-            b = b.allowlist_var(v);
+            b = b.allowlist_item(v);
         }
         b = b
             .allowlist_type("rte_eth_conf")

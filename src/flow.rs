@@ -198,10 +198,9 @@ pub struct FlowCounters {
     pub timeout_retransmits: AtomicU64,
     /// Out-of-order segments kept.
     pub ooo_segments: AtomicU64,
-    /// Sum of RTT samples (microseconds).
-    pub rtt_sum_us: AtomicU64,
-    /// Number of RTT samples.
-    pub rtt_samples: AtomicU64,
+    /// RTT samples: (sum in microseconds, count), updated together so that a reader never
+    /// sees a count without its sum (see [`add_rtt`](Self::add_rtt)).
+    pub rtt: std::sync::Mutex<(u64, u64)>,
     /// Sequence space sent but not acknowledged (bytes, FIN counts one).
     pub in_flight: AtomicU64,
     /// Bytes the application has queued that are not yet sent.
@@ -228,18 +227,16 @@ impl FlowCounters {
         c.load(Ordering::Relaxed)
     }
 
-    /// Release add: counters added before it (with [`add`](Self::add)) are seen by a
-    /// reader that loads this one with [`observe`](Self::observe) (a sample count after
-    /// the sum it belongs to).
-    #[inline]
-    pub fn publish(c: &AtomicU64, n: u64) {
-        c.fetch_add(n, Ordering::Release);
+    /// Add `n` RTT samples summing to `sum_us` (once per burst and flow).
+    pub fn add_rtt(&self, sum_us: u64, n: u64) {
+        let mut r = self.rtt.lock().unwrap_or_else(|e| e.into_inner());
+        r.0 = r.0.wrapping_add(sum_us);
+        r.1 = r.1.wrapping_add(n);
     }
 
-    /// Acquire load, pairing with [`publish`](Self::publish).
-    #[inline]
-    pub fn observe(c: &AtomicU64) -> u64 {
-        c.load(Ordering::Acquire)
+    /// The RTT samples so far: (sum in microseconds, count).
+    pub fn rtt_totals(&self) -> (u64, u64) {
+        *self.rtt.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

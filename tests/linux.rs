@@ -476,35 +476,27 @@ fn capture_check<P: Port + 'static>(engine: fn(&VethLab) -> Runtime<P>) {
         return;
     }
     let Some(lab) = VethLab::new() else { return };
-    let pcap = std::env::temp_dir().join(format!("{}.pcap", lab.linux.0));
+    let rt = engine(&lab);
+    capture_on(&lab.linux, &lab.linux_if, lab.engine_ip, rt);
+}
+
+/// The same check with an engine already running, captured on `iface` in `ns`.
+fn capture_on<P: Port + 'static>(ns: &Netns, iface: &str, engine_ip: Ipv4Addr, rt: Runtime<P>) {
+    let pcap = std::env::temp_dir().join(format!("{}.pcap", ns.0));
     let pcap_s = pcap.to_string_lossy().into_owned();
     let mut dump = Command::new("ip")
         .args([
-            "netns",
-            "exec",
-            &lab.linux.0,
-            "tcpdump",
-            "-U",
-            "-n",
-            "-s",
-            "0",
-            "-i",
-            &lab.linux_if,
-            "-w",
-            &pcap_s,
+            "netns", "exec", &ns.0, "tcpdump", "-U", "-n", "-s", "0", "-i", iface, "-w", &pcap_s,
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("tcpdump");
     std::thread::sleep(Duration::from_millis(500));
-    let rt = engine(&lab);
     let srv = echo_server(&rt.host(), 7);
     let n = (4u64 << 20).to_string();
-    let ip = lab.engine_ip.to_string();
-    let out = run(&lab
-        .linux
-        .exec(&[python(), &script("echo_client.py"), &ip, "7", &n]));
+    let ip = engine_ip.to_string();
+    let out = run(&ns.exec(&[python(), &script("echo_client.py"), &ip, "7", &n]));
     assert!(
         out.status.success(),
         "{}",
@@ -1032,4 +1024,42 @@ fn dpdk_af_packet_with_one_percent_loss() {
 #[test]
 fn dpdk_af_packet_capture_has_no_malformed_packets_or_bad_checksums() {
     capture_check(dpdk_af_packet_engine);
+}
+
+/// DPDK's TAP PMD reports IPv4 and TCP transmit checksum offload (it computes them in
+/// software from the mbuf's offload flags): the port turns it on, the engine leaves the
+/// checksums to the device, and what reaches Linux is correct (tshark, and the echo).
+#[cfg(feature = "dpdk")]
+#[test]
+fn dpdk_net_tap_checksum_offload_against_linux() {
+    if !available(&["ip", "tcpdump", "tshark"]) {
+        return;
+    }
+    let ns = Netns::unique("o");
+    let tap = format!("{}t", ns.0);
+    let pool = FramePool::new(common::dpdk::eal(), 16384, 1024).expect("frame pool");
+    let cfg = DpdkConfig::new(Device::Probe(format!(
+        "{},iface={tap}",
+        common::dpdk::unique("net_tap")
+    )));
+    let port = in_netns(&ns.0, move || {
+        DpdkPort::open(&pool, &cfg).map_err(std::io::Error::from)
+    })
+    .expect("DPDK TAP port");
+    assert!(
+        port.checksum_offload(),
+        "net_tap offers IPv4 and TCP checksum offload"
+    );
+    assert!(port.capabilities().tx_checksum_offload);
+    let linux_ip = Ipv4Addr::new(10, 83, 0, 1);
+    let engine_ip = Ipv4Addr::new(10, 83, 0, 2);
+    let cidr = format!("{linux_ip}/24");
+    sh(&["ip", "-n", &ns.0, "addr", "add", &cidr, "dev", &tap]);
+    sh(&["ip", "-n", &ns.0, "link", "set", &tap, "up"]);
+    let rt = Runtime::spawn(
+        Engine::new(config(engine_ip), port).unwrap(),
+        SystemClock::new(),
+    )
+    .unwrap();
+    capture_on(&ns, &tap, engine_ip, rt);
 }

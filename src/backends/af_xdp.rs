@@ -191,6 +191,15 @@ impl AfXdpPort {
     }
 
     fn open_once(cfg: &XdpConfig) -> io::Result<Self> {
+        if cfg.frames < 128 * cfg.queues.max(1) as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} frames are too few for {} queues (at least 128 per queue)",
+                    cfg.frames, cfg.queues
+                ),
+            ));
+        }
         let arena = Arc::new(
             FrameArena::new(cfg.frames)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
@@ -501,6 +510,14 @@ impl Port for AfXdpPort {
         for q in 0..nq {
             if !self.tx_parts[q].is_empty() {
                 sent += self.send_on(q);
+            } else {
+                // A queue whose receive side was not polled still gets its transmissions
+                // kicked.
+                let xsk = &mut self.queues[q];
+                if xsk.tx.pending() > 0 && xsk.tx.needs_wakeup() {
+                    xsk.tx.wake();
+                    self.stats.tx_wakeups += 1;
+                }
             }
         }
         self.stats.tx += sent as u64;

@@ -11,7 +11,7 @@
 //! | `tap` | `tap` | TAP device through `/dev/net/tun` |
 //! | `af_packet` | `af_packet` | AF_PACKET socket through `pnet_datalink` |
 //! | `af_xdp` | `af_xdp` | AF_XDP sockets through `xdpilone` (one per queue), UMEM = the frame arena, own XDP program |
-//! | `dpdk` | `dpdk` | any DPDK ethdev (one queue pair per worker, RSS), the frame arena as the mempool's buffers |
+//! | `dpdk` | `dpdk` | any DPDK ethdev (queue pairs with RSS), the frame arena as the mempool's buffers |
 //!
 //! With any Linux feature, `netns` opens ports inside a network namespace and `any` picks a
 //! backend at run time.
@@ -141,4 +141,64 @@ pub(crate) fn tx_queue_of(data: &[u8], queues: usize) -> usize {
     let b = (u16::from_be_bytes([p[0], p[1]]) ^ u16::from_be_bytes([p[2], p[3]])) as u32;
     let h = (a ^ b << 16 ^ b).wrapping_mul(0x9e37_79b9);
     (h ^ h >> 16) as usize % queues
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tx_queue_of;
+
+    fn frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 54];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[23] = 6;
+        f[26..30].copy_from_slice(&src);
+        f[30..34].copy_from_slice(&dst);
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[36..38].copy_from_slice(&dport.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn tx_queue_is_symmetric_in_range_and_spreads() {
+        let mut used = [0usize; 4];
+        for p in 0..256u16 {
+            let a = frame([10, 0, 0, 1], [10, 0, 0, 2], 40000 + p, 80);
+            let b = frame([10, 0, 0, 2], [10, 0, 0, 1], 80, 40000 + p);
+            let q = tx_queue_of(&a, 4);
+            assert_eq!(
+                q,
+                tx_queue_of(&b, 4),
+                "both directions of a flow, one queue"
+            );
+            used[q] += 1;
+        }
+        assert!(used.iter().all(|&n| n > 30), "{used:?}");
+        assert_eq!(tx_queue_of(&frame([1; 4], [2; 4], 1, 2), 1), 0);
+    }
+
+    #[test]
+    fn tx_queue_of_any_bytes_is_in_range() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for len in 0..200 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let mut b = bytes.clone();
+            if b.len() > 24 {
+                b[12] = 8;
+                b[13] = 0;
+                b[23] = 6;
+            }
+            for q in 1..5 {
+                assert!(tx_queue_of(&bytes, q) < q);
+                assert!(tx_queue_of(&b, q) < q);
+            }
+        }
+    }
 }

@@ -150,6 +150,22 @@ impl<P: Port, W: Write + Send> Port for PcapPort<P, W> {
         n
     }
 
+    fn recv_queue(
+        &mut self,
+        queue: u16,
+        now: Instant,
+        arena: &FrameArena,
+        out: &mut Vec<Frame>,
+        max: usize,
+    ) -> usize {
+        let start = out.len();
+        let n = self.inner.recv_queue(queue, now, arena, out, max);
+        for f in &out[start..] {
+            self.record(now, arena.data(f));
+        }
+        n
+    }
+
     fn send(&mut self, now: Instant, arena: &FrameArena, frames: &mut Vec<Frame>) -> usize {
         for f in frames.iter() {
             self.record(now, arena.data(f));

@@ -55,8 +55,7 @@ impl Control {
         let Some(c) = self.conns.get_mut(id as usize).and_then(Option::as_mut) else {
             return;
         };
-        let n = FlowCounters::observe(&c.counters.rtt_samples);
-        let sum = FlowCounters::get(&c.counters.rtt_sum_us);
+        let (sum, n) = c.counters.rtt_totals();
         if n == c.last_rtt.1 {
             return;
         }
@@ -227,10 +226,7 @@ impl Control {
                 ecn: FlowCounters::get(&k.ecn_bytes),
                 fast: FlowCounters::get(&k.fast_retransmits),
                 timeouts: FlowCounters::get(&k.timeout_retransmits),
-                rtt: {
-                    let n = FlowCounters::observe(&k.rtt_samples);
-                    (FlowCounters::get(&k.rtt_sum_us), n)
-                },
+                rtt: k.rtt_totals(),
                 set: c.rate_snap.set,
             };
             let last = &c.rate_snap;

@@ -214,7 +214,6 @@ impl Accumulator {
                 (&c.tail_probes, self.tlp),
                 (&c.timeout_retransmits, self.timeout),
                 (&c.ooo_segments, self.ooo),
-                (&c.rtt_sum_us, self.rtt_sum),
                 (&c.tx_segments, self.tx_segments),
                 (&c.tx_bytes, self.tx_bytes),
             ] {
@@ -222,10 +221,8 @@ impl Accumulator {
                     FlowCounters::add(counter, n);
                 }
             }
-            // The sample count last, published after its sum: a reader that sees the count
-            // sees at least that sum (never a count without its sum).
             if self.rtt_n > 0 {
-                FlowCounters::publish(&c.rtt_samples, self.rtt_n);
+                c.add_rtt(self.rtt_sum, self.rtt_n);
             }
             c.in_flight.store(self.in_flight as u64, Ordering::Relaxed);
             c.unsent.store(self.unsent as u64, Ordering::Relaxed);

@@ -73,6 +73,12 @@ impl Netns {
         Netns(name)
     }
 
+    /// A new namespace with a name no other lab of this process uses, ending in `suffix`.
+    pub fn unique(suffix: &str) -> Self {
+        let (base, _) = unique();
+        Self::new(format!("{base}{suffix}"))
+    }
+
     /// `ip netns exec <ns> <args...>` as an argument vector.
     pub fn exec<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
         let mut v = vec!["ip", "netns", "exec", self.0.as_str()];

@@ -60,12 +60,24 @@ impl Eal {
         // themselves live in `owned`, which is leaked because DPDK may keep pointers to them.
         let mut argv: Vec<*mut c_char> = owned.iter().map(|s| s.as_ptr() as *mut c_char).collect();
         let argc = argv.len() as c_int;
+        // rte_eal_init pins the calling thread to the main lcore's CPU, and every thread
+        // spawned from it later would inherit that: keep the caller's CPU set instead.
+        // SAFETY: a zeroed cpu_set_t is a valid empty set; the calls get its size.
+        let mut cpus: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: writes at most size_of::<cpu_set_t>() bytes into `cpus`.
+        let saved = unsafe {
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut cpus)
+        } == 0;
         // SAFETY: argv holds argc pointers to NUL-terminated strings that are never freed
         // (leaked below), and argv itself is leaked too, so every pointer DPDK keeps stays
         // valid for the life of the process.
         let r = unsafe { ffi::rte_eal_init(argc, argv.as_mut_ptr()) };
         std::mem::forget(owned);
         std::mem::forget(argv);
+        if saved {
+            // SAFETY: `cpus` is the set read above.
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &cpus) };
+        }
         if r < 0 {
             return Err(DpdkError::rte("rte_eal_init", errno()));
         }

@@ -12,8 +12,10 @@
 //!   mempool over it with pinned external buffers: an mbuf's buffer *is* a frame, so
 //!   receiving and sending move ownership, never bytes.
 //! * [`DpdkPort`] opens any ethdev (a probed devargs string or a named port), sets up one
-//!   receive and one transmit queue per worker (RSS where the device hashes), uses IPv4/TCP
-//!   checksum offload where the device has it, and implements [`Port`](super::Port).
+//!   number of receive and transmit queue pairs (RSS where the device hashes), uses IPv4/TCP
+//!   checksum offload where the device has it, and implements [`Port`](super::Port), with
+//!   [`recv_queue`](super::Port::recv_queue) so that the threaded runtime can give each
+//!   preprocess replica a queue.
 //!   [`DpdkPort::split`] gives each queue its own port; [`DpdkPort::ring_pair`] links two
 //!   ports back to back in memory.
 //!
@@ -22,7 +24,9 @@
 //!
 //! let eal = Eal::init(&["--no-huge", "-m", "512", "--no-pci", "--file-prefix=doc"])?;
 //! let pool = FramePool::new(eal, 16384, 1024)?;
-//! let mut cfg = DpdkConfig::new(Device::Probe("net_af_packet0,iface=veth0,qpairs=2".into()));
+//! // The PMD's kernel ring frames must fit an mbuf after its headroom (docs/dpdk.md).
+//! let args = "net_af_packet0,iface=veth0,qpairs=2,blocksz=28672,framesz=1792,framecnt=512";
+//! let mut cfg = DpdkConfig::new(Device::Probe(args.into()));
 //! cfg.queues = 2;
 //! let port = DpdkPort::open(&pool, &cfg)?;
 //! // `port` is a `Port`: hand it to `Pipeline::builder` like any other backend.

@@ -102,9 +102,13 @@ impl FramePool {
                 4096,
             )
         };
-        if mz.is_null() {
-            // Without IO-contiguous memory (no hugepages, physical addresses): any memory
-            // will do for drivers that do not DMA (ring, af_packet, af_xdp in copy mode).
+        // SAFETY: plain C call.
+        let iova_va = unsafe { ffi::rte_eal_iova_mode() } == ffi::RTE_IOVA_VA;
+        if mz.is_null() && iova_va {
+            // Not IO-contiguous: with IO addresses = virtual addresses the region is still
+            // one DMA window (and drivers that do not DMA do not care). With physical
+            // addresses it would not be: every mbuf past the first page would get a wrong
+            // IO address, so that case is an error.
             // SAFETY: as above.
             mz = unsafe {
                 ffi::rte_memzone_reserve_aligned(mz_name.as_ptr(), len, ANY_SOCKET, 0, 4096)
@@ -317,9 +321,11 @@ impl FramePool {
             f.set_len(len);
         } else {
             // An offset a handle cannot hold (drivers use 128): move the data to the front.
-            let end = (off + len).min(FRAME_SIZE);
-            self.arena.whole_buf_mut(&mut f).copy_within(off..end, 0);
-            f.set_len(end - off);
+            // The caller checked that the data lies inside the buffer.
+            self.arena
+                .whole_buf_mut(&mut f)
+                .copy_within(off..off + len, 0);
+            f.set_len(len);
         }
         f
     }
@@ -359,8 +365,10 @@ impl FramePool {
 
 impl Drop for FramePool {
     fn drop(&mut self) {
-        // Ports hold the pool, so no driver uses its mbufs any more. The memory zone goes
-        // with the arena, which may live on in an engine.
+        // Ports hold the pool, so no driver uses its mbufs any more. Frames free in the
+        // mempool go back to the arena, which may live on in an engine; the memory zone
+        // goes with the arena.
+        self.take_back(usize::MAX);
         // SAFETY: the mempool was created in `new` and is freed once.
         unsafe { ffi::rte_mempool_free(self.mp.as_ptr()) };
     }

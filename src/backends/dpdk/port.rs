@@ -42,8 +42,10 @@ pub enum Device {
 pub struct DpdkConfig {
     /// The device.
     pub device: Device,
-    /// Receive and transmit queues (RSS spreads flows over the receive queues where the
-    /// device hashes; each transmit queue is used by one worker).
+    /// Receive and transmit queues. Flows are spread over the receive queues by the
+    /// device's RSS where it hashes (mlx5, ice, i40e), or by the PMD (`net_af_packet` with
+    /// `qpairs`: a hashing fanout group); a device with neither delivers everything to
+    /// queue 0. The port sends each flow on one queue.
     pub queues: u16,
     /// Receive descriptors per queue.
     pub rx_desc: u16,
@@ -51,6 +53,11 @@ pub struct DpdkConfig {
     pub tx_desc: u16,
     /// Use the device's IPv4 and TCP transmit checksum offload when it has both.
     pub checksum_offload: bool,
+    /// Give the driver a receive mempool of its own (ordinary mbufs) and copy each received
+    /// frame into the arena, for drivers that cannot receive into the arena's pinned
+    /// external buffers. `net_af_xdp` is one (it builds its UMEM over the mempool's object
+    /// memory) and gets this whatever the setting.
+    pub rx_copy: bool,
 }
 
 impl DpdkConfig {
@@ -62,6 +69,7 @@ impl DpdkConfig {
             rx_desc: 1024,
             tx_desc: 1024,
             checksum_offload: true,
+            rx_copy: false,
         }
     }
 }
@@ -88,10 +96,12 @@ pub struct DpdkStats {
     pub tx_full: u64,
     /// Empty frames handed to `send`, dropped.
     pub tx_empty: u64,
-    /// Received mbufs from another pool (a driver that allocates its own): copied.
+    /// Received mbufs from another pool (a driver that allocates its own) or shared ones:
+    /// copied (or dropped when no frame was free).
     pub rx_copied: u64,
-    /// Received chained (multi-segment) mbufs: dropped.
-    pub rx_chained: u64,
+    /// Received chained (multi-segment) mbufs, or mbufs whose data lies outside their
+    /// buffer: dropped.
+    pub rx_dropped: u64,
     /// Frames the device counted as received (`rte_eth_stats`).
     pub dev_ipackets: u64,
     /// Frames the device counted as sent.
@@ -104,11 +114,23 @@ pub struct DpdkStats {
     pub dev_rx_nombuf: u64,
 }
 
-/// The open ethdev; closed (and removed, if probed) when the last port sharing it goes.
+/// Ethdev ports some `DpdkPort` has open: a second open of the same port is refused
+/// (DPDK would reconfigure the running device under the first).
+static CLAIMED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// The open ethdev; stopped when the last port sharing it goes, and closed and removed too
+/// when this crate created it (probed devargs, ring pairs), so that its name can be used
+/// again. A port DPDK already had (a PCI device, an EAL `--vdev`) is only stopped, so that
+/// it can be opened again.
 struct Ethdev {
     id: u16,
     device: *mut ffi::rte_device,
+    /// Created by this crate: close and remove it at the end.
     probed: bool,
+    /// Configured and started (else only the claim is released).
+    started: bool,
+    /// The driver's own receive mempool (`DpdkConfig::rx_copy`), freed after the device.
+    rx_pool: *mut ffi::rte_mempool,
     /// Rings of a [`DpdkPort::ring_pair`] link, freed after both ends closed.
     _rings: Option<Arc<Rings>>,
     _pool: Arc<FramePool>,
@@ -122,15 +144,27 @@ unsafe impl Sync for Ethdev {}
 
 impl Drop for Ethdev {
     fn drop(&mut self) {
-        // SAFETY: the port was started in `open`; no queue is used any more (every
-        // `DpdkPort` sharing it is gone). Stop makes the driver give back its mbufs.
+        // SAFETY: no queue is used any more (every `DpdkPort` sharing the device is gone).
+        // Stop makes the driver give back its mbufs; close and remove only for devices
+        // this crate created.
         unsafe {
-            ffi::rte_eth_dev_stop(self.id);
-            ffi::rte_eth_dev_close(self.id);
-            if self.probed && !self.device.is_null() {
-                ffi::rte_dev_remove(self.device);
+            if self.started {
+                ffi::rte_eth_dev_stop(self.id);
+            }
+            if self.probed {
+                ffi::rte_eth_dev_close(self.id);
+                if !self.device.is_null() {
+                    ffi::rte_dev_remove(self.device);
+                }
             }
         }
+        if !self.rx_pool.is_null() {
+            // SAFETY: created in `start` for this device only, which is stopped now.
+            unsafe { ffi::rte_mempool_free(self.rx_pool) };
+        }
+        self._pool.balance();
+        let mut c = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+        c.retain(|&p| p != self.id);
     }
 }
 
@@ -251,7 +285,13 @@ impl DpdkPort {
                     )
                 };
                 if r.is_null() {
-                    return Err(DpdkError::rte("rte_ring_create", eal::errno()));
+                    let e = DpdkError::rte("rte_ring_create", eal::errno());
+                    // The rings made so far go (and are freed) with this set.
+                    drop(Rings {
+                        rings,
+                        pool: pool.clone(),
+                    });
+                    return Err(e);
                 }
                 rings.push(r);
             }
@@ -281,10 +321,11 @@ impl DpdkPort {
             }
             let mut cfg = DpdkConfig::new(Device::Named(format!("{name}_{end}")));
             cfg.queues = queues;
+            // Created here: closed and removed with the port, so the name can be reused.
             ports.push(Self::start(
                 pool,
                 id as u16,
-                false,
+                true,
                 Some(rings.clone()),
                 &cfg,
             )?);
@@ -306,14 +347,24 @@ impl DpdkPort {
         check("rte_eth_dev_info_get", unsafe {
             ffi::rte_eth_dev_info_get(id, &mut info)
         })?;
-        // From here on, dropping `dev` stops, closes and removes the device.
-        let dev = Arc::new(Ethdev {
+        {
+            let mut c = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+            if c.contains(&id) {
+                return Err(DpdkError::Config(format!("DPDK port {id} is already open")));
+            }
+            c.push(id);
+        }
+        // From here on, dropping `dev` releases the claim (and removes a device this crate
+        // created); once started, it also stops the device.
+        let mut dev = Ethdev {
             id,
             device: info.device,
             probed,
+            started: false,
+            rx_pool: std::ptr::null_mut(),
             _rings: rings,
             _pool: pool.clone(),
-        });
+        };
         let nq = cfg.queues.max(1);
         if nq > info.max_rx_queues || nq > info.max_tx_queues {
             return Err(DpdkError::Config(format!(
@@ -341,28 +392,56 @@ impl DpdkPort {
             if lim.nb_max > 0 {
                 n = n.min(lim.nb_max);
             }
-            n.max(lim.nb_min)
+            n = n.max(lim.nb_min);
+            if lim.nb_align > 1 {
+                n -= n % lim.nb_align;
+                n = n.max(lim.nb_align);
+            }
+            n
         };
         let rx_desc = clamp(cfg.rx_desc, &info.rx_desc_lim);
         let tx_desc = clamp(cfg.tx_desc, &info.tx_desc_lim);
-        // Drivers that post receive buffers take them from the mempool when they start.
-        pool.lend(nq as usize * rx_desc as usize);
         // SAFETY: plain C call.
         let socket = unsafe { ffi::rte_socket_id() };
+        let driver = if info.driver_name.is_null() {
+            String::new()
+        } else {
+            // SAFETY: the driver name is a static NUL-terminated string of the driver.
+            unsafe { std::ffi::CStr::from_ptr(info.driver_name) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        let rx_mp = if cfg.rx_copy || driver == "net_af_xdp" {
+            let n = cstring(&format!("{}_rx{id}", pool.name()))?;
+            let count = (nq as u32 * rx_desc as u32 * 2).max(4096);
+            // SAFETY: a NUL-terminated name; the pool is freed by `Ethdev` after the device.
+            let mp = unsafe {
+                ffi::rte_pktmbuf_pool_create(
+                    n.as_ptr(),
+                    count,
+                    0,
+                    0,
+                    (FRAME_SIZE + ffi::RTE_PKTMBUF_HEADROOM as usize) as u16,
+                    socket as i32,
+                )
+            };
+            if mp.is_null() {
+                return Err(DpdkError::rte("rte_pktmbuf_pool_create", eal::errno()));
+            }
+            dev.rx_pool = mp;
+            mp
+        } else {
+            // Drivers that post receive buffers take them from the mempool when they start.
+            pool.lend(nq as usize * rx_desc as usize);
+            pool.mempool()
+        };
         for q in 0..nq {
             // SAFETY: queue `q` < the configured count; NULL configurations take the
             // driver's defaults; the mempool outlives the port (`Ethdev` holds the pool).
             unsafe {
                 check(
                     "rte_eth_rx_queue_setup",
-                    ffi::rte_eth_rx_queue_setup(
-                        id,
-                        q,
-                        rx_desc,
-                        socket,
-                        std::ptr::null(),
-                        pool.mempool(),
-                    ),
+                    ffi::rte_eth_rx_queue_setup(id, q, rx_desc, socket, std::ptr::null(), rx_mp),
                 )?;
                 check(
                     "rte_eth_tx_queue_setup",
@@ -373,8 +452,10 @@ impl DpdkPort {
         // SAFETY: configured above. Promiscuous mode is best effort (not every PMD has it).
         unsafe {
             check("rte_eth_dev_start", ffi::rte_eth_dev_start(id))?;
+            dev.started = true;
             ffi::rte_eth_promiscuous_enable(id);
         }
+        let dev = Arc::new(dev);
         let mut mac = ffi::rte_ether_addr::default();
         let mut mtu = 1500u16;
         // SAFETY: writable out-parameters.
@@ -495,21 +576,31 @@ impl DpdkPort {
             return false;
         };
         // SAFETY: the driver handed `m` over; the header is ours to read.
-        let (segs, off, len) = unsafe {
+        let (segs, off, len, buf_len, shared) = unsafe {
             let mb = &*m.as_ptr();
-            (mb.nb_segs, mb.data_off as usize, mb.data_len as usize)
+            (
+                mb.nb_segs,
+                mb.data_off as usize,
+                mb.data_len as usize,
+                mb.buf_len as usize,
+                mb.refcnt != 1 || !mb.next.is_null(),
+            )
         };
-        if segs != 1 {
-            self.stats.rx_chained += 1;
+        if segs != 1 || off + len > buf_len {
+            // A chain (the engine takes one buffer per frame) or a header that does not
+            // describe its own buffer.
+            self.stats.rx_dropped += 1;
             // SAFETY: ours to free (whole chain).
             unsafe { ffi::rte_pktmbuf_free(m.as_ptr()) };
             return false;
         }
-        if let Some(i) = self.pool.index_of(m) {
-            // SAFETY: the pool's mbuf, handed over by the driver and not touched again.
+        if let Some(i) = self.pool.index_of(m).filter(|_| !shared) {
+            // SAFETY: the pool's mbuf, handed over by the driver and referenced by nobody
+            // else (refcnt 1, no chain), its data inside its buffer (checked above).
             out.push(unsafe { self.pool.frame_of(m, i) });
             return true;
         }
+        // Another pool's mbuf, or one the driver still shares: copy it.
         self.stats.rx_copied += 1;
         let arena = self.pool.arena();
         let copied = arena.alloc().map(|mut f| {
@@ -566,8 +657,10 @@ fn prepare_offload(m: NonNull<ffi::rte_mbuf>, data: &mut [u8]) {
         let mb = &mut *m.as_ptr();
         mb.ol_flags |=
             ffi::RTE_MBUF_F_TX_IPV4 | ffi::RTE_MBUF_F_TX_IP_CKSUM | ffi::RTE_MBUF_F_TX_TCP_CKSUM;
-        // tx_offload: l2_len in bits 0..7, l3_len in bits 7..16.
-        mb.__bindgen_anon_3.tx_offload = l2 as u64 | (ihl as u64) << 7;
+        // tx_offload's l2_len and l3_len bit fields, at the offsets the target's header
+        // gives (they depend on its byte order).
+        mb.__bindgen_anon_3.tx_offload = (l2 as u64) << (ffi::RTE_MBUF_L2_LEN_OFS as u64)
+            | (ihl as u64) << (ffi::RTE_MBUF_L3_LEN_OFS as u64);
     }
 }
 
