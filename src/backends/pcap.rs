@@ -134,6 +134,14 @@ impl<P: Port, W: Write + Send> PcapPort<P, W> {
     }
 }
 
+impl<P: Port, W: Write + Send> PcapPort<P, W> {
+    fn record_all(&mut self, now: Instant, arena: &FrameArena, frames: &[Frame]) {
+        for f in frames {
+            self.record(now, arena.data(f));
+        }
+    }
+}
+
 impl<P: Port, W: Write + Send> Port for PcapPort<P, W> {
     fn recv(
         &mut self,
@@ -144,9 +152,7 @@ impl<P: Port, W: Write + Send> Port for PcapPort<P, W> {
     ) -> usize {
         let start = out.len();
         let n = self.inner.recv(now, arena, out, max);
-        for f in &out[start..] {
-            self.record(now, arena.data(f));
-        }
+        self.record_all(now, arena, &out[start..]);
         n
     }
 
@@ -160,16 +166,12 @@ impl<P: Port, W: Write + Send> Port for PcapPort<P, W> {
     ) -> usize {
         let start = out.len();
         let n = self.inner.recv_queue(queue, now, arena, out, max);
-        for f in &out[start..] {
-            self.record(now, arena.data(f));
-        }
+        self.record_all(now, arena, &out[start..]);
         n
     }
 
     fn send(&mut self, now: Instant, arena: &FrameArena, frames: &mut Vec<Frame>) -> usize {
-        for f in frames.iter() {
-            self.record(now, arena.data(f));
-        }
+        self.record_all(now, arena, frames);
         self.inner.send(now, arena, frames)
     }
 
