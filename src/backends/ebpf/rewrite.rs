@@ -43,6 +43,7 @@ const MOV64_REG: u8 = 0xbf;
 const ADD64_IMM: u8 = 0x07;
 const CALL: u8 = 0x85;
 const EXIT: u8 = 0x95;
+const JA: u8 = 0x05;
 
 fn dst(p: &[u8], i: usize) -> u8 {
     p[i * INSN + 1] & 0x0f
@@ -163,6 +164,23 @@ pub(crate) fn userspace_image(
     let n = p.len() / INSN;
     {
         let (start, _) = layout(&p);
+        // Control must not run off the end: the interpreter would reach code it treats as
+        // unreachable. The last instruction is an exit or an unconditional jump, and every
+        // jump lands on an instruction.
+        let last = (0..n).rev().find(|&i| start[i]);
+        if !last.is_some_and(|i| matches!(p[i * INSN], EXIT | JA) && i + 1 == n) {
+            return Err(super::LoadError::Verifier(
+                "the program does not end with an exit or a jump".into(),
+            ));
+        }
+        for i in (0..n).filter(|&i| start[i] && is_jump(p[i * INSN])) {
+            let t = i as i64 + 1 + i64::from(off(&p, i));
+            if t < 0 || t as usize >= n || !start[t as usize] {
+                return Err(super::LoadError::Verifier(format!(
+                    "jump at instruction {i} leaves the program"
+                )));
+            }
+        }
         for i in (0..n).filter(|i| start[*i] && p[i * INSN] == CALL) {
             if src(&p, i) != 0 {
                 return Err(super::LoadError::Unsupported(
