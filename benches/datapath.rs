@@ -545,7 +545,34 @@ fn hook_overhead() {
 
 criterion_group!(benches, rx_path);
 
+/// `DATAPATH_PROFILE=<payload>`: run only the engine's receive path for a few seconds (for
+/// `perf record`), then exit.
+fn profile_only(payload: usize) {
+    let (mut e, mut s, mut feed) = engine_setup(payload);
+    let arena = e.arena().clone();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut scratch = Vec::new();
+    let start = StdInstant::now();
+    let mut t = 1u64;
+    while start.elapsed() < Duration::from_secs(3) {
+        for _ in 0..1000 {
+            feed.burst_frames(&mut scratch, &arena, &mut e.port_mut().rx);
+            t += 1;
+            e.poll(Instant::from_micros(t));
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+    }
+}
+
 fn main() {
+    if let Ok(p) = std::env::var("DATAPATH_PROFILE") {
+        profile_only(p.parse().expect("DATAPATH_PROFILE=<payload bytes>"));
+        return;
+    }
     benches();
     Criterion::default().configure_from_args().final_summary();
     interleaved_ratio();

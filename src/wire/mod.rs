@@ -22,6 +22,8 @@ pub use smoltcp::wire::EthernetAddress as MacAddr;
 
 use crate::stats::DropReason;
 
+pub mod checksum;
+
 /// Ethernet header length.
 pub const ETH_HDR: usize = 14;
 /// IPv4 header length without options.
@@ -259,36 +261,52 @@ fn parse_ipv4(src_mac: MacAddr, data: &[u8]) -> Result<TcpSegment, DropReason> {
     if data.len() < IP_HDR {
         return Err(DropReason::Truncated);
     }
-    let ip = Ipv4Packet::new_unchecked(data);
-    if ip.version() != 4 {
+    if data[0] >> 4 != 4 {
         return Err(DropReason::BadIpHeader);
     }
-    let hl = ip.header_len() as usize;
-    let total = ip.total_len() as usize;
+    let hl = usize::from(data[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([data[2], data[3]]));
     if hl < IP_HDR || total < hl {
         return Err(DropReason::BadIpHeader);
     }
-    if data.len() < total || data.len() < hl {
+    if data.len() < total {
         return Err(DropReason::Truncated);
     }
-    if !ip.verify_checksum() {
+    if !checksum::ipv4_header_ok(&data[..hl]) {
         return Err(DropReason::BadIpChecksum);
     }
-    if ip.more_frags() || ip.frag_offset() != 0 {
+    // More-fragments flag or a fragment offset.
+    if u16::from_be_bytes([data[6], data[7]]) & 0x3fff != 0 {
         return Err(DropReason::Fragment);
     }
-    if ip.next_header() != IpProtocol::Tcp {
+    if data[9] != 6 {
         return Err(DropReason::NotTcp);
     }
-    let ce = ip.ecn() == 3;
-    let src = ip.src_addr();
-    let dst = ip.dst_addr();
+    let ce = data[1] & 3 == 3;
+    let src = Ipv4Addr::new(data[12], data[13], data[14], data[15]);
+    let dst = Ipv4Addr::new(data[16], data[17], data[18], data[19]);
     let tcp_bytes = &data[hl..total];
-    let tcp = TcpPacket::new_checked(tcp_bytes).map_err(|_| DropReason::BadTcpHeader)?;
-    if tcp.src_port() == 0 || tcp.dst_port() == 0 {
+    if tcp_bytes.len() < TCP_HDR {
         return Err(DropReason::BadTcpHeader);
     }
-    if !tcp.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst)) {
+    let thl = usize::from(tcp_bytes[12] >> 4) * 4;
+    if thl < TCP_HDR || thl > tcp_bytes.len() {
+        return Err(DropReason::BadTcpHeader);
+    }
+    let be16 = |i: usize| u16::from_be_bytes([tcp_bytes[i], tcp_bytes[i + 1]]);
+    let be32 = |i: usize| {
+        u32::from_be_bytes([
+            tcp_bytes[i],
+            tcp_bytes[i + 1],
+            tcp_bytes[i + 2],
+            tcp_bytes[i + 3],
+        ])
+    };
+    let (src_port, dst_port) = (be16(0), be16(2));
+    if src_port == 0 || dst_port == 0 {
+        return Err(DropReason::BadTcpHeader);
+    }
+    if !checksum::tcp_ok(src, dst, tcp_bytes) {
         return Err(DropReason::BadTcpChecksum);
     }
     let flag_byte = tcp_bytes[13];
@@ -296,15 +314,14 @@ fn parse_ipv4(src_mac: MacAddr, data: &[u8]) -> Result<TcpSegment, DropReason> {
         return Err(DropReason::BadTcpHeader);
     }
     let syn = flag_byte & flags::SYN != 0;
-    let options = parse_options(tcp.options(), syn)?;
-    let thl = tcp.header_len() as usize;
+    let options = parse_options(&tcp_bytes[TCP_HDR..thl], syn)?;
     let payload_len = tcp_bytes.len() - thl;
     let summary = SegmentSummary {
-        seq: tcp.seq_number().0 as u32,
-        ack: tcp.ack_number().0 as u32,
+        seq: be32(4),
+        ack: be32(8),
         ts_val: options.timestamp.map_or(0, |t| t.0),
         ts_ecr: options.timestamp.map_or(0, |t| t.1),
-        win: tcp.window_len(),
+        win: be16(14),
         payload_off: (ETH_HDR + hl + thl) as u16,
         payload_len: payload_len as u16,
         flags: flag_byte,
@@ -315,9 +332,9 @@ fn parse_ipv4(src_mac: MacAddr, data: &[u8]) -> Result<TcpSegment, DropReason> {
     Ok(TcpSegment {
         tuple: FourTuple {
             local_ip: dst,
-            local_port: tcp.dst_port(),
+            local_port: dst_port,
             remote_ip: src,
-            remote_port: tcp.src_port(),
+            remote_port: src_port,
         },
         src_mac,
         summary,
@@ -329,6 +346,17 @@ fn parse_ipv4(src_mac: MacAddr, data: &[u8]) -> Result<TcpSegment, DropReason> {
 /// length and flagged as unexpected.
 pub fn parse_options(mut opts: &[u8], syn: bool) -> Result<TcpOptions, DropReason> {
     let mut out = TcpOptions::default();
+    // The blocks of established segments: none, or NOP NOP TS (RFC 7323 appendix A).
+    match opts {
+        [] => return Ok(out),
+        [1, 1, 8, 10, v @ ..] if v.len() == 8 => {
+            let tsval = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+            let tsecr = u32::from_be_bytes([v[4], v[5], v[6], v[7]]);
+            out.timestamp = Some((tsval, tsecr));
+            return Ok(out);
+        }
+        _ => {}
+    }
     while !opts.is_empty() {
         // Lengths of 0 or 1 for multi-byte options would loop or mislead; reject them.
         if opts[0] > 1 && opts.get(1).is_some_and(|l| *l < 2) {
@@ -505,15 +533,13 @@ pub fn fill_checksums(frame: &mut [u8]) {
     if hl < IP_HDR || total < hl + TCP_HDR || total > ip_bytes.len() {
         return;
     }
-    let mut ip = Ipv4Packet::new_unchecked(&mut ip_bytes[..total]);
-    ip.fill_checksum();
-    let src = IpAddress::Ipv4(ip.src_addr());
-    let dst = IpAddress::Ipv4(ip.dst_addr());
-    if ip.next_header() != IpProtocol::Tcp {
+    checksum::fill_ipv4_header(&mut ip_bytes[..hl]);
+    if ip_bytes[9] != 6 {
         return;
     }
-    let mut tcp = TcpPacket::new_unchecked(&mut ip_bytes[hl..total]);
-    tcp.fill_checksum(&src, &dst);
+    let src = Ipv4Addr::new(ip_bytes[12], ip_bytes[13], ip_bytes[14], ip_bytes[15]);
+    let dst = Ipv4Addr::new(ip_bytes[16], ip_bytes[17], ip_bytes[18], ip_bytes[19]);
+    checksum::fill_tcp(src, dst, &mut ip_bytes[hl..total]);
 }
 
 /// Addresses for [`emit_tcp`].

@@ -1,0 +1,184 @@
+//! The Internet checksum (RFC 1071) of IPv4 headers and TCP segments.
+//!
+//! The one's-complement sum does not depend on byte order (RFC 1071 section 2(B)), so the
+//! data is summed as native-endian 32-bit words into a 64-bit accumulator, which cannot
+//! overflow for any frame, and folded to 16 bits at the end. The compiler vectorizes the
+//! loop; a 1448-byte payload costs a few tens of cycles.
+
+use std::net::Ipv4Addr;
+
+/// A running sum: add byte runs that start at even offsets of the checksummed data, then
+/// [`fold`](Sum::fold).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sum(u64);
+
+impl Sum {
+    /// Add `data`. It must start at an even offset of the checksummed data (every run but
+    /// the last must have even length).
+    #[inline]
+    pub fn add(self, data: &[u8]) -> Sum {
+        let mut chunks = data.chunks_exact(16);
+        // Four independent lanes per 16 bytes: the compiler widens them into vector adds.
+        let mut lanes = [0u64; 4];
+        for c in &mut chunks {
+            for (i, lane) in lanes.iter_mut().enumerate() {
+                *lane += u64::from(u32::from_ne_bytes([
+                    c[4 * i],
+                    c[4 * i + 1],
+                    c[4 * i + 2],
+                    c[4 * i + 3],
+                ]));
+            }
+        }
+        let mut acc = self.0 + lanes[0] + lanes[1] + lanes[2] + lanes[3];
+        let rest = chunks.remainder();
+        let mut words = rest.chunks_exact(4);
+        for w in &mut words {
+            acc += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
+        }
+        // 0..3 trailing bytes, zero-padded in place (their offsets keep their parity).
+        let tail = words.remainder();
+        if !tail.is_empty() {
+            let mut b = [0u8; 4];
+            b[..tail.len()].copy_from_slice(tail);
+            acc += u64::from(u32::from_ne_bytes(b));
+        }
+        Sum(acc)
+    }
+
+    /// Add the TCP pseudo-header (RFC 9293 section 3.1) for a segment of `tcp_len` bytes.
+    #[inline]
+    pub fn pseudo_header(self, src: Ipv4Addr, dst: Ipv4Addr, tcp_len: u16) -> Sum {
+        let l = tcp_len.to_be_bytes();
+        let mut acc = self.0;
+        acc += u64::from(u32::from_ne_bytes(src.octets()));
+        acc += u64::from(u32::from_ne_bytes(dst.octets()));
+        acc += u64::from(u32::from_ne_bytes([0, 6, l[0], l[1]]));
+        Sum(acc)
+    }
+
+    /// The 16-bit one's-complement sum, as the bytes it has on the wire.
+    #[inline]
+    pub fn fold(self) -> [u8; 2] {
+        let mut s = self.0;
+        s = (s & 0xffff_ffff) + (s >> 32);
+        s = (s & 0xffff_ffff) + (s >> 32);
+        s = (s & 0xffff) + (s >> 16);
+        s = (s & 0xffff) + (s >> 16);
+        s = (s & 0xffff) + (s >> 16);
+        (s as u16).to_ne_bytes()
+    }
+
+    /// The checksum field value for the summed data (its complement), as wire bytes.
+    #[inline]
+    pub fn checksum(self) -> [u8; 2] {
+        let [a, b] = self.fold();
+        [!a, !b]
+    }
+
+    /// Whether data that includes its own checksum field sums correctly.
+    #[inline]
+    pub fn verifies(self) -> bool {
+        self.fold() == [0xff, 0xff]
+    }
+}
+
+/// Whether an IPv4 header (with its options) carries a correct checksum.
+#[inline]
+pub fn ipv4_header_ok(header: &[u8]) -> bool {
+    Sum::default().add(header).verifies()
+}
+
+/// Whether a TCP segment (header and payload) carries a correct checksum.
+#[inline]
+pub fn tcp_ok(src: Ipv4Addr, dst: Ipv4Addr, segment: &[u8]) -> bool {
+    if segment.len() > usize::from(u16::MAX) {
+        return false;
+    }
+    Sum::default()
+        .pseudo_header(src, dst, segment.len() as u16)
+        .add(segment)
+        .verifies()
+}
+
+/// Fill the checksum of an IPv4 header (bytes 10..12).
+#[inline]
+pub fn fill_ipv4_header(header: &mut [u8]) {
+    header[10] = 0;
+    header[11] = 0;
+    let c = Sum::default().add(header).checksum();
+    header[10..12].copy_from_slice(&c);
+}
+
+/// Fill the checksum of a TCP segment (bytes 16..18 of its header).
+#[inline]
+pub fn fill_tcp(src: Ipv4Addr, dst: Ipv4Addr, segment: &mut [u8]) {
+    segment[16] = 0;
+    segment[17] = 0;
+    let c = Sum::default()
+        .pseudo_header(src, dst, segment.len() as u16)
+        .add(segment)
+        .checksum();
+    segment[16..18].copy_from_slice(&c);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use smoltcp::wire::{IpAddress, Ipv4Packet, TcpPacket};
+
+    /// RFC 1071's reference: 16-bit big-endian words, end-around carry.
+    fn reference(data: &[u8]) -> u16 {
+        let mut s: u32 = 0;
+        for c in data.chunks(2) {
+            let w = if c.len() == 2 {
+                u16::from_be_bytes([c[0], c[1]])
+            } else {
+                u16::from_be_bytes([c[0], 0])
+            };
+            s += u32::from(w);
+            s = (s & 0xffff) + (s >> 16);
+        }
+        !(s as u16)
+    }
+
+    proptest! {
+        #[test]
+        fn matches_the_reference(data in proptest::collection::vec(any::<u8>(), 0..3000)) {
+            let c = Sum::default().add(&data).checksum();
+            prop_assert_eq!(u16::from_be_bytes(c), reference(&data));
+        }
+
+        #[test]
+        fn runs_add_up(data in proptest::collection::vec(any::<u8>(), 0..600), cut in 0usize..300) {
+            let cut = (cut.min(data.len())) & !1;
+            let whole = Sum::default().add(&data).fold();
+            let split = Sum::default().add(&data[..cut]).add(&data[cut..]).fold();
+            prop_assert_eq!(whole, split);
+        }
+
+        #[test]
+        fn tcp_matches_smoltcp(payload in proptest::collection::vec(any::<u8>(), 20..1600), a: u32, b: u32) {
+            let (src, dst) = (Ipv4Addr::from(a), Ipv4Addr::from(b));
+            let mut seg = payload.clone();
+            seg[12] = 5 << 4;
+            fill_tcp(src, dst, &mut seg);
+            let p = TcpPacket::new_unchecked(&seg[..]);
+            prop_assert!(p.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst)));
+            prop_assert!(tcp_ok(src, dst, &seg));
+            let mid = seg.len() / 2;
+            seg[mid] ^= 0x10;
+            prop_assert!(!tcp_ok(src, dst, &seg));
+        }
+
+        #[test]
+        fn ipv4_matches_smoltcp(mut h in proptest::collection::vec(any::<u8>(), 20..21)) {
+            fill_ipv4_header(&mut h);
+            h[0] = (h[0] & 0xf0) | 5;
+            fill_ipv4_header(&mut h);
+            prop_assert!(Ipv4Packet::new_unchecked(&h[..]).verify_checksum());
+            prop_assert!(ipv4_header_ok(&h));
+        }
+    }
+}
