@@ -650,6 +650,25 @@ impl RingWriter {
         Ok(())
     }
 
+    /// The free space after `head` up to the end of the buffer or the reader's tail,
+    /// whichever comes first, to fill in place; [`commit`](Self::commit) then publishes
+    /// what was written. Empty when the ring is full.
+    pub fn writable_slice(&mut self) -> &mut [u8] {
+        let cap = self.shared.cap() as usize;
+        let start = (self.head & self.shared.mask) as usize;
+        let len = self.free().min(cap - start);
+        let base = self.shared.buf.as_ptr() as *mut u8;
+        // SAFETY: `start + len <= cap`; bytes in `[head, tail + cap)` belong to the writer
+        // alone (see RingShared's SAFETY), and `&mut self` keeps `head` (hence the region)
+        // fixed while the slice lives.
+        unsafe { std::slice::from_raw_parts_mut(base.add(start), len) }
+    }
+
+    /// Publish the first `n` bytes of what [`writable_slice`](Self::writable_slice) lent.
+    pub fn commit(&mut self, n: usize) -> Result<(), RingError> {
+        self.publish(self.head + n as u64)
+    }
+
     /// Append as much of `data` as fits and publish it; returns the bytes written.
     pub fn push(&mut self, data: &[u8]) -> usize {
         let n = data.len().min(self.free());
@@ -733,6 +752,24 @@ impl RingReader {
         self.tail = new_tail;
         self.shared.tail.store(new_tail, Ordering::Release);
         Ok(())
+    }
+
+    /// The readable bytes from `tail` up to `head` or the end of the buffer, whichever comes
+    /// first, to read in place; [`consume`](Self::consume) then releases what was used.
+    pub fn readable_slice(&self) -> &[u8] {
+        let cap = self.shared.cap() as usize;
+        let start = (self.tail & self.shared.mask) as usize;
+        let len = self.available().min(cap - start);
+        let base = self.shared.buf.as_ptr() as *const u8;
+        // SAFETY: `start + len <= cap`; bytes in `[tail, head)` are published (acquire load
+        // of `head`) and the writer does not touch them until `tail` moves past them, which
+        // needs `&mut self`.
+        unsafe { std::slice::from_raw_parts(base.add(start), len) }
+    }
+
+    /// Release the first `n` bytes of what [`readable_slice`](Self::readable_slice) showed.
+    pub fn consume(&mut self, n: usize) -> Result<(), RingError> {
+        self.release(self.tail + n as u64)
     }
 
     /// Read and release up to `out.len()` bytes; returns how many.

@@ -207,6 +207,10 @@ pub struct FlowCounters {
     pub unsent: AtomicU64,
     /// The peer advertises a zero window.
     pub peer_window_zero: AtomicBool,
+    /// When a delayed ACK is due ([`AckPolicy::Delayed`](crate::stages::protocol::AckPolicy)):
+    /// microseconds of the engine's clock plus one, 0 when none is pending. Postprocess sets
+    /// and clears it; the control plane's timers send the ACK when it is due.
+    pub ack_due: AtomicU64,
 }
 
 impl FlowCounters {
@@ -261,6 +265,31 @@ impl RetransmitTotals {
         self.tail_probes += FlowCounters::get(&c.tail_probes);
         self.timeout += FlowCounters::get(&c.timeout_retransmits);
     }
+}
+
+/// A flow identity for unit tests: 10.0.0.1:80 to 10.0.0.2:(1000 + id), no timestamps.
+#[cfg(test)]
+pub(crate) fn test_identity(id: FlowId, mss: u16) -> Arc<FlowIdentity> {
+    let t = FourTuple {
+        local_ip: std::net::Ipv4Addr::new(10, 0, 0, 1),
+        local_port: 80,
+        remote_ip: std::net::Ipv4Addr::new(10, 0, 0, 2),
+        remote_port: 1000 + id as u16,
+    };
+    let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+    Arc::new(FlowIdentity {
+        id,
+        tuple: t,
+        local_mac: mac,
+        remote_mac: mac,
+        group: 0,
+        template: HeaderTemplate::new(mac, mac, &t, false),
+        timestamps: false,
+        rcv_wscale: 0,
+        snd_wscale: 0,
+        mss,
+        class: 0,
+    })
 }
 
 #[cfg(test)]

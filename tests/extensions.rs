@@ -309,6 +309,8 @@ fn classified_flows_get_their_class_scheduling() {
     let mut srv = Engine::new(engine_config(MAC_A, IP_A), pa).unwrap();
     let mut cfg = engine_config(MAC_B, IP_B);
     cfg.burst = 4;
+    // 32 segments per poll: the link's share per poll, which the two classes contend for.
+    cfg.poll_budget = 32;
     cfg.tx_buffer = 1 << 20;
     cfg.control.classifier = Some(classes.classifier());
     let mut cli = Pipeline::builder(cfg, pb)
@@ -508,7 +510,11 @@ fn classified_flows_get_their_class_scheduling_threaded() {
     let classes = Classification::new(vec![ClassRule::to_class(0).remote_port(7001)], 1);
     let (pa, pb) = MemLink::pair(Impairments::none());
     let clock = VirtualClock::new();
-    let mut srv = Engine::new(engine_config(MAC_A, IP_A), pa).unwrap();
+    // The receiver takes at most 128 frames per poll (four bursts): a bottleneck the two
+    // classes contend for.
+    let mut srv_cfg = engine_config(MAC_A, IP_A);
+    srv_cfg.poll_budget = 128;
+    let mut srv = Engine::new(srv_cfg, pa).unwrap();
     let mut cfg = threaded_config(MAC_B, IP_B);
     cfg.tx_buffer = 1 << 20;
     cfg.control.classifier = Some(classes.classifier());

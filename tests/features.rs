@@ -84,6 +84,109 @@ fn ack_per_burst_policy_coalesces() {
 }
 
 #[test]
+fn delayed_ack_waits_for_a_second_segment_or_the_delay() {
+    let mut cfg = config();
+    cfg.ack_policy = AckPolicy::delayed(Duration::from_millis(20));
+    let mut t = Script::new(cfg);
+    t.accept_established();
+    let s = t.peer_seq;
+    // One segment: no ACK yet.
+    t.send_data(&[1u8; 10]);
+    t.recv_none();
+    // A second one: acknowledged at once, both segments.
+    t.send_data(&[2u8; 10]);
+    let ack = t.recv_one();
+    assert_eq!(ack.ack, s + 20);
+    assert!(ack.payload.is_empty());
+    // A lone segment is acknowledged when the delay runs out, not before.
+    t.send_data(&[3u8; 10]);
+    t.advance(Duration::from_millis(10));
+    t.recv_none();
+    t.advance(Duration::from_millis(15));
+    let ack = t.recv_one();
+    assert_eq!(ack.ack, s + 30);
+    assert_eq!(t.engine.stats().control.delayed_acks, 1);
+    // Out-of-order data is acknowledged at once (a duplicate ACK for the sender).
+    let (p, a) = (t.peer_seq, t.engine_seq);
+    t.send(PSH | ACK, p + 100, Some(a), &[4u8; 10]);
+    let dup = t.recv_one();
+    assert_eq!(dup.ack, s + 30);
+}
+
+#[test]
+fn delayed_ack_rides_on_the_response() {
+    let mut cfg = config();
+    cfg.ack_policy = AckPolicy::delayed(Duration::from_millis(40));
+    let mut t = Script::new(cfg);
+    t.accept_established();
+    let s = t.peer_seq;
+    for round in 0..3u32 {
+        t.send_data(b"request!");
+        t.recv_none();
+        assert_eq!(t.app_read(), b"request!");
+        t.stream().write_all(b"response").unwrap();
+        // One segment: the response, carrying the ACK of the request.
+        let seg = t.recv_one();
+        assert_eq!(seg.payload, b"response");
+        assert_eq!(seg.ack, s + 8 * (round + 1));
+        t.engine_seq = t.engine_seq.wrapping_add(8);
+        t.send_ack();
+    }
+    t.advance(Duration::from_millis(100));
+    t.recv_none();
+    assert_eq!(t.engine.stats().control.delayed_acks, 0);
+}
+
+#[test]
+fn in_place_reads_and_writes() {
+    use bytes::{Buf, BytesMut};
+    let mut cfg = config();
+    cfg.rx_buffer = 1024;
+    let mut t = Script::new(cfg);
+    t.accept_established();
+    // Read part in place, then the rest.
+    let data: Vec<u8> = (0..800u32).map(|i| i as u8).collect();
+    t.send_data(&data);
+    let head = t.stream().read_with(|b| (10, b[..10].to_vec())).unwrap();
+    assert_eq!(head, data[..10]);
+    assert_eq!(t.stream().readable_bytes(), 790);
+    let rest = t.stream().read_with(|b| (b.len(), b.to_vec())).unwrap();
+    assert_eq!(rest, data[10..]);
+    // The engine learns of the freed space (a window update).
+    assert!(t.recv().iter().any(|s| s.win > 0));
+    // The next 800 bytes wrap around the 1 KiB ring: read_with sees up to the wrap,
+    // read_buf takes both parts in one call.
+    t.send_data(&data);
+    let upto_wrap = t.stream().read_with(|b| (0, b.len())).unwrap();
+    assert_eq!(upto_wrap, 224, "the ring wraps after 1024 bytes");
+    let mut got = BytesMut::with_capacity(4096);
+    assert_eq!(t.stream().read_buf(&mut got).unwrap(), 800);
+    assert_eq!(&got[..], &data[..]);
+    // Nothing left: would block.
+    let e = t.stream().read_with(|b| (b.len(), ())).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+    // Write in place, and from a chain of buffers.
+    let n = t
+        .stream()
+        .write_with(|b| {
+            b[..5].copy_from_slice(b"hello");
+            (5, 5)
+        })
+        .unwrap();
+    assert_eq!(n, 5);
+    let mut chain = bytes::Bytes::from_static(b", ").chain(bytes::Bytes::from_static(b"world"));
+    assert_eq!(t.stream().write_buf(&mut chain).unwrap(), 7);
+    assert!(!chain.has_remaining());
+    let sent: Vec<u8> = t.recv().into_iter().flat_map(|s| s.payload).collect();
+    assert_eq!(sent, b"hello, world");
+    // The end of the stream: an empty slice.
+    let (p, a) = (t.peer_seq, t.engine_seq);
+    t.send(FIN | ACK, p, Some(a + 12), &[]);
+    let eof = t.stream().read_with(|b| (0, b.is_empty())).unwrap();
+    assert!(eof);
+}
+
+#[test]
 fn timestamps_are_echoed() {
     let mut t = Script::new(config());
     t.listen(4);

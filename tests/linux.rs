@@ -733,7 +733,13 @@ fn syn_flood_then_a_linux_client_connects_within_a_second() {
     );
     let st = rt.stats();
     eprintln!("after the flood: {st}");
-    assert!(st.control.cookies_sent >= 1900, "{st}");
+    // Every SYN beyond the backlog that reached the engine got a cookie (under load the
+    // kernel drops some of the flood before the engine sees it, so count what arrived).
+    assert!(st.control.cookies_sent >= 1000, "{st}");
+    assert!(
+        st.control.cookies_sent + 16 >= st.control.punted,
+        "SYNs without an answer: {st}"
+    );
     assert!(max_handshakes <= 4, "half-open state {max_handshakes}");
     assert_eq!(max_flows, 0);
     assert!(max_frames < 4096, "frames in use {max_frames}");

@@ -128,6 +128,8 @@ fn classes_share_the_grants_by_weight() {
     let mut srv = Engine::new(engine_config(MAC_A, IP_A), pa).unwrap();
     let mut cfg = engine_config(MAC_B, IP_B);
     cfg.burst = 4;
+    // 32 segments per poll: the link's share per poll, which the two classes contend for.
+    cfg.poll_budget = 32;
     cfg.tx_buffer = 1 << 20;
     cfg.control.classifier = Some(Classifier::new(|t| u8::from(t.remote_port != 7001)));
     let mut cli = Pipeline::builder(cfg, pb)

@@ -842,6 +842,8 @@ fn contention<S: FlowScheduler>(sched: S) -> f64 {
     let big = |mut cfg: flextoe::EngineConfig| {
         cfg.rx_buffer = 4 << 20;
         cfg.tx_buffer = 4 << 20;
+        // One burst of segments per poll: the sender's share of the link per poll.
+        cfg.poll_budget = cfg.burst;
         cfg
     };
     let mut client = Pipeline::builder(big(engine_config(MAC_B, IP_B)), cp)

@@ -7,6 +7,7 @@
 //! | backend | feature | status |
 //! |---|---|---|
 //! | [`mem`] | always | in-process link with seeded impairments; also a `smoltcp` device |
+//! | [`arena_link`] | always | zero-copy in-process link: two engines share one arena and pass frame handles |
 //! | [`pcap`] | always | wraps any port and writes its traffic to a pcap file |
 //! | `tap` | `tap` | TAP device through `/dev/net/tun` |
 //! | `af_packet` | `af_packet` | AF_PACKET socket through `pnet_datalink` |
@@ -28,6 +29,7 @@ pub mod af_xdp;
     feature = "dpdk"
 ))]
 pub mod any;
+pub mod arena_link;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 #[cfg(feature = "ebpf")]

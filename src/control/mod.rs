@@ -184,6 +184,8 @@ pub struct ControlStats {
     pub probes: u64,
     /// Tail-loss probes asked for (RFC 8985).
     pub tail_probes: u64,
+    /// Delayed ACKs the timer sent (no segment carried them in time).
+    pub delayed_acks: u64,
     /// SYN or SYN-ACK retransmissions.
     pub syn_retransmits: u64,
     /// SYN-ACKs carrying a SYN cookie.

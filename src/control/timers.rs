@@ -93,6 +93,27 @@ impl Control {
                 }
                 continue;
             }
+            // A delayed ACK that nothing carried in time (postprocess clears it when a
+            // segment of the flow goes out first).
+            let due = c
+                .counters
+                .ack_due
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if due != 0
+                && now.micros() + 1 >= due
+                && c.counters
+                    .ack_due
+                    .compare_exchange(
+                        due,
+                        0,
+                        std::sync::atomic::Ordering::Relaxed,
+                        std::sync::atomic::Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                self.stats.delayed_acks += 1;
+                out.work.push(ProtoWork::Ack { flow: id });
+            }
             let rx = FlowCounters::get(&c.counters.rx_segments);
             if rx != c.last_rx_segments {
                 c.last_rx_segments = rx;
@@ -269,6 +290,13 @@ impl Control {
             }
             if let Some(t) = c.persist_at {
                 take(t);
+            }
+            let due = c
+                .counters
+                .ack_due
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if due != 0 {
+                take(Instant::from_micros(due - 1));
             }
             if c.orphan && c.state == TcpConnState::FinWait2 {
                 take(c.fin_wait2_since.unwrap_or(c.last_progress) + self.cfg.fin_wait2_timeout);

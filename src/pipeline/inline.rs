@@ -11,6 +11,7 @@ pub struct Engine<P: Port, C: CongestionControl = NewReno, S: FlowScheduler = Ro
     arena: Arc<FrameArena>,
     port: P,
     burst: usize,
+    budget: usize,
     ingress: Ingress,
     transport: Transport<C, S>,
     delivery: Delivery,
@@ -97,6 +98,7 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
             arena,
             port,
             burst: cfg.burst,
+            budget: cfg.poll_budget,
             rx: Vec::with_capacity(cfg.burst),
             no_seqs: Vec::new(),
             segs: Vec::with_capacity(cfg.burst),
@@ -218,20 +220,23 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
         s
     }
 
-    /// One pass of the inline runtime: receive and process up to a few bursts, apply the
+    /// One pass of the inline runtime: receive and process what the port has, apply the
     /// application's updates, run the timers, send what the windows allow. Returns whether
-    /// anything happened.
+    /// anything happened. [`EngineConfig::poll_budget`] bounds the frames received and the
+    /// segments sent in one call.
     pub fn poll(&mut self, now: Instant) -> bool {
         self.stats.polls += 1;
         let mut busy = false;
         self.control.poll_requests(now, &mut self.cout);
         busy |= self.apply_control(now);
 
-        for _ in 0..4 {
+        let mut received = 0;
+        while received < self.budget {
             let n = self.port.recv(now, &self.arena, &mut self.rx, self.burst);
             if n == 0 {
                 break;
             }
+            received += n;
             busy = true;
             self.stats.rx_frames += n as u64;
             let (segs, punts) = (&mut self.segs, &mut self.punts);
@@ -258,7 +263,8 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
         self.control.poll_timers(now, &mut self.cout);
         busy |= self.apply_control(now);
 
-        for _ in 0..8 {
+        let mut granted_total = 0;
+        while granted_total < self.budget {
             if self.transport.sched.pending() == 0 {
                 break;
             }
@@ -268,6 +274,7 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
                 break;
             }
             self.stats.grants += granted as u64;
+            granted_total += granted;
             self.run(now);
             busy = true;
             if self.tx.len() >= self.burst {

@@ -101,13 +101,18 @@ pub struct EngineConfig {
     pub ack_policy: AckPolicy,
     /// Frames per burst.
     pub burst: usize,
+    /// Most frames one [`Engine::poll`] receives, and most segments it sends, before it
+    /// returns (a NAPI-style budget: it bounds how long a flood can keep the caller's thread,
+    /// never how much ready work a call leaves behind in normal operation). A poll otherwise
+    /// receives until the port has nothing more and sends until no flow can.
+    pub poll_budget: usize,
     /// Control-plane settings.
     pub control: ControlConfig,
 }
 
 impl EngineConfig {
     /// Defaults for an engine at `mac` / `ip`: 16384 frames, 256 KiB rings, ACK per burst,
-    /// bursts of 32, MTU 1500, window scaling and timestamps on, initial window 10 segments,
+    /// bursts of 32, a poll budget of 4096 frames each way, MTU 1500, window scaling and timestamps on, initial window 10 segments,
     /// RTO 200 ms .. 60 s (1 s before the first sample), TIME-WAIT 1 s, 4096 flows, and a
     /// fresh random key for ISNs and timestamp offsets.
     pub fn new(mac: MacAddr, ip: Ipv4Addr) -> Self {
@@ -119,6 +124,7 @@ impl EngineConfig {
             tx_buffer: 256 * 1024,
             ack_policy: AckPolicy::PerBurst,
             burst: BURST,
+            poll_budget: 4096,
             control: ControlConfig {
                 mac,
                 ip,
@@ -185,6 +191,11 @@ impl Parts {
     ) -> Result<Self, EngineError> {
         if cfg.burst == 0 {
             return Err(EngineError::Config("burst must be positive"));
+        }
+        if cfg.poll_budget < cfg.burst {
+            return Err(EngineError::Config(
+                "poll_budget must be at least one burst",
+            ));
         }
         if !cfg.control.flow_groups.is_power_of_two() {
             return Err(EngineError::Config("flow groups must be a power of two"));

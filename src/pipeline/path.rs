@@ -92,6 +92,8 @@ pub(crate) struct Transport<C: CongestionControl, S: FlowScheduler> {
     pub(crate) instance: usize,
     /// Header length of each flow's segments (where payload goes in a reserved frame).
     header_len: Vec<usize>,
+    /// Payload bytes per segment, per flow (for the scheduler's segment counts).
+    mss: Vec<u32>,
     /// The rate each flow's congestion control last set (paced algorithms only).
     rates: Vec<Option<u64>>,
 }
@@ -114,6 +116,7 @@ impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
             rings,
             instance,
             header_len: Vec::new(),
+            mss: Vec::new(),
             rates: Vec::new(),
         }
     }
@@ -125,9 +128,11 @@ impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
         self.sched.install(id, identity);
         if self.header_len.len() <= i {
             self.header_len.resize(i + 1, 0);
+            self.mss.resize(i + 1, 1);
             self.rates.resize(i + 1, None);
         }
         self.header_len[i] = identity.template.len();
+        self.mss[i] = u32::from(identity.mss).max(1);
         self.rates[i] = None;
     }
 
@@ -228,7 +233,11 @@ impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
                 }
             }
             if r.actions.any(Actions::SCHED) {
-                self.sched.activate(r.flow, now);
+                // What the flow can send now: its queued data within both windows.
+                let room = r.cwnd.min(r.snd_wnd).saturating_sub(r.in_flight);
+                let mss = self.mss.get(r.flow as usize).copied().unwrap_or(1);
+                let segments = r.unsent.min(room).div_ceil(mss).max(1);
+                self.sched.activate_with(r.flow, segments, now);
             }
         }
     }

@@ -341,32 +341,9 @@ impl FlowScheduler for Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{FourTuple, HeaderTemplate, MacAddr};
-    use std::net::Ipv4Addr;
     use std::sync::Arc;
 
-    fn identity(id: FlowId, mss: u16) -> Arc<FlowIdentity> {
-        let t = FourTuple {
-            local_ip: Ipv4Addr::new(10, 0, 0, 1),
-            local_port: 80,
-            remote_ip: Ipv4Addr::new(10, 0, 0, 2),
-            remote_port: 1000 + id as u16,
-        };
-        let mac = MacAddr([2, 0, 0, 0, 0, 1]);
-        Arc::new(FlowIdentity {
-            id,
-            tuple: t,
-            local_mac: mac,
-            remote_mac: mac,
-            group: 0,
-            template: HeaderTemplate::new(mac, mac, &t, false),
-            timestamps: false,
-            rcv_wscale: 0,
-            snd_wscale: 0,
-            mss,
-            class: 0,
-        })
-    }
+    use crate::flow::test_identity as identity;
 
     /// A flow that always has data, served for `secs` of virtual time with the runtime
     /// polling every `poll_us`: the achieved rate, in bytes per second.

@@ -27,12 +27,30 @@ pub struct FlowView {
     pub counters: Arc<FlowCounters>,
 }
 
+/// A flow's delayed-ACK state ([`AckPolicy::Delayed`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct AckState {
+    /// In-order data segments received since the flow last sent a segment.
+    unacked: u32,
+    /// When the pending ACK is due.
+    due: Option<Instant>,
+}
+
+/// Per flow in a burst: the last coalescable ACK and the last segment sent.
+#[derive(Clone, Copy, Debug)]
+struct LastTx {
+    flow: FlowId,
+    ack: usize,
+    tx: usize,
+}
+
 /// The postprocess stage.
 pub struct Postprocess {
     arena: Arc<FrameArena>,
     policy: AckPolicy,
     flows: Vec<Option<FlowView>>,
-    last_ack: Vec<(FlowId, usize)>,
+    acks: Vec<AckState>,
+    last: Vec<LastTx>,
     acc: Accumulator,
     stats: StageStats,
 }
@@ -44,7 +62,8 @@ impl Postprocess {
             arena,
             policy,
             flows: Vec::new(),
-            last_ack: Vec::new(),
+            acks: Vec::new(),
+            last: Vec::new(),
             acc: Accumulator::default(),
             stats: StageStats::default(),
         }
@@ -57,6 +76,10 @@ impl Postprocess {
             self.flows.resize_with(i + 1, || None);
         }
         self.flows[i] = Some(view);
+        if self.acks.len() <= i {
+            self.acks.resize(i + 1, AckState::default());
+        }
+        self.acks[i] = AckState::default();
     }
 
     /// Remove a flow.
@@ -66,6 +89,9 @@ impl Postprocess {
         }
         if let Some(f) = self.flows.get_mut(id as usize) {
             *f = None;
+        }
+        if let Some(a) = self.acks.get_mut(id as usize) {
+            *a = AckState::default();
         }
     }
 
@@ -145,18 +171,29 @@ impl Postprocess {
 
 impl Postprocess {
     /// Process a burst without moving it (the inline runtime's path).
-    pub fn process_in_place(&mut self, _now: Instant, items: &mut [ProtoResult]) {
+    pub fn process_in_place(&mut self, now: Instant, items: &mut [ProtoResult]) {
         self.stats.bursts += 1;
         self.stats.items_in += items.len() as u64;
-        // Find the last coalescable ACK of each flow in this burst.
-        self.last_ack.clear();
-        if self.policy == AckPolicy::PerBurst {
+        // For each flow of the burst: its last coalescable ACK and its last segment sent.
+        self.last.clear();
+        if self.policy != AckPolicy::EverySegment {
             for (i, r) in items.iter().enumerate() {
-                if r.actions.any(Actions::TX) && !r.actions.any(Actions::ACK_NOW) {
-                    match self.last_ack.iter_mut().find(|(f, _)| *f == r.flow) {
-                        Some(e) => e.1 = i,
-                        None => self.last_ack.push((r.flow, i)),
+                if !r.actions.any(Actions::TX) {
+                    continue;
+                }
+                let coalescable = !r.actions.any(Actions::ACK_NOW);
+                match self.last.iter_mut().find(|l| l.flow == r.flow) {
+                    Some(l) => {
+                        l.tx = i;
+                        if coalescable {
+                            l.ack = i;
+                        }
                     }
+                    None => self.last.push(LastTx {
+                        flow: r.flow,
+                        ack: if coalescable { i } else { usize::MAX },
+                        tx: i,
+                    }),
                 }
             }
         }
@@ -165,10 +202,65 @@ impl Postprocess {
             let send = a.any(Actions::TX)
                 && (a.any(Actions::ACK_NOW)
                     || self.policy == AckPolicy::EverySegment
-                    || self.last_ack.iter().any(|&(f, j)| f == r.flow && j == i));
+                    || self.coalesced_ack_goes(now, r, i));
+            if let AckPolicy::Delayed(_) = self.policy {
+                self.track_delayed(now, r, send);
+            }
             self.build(r, send);
         }
         self.acc.flush(&self.flows);
+    }
+
+    /// Whether the coalescable ACK of item `i` goes out: it is the flow's last in the burst
+    /// and no later segment of the flow carries it; under [`AckPolicy::Delayed`], also a
+    /// second unacknowledged data segment arrived or the delay ran out.
+    fn coalesced_ack_goes(&mut self, now: Instant, r: &ProtoResult, i: usize) -> bool {
+        let Some(l) = self.last.iter().find(|l| l.flow == r.flow) else {
+            return false;
+        };
+        if l.ack != i || l.tx != i {
+            return false;
+        }
+        let AckPolicy::Delayed(delay) = self.policy else {
+            return true;
+        };
+        let Some(st) = self.acks.get_mut(r.flow as usize) else {
+            return true;
+        };
+        // This item's own data counts.
+        let unacked = st.unacked + u32::from(r.actions.any(Actions::PUBLISH_RX));
+        if unacked >= 2 || st.due.is_some_and(|d| now >= d) {
+            return true;
+        }
+        if st.due.is_none() {
+            let due = now + delay;
+            st.due = Some(due);
+            if let Some(v) = self.flows.get(r.flow as usize).and_then(Option::as_ref) {
+                v.counters
+                    .ack_due
+                    .store(due.micros().saturating_add(1), Ordering::Relaxed);
+            }
+        }
+        false
+    }
+
+    /// Delayed-ACK bookkeeping for one item: data received raises the count; any segment
+    /// sent carries the ACK and clears it.
+    fn track_delayed(&mut self, _now: Instant, r: &ProtoResult, send: bool) {
+        let Some(st) = self.acks.get_mut(r.flow as usize) else {
+            return;
+        };
+        if send {
+            let pending = st.due.is_some();
+            *st = AckState::default();
+            if pending {
+                if let Some(v) = self.flows.get(r.flow as usize).and_then(Option::as_ref) {
+                    v.counters.ack_due.store(0, Ordering::Relaxed);
+                }
+            }
+        } else if r.actions.any(Actions::PUBLISH_RX) {
+            st.unacked += 1;
+        }
     }
 }
 
@@ -248,5 +340,106 @@ impl Postprocess {
     /// Counters.
     pub fn stats(&self) -> &StageStats {
         &self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn post(policy: AckPolicy, flows: u32) -> Postprocess {
+        let arena = Arc::new(FrameArena::new(64).unwrap());
+        let mut p = Postprocess::new(arena, policy);
+        for id in 0..flows {
+            let identity = crate::flow::test_identity(id, 1448);
+            p.install(
+                id,
+                FlowView {
+                    identity,
+                    counters: FlowCounters::new(),
+                },
+            );
+        }
+        p
+    }
+
+    /// In-order data acknowledged by a coalescable ACK.
+    fn data(flow: FlowId) -> ProtoResult {
+        let mut r = ProtoResult {
+            flow,
+            ..Default::default()
+        };
+        r.actions
+            .set(Actions::TX | Actions::RECEIVED | Actions::PUBLISH_RX);
+        r
+    }
+
+    /// A segment that goes out whatever the policy (data, or an urgent ACK).
+    fn urgent(flow: FlowId) -> ProtoResult {
+        let mut r = ProtoResult {
+            flow,
+            ..Default::default()
+        };
+        r.actions.set(Actions::TX | Actions::ACK_NOW);
+        r
+    }
+
+    fn sent(items: &[ProtoResult]) -> Vec<usize> {
+        items
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.tx_frame.is_some())
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    #[test]
+    fn per_burst_keeps_each_flows_last_ack() {
+        let mut p = post(AckPolicy::PerBurst, 2);
+        let mut items = vec![data(0), data(1), data(0), data(1), data(0)];
+        p.process_in_place(Instant::ZERO, &mut items);
+        assert_eq!(sent(&items), vec![3, 4]);
+    }
+
+    #[test]
+    fn an_ack_rides_on_a_later_segment_of_its_flow() {
+        for policy in [
+            AckPolicy::PerBurst,
+            AckPolicy::delayed(Duration::from_millis(5)),
+        ] {
+            let mut p = post(policy, 2);
+            let mut items = vec![data(0), data(1), data(0), urgent(0)];
+            p.process_in_place(Instant::ZERO, &mut items);
+            // Flow 0's ACK goes on its urgent segment; flow 1's own ACK (per burst) or
+            // nothing yet (one segment, delayed).
+            let want = if policy == AckPolicy::PerBurst {
+                vec![1, 3]
+            } else {
+                vec![3]
+            };
+            assert_eq!(sent(&items), want, "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn delayed_acks_every_second_segment_across_bursts() {
+        let mut p = post(AckPolicy::delayed(Duration::from_millis(5)), 1);
+        let counters = p.flows[0].as_ref().unwrap().counters.clone();
+        let mut sends = Vec::new();
+        for i in 0..6u64 {
+            let mut items = vec![data(0)];
+            p.process_in_place(Instant::from_micros(i), &mut items);
+            sends.push(items[0].tx_frame.is_some());
+            if i % 2 == 0 {
+                assert_eq!(counters.ack_due.load(Ordering::Relaxed), 5_000 + i + 1);
+            } else {
+                assert_eq!(counters.ack_due.load(Ordering::Relaxed), 0);
+            }
+            if let Some(f) = items[0].tx_frame.take() {
+                p.arena.free(f);
+            }
+        }
+        assert_eq!(sends, [false, true, false, true, false, true]);
     }
 }

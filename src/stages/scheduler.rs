@@ -70,6 +70,15 @@ pub trait FlowScheduler: Clone + Send + 'static {
     fn set_rate(&mut self, _id: FlowId, _bytes_per_sec: Option<u64>, _now: Instant) {}
     /// The flow has something to send.
     fn activate(&mut self, id: FlowId, now: Instant);
+
+    /// Make flow `id` active with `segments` segments ready to go (what its window and queued
+    /// data allow right now, at least 1); a later call for an active flow replaces the count.
+    /// A scheduler may then grant it several segments in one burst. The default ignores
+    /// the count: one grant per activation.
+    fn activate_with(&mut self, id: FlowId, segments: u32, now: Instant) {
+        let _ = segments;
+        self.activate(id, now);
+    }
     /// Forget a flow.
     fn remove(&mut self, id: FlowId);
     /// Flows waiting for a grant.
@@ -90,8 +99,13 @@ pub trait FlowScheduler: Clone + Send + 'static {
 pub struct RoundRobin {
     queue: VecDeque<FlowId>,
     active: Vec<bool>,
+    /// Segments each active flow has ready (see [`FlowScheduler::activate_with`]).
+    credit: Vec<u32>,
     stats: StageStats,
 }
+
+/// Most segments [`RoundRobin`] grants one flow before it serves the next.
+pub const ROUND_ROBIN_QUANTUM: u32 = 16;
 
 impl RoundRobin {
     /// An empty scheduler.
@@ -110,11 +124,17 @@ impl FlowScheduler for RoundRobin {
         "scheduler"
     }
 
-    fn activate(&mut self, id: FlowId, _now: Instant) {
+    fn activate(&mut self, id: FlowId, now: Instant) {
+        self.activate_with(id, 1, now);
+    }
+
+    fn activate_with(&mut self, id: FlowId, segments: u32, _now: Instant) {
         let i = id as usize;
         if self.active.len() <= i {
             self.active.resize(i + 1, false);
+            self.credit.resize(i + 1, 0);
         }
+        self.credit[i] = segments.max(1);
         if !self.active[i] {
             self.active[i] = true;
             self.stats.items_in += 1;
@@ -126,6 +146,7 @@ impl FlowScheduler for RoundRobin {
         if let Some(a) = self.active.get_mut(id as usize) {
             if *a {
                 *a = false;
+                self.credit[id as usize] = 0;
                 self.queue.retain(|f| *f != id);
             }
         }
@@ -135,12 +156,27 @@ impl FlowScheduler for RoundRobin {
         self.queue.len()
     }
 
+    /// Up to `max` segments: each flow in turn gets what it has ready, at most
+    /// [`ROUND_ROBIN_QUANTUM`] per turn; a flow with more goes to the back of the queue.
     fn grant(&mut self, _now: Instant, max: usize, out: &mut Vec<ProtoWork>) {
-        let n = max.min(self.queue.len());
-        for _ in 0..n {
-            if let Some(flow) = self.queue.pop_front() {
-                self.active[flow as usize] = false;
+        let mut n = 0;
+        while n < max {
+            let Some(flow) = self.queue.pop_front() else {
+                break;
+            };
+            let i = flow as usize;
+            let k = self.credit[i]
+                .min(ROUND_ROBIN_QUANTUM)
+                .min((max - n) as u32);
+            for _ in 0..k {
                 out.push(ProtoWork::Tx { flow });
+            }
+            n += k as usize;
+            self.credit[i] -= k;
+            if self.credit[i] > 0 {
+                self.queue.push_back(flow);
+            } else {
+                self.active[i] = false;
             }
         }
         self.stats.bursts += u64::from(n > 0);

@@ -16,7 +16,7 @@ impl Sum {
     /// Add `data`. It must start at an even offset of the checksummed data (every run but
     /// the last must have even length).
     #[inline]
-    pub fn add(self, data: &[u8]) -> Sum {
+    pub fn add_bytes(self, data: &[u8]) -> Sum {
         let mut chunks = data.chunks_exact(16);
         // Four independent lanes per 16 bytes: the compiler widens them into vector adds.
         let mut lanes = [0u64; 4];
@@ -86,7 +86,7 @@ impl Sum {
 /// Whether an IPv4 header (with its options) carries a correct checksum.
 #[inline]
 pub fn ipv4_header_ok(header: &[u8]) -> bool {
-    Sum::default().add(header).verifies()
+    Sum::default().add_bytes(header).verifies()
 }
 
 /// Whether a TCP segment (header and payload) carries a correct checksum.
@@ -97,7 +97,7 @@ pub fn tcp_ok(src: Ipv4Addr, dst: Ipv4Addr, segment: &[u8]) -> bool {
     }
     Sum::default()
         .pseudo_header(src, dst, segment.len() as u16)
-        .add(segment)
+        .add_bytes(segment)
         .verifies()
 }
 
@@ -106,7 +106,7 @@ pub fn tcp_ok(src: Ipv4Addr, dst: Ipv4Addr, segment: &[u8]) -> bool {
 pub fn fill_ipv4_header(header: &mut [u8]) {
     header[10] = 0;
     header[11] = 0;
-    let c = Sum::default().add(header).checksum();
+    let c = Sum::default().add_bytes(header).checksum();
     header[10..12].copy_from_slice(&c);
 }
 
@@ -117,7 +117,7 @@ pub fn fill_tcp(src: Ipv4Addr, dst: Ipv4Addr, segment: &mut [u8]) {
     segment[17] = 0;
     let c = Sum::default()
         .pseudo_header(src, dst, segment.len() as u16)
-        .add(segment)
+        .add_bytes(segment)
         .checksum();
     segment[16..18].copy_from_slice(&c);
 }
@@ -146,15 +146,15 @@ mod tests {
     proptest! {
         #[test]
         fn matches_the_reference(data in proptest::collection::vec(any::<u8>(), 0..3000)) {
-            let c = Sum::default().add(&data).checksum();
+            let c = Sum::default().add_bytes(&data).checksum();
             prop_assert_eq!(u16::from_be_bytes(c), reference(&data));
         }
 
         #[test]
         fn runs_add_up(data in proptest::collection::vec(any::<u8>(), 0..600), cut in 0usize..300) {
             let cut = (cut.min(data.len())) & !1;
-            let whole = Sum::default().add(&data).fold();
-            let split = Sum::default().add(&data[..cut]).add(&data[cut..]).fold();
+            let whole = Sum::default().add_bytes(&data).fold();
+            let split = Sum::default().add_bytes(&data[..cut]).add_bytes(&data[cut..]).fold();
             prop_assert_eq!(whole, split);
         }
 

@@ -15,6 +15,8 @@
 //! tail-loss probes (RFC 8985) on the control plane's request; go-back-N after a
 //! retransmission timeout, skipping what the peer SACKed.
 
+use std::time::Duration;
+
 use super::recovery::Scoreboard;
 use super::{Actions, PayloadOp, ProtoResult, ProtoWork, Stage};
 use crate::control::congestion::{
@@ -33,14 +35,36 @@ mod send;
 pub const OOO_INTERVALS: usize = 16;
 
 /// When the receiver sends ACKs for in-order data.
+///
+/// Under every policy, out-of-order data, a FIN, window updates and challenge ACKs are
+/// acknowledged at once, and a pure ACK that a later segment of the same flow in the same
+/// burst would carry anyway (response data, a retransmission) is left out: the ACK rides on
+/// that segment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AckPolicy {
     /// One ACK for every data segment (FlexTOE's choice).
     EverySegment,
-    /// One ACK per connection per burst; out-of-order data, FIN and window updates are still
-    /// acknowledged at once.
+    /// One ACK per connection per burst.
     #[default]
     PerBurst,
+    /// Delayed ACKs (RFC 1122 4.2.3.2, RFC 9293 3.8.6.3): in-order data is acknowledged
+    /// when a second data segment arrived since the last segment sent, when a segment of
+    /// the flow goes out anyway (a response carries the ACK), or when the delay runs out,
+    /// whichever comes first. Build it with [`AckPolicy::delayed`], which bounds the delay.
+    Delayed(Duration),
+}
+
+impl AckPolicy {
+    /// The longest delay [`AckPolicy::delayed`] allows (RFC 1122 allows 500 ms; 200 ms is
+    /// the customary bound).
+    pub const MAX_DELAY: Duration = Duration::from_millis(200);
+
+    /// Delayed ACKs with at most `delay` (clamped to [`MAX_DELAY`](Self::MAX_DELAY)). Keep
+    /// it below the peer's tail-loss-probe allowance for a delayed ACK (Linux: 40 ms, this
+    /// crate's control plane: 40 ms); 10 ms is smoltcp's default.
+    pub fn delayed(delay: Duration) -> Self {
+        AckPolicy::Delayed(delay.min(Self::MAX_DELAY))
+    }
 }
 
 const F_TXFIN: u32 = 1 << 0;

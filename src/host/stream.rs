@@ -1,0 +1,617 @@
+//! [`Stream`] and its halves: reads and writes on a connection's byte rings.
+
+use std::io::{self, Write};
+use std::net::SocketAddrV4;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::buf::{RingReader, RingWriter};
+
+/// One TCP connection, as the application holds it.
+///
+/// Dropping a stream closes it: with a FIN when all received data was read, with a RST
+/// (abort) when unread data remains, as Linux does.
+pub struct Stream {
+    conn: Arc<ConnShared>,
+    rx: RingReader,
+    tx: RingWriter,
+    host: Arc<HostShared>,
+    nonblocking: bool,
+    rd_shutdown: bool,
+    /// The rings went to a [`ReadHalf`] and a [`WriteHalf`]; dropping does nothing.
+    split: bool,
+}
+
+impl Stream {
+    pub(crate) fn new(
+        conn: Arc<ConnShared>,
+        rx: RingReader,
+        tx: RingWriter,
+        host: Arc<HostShared>,
+    ) -> Self {
+        Stream {
+            conn,
+            rx,
+            tx,
+            host,
+            nonblocking: false,
+            rd_shutdown: false,
+            split: false,
+        }
+    }
+
+    /// Split into a reading and a writing half that two threads can use at once. Dropping
+    /// the write half sends a FIN once its queued data is out (like
+    /// `shutdown(Shutdown::Write)`); dropping the read half stops nothing.
+    pub fn into_split(mut self) -> (ReadHalf, WriteHalf) {
+        let (dummy_tx, dummy_rx) = crate::buf::byte_ring(64);
+        let rx = std::mem::replace(&mut self.rx, dummy_rx);
+        let tx = std::mem::replace(&mut self.tx, dummy_tx);
+        self.split = true;
+        let read = ReadHalf {
+            conn: self.conn.clone(),
+            rx,
+            host: self.host.clone(),
+            nonblocking: self.nonblocking,
+            rd_shutdown: self.rd_shutdown,
+        };
+        let write = WriteHalf {
+            conn: self.conn.clone(),
+            tx,
+            host: self.host.clone(),
+            nonblocking: self.nonblocking,
+        };
+        (read, write)
+    }
+
+    /// Connection status.
+    pub fn status(&self) -> ConnStatus {
+        self.conn.status()
+    }
+
+    /// Local address.
+    pub fn local_addr(&self) -> SocketAddrV4 {
+        self.conn.local_addr()
+    }
+
+    /// Peer address.
+    pub fn peer_addr(&self) -> SocketAddrV4 {
+        self.conn.peer_addr()
+    }
+
+    /// The engine's flow id, once established.
+    pub fn flow(&self) -> Option<FlowId> {
+        self.conn.flow()
+    }
+
+    /// Make reads and writes return `WouldBlock` instead of waiting.
+    pub fn set_nonblocking(&mut self, nb: bool) {
+        self.nonblocking = nb;
+    }
+
+    /// Register with a context: readiness events for this stream carry `token`. A stream
+    /// can be registered once.
+    pub fn register(&self, ctx: &Context, token: u64) -> Result<()> {
+        self.conn
+            .ctx
+            .set((ctx.clone(), token))
+            .map_err(|_| Error::InvalidInput("stream already registered"))
+    }
+
+    /// Wait until the handshake finishes (or fails).
+    pub fn wait_connected(&self, timeout: Option<Duration>) -> Result<()> {
+        self.conn
+            .waiter
+            .wait_until(timeout, || self.conn.status() != ConnStatus::Connecting);
+        match self.conn.status() {
+            ConnStatus::Established | ConnStatus::Closed => Ok(()),
+            ConnStatus::Connecting => Err(Error::TimedOut),
+            s => Err(s.error().unwrap_or(Error::ConnectionReset)),
+        }
+    }
+
+    /// Bytes ready to read.
+    pub fn readable_bytes(&self) -> usize {
+        self.rx.available()
+    }
+
+    /// Free TX ring space.
+    pub fn writable_bytes(&self) -> usize {
+        self.tx.free()
+    }
+
+    /// Whether a read would not block (data, end of stream, or an error).
+    pub fn is_readable(&self) -> bool {
+        self.rx.available() > 0 || self.conn.rx_fin() || self.conn.status().error().is_some()
+    }
+
+    /// Bytes written but not yet acknowledged by the peer.
+    pub fn unacked_bytes(&self) -> usize {
+        self.tx.capacity() - self.tx.free()
+    }
+
+    /// Turn keep-alives on (RFC 1122 4.2.3.6) with `k`'s timing, or off with `None`: after
+    /// `k.idle` without a segment from the peer, the engine sends a probe every
+    /// `k.interval`, and after `k.count` unanswered probes it aborts the connection
+    /// ([`ConnStatus::TimedOut`]). Off by default, as for a kernel socket.
+    pub fn set_keepalive(&self, k: Option<Keepalive>) {
+        let c = &self.conn;
+        match k {
+            Some(k) => {
+                c.keepalive.1.store(
+                    k.interval.as_millis().clamp(1, u32::MAX as u128) as u32,
+                    Ordering::Relaxed,
+                );
+                c.keepalive.2.store(k.count.max(1), Ordering::Relaxed);
+                c.keepalive.0.store(
+                    k.idle.as_millis().clamp(1, u64::MAX as u128) as u64,
+                    Ordering::Release,
+                );
+            }
+            None => c.keepalive.0.store(0, Ordering::Release),
+        }
+    }
+
+    /// Shut down one or both directions. `Write` sends a FIN once queued data is out.
+    pub fn shutdown(&mut self, how: std::net::Shutdown) -> io::Result<()> {
+        use std::net::Shutdown;
+        if matches!(how, Shutdown::Read | Shutdown::Both) {
+            self.rd_shutdown = true;
+        }
+        if matches!(how, Shutdown::Write | Shutdown::Both) {
+            self.conn.tx_fin.store(true, Ordering::Release);
+            self.host.ring_doorbell(&self.conn);
+        }
+        Ok(())
+    }
+
+    /// Abort the connection: a RST, and queued data is discarded.
+    pub fn abort(self) {
+        self.conn.abort.store(true, Ordering::Release);
+        self.host.ring_doorbell(&self.conn);
+    }
+
+    /// Wait until everything written has been acknowledged, or `timeout` passes.
+    pub fn wait_drained(&self, timeout: Option<Duration>) -> bool {
+        self.conn.waiter.wait_until(timeout, || {
+            self.tx.free() == self.tx.capacity() || self.conn.status().error().is_some()
+        })
+    }
+
+    /// Wait until the connection is fully closed (or failed), or `timeout` passes.
+    pub fn wait_closed(&self, timeout: Option<Duration>) -> bool {
+        self.conn.waiter.wait_until(timeout, || {
+            !matches!(
+                self.conn.status(),
+                ConnStatus::Connecting | ConnStatus::Established
+            )
+        })
+    }
+
+    /// Read in place: `f` sees the readable bytes (up to where the ring wraps; call again
+    /// for the rest) and returns how many it consumed, with a result of its own. At the end
+    /// of the stream `f` sees an empty slice. Blocks, or returns
+    /// [`WouldBlock`](io::ErrorKind::WouldBlock) in nonblocking mode, while nothing is
+    /// readable. Like smoltcp's `TcpSocket::recv`: no copy into a buffer of the caller's.
+    ///
+    /// ```
+    /// # fn demo(s: &mut flextoe::Stream) -> std::io::Result<()> {
+    /// // Count newlines without copying the bytes out.
+    /// let lines = s.read_with(|buf| (buf.len(), buf.iter().filter(|b| **b == b'\n').count()))?;
+    /// # let _ = lines; Ok(()) }
+    /// ```
+    pub fn read_with<R>(&mut self, f: impl FnOnce(&[u8]) -> (usize, R)) -> io::Result<R> {
+        let mut f = Some(f);
+        loop {
+            let r = try_read_with(
+                &self.conn,
+                &self.host,
+                &mut self.rx,
+                self.rd_shutdown,
+                |rx| {
+                    let f = f.take().expect("called once");
+                    match rx {
+                        Some(rx) => {
+                            let slice = rx.readable_slice();
+                            let (n, r) = f(slice);
+                            let n = n.min(slice.len());
+                            let _ = rx.consume(n);
+                            (n, r)
+                        }
+                        None => (0, f(&[]).1),
+                    }
+                },
+            );
+            if let Some(r) = r {
+                return r;
+            }
+            if self.nonblocking {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            wait_readable(&self.conn, &self.rx);
+        }
+    }
+
+    /// Write in place: `f` fills the free space of the send ring (up to where the ring
+    /// wraps) and returns how many bytes it wrote, with a result of its own; those bytes are
+    /// sent. Blocks, or returns [`WouldBlock`](io::ErrorKind::WouldBlock) in nonblocking
+    /// mode, while the ring is full. Like smoltcp's `TcpSocket::send`.
+    ///
+    /// ```
+    /// # fn demo(s: &mut flextoe::Stream) -> std::io::Result<()> {
+    /// // Format a response straight into the send ring.
+    /// use std::io::Write;
+    /// let wrote = s.write_with(|buf| {
+    ///     let mut w = &mut buf[..];
+    ///     let before = w.len();
+    ///     let _ = write!(w, "HTTP/1.1 204 No Content\r\n\r\n");
+    ///     let n = before - w.len();
+    ///     (n, n)
+    /// })?;
+    /// # let _ = wrote; Ok(()) }
+    /// ```
+    pub fn write_with<R>(&mut self, f: impl FnOnce(&mut [u8]) -> (usize, R)) -> io::Result<R> {
+        let mut f = Some(f);
+        loop {
+            let r = try_write_with(&self.conn, &self.host, &mut self.tx, false, |tx| {
+                let f = f.take().expect("called once");
+                let slice = tx.writable_slice();
+                let len = slice.len();
+                let (n, r) = f(slice);
+                let n = n.min(len);
+                let _ = tx.commit(n);
+                (n, r)
+            });
+            if let Some(r) = r {
+                return r;
+            }
+            if self.nonblocking {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            wait_writable(&self.conn, &self.tx);
+        }
+    }
+
+    /// Read into the spare capacity of `buf` (a [`bytes::BytesMut`], a `Vec<u8>`, ...)
+    /// straight from the receive ring: no zeroed scratch buffer, no second copy. Returns the
+    /// bytes read (0 at the end of the stream).
+    pub fn read_buf(&mut self, buf: &mut impl bytes::BufMut) -> io::Result<usize> {
+        fn put(data: &[u8], buf: &mut impl bytes::BufMut) -> (usize, usize) {
+            let n = data.len().min(buf.remaining_mut());
+            buf.put_slice(&data[..n]);
+            (n, n)
+        }
+        if !buf.has_remaining_mut() {
+            return Ok(0);
+        }
+        let first = self.read_with(|data| put(data, buf))?;
+        // The rest, when the readable bytes wrapped around the ring's end (never blocks).
+        let mut second = 0;
+        if first > 0 && buf.has_remaining_mut() && self.rx.available() > 0 {
+            let r = try_read_with(&self.conn, &self.host, &mut self.rx, false, |rx| match rx {
+                Some(rx) => {
+                    let (n, _) = put(rx.readable_slice(), buf);
+                    let _ = rx.consume(n);
+                    (n, n)
+                }
+                None => (0, 0),
+            });
+            second = r.and_then(|r| r.ok()).unwrap_or(0);
+        }
+        Ok(first + second)
+    }
+
+    /// Write the chunks of `buf` (a [`bytes::Bytes`], a chain of them, ...) straight into
+    /// the send ring, advancing `buf` past what was taken: no flattening copy. Returns the
+    /// bytes written.
+    pub fn write_buf(&mut self, buf: &mut impl bytes::Buf) -> io::Result<usize> {
+        let mut total = 0;
+        while buf.has_remaining() {
+            let r = if total == 0 {
+                self.write(buf.chunk())
+            } else {
+                match try_write(&self.conn, &self.host, &mut self.tx, buf.chunk()) {
+                    Some(r) => r,
+                    None => break,
+                }
+            };
+            match r {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.advance(n);
+                    total += n;
+                }
+                Err(e) if total > 0 && e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(total)
+    }
+
+    fn try_read(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        try_read(&self.conn, &self.host, &mut self.rx, self.rd_shutdown, buf)
+    }
+
+    fn try_write(&mut self, buf: &[u8]) -> Option<io::Result<usize>> {
+        try_write(&self.conn, &self.host, &mut self.tx, buf)
+    }
+}
+
+fn try_read(
+    conn: &Arc<ConnShared>,
+    host: &HostShared,
+    rx: &mut RingReader,
+    rd_shutdown: bool,
+    buf: &mut [u8],
+) -> Option<io::Result<usize>> {
+    if buf.is_empty() {
+        return Some(Ok(0));
+    }
+    try_read_with(conn, host, rx, rd_shutdown, |rx| {
+        let n = rx.map_or(0, |rx| rx.pop(buf));
+        (n, n)
+    })
+}
+
+/// The decisions of every read: `take` moves bytes out of the ring and returns (bytes
+/// released, its result); it gets no ring when reading was shut down, and an empty one at
+/// the end of the stream. `None`: nothing yet (would block).
+fn try_read_with<R>(
+    conn: &Arc<ConnShared>,
+    host: &HostShared,
+    rx: &mut RingReader,
+    rd_shutdown: bool,
+    take: impl FnOnce(Option<&mut RingReader>) -> (usize, R),
+) -> Option<io::Result<R>> {
+    if rd_shutdown {
+        return Some(Ok(take(None).1));
+    }
+    // With a FIN, the ring is read again: the FIN is published after all data before it.
+    if rx.available() == 0 && !conn.rx_fin() {
+        if let Some(e) = conn.status().error() {
+            return Some(Err(e.into()));
+        }
+        if conn.status() != ConnStatus::Closed {
+            return None;
+        }
+    }
+    let (n, r) = take(Some(rx));
+    if n > 0 {
+        host.ring_doorbell(conn);
+    }
+    Some(Ok(r))
+}
+
+fn try_write(
+    conn: &Arc<ConnShared>,
+    host: &HostShared,
+    tx: &mut RingWriter,
+    buf: &[u8],
+) -> Option<io::Result<usize>> {
+    try_write_with(conn, host, tx, buf.is_empty(), |tx| {
+        let n = tx.push(buf);
+        (n, n)
+    })
+}
+
+/// The decisions of every write: `put` moves bytes into the ring when it has room (or when
+/// `always`) and returns (bytes published, its result). `None`: no room yet (would block).
+fn try_write_with<R>(
+    conn: &Arc<ConnShared>,
+    host: &HostShared,
+    tx: &mut RingWriter,
+    always: bool,
+    put: impl FnOnce(&mut RingWriter) -> (usize, R),
+) -> Option<io::Result<R>> {
+    if let Some(e) = conn.status().error() {
+        return Some(Err(e.into()));
+    }
+    if conn.tx_fin() || conn.status() == ConnStatus::Closed {
+        return Some(Err(io::ErrorKind::BrokenPipe.into()));
+    }
+    if tx.free() == 0 && !always {
+        return None;
+    }
+    let (n, r) = put(tx);
+    if n > 0 {
+        host.ring_doorbell(conn);
+    }
+    Some(Ok(r))
+}
+
+/// Block on `conn` until `rx` has data or the connection's state changed.
+fn wait_readable(conn: &Arc<ConnShared>, rx: &RingReader) {
+    conn.waiter.wait_until(None, || {
+        rx.available() > 0
+            || conn.rx_fin()
+            || conn.status() != ConnStatus::Established && conn.status() != ConnStatus::Connecting
+    });
+}
+
+/// Block on `conn` until `tx` has room or the connection failed.
+fn wait_writable(conn: &Arc<ConnShared>, tx: &RingWriter) {
+    conn.waiter
+        .wait_until(None, || tx.free() > 0 || conn.status().error().is_some());
+}
+
+impl io::Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(r) = self.try_read(buf) {
+                return r;
+            }
+            if self.nonblocking {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            wait_readable(&self.conn, &self.rx);
+        }
+    }
+}
+
+impl io::Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            if let Some(r) = self.try_write(buf) {
+                return r;
+            }
+            if self.nonblocking {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            wait_writable(&self.conn, &self.tx);
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The reading half of a [`Stream`] (see [`Stream::into_split`]).
+pub struct ReadHalf {
+    conn: Arc<ConnShared>,
+    rx: RingReader,
+    host: Arc<HostShared>,
+    nonblocking: bool,
+    rd_shutdown: bool,
+}
+
+impl ReadHalf {
+    /// Make reads return `WouldBlock` instead of waiting.
+    pub fn set_nonblocking(&mut self, nb: bool) {
+        self.nonblocking = nb;
+    }
+
+    /// Bytes ready to read.
+    pub fn readable_bytes(&self) -> usize {
+        self.rx.available()
+    }
+
+    /// Connection status.
+    pub fn status(&self) -> ConnStatus {
+        self.conn.status()
+    }
+}
+
+impl io::Read for ReadHalf {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(r) = try_read(&self.conn, &self.host, &mut self.rx, self.rd_shutdown, buf) {
+                return r;
+            }
+            if self.nonblocking {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            wait_readable(&self.conn, &self.rx);
+        }
+    }
+}
+
+/// The writing half of a [`Stream`] (see [`Stream::into_split`]). Dropping it sends a FIN
+/// once the queued data is out.
+pub struct WriteHalf {
+    conn: Arc<ConnShared>,
+    tx: RingWriter,
+    host: Arc<HostShared>,
+    nonblocking: bool,
+}
+
+impl WriteHalf {
+    /// Make writes return `WouldBlock` instead of waiting.
+    pub fn set_nonblocking(&mut self, nb: bool) {
+        self.nonblocking = nb;
+    }
+
+    /// Free TX ring space.
+    pub fn writable_bytes(&self) -> usize {
+        self.tx.free()
+    }
+
+    /// Wait until everything written has been acknowledged, or `timeout` passes.
+    pub fn wait_drained(&self, timeout: Option<Duration>) -> bool {
+        self.conn.waiter.wait_until(timeout, || {
+            self.tx.free() == self.tx.capacity() || self.conn.status().error().is_some()
+        })
+    }
+}
+
+impl io::Write for WriteHalf {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            if let Some(r) = try_write(&self.conn, &self.host, &mut self.tx, buf) {
+                return r;
+            }
+            if self.nonblocking {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            wait_writable(&self.conn, &self.tx);
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for ReadHalf {
+    fn drop(&mut self) {
+        self.conn.rx_closed.store(true, Ordering::Release);
+        self.host.ring_doorbell(&self.conn);
+    }
+}
+
+impl Drop for WriteHalf {
+    fn drop(&mut self) {
+        self.conn.tx_fin.store(true, Ordering::Release);
+        self.host.ring_doorbell(&self.conn);
+    }
+}
+
+/// What splicing needs of a stream (see [`crate::stages::ext::splice`]).
+impl Stream {
+    /// The connection, what the application wrote, what it read.
+    pub(crate) fn splice_side(&self) -> (Arc<ConnShared>, u64, u64) {
+        (self.conn.clone(), self.tx.head(), self.rx.tail())
+    }
+
+    /// Whether both streams belong to one engine.
+    pub(crate) fn same_engine(&self, other: &Stream) -> bool {
+        Arc::ptr_eq(&self.host, &other.host)
+    }
+
+    /// Hand a splice request to the engine; `false` if it is gone.
+    pub(crate) fn request_splice(&self, req: crate::stages::ext::splice::SpliceRequest) -> bool {
+        self.host.requests.send(AppRequest::Splice(req)).is_ok()
+    }
+
+    /// Let go of a stream whose connection went into a splice: dropping it closes nothing.
+    pub(crate) fn detach(mut self) {
+        self.split = true;
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if self.split {
+            return;
+        }
+        if self.rx.available() > 0 && !self.rd_shutdown {
+            self.conn.abort.store(true, Ordering::Release);
+        } else {
+            self.conn.tx_fin.store(true, Ordering::Release);
+        }
+        self.conn.rx_closed.store(true, Ordering::Release);
+        self.host.ring_doorbell(&self.conn);
+    }
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("local", &self.local_addr())
+            .field("peer", &self.peer_addr())
+            .field("status", &self.status())
+            .finish()
+    }
+}
