@@ -1,7 +1,9 @@
 //! Data-path parallelism, measured: the same server engine on the inline runtime (one core)
-//! and on the threaded runtime (two cores, `Topology::x86(2)`), in one run, against the same
-//! client (an inline engine with a load generator on its own thread), over the in-memory
-//! link. Prints throughput and the threaded / inline ratio for:
+//! and on the threaded runtime laid out by `Topology::auto(2)` (the cores left after the
+//! server's application thread and the client's thread; with none left, every task runs
+//! on the application's thread through `Threaded::poll`), in one run, against the same
+//! client (an inline engine with a load generator on its own thread), over the zero-copy
+//! in-memory link. Prints throughput and the threaded / inline ratio for:
 //!
 //! * one connection, RPC: 64-byte requests and responses, 64 outstanding;
 //! * one connection, bulk: the client streams, the server reads;
@@ -17,10 +19,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flextoe::backends::mem::{MemLink, MemPort};
+use flextoe::backends::arena_link::{ArenaLink, ArenaPort};
 use flextoe::host::{Context, Host, Listener, Stream};
 use flextoe::pipeline::{Engine, EngineConfig, Threaded, Topology};
-use flextoe::sim::Impairments;
 use flextoe::time::{Clock, SystemClock};
 use flextoe::wire::MacAddr;
 
@@ -113,7 +114,7 @@ impl ServerApp {
 
 /// The client: an inline engine and a load generator; counts completed RPCs.
 fn client_thread(
-    mut engine: Engine<MemPort>,
+    mut engine: Engine<ArenaPort>,
     conns: usize,
     workload: Workload,
     stop: Arc<AtomicBool>,
@@ -169,7 +170,7 @@ fn client_thread(
 
 fn measure(mode: Mode, workload: Workload, conns: usize, secs: f64) -> f64 {
     let clock = SystemClock::new();
-    let (sp, cp) = MemLink::pair(Impairments::none());
+    let (sp, cp) = ArenaLink::pair(64 * 1024).expect("link");
     let client = Engine::new(config(CLIENT_MAC, CLIENT_IP), cp).expect("client");
     let stop = Arc::new(AtomicBool::new(false));
     let completed = Arc::new(AtomicU64::new(0));
@@ -197,7 +198,7 @@ fn measure(mode: Mode, workload: Workload, conns: usize, secs: f64) -> f64 {
             })
         }
         Mode::Threaded => {
-            let rt = Threaded::spawn(config(SERVER_MAC, SERVER_IP), sp, Topology::x86(2), clock)
+            let rt = Threaded::spawn(config(SERVER_MAC, SERVER_IP), sp, topology(), clock)
                 .expect("threaded server");
             let host: Host = rt.host();
             let listener = host.listen(PORT, 128).expect("listen");
@@ -212,7 +213,9 @@ fn measure(mode: Mode, workload: Workload, conns: usize, secs: f64) -> f64 {
                 };
                 let mut events = Vec::new();
                 while !server_stop.load(Ordering::Relaxed) {
-                    if !app.step() {
+                    // Runs the engine here when no core was left for it (a no-op otherwise).
+                    let engine_busy = rt.poll();
+                    if !app.step() && !engine_busy && !rt.is_caller_driven() {
                         app.ctx.wait(Some(Duration::from_micros(200)));
                         events.clear();
                         app.ctx.poll(&mut events);
@@ -249,15 +252,27 @@ fn measure(mode: Mode, workload: Workload, conns: usize, secs: f64) -> f64 {
     }
 }
 
+/// The threaded server's layout: the cores left after the server's application thread and
+/// the client's thread.
+fn topology() -> Topology {
+    Topology::auto(2)
+}
+
 fn main() {
     let secs: f64 = std::env::args()
         .skip_while(|a| a != "--secs")
         .nth(1)
         .and_then(|v| v.parse().ok())
         .unwrap_or(2.0);
+    let t = topology();
     println!(
-        "server data path: inline runtime on 1 core vs threaded runtime on 2 cores ({:?}); client: inline engine on its own thread; {} cores on this machine",
-        Topology::x86(2).workers.iter().map(|w| w.tasks.clone()).collect::<Vec<_>>(),
+        "server data path: inline runtime vs threaded runtime with Topology::auto(2): {} ({:?}); client: inline engine on its own thread; {} cores on this machine",
+        if t.caller_driven {
+            "no core to spare, every task on the application's thread".to_string()
+        } else {
+            format!("{} worker threads", t.workers.len())
+        },
+        t.workers.iter().map(|w| w.tasks.clone()).collect::<Vec<_>>(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     for (workload, conns) in [

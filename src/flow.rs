@@ -211,6 +211,11 @@ pub struct FlowCounters {
     /// microseconds of the engine's clock plus one, 0 when none is pending. Postprocess sets
     /// and clears it; the control plane's timers send the ACK when it is due.
     pub ack_due: AtomicU64,
+    /// When the data path last counted newly acknowledged bytes (microseconds of the
+    /// engine's clock).
+    pub last_ack_us: AtomicU64,
+    /// When the data path last counted a received segment (microseconds).
+    pub last_rx_us: AtomicU64,
 }
 
 impl FlowCounters {

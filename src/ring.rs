@@ -8,25 +8,127 @@
 //!
 //! Both are bounded: a full ring refuses items and gives them back, so the caller decides
 //! between backpressure and a counted drop.
+//!
+//! * [`Wakeup`] lets a consumer thread sleep when it has nothing to do: a producer whose
+//!   ring has one ([`Producer::wake_on_push`]) wakes the consumer after each push, at the
+//!   cost of one fence and one load while the consumer is awake.
+
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
+
+/// Parks a consumer thread until a producer has added work (or a timeout passes).
+///
+/// The consumer calls [`prepare`](Self::prepare), looks at its inputs once more, and then
+/// [`park`](Self::park)s (or [`cancel`](Self::cancel)s when it found work). A producer calls
+/// [`notify`](Self::notify) after it published work. Both sides fence, so either the
+/// consumer's last look sees the work or the producer sees the consumer parked and unparks
+/// it; an unpark that comes first makes the park return at once.
+#[derive(Debug, Default)]
+pub struct Wakeup {
+    parked: AtomicBool,
+    thread: OnceLock<Thread>,
+    wakes: AtomicU64,
+}
+
+impl Wakeup {
+    /// A wakeup for the thread that will call [`prepare`](Self::prepare).
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Consumer: about to sleep. Look at the inputs once more after this.
+    pub fn prepare(&self) {
+        let _ = self.thread.get_or_init(std::thread::current);
+        self.parked.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    /// Consumer: found work after [`prepare`](Self::prepare); stay awake.
+    pub fn cancel(&self) {
+        self.parked.store(false, Ordering::Relaxed);
+    }
+
+    /// Consumer: sleep until notified or `timeout` passed (`None`: no timeout).
+    pub fn park(&self, timeout: Option<Duration>) {
+        if self.parked.load(Ordering::Acquire) {
+            match timeout {
+                Some(t) => std::thread::park_timeout(t),
+                None => std::thread::park(),
+            }
+        }
+        self.parked.store(false, Ordering::Relaxed);
+    }
+
+    /// Producer: work was published; wake the consumer if it sleeps.
+    #[inline]
+    pub fn notify(&self) {
+        fence(Ordering::SeqCst);
+        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
+            if let Some(t) = self.thread.get() {
+                self.wakes.fetch_add(1, Ordering::Relaxed);
+                t.unpark();
+            }
+        }
+    }
+
+    /// Wake the consumer whether or not it sleeps (shutdown, configuration changes).
+    pub fn force(&self) {
+        self.parked.store(false, Ordering::Release);
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+
+    /// How many times a producer woke the consumer.
+    pub fn wakes(&self) -> u64 {
+        self.wakes.load(Ordering::Relaxed)
+    }
+}
 
 /// Make an SPSC ring holding up to `capacity` items.
 pub fn spsc<T: Send>(capacity: usize) -> (Producer<T>, Consumer<T>) {
     let (p, c) = rtrb::RingBuffer::new(capacity.max(1));
-    (Producer { inner: p }, Consumer { inner: c })
+    (
+        Producer {
+            inner: p,
+            wake: None,
+        },
+        Consumer { inner: c },
+    )
 }
 
 /// The sending end of an SPSC ring.
 pub struct Producer<T> {
     inner: rtrb::Producer<T>,
+    wake: Option<Arc<Wakeup>>,
 }
 
 impl<T: Send> Producer<T> {
+    /// Wake `w`'s consumer after every push that moved something (for a consumer on
+    /// another thread that may sleep).
+    pub fn wake_on_push(&mut self, w: Arc<Wakeup>) {
+        self.wake = Some(w);
+    }
+
+    #[inline]
+    fn notify(&self) {
+        if let Some(w) = &self.wake {
+            w.notify();
+        }
+    }
+
     /// Push one item; gives it back when the ring is full.
     #[inline]
     pub fn push(&mut self, item: T) -> Result<(), T> {
-        self.inner.push(item).map_err(|rtrb::PushError::Full(v)| v)
+        self.inner
+            .push(item)
+            .map_err(|rtrb::PushError::Full(v)| v)?;
+        self.notify();
+        Ok(())
     }
 
     /// Move as many items as fit from the front of `items` into the ring (one index update);
@@ -44,7 +146,11 @@ impl<T: Send> Producer<T> {
             },
         };
         let n = chunk.len();
-        chunk.fill_from_iter(items.drain(..n))
+        let moved = chunk.fill_from_iter(items.drain(..n));
+        if moved > 0 {
+            self.notify();
+        }
+        moved
     }
 
     /// Free slots.

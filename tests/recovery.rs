@@ -154,6 +154,8 @@ fn tail_loss_probe_recovers_a_lost_tail_without_a_timeout() {
     t.advance(Duration::from_millis(5));
     let base = t.engine_seq + MSS;
     ack_with(&mut t, base, &[], 65535);
+    // One timer tick: the control plane takes this RTT sample on its own.
+    t.advance(flextoe::control::TIMER_TICK);
     let seg = |i: u32| base + i * MSS;
     write(&mut t, 5);
     assert_eq!(data_seqs(&mut t).len(), 5);

@@ -324,7 +324,13 @@ pub struct Control {
     rst_limit: punts::RateLimit,
     rates: Option<RateLoop>,
     splices: splice::Splices,
+    /// When the timers next look at the connections (every [`TIMER_TICK`]).
+    next_tick: Instant,
 }
+
+/// How often the timers look at the connections: every timer may fire up to this much late,
+/// and a poll between two ticks costs no walk over the connections.
+pub const TIMER_TICK: std::time::Duration = std::time::Duration::from_micros(100);
 
 impl Control {
     /// A control plane.
@@ -363,6 +369,7 @@ impl Control {
             rst_limit: punts::RateLimit::new(cfg_limits.1),
             rates,
             splices: splice::Splices::default(),
+            next_tick: Instant::ZERO,
         }
     }
 

@@ -14,6 +14,11 @@ const MAX_PROBES: u32 = 3;
 /// acknowledges a lone segment within its shortest delayed-ACK time, 40 ms, in quick-ACK mode).
 const TLP_ACK_DELAY: Duration = Duration::from_millis(40);
 
+/// When the data path says something happened (its own timestamp), no later than `now`.
+fn data_path_time(at: &std::sync::atomic::AtomicU64, now: Instant) -> Instant {
+    Instant::from_micros(at.load(std::sync::atomic::Ordering::Relaxed)).min(now)
+}
+
 impl Conn {
     /// When the next keep-alive probe (RFC 1122 4.2.3.6) is due: keep-alives on, the
     /// connection idle (synchronized, nothing in flight or queued), `idle` after the peer's
@@ -81,6 +86,10 @@ impl Control {
     /// Run the timers: retransmission timeouts, probe timeouts, zero-window probes,
     /// keep-alives, the FIN-WAIT-2 timeout of orphans, TIME-WAIT, handshakes, ARP.
     pub(crate) fn poll_timers(&mut self, now: Instant, out: &mut ControlOutput) {
+        if now < self.next_tick {
+            return;
+        }
+        self.next_tick = now + TIMER_TICK;
         self.poll_rates(now, out);
         for id in 0..self.conns.len() as FlowId {
             self.update_rtt(id);
@@ -117,7 +126,7 @@ impl Control {
             let rx = FlowCounters::get(&c.counters.rx_segments);
             if rx != c.last_rx_segments {
                 c.last_rx_segments = rx;
-                c.last_rx = now;
+                c.last_rx = data_path_time(&c.counters.last_rx_us, now);
                 c.keepalives_sent = 0;
             }
             if c.orphan && c.state == TcpConnState::FinWait2 {
@@ -133,7 +142,7 @@ impl Control {
             let acked = FlowCounters::get(&c.counters.acked_bytes);
             if acked != c.last_acked {
                 c.last_acked = acked;
-                c.last_progress = now;
+                c.last_progress = data_path_time(&c.counters.last_ack_us, now);
                 c.retries = 0;
                 c.probes_fired = 0;
             }
@@ -279,8 +288,13 @@ impl Control {
         }
     }
 
-    /// The earliest time a timer may fire (for simulations that skip idle time).
+    /// The earliest time a timer may fire (for simulations that skip idle time): the
+    /// earliest deadline, or the next timer tick when that comes later.
     pub fn next_deadline(&self) -> Option<Instant> {
+        self.earliest_deadline().map(|t| t.max(self.next_tick))
+    }
+
+    fn earliest_deadline(&self) -> Option<Instant> {
         let mut best: Option<Instant> = None;
         let mut take = |t: Instant| best = Some(best.map_or(t, |b| b.min(t)));
         for c in self.conns.iter().flatten() {

@@ -448,6 +448,8 @@ pub(crate) struct HostShared {
     pub(crate) engine_alive: AtomicBool,
     /// Connection ring pairs made so far (each holds `rx_buf + tx_buf` bytes).
     pub(crate) rings_made: std::sync::atomic::AtomicU64,
+    /// The runtime thread that serves doorbells and requests, when one may sleep.
+    pub(crate) engine_wake: OnceLock<Arc<crate::ring::Wakeup>>,
 }
 
 pub(crate) struct PortAlloc {
@@ -501,8 +503,29 @@ impl HostShared {
             if !conn.doorbell_pending.swap(true, Ordering::SeqCst) {
                 // Capacity equals the flow limit and each flow has at most one entry.
                 let _ = self.doorbells.push(f);
+                self.wake_engine();
             }
         }
+    }
+
+    /// Hand a request to the engine and wake it; `false` if the engine is gone.
+    pub(crate) fn request(&self, r: AppRequest) -> bool {
+        let sent = self.requests.send(r).is_ok();
+        self.wake_engine();
+        sent
+    }
+
+    /// Wake the engine's thread if it sleeps (a runtime registered its wakeup).
+    #[inline]
+    pub(crate) fn wake_engine(&self) {
+        if let Some(w) = self.engine_wake.get() {
+            w.notify();
+        }
+    }
+
+    /// The runtime's thread that serves doorbells and requests sleeps on `w`.
+    pub(crate) fn set_engine_wake(&self, w: Arc<crate::ring::Wakeup>) {
+        let _ = self.engine_wake.set(w);
     }
 
     pub(crate) fn release_port(&self, port: u16) {
@@ -566,17 +589,12 @@ impl Host {
             .unwrap_or_else(|p| p.into_inner())
             .take(port)?;
         let (accept_tx, accept_rx) = crossbeam_channel::bounded(backlog);
-        if self
-            .shared
-            .requests
-            .send(AppRequest::Listen {
-                port,
-                backlog,
-                accept_tx,
-                congestion,
-            })
-            .is_err()
-        {
+        if !self.shared.request(AppRequest::Listen {
+            port,
+            backlog,
+            accept_tx,
+            congestion,
+        }) {
             self.shared.release_port(port);
             return Err(Error::EngineGone);
         }
@@ -612,17 +630,12 @@ impl Host {
         let conn = ConnShared::new(local, remote);
         conn.set_congestion(congestion);
         let (rings, rx, tx) = self.shared.make_rings();
-        if self
-            .shared
-            .requests
-            .send(AppRequest::Connect {
-                remote,
-                local_port,
-                conn: conn.clone(),
-                rings,
-            })
-            .is_err()
-        {
+        if !self.shared.request(AppRequest::Connect {
+            remote,
+            local_port,
+            conn: conn.clone(),
+            rings,
+        }) {
             self.shared.release_port(local_port);
             return Err(Error::EngineGone);
         }
@@ -697,10 +710,7 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        let _ = self
-            .host
-            .requests
-            .send(AppRequest::Unlisten { port: self.port });
+        self.host.request(AppRequest::Unlisten { port: self.port });
     }
 }
 

@@ -582,7 +582,7 @@ impl Stream {
 
     /// Hand a splice request to the engine; `false` if it is gone.
     pub(crate) fn request_splice(&self, req: crate::stages::ext::splice::SpliceRequest) -> bool {
-        self.host.requests.send(AppRequest::Splice(req)).is_ok()
+        self.host.request(AppRequest::Splice(req))
     }
 
     /// Let go of a stream whose connection went into a splice: dropping it closes nothing.

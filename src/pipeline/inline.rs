@@ -2,6 +2,7 @@
 //! caller's thread ([`Engine::poll`]); [`Runtime`] polls an engine on a thread of its own.
 
 use super::*;
+use crate::ring::Wakeup;
 
 /// A TCP offload engine on the inline runtime: stages, user stages, policies, control plane,
 /// application interface and a port. `C` is the congestion control and `S` the flow
@@ -466,12 +467,15 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Drop for Engine<P, C, S> {
 
 /// How often a [`Runtime`] publishes its engine's counters.
 const STATS_EVERY: Duration = Duration::from_millis(100);
+/// Longest sleep of an idle [`Runtime`] thread (it polls the port and the timers).
+const RUNTIME_NAP: Duration = Duration::from_micros(50);
 
 /// Runs an engine on its own thread, polling it with a clock, until stopped. Blocking
 /// socket calls work against a running runtime.
 pub struct Runtime<P: Port + 'static, C: CongestionControl = NewReno, S: FlowScheduler = RoundRobin>
 {
     stop: Arc<AtomicBool>,
+    wake: Arc<Wakeup>,
     handle: Option<JoinHandle<Engine<P, C, S>>>,
     host: Host,
     stats: Arc<std::sync::Mutex<EngineStats>>,
@@ -488,6 +492,11 @@ impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Runtime<P, C, S>
         let s = stop.clone();
         let stats = Arc::new(std::sync::Mutex::new(engine.stats()));
         let slot = stats.clone();
+        // Doorbells and requests wake the thread; the port and the timers are polled at
+        // least every `RUNTIME_NAP`.
+        let wake = Wakeup::new();
+        engine.host.set_engine_wake(wake.clone());
+        let w = wake.clone();
         let handle = std::thread::Builder::new()
             .name("flextoe-engine".into())
             .spawn(move || {
@@ -501,19 +510,27 @@ impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Runtime<P, C, S>
                     }
                     if engine.poll(now) {
                         idle = 0;
-                    } else {
-                        idle = idle.saturating_add(1);
-                        if idle > 256 {
-                            std::thread::sleep(Duration::from_micros(50));
-                        } else if idle > 16 {
-                            std::thread::yield_now();
-                        }
+                        continue;
                     }
+                    idle = idle.saturating_add(1);
+                    if idle < 256 {
+                        std::hint::spin_loop();
+                        continue;
+                    }
+                    // Spin, then park until the application rings or the nap ends.
+                    w.prepare();
+                    if engine.poll(clock.now()) || s.load(Ordering::Relaxed) {
+                        w.cancel();
+                        idle = 0;
+                        continue;
+                    }
+                    w.park(Some(RUNTIME_NAP));
                 }
                 engine
             })?;
         Ok(Runtime {
             stop,
+            wake,
             handle: Some(handle),
             host,
             stats,
@@ -533,6 +550,7 @@ impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Runtime<P, C, S>
     /// Stop the thread and get the engine back.
     pub fn stop(mut self) -> Engine<P, C, S> {
         self.stop.store(true, Ordering::Relaxed);
+        self.wake.force();
         let h = self.handle.take().expect("runtime joined once");
         match h.join() {
             Ok(e) => e,
@@ -544,6 +562,7 @@ impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Runtime<P, C, S>
 impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Drop for Runtime<P, C, S> {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.wake.force();
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }

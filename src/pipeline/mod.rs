@@ -223,6 +223,7 @@ impl Parts {
             tx_buf: cfg.tx_buffer.next_power_of_two(),
             engine_alive: AtomicBool::new(true),
             rings_made: Default::default(),
+            engine_wake: Default::default(),
         });
         let mut control_cfg = cfg.control.clone();
         control_cfg.mac = cfg.mac;

@@ -100,6 +100,11 @@ pub struct Topology {
     /// frame sent, in wire order, instead of inside each postprocess replica (and the I/O
     /// task, for control-plane frames).
     pub tx_hooks: bool,
+    /// No worker threads: the application's thread runs every task, through
+    /// [`Threaded::poll`](crate::pipeline::Threaded::poll), as it polls an inline
+    /// [`Engine`](crate::pipeline::Engine). The tasks are those of the one worker in
+    /// `workers`. See [`Topology::fused`].
+    pub caller_driven: bool,
 }
 
 /// Errors in a topology.
@@ -190,6 +195,7 @@ impl Topology {
             overflow: Overflow::Backpressure,
             rx_hooks: false,
             tx_hooks: false,
+            caller_driven: false,
         };
         let threads = threads.max(1);
         t.workers = (0..threads)
@@ -215,6 +221,44 @@ impl Topology {
     /// All tasks on one thread (useful for tests and as a baseline).
     pub fn single_thread() -> Self {
         Self::with_counts(1, 1, 1, 1, 1, false)
+    }
+
+    /// Every task fused onto the application's own thread: no worker threads, the
+    /// application calls [`Threaded::poll`](crate::pipeline::Threaded::poll) in its loop
+    /// (the inline mapping of the threaded runtime; blocking socket calls would wait for
+    /// ever, as with an inline [`Engine`](crate::pipeline::Engine)).
+    pub fn fused() -> Self {
+        let mut t = Self::single_thread();
+        t.caller_driven = true;
+        t
+    }
+
+    /// Size the runtime to the cores left after `app_threads` busy application threads
+    /// (the threads that will call into the engine or share the machine with it): never
+    /// more workers than free cores. Two or more free cores: [`x86`](Self::x86) with that
+    /// many workers; one: every task on one worker ([`single_thread`](Self::single_thread));
+    /// none: every task on the application's thread ([`fused`](Self::fused)), which must
+    /// then call [`Threaded::poll`](crate::pipeline::Threaded::poll).
+    ///
+    /// ```
+    /// use flextoe::pipeline::Topology;
+    /// let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    /// let t = Topology::auto(1);
+    /// assert!(t.workers.len() <= cores.saturating_sub(1).max(1));
+    /// assert_eq!(t.caller_driven, cores <= 1);
+    /// ```
+    pub fn auto(app_threads: usize) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::for_free_cores(cores.saturating_sub(app_threads))
+    }
+
+    /// [`auto`](Self::auto) for a given number of free cores.
+    pub fn for_free_cores(free: usize) -> Self {
+        match free {
+            0 => Self::fused(),
+            1 => Self::single_thread(),
+            n => Self::x86(n),
+        }
     }
 
     /// x86 with `cores` worker threads: for 2, the I/O task with one preprocess and one

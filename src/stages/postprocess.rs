@@ -100,7 +100,7 @@ impl Postprocess {
         self.policy
     }
 
-    fn build(&mut self, r: &mut ProtoResult, send: bool) {
+    fn build(&mut self, now: Instant, r: &mut ProtoResult, send: bool) {
         let Some(view) = self.flows.get(r.flow as usize).and_then(Option::as_ref) else {
             if let Some(f) = r.tx_frame.take() {
                 self.arena.free(f);
@@ -108,7 +108,7 @@ impl Postprocess {
             return;
         };
         if self.acc.flow != Some(r.flow) {
-            self.acc.flush(&self.flows);
+            self.acc.flush(&self.flows, now);
             self.acc.flow = Some(r.flow);
         }
         let acc = &mut self.acc;
@@ -206,9 +206,9 @@ impl Postprocess {
             if let AckPolicy::Delayed(_) = self.policy {
                 self.track_delayed(now, r, send);
             }
-            self.build(r, send);
+            self.build(now, r, send);
         }
-        self.acc.flush(&self.flows);
+        self.acc.flush(&self.flows, now);
     }
 
     /// Whether the coalescable ACK of item `i` goes out: it is the flow's last in the burst
@@ -289,7 +289,7 @@ struct Accumulator {
 }
 
 impl Accumulator {
-    fn flush(&mut self, flows: &[Option<FlowView>]) {
+    fn flush(&mut self, flows: &[Option<FlowView>], now: Instant) {
         let Some(flow) = self.flow.take() else {
             return;
         };
@@ -315,6 +315,14 @@ impl Accumulator {
             }
             if self.rtt_n > 0 {
                 c.add_rtt(self.rtt_sum, self.rtt_n);
+            }
+            // When it happened, for the control plane's timers (which look at the counters
+            // only every timer tick).
+            if self.acked > 0 {
+                c.last_ack_us.store(now.micros(), Ordering::Relaxed);
+            }
+            if self.rx_segments > 0 {
+                c.last_rx_us.store(now.micros(), Ordering::Relaxed);
             }
             c.in_flight.store(self.in_flight as u64, Ordering::Relaxed);
             c.unsent.store(self.unsent as u64, Ordering::Relaxed);

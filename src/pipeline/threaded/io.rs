@@ -49,6 +49,8 @@ pub(super) struct IoTask<P: Port> {
     pub(super) instance: usize,
     pub(super) meta: Meta,
     pub(super) summary: Shared<IoSummary>,
+    /// Every worker's wakeup: installs and removals go to tasks that may sleep.
+    pub(super) wakes: Vec<Arc<Wakeup>>,
 }
 
 impl<P: Port> IoTask<P> {
@@ -134,6 +136,9 @@ impl<P: Port> IoTask<P> {
             let _ = self.group_ctl[g].send(GroupCtl::Remove(id));
             let place = self.place_of.get(id as usize).copied().unwrap_or(0) as usize;
             let _ = self.place_ctl[place % self.place_ctl.len()].send(PlaceCtl::Remove(id));
+        }
+        for w in &self.wakes {
+            w.notify();
         }
         true
     }

@@ -66,7 +66,7 @@ use crate::control::{Control, ControlOutput, ControlStats, TcpConnState};
 use crate::flow::{FlowId, FlowIdentity, RetransmitTotals};
 use crate::host::{ConnShared, Host, HostShared};
 use crate::reorder::{Ingress, Merge, Overflow, Reorder, Tagged};
-use crate::ring::{spsc, Consumer, Producer};
+use crate::ring::{spsc, Consumer, Producer, Wakeup};
 use crate::stages::notify::ControlEvent;
 use crate::stages::place::FlowRings;
 use crate::stages::postprocess::{FlowView, Postprocess};
@@ -234,14 +234,31 @@ impl ToIo {
 // The runtime
 // ---------------------------------------------------------------------------------------
 
+/// Idle passes a worker spins before it parks.
+const SPIN_PASSES: u32 = 256;
+/// Longest sleep of the worker that runs the I/O task (it polls the port and the timers).
+const IO_NAP: Duration = Duration::from_micros(50);
+/// Longest sleep of the other workers (producers wake them; this is a safety net).
+const IDLE_NAP: Duration = Duration::from_millis(2);
+
 /// A threaded engine: the stages of a [`Topology`] on worker threads.
 pub struct Threaded {
     host: Host,
     arena: Arc<FrameArena>,
     stop: Arc<AtomicBool>,
+    wakes: Vec<Arc<Wakeup>>,
     workers: Vec<JoinHandle<()>>,
+    /// The tasks, when the application's thread runs them ([`Topology::caller_driven`]).
+    driven: Option<Mutex<Driven>>,
     reports: Vec<Shared<TaskReport>>,
     summary: Shared<IoSummary>,
+}
+
+/// The tasks of a caller-driven engine and its clock.
+struct Driven {
+    tasks: Vec<Box<dyn Task>>,
+    now: Box<dyn FnMut() -> Instant + Send>,
+    polls: u64,
 }
 
 /// The policies and user stages a threaded engine is assembled with.
@@ -301,63 +318,142 @@ impl Threaded {
         let csum_offload = port.capabilities().tx_checksum_offload;
         let port_queues = port.capabilities().queues.max(1) as usize;
         let mut reports = Vec::new();
+        let worker_of = |t: TaskRef| {
+            topology
+                .workers
+                .iter()
+                .position(|w| w.tasks.contains(&t))
+                .unwrap_or(0)
+        };
+
+        // One wakeup per worker: a producer on another worker wakes the consumer's.
+        let wakes: Vec<Arc<Wakeup>> = topology.workers.iter().map(|_| Wakeup::new()).collect();
+        let wire = |from: TaskRef, to: TaskRef| {
+            let (a, b) = (worker_of(from), worker_of(to));
+            (a != b).then(|| wakes[b].clone())
+        };
 
         // Rings: io -> pre; pre -> group (every pair); pre -> io (punts); io -> group (work);
         // group -> place (every pair); place -> post (every pair); place -> io (events);
         // post -> io (every pair, per group).
-        let (to_pre, pre_in): (Vec<_>, Vec<_>) = (0..np).map(|_| spsc::<PreIn>(rs)).unzip();
+        // The replicas' input comes from the I/O task, or from the `rx_frame` task.
+        let pre_source = if topology.rx_hooks {
+            TaskRef::RxHooks
+        } else {
+            TaskRef::Io
+        };
+        let (to_pre, pre_in): (Vec<_>, Vec<_>) = (0..np)
+            .map(|i| {
+                let (mut p, c) = spsc::<PreIn>(rs);
+                if let Some(w) = wire(pre_source, TaskRef::Preprocess(i)) {
+                    p.wake_on_push(w);
+                }
+                (p, c)
+            })
+            .unzip();
         let mut pre_to_group: Vec<Vec<Producer<Ingress<RxWork>>>> =
             (0..np).map(|_| Vec::new()).collect();
         let mut group_from_pre: Vec<Vec<Consumer<Ingress<RxWork>>>> =
             (0..ng).map(|_| Vec::new()).collect();
-        for outs in pre_to_group.iter_mut() {
-            for ins in group_from_pre.iter_mut() {
-                let (p, c) = spsc(rs);
+        for (pi, outs) in pre_to_group.iter_mut().enumerate() {
+            for (g, ins) in group_from_pre.iter_mut().enumerate() {
+                let (mut p, c) = spsc(rs);
+                if let Some(w) = wire(TaskRef::Preprocess(pi), TaskRef::Group(g)) {
+                    p.wake_on_push(w);
+                }
                 outs.push(p);
                 ins.push(c);
             }
         }
         // Punts and reflected frames to the I/O task: one ring each per preprocess replica,
         // per group and for the `rx_frame` stages' own task.
-        let (mut punt_p, punt_c): (Vec<_>, Vec<_>) =
-            (0..np + ng + 1).map(|_| spsc::<Punt>(rs)).unzip();
-        let (mut raw_p, raw_c): (Vec<_>, Vec<_>) =
-            (0..np + ng + 1).map(|_| spsc::<Frame>(rs)).unzip();
+        let source = |i: usize| {
+            if i < np {
+                TaskRef::Preprocess(i)
+            } else if i < np + ng {
+                TaskRef::Group(i - np)
+            } else {
+                TaskRef::RxHooks
+            }
+        };
+        let (mut punt_p, punt_c): (Vec<_>, Vec<_>) = (0..np + ng + 1)
+            .map(|i| {
+                let (mut p, c) = spsc::<Punt>(rs);
+                if let Some(w) = wire(source(i), TaskRef::Io) {
+                    p.wake_on_push(w);
+                }
+                (p, c)
+            })
+            .unzip();
+        let (mut raw_p, raw_c): (Vec<_>, Vec<_>) = (0..np + ng + 1)
+            .map(|i| {
+                let (mut p, c) = spsc::<Frame>(rs);
+                if let Some(w) = wire(source(i), TaskRef::Io) {
+                    p.wake_on_push(w);
+                }
+                (p, c)
+            })
+            .unzip();
         let (hook_punts, hook_raw) = (punt_p.pop(), raw_p.pop());
         let group_punts = punt_p.split_off(np);
         let group_raw = raw_p.split_off(np);
-        let (work_p, work_c): (Vec<_>, Vec<_>) = (0..ng).map(|_| spsc::<ProtoWork>(rs)).unzip();
+        let (work_p, work_c): (Vec<_>, Vec<_>) = (0..ng)
+            .map(|g| {
+                let (mut p, c) = spsc::<ProtoWork>(rs);
+                if let Some(w) = wire(TaskRef::Io, TaskRef::Group(g)) {
+                    p.wake_on_push(w);
+                }
+                (p, c)
+            })
+            .unzip();
         let mut group_to_place: Vec<Vec<Producer<(u64, ProtoResult)>>> =
             (0..ng).map(|_| Vec::new()).collect();
         let mut place_from_group: Vec<Vec<Consumer<(u64, ProtoResult)>>> =
             (0..nd).map(|_| Vec::new()).collect();
-        for outs in group_to_place.iter_mut() {
-            for ins in place_from_group.iter_mut() {
-                let (p, c) = spsc(rs);
+        for (g, outs) in group_to_place.iter_mut().enumerate() {
+            for (d, ins) in place_from_group.iter_mut().enumerate() {
+                let (mut p, c) = spsc(rs);
+                if let Some(w) = wire(TaskRef::Group(g), TaskRef::Place(d)) {
+                    p.wake_on_push(w);
+                }
                 outs.push(p);
                 ins.push(c);
             }
         }
         let mut place_to_post: Vec<Vec<Producer<Egress>>> = (0..nd).map(|_| Vec::new()).collect();
         let mut post_from_place: Vec<Vec<Consumer<Egress>>> = (0..nq).map(|_| Vec::new()).collect();
-        for outs in place_to_post.iter_mut() {
-            for ins in post_from_place.iter_mut() {
-                let (p, c) = spsc(rs);
+        for (d, outs) in place_to_post.iter_mut().enumerate() {
+            for (q, ins) in post_from_place.iter_mut().enumerate() {
+                let (mut p, c) = spsc(rs);
+                if let Some(w) = wire(TaskRef::Place(d), TaskRef::Postprocess(q)) {
+                    p.wake_on_push(w);
+                }
                 outs.push(p);
                 ins.push(c);
             }
         }
-        let (ev_p, ev_c): (Vec<_>, Vec<_>) = (0..nd).map(|_| spsc::<ControlEvent>(rs)).unzip();
+        let (ev_p, ev_c): (Vec<_>, Vec<_>) = (0..nd)
+            .map(|d| {
+                let (mut p, c) = spsc::<ControlEvent>(rs);
+                if let Some(w) = wire(TaskRef::Place(d), TaskRef::Io) {
+                    p.wake_on_push(w);
+                }
+                (p, c)
+            })
+            .unzip();
         // post -> io: one ring per (post replica, place replica, group).
         let mut post_to_io: Vec<Vec<Vec<Producer<Tagged<Frame>>>>> = (0..nq)
             .map(|_| (0..nd).map(|_| Vec::new()).collect())
             .collect();
         let mut io_from_post: Vec<Vec<Consumer<Tagged<Frame>>>> =
             (0..ng).map(|_| Vec::new()).collect();
-        for per_post in post_to_io.iter_mut() {
+        for (q, per_post) in post_to_io.iter_mut().enumerate() {
             for outs in per_post.iter_mut() {
                 for ins in io_from_post.iter_mut() {
-                    let (p, c) = spsc(rs);
+                    let (mut p, c) = spsc(rs);
+                    if let Some(w) = wire(TaskRef::Postprocess(q), TaskRef::Io) {
+                        p.wake_on_push(w);
+                    }
                     outs.push(p);
                     ins.push(c);
                 }
@@ -372,18 +468,13 @@ impl Threaded {
         let (post_ctl_tx, post_ctl_rx): (Vec<_>, Vec<_>) =
             (0..nq).map(|_| crossbeam_channel::unbounded()).unzip();
 
-        let worker_of = |t: TaskRef| {
-            topology
-                .workers
-                .iter()
-                .position(|w| w.tasks.contains(&t))
-                .unwrap_or(0)
-        };
-
         // With an `rx_frame` task, the I/O task deals to it and it deals to the replicas.
         let rx_hooks_task = topology.rx_hooks;
         let (io_ingress, rx_hook_task) = if rx_hooks_task {
-            let (p, c) = spsc::<PreIn>(rs);
+            let (mut p, c) = spsc::<PreIn>(rs);
+            if let Some(w) = wire(TaskRef::Io, TaskRef::RxHooks) {
+                p.wake_on_push(w);
+            }
             let me = TaskRef::RxHooks;
             let task = ingress::RxHookTask {
                 arena: arena.clone(),
@@ -414,8 +505,14 @@ impl Threaded {
         // With a `tx_frame` task, every frame the I/O task sends goes through it, and the
         // postprocess replicas and the I/O task run no `tx_frame` stages themselves.
         let (tx_task, tx_hook_task, local_tx_hooks) = if topology.tx_hooks {
-            let (to_p, to_c) = spsc::<Frame>(rs);
-            let (back_p, back_c) = spsc::<Frame>(rs);
+            let (mut to_p, to_c) = spsc::<Frame>(rs);
+            let (mut back_p, back_c) = spsc::<Frame>(rs);
+            if let Some(w) = wire(TaskRef::Io, TaskRef::TxHooks) {
+                to_p.wake_on_push(w);
+            }
+            if let Some(w) = wire(TaskRef::TxHooks, TaskRef::Io) {
+                back_p.wake_on_push(w);
+            }
             let me = TaskRef::TxHooks;
             let task = egress::TxHookTask {
                 arena: arena.clone(),
@@ -487,6 +584,7 @@ impl Threaded {
                 instance: nq,
                 meta: Meta::new(TaskRef::Io, worker_of(TaskRef::Io), &mut reports),
                 summary: summary.clone(),
+                wakes: wakes.clone(),
             }),
         ));
         for (r, (((input, to_group), (punts, ctl)), raw)) in pre_in
@@ -637,9 +735,35 @@ impl Threaded {
         // With fewer cores than threads that want to run (workers plus applications),
         // busy workers yield regularly instead of holding their core for a whole time slice.
         let share_core = topology.workers.len() >= cores.len().max(1);
+        if topology.caller_driven {
+            // The application's thread runs everything (`Threaded::poll`).
+            let tasks: Vec<Box<dyn Task>> = per_worker.into_iter().flatten().collect();
+            let clock = clock.clone();
+            return Ok(Threaded {
+                arena,
+                host: Host { shared: host },
+                stop,
+                wakes,
+                workers,
+                driven: Some(Mutex::new(Driven {
+                    tasks,
+                    now: Box::new(move || clock.now()),
+                    polls: 0,
+                })),
+                reports,
+                summary,
+            });
+        }
+        // The application's doorbells and requests wake the I/O task's worker.
+        let io_worker = worker_of(TaskRef::Io);
+        host.set_engine_wake(wakes[io_worker].clone());
         for (i, (spec, mut tasks)) in topology.workers.iter().zip(per_worker).enumerate() {
             let stop = stop.clone();
             let clock = clock.clone();
+            let wake = wakes[i].clone();
+            // The port has no interrupt and the timers no thread of their own: the I/O
+            // task's worker sleeps briefly; the others sleep until a producer wakes them.
+            let nap = if i == io_worker { IO_NAP } else { IDLE_NAP };
             let core = spec
                 .core
                 .and_then(|c| cores.get(c % cores.len().max(1)).copied());
@@ -651,12 +775,16 @@ impl Threaded {
                     }
                     let mut idle = 0u32;
                     let mut polls = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
+                    let run_all = |tasks: &mut Vec<Box<dyn Task>>| {
                         let now = clock.now();
                         let mut busy = false;
                         for t in tasks.iter_mut() {
                             busy |= t.run(now);
                         }
+                        busy
+                    };
+                    while !stop.load(Ordering::Relaxed) {
+                        let busy = run_all(&mut tasks);
                         polls += 1;
                         if polls.is_multiple_of(64) {
                             for t in tasks.iter_mut() {
@@ -670,16 +798,22 @@ impl Threaded {
                             if share_core && polls.is_multiple_of(16) {
                                 std::thread::yield_now();
                             }
-                        } else {
-                            idle = idle.saturating_add(1);
-                            if idle > 1024 {
-                                std::thread::sleep(Duration::from_micros(20));
-                            } else if idle > 32 {
-                                std::thread::yield_now();
-                            } else {
-                                std::hint::spin_loop();
-                            }
+                            continue;
                         }
+                        idle = idle.saturating_add(1);
+                        if idle < SPIN_PASSES {
+                            std::hint::spin_loop();
+                            continue;
+                        }
+                        // Spin, then park: announce it, look once more, sleep until a
+                        // producer wakes this worker.
+                        wake.prepare();
+                        if run_all(&mut tasks) || stop.load(Ordering::Relaxed) {
+                            wake.cancel();
+                            idle = 0;
+                            continue;
+                        }
+                        wake.park(Some(nap));
                     }
                     for t in tasks.iter_mut() {
                         t.report();
@@ -692,7 +826,9 @@ impl Threaded {
             arena,
             host: Host { shared: host },
             stop,
+            wakes,
             workers,
+            driven: None,
             reports,
             summary,
         })
@@ -701,6 +837,34 @@ impl Threaded {
     /// A socket handle for the engine.
     pub fn host(&self) -> Host {
         self.host.clone()
+    }
+
+    /// Run every task once on the caller's thread, when the topology is caller-driven
+    /// ([`Topology::fused`], or [`Topology::auto`] with no core to spare); returns whether
+    /// there was work. With worker threads it does nothing and returns `false`, so an
+    /// application written against [`Topology::auto`] may call it in its loop either way.
+    pub fn poll(&self) -> bool {
+        let Some(d) = &self.driven else {
+            return false;
+        };
+        let mut d = d.lock().unwrap_or_else(|p| p.into_inner());
+        let now = (d.now)();
+        let mut busy = false;
+        for t in d.tasks.iter_mut() {
+            busy |= t.run(now);
+        }
+        d.polls += 1;
+        if d.polls.is_multiple_of(64) {
+            for t in d.tasks.iter_mut() {
+                t.report();
+            }
+        }
+        busy
+    }
+
+    /// Whether the application's thread runs the engine ([`poll`](Self::poll)).
+    pub fn is_caller_driven(&self) -> bool {
+        self.driven.is_some()
     }
 
     /// The frame arena (to read and free frames a user stage redirected).
@@ -732,8 +896,16 @@ impl Threaded {
 
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        for w in &self.wakes {
+            w.force();
+        }
         for w in self.workers.drain(..) {
             let _ = w.join();
+        }
+        if let Some(d) = &self.driven {
+            for t in d.lock().unwrap_or_else(|p| p.into_inner()).tasks.iter_mut() {
+                t.report();
+            }
         }
         self.host
             .shared
