@@ -15,7 +15,9 @@ const MAX_PROBES: u32 = 3;
 const TLP_ACK_DELAY: Duration = Duration::from_millis(40);
 
 /// When the data path says something happened (its own timestamp), no later than `now`.
+/// Called after a count was read: the data path stored the time before the count.
 fn data_path_time(at: &std::sync::atomic::AtomicU64, now: Instant) -> Instant {
+    std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
     Instant::from_micros(at.load(std::sync::atomic::Ordering::Relaxed)).min(now)
 }
 

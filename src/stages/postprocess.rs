@@ -295,6 +295,16 @@ impl Accumulator {
         };
         if let Some(v) = flows.get(flow as usize).and_then(Option::as_ref) {
             let c = &v.counters;
+            // When it happened, for the control plane's timers (which look at the counters
+            // only every timer tick): stored before the counts, and published with them
+            // (the control plane fences after reading a count).
+            if self.acked > 0 {
+                c.last_ack_us.store(now.micros(), Ordering::Relaxed);
+            }
+            if self.rx_segments > 0 {
+                c.last_rx_us.store(now.micros(), Ordering::Relaxed);
+            }
+            std::sync::atomic::fence(Ordering::Release);
             for (counter, n) in [
                 (&c.rx_segments, self.rx_segments),
                 (&c.rx_bytes, self.rx_bytes),
@@ -316,14 +326,7 @@ impl Accumulator {
             if self.rtt_n > 0 {
                 c.add_rtt(self.rtt_sum, self.rtt_n);
             }
-            // When it happened, for the control plane's timers (which look at the counters
-            // only every timer tick).
-            if self.acked > 0 {
-                c.last_ack_us.store(now.micros(), Ordering::Relaxed);
-            }
-            if self.rx_segments > 0 {
-                c.last_rx_us.store(now.micros(), Ordering::Relaxed);
-            }
+
             c.in_flight.store(self.in_flight as u64, Ordering::Relaxed);
             c.unsent.store(self.unsent as u64, Ordering::Relaxed);
             c.peer_window_zero.store(self.zero, Ordering::Relaxed);
