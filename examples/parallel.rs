@@ -10,7 +10,7 @@
 //! * the same two with 64 connections.
 //!
 //! ```text
-//! cargo run --release --example parallel [-- --secs 2]
+//! cargo run --release --example parallel [-- --secs 1 --rounds 5]
 //! ```
 
 use std::io::{ErrorKind, Read, Write};
@@ -263,7 +263,7 @@ fn main() {
         .skip_while(|a| a != "--secs")
         .nth(1)
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2.0);
+        .unwrap_or(1.0);
     let t = topology();
     println!(
         "server data path: inline runtime vs threaded runtime with Topology::auto(2): {} ({:?}); client: inline engine on its own thread; {} cores on this machine",
@@ -275,29 +275,53 @@ fn main() {
         t.workers.iter().map(|w| w.tasks.clone()).collect::<Vec<_>>(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    let rounds: usize = std::env::args()
+        .skip_while(|a| a != "--rounds")
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    println!("{rounds} interleaved rounds of {secs} s per mode (the order alternates); median (min..max)");
     for (workload, conns) in [
         (Workload::Rpc, 1),
         (Workload::Bulk, 1),
         (Workload::Rpc, 64),
         (Workload::Bulk, 64),
     ] {
-        let inline = measure(Mode::Inline, workload, conns, secs);
-        let threaded = measure(Mode::Threaded, workload, conns, secs);
+        let (mut inline, mut threaded) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let modes = if round % 2 == 0 {
+                [Mode::Inline, Mode::Threaded]
+            } else {
+                [Mode::Threaded, Mode::Inline]
+            };
+            for mode in modes {
+                let v = measure(mode, workload, conns, secs);
+                match mode {
+                    Mode::Inline => inline.push(v),
+                    Mode::Threaded => threaded.push(v),
+                }
+            }
+        }
         let unit = match workload {
             Workload::Rpc => "RPC/s",
             Workload::Bulk => "Gbit/s",
         };
-        let fmt = |v: f64| match workload {
-            Workload::Rpc => format!("{:>12.0} {unit}", v),
-            Workload::Bulk => format!("{:>12.2} {unit}", v),
+        let fmt = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            let (lo, med, hi) = (v[0], v[v.len() / 2], v[v.len() - 1]);
+            let f = |x: f64| match workload {
+                Workload::Rpc => format!("{:.0}", x),
+                Workload::Bulk => format!("{:.2}", x),
+            };
+            (med, format!("{} ({}..{}) {unit}", f(med), f(lo), f(hi)))
         };
+        let (mi, si) = fmt(&mut inline);
+        let (mt, st) = fmt(&mut threaded);
         println!(
-            "{:<5} {:>2} conn: inline {}  threaded {}  threaded/inline {:.2}",
+            "{:<5} {:>2} conn: inline {si:<36} threaded {st:<36} threaded/inline {:.2}",
             format!("{workload:?}").to_lowercase(),
             conns,
-            fmt(inline),
-            fmt(threaded),
-            threaded / inline.max(1e-9)
+            mt / mi.max(1e-9)
         );
     }
 }

@@ -49,6 +49,8 @@ fn echo_many(topology: Topology, conns: usize, bytes: usize) -> flextoe::pipelin
         assert!(wall.elapsed() < Duration::from_secs(120), "stalled");
         clock.advance_to(flextoe::time::Instant::ZERO + wall.elapsed());
         client.poll(clock.now());
+        // Runs the server here when its topology is caller-driven (a no-op otherwise).
+        server.poll();
         while let Ok(Some(mut s)) = listener.try_accept() {
             s.set_nonblocking(true);
             servers.push(s);
@@ -110,6 +112,7 @@ fn echo_many(topology: Topology, conns: usize, bytes: usize) -> flextoe::pipelin
     // The runtime is still running: its statistics must become readable.
     let until = std::time::Instant::now() + Duration::from_secs(5);
     while !saw_running_stats && std::time::Instant::now() < until {
+        server.poll();
         let st = server.stats();
         saw_running_stats = st.tasks.len() == topology.tasks().len()
             && st
@@ -238,4 +241,75 @@ fn blocking_sockets_on_threaded_runtime() {
     c.read_to_end(&mut r).unwrap();
     assert_eq!(u64::from_le_bytes(r[..8].try_into().unwrap()), 3 << 20);
     t.join().unwrap();
+}
+
+#[test]
+fn fused_topology_runs_every_task_on_the_callers_thread() {
+    let t = Topology::fused();
+    assert!(t.caller_driven);
+    assert_eq!(t.validate(), Ok(()));
+    let stats = echo_many(t, 4, 256 * 1024);
+    // One worker's worth of tasks, all of which ran.
+    assert!(stats.tasks.iter().all(|r| r.worker == 0), "{stats:?}");
+    assert!(stats.tasks.iter().all(|r| r.busy_polls > 0), "{stats:?}");
+}
+
+#[test]
+fn auto_topology_never_has_more_workers_than_free_cores() {
+    assert!(Topology::for_free_cores(0).caller_driven);
+    let one = Topology::for_free_cores(1);
+    assert!(!one.caller_driven);
+    assert_eq!(one.workers.len(), 1);
+    for free in 2..=16 {
+        let t = Topology::for_free_cores(free);
+        assert!(!t.caller_driven);
+        assert!(t.workers.len() <= free, "{free}: {t:?}");
+        assert_eq!(t.validate(), Ok(()), "{free}");
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let t = Topology::auto(1);
+    assert_eq!(t, Topology::for_free_cores(cores - 1));
+}
+
+#[test]
+fn idle_workers_park_and_producers_wake_them() {
+    // Two workers: the I/O task on one, the flow group and replicas on the other, which
+    // only producers wake.
+    let topology = Topology::x86(2);
+    let (sp, cp) = MemLink::pair(Impairments::none());
+    let clock = flextoe::time::SystemClock::new();
+    let server = Threaded::spawn(engine_config(MAC_A, IP_A), sp, topology, clock).unwrap();
+    let mut client = flextoe::pipeline::Runtime::spawn(
+        Engine::new(engine_config(MAC_B, IP_B), cp).unwrap(),
+        clock,
+    )
+    .unwrap();
+    let listener = server.host().listen(7, 4).unwrap();
+    let mut c = client
+        .host()
+        .connect_blocking(SocketAddrV4::new(IP_A, 7), Duration::from_secs(5))
+        .unwrap();
+    let mut s = listener
+        .accept_timeout(Duration::from_secs(5))
+        .unwrap()
+        .unwrap();
+    let before = server.wakeups();
+    let mut buf = [0u8; 64];
+    for round in 0..20u8 {
+        // Idle long enough for every worker to park.
+        std::thread::sleep(Duration::from_millis(5));
+        c.write_all(&[round; 64]).unwrap();
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, [round; 64]);
+        s.write_all(&buf).unwrap();
+        c.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, [round; 64]);
+    }
+    let after = server.wakeups();
+    eprintln!("wakeups per worker: before {before:?}, after {after:?}");
+    // The protocol worker slept between rounds and was woken by the I/O worker's rings.
+    assert!(after[1] >= before[1] + 10, "{before:?} -> {after:?}");
+    drop(s);
+    drop(c);
+    let _ = client.stop();
 }

@@ -36,7 +36,9 @@ impl<C: CongestionControl, S: FlowScheduler> GroupTask<C, S> {
     }
 
     fn control(&mut self) {
-        while let Ok(m) = self.ctl.try_recv() {
+        // An empty check first: cheaper than a receive on an idle pass.
+        while !self.ctl.is_empty() {
+            let Ok(m) = self.ctl.try_recv() else { break };
             match m {
                 GroupCtl::Install {
                     id,

@@ -862,6 +862,12 @@ impl Threaded {
         busy
     }
 
+    /// For each worker, how many times a producer woke it from a park (spin-then-park:
+    /// an idle worker sleeps until a ring, a doorbell or a request wakes it).
+    pub fn wakeups(&self) -> Vec<u64> {
+        self.wakes.iter().map(|w| w.wakes()).collect()
+    }
+
     /// Whether the application's thread runs the engine ([`poll`](Self::poll)).
     pub fn is_caller_driven(&self) -> bool {
         self.driven.is_some()

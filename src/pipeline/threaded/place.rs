@@ -20,7 +20,9 @@ pub(super) struct PlaceTask {
 
 impl PlaceTask {
     fn control(&mut self) {
-        while let Ok(m) = self.ctl.try_recv() {
+        // An empty check first: cheaper than a receive on an idle pass.
+        while !self.ctl.is_empty() {
+            let Ok(m) = self.ctl.try_recv() else { break };
             match m {
                 PlaceCtl::Install { id, rings, conn } => {
                     self.delivery.place.install(id, rings);

@@ -36,7 +36,9 @@ impl PreTask {
 impl Task for PreTask {
     fn run(&mut self, now: Instant) -> bool {
         self.meta.polls += 1;
-        while let Ok(m) = self.ctl.try_recv() {
+        // An empty check first: cheaper than a receive on an idle pass.
+        while !self.ctl.is_empty() {
+            let Ok(m) = self.ctl.try_recv() else { break };
             match m {
                 PreCtl::Install(t, id, g) => {
                     self.ingress.pre.install(t, id);
