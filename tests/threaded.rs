@@ -279,7 +279,7 @@ fn idle_workers_park_and_producers_wake_them() {
     let (sp, cp) = MemLink::pair(Impairments::none());
     let clock = flextoe::time::SystemClock::new();
     let server = Threaded::spawn(engine_config(MAC_A, IP_A), sp, topology, clock).unwrap();
-    let mut client = flextoe::pipeline::Runtime::spawn(
+    let client = flextoe::pipeline::Runtime::spawn(
         Engine::new(engine_config(MAC_B, IP_B), cp).unwrap(),
         clock,
     )

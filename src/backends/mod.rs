@@ -9,6 +9,7 @@
 //! | [`mem`] | always | in-process link with seeded impairments; also a `smoltcp` device |
 //! | [`arena_link`] | always | zero-copy in-process link: two engines share one arena and pass frame handles |
 //! | [`pcap`] | always | wraps any port and writes its traffic to a pcap file |
+//! | [`trace`] | always | plays the clients of TCP connections from pre-built frames, to measure a server engine alone |
 //! | `tap` | `tap` | TAP device through `/dev/net/tun` |
 //! | `af_packet` | `af_packet` | AF_PACKET socket through `pnet_datalink` |
 //! | `af_xdp` | `af_xdp` | AF_XDP sockets through `xdpilone` (one per queue), UMEM = the frame arena, own XDP program |
@@ -45,6 +46,7 @@ pub mod netns;
 pub mod pcap;
 #[cfg(feature = "tap")]
 pub mod tap;
+pub mod trace;
 
 use std::sync::Arc;
 
