@@ -170,6 +170,10 @@ impl std::fmt::Debug for Classifier {
     }
 }
 
+/// Bits of [`FlowCounters::rtt`] that hold the sum.
+const RTT_SUM_BITS: u32 = 48;
+const RTT_SUM_MASK: u64 = (1 << RTT_SUM_BITS) - 1;
+
 /// Per-flow counters, written by the data path with relaxed atomics and read by the control
 /// plane (timeouts, RTT) and by statistics.
 #[derive(Debug, Default)]
@@ -198,9 +202,10 @@ pub struct FlowCounters {
     pub timeout_retransmits: AtomicU64,
     /// Out-of-order segments kept.
     pub ooo_segments: AtomicU64,
-    /// RTT samples: (sum in microseconds, count), updated together so that a reader never
-    /// sees a count without its sum (see [`add_rtt`](Self::add_rtt)).
-    pub rtt: std::sync::Mutex<(u64, u64)>,
+    /// RTT samples, count and sum in one word so that a reader never sees a count without
+    /// its sum: `count << 48 | sum_us`, both wrapping (see [`add_rtt`](Self::add_rtt) and
+    /// [`rtt_since`](Self::rtt_since)).
+    pub rtt: AtomicU64,
     /// Sequence space sent but not acknowledged (bytes, FIN counts one).
     pub in_flight: AtomicU64,
     /// Bytes the application has queued that are not yet sent.
@@ -236,16 +241,27 @@ impl FlowCounters {
         c.load(Ordering::Relaxed)
     }
 
-    /// Add `n` RTT samples summing to `sum_us` (once per burst and flow).
+    /// Add `n` RTT samples summing to `sum_us` (once per burst and flow): one atomic add.
+    #[inline]
     pub fn add_rtt(&self, sum_us: u64, n: u64) {
-        let mut r = self.rtt.lock().unwrap_or_else(|e| e.into_inner());
-        r.0 = r.0.wrapping_add(sum_us);
-        r.1 = r.1.wrapping_add(n);
+        let v = (n << RTT_SUM_BITS).wrapping_add(sum_us & RTT_SUM_MASK);
+        self.rtt.fetch_add(v, Ordering::Relaxed);
     }
 
-    /// The RTT samples so far: (sum in microseconds, count).
-    pub fn rtt_totals(&self) -> (u64, u64) {
-        *self.rtt.lock().unwrap_or_else(|e| e.into_inner())
+    /// The RTT word now, to pass to [`rtt_since`](Self::rtt_since) later.
+    #[inline]
+    pub fn rtt_mark(&self) -> u64 {
+        self.rtt.load(Ordering::Relaxed)
+    }
+
+    /// The samples added since `mark` (an earlier [`rtt_mark`](Self::rtt_mark)): (sum in
+    /// microseconds, count), and the new mark. Exact while fewer than 65,536 samples and
+    /// less than 2^48 us of RTT arrive between two reads.
+    #[inline]
+    pub fn rtt_since(&self, mark: u64) -> ((u64, u64), u64) {
+        let now = self.rtt_mark();
+        let d = now.wrapping_sub(mark);
+        ((d & RTT_SUM_MASK, d >> RTT_SUM_BITS), now)
     }
 }
 

@@ -43,7 +43,8 @@ impl Wakeup {
     /// Consumer: about to sleep. Look at the inputs once more after this.
     pub fn prepare(&self) {
         let _ = self.thread.get_or_init(std::thread::current);
-        self.parked.store(true, Ordering::Relaxed);
+        // Release: a producer that sees `parked` also sees the thread handle.
+        self.parked.store(true, Ordering::Release);
         fence(Ordering::SeqCst);
     }
 
@@ -67,7 +68,7 @@ impl Wakeup {
     #[inline]
     pub fn notify(&self) {
         fence(Ordering::SeqCst);
-        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
+        if self.parked.load(Ordering::Acquire) && self.parked.swap(false, Ordering::AcqRel) {
             if let Some(t) = self.thread.get() {
                 self.wakes.fetch_add(1, Ordering::Relaxed);
                 t.unpark();

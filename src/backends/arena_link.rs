@@ -122,6 +122,14 @@ impl Port for ArenaPort {
 
     fn send(&mut self, _now: Instant, arena: &FrameArena, frames: &mut Vec<Frame>) -> usize {
         let mut sent = 0;
+        if self.tx.is_abandoned() {
+            // The other end is gone: nobody would take these off the link.
+            self.stats
+                .dropped
+                .fetch_add(frames.len() as u64, Ordering::Relaxed);
+            arena.free_all(frames);
+            return 0;
+        }
         for f in frames.drain(..) {
             match self.tx.push(f) {
                 Ok(()) => sent += 1,
@@ -142,7 +150,8 @@ impl Port for ArenaPort {
 
 impl Drop for ArenaPort {
     fn drop(&mut self) {
-        // Frames sent to this end and never received go back to the arena.
+        // Frames sent to this end and never received go back to the arena (a frame the
+        // other end pushes after this, before it sees this end gone, is lost to the arena).
         while let Ok(f) = self.rx.pop() {
             self.arena.free(f);
         }
@@ -172,10 +181,15 @@ mod tests {
         assert_eq!(arena.data(&got[3]), &[3u8; 60][..]);
         arena.free_all(&mut got);
         assert_eq!(arena.in_use(), 0);
-        // Frames left in a queue return to the arena when the port goes.
+        // Frames left in a queue return to the arena when the port goes, and frames sent
+        // to a gone port are freed.
         let mut more = vec![arena.alloc().unwrap()];
         b.send(Instant::ZERO, &arena, &mut more);
         drop(a);
         assert_eq!(arena.in_use(), 0);
+        let mut late = vec![arena.alloc().unwrap(), arena.alloc().unwrap()];
+        assert_eq!(b.send(Instant::ZERO, &arena, &mut late), 0);
+        assert_eq!(arena.in_use(), 0);
+        assert_eq!(b.stats().dropped, 2);
     }
 }

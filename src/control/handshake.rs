@@ -425,7 +425,7 @@ impl Control {
             mss: mss as u32,
             probes_fired: 0,
             last_acked: 0,
-            last_rtt: (0, 0),
+            last_rtt: 0,
             last_progress: now,
             persist_at: None,
             time_wait_until: None,

@@ -237,6 +237,17 @@ pub struct ControlOutput {
     pub reinject: Vec<Frame>,
 }
 
+impl ControlOutput {
+    /// Whether there is nothing to carry out.
+    pub fn is_empty(&self) -> bool {
+        self.installs.is_empty()
+            && self.removals.is_empty()
+            && self.work.is_empty()
+            && self.tx.is_empty()
+            && self.reinject.is_empty()
+    }
+}
+
 struct Conn {
     tuple: FourTuple,
     state: TcpConnState,
@@ -264,7 +275,8 @@ struct Conn {
     mss: u32,
     probes_fired: u32,
     last_acked: u64,
-    last_rtt: (u64, u64),
+    /// The RTT word last read ([`FlowCounters::rtt_mark`]).
+    last_rtt: u64,
     last_progress: Instant,
     persist_at: Option<Instant>,
     time_wait_until: Option<Instant>,
@@ -289,7 +301,7 @@ struct RateSnap {
     ecn: u64,
     fast: u64,
     timeouts: u64,
-    rtt: (u64, u64),
+    rtt: u64,
     set: rates::Setting,
 }
 
@@ -507,7 +519,11 @@ impl Control {
 
     /// Take the application's requests.
     pub(crate) fn poll_requests(&mut self, now: Instant, out: &mut ControlOutput) {
-        while let Ok(req) = self.requests.try_recv() {
+        // An empty check first: cheaper than a receive on an idle poll.
+        while !self.requests.is_empty() {
+            let Ok(req) = self.requests.try_recv() else {
+                break;
+            };
             match req {
                 AppRequest::Listen {
                     port,

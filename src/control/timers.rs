@@ -62,12 +62,12 @@ impl Control {
         let Some(c) = self.conns.get_mut(id as usize).and_then(Option::as_mut) else {
             return;
         };
-        let (sum, n) = c.counters.rtt_totals();
-        if n == c.last_rtt.1 {
+        let ((sum, n), mark) = c.counters.rtt_since(c.last_rtt);
+        if n == 0 {
             return;
         }
-        let r = (sum - c.last_rtt.0) as f64 / (n - c.last_rtt.1) as f64;
-        c.last_rtt = (sum, n);
+        let r = sum as f64 / n as f64;
+        c.last_rtt = mark;
         // Karn: a valid sample ends the timeout's backoff.
         c.backoff = 1;
         // RFC 6298 2.2 / 2.3.
@@ -252,17 +252,17 @@ impl Control {
                 continue;
             };
             let k = &c.counters;
+            let ((rtt_sum, samples), rtt_mark) = k.rtt_since(c.rate_snap.rtt);
             let snap = RateSnap {
                 at: now,
                 acked: FlowCounters::get(&k.acked_bytes),
                 ecn: FlowCounters::get(&k.ecn_bytes),
                 fast: FlowCounters::get(&k.fast_retransmits),
                 timeouts: FlowCounters::get(&k.timeout_retransmits),
-                rtt: k.rtt_totals(),
+                rtt: rtt_mark,
                 set: c.rate_snap.set,
             };
             let last = &c.rate_snap;
-            let samples = snap.rtt.1.saturating_sub(last.rtt.1);
             let sample = IntervalSample {
                 now,
                 interval: now.saturating_since(last.at),
@@ -271,8 +271,7 @@ impl Control {
                 ecn_bytes: snap.ecn.saturating_sub(last.ecn),
                 fast_retransmits: snap.fast.saturating_sub(last.fast),
                 timeouts: snap.timeouts.saturating_sub(last.timeouts),
-                rtt_us: (samples > 0)
-                    .then(|| (snap.rtt.0.saturating_sub(last.rtt.0) / samples) as u32),
+                rtt_us: (samples > 0).then(|| (rtt_sum / samples) as u32),
                 in_flight: FlowCounters::get(&k.in_flight),
                 unsent: FlowCounters::get(&k.unsent),
             };

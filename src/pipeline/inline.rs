@@ -337,6 +337,9 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
     }
 
     fn drain_doorbells(&mut self, now: Instant) -> bool {
+        if self.host.doorbells.is_empty() && self.work.is_empty() && self.cout.is_empty() {
+            return false;
+        }
         let mut any = false;
         while let Some(flow) = self.host.doorbells.pop() {
             any = true;
@@ -381,13 +384,7 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
         let mut any = false;
         // Loop: installing and running work can produce more control output.
         for _ in 0..4 {
-            let c = &mut self.cout;
-            if c.installs.is_empty()
-                && c.removals.is_empty()
-                && c.work.is_empty()
-                && c.tx.is_empty()
-                && c.reinject.is_empty()
-            {
+            if self.cout.is_empty() {
                 break;
             }
             any = true;

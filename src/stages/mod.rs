@@ -276,6 +276,10 @@ impl Actions {
     /// The flow froze for a splice: the result's `hdr.seq` is SND.NXT, `hdr.ack` RCV.NXT,
     /// `in_flight` what is not acknowledged.
     pub const FROZEN: u32 = 1 << 26;
+    /// The segment to send lies below SND.UNA (a zero-window probe or a keep-alive): the
+    /// peer answers it without reading its ACK field, so it carries no acknowledgment for
+    /// postprocess's ACK coalescing.
+    pub const WINDOW_PROBE: u32 = 1 << 27;
 
     /// Whether any bit of `bits` is set.
     #[inline]

@@ -178,7 +178,8 @@ impl Postprocess {
         self.last.clear();
         if self.policy != AckPolicy::EverySegment {
             for (i, r) in items.iter().enumerate() {
-                if !r.actions.any(Actions::TX) {
+                // A probe below SND.UNA carries no acknowledgment the peer reads.
+                if !r.actions.any(Actions::TX) || r.actions.any(Actions::WINDOW_PROBE) {
                     continue;
                 }
                 let coalescable = !r.actions.any(Actions::ACK_NOW);
@@ -204,7 +205,9 @@ impl Postprocess {
                     || self.policy == AckPolicy::EverySegment
                     || self.coalesced_ack_goes(now, r, i));
             if let AckPolicy::Delayed(_) = self.policy {
-                self.track_delayed(now, r, send);
+                // A probe below SND.UNA acknowledges nothing the peer reads.
+                let carries = send && !a.any(Actions::WINDOW_PROBE);
+                self.track_delayed(now, r, carries);
             }
             self.build(now, r, send);
         }
@@ -251,11 +254,18 @@ impl Postprocess {
             return;
         };
         if send {
-            let pending = st.due.is_some();
+            let pending = st.due.take();
             *st = AckState::default();
-            if pending {
+            if let Some(due) = pending {
+                // Clear only the due time this stage set.
                 if let Some(v) = self.flows.get(r.flow as usize).and_then(Option::as_ref) {
-                    v.counters.ack_due.store(0, Ordering::Relaxed);
+                    let mine = due.micros().saturating_add(1);
+                    let _ = v.counters.ack_due.compare_exchange(
+                        mine,
+                        0,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
                 }
             }
         } else if r.actions.any(Actions::PUBLISH_RX) {
@@ -430,6 +440,19 @@ mod tests {
                 vec![3]
             };
             assert_eq!(sent(&items), want, "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn a_probe_below_snd_una_carries_no_ack() {
+        for policy in [AckPolicy::PerBurst, AckPolicy::delayed(Duration::from_millis(5))] {
+            let mut p = post(policy, 1);
+            let mut probe = urgent(0);
+            probe.actions.set(Actions::WINDOW_PROBE);
+            let mut items = vec![data(0), data(0), probe];
+            p.process_in_place(Instant::ZERO, &mut items);
+            // The ACK of the data goes out on its own, beside the probe.
+            assert_eq!(sent(&items), vec![1, 2], "{policy:?}");
         }
     }
 

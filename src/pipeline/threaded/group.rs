@@ -103,6 +103,16 @@ impl<C: CongestionControl, S: FlowScheduler> Task for GroupTask<C, S> {
             return true;
         }
         let mut busy = false;
+        // Work from the I/O task first (application updates, timers, control-plane requests,
+        // re-injected segments): a segment re-injected after its flow's install arrived
+        // before anything the replicas hand over for that flow now.
+        while self.work.len() + self.segs.len() < BURST {
+            match self.from_io.pop() {
+                Some(ProtoWork::Rx(w)) => self.segs.push(w),
+                Some(w) => self.work.push(w),
+                None => break,
+            }
+        }
         // Ingress: merge the replicas' streams back into arrival order.
         for _ in 0..BURST {
             for (i, c) in self.from_pre.iter_mut().enumerate() {
@@ -118,15 +128,8 @@ impl<C: CongestionControl, S: FlowScheduler> Task for GroupTask<C, S> {
                 None => break,
             }
         }
-        // Work from the I/O task (application updates, timers, control-plane requests,
-        // re-injected segments).
-        while self.work.len() + self.segs.len() < BURST {
-            match self.from_io.pop() {
-                Some(ProtoWork::Rx(w)) => self.segs.push(w),
-                Some(w) => self.work.push(w),
-                None => break,
-            }
-        }
+        // Input consumed counts as work even if user stages divert all of it.
+        busy |= !self.segs.is_empty();
         self.transport
             .take_segments(now, &mut self.segs, &mut self.work, &mut self.diverted);
         self.to_io.take(&mut self.diverted);

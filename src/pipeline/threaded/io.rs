@@ -60,13 +60,7 @@ impl<P: Port> IoTask<P> {
     }
 
     fn apply_control(&mut self) -> bool {
-        let c = &mut self.cout;
-        if c.installs.is_empty()
-            && c.removals.is_empty()
-            && c.work.is_empty()
-            && c.tx.is_empty()
-            && c.reinject.is_empty()
-        {
+        if self.cout.is_empty() {
             return false;
         }
         self.staged.append(&mut self.cout.tx);

@@ -238,8 +238,9 @@ impl ToIo {
 const SPIN_PASSES: u32 = 256;
 /// Longest sleep of the worker that runs the I/O task (it polls the port and the timers).
 const IO_NAP: Duration = Duration::from_micros(50);
-/// Longest sleep of the other workers (producers wake them; this is a safety net).
-const IDLE_NAP: Duration = Duration::from_millis(2);
+/// Longest sleep of the other workers: producers wake them, but a pacing scheduler's next
+/// grant is a deadline no producer signals.
+const IDLE_NAP: Duration = Duration::from_micros(50);
 
 /// A threaded engine: the stages of a [`Topology`] on worker threads.
 pub struct Threaded {
@@ -315,6 +316,14 @@ impl Threaded {
             topology.postprocess,
         );
         let rs = topology.ring_size;
+        // A flow's delayed-ACK state lives in postprocess; with several replicas its bursts
+        // alternate between them, so they acknowledge per burst instead.
+        let post_policy = match cfg.ack_policy {
+            crate::stages::protocol::AckPolicy::Delayed(_) if topology.postprocess > 1 => {
+                crate::stages::protocol::AckPolicy::PerBurst
+            }
+            p => p,
+        };
         let csum_offload = port.capabilities().tx_checksum_offload;
         let port_queues = port.capabilities().queues.max(1) as usize;
         let mut reports = Vec::new();
@@ -703,7 +712,7 @@ impl Threaded {
                 Box::new(PostTask {
                     egress: path::Egress::new(
                         arena.clone(),
-                        Postprocess::new(arena.clone(), cfg.ack_policy),
+                        Postprocess::new(arena.clone(), post_policy),
                         local_tx_hooks.clone(),
                         pol.hooks.rings.clone(),
                         q,

@@ -51,6 +51,8 @@ pub enum AckPolicy {
     /// when a second data segment arrived since the last segment sent, when a segment of
     /// the flow goes out anyway (a response carries the ACK), or when the delay runs out,
     /// whichever comes first. Build it with [`AckPolicy::delayed`], which bounds the delay.
+    /// A threaded topology with more than one postprocess replica acknowledges per burst
+    /// instead (a flow's delayed-ACK state lives in postprocess).
     Delayed(Duration),
 }
 

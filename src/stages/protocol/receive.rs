@@ -359,7 +359,9 @@ impl TcpState {
             r.actions.set(
                 Actions::PLACE_PAYLOAD | Actions::PUBLISH_RX | Actions::NOTIFY_APP | Actions::TX,
             );
-            if merged {
+            // A segment that reached out-of-order data, or filled the front of a gap with
+            // more still queued, is acknowledged at once (RFC 5681 4.2), with its SACK blocks.
+            if merged || self.ooo.iter().any(|iv| iv.1 != 0) {
                 r.actions.set(Actions::ACK_NOW);
             }
             None

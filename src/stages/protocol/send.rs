@@ -206,7 +206,8 @@ impl TcpState {
         }
         let s = self.snd_una.wrapping_sub(1);
         r.hdr = self.header(now, flags::ACK, s, 0);
-        r.actions.set(Actions::TX | Actions::ACK_NOW);
+        r.actions
+            .set(Actions::TX | Actions::ACK_NOW | Actions::WINDOW_PROBE);
         self.finish(r);
     }
 
