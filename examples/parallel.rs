@@ -2,7 +2,8 @@
 //! and on the threaded runtime laid out by `Topology::auto(2)` (the cores left after the
 //! server's application thread and the client's thread; with none left, every task runs
 //! on the application's thread through `Threaded::poll`), in one run, against the same
-//! client (an inline engine with a load generator on its own thread), over the zero-copy
+//! client (an inline engine with a load generator on its own thread, pinned to the last core;
+//! the server application thread is pinned to the first), over the zero-copy
 //! in-memory link. Prints throughput and the threaded / inline ratio for:
 //!
 //! * one connection, RPC: 64-byte requests and responses, 64 outstanding;
@@ -183,6 +184,7 @@ fn measure(mode: Mode, workload: Workload, conns: usize, secs: f64) -> f64 {
             let mut engine = Engine::new(config(SERVER_MAC, SERVER_IP), sp).expect("server");
             let listener = engine.host().listen(PORT, 128).expect("listen");
             std::thread::spawn(move || {
+                pin(0, false);
                 let mut app = ServerApp {
                     listener,
                     streams: Vec::new(),
@@ -203,6 +205,10 @@ fn measure(mode: Mode, workload: Workload, conns: usize, secs: f64) -> f64 {
             let host: Host = rt.host();
             let listener = host.listen(PORT, 128).expect("listen");
             std::thread::spawn(move || {
+                // With no core to spare the engine runs here: on the server's core.
+                if rt.is_caller_driven() {
+                    pin(0, false);
+                }
                 let mut app = ServerApp {
                     listener,
                     streams: Vec::new(),
@@ -228,6 +234,7 @@ fn measure(mode: Mode, workload: Workload, conns: usize, secs: f64) -> f64 {
     };
     let (cstop, ccompleted) = (stop.clone(), completed.clone());
     let client = std::thread::spawn(move || {
+        pin(0, true);
         client_thread(client, conns, workload, cstop, ccompleted, clock)
     });
 
@@ -249,6 +256,20 @@ fn measure(mode: Mode, workload: Workload, conns: usize, secs: f64) -> f64 {
     match workload {
         Workload::Rpc => (c1 - c0) as f64 / el,
         Workload::Bulk => (r1 - r0) as f64 * 8.0 / el / 1e9,
+    }
+}
+
+/// Pin the calling thread to core `i` of this machine (counted from the end when
+/// `from_end`), so that the client and the server application never share a core.
+fn pin(i: usize, from_end: bool) {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    if cores.len() >= 2 {
+        let c = if from_end {
+            cores[cores.len() - 1 - i]
+        } else {
+            cores[i]
+        };
+        core_affinity::set_for_current(c);
     }
 }
 

@@ -445,7 +445,10 @@ mod tests {
 
     #[test]
     fn a_probe_below_snd_una_carries_no_ack() {
-        for policy in [AckPolicy::PerBurst, AckPolicy::delayed(Duration::from_millis(5))] {
+        for policy in [
+            AckPolicy::PerBurst,
+            AckPolicy::delayed(Duration::from_millis(5)),
+        ] {
             let mut p = post(policy, 1);
             let mut probe = urgent(0);
             probe.actions.set(Actions::WINDOW_PROBE);

@@ -49,7 +49,7 @@ pub use stats::{IoSummary, TaskReport, ThreadedStats};
 use super::path;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -251,6 +251,8 @@ pub struct Threaded {
     workers: Vec<JoinHandle<()>>,
     /// The tasks, when the application's thread runs them ([`Topology::caller_driven`]).
     driven: Option<Mutex<Driven>>,
+    /// Each worker thread's CPU time, in nanoseconds, as of its last report.
+    cpu_ns: Vec<Arc<AtomicU64>>,
     reports: Vec<Shared<TaskReport>>,
     summary: Shared<IoSummary>,
 }
@@ -759,6 +761,7 @@ impl Threaded {
                     now: Box::new(move || clock.now()),
                     polls: 0,
                 })),
+                cpu_ns: Vec::new(),
                 reports,
                 summary,
             });
@@ -766,10 +769,16 @@ impl Threaded {
         // The application's doorbells and requests wake the I/O task's worker.
         let io_worker = worker_of(TaskRef::Io);
         host.set_engine_wake(wakes[io_worker].clone());
+        let cpu_ns: Vec<Arc<AtomicU64>> = topology
+            .workers
+            .iter()
+            .map(|_| Arc::new(AtomicU64::new(0)))
+            .collect();
         for (i, (spec, mut tasks)) in topology.workers.iter().zip(per_worker).enumerate() {
             let stop = stop.clone();
             let clock = clock.clone();
             let wake = wakes[i].clone();
+            let cpu = cpu_ns[i].clone();
             // The port has no interrupt and the timers no thread of their own: the I/O
             // task's worker sleeps briefly; the others sleep until a producer wakes them.
             let nap = if i == io_worker { IO_NAP } else { IDLE_NAP };
@@ -799,6 +808,9 @@ impl Threaded {
                             for t in tasks.iter_mut() {
                                 t.report();
                             }
+                            if let Ok(t) = cpu_time::ThreadTime::try_now() {
+                                cpu.store(t.as_duration().as_nanos() as u64, Ordering::Relaxed);
+                            }
                         }
                         if busy {
                             idle = 0;
@@ -827,6 +839,9 @@ impl Threaded {
                     for t in tasks.iter_mut() {
                         t.report();
                     }
+                    if let Ok(t) = cpu_time::ThreadTime::try_now() {
+                        cpu.store(t.as_duration().as_nanos() as u64, Ordering::Relaxed);
+                    }
                 })
                 .map_err(|_| EngineError::Config("could not spawn a worker thread"))?;
             workers.push(handle);
@@ -838,6 +853,7 @@ impl Threaded {
             wakes,
             workers,
             driven: None,
+            cpu_ns,
             reports,
             summary,
         })
@@ -900,6 +916,11 @@ impl Threaded {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            worker_cpu: self
+                .cpu_ns
+                .iter()
+                .map(|c| Duration::from_nanos(c.load(Ordering::Relaxed)))
+                .collect(),
         }
     }
 

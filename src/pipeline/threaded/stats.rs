@@ -63,6 +63,11 @@ pub struct ThreadedStats {
     pub tasks: Vec<TaskReport>,
     /// Connections and control plane.
     pub io: IoSummary,
+    /// CPU time each worker thread has used so far (its thread CPU clock, read with its
+    /// reports), spinning included; empty for a caller-driven topology, whose tasks run on
+    /// the application's thread. Set against wall time it says how busy a core was, where
+    /// poll counts only say how often a task found work.
+    pub worker_cpu: Vec<std::time::Duration>,
 }
 
 impl ThreadedStats {
