@@ -78,7 +78,7 @@
 //! a frame the engine sends reads the fixed-offset header fields it needs (ports, flags,
 //! sequence and acknowledgment numbers, window, lengths) without verifying checksums or
 //! parsing options, and frees the frame; only SYN, RST and FIN segments take the full
-//! [`parse_frame`] path. Counters are plain integers, copied into the atomics of the
+//! [`parse_frame`](crate::wire::parse_frame) path. Counters are plain integers, copied into the atomics of the
 //! [`TraceStatsHandle`] once per `recv` or `send` call that changed them.
 //!
 //! # Flow control and recovery
