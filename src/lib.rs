@@ -74,6 +74,61 @@
 //! assert_eq!(got, b"hello, offload");
 //! ```
 //!
+//! ## Choosing a runtime
+//!
+//! [`Engine::poll`](pipeline::Engine::poll) runs every stage on the caller's thread. The
+//! threaded runtime spreads them over worker threads; [`Topology::auto`](pipeline::Topology::auto)
+//! sizes it to the cores the application leaves free, and with none left it fuses every task
+//! onto the application's thread, which then calls [`Threaded::poll`](pipeline::Threaded::poll)
+//! (a no-op when workers run). Here a fused threaded server and an inline client share a
+//! zero-copy [`ArenaLink`](backends::arena_link::ArenaLink):
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::net::{Ipv4Addr, SocketAddrV4};
+//! use flextoe::backends::arena_link::ArenaLink;
+//! use flextoe::pipeline::{Engine, EngineConfig, Pipeline, Topology};
+//! use flextoe::sim::VirtualClock;
+//! use flextoe::time::Clock;
+//! use flextoe::wire::MacAddr;
+//!
+//! let (mac_a, ip_a) = (MacAddr([2, 0, 0, 0, 0, 1]), Ipv4Addr::new(10, 0, 0, 1));
+//! let (mac_b, ip_b) = (MacAddr([2, 0, 0, 0, 0, 2]), Ipv4Addr::new(10, 0, 0, 2));
+//! let (port_a, port_b) = ArenaLink::pair(4096).unwrap();
+//! let clock = VirtualClock::new();
+//! // `Topology::auto(app_threads)` picks this layout on a machine with no core to spare.
+//! let server = Pipeline::builder(EngineConfig::new(mac_a, ip_a), port_a)
+//!     .threaded(Topology::fused(), clock.clone())
+//!     .unwrap();
+//! assert!(server.is_caller_driven());
+//! let mut client = Engine::new(EngineConfig::new(mac_b, ip_b), port_b).unwrap();
+//!
+//! let listener = server.host().listen(7, 4).unwrap();
+//! let mut c = client.host().connect(SocketAddrV4::new(ip_a, 7)).unwrap();
+//! c.set_nonblocking(true);
+//! c.write_all(b"ping").unwrap();
+//! let (mut accepted, mut got) = (None, Vec::new());
+//! for _ in 0..1000 {
+//!     client.poll(clock.now());
+//!     server.poll();
+//!     if accepted.is_none() {
+//!         accepted = listener.try_accept().unwrap();
+//!     }
+//!     if let Some(s) = accepted.as_mut() {
+//!         s.set_nonblocking(true);
+//!         // Read in place, without a buffer of our own.
+//!         let _ = s.read_with(|b| {
+//!             got.extend_from_slice(b);
+//!             (b.len(), ())
+//!         });
+//!     }
+//!     if got.len() == 4 {
+//!         break;
+//!     }
+//! }
+//! assert_eq!(got, b"ping");
+//! ```
+//!
 //! ## Assemble your own engine
 //!
 //! The same two engines, but the server has a user stage of its own at the `rx_frame` hook
