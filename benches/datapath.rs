@@ -19,122 +19,39 @@
 
 use std::collections::VecDeque;
 use std::io::Read;
-use std::net::Ipv4Addr;
 
 use std::time::{Duration, Instant as StdInstant};
 
 use criterion::{criterion_group, Criterion, Throughput};
-use flextoe::backends::Port;
 use flextoe::buf::{Frame, FrameArena};
 use flextoe::pipeline::hooks::{Hook, HookCx, Results, RxFrame, RxSegment, TxFrame};
 use flextoe::pipeline::{Engine, EngineConfig, Pipeline, Verdicts};
 use flextoe::stages::{ProtoResult, RxWork};
 use flextoe::time::Instant;
-use flextoe::wire::{self, flags, Endpoints, MacAddr, Parsed};
+use flextoe::wire::{self, flags};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
-use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, TcpControl, TcpRepr, TcpSeqNumber};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+
+mod common;
+
+use common::*;
 
 const BURST: usize = 32;
-const LOCAL_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
-const PEER_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
-const LOCAL_IP: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 1);
-const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 2);
-const PORT: u16 = 80;
-const PEER_PORT: u16 = 4000;
+/// The MSS the peer offers.
+const PEER_MSS: u16 = 1460;
 
-/// Frames in, frames out, nothing else. Received frames are already in the arena, as a NIC
-/// (or AF_XDP) would have put them there; `pending` holds raw frames for the handshake.
-#[derive(Default)]
-struct BenchPort {
-    rx: VecDeque<Frame>,
-    pending: VecDeque<Vec<u8>>,
-    tx: Vec<Vec<u8>>,
-    capture: bool,
-}
-
-impl Port for BenchPort {
-    fn recv(
-        &mut self,
-        _now: Instant,
-        arena: &FrameArena,
-        out: &mut Vec<Frame>,
-        max: usize,
-    ) -> usize {
-        let mut n = 0;
-        while let Some(v) = self.pending.pop_front() {
-            out.push(arena.alloc_copy(&v).expect("frame"));
-            n += 1;
-        }
-        while n < max {
-            let Some(f) = self.rx.pop_front() else { break };
-            out.push(f);
-            n += 1;
-        }
-        n
-    }
-
-    fn send(&mut self, _now: Instant, arena: &FrameArena, frames: &mut Vec<Frame>) -> usize {
-        let n = frames.len();
-        for f in frames.drain(..) {
-            if self.capture {
-                self.tx.push(arena.data(&f).to_vec());
-            }
-            arena.free(f);
-        }
-        n
-    }
-}
+/// The engine's port in this bench.
+type BenchPort = ScriptPort;
 
 fn segment(fl: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
-    let mut buf = Vec::new();
-    segment_into(&mut buf, fl, seq, ack, payload);
-    buf
+    peer_segment(fl, seq, ack, payload, PEER_MSS)
 }
 
 fn segment_into(buf: &mut Vec<u8>, fl: u8, seq: u32, ack: u32, payload: &[u8]) {
-    let control = if fl & flags::SYN != 0 {
-        TcpControl::Syn
-    } else {
-        TcpControl::None
-    };
-    let repr = TcpRepr {
-        src_port: PEER_PORT,
-        dst_port: PORT,
-        control,
-        seq_number: TcpSeqNumber(seq as i32),
-        ack_number: (fl & flags::ACK != 0).then_some(TcpSeqNumber(ack as i32)),
-        window_len: 65535,
-        window_scale: (fl & flags::SYN != 0).then_some(7),
-        max_seg_size: (fl & flags::SYN != 0).then_some(1460),
-        sack_permitted: false,
-        sack_ranges: [None; 3],
-        timestamp: None,
-        payload,
-    };
-    let ep = Endpoints {
-        src_mac: PEER_MAC,
-        dst_mac: LOCAL_MAC,
-        src_ip: PEER_IP,
-        dst_ip: LOCAL_IP,
-    };
-    buf.resize(2048, 0);
-    let n = wire::emit_tcp(buf, &ep, &repr).expect("fits");
-    buf.truncate(n);
+    peer_segment_into(buf, fl, seq, ack, payload, PEER_MSS)
 }
-
-fn syn_ack_seq(frames: &[Vec<u8>]) -> u32 {
-    for f in frames {
-        if let Ok(Parsed::Tcp(t)) = wire::parse_frame(f) {
-            if t.summary.has(flags::SYN | flags::ACK) {
-                return t.summary.seq;
-            }
-        }
-    }
-    panic!("no SYN-ACK");
-}
-
 /// The peer's side of the stream: builds the next burst of data segments.
 struct Feeder {
     seq: u32,
@@ -208,10 +125,7 @@ fn engine_setup(payload: usize) -> (Engine<BenchPort>, flextoe::Stream, Feeder) 
 fn engine_setup_with(payload: usize, hooks: bool) -> (Engine<BenchPort>, flextoe::Stream, Feeder) {
     let mut cfg = EngineConfig::new(LOCAL_MAC, LOCAL_IP).neighbor(PEER_IP, PEER_MAC);
     cfg.control.timestamps = false;
-    let port = BenchPort {
-        capture: true,
-        ..Default::default()
-    };
+    let port = BenchPort::new(());
     let mut b = Pipeline::builder(cfg, port);
     if hooks {
         b = b
@@ -227,14 +141,14 @@ fn engine_setup_with(payload: usize, hooks: bool) -> (Engine<BenchPort>, flextoe
         .pending
         .push_back(segment(flags::SYN, 1000, 0, &[]));
     e.poll(Instant::ZERO);
-    let iss = syn_ack_seq(&e.port().tx);
+    let iss = syn_ack_seq(e.port().captured.as_ref().expect("capturing"));
     e.port_mut()
         .pending
         .push_back(segment(flags::ACK, 1001, iss.wrapping_add(1), &[]));
     e.poll(Instant::ZERO);
     let mut s = l.try_accept().unwrap().expect("established");
     s.set_nonblocking(true);
-    e.port_mut().capture = false;
+    e.port_mut().captured = None;
     let feeder = Feeder {
         seq: 1001,
         ack: iss.wrapping_add(1),

@@ -50,18 +50,19 @@
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Write};
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant as StdInstant};
 
-use flextoe::backends::Port;
-use flextoe::buf::{Frame, FrameArena};
 use flextoe::pipeline::{Engine, EngineConfig, Pipeline};
 use flextoe::time::Instant;
-use flextoe::wire::{self, flags, Endpoints, MacAddr, Parsed};
+use flextoe::wire::{self, flags};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
-use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, TcpControl, TcpRepr, TcpSeqNumber};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+
+mod common;
+
+use common::*;
 
 /// Writes per poll (64 B case) and segments per write (bulk case).
 const BURST: usize = 32;
@@ -75,16 +76,8 @@ const MAX_POLLS: usize = 64;
 const WARMUP: usize = 200;
 /// The MSS the peer offers, and so the size of every full segment.
 const MSS: usize = 1448;
-const LOCAL_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
-const PEER_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
-const LOCAL_IP: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 1);
-const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 2);
-const PORT: u16 = 80;
-const PEER_PORT: u16 = 4000;
 /// The peer's initial sequence number.
 const PEER_ISS: u32 = 1000;
-/// The peer's window scale shift (its window is 65535 << 7, about 8 MiB).
-const PEER_WSCALE: u8 = 7;
 
 /// What the application does in each burst.
 #[derive(Clone, Copy)]
@@ -176,54 +169,13 @@ impl Wire {
     }
 }
 
-/// Build one segment from the peer into `buf`.
+/// A segment from the peer (no payload: ACKs and the handshake).
 fn segment_into(buf: &mut Vec<u8>, fl: u8, seq: u32, ack: u32) {
-    let syn = fl & flags::SYN != 0;
-    let repr = TcpRepr {
-        src_port: PEER_PORT,
-        dst_port: PORT,
-        control: if syn {
-            TcpControl::Syn
-        } else {
-            TcpControl::None
-        },
-        seq_number: TcpSeqNumber(seq as i32),
-        ack_number: (fl & flags::ACK != 0).then_some(TcpSeqNumber(ack as i32)),
-        window_len: 65535,
-        window_scale: syn.then_some(PEER_WSCALE),
-        max_seg_size: syn.then_some(MSS as u16),
-        sack_permitted: false,
-        sack_ranges: [None; 3],
-        timestamp: None,
-        payload: &[],
-    };
-    let ep = Endpoints {
-        src_mac: PEER_MAC,
-        dst_mac: LOCAL_MAC,
-        src_ip: PEER_IP,
-        dst_ip: LOCAL_IP,
-    };
-    buf.resize(128, 0);
-    let n = wire::emit_tcp(buf, &ep, &repr).expect("fits");
-    buf.truncate(n);
+    peer_segment_into(buf, fl, seq, ack, &[], MSS as u16)
 }
 
 fn segment(fl: u8, seq: u32, ack: u32) -> Vec<u8> {
-    let mut buf = Vec::new();
-    segment_into(&mut buf, fl, seq, ack);
-    buf
-}
-
-/// The sequence number of the first SYN-ACK in `frames`.
-fn syn_ack_seq(frames: &[Vec<u8>]) -> u32 {
-    for f in frames {
-        if let Ok(Parsed::Tcp(t)) = wire::parse_frame(f) {
-            if t.summary.has(flags::SYN | flags::ACK) {
-                return t.summary.seq;
-            }
-        }
-    }
-    panic!("no SYN-ACK");
+    peer_segment(fl, seq, ack, &[], MSS as u16)
 }
 
 /// One stack under test: an established connection the application writes into.
@@ -244,51 +196,14 @@ trait Side {
 // ---------------------------------------------------------------------------------------
 // The engine.
 
-/// Frames in, frames out. Received frames are already in the arena, as a NIC (or AF_XDP)
-/// would have put them there; `pending` holds raw frames for the handshake. Sent frames are
-/// counted and freed.
-struct TxPort {
-    rx: VecDeque<Frame>,
-    pending: VecDeque<Vec<u8>>,
-    /// Copies of sent frames, during the handshake only.
-    captured: Option<Vec<Vec<u8>>>,
-    wire: Wire,
-}
-
-impl Port for TxPort {
-    fn recv(
-        &mut self,
-        _now: Instant,
-        arena: &FrameArena,
-        out: &mut Vec<Frame>,
-        max: usize,
-    ) -> usize {
-        let mut n = 0;
-        while let Some(v) = self.pending.pop_front() {
-            out.push(arena.alloc_copy(&v).expect("frame"));
-            n += 1;
-        }
-        while n < max {
-            let Some(f) = self.rx.pop_front() else { break };
-            out.push(f);
-            n += 1;
-        }
-        n
-    }
-
-    fn send(&mut self, _now: Instant, arena: &FrameArena, frames: &mut Vec<Frame>) -> usize {
-        let n = frames.len();
-        for f in frames.drain(..) {
-            let data = arena.data(&f);
-            if let Some(c) = &mut self.captured {
-                c.push(data.to_vec());
-            }
-            self.wire.record(data);
-            arena.free(f);
-        }
-        n
+impl Sink for Wire {
+    fn frame(&mut self, data: &[u8]) {
+        self.record(data);
     }
 }
+
+/// The engine's port: sent frames are counted (and, during the handshake, captured).
+type TxPort = ScriptPort<Wire>;
 
 struct EngineSide {
     engine: Engine<TxPort>,
@@ -304,12 +219,7 @@ impl EngineSide {
     fn new() -> Self {
         let mut cfg = EngineConfig::new(LOCAL_MAC, LOCAL_IP).neighbor(PEER_IP, PEER_MAC);
         cfg.control.timestamps = false;
-        let port = TxPort {
-            rx: VecDeque::new(),
-            pending: VecDeque::new(),
-            captured: Some(Vec::new()),
-            wire: Wire::new(0),
-        };
+        let port = TxPort::new(Wire::new(0));
         let mut e = Pipeline::builder(cfg, port).build().expect("engine");
         let listener = e.host().listen(PORT, 4).expect("listen");
         e.poll(Instant::ZERO);
@@ -326,7 +236,7 @@ impl EngineSide {
         stream.set_nonblocking(true);
         let port = e.port_mut();
         port.captured = None;
-        port.wire = Wire::new(iss.wrapping_add(1));
+        port.sink = Wire::new(iss.wrapping_add(1));
         EngineSide {
             engine: e,
             stream,
@@ -340,7 +250,7 @@ impl EngineSide {
 
     /// The peer acknowledges everything sent so far, in an arena frame for the next poll.
     fn feed_ack(&mut self) {
-        let ack = self.engine.port().wire.next_seq;
+        let ack = self.engine.port().sink.next_seq;
         segment_into(&mut self.scratch, flags::ACK, PEER_ISS + 1, ack);
         let frame = self
             .engine
@@ -369,7 +279,7 @@ impl Side for EngineSide {
                 self.clock += 1;
                 self.polls += 1;
                 self.engine.poll(Instant::from_micros(self.clock));
-                if self.engine.port().wire.payload >= self.accepted {
+                if self.engine.port().sink.payload >= self.accepted {
                     break;
                 }
             }
@@ -389,7 +299,7 @@ impl Side for EngineSide {
     }
 
     fn wire(&self) -> &Wire {
-        &self.engine.port().wire
+        &self.engine.port().sink
     }
 }
 
