@@ -14,7 +14,7 @@
 //!   cost of one fence and one load while the consumer is awake.
 
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 use std::time::Duration;
 
@@ -30,7 +30,9 @@ use crossbeam_queue::ArrayQueue;
 #[derive(Debug, Default)]
 pub struct Wakeup {
     parked: AtomicBool,
-    thread: OnceLock<Thread>,
+    /// The thread that last prepared to park (a later runtime on the same engine replaces
+    /// it).
+    thread: Mutex<Option<Thread>>,
     wakes: AtomicU64,
 }
 
@@ -42,8 +44,13 @@ impl Wakeup {
 
     /// Consumer: about to sleep. Look at the inputs once more after this.
     pub fn prepare(&self) {
-        let _ = self.thread.get_or_init(std::thread::current);
-        // Release: a producer that sees `parked` also sees the thread handle.
+        {
+            let mut t = self.thread.lock().unwrap_or_else(|p| p.into_inner());
+            let me = std::thread::current();
+            if t.as_ref().map(Thread::id) != Some(me.id()) {
+                *t = Some(me);
+            }
+        }
         self.parked.store(true, Ordering::Release);
         fence(Ordering::SeqCst);
     }
@@ -69,7 +76,12 @@ impl Wakeup {
     pub fn notify(&self) {
         fence(Ordering::SeqCst);
         if self.parked.load(Ordering::Acquire) && self.parked.swap(false, Ordering::AcqRel) {
-            if let Some(t) = self.thread.get() {
+            if let Some(t) = self
+                .thread
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+            {
                 self.wakes.fetch_add(1, Ordering::Relaxed);
                 t.unpark();
             }
@@ -79,7 +91,12 @@ impl Wakeup {
     /// Wake the consumer whether or not it sleeps (shutdown, configuration changes).
     pub fn force(&self) {
         self.parked.store(false, Ordering::Release);
-        if let Some(t) = self.thread.get() {
+        if let Some(t) = self
+            .thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             t.unpark();
         }
     }

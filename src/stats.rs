@@ -53,6 +53,9 @@ drop_reasons! {
     NoAck => "no-ack",
     /// Segment outside the receive window (answered with an ACK).
     OutOfWindow => "out-of-window",
+    /// Segment whose data the receiver already has, all of it below RCV.NXT (a
+    /// retransmission; answered with an ACK).
+    Duplicate => "duplicate",
     /// ACK for data never sent (answered with an ACK).
     AckTooNew => "ack-too-new",
     /// ACK older than the oldest data the peer could still be acknowledging (below

@@ -187,6 +187,25 @@ fn in_place_reads_and_writes() {
 }
 
 #[test]
+fn a_retransmitted_segment_is_counted_as_a_duplicate() {
+    use flextoe::stats::DropReason;
+    let mut t = Script::new(config());
+    t.accept_established();
+    let (s, a) = (t.peer_seq, t.engine_seq);
+    t.send_data(b"once");
+    let ack = t.recv_one();
+    assert_eq!(ack.ack, s + 4);
+    // The same segment again: the engine has it, says so, and counts it.
+    t.send(PSH | ACK, s, Some(a), b"once");
+    let ack = t.recv_one();
+    assert_eq!(ack.ack, s + 4);
+    let st = t.engine.stats();
+    assert_eq!(st.drops(DropReason::Duplicate), 1);
+    assert_eq!(st.drops(DropReason::OutOfWindow), 0);
+    assert_eq!(t.app_read(), b"once");
+}
+
+#[test]
 fn timestamps_are_echoed() {
     let mut t = Script::new(config());
     t.listen(4);

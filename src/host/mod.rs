@@ -523,9 +523,12 @@ impl HostShared {
         }
     }
 
-    /// The runtime's thread that serves doorbells and requests sleeps on `w`.
-    pub(crate) fn set_engine_wake(&self, w: Arc<crate::ring::Wakeup>) {
-        let _ = self.engine_wake.set(w);
+    /// The wakeup the runtime thread that serves doorbells and requests sleeps on (one per
+    /// engine: a later runtime on the same engine sleeps on it too).
+    pub(crate) fn engine_wake(&self) -> Arc<crate::ring::Wakeup> {
+        self.engine_wake
+            .get_or_init(crate::ring::Wakeup::new)
+            .clone()
     }
 
     pub(crate) fn release_port(&self, port: u16) {

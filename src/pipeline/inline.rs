@@ -491,8 +491,7 @@ impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Runtime<P, C, S>
         let slot = stats.clone();
         // Doorbells and requests wake the thread; the port and the timers are polled at
         // least every `RUNTIME_NAP`.
-        let wake = Wakeup::new();
-        engine.host.set_engine_wake(wake.clone());
+        let wake = engine.host.engine_wake();
         let w = wake.clone();
         let handle = std::thread::Builder::new()
             .name("flextoe-engine".into())

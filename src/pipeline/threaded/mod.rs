@@ -338,7 +338,18 @@ impl Threaded {
         };
 
         // One wakeup per worker: a producer on another worker wakes the consumer's.
-        let wakes: Vec<Arc<Wakeup>> = topology.workers.iter().map(|_| Wakeup::new()).collect();
+        // The I/O task's worker sleeps on the engine's own wakeup, which the application's
+        // doorbells and requests ring.
+        let io_worker = worker_of(TaskRef::Io);
+        let wakes: Vec<Arc<Wakeup>> = (0..topology.workers.len())
+            .map(|i| {
+                if i == io_worker {
+                    host.engine_wake()
+                } else {
+                    Wakeup::new()
+                }
+            })
+            .collect();
         let wire = |from: TaskRef, to: TaskRef| {
             let (a, b) = (worker_of(from), worker_of(to));
             (a != b).then(|| wakes[b].clone())
@@ -766,9 +777,6 @@ impl Threaded {
                 summary,
             });
         }
-        // The application's doorbells and requests wake the I/O task's worker.
-        let io_worker = worker_of(TaskRef::Io);
-        host.set_engine_wake(wakes[io_worker].clone());
         let cpu_ns: Vec<Arc<AtomicU64>> = topology
             .workers
             .iter()

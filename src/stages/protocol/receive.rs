@@ -199,7 +199,12 @@ impl TcpState {
             r.hdr = self.ack_header(now);
             r.actions.set(Actions::TX | Actions::ACK_NOW);
             self.finish(r);
-            return Some(DropReason::OutOfWindow);
+            let old = seg_len > 0 && seq::le(s.seq.wrapping_add(seg_len), self.rcv_nxt);
+            return Some(if old {
+                DropReason::Duplicate
+            } else {
+                DropReason::OutOfWindow
+            });
         }
         if self.has(F_ECN) && cc.precise_ece(cf) {
             // DCTCP (RFC 8257 3.2): ECE says whether this data was marked; a change is
@@ -341,7 +346,12 @@ impl TcpState {
         }
         if seq::ge(start, end) {
             r.actions.set(Actions::TX | Actions::ACK_NOW);
-            return Some(DropReason::OutOfWindow);
+            let old = seq::le(s.seq.wrapping_add(s.payload_len as u32), self.rcv_nxt);
+            return Some(if old {
+                DropReason::Duplicate
+            } else {
+                DropReason::OutOfWindow
+            });
         }
         let len = end.wrapping_sub(start);
         let frame_off = s.payload_off + start.wrapping_sub(s.seq) as u16;
