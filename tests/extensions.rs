@@ -510,17 +510,18 @@ fn classified_flows_get_their_class_scheduling_threaded() {
     let classes = Classification::new(vec![ClassRule::to_class(0).remote_port(7001)], 1);
     let (pa, pb) = MemLink::pair(Impairments::none());
     let clock = VirtualClock::new();
-    // The receiver takes at most 128 frames per poll (four bursts): a bottleneck the two
-    // classes contend for.
+    // Nothing but the sender's one worker may limit the flows, or they would share by
+    // window or by the application's writes instead of by class: receive rings, windows
+    // and send rings larger than the whole transfer, the send rings kept full.
     let mut srv_cfg = engine_config(MAC_A, IP_A);
-    srv_cfg.poll_budget = 128;
+    srv_cfg.rx_buffer = 32 << 20;
     let mut srv = Engine::new(srv_cfg, pa).unwrap();
     let mut cfg = threaded_config(MAC_B, IP_B);
-    cfg.tx_buffer = 1 << 20;
+    cfg.tx_buffer = 32 << 20;
     cfg.control.classifier = Some(classes.classifier());
     let cli = Pipeline::builder(cfg, pb)
         .on_rx_frame(classes.stage())
-        .congestion(FixedWindow(1 << 20))
+        .congestion(FixedWindow(64 << 20))
         .scheduler(Pacer::new(4).with_classes(ClassPolicy::Weighted(vec![3, 1])))
         .threaded(Topology::with_counts(1, 1, 1, 1, 1, false), clock.clone())
         .unwrap();
@@ -549,7 +550,7 @@ fn classified_flows_get_their_class_scheduling_threaded() {
                     rx[i] = Some(s);
                 }
             }
-            let _ = tx[i].write(&chunk);
+            while matches!(tx[i].write(&chunk), Ok(n) if n > 0) {}
             if let Some(s) = rx[i].as_mut() {
                 while let Ok(n) = s.read(&mut buf) {
                     if n == 0 {
