@@ -118,6 +118,35 @@ pub struct DpdkStats {
 /// (DPDK would reconfigure the running device under the first).
 static CLAIMED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
 
+/// DPDK's device and ethdev control calls (probe, configure, start, stop, close, remove) are
+/// not safe from several threads at once: one control operation at a time per process.
+static CONTROL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+thread_local! {
+    /// This thread holds [`CONTROL`] (a failed open drops its device under the lock).
+    static IN_CONTROL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Holds [`CONTROL`], unless this thread already does.
+struct ControlGuard(Option<std::sync::MutexGuard<'static, ()>>);
+
+impl Drop for ControlGuard {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            IN_CONTROL.with(|h| h.set(false));
+        }
+    }
+}
+
+fn control() -> ControlGuard {
+    if IN_CONTROL.with(|h| h.get()) {
+        return ControlGuard(None);
+    }
+    let g = CONTROL.lock().unwrap_or_else(|e| e.into_inner());
+    IN_CONTROL.with(|h| h.set(true));
+    ControlGuard(Some(g))
+}
+
 /// The open ethdev; stopped when the last port sharing it goes, and closed and removed too
 /// when this crate created it (probed devargs, ring pairs), so that its name can be used
 /// again. A port DPDK already had (a PCI device, an EAL `--vdev`) is only stopped, so that
@@ -144,6 +173,7 @@ unsafe impl Sync for Ethdev {}
 
 impl Drop for Ethdev {
     fn drop(&mut self) {
+        let _control = control();
         // SAFETY: no queue is used any more (every `DpdkPort` sharing the device is gone).
         // Stop makes the driver give back its mbufs; close and remove only for devices
         // this crate created.
@@ -249,6 +279,7 @@ fn check(what: &'static str, r: i32) -> Result<(), DpdkError> {
 impl DpdkPort {
     /// Open and start the device of `cfg` with frames from `pool`.
     pub fn open(pool: &Arc<FramePool>, cfg: &DpdkConfig) -> Result<DpdkPort, DpdkError> {
+        let _control = control();
         let (name, probed) = match &cfg.device {
             Device::Probe(args) => {
                 let c = cstring(args)?;
@@ -270,6 +301,7 @@ impl DpdkPort {
         name: &str,
         queues: u16,
     ) -> Result<(DpdkPort, DpdkPort), DpdkError> {
+        let _control = control();
         let queues = queues.max(1);
         let mut rings = Vec::new();
         for dir in ["ab", "ba"] {
