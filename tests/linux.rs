@@ -13,7 +13,7 @@ mod common;
 use std::io::{ErrorKind, Read};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::echo::{echo_server, echo_server_n, echo_through};
 use common::lab::{available, linux_loss, linux_loss_count, run, sh, Netns, TapLab, VethLab};
@@ -469,6 +469,55 @@ fn af_xdp_two_queues_feed_one_preprocess_replica_each() {
     );
 }
 
+/// A `tcpdump` writing a pcap file inside a namespace.
+struct Tcpdump(std::process::Child);
+
+impl Tcpdump {
+    /// Captures on `iface` in `ns` into `pcap` (`snap` bytes per packet, 0 for all), with
+    /// a capture `filter`. Packets reach the file as they arrive (`--immediate-mode`), into a
+    /// 64 MiB buffer: a 4 MiB echo is some 9000 packets in a few tens of milliseconds, which
+    /// overflow the default buffer.
+    fn start(ns: &Netns, iface: &str, snap: u32, pcap: &str, filter: &[&str]) -> Tcpdump {
+        let snap = snap.to_string();
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.0,
+                "tcpdump",
+                "--immediate-mode",
+                "-U",
+                "-n",
+            ])
+            .args(["-B", "65536", "-s", &snap, "-i", iface, "-w", pcap])
+            .args(filter)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tcpdump");
+        std::thread::sleep(Duration::from_millis(500));
+        Tcpdump(child)
+    }
+
+    /// Lets the capture settle, then stops it with SIGINT so that it writes out everything
+    /// it holds (killed after 5 s if it has not ended).
+    fn stop(mut self) {
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// One 4 MiB echo transfer over the engine `engine` makes, captured on the Linux side and
 /// read by tshark: no malformed packet, no bad IP or TCP checksum.
 fn capture_check<P: Port + 'static>(engine: fn(&VethLab) -> Runtime<P>) {
@@ -484,15 +533,7 @@ fn capture_check<P: Port + 'static>(engine: fn(&VethLab) -> Runtime<P>) {
 fn capture_on<P: Port + 'static>(ns: &Netns, iface: &str, engine_ip: Ipv4Addr, rt: Runtime<P>) {
     let pcap = std::env::temp_dir().join(format!("{}.pcap", ns.0));
     let pcap_s = pcap.to_string_lossy().into_owned();
-    let mut dump = Command::new("ip")
-        .args([
-            "netns", "exec", &ns.0, "tcpdump", "-U", "-n", "-s", "0", "-i", iface, "-w", &pcap_s,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tcpdump");
-    std::thread::sleep(Duration::from_millis(500));
+    let dump = Tcpdump::start(ns, iface, 0, &pcap_s, &[]);
     let srv = echo_server(&rt.host(), 7);
     let n = (4u64 << 20).to_string();
     let ip = engine_ip.to_string();
@@ -504,9 +545,7 @@ fn capture_on<P: Port + 'static>(ns: &Netns, iface: &str, engine_ip: Ipv4Addr, r
     );
     srv.join().unwrap();
     rt.stop();
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = dump.kill();
-    let _ = dump.wait();
+    dump.stop();
     let total = sh(&[
         "tshark",
         "-r",
@@ -803,12 +842,15 @@ fn ecn_with_linux_ce_marks_draw_ece_until_cwr() {
         let (pkts, stats) = ecn_run(&lab);
         let linux_data = pkts.iter().filter(|p| !p.engine && p.len > 0).count();
         let marked = pkts.iter().filter(|p| !p.engine && p.ecn == 3).count();
+        // A capture that lost packets (its end, say) cannot show the echo stopping.
+        let complete =
+            pkts.iter().any(|p| p.engine && p.fin) && pkts.iter().any(|p| !p.engine && p.fin);
         eprintln!(
             "attempt {attempt}: {} packets captured, {linux_data} Linux data segments, \
-             {marked} CE-marked",
+             {marked} CE-marked, complete: {complete}",
             pkts.len()
         );
-        if marked > 0 || attempt == 3 {
+        if (marked > 0 && complete) || attempt == 5 {
             break (pkts, stats);
         }
     };
@@ -828,11 +870,13 @@ fn ecn_with_linux_ce_marks_draw_ece_until_cwr() {
     let cwr = data.iter().filter(|p| !p.engine && p.cwr).count();
     eprintln!("CE marks {ce}, engine ECE segments {ece}, Linux CWR segments {cwr}\n{stats}");
     assert!(ce > 0 && ece > 0 && cwr > 0);
-    // Every CWR answers an ECE, and after a CWR (with no CE after it) the echo stops.
+    // After a CWR (with no CE after it) the echo stops. Linux also sends CWR with no ECE
+    // before it: it reduces its window for local congestion too (a full device queue).
     let mut echoing = false;
     let mut ece_since_cwr = false;
     let mut pending_ce = false;
     let mut stopped = 0;
+    let mut answered = 0;
     for p in &data {
         if p.engine {
             if echoing && !p.ece && !pending_ce {
@@ -842,7 +886,7 @@ fn ecn_with_linux_ce_marks_draw_ece_until_cwr() {
             ece_since_cwr |= p.ece;
         } else {
             if p.cwr {
-                assert!(ece_since_cwr, "a CWR with no ECE before it");
+                answered += usize::from(ece_since_cwr);
                 ece_since_cwr = false;
                 pending_ce = false;
             }
@@ -851,7 +895,34 @@ fn ecn_with_linux_ce_marks_draw_ece_until_cwr() {
             }
         }
     }
-    assert!(stopped > 0, "the engine's echo ended after a CWR");
+    // A compact timeline for a failure: C = Linux CE mark, W = Linux CWR, E = engine ECE,
+    // e = engine without ECE (runs collapsed).
+    let timeline = || {
+        let mut t = String::new();
+        for p in &data {
+            let c = match (p.engine, p.ece, p.cwr, p.ecn == 3) {
+                (true, true, _, _) => 'E',
+                (true, false, _, _) => 'e',
+                (false, _, true, _) => 'W',
+                (false, _, _, true) => 'C',
+                _ => continue,
+            };
+            if !(t.ends_with(c) && (c == 'e' || c == 'E')) {
+                t.push(c);
+            }
+        }
+        t
+    };
+    assert!(
+        answered > 0,
+        "no CWR answered the engine's ECE: {}",
+        timeline()
+    );
+    assert!(
+        stopped > 0,
+        "the engine's echo ended after a CWR: {}",
+        timeline()
+    );
     let engine_data: Vec<_> = data.iter().filter(|p| p.engine && p.len > 0).collect();
     let ect = engine_data.iter().filter(|p| p.ecn == 2).count();
     assert!(
@@ -1010,6 +1081,7 @@ struct EcnPacket {
     cwr: bool,
     ecn: u8,
     len: u32,
+    fin: bool,
 }
 
 /// A 4 MiB echo from a Linux client to the engine (AF_XDP) in `lab`, captured on Linux's
@@ -1017,27 +1089,7 @@ struct EcnPacket {
 fn ecn_run(lab: &VethLab) -> (Vec<EcnPacket>, String) {
     let pcap = std::env::temp_dir().join(format!("{}-ecn.pcap", lab.linux.0));
     let pcap_s = pcap.to_string_lossy().into_owned();
-    let mut dump = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.linux.0,
-            "tcpdump",
-            "-U",
-            "-n",
-            "-s",
-            "96",
-            "-i",
-            &lab.linux_if,
-            "-w",
-            &pcap_s,
-            "tcp",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tcpdump");
-    std::thread::sleep(Duration::from_millis(500));
+    let dump = Tcpdump::start(&lab.linux, &lab.linux_if, 96, &pcap_s, &["tcp"]);
     let rt = af_xdp_engine(lab);
     let srv = echo_server(&rt.host(), 7);
     let (ip, n) = (lab.engine_ip.to_string(), (4u64 << 20).to_string());
@@ -1051,9 +1103,7 @@ fn ecn_run(lab: &VethLab) -> (Vec<EcnPacket>, String) {
     );
     srv.join().unwrap();
     let stats = rt.stop().stats().to_string();
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = dump.kill();
-    let _ = dump.wait();
+    dump.stop();
     let fields = sh(&[
         "tshark",
         "-r",
@@ -1076,6 +1126,8 @@ fn ecn_run(lab: &VethLab) -> (Vec<EcnPacket>, String) {
         "ip.dsfield.ecn",
         "-e",
         "tcp.len",
+        "-e",
+        "tcp.flags.fin",
     ]);
     let _ = std::fs::remove_file(&pcap);
     let engine_ip = lab.engine_ip.to_string();
@@ -1084,7 +1136,7 @@ fn ecn_run(lab: &VethLab) -> (Vec<EcnPacket>, String) {
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            (f.len() == 7).then(|| EcnPacket {
+            (f.len() == 8).then(|| EcnPacket {
                 engine: f[0] == engine_ip,
                 syn: flag(f[1]),
                 ack: flag(f[2]),
@@ -1092,6 +1144,7 @@ fn ecn_run(lab: &VethLab) -> (Vec<EcnPacket>, String) {
                 cwr: flag(f[4]),
                 ecn: f[5].parse().unwrap_or(0),
                 len: f[6].parse().unwrap_or(0),
+                fin: flag(f[7]),
             })
         })
         .collect();
