@@ -10,6 +10,8 @@ pub(super) struct Listening {
     pub(super) accept_tx: Sender<Stream>,
     pub(super) pending: usize,
     pub(super) congestion: crate::control::congestion::Algorithm,
+    /// Where [`Listener::register`](crate::host::Listener::register) asked for events.
+    pub(super) ctx: Arc<std::sync::OnceLock<(crate::host::Context, u64)>>,
 }
 
 pub(super) struct Embryo {
@@ -466,10 +468,23 @@ impl Control {
             if let Some(l) = self.listeners.get_mut(&t.local_port).filter(|_| !e.cookie) {
                 l.pending = l.pending.saturating_sub(1);
             }
+            // The application sees an accepted stream established, as a kernel socket is,
+            // even before the data path has installed the flow (what it writes meanwhile
+            // is picked up at the installation).
+            e.conn.set_status(crate::host::ConnStatus::Established);
             let stream =
                 app_rings.map(|(rx, tx)| Stream::new(e.conn.clone(), rx, tx, self.host.clone()));
             let delivered = match (self.listeners.get(&t.local_port), stream) {
-                (Some(l), Some(s)) => l.accept_tx.try_send(s).is_ok(),
+                (Some(l), Some(s)) => {
+                    let ok = l.accept_tx.try_send(s).is_ok();
+                    if let (true, Some((ctx, token))) = (ok, l.ctx.get()) {
+                        ctx.post(crate::host::Event {
+                            token: *token,
+                            kind: crate::host::EventKind::Readable,
+                        });
+                    }
+                    ok
+                }
                 _ => false,
             };
             if !delivered {

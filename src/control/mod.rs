@@ -530,6 +530,7 @@ impl Control {
                     backlog,
                     accept_tx,
                     congestion,
+                    ctx,
                 } => {
                     self.listeners.insert(
                         port,
@@ -538,6 +539,7 @@ impl Control {
                             accept_tx,
                             pending: 0,
                             congestion,
+                            ctx,
                         },
                     );
                 }

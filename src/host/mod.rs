@@ -218,7 +218,13 @@ struct ContextShared {
     rx: Receiver<Event>,
     overflows: AtomicU64,
     waiter: Waiter,
+    notify: Option<Notify>,
 }
+
+/// A callback run (on the engine's thread) after every event posted to a [`Context`]: it
+/// lets a waiter that sleeps elsewhere (in `poll(2)` on an eventfd, say) hear of readiness.
+/// It must be cheap and must not block.
+pub type Notify = Arc<dyn Fn() + Send + Sync>;
 
 /// An application context: a queue of readiness [`Event`]s for the streams registered with
 /// it (FlexTOE's per-thread context queue).
@@ -231,6 +237,26 @@ impl Context {
     /// A context whose queue holds `capacity` events. When it overflows, events are dropped
     /// and counted; readiness itself is never lost, since it is read from the rings.
     pub fn new(capacity: usize) -> Self {
+        Self::build(capacity, None)
+    }
+
+    /// [`new`](Self::new), with a callback run after every posted event (see [`Notify`]).
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// let posted = Arc::new(AtomicU64::new(0));
+    /// let seen = posted.clone();
+    /// let ctx = flextoe::host::Context::with_notify(64, Arc::new(move || {
+    ///     seen.fetch_add(1, Ordering::Relaxed);
+    /// }));
+    /// # drop(ctx);
+    /// ```
+    pub fn with_notify(capacity: usize, notify: Notify) -> Self {
+        Self::build(capacity, Some(notify))
+    }
+
+    fn build(capacity: usize, notify: Option<Notify>) -> Self {
         let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
         Context {
             shared: Arc::new(ContextShared {
@@ -238,6 +264,7 @@ impl Context {
                 rx,
                 overflows: AtomicU64::new(0),
                 waiter: Waiter::default(),
+                notify,
             }),
         }
     }
@@ -264,11 +291,14 @@ impl Context {
         self.shared.overflows.load(Ordering::Relaxed)
     }
 
-    fn post(&self, e: Event) {
+    pub(crate) fn post(&self, e: Event) {
         if self.shared.tx.try_send(e).is_err() {
             self.shared.overflows.fetch_add(1, Ordering::Relaxed);
         }
         self.shared.waiter.wake();
+        if let Some(n) = &self.shared.notify {
+            n();
+        }
     }
 }
 
@@ -424,6 +454,7 @@ pub(crate) enum AppRequest {
         backlog: usize,
         accept_tx: Sender<Stream>,
         congestion: Algorithm,
+        ctx: Arc<OnceLock<(Context, u64)>>,
     },
     Unlisten {
         port: u16,
@@ -592,11 +623,13 @@ impl Host {
             .unwrap_or_else(|p| p.into_inner())
             .take(port)?;
         let (accept_tx, accept_rx) = crossbeam_channel::bounded(backlog);
+        let ctx = Arc::new(OnceLock::new());
         if !self.shared.request(AppRequest::Listen {
             port,
             backlog,
             accept_tx,
             congestion,
+            ctx: ctx.clone(),
         }) {
             self.shared.release_port(port);
             return Err(Error::EngineGone);
@@ -606,6 +639,7 @@ impl Host {
             accept_rx,
             host: self.shared.clone(),
             nonblocking: false,
+            ctx,
         })
     }
 
@@ -668,6 +702,7 @@ pub struct Listener {
     accept_rx: Receiver<Stream>,
     host: Arc<HostShared>,
     nonblocking: bool,
+    ctx: Arc<OnceLock<(Context, u64)>>,
 }
 
 impl Listener {
@@ -679,6 +714,24 @@ impl Listener {
     /// Make [`accept`](Self::accept) return `WouldBlock` instead of waiting.
     pub fn set_nonblocking(&mut self, nb: bool) {
         self.nonblocking = nb;
+    }
+
+    /// Post [`EventKind::Readable`] with `token` to `ctx` whenever a connection is queued
+    /// for [`accept`](Self::accept). Once per listener.
+    pub fn register(&self, ctx: &Context, token: u64) -> Result<()> {
+        self.ctx
+            .set((ctx.clone(), token))
+            .map_err(|_| Error::InvalidInput("listener already registered"))
+    }
+
+    /// Established connections waiting for [`accept`](Self::accept).
+    pub fn pending(&self) -> usize {
+        self.accept_rx.len()
+    }
+
+    /// Whether the engine that serves this listener has stopped.
+    pub fn engine_gone(&self) -> bool {
+        !self.host.engine_alive.load(Ordering::Acquire)
     }
 
     /// Take an established connection, waiting for one unless nonblocking.

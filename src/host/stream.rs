@@ -127,6 +127,16 @@ impl Stream {
         self.rx.available() > 0 || self.conn.rx_fin() || self.conn.status().error().is_some()
     }
 
+    /// Whether the peer's FIN arrived (every byte before it is in the ring).
+    pub fn peer_closed(&self) -> bool {
+        self.conn.rx_fin()
+    }
+
+    /// Whether this side's writing was shut down ([`shutdown`](Self::shutdown)).
+    pub fn write_closed(&self) -> bool {
+        self.conn.tx_fin()
+    }
+
     /// Bytes written but not yet acknowledged by the peer.
     pub fn unacked_bytes(&self) -> usize {
         self.tx.capacity() - self.tx.free()

@@ -1,0 +1,983 @@
+//! The intercepted socket calls. Each one asks first whether its descriptor is an engine
+//! socket (one bit test); every other descriptor goes to the C library unchanged.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use flextoe::host::{ConnStatus, Error as HostError};
+use libc::{c_int, c_ulong, c_void, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+
+use crate::engine::{self, stack};
+use crate::real::{self, fail};
+use crate::sock::{self, Sock, State};
+
+/// An IPv4 socket address from C.
+///
+/// # Safety
+/// `addr` points to `len` readable bytes (or is null).
+pub unsafe fn inet(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddrV4> {
+    if addr.is_null() || (len as usize) < std::mem::size_of::<libc::sockaddr_in>() {
+        return None;
+    }
+    // SAFETY: the caller's pointer, long enough for a sockaddr_in (checked above).
+    let sin = unsafe { std::ptr::read_unaligned(addr.cast::<libc::sockaddr_in>()) };
+    (sin.sin_family as c_int == libc::AF_INET).then(|| {
+        SocketAddrV4::new(
+            Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+            u16::from_be(sin.sin_port),
+        )
+    })
+}
+
+/// Write `a` to a C socket address buffer (truncated to `*len`, which gets the full size).
+///
+/// # Safety
+/// `addr` points to `*len` writable bytes, `len` to a writable length (either may be null).
+pub unsafe fn put_inet(a: SocketAddrV4, addr: *mut sockaddr, len: *mut socklen_t) {
+    if addr.is_null() || len.is_null() {
+        return;
+    }
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let full = std::mem::size_of::<libc::sockaddr_in>();
+    // SAFETY: `len` is the caller's writable length.
+    let room = unsafe { *len } as usize;
+    // SAFETY: at most `room` bytes into the caller's buffer.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            (&sin as *const libc::sockaddr_in).cast::<u8>(),
+            addr.cast::<u8>(),
+            room.min(full),
+        );
+        *len = full as socklen_t;
+    }
+}
+
+/// Whether `fd` is a kernel TCP socket over IPv4 (what the engine may take over).
+fn kernel_tcp4(fd: c_int) -> bool {
+    let get = |opt| {
+        let mut v: c_int = 0;
+        let mut l = std::mem::size_of::<c_int>() as socklen_t;
+        // SAFETY: an int-sized option into `v`.
+        let r = unsafe {
+            real::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&mut v as *mut c_int).cast(),
+                &mut l,
+            )
+        };
+        (r == 0).then_some(v)
+    };
+    get(libc::SO_DOMAIN) == Some(libc::AF_INET)
+        && get(libc::SO_TYPE) == Some(libc::SOCK_STREAM)
+        && get(libc::SO_PROTOCOL) == Some(libc::IPPROTO_TCP)
+}
+
+/// Whether the kernel descriptor `fd` has `O_NONBLOCK`.
+fn kernel_nonblock(fd: c_int) -> bool {
+    // SAFETY: F_GETFL takes no argument.
+    let fl = unsafe { real::fcntl(fd, libc::F_GETFL, 0) };
+    fl >= 0 && fl & libc::O_NONBLOCK != 0
+}
+
+/// The errno for an I/O error of the engine's socket API.
+pub fn errno_of(e: &io::Error) -> c_int {
+    use io::ErrorKind as K;
+    match e.kind() {
+        K::WouldBlock => libc::EAGAIN,
+        K::ConnectionReset => libc::ECONNRESET,
+        K::ConnectionRefused => libc::ECONNREFUSED,
+        K::BrokenPipe => libc::EPIPE,
+        K::TimedOut => libc::ETIMEDOUT,
+        K::HostUnreachable => libc::EHOSTUNREACH,
+        K::AddrInUse => libc::EADDRINUSE,
+        K::AddrNotAvailable => libc::EADDRNOTAVAIL,
+        K::InvalidInput => libc::EINVAL,
+        K::NotConnected => libc::ENOTCONN,
+        _ => libc::EIO,
+    }
+}
+
+/// The errno of a connection's failure, if it failed.
+pub fn status_errno(st: ConnStatus) -> Option<c_int> {
+    match st {
+        ConnStatus::Reset => Some(libc::ECONNRESET),
+        ConnStatus::Refused => Some(libc::ECONNREFUSED),
+        ConnStatus::TimedOut => Some(libc::ETIMEDOUT),
+        ConnStatus::Unreachable => Some(libc::EHOSTUNREACH),
+        _ => None,
+    }
+}
+
+fn host_errno(e: HostError) -> c_int {
+    errno_of(&io::Error::from(e))
+}
+
+/// `bind`: an IPv4 TCP socket bound to the engine's address (or to any) becomes an engine
+/// socket.
+///
+/// # Safety
+/// As `bind(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    if engine::configured() {
+        // SAFETY: the caller's address.
+        if let Some(a) = unsafe { inet(addr, len) } {
+            if sock::get(fd).is_some() {
+                return fail(libc::EINVAL);
+            }
+            if kernel_tcp4(fd) {
+                if let Some(st) = stack().filter(|st| st.cfg.binds(*a.ip())) {
+                    let local = SocketAddrV4::new(st.cfg.ip, a.port());
+                    sock::insert(fd, Sock::new(State::Bound(local), kernel_nonblock(fd)));
+                    return 0;
+                }
+            }
+        }
+    }
+    // SAFETY: passed through.
+    unsafe { real::bind(fd, addr, len) }
+}
+
+/// `listen`.
+///
+/// # Safety
+/// As `listen(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    let Some(s) = sock::get(fd) else {
+        // SAFETY: passed through.
+        return unsafe { real::listen(fd, backlog) };
+    };
+    let Some(st) = engine::started() else {
+        return fail(libc::EBADF);
+    };
+    let mut state = s.lock();
+    let local = match &*state {
+        State::Listener(_) => return 0,
+        State::Stream(_) => return fail(libc::EINVAL),
+        State::Bound(a) => *a,
+    };
+    let backlog = usize::try_from(backlog).unwrap_or(0).clamp(1, 4096);
+    let listener = if local.port() != 0 {
+        st.host.listen(local.port(), backlog)
+    } else {
+        // Port 0: a free one from the ephemeral range.
+        let mut r = Err(HostError::NoFreePort);
+        for _ in 0..64 {
+            let mut b = [0u8; 2];
+            let _ = getrandom_fill(&mut b);
+            let p = 49152 + u16::from_le_bytes(b) % 16384;
+            r = st.host.listen(p, backlog);
+            if !matches!(r, Err(HostError::AddrInUse(_))) {
+                break;
+            }
+        }
+        r
+    };
+    match listener {
+        Ok(l) => {
+            if let Err(e) = l.register(&st.ctx, fd as u64) {
+                return fail(host_errno(e));
+            }
+            *s.local.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(SocketAddrV4::new(st.cfg.ip, l.port()));
+            *state = State::Listener(l);
+            0
+        }
+        Err(e) => fail(host_errno(e)),
+    }
+}
+
+fn getrandom_fill(b: &mut [u8]) -> bool {
+    // SAFETY: `b` is writable for its length.
+    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) == b.len() as isize }
+}
+
+/// `accept`.
+///
+/// # Safety
+/// As `accept(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    // SAFETY: as accept4 with no flags.
+    unsafe { accept4(fd, addr, len, 0) }
+}
+
+/// `accept4`.
+///
+/// # Safety
+/// As `accept4(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    let Some(s) = sock::get(fd) else {
+        // SAFETY: passed through.
+        return unsafe { real::accept4(fd, addr, len, flags) };
+    };
+    let Some(st) = engine::started() else {
+        return fail(libc::EBADF);
+    };
+    let mut stream = loop {
+        {
+            let state = s.lock();
+            let State::Listener(l) = &*state else {
+                return fail(libc::EINVAL);
+            };
+            match l.try_accept() {
+                Ok(Some(stream)) => break stream,
+                Ok(None) => {}
+                Err(_) => return fail(libc::ECONNABORTED),
+            }
+        }
+        if s.nonblock.load(Ordering::Relaxed) {
+            s.used_up(libc::POLLIN);
+            return fail(libc::EAGAIN);
+        }
+        s.wait(libc::POLLIN, None);
+    };
+    stream.set_nonblocking(true);
+    // The new descriptor stands on a fresh kernel socket of its own.
+    let ty = libc::SOCK_STREAM | (flags & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC));
+    // SAFETY: socket takes no pointers.
+    let nfd = unsafe { real::socket(libc::AF_INET, ty, 0) };
+    if nfd < 0 {
+        // The descriptor table is full (errno set): the connection is refused by a reset.
+        stream.abort();
+        return -1;
+    }
+    if let Err(e) = stream.register(&st.ctx, nfd as u64) {
+        // SAFETY: our own descriptor.
+        unsafe { real::close(nfd) };
+        return fail(host_errno(e));
+    }
+    // SAFETY: the caller's buffers.
+    unsafe { put_inet(stream.peer_addr(), addr, len) };
+    sock::insert(
+        nfd,
+        Sock::new(State::Stream(stream), flags & libc::SOCK_NONBLOCK != 0),
+    );
+    nfd
+}
+
+/// `connect`: to an address in the engine's subnet, through the engine.
+///
+/// # Safety
+/// As `connect(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    let existing = sock::get(fd);
+    // SAFETY: the caller's address.
+    let to = unsafe { inet(addr, len) };
+    let s = match (existing, to) {
+        (Some(s), _) => s,
+        (None, Some(to)) if engine::configured() && kernel_tcp4(fd) => {
+            match stack().filter(|st| st.cfg.routes(to)) {
+                Some(_) => {
+                    let s = Sock::new(
+                        State::Bound(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
+                        kernel_nonblock(fd),
+                    );
+                    sock::insert(fd, s.clone());
+                    s
+                }
+                // SAFETY: passed through.
+                None => return unsafe { real::connect(fd, addr, len) },
+            }
+        }
+        // SAFETY: passed through.
+        _ => return unsafe { real::connect(fd, addr, len) },
+    };
+    let Some(st) = engine::started() else {
+        return fail(libc::EBADF);
+    };
+    {
+        let mut state = s.lock();
+        match &*state {
+            State::Listener(_) => return fail(libc::EISCONN),
+            State::Stream(stream) => {
+                return match stream.status() {
+                    ConnStatus::Connecting => fail(libc::EALREADY),
+                    ConnStatus::Established | ConnStatus::Closed => {
+                        if s.connect_unreported.swap(false, Ordering::Relaxed) {
+                            0
+                        } else {
+                            fail(libc::EISCONN)
+                        }
+                    }
+                    e => {
+                        if s.error_taken.swap(true, Ordering::Relaxed) {
+                            fail(libc::EISCONN)
+                        } else {
+                            fail(status_errno(e).unwrap_or(libc::ECONNRESET))
+                        }
+                    }
+                };
+            }
+            State::Bound(_) => {}
+        }
+        let Some(to) = to else {
+            return fail(libc::EAFNOSUPPORT);
+        };
+        if !st.cfg.routes(to) {
+            return fail(libc::ENETUNREACH);
+        }
+        match st.host.connect(to) {
+            Ok(mut stream) => {
+                stream.set_nonblocking(true);
+                if let Err(e) = stream.register(&st.ctx, fd as u64) {
+                    return fail(host_errno(e));
+                }
+                *state = State::Stream(stream);
+            }
+            Err(e) => return fail(host_errno(e)),
+        }
+    }
+    if s.nonblock.load(Ordering::Relaxed) {
+        s.connect_unreported.store(true, Ordering::Relaxed);
+        return fail(libc::EINPROGRESS);
+    }
+    s.wait(libc::POLLOUT, None);
+    let status = match &*s.lock() {
+        State::Stream(stream) => stream.status(),
+        _ => ConnStatus::Reset,
+    };
+    match status_errno(status) {
+        Some(e) => {
+            s.error_taken.store(true, Ordering::Relaxed);
+            fail(e)
+        }
+        None => 0,
+    }
+}
+
+/// Read from an engine socket into `bufs`: what is there now, waiting (unless nonblocking)
+/// while nothing is. `peek` leaves the bytes in place.
+fn recv_into(s: &Arc<Sock>, bufs: &mut [&mut [u8]], nonblock: bool, peek: bool) -> isize {
+    let want: usize = bufs.iter().map(|b| b.len()).sum();
+    loop {
+        {
+            let mut state = s.lock();
+            let State::Stream(stream) = &mut *state else {
+                return fail(libc::ENOTCONN) as isize;
+            };
+            if want == 0 {
+                return 0;
+            }
+            let mut total = 0usize;
+            let mut result: Option<io::Result<()>> = None;
+            // Up to two slices: the readable bytes may wrap around the ring.
+            for _ in 0..2 {
+                let r = stream.read_with(|src| {
+                    let mut off = 0usize;
+                    let mut skip = total;
+                    for b in bufs.iter_mut() {
+                        if skip >= b.len() {
+                            skip -= b.len();
+                            continue;
+                        }
+                        let n = (b.len() - skip).min(src.len() - off);
+                        b[skip..skip + n].copy_from_slice(&src[off..off + n]);
+                        off += n;
+                        skip = 0;
+                        if off == src.len() {
+                            break;
+                        }
+                    }
+                    (if peek { 0 } else { off }, off)
+                });
+                match r {
+                    Ok(0) => {
+                        result.get_or_insert(Ok(()));
+                        break;
+                    }
+                    Ok(n) => {
+                        total += n;
+                        result = Some(Ok(()));
+                        if total == want || peek {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        if total == 0 {
+                            result = Some(Err(e));
+                        }
+                        break;
+                    }
+                }
+            }
+            match result {
+                Some(Ok(())) => return total as isize,
+                Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Some(Err(e)) => {
+                    s.error_taken.store(true, Ordering::Relaxed);
+                    return fail(errno_of(&e)) as isize;
+                }
+                None => return total as isize,
+            }
+        }
+        if nonblock {
+            s.used_up(libc::POLLIN);
+            return fail(libc::EAGAIN) as isize;
+        }
+        s.wait(libc::POLLIN | libc::POLLRDHUP, None);
+    }
+}
+
+/// Write `bufs` to an engine socket: all of it when blocking, what fits when not.
+fn send_from(s: &Arc<Sock>, bufs: &[&[u8]], nonblock: bool, nosignal: bool) -> isize {
+    let want: usize = bufs.iter().map(|b| b.len()).sum();
+    let mut total = 0usize;
+    loop {
+        {
+            let mut state = s.lock();
+            let State::Stream(stream) = &mut *state else {
+                return fail(libc::ENOTCONN) as isize;
+            };
+            if stream.status() == ConnStatus::Connecting && nonblock && total == 0 {
+                return fail(libc::EAGAIN) as isize;
+            }
+            while total < want {
+                // The first buffer with bytes left.
+                let mut skip = total;
+                let Some(b) = bufs.iter().find_map(|b| {
+                    if skip >= b.len() {
+                        skip -= b.len();
+                        None
+                    } else {
+                        Some(&b[skip..])
+                    }
+                }) else {
+                    break;
+                };
+                match io::Write::write(stream, b) {
+                    Ok(0) => break,
+                    Ok(n) => total += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        if total > 0 {
+                            return total as isize;
+                        }
+                        let errno = errno_of(&e);
+                        if errno == libc::EPIPE && !nosignal {
+                            // SAFETY: raising a signal in our own process, as the kernel would.
+                            unsafe { libc::raise(libc::SIGPIPE) };
+                        }
+                        return fail(errno) as isize;
+                    }
+                }
+            }
+            if total == want || (nonblock && total > 0) {
+                return total as isize;
+            }
+        }
+        if nonblock {
+            s.used_up(libc::POLLOUT);
+            return fail(libc::EAGAIN) as isize;
+        }
+        s.wait(libc::POLLOUT, None);
+    }
+}
+
+/// The iovecs of a call as slices.
+///
+/// # Safety
+/// `iov` points to `n` iovecs of writable (or readable) memory.
+unsafe fn iovecs<'a>(iov: *const libc::iovec, n: c_int) -> Option<Vec<&'a mut [u8]>> {
+    if !(0..=libc::UIO_MAXIOV).contains(&n) || (n > 0 && iov.is_null()) {
+        return None;
+    }
+    let mut v = Vec::with_capacity(n as usize);
+    for i in 0..n as usize {
+        // SAFETY: within the caller's `n` iovecs.
+        let e = unsafe { *iov.add(i) };
+        if e.iov_len > 0 {
+            // SAFETY: the caller's buffer of `iov_len` bytes.
+            v.push(unsafe { std::slice::from_raw_parts_mut(e.iov_base.cast::<u8>(), e.iov_len) });
+        }
+    }
+    Some(v)
+}
+
+/// Whether a call with `flags` must not wait.
+fn nonblocking(s: &Sock, flags: c_int) -> bool {
+    s.nonblock.load(Ordering::Relaxed) || flags & libc::MSG_DONTWAIT != 0
+}
+
+/// `read`.
+///
+/// # Safety
+/// As `read(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
+    match sock::get(fd) {
+        // SAFETY: as recv with no flags.
+        Some(_) => unsafe { recv(fd, buf, n, 0) },
+        // SAFETY: passed through.
+        None => unsafe { real::read(fd, buf, n) },
+    }
+}
+
+/// `__read_chk` (fortified `read`).
+///
+/// # Safety
+/// As `read(2)`, with `buflen` the buffer's size.
+#[no_mangle]
+pub unsafe extern "C" fn __read_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    buflen: size_t,
+) -> ssize_t {
+    if n > buflen {
+        std::process::abort();
+    }
+    // SAFETY: as read.
+    unsafe { read(fd, buf, n) }
+}
+
+/// `recv`.
+///
+/// # Safety
+/// As `recv(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: as recvfrom without an address.
+    unsafe {
+        recvfrom(
+            fd,
+            buf,
+            n,
+            flags,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    }
+}
+
+/// `__recv_chk` (fortified `recv`).
+///
+/// # Safety
+/// As `recv(2)`, with `buflen` the buffer's size.
+#[no_mangle]
+pub unsafe extern "C" fn __recv_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    buflen: size_t,
+    flags: c_int,
+) -> ssize_t {
+    if n > buflen {
+        std::process::abort();
+    }
+    // SAFETY: as recv.
+    unsafe { recv(fd, buf, n, flags) }
+}
+
+/// `recvfrom`.
+///
+/// # Safety
+/// As `recvfrom(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> ssize_t {
+    let Some(s) = sock::get(fd) else {
+        // SAFETY: passed through.
+        return unsafe { real::recvfrom(fd, buf, n, flags, addr, len) };
+    };
+    if n > 0 && buf.is_null() {
+        return fail(libc::EFAULT) as isize;
+    }
+    let mut slice: &mut [u8] = if n == 0 {
+        &mut []
+    } else {
+        // SAFETY: the caller's buffer of `n` bytes.
+        unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), n) }
+    };
+    let r = recv_into(
+        &s,
+        std::slice::from_mut(&mut slice),
+        nonblocking(&s, flags),
+        flags & libc::MSG_PEEK != 0,
+    );
+    if r >= 0 && !addr.is_null() && !len.is_null() {
+        // A connected TCP socket reports no source address.
+        // SAFETY: the caller's length.
+        unsafe { *len = 0 };
+    }
+    r
+}
+
+/// `__recvfrom_chk` (fortified `recvfrom`).
+///
+/// # Safety
+/// As `recvfrom(2)`, with `buflen` the buffer's size.
+#[no_mangle]
+pub unsafe extern "C" fn __recvfrom_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    buflen: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> ssize_t {
+    if n > buflen {
+        std::process::abort();
+    }
+    // SAFETY: as recvfrom.
+    unsafe { recvfrom(fd, buf, n, flags, addr, len) }
+}
+
+/// `readv`.
+///
+/// # Safety
+/// As `readv(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
+    let Some(s) = sock::get(fd) else {
+        // SAFETY: passed through.
+        return unsafe { real::readv(fd, iov, n) };
+    };
+    // SAFETY: the caller's iovecs.
+    let Some(mut bufs) = (unsafe { iovecs(iov, n) }) else {
+        return fail(libc::EINVAL) as isize;
+    };
+    recv_into(&s, &mut bufs, nonblocking(&s, 0), false)
+}
+
+/// `recvmsg` (no ancillary data on a TCP socket of the engine).
+///
+/// # Safety
+/// As `recvmsg(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    let Some(s) = sock::get(fd) else {
+        // SAFETY: passed through.
+        return unsafe { real::recvmsg(fd, msg, flags) };
+    };
+    if msg.is_null() {
+        return fail(libc::EFAULT) as isize;
+    }
+    // SAFETY: the caller's msghdr.
+    let m = unsafe { &mut *msg };
+    // SAFETY: the caller's iovecs.
+    let Some(mut bufs) = (unsafe { iovecs(m.msg_iov, m.msg_iovlen as c_int) }) else {
+        return fail(libc::EINVAL) as isize;
+    };
+    m.msg_namelen = 0;
+    m.msg_controllen = 0;
+    m.msg_flags = 0;
+    recv_into(
+        &s,
+        &mut bufs,
+        nonblocking(&s, flags),
+        flags & libc::MSG_PEEK != 0,
+    )
+}
+
+/// `write`.
+///
+/// # Safety
+/// As `write(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
+    match sock::get(fd) {
+        // SAFETY: as send with no flags.
+        Some(_) => unsafe { send(fd, buf, n, 0) },
+        // SAFETY: passed through.
+        None => unsafe { real::write(fd, buf, n) },
+    }
+}
+
+/// `send`.
+///
+/// # Safety
+/// As `send(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: as sendto without an address.
+    unsafe { sendto(fd, buf, n, flags, std::ptr::null(), 0) }
+}
+
+/// `sendto` (the address is ignored on a connected socket, as Linux does for TCP).
+///
+/// # Safety
+/// As `sendto(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+) -> ssize_t {
+    let Some(s) = sock::get(fd) else {
+        // SAFETY: passed through.
+        return unsafe { real::sendto(fd, buf, n, flags, addr, len) };
+    };
+    if n > 0 && buf.is_null() {
+        return fail(libc::EFAULT) as isize;
+    }
+    let slice: &[u8] = if n == 0 {
+        &[]
+    } else {
+        // SAFETY: the caller's buffer of `n` bytes.
+        unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), n) }
+    };
+    send_from(
+        &s,
+        &[slice],
+        nonblocking(&s, flags),
+        flags & libc::MSG_NOSIGNAL != 0,
+    )
+}
+
+/// `writev`.
+///
+/// # Safety
+/// As `writev(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
+    let Some(s) = sock::get(fd) else {
+        // SAFETY: passed through.
+        return unsafe { real::writev(fd, iov, n) };
+    };
+    // SAFETY: the caller's iovecs.
+    let Some(bufs) = (unsafe { iovecs(iov, n) }) else {
+        return fail(libc::EINVAL) as isize;
+    };
+    let bufs: Vec<&[u8]> = bufs.into_iter().map(|b| &*b).collect();
+    send_from(&s, &bufs, nonblocking(&s, 0), false)
+}
+
+/// `sendmsg` (no ancillary data).
+///
+/// # Safety
+/// As `sendmsg(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    let Some(s) = sock::get(fd) else {
+        // SAFETY: passed through.
+        return unsafe { real::sendmsg(fd, msg, flags) };
+    };
+    if msg.is_null() {
+        return fail(libc::EFAULT) as isize;
+    }
+    // SAFETY: the caller's msghdr.
+    let m = unsafe { &*msg };
+    // SAFETY: the caller's iovecs.
+    let Some(bufs) = (unsafe { iovecs(m.msg_iov, m.msg_iovlen as c_int) }) else {
+        return fail(libc::EINVAL) as isize;
+    };
+    let bufs: Vec<&[u8]> = bufs.into_iter().map(|b| &*b).collect();
+    send_from(
+        &s,
+        &bufs,
+        nonblocking(&s, flags),
+        flags & libc::MSG_NOSIGNAL != 0,
+    )
+}
+
+/// `close`: the last descriptor of an engine socket closes it (FIN, or RST when unread
+/// data remains, as Linux does).
+///
+/// # Safety
+/// As `close(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    // Out of our epoll sets (or gone as one of them).
+    crate::events::forget_fd(fd);
+    if sock::get(fd).is_some() {
+        drop(sock::remove(fd));
+    }
+    // SAFETY: passed through (for an engine socket: its placeholder).
+    unsafe { real::close(fd) }
+}
+
+/// `shutdown`.
+///
+/// # Safety
+/// As `shutdown(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
+    let Some(s) = sock::get(fd) else {
+        // SAFETY: passed through.
+        return unsafe { real::shutdown(fd, how) };
+    };
+    let how = match how {
+        libc::SHUT_RD => std::net::Shutdown::Read,
+        libc::SHUT_WR => std::net::Shutdown::Write,
+        libc::SHUT_RDWR => std::net::Shutdown::Both,
+        _ => return fail(libc::EINVAL),
+    };
+    let mut state = s.lock();
+    match &mut *state {
+        State::Stream(stream) if stream.status() != ConnStatus::Connecting => {
+            match stream.shutdown(how) {
+                Ok(()) => 0,
+                Err(e) => fail(errno_of(&e)),
+            }
+        }
+        _ => fail(libc::ENOTCONN),
+    }
+}
+
+/// Give `to` the engine socket of `from` (after the kernel duplicated the placeholder).
+fn dup_entry(s: Arc<Sock>, to: c_int) -> c_int {
+    if to >= 0 {
+        sock::insert(to, s);
+    }
+    to
+}
+
+/// `dup`.
+///
+/// # Safety
+/// As `dup(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    // SAFETY: passed through; the new descriptor shares the engine socket.
+    let to = unsafe { real::dup(fd) };
+    match sock::get(fd) {
+        Some(s) => dup_entry(s, to),
+        None => to,
+    }
+}
+
+/// `dup2`.
+///
+/// # Safety
+/// As `dup2(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
+    if fd == to {
+        // SAFETY: F_GETFD takes no argument; dup2 to itself only checks `fd`.
+        return if unsafe { real::fcntl(fd, libc::F_GETFD, 0) } < 0 {
+            -1
+        } else {
+            to
+        };
+    }
+    // SAFETY: as dup3 with no flags (different descriptors).
+    unsafe { dup3(fd, to, 0) }
+}
+
+/// `dup3`.
+///
+/// # Safety
+/// As `dup3(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
+    let from = sock::get(fd);
+    // SAFETY: passed through.
+    let r = unsafe { real::dup3(fd, to, flags) };
+    if r >= 0 {
+        // `to` was closed by the kernel: so is whatever engine socket it was.
+        if sock::get(to).is_some() {
+            crate::events::forget_fd(to);
+            drop(sock::remove(to));
+        }
+        if let Some(s) = from {
+            dup_entry(s, r);
+        }
+    }
+    r
+}
+
+/// `fcntl` (declared with one argument: what every command takes, passed as the C
+/// library passes variadic integers and pointers).
+///
+/// # Safety
+/// As `fcntl(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    // SAFETY: as fcntl.
+    unsafe { fcntl_impl(fd, cmd, arg) }
+}
+
+/// `fcntl64` (the same, under glibc's large-file name).
+///
+/// # Safety
+/// As `fcntl(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    // SAFETY: as fcntl.
+    unsafe { fcntl_impl(fd, cmd, arg) }
+}
+
+unsafe fn fcntl_impl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    // SAFETY: passed through (an engine socket's placeholder keeps its flags).
+    let r = unsafe { real::fcntl(fd, cmd, arg) };
+    if r < 0 {
+        return r;
+    }
+    if let Some(s) = sock::get(fd) {
+        match cmd {
+            libc::F_SETFL => s
+                .nonblock
+                .store(arg as c_int & libc::O_NONBLOCK != 0, Ordering::Relaxed),
+            libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
+                dup_entry(s, r);
+            }
+            _ => {}
+        }
+    }
+    r
+}
+
+/// `ioctl`: `FIONREAD` and `FIONBIO` on engine sockets.
+///
+/// # Safety
+/// As `ioctl(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: c_ulong) -> c_int {
+    if let Some(s) = sock::get(fd) {
+        match req {
+            libc::FIONREAD => {
+                let n = match &*s.lock() {
+                    State::Stream(st) => st.readable_bytes(),
+                    _ => return fail(libc::EINVAL),
+                };
+                if arg == 0 {
+                    return fail(libc::EFAULT);
+                }
+                // SAFETY: FIONREAD's argument is an int pointer.
+                unsafe { *(arg as *mut c_int) = n.min(c_int::MAX as usize) as c_int };
+                return 0;
+            }
+            libc::FIONBIO => {
+                if arg == 0 {
+                    return fail(libc::EFAULT);
+                }
+                // SAFETY: FIONBIO's argument is an int pointer.
+                let on = unsafe { *(arg as *const c_int) } != 0;
+                s.nonblock.store(on, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+    // SAFETY: passed through.
+    unsafe { real::ioctl(fd, req, arg) }
+}

@@ -1,0 +1,319 @@
+//! The engine inside the application's process, started on the first engine socket, and
+//! the one wake-up that every waiting call sleeps on.
+//!
+//! Configuration comes from the environment:
+//!
+//! | variable          | meaning                                                     |
+//! |-------------------|-------------------------------------------------------------|
+//! | `FLEXTOE_IP`      | the engine's IPv4 address (without it, nothing is intercepted) |
+//! | `FLEXTOE_IFACE`   | the interface (veth end, NIC, TAP device) the engine opens   |
+//! | `FLEXTOE_BACKEND` | `af_packet` (default), `af_xdp` or `tap`                     |
+//! | `FLEXTOE_MAC`     | the engine's MAC (default: the interface's own)              |
+//! | `FLEXTOE_PREFIX`  | the engine's subnet length (default 24): `connect` to an address inside it goes to the engine |
+//! | `FLEXTOE_MODE`    | `inprocess` (default; the only mode built so far)            |
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use flextoe::backends::any::{AnyPort, BackendKind, PortSpec};
+use flextoe::host::{Context, Host};
+use flextoe::pipeline::{Engine, EngineConfig, Runtime};
+use flextoe::time::SystemClock;
+use flextoe::wire::MacAddr;
+
+use crate::real;
+
+/// What the environment asked for.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The engine's address.
+    pub ip: Ipv4Addr,
+    /// Its subnet length.
+    pub prefix: u8,
+    /// The port to open.
+    pub spec: PortSpec,
+}
+
+impl Config {
+    /// Read the environment; `None` when `FLEXTOE_IP` is unset (nothing is intercepted).
+    pub fn from_env() -> Result<Option<Config>, String> {
+        let Ok(ip) = std::env::var("FLEXTOE_IP") else {
+            return Ok(None);
+        };
+        let ip: Ipv4Addr = ip.parse().map_err(|e| format!("FLEXTOE_IP {ip:?}: {e}"))?;
+        let iface =
+            std::env::var("FLEXTOE_IFACE").map_err(|_| "FLEXTOE_IFACE is unset".to_string())?;
+        match std::env::var("FLEXTOE_MODE").as_deref() {
+            Err(_) | Ok("inprocess") => {}
+            Ok(m) => return Err(format!("FLEXTOE_MODE {m:?}: only \"inprocess\" is built")),
+        }
+        let kind = match std::env::var("FLEXTOE_BACKEND").as_deref() {
+            Err(_) | Ok("af_packet") => BackendKind::AfPacket,
+            Ok("af_xdp") => BackendKind::AfXdp,
+            Ok("tap") => BackendKind::Tap,
+            Ok(b) => return Err(format!("FLEXTOE_BACKEND {b:?}: af_packet, af_xdp or tap")),
+        };
+        let mac = match std::env::var("FLEXTOE_MAC") {
+            Ok(m) => parse_mac(&m).ok_or(format!("FLEXTOE_MAC {m:?}"))?,
+            Err(_) => {
+                let path = format!("/sys/class/net/{iface}/address");
+                let m = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+                parse_mac(m.trim()).ok_or(format!("{path}: {m:?}"))?
+            }
+        };
+        let prefix = match std::env::var("FLEXTOE_PREFIX") {
+            Ok(p) => p
+                .parse()
+                .ok()
+                .filter(|p| *p <= 32)
+                .ok_or(format!("FLEXTOE_PREFIX {p:?}"))?,
+            Err(_) => 24,
+        };
+        Ok(Some(Config {
+            ip,
+            prefix,
+            spec: PortSpec {
+                kind,
+                iface,
+                netns: None,
+                mac,
+                ip,
+                dpdk_args: String::new(),
+            },
+        }))
+    }
+
+    /// Whether a connection to `to` goes through the engine: TCP over IPv4 to the engine's
+    /// subnet, not to the engine's own address.
+    pub fn routes(&self, to: SocketAddrV4) -> bool {
+        let mask = if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix)
+        };
+        let (a, b) = (u32::from(*to.ip()), u32::from(self.ip));
+        a != b && a & mask == b & mask
+    }
+
+    /// Whether a bind to `ip` takes the engine's address: the address itself or any.
+    pub fn binds(&self, ip: Ipv4Addr) -> bool {
+        ip == self.ip || ip.is_unspecified()
+    }
+}
+
+fn parse_mac(s: &str) -> Option<MacAddr> {
+    let mut m = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut m {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(MacAddr(m))
+}
+
+/// The running engine of this process.
+pub struct Stack {
+    /// What it was started with.
+    pub cfg: Config,
+    /// Its socket API.
+    pub host: Host,
+    /// The context every engine socket is registered with (token: the descriptor).
+    pub ctx: Context,
+    _runtime: Mutex<Runtime<AnyPort>>,
+}
+
+static STACK: OnceLock<Option<Stack>> = OnceLock::new();
+
+/// Set in a child after `fork`: the engine's threads stayed in the parent.
+static FORKED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn in_child() {
+    FORKED.store(true, Ordering::SeqCst);
+    crate::sock::forget_all();
+}
+
+/// The engine, started on first use; `None` when the environment asks for none or it could
+/// not start (the reason is printed once on stderr), and in a forked child.
+pub fn stack() -> Option<&'static Stack> {
+    if FORKED.load(Ordering::Relaxed) {
+        return None;
+    }
+    STACK
+        .get_or_init(|| match Config::from_env() {
+            Ok(None) => None,
+            Ok(Some(cfg)) => match start(cfg) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    eprintln!("flextoe-preload: engine not started: {e}");
+                    None
+                }
+            },
+            Err(e) => {
+                eprintln!("flextoe-preload: {e}");
+                None
+            }
+        })
+        .as_ref()
+}
+
+/// The engine if it was started already (a call on a descriptor the engine cannot own
+/// does not start it).
+pub fn started() -> Option<&'static Stack> {
+    if FORKED.load(Ordering::Relaxed) {
+        return None;
+    }
+    STACK.get().and_then(|s| s.as_ref())
+}
+
+/// Whether the environment names an engine (cheap; does not start it).
+pub fn configured() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("FLEXTOE_IP").is_some())
+}
+
+fn start(cfg: Config) -> Result<Stack, String> {
+    let port = AnyPort::open(&cfg.spec)
+        .map_err(|e| format!("{:?} on {}: {e}", cfg.spec.kind, cfg.spec.iface))?;
+    let engine =
+        Engine::new(EngineConfig::new(cfg.spec.mac, cfg.ip), port).map_err(|e| e.to_string())?;
+    let runtime = Runtime::spawn(engine, SystemClock::new()).map_err(|e| e.to_string())?;
+    let host = runtime.host();
+    // SAFETY: registers a handler that only stores to atomics and forgets the table.
+    unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+    // SAFETY: registers a handler that waits (bounded) for closed connections.
+    unsafe { libc::atexit(crate::linger::at_exit) };
+    let ctx = Context::with_notify(1 << 16, Arc::new(notify));
+    Ok(Stack {
+        cfg,
+        host,
+        ctx,
+        _runtime: Mutex::new(runtime),
+    })
+}
+
+/// Engine events so far; a waiter sleeps until this moves.
+static EPOCH: AtomicU64 = AtomicU64::new(0);
+/// Threads inside [`wait`] or a mixed wait.
+static SLEEPERS: AtomicUsize = AtomicUsize::new(0);
+static LOCK: Mutex<()> = Mutex::new(());
+static CV: Condvar = Condvar::new();
+
+/// Eventfds of waiters sleeping in the kernel (poll on a thread's own, epoll on its set's),
+/// with how many waiters sleep on each.
+static ARMED: Mutex<Vec<(i32, usize)>> = Mutex::new(Vec::new());
+
+/// Run by the engine after every event it posts.
+fn notify() {
+    EPOCH.fetch_add(1, Ordering::SeqCst);
+    if SLEEPERS.load(Ordering::SeqCst) > 0 {
+        drop(LOCK.lock().unwrap_or_else(|p| p.into_inner()));
+        CV.notify_all();
+        let armed = ARMED.lock().unwrap_or_else(|p| p.into_inner());
+        for &(fd, _) in armed.iter() {
+            signal(fd);
+        }
+    }
+}
+
+/// Make the eventfd `fd` readable.
+fn signal(fd: i32) {
+    let one = 1u64;
+    // SAFETY: an 8-byte write to one of our eventfds.
+    unsafe { real::write(fd, (&one as *const u64).cast(), 8) };
+}
+
+/// A new nonblocking eventfd (for a thread's polls or an epoll set); -1 on failure.
+pub fn new_event_fd() -> i32 {
+    // SAFETY: eventfd takes no pointers.
+    unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) }
+}
+
+/// This thread's eventfd for `poll` and `select` waits.
+pub fn thread_event_fd() -> i32 {
+    struct Fd(i32);
+    impl Drop for Fd {
+        fn drop(&mut self) {
+            if self.0 >= 0 {
+                // SAFETY: our own eventfd, closed once when the thread ends.
+                unsafe { real::close(self.0) };
+            }
+        }
+    }
+    thread_local! {
+        static FD: Fd = Fd(new_event_fd());
+    }
+    FD.with(|f| f.0)
+}
+
+/// Empty the eventfd `fd` after a wait woke on it.
+pub fn drain_event_fd(fd: i32) {
+    let mut v = 0u64;
+    // SAFETY: an 8-byte read into `v` from one of our nonblocking eventfds.
+    unsafe { real::read(fd, (&mut v as *mut u64).cast(), 8) };
+}
+
+/// A registration as a sleeper: the epoch seen before the caller's last readiness check.
+pub struct Sleep {
+    /// The epoch when the registration was made.
+    pub epoch: u64,
+    /// The eventfd the sleeper waits on in the kernel, if any.
+    fd: i32,
+}
+
+impl Sleep {
+    /// Register; the caller checks readiness after this and sleeps only if nothing is ready.
+    pub fn enter() -> Sleep {
+        Self::enter_fd(-1)
+    }
+
+    /// [`enter`](Self::enter) for a wait in the kernel on the eventfd `fd`, which engine
+    /// events make readable until the registration ends.
+    pub fn enter_fd(fd: i32) -> Sleep {
+        if fd >= 0 {
+            let mut armed = ARMED.lock().unwrap_or_else(|p| p.into_inner());
+            match armed.iter_mut().find(|(f, _)| *f == fd) {
+                Some((_, n)) => *n += 1,
+                None => armed.push((fd, 1)),
+            }
+        }
+        SLEEPERS.fetch_add(1, Ordering::SeqCst);
+        Sleep {
+            epoch: EPOCH.load(Ordering::SeqCst),
+            fd,
+        }
+    }
+
+    /// Whether an event came since the registration.
+    pub fn moved(&self) -> bool {
+        EPOCH.load(Ordering::SeqCst) != self.epoch
+    }
+
+    /// Sleep until an engine event or `deadline` (at most a slice: a missed wake-up costs
+    /// no more than that).
+    pub fn wait(&self, deadline: Option<Instant>) {
+        let mut slice = Duration::from_millis(50);
+        if let Some(d) = deadline {
+            slice = slice.min(d.saturating_duration_since(Instant::now()));
+        }
+        let g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.moved() && !slice.is_zero() {
+            let _ = CV.wait_timeout(g, slice);
+        }
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        SLEEPERS.fetch_sub(1, Ordering::SeqCst);
+        if self.fd >= 0 {
+            let mut armed = ARMED.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = armed.iter().position(|(f, _)| *f == self.fd) {
+                armed[i].1 -= 1;
+                if armed[i].1 == 0 {
+                    armed.swap_remove(i);
+                }
+            }
+        }
+    }
+}

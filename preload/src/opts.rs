@@ -1,0 +1,140 @@
+//! Socket options and addresses of engine sockets.
+//!
+//! Options go to the placeholder kernel socket as well, which keeps them: `getsockopt`
+//! then reads back what was set (buffer sizes as Linux reports them, `TCP_NODELAY`, ...).
+//! The engine acts on `SO_KEEPALIVE` (with Linux's default timing); it sends every segment
+//! at once whatever `TCP_NODELAY` says.
+
+use std::sync::atomic::Ordering;
+
+use flextoe::host::{ConnStatus, Keepalive};
+use libc::{c_int, c_void, sockaddr, socklen_t};
+
+use crate::calls::{put_inet, status_errno};
+use crate::real::{self, fail};
+use crate::sock::{self, State};
+
+/// `setsockopt`.
+///
+/// # Safety
+/// As `setsockopt(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    // SAFETY: passed through (for an engine socket: its placeholder keeps the option).
+    let r = unsafe { real::setsockopt(fd, level, name, val, len) };
+    if let Some(s) = sock::get(fd) {
+        if level == libc::SOL_SOCKET && name == libc::SO_KEEPALIVE && r == 0 {
+            // SAFETY: the kernel accepted an int here.
+            let on = unsafe { std::ptr::read_unaligned(val.cast::<c_int>()) } != 0;
+            if let State::Stream(st) = &*s.lock() {
+                st.set_keepalive(on.then(Keepalive::default));
+            }
+        }
+    }
+    r
+}
+
+/// `getsockopt`: `SO_ERROR` and `SO_ACCEPTCONN` from the engine, the rest from the
+/// placeholder.
+///
+/// # Safety
+/// As `getsockopt(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *mut c_void,
+    len: *mut socklen_t,
+) -> c_int {
+    if let Some(s) = sock::get(fd) {
+        if level == libc::SOL_SOCKET && (name == libc::SO_ERROR || name == libc::SO_ACCEPTCONN) {
+            if val.is_null() || len.is_null() {
+                return fail(libc::EFAULT);
+            }
+            // SAFETY: the caller's length.
+            if (unsafe { *len } as usize) < std::mem::size_of::<c_int>() {
+                return fail(libc::EINVAL);
+            }
+            let v = match (&*s.lock(), name) {
+                (State::Listener(_), libc::SO_ACCEPTCONN) => 1,
+                (_, libc::SO_ACCEPTCONN) => 0,
+                (State::Stream(st), _) => match status_errno(st.status()) {
+                    Some(e) if !s.error_taken.swap(true, Ordering::Relaxed) => e,
+                    _ => 0,
+                },
+                _ => 0,
+            };
+            // SAFETY: an int into the caller's buffer (its size checked above).
+            unsafe {
+                std::ptr::write_unaligned(val.cast::<c_int>(), v);
+                *len = std::mem::size_of::<c_int>() as socklen_t;
+            }
+            return 0;
+        }
+    }
+    // SAFETY: passed through.
+    unsafe { real::getsockopt(fd, level, name, val, len) }
+}
+
+/// `getsockname`.
+///
+/// # Safety
+/// As `getsockname(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    let Some(s) = sock::get(fd) else {
+        // SAFETY: passed through.
+        return unsafe { real::getsockname(fd, addr, len) };
+    };
+    if addr.is_null() || len.is_null() {
+        return fail(libc::EFAULT);
+    }
+    let a = match &*s.lock() {
+        State::Stream(st) => st.local_addr(),
+        State::Bound(a) => *a,
+        State::Listener(_) => s.local.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or(
+            std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+        ),
+    };
+    // SAFETY: the caller's buffers.
+    unsafe { put_inet(a, addr, len) };
+    0
+}
+
+/// `getpeername`.
+///
+/// # Safety
+/// As `getpeername(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    let Some(s) = sock::get(fd) else {
+        // SAFETY: passed through.
+        return unsafe { real::getpeername(fd, addr, len) };
+    };
+    if addr.is_null() || len.is_null() {
+        return fail(libc::EFAULT);
+    }
+    let peer = match &*s.lock() {
+        State::Stream(st)
+            if matches!(st.status(), ConnStatus::Established | ConnStatus::Closed) =>
+        {
+            Some(st.peer_addr())
+        }
+        _ => None,
+    };
+    match peer {
+        Some(p) => {
+            // SAFETY: the caller's buffers.
+            unsafe { put_inet(p, addr, len) };
+            0
+        }
+        None => fail(libc::ENOTCONN),
+    }
+}

@@ -1,0 +1,213 @@
+//! The table of engine sockets, keyed by the descriptor the application holds.
+//!
+//! An engine socket keeps the kernel socket the application created as a placeholder: it
+//! holds the descriptor number (so engine and kernel descriptors share one number space),
+//! answers `fstat`, and keeps the flags and options set on it. Its data never moves.
+
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use flextoe::host::{ConnStatus, Listener, Stream};
+use libc::c_int;
+
+use crate::engine::Sleep;
+
+/// What an engine socket is.
+pub enum State {
+    /// Bound to the engine's address, neither listening nor connected.
+    Bound(SocketAddrV4),
+    /// Listening.
+    Listener(Listener),
+    /// A connection (connecting, established, or ended).
+    Stream(Stream),
+}
+
+/// One engine socket; descriptors made by `dup` share it.
+pub struct Sock {
+    /// What it is now.
+    pub state: Mutex<State>,
+    /// `O_NONBLOCK`.
+    pub nonblock: AtomicBool,
+    /// A failed nonblocking connect's error was reported (`SO_ERROR` or a call).
+    pub error_taken: AtomicBool,
+    /// A nonblocking connect is in progress or done, and no later `connect` reported its
+    /// success yet (Linux answers that one with 0, later ones with `EISCONN`).
+    pub connect_unreported: AtomicBool,
+    /// Edge-triggered epoll: readiness bits already reported and not yet used up (a call
+    /// that would block clears its bit).
+    pub edge_seen: AtomicU32,
+    /// The local address of a listener.
+    pub local: Mutex<Option<SocketAddrV4>>,
+}
+
+impl Sock {
+    /// A socket in `state`.
+    pub fn new(state: State, nonblock: bool) -> Arc<Sock> {
+        let local = match &state {
+            State::Bound(a) => Some(*a),
+            _ => None,
+        };
+        Arc::new(Sock {
+            state: Mutex::new(state),
+            nonblock: AtomicBool::new(nonblock),
+            error_taken: AtomicBool::new(false),
+            connect_unreported: AtomicBool::new(false),
+            edge_seen: AtomicU32::new(0),
+            local: Mutex::new(local),
+        })
+    }
+
+    /// Lock the state.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `poll(2)` bits that hold now.
+    pub fn readiness(&self) -> i16 {
+        let st = self.lock();
+        match &*st {
+            State::Bound(_) => libc::POLLOUT | libc::POLLHUP,
+            State::Listener(l) => {
+                if l.engine_gone() {
+                    libc::POLLERR | libc::POLLHUP
+                } else if l.pending() > 0 {
+                    libc::POLLIN | libc::POLLRDNORM
+                } else {
+                    0
+                }
+            }
+            State::Stream(s) => stream_readiness(s),
+        }
+    }
+
+    /// Forget edge-triggered reports of `bits` (the caller's call would block).
+    pub fn used_up(&self, bits: i16) {
+        self.edge_seen
+            .fetch_and(!(bits as u16 as u32), Ordering::Relaxed);
+    }
+
+    /// Block until one of `mask`'s bits (or an error or hang-up) holds, or `deadline`.
+    /// Returns the bits, 0 on timeout.
+    pub fn wait(&self, mask: i16, deadline: Option<Instant>) -> i16 {
+        let want = mask | libc::POLLERR | libc::POLLHUP;
+        loop {
+            let sleep = Sleep::enter();
+            let r = self.readiness() & want;
+            if r != 0 {
+                return r;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return 0;
+            }
+            sleep.wait(deadline);
+        }
+    }
+}
+
+impl Drop for Sock {
+    fn drop(&mut self) {
+        let state = std::mem::replace(
+            self.state.get_mut().unwrap_or_else(|p| p.into_inner()),
+            State::Bound(SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0)),
+        );
+        if let State::Stream(s) = state {
+            crate::linger::close(s);
+        }
+    }
+}
+
+/// A stream's `poll(2)` bits.
+pub fn stream_readiness(s: &Stream) -> i16 {
+    let st = s.status();
+    match st {
+        ConnStatus::Connecting => 0,
+        ConnStatus::Reset
+        | ConnStatus::Refused
+        | ConnStatus::TimedOut
+        | ConnStatus::Unreachable
+        | ConnStatus::Spliced => {
+            libc::POLLIN | libc::POLLOUT | libc::POLLERR | libc::POLLHUP | libc::POLLRDHUP
+        }
+        ConnStatus::Established | ConnStatus::Closed => {
+            let mut r = 0;
+            if s.is_readable() {
+                r |= libc::POLLIN | libc::POLLRDNORM;
+            }
+            if s.peer_closed() {
+                r |= libc::POLLRDHUP;
+            }
+            if !s.write_closed() && s.writable_bytes() > 0 && st == ConnStatus::Established {
+                r |= libc::POLLOUT | libc::POLLWRNORM;
+            }
+            if st == ConnStatus::Closed || (s.peer_closed() && s.write_closed()) {
+                r |= libc::POLLHUP;
+            }
+            r
+        }
+    }
+}
+
+/// Bits of descriptors below 65536 that are engine sockets: the test every intercepted
+/// call makes first, without a lock.
+static OWNED: [AtomicU64; 1024] = [const { AtomicU64::new(0) }; 1024];
+/// Engine sockets at or above 65536 (rare).
+static HIGH: AtomicBool = AtomicBool::new(false);
+static TABLE: RwLock<Option<HashMap<c_int, Arc<Sock>>>> = RwLock::new(None);
+
+fn bit(fd: c_int) -> Option<(usize, u64)> {
+    let fd = usize::try_from(fd).ok()?;
+    (fd < 65536).then_some((fd / 64, 1 << (fd % 64)))
+}
+
+/// The engine socket behind `fd`, if it is one.
+pub fn get(fd: c_int) -> Option<Arc<Sock>> {
+    match bit(fd) {
+        Some((w, b)) if OWNED[w].load(Ordering::Acquire) & b == 0 => return None,
+        None if fd < 0 || !HIGH.load(Ordering::Acquire) => return None,
+        _ => {}
+    }
+    let t = TABLE.read().unwrap_or_else(|p| p.into_inner());
+    t.as_ref()?.get(&fd).cloned()
+}
+
+/// Make `fd` an engine socket (replacing what it was).
+pub fn insert(fd: c_int, sock: Arc<Sock>) {
+    let mut t = TABLE.write().unwrap_or_else(|p| p.into_inner());
+    t.get_or_insert_with(HashMap::new).insert(fd, sock);
+    match bit(fd) {
+        Some((w, b)) => {
+            OWNED[w].fetch_or(b, Ordering::Release);
+        }
+        None => HIGH.store(true, Ordering::Release),
+    }
+}
+
+/// `fd` is no engine socket any more; returns what it was.
+pub fn remove(fd: c_int) -> Option<Arc<Sock>> {
+    let mut t = TABLE.write().unwrap_or_else(|p| p.into_inner());
+    if let Some((w, b)) = bit(fd) {
+        OWNED[w].fetch_and(!b, Ordering::Release);
+    }
+    t.as_mut()?.remove(&fd)
+}
+
+/// After `fork`, in the child: the engine (its threads) stayed in the parent, so the
+/// child's engine sockets are let go of without a word to it; their descriptors stay the
+/// kernel sockets they stand on, which fail every call as unconnected sockets do.
+pub fn forget_all() {
+    for w in &OWNED {
+        w.store(0, Ordering::Release);
+    }
+    HIGH.store(false, Ordering::Release);
+    // Another thread of the parent may have held the lock at the fork: then the table is
+    // simply never looked at again.
+    if let Ok(mut t) = TABLE.try_write() {
+        if let Some(map) = t.take() {
+            // Dropping would ring doorbells of an engine that does not run in this process.
+            std::mem::forget(map);
+        }
+    }
+}

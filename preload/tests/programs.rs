@@ -1,0 +1,406 @@
+//! Unmodified programs on the engine through the LD_PRELOAD library, in a namespace lab:
+//! the program runs in the engine's namespace with the library, its peer is Linux in the
+//! other namespace. Needs root, `ip`, `ethtool`, `nft`, and each program (a test whose
+//! program is missing says so and passes, except under `CI=true`).
+
+#[path = "../../tests/common/lab.rs"]
+#[allow(dead_code)]
+mod lab;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flextoe::backends::netns::in_netns;
+use lab::{available, Netns, VethLab};
+
+/// The library cargo built next to this test.
+fn library() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let lib = dir.join("libflextoe_preload.so");
+    assert!(lib.exists(), "{} is missing", lib.display());
+    lib
+}
+
+/// Whether `tools` exist; under `CI=true` a missing tool fails the test.
+fn have(tools: &[&str]) -> bool {
+    let ok = available(tools);
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI needs all of {tools:?}"
+        );
+        eprintln!("skipped: needs {tools:?}");
+    }
+    ok
+}
+
+/// A program that is killed when the test ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The environment that puts a program in `lab`'s engine namespace on the engine.
+fn engine_env(lab: &VethLab) -> Vec<(&'static str, String)> {
+    vec![
+        ("LD_PRELOAD", library().to_string_lossy().into_owned()),
+        ("FLEXTOE_IP", lab.engine_ip.to_string()),
+        ("FLEXTOE_IFACE", lab.engine_if.clone()),
+    ]
+}
+
+/// `args` in namespace `ns` with `env`, in `dir`.
+fn command(
+    ns: &Netns,
+    env: &[(&str, String)],
+    dir: Option<&std::path::Path>,
+    args: &[&str],
+) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &ns.0]).args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    if let Some(d) = dir {
+        c.current_dir(d);
+    }
+    c
+}
+
+/// Start a server; its output goes to the test's.
+fn spawn(mut c: Command) -> Running {
+    Running(c.stdin(Stdio::null()).spawn().expect("spawn"))
+}
+
+/// Wait until a TCP connection from `ns` to `to` succeeds (the server is up).
+fn wait_listening(ns: &Netns, to: SocketAddrV4) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = in_netns(&ns.0, move || {
+            TcpStream::connect_timeout(&to.into(), Duration::from_millis(500))
+        })
+        .is_ok();
+        if ok {
+            return;
+        }
+        assert!(Instant::now() < deadline, "nothing listens on {to}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A scratch directory with a file of `n` pseudo-random bytes; returns both.
+fn scratch_file(tag: &str, n: usize) -> (PathBuf, Vec<u8>) {
+    let dir = std::env::temp_dir().join(format!("flextoe-preload-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<u8> = (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(dir.join("blob"), &data).unwrap();
+    (dir, data)
+}
+
+/// Which side of the lab runs a program, and with which environment.
+struct Side<'a> {
+    ns: &'a Netns,
+    env: Vec<(&'static str, String)>,
+    ip: Ipv4Addr,
+}
+
+/// The engine's side of `lab` (the program under the library) and Linux's.
+fn sides(lab: &VethLab) -> (Side<'_>, Side<'_>) {
+    (
+        Side {
+            ns: &lab.engine,
+            env: engine_env(lab),
+            ip: lab.engine_ip,
+        },
+        Side {
+            ns: &lab.linux,
+            env: vec![],
+            ip: lab.linux_ip,
+        },
+    )
+}
+
+/// `python3 -m http.server` on `server` serves a 4 MiB file to `curl` on `client` three
+/// times; each copy must equal the file.
+fn http_transfer(tag: &str, server: &Side, client: &Side, probe_from: &Netns) {
+    let (dir, data) = scratch_file(tag, 4 << 20);
+    let ip = server.ip.to_string();
+    let _srv = spawn(command(
+        server.ns,
+        &server.env,
+        Some(&dir),
+        &["python3", "-m", "http.server", "8080", "--bind", &ip],
+    ));
+    wait_listening(probe_from, SocketAddrV4::new(server.ip, 8080));
+    let out = dir.join("got");
+    let out_s = out.to_string_lossy().into_owned();
+    let url = format!("http://{ip}:8080/blob");
+    for _ in 0..3 {
+        let _ = std::fs::remove_file(&out);
+        let curl = ["curl", "-sS", "--max-time", "20", "-o", &out_s, &url];
+        let o = command(client.ns, &client.env, None, &curl)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "curl: {err}");
+        assert!(
+            std::fs::read(&out).unwrap() == data,
+            "the file came back different"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `python3 -m http.server` on the engine serves a 4 MiB file to Linux's `curl`, three
+/// times, byte for byte.
+#[test]
+fn python_http_server_on_the_engine_serves_curl() {
+    if !have(&["python3", "curl"]) {
+        return;
+    }
+    let Some(lab) = VethLab::new() else { return };
+    let (engine, linux) = sides(&lab);
+    http_transfer("http", &engine, &linux, &lab.linux);
+}
+
+/// `curl` on the engine fetches a 4 MiB file from a Linux `python3 -m http.server`.
+#[test]
+fn curl_on_the_engine_fetches_from_linux() {
+    if !have(&["python3", "curl"]) {
+        return;
+    }
+    let Some(lab) = VethLab::new() else { return };
+    let (engine, linux) = sides(&lab);
+    http_transfer("curl", &linux, &engine, &lab.linux);
+}
+
+/// One memcached text-protocol request; returns the reply up to its end marker.
+fn mc_request(s: &mut TcpStream, req: &[u8], end: &[u8]) -> Vec<u8> {
+    s.write_all(req).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(end) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "memcached closed the connection");
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+/// Unmodified memcached (two worker threads, epoll through libevent) on the engine:
+/// `memcslap` loads it from Linux, and a checking client stores and reads back 2000 keys
+/// of varied sizes over 8 connections, every reply compared.
+#[test]
+fn memcached_on_the_engine_serves_memcslap_and_checked_clients() {
+    if !have(&["memcached", "memcslap"]) {
+        return;
+    }
+    let Some(lab) = VethLab::new() else { return };
+    let ip = lab.engine_ip.to_string();
+    let _srv = spawn(command(
+        &lab.engine,
+        &engine_env(&lab),
+        None,
+        &[
+            "memcached",
+            "-u",
+            "root",
+            "-l",
+            &ip,
+            "-p",
+            "11211",
+            "-t",
+            "2",
+            "-U",
+            "0",
+            "-m",
+            "64",
+        ],
+    ));
+    let to = SocketAddrV4::new(lab.engine_ip, 11211);
+    wait_listening(&lab.linux, to);
+    for test in ["set", "get"] {
+        let o = command(
+            &lab.linux,
+            &[],
+            None,
+            &[
+                "timeout",
+                "60",
+                "memcslap",
+                &format!("--servers={ip}:11211"),
+                "--concurrency=4",
+                "--execute-number=2000",
+                &format!("--test={test}"),
+            ],
+        )
+        .output()
+        .unwrap();
+        let text =
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+        eprintln!("memcslap --test={test}:\n{text}");
+        assert!(
+            o.status.success() && !text.contains("error") && !text.contains("FAILURE"),
+            "{text}"
+        );
+    }
+    let checked = in_netns(&lab.linux.0, move || {
+        let clients: Vec<_> = (0..8u64)
+            .map(|c| {
+                std::thread::spawn(move || {
+                    let mut s =
+                        TcpStream::connect_timeout(&to.into(), Duration::from_secs(5)).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let value = |k: u64| -> Vec<u8> {
+                        let len = 1 + (k * 7919 % 3000) as usize;
+                        (0..len)
+                            .map(|i| b'a' + ((k as usize + i) % 26) as u8)
+                            .collect()
+                    };
+                    for k in (c * 250)..(c * 250 + 250) {
+                        let v = value(k);
+                        let mut req = format!("set key{k} 0 0 {}\r\n", v.len()).into_bytes();
+                        req.extend_from_slice(&v);
+                        req.extend_from_slice(b"\r\n");
+                        assert_eq!(mc_request(&mut s, &req, b"\r\n"), b"STORED\r\n");
+                    }
+                    for k in (c * 250)..(c * 250 + 250) {
+                        let v = value(k);
+                        let got =
+                            mc_request(&mut s, format!("get key{k}\r\n").as_bytes(), b"END\r\n");
+                        let mut want = format!("VALUE key{k} 0 {}\r\n", v.len()).into_bytes();
+                        want.extend_from_slice(&v);
+                        want.extend_from_slice(b"\r\nEND\r\n");
+                        assert!(got == want, "key{k}: wrong reply");
+                    }
+                    250u64
+                })
+            })
+            .collect();
+        Ok(clients.into_iter().map(|c| c.join().unwrap()).sum::<u64>())
+    })
+    .unwrap();
+    assert_eq!(checked, 2000);
+}
+
+/// `nc` both ways: a listening `nc` on the engine receives a 1 MiB file from Linux's, and
+/// an engine `nc` sends one to a listening Linux `nc`.
+#[test]
+fn nc_both_ways() {
+    if !have(&["nc"]) {
+        return;
+    }
+    let Some(lab) = VethLab::new() else { return };
+    let (dir, data) = scratch_file("nc", 1 << 20);
+    let blob = dir.join("blob").to_string_lossy().into_owned();
+    let (engine, linux) = sides(&lab);
+    for engine_listens in [true, false] {
+        let got = dir.join("got");
+        let (l, c) = if engine_listens {
+            (&engine, &linux)
+        } else {
+            (&linux, &engine)
+        };
+        let lip = l.ip;
+        let out = std::fs::File::create(&got).unwrap();
+        let mut nc = command(l.ns, &l.env, None, &["nc", "-l", &lip.to_string(), "9000"]);
+        nc.stdout(out);
+        let mut listener = spawn(nc);
+        std::thread::sleep(Duration::from_millis(500));
+        let o = command(
+            c.ns,
+            &c.env,
+            None,
+            &["sh", "-c", &format!("nc -N {lip} 9000 < {blob}")],
+        )
+        .output()
+        .unwrap();
+        assert!(
+            o.status.success(),
+            "nc: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while listener.0.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the listening nc did not finish");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            std::fs::read(&got).unwrap() == data,
+            "engine listens: {engine_listens}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn script(name: &str) -> String {
+    format!("{}/tests/scripts/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The intercepted calls against the kernel's own behaviour: `semantics.py` runs its cases
+/// (error codes of connect, read, write, accept; SO_ERROR; epoll level, edge and one-shot;
+/// poll over a pipe and a socket; dup; FIONREAD and MSG_PEEK) once on kernel sockets in
+/// Linux's namespace and once on the engine, against the same peer; the outputs must be
+/// equal line for line.
+#[test]
+fn semantics_match_the_kernel() {
+    if !have(&["python3"]) {
+        return;
+    }
+    let Some(lab) = VethLab::new() else { return };
+    let peer_ip = lab.linux_ip.to_string();
+    let _peer = spawn(command(
+        &lab.linux,
+        &[],
+        None,
+        &["python3", &script("peer.py"), &peer_ip],
+    ));
+    wait_listening(&lab.linux, SocketAddrV4::new(lab.linux_ip, 7004));
+    let run = |ns: &Netns, env: &[(&str, String)], own: Ipv4Addr| {
+        let o = command(
+            ns,
+            env,
+            None,
+            &[
+                "timeout",
+                "60",
+                "python3",
+                &script("semantics.py"),
+                &peer_ip,
+                &own.to_string(),
+            ],
+        )
+        .output()
+        .unwrap();
+        assert!(
+            o.status.success(),
+            "semantics.py: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let kernel = run(&lab.linux, &[], lab.linux_ip);
+    let engine = run(&lab.engine, &engine_env(&lab), lab.engine_ip);
+    eprintln!("kernel:\n{kernel}\nengine:\n{engine}");
+    assert!(kernel.lines().count() >= 13, "cases missing");
+    for (k, e) in kernel.lines().zip(engine.lines()) {
+        assert_eq!(k, e, "the engine differs from the kernel");
+    }
+    assert_eq!(kernel.lines().count(), engine.lines().count());
+}

@@ -1,0 +1,41 @@
+"""The peer of semantics.py, run on Linux: 7001 closes each connection at once, 7002 sends
+b"hello12345" and holds the connection until the client closes it, 7004 reads until EOF.
+Nothing listens on 7003."""
+import socket
+import sys
+import threading
+
+HOST = sys.argv[1]
+
+
+def serve(port, handle):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((HOST, port))
+    s.listen(64)
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=handle, args=(c,), daemon=True).start()
+
+
+def close_at_once(c):
+    c.close()
+
+
+def hello_then_hold(c):
+    c.sendall(b"hello12345")
+    while c.recv(4096):
+        pass
+    c.close()
+
+
+def drain(c):
+    while c.recv(65536):
+        pass
+    c.close()
+
+
+for port, h in ((7001, close_at_once), (7002, hello_then_hold), (7004, drain)):
+    threading.Thread(target=serve, args=(port, h), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()

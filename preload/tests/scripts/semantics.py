@@ -1,0 +1,225 @@
+"""Socket semantics, one line per case: run once on kernel sockets and once on the engine
+(LD_PRELOAD); the two outputs must be equal. Arguments: the peer's address (peer.py runs
+there) and this side's own address (for the cases that listen)."""
+import errno
+import fcntl
+import select
+import socket
+import struct
+import sys
+import termios
+import time
+
+PEER, OWN = sys.argv[1], sys.argv[2]
+
+
+def err(e):
+    return errno.errorcode.get(e.errno, str(e.errno)) if isinstance(e, OSError) else type(e).__name__
+
+
+def case(name):
+    def wrap(f):
+        try:
+            out = f()
+        except OSError as e:
+            out = "raised " + err(e)
+        print(f"{name}: {out}", flush=True)
+        return f
+    return wrap
+
+
+@case("connect to a closed port")
+def _():
+    s = socket.socket()
+    try:
+        s.connect((PEER, 7003))
+        return "connected"
+    except OSError as e:
+        return err(e)
+    finally:
+        s.close()
+
+
+@case("nonblocking connect to a closed port, then SO_ERROR")
+def _():
+    s = socket.socket()
+    s.setblocking(False)
+    r = s.connect_ex((PEER, 7003))
+    p = select.poll()
+    p.register(s, select.POLLOUT)
+    ev = p.poll(5000)
+    bits = ev[0][1] if ev else 0
+    e1 = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    e2 = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    s.close()
+    names = [n for n, b in (("OUT", select.POLLOUT), ("ERR", select.POLLERR), ("HUP", select.POLLHUP)) if bits & b]
+    return f"{errno.errorcode[r]} poll={'|'.join(names)} SO_ERROR={errno.errorcode.get(e1, e1)} then {e2}"
+
+
+@case("read after the peer closed")
+def _():
+    s = socket.create_connection((PEER, 7001), timeout=5)
+    a = s.recv(100)
+    b = s.recv(100)
+    s.close()
+    return f"{a!r} {b!r}"
+
+
+@case("write after shutdown(SHUT_WR)")
+def _():
+    s = socket.create_connection((PEER, 7004), timeout=5)
+    s.sendall(b"x" * 1000)
+    s.shutdown(socket.SHUT_WR)
+    try:
+        s.send(b"y")
+        r = "sent"
+    except OSError as e:
+        r = err(e)
+    s.close()
+    return r
+
+
+@case("nonblocking accept with nothing pending")
+def _():
+    l = socket.socket()
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind((OWN, 7101))
+    l.listen(8)
+    l.setblocking(False)
+    try:
+        l.accept()
+        r = "accepted"
+    except OSError as e:
+        r = err(e)
+    try:
+        l.getpeername()
+        p = "peer"
+    except OSError as e:
+        p = err(e)
+    acc = l.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    l.close()
+    return f"{r}, getpeername on the listener: {p}, SO_ACCEPTCONN={acc}"
+
+
+def hello():
+    s = socket.create_connection((PEER, 7002), timeout=5)
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        buf = bytearray(4)
+        fcntl.ioctl(s, termios.FIONREAD, buf)
+        if struct.unpack("i", buf)[0] >= 10:
+            break
+        time.sleep(0.01)
+    return s
+
+
+@case("FIONREAD, MSG_PEEK, names")
+def _():
+    s = hello()
+    buf = bytearray(4)
+    fcntl.ioctl(s, termios.FIONREAD, buf)
+    n = struct.unpack("i", buf)[0]
+    peek = s.recv(4, socket.MSG_PEEK)
+    got = s.recv(100)
+    own, peer = s.getsockname(), s.getpeername()
+    s.close()
+    return f"FIONREAD={n} peek={peek!r} read={got!r} own_ip={own[0] == OWN} peer={peer == (PEER, 7002)}"
+
+
+def epoll_case(flags):
+    s = hello()
+    s.setblocking(False)
+    ep = select.epoll()
+    ep.register(s, select.EPOLLIN | flags)
+    out = []
+    out.append(len(ep.poll(1)))
+    out.append(s.recv(5))
+    out.append(len(ep.poll(0.2)))
+    out.append(s.recv(5))
+    try:
+        s.recv(5)
+        out.append("data")
+    except OSError as e:
+        out.append(err(e))
+    out.append(len(ep.poll(0.2)))
+    ep.close()
+    s.close()
+    return " ".join(map(str, out))
+
+
+@case("epoll level-triggered")
+def _():
+    return epoll_case(0)
+
+
+@case("epoll edge-triggered")
+def _():
+    return epoll_case(select.EPOLLET)
+
+
+@case("select with a ready socket and a timeout")
+def _():
+    s = hello()
+    r, w, x = select.select([s], [s], [], 1)
+    s.close()
+    return f"readable={len(r)} writable={len(w)}"
+
+
+@case("nonblocking connect that succeeds, connect again")
+def _():
+    s = socket.socket()
+    s.setblocking(False)
+    r = s.connect_ex((PEER, 7004))
+    p = select.poll()
+    p.register(s, select.POLLOUT)
+    ev = p.poll(5000)
+    e = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    again = s.connect_ex((PEER, 7004))
+    s.close()
+    return f"{errno.errorcode[r]} ready={len(ev)} SO_ERROR={e} again={errno.errorcode.get(again, again)}"
+
+
+@case("dup: the copy works after the original closes; O_NONBLOCK is shared")
+def _():
+    s = hello()
+    fd2 = socket.dup(s.fileno())
+    s.setblocking(False)
+    fl = fcntl.fcntl(fd2, fcntl.F_GETFL) & 0o4000 != 0
+    s.close()
+    c = socket.socket(fileno=fd2)
+    got = c.recv(100)
+    c.close()
+    return f"nonblock={fl} read={got!r}"
+
+
+@case("poll over a pipe and a socket")
+def _():
+    import os
+    s = hello()
+    r, w = os.pipe()
+    p = select.poll()
+    p.register(r, select.POLLIN)
+    p.register(s, select.POLLIN)
+    first = sorted(fd == s.fileno() for fd, _ in p.poll(1000))
+    s.recv(100)
+    os.write(w, b"!")
+    second = sorted(fd == s.fileno() for fd, _ in p.poll(1000))
+    os.close(r)
+    os.close(w)
+    s.close()
+    return f"first: socket={first} then: socket={second}"
+
+
+@case("epoll one-shot")
+def _():
+    s = hello()
+    s.setblocking(False)
+    ep = select.epoll()
+    ep.register(s, select.EPOLLIN | select.EPOLLONESHOT)
+    a = len(ep.poll(1))
+    b = len(ep.poll(0.2))
+    ep.modify(s, select.EPOLLIN | select.EPOLLONESHOT)
+    c = len(ep.poll(1))
+    ep.close()
+    s.close()
+    return f"{a} {b} {c}"
