@@ -536,7 +536,13 @@ impl RingShared {
 /// Make a byte ring of `capacity` bytes (rounded up to a power of two, at least 64).
 pub fn byte_ring(capacity: usize) -> (RingWriter, RingReader) {
     let cap = capacity.max(64).next_power_of_two();
-    let buf: Box<[UnsafeCell<u8>]> = (0..cap).map(|_| UnsafeCell::new(0)).collect();
+    // Zeroed memory from the allocator (calloc: pages the ring never reaches are never
+    // touched), not a byte-by-byte fill.
+    let zeroed: Box<[u8]> = vec![0u8; cap].into_boxed_slice();
+    // SAFETY: `UnsafeCell<u8>` has the layout of `u8` (repr(transparent)), so the boxed
+    // slice's allocation and length carry over unchanged.
+    let buf: Box<[UnsafeCell<u8>]> =
+        unsafe { Box::from_raw(Box::into_raw(zeroed) as *mut [UnsafeCell<u8>]) };
     let shared = Arc::new(RingShared {
         buf,
         mask: cap as u64 - 1,

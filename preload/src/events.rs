@@ -443,6 +443,7 @@ pub unsafe extern "C" fn epoll_ctl(
                 Err(libc::ENOENT)
             } else {
                 s.edge_seen.store(0, Ordering::Relaxed);
+                s.edge_arrived.store(u64::MAX, Ordering::Relaxed);
                 set.ours.insert(
                     fd,
                     Interest {
@@ -518,13 +519,22 @@ pub unsafe extern "C" fn epoll_pwait(
                 let want = it.events
                     & (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32
                     | (libc::EPOLLERR | libc::EPOLLHUP) as u32;
-                let r = it.sock.readiness() as u16 as u32 & want;
+                let (bits, arrived) = it.sock.readiness_and_arrivals();
+                let r = bits as u16 as u32 & want;
                 if r == 0 {
                     continue;
                 }
                 if it.events & libc::EPOLLET as u32 != 0 {
+                    // An edge: a bit that was not reported (or was used up since), or new
+                    // data since the last report of EPOLLIN.
                     let seen = it.sock.edge_seen.fetch_or(r, Ordering::Relaxed);
-                    if r & !seen == 0 {
+                    let mut new = r & !seen;
+                    if r & libc::EPOLLIN as u32 != 0
+                        && it.sock.edge_arrived.swap(arrived, Ordering::Relaxed) != arrived
+                    {
+                        new |= libc::EPOLLIN as u32;
+                    }
+                    if new == 0 {
                         continue;
                     }
                 }

@@ -35,7 +35,7 @@
 //! `MSG_PEEK`, `MSG_DONTWAIT`), `write`/`writev`/`send`/`sendto`/`sendmsg` (`EPIPE` and
 //! `SIGPIPE` unless `MSG_NOSIGNAL`), `close`, `shutdown`, `dup`/`dup2`/`dup3`,
 //! `fcntl` (`O_NONBLOCK`, `F_DUPFD`), `ioctl` (`FIONREAD`, `FIONBIO`), `setsockopt`/
-//! `getsockopt`, `getsockname`/`getpeername`, `poll`/`ppoll`, `select`/`pselect`,
+//! `getsockopt`, `getsockname`/`getpeername`, `sendfile`, `poll`/`ppoll`, `select`/`pselect`,
 //! `epoll_ctl`/`epoll_wait`/`epoll_pwait` (level- and edge-triggered, one-shot), and the
 //! fortified `__read_chk`, `__recv_chk`, `__recvfrom_chk`, `__poll_chk`.
 //!
@@ -51,4 +51,5 @@ pub mod events;
 pub mod linger;
 pub mod opts;
 pub mod real;
+pub mod sendfile;
 pub mod sock;

@@ -107,6 +107,7 @@ pub fn fail(e: c_int) -> c_int {
 
 real! {
     poll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int;
+    sendfile(out: c_int, input: c_int, offset: *mut libc::off_t, count: size_t) -> ssize_t;
     select(n: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set, tv: *mut libc::timeval) -> c_int;
     pselect(n: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set, ts: *const libc::timespec, mask: *const libc::sigset_t) -> c_int;
 }

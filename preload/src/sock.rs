@@ -39,6 +39,9 @@ pub struct Sock {
     /// Edge-triggered epoll: readiness bits already reported and not yet used up (a call
     /// that would block clears its bit).
     pub edge_seen: AtomicU32,
+    /// Edge-triggered epoll: the bytes received when `EPOLLIN` was last reported (new data
+    /// is a new edge, read or not).
+    pub edge_arrived: AtomicU64,
     /// The local address of a listener.
     pub local: Mutex<Option<SocketAddrV4>>,
 }
@@ -56,6 +59,7 @@ impl Sock {
             error_taken: AtomicBool::new(false),
             connect_unreported: AtomicBool::new(false),
             edge_seen: AtomicU32::new(0),
+            edge_arrived: AtomicU64::new(0),
             local: Mutex::new(local),
         })
     }
@@ -67,8 +71,13 @@ impl Sock {
 
     /// `poll(2)` bits that hold now.
     pub fn readiness(&self) -> i16 {
+        self.readiness_and_arrivals().0
+    }
+
+    /// [`readiness`](Self::readiness), and the bytes received so far (a stream's; 0 else).
+    pub fn readiness_and_arrivals(&self) -> (i16, u64) {
         let st = self.lock();
-        match &*st {
+        let bits = match &*st {
             State::Bound(_) => libc::POLLOUT | libc::POLLHUP,
             State::Listener(l) => {
                 if l.engine_gone() {
@@ -80,7 +89,12 @@ impl Sock {
                 }
             }
             State::Stream(s) => stream_readiness(s),
-        }
+        };
+        let arrived = match &*st {
+            State::Stream(s) => s.received_total(),
+            _ => 0,
+        };
+        (bits, arrived)
     }
 
     /// Forget edge-triggered reports of `bits` (the caller's call would block).

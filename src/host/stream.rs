@@ -127,6 +127,12 @@ impl Stream {
         self.rx.available() > 0 || self.conn.rx_fin() || self.conn.status().error().is_some()
     }
 
+    /// Bytes the engine has put into the receive ring so far, read or not: grows with every
+    /// arrival (an edge-triggered readiness report compares it).
+    pub fn received_total(&self) -> u64 {
+        self.rx.tail() + self.rx.available() as u64
+    }
+
     /// Whether the peer's FIN arrived (every byte before it is in the ring).
     pub fn peer_closed(&self) -> bool {
         self.conn.rx_fin()
