@@ -211,9 +211,19 @@ fn notify() {
         CV.notify_all();
         let armed = ARMED.lock().unwrap_or_else(|p| p.into_inner());
         for &(fd, _) in armed.iter() {
-            signal(fd);
+            // One write until the waiter drains it: later events find it readable already.
+            if !signaled(fd).is_some_and(|f| f.swap(true, Ordering::AcqRel)) {
+                signal(fd);
+            }
         }
     }
+}
+
+/// Per eventfd below 65536: written and not yet drained.
+static SIGNALED: [AtomicBool; 65536] = [const { AtomicBool::new(false) }; 65536];
+
+fn signaled(fd: i32) -> Option<&'static AtomicBool> {
+    usize::try_from(fd).ok().and_then(|i| SIGNALED.get(i))
 }
 
 /// Make the eventfd `fd` readable.
@@ -248,6 +258,9 @@ pub fn thread_event_fd() -> i32 {
 
 /// Empty the eventfd `fd` after a wait woke on it.
 pub fn drain_event_fd(fd: i32) {
+    if let Some(f) = signaled(fd) {
+        f.store(false, Ordering::Release);
+    }
     let mut v = 0u64;
     // SAFETY: an 8-byte read into `v` from one of our nonblocking eventfds.
     unsafe { real::read(fd, (&mut v as *mut u64).cast(), 8) };

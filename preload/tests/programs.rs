@@ -398,7 +398,7 @@ fn semantics_match_the_kernel() {
     let kernel = run(&lab.linux, &[], lab.linux_ip);
     let engine = run(&lab.engine, &engine_env(&lab), lab.engine_ip);
     eprintln!("kernel:\n{kernel}\nengine:\n{engine}");
-    assert!(kernel.lines().count() >= 13, "cases missing");
+    assert!(kernel.lines().count() >= 14, "cases missing");
     for (k, e) in kernel.lines().zip(engine.lines()) {
         assert_eq!(k, e, "the engine differs from the kernel");
     }
@@ -682,4 +682,31 @@ fn iperf3_client_and_server_against_linux() {
         );
         assert!(bps > 1e6, "{json}");
     }
+}
+
+/// `fork` on the engine: the child's engine socket fails its first call (it does not hang:
+/// the engine stayed in the parent) and the parent's connection keeps working.
+#[test]
+fn fork_child_loses_engine_sockets_parent_keeps_them() {
+    if !have(&["python3"]) {
+        return;
+    }
+    let Some(lab) = VethLab::new() else { return };
+    let peer_ip = lab.linux_ip.to_string();
+    let _peer = spawn(command(
+        &lab.linux,
+        &[],
+        None,
+        &["python3", &script("peer.py"), &peer_ip],
+    ));
+    wait_listening(&lab.linux, SocketAddrV4::new(lab.linux_ip, 7005));
+    let args = ["timeout", "30", "python3", &script("fork.py"), &peer_ip];
+    let o = command(&lab.engine, &engine_env(&lab), None, &args)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    eprintln!("{out}");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("child: error"), "{out}");
+    assert!(out.contains("parent: b'after'"), "{out}");
 }

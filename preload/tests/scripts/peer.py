@@ -1,6 +1,6 @@
 """The peer of semantics.py, run on Linux: 7001 closes each connection at once, 7002 sends
-b"hello12345" and holds the connection until the client closes it, 7004 reads until EOF.
-Nothing listens on 7003."""
+b"hello12345" and holds the connection until the client closes it, 7004 reads until EOF,
+7005 echoes. Nothing listens on 7003."""
 import socket
 import sys
 import threading
@@ -35,7 +35,16 @@ def drain(c):
     c.close()
 
 
-for port, h in ((7001, close_at_once), (7002, hello_then_hold), (7004, drain)):
+def echo(c):
+    while True:
+        d = c.recv(65536)
+        if not d:
+            break
+        c.sendall(d)
+    c.close()
+
+
+for port, h in ((7001, close_at_once), (7002, hello_then_hold), (7004, drain), (7005, echo)):
     threading.Thread(target=serve, args=(port, h), daemon=True).start()
 print("ready", flush=True)
 threading.Event().wait()

@@ -223,3 +223,17 @@ def _():
     ep.close()
     s.close()
     return f"{a} {b} {c}"
+
+
+@case("a blocking recv in one thread while another thread sends")
+def _():
+    import threading
+    s = socket.create_connection((PEER, 7005), timeout=5)
+    got = []
+    t = threading.Thread(target=lambda: got.append(s.recv(4)))
+    t.start()
+    time.sleep(0.1)
+    s.sendall(b"ping")
+    t.join(5)
+    s.close()
+    return f"{got}"
