@@ -2,14 +2,15 @@
 //! memcached on Linux TCP: same binary, same load, same lab, one run, printed as ratios.
 //!
 //! ```sh
-//! cargo build --release -p flextoe-preload --example memcached_vs_linux
+//! cargo build --release -p flextoe-preload --lib --bins --examples
 //! sudo target/release/examples/memcached_vs_linux --secs 5 --conns 8
 //! ```
 //!
 //! The lab is two network namespaces joined by a veth pair (offloads off, so both stacks
 //! compute checksums in software). memcached runs in the server namespace with one worker
 //! thread (`-t 1`), first on Linux TCP (a kernel address on the veth), then on the engine
-//! (AF_PACKET, then AF_XDP) at the engine's address. The load comes from the client
+//! (AF_PACKET, then AF_XDP) at the engine's address, then attached to the engine service
+//! (`flextoe-serviced` on AF_XDP, whose CPU time counts as the server's too). The load comes from the client
 //! namespace: `--conns` closed-loop connections, each a thread, 90% `get` and 10% `set` of
 //! 100-byte values over 10,000 keys stored beforehand, every reply checked. Reported per
 //! server: operations per second, the server process's CPU time (user and system, from
@@ -51,21 +52,21 @@ fn args() -> Args {
     a
 }
 
-/// The library next to this example (target/<profile>/).
-fn library() -> String {
+/// A file cargo built next to this example (target/<profile>/).
+fn sibling(name: &str) -> String {
     let exe = std::env::current_exe().unwrap();
-    let lib = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("libflextoe_preload.so");
+    let f = exe.parent().unwrap().parent().unwrap().join(name);
     assert!(
-        lib.exists(),
-        "{} is missing: cargo build -p flextoe-preload",
-        lib.display()
+        f.exists(),
+        "{} is missing: cargo build --release -p flextoe-preload --lib --bins --examples",
+        f.display()
     );
-    lib.to_string_lossy().into_owned()
+    f.to_string_lossy().into_owned()
+}
+
+/// The library next to this example.
+fn library() -> String {
+    sibling("libflextoe_preload.so")
 }
 
 /// The server process's CPU time so far (user + system), in seconds.
@@ -107,9 +108,9 @@ struct Figures {
     lat_us: [f64; 3],
 }
 
-/// Store the keys, then load the server at `to` from `ns` for `secs`; `pid` is the
-/// server's process.
-fn load(ns: &str, to: SocketAddrV4, conns: usize, secs: f64, pid: u32) -> Figures {
+/// Store the keys, then load the server at `to` from `ns` for `secs`; `pids` are the
+/// server's processes (memcached, and the engine service when there is one).
+fn load(ns: &str, to: SocketAddrV4, conns: usize, secs: f64, pids: Vec<u32>) -> Figures {
     let conns = conns.max(1);
     in_netns(ns, move || {
         // Store every key once (its generation 0), from one connection.
@@ -124,7 +125,8 @@ fn load(ns: &str, to: SocketAddrV4, conns: usize, secs: f64, pid: u32) -> Figure
             assert_eq!(buf, b"STORED\r\n");
         }
         drop(s);
-        let start_cpu = cpu_secs(pid);
+        let cpu_all = || pids.iter().map(|p| cpu_secs(*p)).sum::<f64>();
+        let start_cpu = cpu_all();
         let start = Instant::now();
         let until = start + Duration::from_secs_f64(secs);
         let threads: Vec<_> = (0..conns as u64)
@@ -176,7 +178,7 @@ fn load(ns: &str, to: SocketAddrV4, conns: usize, secs: f64, pid: u32) -> Figure
             .flat_map(|t| t.join().unwrap())
             .collect();
         let wall = start.elapsed().as_secs_f64();
-        let cpu = cpu_secs(pid) - start_cpu;
+        let cpu = cpu_all() - start_cpu;
         lat.sort_unstable();
         let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize] as f64 / 1e3;
         Ok(Figures {
@@ -246,7 +248,7 @@ fn main() {
     wait_up(&lab.linux.0, to);
     rows.push((
         "Linux TCP".into(),
-        load(&lab.linux.0, to, a.conns, a.secs, srv.id()),
+        load(&lab.linux.0, to, a.conns, a.secs, vec![srv.id()]),
     ));
     let _ = srv.kill();
     let _ = srv.wait();
@@ -266,11 +268,55 @@ fn main() {
         wait_up(&lab.linux.0, to);
         rows.push((
             format!("engine ({backend})"),
-            load(&lab.linux.0, to, a.conns, a.secs, srv.id()),
+            load(&lab.linux.0, to, a.conns, a.secs, vec![srv.id()]),
         ));
         let _ = srv.kill();
         let _ = srv.wait();
     }
+
+    // The engine service (AF_XDP) in its own process; memcached attaches to it.
+    let sock = std::env::temp_dir()
+        .join(format!("{}.sock", lab.engine.0))
+        .to_string_lossy()
+        .into_owned();
+    let mut service = Command::new("ip")
+        .args(["netns", "exec", &lab.engine.0, &sibling("flextoe-serviced")])
+        .env("FLEXTOE_IP", lab.engine_ip.to_string())
+        .env("FLEXTOE_IFACE", &lab.engine_if)
+        .env("FLEXTOE_BACKEND", "af_xdp")
+        .env("FLEXTOE_SERVICE", &sock)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("flextoe-serviced");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::path::Path::new(&sock).exists() {
+        assert!(Instant::now() < deadline, "the service did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let env = [
+        ("LD_PRELOAD", lib.clone()),
+        ("FLEXTOE_IP", lab.engine_ip.to_string()),
+        ("FLEXTOE_MODE", "service".to_string()),
+        ("FLEXTOE_SERVICE", sock.clone()),
+    ];
+    let mut srv = memcached(&lab.engine.0, lab.engine_ip, &env);
+    let to = SocketAddrV4::new(lab.engine_ip, 11211);
+    wait_up(&lab.linux.0, to);
+    rows.push((
+        "service (af_xdp)".into(),
+        load(
+            &lab.linux.0,
+            to,
+            a.conns,
+            a.secs,
+            vec![srv.id(), service.id()],
+        ),
+    ));
+    let _ = srv.kill();
+    let _ = srv.wait();
+    let _ = service.kill();
+    let _ = service.wait();
+    let _ = std::fs::remove_file(&sock);
 
     println!(
         "memcached -t 1, {} connections, {} s, 90% get / 10% set, 100 B values, every reply checked",

@@ -10,7 +10,8 @@
 //! | `FLEXTOE_BACKEND` | `af_packet` (default), `af_xdp` or `tap`                     |
 //! | `FLEXTOE_MAC`     | the engine's MAC (default: the interface's own)              |
 //! | `FLEXTOE_PREFIX`  | the engine's subnet length (default 24): `connect` to an address inside it goes to the engine |
-//! | `FLEXTOE_MODE`    | `inprocess` (default; the only mode built so far)            |
+//! | `FLEXTOE_MODE`    | `inprocess` (default) or `service` (attach to `flextoe-serviced`) |
+//! | `FLEXTOE_SERVICE` | the service's Unix socket (default `/run/flextoe.sock`)      |
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -18,11 +19,12 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use flextoe::backends::any::{AnyPort, BackendKind, PortSpec};
-use flextoe::host::{Context, Host};
+use flextoe::host::{Context, Error as HostError, Host};
 use flextoe::pipeline::{Engine, EngineConfig, Runtime};
 use flextoe::time::SystemClock;
 use flextoe::wire::MacAddr;
 
+use crate::conn::{Conn, Listen};
 use crate::real;
 
 /// What the environment asked for.
@@ -32,6 +34,8 @@ pub struct Config {
     pub ip: Ipv4Addr,
     /// Its subnet length.
     pub prefix: u8,
+    /// The service's Unix socket, in service mode.
+    pub service: Option<String>,
     /// The port to open.
     pub spec: PortSpec,
 }
@@ -43,12 +47,18 @@ impl Config {
             return Ok(None);
         };
         let ip: Ipv4Addr = ip.parse().map_err(|e| format!("FLEXTOE_IP {ip:?}: {e}"))?;
-        let iface =
-            std::env::var("FLEXTOE_IFACE").map_err(|_| "FLEXTOE_IFACE is unset".to_string())?;
-        match std::env::var("FLEXTOE_MODE").as_deref() {
-            Err(_) | Ok("inprocess") => {}
-            Ok(m) => return Err(format!("FLEXTOE_MODE {m:?}: only \"inprocess\" is built")),
-        }
+        let service = match std::env::var("FLEXTOE_MODE").as_deref() {
+            Err(_) | Ok("inprocess") => None,
+            Ok("service") => Some(
+                std::env::var("FLEXTOE_SERVICE").unwrap_or_else(|_| DEFAULT_SERVICE.to_string()),
+            ),
+            Ok(m) => return Err(format!("FLEXTOE_MODE {m:?}: inprocess or service")),
+        };
+        let iface = match (&service, std::env::var("FLEXTOE_IFACE")) {
+            (_, Ok(i)) => i,
+            (Some(_), Err(_)) => String::new(),
+            (None, Err(_)) => return Err("FLEXTOE_IFACE is unset".to_string()),
+        };
         let kind = match std::env::var("FLEXTOE_BACKEND").as_deref() {
             Err(_) | Ok("af_packet") => BackendKind::AfPacket,
             Ok("af_xdp") => BackendKind::AfXdp,
@@ -57,6 +67,7 @@ impl Config {
         };
         let mac = match std::env::var("FLEXTOE_MAC") {
             Ok(m) => parse_mac(&m).ok_or(format!("FLEXTOE_MAC {m:?}"))?,
+            Err(_) if service.is_some() => MacAddr([0; 6]),
             Err(_) => {
                 let path = format!("/sys/class/net/{iface}/address");
                 let m = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
@@ -74,6 +85,7 @@ impl Config {
         Ok(Some(Config {
             ip,
             prefix,
+            service,
             spec: PortSpec {
                 kind,
                 iface,
@@ -112,15 +124,83 @@ fn parse_mac(s: &str) -> Option<MacAddr> {
     parts.next().is_none().then_some(MacAddr(m))
 }
 
-/// The running engine of this process.
+/// Where `FLEXTOE_SERVICE` points by default.
+pub const DEFAULT_SERVICE: &str = "/run/flextoe.sock";
+
+/// The engine of this process: its own, or the service's.
 pub struct Stack {
     /// What it was started with.
     pub cfg: Config,
-    /// Its socket API.
-    pub host: Host,
-    /// The context every engine socket is registered with (token: the descriptor).
-    pub ctx: Context,
-    _runtime: Mutex<Runtime<AnyPort>>,
+    /// Which.
+    pub mode: Mode,
+}
+
+/// In-process or service.
+pub enum Mode {
+    /// The engine runs on a thread of this process.
+    InProcess {
+        /// Its socket API.
+        host: Host,
+        /// The context every engine socket is registered with (token: the descriptor).
+        ctx: Context,
+        /// The engine's thread.
+        runtime: Mutex<Runtime<AnyPort>>,
+    },
+    /// The engine service, attached over its Unix socket.
+    Service(Arc<crate::client::Client>),
+}
+
+impl Stack {
+    /// Listen on `port` (0: a free one); `token` names the listener in events.
+    pub fn listen(&self, port: u16, backlog: usize, token: u64) -> Result<Listen, i32> {
+        match &self.mode {
+            Mode::Service(c) => c.listen(port, backlog).map(Listen::Remote),
+            Mode::InProcess { host, ctx, .. } => {
+                let mut r = host.listen(port, backlog);
+                if port == 0 {
+                    // A free port from the ephemeral range.
+                    for _ in 0..64 {
+                        let mut b = [0u8; 2];
+                        // SAFETY: `b` is writable for its length.
+                        unsafe { libc::getrandom(b.as_mut_ptr().cast(), 2, 0) };
+                        r = host.listen(49152 + u16::from_le_bytes(b) % 16384, backlog);
+                        if !matches!(r, Err(HostError::AddrInUse(_))) {
+                            break;
+                        }
+                    }
+                }
+                let l = r.map_err(host_errno)?;
+                l.register(ctx, token).map_err(host_errno)?;
+                Ok(Listen::Local(l))
+            }
+        }
+    }
+
+    /// Connect to `to`; `token` names the connection in events.
+    pub fn connect(&self, to: SocketAddrV4, token: u64) -> Result<Conn, i32> {
+        match &self.mode {
+            Mode::Service(c) => c.connect(to).map(Conn::Remote),
+            Mode::InProcess { host, ctx, .. } => {
+                let mut s = host.connect(to).map_err(host_errno)?;
+                s.set_nonblocking(true);
+                s.register(ctx, token).map_err(host_errno)?;
+                Ok(Conn::Local(s))
+            }
+        }
+    }
+
+    /// Take in an accepted connection under `token`.
+    pub fn adopt(&self, conn: &mut Conn, token: u64) -> Result<(), i32> {
+        if let (Conn::Local(s), Mode::InProcess { ctx, .. }) = (conn, &self.mode) {
+            s.set_nonblocking(true);
+            s.register(ctx, token).map_err(host_errno)?;
+        }
+        Ok(())
+    }
+}
+
+fn host_errno(e: HostError) -> i32 {
+    crate::calls::errno_of(&std::io::Error::from(e))
 }
 
 static STACK: OnceLock<Option<Stack>> = OnceLock::new();
@@ -173,22 +253,32 @@ pub fn configured() -> bool {
 }
 
 fn start(cfg: Config) -> Result<Stack, String> {
+    // SAFETY: registers a handler that only stores to atomics and forgets the table.
+    unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+    if let Some(path) = &cfg.service {
+        let client =
+            crate::client::Client::attach(path).map_err(|e| format!("service at {path}: {e}"))?;
+        return Ok(Stack {
+            cfg,
+            mode: Mode::Service(client),
+        });
+    }
     let port = AnyPort::open(&cfg.spec)
         .map_err(|e| format!("{:?} on {}: {e}", cfg.spec.kind, cfg.spec.iface))?;
     let engine =
         Engine::new(EngineConfig::new(cfg.spec.mac, cfg.ip), port).map_err(|e| e.to_string())?;
     let runtime = Runtime::spawn(engine, SystemClock::new()).map_err(|e| e.to_string())?;
     let host = runtime.host();
-    // SAFETY: registers a handler that only stores to atomics and forgets the table.
-    unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
     // SAFETY: registers a handler that waits (bounded) for closed connections.
     unsafe { libc::atexit(crate::linger::at_exit) };
     let ctx = Context::with_notify(1 << 16, Arc::new(notify));
     Ok(Stack {
         cfg,
-        host,
-        ctx,
-        _runtime: Mutex::new(runtime),
+        mode: Mode::InProcess {
+            host,
+            ctx,
+            runtime: Mutex::new(runtime),
+        },
     })
 }
 
@@ -203,8 +293,9 @@ static CV: Condvar = Condvar::new();
 /// with how many waiters sleep on each.
 static ARMED: Mutex<Vec<(i32, usize)>> = Mutex::new(Vec::new());
 
-/// Run by the engine after every event it posts.
-fn notify() {
+/// Run by the engine after every event it posts (in service mode: by the thread that
+/// hears the service).
+pub fn notify() {
     EPOCH.fetch_add(1, Ordering::SeqCst);
     if SLEEPERS.load(Ordering::SeqCst) > 0 {
         drop(LOCK.lock().unwrap_or_else(|p| p.into_inner()));

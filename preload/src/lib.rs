@@ -24,9 +24,14 @@
 //!
 //! # Modes
 //!
-//! In-process (`FLEXTOE_MODE=inprocess`, the default and, so far, the only mode): the engine
-//! runs on a thread of the program, on the port `FLEXTOE_BACKEND` names (AF_PACKET by
-//! default, AF_XDP, TAP) on `FLEXTOE_IFACE`. See [`engine`] for every variable.
+//! - In-process (`FLEXTOE_MODE=inprocess`, the default): the engine runs on a thread of the
+//!   program, on the port `FLEXTOE_BACKEND` names (AF_PACKET by default, AF_XDP, TAP) on
+//!   `FLEXTOE_IFACE`.
+//! - Service (`FLEXTOE_MODE=service`): the program attaches to `flextoe-serviced`
+//!   ([`service`]) over its Unix socket; each connection's bytes go through shared memory
+//!   ([`shm`], [`client`]).
+//!
+//! See [`engine`] for every variable.
 //!
 //! # Calls
 //!
@@ -46,10 +51,15 @@
 //! are `unsafe extern "C"` functions, each unsafe block with its reason.
 
 pub mod calls;
+pub mod client;
+pub mod conn;
 pub mod engine;
 pub mod events;
+pub mod io;
 pub mod linger;
 pub mod opts;
 pub mod real;
 pub mod sendfile;
+pub mod service;
+pub mod shm;
 pub mod sock;

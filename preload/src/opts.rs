@@ -7,7 +7,7 @@
 
 use std::sync::atomic::Ordering;
 
-use flextoe::host::{ConnStatus, Keepalive};
+use flextoe::host::ConnStatus;
 use libc::{c_int, c_void, sockaddr, socklen_t};
 
 use crate::calls::{put_inet, status_errno};
@@ -33,7 +33,7 @@ pub unsafe extern "C" fn setsockopt(
             // SAFETY: the kernel accepted an int here.
             let on = unsafe { std::ptr::read_unaligned(val.cast::<c_int>()) } != 0;
             if let State::Stream(st) = &*s.lock() {
-                st.set_keepalive(on.then(Keepalive::default));
+                st.set_keepalive(on);
             }
         }
     }

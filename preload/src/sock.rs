@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use flextoe::host::{ConnStatus, Listener, Stream};
+use flextoe::host::ConnStatus;
+
+use crate::conn::{Conn, Listen};
 use libc::c_int;
 
 use crate::engine::Sleep;
@@ -20,9 +22,9 @@ pub enum State {
     /// Bound to the engine's address, neither listening nor connected.
     Bound(SocketAddrV4),
     /// Listening.
-    Listener(Listener),
+    Listener(Listen),
     /// A connection (connecting, established, or ended).
-    Stream(Stream),
+    Stream(Conn),
 }
 
 /// One engine socket; descriptors made by `dup` share it.
@@ -127,14 +129,14 @@ impl Drop for Sock {
             self.state.get_mut().unwrap_or_else(|p| p.into_inner()),
             State::Bound(SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0)),
         );
-        if let State::Stream(s) = state {
+        if let State::Stream(Conn::Local(s)) = state {
             crate::linger::close(s);
         }
     }
 }
 
 /// A stream's `poll(2)` bits.
-pub fn stream_readiness(s: &Stream) -> i16 {
+pub fn stream_readiness(s: &Conn) -> i16 {
     let st = s.status();
     match st {
         ConnStatus::Connecting => 0,

@@ -3,170 +3,16 @@
 //! other namespace. Needs root, `ip`, `ethtool`, `nft`, and each program (a test whose
 //! program is missing says so and passes, except under `CI=true`).
 
-#[path = "../../tests/common/lab.rs"]
-#[allow(dead_code)]
-mod lab;
+mod common;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddrV4, TcpStream};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::lab::VethLab;
+use common::*;
 use flextoe::backends::netns::in_netns;
-use lab::{available, Netns, VethLab};
-
-/// The library cargo built next to this test.
-fn library() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let lib = dir.join("libflextoe_preload.so");
-    assert!(lib.exists(), "{} is missing", lib.display());
-    lib
-}
-
-/// Whether `tools` exist; under `CI=true` a missing tool fails the test.
-fn have(tools: &[&str]) -> bool {
-    let ok = available(tools);
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI needs all of {tools:?}"
-        );
-        eprintln!("skipped: needs {tools:?}");
-    }
-    ok
-}
-
-/// A program that is killed when the test ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The environment that puts a program in `lab`'s engine namespace on the engine.
-fn engine_env(lab: &VethLab) -> Vec<(&'static str, String)> {
-    vec![
-        ("LD_PRELOAD", library().to_string_lossy().into_owned()),
-        ("FLEXTOE_IP", lab.engine_ip.to_string()),
-        ("FLEXTOE_IFACE", lab.engine_if.clone()),
-    ]
-}
-
-/// `args` in namespace `ns` with `env`, in `dir`.
-fn command(
-    ns: &Netns,
-    env: &[(&str, String)],
-    dir: Option<&std::path::Path>,
-    args: &[&str],
-) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", &ns.0]).args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    if let Some(d) = dir {
-        c.current_dir(d);
-    }
-    c
-}
-
-/// Start a server; its output goes to the test's.
-fn spawn(mut c: Command) -> Running {
-    Running(c.stdin(Stdio::null()).spawn().expect("spawn"))
-}
-
-/// Wait until a TCP connection from `ns` to `to` succeeds (the server is up).
-fn wait_listening(ns: &Netns, to: SocketAddrV4) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ok = in_netns(&ns.0, move || {
-            TcpStream::connect_timeout(&to.into(), Duration::from_millis(500))
-        })
-        .is_ok();
-        if ok {
-            return;
-        }
-        assert!(Instant::now() < deadline, "nothing listens on {to}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A scratch directory with a file of `n` pseudo-random bytes; returns both.
-fn scratch_file(tag: &str, n: usize) -> (PathBuf, Vec<u8>) {
-    let dir = std::env::temp_dir().join(format!("flextoe-preload-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let data: Vec<u8> = (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(dir.join("blob"), &data).unwrap();
-    (dir, data)
-}
-
-/// Which side of the lab runs a program, and with which environment.
-struct Side<'a> {
-    ns: &'a Netns,
-    env: Vec<(&'static str, String)>,
-    ip: Ipv4Addr,
-}
-
-/// The engine's side of `lab` (the program under the library) and Linux's.
-fn sides(lab: &VethLab) -> (Side<'_>, Side<'_>) {
-    (
-        Side {
-            ns: &lab.engine,
-            env: engine_env(lab),
-            ip: lab.engine_ip,
-        },
-        Side {
-            ns: &lab.linux,
-            env: vec![],
-            ip: lab.linux_ip,
-        },
-    )
-}
-
-/// `python3 -m http.server` on `server` serves a 4 MiB file to `curl` on `client` three
-/// times; each copy must equal the file.
-fn http_transfer(tag: &str, server: &Side, client: &Side, probe_from: &Netns) {
-    let (dir, data) = scratch_file(tag, 4 << 20);
-    let ip = server.ip.to_string();
-    let _srv = spawn(command(
-        server.ns,
-        &server.env,
-        Some(&dir),
-        &["python3", "-m", "http.server", "8080", "--bind", &ip],
-    ));
-    wait_listening(probe_from, SocketAddrV4::new(server.ip, 8080));
-    let out = dir.join("got");
-    let out_s = out.to_string_lossy().into_owned();
-    let url = format!("http://{ip}:8080/blob");
-    for _ in 0..3 {
-        let _ = std::fs::remove_file(&out);
-        let curl = ["curl", "-sS", "--max-time", "20", "-o", &out_s, &url];
-        let o = command(client.ns, &client.env, None, &curl)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(o.status.success(), "curl: {err}");
-        assert!(
-            std::fs::read(&out).unwrap() == data,
-            "the file came back different"
-        );
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
 /// `python3 -m http.server` on the engine serves a 4 MiB file to Linux's `curl`, three
 /// times, byte for byte.
 #[test]
@@ -353,60 +199,18 @@ fn nc_both_ways() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn script(name: &str) -> String {
-    format!("{}/tests/scripts/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
 /// The intercepted calls against the kernel's own behaviour: `semantics.py` runs its cases
 /// (error codes of connect, read, write, accept; SO_ERROR; epoll level, edge and one-shot;
-/// poll over a pipe and a socket; dup; FIONREAD and MSG_PEEK) once on kernel sockets in
-/// Linux's namespace and once on the engine, against the same peer; the outputs must be
-/// equal line for line.
+/// poll over a pipe and a socket; dup; FIONREAD and MSG_PEEK; threads) once on kernel
+/// sockets in Linux's namespace and once on the engine, against the same peer; the outputs
+/// must be equal line for line.
 #[test]
 fn semantics_match_the_kernel() {
     if !have(&["python3"]) {
         return;
     }
     let Some(lab) = VethLab::new() else { return };
-    let peer_ip = lab.linux_ip.to_string();
-    let _peer = spawn(command(
-        &lab.linux,
-        &[],
-        None,
-        &["python3", &script("peer.py"), &peer_ip],
-    ));
-    wait_listening(&lab.linux, SocketAddrV4::new(lab.linux_ip, 7004));
-    let run = |ns: &Netns, env: &[(&str, String)], own: Ipv4Addr| {
-        let o = command(
-            ns,
-            env,
-            None,
-            &[
-                "timeout",
-                "60",
-                "python3",
-                &script("semantics.py"),
-                &peer_ip,
-                &own.to_string(),
-            ],
-        )
-        .output()
-        .unwrap();
-        assert!(
-            o.status.success(),
-            "semantics.py: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    };
-    let kernel = run(&lab.linux, &[], lab.linux_ip);
-    let engine = run(&lab.engine, &engine_env(&lab), lab.engine_ip);
-    eprintln!("kernel:\n{kernel}\nengine:\n{engine}");
-    assert!(kernel.lines().count() >= 14, "cases missing");
-    for (k, e) in kernel.lines().zip(engine.lines()) {
-        assert_eq!(k, e, "the engine differs from the kernel");
-    }
-    assert_eq!(kernel.lines().count(), engine.lines().count());
+    check_semantics(&lab, &engine_env(&lab));
 }
 
 /// One RESP request (an array of bulk strings); returns the reply's first line and, for a
@@ -697,13 +501,7 @@ fn fork_child_loses_engine_sockets_parent_keeps_them() {
     }
     let Some(lab) = VethLab::new() else { return };
     let peer_ip = lab.linux_ip.to_string();
-    let _peer = spawn(command(
-        &lab.linux,
-        &[],
-        None,
-        &["python3", &script("peer.py"), &peer_ip],
-    ));
-    wait_listening(&lab.linux, SocketAddrV4::new(lab.linux_ip, 7005));
+    let _peer = start_peer(&lab);
     let args = ["timeout", "30", "python3", &script("fork.py"), &peer_ip];
     let o = command(&lab.engine, &engine_env(&lab), None, &args)
         .output()

@@ -1,0 +1,468 @@
+//! The application's side of the engine service (`FLEXTOE_MODE=service`): one Unix socket
+//! for requests (set-up only: listen, accept, connect), one for the service's events, and
+//! per connection a shared memfd whose rings the application reads and writes directly.
+//!
+//! A thread of the library waits on the event socket and the application's eventfd (the
+//! service writes it when it moved data of this application) and wakes the application's
+//! waiting calls. When the service goes away the event socket ends: every connection then
+//! reads as reset, and blocked calls return within a wake-up.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use flextoe::host::ConnStatus;
+
+use crate::shm::{self, op, Mapping, Msg};
+
+/// A connection to the service.
+pub struct Client {
+    /// The request socket (one request and its reply at a time).
+    req: Mutex<OwnedFd>,
+    /// The service page (its pump's sleep flag).
+    page: Mapping,
+    /// The service pump's eventfd.
+    pump: OwnedFd,
+    /// Queued connections per listener id, as the service last reported.
+    pending: Mutex<HashMap<u32, Arc<AtomicU32>>>,
+    /// The service is gone.
+    pub dead: AtomicBool,
+}
+
+impl Client {
+    /// Attach to the service listening on the Unix socket `path`.
+    pub fn attach(path: &str) -> io::Result<Arc<Client>> {
+        // SAFETY: socket takes no pointers.
+        let fd = unsafe {
+            crate::real::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0)
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: our new descriptor.
+        let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        // SAFETY: a zeroed sockaddr_un is valid.
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let p = path.as_bytes();
+        if p.len() >= addr.sun_path.len() {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        for (d, s) in addr.sun_path.iter_mut().zip(p) {
+            *d = *s as libc::c_char;
+        }
+        // SAFETY: a sockaddr_un of the right size.
+        let r = unsafe {
+            crate::real::connect(
+                fd,
+                (&addr as *const libc::sockaddr_un).cast(),
+                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // The service greets with: its page, its pump's eventfd, our eventfd, our event socket.
+        let Some((hello, mut fds)) = shm::recv_msg(fd)? else {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        };
+        if hello.err != 0 || fds.len() != 4 {
+            return Err(io::Error::from_raw_os_error(hello.err.max(libc::EPROTO)));
+        }
+        let events = fds.pop().unwrap();
+        let wake = fds.pop().unwrap();
+        let pump = fds.pop().unwrap();
+        let page_fd = fds.pop().unwrap();
+        let page = Mapping::map(page_fd.as_raw_fd(), shm::PAGE)?;
+        let c = Arc::new(Client {
+            req: Mutex::new(sock),
+            page,
+            pump,
+            pending: Mutex::new(HashMap::new()),
+            dead: AtomicBool::new(false),
+        });
+        let c2 = c.clone();
+        std::thread::Builder::new()
+            .name("flextoe-events".into())
+            .spawn(move || c2.event_loop(events, wake))?;
+        Ok(c)
+    }
+
+    /// Wait for the service's events and data wake-ups; wake the application's waiters.
+    fn event_loop(&self, events: OwnedFd, wake: OwnedFd) {
+        loop {
+            let mut fds = [
+                libc::pollfd {
+                    fd: events.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: wake.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: two pollfds of ours.
+            let r = unsafe {
+                crate::real::ppoll(fds.as_mut_ptr(), 2, std::ptr::null(), std::ptr::null())
+            };
+            if r < 0 {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                break;
+            }
+            if fds[1].revents != 0 {
+                let mut v = 0u64;
+                // SAFETY: an 8-byte read from our eventfd.
+                unsafe { crate::real::read(wake.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+            }
+            if fds[0].revents != 0 {
+                match shm::recv_msg(events.as_raw_fd()) {
+                    Ok(Some((m, _))) if m.op == op::PENDING => {
+                        if let Some(p) = self
+                            .pending
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get(&m.a)
+                        {
+                            p.store(m.b, Ordering::Release);
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            crate::engine::notify();
+        }
+        self.dead.store(true, Ordering::SeqCst);
+        crate::engine::notify();
+    }
+
+    /// Tell the service's pump that a ring or flag moved (only when it sleeps).
+    pub fn poke(&self) {
+        if self.page.word(shm::PAGE_PUMP_SLEEPS).load(Ordering::SeqCst) != 0 {
+            shm::kick(self.pump.as_raw_fd());
+        }
+    }
+
+    /// One request and its reply (with the descriptors that came with it).
+    fn request(&self, m: Msg, reply: bool) -> Result<(Msg, Vec<OwnedFd>), i32> {
+        if self.dead.load(Ordering::SeqCst) {
+            return Err(libc::ECONNRESET);
+        }
+        let sock = self.req.lock().unwrap_or_else(|p| p.into_inner());
+        shm::send_msg(sock.as_raw_fd(), &m, &[]).map_err(|_| libc::ECONNRESET)?;
+        if !reply {
+            return Ok((Msg::default(), Vec::new()));
+        }
+        match shm::recv_msg(sock.as_raw_fd()) {
+            Ok(Some((r, fds))) if r.err == 0 => Ok((r, fds)),
+            Ok(Some((r, _))) => Err(r.err),
+            _ => {
+                self.dead.store(true, Ordering::SeqCst);
+                Err(libc::ECONNRESET)
+            }
+        }
+    }
+
+    /// Listen on `port`; returns the listener.
+    pub fn listen(self: &Arc<Self>, port: u16, backlog: usize) -> Result<RemoteListener, i32> {
+        let (r, _) = self.request(
+            Msg {
+                op: op::LISTEN,
+                a: port as u32,
+                b: backlog as u32,
+                ..Msg::default()
+            },
+            true,
+        )?;
+        let pending = Arc::new(AtomicU32::new(0));
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(r.a, pending.clone());
+        Ok(RemoteListener {
+            client: self.clone(),
+            id: r.a,
+            port: r.b as u16,
+            pending,
+        })
+    }
+
+    /// A connection from a reply that carries its memfd.
+    fn conn(self: &Arc<Self>, r: Msg, mut fds: Vec<OwnedFd>) -> Result<Remote, i32> {
+        let fd = fds.pop().ok_or(libc::EPROTO)?;
+        let map = Mapping::map(fd.as_raw_fd(), shm::SIZE)
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        Ok(Remote {
+            client: self.clone(),
+            id: r.a,
+            map,
+            rd_shut: false,
+        })
+    }
+
+    /// Connect to `to`.
+    pub fn connect(self: &Arc<Self>, to: SocketAddrV4) -> Result<Remote, i32> {
+        let (r, fds) = self.request(
+            Msg {
+                op: op::CONNECT,
+                a: u32::from(*to.ip()),
+                b: to.port() as u32,
+                ..Msg::default()
+            },
+            true,
+        )?;
+        self.conn(r, fds)
+    }
+}
+
+/// A listener of the service.
+pub struct RemoteListener {
+    client: Arc<Client>,
+    id: u32,
+    /// The port.
+    pub port: u16,
+    pending: Arc<AtomicU32>,
+}
+
+impl RemoteListener {
+    /// Connections queued, as the service last said.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire) as usize
+    }
+
+    /// Whether the service is gone.
+    pub fn dead(&self) -> bool {
+        self.client.dead.load(Ordering::SeqCst)
+    }
+
+    /// Take a queued connection; `Err(EAGAIN)` when none is.
+    pub fn try_accept(&self) -> Result<Remote, i32> {
+        let r = self.client.request(
+            Msg {
+                op: op::ACCEPT,
+                a: self.id,
+                ..Msg::default()
+            },
+            true,
+        );
+        // The count is the service's last word; until its next one, what we just took (or
+        // found missing) is taken into account here.
+        match &r {
+            Ok(_) => {
+                let _ = self
+                    .pending
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        Some(n.saturating_sub(1))
+                    });
+            }
+            Err(libc::EAGAIN) => self.pending.store(0, Ordering::Release),
+            Err(_) => {}
+        }
+        let (r, fds) = r?;
+        self.client.conn(r, fds)
+    }
+}
+
+impl Drop for RemoteListener {
+    fn drop(&mut self) {
+        self.client
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+        let _ = self.client.request(
+            Msg {
+                op: op::UNLISTEN,
+                a: self.id,
+                ..Msg::default()
+            },
+            false,
+        );
+    }
+}
+
+/// A connection of the service, read and written through shared memory.
+pub struct Remote {
+    client: Arc<Client>,
+    id: u32,
+    map: Mapping,
+    rd_shut: bool,
+}
+
+impl Remote {
+    fn h(&self) -> &shm::Header {
+        self.map.header()
+    }
+
+    /// The connection's status (reset once the service is gone).
+    pub fn status(&self) -> ConnStatus {
+        if self.client.dead.load(Ordering::SeqCst) {
+            return ConnStatus::Reset;
+        }
+        match self.h().status.load(Ordering::Acquire) {
+            0 => ConnStatus::Connecting,
+            1 => ConnStatus::Established,
+            2 => ConnStatus::Closed,
+            4 => ConnStatus::Refused,
+            5 => ConnStatus::TimedOut,
+            6 => ConnStatus::Unreachable,
+            _ => ConnStatus::Reset,
+        }
+    }
+
+    /// Bytes ready to read.
+    pub fn readable_bytes(&self) -> usize {
+        (shm::load(&self.h().rx_head) - self.h().rx_tail.load(Ordering::Relaxed)) as usize
+    }
+
+    /// Free space in the send ring.
+    pub fn writable_bytes(&self) -> usize {
+        shm::RING
+            - (self.h().tx_head.load(Ordering::Relaxed) - shm::load(&self.h().tx_tail)) as usize
+    }
+
+    /// Whether the peer's FIN arrived.
+    pub fn peer_closed(&self) -> bool {
+        self.h().peer_fin.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether writing was shut down.
+    pub fn write_closed(&self) -> bool {
+        self.h().app_flags.load(Ordering::Relaxed) & shm::APP_SHUT_WR != 0
+    }
+
+    /// Bytes received so far.
+    pub fn received_total(&self) -> u64 {
+        shm::load(&self.h().rx_head)
+    }
+
+    /// Local address.
+    pub fn local_addr(&self) -> SocketAddrV4 {
+        let h = self.h();
+        SocketAddrV4::new(
+            Ipv4Addr::from(h.local_ip.load(Ordering::Relaxed)),
+            h.local_port.load(Ordering::Relaxed) as u16,
+        )
+    }
+
+    /// Peer address.
+    pub fn peer_addr(&self) -> SocketAddrV4 {
+        let h = self.h();
+        SocketAddrV4::new(
+            Ipv4Addr::from(h.peer_ip.load(Ordering::Relaxed)),
+            h.peer_port.load(Ordering::Relaxed) as u16,
+        )
+    }
+
+    fn error(&self) -> Option<io::Error> {
+        let kind = match self.status() {
+            ConnStatus::Reset | ConnStatus::Spliced => io::ErrorKind::ConnectionReset,
+            ConnStatus::Refused => io::ErrorKind::ConnectionRefused,
+            ConnStatus::TimedOut => io::ErrorKind::TimedOut,
+            ConnStatus::Unreachable => io::ErrorKind::HostUnreachable,
+            _ => return None,
+        };
+        Some(kind.into())
+    }
+
+    /// Read in place, as [`flextoe::Stream::read_with`] does in nonblocking mode.
+    pub fn read_with<R>(&mut self, f: impl FnOnce(&[u8]) -> (usize, R)) -> io::Result<R> {
+        if self.rd_shut {
+            return Ok(f(&[]).1);
+        }
+        let head = shm::load(&self.h().rx_head);
+        let tail = self.h().rx_tail.load(Ordering::Relaxed);
+        if head == tail {
+            if let Some(e) = self.error() {
+                return Err(e);
+            }
+            if !self.peer_closed() && self.status() != ConnStatus::Closed {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            // The FIN is published after the data: look again.
+            if shm::load(&self.h().rx_head) == tail {
+                return Ok(f(&[]).1);
+            }
+            return self.read_with(f);
+        }
+        let mut buf = [0u8; 16384];
+        let n = self.map.read(shm::RX, head, tail, &mut buf);
+        let (used, r) = f(&buf[..n]);
+        let used = used.min(n);
+        if used > 0 {
+            self.h()
+                .rx_tail
+                .store(tail + used as u64, Ordering::Release);
+            self.client.poke();
+        }
+        Ok(r)
+    }
+
+    /// Write what fits, as `io::Write::write` does on a nonblocking stream.
+    pub fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if let Some(e) = self.error() {
+            return Err(e);
+        }
+        if self.write_closed() || self.status() == ConnStatus::Closed {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        let head = self.h().tx_head.load(Ordering::Relaxed);
+        let tail = shm::load(&self.h().tx_tail);
+        let n = self.map.write(shm::TX, head, tail, data);
+        if n == 0 && !data.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.h().tx_head.store(head + n as u64, Ordering::Release);
+        self.client.poke();
+        Ok(n)
+    }
+
+    /// Shut one or both directions down.
+    pub fn shutdown(&mut self, how: std::net::Shutdown) {
+        use std::net::Shutdown;
+        if matches!(how, Shutdown::Read | Shutdown::Both) {
+            self.rd_shut = true;
+        }
+        if matches!(how, Shutdown::Write | Shutdown::Both) {
+            self.h()
+                .app_flags
+                .fetch_or(shm::APP_SHUT_WR, Ordering::Release);
+            self.client.poke();
+        }
+    }
+
+    /// Keep-alives on or off.
+    pub fn set_keepalive(&self, on: bool) {
+        let _ = self.client.request(
+            Msg {
+                op: op::KEEPALIVE,
+                a: self.id,
+                b: on as u32,
+                ..Msg::default()
+            },
+            false,
+        );
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        // The service finishes the connection (FIN after the queued data, or a RST when
+        // unread data is left, as Linux does).
+        let flag = if self.readable_bytes() > 0 && !self.rd_shut {
+            shm::APP_ABORT
+        } else {
+            shm::APP_CLOSED
+        };
+        self.h().app_flags.fetch_or(flag, Ordering::Release);
+        self.client.poke();
+    }
+}

@@ -1,0 +1,448 @@
+//! The intercepted data calls: the `read`, `recv` and `write`, `send` families on engine
+//! sockets, with their blocking, nonblocking and `MSG_*` behaviour.
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use flextoe::host::ConnStatus;
+use libc::{c_int, c_void, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+
+use crate::calls::errno_of;
+use crate::real::{self, fail};
+use crate::sock::{self, Sock, State};
+
+/// Read from an engine socket into `bufs`: what is there now, waiting (unless nonblocking)
+/// while nothing is. `peek` leaves the bytes in place.
+fn recv_into(s: &Arc<Sock>, bufs: &mut [&mut [u8]], nonblock: bool, peek: bool) -> isize {
+    let want: usize = bufs.iter().map(|b| b.len()).sum();
+    loop {
+        {
+            let mut state = s.lock();
+            let State::Stream(stream) = &mut *state else {
+                return fail(libc::ENOTCONN) as isize;
+            };
+            if want == 0 {
+                return 0;
+            }
+            let mut total = 0usize;
+            let mut result: Option<io::Result<()>> = None;
+            // Up to two slices: the readable bytes may wrap around the ring.
+            for _ in 0..2 {
+                let r = stream.read_with(|src| {
+                    let mut off = 0usize;
+                    let mut skip = total;
+                    for b in bufs.iter_mut() {
+                        if skip >= b.len() {
+                            skip -= b.len();
+                            continue;
+                        }
+                        let n = (b.len() - skip).min(src.len() - off);
+                        b[skip..skip + n].copy_from_slice(&src[off..off + n]);
+                        off += n;
+                        skip = 0;
+                        if off == src.len() {
+                            break;
+                        }
+                    }
+                    (if peek { 0 } else { off }, off)
+                });
+                match r {
+                    Ok(0) => {
+                        result.get_or_insert(Ok(()));
+                        break;
+                    }
+                    Ok(n) => {
+                        total += n;
+                        result = Some(Ok(()));
+                        if total == want || peek {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        if total == 0 {
+                            result = Some(Err(e));
+                        }
+                        break;
+                    }
+                }
+            }
+            match result {
+                Some(Ok(())) => return total as isize,
+                Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Some(Err(e)) => {
+                    s.error_taken.store(true, Ordering::Relaxed);
+                    return fail(errno_of(&e)) as isize;
+                }
+                None => return total as isize,
+            }
+        }
+        if nonblock {
+            s.used_up(libc::POLLIN);
+            return fail(libc::EAGAIN) as isize;
+        }
+        s.wait(libc::POLLIN | libc::POLLRDHUP, None);
+    }
+}
+
+/// Write `bufs` to an engine socket: all of it when blocking, what fits when not.
+fn send_from(s: &Arc<Sock>, bufs: &[&[u8]], nonblock: bool, nosignal: bool) -> isize {
+    let want: usize = bufs.iter().map(|b| b.len()).sum();
+    let mut total = 0usize;
+    loop {
+        {
+            let mut state = s.lock();
+            let State::Stream(stream) = &mut *state else {
+                return fail(libc::ENOTCONN) as isize;
+            };
+            if stream.status() == ConnStatus::Connecting && nonblock && total == 0 {
+                return fail(libc::EAGAIN) as isize;
+            }
+            while total < want {
+                // The first buffer with bytes left.
+                let mut skip = total;
+                let Some(b) = bufs.iter().find_map(|b| {
+                    if skip >= b.len() {
+                        skip -= b.len();
+                        None
+                    } else {
+                        Some(&b[skip..])
+                    }
+                }) else {
+                    break;
+                };
+                match stream.write(b) {
+                    Ok(0) => break,
+                    Ok(n) => total += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        if total > 0 {
+                            return total as isize;
+                        }
+                        let errno = errno_of(&e);
+                        if errno == libc::EPIPE && !nosignal {
+                            // SAFETY: raising a signal in our own process, as the kernel would.
+                            unsafe { libc::raise(libc::SIGPIPE) };
+                        }
+                        return fail(errno) as isize;
+                    }
+                }
+            }
+            if total == want || (nonblock && total > 0) {
+                return total as isize;
+            }
+        }
+        if nonblock {
+            s.used_up(libc::POLLOUT);
+            return fail(libc::EAGAIN) as isize;
+        }
+        s.wait(libc::POLLOUT, None);
+    }
+}
+
+/// The iovecs of a call as slices.
+///
+/// # Safety
+/// `iov` points to `n` iovecs of writable (or readable) memory.
+unsafe fn iovecs<'a>(iov: *const libc::iovec, n: c_int) -> Option<Vec<&'a mut [u8]>> {
+    if !(0..=libc::UIO_MAXIOV).contains(&n) || (n > 0 && iov.is_null()) {
+        return None;
+    }
+    let mut v = Vec::with_capacity(n as usize);
+    for i in 0..n as usize {
+        // SAFETY: within the caller's `n` iovecs.
+        let e = unsafe { *iov.add(i) };
+        if e.iov_len > 0 {
+            // SAFETY: the caller's buffer of `iov_len` bytes.
+            v.push(unsafe { std::slice::from_raw_parts_mut(e.iov_base.cast::<u8>(), e.iov_len) });
+        }
+    }
+    Some(v)
+}
+
+/// Whether a call with `flags` must not wait.
+fn nonblocking(s: &Sock, flags: c_int) -> bool {
+    s.nonblock.load(Ordering::Relaxed) || flags & libc::MSG_DONTWAIT != 0
+}
+
+/// `read`.
+///
+/// # Safety
+/// As `read(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
+    match sock::get(fd) {
+        // SAFETY: as recv with no flags.
+        Some(_) => unsafe { recv(fd, buf, n, 0) },
+        // SAFETY: passed through.
+        None => unsafe { real::read(fd, buf, n) },
+    }
+}
+
+/// `__read_chk` (fortified `read`).
+///
+/// # Safety
+/// As `read(2)`, with `buflen` the buffer's size.
+#[no_mangle]
+pub unsafe extern "C" fn __read_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    buflen: size_t,
+) -> ssize_t {
+    if n > buflen {
+        std::process::abort();
+    }
+    // SAFETY: as read.
+    unsafe { read(fd, buf, n) }
+}
+
+/// `recv`.
+///
+/// # Safety
+/// As `recv(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: as recvfrom without an address.
+    unsafe {
+        recvfrom(
+            fd,
+            buf,
+            n,
+            flags,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    }
+}
+
+/// `__recv_chk` (fortified `recv`).
+///
+/// # Safety
+/// As `recv(2)`, with `buflen` the buffer's size.
+#[no_mangle]
+pub unsafe extern "C" fn __recv_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    buflen: size_t,
+    flags: c_int,
+) -> ssize_t {
+    if n > buflen {
+        std::process::abort();
+    }
+    // SAFETY: as recv.
+    unsafe { recv(fd, buf, n, flags) }
+}
+
+/// `recvfrom`.
+///
+/// # Safety
+/// As `recvfrom(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> ssize_t {
+    let Some(s) = sock::get(fd) else {
+        // SAFETY: passed through.
+        return unsafe { real::recvfrom(fd, buf, n, flags, addr, len) };
+    };
+    if n > 0 && buf.is_null() {
+        return fail(libc::EFAULT) as isize;
+    }
+    let mut slice: &mut [u8] = if n == 0 {
+        &mut []
+    } else {
+        // SAFETY: the caller's buffer of `n` bytes.
+        unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), n) }
+    };
+    let r = recv_into(
+        &s,
+        std::slice::from_mut(&mut slice),
+        nonblocking(&s, flags),
+        flags & libc::MSG_PEEK != 0,
+    );
+    if r >= 0 && !addr.is_null() && !len.is_null() {
+        // A connected TCP socket reports no source address.
+        // SAFETY: the caller's length.
+        unsafe { *len = 0 };
+    }
+    r
+}
+
+/// `__recvfrom_chk` (fortified `recvfrom`).
+///
+/// # Safety
+/// As `recvfrom(2)`, with `buflen` the buffer's size.
+#[no_mangle]
+pub unsafe extern "C" fn __recvfrom_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    buflen: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> ssize_t {
+    if n > buflen {
+        std::process::abort();
+    }
+    // SAFETY: as recvfrom.
+    unsafe { recvfrom(fd, buf, n, flags, addr, len) }
+}
+
+/// `readv`.
+///
+/// # Safety
+/// As `readv(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
+    let Some(s) = sock::get(fd) else {
+        // SAFETY: passed through.
+        return unsafe { real::readv(fd, iov, n) };
+    };
+    // SAFETY: the caller's iovecs.
+    let Some(mut bufs) = (unsafe { iovecs(iov, n) }) else {
+        return fail(libc::EINVAL) as isize;
+    };
+    recv_into(&s, &mut bufs, nonblocking(&s, 0), false)
+}
+
+/// `recvmsg` (no ancillary data on a TCP socket of the engine).
+///
+/// # Safety
+/// As `recvmsg(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    let Some(s) = sock::get(fd) else {
+        // SAFETY: passed through.
+        return unsafe { real::recvmsg(fd, msg, flags) };
+    };
+    if msg.is_null() {
+        return fail(libc::EFAULT) as isize;
+    }
+    // SAFETY: the caller's msghdr.
+    let m = unsafe { &mut *msg };
+    // SAFETY: the caller's iovecs.
+    let Some(mut bufs) = (unsafe { iovecs(m.msg_iov, m.msg_iovlen as c_int) }) else {
+        return fail(libc::EINVAL) as isize;
+    };
+    m.msg_namelen = 0;
+    m.msg_controllen = 0;
+    m.msg_flags = 0;
+    recv_into(
+        &s,
+        &mut bufs,
+        nonblocking(&s, flags),
+        flags & libc::MSG_PEEK != 0,
+    )
+}
+
+/// `write`.
+///
+/// # Safety
+/// As `write(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
+    match sock::get(fd) {
+        // SAFETY: as send with no flags.
+        Some(_) => unsafe { send(fd, buf, n, 0) },
+        // SAFETY: passed through.
+        None => unsafe { real::write(fd, buf, n) },
+    }
+}
+
+/// `send`.
+///
+/// # Safety
+/// As `send(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: as sendto without an address.
+    unsafe { sendto(fd, buf, n, flags, std::ptr::null(), 0) }
+}
+
+/// `sendto` (the address is ignored on a connected socket, as Linux does for TCP).
+///
+/// # Safety
+/// As `sendto(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+) -> ssize_t {
+    let Some(s) = sock::get(fd) else {
+        // SAFETY: passed through.
+        return unsafe { real::sendto(fd, buf, n, flags, addr, len) };
+    };
+    if n > 0 && buf.is_null() {
+        return fail(libc::EFAULT) as isize;
+    }
+    let slice: &[u8] = if n == 0 {
+        &[]
+    } else {
+        // SAFETY: the caller's buffer of `n` bytes.
+        unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), n) }
+    };
+    send_from(
+        &s,
+        &[slice],
+        nonblocking(&s, flags),
+        flags & libc::MSG_NOSIGNAL != 0,
+    )
+}
+
+/// `writev`.
+///
+/// # Safety
+/// As `writev(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
+    let Some(s) = sock::get(fd) else {
+        // SAFETY: passed through.
+        return unsafe { real::writev(fd, iov, n) };
+    };
+    // SAFETY: the caller's iovecs.
+    let Some(bufs) = (unsafe { iovecs(iov, n) }) else {
+        return fail(libc::EINVAL) as isize;
+    };
+    let bufs: Vec<&[u8]> = bufs.into_iter().map(|b| &*b).collect();
+    send_from(&s, &bufs, nonblocking(&s, 0), false)
+}
+
+/// `sendmsg` (no ancillary data).
+///
+/// # Safety
+/// As `sendmsg(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    let Some(s) = sock::get(fd) else {
+        // SAFETY: passed through.
+        return unsafe { real::sendmsg(fd, msg, flags) };
+    };
+    if msg.is_null() {
+        return fail(libc::EFAULT) as isize;
+    }
+    // SAFETY: the caller's msghdr.
+    let m = unsafe { &*msg };
+    // SAFETY: the caller's iovecs.
+    let Some(bufs) = (unsafe { iovecs(m.msg_iov, m.msg_iovlen as c_int) }) else {
+        return fail(libc::EINVAL) as isize;
+    };
+    let bufs: Vec<&[u8]> = bufs.into_iter().map(|b| &*b).collect();
+    send_from(
+        &s,
+        &bufs,
+        nonblocking(&s, flags),
+        flags & libc::MSG_NOSIGNAL != 0,
+    )
+}

@@ -1,0 +1,552 @@
+//! The engine service (`flextoe-serviced`): one engine that application processes attach
+//! to with `FLEXTOE_MODE=service`.
+//!
+//! An application attaches over a Unix (`SOCK_SEQPACKET`) socket, which then carries only
+//! set-up requests: listen, accept, connect. Each connection's bytes go through a memfd
+//! both processes map ([`crate::shm`]): the application reads and writes its rings without
+//! a system call, and the service's pump thread moves bytes between those rings and the
+//! engine's connection. Each side writes the other's eventfd only when the other sleeps (the
+//! pump) or when it moved the other's data (the application's event thread).
+//!
+//! When an application goes away (its socket ends, a crash included), the connections it
+//! had not closed are reset, and its listeners closed. When the service goes away, the
+//! applications' event sockets end, and their connections read as reset.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flextoe::backends::any::AnyPort;
+use flextoe::host::{Context, Host, Keepalive, Listener, Stream};
+use flextoe::pipeline::{Engine, EngineConfig, Runtime};
+use flextoe::time::SystemClock;
+
+use crate::engine::Config;
+use crate::shm::{self, op, Mapping, Msg};
+
+/// The service's shared state.
+struct Shared {
+    host: Host,
+    ctx: Context,
+    page: Mapping,
+    page_fd: OwnedFd,
+    pump: OwnedFd,
+    apps: Mutex<Vec<Arc<App>>>,
+}
+
+/// One attached application.
+struct App {
+    alive: AtomicBool,
+    events: OwnedFd,
+    wake: OwnedFd,
+    listeners: Mutex<HashMap<u32, (Listener, u32)>>,
+    conns: Mutex<HashMap<u32, Arc<Bridge>>>,
+    next: AtomicU32,
+}
+
+/// One connection between the engine and an application's shared rings.
+struct Bridge {
+    stream: Mutex<Option<Stream>>,
+    map: Mapping,
+    shut: AtomicBool,
+}
+
+fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes no pointers.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: our new descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Run the service: the engine `cfg` describes, applications attaching at `path`. Returns
+/// only on an error.
+pub fn run(cfg: Config, path: &str) -> io::Result<()> {
+    let port = AnyPort::open(&cfg.spec)?;
+    let engine = Engine::new(EngineConfig::new(cfg.spec.mac, cfg.ip), port)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let runtime = Runtime::spawn(engine, SystemClock::new())?;
+    let (page_fd, page) = Mapping::create("flextoe-service", shm::PAGE)?;
+    let pump = eventfd()?;
+    let pump_raw = pump.as_raw_fd();
+    let page_ptr = Arc::new(Mapping::map(page_fd.as_raw_fd(), shm::PAGE)?);
+    let ctx = Context::with_notify(
+        1 << 16,
+        Arc::new(move || {
+            if page_ptr.word(shm::PAGE_PUMP_SLEEPS).load(Ordering::SeqCst) != 0 {
+                shm::kick(pump_raw);
+            }
+        }),
+    );
+    let shared = Arc::new(Shared {
+        host: runtime.host(),
+        ctx,
+        page,
+        page_fd,
+        pump,
+        apps: Mutex::new(Vec::new()),
+    });
+    let s2 = shared.clone();
+    std::thread::Builder::new()
+        .name("flextoe-pump".into())
+        .spawn(move || pump_loop(&s2))?;
+
+    // SAFETY: socket takes no pointers.
+    let lfd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+    if lfd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: our new descriptor.
+    let listener = unsafe { OwnedFd::from_raw_fd(lfd) };
+    let _ = std::fs::remove_file(path);
+    // SAFETY: a zeroed sockaddr_un is valid.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    if path.len() >= addr.sun_path.len() {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    for (d, s) in addr.sun_path.iter_mut().zip(path.as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: a sockaddr_un of the right size.
+    let r = unsafe {
+        crate::real::bind(
+            lfd,
+            (&addr as *const libc::sockaddr_un).cast(),
+            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        )
+    };
+    // SAFETY: listen takes no pointers.
+    if r < 0 || unsafe { crate::real::listen(lfd, 64) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    eprintln!(
+        "flextoe-serviced: engine {} on {}, applications attach at {path}",
+        cfg.ip, cfg.spec.iface
+    );
+    let _runtime = runtime;
+    loop {
+        // SAFETY: accept without an address.
+        let fd = unsafe {
+            crate::real::accept4(
+                listener.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: the accepted descriptor is ours.
+        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("flextoe-app".into())
+            .spawn(move || {
+                if let Err(e) = serve_app(&s, sock) {
+                    eprintln!("flextoe-serviced: an application: {e}");
+                }
+            })?;
+    }
+}
+
+/// Greet one application, then serve its requests until it goes away.
+fn serve_app(shared: &Arc<Shared>, sock: OwnedFd) -> io::Result<()> {
+    let mut pair = [0 as RawFd; 2];
+    // SAFETY: `pair` has room for two descriptors.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            pair.as_mut_ptr(),
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the pair is ours.
+    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+    let wake = eventfd()?;
+    shm::send_msg(
+        sock.as_raw_fd(),
+        &Msg::default(),
+        &[
+            shared.page_fd.as_raw_fd(),
+            shared.pump.as_raw_fd(),
+            wake.as_raw_fd(),
+            theirs.as_raw_fd(),
+        ],
+    )?;
+    drop(theirs);
+    let app = Arc::new(App {
+        alive: AtomicBool::new(true),
+        events: ours,
+        wake,
+        listeners: Mutex::new(HashMap::new()),
+        conns: Mutex::new(HashMap::new()),
+        next: AtomicU32::new(1),
+    });
+    shared
+        .apps
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(app.clone());
+    let result = requests(shared, &app, sock.as_raw_fd());
+    // Gone (closed its socket, exited or crashed): what it had not closed is reset.
+    app.alive.store(false, Ordering::SeqCst);
+    app.listeners
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
+    shm::kick(shared.pump.as_raw_fd());
+    result
+}
+
+fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()> {
+    while let Some((m, _)) = shm::recv_msg(sock)? {
+        let reply = |r: Result<(Msg, Option<RawFd>), i32>| -> io::Result<()> {
+            match r {
+                Ok((m, fd)) => shm::send_msg(sock, &m, fd.as_slice()),
+                Err(e) => shm::send_msg(
+                    sock,
+                    &Msg {
+                        err: e,
+                        ..Msg::default()
+                    },
+                    &[],
+                ),
+            }
+        };
+        match m.op {
+            op::LISTEN => {
+                let port = m.a as u16;
+                let backlog = (m.b as usize).clamp(1, 4096);
+                let r = listen(&shared.host, port, backlog);
+                match r {
+                    Ok(l) => {
+                        let id = app.next.fetch_add(1, Ordering::Relaxed);
+                        let _ = l.register(&shared.ctx, 0);
+                        let port = l.port();
+                        app.listeners
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(id, (l, 0));
+                        reply(Ok((
+                            Msg {
+                                a: id,
+                                b: port as u32,
+                                ..Msg::default()
+                            },
+                            None,
+                        )))?;
+                    }
+                    Err(e) => reply(Err(e))?,
+                }
+            }
+            op::UNLISTEN => {
+                app.listeners
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&m.a);
+            }
+            op::ACCEPT => {
+                let got = match app
+                    .listeners
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&m.a)
+                {
+                    Some((l, _)) => l.try_accept().map_err(|_| libc::ECONNABORTED),
+                    None => Err(libc::EINVAL),
+                };
+                match got {
+                    Ok(Some(s)) => {
+                        let (id, fd) = bridge(shared, app, s)?;
+                        reply(Ok((
+                            Msg {
+                                a: id,
+                                ..Msg::default()
+                            },
+                            Some(fd.as_raw_fd()),
+                        )))?;
+                    }
+                    Ok(None) => reply(Err(libc::EAGAIN))?,
+                    Err(e) => reply(Err(e))?,
+                }
+            }
+            op::CONNECT => {
+                let to = std::net::SocketAddrV4::new(m.a.into(), m.b as u16);
+                match shared.host.connect(to) {
+                    Ok(s) => {
+                        let (id, fd) = bridge(shared, app, s)?;
+                        reply(Ok((
+                            Msg {
+                                a: id,
+                                ..Msg::default()
+                            },
+                            Some(fd.as_raw_fd()),
+                        )))?;
+                    }
+                    Err(e) => reply(Err(crate::calls::errno_of(&io::Error::from(e))))?,
+                }
+            }
+            op::KEEPALIVE => {
+                if let Some(b) = app
+                    .conns
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&m.a)
+                {
+                    if let Some(s) = &*b.stream.lock().unwrap_or_else(|p| p.into_inner()) {
+                        s.set_keepalive((m.b != 0).then(Keepalive::default));
+                    }
+                }
+            }
+            _ => return Err(io::ErrorKind::InvalidData.into()),
+        }
+    }
+    Ok(())
+}
+
+fn listen(host: &Host, port: u16, backlog: usize) -> Result<Listener, i32> {
+    let errno = |e| crate::calls::errno_of(&io::Error::from(e));
+    if port != 0 {
+        return host.listen(port, backlog).map_err(errno);
+    }
+    for _ in 0..64 {
+        let mut b = [0u8; 2];
+        // SAFETY: `b` is writable for its length.
+        unsafe { libc::getrandom(b.as_mut_ptr().cast(), 2, 0) };
+        match host.listen(49152 + u16::from_le_bytes(b) % 16384, backlog) {
+            Err(flextoe::host::Error::AddrInUse(_)) => continue,
+            r => return r.map_err(errno),
+        }
+    }
+    Err(libc::EADDRINUSE)
+}
+
+/// Give `app` the connection `s` through a new shared memory; returns its id and memfd.
+fn bridge(shared: &Arc<Shared>, app: &Arc<App>, mut s: Stream) -> io::Result<(u32, OwnedFd)> {
+    s.set_nonblocking(true);
+    let _ = s.register(&shared.ctx, 0);
+    let (fd, map) = Mapping::create("flextoe-conn", shm::SIZE)?;
+    let h = map.header();
+    let (l, p) = (s.local_addr(), s.peer_addr());
+    h.local_ip.store(u32::from(*l.ip()), Ordering::Relaxed);
+    h.local_port.store(l.port() as u32, Ordering::Relaxed);
+    h.peer_ip.store(u32::from(*p.ip()), Ordering::Relaxed);
+    h.peer_port.store(p.port() as u32, Ordering::Relaxed);
+    h.status.store(s.status() as u32, Ordering::Release);
+    let id = app.next.fetch_add(1, Ordering::Relaxed);
+    let b = Arc::new(Bridge {
+        stream: Mutex::new(Some(s)),
+        map,
+        shut: AtomicBool::new(false),
+    });
+    app.conns
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, b);
+    shm::kick(shared.pump.as_raw_fd());
+    Ok((id, fd))
+}
+
+/// Move one connection's bytes and states; `(changed, finished)`.
+fn pump_one(b: &Bridge, app_alive: bool) -> (bool, bool) {
+    let h = b.map.header();
+    let mut guard = b.stream.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(st) = guard.as_mut() else {
+        return (false, true);
+    };
+    let mut changed = false;
+    let status = st.status() as u32;
+    if h.status.load(Ordering::Relaxed) != status {
+        h.status.store(status, Ordering::Release);
+        changed = true;
+    }
+    // Engine to application.
+    for _ in 0..4 {
+        let head = h.rx_head.load(Ordering::Relaxed);
+        let tail = shm::load(&h.rx_tail);
+        if head - tail == shm::RING as u64 {
+            break;
+        }
+        match st.read_with(|src| {
+            let n = b.map.write(shm::RX, head, tail, src);
+            (n, (n, src.is_empty()))
+        }) {
+            Ok((0, true)) => {
+                if st.peer_closed() && h.peer_fin.load(Ordering::Relaxed) == 0 {
+                    h.peer_fin.store(1, Ordering::Release);
+                    changed = true;
+                }
+                break;
+            }
+            Ok((n, _)) if n > 0 => {
+                h.rx_head.store(head + n as u64, Ordering::Release);
+                changed = true;
+            }
+            _ => break,
+        }
+    }
+    // Application to engine.
+    for _ in 0..4 {
+        let tail = h.tx_tail.load(Ordering::Relaxed);
+        let head = shm::load(&h.tx_head);
+        if head == tail {
+            break;
+        }
+        match st.write_with(|dst| {
+            let n = b.map.read(shm::TX, head, tail, dst);
+            (n, n)
+        }) {
+            Ok(n) if n > 0 => {
+                h.tx_tail.store(tail + n as u64, Ordering::Release);
+                changed = true;
+            }
+            _ => break,
+        }
+    }
+    let flags = h.app_flags.load(Ordering::Acquire);
+    let drained = shm::load(&h.tx_head) == h.tx_tail.load(Ordering::Relaxed);
+    if flags & shm::APP_ABORT != 0 || (!app_alive && flags & shm::APP_CLOSED == 0) {
+        // Closed with unread data, or its application is gone: a RST.
+        if let Some(s) = guard.take() {
+            s.abort();
+        }
+        return (changed, true);
+    }
+    if flags & (shm::APP_SHUT_WR | shm::APP_CLOSED) != 0
+        && drained
+        && !b.shut.swap(true, Ordering::Relaxed)
+    {
+        let _ = st.shutdown(std::net::Shutdown::Write);
+    }
+    if flags & shm::APP_CLOSED != 0 && drained {
+        // The engine finishes the connection (FIN, retransmissions, TIME-WAIT) on its own.
+        let _ = st.shutdown(std::net::Shutdown::Both);
+        drop(guard.take());
+        return (changed, true);
+    }
+    (changed, false)
+}
+
+/// The pump: move every connection's bytes; sleep on the eventfd when nothing moves.
+fn pump_loop(shared: &Shared) {
+    let mut idle = 0u32;
+    loop {
+        let apps: Vec<Arc<App>> = shared
+            .apps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut any = false;
+        for app in &apps {
+            let alive = app.alive.load(Ordering::SeqCst);
+            let conns: Vec<(u32, Arc<Bridge>)> = app
+                .conns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .collect();
+            let mut dirty = false;
+            let mut done = Vec::new();
+            for (id, b) in &conns {
+                let (changed, finished) = pump_one(b, alive);
+                dirty |= changed;
+                if finished {
+                    done.push(*id);
+                }
+            }
+            if !done.is_empty() {
+                let mut c = app.conns.lock().unwrap_or_else(|p| p.into_inner());
+                for id in done {
+                    c.remove(&id);
+                }
+                any = true;
+            }
+            // Listeners' queues, told as events.
+            for (id, (l, last)) in app
+                .listeners
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter_mut()
+            {
+                let n = l.pending() as u32;
+                if n != *last {
+                    *last = n;
+                    let _ = shm::send_msg(
+                        app.events.as_raw_fd(),
+                        &Msg {
+                            op: op::PENDING,
+                            a: *id,
+                            b: n,
+                            err: 0,
+                        },
+                        &[],
+                    );
+                    any = true;
+                }
+            }
+            if dirty && alive {
+                shm::kick(app.wake.as_raw_fd());
+            }
+            any |= dirty;
+        }
+        if apps.iter().any(|a| !a.alive.load(Ordering::SeqCst)) {
+            // Applications that are gone with nothing left to finish leave the list.
+            shared
+                .apps
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|a| {
+                    a.alive.load(Ordering::SeqCst)
+                        || !a.conns.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+                });
+        }
+        let flag = shared.page.word(shm::PAGE_PUMP_SLEEPS);
+        if any {
+            flag.store(0, Ordering::SeqCst);
+            idle = 0;
+            continue;
+        }
+        idle += 1;
+        if idle < 64 {
+            std::hint::spin_loop();
+            continue;
+        }
+        // Sleep: announce it, look once more (the next pass), then wait for a kick (or
+        // 10 ms: a missed kick costs no more).
+        flag.store(1, Ordering::SeqCst);
+        let mut fds = [libc::pollfd {
+            fd: shared.pump.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: Duration::from_millis(10).as_nanos() as libc::c_long,
+        };
+        if idle > 64 {
+            // SAFETY: one pollfd of ours.
+            unsafe { crate::real::ppoll(fds.as_mut_ptr(), 1, &ts, std::ptr::null()) };
+            let mut v = 0u64;
+            // SAFETY: an 8-byte read from our eventfd.
+            unsafe { crate::real::read(shared.pump.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+            flag.store(0, Ordering::SeqCst);
+            idle = 0;
+        }
+    }
+}

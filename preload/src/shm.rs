@@ -1,0 +1,329 @@
+//! What an application and the engine service share: per connection one memfd holding a
+//! header and two byte rings, mapped by both; and the messages of the Unix socket that sets
+//! them up (descriptors pass with `SCM_RIGHTS`).
+//!
+//! The rings are single-producer, single-consumer: the service writes the receive ring and
+//! reads the send ring, the application the other way round. Positions are byte counts
+//! that only grow (a ring index is the count modulo the ring's size), published with
+//! release stores and read with acquire loads, as the crate's own byte rings do.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// Bytes of each ring.
+pub const RING: usize = 256 * 1024;
+/// Bytes of the header page.
+pub const HEADER: usize = 4096;
+/// Bytes of a connection's shared memory.
+pub const SIZE: usize = HEADER + 2 * RING;
+
+/// The receive ring (service to application).
+pub const RX: usize = 0;
+/// The send ring (application to service).
+pub const TX: usize = 1;
+
+/// The application shut its sending side down (`shutdown(SHUT_WR)`).
+pub const APP_SHUT_WR: u32 = 1;
+/// The application closed the connection (its last descriptor).
+pub const APP_CLOSED: u32 = 2;
+/// The application closed it with unread data: a RST.
+pub const APP_ABORT: u32 = 4;
+
+/// The start of a connection's shared memory.
+#[repr(C)]
+pub struct Header {
+    /// The connection's status ([`flextoe::host::ConnStatus`] as a number), service-written.
+    pub status: AtomicU32,
+    /// The peer's FIN arrived and every byte before it is in the receive ring.
+    pub peer_fin: AtomicU32,
+    /// Bytes the service wrote into the receive ring.
+    pub rx_head: AtomicU64,
+    /// Bytes the service took from the send ring.
+    pub tx_tail: AtomicU64,
+    /// Bytes the application read from the receive ring.
+    pub rx_tail: AtomicU64,
+    /// Bytes the application wrote into the send ring.
+    pub tx_head: AtomicU64,
+    /// `APP_*` flags.
+    pub app_flags: AtomicU32,
+    /// Local and peer address, written before the memory is handed over.
+    pub local_ip: AtomicU32,
+    /// Local port.
+    pub local_port: AtomicU32,
+    /// Peer address.
+    pub peer_ip: AtomicU32,
+    /// Peer port.
+    pub peer_port: AtomicU32,
+}
+
+/// A shared mapping (unmapped on drop).
+pub struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; every access through it goes through atomics
+// (the header) or through the ring discipline (one writer and one reader per ring, each
+// only touching bytes the positions give it).
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// A new memfd of `len` bytes, mapped.
+    pub fn create(name: &str, len: usize) -> io::Result<(OwnedFd, Mapping)> {
+        let cname = std::ffi::CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
+        // SAFETY: a NUL-terminated name.
+        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a descriptor we just made and own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: ftruncate on our memfd.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let m = Mapping::map(fd.as_raw_fd(), len)?;
+        Ok((fd, m))
+    }
+
+    /// Map `len` bytes of the shared memory `fd`.
+    pub fn map(fd: RawFd, len: usize) -> io::Result<Mapping> {
+        // SAFETY: a fresh shared mapping of the descriptor; the kernel checks `fd`.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping { ptr: p.cast(), len })
+    }
+
+    /// The header of a connection's memory.
+    pub fn header(&self) -> &Header {
+        debug_assert!(self.len >= SIZE);
+        // SAFETY: the mapping is at least a page, page-aligned, and `Header` is atomics only
+        // (any bit pattern is valid, and zero-filled memory is its initial state).
+        unsafe { &*(self.ptr as *const Header) }
+    }
+
+    /// Word `i` of a mapping (the service page's flags, see [`PAGE_PUMP_SLEEPS`]).
+    pub fn word(&self, i: usize) -> &AtomicU32 {
+        assert!((i + 1) * 4 <= self.len);
+        // SAFETY: in bounds (checked), 4-aligned, atomics only.
+        unsafe { &*(self.ptr.add(i * 4) as *const AtomicU32) }
+    }
+
+    fn ring(&self, which: usize) -> *mut u8 {
+        debug_assert!(self.len >= SIZE && which < 2);
+        // SAFETY: the rings lie inside the mapping (SIZE bytes).
+        unsafe { self.ptr.add(HEADER + which * RING) }
+    }
+
+    /// Copy out of ring `which` from position `tail` up to `head` (at most `out.len()`);
+    /// returns how many. The caller is the ring's reader.
+    pub fn read(&self, which: usize, head: u64, tail: u64, out: &mut [u8]) -> usize {
+        let n = ((head - tail) as usize).min(out.len());
+        let at = (tail % RING as u64) as usize;
+        let first = n.min(RING - at);
+        let base = self.ring(which);
+        // SAFETY: bytes [tail, tail + n) of the ring are published by the writer and not
+        // written again until the reader moves past them; `out` holds n bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(base.add(at), out.as_mut_ptr(), first);
+            std::ptr::copy_nonoverlapping(base, out.as_mut_ptr().add(first), n - first);
+        }
+        n
+    }
+
+    /// Copy `data` into ring `which` at position `head` (as much as fits before `tail` comes
+    /// round); returns how many. The caller is the ring's writer.
+    pub fn write(&self, which: usize, head: u64, tail: u64, data: &[u8]) -> usize {
+        let free = RING - (head - tail) as usize;
+        let n = free.min(data.len());
+        let at = (head % RING as u64) as usize;
+        let first = n.min(RING - at);
+        let base = self.ring(which);
+        // SAFETY: bytes [head, head + n) are free (the reader is past them) and only the
+        // writer touches them until it publishes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), base.add(at), first);
+            std::ptr::copy_nonoverlapping(data.as_ptr().add(first), base, n - first);
+        }
+        n
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, unmapped once.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// Word of the service page: the service's pump sleeps (an application that moves a ring
+/// then writes the pump's eventfd).
+pub const PAGE_PUMP_SLEEPS: usize = 0;
+/// Bytes of the service page.
+pub const PAGE: usize = 4096;
+
+/// Request operations (application to service).
+pub mod op {
+    /// Listen: `a` port, `b` backlog. Reply: `a` listener id.
+    pub const LISTEN: u32 = 1;
+    /// Stop listening: `a` listener id. No reply.
+    pub const UNLISTEN: u32 = 2;
+    /// Take a queued connection of listener `a`. Reply: `a` connection id, with its memfd.
+    pub const ACCEPT: u32 = 3;
+    /// Connect: `a` address, `b` port. Reply: `a` connection id, with its memfd.
+    pub const CONNECT: u32 = 4;
+    /// Keep-alives on (`b` 1) or off for connection `a`. No reply.
+    pub const KEEPALIVE: u32 = 5;
+    /// Event (service to application): listener `a` has `b` connections queued.
+    pub const PENDING: u32 = 100;
+}
+
+/// One message: an operation, an error number (replies), and arguments.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Msg {
+    /// What (see [`op`]).
+    pub op: u32,
+    /// 0, or the errno of a failed request.
+    pub err: i32,
+    /// First argument.
+    pub a: u32,
+    /// Second argument.
+    pub b: u32,
+}
+
+impl Msg {
+    /// The message as bytes.
+    pub fn bytes(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[0..4].copy_from_slice(&self.op.to_le_bytes());
+        b[4..8].copy_from_slice(&self.err.to_le_bytes());
+        b[8..12].copy_from_slice(&self.a.to_le_bytes());
+        b[12..16].copy_from_slice(&self.b.to_le_bytes());
+        b
+    }
+
+    /// A message from bytes (`None` unless exactly 16).
+    pub fn parse(b: &[u8]) -> Option<Msg> {
+        if b.len() != 16 {
+            return None;
+        }
+        let w = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+        Some(Msg {
+            op: w(0),
+            err: w(4) as i32,
+            a: w(8),
+            b: w(12),
+        })
+    }
+}
+
+/// Send `m` on the SOCK_SEQPACKET socket `sock`, with `fds` attached.
+pub fn send_msg(sock: RawFd, m: &Msg, fds: &[RawFd]) -> io::Result<()> {
+    let bytes = m.bytes();
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    let mut cbuf = [0u64; 8];
+    // SAFETY: a zeroed msghdr is valid.
+    let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+    h.msg_iov = &mut iov;
+    h.msg_iovlen = 1;
+    if !fds.is_empty() {
+        assert!(fds.len() <= 4);
+        let len = std::mem::size_of_val(fds) as u32;
+        // SAFETY: CMSG_SPACE is a pure computation.
+        let space = unsafe { libc::CMSG_SPACE(len) } as usize;
+        h.msg_control = cbuf.as_mut_ptr().cast();
+        h.msg_controllen = space;
+        // SAFETY: the control buffer holds `space` bytes (at most 64 for four descriptors).
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&h);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(len) as usize;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr(),
+                libc::CMSG_DATA(c).cast::<RawFd>(),
+                fds.len(),
+            );
+        }
+    }
+    // SAFETY: `h` points at our buffers, valid for the call.
+    let r = unsafe { crate::real::sendmsg(sock, &h, libc::MSG_NOSIGNAL) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Receive one message from `sock` (blocking), with the descriptors attached to it.
+/// `Ok(None)` at the end of the stream.
+pub fn recv_msg(sock: RawFd) -> io::Result<Option<(Msg, Vec<OwnedFd>)>> {
+    let mut bytes = [0u8; 16];
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_mut_ptr().cast(),
+        iov_len: bytes.len(),
+    };
+    let mut cbuf = [0u64; 8];
+    // SAFETY: a zeroed msghdr is valid.
+    let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+    h.msg_iov = &mut iov;
+    h.msg_iovlen = 1;
+    h.msg_control = cbuf.as_mut_ptr().cast();
+    h.msg_controllen = std::mem::size_of_val(&cbuf);
+    // SAFETY: `h` points at our buffers, valid for the call.
+    let n = unsafe { crate::real::recvmsg(sock, &mut h, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n == 0 {
+        return Ok(None);
+    }
+    let mut fds = Vec::new();
+    // SAFETY: walking the control messages the kernel wrote into our buffer.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&h);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
+                let p = libc::CMSG_DATA(c).cast::<RawFd>();
+                for i in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(p.add(i))));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&h, c);
+        }
+    }
+    match Msg::parse(&bytes[..n as usize]) {
+        Some(m) => Ok(Some((m, fds))),
+        None => Err(io::ErrorKind::InvalidData.into()),
+    }
+}
+
+/// Write 1 to the eventfd `fd`.
+pub fn kick(fd: RawFd) {
+    let one = 1u64;
+    // SAFETY: an 8-byte write to an eventfd.
+    unsafe { crate::real::write(fd, (&one as *const u64).cast(), 8) };
+}
+
+/// Read an atomic position (acquire).
+pub fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Acquire)
+}

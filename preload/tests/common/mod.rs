@@ -1,0 +1,276 @@
+//! What the tests of unmodified programs share: the lab, the library, starting programs in
+//! a namespace with the environment that puts them on the engine (in-process or through
+//! the service).
+
+#![allow(dead_code)]
+
+#[path = "../../../tests/common/lab.rs"]
+pub mod lab;
+
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flextoe::backends::netns::in_netns;
+use lab::{available, Netns, VethLab};
+
+/// The library cargo built next to this test.
+pub fn library() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let lib = dir.join("libflextoe_preload.so");
+    assert!(lib.exists(), "{} is missing", lib.display());
+    lib
+}
+
+/// Whether `tools` exist; under `CI=true` a missing tool fails the test.
+pub fn have(tools: &[&str]) -> bool {
+    let ok = available(tools);
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI needs all of {tools:?}"
+        );
+        eprintln!("skipped: needs {tools:?}");
+    }
+    ok
+}
+
+/// A program that is killed when the test ends.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The environment that puts a program in `lab`'s engine namespace on the engine.
+pub fn engine_env(lab: &VethLab) -> Vec<(&'static str, String)> {
+    vec![
+        ("LD_PRELOAD", library().to_string_lossy().into_owned()),
+        ("FLEXTOE_IP", lab.engine_ip.to_string()),
+        ("FLEXTOE_IFACE", lab.engine_if.clone()),
+    ]
+}
+
+/// `args` in namespace `ns` with `env`, in `dir`.
+pub fn command(
+    ns: &Netns,
+    env: &[(&str, String)],
+    dir: Option<&std::path::Path>,
+    args: &[&str],
+) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &ns.0]).args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    if let Some(d) = dir {
+        c.current_dir(d);
+    }
+    c
+}
+
+/// Start a server; its output goes to the test's.
+pub fn spawn(mut c: Command) -> Running {
+    Running(c.stdin(Stdio::null()).spawn().expect("spawn"))
+}
+
+/// Wait until a TCP connection from `ns` to `to` succeeds (the server is up).
+pub fn wait_listening(ns: &Netns, to: SocketAddrV4) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = in_netns(&ns.0, move || {
+            TcpStream::connect_timeout(&to.into(), Duration::from_millis(500))
+        })
+        .is_ok();
+        if ok {
+            return;
+        }
+        assert!(Instant::now() < deadline, "nothing listens on {to}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A scratch directory with a file of `n` pseudo-random bytes; returns both.
+pub fn scratch_file(tag: &str, n: usize) -> (PathBuf, Vec<u8>) {
+    let dir = std::env::temp_dir().join(format!("flextoe-preload-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<u8> = (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(dir.join("blob"), &data).unwrap();
+    (dir, data)
+}
+
+/// Which side of the lab runs a program, and with which environment.
+pub struct Side<'a> {
+    pub ns: &'a Netns,
+    pub env: Vec<(&'static str, String)>,
+    pub ip: Ipv4Addr,
+}
+
+/// The engine's side of `lab` (the program under the library) and Linux's.
+pub fn sides(lab: &VethLab) -> (Side<'_>, Side<'_>) {
+    (
+        Side {
+            ns: &lab.engine,
+            env: engine_env(lab),
+            ip: lab.engine_ip,
+        },
+        Side {
+            ns: &lab.linux,
+            env: vec![],
+            ip: lab.linux_ip,
+        },
+    )
+}
+
+/// `python3 -m http.server` on `server` serves a 4 MiB file to `curl` on `client` three
+/// times; each copy must equal the file.
+pub fn http_transfer(tag: &str, server: &Side, client: &Side, probe_from: &Netns) {
+    let (dir, data) = scratch_file(tag, 4 << 20);
+    let ip = server.ip.to_string();
+    let _srv = spawn(command(
+        server.ns,
+        &server.env,
+        Some(&dir),
+        &["python3", "-m", "http.server", "8080", "--bind", &ip],
+    ));
+    wait_listening(probe_from, SocketAddrV4::new(server.ip, 8080));
+    let out = dir.join("got");
+    let out_s = out.to_string_lossy().into_owned();
+    let url = format!("http://{ip}:8080/blob");
+    for _ in 0..3 {
+        let _ = std::fs::remove_file(&out);
+        let curl = ["curl", "-sS", "--max-time", "20", "-o", &out_s, &url];
+        let o = command(client.ns, &client.env, None, &curl)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "curl: {err}");
+        assert!(
+            std::fs::read(&out).unwrap() == data,
+            "the file came back different"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+pub fn script(name: &str) -> String {
+    format!("{}/tests/scripts/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `peer.py` on Linux's side of `lab`, once all its ports listen.
+pub fn start_peer(lab: &VethLab) -> Running {
+    let peer_ip = lab.linux_ip.to_string();
+    let peer = spawn(command(
+        &lab.linux,
+        &[],
+        None,
+        &["python3", &script("peer.py"), &peer_ip],
+    ));
+    for port in [7001, 7002, 7004, 7005] {
+        wait_listening(&lab.linux, SocketAddrV4::new(lab.linux_ip, port));
+    }
+    peer
+}
+
+/// Run `semantics.py` on kernel sockets (Linux's namespace) and on the engine (`env` in the
+/// engine's namespace) against `peer.py`; the outputs must be equal line for line.
+pub fn check_semantics(lab: &VethLab, env: &[(&str, String)]) {
+    let peer_ip = lab.linux_ip.to_string();
+    let _peer = start_peer(lab);
+    let run = |ns: &Netns, env: &[(&str, String)], own: Ipv4Addr| {
+        let o = command(
+            ns,
+            env,
+            None,
+            &[
+                "timeout",
+                "60",
+                "python3",
+                &script("semantics.py"),
+                &peer_ip,
+                &own.to_string(),
+            ],
+        )
+        .output()
+        .unwrap();
+        assert!(
+            o.status.success(),
+            "semantics.py: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let kernel = run(&lab.linux, &[], lab.linux_ip);
+    let engine = run(&lab.engine, env, lab.engine_ip);
+    eprintln!("kernel:\n{kernel}\nengine:\n{engine}");
+    assert!(kernel.lines().count() >= 14, "cases missing");
+    for (k, e) in kernel.lines().zip(engine.lines()) {
+        assert_eq!(k, e, "the engine differs from the kernel");
+    }
+    assert_eq!(kernel.lines().count(), engine.lines().count());
+}
+
+/// The engine service (`flextoe-serviced`) on `lab`'s engine interface, killed when dropped.
+pub struct Service {
+    /// The service process.
+    pub proc: Running,
+    /// Its Unix socket.
+    pub path: String,
+}
+
+impl Service {
+    /// Start the service in `lab`'s engine namespace and wait for its socket.
+    pub fn start(lab: &VethLab) -> Service {
+        let path = std::env::temp_dir()
+            .join(format!("{}.sock", lab.engine.0))
+            .to_string_lossy()
+            .into_owned();
+        let _ = std::fs::remove_file(&path);
+        let env = [
+            ("FLEXTOE_IP", lab.engine_ip.to_string()),
+            ("FLEXTOE_IFACE", lab.engine_if.clone()),
+            ("FLEXTOE_SERVICE", path.clone()),
+        ];
+        let proc = spawn(command(
+            &lab.engine,
+            &env,
+            None,
+            &[env!("CARGO_BIN_EXE_flextoe-serviced")],
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::path::Path::new(&path).exists() {
+            assert!(Instant::now() < deadline, "the service did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Service { proc, path }
+    }
+
+    /// The environment that attaches a program in the engine's namespace to this service.
+    pub fn env(&self, lab: &VethLab) -> Vec<(&'static str, String)> {
+        vec![
+            ("LD_PRELOAD", library().to_string_lossy().into_owned()),
+            ("FLEXTOE_IP", lab.engine_ip.to_string()),
+            ("FLEXTOE_MODE", "service".into()),
+            ("FLEXTOE_SERVICE", self.path.clone()),
+        ]
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

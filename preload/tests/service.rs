@@ -1,0 +1,165 @@
+//! Unmodified programs attached to the engine service (`flextoe-serviced`,
+//! `FLEXTOE_MODE=service`) in a namespace lab: the calls behave as the kernel's, several
+//! processes share one engine, and a crash on either side is an error, never a hang.
+//! Needs root, `ip`, `ethtool`, `nft`, `python3` and `curl`.
+
+mod common;
+
+use std::io::{BufRead, Read};
+use std::net::{SocketAddrV4, TcpStream};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::lab::VethLab;
+use common::*;
+use flextoe::backends::netns::in_netns;
+
+/// The semantics suite (`semantics.py`) through the service: equal to the kernel's.
+#[test]
+fn service_semantics_match_the_kernel() {
+    if !have(&["python3"]) {
+        return;
+    }
+    let Some(lab) = VethLab::new() else { return };
+    let svc = Service::start(&lab);
+    check_semantics(&lab, &svc.env(&lab));
+}
+
+/// Two processes on one service at once: a `python3 -m http.server` serving 4 MiB to Linux's
+/// `curl` while `curl` (a second process) fetches 4 MiB from a Linux server.
+#[test]
+fn two_processes_share_one_service() {
+    if !have(&["python3", "curl"]) {
+        return;
+    }
+    let Some(lab) = VethLab::new() else { return };
+    let svc = Service::start(&lab);
+    let engine = Side {
+        ns: &lab.engine,
+        env: svc.env(&lab),
+        ip: lab.engine_ip,
+    };
+    let linux = Side {
+        ns: &lab.linux,
+        env: vec![],
+        ip: lab.linux_ip,
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| http_transfer("svc-srv", &engine, &linux, &lab.linux));
+        s.spawn(|| {
+            let linux8 = Side {
+                ns: &lab.linux,
+                env: vec![],
+                ip: lab.linux_ip,
+            };
+            http_transfer("svc-cli", &linux8, &engine, &lab.linux)
+        });
+    });
+}
+
+/// A program that prints `line` when ready: started with its output read line by line.
+fn start_reporting(
+    c: &mut std::process::Command,
+) -> (Running, std::sync::mpsc::Receiver<(String, Instant)>) {
+    c.stdout(Stdio::piped());
+    let mut r = spawn(std::mem::replace(c, std::process::Command::new("true")));
+    let out = r.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send((line, Instant::now()));
+        }
+    });
+    (r, rx)
+}
+
+fn wait_line(rx: &std::sync::mpsc::Receiver<(String, Instant)>, what: &str) -> Instant {
+    loop {
+        let (line, at) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("no {what:?}"));
+        if line.contains(what) {
+            return at;
+        }
+    }
+}
+
+/// Killing an application mid-connection: the service resets its connection, and the
+/// Linux peer's blocked read fails with a reset within a second.
+#[test]
+fn a_killed_application_resets_its_connections() {
+    if !have(&["python3"]) {
+        return;
+    }
+    let Some(lab) = VethLab::new() else { return };
+    let svc = Service::start(&lab);
+    let ip = lab.engine_ip.to_string();
+    let mut c = command(
+        &lab.engine,
+        &svc.env(&lab),
+        None,
+        &["python3", &script("hold.py"), "server", &ip, "7300"],
+    );
+    let (mut app, rx) = start_reporting(&mut c);
+    wait_line(&rx, "listening");
+    let to = SocketAddrV4::new(lab.engine_ip, 7300);
+    let (conn_tx, conn_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn({
+        let ns = lab.linux.0.clone();
+        move || {
+            in_netns(&ns, move || {
+                let mut s = TcpStream::connect_timeout(&to.into(), Duration::from_secs(5))?;
+                s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                let mut b = [0u8; 5];
+                s.read_exact(&mut b)?;
+                let _ = conn_tx.send(());
+                // Blocks until the connection ends.
+                let r = s.read(&mut b);
+                Ok((r.map_err(|e| e.kind()), Instant::now()))
+            })
+            .unwrap()
+        }
+    });
+    wait_line(&rx, "accepted");
+    conn_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the peer got the greeting");
+    let killed = Instant::now();
+    app.0.kill().unwrap();
+    let _ = app.0.wait();
+    let (r, at) = reader.join().unwrap();
+    let took = at.duration_since(killed);
+    eprintln!("the peer's read after the kill: {r:?} in {took:?}");
+    assert_eq!(r, Err(std::io::ErrorKind::ConnectionReset));
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}
+
+/// Killing the service: an application blocked in `recv` on a service connection gets an
+/// error (`ECONNRESET`) within a second, not a hang.
+#[test]
+fn a_killed_service_fails_blocked_calls_within_a_second() {
+    if !have(&["python3"]) {
+        return;
+    }
+    let Some(lab) = VethLab::new() else { return };
+    let peer_ip = lab.linux_ip.to_string();
+    let _peer = start_peer(&lab);
+    let mut svc = Service::start(&lab);
+    let mut c = command(
+        &lab.engine,
+        &svc.env(&lab),
+        None,
+        &["python3", &script("hold.py"), "client", &peer_ip, "7002"],
+    );
+    let (_app, rx) = start_reporting(&mut c);
+    wait_line(&rx, "blocked");
+    // Let the call block.
+    std::thread::sleep(Duration::from_millis(200));
+    let killed = Instant::now();
+    svc.proc.0.kill().unwrap();
+    let _ = svc.proc.0.wait();
+    let at = wait_line(&rx, "error");
+    let took = at.duration_since(killed);
+    eprintln!("the blocked recv failed {took:?} after the kill");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}
