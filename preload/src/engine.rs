@@ -7,7 +7,8 @@
 //! |-------------------|-------------------------------------------------------------|
 //! | `FLEXTOE_IP`      | the engine's IPv4 address (without it, nothing is intercepted) |
 //! | `FLEXTOE_IFACE`   | the interface (veth end, NIC, TAP device) the engine opens   |
-//! | `FLEXTOE_BACKEND` | `af_packet` (default), `af_xdp` or `tap`                     |
+//! | `FLEXTOE_BACKEND` | `af_packet` (default), `af_xdp`, `tap`, or `dpdk` (feature `dpdk`; `FLEXTOE_IFACE` is then the port's devargs, `net_af_packet0,iface=veth1`) |
+//! | `FLEXTOE_DPDK_ARGS` | DPDK's EAL arguments (default: no hugepages, no PCI, 512 MiB) |
 //! | `FLEXTOE_MAC`     | the engine's MAC (default: the interface's own)              |
 //! | `FLEXTOE_PREFIX`  | the engine's subnet length (default 24): `connect` to an address inside it goes to the engine |
 //! | `FLEXTOE_MODE`    | `inprocess` (default) or `service` (attach to `flextoe-serviced`) |
@@ -63,13 +64,32 @@ impl Config {
             Err(_) | Ok("af_packet") => BackendKind::AfPacket,
             Ok("af_xdp") => BackendKind::AfXdp,
             Ok("tap") => BackendKind::Tap,
-            Ok(b) => return Err(format!("FLEXTOE_BACKEND {b:?}: af_packet, af_xdp or tap")),
+            Ok("dpdk") => BackendKind::Dpdk,
+            Ok(b) => {
+                return Err(format!(
+                    "FLEXTOE_BACKEND {b:?}: af_packet, af_xdp, tap or dpdk"
+                ))
+            }
         };
+        // DPDK names its port by devargs (`net_af_packet0,iface=veth1`): the interface for
+        // the default MAC is the one `iface=` names.
+        let mac_iface = iface
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("iface="))
+            .unwrap_or(&iface)
+            .to_string();
+        let dpdk_args = std::env::var("FLEXTOE_DPDK_ARGS").unwrap_or_else(|_| {
+            format!(
+                "--no-huge -m 512 --no-pci --no-shconf --no-telemetry \
+                 --file-prefix=flextoe{} --log-level=*:warning",
+                std::process::id()
+            )
+        });
         let mac = match std::env::var("FLEXTOE_MAC") {
             Ok(m) => parse_mac(&m).ok_or(format!("FLEXTOE_MAC {m:?}"))?,
             Err(_) if service.is_some() => MacAddr([0; 6]),
             Err(_) => {
-                let path = format!("/sys/class/net/{iface}/address");
+                let path = format!("/sys/class/net/{mac_iface}/address");
                 let m = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
                 parse_mac(m.trim()).ok_or(format!("{path}: {m:?}"))?
             }
@@ -92,7 +112,7 @@ impl Config {
                 netns: None,
                 mac,
                 ip,
-                dpdk_args: String::new(),
+                dpdk_args,
             },
         }))
     }
