@@ -76,7 +76,7 @@ impl Client {
         let wake = fds.pop().unwrap();
         let pump = fds.pop().unwrap();
         let page_fd = fds.pop().unwrap();
-        let page = Mapping::map(page_fd.as_raw_fd(), shm::PAGE)?;
+        let page = Mapping::map_read_only(page_fd.as_raw_fd(), shm::PAGE)?;
         let c = Arc::new(Client {
             req: Mutex::new(sock),
             page,
@@ -146,6 +146,9 @@ impl Client {
 
     /// Tell the service's pump that a ring or flag moved (only when it sleeps).
     pub fn poke(&self) {
+        // The ring position stored before must not pass this load (store-load order): the
+        // pump sets the flag, then looks at the positions once more.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self.page.word(shm::PAGE_PUMP_SLEEPS).load(Ordering::SeqCst) != 0 {
             shm::kick(self.pump.as_raw_fd());
         }
@@ -157,16 +160,29 @@ impl Client {
             return Err(libc::ECONNRESET);
         }
         let sock = self.req.lock().unwrap_or_else(|p| p.into_inner());
-        shm::send_msg(sock.as_raw_fd(), &m, &[]).map_err(|_| libc::ECONNRESET)?;
+        // A signal handler without SA_RESTART interrupts these: they are tried again.
+        loop {
+            match shm::send_msg(sock.as_raw_fd(), &m, &[]) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.dead.store(true, Ordering::SeqCst);
+                    return Err(libc::ECONNRESET);
+                }
+            }
+        }
         if !reply {
             return Ok((Msg::default(), Vec::new()));
         }
-        match shm::recv_msg(sock.as_raw_fd()) {
-            Ok(Some((r, fds))) if r.err == 0 => Ok((r, fds)),
-            Ok(Some((r, _))) => Err(r.err),
-            _ => {
-                self.dead.store(true, Ordering::SeqCst);
-                Err(libc::ECONNRESET)
+        loop {
+            match shm::recv_msg(sock.as_raw_fd()) {
+                Ok(Some((r, fds))) if r.err == 0 => return Ok((r, fds)),
+                Ok(Some((r, _))) => return Err(r.err),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                _ => {
+                    self.dead.store(true, Ordering::SeqCst);
+                    return Err(libc::ECONNRESET);
+                }
             }
         }
     }
@@ -253,16 +269,10 @@ impl RemoteListener {
             },
             true,
         );
-        // The count is the service's last word; until its next one, what we just took (or
-        // found missing) is taken into account here.
+        // The reply says how many are still queued (the service counts from there when it
+        // tells of new ones).
         match &r {
-            Ok(_) => {
-                let _ = self
-                    .pending
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                        Some(n.saturating_sub(1))
-                    });
-            }
+            Ok((m, _)) => self.pending.store(m.b, Ordering::Release),
             Err(libc::EAGAIN) => self.pending.store(0, Ordering::Release),
             Err(_) => {}
         }
@@ -384,7 +394,9 @@ impl Remote {
             if let Some(e) = self.error() {
                 return Err(e);
             }
-            if !self.peer_closed() && self.status() != ConnStatus::Closed {
+            // The end of the stream is the FIN flag only: the status can say closed while
+            // the pump still has bytes to move into the ring.
+            if !self.peer_closed() {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
             // The FIN is published after the data: look again.

@@ -49,7 +49,10 @@ impl Conn {
             Conn::Remote(r) => {
                 r.readable_bytes() > 0
                     || r.peer_closed()
-                    || !matches!(r.status(), ConnStatus::Connecting | ConnStatus::Established)
+                    || !matches!(
+                        r.status(),
+                        ConnStatus::Connecting | ConnStatus::Established | ConnStatus::Closed
+                    )
             }
         }
     }

@@ -231,6 +231,7 @@ static FORKED: AtomicBool = AtomicBool::new(false);
 extern "C" fn in_child() {
     FORKED.store(true, Ordering::SeqCst);
     crate::sock::forget_all();
+    crate::events::forget_all();
 }
 
 /// The engine, started on first use; `None` when the environment asks for none or it could
@@ -278,6 +279,8 @@ fn start(cfg: Config) -> Result<Stack, String> {
     if let Some(path) = &cfg.service {
         let client =
             crate::client::Client::attach(path).map_err(|e| format!("service at {path}: {e}"))?;
+        // SAFETY: registers a handler that closes what the program left open.
+        unsafe { libc::atexit(crate::linger::at_exit) };
         return Ok(Stack {
             cfg,
             mode: Mode::Service(client),
@@ -347,7 +350,12 @@ fn signal(fd: i32) {
 /// A new nonblocking eventfd (for a thread's polls or an epoll set); -1 on failure.
 pub fn new_event_fd() -> i32 {
     // SAFETY: eventfd takes no pointers.
-    unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) }
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    // A reused descriptor number starts unsignaled.
+    if let Some(f) = signaled(fd) {
+        f.store(false, Ordering::Release);
+    }
+    fd
 }
 
 /// This thread's eventfd for `poll` and `select` waits.
@@ -369,12 +377,14 @@ pub fn thread_event_fd() -> i32 {
 
 /// Empty the eventfd `fd` after a wait woke on it.
 pub fn drain_event_fd(fd: i32) {
-    if let Some(f) = signaled(fd) {
-        f.store(false, Ordering::Release);
-    }
     let mut v = 0u64;
     // SAFETY: an 8-byte read into `v` from one of our nonblocking eventfds.
     unsafe { real::read(fd, (&mut v as *mut u64).cast(), 8) };
+    // After the read: a notify between the two finds the flag still set and does not write,
+    // but the waiter looks at readiness again after this anyway.
+    if let Some(f) = signaled(fd) {
+        f.store(false, Ordering::Release);
+    }
 }
 
 /// A registration as a sleeper: the epoch seen before the caller's last readiness check.

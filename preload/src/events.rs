@@ -8,7 +8,7 @@
 //! between two waiters costs no more than that.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -94,9 +94,19 @@ fn poll_mixed(
         }
         // SAFETY: `kern` is ours, `mask` the caller's (or null).
         let k = unsafe { real::ppoll(kern.as_mut_ptr(), kern.len() as nfds_t, &ts, mask) };
+        let errno = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINTR);
         drop(sleep);
         if k < 0 {
-            return if n > 0 { n as c_int } else { -1 };
+            if n > 0 {
+                // Engine sockets are ready: report them, the kernel descriptors as quiet.
+                for &i in &kidx {
+                    fds[i].revents = 0;
+                }
+                return n as c_int;
+            }
+            return fail(errno);
         }
         let last = kern.len() - 1;
         if kern[last].revents != 0 {
@@ -351,13 +361,51 @@ const WAKE_TOKEN: u64 = u64::MAX - 0x666c_6578;
 
 static EPOLLS: Mutex<Option<HashMap<c_int, Arc<Mutex<EpollSet>>>>> = Mutex::new(None);
 static ANY_EPOLL: AtomicBool = AtomicBool::new(false);
+/// Bits of the epoll descriptors below 65536 that have a set here.
+static SETS: [AtomicU64; 1024] = [const { AtomicU64::new(0) }; 1024];
+/// A set's descriptor is 65536 or above (then every close looks).
+static SETS_HIGH: AtomicBool = AtomicBool::new(false);
+
+fn mark_set(fd: c_int, on: bool) {
+    match usize::try_from(fd).ok().filter(|f| *f < 65536) {
+        Some(f) if on => {
+            SETS[f / 64].fetch_or(1 << (f % 64), Ordering::Release);
+        }
+        Some(f) => {
+            SETS[f / 64].fetch_and(!(1 << (f % 64)), Ordering::Release);
+        }
+        None if on => SETS_HIGH.store(true, Ordering::Release),
+        None => {}
+    }
+}
+
+fn is_set(fd: c_int) -> bool {
+    match usize::try_from(fd).ok().filter(|f| *f < 65536) {
+        Some(f) => SETS[f / 64].load(Ordering::Acquire) & (1 << (f % 64)) != 0,
+        None => fd >= 0 && SETS_HIGH.load(Ordering::Acquire),
+    }
+}
+
+/// In a child after `fork`: the sets' engine sockets stayed with the parent. The sets are
+/// forgotten (leaked: another parent thread may have held their locks at the fork).
+pub fn forget_all() {
+    ANY_EPOLL.store(false, Ordering::Release);
+    for w in &SETS {
+        w.store(0, Ordering::Release);
+    }
+    if let Ok(mut g) = EPOLLS.try_lock() {
+        if let Some(map) = g.take() {
+            std::mem::forget(map);
+        }
+    }
+}
 
 fn epolls() -> std::sync::MutexGuard<'static, Option<HashMap<c_int, Arc<Mutex<EpollSet>>>>> {
     EPOLLS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn set_of(ep: c_int) -> Option<Arc<Mutex<EpollSet>>> {
-    if !ANY_EPOLL.load(Ordering::Acquire) {
+    if !ANY_EPOLL.load(Ordering::Acquire) || !is_set(ep) {
         return None;
     }
     epolls().as_ref()?.get(&ep).cloned()
@@ -368,6 +416,12 @@ pub fn forget_fd(fd: c_int) {
     if !ANY_EPOLL.load(Ordering::Acquire) {
         return;
     }
+    // Only an engine socket or one of our epoll sets has anything here: any other close
+    // (the library's own descriptors included) takes no lock.
+    if sock::get(fd).is_none() && !is_set(fd) {
+        return;
+    }
+    mark_set(fd, false);
     let mut g = epolls();
     if let Some(map) = g.as_mut() {
         drop(map.remove(&fd));
@@ -423,6 +477,7 @@ pub unsafe extern "C" fn epoll_ctl(
                     wake,
                 }));
                 map.insert(ep, set.clone());
+                mark_set(ep, true);
                 ANY_EPOLL.store(true, Ordering::Release);
                 set
             }
@@ -444,6 +499,7 @@ pub unsafe extern "C" fn epoll_ctl(
             } else {
                 s.edge_seen.store(0, Ordering::Relaxed);
                 s.edge_arrived.store(u64::MAX, Ordering::Relaxed);
+                s.edge_room.store(0, Ordering::Relaxed);
                 set.ours.insert(
                     fd,
                     Interest {
@@ -519,7 +575,7 @@ pub unsafe extern "C" fn epoll_pwait(
                 let want = it.events
                     & (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32
                     | (libc::EPOLLERR | libc::EPOLLHUP) as u32;
-                let (bits, arrived) = it.sock.readiness_and_arrivals();
+                let (bits, arrived, room) = it.sock.readiness_and_edges();
                 let r = bits as u16 as u32 & want;
                 if r == 0 {
                     continue;
@@ -533,6 +589,11 @@ pub unsafe extern "C" fn epoll_pwait(
                         && it.sock.edge_arrived.swap(arrived, Ordering::Relaxed) != arrived
                     {
                         new |= libc::EPOLLIN as u32;
+                    }
+                    if r & libc::EPOLLOUT as u32 != 0
+                        && it.sock.edge_room.swap(room, Ordering::Relaxed) < room
+                    {
+                        new |= libc::EPOLLOUT as u32;
                     }
                     if new == 0 {
                         continue;
@@ -556,9 +617,12 @@ pub unsafe extern "C" fn epoll_pwait(
         let ms = wait.as_micros().div_ceil(1000) as c_int;
         // SAFETY: `kbuf` is ours, with room for `room` events.
         let k = unsafe { real::epoll_pwait(ep, kbuf.as_mut_ptr(), room as c_int, ms, mask) };
+        let errno = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINTR);
         drop(sleep);
         if k < 0 {
-            return if n > 0 { n as c_int } else { -1 };
+            return if n > 0 { n as c_int } else { fail(errno) };
         }
         for e in &kbuf[..k as usize] {
             let data = e.u64;

@@ -5,8 +5,9 @@
 //! sends what is queued, then the FIN. In-process, the engine is a thread of the program and
 //! ends with it, so a program that writes its last bytes, closes and exits at once (as `nc`
 //! does) would leave its peer waiting forever. Closed streams are therefore kept (shut down
-//! both ways) until they are closed or drained, and an exit handler waits for them up to
-//! `FLEXTOE_LINGER_MS` (default 2000 ms).
+//! both ways) until they are closed or drained, and an exit handler closes what is still
+//! open and waits for them up to `FLEXTOE_LINGER_MS` (default 2000 ms). In service mode the
+//! service finishes them; the exit handler only closes what is open.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -48,6 +49,9 @@ pub extern "C" fn at_exit() {
     if crate::engine::started().is_none() {
         return;
     }
+    // What the program left open closes as the kernel would close it at exit: a FIN after
+    // the queued data (a RST with unread data).
+    drop(crate::sock::take_all());
     let linger = std::env::var("FLEXTOE_LINGER_MS")
         .ok()
         .and_then(|v| v.parse().ok())

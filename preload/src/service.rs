@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flextoe::backends::any::AnyPort;
-use flextoe::host::{Context, Host, Keepalive, Listener, Stream};
+use flextoe::host::{ConnStatus, Context, Host, Keepalive, Listener, Stream};
 use flextoe::pipeline::{Engine, EngineConfig, Runtime};
 use flextoe::time::SystemClock;
 
@@ -75,6 +75,8 @@ pub fn run(cfg: Config, path: &str) -> io::Result<()> {
     let pump = eventfd()?;
     let pump_raw = pump.as_raw_fd();
     let page_ptr = Arc::new(Mapping::map(page_fd.as_raw_fd(), shm::PAGE)?);
+    // Applications read the page; none may write it.
+    Mapping::seal_writes(page_fd.as_raw_fd())?;
     let ctx = Context::with_notify(
         1 << 16,
         Arc::new(move || {
@@ -142,10 +144,17 @@ pub fn run(cfg: Config, path: &str) -> io::Result<()> {
         };
         if fd < 0 {
             let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+            match e.raw_os_error() {
+                Some(libc::EINTR) | Some(libc::ECONNABORTED) => continue,
+                // Out of descriptors or memory for now: the applications already attached
+                // keep being served; a new one waits.
+                Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS)
+                | Some(libc::ENOMEM) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                _ => return Err(e),
             }
-            return Err(e);
         }
         // SAFETY: the accepted descriptor is ours.
         let sock = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -177,6 +186,8 @@ fn serve_app(shared: &Arc<Shared>, sock: OwnedFd) -> io::Result<()> {
     }
     // SAFETY: the pair is ours.
     let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+    // SAFETY: F_SETFL on our descriptor.
+    unsafe { libc::fcntl(ours.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
     let wake = eventfd()?;
     shm::send_msg(
         sock.as_raw_fd(),
@@ -261,43 +272,50 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
                     .remove(&m.a);
             }
             op::ACCEPT => {
+                // Take one, and note how many stay queued: the reply tells the application,
+                // and the pump tells it again only when that number changes.
                 let got = match app
                     .listeners
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .get(&m.a)
+                    .get_mut(&m.a)
                 {
-                    Some((l, _)) => l.try_accept().map_err(|_| libc::ECONNABORTED),
+                    Some((l, last)) => {
+                        let r = l.try_accept().map_err(|_| libc::ECONNABORTED);
+                        *last = l.pending() as u32;
+                        r.map(|s| (s, *last))
+                    }
                     None => Err(libc::EINVAL),
                 };
                 match got {
-                    Ok(Some(s)) => {
-                        let (id, fd) = bridge(shared, app, s)?;
-                        reply(Ok((
+                    Ok((Some(s), left)) => match bridge(shared, app, s) {
+                        Ok((id, fd)) => reply(Ok((
                             Msg {
                                 a: id,
+                                b: left,
                                 ..Msg::default()
                             },
                             Some(fd.as_raw_fd()),
-                        )))?;
-                    }
-                    Ok(None) => reply(Err(libc::EAGAIN))?,
+                        )))?,
+                        Err(e) => reply(Err(e.raw_os_error().unwrap_or(libc::ENOMEM)))?,
+                    },
+                    Ok((None, _)) => reply(Err(libc::EAGAIN))?,
                     Err(e) => reply(Err(e))?,
                 }
             }
             op::CONNECT => {
                 let to = std::net::SocketAddrV4::new(m.a.into(), m.b as u16);
                 match shared.host.connect(to) {
-                    Ok(s) => {
-                        let (id, fd) = bridge(shared, app, s)?;
-                        reply(Ok((
+                    Ok(s) => match bridge(shared, app, s) {
+                        Ok((id, fd)) => reply(Ok((
                             Msg {
                                 a: id,
                                 ..Msg::default()
                             },
                             Some(fd.as_raw_fd()),
-                        )))?;
-                    }
+                        )))?,
+                        Err(e) => reply(Err(e.raw_os_error().unwrap_or(libc::ENOMEM)))?,
+                    },
                     Err(e) => reply(Err(crate::calls::errno_of(&io::Error::from(e))))?,
                 }
             }
@@ -375,11 +393,22 @@ fn pump_one(b: &Bridge, app_alive: bool) -> (bool, bool) {
         h.status.store(status, Ordering::Release);
         changed = true;
     }
+    // The application writes `rx_tail` and `tx_head`: positions that no well-behaved
+    // application can produce end its connection (a RST), never a bad copy.
+    let sane = |head: u64, tail: u64| head >= tail && head - tail <= shm::RING as u64;
+    if !sane(h.rx_head.load(Ordering::Relaxed), shm::load(&h.rx_tail))
+        || !sane(shm::load(&h.tx_head), h.tx_tail.load(Ordering::Relaxed))
+    {
+        if let Some(s) = guard.take() {
+            s.abort();
+        }
+        return (true, true);
+    }
     // Engine to application.
     for _ in 0..4 {
         let head = h.rx_head.load(Ordering::Relaxed);
         let tail = shm::load(&h.rx_tail);
-        if head - tail == shm::RING as u64 {
+        if !sane(head, tail) || head - tail == shm::RING as u64 {
             break;
         }
         match st.read_with(|src| {
@@ -404,7 +433,7 @@ fn pump_one(b: &Bridge, app_alive: bool) -> (bool, bool) {
     for _ in 0..4 {
         let tail = h.tx_tail.load(Ordering::Relaxed);
         let head = shm::load(&h.tx_head);
-        if head == tail {
+        if head == tail || !sane(head, tail) {
             break;
         }
         match st.write_with(|dst| {
@@ -433,7 +462,12 @@ fn pump_one(b: &Bridge, app_alive: bool) -> (bool, bool) {
     {
         let _ = st.shutdown(std::net::Shutdown::Write);
     }
-    if flags & shm::APP_CLOSED != 0 && drained {
+    // Closed, and its data out (or never to go out: the connection failed or ended).
+    let over = !matches!(
+        st.status(),
+        ConnStatus::Connecting | ConnStatus::Established
+    );
+    if flags & shm::APP_CLOSED != 0 && (drained || over) {
         // The engine finishes the connection (FIN, retransmissions, TIME-WAIT) on its own.
         let _ = st.shutdown(std::net::Shutdown::Both);
         drop(guard.take());
@@ -485,9 +519,10 @@ fn pump_loop(shared: &Shared) {
                 .iter_mut()
             {
                 let n = l.pending() as u32;
-                if n != *last {
-                    *last = n;
-                    let _ = shm::send_msg(
+                // The event socket does not block: an application that does not read its
+                // events (stopped, say) stalls nobody; it is told at a later pass.
+                if n != *last
+                    && shm::send_msg(
                         app.events.as_raw_fd(),
                         &Msg {
                             op: op::PENDING,
@@ -496,7 +531,10 @@ fn pump_loop(shared: &Shared) {
                             err: 0,
                         },
                         &[],
-                    );
+                    )
+                    .is_ok()
+                {
+                    *last = n;
                     any = true;
                 }
             }
@@ -530,6 +568,8 @@ fn pump_loop(shared: &Shared) {
         // Sleep: announce it, look once more (the next pass), then wait for a kick (or
         // 10 ms: a missed kick costs no more).
         flag.store(1, Ordering::SeqCst);
+        // The flag must be seen before the positions are looked at again (store-load).
+        std::sync::atomic::fence(Ordering::SeqCst);
         let mut fds = [libc::pollfd {
             fd: shared.pump.as_raw_fd(),
             events: libc::POLLIN,

@@ -75,7 +75,9 @@ impl Mapping {
     pub fn create(name: &str, len: usize) -> io::Result<(OwnedFd, Mapping)> {
         let cname = std::ffi::CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
         // SAFETY: a NUL-terminated name.
-        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        let fd = unsafe {
+            libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -86,22 +88,39 @@ impl Mapping {
             return Err(io::Error::last_os_error());
         }
         let m = Mapping::map(fd.as_raw_fd(), len)?;
+        // Its size is fixed: a process that shares it cannot shrink it under the other's
+        // mapping (a SIGBUS there).
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+        // SAFETY: F_ADD_SEALS on our memfd.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
         Ok((fd, m))
+    }
+
+    /// Seal `fd` against writes through new mappings or `write` (mappings made before keep
+    /// writing): what the service does to its page before handing it out.
+    pub fn seal_writes(fd: RawFd) -> io::Result<()> {
+        // SAFETY: F_ADD_SEALS on a memfd of ours.
+        if unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, libc::F_SEAL_FUTURE_WRITE) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Map `len` bytes of the shared memory `fd`, read-only.
+    pub fn map_read_only(fd: RawFd, len: usize) -> io::Result<Mapping> {
+        Self::map_with(fd, len, libc::PROT_READ)
     }
 
     /// Map `len` bytes of the shared memory `fd`.
     pub fn map(fd: RawFd, len: usize) -> io::Result<Mapping> {
+        Self::map_with(fd, len, libc::PROT_READ | libc::PROT_WRITE)
+    }
+
+    fn map_with(fd: RawFd, len: usize, prot: libc::c_int) -> io::Result<Mapping> {
         // SAFETY: a fresh shared mapping of the descriptor; the kernel checks `fd`.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, 0) };
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }

@@ -44,6 +44,9 @@ pub struct Sock {
     /// Edge-triggered epoll: the bytes received when `EPOLLIN` was last reported (new data
     /// is a new edge, read or not).
     pub edge_arrived: AtomicU64,
+    /// Edge-triggered epoll: the free send space when `EPOLLOUT` was last reported (more
+    /// room since is a new edge, as acknowledgements free space).
+    pub edge_room: AtomicU64,
     /// The local address of a listener.
     pub local: Mutex<Option<SocketAddrV4>>,
 }
@@ -62,6 +65,7 @@ impl Sock {
             connect_unreported: AtomicBool::new(false),
             edge_seen: AtomicU32::new(0),
             edge_arrived: AtomicU64::new(0),
+            edge_room: AtomicU64::new(0),
             local: Mutex::new(local),
         })
     }
@@ -74,6 +78,17 @@ impl Sock {
     /// `poll(2)` bits that hold now.
     pub fn readiness(&self) -> i16 {
         self.readiness_and_arrivals().0
+    }
+
+    /// [`readiness`](Self::readiness), the bytes received so far and the free send space
+    /// (a stream's; 0 else): what an edge-triggered report compares.
+    pub fn readiness_and_edges(&self) -> (i16, u64, u64) {
+        let (bits, arrived) = self.readiness_and_arrivals();
+        let room = match &*self.lock() {
+            State::Stream(s) => s.writable_bytes() as u64,
+            _ => 0,
+        };
+        (bits, arrived, room)
     }
 
     /// [`readiness`](Self::readiness), and the bytes received so far (a stream's; 0 else).
@@ -208,6 +223,19 @@ pub fn remove(fd: c_int) -> Option<Arc<Sock>> {
         OWNED[w].fetch_and(!b, Ordering::Release);
     }
     t.as_mut()?.remove(&fd)
+}
+
+/// At exit: every engine socket still open, taken out of the table (the kernel closes a
+/// process's descriptors when it exits; these are closed the same way by dropping them).
+pub fn take_all() -> Vec<Arc<Sock>> {
+    let mut t = TABLE.write().unwrap_or_else(|p| p.into_inner());
+    for w in &OWNED {
+        w.store(0, Ordering::Release);
+    }
+    HIGH.store(false, Ordering::Release);
+    t.take()
+        .map(|m| m.into_values().collect())
+        .unwrap_or_default()
 }
 
 /// After `fork`, in the child: the engine (its threads) stayed in the parent, so the

@@ -15,13 +15,29 @@ use std::time::{Duration, Instant};
 use flextoe::backends::netns::in_netns;
 use lab::{available, Netns, VethLab};
 
-/// The library cargo built next to this test.
+/// The library, built (once per test binary, a no-op when it is fresh) by the cargo that
+/// runs the tests: `cargo test` builds the crate as an rlib only, and a stale `.so` would
+/// test old code.
 pub fn library() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let lib = dir.join("libflextoe_preload.so");
-    assert!(lib.exists(), "{} is missing", lib.display());
-    lib
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut c = Command::new(cargo);
+            c.args(["build", "-p", "flextoe-preload", "--lib"])
+                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+            if cfg!(feature = "dpdk") {
+                c.args(["--features", "dpdk"]);
+            }
+            let st = c.status().expect("cargo build -p flextoe-preload");
+            assert!(st.success(), "cargo build -p flextoe-preload failed");
+            let exe = std::env::current_exe().unwrap();
+            let dir = exe.parent().unwrap().parent().unwrap();
+            let lib = dir.join("libflextoe_preload.so");
+            assert!(lib.exists(), "{} is missing", lib.display());
+            lib
+        })
+        .clone()
 }
 
 /// Whether `tools` exist; under `CI=true` a missing tool fails the test.
