@@ -32,20 +32,27 @@ use lab::{sh, VethLab};
 struct Args {
     secs: f64,
     conns: usize,
+    service: bool,
 }
 
 fn args() -> Args {
     let mut a = Args {
         secs: 5.0,
         conns: 8,
+        service: true,
     };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < v.len() {
+        if v[i] == "--no-service" {
+            a.service = false;
+            i += 1;
+            continue;
+        }
         match v[i].as_str() {
             "--secs" => a.secs = v[i + 1].parse().expect("--secs"),
             "--conns" => a.conns = v[i + 1].parse().expect("--conns"),
-            other => panic!("unknown argument {other} (--secs S, --conns N)"),
+            other => panic!("unknown argument {other} (--secs S, --conns N, --no-service)"),
         }
         i += 2;
     }
@@ -274,7 +281,14 @@ fn main() {
         let _ = srv.wait();
     }
 
-    // The engine service (AF_XDP) in its own process; memcached attaches to it.
+    if a.service {
+        service_row(&lab, &lib, &a, &mut rows);
+    }
+    print_rows(&a, &rows);
+}
+
+/// The engine service (AF_XDP) in its own process; memcached attaches to it.
+fn service_row(lab: &VethLab, lib: &str, a: &Args, rows: &mut Vec<(String, Figures)>) {
     let sock = std::env::temp_dir()
         .join(format!("{}.sock", lab.engine.0))
         .to_string_lossy()
@@ -294,7 +308,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let env = [
-        ("LD_PRELOAD", lib.clone()),
+        ("LD_PRELOAD", lib.to_string()),
         ("FLEXTOE_IP", lab.engine_ip.to_string()),
         ("FLEXTOE_MODE", "service".to_string()),
         ("FLEXTOE_SERVICE", sock.clone()),
@@ -317,7 +331,9 @@ fn main() {
     let _ = service.kill();
     let _ = service.wait();
     let _ = std::fs::remove_file(&sock);
+}
 
+fn print_rows(a: &Args, rows: &[(String, Figures)]) {
     println!(
         "memcached -t 1, {} connections, {} s, 90% get / 10% set, 100 B values, every reply checked",
         a.conns, a.secs
@@ -326,7 +342,7 @@ fn main() {
         "{:<20} {:>10} {:>8} {:>12} {:>9} {:>9} {:>9}",
         "server", "ops/s", "cores", "ops/s/core", "p50 us", "p99 us", "p99.9 us"
     );
-    for (name, f) in &rows {
+    for (name, f) in rows {
         println!(
             "{:<20} {:>10.0} {:>8.2} {:>12.0} {:>9.1} {:>9.1} {:>9.1}",
             name,

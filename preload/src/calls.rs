@@ -338,6 +338,20 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 /// As `close(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if let Some(crate::engine::Stack {
+        mode: crate::engine::Mode::Service(c),
+        ..
+    }) = engine::started()
+    {
+        if c.owns(fd) {
+            // The program closes a number it does not hold (a double close): the library's
+            // descriptor stays, as if that number had been closed already.
+            crate::client::debug(&format!(
+                "close({fd}) of the library's own descriptor refused"
+            ));
+            return fail(libc::EBADF);
+        }
+    }
     // Out of our epoll sets (or gone as one of them).
     crate::events::forget_fd(fd);
     if sock::get(fd).is_some() {

@@ -18,6 +18,14 @@ use flextoe::host::ConnStatus;
 
 use crate::shm::{self, op, Mapping, Msg};
 
+/// Print `what` on stderr when `FLEXTOE_DEBUG` is set.
+pub fn debug(what: &str) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *ON.get_or_init(|| std::env::var_os("FLEXTOE_DEBUG").is_some()) {
+        eprintln!("flextoe-preload[{}]: {what}", std::process::id());
+    }
+}
+
 /// A connection to the service.
 pub struct Client {
     /// The request socket (one request and its reply at a time).
@@ -30,6 +38,8 @@ pub struct Client {
     pending: Mutex<HashMap<u32, Arc<AtomicU32>>>,
     /// The service is gone.
     pub dead: AtomicBool,
+    /// The library's own descriptors (request and event sockets, eventfds).
+    owned: [i32; 4],
 }
 
 impl Client {
@@ -77,12 +87,19 @@ impl Client {
         let pump = fds.pop().unwrap();
         let page_fd = fds.pop().unwrap();
         let page = Mapping::map_read_only(page_fd.as_raw_fd(), shm::PAGE)?;
+        let owned = [
+            sock.as_raw_fd(),
+            pump.as_raw_fd(),
+            events.as_raw_fd(),
+            wake.as_raw_fd(),
+        ];
         let c = Arc::new(Client {
             req: Mutex::new(sock),
             page,
             pump,
             pending: Mutex::new(HashMap::new()),
             dead: AtomicBool::new(false),
+            owned,
         });
         let c2 = c.clone();
         std::thread::Builder::new()
@@ -135,13 +152,24 @@ impl Client {
                     }
                     Ok(Some(_)) => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Ok(None) | Err(_) => break,
+                    r => {
+                        debug(&format!(
+                            "event socket ended: {:?}",
+                            r.map(|o| o.map(|(m, _)| m))
+                        ));
+                        break;
+                    }
                 }
             }
             crate::engine::notify();
         }
         self.dead.store(true, Ordering::SeqCst);
         crate::engine::notify();
+    }
+
+    /// Whether `fd` is one of the library's own descriptors.
+    pub fn owns(&self, fd: i32) -> bool {
+        self.owned.contains(&fd)
     }
 
     /// Tell the service's pump that a ring or flag moved (only when it sleeps).
@@ -165,7 +193,8 @@ impl Client {
             match shm::send_msg(sock.as_raw_fd(), &m, &[]) {
                 Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
+                Err(e) => {
+                    debug(&format!("request {m:?}: send failed: {e}"));
                     self.dead.store(true, Ordering::SeqCst);
                     return Err(libc::ECONNRESET);
                 }
@@ -179,7 +208,11 @@ impl Client {
                 Ok(Some((r, fds))) if r.err == 0 => return Ok((r, fds)),
                 Ok(Some((r, _))) => return Err(r.err),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                _ => {
+                r => {
+                    debug(&format!(
+                        "request {m:?}: reply failed: {:?}",
+                        r.map(|o| o.map(|(m, _)| m))
+                    ));
                     self.dead.store(true, Ordering::SeqCst);
                     return Err(libc::ECONNRESET);
                 }

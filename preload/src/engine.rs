@@ -13,6 +13,7 @@
 //! | `FLEXTOE_PREFIX`  | the engine's subnet length (default 24): `connect` to an address inside it goes to the engine |
 //! | `FLEXTOE_MODE`    | `inprocess` (default) or `service` (attach to `flextoe-serviced`) |
 //! | `FLEXTOE_SERVICE` | the service's Unix socket (default `/run/flextoe.sock`)      |
+//! | `FLEXTOE_DEBUG`   | set: print the service connection's failures on stderr       |
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
