@@ -181,6 +181,17 @@ pub(crate) fn userspace_image(
                 )));
             }
         }
+        // The legacy packet loads (BPF_LD with BPF_ABS or BPF_IND) belong to socket filters;
+        // the kernel refuses them in XDP programs, and the VM would add their offsets to a
+        // host address unchecked.
+        if let Some(i) = (0..n).find(|&i| {
+            let op = p[i * INSN];
+            start[i] && op & 0x07 == 0x00 && matches!(op & 0xe0, 0x20 | 0x40)
+        }) {
+            return Err(super::LoadError::Verifier(format!(
+                "instruction {i}: a legacy packet load (LD_ABS/LD_IND)"
+            )));
+        }
         for i in (0..n).filter(|i| start[*i] && p[i * INSN] == CALL) {
             if src(&p, i) != 0 {
                 return Err(super::LoadError::Unsupported(
