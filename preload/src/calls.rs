@@ -243,6 +243,7 @@ pub unsafe extern "C" fn accept4(
         nfd,
         Sock::new(State::Stream(stream), flags & libc::SOCK_NONBLOCK != 0),
     );
+    crate::client::debug(&format!("accept({fd}) = {nfd}"));
     nfd
 }
 
@@ -355,6 +356,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     // Out of our epoll sets (or gone as one of them).
     crate::events::forget_fd(fd);
     if sock::get(fd).is_some() {
+        crate::client::debug(&format!("close({fd}) of an engine socket"));
         drop(sock::remove(fd));
     }
     // SAFETY: passed through (for an engine socket: its placeholder).

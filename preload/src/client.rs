@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use flextoe::host::ConnStatus;
@@ -34,8 +34,9 @@ pub struct Client {
     page: Mapping,
     /// The service pump's eventfd.
     pump: OwnedFd,
-    /// Queued connections per listener id, as the service last reported.
-    pending: Mutex<HashMap<u32, Arc<AtomicU32>>>,
+    /// Queued connections per listener id, as the service last reported (see
+    /// [`note_pending`]).
+    pending: Mutex<HashMap<u32, Arc<AtomicU64>>>,
     /// The service is gone.
     pub dead: AtomicBool,
     /// The library's own descriptors (request and event sockets, eventfds).
@@ -93,6 +94,9 @@ impl Client {
             events.as_raw_fd(),
             wake.as_raw_fd(),
         ];
+        debug(&format!(
+            "attached: request/pump/events/wake descriptors {owned:?}"
+        ));
         let c = Arc::new(Client {
             req: Mutex::new(sock),
             page,
@@ -147,7 +151,7 @@ impl Client {
                             .unwrap_or_else(|p| p.into_inner())
                             .get(&m.a)
                         {
-                            p.store(m.b, Ordering::Release);
+                            note_pending(p, m.seq, m.b);
                         }
                     }
                     Ok(Some(_)) => {}
@@ -165,6 +169,21 @@ impl Client {
         }
         self.dead.store(true, Ordering::SeqCst);
         crate::engine::notify();
+        // Their numbers stay the library's (`owns`) until the process ends: closing them
+        // would let the program be refused a close of the same numbers handed out again.
+        std::mem::forget(events);
+        std::mem::forget(wake);
+    }
+
+    /// In a child after `fork`: close the child's copies of the library's descriptors (the
+    /// child has no engine sockets; the parent's session goes on). Only system calls: the
+    /// child's other threads are gone, and may have held any lock.
+    pub fn leave_in_child(&self) {
+        for fd in self.owned {
+            // SAFETY: the child's copy of one of our descriptors; nothing in the child uses
+            // it any more (`started()` is `None` after a fork).
+            unsafe { crate::real::close(fd) };
+        }
     }
 
     /// Whether `fd` is one of the library's own descriptors.
@@ -182,8 +201,18 @@ impl Client {
         }
     }
 
-    /// One request and its reply (with the descriptors that came with it).
+    /// One request and its reply (with the descriptors that came with it); a reply that
+    /// carries an error number is `Err` with it.
     fn request(&self, m: Msg, reply: bool) -> Result<(Msg, Vec<OwnedFd>), i32> {
+        match self.exchange(m, reply)? {
+            (r, fds) if r.err == 0 => Ok((r, fds)),
+            (r, _) => Err(r.err),
+        }
+    }
+
+    /// One request and its reply, whatever the reply says; `Err` only when the service is
+    /// gone.
+    fn exchange(&self, m: Msg, reply: bool) -> Result<(Msg, Vec<OwnedFd>), i32> {
         if self.dead.load(Ordering::SeqCst) {
             return Err(libc::ECONNRESET);
         }
@@ -205,8 +234,7 @@ impl Client {
         }
         loop {
             match shm::recv_msg(sock.as_raw_fd()) {
-                Ok(Some((r, fds))) if r.err == 0 => return Ok((r, fds)),
-                Ok(Some((r, _))) => return Err(r.err),
+                Ok(Some((r, fds))) => return Ok((r, fds)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => {
                     debug(&format!(
@@ -231,7 +259,7 @@ impl Client {
             },
             true,
         )?;
-        let pending = Arc::new(AtomicU32::new(0));
+        let pending = Arc::new(AtomicU64::new(0));
         self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -278,13 +306,23 @@ pub struct RemoteListener {
     id: u32,
     /// The port.
     pub port: u16,
-    pending: Arc<AtomicU32>,
+    pending: Arc<AtomicU64>,
+}
+
+/// Keep `count` as a listener's queue count (packed with its report number `seq` in `p`)
+/// unless a later report is kept already: the accept replies and the events come on two
+/// sockets, read by two threads, in either order.
+fn note_pending(p: &AtomicU64, seq: u32, count: u32) {
+    let _ = p.fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
+        let newer = seq.wrapping_sub((old >> 32) as u32) as i32 > 0;
+        newer.then_some((u64::from(seq) << 32) | u64::from(count))
+    });
 }
 
 impl RemoteListener {
     /// Connections queued, as the service last said.
     pub fn pending(&self) -> usize {
-        self.pending.load(Ordering::Acquire) as usize
+        self.pending.load(Ordering::Acquire) as u32 as usize
     }
 
     /// Whether the service is gone.
@@ -294,22 +332,20 @@ impl RemoteListener {
 
     /// Take a queued connection; `Err(EAGAIN)` when none is.
     pub fn try_accept(&self) -> Result<Remote, i32> {
-        let r = self.client.request(
+        let (r, fds) = self.client.exchange(
             Msg {
                 op: op::ACCEPT,
                 a: self.id,
                 ..Msg::default()
             },
             true,
-        );
+        )?;
         // The reply says how many are still queued (the service counts from there when it
         // tells of new ones).
-        match &r {
-            Ok((m, _)) => self.pending.store(m.b, Ordering::Release),
-            Err(libc::EAGAIN) => self.pending.store(0, Ordering::Release),
-            Err(_) => {}
+        note_pending(&self.pending, r.seq, r.b);
+        if r.err != 0 {
+            return Err(r.err);
         }
-        let (r, fds) = r?;
         self.client.conn(r, fds)
     }
 }
@@ -509,5 +545,40 @@ impl Drop for Remote {
         };
         self.h().app_flags.fetch_or(flag, Ordering::Release);
         self.client.poke();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(p: &AtomicU64) -> u32 {
+        p.load(Ordering::Acquire) as u32
+    }
+
+    #[test]
+    fn a_queue_count_reported_earlier_never_replaces_a_later_one() {
+        let p = AtomicU64::new(0);
+        // The pump's event (report 2: one queued) is read before the accept reply
+        // (report 1: none left) that was sent before it.
+        note_pending(&p, 2, 1);
+        note_pending(&p, 1, 0);
+        assert_eq!(count(&p), 1);
+        note_pending(&p, 3, 0);
+        assert_eq!(count(&p), 0);
+        // Report 0 (a reply for no listener) says nothing.
+        note_pending(&p, 0, 5);
+        assert_eq!(count(&p), 0);
+    }
+
+    #[test]
+    fn report_numbers_compare_across_the_wrap() {
+        let p = AtomicU64::new(0);
+        note_pending(&p, u32::MAX - 1, 4);
+        note_pending(&p, u32::MAX, 3);
+        note_pending(&p, 1, 2);
+        assert_eq!(count(&p), 2);
+        note_pending(&p, u32::MAX, 9);
+        assert_eq!(count(&p), 2);
     }
 }

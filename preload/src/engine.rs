@@ -231,6 +231,15 @@ static FORKED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn in_child() {
     FORKED.store(true, Ordering::SeqCst);
+    // The service's sockets stay the parent's: a child that kept them would keep its
+    // session alive after the parent died (its connections never reset).
+    if let Some(Some(Stack {
+        mode: Mode::Service(c),
+        ..
+    })) = STACK.get()
+    {
+        c.leave_in_child();
+    }
     crate::sock::forget_all();
     crate::events::forget_all();
 }

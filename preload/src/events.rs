@@ -347,6 +347,86 @@ struct EpollSet {
     /// The set's eventfd, in the kernel's set: engine events make it readable while a
     /// thread waits on the set.
     wake: c_int,
+    /// Where the next wait starts looking at `ours` (each wait goes on from the last
+    /// socket it reported, so no ready socket is starved by others before it).
+    cursor: usize,
+    /// With `maxevents` 1: the kernel's descriptors go first on the next wait.
+    kernel_first: bool,
+}
+
+impl Interest {
+    /// The event this interest reports now, if any (an edge-triggered one only when it has a
+    /// new edge; a one-shot one turns itself off).
+    fn report(&mut self) -> Option<libc::epoll_event> {
+        if self.off {
+            return None;
+        }
+        let want = self.events
+            & (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32
+            | (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+        let (bits, arrived, room) = self.sock.readiness_and_edges();
+        let r = bits as u16 as u32 & want;
+        if r == 0 {
+            return None;
+        }
+        if self.events & libc::EPOLLET as u32 != 0 {
+            // An edge: a bit that was not reported (or was used up since), or new data since
+            // the last report of EPOLLIN.
+            let seen = self.sock.edge_seen.fetch_or(r, Ordering::Relaxed);
+            let mut new = r & !seen;
+            if r & libc::EPOLLIN as u32 != 0
+                && self.sock.edge_arrived.swap(arrived, Ordering::Relaxed) != arrived
+            {
+                new |= libc::EPOLLIN as u32;
+            }
+            if r & libc::EPOLLOUT as u32 != 0
+                && self.sock.edge_room.swap(room, Ordering::Relaxed) < room
+            {
+                new |= libc::EPOLLOUT as u32;
+            }
+            if new == 0 {
+                return None;
+            }
+        }
+        if self.events & libc::EPOLLONESHOT as u32 != 0 {
+            self.off = true;
+        }
+        Some(libc::epoll_event {
+            events: r,
+            u64: self.data,
+        })
+    }
+}
+
+impl EpollSet {
+    /// Fill `out` (at most `cap` entries) with the engine sockets' events, going round from
+    /// the cursor; returns how many.
+    fn collect(&mut self, out: &mut [libc::epoll_event], cap: usize) -> usize {
+        let len = self.ours.len();
+        if len == 0 || cap == 0 {
+            return 0;
+        }
+        let start = self.cursor % len;
+        let mut n = 0;
+        let mut next = start;
+        let mut visit = |i: usize, it: &mut Interest| {
+            if n < cap {
+                if let Some(e) = it.report() {
+                    out[n] = e;
+                    n += 1;
+                    next = i + 1;
+                }
+            }
+        };
+        for (i, it) in self.ours.values_mut().enumerate().skip(start) {
+            visit(i, it);
+        }
+        for (i, it) in self.ours.values_mut().enumerate().take(start) {
+            visit(i, it);
+        }
+        self.cursor = next;
+        n
+    }
 }
 
 impl Drop for EpollSet {
@@ -475,6 +555,8 @@ pub unsafe extern "C" fn epoll_ctl(
                 let set = Arc::new(Mutex::new(EpollSet {
                     ours: HashMap::new(),
                     wake,
+                    cursor: 0,
+                    kernel_first: false,
                 }));
                 map.insert(ep, set.clone());
                 mark_set(ep, true);
@@ -562,53 +644,27 @@ pub unsafe extern "C" fn epoll_pwait(
     let wake = set.lock().unwrap_or_else(|p| p.into_inner()).wake;
     loop {
         let sleep = Sleep::enter_fd(wake);
-        let mut n = 0usize;
-        {
+        let mut n = {
             let mut set = set.lock().unwrap_or_else(|p| p.into_inner());
-            for it in set.ours.values_mut() {
-                if n == out.len() {
-                    break;
-                }
-                if it.off {
-                    continue;
-                }
-                let want = it.events
-                    & (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32
-                    | (libc::EPOLLERR | libc::EPOLLHUP) as u32;
-                let (bits, arrived, room) = it.sock.readiness_and_edges();
-                let r = bits as u16 as u32 & want;
-                if r == 0 {
-                    continue;
-                }
-                if it.events & libc::EPOLLET as u32 != 0 {
-                    // An edge: a bit that was not reported (or was used up since), or new
-                    // data since the last report of EPOLLIN.
-                    let seen = it.sock.edge_seen.fetch_or(r, Ordering::Relaxed);
-                    let mut new = r & !seen;
-                    if r & libc::EPOLLIN as u32 != 0
-                        && it.sock.edge_arrived.swap(arrived, Ordering::Relaxed) != arrived
-                    {
-                        new |= libc::EPOLLIN as u32;
-                    }
-                    if r & libc::EPOLLOUT as u32 != 0
-                        && it.sock.edge_room.swap(room, Ordering::Relaxed) < room
-                    {
-                        new |= libc::EPOLLOUT as u32;
-                    }
-                    if new == 0 {
-                        continue;
+            // One slot stays for the kernel's descriptors, so that ready engine sockets do
+            // not starve them; with a single slot the kernel's go first every other wait.
+            if out.len() == 1 {
+                set.kernel_first = !set.kernel_first;
+                if set.kernel_first {
+                    // SAFETY: `kbuf` is ours, with room for one event.
+                    let k = unsafe { real::epoll_pwait(ep, kbuf.as_mut_ptr(), 1, 0, mask) };
+                    if k == 1 {
+                        if kbuf[0].u64 != WAKE_TOKEN {
+                            out[0] = kbuf[0];
+                            return 1;
+                        }
+                        engine::drain_event_fd(wake);
                     }
                 }
-                if it.events & libc::EPOLLONESHOT as u32 != 0 {
-                    it.off = true;
-                }
-                out[n] = libc::epoll_event {
-                    events: r,
-                    u64: it.data,
-                };
-                n += 1;
             }
-        }
+            let cap = out.len().saturating_sub(1).max(1);
+            set.collect(out, cap)
+        };
         if n == out.len() {
             return n as c_int;
         }

@@ -140,11 +140,11 @@ fn send_from(s: &Arc<Sock>, bufs: &[&[u8]], nonblock: bool, nosignal: bool) -> i
     }
 }
 
-/// The iovecs of a call as slices.
+/// The iovecs of a call as `(base, len)`, empty ones left out; `None` for a bad count.
 ///
 /// # Safety
-/// `iov` points to `n` iovecs of writable (or readable) memory.
-unsafe fn iovecs<'a>(iov: *const libc::iovec, n: c_int) -> Option<Vec<&'a mut [u8]>> {
+/// `iov` points to `n` iovecs.
+unsafe fn iovec_parts(iov: *const libc::iovec, n: c_int) -> Option<Vec<(*mut u8, usize)>> {
     if !(0..=libc::UIO_MAXIOV).contains(&n) || (n > 0 && iov.is_null()) {
         return None;
     }
@@ -153,11 +153,79 @@ unsafe fn iovecs<'a>(iov: *const libc::iovec, n: c_int) -> Option<Vec<&'a mut [u
         // SAFETY: within the caller's `n` iovecs.
         let e = unsafe { *iov.add(i) };
         if e.iov_len > 0 {
-            // SAFETY: the caller's buffer of `iov_len` bytes.
-            v.push(unsafe { std::slice::from_raw_parts_mut(e.iov_base.cast::<u8>(), e.iov_len) });
+            v.push((e.iov_base.cast::<u8>(), e.iov_len));
         }
     }
     Some(v)
+}
+
+/// The iovecs of a write as slices (shared: they may overlap).
+///
+/// # Safety
+/// `iov` points to `n` iovecs of readable memory.
+unsafe fn iovecs<'a>(iov: *const libc::iovec, n: c_int) -> Option<Vec<&'a [u8]>> {
+    // SAFETY: the caller's iovecs, each readable for its length.
+    let parts = unsafe { iovec_parts(iov, n) }?;
+    Some(
+        parts
+            .into_iter()
+            // SAFETY: the caller's buffer of `len` bytes.
+            .map(|(p, len)| unsafe { std::slice::from_raw_parts(p.cast_const(), len) })
+            .collect(),
+    )
+}
+
+/// Receive into the iovecs of a read. Buffers that overlap (legal, if odd: the kernel fills
+/// them in turn) cannot be slices at once; the bytes then go through one buffer and are
+/// copied out in order.
+///
+/// # Safety
+/// `iov` points to `n` iovecs of writable memory.
+unsafe fn recv_iovecs(
+    s: &Arc<Sock>,
+    iov: *const libc::iovec,
+    n: c_int,
+    nonblock: bool,
+    peek: bool,
+) -> isize {
+    // SAFETY: the caller's iovecs.
+    let Some(parts) = (unsafe { iovec_parts(iov, n) }) else {
+        return fail(libc::EINVAL) as isize;
+    };
+    let mut spans: Vec<(usize, usize)> = parts
+        .iter()
+        .map(|&(p, len)| (p as usize, (p as usize).saturating_add(len)))
+        .collect();
+    spans.sort_unstable();
+    if spans.windows(2).all(|w| w[0].1 <= w[1].0) {
+        let mut bufs: Vec<&mut [u8]> = parts
+            .into_iter()
+            // SAFETY: the caller's buffers, writable for their lengths and (checked above)
+            // disjoint.
+            .map(|(p, len)| unsafe { std::slice::from_raw_parts_mut(p, len) })
+            .collect();
+        return recv_into(s, &mut bufs, nonblock, peek);
+    }
+    let total = parts
+        .iter()
+        .map(|p| p.1)
+        .fold(0usize, usize::saturating_add);
+    let mut tmp = vec![0u8; total.min(1 << 20)];
+    let got = recv_into(s, &mut [&mut tmp[..]], nonblock, peek);
+    if got > 0 {
+        let mut off = 0;
+        for (p, len) in parts {
+            let k = len.min(got as usize - off);
+            // SAFETY: `k` bytes into the caller's buffer `p` (writable for `len` >= `k`),
+            // from our own buffer.
+            unsafe { std::ptr::copy_nonoverlapping(tmp.as_ptr().add(off), p, k) };
+            off += k;
+            if off == got as usize {
+                break;
+            }
+        }
+    }
+    got
 }
 
 /// Whether a call with `flags` must not wait.
@@ -306,11 +374,9 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const libc::iovec, n: c_int) -> 
         // SAFETY: passed through.
         return unsafe { real::readv(fd, iov, n) };
     };
+    let nonblock = nonblocking(&s, 0);
     // SAFETY: the caller's iovecs.
-    let Some(mut bufs) = (unsafe { iovecs(iov, n) }) else {
-        return fail(libc::EINVAL) as isize;
-    };
-    recv_into(&s, &mut bufs, nonblocking(&s, 0), false)
+    unsafe { recv_iovecs(&s, iov, n, nonblock, false) }
 }
 
 /// `recvmsg` (no ancillary data on a TCP socket of the engine).
@@ -328,19 +394,13 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
     }
     // SAFETY: the caller's msghdr.
     let m = unsafe { &mut *msg };
-    // SAFETY: the caller's iovecs.
-    let Some(mut bufs) = (unsafe { iovecs(m.msg_iov, m.msg_iovlen as c_int) }) else {
-        return fail(libc::EINVAL) as isize;
-    };
     m.msg_namelen = 0;
     m.msg_controllen = 0;
     m.msg_flags = 0;
-    recv_into(
-        &s,
-        &mut bufs,
-        nonblocking(&s, flags),
-        flags & libc::MSG_PEEK != 0,
-    )
+    let (iov, n) = (m.msg_iov, c_int::try_from(m.msg_iovlen).unwrap_or(-1));
+    let nonblock = nonblocking(&s, flags);
+    // SAFETY: the caller's iovecs.
+    unsafe { recv_iovecs(&s, iov, n, nonblock, flags & libc::MSG_PEEK != 0) }
 }
 
 /// `write`.
@@ -415,7 +475,6 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const libc::iovec, n: c_int) ->
     let Some(bufs) = (unsafe { iovecs(iov, n) }) else {
         return fail(libc::EINVAL) as isize;
     };
-    let bufs: Vec<&[u8]> = bufs.into_iter().map(|b| &*b).collect();
     send_from(&s, &bufs, nonblocking(&s, 0), false)
 }
 
@@ -435,10 +494,10 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
     // SAFETY: the caller's msghdr.
     let m = unsafe { &*msg };
     // SAFETY: the caller's iovecs.
-    let Some(bufs) = (unsafe { iovecs(m.msg_iov, m.msg_iovlen as c_int) }) else {
+    let Some(bufs) = (unsafe { iovecs(m.msg_iov, c_int::try_from(m.msg_iovlen).unwrap_or(-1)) })
+    else {
         return fail(libc::EINVAL) as isize;
     };
-    let bufs: Vec<&[u8]> = bufs.into_iter().map(|b| &*b).collect();
     send_from(
         &s,
         &bufs,

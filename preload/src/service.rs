@@ -42,9 +42,27 @@ struct App {
     alive: AtomicBool,
     events: OwnedFd,
     wake: OwnedFd,
-    listeners: Mutex<HashMap<u32, (Listener, u32)>>,
+    listeners: Mutex<HashMap<u32, Listening>>,
     conns: Mutex<HashMap<u32, Arc<Bridge>>>,
     next: AtomicU32,
+}
+
+/// One listener of an application, and what the application was last told of its queue.
+struct Listening {
+    l: Listener,
+    /// The queue count last reported.
+    told: u32,
+    /// The number of the last report (the application keeps the highest).
+    seq: u32,
+}
+
+impl Listening {
+    /// Report the queue count now: `(count, report number)`.
+    fn report(&mut self) -> (u32, u32) {
+        self.told = self.l.pending() as u32;
+        self.seq = self.seq.wrapping_add(1);
+        (self.told, self.seq)
+    }
 }
 
 /// One connection between the engine and an application's shared rings.
@@ -199,6 +217,12 @@ fn serve_app(shared: &Arc<Shared>, sock: OwnedFd) -> io::Result<()> {
             theirs.as_raw_fd(),
         ],
     )?;
+    crate::client::debug(&format!(
+        "app attached: request {}, events {}, wake {}",
+        sock.as_raw_fd(),
+        ours.as_raw_fd(),
+        wake.as_raw_fd()
+    ));
     drop(theirs);
     let app = Arc::new(App {
         alive: AtomicBool::new(true),
@@ -252,7 +276,7 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
                         app.listeners
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .insert(id, (l, 0));
+                            .insert(id, Listening { l, told: 0, seq: 0 });
                         reply(Ok((
                             Msg {
                                 a: id,
@@ -272,7 +296,7 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
                     .remove(&m.a);
             }
             op::ACCEPT => {
-                // Take one, and note how many stay queued: the reply tells the application,
+                // Take one, and report how many stay queued: the reply tells the application,
                 // and the pump tells it again only when that number changes.
                 let got = match app
                     .listeners
@@ -280,27 +304,45 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
                     .unwrap_or_else(|p| p.into_inner())
                     .get_mut(&m.a)
                 {
-                    Some((l, last)) => {
-                        let r = l.try_accept().map_err(|_| libc::ECONNABORTED);
-                        *last = l.pending() as u32;
-                        r.map(|s| (s, *last))
+                    Some(ls) => {
+                        let r = ls.l.try_accept().map_err(|_| libc::ECONNABORTED);
+                        let (left, seq) = ls.report();
+                        Some((r, left, seq))
                     }
-                    None => Err(libc::EINVAL),
+                    None => None,
                 };
-                match got {
-                    Ok((Some(s), left)) => match bridge(shared, app, s) {
-                        Ok((id, fd)) => reply(Ok((
-                            Msg {
-                                a: id,
-                                b: left,
-                                ..Msg::default()
-                            },
-                            Some(fd.as_raw_fd()),
-                        )))?,
-                        Err(e) => reply(Err(e.raw_os_error().unwrap_or(libc::ENOMEM)))?,
-                    },
-                    Ok((None, _)) => reply(Err(libc::EAGAIN))?,
-                    Err(e) => reply(Err(e))?,
+                let (r, left, seq) = match got {
+                    Some((r, left, seq)) => (r, left, seq),
+                    None => (Err(libc::EINVAL), 0, 0),
+                };
+                let r = match r {
+                    Ok(Some(s)) => {
+                        bridge(shared, app, s).map_err(|e| e.raw_os_error().unwrap_or(libc::ENOMEM))
+                    }
+                    Ok(None) => Err(libc::EAGAIN),
+                    Err(e) => Err(e),
+                };
+                match r {
+                    Ok((id, fd)) => shm::send_msg(
+                        sock,
+                        &Msg {
+                            a: id,
+                            b: left,
+                            seq,
+                            ..Msg::default()
+                        },
+                        &[fd.as_raw_fd()],
+                    )?,
+                    Err(err) => shm::send_msg(
+                        sock,
+                        &Msg {
+                            err,
+                            b: left,
+                            seq,
+                            ..Msg::default()
+                        },
+                        &[],
+                    )?,
                 }
             }
             op::CONNECT => {
@@ -512,30 +554,35 @@ fn pump_loop(shared: &Shared) {
                 any = true;
             }
             // Listeners' queues, told as events.
-            for (id, (l, last)) in app
+            for (id, ls) in app
                 .listeners
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .iter_mut()
             {
-                let n = l.pending() as u32;
+                if ls.l.pending() as u32 == ls.told {
+                    continue;
+                }
+                let (n, seq) = ls.report();
                 // The event socket does not block: an application that does not read its
-                // events (stopped, say) stalls nobody; it is told at a later pass.
-                if n != *last
-                    && shm::send_msg(
-                        app.events.as_raw_fd(),
-                        &Msg {
-                            op: op::PENDING,
-                            a: *id,
-                            b: n,
-                            err: 0,
-                        },
-                        &[],
-                    )
-                    .is_ok()
+                // events (stopped, say) stalls nobody; it is told at a later pass (the count
+                // it was not told is forgotten, so the next pass reports again).
+                if shm::send_msg(
+                    app.events.as_raw_fd(),
+                    &Msg {
+                        op: op::PENDING,
+                        a: *id,
+                        b: n,
+                        seq,
+                        err: 0,
+                    },
+                    &[],
+                )
+                .is_ok()
                 {
-                    *last = n;
                     any = true;
+                } else {
+                    ls.told = u32::MAX;
                 }
             }
             if dirty && alive {

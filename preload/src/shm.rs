@@ -223,22 +223,29 @@ pub struct Msg {
     pub a: u32,
     /// Second argument.
     pub b: u32,
+    /// A listener's queue-count report number (events and accept replies): the application
+    /// keeps the count of the highest, whichever order the two sockets deliver them in.
+    pub seq: u32,
 }
+
+/// Bytes of a [`Msg`] on the wire.
+pub const MSG_LEN: usize = 20;
 
 impl Msg {
     /// The message as bytes.
-    pub fn bytes(&self) -> [u8; 16] {
-        let mut b = [0u8; 16];
+    pub fn bytes(&self) -> [u8; MSG_LEN] {
+        let mut b = [0u8; MSG_LEN];
         b[0..4].copy_from_slice(&self.op.to_le_bytes());
         b[4..8].copy_from_slice(&self.err.to_le_bytes());
         b[8..12].copy_from_slice(&self.a.to_le_bytes());
         b[12..16].copy_from_slice(&self.b.to_le_bytes());
+        b[16..20].copy_from_slice(&self.seq.to_le_bytes());
         b
     }
 
-    /// A message from bytes (`None` unless exactly 16).
+    /// A message from bytes (`None` unless exactly [`MSG_LEN`]).
     pub fn parse(b: &[u8]) -> Option<Msg> {
-        if b.len() != 16 {
+        if b.len() != MSG_LEN {
             return None;
         }
         let w = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
@@ -247,6 +254,7 @@ impl Msg {
             err: w(4) as i32,
             a: w(8),
             b: w(12),
+            seq: w(16),
         })
     }
 }
@@ -294,7 +302,8 @@ pub fn send_msg(sock: RawFd, m: &Msg, fds: &[RawFd]) -> io::Result<()> {
 /// Receive one message from `sock` (blocking), with the descriptors attached to it.
 /// `Ok(None)` at the end of the stream.
 pub fn recv_msg(sock: RawFd) -> io::Result<Option<(Msg, Vec<OwnedFd>)>> {
-    let mut bytes = [0u8; 16];
+    // One byte more than a message: a longer one is seen (MSG_TRUNC cuts it) and refused.
+    let mut bytes = [0u8; MSG_LEN + 1];
     let mut iov = libc::iovec {
         iov_base: bytes.as_mut_ptr().cast(),
         iov_len: bytes.len(),
@@ -345,4 +354,28 @@ pub fn kick(fd: RawFd) {
 /// Read an atomic position (acquire).
 pub fn load(a: &AtomicU64) -> u64 {
     a.load(Ordering::Acquire)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_other_lengths_are_refused() {
+        let m = Msg {
+            op: op::PENDING,
+            err: -3,
+            a: 7,
+            b: u32::MAX,
+            seq: 0x8000_0001,
+        };
+        assert_eq!(Msg::parse(&m.bytes()), Some(m));
+        let b = m.bytes();
+        for len in [0, 1, 16, MSG_LEN - 1] {
+            assert_eq!(Msg::parse(&b[..len]), None, "{len} bytes");
+        }
+        let mut long = b.to_vec();
+        long.push(0);
+        assert_eq!(Msg::parse(&long), None);
+    }
 }

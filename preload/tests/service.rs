@@ -73,13 +73,13 @@ fn start_reporting(
     (r, rx)
 }
 
-fn wait_line(rx: &std::sync::mpsc::Receiver<(String, Instant)>, what: &str) -> Instant {
+fn wait_line(rx: &std::sync::mpsc::Receiver<(String, Instant)>, what: &str) -> (String, Instant) {
     loop {
         let (line, at) = rx
             .recv_timeout(Duration::from_secs(10))
             .unwrap_or_else(|_| panic!("no {what:?}"));
         if line.contains(what) {
-            return at;
+            return (line, at);
         }
     }
 }
@@ -88,6 +88,17 @@ fn wait_line(rx: &std::sync::mpsc::Receiver<(String, Instant)>, what: &str) -> I
 /// Linux peer's blocked read fails with a reset within a second.
 #[test]
 fn a_killed_application_resets_its_connections() {
+    killed_application(false);
+}
+
+/// The same with a forked child of the application still alive: the child does not keep the
+/// parent's session (it closed its copies of the service's sockets at the fork).
+#[test]
+fn a_killed_application_resets_its_connections_while_its_child_lives() {
+    killed_application(true);
+}
+
+fn killed_application(fork: bool) {
     if !have(&["python3"]) {
         return;
     }
@@ -98,10 +109,16 @@ fn a_killed_application_resets_its_connections() {
         &lab.engine,
         &svc.env(&lab),
         None,
-        &["python3", &script("hold.py"), "server", &ip, "7300"],
+        &[
+            "python3",
+            &script("hold.py"),
+            if fork { "server-fork" } else { "server" },
+            &ip,
+            "7300",
+        ],
     );
     let (mut app, rx) = start_reporting(&mut c);
-    wait_line(&rx, "listening");
+    let _ = wait_line(&rx, "listening");
     let to = SocketAddrV4::new(lab.engine_ip, 7300);
     let (conn_tx, conn_rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn({
@@ -124,10 +141,20 @@ fn a_killed_application_resets_its_connections() {
     conn_rx
         .recv_timeout(Duration::from_secs(10))
         .expect("the peer got the greeting");
+    let child = fork.then(|| {
+        let (line, _) = wait_line(&rx, "forked");
+        line["forked ".len()..].trim().parse::<u32>().unwrap()
+    });
     let killed = Instant::now();
     app.0.kill().unwrap();
     let _ = app.0.wait();
     let (r, at) = reader.join().unwrap();
+    if let Some(pid) = child {
+        // The child is ours (and sleeps 30 s at most anyway).
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
     let took = at.duration_since(killed);
     eprintln!("the peer's read after the kill: {r:?} in {took:?}");
     assert_eq!(r, Err(std::io::ErrorKind::ConnectionReset));
@@ -158,7 +185,7 @@ fn a_killed_service_fails_blocked_calls_within_a_second() {
     let killed = Instant::now();
     svc.proc.0.kill().unwrap();
     let _ = svc.proc.0.wait();
-    let at = wait_line(&rx, "error");
+    let (_, at) = wait_line(&rx, "error");
     let took = at.duration_since(killed);
     eprintln!("the blocked recv failed {took:?} after the kill");
     assert!(took < Duration::from_secs(1), "{took:?}");

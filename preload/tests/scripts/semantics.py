@@ -237,3 +237,43 @@ def _():
     t.join(5)
     s.close()
     return f"{got}"
+
+
+@case("writev and readv with overlapping buffers")
+def _():
+    import os
+    s = socket.create_connection((PEER, 7005), timeout=5)
+    out = memoryview(bytearray(b"abcdefgh"))
+    sent = os.writev(s.fileno(), [out[0:6], out[2:8]])
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        buf = bytearray(4)
+        fcntl.ioctl(s, termios.FIONREAD, buf)
+        if struct.unpack("i", buf)[0] >= 12:
+            break
+        time.sleep(0.01)
+    back = bytearray(9)
+    mv = memoryview(back)
+    got = os.readv(s.fileno(), [mv[0:6], mv[3:9]])
+    s.close()
+    return f"sent {sent}, read {got}: {bytes(back)!r}"
+
+
+@case("epoll with maxevents 1: a ready socket and a ready pipe both come out")
+def _():
+    import os
+    s = hello()
+    r, w = os.pipe()
+    os.write(w, b"x")
+    ep = select.epoll()
+    ep.register(s, select.EPOLLIN)
+    ep.register(r, select.EPOLLIN)
+    seen = set()
+    for _ in range(2):
+        for fd, _ in ep.poll(1, 1):
+            seen.add("socket" if fd == s.fileno() else "pipe")
+    ep.close()
+    s.close()
+    os.close(r)
+    os.close(w)
+    return " ".join(sorted(seen))
