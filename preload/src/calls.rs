@@ -205,6 +205,7 @@ pub unsafe extern "C" fn accept4(
     let Some(st) = engine::started() else {
         return fail(libc::EBADF);
     };
+    let deadline = Sock::deadline(&s.rcv_timeout);
     let mut stream = loop {
         {
             let state = s.lock();
@@ -221,7 +222,10 @@ pub unsafe extern "C" fn accept4(
             s.used_up(libc::POLLIN);
             return fail(libc::EAGAIN);
         }
-        s.wait(libc::POLLIN, None);
+        if s.wait(libc::POLLIN, deadline) == 0 {
+            // SO_RCVTIMEO ran out.
+            return fail(libc::EAGAIN);
+        }
     };
     // The new descriptor stands on a fresh kernel socket of its own.
     let ty = libc::SOCK_STREAM | (flags & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC));
@@ -361,6 +365,33 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     }
     // SAFETY: passed through (for an engine socket: its placeholder).
     unsafe { real::close(fd) }
+}
+
+/// `close_range`: the engine sockets and epoll sets in the range are closed as `close`
+/// closes them, then the kernel closes the range (with `CLOSE_RANGE_CLOEXEC` nothing closes
+/// now). The library's own descriptors get no protection here: a program that closes every
+/// descriptor it did not open (a child before `exec` does) has no engine to talk to anyway.
+///
+/// # Safety
+/// As `close_range(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn close_range(
+    first: libc::c_uint,
+    last: libc::c_uint,
+    flags: c_int,
+) -> c_int {
+    if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 && first <= last {
+        let lo = c_int::try_from(first).unwrap_or(c_int::MAX);
+        let hi = c_int::try_from(last).unwrap_or(c_int::MAX);
+        let mut fds = sock::in_range(lo, hi);
+        fds.extend(crate::events::sets_in_range(lo, hi));
+        for fd in fds {
+            crate::events::forget_fd(fd);
+            drop(sock::remove(fd));
+        }
+    }
+    // SAFETY: passed through.
+    unsafe { real::close_range(first, last, flags) }
 }
 
 /// `shutdown`.

@@ -514,6 +514,22 @@ pub fn forget_fd(fd: c_int) {
     }
 }
 
+/// The epoll sets of this library numbered `first..=last`.
+pub fn sets_in_range(first: c_int, last: c_int) -> Vec<c_int> {
+    if !ANY_EPOLL.load(Ordering::Acquire) {
+        return Vec::new();
+    }
+    epolls()
+        .as_ref()
+        .map(|m| {
+            m.keys()
+                .copied()
+                .filter(|fd| (first..=last).contains(fd))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `epoll_ctl`: engine sockets are kept here, everything else in the kernel's set.
 ///
 /// # Safety
@@ -696,4 +712,38 @@ pub unsafe extern "C" fn epoll_pwait(
             return 0;
         }
     }
+}
+
+/// `epoll_pwait2`: as [`epoll_pwait`], its timeout rounded up to whole milliseconds when the
+/// set holds engine sockets.
+///
+/// # Safety
+/// As `epoll_pwait2(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait2(
+    ep: c_int,
+    evs: *mut libc::epoll_event,
+    max: c_int,
+    timeout: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    if set_of(ep).is_none() {
+        // SAFETY: passed through.
+        return unsafe { real::epoll_pwait2(ep, evs, max, timeout, mask) };
+    }
+    let ms = if timeout.is_null() {
+        -1
+    } else {
+        // SAFETY: the caller's timespec.
+        let t = unsafe { std::ptr::read_unaligned(timeout) };
+        if t.tv_sec < 0 || !(0..1_000_000_000).contains(&t.tv_nsec) {
+            return fail(libc::EINVAL);
+        }
+        let ms = (t.tv_sec as u64)
+            .saturating_mul(1000)
+            .saturating_add((t.tv_nsec as u64).div_ceil(1_000_000));
+        ms.min(c_int::MAX as u64) as c_int
+    };
+    // SAFETY: the caller's arguments, as epoll_pwait takes them.
+    unsafe { epoll_pwait(ep, evs, max, ms, mask) }
 }

@@ -12,10 +12,36 @@ use crate::calls::errno_of;
 use crate::real::{self, fail};
 use crate::sock::{self, Sock, State};
 
+/// How a receive call goes.
+#[derive(Clone, Copy)]
+struct RecvFlags {
+    /// Never wait (`O_NONBLOCK` or `MSG_DONTWAIT`).
+    nonblock: bool,
+    /// Leave the bytes in place (`MSG_PEEK`).
+    peek: bool,
+    /// Wait until every buffer is full, or the stream ends, fails or times out
+    /// (`MSG_WAITALL`).
+    waitall: bool,
+}
+
+impl RecvFlags {
+    fn of(s: &Sock, flags: c_int) -> RecvFlags {
+        RecvFlags {
+            nonblock: nonblocking(s, flags),
+            peek: flags & libc::MSG_PEEK != 0,
+            waitall: flags & libc::MSG_WAITALL != 0 && flags & libc::MSG_PEEK == 0,
+        }
+    }
+}
+
 /// Read from an engine socket into `bufs`: what is there now, waiting (unless nonblocking)
-/// while nothing is. `peek` leaves the bytes in place.
-fn recv_into(s: &Arc<Sock>, bufs: &mut [&mut [u8]], nonblock: bool, peek: bool) -> isize {
+/// while nothing is, until `SO_RCVTIMEO` runs out (then `EAGAIN`, as Linux). With
+/// `MSG_WAITALL` it waits on until the buffers are full; the end of the stream, an error or
+/// the timeout then return what was read so far.
+fn recv_into(s: &Arc<Sock>, bufs: &mut [&mut [u8]], how: RecvFlags) -> isize {
     let want: usize = bufs.iter().map(|b| b.len()).sum();
+    let deadline = Sock::deadline(&s.rcv_timeout);
+    let mut total = 0usize;
     loop {
         {
             let mut state = s.lock();
@@ -25,7 +51,7 @@ fn recv_into(s: &Arc<Sock>, bufs: &mut [&mut [u8]], nonblock: bool, peek: bool) 
             if want == 0 {
                 return 0;
             }
-            let mut total = 0usize;
+            let before = total;
             let mut result: Option<io::Result<()>> = None;
             // Up to two slices: the readable bytes may wrap around the ring.
             for _ in 0..2 {
@@ -45,22 +71,23 @@ fn recv_into(s: &Arc<Sock>, bufs: &mut [&mut [u8]], nonblock: bool, peek: bool) 
                             break;
                         }
                     }
-                    (if peek { 0 } else { off }, off)
+                    (if how.peek { 0 } else { off }, off)
                 });
                 match r {
                     Ok(0) => {
+                        // The end of the stream (or nothing yet: that is WouldBlock).
                         result.get_or_insert(Ok(()));
                         break;
                     }
                     Ok(n) => {
                         total += n;
                         result = Some(Ok(()));
-                        if total == want || peek {
+                        if total == want || how.peek {
                             break;
                         }
                     }
                     Err(e) => {
-                        if total == 0 {
+                        if total == before {
                             result = Some(Err(e));
                         }
                         break;
@@ -68,8 +95,10 @@ fn recv_into(s: &Arc<Sock>, bufs: &mut [&mut [u8]], nonblock: bool, peek: bool) 
                 }
             }
             match result {
+                Some(Ok(())) if how.waitall && total < want && total > before => {}
                 Some(Ok(())) => return total as isize,
                 Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Some(Err(_)) if total > 0 => return total as isize,
                 Some(Err(e)) => {
                     s.error_taken.store(true, Ordering::Relaxed);
                     return fail(errno_of(&e)) as isize;
@@ -77,17 +106,29 @@ fn recv_into(s: &Arc<Sock>, bufs: &mut [&mut [u8]], nonblock: bool, peek: bool) 
                 None => return total as isize,
             }
         }
-        if nonblock {
+        if how.nonblock {
+            if total > 0 {
+                return total as isize;
+            }
             s.used_up(libc::POLLIN);
             return fail(libc::EAGAIN) as isize;
         }
-        s.wait(libc::POLLIN | libc::POLLRDHUP, None);
+        if s.wait(libc::POLLIN | libc::POLLRDHUP, deadline) == 0 {
+            // SO_RCVTIMEO ran out.
+            return if total > 0 {
+                total as isize
+            } else {
+                fail(libc::EAGAIN) as isize
+            };
+        }
     }
 }
 
-/// Write `bufs` to an engine socket: all of it when blocking, what fits when not.
+/// Write `bufs` to an engine socket: all of it when blocking (until `SO_SNDTIMEO` runs out),
+/// what fits when not.
 fn send_from(s: &Arc<Sock>, bufs: &[&[u8]], nonblock: bool, nosignal: bool) -> isize {
     let want: usize = bufs.iter().map(|b| b.len()).sum();
+    let deadline = Sock::deadline(&s.snd_timeout);
     let mut total = 0usize;
     loop {
         {
@@ -136,7 +177,14 @@ fn send_from(s: &Arc<Sock>, bufs: &[&[u8]], nonblock: bool, nosignal: bool) -> i
             s.used_up(libc::POLLOUT);
             return fail(libc::EAGAIN) as isize;
         }
-        s.wait(libc::POLLOUT, None);
+        if s.wait(libc::POLLOUT, deadline) == 0 {
+            // SO_SNDTIMEO ran out: what went so far, or EAGAIN (as Linux).
+            return if total > 0 {
+                total as isize
+            } else {
+                fail(libc::EAGAIN) as isize
+            };
+        }
     }
 }
 
@@ -181,13 +229,7 @@ unsafe fn iovecs<'a>(iov: *const libc::iovec, n: c_int) -> Option<Vec<&'a [u8]>>
 ///
 /// # Safety
 /// `iov` points to `n` iovecs of writable memory.
-unsafe fn recv_iovecs(
-    s: &Arc<Sock>,
-    iov: *const libc::iovec,
-    n: c_int,
-    nonblock: bool,
-    peek: bool,
-) -> isize {
+unsafe fn recv_iovecs(s: &Arc<Sock>, iov: *const libc::iovec, n: c_int, how: RecvFlags) -> isize {
     // SAFETY: the caller's iovecs.
     let Some(parts) = (unsafe { iovec_parts(iov, n) }) else {
         return fail(libc::EINVAL) as isize;
@@ -204,14 +246,14 @@ unsafe fn recv_iovecs(
             // disjoint.
             .map(|(p, len)| unsafe { std::slice::from_raw_parts_mut(p, len) })
             .collect();
-        return recv_into(s, &mut bufs, nonblock, peek);
+        return recv_into(s, &mut bufs, how);
     }
     let total = parts
         .iter()
         .map(|p| p.1)
         .fold(0usize, usize::saturating_add);
     let mut tmp = vec![0u8; total.min(1 << 20)];
-    let got = recv_into(s, &mut [&mut tmp[..]], nonblock, peek);
+    let got = recv_into(s, &mut [&mut tmp[..]], how);
     if got > 0 {
         let mut off = 0;
         for (p, len) in parts {
@@ -332,8 +374,7 @@ pub unsafe extern "C" fn recvfrom(
     let r = recv_into(
         &s,
         std::slice::from_mut(&mut slice),
-        nonblocking(&s, flags),
-        flags & libc::MSG_PEEK != 0,
+        RecvFlags::of(&s, flags),
     );
     if r >= 0 && !addr.is_null() && !len.is_null() {
         // A connected TCP socket reports no source address.
@@ -374,9 +415,9 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const libc::iovec, n: c_int) -> 
         // SAFETY: passed through.
         return unsafe { real::readv(fd, iov, n) };
     };
-    let nonblock = nonblocking(&s, 0);
+    let how = RecvFlags::of(&s, 0);
     // SAFETY: the caller's iovecs.
-    unsafe { recv_iovecs(&s, iov, n, nonblock, false) }
+    unsafe { recv_iovecs(&s, iov, n, how) }
 }
 
 /// `recvmsg` (no ancillary data on a TCP socket of the engine).
@@ -398,9 +439,9 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
     m.msg_controllen = 0;
     m.msg_flags = 0;
     let (iov, n) = (m.msg_iov, c_int::try_from(m.msg_iovlen).unwrap_or(-1));
-    let nonblock = nonblocking(&s, flags);
+    let how = RecvFlags::of(&s, flags);
     // SAFETY: the caller's iovecs.
-    unsafe { recv_iovecs(&s, iov, n, nonblock, flags & libc::MSG_PEEK != 0) }
+    unsafe { recv_iovecs(&s, iov, n, how) }
 }
 
 /// `write`.

@@ -37,15 +37,18 @@
 //!
 //! `bind`, `listen`, `accept`/`accept4`, `connect` (blocking, and nonblocking with
 //! `EINPROGRESS` and `SO_ERROR`), `read`/`readv`/`recv`/`recvfrom`/`recvmsg` (with
-//! `MSG_PEEK`, `MSG_DONTWAIT`), `write`/`writev`/`send`/`sendto`/`sendmsg` (`EPIPE` and
-//! `SIGPIPE` unless `MSG_NOSIGNAL`), `close`, `shutdown`, `dup`/`dup2`/`dup3`,
-//! `fcntl` (`O_NONBLOCK`, `F_DUPFD`), `ioctl` (`FIONREAD`, `FIONBIO`), `setsockopt`/
-//! `getsockopt`, `getsockname`/`getpeername`, `sendfile`, `poll`/`ppoll`, `select`/`pselect`,
-//! `epoll_ctl`/`epoll_wait`/`epoll_pwait` (level- and edge-triggered, one-shot), and the
-//! fortified `__read_chk`, `__recv_chk`, `__recvfrom_chk`, `__poll_chk`.
+//! `MSG_PEEK`, `MSG_DONTWAIT`, `MSG_WAITALL`), `write`/`writev`/`send`/`sendto`/`sendmsg`
+//! (`EPIPE` and `SIGPIPE` unless `MSG_NOSIGNAL`), `close`, `close_range`, `shutdown`,
+//! `dup`/`dup2`/`dup3`, `fcntl` (`O_NONBLOCK`, `F_DUPFD`), `ioctl` (`FIONREAD`, `FIONBIO`),
+//! `setsockopt`/`getsockopt` (`SO_RCVTIMEO`/`SO_SNDTIMEO` bound blocking calls),
+//! `getsockname`/`getpeername`, `sendfile`, `poll`/`ppoll`, `select`/`pselect`,
+//! `epoll_ctl`/`epoll_wait`/`epoll_pwait`/`epoll_pwait2` (level- and edge-triggered,
+//! one-shot), and the fortified `__read_chk`, `__recv_chk`, `__recvfrom_chk`, `__poll_chk`.
 //!
 //! After `fork` the child's engine sockets are let go of: the engine runs in the parent,
-//! and the child's descriptors fail as unconnected sockets do.
+//! and the child's descriptors fail as unconnected sockets do. In service mode the child
+//! also closes its copies of the service's sockets, so the parent's session ends with the
+//! parent.
 //!
 //! This crate is the socket edge of the engine: a foreign-function boundary, so its calls
 //! are `unsafe extern "C"` functions, each unsafe block with its reason.

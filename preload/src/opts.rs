@@ -2,8 +2,8 @@
 //!
 //! Options go to the placeholder kernel socket as well, which keeps them: `getsockopt`
 //! then reads back what was set (buffer sizes as Linux reports them, `TCP_NODELAY`, ...).
-//! The engine acts on `SO_KEEPALIVE` (with Linux's default timing); it sends every segment
-//! at once whatever `TCP_NODELAY` says.
+//! The engine acts on `SO_KEEPALIVE` (with Linux's default timing), and blocking calls on
+//! `SO_RCVTIMEO`/`SO_SNDTIMEO`; it sends every segment at once whatever `TCP_NODELAY` says.
 
 use std::sync::atomic::Ordering;
 
@@ -29,6 +29,23 @@ pub unsafe extern "C" fn setsockopt(
     // SAFETY: passed through (for an engine socket: its placeholder keeps the option).
     let r = unsafe { real::setsockopt(fd, level, name, val, len) };
     if let Some(s) = sock::get(fd) {
+        if level == libc::SOL_SOCKET
+            && (name == libc::SO_RCVTIMEO || name == libc::SO_SNDTIMEO)
+            && r == 0
+        {
+            // The kernel accepted a timeval here; it reads back from the placeholder.
+            // SAFETY: as above.
+            let tv = unsafe { std::ptr::read_unaligned(val.cast::<libc::timeval>()) };
+            let us = (tv.tv_sec.max(0) as u64)
+                .saturating_mul(1_000_000)
+                .saturating_add(tv.tv_usec.max(0) as u64);
+            let slot = if name == libc::SO_RCVTIMEO {
+                &s.rcv_timeout
+            } else {
+                &s.snd_timeout
+            };
+            slot.store(us, Ordering::Relaxed);
+        }
         if level == libc::SOL_SOCKET && name == libc::SO_KEEPALIVE && r == 0 {
             // SAFETY: the kernel accepted an int here.
             let on = unsafe { std::ptr::read_unaligned(val.cast::<c_int>()) } != 0;

@@ -65,6 +65,8 @@ real! {
     epoll_create1(flags: c_int) -> c_int;
     epoll_ctl(ep: c_int, op: c_int, fd: c_int, ev: *mut libc::epoll_event) -> c_int;
     epoll_pwait(ep: c_int, evs: *mut libc::epoll_event, max: c_int, timeout: c_int, mask: *const libc::sigset_t) -> c_int;
+    close_range(first: libc::c_uint, last: libc::c_uint, flags: c_int) -> c_int;
+    epoll_pwait2(ep: c_int, evs: *mut libc::epoll_event, max: c_int, timeout: *const libc::timespec, mask: *const libc::sigset_t) -> c_int;
 }
 
 /// The C library's `fcntl` (variadic: one integer or pointer argument).

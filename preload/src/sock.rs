@@ -49,6 +49,10 @@ pub struct Sock {
     pub edge_room: AtomicU64,
     /// The local address of a listener.
     pub local: Mutex<Option<SocketAddrV4>>,
+    /// `SO_RCVTIMEO` in microseconds (0: wait without end), for receives and accepts.
+    pub rcv_timeout: AtomicU64,
+    /// `SO_SNDTIMEO` in microseconds (0: wait without end), for sends.
+    pub snd_timeout: AtomicU64,
 }
 
 impl Sock {
@@ -67,7 +71,18 @@ impl Sock {
             edge_arrived: AtomicU64::new(0),
             edge_room: AtomicU64::new(0),
             local: Mutex::new(local),
+            rcv_timeout: AtomicU64::new(0),
+            snd_timeout: AtomicU64::new(0),
         })
+    }
+
+    /// When a blocking call that starts now gives up, for a timeout option (`rcv_timeout`
+    /// or `snd_timeout`); `None` to wait without end.
+    pub fn deadline(timeout: &AtomicU64) -> Option<Instant> {
+        match timeout.load(Ordering::Relaxed) {
+            0 => None,
+            us => Instant::now().checked_add(std::time::Duration::from_micros(us)),
+        }
     }
 
     /// Lock the state.
@@ -223,6 +238,19 @@ pub fn remove(fd: c_int) -> Option<Arc<Sock>> {
         OWNED[w].fetch_and(!b, Ordering::Release);
     }
     t.as_mut()?.remove(&fd)
+}
+
+/// The engine sockets numbered `first..=last`.
+pub fn in_range(first: c_int, last: c_int) -> Vec<c_int> {
+    let t = TABLE.read().unwrap_or_else(|p| p.into_inner());
+    t.as_ref()
+        .map(|m| {
+            m.keys()
+                .copied()
+                .filter(|fd| (first..=last).contains(fd))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// At exit: every engine socket still open, taken out of the table (the kernel closes a

@@ -277,3 +277,88 @@ def _():
     os.close(r)
     os.close(w)
     return " ".join(sorted(seen))
+
+
+@case("SO_RCVTIMEO and SO_SNDTIMEO: a recv with nothing to read gives up after the timeout")
+def _():
+    s = socket.create_connection((PEER, 7005), timeout=5)
+    s.settimeout(None)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 200000))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 1, 0))
+    back = struct.unpack("ll", s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16))
+    t = time.time()
+    try:
+        s.recv(10)
+        out = "data"
+    except OSError as e:
+        out = err(e)
+    waited = time.time() - t
+    sent = s.send(b"ping")
+    s.close()
+    return f"{out} after the timeout: {0.15 <= waited < 2}, option reads back {back}, send {sent}"
+
+
+@case("MSG_WAITALL waits for the whole buffer across two arrivals")
+def _():
+    import threading
+    s = socket.create_connection((PEER, 7005), timeout=5)
+    s.settimeout(None)
+    s.sendall(b"ab")
+    t = threading.Timer(0.2, lambda: s.sendall(b"cd"))
+    t.start()
+    got = s.recv(4, socket.MSG_WAITALL)
+    t.join()
+    s.close()
+    return f"{got!r}"
+
+
+@case("epoll_pwait2 with a ready socket, then with a timeout")
+def _():
+    import ctypes
+
+    class Timespec(ctypes.Structure):
+        _fields_ = [("sec", ctypes.c_long), ("nsec", ctypes.c_long)]
+
+    class Event(ctypes.Structure):
+        _pack_ = 1
+        _fields_ = [("events", ctypes.c_uint32), ("data", ctypes.c_uint64)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    s = hello()
+    ep = select.epoll()
+    ep.register(s, select.EPOLLIN)
+    evs = (Event * 4)()
+    first = libc.epoll_pwait2(ep.fileno(), evs, 4, ctypes.byref(Timespec(1, 0)), None)
+    what = (evs[0].events & select.EPOLLIN != 0, evs[0].data & 0xFFFFFFFF == s.fileno())
+    s.recv(100)
+    t = time.time()
+    second = libc.epoll_pwait2(ep.fileno(), evs, 4, ctypes.byref(Timespec(0, 200_000_000)), None)
+    waited = time.time() - t
+    bad = libc.epoll_pwait2(ep.fileno(), evs, 4, ctypes.byref(Timespec(0, 2_000_000_000)), None)
+    e = ctypes.get_errno()
+    ep.close()
+    s.close()
+    return f"{first} {what}, then {second} after the timeout: {0.15 <= waited < 2}; bad timeout: {bad} {errno.errorcode.get(e)}"
+
+
+@case("close_range closes an engine socket: its number is a fresh socket again")
+def _():
+    import os
+    s = socket.create_connection((PEER, 7005), timeout=5)
+    old_port = s.getsockname()[1]
+    fd = s.detach()
+    os.closerange(fd, fd + 1)
+    try:
+        os.fstat(fd)
+        gone = False
+    except OSError:
+        gone = True
+    s2 = socket.socket()
+    same = s2.fileno() == fd
+    s2.settimeout(5)
+    s2.connect((PEER, 7005))
+    s2.sendall(b"again")
+    got = s2.recv(5)
+    new_conn = s2.getsockname()[1] != old_port
+    s2.close()
+    return f"closed {gone}, number reused {same}, a new connection {new_conn}, echo {got!r}"
