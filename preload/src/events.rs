@@ -519,15 +519,7 @@ pub fn sets_in_range(first: c_int, last: c_int) -> Vec<c_int> {
     if !ANY_EPOLL.load(Ordering::Acquire) {
         return Vec::new();
     }
-    epolls()
-        .as_ref()
-        .map(|m| {
-            m.keys()
-                .copied()
-                .filter(|fd| (first..=last).contains(fd))
-                .collect()
-        })
-        .unwrap_or_default()
+    sock::keys_in(epolls().as_ref(), first, last)
 }
 
 /// `epoll_ctl`: engine sockets are kept here, everything else in the kernel's set.

@@ -242,15 +242,22 @@ pub fn remove(fd: c_int) -> Option<Arc<Sock>> {
 
 /// The engine sockets numbered `first..=last`.
 pub fn in_range(first: c_int, last: c_int) -> Vec<c_int> {
-    let t = TABLE.read().unwrap_or_else(|p| p.into_inner());
-    t.as_ref()
-        .map(|m| {
-            m.keys()
-                .copied()
-                .filter(|fd| (first..=last).contains(fd))
-                .collect()
-        })
-        .unwrap_or_default()
+    keys_in(
+        TABLE.read().unwrap_or_else(|p| p.into_inner()).as_ref(),
+        first,
+        last,
+    )
+}
+
+/// The descriptors of `map` numbered `first..=last`.
+pub fn keys_in<V>(map: Option<&HashMap<c_int, V>>, first: c_int, last: c_int) -> Vec<c_int> {
+    map.map(|m| {
+        m.keys()
+            .copied()
+            .filter(|fd| (first..=last).contains(fd))
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// At exit: every engine socket still open, taken out of the table (the kernel closes a
