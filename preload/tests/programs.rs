@@ -50,8 +50,9 @@ fn mc_request(s: &mut TcpStream, req: &[u8], end: &[u8]) -> Vec<u8> {
 }
 
 /// Unmodified memcached (two worker threads, epoll through libevent) on the engine `env`
-/// selects: `memcslap` loads it from Linux, and a checking client stores and reads back
-/// 2000 keys of varied sizes over 8 connections, every reply compared.
+/// selects: `memcslap` and `memcaslap` (memaslap, verifying every value) load it from Linux,
+/// and a checking client stores and reads back 2000 keys of varied sizes over 8
+/// connections, every reply compared.
 fn memcached_checked(lab: &VethLab, env: &[(&str, String)]) {
     let ip = lab.engine_ip.to_string();
     let _srv = spawn(command(
@@ -101,6 +102,36 @@ fn memcached_checked(lab: &VethLab, env: &[(&str, String)]) {
             "{text}"
         );
     }
+    // memaslap (Debian's `memcaslap`): 90% get, 10% set over 8 connections for two seconds,
+    // every value it gets back verified against what it set.
+    let o = command(
+        &lab.linux,
+        &[],
+        None,
+        &[
+            "timeout",
+            "60",
+            "memcaslap",
+            &format!("--servers={ip}:11211"),
+            "--concurrency=8",
+            "--threads=1",
+            "--time=2s",
+            "--verify=1.0",
+        ],
+    )
+    .output()
+    .unwrap();
+    let text =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    eprintln!("memcaslap:\n{text}");
+    let count = |name: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(name)?.trim().parse().ok())
+    };
+    assert!(o.status.success(), "{text}");
+    assert!(count("cmd_get:").is_some_and(|n| n > 1000), "{text}");
+    assert_eq!(count("verify_failed:"), Some(0), "{text}");
+    assert_eq!(count("verify_misses:"), Some(0), "{text}");
     let checked = in_netns(&lab.linux.0, move || {
         let clients: Vec<_> = (0..8u64)
             .map(|c| {
@@ -143,7 +174,7 @@ fn memcached_checked(lab: &VethLab, env: &[(&str, String)]) {
 /// memcached on the engine's AF_XDP backend (see [`memcached_checked`]).
 #[test]
 fn memcached_on_the_engine_serves_memcslap_and_checked_clients() {
-    if !have(&["memcached", "memcslap"]) {
+    if !have(&["memcached", "memcslap", "memcaslap"]) {
         return;
     }
     let Some(lab) = VethLab::new() else { return };
@@ -157,7 +188,7 @@ fn memcached_on_the_engine_serves_memcslap_and_checked_clients() {
 #[cfg(feature = "dpdk")]
 #[test]
 fn memcached_on_dpdk_serves_memcslap_and_checked_clients() {
-    if !have(&["memcached", "memcslap"]) {
+    if !have(&["memcached", "memcslap", "memcaslap"]) {
         return;
     }
     let Some(lab) = VethLab::new() else { return };
@@ -320,6 +351,36 @@ fn redis_on_the_engine_serves_redis_benchmark_and_checked_clients() {
         .collect();
     eprintln!("{}", done.join("\n"));
     assert!(o.status.success() && done.len() == 5, "{text}");
+    // memaslap (Debian's `memcaslap`): 90% get, 10% set over 8 connections for two seconds,
+    // every value it gets back verified against what it set.
+    let o = command(
+        &lab.linux,
+        &[],
+        None,
+        &[
+            "timeout",
+            "60",
+            "memcaslap",
+            &format!("--servers={ip}:11211"),
+            "--concurrency=8",
+            "--threads=1",
+            "--time=2s",
+            "--verify=1.0",
+        ],
+    )
+    .output()
+    .unwrap();
+    let text =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    eprintln!("memcaslap:\n{text}");
+    let count = |name: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(name)?.trim().parse().ok())
+    };
+    assert!(o.status.success(), "{text}");
+    assert!(count("cmd_get:").is_some_and(|n| n > 1000), "{text}");
+    assert_eq!(count("verify_failed:"), Some(0), "{text}");
+    assert_eq!(count("verify_misses:"), Some(0), "{text}");
     let checked = in_netns(&lab.linux.0, move || {
         let clients: Vec<_> = (0..8u64)
             .map(|c| {
