@@ -136,7 +136,9 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
             if kernel_tcp4(fd) {
                 if let Some(st) = stack().filter(|st| st.cfg.binds(*a.ip())) {
                     let local = SocketAddrV4::new(st.cfg.ip, a.port());
-                    sock::insert(fd, Sock::new(State::Bound(local), kernel_nonblock(fd)));
+                    let s = Sock::new(State::Bound(local), kernel_nonblock(fd));
+                    crate::opts::timeouts_from_kernel(fd, &s);
+                    sock::insert(fd, s);
                     return 0;
                 }
             }
@@ -243,10 +245,9 @@ pub unsafe extern "C" fn accept4(
     }
     // SAFETY: the caller's buffers.
     unsafe { put_inet(stream.peer_addr(), addr, len) };
-    sock::insert(
-        nfd,
-        Sock::new(State::Stream(stream), flags & libc::SOCK_NONBLOCK != 0),
-    );
+    let ns = Sock::new(State::Stream(stream), flags & libc::SOCK_NONBLOCK != 0);
+    crate::opts::inherit_timeouts(&s, nfd, &ns);
+    sock::insert(nfd, ns);
     crate::client::debug(&format!("accept({fd}) = {nfd}"));
     nfd
 }
@@ -269,6 +270,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
                         State::Bound(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
                         kernel_nonblock(fd),
                     );
+                    crate::opts::timeouts_from_kernel(fd, &s);
                     sock::insert(fd, s.clone());
                     s
                 }
@@ -322,7 +324,11 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         s.connect_unreported.store(true, Ordering::Relaxed);
         return fail(libc::EINPROGRESS);
     }
-    s.wait(libc::POLLOUT, None);
+    if s.wait(libc::POLLOUT, Sock::deadline(&s.snd_timeout)) == 0 {
+        // SO_SNDTIMEO ran out: the connection goes on, as a nonblocking one would.
+        s.connect_unreported.store(true, Ordering::Relaxed);
+        return fail(libc::EINPROGRESS);
+    }
     let status = match &*s.lock() {
         State::Stream(stream) => stream.status(),
         _ => ConnStatus::Reset,
@@ -357,6 +363,11 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
             return fail(libc::EBADF);
         }
     }
+    if sock::get(fd).is_some() && engine::in_vfork_child() {
+        // A child of vfork closes its own descriptor; the parent's engine socket stays.
+        // SAFETY: passed through.
+        return unsafe { real::close(fd) };
+    }
     // Out of our epoll sets (or gone as one of them).
     crate::events::forget_fd(fd);
     if sock::get(fd).is_some() {
@@ -368,8 +379,11 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 }
 
 /// `close_range`: the engine sockets and epoll sets in the range are closed as `close`
-/// closes them, then the kernel closes the range (with `CLOSE_RANGE_CLOEXEC` nothing closes
-/// now). The library's own descriptors get no protection here: a program that closes every
+/// closes them, then the kernel closes the range. With `CLOSE_RANGE_CLOEXEC` nothing closes
+/// now, and with `CLOSE_RANGE_UNSHARE` only the caller's private copy of the descriptor
+/// table does; unknown flags are the kernel's to refuse. A child of `vfork` shares the
+/// parent's memory, and its closes are its own: the parent's engine sockets stay. The
+/// library's own descriptors get no protection here: a program that closes every
 /// descriptor it did not open (a child before `exec` does) has no engine to talk to anyway.
 ///
 /// # Safety
@@ -380,7 +394,14 @@ pub unsafe extern "C" fn close_range(
     last: libc::c_uint,
     flags: c_int,
 ) -> c_int {
-    if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 && first <= last {
+    let only_cloexec = libc::CLOSE_RANGE_CLOEXEC as c_int;
+    let known = only_cloexec | libc::CLOSE_RANGE_UNSHARE as c_int;
+    if flags & !known == 0
+        && flags == 0
+        && first <= last
+        && engine::started().is_some()
+        && !engine::in_vfork_child()
+    {
         let lo = c_int::try_from(first).unwrap_or(c_int::MAX);
         let hi = c_int::try_from(last).unwrap_or(c_int::MAX);
         let mut fds = sock::in_range(lo, hi);
@@ -471,7 +492,7 @@ pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
     let from = sock::get(fd);
     // SAFETY: passed through.
     let r = unsafe { real::dup3(fd, to, flags) };
-    if r >= 0 {
+    if r >= 0 && (from.is_some() || sock::get(to).is_some()) && !engine::in_vfork_child() {
         // `to` was closed by the kernel: so is whatever engine socket it was.
         if sock::get(to).is_some() {
             crate::events::forget_fd(to);

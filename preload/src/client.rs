@@ -180,9 +180,10 @@ impl Client {
     /// child's other threads are gone, and may have held any lock.
     pub fn leave_in_child(&self) {
         for fd in self.owned {
+            // The system call itself: async-signal-safe, no symbol lookup and no lock.
             // SAFETY: the child's copy of one of our descriptors; nothing in the child uses
             // it any more (`started()` is `None` after a fork).
-            unsafe { crate::real::close(fd) };
+            unsafe { libc::syscall(libc::SYS_close, fd as libc::c_long) };
         }
     }
 
@@ -250,6 +251,12 @@ impl Client {
 
     /// Listen on `port`; returns the listener.
     pub fn listen(self: &Arc<Self>, port: u16, backlog: usize) -> Result<RemoteListener, i32> {
+        // The queue table stays locked until the new listener is in it: the service's first
+        // report of its queue may come before the reply is read here, and the event thread
+        // waits for the entry instead of dropping the report. Only this call takes the
+        // request lock while holding this one, and the event thread never takes the
+        // request lock: no lock-order cycle.
+        let mut table = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let (r, _) = self.request(
             Msg {
                 op: op::LISTEN,
@@ -260,10 +267,8 @@ impl Client {
             true,
         )?;
         let pending = Arc::new(AtomicU64::new(0));
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(r.a, pending.clone());
+        table.insert(r.a, pending.clone());
+        drop(table);
         Ok(RemoteListener {
             client: self.clone(),
             id: r.a,
@@ -313,6 +318,10 @@ pub struct RemoteListener {
 /// unless a later report is kept already: the accept replies and the events come on two
 /// sockets, read by two threads, in either order.
 fn note_pending(p: &AtomicU64, seq: u32, count: u32) {
+    if seq == 0 {
+        // No report (a reply about no listener); the service numbers from 1 and skips 0.
+        return;
+    }
     let _ = p.fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
         let newer = seq.wrapping_sub((old >> 32) as u32) as i32 > 0;
         newer.then_some((u64::from(seq) << 32) | u64::from(count))

@@ -229,6 +229,19 @@ static STACK: OnceLock<Option<Stack>> = OnceLock::new();
 /// Set in a child after `fork`: the engine's threads stayed in the parent.
 static FORKED: AtomicBool = AtomicBool::new(false);
 
+/// The process that started the engine.
+static ENGINE_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Whether this is a child of `vfork` (or `posix_spawn`, or `clone(CLONE_VM)`): it runs on
+/// the parent's memory, the engine's tables included, until it calls `exec`, but its
+/// descriptors are its own. Its closes must leave the parent's engine sockets alone. (A
+/// system call: asked only where an engine socket is at stake.)
+pub fn in_vfork_child() -> bool {
+    let pid = ENGINE_PID.load(Ordering::Relaxed);
+    // SAFETY: getpid takes no arguments.
+    pid != 0 && unsafe { libc::getpid() } != pid
+}
+
 extern "C" fn in_child() {
     FORKED.store(true, Ordering::SeqCst);
     // The service's sockets stay the parent's: a child that kept them would keep its
@@ -284,6 +297,8 @@ pub fn configured() -> bool {
 }
 
 fn start(cfg: Config) -> Result<Stack, String> {
+    // SAFETY: getpid takes no arguments.
+    ENGINE_PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
     // SAFETY: registers a handler that only stores to atomics and forgets the table.
     unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
     if let Some(path) = &cfg.service {

@@ -191,36 +191,54 @@ fn send_from(s: &Arc<Sock>, bufs: &[&[u8]], nonblock: bool, nosignal: bool) -> i
 /// The iovecs of a call as `(base, len)`, empty ones left out; `None` for a bad count.
 ///
 /// # Safety
-/// `iov` points to `n` iovecs.
-unsafe fn iovec_parts(iov: *const libc::iovec, n: c_int) -> Option<Vec<(*mut u8, usize)>> {
-    if !(0..=libc::UIO_MAXIOV).contains(&n) || (n > 0 && iov.is_null()) {
-        return None;
+/// `iov` points to `n` iovecs. Errors: `EINVAL` for a bad count or a total past `isize`,
+/// `EFAULT` for a missing array or buffer.
+unsafe fn iovec_parts(iov: *const libc::iovec, n: c_int) -> Result<Vec<(*mut u8, usize)>, c_int> {
+    if !(0..=libc::UIO_MAXIOV).contains(&n) {
+        return Err(libc::EINVAL);
+    }
+    if n > 0 && iov.is_null() {
+        return Err(libc::EFAULT);
     }
     let mut v = Vec::with_capacity(n as usize);
+    let mut total = 0usize;
     for i in 0..n as usize {
         // SAFETY: within the caller's `n` iovecs.
         let e = unsafe { *iov.add(i) };
         if e.iov_len > 0 {
+            if e.iov_base.is_null() {
+                return Err(libc::EFAULT);
+            }
+            total = total.saturating_add(e.iov_len);
+            if total > isize::MAX as usize {
+                return Err(libc::EINVAL);
+            }
             v.push((e.iov_base.cast::<u8>(), e.iov_len));
         }
     }
-    Some(v)
+    Ok(v)
+}
+
+/// The iovec count of a `msghdr` (Linux refuses more than `UIO_MAXIOV` with `EMSGSIZE`).
+fn msg_iovlen(m: &msghdr) -> Result<c_int, c_int> {
+    c_int::try_from(m.msg_iovlen)
+        .ok()
+        .filter(|n| *n <= libc::UIO_MAXIOV)
+        .ok_or(libc::EMSGSIZE)
 }
 
 /// The iovecs of a write as slices (shared: they may overlap).
 ///
 /// # Safety
 /// `iov` points to `n` iovecs of readable memory.
-unsafe fn iovecs<'a>(iov: *const libc::iovec, n: c_int) -> Option<Vec<&'a [u8]>> {
+unsafe fn iovecs<'a>(iov: *const libc::iovec, n: c_int) -> Result<Vec<&'a [u8]>, c_int> {
     // SAFETY: the caller's iovecs, each readable for its length.
     let parts = unsafe { iovec_parts(iov, n) }?;
-    Some(
-        parts
-            .into_iter()
-            // SAFETY: the caller's buffer of `len` bytes.
-            .map(|(p, len)| unsafe { std::slice::from_raw_parts(p.cast_const(), len) })
-            .collect(),
-    )
+    Ok(parts
+        .into_iter()
+        // SAFETY: the caller's buffer of `len` bytes.
+        .map(|(p, len)| unsafe { std::slice::from_raw_parts(p.cast_const(), len) })
+        .collect())
 }
 
 /// Receive into the iovecs of a read. Buffers that overlap (legal, if odd: the kernel fills
@@ -231,8 +249,9 @@ unsafe fn iovecs<'a>(iov: *const libc::iovec, n: c_int) -> Option<Vec<&'a [u8]>>
 /// `iov` points to `n` iovecs of writable memory.
 unsafe fn recv_iovecs(s: &Arc<Sock>, iov: *const libc::iovec, n: c_int, how: RecvFlags) -> isize {
     // SAFETY: the caller's iovecs.
-    let Some(parts) = (unsafe { iovec_parts(iov, n) }) else {
-        return fail(libc::EINVAL) as isize;
+    let parts = match unsafe { iovec_parts(iov, n) } {
+        Ok(p) => p,
+        Err(e) => return fail(e) as isize,
     };
     let mut spans: Vec<(usize, usize)> = parts
         .iter()
@@ -438,7 +457,11 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
     m.msg_namelen = 0;
     m.msg_controllen = 0;
     m.msg_flags = 0;
-    let (iov, n) = (m.msg_iov, c_int::try_from(m.msg_iovlen).unwrap_or(-1));
+    let n = match msg_iovlen(m) {
+        Ok(n) => n,
+        Err(e) => return fail(e) as isize,
+    };
+    let iov = m.msg_iov;
     let how = RecvFlags::of(&s, flags);
     // SAFETY: the caller's iovecs.
     unsafe { recv_iovecs(&s, iov, n, how) }
@@ -513,8 +536,9 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const libc::iovec, n: c_int) ->
         return unsafe { real::writev(fd, iov, n) };
     };
     // SAFETY: the caller's iovecs.
-    let Some(bufs) = (unsafe { iovecs(iov, n) }) else {
-        return fail(libc::EINVAL) as isize;
+    let bufs = match unsafe { iovecs(iov, n) } {
+        Ok(b) => b,
+        Err(e) => return fail(e) as isize,
     };
     send_from(&s, &bufs, nonblocking(&s, 0), false)
 }
@@ -535,9 +559,9 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
     // SAFETY: the caller's msghdr.
     let m = unsafe { &*msg };
     // SAFETY: the caller's iovecs.
-    let Some(bufs) = (unsafe { iovecs(m.msg_iov, c_int::try_from(m.msg_iovlen).unwrap_or(-1)) })
-    else {
-        return fail(libc::EINVAL) as isize;
+    let bufs = match msg_iovlen(m).and_then(|n| unsafe { iovecs(m.msg_iov, n) }) {
+        Ok(b) => b,
+        Err(e) => return fail(e) as isize,
     };
     send_from(
         &s,

@@ -12,7 +12,7 @@ use libc::{c_int, c_void, sockaddr, socklen_t};
 
 use crate::calls::{put_inet, status_errno};
 use crate::real::{self, fail};
-use crate::sock::{self, State};
+use crate::sock::{self, Sock, State};
 
 /// `setsockopt`.
 ///
@@ -36,15 +36,12 @@ pub unsafe extern "C" fn setsockopt(
             // The kernel accepted a timeval here; it reads back from the placeholder.
             // SAFETY: as above.
             let tv = unsafe { std::ptr::read_unaligned(val.cast::<libc::timeval>()) };
-            let us = (tv.tv_sec.max(0) as u64)
-                .saturating_mul(1_000_000)
-                .saturating_add(tv.tv_usec.max(0) as u64);
             let slot = if name == libc::SO_RCVTIMEO {
                 &s.rcv_timeout
             } else {
                 &s.snd_timeout
             };
-            slot.store(us, Ordering::Relaxed);
+            slot.store(timeout_us(&tv), Ordering::Relaxed);
         }
         if level == libc::SOL_SOCKET && name == libc::SO_KEEPALIVE && r == 0 {
             // SAFETY: the kernel accepted an int here.
@@ -55,6 +52,74 @@ pub unsafe extern "C" fn setsockopt(
         }
     }
     r
+}
+
+/// A timeout option's value as [`Sock`]'s fields keep it: 0 waits without end (as Linux reads
+/// a zero timeval), a negative one does not wait at all (1 us).
+fn timeout_us(tv: &libc::timeval) -> u64 {
+    if tv.tv_sec < 0 {
+        return 1;
+    }
+    (tv.tv_sec as u64)
+        .saturating_mul(1_000_000)
+        .saturating_add(tv.tv_usec.max(0) as u64)
+}
+
+/// Give `s` the receive and send timeouts that the kernel socket `fd` holds (set before it
+/// became an engine socket, or inherited).
+pub fn timeouts_from_kernel(fd: c_int, s: &Sock) {
+    for (name, slot) in [
+        (libc::SO_RCVTIMEO, &s.rcv_timeout),
+        (libc::SO_SNDTIMEO, &s.snd_timeout),
+    ] {
+        let mut tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        };
+        let mut len = std::mem::size_of::<libc::timeval>() as socklen_t;
+        // SAFETY: a timeval and its length, ours.
+        let r = unsafe {
+            real::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                (&mut tv as *mut libc::timeval).cast(),
+                &mut len,
+            )
+        };
+        if r == 0 {
+            slot.store(timeout_us(&tv), Ordering::Relaxed);
+        }
+    }
+}
+
+/// An accepted socket's timeouts are its listener's (as Linux copies them): onto the new
+/// engine socket and its placeholder `fd`, where `getsockopt` reads them.
+pub fn inherit_timeouts(from: &Sock, fd: c_int, to: &Sock) {
+    for (name, src, dst) in [
+        (libc::SO_RCVTIMEO, &from.rcv_timeout, &to.rcv_timeout),
+        (libc::SO_SNDTIMEO, &from.snd_timeout, &to.snd_timeout),
+    ] {
+        let us = src.load(Ordering::Relaxed);
+        if us == 0 {
+            continue;
+        }
+        dst.store(us, Ordering::Relaxed);
+        let tv = libc::timeval {
+            tv_sec: (us / 1_000_000) as libc::time_t,
+            tv_usec: (us % 1_000_000) as libc::suseconds_t,
+        };
+        // SAFETY: a timeval of ours, for the placeholder.
+        unsafe {
+            real::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as socklen_t,
+            )
+        };
+    }
 }
 
 /// `getsockopt`: `SO_ERROR` and `SO_ACCEPTCONN` from the engine, the rest from the

@@ -60,7 +60,8 @@ impl Listening {
     /// Report the queue count now: `(count, report number)`.
     fn report(&mut self) -> (u32, u32) {
         self.told = self.l.pending() as u32;
-        self.seq = self.seq.wrapping_add(1);
+        // 0 is no report (see the client's `note_pending`).
+        self.seq = self.seq.wrapping_add(1).max(1);
         (self.told, self.seq)
     }
 }

@@ -351,36 +351,6 @@ fn redis_on_the_engine_serves_redis_benchmark_and_checked_clients() {
         .collect();
     eprintln!("{}", done.join("\n"));
     assert!(o.status.success() && done.len() == 5, "{text}");
-    // memaslap (Debian's `memcaslap`): 90% get, 10% set over 8 connections for two seconds,
-    // every value it gets back verified against what it set.
-    let o = command(
-        &lab.linux,
-        &[],
-        None,
-        &[
-            "timeout",
-            "60",
-            "memcaslap",
-            &format!("--servers={ip}:11211"),
-            "--concurrency=8",
-            "--threads=1",
-            "--time=2s",
-            "--verify=1.0",
-        ],
-    )
-    .output()
-    .unwrap();
-    let text =
-        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
-    eprintln!("memcaslap:\n{text}");
-    let count = |name: &str| -> Option<u64> {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(name)?.trim().parse().ok())
-    };
-    assert!(o.status.success(), "{text}");
-    assert!(count("cmd_get:").is_some_and(|n| n > 1000), "{text}");
-    assert_eq!(count("verify_failed:"), Some(0), "{text}");
-    assert_eq!(count("verify_misses:"), Some(0), "{text}");
     let checked = in_netns(&lab.linux.0, move || {
         let clients: Vec<_> = (0..8u64)
             .map(|c| {

@@ -279,11 +279,11 @@ def _():
     return " ".join(sorted(seen))
 
 
-@case("SO_RCVTIMEO and SO_SNDTIMEO: a recv with nothing to read gives up after the timeout")
+@case("SO_RCVTIMEO (set before connect) and SO_SNDTIMEO: a recv with nothing to read gives up")
 def _():
-    s = socket.create_connection((PEER, 7005), timeout=5)
-    s.settimeout(None)
+    s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 200000))
+    s.connect((PEER, 7005))
     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 1, 0))
     back = struct.unpack("ll", s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16))
     t = time.time()
@@ -362,3 +362,19 @@ def _():
     new_conn = s2.getsockname()[1] != old_port
     s2.close()
     return f"closed {gone}, number reused {same}, a new connection {new_conn}, echo {got!r}"
+
+
+@case("a subprocess (vfork, close_fds) leaves the parent's socket working")
+def _():
+    import subprocess
+    s = socket.create_connection((PEER, 7005), timeout=5)
+    r = subprocess.run(["true"], close_fds=True).returncode
+    s.sendall(b"after")
+    got = b""
+    while len(got) < 5:
+        b = s.recv(5 - len(got))
+        if not b:
+            break
+        got += b
+    s.close()
+    return f"child exit {r}, echo {got!r}"
