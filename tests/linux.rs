@@ -13,6 +13,7 @@ mod common;
 use std::io::{ErrorKind, Read};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::echo::{echo_server, echo_server_n, echo_through};
@@ -470,7 +471,7 @@ fn af_xdp_two_queues_feed_one_preprocess_replica_each() {
 }
 
 /// A `tcpdump` writing a pcap file inside a namespace.
-struct Tcpdump(std::process::Child);
+struct Tcpdump(std::process::Child, Arc<Mutex<Vec<String>>>);
 
 impl Tcpdump {
     /// Captures on `iface` in `ns` into `pcap` (`snap` bytes per packet, 0 for all), with
@@ -492,16 +493,39 @@ impl Tcpdump {
             .args(["-B", "65536", "-s", &snap, "-i", iface, "-w", pcap])
             .args(filter)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("tcpdump");
-        std::thread::sleep(Duration::from_millis(500));
-        Tcpdump(child)
+        // Ready once tcpdump says it is listening (a fixed sleep lost the start of the
+        // transfer under load); the reader goes on draining stderr until tcpdump ends.
+        let mut child = child;
+        let stderr = child.stderr.take().expect("tcpdump stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let said = Arc::new(Mutex::new(Vec::new()));
+        let lines = said.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("listening on") {
+                    let _ = tx.send(());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_secs(20)).is_ok(),
+            "tcpdump did not start listening on {iface} within 20 s"
+        );
+        Tcpdump(child, said)
     }
 
     /// Lets the capture settle, then stops it with SIGINT so that it writes out everything
-    /// it holds (killed after 5 s if it has not ended).
-    fn stop(mut self) {
+    /// it holds (killed after 5 s if it has not ended). Returns what tcpdump printed (its
+    /// packet and drop counts among it).
+    fn stop(mut self) -> String {
         std::thread::sleep(Duration::from_millis(300));
         let _ = Command::new("kill")
             .args(["-INT", &self.0.id().to_string()])
@@ -509,12 +533,14 @@ impl Tcpdump {
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.0.try_wait() {
-                return;
+                std::thread::sleep(Duration::from_millis(50));
+                return self.1.lock().unwrap().join("\n");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = self.0.kill();
         let _ = self.0.wait();
+        self.1.lock().unwrap().join("\n")
     }
 }
 
@@ -545,7 +571,7 @@ fn capture_on<P: Port + 'static>(ns: &Netns, iface: &str, engine_ip: Ipv4Addr, r
     );
     srv.join().unwrap();
     rt.stop();
-    dump.stop();
+    let said = dump.stop();
     let total = sh(&[
         "tshark",
         "-r",
@@ -575,7 +601,10 @@ fn capture_on<P: Port + 'static>(ns: &Netns, iface: &str, engine_ip: Ipv4Addr, r
         &filter,
     ]);
     let _ = std::fs::remove_file(&pcap);
-    assert!(total > 3000, "capture too small: {total} frames");
+    assert!(
+        total > 3000,
+        "capture too small: {total} frames; tcpdump:\n{said}"
+    );
     assert!(bad.trim().is_empty(), "tshark found problems:\n{bad}");
 }
 
@@ -1103,7 +1132,7 @@ fn ecn_run(lab: &VethLab) -> (Vec<EcnPacket>, String) {
     );
     srv.join().unwrap();
     let stats = rt.stop().stats().to_string();
-    dump.stop();
+    let _ = dump.stop();
     let fields = sh(&[
         "tshark",
         "-r",
