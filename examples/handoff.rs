@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flextoe::buf::{Frame, FrameArena};
+use flextoe::pipeline::topology::usable_cores;
 use flextoe::reorder::{Ingress, Tagged};
 use flextoe::ring::spsc;
 use flextoe::stages::{ProtoResult, RxWork};
@@ -63,18 +64,14 @@ fn args() -> Args {
     a
 }
 
-/// The cores this process may use, as found before any thread was pinned (a pinned
-/// thread's children see only its core).
-fn cores() -> &'static [core_affinity::CoreId] {
-    static CORES: std::sync::OnceLock<Vec<core_affinity::CoreId>> = std::sync::OnceLock::new();
-    CORES.get_or_init(|| core_affinity::get_core_ids().unwrap_or_default())
-}
-
-/// Pin the calling thread to core `i` (when the machine has two or more).
+/// Pin the calling thread to core `i` of those the process may use (when there are two or
+/// more).
 fn pin(i: usize) {
-    let cores = cores();
+    let cores = usable_cores();
     if cores.len() >= 2 {
-        core_affinity::set_for_current(cores[i % cores.len()]);
+        core_affinity::set_for_current(core_affinity::CoreId {
+            id: cores[i % cores.len()],
+        });
     }
 }
 
@@ -305,7 +302,7 @@ fn median_min_max(mut v: Vec<f64>) -> (f64, f64, f64) {
 fn main() {
     let a = args();
     let arena = FrameArena::new(4 * POOL).expect("frame arena");
-    let cores = cores().len();
+    let cores = usable_cores().len();
     println!(
         "hand-off over ring::spsc between two pinned threads ({cores} cores here), {} items per run, {} rounds",
         a.items, a.rounds

@@ -262,14 +262,14 @@ fn measure(mode: Mode, workload: Workload, conns: usize, secs: f64) -> f64 {
 /// Pin the calling thread to core `i` of this machine (counted from the end when
 /// `from_end`), so that the client and the server application never share a core.
 fn pin(i: usize, from_end: bool) {
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let cores = flextoe::pipeline::topology::usable_cores();
     if cores.len() >= 2 {
-        let c = if from_end {
+        let id = if from_end {
             cores[cores.len() - 1 - i]
         } else {
             cores[i]
         };
-        core_affinity::set_for_current(c);
+        core_affinity::set_for_current(core_affinity::CoreId { id });
     }
 }
 
@@ -294,7 +294,7 @@ fn main() {
             format!("{} worker threads", t.workers.len())
         },
         t.workers.iter().map(|w| w.tasks.clone()).collect::<Vec<_>>(),
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        flextoe::pipeline::topology::usable_cores().len()
     );
     let rounds: usize = std::env::args()
         .skip_while(|a| a != "--rounds")

@@ -204,7 +204,7 @@ fn main() {
                 t.workers.iter().map(|w| w.tasks.clone()).collect::<Vec<_>>()
             )
         },
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        flextoe::pipeline::topology::usable_cores().len()
     );
     println!("{rounds} interleaved rounds of {secs} s; median (min..max)");
     for (name, workload, unit, scale) in [

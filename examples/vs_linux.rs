@@ -394,7 +394,7 @@ mod run {
             "engines {engine_ip} ({:?}, one after another) and Linux {linux_ip} on one veth end; \
              clients in another namespace; {} CPUs",
             args.backend,
-            std::thread::available_parallelism().map_or(0, |n| n.get())
+            flextoe::pipeline::topology::usable_cores().len()
         );
         let mut rows = Vec::new();
         for backend in &args.backend {

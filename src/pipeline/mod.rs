@@ -69,6 +69,7 @@ use crate::time::{Clock, Instant};
 use crate::wire::{FourTuple, MacAddr};
 
 pub mod builder;
+mod cores;
 pub mod hooks;
 mod inline;
 mod path;

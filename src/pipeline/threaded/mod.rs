@@ -747,7 +747,12 @@ impl Threaded {
 
         // Threads.
         let stop = Arc::new(AtomicBool::new(false));
-        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        // The process's cores, not the calling thread's: a caller pinned to one core would
+        // otherwise confine every worker to it.
+        let cores: Vec<core_affinity::CoreId> = super::topology::usable_cores()
+            .iter()
+            .map(|&id| core_affinity::CoreId { id })
+            .collect();
         let mut per_worker: Vec<Vec<Box<dyn Task>>> =
             topology.workers.iter().map(|_| Vec::new()).collect();
         for (t, task) in tasks {
