@@ -73,7 +73,6 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
                 hooks: rx_frame,
                 rings: rings.clone(),
                 instance: 0,
-                out: Vec::with_capacity(cfg.burst),
             },
             transport: Transport::new(
                 arena.clone(),
@@ -240,13 +239,16 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
             received += n;
             busy = true;
             self.stats.rx_frames += n as u64;
-            let (segs, punts) = (&mut self.segs, &mut self.punts);
+            // Without `rx_segment` stages a segment goes straight to the protocol's work.
+            let direct = self.transport.seg_hooks.is_empty();
+            let (segs, work, punts) = (&mut self.segs, &mut self.work, &mut self.punts);
             self.ingress.run(
                 now,
                 &mut self.rx,
                 &mut self.no_seqs,
                 &mut self.diverted,
                 |_, out| match out {
+                    PreOut::Rx(w) if direct => work.push(ProtoWork::Rx(w)),
                     PreOut::Rx(w) => segs.push(w),
                     PreOut::Punt(p) => punts.push(p),
                 },

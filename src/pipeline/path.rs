@@ -43,7 +43,6 @@ pub(crate) struct Ingress {
     pub(crate) hooks: Chain<RxFrame>,
     pub(crate) rings: Vec<RedirectRing>,
     pub(crate) instance: usize,
-    pub(crate) out: Vec<PreOut>,
 }
 
 impl Ingress {
@@ -71,9 +70,13 @@ impl Ingress {
             self.hooks
                 .run(&cx, frames, seqs, &self.rings, true, diverted);
         }
-        self.pre.process(now, frames, &mut self.out);
-        for (o, &i) in self.out.drain(..).zip(self.pre.sources()) {
-            out(seqs.get(i).copied().unwrap_or(0), o);
+        // Frame by frame into `out`, not through the stage's output vector: a segment's
+        // descriptor is written once on its way to the protocol stage.
+        self.pre.begin_burst();
+        for (i, frame) in frames.drain(..).enumerate() {
+            if let Some(o) = self.pre.classify(frame, false) {
+                out(seqs.get(i).copied().unwrap_or(0), o);
+            }
         }
         seqs.clear();
     }

@@ -73,6 +73,13 @@ impl Preprocess {
         &self.table
     }
 
+    /// Count a burst that the caller then classifies frame by frame with
+    /// [`classify`](Self::classify) (what [`Stage::process`] does, minus its output vector).
+    pub fn begin_burst(&mut self) {
+        self.stats.bursts += 1;
+        self.sources.clear();
+    }
+
     /// Classify one frame. `reviewed` lets the control plane re-inject a segment it has
     /// looked at (unexpected options, which are ignored; the URG flag, whose data is
     /// delivered inline): it then goes to the protocol stage like any other.
@@ -153,8 +160,7 @@ impl Stage for Preprocess {
     /// Classify a burst; [`sources`](Preprocess::sources) then tells which input each
     /// output came from (frames dropped as malformed leave no output).
     fn process(&mut self, _now: Instant, input: &mut Vec<Frame>, output: &mut Vec<PreOut>) {
-        self.stats.bursts += 1;
-        self.sources.clear();
+        self.begin_burst();
         for (i, frame) in input.drain(..).enumerate() {
             if let Some(out) = self.classify(frame, false) {
                 output.push(out);

@@ -244,7 +244,7 @@ pub enum Parsed {
 
 /// Validate a frame and summarize it. Checks lengths, the IPv4 header checksum, the TCP
 /// checksum, fragments and options; never panics on any input.
-#[inline]
+#[inline(always)]
 pub fn parse_frame(data: &[u8]) -> Result<Parsed, DropReason> {
     let eth = EthernetFrame::new_checked(data).map_err(|_| DropReason::Truncated)?;
     match eth.ethertype() {
@@ -258,7 +258,7 @@ pub fn parse_frame(data: &[u8]) -> Result<Parsed, DropReason> {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn parse_ipv4(src_mac: MacAddr, data: &[u8]) -> Result<TcpSegment, DropReason> {
     if data.len() < IP_HDR {
         return Err(DropReason::Truncated);
@@ -346,7 +346,7 @@ fn parse_ipv4(src_mac: MacAddr, data: &[u8]) -> Result<TcpSegment, DropReason> {
 
 /// Parse a TCP option block. Malformed blocks are an error; unknown kinds are skipped by
 /// length and flagged as unexpected.
-#[inline]
+#[inline(always)]
 pub fn parse_options(mut opts: &[u8], syn: bool) -> Result<TcpOptions, DropReason> {
     let mut out = TcpOptions::default();
     // The blocks of established segments: none, or NOP NOP TS (RFC 7323 appendix A).

@@ -626,7 +626,6 @@ impl Threaded {
                         hooks: pre_hooks.clone(),
                         rings: pol.hooks.rings.clone(),
                         instance: r,
-                        out: Vec::with_capacity(BURST),
                     },
                     groups_of: Vec::new(),
                     ctl,

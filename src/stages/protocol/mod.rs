@@ -501,11 +501,19 @@ impl<C: CongestionControl> Protocol<C> {
 
     /// Handle one work item.
     pub fn handle(&mut self, now: Instant, work: ProtoWork) -> ProtoResult {
-        let flow = work.flow();
         let mut r = ProtoResult {
-            flow,
+            flow: work.flow(),
             ..Default::default()
         };
+        self.handle_into(now, work, &mut r);
+        r
+    }
+
+    /// Handle one work item into `r`, which must be a default result for the item's flow
+    /// (what [`handle`](Self::handle) starts from): the burst's results are built where
+    /// they stay, not moved there.
+    fn handle_into(&mut self, now: Instant, work: ProtoWork, r: &mut ProtoResult) {
+        let flow = r.flow;
         let (st, cf) = match self.flows.get_mut(flow as usize).and_then(Option::as_mut) {
             Some((st, cf)) => (st, cf),
             None => {
@@ -513,7 +521,7 @@ impl<C: CongestionControl> Protocol<C> {
                     r.rx_frame = Some(w.frame);
                     self.stats.drops.add(DropReason::StaleFlow);
                 }
-                return r;
+                return;
             }
         };
         let cc = &self.cc;
@@ -526,8 +534,8 @@ impl<C: CongestionControl> Protocol<C> {
                     r.rx_frame = Some(w.frame);
                     r.actions.set(Actions::RECEIVED);
                     self.stats.drops.add(DropReason::Frozen);
-                    st.finish(&mut r);
-                    return r;
+                    st.finish(r);
+                    return;
                 }
                 ProtoWork::App {
                     positions,
@@ -538,8 +546,8 @@ impl<C: CongestionControl> Protocol<C> {
                     let prev = st.frozen_app.take();
                     let (p0, f0, c0) = prev.unwrap_or((None, false, false));
                     st.frozen_app = Some((positions.or(p0), fin || f0, closed || c0));
-                    st.finish(&mut r);
-                    return r;
+                    st.finish(r);
+                    return;
                 }
                 ProtoWork::Thaw { .. } => {
                     st.flags &= !F_FROZEN;
@@ -556,27 +564,27 @@ impl<C: CongestionControl> Protocol<C> {
                             if st.can_send() {
                                 r.actions.set(Actions::SCHED);
                             }
-                            st.finish(&mut r);
-                            return r;
+                            st.finish(r);
+                            return;
                         }
                     }
                 }
                 ProtoWork::Freeze { .. } => {
-                    st.report_frozen(&mut r);
-                    st.finish(&mut r);
-                    return r;
+                    st.report_frozen(r);
+                    st.finish(r);
+                    return;
                 }
                 ProtoWork::Rst { .. } | ProtoWork::Reset { .. } => {}
                 _ => {
-                    st.finish(&mut r);
-                    return r;
+                    st.finish(r);
+                    return;
                 }
             }
         }
         match work {
             ProtoWork::Freeze { .. } => {
                 st.flags |= F_FROZEN;
-                st.report_frozen(&mut r);
+                st.report_frozen(r);
             }
             ProtoWork::Thaw { .. } => {
                 if st.can_send() {
@@ -584,13 +592,13 @@ impl<C: CongestionControl> Protocol<C> {
                 }
             }
             ProtoWork::Rx(w) => {
-                if let Some(reason) = st.on_segment(cc, cf, &w.summary, now, &mut r) {
+                if let Some(reason) = st.on_segment(cc, cf, &w.summary, now, r) {
                     self.stats.drops.add(reason);
                 }
                 r.rx_frame = Some(w.frame);
                 r.actions.set(Actions::RECEIVED);
             }
-            ProtoWork::Tx { .. } => st.on_tx(now, &mut r),
+            ProtoWork::Tx { .. } => st.on_tx(now, r),
             ProtoWork::App {
                 positions,
                 fin,
@@ -601,18 +609,18 @@ impl<C: CongestionControl> Protocol<C> {
                 if closed {
                     st.app_closed();
                 }
-                st.on_app(now, tx_head, rx_tail, fin, &mut r)
+                st.on_app(now, tx_head, rx_tail, fin, r)
             }
             ProtoWork::Rst { seq, challenge, .. } => {
-                if let Some(reason) = st.on_rst(now, seq, challenge, &mut r) {
+                if let Some(reason) = st.on_rst(now, seq, challenge, r) {
                     self.stats.drops.add(reason);
                 }
             }
-            ProtoWork::Retransmit { .. } => st.on_timeout(cc, cf, &mut r),
-            ProtoWork::Probe { .. } => st.on_probe(now, &mut r),
-            ProtoWork::TailProbe { .. } => st.on_tail_probe(now, &mut r),
-            ProtoWork::Ack { .. } => st.on_ack_request(now, &mut r),
-            ProtoWork::Reset { .. } => st.on_reset(now, &mut r),
+            ProtoWork::Retransmit { .. } => st.on_timeout(cc, cf, r),
+            ProtoWork::Probe { .. } => st.on_probe(now, r),
+            ProtoWork::TailProbe { .. } => st.on_tail_probe(now, r),
+            ProtoWork::Ack { .. } => st.on_ack_request(now, r),
+            ProtoWork::Reset { .. } => st.on_reset(now, r),
             ProtoWork::SetRate {
                 bytes_per_sec,
                 window,
@@ -629,8 +637,7 @@ impl<C: CongestionControl> Protocol<C> {
         }
         // Every result reports the flow's counters, even one that did nothing: the control
         // plane's timers read them from the last result.
-        st.finish(&mut r);
-        r
+        st.finish(r);
     }
 }
 
@@ -652,9 +659,14 @@ impl<C: CongestionControl> Stage for Protocol<C> {
         self.stats.bursts += 1;
         self.stats.items_in += input.len() as u64;
         self.stats.items_out += input.len() as u64;
+        output.reserve(input.len());
         for w in input.drain(..) {
-            let r = self.handle(now, w);
-            output.push(r);
+            output.push(ProtoResult {
+                flow: w.flow(),
+                ..Default::default()
+            });
+            let r = output.last_mut().expect("just pushed");
+            self.handle_into(now, w, r);
         }
     }
 
