@@ -83,6 +83,7 @@ impl Preprocess {
     /// Classify one frame. `reviewed` lets the control plane re-inject a segment it has
     /// looked at (unexpected options, which are ignored; the URG flag, whose data is
     /// delivered inline): it then goes to the protocol stage like any other.
+    #[inline(always)]
     pub fn classify(&mut self, frame: Frame, reviewed: bool) -> Option<PreOut> {
         self.stats.items_in += 1;
         let out = self.classify_inner(frame, reviewed);
@@ -90,6 +91,7 @@ impl Preprocess {
         out
     }
 
+    #[inline(always)]
     fn classify_inner(&mut self, frame: Frame, reviewed: bool) -> Option<PreOut> {
         let data = self.arena.data(&frame);
         let parsed = match wire::parse_frame(data) {

@@ -168,6 +168,9 @@ pub struct TcpState {
     pub rcv_adv: u32,
     /// Out-of-order intervals `(start, len)`; `len == 0` means unused.
     pub ooo: [(u32, u32); OOO_INTERVALS],
+    /// Some interval of `ooo` may be in use (set when one is added, cleared when a merge
+    /// empties them): in-order segments skip the scans while it is false.
+    ooo_used: bool,
     /// Start of the out-of-order segment received last (its interval is the first SACK
     /// block, RFC 2018).
     pub ooo_last: u32,

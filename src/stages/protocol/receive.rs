@@ -39,7 +39,7 @@ impl TcpState {
     pub(super) fn ack_header(&mut self, now: Instant) -> TxHeader {
         let s = self.snd_max;
         let mut h = self.header(now, flags::ACK, s, 0);
-        if self.ooo.iter().any(|iv| iv.1 != 0) {
+        if self.ooo_used && self.ooo.iter().any(|iv| iv.1 != 0) {
             h.sack = self.sack_blocks();
         }
         h
@@ -371,7 +371,7 @@ impl TcpState {
             );
             // A segment that reached out-of-order data, or filled the front of a gap with
             // more still queued, is acknowledged at once (RFC 5681 4.2), with its SACK blocks.
-            if merged || self.ooo.iter().any(|iv| iv.1 != 0) {
+            if merged || (self.ooo_used && self.ooo.iter().any(|iv| iv.1 != 0)) {
                 r.actions.set(Actions::ACK_NOW);
             }
             None
@@ -414,6 +414,7 @@ impl TcpState {
         match self.ooo.iter_mut().find(|iv| iv.1 == 0) {
             Some(slot) => {
                 *slot = (s, e.wrapping_sub(s));
+                self.ooo_used = true;
                 true
             }
             None => false,
@@ -433,6 +434,9 @@ impl TcpState {
 
     /// Merge intervals that `rcv_nxt` reached. Returns whether anything merged.
     pub(super) fn merge_ooo(&mut self) -> bool {
+        if !self.ooo_used {
+            return false;
+        }
         let mut merged = false;
         loop {
             let mut progress = false;
@@ -452,6 +456,7 @@ impl TcpState {
                 }
             }
             if !progress {
+                self.ooo_used = self.ooo.iter().any(|iv| iv.1 != 0);
                 return merged;
             }
         }
