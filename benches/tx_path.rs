@@ -6,11 +6,15 @@
 //! cargo bench --bench tx_path
 //! ```
 //!
-//! Two cases, each run for 31 rounds of 5000 bursts per side:
+//! Three cases, each run for 31 rounds of 5000 bursts per side:
 //!
 //! - **64 B writes**: the application makes 32 writes of 64 bytes, then the stack is polled.
 //!   A stack may coalesce the 2048 bytes into fewer, larger segments (both do: one
 //!   1448-byte segment and one of 600 bytes). Reported per 64-byte write and per byte.
+//! - **the same in a batch**: the engine's application makes its 32 writes through
+//!   `Stream::batch`, which tells the engine once instead of on every write (smoltcp's
+//!   socket needs no telling: the stack looks at it on its next poll). The smoltcp side is
+//!   the same as in the first case.
 //! - **bulk**: the application writes 32 x 1448 bytes in one call, then the stack is polled;
 //!   32 full segments leave (smoltcp now and then sends one more, shorter, where its send
 //!   buffer wraps around). Reported per 1448-byte segment and per byte.
@@ -90,6 +94,10 @@ struct Case {
     /// Bytes per reported unit (64 for a write, 1448 for a segment).
     unit_bytes: usize,
     unit: &'static str,
+    /// The engine's application writes through `Stream::batch` (one doorbell for the
+    /// burst's writes, as smoltcp's socket is looked at on the next poll anyway); the
+    /// smoltcp side is the same in both cases.
+    batch: bool,
 }
 
 impl Case {
@@ -98,13 +106,22 @@ impl Case {
     }
 }
 
-const CASES: [Case; 2] = [
+const CASES: [Case; 3] = [
     Case {
         name: "64 B writes, 32 per poll",
         write: 64,
         writes: BURST,
         unit_bytes: 64,
         unit: "ns/write",
+        batch: false,
+    },
+    Case {
+        name: "same, in a Stream::batch",
+        write: 64,
+        writes: BURST,
+        unit_bytes: 64,
+        unit: "ns/write",
+        batch: true,
     },
     Case {
         name: "bulk, 32 x 1448 B per write",
@@ -112,6 +129,7 @@ const CASES: [Case; 2] = [
         writes: 1,
         unit_bytes: MSS,
         unit: "ns/segment",
+        batch: false,
     },
 ];
 
@@ -268,11 +286,22 @@ impl Side for EngineSide {
         let mut spent = Duration::ZERO;
         for _ in 0..bursts {
             let start = StdInstant::now();
-            for _ in 0..case.writes {
-                match self.stream.write(data) {
-                    Ok(n) => self.accepted += n as u64,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(e) => panic!("write: {e}"),
+            if case.batch {
+                let mut b = self.stream.batch();
+                for _ in 0..case.writes {
+                    match b.write(data) {
+                        Ok(n) => self.accepted += n as u64,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(e) => panic!("write: {e}"),
+                    }
+                }
+            } else {
+                for _ in 0..case.writes {
+                    match self.stream.write(data) {
+                        Ok(n) => self.accepted += n as u64,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(e) => panic!("write: {e}"),
+                    }
                 }
             }
             for _ in 0..MAX_POLLS {

@@ -793,4 +793,4 @@ impl Default for Keepalive {
 }
 
 mod stream;
-pub use stream::{ReadHalf, Stream, WriteHalf};
+pub use stream::{Batch, ReadHalf, Stream, WriteHalf};

@@ -22,6 +22,34 @@ pub struct Stream {
     rd_shutdown: bool,
     /// The rings went to a [`ReadHalf`] and a [`WriteHalf`]; dropping does nothing.
     split: bool,
+    /// Doorbells, deferred while a [`Batch`] is open.
+    bell: Bell,
+}
+
+/// The doorbell of one stream: rung at once, or owed while a [`Batch`] defers it. A
+/// doorbell tells the engine that the stream's ring positions moved (data written, room
+/// made by a read); ringing once covers every move before it.
+#[derive(Debug, Default)]
+struct Bell {
+    defer: bool,
+    owed: bool,
+}
+
+impl Bell {
+    fn ring(&mut self, host: &HostShared, conn: &ConnShared) {
+        if self.defer {
+            self.owed = true;
+        } else {
+            host.ring_doorbell(conn);
+        }
+    }
+
+    /// Ring what is owed (before waiting on the engine, and when a batch ends).
+    fn settle(&mut self, host: &HostShared, conn: &ConnShared) {
+        if std::mem::take(&mut self.owed) {
+            host.ring_doorbell(conn);
+        }
+    }
 }
 
 impl Stream {
@@ -39,7 +67,28 @@ impl Stream {
             nonblocking: false,
             rd_shutdown: false,
             split: false,
+            bell: Bell::default(),
         }
+    }
+
+    /// Open a batch: reads and writes through it tell the engine once, when the batch ends,
+    /// instead of ringing the engine's doorbell on every call (as smoltcp's sockets, which
+    /// the stack looks at on its next poll). A call that has to wait rings first, so a
+    /// blocking call in a batch cannot wait for an engine that was never told.
+    ///
+    /// ```
+    /// # fn demo(s: &mut flextoe::Stream) -> std::io::Result<()> {
+    /// use std::io::Write;
+    /// let mut b = s.batch();
+    /// for _ in 0..32 {
+    ///     b.write_all(b"sixty-four bytes of a small message, one of many in one burst..")?;
+    /// }
+    /// drop(b); // one doorbell for the 32 writes
+    /// # Ok(()) }
+    /// ```
+    pub fn batch(&mut self) -> Batch<'_> {
+        self.bell.defer = true;
+        Batch { stream: self }
     }
 
     /// Split into a reading and a writing half that two threads can use at once. Dropping
@@ -224,6 +273,7 @@ impl Stream {
             let r = try_read_with(
                 &self.conn,
                 &self.host,
+                &mut self.bell,
                 &mut self.rx,
                 self.rd_shutdown,
                 |rx| {
@@ -246,6 +296,7 @@ impl Stream {
             if self.nonblocking {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
+            self.bell.settle(&self.host, &self.conn);
             wait_readable(&self.conn, &self.rx);
         }
     }
@@ -271,21 +322,29 @@ impl Stream {
     pub fn write_with<R>(&mut self, f: impl FnOnce(&mut [u8]) -> (usize, R)) -> io::Result<R> {
         let mut f = Some(f);
         loop {
-            let r = try_write_with(&self.conn, &self.host, &mut self.tx, false, |tx| {
-                let f = f.take().expect("called once");
-                let slice = tx.writable_slice();
-                let len = slice.len();
-                let (n, r) = f(slice);
-                let n = n.min(len);
-                let _ = tx.commit(n);
-                (n, r)
-            });
+            let r = try_write_with(
+                &self.conn,
+                &self.host,
+                &mut self.bell,
+                &mut self.tx,
+                false,
+                |tx| {
+                    let f = f.take().expect("called once");
+                    let slice = tx.writable_slice();
+                    let len = slice.len();
+                    let (n, r) = f(slice);
+                    let n = n.min(len);
+                    let _ = tx.commit(n);
+                    (n, r)
+                },
+            );
             if let Some(r) = r {
                 return r;
             }
             if self.nonblocking {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
+            self.bell.settle(&self.host, &self.conn);
             wait_writable(&self.conn, &self.tx);
         }
     }
@@ -306,14 +365,21 @@ impl Stream {
         // The rest, when the readable bytes wrapped around the ring's end (never blocks).
         let mut second = 0;
         if first > 0 && buf.has_remaining_mut() && self.rx.available() > 0 {
-            let r = try_read_with(&self.conn, &self.host, &mut self.rx, false, |rx| match rx {
-                Some(rx) => {
-                    let (n, _) = put(rx.readable_slice(), buf);
-                    let _ = rx.consume(n);
-                    (n, n)
-                }
-                None => (0, 0),
-            });
+            let r = try_read_with(
+                &self.conn,
+                &self.host,
+                &mut self.bell,
+                &mut self.rx,
+                false,
+                |rx| match rx {
+                    Some(rx) => {
+                        let (n, _) = put(rx.readable_slice(), buf);
+                        let _ = rx.consume(n);
+                        (n, n)
+                    }
+                    None => (0, 0),
+                },
+            );
             second = r.and_then(|r| r.ok()).unwrap_or(0);
         }
         Ok(first + second)
@@ -328,7 +394,13 @@ impl Stream {
             let r = if total == 0 {
                 self.write(buf.chunk())
             } else {
-                match try_write(&self.conn, &self.host, &mut self.tx, buf.chunk()) {
+                match try_write(
+                    &self.conn,
+                    &self.host,
+                    &mut self.bell,
+                    &mut self.tx,
+                    buf.chunk(),
+                ) {
                     Some(r) => r,
                     None => break,
                 }
@@ -347,17 +419,25 @@ impl Stream {
     }
 
     fn try_read(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
-        try_read(&self.conn, &self.host, &mut self.rx, self.rd_shutdown, buf)
+        try_read(
+            &self.conn,
+            &self.host,
+            &mut self.bell,
+            &mut self.rx,
+            self.rd_shutdown,
+            buf,
+        )
     }
 
     fn try_write(&mut self, buf: &[u8]) -> Option<io::Result<usize>> {
-        try_write(&self.conn, &self.host, &mut self.tx, buf)
+        try_write(&self.conn, &self.host, &mut self.bell, &mut self.tx, buf)
     }
 }
 
 fn try_read(
     conn: &Arc<ConnShared>,
     host: &HostShared,
+    bell: &mut Bell,
     rx: &mut RingReader,
     rd_shutdown: bool,
     buf: &mut [u8],
@@ -365,7 +445,7 @@ fn try_read(
     if buf.is_empty() {
         return Some(Ok(0));
     }
-    try_read_with(conn, host, rx, rd_shutdown, |rx| {
+    try_read_with(conn, host, bell, rx, rd_shutdown, |rx| {
         let n = rx.map_or(0, |rx| rx.pop(buf));
         (n, n)
     })
@@ -377,6 +457,7 @@ fn try_read(
 fn try_read_with<R>(
     conn: &Arc<ConnShared>,
     host: &HostShared,
+    bell: &mut Bell,
     rx: &mut RingReader,
     rd_shutdown: bool,
     take: impl FnOnce(Option<&mut RingReader>) -> (usize, R),
@@ -395,7 +476,7 @@ fn try_read_with<R>(
     }
     let (n, r) = take(Some(rx));
     if n > 0 {
-        host.ring_doorbell(conn);
+        bell.ring(host, conn);
     }
     Some(Ok(r))
 }
@@ -403,10 +484,11 @@ fn try_read_with<R>(
 fn try_write(
     conn: &Arc<ConnShared>,
     host: &HostShared,
+    bell: &mut Bell,
     tx: &mut RingWriter,
     buf: &[u8],
 ) -> Option<io::Result<usize>> {
-    try_write_with(conn, host, tx, buf.is_empty(), |tx| {
+    try_write_with(conn, host, bell, tx, buf.is_empty(), |tx| {
         let n = tx.push(buf);
         (n, n)
     })
@@ -417,6 +499,7 @@ fn try_write(
 fn try_write_with<R>(
     conn: &Arc<ConnShared>,
     host: &HostShared,
+    bell: &mut Bell,
     tx: &mut RingWriter,
     always: bool,
     put: impl FnOnce(&mut RingWriter) -> (usize, R),
@@ -432,7 +515,7 @@ fn try_write_with<R>(
     }
     let (n, r) = put(tx);
     if n > 0 {
-        host.ring_doorbell(conn);
+        bell.ring(host, conn);
     }
     Some(Ok(r))
 }
@@ -461,6 +544,7 @@ impl io::Read for Stream {
             if self.nonblocking {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
+            self.bell.settle(&self.host, &self.conn);
             wait_readable(&self.conn, &self.rx);
         }
     }
@@ -475,6 +559,7 @@ impl io::Write for Stream {
             if self.nonblocking {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
+            self.bell.settle(&self.host, &self.conn);
             wait_writable(&self.conn, &self.tx);
         }
     }
@@ -513,7 +598,15 @@ impl ReadHalf {
 impl io::Read for ReadHalf {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            if let Some(r) = try_read(&self.conn, &self.host, &mut self.rx, self.rd_shutdown, buf) {
+            let bell = &mut Bell::default();
+            if let Some(r) = try_read(
+                &self.conn,
+                &self.host,
+                bell,
+                &mut self.rx,
+                self.rd_shutdown,
+                buf,
+            ) {
                 return r;
             }
             if self.nonblocking {
@@ -555,7 +648,13 @@ impl WriteHalf {
 impl io::Write for WriteHalf {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         loop {
-            if let Some(r) = try_write(&self.conn, &self.host, &mut self.tx, buf) {
+            if let Some(r) = try_write(
+                &self.conn,
+                &self.host,
+                &mut Bell::default(),
+                &mut self.tx,
+                buf,
+            ) {
                 return r;
             }
             if self.nonblocking {
@@ -619,6 +718,65 @@ impl Drop for Stream {
         }
         self.conn.rx_closed.store(true, Ordering::Release);
         self.host.ring_doorbell(&self.conn);
+    }
+}
+
+/// A batch of reads and writes on a [`Stream`] that tells the engine once, when it ends
+/// (see [`Stream::batch`]). It reads and writes as the stream does (blocking or not, as
+/// the stream was set).
+pub struct Batch<'a> {
+    stream: &'a mut Stream,
+}
+
+impl Batch<'_> {
+    /// [`Stream::read_with`] within the batch.
+    pub fn read_with<R>(&mut self, f: impl FnOnce(&[u8]) -> (usize, R)) -> io::Result<R> {
+        self.stream.read_with(f)
+    }
+
+    /// [`Stream::write_with`] within the batch.
+    pub fn write_with<R>(&mut self, f: impl FnOnce(&mut [u8]) -> (usize, R)) -> io::Result<R> {
+        self.stream.write_with(f)
+    }
+
+    /// Tell the engine now what the batch has done so far; the batch stays open.
+    pub fn ring(&mut self) {
+        let s = &mut *self.stream;
+        s.bell.settle(&s.host, &s.conn);
+    }
+}
+
+impl io::Read for Batch<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.read(buf)
+    }
+}
+
+impl io::Write for Batch<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    /// Rings the doorbell for what was written so far.
+    fn flush(&mut self) -> io::Result<()> {
+        self.ring();
+        Ok(())
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        let s = &mut *self.stream;
+        s.bell.defer = false;
+        s.bell.settle(&s.host, &s.conn);
+    }
+}
+
+impl std::fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("stream", &self.stream)
+            .finish()
     }
 }
 
