@@ -11,7 +11,8 @@
 //! For each workload and runtime it prints the throughput (median, min..max over the
 //! rounds), the CPU time used per second of wall time (the application thread's thread CPU
 //! clock, plus every worker thread's, which `ThreadedStats::worker_cpu` reports; spinning
-//! counts), and the throughput per CPU-second. Workloads, one connection each: bulk (1460-byte
+//! counts), and the throughput per CPU-second; for the threaded runtime also the CPUs each
+//! task kept busy (`TaskReport::cpu`: its worker's CPU time split by sampled run times). Workloads, one connection each: bulk (1460-byte
 //! segments into a sink) and 64-byte RPCs with 16 outstanding (the application echoes).
 //! Closed loop: the port sends what the engine's window and the RPC depth allow.
 
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant as WallInstant};
 
 use cpu_time::ThreadTime;
 use flextoe::backends::trace::{Mode, TraceConfig, TracePort, TraceStatsHandle, Workload};
-use flextoe::pipeline::{Engine, EngineConfig, Pipeline, Threaded, Topology};
+use flextoe::pipeline::{Engine, EngineConfig, Pipeline, TaskRef, Threaded, Topology};
 use flextoe::time::{Clock, SystemClock};
 use flextoe::wire::MacAddr;
 use flextoe::{Listener, Stream};
@@ -89,7 +90,11 @@ impl App {
 }
 
 /// One measurement: (units per second, CPU seconds per wall second).
-fn measure(rt: Runtime, workload: Workload, secs: f64) -> (f64, f64) {
+/// One round: (units per second, CPUs busy, per task of the threaded runtime: its name and
+/// the CPUs it kept busy, from `TaskReport::cpu`).
+type Sample = (f64, f64, Vec<(String, f64)>);
+
+fn measure(rt: Runtime, workload: Workload, secs: f64) -> Sample {
     let cfg = EngineConfig::new(SERVER_MAC, SERVER_IP).neighbor(CLIENT_IP, CLIENT_MAC);
     let trace = TraceConfig {
         workload,
@@ -164,21 +169,37 @@ fn measure(rt: Runtime, workload: Workload, secs: f64) -> (f64, f64) {
         t.as_ref()
             .map_or(Duration::ZERO, |t| t.stats().worker_cpu.iter().sum())
     };
-    let (c0, cpu0, w0, t0) = (
+    let tasks_cpu = |t: &Option<Threaded>| -> Vec<(String, Duration)> {
+        t.as_ref().map_or(Vec::new(), |t| {
+            t.stats()
+                .tasks
+                .iter()
+                .map(|r| (format!("{:?}", r.task.unwrap_or(TaskRef::Io)), r.cpu))
+                .collect()
+        })
+    };
+    let (c0, cpu0, w0, k0, t0) = (
         count(&handle),
         ThreadTime::now(),
         workers_cpu(&threaded),
+        tasks_cpu(&threaded),
         WallInstant::now(),
     );
     run(&mut engine, &mut step, Duration::from_secs_f64(secs));
-    let (c1, app_cpu, w1, wall) = (
+    let (c1, app_cpu, w1, k1, wall) = (
         count(&handle),
         cpu0.elapsed(),
         workers_cpu(&threaded),
+        tasks_cpu(&threaded),
         t0.elapsed().as_secs_f64(),
     );
     let cpu = (app_cpu + w1.saturating_sub(w0)).as_secs_f64() / wall;
-    ((c1 - c0) as f64 / wall, cpu)
+    let tasks = k1
+        .into_iter()
+        .zip(k0)
+        .map(|((name, b), (_, a))| (name, b.saturating_sub(a).as_secs_f64() / wall))
+        .collect();
+    ((c1 - c0) as f64 / wall, cpu, tasks)
 }
 
 fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -225,7 +246,7 @@ fn main() {
             1e-6,
         ),
     ] {
-        let mut results: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+        let mut results: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
         for round in 0..rounds {
             let order = if round % 2 == 0 {
                 [Runtime::Inline, Runtime::Threaded]
@@ -240,7 +261,7 @@ fn main() {
         for (i, rt) in [Runtime::Inline, Runtime::Threaded].into_iter().enumerate() {
             let r = &mut results[i];
             r.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let (lo, med, hi) = (r[0], r[r.len() / 2], r[r.len() - 1]);
+            let (lo, med, hi) = (&r[0], &r[r.len() / 2], &r[r.len() - 1]);
             medians[i] = med.0;
             println!(
                 "  {name:<26} {:<9} {:>8.3} ({:.3}..{:.3}) {unit}, {:.2} CPUs busy, {:.3} {unit} per CPU",
@@ -251,6 +272,19 @@ fn main() {
                 med.1,
                 med.0 * scale / med.1.max(1e-9),
             );
+            if !med.2.is_empty() {
+                let tasks: Vec<String> = med
+                    .2
+                    .iter()
+                    .map(|(name, cpus)| format!("{name} {cpus:.2}"))
+                    .collect();
+                println!(
+                    "  {:<26} {:<9} CPUs per task (median round): {}",
+                    "",
+                    "",
+                    tasks.join(", ")
+                );
+            }
         }
         println!(
             "  {name:<26} threaded / inline {:.2}",

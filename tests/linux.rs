@@ -471,7 +471,7 @@ fn af_xdp_two_queues_feed_one_preprocess_replica_each() {
 }
 
 /// A `tcpdump` writing a pcap file inside a namespace.
-struct Tcpdump(std::process::Child, Arc<Mutex<Vec<String>>>);
+struct Tcpdump(std::process::Child, Arc<Mutex<Vec<String>>>, String);
 
 impl Tcpdump {
     /// Captures on `iface` in `ns` into `pcap` (`snap` bytes per packet, 0 for all), with
@@ -519,14 +519,26 @@ impl Tcpdump {
             rx.recv_timeout(Duration::from_secs(20)).is_ok(),
             "tcpdump did not start listening on {iface} within 20 s"
         );
-        Tcpdump(child, said)
+        Tcpdump(child, said, pcap.to_string())
     }
 
-    /// Lets the capture settle, then stops it with SIGINT so that it writes out everything
-    /// it holds (killed after 5 s if it has not ended). Returns what tcpdump printed (its
-    /// packet and drop counts among it).
+    /// Lets the capture settle, then stops it with SIGINT (killed after 5 s if it has not
+    /// ended). Returns what tcpdump printed (its packet and drop counts among it).
+    ///
+    /// Settling means the file stopped growing for 300 ms (at most 20 s): a tcpdump short
+    /// of CPU lags behind the traffic, and on SIGINT it exits without reading what is still
+    /// queued for it in the kernel.
     fn stop(mut self) -> String {
-        std::thread::sleep(Duration::from_millis(300));
+        let size = |p: &str| std::fs::metadata(p).map_or(0, |m| m.len());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (mut last, mut since) = (size(&self.2), Instant::now());
+        while Instant::now() < deadline && since.elapsed() < Duration::from_millis(300) {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = size(&self.2);
+            if now != last {
+                (last, since) = (now, Instant::now());
+            }
+        }
         let _ = Command::new("kill")
             .args(["-INT", &self.0.id().to_string()])
             .status();

@@ -298,10 +298,12 @@ fn spliced_proxy_carries_64_mib(threaded: bool, vlan: Option<u16>) {
     lab.until("the proxy's engine forgot both connections", |lab| {
         lab.proxy.protocol_items_and_flows().1 == 0
     });
-    // (The threaded runtime publishes its counters every few passes: let them settle.)
-    let t = lab.clock.now();
+    // (The threaded runtime publishes its counters every millisecond of real time: let
+    // them settle.)
+    let (t, real) = (lab.clock.now(), std::time::Instant::now());
     lab.until("a moment", |lab| {
         lab.clock.now().saturating_since(t) > Duration::from_millis(50)
+            && real.elapsed() > Duration::from_millis(20)
     });
     let (items_at_splice, _) = lab.proxy.protocol_items_and_flows();
     assert_eq!(lab.splicer.active(), 1);

@@ -313,3 +313,34 @@ fn idle_workers_park_and_producers_wake_them() {
     drop(c);
     let _ = client.stop();
 }
+
+#[test]
+fn each_task_reports_the_cpu_time_it_used() {
+    let mut t = Topology::x86(2);
+    for w in t.workers.iter_mut() {
+        w.core = None;
+    }
+    let st = echo_many(t, 4, 400_000);
+    assert_eq!(st.worker_cpu.len(), 2, "{st}");
+    for (w, cpu) in st.worker_cpu.iter().enumerate() {
+        assert!(*cpu > Duration::ZERO, "worker {w} used no CPU");
+        // Every task of the worker reports (no user stages here), and their shares add up
+        // to the thread's CPU time.
+        let sum: Duration = st
+            .tasks
+            .iter()
+            .filter(|r| r.worker == w)
+            .map(|r| r.cpu)
+            .sum();
+        let ratio = sum.as_secs_f64() / cpu.as_secs_f64();
+        assert!(
+            (0.98..=1.0001).contains(&ratio),
+            "worker {w}: {sum:?} of {cpu:?}"
+        );
+    }
+    // The tasks that carried the echo spent time on it.
+    for task in [TaskRef::Io, TaskRef::Group(0), TaskRef::Place(0)] {
+        let r = st.tasks.iter().find(|r| r.task == Some(task)).unwrap();
+        assert!(r.cpu > Duration::ZERO, "{task:?} reports no CPU time: {st}");
+    }
+}

@@ -28,7 +28,7 @@
 //!
 //! Each task is a loop body ([`Task::run`]); a worker thread runs its tasks in turn and backs
 //! off (spin, yield, short sleep) when none had work. Statistics are published by every task
-//! every few hundred polls and can be read while the runtime runs ([`Threaded::stats`]).
+//! every millisecond and can be read while the runtime runs ([`Threaded::stats`]).
 
 mod egress;
 mod group;
@@ -82,7 +82,7 @@ use crate::wire::FourTuple;
 pub trait Task: Send {
     /// Do a bounded amount of work; return whether there was any.
     fn run(&mut self, now: Instant) -> bool;
-    /// Publish statistics (called every few hundred polls).
+    /// Publish statistics (called about once a millisecond, and when the runtime stops).
     fn report(&mut self);
 }
 
@@ -134,6 +134,7 @@ impl Meta {
                 rings,
                 reorder,
                 hooks,
+                cpu: Duration::ZERO,
             },
         );
     }
@@ -236,6 +237,12 @@ impl ToIo {
 
 /// Idle passes a worker spins before it parks.
 const SPIN_PASSES: u32 = 256;
+/// A worker times each of its tasks' runs on one pass in this many (two clock reads per task
+/// on every pass would cost more than the shortest runs).
+const SAMPLE_EVERY: u64 = 16;
+/// How often a worker publishes its tasks' reports (real time, looked at every 64 passes):
+/// reports allocate and take a lock, so a busy worker must not make them every few passes.
+const REPORT_EVERY: Duration = Duration::from_millis(1);
 /// Longest sleep of the worker that runs the I/O task (it polls the port and the timers).
 const IO_NAP: Duration = Duration::from_micros(50);
 /// Longest sleep of the other workers: producers wake them, but a pacing scheduler's next
@@ -250,11 +257,18 @@ pub struct Threaded {
     wakes: Vec<Arc<Wakeup>>,
     workers: Vec<JoinHandle<()>>,
     /// The tasks, when the application's thread runs them ([`Topology::caller_driven`]).
-    driven: Option<Mutex<Driven>>,
-    /// Each worker thread's CPU time, in nanoseconds, as of its last report.
-    cpu_ns: Vec<Arc<AtomicU64>>,
+    driven: Option<Box<Mutex<Driven>>>,
+    /// Each worker thread's CPU accounting.
+    cpu: Vec<WorkerCpu>,
     reports: Vec<Shared<TaskReport>>,
     summary: Shared<IoSummary>,
+}
+
+/// One worker thread's CPU accounting, as of its last report: its thread CPU clock, and the
+/// sampled run time of each of its tasks, in nanoseconds.
+struct WorkerCpu {
+    thread_ns: Arc<AtomicU64>,
+    tasks: Vec<(TaskRef, Arc<AtomicU64>)>,
 }
 
 /// The tasks of a caller-driven engine and its clock.
@@ -262,6 +276,8 @@ struct Driven {
     tasks: Vec<Box<dyn Task>>,
     now: Box<dyn FnMut() -> Instant + Send>,
     polls: u64,
+    /// When the tasks last published their reports.
+    reported: std::time::Instant,
 }
 
 /// The policies and user stages a threaded engine is assembled with.
@@ -754,8 +770,19 @@ impl Threaded {
             .collect();
         let mut per_worker: Vec<Vec<Box<dyn Task>>> =
             topology.workers.iter().map(|_| Vec::new()).collect();
+        let mut cpu_of: Vec<WorkerCpu> = topology
+            .workers
+            .iter()
+            .map(|_| WorkerCpu {
+                thread_ns: Arc::new(AtomicU64::new(0)),
+                tasks: Vec::new(),
+            })
+            .collect();
         for (t, task) in tasks {
             per_worker[worker_of(t)].push(task);
+            cpu_of[worker_of(t)]
+                .tasks
+                .push((t, Arc::new(AtomicU64::new(0))));
         }
         let mut workers = Vec::new();
         // With fewer cores than threads that want to run (workers plus applications),
@@ -771,26 +798,24 @@ impl Threaded {
                 stop,
                 wakes,
                 workers,
-                driven: Some(Mutex::new(Driven {
+                driven: Some(Box::new(Mutex::new(Driven {
                     tasks,
                     now: Box::new(move || clock.now()),
                     polls: 0,
-                })),
-                cpu_ns: Vec::new(),
+                    reported: std::time::Instant::now(),
+                }))),
+                cpu: Vec::new(),
                 reports,
                 summary,
             });
         }
-        let cpu_ns: Vec<Arc<AtomicU64>> = topology
-            .workers
-            .iter()
-            .map(|_| Arc::new(AtomicU64::new(0)))
-            .collect();
         for (i, (spec, mut tasks)) in topology.workers.iter().zip(per_worker).enumerate() {
+            let task_ns: Vec<Arc<AtomicU64>> =
+                cpu_of[i].tasks.iter().map(|(_, ns)| ns.clone()).collect();
             let stop = stop.clone();
             let clock = clock.clone();
             let wake = wakes[i].clone();
-            let cpu = cpu_ns[i].clone();
+            let cpu = cpu_of[i].thread_ns.clone();
             // The port has no interrupt and the timers no thread of their own: the I/O
             // task's worker sleeps briefly; the others sleep until a producer wakes them.
             let nap = if i == io_worker { IO_NAP } else { IDLE_NAP };
@@ -805,6 +830,9 @@ impl Threaded {
                     }
                     let mut idle = 0u32;
                     let mut polls = 0u64;
+                    // Sampled run time per task (ns, scaled up by the sampling rate).
+                    let mut times = vec![0u64; tasks.len()];
+                    let mut reported = std::time::Instant::now();
                     let run_all = |tasks: &mut Vec<Box<dyn Task>>| {
                         let now = clock.now();
                         let mut busy = false;
@@ -813,16 +841,37 @@ impl Threaded {
                         }
                         busy
                     };
+                    let run_timed = |tasks: &mut Vec<Box<dyn Task>>, times: &mut [u64]| {
+                        let now = clock.now();
+                        let mut busy = false;
+                        let mut t0 = std::time::Instant::now();
+                        for (t, spent) in tasks.iter_mut().zip(times.iter_mut()) {
+                            busy |= t.run(now);
+                            let t1 = std::time::Instant::now();
+                            *spent += (t1 - t0).as_nanos() as u64 * SAMPLE_EVERY;
+                            t0 = t1;
+                        }
+                        busy
+                    };
+                    let publish = |tasks: &mut Vec<Box<dyn Task>>, times: &[u64]| {
+                        for ((t, ns), total) in tasks.iter_mut().zip(&task_ns).zip(times) {
+                            ns.store(*total, Ordering::Relaxed);
+                            t.report();
+                        }
+                        if let Ok(t) = cpu_time::ThreadTime::try_now() {
+                            cpu.store(t.as_duration().as_nanos() as u64, Ordering::Relaxed);
+                        }
+                    };
                     while !stop.load(Ordering::Relaxed) {
-                        let busy = run_all(&mut tasks);
+                        let busy = if polls.is_multiple_of(SAMPLE_EVERY) {
+                            run_timed(&mut tasks, &mut times)
+                        } else {
+                            run_all(&mut tasks)
+                        };
                         polls += 1;
-                        if polls.is_multiple_of(64) {
-                            for t in tasks.iter_mut() {
-                                t.report();
-                            }
-                            if let Ok(t) = cpu_time::ThreadTime::try_now() {
-                                cpu.store(t.as_duration().as_nanos() as u64, Ordering::Relaxed);
-                            }
+                        if polls.is_multiple_of(64) && reported.elapsed() >= REPORT_EVERY {
+                            reported = std::time::Instant::now();
+                            publish(&mut tasks, &times);
                         }
                         if busy {
                             idle = 0;
@@ -848,12 +897,7 @@ impl Threaded {
                         }
                         wake.park(Some(nap));
                     }
-                    for t in tasks.iter_mut() {
-                        t.report();
-                    }
-                    if let Ok(t) = cpu_time::ThreadTime::try_now() {
-                        cpu.store(t.as_duration().as_nanos() as u64, Ordering::Relaxed);
-                    }
+                    publish(&mut tasks, &times);
                 })
                 .map_err(|_| EngineError::Config("could not spawn a worker thread"))?;
             workers.push(handle);
@@ -865,7 +909,7 @@ impl Threaded {
             wakes,
             workers,
             driven: None,
-            cpu_ns,
+            cpu: cpu_of,
             reports,
             summary,
         })
@@ -891,7 +935,8 @@ impl Threaded {
             busy |= t.run(now);
         }
         d.polls += 1;
-        if d.polls.is_multiple_of(64) {
+        if d.polls.is_multiple_of(64) && d.reported.elapsed() >= REPORT_EVERY {
+            d.reported = std::time::Instant::now();
             for t in d.tasks.iter_mut() {
                 t.report();
             }
@@ -915,24 +960,45 @@ impl Threaded {
         &self.arena
     }
 
-    /// Statistics as last published by the tasks (every few hundred polls).
+    /// Statistics as last published by the tasks (about once a millisecond).
     pub fn stats(&self) -> ThreadedStats {
-        ThreadedStats {
-            tasks: self
-                .reports
+        let worker_cpu: Vec<Duration> = self
+            .cpu
+            .iter()
+            .map(|c| Duration::from_nanos(c.thread_ns.load(Ordering::Relaxed)))
+            .collect();
+        let mut tasks: Vec<TaskReport> = self
+            .reports
+            .iter()
+            .map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .collect();
+        // Each worker's CPU time, split among its tasks by their sampled run times.
+        for r in &mut tasks {
+            let Some(task) = r.task else { continue };
+            let Some(w) = self.cpu.get(r.worker) else {
+                continue;
+            };
+            let all: u64 = w
+                .tasks
                 .iter()
-                .map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).clone())
-                .collect(),
+                .map(|(_, ns)| ns.load(Ordering::Relaxed))
+                .sum();
+            let Some((_, ns)) = w.tasks.iter().find(|(t, _)| *t == task) else {
+                continue;
+            };
+            if all > 0 {
+                let mine = ns.load(Ordering::Relaxed);
+                r.cpu = worker_cpu[r.worker].mul_f64(mine as f64 / all as f64);
+            }
+        }
+        ThreadedStats {
+            tasks,
             io: self
                 .summary
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
-            worker_cpu: self
-                .cpu_ns
-                .iter()
-                .map(|c| Duration::from_nanos(c.load(Ordering::Relaxed)))
-                .collect(),
+            worker_cpu,
         }
     }
 

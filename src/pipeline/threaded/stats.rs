@@ -21,6 +21,10 @@ pub struct TaskReport {
     pub reorder: Vec<crate::reorder::ReorderStats>,
     /// The user stages this task runs, with their counters.
     pub hooks: Vec<HookReport>,
+    /// The CPU time this task has used so far, estimated: its worker thread's CPU time
+    /// (the thread CPU clock) split among the thread's tasks by how long their runs took,
+    /// timed on one pass in 16. Zero for a caller-driven topology (no worker threads).
+    pub cpu: std::time::Duration,
 }
 
 impl TaskReport {
@@ -118,11 +122,12 @@ impl std::fmt::Display for ThreadedStats {
         for t in &self.tasks {
             writeln!(
                 f,
-                "  worker {} {:?}: busy {:.0}% of {} polls",
+                "  worker {} {:?}: busy {:.0}% of {} polls, {:.1} ms CPU",
                 t.worker,
                 t.task.unwrap_or(TaskRef::Io),
                 100.0 * t.busy_fraction(),
-                t.polls
+                t.polls,
+                t.cpu.as_secs_f64() * 1e3
             )?;
             for (name, s) in &t.stages {
                 writeln!(f, "    {:<12} {}", name, s)?;
