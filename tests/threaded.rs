@@ -16,6 +16,16 @@ use flextoe::time::Clock;
 
 /// `conns` connections from an inline client to a threaded server, each sending `bytes`
 /// that the server echoes; everything verified. Returns the server's final statistics.
+/// Task reports a threaded engine laid out as `topology` publishes: one per task, or one
+/// for the whole engine when it runs as the inline engine.
+fn reports(topology: &Topology) -> usize {
+    if topology.maps_inline() {
+        1
+    } else {
+        topology.tasks().len()
+    }
+}
+
 fn echo_many(topology: Topology, conns: usize, bytes: usize) -> flextoe::pipeline::ThreadedStats {
     let (sp, cp) = MemLink::pair(Impairments::none());
     let clock = VirtualClock::new();
@@ -98,7 +108,7 @@ fn echo_many(topology: Topology, conns: usize, bytes: usize) -> flextoe::pipelin
                 .sum();
             if proto_in > 0 {
                 saw_running_stats = true;
-                assert_eq!(st.tasks.len(), topology.tasks().len());
+                assert_eq!(st.tasks.len(), reports(&topology));
                 for t in &st.tasks {
                     assert!((0.0..=1.0).contains(&t.busy_fraction()));
                 }
@@ -114,7 +124,7 @@ fn echo_many(topology: Topology, conns: usize, bytes: usize) -> flextoe::pipelin
     while !saw_running_stats && std::time::Instant::now() < until {
         server.poll();
         let st = server.stats();
-        saw_running_stats = st.tasks.len() == topology.tasks().len()
+        saw_running_stats = st.tasks.len() == reports(&topology)
             && st
                 .tasks
                 .iter()
@@ -252,6 +262,33 @@ fn fused_topology_runs_every_task_on_the_callers_thread() {
     // One worker's worth of tasks, all of which ran.
     assert!(stats.tasks.iter().all(|r| r.worker == 0), "{stats:?}");
     assert!(stats.tasks.iter().all(|r| r.busy_polls > 0), "{stats:?}");
+}
+
+#[test]
+fn a_caller_driven_layout_with_two_groups_runs_its_task_graph() {
+    // Two flow groups do not map onto the inline engine: the tasks and their rings run on
+    // the caller's thread, one report per task.
+    let mut t = Topology::bluefield2();
+    for w in t.workers.iter_mut() {
+        w.core = None;
+    }
+    t.caller_driven = true;
+    assert!(!t.maps_inline());
+    let stats = echo_many(t.clone(), 4, 128 * 1024);
+    assert_eq!(stats.tasks.len(), t.tasks().len());
+    assert!(stats.worker_cpu.is_empty(), "no worker threads");
+}
+
+#[test]
+fn the_fused_layout_runs_as_the_inline_engine() {
+    let t = Topology::fused();
+    assert!(t.maps_inline());
+    let stats = echo_many(t, 4, 128 * 1024);
+    assert_eq!(stats.tasks.len(), 1, "{stats}");
+    // The one report carries the whole engine's stages.
+    for stage in ["preprocess", "protocol", "place", "postprocess"] {
+        assert!(stats.stage(stage).items_in > 0, "{stage}: {stats}");
+    }
 }
 
 #[test]

@@ -234,6 +234,15 @@ impl Topology {
         t
     }
 
+    /// Whether the threaded runtime runs this layout as the inline engine does, as one task
+    /// with no rings between the stages: every task on the application's thread
+    /// ([`caller_driven`](Self::caller_driven)), one flow group, and no thread of its own
+    /// for the user stages at the frame hook points. Its statistics then have one task
+    /// report, the whole engine's.
+    pub fn maps_inline(&self) -> bool {
+        self.caller_driven && self.flow_groups == 1 && !self.rx_hooks && !self.tx_hooks
+    }
+
     /// Size the runtime to the cores left after `app_threads` busy application threads
     /// (the threads that will call into the engine or share the machine with it): never
     /// more workers than free cores. The cores are those the process may use

@@ -31,6 +31,7 @@
 //! every millisecond and can be read while the runtime runs ([`Threaded::stats`]).
 
 mod egress;
+mod fused;
 mod group;
 mod ingress;
 mod io;
@@ -321,6 +322,9 @@ impl Threaded {
         topology
             .validate()
             .map_err(|_| EngineError::Config("invalid topology"))?;
+        if topology.maps_inline() {
+            return Self::inline_mapping(cfg, port, clock, pol);
+        }
         cfg.control.flow_groups = topology.flow_groups as u16;
         let Parts {
             arena,
@@ -910,6 +914,43 @@ impl Threaded {
             workers,
             driven: None,
             cpu: cpu_of,
+            reports,
+            summary,
+        })
+    }
+
+    /// The inline mapping ([`fused`]): the whole engine as one task on the caller's thread.
+    fn inline_mapping<P, K, C, S>(
+        cfg: EngineConfig,
+        port: P,
+        clock: K,
+        pol: Policies<C, S>,
+    ) -> Result<Self, EngineError>
+    where
+        P: Port + 'static,
+        K: Clock + Clone + 'static,
+        C: CongestionControl,
+        S: FlowScheduler,
+    {
+        let engine = crate::pipeline::Engine::assemble(cfg, port, pol.cc, pol.sched, pol.hooks)?;
+        let (arena, host) = (engine.arena().clone(), engine.host());
+        let mut reports = Vec::new();
+        let summary: Shared<IoSummary> = Arc::new(Mutex::new(IoSummary::default()));
+        let mut task = fused::Fused::new(engine, &mut reports, summary.clone());
+        task.report();
+        Ok(Threaded {
+            arena,
+            host,
+            stop: Arc::new(AtomicBool::new(false)),
+            wakes: Vec::new(),
+            workers: Vec::new(),
+            driven: Some(Box::new(Mutex::new(Driven {
+                tasks: vec![Box::new(task)],
+                now: Box::new(move || clock.now()),
+                polls: 0,
+                reported: std::time::Instant::now(),
+            }))),
+            cpu: Vec::new(),
             reports,
             summary,
         })

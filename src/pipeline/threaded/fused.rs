@@ -1,0 +1,61 @@
+//! The inline mapping of the threaded runtime. When every task runs on the application's
+//! thread ([`Topology::fused`], or [`Topology::auto`] with no core to spare) and there is
+//! one flow group, rings between the tasks only cost: the runtime then runs the stages the
+//! way the inline [`Engine`] does, one segment of the data path after another, with no
+//! rings, sequence tags or reordering between them. It is one task, the whole engine.
+
+use super::*;
+use crate::pipeline::Engine;
+
+/// The whole engine as one task of the threaded runtime.
+pub(super) struct Fused<P: Port, C: CongestionControl, S: FlowScheduler> {
+    engine: Engine<P, C, S>,
+    meta: Meta,
+    summary: Shared<IoSummary>,
+}
+
+impl<P: Port, C: CongestionControl, S: FlowScheduler> Fused<P, C, S> {
+    pub(super) fn new(
+        engine: Engine<P, C, S>,
+        reports: &mut Vec<Shared<TaskReport>>,
+        summary: Shared<IoSummary>,
+    ) -> Self {
+        Fused {
+            engine,
+            meta: Meta::new(TaskRef::Io, 0, reports),
+            summary,
+        }
+    }
+}
+
+impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Task for Fused<P, C, S> {
+    fn run(&mut self, now: Instant) -> bool {
+        self.meta.polls += 1;
+        let busy = self.engine.poll(now);
+        self.meta.busy += u64::from(busy);
+        busy
+    }
+
+    fn report(&mut self) {
+        let s = self.engine.stats();
+        let e = &self.engine;
+        publish(
+            &self.summary,
+            &IoSummary {
+                control: s.control.clone(),
+                flows: s.flows,
+                connections: e
+                    .connections()
+                    .into_iter()
+                    .filter_map(|t| e.conn_state(&t).map(|c| (t, c)))
+                    .collect(),
+                retransmissions: e.retransmissions(),
+                rx_frames: s.rx_frames,
+                tx_frames: s.tx_frames,
+                rx_by_queue: Vec::new(),
+                frames_in_use: s.frames_in_use,
+            },
+        );
+        self.meta.publish(s.stages, Vec::new(), Vec::new(), s.hooks);
+    }
+}
