@@ -281,6 +281,17 @@ struct Driven {
     reported: std::time::Instant,
 }
 
+impl Driven {
+    fn new<K: Clock + 'static>(tasks: Vec<Box<dyn Task>>, clock: K) -> Box<Mutex<Driven>> {
+        Box::new(Mutex::new(Driven {
+            tasks,
+            now: Box::new(move || clock.now()),
+            polls: 0,
+            reported: std::time::Instant::now(),
+        }))
+    }
+}
+
 /// The policies and user stages a threaded engine is assembled with.
 pub(crate) struct Policies<C, S> {
     pub(crate) cc: C,
@@ -795,19 +806,13 @@ impl Threaded {
         if topology.caller_driven {
             // The application's thread runs everything (`Threaded::poll`).
             let tasks: Vec<Box<dyn Task>> = per_worker.into_iter().flatten().collect();
-            let clock = clock.clone();
             return Ok(Threaded {
                 arena,
                 host: Host { shared: host },
                 stop,
                 wakes,
                 workers,
-                driven: Some(Box::new(Mutex::new(Driven {
-                    tasks,
-                    now: Box::new(move || clock.now()),
-                    polls: 0,
-                    reported: std::time::Instant::now(),
-                }))),
+                driven: Some(Driven::new(tasks, clock.clone())),
                 cpu: Vec::new(),
                 reports,
                 summary,
@@ -944,12 +949,7 @@ impl Threaded {
             stop: Arc::new(AtomicBool::new(false)),
             wakes: Vec::new(),
             workers: Vec::new(),
-            driven: Some(Box::new(Mutex::new(Driven {
-                tasks: vec![Box::new(task)],
-                now: Box::new(move || clock.now()),
-                polls: 0,
-                reported: std::time::Instant::now(),
-            }))),
+            driven: Some(Driven::new(vec![Box::new(task)], clock)),
             cpu: Vec::new(),
             reports,
             summary,
