@@ -394,10 +394,9 @@ pub unsafe extern "C" fn close_range(
     last: libc::c_uint,
     flags: c_int,
 ) -> c_int {
-    let only_cloexec = libc::CLOSE_RANGE_CLOEXEC as c_int;
-    let known = only_cloexec | libc::CLOSE_RANGE_UNSHARE as c_int;
-    if flags & !known == 0
-        && flags == 0
+    // Only a plain close closes now: CLOEXEC closes nothing yet, UNSHARE closes a private
+    // copy of the table, and unknown flags are the kernel's to refuse.
+    if flags == 0
         && first <= last
         && engine::started().is_some()
         && !engine::in_vfork_child()
