@@ -396,11 +396,7 @@ pub unsafe extern "C" fn close_range(
 ) -> c_int {
     // Only a plain close closes now: CLOEXEC closes nothing yet, UNSHARE closes a private
     // copy of the table, and unknown flags are the kernel's to refuse.
-    if flags == 0
-        && first <= last
-        && engine::started().is_some()
-        && !engine::in_vfork_child()
-    {
+    if flags == 0 && first <= last && engine::started().is_some() && !engine::in_vfork_child() {
         let lo = c_int::try_from(first).unwrap_or(c_int::MAX);
         let hi = c_int::try_from(last).unwrap_or(c_int::MAX);
         let mut fds = sock::in_range(lo, hi);

@@ -66,16 +66,18 @@ impl Notify {
         }
     }
 
-    fn notify(&mut self, r: &ProtoResult) {
-        let a = r.actions;
-        if !a.any(Actions::NOTIFY_APP) {
-            return;
-        }
-        let Some(conn) = self.flows.get(r.flow as usize).and_then(Option::as_ref) else {
+    /// Tell `flow`'s application what a run of its results did (`a`: their actions
+    /// together): one wake-up and one event of each kind for the run, not one per result.
+    fn notify(&mut self, flow: FlowId, a: Actions) {
+        let Some(conn) = self.flows.get(flow as usize).and_then(Option::as_ref) else {
             return;
         };
         if a.any(Actions::FIN_RX) {
+            // Posts readable and wakes the application.
             conn.set_rx_fin();
+            if a.any(Actions::RELEASE_TX) {
+                conn.post(EventKind::Writable);
+            }
         } else {
             if a.any(Actions::PUBLISH_RX) {
                 conn.post(EventKind::Readable);
@@ -99,8 +101,21 @@ impl Notify {
     ) {
         self.stats.bursts += 1;
         self.stats.items_in += items.len() as u64;
+        // Consecutive results of one flow (a burst's segments) are told together, after
+        // placement has published all of their data.
+        let mut run: Option<(FlowId, Actions)> = None;
         for r in items {
-            self.notify(r);
+            if r.actions.any(Actions::NOTIFY_APP) {
+                match &mut run {
+                    Some((flow, acc)) if *flow == r.flow => acc.0 |= r.actions.0,
+                    _ => {
+                        if let Some((flow, acc)) = run.take() {
+                            self.notify(flow, acc);
+                        }
+                        run = Some((r.flow, r.actions));
+                    }
+                }
+            }
             if r.actions.any(CONTROL_BITS) {
                 output.push(ControlEvent {
                     flow: r.flow,
@@ -108,6 +123,9 @@ impl Notify {
                     frozen: (r.hdr.seq, r.hdr.ack, r.in_flight),
                 });
             }
+        }
+        if let Some((flow, acc)) = run {
+            self.notify(flow, acc);
         }
     }
 }
