@@ -63,6 +63,64 @@ fn a_batch_tells_the_engine_when_it_ends() {
     assert_eq!(&got[..3], b"def");
 }
 
+/// A batch that returns `WouldBlock` has told the engine first, and a batch that was
+/// forgotten instead of dropped ends at the stream's next call.
+#[test]
+fn would_block_and_forgotten_batches_leave_nothing_untold() {
+    let (pa, pb) = ArenaLink::pair(4096).unwrap();
+    let clock = VirtualClock::new();
+    let mut server = Engine::new(engine_config(MAC_A, IP_A), pa).unwrap();
+    let mut client = Engine::new(engine_config(MAC_B, IP_B), pb).unwrap();
+    let listener = server.host().listen(7, 4).unwrap();
+    let mut c = client.host().connect(SocketAddrV4::new(IP_A, 7)).unwrap();
+    c.set_nonblocking(true);
+    let mut poll = |n: usize| {
+        for _ in 0..n {
+            clock.advance(Duration::from_micros(10));
+            client.poll(clock.now());
+            server.poll(clock.now());
+        }
+    };
+    poll(50);
+    let mut s = listener.try_accept().unwrap().expect("accepted");
+    s.set_nonblocking(true);
+
+    // Fill the send ring in a batch until it would block: what was written is on its way.
+    let mut b = c.batch();
+    let chunk = [7u8; 4096];
+    let mut written = 0;
+    loop {
+        match b.write(&chunk) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    poll(50);
+    assert!(s.readable_bytes() > 0, "nothing sent of {written} bytes");
+    drop(b);
+    let mut got = vec![0u8; 1 << 20];
+    let mut total = 0;
+    for _ in 0..200 {
+        while let Ok(n) = s.read(&mut got) {
+            total += n;
+        }
+        poll(5);
+    }
+    assert_eq!(total, written);
+
+    // A forgotten batch: its writes wait for the next call on the stream.
+    let mut b = c.batch();
+    b.write_all(b"hello").unwrap();
+    std::mem::forget(b);
+    poll(50);
+    assert_eq!(s.readable_bytes(), 0);
+    c.flush().unwrap();
+    poll(50);
+    assert_eq!(s.read(&mut got).unwrap(), 5);
+    assert_eq!(&got[..5], b"hello");
+}
+
 /// A blocking write in a batch that fills the send ring tells the engine before it waits:
 /// without that it would wait for ever on an engine that never heard of the data.
 #[test]

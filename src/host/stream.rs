@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 use std::net::SocketAddrV4;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,26 +28,36 @@ pub struct Stream {
 
 /// The doorbell of one stream: rung at once, or owed while a [`Batch`] defers it. A
 /// doorbell tells the engine that the stream's ring positions moved (data written, room
-/// made by a read); ringing once covers every move before it.
+/// made by a read); ringing once covers every move before it. (Atomics only so that
+/// `&self` methods can settle it; one thread uses a stream's bell at a time.)
 #[derive(Debug, Default)]
 struct Bell {
-    defer: bool,
-    owed: bool,
+    defer: AtomicBool,
+    owed: AtomicBool,
 }
 
 impl Bell {
-    fn ring(&mut self, host: &HostShared, conn: &ConnShared) {
-        if self.defer {
-            self.owed = true;
+    fn ring(&self, host: &HostShared, conn: &ConnShared) {
+        if self.defer.load(Ordering::Relaxed) {
+            self.owed.store(true, Ordering::Relaxed);
         } else {
             host.ring_doorbell(conn);
         }
     }
 
-    /// Ring what is owed (before waiting on the engine, and when a batch ends).
-    fn settle(&mut self, host: &HostShared, conn: &ConnShared) {
-        if std::mem::take(&mut self.owed) {
+    /// Ring what is owed (before waiting on the engine or returning `WouldBlock`).
+    fn settle(&self, host: &HostShared, conn: &ConnShared) {
+        if self.owed.load(Ordering::Relaxed) {
+            self.owed.store(false, Ordering::Relaxed);
             host.ring_doorbell(conn);
+        }
+    }
+
+    /// End a batch (dropped, or forgotten: every call from outside one ends it).
+    fn end(&self, host: &HostShared, conn: &ConnShared) {
+        if self.defer.load(Ordering::Relaxed) {
+            self.defer.store(false, Ordering::Relaxed);
+            self.settle(host, conn);
         }
     }
 }
@@ -73,8 +83,11 @@ impl Stream {
 
     /// Open a batch: reads and writes through it tell the engine once, when the batch ends,
     /// instead of ringing the engine's doorbell on every call (as smoltcp's sockets, which
-    /// the stack looks at on its next poll). A call that has to wait rings first, so a
-    /// blocking call in a batch cannot wait for an engine that was never told.
+    /// the stack looks at on its next poll). A call in the batch that has to wait, or
+    /// returns [`WouldBlock`](io::ErrorKind::WouldBlock), rings first, so it cannot wait
+    /// for an engine that was never told. Waiting on anything else (another stream, a
+    /// readiness [`Context`](super::Context)) with the batch open can: end the batch, or
+    /// [`ring`](Batch::ring), before that.
     ///
     /// ```
     /// # fn demo(s: &mut flextoe::Stream) -> std::io::Result<()> {
@@ -87,14 +100,21 @@ impl Stream {
     /// # Ok(()) }
     /// ```
     pub fn batch(&mut self) -> Batch<'_> {
-        self.bell.defer = true;
+        self.bell.defer.store(true, Ordering::Relaxed);
         Batch { stream: self }
+    }
+
+    /// Every call from outside a batch ends one left open (a `Batch` that was forgotten
+    /// rather than dropped).
+    fn end_batch(&self) {
+        self.bell.end(&self.host, &self.conn);
     }
 
     /// Split into a reading and a writing half that two threads can use at once. Dropping
     /// the write half sends a FIN once its queued data is out (like
     /// `shutdown(Shutdown::Write)`); dropping the read half stops nothing.
     pub fn into_split(mut self) -> (ReadHalf, WriteHalf) {
+        self.end_batch();
         let (dummy_tx, dummy_rx) = crate::buf::byte_ring(64);
         let rx = std::mem::replace(&mut self.rx, dummy_rx);
         let tx = std::mem::replace(&mut self.tx, dummy_tx);
@@ -222,6 +242,7 @@ impl Stream {
     /// Shut down one or both directions. `Write` sends a FIN once queued data is out.
     pub fn shutdown(&mut self, how: std::net::Shutdown) -> io::Result<()> {
         use std::net::Shutdown;
+        self.end_batch();
         if matches!(how, Shutdown::Read | Shutdown::Both) {
             self.rd_shutdown = true;
         }
@@ -240,6 +261,7 @@ impl Stream {
 
     /// Wait until everything written has been acknowledged, or `timeout` passes.
     pub fn wait_drained(&self, timeout: Option<Duration>) -> bool {
+        self.end_batch();
         self.conn.waiter.wait_until(timeout, || {
             self.tx.free() == self.tx.capacity() || self.conn.status().error().is_some()
         })
@@ -247,6 +269,7 @@ impl Stream {
 
     /// Wait until the connection is fully closed (or failed), or `timeout` passes.
     pub fn wait_closed(&self, timeout: Option<Duration>) -> bool {
+        self.end_batch();
         self.conn.waiter.wait_until(timeout, || {
             !matches!(
                 self.conn.status(),
@@ -268,12 +291,17 @@ impl Stream {
     /// # let _ = lines; Ok(()) }
     /// ```
     pub fn read_with<R>(&mut self, f: impl FnOnce(&[u8]) -> (usize, R)) -> io::Result<R> {
+        self.end_batch();
+        self.read_with_in(f)
+    }
+
+    fn read_with_in<R>(&mut self, f: impl FnOnce(&[u8]) -> (usize, R)) -> io::Result<R> {
         let mut f = Some(f);
         loop {
             let r = try_read_with(
                 &self.conn,
                 &self.host,
-                &mut self.bell,
+                &self.bell,
                 &mut self.rx,
                 self.rd_shutdown,
                 |rx| {
@@ -293,10 +321,10 @@ impl Stream {
             if let Some(r) = r {
                 return r;
             }
+            self.bell.settle(&self.host, &self.conn);
             if self.nonblocking {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            self.bell.settle(&self.host, &self.conn);
             wait_readable(&self.conn, &self.rx);
         }
     }
@@ -320,12 +348,17 @@ impl Stream {
     /// # let _ = wrote; Ok(()) }
     /// ```
     pub fn write_with<R>(&mut self, f: impl FnOnce(&mut [u8]) -> (usize, R)) -> io::Result<R> {
+        self.end_batch();
+        self.write_with_in(f)
+    }
+
+    fn write_with_in<R>(&mut self, f: impl FnOnce(&mut [u8]) -> (usize, R)) -> io::Result<R> {
         let mut f = Some(f);
         loop {
             let r = try_write_with(
                 &self.conn,
                 &self.host,
-                &mut self.bell,
+                &self.bell,
                 &mut self.tx,
                 false,
                 |tx| {
@@ -341,10 +374,10 @@ impl Stream {
             if let Some(r) = r {
                 return r;
             }
+            self.bell.settle(&self.host, &self.conn);
             if self.nonblocking {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            self.bell.settle(&self.host, &self.conn);
             wait_writable(&self.conn, &self.tx);
         }
     }
@@ -368,7 +401,7 @@ impl Stream {
             let r = try_read_with(
                 &self.conn,
                 &self.host,
-                &mut self.bell,
+                &self.bell,
                 &mut self.rx,
                 false,
                 |rx| match rx {
@@ -397,7 +430,7 @@ impl Stream {
                 match try_write(
                     &self.conn,
                     &self.host,
-                    &mut self.bell,
+                    &self.bell,
                     &mut self.tx,
                     buf.chunk(),
                 ) {
@@ -422,7 +455,7 @@ impl Stream {
         try_read(
             &self.conn,
             &self.host,
-            &mut self.bell,
+            &self.bell,
             &mut self.rx,
             self.rd_shutdown,
             buf,
@@ -430,14 +463,14 @@ impl Stream {
     }
 
     fn try_write(&mut self, buf: &[u8]) -> Option<io::Result<usize>> {
-        try_write(&self.conn, &self.host, &mut self.bell, &mut self.tx, buf)
+        try_write(&self.conn, &self.host, &self.bell, &mut self.tx, buf)
     }
 }
 
 fn try_read(
     conn: &Arc<ConnShared>,
     host: &HostShared,
-    bell: &mut Bell,
+    bell: &Bell,
     rx: &mut RingReader,
     rd_shutdown: bool,
     buf: &mut [u8],
@@ -457,7 +490,7 @@ fn try_read(
 fn try_read_with<R>(
     conn: &Arc<ConnShared>,
     host: &HostShared,
-    bell: &mut Bell,
+    bell: &Bell,
     rx: &mut RingReader,
     rd_shutdown: bool,
     take: impl FnOnce(Option<&mut RingReader>) -> (usize, R),
@@ -484,7 +517,7 @@ fn try_read_with<R>(
 fn try_write(
     conn: &Arc<ConnShared>,
     host: &HostShared,
-    bell: &mut Bell,
+    bell: &Bell,
     tx: &mut RingWriter,
     buf: &[u8],
 ) -> Option<io::Result<usize>> {
@@ -499,7 +532,7 @@ fn try_write(
 fn try_write_with<R>(
     conn: &Arc<ConnShared>,
     host: &HostShared,
-    bell: &mut Bell,
+    bell: &Bell,
     tx: &mut RingWriter,
     always: bool,
     put: impl FnOnce(&mut RingWriter) -> (usize, R),
@@ -537,14 +570,21 @@ fn wait_writable(conn: &Arc<ConnShared>, tx: &RingWriter) {
 
 impl io::Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.end_batch();
+        self.read_in(buf)
+    }
+}
+
+impl Stream {
+    fn read_in(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             if let Some(r) = self.try_read(buf) {
                 return r;
             }
+            self.bell.settle(&self.host, &self.conn);
             if self.nonblocking {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            self.bell.settle(&self.host, &self.conn);
             wait_readable(&self.conn, &self.rx);
         }
     }
@@ -552,20 +592,28 @@ impl io::Read for Stream {
 
 impl io::Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.end_batch();
+        self.write_in(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.end_batch();
+        Ok(())
+    }
+}
+
+impl Stream {
+    fn write_in(&mut self, buf: &[u8]) -> io::Result<usize> {
         loop {
             if let Some(r) = self.try_write(buf) {
                 return r;
             }
+            self.bell.settle(&self.host, &self.conn);
             if self.nonblocking {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            self.bell.settle(&self.host, &self.conn);
             wait_writable(&self.conn, &self.tx);
         }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
@@ -598,7 +646,7 @@ impl ReadHalf {
 impl io::Read for ReadHalf {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            let bell = &mut Bell::default();
+            let bell = &Bell::default();
             if let Some(r) = try_read(
                 &self.conn,
                 &self.host,
@@ -648,13 +696,8 @@ impl WriteHalf {
 impl io::Write for WriteHalf {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         loop {
-            if let Some(r) = try_write(
-                &self.conn,
-                &self.host,
-                &mut Bell::default(),
-                &mut self.tx,
-                buf,
-            ) {
+            if let Some(r) = try_write(&self.conn, &self.host, &Bell::default(), &mut self.tx, buf)
+            {
                 return r;
             }
             if self.nonblocking {
@@ -702,6 +745,7 @@ impl Stream {
 
     /// Let go of a stream whose connection went into a splice: dropping it closes nothing.
     pub(crate) fn detach(mut self) {
+        self.end_batch();
         self.split = true;
     }
 }
@@ -731,30 +775,30 @@ pub struct Batch<'a> {
 impl Batch<'_> {
     /// [`Stream::read_with`] within the batch.
     pub fn read_with<R>(&mut self, f: impl FnOnce(&[u8]) -> (usize, R)) -> io::Result<R> {
-        self.stream.read_with(f)
+        self.stream.read_with_in(f)
     }
 
     /// [`Stream::write_with`] within the batch.
     pub fn write_with<R>(&mut self, f: impl FnOnce(&mut [u8]) -> (usize, R)) -> io::Result<R> {
-        self.stream.write_with(f)
+        self.stream.write_with_in(f)
     }
 
     /// Tell the engine now what the batch has done so far; the batch stays open.
     pub fn ring(&mut self) {
-        let s = &mut *self.stream;
+        let s = &*self.stream;
         s.bell.settle(&s.host, &s.conn);
     }
 }
 
 impl io::Read for Batch<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.stream.read(buf)
+        self.stream.read_in(buf)
     }
 }
 
 impl io::Write for Batch<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.stream.write(buf)
+        self.stream.write_in(buf)
     }
 
     /// Rings the doorbell for what was written so far.
@@ -766,9 +810,7 @@ impl io::Write for Batch<'_> {
 
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
-        let s = &mut *self.stream;
-        s.bell.defer = false;
-        s.bell.settle(&s.host, &s.conn);
+        self.stream.end_batch();
     }
 }
 

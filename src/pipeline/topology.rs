@@ -1,7 +1,7 @@
 //! Topologies: how many replicas of each stage, how many flow groups, which thread runs
 //! which task, and which core each thread is pinned to.
 
-pub use super::cores::usable_cores;
+pub use super::cores::{core_budget, usable_cores};
 use crate::flow::FlowId;
 use crate::reorder::Overflow;
 use crate::wire::FourTuple;
@@ -246,20 +246,21 @@ impl Topology {
     /// Size the runtime to the cores left after `app_threads` busy application threads
     /// (the threads that will call into the engine or share the machine with it): never
     /// more workers than free cores. The cores are those the process may use
-    /// ([`usable_cores`]), whatever the calling thread is pinned to. Two or more free cores: [`x86`](Self::x86) with that
+    /// ([`core_budget`]: the union of its threads' CPUs, bounded by a cgroup quota),
+    /// whatever the calling thread is pinned to. Two or more free cores: [`x86`](Self::x86) with that
     /// many workers; one: every task on one worker ([`single_thread`](Self::single_thread));
     /// none: every task on the application's thread ([`fused`](Self::fused)), which must
     /// then call [`Threaded::poll`](crate::pipeline::Threaded::poll).
     ///
     /// ```
     /// use flextoe::pipeline::Topology;
-    /// let cores = flextoe::pipeline::topology::usable_cores().len();
+    /// let cores = flextoe::pipeline::topology::core_budget();
     /// let t = Topology::auto(1);
     /// assert!(t.workers.len() <= cores.saturating_sub(1).max(1));
     /// assert_eq!(t.caller_driven, cores <= 1);
     /// ```
     pub fn auto(app_threads: usize) -> Self {
-        Self::for_free_cores(usable_cores().len().saturating_sub(app_threads))
+        Self::for_free_cores(core_budget().saturating_sub(app_threads))
     }
 
     /// [`auto`](Self::auto) for a given number of free cores.

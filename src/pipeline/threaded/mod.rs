@@ -802,7 +802,7 @@ impl Threaded {
         let mut workers = Vec::new();
         // With fewer cores than threads that want to run (workers plus applications),
         // busy workers yield regularly instead of holding their core for a whole time slice.
-        let share_core = topology.workers.len() >= cores.len().max(1);
+        let share_core = topology.workers.len() >= super::topology::core_budget().max(1);
         if topology.caller_driven {
             // The application's thread runs everything (`Threaded::poll`).
             let tasks: Vec<Box<dyn Task>> = per_worker.into_iter().flatten().collect();
