@@ -12,9 +12,11 @@ use flextoe::backends::arena_link::ArenaLink;
 use flextoe::pipeline::{Engine, Runtime};
 use flextoe::sim::VirtualClock;
 use flextoe::time::{Clock, SystemClock};
+use flextoe::Stream;
 
-#[test]
-fn a_batch_tells_the_engine_when_it_ends() {
+/// Two inline engines over a shared arena with a connection between them, nonblocking on
+/// both ends: (client stream, server stream, a function that polls both `n` times).
+fn connected() -> (Stream, Stream, impl FnMut(usize)) {
     let (pa, pb) = ArenaLink::pair(4096).unwrap();
     let clock = VirtualClock::new();
     let mut server = Engine::new(engine_config(MAC_A, IP_A), pa).unwrap();
@@ -22,7 +24,7 @@ fn a_batch_tells_the_engine_when_it_ends() {
     let listener = server.host().listen(7, 4).unwrap();
     let mut c = client.host().connect(SocketAddrV4::new(IP_A, 7)).unwrap();
     c.set_nonblocking(true);
-    let mut poll = |n: usize| {
+    let mut poll = move |n: usize| {
         for _ in 0..n {
             clock.advance(Duration::from_micros(10));
             client.poll(clock.now());
@@ -32,6 +34,12 @@ fn a_batch_tells_the_engine_when_it_ends() {
     poll(50);
     let mut s = listener.try_accept().unwrap().expect("accepted");
     s.set_nonblocking(true);
+    (c, s, poll)
+}
+
+#[test]
+fn a_batch_tells_the_engine_when_it_ends() {
+    let (mut c, mut s, mut poll) = connected();
 
     // Written in a batch: the engine is not told, nothing leaves.
     let mut b = c.batch();
@@ -67,23 +75,7 @@ fn a_batch_tells_the_engine_when_it_ends() {
 /// forgotten instead of dropped ends at the stream's next call.
 #[test]
 fn would_block_and_forgotten_batches_leave_nothing_untold() {
-    let (pa, pb) = ArenaLink::pair(4096).unwrap();
-    let clock = VirtualClock::new();
-    let mut server = Engine::new(engine_config(MAC_A, IP_A), pa).unwrap();
-    let mut client = Engine::new(engine_config(MAC_B, IP_B), pb).unwrap();
-    let listener = server.host().listen(7, 4).unwrap();
-    let mut c = client.host().connect(SocketAddrV4::new(IP_A, 7)).unwrap();
-    c.set_nonblocking(true);
-    let mut poll = |n: usize| {
-        for _ in 0..n {
-            clock.advance(Duration::from_micros(10));
-            client.poll(clock.now());
-            server.poll(clock.now());
-        }
-    };
-    poll(50);
-    let mut s = listener.try_accept().unwrap().expect("accepted");
-    s.set_nonblocking(true);
+    let (mut c, mut s, mut poll) = connected();
 
     // Fill the send ring in a batch until it would block: what was written is on its way.
     let mut b = c.batch();
