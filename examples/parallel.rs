@@ -288,7 +288,9 @@ fn main() {
     let t = topology();
     println!(
         "server data path: inline runtime vs threaded runtime with Topology::auto(2): {} ({:?}); client: inline engine on its own thread; {} cores on this machine",
-        if t.caller_driven {
+        if t.maps_inline() {
+            "no core to spare, the inline mapping (the whole engine as one task) on the application's thread".to_string()
+        } else if t.caller_driven {
             "no core to spare, every task on the application's thread".to_string()
         } else {
             format!("{} worker threads", t.workers.len())

@@ -217,7 +217,12 @@ fn main() {
     println!(
         "server engine against the trace port; threaded: Topology::auto(1) = {}; {} cores on this machine",
         if t.caller_driven {
-            "every task on the application's thread".to_string()
+            if t.maps_inline() {
+                "the inline mapping (the whole engine as one task) on the application's thread"
+                    .to_string()
+            } else {
+                "every task on the application's thread".to_string()
+            }
         } else {
             format!(
                 "{} worker thread(s) {:?}",
