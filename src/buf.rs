@@ -233,6 +233,56 @@ impl FreeStack {
         }
     }
 
+    /// Push `idx` (already linked to each other through `next`, first to last) with one
+    /// compare-and-swap: `first` becomes the head and `last` links to the old head.
+    fn push_chain(&self, first: u32, last: u32, n: usize) {
+        self.len.fetch_add(n, Ordering::Relaxed);
+        let mut cur = self.head.load(Ordering::Acquire);
+        loop {
+            self.next[last as usize].store(cur as u32, Ordering::Relaxed);
+            let new = ((cur >> 32).wrapping_add(1) << 32) | first as u64;
+            match self
+                .head
+                .compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Pop up to `max` indices with one compare-and-swap, appending them to `out`. The walk
+    /// along `next` may read links another thread is rewriting, but the tagged head only
+    /// matches if nobody popped or pushed since it was read, and then the walked links were
+    /// those of the stack.
+    fn pop_chain<T>(&self, max: usize, out: &mut Vec<T>, make: impl Fn(u32) -> T) -> usize {
+        let start = out.len();
+        let mut cur = self.head.load(Ordering::Acquire);
+        loop {
+            out.truncate(start);
+            let mut idx = cur as u32;
+            while idx != NIL && out.len() - start < max {
+                out.push(make(idx));
+                idx = self.next[idx as usize].load(Ordering::Relaxed);
+            }
+            let n = out.len() - start;
+            if n == 0 {
+                return 0;
+            }
+            let new = ((cur >> 32).wrapping_add(1) << 32) | idx as u64;
+            match self
+                .head
+                .compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    self.len.fetch_sub(n, Ordering::Relaxed);
+                    return n;
+                }
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
     fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
     }
@@ -375,11 +425,39 @@ impl FrameArena {
         }
     }
 
-    /// Give back every frame of a burst, leaving it empty.
+    /// Give back every frame of a burst, leaving it empty: one compare-and-swap for the
+    /// whole burst, however long.
     pub fn free_all(&self, frames: &mut Vec<Frame>) {
-        for f in frames.drain(..) {
-            self.free(f);
+        let (Some(first), Some(last)) = (frames.first(), frames.last()) else {
+            return;
+        };
+        let (first, last) = (first.index(), last.index());
+        let mut prev: Option<u32> = None;
+        for f in frames.iter() {
+            assert_eq!(f.arena, self.id, "frame freed into a foreign arena");
+            if let Some(p) = prev {
+                self.free.next[p as usize].store(f.index(), Ordering::Relaxed);
+            }
+            prev = Some(f.index());
         }
+        self.free.push_chain(first, last, frames.len());
+        frames.clear();
+    }
+
+    /// Take up to `n` free frames with one compare-and-swap (each like [`alloc`](Self::alloc)
+    /// makes them), appending them to `out`; returns how many. Fewer than `n` (possibly none)
+    /// when the arena runs short; a short burst counts as one allocation failure.
+    pub fn alloc_burst(&self, n: usize, out: &mut Vec<Frame>) -> usize {
+        let id = self.id;
+        let got = self.free.pop_chain(n, out, |index| Frame {
+            slot: index | (HEADROOM as u32) << 24,
+            len: 0,
+            arena: id,
+        });
+        if got < n {
+            self.alloc_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        got
     }
 
     /// Where the frame's data starts.
@@ -899,6 +977,63 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(a.in_use(), 1);
+    }
+
+    #[test]
+    fn burst_alloc_and_free_hand_out_each_frame_once() {
+        use std::sync::atomic::AtomicBool;
+        let a = Arc::new(FrameArena::new(96).unwrap());
+        let mut got = Vec::new();
+        assert_eq!(a.alloc_burst(40, &mut got), 40);
+        assert_eq!(a.in_use(), 40);
+        assert_eq!(
+            a.alloc_burst(100, &mut got),
+            56,
+            "a short burst takes what is left"
+        );
+        assert_eq!(a.alloc_failures(), 1);
+        assert_eq!(a.alloc_burst(1, &mut got), 0);
+        let distinct: std::collections::HashSet<u32> = got.iter().map(Frame::index).collect();
+        assert_eq!(distinct.len(), 96);
+        a.free_all(&mut got);
+        assert!(got.is_empty());
+        assert_eq!(a.in_use(), 0);
+        // Threads mixing single and burst operations: a frame is never held twice.
+        let held: Arc<Vec<AtomicBool>> =
+            Arc::new((0..96).map(|_| AtomicBool::new(false)).collect());
+        let threads: Vec<_> = (0..3)
+            .map(|t| {
+                let (a, held) = (a.clone(), held.clone());
+                std::thread::spawn(move || {
+                    let mut fs = Vec::new();
+                    for round in 0..20_000usize {
+                        if (round + t) % 3 == 0 {
+                            fs.extend(a.alloc());
+                        } else {
+                            a.alloc_burst(1 + round % 9, &mut fs);
+                        }
+                        for f in &fs {
+                            let was = held[f.index() as usize].swap(true, Ordering::AcqRel);
+                            assert!(!was, "frame {} handed out twice", f.index());
+                        }
+                        for f in &fs {
+                            held[f.index() as usize].store(false, Ordering::Release);
+                        }
+                        if round % 2 == 0 {
+                            a.free_all(&mut fs);
+                        } else {
+                            for f in fs.drain(..) {
+                                a.free(f);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(a.in_use(), 0);
     }
 
     #[test]
