@@ -277,6 +277,12 @@ fn a_caller_driven_layout_with_two_groups_runs_its_task_graph() {
     let stats = echo_many(t.clone(), 4, 128 * 1024);
     assert_eq!(stats.tasks.len(), t.tasks().len());
     assert!(stats.worker_cpu.is_empty(), "no worker threads");
+    // Each task's time on the caller's thread is sampled: the tasks that carried the echo
+    // report some.
+    for task in [TaskRef::Io, TaskRef::Place(0)] {
+        let r = stats.tasks.iter().find(|r| r.task == Some(task)).unwrap();
+        assert!(r.cpu > Duration::ZERO, "{task:?} reports no time: {stats}");
+    }
 }
 
 #[test]

@@ -275,6 +275,11 @@ struct WorkerCpu {
 /// The tasks of a caller-driven engine and its clock.
 struct Driven {
     tasks: Vec<Box<dyn Task>>,
+    /// Which task each of `tasks` is, when it is one of the topology's (not for the inline
+    /// mapping's single task).
+    refs: Vec<TaskRef>,
+    /// Sampled run time of each task in `refs` (ns, scaled up by the sampling rate).
+    times: Vec<u64>,
     now: Box<dyn FnMut() -> Instant + Send>,
     polls: u64,
     /// When the tasks last published their reports.
@@ -282,8 +287,14 @@ struct Driven {
 }
 
 impl Driven {
-    fn new<K: Clock + 'static>(tasks: Vec<Box<dyn Task>>, clock: K) -> Box<Mutex<Driven>> {
+    fn new<K: Clock + 'static>(
+        tasks: Vec<Box<dyn Task>>,
+        refs: Vec<TaskRef>,
+        clock: K,
+    ) -> Box<Mutex<Driven>> {
         Box::new(Mutex::new(Driven {
+            times: vec![0; refs.len()],
+            refs,
             tasks,
             now: Box::new(move || clock.now()),
             polls: 0,
@@ -806,13 +817,17 @@ impl Threaded {
         if topology.caller_driven {
             // The application's thread runs everything (`Threaded::poll`).
             let tasks: Vec<Box<dyn Task>> = per_worker.into_iter().flatten().collect();
+            let refs: Vec<TaskRef> = cpu_of
+                .iter()
+                .flat_map(|w| w.tasks.iter().map(|(t, _)| *t))
+                .collect();
             return Ok(Threaded {
                 arena,
                 host: Host { shared: host },
                 stop,
                 wakes,
                 workers,
-                driven: Some(Driven::new(tasks, clock.clone())),
+                driven: Some(Driven::new(tasks, refs, clock.clone())),
                 cpu: Vec::new(),
                 reports,
                 summary,
@@ -949,7 +964,7 @@ impl Threaded {
             stop: Arc::new(AtomicBool::new(false)),
             wakes: Vec::new(),
             workers: Vec::new(),
-            driven: Some(Driven::new(vec![Box::new(task)], clock)),
+            driven: Some(Driven::new(vec![Box::new(task)], Vec::new(), clock)),
             cpu: Vec::new(),
             reports,
             summary,
@@ -972,8 +987,19 @@ impl Threaded {
         let mut d = d.lock().unwrap_or_else(|p| p.into_inner());
         let now = (d.now)();
         let mut busy = false;
-        for t in d.tasks.iter_mut() {
-            busy |= t.run(now);
+        let d = &mut *d;
+        if d.polls.is_multiple_of(SAMPLE_EVERY) && d.times.len() == d.tasks.len() {
+            let mut t0 = std::time::Instant::now();
+            for (t, spent) in d.tasks.iter_mut().zip(d.times.iter_mut()) {
+                busy |= t.run(now);
+                let t1 = std::time::Instant::now();
+                *spent += (t1 - t0).as_nanos() as u64 * SAMPLE_EVERY;
+                t0 = t1;
+            }
+        } else {
+            for t in d.tasks.iter_mut() {
+                busy |= t.run(now);
+            }
         }
         d.polls += 1;
         if d.polls.is_multiple_of(64) && d.reported.elapsed() >= REPORT_EVERY {
@@ -1030,6 +1056,17 @@ impl Threaded {
             if all > 0 {
                 let mine = ns.load(Ordering::Relaxed);
                 r.cpu = worker_cpu[r.worker].mul_f64(mine as f64 / all as f64);
+            }
+        }
+        // Caller-driven: the sampled run times themselves (the application's thread also
+        // runs the application, so its CPU clock says nothing about the tasks).
+        if let Some(d) = &self.driven {
+            let d = d.lock().unwrap_or_else(|p| p.into_inner());
+            for r in &mut tasks {
+                let Some(task) = r.task else { continue };
+                if let Some(i) = d.refs.iter().position(|t| *t == task) {
+                    r.cpu = Duration::from_nanos(d.times[i]);
+                }
             }
         }
         ThreadedStats {

@@ -23,7 +23,10 @@ pub struct TaskReport {
     pub hooks: Vec<HookReport>,
     /// The CPU time this task has used so far, estimated: its worker thread's CPU time
     /// (the thread CPU clock) split among the thread's tasks by how long their runs took,
-    /// timed on one pass in 16. Zero for a caller-driven topology (no worker threads).
+    /// timed on one pass in 16. For a caller-driven topology (no worker threads) it is the
+    /// task's run time on the application's thread, timed on one call of
+    /// [`Threaded::poll`](crate::pipeline::Threaded::poll) in 16 and scaled up; zero for
+    /// the inline mapping, whose one task is the whole engine.
     pub cpu: std::time::Duration,
 }
 
