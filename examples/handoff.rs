@@ -20,21 +20,12 @@
 //! of a single item bounced back and forth (half the round trip). These are the service
 //! times of a hand-off that a model of the threaded runtime takes as input.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+#[path = "support/hops.rs"]
+mod hops;
 
-use flextoe::buf::{Frame, FrameArena};
+use flextoe::buf::FrameArena;
 use flextoe::pipeline::topology::usable_cores;
-use flextoe::reorder::{Ingress, Tagged};
-use flextoe::ring::spsc;
-use flextoe::stages::{ProtoResult, RxWork};
-use flextoe::wire::SegmentSummary;
-
-/// Items in circulation (a quarter of each ring, as a loaded stage ring holds).
-const POOL: usize = 256;
-/// Ring capacity (the runtime's default ring size).
-const RING: usize = 1024;
+use hops::{kinds, POOL};
 
 struct Args {
     items: u64,
@@ -64,236 +55,6 @@ fn args() -> Args {
     a
 }
 
-/// Pin the calling thread to core `i` of those the process may use (when there are two or
-/// more).
-fn pin(i: usize) {
-    let cores = usable_cores();
-    if cores.len() >= 2 {
-        core_affinity::set_for_current(core_affinity::CoreId {
-            id: cores[i % cores.len()],
-        });
-    }
-}
-
-/// Circulate `pool` between two pinned threads until `items` crossed the first ring, in
-/// bursts of `burst`; returns the wall time.
-fn circulate<T: Send + 'static>(pool: Vec<T>, items: u64, burst: usize) -> (Duration, Vec<T>) {
-    let (mut to_b, mut from_a) = spsc::<T>(RING);
-    let (mut to_a, mut from_b) = spsc::<T>(RING);
-    let start_flag = Arc::new(AtomicBool::new(false));
-    let go = start_flag.clone();
-    let b = std::thread::spawn(move || {
-        pin(1);
-        while !go.load(Ordering::Acquire) {
-            std::hint::spin_loop();
-        }
-        let mut held: Vec<T> = Vec::with_capacity(RING);
-        let mut moved = 0u64;
-        while moved < items {
-            if burst == 1 {
-                if let Some(x) = from_a.pop() {
-                    moved += 1;
-                    let mut x = x;
-                    while let Err(back) = to_a.push(x) {
-                        x = back;
-                        std::hint::spin_loop();
-                    }
-                } else {
-                    std::hint::spin_loop();
-                }
-            } else {
-                let n = from_a.pop_burst(&mut held, burst);
-                if n == 0 {
-                    std::hint::spin_loop();
-                    continue;
-                }
-                moved += n as u64;
-                while !held.is_empty() {
-                    if to_a.push_burst(&mut held) == 0 {
-                        std::hint::spin_loop();
-                    }
-                }
-            }
-        }
-    });
-    pin(0);
-    let mut pool = pool;
-    let total = pool.len();
-    let t0 = Instant::now();
-    start_flag.store(true, Ordering::Release);
-    let mut sent = 0u64;
-    let mut back: Vec<T> = Vec::with_capacity(RING);
-    // Thread A: push what it holds (up to the count), take back what B returned.
-    while sent < items {
-        if burst == 1 {
-            if let Some(x) = pool.pop() {
-                match to_b.push(x) {
-                    Ok(()) => sent += 1,
-                    Err(x) => pool.push(x),
-                }
-            }
-            if let Some(x) = from_b.pop() {
-                pool.push(x);
-            }
-        } else {
-            let want = burst.min((items - sent) as usize).min(pool.len());
-            if want > 0 {
-                let mut chunk: Vec<T> = pool.drain(pool.len() - want..).collect();
-                let n = to_b.push_burst(&mut chunk);
-                sent += n as u64;
-                pool.append(&mut chunk);
-            }
-            from_b.pop_burst(&mut back, burst);
-            pool.append(&mut back);
-        }
-    }
-    b.join().expect("thread B");
-    let el = t0.elapsed();
-    // Everything comes home: nothing was lost or duplicated on the way.
-    while pool.len() < total {
-        if let Some(x) = from_b.pop() {
-            pool.push(x);
-        }
-    }
-    (el, pool)
-}
-
-/// One item bounced between the two threads `trips` times; returns the one-way latency.
-fn bounce<T: Send + 'static>(item: T, trips: u64) -> (Duration, T) {
-    let (mut to_b, mut from_a) = spsc::<T>(RING);
-    let (mut to_a, mut from_b) = spsc::<T>(RING);
-    let b = std::thread::spawn(move || {
-        pin(1);
-        for _ in 0..trips {
-            let x = loop {
-                if let Some(x) = from_a.pop() {
-                    break x;
-                }
-                std::hint::spin_loop();
-            };
-            if to_a.push(x).is_err() {
-                unreachable!("one item in a ring of {RING}");
-            }
-        }
-    });
-    pin(0);
-    let mut x = item;
-    let t0 = Instant::now();
-    for _ in 0..trips {
-        if to_b.push(x).is_err() {
-            unreachable!("one item in a ring of {RING}");
-        }
-        x = loop {
-            if let Some(x) = from_b.pop() {
-                break x;
-            }
-            std::hint::spin_loop();
-        };
-    }
-    let el = t0.elapsed();
-    b.join().expect("thread B");
-    (el / (2 * trips as u32).max(1), x)
-}
-
-fn summary() -> SegmentSummary {
-    SegmentSummary {
-        payload_len: 64,
-        ..SegmentSummary::default()
-    }
-}
-
-/// How one item type is made (from a frame of the arena) and named.
-struct Kind {
-    name: &'static str,
-    size: usize,
-    run: fn(&FrameArena, u64, usize) -> Duration,
-    latency: fn(&FrameArena, u64) -> Duration,
-}
-
-fn frame(arena: &FrameArena) -> Frame {
-    arena.alloc().expect("a frame")
-}
-
-fn kinds() -> Vec<Kind> {
-    vec![
-        Kind {
-            name: "u64 (reference)",
-            size: std::mem::size_of::<u64>(),
-            run: |_, n, b| circulate((0..POOL as u64).collect(), n, b).0,
-            latency: |_, t| bounce(7u64, t).0,
-        },
-        Kind {
-            name: "Ingress<RxWork> (preprocess -> protocol)",
-            size: std::mem::size_of::<Ingress<RxWork>>(),
-            run: |a, n, b| {
-                let pool = (0..POOL as u64)
-                    .map(|i| {
-                        Ingress::Item(
-                            i,
-                            RxWork {
-                                flow: i as u32,
-                                summary: summary(),
-                                frame: frame(a),
-                            },
-                        )
-                    })
-                    .collect();
-                let (el, pool) = circulate(pool, n, b);
-                for it in pool {
-                    if let Ingress::Item(_, w) = it {
-                        a.free(w.frame);
-                    }
-                }
-                el
-            },
-            latency: |a, t| {
-                let w = RxWork {
-                    flow: 1,
-                    summary: summary(),
-                    frame: frame(a),
-                };
-                let (el, it) = bounce(Ingress::Item(1, w), t);
-                if let Ingress::Item(_, w) = it {
-                    a.free(w.frame);
-                }
-                el
-            },
-        },
-        Kind {
-            name: "(u64, ProtoResult) (protocol -> placement)",
-            size: std::mem::size_of::<(u64, ProtoResult)>(),
-            run: |_, n, b| {
-                let pool = (0..POOL as u64)
-                    .map(|i| (i, ProtoResult::default()))
-                    .collect();
-                circulate(pool, n, b).0
-            },
-            latency: |_, t| bounce((1u64, ProtoResult::default()), t).0,
-        },
-        Kind {
-            name: "Tagged<Frame> (postprocess -> I/O)",
-            size: std::mem::size_of::<Tagged<Frame>>(),
-            run: |a, n, b| {
-                let pool = (0..POOL as u64)
-                    .map(|i| Tagged::item(i, frame(a)))
-                    .collect();
-                let (el, pool) = circulate(pool, n, b);
-                for f in pool.into_iter().filter_map(|t| t.item) {
-                    a.free(f);
-                }
-                el
-            },
-            latency: |a, t| {
-                let (el, it) = bounce(Tagged::item(1, frame(a)), t);
-                if let Some(f) = it.item {
-                    a.free(f);
-                }
-                el
-            },
-        },
-    ]
-}
-
 fn median_min_max(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
     (v[v.len() / 2], v[0], v[v.len() - 1])
@@ -317,7 +78,7 @@ fn main() {
             // Interleaved with the other burst size of the same type, rounds alternating.
             let mut ns = Vec::new();
             for _ in 0..a.rounds {
-                let el = (k.run)(&arena, a.items, burst);
+                let el = (k.run)(&arena, a.items, burst, true);
                 ns.push(el.as_nanos() as f64 / a.items as f64);
             }
             let (med, lo, hi) = median_min_max(ns);

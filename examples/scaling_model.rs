@@ -1,0 +1,503 @@
+//! A model of the threaded runtime for one connection, fed with service times measured in
+//! the same run, checked against every layout that runs on this machine, then asked about
+//! 4, 8 and 16 cores.
+//!
+//! ```text
+//! cargo run --release --example scaling_model [-- --secs 0.5 --rounds 3]
+//! ```
+//!
+//! The server runs against the trace-driven port (`backends::trace`, the client off the
+//! CPUs), one connection, bulk and 64-byte RPCs with 16 outstanding. Each round measures,
+//! in turn (the order alternating between rounds):
+//!
+//! 1. **Calibration**: the threaded runtime's task graph on the application's thread alone
+//!    (caller-driven, two flow groups so that it does not map onto the inline engine). Each
+//!    task's time per unit (`TaskReport::cpu`, its sampled run time) is its service time
+//!    `s_t`; the thread's CPU time not spent in tasks is the application's `a`. Ring hand-offs
+//!    between tasks on one thread are part of `s_t`.
+//! 2. **Hand-off costs** (`support/hops.rs`): the real work items through `ring::spsc` in
+//!    bursts of 32, on one thread and between two pinned threads; the difference, per item
+//!    and edge, is what a ring between two cores adds (half to each side). Payload through a
+//!    256 KiB byte ring in segment-sized chunks, on one thread and on two: what placement's
+//!    copy into a ring the application reads on another core adds per byte (to the writer and
+//!    to the reader).
+//! 3. **The layouts it checks**: the inline engine (one core), and `Topology::auto(1)` (one
+//!    worker, with the application on the other core).
+//!
+//! The model: each thread's load per unit is the sum of its tasks' service times (a replica
+//! takes its share of the items; a task that carries none of the connection's items, such as
+//! the second flow group, costs nothing), plus what each ring to another thread adds, plus,
+//! for the thread of the place replica and for the application's, what the payload between
+//! them adds when they are apart. The busiest thread sets the throughput: `1 / max load`.
+//! The inline engine is the task graph without its rings: the calibration's load less the
+//! one-thread hand-off cost of every item on every edge.
+//!
+//! It prints, per workload, the model's rate and the measured one for each checked layout
+//! (medians, min..max over rounds of the ratio), and, only where every check is within
+//! ±15%, its prediction for 4, 8 and 16 cores: the application on one core and
+//! `Topology::x86` over the rest, against the inline engine's measured rate. The model
+//! knows nothing about contention between the workers beyond the rings (shared caches,
+//! memory bandwidth, the other threads' spinning), so a prediction is an upper bound.
+
+#[path = "support/hops.rs"]
+mod hops;
+#[path = "support/trace_run.rs"]
+mod trace_run;
+
+use std::collections::HashMap;
+
+use flextoe::backends::trace::Workload;
+use flextoe::buf::FrameArena;
+use flextoe::pipeline::{TaskRef, Topology};
+use trace_run::{arg, measure, workloads, Run, Runtime};
+
+/// The edges of the task graph a connection's items cross, and the item type measured for
+/// each (by its index in `hops::kinds()`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Edge {
+    /// I/O to preprocess: received frames (measured as `Tagged<Frame>`).
+    IoPre,
+    /// Preprocess to the flow group: `Ingress<RxWork>`.
+    PreGroup,
+    /// Flow group to placement: `(u64, ProtoResult)`.
+    GroupPlace,
+    /// Placement to postprocess: `(u16, u64, ProtoResult)` (measured as `(u64, ProtoResult)`).
+    PlacePost,
+    /// Postprocess to I/O: `Tagged<Frame>`.
+    PostIo,
+}
+
+impl Edge {
+    const ALL: [Edge; 5] = [
+        Edge::IoPre,
+        Edge::PreGroup,
+        Edge::GroupPlace,
+        Edge::PlacePost,
+        Edge::PostIo,
+    ];
+
+    /// Index of the measured item type in `hops::kinds()`.
+    fn kind(self) -> usize {
+        match self {
+            Edge::IoPre | Edge::PostIo => 3,
+            Edge::PreGroup => 1,
+            Edge::GroupPlace | Edge::PlacePost => 2,
+        }
+    }
+
+    /// Whether a task is this edge's producer or consumer.
+    fn ends(self, t: TaskRef) -> (bool, bool) {
+        use TaskRef::*;
+        match self {
+            Edge::IoPre => (t == Io, matches!(t, Preprocess(_))),
+            Edge::PreGroup => (matches!(t, Preprocess(_)), t == Group(0)),
+            Edge::GroupPlace => (t == Group(0), t == Place(0)),
+            Edge::PlacePost => (t == Place(0), matches!(t, Postprocess(_))),
+            Edge::PostIo => (matches!(t, Postprocess(_)), t == Io),
+        }
+    }
+}
+
+/// What the model is fed with, in nanoseconds per unit of work as the trace port counts it
+/// (a byte delivered for bulk, a response for RPC).
+#[derive(Clone, Debug, Default)]
+struct Inputs {
+    /// Service time per unit of each task kind, from the calibration: Io, Preprocess,
+    /// Group(0), Place(0), Postprocess (replicas summed).
+    service: HashMap<&'static str, f64>,
+    /// The application's time per unit.
+    app: f64,
+    /// Items per unit on each edge.
+    items: HashMap<Edge, f64>,
+    /// Hand-off cost per item on one thread (push and pop), per measured item type.
+    hop_here: Vec<f64>,
+    /// Hand-off cost per item between two cores, per measured item type.
+    hop_cross: Vec<f64>,
+    /// Payload bytes per unit into the application (placement writes) and out of it
+    /// (placement reads).
+    rx_bytes: f64,
+    tx_bytes: f64,
+    /// What a byte ring's two ends on two cores add: (per call, per byte), in ns, for the
+    /// writer and for the reader.
+    cross_write: (f64, f64),
+    cross_read: (f64, f64),
+    /// Calls per unit: placement's copies into the RX ring (payload-carrying segments in)
+    /// and out of the TX ring (the application's writes stand in for them), the
+    /// application's reads and writes.
+    place_writes: f64,
+    place_reads: f64,
+    app_reads: f64,
+    app_writes: f64,
+}
+
+fn kind_of(t: TaskRef) -> Option<&'static str> {
+    match t {
+        TaskRef::Io => Some("io"),
+        TaskRef::Preprocess(_) => Some("pre"),
+        TaskRef::Group(0) => Some("group"),
+        TaskRef::Place(0) => Some("place"),
+        TaskRef::Postprocess(_) => Some("post"),
+        // Other groups and place replicas carry none of the connection's items.
+        _ => None,
+    }
+}
+
+/// How much of a task kind's items one instance takes in `t`.
+fn share(t: &Topology, task: TaskRef) -> f64 {
+    match task {
+        TaskRef::Preprocess(_) => 1.0 / t.preprocess as f64,
+        TaskRef::Postprocess(_) => 1.0 / t.postprocess as f64,
+        TaskRef::Group(0) | TaskRef::Place(0) | TaskRef::Io => 1.0,
+        _ => 0.0,
+    }
+}
+
+impl Inputs {
+    /// Units per second of layout `t` with its workers on cores of their own and the
+    /// application on another, or, for `t == None`, of the inline engine.
+    fn predict(&self, t: Option<&Topology>) -> f64 {
+        self.predict_with_bottleneck(t).0
+    }
+
+    /// [`predict`](Self::predict), and which thread limits the rate.
+    fn predict_with_bottleneck(&self, t: Option<&Topology>) -> (f64, String) {
+        let Some(t) = t else {
+            // Inline: the calibration's whole load less every one-thread hand-off.
+            let total: f64 = self.service.values().sum::<f64>() + self.app;
+            let rings: f64 = Edge::ALL
+                .iter()
+                .map(|e| self.items[e] * self.hop_here[e.kind()])
+                .sum();
+            return (1e9 / (total - rings).max(1e-9), "the one thread".into());
+        };
+        let worker_of = |task: TaskRef| t.workers.iter().position(|w| w.tasks.contains(&task));
+        let mut load = vec![0.0; t.workers.len()];
+        for (w, spec) in t.workers.iter().enumerate() {
+            for &task in &spec.tasks {
+                let Some(kind) = kind_of(task) else { continue };
+                let part = share(t, task);
+                load[w] += self.service[kind] * part;
+                // Rings to other threads: half of what crossing adds, per item, to each end.
+                for e in Edge::ALL {
+                    let (prod, cons) = e.ends(task);
+                    if !(prod || cons) {
+                        continue;
+                    }
+                    let extra = (self.hop_cross[e.kind()] - self.hop_here[e.kind()]).max(0.0);
+                    for &other in t.workers.iter().flat_map(|s| &s.tasks) {
+                        let (op, oc) = e.ends(other);
+                        let linked = (prod && oc) || (cons && op);
+                        if !linked || worker_of(other) == Some(w) || kind_of(other).is_none() {
+                            continue;
+                        }
+                        // This pair's items: the edge's items split over the replicas at
+                        // both ends.
+                        let pair = self.items[&e] * part * share(t, other);
+                        load[w] += pair * extra / 2.0;
+                    }
+                }
+                if task == TaskRef::Place(0) {
+                    load[w] += self.place_writes * self.cross_write.0
+                        + self.rx_bytes * self.cross_write.1
+                        + self.place_reads * self.cross_read.0
+                        + self.tx_bytes * self.cross_read.1;
+                }
+            }
+        }
+        let app = self.app
+            + self.app_reads * self.cross_read.0
+            + self.rx_bytes * self.cross_read.1
+            + self.app_writes * self.cross_write.0
+            + self.tx_bytes * self.cross_write.1;
+        let (mut busiest, mut name) = (app, "the application's thread".to_string());
+        for (w, l) in load.into_iter().enumerate() {
+            if l > busiest {
+                busiest = l;
+                name = format!("the worker with {:?}", t.workers[w].tasks);
+            }
+        }
+        (1e9 / busiest.max(1e-9), name)
+    }
+}
+
+impl Inputs {
+    /// Units per second of the calibration layout: everything on one thread.
+    fn predict_task_graph(&self) -> f64 {
+        1e9 / (self.service.values().sum::<f64>() + self.app).max(1e-9)
+    }
+}
+
+/// The calibration layout: every task on the application's thread, two flow groups (one
+/// idle), so the runtime runs its task graph rather than the inline mapping.
+fn calibration_layout() -> Topology {
+    let mut t = Topology::with_counts(1, 2, 1, 1, 1, false);
+    t.caller_driven = true;
+    t
+}
+
+/// One round's inputs: the calibration run and the micro-measurements.
+fn inputs(cal: &Run, workload: Workload, arena: &FrameArena, clock_read: f64) -> Inputs {
+    let mut service: HashMap<&'static str, f64> = HashMap::new();
+    let mut in_tasks = 0.0;
+    for &(task, cpu, polls) in &cal.tasks {
+        // Each timed run also timed one clock read, scaled up with it: one read per run.
+        let cpu = (cpu - polls as f64 * clock_read * 1e-9).max(0.0);
+        in_tasks += cpu;
+        if let Some(kind) = kind_of(task) {
+            *service.entry(kind).or_default() += cpu * 1e9 / cal.units;
+        }
+    }
+    let app = (cal.app_cpu - in_tasks).max(0.0) * 1e9 / cal.units;
+    let frames_in = cal.trace.frames_in as f64 / cal.units;
+    let frames_out = cal.trace.frames_out as f64 / cal.units;
+    let results = cal.results / cal.units;
+    let items: HashMap<Edge, f64> = [
+        (Edge::IoPre, frames_in),
+        (Edge::PreGroup, frames_in),
+        (Edge::GroupPlace, results),
+        (Edge::PlacePost, results),
+        (Edge::PostIo, frames_out),
+    ]
+    .into_iter()
+    .collect();
+    // Units: bytes for bulk (so payload is one byte per unit), responses for RPC.
+    let (rx_bytes, tx_bytes) = match workload {
+        Workload::Bulk { .. } => (1.0, 0.0),
+        Workload::Rpc {
+            request, response, ..
+        } => (request as f64, response as f64),
+    };
+    // The micro-measurements on threads of their own: pinning must not stick to the
+    // application's thread. Two chunk sizes give each end's cost per call and per byte.
+    let fit = |cross: bool| {
+        let small = on_own_thread(move || hops::payload(64, 32 << 20, cross));
+        let large = on_own_thread(move || hops::payload(1460, 256 << 20, cross));
+        let line = |(n1, b1): (f64, f64), (n2, b2): (f64, f64)| {
+            let per_byte = ((n2 - n1) / (b2 - b1).max(1.0)).max(0.0);
+            ((n1 - per_byte * b1).max(0.0), per_byte)
+        };
+        (
+            line(
+                (small.write_ns, small.write_bytes),
+                (large.write_ns, large.write_bytes),
+            ),
+            line(
+                (small.read_ns, small.read_bytes),
+                (large.read_ns, large.read_bytes),
+            ),
+        )
+    };
+    let (here_w, here_r) = fit(false);
+    let (cross_w, cross_r) = fit(true);
+    let extra = |x: (f64, f64), h: (f64, f64)| ((x.0 - h.0).max(0.0), (x.1 - h.1).max(0.0));
+    let items_per_run = 1_000_000;
+    let hop = |cross: bool| -> Vec<f64> {
+        hops::kinds()
+            .iter()
+            .map(|k| {
+                let el = on_own_thread(|| (k.run)(arena, items_per_run, 32, cross));
+                let hops = if cross { 1.0 } else { 2.0 };
+                el.as_nanos() as f64 / (items_per_run as f64 * hops)
+            })
+            .collect()
+    };
+    Inputs {
+        service,
+        app,
+        items,
+        hop_here: hop(false),
+        hop_cross: hop(true),
+        rx_bytes,
+        tx_bytes,
+        cross_write: extra(cross_w, here_w),
+        cross_read: extra(cross_r, here_r),
+        place_writes: cal.trace.data_frames as f64 / cal.units,
+        place_reads: if tx_bytes > 0.0 {
+            cal.app_writes / cal.units
+        } else {
+            0.0
+        },
+        app_reads: cal.app_reads / cal.units,
+        app_writes: cal.app_writes / cal.units,
+    }
+}
+
+/// What one `Instant::now()` costs here (ns): the run times the runtime samples include one.
+fn clock_read_ns() -> f64 {
+    let n = 1_000_000u32;
+    let t0 = std::time::Instant::now();
+    let mut last = t0;
+    for _ in 0..n {
+        last = std::hint::black_box(std::time::Instant::now());
+    }
+    (last - t0).as_nanos() as f64 / n as f64
+}
+
+/// Run `f` on a thread of its own (scoped, so it may borrow), so that pinning inside it
+/// does not stick to the calling thread.
+fn on_own_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| s.spawn(f).join().expect("measurement thread"))
+}
+
+fn median_min_max(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+/// The layout `Topology::auto(1)` builds on a machine with `cores` cores.
+fn auto_on(cores: usize) -> Topology {
+    Topology::for_free_cores(cores.saturating_sub(1))
+}
+
+fn main() {
+    let secs: f64 = arg("--secs", 0.5);
+    let rounds: usize = arg("--rounds", 3);
+    let cores = flextoe::pipeline::topology::usable_cores().len();
+    let arena = FrameArena::new(4 * hops::POOL).expect("frame arena");
+    let auto = Topology::auto(1);
+    let clock_read = clock_read_ns();
+    println!(
+        "model of the threaded runtime, one connection against the trace port; {cores} cores here; \
+         {rounds} rounds of {secs} s per layout, interleaved"
+    );
+    let mut all_ok = true;
+    for (name, workload, unit, scale) in workloads() {
+        // Per round: the inputs, and (model, measured) per checked layout.
+        let mut fed: Vec<Inputs> = Vec::new();
+        let mut inline_rate = Vec::new();
+        let mut checks: Vec<(String, Vec<(f64, f64)>)> = vec![(
+            "the calibration layout, 1 core (previous round's inputs)".into(),
+            Vec::new(),
+        )];
+        let threaded_check = !auto.caller_driven;
+        if threaded_check {
+            checks.push((
+                format!(
+                    "Topology::auto(1): {} worker(s) + the application",
+                    auto.workers.len()
+                ),
+                Vec::new(),
+            ));
+        }
+        for round in 0..rounds {
+            let mut layouts: Vec<(usize, Runtime)> = vec![
+                (0, Runtime::Inline),
+                (1, Runtime::Threaded(calibration_layout())),
+            ];
+            if threaded_check {
+                layouts.push((2, Runtime::Threaded(auto.clone())));
+            }
+            if round % 2 == 1 {
+                layouts.reverse();
+            }
+            let mut measured = [0.0; 3];
+            let mut cal = None;
+            for (i, rt) in layouts {
+                let run = measure(&rt, workload, secs);
+                measured[i] = run.rate;
+                if i == 1 {
+                    cal = Some(run);
+                }
+            }
+            let cal = cal.expect("the calibration ran");
+            let inp = inputs(&cal, workload, &arena, clock_read);
+            // The calibration layout is checked against the model fed with the previous
+            // round's inputs (the first round against its own, which only checks the sums).
+            let prev = fed.last().unwrap_or(&inp);
+            checks[0].1.push((prev.predict_task_graph(), measured[1]));
+            if threaded_check {
+                checks[1].1.push((inp.predict(Some(&auto)), measured[2]));
+            }
+            inline_rate.push(measured[0]);
+            fed.push(inp);
+        }
+        println!("\n{name} ({unit}): model against measurement, median (min..max) over rounds");
+        println!(
+            "  {:<58} {:>10} {:>10} {:>22}",
+            "layout", "model", "measured", "model / measured"
+        );
+        let mut ok = true;
+        for (layout, pairs) in &checks {
+            let (pm, _, _) = median_min_max(pairs.iter().map(|p| p.0).collect());
+            let (mm, _, _) = median_min_max(pairs.iter().map(|p| p.1).collect());
+            let (r, lo, hi) = median_min_max(pairs.iter().map(|p| p.0 / p.1).collect());
+            let within = (0.85..=1.15).contains(&r);
+            ok &= within;
+            println!(
+                "  {layout:<58} {:>10.3} {:>10.3} {:>8.2} ({:.2}..{:.2}) {}",
+                pm * scale,
+                mm * scale,
+                r,
+                lo,
+                hi,
+                if within {
+                    "within 15%"
+                } else {
+                    "OFF BY MORE THAN 15%"
+                }
+            );
+        }
+        // The inputs of the median round, for the record.
+        let mid = &fed[fed.len() / 2];
+        let per = |v: f64| {
+            v * if matches!(workload, Workload::Bulk { .. }) {
+                1460.0
+            } else {
+                1.0
+            }
+        };
+        let per_name = if matches!(workload, Workload::Bulk { .. }) {
+            "per 1460-byte segment"
+        } else {
+            "per RPC"
+        };
+        let mut svc: Vec<String> = ["io", "pre", "group", "place", "post"]
+            .iter()
+            .map(|k| format!("{k} {:.0}", per(mid.service.get(k).copied().unwrap_or(0.0))))
+            .collect();
+        svc.push(format!("application {:.0}", per(mid.app)));
+        println!("  inputs, ns {per_name}: {}", svc.join(", "));
+        println!(
+            "  hand-off ns/item (one thread / two cores): Ingress<RxWork> {:.1}/{:.1}, (u64, ProtoResult) {:.1}/{:.1}, Tagged<Frame> {:.1}/{:.1}; \
+             a byte ring across cores adds {:.0} ns/call + {:.3} ns/byte to the writer, {:.0} ns/call + {:.3} ns/byte to the reader",
+            mid.hop_here[1],
+            mid.hop_cross[1],
+            mid.hop_here[2],
+            mid.hop_cross[2],
+            mid.hop_here[3],
+            mid.hop_cross[3],
+            mid.cross_write.0,
+            mid.cross_write.1,
+            mid.cross_read.0,
+            mid.cross_read.1
+        );
+        all_ok &= ok;
+        let (inline, _, _) = median_min_max(inline_rate);
+        if !ok {
+            println!("  no prediction: a check is off by more than 15%");
+            continue;
+        }
+        let preds: Vec<String> = [4usize, 8, 16]
+            .iter()
+            .map(|&n| {
+                let t = auto_on(n);
+                let (p, _, _) = median_min_max(fed.iter().map(|i| i.predict(Some(&t))).collect());
+                let (_, limit) = fed[fed.len() / 2].predict_with_bottleneck(Some(&t));
+                format!(
+                    "    {n:>2} cores ({:>2} workers): {:.3} {unit}, {:.2}x inline, limited by {limit}",
+                    t.workers.len(),
+                    p * scale,
+                    p / inline
+                )
+            })
+            .collect();
+        println!(
+            "  prediction (the application on one core, Topology::x86 on the rest; inline measured {:.3} {unit}):\n{}",
+            inline * scale,
+            preds.join("\n")
+        );
+    }
+    if !all_ok {
+        println!("\nthe model is not validated on this machine");
+    }
+}

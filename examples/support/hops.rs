@@ -1,0 +1,385 @@
+//! Hand-off costs between two pinned threads over `ring::spsc`, with the threaded runtime's
+//! real work items, and the cost of payload through a connection's byte ring. Shared by
+//! `handoff` and `scaling_model`.
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flextoe::buf::{byte_ring, Frame, FrameArena};
+use flextoe::pipeline::topology::usable_cores;
+use flextoe::reorder::{Ingress, Tagged};
+use flextoe::ring::spsc;
+use flextoe::ring::{Consumer, Producer};
+use flextoe::stages::{ProtoResult, RxWork};
+use flextoe::wire::SegmentSummary;
+
+/// Items in circulation (a quarter of each ring, as a loaded stage ring holds).
+pub const POOL: usize = 256;
+/// Ring capacity (the runtime's default ring size).
+const RING: usize = 1024;
+
+/// Pin the calling thread to core `i` of those the process may use (when there are two or
+/// more).
+pub fn pin(i: usize) {
+    let cores = usable_cores();
+    if cores.len() >= 2 {
+        core_affinity::set_for_current(core_affinity::CoreId {
+            id: cores[i % cores.len()],
+        });
+    }
+}
+
+/// Circulate `pool` between two pinned threads until `items` crossed the first ring, in
+/// bursts of `burst`; returns the wall time.
+pub fn circulate<T: Send + 'static>(
+    pool: Vec<T>,
+    items: u64,
+    burst: usize,
+    cross: bool,
+) -> (Duration, Vec<T>) {
+    if !cross {
+        return circulate_here(pool, items, burst);
+    }
+    let (mut to_b, mut from_a) = spsc::<T>(RING);
+    let (mut to_a, mut from_b) = spsc::<T>(RING);
+    let start_flag = Arc::new(AtomicBool::new(false));
+    let go = start_flag.clone();
+    let b = std::thread::spawn(move || {
+        pin(1);
+        while !go.load(Ordering::Acquire) {
+            std::hint::spin_loop();
+        }
+        let mut held: Vec<T> = Vec::with_capacity(RING);
+        let mut moved = 0u64;
+        while moved < items {
+            if burst == 1 {
+                if let Some(x) = from_a.pop() {
+                    moved += 1;
+                    let mut x = x;
+                    while let Err(back) = to_a.push(x) {
+                        x = back;
+                        std::hint::spin_loop();
+                    }
+                } else {
+                    std::hint::spin_loop();
+                }
+            } else {
+                let n = from_a.pop_burst(&mut held, burst);
+                if n == 0 {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                moved += n as u64;
+                while !held.is_empty() {
+                    if to_a.push_burst(&mut held) == 0 {
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+        }
+    });
+    pin(0);
+    let mut pool = pool;
+    let total = pool.len();
+    let t0 = Instant::now();
+    start_flag.store(true, Ordering::Release);
+    let mut sent = 0u64;
+    let mut back: Vec<T> = Vec::with_capacity(RING);
+    // Thread A: push what it holds (up to the count), take back what B returned.
+    while sent < items {
+        if burst == 1 {
+            if let Some(x) = pool.pop() {
+                match to_b.push(x) {
+                    Ok(()) => sent += 1,
+                    Err(x) => pool.push(x),
+                }
+            }
+            if let Some(x) = from_b.pop() {
+                pool.push(x);
+            }
+        } else {
+            let want = burst.min((items - sent) as usize).min(pool.len());
+            if want > 0 {
+                let mut chunk: Vec<T> = pool.drain(pool.len() - want..).collect();
+                let n = to_b.push_burst(&mut chunk);
+                sent += n as u64;
+                pool.append(&mut chunk);
+            }
+            from_b.pop_burst(&mut back, burst);
+            pool.append(&mut back);
+        }
+    }
+    b.join().expect("thread B");
+    let el = t0.elapsed();
+    // Everything comes home: nothing was lost or duplicated on the way.
+    while pool.len() < total {
+        if let Some(x) = from_b.pop() {
+            pool.push(x);
+        }
+    }
+    (el, pool)
+}
+
+/// [`circulate`] on one thread: `items` items cross the first ring and then the second, in
+/// bursts of `burst`; the wall time covers both rings (two hops per item).
+fn circulate_here<T: Send>(mut pool: Vec<T>, items: u64, burst: usize) -> (Duration, Vec<T>) {
+    let (mut p1, mut c1): (Producer<T>, Consumer<T>) = spsc(RING);
+    let (mut p2, mut c2): (Producer<T>, Consumer<T>) = spsc(RING);
+    let mut held: Vec<T> = Vec::with_capacity(RING);
+    let mut moved = 0u64;
+    let t0 = Instant::now();
+    while moved < items {
+        let want = burst.min((items - moved) as usize).min(pool.len());
+        let mut chunk: Vec<T> = pool.drain(pool.len() - want..).collect();
+        p1.push_burst(&mut chunk);
+        pool.append(&mut chunk);
+        let n = c1.pop_burst(&mut held, burst);
+        moved += n as u64;
+        p2.push_burst(&mut held);
+        c2.pop_burst(&mut pool, burst);
+    }
+    let el = t0.elapsed();
+    while let Some(x) = c2.pop() {
+        pool.push(x);
+    }
+    (el, pool)
+}
+
+/// One item bounced between the two threads `trips` times; returns the one-way latency.
+pub fn bounce<T: Send + 'static>(item: T, trips: u64) -> (Duration, T) {
+    let (mut to_b, mut from_a) = spsc::<T>(RING);
+    let (mut to_a, mut from_b) = spsc::<T>(RING);
+    let b = std::thread::spawn(move || {
+        pin(1);
+        for _ in 0..trips {
+            let x = loop {
+                if let Some(x) = from_a.pop() {
+                    break x;
+                }
+                std::hint::spin_loop();
+            };
+            if to_a.push(x).is_err() {
+                unreachable!("one item in a ring of {RING}");
+            }
+        }
+    });
+    pin(0);
+    let mut x = item;
+    let t0 = Instant::now();
+    for _ in 0..trips {
+        if to_b.push(x).is_err() {
+            unreachable!("one item in a ring of {RING}");
+        }
+        x = loop {
+            if let Some(x) = from_b.pop() {
+                break x;
+            }
+            std::hint::spin_loop();
+        };
+    }
+    let el = t0.elapsed();
+    b.join().expect("thread B");
+    (el / (2 * trips as u32).max(1), x)
+}
+
+fn summary() -> SegmentSummary {
+    SegmentSummary {
+        payload_len: 64,
+        ..SegmentSummary::default()
+    }
+}
+
+/// How one item type is made (from a frame of the arena) and named.
+pub struct Kind {
+    /// The item type and the ring it crosses.
+    pub name: &'static str,
+    /// Its size in bytes.
+    pub size: usize,
+    /// Circulate `n` items in bursts of `b` between the two threads (or, when the flag is
+    /// false, through both rings on one thread); the wall time.
+    pub run: fn(&FrameArena, u64, usize, bool) -> Duration,
+    /// One item bounced `t` times; the one-way latency.
+    pub latency: fn(&FrameArena, u64) -> Duration,
+}
+
+fn frame(arena: &FrameArena) -> Frame {
+    arena.alloc().expect("a frame")
+}
+
+pub fn kinds() -> Vec<Kind> {
+    vec![
+        Kind {
+            name: "u64 (reference)",
+            size: std::mem::size_of::<u64>(),
+            run: |_, n, b, x| circulate((0..POOL as u64).collect(), n, b, x).0,
+            latency: |_, t| bounce(7u64, t).0,
+        },
+        Kind {
+            name: "Ingress<RxWork> (preprocess -> protocol)",
+            size: std::mem::size_of::<Ingress<RxWork>>(),
+            run: |a, n, b, x| {
+                let pool = (0..POOL as u64)
+                    .map(|i| {
+                        Ingress::Item(
+                            i,
+                            RxWork {
+                                flow: i as u32,
+                                summary: summary(),
+                                frame: frame(a),
+                            },
+                        )
+                    })
+                    .collect();
+                let (el, pool) = circulate(pool, n, b, x);
+                for it in pool {
+                    if let Ingress::Item(_, w) = it {
+                        a.free(w.frame);
+                    }
+                }
+                el
+            },
+            latency: |a, t| {
+                let w = RxWork {
+                    flow: 1,
+                    summary: summary(),
+                    frame: frame(a),
+                };
+                let (el, it) = bounce(Ingress::Item(1, w), t);
+                if let Ingress::Item(_, w) = it {
+                    a.free(w.frame);
+                }
+                el
+            },
+        },
+        Kind {
+            name: "(u64, ProtoResult) (protocol -> placement)",
+            size: std::mem::size_of::<(u64, ProtoResult)>(),
+            run: |_, n, b, x| {
+                let pool = (0..POOL as u64)
+                    .map(|i| (i, ProtoResult::default()))
+                    .collect();
+                circulate(pool, n, b, x).0
+            },
+            latency: |_, t| bounce((1u64, ProtoResult::default()), t).0,
+        },
+        Kind {
+            name: "Tagged<Frame> (postprocess -> I/O)",
+            size: std::mem::size_of::<Tagged<Frame>>(),
+            run: |a, n, b, x| {
+                let pool = (0..POOL as u64)
+                    .map(|i| Tagged::item(i, frame(a)))
+                    .collect();
+                let (el, pool) = circulate(pool, n, b, x);
+                for f in pool.into_iter().filter_map(|t| t.item) {
+                    a.free(f);
+                }
+                el
+            },
+            latency: |a, t| {
+                let (el, it) = bounce(Tagged::item(1, frame(a)), t);
+                if let Some(f) = it.item {
+                    a.free(f);
+                }
+                el
+            },
+        },
+    ]
+}
+
+/// What [`payload`] measured: for each end, its busy time per call that moved bytes (ns)
+/// and the bytes such a call moved on average.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PayloadCost {
+    pub write_ns: f64,
+    pub write_bytes: f64,
+    pub read_ns: f64,
+    pub read_bytes: f64,
+}
+
+/// Payload through a connection's byte ring (256 KiB, as `EngineConfig::rx_buffer`) in
+/// chunks of `chunk` bytes, as placement writes a segment's payload and the application
+/// reads it: the writer `push`es each chunk (copy and publish), the reader `pop`s what is
+/// there into a 256 KiB buffer. Each end's calls that moved bytes are timed, with the two
+/// ends on two pinned threads (`cross`) or taking turns on one.
+pub fn payload(chunk: usize, bytes: u64, cross: bool) -> PayloadCost {
+    const BUF: usize = 256 * 1024;
+    let (mut w, mut r) = byte_ring(BUF);
+    let src = vec![7u8; chunk];
+    let mut out = vec![0u8; BUF];
+    let per = |busy: Duration, calls: u64, moved: u64| {
+        let calls = calls.max(1) as f64;
+        (busy.as_nanos() as f64 / calls, moved as f64 / calls)
+    };
+    if !cross {
+        let (mut wt, mut rt) = (Duration::ZERO, Duration::ZERO);
+        let (mut moved, mut writes, mut reads) = (0u64, 0u64, 0u64);
+        while moved < bytes {
+            let t0 = Instant::now();
+            // A burst's worth of segments, then the application's read.
+            for _ in 0..32 {
+                writes += u64::from(w.push(&src) > 0);
+            }
+            let t1 = Instant::now();
+            let n = r.pop(&mut out) as u64;
+            rt += t1.elapsed();
+            wt += t1 - t0;
+            moved += n;
+            reads += u64::from(n > 0);
+        }
+        let (write_ns, write_bytes) = per(wt, writes, moved);
+        let (read_ns, read_bytes) = per(rt, reads, moved);
+        return PayloadCost {
+            write_ns,
+            write_bytes,
+            read_ns,
+            read_bytes,
+        };
+    }
+    let go = Arc::new(AtomicBool::new(false));
+    let start = go.clone();
+    let reader = std::thread::spawn(move || {
+        pin(1);
+        while !start.load(Ordering::Acquire) {
+            std::hint::spin_loop();
+        }
+        let (mut got, mut busy, mut calls) = (0u64, Duration::ZERO, 0u64);
+        while got < bytes {
+            let t0 = Instant::now();
+            let n = r.pop(&mut out);
+            if n > 0 {
+                busy += t0.elapsed();
+                got += n as u64;
+                calls += 1;
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        (busy, calls, got)
+    });
+    pin(0);
+    go.store(true, Ordering::Release);
+    let (mut sent, mut busy, mut calls) = (0u64, Duration::ZERO, 0u64);
+    while sent < bytes {
+        let t0 = Instant::now();
+        let n = w.push(&src);
+        if n > 0 {
+            busy += t0.elapsed();
+            sent += n as u64;
+            calls += 1;
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    let (rb, rc, rg) = reader.join().expect("reader thread");
+    let (write_ns, write_bytes) = per(busy, calls, sent);
+    let (read_ns, read_bytes) = per(rb, rc, rg);
+    PayloadCost {
+        write_ns,
+        write_bytes,
+        read_ns,
+        read_bytes,
+    }
+}
