@@ -221,12 +221,49 @@ pub struct FlowCounters {
     pub last_ack_us: AtomicU64,
     /// When the data path last counted a received segment (microseconds).
     pub last_rx_us: AtomicU64,
+    /// The control plane's timers have set this flow aside: nothing was in flight, queued
+    /// or due at their last look, and they look again only when told
+    /// ([`arm_timers`](Self::arm_timers)) or at the flow's next deadline.
+    timer_parked: AtomicBool,
+    /// Where [`arm_timers`](Self::arm_timers) tells them, set once by the control plane.
+    timer_wake: std::sync::OnceLock<(FlowId, crossbeam_channel::Sender<FlowId>)>,
 }
 
 impl FlowCounters {
     /// A fresh set of counters, shared.
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// Connect the flow to the control plane's timers (once; later calls do nothing).
+    pub(crate) fn set_timer_wake(&self, id: FlowId, tx: crossbeam_channel::Sender<FlowId>) {
+        let _ = self.timer_wake.set((id, tx));
+    }
+
+    /// The timers set the flow aside (`true`) or take it back (`false`). After setting it
+    /// aside they must look at the counters once more: a data path that armed the flow
+    /// meanwhile either sees the flag or has its counters seen (both sides fence).
+    pub(crate) fn park_timers(&self, parked: bool) -> bool {
+        let was = self.timer_parked.swap(parked, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        was
+    }
+
+    /// The data path published state a timer must watch (data in flight or queued, a
+    /// closed peer window, a delayed ACK): wake the control plane's timers for this flow if
+    /// they had set it aside. Call after storing the counters.
+    #[inline]
+    pub fn arm_timers(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.timer_parked.load(Ordering::Relaxed)
+            && self.timer_parked.swap(false, Ordering::SeqCst)
+        {
+            if let Some((id, tx)) = self.timer_wake.get() {
+                // The receiver lives as long as the control plane; after it is gone
+                // nobody times anything.
+                let _ = tx.send(*id);
+            }
+        }
     }
 
     /// Relaxed add.

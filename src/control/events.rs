@@ -7,6 +7,8 @@ impl Control {
     /// The application changed a connection: returns the work item for the protocol stage,
     /// or `None` when the flow is gone. Handles close and abort requests.
     pub(crate) fn app_update(&mut self, id: FlowId, out: &mut ControlOutput) -> Option<ProtoWork> {
+        // Whatever the application did, the timers look at the connection again.
+        self.activate_timers(id);
         let c = self.conns.get_mut(id as usize)?.as_mut()?;
         c.conn.clear_doorbell();
         if c.conn.abort_requested() {
@@ -50,6 +52,7 @@ impl Control {
         if a.any(Actions::FROZEN) && self.splice_frozen(id, ev.frozen, out) {
             return;
         }
+        self.activate_timers(id);
         let Some(c) = self.conns.get_mut(id as usize).and_then(Option::as_mut) else {
             return;
         };

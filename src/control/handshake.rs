@@ -395,6 +395,7 @@ impl Control {
             congestion,
         });
         let counters = FlowCounters::new();
+        counters.set_timer_wake(id, self.timers.wake_tx.clone());
         self.conns[id as usize] = Some(Conn {
             tuple: t,
             state: TcpConnState::Established,
@@ -440,7 +441,10 @@ impl Control {
                 at: now,
                 ..Default::default()
             },
+            timer_active: false,
+            parked_until: None,
         });
+        self.activate_timers(id);
         self.by_tuple.insert(t, id);
         if let Some(r) = self.rates.as_mut().filter(|_| rated) {
             let set = r.driver.open(id, u32::from(mss));

@@ -206,6 +206,9 @@ pub struct ControlStats {
     pub arp_replies: u64,
     /// ARP requests sent.
     pub arp_requests: u64,
+    /// Looks the timers took at connections: every tick, only the connections with
+    /// something to time; the others when their next deadline comes or something arms them.
+    pub timer_visits: u64,
 }
 
 /// A flow to install in every stage.
@@ -291,6 +294,11 @@ struct Conn {
     identity: Arc<FlowIdentity>,
     /// The counters at the last control-plane rate update, and the rate sent.
     rate_snap: RateSnap,
+    /// In the timers' active list (looked at every tick).
+    timer_active: bool,
+    /// Set aside by the timers until this time (its entry in their wheel), or until the
+    /// data path arms it.
+    parked_until: Option<Instant>,
 }
 
 /// A flow's counters as the control-plane rates last read them.
@@ -338,6 +346,8 @@ pub struct Control {
     splices: splice::Splices,
     /// When the timers next look at the connections (every [`TIMER_TICK`]).
     next_tick: Instant,
+    /// Which connections the timers look at.
+    timers: timers::TimerSets,
 }
 
 /// How often the timers look at the connections: every timer may fire up to this much late,
@@ -382,6 +392,7 @@ impl Control {
             rates,
             splices: splice::Splices::default(),
             next_tick: Instant::ZERO,
+            timers: timers::TimerSets::default(),
         }
     }
 

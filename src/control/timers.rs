@@ -14,6 +14,42 @@ const MAX_PROBES: u32 = 3;
 /// acknowledges a lone segment within its shortest delayed-ACK time, 40 ms, in quick-ACK mode).
 const TLP_ACK_DELAY: Duration = Duration::from_millis(40);
 
+/// Longest the timers leave a connection set aside without a look, whatever its deadlines
+/// (a bound on how late a timer is if a word from the data path never came).
+const PARK_MAX: Duration = Duration::from_millis(100);
+
+/// Which connections the timers look at. Those with something to time (data in flight or
+/// queued, a closed peer window, a delayed ACK, a probe pending) are in the active list and
+/// looked at every tick; the others are set aside in a timing wheel until their next
+/// deadline (a keep-alive, the end of TIME-WAIT or of an orphan's FIN-WAIT-2, or
+/// [`PARK_MAX`]), or until the data path arms them
+/// ([`FlowCounters::arm_timers`](crate::flow::FlowCounters::arm_timers)), the application
+/// rings their doorbell or an event of theirs arrives. A tick costs the active connections,
+/// not all of them.
+pub(super) struct TimerSets {
+    active: Vec<FlowId>,
+    wheel: crate::stages::wheel::TimingWheel<FlowId>,
+    pub(super) wake_tx: crossbeam_channel::Sender<FlowId>,
+    wake_rx: crossbeam_channel::Receiver<FlowId>,
+    /// Scratch vectors, kept for their allocations.
+    due: Vec<FlowId>,
+    spare: Vec<FlowId>,
+}
+
+impl Default for TimerSets {
+    fn default() -> Self {
+        let (wake_tx, wake_rx) = crossbeam_channel::unbounded();
+        TimerSets {
+            active: Vec::new(),
+            wheel: Default::default(),
+            wake_tx,
+            wake_rx,
+            due: Vec::new(),
+            spare: Vec::new(),
+        }
+    }
+}
+
 /// When the data path says something happened (its own timestamp), no later than `now`.
 /// Called after a count was read: the data path stored the time before the count.
 fn data_path_time(at: &std::sync::atomic::AtomicU64, now: Instant) -> Instant {
@@ -22,6 +58,37 @@ fn data_path_time(at: &std::sync::atomic::AtomicU64, now: Instant) -> Instant {
 }
 
 impl Conn {
+    /// Whether the data path says there is something to time: data in flight or queued, a
+    /// closed peer window, a delayed ACK.
+    fn armed(&self) -> bool {
+        let k = &self.counters;
+        FlowCounters::get(&k.in_flight) > 0
+            || FlowCounters::get(&k.unsent) > 0
+            || FlowCounters::get(&k.ack_due) > 0
+            || k.peer_window_zero
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// When the timers must look at this connection again if it may be set aside until
+    /// then, or `None` when it must stay in the active list.
+    fn park_deadline(&self, now: Instant, fin_wait2_timeout: Duration) -> Option<Instant> {
+        let cap = now + PARK_MAX;
+        if let Some(t) = self.time_wait_until {
+            return Some(t.min(cap));
+        }
+        if self.armed() || self.persist_at.is_some() {
+            return None;
+        }
+        let mut at = cap;
+        if let Some(t) = self.keepalive_at(0) {
+            at = at.min(t);
+        }
+        if self.orphan && self.state == TcpConnState::FinWait2 {
+            at = at.min(self.fin_wait2_since.unwrap_or(now) + fin_wait2_timeout);
+        }
+        Some(at)
+    }
+
     /// When the next keep-alive probe (RFC 1122 4.2.3.6) is due: keep-alives on, the
     /// connection idle (synchronized, nothing in flight or queued), `idle` after the peer's
     /// last segment, then every `interval`.
@@ -93,144 +160,223 @@ impl Control {
         }
         self.next_tick = now + TIMER_TICK;
         self.poll_rates(now, out);
-        for id in 0..self.conns.len() as FlowId {
-            self.update_rtt(id);
-            let Some(c) = self.conns.get_mut(id as usize).and_then(Option::as_mut) else {
-                continue;
-            };
-            if let Some(t) = c.time_wait_until {
-                if now >= t {
-                    self.finish_conn(id, ConnStatus::Closed, out);
-                }
-                continue;
-            }
-            // A delayed ACK that nothing carried in time (postprocess clears it when a
-            // segment of the flow goes out first).
-            let due = c
-                .counters
-                .ack_due
-                .load(std::sync::atomic::Ordering::Relaxed);
-            if due != 0
-                && now.micros() + 1 >= due
-                && c.counters
-                    .ack_due
-                    .compare_exchange(
-                        due,
-                        0,
-                        std::sync::atomic::Ordering::Relaxed,
-                        std::sync::atomic::Ordering::Relaxed,
-                    )
-                    .is_ok()
-            {
-                self.stats.delayed_acks += 1;
-                out.work.push(ProtoWork::Ack { flow: id });
-            }
-            let rx = FlowCounters::get(&c.counters.rx_segments);
-            if rx != c.last_rx_segments {
-                c.last_rx_segments = rx;
-                c.last_rx = data_path_time(&c.counters.last_rx_us, now);
-                c.keepalives_sent = 0;
-            }
-            if c.orphan && c.state == TcpConnState::FinWait2 {
-                // Our FIN is acknowledged and nobody will read: the peer's FIN has a while
-                // to come (the peer may otherwise hold the connection forever).
-                let since = *c.fin_wait2_since.get_or_insert(now);
-                if now.saturating_since(since) >= self.cfg.fin_wait2_timeout {
-                    self.stats.fin_wait2_timeouts += 1;
-                    self.finish_conn(id, ConnStatus::Closed, out);
-                    continue;
-                }
-            }
-            let acked = FlowCounters::get(&c.counters.acked_bytes);
-            if acked != c.last_acked {
-                c.last_acked = acked;
-                c.last_progress = data_path_time(&c.counters.last_ack_us, now);
-                c.retries = 0;
-                c.probes_fired = 0;
-            }
-            let in_flight = FlowCounters::get(&c.counters.in_flight);
-            let unsent = FlowCounters::get(&c.counters.unsent);
-            let zero = c
-                .counters
-                .peer_window_zero
-                .load(std::sync::atomic::Ordering::Relaxed);
-            let rto = (c.rto * c.backoff).min(self.cfg.rto_max);
-            if zero && (in_flight > 0 || unsent > 0) {
-                // The peer's window is closed: the persist timer probes it (RFC 9293
-                // 3.8.6.1), with a backoff of its own; no retransmission timeout runs, and
-                // probes answered with a zero window never abort the connection.
-                c.last_progress = now;
-                match c.persist_at {
-                    None => c.persist_at = Some(now + rto),
-                    Some(t) if now >= t => {
-                        c.persist_probes += 1;
-                        if c.orphan && c.persist_probes > self.cfg.orphan_retries {
-                            // Nobody will write or read: the peer may not hold the window
-                            // shut forever at our expense.
-                            self.stats.orphans_aborted += 1;
-                            out.work.push(ProtoWork::Reset { flow: id });
-                            c.conn.set_status(ConnStatus::TimedOut);
-                            continue;
-                        }
-                        self.stats.probes += 1;
-                        out.work.push(ProtoWork::Probe { flow: id });
-                        c.probe_backoff = (c.probe_backoff * 2).min(64);
-                        c.persist_at = Some(now + (c.rto * c.probe_backoff).min(self.cfg.rto_max));
-                    }
-                    _ => {}
-                }
-                continue;
-            }
-            c.persist_at = None;
-            c.probe_backoff = 1;
-            c.persist_probes = 0;
-            if in_flight == 0 {
-                c.last_progress = now;
-                if let Some(due) = c.keepalive_at(unsent) {
-                    if now >= due {
-                        let count = c.conn.keepalive().map_or(0, |k| k.count);
-                        if c.keepalives_sent >= count {
-                            self.stats.keepalive_timeouts += 1;
-                            out.work.push(ProtoWork::Reset { flow: id });
-                            c.conn.set_status(ConnStatus::TimedOut);
-                            continue;
-                        }
-                        // A segment the peer must answer (sequence number below SND.UNA).
-                        c.keepalives_sent += 1;
-                        self.stats.keepalive_probes += 1;
-                        out.work.push(ProtoWork::Probe { flow: id });
-                    }
-                }
-                continue;
-            }
-            if let Some(t) = c.tail_probe_at(in_flight, rto) {
-                if now >= t {
-                    c.probes_fired += 1;
-                    self.stats.tail_probes += 1;
-                    out.work.push(ProtoWork::TailProbe { flow: id });
-                }
-            }
-            if now.saturating_since(c.last_progress) >= rto {
-                c.retries += 1;
-                let max = if c.orphan {
-                    self.cfg.orphan_retries.min(self.cfg.max_retransmissions)
-                } else {
-                    self.cfg.max_retransmissions
-                };
-                if c.retries > max {
-                    out.work.push(ProtoWork::Reset { flow: id });
-                    c.conn.set_status(ConnStatus::TimedOut);
-                    continue;
-                }
-                self.stats.timeouts += 1;
-                c.backoff = (c.backoff * 2).min(64);
-                c.last_progress = now;
-                out.work.push(ProtoWork::Retransmit { flow: id });
-            }
-        }
+        self.run_connection_timers(now, out);
         self.poll_handshakes(now, out);
         self.poll_arp(now, out);
         self.poll_splices(now, out);
+    }
+
+    /// The connections' timers: those the data path or the application woke, those whose
+    /// time to be looked at again has come, and every connection in the active list.
+    fn run_connection_timers(&mut self, now: Instant, out: &mut ControlOutput) {
+        while let Ok(id) = self.timers.wake_rx.try_recv() {
+            self.activate_timers(id);
+        }
+        let mut due = std::mem::take(&mut self.timers.due);
+        self.timers
+            .wheel
+            .advance(now.micros().saturating_mul(1000), |id| due.push(id));
+        for id in due.drain(..) {
+            let ready = self
+                .conns
+                .get(id as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| !c.timer_active && c.parked_until.is_some_and(|t| t <= now));
+            if ready {
+                self.activate_timers(id);
+            }
+        }
+        self.timers.due = due;
+        let list = std::mem::take(&mut self.timers.active);
+        let mut keep = std::mem::take(&mut self.timers.spare);
+        for id in list.iter().copied() {
+            let Some(c) = self.conns.get_mut(id as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            if c.parked_until.take().is_some() {
+                // Back from being set aside: the timers did not watch it meanwhile, so
+                // whatever is in flight now was sent since (at most a tick ago).
+                c.last_progress = now;
+            }
+            self.stats.timer_visits += 1;
+            self.visit_conn(id, now, out);
+            let Some(c) = self.conns.get_mut(id as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            let Some(until) = c.park_deadline(now, self.cfg.fin_wait2_timeout) else {
+                keep.push(id);
+                continue;
+            };
+            // Set it aside, then look once more: a data path that armed it meanwhile
+            // either saw the flag (and wakes the timers) or is seen here.
+            c.counters.park_timers(true);
+            if c.armed() {
+                c.counters.park_timers(false);
+                keep.push(id);
+                continue;
+            }
+            c.timer_active = false;
+            c.parked_until = Some(until);
+            self.timers
+                .wheel
+                .insert(until.micros().saturating_mul(1000), id);
+        }
+        // Connections activated during the visits come after the ones kept.
+        keep.append(&mut self.timers.active);
+        self.timers.active = keep;
+        let mut list = list;
+        list.clear();
+        self.timers.spare = list;
+    }
+
+    /// Put a connection in the timers' active list (looked at every tick).
+    pub(super) fn activate_timers(&mut self, id: FlowId) {
+        let Some(c) = self.conns.get_mut(id as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        if c.timer_active {
+            return;
+        }
+        c.timer_active = true;
+        c.counters.park_timers(false);
+        self.timers.active.push(id);
+    }
+
+    /// One connection's timers, at a tick.
+    fn visit_conn(&mut self, id: FlowId, now: Instant, out: &mut ControlOutput) {
+        self.update_rtt(id);
+        let Some(c) = self.conns.get_mut(id as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        if let Some(t) = c.time_wait_until {
+            if now >= t {
+                self.finish_conn(id, ConnStatus::Closed, out);
+            }
+            return;
+        }
+        // A delayed ACK that nothing carried in time (postprocess clears it when a
+        // segment of the flow goes out first).
+        let due = c
+            .counters
+            .ack_due
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if due != 0
+            && now.micros() + 1 >= due
+            && c.counters
+                .ack_due
+                .compare_exchange(
+                    due,
+                    0,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            self.stats.delayed_acks += 1;
+            out.work.push(ProtoWork::Ack { flow: id });
+        }
+        let rx = FlowCounters::get(&c.counters.rx_segments);
+        if rx != c.last_rx_segments {
+            c.last_rx_segments = rx;
+            c.last_rx = data_path_time(&c.counters.last_rx_us, now);
+            c.keepalives_sent = 0;
+        }
+        if c.orphan && c.state == TcpConnState::FinWait2 {
+            // Our FIN is acknowledged and nobody will read: the peer's FIN has a while
+            // to come (the peer may otherwise hold the connection forever).
+            let since = *c.fin_wait2_since.get_or_insert(now);
+            if now.saturating_since(since) >= self.cfg.fin_wait2_timeout {
+                self.stats.fin_wait2_timeouts += 1;
+                self.finish_conn(id, ConnStatus::Closed, out);
+                return;
+            }
+        }
+        let acked = FlowCounters::get(&c.counters.acked_bytes);
+        if acked != c.last_acked {
+            c.last_acked = acked;
+            c.last_progress = data_path_time(&c.counters.last_ack_us, now);
+            c.retries = 0;
+            c.probes_fired = 0;
+        }
+        let in_flight = FlowCounters::get(&c.counters.in_flight);
+        let unsent = FlowCounters::get(&c.counters.unsent);
+        let zero = c
+            .counters
+            .peer_window_zero
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let rto = (c.rto * c.backoff).min(self.cfg.rto_max);
+        if zero && (in_flight > 0 || unsent > 0) {
+            // The peer's window is closed: the persist timer probes it (RFC 9293
+            // 3.8.6.1), with a backoff of its own; no retransmission timeout runs, and
+            // probes answered with a zero window never abort the connection.
+            c.last_progress = now;
+            match c.persist_at {
+                None => c.persist_at = Some(now + rto),
+                Some(t) if now >= t => {
+                    c.persist_probes += 1;
+                    if c.orphan && c.persist_probes > self.cfg.orphan_retries {
+                        // Nobody will write or read: the peer may not hold the window
+                        // shut forever at our expense.
+                        self.stats.orphans_aborted += 1;
+                        out.work.push(ProtoWork::Reset { flow: id });
+                        c.conn.set_status(ConnStatus::TimedOut);
+                        return;
+                    }
+                    self.stats.probes += 1;
+                    out.work.push(ProtoWork::Probe { flow: id });
+                    c.probe_backoff = (c.probe_backoff * 2).min(64);
+                    c.persist_at = Some(now + (c.rto * c.probe_backoff).min(self.cfg.rto_max));
+                }
+                _ => {}
+            }
+            return;
+        }
+        c.persist_at = None;
+        c.probe_backoff = 1;
+        c.persist_probes = 0;
+        if in_flight == 0 {
+            c.last_progress = now;
+            if let Some(due) = c.keepalive_at(unsent) {
+                if now >= due {
+                    let count = c.conn.keepalive().map_or(0, |k| k.count);
+                    if c.keepalives_sent >= count {
+                        self.stats.keepalive_timeouts += 1;
+                        out.work.push(ProtoWork::Reset { flow: id });
+                        c.conn.set_status(ConnStatus::TimedOut);
+                        return;
+                    }
+                    // A segment the peer must answer (sequence number below SND.UNA).
+                    c.keepalives_sent += 1;
+                    self.stats.keepalive_probes += 1;
+                    out.work.push(ProtoWork::Probe { flow: id });
+                }
+            }
+            return;
+        }
+        if let Some(t) = c.tail_probe_at(in_flight, rto) {
+            if now >= t {
+                c.probes_fired += 1;
+                self.stats.tail_probes += 1;
+                out.work.push(ProtoWork::TailProbe { flow: id });
+            }
+        }
+        if now.saturating_since(c.last_progress) >= rto {
+            c.retries += 1;
+            let max = if c.orphan {
+                self.cfg.orphan_retries.min(self.cfg.max_retransmissions)
+            } else {
+                self.cfg.max_retransmissions
+            };
+            if c.retries > max {
+                out.work.push(ProtoWork::Reset { flow: id });
+                c.conn.set_status(ConnStatus::TimedOut);
+                return;
+            }
+            self.stats.timeouts += 1;
+            c.backoff = (c.backoff * 2).min(64);
+            c.last_progress = now;
+            out.work.push(ProtoWork::Retransmit { flow: id });
+        }
     }
 
     /// Once per interval, each connection's counters since the last one become an
@@ -298,7 +444,19 @@ impl Control {
     fn earliest_deadline(&self) -> Option<Instant> {
         let mut best: Option<Instant> = None;
         let mut take = |t: Instant| best = Some(best.map_or(t, |b| b.min(t)));
-        for c in self.conns.iter().flatten() {
+        // Set aside: the wheel's next entry; woken and not taken back yet: now.
+        if let Some(ns) = self.timers.wheel.next_ns() {
+            take(Instant::from_micros(ns.div_ceil(1000)));
+        }
+        if !self.timers.wake_rx.is_empty() {
+            take(Instant::ZERO);
+        }
+        let active = self
+            .timers
+            .active
+            .iter()
+            .filter_map(|&id| self.conns.get(id as usize).and_then(Option::as_ref));
+        for c in active {
             if let Some(t) = c.time_wait_until {
                 take(t);
                 continue;

@@ -242,6 +242,7 @@ impl Postprocess {
                 v.counters
                     .ack_due
                     .store(due.micros().saturating_add(1), Ordering::Relaxed);
+                v.counters.arm_timers();
             }
         }
         false
@@ -340,6 +341,9 @@ impl Accumulator {
             c.in_flight.store(self.in_flight as u64, Ordering::Relaxed);
             c.unsent.store(self.unsent as u64, Ordering::Relaxed);
             c.peer_window_zero.store(self.zero, Ordering::Relaxed);
+            if self.in_flight > 0 || self.unsent > 0 || self.zero {
+                c.arm_timers();
+            }
         }
         *self = Accumulator::default();
     }
