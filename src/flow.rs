@@ -250,7 +250,7 @@ impl FlowCounters {
     }
 
     /// The data path published state a timer must watch (data in flight or queued, a
-    /// closed peer window, a delayed ACK): wake the control plane's timers for this flow if
+    /// delayed ACK): wake the control plane's timers for this flow if
     /// they had set it aside. Call after storing the counters.
     #[inline]
     pub fn arm_timers(&self) {

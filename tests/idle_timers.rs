@@ -140,3 +140,38 @@ fn idle_connections_are_not_looked_at_every_tick() {
         assert_eq!(s.read(&mut b).unwrap(), 1);
     }
 }
+
+/// A connection reset by its peer frees its flow id; a connection established before the
+/// next tick takes the id again. The timers still look at it once per tick.
+#[test]
+fn a_reused_flow_id_is_looked_at_once_per_tick() {
+    let mut t = Script::new(config());
+    t.accept_established();
+    std::io::Write::write_all(t.stream(), &[1u8; 100]).unwrap();
+    assert!(!t.recv().is_empty());
+    let s = t.peer_seq;
+    t.send(RST, s, None, &[]);
+    t.recv();
+    assert_eq!(t.state(), None, "the reset connection is gone");
+    // A second connection from another port, with no timer tick in between.
+    t.peer_port += 1;
+    t.peer_seq = PEER_ISS;
+    t.syn();
+    t.send_ack();
+    let mut s2 = t
+        .listener
+        .as_ref()
+        .unwrap()
+        .try_accept()
+        .unwrap()
+        .expect("the second connection");
+    s2.set_nonblocking(true);
+    // Unacknowledged data keeps it in the active list.
+    std::io::Write::write_all(&mut s2, &[2u8; 100]).unwrap();
+    assert!(!t.recv().is_empty());
+    let before = t.engine.stats().control.timer_visits;
+    for _ in 0..10 {
+        t.advance(flextoe::control::TIMER_TICK);
+    }
+    assert_eq!(t.engine.stats().control.timer_visits - before, 10);
+}

@@ -443,6 +443,8 @@ impl Control {
             },
             timer_active: false,
             parked_until: None,
+            timer_tick: 0,
+            resumed_at: None,
         });
         self.activate_timers(id);
         self.by_tuple.insert(t, id);

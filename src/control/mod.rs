@@ -299,6 +299,10 @@ struct Conn {
     /// Set aside by the timers until this time (its entry in their wheel), or until the
     /// data path arms it.
     parked_until: Option<Instant>,
+    /// The timers' tick at its last visit.
+    timer_tick: u64,
+    /// When the timers took it back after setting it aside (not yet visited since).
+    resumed_at: Option<Instant>,
 }
 
 /// A flow's counters as the control-plane rates last read them.

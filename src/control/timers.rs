@@ -19,7 +19,7 @@ const TLP_ACK_DELAY: Duration = Duration::from_millis(40);
 const PARK_MAX: Duration = Duration::from_millis(100);
 
 /// Which connections the timers look at. Those with something to time (data in flight or
-/// queued, a closed peer window, a delayed ACK, a probe pending) are in the active list and
+/// queued, a delayed ACK, a zero-window probe pending) are in the active list and
 /// looked at every tick; the others are set aside in a timing wheel until their next
 /// deadline (a keep-alive, the end of TIME-WAIT or of an orphan's FIN-WAIT-2, or
 /// [`PARK_MAX`]), or until the data path arms them
@@ -34,6 +34,11 @@ pub(super) struct TimerSets {
     /// Scratch vectors, kept for their allocations.
     due: Vec<FlowId>,
     spare: Vec<FlowId>,
+    /// Ticks run so far (a connection is visited at most once per tick).
+    tick: u64,
+    /// The engine's time at the last call of `poll_timers` (when a connection set aside is
+    /// taken back, its data was sent no earlier).
+    now: Instant,
 }
 
 impl Default for TimerSets {
@@ -46,6 +51,8 @@ impl Default for TimerSets {
             wake_rx,
             due: Vec::new(),
             spare: Vec::new(),
+            tick: 0,
+            now: Instant::ZERO,
         }
     }
 }
@@ -58,15 +65,13 @@ fn data_path_time(at: &std::sync::atomic::AtomicU64, now: Instant) -> Instant {
 }
 
 impl Conn {
-    /// Whether the data path says there is something to time: data in flight or queued, a
-    /// closed peer window, a delayed ACK.
+    /// Whether the data path says there is something to time: data in flight or queued (a
+    /// closed peer window matters only then), a delayed ACK.
     fn armed(&self) -> bool {
         let k = &self.counters;
         FlowCounters::get(&k.in_flight) > 0
             || FlowCounters::get(&k.unsent) > 0
             || FlowCounters::get(&k.ack_due) > 0
-            || k.peer_window_zero
-                .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// When the timers must look at this connection again if it may be set aside until
@@ -155,6 +160,7 @@ impl Control {
     /// Run the timers: retransmission timeouts, probe timeouts, zero-window probes,
     /// keep-alives, the FIN-WAIT-2 timeout of orphans, TIME-WAIT, handshakes, ARP.
     pub(crate) fn poll_timers(&mut self, now: Instant, out: &mut ControlOutput) {
+        self.timers.now = self.timers.now.max(now);
         if now < self.next_tick {
             return;
         }
@@ -189,15 +195,18 @@ impl Control {
         self.timers.due = due;
         let list = std::mem::take(&mut self.timers.active);
         let mut keep = std::mem::take(&mut self.timers.spare);
+        self.timers.tick += 1;
+        let tick = self.timers.tick;
         for id in list.iter().copied() {
             let Some(c) = self.conns.get_mut(id as usize).and_then(Option::as_mut) else {
                 continue;
             };
-            if c.parked_until.take().is_some() {
-                // Back from being set aside: the timers did not watch it meanwhile, so
-                // whatever is in flight now was sent since (at most a tick ago).
-                c.last_progress = now;
+            // Once per tick: a finished connection's id may be reused and listed again
+            // before the tick.
+            if c.timer_tick == tick {
+                continue;
             }
+            c.timer_tick = tick;
             self.stats.timer_visits += 1;
             self.visit_conn(id, now, out);
             let Some(c) = self.conns.get_mut(id as usize).and_then(Option::as_mut) else {
@@ -238,6 +247,9 @@ impl Control {
             return;
         }
         c.timer_active = true;
+        if c.parked_until.take().is_some() {
+            c.resumed_at = Some(self.timers.now);
+        }
         c.counters.park_timers(false);
         self.timers.active.push(id);
     }
@@ -297,6 +309,11 @@ impl Control {
             c.last_progress = data_path_time(&c.counters.last_ack_us, now);
             c.retries = 0;
             c.probes_fired = 0;
+        }
+        if let Some(t) = c.resumed_at.take() {
+            // Back from being set aside: the timers did not watch it meanwhile, so whatever
+            // is in flight now was sent after it was taken back (or acknowledged later).
+            c.last_progress = c.last_progress.max(t);
         }
         let in_flight = FlowCounters::get(&c.counters.in_flight);
         let unsent = FlowCounters::get(&c.counters.unsent);

@@ -341,7 +341,7 @@ impl Accumulator {
             c.in_flight.store(self.in_flight as u64, Ordering::Relaxed);
             c.unsent.store(self.unsent as u64, Ordering::Relaxed);
             c.peer_window_zero.store(self.zero, Ordering::Relaxed);
-            if self.in_flight > 0 || self.unsent > 0 || self.zero {
+            if self.in_flight > 0 || self.unsent > 0 {
                 c.arm_timers();
             }
         }
