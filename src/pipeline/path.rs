@@ -22,7 +22,7 @@ use std::sync::Arc;
 use super::hooks::{
     Chain, Diverted, Hook, HookCx, RedirectRing, Results, RxFrame, RxSegment, TxFrame, Verdicts,
 };
-use crate::buf::{Frame, FrameArena};
+use crate::buf::{Frame, FrameArena, FrameCache};
 use crate::control::congestion::CongestionControl;
 use crate::flow::{FlowId, FlowIdentity};
 use crate::stages::notify::{ControlEvent, Notify};
@@ -99,6 +99,8 @@ pub(crate) struct Transport<C: CongestionControl, S: FlowScheduler> {
     mss: Vec<u32>,
     /// The rate each flow's congestion control last set (paced algorithms only).
     rates: Vec<Option<u64>>,
+    /// Frames for the segments it sends, taken from the arena a burst at a time.
+    frames: FrameCache,
 }
 
 impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
@@ -111,6 +113,7 @@ impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
         instance: usize,
     ) -> Self {
         Transport {
+            frames: FrameCache::new(arena.clone()),
             arena,
             proto,
             sched,
@@ -210,7 +213,7 @@ impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
         for r in burst.iter_mut() {
             if r.actions.any(Actions::FETCH_PAYLOAD) {
                 let hl = self.header_len.get(r.flow as usize).copied().unwrap_or(0);
-                match self.arena.alloc() {
+                match self.frames.alloc() {
                     Some(mut f) if hl > 0 => {
                         f.set_len(hl);
                         r.tx_frame = Some(f);
@@ -219,7 +222,7 @@ impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
                         // No frame (or a flow being removed): the segment is not sent, as
                         // if lost; the retransmission timer recovers it.
                         if let Some(f) = other {
-                            self.arena.free(f);
+                            self.frames.free(f);
                         }
                         r.actions.0 &= !(Actions::TX | Actions::FETCH_PAYLOAD);
                         self.proto.count_drop(DropReason::NoFrame);

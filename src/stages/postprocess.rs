@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::protocol::AckPolicy;
 use super::{Actions, ProtoResult};
-use crate::buf::FrameArena;
+use crate::buf::{FrameArena, FrameCache};
 use crate::flow::{FlowCounters, FlowId, FlowIdentity};
 use crate::pipeline::hooks::{Hook, HookCx, Results, Verdicts};
 use crate::stats::{DropReason, StageStats};
@@ -47,6 +47,9 @@ struct LastTx {
 /// The postprocess stage.
 pub struct Postprocess {
     arena: Arc<FrameArena>,
+    /// Frames for ACKs and other header-only segments, taken a burst at a time; frames of
+    /// results that send nothing go back here.
+    frames: FrameCache,
     policy: AckPolicy,
     flows: Vec<Option<FlowView>>,
     acks: Vec<AckState>,
@@ -59,6 +62,7 @@ impl Postprocess {
     /// A postprocess stage.
     pub fn new(arena: Arc<FrameArena>, policy: AckPolicy) -> Self {
         Postprocess {
+            frames: FrameCache::new(arena.clone()),
             arena,
             policy,
             flows: Vec::new(),
@@ -103,7 +107,7 @@ impl Postprocess {
     fn build(&mut self, now: Instant, r: &mut ProtoResult, send: bool) {
         let Some(view) = self.flows.get(r.flow as usize).and_then(Option::as_ref) else {
             if let Some(f) = r.tx_frame.take() {
-                self.arena.free(f);
+                self.frames.free(f);
             }
             return;
         };
@@ -140,7 +144,7 @@ impl Postprocess {
         acc.zero = r.peer_window_zero;
         if !send {
             if let Some(f) = r.tx_frame.take() {
-                self.arena.free(f);
+                self.frames.free(f);
             }
             return;
         }
@@ -148,7 +152,7 @@ impl Postprocess {
         // before postprocess) only needs its header; otherwise start a new frame.
         let mut frame = match r.tx_frame.take() {
             Some(f) => f,
-            None => match self.arena.alloc() {
+            None => match self.frames.alloc() {
                 Some(f) => f,
                 None => {
                     self.stats.drops.add(DropReason::NoFrame);
