@@ -12,32 +12,37 @@
 //!
 //! 1. **Calibration**: the threaded runtime's task graph on the application's thread alone
 //!    (caller-driven, two flow groups so that it does not map onto the inline engine). Each
-//!    task's time per unit (`TaskReport::cpu`, its sampled run time) is its service time
-//!    `s_t`; the thread's CPU time not spent in tasks is the application's `a`. Ring hand-offs
-//!    between tasks on one thread are part of `s_t`.
+//!    task's time per unit (`TaskReport::cpu`, its sampled run time, less the clock read
+//!    each sample adds) is its service time; the thread's CPU time not spent in tasks is
+//!    the application's. Ring hand-offs between tasks on one thread are part of the service
+//!    times. The run also counts the items per unit on each edge (frames in and out,
+//!    protocol results) and the application's reads and writes per unit.
 //! 2. **Hand-off costs** (`support/hops.rs`): the real work items through `ring::spsc` in
 //!    bursts of 32, on one thread and between two pinned threads; the difference, per item
-//!    and edge, is what a ring between two cores adds (half to each side). Payload through a
-//!    256 KiB byte ring in segment-sized chunks, on one thread and on two: what placement's
-//!    copy into a ring the application reads on another core adds per byte (to the writer and
-//!    to the reader).
-//! 3. **The layouts it checks**: the inline engine (one core), and `Topology::auto(1)` (one
-//!    worker, with the application on the other core).
+//!    and edge, is what a ring between two cores adds (half to each end). A 256 KiB byte
+//!    ring, on one thread and between two, in 64- and 1460-byte chunks: fitted to a cost per
+//!    call and a cost per byte for each end, the difference is what placement's copies and
+//!    the application's reads and writes add when they are on two cores.
+//! 3. **The layouts it checks**: the calibration layout itself (fed with the previous
+//!    round's inputs), and `Topology::auto(1)` (one worker, the application on another
+//!    core). `Topology::x86(2)` (three busy threads) needs a third core, and the inline
+//!    engine is not a layout of the task graph (no rings, tags or reordering): it is measured
+//!    in each round as the reference for the predictions.
 //!
 //! The model: each thread's load per unit is the sum of its tasks' service times (a replica
 //! takes its share of the items; a task that carries none of the connection's items, such as
 //! the second flow group, costs nothing), plus what each ring to another thread adds, plus,
-//! for the thread of the place replica and for the application's, what the payload between
-//! them adds when they are apart. The busiest thread sets the throughput: `1 / max load`.
-//! The inline engine is the task graph without its rings: the calibration's load less the
-//! one-thread hand-off cost of every item on every edge.
+//! for the thread of the place replica and for the application's, what the byte rings
+//! between them add when they are apart. The busiest thread sets the throughput:
+//! `1 / max load`.
 //!
 //! It prints, per workload, the model's rate and the measured one for each checked layout
-//! (medians, min..max over rounds of the ratio), and, only where every check is within
+//! (medians, and min..max over rounds of the ratio), and, only where every check is within
 //! ±15%, its prediction for 4, 8 and 16 cores: the application on one core and
-//! `Topology::x86` over the rest, against the inline engine's measured rate. The model
-//! knows nothing about contention between the workers beyond the rings (shared caches,
-//! memory bandwidth, the other threads' spinning), so a prediction is an upper bound.
+//! `Topology::x86` over the rest, against the inline engine's measured rate, with the thread
+//! that limits it. The model knows nothing about contention between the workers beyond the
+//! rings (shared caches, memory bandwidth, the other threads' spinning), so a prediction is
+//! an upper bound.
 
 #[path = "support/hops.rs"]
 mod hops;
@@ -154,22 +159,13 @@ fn share(t: &Topology, task: TaskRef) -> f64 {
 
 impl Inputs {
     /// Units per second of layout `t` with its workers on cores of their own and the
-    /// application on another, or, for `t == None`, of the inline engine.
-    fn predict(&self, t: Option<&Topology>) -> f64 {
+    /// application on another.
+    fn predict(&self, t: &Topology) -> f64 {
         self.predict_with_bottleneck(t).0
     }
 
     /// [`predict`](Self::predict), and which thread limits the rate.
-    fn predict_with_bottleneck(&self, t: Option<&Topology>) -> (f64, String) {
-        let Some(t) = t else {
-            // Inline: the calibration's whole load less every one-thread hand-off.
-            let total: f64 = self.service.values().sum::<f64>() + self.app;
-            let rings: f64 = Edge::ALL
-                .iter()
-                .map(|e| self.items[e] * self.hop_here[e.kind()])
-                .sum();
-            return (1e9 / (total - rings).max(1e-9), "the one thread".into());
-        };
+    fn predict_with_bottleneck(&self, t: &Topology) -> (f64, String) {
         let worker_of = |task: TaskRef| t.workers.iter().position(|w| w.tasks.contains(&task));
         let mut load = vec![0.0; t.workers.len()];
         for (w, spec) in t.workers.iter().enumerate() {
@@ -406,7 +402,7 @@ fn main() {
             let prev = fed.last().unwrap_or(&inp);
             checks[0].1.push((prev.predict_task_graph(), measured[1]));
             if threaded_check {
-                checks[1].1.push((inp.predict(Some(&auto)), measured[2]));
+                checks[1].1.push((inp.predict(&auto), measured[2]));
             }
             inline_rate.push(measured[0]);
             fed.push(inp);
@@ -481,8 +477,8 @@ fn main() {
             .iter()
             .map(|&n| {
                 let t = auto_on(n);
-                let (p, _, _) = median_min_max(fed.iter().map(|i| i.predict(Some(&t))).collect());
-                let (_, limit) = fed[fed.len() / 2].predict_with_bottleneck(Some(&t));
+                let (p, _, _) = median_min_max(fed.iter().map(|i| i.predict(&t)).collect());
+                let (_, limit) = fed[fed.len() / 2].predict_with_bottleneck(&t);
                 format!(
                     "    {n:>2} cores ({:>2} workers): {:.3} {unit}, {:.2}x inline, limited by {limit}",
                     t.workers.len(),
