@@ -373,6 +373,12 @@ impl FrameArena {
         (self.frames as usize - self.free.len()).saturating_sub(cached)
     }
 
+    /// Frames [`alloc`](Self::alloc) can hand out now: the free list's length. Frames held
+    /// by [`FrameCache`]s count as free in [`in_use`](Self::in_use) but not here.
+    pub fn free_frames(&self) -> usize {
+        self.free.len()
+    }
+
     /// How often [`alloc`](Self::alloc) found no free frame.
     pub fn alloc_failures(&self) -> usize {
         self.alloc_failures.load(Ordering::Relaxed)
@@ -540,11 +546,15 @@ impl FrameArena {
 pub struct FrameCache {
     arena: Arc<FrameArena>,
     frames: Vec<Frame>,
+    /// Frames per refill: [`CACHE_BURST`], or a 64th of a small arena.
+    burst: usize,
     /// `frames.len()`, for [`FrameArena::in_use`].
     held: Arc<AtomicUsize>,
 }
 
-/// Frames a cache takes from its arena at once, and gives back when it holds twice that.
+/// Frames a cache takes from its arena at once (and gives back when it holds twice that),
+/// at most: a smaller arena gets smaller bursts, a 64th of it, so that caches never hold
+/// more than a few percent of it.
 const CACHE_BURST: usize = 32;
 
 impl FrameCache {
@@ -555,9 +565,11 @@ impl FrameCache {
         caches.retain(|w| w.strong_count() > 0);
         caches.push(Arc::downgrade(&held));
         drop(caches);
+        let burst = CACHE_BURST.min(arena.capacity() / 64).max(1);
         FrameCache {
             arena,
-            frames: Vec::with_capacity(2 * CACHE_BURST),
+            frames: Vec::with_capacity(2 * burst),
+            burst,
             held,
         }
     }
@@ -575,7 +587,7 @@ impl FrameCache {
             let got = self
                 .arena
                 .free
-                .pop_chain(CACHE_BURST, &mut self.frames, |index| Frame {
+                .pop_chain(self.burst, &mut self.frames, |index| Frame {
                     slot: index | (HEADROOM as u32) << 24,
                     len: 0,
                     arena: id,
@@ -602,8 +614,11 @@ impl FrameCache {
             "frame freed into a foreign arena"
         );
         self.frames.push(frame);
-        if self.frames.len() >= 2 * CACHE_BURST {
-            let mut spill = self.frames.split_off(CACHE_BURST);
+        if self.frames.len() >= 2 * self.burst {
+            let mut spill = self.frames.split_off(self.burst);
+            // Counted out of the cache before they are free: `in_use` may read high for a
+            // moment, never low.
+            self.held.store(self.frames.len(), Ordering::Relaxed);
             self.arena.free_all(&mut spill);
         }
         self.held.store(self.frames.len(), Ordering::Relaxed);
@@ -611,8 +626,8 @@ impl FrameCache {
 
     /// Give every cached frame back to the arena.
     pub fn flush(&mut self) {
-        self.arena.free_all(&mut self.frames);
         self.held.store(0, Ordering::Relaxed);
+        self.arena.free_all(&mut self.frames);
     }
 }
 
@@ -1147,12 +1162,12 @@ mod tests {
 
     #[test]
     fn frame_caches_take_and_give_back_in_bursts() {
-        let a = Arc::new(FrameArena::new(256).unwrap());
+        let a = Arc::new(FrameArena::new(4096).unwrap());
         let mut c = FrameCache::new(a.clone());
         let f = c.alloc().unwrap();
         // One frame out; the other 31 of the burst wait in the cache, free.
         assert_eq!(a.in_use(), 1);
-        assert_eq!(a.free.len(), 256 - CACHE_BURST);
+        assert_eq!(a.free.len(), 4096 - CACHE_BURST);
         c.free(f);
         assert_eq!(a.in_use(), 0);
         // Many frames out and back: the cache spills past two bursts.
@@ -1162,7 +1177,7 @@ mod tests {
             c.free(f);
         }
         assert_eq!(a.in_use(), 0);
-        assert!(a.free.len() >= 256 - 2 * CACHE_BURST);
+        assert!(a.free.len() >= 4096 - 2 * CACHE_BURST);
         // A frame given back with its data moved comes out fresh.
         let mut f = c.alloc().unwrap();
         f.set_len(100);
@@ -1197,7 +1212,15 @@ mod tests {
         }
         drop(c);
         assert_eq!(a.in_use(), 0);
-        assert_eq!(a.free.len(), 256, "dropped caches gave every frame back");
+        assert_eq!(a.free.len(), 4096, "dropped caches gave every frame back");
+        // A small arena gets small bursts: 128 frames, 2 at a time.
+        let small = Arc::new(FrameArena::new(128).unwrap());
+        let mut c = FrameCache::new(small.clone());
+        let f = c.alloc().unwrap();
+        assert_eq!(small.free_frames(), 126);
+        c.free(f);
+        drop(c);
+        assert_eq!(small.free_frames(), 128);
         // An arena with no frame left: the cache says so.
         let small = Arc::new(FrameArena::new(1).unwrap());
         let mut c = FrameCache::new(small.clone());

@@ -156,7 +156,7 @@ impl Port for AfPacketPort {
         let mut n = 0;
         // Never take a frame off the socket without a place to put it: what stays in the
         // socket is read on a later poll, what is read and not stored is lost.
-        let max = max.min(arena.capacity().saturating_sub(arena.in_use()));
+        let max = max.min(arena.free_frames());
         while n < max {
             let data = match self.rx.next() {
                 Ok(d) => d,

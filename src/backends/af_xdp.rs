@@ -321,7 +321,7 @@ impl AfXdpPort {
         let target = (RING as usize).min(self.arena.capacity() / (2 * self.queues.len()));
         let queue = &mut self.queues[q];
         let want = target.saturating_sub(queue.filled);
-        let free = self.arena.capacity().saturating_sub(self.arena.in_use());
+        let free = self.arena.free_frames();
         let want = want.min(free);
         if want == 0 {
             return;
