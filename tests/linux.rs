@@ -764,7 +764,7 @@ fn ten_percent_loss_completes_exact() {
     }
 }
 
-/// SYN flood: 2000 SYNs from random source ports of the Linux side's address (a raw socket;
+/// SYN flood: 2000 SYNs (paced a millisecond every 64) from random source ports of the Linux side's address (a raw socket;
 /// the RSTs Linux sends for the engine's SYN-ACKs are dropped, as a spoofing attacker's
 /// would be). The engine's listener has a backlog of 4: half-open state stays within it,
 /// no flow or ring is made, and the rest are answered with SYN cookies. A legitimate Linux
@@ -820,8 +820,9 @@ fn syn_flood_then_a_linux_client_connects_within_a_second() {
     let st = rt.stats();
     eprintln!("after the flood: {st}");
     // Every SYN beyond the backlog that reached the engine got a cookie (under load the
-    // kernel drops some of the flood before the engine sees it, so count what arrived).
-    assert!(st.control.cookies_sent >= 1000, "{st}");
+    // kernel drops some of the flood before the engine sees it, so count what arrived; a
+    // quarter of it is still a hundred times the backlog).
+    assert!(st.control.cookies_sent >= 500, "{st}");
     assert!(
         st.control.cookies_sent + 16 >= st.control.punted,
         "SYNs without an answer: {st}"
