@@ -81,7 +81,18 @@ pub fn preprocess(data: &[u8]) {
     }
     for o in out {
         match o {
-            PreOut::Rx(w) => arena.free(w.frame),
+            PreOut::Rx(w) => {
+                // SACK blocks are read from the frame where the summary says: inside the
+                // TCP header, at most three.
+                let s = w.summary;
+                let blocks = s.sack_blocks(arena.data(&w.frame));
+                assert_eq!(blocks.len(), usize::from(s.sack_len));
+                assert!(
+                    s.sack_len == 0
+                        || usize::from(s.sack_at) + 8 * blocks.len() <= usize::from(s.payload_off)
+                );
+                arena.free(w.frame)
+            }
             PreOut::Punt(x) => arena.free(x.frame),
         }
     }

@@ -56,6 +56,22 @@ fn run(bytes: &[u8]) -> (bool, Option<DropReason>) {
 }
 
 fn valid_frame(seq: u32, ack: u32, flags: u8, payload: &[u8], ts: bool) -> Vec<u8> {
+    sack_frame(seq, ack, flags, payload, ts, &[])
+}
+
+/// A segment carrying SACK blocks `sack` (at most three).
+fn sack_frame(
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    payload: &[u8],
+    ts: bool,
+    sack: &[(u32, u32)],
+) -> Vec<u8> {
+    let mut sack_ranges = [None; 3];
+    for (slot, b) in sack_ranges.iter_mut().zip(sack) {
+        *slot = Some(*b);
+    }
     let control = match flags % 4 {
         0 => TcpControl::None,
         1 => TcpControl::Psh,
@@ -72,7 +88,7 @@ fn valid_frame(seq: u32, ack: u32, flags: u8, payload: &[u8], ts: bool) -> Vec<u
         window_scale: None,
         max_seg_size: None,
         sack_permitted: false,
-        sack_ranges: [None; 3],
+        sack_ranges,
         timestamp: ts.then(|| TcpTimestampRepr::new(1, 2)),
         payload,
     };
@@ -108,6 +124,35 @@ proptest! {
         let f = valid_frame(seq, ack, flags, &payload, ts);
         let (passed, reason) = run(&f);
         prop_assert!(passed, "dropped: {:?}", reason);
+    }
+
+    /// The SACK blocks stay in the frame; the summary says where, and reading them there
+    /// gives back what the peer sent, inside the TCP header.
+    #[test]
+    fn sack_blocks_are_read_from_the_frame(
+        seq in any::<u32>(),
+        ack in any::<u32>(),
+        blocks in proptest::collection::vec((any::<u32>(), any::<u32>()), 0..=3),
+        payload in proptest::collection::vec(any::<u8>(), 0..64),
+        ts in any::<bool>(),
+    ) {
+        let f = sack_frame(seq, ack, 0, &payload, ts, &blocks);
+        let (arena, mut p) = stage();
+        let mut input = vec![arena.alloc_copy(&f).unwrap()];
+        let mut out = Vec::new();
+        p.process(Instant::ZERO, &mut input, &mut out);
+        prop_assert_eq!(out.len(), 1);
+        let Some(PreOut::Rx(w)) = out.pop() else {
+            panic!("not passed to the protocol stage");
+        };
+        let s = w.summary;
+        let got = s.sack_blocks(arena.data(&w.frame));
+        prop_assert_eq!(got.as_slice(), &blocks[..]);
+        prop_assert_eq!(usize::from(s.sack_len), blocks.len());
+        if s.sack_len > 0 {
+            prop_assert!(usize::from(s.sack_at) + 8 * blocks.len() <= usize::from(s.payload_off));
+        }
+        arena.free(w.frame);
     }
 
     #[test]

@@ -76,7 +76,7 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
             },
             transport: Transport::new(
                 arena.clone(),
-                Protocol::with_congestion(cc),
+                Protocol::with_congestion(cc, arena.clone()),
                 sched,
                 (rx_segment, results),
                 rings.clone(),

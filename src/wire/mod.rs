@@ -190,15 +190,38 @@ pub struct SegmentSummary {
     pub has_ts: bool,
     /// The IP header carried ECN CE.
     pub ce: bool,
-    /// SACK blocks the segment carried (unvalidated: the protocol stage checks them against
-    /// what it sent).
-    pub sack: SackBlocks,
+    /// Number of SACK blocks the segment carries (at most [`SACK_BLOCKS`]; 0: none).
+    pub sack_len: u8,
+    /// Offset in the frame of the first SACK block (when `sack_len > 0`). The blocks stay
+    /// in the frame, which travels with the summary: a summary is 28 bytes, not 56, and
+    /// [`sack_blocks`](Self::sack_blocks) reads them where a stage needs them.
+    pub sack_at: u16,
 }
+
+const _: () = assert!(std::mem::size_of::<SegmentSummary>() == 28);
 
 impl SegmentSummary {
     /// Whether all flags in `f` are set.
     pub fn has(&self, f: u8) -> bool {
         self.flags & f == f
+    }
+
+    /// The SACK blocks the segment carries, read from `frame` (the bytes of the frame this
+    /// summary was parsed from). Unvalidated: the protocol stage checks them against what
+    /// it sent. Blocks that would lie outside `frame` are left out.
+    pub fn sack_blocks(&self, frame: &[u8]) -> SackBlocks {
+        let mut out = SackBlocks::EMPTY;
+        let start = usize::from(self.sack_at);
+        for i in 0..usize::from(self.sack_len).min(SACK_BLOCKS) {
+            let Some(b) = frame.get(start + 8 * i..start + 8 * i + 8) else {
+                break;
+            };
+            out.push(
+                u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+                u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+            );
+        }
+        out
     }
 }
 
@@ -213,8 +236,10 @@ pub struct TcpOptions {
     pub sack_permitted: bool,
     /// Timestamps (value, echo).
     pub timestamp: Option<(u32, u32)>,
-    /// SACK blocks (at most three are kept).
-    pub sack: SackBlocks,
+    /// Number of SACK blocks (of the last SACK option; at most three are counted).
+    pub sack_len: u8,
+    /// Offset of the last SACK option's first block in the option block.
+    pub sack_at: u8,
     /// Options that data segments should not carry (MSS, window scale or SACK-permitted
     /// outside SYN, unknown kinds) were present.
     pub unexpected: bool,
@@ -329,7 +354,12 @@ fn parse_ipv4(src_mac: MacAddr, data: &[u8]) -> Result<TcpSegment, DropReason> {
         flags: flag_byte,
         has_ts: options.timestamp.is_some(),
         ce,
-        sack: options.sack,
+        sack_len: options.sack_len,
+        sack_at: if options.sack_len > 0 {
+            (ETH_HDR + hl + TCP_HDR + usize::from(options.sack_at)) as u16
+        } else {
+            0
+        },
     };
     Ok(TcpSegment {
         tuple: FourTuple {
@@ -349,6 +379,7 @@ fn parse_ipv4(src_mac: MacAddr, data: &[u8]) -> Result<TcpSegment, DropReason> {
 #[inline(always)]
 pub fn parse_options(mut opts: &[u8], syn: bool) -> Result<TcpOptions, DropReason> {
     let mut out = TcpOptions::default();
+    let block_len = opts.len();
     // The blocks of established segments: none, or NOP NOP TS (RFC 7323 appendix A).
     match opts {
         [] => return Ok(out),
@@ -382,10 +413,13 @@ pub fn parse_options(mut opts: &[u8], syn: bool) -> Result<TcpOptions, DropReaso
                 out.unexpected |= !syn;
             }
             TcpOption::TimeStamp { tsval, tsecr } => out.timestamp = Some((tsval, tsecr)),
-            TcpOption::SackRange(r) => {
-                for (left, right) in r.into_iter().flatten() {
-                    out.sack.push(left, right);
-                }
+            TcpOption::SackRange(_) => {
+                // Its length was checked (8n + 2, n >= 1); the blocks stay where they are.
+                let n = opts
+                    .get(1)
+                    .map_or(0, |l| usize::from(*l).saturating_sub(2) / 8);
+                out.sack_len = n.min(SACK_BLOCKS) as u8;
+                out.sack_at = (block_len - opts.len() + 2) as u8;
             }
             TcpOption::Unknown { .. } => out.unexpected = true,
         }
@@ -775,7 +809,7 @@ mod tests {
             };
             assert_eq!(seg.summary.payload_len, 0);
             assert_eq!(
-                seg.summary.sack.as_slice(),
+                seg.summary.sack_blocks(&a[..hl]).as_slice(),
                 &[(100, 200), (300, 400), (u32::MAX - 5, 10)]
             );
             assert!(!seg.options.unexpected);

@@ -214,7 +214,7 @@ impl Script {
                         dst_port: t.tuple.local_port,
                         src_port: t.tuple.remote_port,
                         sack_permitted: t.options.sack_permitted,
-                        sack: s.sack.as_slice().to_vec(),
+                        sack: s.sack_blocks(&f).as_slice().to_vec(),
                         ecn: f[wire::ETH_HDR + 1] & 3,
                     });
                 }

@@ -701,7 +701,7 @@ impl Threaded {
                 Box::new(GroupTask {
                     transport: path::Transport::new(
                         arena.clone(),
-                        Protocol::with_congestion(pol.cc.clone()),
+                        Protocol::with_congestion(pol.cc.clone(), arena.clone()),
                         pol.sched.clone(),
                         (pol.hooks.rx_segment.clone(), pol.hooks.results.clone()),
                         pol.hooks.rings.clone(),

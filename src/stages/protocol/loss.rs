@@ -235,17 +235,18 @@ impl TcpState {
         self.finish(r);
     }
 
-    /// Take the SACK blocks of an ACK into the scoreboard. Returns whether any was valid.
-    pub(super) fn take_sack(&mut self, s: &SegmentSummary) -> bool {
+    /// Take the SACK blocks of an ACK (acknowledging `ack`) into the scoreboard. Returns
+    /// whether any was valid.
+    pub(super) fn take_sack(&mut self, ack: u32, sack: &SackBlocks) -> bool {
         let mut any = false;
         // Blocks are checked against the ACK's own cumulative point too: a block at or
         // below it is a D-SACK (RFC 2883), which reports a duplicate and marks nothing.
-        let una = if seq::gt(s.ack, self.snd_una) {
-            s.ack
+        let una = if seq::gt(ack, self.snd_una) {
+            ack
         } else {
             self.snd_una
         };
-        for &(l, r) in s.sack.as_slice() {
+        for &(l, r) in sack.as_slice() {
             any |= self.scoreboard.add(l, r, una, self.snd_max);
         }
         any

@@ -15,10 +15,12 @@
 //! tail-loss probes (RFC 8985) on the control plane's request; go-back-N after a
 //! retransmission timeout, skipping what the peer SACKed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::recovery::Scoreboard;
 use super::{Actions, PayloadOp, ProtoResult, ProtoWork, Stage};
+use crate::buf::FrameArena;
 use crate::control::congestion::{
     AckSample, Algorithm, CongestionControl, Loss, LossKind, NewReno,
 };
@@ -420,22 +422,28 @@ pub struct Protocol<C: CongestionControl = NewReno> {
     cc: C,
     flows: Vec<Option<(TcpState, C::Flow)>>,
     stats: StageStats,
+    /// The arena of the received frames: a segment's SACK blocks are read from its frame
+    /// (its summary only says where they are).
+    arena: Arc<FrameArena>,
 }
 
 impl Protocol {
-    /// An empty protocol stage with the default congestion control ([`NewReno`]).
-    pub fn new() -> Self {
-        Self::with_congestion(NewReno)
+    /// An empty protocol stage with the default congestion control ([`NewReno`]), for
+    /// segments received into frames of `arena`.
+    pub fn new(arena: Arc<FrameArena>) -> Self {
+        Self::with_congestion(NewReno, arena)
     }
 }
 
 impl<C: CongestionControl> Protocol<C> {
-    /// An empty protocol stage whose flows follow the congestion control `cc`.
-    pub fn with_congestion(cc: C) -> Self {
+    /// An empty protocol stage whose flows follow the congestion control `cc`, for segments
+    /// received into frames of `arena`.
+    pub fn with_congestion(cc: C, arena: Arc<FrameArena>) -> Self {
         Protocol {
             cc,
             flows: Vec::new(),
             stats: StageStats::default(),
+            arena,
         }
     }
 
@@ -595,7 +603,12 @@ impl<C: CongestionControl> Protocol<C> {
                 }
             }
             ProtoWork::Rx(w) => {
-                if let Some(reason) = st.on_segment(cc, cf, &w.summary, now, r) {
+                let sack = if w.summary.sack_len > 0 {
+                    w.summary.sack_blocks(self.arena.data(&w.frame))
+                } else {
+                    SackBlocks::EMPTY
+                };
+                if let Some(reason) = st.on_segment(cc, cf, &w.summary, &sack, now, r) {
                     self.stats.drops.add(reason);
                 }
                 r.rx_frame = Some(w.frame);
@@ -641,12 +654,6 @@ impl<C: CongestionControl> Protocol<C> {
         // Every result reports the flow's counters, even one that did nothing: the control
         // plane's timers read them from the last result.
         st.finish(r);
-    }
-}
-
-impl Default for Protocol {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

@@ -52,13 +52,14 @@ impl TcpState {
         cc: &C,
         cf: &mut C::Flow,
         s: &SegmentSummary,
+        sack: &SackBlocks,
         now: Instant,
         r: &mut ProtoResult,
     ) {
         let ack = s.ack;
         let sacked_before = self.scoreboard.sacked_bytes();
-        if self.has(F_SACK) && !s.sack.is_empty() {
-            self.take_sack(s);
+        if self.has(F_SACK) && !sack.is_empty() {
+            self.take_sack(s.ack, sack);
         }
         let sack_news = self.scoreboard.sacked_bytes() != sacked_before;
         if seq::gt(ack, self.snd_una) {
@@ -153,12 +154,14 @@ impl TcpState {
         }
     }
 
-    /// Handle a received segment of this connection.
+    /// Handle a received segment of this connection, with the SACK blocks it carries
+    /// ([`SegmentSummary::sack_blocks`]; empty when it carries none).
     pub fn on_segment<C: CongestionControl>(
         &mut self,
         cc: &C,
         cf: &mut C::Flow,
         s: &SegmentSummary,
+        sack: &SackBlocks,
         now: Instant,
         r: &mut ProtoResult,
     ) -> Option<DropReason> {
@@ -243,7 +246,7 @@ impl TcpState {
         }
         if seq::ge(s.ack, self.snd_una) {
             let advanced = seq::gt(s.ack, self.snd_una);
-            self.on_ack(cc, cf, s, now, r);
+            self.on_ack(cc, cf, s, sack, now, r);
             // Window update (RFC 9293 3.10.7.4). An ACK that moves `snd_una` also carries a
             // newer window even when its sequence number is older than `snd_wl1` (a
             // retransmission from a peer whose pure ACKs ran ahead), as in Linux.
