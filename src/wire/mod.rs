@@ -310,8 +310,9 @@ fn parse_ipv4(src_mac: MacAddr, data: &[u8]) -> Result<TcpSegment, DropReason> {
         return Err(DropReason::NotTcp);
     }
     let ce = data[1] & 3 == 3;
-    let src = Ipv4Addr::new(data[12], data[13], data[14], data[15]);
-    let dst = Ipv4Addr::new(data[16], data[17], data[18], data[19]);
+    // Whole-word loads: the flow lookup reads these back as words right away.
+    let src = Ipv4Addr::from(u32::from_be_bytes([data[12], data[13], data[14], data[15]]));
+    let dst = Ipv4Addr::from(u32::from_be_bytes([data[16], data[17], data[18], data[19]]));
     let tcp_bytes = &data[hl..total];
     if tcp_bytes.len() < TCP_HDR {
         return Err(DropReason::BadTcpHeader);

@@ -383,23 +383,35 @@ impl TcpState {
         w as u16
     }
 
-    fn header(&mut self, now: Instant, mut fl: u8, seq_no: u32, payload_len: u16) -> TxHeader {
+    /// Fill `h` with the header of a segment of ours: `fl` (plus ECE while congestion is to
+    /// be echoed), sequence number `seq_no`, our ACK, window and timestamps. Written field
+    /// by field where it stays (a result's header), not built aside and copied there.
+    /// Leaves no SACK blocks.
+    #[inline]
+    fn header_into(
+        &mut self,
+        now: Instant,
+        mut fl: u8,
+        seq_no: u32,
+        payload_len: u16,
+        h: &mut TxHeader,
+    ) {
         let win = self.advertise();
         if self.has(F_ECE) && fl & flags::RST == 0 {
             // Congestion was experienced: say so until the peer says it reacted (CWR).
             fl |= flags::ECE;
         }
-        TxHeader {
-            seq: seq_no,
-            ack: self.rcv_nxt,
-            flags: fl,
-            win,
-            ts_val: (now.millis() as u32).wrapping_add(self.ts_offset),
-            ts_ecr: self.ts_recent,
-            payload_len,
-            sack: SackBlocks::EMPTY,
-            ect: false,
+        h.seq = seq_no;
+        h.ack = self.rcv_nxt;
+        h.flags = fl;
+        h.win = win;
+        h.ts_val = (now.millis() as u32).wrapping_add(self.ts_offset);
+        h.ts_ecr = self.ts_recent;
+        h.payload_len = payload_len;
+        if !h.sack.is_empty() {
+            h.sack = SackBlocks::EMPTY;
         }
+        h.ect = false;
     }
 
     fn report_frozen(&self, r: &mut ProtoResult) {

@@ -36,13 +36,12 @@ impl TcpState {
     /// A pure ACK. Its sequence number is `snd_max`, not `snd_nxt`: after go-back-N the peer
     /// may already hold everything up to `snd_max`, and an ACK numbered below its `rcv_nxt`
     /// would be unacceptable to it (and its ACK field ignored).
-    pub(super) fn ack_header(&mut self, now: Instant) -> TxHeader {
+    pub(super) fn ack_header(&mut self, now: Instant, h: &mut TxHeader) {
         let s = self.snd_max;
-        let mut h = self.header(now, flags::ACK, s, 0);
+        self.header_into(now, flags::ACK, s, 0, h);
         if self.ooo_used && self.ooo.iter().any(|iv| iv.1 != 0) {
             h.sack = self.sack_blocks();
         }
-        h
     }
 
     /// Process an acceptable ACK field: advance `snd_una`, feed the congestion control,
@@ -178,7 +177,7 @@ impl TcpState {
             && seq::lt(s.ts_val, self.ts_recent)
             && now.millis().saturating_sub(self.ts_recent_ms) < PAWS_IDLE_MS
         {
-            r.hdr = self.ack_header(now);
+            self.ack_header(now, &mut r.hdr);
             r.actions.set(Actions::TX | Actions::ACK_NOW);
             self.finish(r);
             return Some(DropReason::Paws);
@@ -199,7 +198,7 @@ impl TcpState {
         };
         let ack_ok = acceptable || (wnd == 0 && s.seq == self.rcv_nxt);
         if !ack_ok {
-            r.hdr = self.ack_header(now);
+            self.ack_header(now, &mut r.hdr);
             r.actions.set(Actions::TX | Actions::ACK_NOW);
             self.finish(r);
             let old = seg_len > 0 && seq::le(s.seq.wrapping_add(seg_len), self.rcv_nxt);
@@ -227,7 +226,7 @@ impl TcpState {
             }
         }
         if seq::gt(s.ack, self.snd_max) {
-            r.hdr = self.ack_header(now);
+            self.ack_header(now, &mut r.hdr);
             r.actions.set(Actions::TX | Actions::ACK_NOW);
             self.finish(r);
             return Some(DropReason::AckTooNew);
@@ -235,7 +234,7 @@ impl TcpState {
         // RFC 5961 section 5: an ACK below SND.UNA - MAX.SND.WND acknowledges nothing the
         // peer can have seen; the segment (data included) is dropped and answered.
         if seq::lt(s.ack, self.snd_una.wrapping_sub(self.max_snd_wnd.max(1))) {
-            r.hdr = self.ack_header(now);
+            self.ack_header(now, &mut r.hdr);
             r.actions.set(Actions::TX | Actions::ACK_NOW);
             self.finish(r);
             return Some(DropReason::AckTooOld);
@@ -304,7 +303,7 @@ impl TcpState {
         }
         self.try_consume_fin(r);
         if r.actions.any(Actions::TX) {
-            r.hdr = self.ack_header(now);
+            self.ack_header(now, &mut r.hdr);
         }
         self.finish(r);
         drop
@@ -486,7 +485,7 @@ impl TcpState {
             && seq::gt(seq_no, self.rcv_nxt)
             && seq::lt(seq_no, self.rcv_nxt.wrapping_add(wnd))
         {
-            r.hdr = self.ack_header(now);
+            self.ack_header(now, &mut r.hdr);
             r.actions
                 .set(Actions::TX | Actions::ACK_NOW | Actions::CHALLENGE_ACK);
             self.finish(r);

@@ -67,7 +67,7 @@ impl TcpState {
         if fin {
             fl |= flags::FIN;
         }
-        r.hdr = self.header(now, fl, start, n as u16);
+        self.header_into(now, fl, start, n as u16, &mut r.hdr);
         r.payload = PayloadOp {
             ring_pos: self.ring_pos(start),
             frame_off: 0,
@@ -140,7 +140,7 @@ impl TcpState {
         if seq::gt(self.snd_nxt, self.snd_max) {
             self.snd_max = self.snd_nxt;
         }
-        r.hdr = self.header(now, fl, seq_no, n as u16);
+        self.header_into(now, fl, seq_no, n as u16, &mut r.hdr);
         r.hdr.ect = new_data;
         r.payload = PayloadOp {
             ring_pos: pos,
@@ -189,7 +189,7 @@ impl TcpState {
         let new_wnd = (self.rcv_wnd() >> self.rcv_shift) << self.rcv_shift;
         let threshold = (2 * self.mss as u32).min(self.rx_cap / 2);
         if old_adv < self.rx_cap / 2 && new_wnd >= old_adv.saturating_add(threshold) {
-            r.hdr = self.ack_header(now);
+            self.ack_header(now, &mut r.hdr);
             r.actions.set(Actions::TX | Actions::ACK_NOW);
         }
         if self.can_send() {
@@ -205,7 +205,7 @@ impl TcpState {
             return;
         }
         let s = self.snd_una.wrapping_sub(1);
-        r.hdr = self.header(now, flags::ACK, s, 0);
+        self.header_into(now, flags::ACK, s, 0, &mut r.hdr);
         r.actions
             .set(Actions::TX | Actions::ACK_NOW | Actions::WINDOW_PROBE);
         self.finish(r);
@@ -216,7 +216,7 @@ impl TcpState {
         if self.has(F_RST) {
             return;
         }
-        r.hdr = self.ack_header(now);
+        self.ack_header(now, &mut r.hdr);
         r.actions.set(Actions::TX | Actions::ACK_NOW);
         self.finish(r);
     }
@@ -228,7 +228,7 @@ impl TcpState {
         }
         self.flags |= F_RST;
         let s = self.snd_max;
-        r.hdr = self.header(now, flags::RST | flags::ACK, s, 0);
+        self.header_into(now, flags::RST | flags::ACK, s, 0, &mut r.hdr);
         r.actions
             .set(Actions::TX | Actions::ACK_NOW | Actions::RST_TX);
     }
