@@ -50,12 +50,20 @@ impl Preprocess {
         self.table.remove(tuple);
     }
 
+    /// The flow of `t`: the last one found when it matches (inlined, so the tuple the
+    /// parser just built is compared from registers), else the table.
+    #[inline(always)]
     fn lookup(&mut self, t: &wire::FourTuple) -> Option<FlowId> {
         if let Some((lt, id)) = self.last {
             if lt == *t {
                 return Some(id);
             }
         }
+        self.lookup_table(t)
+    }
+
+    #[inline(never)]
+    fn lookup_table(&mut self, t: &wire::FourTuple) -> Option<FlowId> {
         let id = self.table.lookup(t)?;
         self.last = Some((*t, id));
         Some(id)
