@@ -272,6 +272,13 @@ impl FlowCounters {
         c.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Add for a counter with one writer (a load and a store, no locked instruction);
+    /// readers still see whole values.
+    #[inline]
+    pub(crate) fn add_sole(c: &AtomicU64, n: u64) {
+        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
     /// Relaxed load.
     #[inline]
     pub fn get(c: &AtomicU64) -> u64 {
@@ -281,8 +288,19 @@ impl FlowCounters {
     /// Add `n` RTT samples summing to `sum_us` (once per burst and flow): one atomic add.
     #[inline]
     pub fn add_rtt(&self, sum_us: u64, n: u64) {
-        let v = (n << RTT_SUM_BITS).wrapping_add(sum_us & RTT_SUM_MASK);
-        self.rtt.fetch_add(v, Ordering::Relaxed);
+        self.rtt
+            .fetch_add(Self::rtt_word(sum_us, n), Ordering::Relaxed);
+    }
+
+    /// [`add_rtt`](Self::add_rtt) for the counters' one writer ([`add_sole`](Self::add_sole)).
+    #[inline]
+    pub(crate) fn add_rtt_sole(&self, sum_us: u64, n: u64) {
+        Self::add_sole(&self.rtt, Self::rtt_word(sum_us, n));
+    }
+
+    #[inline]
+    fn rtt_word(sum_us: u64, n: u64) -> u64 {
+        (n << RTT_SUM_BITS).wrapping_add(sum_us & RTT_SUM_MASK)
     }
 
     /// The RTT word now, to pass to [`rtt_since`](Self::rtt_since) later.

@@ -3,10 +3,35 @@
 
 use super::*;
 
+/// What the application did to a connection, for the protocol stage. Two flags, returned
+/// in registers: the caller builds the work item where it stays.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AppUpdate {
+    /// The application will send no more.
+    pub(crate) fin: bool,
+    /// The application will read no more.
+    pub(crate) closed: bool,
+}
+
+impl AppUpdate {
+    /// The protocol stage's work item for flow `flow`, with the application's ring
+    /// positions when the caller owns the rings (else place fills them in).
+    #[inline]
+    pub(crate) fn work(self, flow: FlowId, positions: Option<(u64, u64)>) -> ProtoWork {
+        ProtoWork::App {
+            flow,
+            positions,
+            fin: self.fin,
+            closed: self.closed,
+        }
+    }
+}
+
 impl Control {
-    /// The application changed a connection: returns the work item for the protocol stage,
-    /// or `None` when the flow is gone. Handles close and abort requests.
-    pub(crate) fn app_update(&mut self, id: FlowId, out: &mut ControlOutput) -> Option<ProtoWork> {
+    /// The application changed a connection: returns what the protocol stage's work item
+    /// says ([`AppUpdate::work`]), or `None` when the flow is gone. Handles close and abort
+    /// requests.
+    pub(crate) fn app_update(&mut self, id: FlowId, out: &mut ControlOutput) -> Option<AppUpdate> {
         // Whatever the application did, the timers look at the connection again.
         self.activate_timers(id);
         let c = self.conns.get_mut(id as usize)?.as_mut()?;
@@ -37,12 +62,7 @@ impl Control {
                 out.work.push(ProtoWork::Reset { flow: id });
             }
         }
-        Some(ProtoWork::App {
-            flow: id,
-            positions: None,
-            fin,
-            closed,
-        })
+        Some(AppUpdate { fin, closed })
     }
 
     /// Apply data-path events.

@@ -159,11 +159,19 @@ impl Control {
 
     /// Run the timers: retransmission timeouts, probe timeouts, zero-window probes,
     /// keep-alives, the FIN-WAIT-2 timeout of orphans, TIME-WAIT, handshakes, ARP.
+    #[inline(always)]
     pub(crate) fn poll_timers(&mut self, now: Instant, out: &mut ControlOutput) {
         self.timers.now = self.timers.now.max(now);
         if now < self.next_tick {
             return;
         }
+        self.tick(now, out);
+    }
+
+    /// One timer tick (every [`TIMER_TICK`]): kept out of line, since most polls do not
+    /// reach it.
+    #[inline(never)]
+    fn tick(&mut self, now: Instant, out: &mut ControlOutput) {
         self.next_tick = now + TIMER_TICK;
         self.poll_rates(now, out);
         self.run_connection_timers(now, out);

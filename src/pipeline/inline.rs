@@ -85,7 +85,7 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
             delivery: Delivery::new(arena.clone(), 0),
             egress: Egress::new(
                 arena.clone(),
-                Postprocess::new(arena.clone(), cfg.ack_policy),
+                Postprocess::new(arena.clone(), cfg.ack_policy).sole_writer(),
                 tx_frame.clone(),
                 rings.clone(),
                 0,
@@ -346,9 +346,9 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
         while let Some(flow) = self.host.doorbells.pop() {
             any = true;
             self.stats.doorbells += 1;
-            if let Some(mut w) = self.control.app_update(flow, &mut self.cout) {
-                self.delivery.place.fill_positions(&mut w);
-                self.work.push(w);
+            if let Some(u) = self.control.app_update(flow, &mut self.cout) {
+                let positions = self.delivery.place.app_positions(flow);
+                self.work.push(u.work(flow, positions));
             }
             if self.work.len() >= self.burst {
                 self.run(now);
@@ -382,7 +382,18 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
     }
 
     /// Carry out what the control plane asked for. Returns whether there was anything.
+    /// Carry out what the control plane produced; whether there was anything. The check
+    /// for nothing is inlined: a poll makes it several times and usually finds nothing.
+    #[inline(always)]
     fn apply_control(&mut self, now: Instant) -> bool {
+        if self.cout.is_empty() {
+            return false;
+        }
+        self.apply_control_output(now)
+    }
+
+    #[inline(never)]
+    fn apply_control_output(&mut self, now: Instant) -> bool {
         let mut any = false;
         // Loop: installing and running work can produce more control output.
         for _ in 0..4 {
@@ -409,9 +420,9 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
                 ins.conn.set_flow(id);
                 ins.conn.set_status(crate::host::ConnStatus::Established);
                 // Pick up anything the application did before the flow existed.
-                if let Some(mut w) = self.control.app_update(id, &mut self.cout) {
-                    self.delivery.place.fill_positions(&mut w);
-                    self.cout.work.push(w);
+                if let Some(u) = self.control.app_update(id, &mut self.cout) {
+                    let positions = self.delivery.place.app_positions(id);
+                    self.cout.work.push(u.work(id, positions));
                 }
             }
             let mut reinject = std::mem::take(&mut self.cout.reinject);

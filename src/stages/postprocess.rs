@@ -56,6 +56,8 @@ pub struct Postprocess {
     last: Vec<LastTx>,
     acc: Accumulator,
     stats: StageStats,
+    /// The only replica that updates its flows' counters.
+    sole: bool,
 }
 
 impl Postprocess {
@@ -70,7 +72,17 @@ impl Postprocess {
             last: Vec::new(),
             acc: Accumulator::default(),
             stats: StageStats::default(),
+            sole: false,
         }
+    }
+
+    /// Declare this replica the only writer of its flows' counters (the inline runtime's
+    /// one postprocess): counter updates are then a load and a store instead of locked
+    /// adds. Wrong (counts lost) if another replica or thread also updates the counters
+    /// of these flows.
+    pub fn sole_writer(mut self) -> Self {
+        self.sole = true;
+        self
     }
 
     /// Install a flow.
@@ -112,7 +124,7 @@ impl Postprocess {
             return;
         };
         if self.acc.flow != Some(r.flow) {
-            self.acc.flush(&self.flows, now);
+            self.acc.flush(&self.flows, now, self.sole);
             self.acc.flow = Some(r.flow);
         }
         let acc = &mut self.acc;
@@ -215,7 +227,7 @@ impl Postprocess {
             }
             self.build(now, r, send);
         }
-        self.acc.flush(&self.flows, now);
+        self.acc.flush(&self.flows, now, self.sole);
     }
 
     /// Whether the coalescable ACK of item `i` goes out: it is the flow's last in the burst
@@ -304,7 +316,7 @@ struct Accumulator {
 }
 
 impl Accumulator {
-    fn flush(&mut self, flows: &[Option<FlowView>], now: Instant) {
+    fn flush(&mut self, flows: &[Option<FlowView>], now: Instant, sole: bool) {
         let Some(flow) = self.flow.take() else {
             return;
         };
@@ -335,11 +347,19 @@ impl Accumulator {
                 (&c.tx_bytes, self.tx_bytes),
             ] {
                 if n > 0 {
-                    FlowCounters::add(counter, n);
+                    if sole {
+                        FlowCounters::add_sole(counter, n);
+                    } else {
+                        FlowCounters::add(counter, n);
+                    }
                 }
             }
             if self.rtt_n > 0 {
-                c.add_rtt(self.rtt_sum, self.rtt_n);
+                if sole {
+                    c.add_rtt_sole(self.rtt_sum, self.rtt_n);
+                } else {
+                    c.add_rtt(self.rtt_sum, self.rtt_n);
+                }
             }
 
             c.in_flight.store(self.in_flight as u64, Ordering::Relaxed);
@@ -421,6 +441,44 @@ mod tests {
             .filter(|(_, r)| r.tx_frame.is_some())
             .map(|(i, _)| i)
             .collect()
+    }
+
+    /// Counters add up over bursts and flow runs, whether updated with locked adds or, by
+    /// a sole writer, with a load and a store.
+    #[test]
+    fn counters_add_up_over_bursts_with_either_kind_of_update() {
+        for sole in [false, true] {
+            let mut p = post(AckPolicy::PerBurst, 2);
+            if sole {
+                p = p.sole_writer();
+            }
+            for burst in 0..5u16 {
+                let mut items: Vec<ProtoResult> = [0, 0, 1, 0]
+                    .into_iter()
+                    .map(|f| {
+                        let mut r = data(f);
+                        r.payload.len = 100 + burst;
+                        r.actions.set(Actions::RTT_SAMPLE);
+                        r.rtt_us = 10;
+                        r
+                    })
+                    .collect();
+                p.process_in_place(Instant::ZERO, &mut items);
+                for r in &mut items {
+                    if let Some(f) = r.tx_frame.take() {
+                        p.frames.free(f);
+                    }
+                }
+            }
+            let c = &p.flows[0].as_ref().unwrap().counters;
+            // Flow 0: three segments a burst, in two runs (the third is after flow 1's).
+            assert_eq!(FlowCounters::get(&c.rx_segments), 15, "sole {sole}");
+            let bytes: u64 = (0..5).map(|b| 3 * (100 + b)).sum();
+            assert_eq!(FlowCounters::get(&c.rx_bytes), bytes, "sole {sole}");
+            assert_eq!(c.rtt_since(0).0, (150, 15), "sole {sole}");
+            let c1 = &p.flows[1].as_ref().unwrap().counters;
+            assert_eq!(FlowCounters::get(&c1.rx_segments), 5, "sole {sole}");
+        }
     }
 
     #[test]

@@ -104,8 +104,8 @@ impl<P: Port> IoTask<P> {
             });
             ins.conn.set_flow(id);
             ins.conn.set_status(crate::host::ConnStatus::Established);
-            if let Some(w) = self.control.app_update(id, &mut self.cout) {
-                self.route(w);
+            if let Some(u) = self.control.app_update(id, &mut self.cout) {
+                self.route(u.work(id, None));
             }
         }
         for f in std::mem::take(&mut self.cout.reinject) {
@@ -223,8 +223,8 @@ impl<P: Port> Task for IoTask<P> {
         // Application doorbells.
         while let Some(flow) = self.host.doorbells.pop() {
             busy = true;
-            if let Some(w) = self.control.app_update(flow, &mut self.cout) {
-                self.route(w);
+            if let Some(u) = self.control.app_update(flow, &mut self.cout) {
+                self.route(u.work(flow, None));
             }
         }
         self.control.poll_timers(now, &mut self.cout);
