@@ -15,6 +15,7 @@
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::cell::UnsafeCell;
+use std::num::NonZeroU16;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -37,6 +38,16 @@ const INDEX_MASK: u32 = (1 << 24) - 1;
 const PAGE: usize = 4096;
 
 static NEXT_ARENA_ID: AtomicU16 = AtomicU16::new(1);
+
+/// A new arena's id: never zero (which gives `Option<Frame>` a niche: 8 bytes, not 12).
+/// Ids wrap after 65,535 arenas; frames of arenas that far apart do not meet.
+fn next_arena_id() -> NonZeroU16 {
+    loop {
+        if let Some(id) = NonZeroU16::new(NEXT_ARENA_ID.fetch_add(1, Ordering::Relaxed)) {
+            return id;
+        }
+    }
+}
 
 /// A handle to one frame of a [`FrameArena`]: 8 bytes, movable, neither `Copy` nor `Clone`.
 ///
@@ -65,10 +76,11 @@ pub struct Frame {
     /// Index (low 24 bits) and data offset (high 8 bits).
     slot: u32,
     len: u16,
-    arena: u16,
+    arena: NonZeroU16,
 }
 
 const _: () = assert!(std::mem::size_of::<Frame>() == 8);
+const _: () = assert!(std::mem::size_of::<Option<Frame>>() == 8);
 
 impl Frame {
     /// Number of valid bytes in the frame.
@@ -155,7 +167,7 @@ pub struct FrameArena {
     base: NonNull<u8>,
     memory: Memory,
     frames: u32,
-    id: u16,
+    id: NonZeroU16,
     free: FreeStack,
     alloc_failures: AtomicUsize,
     /// Frames each [`FrameCache`] of this arena holds (written by its cache only).
@@ -315,7 +327,7 @@ impl FrameArena {
             base,
             memory: Memory::Own(layout),
             frames: frames as u32,
-            id: NEXT_ARENA_ID.fetch_add(1, Ordering::Relaxed),
+            id: next_arena_id(),
             free,
             alloc_failures: AtomicUsize::new(0),
             caches: std::sync::Mutex::new(Vec::new()),
@@ -348,7 +360,7 @@ impl FrameArena {
                 release,
             },
             frames: frames as u32,
-            id: NEXT_ARENA_ID.fetch_add(1, Ordering::Relaxed),
+            id: next_arena_id(),
             free: FreeStack::new(frames as u32),
             alloc_failures: AtomicUsize::new(0),
             caches: std::sync::Mutex::new(Vec::new()),
