@@ -764,9 +764,9 @@ fn ten_percent_loss_completes_exact() {
     }
 }
 
-/// SYN flood: 2000 SYNs (paced a millisecond every 64) from random source ports of the Linux side's address (a raw socket;
-/// the RSTs Linux sends for the engine's SYN-ACKs are dropped, as a spoofing attacker's
-/// would be). The engine's listener has a backlog of 4: half-open state stays within it,
+/// SYN flood: 2000 SYNs (paced a millisecond every 64) from random source ports of the
+/// Linux side's address (a raw socket; the RSTs Linux sends for the engine's SYN-ACKs are
+/// dropped, as a spoofing attacker's would be). The engine's listener has a backlog of 4: half-open state stays within it,
 /// no flow or ring is made, and the rest are answered with SYN cookies. A legitimate Linux
 /// client then connects within a second and echoes 1 MiB. (Before cookies the listener
 /// dropped every SYN once its backlog was full, for about a minute.)

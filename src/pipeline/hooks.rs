@@ -21,6 +21,11 @@
 //! | `Redirect(n)` | frame pushed to the `n`th [`RedirectRing`] given to the builder | same | not supported (`invalid`) |
 //! | `Punt` | frame handed to the control plane, which handles it as if preprocess had punted it (ARP, SYN and RST are processed; a segment of an established connection is dropped, counted under [`DropReason::Extension`](crate::stats::DropReason::Extension)) | not supported (`invalid`), freed | not supported (`invalid`) |
 //!
+//! An [`RxSegment`] stage that changes a frame's bytes or headroom keeps its summary true:
+//! the summary's offsets (`payload_off`, and `sack_at` where the protocol stage reads the
+//! segment's SACK blocks) point into the frame as preprocess parsed it. To filter SACK
+//! information, overwrite the blocks in the frame or set `sack_len` to 0.
+//!
 //! Order: [`RxSegment`] and [`Results`] see each flow's items in the order the flow's group
 //! processes them. On the threaded runtime that is arrival order, with one exception: a
 //! segment that reaches a preprocess replica before the replica has learnt of its (just

@@ -381,7 +381,6 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
         }
     }
 
-    /// Carry out what the control plane asked for. Returns whether there was anything.
     /// Carry out what the control plane produced; whether there was anything. The check
     /// for nothing is inlined: a poll makes it several times and usually finds nothing.
     #[inline(always)]

@@ -190,7 +190,8 @@ pub struct SegmentSummary {
     pub has_ts: bool,
     /// The IP header carried ECN CE.
     pub ce: bool,
-    /// Number of SACK blocks the segment carries (at most [`SACK_BLOCKS`]; 0: none).
+    /// Number of SACK blocks the segment carries (those of its last SACK option, at most
+    /// [`SACK_BLOCKS`]; 0: none).
     pub sack_len: u8,
     /// Offset in the frame of the first SACK block (when `sack_len > 0`). The blocks stay
     /// in the frame, which travels with the summary: a summary is 28 bytes, not 56, and
@@ -687,6 +688,80 @@ pub fn arp_request(src_mac: MacAddr, src_ip: Ipv4Addr, target: Ipv4Addr) -> ArpR
 mod tests {
     use super::*;
     use smoltcp::wire::{TcpControl, TcpSeqNumber, TcpTimestampRepr};
+
+    /// An ACK from 10.0.0.1:1000 to 10.0.0.2:80 with the TCP option bytes `opts` (a
+    /// multiple of 4 long), checksums filled.
+    fn with_options(opts: &[u8]) -> Vec<u8> {
+        let tcp_len = TCP_HDR + opts.len();
+        let mut f = vec![0u8; ETH_HDR + IP_HDR + tcp_len];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let ip = &mut f[ETH_HDR..ETH_HDR + IP_HDR];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&((IP_HDR + tcp_len) as u16).to_be_bytes());
+        ip[8] = 64;
+        ip[9] = 6;
+        ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        let t = &mut f[ETH_HDR + IP_HDR..];
+        t[0..2].copy_from_slice(&1000u16.to_be_bytes());
+        t[2..4].copy_from_slice(&80u16.to_be_bytes());
+        t[12] = ((tcp_len / 4) as u8) << 4;
+        t[13] = flags::ACK;
+        t[14..16].copy_from_slice(&1000u16.to_be_bytes());
+        t[TCP_HDR..].copy_from_slice(opts);
+        fill_checksums(&mut f);
+        f
+    }
+
+    fn sack_option(blocks: &[(u32, u32)]) -> Vec<u8> {
+        let mut o = vec![5, (2 + 8 * blocks.len()) as u8];
+        for (l, r) in blocks {
+            o.extend_from_slice(&l.to_be_bytes());
+            o.extend_from_slice(&r.to_be_bytes());
+        }
+        o
+    }
+
+    /// SACK layouts other than the usual timestamps-then-SACK: four blocks (the first three
+    /// are kept), SACK before the timestamps, and two SACK options (the last one counts).
+    #[test]
+    fn sack_blocks_are_found_in_any_option_layout() {
+        let b = [(1u32, 2u32), (3, 4), (5, 6), (7, 8)];
+        let ts = [8, 10, 0, 0, 0, 9, 0, 0, 0, 7];
+        // (option bytes, the blocks expected, timestamps present)
+        type Case<'a> = (Vec<u8>, &'a [(u32, u32)], bool);
+        let cases: Vec<Case> = vec![
+            ([sack_option(&b), vec![1, 1]].concat(), &b[..3], false),
+            ([sack_option(&b[..1]), ts.to_vec()].concat(), &b[..1], true),
+            (
+                [
+                    sack_option(&b[..1]),
+                    sack_option(&b[1..2]),
+                    vec![1, 1, 1, 1],
+                ]
+                .concat(),
+                &b[1..2],
+                false,
+            ),
+            (
+                [vec![1, 1], ts.to_vec(), sack_option(&b[2..4]), vec![1, 1]].concat(),
+                &b[2..4],
+                true,
+            ),
+        ];
+        for (opts, want, has_ts) in cases {
+            let f = with_options(&opts);
+            let Ok(Parsed::Tcp(seg)) = parse_frame(&f) else {
+                panic!("not parsed: {opts:?}");
+            };
+            let s = seg.summary;
+            assert_eq!(s.sack_blocks(&f).as_slice(), want, "{opts:?}");
+            assert_eq!(usize::from(s.sack_len), want.len());
+            assert_eq!(s.has_ts, has_ts);
+            assert!(usize::from(s.sack_at) + 8 * want.len() <= usize::from(s.payload_off));
+            assert!(!seg.options.unexpected);
+        }
+    }
 
     fn ep() -> Endpoints {
         Endpoints {
