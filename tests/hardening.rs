@@ -603,6 +603,29 @@ fn orphans_beyond_the_cap_are_reset() {
     assert_eq!((st.flows, st.control.orphans_aborted), (2, 1));
 }
 
+/// Keep-alives turned on for a connection the timers had set aside (idle for 5 s): the
+/// probe that is already due goes out within a millisecond, not at the end of the
+/// connection's parking (up to 100 ms).
+#[test]
+fn keepalive_set_on_a_long_idle_connection_probes_at_once() {
+    use flextoe::host::Keepalive;
+    use std::time::Duration;
+    let mut t = Script::new(config());
+    t.accept_established();
+    t.advance(Duration::from_secs(5));
+    t.recv_none();
+    t.stream().set_keepalive(Some(Keepalive {
+        idle: Duration::from_secs(1),
+        interval: Duration::from_secs(1),
+        count: 3,
+    }));
+    t.advance(Duration::from_millis(1));
+    let probe = t.recv_one();
+    assert!(probe.payload.is_empty() && probe.has(ACK));
+    assert_eq!(probe.seq, t.engine_seq.wrapping_sub(1));
+    assert_eq!(t.engine.stats().control.keepalive_probes, 1);
+}
+
 /// Keep-alives (RFC 1122 4.2.3.6) as a socket option: after `idle` without a segment from
 /// the peer a probe goes out every `interval`; an answer starts the count again, and after
 /// `count` unanswered probes the connection is aborted as timed out.

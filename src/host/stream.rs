@@ -237,6 +237,9 @@ impl Stream {
             }
             None => c.keepalive.0.store(0, Ordering::Release),
         }
+        // The timers may have set an idle connection aside until its next deadline; the
+        // doorbell has them look at it again now, so a probe already due goes out at once.
+        self.host.ring_doorbell(c);
     }
 
     /// Shut down one or both directions. `Write` sends a FIN once queued data is out.
