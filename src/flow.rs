@@ -206,12 +206,11 @@ pub struct FlowCounters {
     /// its sum: `count << 48 | sum_us`, both wrapping (see [`add_rtt`](Self::add_rtt) and
     /// [`rtt_since`](Self::rtt_since)).
     pub rtt: AtomicU64,
-    /// Sequence space sent but not acknowledged (bytes, FIN counts one).
-    pub in_flight: AtomicU64,
-    /// Bytes the application has queued that are not yet sent.
-    pub unsent: AtomicU64,
-    /// The peer advertises a zero window.
-    pub peer_window_zero: AtomicBool,
+    /// The flow's send state after the last result published: `stamp << 32 | in_flight`
+    /// (see [`in_flight`](Self::in_flight) and [`publish_send_state`](Self::publish_send_state)).
+    flight: AtomicU64,
+    /// `stamp << 32 | zero_window << 31 | unsent`.
+    queued: AtomicU64,
     /// When a delayed ACK is due ([`AckPolicy::Delayed`](crate::stages::protocol::AckPolicy)):
     /// microseconds of the engine's clock plus one, 0 when none is pending. Postprocess sets
     /// and clears it; the control plane's timers send the ACK when it is due.
@@ -228,6 +227,11 @@ pub struct FlowCounters {
     /// Where [`arm_timers`](Self::arm_timers) tells them, set once by the control plane.
     timer_wake: std::sync::OnceLock<(FlowId, crossbeam_channel::Sender<FlowId>)>,
 }
+
+/// The `unsent` bits of [`FlowCounters`]' send-state word.
+const UNSENT_MASK: u64 = (1 << 31) - 1;
+/// The zero-window bit of that word.
+const ZERO_WINDOW: u64 = 1 << 31;
 
 impl FlowCounters {
     /// A fresh set of counters, shared.
@@ -263,6 +267,61 @@ impl FlowCounters {
                 // nobody times anything.
                 let _ = tx.send(*id);
             }
+        }
+    }
+
+    /// Sequence space sent but not acknowledged after the last result published (bytes, a
+    /// FIN counts one).
+    #[inline]
+    pub fn in_flight(&self) -> u64 {
+        self.flight.load(Ordering::Relaxed) & u64::from(u32::MAX)
+    }
+
+    /// Bytes the application has queued that were not yet sent, after the last result
+    /// published.
+    #[inline]
+    pub fn unsent(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed) & UNSENT_MASK
+    }
+
+    /// Whether the peer advertised a zero window, after the last result published.
+    #[inline]
+    pub fn peer_window_zero(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) & ZERO_WINDOW != 0
+    }
+
+    /// Publish a flow's send state as of the protocol stage's result numbered `stamp`
+    /// ([`ProtoResult::stamp`](crate::stages::ProtoResult::stamp)). With `ordered` (the
+    /// caller is the flow's one writer and sees its results in order) the words are
+    /// stored; otherwise, as for postprocess replicas that take a flow's bursts in turn and
+    /// may finish them out of order, each word is replaced only by a newer stamp (wrapping
+    /// order), so an older state never overwrites a newer one. Stamp 0 publishes nothing.
+    /// `unsent` saturates at 2^31 - 1.
+    #[inline]
+    pub fn publish_send_state(
+        &self,
+        stamp: u32,
+        in_flight: u32,
+        unsent: u32,
+        zero: bool,
+        ordered: bool,
+    ) {
+        if stamp == 0 {
+            return;
+        }
+        let hi = u64::from(stamp) << 32;
+        let flight = hi | u64::from(in_flight);
+        let queued = hi | u64::from(unsent).min(UNSENT_MASK) | if zero { ZERO_WINDOW } else { 0 };
+        if ordered {
+            self.flight.store(flight, Ordering::Relaxed);
+            self.queued.store(queued, Ordering::Relaxed);
+            return;
+        }
+        for (word, v) in [(&self.flight, flight), (&self.queued, queued)] {
+            let _ = word.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                let newer = stamp.wrapping_sub((old >> 32) as u32) as i32 > 0;
+                (newer || old >> 32 == 0).then_some(v)
+            });
         }
     }
 

@@ -69,9 +69,7 @@ impl Conn {
     /// closed peer window matters only then), a delayed ACK.
     fn armed(&self) -> bool {
         let k = &self.counters;
-        FlowCounters::get(&k.in_flight) > 0
-            || FlowCounters::get(&k.unsent) > 0
-            || FlowCounters::get(&k.ack_due) > 0
+        k.in_flight() > 0 || k.unsent() > 0 || FlowCounters::get(&k.ack_due) > 0
     }
 
     /// When the timers must look at this connection again if it may be set aside until
@@ -323,12 +321,9 @@ impl Control {
             // is in flight now was sent after it was taken back (or acknowledged later).
             c.last_progress = c.last_progress.max(t);
         }
-        let in_flight = FlowCounters::get(&c.counters.in_flight);
-        let unsent = FlowCounters::get(&c.counters.unsent);
-        let zero = c
-            .counters
-            .peer_window_zero
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let in_flight = c.counters.in_flight();
+        let unsent = c.counters.unsent();
+        let zero = c.counters.peer_window_zero();
         let rto = (c.rto * c.backoff).min(self.cfg.rto_max);
         if zero && (in_flight > 0 || unsent > 0) {
             // The peer's window is closed: the persist timer probes it (RFC 9293
@@ -443,8 +438,8 @@ impl Control {
                 fast_retransmits: snap.fast.saturating_sub(last.fast),
                 timeouts: snap.timeouts.saturating_sub(last.timeouts),
                 rtt_us: (samples > 0).then(|| (rtt_sum / samples) as u32),
-                in_flight: FlowCounters::get(&k.in_flight),
-                unsent: FlowCounters::get(&k.unsent),
+                in_flight: k.in_flight(),
+                unsent: k.unsent(),
             };
             c.rate_snap = snap;
             if let Some(set) = r.driver.update(id as FlowId, &sample) {
@@ -499,9 +494,9 @@ impl Control {
             if c.orphan && c.state == TcpConnState::FinWait2 {
                 take(c.fin_wait2_since.unwrap_or(c.last_progress) + self.cfg.fin_wait2_timeout);
             }
-            let in_flight = FlowCounters::get(&c.counters.in_flight);
+            let in_flight = c.counters.in_flight();
             if in_flight == 0 {
-                let unsent = FlowCounters::get(&c.counters.unsent);
+                let unsent = c.counters.unsent();
                 if let Some(t) = c.keepalive_at(unsent) {
                     take(t);
                 }
@@ -519,8 +514,7 @@ impl Control {
             let busy = self.conns.iter().flatten().any(|c| {
                 c.rated
                     && c.time_wait_until.is_none()
-                    && (FlowCounters::get(&c.counters.in_flight) > 0
-                        || FlowCounters::get(&c.counters.unsent) > 0)
+                    && (c.counters.in_flight() > 0 || c.counters.unsent() > 0)
             });
             if busy {
                 take(r.next);

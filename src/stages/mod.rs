@@ -280,6 +280,8 @@ impl Actions {
     /// peer answers it without reading its ACK field, so it carries no acknowledgment for
     /// postprocess's ACK coalescing.
     pub const WINDOW_PROBE: u32 = 1 << 27;
+    /// The peer's window is zero after this item (its right edge is not beyond SND.UNA).
+    pub const PEER_WINDOW_ZERO: u32 = 1 << 28;
 
     /// Whether any bit of `bits` is set.
     #[inline]
@@ -293,11 +295,19 @@ impl Actions {
         self.0 |= bits;
     }
 
+    /// Clear bits.
+    #[inline]
+    pub fn clear(&mut self, bits: u32) {
+        self.0 &= !bits;
+    }
+
     /// Whether nothing is to be done.
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
 }
+
+const _: () = assert!(std::mem::size_of::<ProtoResult>() == 136);
 
 /// Where payload moves: between `frame_off` in a frame and `ring_pos` in a connection ring.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -337,8 +347,11 @@ pub struct ProtoResult {
     pub in_flight: u32,
     /// Application bytes queued but not sent after this item.
     pub unsent: u32,
-    /// The peer's window is zero after this item.
-    pub peer_window_zero: bool,
+    /// The flow's result number: one more than its previous result's (wrapping, never 0;
+    /// 0 for a result of no flow). Postprocess replicas that finish a flow's results out of
+    /// order publish its send state only from a newer one
+    /// ([`FlowCounters::publish_send_state`](crate::flow::FlowCounters::publish_send_state)).
+    pub stamp: u32,
     /// The congestion window in force after this item (bytes).
     pub cwnd: u32,
     /// The peer's window after this item (bytes, scaled).

@@ -153,7 +153,8 @@ impl Postprocess {
         }
         acc.in_flight = r.in_flight;
         acc.unsent = r.unsent;
-        acc.zero = r.peer_window_zero;
+        acc.zero = a.any(Actions::PEER_WINDOW_ZERO);
+        acc.stamp = r.stamp;
         if !send {
             if let Some(f) = r.tx_frame.take() {
                 self.frames.free(f);
@@ -313,6 +314,7 @@ struct Accumulator {
     in_flight: u32,
     unsent: u32,
     zero: bool,
+    stamp: u32,
 }
 
 impl Accumulator {
@@ -362,9 +364,7 @@ impl Accumulator {
                 }
             }
 
-            c.in_flight.store(self.in_flight as u64, Ordering::Relaxed);
-            c.unsent.store(self.unsent as u64, Ordering::Relaxed);
-            c.peer_window_zero.store(self.zero, Ordering::Relaxed);
+            c.publish_send_state(self.stamp, self.in_flight, self.unsent, self.zero, sole);
             if self.in_flight > 0 || self.unsent > 0 {
                 c.arm_timers();
             }
@@ -479,6 +479,64 @@ mod tests {
             let c1 = &p.flows[1].as_ref().unwrap().counters;
             assert_eq!(FlowCounters::get(&c1.rx_segments), 5, "sole {sole}");
         }
+    }
+
+    /// Two replicas that take one flow's bursts in turn: the one that finishes last holds the
+    /// older burst, and the flow's send state stays the newer one's. A sole writer, which
+    /// sees its flow's results in order, stores what it has.
+    #[test]
+    fn replicas_finishing_out_of_order_leave_the_newest_send_state() {
+        let counters = FlowCounters::new();
+        let replica = || {
+            let arena = Arc::new(FrameArena::new(64).unwrap());
+            let mut p = Postprocess::new(arena, AckPolicy::PerBurst);
+            p.install(
+                0,
+                FlowView {
+                    identity: crate::flow::test_identity(0, 1448),
+                    counters: counters.clone(),
+                },
+            );
+            p
+        };
+        let result = |stamp: u32, in_flight: u32, unsent: u32, zero: bool| {
+            let mut r = urgent(0);
+            r.stamp = stamp;
+            r.in_flight = in_flight;
+            r.unsent = unsent;
+            if zero {
+                r.actions.set(Actions::PEER_WINDOW_ZERO);
+            }
+            vec![r]
+        };
+        let (mut a, mut b) = (replica(), replica());
+        // Burst 1 (5,000 in flight, a zero window) went to a, burst 2 (all acknowledged) to b;
+        // b finishes first.
+        let mut older = result(u32::MAX, 5000, 700, true);
+        let mut newer = result(1, 0, 0, false);
+        b.process_in_place(Instant::ZERO, &mut newer);
+        a.process_in_place(Instant::ZERO, &mut older);
+        assert_eq!(counters.in_flight(), 0, "a stale in-flight count won");
+        assert_eq!(counters.unsent(), 0);
+        assert!(!counters.peer_window_zero());
+        // In order, the newer state replaces the older (the stamps wrap).
+        let mut next = result(2, 1448, 1u32 << 31, false);
+        a.process_in_place(Instant::ZERO, &mut next);
+        assert_eq!(
+            (counters.in_flight(), counters.unsent()),
+            (1448, (1 << 31) - 1),
+            "unsent saturates"
+        );
+        // A result of no flow's state (stamp 0) publishes nothing.
+        let mut none = result(0, 9, 9, true);
+        b.process_in_place(Instant::ZERO, &mut none);
+        assert_eq!(counters.in_flight(), 1448);
+        // The sole writer stores.
+        let mut sole = replica().sole_writer();
+        let mut r = result(1, 10, 20, true);
+        sole.process_in_place(Instant::ZERO, &mut r);
+        assert_eq!(counters.in_flight(), 10);
+        assert!(counters.peer_window_zero());
     }
 
     #[test]

@@ -186,6 +186,8 @@ pub struct TcpState {
     pub ts_recent_ms: u64,
     /// Added to our clock in the timestamps we send (RFC 7323 5.4).
     pub ts_offset: u32,
+    /// The number of the flow's last result ([`ProtoResult::stamp`]).
+    pub stamp: u32,
 }
 
 /// Parameters to create the state of an established connection.
@@ -420,10 +422,16 @@ impl TcpState {
         r.hdr.ack = self.rcv_nxt;
     }
 
-    fn finish(&self, r: &mut ProtoResult) {
+    fn finish(&mut self, r: &mut ProtoResult) {
         r.in_flight = self.in_flight();
         r.unsent = self.unsent();
-        r.peer_window_zero = !seq::gt(self.snd_edge(), self.snd_una);
+        if seq::gt(self.snd_edge(), self.snd_una) {
+            r.actions.clear(Actions::PEER_WINDOW_ZERO);
+        } else {
+            r.actions.set(Actions::PEER_WINDOW_ZERO);
+        }
+        self.stamp = self.stamp.wrapping_add(1).max(1);
+        r.stamp = self.stamp;
         r.cwnd = self.window();
         r.snd_wnd = self.snd_wnd;
     }
