@@ -387,3 +387,53 @@ fn each_task_reports_the_cpu_time_it_used() {
         assert!(r.cpu > Duration::ZERO, "{task:?} reports no CPU time: {st}");
     }
 }
+
+/// An application's abort sends a RST on a layout where placement and postprocess run on
+/// different workers: the control plane removes the flow as soon as placement reports the
+/// reset, possibly before postprocess has built the RST. Every client must see its reset
+/// without sending anything itself (a lost RST would leave it waiting for ever).
+#[test]
+fn aborts_on_a_multi_worker_layout_all_reach_the_peer() {
+    const N: usize = 32;
+    let (sp, cp) = MemLink::pair(Impairments::none());
+    let clock = VirtualClock::new();
+    let topology = Topology::x86(2);
+    assert!(!topology.maps_inline() && !topology.caller_driven);
+    let server = Threaded::spawn(engine_config(MAC_A, IP_A), sp, topology, clock.clone()).unwrap();
+    let mut client = Engine::new(engine_config(MAC_B, IP_B), cp).unwrap();
+    let listener = server.host().listen(7, 128).unwrap();
+    let mut clients: Vec<_> = (0..N)
+        .map(|_| {
+            let mut s = client.host().connect(SocketAddrV4::new(IP_A, 7)).unwrap();
+            s.set_nonblocking(true);
+            s
+        })
+        .collect();
+    let mut reset = [false; N];
+    let mut aborted = 0;
+    let mut buf = [0u8; 64];
+    let wall = std::time::Instant::now();
+    while reset.iter().any(|r| !r) {
+        assert!(
+            wall.elapsed() < Duration::from_secs(10),
+            "{} of {N} clients saw no reset; {aborted} aborted",
+            reset.iter().filter(|r| !**r).count()
+        );
+        clock.advance_to(flextoe::time::Instant::ZERO + wall.elapsed());
+        client.poll(clock.now());
+        while let Ok(Some(s)) = listener.try_accept() {
+            s.abort();
+            aborted += 1;
+        }
+        for (c, r) in clients.iter_mut().zip(reset.iter_mut()) {
+            match c.read(&mut buf) {
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => *r = true,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                other => panic!("client read: {other:?}"),
+            }
+        }
+        std::thread::yield_now();
+    }
+    assert_eq!(aborted, N);
+    server.stop();
+}

@@ -123,9 +123,10 @@ impl<P: Port> IoTask<P> {
             for c in &self.pre_ctl {
                 let _ = c.send(PreCtl::Remove(t));
             }
-            for c in &self.post_ctl {
-                let _ = c.send(PostCtl::Remove(id));
-            }
+            // Postprocess keeps a removed flow's view until its id is installed again: the
+            // control plane removes a flow as soon as placement reports its reset, which
+            // may be before a replica on another worker has built that RST (or the flow's
+            // last segments), and they must still go out with the flow's headers.
             let g = self.group_of.get(id as usize).copied().unwrap_or(0) as usize % self.groups;
             let _ = self.group_ctl[g].send(GroupCtl::Remove(id));
             let place = self.place_of.get(id as usize).copied().unwrap_or(0) as usize;

@@ -183,7 +183,6 @@ type Egress = (u16, u64, ProtoResult);
 
 enum PostCtl {
     Install(FlowId, FlowView),
-    Remove(FlowId),
 }
 
 /// A ring and what did not fit into it yet (kept in order, retried first).
