@@ -327,11 +327,20 @@ impl Accumulator {
             // When it happened, for the control plane's timers (which look at the counters
             // only every timer tick): stored before the counts, and published with them
             // (the control plane fences after reading a count).
-            if self.acked > 0 {
-                c.last_ack_us.store(now.micros(), Ordering::Relaxed);
-            }
-            if self.rx_segments > 0 {
-                c.last_rx_us.store(now.micros(), Ordering::Relaxed);
+            // Replicas whose clocks were read at different moments may finish a flow's
+            // bursts in either order: the later time stays.
+            for (at, happened) in [
+                (&c.last_ack_us, self.acked > 0),
+                (&c.last_rx_us, self.rx_segments > 0),
+            ] {
+                if !happened {
+                    continue;
+                }
+                if sole {
+                    at.store(now.micros(), Ordering::Relaxed);
+                } else {
+                    at.fetch_max(now.micros(), Ordering::Relaxed);
+                }
             }
             std::sync::atomic::fence(Ordering::Release);
             for (counter, n) in [
@@ -531,6 +540,17 @@ mod tests {
         let mut none = result(0, 9, 9, true);
         b.process_in_place(Instant::ZERO, &mut none);
         assert_eq!(counters.in_flight(), 1448);
+        // Times of progress stay the latest a replica saw.
+        let mut acked = |p: &mut Postprocess, at: u64| {
+            let mut r = result(0, 0, 0, false);
+            r[0].acked = 10;
+            r[0].actions.set(Actions::RECEIVED);
+            p.process_in_place(Instant::ZERO + Duration::from_micros(at), &mut r);
+        };
+        acked(&mut b, 20);
+        acked(&mut a, 15);
+        assert_eq!(FlowCounters::get(&counters.last_ack_us), 20);
+        assert_eq!(FlowCounters::get(&counters.last_rx_us), 20);
         // The sole writer stores.
         let mut sole = replica().sole_writer();
         let mut r = result(1, 10, 20, true);
