@@ -130,6 +130,12 @@ pub struct FlowIdentity {
     /// scheduler may weight or prioritise by it
     /// ([`Pacer::with_classes`](crate::stages::pacer::Pacer::with_classes)).
     pub class: u8,
+    /// Which use of the flow id this is (1 to 255, one more each time the control plane
+    /// gives the id to a new connection, wrapping past 0). The protocol stage's results
+    /// carry it ([`ProtoResult::stamp`](crate::stages::ProtoResult::stamp)), so a stage
+    /// downstream that runs behind (the threaded runtime's placement) recognizes a result of
+    /// the id's previous connection and drops it instead of applying it to this one.
+    pub incarnation: u8,
 }
 
 /// Maps a new connection to a traffic class (`ControlConfig::classifier`), read by the
@@ -319,7 +325,9 @@ impl FlowCounters {
         }
         for (word, v) in [(&self.flight, flight), (&self.queued, queued)] {
             let _ = word.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                let newer = stamp.wrapping_sub((old >> 32) as u32) as i32 > 0;
+                // Result numbers are the stamps' low 24 bits (one connection's stamps share
+                // their high byte).
+                let newer = (stamp.wrapping_sub((old >> 32) as u32) << 8) as i32 > 0;
                 (newer || old >> 32 == 0).then_some(v)
             });
         }
@@ -424,6 +432,7 @@ pub(crate) fn test_identity(id: FlowId, mss: u16) -> Arc<FlowIdentity> {
         snd_wscale: 0,
         mss,
         class: 0,
+        incarnation: 1,
     })
 }
 

@@ -435,5 +435,50 @@ fn aborts_on_a_multi_worker_layout_all_reach_the_peer() {
         std::thread::yield_now();
     }
     assert_eq!(aborted, N);
+    // The flow ids come back for new connections (their second incarnation): the data of
+    // each arrives whole.
+    let mut again: Vec<_> = (0..4)
+        .map(|_| {
+            let mut s = client.host().connect(SocketAddrV4::new(IP_A, 7)).unwrap();
+            s.set_nonblocking(true);
+            s
+        })
+        .collect();
+    let mut accepted = Vec::new();
+    let mut got = vec![Vec::new(); 4];
+    let mut written = [false; 4];
+    while got.iter().map(Vec::len).sum::<usize>() < 4 * 1000 {
+        assert!(
+            wall.elapsed() < Duration::from_secs(20),
+            "reused ids stalled"
+        );
+        clock.advance_to(flextoe::time::Instant::ZERO + wall.elapsed());
+        client.poll(clock.now());
+        while let Ok(Some(mut s)) = listener.try_accept() {
+            s.set_nonblocking(true);
+            accepted.push(s);
+        }
+        for (i, c) in again.iter_mut().enumerate() {
+            if !written[i] {
+                if let Ok(n) = c.write(&[i as u8; 1000]) {
+                    assert_eq!(n, 1000);
+                    written[i] = true;
+                }
+            }
+        }
+        for (s, g) in accepted.iter_mut().zip(got.iter_mut()) {
+            let mut b = [0u8; 2048];
+            if let Ok(n) = s.read(&mut b) {
+                g.extend_from_slice(&b[..n]);
+            }
+        }
+        std::thread::yield_now();
+    }
+    let mut firsts: Vec<u8> = got.iter().map(|g| g[0]).collect();
+    firsts.sort();
+    assert_eq!(firsts, vec![0, 1, 2, 3]);
+    assert!(got
+        .iter()
+        .all(|g| g.len() == 1000 && g.iter().all(|&b| b == g[0])));
     server.stop();
 }

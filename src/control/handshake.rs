@@ -343,6 +343,7 @@ impl Control {
             (0, 0)
         };
         let ts = e.timestamps && e.peer_ts.is_some();
+        let incarnation = self.next_incarnation(id);
         // Room for payload once the timestamp option is in every segment (both sides are at
         // least MIN_PEER_MSS, so this stays positive).
         let ts_len = if ts { wire::TS_OPT_LEN as u16 } else { 0 };
@@ -359,6 +360,7 @@ impl Control {
             snd_wscale: snd_shift,
             mss,
             class: self.cfg.classifier.as_ref().map_or(0, |c| c.class(&t)),
+            incarnation,
         });
         // An active open brought its rings; a passive one gets them now.
         let (rings, app_rings) = match e.rings.take() {
@@ -393,6 +395,7 @@ impl Control {
             sack: self.cfg.sack && e.peer_sack,
             ecn: e.ecn,
             congestion,
+            incarnation,
         });
         let counters = FlowCounters::new();
         counters.set_timer_wake(id, self.timers.wake_tx.clone());

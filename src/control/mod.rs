@@ -336,6 +336,8 @@ pub struct Control {
     conns: Vec<Option<Conn>>,
     by_tuple: HashMap<FourTuple, FlowId>,
     free_ids: Vec<FlowId>,
+    /// Each flow id's current incarnation ([`FlowIdentity::incarnation`]).
+    incarnations: Vec<u8>,
     neighbors: HashMap<Ipv4Addr, MacAddr>,
     arp_wait: HashMap<Ipv4Addr, ArpWait>,
     secrets: secrets::Secrets,
@@ -386,6 +388,7 @@ impl Control {
             conns: Vec::new(),
             by_tuple: HashMap::new(),
             free_ids: Vec::new(),
+            incarnations: Vec::new(),
             neighbors,
             arp_wait: HashMap::new(),
             stats: ControlStats::default(),
@@ -473,6 +476,17 @@ impl Control {
             s += 1;
         }
         s
+    }
+
+    /// The next incarnation of flow id `id` (1 to 255, wrapping past 0).
+    fn next_incarnation(&mut self, id: FlowId) -> u8 {
+        let i = id as usize;
+        if self.incarnations.len() <= i {
+            self.incarnations.resize(i + 1, 0);
+        }
+        let n = self.incarnations[i].wrapping_add(1).max(1);
+        self.incarnations[i] = n;
+        n
     }
 
     fn alloc_id(&mut self) -> Option<FlowId> {

@@ -414,7 +414,9 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
                         counters: ins.counters,
                     },
                 );
-                self.delivery.place.install(id, ins.rings);
+                self.delivery
+                    .place
+                    .install(id, ins.rings, ins.identity.incarnation);
                 self.delivery.notify.install(id, ins.conn.clone());
                 ins.conn.set_flow(id);
                 ins.conn.set_status(crate::host::ConnStatus::Established);

@@ -347,9 +347,12 @@ pub struct ProtoResult {
     pub in_flight: u32,
     /// Application bytes queued but not sent after this item.
     pub unsent: u32,
-    /// The flow's result number: one more than its previous result's (wrapping, never 0;
-    /// 0 for a result of no flow). Postprocess replicas that finish a flow's results out of
-    /// order publish its send state only from a newer one
+    /// Which connection and which of its results this is: the flow id's incarnation
+    /// ([`FlowIdentity::incarnation`](crate::flow::FlowIdentity::incarnation)) in bits 31-24,
+    /// and in bits 23-0 a number one more than the flow's previous result's (wrapping past
+    /// 0 to 1). 0 for a result of no flow. Placement drops a result of another incarnation
+    /// (the id's previous connection), and postprocess replicas that finish a flow's
+    /// results out of order publish its send state only from a newer one
     /// ([`FlowCounters::publish_send_state`](crate::flow::FlowCounters::publish_send_state)).
     pub stamp: u32,
     /// The congestion window in force after this item (bytes).

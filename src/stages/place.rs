@@ -27,6 +27,8 @@ pub struct FlowRings {
 pub struct Place {
     arena: Arc<FrameArena>,
     flows: Vec<Option<FlowRings>>,
+    /// Each installed flow's incarnation (0: results are not checked).
+    incarnations: Vec<u8>,
     /// Received frames whose payload is placed, given back together at the end of the
     /// burst: one compare-and-swap on the arena's free list per burst, not per frame, and
     /// no locked instruction waiting behind each payload copy's stores.
@@ -40,18 +42,26 @@ impl Place {
         Place {
             arena,
             flows: Vec::new(),
+            incarnations: Vec::new(),
             freed: Vec::new(),
             stats: StageStats::default(),
         }
     }
 
-    /// Install a flow's rings.
-    pub fn install(&mut self, id: FlowId, rings: FlowRings) {
+    /// Install a flow's rings, for the connection `incarnation`
+    /// ([`FlowIdentity::incarnation`](crate::flow::FlowIdentity::incarnation)): a result
+    /// whose [`stamp`](ProtoResult::stamp) names another one belongs to a previous
+    /// connection of the id, which a runtime with queues between its stages may still
+    /// deliver after the new one was installed; it is dropped (its frames freed, its actions
+    /// cleared, counted as [`DropReason::StaleFlow`]). With 0, results are not checked.
+    pub fn install(&mut self, id: FlowId, rings: FlowRings, incarnation: u8) {
         let i = id as usize;
         if self.flows.len() <= i {
             self.flows.resize_with(i + 1, || None);
+            self.incarnations.resize(i + 1, 0);
         }
         self.flows[i] = Some(rings);
+        self.incarnations[i] = incarnation;
     }
 
     /// Remove a flow's rings.
@@ -101,6 +111,11 @@ impl Place {
 
     /// [`apply`](Self::apply), leaving the received frame in `freed`.
     fn apply_deferred(&mut self, r: &mut ProtoResult) {
+        let inc = self.incarnations.get(r.flow as usize).copied().unwrap_or(0);
+        if inc != 0 && (r.stamp >> 24) as u8 != inc {
+            self.drop_stale(r);
+            return;
+        }
         let a = r.actions;
         let Some(rings) = self.flows.get_mut(r.flow as usize).and_then(Option::as_mut) else {
             if let Some(f) = r.rx_frame.take() {
@@ -155,6 +170,22 @@ impl Place {
     }
 }
 
+impl Place {
+    /// A result of a previous connection of the flow id: nothing of it reaches this one.
+    #[cold]
+    fn drop_stale(&mut self, r: &mut ProtoResult) {
+        self.stats.drops.add(DropReason::StaleFlow);
+        if let Some(f) = r.rx_frame.take() {
+            self.freed.push(f);
+        }
+        if let Some(f) = r.tx_frame.take() {
+            self.arena.free(f);
+        }
+        r.actions = Actions::default();
+        r.stamp = 0;
+    }
+}
+
 /// Place works in place on the protocol stage's results, through the same interface as a
 /// user stage at the `results` hook point (it sets no verdicts).
 impl Hook<Results> for Place {
@@ -171,5 +202,55 @@ impl Place {
     /// Counters.
     pub fn stats(&self) -> &StageStats {
         &self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buf::byte_ring;
+
+    /// A result of the id's previous connection (another incarnation in its stamp) is
+    /// dropped whole; one of the installed connection is placed.
+    #[test]
+    fn a_result_of_a_previous_connection_of_the_id_is_dropped() {
+        let arena = Arc::new(FrameArena::new(8).unwrap());
+        let mut place = Place::new(arena.clone());
+        let (rx, mut app_rx) = byte_ring(1024);
+        let (_app_tx, tx) = byte_ring(1024);
+        place.install(3, FlowRings { rx, tx }, 2);
+        let result = |arena: &FrameArena, incarnation: u32, byte: u8| {
+            let mut f = arena.alloc().unwrap();
+            arena.buf_mut(&mut f)[..4].fill(byte);
+            f.set_len(4);
+            let mut r = ProtoResult {
+                flow: 3,
+                stamp: incarnation << 24 | 9,
+                rx_frame: Some(f),
+                rx_publish: 4,
+                ..Default::default()
+            };
+            r.payload.len = 4;
+            r.actions
+                .set(Actions::PLACE_PAYLOAD | Actions::PUBLISH_RX | Actions::NOTIFY_APP);
+            r
+        };
+        let free = arena.free_frames();
+        let mut stale = [result(&arena, 1, 0xee)];
+        place.process_in_place(Instant::ZERO, &mut stale);
+        assert!(stale[0].actions.is_empty() && stale[0].stamp == 0);
+        assert_eq!(arena.free_frames(), free, "its frame was not given back");
+        assert_eq!(place.stats().drops.get(DropReason::StaleFlow), 1);
+        assert_eq!(
+            app_rx.available(),
+            0,
+            "a stale result reached the new connection"
+        );
+        let mut live = [result(&arena, 2, 0x11)];
+        place.process_in_place(Instant::ZERO, &mut live);
+        let mut got = [0u8; 4];
+        assert_eq!(app_rx.pop(&mut got), 4);
+        assert_eq!(got, [0x11; 4]);
+        assert_eq!(place.stats().drops.get(DropReason::StaleFlow), 1);
     }
 }

@@ -151,10 +151,13 @@ impl Postprocess {
             acc.rtt_sum += r.rtt_us as u64;
             acc.rtt_n += 1;
         }
-        acc.in_flight = r.in_flight;
-        acc.unsent = r.unsent;
-        acc.zero = a.any(Actions::PEER_WINDOW_ZERO);
-        acc.stamp = r.stamp;
+        // A result of no flow state (placement dropped it as stale) says nothing of it.
+        if r.stamp != 0 {
+            acc.in_flight = r.in_flight;
+            acc.unsent = r.unsent;
+            acc.zero = a.any(Actions::PEER_WINDOW_ZERO);
+            acc.stamp = r.stamp;
+        }
         if !send {
             if let Some(f) = r.tx_frame.take() {
                 self.frames.free(f);
@@ -521,15 +524,17 @@ mod tests {
         let (mut a, mut b) = (replica(), replica());
         // Burst 1 (5,000 in flight, a zero window) went to a, burst 2 (all acknowledged) to b;
         // b finishes first.
-        let mut older = result(u32::MAX, 5000, 700, true);
-        let mut newer = result(1, 0, 0, false);
+        // The result numbers wrap in the stamps' low 24 bits; the high byte is the
+        // connection's incarnation.
+        let mut older = result(1 << 24 | 0xff_ffff, 5000, 700, true);
+        let mut newer = result(1 << 24 | 1, 0, 0, false);
         b.process_in_place(Instant::ZERO, &mut newer);
         a.process_in_place(Instant::ZERO, &mut older);
         assert_eq!(counters.in_flight(), 0, "a stale in-flight count won");
         assert_eq!(counters.unsent(), 0);
         assert!(!counters.peer_window_zero());
         // In order, the newer state replaces the older (the stamps wrap).
-        let mut next = result(2, 1448, 1u32 << 31, false);
+        let mut next = result(1 << 24 | 2, 1448, 1u32 << 31, false);
         a.process_in_place(Instant::ZERO, &mut next);
         assert_eq!(
             (counters.in_flight(), counters.unsent()),
@@ -541,7 +546,7 @@ mod tests {
         b.process_in_place(Instant::ZERO, &mut none);
         assert_eq!(counters.in_flight(), 1448);
         // Times of progress stay the latest a replica saw.
-        let mut acked = |p: &mut Postprocess, at: u64| {
+        let acked = |p: &mut Postprocess, at: u64| {
             let mut r = result(0, 0, 0, false);
             r[0].acked = 10;
             r[0].actions.set(Actions::RECEIVED);
@@ -553,7 +558,7 @@ mod tests {
         assert_eq!(FlowCounters::get(&counters.last_rx_us), 20);
         // The sole writer stores.
         let mut sole = replica().sole_writer();
-        let mut r = result(1, 10, 20, true);
+        let mut r = result(1 << 24 | 1, 10, 20, true);
         sole.process_in_place(Instant::ZERO, &mut r);
         assert_eq!(counters.in_flight(), 10);
         assert!(counters.peer_window_zero());

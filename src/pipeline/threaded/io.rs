@@ -94,6 +94,7 @@ impl<P: Port> IoTask<P> {
                 id,
                 rings: ins.rings,
                 conn: ins.conn.clone(),
+                incarnation: ins.identity.incarnation,
             });
             let _ = self.group_ctl[g as usize % self.groups].send(GroupCtl::Install {
                 id,

@@ -174,6 +174,7 @@ enum PlaceCtl {
         id: FlowId,
         rings: FlowRings,
         conn: Arc<ConnShared>,
+        incarnation: u8,
     },
     Remove(FlowId),
 }

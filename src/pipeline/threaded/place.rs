@@ -24,8 +24,13 @@ impl PlaceTask {
         while !self.ctl.is_empty() {
             let Ok(m) = self.ctl.try_recv() else { break };
             match m {
-                PlaceCtl::Install { id, rings, conn } => {
-                    self.delivery.place.install(id, rings);
+                PlaceCtl::Install {
+                    id,
+                    rings,
+                    conn,
+                    incarnation,
+                } => {
+                    self.delivery.place.install(id, rings, incarnation);
                     self.delivery.notify.install(id, conn);
                 }
                 PlaceCtl::Remove(id) => {

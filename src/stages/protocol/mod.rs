@@ -186,7 +186,8 @@ pub struct TcpState {
     pub ts_recent_ms: u64,
     /// Added to our clock in the timestamps we send (RFC 7323 5.4).
     pub ts_offset: u32,
-    /// The number of the flow's last result ([`ProtoResult::stamp`]).
+    /// The stamp of the flow's last result ([`ProtoResult::stamp`]): its incarnation in the
+    /// high byte, the result number in the low 24 bits.
     pub stamp: u32,
 }
 
@@ -221,6 +222,8 @@ pub struct TcpParams {
     pub ecn: bool,
     /// The congestion control the socket asked for.
     pub congestion: Algorithm,
+    /// The flow id's incarnation ([`FlowIdentity::incarnation`](crate::flow::FlowIdentity::incarnation)).
+    pub incarnation: u8,
 }
 
 /// An application update that arrived while the flow was frozen: ring positions (TX head,
@@ -250,6 +253,7 @@ impl TcpState {
             rx_cap: p.rx_cap,
             ts_recent: p.ts_recent,
             ts_offset: p.ts_offset,
+            stamp: u32::from(p.incarnation) << 24,
             ..Default::default()
         };
         if p.timestamps {
@@ -430,7 +434,9 @@ impl TcpState {
         } else {
             r.actions.set(Actions::PEER_WINDOW_ZERO);
         }
-        self.stamp = self.stamp.wrapping_add(1).max(1);
+        const NUMBER: u32 = (1 << 24) - 1;
+        let n = (self.stamp.wrapping_add(1) & NUMBER).max(1);
+        self.stamp = self.stamp & !NUMBER | n;
         r.stamp = self.stamp;
         r.cwnd = self.window();
         r.snd_wnd = self.snd_wnd;
