@@ -247,6 +247,10 @@ pub unsafe extern "C" fn accept4(
     unsafe { put_inet(stream.peer_addr(), addr, len) };
     let ns = Sock::new(State::Stream(stream), flags & libc::SOCK_NONBLOCK != 0);
     crate::opts::inherit_timeouts(&s, nfd, &ns);
+    crate::opts::inherit_keepalive(fd, nfd);
+    if let State::Stream(c) = &*ns.lock() {
+        crate::opts::apply_keepalive(nfd, c);
+    }
     sock::insert(nfd, ns);
     crate::client::debug(&format!("accept({fd}) = {nfd}"));
     nfd
@@ -316,7 +320,11 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             return fail(libc::ENETUNREACH);
         }
         match st.connect(to, fd as u64) {
-            Ok(conn) => *state = State::Stream(conn),
+            Ok(conn) => {
+                // Keep-alive options set before connect, on the placeholder.
+                crate::opts::apply_keepalive(fd, &conn);
+                *state = State::Stream(conn);
+            }
             Err(e) => return fail(e),
         }
     }

@@ -529,13 +529,15 @@ impl Remote {
         }
     }
 
-    /// Keep-alives on or off.
-    pub fn set_keepalive(&self, on: bool) {
+    /// Keep-alives on with `k`'s timing, or off.
+    pub fn set_keepalive(&self, k: Option<flextoe::host::Keepalive>) {
+        let (b, seq) = shm::keepalive_to_msg(k);
         let _ = self.client.request(
             Msg {
                 op: op::KEEPALIVE,
                 a: self.id,
-                b: on as u32,
+                b,
+                seq,
                 ..Msg::default()
             },
             false,

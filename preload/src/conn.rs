@@ -129,11 +129,11 @@ impl Conn {
         }
     }
 
-    /// Keep-alives (Linux's default timing) on or off.
-    pub fn set_keepalive(&self, on: bool) {
+    /// Keep-alives on with `k`'s timing, or off.
+    pub fn set_keepalive(&self, k: Option<Keepalive>) {
         match self {
-            Conn::Local(s) => s.set_keepalive(on.then(Keepalive::default)),
-            Conn::Remote(r) => r.set_keepalive(on),
+            Conn::Local(s) => s.set_keepalive(k),
+            Conn::Remote(r) => r.set_keepalive(k),
         }
     }
 }

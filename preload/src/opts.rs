@@ -2,15 +2,20 @@
 //!
 //! Options go to the placeholder kernel socket as well, which keeps them: `getsockopt`
 //! then reads back what was set (buffer sizes as Linux reports them, `TCP_NODELAY`, ...).
-//! The engine acts on `SO_KEEPALIVE` (with Linux's default timing), and blocking calls on
-//! `SO_RCVTIMEO`/`SO_SNDTIMEO`; it sends every segment at once whatever `TCP_NODELAY` says.
+//! The engine acts on `SO_KEEPALIVE` with the timing of `TCP_KEEPIDLE`, `TCP_KEEPINTVL` and
+//! `TCP_KEEPCNT` (Linux's defaults where unset; an accepted socket inherits its listener's, as
+//! on Linux), and blocking calls on `SO_RCVTIMEO`/`SO_SNDTIMEO`; it sends every segment at
+//! once whatever `TCP_NODELAY` says.
 
 use std::sync::atomic::Ordering;
 
-use flextoe::host::ConnStatus;
+use std::time::Duration;
+
+use flextoe::host::{ConnStatus, Keepalive};
 use libc::{c_int, c_void, sockaddr, socklen_t};
 
 use crate::calls::{put_inet, status_errno};
+use crate::conn::Conn;
 use crate::real::{self, fail};
 use crate::sock::{self, Sock, State};
 
@@ -43,15 +48,74 @@ pub unsafe extern "C" fn setsockopt(
             };
             slot.store(timeout_us(&tv), Ordering::Relaxed);
         }
-        if level == libc::SOL_SOCKET && name == libc::SO_KEEPALIVE && r == 0 {
-            // SAFETY: the kernel accepted an int here.
-            let on = unsafe { std::ptr::read_unaligned(val.cast::<c_int>()) } != 0;
+        let keepalive = (level == libc::SOL_SOCKET && name == libc::SO_KEEPALIVE)
+            || (level == libc::IPPROTO_TCP
+                && matches!(
+                    name,
+                    libc::TCP_KEEPIDLE | libc::TCP_KEEPINTVL | libc::TCP_KEEPCNT
+                ));
+        if keepalive && r == 0 {
             if let State::Stream(st) = &*s.lock() {
-                st.set_keepalive(on);
+                apply_keepalive(fd, st);
             }
         }
     }
     r
+}
+
+/// The keep-alive options the placeholder kernel socket `fd` holds (the kernel checked their
+/// ranges when they were set, and reports its defaults for those never set): `None` when
+/// `SO_KEEPALIVE` is off.
+fn keepalive_of(fd: c_int) -> Option<Keepalive> {
+    let get = |level: c_int, name: c_int| {
+        let mut v: c_int = 0;
+        let mut len = std::mem::size_of::<c_int>() as socklen_t;
+        // SAFETY: an int and its length, ours.
+        let r =
+            unsafe { real::getsockopt(fd, level, name, (&mut v as *mut c_int).cast(), &mut len) };
+        (r == 0).then_some(v)
+    };
+    if get(libc::SOL_SOCKET, libc::SO_KEEPALIVE)? == 0 {
+        return None;
+    }
+    let d = Keepalive::default();
+    let secs = |name, default: Duration| {
+        get(libc::IPPROTO_TCP, name)
+            .filter(|&v| v > 0)
+            .map_or(default, |v| Duration::from_secs(v as u64))
+    };
+    Some(Keepalive {
+        idle: secs(libc::TCP_KEEPIDLE, d.idle),
+        interval: secs(libc::TCP_KEEPINTVL, d.interval),
+        count: get(libc::IPPROTO_TCP, libc::TCP_KEEPCNT)
+            .filter(|&v| v > 0)
+            .map_or(d.count, |v| v as u32),
+    })
+}
+
+/// Give the engine connection `conn` the keep-alive settings its placeholder `fd` holds.
+pub fn apply_keepalive(fd: c_int, conn: &Conn) {
+    conn.set_keepalive(keepalive_of(fd));
+}
+
+/// An accepted socket's keep-alive options are its listener's, as on Linux: copied from the
+/// listener's placeholder `from` onto the new one `to`.
+pub fn inherit_keepalive(from: c_int, to: c_int) {
+    for (level, name) in [
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT),
+    ] {
+        let mut v: c_int = 0;
+        let mut len = std::mem::size_of::<c_int>() as socklen_t;
+        // SAFETY: an int and its length, ours; both descriptors are the library's.
+        unsafe {
+            if real::getsockopt(from, level, name, (&mut v as *mut c_int).cast(), &mut len) == 0 {
+                real::setsockopt(to, level, name, (&v as *const c_int).cast(), len);
+            }
+        }
+    }
 }
 
 /// A timeout option's value as [`Sock`]'s fields keep it: 0 waits without end (as Linux reads

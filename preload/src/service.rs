@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flextoe::backends::any::AnyPort;
-use flextoe::host::{ConnStatus, Context, Host, Keepalive, Listener, Stream};
+use flextoe::host::{ConnStatus, Context, Host, Listener, Stream};
 use flextoe::pipeline::{Engine, EngineConfig, Runtime};
 use flextoe::time::SystemClock;
 
@@ -370,7 +370,7 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
                     .get(&m.a)
                 {
                     if let Some(s) = &*b.stream.lock().unwrap_or_else(|p| p.into_inner()) {
-                        s.set_keepalive((m.b != 0).then(Keepalive::default));
+                        s.set_keepalive(shm::keepalive_from_msg(m.b, m.seq));
                     }
                 }
             }

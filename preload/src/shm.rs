@@ -205,7 +205,8 @@ pub mod op {
     pub const ACCEPT: u32 = 3;
     /// Connect: `a` address, `b` port. Reply: `a` connection id, with its memfd.
     pub const CONNECT: u32 = 4;
-    /// Keep-alives on (`b` 1) or off for connection `a`. No reply.
+    /// Keep-alives on or off for connection `a`, with their timing in `b` and `seq`
+    /// ([`keepalive_to_msg`](super::keepalive_to_msg)). No reply.
     pub const KEEPALIVE: u32 = 5;
     /// Event (service to application): listener `a` has `b` connections queued.
     pub const PENDING: u32 = 100;
@@ -226,6 +227,32 @@ pub struct Msg {
     /// A listener's queue-count report number (events and accept replies): the application
     /// keeps the count of the highest, whichever order the two sockets deliver them in.
     pub seq: u32,
+}
+
+/// Keep-alive settings as a [`op::KEEPALIVE`] message's `b` and `seq`: `b` is 0 (off) or
+/// the probe count (at least 1, at most 65535); `seq` the idle time and the interval in
+/// seconds, 16 bits each (Linux takes at most 32767 for either).
+pub fn keepalive_to_msg(k: Option<flextoe::host::Keepalive>) -> (u32, u32) {
+    let Some(k) = k else { return (0, 0) };
+    let secs = |d: std::time::Duration| d.as_secs().clamp(1, u64::from(u16::MAX)) as u32;
+    (
+        k.count.clamp(1, u32::from(u16::MAX)),
+        secs(k.idle) << 16 | secs(k.interval),
+    )
+}
+
+/// The keep-alive settings a [`op::KEEPALIVE`] message carries (what the application sent:
+/// any values within the fields' ranges are taken, 0 seconds as 1).
+pub fn keepalive_from_msg(b: u32, seq: u32) -> Option<flextoe::host::Keepalive> {
+    if b == 0 {
+        return None;
+    }
+    let secs = |v: u32| std::time::Duration::from_secs(u64::from(v.max(1)));
+    Some(flextoe::host::Keepalive {
+        idle: secs(seq >> 16),
+        interval: secs(seq & 0xffff),
+        count: b.min(u32::from(u16::MAX)),
+    })
 }
 
 /// Bytes of a [`Msg`] on the wire.
@@ -358,6 +385,28 @@ pub fn load(a: &AtomicU64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use flextoe::host::Keepalive;
+    use std::time::Duration;
+
+    /// Keep-alive settings survive the trip through a message; off stays off.
+    #[test]
+    fn keepalive_settings_round_trip_through_a_message() {
+        assert_eq!(super::keepalive_from_msg(0, 0), None);
+        let (b, seq) = super::keepalive_to_msg(None);
+        assert_eq!(super::keepalive_from_msg(b, seq), None);
+        for k in [
+            Keepalive::default(),
+            Keepalive {
+                idle: Duration::from_secs(1),
+                interval: Duration::from_secs(32767),
+                count: 127,
+            },
+        ] {
+            let (b, seq) = super::keepalive_to_msg(Some(k));
+            assert_eq!(super::keepalive_from_msg(b, seq), Some(k));
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -5,9 +5,8 @@
 
 mod common;
 
-use std::io::{BufRead, Read};
+use std::io::Read;
 use std::net::{SocketAddrV4, TcpStream};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::lab::VethLab;
@@ -58,30 +57,16 @@ fn two_processes_share_one_service() {
 }
 
 /// A program that prints `line` when ready: started with its output read line by line.
-fn start_reporting(
-    c: &mut std::process::Command,
-) -> (Running, std::sync::mpsc::Receiver<(String, Instant)>) {
-    c.stdout(Stdio::piped());
-    let mut r = spawn(std::mem::replace(c, std::process::Command::new("true")));
-    let out = r.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send((line, Instant::now()));
-        }
-    });
-    (r, rx)
-}
-
-fn wait_line(rx: &std::sync::mpsc::Receiver<(String, Instant)>, what: &str) -> (String, Instant) {
-    loop {
-        let (line, at) = rx
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("no {what:?}"));
-        if line.contains(what) {
-            return (line, at);
-        }
+/// Keep-alive timing options reach the engine through the service too.
+#[test]
+fn service_keepalive_options_time_out_a_silent_peer() {
+    if !have(&["python3", "nft"]) {
+        return;
     }
+    let Some(lab) = VethLab::new() else { return };
+    let svc = Service::start(&lab);
+    keepalive_times_out(&lab, &svc.env(&lab), false);
+    keepalive_times_out(&lab, &svc.env(&lab), true);
 }
 
 /// Killing an application mid-connection: the service resets its connection, and the

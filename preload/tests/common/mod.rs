@@ -7,6 +7,7 @@
 #[path = "../../../tests/common/lab.rs"]
 pub mod lab;
 
+use std::io::BufRead;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -288,5 +289,135 @@ impl Service {
 impl Drop for Service {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Start `c` with its output read line by line: each line with the moment it came.
+pub fn start_reporting(
+    c: &mut std::process::Command,
+) -> (Running, std::sync::mpsc::Receiver<(String, Instant)>) {
+    c.stdout(Stdio::piped());
+    let mut r = spawn(std::mem::replace(c, std::process::Command::new("true")));
+    let out = r.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send((line, Instant::now()));
+        }
+    });
+    (r, rx)
+}
+
+/// The next line that contains `what` (at most 10 s between lines).
+pub fn wait_line(
+    rx: &std::sync::mpsc::Receiver<(String, Instant)>,
+    what: &str,
+) -> (String, Instant) {
+    loop {
+        let (line, at) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("no {what:?}"));
+        if line.contains(what) {
+            return (line, at);
+        }
+    }
+}
+
+/// Keep-alives with the timing of `TCP_KEEPIDLE`, `TCP_KEEPINTVL` and `TCP_KEEPCNT`: a program
+/// on the engine (`env`) holds a connection with 1 s, 1 s and 2 probes set, then Linux stops
+/// answering it (its packets are dropped: no ACK to a probe, no reset). The blocked `recv`
+/// must fail with `ETIMEDOUT` after the idle time and two probes, about 3 s, as on Linux;
+/// with the default timing it would block for two hours. With `listen`, the program sets
+/// the options on a listener and the connection it accepts (from Linux) inherits them;
+/// otherwise it connects to `peer.py`.
+pub fn keepalive_times_out(lab: &VethLab, env: &[(&str, String)], listen: bool) {
+    let peer_ip = lab.linux_ip.to_string();
+    let engine_ip = lab.engine_ip.to_string();
+    let _peer = start_peer(lab);
+    let args: [&str; 5] = if listen {
+        [
+            "python3",
+            &script("hold.py"),
+            "keepalive-server",
+            &engine_ip,
+            "7301",
+        ]
+    } else {
+        ["python3", &script("hold.py"), "keepalive", &peer_ip, "7002"]
+    };
+    let mut c = command(&lab.engine, env, None, &args);
+    let (_app, rx) = start_reporting(&mut c);
+    // The Linux client of the listening case, held open until the end.
+    let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+    let client = listen.then(|| {
+        wait_line(&rx, "listening");
+        let to = SocketAddrV4::new(lab.engine_ip, 7301);
+        let ns = lab.linux.0.clone();
+        std::thread::spawn(move || {
+            in_netns(&ns, move || {
+                let s = TcpStream::connect_timeout(&to.into(), Duration::from_secs(5))?;
+                let _ = hold_rx.recv_timeout(Duration::from_secs(30));
+                drop(s);
+                Ok(())
+            })
+        })
+    });
+    wait_line(&rx, "blocked");
+    for rule in [
+        vec!["add", "table", "inet", "flextoe_ka"],
+        vec![
+            "add",
+            "chain",
+            "inet",
+            "flextoe_ka",
+            "in",
+            "{ type filter hook input priority 0 ; }",
+        ],
+        vec![
+            "add",
+            "rule",
+            "inet",
+            "flextoe_ka",
+            "in",
+            "ip",
+            "saddr",
+            &engine_ip,
+            "drop",
+        ],
+    ] {
+        let mut args = vec!["nft"];
+        args.extend(rule);
+        let o = command(&lab.linux, &[], None, &args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "nft: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let cut = Instant::now();
+    let (line, at) = wait_line(&rx, "error");
+    let took = at.duration_since(cut);
+    eprintln!("{line} {took:?} after the peer went silent");
+    let o = command(
+        &lab.linux,
+        &[],
+        None,
+        &["nft", "delete", "table", "inet", "flextoe_ka"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        o.status.success(),
+        "nft: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(line.trim(), "error TimeoutError");
+    assert!(
+        took > Duration::from_millis(1500) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
+    drop(hold_tx);
+    if let Some(c) = client {
+        c.join().unwrap().unwrap();
     }
 }
