@@ -138,6 +138,7 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
                     let local = SocketAddrV4::new(st.cfg.ip, a.port());
                     let s = Sock::new(State::Bound(local), kernel_nonblock(fd));
                     crate::opts::timeouts_from_kernel(fd, &s);
+                    crate::opts::keepalive_opts_from_kernel(fd, &s);
                     sock::insert(fd, s);
                     return 0;
                 }
@@ -247,9 +248,12 @@ pub unsafe extern "C" fn accept4(
     unsafe { put_inet(stream.peer_addr(), addr, len) };
     let ns = Sock::new(State::Stream(stream), flags & libc::SOCK_NONBLOCK != 0);
     crate::opts::inherit_timeouts(&s, nfd, &ns);
-    crate::opts::inherit_keepalive(fd, nfd);
-    if let State::Stream(c) = &*ns.lock() {
-        crate::opts::apply_keepalive(nfd, c);
+    if s.keepalive_opts.load(Ordering::Relaxed) {
+        crate::opts::inherit_keepalive(fd, nfd);
+        ns.keepalive_opts.store(true, Ordering::Relaxed);
+        if let State::Stream(c) = &*ns.lock() {
+            crate::opts::apply_keepalive(nfd, c);
+        }
     }
     sock::insert(nfd, ns);
     crate::client::debug(&format!("accept({fd}) = {nfd}"));
@@ -275,6 +279,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
                         kernel_nonblock(fd),
                     );
                     crate::opts::timeouts_from_kernel(fd, &s);
+                    crate::opts::keepalive_opts_from_kernel(fd, &s);
                     sock::insert(fd, s.clone());
                     s
                 }
@@ -322,7 +327,9 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         match st.connect(to, fd as u64) {
             Ok(conn) => {
                 // Keep-alive options set before connect, on the placeholder.
-                crate::opts::apply_keepalive(fd, &conn);
+                if s.keepalive_opts.load(Ordering::Relaxed) {
+                    crate::opts::apply_keepalive(fd, &conn);
+                }
                 *state = State::Stream(conn);
             }
             Err(e) => return fail(e),

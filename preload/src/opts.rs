@@ -55,6 +55,7 @@ pub unsafe extern "C" fn setsockopt(
                     libc::TCP_KEEPIDLE | libc::TCP_KEEPINTVL | libc::TCP_KEEPCNT
                 ));
         if keepalive && r == 0 {
+            s.keepalive_opts.store(true, Ordering::Relaxed);
             if let State::Stream(st) = &*s.lock() {
                 apply_keepalive(fd, st);
             }
@@ -67,14 +68,7 @@ pub unsafe extern "C" fn setsockopt(
 /// ranges when they were set, and reports its defaults for those never set): `None` when
 /// `SO_KEEPALIVE` is off.
 fn keepalive_of(fd: c_int) -> Option<Keepalive> {
-    let get = |level: c_int, name: c_int| {
-        let mut v: c_int = 0;
-        let mut len = std::mem::size_of::<c_int>() as socklen_t;
-        // SAFETY: an int and its length, ours.
-        let r =
-            unsafe { real::getsockopt(fd, level, name, (&mut v as *mut c_int).cast(), &mut len) };
-        (r == 0).then_some(v)
-    };
+    let get = |level: c_int, name: c_int| get_int(fd, level, name);
     if get(libc::SOL_SOCKET, libc::SO_KEEPALIVE)? == 0 {
         return None;
     }
@@ -91,6 +85,33 @@ fn keepalive_of(fd: c_int) -> Option<Keepalive> {
             .filter(|&v| v > 0)
             .map_or(d.count, |v| v as u32),
     })
+}
+
+/// Whether the kernel socket `fd`, becoming the engine socket `s`, had keep-alive options set
+/// (on, or a timing other than Linux's defaults): noted in `s` for `connect` and `accept`.
+pub fn keepalive_opts_from_kernel(fd: c_int, s: &Sock) {
+    let d = Keepalive::default();
+    let on = get_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE).is_some_and(|v| v != 0);
+    // Off, a timing set now still counts once it is turned on.
+    let timing = [
+        (libc::TCP_KEEPIDLE, d.idle.as_secs() as c_int),
+        (libc::TCP_KEEPINTVL, d.interval.as_secs() as c_int),
+        (libc::TCP_KEEPCNT, d.count as c_int),
+    ]
+    .into_iter()
+    .any(|(name, default)| get_int(fd, libc::IPPROTO_TCP, name).is_some_and(|v| v != default));
+    if on || timing {
+        s.keepalive_opts.store(true, Ordering::Relaxed);
+    }
+}
+
+/// An int option of the kernel socket `fd`.
+fn get_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
+    let mut v: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as socklen_t;
+    // SAFETY: an int and its length, ours.
+    let r = unsafe { real::getsockopt(fd, level, name, (&mut v as *mut c_int).cast(), &mut len) };
+    (r == 0).then_some(v)
 }
 
 /// Give the engine connection `conn` the keep-alive settings its placeholder `fd` holds.

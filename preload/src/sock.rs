@@ -53,6 +53,10 @@ pub struct Sock {
     pub rcv_timeout: AtomicU64,
     /// `SO_SNDTIMEO` in microseconds (0: wait without end), for sends.
     pub snd_timeout: AtomicU64,
+    /// A keep-alive option was set on the socket (or on its placeholder before it became an
+    /// engine socket): `connect` applies them and `accept` passes them on. Without one
+    /// neither has anything to do (keep-alives start off).
+    pub keepalive_opts: AtomicBool,
 }
 
 impl Sock {
@@ -73,6 +77,7 @@ impl Sock {
             local: Mutex::new(local),
             rcv_timeout: AtomicU64::new(0),
             snd_timeout: AtomicU64::new(0),
+            keepalive_opts: AtomicBool::new(false),
         })
     }
 

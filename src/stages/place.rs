@@ -183,6 +183,8 @@ impl Place {
         }
         r.actions = Actions::default();
         r.stamp = 0;
+        r.acked = 0;
+        r.rtt_us = 0;
     }
 }
 
@@ -227,6 +229,8 @@ mod tests {
                 flow: 3,
                 stamp: incarnation << 24 | 9,
                 rx_frame: Some(f),
+                acked: 50,
+                rtt_us: 7,
                 rx_publish: 4,
                 ..Default::default()
             };
@@ -239,6 +243,11 @@ mod tests {
         let mut stale = [result(&arena, 1, 0xee)];
         place.process_in_place(Instant::ZERO, &mut stale);
         assert!(stale[0].actions.is_empty() && stale[0].stamp == 0);
+        assert_eq!(
+            (stale[0].acked, stale[0].rtt_us),
+            (0, 0),
+            "counted as progress"
+        );
         assert_eq!(arena.free_frames(), free, "its frame was not given back");
         assert_eq!(place.stats().drops.get(DropReason::StaleFlow), 1);
         assert_eq!(

@@ -123,6 +123,16 @@ impl Postprocess {
             }
             return;
         };
+        // A result of the id's previous connection that passed placement before this one
+        // was installed (the threaded runtime reuses a freed id at once): it must neither
+        // go out with this connection's headers nor count toward its state.
+        if r.stamp != 0 && (r.stamp >> 24) as u8 != view.identity.incarnation {
+            self.stats.drops.add(DropReason::StaleFlow);
+            if let Some(f) = r.tx_frame.take() {
+                self.frames.free(f);
+            }
+            return;
+        }
         if self.acc.flow != Some(r.flow) {
             self.acc.flush(&self.flows, now, self.sole);
             self.acc.flow = Some(r.flow);
@@ -556,6 +566,16 @@ mod tests {
         acked(&mut a, 15);
         assert_eq!(FlowCounters::get(&counters.last_ack_us), 20);
         assert_eq!(FlowCounters::get(&counters.last_rx_us), 20);
+        // A result of the id's previous connection (incarnation 9; the view's is 1) sends
+        // nothing and leaves the state alone.
+        let mut stale = result(9 << 24 | 3, 777, 0, false);
+        stale[0].acked = 100;
+        a.process_in_place(Instant::ZERO + Duration::from_micros(50), &mut stale);
+        assert!(stale[0].tx_frame.is_none());
+        assert_eq!(a.stats().drops.get(DropReason::StaleFlow), 1);
+        assert_eq!(counters.in_flight(), 1448);
+        assert_eq!(FlowCounters::get(&counters.acked_bytes), 20);
+        assert_eq!(FlowCounters::get(&counters.last_ack_us), 20);
         // The sole writer stores.
         let mut sole = replica().sole_writer();
         let mut r = result(1 << 24 | 1, 10, 20, true);
