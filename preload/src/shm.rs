@@ -405,6 +405,31 @@ mod tests {
             let (b, seq) = super::keepalive_to_msg(Some(k));
             assert_eq!(super::keepalive_from_msg(b, seq), Some(k));
         }
+        // What an application sends is not trusted: any pair of words gives a timing in the
+        // fields' ranges (at least 1 s, at most 65535 s; at most 65535 probes), never a panic.
+        for (b, seq) in [
+            (1, 0),
+            (u32::MAX, u32::MAX),
+            (7, 0xffff_0000),
+            (2, 0x0000_ffff),
+        ] {
+            let k = super::keepalive_from_msg(b, seq).unwrap();
+            for d in [k.idle, k.interval] {
+                assert!((1..=65535).contains(&d.as_secs()), "{k:?}");
+            }
+            assert!((1..=65535).contains(&k.count), "{k:?}");
+        }
+        // Out-of-range settings on the way in are clamped, not wrapped.
+        let (b, seq) = super::keepalive_to_msg(Some(Keepalive {
+            idle: Duration::from_secs(1 << 40),
+            interval: Duration::ZERO,
+            count: u32::MAX,
+        }));
+        let k = super::keepalive_from_msg(b, seq).unwrap();
+        assert_eq!(
+            (k.idle.as_secs(), k.interval.as_secs(), k.count),
+            (65535, 1, 65535)
+        );
     }
 
     use super::*;
