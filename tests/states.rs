@@ -560,6 +560,76 @@ mod established {
         );
     }
 
+    /// Receiver-side silly window avoidance at the socket: reading a few bytes from a ring
+    /// that holds little tells the engine nothing (no doorbell, no work item); the room
+    /// shows in the window of the next segment the application's write sends, and a read
+    /// whose tail crosses a quarter of the ring rings the doorbell.
+    #[test]
+    fn small_reads_ring_no_doorbell_until_a_quarter_of_the_ring_moved() {
+        let mut t = script();
+        t.accept_established();
+        let doorbells = |t: &Script| t.engine.stats().doorbells;
+        let before = doorbells(&t);
+        for _ in 0..20 {
+            t.send_data(&[3u8; 100]);
+            t.recv();
+            assert_eq!(t.app_read().len(), 100);
+        }
+        t.recv();
+        assert_eq!(
+            doorbells(&t),
+            before,
+            "twenty 100-byte reads rang no doorbell"
+        );
+        // The engine still counts the 2000 bytes read as used.
+        t.send_data(&[3u8; 100]);
+        let ack = t.recv().pop().expect("an ACK");
+        assert!(u32::from(ack.win) <= 65536 - 2100, "{}", ack.win);
+        assert_eq!(t.app_read().len(), 100);
+        // A write rings; its segment offers the whole ring (the room grew by more than an
+        // MSS, which the window opens by).
+        let egress_bursts = |t: &Script| {
+            let st = t.engine.stats();
+            st.stages
+                .iter()
+                .find(|(n, _)| *n == "egress")
+                .unwrap()
+                .1
+                .bursts
+        };
+        let bursts = egress_bursts(&t);
+        t.stream().write_all(b"response").unwrap();
+        let seg = t.recv_one();
+        assert_eq!(seg.payload, b"response");
+        assert_eq!(seg.win, u16::MAX, "the room the reads made");
+        assert_eq!(doorbells(&t), before + 1);
+        // The write's update and the segment it made ready went through egress together.
+        assert_eq!(egress_bursts(&t), bursts + 1);
+        t.engine_seq = t.engine_seq.wrapping_add(8);
+        // 2100 bytes read so far; reads of 1000 until the next would pass 16 KiB.
+        let mut read = 2100;
+        while read + 1000 < 16384 {
+            t.send_data(&[4u8; 1000]);
+            t.recv();
+            read += t.app_read().len();
+        }
+        t.recv();
+        assert_eq!(
+            doorbells(&t),
+            before + 1,
+            "none below a quarter of the ring"
+        );
+        t.send_data(&[4u8; 1000]);
+        t.recv();
+        assert_eq!(t.app_read().len(), 1000);
+        t.recv();
+        assert_eq!(
+            doorbells(&t),
+            before + 2,
+            "the read that crossed 16 KiB rang"
+        );
+    }
+
     #[test]
     fn drop_with_unread_data_sends_rst() {
         let mut t = script();

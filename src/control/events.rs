@@ -58,8 +58,10 @@ impl Control {
             c.orphan = true;
             self.orphans += 1;
             if self.orphans > self.cfg.max_orphans {
+                // Reset at once: no FIN (nor data still queued) goes out before the RST.
                 self.stats.orphans_aborted += 1;
                 out.work.push(ProtoWork::Reset { flow: id });
+                return None;
             }
         }
         Some(AppUpdate { fin, closed })

@@ -36,6 +36,8 @@ pub struct Engine<P: Port, C: CongestionControl = NewReno, S: FlowScheduler = Ro
     tx: Vec<Frame>,
     cout: ControlOutput,
     stats: EngineStats,
+    /// Transmissions granted in this `poll` (at most [`EngineConfig::poll_budget`]).
+    granted: usize,
 }
 
 impl<P: Port> Engine<P> {
@@ -111,6 +113,7 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
             tx: Vec::with_capacity(cfg.burst * 2),
             cout: ControlOutput::default(),
             stats: EngineStats::default(),
+            granted: 0,
         })
     }
 
@@ -226,6 +229,7 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
     /// segments sent in one call.
     pub fn poll(&mut self, now: Instant) -> bool {
         self.stats.polls += 1;
+        self.granted = 0;
         let mut busy = false;
         self.control.poll_requests(now, &mut self.cout);
         busy |= self.apply_control(now);
@@ -266,18 +270,11 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
         self.control.poll_timers(now, &mut self.cout);
         busy |= self.apply_control(now);
 
-        let mut granted_total = 0;
-        while granted_total < self.budget {
-            if self.transport.sched.pending() == 0 {
-                break;
-            }
+        while self.transport.sched.pending() > 0 {
             // A pacing scheduler may hold pending flows whose time has not come.
-            let granted = self.transport.grant(now, self.burst, &mut self.work);
-            if granted == 0 {
+            if self.grant(now) == 0 {
                 break;
             }
-            self.stats.grants += granted as u64;
-            granted_total += granted;
             self.run(now);
             busy = true;
             if self.tx.len() >= self.burst {
@@ -359,12 +356,30 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
         any
     }
 
-    /// Run the queued work through transport, delivery and egress.
+    /// Grant up to a burst of transmissions into the work queue, within what is left of
+    /// the poll's budget; returns how many.
+    fn grant(&mut self, now: Instant) -> usize {
+        let max = self.burst.min(self.budget.saturating_sub(self.granted));
+        if max == 0 {
+            return 0;
+        }
+        let granted = self.transport.grant(now, max, &mut self.work);
+        self.granted += granted;
+        self.stats.grants += granted as u64;
+        granted
+    }
+
+    /// Run the queued work through transport, delivery and egress. The transmissions the
+    /// work made ready (data the application wrote, window an ACK opened) are granted at
+    /// once and go through delivery and egress with it: one pass, not two.
     fn run(&mut self, now: Instant) {
         if self.work.is_empty() {
             return;
         }
         self.transport.run(now, &mut self.work, &mut self.results);
+        if self.transport.sched.pending() > 0 && self.grant(now) > 0 {
+            self.transport.run(now, &mut self.work, &mut self.results);
+        }
         self.delivery.run(now, &mut self.results, &mut self.events);
         let tx = &mut self.tx;
         self.egress.run(now, &mut self.results, |_, f| {
