@@ -265,6 +265,14 @@ impl FlowCounters {
     #[inline]
     pub fn arm_timers(&self) {
         std::sync::atomic::fence(Ordering::SeqCst);
+        self.arm_timers_in_order();
+    }
+
+    /// [`arm_timers`](Self::arm_timers) for a data path that runs on the control plane's
+    /// thread (the inline runtime): its stores and the timers' look at them are in program
+    /// order, so no fence is needed.
+    #[inline]
+    pub(crate) fn arm_timers_in_order(&self) {
         if self.timer_parked.load(Ordering::Relaxed)
             && self.timer_parked.swap(false, Ordering::SeqCst)
         {

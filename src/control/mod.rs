@@ -548,11 +548,20 @@ impl Control {
 
     /// Take the application's requests.
     pub(crate) fn poll_requests(&mut self, now: Instant, out: &mut ControlOutput) {
-        // An empty check first: cheaper than a receive on an idle poll.
-        while !self.requests.is_empty() {
+        // One counter first: cheaper than the channel on an idle poll. A request counted but
+        // not yet in the channel is taken on a later poll.
+        while self
+            .host
+            .requests_pending
+            .load(std::sync::atomic::Ordering::Acquire)
+            > 0
+        {
             let Ok(req) = self.requests.try_recv() else {
                 break;
             };
+            self.host
+                .requests_pending
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             match req {
                 AppRequest::Listen {
                     port,

@@ -472,6 +472,9 @@ pub(crate) enum AppRequest {
 pub(crate) struct HostShared {
     pub(crate) ip: Ipv4Addr,
     pub(crate) requests: Sender<AppRequest>,
+    /// Requests sent and not yet taken: counted up before the send, down by the engine
+    /// after each receive, so that an idle engine checks one word, not the channel.
+    pub(crate) requests_pending: AtomicUsize,
     pub(crate) doorbells: crate::ring::Mpmc<FlowId>,
     pub(crate) ports: Mutex<PortAlloc>,
     pub(crate) rx_buf: usize,
@@ -541,7 +544,11 @@ impl HostShared {
 
     /// Hand a request to the engine and wake it; `false` if the engine is gone.
     pub(crate) fn request(&self, r: AppRequest) -> bool {
+        self.requests_pending.fetch_add(1, Ordering::Release);
         let sent = self.requests.send(r).is_ok();
+        if !sent {
+            self.requests_pending.fetch_sub(1, Ordering::Relaxed);
+        }
         self.wake_engine();
         sent
     }

@@ -87,7 +87,9 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
             delivery: Delivery::new(arena.clone(), 0),
             egress: Egress::new(
                 arena.clone(),
-                Postprocess::new(arena.clone(), cfg.ack_policy).sole_writer(),
+                Postprocess::new(arena.clone(), cfg.ack_policy)
+                    .sole_writer()
+                    .on_control_thread(),
                 tx_frame.clone(),
                 rings.clone(),
                 0,

@@ -218,6 +218,7 @@ impl Parts {
         let host = Arc::new(HostShared {
             ip: cfg.ip,
             requests: req_tx,
+            requests_pending: Default::default(),
             doorbells: crate::ring::Mpmc::new(cfg.control.max_flows),
             ports: std::sync::Mutex::new(PortAlloc::new(cfg.control.isn_secret)),
             rx_buf: cfg.rx_buffer.next_power_of_two(),

@@ -7,7 +7,7 @@
 //! of each flow in a burst. It also adds the result's figures to the flow's counters, which
 //! the control plane reads for timeouts and RTT.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::protocol::AckPolicy;
@@ -17,6 +17,14 @@ use crate::flow::{FlowCounters, FlowId, FlowIdentity};
 use crate::pipeline::hooks::{Hook, HookCx, Results, Verdicts};
 use crate::stats::{DropReason, StageStats};
 use crate::time::Instant;
+
+/// Actions whose counters are kept apart: loss, recovery and reordering.
+const RARE: u32 = Actions::DUP_ACK
+    | Actions::FAST_RETRANSMIT
+    | Actions::RECOVERY_RETRANSMIT
+    | Actions::TAIL_PROBE
+    | Actions::TIMEOUT_RETRANSMIT
+    | Actions::OOO;
 
 /// What postprocess knows of a flow.
 #[derive(Clone)]
@@ -58,6 +66,8 @@ pub struct Postprocess {
     stats: StageStats,
     /// The only replica that updates its flows' counters.
     sole: bool,
+    /// Runs on the control plane's thread: arming the timers needs no fence.
+    with_control: bool,
 }
 
 impl Postprocess {
@@ -73,6 +83,7 @@ impl Postprocess {
             acc: Accumulator::default(),
             stats: StageStats::default(),
             sole: false,
+            with_control: false,
         }
     }
 
@@ -82,6 +93,13 @@ impl Postprocess {
     /// of these flows.
     pub fn sole_writer(mut self) -> Self {
         self.sole = true;
+        self
+    }
+
+    /// Declare that this replica runs on the control plane's thread, between its calls (the
+    /// inline runtime): the flows' timers then see its stores in program order.
+    pub(crate) fn on_control_thread(mut self) -> Self {
+        self.with_control = true;
         self
     }
 
@@ -134,7 +152,8 @@ impl Postprocess {
             return;
         }
         if self.acc.flow != Some(r.flow) {
-            self.acc.flush(&self.flows, now, self.sole);
+            self.acc
+                .flush(&self.flows, now, self.sole, self.with_control);
             self.acc.flow = Some(r.flow);
         }
         let acc = &mut self.acc;
@@ -148,15 +167,19 @@ impl Postprocess {
         if r.acked > 0 {
             acc.acked += r.acked as u64;
             if a.any(Actions::ECN_ECHOED) {
+                acc.rare = true;
                 acc.ecn += r.acked as u64;
             }
         }
-        acc.dup_acks += u64::from(a.any(Actions::DUP_ACK));
-        acc.fast += u64::from(a.any(Actions::FAST_RETRANSMIT));
-        acc.recovery += u64::from(a.any(Actions::RECOVERY_RETRANSMIT));
-        acc.tlp += u64::from(a.any(Actions::TAIL_PROBE));
-        acc.timeout += u64::from(a.any(Actions::TIMEOUT_RETRANSMIT));
-        acc.ooo += u64::from(a.any(Actions::OOO));
+        if a.any(RARE) {
+            acc.rare = true;
+            acc.dup_acks += u64::from(a.any(Actions::DUP_ACK));
+            acc.fast += u64::from(a.any(Actions::FAST_RETRANSMIT));
+            acc.recovery += u64::from(a.any(Actions::RECOVERY_RETRANSMIT));
+            acc.tlp += u64::from(a.any(Actions::TAIL_PROBE));
+            acc.timeout += u64::from(a.any(Actions::TIMEOUT_RETRANSMIT));
+            acc.ooo += u64::from(a.any(Actions::OOO));
+        }
         if a.any(Actions::RTT_SAMPLE) {
             acc.rtt_sum += r.rtt_us as u64;
             acc.rtt_n += 1;
@@ -241,7 +264,8 @@ impl Postprocess {
             }
             self.build(now, r, send);
         }
-        self.acc.flush(&self.flows, now, self.sole);
+        self.acc
+            .flush(&self.flows, now, self.sole, self.with_control);
     }
 
     /// Whether the coalescable ACK of item `i` goes out: it is the flow's last in the burst
@@ -272,7 +296,11 @@ impl Postprocess {
                 v.counters
                     .ack_due
                     .store(due.micros().saturating_add(1), Ordering::Relaxed);
-                v.counters.arm_timers();
+                if self.with_control {
+                    v.counters.arm_timers_in_order();
+                } else {
+                    v.counters.arm_timers();
+                }
             }
         }
         false
@@ -310,6 +338,8 @@ impl Postprocess {
 #[derive(Default)]
 struct Accumulator {
     flow: Option<FlowId>,
+    /// Whether any of the counters of loss, recovery and ECN moved (most runs move none).
+    rare: bool,
     rx_segments: u64,
     rx_bytes: u64,
     acked: u64,
@@ -331,7 +361,7 @@ struct Accumulator {
 }
 
 impl Accumulator {
-    fn flush(&mut self, flows: &[Option<FlowView>], now: Instant, sole: bool) {
+    fn flush(&mut self, flows: &[Option<FlowView>], now: Instant, sole: bool, with_control: bool) {
         let Some(flow) = self.flow.take() else {
             return;
         };
@@ -356,20 +386,7 @@ impl Accumulator {
                 }
             }
             std::sync::atomic::fence(Ordering::Release);
-            for (counter, n) in [
-                (&c.rx_segments, self.rx_segments),
-                (&c.rx_bytes, self.rx_bytes),
-                (&c.acked_bytes, self.acked),
-                (&c.ecn_bytes, self.ecn),
-                (&c.dup_acks, self.dup_acks),
-                (&c.fast_retransmits, self.fast),
-                (&c.recovery_retransmits, self.recovery),
-                (&c.tail_probes, self.tlp),
-                (&c.timeout_retransmits, self.timeout),
-                (&c.ooo_segments, self.ooo),
-                (&c.tx_segments, self.tx_segments),
-                (&c.tx_bytes, self.tx_bytes),
-            ] {
+            let add = |counter: &AtomicU64, n: u64| {
                 if n > 0 {
                     if sole {
                         FlowCounters::add_sole(counter, n);
@@ -377,6 +394,20 @@ impl Accumulator {
                         FlowCounters::add(counter, n);
                     }
                 }
+            };
+            add(&c.rx_segments, self.rx_segments);
+            add(&c.rx_bytes, self.rx_bytes);
+            add(&c.acked_bytes, self.acked);
+            add(&c.tx_segments, self.tx_segments);
+            add(&c.tx_bytes, self.tx_bytes);
+            if self.rare {
+                add(&c.ecn_bytes, self.ecn);
+                add(&c.dup_acks, self.dup_acks);
+                add(&c.fast_retransmits, self.fast);
+                add(&c.recovery_retransmits, self.recovery);
+                add(&c.tail_probes, self.tlp);
+                add(&c.timeout_retransmits, self.timeout);
+                add(&c.ooo_segments, self.ooo);
             }
             if self.rtt_n > 0 {
                 if sole {
@@ -388,7 +419,11 @@ impl Accumulator {
 
             c.publish_send_state(self.stamp, self.in_flight, self.unsent, self.zero, sole);
             if self.in_flight > 0 || self.unsent > 0 {
-                c.arm_timers();
+                if with_control {
+                    c.arm_timers_in_order();
+                } else {
+                    c.arm_timers();
+                }
             }
         }
         *self = Accumulator::default();

@@ -678,8 +678,11 @@ impl<C: CongestionControl> Protocol<C> {
             }
         }
         // Every result reports the flow's counters, even one that did nothing: the control
-        // plane's timers read them from the last result.
-        st.finish(r);
+        // plane's timers read them from the last result. Most handlers end with the report
+        // (a result's stamp is never 0 once reported); they change no state after it.
+        if r.stamp == 0 {
+            st.finish(r);
+        }
     }
 }
 

@@ -34,14 +34,25 @@ impl TcpState {
     /// Going back after a timeout, up to the next block the peer SACKed. New data avoids
     /// silly windows (RFC 9293 3.8.6.2.1): a short segment waits while data is in flight,
     /// unless it is all that is queued or at least half the largest window the peer offered.
+    #[inline]
     pub(super) fn next_len(&self) -> u32 {
-        let mut n = self.unsent().min(self.usable()).min(self.mss as u32);
+        // Nothing queued (the common case once a response is out): nothing to work out.
+        let unsent = self.unsent();
+        if unsent == 0 {
+            return 0;
+        }
+        self.next_len_of(unsent)
+    }
+
+    /// [`next_len`](Self::next_len) with `unsent` bytes queued.
+    fn next_len_of(&self, unsent: u32) -> u32 {
+        let mut n = unsent.min(self.usable()).min(self.mss as u32);
         if seq::lt(self.snd_nxt, self.snd_max) {
             if let Some(next) = self.scoreboard.next_start(self.snd_nxt) {
                 n = n.min(next.wrapping_sub(self.snd_nxt));
             }
         } else if n < self.mss as u32
-            && n < self.unsent()
+            && n < unsent
             && self.snd_max != self.snd_una
             && n < self.max_snd_wnd / 2
         {
