@@ -780,7 +780,41 @@ fn compare<W: Workload>(l: &Labels, make: impl Fn() -> W) {
     }
 }
 
+/// `ENGINES_COUNT=<flextoe|smoltcp>:<depth>:<requests>`: set up one side, run one round
+/// of that many 64-byte requests at that depth, check it, and exit. For counting
+/// instructions, which unlike time do not move with the machine: two runs under
+/// `valgrind --tool=cachegrind`, the difference of their counts over the difference of
+/// their requests (which leaves setup out). See the README's Performance section.
+fn count_only(spec: &str) {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [side, depth, requests] = parts[..] else {
+        panic!("ENGINES_COUNT=<flextoe|smoltcp>:<depth>:<requests>, not {spec}");
+    };
+    let depth: u64 = depth.parse().expect("depth");
+    let requests: u64 = requests.parse().expect("requests");
+    let mut t = 0;
+    match side {
+        "flextoe" => {
+            let stacks = Engines::new(&mut t);
+            let mut one = Side::new(stacks, t, Rpc::new(depth, requests));
+            one.round();
+            one.work.verify(1);
+        }
+        "smoltcp" => {
+            let stacks = Smols::new(&mut t);
+            let mut one = Side::new(stacks, t, Rpc::new(depth, requests));
+            one.round();
+            one.work.verify(1);
+        }
+        other => panic!("ENGINES_COUNT side: flextoe or smoltcp, not {other}"),
+    }
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("ENGINES_COUNT") {
+        count_only(&spec);
+        return;
+    }
     // `cargo bench --bench engines -- rpc` runs the workloads whose name contains "rpc".
     let filters: Vec<String> = std::env::args()
         .skip(1)

@@ -564,70 +564,17 @@ impl<C: CongestionControl> Protocol<C> {
         let cc = &self.cc;
         // A frozen flow (on its way into a splice) drops segments and sends nothing; the
         // application's updates wait for the thaw, a reset goes through.
-        let mut work = work;
-        if st.has(F_FROZEN) {
-            match work {
-                ProtoWork::Rx(w) => {
-                    r.rx_frame = Some(w.frame);
-                    r.actions.set(Actions::RECEIVED);
-                    self.stats.drops.add(DropReason::Frozen);
-                    st.finish(r);
-                    return;
-                }
-                ProtoWork::App {
-                    positions,
-                    fin,
-                    closed,
-                    ..
-                } => {
-                    let prev = st.frozen_app.take();
-                    let (p0, f0, c0) = prev.unwrap_or((None, false, false));
-                    st.frozen_app = Some((positions.or(p0), fin || f0, closed || c0));
-                    st.finish(r);
-                    return;
-                }
-                ProtoWork::Thaw { .. } => {
-                    st.flags &= !F_FROZEN;
-                    match st.frozen_app.take() {
-                        Some((positions, fin, closed)) => {
-                            work = ProtoWork::App {
-                                flow,
-                                positions,
-                                fin,
-                                closed,
-                            };
-                        }
-                        None => {
-                            if st.can_send() {
-                                r.actions.set(Actions::SCHED);
-                            }
-                            st.finish(r);
-                            return;
-                        }
-                    }
-                }
-                ProtoWork::Freeze { .. } => {
-                    st.report_frozen(r);
-                    st.finish(r);
-                    return;
-                }
-                ProtoWork::Rst { .. } | ProtoWork::Reset { .. } => {}
-                _ => {
-                    st.finish(r);
-                    return;
-                }
+        let work = if st.has(F_FROZEN) {
+            match frozen(st, &mut self.stats, work, r) {
+                Some(w) => w,
+                None => return,
             }
-        }
+        } else {
+            work
+        };
+        // The data path's three kinds here; the rest (control-plane work, kept out of the
+        // hot code) in `rare`.
         match work {
-            ProtoWork::Freeze { .. } => {
-                st.flags |= F_FROZEN;
-                st.report_frozen(r);
-            }
-            ProtoWork::Thaw { .. } => {
-                if st.can_send() {
-                    r.actions.set(Actions::SCHED);
-                }
-            }
             ProtoWork::Rx(w) => {
                 let sack = if w.summary.sack_len > 0 {
                     w.summary.sack_blocks(self.arena.data(&w.frame))
@@ -653,29 +600,7 @@ impl<C: CongestionControl> Protocol<C> {
                 }
                 st.on_app(now, tx_head, rx_tail, fin, r)
             }
-            ProtoWork::Rst { seq, challenge, .. } => {
-                if let Some(reason) = st.on_rst(now, seq, challenge, r) {
-                    self.stats.drops.add(reason);
-                }
-            }
-            ProtoWork::Retransmit { .. } => st.on_timeout(cc, cf, r),
-            ProtoWork::Probe { .. } => st.on_probe(now, r),
-            ProtoWork::TailProbe { .. } => st.on_tail_probe(now, r),
-            ProtoWork::Ack { .. } => st.on_ack_request(now, r),
-            ProtoWork::Reset { .. } => st.on_reset(now, r),
-            ProtoWork::SetRate {
-                bytes_per_sec,
-                window,
-                ..
-            } => {
-                st.control_rate = bytes_per_sec;
-                st.control_window = window.map_or(0, |w| w.max(u32::from(st.mss)));
-                r.actions.set(Actions::RATE);
-                if st.can_send() {
-                    // A larger window may let more out.
-                    r.actions.set(Actions::SCHED);
-                }
-            }
+            other => rare(st, cc, cf, &mut self.stats, now, other, r),
         }
         // Every result reports the flow's counters, even one that did nothing: the control
         // plane's timers read them from the last result. Most handlers end with the report
@@ -683,6 +608,113 @@ impl<C: CongestionControl> Protocol<C> {
         if r.stamp == 0 {
             st.finish(r);
         }
+    }
+}
+
+/// Work for a frozen flow (on its way into a splice): segments are dropped, application
+/// updates wait for the thaw, resets go through. Returns the work to carry on with (the
+/// thaw's update, a reset), or `None` when done.
+#[cold]
+#[inline(never)]
+fn frozen(
+    st: &mut TcpState,
+    stats: &mut StageStats,
+    work: ProtoWork,
+    r: &mut ProtoResult,
+) -> Option<ProtoWork> {
+    match work {
+        ProtoWork::Rx(w) => {
+            r.rx_frame = Some(w.frame);
+            r.actions.set(Actions::RECEIVED);
+            stats.drops.add(DropReason::Frozen);
+        }
+        ProtoWork::App {
+            positions,
+            fin,
+            closed,
+            ..
+        } => {
+            let prev = st.frozen_app.take();
+            let (p0, f0, c0) = prev.unwrap_or((None, false, false));
+            st.frozen_app = Some((positions.or(p0), fin || f0, closed || c0));
+        }
+        ProtoWork::Thaw { flow } => {
+            st.flags &= !F_FROZEN;
+            match st.frozen_app.take() {
+                Some((positions, fin, closed)) => {
+                    return Some(ProtoWork::App {
+                        flow,
+                        positions,
+                        fin,
+                        closed,
+                    });
+                }
+                None => {
+                    if st.can_send() {
+                        r.actions.set(Actions::SCHED);
+                    }
+                }
+            }
+        }
+        ProtoWork::Freeze { .. } => st.report_frozen(r),
+        w @ (ProtoWork::Rst { .. } | ProtoWork::Reset { .. }) => return Some(w),
+        _ => {}
+    }
+    st.finish(r);
+    None
+}
+
+/// The work kinds that do not come with every segment: the control plane's (resets,
+/// timeouts, probes, ACKs on request, rates, splice freezes). Out of line, so that the
+/// code of the per-segment kinds stays together.
+#[cold]
+#[inline(never)]
+fn rare<C: CongestionControl>(
+    st: &mut TcpState,
+    cc: &C,
+    cf: &mut C::Flow,
+    stats: &mut StageStats,
+    now: Instant,
+    work: ProtoWork,
+    r: &mut ProtoResult,
+) {
+    match work {
+        ProtoWork::Freeze { .. } => {
+            st.flags |= F_FROZEN;
+            st.report_frozen(r);
+        }
+        ProtoWork::Thaw { .. } => {
+            if st.can_send() {
+                r.actions.set(Actions::SCHED);
+            }
+        }
+        ProtoWork::Rst { seq, challenge, .. } => {
+            if let Some(reason) = st.on_rst(now, seq, challenge, r) {
+                stats.drops.add(reason);
+            }
+        }
+        ProtoWork::Retransmit { .. } => st.on_timeout(cc, cf, r),
+        ProtoWork::Probe { .. } => st.on_probe(now, r),
+        ProtoWork::TailProbe { .. } => st.on_tail_probe(now, r),
+        ProtoWork::Ack { .. } => st.on_ack_request(now, r),
+        ProtoWork::Reset { .. } => st.on_reset(now, r),
+        ProtoWork::SetRate {
+            bytes_per_sec,
+            window,
+            ..
+        } => {
+            st.control_rate = bytes_per_sec;
+            st.control_window = window.map_or(0, |w| w.max(u32::from(st.mss)));
+            r.actions.set(Actions::RATE);
+            if st.can_send() {
+                // A larger window may let more out.
+                r.actions.set(Actions::SCHED);
+            }
+        }
+        // The per-segment kinds are handled in line and never come here (a frame would
+        // still go back with the result).
+        ProtoWork::Rx(w) => r.rx_frame = Some(w.frame),
+        ProtoWork::Tx { .. } | ProtoWork::App { .. } => {}
     }
 }
 

@@ -177,10 +177,7 @@ impl TcpState {
             && seq::lt(s.ts_val, self.ts_recent)
             && now.millis().saturating_sub(self.ts_recent_ms) < PAWS_IDLE_MS
         {
-            self.ack_header(now, &mut r.hdr);
-            r.actions.set(Actions::TX | Actions::ACK_NOW);
-            self.finish(r);
-            return Some(DropReason::Paws);
+            return self.answer_and_drop(now, r, DropReason::Paws);
         }
         let wnd = self.rcv_wnd();
         let fin = s.flags & flags::FIN != 0;
@@ -198,46 +195,24 @@ impl TcpState {
         };
         let ack_ok = acceptable || (wnd == 0 && s.seq == self.rcv_nxt);
         if !ack_ok {
-            self.ack_header(now, &mut r.hdr);
-            r.actions.set(Actions::TX | Actions::ACK_NOW);
-            self.finish(r);
             let old = seg_len > 0 && seq::le(s.seq.wrapping_add(seg_len), self.rcv_nxt);
-            return Some(if old {
+            let reason = if old {
                 DropReason::Duplicate
             } else {
                 DropReason::OutOfWindow
-            });
+            };
+            return self.answer_and_drop(now, r, reason);
         }
-        if self.has(F_ECN) && cc.precise_ece(cf) {
-            // DCTCP (RFC 8257 3.2): ECE says whether this data was marked; a change is
-            // acknowledged at once, so the sender counts marked bytes exactly.
-            if s.payload_len > 0 && s.ce != self.has(F_ECE) {
-                self.flags ^= F_ECE;
-                r.actions.set(Actions::TX | Actions::ACK_NOW);
-            }
-        } else if self.has(F_ECN) {
-            // RFC 3168 6.1.3: CWR ends our echo; CE (again) starts it, with an ACK at once.
-            if s.has(flags::CWR) {
-                self.flags &= !F_ECE;
-            }
-            if s.ce && !self.has(F_ECE) {
-                self.flags |= F_ECE;
-                r.actions.set(Actions::TX | Actions::ACK_NOW);
-            }
+        if self.has(F_ECN) {
+            self.on_ecn_marks(cc, cf, s, r);
         }
         if seq::gt(s.ack, self.snd_max) {
-            self.ack_header(now, &mut r.hdr);
-            r.actions.set(Actions::TX | Actions::ACK_NOW);
-            self.finish(r);
-            return Some(DropReason::AckTooNew);
+            return self.answer_and_drop(now, r, DropReason::AckTooNew);
         }
         // RFC 5961 section 5: an ACK below SND.UNA - MAX.SND.WND acknowledges nothing the
         // peer can have seen; the segment (data included) is dropped and answered.
         if seq::lt(s.ack, self.snd_una.wrapping_sub(self.max_snd_wnd.max(1))) {
-            self.ack_header(now, &mut r.hdr);
-            r.actions.set(Actions::TX | Actions::ACK_NOW);
-            self.finish(r);
-            return Some(DropReason::AckTooOld);
+            return self.answer_and_drop(now, r, DropReason::AckTooOld);
         }
         if self.has(F_TS) && s.has_ts && seq::le(s.seq, self.rcv_nxt) {
             self.ts_recent = s.ts_val;
@@ -284,28 +259,86 @@ impl TcpState {
             }
         }
         if acceptable && fin && !self.has(F_RXFIN) {
-            let fin_seq = s.seq.wrapping_add(s.payload_len as u32);
-            match self.rx_fin_seq {
-                // The stream ends where the first FIN said; a FIN elsewhere is ignored.
-                Some(f) if f != fin_seq => {
-                    drop = drop.or(Some(DropReason::FinMismatch));
-                }
-                _ => {
-                    if seq::lt(fin_seq, self.rcv_nxt.wrapping_add(wnd.max(1)))
-                        && seq::ge(fin_seq, self.rcv_nxt)
-                    {
-                        self.rx_fin_seq = Some(fin_seq);
-                        self.trim_ooo(fin_seq);
-                    }
-                }
-            }
-            r.actions.set(Actions::TX | Actions::ACK_NOW);
+            let mismatch = self.on_fin_segment(s, wnd, r);
+            drop = drop.or(mismatch);
         }
         self.try_consume_fin(r);
         if r.actions.any(Actions::TX) {
             self.ack_header(now, &mut r.hdr);
         }
         self.finish(r);
+        drop
+    }
+
+    /// A segment dropped with an ACK in answer (RFC 9293 3.10.7.4, RFC 5961, RFC 7323).
+    /// Out of line: the per-segment code stays together.
+    #[cold]
+    #[inline(never)]
+    fn answer_and_drop(
+        &mut self,
+        now: Instant,
+        r: &mut ProtoResult,
+        reason: DropReason,
+    ) -> Option<DropReason> {
+        self.ack_header(now, &mut r.hdr);
+        r.actions.set(Actions::TX | Actions::ACK_NOW);
+        self.finish(r);
+        Some(reason)
+    }
+
+    /// ECN marks of an acceptable segment on an ECN connection.
+    #[inline(never)]
+    fn on_ecn_marks<C: CongestionControl>(
+        &mut self,
+        cc: &C,
+        cf: &mut C::Flow,
+        s: &SegmentSummary,
+        r: &mut ProtoResult,
+    ) {
+        if cc.precise_ece(cf) {
+            // DCTCP (RFC 8257 3.2): ECE says whether this data was marked; a change is
+            // acknowledged at once, so the sender counts marked bytes exactly.
+            if s.payload_len > 0 && s.ce != self.has(F_ECE) {
+                self.flags ^= F_ECE;
+                r.actions.set(Actions::TX | Actions::ACK_NOW);
+            }
+        } else {
+            // RFC 3168 6.1.3: CWR ends our echo; CE (again) starts it, with an ACK at once.
+            if s.has(flags::CWR) {
+                self.flags &= !F_ECE;
+            }
+            if s.ce && !self.has(F_ECE) {
+                self.flags |= F_ECE;
+                r.actions.set(Actions::TX | Actions::ACK_NOW);
+            }
+        }
+    }
+
+    /// An acceptable segment with FIN, before the stream's end was taken: where the stream
+    /// ends. A FIN somewhere else than the first one said is a drop reason.
+    #[cold]
+    #[inline(never)]
+    fn on_fin_segment(
+        &mut self,
+        s: &SegmentSummary,
+        wnd: u32,
+        r: &mut ProtoResult,
+    ) -> Option<DropReason> {
+        let fin_seq = s.seq.wrapping_add(s.payload_len as u32);
+        let mut drop = None;
+        match self.rx_fin_seq {
+            // The stream ends where the first FIN said; a FIN elsewhere is ignored.
+            Some(f) if f != fin_seq => drop = Some(DropReason::FinMismatch),
+            _ => {
+                if seq::lt(fin_seq, self.rcv_nxt.wrapping_add(wnd.max(1)))
+                    && seq::ge(fin_seq, self.rcv_nxt)
+                {
+                    self.rx_fin_seq = Some(fin_seq);
+                    self.trim_ooo(fin_seq);
+                }
+            }
+        }
+        r.actions.set(Actions::TX | Actions::ACK_NOW);
         drop
     }
 
