@@ -401,13 +401,7 @@ impl Accumulator {
             add(&c.tx_segments, self.tx_segments);
             add(&c.tx_bytes, self.tx_bytes);
             if self.rare {
-                add(&c.ecn_bytes, self.ecn);
-                add(&c.dup_acks, self.dup_acks);
-                add(&c.fast_retransmits, self.fast);
-                add(&c.recovery_retransmits, self.recovery);
-                add(&c.tail_probes, self.tlp);
-                add(&c.timeout_retransmits, self.timeout);
-                add(&c.ooo_segments, self.ooo);
+                self.flush_rare(c, sole);
             }
             if self.rtt_n > 0 {
                 if sole {
@@ -427,6 +421,29 @@ impl Accumulator {
             }
         }
         *self = Accumulator::default();
+    }
+
+    /// The loss, recovery and ECN counters (out of line: most runs move none).
+    #[cold]
+    #[inline(never)]
+    fn flush_rare(&self, c: &FlowCounters, sole: bool) {
+        for (counter, n) in [
+            (&c.ecn_bytes, self.ecn),
+            (&c.dup_acks, self.dup_acks),
+            (&c.fast_retransmits, self.fast),
+            (&c.recovery_retransmits, self.recovery),
+            (&c.tail_probes, self.tlp),
+            (&c.timeout_retransmits, self.timeout),
+            (&c.ooo_segments, self.ooo),
+        ] {
+            if n > 0 {
+                if sole {
+                    FlowCounters::add_sole(counter, n);
+                } else {
+                    FlowCounters::add(counter, n);
+                }
+            }
+        }
     }
 }
 
