@@ -597,9 +597,11 @@ fn capture_on<P: Port + 'static>(ns: &Netns, iface: &str, engine_ip: Ipv4Addr, r
     .count();
     // Checksums of the engine's frames only: Linux itself writes 0xFFFF for a TCP checksum
     // that computes to zero when it finishes one in software (`CSUM_MANGLED_0`), which
-    // tshark reports as illegal.
+    // tshark reports as illegal. DPDK's software checksum (net_tap's offload) does the same
+    // for the engine's frames: 0xFFFF and 0x0000 are the same one's-complement zero (RFC
+    // 1624), which tshark flags on its own (`tcp.checksum.ffff`), so that case is allowed.
     let filter = format!(
-        "_ws.malformed || (ip.src == {engine_ip} && (ip.checksum.status == 0 || tcp.checksum.status == 0))"
+        "_ws.malformed || (ip.src == {engine_ip} && (ip.checksum.status == 0 || (tcp.checksum.status == 0 && !tcp.checksum.ffff)))"
     );
     let bad = sh(&[
         "tshark",
