@@ -549,8 +549,9 @@ impl Control {
     // Application requests
     // -----------------------------------------------------------------------------------
 
-    /// Take the application's requests.
-    pub(crate) fn poll_requests(&mut self, now: Instant, out: &mut ControlOutput) {
+    /// Take the application's requests; whether there were any (so whether `out` may have more).
+    pub(crate) fn poll_requests(&mut self, now: Instant, out: &mut ControlOutput) -> bool {
+        let mut any = false;
         // One counter first: cheaper than the channel on an idle poll. A request counted but
         // not yet in the channel is taken on a later poll.
         while self
@@ -565,6 +566,7 @@ impl Control {
             self.host
                 .requests_pending
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            any = true;
             match req {
                 AppRequest::Listen {
                     port,
@@ -609,5 +611,6 @@ impl Control {
                 }
             }
         }
+        any
     }
 }

@@ -156,14 +156,16 @@ impl Control {
     }
 
     /// Run the timers: retransmission timeouts, probe timeouts, zero-window probes,
-    /// keep-alives, the FIN-WAIT-2 timeout of orphans, TIME-WAIT, handshakes, ARP.
+    /// keep-alives, the FIN-WAIT-2 timeout of orphans, TIME-WAIT, handshakes, ARP. Returns
+    /// whether they ran (a tick was due), so whether `out` may have more.
     #[inline(always)]
-    pub(crate) fn poll_timers(&mut self, now: Instant, out: &mut ControlOutput) {
+    pub(crate) fn poll_timers(&mut self, now: Instant, out: &mut ControlOutput) -> bool {
         self.timers.now = self.timers.now.max(now);
         if now < self.next_tick {
-            return;
+            return false;
         }
         self.tick(now, out);
+        true
     }
 
     /// One timer tick (every [`TIMER_TICK`]): kept out of line, since most polls do not

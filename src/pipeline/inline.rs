@@ -233,8 +233,11 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
         self.stats.polls += 1;
         self.granted = 0;
         let mut busy = false;
-        self.control.poll_requests(now, &mut self.cout);
-        busy |= self.apply_control(now);
+        // Control-plane output is carried out after each step that may have made some; the
+        // last step of the poll carries out anything left.
+        if self.control.poll_requests(now, &mut self.cout) {
+            busy |= self.apply_control(now);
+        }
 
         let mut received = 0;
         while received < self.budget {
@@ -269,8 +272,9 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
 
         busy |= self.drain_doorbells(now);
 
-        self.control.poll_timers(now, &mut self.cout);
-        busy |= self.apply_control(now);
+        if self.control.poll_timers(now, &mut self.cout) {
+            busy |= self.apply_control(now);
+        }
 
         while self.transport.sched.pending() > 0 {
             // A pacing scheduler may hold pending flows whose time has not come.

@@ -172,7 +172,7 @@ impl<P: Port> Task for IoTask<P> {
     fn run(&mut self, now: Instant) -> bool {
         self.meta.polls += 1;
         let mut busy = false;
-        self.control.poll_requests(now, &mut self.cout);
+        let _ = self.control.poll_requests(now, &mut self.cout);
         // Ingress: number frames and deal bursts to the preprocess replicas (or to the
         // `rx_frame` stages' task, which deals them on).
         if self.queues > 1 && self.queues == self.ingress.outputs() {
@@ -229,7 +229,7 @@ impl<P: Port> Task for IoTask<P> {
                 self.route(u.work(flow, None));
             }
         }
-        self.control.poll_timers(now, &mut self.cout);
+        let _ = self.control.poll_timers(now, &mut self.cout);
         busy |= self.apply_control();
         for g in 0..self.groups {
             while let Some(w) = self.pending_work[g].pop_front() {
