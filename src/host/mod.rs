@@ -4,9 +4,7 @@
 //! the TX ring directly; the engine owns the other ends (see [`crate::stages::place`]). After
 //! moving its ring positions the application rings a doorbell: the flow id goes into an
 //! app-to-engine queue (at most once until the engine has seen it), and the engine turns it
-//! into work for the protocol stage. A read that makes little room in a ring that held
-//! little rings none (receiver-side silly window avoidance; the room shows in the engine's
-//! next look at the positions): see `read_opens_window` in the stream module. The engine tells the application about new data, freed
+//! into work for the protocol stage. The engine tells the application about new data, freed
 //! space, and state changes by waking the connection's waiter and by posting [`Event`]s to
 //! the [`Context`] the stream is registered with.
 //!

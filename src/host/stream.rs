@@ -511,29 +511,11 @@ fn try_read_with<R>(
             return None;
         }
     }
-    let tail = rx.tail();
     let (n, r) = take(Some(rx));
-    if n > 0 && read_opens_window(rx.capacity() as u64, available as u64, tail, n as u64) {
+    if n > 0 {
         bell.ring(host, conn);
     }
     Some(Ok(r))
-}
-
-/// Whether a read of `n` bytes, from a ring of `cap` bytes that held `available` with its
-/// tail at `tail`, must tell the engine about the room it made.
-///
-/// Receiver-side silly window avoidance (RFC 1122 4.2.3.3): the engine sends a window
-/// update only for room of at least min(2 MSS, half the ring), and only while the window it
-/// advertised is under half the ring. A read rings when the ring held a quarter of its size
-/// or more before it (the window the engine last saw may be small: an update may be due),
-/// and when the tail crosses a multiple of a quarter of the size. Room that no doorbell
-/// reported thus stays under a quarter of the ring, and after a read that rings nothing the
-/// engine counts less than half the ring as used: every ACK it sends offers the peer more
-/// than half the ring. The engine reads the live position at every doorbell, a write's
-/// included, so a small read's room shows in the next one.
-fn read_opens_window(cap: u64, available: u64, tail: u64, n: u64) -> bool {
-    let quarter = (cap / 4).max(1);
-    available >= quarter || tail / quarter != (tail + n) / quarter
 }
 
 fn try_write(

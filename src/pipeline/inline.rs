@@ -383,7 +383,9 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
             return;
         }
         self.transport.run(now, &mut self.work, &mut self.results);
-        if self.transport.sched.pending() > 0 && self.grant(now) > 0 {
+        // Not while the control plane has work queued (a reset the application's close
+        // asked for): that goes first, and the poll's grants follow it.
+        if self.cout.work.is_empty() && self.transport.sched.pending() > 0 && self.grant(now) > 0 {
             self.transport.run(now, &mut self.work, &mut self.results);
         }
         self.delivery.run(now, &mut self.results, &mut self.events);
