@@ -24,6 +24,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -554,18 +555,11 @@ impl Control {
         let mut any = false;
         // One counter first: cheaper than the channel on an idle poll. A request counted but
         // not yet in the channel is taken on a later poll.
-        while self
-            .host
-            .requests_pending
-            .load(std::sync::atomic::Ordering::Acquire)
-            > 0
-        {
+        while self.host.requests_pending.load(Ordering::Acquire) > 0 {
             let Ok(req) = self.requests.try_recv() else {
                 break;
             };
-            self.host
-                .requests_pending
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.host.requests_pending.fetch_sub(1, Ordering::Relaxed);
             any = true;
             match req {
                 AppRequest::Listen {

@@ -501,9 +501,8 @@ fn try_read_with<R>(
     if rd_shutdown {
         return Some(Ok(take(None).1));
     }
-    let available = rx.available();
     // With a FIN, the ring is read again: the FIN is published after all data before it.
-    if available == 0 && !conn.rx_fin() {
+    if rx.available() == 0 && !conn.rx_fin() {
         if let Some(e) = conn.status().error() {
             return Some(Err(e.into()));
         }
