@@ -362,6 +362,32 @@ fn out_of_bounds_reads_are_stopped_not_a_crash() {
 }
 
 #[test]
+fn loops_are_refused_at_load_never_a_stalled_data_path() {
+    let Some(bytes) = build("tests/xdp", "spin") else {
+        return;
+    };
+    let obj = XdpObject::parse(&bytes).unwrap();
+    for exec in [Exec::Interpreter, Exec::Jit] {
+        match obj.program("spin", exec) {
+            Err(LoadError::Verifier(why)) => assert!(why.contains("goes back"), "{why}"),
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("a program that loops for ever was loaded ({exec:?})"),
+        }
+    }
+    // The same object is in the loader's fuzz corpus (`fuzz/corpus/ebpf_loader/spin.o`),
+    // so the corpus replay checks the rule where clang is missing.
+    let kept = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/ebpf_loader/spin.o"),
+    )
+    .unwrap();
+    let kept = XdpObject::parse(&kept).unwrap();
+    assert!(matches!(
+        kept.program("spin", Exec::Interpreter),
+        Err(LoadError::Verifier(_))
+    ));
+}
+
+#[test]
 fn the_loaders_own_helper_numbers_are_refused() {
     let Some(bytes) = build("tests/xdp", "forged_helper") else {
         return;

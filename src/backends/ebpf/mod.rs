@@ -7,9 +7,11 @@
 //! `.maps` (or the older `maps` section); map relocations are resolved. Then what the
 //! kernel's verifier would do is done here ([`rewrite`]): the context's 32-bit `data`,
 //! `data_end` and `data_meta` loads become 64-bit pointer loads. rbpf's own verifier checks
-//! the instructions. What is not supported is refused with the reason: calls between
-//! functions, global data, atomic instructions (rbpf has none), map types other than array,
-//! hash (and per-CPU variants as one copy), devmap and xskmap.
+//! the instructions. What is not supported is refused with the reason: loops (any jump
+//! back; rbpf's VM has no instruction budget, so a run is bounded only by running each
+//! instruction at most once), calls between functions, global data, atomic instructions
+//! (rbpf has none), map types other than array, hash (and per-CPU variants as one copy),
+//! devmap and xskmap.
 //!
 //! Running ([`XdpVm`]): rbpf's interpreter by default (every memory access the program makes
 //! is checked to stay within the frame's buffer slot, the context, its stack and its maps; a

@@ -154,8 +154,9 @@ fn def_before(
 pub(crate) const KNOWN_HELPERS: [u32; 9] = [1, 2, 3, 5, 7, 23, 44, 51, 65];
 
 /// The program's image for the userspace VM. Refused: calls between functions (a called
-/// function's stack would not be where the loader's stack proofs assume) and calls to
-/// helpers the VM does not have, the loader's own numbers included.
+/// function's stack would not be where the loader's stack proofs assume), calls to
+/// helpers the VM does not have, the loader's own numbers included, and jumps back (loops:
+/// a run must finish within the program's length).
 pub(crate) fn userspace_image(
     prog: &ProgramSpec,
     maps: &[MapSpec],
@@ -178,6 +179,15 @@ pub(crate) fn userspace_image(
             if t < 0 || t as usize >= n || !start[t as usize] {
                 return Err(super::LoadError::Verifier(format!(
                     "jump at instruction {i} leaves the program"
+                )));
+            }
+            // A jump back could loop for ever on the data path (rbpf's verifier refuses only
+            // a jump to itself, and its VM has no instruction budget). Forward jumps only,
+            // as the kernel required before bounded loops: every instruction runs at most
+            // once per frame, so a run is bounded by the program's length.
+            if t as usize <= i {
+                return Err(super::LoadError::Verifier(format!(
+                    "jump at instruction {i} goes back to {t}: loops are refused"
                 )));
             }
         }
