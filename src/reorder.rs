@@ -128,6 +128,20 @@ impl<T> Reorder<T> {
             self.stats.late += 1;
             return Ok(());
         }
+        if t.seq == self.next && self.held == 0 {
+            // In order with nothing held: straight through, the slots untouched (a run
+            // from one replica never waits).
+            self.stats.accepted += 1;
+            self.next += 1;
+            match t.item {
+                Some(item) => {
+                    self.stats.released += 1;
+                    out.push(item);
+                }
+                None => self.stats.tombstones += 1,
+            }
+            return Ok(());
+        }
         if !self.fits(t.seq) {
             match self.policy {
                 Overflow::Backpressure => {
@@ -268,14 +282,79 @@ impl<T> Merge<T> {
         }
     }
 
-    /// Release the next item if it is safe to; returns it with its number.
-    pub fn pop(&mut self) -> Option<(u64, T)> {
-        let (best, s) = self
-            .heads
+    /// Release, in order, every item that is safe to release now, pulling stream `i`'s
+    /// next messages from `next(i)` as the merge needs them; at most `max` items, each given
+    /// to `out` with its number. Returns how many went out.
+    ///
+    /// Works over runs: once a stream holds the lowest number, its following items go out
+    /// up to the lowest number any other stream may still deliver, without looking at the
+    /// other streams again (a burst a replica handled goes out in one run). The items and
+    /// their order are those of calling [`pop`](Self::pop) after every message.
+    pub fn release(
+        &mut self,
+        mut next: impl FnMut(usize) -> Option<Ingress<T>>,
+        max: usize,
+        mut out: impl FnMut(u64, T),
+    ) -> usize {
+        let mut n = 0;
+        while n < max {
+            for i in 0..self.heads.len() {
+                self.fill(i, &mut next);
+            }
+            let Some((best, first)) = self.lowest_head() else {
+                break;
+            };
+            // The lowest number another stream may still deliver: the run's end.
+            let bound = (0..self.heads.len())
+                .filter(|&j| j != best)
+                .map(|j| self.low(j))
+                .min()
+                .unwrap_or(u64::MAX);
+            if first > bound {
+                break;
+            }
+            while n < max {
+                match self.heads[best].take() {
+                    Some((s, v)) if s <= bound => {
+                        self.frontier[best] = s;
+                        self.started[best] = true;
+                        self.stats.released += 1;
+                        out(s, v);
+                        n += 1;
+                    }
+                    head => {
+                        self.heads[best] = head;
+                        break;
+                    }
+                }
+                self.fill(best, &mut next);
+            }
+        }
+        n
+    }
+
+    /// Pull stream `i`'s messages until it holds an item or has none left.
+    fn fill(&mut self, i: usize, next: &mut impl FnMut(usize) -> Option<Ingress<T>>) {
+        while self.wants(i) {
+            match next(i) {
+                Some(m) => self.push(i, m),
+                None => break,
+            }
+        }
+    }
+
+    /// The stream holding the lowest-numbered item, and that number.
+    fn lowest_head(&self) -> Option<(usize, u64)> {
+        self.heads
             .iter()
             .enumerate()
             .filter_map(|(i, h)| h.as_ref().map(|(s, _)| (i, *s)))
-            .min_by_key(|(_, s)| *s)?;
+            .min_by_key(|(_, s)| *s)
+    }
+
+    /// Release the next item if it is safe to; returns it with its number.
+    pub fn pop(&mut self) -> Option<(u64, T)> {
+        let (best, s) = self.lowest_head()?;
         for j in 0..self.heads.len() {
             if j != best && self.low(j) < s {
                 return None;
@@ -289,27 +368,19 @@ impl<T> Merge<T> {
     }
 }
 
-/// Drain up to `max` messages from ordered per-stream queues into a merge and collect what
-/// it releases. Queues are `VecDeque`s here; the threaded runtime does the same over rings.
+/// Feed ordered per-stream queues into a merge and collect everything it releases
+/// ([`Merge::release`]). Queues are `VecDeque`s here; the threaded runtime does the same
+/// over rings.
 pub fn merge_from_queues<T>(
     m: &mut Merge<T>,
     queues: &mut [VecDeque<Ingress<T>>],
     out: &mut Vec<(u64, T)>,
 ) {
-    loop {
-        for (i, q) in queues.iter_mut().enumerate() {
-            while m.wants(i) {
-                match q.pop_front() {
-                    Some(msg) => m.push(i, msg),
-                    None => break,
-                }
-            }
-        }
-        match m.pop() {
-            Some(x) => out.push(x),
-            None => return,
-        }
-    }
+    m.release(
+        |i| queues[i].pop_front(),
+        usize::MAX,
+        |s, v| out.push((s, v)),
+    );
 }
 
 #[cfg(test)]

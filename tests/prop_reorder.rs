@@ -1,6 +1,9 @@
 //! Property tests of the reorder stages: any interleaving of tagged items from N replicas is
 //! released in the original per-group order, with nothing lost or duplicated.
 
+#[path = "common/pops.rs"]
+mod pops;
+
 use std::collections::VecDeque;
 
 use flextoe::reorder::{merge_from_queues, Ingress, Merge, Overflow, Reorder, Tagged};
@@ -60,32 +63,8 @@ proptest! {
         frames in proptest::collection::vec((0u8..4, 0u8..4), 1..300),
         schedule in proptest::collection::vec((0u8..4, 1u8..8), 1..400),
     ) {
-        const STREAMS: usize = 4;
-        let mut queues: Vec<VecDeque<Ingress<u64>>> = (0..STREAMS).map(|_| VecDeque::new()).collect();
-        let mut expect = Vec::new();
-        for (seq, (stream, kind)) in frames.iter().enumerate() {
-            let seq = seq as u64;
-            let s = *stream as usize;
-            if *kind == 0 {
-                // Dropped by the replica (or for another group): only an advance.
-                queues[s].push_back(Ingress::Advance(seq));
-            } else {
-                queues[s].push_back(Ingress::Item(seq, seq));
-                expect.push(seq);
-            }
-            // The distributor tells the others that this number is not theirs (sometimes late).
-            if kind % 2 == 1 {
-                for (o, q) in queues.iter_mut().enumerate() {
-                    if o != s {
-                        q.push_back(Ingress::Advance(seq));
-                    }
-                }
-            }
-        }
-        let last = frames.len() as u64 - 1;
-        for q in queues.iter_mut() {
-            q.push_back(Ingress::Advance(last));
-        }
+        let (mut queues, expect) = streams(&frames);
+        close(&mut queues, frames.len());
         // Deliver the streams in arbitrary chunks.
         let mut m = Merge::new(STREAMS);
         let mut got = Vec::new();
@@ -108,6 +87,91 @@ proptest! {
         merge_from_queues(&mut m, &mut partial, &mut out);
         got.extend(out.into_iter().map(|(_, v)| v));
         prop_assert_eq!(got, expect);
+    }
+}
+
+const STREAMS: usize = 4;
+
+/// The replicas' streams of arrival numbers `0..frames.len()` (`frames[n]`: the stream
+/// number `n` went to, and 0 for a frame it dropped, odd for one the distributor also
+/// announced to the other streams), and the numbers that carry items, in order.
+fn streams(frames: &[(u8, u8)]) -> (Vec<VecDeque<Ingress<u64>>>, Vec<u64>) {
+    let mut queues: Vec<VecDeque<Ingress<u64>>> = (0..STREAMS).map(|_| VecDeque::new()).collect();
+    let mut expect = Vec::new();
+    for (seq, (stream, kind)) in frames.iter().enumerate() {
+        let seq = seq as u64;
+        let s = *stream as usize;
+        if *kind == 0 {
+            // Dropped by the replica (or for another group): only an advance.
+            queues[s].push_back(Ingress::Advance(seq));
+        } else {
+            queues[s].push_back(Ingress::Item(seq, seq));
+            expect.push(seq);
+        }
+        // The distributor tells the others that this number is not theirs (sometimes late).
+        if kind % 2 == 1 {
+            for (o, q) in queues.iter_mut().enumerate() {
+                if o != s {
+                    q.push_back(Ingress::Advance(seq));
+                }
+            }
+        }
+    }
+    (queues, expect)
+}
+
+/// Every stream announces the last number.
+fn close(queues: &mut [VecDeque<Ingress<u64>>], n: usize) {
+    for q in queues.iter_mut() {
+        q.push_back(Ingress::Advance(n as u64 - 1));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// Releasing a run at a time (`Merge::release`, with any cap per call) lets out the
+    /// same items, in the same order and at the same moments, as one `pop` after every
+    /// message, and counts the same.
+    #[test]
+    fn runs_release_what_pops_release(
+        frames in proptest::collection::vec((0u8..4, 0u8..4), 1..300),
+        schedule in proptest::collection::vec((0u8..4, 1u8..8, 1usize..6), 1..400),
+    ) {
+        let (mut queues, expect) = streams(&frames);
+        close(&mut queues, frames.len());
+        let (mut runs, mut pops) = (Merge::new(STREAMS), Merge::new(STREAMS));
+        let mut by_runs: Vec<VecDeque<Ingress<u64>>> = (0..STREAMS).map(|_| VecDeque::new()).collect();
+        let mut by_pops = by_runs.clone();
+        let (mut got_runs, mut got_pops) = (Vec::new(), Vec::new());
+        let mut step = |s: usize, n: u8, cap: usize, queues: &mut [VecDeque<Ingress<u64>>]| {
+            for _ in 0..n {
+                if let Some(x) = queues[s].pop_front() {
+                    by_runs[s].push_back(x.clone());
+                    by_pops[s].push_back(x);
+                }
+            }
+            // A capped call, then calls until nothing more goes out.
+            let first = runs.release(|i| by_runs[i].pop_front(), cap, |_, v| got_runs.push(v));
+            assert!(first <= cap);
+            while runs.release(|i| by_runs[i].pop_front(), cap, |_, v| got_runs.push(v)) > 0 {}
+            pops::merge_by_pops(&mut pops, &mut by_pops, |_, v| got_pops.push(v));
+            assert_eq!(&got_runs, &got_pops);
+        };
+        for (s, n, cap) in schedule {
+            step(s as usize, n, cap, &mut queues);
+        }
+        for s in 0..STREAMS {
+            let n = queues[s].len();
+            step(s, n.min(255) as u8, 3, &mut queues);
+        }
+        for s in 0..STREAMS {
+            while !queues[s].is_empty() {
+                step(s, 255, 3, &mut queues);
+            }
+        }
+        prop_assert_eq!(&got_runs, &expect);
+        prop_assert_eq!(runs.stats(), pops.stats());
     }
 }
 

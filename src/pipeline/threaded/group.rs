@@ -113,21 +113,10 @@ impl<C: CongestionControl, S: FlowScheduler> Task for GroupTask<C, S> {
                 None => break,
             }
         }
-        // Ingress: merge the replicas' streams back into arrival order.
-        for _ in 0..BURST {
-            for (i, c) in self.from_pre.iter_mut().enumerate() {
-                while self.merge.wants(i) {
-                    match c.pop() {
-                        Some(m) => self.merge.push(i, m),
-                        None => break,
-                    }
-                }
-            }
-            match self.merge.pop() {
-                Some((_, w)) => self.segs.push(w),
-                None => break,
-            }
-        }
+        // Ingress: merge the replicas' streams back into arrival order, a run at a time.
+        let (from_pre, segs) = (&mut self.from_pre, &mut self.segs);
+        self.merge
+            .release(|i| from_pre[i].pop(), BURST, |_, w| segs.push(w));
         // Input consumed counts as work even if user stages divert all of it.
         busy |= !self.segs.is_empty();
         self.transport
