@@ -67,7 +67,8 @@ pub struct ReorderStats {
     pub skipped: u64,
     /// Items that arrived after their number was released or skipped (duplicates, late).
     pub late: u64,
-    /// Largest number of items held at once.
+    /// Largest number of items held at once (an item that comes in order with nothing
+    /// held passes straight through and is never held).
     pub max_held: u64,
 }
 
@@ -304,18 +305,24 @@ impl<T> Merge<T> {
             let Some((best, first)) = self.lowest_head() else {
                 break;
             };
-            // The lowest number another stream may still deliver: the run's end.
+            // The lowest number another stream may still deliver: the run's end. An item
+            // numbered the same as another stream's held item (a producer that broke the
+            // one-number-one-item rule) goes after it if that stream comes first, as with
+            // `pop`.
             let bound = (0..self.heads.len())
                 .filter(|&j| j != best)
                 .map(|j| self.low(j))
                 .min()
                 .unwrap_or(u64::MAX);
+            let yields_at_bound = self.heads[..best]
+                .iter()
+                .any(|h| h.as_ref().is_some_and(|(s, _)| *s == bound));
             if first > bound {
                 break;
             }
             while n < max {
                 match self.heads[best].take() {
-                    Some((s, v)) if s <= bound => {
+                    Some((s, v)) if s < bound || (s == bound && !yields_at_bound) => {
                         self.frontier[best] = s;
                         self.started[best] = true;
                         self.stats.released += 1;

@@ -131,8 +131,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
     /// Releasing a run at a time (`Merge::release`, with any cap per call) lets out the
-    /// same items, in the same order and at the same moments, as one `pop` after every
-    /// message, and counts the same.
+    /// same items, in the same order, as one `pop` after every message, after every
+    /// delivery of messages, and counts the same.
     #[test]
     fn runs_release_what_pops_release(
         frames in proptest::collection::vec((0u8..4, 0u8..4), 1..300),
@@ -140,39 +140,99 @@ proptest! {
     ) {
         let (mut queues, expect) = streams(&frames);
         close(&mut queues, frames.len());
-        let (mut runs, mut pops) = (Merge::new(STREAMS), Merge::new(STREAMS));
-        let mut by_runs: Vec<VecDeque<Ingress<u64>>> = (0..STREAMS).map(|_| VecDeque::new()).collect();
-        let mut by_pops = by_runs.clone();
-        let (mut got_runs, mut got_pops) = (Vec::new(), Vec::new());
-        let mut step = |s: usize, n: u8, cap: usize, queues: &mut [VecDeque<Ingress<u64>>]| {
-            for _ in 0..n {
-                if let Some(x) = queues[s].pop_front() {
-                    by_runs[s].push_back(x.clone());
-                    by_pops[s].push_back(x);
-                }
-            }
-            // A capped call, then calls until nothing more goes out.
-            let first = runs.release(|i| by_runs[i].pop_front(), cap, |_, v| got_runs.push(v));
-            assert!(first <= cap);
-            while runs.release(|i| by_runs[i].pop_front(), cap, |_, v| got_runs.push(v)) > 0 {}
-            pops::merge_by_pops(&mut pops, &mut by_pops, |_, v| got_pops.push(v));
-            assert_eq!(&got_runs, &got_pops);
-        };
-        for (s, n, cap) in schedule {
-            step(s as usize, n, cap, &mut queues);
-        }
-        for s in 0..STREAMS {
-            let n = queues[s].len();
-            step(s, n.min(255) as u8, 3, &mut queues);
-        }
-        for s in 0..STREAMS {
-            while !queues[s].is_empty() {
-                step(s, 255, 3, &mut queues);
-            }
-        }
-        prop_assert_eq!(&got_runs, &expect);
-        prop_assert_eq!(runs.stats(), pops.stats());
+        let got = runs_against_pops(queues, &schedule);
+        prop_assert_eq!(got, expect);
     }
+
+    /// The same with streams no well-behaved producer would send: numbers out of order,
+    /// repeated within a stream and across streams (late items, ties), advances anywhere.
+    #[test]
+    fn runs_release_what_pops_release_from_broken_streams(
+        streams in proptest::collection::vec(
+            proptest::collection::vec((any::<bool>(), 0u64..40), 0..40),
+            STREAMS,
+        ),
+        schedule in proptest::collection::vec((0u8..4, 1u8..8, 1usize..6), 1..100),
+    ) {
+        // Each item's value names it (stream and place), so that the order of two items
+        // of one number shows.
+        let queues = streams
+            .into_iter()
+            .enumerate()
+            .map(|(q, msgs)| {
+                msgs.into_iter()
+                    .enumerate()
+                    .map(|(k, (item, s))| {
+                        if item {
+                            Ingress::Item(s, (q * 1000 + k) as u64)
+                        } else {
+                            Ingress::Advance(s)
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        runs_against_pops(queues, &schedule);
+    }
+}
+
+/// Deliver `queues` to two merges in the chunks `schedule` gives (stream, messages, cap),
+/// then the rest: one releases runs (first a call capped at `cap`, which must let out as
+/// many items as pops would, up to the cap; then calls until nothing more goes out), the
+/// other pops after every message. After every delivery both have let out the same items
+/// in the same order and count the same. Returns what they let out.
+fn runs_against_pops(
+    mut queues: Vec<VecDeque<Ingress<u64>>>,
+    schedule: &[(u8, u8, usize)],
+) -> Vec<u64> {
+    let (mut runs, mut pops) = (Merge::new(STREAMS), Merge::new(STREAMS));
+    let mut by_runs: Vec<VecDeque<Ingress<u64>>> = (0..STREAMS).map(|_| VecDeque::new()).collect();
+    let mut by_pops = by_runs.clone();
+    let (mut got_runs, mut got_pops) = (Vec::new(), Vec::new());
+    let mut step = |s: usize, n: usize, cap: usize, queues: &mut [VecDeque<Ingress<u64>>]| {
+        for _ in 0..n {
+            if let Some(x) = queues[s].pop_front() {
+                by_runs[s].push_back(x.clone());
+                by_pops[s].push_back(x);
+            }
+        }
+        let before = got_pops.len();
+        pops::merge_by_pops(&mut pops, &mut by_pops, |_, v| got_pops.push(v));
+        let popped = got_pops.len() - before;
+        let first = runs.release(|i| by_runs[i].pop_front(), cap, |_, v| got_runs.push(v));
+        assert_eq!(first, popped.min(cap), "a capped call lets out what it may");
+        while runs.release(|i| by_runs[i].pop_front(), cap, |_, v| got_runs.push(v)) > 0 {}
+        assert_eq!(&got_runs, &got_pops);
+        assert_eq!(runs.stats(), pops.stats());
+    };
+    for &(s, n, cap) in schedule {
+        step(s as usize % STREAMS, n as usize, cap, &mut queues);
+    }
+    for s in 0..STREAMS {
+        let n = queues[s].len();
+        step(s, n, 3, &mut queues);
+    }
+    got_runs
+}
+
+/// Two streams holding the same number (a broken producer): the lower-numbered stream's
+/// item goes first, by runs as by pops.
+#[test]
+fn runs_break_ties_as_pops_do() {
+    let streams = || {
+        vec![
+            VecDeque::from([Ingress::Item(5, 'a')]),
+            VecDeque::from([Ingress::Item(3, 'b'), Ingress::Item(5, 'c')]),
+        ]
+    };
+    let mut by_runs = Vec::new();
+    merge_from_queues(&mut Merge::new(2), &mut streams(), &mut by_runs);
+    assert_eq!(by_runs, vec![(3, 'b'), (5, 'a'), (5, 'c')]);
+    let mut by_pops = Vec::new();
+    pops::merge_by_pops(&mut Merge::new(2), &mut streams(), |s, v| {
+        by_pops.push((s, v))
+    });
+    assert_eq!(by_pops, by_runs);
 }
 
 #[test]

@@ -9,7 +9,8 @@
 //! `data_end` and `data_meta` loads become 64-bit pointer loads. rbpf's own verifier checks
 //! the instructions. What is not supported is refused with the reason: loops (any jump
 //! back; rbpf's VM has no instruction budget, so a run is bounded only by running each
-//! instruction at most once), calls between functions, global data, atomic instructions
+//! instruction at most once), programs longer than 32,767 instructions (the interpreter
+//! computes jump targets in 16 bits), calls between functions, global data, atomic instructions
 //! (rbpf has none), map types other than array, hash (and per-CPU variants as one copy),
 //! devmap and xskmap.
 //!

@@ -43,7 +43,6 @@ const MOV64_REG: u8 = 0xbf;
 const ADD64_IMM: u8 = 0x07;
 const CALL: u8 = 0x85;
 const EXIT: u8 = 0x95;
-const JA: u8 = 0x05;
 
 fn dst(p: &[u8], i: usize) -> u8 {
     p[i * INSN + 1] & 0x0f
@@ -153,25 +152,36 @@ fn def_before(
 /// The helpers the userspace VM has (the kernel's numbers).
 pub(crate) const KNOWN_HELPERS: [u32; 9] = [1, 2, 3, 5, 7, 23, 44, 51, 65];
 
-/// The program's image for the userspace VM. Refused: calls between functions (a called
-/// function's stack would not be where the loader's stack proofs assume), calls to
-/// helpers the VM does not have, the loader's own numbers included, and jumps back (loops:
-/// a run must finish within the program's length).
+/// Longest program the userspace VM takes: rbpf's interpreter computes a jump's target in
+/// 16 bits (`insn_ptr as i16 + off`), so past this a forward jump could land anywhere,
+/// backwards included.
+pub(crate) const USERSPACE_MAX_INSNS: usize = i16::MAX as usize;
+
+/// The program's image for the userspace VM. Refused: programs longer than
+/// [`USERSPACE_MAX_INSNS`], calls between functions (a called function's stack would not
+/// be where the loader's stack proofs assume), calls to helpers the VM does not have, the
+/// loader's own numbers included, and jumps back (loops: a run must finish within the
+/// program's length).
 pub(crate) fn userspace_image(
     prog: &ProgramSpec,
     maps: &[MapSpec],
 ) -> Result<Vec<u8>, super::LoadError> {
     let mut p = prog.insns.clone();
     let n = p.len() / INSN;
+    if n > USERSPACE_MAX_INSNS {
+        return Err(super::LoadError::Verifier(format!(
+            "{n} instructions: the userspace VM takes at most {USERSPACE_MAX_INSNS}"
+        )));
+    }
     {
         let (start, _) = layout(&p);
         // Control must not run off the end: the interpreter would reach code it treats as
-        // unreachable. The last instruction is an exit or an unconditional jump, and every
-        // jump lands on an instruction.
+        // unreachable. The last instruction is an exit (an unconditional jump there could
+        // only go back), and every jump lands on an instruction.
         let last = (0..n).rev().find(|&i| start[i]);
-        if !last.is_some_and(|i| matches!(p[i * INSN], EXIT | JA) && i + 1 == n) {
+        if !last.is_some_and(|i| p[i * INSN] == EXIT && i + 1 == n) {
             return Err(super::LoadError::Verifier(
-                "the program does not end with an exit or a jump".into(),
+                "the program does not end with an exit".into(),
             ));
         }
         for i in (0..n).filter(|&i| start[i] && is_jump(p[i * INSN])) {
@@ -183,8 +193,9 @@ pub(crate) fn userspace_image(
             }
             // A jump back could loop for ever on the data path (rbpf's verifier refuses only
             // a jump to itself, and its VM has no instruction budget). Forward jumps only,
-            // as the kernel required before bounded loops: every instruction runs at most
-            // once per frame, so a run is bounded by the program's length.
+            // as the kernel required before bounded loops: with calls between functions
+            // refused too, every instruction runs at most once per frame, so a run is
+            // bounded by the program's length.
             if t as usize <= i {
                 return Err(super::LoadError::Verifier(format!(
                     "jump at instruction {i} goes back to {t}: loops are refused"
@@ -290,4 +301,69 @@ pub(crate) fn kernel_image(prog: &ProgramSpec, fds: &[i32]) -> Vec<u8> {
         set_imm(&mut p, i + 1, 0);
     }
     p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One instruction: opcode, registers, offset, immediate.
+    fn insn(op: u8, regs: u8, off: i16, imm: i32) -> [u8; INSN] {
+        let mut b = [0u8; INSN];
+        b[0] = op;
+        b[1] = regs;
+        b[2..4].copy_from_slice(&off.to_le_bytes());
+        b[4..8].copy_from_slice(&imm.to_le_bytes());
+        b
+    }
+
+    const MOV64_IMM: u8 = 0xb7;
+    const JEQ_IMM: u8 = 0x15;
+
+    fn program(insns: &[[u8; INSN]]) -> ProgramSpec {
+        ProgramSpec {
+            name: "p".into(),
+            section: "xdp".into(),
+            insns: insns.concat(),
+            map_refs: Vec::new(),
+        }
+    }
+
+    fn refusal(insns: &[[u8; INSN]]) -> Option<String> {
+        match userspace_image(&program(insns), &[]) {
+            Ok(_) => None,
+            Err(super::super::LoadError::Verifier(why)) => Some(why),
+            Err(e) => panic!("refused for another reason: {e}"),
+        }
+    }
+
+    #[test]
+    fn forward_jumps_load_and_jumps_back_are_refused() {
+        let mov = insn(MOV64_IMM, 0, 0, 2);
+        let exit = insn(EXIT, 0, 0, 0);
+        // if r0 == 0 goto +1; r0 = 2; exit
+        assert_eq!(refusal(&[insn(JEQ_IMM, 0, 1, 0), mov, exit]), None);
+        // r0 = 2; if r0 == 0 goto -2 (back to itself's predecessor); exit
+        let back = refusal(&[mov, insn(JEQ_IMM, 0, -2, 0), exit]).unwrap();
+        assert!(back.contains("goes back"), "{back}");
+        // A final unconditional jump can only go back.
+        let tail = refusal(&[mov, insn(0x05, 0, -2, 0)]).unwrap();
+        assert!(tail.contains("does not end with an exit"), "{tail}");
+    }
+
+    /// rbpf's interpreter adds a jump's offset to its position in 16 bits: in a longer
+    /// program a forward jump past instruction 32,767 would wrap to the start (a loop) or
+    /// past the end (a panic). Such programs are refused at load.
+    #[test]
+    fn programs_past_the_interpreters_16_bit_jumps_are_refused() {
+        let mov = insn(MOV64_IMM, 0, 0, 0);
+        let mut long = vec![mov; USERSPACE_MAX_INSNS + 1];
+        long[USERSPACE_MAX_INSNS - 2] = insn(0x05, 0, 1, 0);
+        *long.last_mut().unwrap() = insn(EXIT, 0, 0, 0);
+        let why = refusal(&long).unwrap();
+        assert!(why.contains("at most"), "{why}");
+        // The longest program taken: the same shape, one instruction shorter.
+        long.remove(0);
+        assert_eq!(refusal(&long), None);
+    }
 }
