@@ -1,0 +1,650 @@
+//! Building the threaded runtime: the task graph a topology names, its rings and control
+//! channels, and the workers that run it (or the inline mapping when the topology is one
+//! fused task).
+
+use super::*;
+
+impl Threaded {
+    pub(crate) fn assemble<P, K, C, S>(
+        mut cfg: EngineConfig,
+        port: P,
+        topology: Topology,
+        clock: K,
+        pol: Policies<C, S>,
+    ) -> Result<Self, EngineError>
+    where
+        P: Port + 'static,
+        K: Clock + Clone + 'static,
+        C: CongestionControl,
+        S: FlowScheduler,
+    {
+        topology
+            .validate()
+            .map_err(|_| EngineError::Config("invalid topology"))?;
+        if topology.maps_inline() {
+            return Self::inline_mapping(cfg, port, clock, pol);
+        }
+        cfg.control.flow_groups = topology.flow_groups as u16;
+        let Parts {
+            arena,
+            host,
+            control,
+        } = Parts::new(&cfg, port.mtu(), port.arena())?;
+        let (np, ng, nd, nq) = (
+            topology.preprocess,
+            topology.flow_groups,
+            topology.place,
+            topology.postprocess,
+        );
+        let rs = topology.ring_size;
+        // A flow's delayed-ACK state lives in postprocess; with several replicas its bursts
+        // alternate between them, so they acknowledge per burst instead.
+        let post_policy = match cfg.ack_policy {
+            crate::stages::protocol::AckPolicy::Delayed(_) if topology.postprocess > 1 => {
+                crate::stages::protocol::AckPolicy::PerBurst
+            }
+            p => p,
+        };
+        let csum_offload = port.capabilities().tx_checksum_offload;
+        let port_queues = port.capabilities().queues.max(1) as usize;
+        let mut reports = Vec::new();
+        let worker_of = |t: TaskRef| {
+            topology
+                .workers
+                .iter()
+                .position(|w| w.tasks.contains(&t))
+                .unwrap_or(0)
+        };
+
+        // One wakeup per worker: a producer on another worker wakes the consumer's.
+        // The I/O task's worker sleeps on the engine's own wakeup, which the application's
+        // doorbells and requests ring.
+        let io_worker = worker_of(TaskRef::Io);
+        let wakes: Vec<Arc<Wakeup>> = (0..topology.workers.len())
+            .map(|i| {
+                if i == io_worker {
+                    host.engine_wake()
+                } else {
+                    Wakeup::new()
+                }
+            })
+            .collect();
+        let wire = |from: TaskRef, to: TaskRef| {
+            let (a, b) = (worker_of(from), worker_of(to));
+            (a != b).then(|| wakes[b].clone())
+        };
+
+        // Rings: io -> pre; pre -> group (every pair); pre -> io (punts); io -> group (work);
+        // group -> place (every pair); place -> post (every pair); place -> io (events);
+        // post -> io (every pair, per group).
+        // The replicas' input comes from the I/O task, or from the `rx_frame` task.
+        let pre_source = if topology.rx_hooks {
+            TaskRef::RxHooks
+        } else {
+            TaskRef::Io
+        };
+        let (to_pre, pre_in): (Vec<_>, Vec<_>) = (0..np)
+            .map(|i| {
+                let (mut p, c) = spsc::<PreIn>(rs);
+                if let Some(w) = wire(pre_source, TaskRef::Preprocess(i)) {
+                    p.wake_on_push(w);
+                }
+                (p, c)
+            })
+            .unzip();
+        let mut pre_to_group: Vec<Vec<Producer<Ingress<RxWork>>>> =
+            (0..np).map(|_| Vec::new()).collect();
+        let mut group_from_pre: Vec<Vec<Consumer<Ingress<RxWork>>>> =
+            (0..ng).map(|_| Vec::new()).collect();
+        for (pi, outs) in pre_to_group.iter_mut().enumerate() {
+            for (g, ins) in group_from_pre.iter_mut().enumerate() {
+                let (mut p, c) = spsc(rs);
+                if let Some(w) = wire(TaskRef::Preprocess(pi), TaskRef::Group(g)) {
+                    p.wake_on_push(w);
+                }
+                outs.push(p);
+                ins.push(c);
+            }
+        }
+        // Punts and reflected frames to the I/O task: one ring each per preprocess replica,
+        // per group and for the `rx_frame` stages' own task.
+        let source = |i: usize| {
+            if i < np {
+                TaskRef::Preprocess(i)
+            } else if i < np + ng {
+                TaskRef::Group(i - np)
+            } else {
+                TaskRef::RxHooks
+            }
+        };
+        let (mut punt_p, punt_c): (Vec<_>, Vec<_>) = (0..np + ng + 1)
+            .map(|i| {
+                let (mut p, c) = spsc::<Punt>(rs);
+                if let Some(w) = wire(source(i), TaskRef::Io) {
+                    p.wake_on_push(w);
+                }
+                (p, c)
+            })
+            .unzip();
+        let (mut raw_p, raw_c): (Vec<_>, Vec<_>) = (0..np + ng + 1)
+            .map(|i| {
+                let (mut p, c) = spsc::<Frame>(rs);
+                if let Some(w) = wire(source(i), TaskRef::Io) {
+                    p.wake_on_push(w);
+                }
+                (p, c)
+            })
+            .unzip();
+        let (hook_punts, hook_raw) = (punt_p.pop(), raw_p.pop());
+        let group_punts = punt_p.split_off(np);
+        let group_raw = raw_p.split_off(np);
+        let (work_p, work_c): (Vec<_>, Vec<_>) = (0..ng)
+            .map(|g| {
+                let (mut p, c) = spsc::<ProtoWork>(rs);
+                if let Some(w) = wire(TaskRef::Io, TaskRef::Group(g)) {
+                    p.wake_on_push(w);
+                }
+                (p, c)
+            })
+            .unzip();
+        let mut group_to_place: Vec<Vec<Producer<(u64, ProtoResult)>>> =
+            (0..ng).map(|_| Vec::new()).collect();
+        let mut place_from_group: Vec<Vec<Consumer<(u64, ProtoResult)>>> =
+            (0..nd).map(|_| Vec::new()).collect();
+        for (g, outs) in group_to_place.iter_mut().enumerate() {
+            for (d, ins) in place_from_group.iter_mut().enumerate() {
+                let (mut p, c) = spsc(rs);
+                if let Some(w) = wire(TaskRef::Group(g), TaskRef::Place(d)) {
+                    p.wake_on_push(w);
+                }
+                outs.push(p);
+                ins.push(c);
+            }
+        }
+        let mut place_to_post: Vec<Vec<Producer<Egress>>> = (0..nd).map(|_| Vec::new()).collect();
+        let mut post_from_place: Vec<Vec<Consumer<Egress>>> = (0..nq).map(|_| Vec::new()).collect();
+        for (d, outs) in place_to_post.iter_mut().enumerate() {
+            for (q, ins) in post_from_place.iter_mut().enumerate() {
+                let (mut p, c) = spsc(rs);
+                if let Some(w) = wire(TaskRef::Place(d), TaskRef::Postprocess(q)) {
+                    p.wake_on_push(w);
+                }
+                outs.push(p);
+                ins.push(c);
+            }
+        }
+        let (ev_p, ev_c): (Vec<_>, Vec<_>) = (0..nd)
+            .map(|d| {
+                let (mut p, c) = spsc::<ControlEvent>(rs);
+                if let Some(w) = wire(TaskRef::Place(d), TaskRef::Io) {
+                    p.wake_on_push(w);
+                }
+                (p, c)
+            })
+            .unzip();
+        // post -> io: one ring per (post replica, place replica, group).
+        let mut post_to_io: Vec<Vec<Vec<Producer<Tagged<Frame>>>>> = (0..nq)
+            .map(|_| (0..nd).map(|_| Vec::new()).collect())
+            .collect();
+        let mut io_from_post: Vec<Vec<Consumer<Tagged<Frame>>>> =
+            (0..ng).map(|_| Vec::new()).collect();
+        for (q, per_post) in post_to_io.iter_mut().enumerate() {
+            for outs in per_post.iter_mut() {
+                for ins in io_from_post.iter_mut() {
+                    let (mut p, c) = spsc(rs);
+                    if let Some(w) = wire(TaskRef::Postprocess(q), TaskRef::Io) {
+                        p.wake_on_push(w);
+                    }
+                    outs.push(p);
+                    ins.push(c);
+                }
+            }
+        }
+        let (pre_ctl_tx, pre_ctl_rx): (Vec<_>, Vec<_>) =
+            (0..np).map(|_| crossbeam_channel::unbounded()).unzip();
+        let (group_ctl_tx, group_ctl_rx): (Vec<_>, Vec<_>) =
+            (0..ng).map(|_| crossbeam_channel::unbounded()).unzip();
+        let (place_ctl_tx, place_ctl_rx): (Vec<_>, Vec<_>) =
+            (0..nd).map(|_| crossbeam_channel::unbounded()).unzip();
+        let (post_ctl_tx, post_ctl_rx): (Vec<_>, Vec<_>) =
+            (0..nq).map(|_| crossbeam_channel::unbounded()).unzip();
+
+        // With an `rx_frame` task, the I/O task deals to it and it deals to the replicas.
+        let rx_hooks_task = topology.rx_hooks;
+        let (io_ingress, rx_hook_task) = if rx_hooks_task {
+            let (mut p, c) = spsc::<PreIn>(rs);
+            if let Some(w) = wire(TaskRef::Io, TaskRef::RxHooks) {
+                p.wake_on_push(w);
+            }
+            let me = TaskRef::RxHooks;
+            let task = ingress::RxHookTask {
+                arena: arena.clone(),
+                input: c,
+                dealer: ingress::Dealer::new(to_pre),
+                hooks: pol.hooks.rx_frame.clone(),
+                rings: pol.hooks.rings.clone(),
+                to_io: ToIo {
+                    tx: Outbox::new(hook_raw.expect("ring made above")),
+                    punts: Outbox::new(hook_punts.expect("ring made above")),
+                },
+                diverted: Diverted::default(),
+                batch: Vec::with_capacity(BURST),
+                frames: Vec::with_capacity(BURST),
+                seqs: Vec::with_capacity(BURST),
+                meta: Meta::new(me, worker_of(me), &mut reports),
+            };
+            (ingress::Dealer::new(vec![p]), Some(task))
+        } else {
+            (ingress::Dealer::new(to_pre), None)
+        };
+        // The replicas run the `rx_frame` stages unless they have a task of their own.
+        let pre_hooks = if rx_hooks_task {
+            Chain::default()
+        } else {
+            pol.hooks.rx_frame.clone()
+        };
+        // With a `tx_frame` task, every frame the I/O task sends goes through it, and the
+        // postprocess replicas and the I/O task run no `tx_frame` stages themselves.
+        let (tx_task, tx_hook_task, local_tx_hooks) = if topology.tx_hooks {
+            let (mut to_p, to_c) = spsc::<Frame>(rs);
+            let (mut back_p, back_c) = spsc::<Frame>(rs);
+            if let Some(w) = wire(TaskRef::Io, TaskRef::TxHooks) {
+                to_p.wake_on_push(w);
+            }
+            if let Some(w) = wire(TaskRef::TxHooks, TaskRef::Io) {
+                back_p.wake_on_push(w);
+            }
+            let me = TaskRef::TxHooks;
+            let task = egress::TxHookTask {
+                arena: arena.clone(),
+                input: to_c,
+                output: Outbox::new(back_p),
+                hooks: pol.hooks.tx_frame.clone(),
+                rings: pol.hooks.rings.clone(),
+                batch: Vec::with_capacity(BURST),
+                meta: Meta::new(me, worker_of(me), &mut reports),
+            };
+            let io_side = egress::ToTxHooks {
+                out: Outbox::new(to_p),
+                back: back_c,
+            };
+            (Some(io_side), Some(task), Chain::default())
+        } else {
+            (None, None, pol.hooks.tx_frame.clone())
+        };
+
+        // Tasks.
+        let mut tasks: Vec<(TaskRef, Box<dyn Task>)> = Vec::new();
+        if let Some(t) = tx_hook_task {
+            tasks.push((TaskRef::TxHooks, Box::new(t)));
+        }
+        if let Some(t) = rx_hook_task {
+            tasks.push((TaskRef::RxHooks, Box::new(t)));
+        }
+        let summary = Arc::new(Mutex::new(IoSummary::default()));
+        tasks.push((
+            TaskRef::Io,
+            Box::new(IoTask {
+                queues: port_queues,
+                reinject: Preprocess::new(arena.clone(), cfg.mac, cfg.ip),
+                arena: arena.clone(),
+                port,
+                control,
+                host: host.clone(),
+                cout: ControlOutput::default(),
+                groups: ng,
+                group_of: Vec::new(),
+                next_seq: 0,
+                ingress: io_ingress,
+                pre_ctl: pre_ctl_tx,
+                group_ctl: group_ctl_tx,
+                place_ctl: place_ctl_tx,
+                post_ctl: post_ctl_tx,
+                punts: punt_c,
+                events: ev_c,
+                to_group: work_p,
+                pending_work: (0..ng).map(|_| VecDeque::new()).collect(),
+                from_post: io_from_post,
+                egress: (0..ng)
+                    .map(|_| Reorder::new(topology.reorder_window, topology.overflow))
+                    .collect(),
+                overflow: topology.overflow,
+                rx: Vec::with_capacity(BURST),
+                tx: Vec::with_capacity(4 * BURST),
+                batch: Vec::with_capacity(BURST),
+                rx_frames: 0,
+                rx_by_queue: Vec::new(),
+                tx_frames: 0,
+                placement: pol.placement.clone(),
+                place_of: Vec::new(),
+                raw_tx: raw_c,
+                staged: Vec::new(),
+                tx_hooks: local_tx_hooks.clone(),
+                tx_task,
+                rings: pol.hooks.rings.clone(),
+                instance: nq,
+                meta: Meta::new(TaskRef::Io, worker_of(TaskRef::Io), &mut reports),
+                summary: summary.clone(),
+                wakes: wakes.clone(),
+            }),
+        ));
+        for (r, (((input, to_group), (punts, ctl)), raw)) in pre_in
+            .into_iter()
+            .zip(pre_to_group)
+            .zip(punt_p.into_iter().zip(pre_ctl_rx))
+            .zip(raw_p)
+            .enumerate()
+        {
+            let me = TaskRef::Preprocess(r);
+            tasks.push((
+                me,
+                Box::new(PreTask {
+                    ingress: path::Ingress {
+                        arena: arena.clone(),
+                        pre: Preprocess::new(arena.clone(), cfg.mac, cfg.ip),
+                        hooks: pre_hooks.clone(),
+                        rings: pol.hooks.rings.clone(),
+                        instance: r,
+                    },
+                    groups_of: Vec::new(),
+                    ctl,
+                    input,
+                    to_group,
+                    pending: (0..ng).map(|_| Vec::new()).collect(),
+                    to_io: ToIo {
+                        tx: Outbox::new(raw),
+                        punts: Outbox::new(punts),
+                    },
+                    batch: Vec::with_capacity(BURST),
+                    frames: Vec::with_capacity(BURST),
+                    seqs: Vec::with_capacity(BURST),
+                    diverted: Diverted::default(),
+                    meta: Meta::new(me, worker_of(me), &mut reports),
+                }),
+            ));
+        }
+        for (g, (((((from_pre, from_io), ctl), to_place), punts), raw)) in group_from_pre
+            .into_iter()
+            .zip(work_c)
+            .zip(group_ctl_rx)
+            .zip(group_to_place)
+            .zip(group_punts)
+            .zip(group_raw)
+            .enumerate()
+        {
+            let me = TaskRef::Group(g);
+            tasks.push((
+                me,
+                Box::new(GroupTask {
+                    transport: path::Transport::new(
+                        arena.clone(),
+                        Protocol::with_congestion(pol.cc.clone(), arena.clone()),
+                        pol.sched.clone(),
+                        (pol.hooks.rx_segment.clone(), pol.hooks.results.clone()),
+                        pol.hooks.rings.clone(),
+                        g,
+                    ),
+                    place_of: Vec::new(),
+                    segs: Vec::with_capacity(BURST),
+                    diverted: Diverted::default(),
+                    to_io: ToIo {
+                        tx: Outbox::new(raw),
+                        punts: Outbox::new(punts),
+                    },
+                    views: Vec::new(),
+                    ctl,
+                    merge: Merge::new(np),
+                    from_pre,
+                    from_io,
+                    pending_out: (0..nd).map(|_| Vec::new()).collect(),
+                    to_place,
+                    egress_seq: 0,
+                    work: Vec::with_capacity(BURST),
+                    results: Vec::with_capacity(BURST),
+                    meta: Meta::new(me, worker_of(me), &mut reports),
+                }),
+            ));
+        }
+        for (d, (((from_group, to_post), events), ctl)) in place_from_group
+            .into_iter()
+            .zip(place_to_post)
+            .zip(ev_p)
+            .zip(place_ctl_rx)
+            .enumerate()
+        {
+            let me = TaskRef::Place(d);
+            tasks.push((
+                me,
+                Box::new(PlaceTask {
+                    delivery: path::Delivery::new(arena.clone(), d),
+                    ctl,
+                    from_group,
+                    to_post,
+                    next_post: 0,
+                    pending: Vec::new(),
+                    events,
+                    pending_events: Vec::new(),
+                    batch: Vec::with_capacity(BURST),
+                    results: Vec::with_capacity(BURST),
+                    seqs: Vec::with_capacity(BURST),
+                    meta: Meta::new(me, worker_of(me), &mut reports),
+                }),
+            ));
+        }
+        for (q, ((from_place, to_io), ctl)) in post_from_place
+            .into_iter()
+            .zip(post_to_io)
+            .zip(post_ctl_rx)
+            .enumerate()
+        {
+            let me = TaskRef::Postprocess(q);
+            tasks.push((
+                me,
+                Box::new(PostTask {
+                    egress: path::Egress::new(
+                        arena.clone(),
+                        Postprocess::new(arena.clone(), post_policy),
+                        local_tx_hooks.clone(),
+                        pol.hooks.rings.clone(),
+                        q,
+                        csum_offload,
+                    ),
+                    ctl,
+                    pending: (0..nd)
+                        .map(|_| (0..ng).map(|_| Vec::new()).collect())
+                        .collect(),
+                    from_place,
+                    to_io,
+                    tags: Vec::with_capacity(BURST),
+                    items: Vec::with_capacity(BURST),
+                    batch: Vec::with_capacity(BURST),
+                    meta: Meta::new(me, worker_of(me), &mut reports),
+                }),
+            ));
+        }
+
+        // Threads.
+        let stop = Arc::new(AtomicBool::new(false));
+        // The process's cores, not the calling thread's: a caller pinned to one core would
+        // otherwise confine every worker to it.
+        let cores: Vec<core_affinity::CoreId> = crate::pipeline::topology::usable_cores()
+            .iter()
+            .map(|&id| core_affinity::CoreId { id })
+            .collect();
+        let mut per_worker: Vec<Vec<Box<dyn Task>>> =
+            topology.workers.iter().map(|_| Vec::new()).collect();
+        let mut cpu_of: Vec<WorkerCpu> = topology
+            .workers
+            .iter()
+            .map(|_| WorkerCpu {
+                thread_ns: Arc::new(AtomicU64::new(0)),
+                tasks: Vec::new(),
+            })
+            .collect();
+        for (t, task) in tasks {
+            per_worker[worker_of(t)].push(task);
+            cpu_of[worker_of(t)]
+                .tasks
+                .push((t, Arc::new(AtomicU64::new(0))));
+        }
+        let mut workers = Vec::new();
+        // With fewer cores than threads that want to run (workers plus applications),
+        // busy workers yield regularly instead of holding their core for a whole time slice.
+        let share_core = topology.workers.len() >= crate::pipeline::topology::core_budget().max(1);
+        if topology.caller_driven {
+            // The application's thread runs everything (`Threaded::poll`).
+            let tasks: Vec<Box<dyn Task>> = per_worker.into_iter().flatten().collect();
+            let refs: Vec<TaskRef> = cpu_of
+                .iter()
+                .flat_map(|w| w.tasks.iter().map(|(t, _)| *t))
+                .collect();
+            return Ok(Threaded {
+                arena,
+                host: Host { shared: host },
+                stop,
+                wakes,
+                workers,
+                driven: Some(Driven::new(tasks, refs, clock.clone())),
+                cpu: Vec::new(),
+                reports,
+                summary,
+            });
+        }
+        for (i, (spec, mut tasks)) in topology.workers.iter().zip(per_worker).enumerate() {
+            let task_ns: Vec<Arc<AtomicU64>> =
+                cpu_of[i].tasks.iter().map(|(_, ns)| ns.clone()).collect();
+            let stop = stop.clone();
+            let clock = clock.clone();
+            let wake = wakes[i].clone();
+            let cpu = cpu_of[i].thread_ns.clone();
+            // The port has no interrupt and the timers no thread of their own: the I/O
+            // task's worker sleeps briefly; the others sleep until a producer wakes them.
+            let nap = if i == io_worker { IO_NAP } else { IDLE_NAP };
+            let core = spec
+                .core
+                .and_then(|c| cores.get(c % cores.len().max(1)).copied());
+            let handle = std::thread::Builder::new()
+                .name(format!("flextoe-w{i}"))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        core_affinity::set_for_current(c);
+                    }
+                    let mut idle = 0u32;
+                    let mut polls = 0u64;
+                    // Sampled run time per task (ns, scaled up by the sampling rate).
+                    let mut times = vec![0u64; tasks.len()];
+                    let mut reported = std::time::Instant::now();
+                    let run_all = |tasks: &mut Vec<Box<dyn Task>>| {
+                        let now = clock.now();
+                        let mut busy = false;
+                        for t in tasks.iter_mut() {
+                            busy |= t.run(now);
+                        }
+                        busy
+                    };
+                    let run_timed = |tasks: &mut Vec<Box<dyn Task>>, times: &mut [u64]| {
+                        let now = clock.now();
+                        let mut busy = false;
+                        let mut t0 = std::time::Instant::now();
+                        for (t, spent) in tasks.iter_mut().zip(times.iter_mut()) {
+                            busy |= t.run(now);
+                            let t1 = std::time::Instant::now();
+                            *spent += (t1 - t0).as_nanos() as u64 * SAMPLE_EVERY;
+                            t0 = t1;
+                        }
+                        busy
+                    };
+                    let publish = |tasks: &mut Vec<Box<dyn Task>>, times: &[u64]| {
+                        for ((t, ns), total) in tasks.iter_mut().zip(&task_ns).zip(times) {
+                            ns.store(*total, Ordering::Relaxed);
+                            t.report();
+                        }
+                        if let Ok(t) = cpu_time::ThreadTime::try_now() {
+                            cpu.store(t.as_duration().as_nanos() as u64, Ordering::Relaxed);
+                        }
+                    };
+                    while !stop.load(Ordering::Relaxed) {
+                        let busy = if polls.is_multiple_of(SAMPLE_EVERY) {
+                            run_timed(&mut tasks, &mut times)
+                        } else {
+                            run_all(&mut tasks)
+                        };
+                        polls += 1;
+                        if polls.is_multiple_of(64) && reported.elapsed() >= REPORT_EVERY {
+                            reported = std::time::Instant::now();
+                            publish(&mut tasks, &times);
+                        }
+                        if busy {
+                            idle = 0;
+                            // Share the core now and then: applications and other workers
+                            // may have been placed on it too.
+                            if share_core && polls.is_multiple_of(16) {
+                                std::thread::yield_now();
+                            }
+                            continue;
+                        }
+                        idle = idle.saturating_add(1);
+                        if idle < SPIN_PASSES {
+                            std::hint::spin_loop();
+                            continue;
+                        }
+                        // Spin, then park: announce it, look once more, sleep until a
+                        // producer wakes this worker.
+                        wake.prepare();
+                        if run_all(&mut tasks) || stop.load(Ordering::Relaxed) {
+                            wake.cancel();
+                            idle = 0;
+                            continue;
+                        }
+                        wake.park(Some(nap));
+                    }
+                    publish(&mut tasks, &times);
+                })
+                .map_err(|_| EngineError::Config("could not spawn a worker thread"))?;
+            workers.push(handle);
+        }
+        Ok(Threaded {
+            arena,
+            host: Host { shared: host },
+            stop,
+            wakes,
+            workers,
+            driven: None,
+            cpu: cpu_of,
+            reports,
+            summary,
+        })
+    }
+
+    /// The inline mapping ([`fused`]): the whole engine as one task on the caller's thread.
+    fn inline_mapping<P, K, C, S>(
+        cfg: EngineConfig,
+        port: P,
+        clock: K,
+        pol: Policies<C, S>,
+    ) -> Result<Self, EngineError>
+    where
+        P: Port + 'static,
+        K: Clock + Clone + 'static,
+        C: CongestionControl,
+        S: FlowScheduler,
+    {
+        let engine = crate::pipeline::Engine::assemble(cfg, port, pol.cc, pol.sched, pol.hooks)?;
+        let (arena, host) = (engine.arena().clone(), engine.host());
+        let mut reports = Vec::new();
+        let summary: Shared<IoSummary> = Arc::new(Mutex::new(IoSummary::default()));
+        let mut task = fused::Fused::new(engine, &mut reports, summary.clone());
+        task.report();
+        Ok(Threaded {
+            arena,
+            host,
+            stop: Arc::new(AtomicBool::new(false)),
+            wakes: Vec::new(),
+            workers: Vec::new(),
+            driven: Some(Driven::new(vec![Box::new(task)], Vec::new(), clock)),
+            cpu: Vec::new(),
+            reports,
+            summary,
+        })
+    }
+}

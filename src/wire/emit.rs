@@ -1,0 +1,257 @@
+//! Writing frames: header templates, checksums, and segments and ARP packets built whole.
+
+use super::*;
+
+/// The variable fields of an outgoing segment built from a [`HeaderTemplate`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxHeader {
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgment number.
+    pub ack: u32,
+    /// TCP flags.
+    pub flags: u8,
+    /// Window field (already scaled down).
+    pub win: u16,
+    /// Our timestamp value.
+    pub ts_val: u32,
+    /// Timestamp echo.
+    pub ts_ecr: u32,
+    /// Payload length that follows the header.
+    pub payload_len: u16,
+    /// SACK blocks to carry; only segments without payload carry them (a data segment's
+    /// payload is placed before its header is written, at a fixed offset).
+    pub sack: SackBlocks,
+    /// Mark the IP header ECN-capable, ECT(0) (RFC 3168: new data of an ECN connection).
+    pub ect: bool,
+}
+
+/// A connection's constant header bytes: Ethernet, IPv4 (no options, DF, TTL 64) and TCP
+/// (ports, data offset, and the NOP NOP TS block when timestamps are on).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderTemplate {
+    bytes: [u8; ETH_HDR + IP_HDR + TCP_HDR + TS_OPT_LEN],
+    len: u8,
+    ts: bool,
+}
+
+impl HeaderTemplate {
+    /// Build the template for a connection.
+    pub fn new(local_mac: MacAddr, remote_mac: MacAddr, t: &FourTuple, timestamps: bool) -> Self {
+        let mut bytes = [0u8; ETH_HDR + IP_HDR + TCP_HDR + TS_OPT_LEN];
+        let tcp_len = TCP_HDR + if timestamps { TS_OPT_LEN } else { 0 };
+        let len = ETH_HDR + IP_HDR + tcp_len;
+        let mut eth = EthernetFrame::new_unchecked(&mut bytes[..]);
+        EthernetRepr {
+            src_addr: local_mac,
+            dst_addr: remote_mac,
+            ethertype: EthernetProtocol::Ipv4,
+        }
+        .emit(&mut eth);
+        let ipr = Ipv4Repr {
+            src_addr: t.local_ip,
+            dst_addr: t.remote_ip,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp_len,
+            hop_limit: 64,
+        };
+        let mut ip = Ipv4Packet::new_unchecked(&mut bytes[ETH_HDR..ETH_HDR + IP_HDR]);
+        ipr.emit(&mut ip, &ChecksumCapabilities::ignored());
+        let mut tcp = TcpPacket::new_unchecked(&mut bytes[ETH_HDR + IP_HDR..len]);
+        tcp.set_src_port(t.local_port);
+        tcp.set_dst_port(t.remote_port);
+        tcp.set_header_len(tcp_len as u8);
+        if timestamps {
+            let o = tcp.options_mut();
+            o[0] = 1;
+            o[1] = 1;
+            o[2] = 8;
+            o[3] = 10;
+        }
+        HeaderTemplate {
+            bytes,
+            len: len as u8,
+            ts: timestamps,
+        }
+    }
+
+    /// Header length (Ethernet through TCP options).
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Never empty; present for API symmetry.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Whether the template carries the timestamp option.
+    pub fn timestamps(&self) -> bool {
+        self.ts
+    }
+
+    /// Write the header for `h` into `buf`; returns the header length. The payload goes right
+    /// after it; checksums are filled later by [`fill_checksums`]. A segment without payload
+    /// carries `h.sack` in a SACK option after the template's options.
+    pub fn write(&self, buf: &mut [u8], h: &TxHeader) -> usize {
+        let mut len = self.len as usize;
+        buf[..len].copy_from_slice(&self.bytes[..len]);
+        if h.payload_len == 0 && !h.sack.is_empty() {
+            let blocks = h.sack.as_slice();
+            let opt = 4 + 8 * blocks.len();
+            if buf.len() >= len + opt {
+                let o = &mut buf[len..len + opt];
+                o[0] = 1;
+                o[1] = 1;
+                o[2] = 5;
+                o[3] = (2 + 8 * blocks.len()) as u8;
+                for (i, (l, r)) in blocks.iter().enumerate() {
+                    o[4 + 8 * i..8 + 8 * i].copy_from_slice(&l.to_be_bytes());
+                    o[8 + 8 * i..12 + 8 * i].copy_from_slice(&r.to_be_bytes());
+                }
+                len += opt;
+                let doff = ((len - ETH_HDR - IP_HDR) / 4) as u8;
+                buf[ETH_HDR + IP_HDR + 12] = doff << 4;
+            }
+        }
+        if h.ect {
+            buf[ETH_HDR + 1] = (buf[ETH_HDR + 1] & !3) | 2;
+        }
+        let ip_total = (len - ETH_HDR) as u16 + h.payload_len;
+        buf[ETH_HDR + 2..ETH_HDR + 4].copy_from_slice(&ip_total.to_be_bytes());
+        let t = &mut buf[ETH_HDR + IP_HDR..len];
+        t[4..8].copy_from_slice(&h.seq.to_be_bytes());
+        t[8..12].copy_from_slice(&h.ack.to_be_bytes());
+        t[13] = h.flags;
+        t[14..16].copy_from_slice(&h.win.to_be_bytes());
+        if self.ts {
+            t[TCP_HDR + 4..TCP_HDR + 8].copy_from_slice(&h.ts_val.to_be_bytes());
+            t[TCP_HDR + 8..TCP_HDR + 12].copy_from_slice(&h.ts_ecr.to_be_bytes());
+        }
+        len
+    }
+}
+
+/// Fill the IPv4 header checksum and the TCP checksum of an Ethernet/IPv4/TCP frame. Frames
+/// of any other kind are left alone.
+pub fn fill_checksums(frame: &mut [u8]) {
+    if frame.len() < ETH_HDR + IP_HDR || frame[12..14] != [0x08, 0x00] {
+        return;
+    }
+    let ip_bytes = &mut frame[ETH_HDR..];
+    let hl = ((ip_bytes[0] & 0x0f) as usize) * 4;
+    let total = u16::from_be_bytes([ip_bytes[2], ip_bytes[3]]) as usize;
+    if hl < IP_HDR || total < hl + TCP_HDR || total > ip_bytes.len() {
+        return;
+    }
+    checksum::fill_ipv4_header(&mut ip_bytes[..hl]);
+    if ip_bytes[9] != 6 {
+        return;
+    }
+    let src = Ipv4Addr::new(ip_bytes[12], ip_bytes[13], ip_bytes[14], ip_bytes[15]);
+    let dst = Ipv4Addr::new(ip_bytes[16], ip_bytes[17], ip_bytes[18], ip_bytes[19]);
+    checksum::fill_tcp(src, dst, &mut ip_bytes[hl..total]);
+}
+
+/// Addresses for [`emit_tcp`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    /// Source MAC.
+    pub src_mac: MacAddr,
+    /// Destination MAC.
+    pub dst_mac: MacAddr,
+    /// Source IP.
+    pub src_ip: Ipv4Addr,
+    /// Destination IP.
+    pub dst_ip: Ipv4Addr,
+}
+
+/// [`emit_tcp`], with `extra` TCP flags (ECE, CWR) added to the header.
+pub fn emit_tcp_with_flags(
+    buf: &mut [u8],
+    ep: &Endpoints,
+    repr: &TcpRepr<'_>,
+    extra: u8,
+) -> Option<usize> {
+    let n = emit_tcp(buf, ep, repr)?;
+    if extra != 0 {
+        buf[ETH_HDR + IP_HDR + 13] |= extra;
+        fill_checksums(&mut buf[..n]);
+    }
+    Some(n)
+}
+
+/// Build a complete Ethernet/IPv4/TCP frame (checksums filled) into `buf`; returns its length,
+/// or `None` when `buf` is too small or the options do not fit in a TCP header. See
+/// [`emit_tcp_with_flags`] for ECE and CWR, which `TcpRepr` does not carry.
+pub fn emit_tcp(buf: &mut [u8], ep: &Endpoints, repr: &TcpRepr<'_>) -> Option<usize> {
+    if repr.header_len() > 60 {
+        // More options than a TCP header holds.
+        return None;
+    }
+    let tcp_len = repr.buffer_len();
+    let len = ETH_HDR + IP_HDR + tcp_len;
+    if buf.len() < len {
+        return None;
+    }
+    let buf = &mut buf[..len];
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
+    EthernetRepr {
+        src_addr: ep.src_mac,
+        dst_addr: ep.dst_mac,
+        ethertype: EthernetProtocol::Ipv4,
+    }
+    .emit(&mut eth);
+    let caps = ChecksumCapabilities::default();
+    let ipr = Ipv4Repr {
+        src_addr: ep.src_ip,
+        dst_addr: ep.dst_ip,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp_len,
+        hop_limit: 64,
+    };
+    ipr.emit(
+        &mut Ipv4Packet::new_unchecked(&mut buf[ETH_HDR..ETH_HDR + IP_HDR]),
+        &caps,
+    );
+    repr.emit(
+        &mut TcpPacket::new_unchecked(&mut buf[ETH_HDR + IP_HDR..]),
+        &IpAddress::Ipv4(ep.src_ip),
+        &IpAddress::Ipv4(ep.dst_ip),
+        &caps,
+    );
+    Some(len)
+}
+
+/// Build an Ethernet/ARP frame into `buf`; returns its length, or `None` when too small.
+pub fn emit_arp(
+    buf: &mut [u8],
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    repr: &ArpRepr,
+) -> Option<usize> {
+    let len = ETH_HDR + repr.buffer_len();
+    if buf.len() < len {
+        return None;
+    }
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..len]);
+    EthernetRepr {
+        src_addr: src_mac,
+        dst_addr: dst_mac,
+        ethertype: EthernetProtocol::Arp,
+    }
+    .emit(&mut eth);
+    repr.emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
+    Some(len)
+}
+
+/// Build an ARP request asking who has `target`.
+pub fn arp_request(src_mac: MacAddr, src_ip: Ipv4Addr, target: Ipv4Addr) -> ArpRepr {
+    ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: src_mac,
+        source_protocol_addr: src_ip,
+        target_hardware_addr: MacAddr([0; 6]),
+        target_protocol_addr: target,
+    }
+}
