@@ -40,7 +40,11 @@
 //! (medians, and min..max over rounds of the ratio), and, only where every check is within
 //! ±15%, its prediction for 4, 8 and 16 cores: the application on one core and
 //! `Topology::x86` over the rest, against the inline engine's measured rate, with the thread
-//! that limits it. The model knows nothing about contention between the workers beyond the
+//! that limits it; then the same layouts with replicated placement
+//! (`Topology::with_replicated_placement`), where the copies long enough to lend move from
+//! the owner's place replica to the others, each paying two hand-offs of a 56-byte job. That
+//! prediction is not checked against any run here (it needs a core per place replica). The
+//! model knows nothing about contention between the workers beyond the
 //! rings (shared caches, memory bandwidth, the other threads' spinning), so a prediction is
 //! an upper bound.
 
@@ -53,6 +57,7 @@ use std::collections::HashMap;
 
 use flextoe::backends::trace::Workload;
 use flextoe::buf::FrameArena;
+use flextoe::pipeline::topology::LEND_MIN;
 use flextoe::pipeline::{TaskRef, Topology};
 use trace_run::{arg, measure, workloads, Run, Runtime};
 
@@ -133,6 +138,32 @@ struct Inputs {
     place_reads: f64,
     app_reads: f64,
     app_writes: f64,
+    /// What the same byte-ring writes and reads cost on one thread: (per call, per byte).
+    here_write: (f64, f64),
+    here_read: (f64, f64),
+    /// Whether the received and the sent payload copies are long enough to be lent
+    /// (`topology::LEND_MIN`) under replicated placement.
+    lend_rx: bool,
+    lend_tx: bool,
+}
+
+impl Inputs {
+    /// Under replicated placement: (copies lent per unit, what they cost on one thread, what
+    /// a byte ring across cores adds to them), ns per unit.
+    fn lent(&self) -> (f64, f64, f64) {
+        let (mut n, mut here, mut cross) = (0.0, 0.0, 0.0);
+        if self.lend_rx {
+            n += self.place_writes;
+            here += self.place_writes * self.here_write.0 + self.rx_bytes * self.here_write.1;
+            cross += self.place_writes * self.cross_write.0 + self.rx_bytes * self.cross_write.1;
+        }
+        if self.lend_tx {
+            n += self.place_reads;
+            here += self.place_reads * self.here_read.0 + self.tx_bytes * self.here_read.1;
+            cross += self.place_reads * self.cross_read.0 + self.tx_bytes * self.cross_read.1;
+        }
+        (n, here, cross)
+    }
 }
 
 fn kind_of(t: TaskRef) -> Option<&'static str> {
@@ -197,6 +228,23 @@ impl Inputs {
                         + self.rx_bytes * self.cross_write.1
                         + self.place_reads * self.cross_read.0
                         + self.tx_bytes * self.cross_read.1;
+                }
+            }
+        }
+        // Replicated placement: the copies long enough to lend leave the owner's worker
+        // for the other place replicas' (shared evenly), with what the byte ring across
+        // cores adds to them; each job (56 bytes) crosses to its helper and back, costed
+        // each way as the nearest item measured, `Ingress<RxWork>` (48 bytes).
+        let helpers = t.place.saturating_sub(1);
+        if t.replicated_placement && helpers > 0 {
+            let (n, here, cross) = self.lent();
+            let hop = self.hop_cross[1];
+            if let Some(w) = worker_of(TaskRef::Place(0)) {
+                load[w] += n * 2.0 * hop - here - cross;
+            }
+            for d in 1..t.place {
+                if let Some(w) = worker_of(TaskRef::Place(d)) {
+                    load[w] += (here + cross + n * 2.0 * hop) / helpers as f64;
                 }
             }
         }
@@ -315,6 +363,16 @@ fn inputs(cal: &Run, workload: Workload, arena: &FrameArena, clock_read: f64) ->
         },
         app_reads: cal.app_reads / cal.units,
         app_writes: cal.app_writes / cal.units,
+        here_write: here_w,
+        here_read: here_r,
+        lend_rx: match workload {
+            Workload::Bulk { segment } => segment >= LEND_MIN,
+            Workload::Rpc { request, .. } => request >= LEND_MIN,
+        },
+        lend_tx: match workload {
+            Workload::Bulk { .. } => false,
+            Workload::Rpc { response, .. } => response >= LEND_MIN,
+        },
     }
 }
 
@@ -338,6 +396,18 @@ fn on_own_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 fn median_min_max(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
     (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+/// A layout for one connection with replicated placement on `cores` cores (one for the
+/// application): the I/O task, one flow group, a third of the other workers (at least 2) as
+/// place replicas, the rest split between preprocess and postprocess.
+fn one_flow_layout(cores: usize) -> Topology {
+    let workers = cores.saturating_sub(1).max(1);
+    let place = (workers / 3).max(2);
+    let rest = workers.saturating_sub(2 + place);
+    let pre = rest.div_ceil(2).max(1);
+    let post = rest.saturating_sub(pre).max(1);
+    Topology::with_counts(pre, 1, place, post, workers, false).with_replicated_placement()
 }
 
 /// The layout `Topology::auto(1)` builds on a machine with `cores` cores.
@@ -490,6 +560,30 @@ fn main() {
         println!(
             "  prediction (the application on one core, Topology::x86 on the rest; inline measured {:.3} {unit}):\n{}",
             inline * scale,
+            preds.join("\n")
+        );
+        let preds: Vec<String> = [4usize, 8, 16]
+            .iter()
+            .map(|&n| {
+                let t = one_flow_layout(n);
+                let (p, _, _) = median_min_max(fed.iter().map(|i| i.predict(&t)).collect());
+                let (_, limit) = fed[fed.len() / 2].predict_with_bottleneck(&t);
+                format!(
+                    "    {n:>2} cores ({:>2} workers, {} place replicas): {:.3} {unit}, {:.2}x inline, limited by {limit}",
+                    t.workers.len(),
+                    t.place,
+                    p * scale,
+                    p / inline
+                )
+            })
+            .collect();
+        println!(
+            "  with replicated placement, laid out for one connection (the application on one core; the I/O task, one flow group, a third of the rest as place replicas and the others split between preprocess and postprocess, one task per worker where there are enough; not checked against a run: that needs a core for each place replica{}):\n{}",
+            if fed[0].lent().0 > 0.0 {
+                ""
+            } else {
+                "; no copy of this workload is long enough to lend"
+            },
             preds.join("\n")
         );
     }

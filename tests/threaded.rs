@@ -27,7 +27,17 @@ fn reports(topology: &Topology) -> usize {
 }
 
 fn echo_many(topology: Topology, conns: usize, bytes: usize) -> flextoe::pipeline::ThreadedStats {
-    let (sp, cp) = MemLink::pair(Impairments::none());
+    echo_many_over(topology, conns, bytes, Impairments::none())
+}
+
+/// [`echo_many`] over a link with `impairments`.
+fn echo_many_over(
+    topology: Topology,
+    conns: usize,
+    bytes: usize,
+    impairments: Impairments,
+) -> flextoe::pipeline::ThreadedStats {
+    let (sp, cp) = MemLink::pair(impairments);
     let clock = VirtualClock::new();
     let mut scfg = engine_config(MAC_A, IP_A);
     scfg.control.rto_min = Duration::from_millis(20);
@@ -214,6 +224,64 @@ fn egress_reorder_backpressure_policy_loses_nothing() {
     // Backpressure never gives a frame up: nothing skipped, nothing late.
     assert_eq!((r.skipped, r.late), (0, 0), "{r:?}");
     assert!(r.released > 0);
+}
+
+/// Per place replica: (copies made for the other replicas, copies lent to them).
+fn copies(st: &flextoe::pipeline::ThreadedStats) -> Vec<(u64, u64)> {
+    st.tasks
+        .iter()
+        .filter(|t| matches!(t.task, Some(TaskRef::Place(_))))
+        .map(|t| {
+            t.stages
+                .iter()
+                .find(|(n, _)| n.starts_with("copies"))
+                .map_or((0, 0), |(_, s)| (s.items_in, s.items_out))
+        })
+        .collect()
+}
+
+/// One connection's payload copies go to every place replica, not only to the one that
+/// owns its rings, and the echo comes back whole and in order.
+#[test]
+fn replicated_placement_spreads_one_connections_copies() {
+    let t = Topology::with_counts(1, 1, 3, 1, 3, false).with_replicated_placement();
+    let st = echo_many(t, 1, 2_000_000);
+    let c = copies(&st);
+    eprintln!("copies (made, lent) per place replica: {c:?}");
+    assert_eq!(c.len(), 3);
+    let lent: u64 = c.iter().map(|x| x.1).sum();
+    let made: u64 = c.iter().map(|x| x.0).sum();
+    assert_eq!(made, lent, "every copy lent was made once");
+    // One replica owns the connection and lends; both others make its copies.
+    assert_eq!(c.iter().filter(|x| x.1 > 0).count(), 1, "{c:?}");
+    assert_eq!(c.iter().filter(|x| x.0 > 0).count(), 2, "{c:?}");
+    // Without it, nothing is lent.
+    let st = echo_many(Topology::with_counts(1, 1, 3, 1, 3, false), 1, 200_000);
+    assert!(copies(&st).iter().all(|&x| x == (0, 0)));
+}
+
+/// With loss, reordering and duplicates, segments land out of order and twice while copies
+/// of the same ranges are out on other replicas: nothing is lost, duplicated or
+/// corrupted.
+#[test]
+fn replicated_placement_survives_loss_reordering_and_duplicates() {
+    let t = Topology::with_counts(1, 1, 2, 1, 2, false).with_replicated_placement();
+    let imp = Impairments {
+        loss: 0.01,
+        reorder: 0.03,
+        duplicate: 0.03,
+        seed: 7,
+        ..Impairments::none()
+    };
+    let st = echo_many_over(t, 2, 600_000, imp);
+    let c = copies(&st);
+    eprintln!("copies (made, lent) per place replica: {c:?}");
+    assert!(c.iter().map(|x| x.1).sum::<u64>() > 0, "nothing was lent");
+    let r = st.io.retransmissions;
+    assert!(
+        r.fast + r.recovery + r.tail_probes + r.timeout > 0,
+        "the link lost nothing the server sent: {r:?}"
+    );
 }
 
 #[test]

@@ -293,6 +293,22 @@ impl Delivery {
         };
         self.verdicts.start(results.len());
         self.place.process(&cx, results, &mut self.verdicts);
+        self.notify_only(now, results, events);
+    }
+
+    /// Notify the application and (through `events`) the control plane of `results`, whose
+    /// payload actions are done (replicated placement makes and publishes them itself).
+    pub(crate) fn notify_only(
+        &mut self,
+        now: Instant,
+        results: &mut [ProtoResult],
+        events: &mut Vec<ControlEvent>,
+    ) {
+        let cx = HookCx {
+            now,
+            arena: &self.arena,
+            instance: self.instance,
+        };
         self.verdicts.start(results.len());
         self.notify.process(&cx, results, &mut self.verdicts);
         self.notify.take_events(events);

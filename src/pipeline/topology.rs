@@ -6,6 +6,10 @@ use crate::flow::FlowId;
 use crate::reorder::Overflow;
 use crate::wire::FourTuple;
 
+/// With [`Topology::replicated_placement`], the shortest payload copy a place replica lends
+/// to another (bytes); shorter ones cost less to make than to hand over.
+pub const LEND_MIN: usize = 256;
+
 /// Which place replica owns a flow's rings in the threaded runtime. Called once per flow,
 /// when it is set up; the answer is kept in a table, so the data path pays nothing per
 /// packet. Answers are taken modulo the number of replicas.
@@ -106,6 +110,13 @@ pub struct Topology {
     /// [`Engine`](crate::pipeline::Engine). The tasks are those of the one worker in
     /// `workers`. See [`Topology::fused`].
     pub caller_driven: bool,
+    /// Replicated placement: every place replica makes payload copies of at least
+    /// [`LEND_MIN`] bytes
+    /// for the connections of the others, so one connection's copies run on several
+    /// workers; the replica that owns a connection still publishes its rings and notifies
+    /// in result order, once the copies before have come back. Off by default; with one
+    /// place replica it changes nothing. See [`Topology::with_replicated_placement`].
+    pub replicated_placement: bool,
 }
 
 /// Errors in a topology.
@@ -196,6 +207,7 @@ impl Topology {
             overflow: Overflow::Backpressure,
             rx_hooks: false,
             tx_hooks: false,
+            replicated_placement: false,
             caller_driven: false,
         };
         let threads = threads.max(1);
@@ -311,6 +323,13 @@ impl Topology {
             core,
             tasks: vec![TaskRef::RxHooks],
         });
+        self
+    }
+
+    /// Spread each connection's payload copies over every place replica
+    /// ([`replicated_placement`](Self::replicated_placement)).
+    pub fn with_replicated_placement(mut self) -> Self {
+        self.replicated_placement = true;
         self
     }
 

@@ -8,8 +8,8 @@
 
 use std::sync::Arc;
 
-use super::{Actions, ProtoResult};
-use crate::buf::{Frame, FrameArena, RingReader, RingWriter};
+use super::{Actions, PayloadOp, ProtoResult};
+use crate::buf::{Frame, FrameArena, ReadLease, RingReader, RingWriter, WriteLease};
 use crate::flow::FlowId;
 use crate::pipeline::hooks::{Hook, HookCx, Results, Verdicts};
 use crate::stats::{DropReason, StageStats};
@@ -110,10 +110,9 @@ impl Place {
     }
 
     /// [`apply`](Self::apply), leaving the received frame in `freed`.
+    #[inline]
     fn apply_deferred(&mut self, r: &mut ProtoResult) {
-        let inc = self.incarnations.get(r.flow as usize).copied().unwrap_or(0);
-        if inc != 0 && (r.stamp >> 24) as u8 != inc {
-            self.drop_stale(r);
+        if !self.admit(r) {
             return;
         }
         let a = r.actions;
@@ -124,20 +123,10 @@ impl Place {
             return;
         };
         if let Some(frame) = r.rx_frame.take() {
-            if a.any(Actions::PLACE_PAYLOAD) {
-                let data = self.arena.data(&frame);
-                let off = r.payload.frame_off as usize;
-                let end = off + r.payload.len as usize;
-                let ok = end <= data.len()
-                    && rings
-                        .rx
-                        .write_at(r.payload.ring_pos, &data[off..end])
-                        .is_ok();
-                if !ok {
-                    // The protocol stage only places inside the window it computed from the
-                    // ring, so this means a state/ring mismatch; count it, never corrupt.
-                    self.stats.drops.add(DropReason::OutOfWindow);
-                }
+            if a.any(Actions::PLACE_PAYLOAD) && !place_rx(&self.arena, &mut rings.rx, r, &frame) {
+                // The protocol stage only places inside the window it computed from the
+                // ring, so this means a state/ring mismatch; count it, never corrupt.
+                self.stats.drops.add(DropReason::OutOfWindow);
             }
             self.freed.push(frame);
         }
@@ -149,17 +138,7 @@ impl Place {
         }
         if a.any(Actions::FETCH_PAYLOAD) {
             if let Some(frame) = r.tx_frame.as_mut() {
-                let hl = frame.len();
-                let len = r.payload.len as usize;
-                let buf = self.arena.buf_mut(frame);
-                if hl + len <= buf.len()
-                    && rings
-                        .tx
-                        .read_at(r.payload.ring_pos, &mut buf[hl..hl + len])
-                        .is_ok()
-                {
-                    frame.set_len(hl + len);
-                } else {
+                if !fetch_tx(&self.arena, &rings.tx, r.payload, frame) {
                     self.stats.drops.add(DropReason::OutOfWindow);
                     if let Some(f) = r.tx_frame.take() {
                         self.arena.free(f);
@@ -168,6 +147,246 @@ impl Place {
             }
         }
     }
+
+    /// Whether `r` belongs to the installed connection of its flow id; a result of a previous
+    /// one is dropped here.
+    #[inline]
+    fn admit(&mut self, r: &mut ProtoResult) -> bool {
+        let inc = self.incarnations.get(r.flow as usize).copied().unwrap_or(0);
+        if inc != 0 && (r.stamp >> 24) as u8 != inc {
+            self.drop_stale(r);
+            return false;
+        }
+        true
+    }
+
+    /// The copies of result `r` for a runtime that lends them to other threads (replicated
+    /// placement): the first copy of at least `min` bytes (a received segment's payload into
+    /// the RX ring, or transmit payload from the TX ring into the frame to send) is not made
+    /// here but returned as a [`CopyJob`] numbered `slot`, with the ring range it touches
+    /// leased; it comes back through [`complete`](Self::complete). Shorter copies are made
+    /// here. Nothing is published: [`publish`](Self::publish) does that, in result order,
+    /// once every copy before has come back. Received frames whose payload is placed wait in
+    /// `freed`.
+    pub(crate) fn begin(&mut self, r: &mut ProtoResult, min: usize, slot: u64) -> Begin {
+        if !self.admit(r) {
+            return Begin::Done;
+        }
+        let a = r.actions;
+        let Some(rings) = self.flows.get_mut(r.flow as usize).and_then(Option::as_mut) else {
+            if let Some(f) = r.rx_frame.take() {
+                self.freed.push(f);
+            }
+            return Begin::Done;
+        };
+        let (pos, len) = (r.payload.ring_pos, r.payload.len as usize);
+        let mut job = None;
+        if let Some(frame) = r.rx_frame.take() {
+            if a.any(Actions::PLACE_PAYLOAD) {
+                if rings.rx.is_leased(pos, len) {
+                    // A copy still out holds part of the range (the segment arrived again
+                    // while its first copy is being made): wait for it.
+                    r.rx_frame = Some(frame);
+                    return Begin::Wait;
+                }
+                let off = r.payload.frame_off;
+                let fits = off as usize + len <= self.arena.data(&frame).len();
+                if fits && len >= min {
+                    match rings.rx.lease(pos, len) {
+                        Ok(lease) => {
+                            job = Some(CopyJob {
+                                slot,
+                                copy: Copy::Rx { lease, off },
+                                frame,
+                                ok: false,
+                            });
+                        }
+                        Err(_) => {
+                            self.stats.drops.add(DropReason::OutOfWindow);
+                            self.freed.push(frame);
+                        }
+                    }
+                } else {
+                    if !place_rx(&self.arena, &mut rings.rx, r, &frame) {
+                        self.stats.drops.add(DropReason::OutOfWindow);
+                    }
+                    self.freed.push(frame);
+                }
+            } else {
+                self.freed.push(frame);
+            }
+        }
+        if a.any(Actions::FETCH_PAYLOAD) {
+            if job.is_none() && len >= min {
+                if let Some(frame) = r.tx_frame.take() {
+                    match rings.tx.lease(pos, len) {
+                        Ok(lease) => {
+                            job = Some(CopyJob {
+                                slot,
+                                copy: Copy::Tx { lease },
+                                frame,
+                                ok: false,
+                            });
+                        }
+                        Err(_) => {
+                            self.stats.drops.add(DropReason::OutOfWindow);
+                            self.arena.free(frame);
+                        }
+                    }
+                }
+            } else if let Some(frame) = r.tx_frame.as_mut() {
+                if !fetch_tx(&self.arena, &rings.tx, r.payload, frame) {
+                    self.stats.drops.add(DropReason::OutOfWindow);
+                    if let Some(f) = r.tx_frame.take() {
+                        self.arena.free(f);
+                    }
+                }
+            }
+        }
+        match job {
+            Some(j) => Begin::Lent(j),
+            None => Begin::Done,
+        }
+    }
+
+    /// A job [`begin`](Self::begin) lent, back after [`CopyJob::run`]: its lease is settled
+    /// and its frame goes back to `r` (transmit) or is freed (received).
+    pub(crate) fn complete(&mut self, job: CopyJob, r: &mut ProtoResult) {
+        let CopyJob {
+            copy, frame, ok, ..
+        } = job;
+        let rings = self.flows.get_mut(r.flow as usize).and_then(Option::as_mut);
+        match copy {
+            Copy::Rx { lease, .. } => {
+                if let Some(rings) = rings {
+                    let _ = rings.rx.settle(lease);
+                }
+                if !ok {
+                    self.stats.drops.add(DropReason::OutOfWindow);
+                }
+                self.freed.push(frame);
+            }
+            Copy::Tx { lease } => {
+                if let Some(rings) = rings {
+                    let _ = rings.tx.settle(lease);
+                }
+                if ok {
+                    r.tx_frame = Some(frame);
+                } else {
+                    self.stats.drops.add(DropReason::OutOfWindow);
+                    self.arena.free(frame);
+                }
+            }
+        }
+    }
+
+    /// Publication, after every copy of `r` and of the results before it: the RX ring up to
+    /// the in-order end, the TX ring released up to what the peer acknowledged.
+    #[inline]
+    pub(crate) fn publish(&mut self, r: &mut ProtoResult) {
+        let a = r.actions;
+        if !a.any(Actions::PUBLISH_RX | Actions::RELEASE_TX) {
+            return;
+        }
+        let Some(rings) = self.flows.get_mut(r.flow as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        if a.any(Actions::PUBLISH_RX) {
+            let _ = rings.rx.publish(r.rx_publish);
+        }
+        if a.any(Actions::RELEASE_TX) {
+            let _ = rings.tx.release(r.tx_release.min(rings.tx.head()));
+        }
+    }
+
+    /// Give the received frames placed so far back to the arena (one compare-and-swap).
+    pub(crate) fn free_placed(&mut self) {
+        self.arena.free_all(&mut self.freed);
+    }
+
+    /// Count a burst of `n` results (a runtime that calls [`begin`](Self::begin) itself).
+    pub(crate) fn count(&mut self, n: usize) {
+        self.stats.bursts += 1;
+        self.stats.items_in += n as u64;
+        self.stats.items_out += n as u64;
+    }
+}
+
+/// What [`Place::begin`] did with a result.
+pub(crate) enum Begin {
+    /// Its copies are made: it may be published once the results before it are.
+    Done,
+    /// One copy is lent out as this job.
+    Lent(CopyJob),
+    /// Nothing was done: a copy would touch a ring range still lent out. Try again once the
+    /// jobs out have come back.
+    Wait,
+}
+
+/// One payload copy, run by a thread other than the one that owns the flow's rings: the
+/// range of the ring it touches is leased, the frame moves with the job.
+pub(crate) struct CopyJob {
+    /// The lender's number for the result this copy belongs to.
+    pub(crate) slot: u64,
+    copy: Copy,
+    frame: Frame,
+    ok: bool,
+}
+
+// What crosses the rings between place replicas per lent copy.
+const _: () = assert!(std::mem::size_of::<CopyJob>() == 56);
+
+enum Copy {
+    /// Received payload at `off` in the frame into the RX ring.
+    Rx { lease: WriteLease, off: u16 },
+    /// Transmit payload from the TX ring after the frame's headers.
+    Tx { lease: ReadLease },
+}
+
+impl CopyJob {
+    /// Make the copy.
+    pub(crate) fn run(&mut self, arena: &FrameArena) {
+        self.ok = match &mut self.copy {
+            Copy::Rx { lease, off } => {
+                let data = arena.data(&self.frame);
+                let off = *off as usize;
+                let end = off + lease.len();
+                end <= data.len() && lease.write(&data[off..end]).is_ok()
+            }
+            Copy::Tx { lease } => {
+                let hl = self.frame.len();
+                let len = lease.len();
+                let buf = arena.buf_mut(&mut self.frame);
+                let ok = hl + len <= buf.len() && lease.read(&mut buf[hl..hl + len]).is_ok();
+                if ok {
+                    self.frame.set_len(hl + len);
+                }
+                ok
+            }
+        };
+    }
+}
+
+/// Copy the payload of received segment `r` from `frame` into the RX ring.
+#[inline]
+fn place_rx(arena: &FrameArena, rx: &mut RingWriter, r: &ProtoResult, frame: &Frame) -> bool {
+    let data = arena.data(frame);
+    let off = r.payload.frame_off as usize;
+    let end = off + r.payload.len as usize;
+    end <= data.len() && rx.write_at(r.payload.ring_pos, &data[off..end]).is_ok()
+}
+
+/// Copy `op`'s transmit payload from the TX ring into `frame`, after its headers.
+#[inline]
+fn fetch_tx(arena: &FrameArena, tx: &RingReader, op: PayloadOp, frame: &mut Frame) -> bool {
+    let hl = frame.len();
+    let len = op.len as usize;
+    let buf = arena.buf_mut(frame);
+    let ok = hl + len <= buf.len() && tx.read_at(op.ring_pos, &mut buf[hl..hl + len]).is_ok();
+    if ok {
+        frame.set_len(hl + len);
+    }
+    ok
 }
 
 impl Place {
@@ -261,5 +480,77 @@ mod tests {
         assert_eq!(app_rx.pop(&mut got), 4);
         assert_eq!(got, [0x11; 4]);
         assert_eq!(place.stats().drops.get(DropReason::StaleFlow), 1);
+    }
+
+    /// A copy lent out holds its ring range: a second segment for the same bytes waits (it
+    /// is not written over the range while the lent copy is being made, nor dropped), and
+    /// once the job is back and published, it is placed; the application reads the bytes
+    /// once, in order.
+    #[test]
+    fn a_segment_for_a_range_lent_out_waits_for_the_copy() {
+        let arena = Arc::new(FrameArena::new(8).unwrap());
+        let mut place = Place::new(arena.clone());
+        let (rx, mut app_rx) = byte_ring(4096);
+        let (_app_tx, tx) = byte_ring(4096);
+        place.install(1, FlowRings { rx, tx }, 0);
+        let segment = |arena: &FrameArena, pos: u64, len: usize, publish: u64| {
+            let mut f = arena.alloc().unwrap();
+            for (i, b) in arena.buf_mut(&mut f)[..len].iter_mut().enumerate() {
+                *b = (pos as usize + i) as u8;
+            }
+            f.set_len(len);
+            let mut r = ProtoResult {
+                flow: 1,
+                rx_frame: Some(f),
+                rx_publish: publish,
+                ..Default::default()
+            };
+            r.payload = PayloadOp {
+                ring_pos: pos,
+                frame_off: 0,
+                len: len as u16,
+            };
+            r.actions.set(Actions::PLACE_PAYLOAD | Actions::PUBLISH_RX);
+            r
+        };
+        // Bytes 512..1024 arrive first (out of order) and their copy is lent.
+        let mut ahead = segment(&arena, 512, 512, 0);
+        let Begin::Lent(mut job) = place.begin(&mut ahead, 256, 7) else {
+            panic!("a 512-byte copy is lent");
+        };
+        assert_eq!(job.slot, 7);
+        // The same bytes again, before the job is back: nothing done, frame kept.
+        let mut again = segment(&arena, 512, 512, 0);
+        assert!(matches!(place.begin(&mut again, 256, 8), Begin::Wait));
+        assert!(again.rx_frame.is_some());
+        // So does a part of them too short to lend (it would be copied here).
+        let mut part = segment(&arena, 600, 100, 0);
+        assert!(matches!(place.begin(&mut part, 256, 9), Begin::Wait));
+        // A small copy elsewhere is made at once.
+        let mut first = segment(&arena, 0, 100, 100);
+        assert!(matches!(place.begin(&mut first, 256, 9), Begin::Done));
+        place.publish(&mut first);
+        // The hole is filled, but the ring cannot publish into the lent range yet.
+        let mut whole = segment(&arena, 100, 412, 1024);
+        assert!(matches!(place.begin(&mut whole, 1024, 10), Begin::Done));
+        place.publish(&mut whole);
+        assert_eq!(app_rx.available(), 100);
+        job.run(&arena);
+        place.complete(job, &mut ahead);
+        // The duplicate goes on now (lent again, as a job of its own).
+        let Begin::Lent(mut dup) = place.begin(&mut again, 256, 8) else {
+            panic!("the duplicate is lent once the range is free");
+        };
+        dup.run(&arena);
+        place.complete(dup, &mut again);
+        assert!(matches!(place.begin(&mut part, 256, 9), Begin::Done));
+        place.publish(&mut whole);
+        place.free_placed();
+        let mut got = vec![0u8; 2048];
+        assert_eq!(app_rx.pop(&mut got), 1024);
+        for (i, b) in got[..1024].iter().enumerate() {
+            assert_eq!(*b, i as u8, "byte {i}");
+        }
+        assert_eq!(place.stats().drops.total(), 0);
     }
 }

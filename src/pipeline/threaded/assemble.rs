@@ -405,11 +405,42 @@ impl Threaded {
                 }),
             ));
         }
-        for (d, (((from_group, to_post), events), ctl)) in place_from_group
+        // Replicated placement: a ring of copy jobs from each place replica to each other one,
+        // and one back.
+        let mut lending: Vec<Option<place::Lending>> = (0..nd).map(|_| None).collect();
+        if topology.replicated_placement && nd > 1 {
+            let mut to: Vec<Vec<Producer<CopyJob>>> = (0..nd).map(|_| Vec::new()).collect();
+            let mut back: Vec<Vec<Consumer<CopyJob>>> = (0..nd).map(|_| Vec::new()).collect();
+            let mut from: Vec<Vec<Consumer<CopyJob>>> = (0..nd).map(|_| Vec::new()).collect();
+            let mut done: Vec<Vec<Producer<CopyJob>>> = (0..nd).map(|_| Vec::new()).collect();
+            for d in 0..nd {
+                for e in (0..nd).filter(|&e| e != d) {
+                    let (mut p, c) = spsc::<CopyJob>(rs);
+                    if let Some(w) = wire(TaskRef::Place(d), TaskRef::Place(e)) {
+                        p.wake_on_push(w);
+                    }
+                    to[d].push(p);
+                    from[e].push(c);
+                    let (mut p, c) = spsc::<CopyJob>(rs);
+                    if let Some(w) = wire(TaskRef::Place(e), TaskRef::Place(d)) {
+                        p.wake_on_push(w);
+                    }
+                    done[e].push(p);
+                    back[d].push(c);
+                }
+            }
+            for (d, (((to, back), from), done)) in
+                to.into_iter().zip(back).zip(from).zip(done).enumerate()
+            {
+                lending[d] = Some(place::Lending::new(to, back, from, done));
+            }
+        }
+        for (d, ((((from_group, to_post), events), ctl), lending)) in place_from_group
             .into_iter()
             .zip(place_to_post)
             .zip(ev_p)
             .zip(place_ctl_rx)
+            .zip(lending)
             .enumerate()
         {
             let me = TaskRef::Place(d);
@@ -427,6 +458,8 @@ impl Threaded {
                     batch: Vec::with_capacity(BURST),
                     results: Vec::with_capacity(BURST),
                     seqs: Vec::with_capacity(BURST),
+                    lending,
+                    flushed: true,
                     meta: Meta::new(me, worker_of(me), &mut reports),
                 }),
             ));

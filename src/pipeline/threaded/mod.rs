@@ -70,7 +70,7 @@ use crate::host::{ConnShared, Host, HostShared};
 use crate::reorder::{Ingress, Merge, Overflow, Reorder, Tagged};
 use crate::ring::{spsc, Consumer, Producer, Wakeup};
 use crate::stages::notify::ControlEvent;
-use crate::stages::place::FlowRings;
+use crate::stages::place::{CopyJob, FlowRings};
 use crate::stages::postprocess::{FlowView, Postprocess};
 use crate::stages::preprocess::Preprocess;
 use crate::stages::protocol::{Protocol, TcpState};

@@ -1,7 +1,62 @@
 //! The place replicas: delivery (payload between frames and rings, notifications) for the
-//! connections each owns.
+//! connections each owns. With replicated placement ([`Topology::replicated_placement`]) a
+//! replica lends its large payload copies to the other replicas and makes theirs: the copies
+//! of one connection run in parallel, and each replica publishes its connections' rings and
+//! notifies in result order, once every copy before has come back.
+
+use std::collections::VecDeque;
 
 use super::*;
+use crate::stages::place::{Begin, CopyJob};
+
+use crate::pipeline::topology::LEND_MIN;
+/// Results a replica holds while copies are out, at most.
+const HOLD_MAX: usize = 256;
+
+/// A place replica's side of replicated placement.
+pub(super) struct Lending {
+    /// Jobs to each other replica, and the rings they come back on.
+    pub(super) to: Vec<Producer<CopyJob>>,
+    pub(super) back: Vec<Consumer<CopyJob>>,
+    /// Jobs from each other replica, and the rings that take them back.
+    pub(super) from: Vec<Consumer<CopyJob>>,
+    pub(super) done: Vec<Producer<CopyJob>>,
+    pub(super) next: usize,
+    /// Results in order since the oldest not yet published: (group, egress number, result,
+    /// whether a copy of it is out).
+    pub(super) held: VecDeque<(u16, u64, ProtoResult, bool)>,
+    /// The slot number of `held[0]`.
+    pub(super) base: u64,
+    /// Results taken but not begun (a copy would touch a range still lent out).
+    pub(super) waiting: VecDeque<(u16, u64, ProtoResult)>,
+    pub(super) ready: Vec<ProtoResult>,
+    pub(super) ready_tags: Vec<(u16, u64)>,
+    /// Jobs lent, and made for other replicas.
+    pub(super) stats: StageStats,
+}
+
+impl Lending {
+    pub(super) fn new(
+        to: Vec<Producer<CopyJob>>,
+        back: Vec<Consumer<CopyJob>>,
+        from: Vec<Consumer<CopyJob>>,
+        done: Vec<Producer<CopyJob>>,
+    ) -> Self {
+        Lending {
+            to,
+            back,
+            from,
+            done,
+            next: 0,
+            held: VecDeque::new(),
+            base: 0,
+            waiting: VecDeque::new(),
+            ready: Vec::new(),
+            ready_tags: Vec::new(),
+            stats: StageStats::default(),
+        }
+    }
+}
 
 pub(super) struct PlaceTask {
     pub(super) delivery: path::Delivery,
@@ -15,32 +70,36 @@ pub(super) struct PlaceTask {
     pub(super) batch: Vec<(u64, ProtoResult)>,
     pub(super) results: Vec<ProtoResult>,
     pub(super) seqs: Vec<u64>,
+    pub(super) lending: Option<Lending>,
+    /// Whether the outputs took everything at the start of this pass.
+    pub(super) flushed: bool,
     pub(super) meta: Meta,
 }
 
-impl PlaceTask {
-    fn control(&mut self) {
-        // An empty check first: cheaper than a receive on an idle pass.
-        while !self.ctl.is_empty() {
-            let Ok(m) = self.ctl.try_recv() else { break };
-            match m {
-                PlaceCtl::Install {
-                    id,
-                    rings,
-                    conn,
-                    incarnation,
-                } => {
-                    self.delivery.place.install(id, rings, incarnation);
-                    self.delivery.notify.install(id, conn);
-                }
-                PlaceCtl::Remove(id) => {
-                    self.delivery.place.remove(id);
-                    self.delivery.notify.remove(id);
-                }
+/// Install and remove flows as the control messages say.
+fn control(ctl: &Receiver<PlaceCtl>, delivery: &mut path::Delivery) {
+    // An empty check first: cheaper than a receive on an idle pass.
+    while !ctl.is_empty() {
+        let Ok(m) = ctl.try_recv() else { break };
+        match m {
+            PlaceCtl::Install {
+                id,
+                rings,
+                conn,
+                incarnation,
+            } => {
+                delivery.place.install(id, rings, incarnation);
+                delivery.notify.install(id, conn);
+            }
+            PlaceCtl::Remove(id) => {
+                delivery.place.remove(id);
+                delivery.notify.remove(id);
             }
         }
     }
+}
 
+impl PlaceTask {
     fn flush(&mut self) -> bool {
         if !self.pending_events.is_empty() {
             self.events.push_burst(&mut self.pending_events);
@@ -60,9 +119,138 @@ impl PlaceTask {
     }
 }
 
+impl PlaceTask {
+    /// One pass with replicated placement: make the other replicas' copies, take back the
+    /// copies lent, begin new results, publish in order what is complete.
+    fn run_lending(&mut self, now: Instant) -> bool {
+        let Some(l) = self.lending.as_mut() else {
+            return false;
+        };
+        let arena = &self.delivery.arena;
+        let place = &mut self.delivery.place;
+        let mut busy = false;
+        // Copies for the other replicas (as many as their return rings take).
+        for (input, out) in l.from.iter_mut().zip(l.done.iter_mut()) {
+            let room = out.free();
+            for _ in 0..room.min(BURST) {
+                let Some(mut job) = input.pop() else { break };
+                job.run(arena);
+                l.stats.items_in += 1;
+                // Room was checked; a full ring cannot happen here.
+                let _ = out.push(job);
+                busy = true;
+            }
+        }
+        // Copies lent, back.
+        for input in l.back.iter_mut() {
+            while let Some(job) = input.pop() {
+                busy = true;
+                let i = (job.slot - l.base) as usize;
+                let (_, _, r, out) = &mut l.held[i];
+                place.complete(job, r);
+                *out = false;
+            }
+        }
+        // The copies above go on while the outputs are full: another replica's results may be
+        // waiting for them, and the outputs for those results.
+        if !self.flushed {
+            return busy;
+        }
+        // New results.
+        if l.waiting.is_empty() && l.held.len() < HOLD_MAX {
+            let mut got = false;
+            for (g, c) in self.from_group.iter_mut().enumerate() {
+                self.batch.clear();
+                if c.pop_burst(&mut self.batch, BURST) == 0 {
+                    continue;
+                }
+                got = true;
+                l.waiting
+                    .extend(self.batch.drain(..).map(|(s, r)| (g as u16, s, r)));
+            }
+            if got {
+                busy = true;
+                // Taken inputs first, control messages second: every flow named is
+                // installed.
+                control(&self.ctl, &mut self.delivery);
+            }
+        }
+        let arena = &self.delivery.arena;
+        let place = &mut self.delivery.place;
+        let mut begun = 0;
+        while let Some((g, s, mut r)) = l.waiting.pop_front() {
+            let slot = l.base + l.held.len() as u64;
+            match place.begin(&mut r, LEND_MIN, slot) {
+                Begin::Done => l.held.push_back((g, s, r, false)),
+                Begin::Lent(job) => {
+                    let n = l.to.len();
+                    let mut job = Some(job);
+                    for k in 0..n {
+                        let q = (l.next + k) % n;
+                        let Some(j) = job.take() else { break };
+                        match l.to[q].push(j) {
+                            Ok(()) => {
+                                l.next = (q + 1) % n;
+                                l.stats.items_out += 1;
+                            }
+                            Err(j) => job = Some(j),
+                        }
+                    }
+                    match job {
+                        None => l.held.push_back((g, s, r, true)),
+                        Some(mut job) => {
+                            // Every other replica's ring is full: the copy is made here.
+                            job.run(arena);
+                            place.complete(job, &mut r);
+                            l.held.push_back((g, s, r, false));
+                        }
+                    }
+                }
+                Begin::Wait => {
+                    l.waiting.push_front((g, s, r));
+                    break;
+                }
+            }
+            begun += 1;
+        }
+        if begun > 0 {
+            place.count(begun);
+        }
+        place.free_placed();
+        // Publication in order.
+        while l.held.front().is_some_and(|h| !h.3) {
+            let Some((g, s, mut r, _)) = l.held.pop_front() else {
+                break;
+            };
+            l.base += 1;
+            place.publish(&mut r);
+            l.ready_tags.push((g, s));
+            l.ready.push(r);
+        }
+        if !l.ready.is_empty() {
+            busy = true;
+            self.delivery
+                .notify_only(now, &mut l.ready, &mut self.pending_events);
+            for ((g, s), r) in l.ready_tags.drain(..).zip(l.ready.drain(..)) {
+                self.pending.push((g, s, r));
+            }
+            self.flush();
+        }
+        busy
+    }
+}
+
 impl Task for PlaceTask {
     fn run(&mut self, now: Instant) -> bool {
         self.meta.polls += 1;
+        if self.lending.is_some() {
+            self.flushed = self.flush();
+            let busy = self.run_lending(now) || !self.flushed;
+            if busy {
+                self.meta.busy += 1;
+            }
+            return busy;
+        }
         if !self.flush() {
             self.meta.busy += 1;
             return true;
@@ -75,7 +263,7 @@ impl Task for PlaceTask {
             }
             busy = true;
             // Taken inputs first, control messages second: every flow named is installed.
-            self.control();
+            control(&self.ctl, &mut self.delivery);
             self.seqs.clear();
             for (seq, r) in self.batch.drain(..) {
                 self.seqs.push(seq);
@@ -95,8 +283,12 @@ impl Task for PlaceTask {
     }
 
     fn report(&mut self) {
+        let mut stages: Vec<(&'static str, StageStats)> = self.delivery.stats().into();
+        if let Some(l) = &self.lending {
+            stages.push(("copies (made, lent)", l.stats.clone()));
+        }
         self.meta.publish(
-            self.delivery.stats().into(),
+            stages,
             self.from_group
                 .iter()
                 .map(|c| ("from_group", c.len(), c.capacity()))

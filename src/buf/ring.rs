@@ -1,0 +1,659 @@
+//! Byte rings: a connection's payload between the engine and the application.
+
+#![allow(unsafe_code)]
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Errors from byte-ring position checks.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
+pub enum RingError {
+    /// The access lies outside the region the caller owns.
+    #[error("ring access out of bounds: position {pos}, length {len}")]
+    OutOfBounds {
+        /// Start position of the access.
+        pos: u64,
+        /// Length of the access.
+        len: usize,
+    },
+}
+
+struct RingShared {
+    buf: Box<[UnsafeCell<u8>]>,
+    mask: u64,
+    /// Published by the writer: bytes in `[tail, head)` are readable.
+    head: AtomicU64,
+    /// Released by the reader: bytes before `tail` may be overwritten.
+    tail: AtomicU64,
+    reader_closed: AtomicBool,
+    writer_closed: AtomicBool,
+    /// Ranges the writer lent out as [`WriteLease`]s (only the writer changes them).
+    write_leases: Leases,
+    /// Ranges the reader lent out as [`ReadLease`]s (only the reader changes them).
+    read_leases: Leases,
+}
+
+/// Ranges `[start, end)` lent out by one end of a ring. They live with the ring's shared
+/// state (the ends stay two words each); a count read first keeps the checks free while none
+/// is out.
+#[derive(Default)]
+struct Leases {
+    n: AtomicUsize,
+    list: Mutex<Vec<(u64, u64)>>,
+}
+
+impl Leases {
+    fn list(&self) -> std::sync::MutexGuard<'_, Vec<(u64, u64)>> {
+        // A panic while holding it leaves a valid list: take it back.
+        self.list.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn out(&self) -> usize {
+        self.n.load(Ordering::Relaxed)
+    }
+
+    /// Whether `[start, end)` overlaps a range lent out.
+    #[inline(always)]
+    fn overlap(&self, start: u64, end: u64) -> bool {
+        self.out() > 0 && self.overlap_out(start, end)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn overlap_out(&self, start: u64, end: u64) -> bool {
+        self.list().iter().any(|&(s, e)| start < e && s < end)
+    }
+
+    /// The lowest start of a range lent out (`u64::MAX` when none).
+    #[inline(always)]
+    fn first_start(&self) -> u64 {
+        if self.out() == 0 {
+            return u64::MAX;
+        }
+        self.first_start_out()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn first_start_out(&self) -> u64 {
+        self.list().iter().map(|l| l.0).min().unwrap_or(u64::MAX)
+    }
+
+    fn add(&self, start: u64, end: u64) {
+        self.list().push((start, end));
+        self.n.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Take back the lease of `[pos, pos + len)`; `same`: it is a lease of this ring.
+    fn settle(&self, same: bool, pos: u64, len: usize) -> Result<(), RingError> {
+        let mut list = self.list();
+        match list.iter().position(|&l| l == (pos, pos + len as u64)) {
+            Some(i) if same => {
+                list.swap_remove(i);
+                self.n.fetch_sub(1, Ordering::Relaxed);
+                Ok(())
+            }
+            _ => Err(RingError::OutOfBounds { pos, len }),
+        }
+    }
+}
+
+// SAFETY: the writer only writes bytes in `[head, tail + cap)` and the reader only reads bytes
+// in `[tail, head)`; those regions never overlap, and positions move forward through atomics
+// with release/acquire ordering, which also publishes the bytes. A [`WriteLease`] writes a
+// range of the writer's region that the writer has set aside: no other lease overlaps it, the
+// writer neither writes it nor publishes past its start while it is out. A [`ReadLease`]
+// reads a range of the reader's region that the reader does not release while it is out.
+unsafe impl Sync for RingShared {}
+// SAFETY: as above; the cells are plain bytes.
+unsafe impl Send for RingShared {}
+
+impl RingShared {
+    fn cap(&self) -> u64 {
+        self.mask + 1
+    }
+
+    /// Copy `data` into the ring at `pos` (caller proves ownership of that region).
+    fn copy_in(&self, pos: u64, data: &[u8]) {
+        let cap = self.cap() as usize;
+        let start = (pos & self.mask) as usize;
+        let first = data.len().min(cap - start);
+        let base = self.buf.as_ptr() as *mut u8;
+        // SAFETY: `start + first <= cap` and `data.len() - first <= cap - first`, so both
+        // copies stay in the buffer; the caller owns this region (see RingShared's SAFETY).
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), base.add(start), first);
+            std::ptr::copy_nonoverlapping(data.as_ptr().add(first), base, data.len() - first);
+        }
+    }
+
+    fn copy_out(&self, pos: u64, out: &mut [u8]) {
+        let cap = self.cap() as usize;
+        let start = (pos & self.mask) as usize;
+        let first = out.len().min(cap - start);
+        let base = self.buf.as_ptr() as *const u8;
+        // SAFETY: bounds as in `copy_in`; the region is readable by the caller.
+        unsafe {
+            std::ptr::copy_nonoverlapping(base.add(start), out.as_mut_ptr(), first);
+            std::ptr::copy_nonoverlapping(base, out.as_mut_ptr().add(first), out.len() - first);
+        }
+    }
+}
+
+/// Make a byte ring of `capacity` bytes (rounded up to a power of two, at least 64).
+pub fn byte_ring(capacity: usize) -> (RingWriter, RingReader) {
+    let cap = capacity.max(64).next_power_of_two();
+    // Zeroed memory from the allocator (calloc: pages the ring never reaches are never
+    // touched), not a byte-by-byte fill.
+    let zeroed: Box<[u8]> = vec![0u8; cap].into_boxed_slice();
+    // SAFETY: `UnsafeCell<u8>` has the layout of `u8` (repr(transparent)), so the boxed
+    // slice's allocation and length carry over unchanged.
+    let buf: Box<[UnsafeCell<u8>]> =
+        unsafe { Box::from_raw(Box::into_raw(zeroed) as *mut [UnsafeCell<u8>]) };
+    let shared = Arc::new(RingShared {
+        buf,
+        mask: cap as u64 - 1,
+        head: AtomicU64::new(0),
+        tail: AtomicU64::new(0),
+        reader_closed: AtomicBool::new(false),
+        writer_closed: AtomicBool::new(false),
+        write_leases: Leases::default(),
+        read_leases: Leases::default(),
+    });
+    (
+        RingWriter {
+            shared: shared.clone(),
+            head: 0,
+        },
+        RingReader { shared, tail: 0 },
+    )
+}
+
+/// A read-only view of a ring's positions, for a stage that must know how far the
+/// application has written or read without touching the bytes.
+#[derive(Clone)]
+pub struct RingObserver {
+    shared: Arc<RingShared>,
+}
+
+impl RingObserver {
+    /// The writer's published end.
+    pub fn head(&self) -> u64 {
+        self.shared.head.load(Ordering::Acquire)
+    }
+
+    /// The reader's released position (the published end once the reader is gone).
+    pub fn tail(&self) -> u64 {
+        if self.shared.reader_closed.load(Ordering::Acquire) {
+            self.head()
+        } else {
+            self.shared.tail.load(Ordering::Acquire)
+        }
+    }
+}
+
+/// The producing end of a byte ring. It may write anywhere in `[head, tail + capacity)`, and
+/// makes bytes readable by moving `head` forward with [`publish`](Self::publish).
+pub struct RingWriter {
+    shared: Arc<RingShared>,
+    head: u64,
+}
+
+impl RingWriter {
+    /// Ring size in bytes.
+    pub fn capacity(&self) -> usize {
+        self.shared.cap() as usize
+    }
+
+    /// A read-only view of this ring's positions.
+    pub fn observer(&self) -> RingObserver {
+        RingObserver {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The published end: bytes before it are readable.
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// The reader's released position. Once the reader is gone everything counts as read.
+    pub fn tail(&self) -> u64 {
+        if self.shared.reader_closed.load(Ordering::Acquire) {
+            self.head
+        } else {
+            self.shared.tail.load(Ordering::Acquire)
+        }
+    }
+
+    /// Free space behind `head`.
+    pub fn free(&self) -> usize {
+        (self.shared.cap() - (self.head - self.tail())) as usize
+    }
+
+    /// Whether the reader has been dropped.
+    pub fn reader_closed(&self) -> bool {
+        self.shared.reader_closed.load(Ordering::Acquire)
+    }
+
+    /// Write `data` at `pos`, which must lie in `[head, tail + capacity)`.
+    #[inline]
+    pub fn write_at(&mut self, pos: u64, data: &[u8]) -> Result<(), RingError> {
+        let end = pos.checked_add(data.len() as u64);
+        match end {
+            Some(end)
+                if pos >= self.head
+                    && end <= self.tail() + self.shared.cap()
+                    && !self.shared.write_leases.overlap(pos, end) =>
+            {
+                self.shared.copy_in(pos, data);
+                Ok(())
+            }
+            _ => Err(RingError::OutOfBounds {
+                pos,
+                len: data.len(),
+            }),
+        }
+    }
+
+    /// Make every byte before `new_head` readable. `new_head` must lie in
+    /// `[head, tail + capacity]`, and not past the start of a [`WriteLease`] still out.
+    #[inline]
+    pub fn publish(&mut self, new_head: u64) -> Result<(), RingError> {
+        if new_head < self.head
+            || new_head > self.tail() + self.shared.cap()
+            || new_head > self.shared.write_leases.first_start()
+        {
+            return Err(RingError::OutOfBounds {
+                pos: new_head,
+                len: 0,
+            });
+        }
+        self.head = new_head;
+        self.shared.head.store(new_head, Ordering::Release);
+        Ok(())
+    }
+
+    /// The free space after `head` up to the end of the buffer or the reader's tail,
+    /// whichever comes first, to fill in place; [`commit`](Self::commit) then publishes
+    /// what was written. Empty when the ring is full.
+    pub fn writable_slice(&mut self) -> &mut [u8] {
+        let cap = self.shared.cap() as usize;
+        let start = (self.head & self.shared.mask) as usize;
+        let len = self.room().min(cap - start);
+        let base = self.shared.buf.as_ptr() as *mut u8;
+        // SAFETY: `start + len <= cap`; bytes in `[head, tail + cap)` belong to the writer
+        // alone (see RingShared's SAFETY), and `&mut self` keeps `head` (hence the region)
+        // fixed while the slice lives.
+        unsafe { std::slice::from_raw_parts_mut(base.add(start), len) }
+    }
+
+    /// Publish the first `n` bytes of what [`writable_slice`](Self::writable_slice) lent.
+    pub fn commit(&mut self, n: usize) -> Result<(), RingError> {
+        self.publish(self.head + n as u64)
+    }
+
+    /// Append as much of `data` as fits and publish it; returns the bytes written.
+    pub fn push(&mut self, data: &[u8]) -> usize {
+        let n = data.len().min(self.room());
+        let head = self.head;
+        // In bounds by construction.
+        let _ = self.write_at(head, &data[..n]);
+        let _ = self.publish(head + n as u64);
+        n
+    }
+}
+
+impl RingWriter {
+    /// Free space after `head` that no lease holds: up to the first lease still out.
+    fn room(&self) -> usize {
+        let free = self.free() as u64;
+        free.min(
+            self.shared
+                .write_leases
+                .first_start()
+                .saturating_sub(self.head),
+        ) as usize
+    }
+
+    /// Set aside `[pos, pos + len)`, which must lie in `[head, tail + capacity)` and overlap
+    /// no lease still out, for another thread to write through the returned lease. Until it
+    /// comes back through [`settle`](Self::settle), this writer does not write there and
+    /// does not publish past `pos`.
+    pub fn lease(&mut self, pos: u64, len: usize) -> Result<WriteLease, RingError> {
+        match pos.checked_add(len as u64) {
+            Some(end)
+                if pos >= self.head
+                    && end <= self.tail() + self.shared.cap()
+                    && !self.shared.write_leases.overlap(pos, end) =>
+            {
+                self.shared.write_leases.add(pos, end);
+                Ok(WriteLease {
+                    shared: self.shared.clone(),
+                    pos,
+                    len,
+                })
+            }
+            _ => Err(RingError::OutOfBounds { pos, len }),
+        }
+    }
+
+    /// Take a lease back: its range may be published again. A lease of another ring is
+    /// refused (and stays out there).
+    pub fn settle(&mut self, lease: WriteLease) -> Result<(), RingError> {
+        let same = Arc::ptr_eq(&self.shared, &lease.shared);
+        self.shared.write_leases.settle(same, lease.pos, lease.len)
+    }
+
+    /// Leases still out.
+    pub fn leases_out(&self) -> usize {
+        self.shared.write_leases.out()
+    }
+
+    /// Whether a lease still out holds part of `[pos, pos + len)`.
+    pub fn is_leased(&self, pos: u64, len: usize) -> bool {
+        self.shared
+            .write_leases
+            .overlap(pos, pos.saturating_add(len as u64))
+    }
+}
+
+impl Drop for RingWriter {
+    fn drop(&mut self) {
+        self.shared.writer_closed.store(true, Ordering::Release);
+    }
+}
+
+/// The consuming end of a byte ring. It may read anywhere in `[tail, head)` (several times,
+/// as a retransmitting sender does) and frees space with [`release`](Self::release).
+pub struct RingReader {
+    shared: Arc<RingShared>,
+    tail: u64,
+}
+
+impl RingReader {
+    /// Ring size in bytes.
+    pub fn capacity(&self) -> usize {
+        self.shared.cap() as usize
+    }
+
+    /// The writer's published end.
+    pub fn head(&self) -> u64 {
+        self.shared.head.load(Ordering::Acquire)
+    }
+
+    /// A read-only view of this ring's positions.
+    pub fn observer(&self) -> RingObserver {
+        RingObserver {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The released position: bytes before it are gone.
+    pub fn tail(&self) -> u64 {
+        self.tail
+    }
+
+    /// Readable bytes.
+    pub fn available(&self) -> usize {
+        (self.head() - self.tail) as usize
+    }
+
+    /// Whether the writer has been dropped.
+    pub fn writer_closed(&self) -> bool {
+        self.shared.writer_closed.load(Ordering::Acquire)
+    }
+
+    /// Copy `out.len()` bytes starting at `pos`, which must lie in `[tail, head)`.
+    pub fn read_at(&self, pos: u64, out: &mut [u8]) -> Result<(), RingError> {
+        let end = pos.checked_add(out.len() as u64);
+        match end {
+            Some(end) if pos >= self.tail && end <= self.head() => {
+                self.shared.copy_out(pos, out);
+                Ok(())
+            }
+            _ => Err(RingError::OutOfBounds {
+                pos,
+                len: out.len(),
+            }),
+        }
+    }
+
+    /// Free every byte before `new_tail`, which must lie in `[tail, head]`, and not past the
+    /// start of a [`ReadLease`] still out.
+    #[inline]
+    pub fn release(&mut self, new_tail: u64) -> Result<(), RingError> {
+        if new_tail < self.tail
+            || new_tail > self.head()
+            || new_tail > self.shared.read_leases.first_start()
+        {
+            return Err(RingError::OutOfBounds {
+                pos: new_tail,
+                len: 0,
+            });
+        }
+        self.tail = new_tail;
+        self.shared.tail.store(new_tail, Ordering::Release);
+        Ok(())
+    }
+
+    /// The readable bytes from `tail` up to `head` or the end of the buffer, whichever comes
+    /// first, to read in place; [`consume`](Self::consume) then releases what was used.
+    pub fn readable_slice(&self) -> &[u8] {
+        let cap = self.shared.cap() as usize;
+        let start = (self.tail & self.shared.mask) as usize;
+        let len = self.available().min(cap - start);
+        let base = self.shared.buf.as_ptr() as *const u8;
+        // SAFETY: `start + len <= cap`; bytes in `[tail, head)` are published (acquire load
+        // of `head`) and the writer does not touch them until `tail` moves past them, which
+        // needs `&mut self`.
+        unsafe { std::slice::from_raw_parts(base.add(start), len) }
+    }
+
+    /// Release the first `n` bytes of what [`readable_slice`](Self::readable_slice) showed.
+    pub fn consume(&mut self, n: usize) -> Result<(), RingError> {
+        self.release(self.tail + n as u64)
+    }
+
+    /// Read and release up to `out.len()` bytes; returns how many.
+    pub fn pop(&mut self, out: &mut [u8]) -> usize {
+        let held = self
+            .shared
+            .read_leases
+            .first_start()
+            .saturating_sub(self.tail);
+        let n = out.len().min(self.available()).min(held as usize);
+        let tail = self.tail;
+        let _ = self.read_at(tail, &mut out[..n]);
+        let _ = self.release(tail + n as u64);
+        n
+    }
+}
+
+impl RingReader {
+    /// Lend `[pos, pos + len)`, which must lie in `[tail, head)`, for another thread to read
+    /// through the returned lease. Until it comes back through [`settle`](Self::settle),
+    /// this reader does not release past `pos`.
+    pub fn lease(&mut self, pos: u64, len: usize) -> Result<ReadLease, RingError> {
+        match pos.checked_add(len as u64) {
+            Some(end) if pos >= self.tail && end <= self.head() => {
+                self.shared.read_leases.add(pos, end);
+                Ok(ReadLease {
+                    shared: self.shared.clone(),
+                    pos,
+                    len,
+                })
+            }
+            _ => Err(RingError::OutOfBounds { pos, len }),
+        }
+    }
+
+    /// Take a lease back. A lease of another ring is refused (and stays out there).
+    pub fn settle(&mut self, lease: ReadLease) -> Result<(), RingError> {
+        let same = Arc::ptr_eq(&self.shared, &lease.shared);
+        self.shared.read_leases.settle(same, lease.pos, lease.len)
+    }
+
+    /// Leases still out.
+    pub fn leases_out(&self) -> usize {
+        self.shared.read_leases.out()
+    }
+}
+
+impl Drop for RingReader {
+    fn drop(&mut self) {
+        self.shared.reader_closed.store(true, Ordering::Release);
+    }
+}
+
+/// A range of a ring's writable region set aside by [`RingWriter::lease`], for another
+/// thread to fill; it goes back through [`RingWriter::settle`].
+pub struct WriteLease {
+    shared: Arc<RingShared>,
+    pos: u64,
+    len: usize,
+}
+
+impl WriteLease {
+    /// Where the range starts.
+    pub fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    /// The range's length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the range is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Write `data` at the start of the range; it must fit.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), RingError> {
+        if data.len() > self.len {
+            return Err(RingError::OutOfBounds {
+                pos: self.pos,
+                len: data.len(),
+            });
+        }
+        self.shared.copy_in(self.pos, data);
+        Ok(())
+    }
+}
+
+/// A range of a ring's readable region lent by [`RingReader::lease`], for another thread to
+/// read; it goes back through [`RingReader::settle`].
+pub struct ReadLease {
+    shared: Arc<RingShared>,
+    pos: u64,
+    len: usize,
+}
+
+impl ReadLease {
+    /// Where the range starts.
+    pub fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    /// The range's length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the range is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copy the start of the range into `out`, which must not be longer than the range.
+    pub fn read(&self, out: &mut [u8]) -> Result<(), RingError> {
+        if out.len() > self.len {
+            return Err(RingError::OutOfBounds {
+                pos: self.pos,
+                len: out.len(),
+            });
+        }
+        self.shared.copy_out(self.pos, out);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_wraps_and_checks_bounds() {
+        let (mut w, mut r) = byte_ring(64);
+        let data: Vec<u8> = (0..50u8).collect();
+        assert_eq!(w.push(&data), 50);
+        let mut out = [0u8; 40];
+        assert_eq!(r.pop(&mut out), 40);
+        assert_eq!(&out[..], &data[..40]);
+        // 10 left, 54 free; this write wraps around the end.
+        let more: Vec<u8> = (100..150u8).collect();
+        assert_eq!(w.push(&more), 50);
+        let mut all = vec![0u8; 60];
+        assert_eq!(r.pop(&mut all), 60);
+        assert_eq!(&all[..10], &data[40..]);
+        assert_eq!(&all[10..], &more[..]);
+        // Out-of-order placement ahead of head, then publish.
+        w.write_at(w.head() + 4, b"xy").unwrap();
+        w.write_at(w.head(), b"abcd").unwrap();
+        let h = w.head();
+        w.publish(h + 6).unwrap();
+        let mut six = [0u8; 6];
+        r.read_at(r.tail(), &mut six).unwrap();
+        assert_eq!(&six, b"abcdxy");
+        assert!(w.write_at(w.head() + 64, b"z").is_err());
+        assert!(r.read_at(r.tail() + 5, &mut [0u8; 2]).is_err());
+        assert!(w.publish(0).is_err());
+        drop(r);
+        assert!(w.reader_closed());
+        assert_eq!(w.free(), 64);
+    }
+
+    /// A leased range is the lessee's alone until it is settled: the writer neither writes
+    /// it, nor publishes past its start, nor lends it twice; the reader does not release
+    /// past a range it lent. Settled, both go on as before.
+    #[test]
+    fn leases_hold_their_range_until_settled() {
+        let (mut w, mut r) = byte_ring(64);
+        let mut a = w.lease(4, 4).unwrap();
+        assert!(w.lease(6, 4).is_err(), "overlapping lease");
+        assert!(w.write_at(7, b"zz").is_err(), "write into a lease");
+        w.write_at(0, b"abcd").unwrap();
+        assert!(w.publish(5).is_err(), "publish past a lease's start");
+        w.publish(4).unwrap();
+        assert_eq!(w.push(b"more"), 0, "push runs into the lease");
+        assert!(w.writable_slice().is_empty());
+        assert!(a.write(b"12345").is_err(), "longer than the lease");
+        a.write(b"efgh").unwrap();
+        let (mut w2, _r2) = byte_ring(64);
+        let other = w2.lease(4, 4).unwrap();
+        assert!(w.settle(other).is_err(), "a lease of another ring");
+        assert_eq!(w.leases_out(), 1);
+        w.settle(a).unwrap();
+        assert_eq!(w.leases_out(), 0);
+        w.publish(8).unwrap();
+        let mut out = [0u8; 8];
+        r.read_at(0, &mut out).unwrap();
+        assert_eq!(&out, b"abcdefgh");
+
+        let l = r.lease(2, 4).unwrap();
+        assert!(r.lease(6, 4).is_err(), "past head");
+        assert!(r.release(3).is_err(), "release past a lent range");
+        r.release(2).unwrap();
+        let mut two = [0u8; 8];
+        assert_eq!(r.pop(&mut two), 0, "pop would release the lent range");
+        let mut got = [0u8; 4];
+        l.read(&mut got).unwrap();
+        assert_eq!(&got, b"cdef");
+        r.settle(l).unwrap();
+        assert_eq!(r.pop(&mut two), 6);
+        assert_eq!(&two[..6], b"cdefgh");
+    }
+}
