@@ -25,7 +25,9 @@
 //!    the application's reads and writes add when they are on two cores.
 //! 3. **The layouts it checks**: the calibration layout itself (fed with the previous
 //!    round's inputs), and `Topology::auto(1)` (one worker, the application on another
-//!    core). `Topology::x86(2)` (three busy threads) needs a third core, and the inline
+//!    core), and the calibration layout with a second place replica and replicated placement
+//!    (gating only the predictions with replicated placement). `Topology::x86(2)` (three
+//!    busy threads) needs a third core, and the inline
 //!    engine is not a layout of the task graph (no rings, tags or reordering): it is measured
 //!    in each round as the reference for the predictions.
 //!
@@ -40,11 +42,15 @@
 //! (medians, and min..max over rounds of the ratio), and, only where every check is within
 //! ±15%, its prediction for 4, 8 and 16 cores: the application on one core and
 //! `Topology::x86` over the rest, against the inline engine's measured rate, with the thread
-//! that limits it; then the same layouts with replicated placement
-//! (`Topology::with_replicated_placement`), where the copies long enough to lend move from
-//! the owner's place replica to the others, each paying two hand-offs of a 56-byte job. That
-//! prediction is not checked against any run here (it needs a core per place replica). The
-//! model knows nothing about contention between the workers beyond the
+//! that limits it; then, for replicated placement (`Topology::with_replicated_placement`),
+//! layouts for one connection with several place replicas. Their inputs come from a one-core
+//! run of the calibration layout with a second place replica lending to it: the owner's and
+//! the other replica's time per unit (copies, the jobs' hand-offs, ordered publication). That
+//! run is the check of those inputs (the previous round's against this one's), which gates
+//! only these predictions; a parallel run needs a core per place replica. On more cores the
+//! lent copies, and what a byte ring across cores adds to them, are shared among the other
+//! replicas, and each job pays what a 48-byte item's hand-off across cores adds, both ways.
+//! The model knows nothing about contention between the workers beyond the
 //! rings (shared caches, memory bandwidth, the other threads' spinning), so a prediction is
 //! an upper bound.
 
@@ -145,6 +151,11 @@ struct Inputs {
     /// (`topology::LEND_MIN`) under replicated placement.
     lend_rx: bool,
     lend_tx: bool,
+    /// Under replicated placement, from the one-core run with a second place replica
+    /// lending to it: the owner's place replica's and the other one's service time per unit
+    /// (the copies, the jobs' hand-offs on one thread, the ordered publication).
+    lend_home: f64,
+    lend_helper: f64,
 }
 
 impl Inputs {
@@ -231,20 +242,21 @@ impl Inputs {
                 }
             }
         }
-        // Replicated placement: the copies long enough to lend leave the owner's worker
-        // for the other place replicas' (shared evenly), with what the byte ring across
-        // cores adds to them; each job (56 bytes) crosses to its helper and back, costed
-        // each way as the nearest item measured, `Ingress<RxWork>` (48 bytes).
+        // Replicated placement: the owner's place replica costs what it did in the one-core
+        // lending run, the other one's work is shared among the other replicas, and what a
+        // byte ring across cores adds to the lent copies moves with them; each job (56
+        // bytes) crosses to its helper and back, costed each way as the nearest item
+        // measured across cores, `Ingress<RxWork>` (48 bytes).
         let helpers = t.place.saturating_sub(1);
         if t.replicated_placement && helpers > 0 {
-            let (n, here, cross) = self.lent();
-            let hop = self.hop_cross[1];
+            let (n, _, cross) = self.lent();
+            let hop = (self.hop_cross[1] - self.hop_here[1]).max(0.0);
             if let Some(w) = worker_of(TaskRef::Place(0)) {
-                load[w] += n * 2.0 * hop - here - cross;
+                load[w] += self.lend_home - self.service["place"] - cross + n * 2.0 * hop;
             }
             for d in 1..t.place {
                 if let Some(w) = worker_of(TaskRef::Place(d)) {
-                    load[w] += (here + cross + n * 2.0 * hop) / helpers as f64;
+                    load[w] += (self.lend_helper + cross + n * 2.0 * hop) / helpers as f64;
                 }
             }
         }
@@ -269,6 +281,20 @@ impl Inputs {
     fn predict_task_graph(&self) -> f64 {
         1e9 / (self.service.values().sum::<f64>() + self.app).max(1e-9)
     }
+
+    /// The same with a second place replica making the lent copies, on the same thread.
+    fn predict_task_graph_lending(&self) -> f64 {
+        let others = self.service.values().sum::<f64>() - self.service["place"];
+        1e9 / (others + self.lend_home + self.lend_helper + self.app).max(1e-9)
+    }
+}
+
+/// The calibration layout with two place replicas and replicated placement: the second one
+/// makes the copies the first lends, on the same thread.
+fn lending_calibration_layout() -> Topology {
+    let mut t = Topology::with_counts(1, 2, 2, 1, 1, false).with_replicated_placement();
+    t.caller_driven = true;
+    t
 }
 
 /// The calibration layout: every task on the application's thread, two flow groups (one
@@ -280,7 +306,23 @@ fn calibration_layout() -> Topology {
 }
 
 /// One round's inputs: the calibration run and the micro-measurements.
-fn inputs(cal: &Run, workload: Workload, arena: &FrameArena, clock_read: f64) -> Inputs {
+fn inputs(
+    cal: &Run,
+    lending: Option<&Run>,
+    workload: Workload,
+    arena: &FrameArena,
+    clock_read: f64,
+) -> Inputs {
+    // A task's time per unit in a run, less the clock read each timed run adds.
+    let per_unit = |run: &Run, task: TaskRef| {
+        run.tasks
+            .iter()
+            .filter(|t| t.0 == task)
+            .map(|&(_, cpu, polls)| (cpu - polls as f64 * clock_read * 1e-9).max(0.0))
+            .sum::<f64>()
+            * 1e9
+            / run.units
+    };
     let mut service: HashMap<&'static str, f64> = HashMap::new();
     let mut in_tasks = 0.0;
     for &(task, cpu, polls) in &cal.tasks {
@@ -373,6 +415,13 @@ fn inputs(cal: &Run, workload: Workload, arena: &FrameArena, clock_read: f64) ->
             Workload::Bulk { .. } => false,
             Workload::Rpc { response, .. } => response >= LEND_MIN,
         },
+        // The placement policy picks the owner; it does the more work of the two.
+        lend_home: lending.map_or(0.0, |l| {
+            per_unit(l, TaskRef::Place(0)).max(per_unit(l, TaskRef::Place(1)))
+        }),
+        lend_helper: lending.map_or(0.0, |l| {
+            per_unit(l, TaskRef::Place(0)).min(per_unit(l, TaskRef::Place(1)))
+        }),
     }
 }
 
@@ -445,6 +494,20 @@ fn main() {
                 Vec::new(),
             ));
         }
+        // Replicated placement changes nothing where no copy is long enough to lend.
+        let lends = match workload {
+            Workload::Bulk { segment } => segment >= LEND_MIN,
+            Workload::Rpc {
+                request, response, ..
+            } => request.max(response) >= LEND_MIN,
+        };
+        let lend_check = checks.len();
+        if lends {
+            checks.push((
+                "the same with a second place replica lending, 1 core (previous round's)".into(),
+                Vec::new(),
+            ));
+        }
         for round in 0..rounds {
             let mut layouts: Vec<(usize, Runtime)> = vec![
                 (0, Runtime::Inline),
@@ -453,26 +516,36 @@ fn main() {
             if threaded_check {
                 layouts.push((2, Runtime::Threaded(auto.clone())));
             }
+            if lends {
+                layouts.push((3, Runtime::Threaded(lending_calibration_layout())));
+            }
             if round % 2 == 1 {
                 layouts.reverse();
             }
-            let mut measured = [0.0; 3];
-            let mut cal = None;
+            let mut measured = [0.0; 4];
+            let (mut cal, mut lending) = (None, None);
             for (i, rt) in layouts {
                 let run = measure(&rt, workload, secs);
                 measured[i] = run.rate;
                 if i == 1 {
                     cal = Some(run);
+                } else if i == 3 {
+                    lending = Some(run);
                 }
             }
             let cal = cal.expect("the calibration ran");
-            let inp = inputs(&cal, workload, &arena, clock_read);
+            let inp = inputs(&cal, lending.as_ref(), workload, &arena, clock_read);
             // The calibration layout is checked against the model fed with the previous
             // round's inputs (the first round against its own, which only checks the sums).
             let prev = fed.last().unwrap_or(&inp);
             checks[0].1.push((prev.predict_task_graph(), measured[1]));
             if threaded_check {
                 checks[1].1.push((inp.predict(&auto), measured[2]));
+            }
+            if lends {
+                checks[lend_check]
+                    .1
+                    .push((prev.predict_task_graph_lending(), measured[3]));
             }
             inline_rate.push(measured[0]);
             fed.push(inp);
@@ -482,13 +555,17 @@ fn main() {
             "  {:<58} {:>10} {:>10} {:>22}",
             "layout", "model", "measured", "model / measured"
         );
-        let mut ok = true;
-        for (layout, pairs) in &checks {
+        let (mut ok, mut lend_ok) = (true, true);
+        for (k, (layout, pairs)) in checks.iter().enumerate() {
             let (pm, _, _) = median_min_max(pairs.iter().map(|p| p.0).collect());
             let (mm, _, _) = median_min_max(pairs.iter().map(|p| p.1).collect());
             let (r, lo, hi) = median_min_max(pairs.iter().map(|p| p.0 / p.1).collect());
             let within = (0.85..=1.15).contains(&r);
-            ok &= within;
+            if k == lend_check {
+                lend_ok = within;
+            } else {
+                ok &= within;
+            }
             println!(
                 "  {layout:<58} {:>10.3} {:>10.3} {:>8.2} ({:.2}..{:.2}) {}",
                 pm * scale,
@@ -522,6 +599,13 @@ fn main() {
             .map(|k| format!("{k} {:.0}", per(mid.service.get(k).copied().unwrap_or(0.0))))
             .collect();
         svc.push(format!("application {:.0}", per(mid.app)));
+        if lends {
+            svc.push(format!(
+                "lending: owner's place {:.0}, other place {:.0}",
+                per(mid.lend_home),
+                per(mid.lend_helper)
+            ));
+        }
         println!("  inputs, ns {per_name}: {}", svc.join(", "));
         println!(
             "  hand-off ns/item (one thread / two cores): Ingress<RxWork> {:.1}/{:.1}, (u64, ProtoResult) {:.1}/{:.1}, Tagged<Frame> {:.1}/{:.1}; \
@@ -562,6 +646,14 @@ fn main() {
             inline * scale,
             preds.join("\n")
         );
+        if !lends {
+            println!("  replicated placement: no copy of this workload is long enough to lend");
+            continue;
+        }
+        if !lend_ok {
+            println!("  no prediction with replicated placement: its one-core check is off by more than 15%");
+            continue;
+        }
         let preds: Vec<String> = [4usize, 8, 16]
             .iter()
             .map(|&n| {
@@ -578,12 +670,7 @@ fn main() {
             })
             .collect();
         println!(
-            "  with replicated placement, laid out for one connection (the application on one core; the I/O task, one flow group, a third of the rest as place replicas and the others split between preprocess and postprocess, one task per worker where there are enough; not checked against a run: that needs a core for each place replica{}):\n{}",
-            if fed[0].lent().0 > 0.0 {
-                ""
-            } else {
-                "; no copy of this workload is long enough to lend"
-            },
+            "  with replicated placement, laid out for one connection (the application on one core; the I/O task, one flow group, a third of the rest as place replicas and the others split between preprocess and postprocess, one task per worker where there are enough; checked on one core only):\n{}",
             preds.join("\n")
         );
     }

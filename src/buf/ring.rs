@@ -3,8 +3,8 @@
 #![allow(unsafe_code)]
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Errors from byte-ring position checks.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
@@ -35,63 +35,74 @@ struct RingShared {
 }
 
 /// Ranges `[start, end)` lent out by one end of a ring. They live with the ring's shared
-/// state (the ends stay two words each); a count read first keeps the checks free while none
-/// is out.
+/// state (the ends stay two words each), but only their end touches them: it reads them
+/// through `&self` and changes them through `&mut self`, so the borrow rules of that end keep
+/// every access exclusive or shared-read-only.
 #[derive(Default)]
-struct Leases {
-    n: AtomicUsize,
-    list: Mutex<Vec<(u64, u64)>>,
+struct Leases(UnsafeCell<LeaseList>);
+
+#[derive(Default)]
+struct LeaseList {
+    ranges: Vec<(u64, u64)>,
+    /// The lowest start among `ranges` (`u64::MAX` when none).
+    first: u64,
 }
 
 impl Leases {
-    fn list(&self) -> std::sync::MutexGuard<'_, Vec<(u64, u64)>> {
-        // A panic while holding it leaves a valid list: take it back.
-        self.list.lock().unwrap_or_else(|e| e.into_inner())
+    fn get(&self) -> &LeaseList {
+        // SAFETY: only the end that owns this list calls `get` (from `&self` or `&mut self`
+        // methods) and `get_mut` (from `&mut self` methods only), so no `&mut` exists while a
+        // shared reference does.
+        unsafe { &*self.0.get() }
+    }
+
+    /// Call only from a `&mut self` method of the end that owns the list.
+    #[allow(clippy::mut_from_ref)]
+    fn get_mut(&self) -> &mut LeaseList {
+        // SAFETY: as in `get`: the owning end holds `&mut` to itself, so nothing else reads
+        // or writes the list meanwhile.
+        unsafe { &mut *self.0.get() }
     }
 
     fn out(&self) -> usize {
-        self.n.load(Ordering::Relaxed)
+        self.get().ranges.len()
     }
 
     /// Whether `[start, end)` overlaps a range lent out.
     #[inline(always)]
     fn overlap(&self, start: u64, end: u64) -> bool {
-        self.out() > 0 && self.overlap_out(start, end)
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn overlap_out(&self, start: u64, end: u64) -> bool {
-        self.list().iter().any(|&(s, e)| start < e && s < end)
+        let l = self.get();
+        !l.ranges.is_empty() && l.ranges.iter().any(|&(s, e)| start < e && s < end)
     }
 
     /// The lowest start of a range lent out (`u64::MAX` when none).
     #[inline(always)]
     fn first_start(&self) -> u64 {
-        if self.out() == 0 {
-            return u64::MAX;
+        let l = self.get();
+        if l.ranges.is_empty() {
+            u64::MAX
+        } else {
+            l.first
         }
-        self.first_start_out()
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn first_start_out(&self) -> u64 {
-        self.list().iter().map(|l| l.0).min().unwrap_or(u64::MAX)
     }
 
     fn add(&self, start: u64, end: u64) {
-        self.list().push((start, end));
-        self.n.fetch_add(1, Ordering::Relaxed);
+        let l = self.get_mut();
+        if l.ranges.is_empty() || start < l.first {
+            l.first = start;
+        }
+        l.ranges.push((start, end));
     }
 
     /// Take back the lease of `[pos, pos + len)`; `same`: it is a lease of this ring.
     fn settle(&self, same: bool, pos: u64, len: usize) -> Result<(), RingError> {
-        let mut list = self.list();
-        match list.iter().position(|&l| l == (pos, pos + len as u64)) {
+        let l = self.get_mut();
+        match l.ranges.iter().position(|&r| r == (pos, pos + len as u64)) {
             Some(i) if same => {
-                list.swap_remove(i);
-                self.n.fetch_sub(1, Ordering::Relaxed);
+                l.ranges.swap_remove(i);
+                if pos == l.first {
+                    l.first = l.ranges.iter().map(|r| r.0).min().unwrap_or(u64::MAX);
+                }
                 Ok(())
             }
             _ => Err(RingError::OutOfBounds { pos, len }),
@@ -105,13 +116,24 @@ impl Leases {
 // range of the writer's region that the writer has set aside: no other lease overlaps it, the
 // writer neither writes it nor publishes past its start while it is out. A [`ReadLease`]
 // reads a range of the reader's region that the reader does not release while it is out.
+// Each end's lease list is touched by that end alone (see `Leases`), and the reader's is read
+// by the writer's side only once the reader is gone.
 unsafe impl Sync for RingShared {}
-// SAFETY: as above; the cells are plain bytes.
+// SAFETY: as above; the cells are plain bytes, the lease lists plain vectors.
 unsafe impl Send for RingShared {}
 
 impl RingShared {
     fn cap(&self) -> u64 {
         self.mask + 1
+    }
+
+    /// The tail once the reader is gone (call only after seeing `reader_closed`): `head`, or
+    /// the start of a range the reader lent that is still out (it may still be read).
+    #[cold]
+    fn closed_tail(&self, head: u64) -> u64 {
+        // The reader's lease list is only read here after the reader is gone: the acquire
+        // load of `reader_closed` orders this after its last change (its drop stores it).
+        head.min(self.read_leases.first_start())
     }
 
     /// Copy `data` into the ring at `pos` (caller proves ownership of that region).
@@ -186,7 +208,7 @@ impl RingObserver {
     /// The reader's released position (the published end once the reader is gone).
     pub fn tail(&self) -> u64 {
         if self.shared.reader_closed.load(Ordering::Acquire) {
-            self.head()
+            self.shared.closed_tail(self.head())
         } else {
             self.shared.tail.load(Ordering::Acquire)
         }
@@ -218,10 +240,11 @@ impl RingWriter {
         self.head
     }
 
-    /// The reader's released position. Once the reader is gone everything counts as read.
+    /// The reader's released position. Once the reader is gone everything counts as read,
+    /// but for ranges it lent that are still out.
     pub fn tail(&self) -> u64 {
         if self.shared.reader_closed.load(Ordering::Acquire) {
-            self.head
+            self.shared.closed_tail(self.head)
         } else {
             self.shared.tail.load(Ordering::Acquire)
         }
@@ -655,5 +678,22 @@ mod tests {
         r.settle(l).unwrap();
         assert_eq!(r.pop(&mut two), 6);
         assert_eq!(&two[..6], b"cdefgh");
+    }
+
+    /// A range the reader lent stays out of the writer's reach after the reader is gone:
+    /// the lease may still be reading it.
+    #[test]
+    fn a_range_lent_by_a_dropped_reader_stays_unwritable() {
+        let (mut w, mut r) = byte_ring(64);
+        assert_eq!(w.push(&[7; 64]), 64);
+        let l = r.lease(16, 8).unwrap();
+        drop(r);
+        assert_eq!(w.tail(), 16);
+        assert_eq!(w.free(), 16);
+        assert_eq!(w.push(&[1; 64]), 16);
+        let mut got = [0u8; 8];
+        l.read(&mut got).unwrap();
+        assert_eq!(got, [7; 8]);
+        assert_eq!(w.observer().tail(), 16);
     }
 }

@@ -22,7 +22,7 @@
 //! |---|---|---|---|
 //! | ingress | `rx_frame` user stages, preprocess | in [`Engine::poll`] | preprocess replicas (or the `rx_frame` stages on a task of their own, [`Topology::with_rx_hooks_worker`]) |
 //! | transport | `rx_segment` user stages, protocol (with the congestion control), `results` user stages, frame reservation for outgoing payload, scheduler | after ingress | flow groups |
-//! | delivery | place (payload between frames and rings), notify | after transport | place replicas |
+//! | delivery | place (payload between frames and rings), notify | after transport | place replicas (with [`Topology::with_replicated_placement`], a connection's long copies run on every place replica and its owner publishes in order) |
 //! | egress | postprocess (headers), checksums, `tx_frame` user stages | after delivery | postprocess replicas, then the egress reorder (or the `tx_frame` stages after the reorder, on a task of their own, [`Topology::with_tx_hooks_worker`]) |
 //!
 //! ## The control plane in a composed engine

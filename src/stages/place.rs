@@ -281,9 +281,14 @@ impl Place {
     }
 
     /// Publication, after every copy of `r` and of the results before it: the RX ring up to
-    /// the in-order end, the TX ring released up to what the peer acknowledged.
+    /// the in-order end, the TX ring released up to what the peer acknowledged. A result held
+    /// while its flow id went to a new connection is dropped here (see
+    /// [`install`](Self::install)).
     #[inline]
     pub(crate) fn publish(&mut self, r: &mut ProtoResult) {
+        if !self.admit(r) {
+            return;
+        }
         let a = r.actions;
         if !a.any(Actions::PUBLISH_RX | Actions::RELEASE_TX) {
             return;
@@ -291,11 +296,14 @@ impl Place {
         let Some(rings) = self.flows.get_mut(r.flow as usize).and_then(Option::as_mut) else {
             return;
         };
-        if a.any(Actions::PUBLISH_RX) {
-            let _ = rings.rx.publish(r.rx_publish);
+        // Either fails only on a state/ring mismatch: counted, never forced.
+        if a.any(Actions::PUBLISH_RX) && rings.rx.publish(r.rx_publish).is_err() {
+            self.stats.drops.add(DropReason::OutOfWindow);
         }
-        if a.any(Actions::RELEASE_TX) {
-            let _ = rings.tx.release(r.tx_release.min(rings.tx.head()));
+        if a.any(Actions::RELEASE_TX)
+            && rings.tx.release(r.tx_release.min(rings.tx.head())).is_err()
+        {
+            self.stats.drops.add(DropReason::OutOfWindow);
         }
     }
 
@@ -535,6 +543,11 @@ mod tests {
         assert!(matches!(place.begin(&mut whole, 1024, 10), Begin::Done));
         place.publish(&mut whole);
         assert_eq!(app_rx.available(), 100);
+        assert_eq!(
+            place.stats().drops.get(DropReason::OutOfWindow),
+            1,
+            "a refused publication is counted"
+        );
         job.run(&arena);
         place.complete(job, &mut ahead);
         // The duplicate goes on now (lent again, as a job of its own).
@@ -551,6 +564,44 @@ mod tests {
         for (i, b) in got[..1024].iter().enumerate() {
             assert_eq!(*b, i as u8, "byte {i}");
         }
-        assert_eq!(place.stats().drops.total(), 0);
+        assert_eq!(place.stats().drops.total(), 1);
+    }
+
+    /// A result held behind a copy while its flow id went to a new connection is dropped at
+    /// publication: it neither publishes into nor releases the new connection's rings.
+    #[test]
+    fn a_held_result_of_a_replaced_connection_is_not_published() {
+        let arena = Arc::new(FrameArena::new(8).unwrap());
+        let mut place = Place::new(arena.clone());
+        let (rx, _app_rx) = byte_ring(4096);
+        let (_app_tx, tx) = byte_ring(4096);
+        place.install(1, FlowRings { rx, tx }, 1);
+        let mut f = arena.alloc().unwrap();
+        f.set_len(100);
+        let mut old = ProtoResult {
+            flow: 1,
+            stamp: 1 << 24,
+            rx_frame: Some(f),
+            rx_publish: 100,
+            ..Default::default()
+        };
+        old.payload.len = 100;
+        old.actions
+            .set(Actions::PLACE_PAYLOAD | Actions::PUBLISH_RX | Actions::NOTIFY_APP);
+        assert!(matches!(place.begin(&mut old, 1024, 0), Begin::Done));
+        place.free_placed();
+        // The connection goes; a new one gets the id before the result is published.
+        place.remove(1);
+        let (rx, new_app_rx) = byte_ring(4096);
+        let (_new_app_tx, tx) = byte_ring(4096);
+        place.install(1, FlowRings { rx, tx }, 2);
+        place.publish(&mut old);
+        assert_eq!(
+            new_app_rx.available(),
+            0,
+            "published into the new connection"
+        );
+        assert!(old.actions.is_empty(), "still notifies");
+        assert_eq!(place.stats().drops.get(DropReason::StaleFlow), 1);
     }
 }
