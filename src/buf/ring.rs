@@ -43,9 +43,14 @@ struct Leases(UnsafeCell<LeaseList>);
 
 #[derive(Default)]
 struct LeaseList {
-    ranges: Vec<(u64, u64)>,
+    /// In the order lent; usually also in the order of their starts (and given back in it).
+    ranges: std::collections::VecDeque<(u64, u64)>,
     /// The lowest start among `ranges` (`u64::MAX` when none).
     first: u64,
+    /// At least the highest end among `ranges`: a range starting there overlaps none.
+    max_end: u64,
+    /// Whether `ranges` are in the order of their starts.
+    sorted: bool,
 }
 
 impl Leases {
@@ -72,7 +77,10 @@ impl Leases {
     #[inline(always)]
     fn overlap(&self, start: u64, end: u64) -> bool {
         let l = self.get();
-        !l.ranges.is_empty() && l.ranges.iter().any(|&(s, e)| start < e && s < end)
+        !l.ranges.is_empty()
+            && start < l.max_end
+            && end > l.first
+            && l.ranges.iter().any(|&(s, e)| start < e && s < end)
     }
 
     /// The lowest start of a range lent out (`u64::MAX` when none).
@@ -88,10 +96,16 @@ impl Leases {
 
     fn add(&self, start: u64, end: u64) {
         let l = self.get_mut();
-        if l.ranges.is_empty() || start < l.first {
+        if l.ranges.is_empty() {
             l.first = start;
+            l.max_end = end;
+            l.sorted = true;
+        } else {
+            l.sorted &= l.ranges.back().is_some_and(|b| b.0 <= start);
+            l.first = l.first.min(start);
+            l.max_end = l.max_end.max(end);
         }
-        l.ranges.push((start, end));
+        l.ranges.push_back((start, end));
     }
 
     /// Take back the lease of `[pos, pos + len)`; `same`: it is a lease of this ring.
@@ -99,9 +113,15 @@ impl Leases {
         let l = self.get_mut();
         match l.ranges.iter().position(|&r| r == (pos, pos + len as u64)) {
             Some(i) if same => {
-                l.ranges.swap_remove(i);
-                if pos == l.first {
-                    l.first = l.ranges.iter().map(|r| r.0).min().unwrap_or(u64::MAX);
+                l.ranges.remove(i);
+                if l.ranges.is_empty() {
+                    l.first = u64::MAX;
+                    l.max_end = 0;
+                } else if pos == l.first {
+                    l.first = match (l.sorted, l.ranges.front()) {
+                        (true, Some(f)) => f.0,
+                        _ => l.ranges.iter().map(|r| r.0).min().unwrap_or(u64::MAX),
+                    };
                 }
                 Ok(())
             }
