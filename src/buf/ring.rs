@@ -3,7 +3,7 @@
 #![allow(unsafe_code)]
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Errors from byte-ring position checks.
@@ -32,6 +32,9 @@ struct RingShared {
     write_leases: Leases,
     /// Ranges the reader lent out as [`ReadLease`]s (only the reader changes them).
     read_leases: Leases,
+    /// [`ReadLease`]s that exist (settled or not): once the reader is gone, the ranges its
+    /// list still holds matter only while one does.
+    read_leases_live: AtomicUsize,
 }
 
 /// Ranges `[start, end)` lent out by one end of a ring. They live with the ring's shared
@@ -151,6 +154,11 @@ impl RingShared {
     /// the start of a range the reader lent that is still out (it may still be read).
     #[cold]
     fn closed_tail(&self, head: u64) -> u64 {
+        // No read lease left (each one counts itself out when dropped, after its reads):
+        // everything counts as read.
+        if self.read_leases_live.load(Ordering::Acquire) == 0 {
+            return head;
+        }
         // The reader's lease list is only read here after the reader is gone: the acquire
         // load of `reader_closed` orders this after its last change (its drop stores it).
         head.min(self.read_leases.first_start())
@@ -202,6 +210,7 @@ pub fn byte_ring(capacity: usize) -> (RingWriter, RingReader) {
         writer_closed: AtomicBool::new(false),
         write_leases: Leases::default(),
         read_leases: Leases::default(),
+        read_leases_live: AtomicUsize::new(0),
     });
     (
         RingWriter {
@@ -522,6 +531,7 @@ impl RingReader {
         match pos.checked_add(len as u64) {
             Some(end) if pos >= self.tail && end <= self.head() => {
                 self.shared.read_leases.add(pos, end);
+                self.shared.read_leases_live.fetch_add(1, Ordering::Relaxed);
                 Ok(ReadLease {
                     shared: self.shared.clone(),
                     pos,
@@ -593,6 +603,13 @@ pub struct ReadLease {
     shared: Arc<RingShared>,
     pos: u64,
     len: usize,
+}
+
+impl Drop for ReadLease {
+    fn drop(&mut self) {
+        // Release: its reads come before a closed ring's writer sees it gone.
+        self.shared.read_leases_live.fetch_sub(1, Ordering::Release);
+    }
 }
 
 impl ReadLease {
@@ -715,5 +732,9 @@ mod tests {
         l.read(&mut got).unwrap();
         assert_eq!(got, [7; 8]);
         assert_eq!(w.observer().tail(), 16);
+        // The lease gone (nobody can settle it now), the ring is the writer's again.
+        drop(l);
+        assert_eq!(w.tail(), w.head());
+        assert_eq!(w.free(), 64);
     }
 }

@@ -286,7 +286,9 @@ impl Place {
     /// [`install`](Self::install)).
     #[inline]
     pub(crate) fn publish(&mut self, r: &mut ProtoResult) {
-        if !self.admit(r) {
+        // Nothing to publish or notify (a result `begin` already dropped as stale among
+        // them: counted once).
+        if r.actions.is_empty() || !self.admit(r) {
             return;
         }
         let a = r.actions;
@@ -602,6 +604,9 @@ mod tests {
             "published into the new connection"
         );
         assert!(old.actions.is_empty(), "still notifies");
+        assert_eq!(place.stats().drops.get(DropReason::StaleFlow), 1);
+        // A result `begin` already dropped as stale is not counted again at publication.
+        place.publish(&mut old);
         assert_eq!(place.stats().drops.get(DropReason::StaleFlow), 1);
     }
 }
