@@ -13,15 +13,16 @@
 //! This module and `backends` are the only places with `unsafe` code.
 #![allow(unsafe_code)]
 
+mod cache;
 mod ring;
 
+pub use cache::FrameCache;
 pub use ring::{byte_ring, ReadLease, RingError, RingObserver, RingReader, RingWriter, WriteLease};
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::num::NonZeroU16;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
 
 /// Size of one frame in the arena (bytes). Enough for a 1514-byte Ethernet frame plus headroom.
 pub const FRAME_SIZE: usize = 2048;
@@ -554,112 +555,6 @@ impl FrameArena {
     }
 }
 
-/// Free frames held by one stage, so that taking a frame and giving one back cost no atomic
-/// operation: it refills from the arena and spills back to it a burst at a time (one
-/// compare-and-swap each). Frames in a cache count as free in
-/// [`FrameArena::in_use`]; dropping the cache gives them back.
-pub struct FrameCache {
-    arena: Arc<FrameArena>,
-    frames: Vec<Frame>,
-    /// Frames per refill: [`CACHE_BURST`], or a 64th of a small arena.
-    burst: usize,
-    /// `frames.len()`, for [`FrameArena::in_use`].
-    held: Arc<AtomicUsize>,
-}
-
-/// Frames a cache takes from its arena at once (and gives back when it holds twice that),
-/// at most: a smaller arena gets smaller bursts, a 64th of it, so that caches never hold
-/// more than a few percent of it.
-const CACHE_BURST: usize = 32;
-
-impl FrameCache {
-    /// An empty cache over `arena`.
-    pub fn new(arena: Arc<FrameArena>) -> Self {
-        let held = Arc::new(AtomicUsize::new(0));
-        let mut caches = arena.caches.lock().unwrap_or_else(|p| p.into_inner());
-        caches.retain(|w| w.strong_count() > 0);
-        caches.push(Arc::downgrade(&held));
-        drop(caches);
-        let burst = CACHE_BURST.min(arena.capacity() / 64).max(1);
-        FrameCache {
-            arena,
-            frames: Vec::with_capacity(2 * burst),
-            burst,
-            held,
-        }
-    }
-
-    /// The arena the frames come from.
-    pub fn arena(&self) -> &Arc<FrameArena> {
-        &self.arena
-    }
-
-    /// Take a free frame (as [`FrameArena::alloc`] makes it), or `None` when the arena has
-    /// none left.
-    pub fn alloc(&mut self) -> Option<Frame> {
-        if self.frames.is_empty() {
-            let id = self.arena.id;
-            let got = self
-                .arena
-                .free
-                .pop_chain(self.burst, &mut self.frames, |index| Frame {
-                    slot: index | (HEADROOM as u32) << 24,
-                    len: 0,
-                    arena: id,
-                });
-            if got == 0 {
-                self.arena.alloc_failures.fetch_add(1, Ordering::Relaxed);
-                return None;
-            }
-        }
-        let mut f = self.frames.pop();
-        if let Some(f) = f.as_mut() {
-            // A frame given back may have moved its data start or length.
-            f.slot = f.index() | (HEADROOM as u32) << 24;
-            f.len = 0;
-        }
-        self.held.store(self.frames.len(), Ordering::Relaxed);
-        f
-    }
-
-    /// Give a frame back (to the cache; past twice a burst, a burst goes to the arena).
-    pub fn free(&mut self, frame: Frame) {
-        assert_eq!(
-            frame.arena, self.arena.id,
-            "frame freed into a foreign arena"
-        );
-        self.frames.push(frame);
-        if self.frames.len() >= 2 * self.burst {
-            let mut spill = self.frames.split_off(self.burst);
-            // Counted out of the cache before they are free: `in_use` may read high for a
-            // moment, never low.
-            self.held.store(self.frames.len(), Ordering::Relaxed);
-            self.arena.free_all(&mut spill);
-        }
-        self.held.store(self.frames.len(), Ordering::Relaxed);
-    }
-
-    /// Give every cached frame back to the arena.
-    pub fn flush(&mut self) {
-        self.held.store(0, Ordering::Relaxed);
-        self.arena.free_all(&mut self.frames);
-    }
-}
-
-impl Drop for FrameCache {
-    fn drop(&mut self) {
-        self.flush();
-    }
-}
-
-impl std::fmt::Debug for FrameCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FrameCache")
-            .field("held", &self.frames.len())
-            .finish()
-    }
-}
-
 impl Drop for FrameArena {
     fn drop(&mut self) {
         match &mut self.memory {
@@ -686,6 +581,7 @@ impl std::fmt::Debug for FrameArena {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn arena_over_lent_memory_gives_it_back() {
@@ -844,76 +740,6 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(a.in_use(), 0);
-    }
-
-    #[test]
-    fn frame_caches_take_and_give_back_in_bursts() {
-        let a = Arc::new(FrameArena::new(4096).unwrap());
-        let mut c = FrameCache::new(a.clone());
-        let f = c.alloc().unwrap();
-        // One frame out; the other 31 of the burst wait in the cache, free.
-        assert_eq!(a.in_use(), 1);
-        assert_eq!(a.free.len(), 4096 - CACHE_BURST);
-        c.free(f);
-        assert_eq!(a.in_use(), 0);
-        // Many frames out and back: the cache spills past two bursts.
-        let mut out: Vec<Frame> = (0..100).map(|_| c.alloc().unwrap()).collect();
-        assert_eq!(a.in_use(), 100);
-        for f in out.drain(..) {
-            c.free(f);
-        }
-        assert_eq!(a.in_use(), 0);
-        assert!(a.free.len() >= 4096 - 2 * CACHE_BURST);
-        // A frame given back with its data moved comes out fresh.
-        let mut f = c.alloc().unwrap();
-        f.set_len(100);
-        assert!(f.pull_header(14));
-        c.free(f);
-        let g = c.alloc().unwrap();
-        assert_eq!((g.len(), g.headroom()), (0, HEADROOM));
-        c.free(g);
-        // Two threads, a cache each, over one arena: no frame twice, none lost.
-        let threads: Vec<_> = (0..2)
-            .map(|_| {
-                let a = a.clone();
-                std::thread::spawn(move || {
-                    let mut c = FrameCache::new(a);
-                    let mut seen = std::collections::HashSet::new();
-                    for round in 0..2_000usize {
-                        let fs: Vec<Frame> =
-                            (0..1 + round % 70).filter_map(|_| c.alloc()).collect();
-                        seen.clear();
-                        for f in &fs {
-                            assert!(seen.insert(f.index()), "index handed out twice");
-                        }
-                        for f in fs {
-                            c.free(f);
-                        }
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        drop(c);
-        assert_eq!(a.in_use(), 0);
-        assert_eq!(a.free.len(), 4096, "dropped caches gave every frame back");
-        // A small arena gets small bursts: 128 frames, 2 at a time.
-        let small = Arc::new(FrameArena::new(128).unwrap());
-        let mut c = FrameCache::new(small.clone());
-        let f = c.alloc().unwrap();
-        assert_eq!(small.free_frames(), 126);
-        c.free(f);
-        drop(c);
-        assert_eq!(small.free_frames(), 128);
-        // An arena with no frame left: the cache says so.
-        let small = Arc::new(FrameArena::new(1).unwrap());
-        let mut c = FrameCache::new(small.clone());
-        let only = c.alloc().unwrap();
-        assert!(c.alloc().is_none());
-        assert_eq!(small.alloc_failures(), 1);
-        c.free(only);
     }
 
     #[test]

@@ -28,57 +28,6 @@ use crate::buf::{byte_ring, RingReader, RingWriter};
 use crate::flow::FlowId;
 use crate::stages::place::FlowRings;
 
-/// Errors of the socket API.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-pub enum Error {
-    /// The local port is taken.
-    #[error("address in use: port {0}")]
-    AddrInUse(u16),
-    /// No local port is free.
-    #[error("no free ephemeral port")]
-    NoFreePort,
-    /// The peer answered the SYN with a RST.
-    #[error("connection refused")]
-    ConnectionRefused,
-    /// The connection was reset.
-    #[error("connection reset")]
-    ConnectionReset,
-    /// The handshake or the peer timed out.
-    #[error("timed out")]
-    TimedOut,
-    /// The peer's MAC address could not be resolved.
-    #[error("host unreachable")]
-    HostUnreachable,
-    /// The engine that served this handle is gone.
-    #[error("engine stopped")]
-    EngineGone,
-    /// Too many connections.
-    #[error("connection table full")]
-    TooManyConnections,
-    /// An argument was invalid.
-    #[error("invalid argument: {0}")]
-    InvalidInput(&'static str),
-}
-
-impl From<Error> for io::Error {
-    fn from(e: Error) -> io::Error {
-        let kind = match e {
-            Error::AddrInUse(_) => io::ErrorKind::AddrInUse,
-            Error::NoFreePort | Error::TooManyConnections => io::ErrorKind::AddrNotAvailable,
-            Error::ConnectionRefused => io::ErrorKind::ConnectionRefused,
-            Error::ConnectionReset => io::ErrorKind::ConnectionReset,
-            Error::TimedOut => io::ErrorKind::TimedOut,
-            Error::HostUnreachable => io::ErrorKind::HostUnreachable,
-            Error::EngineGone => io::ErrorKind::NotConnected,
-            Error::InvalidInput(_) => io::ErrorKind::InvalidInput,
-        };
-        io::Error::new(kind, e)
-    }
-}
-
-/// Result of the socket API.
-pub type Result<T> = std::result::Result<T, Error>;
-
 /// Where a connection stands, as the application sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -799,5 +748,9 @@ impl Default for Keepalive {
     }
 }
 
+mod error;
+mod split;
 mod stream;
-pub use stream::{Batch, ReadHalf, Stream, WriteHalf};
+pub use error::{Error, Result};
+pub use split::{ReadHalf, WriteHalf};
+pub use stream::{Batch, Stream};

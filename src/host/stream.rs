@@ -31,7 +31,7 @@ pub struct Stream {
 /// made by a read); ringing once covers every move before it. (Atomics only so that
 /// `&self` methods can settle it; one thread uses a stream's bell at a time.)
 #[derive(Debug, Default)]
-struct Bell {
+pub(super) struct Bell {
     defer: AtomicBool,
     owed: AtomicBool,
 }
@@ -470,7 +470,7 @@ impl Stream {
     }
 }
 
-fn try_read(
+pub(super) fn try_read(
     conn: &Arc<ConnShared>,
     host: &HostShared,
     bell: &Bell,
@@ -517,7 +517,7 @@ fn try_read_with<R>(
     Some(Ok(r))
 }
 
-fn try_write(
+pub(super) fn try_write(
     conn: &Arc<ConnShared>,
     host: &HostShared,
     bell: &Bell,
@@ -557,7 +557,7 @@ fn try_write_with<R>(
 }
 
 /// Block on `conn` until `rx` has data or the connection's state changed.
-fn wait_readable(conn: &Arc<ConnShared>, rx: &RingReader) {
+pub(super) fn wait_readable(conn: &Arc<ConnShared>, rx: &RingReader) {
     conn.waiter.wait_until(None, || {
         rx.available() > 0
             || conn.rx_fin()
@@ -566,7 +566,7 @@ fn wait_readable(conn: &Arc<ConnShared>, rx: &RingReader) {
 }
 
 /// Block on `conn` until `tx` has room or the connection failed.
-fn wait_writable(conn: &Arc<ConnShared>, tx: &RingWriter) {
+pub(super) fn wait_writable(conn: &Arc<ConnShared>, tx: &RingWriter) {
     conn.waiter
         .wait_until(None, || tx.free() > 0 || conn.status().error().is_some());
 }
@@ -617,115 +617,6 @@ impl Stream {
             }
             wait_writable(&self.conn, &self.tx);
         }
-    }
-}
-
-/// The reading half of a [`Stream`] (see [`Stream::into_split`]).
-pub struct ReadHalf {
-    conn: Arc<ConnShared>,
-    rx: RingReader,
-    host: Arc<HostShared>,
-    nonblocking: bool,
-    rd_shutdown: bool,
-}
-
-impl ReadHalf {
-    /// Make reads return `WouldBlock` instead of waiting.
-    pub fn set_nonblocking(&mut self, nb: bool) {
-        self.nonblocking = nb;
-    }
-
-    /// Bytes ready to read.
-    pub fn readable_bytes(&self) -> usize {
-        self.rx.available()
-    }
-
-    /// Connection status.
-    pub fn status(&self) -> ConnStatus {
-        self.conn.status()
-    }
-}
-
-impl io::Read for ReadHalf {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let bell = &Bell::default();
-            if let Some(r) = try_read(
-                &self.conn,
-                &self.host,
-                bell,
-                &mut self.rx,
-                self.rd_shutdown,
-                buf,
-            ) {
-                return r;
-            }
-            if self.nonblocking {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            wait_readable(&self.conn, &self.rx);
-        }
-    }
-}
-
-/// The writing half of a [`Stream`] (see [`Stream::into_split`]). Dropping it sends a FIN
-/// once the queued data is out.
-pub struct WriteHalf {
-    conn: Arc<ConnShared>,
-    tx: RingWriter,
-    host: Arc<HostShared>,
-    nonblocking: bool,
-}
-
-impl WriteHalf {
-    /// Make writes return `WouldBlock` instead of waiting.
-    pub fn set_nonblocking(&mut self, nb: bool) {
-        self.nonblocking = nb;
-    }
-
-    /// Free TX ring space.
-    pub fn writable_bytes(&self) -> usize {
-        self.tx.free()
-    }
-
-    /// Wait until everything written has been acknowledged, or `timeout` passes.
-    pub fn wait_drained(&self, timeout: Option<Duration>) -> bool {
-        self.conn.waiter.wait_until(timeout, || {
-            self.tx.free() == self.tx.capacity() || self.conn.status().error().is_some()
-        })
-    }
-}
-
-impl io::Write for WriteHalf {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        loop {
-            if let Some(r) = try_write(&self.conn, &self.host, &Bell::default(), &mut self.tx, buf)
-            {
-                return r;
-            }
-            if self.nonblocking {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            wait_writable(&self.conn, &self.tx);
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for ReadHalf {
-    fn drop(&mut self) {
-        self.conn.rx_closed.store(true, Ordering::Release);
-        self.host.ring_doorbell(&self.conn);
-    }
-}
-
-impl Drop for WriteHalf {
-    fn drop(&mut self) {
-        self.conn.tx_fin.store(true, Ordering::Release);
-        self.host.ring_doorbell(&self.conn);
     }
 }
 

@@ -36,14 +36,16 @@
 //! Running without hugepages or PCI devices (tests, CI): `--no-huge -m 512 --no-pci
 //! --file-prefix=<unique>` (see the README's DPDK section).
 
+mod config;
 mod eal;
 mod ffi;
 mod pool;
 mod port;
 
+pub use config::{Device, DpdkConfig, DpdkStats, QueueStats};
 pub use eal::Eal;
 pub use pool::{FramePool, PoolCounts};
-pub use port::{Device, DpdkConfig, DpdkPort, DpdkStats, QueueStats};
+pub use port::DpdkPort;
 
 /// Errors of the DPDK backend.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
