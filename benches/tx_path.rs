@@ -146,7 +146,14 @@ struct Wire {
     out_of_order: u64,
     /// Frames that were not IPv4.
     other: u64,
+    /// Frames whose IPv4 or TCP checksum was checked (one in [`CHECK_EVERY`]), and those
+    /// found wrong.
+    checked: u64,
+    bad_checksum: u64,
 }
+
+/// One frame in this many has its checksums verified as it is recorded (both sides alike).
+const CHECK_EVERY: u64 = 16;
 
 impl Wire {
     fn new(next_seq: u32) -> Self {
@@ -157,6 +164,8 @@ impl Wire {
             next_seq,
             out_of_order: 0,
             other: 0,
+            checked: 0,
+            bad_checksum: 0,
         }
     }
 
@@ -177,6 +186,16 @@ impl Wire {
         let len = total - ihl - thl;
         if len == 0 {
             return;
+        }
+        if self.frames.is_multiple_of(CHECK_EVERY) {
+            self.checked += 1;
+            let src = std::net::Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+            let dst = std::net::Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+            if !wire::checksum::ipv4_header_ok(&ip[..ihl])
+                || !wire::checksum::tcp_ok(src, dst, &ip[ihl..total])
+            {
+                self.bad_checksum += 1;
+            }
         }
         let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
         if seq != self.next_seq {
@@ -612,11 +631,46 @@ fn check<S: Side>(side: &mut S, case: &Case) {
     );
     assert_eq!(w.out_of_order, 0, "{name}: data went out of order or twice");
     assert_eq!(w.other, 0, "{name}: frames other than IPv4 were sent");
+    assert!(w.checked > 0, "{name}: no checksum was checked");
+    assert_eq!(
+        w.bad_checksum, 0,
+        "{name}: frames with a wrong checksum were sent"
+    );
+}
+
+/// `TX_COUNT=<flextoe|smoltcp>:<case>:<bursts>`: set up one side, run that many bursts of
+/// case 0, 1 or 2 (the order of the table), check what went out, and exit. For counting
+/// instructions under `valgrind --tool=cachegrind`: the difference of two runs' counts over
+/// the difference of their bursts leaves setup out (as `ENGINES_COUNT` in `benches/engines.rs`).
+fn count_only(spec: &str, app: &[u8]) {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [side, case, bursts] = parts[..] else {
+        panic!("TX_COUNT=<flextoe|smoltcp>:<case>:<bursts>, not {spec}");
+    };
+    let case = &CASES[case.parse::<usize>().expect("case: 0, 1 or 2")];
+    let bursts: usize = bursts.parse().expect("bursts");
+    match side {
+        "flextoe" => {
+            let mut e = EngineSide::new();
+            e.run(case, app, bursts);
+            check(&mut e, case);
+        }
+        "smoltcp" => {
+            let mut s = SmolSide::new();
+            s.run(case, app, bursts);
+            check(&mut s, case);
+        }
+        other => panic!("TX_COUNT side: flextoe or smoltcp, not {other}"),
+    }
 }
 
 fn main() {
     // Application data: a non-constant pattern, copied in by every write.
     let app: Vec<u8> = (0..BURST * MSS).map(|i| (i * 7 + i / 251) as u8).collect();
+    if let Ok(spec) = std::env::var("TX_COUNT") {
+        count_only(&spec, &app);
+        return;
+    }
     println!(
         "transmit path, {ROUNDS} interleaved rounds of {BURSTS} bursts per side; median (min..max)"
     );

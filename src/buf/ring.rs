@@ -174,7 +174,9 @@ impl RingShared {
         // copies stay in the buffer; the caller owns this region (see RingShared's SAFETY).
         unsafe {
             std::ptr::copy_nonoverlapping(data.as_ptr(), base.add(start), first);
-            std::ptr::copy_nonoverlapping(data.as_ptr().add(first), base, data.len() - first);
+            if first < data.len() {
+                std::ptr::copy_nonoverlapping(data.as_ptr().add(first), base, data.len() - first);
+            }
         }
     }
 
@@ -186,7 +188,9 @@ impl RingShared {
         // SAFETY: bounds as in `copy_in`; the region is readable by the caller.
         unsafe {
             std::ptr::copy_nonoverlapping(base.add(start), out.as_mut_ptr(), first);
-            std::ptr::copy_nonoverlapping(base, out.as_mut_ptr().add(first), out.len() - first);
+            if first < out.len() {
+                std::ptr::copy_nonoverlapping(base, out.as_mut_ptr().add(first), out.len() - first);
+            }
         }
     }
 }
@@ -347,12 +351,19 @@ impl RingWriter {
     }
 
     /// Append as much of `data` as fits and publish it; returns the bytes written.
+    #[inline]
     pub fn push(&mut self, data: &[u8]) -> usize {
         let n = data.len().min(self.room());
+        if n == 0 {
+            return 0;
+        }
         let head = self.head;
-        // In bounds by construction.
-        let _ = self.write_at(head, &data[..n]);
-        let _ = self.publish(head + n as u64);
+        // `room` bounds `[head, head + n)` by the reader's tail and the first lease out: the
+        // writer's own region, which no lease holds (the checks of `write_at` and `publish`,
+        // made once).
+        self.shared.copy_in(head, &data[..n]);
+        self.head = head + n as u64;
+        self.shared.head.store(self.head, Ordering::Release);
         n
     }
 }
@@ -516,9 +527,15 @@ impl RingReader {
             .first_start()
             .saturating_sub(self.tail);
         let n = out.len().min(self.available()).min(held as usize);
+        if n == 0 {
+            return 0;
+        }
         let tail = self.tail;
-        let _ = self.read_at(tail, &mut out[..n]);
-        let _ = self.release(tail + n as u64);
+        // `[tail, tail + n)` is published and before every lease out: the checks of
+        // `read_at` and `release`, made once.
+        self.shared.copy_out(tail, &mut out[..n]);
+        self.tail = tail + n as u64;
+        self.shared.tail.store(self.tail, Ordering::Release);
         n
     }
 }

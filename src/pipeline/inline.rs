@@ -84,7 +84,7 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
                 rings.clone(),
                 0,
             ),
-            delivery: Delivery::new(arena.clone(), 0),
+            delivery: Delivery::new(arena.clone(), 0, !port.capabilities().tx_checksum_offload),
             egress: Egress::new(
                 arena.clone(),
                 Postprocess::new(arena.clone(), cfg.ack_policy)

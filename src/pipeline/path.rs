@@ -268,9 +268,12 @@ pub(crate) struct Delivery {
 }
 
 impl Delivery {
-    pub(crate) fn new(arena: Arc<FrameArena>, instance: usize) -> Self {
+    /// `sums`: placement sums transmit payload for the checksum (the port does not).
+    pub(crate) fn new(arena: Arc<FrameArena>, instance: usize, sums: bool) -> Self {
+        let mut place = Place::new(arena.clone());
+        place.set_payload_sums(sums);
         Delivery {
-            place: Place::new(arena.clone()),
+            place,
             notify: Notify::new(),
             arena,
             instance,
@@ -332,7 +335,11 @@ fn take_frame(arena: &FrameArena, csum_offload: bool, r: &mut ProtoResult) -> Op
     }
     let mut f = r.tx_frame.take()?;
     if !csum_offload {
-        wire::fill_checksums(arena.data_mut(&mut f));
+        // Payload placement summed as it copied (the frame's last `len` bytes).
+        let p = r.payload;
+        let known = (r.actions.any(Actions::FETCH_PAYLOAD) && p.sum != [0, 0])
+            .then_some((p.len as usize, p.sum));
+        wire::fill_checksums_with(arena.data_mut(&mut f), known);
     }
     Some(f)
 }

@@ -318,6 +318,12 @@ pub struct PayloadOp {
     pub frame_off: u16,
     /// Bytes.
     pub len: u16,
+    /// The folded one's-complement sum ([`Sum::fold`](crate::wire::checksum::Sum::fold)) of
+    /// transmit payload, which placement computes as it copies the payload into the frame
+    /// (the bytes are in the cache then), so that the TCP checksum reads only the headers.
+    /// `[0, 0]`: not known (the checksum reads the payload). Nothing may change the
+    /// payload of a frame between placement and its checksum.
+    pub sum: [u8; 2],
 }
 
 /// The protocol stage's verdict on one work item; carries everything downstream stages need.

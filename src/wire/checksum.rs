@@ -1,9 +1,11 @@
 //! The Internet checksum (RFC 1071) of IPv4 headers and TCP segments.
 //!
 //! The one's-complement sum does not depend on byte order (RFC 1071 section 2(B)), so the
-//! data is summed as native-endian 32-bit words into a 64-bit accumulator, which cannot
-//! overflow for any frame, and folded to 16 bits at the end. The compiler vectorizes the
-//! loop; a 1448-byte payload costs a few tens of cycles.
+//! data is summed as native-endian 64-bit words into 128-bit totals (an add and an
+//! add-with-carry per 8 bytes, two carry chains side by side), and folded to 16 bits at the
+//! end. Transmit payload is summed as placement copies it into the frame, while it is in the
+//! cache ([`PayloadOp::sum`](crate::stages::PayloadOp::sum)); the checksum of the frame then
+//! reads only its headers ([`fill_checksums_with`](super::fill_checksums_with)).
 
 use std::net::Ipv4Addr;
 
@@ -18,33 +20,57 @@ impl Sum {
     /// and segments, sent and received): its code stays in the instruction cache.
     #[inline(never)]
     pub fn add_bytes(self, data: &[u8]) -> Sum {
-        let mut chunks = data.chunks_exact(16);
-        // Four independent lanes per 16 bytes: the compiler widens them into vector adds.
-        let mut lanes = [0u64; 4];
+        // 64-bit words summed into 128-bit totals (an add and an add-with-carry per word);
+        // 2^64 is 1 in one's complement arithmetic modulo 0xffff, so a high half adds in as
+        // it is.
+        let mut chunks = data.chunks_exact(32);
+        // Two totals, for even and odd words: two carry chains that run side by side.
+        let mut wide = [0u128; 2];
         for c in &mut chunks {
-            for (i, lane) in lanes.iter_mut().enumerate() {
-                *lane += u64::from(u32::from_ne_bytes([
-                    c[4 * i],
-                    c[4 * i + 1],
-                    c[4 * i + 2],
-                    c[4 * i + 3],
+            for i in 0..4 {
+                wide[i & 1] += u128::from(u64::from_ne_bytes([
+                    c[8 * i],
+                    c[8 * i + 1],
+                    c[8 * i + 2],
+                    c[8 * i + 3],
+                    c[8 * i + 4],
+                    c[8 * i + 5],
+                    c[8 * i + 6],
+                    c[8 * i + 7],
                 ]));
             }
         }
-        let mut acc = self.0 + lanes[0] + lanes[1] + lanes[2] + lanes[3];
-        let rest = chunks.remainder();
-        let mut words = rest.chunks_exact(4);
+        let fold = |w: u128| {
+            let (lo, hi) = (w as u64, (w >> 64) as u64);
+            hi + (lo & 0xffff_ffff) + (lo >> 32)
+        };
+        // What is left: 8-byte words, then a 4-byte word, then 0..3 bytes (their offsets keep
+        // their parity: a run starts at an even offset).
+        let mut words = chunks.remainder().chunks_exact(8);
         for w in &mut words {
-            acc += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
+            wide[0] += u128::from(u64::from_ne_bytes([
+                w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7],
+            ]));
         }
-        // 0..3 trailing bytes, zero-padded in place (their offsets keep their parity).
-        let tail = words.remainder();
-        if !tail.is_empty() {
+        let mut acc = self.0 + fold(wide[0]) + fold(wide[1]);
+        let mut rest = words.remainder();
+        if rest.len() >= 4 {
+            acc += u64::from(u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]));
+            rest = &rest[4..];
+        }
+        if !rest.is_empty() {
             let mut b = [0u8; 4];
-            b[..tail.len()].copy_from_slice(tail);
+            b[..rest.len()].copy_from_slice(rest);
             acc += u64::from(u32::from_ne_bytes(b));
         }
         Sum(acc)
+    }
+
+    /// Add the folded sum ([`fold`](Sum::fold)) of a run that starts at an even offset of
+    /// the checksummed data, as if its bytes were added.
+    #[inline]
+    pub fn add_folded(self, folded: [u8; 2]) -> Sum {
+        Sum(self.0 + u64::from(u16::from_ne_bytes(folded)))
     }
 
     /// Add the TCP pseudo-header (RFC 9293 section 3.1) for a segment of `tcp_len` bytes.
@@ -114,12 +140,28 @@ pub fn fill_ipv4_header(header: &mut [u8]) {
 /// Fill the checksum of a TCP segment (bytes 16..18 of its header).
 #[inline]
 pub fn fill_tcp(src: Ipv4Addr, dst: Ipv4Addr, segment: &mut [u8]) {
+    fill_tcp_with(src, dst, segment, None);
+}
+
+/// [`fill_tcp`], with the folded sum of the segment's last `n` bytes already known
+/// (`Some((n, sum))`, `n` even or the whole payload): only the bytes before them are read.
+#[inline]
+pub fn fill_tcp_with(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    segment: &mut [u8],
+    payload: Option<(usize, [u8; 2])>,
+) {
     segment[16] = 0;
     segment[17] = 0;
-    let c = Sum::default()
-        .pseudo_header(src, dst, segment.len() as u16)
-        .add_bytes(segment)
-        .checksum();
+    let s = Sum::default().pseudo_header(src, dst, segment.len() as u16);
+    let c = match payload {
+        Some((n, sum)) if n <= segment.len() && (segment.len() - n).is_multiple_of(2) => s
+            .add_bytes(&segment[..segment.len() - n])
+            .add_folded(sum)
+            .checksum(),
+        _ => s.add_bytes(segment).checksum(),
+    };
     segment[16..18].copy_from_slice(&c);
 }
 

@@ -135,9 +135,19 @@ impl HeaderTemplate {
 /// Fill the IPv4 header checksum and the TCP checksum of an Ethernet/IPv4/TCP frame. Frames
 /// of any other kind are left alone.
 pub fn fill_checksums(frame: &mut [u8]) {
+    fill_checksums_with(frame, None);
+}
+
+/// [`fill_checksums`], with the folded sum ([`Sum::fold`](checksum::Sum::fold)) of the
+/// frame's last `n` bytes already known (`Some((n, sum))`, `n` even or the whole TCP
+/// payload): the TCP checksum reads only the headers. Placement sums transmit payload as it
+/// copies it into the frame, while the bytes are in the cache
+/// ([`PayloadOp::sum`](crate::stages::PayloadOp::sum)).
+pub fn fill_checksums_with(frame: &mut [u8], payload: Option<(usize, [u8; 2])>) {
     if frame.len() < ETH_HDR + IP_HDR || frame[12..14] != [0x08, 0x00] {
         return;
     }
+    let frame_len = frame.len();
     let ip_bytes = &mut frame[ETH_HDR..];
     let hl = ((ip_bytes[0] & 0x0f) as usize) * 4;
     let total = u16::from_be_bytes([ip_bytes[2], ip_bytes[3]]) as usize;
@@ -150,7 +160,8 @@ pub fn fill_checksums(frame: &mut [u8]) {
     }
     let src = Ipv4Addr::new(ip_bytes[12], ip_bytes[13], ip_bytes[14], ip_bytes[15]);
     let dst = Ipv4Addr::new(ip_bytes[16], ip_bytes[17], ip_bytes[18], ip_bytes[19]);
-    checksum::fill_tcp(src, dst, &mut ip_bytes[hl..total]);
+    let payload = payload.filter(|&(n, _)| ETH_HDR + total == frame_len && n <= total - hl);
+    checksum::fill_tcp_with(src, dst, &mut ip_bytes[hl..total], payload);
 }
 
 /// Addresses for [`emit_tcp`].

@@ -447,7 +447,7 @@ impl Threaded {
             tasks.push((
                 me,
                 Box::new(PlaceTask {
-                    delivery: path::Delivery::new(arena.clone(), d),
+                    delivery: path::Delivery::new(arena.clone(), d, !csum_offload),
                     ctl,
                     from_group,
                     to_post,

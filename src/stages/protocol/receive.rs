@@ -396,6 +396,7 @@ impl TcpState {
                 ring_pos,
                 frame_off,
                 len: len as u16,
+                sum: [0, 0],
             };
             self.rcv_nxt = end;
             self.rx_pos += len as u64;
@@ -420,6 +421,7 @@ impl TcpState {
                 ring_pos,
                 frame_off,
                 len: len as u16,
+                sum: [0, 0],
             };
             r.actions.set(Actions::PLACE_PAYLOAD | Actions::OOO);
             None

@@ -83,6 +83,7 @@ impl TcpState {
             ring_pos: self.ring_pos(start),
             frame_off: 0,
             len: n as u16,
+            sum: [0, 0],
         };
         r.actions.set(Actions::TX | Actions::ACK_NOW);
         if n > 0 {
@@ -157,6 +158,7 @@ impl TcpState {
             ring_pos: pos,
             frame_off: 0,
             len: n as u16,
+            sum: [0, 0],
         };
         r.actions.set(Actions::TX | Actions::ACK_NOW);
         if n > 0 {
