@@ -494,7 +494,65 @@ fn profile_only(payload: usize) {
     }
 }
 
+/// `DATAPATH_COUNT=<flextoe|smoltcp>:<payload>:<bursts>`: feed one side that many bursts of
+/// segments of that payload, untimed, and exit; for counting instructions under
+/// `valgrind --tool=callgrind` (the inclusive costs of `Engine::poll` and the stream's reads,
+/// against smoltcp's `Interface::poll` and `recv_slice`, leave the feeder out).
+fn count_only(spec: &str) {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [side, payload, bursts] = parts[..] else {
+        panic!("DATAPATH_COUNT=<flextoe|smoltcp>:<payload>:<bursts>, not {spec}");
+    };
+    let payload: usize = payload.parse().expect("payload");
+    let bursts: usize = bursts.parse().expect("bursts");
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0usize;
+    match side {
+        "flextoe" => {
+            let (mut e, mut s, mut feed) = engine_setup(payload);
+            let arena = e.arena().clone();
+            let mut scratch = Vec::new();
+            for t in 1..=bursts as u64 {
+                feed.burst_frames(&mut scratch, &arena, &mut e.port_mut().rx);
+                e.poll(Instant::from_micros(t));
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    got += n;
+                }
+            }
+        }
+        "smoltcp" => {
+            let (mut sm, mut feed) = smol_setup(payload);
+            for t in 1..=bursts as i64 {
+                let pool = sm.dev.pool.clone();
+                feed.burst(&mut pool.borrow_mut(), &mut sm.dev.rx);
+                let now = smoltcp::time::Instant::from_micros(t);
+                sm.iface.poll(now, &mut sm.dev, &mut sm.sockets);
+                let sock = sm.sockets.get_mut::<tcp::Socket>(sm.h);
+                while let Ok(n) = sock.recv_slice(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    got += n;
+                }
+            }
+        }
+        other => panic!("DATAPATH_COUNT side: flextoe or smoltcp, not {other}"),
+    }
+    assert_eq!(
+        got,
+        bursts * BURST * payload,
+        "{side}: every byte read once"
+    );
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("DATAPATH_COUNT") {
+        count_only(&spec);
+        return;
+    }
     if let Ok(p) = std::env::var("DATAPATH_PROFILE") {
         profile_only(p.parse().expect("DATAPATH_PROFILE=<payload bytes>"));
         return;

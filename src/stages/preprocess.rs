@@ -9,7 +9,7 @@ use crate::buf::{Frame, FrameArena};
 use crate::flow::{FlowId, FlowTable};
 use crate::stats::{DropReason, StageStats};
 use crate::time::Instant;
-use crate::wire::{self, flags, MacAddr, Parsed};
+use crate::wire::{self, flags, MacAddr};
 
 /// The preprocess stage.
 pub struct Preprocess {
@@ -21,6 +21,8 @@ pub struct Preprocess {
     last: Option<(wire::FourTuple, FlowId)>,
     /// For each output of the last burst, the index of the input it came from.
     sources: Vec<usize>,
+    /// The segment being classified (parsed in place, not moved).
+    seg: wire::TcpSegment,
     stats: StageStats,
 }
 
@@ -34,6 +36,7 @@ impl Preprocess {
             table: FlowTable::new(),
             last: None,
             sources: Vec::new(),
+            seg: wire::TcpSegment::EMPTY,
             stats: StageStats::default(),
         }
     }
@@ -102,8 +105,8 @@ impl Preprocess {
     #[inline(always)]
     fn classify_inner(&mut self, frame: Frame, reviewed: bool) -> Option<PreOut> {
         let data = self.arena.data(&frame);
-        let parsed = match wire::parse_frame(data) {
-            Ok(p) => p,
+        let arp = match wire::parse_frame_into(data, &mut self.seg) {
+            Ok(a) => a,
             Err(reason) => {
                 self.stats.drops.add(reason);
                 self.arena.free(frame);
@@ -116,15 +119,13 @@ impl Preprocess {
             self.arena.free(frame);
             return None;
         }
-        let seg = match parsed {
-            Parsed::Arp(_) => {
-                return Some(PreOut::Punt(Punt {
-                    frame,
-                    reason: PuntReason::Arp,
-                }))
-            }
-            Parsed::Tcp(seg) => seg,
-        };
+        if arp.is_some() {
+            return Some(PreOut::Punt(Punt {
+                frame,
+                reason: PuntReason::Arp,
+            }));
+        }
+        let seg = &self.seg;
         if seg.tuple.local_ip != self.ip || dst_mac != self.mac {
             self.stats.drops.add(DropReason::NotForUs);
             self.arena.free(frame);
@@ -145,10 +146,11 @@ impl Preprocess {
         if let Some(reason) = reason {
             return Some(PreOut::Punt(Punt { frame, reason }));
         }
-        match self.lookup(&seg.tuple) {
+        let tuple = seg.tuple;
+        match self.lookup(&tuple) {
             Some(flow) => Some(PreOut::Rx(RxWork {
                 flow,
-                summary: seg.summary,
+                summary: self.seg.summary,
                 frame,
             })),
             None => Some(PreOut::Punt(Punt {

@@ -40,29 +40,27 @@ impl Sum {
                 ]));
             }
         }
-        let fold = |w: u128| {
-            let (lo, hi) = (w as u64, (w >> 64) as u64);
-            hi + (lo & 0xffff_ffff) + (lo >> 32)
-        };
         // What is left: 8-byte words, then a 4-byte word, then 0..3 bytes (their offsets keep
-        // their parity: a run starts at an even offset).
+        // their parity: a run starts at an even offset), into one total.
+        let mut total = wide[0] + wide[1];
         let mut words = chunks.remainder().chunks_exact(8);
         for w in &mut words {
-            wide[0] += u128::from(u64::from_ne_bytes([
+            total += u128::from(u64::from_ne_bytes([
                 w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7],
             ]));
         }
-        let mut acc = self.0 + fold(wide[0]) + fold(wide[1]);
         let mut rest = words.remainder();
         if rest.len() >= 4 {
-            acc += u64::from(u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]));
+            total += u128::from(u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]));
             rest = &rest[4..];
         }
         if !rest.is_empty() {
             let mut b = [0u8; 4];
             b[..rest.len()].copy_from_slice(rest);
-            acc += u64::from(u32::from_ne_bytes(b));
+            total += u128::from(u32::from_ne_bytes(b));
         }
+        let (lo, hi) = (total as u64, (total >> 64) as u64);
+        let acc = self.0 + hi + (lo & 0xffff_ffff) + (lo >> 32);
         Sum(acc)
     }
 
@@ -113,6 +111,11 @@ impl Sum {
 /// Whether an IPv4 header (with its options) carries a correct checksum.
 #[inline]
 pub fn ipv4_header_ok(header: &[u8]) -> bool {
+    // The usual header without options: five words, summed here without a loop.
+    if let Ok(h) = <&[u8; 20]>::try_from(header) {
+        let w = |i: usize| u64::from(u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+        return Sum(w(0) + w(4) + w(8) + w(12) + w(16)).verifies();
+    }
     Sum::default().add_bytes(header).verifies()
 }
 

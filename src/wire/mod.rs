@@ -30,7 +30,7 @@ pub use emit::{
     arp_request, emit_arp, emit_tcp, emit_tcp_with_flags, fill_checksums, fill_checksums_with,
     Endpoints, HeaderTemplate, TxHeader,
 };
-pub use parse::{parse_frame, parse_options, Parsed, TcpOptions, TcpSegment};
+pub use parse::{parse_frame, parse_frame_into, parse_options, Parsed, TcpOptions, TcpSegment};
 
 /// Ethernet header length.
 pub const ETH_HDR: usize = 14;

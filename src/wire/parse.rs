@@ -35,6 +35,42 @@ pub struct TcpSegment {
     pub options: TcpOptions,
 }
 
+impl TcpSegment {
+    /// A placeholder to parse into ([`parse_frame_into`]): all addresses and fields zero.
+    pub const EMPTY: TcpSegment = TcpSegment {
+        tuple: FourTuple {
+            local_ip: Ipv4Addr::UNSPECIFIED,
+            local_port: 0,
+            remote_ip: Ipv4Addr::UNSPECIFIED,
+            remote_port: 0,
+        },
+        src_mac: MacAddr([0; 6]),
+        summary: SegmentSummary {
+            seq: 0,
+            ack: 0,
+            ts_val: 0,
+            ts_ecr: 0,
+            win: 0,
+            payload_off: 0,
+            payload_len: 0,
+            flags: 0,
+            has_ts: false,
+            ce: false,
+            sack_len: 0,
+            sack_at: 0,
+        },
+        options: TcpOptions {
+            mss: None,
+            window_scale: None,
+            sack_permitted: false,
+            timestamp: None,
+            sack_len: 0,
+            sack_at: 0,
+            unexpected: false,
+        },
+    };
+}
+
 /// A validated received frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Parsed {
@@ -48,20 +84,35 @@ pub enum Parsed {
 /// checksum, fragments and options; never panics on any input.
 #[inline(always)]
 pub fn parse_frame(data: &[u8]) -> Result<Parsed, DropReason> {
+    let mut seg = TcpSegment::EMPTY;
+    match parse_frame_into(data, &mut seg)? {
+        None => Ok(Parsed::Tcp(seg)),
+        Some(arp) => Ok(Parsed::Arp(arp)),
+    }
+}
+
+/// [`parse_frame`], writing a TCP segment's fields into `out` (a stage's own, reused from
+/// frame to frame) instead of returning them: `Ok(None)` for a TCP segment (now in `out`),
+/// `Ok(Some(_))` for an ARP packet. On an error `out` may hold some fields of the frame.
+#[inline(always)]
+pub fn parse_frame_into(data: &[u8], out: &mut TcpSegment) -> Result<Option<ArpRepr>, DropReason> {
     let eth = EthernetFrame::new_checked(data).map_err(|_| DropReason::Truncated)?;
     match eth.ethertype() {
         EthernetProtocol::Arp => {
             let pkt = ArpPacket::new_checked(eth.payload()).map_err(|_| DropReason::BadArp)?;
             let repr = ArpRepr::parse(&pkt).map_err(|_| DropReason::BadArp)?;
-            Ok(Parsed::Arp(repr))
+            Ok(Some(repr))
         }
-        EthernetProtocol::Ipv4 => parse_ipv4(eth.src_addr(), eth.payload()).map(Parsed::Tcp),
+        EthernetProtocol::Ipv4 => {
+            parse_ipv4(eth.src_addr(), eth.payload(), out)?;
+            Ok(None)
+        }
         _ => Err(DropReason::UnsupportedEthertype),
     }
 }
 
 #[inline(always)]
-fn parse_ipv4(src_mac: MacAddr, data: &[u8]) -> Result<TcpSegment, DropReason> {
+fn parse_ipv4(src_mac: MacAddr, data: &[u8], out: &mut TcpSegment) -> Result<(), DropReason> {
     if data.len() < IP_HDR {
         return Err(DropReason::Truncated);
     }
@@ -121,7 +172,7 @@ fn parse_ipv4(src_mac: MacAddr, data: &[u8]) -> Result<TcpSegment, DropReason> {
     let syn = flag_byte & flags::SYN != 0;
     let options = parse_options(&tcp_bytes[TCP_HDR..thl], syn)?;
     let payload_len = tcp_bytes.len() - thl;
-    let summary = SegmentSummary {
+    out.summary = SegmentSummary {
         seq: be32(4),
         ack: be32(8),
         ts_val: options.timestamp.map_or(0, |t| t.0),
@@ -139,17 +190,15 @@ fn parse_ipv4(src_mac: MacAddr, data: &[u8]) -> Result<TcpSegment, DropReason> {
             0
         },
     };
-    Ok(TcpSegment {
-        tuple: FourTuple {
-            local_ip: dst,
-            local_port: dst_port,
-            remote_ip: src,
-            remote_port: src_port,
-        },
-        src_mac,
-        summary,
-        options,
-    })
+    out.tuple = FourTuple {
+        local_ip: dst,
+        local_port: dst_port,
+        remote_ip: src,
+        remote_port: src_port,
+    };
+    out.src_mac = src_mac;
+    out.options = options;
+    Ok(())
 }
 
 /// Parse a TCP option block. Malformed blocks are an error; unknown kinds are skipped by
