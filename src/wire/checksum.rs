@@ -196,6 +196,17 @@ mod tests {
             prop_assert_eq!(u16::from_be_bytes(c), reference(&data));
         }
 
+        /// Long runs (past 64 KiB, where the totals' high halves are not zero for data of
+        /// all ones) and every tail length.
+        #[test]
+        fn long_runs_match_the_reference(len in 60_000usize..140_000, fill in any::<u8>(), ones: bool) {
+            let data: Vec<u8> = (0..len)
+                .map(|i| if ones { 0xff } else { fill.wrapping_add((i * 31 / 7) as u8) })
+                .collect();
+            let c = Sum::default().add_bytes(&data).checksum();
+            prop_assert_eq!(u16::from_be_bytes(c), reference(&data));
+        }
+
         #[test]
         fn runs_add_up(data in proptest::collection::vec(any::<u8>(), 0..600), cut in 0usize..300) {
             let cut = (cut.min(data.len())) & !1;

@@ -93,7 +93,7 @@ pub fn parse_frame(data: &[u8]) -> Result<Parsed, DropReason> {
 
 /// [`parse_frame`], writing a TCP segment's fields into `out` (a stage's own, reused from
 /// frame to frame) instead of returning them: `Ok(None)` for a TCP segment (now in `out`),
-/// `Ok(Some(_))` for an ARP packet. On an error `out` may hold some fields of the frame.
+/// `Ok(Some(_))` for an ARP packet. On an error, and for ARP, `out` is left as it was.
 #[inline(always)]
 pub fn parse_frame_into(data: &[u8], out: &mut TcpSegment) -> Result<Option<ArpRepr>, DropReason> {
     let eth = EthernetFrame::new_checked(data).map_err(|_| DropReason::Truncated)?;
