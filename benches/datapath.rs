@@ -341,6 +341,40 @@ fn rx_path(c: &mut Criterion) {
     g.finish();
 }
 
+/// One engine poll at `t` microseconds, then the application reads until the stream is
+/// empty; returns the bytes read.
+fn engine_poll_read(
+    e: &mut Engine<BenchPort>,
+    s: &mut flextoe::Stream,
+    buf: &mut [u8],
+    t: u64,
+) -> usize {
+    e.poll(Instant::from_micros(t));
+    let mut got = 0;
+    while let Ok(n) = s.read(buf) {
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    got
+}
+
+/// The same for smoltcp: one `Interface::poll`, then `recv_slice` until the socket is empty.
+fn smol_poll_read(sm: &mut Smol, buf: &mut [u8], t: i64) -> usize {
+    let now = smoltcp::time::Instant::from_micros(t);
+    sm.iface.poll(now, &mut sm.dev, &mut sm.sockets);
+    let sock = sm.sockets.get_mut::<tcp::Socket>(sm.h);
+    let mut got = 0;
+    while let Ok(n) = sock.recv_slice(buf) {
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    got
+}
+
 /// Interleaved rounds of both stacks in one process; medians and their ratio. Less exposed
 /// to machine noise than two separate criterion runs.
 fn interleaved_ratio() {
@@ -362,12 +396,7 @@ fn interleaved_ratio() {
                 fe.burst_frames(&mut scratch, &arena, &mut e.port_mut().rx);
                 let start = StdInstant::now();
                 te += 1;
-                e.poll(Instant::from_micros(te));
-                while let Ok(n) = s.read(&mut buf_e) {
-                    if n == 0 {
-                        break;
-                    }
-                }
+                engine_poll_read(&mut e, &mut s, &mut buf_e, te);
                 spent += start.elapsed();
             }
             spent.as_nanos() as f64 / (BURSTS * BURST) as f64
@@ -379,14 +408,7 @@ fn interleaved_ratio() {
                 fs.burst(&mut pool.borrow_mut(), &mut sm.dev.rx);
                 let start = StdInstant::now();
                 ts += 1;
-                let now = smoltcp::time::Instant::from_micros(ts);
-                sm.iface.poll(now, &mut sm.dev, &mut sm.sockets);
-                let sock = sm.sockets.get_mut::<tcp::Socket>(sm.h);
-                while let Ok(n) = sock.recv_slice(&mut buf_s) {
-                    if n == 0 {
-                        break;
-                    }
-                }
+                smol_poll_read(&mut sm, &mut buf_s, ts);
                 spent += start.elapsed();
             }
             spent.as_nanos() as f64 / (BURSTS * BURST) as f64
@@ -484,12 +506,7 @@ fn profile_only(payload: usize) {
         for _ in 0..1000 {
             feed.burst_frames(&mut scratch, &arena, &mut e.port_mut().rx);
             t += 1;
-            e.poll(Instant::from_micros(t));
-            while let Ok(n) = s.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-            }
+            engine_poll_read(&mut e, &mut s, &mut buf, t);
         }
     }
 }
@@ -514,13 +531,7 @@ fn count_only(spec: &str) {
             let mut scratch = Vec::new();
             for t in 1..=bursts as u64 {
                 feed.burst_frames(&mut scratch, &arena, &mut e.port_mut().rx);
-                e.poll(Instant::from_micros(t));
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    got += n;
-                }
+                got += engine_poll_read(&mut e, &mut s, &mut buf, t);
             }
         }
         "smoltcp" => {
@@ -528,15 +539,7 @@ fn count_only(spec: &str) {
             for t in 1..=bursts as i64 {
                 let pool = sm.dev.pool.clone();
                 feed.burst(&mut pool.borrow_mut(), &mut sm.dev.rx);
-                let now = smoltcp::time::Instant::from_micros(t);
-                sm.iface.poll(now, &mut sm.dev, &mut sm.sockets);
-                let sock = sm.sockets.get_mut::<tcp::Socket>(sm.h);
-                while let Ok(n) = sock.recv_slice(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    got += n;
-                }
+                got += smol_poll_read(&mut sm, &mut buf, t);
             }
         }
         other => panic!("DATAPATH_COUNT side: flextoe or smoltcp, not {other}"),
