@@ -78,7 +78,8 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
             },
             transport: Transport::new(
                 arena.clone(),
-                Protocol::with_congestion(cc, arena.clone()),
+                Protocol::with_congestion(cc, arena.clone())
+                    .with_ack_coalescing(cfg.ack_policy != AckPolicy::EverySegment),
                 sched,
                 (rx_segment, results),
                 rings.clone(),

@@ -378,7 +378,10 @@ impl Threaded {
                 Box::new(GroupTask {
                     transport: path::Transport::new(
                         arena.clone(),
-                        Protocol::with_congestion(pol.cc.clone(), arena.clone()),
+                        Protocol::with_congestion(pol.cc.clone(), arena.clone())
+                            .with_ack_coalescing(
+                                post_policy != crate::stages::protocol::AckPolicy::EverySegment,
+                            ),
                         pol.sched.clone(),
                         (pol.hooks.rx_segment.clone(), pol.hooks.results.clone()),
                         pol.hooks.rings.clone(),

@@ -29,6 +29,7 @@ use crate::stats::{DropReason, StageStats};
 use crate::time::Instant;
 use crate::wire::{flags, seq, SackBlocks, SegmentSummary, TxHeader};
 
+mod burst;
 mod loss;
 mod receive;
 mod send;
@@ -98,6 +99,11 @@ const F_FROZEN: u32 = 1 << 17;
 
 /// A `ts_recent` this old (24 days) no longer rejects segments (RFC 7323 section 5.5).
 const PAWS_IDLE_MS: u64 = 24 * 24 * 3600 * 1000;
+
+/// In a result being built by [`Protocol`]'s burst processing: the header of a coalescable
+/// ACK (in-order data) may be left for the burst to write ([`burst`]). Never set on a result
+/// that leaves the stage.
+const HEADER_OWED: u32 = 1 << 31;
 
 /// Per-connection TCP state, owned by one protocol stage.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -451,6 +457,9 @@ pub struct Protocol<C: CongestionControl = NewReno> {
     /// The arena of the received frames: a segment's SACK blocks are read from its frame
     /// (its summary only says where they are).
     arena: Arc<FrameArena>,
+    /// Whether coalescable ACK headers are written only where one can be sent
+    /// ([`with_ack_coalescing`](Self::with_ack_coalescing)).
+    coalesce: bool,
 }
 
 impl Protocol {
@@ -470,6 +479,7 @@ impl<C: CongestionControl> Protocol<C> {
             flows: Vec::new(),
             stats: StageStats::default(),
             arena,
+            coalesce: false,
         }
     }
 
@@ -731,14 +741,7 @@ impl<C: CongestionControl> Stage for Protocol<C> {
         self.stats.items_in += input.len() as u64;
         self.stats.items_out += input.len() as u64;
         output.reserve(input.len());
-        for w in input.drain(..) {
-            output.push(ProtoResult {
-                flow: w.flow(),
-                ..Default::default()
-            });
-            let r = output.last_mut().expect("just pushed");
-            self.handle_into(now, w, r);
-        }
+        self.process_burst(now, input, output);
     }
 
     fn stats(&self) -> &StageStats {

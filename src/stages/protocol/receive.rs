@@ -263,7 +263,10 @@ impl TcpState {
             drop = drop.or(mismatch);
         }
         self.try_consume_fin(r);
-        if r.actions.any(Actions::TX) {
+        // A coalescable ACK's header is left for the burst when it asked for that (it writes
+        // the header of the flow's last one only).
+        let owed = r.actions.0 & (Actions::ACK_NOW | HEADER_OWED) == HEADER_OWED;
+        if r.actions.any(Actions::TX) && !owed {
             self.ack_header(now, &mut r.hdr);
         }
         self.finish(r);

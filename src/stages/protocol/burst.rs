@@ -1,0 +1,384 @@
+//! A burst's ACK headers, written only where one can be sent.
+//!
+//! Under a coalescing ACK policy ([`AckPolicy::PerBurst`], [`AckPolicy::Delayed`]),
+//! postprocess sends a flow's coalescable ACK only when it is the flow's last segment to send
+//! in the burst; the headers of the others are never read. An in-order data segment followed
+//! in the burst by another data (or FIN) segment of the same flow leaves its ACK header owed,
+//! and the next segment settles it:
+//!
+//! - if that segment sends anything (an ACK of its own, coalescable or not), the earlier
+//!   result no longer sends: postprocess would have left it out, since a later segment of the
+//!   flow carries the ACK;
+//! - if it sends nothing, it changed nothing (a segment without ACK, of a reset or frozen
+//!   flow), and the owed header is written from the state as it is.
+//!
+//! A result that leaves the stage with [`Actions::TX`] always has its header written. The
+//! segments sent are those of a stage that writes every header, except that an advertised
+//! window is computed only for headers that are written (the others are never seen by the
+//! peer).
+
+use super::*;
+
+impl<C: CongestionControl> Protocol<C> {
+    /// Write a coalescable ACK's header only where it can be sent: for the last such result
+    /// of a flow in a burst, and only when no later result of the flow sends a segment
+    /// (which then carries the ACK). Only for a postprocess that coalesces ACKs
+    /// ([`AckPolicy::PerBurst`], [`AckPolicy::Delayed`]); under
+    /// [`AckPolicy::EverySegment`] every ACK is sent and needs its header. Affects
+    /// [`Stage::process`] only; [`handle`](Self::handle) writes every header. The engines
+    /// turn it on for those policies. A results stage that drops a flow's last result that
+    /// sends drops the burst's ACK of that flow with it.
+    pub fn with_ack_coalescing(mut self, on: bool) -> Self {
+        self.coalesce = on;
+        self
+    }
+
+    /// Whether ACK headers are written only where they can be sent.
+    pub fn ack_coalescing(&self) -> bool {
+        self.coalesce
+    }
+
+    /// [`Stage::process`]'s loop, with owed ACK headers when coalescing (see the module's
+    /// documentation). A data segment's header is left owed only when the next item is a
+    /// data segment of the same flow (the burst's segments of a flow come in runs), so at
+    /// most one header is owed at a time, and the next item settles it.
+    pub(super) fn process_burst(
+        &mut self,
+        now: Instant,
+        input: &mut Vec<ProtoWork>,
+        output: &mut Vec<ProtoResult>,
+    ) {
+        const NONE: usize = usize::MAX;
+        // The output index of the result whose header is owed.
+        let mut owed = NONE;
+        let mut items = input.drain(..);
+        while let Some(w) = items.next() {
+            let flow = w.flow();
+            let may_owe = self.coalesce
+                && matches!(w, ProtoWork::Rx(_))
+                && matches!(items.as_slice().first(), Some(ProtoWork::Rx(x))
+                    if x.flow == flow
+                        && (x.summary.payload_len > 0 || x.summary.flags & flags::FIN != 0));
+            let i = output.len();
+            output.push(ProtoResult {
+                flow,
+                actions: Actions(if may_owe { HEADER_OWED } else { 0 }),
+                ..Default::default()
+            });
+            let r = output.last_mut().expect("just pushed");
+            self.handle_into(now, w, r);
+            let a = r.actions;
+            r.actions.clear(HEADER_OWED);
+            if owed != NONE {
+                // This item is a data segment of the owed result's flow.
+                if a.any(Actions::TX) {
+                    // It sends a segment, which carries the ACK.
+                    output[owed].actions.clear(Actions::TX);
+                } else {
+                    // A data segment that sends nothing changed nothing (dropped as stale,
+                    // without ACK, frozen): the state is still the owed result's.
+                    self.write_owed(now, &mut output[owed]);
+                }
+                owed = NONE;
+            }
+            if a.0 & (Actions::TX | Actions::ACK_NOW | HEADER_OWED) == Actions::TX | HEADER_OWED {
+                owed = i;
+            }
+        }
+        debug_assert_eq!(owed, NONE, "the last item owes nothing");
+    }
+
+    /// Write the owed ACK header of `r` from its flow's state as it is now.
+    fn write_owed(&mut self, now: Instant, r: &mut ProtoResult) {
+        if let Some(Some((st, _))) = self.flows.get_mut(r.flow as usize) {
+            st.ack_header(now, &mut r.hdr);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::FlowCounters;
+    use crate::stages::postprocess::{FlowView, Postprocess};
+    use crate::stages::RxWork;
+    use proptest::prelude::*;
+
+    const FLOWS: u32 = 2;
+    const PEER_ISS: u32 = 7_000;
+    const OUR_ISS: u32 = 90_000;
+
+    /// One work item of a scripted burst.
+    #[derive(Clone, Copy, Debug)]
+    enum Op {
+        /// In-order data (of this many bytes), perhaps CE-marked.
+        Data(u16, bool),
+        /// Data this far past what the peer sent in order (a gap before it).
+        Ahead(u16, u16),
+        /// Data the peer already sent (a retransmission).
+        Old(u16),
+        /// A pure ACK of this share (in 1/8) of what we have in flight, perhaps with CWR.
+        PureAck(u8, bool),
+        /// In-order FIN, with this much data before it.
+        Fin(u16),
+        /// The application read everything and queued this much to send.
+        App(u16),
+        /// A transmission grant.
+        Tx,
+        /// The control plane asks for an ACK.
+        AckRequest,
+        /// A zero-window probe.
+        Probe,
+        /// A segment without ACK flag (dropped, changes nothing).
+        NoAck(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (1u16..1200, any::<bool>()).prop_map(|(n, ce)| Op::Data(n, ce)),
+            1 => (1u16..3000, 1u16..800).prop_map(|(g, n)| Op::Ahead(g, n)),
+            1 => (1u16..800).prop_map(Op::Old),
+            2 => (0u8..=8, any::<bool>()).prop_map(|(k, cwr)| Op::PureAck(k, cwr)),
+            1 => (0u16..300).prop_map(Op::Fin),
+            2 => (0u16..3000).prop_map(Op::App),
+            2 => Just(Op::Tx),
+            1 => Just(Op::AckRequest),
+            1 => Just(Op::Probe),
+            1 => (0u16..100).prop_map(Op::NoAck),
+        ]
+    }
+
+    /// The peer's side of one flow, as the script builds its segments.
+    #[derive(Clone, Copy)]
+    struct Peer {
+        next: u32,
+        ts: u32,
+        fin: bool,
+    }
+
+    fn params(rcv_shift: u8) -> TcpParams {
+        TcpParams {
+            snd_nxt: OUR_ISS,
+            rcv_nxt: PEER_ISS,
+            snd_wnd: 60_000,
+            mss: 1000,
+            snd_shift: 0,
+            rcv_shift,
+            rx_cap: 6000,
+            timestamps: true,
+            ts_recent: 1,
+            ts_offset: 0,
+            initial_cwnd_segments: 10,
+            sack: true,
+            ecn: true,
+            congestion: Algorithm::default(),
+            incarnation: 1,
+        }
+    }
+
+    fn postprocess(arena: &Arc<FrameArena>, policy: AckPolicy) -> Postprocess {
+        let mut p = Postprocess::new(arena.clone(), policy);
+        for id in 0..FLOWS {
+            p.install(
+                id,
+                FlowView {
+                    identity: crate::flow::test_identity(id, 1000),
+                    counters: FlowCounters::new(),
+                },
+            );
+        }
+        p
+    }
+
+    /// The burst's work items for `script`, from the peers' and the reference state.
+    fn items(
+        arena: &FrameArena,
+        script: &[(u32, Op)],
+        peers: &mut [Peer],
+        reference: &Protocol,
+    ) -> Vec<ProtoWork> {
+        let mut out = Vec::new();
+        for &(flow, op) in script {
+            let st = reference.state(flow).expect("installed");
+            let p = &mut peers[flow as usize];
+            p.ts += 1;
+            let mut s = SegmentSummary {
+                seq: p.next,
+                ack: st.snd_una,
+                ts_val: p.ts,
+                ts_ecr: 0,
+                win: 60_000,
+                payload_off: 54,
+                payload_len: 0,
+                flags: flags::ACK,
+                has_ts: true,
+                ce: false,
+                sack_len: 0,
+                sack_at: 0,
+            };
+            match op {
+                Op::Data(n, ce) => {
+                    s.payload_len = n;
+                    s.ce = ce;
+                    if !p.fin {
+                        p.next = p.next.wrapping_add(u32::from(n));
+                    }
+                }
+                Op::NoAck(n) => {
+                    s.payload_len = n;
+                    s.flags = 0;
+                }
+                Op::Ahead(gap, n) => {
+                    s.seq = p.next.wrapping_add(u32::from(gap));
+                    s.payload_len = n;
+                }
+                Op::Old(n) => {
+                    s.seq = p.next.wrapping_sub(u32::from(n));
+                    s.payload_len = n;
+                }
+                Op::PureAck(k, cwr) => {
+                    let flight = st.snd_max.wrapping_sub(st.snd_una);
+                    s.ack = st.snd_una.wrapping_add(flight / 8 * u32::from(k));
+                    if cwr {
+                        s.flags |= flags::CWR;
+                    }
+                }
+                Op::Fin(n) => {
+                    s.payload_len = n;
+                    s.flags |= flags::FIN;
+                    if !p.fin {
+                        p.next = p.next.wrapping_add(u32::from(n) + 1);
+                        p.fin = true;
+                    }
+                }
+                Op::App(n) => {
+                    out.push(ProtoWork::App {
+                        flow,
+                        positions: Some((st.tx_app_end + u64::from(n), st.rx_pos)),
+                        fin: false,
+                        closed: false,
+                    });
+                    continue;
+                }
+                Op::Tx => {
+                    out.push(ProtoWork::Tx { flow });
+                    continue;
+                }
+                Op::AckRequest => {
+                    out.push(ProtoWork::Ack { flow });
+                    continue;
+                }
+                Op::Probe => {
+                    out.push(ProtoWork::Probe { flow });
+                    continue;
+                }
+            }
+            let frame = arena.alloc().expect("a frame for the segment");
+            out.push(ProtoWork::Rx(RxWork {
+                flow,
+                summary: s,
+                frame,
+            }));
+        }
+        out
+    }
+
+    /// What postprocess sent of a burst: (index, flow, header), and the results' actions
+    /// without TX (which only says whether a segment may go).
+    type Sent = (Vec<(usize, FlowId, TxHeader)>, Vec<u32>);
+
+    fn run(
+        arena: &FrameArena,
+        proto: &mut Protocol,
+        post: &mut Postprocess,
+        now: Instant,
+        mut work: Vec<ProtoWork>,
+    ) -> Sent {
+        let mut results = Vec::new();
+        proto.process(now, &mut work, &mut results);
+        for r in &results {
+            assert!(!r.actions.any(HEADER_OWED), "{r:?}");
+            // Whatever postprocess runs on (another burst, in another replica), a result
+            // that may send has its header: every segment of ours carries ACK.
+            let written = r.hdr.flags & flags::ACK != 0;
+            assert!(!r.actions.any(Actions::TX) || written, "{r:?}");
+        }
+        post.process_in_place(now, &mut results);
+        let mut sent = Vec::new();
+        let mut actions = Vec::new();
+        for (i, r) in results.iter_mut().enumerate() {
+            if let Some(f) = r.tx_frame.take() {
+                sent.push((i, r.flow, r.hdr));
+                arena.free(f);
+            }
+            if let Some(f) = r.rx_frame.take() {
+                arena.free(f);
+            }
+            actions.push(r.actions.0 & !Actions::TX);
+        }
+        (sent, actions)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        /// A stage that leaves ACK headers owed sends the same segments as one that writes
+        /// every header, burst after burst, under both coalescing policies.
+        #[test]
+        fn owed_headers_send_what_written_headers_send(
+            bursts in proptest::collection::vec(
+                proptest::collection::vec((0..FLOWS, op()), 1..24), 1..8),
+            delayed in any::<bool>(),
+            rcv_shift in prop_oneof![Just(0u8), 1u8..4],
+        ) {
+            let arena = Arc::new(FrameArena::new(256).unwrap());
+            let policy = if delayed {
+                AckPolicy::delayed(Duration::from_millis(5))
+            } else {
+                AckPolicy::PerBurst
+            };
+            let mut plain = Protocol::new(arena.clone());
+            let mut owing = Protocol::new(arena.clone()).with_ack_coalescing(true);
+            for id in 0..FLOWS {
+                plain.install(id, TcpState::new(&params(rcv_shift)));
+                owing.install(id, TcpState::new(&params(rcv_shift)));
+            }
+            let (mut post_plain, mut post_owing) =
+                (postprocess(&arena, policy), postprocess(&arena, policy));
+            let peer = Peer { next: PEER_ISS, ts: 10, fin: false };
+            let (mut peers_a, mut peers_b) = ([peer; FLOWS as usize], [peer; FLOWS as usize]);
+            let mut edges = [None::<u32>; FLOWS as usize];
+            for (b, script) in bursts.iter().enumerate() {
+                let now = Instant::from_micros(1_000 + 3_000 * b as u64);
+                let wa = items(&arena, script, &mut peers_a, &plain);
+                let wb = items(&arena, script, &mut peers_b, &plain);
+                let a = run(&arena, &mut plain, &mut post_plain, now, wa);
+                let b2 = run(&arena, &mut owing, &mut post_owing, now, wb);
+                prop_assert_eq!(&a.1, &b2.1, "actions, burst {}", b);
+                // The advertised window is computed only for the headers that are sent, so
+                // it may differ where a header nobody saw moved the edge the next one starts
+                // from; every other field is the same.
+                let strip = |v: &[(usize, FlowId, TxHeader)]| -> Vec<_> {
+                    v.iter().map(|&(i, f, h)| (i, f, TxHeader { win: 0, ..h })).collect()
+                };
+                prop_assert_eq!(strip(&a.0), strip(&b2.0), "segments sent, burst {}", b);
+                // And the window the peer sees never shrinks (but for the scale's rounding).
+                for &(_, f, h) in &b2.0 {
+                    let edge = h.ack.wrapping_add(u32::from(h.win) << rcv_shift);
+                    let e = &mut edges[f as usize];
+                    if let Some(prev) = *e {
+                        prop_assert!(
+                            seq::gt(edge, prev.wrapping_sub(1 << rcv_shift)),
+                            "edge {} after {}, burst {}", edge, prev, b
+                        );
+                    }
+                    if e.is_none_or(|p| seq::gt(edge, p)) {
+                        *e = Some(edge);
+                    }
+                }
+            }
+            drop((post_plain, post_owing));
+            prop_assert_eq!(arena.free_frames(), 256);
+        }
+    }
+}
