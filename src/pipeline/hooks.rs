@@ -16,7 +16,7 @@
 //! | verdict | [`RxFrame`], [`RxSegment`] | [`TxFrame`] | [`Results`] |
 //! |---|---|---|---|
 //! | `Pass` | on to the next stage | on to the next stage | on |
-//! | `Drop(r)` | frame freed, counted under the stage's reason `r` | same | the segment this result would send is not sent (counted under `r`); the result itself goes on, since the TCP state has already moved |
+//! | `Drop(r)` | frame freed, counted under the stage's reason `r` | same | the segment this result would send is not sent (counted under `r`); the result itself goes on, since the TCP state has already moved. Under a coalescing ACK policy an in-order segment's ACK rides on the flow's next segment of the burst, so dropping the last one drops the ACK of the run |
 //! | `Tx` | frame sent out of the port (reflected), through the [`TxFrame`] stages as every frame sent (threaded, frames from different preprocess replicas or groups keep no order among themselves) | on to the port | not supported: counted as `invalid`, treated as `Pass` |
 //! | `Redirect(n)` | frame pushed to the `n`th [`RedirectRing`] given to the builder | same | not supported (`invalid`) |
 //! | `Punt` | frame handed to the control plane, which handles it as if preprocess had punted it (ARP, SYN and RST are processed; a segment of an established connection is dropped, counted under [`DropReason::Extension`](crate::stats::DropReason::Extension)) | not supported (`invalid`), freed | not supported (`invalid`) |

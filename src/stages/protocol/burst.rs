@@ -12,10 +12,14 @@
 //! - if it sends nothing, it changed nothing (a segment without ACK, of a reset or frozen
 //!   flow), and the owed header is written from the state as it is.
 //!
-//! A result that leaves the stage with [`Actions::TX`] always has its header written. The
-//! segments sent are those of a stage that writes every header, except that an advertised
-//! window is computed only for headers that are written (the others are never seen by the
-//! peer).
+//! A result that leaves the stage with [`Actions::TX`] always has its header written, and
+//! an owed header's window is still computed (it moves the edge the next window starts
+//! from): postprocess sends the same segments, bit for bit, as from a stage that writes every
+//! header, when it gets the stage's bursts whole. Where it does not (the threaded runtime
+//! splits a burst between postprocess replicas or bursts), a flow sends fewer ACKs: the one
+//! for its last segment of the protocol stage's burst. A [`Results`](crate::pipeline::Results)
+//! stage that drops the result carrying a flow's ACK drops the ACK of the flow's whole run of
+//! segments.
 
 use super::*;
 
@@ -75,8 +79,8 @@ impl<C: CongestionControl> Protocol<C> {
                     // It sends a segment, which carries the ACK.
                     output[owed].actions.clear(Actions::TX);
                 } else {
-                    // A data segment that sends nothing changed nothing (dropped as stale,
-                    // without ACK, frozen): the state is still the owed result's.
+                    // A data segment that sends nothing (one without ACK flag) changed
+                    // nothing: the state is still the owed result's.
                     self.write_owed(now, &mut output[owed]);
                 }
                 owed = NONE;
@@ -90,8 +94,9 @@ impl<C: CongestionControl> Protocol<C> {
 
     /// Write the owed ACK header of `r` from its flow's state as it is now.
     fn write_owed(&mut self, now: Instant, r: &mut ProtoResult) {
-        if let Some(Some((st, _))) = self.flows.get_mut(r.flow as usize) {
-            st.ack_header(now, &mut r.hdr);
+        match self.flows.get_mut(r.flow as usize) {
+            Some(Some((st, _))) => st.ack_header(now, &mut r.hdr),
+            _ => debug_assert!(false, "a result owes a header only for a flow installed"),
         }
     }
 }
@@ -121,8 +126,9 @@ mod tests {
         PureAck(u8, bool),
         /// In-order FIN, with this much data before it.
         Fin(u16),
-        /// The application read everything and queued this much to send.
-        App(u16),
+        /// The application queued this much to send, and read this share (in 1/8) of what
+        /// it had not read.
+        App(u16, u8),
         /// A transmission grant.
         Tx,
         /// The control plane asks for an ACK.
@@ -140,7 +146,7 @@ mod tests {
             1 => (1u16..800).prop_map(Op::Old),
             2 => (0u8..=8, any::<bool>()).prop_map(|(k, cwr)| Op::PureAck(k, cwr)),
             1 => (0u16..300).prop_map(Op::Fin),
-            2 => (0u16..3000).prop_map(Op::App),
+            2 => (0u16..3000, 0u8..=8).prop_map(|(n, read)| Op::App(n, read)),
             2 => Just(Op::Tx),
             1 => Just(Op::AckRequest),
             1 => Just(Op::Probe),
@@ -251,10 +257,13 @@ mod tests {
                         p.fin = true;
                     }
                 }
-                Op::App(n) => {
+                Op::App(n, read) => {
+                    // The application reads `read`/8 of what it has not read yet.
+                    let unread = st.rx_pos - st.rx_tail;
+                    let tail = st.rx_tail + unread / 8 * u64::from(read);
                     out.push(ProtoWork::App {
                         flow,
-                        positions: Some((st.tx_app_end + u64::from(n), st.rx_pos)),
+                        positions: Some((st.tx_app_end + u64::from(n), tail)),
                         fin: false,
                         closed: false,
                     });
@@ -323,7 +332,8 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(400))]
 
         /// A stage that leaves ACK headers owed sends the same segments as one that writes
-        /// every header, burst after burst, under both coalescing policies.
+        /// every header, burst after burst, under both coalescing policies, and ends in the
+        /// same state.
         #[test]
         fn owed_headers_send_what_written_headers_send(
             bursts in proptest::collection::vec(
@@ -347,7 +357,6 @@ mod tests {
                 (postprocess(&arena, policy), postprocess(&arena, policy));
             let peer = Peer { next: PEER_ISS, ts: 10, fin: false };
             let (mut peers_a, mut peers_b) = ([peer; FLOWS as usize], [peer; FLOWS as usize]);
-            let mut edges = [None::<u32>; FLOWS as usize];
             for (b, script) in bursts.iter().enumerate() {
                 let now = Instant::from_micros(1_000 + 3_000 * b as u64);
                 let wa = items(&arena, script, &mut peers_a, &plain);
@@ -355,27 +364,10 @@ mod tests {
                 let a = run(&arena, &mut plain, &mut post_plain, now, wa);
                 let b2 = run(&arena, &mut owing, &mut post_owing, now, wb);
                 prop_assert_eq!(&a.1, &b2.1, "actions, burst {}", b);
-                // The advertised window is computed only for the headers that are sent, so
-                // it may differ where a header nobody saw moved the edge the next one starts
-                // from; every other field is the same.
-                let strip = |v: &[(usize, FlowId, TxHeader)]| -> Vec<_> {
-                    v.iter().map(|&(i, f, h)| (i, f, TxHeader { win: 0, ..h })).collect()
-                };
-                prop_assert_eq!(strip(&a.0), strip(&b2.0), "segments sent, burst {}", b);
-                // And the window the peer sees never shrinks (but for the scale's rounding).
-                for &(_, f, h) in &b2.0 {
-                    let edge = h.ack.wrapping_add(u32::from(h.win) << rcv_shift);
-                    let e = &mut edges[f as usize];
-                    if let Some(prev) = *e {
-                        prop_assert!(
-                            seq::gt(edge, prev.wrapping_sub(1 << rcv_shift)),
-                            "edge {} after {}, burst {}", edge, prev, b
-                        );
-                    }
-                    if e.is_none_or(|p| seq::gt(edge, p)) {
-                        *e = Some(edge);
-                    }
-                }
+                prop_assert_eq!(&a.0, &b2.0, "segments sent, burst {}", b);
+            }
+            for id in 0..FLOWS {
+                prop_assert_eq!(plain.state(id), owing.state(id));
             }
             drop((post_plain, post_owing));
             prop_assert_eq!(arena.free_frames(), 256);

@@ -104,6 +104,10 @@ const PAWS_IDLE_MS: u64 = 24 * 24 * 3600 * 1000;
 /// ACK (in-order data) may be left for the burst to write ([`burst`]). Never set on a result
 /// that leaves the stage.
 const HEADER_OWED: u32 = 1 << 31;
+const _: () = assert!(
+    HEADER_OWED > Actions::PEER_WINDOW_ZERO,
+    "a bit no action uses"
+);
 
 /// Per-connection TCP state, owned by one protocol stage.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -374,6 +378,7 @@ impl TcpState {
     /// Window field to advertise, and remember the right edge. The window never shrinks,
     /// and it opens only by a useful amount: by at least an MSS or half the buffer
     /// (receiver-side silly-window avoidance, RFC 9293 3.8.6.2.2).
+    #[inline]
     fn advertise(&mut self) -> u16 {
         let free = self.rcv_wnd();
         let offered = if seq::gt(self.rcv_adv, self.rcv_nxt) {

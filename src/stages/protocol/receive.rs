@@ -263,11 +263,15 @@ impl TcpState {
             drop = drop.or(mismatch);
         }
         self.try_consume_fin(r);
-        // A coalescable ACK's header is left for the burst when it asked for that (it writes
-        // the header of the flow's last one only).
-        let owed = r.actions.0 & (Actions::ACK_NOW | HEADER_OWED) == HEADER_OWED;
-        if r.actions.any(Actions::TX) && !owed {
-            self.ack_header(now, &mut r.hdr);
+        // A coalescable ACK's header is left owed when the burst asked for that (a later
+        // segment of the flow settles it); its window is still computed, so that the edge
+        // the next one starts from is the same as if the header had been written.
+        if r.actions.any(Actions::TX) {
+            if r.actions.0 & (Actions::ACK_NOW | HEADER_OWED) == HEADER_OWED {
+                self.advertise();
+            } else {
+                self.ack_header(now, &mut r.hdr);
+            }
         }
         self.finish(r);
         drop
