@@ -34,7 +34,6 @@ use crate::stages::scheduler::FlowScheduler;
 use crate::stages::{Actions, PreOut, ProtoResult, ProtoWork, RxWork, Stage};
 use crate::stats::{DropReason, StageStats};
 use crate::time::Instant;
-use crate::wire;
 
 /// Ingress: the `rx_frame` stages, then preprocess.
 pub(crate) struct Ingress {
@@ -326,22 +325,14 @@ impl Delivery {
     }
 }
 
-/// The frame result `r` sends, checksummed unless the port offloads it; frees the frame it
-/// received if placement left it there.
+/// The frame result `r` sends (postprocess filled its checksums unless the port offloads
+/// them); frees the frame it received if placement left it there.
 #[inline]
-fn take_frame(arena: &FrameArena, csum_offload: bool, r: &mut ProtoResult) -> Option<Frame> {
+fn take_frame(arena: &FrameArena, r: &mut ProtoResult) -> Option<Frame> {
     if let Some(f) = r.rx_frame.take() {
         arena.free(f);
     }
-    let mut f = r.tx_frame.take()?;
-    if !csum_offload {
-        // Payload placement summed as it copied (the frame's last `len` bytes).
-        let p = r.payload;
-        let known = (r.actions.any(Actions::FETCH_PAYLOAD) && p.sum != [0, 0])
-            .then_some((p.len as usize, p.sum));
-        wire::fill_checksums_with(arena.data_mut(&mut f), known);
-    }
-    Some(f)
+    r.tx_frame.take()
 }
 
 /// Egress: headers, checksums (unless the port offloads them), then the `tx_frame` stages.
@@ -351,7 +342,6 @@ pub(crate) struct Egress {
     pub(crate) hooks: Chain<TxFrame>,
     pub(crate) rings: Vec<RedirectRing>,
     pub(crate) instance: usize,
-    pub(crate) csum_offload: bool,
     stats: StageStats,
     frames: Vec<Frame>,
     at: Vec<usize>,
@@ -370,11 +360,10 @@ impl Egress {
     ) -> Self {
         Egress {
             arena,
-            post,
+            post: post.filling_checksums(!csum_offload),
             hooks,
             rings,
             instance,
-            csum_offload,
             stats: StageStats::default(),
             frames: Vec::new(),
             at: Vec::new(),
@@ -404,7 +393,7 @@ impl Egress {
         if self.hooks.is_empty() {
             // No `tx_frame` stage can take a frame: each result's frame goes out in order.
             for (i, r) in results.iter_mut().enumerate() {
-                let f = take_frame(&self.arena, self.csum_offload, r);
+                let f = take_frame(&self.arena, r);
                 self.stats.items_out += u64::from(f.is_some());
                 emit(i, f);
             }
@@ -412,7 +401,7 @@ impl Egress {
         }
         self.out.clear();
         for (i, r) in results.iter_mut().enumerate() {
-            if let Some(f) = take_frame(&self.arena, self.csum_offload, r) {
+            if let Some(f) = take_frame(&self.arena, r) {
                 self.frames.push(f);
                 self.at.push(i);
             }

@@ -68,6 +68,8 @@ pub struct Postprocess {
     sole: bool,
     /// Runs on the control plane's thread: arming the timers needs no fence.
     with_control: bool,
+    /// Fills the checksums of the frames it builds (the port does not offload them).
+    checksums: bool,
 }
 
 impl Postprocess {
@@ -84,6 +86,7 @@ impl Postprocess {
             stats: StageStats::default(),
             sole: false,
             with_control: false,
+            checksums: false,
         }
     }
 
@@ -100,6 +103,14 @@ impl Postprocess {
     /// inline runtime): the flows' timers then see its stores in program order.
     pub(crate) fn on_control_thread(mut self) -> Self {
         self.with_control = true;
+        self
+    }
+
+    /// Fill the IPv4 and TCP checksums of the frames it builds, from the flow's header
+    /// template ([`HeaderTemplate::fill_checksums`](crate::wire::HeaderTemplate::fill_checksums)):
+    /// the payload is in the frame by then, and its sum when placement made one.
+    pub(crate) fn filling_checksums(mut self, on: bool) -> Self {
+        self.checksums = on;
         self
     }
 
@@ -210,11 +221,15 @@ impl Postprocess {
             },
         };
         let len = frame.len();
-        let hl = view
-            .identity
-            .template
-            .write(self.arena.buf_mut(&mut frame), &r.hdr);
+        let template = &view.identity.template;
+        let hl = template.write(self.arena.buf_mut(&mut frame), &r.hdr);
         frame.set_len(len.max(hl));
+        if self.checksums {
+            // Placement summed the payload as it copied it in (the frame's last bytes).
+            let p = r.payload;
+            let known = (a.any(Actions::FETCH_PAYLOAD) && p.sum != [0, 0]).then_some(p.sum);
+            template.fill_checksums(self.arena.data_mut(&mut frame), known);
+        }
         acc.tx_segments += 1;
         acc.tx_bytes += r.hdr.payload_len as u64;
         r.tx_frame = Some(frame);

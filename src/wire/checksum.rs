@@ -85,6 +85,12 @@ impl Sum {
         Sum(acc)
     }
 
+    /// Add four bytes that start at an even offset of the checksummed data.
+    #[inline(always)]
+    pub fn add_word(self, bytes: [u8; 4]) -> Sum {
+        Sum(self.0 + u64::from(u32::from_ne_bytes(bytes)))
+    }
+
     /// Add the folded sum ([`fold`](Sum::fold)) of a run that starts at an even offset of
     /// the checksummed data, as if its bytes were added.
     #[inline]

@@ -33,6 +33,12 @@ pub struct HeaderTemplate {
     bytes: [u8; ETH_HDR + IP_HDR + TCP_HDR + TS_OPT_LEN],
     len: u8,
     ts: bool,
+    /// The sum of the IPv4 header's bytes that [`write`](Self::write) never changes: all but
+    /// the first four (version, TOS with the ECN field, total length) and the checksum.
+    ip_sum: checksum::Sum,
+    /// The sum of the TCP pseudo-header's and header's bytes that `write` never changes:
+    /// addresses, protocol, ports, urgent pointer, the timestamp option's kind and length.
+    tcp_sum: checksum::Sum,
 }
 
 impl HeaderTemplate {
@@ -68,10 +74,24 @@ impl HeaderTemplate {
             o[2] = 8;
             o[3] = 10;
         }
+        let ip = &bytes[ETH_HDR..ETH_HDR + IP_HDR];
+        let ip_sum = checksum::Sum::default()
+            .add_bytes(&ip[4..10])
+            .add_bytes(&ip[12..IP_HDR]);
+        let tcp = &bytes[ETH_HDR + IP_HDR..len];
+        let mut tcp_sum = checksum::Sum::default()
+            .pseudo_header(t.local_ip, t.remote_ip, 0)
+            .add_bytes(&tcp[0..4])
+            .add_bytes(&tcp[18..TCP_HDR]);
+        if timestamps {
+            tcp_sum = tcp_sum.add_bytes(&tcp[TCP_HDR..TCP_HDR + 4]);
+        }
         HeaderTemplate {
             bytes,
             len: len as u8,
             ts: timestamps,
+            ip_sum,
+            tcp_sum,
         }
     }
 
@@ -129,6 +149,52 @@ impl HeaderTemplate {
             t[TCP_HDR + 8..TCP_HDR + 12].copy_from_slice(&h.ts_ecr.to_be_bytes());
         }
         len
+    }
+}
+
+impl HeaderTemplate {
+    /// Fill the IPv4 and TCP checksums of `frame`, whose header [`write`](Self::write)
+    /// wrote, with its payload right after the header, from the template's sums of the bytes
+    /// `write` never changes: only the fields it sets and the payload are read. `payload`: the
+    /// payload's folded sum when known ([`PayloadOp::sum`](crate::stages::PayloadOp::sum)),
+    /// else the payload is summed here. A frame laid out otherwise (a SACK option, an IP
+    /// length that is not the frame's) is checksummed from scratch ([`fill_checksums`]).
+    pub fn fill_checksums(&self, frame: &mut [u8], payload: Option<[u8; 2]>) {
+        let hl = self.len as usize;
+        let doff = ETH_HDR + IP_HDR + 12;
+        let laid_out = frame.len() >= hl
+            && frame[doff] == self.bytes[doff]
+            && usize::from(u16::from_be_bytes([frame[ETH_HDR + 2], frame[ETH_HDR + 3]]))
+                == frame.len() - ETH_HDR;
+        if !laid_out {
+            fill_checksums(frame);
+            return;
+        }
+        let (ip, tcp) = frame[ETH_HDR..].split_at_mut(IP_HDR);
+        let ip_c = self
+            .ip_sum
+            .add_word([ip[0], ip[1], ip[2], ip[3]])
+            .checksum();
+        ip[10..12].copy_from_slice(&ip_c);
+        // The pseudo-header's TCP length, then sequence and acknowledgment numbers, data
+        // offset and flags, window.
+        let l = (tcp.len() as u16).to_be_bytes();
+        let mut s = self.tcp_sum.add_word([0, 0, l[0], l[1]]);
+        for w in tcp[4..16].chunks_exact(4) {
+            s = s.add_word([w[0], w[1], w[2], w[3]]);
+        }
+        let thl = hl - ETH_HDR - IP_HDR;
+        if self.ts {
+            for w in tcp[TCP_HDR + 4..thl].chunks_exact(4) {
+                s = s.add_word([w[0], w[1], w[2], w[3]]);
+            }
+        }
+        s = match payload {
+            Some(sum) => s.add_folded(sum),
+            None if tcp.len() > thl => s.add_bytes(&tcp[thl..]),
+            None => s,
+        };
+        tcp[16..18].copy_from_slice(&s.checksum());
     }
 }
 
@@ -264,5 +330,65 @@ pub fn arp_request(src_mac: MacAddr, src_ip: Ipv4Addr, target: Ipv4Addr) -> ArpR
         source_protocol_addr: src_ip,
         target_hardware_addr: MacAddr([0; 6]),
         target_protocol_addr: target,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Checksums filled from the template's sums are those of a frame summed from
+        /// scratch, for any header fields, payload, known payload sum or not, and a SACK
+        /// option (which falls back).
+        #[test]
+        fn template_checksums_match_from_scratch(
+            ips in any::<([u8; 4], [u8; 4], u16, u16)>(),
+            ts in any::<bool>(),
+            (seq, ack, flags, win, ts_val, ts_ecr) in any::<(u32, u32, u8, u16, u32, u32)>(),
+            ect in any::<bool>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..1600),
+            known in any::<bool>(),
+            sack in proptest::collection::vec(any::<(u32, u32)>(), 0..=3),
+        ) {
+            let t = FourTuple {
+                local_ip: Ipv4Addr::from(ips.0),
+                local_port: ips.2,
+                remote_ip: Ipv4Addr::from(ips.1),
+                remote_port: ips.3,
+            };
+            let tpl = HeaderTemplate::new(MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]), &t, ts);
+            let mut h = TxHeader {
+                seq,
+                ack,
+                flags,
+                win,
+                ts_val,
+                ts_ecr,
+                payload_len: payload.len() as u16,
+                ect,
+                ..Default::default()
+            };
+            if payload.is_empty() {
+                for &(l, r) in &sack {
+                    h.sack.push(l, r);
+                }
+            }
+            let mut buf = vec![0u8; 2048];
+            let hl = tpl.write(&mut buf, &h);
+            buf.truncate(hl);
+            buf.extend_from_slice(&payload);
+            let mut scratch = buf.clone();
+            fill_checksums(&mut scratch);
+            let sum = (known && !payload.is_empty())
+                .then(|| checksum::Sum::default().add_bytes(&payload).fold());
+            tpl.fill_checksums(&mut buf, sum);
+            prop_assert_eq!(&buf, &scratch);
+            // And the result verifies as a receiver checks it.
+            let tcp = &buf[ETH_HDR + IP_HDR..];
+            prop_assert!(checksum::tcp_ok(t.local_ip, t.remote_ip, tcp));
+            prop_assert!(checksum::ipv4_header_ok(&buf[ETH_HDR..ETH_HDR + IP_HDR]));
+        }
     }
 }
