@@ -9,8 +9,8 @@
 //! - if that segment sends anything (an ACK of its own, coalescable or not), the earlier
 //!   result no longer sends: postprocess would have left it out, since a later segment of the
 //!   flow carries the ACK;
-//! - if it sends nothing, it changed nothing (a segment without ACK, of a reset or frozen
-//!   flow), and the owed header is written from the state as it is.
+//! - if it sends nothing, it changed nothing (only a segment without ACK flag gets there),
+//!   and the owed header is written from the state as it is.
 //!
 //! A result that leaves the stage with [`Actions::TX`] always has its header written, and
 //! an owed header's window is still computed (it moves the edge the next window starts
