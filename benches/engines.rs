@@ -12,7 +12,10 @@
 //! - **RPC, depth 1**: 64-byte requests, each answered by a 64-byte response that echoes
 //!   it, one outstanding at a time; requests per second;
 //! - **RPC, depth 64**: the same with 64 requests outstanding on the one connection
-//!   (pipelined).
+//!   (pipelined);
+//! - **idle poll**: the connection open and idle, each stack polled with nothing to do
+//!   (no frame, no data, no timer due); stack polls per second. A round that sends a frame
+//!   fails.
 //!
 //! Both sides run the same application loop (one generic function per workload): each
 //! iteration advances a fake clock by 1 us (`flextoe::time::Instant::from_micros`,
@@ -70,6 +73,8 @@ const BULK_BYTES: u64 = 64 << 20;
 const RPC_1: u64 = 100_000;
 /// Requests per round at depth 64.
 const RPC_64: u64 = 2_000_000;
+/// Loop iterations per idle round (each polls both stacks).
+const IDLE_POLLS: u64 = 2_000_000;
 /// Request and response size.
 const MSG: usize = 64;
 /// Loop iterations after which a round counts as stalled.
@@ -668,6 +673,40 @@ impl Workload for Rpc {
     }
 }
 
+/// Polls with nothing to do: the connection is open and idle, no data, no timer due.
+struct Idle {
+    per_round: u64,
+    /// Stack polls done over all rounds.
+    polls: u64,
+}
+
+impl Idle {
+    fn new(per_round: u64) -> Self {
+        Idle {
+            per_round,
+            polls: 0,
+        }
+    }
+}
+
+impl Workload for Idle {
+    /// `per_round` loop iterations, each polling both stacks; returns the stack polls.
+    fn round<S: Stacks>(&mut self, stacks: &mut S, clock: &mut u64) -> u64 {
+        let frames = stacks.frames();
+        for _ in 0..self.per_round {
+            *clock += 1;
+            stacks.poll(*clock);
+        }
+        assert_eq!(stacks.frames(), frames, "an idle poll sent a frame");
+        self.polls += 2 * self.per_round;
+        2 * self.per_round
+    }
+
+    fn verify(&self, rounds: usize) {
+        assert_eq!(self.polls, 2 * rounds as u64 * self.per_round, "polls");
+    }
+}
+
 impl<S: Stacks, W: Workload> Side<S, W> {
     fn new(stacks: S, clock: u64, work: W) -> Self {
         Side {
@@ -781,7 +820,8 @@ fn compare<W: Workload>(l: &Labels, make: impl Fn() -> W) {
 }
 
 /// `ENGINES_COUNT=<flextoe|smoltcp>:<depth>:<requests>`: set up one side, run one round
-/// of that many 64-byte requests at that depth, check it, and exit. For counting
+/// of that many 64-byte requests at that depth, check it, and exit; with `idle` for the
+/// depth, that many idle loop iterations (two stack polls each). For counting
 /// instructions, which unlike time do not move with the machine: two runs under
 /// `valgrind --tool=cachegrind`, the difference of their counts over the difference of
 /// their requests (which leaves setup out). See the README's Performance section.
@@ -790,23 +830,26 @@ fn count_only(spec: &str) {
     let [side, depth, requests] = parts[..] else {
         panic!("ENGINES_COUNT=<flextoe|smoltcp>:<depth>:<requests>, not {spec}");
     };
-    let depth: u64 = depth.parse().expect("depth");
     let requests: u64 = requests.parse().expect("requests");
     let mut t = 0;
     match side {
-        "flextoe" => {
-            let stacks = Engines::new(&mut t);
-            let mut one = Side::new(stacks, t, Rpc::new(depth, requests));
-            one.round();
-            one.work.verify(1);
-        }
-        "smoltcp" => {
-            let stacks = Smols::new(&mut t);
-            let mut one = Side::new(stacks, t, Rpc::new(depth, requests));
-            one.round();
-            one.work.verify(1);
-        }
+        "flextoe" => count_one(Engines::new(&mut t), t, depth, requests),
+        "smoltcp" => count_one(Smols::new(&mut t), t, depth, requests),
         other => panic!("ENGINES_COUNT side: flextoe or smoltcp, not {other}"),
+    }
+}
+
+/// One counted round on `stacks`: RPC at `depth`, or `n` idle iterations (`idle`).
+fn count_one<S: Stacks>(stacks: S, t: u64, depth: &str, n: u64) {
+    if depth == "idle" {
+        let mut one = Side::new(stacks, t, Idle::new(n));
+        one.round();
+        one.work.verify(1);
+    } else {
+        let depth: u64 = depth.parse().expect("depth");
+        let mut one = Side::new(stacks, t, Rpc::new(depth, n));
+        one.round();
+        one.work.verify(1);
     }
 }
 
@@ -852,6 +895,16 @@ fn main() {
         if wanted(&rpc.name) {
             compare(&rpc, || Rpc::new(depth, per_round));
         }
+    }
+    let idle = Labels {
+        name: "idle poll".to_string(),
+        unit: "M polls/s",
+        scale: 1e6,
+        frames_per: "frames/poll",
+        frames_scale: 1.0,
+    };
+    if wanted(&idle.name) {
+        compare(&idle, || Idle::new(IDLE_POLLS));
     }
     println!("(ratio above 1: flextoe has the higher throughput. Medians per round: frames both");
     println!(" ends sent, per unit; seconds; loop iterations, each one fake microsecond)");
