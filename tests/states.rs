@@ -579,6 +579,10 @@ mod established {
         }
         let ack = t.recv().pop().expect("an ACK");
         assert_eq!(ack.ack, t.peer_seq, "all of the message taken");
+        // The small reads told the protocol stage without a pass through the stages (the
+        // window stayed wide, nothing was to be sent), and it took their room into account:
+        // the message fit.
+        assert_eq!(t.engine.stats().quiet_reads, 40);
         assert_eq!(t.stream().readable_bytes(), 65_000);
         // A write after reads: the application's update and the segment it lets out go
         // through egress together, in one pass.

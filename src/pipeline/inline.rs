@@ -352,7 +352,11 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
             self.stats.doorbells += 1;
             if let Some(u) = self.control.app_update(flow, &mut self.cout) {
                 let positions = self.delivery.place.app_positions(flow);
-                self.work.push(u.work(flow, positions));
+                if !u.fin && !u.closed && self.quiet_update(flow, positions) {
+                    self.stats.quiet_reads += 1;
+                } else {
+                    self.work.push(u.work(flow, positions));
+                }
             }
             if self.work.len() >= self.burst {
                 self.run(now);
@@ -361,6 +365,21 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
         self.run(now);
         any |= self.apply_control(now);
         any
+    }
+
+    /// A doorbell (with neither FIN nor close) that only says the application read,
+    /// applied to the protocol stage's state at once where its result would do nothing
+    /// ([`Protocol::app_quiet`]: no window update due, nothing to send): no pass through
+    /// the stages for it. Not with user stages at the `results` hook point (they see every
+    /// result), nor ahead of queued work of the same flow (its order would change).
+    #[inline]
+    fn quiet_update(&mut self, flow: FlowId, positions: Option<(u64, u64)>) -> bool {
+        let Some((tx_head, rx_tail)) = positions else {
+            return false;
+        };
+        self.transport.result_hooks.is_empty()
+            && !self.work.iter().any(|w| w.flow() == flow)
+            && self.transport.proto.app_quiet(flow, tx_head, rx_tail)
     }
 
     /// Grant up to a burst of transmissions into the work queue, within what is left of

@@ -263,6 +263,10 @@ pub struct EngineStats {
     pub handshakes: usize,
     /// Doorbells (application updates) handled.
     pub doorbells: u64,
+    /// Of those, updates that only said the application read, applied to the protocol
+    /// stage's state without a pass through the stages (the inline runtime, where the
+    /// result would have done nothing: no window update due, nothing to send).
+    pub quiet_reads: u64,
     /// Scheduler grants.
     pub grants: u64,
     /// User stages at the hook points, in order.
@@ -289,11 +293,13 @@ impl std::fmt::Display for EngineStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "polls={} rx_frames={} tx_frames={} doorbells={} grants={} flows={} frames_in_use={}",
+            "polls={} rx_frames={} tx_frames={} doorbells={} quiet_reads={} grants={} flows={} \
+             frames_in_use={}",
             self.polls,
             self.rx_frames,
             self.tx_frames,
             self.doorbells,
+            self.quiet_reads,
             self.grants,
             self.flows,
             self.frames_in_use

@@ -147,6 +147,7 @@ mod tests {
             2 => (0u8..=8, any::<bool>()).prop_map(|(k, cwr)| Op::PureAck(k, cwr)),
             1 => (0u16..300).prop_map(Op::Fin),
             2 => (0u16..3000, 0u8..=8).prop_map(|(n, read)| Op::App(n, read)),
+            2 => (0u8..=8).prop_map(|read| Op::App(0, read)),
             2 => Just(Op::Tx),
             1 => Just(Op::AckRequest),
             1 => Just(Op::Probe),
@@ -328,6 +329,109 @@ mod tests {
         (sent, actions)
     }
 
+    /// A read is applied without a work item while the window stays open and nothing is
+    /// to be sent; a read that opens a small window, new data to send, or data queued
+    /// and not sent need the work item, and leave the state as it was.
+    #[test]
+    fn reads_are_quiet_only_where_their_result_does_nothing() {
+        let arena = Arc::new(FrameArena::new(64).unwrap());
+        let mut proto = Protocol::new(arena.clone());
+        proto.install(0, TcpState::new(&params(0)));
+        let now = Instant::from_micros(1_000);
+        let mut peers = [Peer {
+            next: PEER_ISS,
+            ts: 10,
+            fin: false,
+        }; FLOWS as usize];
+        let mut receive = |proto: &mut Protocol, script: &[(u32, Op)]| {
+            let mut work = items(&arena, script, &mut peers, proto);
+            let mut results = Vec::new();
+            proto.process(now, &mut work, &mut results);
+            for r in &mut results {
+                for f in [r.rx_frame.take(), r.tx_frame.take()].into_iter().flatten() {
+                    arena.free(f);
+                }
+            }
+        };
+        // 1,000 bytes in: 5,000 of the 6,000-byte ring advertised.
+        receive(&mut proto, &[(0, Op::Data(1000, false))]);
+        let st = proto.state(0).unwrap().clone();
+        assert!(proto.app_quiet(0, st.tx_app_end, st.rx_tail + 500));
+        assert_eq!(proto.state(0).unwrap().rx_tail, st.rx_tail + 500);
+        // New data to send needs its work item.
+        assert!(!proto.app_quiet(0, st.tx_app_end + 10, st.rx_tail + 600));
+        assert_eq!(proto.state(0).unwrap().rx_tail, st.rx_tail + 500);
+        // 3,600 more: the window advertised is under half the ring; reading all of it
+        // opens it by more than two segments, which the peer is told at once.
+        receive(&mut proto, &[(0, Op::Data(900, false)); 4]);
+        let st = proto.state(0).unwrap().clone();
+        assert_eq!(st.rx_pos - st.rx_tail, 4_100);
+        assert!(!proto.app_quiet(0, st.tx_app_end, st.rx_pos));
+        assert_eq!(proto.state(0).unwrap(), &st);
+        let app = |tx_head, rx_tail| ProtoWork::App {
+            flow: 0,
+            positions: Some((tx_head, rx_tail)),
+            fin: false,
+            closed: false,
+        };
+        let r = proto.handle(now, app(st.tx_app_end, st.rx_pos));
+        assert!(r.actions.any(Actions::TX | Actions::ACK_NOW), "{r:?}");
+        // Data queued and not sent yet: a read's work item asks for a grant.
+        let r = proto.handle(now, app(st.tx_app_end + 100, st.rx_pos));
+        assert!(r.actions.any(Actions::SCHED), "{r:?}");
+        receive(&mut proto, &[(0, Op::Data(100, false))]);
+        let st = proto.state(0).unwrap().clone();
+        assert!(!proto.app_quiet(0, st.tx_app_end, st.rx_pos));
+        assert_eq!(proto.state(0).unwrap(), &st);
+        // No such flow.
+        assert!(!proto.app_quiet(1, 0, 0));
+        assert_eq!(arena.free_frames(), 64);
+    }
+
+    /// Two protocol stages with the same flows, each with its postprocess and its peers, over
+    /// one arena: the two sides of a differential test. The second side coalesces ACK
+    /// headers; the first where `both_coalesce`.
+    struct Pair {
+        arena: Arc<FrameArena>,
+        a: Protocol,
+        b: Protocol,
+        post_a: Postprocess,
+        post_b: Postprocess,
+        peers_a: [Peer; FLOWS as usize],
+        peers_b: [Peer; FLOWS as usize],
+    }
+
+    impl Pair {
+        fn new(delayed: bool, rcv_shift: u8, both_coalesce: bool) -> Self {
+            let arena = Arc::new(FrameArena::new(256).unwrap());
+            let policy = if delayed {
+                AckPolicy::delayed(Duration::from_millis(5))
+            } else {
+                AckPolicy::PerBurst
+            };
+            let mut a = Protocol::new(arena.clone()).with_ack_coalescing(both_coalesce);
+            let mut b = Protocol::new(arena.clone()).with_ack_coalescing(true);
+            for id in 0..FLOWS {
+                a.install(id, TcpState::new(&params(rcv_shift)));
+                b.install(id, TcpState::new(&params(rcv_shift)));
+            }
+            let peer = Peer {
+                next: PEER_ISS,
+                ts: 10,
+                fin: false,
+            };
+            Pair {
+                post_a: postprocess(&arena, policy),
+                post_b: postprocess(&arena, policy),
+                arena,
+                a,
+                b,
+                peers_a: [peer; FLOWS as usize],
+                peers_b: [peer; FLOWS as usize],
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(400))]
 
@@ -341,22 +445,9 @@ mod tests {
             delayed in any::<bool>(),
             rcv_shift in prop_oneof![Just(0u8), 1u8..4],
         ) {
-            let arena = Arc::new(FrameArena::new(256).unwrap());
-            let policy = if delayed {
-                AckPolicy::delayed(Duration::from_millis(5))
-            } else {
-                AckPolicy::PerBurst
-            };
-            let mut plain = Protocol::new(arena.clone());
-            let mut owing = Protocol::new(arena.clone()).with_ack_coalescing(true);
-            for id in 0..FLOWS {
-                plain.install(id, TcpState::new(&params(rcv_shift)));
-                owing.install(id, TcpState::new(&params(rcv_shift)));
-            }
-            let (mut post_plain, mut post_owing) =
-                (postprocess(&arena, policy), postprocess(&arena, policy));
-            let peer = Peer { next: PEER_ISS, ts: 10, fin: false };
-            let (mut peers_a, mut peers_b) = ([peer; FLOWS as usize], [peer; FLOWS as usize]);
+            let Pair { arena, a: mut plain, b: mut owing, post_a: mut post_plain,
+                post_b: mut post_owing, mut peers_a, mut peers_b } =
+                Pair::new(delayed, rcv_shift, false);
             for (b, script) in bursts.iter().enumerate() {
                 let now = Instant::from_micros(1_000 + 3_000 * b as u64);
                 let wa = items(&arena, script, &mut peers_a, &plain);
@@ -370,6 +461,63 @@ mod tests {
                 prop_assert_eq!(plain.state(id), owing.state(id));
             }
             drop((post_plain, post_owing));
+            prop_assert_eq!(arena.free_frames(), 256);
+        }
+
+        /// A read's update applied without a work item where `Protocol::app_quiet` takes it
+        /// (the inline runtime's rule: no earlier item of the same flow still queued)
+        /// changes what its result would have: the same segments go out, every other
+        /// result's actions are the same, the result it spares would have done nothing,
+        /// and both end in the same state (but the count of results reported).
+        #[test]
+        fn quiet_reads_do_what_their_work_items_do(
+            bursts in proptest::collection::vec(
+                proptest::collection::vec((0..FLOWS, op()), 1..24), 1..8),
+            delayed in any::<bool>(),
+            rcv_shift in prop_oneof![Just(0u8), 1u8..4],
+        ) {
+            let Pair { arena, a: mut full, b: mut quiet, post_a: mut post_full,
+                post_b: mut post_quiet, mut peers_a, mut peers_b } =
+                Pair::new(delayed, rcv_shift, true);
+            for (b, script) in bursts.iter().enumerate() {
+                let now = Instant::from_micros(1_000 + 3_000 * b as u64);
+                let wa = items(&arena, script, &mut peers_a, &full);
+                let all = items(&arena, script, &mut peers_b, &full);
+                let mut wb = Vec::new();
+                let mut spared = Vec::new();
+                for (i, w) in all.into_iter().enumerate() {
+                    if let ProtoWork::App { flow, positions: Some((tx, rx)), .. } = w {
+                        if !wb.iter().any(|q: &ProtoWork| q.flow() == flow)
+                            && quiet.app_quiet(flow, tx, rx)
+                        {
+                            spared.push(i);
+                            continue;
+                        }
+                    }
+                    wb.push(w);
+                }
+                let (sent_a, mut actions_a) = run(&arena, &mut full, &mut post_full, now, wa);
+                let (sent_b, actions_b) = run(&arena, &mut quiet, &mut post_quiet, now, wb);
+                for &i in spared.iter().rev() {
+                    let a = Actions(actions_a.remove(i));
+                    prop_assert!(
+                        !a.any(!Actions::PEER_WINDOW_ZERO),
+                        "a spared result would have done something: {:?}, burst {}", a, b
+                    );
+                    prop_assert!(sent_a.iter().all(|s| s.0 != i), "burst {}", b);
+                }
+                prop_assert_eq!(&actions_a, &actions_b, "actions, burst {}", b);
+                let segs = |s: &[(usize, FlowId, TxHeader)]| {
+                    s.iter().map(|&(_, f, h)| (f, h)).collect::<Vec<_>>()
+                };
+                prop_assert_eq!(segs(&sent_a), segs(&sent_b), "segments sent, burst {}", b);
+            }
+            for id in 0..FLOWS {
+                let (mut a, b) = (full.state(id).unwrap().clone(), quiet.state(id).unwrap());
+                a.stamp = b.stamp;
+                prop_assert_eq!(&a, b);
+            }
+            drop((post_full, post_quiet));
             prop_assert_eq!(arena.free_frames(), 256);
         }
     }

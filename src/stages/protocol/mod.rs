@@ -551,6 +551,18 @@ impl<C: CongestionControl> Protocol<C> {
         self.len() == 0
     }
 
+    /// An application update of `flow` that only moved its receive ring's tail, applied to
+    /// the flow's state without a work item where its result would do nothing (see
+    /// [`TcpState::on_app_quiet`]): a runtime's shortcut for the doorbell of a read, which
+    /// then needs no pass through the stages. `false` (state unchanged) where the update
+    /// needs its work item, or the flow is not here.
+    pub fn app_quiet(&mut self, flow: FlowId, tx_head: u64, rx_tail: u64) -> bool {
+        match self.flows.get_mut(flow as usize).and_then(Option::as_mut) {
+            Some((st, _)) => st.on_app_quiet(tx_head, rx_tail),
+            None => false,
+        }
+    }
+
     /// Handle one work item.
     pub fn handle(&mut self, now: Instant, work: ProtoWork) -> ProtoResult {
         let mut r = ProtoResult {

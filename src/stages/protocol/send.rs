@@ -191,6 +191,20 @@ impl TcpState {
         if fin {
             self.flags |= F_TXFIN;
         }
+        if self.take_rx_tail(rx_tail) {
+            self.ack_header(now, &mut r.hdr);
+            r.actions.set(Actions::TX | Actions::ACK_NOW);
+        }
+        if self.can_send() {
+            r.actions.set(Actions::SCHED);
+        }
+        self.finish(r);
+    }
+
+    /// The application read up to `rx_tail`: take it, and say whether the window opened
+    /// enough to tell the peer at once (it was under half the ring, and grows by two
+    /// segments, or half the ring where that is less: RFC 1122 4.2.3.3).
+    fn take_rx_tail(&mut self, rx_tail: u64) -> bool {
         let old_adv = if seq::gt(self.rcv_adv, self.rcv_nxt) {
             self.rcv_adv.wrapping_sub(self.rcv_nxt)
         } else {
@@ -201,14 +215,26 @@ impl TcpState {
         }
         let new_wnd = (self.rcv_wnd() >> self.rcv_shift) << self.rcv_shift;
         let threshold = (2 * self.mss as u32).min(self.rx_cap / 2);
-        if old_adv < self.rx_cap / 2 && new_wnd >= old_adv.saturating_add(threshold) {
-            self.ack_header(now, &mut r.hdr);
-            r.actions.set(Actions::TX | Actions::ACK_NOW);
+        old_adv < self.rx_cap / 2 && new_wnd >= old_adv.saturating_add(threshold)
+    }
+
+    /// [`on_app`](Self::on_app) for an update that only moved the receive ring's tail (the
+    /// application read), applied only where its result would do nothing: no new data
+    /// (`tx_head` no further than the state knows), no window update due, nothing to send,
+    /// the flow neither frozen nor reset. Returns whether it was applied; `false` leaves the
+    /// state as it was, for the caller to make the work item. Applied, it changes only
+    /// `rx_tail`, which no report to the control plane carries, so the last result's report
+    /// still holds.
+    pub fn on_app_quiet(&mut self, tx_head: u64, rx_tail: u64) -> bool {
+        if self.has(F_FROZEN | F_RST) || (tx_head > self.tx_app_end && !self.has(F_TXFIN)) {
+            return false;
         }
-        if self.can_send() {
-            r.actions.set(Actions::SCHED);
+        let before = self.rx_tail;
+        if self.take_rx_tail(rx_tail) || self.can_send() {
+            self.rx_tail = before;
+            return false;
         }
-        self.finish(r);
+        true
     }
 
     /// Zero-window probe: an ACK with an old sequence number, which makes the peer answer
