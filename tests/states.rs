@@ -608,6 +608,29 @@ mod established {
         assert_eq!(egress_bursts(&t), bursts + 1);
     }
 
+    /// A write sends its first segment in its own result, without a grant (the scheduler
+    /// would have given it at once: no other flow waits); what is left goes by grants, in
+    /// order.
+    #[test]
+    fn a_write_sends_its_first_segment_without_a_grant() {
+        let mut t = script();
+        t.accept_established();
+        let grants = t.engine.stats().grants;
+        for msg in [&b"one"[..], b"two", b"three"] {
+            t.stream().write_all(msg).unwrap();
+            let seg = t.recv_one();
+            assert_eq!(seg.payload, msg);
+        }
+        assert_eq!(t.engine.stats().grants, grants, "no grant for one segment");
+        let big: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        t.stream().write_all(&big).unwrap();
+        let segs = t.recv();
+        assert!(segs.len() >= 3, "{} segments", segs.len());
+        let sent: Vec<u8> = segs.iter().flat_map(|s| s.payload.clone()).collect();
+        assert_eq!(sent, big, "every byte once, in order");
+        assert!(t.engine.stats().grants > grants, "the rest by grants");
+    }
+
     #[test]
     fn drop_with_unread_data_sends_rst() {
         let mut t = script();

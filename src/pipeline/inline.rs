@@ -402,6 +402,10 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
         if self.work.is_empty() {
             return;
         }
+        // An application's write sends its first segment in its own result where the
+        // scheduler would grant it at once; not ahead of control-plane work (below), nor
+        // past the poll's budget.
+        self.transport.direct_send = self.cout.work.is_empty() && self.granted < self.budget;
         self.transport.run(now, &mut self.work, &mut self.results);
         // Not while the control plane has work queued (a reset the application's close
         // asked for): that goes first, and the poll's grants follow it.

@@ -100,6 +100,9 @@ pub(crate) struct Transport<C: CongestionControl, S: FlowScheduler> {
     rates: Vec<Option<u64>>,
     /// Frames for the segments it sends, taken from the arena a burst at a time.
     frames: FrameCache,
+    /// Whether the runtime lets application updates send their first segment themselves
+    /// where the scheduler allows it ([`Protocol::set_direct_send`]); set before each run.
+    pub(crate) direct_send: bool,
 }
 
 impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
@@ -123,6 +126,7 @@ impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
             header_len: Vec::new(),
             mss: Vec::new(),
             rates: Vec::new(),
+            direct_send: false,
         }
     }
 
@@ -199,6 +203,9 @@ impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
             return;
         }
         let first = results.len();
+        let direct =
+            self.direct_send && !C::PACED && self.sched.direct() && self.sched.pending() == 0;
+        self.proto.set_direct_send(direct);
         self.proto.process(now, work, results);
         let burst = &mut results[first..];
         if !self.result_hooks.is_empty() {

@@ -83,6 +83,15 @@ pub trait FlowScheduler: Clone + Send + 'static {
     fn remove(&mut self, id: FlowId);
     /// Flows waiting for a grant.
     fn pending(&self) -> usize;
+    /// Whether a flow whose application update made data ready may send its first segment
+    /// at once, in that update's own result, when no flow waits for a grant (`pending` is
+    /// 0) and the congestion control does not pace: true only for a scheduler that would
+    /// grant it at once anyway (work-conserving, unpaced, nothing to order it behind). The
+    /// rest of what the flow has ready is activated as usual. The default is `false`: every
+    /// segment waits for a grant.
+    fn direct(&self) -> bool {
+        false
+    }
     /// Emit up to `max` grants ([`ProtoWork::Tx`]) into `out`.
     fn grant(&mut self, now: Instant, max: usize, out: &mut Vec<ProtoWork>);
     /// When the next grant becomes due although none is due now (pacing); `None` when
@@ -122,6 +131,11 @@ impl RoundRobin {
 impl FlowScheduler for RoundRobin {
     fn name(&self) -> &'static str {
         "scheduler"
+    }
+
+    /// With no flow waiting, round-robin grants the next active flow at once.
+    fn direct(&self) -> bool {
+        true
     }
 
     fn activate(&mut self, id: FlowId, now: Instant) {

@@ -465,6 +465,9 @@ pub struct Protocol<C: CongestionControl = NewReno> {
     /// Whether coalescable ACK headers are written only where one can be sent
     /// ([`with_ack_coalescing`](Self::with_ack_coalescing)).
     coalesce: bool,
+    /// Whether an application update that makes data ready sends its first segment itself
+    /// ([`set_direct_send`](Self::set_direct_send)).
+    direct: bool,
 }
 
 impl Protocol {
@@ -485,6 +488,7 @@ impl<C: CongestionControl> Protocol<C> {
             stats: StageStats::default(),
             arena,
             coalesce: false,
+            direct: false,
         }
     }
 
@@ -563,6 +567,16 @@ impl<C: CongestionControl> Protocol<C> {
         }
     }
 
+    /// From now on (until called again), an application update that makes data ready
+    /// sends the flow's first segment in its own result, as a grant ([`ProtoWork::Tx`])
+    /// would, instead of asking for one (`Actions::SCHED`, which then stands only for what
+    /// is left). For a runtime whose scheduler would grant the flow at once anyway
+    /// ([`FlowScheduler::direct`](crate::stages::scheduler::FlowScheduler::direct), no
+    /// flow waiting, no pacing): one result and one pass instead of two. Off by default.
+    pub fn set_direct_send(&mut self, on: bool) {
+        self.direct = on;
+    }
+
     /// Handle one work item.
     pub fn handle(&mut self, now: Instant, work: ProtoWork) -> ProtoResult {
         let mut r = ProtoResult {
@@ -589,6 +603,7 @@ impl<C: CongestionControl> Protocol<C> {
             }
         };
         let cc = &self.cc;
+        let direct = self.direct;
         // A frozen flow (on its way into a splice) drops segments and sends nothing; the
         // application's updates wait for the thaw, a reset goes through.
         let work = if st.has(F_FROZEN) {
@@ -625,7 +640,11 @@ impl<C: CongestionControl> Protocol<C> {
                 if closed {
                     st.app_closed();
                 }
-                st.on_app(now, tx_head, rx_tail, fin, r)
+                st.on_app(now, tx_head, rx_tail, fin, r);
+                if direct && r.actions.any(Actions::SCHED) {
+                    r.actions.clear(Actions::SCHED);
+                    st.on_tx(now, r);
+                }
             }
             other => rare(st, cc, cf, &mut self.stats, now, other, r),
         }
