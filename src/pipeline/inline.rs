@@ -403,10 +403,15 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
             return;
         }
         // An application's write sends its first segment in its own result where the
-        // scheduler would grant it at once; not ahead of control-plane work (below), nor
-        // past the poll's budget.
-        self.transport.direct_send = self.cout.work.is_empty() && self.granted < self.budget;
+        // scheduler would grant it at once; not ahead of control-plane work (below), and
+        // within the poll's budget, which those segments count against like grants.
+        self.transport.direct_send = if self.cout.work.is_empty() {
+            self.budget.saturating_sub(self.granted)
+        } else {
+            0
+        };
         self.transport.run(now, &mut self.work, &mut self.results);
+        self.granted += self.transport.direct_sent;
         // Not while the control plane has work queued (a reset the application's close
         // asked for): that goes first, and the poll's grants follow it.
         if self.cout.work.is_empty() && self.transport.sched.pending() > 0 && self.grant(now) > 0 {

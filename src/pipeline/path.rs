@@ -100,9 +100,12 @@ pub(crate) struct Transport<C: CongestionControl, S: FlowScheduler> {
     rates: Vec<Option<u64>>,
     /// Frames for the segments it sends, taken from the arena a burst at a time.
     frames: FrameCache,
-    /// Whether the runtime lets application updates send their first segment themselves
-    /// where the scheduler allows it ([`Protocol::set_direct_send`]); set before each run.
-    pub(crate) direct_send: bool,
+    /// How many application updates the runtime lets send their first segment themselves
+    /// in the next run, where the scheduler allows it ([`Protocol::set_direct_sends`]);
+    /// set before each run.
+    pub(crate) direct_send: usize,
+    /// How many did in the last run.
+    pub(crate) direct_sent: usize,
 }
 
 impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
@@ -126,7 +129,8 @@ impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
             header_len: Vec::new(),
             mss: Vec::new(),
             rates: Vec::new(),
-            direct_send: false,
+            direct_send: 0,
+            direct_sent: 0,
         }
     }
 
@@ -203,10 +207,14 @@ impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
             return;
         }
         let first = results.len();
-        let direct =
-            self.direct_send && !C::PACED && self.sched.direct() && self.sched.pending() == 0;
-        self.proto.set_direct_send(direct);
+        let direct = if !C::PACED && self.sched.direct() && self.sched.pending() == 0 {
+            self.direct_send
+        } else {
+            0
+        };
+        self.proto.set_direct_sends(direct);
         self.proto.process(now, work, results);
+        self.direct_sent = direct - self.proto.direct_sends_left();
         let burst = &mut results[first..];
         if !self.result_hooks.is_empty() {
             let cx = HookCx {

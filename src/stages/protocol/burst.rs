@@ -432,6 +432,63 @@ mod tests {
         }
     }
 
+    /// Direct sends: as many updates send their first segment as allowed, the others ask
+    /// for a grant; an update whose result is a window update keeps it and asks too.
+    #[test]
+    fn direct_sends_stay_within_their_allowance() {
+        let arena = Arc::new(FrameArena::new(64).unwrap());
+        let mut proto = Protocol::new(arena.clone());
+        for id in 0..FLOWS {
+            proto.install(id, TcpState::new(&params(0)));
+        }
+        let now = Instant::from_micros(1_000);
+        let write = |proto: &Protocol, flow: FlowId, n: u64, read_all: bool| {
+            let st = proto.state(flow).unwrap();
+            ProtoWork::App {
+                flow,
+                positions: Some((
+                    st.tx_app_end + n,
+                    if read_all { st.rx_pos } else { st.rx_tail },
+                )),
+                fin: false,
+                closed: false,
+            }
+        };
+        proto.set_direct_sends(1);
+        let mut work = vec![write(&proto, 0, 100, false), write(&proto, 1, 100, false)];
+        let mut results = Vec::new();
+        proto.process(now, &mut work, &mut results);
+        assert!(results[0].actions.any(Actions::TX | Actions::FETCH_PAYLOAD));
+        assert_eq!(results[0].payload.len, 100);
+        assert!(!results[0].actions.any(Actions::SCHED), "nothing left");
+        assert!(!results[1].actions.any(Actions::TX), "past the allowance");
+        assert!(results[1].actions.any(Actions::SCHED));
+        assert_eq!(proto.direct_sends_left(), 0);
+        // Flow 0 took 4,100 bytes it has not read (its window is under half the ring):
+        // reading them and writing at once makes a window update, which goes as it is.
+        let mut peers = [Peer {
+            next: PEER_ISS,
+            ts: 10,
+            fin: false,
+        }; FLOWS as usize];
+        let mut work = items(&arena, &[(0, Op::Data(820, false)); 5], &mut peers, &proto);
+        results.clear();
+        proto.process(now, &mut work, &mut results);
+        for r in &mut results {
+            arena.free(r.rx_frame.take().unwrap());
+        }
+        proto.set_direct_sends(4);
+        let mut work = vec![write(&proto, 0, 50, true)];
+        results.clear();
+        proto.process(now, &mut work, &mut results);
+        let r = &results[0];
+        assert!(r.actions.any(Actions::TX | Actions::ACK_NOW), "{r:?}");
+        assert_eq!(r.payload.len, 0, "the window update, not data");
+        assert!(r.actions.any(Actions::SCHED), "the data asks for a grant");
+        assert_eq!(proto.direct_sends_left(), 4);
+        assert_eq!(arena.free_frames(), 64);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(400))]
 

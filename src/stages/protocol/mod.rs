@@ -465,9 +465,9 @@ pub struct Protocol<C: CongestionControl = NewReno> {
     /// Whether coalescable ACK headers are written only where one can be sent
     /// ([`with_ack_coalescing`](Self::with_ack_coalescing)).
     coalesce: bool,
-    /// Whether an application update that makes data ready sends its first segment itself
-    /// ([`set_direct_send`](Self::set_direct_send)).
-    direct: bool,
+    /// How many more application updates that make data ready may send their first
+    /// segment themselves ([`set_direct_sends`](Self::set_direct_sends)).
+    direct: usize,
 }
 
 impl Protocol {
@@ -488,7 +488,7 @@ impl<C: CongestionControl> Protocol<C> {
             stats: StageStats::default(),
             arena,
             coalesce: false,
-            direct: false,
+            direct: 0,
         }
     }
 
@@ -567,14 +567,22 @@ impl<C: CongestionControl> Protocol<C> {
         }
     }
 
-    /// From now on (until called again), an application update that makes data ready
-    /// sends the flow's first segment in its own result, as a grant ([`ProtoWork::Tx`])
-    /// would, instead of asking for one (`Actions::SCHED`, which then stands only for what
-    /// is left). For a runtime whose scheduler would grant the flow at once anyway
-    /// ([`FlowScheduler::direct`](crate::stages::scheduler::FlowScheduler::direct), no
-    /// flow waiting, no pacing): one result and one pass instead of two. Off by default.
-    pub fn set_direct_send(&mut self, on: bool) {
-        self.direct = on;
+    /// From now on, up to `max` application updates that make data ready each send their
+    /// flow's first segment in their own result, as a grant ([`ProtoWork::Tx`]) would,
+    /// instead of asking for one (`Actions::SCHED`, which then stands only for what is
+    /// left). Not an update whose result already sends a window update (that ACK goes on
+    /// its own, with its SACK blocks). For a runtime whose scheduler would grant the flow
+    /// at once anyway ([`FlowScheduler::direct`](crate::stages::scheduler::FlowScheduler::direct),
+    /// no flow waiting, no pacing), within what its budget of grants has left: one result
+    /// and one pass instead of two. `0` (the default) turns it off.
+    pub fn set_direct_sends(&mut self, max: usize) {
+        self.direct = max;
+    }
+
+    /// How many of the direct sends [`set_direct_sends`](Self::set_direct_sends) allowed
+    /// are left (the rest were sent).
+    pub fn direct_sends_left(&self) -> usize {
+        self.direct
     }
 
     /// Handle one work item.
@@ -603,7 +611,6 @@ impl<C: CongestionControl> Protocol<C> {
             }
         };
         let cc = &self.cc;
-        let direct = self.direct;
         // A frozen flow (on its way into a splice) drops segments and sends nothing; the
         // application's updates wait for the thaw, a reset goes through.
         let work = if st.has(F_FROZEN) {
@@ -641,9 +648,13 @@ impl<C: CongestionControl> Protocol<C> {
                     st.app_closed();
                 }
                 st.on_app(now, tx_head, rx_tail, fin, r);
-                if direct && r.actions.any(Actions::SCHED) {
+                if self.direct > 0 && r.actions.0 & (Actions::SCHED | Actions::TX) == Actions::SCHED
+                {
                     r.actions.clear(Actions::SCHED);
                     st.on_tx(now, r);
+                    if r.actions.any(Actions::TX) {
+                        self.direct -= 1;
+                    }
                 }
             }
             other => rare(st, cc, cf, &mut self.stats, now, other, r),
