@@ -98,6 +98,10 @@ pub(crate) struct Transport<C: CongestionControl, S: FlowScheduler> {
     mss: Vec<u32>,
     /// The rate each flow's congestion control last set (paced algorithms only).
     rates: Vec<Option<u64>>,
+    /// Per flow, the last run whose activation it had (see `run`'s end).
+    settled: Vec<u64>,
+    /// Runs so far.
+    runs: u64,
     /// Frames for the segments it sends, taken from the arena a burst at a time.
     frames: FrameCache,
     /// How many application updates the runtime lets send their first segment themselves
@@ -129,6 +133,8 @@ impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
             header_len: Vec::new(),
             mss: Vec::new(),
             rates: Vec::new(),
+            settled: Vec::new(),
+            runs: 0,
             direct_send: 0,
             direct_sent: 0,
         }
@@ -143,6 +149,7 @@ impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
             self.header_len.resize(i + 1, 0);
             self.mss.resize(i + 1, 1);
             self.rates.resize(i + 1, None);
+            self.settled.resize(i + 1, 0);
         }
         self.header_len[i] = identity.template.len();
         self.mss[i] = u32::from(identity.mss).max(1);
@@ -224,6 +231,7 @@ impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
             };
             self.result_hooks.run_results(&cx, burst);
         }
+        self.settle_requests(burst);
         for r in burst.iter_mut() {
             if r.actions.any(Actions::FETCH_PAYLOAD) {
                 let hl = self.header_len.get(r.flow as usize).copied().unwrap_or(0);
@@ -258,6 +266,30 @@ impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
                 let mss = self.mss.get(r.flow as usize).copied().unwrap_or(1);
                 let segments = r.unsent.min(room).div_ceil(mss).max(1);
                 self.sched.activate_with(r.flow, segments, now);
+            }
+        }
+    }
+
+    /// Read each flow's results in `burst` from its last back: the first that asks for a
+    /// grant (`SCHED`) or answers one (`GRANTED`) says what the flow has ready after the
+    /// burst, and an earlier request of the flow is settled by it (its `SCHED` cleared):
+    /// the grants it asked for are the ones the burst carried after it, and activating
+    /// from it would grant segments that are no longer there.
+    fn settle_requests(&mut self, burst: &mut [ProtoResult]) {
+        if burst.len() < 2 {
+            return;
+        }
+        self.runs += 1;
+        for r in burst.iter_mut().rev() {
+            if !r.actions.any(Actions::SCHED | Actions::GRANTED) {
+                continue;
+            }
+            if let Some(s) = self.settled.get_mut(r.flow as usize) {
+                if *s == self.runs {
+                    r.actions.clear(Actions::SCHED);
+                } else {
+                    *s = self.runs;
+                }
             }
         }
     }

@@ -282,6 +282,11 @@ impl Actions {
     pub const WINDOW_PROBE: u32 = 1 << 27;
     /// The peer's window is zero after this item (its right edge is not beyond SND.UNA).
     pub const PEER_WINDOW_ZERO: u32 = 1 << 28;
+    /// The result answers a transmission grant ([`ProtoWork::Tx`]): its `SCHED` says
+    /// whether the flow still has something to send after it, so an earlier result of the
+    /// same flow in the burst that asked for a grant is settled by it (the grants it asked
+    /// for may be the very ones in flight).
+    pub const GRANTED: u32 = 1 << 29;
 
     /// Whether any bit of `bits` is set.
     #[inline]

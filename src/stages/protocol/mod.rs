@@ -104,10 +104,7 @@ const PAWS_IDLE_MS: u64 = 24 * 24 * 3600 * 1000;
 /// ACK (in-order data) may be left for the burst to write ([`burst`]). Never set on a result
 /// that leaves the stage.
 const HEADER_OWED: u32 = 1 << 31;
-const _: () = assert!(
-    HEADER_OWED > Actions::PEER_WINDOW_ZERO,
-    "a bit no action uses"
-);
+const _: () = assert!(HEADER_OWED > Actions::GRANTED, "a bit no action uses");
 
 /// Per-connection TCP state, owned by one protocol stage.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -636,7 +633,10 @@ impl<C: CongestionControl> Protocol<C> {
                 r.rx_frame = Some(w.frame);
                 r.actions.set(Actions::RECEIVED);
             }
-            ProtoWork::Tx { .. } => st.on_tx(now, r),
+            ProtoWork::Tx { .. } => {
+                st.on_tx(now, r);
+                r.actions.set(Actions::GRANTED);
+            }
             ProtoWork::App {
                 positions,
                 fin,
