@@ -271,11 +271,19 @@ impl FlowCounters {
     /// [`arm_timers`](Self::arm_timers) for a data path that runs on the control plane's
     /// thread (the inline runtime): its stores and the timers' look at them are in program
     /// order, so no fence is needed.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn arm_timers_in_order(&self) {
-        if self.timer_parked.load(Ordering::Relaxed)
-            && self.timer_parked.swap(false, Ordering::SeqCst)
-        {
+        // Timers not set aside (nearly always): one load, in line.
+        if self.timer_parked.load(Ordering::Relaxed) {
+            self.wake_timers();
+        }
+    }
+
+    /// The timers were set aside: take them back, and wake the control plane for them.
+    #[cold]
+    #[inline(never)]
+    fn wake_timers(&self) {
+        if self.timer_parked.swap(false, Ordering::SeqCst) {
             if let Some((id, tx)) = self.timer_wake.get() {
                 // The receiver lives as long as the control plane; after it is gone
                 // nobody times anything.

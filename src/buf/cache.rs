@@ -48,21 +48,10 @@ impl FrameCache {
 
     /// Take a free frame (as [`FrameArena::alloc`] makes it), or `None` when the arena has
     /// none left.
+    #[inline]
     pub fn alloc(&mut self) -> Option<Frame> {
-        if self.frames.is_empty() {
-            let id = self.arena.id;
-            let got = self
-                .arena
-                .free
-                .pop_chain(self.burst, &mut self.frames, |index| Frame {
-                    slot: index | (HEADROOM as u32) << 24,
-                    len: 0,
-                    arena: id,
-                });
-            if got == 0 {
-                self.arena.alloc_failures.fetch_add(1, Ordering::Relaxed);
-                return None;
-            }
+        if self.frames.is_empty() && !self.refill() {
+            return None;
         }
         let mut f = self.frames.pop();
         if let Some(f) = f.as_mut() {
@@ -72,6 +61,26 @@ impl FrameCache {
         }
         self.held.store(self.frames.len(), Ordering::Relaxed);
         f
+    }
+
+    /// Take a burst of frames from the arena (the cache is empty); `false` when the arena
+    /// has none left (counted as an allocation failure).
+    #[inline(never)]
+    fn refill(&mut self) -> bool {
+        let id = self.arena.id;
+        let got = self
+            .arena
+            .free
+            .pop_chain(self.burst, &mut self.frames, |index| Frame {
+                slot: index | (HEADROOM as u32) << 24,
+                len: 0,
+                arena: id,
+            });
+        if got == 0 {
+            self.arena.alloc_failures.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     /// Give a frame back (to the cache; past twice a burst, a burst goes to the arena).

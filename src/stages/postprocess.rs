@@ -376,10 +376,23 @@ struct Accumulator {
 }
 
 impl Accumulator {
+    /// Publish what the run of results of one flow moved (nothing when no run is open).
+    #[inline(always)]
     fn flush(&mut self, flows: &[Option<FlowView>], now: Instant, sole: bool, with_control: bool) {
-        let Some(flow) = self.flow.take() else {
-            return;
-        };
+        if let Some(flow) = self.flow.take() {
+            self.flush_flow(flow, flows, now, sole, with_control);
+        }
+    }
+
+    #[inline(never)]
+    fn flush_flow(
+        &mut self,
+        flow: FlowId,
+        flows: &[Option<FlowView>],
+        now: Instant,
+        sole: bool,
+        with_control: bool,
+    ) {
         if let Some(v) = flows.get(flow as usize).and_then(Option::as_ref) {
             let c = &v.counters;
             // When it happened, for the control plane's timers (which look at the counters

@@ -106,8 +106,11 @@ impl TcpState {
     /// Whether a fast recovery may retransmit now: the segment at `snd_una` goes at once
     /// (when a recovery starts, on a partial ACK, and when a retransmission was lost); the
     /// other holes while the pipe is below the congestion window.
+    #[inline(always)]
     pub(super) fn retransmit_due(&self) -> bool {
-        self.next_retransmit().is_some()
+        // Outside a fast recovery (nearly always) without a call.
+        self.has(F_FASTREC)
+            && self.next_retransmit().is_some()
             && (!seq::gt(self.rxt_next, self.snd_una) || self.pipe() < self.window())
     }
 

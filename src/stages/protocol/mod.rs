@@ -338,11 +338,21 @@ impl TcpState {
     }
 
     /// Whether a TX grant would send something now.
+    #[inline]
     pub fn can_send(&self) -> bool {
-        if self.has(F_RST) {
+        // Nothing queued, no FIN to send, no recovery (most calls): answered in line.
+        let unsent = self.unsent();
+        if self.has(F_RST) || (unsent == 0 && !self.has(F_TXFIN | F_FASTREC)) {
             return false;
         }
-        self.next_len() > 0 || self.fin_due() || self.retransmit_due()
+        self.can_send_with(unsent)
+    }
+
+    /// [`can_send`](Self::can_send) with `unsent` bytes queued, or a FIN or a recovery
+    /// under way.
+    #[inline(never)]
+    fn can_send_with(&self, unsent: u32) -> bool {
+        (unsent > 0 && self.next_len_of(unsent) > 0) || self.fin_due() || self.retransmit_due()
     }
 
     /// Whether SACK was negotiated.

@@ -34,7 +34,9 @@ impl TcpState {
     /// Going back after a timeout, up to the next block the peer SACKed. New data avoids
     /// silly windows (RFC 9293 3.8.6.2.1): a short segment waits while data is in flight,
     /// unless it is all that is queued or at least half the largest window the peer offered.
-    #[inline]
+    // Always in line, with the work out of line: compiled as one function, the registers
+    // the work needs were saved and restored around the common early return too.
+    #[inline(always)]
     pub(super) fn next_len(&self) -> u32 {
         // Nothing queued (the common case once a response is out): nothing to work out.
         let unsent = self.unsent();
@@ -45,7 +47,8 @@ impl TcpState {
     }
 
     /// [`next_len`](Self::next_len) with `unsent` bytes queued.
-    fn next_len_of(&self, unsent: u32) -> u32 {
+    #[inline(never)]
+    pub(super) fn next_len_of(&self, unsent: u32) -> u32 {
         let mut n = unsent.min(self.usable()).min(self.mss as u32);
         if seq::lt(self.snd_nxt, self.snd_max) {
             if let Some(next) = self.scoreboard.next_start(self.snd_nxt) {
