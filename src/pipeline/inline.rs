@@ -295,6 +295,7 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
 
     /// Segments of established flows through the transport's `rx_segment` stages into the
     /// work queue.
+    #[inline]
     fn take_segments(&mut self, now: Instant) {
         self.transport
             .take_segments(now, &mut self.segs, &mut self.work, &mut self.diverted);
@@ -302,10 +303,15 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
     }
 
     /// Frames user stages sent back out or punted.
+    #[inline(always)]
     fn apply_diverted(&mut self, now: Instant) {
-        if self.diverted.is_empty() {
-            return;
+        if !self.diverted.is_empty() {
+            self.apply_diverted_frames(now);
         }
+    }
+
+    #[inline(never)]
+    fn apply_diverted_frames(&mut self, now: Instant) {
         self.raw.append(&mut self.diverted.tx);
         self.send_raw(now);
         for frame in self.diverted.punt.drain(..) {
@@ -398,10 +404,16 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
     /// Run the queued work through transport, delivery and egress. The transmissions the
     /// work made ready (data the application wrote, window an ACK opened) are granted at
     /// once and go through delivery and egress with it: one pass, not two.
+    #[inline(always)]
     fn run(&mut self, now: Instant) {
-        if self.work.is_empty() {
-            return;
+        // Often nothing (a poll whose doorbells were all quiet reads): answered in line.
+        if !self.work.is_empty() {
+            self.run_work(now);
         }
+    }
+
+    #[inline(never)]
+    fn run_work(&mut self, now: Instant) {
         // An application's write sends its first segment in its own result where the
         // scheduler would grant it at once; not ahead of control-plane work (below), and
         // within the poll's budget, which those segments count against like grants.
