@@ -98,9 +98,10 @@ pub(crate) struct Transport<C: CongestionControl, S: FlowScheduler> {
     mss: Vec<u32>,
     /// The rate each flow's congestion control last set (paced algorithms only).
     rates: Vec<Option<u64>>,
-    /// Per flow, the last run whose activation it had (see `run`'s end).
+    /// Per flow, the number of the last burst in which its requests were settled
+    /// (`settle_requests`).
     settled: Vec<u64>,
-    /// Runs so far.
+    /// Bursts of two or more results settled so far.
     runs: u64,
     /// Frames for the segments it sends, taken from the arena a burst at a time.
     frames: FrameCache,
@@ -271,10 +272,12 @@ impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
     }
 
     /// Read each flow's results in `burst` from its last back: the first that asks for a
-    /// grant (`SCHED`) or answers one (`GRANTED`) says what the flow has ready after the
-    /// burst, and an earlier request of the flow is settled by it (its `SCHED` cleared):
-    /// the grants it asked for are the ones the burst carried after it, and activating
-    /// from it would grant segments that are no longer there.
+    /// grant (`SCHED`) or answers one (`GRANTED`) says what the flow has ready (results
+    /// with neither change nothing it could send), and an earlier request of the flow is
+    /// settled by it (its `SCHED` cleared): the grants it asked for are the ones the burst
+    /// carried after it, and activating from it would grant segments that are no longer
+    /// there. A flow therefore joins the scheduler's queue at its last request of the
+    /// burst, not its first.
     fn settle_requests(&mut self, burst: &mut [ProtoResult]) {
         if burst.len() < 2 {
             return;

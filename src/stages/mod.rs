@@ -244,7 +244,10 @@ impl Actions {
     pub const FIN_ACKED: u32 = 1 << 10;
     /// We sent our FIN (first time).
     pub const FIN_TX: u32 = 1 << 11;
-    /// The flow may have more to send: (re)activate it in the scheduler.
+    /// The flow may have more to send: (re)activate it in the scheduler. After the
+    /// `results` stages ran, the runtime clears it on a result that a later result of the
+    /// same flow in the burst settles (see [`GRANTED`](Self::GRANTED)): the scheduler is
+    /// activated from a flow's last request or grant of the burst only.
     pub const SCHED: u32 = 1 << 12;
     /// Received CE: echo ECE.
     pub const ECE: u32 = 1 << 13;
@@ -282,7 +285,9 @@ impl Actions {
     pub const WINDOW_PROBE: u32 = 1 << 27;
     /// The peer's window is zero after this item (its right edge is not beyond SND.UNA).
     pub const PEER_WINDOW_ZERO: u32 = 1 << 28;
-    /// The result answers a transmission grant ([`ProtoWork::Tx`]): its `SCHED` says
+    /// The result answers a transmission grant ([`ProtoWork::Tx`]), or is an application
+    /// update that sent the flow's first segment itself (see
+    /// [`Protocol::set_direct_sends`](crate::stages::protocol::Protocol::set_direct_sends)): its `SCHED` says
     /// whether the flow still has something to send after it, so an earlier result of the
     /// same flow in the burst that asked for a grant is settled by it (the grants it asked
     /// for may be the very ones in flight).

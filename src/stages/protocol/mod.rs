@@ -662,6 +662,8 @@ impl<C: CongestionControl> Protocol<C> {
                 {
                     r.actions.clear(Actions::SCHED);
                     st.on_tx(now, r);
+                    // As a grant's result: its SCHED says what is left.
+                    r.actions.set(Actions::GRANTED);
                     if r.actions.any(Actions::TX) {
                         self.direct -= 1;
                     }
