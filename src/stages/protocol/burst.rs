@@ -466,7 +466,10 @@ mod tests {
         assert!(results[0].actions.any(Actions::GRANTED));
         assert!(!results[1].actions.any(Actions::TX), "past the allowance");
         assert!(results[1].actions.any(Actions::SCHED));
-        assert!(!results[1].actions.any(Actions::GRANTED), "no segment: a request");
+        assert!(
+            !results[1].actions.any(Actions::GRANTED),
+            "no segment: a request"
+        );
         assert_eq!(proto.direct_sends_left(), 0);
         // Flow 0 took 4,100 bytes it has not read (its window is under half the ring):
         // reading them and writing at once makes a window update, which goes as it is.
