@@ -643,10 +643,7 @@ impl<C: CongestionControl> Protocol<C> {
                 r.rx_frame = Some(w.frame);
                 r.actions.set(Actions::RECEIVED);
             }
-            ProtoWork::Tx { .. } => {
-                st.on_tx(now, r);
-                r.actions.set(Actions::GRANTED);
-            }
+            ProtoWork::Tx { .. } => st.on_tx(now, r),
             ProtoWork::App {
                 positions,
                 fin,
@@ -662,8 +659,6 @@ impl<C: CongestionControl> Protocol<C> {
                 {
                     r.actions.clear(Actions::SCHED);
                     st.on_tx(now, r);
-                    // As a grant's result: its SCHED says what is left.
-                    r.actions.set(Actions::GRANTED);
                     if r.actions.any(Actions::TX) {
                         self.direct -= 1;
                     }

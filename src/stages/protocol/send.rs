@@ -95,8 +95,9 @@ impl TcpState {
     }
 
     /// Grant one segment's transmission: in a fast recovery the next hole first, then new
-    /// data.
+    /// data. The result is marked [`Actions::GRANTED`]: its `SCHED` says what is left.
     pub fn on_tx(&mut self, now: Instant, r: &mut ProtoResult) {
+        r.actions.set(Actions::GRANTED);
         if self.has(F_RST) {
             return;
         }
