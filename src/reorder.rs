@@ -293,8 +293,20 @@ impl<T> Merge<T> {
     /// their order are those of calling [`pop`](Self::pop) after every message.
     pub fn release(
         &mut self,
+        next: impl FnMut(usize) -> Option<Ingress<T>>,
+        max: usize,
+        out: impl FnMut(u64, T),
+    ) -> usize {
+        self.release_below(next, max, u64::MAX, out)
+    }
+
+    /// [`release`](Self::release), but only items numbered below `limit`: the rest wait
+    /// (for an item that arrived out of band, numbered `limit`, to go first).
+    pub fn release_below(
+        &mut self,
         mut next: impl FnMut(usize) -> Option<Ingress<T>>,
         max: usize,
+        limit: u64,
         mut out: impl FnMut(u64, T),
     ) -> usize {
         let mut n = 0;
@@ -314,6 +326,9 @@ impl<T> Merge<T> {
                 .map(|j| self.low(j))
                 .min()
                 .unwrap_or(u64::MAX);
+            if first >= limit {
+                break;
+            }
             let yields_at_bound = self.heads[..best]
                 .iter()
                 .any(|h| h.as_ref().is_some_and(|(s, _)| *s == bound));
@@ -322,7 +337,9 @@ impl<T> Merge<T> {
             }
             while n < max {
                 match self.heads[best].take() {
-                    Some((s, v)) if s < bound || (s == bound && !yields_at_bound) => {
+                    Some((s, v))
+                        if (s < bound || (s == bound && !yields_at_bound)) && s < limit =>
+                    {
                         self.frontier[best] = s;
                         self.started[best] = true;
                         self.stats.released += 1;
@@ -338,6 +355,15 @@ impl<T> Merge<T> {
             }
         }
         n
+    }
+
+    /// Every number below this one has been released, or will never be delivered: no
+    /// stream can still deliver a smaller one. 0 until every stream has spoken.
+    pub fn floor(&self) -> u64 {
+        (0..self.heads.len())
+            .map(|i| self.low(i))
+            .min()
+            .unwrap_or(u64::MAX)
     }
 
     /// Pull stream `i`'s messages until it holds an item or has none left.
@@ -450,5 +476,27 @@ mod tests {
         assert!(m.pop().is_none(), "stream 1 may still deliver 2");
         m.push(1, Ingress::Advance(2));
         assert_eq!(m.pop(), Some((3, "c")));
+    }
+
+    #[test]
+    fn release_below_stops_at_the_limit_and_floor_says_when_it_is_reached() {
+        let mut m = Merge::new(2);
+        let mut q = [
+            VecDeque::from([Ingress::Item(1, 'a'), Ingress::Item(4, 'd')]),
+            VecDeque::from([Ingress::Item(2, 'b'), Ingress::Advance(3)]),
+        ];
+        assert_eq!(m.floor(), 0, "no stream has spoken");
+        let mut out = Vec::new();
+        // Number 3 came out of band: nothing numbered 3 or more goes before it.
+        m.release_below(|i| q[i].pop_front(), usize::MAX, 3, |s, v| out.push((s, v)));
+        assert_eq!(out, vec![(1, 'a'), (2, 'b')]);
+        assert_eq!(m.floor(), 4, "everything below 4 is out, 4 is held");
+        m.release(|i| q[i].pop_front(), usize::MAX, |s, v| out.push((s, v)));
+        assert_eq!(out.last(), Some(&(4, 'd')));
+        // Below the floor: an item held at the limit stays held.
+        let mut m = Merge::new(1);
+        let mut q = VecDeque::from([Ingress::Item(7, 'x')]);
+        let n = m.release_below(|_| q.pop_front(), usize::MAX, 7, |_, _| {});
+        assert_eq!((n, m.floor()), (0, 7));
     }
 }

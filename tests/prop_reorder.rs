@@ -144,6 +144,28 @@ proptest! {
         prop_assert_eq!(got, expect);
     }
 
+    /// Releasing below a limit (an item numbered `limit` came out of band and must go
+    /// first) lets out exactly the items numbered below it, in order, with any cap per
+    /// call; `floor` then says the limit is reached, and a release without a limit lets out
+    /// the rest.
+    #[test]
+    fn release_below_lets_out_exactly_the_items_below_the_limit(
+        frames in proptest::collection::vec((0u8..4, 0u8..4), 1..300),
+        limit in 0u64..320,
+        cap in 1usize..40,
+    ) {
+        let (mut queues, expect) = streams(&frames);
+        close(&mut queues, frames.len());
+        let mut m = Merge::new(STREAMS);
+        let mut got = Vec::new();
+        while m.release_below(|i| queues[i].pop_front(), cap, limit, |_, v| got.push(v)) > 0 {}
+        let below: Vec<u64> = expect.iter().copied().filter(|s| *s < limit).collect();
+        prop_assert_eq!(&got, &below);
+        prop_assert!(m.floor() >= limit.min(frames.len() as u64), "floor {}", m.floor());
+        while m.release(|i| queues[i].pop_front(), cap, |_, v| got.push(v)) > 0 {}
+        prop_assert_eq!(got, expect);
+    }
+
     /// The same with streams no well-behaved producer would send: numbers out of order,
     /// repeated within a stream and across streams (late items, ties), advances anywhere.
     #[test]

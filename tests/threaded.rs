@@ -7,8 +7,10 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
+use common::script::{self, Script};
 use common::*;
 use flextoe::backends::mem::MemLink;
+use flextoe::host::ConnStatus;
 use flextoe::pipeline::{Engine, TaskRef, Threaded, Topology};
 use flextoe::reorder::Overflow;
 use flextoe::sim::{Impairments, VirtualClock};
@@ -549,4 +551,62 @@ fn aborts_on_a_multi_worker_layout_all_reach_the_peer() {
         .iter()
         .all(|g| g.len() == 1000 && g.iter().all(|&b| b == g[0])));
     server.stop();
+}
+
+/// The caller-driven layout of two flow groups, two preprocess and two postprocess replicas.
+fn two_groups_on_the_callers_thread() -> Topology {
+    let mut t = Topology::bluefield2();
+    for w in t.workers.iter_mut() {
+        w.core = None;
+    }
+    t.caller_driven = true;
+    t
+}
+
+/// 200 in-order segments of 100 bytes and then a RST at `offset` past their end, all in one
+/// burst, into a script-driven runtime of two flow groups; returns the script and what the
+/// engine sent.
+fn data_then_rst(offset: u32) -> (Script<Threaded>, Vec<script::Seg>) {
+    use flextoe::wire::flags::{ACK, PSH, RST};
+    let mut t = Script::threaded(script::config(), two_groups_on_the_callers_thread());
+    t.accept_stream();
+    let a = t.engine_seq;
+    for i in 0..200u32 {
+        let payload = [i as u8; 100];
+        let r = t.repr(PSH | ACK, t.peer_seq, Some(a), &payload);
+        let f = t.frame(&r);
+        t.inject(&f);
+        t.peer_seq = t.peer_seq.wrapping_add(100);
+    }
+    let rst = t.repr(RST, t.peer_seq.wrapping_add(offset), None, &[]);
+    let f = t.frame(&rst);
+    t.inject(&f);
+    let sent = t.recv();
+    (t, sent)
+}
+
+/// A peer's RST goes to the control plane and comes back to its flow group as a work item
+/// of its own, but it takes effect after every segment that arrived before it, as on the
+/// inline engine: an exact RST behind 200 segments resets the connection once all the data
+/// is in. (Checked against the RCV.NXT of before the data, it would be in the window but not
+/// exact, and draw a challenge ACK instead.)
+#[test]
+fn a_peers_rst_takes_effect_after_the_segments_that_arrived_before_it() {
+    let (mut t, sent) = data_then_rst(0);
+    assert_eq!(t.engine.stats().io.control.challenge_acks, 0, "{sent:?}");
+    assert_eq!(t.stream().status(), ConnStatus::Reset);
+}
+
+/// The same with a RST in the window but not exact: one challenge ACK, and it acknowledges
+/// all the data that arrived before the RST. (Sent before the last segments went through,
+/// it would repeat the RCV.NXT of an ACK already sent for the data.)
+#[test]
+fn a_challenge_ack_acknowledges_the_segments_that_arrived_before_the_rst() {
+    let (mut t, sent) = data_then_rst(100);
+    assert_eq!(t.engine.stats().io.control.challenge_acks, 1, "{sent:?}");
+    let acks: Vec<u32> = sent.iter().map(|s| s.ack).collect();
+    assert!(acks.windows(2).all(|w| w[0] < w[1]), "{acks:?}");
+    assert_eq!(acks.last(), Some(&t.peer_seq), "{acks:?}");
+    assert_eq!(t.stream().status(), ConnStatus::Established);
+    assert_eq!(t.app_read().len(), 20_000);
 }

@@ -39,8 +39,15 @@ impl RateLimit {
 }
 
 impl Control {
-    /// Handle a frame the data path punted.
-    pub(crate) fn handle_punt(&mut self, now: Instant, p: Punt, out: &mut ControlOutput) {
+    /// Handle a frame the data path punted; `ingress` is its arrival number (0 where the
+    /// runtime does not number frames).
+    pub(crate) fn handle_punt(
+        &mut self,
+        now: Instant,
+        ingress: u64,
+        p: Punt,
+        out: &mut ControlOutput,
+    ) {
         self.stats.punted += 1;
         let parsed = wire::parse_frame(self.arena.data(&p.frame));
         let seg = match parsed {
@@ -57,7 +64,7 @@ impl Control {
             }
         };
         if let Some(&id) = self.by_tuple.get(&seg.tuple) {
-            self.punt_for_flow(now, id, seg, p, out);
+            self.punt_for_flow(now, ingress, id, seg, p, out);
             return;
         }
         if self.splices.is_spliced(&seg.tuple) {
@@ -141,6 +148,7 @@ impl Control {
     pub(super) fn punt_for_flow(
         &mut self,
         now: Instant,
+        ingress: u64,
         id: FlowId,
         seg: TcpSegment,
         p: Punt,
@@ -172,6 +180,7 @@ impl Control {
                     flow: id,
                     seq: s.seq,
                     challenge,
+                    ingress,
                 });
             }
             PuntReason::UnexpectedOptions | PuntReason::Urgent | PuntReason::UnknownFlow => {

@@ -264,7 +264,7 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
                 },
             );
             for p in self.punts.drain(..) {
-                self.control.handle_punt(now, p, &mut self.cout);
+                self.control.handle_punt(now, 0, p, &mut self.cout);
             }
             self.take_segments(now);
             self.run(now);
@@ -319,7 +319,7 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
                 frame,
                 reason: PuntReason::Extension,
             };
-            self.control.handle_punt(now, p, &mut self.cout);
+            self.control.handle_punt(now, 0, p, &mut self.cout);
         }
     }
 

@@ -143,6 +143,10 @@ pub enum ProtoWork {
         seq: u32,
         /// Whether a challenge ACK may answer it (the rate limit allows one).
         challenge: bool,
+        /// The RST frame's arrival number in the threaded runtime (0 on the inline engine,
+        /// which handles it in order anyway): its flow group holds it until every segment
+        /// numbered below it has been through the protocol stage.
+        ingress: u64,
     },
     /// Retransmission timeout: go back to the oldest unacknowledged byte.
     Retransmit {

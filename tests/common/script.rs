@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use flextoe::backends::mem::{MemLink, MemPort};
 use flextoe::control::TcpConnState;
-use flextoe::host::{Listener, Stream};
-use flextoe::pipeline::{Engine, EngineConfig};
+use flextoe::host::{Host, Listener, Stream};
+use flextoe::pipeline::{Engine, EngineConfig, Threaded, Topology};
 use flextoe::sim::{Impairments, VirtualClock};
-use flextoe::time::Clock;
+use flextoe::time::{Clock, Instant};
 use flextoe::wire::{self, flags, Endpoints, FourTuple, Parsed};
 use smoltcp::wire::{TcpControl, TcpRepr, TcpSeqNumber, TcpTimestampRepr};
 
@@ -48,8 +48,38 @@ impl Seg {
     }
 }
 
-pub struct Script {
-    pub engine: Engine<MemPort>,
+/// What a script drives: the inline engine, or the threaded runtime run on the caller's
+/// thread.
+pub trait Target {
+    /// Most passes a script's `poll` makes while there is work.
+    const PASSES: usize = 8;
+    fn poll(&mut self, now: Instant) -> bool;
+    fn host(&self) -> Host;
+}
+
+impl Target for Engine<MemPort> {
+    fn poll(&mut self, now: Instant) -> bool {
+        Engine::poll(self, now)
+    }
+    fn host(&self) -> Host {
+        Engine::host(self)
+    }
+}
+
+/// A caller-driven topology: every pass runs each task once, on the script's clock.
+impl Target for Threaded {
+    // Each task handles a burst per pass, and the tasks hand items on to each other.
+    const PASSES: usize = 256;
+    fn poll(&mut self, _now: Instant) -> bool {
+        Threaded::poll(self)
+    }
+    fn host(&self) -> Host {
+        Threaded::host(self)
+    }
+}
+
+pub struct Script<E: Target = Engine<MemPort>> {
+    pub engine: E,
     pub wire: MemPort,
     pub clock: VirtualClock,
     pub listener: Option<Listener>,
@@ -73,10 +103,49 @@ pub fn config() -> EngineConfig {
 impl Script {
     pub fn new(cfg: EngineConfig) -> Self {
         let (a, b) = MemLink::pair(Impairments::none());
+        Script::around(Engine::new(cfg, a).expect("engine"), b, VirtualClock::new())
+    }
+
+    pub fn state(&self) -> Option<TcpConnState> {
+        self.engine.conn_state(&self.tuple())
+    }
+
+    /// A passive open all the way to ESTABLISHED, with the accepted stream kept.
+    pub fn accept_established(&mut self) {
+        self.accept_stream();
+        assert_eq!(self.state(), Some(TcpConnState::Established));
+    }
+
+    /// An active open all the way to ESTABLISHED (the peer plays the server).
+    pub fn connect_established(&mut self) {
+        self.connect_stream();
+        assert_eq!(self.state(), Some(TcpConnState::Established));
+    }
+
+    /// A timestamp option for hand-made segments.
+    pub fn ts(val: u32, ecr: u32) -> Option<TcpTimestampRepr> {
+        Some(TcpTimestampRepr::new(val, ecr))
+    }
+}
+
+impl Script<Threaded> {
+    /// The threaded runtime on `topology`, which must be caller-driven: the script runs its
+    /// tasks on the test's thread, so what happens within a pass is the same every run.
+    pub fn threaded(cfg: EngineConfig, topology: Topology) -> Self {
+        assert!(topology.caller_driven, "a script drives the runtime itself");
+        let (a, b) = MemLink::pair(Impairments::none());
+        let clock = VirtualClock::new();
+        let rt = Threaded::spawn(cfg, a, topology, clock.clone()).expect("threaded");
+        Script::around(rt, b, clock)
+    }
+}
+
+impl<E: Target> Script<E> {
+    fn around(engine: E, wire: MemPort, clock: VirtualClock) -> Self {
         Script {
-            engine: Engine::new(cfg, a).expect("engine"),
-            wire: b,
-            clock: VirtualClock::new(),
+            engine,
+            wire,
+            clock,
             listener: None,
             stream: None,
             peer_seq: PEER_ISS,
@@ -95,12 +164,8 @@ impl Script {
         }
     }
 
-    pub fn state(&self) -> Option<TcpConnState> {
-        self.engine.conn_state(&self.tuple())
-    }
-
     pub fn poll(&mut self) {
-        for _ in 0..8 {
+        for _ in 0..E::PASSES {
             if !self.engine.poll(self.clock.now()) {
                 break;
             }
@@ -260,8 +325,8 @@ impl Script {
         sa
     }
 
-    /// A passive open all the way to ESTABLISHED, with the accepted stream kept.
-    pub fn accept_established(&mut self) {
+    /// A passive open: SYN, SYN-ACK, ACK, with the accepted stream kept.
+    pub fn accept_stream(&mut self) {
         self.listen(8);
         self.syn();
         self.send_ack();
@@ -274,7 +339,6 @@ impl Script {
             .expect("a connection");
         s.set_nonblocking(true);
         self.stream = Some(s);
-        assert_eq!(self.state(), Some(TcpConnState::Established));
     }
 
     /// A passive open whose SYN is `syn` (sequence number `PEER_ISS`), completed by an ACK
@@ -288,7 +352,7 @@ impl Script {
         self.peer_seq = PEER_ISS + 1;
         self.engine_seq = sa.seq.wrapping_add(1);
         let ack = TcpRepr {
-            timestamp: sa.ts.and_then(|(v, _)| Self::ts(1001, v)),
+            timestamp: sa.ts.map(|(v, _)| TcpTimestampRepr::new(1001, v)),
             ..self.repr(flags::ACK, self.peer_seq, Some(self.engine_seq), &[])
         };
         self.send_repr(&ack);
@@ -317,8 +381,8 @@ impl Script {
         self.recv_one()
     }
 
-    /// An active open all the way to ESTABLISHED (the peer plays the server).
-    pub fn connect_established(&mut self) {
+    /// An active open: SYN, SYN-ACK, ACK (the peer plays the server).
+    pub fn connect_stream(&mut self) {
         let syn = self.start_connect();
         assert!(syn.has(flags::SYN) && !syn.has(flags::ACK));
         self.local_port = syn.src_port;
@@ -332,7 +396,6 @@ impl Script {
         let ack = self.recv_one();
         assert!(ack.has(flags::ACK) && !ack.has(flags::SYN));
         assert_eq!(ack.ack, self.peer_seq);
-        assert_eq!(self.state(), Some(TcpConnState::Established));
     }
 
     pub fn stream(&mut self) -> &mut Stream {
@@ -347,10 +410,5 @@ impl Script {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Vec::new(),
             Err(e) => panic!("read: {e}"),
         }
-    }
-
-    /// A timestamp option for hand-made segments.
-    pub fn ts(val: u32, ecr: u32) -> Option<TcpTimestampRepr> {
-        Some(TcpTimestampRepr::new(val, ecr))
     }
 }

@@ -119,7 +119,7 @@ impl Threaded {
         };
         let (mut punt_p, punt_c): (Vec<_>, Vec<_>) = (0..np + ng + 1)
             .map(|i| {
-                let (mut p, c) = spsc::<Punt>(rs);
+                let (mut p, c) = spsc::<(u64, Punt)>(rs);
                 if let Some(w) = wire(source(i), TaskRef::Io) {
                     p.wake_on_push(w);
                 }
@@ -399,6 +399,7 @@ impl Threaded {
                     merge: Merge::new(np),
                     from_pre,
                     from_io,
+                    held: VecDeque::new(),
                     pending_out: (0..nd).map(|_| Vec::new()).collect(),
                     to_place,
                     egress_seq: 0,

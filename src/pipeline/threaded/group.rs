@@ -12,6 +12,9 @@ pub(super) struct GroupTask<C: CongestionControl, S: FlowScheduler> {
     pub(super) from_pre: Vec<Consumer<Ingress<RxWork>>>,
     pub(super) merge: Merge<RxWork>,
     pub(super) from_io: Consumer<ProtoWork>,
+    /// A peer's RSTs back from the control plane, each with its arrival number: held until
+    /// every segment that arrived before it has been released by the merge.
+    pub(super) held: VecDeque<(u64, ProtoWork)>,
     pub(super) to_place: Vec<Producer<(u64, ProtoResult)>>,
     pub(super) pending_out: Vec<Vec<(u64, ProtoResult)>>,
     pub(super) egress_seq: u64,
@@ -106,22 +109,36 @@ impl<C: CongestionControl, S: FlowScheduler> Task for GroupTask<C, S> {
         // Work from the I/O task first (application updates, timers, control-plane requests,
         // re-injected segments): a segment re-injected after its flow's install arrived
         // before anything the replicas hand over for that flow now.
-        while self.work.len() + self.segs.len() < BURST {
+        while self.work.len() + self.segs.len() < BURST && self.held.len() < BURST {
             match self.from_io.pop() {
                 Some(ProtoWork::Rx(w)) => self.segs.push(w),
+                // (0: not numbered, nothing to wait for.)
+                Some(w @ ProtoWork::Rst { ingress, .. }) if ingress > 0 => {
+                    self.held.push_back((ingress, w))
+                }
                 Some(w) => self.work.push(w),
                 None => break,
             }
         }
-        // Ingress: merge the replicas' streams back into arrival order, a run at a time.
+        // Ingress: merge the replicas' streams back into arrival order, a run at a time,
+        // up to the first held RST.
         let (from_pre, segs) = (&mut self.from_pre, &mut self.segs);
+        let limit = self.held.front().map_or(u64::MAX, |(s, _)| *s);
         self.merge
-            .release(|i| from_pre[i].pop(), BURST, |_, w| segs.push(w));
+            .release_below(|i| from_pre[i].pop(), BURST, limit, |_, w| segs.push(w));
         // Input consumed counts as work even if user stages divert all of it.
         busy |= !self.segs.is_empty();
         self.transport
             .take_segments(now, &mut self.segs, &mut self.work, &mut self.diverted);
         self.to_io.take(&mut self.diverted);
+        // A held RST goes once nothing that arrived before it can still come out of the
+        // merge: after the segments released above.
+        let floor = self.merge.floor();
+        while self.held.front().is_some_and(|(s, _)| *s <= floor) {
+            if let Some((_, w)) = self.held.pop_front() {
+                self.work.push(w);
+            }
+        }
         if !self.work.is_empty() {
             busy = true;
             self.run_work(now);

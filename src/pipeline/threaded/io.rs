@@ -23,7 +23,7 @@ pub(super) struct IoTask<P: Port> {
     pub(super) group_ctl: Vec<Sender<GroupCtl>>,
     pub(super) place_ctl: Vec<Sender<PlaceCtl>>,
     pub(super) post_ctl: Vec<Sender<PostCtl>>,
-    pub(super) punts: Vec<Consumer<Punt>>,
+    pub(super) punts: Vec<Consumer<(u64, Punt)>>,
     pub(super) events: Vec<Consumer<ControlEvent>>,
     pub(super) to_group: Vec<Producer<ProtoWork>>,
     pub(super) pending_work: Vec<VecDeque<ProtoWork>>,
@@ -210,9 +210,9 @@ impl<P: Port> Task for IoTask<P> {
         self.ingress.advances();
         // Punted frames.
         for i in 0..self.punts.len() {
-            while let Some(p) = self.punts[i].pop() {
+            while let Some((ingress, p)) = self.punts[i].pop() {
                 busy = true;
-                self.control.handle_punt(now, p, &mut self.cout);
+                self.control.handle_punt(now, ingress, p, &mut self.cout);
             }
         }
         // Data-path events.

@@ -214,18 +214,22 @@ impl<T: Send> Outbox<T> {
 /// control plane).
 struct ToIo {
     tx: Outbox<Frame>,
-    punts: Outbox<Punt>,
+    /// With the frame's arrival number where the task knows it (preprocess), else 0.
+    punts: Outbox<(u64, Punt)>,
 }
 
 impl ToIo {
     fn take(&mut self, d: &mut Diverted) {
         self.tx.pending.append(&mut d.tx);
-        self.punts
-            .pending
-            .extend(d.punt.drain(..).map(|frame| Punt {
-                frame,
-                reason: PuntReason::Extension,
-            }));
+        self.punts.pending.extend(d.punt.drain(..).map(|frame| {
+            (
+                0,
+                Punt {
+                    frame,
+                    reason: PuntReason::Extension,
+                },
+            )
+        }));
     }
 
     fn flush(&mut self) -> bool {
@@ -385,8 +389,15 @@ impl Threaded {
         &self.arena
     }
 
-    /// Statistics as last published by the tasks (about once a millisecond).
+    /// Statistics as last published by the tasks (about once a millisecond); on a
+    /// caller-driven topology the tasks publish first, so the figures are current.
     pub fn stats(&self) -> ThreadedStats {
+        if let Some(d) = &self.driven {
+            let mut d = d.lock().unwrap_or_else(|p| p.into_inner());
+            for t in d.tasks.iter_mut() {
+                t.report();
+            }
+        }
         let worker_cpu: Vec<Duration> = self
             .cpu
             .iter()

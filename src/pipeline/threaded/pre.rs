@@ -74,7 +74,7 @@ impl Task for PreTask {
                     let n = pending.len();
                     pending[g % n].push(Ingress::Item(seq, w));
                 }
-                PreOut::Punt(p) => punts.push(p),
+                PreOut::Punt(p) => punts.push((seq, p)),
             },
         );
         self.to_io.take(&mut self.diverted);
