@@ -572,13 +572,31 @@ pub(super) fn wait_writable(conn: &Arc<ConnShared>, tx: &RingWriter) {
 }
 
 impl io::Read for Stream {
+    #[inline]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.end_batch();
+        if self.read_would_block(buf) {
+            self.bell.settle(&self.host, &self.conn);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
         self.read_in(buf)
     }
 }
 
 impl Stream {
+    /// A nonblocking read of an open connection with nothing to read, the common case of a
+    /// polling reader: told in line, with the answer `read_in` would give.
+    #[inline(always)]
+    fn read_would_block(&self, buf: &[u8]) -> bool {
+        self.nonblocking
+            && !self.rd_shutdown
+            && !buf.is_empty()
+            && self.rx.available() == 0
+            && !self.conn.rx_fin()
+            && self.conn.status() == ConnStatus::Established
+    }
+
+    #[inline(never)]
     fn read_in(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             if let Some(r) = self.try_read(buf) {
