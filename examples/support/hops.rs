@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,9 +40,23 @@ pub fn circulate<T: Send + 'static>(
     burst: usize,
     cross: bool,
 ) -> (Duration, Vec<T>) {
+    circulate_touching(pool, items, burst, cross, |_| {}, |_| {})
+}
+
+/// [`circulate`], where each end calls `send` on an item before it pushes it and `recv`
+/// on an item it popped (to write and read what a descriptor stands for).
+pub fn circulate_touching<T: Send + 'static>(
+    pool: Vec<T>,
+    items: u64,
+    burst: usize,
+    cross: bool,
+    send: impl Fn(&T) + Send + Clone + 'static,
+    recv: impl Fn(&T) + Send + Clone + 'static,
+) -> (Duration, Vec<T>) {
     if !cross {
-        return circulate_here(pool, items, burst);
+        return circulate_here(pool, items, burst, send, recv);
     }
+    let (send_b, recv_b) = (send.clone(), recv.clone());
     let (mut to_b, mut from_a) = spsc::<T>(RING);
     let (mut to_a, mut from_b) = spsc::<T>(RING);
     let start_flag = Arc::new(AtomicBool::new(false));
@@ -58,6 +72,8 @@ pub fn circulate<T: Send + 'static>(
             if burst == 1 {
                 if let Some(x) = from_a.pop() {
                     moved += 1;
+                    recv_b(&x);
+                    send_b(&x);
                     let mut x = x;
                     while let Err(back) = to_a.push(x) {
                         x = back;
@@ -73,6 +89,10 @@ pub fn circulate<T: Send + 'static>(
                     continue;
                 }
                 moved += n as u64;
+                for x in &held {
+                    recv_b(x);
+                    send_b(x);
+                }
                 while !held.is_empty() {
                     if to_a.push_burst(&mut held) == 0 {
                         std::hint::spin_loop();
@@ -92,23 +112,27 @@ pub fn circulate<T: Send + 'static>(
     while sent < items {
         if burst == 1 {
             if let Some(x) = pool.pop() {
+                send(&x);
                 match to_b.push(x) {
                     Ok(()) => sent += 1,
                     Err(x) => pool.push(x),
                 }
             }
             if let Some(x) = from_b.pop() {
+                recv(&x);
                 pool.push(x);
             }
         } else {
             let want = burst.min((items - sent) as usize).min(pool.len());
             if want > 0 {
                 let mut chunk: Vec<T> = pool.drain(pool.len() - want..).collect();
+                chunk.iter().for_each(&send);
                 let n = to_b.push_burst(&mut chunk);
                 sent += n as u64;
                 pool.append(&mut chunk);
             }
             from_b.pop_burst(&mut back, burst);
+            back.iter().for_each(&recv);
             pool.append(&mut back);
         }
     }
@@ -125,7 +149,13 @@ pub fn circulate<T: Send + 'static>(
 
 /// [`circulate`] on one thread: `items` items cross the first ring and then the second, in
 /// bursts of `burst`; the wall time covers both rings (two hops per item).
-fn circulate_here<T: Send>(mut pool: Vec<T>, items: u64, burst: usize) -> (Duration, Vec<T>) {
+fn circulate_here<T: Send>(
+    mut pool: Vec<T>,
+    items: u64,
+    burst: usize,
+    send: impl Fn(&T),
+    recv: impl Fn(&T),
+) -> (Duration, Vec<T>) {
     let (mut p1, mut c1): (Producer<T>, Consumer<T>) = spsc(RING);
     let (mut p2, mut c2): (Producer<T>, Consumer<T>) = spsc(RING);
     let mut held: Vec<T> = Vec::with_capacity(RING);
@@ -134,12 +164,19 @@ fn circulate_here<T: Send>(mut pool: Vec<T>, items: u64, burst: usize) -> (Durat
     while moved < items {
         let want = burst.min((items - moved) as usize).min(pool.len());
         let mut chunk: Vec<T> = pool.drain(pool.len() - want..).collect();
+        chunk.iter().for_each(&send);
         p1.push_burst(&mut chunk);
         pool.append(&mut chunk);
         let n = c1.pop_burst(&mut held, burst);
         moved += n as u64;
+        for x in &held {
+            recv(x);
+            send(x);
+        }
         p2.push_burst(&mut held);
+        let before = pool.len();
         c2.pop_burst(&mut pool, burst);
+        pool[before..].iter().for_each(&recv);
     }
     let el = t0.elapsed();
     while let Some(x) = c2.pop() {
@@ -286,7 +323,56 @@ pub fn kinds() -> Vec<Kind> {
                 el
             },
         },
+        Kind {
+            name: "u64 slot number, result in a slab",
+            size: std::mem::size_of::<u64>(),
+            run: |_, n, b, x| {
+                let slab = Slab::new();
+                let (w, r) = (slab.clone(), slab);
+                let pool = (0..POOL as u64).collect();
+                circulate_touching(pool, n, b, x, move |i| w.write(*i), move |i| r.read(*i)).0
+            },
+            latency: |_, t| bounce(7u64, t).0,
+        },
     ]
+}
+
+/// Words of a protocol result (its size, rounded up to whole words).
+const RESULT_WORDS: usize = std::mem::size_of::<ProtoResult>().div_ceil(8);
+
+/// One result's place in a [`Slab`], on cache lines of its own.
+#[repr(align(64))]
+struct Slot([AtomicU64; RESULT_WORDS]);
+
+/// Results kept where both ends of a ring can reach them, the ring carrying only the slot
+/// number (a descriptor of 8 bytes against 144): the producer writes a result's words into
+/// its slot before it pushes the number, the consumer reads them after it pops it (relaxed
+/// atomics, plain loads and stores here; the ring orders them).
+#[derive(Clone)]
+struct Slab(Arc<Vec<Slot>>);
+
+impl Slab {
+    fn new() -> Self {
+        Slab(Arc::new(
+            (0..POOL)
+                .map(|_| Slot(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
+        ))
+    }
+
+    fn write(&self, i: u64) {
+        for (k, w) in self.0[i as usize].0.iter().enumerate() {
+            w.store(i ^ k as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn read(&self, i: u64) {
+        let sum = self.0[i as usize]
+            .0
+            .iter()
+            .fold(0u64, |a, w| a.wrapping_add(w.load(Ordering::Relaxed)));
+        std::hint::black_box(sum);
+    }
 }
 
 /// What [`payload`] measured: for each end, its busy time per call that moved bytes (ns)
