@@ -1,10 +1,12 @@
 //! The threaded runtime's sequencing, per item:
 //!
-//! - `merge`: a flow group's merge of its preprocess replicas' streams, one `Merge::pop`
-//!   after every message (the way the group task ran before) against `Merge::release`,
-//!   which lets a run out at a time. Bursts of 32 arrival numbers are dealt round-robin to
-//!   the replicas, each replica's stream carries its burst's items and then an advance, and
-//!   the replicas that did not get the burst are told of it (as the runtime's dealer does).
+//! - `merge`: a flow group's merge of its preprocess replicas' streams. Bursts of 32
+//!   arrival numbers are dealt round-robin to the replicas, each replica's stream carries
+//!   its burst's items and then an advance, and the replicas that did not get the burst are
+//!   told of it (as the runtime's dealer does). `Merge::release` over streams tagged per run
+//!   (one `Ingress::Run` per burst, as the runtime sends them) against the same merge with
+//!   a number on every item (the way the runtime tagged them before): both let a run out
+//!   at a time, the second compares every item's number with the bound.
 //! - `reorder`: the egress reorder of postprocess replicas' frames: bursts of 32 results
 //!   dealt round-robin, each replica's burst offered in turn (the replicas finishing in
 //!   order), and with two replicas the second's burst offered before the first's.
@@ -12,9 +14,6 @@
 //! ```text
 //! cargo bench --bench sequencing
 //! ```
-
-#[path = "../tests/common/pops.rs"]
-mod pops;
 
 use std::collections::VecDeque;
 
@@ -24,13 +23,15 @@ use flextoe::reorder::{Ingress, Merge, Overflow, Reorder, Tagged};
 const BURST: u64 = 32;
 const BURSTS: u64 = 64;
 
+/// The bursts' streams, tagged per run.
 fn streams(replicas: usize) -> Vec<VecDeque<Ingress<u64>>> {
     let mut qs: Vec<VecDeque<Ingress<u64>>> = (0..replicas).map(|_| VecDeque::new()).collect();
     for b in 0..BURSTS {
         let first = b * BURST;
         let to = (b as usize) % replicas;
+        qs[to].push_back(Ingress::Run(first));
         for s in first..first + BURST {
-            qs[to].push_back(Ingress::Item(s, s));
+            qs[to].push_back(Ingress::Item(s));
         }
         for q in qs.iter_mut() {
             q.push_back(Ingress::Advance(first + BURST - 1));
@@ -39,15 +40,99 @@ fn streams(replicas: usize) -> Vec<VecDeque<Ingress<u64>>> {
     qs
 }
 
-fn by_pops(m: &mut Merge<u64>, qs: &mut [VecDeque<Ingress<u64>>]) -> u64 {
+fn by_runs(m: &mut Merge<u64>, qs: &mut [VecDeque<Ingress<u64>>]) -> u64 {
     let mut sum = 0;
-    pops::merge_by_pops(m, qs, |_, v| sum += v);
+    m.release(|i| qs[i].pop_front(), usize::MAX, |v| sum += v);
     sum
 }
 
-fn by_runs(m: &mut Merge<u64>, qs: &mut [VecDeque<Ingress<u64>>]) -> u64 {
+/// A message with a number on every item.
+enum Numbered {
+    Item(u64, u64),
+    Advance(u64),
+}
+
+/// The same bursts' streams, a number on every item.
+fn numbered_streams(replicas: usize) -> Vec<VecDeque<Numbered>> {
+    let mut qs: Vec<VecDeque<Numbered>> = (0..replicas).map(|_| VecDeque::new()).collect();
+    for b in 0..BURSTS {
+        let first = b * BURST;
+        let to = (b as usize) % replicas;
+        for s in first..first + BURST {
+            qs[to].push_back(Numbered::Item(s, s));
+        }
+        for q in qs.iter_mut() {
+            q.push_back(Numbered::Advance(first + BURST - 1));
+        }
+    }
+    qs
+}
+
+/// The merge over numbered items: the stream holding the lowest number lets its items out
+/// up to the lowest number another stream may still deliver, each compared with it.
+struct NumberedMerge {
+    heads: Vec<Option<(u64, u64)>>,
+    /// The lowest number each stream may still deliver, when it holds no item.
+    next: Vec<u64>,
+}
+
+impl NumberedMerge {
+    fn new(streams: usize) -> Self {
+        NumberedMerge {
+            heads: vec![None; streams],
+            next: vec![0; streams],
+        }
+    }
+
+    fn low(&self, i: usize) -> u64 {
+        self.heads[i].map_or(self.next[i], |(s, _)| s)
+    }
+
+    fn fill(&mut self, i: usize, qs: &mut [VecDeque<Numbered>]) {
+        while self.heads[i].is_none() {
+            match qs[i].pop_front() {
+                Some(Numbered::Item(s, v)) => self.heads[i] = Some((s, v)),
+                Some(Numbered::Advance(s)) => self.next[i] = self.next[i].max(s + 1),
+                None => break,
+            }
+        }
+    }
+
+    fn release(&mut self, qs: &mut [VecDeque<Numbered>], mut out: impl FnMut(u64)) {
+        loop {
+            for i in 0..self.heads.len() {
+                self.fill(i, qs);
+            }
+            let Some((best, first)) = (0..self.heads.len())
+                .filter_map(|i| self.heads[i].map(|(s, _)| (i, s)))
+                .min_by_key(|(_, s)| *s)
+            else {
+                return;
+            };
+            let bound = (0..self.heads.len())
+                .filter(|&j| j != best)
+                .map(|j| self.low(j))
+                .min()
+                .unwrap_or(u64::MAX);
+            if first > bound {
+                return;
+            }
+            while let Some((s, v)) = self.heads[best] {
+                if s > bound {
+                    break;
+                }
+                self.heads[best] = None;
+                self.next[best] = s + 1;
+                out(v);
+                self.fill(best, qs);
+            }
+        }
+    }
+}
+
+fn by_numbers(m: &mut NumberedMerge, qs: &mut [VecDeque<Numbered>]) -> u64 {
     let mut sum = 0;
-    m.release(|i| qs[i].pop_front(), usize::MAX, |_, v| sum += v);
+    m.release(qs, |v| sum += v);
     sum
 }
 
@@ -56,18 +141,20 @@ fn merge(c: &mut Criterion) {
     let mut g = c.benchmark_group("merge");
     g.throughput(Throughput::Elements(BURST * BURSTS));
     for replicas in [1, 2, 4] {
-        for (name, f) in [
-            ("pop per item", by_pops as fn(&mut _, &mut _) -> u64),
-            ("release runs", by_runs),
-        ] {
-            g.bench_function(format!("{replicas} replicas, {name}"), |b| {
-                b.iter_batched_ref(
-                    || (Merge::new(replicas), streams(replicas)),
-                    |(m, qs)| assert_eq!(f(m, qs), want),
-                    BatchSize::SmallInput,
-                )
-            });
-        }
+        g.bench_function(format!("{replicas} replicas, a number per item"), |b| {
+            b.iter_batched_ref(
+                || (NumberedMerge::new(replicas), numbered_streams(replicas)),
+                |(m, qs)| assert_eq!(by_numbers(m, qs), want),
+                BatchSize::SmallInput,
+            )
+        });
+        g.bench_function(format!("{replicas} replicas, a number per run"), |b| {
+            b.iter_batched_ref(
+                || (Merge::new(replicas), streams(replicas)),
+                |(m, qs)| assert_eq!(by_runs(m, qs), want),
+                BatchSize::SmallInput,
+            )
+        });
     }
     g.finish();
 }

@@ -246,7 +246,7 @@ impl Inputs {
         // lending run, the other one's work is shared among the other replicas, and what a
         // byte ring across cores adds to the lent copies moves with them; each job (56
         // bytes) crosses to its helper and back, costed each way as the nearest item
-        // measured across cores, `Ingress<RxWork>` (48 bytes).
+        // measured across cores, `Ingress<RxWork>` (40 bytes).
         let helpers = t.place.saturating_sub(1);
         if t.replicated_placement && helpers > 0 {
             let (n, _, cross) = self.lent();

@@ -148,14 +148,22 @@ pub fn reorder_stage(data: &[u8]) {
     // The merge: one sequence space over 3 ordered streams.
     let mut streams: Vec<VecDeque<Ingress<u64>>> = (0..3).map(|_| VecDeque::new()).collect();
     let mut want = Vec::new();
+    // Per stream, the last number of its open run: an item continues it only if every
+    // number since the run's start was the stream's own.
+    let mut open: [Option<u64>; 3] = [None; 3];
     for seq in 0..n as u64 {
         let x = data.get(seq as usize).copied().unwrap_or(0);
         let s = (x % 3) as usize;
         if x & 8 == 0 {
-            streams[s].push_back(Ingress::Item(seq, seq));
+            if open[s].is_none_or(|l| l + 1 != seq) {
+                streams[s].push_back(Ingress::Run(seq));
+            }
+            streams[s].push_back(Ingress::Item(seq));
+            open[s] = Some(seq);
             want.push(seq);
         } else {
             streams[s].push_back(Ingress::Advance(seq));
+            open[s] = None;
         }
     }
     for q in streams.iter_mut() {
@@ -164,7 +172,7 @@ pub fn reorder_stage(data: &[u8]) {
     let mut m = Merge::new(3);
     let mut out = Vec::new();
     merge_from_queues(&mut m, &mut streams, &mut out);
-    assert_eq!(out.into_iter().map(|(s, _)| s).collect::<Vec<_>>(), want);
+    assert_eq!(out, want);
 }
 
 fn segment(fl: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {

@@ -9,8 +9,9 @@
 //! * [`Merge`] restores the order of *several ordered streams* that share one sequence space
 //!   with gaps. This is the ingress side: frames get arrival numbers, preprocess replicas
 //!   each see an increasing subset, and a flow group's protocol worker must see its frames in
-//!   arrival order. Each stream reports how far it has got ([`Ingress::Advance`]), so gaps
-//!   (frames of other groups, dropped frames) do not stall the merge.
+//!   arrival order. A stream tags its items per run, not per item ([`Ingress::Run`]: a
+//!   replica's burst is a run), and reports how far it has got ([`Ingress::Advance`]), so
+//!   gaps (frames of other groups, dropped frames) do not stall the merge.
 //!
 //! Both have a defined overflow policy ([`Overflow`]) and count what they did
 //! ([`ReorderStats`]).
@@ -204,35 +205,66 @@ impl<T> Reorder<T> {
 }
 
 /// A message of one ordered input stream of a [`Merge`].
+///
+/// A stream carries its items in runs: a [`Run`](Ingress::Run) tag numbers the run that
+/// follows, up to the stream's next `Run` or `Advance`. Numbers are tagged per run, not per
+/// item: a burst a preprocess replica handled is one run (or a few, where it punted a frame
+/// or its burst held numbers another replica had).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ingress<T> {
-    /// An item with its arrival number.
-    Item(u64, T),
-    /// The stream has handled every number up to and including this one.
+    /// The items that follow arrived as one run, the first of them numbered this: no other
+    /// stream delivers a number from this one up to the run's last item, and the stream's
+    /// next run starts above it.
+    Run(u64),
+    /// An item of the current run.
+    Item(T),
+    /// The stream has handled every number up to and including this one; it ends the
+    /// current run.
     Advance(u64),
+}
+
+/// Where a stream of a [`Merge`] stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Head {
+    /// No run pending: the next message is still to be read.
+    Idle,
+    /// A run starting at this number, waiting for the streams that may deliver lower ones.
+    Run(u64),
+    /// A run starting at this number, being let out: every item up to the stream's next
+    /// tag goes out as it comes.
+    Open(u64),
+    /// A run out of the stream's promised order: its items are dropped, counted late.
+    Skip,
 }
 
 /// K-way merge of ordered streams sharing one sequence space with gaps.
 ///
-/// Stream `i` promises increasing numbers. An item numbered `s` is released once no stream
-/// can still deliver a smaller number: every other stream has a pending item numbered above
-/// `s` or has advanced to `s` or beyond.
+/// Stream `i` promises increasing numbers, tagged per run ([`Ingress`]). A run that starts
+/// at `s` goes out, whole and in stream order, once no stream can still deliver a smaller
+/// number: every other stream has a run pending above `s` or has advanced to `s` or
+/// beyond. The merge compares numbers once per run; its items go out without a look at the
+/// other streams.
 pub struct Merge<T> {
-    heads: Vec<Option<(u64, T)>>,
+    heads: Vec<Head>,
     /// Every number up to this one has been handled by the stream.
     frontier: Vec<u64>,
     started: Vec<bool>,
+    /// The stream whose run is being let out.
+    open: Option<usize>,
     stats: ReorderStats,
+    _items: std::marker::PhantomData<fn(T)>,
 }
 
 impl<T> Merge<T> {
     /// A merge of `streams` streams.
     pub fn new(streams: usize) -> Self {
         Merge {
-            heads: (0..streams).map(|_| None).collect(),
+            heads: vec![Head::Idle; streams],
             frontier: vec![0; streams],
             started: vec![false; streams],
+            open: None,
             stats: ReorderStats::default(),
+            _items: std::marker::PhantomData,
         }
     }
 
@@ -241,118 +273,106 @@ impl<T> Merge<T> {
         self.heads.len()
     }
 
-    /// Counters.
+    /// Counters: `accepted` and `released` count items let out, `late` items dropped
+    /// because their run broke the stream's promised order (or came without a run).
     pub fn stats(&self) -> ReorderStats {
         self.stats
     }
 
-    /// Whether stream `i` needs its next message.
-    pub fn wants(&self, i: usize) -> bool {
-        self.heads[i].is_none()
-    }
-
-    /// Give stream `i`'s next message. Only call when [`wants`](Self::wants) is true for
-    /// items (advances are always taken).
-    pub fn push(&mut self, i: usize, m: Ingress<T>) {
+    /// Take stream `i`'s tag `m` (a `Run` or an `Advance`) where no run is open on it.
+    fn tag(&mut self, i: usize, m: Ingress<T>) {
         match m {
             Ingress::Advance(s) => {
                 if !self.started[i] || s > self.frontier[i] {
                     self.frontier[i] = s;
                     self.started[i] = true;
                 }
+                self.heads[i] = Head::Idle;
             }
-            Ingress::Item(s, v) => {
-                debug_assert!(self.heads[i].is_none());
-                if self.started[i] && s <= self.frontier[i] {
+            Ingress::Run(s) => {
+                self.heads[i] = if self.started[i] && s <= self.frontier[i] {
                     // Out of the stream's promised order: a duplicate or a broken producer.
-                    self.stats.late += 1;
-                    return;
-                }
-                self.stats.accepted += 1;
-                self.heads[i] = Some((s, v));
+                    Head::Skip
+                } else {
+                    Head::Run(s)
+                };
+            }
+            Ingress::Item(_) => {
+                // Outside a run (or in one out of order): nothing says where it goes.
+                self.stats.late += 1;
             }
         }
     }
 
     /// The smallest number stream `i` may still deliver.
     fn low(&self, i: usize) -> u64 {
-        match &self.heads[i] {
-            Some((s, _)) => *s,
-            None if self.started[i] => self.frontier[i] + 1,
-            None => 0,
+        match self.heads[i] {
+            Head::Run(s) | Head::Open(s) => s,
+            Head::Idle | Head::Skip if self.started[i] => self.frontier[i].saturating_add(1),
+            Head::Idle | Head::Skip => 0,
         }
     }
 
     /// Release, in order, every item that is safe to release now, pulling stream `i`'s
     /// next messages from `next(i)` as the merge needs them; at most `max` items, each given
-    /// to `out` with its number. Returns how many went out.
-    ///
-    /// Works over runs: once a stream holds the lowest number, its following items go out
-    /// up to the lowest number any other stream may still deliver, without looking at the
-    /// other streams again (a burst a replica handled goes out in one run). The items and
-    /// their order are those of calling [`pop`](Self::pop) after every message.
+    /// to `out`. Returns how many went out. A run cut short by `max` goes on at the next
+    /// call, before anything else.
     pub fn release(
         &mut self,
         next: impl FnMut(usize) -> Option<Ingress<T>>,
         max: usize,
-        out: impl FnMut(u64, T),
+        out: impl FnMut(T),
     ) -> usize {
         self.release_below(next, max, u64::MAX, out)
     }
 
-    /// [`release`](Self::release), but only items numbered below `limit`: the rest wait
-    /// (for an item that arrived out of band, numbered `limit`, to go first).
+    /// [`release`](Self::release), but only runs that start below `limit`: the rest wait
+    /// (for an item that arrived out of band, numbered `limit`, to go first). The producer
+    /// ends a run before such a number, so that no run holds numbers on both sides of it.
     pub fn release_below(
         &mut self,
         mut next: impl FnMut(usize) -> Option<Ingress<T>>,
         max: usize,
         limit: u64,
-        mut out: impl FnMut(u64, T),
+        mut out: impl FnMut(T),
     ) -> usize {
         let mut n = 0;
         while n < max {
+            if let Some(i) = self.open {
+                // A run being let out: its items go as they come, up to its end.
+                match next(i) {
+                    Some(Ingress::Item(v)) => {
+                        self.stats.accepted += 1;
+                        self.stats.released += 1;
+                        out(v);
+                        n += 1;
+                    }
+                    Some(m) => {
+                        self.open = None;
+                        self.heads[i] = Head::Idle;
+                        self.tag(i, m);
+                    }
+                    // Nothing may go before the rest of this run.
+                    None => break,
+                }
+                continue;
+            }
             for i in 0..self.heads.len() {
                 self.fill(i, &mut next);
             }
-            let Some((best, first)) = self.lowest_head() else {
+            let Some((best, first)) = self.lowest_run() else {
                 break;
             };
-            // The lowest number another stream may still deliver: the run's end. An item
-            // numbered the same as another stream's held item (a producer that broke the
-            // one-number-one-item rule) goes after it if that stream comes first, as with
-            // `pop`.
-            let bound = (0..self.heads.len())
-                .filter(|&j| j != best)
-                .map(|j| self.low(j))
-                .min()
-                .unwrap_or(u64::MAX);
             if first >= limit {
                 break;
             }
-            let yields_at_bound = self.heads[..best]
-                .iter()
-                .any(|h| h.as_ref().is_some_and(|(s, _)| *s == bound));
-            if first > bound {
+            if (0..self.heads.len()).any(|j| j != best && self.low(j) < first) {
                 break;
             }
-            while n < max {
-                match self.heads[best].take() {
-                    Some((s, v))
-                        if (s < bound || (s == bound && !yields_at_bound)) && s < limit =>
-                    {
-                        self.frontier[best] = s;
-                        self.started[best] = true;
-                        self.stats.released += 1;
-                        out(s, v);
-                        n += 1;
-                    }
-                    head => {
-                        self.heads[best] = head;
-                        break;
-                    }
-                }
-                self.fill(best, &mut next);
-            }
+            self.heads[best] = Head::Open(first);
+            self.frontier[best] = first;
+            self.started[best] = true;
+            self.open = Some(best);
         }
         n
     }
@@ -366,38 +386,29 @@ impl<T> Merge<T> {
             .unwrap_or(u64::MAX)
     }
 
-    /// Pull stream `i`'s messages until it holds an item or has none left.
+    /// Pull stream `i`'s messages until it has a run pending or has none left; the items
+    /// of a run out of order are dropped on the way.
     fn fill(&mut self, i: usize, next: &mut impl FnMut(usize) -> Option<Ingress<T>>) {
-        while self.wants(i) {
+        while matches!(self.heads[i], Head::Idle | Head::Skip) {
             match next(i) {
-                Some(m) => self.push(i, m),
+                Some(Ingress::Item(_)) if self.heads[i] == Head::Skip => self.stats.late += 1,
+                Some(m) => self.tag(i, m),
                 None => break,
             }
         }
     }
 
-    /// The stream holding the lowest-numbered item, and that number.
-    fn lowest_head(&self) -> Option<(usize, u64)> {
+    /// The stream with the lowest pending run, and that run's number (the lowest-numbered
+    /// stream first among equal numbers).
+    fn lowest_run(&self) -> Option<(usize, u64)> {
         self.heads
             .iter()
             .enumerate()
-            .filter_map(|(i, h)| h.as_ref().map(|(s, _)| (i, *s)))
+            .filter_map(|(i, h)| match h {
+                Head::Run(s) => Some((i, *s)),
+                _ => None,
+            })
             .min_by_key(|(_, s)| *s)
-    }
-
-    /// Release the next item if it is safe to; returns it with its number.
-    pub fn pop(&mut self) -> Option<(u64, T)> {
-        let (best, s) = self.lowest_head()?;
-        for j in 0..self.heads.len() {
-            if j != best && self.low(j) < s {
-                return None;
-            }
-        }
-        let item = self.heads[best].take();
-        self.frontier[best] = s;
-        self.started[best] = true;
-        self.stats.released += 1;
-        item
     }
 }
 
@@ -407,13 +418,9 @@ impl<T> Merge<T> {
 pub fn merge_from_queues<T>(
     m: &mut Merge<T>,
     queues: &mut [VecDeque<Ingress<T>>],
-    out: &mut Vec<(u64, T)>,
+    out: &mut Vec<T>,
 ) {
-    m.release(
-        |i| queues[i].pop_front(),
-        usize::MAX,
-        |s, v| out.push((s, v)),
-    );
+    m.release(|i| queues[i].pop_front(), usize::MAX, |v| out.push(v));
 }
 
 #[cfg(test)]
@@ -469,34 +476,71 @@ mod tests {
     #[test]
     fn merge_waits_for_slow_stream_then_releases() {
         let mut m = Merge::new(2);
-        m.push(0, Ingress::Item(3, "c"));
-        assert!(m.pop().is_none(), "stream 1 may still deliver 0..=2");
-        m.push(1, Ingress::Item(1, "a"));
-        assert_eq!(m.pop(), Some((1, "a")));
-        assert!(m.pop().is_none(), "stream 1 may still deliver 2");
-        m.push(1, Ingress::Advance(2));
-        assert_eq!(m.pop(), Some((3, "c")));
+        let mut q = [
+            VecDeque::from([Ingress::Run(3), Ingress::Item("c"), Ingress::Item("d")]),
+            VecDeque::new(),
+        ];
+        let mut out = Vec::new();
+        m.release(|i| q[i].pop_front(), usize::MAX, |v| out.push(v));
+        assert!(out.is_empty(), "stream 1 may still deliver 0..=2");
+        q[1].extend([Ingress::Run(1), Ingress::Item("a")]);
+        m.release(|i| q[i].pop_front(), usize::MAX, |v| out.push(v));
+        assert_eq!(out, ["a"], "stream 1's run may go on up to 2");
+        q[1].push_back(Ingress::Advance(2));
+        m.release(|i| q[i].pop_front(), usize::MAX, |v| out.push(v));
+        assert_eq!(out, ["a", "c", "d"]);
+    }
+
+    #[test]
+    fn a_run_cut_short_goes_on_first_and_a_late_run_is_dropped() {
+        let mut m = Merge::new(2);
+        let mut q = [
+            VecDeque::from([
+                Ingress::Run(1),
+                Ingress::Item(1),
+                Ingress::Item(2),
+                Ingress::Advance(2),
+            ]),
+            VecDeque::from([Ingress::Run(3), Ingress::Item(3)]),
+        ];
+        let mut out = Vec::new();
+        assert_eq!(m.release(|i| q[i].pop_front(), 1, |v| out.push(v)), 1);
+        assert_eq!(m.floor(), 1, "stream 0's run is open");
+        assert_eq!(m.release(|i| q[i].pop_front(), 8, |v| out.push(v)), 2);
+        assert_eq!(out, [1, 2, 3]);
+        // A run at or below the stream's frontier: its items are late.
+        q[0].extend([Ingress::Run(2), Ingress::Item(9), Ingress::Item(9)]);
+        q[0].push_back(Ingress::Advance(9));
+        q[1].push_back(Ingress::Advance(9));
+        m.release(|i| q[i].pop_front(), 8, |v| out.push(v));
+        assert_eq!(out, [1, 2, 3]);
+        assert_eq!((m.stats().released, m.stats().late), (3, 2));
     }
 
     #[test]
     fn release_below_stops_at_the_limit_and_floor_says_when_it_is_reached() {
         let mut m = Merge::new(2);
         let mut q = [
-            VecDeque::from([Ingress::Item(1, 'a'), Ingress::Item(4, 'd')]),
-            VecDeque::from([Ingress::Item(2, 'b'), Ingress::Advance(3)]),
+            VecDeque::from([
+                Ingress::Run(1),
+                Ingress::Item('a'),
+                Ingress::Run(4),
+                Ingress::Item('d'),
+            ]),
+            VecDeque::from([Ingress::Run(2), Ingress::Item('b'), Ingress::Advance(3)]),
         ];
         assert_eq!(m.floor(), 0, "no stream has spoken");
         let mut out = Vec::new();
-        // Number 3 came out of band: nothing numbered 3 or more goes before it.
-        m.release_below(|i| q[i].pop_front(), usize::MAX, 3, |s, v| out.push((s, v)));
-        assert_eq!(out, vec![(1, 'a'), (2, 'b')]);
+        // Number 3 came out of band: no run numbered 3 or more goes before it.
+        m.release_below(|i| q[i].pop_front(), usize::MAX, 3, |v| out.push(v));
+        assert_eq!(out, vec!['a', 'b']);
         assert_eq!(m.floor(), 4, "everything below 4 is out, 4 is held");
-        m.release(|i| q[i].pop_front(), usize::MAX, |s, v| out.push((s, v)));
-        assert_eq!(out.last(), Some(&(4, 'd')));
-        // Below the floor: an item held at the limit stays held.
+        m.release(|i| q[i].pop_front(), usize::MAX, |v| out.push(v));
+        assert_eq!(out.last(), Some(&'d'));
+        // Below the floor: a run held at the limit stays held.
         let mut m = Merge::new(1);
-        let mut q = VecDeque::from([Ingress::Item(7, 'x')]);
-        let n = m.release_below(|_| q.pop_front(), usize::MAX, 7, |_, _| {});
+        let mut q = VecDeque::from([Ingress::Run(7), Ingress::Item('x')]);
+        let n = m.release_below(|_| q.pop_front(), usize::MAX, 7, |_| {});
         assert_eq!((n, m.floor()), (0, 7));
     }
 }

@@ -567,20 +567,31 @@ fn two_groups_on_the_callers_thread() -> Topology {
 /// burst, into a script-driven runtime of two flow groups; returns the script and what the
 /// engine sent.
 fn data_then_rst(offset: u32) -> (Script<Threaded>, Vec<script::Seg>) {
+    data_rst_data(offset, 0)
+}
+
+/// [`data_then_rst`], then `after` more segments.
+fn data_rst_data(offset: u32, after: u32) -> (Script<Threaded>, Vec<script::Seg>) {
     use flextoe::wire::flags::{ACK, PSH, RST};
     let mut t = Script::threaded(script::config(), two_groups_on_the_callers_thread());
     t.accept_stream();
     let a = t.engine_seq;
-    for i in 0..200u32 {
+    let data = |t: &mut Script<Threaded>, i: u32| {
         let payload = [i as u8; 100];
         let r = t.repr(PSH | ACK, t.peer_seq, Some(a), &payload);
         let f = t.frame(&r);
         t.inject(&f);
         t.peer_seq = t.peer_seq.wrapping_add(100);
+    };
+    for i in 0..200u32 {
+        data(&mut t, i);
     }
     let rst = t.repr(RST, t.peer_seq.wrapping_add(offset), None, &[]);
     let f = t.frame(&rst);
     t.inject(&f);
+    for i in 200..200 + after {
+        data(&mut t, i);
+    }
     let sent = t.recv();
     (t, sent)
 }
@@ -609,4 +620,23 @@ fn a_challenge_ack_acknowledges_the_segments_that_arrived_before_the_rst() {
     assert_eq!(acks.last(), Some(&t.peer_seq), "{acks:?}");
     assert_eq!(t.stream().status(), ConnStatus::Established);
     assert_eq!(t.app_read().len(), 20_000);
+}
+
+/// The same with 23 more segments after the RST, in the RST's burst of 32 frames: the
+/// preprocess replica that had them ends its run at the RST, so the segments after it wait
+/// in the flow group until the RST has gone through. The challenge ACK acknowledges the
+/// data up to the RST, and a later ACK the rest.
+#[test]
+fn segments_after_a_peers_rst_wait_for_it() {
+    let (mut t, sent) = data_rst_data(100, 23);
+    let at_rst = t.peer_seq.wrapping_sub(23 * 100);
+    assert_eq!(t.engine.stats().io.control.challenge_acks, 1, "{sent:?}");
+    let acks: Vec<u32> = sent.iter().map(|s| s.ack).collect();
+    assert!(acks.windows(2).all(|w| w[0] <= w[1]), "{acks:?}");
+    assert!(
+        acks.contains(&at_rst),
+        "no ACK of the data up to the RST: {acks:?}"
+    );
+    assert_eq!(acks.last(), Some(&t.peer_seq), "{acks:?}");
+    assert_eq!(t.app_read().len(), 22_300);
 }

@@ -260,19 +260,16 @@ pub fn kinds() -> Vec<Kind> {
             run: |a, n, b, x| {
                 let pool = (0..POOL as u64)
                     .map(|i| {
-                        Ingress::Item(
-                            i,
-                            RxWork {
-                                flow: i as u32,
-                                summary: summary(),
-                                frame: frame(a),
-                            },
-                        )
+                        Ingress::Item(RxWork {
+                            flow: i as u32,
+                            summary: summary(),
+                            frame: frame(a),
+                        })
                     })
                     .collect();
                 let (el, pool) = circulate(pool, n, b, x);
                 for it in pool {
-                    if let Ingress::Item(_, w) = it {
+                    if let Ingress::Item(w) = it {
                         a.free(w.frame);
                     }
                 }
@@ -284,8 +281,8 @@ pub fn kinds() -> Vec<Kind> {
                     summary: summary(),
                     frame: frame(a),
                 };
-                let (el, it) = bounce(Ingress::Item(1, w), t);
-                if let Ingress::Item(_, w) = it {
+                let (el, it) = bounce(Ingress::Item(w), t);
+                if let Ingress::Item(w) = it {
                     a.free(w.frame);
                 }
                 el

@@ -359,6 +359,7 @@ impl Threaded {
                     frames: Vec::with_capacity(BURST),
                     seqs: Vec::with_capacity(BURST),
                     diverted: Diverted::default(),
+                    runs: pre::Runs::default(),
                     meta: Meta::new(me, worker_of(me), &mut reports),
                 }),
             ));

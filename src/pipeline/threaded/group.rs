@@ -125,7 +125,7 @@ impl<C: CongestionControl, S: FlowScheduler> Task for GroupTask<C, S> {
         let (from_pre, segs) = (&mut self.from_pre, &mut self.segs);
         let limit = self.held.front().map_or(u64::MAX, |(s, _)| *s);
         self.merge
-            .release_below(|i| from_pre[i].pop(), BURST, limit, |_, w| segs.push(w));
+            .release_below(|i| from_pre[i].pop(), BURST, limit, |w| segs.push(w));
         // Input consumed counts as work even if user stages divert all of it.
         busy |= !self.segs.is_empty();
         self.transport

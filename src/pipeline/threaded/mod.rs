@@ -13,8 +13,10 @@
 //!
 //! * **Ingress.** The I/O task numbers every received frame and hands bursts to the
 //!   preprocess replicas round-robin (telling the others how far the numbering went). Each
-//!   replica emits, per flow group, its items plus advances; each group merges the replicas'
-//!   streams back into arrival order ([`Merge`]) before its protocol stage.
+//!   replica emits, per flow group, its items in runs (one number per run, not per item:
+//!   a burst is a run, cut where the numbers skip and after a punt) plus advances; each
+//!   group merges the replicas' streams back into arrival order ([`Merge`]) before its
+//!   protocol stage.
 //! * **Delivery.** Each place replica owns the rings of its share of the connections (chosen
 //!   by the [`Placement`] policy), so a connection's payload, ring publication and
 //!   notifications stay in protocol order, and data is visible before it is acknowledged.

@@ -17,7 +17,44 @@ pub(super) struct PreTask {
     pub(super) frames: Vec<Frame>,
     pub(super) seqs: Vec<u64>,
     pub(super) diverted: Diverted,
+    pub(super) runs: Runs,
     pub(super) meta: Meta,
+}
+
+/// Where a preprocess replica's runs begin and end, per flow group.
+#[derive(Default)]
+pub(super) struct Runs {
+    /// The current run; every number the replica handles from the run's start on, up to
+    /// `last`, is its own.
+    run: u64,
+    last: u64,
+    /// The run each group's stream is in.
+    of_group: Vec<u64>,
+}
+
+impl Runs {
+    /// A new burst: every group's first item starts a run (the burst's `Advance` ended
+    /// the last).
+    pub(super) fn start_burst(&mut self, groups: usize) {
+        self.of_group.resize(groups, 0);
+        self.run += 1;
+        self.last = u64::MAX;
+    }
+
+    /// An item numbered `seq` for group `g`: whether its stream needs a `Run` tag first.
+    pub(super) fn item(&mut self, g: usize, seq: u64) -> bool {
+        if self.last == u64::MAX || seq > self.last.saturating_add(1) {
+            self.run += 1;
+        }
+        self.last = seq;
+        std::mem::replace(&mut self.of_group[g], self.run) != self.run
+    }
+
+    /// A frame numbered `seq` went to the control plane: the run ends at it.
+    pub(super) fn punt(&mut self, seq: u64) {
+        self.run += 1;
+        self.last = seq;
+    }
 }
 
 impl PreTask {
@@ -63,6 +100,12 @@ impl Task for PreTask {
         let last = unpack(&mut self.batch, &mut self.frames, &mut self.seqs);
         let (pending, groups_of) = (&mut self.pending, &self.groups_of);
         let punts = &mut self.to_io.punts.pending;
+        // Numbers are tagged per run: a group's stream gets a `Run` tag before its first
+        // item of each run. A run ends where the numbers skip (another replica may hold the
+        // ones between) and after a punt (a peer's RST waits in the group for everything
+        // numbered below it, and nothing above).
+        let runs = &mut self.runs;
+        runs.start_burst(pending.len());
         self.ingress.run(
             now,
             &mut self.frames,
@@ -71,10 +114,16 @@ impl Task for PreTask {
             |seq, out| match out {
                 PreOut::Rx(w) => {
                     let g = groups_of.get(w.flow as usize).copied().unwrap_or(0) as usize;
-                    let n = pending.len();
-                    pending[g % n].push(Ingress::Item(seq, w));
+                    let g = g % pending.len();
+                    if runs.item(g, seq) {
+                        pending[g].push(Ingress::Run(seq));
+                    }
+                    pending[g].push(Ingress::Item(w));
                 }
-                PreOut::Punt(p) => punts.push((seq, p)),
+                PreOut::Punt(p) => {
+                    runs.punt(seq);
+                    punts.push((seq, p));
+                }
             },
         );
         self.to_io.take(&mut self.diverted);
@@ -93,5 +142,40 @@ impl Task for PreTask {
             Vec::new(),
             self.ingress.hooks.reports(),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Runs;
+
+    /// A group's stream gets a `Run` tag at its first item of a burst, where the replica's
+    /// numbers skip, and after a punt; not for the next number of the replica's own, even
+    /// where it went to another group.
+    #[test]
+    fn runs_end_where_numbers_skip_and_after_a_punt() {
+        let mut r = Runs::default();
+        r.start_burst(2);
+        let mut tags = Vec::new();
+        for (g, seq) in [(0, 5), (0, 6), (1, 7), (0, 8), (0, 10), (1, 11)] {
+            tags.push((seq, r.item(g, seq)));
+        }
+        r.punt(12);
+        tags.push((13, r.item(0, 13)));
+        tags.push((14, r.item(0, 14)));
+        r.start_burst(2);
+        tags.push((15, r.item(0, 15)));
+        let want = [
+            (5, true),
+            (6, false),
+            (7, true),
+            (8, false),
+            (10, true),
+            (11, true),
+            (13, true),
+            (14, false),
+            (15, true),
+        ];
+        assert_eq!(tags, want);
     }
 }
