@@ -152,23 +152,48 @@ impl<T: Send> Producer<T> {
     /// Move as many items as fit from the front of `items` into the ring (one index update);
     /// returns how many moved. The rest stay in `items`, in order.
     pub fn push_burst(&mut self, items: &mut Vec<T>) -> usize {
-        // Ask for the whole burst first: the ring checks its cached copy of the consumer's
-        // index and only reads the shared one when that looks too small.
-        let chunk = match self.inner.write_chunk_uninit(items.len()) {
-            Ok(c) => c,
-            Err(rtrb::chunks::ChunkError::TooFewSlots(0)) => return 0,
-            Err(rtrb::chunks::ChunkError::TooFewSlots(k)) => match self.inner.write_chunk_uninit(k)
-            {
-                Ok(c) => c,
-                Err(_) => return 0,
-            },
-        };
-        let n = chunk.len();
-        let moved = chunk.fill_from_iter(items.drain(..n));
+        let moved = self
+            .write_up_to(items.len(), |chunk| {
+                let n = chunk.len();
+                chunk.fill_from_iter(items.drain(..n))
+            })
+            .unwrap_or(0);
         if moved > 0 {
             self.notify();
         }
         moved
+    }
+
+    /// Move up to `n` items from `items` into the ring (one index update), each written
+    /// straight into its slot; returns how many moved. Takes no more from `items` than
+    /// moved: with `n` at most [`free`](Self::free), exactly `n` (fewer if `items` ends).
+    pub fn push_from(&mut self, items: impl Iterator<Item = T>, n: usize) -> usize {
+        let moved = self
+            .write_up_to(n, |chunk| chunk.fill_from_iter(items))
+            .unwrap_or(0);
+        if moved > 0 {
+            self.notify();
+        }
+        moved
+    }
+
+    /// `f` on room for `n` items, or for as many as fit; `None` when the ring is full.
+    /// Asks for all `n` first: the ring checks its cached copy of the consumer's index and
+    /// only reads the shared one when that looks too small.
+    #[inline]
+    fn write_up_to<R>(
+        &mut self,
+        n: usize,
+        f: impl FnOnce(rtrb::chunks::WriteChunkUninit<'_, T>) -> R,
+    ) -> Option<R> {
+        let k = match self.inner.write_chunk_uninit(n) {
+            Ok(c) => return Some(f(c)),
+            Err(rtrb::chunks::ChunkError::TooFewSlots(k)) => k,
+        };
+        if k == 0 {
+            return None;
+        }
+        self.inner.write_chunk_uninit(k).ok().map(f)
     }
 
     /// Free slots.
@@ -217,17 +242,40 @@ impl<T: Send> Consumer<T> {
 
     /// Move up to `max` items to the end of `out` (one index update); returns how many.
     pub fn pop_burst(&mut self, out: &mut Vec<T>, max: usize) -> usize {
-        let chunk = match self.inner.read_chunk(max) {
-            Ok(c) => c,
-            Err(rtrb::chunks::ChunkError::TooFewSlots(0)) => return 0,
-            Err(rtrb::chunks::ChunkError::TooFewSlots(k)) => match self.inner.read_chunk(k) {
-                Ok(c) => c,
-                Err(_) => return 0,
-            },
+        self.read_up_to(max, |chunk| {
+            let n = chunk.len();
+            out.extend(chunk);
+            n
+        })
+        .unwrap_or(0)
+    }
+
+    /// `f` on the next `max` items, or on as many as wait; `None` when none do.
+    #[inline]
+    fn read_up_to<R>(
+        &mut self,
+        max: usize,
+        f: impl FnOnce(rtrb::chunks::ReadChunk<'_, T>) -> R,
+    ) -> Option<R> {
+        let k = match self.inner.read_chunk(max) {
+            Ok(c) => return Some(f(c)),
+            Err(rtrb::chunks::ChunkError::TooFewSlots(k)) => k,
         };
-        let n = chunk.len();
-        out.extend(chunk);
-        n
+        if k == 0 {
+            return None;
+        }
+        self.inner.read_chunk(k).ok().map(f)
+    }
+
+    /// Take up to `max` items (one index update), giving each to `f` as it leaves its
+    /// slot; returns how many.
+    pub fn pop_each(&mut self, max: usize, f: impl FnMut(T)) -> usize {
+        self.read_up_to(max, |chunk| {
+            let n = chunk.len();
+            chunk.into_iter().for_each(f);
+            n
+        })
+        .unwrap_or(0)
     }
 
     /// Items waiting.

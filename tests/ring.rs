@@ -12,6 +12,9 @@ enum Op {
     PushBurst(Vec<u32>),
     Pop,
     PopBurst(usize),
+    /// `push_from` of these items, asking for this many.
+    PushFrom(Vec<u32>, usize),
+    PopEach(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -20,6 +23,9 @@ fn op() -> impl Strategy<Value = Op> {
         proptest::collection::vec(any::<u32>(), 0..40).prop_map(Op::PushBurst),
         Just(Op::Pop),
         (0usize..40).prop_map(Op::PopBurst),
+        (proptest::collection::vec(any::<u32>(), 0..40), 0usize..50)
+            .prop_map(|(v, n)| Op::PushFrom(v, n)),
+        (0usize..40).prop_map(Op::PopEach),
     ]
 }
 
@@ -58,6 +64,23 @@ proptest! {
                     prop_assert_eq!(out, want);
                     prop_assert!(n == max || model.is_empty());
                 }
+                Op::PushFrom(vs, ask) => {
+                    // Moves what was asked for, what fits and what there is, the least of
+                    // them, and takes no more from the iterator.
+                    let mut it = vs.iter().copied();
+                    let n = p.push_from(&mut it, ask);
+                    let fit = ask.min(cap - model.len()).min(vs.len());
+                    prop_assert_eq!(n, fit);
+                    model.extend(&vs[..fit]);
+                    prop_assert_eq!(it.collect::<Vec<_>>(), vs[fit..].to_vec());
+                }
+                Op::PopEach(max) => {
+                    let mut out = Vec::new();
+                    let n = c.pop_each(max, |v| out.push(v));
+                    let want: Vec<u32> = (0..max.min(model.len())).filter_map(|_| model.pop_front()).collect();
+                    prop_assert_eq!(n, want.len());
+                    prop_assert_eq!(out, want);
+                }
             }
             prop_assert_eq!(c.len(), model.len());
             prop_assert_eq!(p.free(), cap - model.len());
@@ -91,6 +114,8 @@ proptest! {
                     prop_assert_eq!(out, want);
                     prop_assert!(n == max || model.is_empty());
                 }
+                // The SPSC ring's in-place moves; the MPMC queue has none.
+                Op::PushFrom(..) | Op::PopEach(_) => continue,
             }
             prop_assert_eq!(q.len(), model.len());
         }

@@ -460,7 +460,6 @@ impl Threaded {
                     pending: Vec::new(),
                     events,
                     pending_events: Vec::new(),
-                    batch: Vec::with_capacity(BURST),
                     results: Vec::with_capacity(BURST),
                     seqs: Vec::with_capacity(BURST),
                     lending,
@@ -495,7 +494,6 @@ impl Threaded {
                     to_io,
                     tags: Vec::with_capacity(BURST),
                     items: Vec::with_capacity(BURST),
-                    batch: Vec::with_capacity(BURST),
                     meta: Meta::new(me, worker_of(me), &mut reports),
                 }),
             ));

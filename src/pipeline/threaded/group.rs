@@ -90,6 +90,22 @@ impl<C: CongestionControl, S: FlowScheduler> GroupTask<C, S> {
         }
         self.transport.run(now, &mut self.work, &mut self.results);
         let replicas = self.to_place.len();
+        if replicas == 1 {
+            // Each result moves from the burst straight into the ring's slot (into
+            // `pending_out` only where the ring is full, or behind what already waits there).
+            let seq = &mut self.egress_seq;
+            let n = self.results.len();
+            let mut out = self.results.drain(..).map(|r| {
+                *seq += 1;
+                (*seq - 1, r)
+            });
+            if self.pending_out[0].is_empty() {
+                let room = self.to_place[0].free().min(n);
+                self.to_place[0].push_from(&mut out, room);
+            }
+            self.pending_out[0].extend(out);
+            return;
+        }
         for r in self.results.drain(..) {
             let q = self.place_of.get(r.flow as usize).copied().unwrap_or(0) as usize % replicas;
             self.pending_out[q].push((self.egress_seq, r));

@@ -67,7 +67,6 @@ pub(super) struct PlaceTask {
     pub(super) pending: Vec<Egress>,
     pub(super) events: Producer<ControlEvent>,
     pub(super) pending_events: Vec<ControlEvent>,
-    pub(super) batch: Vec<(u64, ProtoResult)>,
     pub(super) results: Vec<ProtoResult>,
     pub(super) seqs: Vec<u64>,
     pub(super) lending: Option<Lending>,
@@ -160,13 +159,8 @@ impl PlaceTask {
         if l.waiting.is_empty() && l.held.len() < HOLD_MAX {
             let mut got = false;
             for (g, c) in self.from_group.iter_mut().enumerate() {
-                self.batch.clear();
-                if c.pop_burst(&mut self.batch, BURST) == 0 {
-                    continue;
-                }
-                got = true;
-                l.waiting
-                    .extend(self.batch.drain(..).map(|(s, r)| (g as u16, s, r)));
+                let waiting = &mut l.waiting;
+                got |= c.pop_each(BURST, |(s, r)| waiting.push_back((g as u16, s, r))) > 0;
             }
             if got {
                 busy = true;
@@ -257,23 +251,37 @@ impl Task for PlaceTask {
         }
         let mut busy = false;
         for g in 0..self.from_group.len() {
-            self.batch.clear();
-            if self.from_group[g].pop_burst(&mut self.batch, BURST) == 0 {
+            // Each result moves from the input ring's slot into the burst, and from the
+            // burst into the output ring's slot (into `pending` only where it is full).
+            self.seqs.clear();
+            let (seqs, results) = (&mut self.seqs, &mut self.results);
+            if self.from_group[g].pop_each(BURST, |(seq, r)| {
+                seqs.push(seq);
+                results.push(r);
+            }) == 0
+            {
                 continue;
             }
             busy = true;
             // Taken inputs first, control messages second: every flow named is installed.
             control(&self.ctl, &mut self.delivery);
-            self.seqs.clear();
-            for (seq, r) in self.batch.drain(..) {
-                self.seqs.push(seq);
-                self.results.push(r);
-            }
             self.delivery
                 .run(now, &mut self.results, &mut self.pending_events);
-            for (seq, r) in self.seqs.iter().copied().zip(self.results.drain(..)) {
-                self.pending.push((g as u16, seq, r));
+            let mut out = self
+                .seqs
+                .iter()
+                .copied()
+                .zip(self.results.drain(..))
+                .map(|(seq, r)| (g as u16, seq, r));
+            if self.pending.is_empty() {
+                let n = self.to_post.len();
+                let q = self.next_post % n;
+                let room = self.to_post[q].free().min(self.seqs.len());
+                if self.to_post[q].push_from(&mut out, room) > 0 {
+                    self.next_post = (q + 1) % n;
+                }
             }
+            self.pending.extend(out);
             self.flush();
         }
         if busy {

@@ -13,7 +13,6 @@ pub(super) struct PostTask {
     pub(super) pending: Vec<Vec<Vec<Tagged<Frame>>>>,
     pub(super) tags: Vec<(u16, u64)>,
     pub(super) items: Vec<ProtoResult>,
-    pub(super) batch: Vec<Egress>,
     pub(super) meta: Meta,
 }
 
@@ -36,8 +35,14 @@ impl Task for PostTask {
                 busy = true;
                 continue;
             }
-            self.batch.clear();
-            if self.from_place[i].pop_burst(&mut self.batch, BURST) == 0 {
+            self.tags.clear();
+            self.items.clear();
+            let (tags, items) = (&mut self.tags, &mut self.items);
+            if self.from_place[i].pop_each(BURST, |(g, s, r)| {
+                tags.push((g, s));
+                items.push(r);
+            }) == 0
+            {
                 continue;
             }
             busy = true;
@@ -48,12 +53,6 @@ impl Task for PostTask {
                     break;
                 };
                 self.egress.post.install(id, v);
-            }
-            self.tags.clear();
-            self.items.clear();
-            for (g, s, r) in self.batch.drain(..) {
-                self.tags.push((g, s));
-                self.items.push(r);
             }
             let pend = &mut self.pending[i];
             let tags = &self.tags;
@@ -127,7 +126,6 @@ mod tests {
             ],
             tags: Vec::new(),
             items: Vec::new(),
-            batch: Vec::new(),
             meta: Meta::new(TaskRef::Postprocess(0), 0, &mut reports),
         };
         // Input 1 carries result number 5 of group 0 (of a flow this replica does not know:
