@@ -623,9 +623,11 @@ fn a_challenge_ack_acknowledges_the_segments_that_arrived_before_the_rst() {
 }
 
 /// The same with 23 more segments after the RST, in the RST's burst of 32 frames: the
-/// preprocess replica that had them ends its run at the RST, so the segments after it wait
-/// in the flow group until the RST has gone through. The challenge ACK acknowledges the
-/// data up to the RST, and a later ACK the rest.
+/// preprocess replica that had them ends its run at the RST, so once the RST is back in the
+/// flow group from the control plane, the segments after it wait until it has gone through
+/// (driven pass by pass here, they are still in the merge when it comes back; on free
+/// threads they may already have gone, see the README's "Not implemented yet"). The
+/// challenge ACK acknowledges the data up to the RST, and a later ACK the rest.
 #[test]
 fn segments_after_a_peers_rst_wait_for_it() {
     let (mut t, sent) = data_rst_data(100, 23);
@@ -639,4 +641,14 @@ fn segments_after_a_peers_rst_wait_for_it() {
     );
     assert_eq!(acks.last(), Some(&t.peer_seq), "{acks:?}");
     assert_eq!(t.app_read().len(), 22_300);
+}
+
+/// An exact RST with 23 more segments after it in its burst: the connection resets. Had the
+/// segments after it gone first, the RST would no longer be exact (RCV.NXT would have moved
+/// past it) and the connection would stay open.
+#[test]
+fn an_exact_rst_with_segments_after_it_resets() {
+    let (mut t, sent) = data_rst_data(0, 23);
+    assert_eq!(t.engine.stats().io.control.challenge_acks, 0, "{sent:?}");
+    assert_eq!(t.stream().status(), ConnStatus::Reset);
 }
