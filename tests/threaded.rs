@@ -570,27 +570,30 @@ fn data_then_rst(offset: u32) -> (Script<Threaded>, Vec<script::Seg>) {
     data_rst_data(offset, 0)
 }
 
+/// Injects the peer's next in-order segment: 100 bytes of `i`, acknowledging `ack`.
+fn peer_data(t: &mut Script<Threaded>, ack: u32, i: u32) {
+    use flextoe::wire::flags::{ACK, PSH};
+    let payload = [i as u8; 100];
+    let r = t.repr(PSH | ACK, t.peer_seq, Some(ack), &payload);
+    let f = t.frame(&r);
+    t.inject(&f);
+    t.peer_seq = t.peer_seq.wrapping_add(100);
+}
+
 /// [`data_then_rst`], then `after` more segments.
 fn data_rst_data(offset: u32, after: u32) -> (Script<Threaded>, Vec<script::Seg>) {
-    use flextoe::wire::flags::{ACK, PSH, RST};
+    use flextoe::wire::flags::RST;
     let mut t = Script::threaded(script::config(), two_groups_on_the_callers_thread());
     t.accept_stream();
     let a = t.engine_seq;
-    let data = |t: &mut Script<Threaded>, i: u32| {
-        let payload = [i as u8; 100];
-        let r = t.repr(PSH | ACK, t.peer_seq, Some(a), &payload);
-        let f = t.frame(&r);
-        t.inject(&f);
-        t.peer_seq = t.peer_seq.wrapping_add(100);
-    };
     for i in 0..200u32 {
-        data(&mut t, i);
+        peer_data(&mut t, a, i);
     }
     let rst = t.repr(RST, t.peer_seq.wrapping_add(offset), None, &[]);
     let f = t.frame(&rst);
     t.inject(&f);
     for i in 200..200 + after {
-        data(&mut t, i);
+        peer_data(&mut t, a, i);
     }
     let sent = t.recv();
     (t, sent)
@@ -651,4 +654,57 @@ fn an_exact_rst_with_segments_after_it_resets() {
     let (mut t, sent) = data_rst_data(0, 23);
     assert_eq!(t.engine.stats().io.control.challenge_acks, 0, "{sent:?}");
     assert_eq!(t.stream().status(), ConnStatus::Reset);
+}
+
+/// Two RSTs of one flow in consecutive bursts, so on the two preprocess replicas: the
+/// first exact (data before it and after it in its burst), the second in the window but
+/// not exact. The I/O task hands the control plane the replicas' punts one replica after
+/// another, so the second RST can come back to the flow group before the first; the group
+/// still applies them in arrival order, each after the segments that arrived before it: the
+/// first resets the connection. (Taken in the order they came back, the second would draw a
+/// challenge ACK and the first would no longer be exact.) With `lead` 1, one segment goes
+/// through a pass of its own first: replica 0 then holds a burst of one segment when the
+/// next two are dealt, takes it together with most of the third (the second RST's) in one
+/// pass, while replica 1 takes the second burst (the first RST's); the I/O task reads
+/// replica 0's punts first, so the second RST is back first.
+fn two_rsts_on_two_replicas(lead: u32) -> (Script<Threaded>, Vec<script::Seg>) {
+    use flextoe::wire::flags::RST;
+    let mut t = Script::threaded(script::config(), two_groups_on_the_callers_thread());
+    t.accept_stream();
+    let a = t.engine_seq;
+    let mut i = 0u32;
+    let mut data_n = |t: &mut Script<Threaded>, n: u32| {
+        for _ in 0..n {
+            peer_data(t, a, i);
+            i += 1;
+        }
+    };
+    data_n(&mut t, lead);
+    t.engine.poll();
+    data_n(&mut t, 16);
+    // Burst: 16 segments, the exact RST, 15 segments.
+    let rst = t.repr(RST, t.peer_seq, None, &[]);
+    let f = t.frame(&rst);
+    t.inject(&f);
+    data_n(&mut t, 15 + 16);
+    // Next burst: 16 segments, a RST in the window but not exact, 15 segments.
+    let rst = t.repr(RST, t.peer_seq.wrapping_add(100), None, &[]);
+    let f = t.frame(&rst);
+    t.inject(&f);
+    data_n(&mut t, 15);
+    let sent = t.recv();
+    (t, sent)
+}
+
+#[test]
+fn rsts_back_from_the_control_plane_out_of_order_apply_in_arrival_order() {
+    for lead in [0, 1] {
+        let (mut t, sent) = two_rsts_on_two_replicas(lead);
+        assert_eq!(
+            t.engine.stats().io.control.challenge_acks,
+            0,
+            "lead {lead}: {sent:?}"
+        );
+        assert_eq!(t.stream().status(), ConnStatus::Reset, "lead {lead}");
+    }
 }

@@ -130,14 +130,14 @@ impl<C: CongestionControl, S: FlowScheduler> Task for GroupTask<C, S> {
                 Some(ProtoWork::Rx(w)) => self.segs.push(w),
                 // (0: not numbered, nothing to wait for.)
                 Some(w @ ProtoWork::Rst { ingress, .. }) if ingress > 0 => {
-                    self.held.push_back((ingress, w))
+                    hold(&mut self.held, ingress, w)
                 }
                 Some(w) => self.work.push(w),
                 None => break,
             }
         }
         // Ingress: merge the replicas' streams back into arrival order, a run at a time,
-        // up to the first held RST.
+        // up to the earliest held RST.
         let (from_pre, segs) = (&mut self.from_pre, &mut self.segs);
         let limit = self.held.front().map_or(u64::MAX, |(s, _)| *s);
         self.merge
@@ -185,6 +185,33 @@ impl<C: CongestionControl, S: FlowScheduler> Task for GroupTask<C, S> {
             rings,
             vec![self.merge.stats()],
             hooks,
+        );
+    }
+}
+
+/// Holds `w`, numbered `n`, in `held` in arrival-number order. RSTs come back from the
+/// control plane in the order the I/O task drained the preprocess replicas' punt rings (one
+/// replica after another), not in arrival order; the merge limit and the release loop read
+/// the front, so the front must be the earliest.
+fn hold<T>(held: &mut VecDeque<(u64, T)>, n: u64, w: T) {
+    let at = held.partition_point(|(s, _)| *s <= n);
+    held.insert(at, (n, w));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_items_are_kept_in_arrival_order_whatever_order_they_come_back_in() {
+        let mut held = VecDeque::new();
+        for (n, w) in [(140, 'a'), (100, 'b'), (180, 'c'), (120, 'd'), (100, 'e')] {
+            hold(&mut held, n, w);
+        }
+        let got: Vec<_> = held.into_iter().collect();
+        assert_eq!(
+            got,
+            [(100, 'b'), (100, 'e'), (120, 'd'), (140, 'a'), (180, 'c')]
         );
     }
 }
