@@ -219,6 +219,7 @@ pub mod buf;
 pub mod control;
 pub mod flow;
 pub mod host;
+mod limit;
 pub mod pipeline;
 pub mod reorder;
 pub mod ring;

@@ -182,3 +182,31 @@ fn challenge_acks_and_rst_replies_are_rate_limited() {
     t.send_repr(&r);
     assert_eq!(t.recv().len(), 1);
 }
+
+/// A peer's RST of an established connection is checked by the protocol stage where it
+/// arrived among the connection's segments, without a trip to the control plane: one far
+/// outside the window is dropped without a reply, and an exact one behind data in the same
+/// burst resets the connection once the data is in. The control plane sees no punt.
+#[test]
+fn a_peers_rst_is_checked_on_the_data_path() {
+    let mut t = Script::new(config());
+    t.accept_established();
+    let punted = t.engine.stats().control.punted;
+    let r = t.repr(RST, t.peer_seq.wrapping_add(1 << 30), None, &[]);
+    t.send_repr(&r);
+    t.recv_none();
+    assert_eq!(t.engine.stats().drops(DropReason::BadRst), 1);
+    let a = t.engine_seq;
+    for i in 0..4u8 {
+        let payload = [i; 100];
+        let r = t.repr(PSH | ACK, t.peer_seq, Some(a), &payload);
+        let f = t.frame(&r);
+        t.inject(&f);
+        t.peer_seq = t.peer_seq.wrapping_add(100);
+    }
+    let r = t.repr(RST, t.peer_seq, None, &[]);
+    t.send_repr(&r);
+    assert_eq!(t.stream().status(), flextoe::host::ConnStatus::Reset);
+    assert_eq!(t.engine.stats().control.challenge_acks, 0);
+    assert_eq!(t.engine.stats().control.punted, punted);
+}

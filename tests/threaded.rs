@@ -599,10 +599,8 @@ fn data_rst_data(offset: u32, after: u32) -> (Script<Threaded>, Vec<script::Seg>
     (t, sent)
 }
 
-/// A peer's RST goes to the control plane and comes back to its flow group as a work item
-/// of its own, but it takes effect after every segment that arrived before it, as on the
-/// inline engine: an exact RST behind 200 segments resets the connection once all the data
-/// is in. (Checked against the RCV.NXT of before the data, it would be in the window but not
+/// A peer's RST takes effect after every segment that arrived before it, as on the inline
+/// engine: an exact RST behind 200 segments resets the connection once all the data is in. (Checked against the RCV.NXT of before the data, it would be in the window but not
 /// exact, and draw a challenge ACK instead.)
 #[test]
 fn a_peers_rst_takes_effect_after_the_segments_that_arrived_before_it() {
@@ -625,12 +623,9 @@ fn a_challenge_ack_acknowledges_the_segments_that_arrived_before_the_rst() {
     assert_eq!(t.app_read().len(), 20_000);
 }
 
-/// The same with 23 more segments after the RST, in the RST's burst of 32 frames: the
-/// preprocess replica that had them ends its run at the RST, so once the RST is back in the
-/// flow group from the control plane, the segments after it wait until it has gone through
-/// (driven pass by pass here, they are still in the merge when it comes back; on free
-/// threads they may already have gone, see the README's "Not implemented yet"). The
-/// challenge ACK acknowledges the data up to the RST, and a later ACK the rest.
+/// The same with 23 more segments after the RST, in the RST's burst of 32 frames: they go
+/// through after it. The challenge ACK acknowledges the data up to the RST, and a later ACK
+/// the rest.
 #[test]
 fn segments_after_a_peers_rst_wait_for_it() {
     let (mut t, sent) = data_rst_data(100, 23);
@@ -658,20 +653,21 @@ fn an_exact_rst_with_segments_after_it_resets() {
 
 /// Two RSTs of one flow in consecutive bursts, so on the two preprocess replicas: the
 /// first exact (data before it and after it in its burst), the second in the window but
-/// not exact. The I/O task hands the control plane the replicas' punts one replica after
-/// another, so the second RST can come back to the flow group before the first; the group
-/// still applies them in arrival order, each after the segments that arrived before it: the
-/// first resets the connection. (Taken in the order they came back, the second would draw a
-/// challenge ACK and the first would no longer be exact.) With `lead` 1, one segment goes
-/// through a pass of its own first: replica 0 then holds a burst of one segment when the
-/// next two are dealt, takes it together with most of the third (the second RST's) in one
-/// pass, while replica 1 takes the second burst (the first RST's); the I/O task reads
-/// replica 0's punts first, so the second RST is back first.
-fn two_rsts_on_two_replicas(lead: u32) -> (Script<Threaded>, Vec<script::Seg>) {
+/// not exact. Each travels in its replica's stream to the flow group between the segments
+/// it arrived between, so the group's merge applies them in arrival order: the first resets
+/// the connection. (Taken the other way round, the second would draw a challenge ACK and
+/// the first would no longer be exact.) With `lead` 1, one segment goes through a pass of
+/// its own first: replica 0 then holds a burst of one segment when the next two are dealt,
+/// and takes it together with most of the third (the second RST's) in one pass, while
+/// replica 1 takes the second (the first RST's). When RSTs went to the control plane, which
+/// reads replica 0's punts first, the second RST came back first in this case. Returns the
+/// script, what the engine sent, and the control plane's punt count before the RSTs.
+fn two_rsts_on_two_replicas(lead: u32) -> (Script<Threaded>, Vec<script::Seg>, u64) {
     use flextoe::wire::flags::RST;
     let mut t = Script::threaded(script::config(), two_groups_on_the_callers_thread());
     t.accept_stream();
     let a = t.engine_seq;
+    let punted = t.engine.stats().io.control.punted;
     let mut i = 0u32;
     let mut data_n = |t: &mut Script<Threaded>, n: u32| {
         for _ in 0..n {
@@ -693,13 +689,15 @@ fn two_rsts_on_two_replicas(lead: u32) -> (Script<Threaded>, Vec<script::Seg>) {
     t.inject(&f);
     data_n(&mut t, 15);
     let sent = t.recv();
-    (t, sent)
+    (t, sent, punted)
 }
 
+/// See [`two_rsts_on_two_replicas`]; and the RSTs stayed on the data path.
 #[test]
-fn rsts_back_from_the_control_plane_out_of_order_apply_in_arrival_order() {
+fn two_rsts_on_two_replicas_apply_in_arrival_order() {
     for lead in [0, 1] {
-        let (mut t, sent) = two_rsts_on_two_replicas(lead);
+        let (mut t, sent, punted) = two_rsts_on_two_replicas(lead);
+        assert_eq!(t.engine.stats().io.control.punted, punted, "lead {lead}");
         assert_eq!(
             t.engine.stats().io.control.challenge_acks,
             0,

@@ -144,7 +144,9 @@ pub struct ControlConfig {
     /// Most connections the application has closed that may still be finishing; beyond it a
     /// newly closed connection is aborted with a RST.
     pub max_orphans: usize,
-    /// Challenge ACKs a second, engine-wide (RFC 5961 section 7); more are not sent.
+    /// Challenge ACKs a second (RFC 5961 section 7); more are not sent. The control plane
+    /// (for SYNs on synchronized connections) and each protocol stage (for RSTs: the
+    /// engine's, or each flow group's on the threaded runtime) keep a budget of their own.
     pub challenge_ack_limit: u32,
     /// RSTs a second sent in reply to segments that match no connection; more are not sent.
     pub rst_limit: u32,
@@ -350,8 +352,8 @@ pub struct Control {
     /// Connections the application has closed that are not finished yet.
     orphans: usize,
     /// RFC 5961 section 7: challenge ACKs, and RSTs in reply to segments that match nothing.
-    challenge_limit: punts::RateLimit,
-    rst_limit: punts::RateLimit,
+    challenge_limit: crate::limit::RateLimit,
+    rst_limit: crate::limit::RateLimit,
     rates: Option<RateLoop>,
     splices: splice::Splices,
     /// When the timers next look at the connections (every [`TIMER_TICK`]).
@@ -398,8 +400,8 @@ impl Control {
             stats: ControlStats::default(),
             retired: crate::flow::RetransmitTotals::default(),
             orphans: 0,
-            challenge_limit: punts::RateLimit::new(cfg_limits.0),
-            rst_limit: punts::RateLimit::new(cfg_limits.1),
+            challenge_limit: crate::limit::RateLimit::new(cfg_limits.0),
+            rst_limit: crate::limit::RateLimit::new(cfg_limits.1),
             rates,
             splices: splice::Splices::default(),
             next_tick: Instant::ZERO,

@@ -148,7 +148,7 @@ impl EngineConfig {
                 fin_wait2_timeout: Duration::from_secs(60),
                 orphan_retries: 8,
                 max_orphans: 4096,
-                challenge_ack_limit: 1000,
+                challenge_ack_limit: crate::stages::protocol::CHALLENGE_ACK_LIMIT,
                 rst_limit: 1000,
                 rates: None,
                 classifier: None,

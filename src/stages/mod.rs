@@ -80,7 +80,8 @@ pub enum PuntReason {
     Arp,
     /// SYN flag.
     Syn,
-    /// RST flag.
+    /// RST flag, for a connection the data path does not have (the control plane's: in
+    /// its handshake, or not yet installed on the data path).
     Rst,
     /// No flow for the 4-tuple.
     UnknownFlow,
@@ -134,8 +135,10 @@ pub enum ProtoWork {
         /// half): new data from the peer is answered with a RST.
         closed: bool,
     },
-    /// A RST arrived (punted); the protocol stage checks it against the window
-    /// (RFC 5961 3.2): exact match resets, in-window draws a challenge ACK.
+    /// A RST the control plane saw first (preprocess punted it: its flow was not on the
+    /// data path yet); the protocol stage checks it against the window (RFC 5961 3.2):
+    /// exact match resets, in-window draws a challenge ACK. (A RST of a flow on the data
+    /// path comes as [`ProtoWork::Rx`], in order among the flow's segments.)
     Rst {
         /// The flow.
         flow: FlowId,

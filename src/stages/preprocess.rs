@@ -132,10 +132,14 @@ impl Preprocess {
             return None;
         }
         let f = seg.summary.flags;
+        // A RST (without SYN) of a flow on the data path stays on it, in the flow's stream
+        // of segments (the protocol stage decides: RFC 5961 3.2); of any other, it goes to
+        // the control plane. Its options and urgent pointer do not matter.
+        let rst = f & (flags::SYN | flags::RST) == flags::RST;
         let reason = if f & flags::SYN != 0 {
             Some(PuntReason::Syn)
-        } else if f & flags::RST != 0 {
-            Some(PuntReason::Rst)
+        } else if rst {
+            None
         } else if f & flags::URG != 0 && !reviewed {
             Some(PuntReason::Urgent)
         } else if seg.options.unexpected && !reviewed {
@@ -155,7 +159,11 @@ impl Preprocess {
             })),
             None => Some(PreOut::Punt(Punt {
                 frame,
-                reason: PuntReason::UnknownFlow,
+                reason: if rst {
+                    PuntReason::Rst
+                } else {
+                    PuntReason::UnknownFlow
+                },
             })),
         }
     }

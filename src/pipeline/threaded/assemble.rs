@@ -45,6 +45,8 @@ impl Threaded {
             }
             p => p,
         };
+        // Each flow group's protocol stage keeps its own budget of challenge ACKs.
+        let challenge_ack_limit = cfg.control.challenge_ack_limit;
         let csum_offload = port.capabilities().tx_checksum_offload;
         let port_queues = port.capabilities().queues.max(1) as usize;
         let mut reports = Vec::new();
@@ -382,7 +384,8 @@ impl Threaded {
                         Protocol::with_congestion(pol.cc.clone(), arena.clone())
                             .with_ack_coalescing(
                                 post_policy != crate::stages::protocol::AckPolicy::EverySegment,
-                            ),
+                            )
+                            .with_challenge_ack_limit(challenge_ack_limit),
                         pol.sched.clone(),
                         (pol.hooks.rx_segment.clone(), pol.hooks.results.clone()),
                         pol.hooks.rings.clone(),

@@ -12,8 +12,9 @@ pub(super) struct GroupTask<C: CongestionControl, S: FlowScheduler> {
     pub(super) from_pre: Vec<Consumer<Ingress<RxWork>>>,
     pub(super) merge: Merge<RxWork>,
     pub(super) from_io: Consumer<ProtoWork>,
-    /// A peer's RSTs back from the control plane, each with its arrival number: held until
-    /// every segment that arrived before it has been released by the merge.
+    /// A peer's RSTs back from the control plane (of flows preprocess did not have yet),
+    /// each with its arrival number: held until every segment that arrived before it has
+    /// been released by the merge.
     pub(super) held: VecDeque<(u64, ProtoWork)>,
     pub(super) to_place: Vec<Producer<(u64, ProtoResult)>>,
     pub(super) pending_out: Vec<Vec<(u64, ProtoResult)>>,

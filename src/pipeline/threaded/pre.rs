@@ -102,8 +102,8 @@ impl Task for PreTask {
         let punts = &mut self.to_io.punts.pending;
         // Numbers are tagged per run: a group's stream gets a `Run` tag before its first
         // item of each run. A run ends where the numbers skip (another replica may hold the
-        // ones between) and after a punt (a peer's RST waits in the group for everything
-        // numbered below it, and nothing above).
+        // ones between) and after a punt (a RST the control plane hands back waits in the
+        // group for everything numbered below it, and nothing above).
         let runs = &mut self.runs;
         runs.start_burst(pending.len());
         self.ingress.run(

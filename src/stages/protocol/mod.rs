@@ -19,12 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::recovery::Scoreboard;
-use super::{Actions, PayloadOp, ProtoResult, ProtoWork, Stage};
+use super::{Actions, PayloadOp, ProtoResult, ProtoWork, RxWork, Stage};
 use crate::buf::FrameArena;
 use crate::control::congestion::{
     AckSample, Algorithm, CongestionControl, Loss, LossKind, NewReno,
 };
 use crate::flow::FlowId;
+use crate::limit::RateLimit;
 use crate::stats::{DropReason, StageStats};
 use crate::time::Instant;
 use crate::wire::{flags, seq, SackBlocks, SegmentSummary, TxHeader};
@@ -475,7 +476,14 @@ pub struct Protocol<C: CongestionControl = NewReno> {
     /// How many more application updates that make data ready may send their first
     /// segment themselves ([`set_direct_sends`](Self::set_direct_sends)).
     direct: usize,
+    /// Challenge ACKs a peer's RSTs may still draw, and how many a second
+    /// ([`with_challenge_ack_limit`](Self::with_challenge_ack_limit)).
+    challenge: (RateLimit, u32),
 }
+
+/// Challenge ACKs a second a protocol stage sends in reply to RSTs, unless told otherwise
+/// ([`Protocol::with_challenge_ack_limit`]).
+pub const CHALLENGE_ACK_LIMIT: u32 = 1000;
 
 impl Protocol {
     /// An empty protocol stage with the default congestion control ([`NewReno`]), for
@@ -496,7 +504,16 @@ impl<C: CongestionControl> Protocol<C> {
             arena,
             coalesce: false,
             direct: 0,
+            challenge: (RateLimit::new(CHALLENGE_ACK_LIMIT), CHALLENGE_ACK_LIMIT),
         }
+    }
+
+    /// At most `per_sec` challenge ACKs a second in reply to RSTs in the window but not
+    /// exact (RFC 5961 section 7; default [`CHALLENGE_ACK_LIMIT`]); RSTs beyond it are
+    /// dropped without one and counted as [`DropReason::RateLimited`].
+    pub fn with_challenge_ack_limit(mut self, per_sec: u32) -> Self {
+        self.challenge = (RateLimit::new(per_sec), per_sec);
+        self
     }
 
     /// The congestion-control policy.
@@ -631,6 +648,10 @@ impl<C: CongestionControl> Protocol<C> {
         // The data path's three kinds here; the rest (control-plane work, kept out of the
         // hot code) in `rare`.
         match work {
+            ProtoWork::Rx(w) if w.summary.flags & flags::RST != 0 => {
+                peer_rst(st, &mut self.challenge, &mut self.stats, now, &w.summary, r);
+                r.rx_frame = Some(w.frame);
+            }
             ProtoWork::Rx(w) => {
                 let sack = if w.summary.sack_len > 0 {
                     w.summary.sack_blocks(self.arena.data(&w.frame))
@@ -675,6 +696,34 @@ impl<C: CongestionControl> Protocol<C> {
     }
 }
 
+/// A peer's RST on the data path (RFC 5961 section 3): it resets the connection when exact,
+/// draws a challenge ACK (within the stage's budget) when in the window, and is dropped
+/// otherwise. It comes in the flow's stream of segments, so it takes effect after every
+/// segment that arrived before it and before every one after it.
+#[cold]
+#[inline(never)]
+fn peer_rst(
+    st: &mut TcpState,
+    limit: &mut (RateLimit, u32),
+    stats: &mut StageStats,
+    now: Instant,
+    s: &SegmentSummary,
+    r: &mut ProtoResult,
+) {
+    let mut limited = false;
+    let challenge = || {
+        limited = !limit.0.take(now, limit.1);
+        !limited
+    };
+    if let Some(reason) = st.on_rst(now, s.seq, challenge, r) {
+        stats.drops.add(if limited {
+            DropReason::RateLimited
+        } else {
+            reason
+        });
+    }
+}
+
 /// Work for a frozen flow (on its way into a splice): segments are dropped, application
 /// updates wait for the thaw, resets go through. Returns the work to carry on with (the
 /// thaw's update, a reset), or `None` when done.
@@ -687,6 +736,10 @@ fn frozen(
     r: &mut ProtoResult,
 ) -> Option<ProtoWork> {
     match work {
+        // A peer's RST goes through.
+        w @ ProtoWork::Rx(RxWork { summary, .. }) if summary.flags & flags::RST != 0 => {
+            return Some(w);
+        }
         ProtoWork::Rx(w) => {
             r.rx_frame = Some(w.frame);
             r.actions.set(Actions::RECEIVED);
@@ -753,7 +806,7 @@ fn rare<C: CongestionControl>(
             }
         }
         ProtoWork::Rst { seq, challenge, .. } => {
-            if let Some(reason) = st.on_rst(now, seq, challenge, r) {
+            if let Some(reason) = st.on_rst(now, seq, || challenge, r) {
                 stats.drops.add(reason);
             }
         }

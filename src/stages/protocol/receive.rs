@@ -506,13 +506,14 @@ impl TcpState {
         }
     }
 
-    /// A punted RST (RFC 5961 3.2): reset when it is exactly at `rcv_nxt`, answer with a
-    /// challenge ACK when it is elsewhere in the window, ignore it otherwise.
+    /// A peer's RST (RFC 5961 3.2): reset when it is exactly at `rcv_nxt`, answer with a
+    /// challenge ACK when it is elsewhere in the window and `challenge()` (asked only then:
+    /// the rate limit's budget) allows one, ignore it otherwise.
     pub fn on_rst(
         &mut self,
         now: Instant,
         seq_no: u32,
-        challenge: bool,
+        challenge: impl FnOnce() -> bool,
         r: &mut ProtoResult,
     ) -> Option<DropReason> {
         if self.has(F_RST) {
@@ -523,9 +524,9 @@ impl TcpState {
             self.flags |= F_RST;
             r.actions.set(Actions::RST_RX | Actions::NOTIFY_APP);
             None
-        } else if challenge
-            && seq::gt(seq_no, self.rcv_nxt)
+        } else if seq::gt(seq_no, self.rcv_nxt)
             && seq::lt(seq_no, self.rcv_nxt.wrapping_add(wnd))
+            && challenge()
         {
             self.ack_header(now, &mut r.hdr);
             r.actions

@@ -1,0 +1,39 @@
+//! A token bucket for replies the engine rate-limits (RFC 5961 challenge ACKs, RSTs to
+//! segments that match nothing).
+
+use crate::time::Instant;
+
+/// A token bucket: at most `per_sec` events a second, in bursts of up to `per_sec`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RateLimit {
+    tokens: u32,
+    last: Instant,
+}
+
+impl RateLimit {
+    pub(crate) fn new(per_sec: u32) -> Self {
+        RateLimit {
+            tokens: per_sec,
+            last: Instant::ZERO,
+        }
+    }
+
+    fn refill(&mut self, now: Instant, per_sec: u32) {
+        let us = now.saturating_since(self.last).as_micros() as u64;
+        let add = us.saturating_mul(u64::from(per_sec)) / 1_000_000;
+        if add > 0 {
+            self.tokens = (u64::from(self.tokens) + add).min(u64::from(per_sec)) as u32;
+            self.last = now;
+        }
+    }
+
+    /// Spend a token if there is one.
+    pub(crate) fn take(&mut self, now: Instant, per_sec: u32) -> bool {
+        self.refill(now, per_sec);
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
