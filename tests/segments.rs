@@ -146,8 +146,9 @@ fn a_small_window_does_not_draw_a_small_segment() {
     );
 }
 
-/// RFC 5961 section 7: challenge ACKs are limited engine-wide (here 50 a second), and so
-/// are RSTs in reply to segments that match nothing. A flood of in-window RSTs and of
+/// RFC 5961 section 7: challenge ACKs are limited (here 50 a second; the inline engine has
+/// one budget for RSTs, in its protocol stage), and so are RSTs in reply to segments that
+/// match nothing. A flood of in-window RSTs and of
 /// segments to a closed port used to get one reply each.
 #[test]
 fn challenge_acks_and_rst_replies_are_rate_limited() {

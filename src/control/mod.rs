@@ -145,8 +145,10 @@ pub struct ControlConfig {
     /// newly closed connection is aborted with a RST.
     pub max_orphans: usize,
     /// Challenge ACKs a second (RFC 5961 section 7); more are not sent. The control plane
-    /// (for SYNs on synchronized connections) and each protocol stage (for RSTs: the
-    /// engine's, or each flow group's on the threaded runtime) keep a budget of their own.
+    /// (for what preprocess punts: SYNs on synchronized connections, RSTs of connections
+    /// it does not have yet) and each protocol stage (for RSTs on the data path: the
+    /// engine's, or each flow group's on the threaded runtime, so there the engine may send
+    /// up to one more than the flow groups times this) keep a budget of their own.
     pub challenge_ack_limit: u32,
     /// RSTs a second sent in reply to segments that match no connection; more are not sent.
     pub rst_limit: u32,

@@ -77,9 +77,6 @@ impl<P: Port> IoTask<P> {
             self.group_of[id as usize] = g;
             self.place_of[id as usize] = place as u16;
             self.reinject.install(t, id);
-            for c in &self.pre_ctl {
-                let _ = c.send(PreCtl::Install(t, id, g));
-            }
             let view = FlowView {
                 identity: ins.identity.clone(),
                 counters: ins.counters,
@@ -87,8 +84,10 @@ impl<P: Port> IoTask<P> {
             for c in &self.post_ctl {
                 let _ = c.send(PostCtl::Install(id, view.clone()));
             }
-            // Place first, group second: a result for this flow can only exist after the
-            // group has its state, and by then the place replica's message is in its channel.
+            // Place first, group second, preprocess last: a result for this flow can only
+            // exist after the group has its state, and by then the place replica's message
+            // is in its channel; a segment (or a RST) can only reach the group after
+            // preprocess has the flow, and by then the group's message is in its channel.
             let views = (ins.rings.tx.observer(), ins.rings.rx.observer());
             let _ = self.place_ctl[place].send(PlaceCtl::Install {
                 id,
@@ -103,6 +102,9 @@ impl<P: Port> IoTask<P> {
                 identity: ins.identity.clone(),
                 place: place as u16,
             });
+            for c in &self.pre_ctl {
+                let _ = c.send(PreCtl::Install(t, id, g));
+            }
             ins.conn.set_flow(id);
             ins.conn.set_status(crate::host::ConnStatus::Established);
             if let Some(u) = self.control.app_update(id, &mut self.cout) {
