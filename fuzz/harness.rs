@@ -82,15 +82,23 @@ pub fn preprocess(data: &[u8]) {
     for o in out {
         match o {
             PreOut::Rx(w) => {
-                // SACK blocks are read from the frame where the summary says: inside the
-                // TCP header, at most three.
+                // SACK blocks and timestamps are read from the frame where the summary
+                // says: inside the TCP header, at most three blocks, and the timestamps the
+                // full parse found.
                 let s = w.summary;
-                let blocks = s.sack_blocks(arena.data(&w.frame));
+                let bytes = arena.data(&w.frame);
+                let blocks = s.sack_blocks(bytes);
                 assert_eq!(blocks.len(), usize::from(s.sack_len));
                 assert!(
                     s.sack_len == 0
                         || usize::from(s.sack_at) + 8 * blocks.len() <= usize::from(s.payload_off)
                 );
+                let parsed = match wire::parse_frame(bytes) {
+                    Ok(Parsed::Tcp(seg)) => seg.options.timestamp,
+                    _ => panic!("preprocess passed on a frame the parser rejects"),
+                };
+                assert_eq!(s.timestamps(bytes), parsed);
+                assert!(s.ts_at == 0 || usize::from(s.ts_at) + 8 <= usize::from(s.payload_off));
                 arena.free(w.frame)
             }
             PreOut::Punt(x) => arena.free(x.frame),

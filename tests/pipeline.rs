@@ -87,9 +87,10 @@ impl Hook<RxSegment> for Probe {
     fn name(&self) -> &'static str {
         "probe"
     }
-    fn process(&mut self, _cx: &HookCx<'_>, items: &mut [RxWork], _v: &mut Verdicts) {
+    fn process(&mut self, cx: &HookCx<'_>, items: &mut [RxWork], _v: &mut Verdicts) {
         for w in items.iter() {
-            if w.summary.has_ts && backwards(&mut self.last_seq, w.flow, w.summary.ts_val) {
+            let ts = w.summary.timestamps(cx.arena.data(&w.frame));
+            if ts.is_some_and(|(val, _)| backwards(&mut self.last_seq, w.flow, val)) {
                 self.log.seg_disorder.fetch_add(1, Ordering::Relaxed);
             }
         }

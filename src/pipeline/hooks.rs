@@ -5,7 +5,7 @@
 //! | point | item | runs | where, threaded |
 //! |---|---|---|---|
 //! | [`RxFrame`] | the raw received [`Frame`], before preprocess (where an XDP program sits) | every frame | preprocess replicas |
-//! | [`RxSegment`] | [`RxWork`]: flow id, segment summary, frame; after flow lookup, before protocol | every segment of an established flow, in per-flow order | the flow's group |
+//! | [`RxSegment`] | [`RxWork`]: flow id, segment summary, frame; after flow lookup, before protocol | every segment of an established flow (its RSTs included), in per-flow order | the flow's group |
 //! | [`Results`] | the protocol stage's [`ProtoResult`] with its [`Actions`] flags | every result, in per-flow order | the flow's group |
 //! | [`TxFrame`] | the finished [`Frame`] after headers and checksums, before the port | every frame sent, control-plane frames included | postprocess replicas (data path) and the I/O task (control plane); or a task of its own after the egress reorder |
 //!
@@ -22,9 +22,10 @@
 //! | `Punt` | frame handed to the control plane, which handles it as if preprocess had punted it (ARP, SYN and RST are processed; a segment of an established connection is dropped, counted under [`DropReason::Extension`](crate::stats::DropReason::Extension)) | not supported (`invalid`), freed | not supported (`invalid`) |
 //!
 //! An [`RxSegment`] stage that changes a frame's bytes or headroom keeps its summary true:
-//! the summary's offsets (`payload_off`, and `sack_at` where the protocol stage reads the
-//! segment's SACK blocks) point into the frame as preprocess parsed it. To filter SACK
-//! information, overwrite the blocks in the frame or set `sack_len` to 0.
+//! the summary's offsets (`payload_off`, and `sack_at` and `ts_at` where the protocol stage
+//! reads the segment's SACK blocks and timestamps) point into the frame as preprocess parsed
+//! it. To filter SACK information, overwrite the blocks in the frame or set `sack_len` to 0.
+//! (A `Punt` verdict on a segment of an established flow, a RST included, drops it.)
 //!
 //! Order: [`RxSegment`] and [`Results`] see each flow's items in the order the flow's group
 //! processes them. On the threaded runtime that is arrival order, with one exception: a

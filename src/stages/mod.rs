@@ -73,6 +73,10 @@ pub struct RxWork {
     pub frame: Frame,
 }
 
+const _: () = assert!(std::mem::size_of::<RxWork>() == 32);
+// In a preprocess replica's stream to a flow group, the run tags fit beside it.
+const _: () = assert!(std::mem::size_of::<crate::reorder::Ingress<RxWork>>() == 32);
+
 /// Why preprocess handed a frame to the control plane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PuntReason {

@@ -182,37 +182,57 @@ pub struct SegmentSummary {
     pub seq: u32,
     /// Acknowledgment number (meaningful when `flags` has ACK).
     pub ack: u32,
-    /// Peer's timestamp value (when `has_ts`).
-    pub ts_val: u32,
-    /// Peer's timestamp echo (when `has_ts`).
-    pub ts_ecr: u32,
     /// Raw (unscaled) window field.
     pub win: u16,
     /// Offset of the payload inside the frame.
     pub payload_off: u16,
     /// Payload length.
     pub payload_len: u16,
+    /// Offset in the frame of the first SACK block (when `sack_len > 0`). The blocks stay
+    /// in the frame, which travels with the summary, and
+    /// [`sack_blocks`](Self::sack_blocks) reads them where a stage needs them.
+    pub sack_at: u16,
     /// TCP flags byte.
     pub flags: u8,
-    /// A timestamp option was present.
-    pub has_ts: bool,
     /// The IP header carried ECN CE.
     pub ce: bool,
     /// Number of SACK blocks the segment carries (those of its last SACK option, at most
     /// [`SACK_BLOCKS`]; 0: none).
     pub sack_len: u8,
-    /// Offset in the frame of the first SACK block (when `sack_len > 0`). The blocks stay
-    /// in the frame, which travels with the summary: a summary is 28 bytes, not 56, and
-    /// [`sack_blocks`](Self::sack_blocks) reads them where a stage needs them.
-    pub sack_at: u16,
+    /// Offset in the frame of the timestamp option's value and echo (8 bytes), 0 when the
+    /// segment has none. Like the SACK blocks they stay in the frame:
+    /// [`timestamps`](Self::timestamps) reads them. A summary is 20 bytes, and a segment's
+    /// work item ([`RxWork`](crate::stages::RxWork)) with its flow and frame 32.
+    pub ts_at: u8,
 }
 
-const _: () = assert!(std::mem::size_of::<SegmentSummary>() == 28);
+const _: () = assert!(std::mem::size_of::<SegmentSummary>() == 20);
 
 impl SegmentSummary {
     /// Whether all flags in `f` are set.
     pub fn has(&self, f: u8) -> bool {
         self.flags & f == f
+    }
+
+    /// Whether the segment carries a timestamp option.
+    pub fn has_ts(&self) -> bool {
+        self.ts_at != 0
+    }
+
+    /// The peer's timestamp value and echo (RFC 7323), read from `frame` (the bytes of the
+    /// frame this summary was parsed from); `None` when the segment has no timestamp option
+    /// (or `frame` is too short to hold it).
+    #[inline]
+    pub fn timestamps(&self, frame: &[u8]) -> Option<(u32, u32)> {
+        if self.ts_at == 0 {
+            return None;
+        }
+        let at = usize::from(self.ts_at);
+        let b: &[u8; 8] = frame.get(at..at + 8)?.try_into().ok()?;
+        Some((
+            u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+            u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+        ))
     }
 
     /// The SACK blocks the segment carries, read from `frame` (the bytes of the frame this
@@ -332,7 +352,9 @@ mod tests {
             let s = seg.summary;
             assert_eq!(s.sack_blocks(&f).as_slice(), want, "{opts:?}");
             assert_eq!(usize::from(s.sack_len), want.len());
-            assert_eq!(s.has_ts, has_ts);
+            assert_eq!(s.has_ts(), has_ts);
+            // Read from the frame at the offset the summary keeps, as parsed.
+            assert_eq!(s.timestamps(&f), seg.options.timestamp, "{opts:?}");
             assert!(usize::from(s.sack_at) + 8 * want.len() <= usize::from(s.payload_off));
             assert!(!seg.options.unexpected);
         }
@@ -375,7 +397,7 @@ mod tests {
         assert_eq!(seg.tuple.remote_ip, Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(seg.summary.seq, 7);
         assert_eq!(seg.summary.ack, 9);
-        assert_eq!((seg.summary.ts_val, seg.summary.ts_ecr), (5, 6));
+        assert_eq!(seg.summary.timestamps(&buf[..n]), Some((5, 6)));
         assert_eq!(seg.summary.payload_len, 5);
         let off = seg.summary.payload_off as usize;
         assert_eq!(&buf[off..off + 5], b"hello");
@@ -420,7 +442,7 @@ mod tests {
         };
         assert_eq!(seg.summary.flags, flags::ACK | flags::PSH);
         assert_eq!(seg.summary.win, 100);
-        assert_eq!((seg.summary.ts_val, seg.summary.ts_ecr), (5, 6));
+        assert_eq!(seg.summary.timestamps(&a[..hl + 5]), Some((5, 6)));
         assert_eq!(seg.summary.payload_len, 5);
     }
 
@@ -464,7 +486,7 @@ mod tests {
                 &[(100, 200), (300, 400), (u32::MAX - 5, 10)]
             );
             assert!(!seg.options.unexpected);
-            assert_eq!(seg.summary.has_ts, ts);
+            assert_eq!(seg.summary.has_ts(), ts);
             // With payload the blocks are left out: the payload sits right after the template.
             let hl = tpl.write(
                 &mut a,

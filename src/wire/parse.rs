@@ -17,6 +17,9 @@ pub struct TcpOptions {
     pub sack_len: u8,
     /// Offset of the last SACK option's first block in the option block.
     pub sack_at: u8,
+    /// Offset of the (last) timestamp option's value in the option block (when
+    /// `timestamp` is set).
+    pub ts_at: u8,
     /// Options that data segments should not carry (MSS, window scale or SACK-permitted
     /// outside SYN, unknown kinds) were present.
     pub unexpected: bool,
@@ -48,16 +51,14 @@ impl TcpSegment {
         summary: SegmentSummary {
             seq: 0,
             ack: 0,
-            ts_val: 0,
-            ts_ecr: 0,
             win: 0,
             payload_off: 0,
             payload_len: 0,
+            sack_at: 0,
             flags: 0,
-            has_ts: false,
             ce: false,
             sack_len: 0,
-            sack_at: 0,
+            ts_at: 0,
         },
         options: TcpOptions {
             mss: None,
@@ -66,6 +67,7 @@ impl TcpSegment {
             timestamp: None,
             sack_len: 0,
             sack_at: 0,
+            ts_at: 0,
             unexpected: false,
         },
     };
@@ -175,17 +177,20 @@ fn parse_ipv4(src_mac: MacAddr, data: &[u8], out: &mut TcpSegment) -> Result<(),
     out.summary = SegmentSummary {
         seq: be32(4),
         ack: be32(8),
-        ts_val: options.timestamp.map_or(0, |t| t.0),
-        ts_ecr: options.timestamp.map_or(0, |t| t.1),
         win: be16(14),
         payload_off: (ETH_HDR + hl + thl) as u16,
         payload_len: payload_len as u16,
-        flags: flag_byte,
-        has_ts: options.timestamp.is_some(),
-        ce,
-        sack_len: options.sack_len,
         sack_at: if options.sack_len > 0 {
             (ETH_HDR + hl + TCP_HDR + usize::from(options.sack_at)) as u16
+        } else {
+            0
+        },
+        flags: flag_byte,
+        ce,
+        sack_len: options.sack_len,
+        // At most 14 + 60 + 20 + 30: fits a byte, and is never 0 for an option.
+        ts_at: if options.timestamp.is_some() {
+            (ETH_HDR + hl + TCP_HDR + usize::from(options.ts_at)) as u8
         } else {
             0
         },
@@ -214,6 +219,7 @@ pub fn parse_options(mut opts: &[u8], syn: bool) -> Result<TcpOptions, DropReaso
             let tsval = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
             let tsecr = u32::from_be_bytes([v[4], v[5], v[6], v[7]]);
             out.timestamp = Some((tsval, tsecr));
+            out.ts_at = 4;
             return Ok(out);
         }
         _ => {}
@@ -239,7 +245,10 @@ pub fn parse_options(mut opts: &[u8], syn: bool) -> Result<TcpOptions, DropReaso
                 out.sack_permitted = true;
                 out.unexpected |= !syn;
             }
-            TcpOption::TimeStamp { tsval, tsecr } => out.timestamp = Some((tsval, tsecr)),
+            TcpOption::TimeStamp { tsval, tsecr } => {
+                out.timestamp = Some((tsval, tsecr));
+                out.ts_at = (block_len - opts.len() + 2) as u8;
+            }
             TcpOption::SackRange(_) => {
                 // Its length was checked (8n + 2, n >= 1); the blocks stay where they are.
                 let n = opts

@@ -209,19 +209,19 @@ mod tests {
             let st = reference.state(flow).expect("installed");
             let p = &mut peers[flow as usize];
             p.ts += 1;
+            // The timestamp option's value and echo stay in the frame (bytes 58..66, after
+            // NOP NOP kind length), as a parsed segment's do.
             let mut s = SegmentSummary {
                 seq: p.next,
                 ack: st.snd_una,
-                ts_val: p.ts,
-                ts_ecr: 0,
                 win: 60_000,
-                payload_off: 54,
+                payload_off: 66,
                 payload_len: 0,
+                sack_at: 0,
                 flags: flags::ACK,
-                has_ts: true,
                 ce: false,
                 sack_len: 0,
-                sack_at: 0,
+                ts_at: 58,
             };
             match op {
                 Op::Data(n, ce) => {
@@ -283,7 +283,9 @@ mod tests {
                     continue;
                 }
             }
-            let frame = arena.alloc().expect("a frame for the segment");
+            let mut header = [0u8; 66];
+            header[58..62].copy_from_slice(&p.ts.to_be_bytes());
+            let frame = arena.alloc_copy(&header).expect("a frame for the segment");
             out.push(ProtoWork::Rx(RxWork {
                 flow,
                 summary: s,

@@ -653,12 +653,14 @@ impl<C: CongestionControl> Protocol<C> {
                 r.rx_frame = Some(w.frame);
             }
             ProtoWork::Rx(w) => {
-                let sack = if w.summary.sack_len > 0 {
-                    w.summary.sack_blocks(self.arena.data(&w.frame))
+                // The options a summary only locates are read from the frame.
+                let (sack, ts) = if w.summary.sack_len > 0 || w.summary.ts_at != 0 {
+                    let data = self.arena.data(&w.frame);
+                    (w.summary.sack_blocks(data), w.summary.timestamps(data))
                 } else {
-                    SackBlocks::EMPTY
+                    (SackBlocks::EMPTY, None)
                 };
-                if let Some(reason) = st.on_segment(cc, cf, &w.summary, &sack, now, r) {
+                if let Some(reason) = st.on_segment(cc, cf, &w.summary, &sack, ts, now, r) {
                     self.stats.drops.add(reason);
                 }
                 r.rx_frame = Some(w.frame);

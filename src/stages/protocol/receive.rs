@@ -45,13 +45,16 @@ impl TcpState {
     }
 
     /// Process an acceptable ACK field: advance `snd_una`, feed the congestion control,
-    /// keep the SACK scoreboard, count duplicate ACKs and detect losses.
+    /// keep the SACK scoreboard, count duplicate ACKs and detect losses. `ts_ecr`: the
+    /// timestamp echo the segment carries, if any.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_ack<C: CongestionControl>(
         &mut self,
         cc: &C,
         cf: &mut C::Flow,
         s: &SegmentSummary,
         sack: &SackBlocks,
+        ts_ecr: Option<u32>,
         now: Instant,
         r: &mut ProtoResult,
     ) {
@@ -85,11 +88,13 @@ impl TcpState {
             if self.rtt_start != 0 && seq::gt(ack, self.rtt_seq) {
                 rtt_us = Some((now.micros() + 1).saturating_sub(self.rtt_start) as u32);
                 self.rtt_start = 0;
-            } else if self.has(F_RECOVERY) && self.has(F_TS) && s.has_ts && s.ts_ecr != 0 {
+            } else if let Some(ecr) =
+                ts_ecr.filter(|e| *e != 0 && self.has(F_RECOVERY) && self.has(F_TS))
+            {
                 // While recovering, Karn's rule leaves no segment to time: the echoed
                 // timestamp still measures the round trip (RFC 7323 section 4).
                 let ours = (now.millis() as u32).wrapping_add(self.ts_offset);
-                let ms = ours.wrapping_sub(s.ts_ecr);
+                let ms = ours.wrapping_sub(ecr);
                 if ms < 60_000 {
                     rtt_us = Some(ms * 1000);
                 }
@@ -116,7 +121,7 @@ impl TcpState {
                 self.flags &= !(F_RECOVERY | F_FASTREC | F_ECN_CWR | F_RACK);
                 cc.on_recovery_end(cf);
             } else if self.has(F_FASTREC)
-                && !(self.has(F_TS) && s.has_ts && seq::lt(s.ts_ecr, self.recover_ts))
+                && !(self.has(F_TS) && ts_ecr.is_some_and(|e| seq::lt(e, self.recover_ts)))
             {
                 // A retransmission of this recovery is acknowledged (with timestamps: the
                 // echo is from a segment sent in the recovery, not a late original): what
@@ -154,13 +159,16 @@ impl TcpState {
     }
 
     /// Handle a received segment of this connection, with the SACK blocks it carries
-    /// ([`SegmentSummary::sack_blocks`]; empty when it carries none).
+    /// ([`SegmentSummary::sack_blocks`]; empty when it carries none) and its timestamp
+    /// value and echo ([`SegmentSummary::timestamps`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn on_segment<C: CongestionControl>(
         &mut self,
         cc: &C,
         cf: &mut C::Flow,
         s: &SegmentSummary,
         sack: &SackBlocks,
+        ts: Option<(u32, u32)>,
         now: Instant,
         r: &mut ProtoResult,
     ) -> Option<DropReason> {
@@ -173,8 +181,7 @@ impl TcpState {
         // PAWS (RFC 7323 section 5.3): a timestamp older than the last one in order marks an
         // old duplicate (unless that one is 24 days old, past the clock's half range).
         if self.has(F_TS)
-            && s.has_ts
-            && seq::lt(s.ts_val, self.ts_recent)
+            && ts.is_some_and(|(val, _)| seq::lt(val, self.ts_recent))
             && now.millis().saturating_sub(self.ts_recent_ms) < PAWS_IDLE_MS
         {
             return self.answer_and_drop(now, r, DropReason::Paws);
@@ -214,13 +221,13 @@ impl TcpState {
         if seq::lt(s.ack, self.snd_una.wrapping_sub(self.max_snd_wnd.max(1))) {
             return self.answer_and_drop(now, r, DropReason::AckTooOld);
         }
-        if self.has(F_TS) && s.has_ts && seq::le(s.seq, self.rcv_nxt) {
-            self.ts_recent = s.ts_val;
+        if let Some((val, _)) = ts.filter(|_| self.has(F_TS) && seq::le(s.seq, self.rcv_nxt)) {
+            self.ts_recent = val;
             self.ts_recent_ms = now.millis();
         }
         if seq::ge(s.ack, self.snd_una) {
             let advanced = seq::gt(s.ack, self.snd_una);
-            self.on_ack(cc, cf, s, sack, now, r);
+            self.on_ack(cc, cf, s, sack, ts.map(|t| t.1), now, r);
             // Window update (RFC 9293 3.10.7.4). An ACK that moves `snd_una` also carries a
             // newer window even when its sequence number is older than `snd_wl1` (a
             // retransmission from a peer whose pure ACKs ran ahead), as in Linux.
