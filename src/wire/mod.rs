@@ -317,6 +317,39 @@ mod tests {
         o
     }
 
+    /// Timestamps are read from the frame where the summary says, on the fast path (NOP NOP
+    /// TS) and on the general one: with IP options, and with two timestamp options, of which
+    /// the last counts as in the full parse. (The frames are in the preprocess fuzz corpus,
+    /// whose target checks the same for every frame preprocess passes on.)
+    #[test]
+    fn timestamps_are_read_where_the_summary_says() {
+        let cases: [(&[u8], (u32, u32), usize); 2] = [
+            (
+                include_bytes!(
+                    "../../fuzz/corpus/preprocess/eabb8de0821a421e40bbfd3e58b318429c9fbc3e"
+                ),
+                (0x1122_3344, 0x5566_7788),
+                ETH_HDR + IP_HDR + TCP_HDR + 4,
+            ),
+            (
+                include_bytes!(
+                    "../../fuzz/corpus/preprocess/5cbbf0a1d3709437bb36b44deb7c478b28f688fe"
+                ),
+                (0xA1B2_C3D4, 0x0102_0304),
+                ETH_HDR + IP_HDR + 4 + TCP_HDR + 14,
+            ),
+        ];
+        for (f, want, at) in cases {
+            let Ok(Parsed::Tcp(seg)) = parse_frame(f) else {
+                panic!("not parsed: {f:?}");
+            };
+            assert_eq!(seg.options.timestamp, Some(want));
+            assert_eq!(seg.summary.timestamps(f), Some(want));
+            assert_eq!(usize::from(seg.summary.ts_at), at);
+            assert!(!seg.options.unexpected);
+        }
+    }
+
     /// SACK layouts other than the usual timestamps-then-SACK: four blocks (the first three
     /// are kept), SACK before the timestamps, and two SACK options (the last one counts).
     #[test]

@@ -188,7 +188,7 @@ fn parse_ipv4(src_mac: MacAddr, data: &[u8], out: &mut TcpSegment) -> Result<(),
         flags: flag_byte,
         ce,
         sack_len: options.sack_len,
-        // At most 14 + 60 + 20 + 30: fits a byte, and is never 0 for an option.
+        // At most 14 + 60 + 20 + 32: fits a byte, and is never 0 for an option.
         ts_at: if options.timestamp.is_some() {
             (ETH_HDR + hl + TCP_HDR + usize::from(options.ts_at)) as u8
         } else {

@@ -284,6 +284,7 @@ mod tests {
                 }
             }
             let mut header = [0u8; 66];
+            header[54..58].copy_from_slice(&[1, 1, 8, 10]);
             header[58..62].copy_from_slice(&p.ts.to_be_bytes());
             let frame = arena.alloc_copy(&header).expect("a frame for the segment");
             out.push(ProtoWork::Rx(RxWork {
