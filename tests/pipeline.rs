@@ -36,6 +36,8 @@ struct ProbeLog {
     /// Segments at `rx_segment` whose timestamp (the sender's clock when it sent them) went
     /// backwards within their flow: the sender's order was not kept.
     seg_disorder: AtomicU64,
+    /// Segments at `rx_segment` that carried a timestamp (what the order check can see).
+    seg_timestamps: AtomicU64,
     /// Results whose acknowledgment number went backwards within their flow.
     result_disorder: AtomicU64,
     /// Results that carried a received segment.
@@ -89,8 +91,11 @@ impl Hook<RxSegment> for Probe {
     }
     fn process(&mut self, cx: &HookCx<'_>, items: &mut [RxWork], _v: &mut Verdicts) {
         for w in items.iter() {
-            let ts = w.summary.timestamps(cx.arena.data(&w.frame));
-            if ts.is_some_and(|(val, _)| backwards(&mut self.last_seq, w.flow, val)) {
+            let Some((val, _)) = w.summary.timestamps(cx.arena.data(&w.frame)) else {
+                continue;
+            };
+            self.log.seg_timestamps.fetch_add(1, Ordering::Relaxed);
+            if backwards(&mut self.last_seq, w.flow, val) {
                 self.log.seg_disorder.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -378,6 +383,7 @@ fn probe_everywhere(rt: Rt) {
         seg.items_in * 2 > rx_frames,
         "most frames are data segments"
     );
+    assert!(log.seg_timestamps.load(Ordering::Relaxed) > 0);
     assert_eq!(
         log.seg_disorder.load(Ordering::Relaxed),
         0,
@@ -486,6 +492,7 @@ fn per_flow_order_with_groups_and_replicas() {
     assert_eq!(groups_busy, 2, "both flow groups ran their own instance");
     let seg = st.hook("probe").unwrap();
     assert!(seg.stats.items_in > 0);
+    assert!(log.seg_timestamps.load(Ordering::Relaxed) > 0);
     assert_eq!(
         log.seg_disorder.load(Ordering::Relaxed),
         0,
