@@ -6,6 +6,7 @@ use crate::time::Instant;
 /// A token bucket: at most `per_sec` events a second, in bursts of up to `per_sec`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RateLimit {
+    per_sec: u32,
     tokens: u32,
     last: Instant,
 }
@@ -13,23 +14,25 @@ pub(crate) struct RateLimit {
 impl RateLimit {
     pub(crate) fn new(per_sec: u32) -> Self {
         RateLimit {
+            per_sec,
             tokens: per_sec,
             last: Instant::ZERO,
         }
     }
 
-    fn refill(&mut self, now: Instant, per_sec: u32) {
+    fn refill(&mut self, now: Instant) {
         let us = now.saturating_since(self.last).as_micros() as u64;
-        let add = us.saturating_mul(u64::from(per_sec)) / 1_000_000;
+        let add = us.saturating_mul(u64::from(self.per_sec)) / 1_000_000;
         if add > 0 {
-            self.tokens = (u64::from(self.tokens) + add).min(u64::from(per_sec)) as u32;
+            // Below `per_sec`, a u32.
+            self.tokens = (u64::from(self.tokens) + add).min(u64::from(self.per_sec)) as u32;
             self.last = now;
         }
     }
 
     /// Spend a token if there is one.
-    pub(crate) fn take(&mut self, now: Instant, per_sec: u32) -> bool {
-        self.refill(now, per_sec);
+    pub(crate) fn take(&mut self, now: Instant) -> bool {
+        self.refill(now);
         if self.tokens == 0 {
             return false;
         }

@@ -79,7 +79,7 @@ impl Control {
 
     /// Answer `seg` with a RST (RFC 9293 3.10.7.1), within the rate limit.
     pub(super) fn reply_rst(&mut self, now: Instant, seg: &TcpSegment, out: &mut ControlOutput) {
-        if !self.rst_limit.take(now, self.cfg.rst_limit) {
+        if !self.rst_limit.take(now) {
             self.stats.drops.add(DropReason::RateLimited);
             return;
         }
@@ -125,7 +125,7 @@ impl Control {
                 // RFC 5961 4.2: a SYN on a synchronized connection gets a challenge ACK,
                 // within the rate limit (section 7).
                 self.arena.free(p.frame);
-                if self.challenge_limit.take(now, self.cfg.challenge_ack_limit) {
+                if self.challenge_limit.take(now) {
                     self.stats.challenge_acks += 1;
                     out.work.push(ProtoWork::Ack { flow: id });
                 } else {
@@ -137,7 +137,7 @@ impl Control {
                 self.arena.free(p.frame);
                 // The challenge ACK it may draw is paid for now (a burst of RSTs is handled
                 // before their results come back).
-                let challenge = self.challenge_limit.take(now, self.cfg.challenge_ack_limit);
+                let challenge = self.challenge_limit.take(now);
                 if !challenge {
                     self.stats.drops.add(DropReason::RateLimited);
                 }

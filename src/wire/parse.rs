@@ -247,6 +247,8 @@ pub fn parse_options(mut opts: &[u8], syn: bool) -> Result<TcpOptions, DropReaso
             }
             TcpOption::TimeStamp { tsval, tsecr } => {
                 out.timestamp = Some((tsval, tsecr));
+                // `opts` is a suffix of the block (at most 40 bytes) still holding this
+                // 10-byte option: at most 32.
                 out.ts_at = (block_len - opts.len() + 2) as u8;
             }
             TcpOption::SackRange(_) => {

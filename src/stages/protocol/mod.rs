@@ -476,9 +476,9 @@ pub struct Protocol<C: CongestionControl = NewReno> {
     /// How many more application updates that make data ready may send their first
     /// segment themselves ([`set_direct_sends`](Self::set_direct_sends)).
     direct: usize,
-    /// Challenge ACKs a peer's RSTs may still draw, and how many a second
+    /// Challenge ACKs a peer's RSTs may still draw
     /// ([`with_challenge_ack_limit`](Self::with_challenge_ack_limit)).
-    challenge: (RateLimit, u32),
+    challenge: RateLimit,
 }
 
 /// Challenge ACKs a second a protocol stage sends in reply to RSTs, unless told otherwise
@@ -504,7 +504,7 @@ impl<C: CongestionControl> Protocol<C> {
             arena,
             coalesce: false,
             direct: 0,
-            challenge: (RateLimit::new(CHALLENGE_ACK_LIMIT), CHALLENGE_ACK_LIMIT),
+            challenge: RateLimit::new(CHALLENGE_ACK_LIMIT),
         }
     }
 
@@ -512,7 +512,7 @@ impl<C: CongestionControl> Protocol<C> {
     /// exact (RFC 5961 section 7; default [`CHALLENGE_ACK_LIMIT`]); RSTs beyond it are
     /// dropped without one and counted as [`DropReason::RateLimited`].
     pub fn with_challenge_ack_limit(mut self, per_sec: u32) -> Self {
-        self.challenge = (RateLimit::new(per_sec), per_sec);
+        self.challenge = RateLimit::new(per_sec);
         self
     }
 
@@ -648,7 +648,7 @@ impl<C: CongestionControl> Protocol<C> {
         // The data path's three kinds here; the rest (control-plane work, kept out of the
         // hot code) in `rare`.
         match work {
-            ProtoWork::Rx(w) if w.summary.flags & flags::RST != 0 => {
+            ProtoWork::Rx(w) if w.summary.has(flags::RST) => {
                 peer_rst(st, &mut self.challenge, &mut self.stats, now, &w.summary, r);
                 r.rx_frame = Some(w.frame);
             }
@@ -706,7 +706,7 @@ impl<C: CongestionControl> Protocol<C> {
 #[inline(never)]
 fn peer_rst(
     st: &mut TcpState,
-    limit: &mut (RateLimit, u32),
+    limit: &mut RateLimit,
     stats: &mut StageStats,
     now: Instant,
     s: &SegmentSummary,
@@ -714,7 +714,7 @@ fn peer_rst(
 ) {
     let mut limited = false;
     let challenge = || {
-        limited = !limit.0.take(now, limit.1);
+        limited = !limit.take(now);
         !limited
     };
     if let Some(reason) = st.on_rst(now, s.seq, challenge, r) {
@@ -739,7 +739,7 @@ fn frozen(
 ) -> Option<ProtoWork> {
     match work {
         // A peer's RST goes through.
-        w @ ProtoWork::Rx(RxWork { summary, .. }) if summary.flags & flags::RST != 0 => {
+        w @ ProtoWork::Rx(RxWork { summary, .. }) if summary.has(flags::RST) => {
             return Some(w);
         }
         ProtoWork::Rx(w) => {
