@@ -61,6 +61,7 @@ pub fn preprocess(data: &[u8]) {
             remote_port: 4000,
         },
         0,
+        7,
     );
     let Some(frame) = arena.alloc_copy(data) else {
         return;
@@ -86,6 +87,7 @@ pub fn preprocess(data: &[u8]) {
                 // says: inside the TCP header, at most three blocks, and the timestamps the
                 // full parse found.
                 let s = w.summary;
+                assert_eq!(s.incarnation, 7, "the flow's incarnation, as installed");
                 let bytes = arena.data(&w.frame);
                 let blocks = s.sack_blocks(bytes);
                 assert_eq!(blocks.len(), usize::from(s.sack_len));

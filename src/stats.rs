@@ -47,7 +47,8 @@ drop_reasons! {
     BadTcpOptions => "bad-tcp-options",
     /// ARP packet malformed or not Ethernet/IPv4.
     BadArp => "bad-arp",
-    /// Segment for a flow that the data path no longer knows.
+    /// Segment for a flow that the data path no longer knows, or of an earlier connection
+    /// whose flow id another one has now (its incarnation is not the flow's).
     StaleFlow => "stale-flow",
     /// Segment without the ACK flag on an established connection.
     NoAck => "no-ack",

@@ -38,6 +38,9 @@ struct ProbeLog {
     seg_disorder: AtomicU64,
     /// Segments at `rx_segment` that carried a timestamp (what the order check can see).
     seg_timestamps: AtomicU64,
+    /// Segments at `rx_segment` without their flow's incarnation (which the protocol stage
+    /// checks them against).
+    seg_unchecked: AtomicU64,
     /// Results whose acknowledgment number went backwards within their flow.
     result_disorder: AtomicU64,
     /// Results that carried a received segment.
@@ -91,6 +94,9 @@ impl Hook<RxSegment> for Probe {
     }
     fn process(&mut self, cx: &HookCx<'_>, items: &mut [RxWork], _v: &mut Verdicts) {
         for w in items.iter() {
+            if w.summary.incarnation == 0 {
+                self.log.seg_unchecked.fetch_add(1, Ordering::Relaxed);
+            }
             let Some((val, _)) = w.summary.timestamps(cx.arena.data(&w.frame)) else {
                 continue;
             };
@@ -384,6 +390,11 @@ fn probe_everywhere(rt: Rt) {
         "most frames are data segments"
     );
     assert!(log.seg_timestamps.load(Ordering::Relaxed) > 0);
+    assert_eq!(
+        log.seg_unchecked.load(Ordering::Relaxed),
+        0,
+        "segments carry their flow's incarnation"
+    );
     assert_eq!(
         log.seg_disorder.load(Ordering::Relaxed),
         0,

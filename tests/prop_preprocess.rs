@@ -29,6 +29,7 @@ fn stage() -> (Arc<FrameArena>, Preprocess) {
             remote_port: 4000,
         },
         0,
+        7,
     );
     (arena, p)
 }
@@ -146,6 +147,8 @@ proptest! {
             panic!("not passed to the protocol stage");
         };
         let s = w.summary;
+        // The flow's incarnation, as installed.
+        prop_assert_eq!(s.incarnation, 7);
         let got = s.sack_blocks(arena.data(&w.frame));
         prop_assert_eq!(got.as_slice(), &blocks[..]);
         prop_assert_eq!(usize::from(s.sack_len), blocks.len());

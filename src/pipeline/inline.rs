@@ -470,7 +470,9 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
             let installs = std::mem::take(&mut self.cout.installs);
             for ins in installs {
                 let id = ins.identity.id;
-                self.ingress.pre.install(ins.identity.tuple, id);
+                self.ingress
+                    .pre
+                    .install(ins.identity.tuple, id, ins.identity.incarnation);
                 self.transport.install(id, ins.state, &ins.identity);
                 self.egress.post.install(
                     id,

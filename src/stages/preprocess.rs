@@ -17,8 +17,12 @@ pub struct Preprocess {
     mac: MacAddr,
     ip: Ipv4Addr,
     table: FlowTable,
-    /// The last successful lookup: bursts are mostly one flow's segments.
-    last: Option<(wire::FourTuple, FlowId)>,
+    /// Each installed flow id's incarnation (0: not checked), put in its segments'
+    /// summaries.
+    incarnations: Vec<u8>,
+    /// The last successful lookup, with the flow's incarnation: bursts are mostly one
+    /// flow's segments.
+    last: Option<(wire::FourTuple, FlowId, u8)>,
     /// For each output of the last burst, the index of the input it came from.
     sources: Vec<usize>,
     /// The segment being classified (parsed in place, not moved).
@@ -34,6 +38,7 @@ impl Preprocess {
             mac,
             ip,
             table: FlowTable::new(),
+            incarnations: Vec::new(),
             last: None,
             sources: Vec::new(),
             seg: wire::TcpSegment::EMPTY,
@@ -41,10 +46,18 @@ impl Preprocess {
         }
     }
 
-    /// Install a flow.
-    pub fn install(&mut self, tuple: wire::FourTuple, id: FlowId) {
+    /// Install a flow: `tuple`'s segments go to flow `id`, for its connection `incarnation`
+    /// ([`FlowIdentity::incarnation`](crate::flow::FlowIdentity::incarnation); 0: not
+    /// checked), which each segment's summary carries
+    /// ([`SegmentSummary::incarnation`](wire::SegmentSummary::incarnation)).
+    pub fn install(&mut self, tuple: wire::FourTuple, id: FlowId, incarnation: u8) {
         self.last = None;
         self.table.insert(tuple, id);
+        let i = id as usize;
+        if self.incarnations.len() <= i {
+            self.incarnations.resize(i + 1, 0);
+        }
+        self.incarnations[i] = incarnation;
     }
 
     /// Remove a flow.
@@ -53,23 +66,24 @@ impl Preprocess {
         self.table.remove(tuple);
     }
 
-    /// The flow of `t`: the last one found when it matches (inlined, so the tuple the
-    /// parser just built is compared from registers), else the table.
+    /// The flow of `t` and its incarnation: the last one found when it matches (inlined,
+    /// so the tuple the parser just built is compared from registers), else the table.
     #[inline(always)]
-    fn lookup(&mut self, t: &wire::FourTuple) -> Option<FlowId> {
-        if let Some((lt, id)) = self.last {
+    fn lookup(&mut self, t: &wire::FourTuple) -> Option<(FlowId, u8)> {
+        if let Some((lt, id, inc)) = self.last {
             if lt == *t {
-                return Some(id);
+                return Some((id, inc));
             }
         }
         self.lookup_table(t)
     }
 
     #[inline(never)]
-    fn lookup_table(&mut self, t: &wire::FourTuple) -> Option<FlowId> {
+    fn lookup_table(&mut self, t: &wire::FourTuple) -> Option<(FlowId, u8)> {
         let id = self.table.lookup(t)?;
-        self.last = Some((*t, id));
-        Some(id)
+        let inc = self.incarnations.get(id as usize).copied().unwrap_or(0);
+        self.last = Some((*t, id, inc));
+        Some((id, inc))
     }
 
     /// For each output of the last burst given to [`Stage::process`], the position of the
@@ -152,11 +166,14 @@ impl Preprocess {
         }
         let tuple = seg.tuple;
         match self.lookup(&tuple) {
-            Some(flow) => Some(PreOut::Rx(RxWork {
-                flow,
-                summary: self.seg.summary,
-                frame,
-            })),
+            Some((flow, incarnation)) => {
+                self.seg.summary.incarnation = incarnation;
+                Some(PreOut::Rx(RxWork {
+                    flow,
+                    summary: self.seg.summary,
+                    frame,
+                }))
+            }
             None => Some(PreOut::Punt(Punt {
                 frame,
                 reason: if rst {

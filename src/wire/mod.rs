@@ -188,10 +188,10 @@ pub struct SegmentSummary {
     pub payload_off: u16,
     /// Payload length.
     pub payload_len: u16,
-    /// Offset in the frame of the first SACK block (when `sack_len > 0`). The blocks stay
-    /// in the frame, which travels with the summary, and
-    /// [`sack_blocks`](Self::sack_blocks) reads them where a stage needs them.
-    pub sack_at: u16,
+    /// Offset in the frame of the first SACK block (when `sack_len > 0`; at most
+    /// 14 + 60 + 20 + 38). The blocks stay in the frame, which travels with the summary,
+    /// and [`sack_blocks`](Self::sack_blocks) reads them where a stage needs them.
+    pub sack_at: u8,
     /// TCP flags byte.
     pub flags: u8,
     /// The IP header carried ECN CE.
@@ -204,6 +204,12 @@ pub struct SegmentSummary {
     /// [`timestamps`](Self::timestamps) reads them. A summary is 20 bytes, and a segment's
     /// work item ([`RxWork`](crate::stages::RxWork)) with its flow and frame 32.
     pub ts_at: u8,
+    /// Not from the wire: the incarnation of the flow preprocess found for the segment
+    /// ([`FlowIdentity::incarnation`](crate::flow::FlowIdentity::incarnation)); 0 (the
+    /// parser's) where no flow was looked up, or it was installed without one. The protocol
+    /// stage drops a segment whose incarnation is not its flow's: one of an earlier
+    /// connection that had the same flow id, still on its way when the id was reused.
+    pub incarnation: u8,
 }
 
 const _: () = assert!(std::mem::size_of::<SegmentSummary>() == 20);

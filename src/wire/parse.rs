@@ -59,6 +59,7 @@ impl TcpSegment {
             ce: false,
             sack_len: 0,
             ts_at: 0,
+            incarnation: 0,
         },
         options: TcpOptions {
             mss: None,
@@ -180,8 +181,9 @@ fn parse_ipv4(src_mac: MacAddr, data: &[u8], out: &mut TcpSegment) -> Result<(),
         win: be16(14),
         payload_off: (ETH_HDR + hl + thl) as u16,
         payload_len: payload_len as u16,
+        // At most 14 + 60 + 20 + 38: fits a byte.
         sack_at: if options.sack_len > 0 {
-            (ETH_HDR + hl + TCP_HDR + usize::from(options.sack_at)) as u16
+            (ETH_HDR + hl + TCP_HDR + usize::from(options.sack_at)) as u8
         } else {
             0
         },
@@ -194,6 +196,7 @@ fn parse_ipv4(src_mac: MacAddr, data: &[u8], out: &mut TcpSegment) -> Result<(),
         } else {
             0
         },
+        incarnation: 0,
     };
     out.tuple = FourTuple {
         local_ip: dst,

@@ -76,7 +76,7 @@ impl<P: Port> IoTask<P> {
             }
             self.group_of[id as usize] = g;
             self.place_of[id as usize] = place as u16;
-            self.reinject.install(t, id);
+            self.reinject.install(t, id, ins.identity.incarnation);
             let view = FlowView {
                 identity: ins.identity.clone(),
                 counters: ins.counters,
@@ -103,7 +103,7 @@ impl<P: Port> IoTask<P> {
                 place: place as u16,
             });
             for c in &self.pre_ctl {
-                let _ = c.send(PreCtl::Install(t, id, g));
+                let _ = c.send(PreCtl::Install(t, id, g, ins.identity.incarnation));
             }
             ins.conn.set_flow(id);
             ins.conn.set_status(crate::host::ConnStatus::Established);

@@ -155,7 +155,8 @@ enum PreIn {
 }
 
 enum PreCtl {
-    Install(FourTuple, FlowId, u16),
+    /// A flow's tuple, id, group and incarnation.
+    Install(FourTuple, FlowId, u16, u8),
     Remove(FourTuple),
 }
 

@@ -77,8 +77,8 @@ impl Task for PreTask {
         while !self.ctl.is_empty() {
             let Ok(m) = self.ctl.try_recv() else { break };
             match m {
-                PreCtl::Install(t, id, g) => {
-                    self.ingress.pre.install(t, id);
+                PreCtl::Install(t, id, g, incarnation) => {
+                    self.ingress.pre.install(t, id, incarnation);
                     if self.groups_of.len() <= id as usize {
                         self.groups_of.resize(id as usize + 1, 0);
                     }

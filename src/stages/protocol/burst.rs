@@ -222,6 +222,7 @@ mod tests {
                 ce: false,
                 sack_len: 0,
                 ts_at: 58,
+                incarnation: 1,
             };
             match op {
                 Op::Data(n, ce) => {
@@ -388,6 +389,77 @@ mod tests {
         assert_eq!(proto.state(0).unwrap(), &st);
         // No such flow.
         assert!(!proto.app_quiet(1, 0, 0));
+        assert_eq!(arena.free_frames(), 64);
+    }
+
+    /// A segment preprocess looked up for an earlier connection of the flow id (another
+    /// incarnation in its summary) is dropped as stale, its frame handed back: data at
+    /// RCV.NXT is not taken, an exact RST does not reset. The same segments of the flow's
+    /// own incarnation, or unchecked (0), are taken.
+    #[test]
+    fn segments_of_an_earlier_incarnation_of_the_flow_id_are_dropped() {
+        let arena = Arc::new(FrameArena::new(64).unwrap());
+        let mut proto = Protocol::new(arena.clone());
+        proto.install(0, TcpState::new(&params(0)));
+        let now = Instant::from_micros(1_000);
+        let mut peer = [Peer {
+            next: PEER_ISS,
+            ts: 10,
+            fin: false,
+        }; FLOWS as usize];
+        let run = |proto: &mut Protocol, mut work: Vec<ProtoWork>, incarnation: u8| {
+            for w in &mut work {
+                if let ProtoWork::Rx(w) = w {
+                    w.summary.incarnation = incarnation;
+                }
+            }
+            let mut results = Vec::new();
+            proto.process(now, &mut work, &mut results);
+            let mut actions = Actions::default();
+            for r in &mut results {
+                actions.set(r.actions.0);
+                for f in [r.rx_frame.take(), r.tx_frame.take()].into_iter().flatten() {
+                    arena.free(f);
+                }
+            }
+            actions
+        };
+        let stale = |proto: &Protocol| proto.stats().drops.get(DropReason::StaleFlow);
+        // Data of incarnation 2 for the flow of incarnation 1.
+        let work = items(&arena, &[(0, Op::Data(500, false))], &mut peer, &proto);
+        let before = proto.state(0).unwrap().clone();
+        run(&mut proto, work, 2);
+        assert_eq!(stale(&proto), 1);
+        assert_eq!(proto.state(0).unwrap().rcv_nxt, before.rcv_nxt);
+        // An exact RST of incarnation 2.
+        let rst = |arena: &FrameArena, seq| {
+            ProtoWork::Rx(RxWork {
+                flow: 0,
+                summary: SegmentSummary {
+                    seq,
+                    flags: flags::RST,
+                    payload_off: 54,
+                    ..SegmentSummary::default()
+                },
+                frame: arena.alloc_copy(&[0u8; 54]).unwrap(),
+            })
+        };
+        let a = run(&mut proto, vec![rst(&arena, before.rcv_nxt)], 2);
+        assert!(!a.any(Actions::RST_RX));
+        assert_eq!(stale(&proto), 2);
+        // The same data, unchecked (0), then of the flow's own incarnation: taken.
+        peer[0].next = PEER_ISS;
+        let work = items(&arena, &[(0, Op::Data(500, false))], &mut peer, &proto);
+        run(&mut proto, work, 0);
+        let work = items(&arena, &[(0, Op::Data(500, false))], &mut peer, &proto);
+        run(&mut proto, work, 1);
+        assert_eq!(stale(&proto), 2);
+        let rcv_nxt = proto.state(0).unwrap().rcv_nxt;
+        assert_eq!(rcv_nxt, before.rcv_nxt.wrapping_add(1000));
+        // And the flow's own exact RST resets it.
+        let a = run(&mut proto, vec![rst(&arena, rcv_nxt)], 1);
+        assert!(a.any(Actions::RST_RX));
+        assert_eq!(stale(&proto), 2);
         assert_eq!(arena.free_frames(), 64);
     }
 

@@ -648,6 +648,12 @@ impl<C: CongestionControl> Protocol<C> {
         // The data path's three kinds here; the rest (control-plane work, kept out of the
         // hot code) in `rare`.
         match work {
+            // A segment of an earlier connection with this flow id (which preprocess looked
+            // up before the id went to this one) is not this connection's.
+            ProtoWork::Rx(w) if stale(st, &w.summary) => {
+                r.rx_frame = Some(w.frame);
+                self.stats.drops.add(DropReason::StaleFlow);
+            }
             ProtoWork::Rx(w) if w.summary.has(flags::RST) => {
                 peer_rst(st, &mut self.challenge, &mut self.stats, now, &w.summary, r);
                 r.rx_frame = Some(w.frame);
@@ -696,6 +702,14 @@ impl<C: CongestionControl> Protocol<C> {
             st.finish(r);
         }
     }
+}
+
+/// Whether `s` is a segment of another incarnation of the flow id than `st`'s connection
+/// ([`SegmentSummary::incarnation`]; 0 on either side: not checked).
+#[inline(always)]
+fn stale(st: &TcpState, s: &SegmentSummary) -> bool {
+    let (seg, ours) = (s.incarnation, (st.stamp >> 24) as u8);
+    (seg != ours) & (seg != 0) & (ours != 0)
 }
 
 /// A peer's RST on the data path (RFC 5961 section 3): it resets the connection when exact,
