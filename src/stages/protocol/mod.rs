@@ -32,8 +32,11 @@ use crate::wire::{flags, seq, SackBlocks, SegmentSummary, TxHeader};
 
 mod burst;
 mod loss;
+mod rare;
 mod receive;
 mod send;
+
+use rare::{frozen, peer_rst, rare};
 
 /// Out-of-order intervals kept per connection.
 pub const OOO_INTERVALS: usize = 16;
@@ -710,145 +713,6 @@ impl<C: CongestionControl> Protocol<C> {
 fn stale(st: &TcpState, s: &SegmentSummary) -> bool {
     let (seg, ours) = (s.incarnation, (st.stamp >> 24) as u8);
     (seg != ours) & (seg != 0) & (ours != 0)
-}
-
-/// A peer's RST on the data path (RFC 5961 section 3): it resets the connection when exact,
-/// draws a challenge ACK (within the stage's budget) when in the window, and is dropped
-/// otherwise. It comes in the flow's stream of segments, so it takes effect after every
-/// segment that arrived before it and before every one after it.
-#[cold]
-#[inline(never)]
-fn peer_rst(
-    st: &mut TcpState,
-    limit: &mut RateLimit,
-    stats: &mut StageStats,
-    now: Instant,
-    s: &SegmentSummary,
-    r: &mut ProtoResult,
-) {
-    let mut limited = false;
-    let challenge = || {
-        limited = !limit.take(now);
-        !limited
-    };
-    if let Some(reason) = st.on_rst(now, s.seq, challenge, r) {
-        stats.drops.add(if limited {
-            DropReason::RateLimited
-        } else {
-            reason
-        });
-    }
-}
-
-/// Work for a frozen flow (on its way into a splice): segments are dropped, application
-/// updates wait for the thaw, resets go through. Returns the work to carry on with (the
-/// thaw's update, a reset), or `None` when done.
-#[cold]
-#[inline(never)]
-fn frozen(
-    st: &mut TcpState,
-    stats: &mut StageStats,
-    work: ProtoWork,
-    r: &mut ProtoResult,
-) -> Option<ProtoWork> {
-    match work {
-        // A peer's RST goes through.
-        w @ ProtoWork::Rx(RxWork { summary, .. }) if summary.has(flags::RST) => {
-            return Some(w);
-        }
-        ProtoWork::Rx(w) => {
-            r.rx_frame = Some(w.frame);
-            r.actions.set(Actions::RECEIVED);
-            stats.drops.add(DropReason::Frozen);
-        }
-        ProtoWork::App {
-            positions,
-            fin,
-            closed,
-            ..
-        } => {
-            let prev = st.frozen_app.take();
-            let (p0, f0, c0) = prev.unwrap_or((None, false, false));
-            st.frozen_app = Some((positions.or(p0), fin || f0, closed || c0));
-        }
-        ProtoWork::Thaw { flow } => {
-            st.flags &= !F_FROZEN;
-            match st.frozen_app.take() {
-                Some((positions, fin, closed)) => {
-                    return Some(ProtoWork::App {
-                        flow,
-                        positions,
-                        fin,
-                        closed,
-                    });
-                }
-                None => {
-                    if st.can_send() {
-                        r.actions.set(Actions::SCHED);
-                    }
-                }
-            }
-        }
-        ProtoWork::Freeze { .. } => st.report_frozen(r),
-        w @ (ProtoWork::Rst { .. } | ProtoWork::Reset { .. }) => return Some(w),
-        _ => {}
-    }
-    st.finish(r);
-    None
-}
-
-/// The work kinds that do not come with every segment: the control plane's (resets,
-/// timeouts, probes, ACKs on request, rates, splice freezes). Out of line, so that the
-/// code of the per-segment kinds stays together.
-#[cold]
-#[inline(never)]
-fn rare<C: CongestionControl>(
-    st: &mut TcpState,
-    cc: &C,
-    cf: &mut C::Flow,
-    stats: &mut StageStats,
-    now: Instant,
-    work: ProtoWork,
-    r: &mut ProtoResult,
-) {
-    match work {
-        ProtoWork::Freeze { .. } => {
-            st.flags |= F_FROZEN;
-            st.report_frozen(r);
-        }
-        ProtoWork::Thaw { .. } => {
-            if st.can_send() {
-                r.actions.set(Actions::SCHED);
-            }
-        }
-        ProtoWork::Rst { seq, challenge, .. } => {
-            if let Some(reason) = st.on_rst(now, seq, || challenge, r) {
-                stats.drops.add(reason);
-            }
-        }
-        ProtoWork::Retransmit { .. } => st.on_timeout(cc, cf, r),
-        ProtoWork::Probe { .. } => st.on_probe(now, r),
-        ProtoWork::TailProbe { .. } => st.on_tail_probe(now, r),
-        ProtoWork::Ack { .. } => st.on_ack_request(now, r),
-        ProtoWork::Reset { .. } => st.on_reset(now, r),
-        ProtoWork::SetRate {
-            bytes_per_sec,
-            window,
-            ..
-        } => {
-            st.control_rate = bytes_per_sec;
-            st.control_window = window.map_or(0, |w| w.max(u32::from(st.mss)));
-            r.actions.set(Actions::RATE);
-            if st.can_send() {
-                // A larger window may let more out.
-                r.actions.set(Actions::SCHED);
-            }
-        }
-        // The per-segment kinds are handled in line and never come here (a frame would
-        // still go back with the result).
-        ProtoWork::Rx(w) => r.rx_frame = Some(w.frame),
-        ProtoWork::Tx { .. } | ProtoWork::App { .. } => {}
-    }
 }
 
 impl<C: CongestionControl> Stage for Protocol<C> {
