@@ -173,7 +173,9 @@ fn parse_ipv4(src_mac: MacAddr, data: &[u8], out: &mut TcpSegment) -> Result<(),
         return Err(DropReason::BadTcpHeader);
     }
     let syn = flag_byte & flags::SYN != 0;
-    let options = parse_options(&tcp_bytes[TCP_HDR..thl], syn)?;
+    // Parsed in place: the options of a segment cost no copy.
+    parse_options_into(&tcp_bytes[TCP_HDR..thl], syn, &mut out.options)?;
+    let options = &out.options;
     let payload_len = tcp_bytes.len() - thl;
     out.summary = SegmentSummary {
         seq: be32(4),
@@ -205,25 +207,31 @@ fn parse_ipv4(src_mac: MacAddr, data: &[u8], out: &mut TcpSegment) -> Result<(),
         remote_port: src_port,
     };
     out.src_mac = src_mac;
-    out.options = options;
     Ok(())
 }
 
 /// Parse a TCP option block. Malformed blocks are an error; unknown kinds are skipped by
 /// length and flagged as unexpected.
-#[inline(always)]
-pub fn parse_options(mut opts: &[u8], syn: bool) -> Result<TcpOptions, DropReason> {
+pub fn parse_options(opts: &[u8], syn: bool) -> Result<TcpOptions, DropReason> {
     let mut out = TcpOptions::default();
+    parse_options_into(opts, syn, &mut out)?;
+    Ok(out)
+}
+
+/// [`parse_options`] into `out` (all of it written; partly on an error).
+#[inline(always)]
+fn parse_options_into(mut opts: &[u8], syn: bool, out: &mut TcpOptions) -> Result<(), DropReason> {
+    *out = TcpOptions::default();
     let block_len = opts.len();
     // The blocks of established segments: none, or NOP NOP TS (RFC 7323 appendix A).
     match opts {
-        [] => return Ok(out),
+        [] => return Ok(()),
         [1, 1, 8, 10, v @ ..] if v.len() == 8 => {
             let tsval = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
             let tsecr = u32::from_be_bytes([v[4], v[5], v[6], v[7]]);
             out.timestamp = Some((tsval, tsecr));
             out.ts_at = 4;
-            return Ok(out);
+            return Ok(());
         }
         _ => {}
     }
@@ -266,5 +274,5 @@ pub fn parse_options(mut opts: &[u8], syn: bool) -> Result<TcpOptions, DropReaso
         }
         opts = rest;
     }
-    Ok(out)
+    Ok(())
 }
