@@ -25,7 +25,10 @@
 //! the summary's offsets (`payload_off`, and `sack_at` and `ts_at` where the protocol stage
 //! reads the segment's SACK blocks and timestamps) point into the frame as preprocess parsed
 //! it. To filter SACK information, overwrite the blocks in the frame or set `sack_len` to 0.
-//! (A `Punt` verdict on a segment of an established flow, a RST included, drops it.)
+//! (A `Punt` verdict on a segment of an established flow, a RST included, drops it.) The
+//! summary's `incarnation` is the flow's as preprocess found it; on the threaded runtime a
+//! stage may still see a segment of a closed connection under a flow id that a new one has
+//! since been given (the protocol stage drops it as stale after the stage).
 //!
 //! Order: [`RxSegment`] and [`Results`] see each flow's items in the order the flow's group
 //! processes them. On the threaded runtime that is arrival order, with one exception: a

@@ -356,6 +356,26 @@ mod tests {
         }
     }
 
+    /// `parse_frame_into` leaves its output as it was when a frame's options are malformed,
+    /// after a frame with timestamps and one with SACK blocks.
+    #[test]
+    fn a_failed_parse_into_leaves_the_output_as_it_was() {
+        let ts = [1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 7];
+        let sack = [vec![1, 1], sack_option(&[(1, 2)])].concat();
+        for opts in [&ts[..], &sack[..]] {
+            let mut out = TcpSegment::EMPTY;
+            assert!(parse_frame_into(&with_options(opts), &mut out).is_ok());
+            let before = out;
+            // An MSS option whose length byte says 1.
+            let bad = with_options(&[2, 1, 1, 1]);
+            assert_eq!(
+                parse_frame_into(&bad, &mut out),
+                Err(crate::stats::DropReason::BadTcpOptions)
+            );
+            assert_eq!(out, before, "{opts:?}");
+        }
+    }
+
     /// SACK layouts other than the usual timestamps-then-SACK: four blocks (the first three
     /// are kept), SACK before the timestamps, and two SACK options (the last one counts).
     #[test]

@@ -212,29 +212,13 @@ fn parse_ipv4(src_mac: MacAddr, data: &[u8], out: &mut TcpSegment) -> Result<(),
 
 /// Parse a TCP option block. Malformed blocks are an error; unknown kinds are skipped by
 /// length and flagged as unexpected.
-pub fn parse_options(opts: &[u8], syn: bool) -> Result<TcpOptions, DropReason> {
-    let mut out = TcpOptions::default();
-    parse_options_into(opts, syn, &mut out)?;
-    Ok(out)
-}
-
-/// [`parse_options`] into `out` (all of it written; partly on an error).
 #[inline(always)]
-fn parse_options_into(mut opts: &[u8], syn: bool, out: &mut TcpOptions) -> Result<(), DropReason> {
-    *out = TcpOptions::default();
-    let block_len = opts.len();
-    // The blocks of established segments: none, or NOP NOP TS (RFC 7323 appendix A).
-    match opts {
-        [] => return Ok(()),
-        [1, 1, 8, 10, v @ ..] if v.len() == 8 => {
-            let tsval = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
-            let tsecr = u32::from_be_bytes([v[4], v[5], v[6], v[7]]);
-            out.timestamp = Some((tsval, tsecr));
-            out.ts_at = 4;
-            return Ok(());
-        }
-        _ => {}
+pub fn parse_options(mut opts: &[u8], syn: bool) -> Result<TcpOptions, DropReason> {
+    let mut out = TcpOptions::default();
+    if parse_common_options(opts, &mut out) {
+        return Ok(out);
     }
+    let block_len = opts.len();
     while !opts.is_empty() {
         // Lengths of 0 or 1 for multi-byte options would loop or mislead; reject them.
         if opts[0] > 1 && opts.get(1).is_some_and(|l| *l < 2) {
@@ -274,5 +258,35 @@ fn parse_options_into(mut opts: &[u8], syn: bool, out: &mut TcpOptions) -> Resul
         }
         opts = rest;
     }
+    Ok(out)
+}
+
+/// [`parse_options`] into `out`, left as it was on an error. The blocks of established
+/// segments (none, or NOP NOP TS) are written in place: no copy of the options per segment.
+#[inline(always)]
+fn parse_options_into(opts: &[u8], syn: bool, out: &mut TcpOptions) -> Result<(), DropReason> {
+    if !parse_common_options(opts, out) {
+        *out = parse_options(opts, syn)?;
+    }
     Ok(())
+}
+
+/// The blocks of established segments: none, or NOP NOP TS (RFC 7323 appendix A), written
+/// into `out` whole; `false` (nothing written) for any other block.
+#[inline(always)]
+fn parse_common_options(opts: &[u8], out: &mut TcpOptions) -> bool {
+    match opts {
+        [] => *out = TcpOptions::default(),
+        [1, 1, 8, 10, v @ ..] if v.len() == 8 => {
+            let tsval = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+            let tsecr = u32::from_be_bytes([v[4], v[5], v[6], v[7]]);
+            *out = TcpOptions {
+                timestamp: Some((tsval, tsecr)),
+                ts_at: 4,
+                ..TcpOptions::default()
+            };
+        }
+        _ => return false,
+    }
+    true
 }

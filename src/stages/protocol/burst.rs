@@ -460,6 +460,23 @@ mod tests {
         let a = run(&mut proto, vec![rst(&arena, rcv_nxt)], 1);
         assert!(a.any(Actions::RST_RX));
         assert_eq!(stale(&proto), 2);
+        // A connection installed without an incarnation (0) checks nothing.
+        let mut unchecked = Protocol::new(arena.clone());
+        unchecked.install(
+            0,
+            TcpState::new(&TcpParams {
+                incarnation: 0,
+                ..params(0)
+            }),
+        );
+        peer[0].next = PEER_ISS;
+        let work = items(&arena, &[(0, Op::Data(500, false))], &mut peer, &unchecked);
+        run(&mut unchecked, work, 5);
+        assert_eq!(stale(&unchecked), 0);
+        assert_eq!(
+            unchecked.state(0).unwrap().rcv_nxt,
+            before.rcv_nxt.wrapping_add(500)
+        );
         assert_eq!(arena.free_frames(), 64);
     }
 
