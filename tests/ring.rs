@@ -220,6 +220,8 @@ enum LeaseOp {
     ReadLeaseRead(usize),
     SettleRead(usize),
     Release(u64),
+    /// `has_free`, which reads the reader's tail only when the last one seen leaves no room.
+    HasFree,
 }
 
 fn lease_op() -> impl Strategy<Value = LeaseOp> {
@@ -235,6 +237,7 @@ fn lease_op() -> impl Strategy<Value = LeaseOp> {
         (0usize..4).prop_map(LeaseOp::ReadLeaseRead),
         (0usize..4).prop_map(LeaseOp::SettleRead),
         (0u64..80).prop_map(LeaseOp::Release),
+        Just(LeaseOp::HasFree),
     ]
 }
 
@@ -298,6 +301,7 @@ proptest! {
                         head = to;
                     }
                 }
+                LeaseOp::HasFree => prop_assert_eq!(w.has_free(), head - tail < CAP),
                 LeaseOp::Push(n, v) => {
                     let room = (tail + CAP - head).min(first(&wranges).saturating_sub(head));
                     let k = (n as u64).min(room);

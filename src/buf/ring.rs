@@ -220,6 +220,7 @@ pub fn byte_ring(capacity: usize) -> (RingWriter, RingReader) {
         RingWriter {
             shared: shared.clone(),
             head: 0,
+            seen_tail: 0,
         },
         RingReader { shared, tail: 0 },
     )
@@ -253,6 +254,10 @@ impl RingObserver {
 pub struct RingWriter {
     shared: Arc<RingShared>,
     head: u64,
+    /// The reader's tail as last read: never past the real one (a tail only moves forward),
+    /// so the room it leaves is room the writer has. Read again only when it leaves too
+    /// little, so that a writer with room does not touch the line the reader writes.
+    seen_tail: u64,
 }
 
 impl RingWriter {
@@ -317,8 +322,9 @@ impl RingWriter {
     /// `[head, tail + capacity]`, and not past the start of a [`WriteLease`] still out.
     #[inline]
     pub fn publish(&mut self, new_head: u64) -> Result<(), RingError> {
+        self.seen_tail = self.tail();
         if new_head < self.head
-            || new_head > self.tail() + self.shared.cap()
+            || new_head > self.seen_tail + self.shared.cap()
             || new_head > self.shared.write_leases.first_start()
         {
             return Err(RingError::OutOfBounds {
@@ -337,7 +343,7 @@ impl RingWriter {
     pub fn writable_slice(&mut self) -> &mut [u8] {
         let cap = self.shared.cap() as usize;
         let start = (self.head & self.shared.mask) as usize;
-        let len = self.room().min(cap - start);
+        let len = self.room_for(usize::MAX).min(cap - start);
         let base = self.shared.buf.as_ptr() as *mut u8;
         // SAFETY: `start + len <= cap`; bytes in `[head, tail + cap)` belong to the writer
         // alone (see RingShared's SAFETY), and `&mut self` keeps `head` (hence the region)
@@ -353,12 +359,12 @@ impl RingWriter {
     /// Append as much of `data` as fits and publish it; returns the bytes written.
     #[inline]
     pub fn push(&mut self, data: &[u8]) -> usize {
-        let n = data.len().min(self.room());
+        let n = data.len().min(self.room_for(data.len()));
         if n == 0 {
             return 0;
         }
         let head = self.head;
-        // `room` bounds `[head, head + n)` by the reader's tail and the first lease out: the
+        // `room_for` bounds `[head, head + n)` by the reader's tail and the first lease out: the
         // writer's own region, which no lease holds (the checks of `write_at` and `publish`,
         // made once).
         self.shared.copy_in(head, &data[..n]);
@@ -369,9 +375,32 @@ impl RingWriter {
 }
 
 impl RingWriter {
-    /// Free space after `head` that no lease holds: up to the first lease still out.
-    fn room(&self) -> usize {
-        let free = self.free() as u64;
+    /// Whether any space behind `head` is free (`free() > 0`), reading the reader's tail
+    /// only when the one last seen leaves none.
+    #[inline]
+    pub fn has_free(&mut self) -> bool {
+        let cap = self.shared.cap();
+        self.head - self.seen_tail < cap || self.head - self.read_tail() < cap
+    }
+
+    /// The reader's tail, read now and kept as the one last seen.
+    #[cold]
+    #[inline(never)]
+    fn read_tail(&mut self) -> u64 {
+        self.seen_tail = self.tail();
+        self.seen_tail
+    }
+
+    /// Free space after `head` that no lease holds, up to the first lease still out; the
+    /// reader's tail is read again only when the one last seen leaves less than `want`.
+    #[inline]
+    fn room_for(&mut self, want: usize) -> usize {
+        let cap = self.shared.cap();
+        // `head` never runs past `seen_tail + cap`: `publish` keeps the tail it checks.
+        let mut free = cap - (self.head - self.seen_tail);
+        if free < want as u64 {
+            free = cap - (self.head - self.read_tail());
+        }
         free.min(
             self.shared
                 .write_leases

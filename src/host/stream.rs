@@ -546,7 +546,7 @@ fn try_write_with<R>(
     if conn.tx_fin() || conn.status() == ConnStatus::Closed {
         return Some(Err(io::ErrorKind::BrokenPipe.into()));
     }
-    if tx.free() == 0 && !always {
+    if !always && !tx.has_free() {
         return None;
     }
     let (n, r) = put(tx);
