@@ -305,7 +305,7 @@ impl RingWriter {
         match end {
             Some(end)
                 if pos >= self.head
-                    && end <= self.tail() + self.shared.cap()
+                    && self.tail_allows(end)
                     && !self.shared.write_leases.overlap(pos, end) =>
             {
                 self.shared.copy_in(pos, data);
@@ -322,9 +322,8 @@ impl RingWriter {
     /// `[head, tail + capacity]`, and not past the start of a [`WriteLease`] still out.
     #[inline]
     pub fn publish(&mut self, new_head: u64) -> Result<(), RingError> {
-        self.seen_tail = self.tail();
         if new_head < self.head
-            || new_head > self.seen_tail + self.shared.cap()
+            || !self.tail_allows(new_head)
             || new_head > self.shared.write_leases.first_start()
         {
             return Err(RingError::OutOfBounds {
@@ -383,6 +382,14 @@ impl RingWriter {
         self.head - self.seen_tail < cap || self.head - self.read_tail() < cap
     }
 
+    /// Whether `end <= tail + capacity`: checked against the tail last seen, and only when
+    /// that fails against the tail read now.
+    #[inline]
+    fn tail_allows(&mut self, end: u64) -> bool {
+        let cap = self.shared.cap();
+        end <= self.seen_tail + cap || end <= self.read_tail() + cap
+    }
+
     /// The reader's tail, read now and kept as the one last seen.
     #[cold]
     #[inline(never)]
@@ -396,7 +403,7 @@ impl RingWriter {
     #[inline]
     fn room_for(&mut self, want: usize) -> usize {
         let cap = self.shared.cap();
-        // `head` never runs past `seen_tail + cap`: `publish` keeps the tail it checks.
+        // `head` never runs past `seen_tail + cap`: `publish` checks against it.
         let mut free = cap - (self.head - self.seen_tail);
         if free < want as u64 {
             free = cap - (self.head - self.read_tail());
@@ -417,7 +424,7 @@ impl RingWriter {
         match pos.checked_add(len as u64) {
             Some(end)
                 if pos >= self.head
-                    && end <= self.tail() + self.shared.cap()
+                    && self.tail_allows(end)
                     && !self.shared.write_leases.overlap(pos, end) =>
             {
                 self.shared.write_leases.add(pos, end);
