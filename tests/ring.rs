@@ -167,6 +167,47 @@ fn spsc_two_thread_stress_keeps_order() {
     assert!(c.pop().is_none());
 }
 
+/// A byte ring between two threads: 8 MiB of a pattern in writes of 1 to 700 bytes through a
+/// 4 KiB ring, read in pieces of 1 to 900: every byte arrives once, in order (the writer
+/// checks its room against the reader's tail as it last read it).
+#[test]
+fn byte_ring_two_thread_stress_keeps_order() {
+    use flextoe::buf::byte_ring;
+    const N: u64 = 8 << 20;
+    let byte = |i: u64| (i * 7 + i / 4099) as u8;
+    let (mut w, mut r) = byte_ring(4096);
+    let writer = std::thread::spawn(move || {
+        let mut next = 0u64;
+        let mut chunk = Vec::with_capacity(700);
+        while next < N {
+            let n = (1 + next % 700).min(N - next);
+            chunk.clear();
+            chunk.extend((next..next + n).map(byte));
+            let mut done = 0;
+            while done < chunk.len() {
+                if w.has_free() {
+                    done += w.push(&chunk[done..]);
+                }
+                std::hint::spin_loop();
+            }
+            next += n;
+        }
+    });
+    let mut got = 0u64;
+    let mut buf = vec![0u8; 900];
+    while got < N {
+        let want = 1 + (got % 900) as usize;
+        let n = r.pop(&mut buf[..want]);
+        for (i, b) in buf[..n].iter().enumerate() {
+            assert_eq!(*b, byte(got + i as u64), "byte {}", got + i as u64);
+        }
+        got += n as u64;
+        std::hint::spin_loop();
+    }
+    writer.join().unwrap();
+    assert_eq!(r.pop(&mut buf), 0);
+}
+
 #[test]
 fn mpmc_two_producers_lose_nothing() {
     const N: u64 = 200_000;

@@ -254,8 +254,9 @@ impl RingObserver {
 pub struct RingWriter {
     shared: Arc<RingShared>,
     head: u64,
-    /// The reader's tail as last read: never past the real one (a tail only moves forward),
-    /// so the room it leaves is room the writer has. Read again only when it leaves too
+    /// The reader's tail as last read: never past the real one (a reader's tail only moves
+    /// forward, and once the reader is gone the tail counted is at least its last, since it
+    /// never released past a range it lent), so the room it leaves is room the writer has. Read again only when it leaves too
     /// little, so that a writer with room does not touch the line the reader writes.
     seen_tail: u64,
 }
@@ -342,7 +343,9 @@ impl RingWriter {
     pub fn writable_slice(&mut self) -> &mut [u8] {
         let cap = self.shared.cap() as usize;
         let start = (self.head & self.shared.mask) as usize;
-        let len = self.room_for(usize::MAX).min(cap - start);
+        // Up to the end of the buffer at most: the tail is read again only when the one last
+        // seen leaves less than that.
+        let len = self.room_for(cap - start).min(cap - start);
         let base = self.shared.buf.as_ptr() as *mut u8;
         // SAFETY: `start + len <= cap`; bytes in `[head, tail + cap)` belong to the writer
         // alone (see RingShared's SAFETY), and `&mut self` keeps `head` (hence the region)
@@ -403,7 +406,8 @@ impl RingWriter {
     #[inline]
     fn room_for(&mut self, want: usize) -> usize {
         let cap = self.shared.cap();
-        // `head` never runs past `seen_tail + cap`: `publish` checks against it.
+        // `head` never runs past `seen_tail + cap`: `publish` checks against it, and `push`
+        // moves it by what this leaves.
         let mut free = cap - (self.head - self.seen_tail);
         if free < want as u64 {
             free = cap - (self.head - self.read_tail());
