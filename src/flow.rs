@@ -134,7 +134,10 @@ pub struct FlowIdentity {
     /// gives the id to a new connection, wrapping past 0). The protocol stage's results
     /// carry it ([`ProtoResult::stamp`](crate::stages::ProtoResult::stamp)), so a stage
     /// downstream that runs behind (the threaded runtime's placement) recognizes a result of
-    /// the id's previous connection and drops it instead of applying it to this one.
+    /// the id's previous connection and drops it instead of applying it to this one; and
+    /// preprocess puts it in each segment's summary
+    /// ([`SegmentSummary::incarnation`](crate::wire::SegmentSummary::incarnation)), so the
+    /// protocol stage drops a segment of the previous connection still on its way.
     pub incarnation: u8,
 }
 

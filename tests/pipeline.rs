@@ -1,5 +1,6 @@
 //! Composed pipelines: user stages at every hook point on both runtimes, their verdicts and
-//! counters, and replaced policies (congestion control, scheduler, placement).
+//! counters, and the hook chains' names and reports (the replaced policies are in
+//! `tests/policies.rs`).
 
 mod common;
 mod pipeline_support;

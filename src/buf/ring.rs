@@ -256,8 +256,9 @@ pub struct RingWriter {
     head: u64,
     /// The reader's tail as last read: never past the real one (a reader's tail only moves
     /// forward, and once the reader is gone the tail counted is at least its last, since it
-    /// never released past a range it lent), so the room it leaves is room the writer has. Read again only when it leaves too
-    /// little, so that a writer with room does not touch the line the reader writes.
+    /// never released past a range it lent), so the room it leaves is room the writer has.
+    /// Read again only when it leaves too little, so that a writer with room does not touch
+    /// the line the reader writes.
     seen_tail: u64,
 }
 
