@@ -224,15 +224,9 @@ fn per_flow_order_with_groups_and_replicas() {
     ccfg.control.rto_min = Duration::from_secs(2);
     let mut client = Engine::new(ccfg, cp).unwrap();
     let listener = server.host().listen(7, 64).unwrap();
-    let conns = 8;
     let bytes = 256 * 1024;
-    let mut clients: Vec<_> = (0..conns)
-        .map(|_| {
-            let mut s = client.host().connect(SocketAddrV4::new(IP_A, 7)).unwrap();
-            s.set_nonblocking(true);
-            s
-        })
-        .collect();
+    let mut clients = connect_over_groups(&client.host(), SocketAddrV4::new(IP_A, 7), 8, 2, 2);
+    let conns = clients.len();
     let payload: Vec<u8> = (0..bytes).map(|i| (i * 31 % 251) as u8).collect();
     let mut sent = vec![0usize; conns];
     let mut got = vec![0usize; conns];

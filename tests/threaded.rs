@@ -49,13 +49,11 @@ fn echo_many_over(
     ccfg.control.rto_min = Duration::from_millis(5);
     let mut client = Engine::new(ccfg, cp).unwrap();
     let listener = server.host().listen(7, 128).unwrap();
-    let mut clients: Vec<_> = (0..conns)
-        .map(|_| {
-            let mut s = client.host().connect(SocketAddrV4::new(IP_A, 7)).unwrap();
-            s.set_nonblocking(true);
-            s
-        })
-        .collect();
+    // Every flow group carries at least one connection (more than `conns` may be opened).
+    let groups = topology.flow_groups as u16;
+    let dst = SocketAddrV4::new(IP_A, 7);
+    let mut clients = connect_over_groups(&client.host(), dst, conns, groups, 1);
+    let conns = clients.len();
     let payload: Vec<Vec<u8>> = (0..conns)
         .map(|c| (0..bytes).map(|i| (i * 7 + c * 13) as u8).collect())
         .collect();

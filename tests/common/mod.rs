@@ -12,11 +12,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use flextoe::backends::mem::{MemLink, MemPort};
-use flextoe::host::{ConnStatus, Listener, Stream};
+use flextoe::flow::flow_group;
+use flextoe::host::{ConnStatus, Host, Listener, Stream};
 use flextoe::pipeline::{Engine, EngineConfig, Threaded, Topology};
 use flextoe::sim::{Impairments, Rng, VirtualClock};
 use flextoe::time::{Clock, Instant};
-use flextoe::wire::MacAddr;
+use flextoe::wire::{FourTuple, MacAddr};
 use sha2::{Digest, Sha256};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
@@ -131,6 +132,38 @@ pub enum Side {
         listener: Option<Listener>,
         stream: Option<Stream>,
     },
+}
+
+/// Opens at least `n` non-blocking connections from `host` to `dst`, and more where needed
+/// until each of the server's `groups` flow groups holds at least `per_group` of them.
+/// Ephemeral ports are random, so a few connections may all hash to one group; a test that
+/// needs every group busy must not depend on that luck.
+pub fn connect_over_groups(
+    host: &Host,
+    dst: SocketAddrV4,
+    n: usize,
+    groups: u16,
+    per_group: usize,
+) -> Vec<Stream> {
+    let mut count = vec![0usize; groups as usize];
+    let mut streams = Vec::new();
+    while streams.len() < n || count.iter().any(|&c| c < per_group) {
+        assert!(
+            streams.len() < n + 64 * groups as usize * per_group,
+            "no spread over the flow groups"
+        );
+        let mut s = host.connect(dst).unwrap();
+        s.set_nonblocking(true);
+        let at_server = FourTuple {
+            local_ip: *dst.ip(),
+            local_port: dst.port(),
+            remote_ip: *s.local_addr().ip(),
+            remote_port: s.local_addr().port(),
+        };
+        count[flow_group(&at_server, groups) as usize] += 1;
+        streams.push(s);
+    }
+    streams
 }
 
 pub fn engine_config(mac: MacAddr, ip: Ipv4Addr) -> EngineConfig {
