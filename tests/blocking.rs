@@ -48,7 +48,7 @@ fn blocking_upload_and_digest_reply() {
 
     let mut c = client
         .host()
-        .connect_blocking(SocketAddrV4::new(IP_A, 9000), Duration::from_secs(5))
+        .connect_blocking(SocketAddrV4::new(IP_A, 9000), Duration::from_secs(30))
         .unwrap();
     let mut src = Source::new(5, 16 << 20);
     loop {
@@ -139,7 +139,7 @@ fn split_stream_reads_and_writes_from_two_threads() {
     });
     let c = client
         .host()
-        .connect_blocking(SocketAddrV4::new(IP_A, 7), Duration::from_secs(5))
+        .connect_blocking(SocketAddrV4::new(IP_A, 7), Duration::from_secs(30))
         .unwrap();
     let (mut r, mut w) = c.into_split();
     const TOTAL: u64 = 32 << 20;

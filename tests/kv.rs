@@ -93,7 +93,7 @@ fn transact<S: Read + Write>(s: &mut S, req: &[u8]) -> Vec<u8> {
     let mut off = 0;
     let mut got = Vec::new();
     let mut buf = [0u8; 65536];
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         assert!(
             Instant::now() < deadline,

@@ -72,7 +72,7 @@ fn capture_holds_every_frame() {
     });
     let mut s = client
         .host()
-        .connect_blocking(SocketAddrV4::new(IP_A, 9000), Duration::from_secs(5))
+        .connect_blocking(SocketAddrV4::new(IP_A, 9000), Duration::from_secs(30))
         .unwrap();
     s.write_all(&vec![7u8; 1 << 20]).unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();

@@ -298,12 +298,22 @@ fn spliced_proxy_carries_64_mib(threaded: bool, vlan: Option<u16>) {
     lab.until("the proxy's engine forgot both connections", |lab| {
         lab.proxy.protocol_items_and_flows().1 == 0
     });
-    // (The threaded runtime publishes its counters every millisecond of real time: let
-    // them settle.)
-    let (t, real) = (lab.clock.now(), std::time::Instant::now());
-    lab.until("a moment", |lab| {
-        lab.clock.now().saturating_since(t) > Duration::from_millis(50)
-            && real.elapsed() > Duration::from_millis(20)
+    // (The threaded runtime publishes its counters every millisecond of real time, when
+    // its workers get the CPU: let them settle, until a reading holds for 50 ms of both
+    // clocks.)
+    let mut last = (
+        lab.proxy.protocol_items_and_flows().0,
+        lab.clock.now(),
+        std::time::Instant::now(),
+    );
+    lab.until("the proxy's counters to settle", |lab| {
+        let items = lab.proxy.protocol_items_and_flows().0;
+        if items != last.0 {
+            last = (items, lab.clock.now(), std::time::Instant::now());
+            return false;
+        }
+        lab.clock.now().saturating_since(last.1) > Duration::from_millis(50)
+            && last.2.elapsed() > Duration::from_millis(50)
     });
     let (items_at_splice, _) = lab.proxy.protocol_items_and_flows();
     assert_eq!(lab.splicer.active(), 1);
