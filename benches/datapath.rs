@@ -57,12 +57,14 @@ struct Feeder {
     seq: u32,
     ack: u32,
     payload: Vec<u8>,
+    /// Segments per burst ([`BURST`] but where `DATAPATH_COUNT` asks otherwise).
+    per_burst: usize,
 }
 
 impl Feeder {
     /// Append the next burst to `rx`, reusing buffers from `pool`.
     fn burst(&mut self, pool: &mut Vec<Vec<u8>>, rx: &mut VecDeque<Vec<u8>>) {
-        for _ in 0..BURST {
+        for _ in 0..self.per_burst {
             let mut b = pool.pop().unwrap_or_default();
             segment_into(&mut b, flags::ACK, self.seq, self.ack, &self.payload);
             self.seq = self.seq.wrapping_add(self.payload.len() as u32);
@@ -77,7 +79,7 @@ impl Feeder {
         arena: &FrameArena,
         rx: &mut VecDeque<Frame>,
     ) {
-        for _ in 0..BURST {
+        for _ in 0..self.per_burst {
             segment_into(scratch, flags::ACK, self.seq, self.ack, &self.payload);
             self.seq = self.seq.wrapping_add(self.payload.len() as u32);
             rx.push_back(arena.alloc_copy(scratch).expect("frame"));
@@ -153,6 +155,7 @@ fn engine_setup_with(payload: usize, hooks: bool) -> (Engine<BenchPort>, flextoe
         seq: 1001,
         ack: iss.wrapping_add(1),
         payload: vec![0x5a; payload],
+        per_burst: BURST,
     };
     (e, s, feeder)
 }
@@ -272,6 +275,7 @@ fn smol_setup(payload: usize) -> (Smol, Feeder) {
             seq: 1001,
             ack: iss.wrapping_add(1),
             payload: vec![0x5a; payload],
+            per_burst: BURST,
         },
     )
 }
@@ -342,7 +346,9 @@ fn rx_path(c: &mut Criterion) {
 }
 
 /// One engine poll at `t` microseconds, then the application reads until the stream is
-/// empty; returns the bytes read.
+/// empty; returns the bytes read. (Never inlined, like `smol_poll_read`: a name for
+/// `--toggle-collect`.)
+#[inline(never)]
 fn engine_poll_read(
     e: &mut Engine<BenchPort>,
     s: &mut flextoe::Stream,
@@ -361,6 +367,7 @@ fn engine_poll_read(
 }
 
 /// The same for smoltcp: one `Interface::poll`, then `recv_slice` until the socket is empty.
+#[inline(never)]
 fn smol_poll_read(sm: &mut Smol, buf: &mut [u8], t: i64) -> usize {
     let now = smoltcp::time::Instant::from_micros(t);
     sm.iface.poll(now, &mut sm.dev, &mut sm.sockets);
@@ -511,15 +518,22 @@ fn profile_only(payload: usize) {
     }
 }
 
-/// `DATAPATH_COUNT=<flextoe|smoltcp>:<payload>:<bursts>`: feed one side that many bursts of
-/// segments of that payload, untimed, and exit; for counting instructions under
-/// `valgrind --tool=callgrind` (the inclusive costs of `Engine::poll` and the stream's reads,
-/// against smoltcp's `Interface::poll` and `recv_slice`, leave the feeder out).
+/// `DATAPATH_COUNT=<flextoe|smoltcp>:<payload>:<bursts>[:<segments per burst>]`: feed one
+/// side that many bursts of segments of that payload (32 a burst unless told), untimed, and
+/// exit; for counting instructions under `valgrind --tool=callgrind` (the inclusive costs of
+/// `Engine::poll` and the stream's reads, against smoltcp's `Interface::poll` and
+/// `recv_slice`, leave the feeder out). Bursts of one segment against bursts of 32 show what
+/// a burst costs whatever its size (a one-segment burst is what a request at depth 1 gets).
 fn count_only(spec: &str) {
     let parts: Vec<&str> = spec.split(':').collect();
-    let [side, payload, bursts] = parts[..] else {
-        panic!("DATAPATH_COUNT=<flextoe|smoltcp>:<payload>:<bursts>, not {spec}");
+    let (side, payload, bursts, per_burst) = match parts[..] {
+        [side, payload, bursts] => (side, payload, bursts, BURST),
+        [side, payload, bursts, n] => (side, payload, bursts, n.parse().expect("per burst")),
+        _ => panic!(
+            "DATAPATH_COUNT=<flextoe|smoltcp>:<payload>:<bursts>[:<segments per burst>], not {spec}"
+        ),
     };
+    assert!(per_burst > 0, "at least one segment per burst");
     let payload: usize = payload.parse().expect("payload");
     let bursts: usize = bursts.parse().expect("bursts");
     let mut buf = vec![0u8; 256 * 1024];
@@ -527,6 +541,7 @@ fn count_only(spec: &str) {
     match side {
         "flextoe" => {
             let (mut e, mut s, mut feed) = engine_setup(payload);
+            feed.per_burst = per_burst;
             let arena = e.arena().clone();
             let mut scratch = Vec::new();
             for t in 1..=bursts as u64 {
@@ -536,6 +551,7 @@ fn count_only(spec: &str) {
         }
         "smoltcp" => {
             let (mut sm, mut feed) = smol_setup(payload);
+            feed.per_burst = per_burst;
             for t in 1..=bursts as i64 {
                 let pool = sm.dev.pool.clone();
                 feed.burst(&mut pool.borrow_mut(), &mut sm.dev.rx);
@@ -546,7 +562,7 @@ fn count_only(spec: &str) {
     }
     assert_eq!(
         got,
-        bursts * BURST * payload,
+        bursts * per_burst * payload,
         "{side}: every byte read once"
     );
 }
