@@ -519,11 +519,12 @@ fn profile_only(payload: usize) {
 }
 
 /// `DATAPATH_COUNT=<flextoe|smoltcp>:<payload>:<bursts>[:<segments per burst>]`: feed one
-/// side that many bursts of segments of that payload (32 a burst unless told), untimed, and
-/// exit; for counting instructions under `valgrind --tool=callgrind` (the inclusive costs of
-/// `Engine::poll` and the stream's reads, against smoltcp's `Interface::poll` and
-/// `recv_slice`, leave the feeder out). Bursts of one segment against bursts of 32 show what
-/// a burst costs whatever its size (a one-segment burst is what a request at depth 1 gets).
+/// side that many bursts of segments of that payload (32 a burst unless told; 1 to 64),
+/// untimed, and exit; for counting instructions under `valgrind --tool=callgrind` (the
+/// inclusive costs of `Engine::poll` and the stream's reads, against smoltcp's
+/// `Interface::poll` and `recv_slice`, leave the feeder out). Bursts of one segment against
+/// bursts of 32 show what a burst costs whatever its size (a one-segment burst is what a
+/// request at depth 1 gets).
 fn count_only(spec: &str) {
     let parts: Vec<&str> = spec.split(':').collect();
     let (side, payload, bursts, per_burst) = match parts[..] {
@@ -533,7 +534,12 @@ fn count_only(spec: &str) {
             "DATAPATH_COUNT=<flextoe|smoltcp>:<payload>:<bursts>[:<segments per burst>], not {spec}"
         ),
     };
-    assert!(per_burst > 0, "at least one segment per burst");
+    // A burst must fit the receive ring (256 KiB) and a poll's budget: 64 segments of
+    // the largest payload do.
+    assert!(
+        (1..=64).contains(&per_burst),
+        "1 to 64 segments per burst, not {per_burst}"
+    );
     let payload: usize = payload.parse().expect("payload");
     let bursts: usize = bursts.parse().expect("bursts");
     let mut buf = vec![0u8; 256 * 1024];

@@ -487,10 +487,11 @@ fn af_xdp_two_queues_feed_one_preprocess_replica_each() {
 /// Linux side's address (a raw socket; the RSTs Linux sends for the engine's SYN-ACKs are
 /// dropped, as a spoofing attacker's would be). The engine's listener has a backlog of 4: half-open state stays within it,
 /// no flow or ring is made, and the rest are answered with SYN cookies. A legitimate Linux
-/// client then connects within a second and echoes 1 MiB. (Before cookies the listener
-/// dropped every SYN once its backlog was full, for about a minute.)
+/// client then connects at once (within three seconds, which allows one lost SYN and
+/// Linux's one-second retry on a loaded machine) and echoes 1 MiB. (Before cookies the
+/// listener dropped every SYN once its backlog was full, for about a minute.)
 #[test]
-fn syn_flood_then_a_linux_client_connects_within_a_second() {
+fn syn_flood_then_a_linux_client_connects_at_once() {
     let Some(lab) = VethLab::new() else { return };
     let rules = "table inet ftflood {
   chain out { type filter hook output priority 0; policy accept; tcp flags & rst == rst drop; }
@@ -540,7 +541,7 @@ fn syn_flood_then_a_linux_client_connects_within_a_second() {
     eprintln!("after the flood: {st}");
     // Every SYN beyond the backlog that reached the engine got a cookie (under load the
     // kernel drops some of the flood before the engine sees it, so count what arrived; a
-    // tenth of it is still a dozen times the backlog).
+    // tenth of it is still fifty times the backlog).
     assert!(st.control.cookies_sent >= 200, "{st}");
     assert!(
         st.control.cookies_sent + 16 >= st.control.punted,
