@@ -291,12 +291,15 @@ fn single_thread_topology_works() {
     assert_eq!(st.tasks.len(), 5);
 }
 
-#[test]
-fn blocking_sockets_on_threaded_runtime() {
-    let _serial = THREADED_RUNS.lock().unwrap_or_else(|p| p.into_inner());
+/// A threaded server configured as `scfg` and laid out as `topology`, and a threaded client
+/// on one thread, joined by an in-memory link, on the system clock.
+fn threaded_pair(
+    scfg: flextoe::pipeline::EngineConfig,
+    topology: Topology,
+) -> (Threaded, Threaded) {
     let (sp, cp) = MemLink::pair(Impairments::none());
     let clock = flextoe::time::SystemClock::new();
-    let server = Threaded::spawn(engine_config(MAC_A, IP_A), sp, Topology::x86(2), clock).unwrap();
+    let server = Threaded::spawn(scfg, sp, topology, clock).unwrap();
     let client = Threaded::spawn(
         engine_config(MAC_B, IP_B),
         cp,
@@ -304,6 +307,13 @@ fn blocking_sockets_on_threaded_runtime() {
         clock,
     )
     .unwrap();
+    (server, client)
+}
+
+#[test]
+fn blocking_sockets_on_threaded_runtime() {
+    let _serial = THREADED_RUNS.lock().unwrap_or_else(|p| p.into_inner());
+    let (server, client) = threaded_pair(engine_config(MAC_A, IP_A), Topology::x86(2));
     let l = server.host().listen(80, 4).unwrap();
     let t = std::thread::spawn(move || {
         let mut s = l.accept().unwrap();
@@ -321,6 +331,64 @@ fn blocking_sockets_on_threaded_runtime() {
     c.read_to_end(&mut r).unwrap();
     assert_eq!(u64::from_le_bytes(r[..8].try_into().unwrap()), 3 << 20);
     t.join().unwrap();
+}
+
+/// Reads tell the engine nothing until one opens the window enough for an update (the
+/// receive ring's read bell): a reader on its own thread that reads a 4 KiB ring in odd-sized
+/// pieces, pausing now and then so that the window shuts, still gets every byte of 4 MiB, in
+/// order, on the threaded runtime (protocol stage on a worker of its own, and all on one
+/// thread). A read that passed the bell before it could see it would leave the window shut
+/// with nobody to open it: the transfer would stall.
+#[test]
+fn a_small_ring_read_in_odd_pieces_on_another_thread_never_stalls() {
+    const BYTES: usize = 4 << 20;
+    let _serial = THREADED_RUNS.lock().unwrap_or_else(|p| p.into_inner());
+    for topology in [Topology::x86(2), Topology::single_thread()] {
+        let mut scfg = engine_config(MAC_A, IP_A);
+        scfg.rx_buffer = 4096;
+        let (server, client) = threaded_pair(scfg, topology);
+        let l = server.host().listen(81, 4).unwrap();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut s = l.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let (mut total, mut i) = (0usize, 0usize);
+            loop {
+                let want = 1 + (i * 389) % 700;
+                i += 1;
+                let n = s.read(&mut buf[..want]).unwrap();
+                if n == 0 {
+                    break;
+                }
+                for (k, b) in buf[..n].iter().enumerate() {
+                    assert_eq!(*b, ((total + k) % 251) as u8, "byte {}", total + k);
+                }
+                total += n;
+                if i % 97 == 0 {
+                    std::thread::sleep(Duration::from_micros(300));
+                }
+            }
+            let _ = done_tx.send(total);
+        });
+        let host = client.host();
+        std::thread::spawn(move || {
+            let mut c = host
+                .connect_blocking(SocketAddrV4::new(IP_A, 81), Duration::from_secs(30))
+                .unwrap();
+            let data: Vec<u8> = (0..BYTES).map(|k| (k % 251) as u8).collect();
+            c.write_all(&data).unwrap();
+            c.shutdown(std::net::Shutdown::Write).unwrap();
+            // Hold the connection until the reader is done.
+            let mut rest = Vec::new();
+            let _ = c.read_to_end(&mut rest);
+        });
+        let got = done
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the transfer stalled (or the reader failed)");
+        assert_eq!(got, BYTES);
+        server.stop();
+        client.stop();
+    }
 }
 
 #[test]

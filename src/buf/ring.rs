@@ -24,6 +24,9 @@ struct RingShared {
     mask: u64,
     /// Published by the writer: bytes in `[tail, head)` are readable.
     head: AtomicU64,
+    /// Where the reader's tail must be for the writer's side to hear of a read (see
+    /// [`RingObserver::set_read_bell`]); 0 (the start): every read.
+    read_bell: AtomicU64,
     /// Released by the reader: bytes before `tail` may be overwritten.
     tail: AtomicU64,
     reader_closed: AtomicBool,
@@ -209,6 +212,7 @@ pub fn byte_ring(capacity: usize) -> (RingWriter, RingReader) {
         buf,
         mask: cap as u64 - 1,
         head: AtomicU64::new(0),
+        read_bell: AtomicU64::new(0),
         tail: AtomicU64::new(0),
         reader_closed: AtomicBool::new(false),
         writer_closed: AtomicBool::new(false),
@@ -246,6 +250,59 @@ impl RingObserver {
         } else {
             self.shared.tail.load(Ordering::Acquire)
         }
+    }
+
+    /// The reader's released position as it last stored it: [`tail`](Self::tail) without
+    /// the check for a reader that is gone (one load, for a hot path that hears of the
+    /// reader's end otherwise).
+    #[inline]
+    pub fn reader_tail(&self) -> u64 {
+        self.shared.tail.load(Ordering::Acquire)
+    }
+
+    /// Ask the reader to say so ([`RingReader::read_bell_due`]) once a read takes its tail
+    /// to `pos` or past it; returns the tail read after the request is visible. A reader
+    /// whose tail was already at `pos` before may have missed the request: when the
+    /// returned tail is at `pos` or past it, the caller acts on that read itself.
+    ///
+    /// The request and the reader's check pair up as two fenced flags: either the reader
+    /// sees the request, or this side sees the reader's tail (or both). A later request
+    /// replaces an earlier one, so a caller asks only for positions that stay due (the
+    /// protocol stage asks for the tail at which a window update becomes due, which only
+    /// grows as its advertised edge does).
+    pub fn set_read_bell(&self, pos: u64) -> u64 {
+        self.shared.read_bell.store(pos, Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.reader_tail()
+    }
+}
+
+impl RingObserver {
+    /// [`set_read_bell`](Self::set_read_bell) for a position past the published end, for a
+    /// caller that publishes (or has the writer publish) the bytes up to it only after this
+    /// call: the reader loads that end before it can read up to `pos`, and with it sees the
+    /// request. No fence, and no tail to return.
+    #[inline]
+    pub fn set_read_bell_ahead(&self, pos: u64) {
+        self.shared.read_bell.store(pos, Ordering::Release);
+    }
+}
+
+impl PartialEq for RingObserver {
+    /// Two views of one ring.
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl Eq for RingObserver {}
+
+impl std::fmt::Debug for RingObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingObserver")
+            .field("head", &self.head())
+            .field("tail", &self.tail())
+            .finish()
     }
 }
 
@@ -504,6 +561,17 @@ impl RingReader {
         (self.head() - self.tail) as usize
     }
 
+    /// Whether the writer's side asked to hear of reads that reach this tail
+    /// ([`RingObserver::set_read_bell`]). Call after a read released bytes: `true` says
+    /// tell it (a ring that nobody asked about says `true` after every read).
+    #[inline]
+    pub fn read_bell_due(&self) -> bool {
+        // Pairs with the fence of `set_read_bell`: the tail stored above is visible to that
+        // side, or its request is visible here.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.tail >= self.shared.read_bell.load(Ordering::Relaxed)
+    }
+
     /// Whether the writer has been dropped.
     pub fn writer_closed(&self) -> bool {
         self.shared.writer_closed.load(Ordering::Acquire)
@@ -702,6 +770,33 @@ impl ReadLease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The read bell: every read says so until the writer's side asks for a tail; then
+    /// only reads that reach it do, and a request for a tail already passed says so to the
+    /// side that asked.
+    #[test]
+    fn the_read_bell_rings_only_at_the_tail_asked_for() {
+        let (mut w, mut r) = byte_ring(256);
+        let view = w.observer();
+        assert_eq!(w.push(&[1; 200]), 200);
+        let mut out = [0u8; 10];
+        assert_eq!(r.pop(&mut out), 10);
+        assert!(r.read_bell_due(), "nobody asked: every read");
+        assert_eq!(view.set_read_bell(50), 10, "the tail, not yet there");
+        assert_eq!(r.pop(&mut out), 10);
+        assert!(!r.read_bell_due(), "tail 20 of 50");
+        let mut more = [0u8; 30];
+        assert_eq!(r.pop(&mut more), 30);
+        assert!(r.read_bell_due(), "tail 50 of 50");
+        assert_eq!(
+            view.set_read_bell(40),
+            50,
+            "already past: the asker learns it"
+        );
+        view.set_read_bell_ahead(300);
+        assert_eq!(r.pop(&mut more), 30);
+        assert!(!r.read_bell_due(), "tail 80 of 300");
+    }
 
     #[test]
     fn ring_wraps_and_checks_bounds() {

@@ -380,7 +380,7 @@ impl Control {
         } else {
             asked
         };
-        let state = TcpState::new(&TcpParams {
+        let mut state = TcpState::new(&TcpParams {
             snd_nxt: e.iss.wrapping_add(1),
             rcv_nxt: e.irs.wrapping_add(1),
             snd_wnd,
@@ -397,6 +397,7 @@ impl Control {
             congestion,
             incarnation,
         });
+        state.watch_rx(rings.rx.observer());
         let counters = FlowCounters::new();
         counters.set_timer_wake(id, self.timers.wake_tx.clone());
         self.conns[id as usize] = Some(Conn {

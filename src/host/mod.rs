@@ -4,7 +4,10 @@
 //! the TX ring directly; the engine owns the other ends (see [`crate::stages::place`]). After
 //! moving its ring positions the application rings a doorbell: the flow id goes into an
 //! app-to-engine queue (at most once until the engine has seen it), and the engine turns it
-//! into work for the protocol stage. The engine tells the application about new data, freed
+//! into work for the protocol stage. Every write that adds data rings; a read rings only once
+//! it opens the receive window enough for a window update (the ring's read bell, which the
+//! protocol stage sets: [`RingObserver::set_read_bell`](crate::buf::RingObserver::set_read_bell)),
+//! since the protocol stage reads the ring's tail itself whenever it computes a window. The engine tells the application about new data, freed
 //! space, and state changes by waking the connection's waiter and by posting [`Event`]s to
 //! the [`Context`] the stream is registered with.
 //!

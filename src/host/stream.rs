@@ -28,7 +28,8 @@ pub struct Stream {
 
 /// The doorbell of one stream: rung at once, or owed while a [`Batch`] defers it. A
 /// doorbell tells the engine that the stream's ring positions moved (data written, room
-/// made by a read); ringing once covers every move before it. (Atomics only so that
+/// made by a read where the receive ring's read bell asks for it); ringing once covers every
+/// move before it. (Atomics only so that
 /// `&self` methods can settle it; one thread uses a stream's bell at a time.)
 #[derive(Debug, Default)]
 pub(super) struct Bell {
@@ -511,7 +512,9 @@ fn try_read_with<R>(
         }
     }
     let (n, r) = take(Some(rx));
-    if n > 0 {
+    // Room made by a read matters to the engine only once it opens the window enough for
+    // an update: the protocol stage reads the rest from the ring when it next advertises.
+    if n > 0 && rx.read_bell_due() {
         bell.ring(host, conn);
     }
     Some(Ok(r))

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use super::recovery::Scoreboard;
 use super::{Actions, PayloadOp, ProtoResult, ProtoWork, RxWork, Stage};
-use crate::buf::FrameArena;
+use crate::buf::{FrameArena, RingObserver};
 use crate::control::congestion::{
     AckSample, Algorithm, CongestionControl, Loss, LossKind, NewReno,
 };
@@ -200,6 +200,11 @@ pub struct TcpState {
     /// The stamp of the flow's last result ([`ProtoResult::stamp`]): its incarnation in the
     /// high byte, the result number in the low 24 bits.
     pub stamp: u32,
+    /// The application's end of the receive ring, where the state reads how far it has
+    /// read ([`watch_rx`](Self::watch_rx)); none: only its updates say.
+    rx_view: Option<RingObserver>,
+    /// The advertised right edge (`rcv_adv`) for which `rx_view`'s read bell was last set.
+    bell_edge: u32,
 }
 
 /// Parameters to create the state of an established connection.
@@ -293,6 +298,74 @@ impl TcpState {
 
     fn has(&self, f: u32) -> bool {
         self.flags & f != 0
+    }
+
+    /// Read how far the application has read from `view`, the receive ring's view, rather
+    /// than only from its updates: every window the state advertises counts what was read
+    /// up to then, and the application's reads tell the engine only when a window update
+    /// becomes due (the ring's read bell, [`RingObserver::set_read_bell`], set to the tail
+    /// at which [`on_app`](Self::on_app) would send one). The control plane does this for
+    /// every connection it installs.
+    pub fn watch_rx(&mut self, view: RingObserver) {
+        self.rx_view = Some(view);
+        // Not the edge now: the next window advertised sets the bell.
+        self.bell_edge = self.rcv_adv.wrapping_sub(1);
+    }
+
+    /// Take the application's read position from the ring's view, where there is one.
+    #[inline]
+    pub(super) fn look_at_rx(&mut self) {
+        if let Some(v) = &self.rx_view {
+            // The application's end of the ring tells the engine when it goes.
+            let t = v.reader_tail();
+            if t > self.rx_tail && t <= self.rx_pos {
+                self.rx_tail = t;
+            }
+        }
+    }
+
+    /// Set the ring's read bell to the tail at which a read opens the window enough for an
+    /// update ([`take_rx_tail`](Self::take_rx_tail)'s test, without its rounding to the
+    /// window scale, so it rings early rather than late). Returns `true` where the
+    /// application's tail was there already (it may have read before it could see the
+    /// bell): the state has taken it and the caller offers the window again.
+    #[inline(always)]
+    fn ask_read_bell(&mut self) -> bool {
+        // Usually the edge did not move: the bell stands. (Where data beyond the edge was
+        // taken, the tail due moved up with it; the bell standing lower rings early, which
+        // costs a doorbell and loses nothing.)
+        if self.rcv_adv == self.bell_edge || self.rx_view.is_none() {
+            return false;
+        }
+        self.bell_edge = self.rcv_adv;
+        let offered = if seq::gt(self.rcv_adv, self.rcv_nxt) {
+            self.rcv_adv.wrapping_sub(self.rcv_nxt)
+        } else {
+            0
+        };
+        let threshold = (2 * self.mss as u32).min(self.rx_cap / 2);
+        let due = (self.rx_pos + u64::from(offered) + u64::from(threshold))
+            .saturating_sub(u64::from(self.rx_cap));
+        self.set_read_bell(due)
+    }
+
+    #[inline(never)]
+    fn set_read_bell(&mut self, due: u64) -> bool {
+        let Some(v) = &self.rx_view else {
+            return false;
+        };
+        if due > self.rx_pos {
+            // The reader gets there only through bytes published after this store (place
+            // publishes what this stage accepted, afterwards), and so sees it: no fence.
+            v.set_read_bell_ahead(due);
+            return false;
+        }
+        let t = v.set_read_bell(due);
+        if t >= due && t > self.rx_tail && t <= self.rx_pos {
+            self.rx_tail = t;
+            return true;
+        }
+        false
     }
 
     /// Free receive space (the window we can offer).
@@ -391,6 +464,32 @@ impl TcpState {
     /// (receiver-side silly-window avoidance, RFC 9293 3.8.6.2.2).
     #[inline]
     fn advertise(&mut self) -> u16 {
+        self.look_at_rx();
+        let w = self.offer();
+        if self.ask_read_bell() {
+            self.offer_again()
+        } else {
+            w
+        }
+    }
+
+    /// [`advertise`](Self::advertise) once more, and again while the application's reads
+    /// are past each new read bell (each pass moves the edge by at least a step, and the
+    /// reads cannot pass what was received: it ends).
+    #[cold]
+    #[inline(never)]
+    fn offer_again(&mut self) -> u16 {
+        loop {
+            let w = self.offer();
+            if !self.ask_read_bell() {
+                return w;
+            }
+        }
+    }
+
+    /// [`advertise`](Self::advertise) with what the state knows of the ring.
+    #[inline]
+    fn offer(&mut self) -> u16 {
         let free = self.rcv_wnd();
         let offered = if seq::gt(self.rcv_adv, self.rcv_nxt) {
             self.rcv_adv.wrapping_sub(self.rcv_nxt).min(free)

@@ -186,9 +186,16 @@ impl TcpState {
         {
             return self.answer_and_drop(now, r, DropReason::Paws);
         }
-        let wnd = self.rcv_wnd();
         let fin = s.flags & flags::FIN != 0;
         let seg_len = s.payload_len as u32 + u32::from(fin);
+        let mut wnd = self.rcv_wnd();
+        if !seq::lt(s.seq.wrapping_add(seg_len), self.rcv_nxt.wrapping_add(wnd)) {
+            // The segment reaches the edge of the window as the state knows it: count what
+            // the application read since it last said (the window only grows with it, so
+            // a segment inside the known window is judged the same either way).
+            self.look_at_rx();
+            wnd = self.rcv_wnd();
+        }
         let in_wnd =
             |x: u32| seq::ge(x, self.rcv_nxt) && seq::lt(x, self.rcv_nxt.wrapping_add(wnd));
         let acceptable = if seg_len == 0 {
@@ -526,6 +533,7 @@ impl TcpState {
         if self.has(F_RST) {
             return Some(DropReason::StaleFlow);
         }
+        self.look_at_rx();
         let wnd = self.rcv_wnd().max(1);
         if seq_no == self.rcv_nxt {
             self.flags |= F_RST;
