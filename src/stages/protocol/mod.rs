@@ -344,8 +344,10 @@ impl TcpState {
             0
         };
         let threshold = (2 * self.mss as u32).min(self.rx_cap / 2);
+        // One byte early: a FIN taken later moves `rcv_nxt` one past `rx_pos` while the
+        // edge stands, which lowers the tail due by one.
         let due = (self.rx_pos + u64::from(offered) + u64::from(threshold))
-            .saturating_sub(u64::from(self.rx_cap));
+            .saturating_sub(u64::from(self.rx_cap) + 1);
         self.set_read_bell(due)
     }
 
