@@ -338,12 +338,8 @@ impl TcpState {
             return false;
         }
         self.bell_edge = self.rcv_adv;
-        let offered = if seq::gt(self.rcv_adv, self.rcv_nxt) {
-            self.rcv_adv.wrapping_sub(self.rcv_nxt)
-        } else {
-            0
-        };
-        let threshold = (2 * self.mss as u32).min(self.rx_cap / 2);
+        let offered = self.offered();
+        let threshold = self.update_threshold();
         // One byte early: a FIN taken later moves `rcv_nxt` one past `rx_pos` while the
         // edge stands, which lowers the tail due by one.
         let due = (self.rx_pos + u64::from(offered) + u64::from(threshold))
@@ -368,6 +364,23 @@ impl TcpState {
             return true;
         }
         false
+    }
+
+    /// The window last advertised, counted from `rcv_nxt` (0 where data reached its edge).
+    #[inline]
+    fn offered(&self) -> u32 {
+        if seq::gt(self.rcv_adv, self.rcv_nxt) {
+            self.rcv_adv.wrapping_sub(self.rcv_nxt)
+        } else {
+            0
+        }
+    }
+
+    /// How far reads must open the window beyond what was advertised for an update of its
+    /// own: two segments, or half the ring where that is less (RFC 1122 4.2.3.3).
+    #[inline]
+    fn update_threshold(&self) -> u32 {
+        (2 * u32::from(self.mss)).min(self.rx_cap / 2)
     }
 
     /// Free receive space (the window we can offer).
@@ -493,11 +506,7 @@ impl TcpState {
     #[inline]
     fn offer(&mut self) -> u16 {
         let free = self.rcv_wnd();
-        let offered = if seq::gt(self.rcv_adv, self.rcv_nxt) {
-            self.rcv_adv.wrapping_sub(self.rcv_nxt).min(free)
-        } else {
-            0
-        };
+        let offered = self.offered().min(free);
         let step = (self.rx_cap / 2).min(self.mss as u32).max(1);
         let target = if free >= offered.saturating_add(step) {
             free

@@ -209,16 +209,12 @@ impl TcpState {
     /// enough to tell the peer at once (it was under half the ring, and grows by two
     /// segments, or half the ring where that is less: RFC 1122 4.2.3.3).
     fn take_rx_tail(&mut self, rx_tail: u64) -> bool {
-        let old_adv = if seq::gt(self.rcv_adv, self.rcv_nxt) {
-            self.rcv_adv.wrapping_sub(self.rcv_nxt)
-        } else {
-            0
-        };
+        let old_adv = self.offered();
         if rx_tail > self.rx_tail && rx_tail <= self.rx_pos {
             self.rx_tail = rx_tail;
         }
         let new_wnd = (self.rcv_wnd() >> self.rcv_shift) << self.rcv_shift;
-        let threshold = (2 * self.mss as u32).min(self.rx_cap / 2);
+        let threshold = self.update_threshold();
         old_adv < self.rx_cap / 2 && new_wnd >= old_adv.saturating_add(threshold)
     }
 
