@@ -11,8 +11,11 @@
 //! * the same two with 64 connections.
 //!
 //! ```text
-//! cargo run --release --example parallel [-- --secs 1 --rounds 5]
+//! cargo run --release --example parallel [-- --secs 1 --rounds 5 --workers 4,8]
 //! ```
+//!
+//! `--workers` adds, for each count n, the threaded runtime laid out by `Topology::x86(n)`
+//! (n worker threads), measured in the same interleaved rounds.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -43,7 +46,8 @@ enum Workload {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
     Inline,
-    Threaded,
+    /// `None`: [`topology`]; `Some(n)`: `Topology::x86(n)`.
+    Threaded(Option<usize>),
 }
 
 fn config(mac: MacAddr, ip: Ipv4Addr) -> EngineConfig {
@@ -199,8 +203,9 @@ fn measure(mode: Mode, workload: Workload, conns: usize, secs: f64) -> f64 {
                 }
             })
         }
-        Mode::Threaded => {
-            let rt = Threaded::spawn(config(SERVER_MAC, SERVER_IP), sp, topology(), clock)
+        Mode::Threaded(workers) => {
+            let t = workers.map_or_else(topology, Topology::x86);
+            let rt = Threaded::spawn(config(SERVER_MAC, SERVER_IP), sp, t, clock)
                 .expect("threaded server");
             let host: Host = rt.host();
             let listener = host.listen(PORT, 128).expect("listen");
@@ -303,6 +308,17 @@ fn main() {
         .nth(1)
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
+    let workers: String = std::env::args()
+        .skip_while(|a| a != "--workers")
+        .nth(1)
+        .unwrap_or_default();
+    let mut modes = vec![Mode::Inline, Mode::Threaded(None)];
+    modes.extend(
+        workers
+            .split(',')
+            .filter(|w| !w.is_empty())
+            .map(|w| Mode::Threaded(Some(w.parse().expect("--workers: counts, as 4,8")))),
+    );
     println!("{rounds} interleaved rounds of {secs} s per mode (the order alternates); median (min..max)");
     for (workload, conns) in [
         (Workload::Rpc, 1),
@@ -310,19 +326,15 @@ fn main() {
         (Workload::Rpc, 64),
         (Workload::Bulk, 64),
     ] {
-        let (mut inline, mut threaded) = (Vec::new(), Vec::new());
+        let mut results: Vec<Vec<f64>> = modes.iter().map(|_| Vec::new()).collect();
         for round in 0..rounds {
-            let modes = if round % 2 == 0 {
-                [Mode::Inline, Mode::Threaded]
-            } else {
-                [Mode::Threaded, Mode::Inline]
-            };
-            for mode in modes {
-                let v = measure(mode, workload, conns, secs);
-                match mode {
-                    Mode::Inline => inline.push(v),
-                    Mode::Threaded => threaded.push(v),
-                }
+            // Alternate the order of the modes from round to round.
+            let mut order: Vec<usize> = (0..modes.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for i in order {
+                results[i].push(measure(modes[i], workload, conns, secs));
             }
         }
         let unit = match workload {
@@ -338,13 +350,21 @@ fn main() {
             };
             (med, format!("{} ({}..{}) {unit}", f(med), f(lo), f(hi)))
         };
-        let (mi, si) = fmt(&mut inline);
-        let (mt, st) = fmt(&mut threaded);
-        println!(
+        let (mi, si) = fmt(&mut results[0]);
+        let (mt, st) = fmt(&mut results[1]);
+        let mut line = format!(
             "{:<5} {:>2} conn: inline {si:<36} threaded {st:<36} threaded/inline {:.2}",
             format!("{workload:?}").to_lowercase(),
             conns,
             mt / mi.max(1e-9)
         );
+        for (mode, r) in modes.iter().zip(results.iter_mut()).skip(2) {
+            let Mode::Threaded(Some(n)) = mode else {
+                continue;
+            };
+            let (m, s) = fmt(r);
+            line += &format!("; {n} workers {s}, /inline {:.2}", m / mi.max(1e-9));
+        }
+        println!("{line}");
     }
 }

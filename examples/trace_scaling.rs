@@ -5,8 +5,12 @@
 //! interleaved rounds.
 //!
 //! ```text
-//! cargo run --release --example trace_scaling [-- --secs 1 --rounds 5]
+//! cargo run --release --example trace_scaling [-- --secs 1 --rounds 5 --workers 2,4,8]
 //! ```
+//!
+//! `--workers` adds, for each count n, the threaded runtime laid out by
+//! `Topology::for_free_cores(n)` (n worker threads), measured in the same interleaved rounds:
+//! on a machine with many cores it shows how far one connection gains from more workers.
 //!
 //! For each workload and runtime it prints the throughput (median, min..max over the
 //! rounds), the CPU time used per second of wall time (the application thread's thread CPU
@@ -25,6 +29,12 @@ use trace_run::{arg, measure, workloads, Run, Runtime};
 fn main() {
     let secs: f64 = arg("--secs", 1.0);
     let rounds: usize = arg("--rounds", 5);
+    let extra: String = arg("--workers", String::new());
+    let extra: Vec<usize> = extra
+        .split(',')
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse().expect("--workers: a list of counts, as 2,4,8"))
+        .collect();
     let t = Topology::auto(1);
     println!(
         "server engine against the trace port; threaded: Topology::auto(1) = {}; {} cores on this machine",
@@ -45,19 +55,29 @@ fn main() {
         flextoe::pipeline::topology::usable_cores().len()
     );
     println!("{rounds} interleaved rounds of {secs} s; median (min..max)");
-    let runtimes = [
-        ("inline", Runtime::Inline),
-        ("threaded", Runtime::Threaded(t)),
+    let mut runtimes = vec![
+        ("inline".to_string(), Runtime::Inline),
+        ("threaded".to_string(), Runtime::Threaded(t)),
     ];
+    for n in extra {
+        runtimes.push((
+            format!("{n} workers"),
+            Runtime::Threaded(Topology::for_free_cores(n)),
+        ));
+    }
     for (name, workload, unit, scale) in workloads() {
-        let mut results: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+        let mut results: Vec<Vec<Run>> = runtimes.iter().map(|_| Vec::new()).collect();
         for round in 0..rounds {
-            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            // Alternate the order of the runtimes from round to round.
+            let mut order: Vec<usize> = (0..runtimes.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
             for i in order {
                 results[i].push(measure(&runtimes[i].1, workload, secs));
             }
         }
-        let mut medians = [0.0; 2];
+        let mut medians = vec![0.0; runtimes.len()];
         for (i, (rt, _)) in runtimes.iter().enumerate() {
             let r = &mut results[i];
             r.sort_by(|a, b| a.rate.total_cmp(&b.rate));
@@ -85,9 +105,11 @@ fn main() {
                 );
             }
         }
-        println!(
-            "  {name:<26} threaded / inline {:.2}",
-            medians[1] / medians[0].max(1e-9)
-        );
+        for (i, (rt, _)) in runtimes.iter().enumerate().skip(1) {
+            println!(
+                "  {name:<26} {rt} / inline {:.2}",
+                medians[i] / medians[0].max(1e-9)
+            );
+        }
     }
 }

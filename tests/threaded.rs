@@ -11,6 +11,7 @@ use common::script::{self, Script};
 use common::*;
 use flextoe::backends::mem::MemLink;
 use flextoe::host::ConnStatus;
+use flextoe::pipeline::topology::AUTO_MAX_WORKERS;
 use flextoe::pipeline::{Engine, TaskRef, Threaded, Topology};
 use flextoe::reorder::Overflow;
 use flextoe::sim::{Impairments, VirtualClock};
@@ -446,7 +447,10 @@ fn auto_topology_never_has_more_workers_than_free_cores() {
         assert!(!t.caller_driven);
         assert!(t.workers.len() <= free, "{free}: {t:?}");
         assert_eq!(t.validate(), Ok(()), "{free}");
+        // Past the cap, more free cores add no worker: one I/O task feeds them all.
+        assert_eq!(t, Topology::x86(free.min(AUTO_MAX_WORKERS)), "{free}");
     }
+    assert_eq!(Topology::for_free_cores(15).workers.len(), AUTO_MAX_WORKERS);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let t = Topology::auto(1);
     assert_eq!(t, Topology::for_free_cores(cores - 1));

@@ -133,6 +133,18 @@ pub enum TopologyError {
     Unknown(TaskRef),
 }
 
+/// The most worker threads [`Topology::auto`] uses, however many cores are free.
+///
+/// All received frames pass through one I/O task, which deals every burst to a preprocess
+/// replica (and tells the others how far the numbering went) and merges what every
+/// postprocess replica sends. Past about eight workers the replicas [`Topology::x86`] adds
+/// cost that task more than they take off the others. Measured on 16 cores
+/// (`examples/parallel -- --workers 2,4,6,8,11` and `examples/trace_scaling -- --workers
+/// 4,6,8,10`, README "Performance"), eight workers did as well as or better than fourteen
+/// and fifteen in every row, and twice as well for one connection's RPCs. Ask for more
+/// with [`x86`](Topology::x86).
+pub const AUTO_MAX_WORKERS: usize = 8;
+
 impl Topology {
     /// Every task of this topology.
     pub fn tasks(&self) -> Vec<TaskRef> {
@@ -260,9 +272,10 @@ impl Topology {
     /// more workers than free cores. The cores are those the process may use
     /// ([`core_budget`]: the union of its threads' CPUs, bounded by a cgroup quota),
     /// whatever the calling thread is pinned to. Two or more free cores: [`x86`](Self::x86) with that
-    /// many workers; one: every task on one worker ([`single_thread`](Self::single_thread));
-    /// none: every task on the application's thread ([`fused`](Self::fused)), which must
-    /// then call [`Threaded::poll`](crate::pipeline::Threaded::poll).
+    /// many workers, but at most [`AUTO_MAX_WORKERS`]; one: every task on one worker
+    /// ([`single_thread`](Self::single_thread)); none: every task on the application's
+    /// thread ([`fused`](Self::fused)), which must then call
+    /// [`Threaded::poll`](crate::pipeline::Threaded::poll).
     ///
     /// ```
     /// use flextoe::pipeline::Topology;
@@ -280,7 +293,7 @@ impl Topology {
         match free {
             0 => Self::fused(),
             1 => Self::single_thread(),
-            n => Self::x86(n),
+            n => Self::x86(n.min(AUTO_MAX_WORKERS)),
         }
     }
 
