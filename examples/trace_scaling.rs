@@ -9,21 +9,29 @@
 //! ```
 //!
 //! `--workers` adds, for each count n, the threaded runtime laid out by
-//! `Topology::for_free_cores(n)` (n worker threads), measured in the same interleaved rounds:
+//! `Topology::x86(n)` (n worker threads), measured in the same interleaved rounds:
 //! on a machine with many cores it shows how far one connection gains from more workers.
+//! `--layouts` adds layouts written out by hand: workers separated by `/`, each a
+//! comma-separated list of tasks (`io`, `preN`, `groupN`, `placeN`, `postN`), layouts
+//! separated by `;`. For example `io,pre0,post0/group0/place0` puts the I/O task with a
+//! preprocess and a postprocess replica on one worker, the flow group and the place replica
+//! on a worker each.
 //!
 //! For each workload and runtime it prints the throughput (median, min..max over the
 //! rounds), the CPU time used per second of wall time (the application thread's thread CPU
 //! clock, plus every worker thread's, which `ThreadedStats::worker_cpu` reports; spinning
 //! counts), and the throughput per CPU-second; for the threaded runtime also the CPUs each
-//! task kept busy (`TaskReport::cpu`: its worker's CPU time split by sampled run times). Workloads, one connection each: bulk (1460-byte
-//! segments into a sink) and 64-byte RPCs with 16 outstanding (the application echoes).
+//! task kept busy (`TaskReport::cpu`: its worker's CPU time split by sampled run times), and
+//! in brackets the part of it spent in runs that found work (`TaskReport::work`: an idle
+//! worker spins, and its spinning counts in the first figure). Workloads, one connection
+//! each: bulk (1460-byte segments into a sink) and 64-byte RPCs with 16 outstanding (the
+//! application echoes).
 //! Closed loop: the port sends what the engine's window and the RPC depth allow.
 
 #[path = "support/trace_run.rs"]
 mod trace_run;
 
-use flextoe::pipeline::Topology;
+use flextoe::pipeline::{TaskRef, Topology};
 use trace_run::{arg, measure, workloads, Run, Runtime};
 
 fn main() {
@@ -60,10 +68,11 @@ fn main() {
         ("threaded".to_string(), Runtime::Threaded(t)),
     ];
     for n in extra {
-        runtimes.push((
-            format!("{n} workers"),
-            Runtime::Threaded(Topology::for_free_cores(n)),
-        ));
+        runtimes.push((format!("{n} workers"), Runtime::Threaded(Topology::x86(n))));
+    }
+    let layouts: String = arg("--layouts", String::new());
+    for spec in layouts.split(';').filter(|l| !l.is_empty()) {
+        runtimes.push((spec.to_string(), Runtime::Threaded(layout(spec))));
     }
     for (name, workload, unit, scale) in workloads() {
         let mut results: Vec<Vec<Run>> = runtimes.iter().map(|_| Vec::new()).collect();
@@ -95,10 +104,13 @@ fn main() {
                 let tasks: Vec<String> = med
                     .tasks
                     .iter()
-                    .map(|(task, cpu, _)| format!("{task:?} {:.2}", cpu / med.wall))
+                    .zip(&med.work)
+                    .map(|((task, cpu, _), work)| {
+                        format!("{task:?} {:.2} ({:.2})", cpu / med.wall, work / med.wall)
+                    })
                     .collect();
                 println!(
-                    "  {:<26} {:<9} CPUs per task (median round): {}",
+                    "  {:<26} {:<9} CPUs per task, in brackets the part spent in runs that found work (median round): {}",
                     "",
                     "",
                     tasks.join(", ")
@@ -112,4 +124,66 @@ fn main() {
             );
         }
     }
+}
+
+/// A layout written out by hand (see the module's docs): `io,pre0,post0/group0/place0`.
+fn layout(spec: &str) -> Topology {
+    let workers: Vec<Vec<TaskRef>> = spec
+        .split('/')
+        .map(|w| {
+            w.split(',')
+                .map(|t| {
+                    let digits = t.trim_start_matches(|c: char| c.is_ascii_alphabetic());
+                    let n: usize = if digits.is_empty() {
+                        0
+                    } else {
+                        digits.parse().expect("--layouts: a task's number")
+                    };
+                    match &t[..t.len() - digits.len()] {
+                        "io" => TaskRef::Io,
+                        "pre" => TaskRef::Preprocess(n),
+                        "group" => TaskRef::Group(n),
+                        "place" => TaskRef::Place(n),
+                        "post" => TaskRef::Postprocess(n),
+                        other => panic!("--layouts: unknown task {other:?}"),
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let count = |f: fn(&TaskRef) -> Option<usize>| {
+        workers
+            .iter()
+            .flatten()
+            .filter_map(f)
+            .max()
+            .map_or(0, |n| n + 1)
+    };
+    let mut t = Topology::with_counts(
+        count(|t| match t {
+            TaskRef::Preprocess(n) => Some(*n),
+            _ => None,
+        }),
+        count(|t| match t {
+            TaskRef::Group(n) => Some(*n),
+            _ => None,
+        }),
+        count(|t| match t {
+            TaskRef::Place(n) => Some(*n),
+            _ => None,
+        }),
+        count(|t| match t {
+            TaskRef::Postprocess(n) => Some(*n),
+            _ => None,
+        }),
+        workers.len(),
+        false,
+    );
+    for (w, tasks) in t.workers.iter_mut().zip(workers) {
+        w.tasks = tasks;
+    }
+    if let Err(e) = t.validate() {
+        panic!("--layouts {spec:?}: {e:?}");
+    }
+    t
 }

@@ -421,7 +421,22 @@ fn a_caller_driven_layout_with_two_groups_runs_its_task_graph() {
     for task in [TaskRef::Io, TaskRef::Place(0)] {
         let r = stats.tasks.iter().find(|r| r.task == Some(task)).unwrap();
         assert!(r.cpu > Duration::ZERO, "{task:?} reports no time: {stats}");
+        // The runs that found work are some of the sampled runs, not more.
+        assert!(
+            r.work > Duration::ZERO && r.work <= r.cpu,
+            "{task:?}: work {:?} of {:?}",
+            r.work,
+            r.cpu
+        );
     }
+    // Some runs find nothing (the loop polls until the echo is back): work is not all.
+    let (cpu, work): (Duration, Duration) = stats
+        .tasks
+        .iter()
+        .fold((Duration::ZERO, Duration::ZERO), |(c, w), r| {
+            (c + r.cpu, w + r.work)
+        });
+    assert!(work < cpu, "work {work:?} of {cpu:?}");
 }
 
 #[test]
@@ -529,6 +544,8 @@ fn each_task_reports_the_cpu_time_it_used() {
     for task in [TaskRef::Io, TaskRef::Group(0), TaskRef::Place(0)] {
         let r = st.tasks.iter().find(|r| r.task == Some(task)).unwrap();
         assert!(r.cpu > Duration::ZERO, "{task:?} reports no CPU time: {st}");
+        // And some of it in runs that found work.
+        assert!(r.work > Duration::ZERO, "{task:?} reports no work: {st}");
     }
 }
 

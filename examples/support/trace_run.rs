@@ -146,6 +146,9 @@ pub struct Run {
     /// Threaded runtime only: each task's CPU time in the timed part (`TaskReport::cpu`,
     /// seconds) and how many times it ran.
     pub tasks: Vec<(TaskRef, f64, u64)>,
+    /// Threaded runtime only, one per entry of `tasks`: the time of its runs that found work
+    /// in the timed part (`TaskReport::work`, seconds).
+    pub work: Vec<f64>,
     /// Trace port counters over the timed part.
     pub trace: TraceStats,
     /// Threaded runtime only: the statistics at the end (for its stage counters).
@@ -281,6 +284,15 @@ pub fn measure(rt: &Runtime, workload: Workload, secs: f64) -> Run {
             .collect(),
         _ => Vec::new(),
     };
+    let work = match (&st0, &st1) {
+        (Some(a), Some(b)) => b
+            .tasks
+            .iter()
+            .zip(&a.tasks)
+            .map(|(y, x)| y.work.saturating_sub(x.work).as_secs_f64())
+            .collect(),
+        _ => Vec::new(),
+    };
     let trace = delta(&s0, &s1);
     let units = count(&trace) as f64;
     Run {
@@ -290,6 +302,7 @@ pub fn measure(rt: &Runtime, workload: Workload, secs: f64) -> Run {
         cpus: cpu,
         app_cpu: app_cpu.as_secs_f64(),
         tasks,
+        work,
         results: results(&st1) - results(&st0),
         app_reads: (c1.0 - c0.0) as f64,
         app_writes: (c1.1 - c0.1) as f64,

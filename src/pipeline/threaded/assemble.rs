@@ -522,9 +522,11 @@ impl Threaded {
             .collect();
         for (t, task) in tasks {
             per_worker[worker_of(t)].push(task);
-            cpu_of[worker_of(t)]
-                .tasks
-                .push((t, Arc::new(AtomicU64::new(0))));
+            cpu_of[worker_of(t)].tasks.push(TaskTimes {
+                task: t,
+                all: Arc::new(AtomicU64::new(0)),
+                work: Arc::new(AtomicU64::new(0)),
+            });
         }
         let mut workers = Vec::new();
         // With fewer cores than threads that want to run (workers plus applications),
@@ -535,7 +537,7 @@ impl Threaded {
             let tasks: Vec<Box<dyn Task>> = per_worker.into_iter().flatten().collect();
             let refs: Vec<TaskRef> = cpu_of
                 .iter()
-                .flat_map(|w| w.tasks.iter().map(|(t, _)| *t))
+                .flat_map(|w| w.tasks.iter().map(|t| t.task))
                 .collect();
             return Ok(Threaded {
                 arena,
@@ -550,8 +552,11 @@ impl Threaded {
             });
         }
         for (i, (spec, mut tasks)) in topology.workers.iter().zip(per_worker).enumerate() {
-            let task_ns: Vec<Arc<AtomicU64>> =
-                cpu_of[i].tasks.iter().map(|(_, ns)| ns.clone()).collect();
+            let task_ns: Vec<(Arc<AtomicU64>, Arc<AtomicU64>)> = cpu_of[i]
+                .tasks
+                .iter()
+                .map(|t| (t.all.clone(), t.work.clone()))
+                .collect();
             let stop = stop.clone();
             let clock = clock.clone();
             let wake = wakes[i].clone();
@@ -570,8 +575,7 @@ impl Threaded {
                     }
                     let mut idle = 0u32;
                     let mut polls = 0u64;
-                    // Sampled run time per task (ns, scaled up by the sampling rate).
-                    let mut times = vec![0u64; tasks.len()];
+                    let mut times = RunTimes::new(tasks.len());
                     let mut reported = std::time::Instant::now();
                     let run_all = |tasks: &mut Vec<Box<dyn Task>>| {
                         let now = clock.now();
@@ -581,21 +585,13 @@ impl Threaded {
                         }
                         busy
                     };
-                    let run_timed = |tasks: &mut Vec<Box<dyn Task>>, times: &mut [u64]| {
-                        let now = clock.now();
-                        let mut busy = false;
-                        let mut t0 = std::time::Instant::now();
-                        for (t, spent) in tasks.iter_mut().zip(times.iter_mut()) {
-                            busy |= t.run(now);
-                            let t1 = std::time::Instant::now();
-                            *spent += (t1 - t0).as_nanos() as u64 * SAMPLE_EVERY;
-                            t0 = t1;
-                        }
-                        busy
-                    };
-                    let publish = |tasks: &mut Vec<Box<dyn Task>>, times: &[u64]| {
-                        for ((t, ns), total) in tasks.iter_mut().zip(&task_ns).zip(times) {
-                            ns.store(*total, Ordering::Relaxed);
+                    let publish = |tasks: &mut Vec<Box<dyn Task>>, times: &RunTimes| {
+                        let sampled = times.all.iter().zip(&times.work);
+                        for ((t, (all, work)), (a, w)) in
+                            tasks.iter_mut().zip(&task_ns).zip(sampled)
+                        {
+                            all.store(*a, Ordering::Relaxed);
+                            work.store(*w, Ordering::Relaxed);
                             t.report();
                         }
                         if let Ok(t) = cpu_time::ThreadTime::try_now() {
@@ -604,7 +600,7 @@ impl Threaded {
                     };
                     while !stop.load(Ordering::Relaxed) {
                         let busy = if polls.is_multiple_of(SAMPLE_EVERY) {
-                            run_timed(&mut tasks, &mut times)
+                            times.run_timed(&mut tasks, clock.now())
                         } else {
                             run_all(&mut tasks)
                         };

@@ -139,6 +139,7 @@ impl Meta {
                 reorder,
                 hooks,
                 cpu: Duration::ZERO,
+                work: Duration::ZERO,
             },
         );
     }
@@ -274,10 +275,53 @@ pub struct Threaded {
 }
 
 /// One worker thread's CPU accounting, as of its last report: its thread CPU clock, and the
-/// sampled run time of each of its tasks, in nanoseconds.
+/// sampled run times of each of its tasks.
 struct WorkerCpu {
     thread_ns: Arc<AtomicU64>,
-    tasks: Vec<(TaskRef, Arc<AtomicU64>)>,
+    tasks: Vec<TaskTimes>,
+}
+
+/// A task's sampled run times as its worker last published them, in nanoseconds.
+struct TaskTimes {
+    task: TaskRef,
+    /// Every run.
+    all: Arc<AtomicU64>,
+    /// The runs that found work.
+    work: Arc<AtomicU64>,
+}
+
+/// The run times of a thread's tasks, sampled on one pass in [`SAMPLE_EVERY`] and scaled
+/// up (ns): every run, and the runs that found work.
+struct RunTimes {
+    all: Vec<u64>,
+    work: Vec<u64>,
+}
+
+impl RunTimes {
+    fn new(tasks: usize) -> Self {
+        RunTimes {
+            all: vec![0; tasks],
+            work: vec![0; tasks],
+        }
+    }
+
+    /// Run each task once at `now`, timing each run; returns whether any found work.
+    fn run_timed(&mut self, tasks: &mut [Box<dyn Task>], now: Instant) -> bool {
+        let mut busy = false;
+        let mut t0 = std::time::Instant::now();
+        for ((t, all), work) in tasks.iter_mut().zip(&mut self.all).zip(&mut self.work) {
+            let found = t.run(now);
+            let t1 = std::time::Instant::now();
+            let ns = (t1 - t0).as_nanos() as u64 * SAMPLE_EVERY;
+            *all += ns;
+            if found {
+                *work += ns;
+            }
+            busy |= found;
+            t0 = t1;
+        }
+        busy
+    }
 }
 
 /// The tasks of a caller-driven engine and its clock.
@@ -286,8 +330,8 @@ struct Driven {
     /// Which task each of `tasks` is, when it is one of the topology's (not for the inline
     /// mapping's single task).
     refs: Vec<TaskRef>,
-    /// Sampled run time of each task in `refs` (ns, scaled up by the sampling rate).
-    times: Vec<u64>,
+    /// Sampled run times of each task in `refs`.
+    times: RunTimes,
     now: Box<dyn FnMut() -> Instant + Send>,
     polls: u64,
     /// When the tasks last published their reports.
@@ -301,7 +345,7 @@ impl Driven {
         clock: K,
     ) -> Box<Mutex<Driven>> {
         Box::new(Mutex::new(Driven {
-            times: vec![0; refs.len()],
+            times: RunTimes::new(refs.len()),
             refs,
             tasks,
             now: Box::new(move || clock.now()),
@@ -353,14 +397,8 @@ impl Threaded {
         let now = (d.now)();
         let mut busy = false;
         let d = &mut *d;
-        if d.polls.is_multiple_of(SAMPLE_EVERY) && d.times.len() == d.tasks.len() {
-            let mut t0 = std::time::Instant::now();
-            for (t, spent) in d.tasks.iter_mut().zip(d.times.iter_mut()) {
-                busy |= t.run(now);
-                let t1 = std::time::Instant::now();
-                *spent += (t1 - t0).as_nanos() as u64 * SAMPLE_EVERY;
-                t0 = t1;
-            }
+        if d.polls.is_multiple_of(SAMPLE_EVERY) && d.times.all.len() == d.tasks.len() {
+            busy = d.times.run_timed(&mut d.tasks, now);
         } else {
             for t in d.tasks.iter_mut() {
                 busy |= t.run(now);
@@ -417,18 +455,15 @@ impl Threaded {
             let Some(w) = self.cpu.get(r.worker) else {
                 continue;
             };
-            let all: u64 = w
-                .tasks
-                .iter()
-                .map(|(_, ns)| ns.load(Ordering::Relaxed))
-                .sum();
-            let Some((_, ns)) = w.tasks.iter().find(|(t, _)| *t == task) else {
+            let all: u64 = w.tasks.iter().map(|t| t.all.load(Ordering::Relaxed)).sum();
+            let Some(mine) = w.tasks.iter().find(|t| t.task == task) else {
                 continue;
             };
             if all > 0 {
-                let mine = ns.load(Ordering::Relaxed);
-                r.cpu = worker_cpu[r.worker].mul_f64(mine as f64 / all as f64);
+                let share = mine.all.load(Ordering::Relaxed) as f64 / all as f64;
+                r.cpu = worker_cpu[r.worker].mul_f64(share);
             }
+            r.work = Duration::from_nanos(mine.work.load(Ordering::Relaxed));
         }
         // Caller-driven: the sampled run times themselves (the application's thread also
         // runs the application, so its CPU clock says nothing about the tasks).
@@ -437,7 +472,8 @@ impl Threaded {
             for r in &mut tasks {
                 let Some(task) = r.task else { continue };
                 if let Some(i) = d.refs.iter().position(|t| *t == task) {
-                    r.cpu = Duration::from_nanos(d.times[i]);
+                    r.cpu = Duration::from_nanos(d.times.all[i]);
+                    r.work = Duration::from_nanos(d.times.work[i]);
                 }
             }
         }

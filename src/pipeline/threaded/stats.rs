@@ -28,6 +28,11 @@ pub struct TaskReport {
     /// [`Threaded::poll`](crate::pipeline::Threaded::poll) in 16 and scaled up; zero for
     /// the inline mapping, whose one task is the whole engine.
     pub cpu: std::time::Duration,
+    /// The time this task's runs that found work took (wall time, timed on the same sampled
+    /// passes as [`cpu`](Self::cpu) and scaled up). Unlike `cpu` it leaves out the runs that
+    /// found nothing and a worker's spinning between them, so a task alone on its worker
+    /// that shows a whole core of `cpu` shows here how much of it was work.
+    pub work: std::time::Duration,
 }
 
 impl TaskReport {
@@ -125,12 +130,13 @@ impl std::fmt::Display for ThreadedStats {
         for t in &self.tasks {
             writeln!(
                 f,
-                "  worker {} {:?}: busy {:.0}% of {} polls, {:.1} ms CPU",
+                "  worker {} {:?}: busy {:.0}% of {} polls, {:.1} ms CPU, {:.1} ms working",
                 t.worker,
                 t.task.unwrap_or(TaskRef::Io),
                 100.0 * t.busy_fraction(),
                 t.polls,
-                t.cpu.as_secs_f64() * 1e3
+                t.cpu.as_secs_f64() * 1e3,
+                t.work.as_secs_f64() * 1e3
             )?;
             for (name, s) in &t.stages {
                 writeln!(f, "    {:<12} {}", name, s)?;
