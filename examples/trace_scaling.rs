@@ -151,31 +151,19 @@ fn layout(spec: &str) -> Topology {
                 .collect()
         })
         .collect();
-    let count = |f: fn(&TaskRef) -> Option<usize>| {
-        workers
-            .iter()
-            .flatten()
-            .filter_map(f)
-            .max()
+    // Replicas of a kind: one more than the highest number a task of it has.
+    let count = |kind: fn(usize) -> TaskRef| {
+        let all: Vec<TaskRef> = workers.iter().flatten().copied().collect();
+        (0..256)
+            .rev()
+            .find(|&n| all.contains(&kind(n)))
             .map_or(0, |n| n + 1)
     };
     let mut t = Topology::with_counts(
-        count(|t| match t {
-            TaskRef::Preprocess(n) => Some(*n),
-            _ => None,
-        }),
-        count(|t| match t {
-            TaskRef::Group(n) => Some(*n),
-            _ => None,
-        }),
-        count(|t| match t {
-            TaskRef::Place(n) => Some(*n),
-            _ => None,
-        }),
-        count(|t| match t {
-            TaskRef::Postprocess(n) => Some(*n),
-            _ => None,
-        }),
+        count(TaskRef::Preprocess),
+        count(TaskRef::Group),
+        count(TaskRef::Place),
+        count(TaskRef::Postprocess),
         workers.len(),
         false,
     );
