@@ -317,7 +317,10 @@ fn main() {
         workers
             .split(',')
             .filter(|w| !w.is_empty())
-            .map(|w| Mode::Threaded(Some(w.parse().expect("--workers: counts, as 4,8")))),
+            .map(|w| match w.trim().parse() {
+                Ok(n) if n > 0 => Mode::Threaded(Some(n)),
+                _ => panic!("--workers: counts above zero, as 4,8"),
+            }),
     );
     println!("{rounds} interleaved rounds of {secs} s per mode (the order alternates); median (min..max)");
     for (workload, conns) in [

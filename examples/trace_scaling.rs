@@ -22,8 +22,8 @@
 //! clock, plus every worker thread's, which `ThreadedStats::worker_cpu` reports; spinning
 //! counts), and the throughput per CPU-second; for the threaded runtime also the CPUs each
 //! task kept busy (`TaskReport::cpu`: its worker's CPU time split by sampled run times), and
-//! in brackets the part of it spent in runs that found work (`TaskReport::work`: an idle
-//! worker spins, and its spinning counts in the first figure). Workloads, one connection
+//! in brackets about how much of it went to runs that found work (`TaskReport::work`,
+//! sampled wall time: an idle worker spins, and its spinning counts in the first figure). Workloads, one connection
 //! each: bulk (1460-byte segments into a sink) and 64-byte RPCs with 16 outstanding (the
 //! application echoes).
 //! Closed loop: the port sends what the engine's window and the RPC depth allow.
@@ -41,7 +41,10 @@ fn main() {
     let extra: Vec<usize> = extra
         .split(',')
         .filter(|w| !w.is_empty())
-        .map(|w| w.parse().expect("--workers: a list of counts, as 2,4,8"))
+        .map(|w| match w.trim().parse() {
+            Ok(n) if n > 0 => n,
+            _ => panic!("--workers: a list of counts above zero, as 2,4,8"),
+        })
         .collect();
     let t = Topology::auto(1);
     println!(
@@ -133,19 +136,22 @@ fn layout(spec: &str) -> Topology {
         .map(|w| {
             w.split(',')
                 .map(|t| {
+                    let t = t.trim();
                     let digits = t.trim_start_matches(|c: char| c.is_ascii_alphabetic());
-                    let n: usize = if digits.is_empty() {
-                        0
-                    } else {
-                        digits.parse().expect("--layouts: a task's number")
-                    };
-                    match &t[..t.len() - digits.len()] {
-                        "io" => TaskRef::Io,
-                        "pre" => TaskRef::Preprocess(n),
-                        "group" => TaskRef::Group(n),
-                        "place" => TaskRef::Place(n),
-                        "post" => TaskRef::Postprocess(n),
-                        other => panic!("--layouts: unknown task {other:?}"),
+                    let n: Option<usize> = (!digits.is_empty()).then(|| {
+                        digits.parse().unwrap_or_else(|_| {
+                            panic!("--layouts {spec:?}: {t:?} is not a task and its number")
+                        })
+                    });
+                    match (&t[..t.len() - digits.len()], n) {
+                        ("io", None) => TaskRef::Io,
+                        ("pre", Some(n)) => TaskRef::Preprocess(n),
+                        ("group", Some(n)) => TaskRef::Group(n),
+                        ("place", Some(n)) => TaskRef::Place(n),
+                        ("post", Some(n)) => TaskRef::Postprocess(n),
+                        _ => panic!(
+                            "--layouts {spec:?}: unknown task {t:?} (io, preN, groupN, placeN, postN)"
+                        ),
                     }
                 })
                 .collect()

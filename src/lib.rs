@@ -78,7 +78,8 @@
 //!
 //! [`Engine::poll`](pipeline::Engine::poll) runs every stage on the caller's thread. The
 //! threaded runtime spreads them over worker threads; [`Topology::auto`](pipeline::Topology::auto)
-//! sizes it to the cores the application leaves free, and with none left it fuses every task
+//! sizes it to the cores the application leaves free (at most
+//! [`AUTO_MAX_WORKERS`](pipeline::topology::AUTO_MAX_WORKERS) workers), and with none left it fuses every task
 //! onto the application's thread, which then calls [`Threaded::poll`](pipeline::Threaded::poll)
 //! (a no-op when workers run). Here a fused threaded server and an inline client share a
 //! zero-copy [`ArenaLink`](backends::arena_link::ArenaLink):

@@ -31,7 +31,9 @@ pub struct TaskReport {
     /// The time this task's runs that found work took (wall time, timed on the same sampled
     /// passes as [`cpu`](Self::cpu) and scaled up). Unlike `cpu` it leaves out the runs that
     /// found nothing and a worker's spinning between them, so a task alone on its worker
-    /// that shows a whole core of `cpu` shows here how much of it was work.
+    /// that shows a whole core of `cpu` shows here about how much of it was work. It is wall
+    /// time where `cpu` is the thread's CPU time: on a worker that was preempted, or from
+    /// the sampling's error, it can come out above `cpu`.
     pub work: std::time::Duration,
 }
 
