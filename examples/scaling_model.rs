@@ -24,8 +24,9 @@
 //!    call and a cost per byte for each end, the difference is what placement's copies and
 //!    the application's reads and writes add when they are on two cores.
 //! 3. **The layouts it checks**: the calibration layout itself (fed with the previous
-//!    round's inputs), and `Topology::auto(1)` (one worker, the application on another
-//!    core), and the calibration layout with a second place replica and replicated placement
+//!    round's inputs), and `Topology::auto(1)`'s task graph (on two cores: the five tasks on
+//!    one worker, `Topology::single_thread`, the application on the other core; `auto(1)`
+//!    itself runs the engine there as one task, `Topology::inline_worker`), and the calibration layout with a second place replica and replicated placement
 //!    (gating only the predictions with replicated placement). `Topology::x86(2)` (three
 //!    busy threads) needs a third core, and the inline
 //!    engine is not a layout of the task graph (no rings, tags or reordering): it is measured
@@ -469,7 +470,13 @@ fn main() {
     let rounds: usize = arg("--rounds", 3);
     let cores = flextoe::pipeline::topology::usable_cores().len();
     let arena = FrameArena::new(4 * hops::POOL).expect("frame arena");
-    let auto = Topology::auto(1);
+    // The layout checked here: `Topology::auto(1)`, but with one free core `auto` runs the
+    // engine as one task on the worker (`Topology::inline_worker`), which is not a layout of
+    // the task graph: the task graph on that one worker (`single_thread`) is checked instead.
+    let auto = match Topology::auto(1) {
+        t if t.maps_inline() && !t.caller_driven => Topology::single_thread(),
+        t => t,
+    };
     let clock_read = clock_read_ns();
     println!(
         "model of the threaded runtime, one connection against the trace port; {cores} cores here; \
@@ -488,7 +495,7 @@ fn main() {
         if threaded_check {
             checks.push((
                 format!(
-                    "Topology::auto(1): {} worker(s) + the application",
+                    "Topology::auto(1)'s task graph: {} worker(s) + the application",
                     auto.workers.len()
                 ),
                 Vec::new(),

@@ -11,7 +11,8 @@
 //! `--workers` adds, for each count n, the threaded runtime laid out by
 //! `Topology::x86(n)` (n worker threads), measured in the same interleaved rounds:
 //! on a machine with many cores it shows how far one connection gains from more workers.
-//! `--layouts` adds layouts written out by hand: workers separated by `/`, each a
+//! `--layouts` adds layouts written out by hand (their tasks run as a task graph, with rings
+//! between them, even where every task is on one worker): workers separated by `/`, each a
 //! comma-separated list of tasks (`io`, `preN`, `groupN`, `placeN`, `postN`), layouts
 //! separated by `;`. For example `io,pre0,post0/group0/place0` puts the I/O task with a
 //! preprocess and a postprocess replica on one worker, the flow group and the place replica
@@ -56,6 +57,8 @@ fn main() {
             } else {
                 "every task on the application's thread".to_string()
             }
+        } else if t.maps_inline() {
+            "the inline mapping (the whole engine as one task) on 1 worker thread".to_string()
         } else {
             format!(
                 "{} worker thread(s) {:?}",

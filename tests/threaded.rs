@@ -451,12 +451,51 @@ fn the_fused_layout_runs_as_the_inline_engine() {
     }
 }
 
+/// One worker that runs the whole engine as one task (`Topology::inline_worker`, what `auto`
+/// picks with one free core): the echo arrives whole, the one report carries every stage, the
+/// worker's CPU time is accounted to it, and an application on its own thread that blocks on
+/// a read is woken: the worker parks between the rounds and the application's doorbells wake
+/// it (a doorbell that did not would leave the blocking read, or the worker, waiting for
+/// ever; the nap would only bound it, and the count of wakes shows the doorbells did it).
+#[test]
+fn the_inline_worker_runs_the_engine_on_one_worker_and_doorbells_wake_it() {
+    let t = Topology::inline_worker();
+    assert!(t.maps_inline() && !t.caller_driven);
+    let stats = echo_many(t.clone(), 4, 256 * 1024);
+    assert_eq!(stats.tasks.len(), 1, "{stats}");
+    for stage in ["preprocess", "protocol", "place", "postprocess"] {
+        assert!(stats.stage(stage).items_in > 0, "{stage}: {stats}");
+    }
+    assert_eq!(stats.worker_cpu.len(), 1, "{stats}");
+    assert!(stats.worker_cpu[0] > Duration::ZERO, "{stats}");
+    assert_eq!(stats.tasks[0].cpu, stats.worker_cpu[0], "{stats}");
+    // User stages at a frame hook point on a thread of their own keep the task graph.
+    assert!(!t.clone().with_rx_hooks_worker(None).maps_inline());
+
+    let _serial = THREADED_RUNS.lock().unwrap_or_else(|p| p.into_inner());
+    let (before, after, server) = echo_after_pauses(t);
+    assert!(!server.is_caller_driven());
+    assert!(!server.poll(), "the worker runs the engine, not the caller");
+    eprintln!("inline worker wakeups: before {before:?}, after {after:?}");
+    assert_eq!(after.len(), 1);
+    assert!(after[0] >= before[0] + 5, "{before:?} -> {after:?}");
+    let st = server.stop();
+    assert!(st.stage("protocol").items_in > 0, "{st}");
+}
+
 #[test]
 fn auto_topology_never_has_more_workers_than_free_cores() {
     assert!(Topology::for_free_cores(0).caller_driven);
     let one = Topology::for_free_cores(1);
     assert!(!one.caller_driven);
     assert_eq!(one.workers.len(), 1);
+    assert!(
+        one.maps_inline(),
+        "one free core: the engine as one task on it"
+    );
+    assert_eq!(one, Topology::inline_worker());
+    // The task graph on one worker stays what `single_thread` asks for.
+    assert!(!Topology::single_thread().maps_inline());
     for free in 2..=16 {
         let t = Topology::for_free_cores(free);
         assert!(!t.caller_driven);
@@ -471,12 +510,12 @@ fn auto_topology_never_has_more_workers_than_free_cores() {
     assert_eq!(t, Topology::for_free_cores(cores - 1));
 }
 
-#[test]
-fn idle_workers_park_and_producers_wake_them() {
-    let _serial = THREADED_RUNS.lock().unwrap_or_else(|p| p.into_inner());
-    // Two workers: the I/O task on one, the flow group and replicas on the other, which
-    // only producers wake.
-    let topology = Topology::x86(2);
+/// A server laid out as `topology` and a client on its own runtime thread, over an
+/// in-memory link; 20 rounds of a 64-byte echo between blocking streams, each after a pause
+/// long enough for every idle worker to park (a wake counts only where its worker had
+/// parked). Returns the server's wakeups per worker before and after the rounds, and the
+/// server.
+fn echo_after_pauses(topology: Topology) -> (Vec<u64>, Vec<u64>, Threaded) {
     let (sp, cp) = MemLink::pair(Impairments::none());
     let clock = flextoe::time::SystemClock::new();
     let server = Threaded::spawn(engine_config(MAC_A, IP_A), sp, topology, clock).unwrap();
@@ -497,8 +536,6 @@ fn idle_workers_park_and_producers_wake_them() {
     let before = server.wakeups();
     let mut buf = [0u8; 64];
     for round in 0..20u8 {
-        // Idle long enough for every worker to park (a wake counts only where its worker
-        // had parked: one still in its spin, or not yet run, is not woken).
         std::thread::sleep(Duration::from_millis(20));
         c.write_all(&[round; 64]).unwrap();
         s.read_exact(&mut buf).unwrap();
@@ -508,12 +545,20 @@ fn idle_workers_park_and_producers_wake_them() {
         assert_eq!(buf, [round; 64]);
     }
     let after = server.wakeups();
-    eprintln!("wakeups per worker: before {before:?}, after {after:?}");
-    // The protocol worker slept between rounds and was woken by the I/O worker's rings.
-    assert!(after[1] >= before[1] + 5, "{before:?} -> {after:?}");
     drop(s);
     drop(c);
     let _ = client.stop();
+    (before, after, server)
+}
+
+#[test]
+fn idle_workers_park_and_producers_wake_them() {
+    let _serial = THREADED_RUNS.lock().unwrap_or_else(|p| p.into_inner());
+    // Two workers: the I/O task on one, the flow group and replicas on the other, which
+    // only producers wake.
+    let (before, after, _server) = echo_after_pauses(Topology::x86(2));
+    eprintln!("wakeups per worker: before {before:?}, after {after:?}");
+    assert!(after[1] >= before[1] + 5, "{before:?} -> {after:?}");
 }
 
 #[test]

@@ -110,6 +110,12 @@ pub struct Topology {
     /// [`Engine`](crate::pipeline::Engine). The tasks are those of the one worker in
     /// `workers`. See [`Topology::fused`].
     pub caller_driven: bool,
+    /// Run the layout as the inline [`Engine`](crate::pipeline::Engine) runs its stages, one
+    /// task with no rings between them, on its one worker thread: takes effect with one
+    /// worker, one flow group and no thread of its own for the user stages at the frame hook
+    /// points ([`maps_inline`](Self::maps_inline)). A caller-driven layout of one flow group
+    /// maps inline whether or not it is set. See [`Topology::inline_worker`].
+    pub inline_worker: bool,
     /// Replicated placement: every place replica makes payload copies of at least
     /// [`LEND_MIN`] bytes
     /// for the connections of the others, so one connection's copies run on several
@@ -221,6 +227,7 @@ impl Topology {
             tx_hooks: false,
             replicated_placement: false,
             caller_driven: false,
+            inline_worker: false,
         };
         let threads = threads.max(1);
         t.workers = (0..threads)
@@ -258,13 +265,34 @@ impl Topology {
         t
     }
 
+    /// One worker thread that runs the whole engine as the inline
+    /// [`Engine`](crate::pipeline::Engine) does (the stages one after another, no rings,
+    /// sequence tags or reordering between them), the application on threads of its own.
+    /// [`auto`](Self::auto) picks it when one core is free: on one worker, the rings between
+    /// the five tasks of [`single_thread`](Self::single_thread) only cost. Its statistics
+    /// have one task report (the I/O task's), the whole engine's.
+    ///
+    /// ```
+    /// use flextoe::pipeline::Topology;
+    /// let t = Topology::inline_worker();
+    /// assert!(t.maps_inline() && !t.caller_driven);
+    /// assert_eq!(t.workers.len(), 1);
+    /// ```
+    pub fn inline_worker() -> Self {
+        let mut t = Self::single_thread();
+        t.inline_worker = true;
+        t
+    }
+
     /// Whether the threaded runtime runs this layout as the inline engine does, as one task
-    /// with no rings between the stages: every task on the application's thread
-    /// ([`caller_driven`](Self::caller_driven)), one flow group, and no thread of its own
-    /// for the user stages at the frame hook points. Its statistics then have one task
-    /// report, the whole engine's.
+    /// with no rings between the stages: one flow group, no thread of its own for the user
+    /// stages at the frame hook points, and every task on one thread, the application's
+    /// ([`caller_driven`](Self::caller_driven)) or, with
+    /// [`inline_worker`](Self::inline_worker) set, the one worker's. Its statistics then
+    /// have one task report, the whole engine's.
     pub fn maps_inline(&self) -> bool {
-        self.caller_driven && self.flow_groups == 1 && !self.rx_hooks && !self.tx_hooks
+        let one_thread = self.caller_driven || self.inline_worker && self.workers.len() == 1;
+        one_thread && self.flow_groups == 1 && !self.rx_hooks && !self.tx_hooks
     }
 
     /// Size the runtime to the cores left after `app_threads` busy application threads
@@ -272,8 +300,8 @@ impl Topology {
     /// more workers than free cores. The cores are those the process may use
     /// ([`core_budget`]: the union of its threads' CPUs, bounded by a cgroup quota),
     /// whatever the calling thread is pinned to. Two or more free cores: [`x86`](Self::x86) with that
-    /// many workers, but at most [`AUTO_MAX_WORKERS`]; one: every task on one worker
-    /// ([`single_thread`](Self::single_thread)); none: every task on the application's
+    /// many workers, but at most [`AUTO_MAX_WORKERS`]; one: the whole engine on one worker,
+    /// as one task ([`inline_worker`](Self::inline_worker)); none: every task on the application's
     /// thread ([`fused`](Self::fused)), which must then call
     /// [`Threaded::poll`](crate::pipeline::Threaded::poll).
     ///
@@ -292,7 +320,7 @@ impl Topology {
     pub fn for_free_cores(free: usize) -> Self {
         match free {
             0 => Self::fused(),
-            1 => Self::single_thread(),
+            1 => Self::inline_worker(),
             n => Self::x86(n.min(AUTO_MAX_WORKERS)),
         }
     }

@@ -22,7 +22,7 @@ impl Threaded {
             .validate()
             .map_err(|_| EngineError::Config("invalid topology"))?;
         if topology.maps_inline() {
-            return Self::inline_mapping(cfg, port, clock, pol);
+            return Self::inline_mapping(cfg, port, &topology, clock, pol);
         }
         cfg.control.flow_groups = topology.flow_groups as u16;
         let Parts {
@@ -551,7 +551,7 @@ impl Threaded {
                 summary,
             });
         }
-        for (i, (spec, mut tasks)) in topology.workers.iter().zip(per_worker).enumerate() {
+        for (i, (spec, tasks)) in topology.workers.iter().zip(per_worker).enumerate() {
             let task_ns: Vec<(Arc<AtomicU64>, Arc<AtomicU64>)> = cpu_of[i]
                 .tasks
                 .iter()
@@ -567,75 +567,20 @@ impl Threaded {
             let core = spec
                 .core
                 .and_then(|c| cores.get(c % cores.len().max(1)).copied());
-            let handle = std::thread::Builder::new()
-                .name(format!("flextoe-w{i}"))
-                .spawn(move || {
-                    if let Some(c) = core {
-                        core_affinity::set_for_current(c);
-                    }
-                    let mut idle = 0u32;
-                    let mut polls = 0u64;
-                    let mut times = RunTimes::new(tasks.len());
-                    let mut reported = std::time::Instant::now();
-                    let run_all = |tasks: &mut Vec<Box<dyn Task>>| {
-                        let now = clock.now();
-                        let mut busy = false;
-                        for t in tasks.iter_mut() {
-                            busy |= t.run(now);
-                        }
-                        busy
-                    };
-                    let publish = |tasks: &mut Vec<Box<dyn Task>>, times: &RunTimes| {
-                        let sampled = times.all.iter().zip(&times.work);
-                        for ((t, (all, work)), (a, w)) in
-                            tasks.iter_mut().zip(&task_ns).zip(sampled)
-                        {
-                            all.store(*a, Ordering::Relaxed);
-                            work.store(*w, Ordering::Relaxed);
-                            t.report();
-                        }
-                        if let Ok(t) = cpu_time::ThreadTime::try_now() {
-                            cpu.store(t.as_duration().as_nanos() as u64, Ordering::Relaxed);
-                        }
-                    };
-                    while !stop.load(Ordering::Relaxed) {
-                        let busy = if polls.is_multiple_of(SAMPLE_EVERY) {
-                            times.run_timed(&mut tasks, clock.now())
-                        } else {
-                            run_all(&mut tasks)
-                        };
-                        polls += 1;
-                        if polls.is_multiple_of(64) && reported.elapsed() >= REPORT_EVERY {
-                            reported = std::time::Instant::now();
-                            publish(&mut tasks, &times);
-                        }
-                        if busy {
-                            idle = 0;
-                            // Share the core now and then: applications and other workers
-                            // may have been placed on it too.
-                            if share_core && polls.is_multiple_of(16) {
-                                std::thread::yield_now();
-                            }
-                            continue;
-                        }
-                        idle = idle.saturating_add(1);
-                        if idle < SPIN_PASSES {
-                            std::hint::spin_loop();
-                            continue;
-                        }
-                        // Spin, then park: announce it, look once more, sleep until a
-                        // producer wakes this worker.
-                        wake.prepare();
-                        if run_all(&mut tasks) || stop.load(Ordering::Relaxed) {
-                            wake.cancel();
-                            idle = 0;
-                            continue;
-                        }
-                        wake.park(Some(nap));
-                    }
-                    publish(&mut tasks, &times);
-                })
-                .map_err(|_| EngineError::Config("could not spawn a worker thread"))?;
+            let handle = worker::spawn(
+                tasks,
+                worker::WorkerParams {
+                    index: i,
+                    core,
+                    task_ns,
+                    cpu,
+                    stop,
+                    clock,
+                    wake,
+                    nap,
+                    share_core,
+                },
+            )?;
             workers.push(handle);
         }
         Ok(Threaded {
@@ -651,10 +596,12 @@ impl Threaded {
         })
     }
 
-    /// The inline mapping ([`fused`]): the whole engine as one task on the caller's thread.
+    /// The inline mapping ([`fused`]): the whole engine as one task, on the caller's thread
+    /// ([`Topology::caller_driven`]) or on the one worker ([`Topology::inline_worker`]).
     fn inline_mapping<P, K, C, S>(
         cfg: EngineConfig,
         port: P,
+        topology: &Topology,
         clock: K,
         pol: Policies<C, S>,
     ) -> Result<Self, EngineError>
@@ -670,14 +617,64 @@ impl Threaded {
         let summary: Shared<IoSummary> = Arc::new(Mutex::new(IoSummary::default()));
         let mut task = fused::Fused::new(engine, &mut reports, summary.clone());
         task.report();
+        let stop = Arc::new(AtomicBool::new(false));
+        if topology.caller_driven {
+            return Ok(Threaded {
+                arena,
+                host,
+                stop,
+                wakes: Vec::new(),
+                workers: Vec::new(),
+                driven: Some(Driven::new(vec![Box::new(task)], Vec::new(), clock)),
+                cpu: Vec::new(),
+                reports,
+                summary,
+            });
+        }
+        // One worker: the engine's own wakeup, which the application's doorbells and
+        // requests ring, is the worker's.
+        let wake = host.shared.engine_wake();
+        let times = TaskTimes {
+            task: TaskRef::Io,
+            all: Arc::new(AtomicU64::new(0)),
+            work: Arc::new(AtomicU64::new(0)),
+        };
+        let cpu = WorkerCpu {
+            thread_ns: Arc::new(AtomicU64::new(0)),
+            tasks: Vec::new(),
+        };
+        let cores = crate::pipeline::topology::usable_cores();
+        let core = topology
+            .workers
+            .first()
+            .and_then(|w| w.core)
+            .and_then(|c| cores.get(c % cores.len().max(1)).copied())
+            .map(|id| core_affinity::CoreId { id });
+        let worker = worker::spawn(
+            vec![Box::new(task)],
+            worker::WorkerParams {
+                index: 0,
+                core,
+                task_ns: vec![(times.all.clone(), times.work.clone())],
+                cpu: cpu.thread_ns.clone(),
+                stop: stop.clone(),
+                clock,
+                wake: wake.clone(),
+                nap: IO_NAP,
+                share_core: crate::pipeline::topology::core_budget() <= 1,
+            },
+        )?;
         Ok(Threaded {
             arena,
             host,
-            stop: Arc::new(AtomicBool::new(false)),
-            wakes: Vec::new(),
-            workers: Vec::new(),
-            driven: Some(Driven::new(vec![Box::new(task)], Vec::new(), clock)),
-            cpu: Vec::new(),
+            stop,
+            wakes: vec![wake],
+            workers: vec![worker],
+            driven: None,
+            cpu: vec![WorkerCpu {
+                tasks: vec![times],
+                ..cpu
+            }],
             reports,
             summary,
         })

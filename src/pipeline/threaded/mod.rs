@@ -42,6 +42,7 @@ mod place;
 mod post;
 mod pre;
 mod stats;
+mod worker;
 
 use group::GroupTask;
 use io::IoTask;
