@@ -15,7 +15,9 @@
 //! ```
 //!
 //! `--workers` adds, for each count n, the threaded runtime laid out by `Topology::x86(n)`
-//! (n worker threads), measured in the same interleaved rounds.
+//! (n worker threads), measured in the same interleaved rounds; `inline` in the list adds
+//! `Topology::inline_worker()` (the whole engine as one task on one worker thread, what
+//! `auto` picks with one free core).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -46,8 +48,33 @@ enum Workload {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
     Inline,
-    /// `None`: [`topology`]; `Some(n)`: `Topology::x86(n)`.
-    Threaded(Option<usize>),
+    /// `None`: [`topology`]; `Some(layout)`: one of `--workers`.
+    Threaded(Option<Extra>),
+}
+
+/// A layout `--workers` asks for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Extra {
+    /// `Topology::x86(n)`.
+    X86(usize),
+    /// `Topology::inline_worker()`.
+    InlineWorker,
+}
+
+impl Extra {
+    fn topology(self) -> Topology {
+        match self {
+            Extra::X86(n) => Topology::x86(n),
+            Extra::InlineWorker => Topology::inline_worker(),
+        }
+    }
+
+    fn name(self) -> String {
+        match self {
+            Extra::X86(n) => format!("{n} workers"),
+            Extra::InlineWorker => "inline worker".to_string(),
+        }
+    }
 }
 
 fn config(mac: MacAddr, ip: Ipv4Addr) -> EngineConfig {
@@ -204,7 +231,7 @@ fn measure(mode: Mode, workload: Workload, conns: usize, secs: f64) -> f64 {
             })
         }
         Mode::Threaded(workers) => {
-            let t = workers.map_or_else(topology, Topology::x86);
+            let t = workers.map_or_else(topology, Extra::topology);
             let rt = Threaded::spawn(config(SERVER_MAC, SERVER_IP), sp, t, clock)
                 .expect("threaded server");
             let host: Host = rt.host();
@@ -293,8 +320,10 @@ fn main() {
     let t = topology();
     println!(
         "server data path: inline runtime vs threaded runtime with Topology::auto(2): {} ({:?}); client: inline engine on its own thread; {} cores on this machine",
-        if t.maps_inline() {
+        if t.maps_inline() && t.caller_driven {
             "no core to spare, the inline mapping (the whole engine as one task) on the application's thread".to_string()
+        } else if t.maps_inline() {
+            "one core to spare, the inline mapping (the whole engine as one task) on 1 worker thread".to_string()
         } else if t.caller_driven {
             "no core to spare, every task on the application's thread".to_string()
         } else {
@@ -313,15 +342,13 @@ fn main() {
         .nth(1)
         .unwrap_or_default();
     let mut modes = vec![Mode::Inline, Mode::Threaded(None)];
-    modes.extend(
-        workers
-            .split(',')
-            .filter(|w| !w.is_empty())
-            .map(|w| match w.trim().parse() {
-                Ok(n) if n > 0 => Mode::Threaded(Some(n)),
-                _ => panic!("--workers: counts above zero, as 4,8"),
-            }),
-    );
+    modes.extend(workers.split(',').filter(|w| !w.is_empty()).map(|w| {
+        match (w.trim(), w.trim().parse()) {
+            ("inline", _) => Mode::Threaded(Some(Extra::InlineWorker)),
+            (_, Ok(n)) if n > 0 => Mode::Threaded(Some(Extra::X86(n))),
+            _ => panic!("--workers: counts above zero or `inline`, as 4,8,inline"),
+        }
+    }));
     println!("{rounds} interleaved rounds of {secs} s per mode (the order alternates); median (min..max)");
     for (workload, conns) in [
         (Workload::Rpc, 1),
@@ -362,11 +389,11 @@ fn main() {
             mt / mi.max(1e-9)
         );
         for (mode, r) in modes.iter().zip(results.iter_mut()).skip(2) {
-            let Mode::Threaded(Some(n)) = mode else {
+            let Mode::Threaded(Some(x)) = mode else {
                 continue;
             };
             let (m, s) = fmt(r);
-            line += &format!("; {n} workers {s}, /inline {:.2}", m / mi.max(1e-9));
+            line += &format!("; {} {s}, /inline {:.2}", x.name(), m / mi.max(1e-9));
         }
         println!("{line}");
     }

@@ -11,6 +11,8 @@
 //! `--workers` adds, for each count n, the threaded runtime laid out by
 //! `Topology::x86(n)` (n worker threads), measured in the same interleaved rounds:
 //! on a machine with many cores it shows how far one connection gains from more workers.
+//! `inline` in the list adds `Topology::inline_worker()` (the whole engine as one task on
+//! one worker thread, what `auto` picks with one free core).
 //! `--layouts` adds layouts written out by hand (their tasks run as a task graph, with rings
 //! between them, even where every task is on one worker): workers separated by `/`, each a
 //! comma-separated list of tasks (`io`, `preN`, `groupN`, `placeN`, `postN`), layouts
@@ -39,12 +41,13 @@ fn main() {
     let secs: f64 = arg("--secs", 1.0);
     let rounds: usize = arg("--rounds", 5);
     let extra: String = arg("--workers", String::new());
-    let extra: Vec<usize> = extra
+    let extra: Vec<(String, Topology)> = extra
         .split(',')
         .filter(|w| !w.is_empty())
-        .map(|w| match w.trim().parse() {
-            Ok(n) if n > 0 => n,
-            _ => panic!("--workers: a list of counts above zero, as 2,4,8"),
+        .map(|w| match (w.trim(), w.trim().parse()) {
+            ("inline", _) => ("inline worker".to_string(), Topology::inline_worker()),
+            (_, Ok(n)) if n > 0 => (format!("{n} workers"), Topology::x86(n)),
+            _ => panic!("--workers: a list of counts above zero or `inline`, as 2,4,8,inline"),
         })
         .collect();
     let t = Topology::auto(1);
@@ -73,8 +76,8 @@ fn main() {
         ("inline".to_string(), Runtime::Inline),
         ("threaded".to_string(), Runtime::Threaded(t)),
     ];
-    for n in extra {
-        runtimes.push((format!("{n} workers"), Runtime::Threaded(Topology::x86(n))));
+    for (name, t) in extra {
+        runtimes.push((name, Runtime::Threaded(t)));
     }
     let layouts: String = arg("--layouts", String::new());
     for spec in layouts.split(';').filter(|l| !l.is_empty()) {
