@@ -107,6 +107,51 @@ impl Wakeup {
     }
 }
 
+/// Spin, then park: the idle policy of a thread that polls its work (a worker of the
+/// threaded runtime, an inline engine's [`Runtime`](crate::pipeline::Runtime) thread). Told
+/// after each pass whether it found work, it spins through [`SPIN_PASSES`] idle passes, then
+/// announces the park on `wake`, has the caller look once more, and sleeps until a producer
+/// wakes the thread or `nap` passes.
+#[derive(Debug, Default)]
+pub(crate) struct Idle {
+    passes: u32,
+}
+
+/// Idle passes a polling thread spins through before it parks.
+pub(crate) const SPIN_PASSES: u32 = 256;
+
+impl Idle {
+    /// After a pass: `busy` says whether it found work; `look_again` runs the work once more
+    /// after the park is announced (and says whether that found work, or the thread is to
+    /// stop): either it sees what a producer published before, or that producer sees the
+    /// park and wakes the thread.
+    #[inline]
+    pub(crate) fn after(
+        &mut self,
+        busy: bool,
+        wake: &Wakeup,
+        nap: Duration,
+        look_again: impl FnOnce() -> bool,
+    ) {
+        if busy {
+            self.passes = 0;
+            return;
+        }
+        self.passes = self.passes.saturating_add(1);
+        if self.passes < SPIN_PASSES {
+            std::hint::spin_loop();
+            return;
+        }
+        wake.prepare();
+        if look_again() {
+            wake.cancel();
+            self.passes = 0;
+            return;
+        }
+        wake.park(Some(nap));
+    }
+}
+
 /// Make an SPSC ring holding up to `capacity` items.
 pub fn spsc<T: Send>(capacity: usize) -> (Producer<T>, Consumer<T>) {
     let (p, c) = rtrb::RingBuffer::new(capacity.max(1));

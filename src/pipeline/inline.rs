@@ -2,7 +2,7 @@
 //! caller's thread ([`Engine::poll`]); [`Runtime`] polls an engine on a thread of its own.
 
 use super::*;
-use crate::ring::Wakeup;
+use crate::ring::{Idle, Wakeup};
 
 /// A TCP offload engine on the inline runtime: stages, user stages, policies, control plane,
 /// application interface and a port. `C` is the congestion control and `S` the flow
@@ -577,7 +577,7 @@ impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Runtime<P, C, S>
         let handle = std::thread::Builder::new()
             .name("flextoe-engine".into())
             .spawn(move || {
-                let mut idle = 0u32;
+                let mut idle = Idle::default();
                 let mut published = clock.now();
                 while !s.load(Ordering::Relaxed) {
                     let now = clock.now();
@@ -585,23 +585,11 @@ impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Runtime<P, C, S>
                         published = now;
                         *slot.lock().unwrap_or_else(|p| p.into_inner()) = engine.stats();
                     }
-                    if engine.poll(now) {
-                        idle = 0;
-                        continue;
-                    }
-                    idle = idle.saturating_add(1);
-                    if idle < 256 {
-                        std::hint::spin_loop();
-                        continue;
-                    }
-                    // Spin, then park until the application rings or the nap ends.
-                    w.prepare();
-                    if engine.poll(clock.now()) || s.load(Ordering::Relaxed) {
-                        w.cancel();
-                        idle = 0;
-                        continue;
-                    }
-                    w.park(Some(RUNTIME_NAP));
+                    let busy = engine.poll(now);
+                    // Parked, the application's doorbells and requests wake the thread.
+                    idle.after(busy, &w, RUNTIME_NAP, || {
+                        engine.poll(clock.now()) || s.load(Ordering::Relaxed)
+                    });
                 }
                 engine
             })?;

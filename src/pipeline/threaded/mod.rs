@@ -71,7 +71,7 @@ use crate::control::{Control, ControlOutput, ControlStats, TcpConnState};
 use crate::flow::{FlowId, FlowIdentity, RetransmitTotals};
 use crate::host::{ConnShared, Host, HostShared};
 use crate::reorder::{Ingress, Merge, Overflow, Reorder, Tagged};
-use crate::ring::{spsc, Consumer, Producer, Wakeup};
+use crate::ring::{spsc, Consumer, Idle, Producer, Wakeup};
 use crate::stages::notify::ControlEvent;
 use crate::stages::place::{CopyJob, FlowRings};
 use crate::stages::postprocess::{FlowView, Postprocess};
@@ -246,8 +246,6 @@ impl ToIo {
 // The runtime
 // ---------------------------------------------------------------------------------------
 
-/// Idle passes a worker spins before it parks.
-const SPIN_PASSES: u32 = 256;
 /// A worker times each of its tasks' runs on one pass in this many (two clock reads per task
 /// on every pass would cost more than the shortest runs).
 const SAMPLE_EVERY: u64 = 16;

@@ -35,7 +35,7 @@ pub(super) fn spawn<K: Clock + 'static>(
             if let Some(c) = p.core {
                 core_affinity::set_for_current(c);
             }
-            let mut idle = 0u32;
+            let mut idle = Idle::default();
             let mut polls = 0u64;
             let mut times = RunTimes::new(tasks.len());
             let mut reported = std::time::Instant::now();
@@ -70,29 +70,14 @@ pub(super) fn spawn<K: Clock + 'static>(
                     reported = std::time::Instant::now();
                     publish(&mut tasks, &times);
                 }
-                if busy {
-                    idle = 0;
-                    // Share the core now and then: applications and other workers may have
-                    // been placed on it too.
-                    if p.share_core && polls.is_multiple_of(16) {
-                        std::thread::yield_now();
-                    }
-                    continue;
+                // Share the core now and then: applications and other workers may have been
+                // placed on it too.
+                if busy && p.share_core && polls.is_multiple_of(16) {
+                    std::thread::yield_now();
                 }
-                idle = idle.saturating_add(1);
-                if idle < SPIN_PASSES {
-                    std::hint::spin_loop();
-                    continue;
-                }
-                // Spin, then park: announce it, look once more, sleep until a producer wakes
-                // this worker.
-                p.wake.prepare();
-                if run_all(&mut tasks) || p.stop.load(Ordering::Relaxed) {
-                    p.wake.cancel();
-                    idle = 0;
-                    continue;
-                }
-                p.wake.park(Some(p.nap));
+                idle.after(busy, &p.wake, p.nap, || {
+                    run_all(&mut tasks) || p.stop.load(Ordering::Relaxed)
+                });
             }
             publish(&mut tasks, &times);
         })
