@@ -26,8 +26,9 @@
 //! 3. **The layouts it checks**: the calibration layout itself (fed with the previous
 //!    round's inputs), and `Topology::auto(1)`'s task graph (on two cores: the five tasks on
 //!    one worker, `Topology::single_thread`, the application on the other core; `auto(1)`
-//!    itself runs the engine there as one task, `Topology::inline_worker`), and the calibration layout with a second place replica and replicated placement
-//!    (gating only the predictions with replicated placement). `Topology::x86(2)` (three
+//!    itself runs the engine there as one task, `Topology::inline_worker`), and the
+//!    calibration layout with a second place replica and replicated placement (gating only
+//!    the predictions with replicated placement). `Topology::x86(2)` (three
 //!    busy threads) needs a third core, and the inline
 //!    engine is not a layout of the task graph (no rings, tags or reordering): it is measured
 //!    in each round as the reference for the predictions.

@@ -77,12 +77,14 @@
 //! ## Choosing a runtime
 //!
 //! [`Engine::poll`](pipeline::Engine::poll) runs every stage on the caller's thread. The
-//! threaded runtime spreads them over worker threads; [`Topology::auto`](pipeline::Topology::auto)
-//! sizes it to the cores the application leaves free (at most
-//! [`AUTO_MAX_WORKERS`](pipeline::topology::AUTO_MAX_WORKERS) workers); with one core left it runs
-//! the whole engine as one task on one worker ([`Topology::inline_worker`](pipeline::Topology::inline_worker)),
-//! and with none it fuses every task onto the application's thread, which then calls
-//! [`Threaded::poll`](pipeline::Threaded::poll) (a no-op when workers run). Here a fused threaded server and an inline client share a
+//! threaded runtime spreads them over worker threads;
+//! [`Topology::auto`](pipeline::Topology::auto) sizes it to the cores the application leaves
+//! free (at most [`AUTO_MAX_WORKERS`](pipeline::topology::AUTO_MAX_WORKERS) workers); with
+//! one core left it runs the whole engine as one task on one worker
+//! ([`Topology::inline_worker`](pipeline::Topology::inline_worker)), and with none it fuses
+//! every task onto the application's thread, which then calls
+//! [`Threaded::poll`](pipeline::Threaded::poll) (a no-op when workers run). Here a fused
+//! threaded server and an inline client share a
 //! zero-copy [`ArenaLink`](backends::arena_link::ArenaLink):
 //!
 //! ```

@@ -1,5 +1,6 @@
-//! The inline mapping of the threaded runtime. When every task runs on the application's
-//! thread ([`Topology::fused`], or [`Topology::auto`] with no core to spare) and there is
+//! The inline mapping of the threaded runtime. When every task runs on one thread, the
+//! application's ([`Topology::fused`], or [`Topology::auto`] with no core to spare) or one
+//! worker's ([`Topology::inline_worker`], or `auto` with one core to spare), and there is
 //! one flow group, rings between the tasks only cost: the runtime then runs the stages the
 //! way the inline [`Engine`] does, one segment of the data path after another, with no
 //! rings, sequence tags or reordering between them. It is one task, the whole engine.

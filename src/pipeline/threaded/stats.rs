@@ -26,7 +26,9 @@ pub struct TaskReport {
     /// timed on one pass in 16. For a caller-driven topology (no worker threads) it is the
     /// task's run time on the application's thread, timed on one call of
     /// [`Threaded::poll`](crate::pipeline::Threaded::poll) in 16 and scaled up; zero for
-    /// the inline mapping, whose one task is the whole engine.
+    /// the inline mapping on the application's thread. On one worker
+    /// ([`Topology::inline_worker`](crate::pipeline::Topology::inline_worker)) the one task
+    /// is the whole engine, and this is the worker's whole CPU time, spinning included.
     pub cpu: std::time::Duration,
     /// The time this task's runs that found work took (wall time, timed on the same sampled
     /// passes as [`cpu`](Self::cpu) and scaled up). Unlike `cpu` it leaves out the runs that
