@@ -504,34 +504,15 @@ impl Threaded {
 
         // Threads.
         let stop = Arc::new(AtomicBool::new(false));
-        // The process's cores, not the calling thread's: a caller pinned to one core would
-        // otherwise confine every worker to it.
-        let cores: Vec<core_affinity::CoreId> = crate::pipeline::topology::usable_cores()
-            .iter()
-            .map(|&id| core_affinity::CoreId { id })
-            .collect();
         let mut per_worker: Vec<Vec<Box<dyn Task>>> =
             topology.workers.iter().map(|_| Vec::new()).collect();
-        let mut cpu_of: Vec<WorkerCpu> = topology
-            .workers
-            .iter()
-            .map(|_| WorkerCpu {
-                thread_ns: Arc::new(AtomicU64::new(0)),
-                tasks: Vec::new(),
-            })
-            .collect();
+        let mut refs_of: Vec<Vec<TaskRef>> = topology.workers.iter().map(|_| Vec::new()).collect();
         for (t, task) in tasks {
             per_worker[worker_of(t)].push(task);
-            cpu_of[worker_of(t)].tasks.push(TaskTimes {
-                task: t,
-                all: Arc::new(AtomicU64::new(0)),
-                work: Arc::new(AtomicU64::new(0)),
-            });
+            refs_of[worker_of(t)].push(t);
         }
+        let cpu_of: Vec<WorkerCpu> = refs_of.into_iter().map(WorkerCpu::new).collect();
         let mut workers = Vec::new();
-        // With fewer cores than threads that want to run (workers plus applications),
-        // busy workers yield regularly instead of holding their core for a whole time slice.
-        let share_core = topology.workers.len() >= crate::pipeline::topology::core_budget().max(1);
         if topology.caller_driven {
             // The application's thread runs everything (`Threaded::poll`).
             let tasks: Vec<Box<dyn Task>> = per_worker.into_iter().flatten().collect();
@@ -552,33 +533,20 @@ impl Threaded {
             });
         }
         for (i, (spec, tasks)) in topology.workers.iter().zip(per_worker).enumerate() {
-            let task_ns: Vec<(Arc<AtomicU64>, Arc<AtomicU64>)> = cpu_of[i]
-                .tasks
-                .iter()
-                .map(|t| (t.all.clone(), t.work.clone()))
-                .collect();
-            let stop = stop.clone();
-            let clock = clock.clone();
-            let wake = wakes[i].clone();
-            let cpu = cpu_of[i].thread_ns.clone();
             // The port has no interrupt and the timers no thread of their own: the I/O
             // task's worker sleeps briefly; the others sleep until a producer wakes them.
             let nap = if i == io_worker { IO_NAP } else { IDLE_NAP };
-            let core = spec
-                .core
-                .and_then(|c| cores.get(c % cores.len().max(1)).copied());
             let handle = worker::spawn(
                 tasks,
+                &cpu_of[i],
                 worker::WorkerParams {
                     index: i,
-                    core,
-                    task_ns,
-                    cpu,
-                    stop,
-                    clock,
-                    wake,
+                    core: spec.core,
+                    stop: stop.clone(),
+                    clock: clock.clone(),
+                    wake: wakes[i].clone(),
                     nap,
-                    share_core,
+                    workers: topology.workers.len(),
                 },
             )?;
             workers.push(handle);
@@ -634,34 +602,18 @@ impl Threaded {
         // One worker: the engine's own wakeup, which the application's doorbells and
         // requests ring, is the worker's.
         let wake = host.shared.engine_wake();
-        let times = TaskTimes {
-            task: TaskRef::Io,
-            all: Arc::new(AtomicU64::new(0)),
-            work: Arc::new(AtomicU64::new(0)),
-        };
-        let cpu = WorkerCpu {
-            thread_ns: Arc::new(AtomicU64::new(0)),
-            tasks: Vec::new(),
-        };
-        let cores = crate::pipeline::topology::usable_cores();
-        let core = topology
-            .workers
-            .first()
-            .and_then(|w| w.core)
-            .and_then(|c| cores.get(c % cores.len().max(1)).copied())
-            .map(|id| core_affinity::CoreId { id });
+        let cpu = WorkerCpu::new([TaskRef::Io]);
         let worker = worker::spawn(
             vec![Box::new(task)],
+            &cpu,
             worker::WorkerParams {
                 index: 0,
-                core,
-                task_ns: vec![(times.all.clone(), times.work.clone())],
-                cpu: cpu.thread_ns.clone(),
+                core: topology.workers.first().and_then(|w| w.core),
                 stop: stop.clone(),
                 clock,
                 wake: wake.clone(),
                 nap: IO_NAP,
-                share_core: crate::pipeline::topology::core_budget() <= 1,
+                workers: 1,
             },
         )?;
         Ok(Threaded {
@@ -671,10 +623,7 @@ impl Threaded {
             wakes: vec![wake],
             workers: vec![worker],
             driven: None,
-            cpu: vec![WorkerCpu {
-                tasks: vec![times],
-                ..cpu
-            }],
+            cpu: vec![cpu],
             reports,
             summary,
         })

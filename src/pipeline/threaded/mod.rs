@@ -280,6 +280,23 @@ struct WorkerCpu {
     tasks: Vec<TaskTimes>,
 }
 
+impl WorkerCpu {
+    /// The accounting of a worker that runs `tasks`, nothing published yet.
+    fn new(tasks: impl IntoIterator<Item = TaskRef>) -> Self {
+        WorkerCpu {
+            thread_ns: Arc::new(AtomicU64::new(0)),
+            tasks: tasks
+                .into_iter()
+                .map(|task| TaskTimes {
+                    task,
+                    all: Arc::new(AtomicU64::new(0)),
+                    work: Arc::new(AtomicU64::new(0)),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// A task's sampled run times as its worker last published them, in nanoseconds.
 struct TaskTimes {
     task: TaskRef,

@@ -8,31 +8,46 @@ use super::*;
 pub(super) struct WorkerParams<K> {
     /// Its index (the thread's name).
     pub(super) index: usize,
-    /// The core to pin it to.
-    pub(super) core: Option<core_affinity::CoreId>,
-    /// Each task's sampled run times (every run, the runs that found work), published.
-    pub(super) task_ns: Vec<(Arc<AtomicU64>, Arc<AtomicU64>)>,
-    /// The thread's CPU clock, published.
-    pub(super) cpu: Arc<AtomicU64>,
+    /// The core to pin it to ([`WorkerSpec::core`](crate::pipeline::topology::WorkerSpec::core):
+    /// an index into the process's cores).
+    pub(super) core: Option<usize>,
     pub(super) stop: Arc<AtomicBool>,
     pub(super) clock: K,
     /// What producers ring to wake it.
     pub(super) wake: Arc<Wakeup>,
     /// Its longest sleep.
     pub(super) nap: Duration,
-    /// Whether it yields its core now and then while busy (more threads than cores).
-    pub(super) share_core: bool,
+    /// The runtime's worker threads, all told: with fewer cores than threads that want to
+    /// run (workers plus applications), a busy worker yields now and then instead of
+    /// holding its core for a whole time slice.
+    pub(super) workers: usize,
 }
 
-/// Start a worker thread running `tasks`.
+/// Start a worker thread running `tasks` (in the order of `cpu.tasks`), publishing their
+/// run times and its CPU clock into `cpu`.
 pub(super) fn spawn<K: Clock + 'static>(
     mut tasks: Vec<Box<dyn Task>>,
+    cpu: &WorkerCpu,
     p: WorkerParams<K>,
 ) -> Result<JoinHandle<()>, EngineError> {
+    let task_ns: Vec<(Arc<AtomicU64>, Arc<AtomicU64>)> = cpu
+        .tasks
+        .iter()
+        .map(|t| (t.all.clone(), t.work.clone()))
+        .collect();
+    let thread_ns = cpu.thread_ns.clone();
+    // The process's cores, not the calling thread's: a caller pinned to one core would
+    // otherwise confine every worker to it.
+    let cores = crate::pipeline::topology::usable_cores();
+    let core = p
+        .core
+        .and_then(|c| cores.get(c % cores.len().max(1)).copied())
+        .map(|id| core_affinity::CoreId { id });
+    let share_core = p.workers >= crate::pipeline::topology::core_budget().max(1);
     std::thread::Builder::new()
         .name(format!("flextoe-w{}", p.index))
         .spawn(move || {
-            if let Some(c) = p.core {
+            if let Some(c) = core {
                 core_affinity::set_for_current(c);
             }
             let mut idle = Idle::default();
@@ -49,14 +64,13 @@ pub(super) fn spawn<K: Clock + 'static>(
             };
             let publish = |tasks: &mut Vec<Box<dyn Task>>, times: &RunTimes| {
                 let sampled = times.all.iter().zip(&times.work);
-                for ((t, (all, work)), (a, w)) in tasks.iter_mut().zip(&p.task_ns).zip(sampled) {
+                for ((t, (all, work)), (a, w)) in tasks.iter_mut().zip(&task_ns).zip(sampled) {
                     all.store(*a, Ordering::Relaxed);
                     work.store(*w, Ordering::Relaxed);
                     t.report();
                 }
                 if let Ok(t) = cpu_time::ThreadTime::try_now() {
-                    p.cpu
-                        .store(t.as_duration().as_nanos() as u64, Ordering::Relaxed);
+                    thread_ns.store(t.as_duration().as_nanos() as u64, Ordering::Relaxed);
                 }
             };
             while !p.stop.load(Ordering::Relaxed) {
@@ -72,7 +86,7 @@ pub(super) fn spawn<K: Clock + 'static>(
                 }
                 // Share the core now and then: applications and other workers may have been
                 // placed on it too.
-                if busy && p.share_core && polls.is_multiple_of(16) {
+                if busy && share_core && polls.is_multiple_of(16) {
                     std::thread::yield_now();
                 }
                 idle.after(busy, &p.wake, p.nap, || {
