@@ -84,33 +84,43 @@ fn ack_per_burst_policy_coalesces() {
 }
 
 #[test]
-fn delayed_ack_waits_for_a_second_segment_or_the_delay() {
+fn delayed_ack_waits_for_a_second_full_segment_or_the_delay() {
     let mut cfg = config();
     cfg.ack_policy = AckPolicy::delayed(Duration::from_millis(20));
     let mut t = Script::new(cfg);
     t.accept_established();
     let s = t.peer_seq;
-    // One segment: no ACK yet.
+    // Both ends' MSS is 1460 here: segments of 1460 bytes are full-sized. Small segments
+    // that add up to less than one: no ACK yet.
     t.send_data(&[1u8; 10]);
     t.recv_none();
-    // A second one: acknowledged at once, both segments.
     t.send_data(&[2u8; 10]);
+    t.recv_none();
+    // More than one full segment unacknowledged: acknowledged at once, all of it.
+    t.send_data(&[3u8; 1450]);
     let ack = t.recv_one();
-    assert_eq!(ack.ack, s + 20);
+    assert_eq!(ack.ack, s + 1470);
     assert!(ack.payload.is_empty());
+    // Two full-sized segments: the second is acknowledged at once.
+    t.send_data(&[4u8; 1460]);
+    t.recv_none();
+    t.send_data(&[5u8; 1460]);
+    let ack = t.recv_one();
+    let s = s + 1470 + 2920;
+    assert_eq!(ack.ack, s);
     // A lone segment is acknowledged when the delay runs out, not before.
-    t.send_data(&[3u8; 10]);
+    t.send_data(&[6u8; 10]);
     t.advance(Duration::from_millis(10));
     t.recv_none();
     t.advance(Duration::from_millis(15));
     let ack = t.recv_one();
-    assert_eq!(ack.ack, s + 30);
+    assert_eq!(ack.ack, s + 10);
     assert_eq!(t.engine.stats().control.delayed_acks, 1);
     // Out-of-order data is acknowledged at once (a duplicate ACK for the sender).
     let (p, a) = (t.peer_seq, t.engine_seq);
     t.send(PSH | ACK, p + 100, Some(a), &[4u8; 10]);
     let dup = t.recv_one();
-    assert_eq!(dup.ack, s + 30);
+    assert_eq!(dup.ack, s + 10);
 }
 
 #[test]

@@ -38,8 +38,11 @@ pub struct FlowView {
 /// A flow's delayed-ACK state ([`AckPolicy::Delayed`]).
 #[derive(Clone, Copy, Debug, Default)]
 struct AckState {
-    /// In-order data segments received since the flow last sent a segment.
+    /// In-order payload bytes received since the flow last sent a segment.
     unacked: u32,
+    /// A full-sized segment's payload (the flow's MSS, at least 1): an ACK goes at once
+    /// when more than this is unacknowledged, i.e. at the second full-sized segment.
+    full: u32,
     /// When the pending ACK is due.
     due: Option<Instant>,
 }
@@ -117,6 +120,7 @@ impl Postprocess {
     /// Install a flow.
     pub fn install(&mut self, id: FlowId, view: FlowView) {
         let i = id as usize;
+        let mss = view.identity.mss;
         if self.flows.len() <= i {
             self.flows.resize_with(i + 1, || None);
         }
@@ -124,7 +128,10 @@ impl Postprocess {
         if self.acks.len() <= i {
             self.acks.resize(i + 1, AckState::default());
         }
-        self.acks[i] = AckState::default();
+        self.acks[i] = AckState {
+            full: u32::from(mss).max(1),
+            ..AckState::default()
+        };
     }
 
     /// Remove a flow.
@@ -284,8 +291,9 @@ impl Postprocess {
     }
 
     /// Whether the coalescable ACK of item `i` goes out: it is the flow's last in the burst
-    /// and no later segment of the flow carries it; under [`AckPolicy::Delayed`], also a
-    /// second unacknowledged data segment arrived or the delay ran out.
+    /// and no later segment of the flow carries it; under [`AckPolicy::Delayed`], also more
+    /// than one full-sized segment of in-order data is unacknowledged (the second full-sized
+    /// segment arrived) or the delay ran out.
     fn coalesced_ack_goes(&mut self, now: Instant, r: &ProtoResult, i: usize) -> bool {
         let Some(l) = self.last.iter().find(|l| l.flow == r.flow) else {
             return false;
@@ -300,8 +308,8 @@ impl Postprocess {
             return true;
         };
         // This item's own data counts.
-        let unacked = st.unacked + u32::from(r.actions.any(Actions::PUBLISH_RX));
-        if unacked >= 2 || st.due.is_some_and(|d| now >= d) {
+        let unacked = st.unacked.saturating_add(in_order_bytes(r));
+        if unacked > st.full || st.due.is_some_and(|d| now >= d) {
             return true;
         }
         if st.due.is_none() {
@@ -329,7 +337,7 @@ impl Postprocess {
         };
         if send {
             let pending = st.due.take();
-            *st = AckState::default();
+            st.unacked = 0;
             if let Some(due) = pending {
                 // Clear only the due time this stage set.
                 if let Some(v) = self.flows.get(r.flow as usize).and_then(Option::as_ref) {
@@ -342,9 +350,20 @@ impl Postprocess {
                     );
                 }
             }
-        } else if r.actions.any(Actions::PUBLISH_RX) {
-            st.unacked += 1;
+        } else {
+            st.unacked = st.unacked.saturating_add(in_order_bytes(r));
         }
+    }
+}
+
+/// The in-order payload a result delivered, for the delayed-ACK count: its placed bytes when
+/// it published the receive ring (at least 1), else 0.
+#[inline]
+fn in_order_bytes(r: &ProtoResult) -> u32 {
+    if r.actions.any(Actions::PUBLISH_RX) {
+        u32::from(r.payload.len).max(1)
+    } else {
+        0
     }
 }
 
@@ -515,12 +534,19 @@ mod tests {
         p
     }
 
-    /// In-order data acknowledged by a coalescable ACK.
+    /// A full-sized segment (1448 bytes, the test flows' MSS) of in-order data acknowledged
+    /// by a coalescable ACK.
     fn data(flow: FlowId) -> ProtoResult {
+        data_of(flow, 1448)
+    }
+
+    /// `len` bytes of in-order data acknowledged by a coalescable ACK.
+    fn data_of(flow: FlowId, len: u16) -> ProtoResult {
         let mut r = ProtoResult {
             flow,
             ..Default::default()
         };
+        r.payload.len = len;
         r.actions
             .set(Actions::TX | Actions::RECEIVED | Actions::PUBLISH_RX);
         r
@@ -727,5 +753,30 @@ mod tests {
             }
         }
         assert_eq!(sends, [false, true, false, true, false, true]);
+    }
+
+    /// Small segments are counted in bytes: the ACK goes once more than one full-sized
+    /// segment (1448 bytes) is unacknowledged, as Linux and smoltcp count, not at the
+    /// second segment.
+    #[test]
+    fn delayed_acks_small_segments_once_a_full_segment_is_passed() {
+        let mut p = post(AckPolicy::delayed(Duration::from_millis(5)), 1);
+        let mut sends = Vec::new();
+        for i in 0..50u64 {
+            let mut items = vec![data_of(0, 64)];
+            p.process_in_place(Instant::from_micros(i), &mut items);
+            sends.push(items[0].tx_frame.is_some());
+            if let Some(f) = items[0].tx_frame.take() {
+                p.arena.free(f);
+            }
+        }
+        // 23 x 64 = 1472 > 1448: the 23rd segment, then the 46th.
+        let at: Vec<usize> = (0..50).filter(|&i| sends[i]).collect();
+        assert_eq!(at, [22, 45]);
+        // In one burst: one ACK, on the segment that passes the full segment.
+        let mut p = post(AckPolicy::delayed(Duration::from_millis(5)), 1);
+        let mut items: Vec<_> = (0..30).map(|_| data_of(0, 64)).collect();
+        p.process_in_place(Instant::ZERO, &mut items);
+        assert_eq!(sent(&items), [29]);
     }
 }

@@ -58,9 +58,10 @@ pub enum AckPolicy {
     #[default]
     PerBurst,
     /// Delayed ACKs (RFC 1122 4.2.3.2, RFC 9293 3.8.6.3): in-order data is acknowledged
-    /// when a second data segment arrived since the last segment sent, when a segment of
-    /// the flow goes out anyway (a response carries the ACK), or when the delay runs out,
-    /// whichever comes first. Build it with [`AckPolicy::delayed`], which bounds the delay.
+    /// when more than one full-sized segment of it (the connection's MSS) arrived since the
+    /// last segment sent (at the second full-sized segment, or after enough small ones, as
+    /// Linux and smoltcp count), when a segment of the flow goes out anyway (a response
+    /// carries the ACK), or when the delay runs out, whichever comes first. Build it with [`AckPolicy::delayed`], which bounds the delay.
     /// A threaded topology with more than one postprocess replica acknowledges per burst
     /// instead (a flow's delayed-ACK state lives in postprocess).
     Delayed(Duration),
