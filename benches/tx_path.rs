@@ -28,7 +28,9 @@
 //! - the engine is the default pipeline ([`Engine::poll`], inline runtime) on a port that
 //!   counts and frees the frames it is given; smoltcp is an `Interface` with one
 //!   `tcp::Socket` (256 KiB buffers, Nagle off since the engine has no Nagle) on a device
-//!   whose transmit token builds every frame into one reused buffer and counts it;
+//!   whose transmit token builds each frame into the next of 32 buffers used in turn (a
+//!   NIC's transmit ring: the engine's frames, too, are distinct buffers that stay put until
+//!   the port has them) and counts it;
 //! - the connection is set up by a scripted handshake with a peer that offers MSS 1448,
 //!   window scale 7 and no timestamps or SACK, so both send 1448-byte segments;
 //! - after every burst the peer's pure ACK of everything sent so far, with an 8 MiB window,
@@ -70,6 +72,8 @@ use common::*;
 
 /// Writes per poll (64 B case) and segments per write (bulk case).
 const BURST: usize = 32;
+/// Buffers in the smoltcp device's transmit ring (one burst's frames).
+const TX_RING: usize = 32;
 /// Interleaved rounds.
 const ROUNDS: usize = 31;
 /// Bursts per side per round.
@@ -360,8 +364,12 @@ impl Side for EngineSide {
 struct TxDev {
     rx: VecDeque<Vec<u8>>,
     pool: Vec<Vec<u8>>,
-    /// The transmit buffer, as long as the largest frame, reused for every frame.
-    frame: Vec<u8>,
+    /// The transmit ring: [`TX_RING`] buffers as long as the largest frame, filled in turn,
+    /// as a NIC's transmit descriptors are (a frame stays put until the NIC has sent it; the
+    /// engine's frames are distinct arena frames too).
+    frames: Vec<Vec<u8>>,
+    /// The buffer the next frame goes into.
+    next: usize,
     /// Copies of sent frames, during the handshake only.
     captured: Option<Vec<Vec<u8>>>,
     wire: Wire,
@@ -373,7 +381,8 @@ struct Rx<'a> {
 }
 
 struct Tx<'a> {
-    frame: &'a mut Vec<u8>,
+    frames: &'a mut [Vec<u8>],
+    next: &'a mut usize,
     captured: &'a mut Option<Vec<Vec<u8>>>,
     wire: &'a mut Wire,
 }
@@ -388,7 +397,9 @@ impl phy::RxToken for Rx<'_> {
 
 impl phy::TxToken for Tx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let buf = &mut self.frame[..len];
+        let i = *self.next;
+        *self.next = (i + 1) % self.frames.len();
+        let buf = &mut self.frames[i][..len];
         let r = f(buf);
         if let Some(c) = self.captured {
             c.push(buf.to_vec());
@@ -410,7 +421,8 @@ impl Device for TxDev {
                 pool: &mut self.pool,
             },
             Tx {
-                frame: &mut self.frame,
+                frames: &mut self.frames,
+                next: &mut self.next,
                 captured: &mut self.captured,
                 wire: &mut self.wire,
             },
@@ -419,7 +431,8 @@ impl Device for TxDev {
 
     fn transmit(&mut self, _t: smoltcp::time::Instant) -> Option<Tx<'_>> {
         Some(Tx {
-            frame: &mut self.frame,
+            frames: &mut self.frames,
+            next: &mut self.next,
             captured: &mut self.captured,
             wire: &mut self.wire,
         })
@@ -449,7 +462,8 @@ impl SmolSide {
         let mut dev = TxDev {
             rx: VecDeque::new(),
             pool: Vec::new(),
-            frame: vec![0; 1514],
+            frames: vec![vec![0; 1514]; TX_RING],
+            next: 0,
             captured: Some(Vec::new()),
             wire: Wire::new(0),
         };
