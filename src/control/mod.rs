@@ -94,8 +94,11 @@ pub enum Ecn {
     Request,
 }
 
-/// Control-plane settings.
+/// Control-plane settings: [`EngineConfig::new`](crate::pipeline::EngineConfig::new) makes
+/// them (the engine's `control` field); adjust the public fields. The type is
+/// `#[non_exhaustive]`, so a field added later breaks no caller.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ControlConfig {
     /// Our MAC address.
     pub mac: MacAddr,

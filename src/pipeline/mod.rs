@@ -85,8 +85,10 @@ pub use topology::{ByFlowId, Placement, TaskRef, Topology, WorkerSpec};
 use hooks::{Chain, Diverted};
 use path::{Delivery, Egress, Ingress, Transport};
 
-/// Engine settings. Start from [`EngineConfig::new`] and adjust the public fields.
+/// Engine settings. Start from [`EngineConfig::new`] and adjust the public fields; the type
+/// is `#[non_exhaustive]`, so a field added later breaks no caller.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct EngineConfig {
     /// Our MAC address.
     pub mac: MacAddr,

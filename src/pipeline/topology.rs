@@ -79,8 +79,11 @@ pub struct WorkerSpec {
     pub tasks: Vec<TaskRef>,
 }
 
-/// The shape of a threaded engine.
+/// The shape of a threaded engine. Start from a constructor ([`Topology::x86`],
+/// [`Topology::auto`], [`Topology::single_thread`], ...) and adjust the public fields; the
+/// type is `#[non_exhaustive]`, so a field added later breaks no caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Topology {
     /// Preprocess replicas.
     pub preprocess: usize,
