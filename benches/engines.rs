@@ -28,9 +28,8 @@
 //!   NewReno, window scaling, SACK; timestamps off, as on the smoltcp side; delayed ACKs of
 //!   10 ms, `AckPolicy::delayed`, as smoltcp's: an ACK goes at once when more than one full
 //!   segment of data is unacknowledged and otherwise rides on the response), with static
-//!   neighbour entries for
-//!   each other, joined by the zero-copy `ArenaLink` (one shared frame arena; sending moves
-//!   frame handles). The applications use nonblocking [`Stream`]s.
+//!   neighbour entries for each other, joined by the zero-copy `ArenaLink` (one shared frame
+//!   arena; sending moves frame handles). The applications use nonblocking [`Stream`]s.
 //! - **smoltcp**: two `Interface`s with one `tcp::Socket` each (256 KiB buffers, window
 //!   scaling; no timestamps, which smoltcp sends only with a generator set, and no SACK,
 //!   which it does not offer; Nagle off since the engine has no Nagle; smoltcp's default

@@ -40,8 +40,10 @@ pub struct FlowView {
 struct AckState {
     /// In-order payload bytes received since the flow last sent a segment.
     unacked: u32,
-    /// A full-sized segment's payload (the flow's MSS, at least 1): an ACK goes at once
-    /// when more than this is unacknowledged, i.e. at the second full-sized segment.
+    /// A full-sized segment's payload: the flow's MSS (at least 1), raised to the largest
+    /// in-order payload seen (as Linux's receive-MSS estimate: a peer whose segments are
+    /// larger than what this side sends still gets an ACK every second one). An ACK goes at
+    /// once when more than this is unacknowledged, i.e. at the second full-sized segment.
     full: u32,
     /// When the pending ACK is due.
     due: Option<Instant>,
@@ -279,12 +281,13 @@ impl Postprocess {
                 && (a.any(Actions::ACK_NOW)
                     || self.policy == AckPolicy::EverySegment
                     || self.coalesced_ack_goes(now, r, i));
+            self.build(now, r, send);
             if let AckPolicy::Delayed(_) = self.policy {
-                // A probe below SND.UNA acknowledges nothing the peer reads.
-                let carries = send && !a.any(Actions::WINDOW_PROBE);
+                // Only a segment built carries the ACK (one dropped for want of a frame
+                // leaves it owed); a probe below SND.UNA acknowledges nothing the peer reads.
+                let carries = r.tx_frame.is_some() && !a.any(Actions::WINDOW_PROBE);
                 self.track_delayed(now, r, carries);
             }
-            self.build(now, r, send);
         }
         self.acc
             .flush(&self.flows, now, self.sole, self.with_control);
@@ -308,7 +311,9 @@ impl Postprocess {
             return true;
         };
         // This item's own data counts.
-        let unacked = st.unacked.saturating_add(in_order_bytes(r));
+        let bytes = in_order_bytes(r);
+        st.full = st.full.max(bytes);
+        let unacked = st.unacked.saturating_add(bytes);
         if unacked > st.full || st.due.is_some_and(|d| now >= d) {
             return true;
         }
@@ -335,6 +340,8 @@ impl Postprocess {
         let Some(st) = self.acks.get_mut(r.flow as usize) else {
             return;
         };
+        let bytes = in_order_bytes(r);
+        st.full = st.full.max(bytes);
         if send {
             let pending = st.due.take();
             st.unacked = 0;
@@ -351,7 +358,7 @@ impl Postprocess {
                 }
             }
         } else {
-            st.unacked = st.unacked.saturating_add(in_order_bytes(r));
+            st.unacked = st.unacked.saturating_add(bytes);
         }
     }
 }
@@ -773,10 +780,83 @@ mod tests {
         // 23 x 64 = 1472 > 1448: the 23rd segment, then the 46th.
         let at: Vec<usize> = (0..50).filter(|&i| sends[i]).collect();
         assert_eq!(at, [22, 45]);
-        // In one burst: one ACK, on the segment that passes the full segment.
+        // In one burst: 20 x 64 = 1280 bytes, less than a full segment: no ACK, the timer
+        // armed; 3 more in the next burst pass it: one ACK, on that burst's last segment.
         let mut p = post(AckPolicy::delayed(Duration::from_millis(5)), 1);
-        let mut items: Vec<_> = (0..30).map(|_| data_of(0, 64)).collect();
+        let counters = p.flows[0].as_ref().unwrap().counters.clone();
+        let mut items: Vec<_> = (0..20).map(|_| data_of(0, 64)).collect();
         p.process_in_place(Instant::ZERO, &mut items);
-        assert_eq!(sent(&items), [29]);
+        assert!(sent(&items).is_empty());
+        assert_eq!(counters.ack_due.load(Ordering::Relaxed), 5_000 + 1);
+        let mut items: Vec<_> = (0..3).map(|_| data_of(0, 64)).collect();
+        p.process_in_place(Instant::from_micros(1), &mut items);
+        assert_eq!(sent(&items), [2]);
+        assert_eq!(counters.ack_due.load(Ordering::Relaxed), 0);
+    }
+
+    /// The full-sized segment is the flow's own MSS (536 here, not the 1448 of the other
+    /// tests), raised to the largest in-order payload seen: a peer that sends segments
+    /// larger than this side's MSS still gets an ACK every second one, not every one.
+    #[test]
+    fn delayed_acks_follow_the_flows_mss_and_the_largest_segment_seen() {
+        let arena = Arc::new(FrameArena::new(64).unwrap());
+        let mut p = Postprocess::new(arena, AckPolicy::delayed(Duration::from_millis(5)));
+        p.install(
+            0,
+            FlowView {
+                identity: crate::flow::test_identity(0, 536),
+                counters: FlowCounters::new(),
+            },
+        );
+        let mut pattern = Vec::new();
+        for (i, len) in [300, 300, 536, 536, 1448, 1448, 1448, 1448]
+            .into_iter()
+            .enumerate()
+        {
+            let mut items = vec![data_of(0, len)];
+            p.process_in_place(Instant::from_micros(i as u64), &mut items);
+            pattern.push(items[0].tx_frame.is_some());
+            if let Some(f) = items[0].tx_frame.take() {
+                p.arena.free(f);
+            }
+        }
+        // 600 > 536 at the second; 1072 at the fourth; the first 1448 (> 536) raises the
+        // full segment to 1448, so it waits for its second.
+        assert_eq!(
+            pattern,
+            [false, true, false, true, false, true, false, true]
+        );
+    }
+
+    /// A segment that cannot be built (no frame left) does not count as carrying the ACK:
+    /// the ACK stays owed and goes with the next segment that is built.
+    #[test]
+    fn an_ack_dropped_for_want_of_a_frame_stays_owed() {
+        let arena = Arc::new(FrameArena::new(64).unwrap());
+        let mut p = Postprocess::new(arena.clone(), AckPolicy::delayed(Duration::from_millis(5)));
+        p.install(
+            0,
+            FlowView {
+                identity: crate::flow::test_identity(0, 1448),
+                counters: FlowCounters::new(),
+            },
+        );
+        // Every frame taken before the stage's cache first fills from the arena.
+        let mut held = Vec::new();
+        while let Some(f) = arena.alloc() {
+            held.push(f);
+        }
+        // Two full segments: the ACK is due, but no frame can be had.
+        let mut items = vec![data(0), data(0)];
+        p.process_in_place(Instant::ZERO, &mut items);
+        assert!(sent(&items).is_empty(), "no frame: nothing built");
+        assert_eq!(p.stats().drops.get(DropReason::NoFrame), 1);
+        // Frames again: the next segment, a small one, carries the owed ACK at once.
+        for f in held {
+            arena.free(f);
+        }
+        let mut items = vec![data_of(0, 10)];
+        p.process_in_place(Instant::from_micros(2), &mut items);
+        assert_eq!(sent(&items), [0]);
     }
 }

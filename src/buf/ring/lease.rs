@@ -69,6 +69,8 @@ impl Leases {
         }
     }
 
+    /// Record `[start, end)` as lent out. Call only from a `&mut self` method of the end
+    /// that owns the list (see [`get_mut`](Self::get_mut)).
     pub(super) fn add(&self, start: u64, end: u64) {
         let l = self.get_mut();
         if l.ranges.is_empty() {
@@ -83,7 +85,9 @@ impl Leases {
         l.ranges.push_back((start, end));
     }
 
-    /// Take back the lease of `[pos, pos + len)`; `same`: it is a lease of this ring.
+    /// Take back the lease of `[pos, pos + len)`; `same`: it is a lease of this ring. Call
+    /// only from a `&mut self` method of the end that owns the list (see
+    /// [`get_mut`](Self::get_mut)).
     pub(super) fn settle(&self, same: bool, pos: u64, len: usize) -> Result<(), RingError> {
         let l = self.get_mut();
         match l.ranges.iter().position(|&r| r == (pos, pos + len as u64)) {

@@ -58,12 +58,16 @@ pub enum AckPolicy {
     #[default]
     PerBurst,
     /// Delayed ACKs (RFC 1122 4.2.3.2, RFC 9293 3.8.6.3): in-order data is acknowledged
-    /// when more than one full-sized segment of it (the connection's MSS) arrived since the
-    /// last segment sent (at the second full-sized segment, or after enough small ones, as
-    /// Linux and smoltcp count), when a segment of the flow goes out anyway (a response
-    /// carries the ACK), or when the delay runs out, whichever comes first. Build it with [`AckPolicy::delayed`], which bounds the delay.
-    /// A threaded topology with more than one postprocess replica acknowledges per burst
-    /// instead (a flow's delayed-ACK state lives in postprocess).
+    /// when more than one full-sized segment of it arrived since the last segment sent (at
+    /// the second full-sized segment, or after enough small ones, counted in bytes as Linux
+    /// and smoltcp count; a full-sized segment is the connection's MSS, or the largest
+    /// in-order payload seen if larger), when a segment of the flow goes out anyway (a
+    /// response carries the ACK), or when the delay runs out, whichever comes first. The
+    /// decision is taken per burst, like [`PerBurst`](Self::PerBurst)'s: a burst of many
+    /// full-sized segments draws one ACK, on its last (a stretch ACK, as smoltcp sends one
+    /// per poll and Linux one per coalesced receive). Build it with [`AckPolicy::delayed`],
+    /// which bounds the delay. A threaded topology with more than one postprocess replica
+    /// acknowledges per burst instead (a flow's delayed-ACK state lives in postprocess).
     Delayed(Duration),
 }
 

@@ -1,5 +1,6 @@
-//! The per-connection TCP state a protocol stage owns, its flag bits, and how it is created
-//! and read; the handlers that change it live in the sibling modules.
+//! The per-connection TCP state a protocol stage owns and its flag bits: how it is created,
+//! read, and the helpers every handler shares (window offers, headers, the read bell); the
+//! handlers for received segments, sends, loss and rare events live in the sibling modules.
 
 use super::*;
 
@@ -129,9 +130,9 @@ pub struct TcpState {
     pub stamp: u32,
     /// The application's end of the receive ring, where the state reads how far it has
     /// read ([`watch_rx`](Self::watch_rx)); none: only its updates say.
-    pub(super) rx_view: Option<RingObserver>,
+    rx_view: Option<RingObserver>,
     /// The advertised right edge (`rcv_adv`) for which `rx_view`'s read bell was last set.
-    pub(super) bell_edge: u32,
+    bell_edge: u32,
 }
 
 /// Parameters to create the state of an established connection.
@@ -257,7 +258,7 @@ impl TcpState {
     /// application's tail was there already (it may have read before it could see the
     /// bell): the state has taken it and the caller offers the window again.
     #[inline(always)]
-    pub(super) fn ask_read_bell(&mut self) -> bool {
+    fn ask_read_bell(&mut self) -> bool {
         // Usually the edge did not move: the bell stands. (Where data beyond the edge was
         // taken, the tail due moved up with it; the bell standing lower rings early, which
         // costs a doorbell and loses nothing.)
@@ -275,7 +276,7 @@ impl TcpState {
     }
 
     #[inline(never)]
-    pub(super) fn set_read_bell(&mut self, due: u64) -> bool {
+    fn set_read_bell(&mut self, due: u64) -> bool {
         let Some(v) = &self.rx_view else {
             return false;
         };
@@ -370,7 +371,7 @@ impl TcpState {
     /// [`can_send`](Self::can_send) with `unsent` bytes queued, or a FIN or a recovery
     /// under way.
     #[inline(never)]
-    pub(super) fn can_send_with(&self, unsent: u32) -> bool {
+    fn can_send_with(&self, unsent: u32) -> bool {
         (unsent > 0 && self.next_len_of(unsent) > 0) || self.fin_due() || self.retransmit_due()
     }
 
@@ -420,7 +421,7 @@ impl TcpState {
     /// reads cannot pass what was received: it ends).
     #[cold]
     #[inline(never)]
-    pub(super) fn offer_again(&mut self) -> u16 {
+    fn offer_again(&mut self) -> u16 {
         loop {
             let w = self.offer();
             if !self.ask_read_bell() {
@@ -431,7 +432,7 @@ impl TcpState {
 
     /// [`advertise`](Self::advertise) with what the state knows of the ring.
     #[inline]
-    pub(super) fn offer(&mut self) -> u16 {
+    fn offer(&mut self) -> u16 {
         let free = self.rcv_wnd();
         let offered = self.offered().min(free);
         let step = (self.rx_cap / 2).min(self.mss as u32).max(1);
