@@ -18,6 +18,12 @@ use crate::pipeline::hooks::{Hook, HookCx, Results, Verdicts};
 use crate::stats::{DropReason, StageStats};
 use crate::time::Instant;
 
+mod acks;
+mod counters;
+
+use acks::{AckState, LastTx};
+use counters::Accumulator;
+
 /// Actions whose counters are kept apart: loss, recovery and reordering.
 const RARE: u32 = Actions::DUP_ACK
     | Actions::FAST_RETRANSMIT
@@ -33,28 +39,6 @@ pub struct FlowView {
     pub identity: Arc<FlowIdentity>,
     /// Shared counters.
     pub counters: Arc<FlowCounters>,
-}
-
-/// A flow's delayed-ACK state ([`AckPolicy::Delayed`]).
-#[derive(Clone, Copy, Debug, Default)]
-struct AckState {
-    /// In-order payload bytes received since the flow last sent a segment.
-    unacked: u32,
-    /// A full-sized segment's payload: the flow's MSS (at least 1), raised to the largest
-    /// in-order payload seen (as Linux's receive-MSS estimate: a peer whose segments are
-    /// larger than what this side sends still gets an ACK every second one). An ACK goes at
-    /// once when more than this is unacknowledged, i.e. at the second full-sized segment.
-    full: u32,
-    /// When the pending ACK is due.
-    due: Option<Instant>,
-}
-
-/// Per flow in a burst: the last coalescable ACK and the last segment sent.
-#[derive(Clone, Copy, Debug)]
-struct LastTx {
-    flow: FlowId,
-    ack: usize,
-    tx: usize,
 }
 
 /// The postprocess stage.
@@ -291,213 +275,6 @@ impl Postprocess {
         }
         self.acc
             .flush(&self.flows, now, self.sole, self.with_control);
-    }
-
-    /// Whether the coalescable ACK of item `i` goes out: it is the flow's last in the burst
-    /// and no later segment of the flow carries it; under [`AckPolicy::Delayed`], also more
-    /// than one full-sized segment of in-order data is unacknowledged (the second full-sized
-    /// segment arrived) or the delay ran out.
-    fn coalesced_ack_goes(&mut self, now: Instant, r: &ProtoResult, i: usize) -> bool {
-        let Some(l) = self.last.iter().find(|l| l.flow == r.flow) else {
-            return false;
-        };
-        if l.ack != i || l.tx != i {
-            return false;
-        }
-        let AckPolicy::Delayed(delay) = self.policy else {
-            return true;
-        };
-        let Some(st) = self.acks.get_mut(r.flow as usize) else {
-            return true;
-        };
-        // This item's own data counts.
-        let bytes = in_order_bytes(r);
-        st.full = st.full.max(bytes);
-        let unacked = st.unacked.saturating_add(bytes);
-        if unacked > st.full || st.due.is_some_and(|d| now >= d) {
-            return true;
-        }
-        if st.due.is_none() {
-            let due = now + delay;
-            st.due = Some(due);
-            if let Some(v) = self.flows.get(r.flow as usize).and_then(Option::as_ref) {
-                v.counters
-                    .ack_due
-                    .store(due.micros().saturating_add(1), Ordering::Relaxed);
-                if self.with_control {
-                    v.counters.arm_timers_in_order();
-                } else {
-                    v.counters.arm_timers();
-                }
-            }
-        }
-        false
-    }
-
-    /// Delayed-ACK bookkeeping for one item: data received raises the count; any segment
-    /// sent carries the ACK and clears it.
-    fn track_delayed(&mut self, _now: Instant, r: &ProtoResult, send: bool) {
-        let Some(st) = self.acks.get_mut(r.flow as usize) else {
-            return;
-        };
-        let bytes = in_order_bytes(r);
-        st.full = st.full.max(bytes);
-        if send {
-            let pending = st.due.take();
-            st.unacked = 0;
-            if let Some(due) = pending {
-                // Clear only the due time this stage set.
-                if let Some(v) = self.flows.get(r.flow as usize).and_then(Option::as_ref) {
-                    let mine = due.micros().saturating_add(1);
-                    let _ = v.counters.ack_due.compare_exchange(
-                        mine,
-                        0,
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    );
-                }
-            }
-        } else {
-            st.unacked = st.unacked.saturating_add(bytes);
-        }
-    }
-}
-
-/// The in-order payload a result delivered, for the delayed-ACK count: its placed bytes when
-/// it published the receive ring (at least 1), else 0.
-#[inline]
-fn in_order_bytes(r: &ProtoResult) -> u32 {
-    if r.actions.any(Actions::PUBLISH_RX) {
-        u32::from(r.payload.len).max(1)
-    } else {
-        0
-    }
-}
-
-/// Counter updates of one flow, gathered over a run of results and written to the shared
-/// atomics once.
-#[derive(Default)]
-struct Accumulator {
-    flow: Option<FlowId>,
-    /// Whether any of the counters of loss, recovery and ECN moved (most runs move none).
-    rare: bool,
-    rx_segments: u64,
-    rx_bytes: u64,
-    acked: u64,
-    ecn: u64,
-    dup_acks: u64,
-    fast: u64,
-    recovery: u64,
-    tlp: u64,
-    timeout: u64,
-    ooo: u64,
-    rtt_sum: u64,
-    rtt_n: u64,
-    tx_segments: u64,
-    tx_bytes: u64,
-    in_flight: u32,
-    unsent: u32,
-    zero: bool,
-    stamp: u32,
-}
-
-impl Accumulator {
-    /// Publish what the run of results of one flow moved (nothing when no run is open).
-    #[inline(always)]
-    fn flush(&mut self, flows: &[Option<FlowView>], now: Instant, sole: bool, with_control: bool) {
-        if let Some(flow) = self.flow.take() {
-            self.flush_flow(flow, flows, now, sole, with_control);
-        }
-    }
-
-    #[inline(never)]
-    fn flush_flow(
-        &mut self,
-        flow: FlowId,
-        flows: &[Option<FlowView>],
-        now: Instant,
-        sole: bool,
-        with_control: bool,
-    ) {
-        if let Some(v) = flows.get(flow as usize).and_then(Option::as_ref) {
-            let c = &v.counters;
-            // When it happened, for the control plane's timers (which look at the counters
-            // only every timer tick): stored before the counts, and published with them
-            // (the control plane fences after reading a count).
-            // Replicas whose clocks were read at different moments may finish a flow's
-            // bursts in either order: the later time stays.
-            for (at, happened) in [
-                (&c.last_ack_us, self.acked > 0),
-                (&c.last_rx_us, self.rx_segments > 0),
-            ] {
-                if !happened {
-                    continue;
-                }
-                if sole {
-                    at.store(now.micros(), Ordering::Relaxed);
-                } else {
-                    at.fetch_max(now.micros(), Ordering::Relaxed);
-                }
-            }
-            std::sync::atomic::fence(Ordering::Release);
-            let add = |counter: &AtomicU64, n: u64| {
-                if n > 0 {
-                    if sole {
-                        FlowCounters::add_sole(counter, n);
-                    } else {
-                        FlowCounters::add(counter, n);
-                    }
-                }
-            };
-            add(&c.rx_segments, self.rx_segments);
-            add(&c.rx_bytes, self.rx_bytes);
-            add(&c.acked_bytes, self.acked);
-            add(&c.tx_segments, self.tx_segments);
-            add(&c.tx_bytes, self.tx_bytes);
-            if self.rare {
-                self.flush_rare(c, sole);
-            }
-            if self.rtt_n > 0 {
-                if sole {
-                    c.add_rtt_sole(self.rtt_sum, self.rtt_n);
-                } else {
-                    c.add_rtt(self.rtt_sum, self.rtt_n);
-                }
-            }
-
-            c.publish_send_state(self.stamp, self.in_flight, self.unsent, self.zero, sole);
-            if self.in_flight > 0 || self.unsent > 0 {
-                if with_control {
-                    c.arm_timers_in_order();
-                } else {
-                    c.arm_timers();
-                }
-            }
-        }
-        *self = Accumulator::default();
-    }
-
-    /// The loss, recovery and ECN counters (out of line: most runs move none).
-    #[cold]
-    #[inline(never)]
-    fn flush_rare(&self, c: &FlowCounters, sole: bool) {
-        for (counter, n) in [
-            (&c.ecn_bytes, self.ecn),
-            (&c.dup_acks, self.dup_acks),
-            (&c.fast_retransmits, self.fast),
-            (&c.recovery_retransmits, self.recovery),
-            (&c.tail_probes, self.tlp),
-            (&c.timeout_retransmits, self.timeout),
-            (&c.ooo_segments, self.ooo),
-        ] {
-            if n > 0 {
-                if sole {
-                    FlowCounters::add_sole(counter, n);
-                } else {
-                    FlowCounters::add(counter, n);
-                }
-            }
-        }
     }
 }
 

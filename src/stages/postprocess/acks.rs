@@ -1,0 +1,109 @@
+//! Postprocess's ACK decisions: which coalescable ACK of a burst goes out, and the delayed-ACK
+//! state of each flow ([`AckPolicy::Delayed`]).
+
+use std::sync::atomic::Ordering;
+
+use super::*;
+
+/// A flow's delayed-ACK state ([`AckPolicy::Delayed`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct AckState {
+    /// In-order payload bytes received since the flow last sent a segment.
+    pub(super) unacked: u32,
+    /// A full-sized segment's payload: the flow's MSS (at least 1), raised to the largest
+    /// in-order payload seen (as Linux's receive-MSS estimate: a peer whose segments are
+    /// larger than what this side sends still gets an ACK every second one). An ACK goes at
+    /// once when more than this is unacknowledged, i.e. at the second full-sized segment.
+    pub(super) full: u32,
+    /// When the pending ACK is due.
+    pub(super) due: Option<Instant>,
+}
+
+/// Per flow in a burst: the last coalescable ACK and the last segment sent.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct LastTx {
+    pub(super) flow: FlowId,
+    pub(super) ack: usize,
+    pub(super) tx: usize,
+}
+impl Postprocess {
+    /// Whether the coalescable ACK of item `i` goes out: it is the flow's last in the burst
+    /// and no later segment of the flow carries it; under [`AckPolicy::Delayed`], also more
+    /// than one full-sized segment of in-order data is unacknowledged (the second full-sized
+    /// segment arrived) or the delay ran out.
+    pub(super) fn coalesced_ack_goes(&mut self, now: Instant, r: &ProtoResult, i: usize) -> bool {
+        let Some(l) = self.last.iter().find(|l| l.flow == r.flow) else {
+            return false;
+        };
+        if l.ack != i || l.tx != i {
+            return false;
+        }
+        let AckPolicy::Delayed(delay) = self.policy else {
+            return true;
+        };
+        let Some(st) = self.acks.get_mut(r.flow as usize) else {
+            return true;
+        };
+        // This item's own data counts.
+        let bytes = in_order_bytes(r);
+        st.full = st.full.max(bytes);
+        let unacked = st.unacked.saturating_add(bytes);
+        if unacked > st.full || st.due.is_some_and(|d| now >= d) {
+            return true;
+        }
+        if st.due.is_none() {
+            let due = now + delay;
+            st.due = Some(due);
+            if let Some(v) = self.flows.get(r.flow as usize).and_then(Option::as_ref) {
+                v.counters
+                    .ack_due
+                    .store(due.micros().saturating_add(1), Ordering::Relaxed);
+                if self.with_control {
+                    v.counters.arm_timers_in_order();
+                } else {
+                    v.counters.arm_timers();
+                }
+            }
+        }
+        false
+    }
+
+    /// Delayed-ACK bookkeeping for one item: data received raises the count; any segment
+    /// sent carries the ACK and clears it.
+    pub(super) fn track_delayed(&mut self, _now: Instant, r: &ProtoResult, send: bool) {
+        let Some(st) = self.acks.get_mut(r.flow as usize) else {
+            return;
+        };
+        let bytes = in_order_bytes(r);
+        st.full = st.full.max(bytes);
+        if send {
+            let pending = st.due.take();
+            st.unacked = 0;
+            if let Some(due) = pending {
+                // Clear only the due time this stage set.
+                if let Some(v) = self.flows.get(r.flow as usize).and_then(Option::as_ref) {
+                    let mine = due.micros().saturating_add(1);
+                    let _ = v.counters.ack_due.compare_exchange(
+                        mine,
+                        0,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
+            }
+        } else {
+            st.unacked = st.unacked.saturating_add(bytes);
+        }
+    }
+}
+
+/// The in-order payload a result delivered, for the delayed-ACK count: its placed bytes when
+/// it published the receive ring (at least 1), else 0.
+#[inline]
+fn in_order_bytes(r: &ProtoResult) -> u32 {
+    if r.actions.any(Actions::PUBLISH_RX) {
+        u32::from(r.payload.len).max(1)
+    } else {
+        0
+    }
+}
