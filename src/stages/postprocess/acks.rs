@@ -1,8 +1,6 @@
 //! Postprocess's ACK decisions: which coalescable ACK of a burst goes out, and the delayed-ACK
 //! state of each flow ([`AckPolicy::Delayed`]).
 
-use std::sync::atomic::Ordering;
-
 use super::*;
 
 /// A flow's delayed-ACK state ([`AckPolicy::Delayed`]).
@@ -26,6 +24,7 @@ pub(super) struct LastTx {
     pub(super) ack: usize,
     pub(super) tx: usize,
 }
+
 impl Postprocess {
     /// Whether the coalescable ACK of item `i` goes out: it is the flow's last in the burst
     /// and no later segment of the flow carries it; under [`AckPolicy::Delayed`], also more
@@ -52,31 +51,51 @@ impl Postprocess {
             return true;
         }
         if st.due.is_none() {
-            let due = now + delay;
-            st.due = Some(due);
-            if let Some(v) = self.flows.get(r.flow as usize).and_then(Option::as_ref) {
-                v.counters
-                    .ack_due
-                    .store(due.micros().saturating_add(1), Ordering::Relaxed);
-                if self.with_control {
-                    v.counters.arm_timers_in_order();
-                } else {
-                    v.counters.arm_timers();
-                }
-            }
+            self.arm_delayed(r.flow, now + delay);
         }
         false
     }
 
-    /// Delayed-ACK bookkeeping for one item: data received raises the count; any segment
-    /// sent carries the ACK and clears it.
-    pub(super) fn track_delayed(&mut self, _now: Instant, r: &ProtoResult, send: bool) {
+    /// Set flow `flow`'s delayed-ACK due time to `due` and tell the control plane's timers,
+    /// which send the ACK then.
+    fn arm_delayed(&mut self, flow: FlowId, due: Instant) {
+        if let Some(st) = self.acks.get_mut(flow as usize) {
+            st.due = Some(due);
+        }
+        if let Some(v) = self.flows.get(flow as usize).and_then(Option::as_ref) {
+            v.counters
+                .ack_due
+                .store(due.micros().saturating_add(1), Ordering::Relaxed);
+            if self.with_control {
+                v.counters.arm_timers_in_order();
+            } else {
+                v.counters.arm_timers();
+            }
+        }
+    }
+
+    /// Delayed-ACK bookkeeping for one item (under [`AckPolicy::Delayed`] only): data
+    /// received raises the count; a segment that went out (`carried`) carries the ACK and
+    /// clears it. An ACK still owed after the item always has a timer: at once where a
+    /// segment that should have carried it (`wanted`) could not be built (no frame), else
+    /// after the delay where none is set (the segments that would have carried it did not
+    /// go).
+    pub(super) fn track_delayed(
+        &mut self,
+        now: Instant,
+        r: &ProtoResult,
+        wanted: bool,
+        carried: bool,
+    ) {
+        let AckPolicy::Delayed(delay) = self.policy else {
+            return;
+        };
         let Some(st) = self.acks.get_mut(r.flow as usize) else {
             return;
         };
         let bytes = in_order_bytes(r);
         st.full = st.full.max(bytes);
-        if send {
+        if carried {
             let pending = st.due.take();
             st.unacked = 0;
             if let Some(due) = pending {
@@ -91,8 +110,13 @@ impl Postprocess {
                     );
                 }
             }
-        } else {
-            st.unacked = st.unacked.saturating_add(bytes);
+            return;
+        }
+        st.unacked = st.unacked.saturating_add(bytes);
+        if wanted {
+            self.arm_delayed(r.flow, now);
+        } else if st.unacked > 0 && st.due.is_none() {
+            self.arm_delayed(r.flow, now + delay);
         }
     }
 }

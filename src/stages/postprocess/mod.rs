@@ -138,6 +138,18 @@ impl Postprocess {
         self.policy
     }
 
+    /// Whether `r` is a result of its flow id's previous connection (its stamp's incarnation
+    /// is not the installed connection's; see [`build`](Self::build)).
+    #[inline]
+    fn stale(&self, r: &ProtoResult) -> bool {
+        r.stamp != 0
+            && self
+                .flows
+                .get(r.flow as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|v| (r.stamp >> 24) as u8 != v.identity.incarnation)
+    }
+
     fn build(&mut self, now: Instant, r: &mut ProtoResult, send: bool) {
         let Some(view) = self.flows.get(r.flow as usize).and_then(Option::as_ref) else {
             if let Some(f) = r.tx_frame.take() {
@@ -239,8 +251,12 @@ impl Postprocess {
         self.last.clear();
         if self.policy != AckPolicy::EverySegment {
             for (i, r) in items.iter().enumerate() {
-                // A probe below SND.UNA carries no acknowledgment the peer reads.
-                if !r.actions.any(Actions::TX) || r.actions.any(Actions::WINDOW_PROBE) {
+                // A probe below SND.UNA carries no acknowledgment the peer reads; a result
+                // of the id's previous connection is dropped.
+                if !r.actions.any(Actions::TX)
+                    || r.actions.any(Actions::WINDOW_PROBE)
+                    || self.stale(r)
+                {
                     continue;
                 }
                 let coalescable = !r.actions.any(Actions::ACK_NOW);
@@ -261,16 +277,20 @@ impl Postprocess {
         }
         for (i, r) in items.iter_mut().enumerate() {
             let a = r.actions;
-            let send = a.any(Actions::TX)
+            // A result of the id's previous connection neither sends nor counts toward the
+            // new connection's ACK state (`build` drops it).
+            let stale = self.stale(r);
+            let send = !stale
+                && a.any(Actions::TX)
                 && (a.any(Actions::ACK_NOW)
                     || self.policy == AckPolicy::EverySegment
                     || self.coalesced_ack_goes(now, r, i));
             self.build(now, r, send);
-            if let AckPolicy::Delayed(_) = self.policy {
+            if !stale {
                 // Only a segment built carries the ACK (one dropped for want of a frame
                 // leaves it owed); a probe below SND.UNA acknowledges nothing the peer reads.
-                let carries = r.tx_frame.is_some() && !a.any(Actions::WINDOW_PROBE);
-                self.track_delayed(now, r, carries);
+                let probe = a.any(Actions::WINDOW_PROBE);
+                self.track_delayed(now, r, send && !probe, r.tx_frame.is_some() && !probe);
             }
         }
         self.acc
@@ -611,11 +631,12 @@ mod tests {
     fn an_ack_dropped_for_want_of_a_frame_stays_owed() {
         let arena = Arc::new(FrameArena::new(64).unwrap());
         let mut p = Postprocess::new(arena.clone(), AckPolicy::delayed(Duration::from_millis(5)));
+        let counters = FlowCounters::new();
         p.install(
             0,
             FlowView {
                 identity: crate::flow::test_identity(0, 1448),
-                counters: FlowCounters::new(),
+                counters: counters.clone(),
             },
         );
         // Every frame taken before the stage's cache first fills from the arena.
@@ -625,14 +646,62 @@ mod tests {
         }
         // Two full segments: the ACK is due, but no frame can be had.
         let mut items = vec![data(0), data(0)];
-        p.process_in_place(Instant::ZERO, &mut items);
+        p.process_in_place(Instant::from_micros(7), &mut items);
         assert!(sent(&items).is_empty(), "no frame: nothing built");
         assert_eq!(p.stats().drops.get(DropReason::NoFrame), 1);
+        // The control plane's timer is asked to send it at once (7 us, stored plus one).
+        assert_eq!(counters.ack_due.load(Ordering::Relaxed), 7 + 1);
         // Frames again: the next segment, a small one, carries the owed ACK at once.
         for f in held {
             arena.free(f);
         }
         let mut items = vec![data_of(0, 10)];
+        p.process_in_place(Instant::from_micros(9), &mut items);
+        assert_eq!(sent(&items), [0]);
+        assert_eq!(counters.ack_due.load(Ordering::Relaxed), 0);
+    }
+
+    /// In-order data whose result sends nothing (its ACK was left to a segment that then
+    /// did not go): the ACK is owed, and the delay's timer is armed for it.
+    #[test]
+    fn data_left_without_a_segment_arms_the_delayed_ack_timer() {
+        let mut p = post(AckPolicy::delayed(Duration::from_millis(5)), 1);
+        let counters = p.flows[0].as_ref().unwrap().counters.clone();
+        let mut quiet = data(0);
+        quiet.actions.clear(Actions::TX);
+        let mut items = vec![quiet];
+        p.process_in_place(Instant::from_micros(3), &mut items);
+        assert!(sent(&items).is_empty());
+        assert_eq!(counters.ack_due.load(Ordering::Relaxed), 5_003 + 1);
+    }
+
+    /// A result of the flow id's previous connection (its stamp's incarnation is not the
+    /// installed one's) neither sends nor counts toward the new connection's delayed ACK.
+    #[test]
+    fn a_stale_result_leaves_the_delayed_ack_state_alone() {
+        let mut p = post(AckPolicy::delayed(Duration::from_millis(5)), 1);
+        let counters = p.flows[0].as_ref().unwrap().counters.clone();
+        // The installed connection is incarnation 1; this result is of incarnation 9.
+        let mut stale = data(0);
+        stale.stamp = 9 << 24 | 1;
+        let mut items = vec![stale];
+        p.process_in_place(Instant::ZERO, &mut items);
+        assert!(sent(&items).is_empty());
+        assert_eq!(p.stats().drops.get(DropReason::StaleFlow), 1);
+        assert_eq!(
+            counters.ack_due.load(Ordering::Relaxed),
+            0,
+            "no timer armed"
+        );
+        // One full segment of the connection's own: not yet more than one unacknowledged.
+        let mut own = data(0);
+        own.stamp = 1 << 24 | 1;
+        let mut items = vec![own];
+        p.process_in_place(Instant::from_micros(1), &mut items);
+        assert!(sent(&items).is_empty(), "the stale bytes did not count");
+        let mut own = data(0);
+        own.stamp = 1 << 24 | 2;
+        let mut items = vec![own];
         p.process_in_place(Instant::from_micros(2), &mut items);
         assert_eq!(sent(&items), [0]);
     }
