@@ -139,7 +139,9 @@ impl Postprocess {
     }
 
     /// Whether `r` is a result of its flow id's previous connection (its stamp's incarnation
-    /// is not the installed connection's; see [`build`](Self::build)).
+    /// is not the installed connection's): one that passed placement before this connection
+    /// was installed (the threaded runtime reuses a freed id at once). It must neither go out
+    /// with this connection's headers nor count toward its state.
     #[inline]
     fn stale(&self, r: &ProtoResult) -> bool {
         r.stamp != 0
@@ -150,17 +152,16 @@ impl Postprocess {
                 .is_some_and(|v| (r.stamp >> 24) as u8 != v.identity.incarnation)
     }
 
-    fn build(&mut self, now: Instant, r: &mut ProtoResult, send: bool) {
+    /// Count `r` and, where `send`, build its segment. `stale`: [`stale`](Self::stale)'s
+    /// answer for `r`, which is dropped.
+    fn build(&mut self, now: Instant, r: &mut ProtoResult, send: bool, stale: bool) {
         let Some(view) = self.flows.get(r.flow as usize).and_then(Option::as_ref) else {
             if let Some(f) = r.tx_frame.take() {
                 self.frames.free(f);
             }
             return;
         };
-        // A result of the id's previous connection that passed placement before this one
-        // was installed (the threaded runtime reuses a freed id at once): it must neither
-        // go out with this connection's headers nor count toward its state.
-        if r.stamp != 0 && (r.stamp >> 24) as u8 != view.identity.incarnation {
+        if stale {
             self.stats.drops.add(DropReason::StaleFlow);
             if let Some(f) = r.tx_frame.take() {
                 self.frames.free(f);
@@ -285,7 +286,7 @@ impl Postprocess {
                 && (a.any(Actions::ACK_NOW)
                     || self.policy == AckPolicy::EverySegment
                     || self.coalesced_ack_goes(now, r, i));
-            self.build(now, r, send);
+            self.build(now, r, send, stale);
             if !stale {
                 // Only a segment built carries the ACK (one dropped for want of a frame
                 // leaves it owed); a probe below SND.UNA acknowledges nothing the peer reads.
