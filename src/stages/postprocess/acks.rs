@@ -102,12 +102,16 @@ impl Postprocess {
                 // Clear only the due time this stage set.
                 if let Some(v) = self.flows.get(r.flow as usize).and_then(Option::as_ref) {
                     let mine = due.micros().saturating_add(1);
-                    let _ = v.counters.ack_due.compare_exchange(
-                        mine,
-                        0,
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    );
+                    let at = &v.counters.ack_due;
+                    if self.with_control {
+                        // The timers run on this thread, between this stage's calls: no
+                        // store of theirs can come between the load and the store.
+                        if at.load(Ordering::Relaxed) == mine {
+                            at.store(0, Ordering::Relaxed);
+                        }
+                    } else {
+                        let _ = at.compare_exchange(mine, 0, Ordering::Relaxed, Ordering::Relaxed);
+                    }
                 }
             }
             return;

@@ -539,25 +539,52 @@ mod tests {
         }
     }
 
+    /// Under both ways of clearing the due time: a compare-and-swap, or on the control
+    /// plane's thread a load and a store.
     #[test]
     fn delayed_acks_every_second_segment_across_bursts() {
-        let mut p = post(AckPolicy::delayed(Duration::from_millis(5)), 1);
-        let counters = p.flows[0].as_ref().unwrap().counters.clone();
-        let mut sends = Vec::new();
-        for i in 0..6u64 {
-            let mut items = vec![data(0)];
-            p.process_in_place(Instant::from_micros(i), &mut items);
-            sends.push(items[0].tx_frame.is_some());
-            if i % 2 == 0 {
-                assert_eq!(counters.ack_due.load(Ordering::Relaxed), 5_000 + i + 1);
-            } else {
-                assert_eq!(counters.ack_due.load(Ordering::Relaxed), 0);
+        for on_control in [false, true] {
+            let mut p = post(AckPolicy::delayed(Duration::from_millis(5)), 1);
+            if on_control {
+                p = p.on_control_thread();
             }
-            if let Some(f) = items[0].tx_frame.take() {
+            let counters = p.flows[0].as_ref().unwrap().counters.clone();
+            let mut sends = Vec::new();
+            for i in 0..6u64 {
+                let mut items = vec![data(0)];
+                p.process_in_place(Instant::from_micros(i), &mut items);
+                sends.push(items[0].tx_frame.is_some());
+                let due = counters.ack_due.load(Ordering::Relaxed);
+                if i % 2 == 0 {
+                    assert_eq!(due, 5_000 + i + 1, "{on_control}");
+                } else {
+                    assert_eq!(due, 0, "{on_control}");
+                }
+                if let Some(f) = items[0].tx_frame.take() {
+                    p.arena.free(f);
+                }
+            }
+            assert_eq!(
+                sends,
+                [false, true, false, true, false, true],
+                "{on_control}"
+            );
+            // A due time this stage did not set (another replica's) stays when a segment
+            // carries the ACK.
+            let mut items = vec![data(0)];
+            p.process_in_place(Instant::from_micros(10), &mut items);
+            counters.ack_due.store(77, Ordering::Relaxed);
+            let mut items2 = vec![data(0)];
+            p.process_in_place(Instant::from_micros(11), &mut items2);
+            assert!(items2[0].tx_frame.is_some(), "{on_control}");
+            assert_eq!(counters.ack_due.load(Ordering::Relaxed), 77, "{on_control}");
+            for f in [items[0].tx_frame.take(), items2[0].tx_frame.take()]
+                .into_iter()
+                .flatten()
+            {
                 p.arena.free(f);
             }
         }
-        assert_eq!(sends, [false, true, false, true, false, true]);
     }
 
     /// Small segments are counted in bytes: the ACK goes once more than one full-sized
