@@ -13,6 +13,8 @@ use super::{Frame, FrameArena, HEADROOM};
 pub struct FrameCache {
     arena: Arc<FrameArena>,
     frames: Vec<Frame>,
+    /// The burst on its way back to the arena (kept, so that spilling allocates nothing).
+    spill: Vec<Frame>,
     /// Frames per refill: [`CACHE_BURST`], or a 64th of a small arena.
     burst: usize,
     /// `frames.len()`, for [`FrameArena::in_use`].
@@ -36,6 +38,7 @@ impl FrameCache {
         FrameCache {
             arena,
             frames: Vec::with_capacity(2 * burst),
+            spill: Vec::with_capacity(burst),
             burst,
             held,
         }
@@ -90,12 +93,30 @@ impl FrameCache {
             "frame freed into a foreign arena"
         );
         self.frames.push(frame);
+        self.settle();
+    }
+
+    /// Give back every frame of `frames`, leaving it empty: to the cache, with no atomic
+    /// operation, and past twice a burst the cache's surplus to the arena in one
+    /// compare-and-swap.
+    pub fn free_all(&mut self, frames: &mut Vec<Frame>) {
+        for f in frames.iter() {
+            assert_eq!(f.arena, self.arena.id, "frame freed into a foreign arena");
+        }
+        self.frames.append(frames);
+        self.settle();
+    }
+
+    /// Past twice a burst, keep one burst and give the rest back to the arena; publish how
+    /// many the cache holds.
+    #[inline]
+    fn settle(&mut self) {
         if self.frames.len() >= 2 * self.burst {
-            let mut spill = self.frames.split_off(self.burst);
+            self.spill.extend(self.frames.drain(self.burst..));
             // Counted out of the cache before they are free: `in_use` may read high for a
             // moment, never low.
             self.held.store(self.frames.len(), Ordering::Relaxed);
-            self.arena.free_all(&mut spill);
+            self.arena.free_all(&mut self.spill);
         }
         self.held.store(self.frames.len(), Ordering::Relaxed);
     }
@@ -193,5 +214,40 @@ mod tests {
         assert!(c.alloc().is_none());
         assert_eq!(small.alloc_failures(), 1);
         c.free(only);
+    }
+
+    #[test]
+    fn a_burst_given_back_stays_in_the_cache_up_to_two_bursts() {
+        let a = Arc::new(FrameArena::new(4096).unwrap());
+        let mut c = FrameCache::new(a.clone());
+        let mut out: Vec<Frame> = (0..40).map(|_| a.alloc().unwrap()).collect();
+        let free = a.free.len();
+        c.free_all(&mut out);
+        assert!(out.is_empty());
+        // Below two bursts: all 40 kept, counted free, none back on the arena's list.
+        assert_eq!((a.in_use(), a.free.len()), (0, free));
+        // Past two bursts, one burst stays and the rest goes back in one push.
+        let mut more: Vec<Frame> = (0..30).map(|_| a.alloc().unwrap()).collect();
+        c.free_all(&mut more);
+        assert_eq!(a.in_use(), 0);
+        assert_eq!(a.free.len(), free - 30 + 70 - CACHE_BURST);
+        // The kept frames are handed out again, each once.
+        let again: Vec<Frame> = (0..CACHE_BURST).map(|_| c.alloc().unwrap()).collect();
+        let mut seen = std::collections::HashSet::new();
+        assert!(again.iter().all(|f| seen.insert(f.index())));
+        assert_eq!(a.free.len(), free - 30 + 70 - CACHE_BURST, "no refill yet");
+        let mut again = again;
+        c.free_all(&mut again);
+        drop(c);
+        assert_eq!((a.in_use(), a.free.len()), (0, 4096));
+    }
+
+    #[test]
+    #[should_panic(expected = "foreign arena")]
+    fn a_frame_of_another_arena_is_refused() {
+        let a = Arc::new(FrameArena::new(64).unwrap());
+        let b = FrameArena::new(64).unwrap();
+        let mut c = FrameCache::new(a);
+        c.free_all(&mut vec![b.alloc().unwrap()]);
     }
 }

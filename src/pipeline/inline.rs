@@ -86,7 +86,13 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
                 rings.clone(),
                 0,
             ),
-            delivery: Delivery::new(arena.clone(), 0, !port.capabilities().tx_checksum_offload),
+            delivery: {
+                let mut d =
+                    Delivery::new(arena.clone(), 0, !port.capabilities().tx_checksum_offload);
+                // Its received frames go to the transport's cache (`run_work`).
+                d.place.leave_freed();
+                d
+            },
             egress: Egress::new(
                 arena.clone(),
                 Postprocess::new(arena.clone(), cfg.ack_policy)
@@ -354,7 +360,12 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
             return false;
         }
         let mut any = false;
-        while let Some(flow) = self.host.doorbells.pop() {
+        // Emptiness first: a pop that finds the queue empty costs a full fence, one per
+        // poll; a doorbell rung after the test waits for the next poll.
+        while !self.host.doorbells.is_empty() {
+            let Some(flow) = self.host.doorbells.pop() else {
+                break;
+            };
             any = true;
             self.stats.doorbells += 1;
             if let Some(u) = self.control.app_update(flow, &mut self.cout) {
@@ -431,6 +442,8 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
             self.transport.run(now, &mut self.work, &mut self.results);
         }
         self.delivery.run(now, &mut self.results, &mut self.events);
+        // The received frames placement is done with are the next segments' frames.
+        self.transport.recycle(self.delivery.place.freed());
         let tx = &mut self.tx;
         self.egress.run(now, &mut self.results, |_, f| {
             if let Some(f) = f {

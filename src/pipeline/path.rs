@@ -114,6 +114,12 @@ pub(crate) struct Transport<C: CongestionControl, S: FlowScheduler> {
 }
 
 impl<C: CongestionControl, S: FlowScheduler> Transport<C, S> {
+    /// Take `frames` (free, leaving it empty) into the cache the segments it sends come
+    /// from.
+    pub(crate) fn recycle(&mut self, frames: &mut Vec<Frame>) {
+        self.frames.free_all(frames);
+    }
+
     pub(crate) fn new(
         arena: Arc<FrameArena>,
         proto: Protocol<C>,

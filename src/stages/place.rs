@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::{Actions, PayloadOp, ProtoResult};
-use crate::buf::{Frame, FrameArena, ReadLease, RingReader, RingWriter, WriteLease};
+use crate::buf::{Frame, FrameArena, FrameCache, ReadLease, RingReader, RingWriter, WriteLease};
 use crate::flow::FlowId;
 use crate::pipeline::hooks::{Hook, HookCx, Results, Verdicts};
 use crate::stats::{DropReason, StageStats};
@@ -36,9 +36,13 @@ pub struct Place {
     /// Each installed flow's incarnation (0: results are not checked).
     incarnations: Vec<u8>,
     /// Received frames whose payload is placed, given back together at the end of the
-    /// burst: one compare-and-swap on the arena's free list per burst, not per frame, and
-    /// no locked instruction waiting behind each payload copy's stores.
+    /// burst (no locked instruction waiting behind each payload copy's stores)...
     freed: Vec<Frame>,
+    /// ... to the stage's own stock of free frames, which gives them to the arena a burst
+    /// at a time: no atomic operation per burst either; or they stay for the runtime
+    /// ([`leave_freed`](Self::leave_freed)).
+    cache: FrameCache,
+    leave: bool,
     /// Whether transmit payload is summed as it is copied ([`PayloadOp::sum`]).
     sums: bool,
     stats: StageStats,
@@ -48,10 +52,12 @@ impl Place {
     /// A place stage over `arena`.
     pub fn new(arena: Arc<FrameArena>) -> Self {
         Place {
+            cache: FrameCache::new(arena.clone()),
             arena,
             flows: Vec::new(),
             incarnations: Vec::new(),
             freed: Vec::new(),
+            leave: false,
             sums: true,
             stats: StageStats::default(),
         }
@@ -116,13 +122,34 @@ impl Place {
         for r in items.iter_mut() {
             self.apply_deferred(r);
         }
-        self.arena.free_all(&mut self.freed);
+        self.give_back();
     }
 
     /// Carry out one result's payload actions.
     pub fn apply(&mut self, r: &mut ProtoResult) {
         self.apply_deferred(r);
-        self.arena.free_all(&mut self.freed);
+        self.give_back();
+    }
+
+    /// Leave the received frames the stage is done with in [`freed`](Self::freed), for the
+    /// runtime to take after each call, instead of keeping them: the inline runtime gives
+    /// them to the frame cache its next segments come from, so that a frame just read is
+    /// the next one written, while its lines are still in the data cache.
+    pub(crate) fn leave_freed(&mut self) {
+        self.leave = true;
+    }
+
+    /// The received frames the stage is done with (empty unless
+    /// [`leave_freed`](Self::leave_freed)).
+    pub(crate) fn freed(&mut self) -> &mut Vec<Frame> {
+        &mut self.freed
+    }
+
+    #[inline]
+    fn give_back(&mut self) {
+        if !self.leave {
+            self.cache.free_all(&mut self.freed);
+        }
     }
 
     /// [`apply`](Self::apply), leaving the received frame in `freed`.
@@ -334,9 +361,9 @@ impl Place {
         }
     }
 
-    /// Give the received frames placed so far back to the arena (one compare-and-swap).
+    /// Give the received frames placed so far back (to the stage's frame cache).
     pub(crate) fn free_placed(&mut self) {
-        self.arena.free_all(&mut self.freed);
+        self.give_back();
     }
 
     /// Count a burst of `n` results (a runtime that calls [`begin`](Self::begin) itself).
@@ -476,6 +503,14 @@ impl Place {
     }
 }
 
+impl Drop for Place {
+    fn drop(&mut self) {
+        // Frames left for a runtime that did not take them (its cache gives them back in
+        // turn when dropped).
+        self.cache.free_all(&mut self.freed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,7 +543,7 @@ mod tests {
                 .set(Actions::PLACE_PAYLOAD | Actions::PUBLISH_RX | Actions::NOTIFY_APP);
             r
         };
-        let free = arena.free_frames();
+        let used = arena.in_use();
         let mut stale = [result(&arena, 1, 0xee)];
         place.process_in_place(Instant::ZERO, &mut stale);
         assert!(stale[0].actions.is_empty() && stale[0].stamp == 0);
@@ -517,7 +552,7 @@ mod tests {
             (0, 0),
             "counted as progress"
         );
-        assert_eq!(arena.free_frames(), free, "its frame was not given back");
+        assert_eq!(arena.in_use(), used, "its frame was not given back");
         assert_eq!(place.stats().drops.get(DropReason::StaleFlow), 1);
         assert_eq!(
             app_rx.available(),
@@ -530,6 +565,41 @@ mod tests {
         assert_eq!(app_rx.pop(&mut got), 4);
         assert_eq!(got, [0x11; 4]);
         assert_eq!(place.stats().drops.get(DropReason::StaleFlow), 1);
+    }
+
+    /// Received frames go to the stage's cache, or, once told to leave them, stay in
+    /// `freed` for the runtime; a place stage dropped gives back what it still holds.
+    #[test]
+    fn placed_frames_are_kept_or_left_for_the_runtime() {
+        let arena = Arc::new(FrameArena::new(8).unwrap());
+        for leave in [false, true] {
+            let mut place = Place::new(arena.clone());
+            if leave {
+                place.leave_freed();
+            }
+            let (rx, mut app_rx) = byte_ring(1024);
+            let (_app_tx, tx) = byte_ring(1024);
+            place.install(3, FlowRings { rx, tx }, 0);
+            let mut f = arena.alloc().unwrap();
+            arena.buf_mut(&mut f)[..4].fill(7);
+            f.set_len(4);
+            let mut r = ProtoResult {
+                flow: 3,
+                rx_frame: Some(f),
+                rx_publish: 4,
+                ..Default::default()
+            };
+            r.payload.len = 4;
+            r.actions.set(Actions::PLACE_PAYLOAD | Actions::PUBLISH_RX);
+            place.process_in_place(Instant::ZERO, std::slice::from_mut(&mut r));
+            let mut got = [0u8; 4];
+            assert_eq!((app_rx.pop(&mut got), got), (4, [7; 4]), "{leave}");
+            assert_eq!(place.freed().len(), usize::from(leave));
+            // Kept, it is free (in the stage's cache); left, it is in use until taken.
+            assert_eq!(arena.in_use(), usize::from(leave), "{leave}");
+            drop(place);
+            assert_eq!(arena.in_use(), 0, "{leave}");
+        }
     }
 
     /// A copy lent out holds its ring range: a second segment for the same bytes waits (it
