@@ -97,14 +97,40 @@ impl FrameCache {
     }
 
     /// Give back every frame of `frames`, leaving it empty: to the cache, with no atomic
-    /// operation, and past twice a burst the cache's surplus to the arena in one
-    /// compare-and-swap.
+    /// operation, while it holds less than two bursts; past that, the cache keeps one burst
+    /// (topped up with the last frames of `frames`) and the rest goes back to the arena in
+    /// one compare-and-swap, linked where it lies (a burst of received frames is not
+    /// copied into the cache only to be copied out again).
     pub fn free_all(&mut self, frames: &mut Vec<Frame>) {
         for f in frames.iter() {
             assert_eq!(f.arena, self.arena.id, "frame freed into a foreign arena");
         }
-        self.frames.append(frames);
-        self.settle();
+        if self.frames.len() + frames.len() < 2 * self.burst {
+            self.frames.append(frames);
+            self.held.store(self.frames.len(), Ordering::Relaxed);
+        } else {
+            self.spill_all(frames);
+        }
+    }
+
+    /// [`free_all`](Self::free_all) past two bursts (out of line: a burst of received
+    /// frames takes it once, a stream of single frames once every burst).
+    #[inline(never)]
+    fn spill_all(&mut self, frames: &mut Vec<Frame>) {
+        let keep = self
+            .burst
+            .saturating_sub(self.frames.len())
+            .min(frames.len());
+        let at = frames.len() - keep;
+        self.frames.extend(frames.drain(at..));
+        if self.frames.len() > self.burst {
+            frames.extend(self.frames.drain(self.burst..));
+        }
+        // Counted out of the cache before they are free: `in_use` may read high for a
+        // moment, never low.
+        self.held.store(self.frames.len(), Ordering::Relaxed);
+        self.arena.free_all(frames);
+        self.held.store(self.frames.len(), Ordering::Relaxed);
     }
 
     /// Past twice a burst, keep one burst and give the rest back to the arena; publish how
