@@ -126,8 +126,8 @@ impl FrameCache {
         if self.frames.len() > self.burst {
             frames.extend(self.frames.drain(self.burst..));
         }
-        // Counted out of the cache before they are free: `in_use` may read high for a
-        // moment, never low.
+        // Counted out of the cache before they are free (see `FrameArena::in_use` on
+        // readings taken while frames move).
         self.held.store(self.frames.len(), Ordering::Relaxed);
         self.arena.free_all(frames);
         self.held.store(self.frames.len(), Ordering::Relaxed);
@@ -139,8 +139,8 @@ impl FrameCache {
     fn settle(&mut self) {
         if self.frames.len() >= 2 * self.burst {
             self.spill.extend(self.frames.drain(self.burst..));
-            // Counted out of the cache before they are free: `in_use` may read high for a
-            // moment, never low.
+            // Counted out of the cache before they are free (see `FrameArena::in_use` on
+            // readings taken while frames move).
             self.held.store(self.frames.len(), Ordering::Relaxed);
             self.arena.free_all(&mut self.spill);
         }

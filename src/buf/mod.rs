@@ -376,7 +376,10 @@ impl FrameArena {
         self.frames as usize
     }
 
-    /// Frames currently handed out.
+    /// Frames currently handed out (frames held by a [`FrameCache`] count as free). Exact
+    /// while no cache moves frames; a reading taken while caches refill or spill may be off
+    /// by up to a burst per cache, either way (it reads the caches and the free list one
+    /// after the other).
     pub fn in_use(&self) -> usize {
         let cached: usize = self
             .caches

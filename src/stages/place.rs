@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::{Actions, PayloadOp, ProtoResult};
-use crate::buf::{Frame, FrameArena, FrameCache, ReadLease, RingReader, RingWriter, WriteLease};
+use crate::buf::{Frame, FrameArena, ReadLease, RingReader, RingWriter, WriteLease};
 use crate::flow::FlowId;
 use crate::pipeline::hooks::{Hook, HookCx, Results, Verdicts};
 use crate::stats::{DropReason, StageStats};
@@ -36,12 +36,10 @@ pub struct Place {
     /// Each installed flow's incarnation (0: results are not checked).
     incarnations: Vec<u8>,
     /// Received frames whose payload is placed, given back together at the end of the
-    /// burst (no locked instruction waiting behind each payload copy's stores)...
+    /// burst: one compare-and-swap on the arena's free list per burst, not per frame, and
+    /// no locked instruction waiting behind each payload copy's stores; or left for the
+    /// runtime ([`leave_freed`](Self::leave_freed)).
     freed: Vec<Frame>,
-    /// ... to the stage's own stock of free frames, which gives them to the arena a burst
-    /// at a time: no atomic operation per burst either; or they stay for the runtime
-    /// ([`leave_freed`](Self::leave_freed)).
-    cache: FrameCache,
     leave: bool,
     /// Whether transmit payload is summed as it is copied ([`PayloadOp::sum`]).
     sums: bool,
@@ -52,7 +50,6 @@ impl Place {
     /// A place stage over `arena`.
     pub fn new(arena: Arc<FrameArena>) -> Self {
         Place {
-            cache: FrameCache::new(arena.clone()),
             arena,
             flows: Vec::new(),
             incarnations: Vec::new(),
@@ -132,9 +129,10 @@ impl Place {
     }
 
     /// Leave the received frames the stage is done with in [`freed`](Self::freed), for the
-    /// runtime to take after each call, instead of keeping them: the inline runtime gives
-    /// them to the frame cache its next segments come from, so that a frame just read is
-    /// the next one written, while its lines are still in the data cache.
+    /// runtime to take after each call, instead of giving them back to the arena: the
+    /// inline runtime gives them to the frame cache its next segments come from, so that a
+    /// frame just read is the next one written, while its lines are still in the data
+    /// cache.
     pub(crate) fn leave_freed(&mut self) {
         self.leave = true;
     }
@@ -148,7 +146,7 @@ impl Place {
     #[inline]
     fn give_back(&mut self) {
         if !self.leave {
-            self.cache.free_all(&mut self.freed);
+            self.arena.free_all(&mut self.freed);
         }
     }
 
@@ -361,7 +359,7 @@ impl Place {
         }
     }
 
-    /// Give the received frames placed so far back (to the stage's frame cache).
+    /// Give the received frames placed so far back to the arena (one compare-and-swap).
     pub(crate) fn free_placed(&mut self) {
         self.give_back();
     }
@@ -505,9 +503,8 @@ impl Place {
 
 impl Drop for Place {
     fn drop(&mut self) {
-        // Frames left for a runtime that did not take them (its cache gives them back in
-        // turn when dropped).
-        self.cache.free_all(&mut self.freed);
+        // Frames left for a runtime that did not take them.
+        self.arena.free_all(&mut self.freed);
     }
 }
 
@@ -567,10 +564,10 @@ mod tests {
         assert_eq!(place.stats().drops.get(DropReason::StaleFlow), 1);
     }
 
-    /// Received frames go to the stage's cache, or, once told to leave them, stay in
+    /// Received frames go back to the arena, or, once told to leave them, stay in
     /// `freed` for the runtime; a place stage dropped gives back what it still holds.
     #[test]
-    fn placed_frames_are_kept_or_left_for_the_runtime() {
+    fn placed_frames_are_given_back_or_left_for_the_runtime() {
         let arena = Arc::new(FrameArena::new(8).unwrap());
         for leave in [false, true] {
             let mut place = Place::new(arena.clone());
@@ -595,7 +592,7 @@ mod tests {
             let mut got = [0u8; 4];
             assert_eq!((app_rx.pop(&mut got), got), (4, [7; 4]), "{leave}");
             assert_eq!(place.freed().len(), usize::from(leave));
-            // Kept, it is free (in the stage's cache); left, it is in use until taken.
+            // Given back, it is free; left, it is in use until taken.
             assert_eq!(arena.in_use(), usize::from(leave), "{leave}");
             drop(place);
             assert_eq!(arena.in_use(), 0, "{leave}");
