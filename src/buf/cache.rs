@@ -13,7 +13,8 @@ use super::{Frame, FrameArena, HEADROOM};
 pub struct FrameCache {
     arena: Arc<FrameArena>,
     frames: Vec<Frame>,
-    /// The burst on its way back to the arena (kept, so that spilling allocates nothing).
+    /// The surplus on its way back to the arena from [`free`](Self::free) (kept, so that
+    /// spilling allocates nothing).
     spill: Vec<Frame>,
     /// Frames per refill: [`CACHE_BURST`], or a 64th of a small arena.
     burst: usize,
@@ -93,7 +94,15 @@ impl FrameCache {
             "frame freed into a foreign arena"
         );
         self.frames.push(frame);
-        self.settle();
+        if self.frames.len() >= 2 * self.burst {
+            // The spill path with nothing of its own to give: the cache's surplus goes,
+            // through the kept vector (no allocation).
+            let mut surplus = std::mem::take(&mut self.spill);
+            self.spill_all(&mut surplus);
+            self.spill = surplus;
+        } else {
+            self.held.store(self.frames.len(), Ordering::Relaxed);
+        }
     }
 
     /// Give back every frame of `frames`, leaving it empty: to the cache, with no atomic
@@ -113,8 +122,9 @@ impl FrameCache {
         }
     }
 
-    /// [`free_all`](Self::free_all) past two bursts (out of line: a burst of received
-    /// frames takes it once, a stream of single frames once every burst).
+    /// [`free_all`](Self::free_all) and [`free`](Self::free) past two bursts (out of line:
+    /// a burst of received frames takes it once, a stream of single frames once every
+    /// burst).
     #[inline(never)]
     fn spill_all(&mut self, frames: &mut Vec<Frame>) {
         let keep = self
@@ -130,20 +140,6 @@ impl FrameCache {
         // readings taken while frames move).
         self.held.store(self.frames.len(), Ordering::Relaxed);
         self.arena.free_all(frames);
-        self.held.store(self.frames.len(), Ordering::Relaxed);
-    }
-
-    /// Past twice a burst, keep one burst and give the rest back to the arena; publish how
-    /// many the cache holds.
-    #[inline]
-    fn settle(&mut self) {
-        if self.frames.len() >= 2 * self.burst {
-            self.spill.extend(self.frames.drain(self.burst..));
-            // Counted out of the cache before they are free (see `FrameArena::in_use` on
-            // readings taken while frames move).
-            self.held.store(self.frames.len(), Ordering::Relaxed);
-            self.arena.free_all(&mut self.spill);
-        }
         self.held.store(self.frames.len(), Ordering::Relaxed);
     }
 
