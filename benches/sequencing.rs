@@ -10,6 +10,11 @@
 //! - `reorder`: the egress reorder of postprocess replicas' frames: bursts of 32 results
 //!   dealt round-robin, each replica's burst offered in turn (the replicas finishing in
 //!   order), and with two replicas the second's burst offered before the first's.
+//! - `reorder, ACK bursts`: the same for a bulk receiver's results, where 31 of a burst's 32
+//!   send nothing (their ACKs coalesced into the last): a postprocess replica's output built
+//!   and offered with a tombstone per number (`Tagged`, as the runtime did before) against
+//!   consecutive tombstones as one gap (`Sequenced`, as it does now). Both build the
+//!   replica's output and offer it in the timed loop.
 //!
 //! ```text
 //! cargo bench --bench sequencing
@@ -18,7 +23,7 @@
 use std::collections::VecDeque;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use flextoe::reorder::{Ingress, Merge, Overflow, Reorder, Tagged};
+use flextoe::reorder::{Ingress, Merge, Overflow, Reorder, Sequenced, Tagged};
 
 const BURST: u64 = 32;
 const BURSTS: u64 = 64;
@@ -198,5 +203,96 @@ fn reorder(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, merge, reorder);
+/// The numbers of `BURSTS` bursts, in pairs, the second of each pair first with `swap`.
+fn burst_order(swap: bool) -> impl Iterator<Item = u64> {
+    (0..BURSTS / 2).flat_map(move |pair| {
+        let (a, b) = (pair * 2 * BURST, (pair * 2 + 1) * BURST);
+        if swap {
+            [b, a]
+        } else {
+            [a, b]
+        }
+    })
+}
+
+/// Whether result `s` sends a frame: the last of each burst (the burst's one ACK).
+fn sends(s: u64) -> bool {
+    s % BURST == BURST - 1
+}
+
+/// A bulk receiver's bursts, a tombstone per number.
+fn acks_tagged(
+    r: &mut Reorder<u64>,
+    out: &mut Vec<u64>,
+    swap: bool,
+    buf: &mut Vec<Tagged<u64>>,
+) -> u64 {
+    let mut sum = 0;
+    for first in burst_order(swap) {
+        buf.extend((first..first + BURST).map(|s| {
+            if sends(s) {
+                Tagged::item(s, s)
+            } else {
+                Tagged::tombstone(s)
+            }
+        }));
+        for t in buf.drain(..) {
+            r.offer(t, out)
+                .unwrap_or_else(|_| unreachable!("the window holds two bursts"));
+        }
+        sum += out.drain(..).sum::<u64>();
+    }
+    sum
+}
+
+/// The same bursts, consecutive tombstones as one gap.
+fn acks_gaps(
+    r: &mut Reorder<u64>,
+    out: &mut Vec<u64>,
+    swap: bool,
+    buf: &mut Vec<Sequenced<u64>>,
+) -> u64 {
+    let mut sum = 0;
+    for first in burst_order(swap) {
+        for s in first..first + BURST {
+            if sends(s) {
+                buf.push(Sequenced::item(s, s));
+            } else {
+                Sequenced::push_tombstone(buf, s);
+            }
+        }
+        for e in buf.drain(..) {
+            r.offer_entry(e, out)
+                .unwrap_or_else(|_| unreachable!("the window holds two bursts"));
+        }
+        sum += out.drain(..).sum::<u64>();
+    }
+    sum
+}
+
+fn reorder_acks(c: &mut Criterion) {
+    let want: u64 = (0..BURST * BURSTS).filter(|&s| sends(s)).sum();
+    let mut g = c.benchmark_group("reorder, ACK bursts");
+    g.throughput(Throughput::Elements(BURST * BURSTS));
+    let stage = || Reorder::new(4 * BURST as usize, Overflow::Backpressure);
+    for (order, swap) in [("in order", false), ("bursts swapped in pairs", true)] {
+        g.bench_function(format!("{order}, a tombstone per number"), |b| {
+            b.iter_batched_ref(
+                || (stage(), Vec::new(), Vec::with_capacity(BURST as usize)),
+                |(r, out, buf)| assert_eq!(acks_tagged(r, out, swap, buf), want),
+                BatchSize::SmallInput,
+            )
+        });
+        g.bench_function(format!("{order}, gaps"), |b| {
+            b.iter_batched_ref(
+                || (stage(), Vec::new(), Vec::with_capacity(BURST as usize)),
+                |(r, out, buf)| assert_eq!(acks_gaps(r, out, swap, buf), want),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, merge, reorder, reorder_acks);
 criterion_main!(benches);

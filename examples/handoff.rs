@@ -7,7 +7,7 @@
 //!
 //! For each item type that crosses a stage boundary (a preprocess replica's
 //! `Ingress<RxWork>` to a protocol group, a group's `(u64, ProtoResult)` to placement,
-//! postprocess's `Tagged<Frame>` to the I/O task), a plain `u64` for reference, and a `u64`
+//! postprocess's `Sequenced<Frame>` to the I/O task), a plain `u64` for reference, and a `u64`
 //! slot number whose protocol result waits in a shared slab (each end writes or reads the
 //! result's words in the slot: a result slab's design, measured before it is built), a fixed
 //! set of items circulates between two threads pinned to two cores: thread A pushes them into

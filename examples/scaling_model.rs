@@ -73,7 +73,7 @@ use trace_run::{arg, measure, workloads, Run, Runtime};
 /// each (by its index in `hops::kinds()`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Edge {
-    /// I/O to preprocess: received frames (measured as `Tagged<Frame>`).
+    /// I/O to preprocess: received frames (measured as `Sequenced<Frame>`).
     IoPre,
     /// Preprocess to the flow group: `Ingress<RxWork>`.
     PreGroup,
@@ -81,7 +81,7 @@ enum Edge {
     GroupPlace,
     /// Placement to postprocess: `(u16, u64, ProtoResult)` (measured as `(u64, ProtoResult)`).
     PlacePost,
-    /// Postprocess to I/O: `Tagged<Frame>`.
+    /// Postprocess to I/O: `Sequenced<Frame>`.
     PostIo,
 }
 
@@ -344,6 +344,8 @@ fn inputs(
         (Edge::PreGroup, frames_in),
         (Edge::GroupPlace, results),
         (Edge::PlacePost, results),
+        // Frames, and gaps of tombstones between them (at most one more entry per run of
+        // results): counted as the frames.
         (Edge::PostIo, frames_out),
     ]
     .into_iter()
@@ -616,7 +618,7 @@ fn main() {
         }
         println!("  inputs, ns {per_name}: {}", svc.join(", "));
         println!(
-            "  hand-off ns/item (one thread / two cores): Ingress<RxWork> {:.1}/{:.1}, (u64, ProtoResult) {:.1}/{:.1}, Tagged<Frame> {:.1}/{:.1}; \
+            "  hand-off ns/item (one thread / two cores): Ingress<RxWork> {:.1}/{:.1}, (u64, ProtoResult) {:.1}/{:.1}, Sequenced<Frame> {:.1}/{:.1}; \
              a byte ring across cores adds {:.0} ns/call + {:.3} ns/byte to the writer, {:.0} ns/call + {:.3} ns/byte to the reader",
             mid.hop_here[1],
             mid.hop_cross[1],

@@ -5,7 +5,9 @@
 //! * [`Reorder`] restores a *dense* sequence: every number is used exactly once, by an item
 //!   or by a tombstone (a result that produced nothing, e.g. an ACK coalesced away). This is
 //!   the egress side: the protocol worker numbers its results, replicas process them in any
-//!   order, and the reorder stage before the wire releases frames in protocol order.
+//!   order, and the reorder stage before the wire releases frames in protocol order. A
+//!   replica hands over consecutive tombstones as one gap ([`Sequenced`]): a bulk receiver's
+//!   burst, whose 32 results send one ACK, crosses to the reorder stage as two entries.
 //! * [`Merge`] restores the order of *several ordered streams* that share one sequence space
 //!   with gaps. This is the ingress side: frames get arrival numbers, preprocess replicas
 //!   each see an increasing subset, and a flow group's protocol worker must see its frames in
@@ -17,6 +19,7 @@
 //! ([`ReorderStats`]).
 
 use std::collections::VecDeque;
+use std::num::NonZeroU32;
 
 /// What a reorder stage does with an item that is too far ahead of the next expected one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +54,99 @@ impl<T> Tagged<T> {
     pub fn tombstone(seq: u64) -> Self {
         Tagged { seq, item: None }
     }
+}
+
+/// An entry of one replica's ordered output into a [`Reorder`]: one item, or tombstones for
+/// a run of consecutive numbers in one entry.
+///
+/// A replica whose burst sent nothing for most of its results (a postprocess replica that
+/// coalesced 31 ACKs of a burst of 32 into the last) hands over one gap and one frame, not
+/// 31 tombstones and a frame: the ring between the replica and the reorder stage carries
+/// two entries, and the reorder stage skips the gap in one step when nothing waits before it.
+///
+/// ```
+/// use flextoe::reorder::{Overflow, Reorder, Sequenced};
+///
+/// let mut out = Vec::new();
+/// Sequenced::push_tombstone(&mut out, 0);
+/// Sequenced::push_tombstone(&mut out, 1);
+/// Sequenced::push_tombstone(&mut out, 2);
+/// out.push(Sequenced::item(3, 'a'));
+/// assert_eq!(out.len(), 2, "three tombstones in one gap, then the item");
+///
+/// let mut r = Reorder::new(8, Overflow::Backpressure);
+/// let mut released = Vec::new();
+/// for e in out {
+///     assert!(r.offer_entry(e, &mut released).is_ok());
+/// }
+/// assert_eq!((released, r.next_seq(), r.stats().tombstones), (vec!['a'], 4, 3));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sequenced<T>(Entry<T>);
+
+/// [`Sequenced`]'s two kinds. A gap keeps its first number as two 32-bit halves (low,
+/// high): at 4-byte alignment the gap takes 12 bytes, which fit before a frame's niche (its
+/// arena id, in its last two bytes), so a `Sequenced<Frame>` is 16 bytes like a
+/// `Tagged<Frame>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Entry<T> {
+    Item(u64, T),
+    Gap([u32; 2], NonZeroU32),
+}
+
+impl<T> Sequenced<T> {
+    /// An item numbered `seq`.
+    pub fn item(seq: u64, item: T) -> Self {
+        Sequenced(Entry::Item(seq, item))
+    }
+
+    /// Tombstones for `count` consecutive numbers from `first` on.
+    pub fn gap(first: u64, count: NonZeroU32) -> Self {
+        Sequenced(Entry::Gap([first as u32, (first >> 32) as u32], count))
+    }
+
+    /// The entry's (first) number.
+    pub fn seq(&self) -> u64 {
+        match &self.0 {
+            Entry::Item(s, _) => *s,
+            Entry::Gap(h, _) => join(*h),
+        }
+    }
+
+    /// How many numbers the entry covers: 1 for an item.
+    pub fn count(&self) -> u32 {
+        match &self.0 {
+            Entry::Item(..) => 1,
+            Entry::Gap(_, n) => n.get(),
+        }
+    }
+
+    /// The item and its number, or `None` for a gap.
+    pub fn into_item(self) -> Option<(u64, T)> {
+        match self.0 {
+            Entry::Item(s, t) => Some((s, t)),
+            Entry::Gap(..) => None,
+        }
+    }
+
+    /// Append a tombstone for `seq` to `entries`: the last entry grows where it is a gap that
+    /// ends just below `seq`, a new gap starts otherwise.
+    pub fn push_tombstone(entries: &mut Vec<Sequenced<T>>, seq: u64) {
+        if let Some(Sequenced(Entry::Gap(h, count))) = entries.last_mut() {
+            if join(*h).checked_add(u64::from(count.get())) == Some(seq) {
+                if let Some(c) = count.checked_add(1) {
+                    *count = c;
+                    return;
+                }
+            }
+        }
+        entries.push(Sequenced::gap(seq, NonZeroU32::MIN));
+    }
+}
+
+/// A gap's first number from its halves (low, high).
+fn join(h: [u32; 2]) -> u64 {
+    u64::from(h[0]) | u64::from(h[1]) << 32
 }
 
 /// Counters of a reorder stage.
@@ -126,16 +222,62 @@ impl<T> Reorder<T> {
     /// Offer an item or tombstone. In-order items are released into `out` right away (with
     /// anything they unblock). Under backpressure an item too far ahead is given back.
     pub fn offer(&mut self, t: Tagged<T>, out: &mut Vec<T>) -> Result<(), Tagged<T>> {
-        if t.seq < self.next {
+        let seq = t.seq;
+        self.offer_one(seq, t.item, out)
+            .map_err(|item| Tagged { seq, item })
+    }
+
+    /// Whether [`offer_entry`](Self::offer_entry) takes `e` now: always under
+    /// [`Overflow::SkipAhead`]; under backpressure, where its last number fits in the window
+    /// or (a gap) it starts at or below the next number to be released.
+    pub fn accepts(&self, e: &Sequenced<T>) -> bool {
+        match &e.0 {
+            _ if self.policy == Overflow::SkipAhead => true,
+            Entry::Item(s, _) => self.fits(*s),
+            Entry::Gap(h, count) => {
+                let first = join(*h);
+                first <= self.next || self.fits(first.saturating_add(u64::from(count.get()) - 1))
+            }
+        }
+    }
+
+    /// Offer an item or a gap ([`Sequenced`]). An item goes as through
+    /// [`offer`](Self::offer). A gap counts as a tombstone for each of its numbers: one that
+    /// starts at the next number to be released moves past all of them at once (one step when
+    /// nothing is held); one further ahead is held number by number. Numbers already released
+    /// or skipped count as late, as do numbers a held item already took. Under backpressure
+    /// an entry whose last number is beyond the window, and that does not start at or below
+    /// the next number, is given back whole ([`accepts`](Self::accepts) says so beforehand).
+    pub fn offer_entry(&mut self, e: Sequenced<T>, out: &mut Vec<T>) -> Result<(), Sequenced<T>> {
+        match e.0 {
+            Entry::Item(seq, item) => match self.offer_one(seq, Some(item), out) {
+                Ok(()) => Ok(()),
+                Err(Some(item)) => Err(Sequenced::item(seq, item)),
+                // `offer_one` gives back what it was given, an item here.
+                Err(None) => Ok(()),
+            },
+            Entry::Gap(h, count) => {
+                if self.offer_gap(join(h), count, out) {
+                    Ok(())
+                } else {
+                    Err(Sequenced(Entry::Gap(h, count)))
+                }
+            }
+        }
+    }
+
+    /// One number: `Some` an item, `None` a tombstone; gives `item` back when refused.
+    fn offer_one(&mut self, seq: u64, item: Option<T>, out: &mut Vec<T>) -> Result<(), Option<T>> {
+        if seq < self.next {
             self.stats.late += 1;
             return Ok(());
         }
-        if t.seq == self.next && self.held == 0 {
+        if seq == self.next && self.held == 0 {
             // In order with nothing held: straight through, the slots untouched (a run
             // from one replica never waits).
             self.stats.accepted += 1;
             self.next += 1;
-            match t.item {
+            match item {
                 Some(item) => {
                     self.stats.released += 1;
                     out.push(item);
@@ -144,36 +286,108 @@ impl<T> Reorder<T> {
             }
             return Ok(());
         }
-        if !self.fits(t.seq) {
-            match self.policy {
-                Overflow::Backpressure => {
-                    self.stats.refused += 1;
-                    return Err(t);
-                }
-                Overflow::SkipAhead => {
-                    let new_next = t.seq + 1 - self.cap();
-                    while self.next < new_next {
-                        let i = self.idx(self.next);
-                        match self.slots[i].take() {
-                            Some(v) => self.emit(v, out),
-                            None => self.stats.skipped += 1,
+        if !self.make_room(seq, seq, out) {
+            return Err(item);
+        }
+        self.hold(seq, item);
+        self.release(out);
+        Ok(())
+    }
+
+    /// Tombstones for `count` numbers from `first` on; `false` when refused (backpressure).
+    fn offer_gap(&mut self, first: u64, count: NonZeroU32, out: &mut Vec<T>) -> bool {
+        let end = first.saturating_add(u64::from(count.get()));
+        if end <= self.next {
+            self.stats.late += u64::from(count.get());
+            return true;
+        }
+        let mut from = first;
+        if from < self.next {
+            self.stats.late += self.next - from;
+            from = self.next;
+        }
+        // Skipping ahead gives up missing numbers below the gap only: a gap longer than the
+        // window then starts at the next number, and moves past the rest at once.
+        if from > self.next && !self.make_room(end - 1, from, out) {
+            return false;
+        }
+        if from == self.next {
+            if self.held > 0 {
+                // In a dense numbering whatever is held lies past the gap. A number given
+                // twice (an item held, then a gap over it) must not stay in its slot, where a
+                // later number of the same slot would meet it: walk the part of the gap inside
+                // the window (where every held number lies). A number a held item already took
+                // keeps its item (it came first); the gap's tombstone for it is the late one.
+                let walk_end = end.min(self.next + self.cap());
+                while self.next < walk_end {
+                    let i = self.idx(self.next);
+                    match self.slots[i].take() {
+                        Some(v) => {
+                            self.emit(v, out);
+                            self.stats.late += 1;
                         }
-                        self.next += 1;
+                        None => {
+                            self.stats.accepted += 1;
+                            self.stats.tombstones += 1;
+                        }
                     }
+                    self.next += 1;
                 }
             }
+            // Nothing is held below `end` now: the rest of the gap goes in one step.
+            let n = end - self.next;
+            self.stats.accepted += n;
+            self.stats.tombstones += n;
+            self.next = end;
+            self.release(out);
+            return true;
         }
-        let i = self.idx(t.seq);
+        for s in from..end {
+            self.hold(s, None);
+        }
+        self.release(out);
+        true
+    }
+
+    /// Whether `last` fits in the window, after skipping ahead where the policy says so (to
+    /// no further than `stop`); `false` (counted as refused) under backpressure when it does
+    /// not.
+    fn make_room(&mut self, last: u64, stop: u64, out: &mut Vec<T>) -> bool {
+        if self.fits(last) {
+            return true;
+        }
+        match self.policy {
+            Overflow::Backpressure => {
+                self.stats.refused += 1;
+                false
+            }
+            Overflow::SkipAhead => {
+                let new_next = (last + 1 - self.cap()).min(stop);
+                while self.next < new_next {
+                    let i = self.idx(self.next);
+                    match self.slots[i].take() {
+                        Some(v) => self.emit(v, out),
+                        None => self.stats.skipped += 1,
+                    }
+                    self.next += 1;
+                }
+                true
+            }
+        }
+    }
+
+    /// Put `item` (`None`: a tombstone) in `seq`'s slot, which fits in the window; a
+    /// number already taken counts the newcomer as late.
+    fn hold(&mut self, seq: u64, item: Option<T>) {
+        let i = self.idx(seq);
         if self.slots[i].is_some() {
             self.stats.late += 1;
-            return Ok(());
+            return;
         }
-        self.slots[i] = Some(t.item);
+        self.slots[i] = Some(item);
         self.held += 1;
         self.stats.accepted += 1;
         self.stats.max_held = self.stats.max_held.max(self.held as u64);
-        self.release(out);
-        Ok(())
     }
 
     fn emit(&mut self, v: Option<T>, out: &mut Vec<T>) {
@@ -440,6 +654,96 @@ mod tests {
         assert_eq!(r.next_seq(), 3);
         r.offer(Tagged::item(0, 'z'), &mut out).unwrap();
         assert_eq!(r.stats().late, 1);
+    }
+
+    fn gap(first: u64, count: u32) -> Sequenced<char> {
+        Sequenced::gap(first, NonZeroU32::new(count).unwrap())
+    }
+
+    #[test]
+    fn push_tombstone_grows_only_a_gap_that_ends_just_below() {
+        let mut v: Vec<Sequenced<char>> = Vec::new();
+        for s in [3, 4, 5, 7] {
+            Sequenced::push_tombstone(&mut v, s);
+        }
+        v.push(Sequenced::item(8, 'x'));
+        Sequenced::push_tombstone(&mut v, 9);
+        assert_eq!(
+            v,
+            vec![gap(3, 3), gap(7, 1), Sequenced::item(8, 'x'), gap(9, 1)]
+        );
+        // A gap at the top of the count does not wrap.
+        let mut v = vec![gap(0, u32::MAX)];
+        Sequenced::push_tombstone(&mut v, u64::from(u32::MAX));
+        assert_eq!(v, vec![gap(0, u32::MAX), gap(u64::from(u32::MAX), 1)]);
+    }
+
+    #[test]
+    fn a_gap_in_order_moves_past_every_number_and_lets_out_what_waited() {
+        let mut r = Reorder::new(4, Overflow::Backpressure);
+        let mut out = Vec::new();
+        // In order with nothing held: one step, even past the window's size.
+        r.offer_entry(gap(0, 100), &mut out).unwrap();
+        assert_eq!((r.next_seq(), r.stats().tombstones), (100, 100));
+        // An item waits for a gap from another replica; the gap lets it out.
+        r.offer_entry(Sequenced::item(103, 'a'), &mut out).unwrap();
+        assert!(out.is_empty());
+        assert!(r.accepts(&gap(100, 3)));
+        r.offer_entry(gap(100, 3), &mut out).unwrap();
+        assert_eq!((out.clone(), r.next_seq(), r.held()), (vec!['a'], 104, 0));
+        // A gap ahead is held number by number, within the window only.
+        r.offer_entry(gap(105, 2), &mut out).unwrap();
+        assert_eq!(r.held(), 2);
+        assert!(
+            !r.accepts(&gap(107, 2)),
+            "its last number is past the window"
+        );
+        assert_eq!(r.offer_entry(gap(107, 2), &mut out), Err(gap(107, 2)));
+        assert_eq!(r.stats().refused, 1);
+        r.offer_entry(Sequenced::item(104, 'b'), &mut out).unwrap();
+        assert_eq!((r.next_seq(), r.held()), (107, 0));
+        r.offer_entry(gap(107, 2), &mut out).unwrap();
+        assert_eq!(out, vec!['a', 'b']);
+        assert_eq!(r.stats().tombstones, 107);
+        assert_eq!(r.stats().late, 0);
+    }
+
+    #[test]
+    fn a_gap_over_numbers_already_taken_counts_them_late() {
+        let mut r = Reorder::new(8, Overflow::Backpressure);
+        let mut out = Vec::new();
+        r.offer_entry(gap(0, 4), &mut out).unwrap();
+        // Entirely below the next number, then partly.
+        r.offer_entry(gap(1, 2), &mut out).unwrap();
+        assert_eq!(r.stats().late, 2);
+        r.offer_entry(gap(2, 4), &mut out).unwrap();
+        assert_eq!((r.stats().late, r.next_seq()), (4, 6));
+        // A held item keeps its number; the gap's tombstone for it is late; an item past
+        // the gap is released after it.
+        r.offer_entry(Sequenced::item(7, 'a'), &mut out).unwrap();
+        r.offer_entry(Sequenced::item(9, 'b'), &mut out).unwrap();
+        r.offer_entry(gap(6, 3), &mut out).unwrap();
+        assert_eq!(out, vec!['a', 'b']);
+        assert_eq!((r.stats().late, r.next_seq(), r.held()), (5, 10, 0));
+        r.offer_entry(Sequenced::item(11, 'c'), &mut out).unwrap();
+        // A gap longer than the window over held items: every held number is walked.
+        r.offer_entry(gap(9, 20), &mut out).unwrap();
+        assert_eq!(out, vec!['a', 'b', 'c']);
+        assert_eq!((r.next_seq(), r.held(), r.stats().late), (29, 0, 7));
+    }
+
+    #[test]
+    fn skip_ahead_makes_room_for_a_long_gap() {
+        let mut r = Reorder::new(4, Overflow::SkipAhead);
+        let mut out = Vec::new();
+        r.offer_entry(Sequenced::item(1, 'a'), &mut out).unwrap();
+        // 0 is missing; a gap far ahead gives it up and lets 'a' out.
+        assert!(r.accepts(&gap(2, 10)));
+        r.offer_entry(gap(3, 10), &mut out).unwrap();
+        assert_eq!(out, vec!['a']);
+        assert_eq!(r.stats().skipped, 2, "numbers 0 and 2");
+        assert_eq!((r.next_seq(), r.stats().tombstones), (13, 10));
+        assert_eq!(r.held(), 0);
     }
 
     #[test]

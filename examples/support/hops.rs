@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use flextoe::buf::{byte_ring, Frame, FrameArena};
 use flextoe::pipeline::topology::usable_cores;
-use flextoe::reorder::{Ingress, Tagged};
+use flextoe::reorder::{Ingress, Sequenced};
 use flextoe::ring::spsc;
 use flextoe::ring::{Consumer, Producer};
 use flextoe::stages::{ProtoResult, RxWork};
@@ -300,21 +300,21 @@ pub fn kinds() -> Vec<Kind> {
             latency: |_, t| bounce((1u64, ProtoResult::default()), t).0,
         },
         Kind {
-            name: "Tagged<Frame> (postprocess -> I/O)",
-            size: std::mem::size_of::<Tagged<Frame>>(),
+            name: "Sequenced<Frame> (postprocess -> I/O)",
+            size: std::mem::size_of::<Sequenced<Frame>>(),
             run: |a, n, b, x| {
                 let pool = (0..POOL as u64)
-                    .map(|i| Tagged::item(i, frame(a)))
+                    .map(|i| Sequenced::item(i, frame(a)))
                     .collect();
                 let (el, pool) = circulate(pool, n, b, x);
-                for f in pool.into_iter().filter_map(|t| t.item) {
+                for (_, f) in pool.into_iter().filter_map(Sequenced::into_item) {
                     a.free(f);
                 }
                 el
             },
             latency: |a, t| {
-                let (el, it) = bounce(Tagged::item(1, frame(a)), t);
-                if let Some(f) = it.item {
+                let (el, it) = bounce(Sequenced::item(1, frame(a)), t);
+                if let Some((_, f)) = it.into_item() {
                     a.free(f);
                 }
                 el

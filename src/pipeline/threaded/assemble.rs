@@ -185,10 +185,10 @@ impl Threaded {
             })
             .unzip();
         // post -> io: one ring per (post replica, place replica, group).
-        let mut post_to_io: Vec<Vec<Vec<Producer<Tagged<Frame>>>>> = (0..nq)
+        let mut post_to_io: Vec<Vec<Vec<Producer<Sequenced<Frame>>>>> = (0..nq)
             .map(|_| (0..nd).map(|_| Vec::new()).collect())
             .collect();
-        let mut io_from_post: Vec<Vec<Consumer<Tagged<Frame>>>> =
+        let mut io_from_post: Vec<Vec<Consumer<Sequenced<Frame>>>> =
             (0..ng).map(|_| Vec::new()).collect();
         for (q, per_post) in post_to_io.iter_mut().enumerate() {
             for outs in per_post.iter_mut() {
@@ -310,7 +310,6 @@ impl Threaded {
                 egress: (0..ng)
                     .map(|_| Reorder::new(topology.reorder_window, topology.overflow))
                     .collect(),
-                overflow: topology.overflow,
                 rx: Vec::with_capacity(BURST),
                 tx: Vec::with_capacity(4 * BURST),
                 batch: Vec::with_capacity(BURST),

@@ -27,9 +27,8 @@ pub(super) struct IoTask<P: Port> {
     pub(super) events: Vec<Consumer<ControlEvent>>,
     pub(super) to_group: Vec<Producer<ProtoWork>>,
     pub(super) pending_work: Vec<VecDeque<ProtoWork>>,
-    pub(super) from_post: Vec<Vec<Consumer<Tagged<Frame>>>>,
+    pub(super) from_post: Vec<Vec<Consumer<Sequenced<Frame>>>>,
     pub(super) egress: Vec<Reorder<Frame>>,
-    pub(super) overflow: Overflow,
     pub(super) rx: Vec<Frame>,
     pub(super) tx: Vec<Frame>,
     pub(super) batch: Vec<PreIn>,
@@ -266,19 +265,19 @@ impl<P: Port> Task for IoTask<P> {
         let room = self.tx_task.as_ref().is_none_or(|t| t.has_room());
         for g in (0..self.groups).filter(|_| room) {
             for q in 0..self.from_post[g].len() {
-                while let Some(seq) = self.from_post[g][q].peek().map(|t| t.seq) {
-                    // Backpressure: a frame too far ahead stays in its ring until the
-                    // missing ones (from other replicas) have gone out.
-                    if self.overflow == Overflow::Backpressure && !self.egress[g].fits(seq) {
-                        break;
-                    }
-                    let Some(t) = self.from_post[g][q].pop() else {
+                // Backpressure: an entry too far ahead stays in its ring until the missing
+                // numbers (from other replicas) have gone out.
+                while let Some(true) = self.from_post[g][q]
+                    .peek()
+                    .map(|e| self.egress[g].accepts(e))
+                {
+                    let Some(e) = self.from_post[g][q].pop() else {
                         break;
                     };
                     busy = true;
-                    if let Err(back) = self.egress[g].offer(t, &mut self.tx) {
-                        // Not reached: `fits` was checked; never lose a frame regardless.
-                        if let Some(f) = back.item {
+                    if let Err(back) = self.egress[g].offer_entry(e, &mut self.tx) {
+                        // Not reached: `accepts` was checked; never lose a frame regardless.
+                        if let Some((_, f)) = back.into_item() {
                             self.arena.free(f);
                         }
                     }

@@ -21,9 +21,10 @@
 //!   by the [`Placement`] policy), so a connection's payload, ring publication and
 //!   notifications stay in protocol order, and data is visible before it is acknowledged.
 //! * **Egress.** A group's protocol stage numbers its results; postprocess replicas build
-//!   headers and checksums in parallel and pass frames (or tombstones for results that send
-//!   nothing) on; a [`Reorder`] per group releases them to the wire in protocol order, with
-//!   the topology's [`Overflow`] policy.
+//!   headers and checksums in parallel and pass frames on, and for results that send
+//!   nothing tombstones, consecutive ones as one gap ([`Sequenced`]); a [`Reorder`] per group
+//!   releases them to the wire in protocol order, with the topology's
+//!   [`Overflow`](crate::reorder::Overflow) policy.
 //! * **User stages on workers of their own.** With [`Topology::with_rx_hooks_worker`] the
 //!   `rx_frame` stages run between the I/O task and the preprocess replicas; with
 //!   [`Topology::with_tx_hooks_worker`] the `tx_frame` stages run after the egress reorder.
@@ -70,7 +71,7 @@ use crate::control::congestion::CongestionControl;
 use crate::control::{Control, ControlOutput, ControlStats, TcpConnState};
 use crate::flow::{FlowId, FlowIdentity, RetransmitTotals};
 use crate::host::{ConnShared, Host, HostShared};
-use crate::reorder::{Ingress, Merge, Overflow, Reorder, Tagged};
+use crate::reorder::{Ingress, Merge, Reorder, Sequenced};
 use crate::ring::{spsc, Consumer, Idle, Producer, Wakeup};
 use crate::stages::notify::ControlEvent;
 use crate::stages::place::{CopyJob, FlowRings};

@@ -1,7 +1,10 @@
 //! The postprocess replicas: egress (headers, checksums, the `tx_frame` stages), frames
-//! and tombstones tagged for the egress reorder.
+//! and gaps (runs of tombstones) numbered for the egress reorder.
 
 use super::*;
+
+// An entry of the ring to the I/O task is as small as a frame and its number.
+const _: () = assert!(std::mem::size_of::<Sequenced<Frame>>() == 16);
 
 pub(super) struct PostTask {
     pub(super) egress: path::Egress,
@@ -9,8 +12,8 @@ pub(super) struct PostTask {
     pub(super) from_place: Vec<Consumer<Egress>>,
     /// Output rings per (place replica, flow group): frames of one group that came through
     /// one place replica stay in increasing order, which the egress reorder relies on.
-    pub(super) to_io: Vec<Vec<Producer<Tagged<Frame>>>>,
-    pub(super) pending: Vec<Vec<Vec<Tagged<Frame>>>>,
+    pub(super) to_io: Vec<Vec<Producer<Sequenced<Frame>>>>,
+    pub(super) pending: Vec<Vec<Vec<Sequenced<Frame>>>>,
     pub(super) tags: Vec<(u16, u64)>,
     pub(super) items: Vec<ProtoResult>,
     pub(super) meta: Meta,
@@ -57,14 +60,14 @@ impl Task for PostTask {
             let pend = &mut self.pending[i];
             let tags = &self.tags;
             // A result that sends nothing (or whose frame a user stage took) becomes a
-            // tombstone: the egress order stays whole.
+            // tombstone, and consecutive tombstones one gap: the egress order stays whole.
             self.egress.run(now, &mut self.items, |k, f| {
                 let (g, s) = tags[k];
                 let g = g as usize % pend.len();
-                pend[g].push(match f {
-                    Some(f) => Tagged::item(s, f),
-                    None => Tagged::tombstone(s),
-                });
+                match f {
+                    Some(f) => pend[g].push(Sequenced::item(s, f)),
+                    None => Sequenced::push_tombstone(&mut pend[g], s),
+                }
             });
             for (p, q) in self.to_io[i].iter_mut().zip(pend.iter_mut()) {
                 if !q.is_empty() {
@@ -95,6 +98,12 @@ impl Task for PostTask {
 mod tests {
     use super::*;
     use crate::stages::protocol::AckPolicy;
+    use std::num::NonZeroU32;
+
+    /// One tombstone.
+    fn gap1(first: u64) -> Sequenced<Frame> {
+        Sequenced::gap(first, NonZeroU32::MIN)
+    }
 
     /// A replica whose output for one place replica is full still takes the other place
     /// replica's results: the egress reorder may be waiting for exactly those.
@@ -103,8 +112,8 @@ mod tests {
         let arena = Arc::new(FrameArena::new(64).unwrap());
         let (_in0, from0) = spsc::<Egress>(8);
         let (mut in1, from1) = spsc::<Egress>(8);
-        let (out0, mut io0) = spsc::<Tagged<Frame>>(2);
-        let (out1, mut io1) = spsc::<Tagged<Frame>>(8);
+        let (out0, mut io0) = spsc::<Sequenced<Frame>>(2);
+        let (out1, mut io1) = spsc::<Sequenced<Frame>>(8);
         let mut reports = Vec::new();
         let (_ctl_tx, ctl) = crossbeam_channel::unbounded();
         let mut task = PostTask {
@@ -120,27 +129,27 @@ mod tests {
             from_place: vec![from0, from1],
             to_io: vec![vec![out0], vec![out1]],
             // Input 0's output ring (capacity 2) cannot take these three yet.
-            pending: vec![
-                vec![(10..13).map(Tagged::tombstone).collect()],
-                vec![Vec::new()],
-            ],
+            pending: vec![vec![(10..13).map(gap1).collect()], vec![Vec::new()]],
             tags: Vec::new(),
             items: Vec::new(),
             meta: Meta::new(TaskRef::Postprocess(0), 0, &mut reports),
         };
-        // Input 1 carries result number 5 of group 0 (of a flow this replica does not know:
-        // it becomes a tombstone, which keeps the egress order whole).
-        let mut burst = vec![(0u16, 5u64, ProtoResult::default())];
-        assert_eq!(in1.push_burst(&mut burst), 1);
+        // Input 1 carries results 5, 6, 7 and 9 of group 0 (of a flow this replica does not
+        // know: they become tombstones, which keep the egress order whole; the consecutive
+        // ones one gap).
+        let mut burst: Vec<Egress> = [5u64, 6, 7, 9]
+            .into_iter()
+            .map(|s| (0u16, s, ProtoResult::default()))
+            .collect();
+        assert_eq!(in1.push_burst(&mut burst), 4);
         assert!(task.run(Instant::ZERO));
         let mut got = Vec::new();
         io1.pop_burst(&mut got, 8);
         assert_eq!(
-            got.len(),
-            1,
+            got,
+            vec![Sequenced::gap(5, NonZeroU32::new(3).unwrap()), gap1(9)],
             "input 1 was held back by input 0's full output"
         );
-        assert_eq!((got[0].seq, got[0].item.is_none()), (5, true));
         // Input 0's output drains once the I/O task takes from it.
         got.clear();
         io0.pop_burst(&mut got, 8);
@@ -148,6 +157,6 @@ mod tests {
         task.run(Instant::ZERO);
         got.clear();
         io0.pop_burst(&mut got, 8);
-        assert_eq!(got.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![12]);
+        assert_eq!(got, vec![gap1(12)]);
     }
 }
