@@ -344,8 +344,8 @@ fn inputs(
         (Edge::PreGroup, frames_in),
         (Edge::GroupPlace, results),
         (Edge::PlacePost, results),
-        // Frames, and gaps of tombstones between them (at most one more entry per run of
-        // results): counted as the frames.
+        // Frames, and gaps of tombstones between them (up to one gap per frame, plus one):
+        // counted as the frames.
         (Edge::PostIo, frames_out),
     ]
     .into_iter()

@@ -244,7 +244,9 @@ impl<T> Reorder<T> {
     /// Offer an item or a gap ([`Sequenced`]). An item goes as through
     /// [`offer`](Self::offer). A gap counts as a tombstone for each of its numbers: one that
     /// starts at the next number to be released moves past all of them at once (one step when
-    /// nothing is held); one further ahead is held number by number. Numbers already released
+    /// nothing is held); one further ahead is held number by number (under skip-ahead, a gap
+    /// longer than the window gives up the missing numbers below it and then moves past all
+    /// of its own at once). Numbers already released
     /// or skipped count as late, as do numbers a held item already took. Under backpressure
     /// an entry whose last number is beyond the window, and that does not start at or below
     /// the next number, is given back whole ([`accepts`](Self::accepts) says so beforehand).
@@ -349,9 +351,9 @@ impl<T> Reorder<T> {
         true
     }
 
-    /// Whether `last` fits in the window, after skipping ahead where the policy says so (to
-    /// no further than `stop`); `false` (counted as refused) under backpressure when it does
-    /// not.
+    /// Whether the caller may go on with numbers up to `last`: they fit in the window, or
+    /// the policy skips ahead (to no further than `stop`, where the caller's own numbers
+    /// start); `false` (counted as refused) under backpressure when they do not fit.
     fn make_room(&mut self, last: u64, stop: u64, out: &mut Vec<T>) -> bool {
         if self.fits(last) {
             return true;
@@ -738,7 +740,7 @@ mod tests {
         let mut out = Vec::new();
         r.offer_entry(Sequenced::item(1, 'a'), &mut out).unwrap();
         // 0 is missing; a gap far ahead gives it up and lets 'a' out.
-        assert!(r.accepts(&gap(2, 10)));
+        assert!(r.accepts(&gap(3, 10)));
         r.offer_entry(gap(3, 10), &mut out).unwrap();
         assert_eq!(out, vec!['a']);
         assert_eq!(r.stats().skipped, 2, "numbers 0 and 2");
