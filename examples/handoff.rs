@@ -6,17 +6,19 @@
 //! ```
 //!
 //! For each item type that crosses a stage boundary (a preprocess replica's
-//! `Ingress<RxWork>` to a protocol group, a group's `(u64, ProtoResult)` to placement,
-//! postprocess's `Sequenced<Frame>` to the I/O task), a plain `u64` for reference, and a `u64`
-//! slot number whose protocol result waits in a shared slab (each end writes or reads the
-//! result's words in the slot: a result slab's design, measured before it is built), a fixed
+//! `Ingress<RxWork>` to a protocol group, a group's `(u64, ProtoResult)` to placement in
+//! bursts of `ring::burst_spsc`, postprocess's `Sequenced<Frame>` to the I/O task), a plain
+//! `u64` for reference, and two other ways to move protocol results: one per ring slot (as
+//! the runtime did before its result links moved bursts), and a `u64` slot number whose
+//! result waits in a shared slab (each end writes or reads the result's words in the slot), a fixed
 //! set of items circulates between two threads pinned to two cores: thread A pushes them into
 //! one ring, thread B pops them and pushes them back through a second ring. Items carry real
 //! frames of a `FrameArena` and are never dropped or rebuilt inside the loop, so what is timed
 //! is the hand-off alone: the copy into the ring slot, the index updates, and the cache lines
 //! that move between the cores.
 //!
-//! It prints, per type and burst size (1 = `push`/`pop`, 32 = `push_burst`/`pop_burst`), the
+//! It prints, per type and burst size (1 = `push`/`pop`, 32 = `push_burst`/`pop_burst`; for
+//! results in bursts, the results per vector, one vector per push), the
 //! time per item and hop (the median and min..max of interleaved rounds; both rings run at
 //! once, so this is wall time over the items that crossed one ring), and the one-way latency
 //! of a single item bounced back and forth (half the round trip). These are the service

@@ -77,9 +77,11 @@ enum Edge {
     IoPre,
     /// Preprocess to the flow group: `Ingress<RxWork>`.
     PreGroup,
-    /// Flow group to placement: `(u64, ProtoResult)`.
+    /// Flow group to placement: `(u64, ProtoResult)` in bursts (`ring::burst_spsc`: a vector
+    /// per burst crosses, the results are read where the producer wrote them).
     GroupPlace,
-    /// Placement to postprocess: `(u16, u64, ProtoResult)` (measured as `(u64, ProtoResult)`).
+    /// Placement to postprocess: `(u16, u64, ProtoResult)` in bursts (measured as
+    /// `(u64, ProtoResult)` in bursts).
     PlacePost,
     /// Postprocess to I/O: `Sequenced<Frame>`.
     PostIo,
@@ -99,7 +101,7 @@ impl Edge {
         match self {
             Edge::IoPre | Edge::PostIo => 3,
             Edge::PreGroup => 1,
-            Edge::GroupPlace | Edge::PlacePost => 2,
+            Edge::GroupPlace | Edge::PlacePost => 4,
         }
     }
 

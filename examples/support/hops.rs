@@ -50,7 +50,7 @@ pub fn circulate_touching<T: Send + 'static>(
     items: u64,
     burst: usize,
     cross: bool,
-    send: impl Fn(&T) + Send + Clone + 'static,
+    send: impl Fn(&mut T) + Send + Clone + 'static,
     recv: impl Fn(&T) + Send + Clone + 'static,
 ) -> (Duration, Vec<T>) {
     if !cross {
@@ -72,9 +72,9 @@ pub fn circulate_touching<T: Send + 'static>(
             if burst == 1 {
                 if let Some(x) = from_a.pop() {
                     moved += 1;
-                    recv_b(&x);
-                    send_b(&x);
                     let mut x = x;
+                    recv_b(&x);
+                    send_b(&mut x);
                     while let Err(back) = to_a.push(x) {
                         x = back;
                         std::hint::spin_loop();
@@ -89,7 +89,7 @@ pub fn circulate_touching<T: Send + 'static>(
                     continue;
                 }
                 moved += n as u64;
-                for x in &held {
+                for x in &mut held {
                     recv_b(x);
                     send_b(x);
                 }
@@ -111,8 +111,8 @@ pub fn circulate_touching<T: Send + 'static>(
     // Thread A: push what it holds (up to the count), take back what B returned.
     while sent < items {
         if burst == 1 {
-            if let Some(x) = pool.pop() {
-                send(&x);
+            if let Some(mut x) = pool.pop() {
+                send(&mut x);
                 match to_b.push(x) {
                     Ok(()) => sent += 1,
                     Err(x) => pool.push(x),
@@ -126,7 +126,7 @@ pub fn circulate_touching<T: Send + 'static>(
             let want = burst.min((items - sent) as usize).min(pool.len());
             if want > 0 {
                 let mut chunk: Vec<T> = pool.drain(pool.len() - want..).collect();
-                chunk.iter().for_each(&send);
+                chunk.iter_mut().for_each(&send);
                 let n = to_b.push_burst(&mut chunk);
                 sent += n as u64;
                 pool.append(&mut chunk);
@@ -153,7 +153,7 @@ fn circulate_here<T: Send>(
     mut pool: Vec<T>,
     items: u64,
     burst: usize,
-    send: impl Fn(&T),
+    send: impl Fn(&mut T),
     recv: impl Fn(&T),
 ) -> (Duration, Vec<T>) {
     let (mut p1, mut c1): (Producer<T>, Consumer<T>) = spsc(RING);
@@ -164,12 +164,12 @@ fn circulate_here<T: Send>(
     while moved < items {
         let want = burst.min((items - moved) as usize).min(pool.len());
         let mut chunk: Vec<T> = pool.drain(pool.len() - want..).collect();
-        chunk.iter().for_each(&send);
+        chunk.iter_mut().for_each(&send);
         p1.push_burst(&mut chunk);
         pool.append(&mut chunk);
         let n = c1.pop_burst(&mut held, burst);
         moved += n as u64;
-        for x in &held {
+        for x in &mut held {
             recv(x);
             send(x);
         }
@@ -289,7 +289,7 @@ pub fn kinds() -> Vec<Kind> {
             },
         },
         Kind {
-            name: "(u64, ProtoResult) (protocol -> placement)",
+            name: "(u64, ProtoResult), one per ring slot",
             size: std::mem::size_of::<(u64, ProtoResult)>(),
             run: |_, n, b, x| {
                 let pool = (0..POOL as u64)
@@ -321,17 +321,80 @@ pub fn kinds() -> Vec<Kind> {
             },
         },
         Kind {
+            name: "(u64, ProtoResult) in bursts (group -> place)",
+            size: std::mem::size_of::<Vec<(u64, ProtoResult)>>(),
+            // `ring::burst_spsc`'s way: `b` results to a vector, the vectors circulate one per
+            // push, the results are written in place and read where they are (no copy into or
+            // out of a ring slot). Per result.
+            run: |_, n, b, x| {
+                let pool = (0..POOL as u64)
+                    .map(|i| {
+                        (0..b as u64)
+                            .map(|k| (i + k, ProtoResult::default()))
+                            .collect()
+                    })
+                    .collect();
+                let bursts = n.div_ceil(b as u64);
+                circulate_touching(
+                    pool,
+                    bursts,
+                    1,
+                    x,
+                    |v: &mut Vec<_>| write_results(v),
+                    |v: &Vec<_>| read_results(v),
+                )
+                .0
+            },
+            latency: |_, t| bounce(vec![(1u64, ProtoResult::default())], t).0,
+        },
+        Kind {
             name: "u64 slot number, result in a slab",
             size: std::mem::size_of::<u64>(),
             run: |_, n, b, x| {
                 let slab = Slab::new();
                 let (w, r) = (slab.clone(), slab);
                 let pool = (0..POOL as u64).collect();
-                circulate_touching(pool, n, b, x, move |i| w.write(*i), move |i| r.read(*i)).0
+                circulate_touching(
+                    pool,
+                    n,
+                    b,
+                    x,
+                    move |i: &mut u64| w.write(*i),
+                    move |i| r.read(*i),
+                )
+                .0
             },
             latency: |_, t| bounce(7u64, t).0,
         },
     ]
+}
+
+/// Write every result of a burst in place, as a protocol group builds them.
+fn write_results(v: &mut [(u64, ProtoResult)]) {
+    for (i, r) in v.iter_mut() {
+        *i = i.wrapping_add(1);
+        *r = ProtoResult {
+            flow: *i as u32,
+            acked: *i as u32,
+            in_flight: 1,
+            stamp: 2,
+            cwnd: 3,
+            snd_wnd: 4,
+            rx_publish: *i,
+            tx_release: *i,
+            ..ProtoResult::default()
+        };
+    }
+}
+
+/// Read every result of a burst where it lies, as placement does.
+fn read_results(v: &[(u64, ProtoResult)]) {
+    let sum = v.iter().fold(0u64, |a, (i, r)| {
+        a.wrapping_add(*i)
+            .wrapping_add(u64::from(r.acked ^ r.cwnd ^ r.snd_wnd ^ r.hdr.seq))
+            .wrapping_add(r.rx_publish ^ r.tx_release ^ r.payload.ring_pos)
+    });
+    std::hint::black_box(sum);
 }
 
 /// Words of a protocol result (its size, rounded up to whole words).

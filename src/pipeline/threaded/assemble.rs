@@ -149,13 +149,14 @@ impl Threaded {
                 (p, c)
             })
             .unzip();
-        let mut group_to_place: Vec<Vec<Producer<(u64, ProtoResult)>>> =
+        // The two links that carry protocol results hand them over a burst at a time.
+        let mut group_to_place: Vec<Vec<BurstProducer<(u64, ProtoResult)>>> =
             (0..ng).map(|_| Vec::new()).collect();
-        let mut place_from_group: Vec<Vec<Consumer<(u64, ProtoResult)>>> =
+        let mut place_from_group: Vec<Vec<BurstConsumer<(u64, ProtoResult)>>> =
             (0..nd).map(|_| Vec::new()).collect();
         for (g, outs) in group_to_place.iter_mut().enumerate() {
             for (d, ins) in place_from_group.iter_mut().enumerate() {
-                let (mut p, c) = spsc(rs);
+                let (mut p, c) = burst_spsc(rs, BURST);
                 if let Some(w) = wire(TaskRef::Group(g), TaskRef::Place(d)) {
                     p.wake_on_push(w);
                 }
@@ -163,11 +164,13 @@ impl Threaded {
                 ins.push(c);
             }
         }
-        let mut place_to_post: Vec<Vec<Producer<Egress>>> = (0..nd).map(|_| Vec::new()).collect();
-        let mut post_from_place: Vec<Vec<Consumer<Egress>>> = (0..nq).map(|_| Vec::new()).collect();
+        let mut place_to_post: Vec<Vec<BurstProducer<Egress>>> =
+            (0..nd).map(|_| Vec::new()).collect();
+        let mut post_from_place: Vec<Vec<BurstConsumer<Egress>>> =
+            (0..nq).map(|_| Vec::new()).collect();
         for (d, outs) in place_to_post.iter_mut().enumerate() {
             for (q, ins) in post_from_place.iter_mut().enumerate() {
-                let (mut p, c) = spsc(rs);
+                let (mut p, c) = burst_spsc(rs, BURST);
                 if let Some(w) = wire(TaskRef::Place(d), TaskRef::Postprocess(q)) {
                     p.wake_on_push(w);
                 }

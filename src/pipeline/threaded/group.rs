@@ -16,7 +16,7 @@ pub(super) struct GroupTask<C: CongestionControl, S: FlowScheduler> {
     /// each with its arrival number: held until every segment that arrived before it has
     /// been released by the merge.
     pub(super) held: VecDeque<(u64, ProtoWork)>,
-    pub(super) to_place: Vec<Producer<(u64, ProtoResult)>>,
+    pub(super) to_place: Vec<BurstProducer<(u64, ProtoResult)>>,
     pub(super) pending_out: Vec<Vec<(u64, ProtoResult)>>,
     pub(super) egress_seq: u64,
     pub(super) work: Vec<ProtoWork>,
@@ -92,19 +92,12 @@ impl<C: CongestionControl, S: FlowScheduler> GroupTask<C, S> {
         self.transport.run(now, &mut self.work, &mut self.results);
         let replicas = self.to_place.len();
         if replicas == 1 {
-            // Each result moves from the burst straight into the ring's slot (into
-            // `pending_out` only where the ring is full, or behind what already waits there).
+            // The burst is handed over whole at the end of the pass (`flush`).
             let seq = &mut self.egress_seq;
-            let n = self.results.len();
-            let mut out = self.results.drain(..).map(|r| {
+            self.pending_out[0].extend(self.results.drain(..).map(|r| {
                 *seq += 1;
                 (*seq - 1, r)
-            });
-            if self.pending_out[0].is_empty() {
-                let room = self.to_place[0].free().min(n);
-                self.to_place[0].push_from(&mut out, room);
-            }
-            self.pending_out[0].extend(out);
+            }));
             return;
         }
         for r in self.results.drain(..) {

@@ -72,7 +72,9 @@ use crate::control::{Control, ControlOutput, ControlStats, TcpConnState};
 use crate::flow::{FlowId, FlowIdentity, RetransmitTotals};
 use crate::host::{ConnShared, Host, HostShared};
 use crate::reorder::{Ingress, Merge, Reorder, Sequenced};
-use crate::ring::{spsc, Consumer, Idle, Producer, Wakeup};
+use crate::ring::{
+    burst_spsc, spsc, BurstConsumer, BurstProducer, Consumer, Idle, Producer, Wakeup,
+};
 use crate::stages::notify::ControlEvent;
 use crate::stages::place::{CopyJob, FlowRings};
 use crate::stages::postprocess::{FlowView, Postprocess};

@@ -61,8 +61,8 @@ impl Lending {
 pub(super) struct PlaceTask {
     pub(super) delivery: path::Delivery,
     pub(super) ctl: Receiver<PlaceCtl>,
-    pub(super) from_group: Vec<Consumer<(u64, ProtoResult)>>,
-    pub(super) to_post: Vec<Producer<Egress>>,
+    pub(super) from_group: Vec<BurstConsumer<(u64, ProtoResult)>>,
+    pub(super) to_post: Vec<BurstProducer<Egress>>,
     pub(super) next_post: usize,
     pub(super) pending: Vec<Egress>,
     pub(super) events: Producer<ControlEvent>,
@@ -251,8 +251,8 @@ impl Task for PlaceTask {
         }
         let mut busy = false;
         for g in 0..self.from_group.len() {
-            // Each result moves from the input ring's slot into the burst, and from the
-            // burst into the output ring's slot (into `pending` only where it is full).
+            // The results move from the group's burst into this one, and this one goes on
+            // whole to a postprocess replica.
             self.seqs.clear();
             let (seqs, results) = (&mut self.seqs, &mut self.results);
             if self.from_group[g].pop_each(BURST, |(seq, r)| {
@@ -267,20 +267,12 @@ impl Task for PlaceTask {
             control(&self.ctl, &mut self.delivery);
             self.delivery
                 .run(now, &mut self.results, &mut self.pending_events);
-            let mut out = self
+            let out = self
                 .seqs
                 .iter()
                 .copied()
                 .zip(self.results.drain(..))
                 .map(|(seq, r)| (g as u16, seq, r));
-            if self.pending.is_empty() {
-                let n = self.to_post.len();
-                let q = self.next_post % n;
-                let room = self.to_post[q].free().min(self.seqs.len());
-                if self.to_post[q].push_from(&mut out, room) > 0 {
-                    self.next_post = (q + 1) % n;
-                }
-            }
             self.pending.extend(out);
             self.flush();
         }

@@ -9,7 +9,7 @@ const _: () = assert!(std::mem::size_of::<Sequenced<Frame>>() == 16);
 pub(super) struct PostTask {
     pub(super) egress: path::Egress,
     pub(super) ctl: Receiver<PostCtl>,
-    pub(super) from_place: Vec<Consumer<Egress>>,
+    pub(super) from_place: Vec<BurstConsumer<Egress>>,
     /// Output rings per (place replica, flow group): frames of one group that came through
     /// one place replica stay in increasing order, which the egress reorder relies on.
     pub(super) to_io: Vec<Vec<Producer<Sequenced<Frame>>>>,
@@ -110,8 +110,8 @@ mod tests {
     #[test]
     fn a_full_output_holds_back_only_its_own_input() {
         let arena = Arc::new(FrameArena::new(64).unwrap());
-        let (_in0, from0) = spsc::<Egress>(8);
-        let (mut in1, from1) = spsc::<Egress>(8);
+        let (_in0, from0) = burst_spsc::<Egress>(8, 4);
+        let (mut in1, from1) = burst_spsc::<Egress>(8, 4);
         let (out0, mut io0) = spsc::<Sequenced<Frame>>(2);
         let (out1, mut io1) = spsc::<Sequenced<Frame>>(8);
         let mut reports = Vec::new();
