@@ -620,14 +620,14 @@ fn main() {
         }
         println!("  inputs, ns {per_name}: {}", svc.join(", "));
         println!(
-            "  hand-off ns/item (one thread / two cores): Ingress<RxWork> {:.1}/{:.1}, (u64, ProtoResult) {:.1}/{:.1}, Sequenced<Frame> {:.1}/{:.1}; \
+            "  hand-off ns/item (one thread / two cores): Ingress<RxWork> {:.1}/{:.1}, (u64, ProtoResult) in bursts {:.1}/{:.1}, Sequenced<Frame> {:.1}/{:.1}; \
              a byte ring across cores adds {:.0} ns/call + {:.3} ns/byte to the writer, {:.0} ns/call + {:.3} ns/byte to the reader",
-            mid.hop_here[1],
-            mid.hop_cross[1],
-            mid.hop_here[2],
-            mid.hop_cross[2],
-            mid.hop_here[3],
-            mid.hop_cross[3],
+            mid.hop_here[Edge::PreGroup.kind()],
+            mid.hop_cross[Edge::PreGroup.kind()],
+            mid.hop_here[Edge::GroupPlace.kind()],
+            mid.hop_cross[Edge::GroupPlace.kind()],
+            mid.hop_here[Edge::PostIo.kind()],
+            mid.hop_cross[Edge::PostIo.kind()],
             mid.cross_write.0,
             mid.cross_write.1,
             mid.cross_read.0,

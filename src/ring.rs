@@ -1,16 +1,17 @@
 //! Links between stages.
 //!
 //! * [`spsc`] makes a single-producer / single-consumer burst ring (on `rtrb`): every
-//!   stage-to-stage link of the threaded runtime is one. Bursts move with one index update per
-//!   burst, not per item.
-//! * [`burst_spsc`] makes an SPSC ring of whole bursts: the producer hands over the vector
-//!   it built a burst in, the consumer takes the items where they lie and the emptied vector
-//!   goes back for the next burst. For items too large to copy into a ring slot and out
-//!   again (the protocol results, 136 bytes): a hop moves one 24-byte vector per burst.
+//!   stage-to-stage link of the threaded runtime is one, or one of the next kind. Bursts
+//!   move with one index update per burst, not per item.
+//! * [`burst_spsc`] makes an SPSC ring of whole bursts ([`Burst`]): the producer hands over
+//!   the vectors it built a burst in, the consumer works on the items where they lie, and
+//!   the emptied vectors go back for the next burst. For items too large to copy into a
+//!   ring slot and out again: the protocol results (136 bytes) cross from the flow group
+//!   to placement and on to postprocess this way, without a copy.
 //! * [`Mpmc`] is a bounded lock-free queue for the few links that really have several
 //!   producers or consumers (on `crossbeam_queue::ArrayQueue`).
 //!
-//! Both are bounded: a full ring refuses items and gives them back, so the caller decides
+//! All are bounded: a full ring refuses items and gives them back, so the caller decides
 //! between backpressure and a counted drop.
 //!
 //! * [`Wakeup`] lets a consumer thread sleep when it has nothing to do: a producer whose
@@ -348,91 +349,90 @@ impl<T: Send> Consumer<T> {
     }
 }
 
-/// Make an SPSC ring of bursts of up to `burst` items that holds at least `capacity` items
-/// when its bursts are full: `capacity / burst` bursts, rounded up, and at least two.
+/// What a [`burst_spsc`] ring moves: a burst of items held whole, as a vector or a few
+/// vectors kept in step. An empty burst (nothing in it, its allocations kept) goes back to
+/// the producer to be filled again.
+pub trait Burst: Send + Default {
+    /// Whether the burst holds no item.
+    fn is_empty(&self) -> bool;
+}
+
+impl<T: Send> Burst for Vec<T> {
+    fn is_empty(&self) -> bool {
+        Vec::is_empty(self)
+    }
+}
+
+/// Make an SPSC ring of whole bursts that holds at least `capacity` items when its bursts
+/// hold `burst` items each: `capacity / burst` bursts, rounded up, and at least two.
 ///
-/// The ring bounds bursts, not items: a producer that hands over bursts of one item fills
-/// it with as many items as it has bursts. Emptied vectors travel back on a second ring of
-/// the same size; the producer reuses them (and makes a new one only when none came back),
-/// so memory stays bounded and steady traffic allocates nothing.
+/// A burst crosses without a copy of its items: the producer hands over the burst it
+/// filled and gets an empty one back in its place, the consumer takes a burst in place of
+/// an empty one of its own, which goes back to the producer on a second ring of the same
+/// size. Steady traffic reuses the same few allocations. The ring bounds bursts, not
+/// items: a producer that hands over bursts of one item fills it with as many items as it
+/// has bursts.
 ///
 /// ```
 /// use flextoe::ring::burst_spsc;
 ///
-/// let (mut p, mut c) = burst_spsc::<u32>(64, 32);
+/// let (mut p, mut c) = burst_spsc::<Vec<u32>>(64, 32);
 /// let mut burst: Vec<u32> = (0..40).collect();
-/// // A burst longer than 32 crosses as two.
-/// assert_eq!(p.push_burst(&mut burst), 40);
+/// assert!(p.push(&mut burst));
+/// // The producer holds an empty burst now, the 40 items are in the ring.
 /// assert!(burst.is_empty());
 /// let mut got = Vec::new();
-/// assert_eq!(c.pop_each(16, |x| got.push(x)), 16);
-/// assert_eq!(c.pop_each(100, |x| got.push(x)), 24);
+/// assert!(c.pop(&mut got));
 /// assert_eq!(got, (0..40).collect::<Vec<_>>());
+/// assert!(!c.pop(&mut Vec::new()));
 /// ```
-pub fn burst_spsc<T: Send>(capacity: usize, burst: usize) -> (BurstProducer<T>, BurstConsumer<T>) {
-    let burst = burst.max(1);
-    let bursts = capacity.div_ceil(burst).max(2);
+pub fn burst_spsc<B: Burst>(capacity: usize, burst: usize) -> (BurstProducer<B>, BurstConsumer<B>) {
+    let bursts = capacity.div_ceil(burst.max(1)).max(2);
     let (full_p, full_c) = spsc(bursts);
-    // Room for every vector there can be: those in flight, the consumer's, the producer's.
+    // Room for every burst there can be: those in flight, the consumer's, the producer's.
     let (empty_p, empty_c) = spsc(bursts + 2);
     (
         BurstProducer {
             full: full_p,
             empty: empty_c,
-            burst,
         },
         BurstConsumer {
             full: full_c,
             empty: empty_p,
-            cur: Vec::new(),
         },
     )
 }
 
 /// The sending end of a [`burst_spsc`] ring.
-pub struct BurstProducer<T> {
-    full: Producer<Vec<T>>,
-    empty: Consumer<Vec<T>>,
-    burst: usize,
+pub struct BurstProducer<B> {
+    full: Producer<B>,
+    empty: Consumer<B>,
 }
 
-impl<T: Send> BurstProducer<T> {
+impl<B: Burst> BurstProducer<B> {
     /// Wake `w`'s consumer after every push that moved something.
     pub fn wake_on_push(&mut self, w: Arc<Wakeup>) {
         self.full.wake_on_push(w);
     }
 
-    /// A vector for the next burst: one that came back, or a new one.
-    fn spare(&mut self) -> Vec<T> {
-        self.empty
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(self.burst))
-    }
-
-    /// Hand over the items of `items`, in order, as bursts of up to the ring's burst size,
-    /// while the ring has room; returns how many moved. What did not fit stays in `items`.
-    /// A burst that fits whole moves without a copy: `items` itself goes, and an emptied
-    /// vector takes its place.
-    pub fn push_burst(&mut self, items: &mut Vec<T>) -> usize {
-        let mut moved = 0;
-        while !items.is_empty() && self.full.free() > 0 {
-            let mut spare = self.spare();
-            let v = if items.len() <= self.burst {
-                std::mem::swap(items, &mut spare);
-                spare
-            } else {
-                spare.extend(items.drain(..self.burst));
-                spare
-            };
-            let n = v.len();
-            if let Err(v) = self.full.push(v) {
-                // Room was checked and only this end pushes.
-                items.splice(0..0, v);
-                break;
-            }
-            moved += n;
+    /// Hand over `burst` whole and put an empty one (one that came back, else a new one)
+    /// in its place; `false`, leaving `burst` as it was, when the ring is full. An empty
+    /// `burst` stays where it is (`true`: nothing waits).
+    pub fn push(&mut self, burst: &mut B) -> bool {
+        if burst.is_empty() {
+            return true;
         }
-        moved
+        if self.full.free() == 0 {
+            return false;
+        }
+        let spare = self.empty.pop().unwrap_or_default();
+        let b = std::mem::replace(burst, spare);
+        if let Err(b) = self.full.push(b) {
+            // Room was checked and only this end pushes; keep the burst whole regardless.
+            *burst = b;
+            return false;
+        }
+        true
     }
 
     /// Bursts the ring has room for.
@@ -447,48 +447,37 @@ impl<T: Send> BurstProducer<T> {
 }
 
 /// The receiving end of a [`burst_spsc`] ring.
-pub struct BurstConsumer<T> {
-    full: Consumer<Vec<T>>,
-    empty: Producer<Vec<T>>,
-    /// The burst being taken, its next item first.
-    cur: Vec<T>,
+pub struct BurstConsumer<B> {
+    full: Consumer<B>,
+    empty: Producer<B>,
 }
 
-impl<T: Send> BurstConsumer<T> {
-    /// Take up to `max` items, in order, giving each to `f`; returns how many. Bursts are
-    /// taken whole where `max` allows; an emptied one goes back to the producer.
-    pub fn pop_each(&mut self, max: usize, mut f: impl FnMut(T)) -> usize {
-        let mut n = 0;
-        while n < max {
-            if self.cur.is_empty() {
-                let Some(next) = self.full.pop() else { break };
-                let done = std::mem::replace(&mut self.cur, next);
-                if done.capacity() > 0 {
-                    // A full return ring (it cannot be: it has room for every vector) would
-                    // only mean a vector freed here.
-                    let _ = self.empty.push(done);
-                }
-                continue;
-            }
-            let k = (max - n).min(self.cur.len());
-            if k == self.cur.len() {
-                self.cur.drain(..).for_each(&mut f);
-            } else {
-                self.cur.drain(..k).for_each(&mut f);
-            }
-            n += k;
+impl<B: Burst> BurstConsumer<B> {
+    /// Take the next burst into `into`, whose empty burst goes back to the producer;
+    /// `false` when none waits. `into` must be empty (a burst with items left in it is
+    /// not replaced: `false`).
+    pub fn pop(&mut self, into: &mut B) -> bool {
+        if !into.is_empty() {
+            return false;
         }
-        n
+        let Some(next) = self.full.pop() else {
+            return false;
+        };
+        let done = std::mem::replace(into, next);
+        // The return ring has room for every burst there is; were it full, the empty burst
+        // would only be freed here.
+        let _ = self.empty.push(done);
+        true
     }
 
-    /// Bursts waiting, the one being taken included.
+    /// Bursts waiting.
     pub fn len(&self) -> usize {
-        self.full.len() + usize::from(!self.cur.is_empty())
+        self.full.len()
     }
 
-    /// Whether nothing is waiting.
+    /// Whether no burst waits.
     pub fn is_empty(&self) -> bool {
-        self.cur.is_empty() && self.full.is_empty()
+        self.full.is_empty()
     }
 
     /// Capacity, in bursts.
@@ -577,47 +566,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bursts_keep_order_and_refuse_when_full() {
-        let (mut p, mut c) = burst_spsc::<u32>(4, 2);
+    fn bursts_cross_whole_in_order_and_a_full_ring_refuses() {
+        let (mut p, mut c) = burst_spsc::<Vec<u32>>(4, 2);
         assert_eq!(p.free(), 2);
-        let mut items: Vec<u32> = (0..7).collect();
-        // Two bursts of two fit; three items stay, in order.
-        assert_eq!(p.push_burst(&mut items), 4);
-        assert_eq!(items, [4, 5, 6]);
+        let (mut a, mut b, mut d) = (vec![0, 1, 2], vec![3], vec![4, 5]);
+        assert!(p.push(&mut a) && p.push(&mut b));
+        assert!(a.is_empty() && b.is_empty());
+        // Full: `d` stays as it was.
+        assert!(!p.push(&mut d));
+        assert_eq!(d, [4, 5]);
         assert_eq!(c.len(), 2);
+        // An empty burst needs no room.
+        assert!(p.push(&mut Vec::new()));
         let mut got = Vec::new();
-        assert_eq!(c.pop_each(3, |x| got.push(x)), 3);
+        // A burst with items left in it is not replaced.
+        let mut busy = vec![9];
+        assert!(!c.pop(&mut busy));
+        assert_eq!(busy, [9]);
+        assert!(c.pop(&mut got));
         assert_eq!(got, [0, 1, 2]);
-        // Both bursts left the ring (the second is half taken): room for two.
-        assert_eq!(p.free(), 2);
-        assert_eq!(p.push_burst(&mut items), 3);
-        assert!(items.is_empty());
-        assert_eq!(c.len(), 3);
-        assert_eq!(c.pop_each(10, |x| got.push(x)), 4);
-        assert_eq!(got, (0..7).collect::<Vec<_>>());
+        got.clear();
+        assert!(p.push(&mut d));
+        assert!(c.pop(&mut got));
+        assert_eq!(got, [3]);
+        got.clear();
+        assert!(c.pop(&mut got));
+        assert_eq!(got, [4, 5]);
+        got.clear();
+        assert!(!c.pop(&mut got));
         assert!(c.is_empty());
-        assert_eq!(c.pop_each(10, |x| got.push(x)), 0);
     }
 
     #[test]
-    fn emptied_vectors_come_back_and_are_reused() {
-        let (mut p, mut c) = burst_spsc::<u64>(64, 8);
+    fn emptied_bursts_come_back_and_are_reused() {
+        let (mut p, mut c) = burst_spsc::<Vec<u64>>(64, 8);
         let mut items = Vec::with_capacity(8);
+        let mut got = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut next = 0u64;
-        let mut want = 0u64;
         for _ in 0..1000 {
             items.extend(next..next + 8);
-            next += 8;
             seen.insert(items.as_ptr() as usize);
-            assert_eq!(p.push_burst(&mut items), 8);
-            c.pop_each(8, |x| {
-                assert_eq!(x, want);
-                want += 1;
-            });
+            assert!(p.push(&mut items));
+            assert!(c.pop(&mut got));
+            assert_eq!(got, (next..next + 8).collect::<Vec<_>>());
+            next += 8;
+            got.clear();
         }
         // A handful of allocations went round, not one per burst.
-        assert!(seen.len() <= 4, "{} vectors for 1000 bursts", seen.len());
-        assert_eq!(want, next);
+        assert!(
+            seen.len() <= 4,
+            "{} allocations for 1000 bursts",
+            seen.len()
+        );
     }
 }

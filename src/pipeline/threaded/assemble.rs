@@ -150,9 +150,9 @@ impl Threaded {
             })
             .unzip();
         // The two links that carry protocol results hand them over a burst at a time.
-        let mut group_to_place: Vec<Vec<BurstProducer<(u64, ProtoResult)>>> =
+        let mut group_to_place: Vec<Vec<BurstProducer<Results>>> =
             (0..ng).map(|_| Vec::new()).collect();
-        let mut place_from_group: Vec<Vec<BurstConsumer<(u64, ProtoResult)>>> =
+        let mut place_from_group: Vec<Vec<BurstConsumer<Results>>> =
             (0..nd).map(|_| Vec::new()).collect();
         for (g, outs) in group_to_place.iter_mut().enumerate() {
             for (d, ins) in place_from_group.iter_mut().enumerate() {
@@ -164,9 +164,9 @@ impl Threaded {
                 ins.push(c);
             }
         }
-        let mut place_to_post: Vec<Vec<BurstProducer<Egress>>> =
+        let mut place_to_post: Vec<Vec<BurstProducer<Results>>> =
             (0..nd).map(|_| Vec::new()).collect();
-        let mut post_from_place: Vec<Vec<BurstConsumer<Egress>>> =
+        let mut post_from_place: Vec<Vec<BurstConsumer<Results>>> =
             (0..nq).map(|_| Vec::new()).collect();
         for (d, outs) in place_to_post.iter_mut().enumerate() {
             for (q, ins) in post_from_place.iter_mut().enumerate() {
@@ -406,7 +406,7 @@ impl Threaded {
                     from_pre,
                     from_io,
                     held: VecDeque::new(),
-                    pending_out: (0..nd).map(|_| Vec::new()).collect(),
+                    pending_out: (0..nd).map(|_| Results::default()).collect(),
                     to_place,
                     egress_seq: 0,
                     work: Vec::with_capacity(BURST),
@@ -462,11 +462,11 @@ impl Threaded {
                     from_group,
                     to_post,
                     next_post: 0,
-                    pending: Vec::new(),
+                    pending: VecDeque::new(),
+                    spare: Vec::new(),
                     events,
                     pending_events: Vec::new(),
-                    results: Vec::with_capacity(BURST),
-                    seqs: Vec::with_capacity(BURST),
+                    input: Results::default(),
                     lending,
                     flushed: true,
                     meta: Meta::new(me, worker_of(me), &mut reports),
@@ -497,8 +497,7 @@ impl Threaded {
                         .collect(),
                     from_place,
                     to_io,
-                    tags: Vec::with_capacity(BURST),
-                    items: Vec::with_capacity(BURST),
+                    input: Results::default(),
                     meta: Meta::new(me, worker_of(me), &mut reports),
                 }),
             ));

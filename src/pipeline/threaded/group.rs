@@ -16,8 +16,9 @@ pub(super) struct GroupTask<C: CongestionControl, S: FlowScheduler> {
     /// each with its arrival number: held until every segment that arrived before it has
     /// been released by the merge.
     pub(super) held: VecDeque<(u64, ProtoWork)>,
-    pub(super) to_place: Vec<BurstProducer<(u64, ProtoResult)>>,
-    pub(super) pending_out: Vec<Vec<(u64, ProtoResult)>>,
+    pub(super) to_place: Vec<BurstProducer<Results>>,
+    /// The burst being filled for each place replica (handed over at the end of a pass).
+    pub(super) pending_out: Vec<Results>,
     pub(super) egress_seq: u64,
     pub(super) work: Vec<ProtoWork>,
     pub(super) results: Vec<ProtoResult>,
@@ -31,10 +32,7 @@ impl<C: CongestionControl, S: FlowScheduler> GroupTask<C, S> {
     fn flush(&mut self) -> bool {
         let mut all = true;
         for (p, q) in self.to_place.iter_mut().zip(self.pending_out.iter_mut()) {
-            if !q.is_empty() {
-                p.push_burst(q);
-                all &= q.is_empty();
-            }
+            all &= p.push(q);
         }
         all
     }
@@ -92,17 +90,22 @@ impl<C: CongestionControl, S: FlowScheduler> GroupTask<C, S> {
         self.transport.run(now, &mut self.work, &mut self.results);
         let replicas = self.to_place.len();
         if replicas == 1 {
-            // The burst is handed over whole at the end of the pass (`flush`).
-            let seq = &mut self.egress_seq;
-            self.pending_out[0].extend(self.results.drain(..).map(|r| {
-                *seq += 1;
-                (*seq - 1, r)
-            }));
+            // The results stay where the protocol stage wrote them: the vector becomes the
+            // burst (handed over whole at the end of the pass, `flush`).
+            let out = &mut self.pending_out[0];
+            let n = self.results.len() as u64;
+            out.seqs.extend(self.egress_seq..self.egress_seq + n);
+            self.egress_seq += n;
+            if out.results.is_empty() {
+                std::mem::swap(&mut out.results, &mut self.results);
+            } else {
+                out.results.append(&mut self.results);
+            }
             return;
         }
         for r in self.results.drain(..) {
             let q = self.place_of.get(r.flow as usize).copied().unwrap_or(0) as usize % replicas;
-            self.pending_out[q].push((self.egress_seq, r));
+            self.pending_out[q].push(self.egress_seq, r);
             self.egress_seq += 1;
         }
     }

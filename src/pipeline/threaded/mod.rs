@@ -73,7 +73,7 @@ use crate::flow::{FlowId, FlowIdentity, RetransmitTotals};
 use crate::host::{ConnShared, Host, HostShared};
 use crate::reorder::{Ingress, Merge, Reorder, Sequenced};
 use crate::ring::{
-    burst_spsc, spsc, BurstConsumer, BurstProducer, Consumer, Idle, Producer, Wakeup,
+    burst_spsc, spsc, Burst, BurstConsumer, BurstProducer, Consumer, Idle, Producer, Wakeup,
 };
 use crate::stages::notify::ControlEvent;
 use crate::stages::place::{CopyJob, FlowRings};
@@ -188,8 +188,36 @@ enum PlaceCtl {
     Remove(FlowId),
 }
 
-/// A protocol result on its way to the wire: (flow group, egress number, result).
-type Egress = (u16, u64, ProtoResult);
+/// Protocol results of one flow group on their way to the wire, a burst at a time: from the
+/// group to its place replica and on to a postprocess replica, each result where the
+/// protocol stage wrote it (the links are [`burst_spsc`] rings).
+#[derive(Debug, Default)]
+struct Results {
+    /// The flow group (set by placement, which knows the ring the burst came on).
+    group: u16,
+    /// Each result's egress number, in step with `results`.
+    seqs: Vec<u64>,
+    results: Vec<ProtoResult>,
+}
+
+impl Burst for Results {
+    fn is_empty(&self) -> bool {
+        self.results.is_empty()
+    }
+}
+
+impl Results {
+    fn push(&mut self, seq: u64, r: ProtoResult) {
+        self.seqs.push(seq);
+        self.results.push(r);
+    }
+
+    /// Forget what the burst held (results whose frames have been taken or freed).
+    fn clear(&mut self) {
+        self.seqs.clear();
+        self.results.clear();
+    }
+}
 
 enum PostCtl {
     Install(FlowId, FlowView),

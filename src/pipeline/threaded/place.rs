@@ -12,6 +12,8 @@ use crate::stages::place::{Begin, CopyJob};
 use crate::pipeline::topology::LEND_MIN;
 /// Results a replica holds while copies are out, at most.
 const HOLD_MAX: usize = 256;
+/// Empty bursts a replica keeps for its next inputs, at most.
+const SPARE_MAX: usize = 8;
 
 /// A place replica's side of replicated placement.
 pub(super) struct Lending {
@@ -61,14 +63,18 @@ impl Lending {
 pub(super) struct PlaceTask {
     pub(super) delivery: path::Delivery,
     pub(super) ctl: Receiver<PlaceCtl>,
-    pub(super) from_group: Vec<BurstConsumer<(u64, ProtoResult)>>,
-    pub(super) to_post: Vec<BurstProducer<Egress>>,
+    pub(super) from_group: Vec<BurstConsumer<Results>>,
+    pub(super) to_post: Vec<BurstProducer<Results>>,
     pub(super) next_post: usize,
-    pub(super) pending: Vec<Egress>,
+    /// Bursts placed, in order, that no postprocess ring took yet.
+    pub(super) pending: VecDeque<Results>,
+    /// Empty bursts (what the postprocess rings gave back for bursts they took), for the
+    /// next input.
+    pub(super) spare: Vec<Results>,
     pub(super) events: Producer<ControlEvent>,
     pub(super) pending_events: Vec<ControlEvent>,
-    pub(super) results: Vec<ProtoResult>,
-    pub(super) seqs: Vec<u64>,
+    /// The burst being taken from a flow group.
+    pub(super) input: Results,
     pub(super) lending: Option<Lending>,
     /// Whether the outputs took everything at the start of this pass.
     pub(super) flushed: bool,
@@ -104,17 +110,31 @@ impl PlaceTask {
             self.events.push_burst(&mut self.pending_events);
         }
         let n = self.to_post.len();
-        for k in 0..n {
-            if self.pending.is_empty() {
-                break;
+        // Bursts go in order, each to the next postprocess replica with room.
+        'bursts: while let Some(b) = self.pending.front_mut() {
+            for k in 0..n {
+                let q = (self.next_post + k) % n;
+                if self.to_post[q].push(b) {
+                    self.next_post = (q + 1) % n;
+                    if let Some(empty) = self.pending.pop_front() {
+                        if self.spare.len() < SPARE_MAX {
+                            self.spare.push(empty);
+                        }
+                    }
+                    continue 'bursts;
+                }
             }
-            let q = (self.next_post + k) % n;
-            self.to_post[q].push_burst(&mut self.pending);
-            if self.pending.is_empty() {
-                self.next_post = (q + 1) % n;
-            }
+            break;
         }
         self.pending.is_empty() && self.pending_events.is_empty()
+    }
+
+    /// The burst just taken (`input`) moves on to `pending`, and an empty one takes its
+    /// place for the next input.
+    fn pass_on(&mut self) {
+        let fresh = self.spare.pop().unwrap_or_default();
+        self.pending
+            .push_back(std::mem::replace(&mut self.input, fresh));
     }
 }
 
@@ -159,8 +179,12 @@ impl PlaceTask {
         if l.waiting.is_empty() && l.held.len() < HOLD_MAX {
             let mut got = false;
             for (g, c) in self.from_group.iter_mut().enumerate() {
-                let waiting = &mut l.waiting;
-                got |= c.pop_each(BURST, |(s, r)| waiting.push_back((g as u16, s, r))) > 0;
+                if c.pop(&mut self.input) {
+                    got = true;
+                    let input = &mut self.input;
+                    let taken = input.seqs.drain(..).zip(input.results.drain(..));
+                    l.waiting.extend(taken.map(|(s, r)| (g as u16, s, r)));
+                }
             }
             if got {
                 busy = true;
@@ -225,8 +249,17 @@ impl PlaceTask {
             busy = true;
             self.delivery
                 .notify_only(now, &mut l.ready, &mut self.pending_events);
+            // Into bursts of one group each, in order.
             for ((g, s), r) in l.ready_tags.drain(..).zip(l.ready.drain(..)) {
-                self.pending.push((g, s, r));
+                match self.pending.back_mut() {
+                    Some(b) if b.group == g => b.push(s, r),
+                    _ => {
+                        let mut b = self.spare.pop().unwrap_or_default();
+                        b.group = g;
+                        b.push(s, r);
+                        self.pending.push_back(b);
+                    }
+                }
             }
             self.flush();
         }
@@ -251,29 +284,18 @@ impl Task for PlaceTask {
         }
         let mut busy = false;
         for g in 0..self.from_group.len() {
-            // The results move from the group's burst into this one, and this one goes on
-            // whole to a postprocess replica.
-            self.seqs.clear();
-            let (seqs, results) = (&mut self.seqs, &mut self.results);
-            if self.from_group[g].pop_each(BURST, |(seq, r)| {
-                seqs.push(seq);
-                results.push(r);
-            }) == 0
-            {
+            // The group's burst is placed where it lies and goes on whole to a postprocess
+            // replica.
+            if !self.from_group[g].pop(&mut self.input) {
                 continue;
             }
             busy = true;
+            self.input.group = g as u16;
             // Taken inputs first, control messages second: every flow named is installed.
             control(&self.ctl, &mut self.delivery);
             self.delivery
-                .run(now, &mut self.results, &mut self.pending_events);
-            let out = self
-                .seqs
-                .iter()
-                .copied()
-                .zip(self.results.drain(..))
-                .map(|(seq, r)| (g as u16, seq, r));
-            self.pending.extend(out);
+                .run(now, &mut self.input.results, &mut self.pending_events);
+            self.pass_on();
             self.flush();
         }
         if busy {

@@ -9,13 +9,13 @@ const _: () = assert!(std::mem::size_of::<Sequenced<Frame>>() == 16);
 pub(super) struct PostTask {
     pub(super) egress: path::Egress,
     pub(super) ctl: Receiver<PostCtl>,
-    pub(super) from_place: Vec<BurstConsumer<Egress>>,
+    pub(super) from_place: Vec<BurstConsumer<Results>>,
     /// Output rings per (place replica, flow group): frames of one group that came through
     /// one place replica stay in increasing order, which the egress reorder relies on.
     pub(super) to_io: Vec<Vec<Producer<Sequenced<Frame>>>>,
     pub(super) pending: Vec<Vec<Vec<Sequenced<Frame>>>>,
-    pub(super) tags: Vec<(u16, u64)>,
-    pub(super) items: Vec<ProtoResult>,
+    /// The burst being sent.
+    pub(super) input: Results,
     pub(super) meta: Meta,
 }
 
@@ -38,14 +38,9 @@ impl Task for PostTask {
                 busy = true;
                 continue;
             }
-            self.tags.clear();
-            self.items.clear();
-            let (tags, items) = (&mut self.tags, &mut self.items);
-            if self.from_place[i].pop_each(BURST, |(g, s, r)| {
-                tags.push((g, s));
-                items.push(r);
-            }) == 0
-            {
+            // The last burst's results are done (their frames went out or were freed).
+            self.input.clear();
+            if !self.from_place[i].pop(&mut self.input) {
                 continue;
             }
             busy = true;
@@ -58,12 +53,16 @@ impl Task for PostTask {
                 self.egress.post.install(id, v);
             }
             let pend = &mut self.pending[i];
-            let tags = &self.tags;
+            let Results {
+                group,
+                seqs,
+                results,
+            } = &mut self.input;
+            let g = *group as usize % pend.len();
             // A result that sends nothing (or whose frame a user stage took) becomes a
             // tombstone, and consecutive tombstones one gap: the egress order stays whole.
-            self.egress.run(now, &mut self.items, |k, f| {
-                let (g, s) = tags[k];
-                let g = g as usize % pend.len();
+            self.egress.run(now, results, |k, f| {
+                let s = seqs[k];
                 match f {
                     Some(f) => pend[g].push(Sequenced::item(s, f)),
                     None => Sequenced::push_tombstone(&mut pend[g], s),
@@ -110,8 +109,8 @@ mod tests {
     #[test]
     fn a_full_output_holds_back_only_its_own_input() {
         let arena = Arc::new(FrameArena::new(64).unwrap());
-        let (_in0, from0) = burst_spsc::<Egress>(8, 4);
-        let (mut in1, from1) = burst_spsc::<Egress>(8, 4);
+        let (_in0, from0) = burst_spsc::<Results>(8, 4);
+        let (mut in1, from1) = burst_spsc::<Results>(8, 4);
         let (out0, mut io0) = spsc::<Sequenced<Frame>>(2);
         let (out1, mut io1) = spsc::<Sequenced<Frame>>(8);
         let mut reports = Vec::new();
@@ -130,18 +129,17 @@ mod tests {
             to_io: vec![vec![out0], vec![out1]],
             // Input 0's output ring (capacity 2) cannot take these three yet.
             pending: vec![vec![(10..13).map(gap1).collect()], vec![Vec::new()]],
-            tags: Vec::new(),
-            items: Vec::new(),
+            input: Results::default(),
             meta: Meta::new(TaskRef::Postprocess(0), 0, &mut reports),
         };
         // Input 1 carries results 5, 6, 7 and 9 of group 0 (of a flow this replica does not
         // know: they become tombstones, which keep the egress order whole; the consecutive
         // ones one gap).
-        let mut burst: Vec<Egress> = [5u64, 6, 7, 9]
-            .into_iter()
-            .map(|s| (0u16, s, ProtoResult::default()))
-            .collect();
-        assert_eq!(in1.push_burst(&mut burst), 4);
+        let mut burst = Results::default();
+        for s in [5u64, 6, 7, 9] {
+            burst.push(s, ProtoResult::default());
+        }
+        assert!(in1.push(&mut burst));
         assert!(task.run(Instant::ZERO));
         let mut got = Vec::new();
         io1.pop_burst(&mut got, 8);

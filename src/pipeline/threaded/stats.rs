@@ -15,7 +15,8 @@ pub struct TaskReport {
     pub busy_polls: u64,
     /// Stages this task runs, with their counters.
     pub stages: Vec<(&'static str, StageStats)>,
-    /// Occupancy of the task's input rings: (name, items waiting, capacity).
+    /// Occupancy of the task's input rings: (name, items waiting, capacity). The rings that
+    /// carry protocol results (`from_group`, `from_place`) count whole bursts.
     pub rings: Vec<(&'static str, usize, usize)>,
     /// Reorder counters (groups: ingress merge; I/O: egress reorder per group).
     pub reorder: Vec<crate::reorder::ReorderStats>,
