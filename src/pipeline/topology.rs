@@ -95,7 +95,10 @@ pub struct Topology {
     pub place: usize,
     /// Worker threads.
     pub workers: Vec<WorkerSpec>,
-    /// Slots of every stage-to-stage ring.
+    /// Slots of every stage-to-stage ring. The two links that carry protocol results
+    /// (flow group to placement, placement to postprocess) move whole bursts and hold
+    /// `ring_size / 32` of them (at least two), whatever each burst holds: from one result
+    /// up to a group's pass.
     pub ring_size: usize,
     /// Window of each egress reorder stage.
     pub reorder_window: usize,

@@ -150,9 +150,9 @@ impl Threaded {
             })
             .unzip();
         // The two links that carry protocol results hand them over a burst at a time.
-        let mut group_to_place: Vec<Vec<BurstProducer<Results>>> =
+        let mut group_to_place: Vec<Vec<BurstProducer<ResultBurst>>> =
             (0..ng).map(|_| Vec::new()).collect();
-        let mut place_from_group: Vec<Vec<BurstConsumer<Results>>> =
+        let mut place_from_group: Vec<Vec<BurstConsumer<ResultBurst>>> =
             (0..nd).map(|_| Vec::new()).collect();
         for (g, outs) in group_to_place.iter_mut().enumerate() {
             for (d, ins) in place_from_group.iter_mut().enumerate() {
@@ -164,9 +164,9 @@ impl Threaded {
                 ins.push(c);
             }
         }
-        let mut place_to_post: Vec<Vec<BurstProducer<Results>>> =
+        let mut place_to_post: Vec<Vec<BurstProducer<ResultBurst>>> =
             (0..nd).map(|_| Vec::new()).collect();
-        let mut post_from_place: Vec<Vec<BurstConsumer<Results>>> =
+        let mut post_from_place: Vec<Vec<BurstConsumer<ResultBurst>>> =
             (0..nq).map(|_| Vec::new()).collect();
         for (d, outs) in place_to_post.iter_mut().enumerate() {
             for (q, ins) in post_from_place.iter_mut().enumerate() {
@@ -406,7 +406,7 @@ impl Threaded {
                     from_pre,
                     from_io,
                     held: VecDeque::new(),
-                    pending_out: (0..nd).map(|_| Results::default()).collect(),
+                    pending_out: (0..nd).map(|_| ResultBurst::default()).collect(),
                     to_place,
                     egress_seq: 0,
                     work: Vec::with_capacity(BURST),
@@ -466,7 +466,7 @@ impl Threaded {
                     spare: Vec::new(),
                     events,
                     pending_events: Vec::new(),
-                    input: Results::default(),
+                    input: ResultBurst::default(),
                     lending,
                     flushed: true,
                     meta: Meta::new(me, worker_of(me), &mut reports),
@@ -497,7 +497,7 @@ impl Threaded {
                         .collect(),
                     from_place,
                     to_io,
-                    input: Results::default(),
+                    input: ResultBurst::default(),
                     meta: Meta::new(me, worker_of(me), &mut reports),
                 }),
             ));

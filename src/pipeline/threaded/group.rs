@@ -16,9 +16,9 @@ pub(super) struct GroupTask<C: CongestionControl, S: FlowScheduler> {
     /// each with its arrival number: held until every segment that arrived before it has
     /// been released by the merge.
     pub(super) held: VecDeque<(u64, ProtoWork)>,
-    pub(super) to_place: Vec<BurstProducer<Results>>,
+    pub(super) to_place: Vec<BurstProducer<ResultBurst>>,
     /// The burst being filled for each place replica (handed over at the end of a pass).
-    pub(super) pending_out: Vec<Results>,
+    pub(super) pending_out: Vec<ResultBurst>,
     pub(super) egress_seq: u64,
     pub(super) work: Vec<ProtoWork>,
     pub(super) results: Vec<ProtoResult>,
@@ -90,8 +90,9 @@ impl<C: CongestionControl, S: FlowScheduler> GroupTask<C, S> {
         self.transport.run(now, &mut self.work, &mut self.results);
         let replicas = self.to_place.len();
         if replicas == 1 {
-            // The results stay where the protocol stage wrote them: the vector becomes the
-            // burst (handed over whole at the end of the pass, `flush`).
+            // The first run of a pass leaves its results where the protocol stage wrote them
+            // (the vector becomes the burst); a second run's are appended. The burst is
+            // handed over whole at the end of the pass (`flush`).
             let out = &mut self.pending_out[0];
             let n = self.results.len() as u64;
             out.seqs.extend(self.egress_seq..self.egress_seq + n);

@@ -189,10 +189,12 @@ enum PlaceCtl {
 }
 
 /// Protocol results of one flow group on their way to the wire, a burst at a time: from the
-/// group to its place replica and on to a postprocess replica, each result where the
-/// protocol stage wrote it (the links are [`burst_spsc`] rings).
+/// group to its place replica and on to a postprocess replica (the links are [`burst_spsc`]
+/// rings). With one place replica and no lending, a result stays where the protocol stage
+/// wrote it; with several, the group sorts results into one burst per replica, and a
+/// lending replica takes them out into its queue and packs what it publishes anew.
 #[derive(Debug, Default)]
-struct Results {
+struct ResultBurst {
     /// The flow group (set by placement, which knows the ring the burst came on).
     group: u16,
     /// Each result's egress number, in step with `results`.
@@ -200,13 +202,14 @@ struct Results {
     results: Vec<ProtoResult>,
 }
 
-impl Burst for Results {
+impl Burst for ResultBurst {
     fn is_empty(&self) -> bool {
+        debug_assert_eq!(self.seqs.len(), self.results.len());
         self.results.is_empty()
     }
 }
 
-impl Results {
+impl ResultBurst {
     fn push(&mut self, seq: u64, r: ProtoResult) {
         self.seqs.push(seq);
         self.results.push(r);

@@ -10,7 +10,8 @@ use super::*;
 use crate::stages::place::{Begin, CopyJob};
 
 use crate::pipeline::topology::LEND_MIN;
-/// Results a replica holds while copies are out, at most.
+/// Results a replica holds while copies are out: it takes no new input past this (and then
+/// takes a whole burst from each group).
 const HOLD_MAX: usize = 256;
 /// Empty bursts a replica keeps for its next inputs, at most.
 const SPARE_MAX: usize = 8;
@@ -63,18 +64,18 @@ impl Lending {
 pub(super) struct PlaceTask {
     pub(super) delivery: path::Delivery,
     pub(super) ctl: Receiver<PlaceCtl>,
-    pub(super) from_group: Vec<BurstConsumer<Results>>,
-    pub(super) to_post: Vec<BurstProducer<Results>>,
+    pub(super) from_group: Vec<BurstConsumer<ResultBurst>>,
+    pub(super) to_post: Vec<BurstProducer<ResultBurst>>,
     pub(super) next_post: usize,
     /// Bursts placed, in order, that no postprocess ring took yet.
-    pub(super) pending: VecDeque<Results>,
+    pub(super) pending: VecDeque<ResultBurst>,
     /// Empty bursts (what the postprocess rings gave back for bursts they took), for the
     /// next input.
-    pub(super) spare: Vec<Results>,
+    pub(super) spare: Vec<ResultBurst>,
     pub(super) events: Producer<ControlEvent>,
     pub(super) pending_events: Vec<ControlEvent>,
     /// The burst being taken from a flow group.
-    pub(super) input: Results,
+    pub(super) input: ResultBurst,
     pub(super) lending: Option<Lending>,
     /// Whether the outputs took everything at the start of this pass.
     pub(super) flushed: bool,

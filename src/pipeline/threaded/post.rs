@@ -9,13 +9,13 @@ const _: () = assert!(std::mem::size_of::<Sequenced<Frame>>() == 16);
 pub(super) struct PostTask {
     pub(super) egress: path::Egress,
     pub(super) ctl: Receiver<PostCtl>,
-    pub(super) from_place: Vec<BurstConsumer<Results>>,
+    pub(super) from_place: Vec<BurstConsumer<ResultBurst>>,
     /// Output rings per (place replica, flow group): frames of one group that came through
     /// one place replica stay in increasing order, which the egress reorder relies on.
     pub(super) to_io: Vec<Vec<Producer<Sequenced<Frame>>>>,
     pub(super) pending: Vec<Vec<Vec<Sequenced<Frame>>>>,
     /// The burst being sent.
-    pub(super) input: Results,
+    pub(super) input: ResultBurst,
     pub(super) meta: Meta,
 }
 
@@ -53,7 +53,7 @@ impl Task for PostTask {
                 self.egress.post.install(id, v);
             }
             let pend = &mut self.pending[i];
-            let Results {
+            let ResultBurst {
                 group,
                 seqs,
                 results,
@@ -109,8 +109,8 @@ mod tests {
     #[test]
     fn a_full_output_holds_back_only_its_own_input() {
         let arena = Arc::new(FrameArena::new(64).unwrap());
-        let (_in0, from0) = burst_spsc::<Results>(8, 4);
-        let (mut in1, from1) = burst_spsc::<Results>(8, 4);
+        let (_in0, from0) = burst_spsc::<ResultBurst>(8, 4);
+        let (mut in1, from1) = burst_spsc::<ResultBurst>(8, 4);
         let (out0, mut io0) = spsc::<Sequenced<Frame>>(2);
         let (out1, mut io1) = spsc::<Sequenced<Frame>>(8);
         let mut reports = Vec::new();
@@ -129,13 +129,13 @@ mod tests {
             to_io: vec![vec![out0], vec![out1]],
             // Input 0's output ring (capacity 2) cannot take these three yet.
             pending: vec![vec![(10..13).map(gap1).collect()], vec![Vec::new()]],
-            input: Results::default(),
+            input: ResultBurst::default(),
             meta: Meta::new(TaskRef::Postprocess(0), 0, &mut reports),
         };
         // Input 1 carries results 5, 6, 7 and 9 of group 0 (of a flow this replica does not
         // know: they become tombstones, which keep the egress order whole; the consecutive
         // ones one gap).
-        let mut burst = Results::default();
+        let mut burst = ResultBurst::default();
         for s in [5u64, 6, 7, 9] {
             burst.push(s, ProtoResult::default());
         }
