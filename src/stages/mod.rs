@@ -318,13 +318,13 @@ impl Actions {
     /// Set bits.
     #[inline]
     pub fn set(&mut self, bits: u32) {
-        self.0 |= bits;
+        self.0 |= std::hint::black_box(bits);
     }
 
     /// Clear bits.
     #[inline]
     pub fn clear(&mut self, bits: u32) {
-        self.0 &= !bits;
+        self.0 &= !std::hint::black_box(bits);
     }
 
     /// Whether nothing is to be done.

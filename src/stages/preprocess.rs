@@ -166,14 +166,11 @@ impl Preprocess {
         }
         let tuple = seg.tuple;
         match self.lookup(&tuple) {
-            Some((flow, incarnation)) => {
-                self.seg.summary.incarnation = incarnation;
-                Some(PreOut::Rx(RxWork {
-                    flow,
-                    summary: self.seg.summary,
-                    frame,
-                }))
-            }
+            Some((flow, incarnation)) => Some(PreOut::Rx(RxWork {
+                flow,
+                summary: summary_by_fields(&self.seg.summary, incarnation),
+                frame,
+            })),
             None => Some(PreOut::Punt(Punt {
                 frame,
                 reason: if rst {
@@ -208,5 +205,25 @@ impl Stage for Preprocess {
 
     fn stats(&self) -> &StageStats {
         &self.stats
+    }
+}
+
+/// A copy of `s` with its `incarnation`, read field by field. The parser has just written
+/// it a field at a time: a copy of the whole struct reads it back in wider words, which the
+/// CPU cannot forward from the narrower stores still in flight and stalls on.
+#[inline(always)]
+fn summary_by_fields(s: &wire::SegmentSummary, incarnation: u8) -> wire::SegmentSummary {
+    wire::SegmentSummary {
+        seq: s.seq,
+        ack: s.ack,
+        win: s.win,
+        payload_off: s.payload_off,
+        payload_len: s.payload_len,
+        sack_at: s.sack_at,
+        flags: s.flags,
+        ce: s.ce,
+        sack_len: s.sack_len,
+        ts_at: s.ts_at,
+        incarnation,
     }
 }

@@ -56,11 +56,13 @@ impl<C: CongestionControl> Protocol<C> {
         // The output index of the result whose header is owed.
         let mut owed = NONE;
         let mut items = input.drain(..);
-        while let Some(w) = items.next() {
+        // Each item is read where it lies and only then taken (a segment's frame, another
+        // item whole): moving a whole item out first costs a stalled reload of it.
+        while let [w, rest @ ..] = items.as_slice() {
             let flow = w.flow();
             let may_owe = self.coalesce
                 && matches!(w, ProtoWork::Rx(_))
-                && matches!(items.as_slice().first(), Some(ProtoWork::Rx(x))
+                && matches!(rest.first(), Some(ProtoWork::Rx(x))
                     if x.flow == flow
                         && (x.summary.payload_len > 0 || x.summary.flags & flags::FIN != 0));
             let i = output.len();
@@ -70,7 +72,14 @@ impl<C: CongestionControl> Protocol<C> {
                 ..Default::default()
             });
             let r = output.last_mut().expect("just pushed");
-            self.handle_into(now, w, r);
+            if let ProtoWork::Rx(rx) = w {
+                self.handle_rx(now, rx, r);
+                if let Some(ProtoWork::Rx(rx)) = items.next() {
+                    r.rx_frame = Some(rx.frame);
+                }
+            } else if let Some(w) = items.next() {
+                self.handle_into(now, w, r);
+            }
             let a = r.actions;
             r.actions.clear(HEADER_OWED);
             if owed != NONE {
@@ -526,6 +535,84 @@ mod tests {
 
     /// Direct sends: as many updates send their first segment as allowed, the others ask
     /// for a grant; an update whose result is a window update keeps it and asks too.
+    #[test]
+    fn a_frozen_flow_drops_segments_returns_their_frames_and_lets_a_reset_through() {
+        let arena = Arc::new(FrameArena::new(64).unwrap());
+        let mut proto = Protocol::new(arena.clone());
+        proto.install(0, TcpState::new(&params(0)));
+        let now = Instant::from_micros(1_000);
+        let mut peer = [Peer {
+            next: PEER_ISS,
+            ts: 10,
+            fin: false,
+        }; FLOWS as usize];
+        // Every frame a result hands back is freed: a frame lost on any path stays in use.
+        let run = |proto: &mut Protocol, mut work: Vec<ProtoWork>| {
+            let mut results = Vec::new();
+            proto.process(now, &mut work, &mut results);
+            let mut actions = Actions::default();
+            for r in &mut results {
+                actions.set(r.actions.0);
+                for f in [r.rx_frame.take(), r.tx_frame.take()].into_iter().flatten() {
+                    arena.free(f);
+                }
+            }
+            assert_eq!(arena.in_use(), 0, "every frame came back");
+            actions
+        };
+        let frozen = |proto: &Protocol| proto.stats().drops.get(DropReason::Frozen);
+        run(&mut proto, vec![ProtoWork::Freeze { flow: 0 }]);
+        let before = proto.state(0).unwrap().rcv_nxt;
+        // Data for the frozen flow: dropped, counted, its frames back.
+        let work = items(
+            &arena,
+            &[(0, Op::Data(500, false)), (0, Op::Data(300, false))],
+            &mut peer,
+            &proto,
+        );
+        let a = run(&mut proto, work);
+        assert_eq!(frozen(&proto), 2);
+        assert!(a.any(Actions::RECEIVED) && !a.any(Actions::TX));
+        assert_eq!(proto.state(0).unwrap().rcv_nxt, before);
+        // A segment for a flow id with no flow: a stale drop, its frame back.
+        let stale = proto.stats().drops.get(DropReason::StaleFlow);
+        let orphan = ProtoWork::Rx(RxWork {
+            flow: 1,
+            summary: SegmentSummary {
+                seq: PEER_ISS,
+                flags: flags::ACK,
+                payload_off: 54,
+                ..SegmentSummary::default()
+            },
+            frame: arena.alloc_copy(&[0u8; 54]).unwrap(),
+        });
+        run(&mut proto, vec![orphan]);
+        assert_eq!(proto.stats().drops.get(DropReason::StaleFlow), stale + 1);
+        // After the thaw, the data that was dropped is taken when it comes again.
+        run(&mut proto, vec![ProtoWork::Thaw { flow: 0 }]);
+        peer[0].next = PEER_ISS;
+        let work = items(&arena, &[(0, Op::Data(500, false))], &mut peer, &proto);
+        run(&mut proto, work);
+        assert_eq!(proto.state(0).unwrap().rcv_nxt, before.wrapping_add(500));
+        assert_eq!(frozen(&proto), 2);
+        // Frozen again, the flow's exact RST goes through and resets it.
+        run(&mut proto, vec![ProtoWork::Freeze { flow: 0 }]);
+        let rst = ProtoWork::Rx(RxWork {
+            flow: 0,
+            summary: SegmentSummary {
+                seq: before.wrapping_add(500),
+                flags: flags::RST,
+                payload_off: 54,
+                incarnation: 1,
+                ..SegmentSummary::default()
+            },
+            frame: arena.alloc_copy(&[0u8; 54]).unwrap(),
+        });
+        let a = run(&mut proto, vec![rst]);
+        assert!(a.any(Actions::RST_RX));
+        assert_eq!(frozen(&proto), 2);
+    }
+
     #[test]
     fn direct_sends_stay_within_their_allowance() {
         let arena = Arc::new(FrameArena::new(64).unwrap());

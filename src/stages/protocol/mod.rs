@@ -37,7 +37,7 @@ mod receive;
 mod send;
 mod state;
 
-use rare::{frozen, peer_rst, rare};
+use rare::{frozen, frozen_segment, peer_rst, rare};
 use state::*;
 pub use state::{FrozenApp, TcpParams, TcpState};
 
@@ -245,54 +245,96 @@ impl<C: CongestionControl> Protocol<C> {
     /// (what [`handle`](Self::handle) starts from): the burst's results are built where
     /// they stay, not moved there.
     fn handle_into(&mut self, now: Instant, work: ProtoWork, r: &mut ProtoResult) {
-        let flow = r.flow;
-        let (st, cf) = match self.flows.get_mut(flow as usize).and_then(Option::as_mut) {
-            Some((st, cf)) => (st, cf),
-            None => {
-                if let ProtoWork::Rx(w) = work {
-                    r.rx_frame = Some(w.frame);
-                    self.stats.drops.add(DropReason::StaleFlow);
-                }
-                return;
+        match work {
+            ProtoWork::Rx(w) => {
+                self.handle_rx(now, &w, r);
+                r.rx_frame = Some(w.frame);
             }
+            other => self.handle_other(now, other, r),
+        }
+    }
+
+    /// [`handle_into`](Self::handle_into) for a received segment, read where it lies (the
+    /// burst's input): everything but handing its frame on, which the caller does
+    /// (`r.rx_frame`, whatever became of the segment).
+    #[inline]
+    fn handle_rx(&mut self, now: Instant, w: &RxWork, r: &mut ProtoResult) {
+        let Some(Some((st, cf))) = self.flows.get_mut(r.flow as usize) else {
+            self.stats.drops.add(DropReason::StaleFlow);
+            return;
+        };
+        if st.has(F_FROZEN) && !w.summary.has(flags::RST) {
+            // A frozen flow (on its way into a splice) drops segments; a peer's RST goes
+            // through.
+            frozen_segment(st, &mut self.stats, r);
+        } else if stale(st, &w.summary) {
+            // A segment of an earlier connection with this flow id (which preprocess
+            // looked up before the id went to this one) is not this connection's.
+            self.stats.drops.add(DropReason::StaleFlow);
+        } else if w.summary.has(flags::RST) {
+            peer_rst(st, &mut self.challenge, &mut self.stats, now, &w.summary, r);
+        } else {
+            // The options a summary only locates are read from the frame. (Most segments
+            // carry no SACK blocks: they borrow the constant empty set rather than copy
+            // one onto the stack.)
+            let read;
+            let (sack, ts) = if w.summary.sack_len > 0 || w.summary.ts_at != 0 {
+                let data = self.arena.data(&w.frame);
+                read = w.summary.sack_blocks(data);
+                (&read, w.summary.timestamps(data))
+            } else {
+                (&SackBlocks::EMPTY, None)
+            };
+            if let Some(reason) = st.on_segment(&self.cc, cf, &w.summary, sack, ts, now, r) {
+                self.stats.drops.add(reason);
+            }
+            r.actions.set(Actions::RECEIVED);
+        }
+        // Every result reports the flow's counters (see `dispatch`).
+        if r.stamp == 0 {
+            st.finish(r);
+        }
+    }
+
+    /// [`handle_into`](Self::handle_into) for work other than a received segment.
+    #[inline]
+    fn handle_other(&mut self, now: Instant, work: ProtoWork, r: &mut ProtoResult) {
+        match self.flows.get(r.flow as usize) {
+            Some(Some((st, _))) if st.has(F_FROZEN) => self.handle_frozen(now, work, r),
+            Some(Some(_)) => self.dispatch(now, work, r),
+            _ => {}
+        }
+    }
+
+    /// Work for a frozen flow: application updates wait for the thaw, a reset goes
+    /// through (see [`frozen`]). Kept out of the hot code.
+    #[cold]
+    #[inline(never)]
+    fn handle_frozen(&mut self, now: Instant, work: ProtoWork, r: &mut ProtoResult) {
+        let Some(Some((st, _))) = self.flows.get_mut(r.flow as usize) else {
+            return;
+        };
+        if let Some(w) = frozen(st, work, r) {
+            self.dispatch(now, w, r);
+        }
+    }
+
+    /// Work for an installed flow, frozen or not (a segment goes on to
+    /// [`handle_rx`](Self::handle_rx)).
+    #[inline]
+    fn dispatch(&mut self, now: Instant, work: ProtoWork, r: &mut ProtoResult) {
+        let Some(Some((st, cf))) = self.flows.get_mut(r.flow as usize) else {
+            debug_assert!(false, "dispatch runs for an installed flow");
+            return;
         };
         let cc = &self.cc;
-        // A frozen flow (on its way into a splice) drops segments and sends nothing; the
-        // application's updates wait for the thaw, a reset goes through.
-        let work = if st.has(F_FROZEN) {
-            match frozen(st, &mut self.stats, work, r) {
-                Some(w) => w,
-                None => return,
-            }
-        } else {
-            work
-        };
-        // The data path's three kinds here; the rest (control-plane work, kept out of the
-        // hot code) in `rare`.
+        // The data path's other two kinds here; the rest (control-plane work, kept out of
+        // the hot code) in `rare`.
         match work {
-            // A segment of an earlier connection with this flow id (which preprocess looked
-            // up before the id went to this one) is not this connection's.
-            ProtoWork::Rx(w) if stale(st, &w.summary) => {
-                r.rx_frame = Some(w.frame);
-                self.stats.drops.add(DropReason::StaleFlow);
-            }
-            ProtoWork::Rx(w) if w.summary.has(flags::RST) => {
-                peer_rst(st, &mut self.challenge, &mut self.stats, now, &w.summary, r);
-                r.rx_frame = Some(w.frame);
-            }
             ProtoWork::Rx(w) => {
-                // The options a summary only locates are read from the frame.
-                let (sack, ts) = if w.summary.sack_len > 0 || w.summary.ts_at != 0 {
-                    let data = self.arena.data(&w.frame);
-                    (w.summary.sack_blocks(data), w.summary.timestamps(data))
-                } else {
-                    (SackBlocks::EMPTY, None)
-                };
-                if let Some(reason) = st.on_segment(cc, cf, &w.summary, &sack, ts, now, r) {
-                    self.stats.drops.add(reason);
-                }
+                self.handle_rx(now, &w, r);
                 r.rx_frame = Some(w.frame);
-                r.actions.set(Actions::RECEIVED);
+                return;
             }
             ProtoWork::Tx { .. } => st.on_tx(now, r),
             ProtoWork::App {

@@ -32,27 +32,26 @@ pub(super) fn peer_rst(
     }
 }
 
+/// A segment for a frozen flow (on its way into a splice), not a reset: dropped, its frame
+/// handed back.
+#[cold]
+#[inline(never)]
+pub(super) fn frozen_segment(st: &mut TcpState, stats: &mut StageStats, r: &mut ProtoResult) {
+    r.actions.set(Actions::RECEIVED);
+    stats.drops.add(DropReason::Frozen);
+    st.finish(r);
+}
+
 /// Work for a frozen flow (on its way into a splice): segments are dropped, application
 /// updates wait for the thaw, resets go through. Returns the work to carry on with (the
 /// thaw's update, a reset), or `None` when done.
 #[cold]
 #[inline(never)]
-pub(super) fn frozen(
-    st: &mut TcpState,
-    stats: &mut StageStats,
-    work: ProtoWork,
-    r: &mut ProtoResult,
-) -> Option<ProtoWork> {
+pub(super) fn frozen(st: &mut TcpState, work: ProtoWork, r: &mut ProtoResult) -> Option<ProtoWork> {
     match work {
-        // A peer's RST goes through.
-        w @ ProtoWork::Rx(RxWork { summary, .. }) if summary.has(flags::RST) => {
-            return Some(w);
-        }
-        ProtoWork::Rx(w) => {
-            r.rx_frame = Some(w.frame);
-            r.actions.set(Actions::RECEIVED);
-            stats.drops.add(DropReason::Frozen);
-        }
+        // Segments go to the protocol stage's `handle_rx`, which drops them there
+        // (`frozen_segment`) but for a reset.
+        w @ ProtoWork::Rx(_) => return Some(w),
         ProtoWork::App {
             positions,
             fin,
