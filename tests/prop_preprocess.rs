@@ -200,3 +200,88 @@ fn bad_checksums_are_counted() {
     let f = valid_frame(1, 1, 1, b"payload", false);
     assert_eq!(run(&f[..30]), (false, Some(DropReason::Truncated)));
 }
+
+/// A data segment from `src_ip:src_port` to our `dst_port`.
+fn frame_between(src_ip: Ipv4Addr, src_port: u16, dst_port: u16, seq: u32) -> Vec<u8> {
+    let repr = TcpRepr {
+        src_port,
+        dst_port,
+        control: TcpControl::None,
+        seq_number: TcpSeqNumber(seq as i32),
+        ack_number: Some(TcpSeqNumber(1)),
+        window_len: 1000,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: b"data",
+    };
+    let ep = Endpoints {
+        src_mac: PEER_MAC,
+        dst_mac: MAC,
+        src_ip,
+        dst_ip: IP,
+    };
+    let mut buf = vec![0u8; 256];
+    let n = wire::emit_tcp(&mut buf, &ep, &repr).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+/// Segments of two flows and of tuples that differ from one of them in a single field,
+/// interleaved in one burst: each goes to its own flow with its incarnation and sequence
+/// number, and none is taken for the flow looked up just before it.
+#[test]
+fn interleaved_flows_and_near_misses_are_told_apart() {
+    let (arena, mut p) = stage();
+    p.install(
+        FourTuple {
+            local_ip: IP,
+            local_port: 80,
+            remote_ip: PEER_IP,
+            remote_port: 4001,
+        },
+        1,
+        9,
+    );
+    let other_peer = Ipv4Addr::new(10, 1, 0, 3);
+    // (source address, source port, our port, the flow and incarnation expected).
+    type Step = (Ipv4Addr, u16, u16, Option<(u32, u8)>);
+    let script: [Step; 8] = [
+        (PEER_IP, 4000, 80, Some((0, 7))),
+        (PEER_IP, 4000, 80, Some((0, 7))),
+        (PEER_IP, 4001, 80, Some((1, 9))),
+        (PEER_IP, 4000, 81, None),
+        (PEER_IP, 4001, 80, Some((1, 9))),
+        (other_peer, 4001, 80, None),
+        (PEER_IP, 4002, 80, None),
+        (PEER_IP, 4000, 80, Some((0, 7))),
+    ];
+    let mut input: Vec<_> = script
+        .iter()
+        .enumerate()
+        .map(|(i, (ip, sp, dp, _))| {
+            arena
+                .alloc_copy(&frame_between(*ip, *sp, *dp, 1000 + i as u32))
+                .unwrap()
+        })
+        .collect();
+    let mut out = Vec::new();
+    p.process(Instant::ZERO, &mut input, &mut out);
+    assert_eq!(out.len(), script.len());
+    for (i, (o, (_, _, _, want))) in out.into_iter().zip(&script).enumerate() {
+        match (o, want) {
+            (PreOut::Rx(w), Some((flow, inc))) => {
+                assert_eq!((w.flow, w.summary.incarnation), (*flow, *inc), "item {i}");
+                assert_eq!(w.summary.seq, 1000 + i as u32, "item {i}");
+                assert_eq!(w.summary.payload_len, 4, "item {i}");
+                arena.free(w.frame);
+            }
+            (PreOut::Punt(x), None) => arena.free(x.frame),
+            (PreOut::Rx(w), None) => panic!("item {i} went to flow {}", w.flow),
+            (PreOut::Punt(x), Some(_)) => panic!("item {i} was punted: {:?}", x.reason),
+        }
+    }
+    assert_eq!(arena.in_use(), 0);
+}

@@ -316,6 +316,11 @@ impl Actions {
     }
 
     /// Set bits.
+    ///
+    /// (`set` and `clear` write the whole word. With constant bits the compiler would
+    /// otherwise write just the byte they fall in, and the next read of the word, often a
+    /// few instructions later, would wait for that store to reach the cache: a CPU forwards
+    /// a store in flight only to a load it covers.)
     #[inline]
     pub fn set(&mut self, bits: u32) {
         self.0 |= std::hint::black_box(bits);

@@ -66,16 +66,17 @@ impl Preprocess {
         self.table.remove(tuple);
     }
 
-    /// The flow of `t` and its incarnation: the last one found when it matches (inlined,
-    /// so the tuple the parser just built is compared from registers), else the table.
+    /// The flow of the segment just parsed and its incarnation: the last one found when
+    /// its tuple matches, else the table's.
     #[inline(always)]
-    fn lookup(&mut self, t: &wire::FourTuple) -> Option<(FlowId, u8)> {
-        if let Some((lt, id, inc)) = self.last {
-            if lt == *t {
-                return Some((id, inc));
+    fn lookup(&mut self) -> Option<(FlowId, u8)> {
+        if let Some((lt, id, inc)) = &self.last {
+            if same_tuple(lt, &self.seg.tuple) {
+                return Some((*id, *inc));
             }
         }
-        self.lookup_table(t)
+        let t = self.seg.tuple;
+        self.lookup_table(&t)
     }
 
     #[inline(never)]
@@ -164,8 +165,7 @@ impl Preprocess {
         if let Some(reason) = reason {
             return Some(PreOut::Punt(Punt { frame, reason }));
         }
-        let tuple = seg.tuple;
-        match self.lookup(&tuple) {
+        match self.lookup() {
             Some((flow, incarnation)) => Some(PreOut::Rx(RxWork {
                 flow,
                 summary: summary_by_fields(&self.seg.summary, incarnation),
@@ -210,7 +210,8 @@ impl Stage for Preprocess {
 
 /// A copy of `s` with its `incarnation`, read field by field. The parser has just written
 /// it a field at a time: a copy of the whole struct reads it back in wider words, which the
-/// CPU cannot forward from the narrower stores still in flight and stalls on.
+/// CPU cannot forward from the narrower stores still in flight and stalls on
+/// (store-to-load forwarding covers only a load that one store covers).
 #[inline(always)]
 fn summary_by_fields(s: &wire::SegmentSummary, incarnation: u8) -> wire::SegmentSummary {
     wire::SegmentSummary {
@@ -226,4 +227,16 @@ fn summary_by_fields(s: &wire::SegmentSummary, incarnation: u8) -> wire::Segment
         ts_at: s.ts_at,
         incarnation,
     }
+}
+
+/// Whether two tuples are the same, field by field in the words the parser writes them in:
+/// `b` was just written, and a comparison of the whole struct (which the compiler turns
+/// into wide loads) would stall on it as [`summary_by_fields`] says.
+#[inline(always)]
+fn same_tuple(a: &wire::FourTuple, b: &wire::FourTuple) -> bool {
+    let d = (a.local_ip.to_bits() ^ b.local_ip.to_bits())
+        | (a.remote_ip.to_bits() ^ b.remote_ip.to_bits())
+        | u32::from(a.local_port ^ b.local_port)
+        | u32::from(a.remote_port ^ b.remote_port);
+    d == 0
 }
