@@ -99,6 +99,12 @@ impl Notify {
         items: &[ProtoResult],
         output: &mut Vec<ControlEvent>,
     ) {
+        self.scan(items, Some(output));
+    }
+
+    /// Tell each flow's application what its results did; the control plane's events go
+    /// to `output`, or (`None`) wait in the stage.
+    fn scan(&mut self, items: &[ProtoResult], mut output: Option<&mut Vec<ControlEvent>>) {
         self.stats.bursts += 1;
         self.stats.items_in += items.len() as u64;
         // Consecutive results of one flow (a burst's segments) are told together, after
@@ -117,11 +123,15 @@ impl Notify {
                 }
             }
             if r.actions.any(CONTROL_BITS) {
-                output.push(ControlEvent {
+                let e = ControlEvent {
                     flow: r.flow,
                     actions: r.actions,
                     frozen: (r.hdr.seq, r.hdr.ack, r.in_flight),
-                });
+                };
+                match output.as_deref_mut() {
+                    Some(out) => out.push(e),
+                    None => self.events.push(e),
+                }
             }
         }
         if let Some((flow, acc)) = run {
@@ -138,10 +148,10 @@ impl Hook<Results> for Notify {
         "notify"
     }
 
-    fn process(&mut self, cx: &HookCx<'_>, items: &mut [ProtoResult], _v: &mut Verdicts) {
-        let mut events = std::mem::take(&mut self.events);
-        self.process_slice(cx.now, items, &mut events);
-        self.events = events;
+    fn process(&mut self, _cx: &HookCx<'_>, items: &mut [ProtoResult], _v: &mut Verdicts) {
+        // The events stay where they are (taking the vector out and putting it back costs
+        // a stalled reload of it in every burst).
+        self.scan(items, None);
     }
 }
 
