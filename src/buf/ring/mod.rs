@@ -29,11 +29,17 @@ pub enum RingError {
 struct RingShared {
     buf: Box<[UnsafeCell<u8>]>,
     mask: u64,
-    /// What the writer's end changes, on cache lines of its own.
+    /// What the writer's end stores and the reader's loads, on cache lines of their own.
     w: CachePadded<WriterSide>,
-    /// What the reader's end changes, on cache lines of its own: with the two ends on two
-    /// cores, a store at one end does not take away the line the other end writes.
+    /// What the reader's end stores and the writer's loads, on cache lines of their own:
+    /// with the two ends on two cores, a store at one end does not take away the line the
+    /// other end stores to.
     r: CachePadded<ReaderSide>,
+    /// Ranges the writer lent out as [`WriteLease`]s (only the writer touches them; on lines
+    /// of their own, so that its checks of them do not wait on a line the reader reads).
+    write_leases: CachePadded<Leases>,
+    /// Ranges the reader lent out as [`ReadLease`]s (only the reader changes them).
+    read_leases: CachePadded<ReaderLeases>,
 }
 
 /// The positions and flags the writer's end stores (the reader loads them).
@@ -45,8 +51,6 @@ struct WriterSide {
     /// after a read, as it loads `head`.
     read_bell: AtomicU64,
     writer_closed: AtomicBool,
-    /// Ranges the writer lent out as [`WriteLease`]s (only the writer changes them).
-    write_leases: Leases,
 }
 
 /// The positions and flags the reader's end stores (the writer loads them).
@@ -54,11 +58,15 @@ struct ReaderSide {
     /// Released by the reader: bytes before `tail` may be overwritten.
     tail: AtomicU64,
     reader_closed: AtomicBool,
-    /// Ranges the reader lent out as [`ReadLease`]s (only the reader changes them).
-    read_leases: Leases,
+}
+
+/// The reader's lent ranges, and how many of its leases exist.
+#[derive(Default)]
+struct ReaderLeases {
+    list: Leases,
     /// [`ReadLease`]s that exist (settled or not): once the reader is gone, the ranges its
     /// list still holds matter only while one does.
-    read_leases_live: AtomicUsize,
+    live: AtomicUsize,
 }
 
 // SAFETY: the writer only writes bytes in `[head, tail + cap)` and the reader only reads bytes
@@ -84,12 +92,12 @@ impl RingShared {
     fn closed_tail(&self, head: u64) -> u64 {
         // No read lease left (each one counts itself out when dropped, after its reads):
         // everything counts as read.
-        if self.r.read_leases_live.load(Ordering::Acquire) == 0 {
+        if self.read_leases.live.load(Ordering::Acquire) == 0 {
             return head;
         }
         // The reader's lease list is only read here after the reader is gone: the acquire
         // load of `reader_closed` orders this after its last change (its drop stores it).
-        head.min(self.r.read_leases.first_start())
+        head.min(self.read_leases.list.first_start())
     }
 
     /// Copy `data` into the ring at `pos` (caller proves ownership of that region).
@@ -140,14 +148,13 @@ pub fn byte_ring(capacity: usize) -> (RingWriter, RingReader) {
             head: AtomicU64::new(0),
             read_bell: AtomicU64::new(0),
             writer_closed: AtomicBool::new(false),
-            write_leases: Leases::default(),
         }),
         r: CachePadded::new(ReaderSide {
             tail: AtomicU64::new(0),
             reader_closed: AtomicBool::new(false),
-            read_leases: Leases::default(),
-            read_leases_live: AtomicUsize::new(0),
         }),
+        write_leases: CachePadded::default(),
+        read_leases: CachePadded::default(),
     });
     (
         RingWriter {
@@ -294,7 +301,7 @@ impl RingWriter {
             Some(end)
                 if pos >= self.head
                     && self.tail_allows(end)
-                    && !self.shared.w.write_leases.overlap(pos, end) =>
+                    && !self.shared.write_leases.overlap(pos, end) =>
             {
                 self.shared.copy_in(pos, data);
                 Ok(())
@@ -312,7 +319,7 @@ impl RingWriter {
     pub fn publish(&mut self, new_head: u64) -> Result<(), RingError> {
         if new_head < self.head
             || !self.tail_allows(new_head)
-            || new_head > self.shared.w.write_leases.first_start()
+            || new_head > self.shared.write_leases.first_start()
         {
             return Err(RingError::OutOfBounds {
                 pos: new_head,
@@ -401,7 +408,6 @@ impl RingWriter {
         }
         free.min(
             self.shared
-                .w
                 .write_leases
                 .first_start()
                 .saturating_sub(self.head),
@@ -417,9 +423,9 @@ impl RingWriter {
             Some(end)
                 if pos >= self.head
                     && self.tail_allows(end)
-                    && !self.shared.w.write_leases.overlap(pos, end) =>
+                    && !self.shared.write_leases.overlap(pos, end) =>
             {
-                self.shared.w.write_leases.add(pos, end);
+                self.shared.write_leases.add(pos, end);
                 Ok(WriteLease {
                     shared: self.shared.clone(),
                     pos,
@@ -434,21 +440,17 @@ impl RingWriter {
     /// refused (and stays out there).
     pub fn settle(&mut self, lease: WriteLease) -> Result<(), RingError> {
         let same = Arc::ptr_eq(&self.shared, &lease.shared);
-        self.shared
-            .w
-            .write_leases
-            .settle(same, lease.pos, lease.len)
+        self.shared.write_leases.settle(same, lease.pos, lease.len)
     }
 
     /// Leases still out.
     pub fn leases_out(&self) -> usize {
-        self.shared.w.write_leases.out()
+        self.shared.write_leases.out()
     }
 
     /// Whether a lease still out holds part of `[pos, pos + len)`.
     pub fn is_leased(&self, pos: u64, len: usize) -> bool {
         self.shared
-            .w
             .write_leases
             .overlap(pos, pos.saturating_add(len as u64))
     }
@@ -532,7 +534,7 @@ impl RingReader {
     pub fn release(&mut self, new_tail: u64) -> Result<(), RingError> {
         if new_tail < self.tail
             || new_tail > self.head()
-            || new_tail > self.shared.r.read_leases.first_start()
+            || new_tail > self.shared.read_leases.list.first_start()
         {
             return Err(RingError::OutOfBounds {
                 pos: new_tail,
@@ -566,8 +568,8 @@ impl RingReader {
     pub fn pop(&mut self, out: &mut [u8]) -> usize {
         let held = self
             .shared
-            .r
             .read_leases
+            .list
             .first_start()
             .saturating_sub(self.tail);
         let n = out.len().min(self.available()).min(held as usize);
@@ -591,11 +593,8 @@ impl RingReader {
     pub fn lease(&mut self, pos: u64, len: usize) -> Result<ReadLease, RingError> {
         match pos.checked_add(len as u64) {
             Some(end) if pos >= self.tail && end <= self.head() => {
-                self.shared.r.read_leases.add(pos, end);
-                self.shared
-                    .r
-                    .read_leases_live
-                    .fetch_add(1, Ordering::Relaxed);
+                self.shared.read_leases.list.add(pos, end);
+                self.shared.read_leases.live.fetch_add(1, Ordering::Relaxed);
                 Ok(ReadLease {
                     shared: self.shared.clone(),
                     pos,
@@ -609,12 +608,15 @@ impl RingReader {
     /// Take a lease back. A lease of another ring is refused (and stays out there).
     pub fn settle(&mut self, lease: ReadLease) -> Result<(), RingError> {
         let same = Arc::ptr_eq(&self.shared, &lease.shared);
-        self.shared.r.read_leases.settle(same, lease.pos, lease.len)
+        self.shared
+            .read_leases
+            .list
+            .settle(same, lease.pos, lease.len)
     }
 
     /// Leases still out.
     pub fn leases_out(&self) -> usize {
-        self.shared.r.read_leases.out()
+        self.shared.read_leases.list.out()
     }
 }
 
@@ -647,6 +649,10 @@ mod tests {
         assert_eq!(block(&s.w.read_bell), writer);
         assert_eq!(block(&s.r.reader_closed), reader);
         assert_eq!(block(&s.buf), both);
+        // Each end's lease list, which only that end touches, is on neither.
+        for own in [block(&*s.write_leases), block(&*s.read_leases)] {
+            assert!(![writer, reader, both].contains(&own));
+        }
     }
 
     /// The read bell: every read says so until the writer's side asks for a tail; then
