@@ -23,13 +23,19 @@
 //! once, so this is wall time over the items that crossed one ring), and the one-way latency
 //! of a single item bounced back and forth (half the round trip). These are the service
 //! times of a hand-off that a model of the threaded runtime takes as input.
+//!
+//! Then a connection's byte ring (256 KiB) with its two ends on the two pinned threads, as
+//! placement writes segments' payload and the application reads it: each end's time per
+//! call that moved bytes, for 64- and 1460-byte chunks, next to the cross-core round trip of
+//! one cache line read before each round (on a virtual machine it changes with where the
+//! host runs the two virtual CPUs, and every figure with it).
 
 #[path = "support/hops.rs"]
 mod hops;
 
 use flextoe::buf::FrameArena;
 use flextoe::pipeline::topology::usable_cores;
-use hops::{kinds, POOL};
+use hops::{kinds, line_round_trip, payload, POOL};
 
 struct Args {
     items: u64,
@@ -103,4 +109,41 @@ fn main() {
     }
     // Every frame came home and went back to the arena.
     assert_eq!(arena.in_use(), 0, "a frame was lost in circulation");
+    byte_ring_costs(a.rounds);
+}
+
+/// A connection's byte ring (`hops::payload`), the two ends on two pinned threads: each
+/// end's time per call that moved bytes, for 64- and 1460-byte chunks (median and min..max
+/// of the rounds), with the cross-core round trip of one cache line read before each round
+/// (`hops::line_round_trip`: the machine's state when the round ran).
+fn byte_ring_costs(rounds: usize) {
+    println!(
+        "\nbyte ring (256 KiB) between two pinned threads: ns per call that moved bytes, {rounds} rounds"
+    );
+    println!(
+        "{:<8} {:>26} {:>26} {:>18}",
+        "chunk", "writer", "reader", "line round trip"
+    );
+    for (chunk, bytes) in [(64usize, 32u64 << 20), (1460, 256 << 20)] {
+        let (mut w, mut r, mut rt) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            rt.push(line_round_trip(20_000));
+            let c = std::thread::spawn(move || payload(chunk, bytes, true))
+                .join()
+                .expect("byte ring run");
+            w.push(c.write_ns);
+            r.push(c.read_ns);
+        }
+        let show = |v: Vec<f64>| {
+            let (m, lo, hi) = median_min_max(v);
+            format!("{m:.1} ({lo:.1}..{hi:.1})")
+        };
+        println!(
+            "{:<8} {:>26} {:>26} {:>18}",
+            chunk,
+            show(w),
+            show(r),
+            show(rt)
+        );
+    }
 }

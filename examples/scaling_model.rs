@@ -33,6 +33,15 @@
 //!    engine is not a layout of the task graph (no rings, tags or reordering): it is measured
 //!    in each round as the reference for the predictions.
 //!
+//! Every measurement on two cores (the `auto(1)` layout, the hand-offs and byte rings across
+//! cores) is taken between two probes of the cross-core round trip of one cache line
+//! (`hops::Watch`), and repeated, after a pause, while a probe reads more than three times
+//! the usual one. On a virtual machine the host may run the two virtual CPUs far apart for
+//! seconds to minutes (on the project's machine the round trip goes from about 60 ns to
+//! about 330 ns): a run in that state, or partly in it, measures another machine than the
+//! inputs it is checked against. The last line says how many measurements were repeated and
+//! whether any was kept disturbed.
+//!
 //! The model: each thread's load per unit is the sum of its tasks' service times (a replica
 //! takes its share of the items; a task that carries none of the connection's items, such as
 //! the second flow group, costs nothing), plus what each ring to another thread adds, plus,
@@ -316,6 +325,7 @@ fn inputs(
     workload: Workload,
     arena: &FrameArena,
     clock_read: f64,
+    watch: &mut hops::Watch,
 ) -> Inputs {
     // A task's time per unit in a run, less the clock read each timed run adds.
     let per_unit = |run: &Run, task: TaskRef| {
@@ -361,9 +371,21 @@ fn inputs(
     };
     // The micro-measurements on threads of their own: pinning must not stick to the
     // application's thread. Two chunk sizes give each end's cost per call and per byte.
-    let fit = |cross: bool| {
-        let small = on_own_thread(move || hops::payload(64, 32 << 20, cross));
-        let large = on_own_thread(move || hops::payload(1460, 256 << 20, cross));
+    // Those across two cores are watched (`hops::Watch`).
+    let mut on_cores = |cross: bool, f: &mut dyn FnMut() -> hops::PayloadCost| {
+        if cross {
+            watch.steady(f)
+        } else {
+            f()
+        }
+    };
+    let mut fit = |cross: bool| {
+        let small = on_cores(cross, &mut || {
+            on_own_thread(move || hops::payload(64, 32 << 20, cross))
+        });
+        let large = on_cores(cross, &mut || {
+            on_own_thread(move || hops::payload(1460, 256 << 20, cross))
+        });
         let line = |(n1, b1): (f64, f64), (n2, b2): (f64, f64)| {
             let per_byte = ((n2 - n1) / (b2 - b1).max(1.0)).max(0.0);
             ((n1 - per_byte * b1).max(0.0), per_byte)
@@ -383,11 +405,12 @@ fn inputs(
     let (cross_w, cross_r) = fit(true);
     let extra = |x: (f64, f64), h: (f64, f64)| ((x.0 - h.0).max(0.0), (x.1 - h.1).max(0.0));
     let items_per_run = 1_000_000;
-    let hop = |cross: bool| -> Vec<f64> {
+    let mut hop = |cross: bool| -> Vec<f64> {
         hops::kinds()
             .iter()
             .map(|k| {
-                let el = on_own_thread(|| (k.run)(arena, items_per_run, 32, cross));
+                let mut run = || on_own_thread(|| (k.run)(arena, items_per_run, 32, cross));
+                let el = if cross { watch.steady(&mut run) } else { run() };
                 let hops = if cross { 1.0 } else { 2.0 };
                 el.as_nanos() as f64 / (items_per_run as f64 * hops)
             })
@@ -483,6 +506,8 @@ fn main() {
         t => t,
     };
     let clock_read = clock_read_ns();
+    // The usual cross-core round trip: the lowest of five probes over about three seconds.
+    let mut watch = hops::Watch::new(5, std::time::Duration::from_millis(700));
     println!(
         "model of the threaded runtime, one connection against the trace port; {cores} cores here; \
          {rounds} rounds of {secs} s per layout, interleaved"
@@ -537,7 +562,12 @@ fn main() {
             let mut measured = [0.0; 4];
             let (mut cal, mut lending) = (None, None);
             for (i, rt) in layouts {
-                let run = measure(&rt, workload, secs);
+                // The layout on two cores is watched; the others run on one.
+                let run = if i == 2 {
+                    watch.steady(|| measure(&rt, workload, secs))
+                } else {
+                    measure(&rt, workload, secs)
+                };
                 measured[i] = run.rate;
                 if i == 1 {
                     cal = Some(run);
@@ -546,7 +576,14 @@ fn main() {
                 }
             }
             let cal = cal.expect("the calibration ran");
-            let inp = inputs(&cal, lending.as_ref(), workload, &arena, clock_read);
+            let inp = inputs(
+                &cal,
+                lending.as_ref(),
+                workload,
+                &arena,
+                clock_read,
+                &mut watch,
+            );
             // The calibration layout is checked against the model fed with the previous
             // round's inputs (the first round against its own, which only checks the sums).
             let prev = fed.last().unwrap_or(&inp);
@@ -686,6 +723,7 @@ fn main() {
             preds.join("\n")
         );
     }
+    println!("\n{}", watch.summary());
     if !all_ok {
         println!("\nthe model is not validated on this machine");
     }

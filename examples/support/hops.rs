@@ -529,3 +529,146 @@ pub fn payload(chunk: usize, bytes: u64, cross: bool) -> PayloadCost {
         read_bytes,
     }
 }
+
+/// The round trip of one cache line between two threads pinned to the first two cores
+/// (each waits for the other's store, then stores): ns per round trip, over `trips`. A
+/// direct reading of what moving a line between the two cores costs at this moment.
+pub fn line_round_trip(trips: u64) -> f64 {
+    let line = Arc::new(crossbeam_utils::CachePadded::new(AtomicU64::new(0)));
+    let other = line.clone();
+    let peer = std::thread::spawn(move || {
+        pin(1);
+        for i in 0..trips {
+            while other.load(Ordering::Acquire) != 2 * i + 1 {
+                std::hint::spin_loop();
+            }
+            other.store(2 * i + 2, Ordering::Release);
+        }
+    });
+    let start = std::thread::scope(|s| {
+        s.spawn(|| {
+            pin(0);
+            let t0 = Instant::now();
+            for i in 0..trips {
+                line.store(2 * i + 1, Ordering::Release);
+                while line.load(Ordering::Acquire) != 2 * i + 2 {
+                    std::hint::spin_loop();
+                }
+            }
+            t0.elapsed()
+        })
+        .join()
+        .expect("probe thread")
+    });
+    peer.join().expect("probe peer");
+    start.as_nanos() as f64 / trips.max(1) as f64
+}
+
+/// Round trips per probe of [`line_round_trip`] (about a millisecond and a half).
+const PROBE_TRIPS: u64 = 20_000;
+/// A measurement is repeated when a probe around it reads more than this times the usual
+/// round trip.
+const DISTURBED: f64 = 3.0;
+/// Tries per measurement, at most.
+const TRIES: usize = 8;
+
+/// Watches the cross-core round trip around measurements that span two cores. On a virtual
+/// machine the host may, for seconds at a time, run the two virtual CPUs where a line takes
+/// several times as long to cross (seen on the project's machine: 55-70 ns usually, 310-370
+/// ns for seconds to minutes at a time; now and then 30 ns); a measurement taken then, or
+/// half then, describes another machine than the rest. [`steady`](Self::steady) probes
+/// before and after, and repeats the measurement, after a pause, while a probe reads more
+/// than three times the usual round trip (the lowest probe so far).
+pub struct Watch {
+    /// Every probe read, ns.
+    probes: Vec<f64>,
+    /// Measurements repeated, and the highest round trip that made one repeat.
+    repeated: usize,
+    worst: f64,
+    /// The higher probe around each measurement kept, to check against the final usual
+    /// round trip.
+    kept: Vec<f64>,
+}
+
+impl Watch {
+    /// A watch that starts from `probes` probes `gap` apart.
+    pub fn new(probes: usize, gap: Duration) -> Self {
+        let mut w = Watch {
+            probes: Vec::new(),
+            repeated: 0,
+            worst: 0.0,
+            kept: Vec::new(),
+        };
+        for i in 0..probes.max(1) {
+            if i > 0 {
+                std::thread::sleep(gap);
+            }
+            w.probe();
+        }
+        w
+    }
+
+    fn probe(&mut self) -> f64 {
+        let p = line_round_trip(PROBE_TRIPS);
+        self.probes.push(p);
+        p
+    }
+
+    /// The usual round trip: the lowest probe so far, ns.
+    pub fn usual(&self) -> f64 {
+        self.probes.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+
+    /// Run `f` between two probes; repeat it (up to 8 tries in all, keeping the last; the
+    /// pause before each repeat doubles from half a second up to 8 s) while a probe reads
+    /// more than three times the usual round trip.
+    pub fn steady<R>(&mut self, mut f: impl FnMut() -> R) -> R {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let before = self.probe();
+            let r = f();
+            let after = self.probe();
+            let high = before.max(after);
+            if high <= self.usual() * DISTURBED || tries == TRIES {
+                self.kept.push(high);
+                return r;
+            }
+            self.repeated += 1;
+            self.worst = self.worst.max(high);
+            std::thread::sleep(Duration::from_millis((500 << (tries - 1)).min(8000)));
+        }
+    }
+
+    /// Measurements kept although a probe around them read more than three times the final
+    /// usual round trip.
+    pub fn kept_disturbed(&self) -> usize {
+        let limit = self.usual() * DISTURBED;
+        self.kept.iter().filter(|&&h| h > limit).count()
+    }
+
+    /// One line for the record.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "cross-core line round trip: usual {:.0} ns (lowest of {} probes); {} of {} \
+             measurement(s) on two cores repeated",
+            self.usual(),
+            self.probes.len(),
+            self.repeated,
+            self.repeated + self.kept.len()
+        );
+        if self.repeated > 0 {
+            s += &format!(
+                " because a probe around them read up to {:.0} ns",
+                self.worst
+            );
+        }
+        let k = self.kept_disturbed();
+        if k > 0 {
+            s += &format!(
+                "; {k} kept after {TRIES} tries although disturbed (the checks above include them)"
+            );
+        }
+        s
+    }
+}
