@@ -530,11 +530,22 @@ pub fn payload(chunk: usize, bytes: u64, cross: bool) -> PayloadCost {
     }
 }
 
+/// A value alone on its pair of cache lines.
+#[repr(align(128))]
+struct Own<T>(T);
+
+impl<T> std::ops::Deref for Own<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// The round trip of one cache line between two threads pinned to the first two cores
 /// (each waits for the other's store, then stores): ns per round trip, over `trips`. A
 /// direct reading of what moving a line between the two cores costs at this moment.
 pub fn line_round_trip(trips: u64) -> f64 {
-    let line = Arc::new(crossbeam_utils::CachePadded::new(AtomicU64::new(0)));
+    let line = Arc::new(Own(AtomicU64::new(0)));
     let other = line.clone();
     let peer = std::thread::spawn(move || {
         pin(1);

@@ -26,7 +26,6 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use crossbeam_utils::CachePadded;
 
 use crate::buf::{byte_ring, RingReader, RingWriter};
 use crate::flow::FlowId;
@@ -267,13 +266,9 @@ pub struct ConnShared {
     tx_fin: AtomicBool,
     rx_closed: AtomicBool,
     abort: AtomicBool,
-    /// Set by the application's side at each ring, cleared by the engine's: both ends write
-    /// it, so it has a cache line of its own, away from what they only read.
-    doorbell_pending: CachePadded<AtomicBool>,
-    /// Woken on every change. The engine reads it at every notification; the application
-    /// writes it only to wait: on a line of its own, so the doorbell's traffic leaves it
-    /// in the engine's cache.
-    pub waiter: CachePadded<Waiter>,
+    doorbell_pending: AtomicBool,
+    /// Woken on every change.
+    pub waiter: Waiter,
     ctx: OnceLock<(Context, u64)>,
     local: SocketAddrV4,
     remote: SocketAddrV4,
@@ -290,8 +285,8 @@ impl ConnShared {
             tx_fin: AtomicBool::new(false),
             rx_closed: AtomicBool::new(false),
             abort: AtomicBool::new(false),
-            doorbell_pending: CachePadded::new(AtomicBool::new(false)),
-            waiter: CachePadded::default(),
+            doorbell_pending: AtomicBool::new(false),
+            waiter: Waiter::default(),
             ctx: OnceLock::new(),
             local,
             remote,
@@ -762,25 +757,3 @@ mod stream;
 pub use error::{Error, Result};
 pub use split::{ReadHalf, WriteHalf};
 pub use stream::{Batch, Stream};
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn block<T>(x: &T) -> usize {
-        x as *const T as usize / 128
-    }
-
-    /// The doorbell flag, which both sides write at every ring, shares its pair of cache
-    /// lines neither with the waiter the engine reads at every notification nor with the
-    /// status the application reads at every call.
-    #[test]
-    fn the_doorbell_flag_has_lines_of_its_own() {
-        let a = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1);
-        let c = ConnShared::new(a, a);
-        let bell = block(&*c.doorbell_pending);
-        assert_ne!(bell, block(&c.waiter.waiting));
-        assert_ne!(bell, block(&c.status));
-        assert_ne!(bell, block(&c.flow));
-    }
-}

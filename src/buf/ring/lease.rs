@@ -159,7 +159,7 @@ pub struct ReadLease {
 impl Drop for ReadLease {
     fn drop(&mut self) {
         // Release: its reads come before a closed ring's writer sees it gone.
-        self.shared.read_leases.live.fetch_sub(1, Ordering::Release);
+        self.shared.read_leases_live.fetch_sub(1, Ordering::Release);
     }
 }
 

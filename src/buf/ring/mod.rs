@@ -6,8 +6,6 @@ use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crossbeam_utils::CachePadded;
-
 mod lease;
 
 use lease::Leases;
@@ -29,44 +27,22 @@ pub enum RingError {
 struct RingShared {
     buf: Box<[UnsafeCell<u8>]>,
     mask: u64,
-    /// What the writer's end stores and the reader's loads, on cache lines of their own.
-    w: CachePadded<WriterSide>,
-    /// What the reader's end stores and the writer's loads, on cache lines of their own:
-    /// with the two ends on two cores, a store at one end does not take away the line the
-    /// other end stores to.
-    r: CachePadded<ReaderSide>,
-    /// Ranges the writer lent out as [`WriteLease`]s (only the writer touches them; on lines
-    /// of their own, so that its checks of them do not wait on a line the reader reads).
-    write_leases: CachePadded<Leases>,
-    /// Ranges the reader lent out as [`ReadLease`]s (only the reader changes them).
-    read_leases: CachePadded<ReaderLeases>,
-}
-
-/// The positions and flags the writer's end stores (the reader loads them).
-struct WriterSide {
     /// Published by the writer: bytes in `[tail, head)` are readable.
     head: AtomicU64,
     /// Where the reader's tail must be for the writer's side to hear of a read (see
-    /// [`RingObserver::set_read_bell`]); 0 (the start): every read. The reader loads it
-    /// after a read, as it loads `head`.
+    /// [`RingObserver::set_read_bell`]); 0 (the start): every read.
     read_bell: AtomicU64,
-    writer_closed: AtomicBool,
-}
-
-/// The positions and flags the reader's end stores (the writer loads them).
-struct ReaderSide {
     /// Released by the reader: bytes before `tail` may be overwritten.
     tail: AtomicU64,
     reader_closed: AtomicBool,
-}
-
-/// The reader's lent ranges, and how many of its leases exist.
-#[derive(Default)]
-struct ReaderLeases {
-    list: Leases,
+    writer_closed: AtomicBool,
+    /// Ranges the writer lent out as [`WriteLease`]s (only the writer changes them).
+    write_leases: Leases,
+    /// Ranges the reader lent out as [`ReadLease`]s (only the reader changes them).
+    read_leases: Leases,
     /// [`ReadLease`]s that exist (settled or not): once the reader is gone, the ranges its
     /// list still holds matter only while one does.
-    live: AtomicUsize,
+    read_leases_live: AtomicUsize,
 }
 
 // SAFETY: the writer only writes bytes in `[head, tail + cap)` and the reader only reads bytes
@@ -92,12 +68,12 @@ impl RingShared {
     fn closed_tail(&self, head: u64) -> u64 {
         // No read lease left (each one counts itself out when dropped, after its reads):
         // everything counts as read.
-        if self.read_leases.live.load(Ordering::Acquire) == 0 {
+        if self.read_leases_live.load(Ordering::Acquire) == 0 {
             return head;
         }
         // The reader's lease list is only read here after the reader is gone: the acquire
         // load of `reader_closed` orders this after its last change (its drop stores it).
-        head.min(self.read_leases.list.first_start())
+        head.min(self.read_leases.first_start())
     }
 
     /// Copy `data` into the ring at `pos` (caller proves ownership of that region).
@@ -144,17 +120,14 @@ pub fn byte_ring(capacity: usize) -> (RingWriter, RingReader) {
     let shared = Arc::new(RingShared {
         buf,
         mask: cap as u64 - 1,
-        w: CachePadded::new(WriterSide {
-            head: AtomicU64::new(0),
-            read_bell: AtomicU64::new(0),
-            writer_closed: AtomicBool::new(false),
-        }),
-        r: CachePadded::new(ReaderSide {
-            tail: AtomicU64::new(0),
-            reader_closed: AtomicBool::new(false),
-        }),
-        write_leases: CachePadded::default(),
-        read_leases: CachePadded::default(),
+        head: AtomicU64::new(0),
+        read_bell: AtomicU64::new(0),
+        tail: AtomicU64::new(0),
+        reader_closed: AtomicBool::new(false),
+        writer_closed: AtomicBool::new(false),
+        write_leases: Leases::default(),
+        read_leases: Leases::default(),
+        read_leases_live: AtomicUsize::new(0),
     });
     (
         RingWriter {
@@ -176,15 +149,15 @@ pub struct RingObserver {
 impl RingObserver {
     /// The writer's published end.
     pub fn head(&self) -> u64 {
-        self.shared.w.head.load(Ordering::Acquire)
+        self.shared.head.load(Ordering::Acquire)
     }
 
     /// The reader's released position (the published end once the reader is gone).
     pub fn tail(&self) -> u64 {
-        if self.shared.r.reader_closed.load(Ordering::Acquire) {
+        if self.shared.reader_closed.load(Ordering::Acquire) {
             self.shared.closed_tail(self.head())
         } else {
-            self.shared.r.tail.load(Ordering::Acquire)
+            self.shared.tail.load(Ordering::Acquire)
         }
     }
 
@@ -193,7 +166,7 @@ impl RingObserver {
     /// reader's end otherwise).
     #[inline]
     pub fn reader_tail(&self) -> u64 {
-        self.shared.r.tail.load(Ordering::Acquire)
+        self.shared.tail.load(Ordering::Acquire)
     }
 
     /// Ask the reader to say so ([`RingReader::read_bell_due`]) once a read takes its tail
@@ -207,7 +180,7 @@ impl RingObserver {
     /// protocol stage asks for the tail at which a window update becomes due, which only
     /// grows as its advertised edge does).
     pub fn set_read_bell(&self, pos: u64) -> u64 {
-        self.shared.w.read_bell.store(pos, Ordering::Relaxed);
+        self.shared.read_bell.store(pos, Ordering::Relaxed);
         std::sync::atomic::fence(Ordering::SeqCst);
         self.reader_tail()
     }
@@ -220,7 +193,7 @@ impl RingObserver {
     /// request. No fence, and no tail to return.
     #[inline]
     pub fn set_read_bell_ahead(&self, pos: u64) {
-        self.shared.w.read_bell.store(pos, Ordering::Release);
+        self.shared.read_bell.store(pos, Ordering::Release);
     }
 }
 
@@ -276,10 +249,10 @@ impl RingWriter {
     /// The reader's released position. Once the reader is gone everything counts as read,
     /// but for ranges it lent that are still out.
     pub fn tail(&self) -> u64 {
-        if self.shared.r.reader_closed.load(Ordering::Acquire) {
+        if self.shared.reader_closed.load(Ordering::Acquire) {
             self.shared.closed_tail(self.head)
         } else {
-            self.shared.r.tail.load(Ordering::Acquire)
+            self.shared.tail.load(Ordering::Acquire)
         }
     }
 
@@ -290,7 +263,7 @@ impl RingWriter {
 
     /// Whether the reader has been dropped.
     pub fn reader_closed(&self) -> bool {
-        self.shared.r.reader_closed.load(Ordering::Acquire)
+        self.shared.reader_closed.load(Ordering::Acquire)
     }
 
     /// Write `data` at `pos`, which must lie in `[head, tail + capacity)`.
@@ -327,7 +300,7 @@ impl RingWriter {
             });
         }
         self.head = new_head;
-        self.shared.w.head.store(new_head, Ordering::Release);
+        self.shared.head.store(new_head, Ordering::Release);
         Ok(())
     }
 
@@ -365,7 +338,7 @@ impl RingWriter {
         // made once).
         self.shared.copy_in(head, &data[..n]);
         self.head = head + n as u64;
-        self.shared.w.head.store(self.head, Ordering::Release);
+        self.shared.head.store(self.head, Ordering::Release);
         n
     }
 }
@@ -458,7 +431,7 @@ impl RingWriter {
 
 impl Drop for RingWriter {
     fn drop(&mut self) {
-        self.shared.w.writer_closed.store(true, Ordering::Release);
+        self.shared.writer_closed.store(true, Ordering::Release);
     }
 }
 
@@ -477,7 +450,7 @@ impl RingReader {
 
     /// The writer's published end.
     pub fn head(&self) -> u64 {
-        self.shared.w.head.load(Ordering::Acquire)
+        self.shared.head.load(Ordering::Acquire)
     }
 
     /// A read-only view of this ring's positions.
@@ -505,12 +478,12 @@ impl RingReader {
         // Pairs with the fence of `set_read_bell`: the tail stored above is visible to that
         // side, or its request is visible here.
         std::sync::atomic::fence(Ordering::SeqCst);
-        self.tail >= self.shared.w.read_bell.load(Ordering::Relaxed)
+        self.tail >= self.shared.read_bell.load(Ordering::Relaxed)
     }
 
     /// Whether the writer has been dropped.
     pub fn writer_closed(&self) -> bool {
-        self.shared.w.writer_closed.load(Ordering::Acquire)
+        self.shared.writer_closed.load(Ordering::Acquire)
     }
 
     /// Copy `out.len()` bytes starting at `pos`, which must lie in `[tail, head)`.
@@ -534,7 +507,7 @@ impl RingReader {
     pub fn release(&mut self, new_tail: u64) -> Result<(), RingError> {
         if new_tail < self.tail
             || new_tail > self.head()
-            || new_tail > self.shared.read_leases.list.first_start()
+            || new_tail > self.shared.read_leases.first_start()
         {
             return Err(RingError::OutOfBounds {
                 pos: new_tail,
@@ -542,7 +515,7 @@ impl RingReader {
             });
         }
         self.tail = new_tail;
-        self.shared.r.tail.store(new_tail, Ordering::Release);
+        self.shared.tail.store(new_tail, Ordering::Release);
         Ok(())
     }
 
@@ -569,7 +542,6 @@ impl RingReader {
         let held = self
             .shared
             .read_leases
-            .list
             .first_start()
             .saturating_sub(self.tail);
         let n = out.len().min(self.available()).min(held as usize);
@@ -581,7 +553,7 @@ impl RingReader {
         // `read_at` and `release`, made once.
         self.shared.copy_out(tail, &mut out[..n]);
         self.tail = tail + n as u64;
-        self.shared.r.tail.store(self.tail, Ordering::Release);
+        self.shared.tail.store(self.tail, Ordering::Release);
         n
     }
 }
@@ -593,8 +565,8 @@ impl RingReader {
     pub fn lease(&mut self, pos: u64, len: usize) -> Result<ReadLease, RingError> {
         match pos.checked_add(len as u64) {
             Some(end) if pos >= self.tail && end <= self.head() => {
-                self.shared.read_leases.list.add(pos, end);
-                self.shared.read_leases.live.fetch_add(1, Ordering::Relaxed);
+                self.shared.read_leases.add(pos, end);
+                self.shared.read_leases_live.fetch_add(1, Ordering::Relaxed);
                 Ok(ReadLease {
                     shared: self.shared.clone(),
                     pos,
@@ -608,52 +580,24 @@ impl RingReader {
     /// Take a lease back. A lease of another ring is refused (and stays out there).
     pub fn settle(&mut self, lease: ReadLease) -> Result<(), RingError> {
         let same = Arc::ptr_eq(&self.shared, &lease.shared);
-        self.shared
-            .read_leases
-            .list
-            .settle(same, lease.pos, lease.len)
+        self.shared.read_leases.settle(same, lease.pos, lease.len)
     }
 
     /// Leases still out.
     pub fn leases_out(&self) -> usize {
-        self.shared.read_leases.list.out()
+        self.shared.read_leases.out()
     }
 }
 
 impl Drop for RingReader {
     fn drop(&mut self) {
-        self.shared.r.reader_closed.store(true, Ordering::Release);
+        self.shared.reader_closed.store(true, Ordering::Release);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The block of 128 bytes (a pair of cache lines) a value lies in.
-    fn block<T>(x: &T) -> usize {
-        x as *const T as usize / 128
-    }
-
-    /// What the writer stores, what the reader stores and what both only read lie in three
-    /// different pairs of cache lines: with the ends on two cores, a store at one end
-    /// does not take away a line the other end is using.
-    #[test]
-    fn each_end_stores_on_lines_of_its_own() {
-        let (w, _r) = byte_ring(64);
-        let s = &w.shared;
-        let (writer, reader, both) = (block(&s.w.head), block(&s.r.tail), block(&s.mask));
-        assert_ne!(writer, reader);
-        assert_ne!(writer, both);
-        assert_ne!(reader, both);
-        assert_eq!(block(&s.w.read_bell), writer);
-        assert_eq!(block(&s.r.reader_closed), reader);
-        assert_eq!(block(&s.buf), both);
-        // Each end's lease list, which only that end touches, is on neither.
-        for own in [block(&*s.write_leases), block(&*s.read_leases)] {
-            assert!(![writer, reader, both].contains(&own));
-        }
-    }
 
     /// The read bell: every read says so until the writer's side asks for a tail; then
     /// only reads that reach it do, and a request for a tail already passed says so to the
