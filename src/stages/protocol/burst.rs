@@ -401,6 +401,26 @@ mod tests {
         assert_eq!(arena.free_frames(), 64);
     }
 
+    /// Process `work`, give back every frame its results hand back, and return their
+    /// actions together.
+    fn process_all(
+        proto: &mut Protocol,
+        arena: &FrameArena,
+        now: Instant,
+        mut work: Vec<ProtoWork>,
+    ) -> Actions {
+        let mut results = Vec::new();
+        proto.process(now, &mut work, &mut results);
+        let mut actions = Actions::default();
+        for r in &mut results {
+            actions.set(r.actions.0);
+            for f in [r.rx_frame.take(), r.tx_frame.take()].into_iter().flatten() {
+                arena.free(f);
+            }
+        }
+        actions
+    }
+
     /// A segment preprocess looked up for an earlier connection of the flow id (another
     /// incarnation in its summary) is dropped as stale, its frame handed back: data at
     /// RCV.NXT is not taken, an exact RST does not reset. The same segments of the flow's
@@ -422,16 +442,7 @@ mod tests {
                     w.summary.incarnation = incarnation;
                 }
             }
-            let mut results = Vec::new();
-            proto.process(now, &mut work, &mut results);
-            let mut actions = Actions::default();
-            for r in &mut results {
-                actions.set(r.actions.0);
-                for f in [r.rx_frame.take(), r.tx_frame.take()].into_iter().flatten() {
-                    arena.free(f);
-                }
-            }
-            actions
+            process_all(proto, &arena, now, work)
         };
         let stale = |proto: &Protocol| proto.stats().drops.get(DropReason::StaleFlow);
         // Data of incarnation 2 for the flow of incarnation 1.
@@ -533,8 +544,10 @@ mod tests {
         }
     }
 
-    /// Direct sends: as many updates send their first segment as allowed, the others ask
-    /// for a grant; an update whose result is a window update keeps it and asks too.
+    /// A frozen flow (its state on its way to the control plane) drops its segments,
+    /// counted, and hands their frames back; a segment for a flow id with no flow is a stale
+    /// drop; after the thaw the data is taken when it comes again; frozen again, the flow's
+    /// exact RST still goes through and resets it.
     #[test]
     fn a_frozen_flow_drops_segments_returns_their_frames_and_lets_a_reset_through() {
         let arena = Arc::new(FrameArena::new(64).unwrap());
@@ -547,16 +560,8 @@ mod tests {
             fin: false,
         }; FLOWS as usize];
         // Every frame a result hands back is freed: a frame lost on any path stays in use.
-        let run = |proto: &mut Protocol, mut work: Vec<ProtoWork>| {
-            let mut results = Vec::new();
-            proto.process(now, &mut work, &mut results);
-            let mut actions = Actions::default();
-            for r in &mut results {
-                actions.set(r.actions.0);
-                for f in [r.rx_frame.take(), r.tx_frame.take()].into_iter().flatten() {
-                    arena.free(f);
-                }
-            }
+        let run = |proto: &mut Protocol, work: Vec<ProtoWork>| {
+            let actions = process_all(proto, &arena, now, work);
             assert_eq!(arena.in_use(), 0, "every frame came back");
             actions
         };
@@ -613,6 +618,8 @@ mod tests {
         assert_eq!(frozen(&proto), 2);
     }
 
+    /// Direct sends: as many updates send their first segment as allowed, the others ask
+    /// for a grant; an update whose result is a window update keeps it and asks too.
     #[test]
     fn direct_sends_stay_within_their_allowance() {
         let arena = Arc::new(FrameArena::new(64).unwrap());
