@@ -30,7 +30,14 @@
 //! each: bulk (1460-byte segments into a sink) and 64-byte RPCs with 16 outstanding (the
 //! application echoes).
 //! Closed loop: the port sends what the engine's window and the RPC depth allow.
+//!
+//! Runs with worker threads are taken between two probes of the cross-core round trip of
+//! one cache line and repeated while a probe reads over three times the usual one (on a
+//! virtual machine the host may run the virtual CPUs far apart for a while; see
+//! `scaling_model`); the last line says how many were repeated.
 
+#[path = "support/hops.rs"]
+mod hops;
 #[path = "support/trace_run.rs"]
 mod trace_run;
 
@@ -72,6 +79,8 @@ fn main() {
         flextoe::pipeline::topology::usable_cores().len()
     );
     println!("{rounds} interleaved rounds of {secs} s; median (min..max)");
+    // Runs with worker threads are watched: see `hops::Watch`.
+    let mut watch = hops::Watch::new(5, std::time::Duration::from_millis(700));
     let mut runtimes = vec![
         ("inline".to_string(), Runtime::Inline),
         ("threaded".to_string(), Runtime::Threaded(t)),
@@ -92,7 +101,13 @@ fn main() {
                 order.reverse();
             }
             for i in order {
-                results[i].push(measure(&runtimes[i].1, workload, secs));
+                let run = match &runtimes[i].1 {
+                    Runtime::Threaded(t) if !t.caller_driven => {
+                        watch.steady(|| measure(&runtimes[i].1, workload, secs))
+                    }
+                    rt => measure(rt, workload, secs),
+                };
+                results[i].push(run);
             }
         }
         let mut medians = vec![0.0; runtimes.len()];
@@ -139,6 +154,7 @@ fn main() {
             );
         }
     }
+    println!("{}", watch.summary());
 }
 
 /// A layout written out by hand (see the module's docs): `io,pre0,post0/group0/place0`.
