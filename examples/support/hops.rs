@@ -543,8 +543,12 @@ impl<T> std::ops::Deref for Own<T> {
 
 /// The round trip of one cache line between two threads pinned to the first two cores
 /// (each waits for the other's store, then stores): ns per round trip, over `trips`. A
-/// direct reading of what moving a line between the two cores costs at this moment.
+/// direct reading of what moving a line between the two cores costs at this moment. NaN with
+/// fewer than two cores to pin to (the two threads would take turns on one).
 pub fn line_round_trip(trips: u64) -> f64 {
+    if usable_cores().len() < 2 {
+        return f64::NAN;
+    }
     let line = Arc::new(Own(AtomicU64::new(0)));
     let other = line.clone();
     let peer = std::thread::spawn(move || {
@@ -582,6 +586,9 @@ const PROBE_TRIPS: u64 = 20_000;
 const DISTURBED: f64 = 3.0;
 /// Tries per measurement, at most.
 const TRIES: usize = 8;
+/// Time a program spends repeating measurements (the pauses and the runs repeated), at
+/// most: past it, a disturbed measurement is kept (and counted as such).
+const REPEAT_BUDGET: Duration = Duration::from_secs(60);
 
 /// Watches the cross-core round trip around measurements that span two cores. On a virtual
 /// machine the host may, for seconds at a time, run the two virtual CPUs where a line takes
@@ -589,10 +596,15 @@ const TRIES: usize = 8;
 /// ns for seconds to minutes at a time; now and then 30 ns); a measurement taken then, or
 /// half then, describes another machine than the rest. [`steady`](Self::steady) probes
 /// before and after, and repeats the measurement, after a pause, while a probe reads more
-/// than three times the usual round trip (the lowest probe so far).
+/// than three times the usual round trip (the lowest probe so far), within a budget of a
+/// minute per program. With fewer than two cores to pin to, it neither probes nor repeats.
 pub struct Watch {
+    /// Whether there are two cores to probe between.
+    on: bool,
     /// Every probe read, ns.
     probes: Vec<f64>,
+    /// Time spent on repeats so far.
+    spent: Duration,
     /// Measurements repeated, and the highest round trip that made one repeat.
     repeated: usize,
     worst: f64,
@@ -604,13 +616,16 @@ pub struct Watch {
 impl Watch {
     /// A watch that starts from `probes` probes `gap` apart.
     pub fn new(probes: usize, gap: Duration) -> Self {
+        let on = usable_cores().len() >= 2;
         let mut w = Watch {
+            on,
             probes: Vec::new(),
+            spent: Duration::ZERO,
             repeated: 0,
             worst: 0.0,
             kept: Vec::new(),
         };
-        for i in 0..probes.max(1) {
+        for i in 0..if on { probes.max(1) } else { 0 } {
             if i > 0 {
                 std::thread::sleep(gap);
             }
@@ -632,22 +647,28 @@ impl Watch {
 
     /// Run `f` between two probes; repeat it (up to 8 tries in all, keeping the last; the
     /// pause before each repeat doubles from half a second up to 8 s) while a probe reads
-    /// more than three times the usual round trip.
+    /// more than three times the usual round trip and the budget for repeats lasts.
     pub fn steady<R>(&mut self, mut f: impl FnMut() -> R) -> R {
+        if !self.on {
+            return f();
+        }
         let mut tries = 0;
         loop {
             tries += 1;
+            let start = Instant::now();
             let before = self.probe();
             let r = f();
             let after = self.probe();
             let high = before.max(after);
-            if high <= self.usual() * DISTURBED || tries == TRIES {
+            if high <= self.usual() * DISTURBED || tries == TRIES || self.spent >= REPEAT_BUDGET {
                 self.kept.push(high);
                 return r;
             }
             self.repeated += 1;
             self.worst = self.worst.max(high);
             std::thread::sleep(Duration::from_millis((500 << (tries - 1)).min(8000)));
+            // The run thrown away and the pause count against the budget.
+            self.spent += start.elapsed();
         }
     }
 
@@ -660,6 +681,9 @@ impl Watch {
 
     /// One line for the record.
     pub fn summary(&self) -> String {
+        if !self.on {
+            return "cross-core line round trip: not probed (fewer than two cores)".into();
+        }
         let mut s = format!(
             "cross-core line round trip: usual {:.0} ns (lowest of {} probes); {} of {} \
              measurement(s) on two cores repeated",
@@ -677,7 +701,8 @@ impl Watch {
         let k = self.kept_disturbed();
         if k > 0 {
             s += &format!(
-                "; {k} kept after {TRIES} tries although disturbed (the checks above include them)"
+                "; {k} kept although disturbed, after {TRIES} tries or with the minute for \
+                 repeats spent (the figures above include them)"
             );
         }
         s
