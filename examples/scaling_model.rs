@@ -39,8 +39,8 @@
 //! the usual one. On a virtual machine the host may run the two virtual CPUs far apart for
 //! seconds to minutes (on the project's machine the round trip goes from about 60 ns to
 //! about 330 ns): a run in that state, or partly in it, measures another machine than the
-//! inputs it is checked against. The last line says how many measurements were repeated and
-//! whether any was kept disturbed.
+//! inputs it is checked against. A line at the end says how many measurements were repeated
+//! and whether any was kept disturbed.
 //!
 //! The model: each thread's load per unit is the sum of its tasks' service times (a replica
 //! takes its share of the items; a task that carries none of the connection's items, such as

@@ -34,7 +34,8 @@
 //! Runs with worker threads are taken between two probes of the cross-core round trip of
 //! one cache line and repeated while a probe reads over three times the usual one (on a
 //! virtual machine the host may run the virtual CPUs far apart for a while; see
-//! `scaling_model`); the last line says how many were repeated.
+//! `scaling_model`); the last line says how many were repeated. Only the first two cores the
+//! process may use are probed, whatever cores a layout's workers run on.
 
 #[path = "support/hops.rs"]
 mod hops;

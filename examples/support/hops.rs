@@ -22,14 +22,13 @@ pub const POOL: usize = 256;
 const RING: usize = 1024;
 
 /// Pin the calling thread to core `i` of those the process may use (when there are two or
-/// more).
-pub fn pin(i: usize) {
+/// more); whether it is pinned.
+pub fn pin(i: usize) -> bool {
     let cores = usable_cores();
-    if cores.len() >= 2 {
-        core_affinity::set_for_current(core_affinity::CoreId {
+    cores.len() >= 2
+        && core_affinity::set_for_current(core_affinity::CoreId {
             id: cores[i % cores.len()],
-        });
-    }
+        })
 }
 
 /// Circulate `pool` between two pinned threads until `items` crossed the first ring, in
@@ -543,40 +542,64 @@ impl<T> std::ops::Deref for Own<T> {
 
 /// The round trip of one cache line between two threads pinned to the first two cores
 /// (each waits for the other's store, then stores): ns per round trip, over `trips`. A
-/// direct reading of what moving a line between the two cores costs at this moment. NaN with
-/// fewer than two cores to pin to (the two threads would take turns on one).
+/// direct reading of what moving a line between the two cores costs at this moment. NaN
+/// where the two threads could not be pinned to two cores, or where the trips took over a
+/// second (the two threads then take turns on one core).
 pub fn line_round_trip(trips: u64) -> f64 {
+    const DEADLINE: Duration = Duration::from_secs(1);
     if usable_cores().len() < 2 {
         return f64::NAN;
     }
-    let line = Arc::new(Own(AtomicU64::new(0)));
-    let other = line.clone();
-    let peer = std::thread::spawn(move || {
-        pin(1);
-        for i in 0..trips {
-            while other.load(Ordering::Acquire) != 2 * i + 1 {
-                std::hint::spin_loop();
+    let line = Own(AtomicU64::new(0));
+    // Set by the side that gives up; each side checks it every 4096 spins.
+    let abort = Own(AtomicBool::new(false));
+    // Wait until `line` holds `want`; false once the other side gave up.
+    let wait = |want: u64| {
+        let mut spins = 0u32;
+        while line.load(Ordering::Acquire) != want {
+            std::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(4096) && abort.load(Ordering::Relaxed) {
+                return false;
             }
-            other.store(2 * i + 2, Ordering::Release);
         }
-    });
-    let start = std::thread::scope(|s| {
+        true
+    };
+    std::thread::scope(|s| {
         s.spawn(|| {
-            pin(0);
+            if !pin(1) {
+                abort.store(true, Ordering::Relaxed);
+                return;
+            }
+            for i in 0..trips {
+                if !wait(2 * i + 1) {
+                    return;
+                }
+                line.store(2 * i + 2, Ordering::Release);
+            }
+        });
+        // This side on a thread of its own too: pinning must not stick to the caller.
+        s.spawn(|| {
+            if !pin(0) {
+                abort.store(true, Ordering::Relaxed);
+                return f64::NAN;
+            }
             let t0 = Instant::now();
             for i in 0..trips {
                 line.store(2 * i + 1, Ordering::Release);
-                while line.load(Ordering::Acquire) != 2 * i + 2 {
-                    std::hint::spin_loop();
+                if !wait(2 * i + 2) {
+                    return f64::NAN;
+                }
+                if i % 1024 == 1023 && t0.elapsed() > DEADLINE {
+                    abort.store(true, Ordering::Relaxed);
+                    return f64::NAN;
                 }
             }
-            t0.elapsed()
+            t0.elapsed().as_nanos() as f64 / trips.max(1) as f64
         })
         .join()
-        .expect("probe thread")
-    });
-    peer.join().expect("probe peer");
-    start.as_nanos() as f64 / trips.max(1) as f64
+        .unwrap_or(f64::NAN)
+    })
 }
 
 /// Round trips per probe of [`line_round_trip`] (about a millisecond and a half).
@@ -586,8 +609,9 @@ const PROBE_TRIPS: u64 = 20_000;
 const DISTURBED: f64 = 3.0;
 /// Tries per measurement, at most.
 const TRIES: usize = 8;
-/// Time a program spends repeating measurements (the pauses and the runs repeated), at
-/// most: past it, a disturbed measurement is kept (and counted as such).
+/// Time a program spends repeating measurements (the pauses and the runs thrown away): once
+/// it is spent, a disturbed measurement is kept (and counted as such). The last repeat may
+/// go past it by one pause and one run.
 const REPEAT_BUDGET: Duration = Duration::from_secs(60);
 
 /// Watches the cross-core round trip around measurements that span two cores. On a virtual
@@ -596,17 +620,23 @@ const REPEAT_BUDGET: Duration = Duration::from_secs(60);
 /// ns for seconds to minutes at a time; now and then 30 ns); a measurement taken then, or
 /// half then, describes another machine than the rest. [`steady`](Self::steady) probes
 /// before and after, and repeats the measurement, after a pause, while a probe reads more
-/// than three times the usual round trip (the lowest probe so far), within a budget of a
-/// minute per program. With fewer than two cores to pin to, it neither probes nor repeats.
+/// than three times the usual round trip (the lowest probe so far), until a minute of
+/// repeats has been spent. It probes the first two cores the process may use. With fewer
+/// than two, or once a probe fails ([`line_round_trip`] gives NaN), it neither probes nor
+/// repeats.
 pub struct Watch {
     /// Whether there are two cores to probe between.
     on: bool,
+    /// Whether a probe failed (and the watch stood aside from then on).
+    failed: bool,
     /// Every probe read, ns.
     probes: Vec<f64>,
     /// Time spent on repeats so far.
     spent: Duration,
-    /// Measurements repeated, and the highest round trip that made one repeat.
+    /// Measurements repeated, runs thrown away, and the highest round trip that made one
+    /// repeat.
     repeated: usize,
+    discarded: usize,
     worst: f64,
     /// The higher probe around each measurement kept, to check against the final usual
     /// round trip.
@@ -619,9 +649,11 @@ impl Watch {
         let on = usable_cores().len() >= 2;
         let mut w = Watch {
             on,
+            failed: false,
             probes: Vec::new(),
             spent: Duration::ZERO,
             repeated: 0,
+            discarded: 0,
             worst: 0.0,
             kept: Vec::new(),
         };
@@ -629,14 +661,22 @@ impl Watch {
             if i > 0 {
                 std::thread::sleep(gap);
             }
-            w.probe();
+            if w.probe().is_nan() {
+                break;
+            }
         }
         w
     }
 
+    /// One probe; a failed one turns the watch off.
     fn probe(&mut self) -> f64 {
         let p = line_round_trip(PROBE_TRIPS);
-        self.probes.push(p);
+        if p.is_nan() {
+            self.on = false;
+            self.failed = true;
+        } else {
+            self.probes.push(p);
+        }
         p
     }
 
@@ -659,12 +699,16 @@ impl Watch {
             let before = self.probe();
             let r = f();
             let after = self.probe();
+            if !self.on {
+                return r;
+            }
             let high = before.max(after);
             if high <= self.usual() * DISTURBED || tries == TRIES || self.spent >= REPEAT_BUDGET {
                 self.kept.push(high);
+                self.repeated += usize::from(tries > 1);
                 return r;
             }
-            self.repeated += 1;
+            self.discarded += 1;
             self.worst = self.worst.max(high);
             std::thread::sleep(Duration::from_millis((500 << (tries - 1)).min(8000)));
             // The run thrown away and the pause count against the budget.
@@ -681,6 +725,11 @@ impl Watch {
 
     /// One line for the record.
     pub fn summary(&self) -> String {
+        if self.failed {
+            return "cross-core line round trip: a probe could not pin two threads to two cores \
+                    or ran past its deadline; nothing was watched from then on"
+                .into();
+        }
         if !self.on {
             return "cross-core line round trip: not probed (fewer than two cores)".into();
         }
@@ -690,19 +739,19 @@ impl Watch {
             self.usual(),
             self.probes.len(),
             self.repeated,
-            self.repeated + self.kept.len()
+            self.kept.len()
         );
-        if self.repeated > 0 {
+        if self.discarded > 0 {
             s += &format!(
-                " because a probe around them read up to {:.0} ns",
-                self.worst
+                " ({} run(s) thrown away: a probe around them read up to {:.0} ns)",
+                self.discarded, self.worst
             );
         }
         let k = self.kept_disturbed();
         if k > 0 {
             s += &format!(
-                "; {k} kept although disturbed, after {TRIES} tries or with the minute for \
-                 repeats spent (the figures above include them)"
+                "; {k} kept with a probe above 3x the final usual round trip (the figures \
+                 above include them)"
             );
         }
         s
