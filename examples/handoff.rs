@@ -35,7 +35,7 @@ mod hops;
 
 use flextoe::buf::FrameArena;
 use flextoe::pipeline::topology::usable_cores;
-use hops::{kinds, line_round_trip, payload, POOL};
+use hops::{kinds, line_round_trip, payload, POOL, PROBE_TRIPS};
 
 struct Args {
     items: u64,
@@ -127,7 +127,7 @@ fn byte_ring_costs(rounds: usize) {
     for (chunk, bytes) in [(64usize, 32u64 << 20), (1460, 256 << 20)] {
         let (mut w, mut r, mut rt) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
-            rt.push(line_round_trip(20_000));
+            rt.push(line_round_trip(PROBE_TRIPS));
             let c = std::thread::spawn(move || payload(chunk, bytes, true))
                 .join()
                 .expect("byte ring run");

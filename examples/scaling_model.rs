@@ -372,18 +372,11 @@ fn inputs(
     // The micro-measurements on threads of their own: pinning must not stick to the
     // application's thread. Two chunk sizes give each end's cost per call and per byte.
     // Those across two cores are watched (`hops::Watch`).
-    let mut on_cores = |cross: bool, f: &mut dyn FnMut() -> hops::PayloadCost| {
-        if cross {
-            watch.steady(f)
-        } else {
-            f()
-        }
-    };
     let mut fit = |cross: bool| {
-        let small = on_cores(cross, &mut || {
+        let small = watch.steady(cross, || {
             on_own_thread(move || hops::payload(64, 32 << 20, cross))
         });
-        let large = on_cores(cross, &mut || {
+        let large = watch.steady(cross, || {
             on_own_thread(move || hops::payload(1460, 256 << 20, cross))
         });
         let line = |(n1, b1): (f64, f64), (n2, b2): (f64, f64)| {
@@ -409,8 +402,9 @@ fn inputs(
         hops::kinds()
             .iter()
             .map(|k| {
-                let mut run = || on_own_thread(|| (k.run)(arena, items_per_run, 32, cross));
-                let el = if cross { watch.steady(&mut run) } else { run() };
+                let el = watch.steady(cross, || {
+                    on_own_thread(|| (k.run)(arena, items_per_run, 32, cross))
+                });
                 let hops = if cross { 1.0 } else { 2.0 };
                 el.as_nanos() as f64 / (items_per_run as f64 * hops)
             })
@@ -506,8 +500,7 @@ fn main() {
         t => t,
     };
     let clock_read = clock_read_ns();
-    // The usual cross-core round trip: the lowest of five probes over about three seconds.
-    let mut watch = hops::Watch::new(5, std::time::Duration::from_millis(700));
+    let mut watch = hops::Watch::new();
     println!(
         "model of the threaded runtime, one connection against the trace port; {cores} cores here; \
          {rounds} rounds of {secs} s per layout, interleaved"
@@ -563,11 +556,7 @@ fn main() {
             let (mut cal, mut lending) = (None, None);
             for (i, rt) in layouts {
                 // The layout on two cores is watched; the others run on one.
-                let run = if i == 2 {
-                    watch.steady(|| measure(&rt, workload, secs))
-                } else {
-                    measure(&rt, workload, secs)
-                };
+                let run = watch.steady(i == 2, || measure(&rt, workload, secs));
                 measured[i] = run.rate;
                 if i == 1 {
                     cal = Some(run);

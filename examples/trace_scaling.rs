@@ -81,7 +81,7 @@ fn main() {
     );
     println!("{rounds} interleaved rounds of {secs} s; median (min..max)");
     // Runs with worker threads are watched: see `hops::Watch`.
-    let mut watch = hops::Watch::new(5, std::time::Duration::from_millis(700));
+    let mut watch = hops::Watch::new();
     let mut runtimes = vec![
         ("inline".to_string(), Runtime::Inline),
         ("threaded".to_string(), Runtime::Threaded(t)),
@@ -102,13 +102,9 @@ fn main() {
                 order.reverse();
             }
             for i in order {
-                let run = match &runtimes[i].1 {
-                    Runtime::Threaded(t) if !t.caller_driven => {
-                        watch.steady(|| measure(&runtimes[i].1, workload, secs))
-                    }
-                    rt => measure(rt, workload, secs),
-                };
-                results[i].push(run);
+                let rt = &runtimes[i].1;
+                let workers = matches!(rt, Runtime::Threaded(t) if !t.caller_driven);
+                results[i].push(watch.steady(workers, || measure(rt, workload, secs)));
             }
         }
         let mut medians = vec![0.0; runtimes.len()];

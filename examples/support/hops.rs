@@ -603,7 +603,7 @@ pub fn line_round_trip(trips: u64) -> f64 {
 }
 
 /// Round trips per probe of [`line_round_trip`] (about a millisecond and a half).
-const PROBE_TRIPS: u64 = 20_000;
+pub const PROBE_TRIPS: u64 = 20_000;
 /// A measurement is repeated when a probe around it reads more than this times the usual
 /// round trip.
 const DISTURBED: f64 = 3.0;
@@ -644,8 +644,9 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// A watch that starts from `probes` probes `gap` apart.
-    pub fn new(probes: usize, gap: Duration) -> Self {
+    /// A watch whose usual round trip starts as the lowest of five probes 0.7 s apart.
+    pub fn new() -> Self {
+        let (probes, gap) = (5, Duration::from_millis(700));
         let on = usable_cores().len() >= 2;
         let mut w = Watch {
             on,
@@ -657,7 +658,7 @@ impl Watch {
             worst: 0.0,
             kept: Vec::new(),
         };
-        for i in 0..if on { probes.max(1) } else { 0 } {
+        for i in 0..if on { probes } else { 0 } {
             if i > 0 {
                 std::thread::sleep(gap);
             }
@@ -688,8 +689,9 @@ impl Watch {
     /// Run `f` between two probes; repeat it (up to 8 tries in all, keeping the last; the
     /// pause before each repeat doubles from half a second up to 8 s) while a probe reads
     /// more than three times the usual round trip and the budget for repeats lasts.
-    pub fn steady<R>(&mut self, mut f: impl FnMut() -> R) -> R {
-        if !self.on {
+    /// `two_cores` false: `f` runs on one core and is simply run.
+    pub fn steady<R>(&mut self, two_cores: bool, mut f: impl FnMut() -> R) -> R {
+        if !self.on || !two_cores {
             return f();
         }
         let mut tries = 0;
