@@ -50,7 +50,9 @@
 //! `1 / max load`.
 //!
 //! It prints, per workload, the model's rate and the measured one for each checked layout
-//! (medians, and min..max over rounds of the ratio), and, only where every check is within
+//! (medians, and min..max over rounds of the ratio), the median round's inputs beside what
+//! each task of that round's `auto(1)` run took per unit (which shows the task a check's
+//! error comes from), and, only where every check is within
 //! ±15%, its prediction for 4, 8 and 16 cores: the application on one core and
 //! `Topology::x86` over the rest, against the inline engine's measured rate, with the thread
 //! that limits it; then, for replicated placement (`Topology::with_replicated_placement`),
@@ -172,6 +174,15 @@ struct Inputs {
 }
 
 impl Inputs {
+    /// What the byte rings add to the place replica, per unit, with the application on
+    /// another core.
+    fn place_across(&self) -> f64 {
+        self.place_writes * self.cross_write.0
+            + self.rx_bytes * self.cross_write.1
+            + self.place_reads * self.cross_read.0
+            + self.tx_bytes * self.cross_read.1
+    }
+
     /// Under replicated placement: (copies lent per unit, what they cost on one thread, what
     /// a byte ring across cores adds to them), ns per unit.
     fn lent(&self) -> (f64, f64, f64) {
@@ -248,10 +259,7 @@ impl Inputs {
                     }
                 }
                 if task == TaskRef::Place(0) {
-                    load[w] += self.place_writes * self.cross_write.0
-                        + self.rx_bytes * self.cross_write.1
-                        + self.place_reads * self.cross_read.0
-                        + self.tx_bytes * self.cross_read.1;
+                    load[w] += self.place_across();
                 }
             }
         }
@@ -318,6 +326,45 @@ fn calibration_layout() -> Topology {
     t
 }
 
+/// A task's time per unit in a run (ns), less the clock read each timed run adds (each
+/// timed run also timed one clock read, scaled up with it).
+fn task_per_unit(run: &Run, task: TaskRef, clock_read: f64) -> f64 {
+    run.tasks
+        .iter()
+        .filter(|t| t.0 == task)
+        .map(|&(_, cpu, polls)| (cpu - polls as f64 * clock_read * 1e-9).max(0.0))
+        .sum::<f64>()
+        * 1e9
+        / run.units
+}
+
+/// What a run of a layout did per unit, by task kind (ns, as the model's service times), and
+/// the application's reads and writes: set beside the calibration's, it shows which task
+/// a check's error comes from.
+#[derive(Clone, Debug, Default)]
+struct Seen {
+    service: HashMap<&'static str, f64>,
+    app_reads: f64,
+    app_writes: f64,
+}
+
+impl Seen {
+    fn of(run: &Run, clock_read: f64) -> Seen {
+        let mut service: HashMap<&'static str, f64> = HashMap::new();
+        for &(task, cpu, polls) in &run.tasks {
+            if let Some(kind) = kind_of(task) {
+                let cpu = (cpu - polls as f64 * clock_read * 1e-9).max(0.0);
+                *service.entry(kind).or_default() += cpu * 1e9 / run.units;
+            }
+        }
+        Seen {
+            service,
+            app_reads: run.app_reads / run.units,
+            app_writes: run.app_writes / run.units,
+        }
+    }
+}
+
 /// One round's inputs: the calibration run and the micro-measurements.
 fn inputs(
     cal: &Run,
@@ -327,27 +374,17 @@ fn inputs(
     clock_read: f64,
     watch: &mut hops::Watch,
 ) -> Inputs {
-    // A task's time per unit in a run, less the clock read each timed run adds.
-    let per_unit = |run: &Run, task: TaskRef| {
-        run.tasks
-            .iter()
-            .filter(|t| t.0 == task)
-            .map(|&(_, cpu, polls)| (cpu - polls as f64 * clock_read * 1e-9).max(0.0))
-            .sum::<f64>()
-            * 1e9
-            / run.units
-    };
-    let mut service: HashMap<&'static str, f64> = HashMap::new();
-    let mut in_tasks = 0.0;
-    for &(task, cpu, polls) in &cal.tasks {
-        // Each timed run also timed one clock read, scaled up with it: one read per run.
-        let cpu = (cpu - polls as f64 * clock_read * 1e-9).max(0.0);
-        in_tasks += cpu;
-        if let Some(kind) = kind_of(task) {
-            *service.entry(kind).or_default() += cpu * 1e9 / cal.units;
-        }
-    }
-    let app = (cal.app_cpu - in_tasks).max(0.0) * 1e9 / cal.units;
+    let per_unit = |run: &Run, task: TaskRef| task_per_unit(run, task, clock_read);
+    let service = Seen::of(cal, clock_read).service;
+    // Every task's time, those that carry none of the connection's items too.
+    let in_tasks: f64 = cal
+        .tasks
+        .iter()
+        .map(|&(_, cpu, polls)| (cpu - polls as f64 * clock_read * 1e-9).max(0.0))
+        .sum::<f64>()
+        * 1e9
+        / cal.units;
+    let app = (cal.app_cpu * 1e9 / cal.units - in_tasks).max(0.0);
     let frames_in = cal.trace.frames_in as f64 / cal.units;
     let frames_out = cal.trace.frames_out as f64 / cal.units;
     let results = cal.results / cal.units;
@@ -510,6 +547,8 @@ fn main() {
         // Per round: the inputs, and (model, measured) per checked layout.
         let mut fed: Vec<Inputs> = Vec::new();
         let mut inline_rate = Vec::new();
+        // Per round, what the `auto(1)` run did per task.
+        let mut seen_auto: Vec<Seen> = Vec::new();
         let mut checks: Vec<(String, Vec<(f64, f64)>)> = vec![(
             "the calibration layout, 1 core (previous round's inputs)".into(),
             Vec::new(),
@@ -558,6 +597,9 @@ fn main() {
                 // The layout on two cores is watched; the others run on one.
                 let run = watch.steady(i == 2, || measure(&rt, workload, secs));
                 measured[i] = run.rate;
+                if i == 2 {
+                    seen_auto.push(Seen::of(&run, clock_read));
+                }
                 if i == 1 {
                     cal = Some(run);
                 } else if i == 3 {
@@ -659,6 +701,25 @@ fn main() {
             mid.cross_read.0,
             mid.cross_read.1
         );
+        if let Some(seen) = seen_auto.get(fed.len() / 2) {
+            let tasks: Vec<String> = ["io", "pre", "group", "place", "post"]
+                .iter()
+                .map(|k| {
+                    let get = |m: &HashMap<&str, f64>| per(m.get(k).copied().unwrap_or(0.0));
+                    format!("{k} {:.0} -> {:.0}", get(&mid.service), get(&seen.service))
+                })
+                .collect();
+            println!(
+                "  the same round's Topology::auto(1) run, ns {per_name} (calibration -> two cores): {}; \
+                 the model adds {:.0} to place for the byte rings across cores; the application's reads {per_name} {:.2} -> {:.2}, writes {:.2} -> {:.2}",
+                tasks.join(", "),
+                per(mid.place_across()),
+                per(mid.app_reads),
+                per(seen.app_reads),
+                per(mid.app_writes),
+                per(seen.app_writes),
+            );
+        }
         all_ok &= ok;
         let (inline, _, _) = median_min_max(inline_rate);
         if !ok {
