@@ -21,6 +21,12 @@
 //! With several backends, each engine runs the whole load in turn on the same veth end and
 //! address, then Linux does; one table shows every engine next to Linux.
 //!
+//! Both stacks get the same buffer budget per connection: the engine's rings
+//! (`EngineConfig::rx_buffer`, `tx_buffer`) are the largest powers of two not above the
+//! maxima Linux may grow a socket's buffers to in the server's namespace (`net.ipv4.tcp_rmem`,
+//! `net.ipv4.tcp_wmem`); `--rx-buffer` and `--tx-buffer` set them instead (262144 each is the
+//! engine's default). The first line printed says which.
+//!
 //! Needs root, `ip`, `ethtool`, `nft` and, for the kv comparison, `memcached` and `memcslap`.
 
 #[cfg(feature = "af_xdp")]
@@ -80,6 +86,23 @@ mod run {
         /// Skip the kv comparison.
         #[arg(long)]
         no_kv: bool,
+        /// The engine's receive and transmit ring per connection, bytes (a power of two).
+        /// By default the largest power of two not above what Linux may grow a socket's
+        /// buffers to in the server's namespace (the maximum of `net.ipv4.tcp_rmem` and of
+        /// `net.ipv4.tcp_wmem`), so that both stacks get the same budget; 262144 gives the
+        /// engine's default (`EngineConfig::new`).
+        #[arg(long)]
+        rx_buffer: Option<usize>,
+        /// As `--rx-buffer`, for the transmit ring.
+        #[arg(long)]
+        tx_buffer: Option<usize>,
+    }
+
+    /// The largest power of two not above the maximum (third field) of a `tcp_rmem` /
+    /// `tcp_wmem` value ("min default max").
+    fn buffer_max(sysctl: &str) -> Option<usize> {
+        let max: usize = sysctl.split_whitespace().nth(2)?.parse().ok()?;
+        (max >= 4096).then(|| 1 << max.ilog2())
     }
 
     const MAC: MacAddr = MacAddr([0x02, 0x66, 0x74, 0x6f, 0x65, 0x02]);
@@ -355,6 +378,24 @@ mod run {
         }
     }
 
+    /// An IPv4 sysctl of namespace `ns` (its fields separated by single spaces), where it
+    /// can be read.
+    fn ipv4_sysctl(ns: &str, name: &str) -> Option<String> {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "cat",
+                &format!("/proc/sys/net/ipv4/{name}"),
+            ])
+            .output()
+            .ok()?;
+        let text = String::from_utf8(out.stdout).ok()?;
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        (!fields.is_empty()).then(|| fields.join(" "))
+    }
+
     fn have(tool: &str) -> bool {
         Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -396,6 +437,24 @@ mod run {
             args.backend,
             flextoe::pipeline::topology::usable_cores().len()
         );
+        let defaults = EngineConfig::new(MAC, engine_ip);
+        let rmem = ipv4_sysctl(&server_ns, "tcp_rmem");
+        let wmem = ipv4_sysctl(&server_ns, "tcp_wmem");
+        let rx_buffer = args
+            .rx_buffer
+            .or_else(|| rmem.as_deref().and_then(buffer_max))
+            .unwrap_or(defaults.rx_buffer);
+        let tx_buffer = args
+            .tx_buffer
+            .or_else(|| wmem.as_deref().and_then(buffer_max))
+            .unwrap_or(defaults.tx_buffer);
+        println!(
+            "engine rings per connection: receive {} KiB, transmit {} KiB (Linux in the server's namespace: tcp_rmem {}, tcp_wmem {})",
+            rx_buffer >> 10,
+            tx_buffer >> 10,
+            rmem.as_deref().unwrap_or("unknown"),
+            wmem.as_deref().unwrap_or("unknown"),
+        );
         let mut rows = Vec::new();
         for backend in &args.backend {
             let (kind, dpdk_args, iface) = match backend {
@@ -426,7 +485,16 @@ mod run {
             };
             let port = AnyPort::open(&spec).expect("engine port");
             let rt = Runtime::spawn(
-                Engine::new(EngineConfig::new(MAC, engine_ip), port).expect("engine"),
+                Engine::new(
+                    {
+                        let mut c = EngineConfig::new(MAC, engine_ip);
+                        c.rx_buffer = rx_buffer;
+                        c.tx_buffer = tx_buffer;
+                        c
+                    },
+                    port,
+                )
+                .expect("engine"),
                 SystemClock::new(),
             )
             .expect("engine runtime");

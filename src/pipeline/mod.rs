@@ -96,7 +96,11 @@ pub struct EngineConfig {
     pub ip: Ipv4Addr,
     /// Frames in the arena (ignored when the port brings its own, see [`Port::arena`]).
     pub arena_frames: usize,
-    /// RX ring size per connection (bytes, power of two).
+    /// RX ring size per connection (bytes, power of two). It bounds the receive window: one
+    /// connection receives at most this much per round trip, the time the application
+    /// takes to read included. Linux grows a socket's receive buffer up to the maximum of
+    /// `net.ipv4.tcp_rmem` (6 MiB unless configured), so bulk transfers that should match it
+    /// need a ring of that order (`examples/vs_linux.rs` measures both).
     pub rx_buffer: usize,
     /// TX ring size per connection (bytes, power of two).
     pub tx_buffer: usize,
