@@ -115,18 +115,40 @@ impl Wakeup {
 
 /// Spin, then park: the idle policy of a thread that polls its work (a worker of the
 /// threaded runtime, an inline engine's [`Runtime`](crate::pipeline::Runtime) thread). Told
-/// after each pass whether it found work, it spins through [`SPIN_PASSES`] idle passes, then
-/// announces the park on `wake`, has the caller look once more, and sleeps until a producer
-/// wakes the thread or `nap` passes.
+/// after each pass whether it found work, it spins through [`SPIN_PASSES`] idle passes and
+/// on until its spin time since the last busy pass is over, then announces the park on
+/// `wake`, has the caller look once more, and sleeps until a producer wakes the thread or
+/// `nap` passes.
 #[derive(Debug, Default)]
 pub(crate) struct Idle {
     passes: u32,
+    /// How long to keep spinning after the last busy pass (zero: only the passes). A thread
+    /// that polls a port, which has no wakeup, spins a while: a frame that arrives while it
+    /// sleeps waits for the end of the nap.
+    spin: Duration,
+    /// When the spin time started (after the passes).
+    idle_since: Option<std::time::Instant>,
 }
 
 /// Idle passes a polling thread spins through before it parks.
 pub(crate) const SPIN_PASSES: u32 = 256;
 
+/// How long a thread that polls a port (an inline engine's
+/// [`Runtime`](crate::pipeline::Runtime) thread, the threaded runtime's I/O worker on a core
+/// of its own) keeps polling after its last pass that found work before it parks (real
+/// time): a port has no wakeup, so a frame that arrives while the thread is parked waits for
+/// the end of the nap, and the next frame of a conversation usually arrives within this long.
+pub(crate) const PORT_SPIN: Duration = Duration::from_micros(50);
+
 impl Idle {
+    /// An idle policy that keeps spinning for `spin` after the last busy pass.
+    pub(crate) fn new(spin: Duration) -> Self {
+        Idle {
+            spin,
+            ..Idle::default()
+        }
+    }
+
     /// After a pass: `busy` says whether it found work; `look_again` runs the work once more
     /// after the park is announced (and says whether that found work, or the thread is to
     /// stop): either it sees what a producer published before, or that producer sees the
@@ -141,6 +163,7 @@ impl Idle {
     ) {
         if busy {
             self.passes = 0;
+            self.idle_since = None;
             return;
         }
         self.passes = self.passes.saturating_add(1);
@@ -148,10 +171,18 @@ impl Idle {
             std::hint::spin_loop();
             return;
         }
+        if !self.spin.is_zero() {
+            let since = *self.idle_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() < self.spin {
+                std::hint::spin_loop();
+                return;
+            }
+        }
         wake.prepare();
         if look_again() {
             wake.cancel();
             self.passes = 0;
+            self.idle_since = None;
             return;
         }
         wake.park(Some(nap));
@@ -566,6 +597,60 @@ impl<T> Mpmc<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Idle passes until the policy gets ready to park (it has the caller look once more,
+    /// here finding work, so it never sleeps), and how long that took.
+    fn passes_to_park(idle: &mut Idle, wake: &Wakeup) -> (u32, std::time::Duration) {
+        let start = std::time::Instant::now();
+        let mut passes = 0;
+        loop {
+            passes += 1;
+            let mut looked = false;
+            idle.after(false, wake, Duration::from_millis(1), || {
+                looked = true;
+                true
+            });
+            if looked {
+                return (passes, start.elapsed());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "never got ready to park"
+            );
+        }
+    }
+
+    #[test]
+    fn idle_spins_its_passes_then_its_spin_time_and_work_starts_both_again() {
+        let wake = Wakeup::new();
+        // Without a spin time: the passes alone.
+        let mut idle = Idle::default();
+        assert_eq!(passes_to_park(&mut idle, &wake).0, SPIN_PASSES);
+        // With one: the passes, then polls until the time since the first idle pass past
+        // them is over.
+        let spin = Duration::from_millis(30);
+        let mut idle = Idle::new(spin);
+        let (passes, took) = passes_to_park(&mut idle, &wake);
+        assert!(passes > SPIN_PASSES, "{passes} passes");
+        assert!(took >= spin, "ready to park after {took:?}");
+        // Work found on the last look (as `passes_to_park` has it): both start again.
+        let (passes, took) = passes_to_park(&mut idle, &wake);
+        assert!(
+            passes > SPIN_PASSES && took >= spin,
+            "{passes} passes, {took:?}"
+        );
+        // Work found on a pass, well into the spin time: the same.
+        for _ in 0..=SPIN_PASSES {
+            idle.after(false, &wake, Duration::from_millis(1), || unreachable!());
+        }
+        std::thread::sleep(spin * 2 / 3);
+        idle.after(true, &wake, Duration::from_millis(1), || false);
+        let (passes, took) = passes_to_park(&mut idle, &wake);
+        assert!(
+            passes > SPIN_PASSES && took >= spin,
+            "{passes} passes, {took:?}"
+        );
+    }
 
     #[test]
     fn bursts_cross_whole_in_order_and_a_full_ring_refuses() {

@@ -2,7 +2,7 @@
 //! caller's thread ([`Engine::poll`]); [`Runtime`] polls an engine on a thread of its own.
 
 use super::*;
-use crate::ring::{Idle, Wakeup};
+use crate::ring::{Idle, Wakeup, PORT_SPIN};
 
 /// A TCP offload engine on the inline runtime: stages, user stages, policies, control plane,
 /// application interface and a port. `C` is the congestion control and `S` the flow
@@ -560,13 +560,6 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Drop for Engine<P, C, S> {
 const STATS_EVERY: Duration = Duration::from_millis(100);
 /// Longest sleep of an idle [`Runtime`] thread (it polls the port and the timers).
 const RUNTIME_NAP: Duration = Duration::from_micros(50);
-/// How long a [`Runtime`] thread keeps polling after its last pass that found work before
-/// it parks: a port has no wakeup, so a frame that arrives while the thread is parked waits
-/// for the end of the nap, and the next request of a conversation usually arrives within
-/// this long.
-const RUNTIME_SPIN: Duration = Duration::from_micros(50);
-/// Most idle polls of that spin, for a clock that does not move (a virtual one).
-const RUNTIME_SPIN_POLLS: u32 = 1 << 16;
 
 /// Runs an engine on its own thread, polling it with a clock, until stopped. Blocking
 /// socket calls work against a running runtime.
@@ -603,9 +596,8 @@ impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Runtime<P, C, S>
         let handle = std::thread::Builder::new()
             .name("flextoe-engine".into())
             .spawn(move || {
-                let mut idle = Idle::default();
+                let mut idle = Idle::new(PORT_SPIN);
                 let mut published = clock.now();
-                let (mut last_busy, mut idle_polls) = (published, 0u32);
                 while !s.load(Ordering::Relaxed) {
                     let now = clock.now();
                     if now.saturating_since(published) >= STATS_EVERY {
@@ -613,15 +605,6 @@ impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Runtime<P, C, S>
                         *slot.lock().unwrap_or_else(|p| p.into_inner()) = engine.stats();
                     }
                     let busy = engine.poll(now);
-                    if busy {
-                        (last_busy, idle_polls) = (now, 0);
-                    } else if now.saturating_since(last_busy) < RUNTIME_SPIN
-                        && idle_polls < RUNTIME_SPIN_POLLS
-                    {
-                        idle_polls += 1;
-                        std::hint::spin_loop();
-                        continue;
-                    }
                     // Parked, the application's doorbells and requests wake the thread.
                     idle.after(busy, &w, RUNTIME_NAP, || {
                         engine.poll(clock.now()) || s.load(Ordering::Relaxed)

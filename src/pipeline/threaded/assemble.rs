@@ -536,7 +536,11 @@ impl Threaded {
         for (i, (spec, tasks)) in topology.workers.iter().zip(per_worker).enumerate() {
             // The port has no interrupt and the timers no thread of their own: the I/O
             // task's worker sleeps briefly; the others sleep until a producer wakes them.
-            let nap = if i == io_worker { IO_NAP } else { IDLE_NAP };
+            let (nap, spin) = if i == io_worker {
+                (IO_NAP, PORT_SPIN)
+            } else {
+                (IDLE_NAP, Duration::ZERO)
+            };
             let handle = worker::spawn(
                 tasks,
                 &cpu_of[i],
@@ -547,6 +551,7 @@ impl Threaded {
                     clock: clock.clone(),
                     wake: wakes[i].clone(),
                     nap,
+                    spin,
                     workers: topology.workers.len(),
                 },
             )?;
@@ -614,6 +619,7 @@ impl Threaded {
                 clock,
                 wake: wake.clone(),
                 nap: IO_NAP,
+                spin: PORT_SPIN,
                 workers: 1,
             },
         )?;

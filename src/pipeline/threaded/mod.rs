@@ -74,6 +74,7 @@ use crate::host::{ConnShared, Host, HostShared};
 use crate::reorder::{Ingress, Merge, Reorder, Sequenced};
 use crate::ring::{
     burst_spsc, spsc, Burst, BurstConsumer, BurstProducer, Consumer, Idle, Producer, Wakeup,
+    PORT_SPIN,
 };
 use crate::stages::notify::ControlEvent;
 use crate::stages::place::{CopyJob, FlowRings};

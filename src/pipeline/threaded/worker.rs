@@ -17,6 +17,9 @@ pub(super) struct WorkerParams<K> {
     pub(super) wake: Arc<Wakeup>,
     /// Its longest sleep.
     pub(super) nap: Duration,
+    /// How long it keeps polling after its last busy pass before it parks, where it has a
+    /// core of its own ([`PORT_SPIN`](crate::ring::PORT_SPIN) for the worker of the I/O task).
+    pub(super) spin: Duration,
     /// The runtime's worker threads, all told: with fewer cores than threads that want to
     /// run (workers plus applications), a busy worker yields now and then instead of
     /// holding its core for a whole time slice.
@@ -50,7 +53,8 @@ pub(super) fn spawn<K: Clock + 'static>(
             if let Some(c) = core {
                 core_affinity::set_for_current(c);
             }
-            let mut idle = Idle::default();
+            // A worker that shares its core with others spins no longer than the passes.
+            let mut idle = Idle::new(if share_core { Duration::ZERO } else { p.spin });
             let mut polls = 0u64;
             let mut times = RunTimes::new(tasks.len());
             let mut reported = std::time::Instant::now();
