@@ -21,11 +21,14 @@
 //! With several backends, each engine runs the whole load in turn on the same veth end and
 //! address, then Linux does; one table shows every engine next to Linux.
 //!
-//! Both stacks get the same buffer budget per connection: the engine's rings
+//! Both stacks get the same buffer budget per connection, in bytes: the engine's rings
 //! (`EngineConfig::rx_buffer`, `tx_buffer`) are the largest powers of two not above the
 //! maxima Linux may grow a socket's buffers to in the server's namespace (`net.ipv4.tcp_rmem`,
-//! `net.ipv4.tcp_wmem`); `--rx-buffer` and `--tx-buffer` set them instead (262144 each is the
-//! engine's default). The first line printed says which.
+//! `net.ipv4.tcp_wmem`; kept within the engine's 1 KiB to 1 GiB); `--rx-buffer` and
+//! `--tx-buffer` set them instead (262144 each is the engine's default). Linux counts its
+//! buffers' overhead against that budget and advertises part of it as window, so for the same
+//! bytes the engine's window is the larger. A line printed before the loads gives the sizes
+//! and where they came from.
 //!
 //! Needs root, `ip`, `ethtool`, `nft` and, for the kv comparison, `memcached` and `memcslap`.
 
@@ -86,23 +89,61 @@ mod run {
         /// Skip the kv comparison.
         #[arg(long)]
         no_kv: bool,
-        /// The engine's receive and transmit ring per connection, bytes (a power of two).
-        /// By default the largest power of two not above what Linux may grow a socket's
-        /// buffers to in the server's namespace (the maximum of `net.ipv4.tcp_rmem` and of
-        /// `net.ipv4.tcp_wmem`), so that both stacks get the same budget; 262144 gives the
+        /// The engine's receive ring per connection, bytes (a power of two, 1 KiB to 1
+        /// GiB). By default the largest power of two not above what Linux may grow a
+        /// socket's receive buffer to in the server's namespace (the maximum of
+        /// `net.ipv4.tcp_rmem`), so that both stacks get the same budget; 262144 gives the
         /// engine's default (`EngineConfig::new`).
-        #[arg(long)]
+        #[arg(long, value_parser = ring_size)]
         rx_buffer: Option<usize>,
-        /// As `--rx-buffer`, for the transmit ring.
-        #[arg(long)]
+        /// As `--rx-buffer`, for the transmit ring (against `net.ipv4.tcp_wmem`).
+        #[arg(long, value_parser = ring_size)]
         tx_buffer: Option<usize>,
     }
 
+    /// The ring sizes the engine takes: powers of two from 1 KiB to 1 GiB.
+    const RING_SIZES: std::ops::RangeInclusive<usize> = 1024..=1 << 30;
+
+    fn ring_size(arg: &str) -> Result<usize, String> {
+        let n: usize = arg.parse().map_err(|e| format!("{e}"))?;
+        if n.is_power_of_two() && RING_SIZES.contains(&n) {
+            Ok(n)
+        } else {
+            Err(format!(
+                "{n} is not a power of two from 1024 to {}",
+                RING_SIZES.end()
+            ))
+        }
+    }
+
     /// The largest power of two not above the maximum (third field) of a `tcp_rmem` /
-    /// `tcp_wmem` value ("min default max").
+    /// `tcp_wmem` value ("min default max"), kept within the engine's ring sizes.
     fn buffer_max(sysctl: &str) -> Option<usize> {
         let max: usize = sysctl.split_whitespace().nth(2)?.parse().ok()?;
-        (max >= 4096).then(|| 1 << max.ilog2())
+        Some(1 << max.clamp(*RING_SIZES.start(), *RING_SIZES.end()).ilog2())
+    }
+
+    /// A ring's size: the option's, or from the sysctl, or the engine's default; and where
+    /// it came from.
+    fn ring_from(
+        option: Option<usize>,
+        sysctl: Option<&str>,
+        name: &str,
+        default: usize,
+    ) -> (usize, String) {
+        if let Some(n) = option {
+            return (n, "as asked".into());
+        }
+        match sysctl {
+            Some(v) => match buffer_max(v) {
+                Some(n) => (n, format!("from {name} {v}")),
+                None => (
+                    default,
+                    format!("the engine's default: {name} \"{v}\" unreadable"),
+                ),
+            },
+            None => (default, format!("the engine's default: {name} unreadable")),
+        }
     }
 
     const MAC: MacAddr = MacAddr([0x02, 0x66, 0x74, 0x6f, 0x65, 0x02]);
@@ -440,20 +481,22 @@ mod run {
         let defaults = EngineConfig::new(MAC, engine_ip);
         let rmem = ipv4_sysctl(&server_ns, "tcp_rmem");
         let wmem = ipv4_sysctl(&server_ns, "tcp_wmem");
-        let rx_buffer = args
-            .rx_buffer
-            .or_else(|| rmem.as_deref().and_then(buffer_max))
-            .unwrap_or(defaults.rx_buffer);
-        let tx_buffer = args
-            .tx_buffer
-            .or_else(|| wmem.as_deref().and_then(buffer_max))
-            .unwrap_or(defaults.tx_buffer);
+        let (rx_buffer, rx_from) = ring_from(
+            args.rx_buffer,
+            rmem.as_deref(),
+            "tcp_rmem",
+            defaults.rx_buffer,
+        );
+        let (tx_buffer, tx_from) = ring_from(
+            args.tx_buffer,
+            wmem.as_deref(),
+            "tcp_wmem",
+            defaults.tx_buffer,
+        );
         println!(
-            "engine rings per connection: receive {} KiB, transmit {} KiB (Linux in the server's namespace: tcp_rmem {}, tcp_wmem {})",
+            "engine rings per connection: receive {} KiB ({rx_from}), transmit {} KiB ({tx_from})",
             rx_buffer >> 10,
             tx_buffer >> 10,
-            rmem.as_deref().unwrap_or("unknown"),
-            wmem.as_deref().unwrap_or("unknown"),
         );
         let mut rows = Vec::new();
         for backend in &args.backend {

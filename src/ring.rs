@@ -115,10 +115,10 @@ impl Wakeup {
 
 /// Spin, then park: the idle policy of a thread that polls its work (a worker of the
 /// threaded runtime, an inline engine's [`Runtime`](crate::pipeline::Runtime) thread). Told
-/// after each pass whether it found work, it spins through [`SPIN_PASSES`] idle passes and
-/// on until its spin time since the last busy pass is over, then announces the park on
-/// `wake`, has the caller look once more, and sleeps until a producer wakes the thread or
-/// `nap` passes.
+/// after each pass whether it found work, it spins through at least [`SPIN_PASSES`] idle
+/// passes, and on until its spin time since the first of them is over, then announces the
+/// park on `wake`, has the caller look once more, and sleeps until a producer wakes the
+/// thread or `nap` passes.
 #[derive(Debug, Default)]
 pub(crate) struct Idle {
     passes: u32,
@@ -126,7 +126,8 @@ pub(crate) struct Idle {
     /// that polls a port, which has no wakeup, spins a while: a frame that arrives while it
     /// sleeps waits for the end of the nap.
     spin: Duration,
-    /// When the spin time started (after the passes).
+    /// When the spin time started (the first idle pass since work was found), where there
+    /// is one.
     idle_since: Option<std::time::Instant>,
 }
 
@@ -134,10 +135,11 @@ pub(crate) struct Idle {
 pub(crate) const SPIN_PASSES: u32 = 256;
 
 /// How long a thread that polls a port (an inline engine's
-/// [`Runtime`](crate::pipeline::Runtime) thread, the threaded runtime's I/O worker on a core
-/// of its own) keeps polling after its last pass that found work before it parks (real
-/// time): a port has no wakeup, so a frame that arrives while the thread is parked waits for
-/// the end of the nap, and the next frame of a conversation usually arrives within this long.
+/// [`Runtime`](crate::pipeline::Runtime) thread, the threaded runtime's I/O worker, each
+/// where it need not share a core) keeps polling after its last pass that found work
+/// before it parks (real time; at least [`SPIN_PASSES`] passes too): a port has no wakeup,
+/// so a frame that arrives while the thread is parked waits for the end of the nap, and the
+/// next frame of a conversation usually arrives within this long.
 pub(crate) const PORT_SPIN: Duration = Duration::from_micros(50);
 
 impl Idle {
@@ -163,26 +165,25 @@ impl Idle {
     ) {
         if busy {
             self.passes = 0;
-            self.idle_since = None;
             return;
         }
         self.passes = self.passes.saturating_add(1);
-        if self.passes < SPIN_PASSES {
+        // The first idle pass since work was found starts the spin time.
+        if self.passes == 1 && !self.spin.is_zero() {
+            self.idle_since = Some(std::time::Instant::now());
+        }
+        if self.passes < SPIN_PASSES
+            || self
+                .idle_since
+                .is_some_and(|since| since.elapsed() < self.spin)
+        {
             std::hint::spin_loop();
             return;
-        }
-        if !self.spin.is_zero() {
-            let since = *self.idle_since.get_or_insert_with(std::time::Instant::now);
-            if since.elapsed() < self.spin {
-                std::hint::spin_loop();
-                return;
-            }
         }
         wake.prepare();
         if look_again() {
             wake.cancel();
             self.passes = 0;
-            self.idle_since = None;
             return;
         }
         wake.park(Some(nap));
@@ -620,29 +621,37 @@ mod tests {
         }
     }
 
+    /// `n` idle passes that do not reach the look (fewer than the policy's passes).
+    fn idle_passes(idle: &mut Idle, wake: &Wakeup, n: u32) {
+        assert!(n < SPIN_PASSES);
+        for _ in 0..n {
+            idle.after(false, wake, Duration::from_millis(1), || true);
+        }
+    }
+
     #[test]
     fn idle_spins_its_passes_then_its_spin_time_and_work_starts_both_again() {
         let wake = Wakeup::new();
-        // Without a spin time: the passes alone.
+        // Without a spin time: the passes alone, counted again after a look that found
+        // work and after a busy pass.
         let mut idle = Idle::default();
         assert_eq!(passes_to_park(&mut idle, &wake).0, SPIN_PASSES);
-        // With one: the passes, then polls until the time since the first idle pass past
-        // them is over.
+        assert_eq!(passes_to_park(&mut idle, &wake).0, SPIN_PASSES);
+        idle_passes(&mut idle, &wake, SPIN_PASSES / 2);
+        idle.after(true, &wake, Duration::from_millis(1), || false);
+        assert_eq!(passes_to_park(&mut idle, &wake).0, SPIN_PASSES);
+        // With one: the passes, then polls until the spin time since the first idle pass is
+        // over, timed again after a look that found work and after a busy pass.
         let spin = Duration::from_millis(30);
         let mut idle = Idle::new(spin);
-        let (passes, took) = passes_to_park(&mut idle, &wake);
-        assert!(passes > SPIN_PASSES, "{passes} passes");
-        assert!(took >= spin, "ready to park after {took:?}");
-        // Work found on the last look (as `passes_to_park` has it): both start again.
-        let (passes, took) = passes_to_park(&mut idle, &wake);
-        assert!(
-            passes > SPIN_PASSES && took >= spin,
-            "{passes} passes, {took:?}"
-        );
-        // Work found on a pass, well into the spin time: the same.
-        for _ in 0..=SPIN_PASSES {
-            idle.after(false, &wake, Duration::from_millis(1), || unreachable!());
+        for _ in 0..2 {
+            let (passes, took) = passes_to_park(&mut idle, &wake);
+            assert!(
+                passes > SPIN_PASSES && took >= spin,
+                "{passes} passes, {took:?}"
+            );
         }
+        idle_passes(&mut idle, &wake, 10);
         std::thread::sleep(spin * 2 / 3);
         idle.after(true, &wake, Duration::from_millis(1), || false);
         let (passes, took) = passes_to_park(&mut idle, &wake);

@@ -565,8 +565,8 @@ const RUNTIME_NAP: Duration = Duration::from_micros(50);
 /// socket calls work against a running runtime.
 ///
 /// The thread polls without a break while there is work, and for 50 us after the last poll
-/// that found any (the next frame of a conversation usually arrives within that); then it
-/// parks for up to 50 us at a time. The application's doorbells and requests wake it at
+/// that found any (the next frame of a conversation usually arrives within that; not where
+/// the process may use only one core); then it parks for up to 50 us at a time. The application's doorbells and requests wake it at
 /// once; a port has no wakeup, so a frame that arrives while the thread is parked waits for
 /// the end of the nap.
 pub struct Runtime<P: Port + 'static, C: CongestionControl = NewReno, S: FlowScheduler = RoundRobin>
@@ -596,7 +596,13 @@ impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Runtime<P, C, S>
         let handle = std::thread::Builder::new()
             .name("flextoe-engine".into())
             .spawn(move || {
-                let mut idle = Idle::new(PORT_SPIN);
+                // With one core to run on, the application's threads need it: no spin.
+                let spin = if topology::core_budget() > 1 {
+                    PORT_SPIN
+                } else {
+                    Duration::ZERO
+                };
+                let mut idle = Idle::new(spin);
                 let mut published = clock.now();
                 while !s.load(Ordering::Relaxed) {
                     let now = clock.now();
