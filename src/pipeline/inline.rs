@@ -566,9 +566,9 @@ const RUNTIME_NAP: Duration = Duration::from_micros(50);
 ///
 /// The thread polls without a break while there is work, and for 50 us after the last poll
 /// that found any (the next frame of a conversation usually arrives within that; not where
-/// the process may use only one core); then it parks for up to 50 us at a time. The application's doorbells and requests wake it at
-/// once; a port has no wakeup, so a frame that arrives while the thread is parked waits for
-/// the end of the nap.
+/// the process may use only one core); then it parks for up to 50 us at a time. The
+/// application's doorbells and requests wake it at once; a port has no wakeup, so a frame
+/// that arrives while the thread is parked waits for the end of the nap.
 pub struct Runtime<P: Port + 'static, C: CongestionControl = NewReno, S: FlowScheduler = RoundRobin>
 {
     stop: Arc<AtomicBool>,
