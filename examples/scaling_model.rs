@@ -326,16 +326,19 @@ fn calibration_layout() -> Topology {
     t
 }
 
-/// A task's time per unit in a run (ns), less the clock read each timed run adds (each
-/// timed run also timed one clock read, scaled up with it).
+/// One entry of `Run::tasks` (CPU seconds, runs) in ns per unit of `run`, less the clock
+/// read each timed run adds (each timed run also timed one clock read, scaled up with it).
+fn entry_per_unit(run: &Run, cpu: f64, polls: u64, clock_read: f64) -> f64 {
+    (cpu - polls as f64 * clock_read * 1e-9).max(0.0) * 1e9 / run.units
+}
+
+/// A task's time per unit in a run (ns), as [`entry_per_unit`].
 fn task_per_unit(run: &Run, task: TaskRef, clock_read: f64) -> f64 {
     run.tasks
         .iter()
         .filter(|t| t.0 == task)
-        .map(|&(_, cpu, polls)| (cpu - polls as f64 * clock_read * 1e-9).max(0.0))
-        .sum::<f64>()
-        * 1e9
-        / run.units
+        .map(|&(_, cpu, polls)| entry_per_unit(run, cpu, polls, clock_read))
+        .sum()
 }
 
 /// What a run of a layout did per unit, by task kind (ns, as the model's service times), and
@@ -353,8 +356,7 @@ impl Seen {
         let mut service: HashMap<&'static str, f64> = HashMap::new();
         for &(task, cpu, polls) in &run.tasks {
             if let Some(kind) = kind_of(task) {
-                let cpu = (cpu - polls as f64 * clock_read * 1e-9).max(0.0);
-                *service.entry(kind).or_default() += cpu * 1e9 / run.units;
+                *service.entry(kind).or_default() += entry_per_unit(run, cpu, polls, clock_read);
             }
         }
         Seen {
@@ -380,10 +382,8 @@ fn inputs(
     let in_tasks: f64 = cal
         .tasks
         .iter()
-        .map(|&(_, cpu, polls)| (cpu - polls as f64 * clock_read * 1e-9).max(0.0))
-        .sum::<f64>()
-        * 1e9
-        / cal.units;
+        .map(|&(_, cpu, polls)| entry_per_unit(cal, cpu, polls, clock_read))
+        .sum();
     let app = (cal.app_cpu * 1e9 / cal.units - in_tasks).max(0.0);
     let frames_in = cal.trace.frames_in as f64 / cal.units;
     let frames_out = cal.trace.frames_out as f64 / cal.units;
