@@ -7,7 +7,12 @@
 //! comparison sends the same load to both and prints the ratio engine / Linux:
 //!
 //! * bulk: one connection sends `--bulk-mib` to a sink server (engine vs Linux server);
-//! * latency: 64-byte echo round trips on one connection, p50 / p99 / p99.9;
+//! * latency: 64-byte echo round trips on one connection, p50 / p99 / p99.9, and the
+//!   process's CPU time per round trip (client, server and, for the engine, its thread);
+//!   `--echo-gap-us` has the client wait between round trips, so that each request finds
+//!   the server idle (the engine's thread asleep);
+//! * idle: the process's CPU time over a second with nothing to do, before the loads, and how
+//!   often the engine's thread slept in it;
 //! * kv: the engine's kv server (`examples/kv_server.rs`'s protocol code) vs memcached, driven
 //!   by `memcslap` (set then get) from the client side, plus get/set latency percentiles
 //!   from this program's own client.
@@ -80,6 +85,9 @@ mod run {
         /// Echo round trips measured per server (after 1000 for warm-up).
         #[arg(long, default_value_t = 20000)]
         rtts: usize,
+        /// Microseconds the echo client waits after each round trip before the next.
+        #[arg(long, default_value_t = 0)]
+        echo_gap_us: u64,
         /// `memcslap --execute-number` (per thread).
         #[arg(long, default_value_t = 20000)]
         kv_ops: u64,
@@ -245,13 +253,22 @@ mod run {
         bytes as f64 * 8.0 / secs
     }
 
-    /// Sorted round-trip times of `n` 64-byte echoes, after a warm-up.
-    fn echo_rtts(ns: &str, addr: SocketAddrV4, n: usize) -> Vec<Duration> {
+    /// Sorted round-trip times of `n` 64-byte echoes, after a warm-up, `gap` apart; and
+    /// the process's CPU time per measured round trip, in microseconds (the gaps' time
+    /// included: what the process used while serving that load).
+    fn echo_rtts(ns: &str, addr: SocketAddrV4, n: usize, gap: Duration) -> (Vec<Duration>, f64) {
         let mut s = connect(ns, addr);
         let msg = [0x42u8; 64];
         let mut back = [0u8; 64];
         let mut v = Vec::with_capacity(n);
+        let mut cpu0 = None;
         for i in 0..n + 1000 {
+            if i == 1000 {
+                cpu0 = Some(cpu_time::ProcessTime::now());
+            }
+            if !gap.is_zero() {
+                std::thread::sleep(gap);
+            }
             let t = Instant::now();
             s.write_all(&msg).unwrap();
             s.read_exact(&mut back).unwrap();
@@ -259,9 +276,10 @@ mod run {
                 v.push(t.elapsed());
             }
         }
+        let cpu = cpu0.map_or(0.0, |c| c.elapsed().as_secs_f64() * 1e6 / n.max(1) as f64);
         assert_eq!(back, msg);
         v.sort();
-        v
+        (v, cpu)
     }
 
     /// Sorted latencies of `n` alternating set / get requests (32-byte keys, 64-byte values).
@@ -308,12 +326,19 @@ mod run {
         name: String,
         bulk_bps: f64,
         echo: Vec<Duration>,
+        /// Process CPU time per echo round trip, microseconds.
+        echo_cpu: f64,
         kv_rates: Option<(f64, f64)>,
         kv_lat: Vec<Duration>,
     }
 
     /// One latency table: a row per server, ratios against the last row (Linux).
     fn print_latency(title: &str, rows: &[(&str, &[Duration])]) {
+        print_latency_cpu(title, rows, None);
+    }
+
+    /// [`print_latency`], with each row's CPU microseconds per request where given.
+    fn print_latency_cpu(title: &str, rows: &[(&str, &[Duration])], cpu: Option<&[f64]>) {
         let Some(&(_, linux)) = rows.last() else {
             return;
         };
@@ -321,18 +346,26 @@ mod run {
             return;
         }
         println!(
-            "\n{title:<28} {:>9} {:>9} {:>9}   Linux/it (>1: faster): p50 p99 p99.9",
-            "p50 us", "p99 us", "p99.9 us"
+            "\n{title:<28} {:>9} {:>9} {:>9}   Linux/it (>1: faster): p50 p99 p99.9{}",
+            "p50 us",
+            "p99 us",
+            "p99.9 us",
+            if cpu.is_some() {
+                "   CPU us/request"
+            } else {
+                ""
+            }
         );
-        for (name, v) in rows.iter().filter(|(_, v)| !v.is_empty()) {
+        for (i, (name, v)) in rows.iter().enumerate().filter(|(_, (_, v))| !v.is_empty()) {
             println!(
-                "  {name:<26} {:>9.1} {:>9.1} {:>9.1}   {:.2} {:.2} {:.2}",
+                "  {name:<26} {:>9.1} {:>9.1} {:>9.1}   {:.2} {:.2} {:.2}{}",
                 pct(v, 0.5),
                 pct(v, 0.99),
                 pct(v, 0.999),
                 pct(linux, 0.5) / pct(v, 0.5),
                 pct(linux, 0.99) / pct(v, 0.99),
-                pct(linux, 0.999) / pct(v, 0.999)
+                pct(linux, 0.999) / pct(v, 0.999),
+                cpu.map_or(String::new(), |c| format!("   {:>10.1}", c[i]))
             );
         }
     }
@@ -353,7 +386,8 @@ mod run {
             .iter()
             .map(|r| (r.name.as_str(), &r.echo[..]))
             .collect();
-        print_latency("64-byte echo, 1 connection", &echo);
+        let cpu: Vec<f64> = rows.iter().map(|r| r.echo_cpu).collect();
+        print_latency_cpu("64-byte echo, 1 connection", &echo, Some(&cpu));
         if let Some((ls, lg)) = linux.kv_rates {
             println!(
                 "\nkv (memcslap; engines serve the kv_server example's protocol, Linux runs memcached)"
@@ -499,6 +533,7 @@ mod run {
             tx_buffer >> 10,
         );
         let mut rows = Vec::new();
+        let gap = Duration::from_micros(args.echo_gap_us);
         for backend in &args.backend {
             let (kind, dpdk_args, iface) = match backend {
                 Backend::AfXdp => (BackendKind::AfXdp, String::new(), lab.engine_if.clone()),
@@ -557,11 +592,22 @@ mod run {
                     }
                 });
             }
+            // A second with nothing to do: what the idle engine costs.
+            let (idle0, cpu0) = (rt.sleeps(), cpu_time::ProcessTime::now());
+            std::thread::sleep(Duration::from_secs(1));
+            let (idle1, idle_cpu) = (rt.sleeps(), cpu0.elapsed());
+            println!(
+                "engine on {backend:?}, idle 1 s: {:.1}% of a CPU, {} sleeps",
+                idle_cpu.as_secs_f64() * 100.0,
+                idle1.sleeps - idle0.sleeps
+            );
             let mut best = 0f64;
             for _ in 0..args.bulk_runs.max(1) {
                 best = best.max(bulk(&client_ns, e(SINK), bytes));
             }
-            let echo_v = echo_rtts(&client_ns, e(ECHO), args.rtts);
+            let sleeps0 = rt.sleeps();
+            let (echo_v, echo_cpu) = echo_rtts(&client_ns, e(ECHO), args.rtts, gap);
+            let sleeps = rt.sleeps();
             let (kv_rates, kv_lat) = if kv_tools {
                 let set = memcslap(&client_ns, e(KV), "set", args.kv_threads, args.kv_ops);
                 let get = memcslap(&client_ns, e(KV), "get", args.kv_threads, args.kv_ops);
@@ -575,11 +621,24 @@ mod run {
                 engine.retransmissions(),
                 engine.port_mut().stats_line()
             );
+            println!(
+                "engine on {backend:?}, echo: the runtime thread {} {} times ({} ended by a \
+                 frame, {} by the application)",
+                if sleeps.on_port {
+                    "slept on the port's descriptors"
+                } else {
+                    "napped"
+                },
+                sleeps.sleeps - sleeps0.sleeps,
+                sleeps.port_wakes - sleeps0.port_wakes,
+                sleeps.bell_wakes - sleeps0.bell_wakes,
+            );
             drop(engine);
             rows.push(Measured {
                 name: format!("engine ({backend:?})"),
                 bulk_bps: best,
                 echo: echo_v,
+                echo_cpu,
                 kv_rates,
                 kv_lat,
             });
@@ -592,7 +651,7 @@ mod run {
         for _ in 0..args.bulk_runs.max(1) {
             best = best.max(bulk(&client_ns, l(SINK), bytes));
         }
-        let echo_v = echo_rtts(&client_ns, l(ECHO), args.rtts);
+        let (echo_v, echo_cpu) = echo_rtts(&client_ns, l(ECHO), args.rtts, gap);
         let (kv_rates, kv_lat) = if kv_tools {
             let _mc = Memcached(
                 Command::new("ip")
@@ -640,15 +699,17 @@ mod run {
             name: "Linux".into(),
             bulk_bps: best,
             echo: echo_v,
+            echo_cpu,
             kv_rates,
             kv_lat,
         });
         println!(
-            "\n{} MiB per bulk run, best of {}; {} echo round trips; memcslap \
+            "\n{} MiB per bulk run, best of {}; {} echo round trips, {} us apart; memcslap \
              --concurrency={} --execute-number={}",
             args.bulk_mib,
             args.bulk_runs.max(1),
             args.rtts,
+            args.echo_gap_us,
             args.kv_threads,
             args.kv_ops
         );

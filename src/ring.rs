@@ -33,13 +33,47 @@ use crossbeam_queue::ArrayQueue;
 /// [`notify`](Self::notify) after it published work. Both sides fence, so either the
 /// consumer's last look sees the work or the producer sees the consumer parked and unparks
 /// it; an unpark that comes first makes the park return at once.
+///
+/// A consumer that sleeps somewhere other than in `park` (blocked in the kernel on a port's
+/// descriptors) sets a [kick](Self::set_kick) that ends that sleep: a wake runs it besides
+/// the unpark, and the consumer sleeps through [`park_in`](Self::park_in).
 #[derive(Debug, Default)]
 pub struct Wakeup {
     parked: AtomicBool,
+    sleeper: Mutex<Sleeper>,
+    wakes: AtomicU64,
+}
+
+/// What a wake ends a sleep with: a kick for a sleep in the kernel.
+pub type Kick = Arc<dyn Fn() + Send + Sync>;
+
+/// Who sleeps on a [`Wakeup`], and how to wake them.
+#[derive(Default)]
+struct Sleeper {
     /// The thread that last prepared to park (a later runtime on the same engine replaces
     /// it).
-    thread: Mutex<Option<Thread>>,
-    wakes: AtomicU64,
+    thread: Option<Thread>,
+    kick: Option<Kick>,
+}
+
+impl std::fmt::Debug for Sleeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sleeper")
+            .field("thread", &self.thread)
+            .field("kick", &self.kick.is_some())
+            .finish()
+    }
+}
+
+impl Sleeper {
+    fn wake(&self) {
+        if let Some(t) = &self.thread {
+            t.unpark();
+        }
+        if let Some(k) = &self.kick {
+            k();
+        }
+    }
 }
 
 impl Wakeup {
@@ -51,10 +85,10 @@ impl Wakeup {
     /// Consumer: about to sleep. Look at the inputs once more after this.
     pub fn prepare(&self) {
         {
-            let mut t = self.thread.lock().unwrap_or_else(|p| p.into_inner());
+            let mut s = self.sleeper.lock().unwrap_or_else(|p| p.into_inner());
             let me = std::thread::current();
-            if t.as_ref().map(Thread::id) != Some(me.id()) {
-                *t = Some(me);
+            if s.thread.as_ref().map(Thread::id) != Some(me.id()) {
+                s.thread = Some(me);
             }
         }
         self.parked.store(true, Ordering::Release);
@@ -68,13 +102,25 @@ impl Wakeup {
 
     /// Consumer: sleep until notified or `timeout` passed (`None`: no timeout).
     pub fn park(&self, timeout: Option<Duration>) {
+        self.park_in(|| match timeout {
+            Some(t) => std::thread::park_timeout(t),
+            None => std::thread::park(),
+        });
+    }
+
+    /// Consumer: sleep in `sleep` (which returns when the [kick](Self::set_kick) runs, or
+    /// earlier), unless a producer woke the consumer since [`prepare`](Self::prepare).
+    pub fn park_in(&self, sleep: impl FnOnce()) {
         if self.parked.load(Ordering::Acquire) {
-            match timeout {
-                Some(t) => std::thread::park_timeout(t),
-                None => std::thread::park(),
-            }
+            sleep();
         }
         self.parked.store(false, Ordering::Relaxed);
+    }
+
+    /// Run `kick` at every wake besides unparking the thread (`None`: unpark alone), for a
+    /// consumer that sleeps in [`park_in`](Self::park_in) on something an unpark does not end.
+    pub fn set_kick(&self, kick: Option<Kick>) {
+        self.sleeper.lock().unwrap_or_else(|p| p.into_inner()).kick = kick;
     }
 
     /// Producer: work was published; wake the consumer if it sleeps.
@@ -82,14 +128,10 @@ impl Wakeup {
     pub fn notify(&self) {
         fence(Ordering::SeqCst);
         if self.parked.load(Ordering::Acquire) && self.parked.swap(false, Ordering::AcqRel) {
-            if let Some(t) = self
-                .thread
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-            {
+            let s = self.sleeper.lock().unwrap_or_else(|p| p.into_inner());
+            if s.thread.is_some() {
                 self.wakes.fetch_add(1, Ordering::Relaxed);
-                t.unpark();
+                s.wake();
             }
         }
     }
@@ -97,14 +139,10 @@ impl Wakeup {
     /// Wake the consumer whether or not it sleeps (shutdown, configuration changes).
     pub fn force(&self) {
         self.parked.store(false, Ordering::Release);
-        if let Some(t) = self
-            .thread
+        self.sleeper
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            t.unpark();
-        }
+            .wake();
     }
 
     /// How many times a producer woke the consumer.
@@ -117,17 +155,16 @@ impl Wakeup {
 /// threaded runtime, an inline engine's [`Runtime`](crate::pipeline::Runtime) thread). Told
 /// after each pass whether it found work, it spins through at least [`SPIN_PASSES`] idle
 /// passes, and on until its spin time since the first of them is over, then announces the
-/// park on `wake`, has the caller look once more, and sleeps until a producer wakes the
-/// thread or `nap` passes.
+/// park on `wake`, has the caller look once more, and sleeps (the caller says how) until a
+/// producer wakes the thread or the sleep's timeout passes.
 #[derive(Debug, Default)]
 pub(crate) struct Idle {
     passes: u32,
     /// How long to keep spinning after the last busy pass (zero: only the passes). A thread
-    /// that polls a port, which has no wakeup, spins a while: a frame that arrives while it
-    /// sleeps waits for the end of the nap.
+    /// that polls a port spins a while: the next frame of a conversation usually comes
+    /// soon, and waking a sleeping thread takes longer than finding the frame by polling.
     spin: Duration,
-    /// When the spin time started (the first idle pass since work was found), where there
-    /// is one.
+    /// When the spin time started (the first idle pass since work was found).
     idle_since: Option<std::time::Instant>,
 }
 
@@ -137,9 +174,10 @@ pub(crate) const SPIN_PASSES: u32 = 256;
 /// How long a thread that polls a port (an inline engine's
 /// [`Runtime`](crate::pipeline::Runtime) thread, the threaded runtime's I/O worker, each
 /// where it need not share a core) keeps polling after its last pass that found work
-/// before it parks (real time; at least [`SPIN_PASSES`] passes too): a port has no wakeup,
-/// so a frame that arrives while the thread is parked waits for the end of the nap, and the
-/// next frame of a conversation usually arrives within this long.
+/// before it sleeps (real time; at least [`SPIN_PASSES`] passes too): the next frame of a
+/// conversation usually arrives within this long, and a sleeping thread wakes late (on a
+/// port without descriptors to sleep on, at the end of its nap; on one with them, after the
+/// kernel's wakeup, tens of microseconds on a virtual machine).
 pub(crate) const PORT_SPIN: Duration = Duration::from_micros(50);
 
 impl Idle {
@@ -154,22 +192,24 @@ impl Idle {
     /// After a pass: `busy` says whether it found work; `look_again` runs the work once more
     /// after the park is announced (and says whether that found work, or the thread is to
     /// stop): either it sees what a producer published before, or that producer sees the
-    /// park and wakes the thread.
+    /// park and wakes the thread. The thread sleeps in `sleep`, which a wake of `wake` must
+    /// end (a park does; a sleep in the kernel needs a [kick](Wakeup::set_kick)); it is told
+    /// how long the thread has been idle (since its first idle pass after work).
     #[inline]
     pub(crate) fn after(
         &mut self,
         busy: bool,
         wake: &Wakeup,
-        nap: Duration,
         look_again: impl FnOnce() -> bool,
+        sleep: impl FnOnce(Duration),
     ) {
         if busy {
             self.passes = 0;
             return;
         }
         self.passes = self.passes.saturating_add(1);
-        // The first idle pass since work was found starts the spin time.
-        if self.passes == 1 && !self.spin.is_zero() {
+        // The first idle pass since work was found starts the spin time (and the idle time).
+        if self.passes == 1 {
             self.idle_since = Some(std::time::Instant::now());
         }
         if self.passes < SPIN_PASSES
@@ -186,7 +226,8 @@ impl Idle {
             self.passes = 0;
             return;
         }
-        wake.park(Some(nap));
+        let idle_for = self.idle_since.map_or(Duration::ZERO, |s| s.elapsed());
+        wake.park_in(|| sleep(idle_for));
     }
 }
 
@@ -599,6 +640,11 @@ impl<T> Mpmc<T> {
 mod tests {
     use super::*;
 
+    /// A sleep of the idle policy: a park of at most 1 ms.
+    fn nap(_idle_for: Duration) {
+        std::thread::park_timeout(Duration::from_millis(1));
+    }
+
     /// Idle passes until the policy gets ready to park (it has the caller look once more,
     /// here finding work, so it never sleeps), and how long that took.
     fn passes_to_park(idle: &mut Idle, wake: &Wakeup) -> (u32, std::time::Duration) {
@@ -607,10 +653,15 @@ mod tests {
         loop {
             passes += 1;
             let mut looked = false;
-            idle.after(false, wake, Duration::from_millis(1), || {
-                looked = true;
-                true
-            });
+            idle.after(
+                false,
+                wake,
+                || {
+                    looked = true;
+                    true
+                },
+                nap,
+            );
             if looked {
                 return (passes, start.elapsed());
             }
@@ -625,7 +676,7 @@ mod tests {
     fn idle_passes(idle: &mut Idle, wake: &Wakeup, n: u32) {
         assert!(n < SPIN_PASSES);
         for _ in 0..n {
-            idle.after(false, wake, Duration::from_millis(1), || true);
+            idle.after(false, wake, || true, nap);
         }
     }
 
@@ -638,7 +689,7 @@ mod tests {
         assert_eq!(passes_to_park(&mut idle, &wake).0, SPIN_PASSES);
         assert_eq!(passes_to_park(&mut idle, &wake).0, SPIN_PASSES);
         idle_passes(&mut idle, &wake, SPIN_PASSES / 2);
-        idle.after(true, &wake, Duration::from_millis(1), || false);
+        idle.after(true, &wake, || false, nap);
         assert_eq!(passes_to_park(&mut idle, &wake).0, SPIN_PASSES);
         // With one: the passes, then polls until the spin time since the first idle pass is
         // over, timed again after a look that found work and after a busy pass.
@@ -653,7 +704,7 @@ mod tests {
         }
         idle_passes(&mut idle, &wake, 10);
         std::thread::sleep(spin * 2 / 3);
-        idle.after(true, &wake, Duration::from_millis(1), || false);
+        idle.after(true, &wake, || false, nap);
         let (passes, took) = passes_to_park(&mut idle, &wake);
         assert!(
             passes >= SPIN_PASSES && took >= spin,

@@ -380,6 +380,70 @@ fn af_xdp_passes_other_traffic_to_the_kernel() {
     assert!(st.rx > 0, "{st:?}");
 }
 
+/// A Linux client in `ns` sends 32 small messages to the engine's echo server 10 ms apart
+/// and reads each echo: between them the runtime's thread sleeps, and after its first
+/// millisecond of naps it must sleep on the port's descriptors, a frame ending the sleep (a
+/// nap's end does not count as a port wake), and not wake every 50 us (a nap's length).
+fn idle_runtime_sleeps_on_the_port<P: Port + 'static>(rt: Runtime<P>, ns: &Netns, ip: Ipv4Addr) {
+    const CLIENT: &str = "import socket, sys, time\n\
+        s = socket.create_connection((sys.argv[1], 7), timeout=10)\n\
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n\
+        for i in range(32):\n\
+        \x20   time.sleep(0.01)\n\
+        \x20   m = b'%04d' % i\n\
+        \x20   s.sendall(m)\n\
+        \x20   got = b''\n\
+        \x20   while len(got) < len(m):\n\
+        \x20       got += s.recv(64)\n\
+        \x20   assert got == m, (got, m)\n\
+        s.close()\n\
+        print('ok')\n";
+    let srv = echo_server(&rt.host(), 7);
+    let before = rt.sleeps();
+    let t0 = Instant::now();
+    let ip_s = ip.to_string();
+    let out = run(&ns.exec(&[python(), "-c", CLIENT, &ip_s]));
+    let ms = t0.elapsed().as_millis() as u64;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("ok"),
+        "Linux client: {text}"
+    );
+    assert_eq!(srv.join().unwrap(), 32 * 4);
+    let after = rt.sleeps();
+    let (sleeps, port_wakes) = (
+        after.sleeps - before.sleeps,
+        after.port_wakes - before.port_wakes,
+    );
+    eprintln!("{ms} ms: {after:?}, {sleeps} sleeps, {port_wakes} port wakes");
+    assert!(after.on_port, "{after:?}");
+    // Each message comes after 10 ms of quiet: it (or the ACK of its echo) ends a sleep.
+    assert!(port_wakes >= 16, "{after:?}");
+    // Naps of 50 us alone would take ~20 sleeps a millisecond (some 8 on a 2-vCPU VM); here
+    // each 10 ms pause has a millisecond of naps, then sleeps of up to 1 ms.
+    assert!(sleeps < ms * 5, "{sleeps} sleeps in {ms} ms");
+    rt.stop();
+}
+
+#[test]
+fn af_xdp_idle_runtime_sleeps_on_the_socket() {
+    let Some(lab) = VethLab::new() else { return };
+    idle_runtime_sleeps_on_the_port(af_xdp_engine(&lab), &lab.linux, lab.engine_ip);
+}
+
+#[test]
+fn af_packet_idle_runtime_sleeps_on_the_socket() {
+    let Some(lab) = VethLab::new() else { return };
+    idle_runtime_sleeps_on_the_port(af_packet_engine(&lab), &lab.linux, lab.engine_ip);
+}
+
+#[test]
+fn tap_idle_runtime_sleeps_on_the_device() {
+    let Some(lab) = TapLab::new() else { return };
+    idle_runtime_sleeps_on_the_port(tap_engine(&lab), &lab.ns, lab.engine_ip);
+}
+
 #[test]
 fn tap_linux_client_echo() {
     let Some(lab) = TapLab::new() else { return };

@@ -197,4 +197,8 @@ impl Port for AfPacketPort {
     fn mtu(&self) -> usize {
         self.mtu
     }
+
+    fn wakeup_fds(&self) -> Vec<RawFd> {
+        vec![self.fd]
+    }
 }

@@ -538,6 +538,10 @@ impl Port for AfXdpPort {
     fn arena(&self) -> Option<Arc<FrameArena>> {
         Some(self.arena.clone())
     }
+
+    fn wakeup_fds(&self) -> Vec<RawFd> {
+        self.queues.iter().map(|q| q.rx.as_raw_fd()).collect()
+    }
 }
 
 // `struct bpf_insn` packs the destination register in the low nibble of its second byte

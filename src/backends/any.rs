@@ -190,4 +190,8 @@ impl Port for AnyPort {
     fn capabilities(&self) -> super::PortCaps {
         each!(self, p => p.capabilities())
     }
+
+    fn wakeup_fds(&self) -> Vec<std::os::fd::RawFd> {
+        each!(self, p => p.wakeup_fds())
+    }
 }

@@ -15,7 +15,8 @@
 //! | `af_xdp` | `af_xdp` | AF_XDP sockets through `xdpilone` (one per queue), UMEM = the frame arena, own XDP program |
 //! | `dpdk` | `dpdk` | any DPDK ethdev (queue pairs with RSS), the frame arena as the mempool's buffers |
 //!
-//! With any Linux feature, `netns` opens ports inside a network namespace and `any` picks a
+//! On Linux, [`wait`] lets a thread with nothing to do sleep until a port's descriptors
+//! are readable or the application rings. With any Linux feature, `netns` opens ports inside a network namespace and `any` picks a
 //! backend at run time.
 #![allow(unsafe_code)]
 
@@ -47,6 +48,8 @@ pub mod pcap;
 #[cfg(feature = "tap")]
 pub mod tap;
 pub mod trace;
+#[cfg(target_os = "linux")]
+pub mod wait;
 
 use std::sync::Arc;
 
@@ -124,6 +127,15 @@ pub trait Port: Send {
     /// links with latency); lets simulations skip idle time.
     fn next_arrival(&self) -> Option<Instant> {
         None
+    }
+
+    /// Descriptors that become readable when frames arrive (sockets, a TAP device), for a
+    /// thread with nothing to do to sleep on ([`wait::PortWait`] on Linux) rather than nap and
+    /// look again. The descriptors stay open as long as the port. Empty (the default): the
+    /// port has none, and an idle thread naps.
+    #[cfg(unix)]
+    fn wakeup_fds(&self) -> Vec<std::os::fd::RawFd> {
+        Vec::new()
     }
 }
 

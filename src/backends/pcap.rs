@@ -190,6 +190,11 @@ impl<P: Port, W: Write + Send> Port for PcapPort<P, W> {
     fn next_arrival(&self) -> Option<Instant> {
         self.inner.next_arrival()
     }
+
+    #[cfg(unix)]
+    fn wakeup_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.inner.wakeup_fds()
+    }
 }
 
 impl<P: Port, W: Write + Send> Drop for PcapPort<P, W> {

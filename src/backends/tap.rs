@@ -149,4 +149,8 @@ impl Port for TapPort {
     fn mtu(&self) -> usize {
         self.mtu
     }
+
+    fn wakeup_fds(&self) -> Vec<std::os::fd::RawFd> {
+        vec![self.fd.as_raw_fd()]
+    }
 }

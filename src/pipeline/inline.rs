@@ -1,8 +1,8 @@
 //! The inline runtime: [`Engine`] runs the data path's segments one after another on the
-//! caller's thread ([`Engine::poll`]); [`Runtime`] polls an engine on a thread of its own.
+//! caller's thread ([`Engine::poll`]); [`Runtime`](super::Runtime) polls an engine on a
+//! thread of its own.
 
 use super::*;
-use crate::ring::{Idle, Wakeup, PORT_SPIN};
 
 /// A TCP offload engine on the inline runtime: stages, user stages, policies, control plane,
 /// application interface and a port. `C` is the congestion control and `S` the flow
@@ -132,6 +132,12 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
         Host {
             shared: self.host.clone(),
         }
+    }
+
+    /// The wakeup a thread that polls this engine sleeps on: the application's doorbells
+    /// and requests wake it.
+    pub(super) fn engine_wake(&self) -> Arc<crate::ring::Wakeup> {
+        self.host.engine_wake()
     }
 
     /// The frame arena.
@@ -552,109 +558,6 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Drop for Engine<P, C, S> {
             .chain(d.punt.drain(..));
         for f in held {
             self.arena.free(f);
-        }
-    }
-}
-
-/// How often a [`Runtime`] publishes its engine's counters.
-const STATS_EVERY: Duration = Duration::from_millis(100);
-/// Longest sleep of an idle [`Runtime`] thread (it polls the port and the timers).
-const RUNTIME_NAP: Duration = Duration::from_micros(50);
-
-/// Runs an engine on its own thread, polling it with a clock, until stopped. Blocking
-/// socket calls work against a running runtime.
-///
-/// The thread polls without a break while there is work, and for 50 us after the last poll
-/// that found any (the next frame of a conversation usually arrives within that; not where
-/// the process may use only one core); then it parks for up to 50 us at a time. The
-/// application's doorbells and requests wake it at once; a port has no wakeup, so a frame
-/// that arrives while the thread is parked waits for the end of the nap.
-pub struct Runtime<P: Port + 'static, C: CongestionControl = NewReno, S: FlowScheduler = RoundRobin>
-{
-    stop: Arc<AtomicBool>,
-    wake: Arc<Wakeup>,
-    handle: Option<JoinHandle<Engine<P, C, S>>>,
-    host: Host,
-    stats: Arc<std::sync::Mutex<EngineStats>>,
-}
-
-impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Runtime<P, C, S> {
-    /// Start polling `engine` on a new thread with `clock`.
-    pub fn spawn(
-        mut engine: Engine<P, C, S>,
-        clock: impl Clock + 'static,
-    ) -> std::io::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let host = engine.host();
-        let s = stop.clone();
-        let stats = Arc::new(std::sync::Mutex::new(engine.stats()));
-        let slot = stats.clone();
-        // Doorbells and requests wake the thread; the port and the timers are polled at
-        // least every `RUNTIME_NAP`.
-        let wake = engine.host.engine_wake();
-        let w = wake.clone();
-        let handle = std::thread::Builder::new()
-            .name("flextoe-engine".into())
-            .spawn(move || {
-                // With one core to run on, the application's threads need it: no spin.
-                let spin = if topology::core_budget() > 1 {
-                    PORT_SPIN
-                } else {
-                    Duration::ZERO
-                };
-                let mut idle = Idle::new(spin);
-                let mut published = clock.now();
-                while !s.load(Ordering::Relaxed) {
-                    let now = clock.now();
-                    if now.saturating_since(published) >= STATS_EVERY {
-                        published = now;
-                        *slot.lock().unwrap_or_else(|p| p.into_inner()) = engine.stats();
-                    }
-                    let busy = engine.poll(now);
-                    // Parked, the application's doorbells and requests wake the thread.
-                    idle.after(busy, &w, RUNTIME_NAP, || {
-                        engine.poll(clock.now()) || s.load(Ordering::Relaxed)
-                    });
-                }
-                engine
-            })?;
-        Ok(Runtime {
-            stop,
-            wake,
-            handle: Some(handle),
-            host,
-            stats,
-        })
-    }
-
-    /// The engine's counters as last published (every 100 ms of the runtime's clock).
-    pub fn stats(&self) -> EngineStats {
-        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// A socket handle for the engine.
-    pub fn host(&self) -> Host {
-        self.host.clone()
-    }
-
-    /// Stop the thread and get the engine back.
-    pub fn stop(mut self) -> Engine<P, C, S> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.wake.force();
-        let h = self.handle.take().expect("runtime joined once");
-        match h.join() {
-            Ok(e) => e,
-            Err(p) => std::panic::resume_unwind(p),
-        }
-    }
-}
-
-impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Drop for Runtime<P, C, S> {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.wake.force();
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
         }
     }
 }

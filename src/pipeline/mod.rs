@@ -49,7 +49,6 @@
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::backends::Port;
@@ -65,7 +64,7 @@ use crate::stages::protocol::{AckPolicy, Protocol, TcpState};
 use crate::stages::scheduler::{FlowScheduler, RoundRobin};
 use crate::stages::{PreOut, ProtoResult, ProtoWork, Punt, PuntReason, RxWork, Stage, BURST};
 use crate::stats::{DropReason, StageStats};
-use crate::time::{Clock, Instant};
+use crate::time::Instant;
 use crate::wire::{FourTuple, MacAddr};
 
 pub mod builder;
@@ -73,12 +72,16 @@ mod cores;
 pub mod hooks;
 mod inline;
 mod path;
+mod runtime;
+mod sleep;
 pub mod threaded;
 pub mod topology;
 
 pub use builder::{Pipeline, PipelineBuilder};
 pub use hooks::{Hook, HookCx, HookReport, Hooks, RedirectRing, Verdict, Verdicts};
-pub use inline::{Engine, Runtime};
+pub use inline::Engine;
+pub use runtime::Runtime;
+pub use sleep::RuntimeSleeps;
 pub use threaded::{Threaded, ThreadedStats};
 pub use topology::{ByFlowId, Placement, TaskRef, Topology, WorkerSpec};
 

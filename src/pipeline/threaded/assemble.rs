@@ -49,6 +49,7 @@ impl Threaded {
         let challenge_ack_limit = cfg.control.challenge_ack_limit;
         let csum_offload = port.capabilities().tx_checksum_offload;
         let port_queues = port.capabilities().queues.max(1) as usize;
+        let port_fds = crate::pipeline::sleep::fds_of(&port);
         let mut reports = Vec::new();
         let worker_of = |t: TaskRef| {
             topology
@@ -552,6 +553,11 @@ impl Threaded {
                     wake: wakes[i].clone(),
                     nap,
                     spin,
+                    port_fds: if i == io_worker {
+                        port_fds.clone()
+                    } else {
+                        Default::default()
+                    },
                     workers: topology.workers.len(),
                 },
             )?;
@@ -587,6 +593,7 @@ impl Threaded {
     {
         let engine = crate::pipeline::Engine::assemble(cfg, port, pol.cc, pol.sched, pol.hooks)?;
         let (arena, host) = (engine.arena().clone(), engine.host());
+        let port_fds = crate::pipeline::sleep::fds_of(engine.port());
         let mut reports = Vec::new();
         let summary: Shared<IoSummary> = Arc::new(Mutex::new(IoSummary::default()));
         let mut task = fused::Fused::new(engine, &mut reports, summary.clone());
@@ -620,6 +627,7 @@ impl Threaded {
                 wake: wake.clone(),
                 nap: IO_NAP,
                 spin: PORT_SPIN,
+                port_fds,
                 workers: 1,
             },
         )?;

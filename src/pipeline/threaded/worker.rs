@@ -3,6 +3,7 @@
 //! inline mapping's one worker are this same loop.
 
 use super::*;
+use crate::pipeline::sleep::{PortFds, Sleep, SleepCounters};
 
 /// What a worker thread needs besides its tasks.
 pub(super) struct WorkerParams<K> {
@@ -20,6 +21,9 @@ pub(super) struct WorkerParams<K> {
     /// How long it keeps polling after its last busy pass before it parks, where it has a
     /// core of its own ([`PORT_SPIN`](crate::ring::PORT_SPIN) for the worker of the I/O task).
     pub(super) spin: Duration,
+    /// The port's descriptors, for the worker of the I/O task: it sleeps on them (at most a
+    /// nap at a time), so that a frame wakes it. Empty: it parks.
+    pub(super) port_fds: PortFds,
     /// The runtime's worker threads, all told: with fewer cores than threads that want to
     /// run (workers plus applications), a busy worker yields now and then instead of
     /// holding its core for a whole time slice.
@@ -55,6 +59,8 @@ pub(super) fn spawn<K: Clock + 'static>(
             }
             // A worker that shares its core with others spins no longer than the passes.
             let mut idle = Idle::new(if share_core { Duration::ZERO } else { p.spin });
+            let counters = SleepCounters::default();
+            let mut sleep = Sleep::on(p.port_fds, &p.wake, p.nap, p.nap, &counters);
             let mut polls = 0u64;
             let mut times = RunTimes::new(tasks.len());
             let mut reported = std::time::Instant::now();
@@ -93,10 +99,15 @@ pub(super) fn spawn<K: Clock + 'static>(
                 if busy && share_core && polls.is_multiple_of(16) {
                     std::thread::yield_now();
                 }
-                idle.after(busy, &p.wake, p.nap, || {
-                    run_all(&mut tasks) || p.stop.load(Ordering::Relaxed)
-                });
+                idle.after(
+                    busy,
+                    &p.wake,
+                    || run_all(&mut tasks) || p.stop.load(Ordering::Relaxed),
+                    |idle_for| sleep.sleep(None, idle_for, &counters),
+                );
             }
+            // The doorbell goes with the thread: later wakes only unpark.
+            p.wake.set_kick(None);
             publish(&mut tasks, &times);
         })
         .map_err(|_| EngineError::Config("could not spawn a worker thread"))
