@@ -154,7 +154,8 @@ impl Wakeup {
 /// Spin, then park: the idle policy of a thread that polls its work (a worker of the
 /// threaded runtime, an inline engine's [`Runtime`](crate::pipeline::Runtime) thread). Told
 /// after each pass whether it found work, it spins through at least [`SPIN_PASSES`] idle
-/// passes, and on until its spin time since the first of them is over, then announces the
+/// passes, and on until its spin time since the first of them is over (with a spin time, it
+/// yields its core once at the first, for a thread its work woke), then announces the
 /// park on `wake`, has the caller look once more, and sleeps (the caller says how) until a
 /// producer wakes the thread or the sleep's timeout passes.
 #[derive(Debug, Default)]
@@ -166,6 +167,8 @@ pub(crate) struct Idle {
     spin: Duration,
     /// When the spin time started (the first idle pass since work was found).
     idle_since: Option<std::time::Instant>,
+    /// Times it gave its core away at the start of an idle period.
+    yields: u64,
 }
 
 /// Idle passes a polling thread spins through before it parks.
@@ -209,8 +212,15 @@ impl Idle {
         }
         self.passes = self.passes.saturating_add(1);
         // The first idle pass since work was found starts the spin time (and the idle time).
+        // A thread that spins gives its core away once here: a thread its work just woke
+        // (an application to read what was delivered) may be waiting for this core, and the
+        // spin would hold it off until its time slice or the spin time ran out.
         if self.passes == 1 {
             self.idle_since = Some(std::time::Instant::now());
+            if !self.spin.is_zero() {
+                self.yields += 1;
+                std::thread::yield_now();
+            }
         }
         if self.passes < SPIN_PASSES
             || self
@@ -691,6 +701,8 @@ mod tests {
         idle_passes(&mut idle, &wake, SPIN_PASSES / 2);
         idle.after(true, &wake, || false, nap);
         assert_eq!(passes_to_park(&mut idle, &wake).0, SPIN_PASSES);
+        // It never spins, so it never gives its core away.
+        assert_eq!(idle.yields, 0);
         // With one: the passes, then polls until the spin time since the first idle pass is
         // over, timed again after a look that found work and after a busy pass.
         let spin = Duration::from_millis(30);
@@ -710,6 +722,9 @@ mod tests {
             passes >= SPIN_PASSES && took >= spin,
             "{passes} passes, {took:?}"
         );
+        // One yield at the start of each idle period: four here (two ended by a look that
+        // found work, one by the busy pass, and the last).
+        assert_eq!(idle.yields, 4);
     }
 
     #[test]
