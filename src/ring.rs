@@ -40,6 +40,8 @@ use crossbeam_queue::ArrayQueue;
 #[derive(Debug, Default)]
 pub struct Wakeup {
     parked: AtomicBool,
+    /// The consumer sleeps where only the kick wakes it ([`sleep_kicked`](Self::sleep_kicked)).
+    kicked_sleep: AtomicBool,
     sleeper: Mutex<Sleeper>,
     wakes: AtomicU64,
 }
@@ -66,11 +68,12 @@ impl std::fmt::Debug for Sleeper {
 }
 
 impl Sleeper {
-    fn wake(&self) {
+    /// Unpark the thread, and run the kick where `kick` says.
+    fn wake(&self, kick: bool) {
         if let Some(t) = &self.thread {
             t.unpark();
         }
-        if let Some(k) = &self.kick {
+        if let (true, Some(k)) = (kick, &self.kick) {
             k();
         }
     }
@@ -117,32 +120,48 @@ impl Wakeup {
         self.parked.store(false, Ordering::Relaxed);
     }
 
-    /// Run `kick` at every wake besides unparking the thread (`None`: unpark alone), for a
-    /// consumer that sleeps in [`park_in`](Self::park_in) on something an unpark does not end.
+    /// Run `kick`, besides unparking the thread, at a wake while the consumer is in
+    /// [`sleep_kicked`](Self::sleep_kicked) (and at every [`force`](Self::force)); `None`:
+    /// unpark alone.
     pub fn set_kick(&self, kick: Option<Kick>) {
         self.sleeper.lock().unwrap_or_else(|p| p.into_inner()).kick = kick;
+    }
+
+    /// Consumer, in [`park_in`](Self::park_in)'s sleep: run `sleep`, which only the
+    /// [kick](Self::set_kick) ends early (a sleep in the kernel), unless a producer woke the
+    /// consumer already. A wake from here until `sleep` returns runs the kick; one before
+    /// makes this return at once.
+    pub fn sleep_kicked(&self, sleep: impl FnOnce()) {
+        self.kicked_sleep.store(true, Ordering::SeqCst);
+        // Either this load sees a producer's wake, or that producer's look at
+        // `kicked_sleep` (after its wake) sees the store above and kicks.
+        if self.parked.load(Ordering::SeqCst) {
+            sleep();
+        }
+        self.kicked_sleep.store(false, Ordering::Relaxed);
     }
 
     /// Producer: work was published; wake the consumer if it sleeps.
     #[inline]
     pub fn notify(&self) {
         fence(Ordering::SeqCst);
-        if self.parked.load(Ordering::Acquire) && self.parked.swap(false, Ordering::AcqRel) {
+        if self.parked.load(Ordering::Acquire) && self.parked.swap(false, Ordering::SeqCst) {
+            let kick = self.kicked_sleep.load(Ordering::SeqCst);
             let s = self.sleeper.lock().unwrap_or_else(|p| p.into_inner());
             if s.thread.is_some() {
                 self.wakes.fetch_add(1, Ordering::Relaxed);
-                s.wake();
+                s.wake(kick);
             }
         }
     }
 
     /// Wake the consumer whether or not it sleeps (shutdown, configuration changes).
     pub fn force(&self) {
-        self.parked.store(false, Ordering::Release);
+        self.parked.store(false, Ordering::SeqCst);
         self.sleeper
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .wake();
+            .wake(true);
     }
 
     /// How many times a producer woke the consumer.
@@ -197,14 +216,14 @@ impl Idle {
     /// stop): either it sees what a producer published before, or that producer sees the
     /// park and wakes the thread. The thread sleeps in `sleep`, which a wake of `wake` must
     /// end (a park does; a sleep in the kernel needs a [kick](Wakeup::set_kick)); it is told
-    /// how long the thread has been idle (since its first idle pass after work).
+    /// when the thread went idle (its first idle pass after work).
     #[inline]
     pub(crate) fn after(
         &mut self,
         busy: bool,
         wake: &Wakeup,
         look_again: impl FnOnce() -> bool,
-        sleep: impl FnOnce(Duration),
+        sleep: impl FnOnce(std::time::Instant),
     ) {
         if busy {
             self.passes = 0;
@@ -236,8 +255,8 @@ impl Idle {
             self.passes = 0;
             return;
         }
-        let idle_for = self.idle_since.map_or(Duration::ZERO, |s| s.elapsed());
-        wake.park_in(|| sleep(idle_for));
+        let since = *self.idle_since.get_or_insert_with(std::time::Instant::now);
+        wake.park_in(|| sleep(since));
     }
 }
 
@@ -651,7 +670,7 @@ mod tests {
     use super::*;
 
     /// A sleep of the idle policy: a park of at most 1 ms.
-    fn nap(_idle_for: Duration) {
+    fn nap(_idle_since: std::time::Instant) {
         std::thread::park_timeout(Duration::from_millis(1));
     }
 

@@ -453,9 +453,9 @@ fn the_fused_layout_runs_as_the_inline_engine() {
 /// picks with one free core): the echo arrives whole, the one report carries every stage, the
 /// worker's CPU time is accounted to it, and an application on its own thread that blocks on
 /// a read is woken. The worker parks between the rounds, and the application's doorbells
-/// wake it: the count of wakes moves. (It also wakes every 50 us on its own, the port having
-/// no interrupt, so a doorbell finds it parked only part of the time: in runs here 11-12 of
-/// the 20 rounds; the test asks for at least one.)
+/// wake it: the count of wakes moves. (It also wakes every 50 us on its own, the in-memory
+/// port having no descriptors to sleep on, so a doorbell finds it parked only part of the
+/// time; the test asks for at least one.)
 #[test]
 fn the_inline_worker_runs_the_engine_on_one_worker_and_doorbells_wake_it() {
     let t = Topology::inline_worker();
@@ -512,8 +512,9 @@ fn auto_topology_never_has_more_workers_than_free_cores() {
 /// A server laid out as `topology` and a client on its own runtime thread, over an
 /// in-memory link; 20 rounds of a 64-byte echo between blocking streams, each after a pause
 /// long enough for every idle worker to park (a wake counts only where its worker had
-/// parked). Returns the server's wakeups per worker before and after the rounds, and the
-/// server.
+/// parked), and the server's application pausing as long again before it answers (so that
+/// its doorbell finds the worker parked, not still spinning after the delivery). Returns
+/// the server's wakeups per worker before and after the rounds, and the server.
 fn echo_after_pauses(topology: Topology) -> (Vec<u64>, Vec<u64>, Threaded) {
     let (sp, cp) = MemLink::pair(Impairments::none());
     let clock = flextoe::time::SystemClock::new();
@@ -539,6 +540,7 @@ fn echo_after_pauses(topology: Topology) -> (Vec<u64>, Vec<u64>, Threaded) {
         c.write_all(&[round; 64]).unwrap();
         s.read_exact(&mut buf).unwrap();
         assert_eq!(buf, [round; 64]);
+        std::thread::sleep(Duration::from_millis(2));
         s.write_all(&buf).unwrap();
         c.read_exact(&mut buf).unwrap();
         assert_eq!(buf, [round; 64]);

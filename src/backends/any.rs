@@ -191,6 +191,7 @@ impl Port for AnyPort {
         each!(self, p => p.capabilities())
     }
 
+    #[cfg(target_os = "linux")]
     fn wakeup_fds(&self) -> Vec<std::os::fd::RawFd> {
         each!(self, p => p.wakeup_fds())
     }

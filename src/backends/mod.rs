@@ -133,7 +133,7 @@ pub trait Port: Send {
     /// thread with nothing to do to sleep on ([`wait::PortWait`] on Linux) rather than nap and
     /// look again. The descriptors stay open as long as the port. Empty (the default): the
     /// port has none, and an idle thread naps.
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     fn wakeup_fds(&self) -> Vec<std::os::fd::RawFd> {
         Vec::new()
     }

@@ -191,7 +191,7 @@ impl<P: Port, W: Write + Send> Port for PcapPort<P, W> {
         self.inner.next_arrival()
     }
 
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     fn wakeup_fds(&self) -> Vec<std::os::fd::RawFd> {
         self.inner.wakeup_fds()
     }

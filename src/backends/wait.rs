@@ -115,9 +115,10 @@ impl PortWait {
         self.bell.clone()
     }
 
-    /// Sleep until a port descriptor is readable, the doorbell rings (a ring before the
-    /// call counts: the call then returns at once), or `timeout` passes. Takes the
-    /// doorbell's rings back before it returns.
+    /// Sleep until a port descriptor is readable (or in error: the caller reads it to find
+    /// out), the doorbell rings (a ring before the call counts: the call then returns at
+    /// once), or `timeout` passes. Takes the doorbell's rings back before it returns. A
+    /// descriptor that is not open is an error (EBADF).
     pub fn wait(&mut self, timeout: Duration) -> io::Result<Woken> {
         let ts = libc::timespec {
             tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
@@ -143,6 +144,10 @@ impl PortWait {
             } else {
                 Err(e)
             };
+        }
+        if self.fds.iter().any(|p| p.revents & libc::POLLNVAL != 0) {
+            // A descriptor that is not open: waiting on it again would return at once.
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
         }
         let (bell, port) = self.fds.split_last().expect("the doorbell is always there");
         let woken = Woken {
@@ -194,21 +199,13 @@ mod tests {
 
     #[test]
     fn a_readable_port_descriptor_ends_the_wait() {
-        let mut fds = [0; 2];
-        // SAFETY (test): pipe() writes two descriptors into a live two-element array.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        // SAFETY (test): both were just returned by pipe() and are owned by nobody else.
-        let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let mut w = PortWait::new(&[rd.as_raw_fd()]).expect("eventfd");
+        let (port, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut w = PortWait::new(&[port.as_raw_fd()]).expect("eventfd");
         assert!(w.wait(Duration::from_millis(1)).unwrap().timed_out());
         let writer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
-            // SAFETY (test): writes one byte from a live array to the pipe's write end.
-            assert_eq!(
-                unsafe { libc::write(wr.as_raw_fd(), [7u8].as_ptr().cast(), 1) },
-                1
-            );
-            wr
+            std::io::Write::write_all(&mut peer, b"x").unwrap();
+            peer
         });
         let woken = w.wait(Duration::from_secs(30)).unwrap();
         assert_eq!(
@@ -219,5 +216,14 @@ mod tests {
             }
         );
         drop(writer.join().unwrap());
+    }
+
+    #[test]
+    fn a_closed_descriptor_is_an_error() {
+        // No process has this many descriptors open (a closed one's number could be taken
+        // again by another test's thread).
+        let mut w = PortWait::new(&[RawFd::MAX]).expect("eventfd");
+        let e = w.wait(Duration::from_secs(30)).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EBADF));
     }
 }

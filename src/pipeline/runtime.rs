@@ -63,7 +63,6 @@ impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Runtime<P, C, S>
         // Doorbells and requests wake the thread.
         let wake = engine.engine_wake();
         let w = wake.clone();
-        let mut sleep = Sleep::for_port(engine.port(), &wake, RUNTIME_NAP, PORT_SLEEP_MAX, &sleeps);
         let handle = std::thread::Builder::new()
             .name("flextoe-engine".into())
             .spawn(move || {
@@ -74,6 +73,10 @@ impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Runtime<P, C, S>
                     Duration::ZERO
                 };
                 let mut idle = Idle::new(spin);
+                // Made here, so that it goes with the thread (taking its doorbell back from
+                // the wakeup) however the thread ends.
+                let mut sleep =
+                    Sleep::for_port(engine.port(), &w, RUNTIME_NAP, PORT_SLEEP_MAX, &counters);
                 let mut published = clock.now();
                 while !s.load(Ordering::Relaxed) {
                     let now = clock.now();
@@ -91,15 +94,13 @@ impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Runtime<P, C, S>
                             deadline.set(engine.next_deadline());
                             again
                         },
-                        |idle_for| {
+                        |idle_since| {
                             let now = clock.now();
                             let timeout = deadline.get().map(|d| d.saturating_since(now));
-                            sleep.sleep(timeout, idle_for, &counters)
+                            sleep.sleep(timeout, idle_since, &counters)
                         },
                     );
                 }
-                // The doorbell goes with the thread: later wakes only unpark.
-                w.set_kick(None);
                 engine
             })?;
         Ok(Runtime {

@@ -10,7 +10,8 @@
 //! every pause slept on the socket.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::backends::Port;
 use crate::ring::Wakeup;
@@ -66,29 +67,50 @@ pub(crate) fn fds_of(port: &impl Port) -> PortFds {
 }
 
 /// How long a thread stays idle, napping, before it sleeps on the port's descriptors.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) const PORT_SLEEP_AFTER: Duration = Duration::from_millis(1);
 
 /// Where an idle polling thread sleeps.
 pub(crate) enum Sleep {
     /// Park for at most this long.
     Nap(Duration),
-    /// Nap for `nap` until idle for [`PORT_SLEEP_AFTER`], then block on the port's
-    /// descriptors and a doorbell the wakeup kicks, for at most `max`.
+    /// Nap until idle for [`PORT_SLEEP_AFTER`], then block on the port's descriptors.
     #[cfg(target_os = "linux")]
-    Port {
-        wait: crate::backends::wait::PortWait,
-        nap: Duration,
-        max: Duration,
-    },
+    Port(PortSleep),
+}
+
+/// Sleeping on a port's descriptors and a doorbell that the wakeup kicks.
+#[cfg(target_os = "linux")]
+pub(crate) struct PortSleep {
+    wait: crate::backends::wait::PortWait,
+    /// The wakeup whose wakes ring the doorbell (its kick, cleared when this goes).
+    wake: Arc<Wakeup>,
+    /// A nap's length, for the first [`PORT_SLEEP_AFTER`] of idleness.
+    nap: Duration,
+    /// The longest sleep on the descriptors.
+    max: Duration,
+    /// The idle period (by its start) in which a descriptor ended a sleep: the pass after
+    /// it found no work (a port that leaves its frames unread while its arena or the next
+    /// stage is full; a descriptor in error), so the thread naps for the rest of that
+    /// period instead of returning from the kernel at once, again and again.
+    woke_in: Option<Instant>,
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for PortSleep {
+    fn drop(&mut self) {
+        // The doorbell goes with the sleeper: later wakes only unpark.
+        self.wake.set_kick(None);
+    }
 }
 
 impl Sleep {
     /// Sleep on `port`'s descriptors where it has some (and the doorbell could be made),
-    /// for at most `max` at a time, with `wake`'s wakes ringing the doorbell; otherwise nap
-    /// for `nap`. Marks in `n` which it is.
+    /// for at most `max` at a time, with `wake`'s wakes ringing the doorbell while it does;
+    /// otherwise nap for `nap`. Marks in `n` which it is.
     pub(crate) fn for_port(
         port: &impl Port,
-        wake: &Wakeup,
+        wake: &Arc<Wakeup>,
         nap: Duration,
         max: Duration,
         n: &SleepCounters,
@@ -100,7 +122,7 @@ impl Sleep {
     /// list: nap).
     pub(crate) fn on(
         fds: PortFds,
-        wake: &Wakeup,
+        wake: &Arc<Wakeup>,
         nap: Duration,
         max: Duration,
         n: &SleepCounters,
@@ -111,14 +133,20 @@ impl Sleep {
         sleep
     }
 
-    fn choose(fds: PortFds, wake: &Wakeup, nap: Duration, max: Duration) -> Sleep {
+    fn choose(fds: PortFds, wake: &Arc<Wakeup>, nap: Duration, max: Duration) -> Sleep {
         #[cfg(target_os = "linux")]
         {
             if !fds.is_empty() {
                 if let Ok(wait) = crate::backends::wait::PortWait::new(&fds) {
                     let bell = wait.doorbell();
-                    wake.set_kick(Some(std::sync::Arc::new(move || bell.ring())));
-                    return Sleep::Port { wait, nap, max };
+                    wake.set_kick(Some(Arc::new(move || bell.ring())));
+                    return Sleep::Port(PortSleep {
+                        wait,
+                        wake: wake.clone(),
+                        nap,
+                        max,
+                        woke_in: None,
+                    });
                 }
             }
         }
@@ -127,37 +155,127 @@ impl Sleep {
     }
 
     /// Sleep until woken, a frame (on descriptors, once the thread has been idle for
-    /// [`PORT_SLEEP_AFTER`]: `idle_for` says how long it has), `timeout` where given, or the
+    /// [`PORT_SLEEP_AFTER`]: it has been since `idle_since`), `timeout` where given, or the
     /// longest sleep (a nap: its length); counts in `n`.
     pub(crate) fn sleep(
         &mut self,
         timeout: Option<Duration>,
-        idle_for: Duration,
+        idle_since: Instant,
         n: &SleepCounters,
     ) {
         n.sleeps.fetch_add(1, Ordering::Relaxed);
         match self {
             Sleep::Nap(nap) => std::thread::park_timeout(*nap),
             #[cfg(target_os = "linux")]
-            Sleep::Port { nap, .. } if idle_for < PORT_SLEEP_AFTER => {
-                std::thread::park_timeout(*nap)
-            }
-            #[cfg(target_os = "linux")]
-            Sleep::Port { wait, max, .. } => match wait.wait(timeout.map_or(*max, |t| t.min(*max)))
-            {
-                Ok(woken) => {
-                    if woken.port {
-                        n.port_wakes.fetch_add(1, Ordering::Relaxed);
+            Sleep::Port(p) => {
+                if idle_since.elapsed() < PORT_SLEEP_AFTER || p.woke_in == Some(idle_since) {
+                    std::thread::park_timeout(p.nap);
+                    return;
+                }
+                let limit = timeout.map_or(p.max, |t| t.min(p.max));
+                let mut woken = Ok(Default::default());
+                p.wake.sleep_kicked(|| woken = p.wait.wait(limit));
+                match woken {
+                    Ok(w) => {
+                        if w.port {
+                            n.port_wakes.fetch_add(1, Ordering::Relaxed);
+                            p.woke_in = Some(idle_since);
+                        }
+                        if w.bell {
+                            n.bell_wakes.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
-                    if woken.bell {
-                        n.bell_wakes.fetch_add(1, Ordering::Relaxed);
+                    // A descriptor the kernel refuses to wait on: nap from now on (the
+                    // port sleep's drop takes the kick back).
+                    Err(_) => {
+                        n.on_port.store(false, Ordering::Relaxed);
+                        *self = Sleep::Nap(p.nap);
                     }
                 }
-                // A descriptor the kernel refuses to wait on: nap from now on.
-                Err(_) => *self = Sleep::Nap(*max),
-            },
+            }
         }
         #[cfg(not(target_os = "linux"))]
-        let _ = (timeout, idle_for);
+        let _ = (timeout, idle_since);
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    /// A port sleep on `fd` with a nap of 1 ms and kernel sleeps of up to 30 s.
+    fn port_sleep(fd: std::os::fd::RawFd, wake: &Arc<Wakeup>, n: &SleepCounters) -> Sleep {
+        let s = Sleep::on(
+            vec![fd],
+            wake,
+            Duration::from_millis(1),
+            Duration::from_secs(30),
+            n,
+        );
+        assert!(n.get().on_port);
+        s
+    }
+
+    /// Idle long enough to sleep on the descriptors.
+    fn long_idle() -> Instant {
+        Instant::now() - PORT_SLEEP_AFTER * 2
+    }
+
+    #[test]
+    fn a_wake_kicks_a_sleep_in_the_kernel_and_one_before_it_skips_the_sleep() {
+        let (port, _peer) = UnixStream::pair().unwrap();
+        let (wake, n) = (Wakeup::new(), SleepCounters::default());
+        let mut s = port_sleep(port.as_raw_fd(), &wake, &n);
+        // A producer's wake during the sleep ends it through the doorbell.
+        let since = long_idle();
+        wake.prepare();
+        let w = wake.clone();
+        let producer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            w.notify();
+        });
+        let t0 = Instant::now();
+        wake.park_in(|| s.sleep(None, since, &n));
+        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+        producer.join().unwrap();
+        assert_eq!((n.get().sleeps, n.get().bell_wakes), (1, 1));
+        // A wake between the announcement and the sleep: no sleep at all.
+        wake.prepare();
+        wake.notify();
+        wake.park_in(|| s.sleep(None, since, &n));
+        assert_eq!(n.get().sleeps, 1);
+        // Gone, the sleep takes its doorbell back from the wakeup.
+        drop(s);
+        assert!(!format!("{wake:?}").contains("kick: true"), "{wake:?}");
+    }
+
+    #[test]
+    fn a_descriptor_that_stays_ready_without_work_ends_one_sleep_per_idle_period() {
+        let (port, mut peer) = UnixStream::pair().unwrap();
+        let (wake, n) = (Wakeup::new(), SleepCounters::default());
+        let mut s = port_sleep(port.as_raw_fd(), &wake, &n);
+        // Readable, and never read (an arena that is full, say).
+        peer.write_all(b"x").unwrap();
+        let sleep = |s: &mut Sleep, since| {
+            wake.prepare();
+            wake.park_in(|| s.sleep(None, since, &n));
+        };
+        let first = long_idle();
+        sleep(&mut s, first);
+        assert_eq!(n.get().port_wakes, 1);
+        // The same idle period: naps, not another return from the kernel at once.
+        for _ in 0..3 {
+            sleep(&mut s, first);
+        }
+        assert_eq!((n.get().sleeps, n.get().port_wakes), (4, 1));
+        // Idle for less than the threshold: naps too.
+        sleep(&mut s, Instant::now());
+        assert_eq!(n.get().port_wakes, 1);
+        // A later idle period sleeps on the descriptor again.
+        sleep(&mut s, long_idle());
+        assert_eq!((n.get().sleeps, n.get().port_wakes), (6, 2));
     }
 }

@@ -103,11 +103,9 @@ pub(super) fn spawn<K: Clock + 'static>(
                     busy,
                     &p.wake,
                     || run_all(&mut tasks) || p.stop.load(Ordering::Relaxed),
-                    |idle_for| sleep.sleep(None, idle_for, &counters),
+                    |idle_since| sleep.sleep(None, idle_since, &counters),
                 );
             }
-            // The doorbell goes with the thread: later wakes only unpark.
-            p.wake.set_kick(None);
             publish(&mut tasks, &times);
         })
         .map_err(|_| EngineError::Config("could not spawn a worker thread"))
