@@ -38,6 +38,7 @@ use flextoe::backends::dpdk::{Device, DpdkConfig, DpdkPort, FramePool};
 use flextoe::backends::netns::in_netns;
 use flextoe::backends::tap::TapPort;
 use flextoe::backends::Port;
+use flextoe::host::Host;
 use flextoe::pipeline::{Engine, EngineConfig, Runtime, Threaded, Topology};
 use flextoe::time::SystemClock;
 use flextoe::wire::MacAddr;
@@ -380,11 +381,10 @@ fn af_xdp_passes_other_traffic_to_the_kernel() {
     assert!(st.rx > 0, "{st:?}");
 }
 
-/// A Linux client in `ns` sends 32 small messages to the engine's echo server 10 ms apart
-/// and reads each echo: between them the runtime's thread sleeps, and after its first
-/// millisecond of naps it must sleep on the port's descriptors, a frame ending the sleep (a
-/// nap's end does not count as a port wake), and not wake every 50 us (a nap's length).
-fn idle_runtime_sleeps_on_the_port<P: Port + 'static>(rt: Runtime<P>, ns: &Netns, ip: Ipv4Addr) {
+/// A Linux client in `ns` sends 32 small messages to the engine's echo server (on `host`)
+/// 10 ms apart and reads each echo; returns how long that took, in milliseconds, and what
+/// `sleeps` said before and after.
+fn pauses<S>(host: &Host, ns: &Netns, ip: Ipv4Addr, sleeps: impl Fn() -> S) -> (u64, S, S) {
     const CLIENT: &str = "import socket, sys, time\n\
         s = socket.create_connection((sys.argv[1], 7), timeout=10)\n\
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n\
@@ -398,8 +398,8 @@ fn idle_runtime_sleeps_on_the_port<P: Port + 'static>(rt: Runtime<P>, ns: &Netns
         \x20   assert got == m, (got, m)\n\
         s.close()\n\
         print('ok')\n";
-    let srv = echo_server(&rt.host(), 7);
-    let before = rt.sleeps();
+    let srv = echo_server(host, 7);
+    let before = sleeps();
     let t0 = Instant::now();
     let ip_s = ip.to_string();
     let out = run(&ns.exec(&[python(), "-c", CLIENT, &ip_s]));
@@ -411,7 +411,14 @@ fn idle_runtime_sleeps_on_the_port<P: Port + 'static>(rt: Runtime<P>, ns: &Netns
         "Linux client: {text}"
     );
     assert_eq!(srv.join().unwrap(), 32 * 4);
-    let after = rt.sleeps();
+    (ms, before, sleeps())
+}
+
+/// Between the messages of [`pauses`] the runtime's thread sleeps, and after its first
+/// millisecond of naps it must sleep on the port's descriptors, a frame ending the sleep (a
+/// nap's end does not count as a port wake), and not wake every 50 us (a nap's length).
+fn idle_runtime_sleeps_on_the_port<P: Port + 'static>(rt: Runtime<P>, ns: &Netns, ip: Ipv4Addr) {
+    let (ms, before, after) = pauses(&rt.host(), ns, ip, || rt.sleeps());
     let (sleeps, port_wakes) = (
         after.sleeps - before.sleeps,
         after.port_wakes - before.port_wakes,
@@ -498,6 +505,32 @@ fn af_xdp_threaded_runtime_linux_client_echo() {
     assert_eq!(srv.join().unwrap(), 16 << 20);
     let stats = t.stop();
     eprintln!("{stats}");
+}
+
+/// The threaded runtime's I/O worker sleeps on the AF_XDP socket between the messages of
+/// [`pauses`] too (the other worker has no port), and frames end its sleeps.
+#[test]
+fn af_xdp_threaded_io_worker_sleeps_on_the_socket() {
+    let Some(lab) = VethLab::new() else { return };
+    let cfg = XdpConfig::new(&lab.engine_if, lab.engine_ip);
+    let port = in_netns(&lab.engine.0, move || AfXdpPort::open(&cfg)).expect("AF_XDP socket");
+    let t = Threaded::spawn(
+        config(lab.engine_ip),
+        port,
+        Topology::x86(2),
+        SystemClock::new(),
+    )
+    .unwrap();
+    let (ms, before, after) = pauses(&t.host(), &lab.linux, lab.engine_ip, || t.sleeps());
+    eprintln!("{ms} ms: {before:?} -> {after:?}");
+    let on_port: Vec<usize> = (0..after.len()).filter(|&i| after[i].on_port).collect();
+    assert_eq!(on_port.len(), 1, "{after:?}");
+    let io = on_port[0];
+    assert!(
+        after[io].port_wakes - before[io].port_wakes >= 16,
+        "{after:?}"
+    );
+    t.stop();
 }
 
 #[test]

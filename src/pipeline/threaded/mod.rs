@@ -313,12 +313,15 @@ pub struct Threaded {
 struct WorkerCpu {
     thread_ns: Arc<AtomicU64>,
     tasks: Vec<TaskTimes>,
+    /// How the worker slept while idle.
+    sleeps: Arc<crate::pipeline::sleep::SleepCounters>,
 }
 
 impl WorkerCpu {
     /// The accounting of a worker that runs `tasks`, nothing published yet.
     fn new(tasks: impl IntoIterator<Item = TaskRef>) -> Self {
         WorkerCpu {
+            sleeps: Arc::default(),
             thread_ns: Arc::new(AtomicU64::new(0)),
             tasks: tasks
                 .into_iter()
@@ -469,6 +472,14 @@ impl Threaded {
     /// an idle worker sleeps until a ring, a doorbell or a request wakes it).
     pub fn wakeups(&self) -> Vec<u64> {
         self.wakes.iter().map(|w| w.wakes()).collect()
+    }
+
+    /// How each worker thread slept while idle, in the order of the topology's workers
+    /// (empty for a caller-driven topology). The worker of the I/O task sleeps on the port's
+    /// descriptors where it has some, once idle for a millisecond, for at most a nap (50
+    /// us) at a time: a frame ends its sleep.
+    pub fn sleeps(&self) -> Vec<crate::pipeline::RuntimeSleeps> {
+        self.cpu.iter().map(|c| c.sleeps.get()).collect()
     }
 
     /// Whether the application's thread runs the engine ([`poll`](Self::poll)).

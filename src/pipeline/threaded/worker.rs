@@ -3,7 +3,7 @@
 //! inline mapping's one worker are this same loop.
 
 use super::*;
-use crate::pipeline::sleep::{PortFds, Sleep, SleepCounters};
+use crate::pipeline::sleep::{PortFds, Sleep};
 
 /// What a worker thread needs besides its tasks.
 pub(super) struct WorkerParams<K> {
@@ -43,6 +43,7 @@ pub(super) fn spawn<K: Clock + 'static>(
         .map(|t| (t.all.clone(), t.work.clone()))
         .collect();
     let thread_ns = cpu.thread_ns.clone();
+    let counters = cpu.sleeps.clone();
     // The process's cores, not the calling thread's: a caller pinned to one core would
     // otherwise confine every worker to it.
     let cores = crate::pipeline::topology::usable_cores();
@@ -59,7 +60,6 @@ pub(super) fn spawn<K: Clock + 'static>(
             }
             // A worker that shares its core with others spins no longer than the passes.
             let mut idle = Idle::new(if share_core { Duration::ZERO } else { p.spin });
-            let counters = SleepCounters::default();
             let mut sleep = Sleep::on(p.port_fds, &p.wake, p.nap, p.nap, &counters);
             let mut polls = 0u64;
             let mut times = RunTimes::new(tasks.len());
