@@ -482,18 +482,23 @@ fn af_xdp_capture_has_no_malformed_packets_or_bad_checksums() {
 }
 
 /// The threaded runtime (two workers) on an AF_XDP port, whose arena is the UMEM.
-#[test]
-fn af_xdp_threaded_runtime_linux_client_echo() {
-    let Some(lab) = VethLab::new() else { return };
+/// The threaded runtime, two workers, on an AF_XDP socket.
+fn af_xdp_threaded(lab: &VethLab) -> Threaded {
     let cfg = XdpConfig::new(&lab.engine_if, lab.engine_ip);
     let port = in_netns(&lab.engine.0, move || AfXdpPort::open(&cfg)).expect("AF_XDP socket");
-    let t = Threaded::spawn(
+    Threaded::spawn(
         config(lab.engine_ip),
         port,
         Topology::x86(2),
         SystemClock::new(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn af_xdp_threaded_runtime_linux_client_echo() {
+    let Some(lab) = VethLab::new() else { return };
+    let t = af_xdp_threaded(&lab);
     let srv = echo_server(&t.host(), 7);
     let n_s = (16u64 << 20).to_string();
     let ip = lab.engine_ip.to_string();
@@ -512,15 +517,7 @@ fn af_xdp_threaded_runtime_linux_client_echo() {
 #[test]
 fn af_xdp_threaded_io_worker_sleeps_on_the_socket() {
     let Some(lab) = VethLab::new() else { return };
-    let cfg = XdpConfig::new(&lab.engine_if, lab.engine_ip);
-    let port = in_netns(&lab.engine.0, move || AfXdpPort::open(&cfg)).expect("AF_XDP socket");
-    let t = Threaded::spawn(
-        config(lab.engine_ip),
-        port,
-        Topology::x86(2),
-        SystemClock::new(),
-    )
-    .unwrap();
+    let t = af_xdp_threaded(&lab);
     let (ms, before, after) = pauses(&t.host(), &lab.linux, lab.engine_ip, || t.sleeps());
     eprintln!("{ms} ms: {before:?} -> {after:?}");
     let on_port: Vec<usize> = (0..after.len()).filter(|&i| after[i].on_port).collect();
