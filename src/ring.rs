@@ -68,13 +68,18 @@ impl std::fmt::Debug for Sleeper {
 }
 
 impl Sleeper {
-    /// Unpark the thread, and run the kick where `kick` says.
+    /// Run the kick where `kick` says and there is one; otherwise unpark the thread (an
+    /// unpark it does not need would end its next nap at once).
     fn wake(&self, kick: bool) {
+        match (kick, &self.kick) {
+            (true, Some(k)) => k(),
+            _ => self.unpark(),
+        }
+    }
+
+    fn unpark(&self) {
         if let Some(t) = &self.thread {
             t.unpark();
-        }
-        if let (true, Some(k)) = (kick, &self.kick) {
-            k();
         }
     }
 }
@@ -141,6 +146,13 @@ impl Wakeup {
         self.kicked_sleep.store(false, Ordering::Relaxed);
     }
 
+    /// Whether the consumer is in [`sleep_kicked`](Self::sleep_kicked) (for tests that wake
+    /// it there).
+    #[cfg(test)]
+    pub(crate) fn in_kicked_sleep(&self) -> bool {
+        self.kicked_sleep.load(Ordering::SeqCst)
+    }
+
     /// Producer: work was published; wake the consumer if it sleeps.
     #[inline]
     pub fn notify(&self) {
@@ -158,10 +170,9 @@ impl Wakeup {
     /// Wake the consumer whether or not it sleeps (shutdown, configuration changes).
     pub fn force(&self) {
         self.parked.store(false, Ordering::SeqCst);
-        self.sleeper
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .wake(true);
+        let s = self.sleeper.lock().unwrap_or_else(|p| p.into_inner());
+        s.unpark();
+        s.wake(true);
     }
 
     /// How many times a producer woke the consumer.

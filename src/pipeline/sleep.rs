@@ -234,7 +234,11 @@ mod tests {
         wake.prepare();
         let w = wake.clone();
         let producer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
+            // Once the consumer is on its way into the kernel (or in it).
+            let t0 = Instant::now();
+            while !w.in_kicked_sleep() && t0.elapsed() < Duration::from_secs(10) {
+                std::thread::yield_now();
+            }
             w.notify();
         });
         let t0 = Instant::now();
@@ -248,6 +252,7 @@ mod tests {
         wake.park_in(|| s.sleep(None, since, &n));
         assert_eq!(n.get().sleeps, 1);
         // Gone, the sleep takes its doorbell back from the wakeup.
+        assert!(format!("{wake:?}").contains("kick: true"), "{wake:?}");
         drop(s);
         assert!(!format!("{wake:?}").contains("kick: true"), "{wake:?}");
     }
@@ -271,11 +276,24 @@ mod tests {
             sleep(&mut s, first);
         }
         assert_eq!((n.get().sleeps, n.get().port_wakes), (4, 1));
-        // Idle for less than the threshold: naps too.
-        sleep(&mut s, Instant::now());
+        // Idle for less than the threshold (here: from a time to come, so never long
+        // enough, however late this thread runs): naps too.
+        sleep(&mut s, Instant::now() + Duration::from_secs(60));
         assert_eq!(n.get().port_wakes, 1);
         // A later idle period sleeps on the descriptor again.
         sleep(&mut s, long_idle());
         assert_eq!((n.get().sleeps, n.get().port_wakes), (6, 2));
+    }
+
+    #[test]
+    fn a_descriptor_the_kernel_refuses_turns_the_sleep_into_naps_and_takes_the_kick_back() {
+        let (wake, n) = (Wakeup::new(), SleepCounters::default());
+        let mut s = port_sleep(std::os::fd::RawFd::MAX, &wake, &n);
+        assert!(format!("{wake:?}").contains("kick: true"), "{wake:?}");
+        wake.prepare();
+        wake.park_in(|| s.sleep(None, long_idle(), &n));
+        assert!(matches!(s, Sleep::Nap(_)));
+        assert!(!n.get().on_port);
+        assert!(format!("{wake:?}").contains("kick: false"), "{wake:?}");
     }
 }
