@@ -622,14 +622,14 @@ mod run {
                 engine.port_mut().stats_line()
             );
             println!(
-                "engine on {backend:?}, echo: the runtime thread {} {} times ({} ended by a \
-                 frame, {} by the application)",
-                if sleeps.on_port {
-                    "slept on the port's descriptors"
-                } else {
-                    "napped"
-                },
+                "engine on {backend:?}, echo: the runtime thread slept {} times ({}; {} ended \
+                 by a frame, {} by the application)",
                 sleeps.sleeps - sleeps0.sleeps,
+                if sleeps.on_port {
+                    "naps, then on the port's descriptors once idle for 1 ms"
+                } else {
+                    "naps only"
+                },
                 sleeps.port_wakes - sleeps0.port_wakes,
                 sleeps.bell_wakes - sleeps0.bell_wakes,
             );

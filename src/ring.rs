@@ -35,8 +35,9 @@ use crossbeam_queue::ArrayQueue;
 /// it; an unpark that comes first makes the park return at once.
 ///
 /// A consumer that sleeps somewhere other than in `park` (blocked in the kernel on a port's
-/// descriptors) sets a [kick](Self::set_kick) that ends that sleep: a wake runs it besides
-/// the unpark, and the consumer sleeps through [`park_in`](Self::park_in).
+/// descriptors) sets a [kick](Self::set_kick) that ends that sleep, and sleeps there through
+/// [`park_in`](Self::park_in) and [`sleep_kicked`](Self::sleep_kicked): a wake while it is in
+/// the latter runs the kick instead of the unpark.
 #[derive(Debug, Default)]
 pub struct Wakeup {
     parked: AtomicBool,
@@ -125,9 +126,9 @@ impl Wakeup {
         self.parked.store(false, Ordering::Relaxed);
     }
 
-    /// Run `kick`, besides unparking the thread, at a wake while the consumer is in
-    /// [`sleep_kicked`](Self::sleep_kicked) (and at every [`force`](Self::force)); `None`:
-    /// unpark alone.
+    /// Run `kick` instead of unparking the thread at a wake while the consumer is in
+    /// [`sleep_kicked`](Self::sleep_kicked), and besides the unpark at every
+    /// [`force`](Self::force); `None`: unpark alone.
     pub fn set_kick(&self, kick: Option<Kick>) {
         self.sleeper.lock().unwrap_or_else(|p| p.into_inner()).kick = kick;
     }

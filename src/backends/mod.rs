@@ -16,8 +16,8 @@
 //! | `dpdk` | `dpdk` | any DPDK ethdev (queue pairs with RSS), the frame arena as the mempool's buffers |
 //!
 //! On Linux, [`wait`] lets a thread with nothing to do sleep until a port's descriptors
-//! are readable or the application rings. With any Linux feature, `netns` opens ports inside a network namespace and `any` picks a
-//! backend at run time.
+//! are readable or the application rings. With any Linux feature, `netns` opens ports
+//! inside a network namespace and `any` picks a backend at run time.
 #![allow(unsafe_code)]
 
 #[cfg(feature = "af_packet")]
