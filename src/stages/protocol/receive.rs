@@ -59,11 +59,12 @@ impl TcpState {
         r: &mut ProtoResult,
     ) {
         let ack = s.ack;
-        let sacked_before = self.scoreboard.sacked_bytes();
-        if self.has(F_SACK) && !sack.is_empty() {
+        // Whether the segment's SACK blocks marked anything new (most ACKs carry none).
+        let sack_news = self.has(F_SACK) && !sack.is_empty() && {
+            let sacked_before = self.scoreboard.sacked_bytes();
             self.take_sack(s.ack, sack);
-        }
-        let sack_news = self.scoreboard.sacked_bytes() != sacked_before;
+            self.scoreboard.sacked_bytes() != sacked_before
+        };
         if seq::gt(ack, self.snd_una) {
             let flight = self.in_flight();
             let acked = ack.wrapping_sub(self.snd_una);
@@ -234,7 +235,18 @@ impl TcpState {
         }
         if seq::ge(s.ack, self.snd_una) {
             let advanced = seq::gt(s.ack, self.snd_una);
-            self.on_ack(cc, cf, s, sack, ts.map(|t| t.1), now, r);
+            if advanced
+                || self.snd_max != self.snd_una
+                || !sack.is_empty()
+                || s.has(flags::ECE)
+                || full_ack_processing()
+            {
+                self.on_ack(cc, cf, s, sack, ts.map(|t| t.1), now, r);
+            } else if self.can_send() {
+                // Nothing in flight, nothing acknowledged, no SACK blocks, no congestion
+                // echoed (a receiver's segments): the only thing `on_ack` would do.
+                r.actions.set(Actions::SCHED);
+            }
             // Window update (RFC 9293 3.10.7.4). An ACK that moves `snd_una` also carries a
             // newer window even when its sequence number is older than `snd_wl1` (a
             // retransmission from a peer whose pure ACKs ran ahead), as in Linux.
@@ -552,4 +564,22 @@ impl TcpState {
             Some(DropReason::BadRst)
         }
     }
+}
+
+/// Whether every acceptable ACK goes through `on_ack`, the receiver's shortcut past it off:
+/// never outside tests; a differential test turns it on for its thread
+/// (`FULL_ACK_PROCESSING`).
+#[inline(always)]
+fn full_ack_processing() -> bool {
+    #[cfg(test)]
+    return FULL_ACK_PROCESSING.with(std::cell::Cell::get);
+    #[cfg(not(test))]
+    false
+}
+
+#[cfg(test)]
+thread_local! {
+    /// See [`full_ack_processing`].
+    pub(super) static FULL_ACK_PROCESSING: std::cell::Cell<bool> =
+        const { std::cell::Cell::new(false) };
 }
