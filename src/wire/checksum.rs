@@ -112,13 +112,12 @@ impl Sum {
     /// The 16-bit one's-complement sum, as the bytes it has on the wire.
     #[inline]
     pub fn fold(self) -> [u8; 2] {
-        let mut s = self.0;
-        s = (s & 0xffff_ffff) + (s >> 32);
-        s = (s & 0xffff_ffff) + (s >> 32);
-        s = (s & 0xffff) + (s >> 16);
-        s = (s & 0xffff) + (s >> 16);
-        s = (s & 0xffff) + (s >> 16);
-        (s as u16).to_ne_bytes()
+        // The high half of `x + rotate(x, half)` is the one's-complement sum of x's two
+        // halves: the carry out of the low half's sum lands in it (end-around carry).
+        let s = self.0;
+        let s32 = (s.wrapping_add(s.rotate_right(32)) >> 32) as u32;
+        let s16 = (s32.wrapping_add(s32.rotate_right(16)) >> 16) as u16;
+        s16.to_ne_bytes()
     }
 
     /// The checksum field value for the summed data (its complement), as wire bytes.
@@ -216,7 +215,43 @@ mod tests {
         !(s as u16)
     }
 
+    /// Folding by repeated end-around carries, one step at a time.
+    fn reference_fold(mut s: u64) -> u16 {
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        s as u16
+    }
+
+    #[test]
+    fn folding_edges() {
+        for s in [
+            0,
+            1,
+            0xffff,
+            0x1_0000,
+            0xffff_ffff,
+            0x1_0000_0000,
+            u64::MAX,
+            u64::MAX - 1,
+        ] {
+            assert_eq!(
+                u16::from_ne_bytes(Sum(s).fold()),
+                reference_fold(s),
+                "{s:#x}"
+            );
+        }
+    }
+
     proptest! {
+        /// Any total folds to what one end-around carry at a time gives.
+        #[test]
+        fn folds_as_the_reference(s: u64, shift in 0u32..64) {
+            for s in [s, s >> shift] {
+                prop_assert_eq!(u16::from_ne_bytes(Sum(s).fold()), reference_fold(s));
+            }
+        }
+
         #[test]
         fn matches_the_reference(data in proptest::collection::vec(any::<u8>(), 0..3000)) {
             let c = Sum::default().add_bytes(&data).checksum();
