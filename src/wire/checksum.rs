@@ -232,6 +232,9 @@ mod tests {
             0x1_0000,
             0xffff_ffff,
             0x1_0000_0000,
+            // Halves that sum to exactly 2^32 and to 2^32 - 1.
+            0x8000_0000_8000_0000,
+            0x0000_0001_ffff_fffe,
             u64::MAX,
             u64::MAX - 1,
         ] {

@@ -1,0 +1,698 @@
+//! Tests of the protocol stage's burst loop: owed ACK headers and the receiver's shortcut
+//! against a stage without them (differential proptests), quiet reads, direct sends, frozen
+//! and stale flows.
+
+use super::*;
+use crate::flow::FlowCounters;
+use crate::stages::postprocess::{FlowView, Postprocess};
+use crate::stages::RxWork;
+use proptest::prelude::*;
+
+const FLOWS: u32 = 2;
+const PEER_ISS: u32 = 7_000;
+const OUR_ISS: u32 = 90_000;
+
+/// One work item of a scripted burst.
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    /// In-order data (of this many bytes), perhaps CE-marked.
+    Data(u16, bool),
+    /// Data this far past what the peer sent in order (a gap before it).
+    Ahead(u16, u16),
+    /// Data the peer already sent (a retransmission).
+    Old(u16),
+    /// A pure ACK of this share (in 1/8) of what we have in flight, perhaps with CWR.
+    PureAck(u8, bool),
+    /// In-order FIN, with this much data before it.
+    Fin(u16),
+    /// The application queued this much to send, and read this share (in 1/8) of what
+    /// it had not read.
+    App(u16, u8),
+    /// A transmission grant.
+    Tx,
+    /// The control plane asks for an ACK.
+    AckRequest,
+    /// A zero-window probe.
+    Probe,
+    /// A segment without ACK flag (dropped, changes nothing).
+    NoAck(u16),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (1u16..1200, any::<bool>()).prop_map(|(n, ce)| Op::Data(n, ce)),
+        1 => (1u16..3000, 1u16..800).prop_map(|(g, n)| Op::Ahead(g, n)),
+        1 => (1u16..800).prop_map(Op::Old),
+        2 => (0u8..=8, any::<bool>()).prop_map(|(k, cwr)| Op::PureAck(k, cwr)),
+        1 => (0u16..300).prop_map(Op::Fin),
+        2 => (0u16..3000, 0u8..=8).prop_map(|(n, read)| Op::App(n, read)),
+        2 => (0u8..=8).prop_map(|read| Op::App(0, read)),
+        2 => Just(Op::Tx),
+        1 => Just(Op::AckRequest),
+        1 => Just(Op::Probe),
+        1 => (0u16..100).prop_map(Op::NoAck),
+    ]
+}
+
+/// The peer's side of one flow, as the script builds its segments.
+#[derive(Clone, Copy)]
+struct Peer {
+    next: u32,
+    ts: u32,
+    fin: bool,
+}
+
+fn params(rcv_shift: u8) -> TcpParams {
+    TcpParams {
+        snd_nxt: OUR_ISS,
+        rcv_nxt: PEER_ISS,
+        snd_wnd: 60_000,
+        mss: 1000,
+        snd_shift: 0,
+        rcv_shift,
+        rx_cap: 6000,
+        timestamps: true,
+        ts_recent: 1,
+        ts_offset: 0,
+        initial_cwnd_segments: 10,
+        sack: true,
+        ecn: true,
+        congestion: Algorithm::default(),
+        incarnation: 1,
+    }
+}
+
+fn postprocess(arena: &Arc<FrameArena>, policy: AckPolicy) -> Postprocess {
+    let mut p = Postprocess::new(arena.clone(), policy);
+    for id in 0..FLOWS {
+        p.install(
+            id,
+            FlowView {
+                identity: crate::flow::test_identity(id, 1000),
+                counters: FlowCounters::new(),
+            },
+        );
+    }
+    p
+}
+
+/// The burst's work items for `script`, from the peers' and the reference state.
+fn items(
+    arena: &FrameArena,
+    script: &[(u32, Op)],
+    peers: &mut [Peer],
+    reference: &Protocol,
+) -> Vec<ProtoWork> {
+    let mut out = Vec::new();
+    for &(flow, op) in script {
+        let st = reference.state(flow).expect("installed");
+        let p = &mut peers[flow as usize];
+        p.ts += 1;
+        // The timestamp option's value and echo stay in the frame (bytes 58..66, after
+        // NOP NOP kind length), as a parsed segment's do.
+        let mut s = SegmentSummary {
+            seq: p.next,
+            ack: st.snd_una,
+            win: 60_000,
+            payload_off: 66,
+            payload_len: 0,
+            sack_at: 0,
+            flags: flags::ACK,
+            ce: false,
+            sack_len: 0,
+            ts_at: 58,
+            incarnation: 1,
+        };
+        match op {
+            Op::Data(n, ce) => {
+                s.payload_len = n;
+                s.ce = ce;
+                if !p.fin {
+                    p.next = p.next.wrapping_add(u32::from(n));
+                }
+            }
+            Op::NoAck(n) => {
+                s.payload_len = n;
+                s.flags = 0;
+            }
+            Op::Ahead(gap, n) => {
+                s.seq = p.next.wrapping_add(u32::from(gap));
+                s.payload_len = n;
+            }
+            Op::Old(n) => {
+                s.seq = p.next.wrapping_sub(u32::from(n));
+                s.payload_len = n;
+            }
+            Op::PureAck(k, cwr) => {
+                let flight = st.snd_max.wrapping_sub(st.snd_una);
+                s.ack = st.snd_una.wrapping_add(flight / 8 * u32::from(k));
+                if cwr {
+                    s.flags |= flags::CWR;
+                }
+            }
+            Op::Fin(n) => {
+                s.payload_len = n;
+                s.flags |= flags::FIN;
+                if !p.fin {
+                    p.next = p.next.wrapping_add(u32::from(n) + 1);
+                    p.fin = true;
+                }
+            }
+            Op::App(n, read) => {
+                // The application reads `read`/8 of what it has not read yet.
+                let unread = st.rx_pos - st.rx_tail;
+                let tail = st.rx_tail + unread / 8 * u64::from(read);
+                out.push(ProtoWork::App {
+                    flow,
+                    positions: Some((st.tx_app_end + u64::from(n), tail)),
+                    fin: false,
+                    closed: false,
+                });
+                continue;
+            }
+            Op::Tx => {
+                out.push(ProtoWork::Tx { flow });
+                continue;
+            }
+            Op::AckRequest => {
+                out.push(ProtoWork::Ack { flow });
+                continue;
+            }
+            Op::Probe => {
+                out.push(ProtoWork::Probe { flow });
+                continue;
+            }
+        }
+        let mut header = [0u8; 66];
+        header[54..58].copy_from_slice(&[1, 1, 8, 10]);
+        header[58..62].copy_from_slice(&p.ts.to_be_bytes());
+        let frame = arena.alloc_copy(&header).expect("a frame for the segment");
+        out.push(ProtoWork::Rx(RxWork {
+            flow,
+            summary: s,
+            frame,
+        }));
+    }
+    out
+}
+
+/// What postprocess sent of a burst: (index, flow, header), and the results' actions
+/// without TX (which only says whether a segment may go).
+type Sent = (Vec<(usize, FlowId, TxHeader)>, Vec<u32>);
+
+fn run(
+    arena: &FrameArena,
+    proto: &mut Protocol,
+    post: &mut Postprocess,
+    now: Instant,
+    mut work: Vec<ProtoWork>,
+) -> Sent {
+    let mut results = Vec::new();
+    proto.process(now, &mut work, &mut results);
+    for r in &results {
+        assert!(!r.actions.any(HEADER_OWED), "{r:?}");
+        // Whatever postprocess runs on (another burst, in another replica), a result
+        // that may send has its header: every segment of ours carries ACK.
+        let written = r.hdr.flags & flags::ACK != 0;
+        assert!(!r.actions.any(Actions::TX) || written, "{r:?}");
+    }
+    post.process_in_place(now, &mut results);
+    let mut sent = Vec::new();
+    let mut actions = Vec::new();
+    for (i, r) in results.iter_mut().enumerate() {
+        if let Some(f) = r.tx_frame.take() {
+            sent.push((i, r.flow, r.hdr));
+            arena.free(f);
+        }
+        if let Some(f) = r.rx_frame.take() {
+            arena.free(f);
+        }
+        actions.push(r.actions.0 & !Actions::TX);
+    }
+    (sent, actions)
+}
+
+/// A read is applied without a work item while the window stays open and nothing is
+/// to be sent; a read that opens a small window, new data to send, or data queued
+/// and not sent need the work item, and leave the state as it was.
+#[test]
+fn reads_are_quiet_only_where_their_result_does_nothing() {
+    let arena = Arc::new(FrameArena::new(64).unwrap());
+    let mut proto = Protocol::new(arena.clone());
+    proto.install(0, TcpState::new(&params(0)));
+    let now = Instant::from_micros(1_000);
+    let mut peers = [Peer {
+        next: PEER_ISS,
+        ts: 10,
+        fin: false,
+    }; FLOWS as usize];
+    let mut receive = |proto: &mut Protocol, script: &[(u32, Op)]| {
+        let mut work = items(&arena, script, &mut peers, proto);
+        let mut results = Vec::new();
+        proto.process(now, &mut work, &mut results);
+        for r in &mut results {
+            for f in [r.rx_frame.take(), r.tx_frame.take()].into_iter().flatten() {
+                arena.free(f);
+            }
+        }
+    };
+    // 1,000 bytes in: 5,000 of the 6,000-byte ring advertised.
+    receive(&mut proto, &[(0, Op::Data(1000, false))]);
+    let st = proto.state(0).unwrap().clone();
+    assert!(proto.app_quiet(0, st.tx_app_end, st.rx_tail + 500));
+    assert_eq!(proto.state(0).unwrap().rx_tail, st.rx_tail + 500);
+    // New data to send needs its work item.
+    assert!(!proto.app_quiet(0, st.tx_app_end + 10, st.rx_tail + 600));
+    assert_eq!(proto.state(0).unwrap().rx_tail, st.rx_tail + 500);
+    // 3,600 more: the window advertised is under half the ring; reading all of it
+    // opens it by more than two segments, which the peer is told at once.
+    receive(&mut proto, &[(0, Op::Data(900, false)); 4]);
+    let st = proto.state(0).unwrap().clone();
+    assert_eq!(st.rx_pos - st.rx_tail, 4_100);
+    assert!(!proto.app_quiet(0, st.tx_app_end, st.rx_pos));
+    assert_eq!(proto.state(0).unwrap(), &st);
+    let app = |tx_head, rx_tail| ProtoWork::App {
+        flow: 0,
+        positions: Some((tx_head, rx_tail)),
+        fin: false,
+        closed: false,
+    };
+    let r = proto.handle(now, app(st.tx_app_end, st.rx_pos));
+    assert!(r.actions.any(Actions::TX | Actions::ACK_NOW), "{r:?}");
+    // Data queued and not sent yet: a read's work item asks for a grant.
+    let r = proto.handle(now, app(st.tx_app_end + 100, st.rx_pos));
+    assert!(r.actions.any(Actions::SCHED), "{r:?}");
+    receive(&mut proto, &[(0, Op::Data(100, false))]);
+    let st = proto.state(0).unwrap().clone();
+    assert!(!proto.app_quiet(0, st.tx_app_end, st.rx_pos));
+    assert_eq!(proto.state(0).unwrap(), &st);
+    // No such flow.
+    assert!(!proto.app_quiet(1, 0, 0));
+    assert_eq!(arena.free_frames(), 64);
+}
+
+/// Process `work`, give back every frame its results hand back, and return their
+/// actions together.
+fn process_all(
+    proto: &mut Protocol,
+    arena: &FrameArena,
+    now: Instant,
+    mut work: Vec<ProtoWork>,
+) -> Actions {
+    let mut results = Vec::new();
+    proto.process(now, &mut work, &mut results);
+    let mut actions = Actions::default();
+    for r in &mut results {
+        actions.set(r.actions.0);
+        for f in [r.rx_frame.take(), r.tx_frame.take()].into_iter().flatten() {
+            arena.free(f);
+        }
+    }
+    actions
+}
+
+/// A segment preprocess looked up for an earlier connection of the flow id (another
+/// incarnation in its summary) is dropped as stale, its frame handed back: data at
+/// RCV.NXT is not taken, an exact RST does not reset. The same segments of the flow's
+/// own incarnation, or unchecked (0), are taken.
+#[test]
+fn segments_of_an_earlier_incarnation_of_the_flow_id_are_dropped() {
+    let arena = Arc::new(FrameArena::new(64).unwrap());
+    let mut proto = Protocol::new(arena.clone());
+    proto.install(0, TcpState::new(&params(0)));
+    let now = Instant::from_micros(1_000);
+    let mut peer = [Peer {
+        next: PEER_ISS,
+        ts: 10,
+        fin: false,
+    }; FLOWS as usize];
+    let run = |proto: &mut Protocol, mut work: Vec<ProtoWork>, incarnation: u8| {
+        for w in &mut work {
+            if let ProtoWork::Rx(w) = w {
+                w.summary.incarnation = incarnation;
+            }
+        }
+        process_all(proto, &arena, now, work)
+    };
+    let stale = |proto: &Protocol| proto.stats().drops.get(DropReason::StaleFlow);
+    // Data of incarnation 2 for the flow of incarnation 1.
+    let work = items(&arena, &[(0, Op::Data(500, false))], &mut peer, &proto);
+    let before = proto.state(0).unwrap().clone();
+    run(&mut proto, work, 2);
+    assert_eq!(stale(&proto), 1);
+    assert_eq!(proto.state(0).unwrap().rcv_nxt, before.rcv_nxt);
+    // An exact RST of incarnation 2.
+    let rst = |arena: &FrameArena, seq| {
+        ProtoWork::Rx(RxWork {
+            flow: 0,
+            summary: SegmentSummary {
+                seq,
+                flags: flags::RST,
+                payload_off: 54,
+                ..SegmentSummary::default()
+            },
+            frame: arena.alloc_copy(&[0u8; 54]).unwrap(),
+        })
+    };
+    let a = run(&mut proto, vec![rst(&arena, before.rcv_nxt)], 2);
+    assert!(!a.any(Actions::RST_RX));
+    assert_eq!(stale(&proto), 2);
+    // The same data, unchecked (0), then of the flow's own incarnation: taken.
+    peer[0].next = PEER_ISS;
+    let work = items(&arena, &[(0, Op::Data(500, false))], &mut peer, &proto);
+    run(&mut proto, work, 0);
+    let work = items(&arena, &[(0, Op::Data(500, false))], &mut peer, &proto);
+    run(&mut proto, work, 1);
+    assert_eq!(stale(&proto), 2);
+    let rcv_nxt = proto.state(0).unwrap().rcv_nxt;
+    assert_eq!(rcv_nxt, before.rcv_nxt.wrapping_add(1000));
+    // And the flow's own exact RST resets it.
+    let a = run(&mut proto, vec![rst(&arena, rcv_nxt)], 1);
+    assert!(a.any(Actions::RST_RX));
+    assert_eq!(stale(&proto), 2);
+    // A connection installed without an incarnation (0) checks nothing.
+    let mut unchecked = Protocol::new(arena.clone());
+    unchecked.install(
+        0,
+        TcpState::new(&TcpParams {
+            incarnation: 0,
+            ..params(0)
+        }),
+    );
+    peer[0].next = PEER_ISS;
+    let work = items(&arena, &[(0, Op::Data(500, false))], &mut peer, &unchecked);
+    run(&mut unchecked, work, 5);
+    assert_eq!(stale(&unchecked), 0);
+    assert_eq!(
+        unchecked.state(0).unwrap().rcv_nxt,
+        before.rcv_nxt.wrapping_add(500)
+    );
+    assert_eq!(arena.free_frames(), 64);
+}
+
+/// Two protocol stages with the same flows, each with its postprocess and its peers, over
+/// one arena: the two sides of a differential test. The second side coalesces ACK
+/// headers; the first where `both_coalesce`.
+struct Pair {
+    arena: Arc<FrameArena>,
+    a: Protocol,
+    b: Protocol,
+    post_a: Postprocess,
+    post_b: Postprocess,
+    peers_a: [Peer; FLOWS as usize],
+    peers_b: [Peer; FLOWS as usize],
+}
+
+impl Pair {
+    fn new(delayed: bool, rcv_shift: u8, both_coalesce: bool) -> Self {
+        let arena = Arc::new(FrameArena::new(256).unwrap());
+        let policy = if delayed {
+            AckPolicy::delayed(Duration::from_millis(5))
+        } else {
+            AckPolicy::PerBurst
+        };
+        let mut a = Protocol::new(arena.clone()).with_ack_coalescing(both_coalesce);
+        let mut b = Protocol::new(arena.clone()).with_ack_coalescing(true);
+        for id in 0..FLOWS {
+            a.install(id, TcpState::new(&params(rcv_shift)));
+            b.install(id, TcpState::new(&params(rcv_shift)));
+        }
+        let peer = Peer {
+            next: PEER_ISS,
+            ts: 10,
+            fin: false,
+        };
+        Pair {
+            post_a: postprocess(&arena, policy),
+            post_b: postprocess(&arena, policy),
+            arena,
+            a,
+            b,
+            peers_a: [peer; FLOWS as usize],
+            peers_b: [peer; FLOWS as usize],
+        }
+    }
+}
+
+/// Run `bursts` on both sides of `pair` (side a with every acceptable ACK through
+/// `on_ack` where `full_ack_on_a`), both sides' work built from side a's state: they
+/// must take the same actions, send the same segments, end in the same state, and hand
+/// every frame back.
+fn both_sides_alike(
+    pair: Pair,
+    bursts: &[Vec<(u32, Op)>],
+    full_ack_on_a: bool,
+) -> Result<(), TestCaseError> {
+    use super::super::receive::FULL_ACK_PROCESSING;
+    let Pair {
+        arena,
+        mut a,
+        mut b,
+        mut post_a,
+        mut post_b,
+        mut peers_a,
+        mut peers_b,
+    } = pair;
+    for (i, script) in bursts.iter().enumerate() {
+        let now = Instant::from_micros(1_000 + 3_000 * i as u64);
+        let wa = items(&arena, script, &mut peers_a, &a);
+        let wb = items(&arena, script, &mut peers_b, &a);
+        FULL_ACK_PROCESSING.with(|c| c.set(full_ack_on_a));
+        let sent_a = run(&arena, &mut a, &mut post_a, now, wa);
+        FULL_ACK_PROCESSING.with(|c| c.set(false));
+        let sent_b = run(&arena, &mut b, &mut post_b, now, wb);
+        prop_assert_eq!(&sent_a.1, &sent_b.1, "actions, burst {}", i);
+        prop_assert_eq!(&sent_a.0, &sent_b.0, "segments sent, burst {}", i);
+    }
+    for id in 0..FLOWS {
+        prop_assert_eq!(a.state(id), b.state(id));
+    }
+    drop((post_a, post_b));
+    prop_assert_eq!(arena.free_frames(), 256);
+    Ok(())
+}
+
+/// A frozen flow (its state on its way to the control plane) drops its segments,
+/// counted, and hands their frames back; a segment for a flow id with no flow is a stale
+/// drop; after the thaw the data is taken when it comes again; frozen again, the flow's
+/// exact RST still goes through and resets it.
+#[test]
+fn a_frozen_flow_drops_segments_returns_their_frames_and_lets_a_reset_through() {
+    let arena = Arc::new(FrameArena::new(64).unwrap());
+    let mut proto = Protocol::new(arena.clone());
+    proto.install(0, TcpState::new(&params(0)));
+    let now = Instant::from_micros(1_000);
+    let mut peer = [Peer {
+        next: PEER_ISS,
+        ts: 10,
+        fin: false,
+    }; FLOWS as usize];
+    // Every frame a result hands back is freed: a frame lost on any path stays in use.
+    let run = |proto: &mut Protocol, work: Vec<ProtoWork>| {
+        let actions = process_all(proto, &arena, now, work);
+        assert_eq!(arena.in_use(), 0, "every frame came back");
+        actions
+    };
+    let frozen = |proto: &Protocol| proto.stats().drops.get(DropReason::Frozen);
+    run(&mut proto, vec![ProtoWork::Freeze { flow: 0 }]);
+    let before = proto.state(0).unwrap().rcv_nxt;
+    // Data for the frozen flow: dropped, counted, its frames back.
+    let work = items(
+        &arena,
+        &[(0, Op::Data(500, false)), (0, Op::Data(300, false))],
+        &mut peer,
+        &proto,
+    );
+    let a = run(&mut proto, work);
+    assert_eq!(frozen(&proto), 2);
+    assert!(a.any(Actions::RECEIVED) && !a.any(Actions::TX));
+    assert_eq!(proto.state(0).unwrap().rcv_nxt, before);
+    // A segment for a flow id with no flow: a stale drop, its frame back.
+    let stale = proto.stats().drops.get(DropReason::StaleFlow);
+    let orphan = ProtoWork::Rx(RxWork {
+        flow: 1,
+        summary: SegmentSummary {
+            seq: PEER_ISS,
+            flags: flags::ACK,
+            payload_off: 54,
+            ..SegmentSummary::default()
+        },
+        frame: arena.alloc_copy(&[0u8; 54]).unwrap(),
+    });
+    run(&mut proto, vec![orphan]);
+    assert_eq!(proto.stats().drops.get(DropReason::StaleFlow), stale + 1);
+    // After the thaw, the data that was dropped is taken when it comes again.
+    run(&mut proto, vec![ProtoWork::Thaw { flow: 0 }]);
+    peer[0].next = PEER_ISS;
+    let work = items(&arena, &[(0, Op::Data(500, false))], &mut peer, &proto);
+    run(&mut proto, work);
+    assert_eq!(proto.state(0).unwrap().rcv_nxt, before.wrapping_add(500));
+    assert_eq!(frozen(&proto), 2);
+    // Frozen again, the flow's exact RST goes through and resets it.
+    run(&mut proto, vec![ProtoWork::Freeze { flow: 0 }]);
+    let rst = ProtoWork::Rx(RxWork {
+        flow: 0,
+        summary: SegmentSummary {
+            seq: before.wrapping_add(500),
+            flags: flags::RST,
+            payload_off: 54,
+            incarnation: 1,
+            ..SegmentSummary::default()
+        },
+        frame: arena.alloc_copy(&[0u8; 54]).unwrap(),
+    });
+    let a = run(&mut proto, vec![rst]);
+    assert!(a.any(Actions::RST_RX));
+    assert_eq!(frozen(&proto), 2);
+}
+
+/// Direct sends: as many updates send their first segment as allowed, the others ask
+/// for a grant; an update whose result is a window update keeps it and asks too.
+#[test]
+fn direct_sends_stay_within_their_allowance() {
+    let arena = Arc::new(FrameArena::new(64).unwrap());
+    let mut proto = Protocol::new(arena.clone());
+    for id in 0..FLOWS {
+        proto.install(id, TcpState::new(&params(0)));
+    }
+    let now = Instant::from_micros(1_000);
+    let write = |proto: &Protocol, flow: FlowId, n: u64, read_all: bool| {
+        let st = proto.state(flow).unwrap();
+        ProtoWork::App {
+            flow,
+            positions: Some((
+                st.tx_app_end + n,
+                if read_all { st.rx_pos } else { st.rx_tail },
+            )),
+            fin: false,
+            closed: false,
+        }
+    };
+    proto.set_direct_sends(1);
+    let mut work = vec![write(&proto, 0, 100, false), write(&proto, 1, 100, false)];
+    let mut results = Vec::new();
+    proto.process(now, &mut work, &mut results);
+    assert!(results[0].actions.any(Actions::TX | Actions::FETCH_PAYLOAD));
+    assert_eq!(results[0].payload.len, 100);
+    assert!(!results[0].actions.any(Actions::SCHED), "nothing left");
+    // A direct send answers like a grant: the runtime settles the flow's earlier
+    // requests of the burst with it.
+    assert!(results[0].actions.any(Actions::GRANTED));
+    assert!(!results[1].actions.any(Actions::TX), "past the allowance");
+    assert!(results[1].actions.any(Actions::SCHED));
+    assert!(
+        !results[1].actions.any(Actions::GRANTED),
+        "no segment: a request"
+    );
+    assert_eq!(proto.direct_sends_left(), 0);
+    // Flow 0 took 4,100 bytes it has not read (its window is under half the ring):
+    // reading them and writing at once makes a window update, which goes as it is.
+    let mut peers = [Peer {
+        next: PEER_ISS,
+        ts: 10,
+        fin: false,
+    }; FLOWS as usize];
+    let mut work = items(&arena, &[(0, Op::Data(820, false)); 5], &mut peers, &proto);
+    results.clear();
+    proto.process(now, &mut work, &mut results);
+    for r in &mut results {
+        arena.free(r.rx_frame.take().unwrap());
+    }
+    proto.set_direct_sends(4);
+    let mut work = vec![write(&proto, 0, 50, true)];
+    results.clear();
+    proto.process(now, &mut work, &mut results);
+    let r = &results[0];
+    assert!(r.actions.any(Actions::TX | Actions::ACK_NOW), "{r:?}");
+    assert_eq!(r.payload.len, 0, "the window update, not data");
+    assert!(r.actions.any(Actions::SCHED), "the data asks for a grant");
+    assert_eq!(proto.direct_sends_left(), 4);
+    assert_eq!(arena.free_frames(), 64);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// A stage that leaves ACK headers owed sends the same segments as one that writes
+    /// every header, burst after burst, under both coalescing policies, and ends in the
+    /// same state.
+    #[test]
+    fn owed_headers_send_what_written_headers_send(
+        bursts in proptest::collection::vec(
+            proptest::collection::vec((0..FLOWS, op()), 1..24), 1..8),
+        delayed in any::<bool>(),
+        rcv_shift in prop_oneof![Just(0u8), 1u8..4],
+    ) {
+        both_sides_alike(Pair::new(delayed, rcv_shift, false), &bursts, false)?;
+    }
+
+    /// The receiver's shortcut past `on_ack` (an ACK that acknowledges nothing, with
+    /// nothing in flight, no SACK blocks and no congestion echoed) does what `on_ack`
+    /// does: the same actions, the same segments sent, the same state.
+    #[test]
+    fn the_receivers_shortcut_does_what_on_ack_does(
+        bursts in proptest::collection::vec(
+            proptest::collection::vec((0..FLOWS, op()), 1..24), 1..8),
+        delayed in any::<bool>(),
+        rcv_shift in prop_oneof![Just(0u8), 1u8..4],
+    ) {
+        both_sides_alike(Pair::new(delayed, rcv_shift, true), &bursts, true)?;
+    }
+
+    /// A read's update applied without a work item where `Protocol::app_quiet` takes it
+    /// (the inline runtime's rule: no earlier item of the same flow still queued)
+    /// changes what its result would have: the same segments go out, every other
+    /// result's actions are the same, the result it spares would have done nothing,
+    /// and both end in the same state (but the count of results reported).
+    #[test]
+    fn quiet_reads_do_what_their_work_items_do(
+        bursts in proptest::collection::vec(
+            proptest::collection::vec((0..FLOWS, op()), 1..24), 1..8),
+        delayed in any::<bool>(),
+        rcv_shift in prop_oneof![Just(0u8), 1u8..4],
+    ) {
+        let Pair { arena, a: mut full, b: mut quiet, post_a: mut post_full,
+            post_b: mut post_quiet, mut peers_a, mut peers_b } =
+            Pair::new(delayed, rcv_shift, true);
+        for (b, script) in bursts.iter().enumerate() {
+            let now = Instant::from_micros(1_000 + 3_000 * b as u64);
+            let wa = items(&arena, script, &mut peers_a, &full);
+            let all = items(&arena, script, &mut peers_b, &full);
+            let mut wb = Vec::new();
+            let mut spared = Vec::new();
+            for (i, w) in all.into_iter().enumerate() {
+                if let ProtoWork::App { flow, positions: Some((tx, rx)), .. } = w {
+                    if !wb.iter().any(|q: &ProtoWork| q.flow() == flow)
+                        && quiet.app_quiet(flow, tx, rx)
+                    {
+                        spared.push(i);
+                        continue;
+                    }
+                }
+                wb.push(w);
+            }
+            let (sent_a, mut actions_a) = run(&arena, &mut full, &mut post_full, now, wa);
+            let (sent_b, actions_b) = run(&arena, &mut quiet, &mut post_quiet, now, wb);
+            for &i in spared.iter().rev() {
+                let a = Actions(actions_a.remove(i));
+                prop_assert!(
+                    !a.any(!Actions::PEER_WINDOW_ZERO),
+                    "a spared result would have done something: {:?}, burst {}", a, b
+                );
+                prop_assert!(sent_a.iter().all(|s| s.0 != i), "burst {}", b);
+            }
+            prop_assert_eq!(&actions_a, &actions_b, "actions, burst {}", b);
+            let segs = |s: &[(usize, FlowId, TxHeader)]| {
+                s.iter().map(|&(_, f, h)| (f, h)).collect::<Vec<_>>()
+            };
+            prop_assert_eq!(segs(&sent_a), segs(&sent_b), "segments sent, burst {}", b);
+        }
+        for id in 0..FLOWS {
+            let (mut a, b) = (full.state(id).unwrap().clone(), quiet.state(id).unwrap());
+            a.stamp = b.stamp;
+            prop_assert_eq!(&a, b);
+        }
+        drop((post_full, post_quiet));
+        prop_assert_eq!(arena.free_frames(), 256);
+    }
+}
