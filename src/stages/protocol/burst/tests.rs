@@ -23,6 +23,9 @@ enum Op {
     Old(u16),
     /// A pure ACK of this share (in 1/8) of what we have in flight, perhaps with CWR.
     PureAck(u8, bool),
+    /// A duplicate ACK with one SACK block from this share (in 1/8) of what we have in
+    /// flight to its end, perhaps echoing congestion (ECE).
+    Sack(u8, bool),
     /// In-order FIN, with this much data before it.
     Fin(u16),
     /// The application queued this much to send, and read this share (in 1/8) of what
@@ -44,6 +47,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1u16..3000, 1u16..800).prop_map(|(g, n)| Op::Ahead(g, n)),
         1 => (1u16..800).prop_map(Op::Old),
         2 => (0u8..=8, any::<bool>()).prop_map(|(k, cwr)| Op::PureAck(k, cwr)),
+        1 => (1u8..=7, any::<bool>()).prop_map(|(k, ece)| Op::Sack(k, ece)),
         1 => (0u16..300).prop_map(Op::Fin),
         2 => (0u16..3000, 0u8..=8).prop_map(|(n, read)| Op::App(n, read)),
         2 => (0u8..=8).prop_map(|read| Op::App(0, read)),
@@ -150,6 +154,14 @@ fn items(
                     s.flags |= flags::CWR;
                 }
             }
+            Op::Sack(_, ece) => {
+                s.sack_len = 1;
+                s.sack_at = 70;
+                s.payload_off = 78;
+                if ece {
+                    s.flags |= flags::ECE;
+                }
+            }
             Op::Fin(n) => {
                 s.payload_len = n;
                 s.flags |= flags::FIN;
@@ -183,10 +195,21 @@ fn items(
                 continue;
             }
         }
-        let mut header = [0u8; 66];
+        let mut header = [0u8; 78];
         header[54..58].copy_from_slice(&[1, 1, 8, 10]);
         header[58..62].copy_from_slice(&p.ts.to_be_bytes());
-        let frame = arena.alloc_copy(&header).expect("a frame for the segment");
+        if let Op::Sack(k, _) = op {
+            // NOP NOP, then the option's kind and length, then the block.
+            let flight = st.snd_max.wrapping_sub(st.snd_una);
+            let left = st.snd_una.wrapping_add(flight / 8 * u32::from(k));
+            header[66..70].copy_from_slice(&[1, 1, 5, 10]);
+            header[70..74].copy_from_slice(&left.to_be_bytes());
+            header[74..78].copy_from_slice(&st.snd_max.to_be_bytes());
+        }
+        let len = usize::from(s.payload_off);
+        let frame = arena
+            .alloc_copy(&header[..len])
+            .expect("a frame for the segment");
         out.push(ProtoWork::Rx(RxWork {
             flow,
             summary: s,
