@@ -4,7 +4,9 @@
 //! on the application's thread through `Threaded::poll`), in one run, against the same
 //! client (an inline engine with a load generator on its own thread, pinned to the last core;
 //! the server application thread is pinned to the first), over the zero-copy
-//! in-memory link. Prints throughput and the threaded / inline ratio for:
+//! in-memory link. Prints throughput and the threaded / inline ratio (taken in each round
+//! against that round's inline run, which ran just before or after it: median and min..max
+//! over the rounds) for:
 //!
 //! * one connection, RPC: 64-byte requests and responses, 64 outstanding;
 //! * one connection, bulk: the client streams, the server reads;
@@ -349,7 +351,7 @@ fn main() {
             _ => panic!("--workers: counts above zero or `inline`, as 4,8,inline"),
         }
     }));
-    println!("{rounds} interleaved rounds of {secs} s per mode (the order alternates); median (min..max)");
+    println!("{rounds} interleaved rounds of {secs} s per mode (the order alternates); median (min..max); each ratio is taken per round, against that round's inline run");
     for (workload, conns) in [
         (Workload::Rpc, 1),
         (Workload::Bulk, 1),
@@ -371,30 +373,46 @@ fn main() {
             Workload::Rpc => "RPC/s",
             Workload::Bulk => "Gbit/s",
         };
-        let fmt = |v: &mut Vec<f64>| {
-            v.sort_by(|a, b| a.total_cmp(b));
-            let (lo, med, hi) = (v[0], v[v.len() / 2], v[v.len() - 1]);
+        let fmt = |v: &[f64]| {
+            let (med, lo, hi) = median_min_max(v);
             let f = |x: f64| match workload {
                 Workload::Rpc => format!("{:.0}", x),
                 Workload::Bulk => format!("{:.2}", x),
             };
-            (med, format!("{} ({}..{}) {unit}", f(med), f(lo), f(hi)))
+            format!("{} ({}..{}) {unit}", f(med), f(lo), f(hi))
         };
-        let (mi, si) = fmt(&mut results[0]);
-        let (mt, st) = fmt(&mut results[1]);
+        // Each round's ratio against that round's inline run (the two ran back to back, so
+        // a slow stretch of the machine moves both): median (min..max) over the rounds.
+        let ratio = |r: &[f64]| {
+            let per_round: Vec<f64> = r
+                .iter()
+                .zip(&results[0])
+                .map(|(x, i)| x / i.max(1e-9))
+                .collect();
+            let (med, lo, hi) = median_min_max(&per_round);
+            format!("{med:.2} ({lo:.2}..{hi:.2})")
+        };
         let mut line = format!(
-            "{:<5} {:>2} conn: inline {si:<36} threaded {st:<36} threaded/inline {:.2}",
+            "{:<5} {:>2} conn: inline {:<36} threaded {:<36} threaded/inline {}",
             format!("{workload:?}").to_lowercase(),
             conns,
-            mt / mi.max(1e-9)
+            fmt(&results[0]),
+            fmt(&results[1]),
+            ratio(&results[1])
         );
-        for (mode, r) in modes.iter().zip(results.iter_mut()).skip(2) {
+        for (mode, r) in modes.iter().zip(results.iter()).skip(2) {
             let Mode::Threaded(Some(x)) = mode else {
                 continue;
             };
-            let (m, s) = fmt(r);
-            line += &format!("; {} {s}, /inline {:.2}", x.name(), m / mi.max(1e-9));
+            line += &format!("; {} {}, /inline {}", x.name(), fmt(r), ratio(r));
         }
         println!("{line}");
     }
+}
+
+/// Median, min and max of `v` (not empty).
+fn median_min_max(v: &[f64]) -> (f64, f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    (s[s.len() / 2], s[0], s[s.len() - 1])
 }
