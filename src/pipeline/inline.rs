@@ -80,6 +80,7 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
                 arena.clone(),
                 Protocol::with_congestion(cc, arena.clone())
                     .with_ack_coalescing(cfg.ack_policy != AckPolicy::EverySegment)
+                    .with_delayed_acks(matches!(cfg.ack_policy, AckPolicy::Delayed(_)))
                     .with_challenge_ack_limit(cfg.control.challenge_ack_limit),
                 sched,
                 (rx_segment, results),

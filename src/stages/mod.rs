@@ -397,3 +397,16 @@ pub struct ProtoResult {
     /// The peer's window after this item (bytes, scaled).
     pub snd_wnd: u32,
 }
+
+impl ProtoResult {
+    /// The in-order payload the result delivered, for the delayed-ACK count: its placed
+    /// bytes when it published the receive ring (at least 1), else 0.
+    #[inline]
+    pub(crate) fn in_order_bytes(&self) -> u32 {
+        if self.actions.any(Actions::PUBLISH_RX) {
+            u32::from(self.payload.len).max(1)
+        } else {
+            0
+        }
+    }
+}

@@ -37,7 +37,7 @@ impl Threaded {
             topology.postprocess,
         );
         let rs = topology.ring_size;
-        // A flow's delayed-ACK state lives in postprocess; with several replicas its bursts
+        // A flow's delayed-ACK timer is kept by postprocess; with several replicas its bursts
         // alternate between them, so they acknowledge per burst instead.
         let post_policy = match cfg.ack_policy {
             crate::stages::protocol::AckPolicy::Delayed(_) if topology.postprocess > 1 => {
@@ -388,6 +388,10 @@ impl Threaded {
                             .with_ack_coalescing(
                                 post_policy != crate::stages::protocol::AckPolicy::EverySegment,
                             )
+                            .with_delayed_acks(matches!(
+                                post_policy,
+                                crate::stages::protocol::AckPolicy::Delayed(_)
+                            ))
                             .with_challenge_ack_limit(challenge_ack_limit),
                         pol.sched.clone(),
                         (pol.hooks.rx_segment.clone(), pol.hooks.results.clone()),

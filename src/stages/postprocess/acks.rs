@@ -1,18 +1,13 @@
-//! Postprocess's ACK decisions: which coalescable ACK of a burst goes out, and the delayed-ACK
-//! state of each flow ([`AckPolicy::Delayed`]).
+//! Postprocess's ACK decisions: which coalescable ACK of a burst goes out, and the timers of
+//! delayed ACKs ([`AckPolicy::Delayed`]; the protocol stage decides which ACK waits).
 
 use super::*;
 
-/// A flow's delayed-ACK state ([`AckPolicy::Delayed`]).
+/// A flow's delayed-ACK timer state ([`AckPolicy::Delayed`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct AckState {
     /// In-order payload bytes received since the flow last sent a segment.
     pub(super) unacked: u32,
-    /// A full-sized segment's payload: the flow's MSS (at least 1), raised to the largest
-    /// in-order payload seen (as Linux's receive-MSS estimate: a peer whose segments are
-    /// larger than what this side sends still gets an ACK every second one). An ACK goes at
-    /// once when more than this is unacknowledged, i.e. at the second full-sized segment.
-    pub(super) full: u32,
     /// When the pending ACK is due.
     pub(super) due: Option<Instant>,
 }
@@ -27,33 +22,13 @@ pub(super) struct LastTx {
 
 impl Postprocess {
     /// Whether the coalescable ACK of item `i` goes out: it is the flow's last in the burst
-    /// and no later segment of the flow carries it; under [`AckPolicy::Delayed`], also more
-    /// than one full-sized segment of in-order data is unacknowledged (the second full-sized
-    /// segment arrived) or the delay ran out.
-    pub(super) fn coalesced_ack_goes(&mut self, now: Instant, r: &ProtoResult, i: usize) -> bool {
-        let Some(l) = self.last.iter().find(|l| l.flow == r.flow) else {
-            return false;
-        };
-        if l.ack != i || l.tx != i {
-            return false;
-        }
-        let AckPolicy::Delayed(delay) = self.policy else {
-            return true;
-        };
-        let Some(st) = self.acks.get_mut(r.flow as usize) else {
-            return true;
-        };
-        // This item's own data counts.
-        let bytes = in_order_bytes(r);
-        st.full = st.full.max(bytes);
-        let unacked = st.unacked.saturating_add(bytes);
-        if unacked > st.full || st.due.is_some_and(|d| now >= d) {
-            return true;
-        }
-        if st.due.is_none() {
-            self.arm_delayed(r.flow, now + delay);
-        }
-        false
+    /// and no later segment of the flow carries it. (Under [`AckPolicy::Delayed`] the
+    /// protocol stage has already left out the ACKs that wait.)
+    pub(super) fn coalesced_ack_goes(&self, r: &ProtoResult, i: usize) -> bool {
+        self.last
+            .iter()
+            .find(|l| l.flow == r.flow)
+            .is_some_and(|l| l.ack == i && l.tx == i)
     }
 
     /// Set flow `flow`'s delayed-ACK due time to `due` and tell the control plane's timers,
@@ -93,8 +68,7 @@ impl Postprocess {
         let Some(st) = self.acks.get_mut(r.flow as usize) else {
             return;
         };
-        let bytes = in_order_bytes(r);
-        st.full = st.full.max(bytes);
+        let bytes = r.in_order_bytes();
         if carried {
             let pending = st.due.take();
             st.unacked = 0;
@@ -122,16 +96,5 @@ impl Postprocess {
         } else if st.unacked > 0 && st.due.is_none() {
             self.arm_delayed(r.flow, now + delay);
         }
-    }
-}
-
-/// The in-order payload a result delivered, for the delayed-ACK count: its placed bytes when
-/// it published the receive ring (at least 1), else 0.
-#[inline]
-fn in_order_bytes(r: &ProtoResult) -> u32 {
-    if r.actions.any(Actions::PUBLISH_RX) {
-        u32::from(r.payload.len).max(1)
-    } else {
-        0
     }
 }

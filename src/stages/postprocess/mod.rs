@@ -106,7 +106,6 @@ impl Postprocess {
     /// Install a flow.
     pub fn install(&mut self, id: FlowId, view: FlowView) {
         let i = id as usize;
-        let mss = view.identity.mss;
         if self.flows.len() <= i {
             self.flows.resize_with(i + 1, || None);
         }
@@ -114,10 +113,7 @@ impl Postprocess {
         if self.acks.len() <= i {
             self.acks.resize(i + 1, AckState::default());
         }
-        self.acks[i] = AckState {
-            full: u32::from(mss).max(1),
-            ..AckState::default()
-        };
+        self.acks[i] = AckState::default();
     }
 
     /// Remove a flow.
@@ -285,7 +281,7 @@ impl Postprocess {
                 && a.any(Actions::TX)
                 && (a.any(Actions::ACK_NOW)
                     || self.policy == AckPolicy::EverySegment
-                    || self.coalesced_ack_goes(now, r, i));
+                    || self.coalesced_ack_goes(r, i));
             self.build(now, r, send, stale);
             if !stale {
                 // Only a segment built carries the ACK (one dropped for want of a frame
@@ -512,14 +508,9 @@ mod tests {
             let mut p = post(policy, 2);
             let mut items = vec![data(0), data(1), data(0), urgent(0)];
             p.process_in_place(Instant::ZERO, &mut items);
-            // Flow 0's ACK goes on its urgent segment; flow 1's own ACK (per burst) or
-            // nothing yet (one segment, delayed).
-            let want = if policy == AckPolicy::PerBurst {
-                vec![1, 3]
-            } else {
-                vec![3]
-            };
-            assert_eq!(sent(&items), want, "{policy:?}");
+            // Flow 0's ACK goes on its urgent segment; flow 1's own (under delayed ACKs the
+            // protocol stage has left out the ACKs that wait: what reaches postprocess goes).
+            assert_eq!(sent(&items), vec![1, 3], "{policy:?}");
         }
     }
 
@@ -539,21 +530,28 @@ mod tests {
         }
     }
 
-    /// Under both ways of clearing the due time: a compare-and-swap, or on the control
-    /// plane's thread a load and a store.
+    /// Delayed ACKs' timers: in-order data whose ACK waits (the protocol stage left its
+    /// result without a segment) arms the flow's timer, after the delay, once; a segment
+    /// that carries the ACK clears it, under both ways of clearing: a compare-and-swap, or
+    /// on the control plane's thread a load and a store. A due time this stage did not set
+    /// (another replica's) stays.
     #[test]
-    fn delayed_acks_every_second_segment_across_bursts() {
+    fn delayed_ack_timers_are_armed_for_waiting_acks_and_cleared_by_a_segment() {
         for on_control in [false, true] {
             let mut p = post(AckPolicy::delayed(Duration::from_millis(5)), 1);
             if on_control {
                 p = p.on_control_thread();
             }
             let counters = p.flows[0].as_ref().unwrap().counters.clone();
-            let mut sends = Vec::new();
+            let waits = || {
+                let mut r = data(0);
+                r.actions.clear(Actions::TX);
+                r
+            };
             for i in 0..6u64 {
-                let mut items = vec![data(0)];
+                let mut items = vec![if i % 2 == 0 { waits() } else { data(0) }];
                 p.process_in_place(Instant::from_micros(i), &mut items);
-                sends.push(items[0].tx_frame.is_some());
+                assert_eq!(items[0].tx_frame.is_some(), i % 2 == 1, "{on_control}");
                 let due = counters.ack_due.load(Ordering::Relaxed);
                 if i % 2 == 0 {
                     assert_eq!(due, 5_000 + i + 1, "{on_control}");
@@ -564,93 +562,25 @@ mod tests {
                     p.arena.free(f);
                 }
             }
+            // A second waiting ACK keeps the first one's due time.
+            let mut items = vec![waits()];
+            p.process_in_place(Instant::from_micros(10), &mut items);
+            let mut items = vec![waits()];
+            p.process_in_place(Instant::from_micros(12), &mut items);
             assert_eq!(
-                sends,
-                [false, true, false, true, false, true],
+                counters.ack_due.load(Ordering::Relaxed),
+                5_010 + 1,
                 "{on_control}"
             );
-            // A due time this stage did not set (another replica's) stays when a segment
-            // carries the ACK.
-            let mut items = vec![data(0)];
-            p.process_in_place(Instant::from_micros(10), &mut items);
             counters.ack_due.store(77, Ordering::Relaxed);
             let mut items2 = vec![data(0)];
-            p.process_in_place(Instant::from_micros(11), &mut items2);
+            p.process_in_place(Instant::from_micros(13), &mut items2);
             assert!(items2[0].tx_frame.is_some(), "{on_control}");
             assert_eq!(counters.ack_due.load(Ordering::Relaxed), 77, "{on_control}");
-            for f in [items[0].tx_frame.take(), items2[0].tx_frame.take()]
-                .into_iter()
-                .flatten()
-            {
+            if let Some(f) = items2[0].tx_frame.take() {
                 p.arena.free(f);
             }
         }
-    }
-
-    /// Small segments are counted in bytes: the ACK goes once more than one full-sized
-    /// segment (1448 bytes) is unacknowledged, as Linux and smoltcp count, not at the
-    /// second segment.
-    #[test]
-    fn delayed_acks_small_segments_once_a_full_segment_is_passed() {
-        let mut p = post(AckPolicy::delayed(Duration::from_millis(5)), 1);
-        let mut sends = Vec::new();
-        for i in 0..50u64 {
-            let mut items = vec![data_of(0, 64)];
-            p.process_in_place(Instant::from_micros(i), &mut items);
-            sends.push(items[0].tx_frame.is_some());
-            if let Some(f) = items[0].tx_frame.take() {
-                p.arena.free(f);
-            }
-        }
-        // 23 x 64 = 1472 > 1448: the 23rd segment, then the 46th.
-        let at: Vec<usize> = (0..50).filter(|&i| sends[i]).collect();
-        assert_eq!(at, [22, 45]);
-        // In one burst: 20 x 64 = 1280 bytes, less than a full segment: no ACK, the timer
-        // armed; 3 more in the next burst pass it: one ACK, on that burst's last segment.
-        let mut p = post(AckPolicy::delayed(Duration::from_millis(5)), 1);
-        let counters = p.flows[0].as_ref().unwrap().counters.clone();
-        let mut items: Vec<_> = (0..20).map(|_| data_of(0, 64)).collect();
-        p.process_in_place(Instant::ZERO, &mut items);
-        assert!(sent(&items).is_empty());
-        assert_eq!(counters.ack_due.load(Ordering::Relaxed), 5_000 + 1);
-        let mut items: Vec<_> = (0..3).map(|_| data_of(0, 64)).collect();
-        p.process_in_place(Instant::from_micros(1), &mut items);
-        assert_eq!(sent(&items), [2]);
-        assert_eq!(counters.ack_due.load(Ordering::Relaxed), 0);
-    }
-
-    /// The full-sized segment is the flow's own MSS (536 here, not the 1448 of the other
-    /// tests), raised to the largest in-order payload seen: a peer that sends segments
-    /// larger than this side's MSS still gets an ACK every second one, not every one.
-    #[test]
-    fn delayed_acks_follow_the_flows_mss_and_the_largest_segment_seen() {
-        let arena = Arc::new(FrameArena::new(64).unwrap());
-        let mut p = Postprocess::new(arena, AckPolicy::delayed(Duration::from_millis(5)));
-        p.install(
-            0,
-            FlowView {
-                identity: crate::flow::test_identity(0, 536),
-                counters: FlowCounters::new(),
-            },
-        );
-        let mut pattern = Vec::new();
-        for (i, len) in [300, 300, 536, 536, 1448, 1448, 1448, 1448]
-            .into_iter()
-            .enumerate()
-        {
-            let mut items = vec![data_of(0, len)];
-            p.process_in_place(Instant::from_micros(i as u64), &mut items);
-            pattern.push(items[0].tx_frame.is_some());
-            if let Some(f) = items[0].tx_frame.take() {
-                p.arena.free(f);
-            }
-        }
-        // 600 > 536 at the second; 1072 at the fourth; the first 1448 (> 536) raises the
-        // full segment to 1448, so it waits for its second.
-        assert_eq!(
-            pattern,
-            [false, true, false, true, false, true, false, true]
-        );
     }
 
     /// A segment that cannot be built (no frame left) does not count as carrying the ACK:
@@ -709,28 +639,32 @@ mod tests {
     fn a_stale_result_leaves_the_delayed_ack_state_alone() {
         let mut p = post(AckPolicy::delayed(Duration::from_millis(5)), 1);
         let counters = p.flows[0].as_ref().unwrap().counters.clone();
-        // The installed connection is incarnation 1; this result is of incarnation 9.
-        let mut stale = data(0);
-        stale.stamp = 9 << 24 | 1;
-        let mut items = vec![stale];
-        p.process_in_place(Instant::ZERO, &mut items);
-        assert!(sent(&items).is_empty());
-        assert_eq!(p.stats().drops.get(DropReason::StaleFlow), 1);
+        // The installed connection is incarnation 1; these results are of incarnation 9:
+        // one whose ACK waits, one that would carry the ACK.
+        for tx in [false, true] {
+            let mut stale = data(0);
+            stale.stamp = 9 << 24 | 1;
+            if !tx {
+                stale.actions.clear(Actions::TX);
+            }
+            let mut items = vec![stale];
+            p.process_in_place(Instant::ZERO, &mut items);
+            assert!(sent(&items).is_empty());
+        }
+        assert_eq!(p.stats().drops.get(DropReason::StaleFlow), 2);
         assert_eq!(
             counters.ack_due.load(Ordering::Relaxed),
             0,
             "no timer armed"
         );
-        // One full segment of the connection's own: not yet more than one unacknowledged.
+        assert_eq!(p.acks[0].unacked, 0, "the stale bytes did not count");
+        // The connection's own data whose ACK waits arms the timer.
         let mut own = data(0);
         own.stamp = 1 << 24 | 1;
+        own.actions.clear(Actions::TX);
         let mut items = vec![own];
         p.process_in_place(Instant::from_micros(1), &mut items);
-        assert!(sent(&items).is_empty(), "the stale bytes did not count");
-        let mut own = data(0);
-        own.stamp = 1 << 24 | 2;
-        let mut items = vec![own];
-        p.process_in_place(Instant::from_micros(2), &mut items);
-        assert_eq!(sent(&items), [0]);
+        assert_eq!(counters.ack_due.load(Ordering::Relaxed), 5_001 + 1);
+        assert_eq!(p.acks[0].unacked, 1448);
     }
 }

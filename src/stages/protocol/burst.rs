@@ -20,6 +20,11 @@
 //! for its last segment of the protocol stage's burst. A [`Results`](crate::pipeline::Results)
 //! stage that drops the result carrying a flow's ACK drops the ACK of the flow's whole run of
 //! segments.
+//!
+//! Under delayed ACKs ([`with_delayed_acks`](Protocol::with_delayed_acks)) the last data
+//! segment of a flow's run leaves its header to this loop, which takes the delayed-ACK
+//! decision ([`delack`](super::delack)): where the ACK waits, neither it nor the run's
+//! earlier ACKs go, and no header is written for it.
 
 use super::*;
 
@@ -55,20 +60,36 @@ impl<C: CongestionControl> Protocol<C> {
         const NONE: usize = usize::MAX;
         // The output index of the result whose header is owed.
         let mut owed = NONE;
+        // Delayed ACKs coalesce ACK headers: a run's ACK that waits takes only the owed one
+        // with it.
+        let (coalesce, delayed) = (self.coalesce || self.delayed, self.delayed);
         let mut items = input.drain(..);
         // Each item is read where it lies and only then taken (a segment's frame, another
         // item whole): moving a whole item out first costs a stalled reload of it.
         while let [w, rest @ ..] = items.as_slice() {
             let flow = w.flow();
-            let may_owe = self.coalesce
-                && matches!(w, ProtoWork::Rx(_))
+            let rx = matches!(w, ProtoWork::Rx(_));
+            // The next item is a data (or FIN) segment of the same flow: this one's ACK
+            // would ride on the next one's.
+            let next_data = rx
                 && matches!(rest.first(), Some(ProtoWork::Rx(x))
                     if x.flow == flow
                         && (x.summary.payload_len > 0 || x.summary.flags & flags::FIN != 0));
+            let marks = if next_data {
+                if coalesce {
+                    HEADER_OWED
+                } else {
+                    0
+                }
+            } else if delayed && rx {
+                ACK_DECIDES
+            } else {
+                0
+            };
             let i = output.len();
             output.push(ProtoResult {
                 flow,
-                actions: Actions(if may_owe { HEADER_OWED } else { 0 }),
+                actions: Actions(marks),
                 ..Default::default()
             });
             let r = output.last_mut().expect("just pushed");
@@ -81,11 +102,17 @@ impl<C: CongestionControl> Protocol<C> {
                 self.handle_into(now, w, r);
             }
             let a = r.actions;
-            r.actions.clear(HEADER_OWED);
+            r.actions.clear(HEADER_OWED | ACK_DECIDES);
             if owed != NONE {
                 // This item is a data segment of the owed result's flow.
                 if a.any(Actions::TX) {
                     // It sends a segment, which carries the ACK.
+                    output[owed].actions.clear(Actions::TX);
+                } else if delayed
+                    && a.0 & (ACK_DECIDES | Actions::PUBLISH_RX)
+                        == ACK_DECIDES | Actions::PUBLISH_RX
+                {
+                    // It ends the run and its ACK waits: so does the owed one.
                     output[owed].actions.clear(Actions::TX);
                 } else {
                     // A data segment that sends nothing (one without ACK flag) changed
@@ -111,4 +138,4 @@ impl<C: CongestionControl> Protocol<C> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -31,6 +31,7 @@ use crate::time::Instant;
 use crate::wire::{flags, seq, SackBlocks, SegmentSummary, TxHeader};
 
 mod burst;
+mod delack;
 mod loss;
 mod rare;
 mod receive;
@@ -63,11 +64,14 @@ pub enum AckPolicy {
     /// and smoltcp count; a full-sized segment is the connection's MSS, or the largest
     /// in-order payload seen if larger), when a segment of the flow goes out anyway (a
     /// response carries the ACK), or when the delay runs out, whichever comes first. The
-    /// decision is taken per burst, like [`PerBurst`](Self::PerBurst)'s: a burst of many
-    /// full-sized segments draws one ACK, on its last (a stretch ACK, as smoltcp sends one
+    /// decision is taken at the last segment of each run of the flow's segments in a burst,
+    /// like [`PerBurst`](Self::PerBurst)'s: a burst of many full-sized segments draws one
+    /// ACK, on its last (a stretch ACK, as smoltcp sends one
     /// per poll and Linux one per coalesced receive). Build it with [`AckPolicy::delayed`],
-    /// which bounds the delay. A threaded topology with more than one postprocess replica
-    /// acknowledges per burst instead (a flow's delayed-ACK state lives in postprocess).
+    /// which bounds the delay. The protocol stage decides which ACK waits (it writes no
+    /// header for one), postprocess arms the flow's timer for it. A threaded topology with
+    /// more than one postprocess replica acknowledges per burst instead (a flow's
+    /// delayed-ACK timer is kept by postprocess).
     Delayed(Duration),
 }
 
@@ -95,6 +99,8 @@ pub struct Protocol<C: CongestionControl = NewReno> {
     /// Whether coalescable ACK headers are written only where one can be sent
     /// ([`with_ack_coalescing`](Self::with_ack_coalescing)).
     coalesce: bool,
+    /// Whether the stage takes delayed ACKs ([`with_delayed_acks`](Self::with_delayed_acks)).
+    delayed: bool,
     /// How many more application updates that make data ready may send their first
     /// segment themselves ([`set_direct_sends`](Self::set_direct_sends)).
     direct: usize,
@@ -125,6 +131,7 @@ impl<C: CongestionControl> Protocol<C> {
             stats: StageStats::default(),
             arena,
             coalesce: false,
+            delayed: false,
             direct: 0,
             challenge: RateLimit::new(CHALLENGE_ACK_LIMIT),
         }

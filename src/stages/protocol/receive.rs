@@ -289,14 +289,11 @@ impl TcpState {
             drop = drop.or(mismatch);
         }
         self.try_consume_fin(r);
-        // A coalescable ACK's header is left owed when the burst asked for that (a later
-        // segment of the flow settles it); its window is still computed, so that the edge
-        // the next one starts from is the same as if the header had been written.
         if r.actions.any(Actions::TX) {
-            if r.actions.0 & (Actions::ACK_NOW | HEADER_OWED) == HEADER_OWED {
-                self.advertise();
+            if r.actions.any(Actions::ACK_NOW) {
+                self.ack_now_header(now, &mut r.hdr);
             } else {
-                self.ack_header(now, &mut r.hdr);
+                self.coalescable_ack(now, r);
             }
         }
         self.finish(r);
@@ -313,7 +310,7 @@ impl TcpState {
         r: &mut ProtoResult,
         reason: DropReason,
     ) -> Option<DropReason> {
-        self.ack_header(now, &mut r.hdr);
+        self.ack_now_header(now, &mut r.hdr);
         r.actions.set(Actions::TX | Actions::ACK_NOW);
         self.finish(r);
         Some(reason)
@@ -555,7 +552,7 @@ impl TcpState {
             && seq::lt(seq_no, self.rcv_nxt.wrapping_add(wnd))
             && challenge()
         {
-            self.ack_header(now, &mut r.hdr);
+            self.ack_now_header(now, &mut r.hdr);
             r.actions
                 .set(Actions::TX | Actions::ACK_NOW | Actions::CHALLENGE_ACK);
             self.finish(r);

@@ -196,7 +196,7 @@ impl TcpState {
             self.flags |= F_TXFIN;
         }
         if self.take_rx_tail(rx_tail) {
-            self.ack_header(now, &mut r.hdr);
+            self.ack_now_header(now, &mut r.hdr);
             r.actions.set(Actions::TX | Actions::ACK_NOW);
         }
         if self.can_send() {
@@ -255,7 +255,7 @@ impl TcpState {
         if self.has(F_RST) {
             return;
         }
-        self.ack_header(now, &mut r.hdr);
+        self.ack_now_header(now, &mut r.hdr);
         r.actions.set(Actions::TX | Actions::ACK_NOW);
         self.finish(r);
     }

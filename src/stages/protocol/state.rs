@@ -38,6 +38,13 @@ pub(super) const PAWS_IDLE_MS: u64 = 24 * 24 * 3600 * 1000;
 pub(super) const HEADER_OWED: u32 = 1 << 31;
 const _: () = assert!(HEADER_OWED > Actions::GRANTED, "a bit no action uses");
 
+/// In a result being built by [`Protocol`]'s burst processing under delayed ACKs: the
+/// segment ends its flow's run of data segments in the burst, and takes the delayed-ACK
+/// decision for the run ([`delack`](super::delack)). Still set when the segment is done, it
+/// says the run's ACK waits. Never set on a result that leaves the stage.
+pub(super) const ACK_DECIDES: u32 = 1 << 30;
+const _: () = assert!(ACK_DECIDES > Actions::GRANTED, "a bit no action uses");
+
 /// Per-connection TCP state, owned by one protocol stage.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TcpState {
@@ -133,6 +140,15 @@ pub struct TcpState {
     rx_view: Option<RingObserver>,
     /// The advertised right edge (`rcv_adv`) for which `rx_view`'s read bell was last set.
     bell_edge: u32,
+    /// `rcv_nxt` as the last segment of ours that certainly went acknowledged it: the data
+    /// after it is unacknowledged, for the delayed-ACK decision
+    /// ([`AckPolicy::Delayed`](super::AckPolicy::Delayed)).
+    pub(super) delack_seq: u32,
+    /// A full-sized segment's payload for that decision: the MSS (at least 1), raised to
+    /// the largest in-order payload of a segment that took the decision (as Linux's
+    /// receive-MSS estimate: a peer whose segments are larger than what this side sends
+    /// still gets an ACK every second one).
+    pub(super) delack_full: u32,
 }
 
 /// Parameters to create the state of an established connection.
@@ -198,6 +214,8 @@ impl TcpState {
             ts_recent: p.ts_recent,
             ts_offset: p.ts_offset,
             stamp: u32::from(p.incarnation) << 24,
+            delack_seq: p.rcv_nxt,
+            delack_full: u32::from(p.mss.max(1)),
             ..Default::default()
         };
         if p.timestamps {
@@ -474,6 +492,10 @@ impl TcpState {
         h.ts_val = (now.millis() as u32).wrapping_add(self.ts_offset);
         h.ts_ecr = self.ts_recent;
         h.payload_len = payload_len;
+        if payload_len > 0 || fl & (flags::SYN | flags::FIN) != 0 {
+            // A segment with data, a SYN or a FIN goes: it acknowledges everything.
+            self.delack_seq = self.rcv_nxt;
+        }
         if !h.sack.is_empty() {
             h.sack = SackBlocks::EMPTY;
         }

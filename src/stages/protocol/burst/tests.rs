@@ -8,13 +8,13 @@ use crate::stages::postprocess::{FlowView, Postprocess};
 use crate::stages::RxWork;
 use proptest::prelude::*;
 
-const FLOWS: u32 = 2;
-const PEER_ISS: u32 = 7_000;
+pub(in crate::stages::protocol) const FLOWS: u32 = 2;
+pub(in crate::stages::protocol) const PEER_ISS: u32 = 7_000;
 const OUR_ISS: u32 = 90_000;
 
 /// One work item of a scripted burst.
 #[derive(Clone, Copy, Debug)]
-enum Op {
+pub(in crate::stages::protocol) enum Op {
     /// In-order data (of this many bytes), perhaps CE-marked.
     Data(u16, bool),
     /// Data this far past what the peer sent in order (a gap before it).
@@ -60,13 +60,13 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// The peer's side of one flow, as the script builds its segments.
 #[derive(Clone, Copy)]
-struct Peer {
-    next: u32,
-    ts: u32,
-    fin: bool,
+pub(in crate::stages::protocol) struct Peer {
+    pub(in crate::stages::protocol) next: u32,
+    pub(in crate::stages::protocol) ts: u32,
+    pub(in crate::stages::protocol) fin: bool,
 }
 
-fn params(rcv_shift: u8) -> TcpParams {
+pub(in crate::stages::protocol) fn params(rcv_shift: u8) -> TcpParams {
     TcpParams {
         snd_nxt: OUR_ISS,
         rcv_nxt: PEER_ISS,
@@ -86,7 +86,10 @@ fn params(rcv_shift: u8) -> TcpParams {
     }
 }
 
-fn postprocess(arena: &Arc<FrameArena>, policy: AckPolicy) -> Postprocess {
+pub(in crate::stages::protocol) fn postprocess(
+    arena: &Arc<FrameArena>,
+    policy: AckPolicy,
+) -> Postprocess {
     let mut p = Postprocess::new(arena.clone(), policy);
     for id in 0..FLOWS {
         p.install(
@@ -101,7 +104,7 @@ fn postprocess(arena: &Arc<FrameArena>, policy: AckPolicy) -> Postprocess {
 }
 
 /// The burst's work items for `script`, from the peers' and the reference state.
-fn items(
+pub(in crate::stages::protocol) fn items(
     arena: &FrameArena,
     script: &[(u32, Op)],
     peers: &mut [Peer],
@@ -221,9 +224,9 @@ fn items(
 
 /// What postprocess sent of a burst: (index, flow, header), and the results' actions
 /// without TX (which only says whether a segment may go).
-type Sent = (Vec<(usize, FlowId, TxHeader)>, Vec<u32>);
+pub(in crate::stages::protocol) type Sent = (Vec<(usize, FlowId, TxHeader)>, Vec<u32>);
 
-fn run(
+pub(in crate::stages::protocol) fn run(
     arena: &FrameArena,
     proto: &mut Protocol,
     post: &mut Postprocess,
@@ -434,8 +437,12 @@ impl Pair {
         } else {
             AckPolicy::PerBurst
         };
-        let mut a = Protocol::new(arena.clone()).with_ack_coalescing(both_coalesce);
-        let mut b = Protocol::new(arena.clone()).with_ack_coalescing(true);
+        let mut a = Protocol::new(arena.clone())
+            .with_ack_coalescing(both_coalesce)
+            .with_delayed_acks(delayed);
+        let mut b = Protocol::new(arena.clone())
+            .with_ack_coalescing(true)
+            .with_delayed_acks(delayed);
         for id in 0..FLOWS {
             a.install(id, TcpState::new(&params(rcv_shift)));
             b.install(id, TcpState::new(&params(rcv_shift)));
