@@ -17,6 +17,7 @@ use flextoe::pipeline::{Engine, EngineConfig};
 use flextoe::reorder::{merge_from_queues, Ingress, Merge, Overflow, Reorder, Tagged};
 use flextoe::sim::Impairments;
 use flextoe::stages::preprocess::Preprocess;
+use flextoe::stages::protocol::AckPolicy;
 use flextoe::stages::{PreOut, Stage};
 use flextoe::time::Instant;
 use flextoe::wire::{self, flags, Endpoints, FourTuple, MacAddr, Parsed};
@@ -390,6 +391,12 @@ pub fn engine(data: &[u8]) {
     cfg.tx_buffer = 8 * 1024;
     cfg.control.max_flows = 6;
     cfg.control.max_half_open = 3;
+    // The ACK policy, from the input's length (no byte of it is spent on the choice).
+    cfg.ack_policy = match data.len() % 3 {
+        0 => AckPolicy::PerBurst,
+        1 => AckPolicy::delayed(std::time::Duration::from_millis(5)),
+        _ => AckPolicy::EverySegment,
+    };
     let (max_flows, max_half_open) = (cfg.control.max_flows, cfg.control.max_half_open);
     let mut e: Engine<MemPort> = Engine::new(cfg, port).unwrap();
     let host = e.host();
