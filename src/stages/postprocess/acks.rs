@@ -93,7 +93,9 @@ impl Postprocess {
         st.unacked = st.unacked.saturating_add(bytes);
         if wanted {
             self.arm_delayed(r.flow, now);
-        } else if st.unacked > 0 && st.due.is_none() {
+        } else if st.unacked > 0 && st.due.is_none_or(|d| now >= d) {
+            // None set, or one past whose ACK did not go (a stage dropped it, the flow was
+            // frozen): armed again.
             self.arm_delayed(r.flow, now + delay);
         }
     }

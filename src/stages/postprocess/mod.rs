@@ -572,6 +572,15 @@ mod tests {
                 5_010 + 1,
                 "{on_control}"
             );
+            // Past that due time with the ACK not gone (its timer's ACK was dropped): armed
+            // again.
+            let mut items = vec![waits()];
+            p.process_in_place(Instant::from_micros(6_000), &mut items);
+            assert_eq!(
+                counters.ack_due.load(Ordering::Relaxed),
+                11_000 + 1,
+                "{on_control}"
+            );
             counters.ack_due.store(77, Ordering::Relaxed);
             let mut items2 = vec![data(0)];
             p.process_in_place(Instant::from_micros(13), &mut items2);

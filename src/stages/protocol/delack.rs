@@ -11,8 +11,8 @@
 //! the delay runs out. Any segment of the flow that goes out anyway (a response, a
 //! retransmission, an ACK sent at once) acknowledges everything and clears the count.
 //!
-//! No window is computed for an ACK that waits: the edge the next one starts from is the
-//! one last offered to the peer.
+//! No window is computed for the ACK that decides to wait (the run's earlier, owed ones
+//! still compute theirs, as under every coalescing policy).
 
 use super::*;
 
