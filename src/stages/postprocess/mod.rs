@@ -618,7 +618,8 @@ mod tests {
         assert_eq!(p.stats().drops.get(DropReason::NoFrame), 1);
         // The control plane's timer is asked to send it at once (7 us, stored plus one).
         assert_eq!(counters.ack_due.load(Ordering::Relaxed), 7 + 1);
-        // Frames again: the next segment, a small one, carries the owed ACK at once.
+        // Frames again: the next result that sends (here a small segment's ACK, as the
+        // protocol stage would send it on the timer's request) carries the owed ACK.
         for f in held {
             arena.free(f);
         }

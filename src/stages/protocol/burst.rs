@@ -10,12 +10,13 @@
 //!   result no longer sends: postprocess would have left it out, since a later segment of the
 //!   flow carries the ACK;
 //! - if it sends nothing, it changed nothing (only a segment without ACK flag gets there),
-//!   and the owed header is written from the state as it is.
+//!   and the owed header is written from the state as it is (under delayed ACKs, where the
+//!   run's ACK goes: the owed result then ends the run and takes the decision).
 //!
 //! A result that leaves the stage with [`Actions::TX`] always has its header written, and
 //! an owed header's window is still computed (it moves the edge the next window starts
-//! from): postprocess sends the same segments, bit for bit, as from a stage that writes every
-//! header, when it gets the stage's bursts whole. Where it does not (the threaded runtime
+//! from): under [`AckPolicy::PerBurst`], postprocess sends the same segments, bit for bit,
+//! as from a stage that writes every header, when it gets the stage's bursts whole. Where it does not (the threaded runtime
 //! splits a burst between postprocess replicas or bursts), a flow sends fewer ACKs: the one
 //! for its last segment of the protocol stage's burst. A [`Results`](crate::pipeline::Results)
 //! stage that drops the result carrying a flow's ACK drops the ACK of the flow's whole run of
@@ -105,14 +106,12 @@ impl<C: CongestionControl> Protocol<C> {
             r.actions.clear(HEADER_OWED | ACK_DECIDES);
             if owed != NONE {
                 // This item is a data segment of the owed result's flow.
-                if a.any(Actions::TX) {
-                    // It sends a segment, which carries the ACK.
-                    output[owed].actions.clear(Actions::TX);
-                } else if delayed
+                // It sends a segment, which carries the ACK; or it ends the run and its
+                // ACK waits (a decision kept on a segment taken in): so does the owed one.
+                let held = delayed
                     && a.0 & (ACK_DECIDES | Actions::PUBLISH_RX)
-                        == ACK_DECIDES | Actions::PUBLISH_RX
-                {
-                    // It ends the run and its ACK waits: so does the owed one.
+                        == ACK_DECIDES | Actions::PUBLISH_RX;
+                if a.any(Actions::TX) || held {
                     output[owed].actions.clear(Actions::TX);
                 } else {
                     // A data segment that sends nothing (one without ACK flag) changed
@@ -128,9 +127,16 @@ impl<C: CongestionControl> Protocol<C> {
         debug_assert_eq!(owed, NONE, "the last item owes nothing");
     }
 
-    /// Write the owed ACK header of `r` from its flow's state as it is now.
+    /// Write the owed ACK header of `r` from its flow's state as it is now. Under delayed
+    /// ACKs `r` ends its flow's run (the segment after it changed nothing) and takes the
+    /// run's decision: where the ACK waits, `r` sends nothing.
     fn write_owed(&mut self, now: Instant, r: &mut ProtoResult) {
         match self.flows.get_mut(r.flow as usize) {
+            Some(Some((st, _))) if self.delayed => {
+                r.actions.set(ACK_DECIDES);
+                st.coalescable_ack(now, r);
+                r.actions.clear(ACK_DECIDES);
+            }
             Some(Some((st, _))) => st.ack_header(now, &mut r.hdr),
             _ => debug_assert!(false, "a result owes a header only for a flow installed"),
         }

@@ -140,9 +140,10 @@ pub struct TcpState {
     rx_view: Option<RingObserver>,
     /// The advertised right edge (`rcv_adv`) for which `rx_view`'s read bell was last set.
     bell_edge: u32,
-    /// `rcv_nxt` as the last segment of ours that certainly went acknowledged it: the data
-    /// after it is unacknowledged, for the delayed-ACK decision
-    /// ([`AckPolicy::Delayed`](super::AckPolicy::Delayed)).
+    /// `rcv_nxt` as the last segment of ours that this stage sent on acknowledged it: the
+    /// data after it counts as unacknowledged for the delayed-ACK decision
+    /// ([`AckPolicy::Delayed`](super::AckPolicy::Delayed)). (Postprocess may still fail to
+    /// build that segment for want of a frame; it then arms the flow's ACK timer at once.)
     pub(super) delack_seq: u32,
     /// A full-sized segment's payload for that decision: the MSS (at least 1), raised to
     /// the largest in-order payload of a segment that took the decision (as Linux's

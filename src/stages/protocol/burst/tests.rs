@@ -236,7 +236,7 @@ pub(in crate::stages::protocol) fn run(
     let mut results = Vec::new();
     proto.process(now, &mut work, &mut results);
     for r in &results {
-        assert!(!r.actions.any(HEADER_OWED), "{r:?}");
+        assert!(!r.actions.any(HEADER_OWED | ACK_DECIDES), "{r:?}");
         // Whatever postprocess runs on (another burst, in another replica), a result
         // that may send has its header: every segment of ours carries ACK.
         let written = r.hdr.flags & flags::ACK != 0;

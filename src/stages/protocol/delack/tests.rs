@@ -137,6 +137,28 @@ fn a_runs_acks_go_or_wait_together() {
     assert_eq!(sent[0].2.ack, PEER_ISS + 3000 + 1200);
 }
 
+/// A run ended by a segment without ACK flag (dropped, it changes nothing) is decided at
+/// its last data segment: a lone full segment still waits, the second still goes. A FIN
+/// ending a run is acknowledged at once, with the run's data.
+#[test]
+fn a_run_ended_by_a_dropped_segment_or_a_fin_is_decided_alike() {
+    let mut s = Side::new(1000);
+    assert!(s
+        .burst(&[(0, Op::Data(1000, false)), (0, Op::NoAck(50))])
+        .is_empty());
+    let sent = s.burst(&[(0, Op::Data(1000, false)), (0, Op::NoAck(50))]);
+    assert_eq!(sent.iter().map(|x| x.0).collect::<Vec<_>>(), [0]);
+    assert_eq!(sent[0].2.ack, PEER_ISS + 2000);
+    let st = s.proto.state(0).unwrap();
+    assert_eq!(st.delack_seq, st.rcv_nxt, "nothing unacknowledged");
+    assert!(s
+        .burst(&[(0, Op::Data(300, false)), (0, Op::NoAck(0))])
+        .is_empty());
+    let sent = s.burst(&[(0, Op::Data(300, false)), (0, Op::Fin(0))]);
+    assert_eq!(sent.iter().map(|x| x.0).collect::<Vec<_>>(), [1]);
+    assert_eq!(sent[0].2.ack, PEER_ISS + 2600 + 1, "the data and the FIN");
+}
+
 /// A segment of ours that goes anyway (a response) carries the ACK: the count starts
 /// again, and the next lone segment waits. Out-of-order data is acknowledged at once.
 #[test]
