@@ -106,12 +106,14 @@ impl<C: CongestionControl> Protocol<C> {
             r.actions.clear(HEADER_OWED | ACK_DECIDES);
             if owed != NONE {
                 // This item is a data segment of the owed result's flow.
-                // It sends a segment, which carries the ACK; or it ends the run and its
-                // ACK waits (a decision kept on a segment taken in): so does the owed one.
-                let held = delayed
+                if a.any(Actions::TX) {
+                    // It sends a segment, which carries the ACK.
+                    output[owed].actions.clear(Actions::TX);
+                } else if delayed
                     && a.0 & (ACK_DECIDES | Actions::PUBLISH_RX)
-                        == ACK_DECIDES | Actions::PUBLISH_RX;
-                if a.any(Actions::TX) || held {
+                        == ACK_DECIDES | Actions::PUBLISH_RX
+                {
+                    // It ends the run and its ACK waits: so does the owed one.
                     output[owed].actions.clear(Actions::TX);
                 } else {
                     // A data segment that sends nothing (one without ACK flag) changed
@@ -129,13 +131,14 @@ impl<C: CongestionControl> Protocol<C> {
 
     /// Write the owed ACK header of `r` from its flow's state as it is now. Under delayed
     /// ACKs `r` ends its flow's run (the segment after it changed nothing) and takes the
-    /// run's decision: where the ACK waits, `r` sends nothing.
+    /// run's decision: where the ACK waits, `r` sends nothing. (Rare: only a segment
+    /// without ACK flag after a data segment of its flow gets here.)
+    #[cold]
+    #[inline(never)]
     fn write_owed(&mut self, now: Instant, r: &mut ProtoResult) {
         match self.flows.get_mut(r.flow as usize) {
             Some(Some((st, _))) if self.delayed => {
-                r.actions.set(ACK_DECIDES);
-                st.coalescable_ack(now, r);
-                r.actions.clear(ACK_DECIDES);
+                st.delayed_ack_decided(now, r);
             }
             Some(Some((st, _))) => st.ack_header(now, &mut r.hdr),
             _ => debug_assert!(false, "a result owes a header only for a flow installed"),

@@ -30,20 +30,29 @@ impl TcpState {
             self.advertise();
         } else if !r.actions.any(ACK_DECIDES) {
             self.ack_header(now, &mut r.hdr);
-        } else if self.delayed_ack_goes(r.in_order_bytes()) {
+        } else if self.delayed_ack_decided(now, r) {
             r.actions.clear(ACK_DECIDES);
+        }
+    }
+
+    /// The delayed-ACK decision for `r`, the result ending its flow's run: where the ACK
+    /// goes (`true`), its header is written; where it waits, `r` sends nothing.
+    #[inline]
+    pub(super) fn delayed_ack_decided(&mut self, now: Instant, r: &mut ProtoResult) -> bool {
+        if self.delayed_ack_goes(r.in_order_bytes()) {
             self.ack_header(now, &mut r.hdr);
             self.delack_seq = self.rcv_nxt;
+            true
         } else {
             r.actions.clear(Actions::TX);
+            false
         }
     }
 
     /// Whether an ACK for in-order data whose last segment brought `bytes` goes now: more
     /// than one full-sized segment is unacknowledged (or the segment brought none).
     #[inline]
-    fn delayed_ack_goes(&mut self, bytes: u32) -> bool {
-        self.delack_full = self.delack_full.max(bytes);
+    fn delayed_ack_goes(&self, bytes: u32) -> bool {
         bytes == 0 || self.rcv_nxt.wrapping_sub(self.delack_seq) > self.delack_full
     }
 

@@ -146,7 +146,7 @@ pub struct TcpState {
     /// build that segment for want of a frame; it then arms the flow's ACK timer at once.)
     pub(super) delack_seq: u32,
     /// A full-sized segment's payload for that decision: the MSS (at least 1), raised to
-    /// the largest in-order payload of a segment that took the decision (as Linux's
+    /// the largest in-order payload accepted from one segment (as Linux's
     /// receive-MSS estimate: a peer whose segments are larger than what this side sends
     /// still gets an ACK every second one).
     pub(super) delack_full: u32,

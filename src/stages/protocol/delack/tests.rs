@@ -114,6 +114,19 @@ fn the_full_segment_follows_the_mss_and_the_largest_segment_seen() {
     );
 }
 
+/// Every in-order segment raises the full size, not only the one that decides: where the
+/// bursts split a flow's segments (which the threaded runtime's replicas may do) does not
+/// change it.
+#[test]
+fn a_large_segment_inside_a_run_raises_the_full_segment() {
+    let mut s = Side::new(536);
+    let sent = s.burst(&[(0, Op::Data(700, false)), (0, Op::Data(10, false))]);
+    assert_eq!(sent.iter().map(|x| x.0).collect::<Vec<_>>(), [1]);
+    assert_eq!(s.proto.state(0).unwrap().delack_full, 700);
+    // 600 unacknowledged: past the MSS, not past the largest segment.
+    assert_eq!(s.lone_segments(&[300, 300, 300]), [false, false, true]);
+}
+
 /// A flow's run of segments in a burst is decided at its last: two full segments draw one
 /// ACK there; when the run's ACK waits, none of its segments' ACKs goes. A flow with two
 /// runs in one burst is decided at the end of each.
