@@ -400,6 +400,31 @@ mod established {
         assert_eq!(t.stream().status(), ConnStatus::Reset);
         let e = std::io::Read::read(t.stream(), &mut [0u8; 4]).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
+        let e = t.stream().write(b"late").unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
+    }
+
+    /// A write takes what room the send ring has; with none it would block, an empty write
+    /// is no write, and after `shutdown(Write)` every write is a broken pipe.
+    #[test]
+    fn writes_fill_the_ring_then_block_and_a_shut_side_refuses_them() {
+        let mut t = script();
+        t.accept_established();
+        let s = t.stream();
+        s.set_nonblocking(true);
+        let big = vec![7u8; 128 * 1024];
+        let n = s.write(&big).unwrap();
+        assert_eq!(n, 64 * 1024, "the ring's capacity");
+        let e = s.write(&big).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+        assert_eq!(s.write(&[]).unwrap(), 0);
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let e = s.write(b"x").unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe);
+        assert_eq!(
+            s.write(&[]).unwrap_err().kind(),
+            std::io::ErrorKind::BrokenPipe
+        );
     }
 
     #[test]

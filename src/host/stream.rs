@@ -527,10 +527,36 @@ pub(super) fn try_write(
     tx: &mut RingWriter,
     buf: &[u8],
 ) -> Option<io::Result<usize>> {
-    try_write_with(conn, host, bell, tx, buf.is_empty(), |tx| {
-        let n = tx.push(buf);
-        (n, n)
-    })
+    if let Some(e) = write_refused(conn) {
+        return Some(Err(e));
+    }
+    if buf.is_empty() {
+        return Some(Ok(0));
+    }
+    // `push` takes what room there is: none is the only case that waits.
+    let n = tx.push(buf);
+    if n == 0 {
+        return None;
+    }
+    bell.ring(host, conn);
+    Some(Ok(n))
+}
+
+/// Why a write cannot go, if it cannot: the connection failed, or it can send no more. The
+/// connection's status is read once where it is established and open for writing.
+#[inline]
+fn write_refused(conn: &ConnShared) -> Option<io::Error> {
+    let status = conn.status();
+    if status == ConnStatus::Established && !conn.tx_fin() {
+        return None;
+    }
+    if let Some(e) = status.error() {
+        return Some(e.into());
+    }
+    if conn.tx_fin() || status == ConnStatus::Closed {
+        return Some(io::ErrorKind::BrokenPipe.into());
+    }
+    None
 }
 
 /// The decisions of every write: `put` moves bytes into the ring when it has room (or when
@@ -543,11 +569,8 @@ fn try_write_with<R>(
     always: bool,
     put: impl FnOnce(&mut RingWriter) -> (usize, R),
 ) -> Option<io::Result<R>> {
-    if let Some(e) = conn.status().error() {
-        return Some(Err(e.into()));
-    }
-    if conn.tx_fin() || conn.status() == ConnStatus::Closed {
-        return Some(Err(io::ErrorKind::BrokenPipe.into()));
+    if let Some(e) = write_refused(conn) {
+        return Some(Err(e));
     }
     if !always && !tx.has_free() {
         return None;
