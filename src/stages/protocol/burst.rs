@@ -9,9 +9,11 @@
 //! - if that segment sends anything (an ACK of its own, coalescable or not), the earlier
 //!   result no longer sends: postprocess would have left it out, since a later segment of the
 //!   flow carries the ACK;
-//! - if it sends nothing, it changed nothing (only a segment without ACK flag gets there),
-//!   and the owed header is written from the state as it is (under delayed ACKs, where the
-//!   run's ACK goes: the owed result then ends the run and takes the decision).
+//! - if it sends nothing (a segment without ACK flag; one of an earlier incarnation of the
+//!   flow id, or for a frozen or reset flow; an RST with data or FIN that is taken, or that
+//!   finds no challenge ACK left), the owed header is written from the state as it is (under
+//!   delayed ACKs, where the run's ACK goes: the owed result then ends the run and takes the
+//!   decision). The state is the owed result's, or one an RST reset.
 //!
 //! A result that leaves the stage with [`Actions::TX`] always has its header written, and
 //! an owed header's window is still computed (it moves the edge the next window starts
@@ -116,8 +118,8 @@ impl<C: CongestionControl> Protocol<C> {
                     // It ends the run and its ACK waits: so does the owed one.
                     output[owed].actions.clear(Actions::TX);
                 } else {
-                    // A data segment that sends nothing (one without ACK flag) changed
-                    // nothing: the state is still the owed result's.
+                    // A data segment that sends nothing and is not held (see the
+                    // module's documentation): the owed result's ACK is written now.
                     self.write_owed(now, &mut output[owed]);
                 }
                 owed = NONE;
@@ -130,9 +132,9 @@ impl<C: CongestionControl> Protocol<C> {
     }
 
     /// Write the owed ACK header of `r` from its flow's state as it is now. Under delayed
-    /// ACKs `r` ends its flow's run (the segment after it changed nothing) and takes the
-    /// run's decision: where the ACK waits, `r` sends nothing. (Rare: only a segment
-    /// without ACK flag after a data segment of its flow gets here.)
+    /// ACKs `r` ends its flow's run (the segment after it sent nothing and took nothing in)
+    /// and takes the run's decision: where the ACK waits, `r` sends nothing. (Rare: see the
+    /// module's documentation for the segments that get here.)
     #[cold]
     #[inline(never)]
     fn write_owed(&mut self, now: Instant, r: &mut ProtoResult) {

@@ -12,7 +12,8 @@
 //! retransmission, an ACK sent at once) acknowledges everything and clears the count.
 //!
 //! No window is computed for the ACK that decides to wait (the run's earlier, owed ones
-//! still compute theirs, as under every coalescing policy).
+//! still compute theirs, as under every coalescing policy; so has an owed one that takes the
+//! decision because the segment after it sent nothing).
 
 use super::*;
 

@@ -165,7 +165,7 @@ fn a_run_ended_by_a_dropped_segment_or_a_fin_is_decided_alike() {
     let st = s.proto.state(0).unwrap();
     assert_eq!(st.delack_seq, st.rcv_nxt, "nothing unacknowledged");
     assert!(s
-        .burst(&[(0, Op::Data(300, false)), (0, Op::NoAck(0))])
+        .burst(&[(0, Op::Data(300, false)), (0, Op::NoAck(20))])
         .is_empty());
     let sent = s.burst(&[(0, Op::Data(300, false)), (0, Op::Fin(0))]);
     assert_eq!(sent.iter().map(|x| x.0).collect::<Vec<_>>(), [1]);
