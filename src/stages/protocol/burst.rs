@@ -18,9 +18,10 @@
 //! A result that leaves the stage with [`Actions::TX`] always has its header written, and
 //! an owed header's window is still computed (it moves the edge the next window starts
 //! from): under [`AckPolicy::PerBurst`], postprocess sends the same segments, bit for bit,
-//! as from a stage that writes every header, when it gets the stage's bursts whole. Where it does not (the threaded runtime
-//! splits a burst between postprocess replicas or bursts), a flow sends fewer ACKs: the one
-//! for its last segment of the protocol stage's burst. A [`Results`](crate::pipeline::Results)
+//! as from a stage that writes every header, when it gets the stage's bursts whole. Where
+//! it does not (the threaded runtime splits a burst between postprocess replicas or
+//! bursts), a flow sends fewer ACKs: the one for its last segment of the protocol stage's
+//! burst. A [`Results`](crate::pipeline::Results)
 //! stage that drops the result carrying a flow's ACK drops the ACK of the flow's whole run of
 //! segments.
 //!
