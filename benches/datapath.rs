@@ -514,15 +514,35 @@ fn hook_overhead() {
 
 criterion_group!(benches, rx_path);
 
-/// `DATAPATH_PROFILE=<payload>`: run only the engine's receive path for a few seconds (for
-/// `perf record`), then exit.
-fn profile_only(payload: usize) {
-    let (mut e, mut s, mut feed) = engine_setup(payload);
-    let arena = e.arena().clone();
+/// `DATAPATH_PROFILE=<payload>[:smoltcp]`: run only one side's receive path, the engine's
+/// (or smoltcp's, fed the same stream), for a few seconds (for `perf record`), then exit.
+/// The feeder runs in both: compare the stacks' shares against its `emit_tcp`.
+fn profile_only(spec: &str) {
+    let (payload, smol) = match spec.strip_suffix(":smoltcp") {
+        Some(p) => (p, true),
+        None => (spec, false),
+    };
+    let payload: usize = payload
+        .parse()
+        .expect("DATAPATH_PROFILE=<payload bytes>[:smoltcp]");
     let mut buf = vec![0u8; 256 * 1024];
-    let mut scratch = Vec::new();
     let start = StdInstant::now();
     let mut t = 1u64;
+    if smol {
+        let (mut sm, mut feed) = smol_setup(payload);
+        while start.elapsed() < Duration::from_secs(3) {
+            for _ in 0..1000 {
+                let pool = sm.dev.pool.clone();
+                feed.burst(&mut pool.borrow_mut(), &mut sm.dev.rx);
+                t += 1;
+                smol_poll_read(&mut sm, &mut buf, t as i64);
+            }
+        }
+        return;
+    }
+    let (mut e, mut s, mut feed) = engine_setup(payload);
+    let arena = e.arena().clone();
+    let mut scratch = Vec::new();
     while start.elapsed() < Duration::from_secs(3) {
         for _ in 0..1000 {
             feed.burst_frames(&mut scratch, &arena, &mut e.port_mut().rx);
@@ -601,7 +621,7 @@ fn main() {
         return;
     }
     if let Ok(p) = std::env::var("DATAPATH_PROFILE") {
-        profile_only(p.parse().expect("DATAPATH_PROFILE=<payload bytes>"));
+        profile_only(&p);
         return;
     }
     benches();
