@@ -79,8 +79,7 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
             transport: Transport::new(
                 arena.clone(),
                 Protocol::with_congestion(cc, arena.clone())
-                    .with_ack_coalescing(cfg.ack_policy != AckPolicy::EverySegment)
-                    .with_delayed_acks(matches!(cfg.ack_policy, AckPolicy::Delayed(_)))
+                    .with_ack_policy(cfg.ack_policy)
                     .with_challenge_ack_limit(cfg.control.challenge_ack_limit),
                 sched,
                 (rx_segment, results),

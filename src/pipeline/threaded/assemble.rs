@@ -385,13 +385,7 @@ impl Threaded {
                     transport: path::Transport::new(
                         arena.clone(),
                         Protocol::with_congestion(pol.cc.clone(), arena.clone())
-                            .with_ack_coalescing(
-                                post_policy != crate::stages::protocol::AckPolicy::EverySegment,
-                            )
-                            .with_delayed_acks(matches!(
-                                post_policy,
-                                crate::stages::protocol::AckPolicy::Delayed(_)
-                            ))
+                            .with_ack_policy(post_policy)
                             .with_challenge_ack_limit(challenge_ack_limit),
                         pol.sched.clone(),
                         (pol.hooks.rx_segment.clone(), pol.hooks.results.clone()),

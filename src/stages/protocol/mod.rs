@@ -137,6 +137,17 @@ impl<C: CongestionControl> Protocol<C> {
         }
     }
 
+    /// Write ACK headers as the postprocess stage after it acknowledges under `policy`:
+    /// only where one can be sent unless every segment is acknowledged
+    /// ([`with_ack_coalescing`](Self::with_ack_coalescing)), and with the stage deciding
+    /// which ACK waits under [`AckPolicy::Delayed`]
+    /// ([`with_delayed_acks`](Self::with_delayed_acks)). The engines set it from
+    /// [`EngineConfig::ack_policy`](crate::pipeline::EngineConfig::ack_policy).
+    pub fn with_ack_policy(self, policy: AckPolicy) -> Self {
+        self.with_ack_coalescing(policy != AckPolicy::EverySegment)
+            .with_delayed_acks(matches!(policy, AckPolicy::Delayed(_)))
+    }
+
     /// At most `per_sec` challenge ACKs a second in reply to RSTs in the window but not
     /// exact (RFC 5961 section 7; default [`CHALLENGE_ACK_LIMIT`]); RSTs beyond it are
     /// dropped without one and counted as [`DropReason::RateLimited`].

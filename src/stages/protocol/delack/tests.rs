@@ -18,9 +18,8 @@ impl Side {
     /// Flows of this MSS, with a receive ring large enough that the window never closes.
     fn new(mss: u16) -> Self {
         let arena = Arc::new(FrameArena::new(256).unwrap());
-        let mut proto = Protocol::new(arena.clone())
-            .with_ack_coalescing(true)
-            .with_delayed_acks(true);
+        let delayed = AckPolicy::delayed(Duration::from_millis(5));
+        let mut proto = Protocol::new(arena.clone()).with_ack_policy(delayed);
         for id in 0..FLOWS {
             proto.install(
                 id,
@@ -32,7 +31,7 @@ impl Side {
             );
         }
         Side {
-            post: postprocess(&arena, AckPolicy::delayed(Duration::from_millis(5))),
+            post: postprocess(&arena, delayed),
             arena,
             proto,
             peers: [Peer {
@@ -68,6 +67,24 @@ impl Side {
 }
 
 /// A lone full-sized segment waits; the next one's ACK goes at once and acknowledges both.
+/// What each policy asks of the protocol stage's ACK headers.
+#[test]
+fn the_ack_policy_sets_coalescing_and_delayed_acks() {
+    let arena = Arc::new(FrameArena::new(8).unwrap());
+    for (policy, coalescing, delayed) in [
+        (AckPolicy::EverySegment, false, false),
+        (AckPolicy::PerBurst, true, false),
+        (AckPolicy::delayed(Duration::from_millis(5)), true, true),
+    ] {
+        let p = Protocol::new(arena.clone()).with_ack_policy(policy);
+        assert_eq!(
+            (p.ack_coalescing(), p.delayed_acks()),
+            (coalescing, delayed),
+            "{policy:?}"
+        );
+    }
+}
+
 #[test]
 fn every_second_full_segment_is_acknowledged() {
     let mut s = Side::new(1000);
