@@ -404,6 +404,37 @@ mod established {
         assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
     }
 
+    /// A connection that left the engine rings nothing: what the application still does
+    /// with its stream (a shutdown, a drop) queues no doorbell, whose flow id may already
+    /// be another connection's (stale ids could otherwise fill the doorbell queue, which
+    /// holds one entry per flow, and leave a live connection unheard).
+    #[test]
+    fn a_removed_connections_stream_rings_no_doorbell() {
+        let mut t = script();
+        t.accept_established();
+        let s = t.peer_seq;
+        t.send(RST, s, None, &[]);
+        assert_eq!(t.engine.flow_count(), 0);
+        t.poll();
+        let before = t.engine.stats().doorbells;
+        let _ = t.stream().shutdown(std::net::Shutdown::Both);
+        drop(t.stream.take());
+        t.poll();
+        assert_eq!(t.engine.stats().doorbells, before, "no doorbell queued");
+        // The next connection (another peer port, same listener) takes the flow id again
+        // and is heard.
+        t.peer_port += 1;
+        t.peer_seq = PEER_ISS;
+        t.syn();
+        t.send_ack();
+        let mut next = t.listener.as_ref().unwrap().try_accept().unwrap().unwrap();
+        assert_eq!(t.engine.flow_count(), 1);
+        next.write_all(b"heard").unwrap();
+        t.poll();
+        let got: Vec<u8> = t.recv().into_iter().flat_map(|g| g.payload).collect();
+        assert_eq!(got, b"heard");
+    }
+
     /// A write takes what room the send ring has; with none it would block, an empty write
     /// is no write, and after `shutdown(Write)` every write is a broken pipe.
     #[test]

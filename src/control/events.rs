@@ -142,6 +142,7 @@ impl Control {
         if c.ephemeral {
             self.host.release_port(c.tuple.local_port);
         }
+        c.conn.retire_doorbell();
         if matches!(
             c.conn.status(),
             ConnStatus::Connecting | ConnStatus::Established

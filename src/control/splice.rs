@@ -222,6 +222,7 @@ impl Control {
                 if c.ephemeral {
                     ports.push(c.tuple.local_port);
                 }
+                c.conn.retire_doorbell();
                 c.conn.set_status(ConnStatus::Spliced);
                 out.removals.push((id, c.tuple));
             }

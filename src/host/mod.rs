@@ -371,6 +371,30 @@ impl ConnShared {
         self.abort.load(Ordering::Acquire)
     }
 
+    /// The flow id where [`flow`](Self::flow) saw none: after a full fence, read again.
+    /// The engine publishes the id, fences, then reads what the application changed
+    /// (`fence_after_install`); with a fence on this side too, either this read sees the
+    /// id (and the caller rings) or the engine's reads see what the application did
+    /// before (store-buffering: neither side may miss both). Only before the install.
+    #[cold]
+    fn flow_after_fence(&self) -> Option<FlowId> {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.flow()
+    }
+
+    /// Engine side, right after [`set_flow`](Self::set_flow) and before reading the
+    /// connection's rings and flags: the fence that pairs with `flow_after_fence`.
+    pub(crate) fn fence_after_install(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    /// Engine side: the connection left the engine (closed, reset, spliced). Its doorbell
+    /// stays rung for good, so that what the application still does with it (a drop, a
+    /// shutdown, a read) queues nothing: its flow id may already be another connection's.
+    pub(crate) fn retire_doorbell(&self) {
+        self.doorbell_pending.store(true, Ordering::SeqCst);
+    }
+
     /// Engine side: the doorbell has been seen; the next application change rings again.
     pub(crate) fn clear_doorbell(&self) {
         // Acquire what the application published before its last ring (an AcqRel swap, so
@@ -485,12 +509,18 @@ const EPHEMERAL_START: u16 = 49152;
 
 impl HostShared {
     pub(crate) fn ring_doorbell(&self, conn: &ConnShared) {
-        if let Some(f) = conn.flow() {
-            if !conn.doorbell_pending.swap(true, Ordering::SeqCst) {
-                // Capacity equals the flow limit and each flow has at most one entry.
-                let _ = self.doorbells.push(f);
-                self.wake_engine();
+        let Some(f) = conn.flow().or_else(|| conn.flow_after_fence()) else {
+            return;
+        };
+        if !conn.doorbell_pending.swap(true, Ordering::SeqCst) {
+            // Capacity equals the flow limit and each flow has at most one entry (a flow
+            // that left the engine keeps its flag up: `retire_doorbell`). Were the queue
+            // full all the same, the flag goes down again, so that the next change rings
+            // rather than the connection never being heard again.
+            if self.doorbells.push(f).is_err() {
+                conn.doorbell_pending.store(false, Ordering::SeqCst);
             }
+            self.wake_engine();
         }
     }
 

@@ -505,6 +505,7 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
                     .install(id, ins.rings, ins.identity.incarnation);
                 self.delivery.notify.install(id, ins.conn.clone());
                 ins.conn.set_flow(id);
+                ins.conn.fence_after_install();
                 ins.conn.set_status(crate::host::ConnStatus::Established);
                 // Pick up anything the application did before the flow existed.
                 if let Some(u) = self.control.app_update(id, &mut self.cout) {

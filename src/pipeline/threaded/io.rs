@@ -105,6 +105,7 @@ impl<P: Port> IoTask<P> {
                 let _ = c.send(PreCtl::Install(t, id, g, ins.identity.incarnation));
             }
             ins.conn.set_flow(id);
+            ins.conn.fence_after_install();
             ins.conn.set_status(crate::host::ConnStatus::Established);
             if let Some(u) = self.control.app_update(id, &mut self.cout) {
                 self.route(u.work(id, None));
