@@ -91,6 +91,10 @@ drop_reasons! {
     BadRst => "bad-rst",
     /// Control plane: segment that is invalid in the connection's handshake state.
     BadHandshake => "bad-handshake",
+    /// Control plane: a segment of no connection from a source address no connection can
+    /// have (broadcast, multicast, unspecified, loopback: RFC 1122 section 3.2.1.3),
+    /// dropped unanswered.
+    MartianSource => "martian-source",
     /// Control plane: a user stage punted a segment of an established connection, which the
     /// control plane does not process (see the stage's own counters).
     Extension => "extension",

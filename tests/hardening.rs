@@ -355,7 +355,7 @@ fn syn_does_not_teach_the_neighbour_cache() {
     while let Some(f) = t.wire.recv_bytes(t.clock.now()) {
         match parse_frame(&f) {
             Ok(Parsed::Arp(_)) => arp_requests += 1,
-            Ok(Parsed::Tcp(s)) if f[..6] == bogus.0 && s.tuple.remote_port == 7 => {
+            Ok(Parsed::Tcp(s)) if f[..6] == bogus.0 && s.tuple.local_port == 7 => {
                 syns_to_bogus += 1
             }
             _ => {}
@@ -366,6 +366,113 @@ fn syn_does_not_teach_the_neighbour_cache() {
         "no SYN to the MAC a stranger's SYN claimed"
     );
     assert_eq!(arp_requests, 1, "the address is resolved with ARP");
+}
+
+/// A flood of ARP requests for our address from made-up senders is answered, but the
+/// neighbour cache remembers at most `NEIGHBOR_LIMIT` of them; an ARP packet claiming a
+/// configured neighbour's address does not move it.
+#[test]
+fn arp_flood_is_answered_but_not_all_remembered_and_configured_entries_stay() {
+    use flextoe::control::NEIGHBOR_LIMIT;
+    use flextoe::wire::{arp_request, emit_arp, parse_frame, Parsed};
+    let mut t = Script::new(config());
+    let bogus = MacAddr([0x02, 0xba, 0xd0, 0, 0, 2]);
+    let extra = 40;
+    let mut buf = vec![0u8; 128];
+    for i in 0..NEIGHBOR_LIMIT + extra {
+        let ip = Ipv4Addr::from(0x0a40_0000 + i as u32);
+        let n = emit_arp(
+            &mut buf,
+            bogus,
+            MacAddr::BROADCAST,
+            &arp_request(bogus, ip, IP_A),
+        )
+        .unwrap();
+        t.inject(&buf[..n]);
+        if i % 64 == 63 {
+            t.poll();
+            while t.wire.recv_bytes(t.clock.now()).is_some() {}
+        }
+    }
+    // The configured neighbour's address, claimed by a stranger.
+    let n = emit_arp(
+        &mut buf,
+        bogus,
+        MacAddr::BROADCAST,
+        &arp_request(bogus, common::IP_B, IP_A),
+    )
+    .unwrap();
+    t.inject(&buf[..n]);
+    t.poll();
+    while t.wire.recv_bytes(t.clock.now()).is_some() {}
+    let c = t.engine.stats().control;
+    assert_eq!(
+        c.arp_replies,
+        (NEIGHBOR_LIMIT + extra + 1) as u64,
+        "every request answered"
+    );
+    assert_eq!(
+        c.arp_not_learned, extra as u64,
+        "the cache stopped at its limit"
+    );
+    // A connect to the configured neighbour still goes to its configured MAC.
+    let _c = t
+        .engine
+        .host()
+        .connect(SocketAddrV4::new(common::IP_B, 7))
+        .unwrap();
+    t.poll();
+    let mut syns = Vec::new();
+    while let Some(f) = t.wire.recv_bytes(t.clock.now()) {
+        // Parsed as its receiver sees it: the destination is the tuple's local end.
+        if let Ok(Parsed::Tcp(s)) = parse_frame(&f) {
+            if s.tuple.local_port == 7 {
+                syns.push(f[..6].to_vec());
+            }
+        }
+    }
+    assert_eq!(
+        syns,
+        vec![common::MAC_B.0.to_vec()],
+        "the SYN goes to the configured MAC"
+    );
+}
+
+/// A segment of no connection from a source no connection can have (broadcast,
+/// multicast, unspecified, loopback) is dropped unanswered: no SYN-ACK, no RST.
+#[test]
+fn segments_from_martian_sources_get_no_answer() {
+    use flextoe::stats::DropReason;
+    use flextoe::wire::{emit_tcp, Endpoints};
+    let mut t = Script::new(config());
+    t.listen(8);
+    let sources = [
+        Ipv4Addr::BROADCAST,
+        Ipv4Addr::new(224, 0, 0, 1),
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::new(127, 0, 0, 1),
+    ];
+    let mut buf = vec![0u8; 2048];
+    for (i, src_ip) in sources.into_iter().enumerate() {
+        for (fl, port) in [(SYN, LOCAL_PORT), (ACK, LOCAL_PORT + 1)] {
+            let mut repr = t.repr(fl, PEER_ISS, (fl == ACK).then_some(5), &[]);
+            repr.dst_port = port;
+            let ep = Endpoints {
+                src_mac: MacAddr([0x02, 0, 0, 0, 1, i as u8]),
+                dst_mac: MAC_A,
+                src_ip,
+                dst_ip: IP_A,
+            };
+            let n = emit_tcp(&mut buf, &ep, &repr).unwrap();
+            t.inject(&buf[..n]);
+        }
+    }
+    t.poll();
+    let answers = std::iter::from_fn(|| t.wire.recv_bytes(t.clock.now())).count();
+    assert_eq!(answers, 0, "nothing answers a martian source");
+    let drops = t.engine.stats().control.drops;
+    assert_eq!(drops.get(DropReason::MartianSource), 8);
+    assert_eq!(t.engine.stats().handshakes, 0, "no handshake began");
 }
 
 /// Every SYN used to allocate the connection's two rings (here 128 KiB; 512 KiB by

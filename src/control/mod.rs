@@ -56,6 +56,7 @@ use crate::wire::{self, flags, Endpoints, FourTuple, MacAddr, Parsed, TcpSegment
 pub use handshake::MIN_PEER_MSS;
 use handshake::{Embryo, Listening, PendingConnect};
 use neighbours::ArpWait;
+pub use neighbours::NEIGHBOR_LIMIT;
 
 /// RFC 9293 connection states, as the control plane tracks them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -214,6 +215,9 @@ pub struct ControlStats {
     pub arp_replies: u64,
     /// ARP requests sent.
     pub arp_requests: u64,
+    /// ARP senders not remembered: the neighbour cache held [`NEIGHBOR_LIMIT`] learned
+    /// entries.
+    pub arp_not_learned: u64,
     /// Looks the timers took at connections: every tick, only the connections with
     /// something to time; the others when their next deadline comes or something arms them.
     pub timer_visits: u64,

@@ -1,10 +1,15 @@
 //! Neighbours: ARP answers, resolution with retries, and the cache. The cache learns only
-//! from ARP packets addressed to us or answering our own requests.
+//! from ARP packets addressed to us or answering our own requests, never overwrites a
+//! configured entry, and holds at most [`NEIGHBOR_LIMIT`] learned ones: a flood of ARP
+//! requests from made-up addresses is answered but not remembered once it is full.
 
 use super::*;
 
 const ARP_RETRY: Duration = Duration::from_millis(500);
 const ARP_TRIES: u32 = 4;
+/// The most neighbours the cache learns (Linux's default hard limit, `gc_thresh3`, is the
+/// same); configured entries come on top.
+pub const NEIGHBOR_LIMIT: usize = 1024;
 
 pub(super) struct ArpWait {
     pub(super) conns: Vec<PendingConnect>,
@@ -56,8 +61,7 @@ impl Control {
         };
         if target_protocol_addr == self.cfg.ip || self.arp_wait.contains_key(&source_protocol_addr)
         {
-            self.neighbors
-                .insert(source_protocol_addr, source_hardware_addr);
+            self.learn_neighbor(source_protocol_addr, source_hardware_addr);
         }
         if operation == ArpOperation::Request && target_protocol_addr == self.cfg.ip {
             let reply = ArpRepr::EthernetIpv4 {
@@ -78,6 +82,43 @@ impl Control {
                 self.start_connect(now, pc, source_hardware_addr, out);
             }
         }
+    }
+
+    /// Remember `ip` at `mac`, unless `ip` is configured (a static entry is not ARP's to
+    /// change) or the cache is full. A full cache still makes room for the answer to one
+    /// of our own requests (a connect waits for it), in place of another learned entry.
+    fn learn_neighbor(&mut self, ip: Ipv4Addr, mac: MacAddr) {
+        if self.cfg.neighbors.iter().any(|(n, _)| *n == ip) {
+            return;
+        }
+        let learned = self.neighbors.len() - self.static_neighbors();
+        if learned >= NEIGHBOR_LIMIT && !self.neighbors.contains_key(&ip) {
+            let statics = &self.cfg.neighbors;
+            let victim = self
+                .neighbors
+                .keys()
+                .find(|n| !statics.iter().any(|(s, _)| s == *n))
+                .copied();
+            match victim {
+                Some(v) if self.arp_wait.contains_key(&ip) => {
+                    self.neighbors.remove(&v);
+                }
+                _ => {
+                    self.stats.arp_not_learned += 1;
+                    return;
+                }
+            }
+        }
+        self.neighbors.insert(ip, mac);
+    }
+
+    /// How many of the cache's entries are configured ones.
+    fn static_neighbors(&self) -> usize {
+        self.cfg
+            .neighbors
+            .iter()
+            .filter(|(n, _)| self.neighbors.contains_key(n))
+            .count()
     }
 
     /// ARP retries that are due, and resolutions that gave up.

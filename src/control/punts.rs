@@ -42,6 +42,14 @@ impl Control {
             self.punt_for_embryo(now, seg, p.frame, out);
             return;
         }
+        let src = seg.tuple.remote_ip;
+        if src.is_broadcast() || src.is_multicast() || src.is_unspecified() || src.is_loopback() {
+            // No connection can have such a source (RFC 1122 3.2.1.3): no handshake, no
+            // cookie, no RST, which would go to every host of a network or nowhere.
+            self.arena.free(p.frame);
+            self.stats.drops.add(DropReason::MartianSource);
+            return;
+        }
         let s = &seg.summary;
         if s.has(flags::SYN)
             && !s.has(flags::ACK)

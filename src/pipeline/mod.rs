@@ -322,7 +322,7 @@ impl std::fmt::Display for EngineStats {
         let c = &self.control;
         write!(
             f,
-            "  {:<12} punted={} established={} closed={} resets={} rst_sent={} challenge_acks={} timeouts={} probes={} tail_probes={} syn_retx={} cookies={}/{} arp_req={} arp_replies={} timer_visits={} drops: {}",
+            "  {:<12} punted={} established={} closed={} resets={} rst_sent={} challenge_acks={} timeouts={} probes={} tail_probes={} syn_retx={} cookies={}/{} arp_req={} arp_replies={} arp_not_learned={} timer_visits={} drops: {}",
             "control",
             c.punted,
             c.established,
@@ -338,6 +338,7 @@ impl std::fmt::Display for EngineStats {
             c.cookies_sent,
             c.arp_requests,
             c.arp_replies,
+            c.arp_not_learned,
             c.timer_visits,
             c.drops
         )
