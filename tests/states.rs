@@ -200,6 +200,30 @@ mod syn_sent {
         assert_eq!(t.state(), Some(S::SynReceived));
     }
 
+    /// The rest of a simultaneous open (RFC 9293 figure 8): the peer's SYN-ACK, which
+    /// acknowledges our SYN, establishes the connection (it used to draw another SYN-ACK,
+    /// so two such engines bounced SYN-ACKs until the handshake timed out), and data flows
+    /// both ways.
+    #[test]
+    fn simultaneous_open_completes_with_the_peers_syn_ack() {
+        let mut t = script();
+        let syn = connect(&mut t);
+        t.send(SYN, PEER_ISS, None, &[]);
+        let sa = t.recv_one();
+        assert!(sa.has(SYN | ACK));
+        t.send(SYN | ACK, PEER_ISS, Some(syn.seq.wrapping_add(1)), &[]);
+        assert_eq!(t.state(), Some(S::Established));
+        // At most a plain ACK (the one an active open ends with), no SYN-ACK again.
+        assert!(t.recv().iter().all(|g| !g.has(SYN)));
+        t.peer_seq = PEER_ISS + 1;
+        t.send_data(b"ping");
+        assert_eq!(t.app_read(), b"ping");
+        t.stream().write_all(b"pong").unwrap();
+        t.poll();
+        let out: Vec<u8> = t.recv().into_iter().flat_map(|g| g.payload).collect();
+        assert_eq!(out, b"pong");
+    }
+
     #[test]
     fn syn_ack_establishes() {
         let mut t = script();

@@ -269,8 +269,16 @@ impl Control {
                     return;
                 }
                 if s.has(flags::SYN) {
-                    // Retransmitted SYN: our SYN-ACK was lost.
                     self.arena.free(frame);
+                    if s.has(flags::ACK) && s.seq == e.irs && s.ack == e.iss.wrapping_add(1) {
+                        // Simultaneous open: the peer's SYN-ACK acknowledges our SYN, as
+                        // ours did its SYN (RFC 9293 figure 8; Linux takes it alike).
+                        let e = self.embryos.remove(&t).expect("present");
+                        // Windows in SYN segments are never scaled.
+                        self.establish(now, t, e, s.win as u32, out);
+                        return;
+                    }
+                    // Retransmitted SYN: our SYN-ACK was lost.
                     if s.seq == e.irs {
                         let e = self.embryos.remove(&t).expect("present");
                         self.send_syn(now, &t, &e, out);
