@@ -74,7 +74,8 @@ drop_reasons! {
     Paws => "paws",
     /// A FIN at another place than the first FIN of the connection (ignored).
     FinMismatch => "fin-mismatch",
-    /// A RST reply or challenge ACK not sent: over the rate limit (RFC 5961 section 7).
+    /// A RST reply, a challenge ACK or an answer to an unacceptable segment that carried
+    /// nothing not sent: over the rate limit (RFC 5961 section 7).
     RateLimited => "rate-limited",
     /// No free frame in the arena.
     NoFrame => "no-frame",

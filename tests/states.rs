@@ -413,6 +413,33 @@ mod established {
         assert_eq!(r.seq, t.engine_seq);
     }
 
+    /// Unacceptable segments that carry nothing (what two ends in an ACK loop send each
+    /// other) are answered at most once per flow per 500 ms; segments with data always.
+    #[test]
+    fn answers_to_unacceptable_empty_segments_are_rate_limited() {
+        let mut t = script();
+        t.accept_established();
+        let (s, a) = (t.peer_seq, t.engine_seq);
+        let limited = |t: &Script| t.engine.stats().drops(DropReason::RateLimited);
+        // An ACK for data never sent, three times in a row: one answer.
+        for _ in 0..3 {
+            t.send(ACK, s, Some(a.wrapping_add(5000)), &[]);
+        }
+        assert_eq!(t.recv().len(), 1, "one answer");
+        assert_eq!(limited(&t), 2);
+        // Out of the window, without data: still limited; with data: answered.
+        t.send(ACK, s.wrapping_add(10_000_000), Some(a), &[]);
+        t.recv_none();
+        t.send(PSH | ACK, s.wrapping_add(10_000_000), Some(a), b"far");
+        assert_eq!(t.recv_one().ack, s);
+        // Half a second later the next empty one is answered again.
+        t.advance(Duration::from_millis(500));
+        let _ = t.recv();
+        t.send(ACK, s, Some(a.wrapping_add(5000)), &[]);
+        assert_eq!(t.recv_one().ack, s);
+        assert_eq!(limited(&t), 3);
+    }
+
     #[test]
     fn exact_rst_resets() {
         let mut t = script();

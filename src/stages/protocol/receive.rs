@@ -185,7 +185,7 @@ impl TcpState {
             && ts.is_some_and(|(val, _)| seq::lt(val, self.ts_recent))
             && now.millis().saturating_sub(self.ts_recent_ms) < PAWS_IDLE_MS
         {
-            return self.answer_and_drop(now, r, DropReason::Paws);
+            return self.answer_and_drop(now, s, r, DropReason::Paws);
         }
         let fin = s.flags & flags::FIN != 0;
         let seg_len = s.payload_len as u32 + u32::from(fin);
@@ -216,18 +216,18 @@ impl TcpState {
             } else {
                 DropReason::OutOfWindow
             };
-            return self.answer_and_drop(now, r, reason);
+            return self.answer_and_drop(now, s, r, reason);
         }
         if self.has(F_ECN) {
             self.on_ecn_marks(cc, cf, s, r);
         }
         if seq::gt(s.ack, self.snd_max) {
-            return self.answer_and_drop(now, r, DropReason::AckTooNew);
+            return self.answer_and_drop(now, s, r, DropReason::AckTooNew);
         }
         // RFC 5961 section 5: an ACK below SND.UNA - MAX.SND.WND acknowledges nothing the
         // peer can have seen; the segment (data included) is dropped and answered.
         if seq::lt(s.ack, self.snd_una.wrapping_sub(self.max_snd_wnd.max(1))) {
-            return self.answer_and_drop(now, r, DropReason::AckTooOld);
+            return self.answer_and_drop(now, s, r, DropReason::AckTooOld);
         }
         if let Some((val, _)) = ts.filter(|_| self.has(F_TS) && seq::le(s.seq, self.rcv_nxt)) {
             self.ts_recent = val;
@@ -307,9 +307,24 @@ impl TcpState {
     fn answer_and_drop(
         &mut self,
         now: Instant,
+        s: &SegmentSummary,
         r: &mut ProtoResult,
         reason: DropReason,
     ) -> Option<DropReason> {
+        if s.payload_len == 0 && s.flags & (flags::SYN | flags::FIN) == 0 {
+            // An unacceptable segment that carries nothing is what two ends in an ACK loop
+            // send each other (after an injected segment, each finds the other's ACK
+            // unacceptable): at most one answer per flow per `OOW_ACK_INTERVAL_MS` (as
+            // Linux, RFC 5961 section 7). Segments with data are always answered.
+            let now_ms = now.millis();
+            if self
+                .oow_ack_ms
+                .is_some_and(|at| now_ms.saturating_sub(at) < OOW_ACK_INTERVAL_MS)
+            {
+                return Some(DropReason::RateLimited);
+            }
+            self.oow_ack_ms = Some(now_ms);
+        }
         self.ack_now_header(now, &mut r.hdr);
         r.actions.set(Actions::TX | Actions::ACK_NOW);
         self.finish(r);

@@ -31,6 +31,9 @@ pub(super) const F_FROZEN: u32 = 1 << 17;
 
 /// A `ts_recent` this old (24 days) no longer rejects segments (RFC 7323 section 5.5).
 pub(super) const PAWS_IDLE_MS: u64 = 24 * 24 * 3600 * 1000;
+/// The least time between two answers of a flow to unacceptable segments that carry
+/// nothing (Linux's `tcp_invalid_ratelimit`, 500 ms).
+pub(super) const OOW_ACK_INTERVAL_MS: u64 = 500;
 
 /// In a result being built by [`Protocol`]'s burst processing: the header of a coalescable
 /// ACK (in-order data) may be left for the burst to write ([`burst`]). Never set on a result
@@ -132,6 +135,9 @@ pub struct TcpState {
     pub ts_recent_ms: u64,
     /// Added to our clock in the timestamps we send (RFC 7323 5.4).
     pub ts_offset: u32,
+    /// When the flow last answered an unacceptable segment that carried nothing
+    /// (milliseconds of the engine's clock), for the rate limit on those answers.
+    pub(super) oow_ack_ms: Option<u64>,
     /// The stamp of the flow's last result ([`ProtoResult::stamp`]): its incarnation in the
     /// high byte, the result number in the low 24 bits.
     pub stamp: u32,
