@@ -440,6 +440,34 @@ mod established {
         assert_eq!(limited(&t), 3);
     }
 
+    /// A FIN past the window (its segment's data trimmed at the window's edge) is not
+    /// taken: the stream does not end where the trimmed segment said.
+    #[test]
+    fn a_fin_past_the_window_is_trimmed_with_the_data() {
+        let mut t = script();
+        t.accept_established();
+        // Fill the 64 KiB receive ring to 1,000 bytes short of full; the application
+        // reads nothing.
+        let fill = 64 * 1024 - 1000;
+        let mut sent = 0;
+        while sent < fill {
+            let n = (fill - sent).min(1000);
+            t.send_data(&vec![1u8; n]);
+            sent += n;
+        }
+        let _ = t.recv();
+        let r = t.peer_seq;
+        // 1,400 bytes and a FIN: 1,000 fit.
+        t.send(PSH | ACK | FIN, r, Some(t.engine_seq), &[2u8; 1400]);
+        let acks = t.recv();
+        assert_eq!(acks.last().map(|g| g.ack), Some(r + 1000), "{acks:?}");
+        assert_eq!(t.app_read().len(), fill + 1000);
+        // The rest without a FIN: the stream goes on.
+        t.send(PSH | ACK, r + 1000, Some(t.engine_seq), &[2u8; 400]);
+        assert_eq!(t.state(), Some(S::Established));
+        assert_eq!(t.app_read().len(), 400);
+    }
+
     #[test]
     fn exact_rst_resets() {
         let mut t = script();

@@ -276,6 +276,9 @@ impl TcpState {
             self.finish(r);
             return Some(DropReason::DataAfterClose);
         }
+        // The window's right edge as the segment found it (taking its data moves
+        // `rcv_nxt`, not the edge): a FIN past it was trimmed away with the data.
+        let fin_edge = self.rcv_nxt.wrapping_add(wnd.max(1));
         if acceptable && s.payload_len > 0 {
             if self.has(F_RXFIN) {
                 drop = Some(DropReason::DataAfterFin);
@@ -285,7 +288,7 @@ impl TcpState {
             }
         }
         if acceptable && fin && !self.has(F_RXFIN) {
-            let mismatch = self.on_fin_segment(s, wnd, r);
+            let mismatch = self.on_fin_segment(s, fin_edge, r);
             drop = drop.or(mismatch);
         }
         self.try_consume_fin(r);
@@ -360,13 +363,14 @@ impl TcpState {
     }
 
     /// An acceptable segment with FIN, before the stream's end was taken: where the stream
-    /// ends. A FIN somewhere else than the first one said is a drop reason.
+    /// ends, if that is inside the window the segment found (right edge `fin_edge`). A FIN
+    /// somewhere else than the first one said is a drop reason.
     #[cold]
     #[inline(never)]
     fn on_fin_segment(
         &mut self,
         s: &SegmentSummary,
-        wnd: u32,
+        fin_edge: u32,
         r: &mut ProtoResult,
     ) -> Option<DropReason> {
         let fin_seq = s.seq.wrapping_add(s.payload_len as u32);
@@ -375,9 +379,7 @@ impl TcpState {
             // The stream ends where the first FIN said; a FIN elsewhere is ignored.
             Some(f) if f != fin_seq => drop = Some(DropReason::FinMismatch),
             _ => {
-                if seq::lt(fin_seq, self.rcv_nxt.wrapping_add(wnd.max(1)))
-                    && seq::ge(fin_seq, self.rcv_nxt)
-                {
+                if seq::lt(fin_seq, fin_edge) && seq::ge(fin_seq, self.rcv_nxt) {
                     self.rx_fin_seq = Some(fin_seq);
                     self.trim_ooo(fin_seq);
                 }
