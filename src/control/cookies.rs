@@ -23,8 +23,10 @@ use super::*;
 pub const MSS_TABLE: [u16; 8] = [88, 536, 1220, 1300, 1440, 1460, 4312, 8960];
 
 const TICK_US: u64 = 64_000_000;
-/// Options byte meaning "no window scale, no SACK".
-const NO_OPTS: u8 = 0x0f;
+/// Options byte of a cookie without timestamps: no window scale, no SACK, no ECN, and a
+/// bit that no echoed timestamp carries (those give at most `OPTS_MASK`), so that the MAC
+/// tells it from a timestamp cookie whose options read the same.
+const NO_OPTS: u8 = 0x4f;
 
 fn count_at(now: Instant) -> u32 {
     (now.micros() / TICK_US) as u32
@@ -205,6 +207,23 @@ mod tests {
         );
         let other = secrets::Secrets::new([3, 4]);
         assert_eq!(other.check_cookie(&t, 777, c, now, 0x13), None, "other key");
+    }
+
+    /// A cookie sent without timestamps does not check with the options an echoed
+    /// timestamp would give for "no window scale, no SACK, no ECN" (which would turn
+    /// timestamps on where none were negotiated), nor the other way round.
+    #[test]
+    fn cookies_with_and_without_timestamps_differ() {
+        let s = secrets::Secrets::new([1, 2]);
+        let t = tuple();
+        let now = Instant::from_micros(5 * TICK_US + 10);
+        let none = opts_bits(None, false, false);
+        assert_eq!(none, u8::try_from(OPTS_MASK).unwrap() & NO_OPTS);
+        let plain = s.cookie(&t, 777, now, 5, NO_OPTS);
+        assert_eq!(s.check_cookie(&t, 777, plain, now, NO_OPTS), Some(5));
+        assert_eq!(s.check_cookie(&t, 777, plain, now, none), None);
+        let stamped = s.cookie(&t, 777, now, 5, none);
+        assert_eq!(s.check_cookie(&t, 777, stamped, now, NO_OPTS), None);
     }
 
     #[test]
