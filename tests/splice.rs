@@ -453,6 +453,58 @@ fn a_splice_with_unread_data_is_refused_and_the_streams_come_back() {
     let _ = Read::read(&mut cs, &mut buf);
 }
 
+/// A splice the application stopped waiting for is not carried out: the engine, coming to
+/// the request afterwards, leaves both connections as they were (the application claimed
+/// the request first), and they carry data on.
+#[test]
+fn a_splice_given_up_on_leaves_the_connections_as_they_were() {
+    let mut lab = Lab::new(false);
+    let plisten = lab.proxy.host().listen(8080, 4).unwrap();
+    let slisten = lab.server.host().listen(80, 4).unwrap();
+    let mut cs = nb(lab
+        .client
+        .host()
+        .connect(SocketAddrV4::new(P.0, 8080))
+        .unwrap());
+    let up = nb(lab
+        .proxy
+        .host()
+        .connect(SocketAddrV4::new(S.0, 80))
+        .unwrap());
+    let mut down = None;
+    let mut server = None;
+    lab.until("both connected", |_| {
+        if let Ok(Some(s)) = plisten.try_accept() {
+            down = Some(nb(s));
+        }
+        if let Ok(Some(s)) = slisten.try_accept() {
+            server = Some(s);
+        }
+        down.is_some() && server.is_some() && cs.status() == ConnStatus::Established
+    });
+    let pending = lab.splicer.splice(down.unwrap(), up).ok().unwrap();
+    // The engine has not run since the request: no answer within no time.
+    let Err((SpliceError::NoAnswer, mut down, up)) = pending.wait(Duration::ZERO) else {
+        panic!("given up, with the streams back");
+    };
+    for _ in 0..20 {
+        lab.step();
+    }
+    assert_eq!(lab.splicer.active(), 0);
+    assert_eq!(down.status(), ConnStatus::Established);
+    assert_eq!(up.status(), ConnStatus::Established);
+    cs.write_all(b"still here").unwrap();
+    let mut buf = [0u8; 10];
+    let mut got = 0;
+    lab.until("data at the proxy", |_| {
+        if let Some(n) = read_some(&mut down, &mut buf[got..]) {
+            got += n;
+        }
+        got == 10
+    });
+    assert_eq!(&buf, b"still here");
+}
+
 /// The proxy writes to the server and asks for the splice at once: the engine freezes the
 /// connection before it has sent the write, refuses (not quiet), sends the write when the
 /// connection thaws, and a retry splices. Nothing written is lost.

@@ -171,8 +171,9 @@ impl Control {
             return;
         };
         // The application learns of the splice before the connections go: if it gave up
-        // waiting (its end of the channel is gone), nothing happens and they thaw.
-        if p.req.reply.send(Ok(())).is_err() {
+        // waiting (it claimed the request first, or its end of the channel is gone),
+        // nothing happens and they thaw.
+        if !p.req.take() || p.req.reply.send(Ok(())).is_err() {
             thaw(out);
             return;
         }

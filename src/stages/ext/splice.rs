@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use super::headers::FrameInfo;
 use crate::buf::Frame;
@@ -182,6 +182,26 @@ pub(crate) struct SpliceRequest {
     pub(crate) sides: [(Arc<crate::host::ConnShared>, u64, u64); 2],
     pub(crate) table: SpliceTable,
     pub(crate) reply: crossbeam_channel::Sender<Result<(), SpliceError>>,
+    /// Who decided first: the engine, to splice ([`take`](Self::take)), or the application,
+    /// to stop waiting (`PendingSplice::wait`'s timeout). One of them wins.
+    pub(crate) claim: Arc<AtomicU8>,
+}
+
+/// [`SpliceRequest::claim`]: nobody has decided yet.
+const UNDECIDED: u8 = 0;
+/// The engine splices.
+const TAKEN: u8 = 1;
+/// The application gave up waiting: the engine leaves the connections as they were.
+const GIVEN_UP: u8 = 2;
+
+impl SpliceRequest {
+    /// The engine's side of the claim: `true` where it may splice, `false` where the
+    /// application gave up waiting first.
+    pub(crate) fn take(&self) -> bool {
+        self.claim
+            .compare_exchange(UNDECIDED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
 }
 
 /// Splices connections; its stage relays the spliced segments. Clones share everything.
@@ -254,10 +274,12 @@ impl Splicer {
         b: Stream,
     ) -> Result<PendingSplice, (SpliceError, Stream, Stream)> {
         let (tx, rx) = crossbeam_channel::bounded(1);
+        let claim = Arc::new(AtomicU8::new(UNDECIDED));
         let req = SpliceRequest {
             sides: [a.splice_side(), b.splice_side()],
             table: self.table.clone(),
             reply: tx,
+            claim: claim.clone(),
         };
         if !a.same_engine(&b) || !a.request_splice(req) {
             return Err((SpliceError::NotConnected, a, b));
@@ -265,6 +287,7 @@ impl Splicer {
         Ok(PendingSplice {
             streams: Box::new((a, b)),
             reply: rx,
+            claim,
         })
     }
 }
@@ -273,6 +296,7 @@ impl Splicer {
 pub struct PendingSplice {
     streams: Box<(Stream, Stream)>,
     reply: Receiver<Result<(), SpliceError>>,
+    claim: Arc<AtomicU8>,
 }
 
 /// What a finished splice request gives: `Ok` (the streams went into the splice) or the
@@ -308,10 +332,21 @@ impl PendingSplice {
     /// timeout the streams come back with [`SpliceError::NoAnswer`], and the engine, when it
     /// gets to the request, leaves the connections as they were.
     pub fn wait(self, timeout: Duration) -> SpliceResult {
-        let r = self
-            .reply
-            .recv_timeout(timeout)
-            .unwrap_or(Err(SpliceError::NoAnswer));
+        let r = match self.reply.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Disconnected) => Err(SpliceError::NoAnswer),
+            // Give up, unless the engine has just taken the request: then it splices, and
+            // its answer is on its way.
+            Err(RecvTimeoutError::Timeout) => match self.claim.compare_exchange(
+                UNDECIDED,
+                GIVEN_UP,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => Err(SpliceError::NoAnswer),
+                Err(_) => self.reply.recv().unwrap_or(Err(SpliceError::NoAnswer)),
+            },
+        };
         self.finish(r)
     }
 }
