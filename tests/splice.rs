@@ -194,6 +194,35 @@ fn read_some(s: &mut Stream, buf: &mut [u8]) -> Option<usize> {
 
 /// Connect client -> proxy -> server, do the greeting through the proxy application, and
 /// splice. Returns the client's and the server's streams.
+/// The client connected to the proxy and the proxy to the server, nothing spliced:
+/// (client, proxy's downstream, proxy's upstream, server) streams.
+fn connect_both(lab: &mut Lab) -> (Stream, Stream, Stream, Stream) {
+    let plisten = lab.proxy.host().listen(8080, 4).unwrap();
+    let slisten = lab.server.host().listen(80, 4).unwrap();
+    let cs = nb(lab
+        .client
+        .host()
+        .connect(SocketAddrV4::new(P.0, 8080))
+        .unwrap());
+    let up = nb(lab
+        .proxy
+        .host()
+        .connect(SocketAddrV4::new(S.0, 80))
+        .unwrap());
+    let mut down = None;
+    let mut server = None;
+    lab.until("both connected", |_| {
+        if let Ok(Some(s)) = plisten.try_accept() {
+            down = Some(nb(s));
+        }
+        if let Ok(Some(s)) = slisten.try_accept() {
+            server = Some(s);
+        }
+        down.is_some() && server.is_some() && cs.status() == ConnStatus::Established
+    });
+    (cs, down.unwrap(), up, server.unwrap())
+}
+
 fn connect_and_splice(lab: &mut Lab) -> (Stream, Stream) {
     let plisten = lab.proxy.host().listen(8080, 4).unwrap();
     let slisten = lab.server.host().listen(80, 4).unwrap();
@@ -402,31 +431,8 @@ fn a_reset_on_one_side_reaches_the_other() {
 #[test]
 fn a_splice_with_unread_data_is_refused_and_the_streams_come_back() {
     let mut lab = Lab::new(false);
-    let plisten = lab.proxy.host().listen(8080, 4).unwrap();
-    let slisten = lab.server.host().listen(80, 4).unwrap();
-    let mut cs = nb(lab
-        .client
-        .host()
-        .connect(SocketAddrV4::new(P.0, 8080))
-        .unwrap());
-    let up = nb(lab
-        .proxy
-        .host()
-        .connect(SocketAddrV4::new(S.0, 80))
-        .unwrap());
-    let mut down = None;
-    let mut server = None;
-    lab.until("both connected", |_| {
-        if let Ok(Some(s)) = plisten.try_accept() {
-            down = Some(nb(s));
-        }
-        if let Ok(Some(s)) = slisten.try_accept() {
-            server = Some(s);
-        }
-        down.is_some() && server.is_some() && cs.status() == ConnStatus::Established
-    });
+    let (mut cs, down, up, _server) = connect_both(&mut lab);
     cs.write_all(b"unread").unwrap();
-    let down = down.unwrap();
     lab.until("data at the proxy", |_| down.readable_bytes() == 6);
     let mut pending = lab.splicer.splice(down, up).ok();
     let mut back = None;
@@ -459,30 +465,8 @@ fn a_splice_with_unread_data_is_refused_and_the_streams_come_back() {
 #[test]
 fn a_splice_given_up_on_leaves_the_connections_as_they_were() {
     let mut lab = Lab::new(false);
-    let plisten = lab.proxy.host().listen(8080, 4).unwrap();
-    let slisten = lab.server.host().listen(80, 4).unwrap();
-    let mut cs = nb(lab
-        .client
-        .host()
-        .connect(SocketAddrV4::new(P.0, 8080))
-        .unwrap());
-    let up = nb(lab
-        .proxy
-        .host()
-        .connect(SocketAddrV4::new(S.0, 80))
-        .unwrap());
-    let mut down = None;
-    let mut server = None;
-    lab.until("both connected", |_| {
-        if let Ok(Some(s)) = plisten.try_accept() {
-            down = Some(nb(s));
-        }
-        if let Ok(Some(s)) = slisten.try_accept() {
-            server = Some(s);
-        }
-        down.is_some() && server.is_some() && cs.status() == ConnStatus::Established
-    });
-    let pending = lab.splicer.splice(down.unwrap(), up).ok().unwrap();
+    let (mut cs, down, up, _server) = connect_both(&mut lab);
+    let pending = lab.splicer.splice(down, up).ok().unwrap();
     // The engine has not run since the request: no answer within no time.
     let Err((SpliceError::NoAnswer, mut down, up)) = pending.wait(Duration::ZERO) else {
         panic!("given up, with the streams back");
