@@ -39,11 +39,15 @@ impl Scoreboard {
 
     /// Record the block `[left, right)`. A block that is empty, reaches below `una` or past
     /// `max` (what was sent) is not believed: returns `false`. Returns `true` when the block
-    /// was valid, whether or not it was news.
+    /// was valid, whether or not it was news. The blocks kept are first cut at `una` (the
+    /// ACK carrying the block may have moved it into or past them).
     pub fn add(&mut self, left: u32, right: u32, una: u32, max: u32) -> bool {
         if !seq::lt(left, right) || seq::lt(left, una) || seq::gt(right, max) {
             return false;
         }
+        // Blocks reaching below `una` would sort last (the order counts from `una`) and
+        // fold into the highest one, losing what they held above `una`.
+        self.advance(una);
         let mut all = [(0u32, 0u32); SCOREBOARD_BLOCKS + 1];
         let n = self.len as usize;
         all[..n].copy_from_slice(&self.blocks[..n]);
@@ -146,6 +150,18 @@ impl Scoreboard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An ACK that moves `una` into a kept block, carrying a new block above: the kept
+    /// block is cut at `una`, not folded into another or lost.
+    #[test]
+    fn a_block_the_ack_reaches_into_is_cut_not_lost() {
+        let mut sb = Scoreboard::default();
+        assert!(sb.add(100, 200, 50, 1000));
+        assert!(sb.add(300, 400, 50, 1000));
+        assert!(sb.add(500, 600, 150, 1000));
+        assert_eq!(sb.blocks(), &[(150, 200), (300, 400), (500, 600)]);
+        assert_eq!(sb.sacked_bytes(), 250);
+    }
 
     #[test]
     fn blocks_merge_sort_and_advance() {
