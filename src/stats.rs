@@ -93,8 +93,8 @@ drop_reasons! {
     /// Control plane: segment that is invalid in the connection's handshake state.
     BadHandshake => "bad-handshake",
     /// Control plane: a segment of no connection from a source address no connection can
-    /// have (broadcast, multicast, unspecified, loopback: RFC 1122 section 3.2.1.3),
-    /// dropped unanswered.
+    /// have (broadcast, multicast, unspecified, loopback, reserved: RFC 1122 section
+    /// 3.2.1.3; our own address), dropped unanswered.
     MartianSource => "martian-source",
     /// Control plane: a user stage punted a segment of an established connection, which the
     /// control plane does not process (see the stage's own counters).

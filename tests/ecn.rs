@@ -164,3 +164,20 @@ fn ece_reduces_the_window_once_and_the_next_segment_carries_cwr() {
     assert_eq!(cwr[0].seq, t.engine_seq + 10 * 1460);
     assert!(!cwr[0].payload.is_empty());
 }
+
+/// An ACK for data never sent, CE-marked, arriving while the flow's answers to such
+/// segments are rate-limited: nothing goes out (the mark asked for an ACK, but the segment
+/// is dropped unanswered; a blank segment once went out in its place).
+#[test]
+fn a_rate_limited_drop_sends_nothing_even_when_ce_marked() {
+    let mut t = Script::new(config());
+    ecn_accept(&mut t);
+    let too_new = t.engine_seq.wrapping_add(5000);
+    t.send(ACK, t.peer_seq, Some(too_new), &[]);
+    assert_eq!(t.recv().len(), 1, "the first is answered");
+    let r = t.repr(ACK, t.peer_seq, Some(too_new), &[]);
+    let f = marked(&t, &r, 0, 3);
+    t.inject(&f);
+    t.poll();
+    assert_eq!(t.recv(), Vec::new(), "nothing within the limit");
+}

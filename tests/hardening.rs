@@ -438,8 +438,26 @@ fn arp_flood_is_answered_but_not_all_remembered_and_configured_entries_stay() {
     );
 }
 
+/// A neighbour configured twice (the map keeps one entry) is counted once: an ARP request
+/// for us then learns its sender (it used to underflow the count of learned entries).
+#[test]
+fn a_neighbour_configured_twice_is_counted_once() {
+    use flextoe::wire::{arp_request, emit_arp};
+    let cfg = config().neighbor(common::IP_B, common::MAC_B);
+    let mut t = Script::new(cfg);
+    let someone = MacAddr([0x02, 0, 0, 0, 0, 0x0c]);
+    let mut buf = vec![0u8; 128];
+    let req = arp_request(someone, Ipv4Addr::new(10, 9, 0, 3), IP_A);
+    let n = emit_arp(&mut buf, someone, MacAddr::BROADCAST, &req).unwrap();
+    t.inject(&buf[..n]);
+    t.poll();
+    let c = t.engine.stats().control;
+    assert_eq!((c.arp_replies, c.arp_not_learned), (1, 0));
+}
+
 /// A segment of no connection from a source no connection can have (broadcast,
-/// multicast, unspecified, loopback) is dropped unanswered: no SYN-ACK, no RST.
+/// multicast, unspecified, loopback, reserved, our own address) is dropped unanswered: no
+/// SYN-ACK, no RST.
 #[test]
 fn segments_from_martian_sources_get_no_answer() {
     use flextoe::stats::DropReason;
@@ -451,6 +469,8 @@ fn segments_from_martian_sources_get_no_answer() {
         Ipv4Addr::new(224, 0, 0, 1),
         Ipv4Addr::UNSPECIFIED,
         Ipv4Addr::new(127, 0, 0, 1),
+        Ipv4Addr::new(240, 0, 0, 9),
+        IP_A,
     ];
     let mut buf = vec![0u8; 2048];
     for (i, src_ip) in sources.into_iter().enumerate() {
@@ -471,7 +491,7 @@ fn segments_from_martian_sources_get_no_answer() {
     let answers = std::iter::from_fn(|| t.wire.recv_bytes(t.clock.now())).count();
     assert_eq!(answers, 0, "nothing answers a martian source");
     let drops = t.engine.stats().control.drops;
-    assert_eq!(drops.get(DropReason::MartianSource), 8);
+    assert_eq!(drops.get(DropReason::MartianSource), 12);
     assert_eq!(t.engine.stats().handshakes, 0, "no handshake began");
 }
 

@@ -441,7 +441,8 @@ mod established {
     }
 
     /// A FIN past the window (its segment's data trimmed at the window's edge) is not
-    /// taken: the stream does not end where the trimmed segment said.
+    /// taken: the stream does not end where the trimmed segment said. One right at the
+    /// edge, after data that filled the window, is.
     #[test]
     fn a_fin_past_the_window_is_trimmed_with_the_data() {
         let mut t = script();
@@ -466,6 +467,26 @@ mod established {
         t.send(PSH | ACK, r + 1000, Some(t.engine_seq), &[2u8; 400]);
         assert_eq!(t.state(), Some(S::Established));
         assert_eq!(t.app_read().len(), 400);
+        // Data that fills the window exactly, with a FIN right at its edge: taken.
+        let r = r + 1400;
+        t.peer_seq = r;
+        let fill = 64 * 1024;
+        let mut sent = 0;
+        while sent + 1000 < fill {
+            t.send_data(&[3u8; 1000]);
+            sent += 1000;
+        }
+        let last = fill - sent;
+        assert_eq!(t.peer_seq, r + sent as u32);
+        t.send(
+            PSH | ACK | FIN,
+            t.peer_seq,
+            Some(t.engine_seq),
+            &vec![4u8; last],
+        );
+        assert_eq!(t.state(), Some(S::CloseWait));
+        let acks = t.recv();
+        assert_eq!(acks.last().map(|g| g.ack), Some(r + fill as u32 + 1));
     }
 
     #[test]

@@ -354,6 +354,8 @@ pub struct Control {
     /// Each flow id's current incarnation ([`FlowIdentity::incarnation`]).
     incarnations: Vec<u8>,
     neighbors: HashMap<Ipv4Addr, MacAddr>,
+    /// How many of `neighbors` are configured (distinct addresses; they never leave).
+    static_neighbors: usize,
     arp_wait: HashMap<Ipv4Addr, ArpWait>,
     secrets: secrets::Secrets,
     stats: ControlStats,
@@ -383,7 +385,8 @@ impl Control {
         host: Arc<HostShared>,
         requests: Receiver<AppRequest>,
     ) -> Self {
-        let neighbors = cfg.neighbors.iter().copied().collect();
+        let neighbors: HashMap<Ipv4Addr, MacAddr> = cfg.neighbors.iter().copied().collect();
+        let static_neighbors = neighbors.len();
         let secrets = secrets::Secrets::new(cfg.isn_secret);
         let cfg_limits = (cfg.challenge_ack_limit, cfg.rst_limit);
         let rates = cfg.rates.as_ref().map(|r| RateLoop {
@@ -405,6 +408,7 @@ impl Control {
             free_ids: Vec::new(),
             incarnations: Vec::new(),
             neighbors,
+            static_neighbors,
             arp_wait: HashMap::new(),
             stats: ControlStats::default(),
             retired: crate::flow::RetransmitTotals::default(),

@@ -91,7 +91,7 @@ impl Control {
         if self.cfg.neighbors.iter().any(|(n, _)| *n == ip) {
             return;
         }
-        let learned = self.neighbors.len() - self.static_neighbors();
+        let learned = self.neighbors.len().saturating_sub(self.static_neighbors);
         if learned >= NEIGHBOR_LIMIT && !self.neighbors.contains_key(&ip) {
             let statics = &self.cfg.neighbors;
             let victim = self
@@ -110,15 +110,6 @@ impl Control {
             }
         }
         self.neighbors.insert(ip, mac);
-    }
-
-    /// How many of the cache's entries are configured ones.
-    fn static_neighbors(&self) -> usize {
-        self.cfg
-            .neighbors
-            .iter()
-            .filter(|(n, _)| self.neighbors.contains_key(n))
-            .count()
     }
 
     /// ARP retries that are due, and resolutions that gave up.

@@ -43,9 +43,16 @@ impl Control {
             return;
         }
         let src = seg.tuple.remote_ip;
-        if src.is_broadcast() || src.is_multicast() || src.is_unspecified() || src.is_loopback() {
-            // No connection can have such a source (RFC 1122 3.2.1.3): no handshake, no
-            // cookie, no RST, which would go to every host of a network or nowhere.
+        if src.is_broadcast()
+            || src.is_multicast()
+            || src.is_unspecified()
+            || src.is_loopback()
+            || src.octets()[0] >= 240
+            || src == self.cfg.ip
+        {
+            // No connection can have such a source (RFC 1122 3.2.1.3; our own address: a
+            // LAND attack): no handshake, no cookie, no RST, which would go to every host
+            // of a network, nowhere, or back to us.
             self.arena.free(p.frame);
             self.stats.drops.add(DropReason::MartianSource);
             return;

@@ -513,10 +513,12 @@ impl HostShared {
             return;
         };
         if !conn.doorbell_pending.swap(true, Ordering::SeqCst) {
-            // Capacity equals the flow limit and each flow has at most one entry (a flow
-            // that left the engine keeps its flag up: `retire_doorbell`). Were the queue
-            // full all the same, the flag goes down again, so that the next change rings
-            // rather than the connection never being heard again.
+            // The queue holds twice the flow limit: each flow has at most one entry, and
+            // a flow that left the engine keeps its flag up (`retire_doorbell`); only an
+            // entry queued just as its connection left can reach the next connection on
+            // its flow id and let that one push once more. Were the queue full all the
+            // same, this change would wait for the next ring; the flag goes down again so
+            // that there is one, rather than the connection never being heard again.
             if self.doorbells.push(f).is_err() {
                 conn.doorbell_pending.store(false, Ordering::SeqCst);
             }

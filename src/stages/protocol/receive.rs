@@ -277,8 +277,9 @@ impl TcpState {
             return Some(DropReason::DataAfterClose);
         }
         // The window's right edge as the segment found it (taking its data moves
-        // `rcv_nxt`, not the edge): a FIN past it was trimmed away with the data.
-        let fin_edge = self.rcv_nxt.wrapping_add(wnd.max(1));
+        // `rcv_nxt`, not the edge): a FIN past it was trimmed away with the data; one right
+        // at it (after data that filled the window) is taken, as Linux takes it.
+        let fin_edge = self.rcv_nxt.wrapping_add(wnd);
         if acceptable && s.payload_len > 0 {
             if self.has(F_RXFIN) {
                 drop = Some(DropReason::DataAfterFin);
@@ -303,8 +304,10 @@ impl TcpState {
         drop
     }
 
-    /// A segment dropped with an ACK in answer (RFC 9293 3.10.7.4, RFC 5961, RFC 7323).
-    /// Out of line: the per-segment code stays together.
+    /// A segment dropped with an ACK in answer (RFC 9293 3.10.7.4, RFC 5961, RFC 7323),
+    /// or without one where it carried nothing and the flow answered such a segment less
+    /// than `OOW_ACK_INTERVAL_MS` ago (counted as rate-limited). Out of line: the
+    /// per-segment code stays together.
     #[cold]
     #[inline(never)]
     fn answer_and_drop(
@@ -324,6 +327,8 @@ impl TcpState {
                 .oow_ack_ms
                 .is_some_and(|at| now_ms.saturating_sub(at) < OOW_ACK_INTERVAL_MS)
             {
+                // Nothing goes, not even an ACK an ECN mark asked for (no header is written).
+                r.actions.clear(Actions::TX | Actions::ACK_NOW);
                 return Some(DropReason::RateLimited);
             }
             self.oow_ack_ms = Some(now_ms);
@@ -363,8 +368,8 @@ impl TcpState {
     }
 
     /// An acceptable segment with FIN, before the stream's end was taken: where the stream
-    /// ends, if that is inside the window the segment found (right edge `fin_edge`). A FIN
-    /// somewhere else than the first one said is a drop reason.
+    /// ends, if that is inside the window the segment found or right at its edge
+    /// (`fin_edge`). A FIN somewhere else than the first one said is a drop reason.
     #[cold]
     #[inline(never)]
     fn on_fin_segment(
@@ -379,7 +384,7 @@ impl TcpState {
             // The stream ends where the first FIN said; a FIN elsewhere is ignored.
             Some(f) if f != fin_seq => drop = Some(DropReason::FinMismatch),
             _ => {
-                if seq::lt(fin_seq, fin_edge) && seq::ge(fin_seq, self.rcv_nxt) {
+                if seq::le(fin_seq, fin_edge) && seq::ge(fin_seq, self.rcv_nxt) {
                     self.rx_fin_seq = Some(fin_seq);
                     self.trim_ooo(fin_seq);
                 }

@@ -66,7 +66,6 @@ impl Side {
     }
 }
 
-/// A lone full-sized segment waits; the next one's ACK goes at once and acknowledges both.
 /// What each policy asks of the protocol stage's ACK headers.
 #[test]
 fn the_ack_policy_sets_coalescing_and_delayed_acks() {
@@ -85,6 +84,7 @@ fn the_ack_policy_sets_coalescing_and_delayed_acks() {
     }
 }
 
+/// A lone full-sized segment waits; the next one's ACK goes at once and acknowledges both.
 #[test]
 fn every_second_full_segment_is_acknowledged() {
     let mut s = Side::new(1000);
