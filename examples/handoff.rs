@@ -25,7 +25,8 @@
 //! times of a hand-off that a model of the threaded runtime takes as input.
 //!
 //! Then a connection's byte ring (256 KiB) with its two ends on the two pinned threads, as
-//! placement writes segments' payload and the application reads it: each end's time per
+//! placement writes segments' payload and the application reads it (the writer running
+//! free, waking the reader after each write): each end's time per
 //! call that moved bytes, for 64- and 1460-byte chunks, next to the cross-core round trip of
 //! one cache line read before each round (on a virtual machine it changes with where the
 //! host runs the two virtual CPUs, and every figure with it).
@@ -35,6 +36,8 @@ mod hops;
 
 use flextoe::buf::FrameArena;
 use flextoe::pipeline::topology::usable_cores;
+use std::time::Duration;
+
 use hops::{kinds, line_round_trip, payload, POOL, PROBE_TRIPS};
 
 struct Args {
@@ -128,7 +131,7 @@ fn byte_ring_costs(rounds: usize) {
         let (mut w, mut r, mut rt) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             rt.push(line_round_trip(PROBE_TRIPS));
-            let c = std::thread::spawn(move || payload(chunk, bytes, true))
+            let c = std::thread::spawn(move || payload(chunk, bytes, true, Duration::ZERO))
                 .join()
                 .expect("byte ring run");
             w.push(c.write_ns);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flextoe::buf::{byte_ring, Frame, FrameArena};
+use flextoe::host::Waiter;
 use flextoe::pipeline::topology::usable_cores;
 use flextoe::reorder::{Ingress, Sequenced};
 use flextoe::ring::spsc;
@@ -446,14 +447,24 @@ pub struct PayloadCost {
 
 /// Payload through a connection's byte ring (256 KiB, as `EngineConfig::rx_buffer`) in
 /// chunks of `chunk` bytes, as placement writes a segment's payload and the application
-/// reads it: the writer `push`es each chunk (copy and publish), the reader `pop`s what is
-/// there into a 256 KiB buffer. Each end's calls that moved bytes are timed, with the two
-/// ends on two pinned threads (`cross`) or taking turns on one.
-pub fn payload(chunk: usize, bytes: u64, cross: bool) -> PayloadCost {
+/// reads it: the writer `push`es each chunk (copy and publish) and wakes the reader's
+/// [`Waiter`] (as the engine's notify stage does for every result that publishes bytes: a
+/// full fence, which waits for the copy's stores to leave the store buffer), the reader
+/// `pop`s what is there into a 256 KiB buffer. Each end's calls that moved bytes are timed one by one, with
+/// the two ends on two pinned threads (`cross`) or taking turns on one (a burst of 32
+/// writes, then a read).
+///
+/// Across cores, `gap` is the time the writer's thread spends on other work between two
+/// segments (the rest of the data path, when placement shares its worker): the writer spins
+/// that long after each write, so that the reader, polling the ring, catches up and takes
+/// each segment as the application does in the runtime. With no gap the writer runs free
+/// and the two ends fight over the same lines.
+pub fn payload(chunk: usize, bytes: u64, cross: bool, gap: Duration) -> PayloadCost {
     const BUF: usize = 256 * 1024;
     let (mut w, mut r) = byte_ring(BUF);
     let src = vec![7u8; chunk];
     let mut out = vec![0u8; BUF];
+    let waiter = Waiter::default();
     let per = |busy: Duration, calls: u64, moved: u64| {
         let calls = calls.max(1) as f64;
         (busy.as_nanos() as f64 / calls, moved as f64 / calls)
@@ -462,15 +473,17 @@ pub fn payload(chunk: usize, bytes: u64, cross: bool) -> PayloadCost {
         let (mut wt, mut rt) = (Duration::ZERO, Duration::ZERO);
         let (mut moved, mut writes, mut reads) = (0u64, 0u64, 0u64);
         while moved < bytes {
-            let t0 = Instant::now();
             // A burst's worth of segments, then the application's read.
             for _ in 0..32 {
-                writes += u64::from(w.push(&src) > 0);
+                let t0 = Instant::now();
+                let pushed = w.push(&src) > 0;
+                waiter.wake();
+                wt += t0.elapsed();
+                writes += u64::from(pushed);
             }
             let t1 = Instant::now();
             let n = r.pop(&mut out) as u64;
             rt += t1.elapsed();
-            wt += t1 - t0;
             moved += n;
             reads += u64::from(n > 0);
         }
@@ -511,9 +524,16 @@ pub fn payload(chunk: usize, bytes: u64, cross: bool) -> PayloadCost {
         let t0 = Instant::now();
         let n = w.push(&src);
         if n > 0 {
-            busy += t0.elapsed();
+            waiter.wake();
+        }
+        let t1 = Instant::now();
+        if n > 0 {
+            busy += t1 - t0;
             sent += n as u64;
             calls += 1;
+            while t1.elapsed() < gap {
+                std::hint::spin_loop();
+            }
         } else {
             std::hint::spin_loop();
         }
