@@ -5,7 +5,8 @@
 //! than 256 bytes (headers, small segments) as 64-bit words into 128-bit totals (an add and
 //! an add-with-carry per 8 bytes, two carry chains side by side: the fewest instructions),
 //! a longer one as 16-bit words into 32-bit totals (adds with no carry between them, which
-//! the compiler runs in vector lanes: more instructions, less time). Transmit payload is summed as placement copies it into the frame, while it is in the
+//! the compiler runs in vector lanes: more instructions, less time; on x86-64 the lanes are
+//! AVX2's where the CPU has them, chosen at run time). Transmit payload is summed as placement copies it into the frame, while it is in the
 //! cache ([`PayloadOp::sum`](crate::stages::PayloadOp::sum)); the checksum of the frame then
 //! reads only its headers ([`fill_checksums_with`](super::fill_checksums_with)).
 
@@ -15,6 +16,22 @@ use std::net::Ipv4Addr;
 const LANES_FROM: usize = 256;
 /// The most bytes summed into one 32-bit total in lanes.
 const LANE_BLOCK: usize = 1 << 16;
+
+/// The 32-bit total of one block of [`Sum::add_lanes`] (at most [`LANE_BLOCK`] bytes, a
+/// multiple of 4), as 16-bit words. Compiled twice on x86-64: for the baseline (SSE2 lanes)
+/// and with AVX2 (lanes twice as wide), the second chosen at run time where the CPU has it,
+/// which takes about 40% off a full-sized segment's sum (21 against 36 ns for 1448 bytes on
+/// the project's machine).
+#[multiversion::multiversion(targets("x86_64+avx2"), dispatcher = "direct")]
+fn lane_block(block: &[u8]) -> u32 {
+    let (words, _) = block.as_chunks::<4>();
+    let mut total = 0u32;
+    for w in words {
+        total += u32::from(u16::from_ne_bytes([w[0], w[1]]));
+        total += u32::from(u16::from_ne_bytes([w[2], w[3]]));
+    }
+    total
+}
 
 /// A running sum: add byte runs that start at even offsets of the checksummed data, then
 /// [`fold`](Sum::fold).
@@ -81,20 +98,16 @@ impl Sum {
     /// 16-bit words into a 32-bit total, adds with no carry from one to the next, which the
     /// compiler spreads over vector lanes. More instructions than the carry chains, less
     /// time once the run is long. A block of at most 64 KiB (32 Ki words of at most 0xffff)
-    /// cannot overflow the total.
-    #[inline(always)]
+    /// cannot overflow the total. Not inlined: [`add_bytes`](Self::add_bytes) reaches it by a
+    /// tail call and stays a leaf function (no registers saved) for the short runs of
+    /// headers and small segments.
+    #[inline(never)]
     fn add_lanes(self, data: &[u8]) -> Sum {
         let mut acc = self.0;
         let mut rest = data;
         while rest.len() >= 4 {
             let (block, tail) = rest.split_at(rest.len().min(LANE_BLOCK) & !3);
-            let (words, _) = block.as_chunks::<4>();
-            let mut total = 0u32;
-            for w in words {
-                total += u32::from(u16::from_ne_bytes([w[0], w[1]]));
-                total += u32::from(u16::from_ne_bytes([w[2], w[3]]));
-            }
-            acc += u64::from(total);
+            acc += u64::from(lane_block(block));
             rest = tail;
         }
         // 0..3 bytes left; the run started at an even offset, so they do too.
