@@ -47,10 +47,13 @@
 //! the second flow group, costs nothing), plus what each ring to another thread adds, plus,
 //! for the thread of the place replica and for the application's, what the byte rings
 //! between them add when they are apart. The busiest thread sets the throughput:
-//! `1 / max load`. Those byte rings are measured as the runtime uses them: the writer wakes
-//! the reader after each write (the notify stage's full fence per result, which waits for
-//! the copy's stores to reach the other core) and, between two writes, spends what the rest
-//! of its worker's tasks took per payload-carrying segment in the calibration run.
+//! `1 / max load`. Those byte rings are measured as placement writes the receive ring under
+//! `auto(1)`: the writer wakes the reader after each write (the notify stage's full fence
+//! per result, which waits for the copy's stores to reach the other core) and, between two
+//! writes, spends what the other tasks took per payload-carrying segment in the calibration
+//! run (with all five on one worker, as in `auto(1)`, that is the rest of its worker). The
+//! transmit ring (the application writes, placement reads) and layouts that spread the
+//! tasks over more workers reuse the same figures: an approximation there.
 //!
 //! It prints, per workload, the model's rate and the measured one for each checked layout
 //! (medians, and min..max over rounds of the ratio), the median round's inputs beside what
@@ -421,7 +424,12 @@ fn inputs(
     // segment in the calibration run, as placement does when it shares its worker with them.
     let place_writes = cal.trace.data_frames as f64 / cal.units;
     let others = service.values().sum::<f64>() - service.get("place").copied().unwrap_or(0.0);
-    let gap = Duration::from_nanos((others / place_writes.max(1e-9)).clamp(0.0, 1e5) as u64);
+    // (None where the calibration placed no payload; at most 10 µs, which bounds the run.)
+    let gap = if place_writes > 0.0 {
+        Duration::from_nanos((others / place_writes).clamp(0.0, 1e4) as u64)
+    } else {
+        Duration::ZERO
+    };
     let mut fit = |cross: bool| {
         let small = watch.steady(cross, || {
             on_own_thread(move || hops::payload(64, 32 << 20, cross, gap))

@@ -477,7 +477,9 @@ pub fn payload(chunk: usize, bytes: u64, cross: bool, gap: Duration) -> PayloadC
             for _ in 0..32 {
                 let t0 = Instant::now();
                 let pushed = w.push(&src) > 0;
-                waiter.wake();
+                if pushed {
+                    waiter.wake();
+                }
                 wt += t0.elapsed();
                 writes += u64::from(pushed);
             }
