@@ -24,6 +24,13 @@ const LANE_BLOCK: usize = 1 << 16;
 /// the project's machine).
 #[multiversion::multiversion(targets("x86_64+avx2"), dispatcher = "direct")]
 fn lane_block(block: &[u8]) -> u32 {
+    lane_block_body(block)
+}
+
+/// What [`lane_block`] compiles for each target: inlined into each of its copies, built with
+/// that copy's instructions.
+#[inline(always)]
+fn lane_block_body(block: &[u8]) -> u32 {
     let (words, _) = block.as_chunks::<4>();
     let mut total = 0u32;
     for w in words {
@@ -318,6 +325,30 @@ mod tests {
                     reference(run),
                     "{len} bytes from {start}"
                 );
+            }
+        }
+    }
+
+    /// Both builds of the lane loop, the one the CPU's features pick (AVX2 where there is
+    /// AVX2, as on the project's machines) and the baseline one the other tests do not reach
+    /// there, give a plain loop's total, on lengths around a vector's width and a block's end.
+    #[test]
+    fn both_builds_of_the_lane_loop_give_the_plain_total() {
+        let pattern: Vec<u8> = (0..LANE_BLOCK + 64).map(|i| (i * 91 + 7) as u8).collect();
+        let ones = vec![0xffu8; LANE_BLOCK];
+        let plain = |d: &[u8]| -> u32 {
+            d.chunks(2)
+                .map(|w| u32::from(u16::from_ne_bytes([w[0], w[1]])))
+                .sum()
+        };
+        for len in (0..200)
+            .chain(LANE_BLOCK - 100..LANE_BLOCK + 1)
+            .filter(|l| l % 4 == 0)
+        {
+            for data in [&pattern[..len], &pattern[2..2 + len], &ones[..len]] {
+                let want = plain(data);
+                assert_eq!(lane_block(data), want, "chosen, {len} bytes");
+                assert_eq!(lane_block_body(data), want, "baseline, {len} bytes");
             }
         }
     }
