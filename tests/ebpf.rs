@@ -361,6 +361,36 @@ fn out_of_bounds_reads_are_stopped_not_a_crash() {
     assert_eq!(e.stats().hooks[0].drops("aborted"), 1);
 }
 
+/// Room a program adds at the tail holds zeroes, as in the kernel, not what an earlier
+/// frame left in the buffer.
+#[test]
+fn a_grown_tail_is_zeroed_not_an_earlier_frames_bytes() {
+    let Some(bytes) = build("tests/xdp", "grow_tail") else {
+        return;
+    };
+    let obj = XdpObject::parse(&bytes).unwrap();
+    let frame = ipv4(6, 80, 10);
+    for exec in [Exec::Interpreter, Exec::Jit] {
+        let Ok(prog) = obj.program("grow_tail", exec) else {
+            continue;
+        };
+        let mut vm = prog.vm().unwrap();
+        // The buffer as an earlier, longer frame left it.
+        let mut buf = vec![0xa5u8; 2048];
+        buf[64..64 + frame.len()].copy_from_slice(&frame);
+        let (action, out) = vm
+            .burst(0, |one| {
+                let o = one(&mut buf, 64..64 + frame.len(), 0)?;
+                Ok::<_, String>((o.action, buf[o.data.clone()].to_vec()))
+            })
+            .unwrap();
+        assert_eq!(action, 2, "XDP_PASS ({exec:?})");
+        assert_eq!(out.len(), frame.len() + 16, "{exec:?}");
+        assert_eq!(&out[..frame.len()], &frame[..], "{exec:?}");
+        assert_eq!(&out[frame.len()..], &[0u8; 16], "{exec:?}");
+    }
+}
+
 #[test]
 fn loops_are_refused_at_load_never_a_stalled_data_path() {
     let Some(bytes) = build("tests/xdp", "spin") else {

@@ -239,6 +239,17 @@ fn h_adjust_tail(c: u64, delta: u64, _: u64, _: u64, _: u64) -> u64 {
         if new < data.saturating_add(14) || new > r.buf.end {
             return EINVAL as u64;
         }
+        // Room added at the tail holds zeroes, as the kernel gives it (Linux 5.8 on), not
+        // the bytes an earlier frame left in the buffer.
+        if new > end {
+            if !in_range(&r.buf, end, new - end) {
+                return EINVAL as u64;
+            }
+            // SAFETY: `end..new` lies inside the run's frame buffer (checked just above),
+            // which is alive and writable for the whole run; the program is suspended in
+            // this helper call and holds no reference into it.
+            unsafe { std::ptr::write_bytes(end as *mut u8, 0, (new - end) as usize) };
+        }
         write_ctx(r, ctx::DATA_END, new);
         0
     })
