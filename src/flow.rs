@@ -11,7 +11,7 @@
 //! connection.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -62,6 +62,69 @@ impl TupleHasher {
     #[inline]
     fn add(&mut self, v: u64) {
         self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// Builds [`TupleHasher`]s that start from a secret seed and mix their total at the end
+/// (MurmurHash3's finalizer), for tables whose keys any peer inserts at will (a firewall's or
+/// a classifier's connection table, filled by frames of no connection): a peer who does not
+/// know the seed cannot pick keys that share a bucket, as it can against the plain
+/// [`TupleHasher`], whose last step leaves the low bits (the bucket) a function of the last
+/// field's low bits. Each builder draws its own seed from the operating system.
+#[derive(Clone, Copy, Debug)]
+pub struct SeededTuples(u64);
+
+impl SeededTuples {
+    /// A builder with a fresh random seed.
+    pub fn new() -> Self {
+        SeededTuples(crate::control::secrets::os_random()[0])
+    }
+}
+
+impl Default for SeededTuples {
+    /// [`SeededTuples::new`]: every table its own seed.
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BuildHasher for SeededTuples {
+    type Hasher = SeededTupleHasher;
+    fn build_hasher(&self) -> SeededTupleHasher {
+        SeededTupleHasher(TupleHasher(self.0))
+    }
+}
+
+/// The hasher of [`SeededTuples`].
+#[derive(Clone, Copy, Debug)]
+pub struct SeededTupleHasher(TupleHasher);
+
+impl Hasher for SeededTupleHasher {
+    fn finish(&self) -> u64 {
+        let mut h = self.0 .0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.write(bytes);
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.0.write_u8(v);
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.0.write_u16(v);
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.0.write_u32(v);
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0.write_u64(v);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.0.write_usize(v);
     }
 }
 
@@ -474,5 +537,40 @@ mod tests {
         assert!(flow_group(&t, 4) < 4);
         assert_eq!(ft.remove(&t), Some(3));
         assert!(ft.is_empty());
+    }
+
+    /// Keys a peer picks so that the plain hasher puts them all in one bucket of a
+    /// 4096-bucket table (a port found by trial for each source, a firewall's key) spread
+    /// over the buckets under a seeded builder, as random keys would.
+    #[test]
+    fn keys_that_share_a_bucket_under_the_plain_hasher_spread_under_a_seeded_one() {
+        type Key = (Ipv4Addr, u16, Ipv4Addr, u16);
+        const MASK: u64 = 4095;
+        let plain = BuildHasherDefault::<TupleHasher>::default();
+        let dst = Ipv4Addr::new(10, 0, 0, 1);
+        let mut keys: Vec<Key> = Vec::new();
+        for i in 0..600u32 {
+            let src = Ipv4Addr::from(0xc000_0200 + i);
+            let port = (0..=u16::MAX)
+                .find(|&p| plain.hash_one((src, 4000u16, dst, p)) & MASK == 7)
+                .expect("a port lands in bucket 7");
+            keys.push((src, 4000, dst, port));
+        }
+        let buckets = |b: &dyn Fn(&Key) -> u64| {
+            let mut seen: Vec<u64> = keys.iter().map(|k| b(k) & MASK).collect();
+            seen.sort_unstable();
+            seen.dedup();
+            seen.len()
+        };
+        assert_eq!(buckets(&|k| plain.hash_one(k)), 1);
+        for _ in 0..2 {
+            let seeded = SeededTuples::new();
+            // 600 random keys over 4096 buckets: about 560 distinct.
+            let n = buckets(&|k| seeded.hash_one(k));
+            assert!(n > 500, "{n} buckets");
+        }
+        // Each builder its own seed: what one table's hashes reveal says nothing of another's.
+        let k = keys[0];
+        assert_ne!(SeededTuples::new().hash_one(k), SeededTuples::new().hash_one(k));
     }
 }

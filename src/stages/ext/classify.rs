@@ -208,9 +208,9 @@ impl Classification {
 pub struct ClassifyStage {
     shared: Arc<Shared>,
     /// The classes of connections this copy saw open and when it last saw them (ms), for
-    /// its traffic counters (bounded: quiet ones go after a minute when room is needed).
-    #[allow(clippy::type_complexity)]
-    known: HashMap<FourTuple, (u8, u64), std::hash::BuildHasherDefault<crate::flow::TupleHasher>>,
+    /// its traffic counters (bounded: quiet ones go after a minute when room is needed);
+    /// hashed with a secret seed, as peers choose the keys.
+    known: HashMap<FourTuple, (u8, u64), crate::flow::SeededTuples>,
     frames: [u64; COUNTED_CLASSES],
     bytes: [u64; COUNTED_CLASSES],
     swept: u64,

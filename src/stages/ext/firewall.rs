@@ -315,8 +315,9 @@ struct Tracked {
 }
 
 type Key = (Ipv4Addr, u16, Ipv4Addr, u16);
-/// The tracking table: keys chosen by peers, bounded (`max_tracked`), hashed fast.
-type Table = HashMap<Key, Tracked, std::hash::BuildHasherDefault<crate::flow::TupleHasher>>;
+/// The tracking table: keys chosen by peers (any frame adds one), bounded (`max_tracked`),
+/// hashed fast with a secret seed so that no peer can pile its keys into one bucket.
+type Table = HashMap<Key, Tracked, crate::flow::SeededTuples>;
 
 /// The [`Firewall`]'s stage. Drop reasons: `rule` (a deny rule), `default` (the default
 /// action denied).
