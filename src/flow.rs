@@ -571,6 +571,9 @@ mod tests {
         }
         // Each builder its own seed: what one table's hashes reveal says nothing of another's.
         let k = keys[0];
-        assert_ne!(SeededTuples::new().hash_one(k), SeededTuples::new().hash_one(k));
+        assert_ne!(
+            SeededTuples::new().hash_one(k),
+            SeededTuples::new().hash_one(k)
+        );
     }
 }

@@ -230,7 +230,8 @@ impl SpliceCounters {
         self.relayed_bytes.load(Ordering::Relaxed)
     }
 
-    /// Frames of spliced connections dropped as malformed.
+    /// Frames of spliced connections dropped as malformed (headers that cannot be rewritten,
+    /// or a wrong checksum).
     pub fn malformed(&self) -> u64 {
         self.bad.load(Ordering::Relaxed)
     }
@@ -355,7 +356,8 @@ impl PendingSplice {
 /// the rest. Relayed frames leave through the `tx_frame` stages as every frame sent: on a
 /// VLAN put the splice stage after the strip, and the push tags the relayed frames. (A frame
 /// that still has an 802.1Q tag when it reaches the stage keeps it.) Drop reason: `malformed` (a frame of a spliced connection whose headers could
-/// not be rewritten).
+/// not be rewritten, or whose IPv4 or TCP checksum is wrong: the stage runs before
+/// preprocess, and such a frame must not move the splice's state).
 pub struct SpliceStage {
     table: SpliceTable,
     counters: Arc<SpliceCounters>,
@@ -374,8 +376,8 @@ impl Clone for SpliceStage {
 }
 
 /// Rewrite `d` (an Ethernet/IPv4/TCP frame received on the splice's incoming connection,
-/// untagged or with one 802.1Q tag, which it keeps) for the outgoing one. `None` if its
-/// headers are malformed.
+/// untagged or with one 802.1Q tag, which it keeps) for the outgoing one. `None` (and
+/// nothing changed) if its headers are malformed or a checksum is wrong.
 fn rewrite(d: &mut [u8], s: &SpliceDir, now_ms: u64) -> Option<(usize, u8, u32)> {
     let tag = if d.len() >= 18 && d[12..14] == [0x81, 0x00] {
         4
@@ -398,8 +400,18 @@ fn rewrite(d: &mut [u8], s: &SpliceDir, now_ms: u64) -> Option<(usize, u8, u32)>
     }
     let payload = total - ihl - doff;
     let fl = d[t + 13];
-    // The checksums are updated for what changes (RFC 1624), not computed afresh: a segment
-    // that arrived corrupted leaves as corrupted, and its receiver drops it.
+    // Everything is checked before anything changes, in the frame or in the splice's shared
+    // state (the ACK the other side answers, the timestamp shift, the ends): the stage runs
+    // before preprocess, so a frame with a bad checksum or malformed options must not move
+    // them. The checksums are then updated for what changes (RFC 1624).
+    let src = Ipv4Addr::new(d[ip + 12], d[ip + 13], d[ip + 14], d[ip + 15]);
+    let dst = Ipv4Addr::new(d[ip + 16], d[ip + 17], d[ip + 18], d[ip + 19]);
+    if !wire::checksum::ipv4_header_ok(&d[ip..t])
+        || !wire::checksum::tcp_ok(src, dst, &d[t..ip + total])
+        || !options_ok(&d[t + 20..t + doff])
+    {
+        return None;
+    }
     let mut old_hdr = [0u8; 60];
     old_hdr[..doff].copy_from_slice(&d[t..t + doff]);
     old_hdr[16..18].fill(0);
@@ -499,6 +511,32 @@ fn rewrite(d: &mut [u8], s: &SpliceDir, now_ms: u64) -> Option<(usize, u8, u32)>
     let tcp_csum = u16::from_be_bytes([d[t + 16], d[t + 17]]);
     d[t + 16..t + 18].copy_from_slice(&adjust(tcp_csum, old_tcp, new_tcp).to_be_bytes());
     Some((payload, fl, in_seq))
+}
+
+/// Whether TCP options are well formed as [`rewrite`] reads them: every option's length
+/// within the header, SACK blocks of 8 bytes, timestamps of 10.
+fn options_ok(opts: &[u8]) -> bool {
+    let mut o = 0;
+    while o < opts.len() {
+        match opts[o] {
+            0 => break,
+            1 => o += 1,
+            kind => {
+                let Some(&len) = opts.get(o + 1) else {
+                    return false;
+                };
+                let len = usize::from(len);
+                if len < 2 || o + len > opts.len() {
+                    return false;
+                }
+                if (kind == 5 && (len - 2) % 8 != 0) || (kind == 8 && len != 10) {
+                    return false;
+                }
+                o += len;
+            }
+        }
+    }
+    true
 }
 
 /// One's complement sum of big-endian 16-bit words (an odd last byte padded with zero).
@@ -658,6 +696,7 @@ mod tests {
         );
         let mut g = frame();
         g[54 + 14..54 + 18].copy_from_slice(&17u32.to_be_bytes());
+        crate::wire::fill_checksums(&mut g);
         rewrite(&mut g, &d, 60).unwrap();
         assert_eq!(
             u32::from_be_bytes(g[54 + 14..54 + 18].try_into().unwrap()),
@@ -667,15 +706,48 @@ mod tests {
         let mut fresh = f.clone();
         crate::wire::fill_checksums(&mut fresh);
         assert_eq!(f, fresh, "the updated checksums are the right ones");
-        // A segment that arrived corrupted leaves corrupted.
+    }
+
+    /// A frame of the spliced connection with a wrong checksum, or with an option that
+    /// cannot be read, is refused before it changes anything: not the frame, not the ACK
+    /// the other side's RST is judged by, not the timestamp shift the first value latches.
+    #[test]
+    fn a_corrupted_or_malformed_frame_changes_no_state() {
+        let st = Arc::new(SpliceState::default());
+        let d = dir(st.clone(), 0);
+        let untouched = |st: &SpliceState| {
+            st.acked[1].load(Ordering::Relaxed) == 0
+                && st.ts_delta[0].load(Ordering::Relaxed) == 0
+                && st.ts_first[0].load(Ordering::Relaxed) == 0
+        };
+        // A bad TCP checksum (the last payload byte flipped after filling it).
         let mut bad = frame();
         crate::wire::fill_checksums(&mut bad);
         let n = bad.len();
         bad[n - 1] ^= 0x40;
-        rewrite(&mut bad, &d, 60).unwrap();
-        let mut fresh = bad.clone();
-        crate::wire::fill_checksums(&mut fresh);
-        assert_ne!(bad, fresh, "still a bad checksum");
+        let before = bad.clone();
+        assert!(rewrite(&mut bad, &d, 60).is_none());
+        assert_eq!(bad, before, "the frame is as it came");
+        assert!(untouched(&st));
+        // A bad IPv4 header checksum.
+        let mut bad = frame();
+        crate::wire::fill_checksums(&mut bad);
+        bad[14 + 10] ^= 1;
+        assert!(rewrite(&mut bad, &d, 60).is_none());
+        assert!(untouched(&st));
+        // Correct checksums, but an option after the timestamp runs past the header.
+        let mut bad = frame();
+        let end = 54 + 22;
+        assert_eq!(bad[end..end + 2], [0, 0], "end of options pads the header");
+        bad[end..end + 2].copy_from_slice(&[3, 9]);
+        crate::wire::fill_checksums(&mut bad);
+        assert!(rewrite(&mut bad, &d, 60).is_none());
+        assert!(untouched(&st));
+        // The same frame well formed is taken and moves the state.
+        let mut good = frame();
+        crate::wire::fill_checksums(&mut good);
+        assert!(rewrite(&mut good, &d, 60).is_some());
+        assert!(!untouched(&st));
     }
 
     #[test]
@@ -707,14 +779,35 @@ mod tests {
             let mut f = good[..n].to_vec();
             let _ = rewrite(&mut f, &d, 1);
         }
+        // Checksums made right again after every other mutation (where the lengths allow),
+        // so that the rewrite past the checks sees hostile headers and options too.
+        let refill = |f: &mut [u8]| {
+            let ihl = usize::from(f[14] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+            if ihl < 20 || total < ihl + 20 || 14 + total > f.len() {
+                return;
+            }
+            wire::checksum::fill_ipv4_header(&mut f[14..14 + ihl]);
+            let src = Ipv4Addr::new(f[26], f[27], f[28], f[29]);
+            let dst = Ipv4Addr::new(f[30], f[31], f[32], f[33]);
+            wire::checksum::fill_tcp(src, dst, &mut f[14 + ihl..14 + total]);
+        };
         let mut rng = Rng::new(3);
-        for _ in 0..20_000 {
+        let mut taken = 0;
+        for i in 0..20_000 {
             let mut f = good.clone();
             for _ in 0..1 + rng.below(4) {
                 let i = rng.below(f.len() as u64) as usize;
                 f[i] = rng.next_u64() as u8;
             }
-            let _ = rewrite(&mut f, &d, 1);
+            if i % 2 == 0 {
+                refill(&mut f);
+            }
+            taken += usize::from(rewrite(&mut f, &d, 1).is_some());
         }
+        assert!(
+            taken > 1000,
+            "{taken}: the rewrite past the checks was reached"
+        );
     }
 }
