@@ -65,24 +65,28 @@ impl TupleHasher {
     }
 }
 
-/// Builds [`TupleHasher`]s that start from a secret seed and mix their total at the end
-/// (MurmurHash3's finalizer), for tables whose keys any peer inserts at will (a firewall's or
-/// a classifier's connection table, filled by frames of no connection): a peer who does not
-/// know the seed cannot pick keys that share a bucket, as it can against the plain
-/// [`TupleHasher`], whose last step leaves the low bits (the bucket) a function of the last
-/// field's low bits. Each builder draws its own seed from the operating system.
+/// Builds hashers for tables whose keys any peer inserts at will (a firewall's or a
+/// classifier's connection table, filled by frames of no connection), keyed by two secret
+/// words drawn from the operating system for each builder: every word written is mixed in
+/// by a folded multiply (the high and low halves of the 128-bit product, XORed) by the
+/// secret odd multiplier, and the total goes through MurmurHash3's finalizer. A peer who
+/// does not know the seed cannot pick keys that share a bucket, as it can against the plain
+/// [`TupleHasher`]: there the bucket (the low bits) is a function of the last field's low
+/// bits, and a flipped top bit of one word (`x ^ 2^63 = x + 2^63`, times an odd constant,
+/// rotated) cancels against a flipped bit of the next whatever the starting state.
 #[derive(Clone, Copy, Debug)]
-pub struct SeededTuples(u64);
+pub struct SeededTuples([u64; 2]);
 
 impl SeededTuples {
-    /// A builder with a fresh random seed.
+    /// A builder with fresh random keys.
     pub fn new() -> Self {
-        SeededTuples(crate::control::secrets::os_random()[0])
+        let [a, b] = crate::control::secrets::os_random();
+        SeededTuples([a, b | 1])
     }
 }
 
 impl Default for SeededTuples {
-    /// [`SeededTuples::new`]: every table its own seed.
+    /// [`SeededTuples::new`]: every table its own keys.
     fn default() -> Self {
         Self::new()
     }
@@ -91,17 +95,31 @@ impl Default for SeededTuples {
 impl BuildHasher for SeededTuples {
     type Hasher = SeededTupleHasher;
     fn build_hasher(&self) -> SeededTupleHasher {
-        SeededTupleHasher(TupleHasher(self.0))
+        SeededTupleHasher {
+            h: self.0[0],
+            mul: self.0[1],
+        }
     }
 }
 
 /// The hasher of [`SeededTuples`].
 #[derive(Clone, Copy, Debug)]
-pub struct SeededTupleHasher(TupleHasher);
+pub struct SeededTupleHasher {
+    h: u64,
+    mul: u64,
+}
+
+impl SeededTupleHasher {
+    #[inline]
+    fn step(&mut self, v: u64) {
+        let p = u128::from(self.h ^ v) * u128::from(self.mul);
+        self.h = (p as u64) ^ ((p >> 64) as u64);
+    }
+}
 
 impl Hasher for SeededTupleHasher {
     fn finish(&self) -> u64 {
-        let mut h = self.0 .0;
+        let mut h = self.h;
         h ^= h >> 33;
         h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
         h ^= h >> 33;
@@ -109,22 +127,27 @@ impl Hasher for SeededTupleHasher {
         h ^ (h >> 33)
     }
     fn write(&mut self, bytes: &[u8]) {
-        self.0.write(bytes);
+        // Eight bytes a word; the length tells a short last word from zeroes.
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.step(u64::from_le_bytes(w) ^ ((c.len() as u64) << 56));
+        }
     }
     fn write_u8(&mut self, v: u8) {
-        self.0.write_u8(v);
+        self.step(u64::from(v));
     }
     fn write_u16(&mut self, v: u16) {
-        self.0.write_u16(v);
+        self.step(u64::from(v));
     }
     fn write_u32(&mut self, v: u32) {
-        self.0.write_u32(v);
+        self.step(u64::from(v));
     }
     fn write_u64(&mut self, v: u64) {
-        self.0.write_u64(v);
+        self.step(v);
     }
     fn write_usize(&mut self, v: usize) {
-        self.0.write_usize(v);
+        self.step(v as u64);
     }
 }
 
@@ -575,5 +598,29 @@ mod tests {
             SeededTuples::new().hash_one(k),
             SeededTuples::new().hash_one(k)
         );
+    }
+
+    /// A connection's tuple with the top bit of its local address and bit 4 of its remote
+    /// port flipped: under a multiply-rotate step the two flips cancel whatever the starting
+    /// state (the same full hash under every seed); the seeded hasher tells them apart.
+    #[test]
+    fn flips_that_cancel_under_multiply_rotate_do_not_under_the_seeded_hasher() {
+        let a = FourTuple {
+            local_ip: Ipv4Addr::new(10, 0, 0, 1),
+            local_port: 80,
+            remote_ip: Ipv4Addr::new(192, 0, 2, 7),
+            remote_port: 4000,
+        };
+        let b = FourTuple {
+            local_ip: Ipv4Addr::from(u32::from(a.local_ip) ^ 0x8000_0000),
+            remote_port: a.remote_port ^ 16,
+            ..a
+        };
+        let plain = BuildHasherDefault::<TupleHasher>::default();
+        assert_eq!(plain.hash_one(a), plain.hash_one(b), "they cancel there");
+        for _ in 0..4 {
+            let seeded = SeededTuples::new();
+            assert_ne!(seeded.hash_one(a), seeded.hash_one(b));
+        }
     }
 }

@@ -247,7 +247,8 @@ fn h_adjust_tail(c: u64, delta: u64, _: u64, _: u64, _: u64) -> u64 {
             }
             // SAFETY: `end..new` lies inside the run's frame buffer (checked just above),
             // which is alive and writable for the whole run; the program is suspended in
-            // this helper call and holds no reference into it.
+            // this helper call. rbpf keeps a shared borrow of the buffer while it runs and
+            // the program's own stores write through raw pointers into it the same way.
             unsafe { std::ptr::write_bytes(end as *mut u8, 0, (new - end) as usize) };
         }
         write_ctx(r, ctx::DATA_END, new);
