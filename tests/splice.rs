@@ -495,30 +495,11 @@ fn a_splice_given_up_on_leaves_the_connections_as_they_were() {
 #[test]
 fn a_write_just_before_the_splice_is_not_lost() {
     let mut lab = Lab::new(false);
-    let plisten = lab.proxy.host().listen(8080, 4).unwrap();
-    let slisten = lab.server.host().listen(80, 4).unwrap();
-    let _cs = nb(lab
-        .client
-        .host()
-        .connect(SocketAddrV4::new(P.0, 8080))
-        .unwrap());
-    let up = nb(lab
-        .proxy
-        .host()
-        .connect(SocketAddrV4::new(S.0, 80))
-        .unwrap());
-    let (mut down, mut server) = (None, None);
-    lab.until("both connected", |_| {
-        if let Ok(Some(s)) = plisten.try_accept() {
-            down = Some(nb(s));
-        }
-        if let Ok(Some(s)) = slisten.try_accept() {
-            server = Some(nb(s));
-        }
-        down.is_some() && server.is_some() && up.status() == ConnStatus::Established
-    });
-    let (down, mut server) = (down.unwrap(), server.unwrap());
-    let mut up = up;
+    // (`connect_both` returns once the server accepted: `up` sent its last handshake ACK
+    // as it became established.)
+    let (_cs, down, mut up, server) = connect_both(&mut lab);
+    assert_eq!(up.status(), ConnStatus::Established);
+    let mut server = nb(server);
     up.write_all(b"HELLO").unwrap();
     let mut pair = Some((down, up));
     let mut pending = None;
