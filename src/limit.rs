@@ -30,8 +30,11 @@ impl RateLimit {
         }
     }
 
-    /// Spend a token if there is one.
+    /// Spend a token if there is one (always, with `per_sec` of `u32::MAX`: no limit).
     pub(crate) fn take(&mut self, now: Instant) -> bool {
+        if self.per_sec == u32::MAX {
+            return true;
+        }
         self.refill(now);
         if self.tokens == 0 {
             return false;

@@ -146,14 +146,13 @@ fn a_small_window_does_not_draw_a_small_segment() {
     );
 }
 
-/// RFC 5961 section 7: challenge ACKs are limited (here 50 a second; the inline engine has
-/// one budget for RSTs, in its protocol stage), and so are RSTs in reply to segments that
-/// match nothing. A flood of in-window RSTs and of
-/// segments to a closed port used to get one reply each.
+/// RFC 5961 section 7: challenge ACKs are limited (one per flow per 500 ms, in-window RSTs
+/// and SYNs alike), and so are RSTs in reply to segments that match nothing (here 50 a
+/// second). A flood of in-window RSTs and of segments to a closed port used to get one
+/// reply each.
 #[test]
 fn challenge_acks_and_rst_replies_are_rate_limited() {
     let mut cfg = config();
-    cfg.control.challenge_ack_limit = 50;
     cfg.control.rst_limit = 50;
     let mut t = Script::new(cfg);
     t.accept_established();
@@ -164,8 +163,14 @@ fn challenge_acks_and_rst_replies_are_rate_limited() {
     }
     t.poll();
     let acks = t.recv();
-    assert_eq!(acks.len(), 50, "challenge ACKs within the limit");
-    assert_eq!(t.engine.stats().control.challenge_acks, 50);
+    assert_eq!(acks.len(), 1, "one challenge ACK per flow per 500 ms");
+    assert_eq!(t.engine.stats().control.challenge_acks, 1);
+    assert_eq!(t.engine.stats().drops(DropReason::RateLimited), 499);
+    // A SYN on the connection within the 500 ms draws none either (one limit for both).
+    let r = t.repr(SYN, 999, None, &[]);
+    t.send_repr(&r);
+    assert_eq!(t.recv().len(), 0);
+    assert_eq!(t.engine.stats().drops(DropReason::RateLimited), 500);
     let local = t.local_port;
     t.local_port = 9; // nothing listens there
     for i in 0..500u32 {
@@ -175,13 +180,23 @@ fn challenge_acks_and_rst_replies_are_rate_limited() {
     }
     t.poll();
     assert_eq!(t.recv().len(), 50, "RST replies within the limit");
-    assert!(t.engine.stats().drops(DropReason::RateLimited) >= 900);
+    assert_eq!(t.engine.stats().drops(DropReason::RateLimited), 950);
     // A second later the budget is back.
     t.local_port = local;
     t.advance(Duration::from_secs(1));
     let r = t.repr(RST, t.peer_seq + 10, None, &[]);
     t.send_repr(&r);
     assert_eq!(t.recv().len(), 1);
+    assert_eq!(t.engine.stats().control.challenge_acks, 2);
+    // A budget across flows, when one is set, limits them too.
+    let mut cfg = config();
+    cfg.control.challenge_ack_limit = 0;
+    let mut t = Script::new(cfg);
+    t.accept_established();
+    let r = t.repr(RST, t.peer_seq + 10, None, &[]);
+    t.send_repr(&r);
+    assert_eq!(t.recv().len(), 0);
+    assert_eq!(t.engine.stats().drops(DropReason::RateLimited), 1);
 }
 
 /// A peer's RST of an established connection is checked by the protocol stage where it

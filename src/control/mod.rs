@@ -148,11 +148,19 @@ pub struct ControlConfig {
     /// Most connections the application has closed that may still be finishing; beyond it a
     /// newly closed connection is aborted with a RST.
     pub max_orphans: usize,
-    /// Challenge ACKs a second (RFC 5961 section 7); more are not sent. The control plane
-    /// (for what preprocess punts: SYNs on synchronized connections, RSTs of connections
-    /// it does not have yet) and each protocol stage (for RSTs on the data path: the
-    /// engine's, or each flow group's on the threaded runtime, so there the engine may send
-    /// up to one more than the flow groups times this) keep a budget of their own.
+    /// Challenge ACKs a second across all flows (RFC 5961 section 7); more are not sent.
+    /// Every flow sends at most one challenge ACK per 500 ms whatever this is (as Linux);
+    /// this budget is a second limit, off by default ([`CHALLENGE_ACK_LIMIT`], `u32::MAX`):
+    /// a budget shared by flows is a side channel, where a peer that spends it on its own
+    /// connection learns whether its spoofed RSTs drew challenge ACKs on another, that is
+    /// whether they fell in that connection's window (CVE-2016-5696; Linux turned its own
+    /// off for this reason). The control plane (for what preprocess punts: SYNs on
+    /// synchronized connections, RSTs of connections it does not have yet) and each protocol
+    /// stage (for RSTs on the data path: the engine's, or each flow group's on the threaded
+    /// runtime, so there the engine may send up to one more than the flow groups times
+    /// this) keep a budget of their own.
+    ///
+    /// [`CHALLENGE_ACK_LIMIT`]: crate::stages::protocol::CHALLENGE_ACK_LIMIT
     pub challenge_ack_limit: u32,
     /// RSTs a second sent in reply to segments that match no connection; more are not sent.
     pub rst_limit: u32,

@@ -141,8 +141,8 @@ impl Control {
                 // within the rate limit (section 7).
                 self.arena.free(p.frame);
                 if self.challenge_limit.take(now) {
-                    self.stats.challenge_acks += 1;
-                    out.work.push(ProtoWork::Ack { flow: id });
+                    // Counted when the protocol stage reports it sent (`CHALLENGE_ACK`).
+                    out.work.push(ProtoWork::Challenge { flow: id });
                 } else {
                     self.stats.drops.add(DropReason::RateLimited);
                 }
@@ -150,12 +150,10 @@ impl Control {
             PuntReason::Rst => {
                 // The protocol stage owns rcv_nxt and the window: it decides.
                 self.arena.free(p.frame);
-                // The challenge ACK it may draw is paid for now (a burst of RSTs is handled
-                // before their results come back).
+                // The challenge ACK it may draw is paid for now from the budget across
+                // flows, if one is set (a burst of RSTs is handled before their results
+                // come back); the stage applies the flow's own limit and counts a refusal.
                 let challenge = self.challenge_limit.take(now);
-                if !challenge {
-                    self.stats.drops.add(DropReason::RateLimited);
-                }
                 out.work.push(ProtoWork::Rst {
                     flow: id,
                     seq: s.seq,

@@ -175,8 +175,14 @@ pub enum ProtoWork {
         /// The flow.
         flow: FlowId,
     },
-    /// Send an ACK now (challenge ACK, keep the peer informed).
+    /// Send an ACK now (keep the peer informed).
     Ack {
+        /// The flow.
+        flow: FlowId,
+    },
+    /// A SYN arrived on the synchronized connection (RFC 5961 4.2): a challenge ACK, unless
+    /// the flow sent one (or answered an unacceptable segment) in the last 500 ms.
+    Challenge {
         /// The flow.
         flow: FlowId,
     },
@@ -222,6 +228,7 @@ impl ProtoWork {
             | ProtoWork::Probe { flow }
             | ProtoWork::TailProbe { flow }
             | ProtoWork::Ack { flow }
+            | ProtoWork::Challenge { flow }
             | ProtoWork::Reset { flow }
             | ProtoWork::Freeze { flow }
             | ProtoWork::Thaw { flow }

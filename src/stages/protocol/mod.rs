@@ -109,9 +109,12 @@ pub struct Protocol<C: CongestionControl = NewReno> {
     challenge: RateLimit,
 }
 
-/// Challenge ACKs a second a protocol stage sends in reply to RSTs, unless told otherwise
-/// ([`Protocol::with_challenge_ack_limit`]).
-pub const CHALLENGE_ACK_LIMIT: u32 = 1000;
+/// Challenge ACKs a second a protocol stage sends across its flows in reply to RSTs,
+/// unless told otherwise ([`Protocol::with_challenge_ack_limit`]): `u32::MAX`, no budget
+/// across flows (each flow still sends at most one challenge ACK per 500 ms). A shared
+/// budget tells a peer that spends it whether its spoofed RSTs drew challenge ACKs on
+/// another connection (CVE-2016-5696).
+pub const CHALLENGE_ACK_LIMIT: u32 = u32::MAX;
 
 impl Protocol {
     /// An empty protocol stage with the default congestion control ([`NewReno`]), for
@@ -148,9 +151,10 @@ impl<C: CongestionControl> Protocol<C> {
             .with_delayed_acks(matches!(policy, AckPolicy::Delayed(_)))
     }
 
-    /// At most `per_sec` challenge ACKs a second in reply to RSTs in the window but not
-    /// exact (RFC 5961 section 7; default [`CHALLENGE_ACK_LIMIT`]); RSTs beyond it are
-    /// dropped without one and counted as [`DropReason::RateLimited`].
+    /// At most `per_sec` challenge ACKs a second across the stage's flows in reply to RSTs
+    /// in the window but not exact (RFC 5961 section 7; default [`CHALLENGE_ACK_LIMIT`]:
+    /// none, `u32::MAX`), besides each flow's own limit of one per 500 ms; RSTs beyond
+    /// either are dropped without one and counted as [`DropReason::RateLimited`].
     pub fn with_challenge_ack_limit(mut self, per_sec: u32) -> Self {
         self.challenge = RateLimit::new(per_sec);
         self

@@ -5,7 +5,8 @@
 use super::*;
 
 /// A peer's RST on the data path (RFC 5961 section 3): it resets the connection when exact,
-/// draws a challenge ACK (within the stage's budget) when in the window, and is dropped
+/// draws a challenge ACK (within the flow's limit and the stage's budget) when in the
+/// window, and is dropped
 /// otherwise. It comes in the flow's stream of segments, so it takes effect after every
 /// segment that arrived before it and before every one after it.
 #[cold]
@@ -18,17 +19,8 @@ pub(super) fn peer_rst(
     s: &SegmentSummary,
     r: &mut ProtoResult,
 ) {
-    let mut limited = false;
-    let challenge = || {
-        limited = !limit.take(now);
-        !limited
-    };
-    if let Some(reason) = st.on_rst(now, s.seq, challenge, r) {
-        stats.drops.add(if limited {
-            DropReason::RateLimited
-        } else {
-            reason
-        });
+    if let Some(reason) = st.on_rst(now, s.seq, || limit.take(now), r) {
+        stats.drops.add(reason);
     }
 }
 
@@ -121,6 +113,11 @@ pub(super) fn rare<C: CongestionControl>(
         ProtoWork::Probe { .. } => st.on_probe(now, r),
         ProtoWork::TailProbe { .. } => st.on_tail_probe(now, r),
         ProtoWork::Ack { .. } => st.on_ack_request(now, r),
+        ProtoWork::Challenge { .. } => {
+            if let Some(reason) = st.challenge_ack(now, || true, r) {
+                stats.drops.add(reason);
+            }
+        }
         ProtoWork::Reset { .. } => st.on_reset(now, r),
         ProtoWork::SetRate {
             bytes_per_sec,

@@ -322,16 +322,11 @@ impl TcpState {
             // send each other (after an injected segment, each finds the other's ACK
             // unacceptable): at most one answer per flow per `OOW_ACK_INTERVAL_MS` (as
             // Linux, RFC 5961 section 7). Segments with data are always answered.
-            let now_ms = now.millis();
-            if self
-                .oow_ack_ms
-                .is_some_and(|at| now_ms.saturating_sub(at) < OOW_ACK_INTERVAL_MS)
-            {
+            if self.oow_limited(now) {
                 // Nothing goes, not even an ACK an ECN mark asked for (no header is written).
                 r.actions.clear(Actions::TX | Actions::ACK_NOW);
                 return Some(DropReason::RateLimited);
             }
-            self.oow_ack_ms = Some(now_ms);
         }
         self.ack_now_header(now, &mut r.hdr);
         r.actions.set(Actions::TX | Actions::ACK_NOW);
@@ -553,8 +548,10 @@ impl TcpState {
     }
 
     /// A peer's RST (RFC 5961 3.2): reset when it is exactly at `rcv_nxt`, answer with a
-    /// challenge ACK when it is elsewhere in the window and `challenge()` (asked only then:
-    /// the rate limit's budget) allows one, ignore it otherwise.
+    /// challenge ACK when it is elsewhere in the window, the flow sent no challenge ACK
+    /// (and answered no unacceptable segment) in the last `OOW_ACK_INTERVAL_MS`, and
+    /// `challenge()` (asked only then: a budget across flows, if any) allows one; ignore it
+    /// otherwise (a challenge ACK not sent is counted as rate-limited).
     pub fn on_rst(
         &mut self,
         now: Instant,
@@ -571,18 +568,31 @@ impl TcpState {
             self.flags |= F_RST;
             r.actions.set(Actions::RST_RX | Actions::NOTIFY_APP);
             None
-        } else if seq::gt(seq_no, self.rcv_nxt)
-            && seq::lt(seq_no, self.rcv_nxt.wrapping_add(wnd))
-            && challenge()
-        {
-            self.ack_now_header(now, &mut r.hdr);
-            r.actions
-                .set(Actions::TX | Actions::ACK_NOW | Actions::CHALLENGE_ACK);
-            self.finish(r);
-            Some(DropReason::BadRst)
+        } else if seq::gt(seq_no, self.rcv_nxt) && seq::lt(seq_no, self.rcv_nxt.wrapping_add(wnd)) {
+            self.challenge_ack(now, challenge, r)
+                .or(Some(DropReason::BadRst))
         } else {
             Some(DropReason::BadRst)
         }
+    }
+
+    /// A challenge ACK (RFC 5961 3.2 and 4.2) unless the flow's limit
+    /// ([`oow_limited`](Self::oow_limited)) or `budget()` (asked only past it) refuses one:
+    /// then `Some(RateLimited)`.
+    pub(super) fn challenge_ack(
+        &mut self,
+        now: Instant,
+        budget: impl FnOnce() -> bool,
+        r: &mut ProtoResult,
+    ) -> Option<DropReason> {
+        if self.has(F_RST) || self.oow_limited(now) || !budget() {
+            return Some(DropReason::RateLimited);
+        }
+        self.ack_now_header(now, &mut r.hdr);
+        r.actions
+            .set(Actions::TX | Actions::ACK_NOW | Actions::CHALLENGE_ACK);
+        self.finish(r);
+        None
     }
 }
 

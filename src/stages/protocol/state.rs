@@ -32,7 +32,7 @@ pub(super) const F_FROZEN: u32 = 1 << 17;
 /// A `ts_recent` this old (24 days) no longer rejects segments (RFC 7323 section 5.5).
 pub(super) const PAWS_IDLE_MS: u64 = 24 * 24 * 3600 * 1000;
 /// The least time between two answers of a flow to unacceptable segments that carry
-/// nothing (Linux's `tcp_invalid_ratelimit`, 500 ms).
+/// nothing, and between two of its challenge ACKs (Linux's `tcp_invalid_ratelimit`, 500 ms).
 pub(super) const OOW_ACK_INTERVAL_MS: u64 = 500;
 
 /// In a result being built by [`Protocol`]'s burst processing: the header of a coalescable
@@ -135,8 +135,9 @@ pub struct TcpState {
     pub ts_recent_ms: u64,
     /// Added to our clock in the timestamps we send (RFC 7323 5.4).
     pub ts_offset: u32,
-    /// When the flow last answered an unacceptable segment that carried nothing
-    /// (milliseconds of the engine's clock), for the rate limit on those answers.
+    /// When the flow last answered an unacceptable segment that carried nothing, or sent a
+    /// challenge ACK (milliseconds of the engine's clock), for the rate limit on those
+    /// answers ([`oow_limited`](Self::oow_limited)).
     pub(super) oow_ack_ms: Option<u64>,
     /// The stamp of the flow's last result ([`ProtoResult::stamp`]): its incarnation in the
     /// high byte, the result number in the low 24 bits.
@@ -251,6 +252,23 @@ impl TcpState {
 
     pub(super) fn has(&self, f: u32) -> bool {
         self.flags & f != 0
+    }
+
+    /// Whether the flow answered an unacceptable segment or sent a challenge ACK less than
+    /// `OOW_ACK_INTERVAL_MS` before `now` (the answer due now is then not sent); if not,
+    /// `now` becomes the time of its last answer. One limit per flow for both kinds, as
+    /// Linux's `tcp_oow_rate_limited`: a budget shared by several flows would tell a peer
+    /// how many answers the others drew (RFC 5961 section 10, CVE-2016-5696).
+    pub(super) fn oow_limited(&mut self, now: Instant) -> bool {
+        let now_ms = now.millis();
+        if self
+            .oow_ack_ms
+            .is_some_and(|at| now_ms.saturating_sub(at) < OOW_ACK_INTERVAL_MS)
+        {
+            return true;
+        }
+        self.oow_ack_ms = Some(now_ms);
+        false
     }
 
     /// Read how far the application has read from `view`, the receive ring's view, rather

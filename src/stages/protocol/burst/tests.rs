@@ -576,6 +576,73 @@ fn a_frozen_flow_drops_segments_returns_their_frames_and_lets_a_reset_through() 
     assert_eq!(frozen(&proto), 2);
 }
 
+/// Challenge ACKs are limited per flow, one per 500 ms for in-window RSTs and SYNs alike,
+/// with no budget across flows by default: a flood of in-window RSTs on one flow draws one
+/// challenge ACK and leaves the other flow's first in-window RST its own. A budget shared
+/// by flows (a thousand a second, until it was off by default) tells a peer that spends it
+/// whether its spoofed RSTs drew challenge ACKs on another connection (CVE-2016-5696).
+#[test]
+fn challenge_acks_are_limited_per_flow_not_across_flows() {
+    let arena = Arc::new(FrameArena::new(64).unwrap());
+    let t0 = Instant::from_micros(1_000_000);
+    let ms = |n: u64| Instant::from_micros(1_000_000 + n * 1000);
+    let rst = |flow: FlowId| {
+        ProtoWork::Rx(RxWork {
+            flow,
+            summary: SegmentSummary {
+                seq: PEER_ISS + 10,
+                flags: flags::RST,
+                payload_off: 54,
+                incarnation: 1,
+                ..SegmentSummary::default()
+            },
+            frame: arena.alloc_copy(&[0u8; 54]).unwrap(),
+        })
+    };
+    // Challenge ACKs per flow in the results of `work`, every frame given back.
+    let challenges = |proto: &mut Protocol, now: Instant, mut work: Vec<ProtoWork>| {
+        let mut results = Vec::new();
+        proto.process(now, &mut work, &mut results);
+        let mut per_flow = [0usize; FLOWS as usize];
+        for r in &mut results {
+            if r.actions.any(Actions::CHALLENGE_ACK) {
+                per_flow[r.flow as usize] += 1;
+            }
+            for f in [r.rx_frame.take(), r.tx_frame.take()].into_iter().flatten() {
+                arena.free(f);
+            }
+        }
+        assert_eq!(arena.in_use(), 0, "every frame came back");
+        per_flow
+    };
+    let mut proto = Protocol::new(arena.clone());
+    for id in 0..FLOWS {
+        proto.install(id, TcpState::new(&params(0)));
+    }
+    for _ in 0..50 {
+        let flood = (0..30).map(|_| rst(0)).collect();
+        challenges(&mut proto, t0, flood);
+    }
+    let limited = proto.stats().drops.get(DropReason::RateLimited);
+    assert_eq!(
+        limited, 1499,
+        "one of 1500 in-window RSTs drew a challenge ACK"
+    );
+    assert_eq!(challenges(&mut proto, t0, vec![rst(1)]), [0, 1]);
+    // A SYN's challenge ACK shares the flow's limit: none 499 ms later, one at 500 ms.
+    let syn = || vec![ProtoWork::Challenge { flow: 0 }];
+    assert_eq!(challenges(&mut proto, ms(499), syn()), [0, 0]);
+    assert_eq!(challenges(&mut proto, ms(500), syn()), [1, 0]);
+    assert_eq!(challenges(&mut proto, ms(999), vec![rst(0)]), [0, 0]);
+    assert_eq!(challenges(&mut proto, ms(1000), vec![rst(0)]), [1, 0]);
+    // A budget across flows, when one is set, applies besides.
+    let mut proto = Protocol::new(arena.clone()).with_challenge_ack_limit(1);
+    for id in 0..FLOWS {
+        proto.install(id, TcpState::new(&params(0)));
+    }
+    assert_eq!(challenges(&mut proto, t0, vec![rst(0), rst(1)]), [1, 0]);
+}
+
 /// Direct sends: as many updates send their first segment as allowed, the others ask
 /// for a grant; an update whose result is a window update keeps it and asks too.
 #[test]
