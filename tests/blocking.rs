@@ -173,3 +173,65 @@ fn split_stream_reads_and_writes_from_two_threads() {
     let _ = client.stop();
     let _ = server.stop();
 }
+
+/// Dropping the read half of a split stream stops nothing: data the peer sends afterwards
+/// draws no RST while the write half is open, and everything the write half queued (more
+/// than the send ring holds) arrives whole, then the FIN. (The RST answer to data after
+/// close used to be armed by the read half alone and threw away the queued response.)
+#[test]
+fn dropping_the_read_half_keeps_the_write_half_and_its_data() {
+    let (pa, pb) = MemLink::pair(Impairments::none());
+    let clock = SystemClock::new();
+    let server =
+        Runtime::spawn(Engine::new(engine_config(MAC_A, IP_A), pa).unwrap(), clock).unwrap();
+    let client =
+        Runtime::spawn(Engine::new(engine_config(MAC_B, IP_B), pb).unwrap(), clock).unwrap();
+    let listener = server.host().listen(8080, 4).unwrap();
+    const TOTAL: u64 = 1 << 20;
+    let (dropped_tx, dropped_rx) = std::sync::mpsc::channel();
+    let srv = std::thread::spawn(move || {
+        let mut s = listener.accept().unwrap();
+        let mut req = [0u8; 5];
+        s.read_exact(&mut req).unwrap();
+        assert_eq!(&req, b"hello");
+        let (r, mut w) = s.into_split();
+        drop(r);
+        dropped_tx.send(()).unwrap();
+        let mut src = Source::new(21, TOTAL);
+        loop {
+            let chunk = src.pending().to_vec();
+            if chunk.is_empty() {
+                break;
+            }
+            w.write_all(&chunk).unwrap();
+            src.consume(chunk.len());
+        }
+        src.digest()
+        // `w` drops here: FIN after the data.
+    });
+    let mut c = client
+        .host()
+        .connect_blocking(SocketAddrV4::new(IP_A, 8080), Duration::from_secs(30))
+        .unwrap();
+    c.write_all(b"hello").unwrap();
+    dropped_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    // Time for the engine to see the read half go, then data from the peer.
+    std::thread::sleep(Duration::from_millis(50));
+    c.write_all(b"a pipelined request").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let mut sink = Sink::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = c.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        sink.take(&buf[..n]);
+    }
+    let sent = srv.join().unwrap();
+    assert_eq!(sink.received, TOTAL);
+    assert_eq!(sink.digest(), sent);
+    drop(c);
+    let _ = client.stop();
+    let _ = server.stop();
+}

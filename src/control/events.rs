@@ -9,7 +9,7 @@ use super::*;
 pub(crate) struct AppUpdate {
     /// The application will send no more.
     pub(crate) fin: bool,
-    /// The application will read no more.
+    /// The application closed the connection: both its halves.
     pub(crate) closed: bool,
 }
 
@@ -52,7 +52,9 @@ impl Control {
                 s => s,
             };
         }
-        let closed = c.conn.rx_closed();
+        // Closed: both halves. A dropped `ReadHalf` alone arms no RST for the peer's data
+        // while the write half may still send (its queued data would go with the RST).
+        let closed = c.conn.rx_closed() && fin;
         if closed && c.fin_seen && !c.orphan {
             // Nobody holds the connection any more: an orphan, which timers bound.
             c.orphan = true;

@@ -340,7 +340,9 @@ impl ConnShared {
     }
 
     /// Whether the application closed its reading side (dropped the stream or its
-    /// [`ReadHalf`]): it will read no more.
+    /// [`ReadHalf`]): it will read no more. The peer's data draws a RST only once the
+    /// sending side is shut too ([`tx_fin`](Self::tx_fin)): after the whole stream was
+    /// dropped, or both halves.
     pub fn rx_closed(&self) -> bool {
         self.rx_closed.load(Ordering::Acquire)
     }

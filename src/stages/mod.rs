@@ -140,8 +140,8 @@ pub enum ProtoWork {
         positions: Option<(u64, u64)>,
         /// The application will send no more.
         fin: bool,
-        /// The application will read no more (it closed the connection or its reading
-        /// half): new data from the peer is answered with a RST.
+        /// The application closed the connection (the stream, or both its halves): it will
+        /// read no more, and new data from the peer is answered with a RST.
         closed: bool,
     },
     /// A RST the control plane saw first (preprocess punted it: its flow was not on the
