@@ -636,6 +636,66 @@ fn syn_flood_is_answered_with_cookies_and_a_client_still_connects() {
     assert_eq!(&buf[..5], b"hello");
 }
 
+/// Cookies are checked only while a listener's cookies can be valid, never past the accept
+/// queue, and a listener's later segment that is no cookie draws no RST while cookies are
+/// out. Every ACK to a listener used to be checked as a cookie, flood or not (a blind peer
+/// could try cookies until one fit, 24 bits of MAC, and open a connection from any address);
+/// a cookie ACK with the accept queue full was installed and reset at once; and a cookie
+/// connection's second data segment, ahead of its first, drew a RST the peer takes as exact.
+#[test]
+fn cookies_are_checked_only_while_out_and_never_past_the_accept_queue() {
+    use flextoe::stats::DropReason;
+    let mut t = Script::new(config());
+    t.listen(1);
+    t.syn();
+    // The half-open queue is full: cookies from here on.
+    let cookie = |t: &mut Script, port: u16| {
+        t.peer_port = port;
+        t.send(SYN, PEER_ISS, None, &[]);
+        let sa = t.recv_one();
+        assert!(sa.has(SYN | ACK));
+        (PEER_ISS + 1, sa.seq.wrapping_add(1))
+    };
+    let (seq, ack) = cookie(&mut t, 40_001);
+    let (seq2, ack2) = cookie(&mut t, 40_002);
+    // A segment with data that is no valid cookie (a later segment, come first): no RST.
+    t.peer_port = 40_001;
+    t.send(PSH | ACK, seq + 5, Some(ack), b"later");
+    t.recv_none();
+    assert_eq!(t.engine.stats().flows, 0);
+    // Its first segment makes the connection.
+    t.send(PSH | ACK, seq, Some(ack), b"first");
+    let st = t.engine.stats();
+    assert_eq!((st.flows, st.control.cookies_accepted), (1, 1));
+    // The accept queue (backlog 1) now holds it: a valid cookie ACK is dropped, not
+    // installed and reset.
+    t.recv();
+    let rsts = t.engine.stats().control.rst_sent;
+    let full = t.engine.stats().control.drops.get(DropReason::BacklogFull);
+    t.peer_port = 40_002;
+    t.send(ACK, seq2, Some(ack2), &[]);
+    t.recv_none();
+    let st = t.engine.stats();
+    assert_eq!((st.flows, st.control.cookies_accepted), (1, 1));
+    assert_eq!(st.control.drops.get(DropReason::BacklogFull), full + 1);
+    assert_eq!(st.control.rst_sent, rsts);
+    // Once the application took the connection, the same ACK makes one.
+    let listener = t.listener.take().unwrap();
+    let _first = listener.try_accept().unwrap().unwrap();
+    t.send(ACK, seq2, Some(ack2), &[]);
+    assert_eq!(t.engine.stats().control.cookies_accepted, 2);
+    let _second = listener.try_accept().unwrap().unwrap();
+    // A listener that sent no cookie checks none: a cookie its port's earlier listener
+    // sent, valid for its MAC, gets a RST and makes nothing.
+    let (seq3, ack3) = cookie(&mut t, 40_003);
+    drop(listener);
+    t.poll();
+    t.listen(1);
+    t.send(ACK, seq3, Some(ack3), &[]);
+    assert!(t.recv_one().has(RST));
+    assert_eq!(t.engine.stats().control.cookies_accepted, 2);
+}
+
 /// Half-open connections are bounded engine-wide (`max_half_open`), not only per listener:
 /// with cookies off, SYNs beyond the bound are dropped and counted.
 #[test]

@@ -9,7 +9,8 @@
 //! window scale, SACK-permitted and ECN) ride in the low 6 bits of our timestamp value, which the
 //! peer echoes; the MAC covers them, so a forged echo fails. Without timestamps the cookie
 //! connection has neither window scaling nor SACK, as in Linux. A cookie is accepted for two
-//! counter ticks (64-128 s).
+//! counter ticks (64-128 s), and ACKs are checked as cookies only for two ticks after their
+//! listener last sent one (as Linux, which checks them only after a recent overflow).
 
 use std::hash::{Hash, Hasher};
 
@@ -23,6 +24,9 @@ use super::*;
 pub const MSS_TABLE: [u16; 8] = [88, 536, 1220, 1300, 1440, 1460, 4312, 8960];
 
 const TICK_US: u64 = 64_000_000;
+/// How long a cookie stays valid at most (two ticks): returning ACKs are checked as
+/// cookies only this long after the listener last sent one.
+const VALID_US: u64 = 2 * TICK_US;
 /// Options byte of a cookie without timestamps: no window scale, no SACK, no ECN, and a
 /// bit that no echoed timestamp carries (those give at most `OPTS_MASK`), so that the MAC
 /// tells it from a timestamp cookie whose options read the same.
@@ -128,12 +132,30 @@ impl Control {
         };
         let ep = self.endpoints(&t, seg.src_mac);
         self.stats.cookies_sent += 1;
+        if let Some(l) = self.listeners.get_mut(&t.local_port) {
+            l.cookie_sent = Some(now);
+        }
         self.send_tcp_flags(out, ep, repr, if ecn { flags::ECE } else { 0 });
     }
 
+    /// Whether the listener on `port` sent a cookie that can still be valid (as Linux's
+    /// `tcp_synq_no_recent_overflow`): only then is an ACK checked as one. Otherwise a
+    /// blind peer could guess a cookie's 24-bit MAC by trying (the counter is public, the
+    /// MSS index its choice) and open a connection from any address, or replay the first
+    /// segment of a closed cookie connection for two minutes; both need a flood now.
+    pub(super) fn cookies_recent(&self, port: u16, now: Instant) -> bool {
+        self.listeners
+            .get(&port)
+            .and_then(|l| l.cookie_sent)
+            .is_some_and(|at| now.saturating_since(at).as_micros() < u128::from(VALID_US))
+    }
+
     /// The handshake a valid cookie ACK completes, rebuilt; `None` when `seg` carries no
-    /// valid cookie.
+    /// valid cookie (or its listener sent none lately, [`cookies_recent`](Self::cookies_recent)).
     pub(super) fn cookie_embryo(&mut self, now: Instant, seg: &TcpSegment) -> Option<Embryo> {
+        if !self.cookies_recent(seg.tuple.local_port, now) {
+            return None;
+        }
         let s = &seg.summary;
         let t = seg.tuple;
         let irs = s.seq.wrapping_sub(1);
@@ -144,7 +166,6 @@ impl Control {
         let wscale = (opts & 0x0f != 0x0f).then_some(opts & 0x0f);
         let local = SocketAddrV4::new(t.local_ip, t.local_port);
         let remote = SocketAddrV4::new(t.remote_ip, t.remote_port);
-        self.stats.cookies_accepted += 1;
         Some(Embryo {
             state: TcpConnState::SynReceived,
             iss,

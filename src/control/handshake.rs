@@ -9,6 +9,9 @@ pub(super) struct Listening {
     pub(super) backlog: usize,
     pub(super) accept_tx: Sender<Stream>,
     pub(super) pending: usize,
+    /// When the listener last answered a SYN with a cookie: cookies are checked only for
+    /// as long as one it sent can be valid ([`Control::cookies_recent`]).
+    pub(super) cookie_sent: Option<Instant>,
     pub(super) congestion: crate::control::congestion::Algorithm,
     /// Where [`Listener::register`](crate::host::Listener::register) asked for events.
     pub(super) ctx: Arc<std::sync::OnceLock<(crate::host::Context, u64)>>,

@@ -598,6 +598,7 @@ impl Control {
                             backlog,
                             accept_tx,
                             pending: 0,
+                            cookie_sent: None,
                             congestion,
                             ctx,
                         },

@@ -72,6 +72,18 @@ impl Control {
             && self.listeners.contains_key(&seg.tuple.local_port)
         {
             if let Some(e) = self.cookie_embryo(now, &seg) {
+                if self
+                    .listeners
+                    .get(&seg.tuple.local_port)
+                    .is_some_and(|l| l.accept_tx.len() >= l.backlog)
+                {
+                    // Connections wait for the application: this one is not made (nor
+                    // installed and reset); the peer sends again (as Linux).
+                    self.arena.free(p.frame);
+                    self.stats.drops.add(DropReason::BacklogFull);
+                    return;
+                }
+                self.stats.cookies_accepted += 1;
                 let shift = e
                     .peer_wscale
                     .filter(|_| self.cfg.window_scaling)
@@ -87,7 +99,16 @@ impl Control {
         }
         self.arena.free(p.frame);
         self.stats.drops.add(DropReason::NoConnection);
-        if !s.has(flags::RST) {
+        // While cookies are out, a listener's segment with data that is no valid cookie
+        // may be a cookie connection's later segment that came before its first (the
+        // threaded runtime's preprocess replicas punt in parallel, and networks reorder):
+        // it gets no RST, which would be exact for the peer (`seq` = its ACK) and reset
+        // the connection its first segment is about to make. The peer sends it again.
+        let early = s.payload_len > 0
+            && self.listeners.contains_key(&seg.tuple.local_port)
+            && self.cfg.syn_cookies
+            && self.cookies_recent(seg.tuple.local_port, now);
+        if !s.has(flags::RST) && !early {
             self.reply_rst(now, &seg, out);
         }
     }
