@@ -764,6 +764,56 @@ fn orphan_facing_a_zero_window_is_aborted_after_orphan_retries() {
     assert_eq!(st.control.probes, 8, "orphan_retries probes, then the RST");
 }
 
+/// A peer that shuts its window and then answers no probe used to hold a connection open
+/// for as long as the application did (only orphans were given up). Now it is reset after
+/// `max_retransmissions` unanswered probes in a row, as a retransmission timeout would;
+/// a peer that answers each probe, even with a zero window, keeps it as long as it likes.
+#[test]
+fn a_zero_window_peer_that_answers_no_probe_is_given_up() {
+    use std::time::Duration;
+    let zero_window = |t: &mut Script, sent: usize| {
+        let (s, a) = (t.peer_seq, t.engine_seq.wrapping_add(sent as u32));
+        let zero = smoltcp::wire::TcpRepr {
+            window_len: 0,
+            ..t.repr(ACK, s, Some(a), &[])
+        };
+        t.send_repr(&zero);
+    };
+    let setup = || {
+        let mut cfg = config();
+        cfg.control.rto_max = Duration::from_secs(2);
+        cfg.control.max_retransmissions = 5;
+        let mut t = Script::new(cfg);
+        t.accept_established();
+        t.stream().write_all(&[1u8; 3000]).unwrap();
+        let sent: usize = t.recv().iter().map(|s| s.payload.len()).sum();
+        zero_window(&mut t, sent);
+        t.stream().write_all(&[2u8; 1000]).unwrap();
+        (t, sent)
+    };
+    // Answered: twelve probes, each answered with the window still shut.
+    let (mut t, sent) = setup();
+    for _ in 0..12 {
+        t.advance(Duration::from_secs(3));
+        let out = t.recv();
+        assert!(
+            !out.is_empty() && out.iter().all(|s| !s.has(RST)),
+            "{out:?}"
+        );
+        zero_window(&mut t, sent);
+    }
+    assert!(t.engine.stats().control.probes >= 12);
+    assert_eq!(t.state(), Some(flextoe::control::TcpConnState::Established));
+    // Silent: five probes, then the RST, and the application learns it timed out.
+    let (mut t, _) = setup();
+    t.advance(Duration::from_secs(60));
+    let out = t.recv();
+    assert!(out.iter().any(|s| s.has(RST)), "aborted with a RST");
+    let st = t.engine.stats();
+    assert_eq!((st.flows, st.control.probes), (0, 5));
+    assert_eq!(t.stream().status(), flextoe::host::ConnStatus::TimedOut);
+}
+
 /// At most `max_orphans` closed connections may still be finishing: beyond, a newly closed
 /// connection is reset at once.
 #[test]

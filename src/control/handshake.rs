@@ -425,6 +425,7 @@ impl Control {
             last_rx: now,
             keepalives_sent: 0,
             persist_probes: 0,
+            persist_silent: 0,
             srtt_us: None,
             rttvar_us: 0.0,
             // RFC 6298 5.7: a handshake that needed a retransmission starts with an RTO of

@@ -123,7 +123,9 @@ pub struct ControlConfig {
     pub rto_initial: Duration,
     /// Upper bound of the retransmission timeout.
     pub rto_max: Duration,
-    /// Timeouts in a row after which a connection is aborted.
+    /// Timeouts in a row after which a connection is aborted; also zero-window probes in a
+    /// row that the peer left unanswered (one that answers, even with a zero window, may
+    /// keep it shut as long as it likes, as in Linux).
     pub max_retransmissions: u32,
     /// SYN / SYN-ACK retransmissions before a handshake fails.
     pub syn_retries: u32,
@@ -292,6 +294,8 @@ struct Conn {
     keepalives_sent: u32,
     /// Zero-window probes since the window closed.
     persist_probes: u32,
+    /// Zero-window probes in a row with no segment from the peer between them.
+    persist_silent: u32,
     srtt_us: Option<f64>,
     rttvar_us: f64,
     rto: Duration,

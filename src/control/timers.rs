@@ -300,6 +300,7 @@ impl Control {
             c.last_rx_segments = rx;
             c.last_rx = data_path_time(&c.counters.last_rx_us, now);
             c.keepalives_sent = 0;
+            c.persist_silent = 0;
         }
         if c.orphan && c.state == TcpConnState::FinWait2 {
             // Our FIN is acknowledged and nobody will read: the peer's FIN has a while
@@ -330,12 +331,20 @@ impl Control {
         if zero && (in_flight > 0 || unsent > 0) {
             // The peer's window is closed: the persist timer probes it (RFC 9293
             // 3.8.6.1), with a backoff of its own; no retransmission timeout runs, and
-            // probes answered with a zero window never abort the connection.
+            // probes answered with a zero window never abort the connection. A peer that
+            // answers none (gone, or holding the connection at our expense) is given up
+            // after as many probes as timeouts in a row.
             c.last_progress = now;
             match c.persist_at {
                 None => c.persist_at = Some(now + rto),
                 Some(t) if now >= t => {
                     c.persist_probes += 1;
+                    c.persist_silent += 1;
+                    if c.persist_silent > self.cfg.max_retransmissions {
+                        out.work.push(ProtoWork::Reset { flow: id });
+                        c.conn.set_status(ConnStatus::TimedOut);
+                        return;
+                    }
                     if c.orphan && c.persist_probes > self.cfg.orphan_retries {
                         // Nobody will write or read: the peer may not hold the window
                         // shut forever at our expense.
@@ -356,6 +365,7 @@ impl Control {
         c.persist_at = None;
         c.probe_backoff = 1;
         c.persist_probes = 0;
+        c.persist_silent = 0;
         if in_flight == 0 {
             c.last_progress = now;
             if let Some(due) = c.keepalive_at(unsent) {
