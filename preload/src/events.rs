@@ -53,9 +53,9 @@ unsafe fn deadline_of(ts: *const libc::timespec) -> Result<Option<Instant>, ()> 
     if t.tv_sec < 0 || !(0..1_000_000_000).contains(&t.tv_nsec) {
         return Err(());
     }
-    Ok(Some(
-        Instant::now() + Duration::new(t.tv_sec as u64, t.tv_nsec as u32),
-    ))
+    // A timeout past what the clock can hold (`tv_sec` near `LONG_MAX`, a "forever" Linux
+    // accepts) waits without a deadline.
+    Ok(Instant::now().checked_add(Duration::new(t.tv_sec as u64, t.tv_nsec as u32)))
 }
 
 /// `poll` over `fds`, engine sockets among them; `-1` with errno on a kernel error.
@@ -286,7 +286,8 @@ pub unsafe extern "C" fn select(
         if t.tv_sec < 0 || !(0..1_000_000).contains(&t.tv_usec) {
             return fail(libc::EINVAL);
         }
-        Some(Instant::now() + Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000))
+        // Past what the clock can hold: no deadline (see `deadline_of`).
+        Instant::now().checked_add(Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000))
     };
     // SAFETY: the caller's sets.
     match unsafe { select_mixed(n, r, w, e, deadline, std::ptr::null()) } {
@@ -438,6 +439,8 @@ impl Drop for EpollSet {
 
 /// The `data` the engine's eventfd carries in a kernel epoll set.
 const WAKE_TOKEN: u64 = u64::MAX - 0x666c_6578;
+/// The most kernel events an `epoll_pwait` over a mixed set collects at once.
+const KERNEL_EVENTS: usize = 1024;
 
 static EPOLLS: Mutex<Option<HashMap<c_int, Arc<Mutex<EpollSet>>>>> = Mutex::new(None);
 static ANY_EPOLL: AtomicBool = AtomicBool::new(false);
@@ -642,13 +645,18 @@ pub unsafe extern "C" fn epoll_pwait(
         // SAFETY: passed through.
         return unsafe { real::epoll_pwait(ep, evs, max, timeout, mask) };
     };
-    if max <= 0 || evs.is_null() {
+    // Linux's bound (`EP_MAX_EVENTS`).
+    let most = i32::MAX as usize / std::mem::size_of::<libc::epoll_event>();
+    if max <= 0 || max as usize > most || evs.is_null() {
         return fail(libc::EINVAL);
     }
     // SAFETY: the caller's array of `max` events.
     let out = unsafe { std::slice::from_raw_parts_mut(evs, max as usize) };
     let deadline = (timeout >= 0).then(|| Instant::now() + Duration::from_millis(timeout as u64));
-    let mut kbuf = vec![libc::epoll_event { events: 0, u64: 0 }; max as usize];
+    // The kernel's descriptors are collected at most `KERNEL_EVENTS` at a time (a caller's
+    // `max` of millions asks for no buffer of that size here; fewer events than `max` is
+    // what any wait may return).
+    let mut kbuf = vec![libc::epoll_event { events: 0, u64: 0 }; (max as usize).min(KERNEL_EVENTS)];
     let wake = set.lock().unwrap_or_else(|p| p.into_inner()).wake;
     loop {
         let sleep = Sleep::enter_fd(wake);

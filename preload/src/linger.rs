@@ -56,7 +56,8 @@ pub extern "C" fn at_exit() {
         .ok()
         .and_then(|v| v.parse().ok())
         .map(Duration::from_millis)
-        .unwrap_or(Duration::from_secs(2));
+        .unwrap_or(Duration::from_secs(2))
+        .min(Duration::from_secs(24 * 3600));
     let deadline = Instant::now() + linger;
     let list = std::mem::take(&mut *CLOSING.lock().unwrap_or_else(|p| p.into_inner()));
     for (s, _) in &list {

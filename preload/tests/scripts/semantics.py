@@ -341,6 +341,46 @@ def _():
     return f"{first} {what}, then {second} after the timeout: {0.15 <= waited < 2}; bad timeout: {bad} {errno.errorcode.get(e)}"
 
 
+@case("select and pselect with a timeout of LONG_MAX seconds, epoll_wait past EP_MAX_EVENTS")
+def _():
+    import ctypes
+
+    class Timeval(ctypes.Structure):
+        _fields_ = [("sec", ctypes.c_long), ("usec", ctypes.c_long)]
+
+    class Timespec(ctypes.Structure):
+        _fields_ = [("sec", ctypes.c_long), ("nsec", ctypes.c_long)]
+
+    class Event(ctypes.Structure):
+        _pack_ = 1
+        _fields_ = [("events", ctypes.c_uint32), ("data", ctypes.c_uint64)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    s = hello()
+    fd = s.fileno()
+    forever = 2**63 - 1
+
+    def readable():
+        fds = (ctypes.c_ulong * 16)()
+        fds[fd // 64] |= 1 << (fd % 64)
+        return fds
+
+    fds = readable()
+    sel = libc.select(fd + 1, fds, None, None, ctypes.byref(Timeval(forever, 0)))
+    fds = readable()
+    psel = libc.pselect(fd + 1, fds, None, None, ctypes.byref(Timespec(forever, 0)), None)
+    ep = select.epoll()
+    ep.register(s, select.EPOLLIN)
+    evs = (Event * 4)()
+    ctypes.set_errno(0)
+    big = libc.epoll_wait(ep.fileno(), evs, 2**31 - 1, 0)
+    e = ctypes.get_errno()
+    ok = libc.epoll_wait(ep.fileno(), evs, 4, 0)
+    ep.close()
+    s.close()
+    return f"select {sel}, pselect {psel}, epoll_wait(INT_MAX) {big} {errno.errorcode.get(e)}, then {ok}"
+
+
 @case("close_range closes an engine socket: its number is a fresh socket again")
 def _():
     import os
