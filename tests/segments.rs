@@ -49,6 +49,27 @@ fn paws_drops_a_segment_with_an_old_timestamp() {
     assert_eq!(t.app_read(), b"fresh");
 }
 
+/// PAWS from the first segment on an engine that has run for more than 24 days: the time
+/// of the SYN's timestamp is the connection's start, not the engine's (it was 0, so every
+/// new connection's `ts_recent` counted as 24 days old and the first segment with an older
+/// timestamp than the SYN's was taken).
+#[test]
+fn paws_holds_from_the_first_segment_on_a_long_running_engine() {
+    let mut t = Script::new(config());
+    t.clock
+        .advance(std::time::Duration::from_secs(25 * 24 * 3600));
+    t.poll();
+    let ours = established_with_timestamps(&mut t);
+    let old = TcpRepr {
+        timestamp: Script::ts(500, ours),
+        ..t.repr(PSH | ACK, t.peer_seq, Some(t.engine_seq), b"old")
+    };
+    t.send_repr(&old);
+    assert_eq!(t.recv_one().ack, t.peer_seq, "nothing accepted");
+    assert!(t.app_read().is_empty());
+    assert_eq!(t.engine.stats().drops(DropReason::Paws), 1);
+}
+
 /// The stream ends where the first FIN said. A later segment claiming a FIN further on, and
 /// data past the first FIN, are ignored; out-of-order data past it is cut off. The
 /// application reads exactly the bytes before the FIN, then the end of the stream.

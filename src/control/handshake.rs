@@ -408,6 +408,9 @@ impl Control {
             congestion,
             incarnation,
         });
+        // The SYN's timestamp is as recent as the handshake (PAWS judges the first
+        // segments by it; left at 0, an engine up for 24 days would skip PAWS for them).
+        state.ts_recent_ms = now.millis();
         state.watch_rx(rings.rx.observer());
         let counters = FlowCounters::new();
         counters.set_timer_wake(id, self.timers.wake_tx.clone());
