@@ -361,6 +361,20 @@ fn out_of_bounds_reads_are_stopped_not_a_crash() {
     assert_eq!(e.stats().hooks[0].drops("aborted"), 1);
 }
 
+/// An access that starts past a map value's end (in the slack after the map's storage) is
+/// stopped, not a write past the allocation: the interpreter checks where an access starts,
+/// and the map's registered range used to take in its 8 bytes of slack.
+#[test]
+fn a_write_past_a_map_value_is_stopped_not_a_heap_overwrite() {
+    let Some(bytes) = build("tests/xdp", "map_oob") else {
+        return;
+    };
+    let obj = XdpObject::parse(&bytes).unwrap();
+    let prog = obj.program("map_oob", Exec::Interpreter).unwrap();
+    let e = run(&prog, &ipv4(6, 80, 0)).unwrap_err();
+    assert!(e.contains("out of bounds"), "{e}");
+}
+
 /// Room a program adds at the tail holds zeroes, as in the kernel, not what an earlier
 /// frame left in the buffer.
 #[test]

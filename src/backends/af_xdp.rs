@@ -136,6 +136,26 @@ struct XskQueue {
     stats: XdpQueueStats,
 }
 
+/// How the kernel holds a lent chunk: on queue `q`'s fill ring (it comes back on that
+/// queue's RX ring) or in its TX ring (it comes back on that queue's completion ring).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lend {
+    Fill(usize),
+    Tx(usize),
+}
+
+/// Take back chunk `i` from `lent` if it was lent as `how`; a descriptor naming a chunk
+/// lent otherwise (a TX chunk still in flight on an RX ring, a fill chunk on a completion
+/// ring, another queue's) or not lent leaves it where it is (`None`).
+fn take_lent(lent: &mut [Option<(Frame, Lend)>], i: usize, how: Lend) -> Option<Frame> {
+    let slot = lent.get_mut(i)?;
+    if slot.as_ref().is_some_and(|(_, l)| *l == how) {
+        slot.take().map(|(f, _)| f)
+    } else {
+        None
+    }
+}
+
 /// AF_XDP sockets, one per device queue, as one [`Port`].
 pub struct AfXdpPort {
     // Field order is drop order: the link detaches the program before the sockets close,
@@ -143,10 +163,11 @@ pub struct AfXdpPort {
     _prog: bpf::XdpProgram,
     queues: Vec<XskQueue>,
     _umem: Umem,
-    /// Chunks the kernel holds (fill ring or TX in flight), by frame index. They are not
-    /// given back to the arena when the port is dropped: the kernel may write into a fill
-    /// ring chunk until the socket is closed, and the arena goes with the engine anyway.
-    lent: Vec<Option<Frame>>,
+    /// Chunks the kernel holds (fill ring or TX in flight), by frame index, with how and
+    /// for which queue. They are not given back to the arena when the port is dropped: the
+    /// kernel may write into a fill ring chunk until the socket is closed, and the arena
+    /// goes with the engine anyway.
+    lent: Vec<Option<(Frame, Lend)>>,
     arena: Arc<FrameArena>,
     mtu: usize,
     stats: AfXdpStats,
@@ -336,7 +357,7 @@ impl AfXdpPort {
                 break;
             }
             let i = f.index() as usize;
-            self.lent[i] = Some(f);
+            self.lent[i] = Some((f, Lend::Fill(q)));
             placed += 1;
         }
         w.commit();
@@ -349,7 +370,7 @@ impl AfXdpPort {
         let mut n = 0;
         while let Some(addr) = r.read() {
             let i = (addr / FRAME_SIZE as u64) as usize;
-            match self.lent.get_mut(i).and_then(Option::take) {
+            match take_lent(&mut self.lent, i, Lend::Tx(q)) {
                 Some(f) => self.arena.free(f),
                 None => self.stats.bad_descriptors += 1,
             }
@@ -369,11 +390,11 @@ impl AfXdpPort {
             while let Some(d) = r.read() {
                 let i = (d.addr / FRAME_SIZE as u64) as usize;
                 let off = (d.addr % FRAME_SIZE as u64) as usize;
-                let Some(mut f) = self.lent.get_mut(i).and_then(Option::take) else {
+                let Some(mut f) = take_lent(&mut self.lent, i, Lend::Fill(q)) else {
                     self.stats.bad_descriptors += 1;
                     continue;
                 };
-                queue.filled -= 1;
+                queue.filled = queue.filled.saturating_sub(1);
                 let len = (d.len as usize).min(FRAME_SIZE - off);
                 // The kernel wrote at `off` into the frame: start the data there (no copy);
                 // an offset too large for a handle is moved to the front instead.
@@ -433,7 +454,7 @@ impl AfXdpPort {
                     continue;
                 }
                 let i = f.index() as usize;
-                self.lent[i] = Some(f);
+                self.lent[i] = Some((f, Lend::Tx(q)));
                 placed += 1;
             }
             w.commit();
@@ -770,5 +791,30 @@ mod bpf {
 
     fn ctx(e: io::Error, what: &str) -> io::Error {
         io::Error::new(e.kind(), format!("{what}: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kernel descriptor takes back only a chunk lent its way and to its queue: a TX
+    /// chunk still in flight named on an RX ring (or a fill chunk on a completion ring)
+    /// stays lent and is counted as bad, rather than handed to the engine while the kernel
+    /// may still read or write it.
+    #[test]
+    fn a_descriptor_takes_back_only_a_chunk_lent_its_way() {
+        let arena = FrameArena::new(8).unwrap();
+        let f = arena.alloc().unwrap();
+        let i = f.index() as usize;
+        let mut lent: Vec<Option<(Frame, Lend)>> = (0..8).map(|_| None).collect();
+        lent[i] = Some((f, Lend::Tx(0)));
+        assert!(take_lent(&mut lent, i, Lend::Fill(0)).is_none());
+        assert!(take_lent(&mut lent, i, Lend::Tx(1)).is_none());
+        assert!(take_lent(&mut lent, 99, Lend::Tx(0)).is_none());
+        let f = take_lent(&mut lent, i, Lend::Tx(0)).expect("lent for TX on queue 0");
+        assert!(take_lent(&mut lent, i, Lend::Tx(0)).is_none(), "taken once");
+        arena.free(f);
+        assert_eq!(arena.in_use(), 0);
     }
 }

@@ -120,10 +120,7 @@ pub fn parse(bytes: &[u8]) -> Result<ObjectSpec, LoadError> {
     if maps.len() > 64 {
         return Err(LoadError::Map("more than 64 maps".into()));
     }
-    let total: u64 = maps
-        .iter()
-        .map(|m| u64::from(m.max_entries) * u64::from(m.value_size.max(1)))
-        .sum();
+    let total: u64 = maps.iter().map(|m| m.bytes()).sum();
     if total > super::maps::MAX_OBJECT_MAP_BYTES {
         return Err(LoadError::Map(format!("the maps would take {total} bytes")));
     }

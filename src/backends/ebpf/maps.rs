@@ -22,8 +22,14 @@ pub const MAP_DEVMAP: u32 = 14;
 /// `BPF_MAP_TYPE_XSKMAP`: as `DEVMAP`.
 pub const MAP_XSKMAP: u32 = 17;
 
-/// Largest map (entries times value size) a program may ask for.
+/// Largest map a program may ask for: entries times value size, plus, for hash maps,
+/// entries times key size and [`HASH_ENTRY_OVERHEAD`].
 pub const MAX_MAP_BYTES: u64 = 64 << 20;
+/// What a hash map's index takes per entry besides its key's bytes (the key's heap
+/// allocation and the table's slot), counted against [`MAX_MAP_BYTES`].
+pub const HASH_ENTRY_OVERHEAD: u64 = 64;
+/// Bytes after a map's values that no program access may start in.
+const SLACK: usize = 8;
 /// Most bytes all of an object's maps may take together.
 pub const MAX_OBJECT_MAP_BYTES: u64 = 128 << 20;
 
@@ -57,12 +63,23 @@ impl MapSpec {
         if self.key_size == 0 || self.key_size > 512 || self.value_size > 65536 {
             return bad("key or value size out of range");
         }
-        if self.max_entries == 0
-            || u64::from(self.max_entries) * u64::from(self.value_size.max(1)) > MAX_MAP_BYTES
-        {
+        if self.max_entries == 0 || self.bytes() > MAX_MAP_BYTES {
             return bad("too many entries");
         }
         Ok(())
+    }
+
+    /// What the map may take at most: its values, and for a hash map each entry's key and
+    /// index entry too (`HASH_ENTRY_OVERHEAD`), all of which a program's updates with keys
+    /// from packets can fill.
+    pub(crate) fn bytes(&self) -> u64 {
+        let per_entry = u64::from(self.value_size.max(1))
+            + if self.is_hash() {
+                u64::from(self.key_size) + HASH_ENTRY_OVERHEAD
+            } else {
+                0
+            };
+        u64::from(self.max_entries) * per_entry
     }
 
     fn is_hash(&self) -> bool {
@@ -103,8 +120,9 @@ impl MapError {
 #[derive(Debug)]
 pub(crate) struct Map {
     pub(crate) spec: MapSpec,
-    /// `max_entries` values, then 8 bytes of slack (the interpreter checks only where an
-    /// access starts).
+    /// `max_entries` values, then 8 bytes of slack outside [`range`](Self::range) (the
+    /// interpreter checks only where an access starts: one of up to 8 bytes that starts in
+    /// the range ends at most 7 bytes past it).
     storage: Box<[u8]>,
     /// Hash maps: key to slot, the slots freed by deletes, and the first never used.
     index: HashMap<Vec<u8>, u32>,
@@ -114,7 +132,7 @@ pub(crate) struct Map {
 
 impl Map {
     pub(crate) fn new(spec: MapSpec) -> Map {
-        let n = spec.max_entries as usize * spec.value_size as usize + 8;
+        let n = spec.max_entries as usize * spec.value_size as usize + SLACK;
         Map {
             spec,
             storage: vec![0u8; n].into_boxed_slice(),
@@ -124,10 +142,11 @@ impl Map {
         }
     }
 
-    /// The storage's address range.
+    /// The values' address range, where a program's accesses may start (the slack after
+    /// it is not part of it: an access starting there would end past the allocation).
     pub(crate) fn range(&self) -> Range<u64> {
         let p = self.storage.as_ptr() as u64;
-        p..p + self.storage.len() as u64
+        p..p + (self.storage.len() - SLACK) as u64
     }
 
     fn slot(&self, key: &[u8]) -> Option<u32> {
@@ -282,6 +301,26 @@ mod tests {
             value_size: vs,
             max_entries: n,
         }
+    }
+
+    /// A hash map's keys and index count against its bound: a program's updates with keys
+    /// from packets fill them all (512-byte keys and 1-byte values used to pass as a
+    /// million bytes for a million entries, and take over half a gigabyte).
+    #[test]
+    fn hash_keys_count_against_the_map_bound() {
+        assert_eq!(spec(MAP_HASH, 512, 1, 1000).bytes(), 1000 * (1 + 512 + 64));
+        assert!(spec(MAP_HASH, 512, 1, 100_000).check().is_ok());
+        assert!(spec(MAP_HASH, 512, 1, 1_000_000).check().is_err());
+        assert!(spec(MAP_ARRAY, 4, 1, 1_000_000).check().is_ok());
+        assert_eq!(spec(MAP_ARRAY, 4, 8, 10).bytes(), 80);
+    }
+
+    /// A program's accesses may start in the values only, not in the slack after them.
+    #[test]
+    fn the_range_is_the_values_without_the_slack() {
+        let m = Map::new(spec(MAP_ARRAY, 4, 8, 3));
+        assert_eq!(m.range().end - m.range().start, 24);
+        assert_eq!(m.storage.len(), 24 + SLACK);
     }
 
     #[test]
