@@ -183,6 +183,69 @@ fn tail_loss_probe_recovers_a_lost_tail_without_a_timeout() {
     assert_eq!(t.engine.stats().control.timeouts, 0);
 }
 
+/// After a retransmission timeout the window starts over at one segment and grows by slow
+/// start as the go-back-N retransmissions are acknowledged (RFC 5681 3.1): one segment,
+/// then two, then four. It used to stay at one segment a round trip until everything sent
+/// before the timeout was acknowledged.
+#[test]
+fn after_a_timeout_the_window_grows_by_slow_start() {
+    let mut t = established(config(), false);
+    write(&mut t, 10);
+    let base = t.engine_seq;
+    assert_eq!(data_seqs(&mut t).len(), 10);
+    t.advance(Duration::from_millis(1050));
+    assert_eq!(
+        data_seqs(&mut t),
+        vec![base],
+        "the timeout sends the first again"
+    );
+    ack_with(&mut t, base + MSS, &[], 65535);
+    assert_eq!(data_seqs(&mut t), vec![base + MSS, base + 2 * MSS]);
+    ack_with(&mut t, base + 3 * MSS, &[], 65535);
+    let next: Vec<u32> = (3..7).map(|i| base + i * MSS).collect();
+    assert_eq!(data_seqs(&mut t), next);
+}
+
+/// In a recovery the echoed timestamp of an ACK that moves `snd_una` is an RTT sample only
+/// when it is from a segment sent in the recovery: a peer that echoed our SYN-ACK's
+/// timestamp, 20 s old, on a partial ACK made a 20 s sample (up to a minute was taken),
+/// which moved the smoothed RTT by seconds.
+#[test]
+fn an_echo_from_before_the_recovery_is_no_rtt_sample() {
+    let mut t = Script::new(config());
+    let syn = TcpRepr {
+        timestamp: Script::ts(1000, 0),
+        ..t.repr(SYN, PEER_ISS, None, &[])
+    };
+    let syn_ack_ts = t.accept_with(&syn).ts.expect("timestamps").0;
+    let peer = |t: &Script, ack: u32, ecr: u32| TcpRepr {
+        timestamp: Script::ts(2000, ecr),
+        ..t.repr(ACK, t.peer_seq, Some(ack), &[])
+    };
+    t.advance(Duration::from_secs(20));
+    write(&mut t, 10);
+    let base = t.engine_seq;
+    let sent = t.recv();
+    assert_eq!(sent.len(), 10);
+    let now_ts = sent[0].ts.expect("timestamps").0;
+    // The first segment is lost: three duplicate ACKs start a fast recovery.
+    for _ in 0..3 {
+        let d = peer(&t, base, now_ts);
+        t.send_repr(&d);
+    }
+    assert!(data_seqs(&mut t).contains(&base), "fast retransmission");
+    // (The timers fold samples into the smoothed RTT.)
+    t.advance(Duration::from_millis(10));
+    let before = t.engine.srtt(&t.tuple());
+    // A partial ACK echoing the SYN-ACK's timestamp.
+    let partial = peer(&t, base + MSS, syn_ack_ts);
+    t.send_repr(&partial);
+    t.advance(Duration::from_millis(10));
+    t.recv();
+    let after = t.engine.srtt(&t.tuple());
+    assert_eq!(after, before, "no sample: {before:?} -> {after:?}");
+}
+
 /// Karn's algorithm: after a timeout, an ACK of the retransmitted segment carries no RTT
 /// sample, so the doubled timeout stays for the next loss. It used to be reset by any ACK,
 /// which makes a step in the RTT a loop of spurious timeouts.

@@ -40,6 +40,9 @@ pub struct DctcpFlow {
     pub marked: u64,
     /// Bytes that close the current observation window (about one window of data).
     pub window_end: u64,
+    /// Congestion avoidance's remainder, carried to the next ACK
+    /// ([`avoidance`](super::avoidance)).
+    pub avoid_rest: u32,
 }
 
 impl CongestionControl for Dctcp {
@@ -58,6 +61,7 @@ impl CongestionControl for Dctcp {
             acked: 0,
             marked: 0,
             window_end: u64::from(cwnd),
+            avoid_rest: 0,
         }
     }
 
@@ -84,13 +88,13 @@ impl CongestionControl for Dctcp {
         if f.cwnd < f.ssthresh {
             f.cwnd = f.cwnd.saturating_add(a.acked).min(f.ssthresh.max(f.cwnd));
         } else {
-            let inc = (u64::from(a.mss) * u64::from(a.acked) / u64::from(f.cwnd.max(1))).max(1);
-            f.cwnd = f.cwnd.saturating_add(inc.min(u64::from(u32::MAX)) as u32);
+            super::avoidance(&mut f.cwnd, &mut f.avoid_rest, a.mss, a.acked);
         }
     }
 
     fn on_loss(&self, f: &mut DctcpFlow, l: Loss) {
         let mss = l.mss.max(1);
+        f.avoid_rest = 0;
         match l.kind {
             LossKind::Ecn => {
                 // RFC 8257 3.3: cwnd = cwnd * (1 - alpha / 2), once per window of data.

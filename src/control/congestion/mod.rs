@@ -142,6 +142,22 @@ pub struct RenoFlow {
     pub cwnd: u32,
     /// Slow-start threshold (bytes).
     pub ssthresh: u32,
+    /// Congestion avoidance's remainder, carried to the next ACK ([`avoidance`]).
+    pub avoid_rest: u32,
+}
+
+/// Congestion avoidance (RFC 5681 3.1, bytes counted as in RFC 3465): `acked` bytes
+/// acknowledged grow `cwnd` by `mss * acked / cwnd`, about one MSS per window of data,
+/// and the division's remainder (`rest`) is kept for the next ACK. No ACK grows the window
+/// by a minimum of its own: a peer that splits its ACKs (ACK division, a byte each) gains
+/// nothing over one that does not.
+pub fn avoidance(cwnd: &mut u32, rest: &mut u32, mss: u32, acked: u32) {
+    let c = u64::from((*cwnd).max(1));
+    let total = u64::from(mss) * u64::from(acked) + u64::from(*rest);
+    // Below `c`, itself at most `u32::MAX`.
+    *rest = (total % c) as u32;
+    let inc = (total / c).min(u64::from(u32::MAX)) as u32;
+    *cwnd = cwnd.saturating_add(inc);
 }
 
 impl CongestionControl for NewReno {
@@ -155,6 +171,7 @@ impl CongestionControl for NewReno {
         RenoFlow {
             cwnd: initial_window.max(mss.max(1)),
             ssthresh: u32::MAX / 2,
+            avoid_rest: 0,
         }
     }
 
@@ -172,8 +189,7 @@ impl CongestionControl for NewReno {
             // segment would.
             f.cwnd = f.cwnd.saturating_add(a.acked).min(f.ssthresh.max(f.cwnd));
         } else {
-            let inc = ((a.mss as u64 * a.acked as u64) / f.cwnd.max(1) as u64).max(1);
-            f.cwnd = f.cwnd.saturating_add(inc.min(u32::MAX as u64) as u32);
+            avoidance(&mut f.cwnd, &mut f.avoid_rest, a.mss, a.acked);
         }
     }
 
@@ -185,6 +201,7 @@ impl CongestionControl for NewReno {
             LossKind::DupAcks | LossKind::Ecn => f.ssthresh,
             LossKind::Timeout => l.mss.max(1),
         };
+        f.avoid_rest = 0;
     }
 
     fn on_recovery_end(&self, f: &mut RenoFlow) {
@@ -318,6 +335,26 @@ mod tests {
         );
         cc.on_recovery_end(&mut f);
         assert_eq!(f.cwnd, 2000);
+    }
+
+    /// ACK division: a segment acknowledged a byte at a time grows the window in
+    /// congestion avoidance as one ACK of the segment does (each ACK used to add at least a
+    /// byte: 1000 one-byte ACKs added 1000 bytes where the segment's ACK adds 10).
+    #[test]
+    fn split_acks_grow_the_window_as_one_ack_does() {
+        let cc = NewReno;
+        let mut one = cc.init(1000, 100_000);
+        let mut split = cc.init(1000, 100_000);
+        one.ssthresh = 50_000;
+        split.ssthresh = 50_000;
+        for _ in 0..10 {
+            cc.on_ack(&mut one, &ack(1000, false));
+            for _ in 0..1000 {
+                cc.on_ack(&mut split, &ack(1, false));
+            }
+        }
+        assert_eq!(cc.cwnd(&one), 100_099);
+        assert!(cc.cwnd(&split).abs_diff(cc.cwnd(&one)) <= 1, "{split:?}");
     }
 
     /// RFC 5681 ACK counting under the per-burst ACK policy: a receiver that acknowledges a

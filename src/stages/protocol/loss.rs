@@ -177,12 +177,14 @@ impl TcpState {
         &mut self,
         cc: &C,
         cf: &mut C::Flow,
+        now: Instant,
         r: &mut ProtoResult,
     ) {
         if self.snd_max == self.snd_una || self.has(F_RST) {
             return;
         }
         self.go_back_n(cc, cf);
+        self.recover_ts = (now.millis() as u32).wrapping_add(self.ts_offset);
         r.actions.set(Actions::TIMEOUT_RETRANSMIT | Actions::SCHED);
         self.finish(r);
     }

@@ -109,7 +109,7 @@ pub(super) fn rare<C: CongestionControl>(
                 stats.drops.add(reason);
             }
         }
-        ProtoWork::Retransmit { .. } => st.on_timeout(cc, cf, r),
+        ProtoWork::Retransmit { .. } => st.on_timeout(cc, cf, now, r),
         ProtoWork::Probe { .. } => st.on_probe(now, r),
         ProtoWork::TailProbe { .. } => st.on_tail_probe(now, r),
         ProtoWork::Ack { .. } => st.on_ack_request(now, r),

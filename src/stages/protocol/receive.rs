@@ -89,11 +89,14 @@ impl TcpState {
             if self.rtt_start != 0 && seq::gt(ack, self.rtt_seq) {
                 rtt_us = Some((now.micros() + 1).saturating_sub(self.rtt_start) as u32);
                 self.rtt_start = 0;
-            } else if let Some(ecr) =
-                ts_ecr.filter(|e| *e != 0 && self.has(F_RECOVERY) && self.has(F_TS))
-            {
+            } else if let Some(ecr) = ts_ecr.filter(|e| {
+                *e != 0 && self.has(F_RECOVERY) && self.has(F_TS) && !seq::lt(*e, self.recover_ts)
+            }) {
                 // While recovering, Karn's rule leaves no segment to time: the echoed
-                // timestamp still measures the round trip (RFC 7323 section 4).
+                // timestamp still measures the round trip (RFC 7323 section 4). An ACK that
+                // moves `snd_una` in a recovery covers a retransmission, sent since the
+                // recovery began: an echo from before it is no such segment's (a peer's
+                // choice, which made samples of up to a minute).
                 let ours = (now.millis() as u32).wrapping_add(self.ts_offset);
                 let ms = ours.wrapping_sub(ecr);
                 if ms < 60_000 {
@@ -105,7 +108,13 @@ impl TcpState {
                 r.actions.set(Actions::RTT_SAMPLE);
             }
             let reducing = self.has(F_RECOVERY) || self.has(F_ECN_CWR);
-            let in_recovery = reducing && seq::lt(ack, self.recover);
+            let before_recover = seq::lt(ack, self.recover);
+            // A fast recovery or an ECN reduction holds the window until `recover` is
+            // acknowledged; after a timeout it starts over at one segment and grows by slow
+            // start (RFC 5681 3.1): held there, it went back over a window of losses at one
+            // segment a round trip, then jumped to `ssthresh` in one burst.
+            let holding = self.has(F_FASTREC) || self.has(F_ECN_CWR);
+            let in_recovery = holding && before_recover;
             cc.on_ack(
                 cf,
                 &AckSample {
@@ -118,9 +127,11 @@ impl TcpState {
                     now,
                 },
             );
-            if reducing && !in_recovery {
+            if reducing && !before_recover {
                 self.flags &= !(F_RECOVERY | F_FASTREC | F_ECN_CWR | F_RACK);
-                cc.on_recovery_end(cf);
+                if holding {
+                    cc.on_recovery_end(cf);
+                }
             } else if self.has(F_FASTREC)
                 && !(self.has(F_TS) && ts_ecr.is_some_and(|e| seq::lt(e, self.recover_ts)))
             {

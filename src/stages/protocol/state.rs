@@ -81,8 +81,9 @@ pub struct TcpState {
     pub rxt_max: u32,
     /// What the peer has SACKed above `snd_una`.
     pub scoreboard: Scoreboard,
-    /// Our timestamp clock when the fast recovery began: an ACK echoing a later value was
-    /// drawn by a segment sent in the recovery (a retransmission), not by a late original.
+    /// Our timestamp clock when the fast recovery (or a timeout's go-back-N) began: an ACK
+    /// echoing a later value was drawn by a segment sent in the recovery (a
+    /// retransmission), not by a late original.
     pub recover_ts: u32,
     /// The congestion control the socket asked for (read when the flow is installed).
     pub congestion: Algorithm,
