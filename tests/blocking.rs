@@ -176,8 +176,10 @@ fn split_stream_reads_and_writes_from_two_threads() {
 
 /// Dropping the read half of a split stream stops nothing: data the peer sends afterwards
 /// draws no RST while the write half is open, and everything the write half queued (more
-/// than the send ring holds) arrives whole, then the FIN. (The RST answer to data after
-/// close used to be armed by the read half alone and threw away the queued response.)
+/// than the send ring holds) arrives whole. (The RST answer to data after close used to be
+/// armed by the read half alone and threw away the queued response.) Once the write half
+/// goes too, the data left unread makes the close a RST, as dropping the whole stream (or
+/// Linux's `close`) does, instead of a FIN that would pass the unread request off as read.
 #[test]
 fn dropping_the_read_half_keeps_the_write_half_and_its_data() {
     let (pa, pb) = MemLink::pair(Impairments::none());
@@ -189,6 +191,7 @@ fn dropping_the_read_half_keeps_the_write_half_and_its_data() {
     let listener = server.host().listen(8080, 4).unwrap();
     const TOTAL: u64 = 1 << 20;
     let (dropped_tx, dropped_rx) = std::sync::mpsc::channel();
+    let (read_all_tx, read_all_rx) = std::sync::mpsc::channel::<()>();
     let srv = std::thread::spawn(move || {
         let mut s = listener.accept().unwrap();
         let mut req = [0u8; 5];
@@ -206,8 +209,9 @@ fn dropping_the_read_half_keeps_the_write_half_and_its_data() {
             w.write_all(&chunk).unwrap();
             src.consume(chunk.len());
         }
+        read_all_rx.recv_timeout(Duration::from_secs(30)).unwrap();
         src.digest()
-        // `w` drops here: FIN after the data.
+        // `w` drops here, the pipelined request unread: a RST.
     });
     let mut c = client
         .host()
@@ -218,19 +222,23 @@ fn dropping_the_read_half_keeps_the_write_half_and_its_data() {
     // Time for the engine to see the read half go, then data from the peer.
     std::thread::sleep(Duration::from_millis(50));
     c.write_all(b"a pipelined request").unwrap();
-    std::thread::sleep(Duration::from_millis(50));
     let mut sink = Sink::default();
     let mut buf = vec![0u8; 64 * 1024];
-    loop {
+    while sink.received < TOTAL {
         let n = c.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
+        assert!(n > 0, "the response ended early");
         sink.take(&buf[..n]);
     }
+    read_all_tx.send(()).unwrap();
     let sent = srv.join().unwrap();
     assert_eq!(sink.received, TOTAL);
     assert_eq!(sink.digest(), sent);
+    let end = c.read(&mut buf);
+    assert_eq!(
+        end.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "the close with unread data is a RST"
+    );
     drop(c);
     let _ = client.stop();
     let _ = server.stop();

@@ -23,9 +23,14 @@ fn marked(t: &Script, r: &TcpRepr<'_>, extra: u8, ecn: u8) -> Vec<u8> {
 
 /// A passive open whose SYN asks for ECN (ECE and CWR); returns the SYN-ACK.
 fn ecn_accept(t: &mut Script) -> Seg {
-    t.listen(8);
     let syn = t.repr(SYN, PEER_ISS, None, &[]);
-    let f = marked(t, &syn, ECE | CWR, 0);
+    ecn_accept_with(t, &syn)
+}
+
+/// [`ecn_accept`] with the SYN `syn` (its options).
+fn ecn_accept_with(t: &mut Script, syn: &TcpRepr<'_>) -> Seg {
+    t.listen(8);
+    let f = marked(t, syn, ECE | CWR, 0);
     t.inject(&f);
     let sa = t.recv_one();
     t.peer_seq = PEER_ISS + 1;
@@ -180,4 +185,49 @@ fn a_rate_limited_drop_sends_nothing_even_when_ce_marked() {
     t.inject(&f);
     t.poll();
     assert_eq!(t.recv(), Vec::new(), "nothing within the limit");
+}
+
+/// A timeout during an ECN reduction ends it: the window starts over at one segment and,
+/// with SACK, grows by slow start as the retransmissions are acknowledged. (The reduction's
+/// flag outlived the timeout and held the window at one segment a round trip.)
+#[test]
+fn a_timeout_ends_an_ecn_reduction() {
+    let mut t = Script::new(config());
+    let syn = TcpRepr {
+        sack_permitted: true,
+        ..t.repr(SYN, PEER_ISS, None, &[])
+    };
+    assert!(ecn_accept_with(&mut t, &syn).sack_permitted);
+    t.stream().write_all(&vec![1u8; 40 * 1460]).unwrap();
+    assert_eq!(t.recv().len(), 10);
+    // Two segments acknowledged with ECE: the window is cut, a reduction under way.
+    let base = t.engine_seq + 2 * 1460;
+    let r = t.repr(ACK, t.peer_seq, Some(base), &[]);
+    let f = marked(&t, &r, ECE, 0);
+    t.inject(&f);
+    t.poll();
+    t.recv();
+    // Then nothing: (after tail-loss probes of new data) the timeout sends the first
+    // unacknowledged segment again.
+    let mut waited = 0;
+    loop {
+        t.advance(std::time::Duration::from_millis(10));
+        waited += 10;
+        assert!(waited < 5000, "no timeout");
+        if t.recv()
+            .iter()
+            .any(|s| s.seq == base && !s.payload.is_empty())
+        {
+            break;
+        }
+    }
+    // Its ACK lets two segments out (slow start), not one.
+    t.send(ACK, t.peer_seq, Some(base + 1460), &[]);
+    let next: Vec<u32> = t
+        .recv()
+        .iter()
+        .filter(|s| !s.payload.is_empty())
+        .map(|s| s.seq)
+        .collect();
+    assert_eq!(next, vec![base + 1460, base + 2 * 1460]);
 }

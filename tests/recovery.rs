@@ -183,27 +183,48 @@ fn tail_loss_probe_recovers_a_lost_tail_without_a_timeout() {
     assert_eq!(t.engine.stats().control.timeouts, 0);
 }
 
-/// After a retransmission timeout the window starts over at one segment and grows by slow
-/// start as the go-back-N retransmissions are acknowledged (RFC 5681 3.1): one segment,
-/// then two, then four. It used to stay at one segment a round trip until everything sent
-/// before the timeout was acknowledged.
+/// After a retransmission timeout the window starts over at one segment and, with SACK,
+/// grows by slow start as the go-back-N retransmissions are acknowledged (RFC 5681 3.1):
+/// one segment, then two, then four. It used to stay at one segment a round trip until
+/// everything sent before the timeout was acknowledged. Without SACK it still does: the
+/// sender cannot tell what the peer holds, and would send it again.
 #[test]
 fn after_a_timeout_the_window_grows_by_slow_start() {
-    let mut t = established(config(), false);
-    write(&mut t, 10);
-    let base = t.engine_seq;
-    assert_eq!(data_seqs(&mut t).len(), 10);
-    t.advance(Duration::from_millis(1050));
-    assert_eq!(
-        data_seqs(&mut t),
-        vec![base],
-        "the timeout sends the first again"
-    );
-    ack_with(&mut t, base + MSS, &[], 65535);
-    assert_eq!(data_seqs(&mut t), vec![base + MSS, base + 2 * MSS]);
-    ack_with(&mut t, base + 3 * MSS, &[], 65535);
-    let next: Vec<u32> = (3..7).map(|i| base + i * MSS).collect();
-    assert_eq!(data_seqs(&mut t), next);
+    for sack in [true, false] {
+        let mut t = established(config(), sack);
+        write(&mut t, 10);
+        let base = t.engine_seq;
+        assert_eq!(data_seqs(&mut t).len(), 10);
+        t.advance(Duration::from_millis(1050));
+        assert_eq!(
+            data_seqs(&mut t),
+            vec![base],
+            "the timeout sends the first again"
+        );
+        ack_with(&mut t, base + MSS, &[], 65535);
+        let next: Vec<u32> = if sack {
+            vec![base + MSS, base + 2 * MSS]
+        } else {
+            vec![base + MSS]
+        };
+        assert_eq!(data_seqs(&mut t), next, "SACK {sack}");
+        if sack {
+            ack_with(&mut t, base + 3 * MSS, &[], 65535);
+            let next: Vec<u32> = (3..7).map(|i| base + i * MSS).collect();
+            assert_eq!(data_seqs(&mut t), next);
+        }
+    }
+}
+
+/// A passive open with timestamps; returns our SYN-ACK's timestamp value.
+fn established_with_timestamps() -> (Script, u32) {
+    let mut t = Script::new(config());
+    let syn = TcpRepr {
+        timestamp: Script::ts(1000, 0),
+        ..t.repr(SYN, PEER_ISS, None, &[])
+    };
+    let syn_ack_ts = t.accept_with(&syn).ts.expect("timestamps").0;
+    (t, syn_ack_ts)
 }
 
 /// In a recovery the echoed timestamp of an ACK that moves `snd_una` is an RTT sample only
@@ -212,12 +233,7 @@ fn after_a_timeout_the_window_grows_by_slow_start() {
 /// which moved the smoothed RTT by seconds.
 #[test]
 fn an_echo_from_before_the_recovery_is_no_rtt_sample() {
-    let mut t = Script::new(config());
-    let syn = TcpRepr {
-        timestamp: Script::ts(1000, 0),
-        ..t.repr(SYN, PEER_ISS, None, &[])
-    };
-    let syn_ack_ts = t.accept_with(&syn).ts.expect("timestamps").0;
+    let (mut t, syn_ack_ts) = established_with_timestamps();
     let peer = |t: &Script, ack: u32, ecr: u32| TcpRepr {
         timestamp: Script::ts(2000, ecr),
         ..t.repr(ACK, t.peer_seq, Some(ack), &[])
@@ -239,6 +255,29 @@ fn an_echo_from_before_the_recovery_is_no_rtt_sample() {
     let before = t.engine.srtt(&t.tuple());
     // A partial ACK echoing the SYN-ACK's timestamp.
     let partial = peer(&t, base + MSS, syn_ack_ts);
+    t.send_repr(&partial);
+    t.advance(Duration::from_millis(10));
+    t.recv();
+    let after = t.engine.srtt(&t.tuple());
+    assert_eq!(after, before, "no sample: {before:?} -> {after:?}");
+}
+
+/// The same after a timeout: going back, an ACK echoing a timestamp from before the
+/// timeout is no RTT sample.
+#[test]
+fn an_echo_from_before_a_timeout_is_no_rtt_sample() {
+    let (mut t, syn_ack_ts) = established_with_timestamps();
+    t.advance(Duration::from_secs(20));
+    write(&mut t, 10);
+    let base = t.engine_seq;
+    assert_eq!(data_seqs(&mut t).len(), 10);
+    t.advance(Duration::from_millis(1050));
+    assert_eq!(data_seqs(&mut t), vec![base], "the timeout");
+    let before = t.engine.srtt(&t.tuple());
+    let partial = TcpRepr {
+        timestamp: Script::ts(2000, syn_ack_ts),
+        ..t.repr(ACK, t.peer_seq, Some(base + MSS), &[])
+    };
     t.send_repr(&partial);
     t.advance(Duration::from_millis(10));
     t.recv();

@@ -156,11 +156,11 @@ pub struct ControlConfig {
     /// a budget shared by flows is a side channel, where a peer that spends it on its own
     /// connection learns whether its spoofed RSTs drew challenge ACKs on another, that is
     /// whether they fell in that connection's window (CVE-2016-5696; Linux turned its own
-    /// off for this reason). The control plane (for what preprocess punts: SYNs on
-    /// synchronized connections, RSTs of connections it does not have yet) and each protocol
-    /// stage (for RSTs on the data path: the engine's, or each flow group's on the threaded
-    /// runtime, so there the engine may send up to one more than the flow groups times
-    /// this) keep a budget of their own.
+    /// off for this reason). The control plane (for the RSTs preprocess punts, of
+    /// connections it does not have yet) and each protocol stage (for RSTs on the data path
+    /// and SYNs on synchronized connections, asked only past the flow's own limit: the
+    /// engine's stage, or each flow group's on the threaded runtime, so there the engine may
+    /// send up to one more than the flow groups times this) keep a budget of their own.
     ///
     /// [`CHALLENGE_ACK_LIMIT`]: crate::stages::protocol::CHALLENGE_ACK_LIMIT
     pub challenge_ack_limit: u32,

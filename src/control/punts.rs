@@ -159,14 +159,11 @@ impl Control {
         match p.reason {
             PuntReason::Syn => {
                 // RFC 5961 4.2: a SYN on a synchronized connection gets a challenge ACK,
-                // within the rate limit (section 7).
+                // within the rate limits (section 7): the flow's own, then the protocol
+                // stage's budget across flows if one is set, both applied by the stage
+                // (which counts a refusal, and a challenge ACK it sends).
                 self.arena.free(p.frame);
-                if self.challenge_limit.take(now) {
-                    // Counted when the protocol stage reports it sent (`CHALLENGE_ACK`).
-                    out.work.push(ProtoWork::Challenge { flow: id });
-                } else {
-                    self.stats.drops.add(DropReason::RateLimited);
-                }
+                out.work.push(ProtoWork::Challenge { flow: id });
             }
             PuntReason::Rst => {
                 // The protocol stage owns rcv_nxt and the window: it decides.

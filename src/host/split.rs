@@ -3,12 +3,34 @@
 
 use std::io;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::stream::{try_read, try_write, wait_readable, wait_writable, Bell};
 use super::{ConnShared, ConnStatus, HostShared};
 use crate::buf::{RingReader, RingWriter};
+
+/// What the two halves of a stream share: which of them is gone, and the read half's ring
+/// once it went first. The last half to go closes the connection as dropping the whole
+/// [`Stream`](super::Stream) does: with a RST when data the application did not read is
+/// left (as Linux's `close`), else with a FIN after the queued data.
+#[derive(Default)]
+pub(super) struct Halves(Mutex<HalvesState>);
+
+#[derive(Default)]
+struct HalvesState {
+    read_gone: bool,
+    write_gone: bool,
+    /// The ring of a read half that went first, and whether its reading was shut down
+    /// (then unread data is no reason to abort).
+    parked: Option<(RingReader, bool)>,
+}
+
+impl Halves {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HalvesState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// The reading half of a [`Stream`](super::Stream) (see [`Stream::into_split`](super::Stream::into_split)).
 pub struct ReadHalf {
@@ -17,6 +39,7 @@ pub struct ReadHalf {
     pub(super) host: Arc<HostShared>,
     pub(super) nonblocking: bool,
     pub(super) rd_shutdown: bool,
+    pub(super) halves: Arc<Halves>,
 }
 
 impl ReadHalf {
@@ -60,12 +83,14 @@ impl io::Read for ReadHalf {
 
 /// The writing half of a [`Stream`](super::Stream) (see
 /// [`Stream::into_split`](super::Stream::into_split)). Dropping it sends a FIN
-/// once the queued data is out.
+/// once the queued data is out (a RST instead when the read half is gone and left data
+/// unread, as dropping the whole stream does).
 pub struct WriteHalf {
     pub(super) conn: Arc<ConnShared>,
     pub(super) tx: RingWriter,
     pub(super) host: Arc<HostShared>,
     pub(super) nonblocking: bool,
+    pub(super) halves: Arc<Halves>,
 }
 
 impl WriteHalf {
@@ -108,6 +133,19 @@ impl io::Write for WriteHalf {
 
 impl Drop for ReadHalf {
     fn drop(&mut self) {
+        let mut h = self.halves.lock();
+        h.read_gone = true;
+        if h.write_gone {
+            // The last half: unread data makes the close an abort.
+            if self.rx.available() > 0 && !self.rd_shutdown {
+                self.conn.abort.store(true, Ordering::Release);
+            }
+        } else {
+            // The write half decides when it goes, with what has arrived by then.
+            let rx = std::mem::replace(&mut self.rx, crate::buf::byte_ring(64).1);
+            h.parked = Some((rx, self.rd_shutdown));
+        }
+        drop(h);
         self.conn.rx_closed.store(true, Ordering::Release);
         self.host.ring_doorbell(&self.conn);
     }
@@ -115,7 +153,18 @@ impl Drop for ReadHalf {
 
 impl Drop for WriteHalf {
     fn drop(&mut self) {
-        self.conn.tx_fin.store(true, Ordering::Release);
+        let mut h = self.halves.lock();
+        h.write_gone = true;
+        let unread = h
+            .parked
+            .as_ref()
+            .is_some_and(|(rx, rd_shutdown)| rx.available() > 0 && !rd_shutdown);
+        if h.read_gone && unread {
+            self.conn.abort.store(true, Ordering::Release);
+        } else {
+            self.conn.tx_fin.store(true, Ordering::Release);
+        }
+        drop(h);
         self.host.ring_doorbell(&self.conn);
     }
 }

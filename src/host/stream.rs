@@ -113,25 +113,31 @@ impl Stream {
 
     /// Split into a reading and a writing half that two threads can use at once. Dropping
     /// the write half sends a FIN once its queued data is out (like
-    /// `shutdown(Shutdown::Write)`); dropping the read half stops nothing.
+    /// `shutdown(Shutdown::Write)`); dropping the read half stops nothing. Once both are
+    /// gone the connection is closed as dropping the stream closes it: with a RST instead
+    /// of the FIN when data the application did not read is left (what the peer sent after
+    /// the read half went counts, up to the moment the write half goes).
     pub fn into_split(mut self) -> (ReadHalf, WriteHalf) {
         self.end_batch();
         let (dummy_tx, dummy_rx) = crate::buf::byte_ring(64);
         let rx = std::mem::replace(&mut self.rx, dummy_rx);
         let tx = std::mem::replace(&mut self.tx, dummy_tx);
         self.split = true;
+        let halves = Arc::new(super::split::Halves::default());
         let read = ReadHalf {
             conn: self.conn.clone(),
             rx,
             host: self.host.clone(),
             nonblocking: self.nonblocking,
             rd_shutdown: self.rd_shutdown,
+            halves: halves.clone(),
         };
         let write = WriteHalf {
             conn: self.conn.clone(),
             tx,
             host: self.host.clone(),
             nonblocking: self.nonblocking,
+            halves,
         };
         (read, write)
     }

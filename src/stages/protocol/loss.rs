@@ -136,7 +136,8 @@ impl TcpState {
         self.recover = self.snd_max;
         self.dupacks = 0;
         self.rtt_start = 0;
-        self.flags &= !(F_FASTREC | F_TLP);
+        // A timeout ends an ECN reduction too: the window starts over from one segment.
+        self.flags &= !(F_FASTREC | F_TLP | F_ECN_CWR);
         self.flags |= F_RECOVERY | F_RTO_AGAIN;
     }
 

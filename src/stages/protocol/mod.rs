@@ -379,7 +379,16 @@ impl<C: CongestionControl> Protocol<C> {
                     }
                 }
             }
-            other => rare(st, cc, cf, &mut self.stats, now, other, r),
+            other => rare(
+                st,
+                cc,
+                cf,
+                &mut self.stats,
+                &mut self.challenge,
+                now,
+                other,
+                r,
+            ),
         }
         // Every result reports the flow's counters, even one that did nothing: the control
         // plane's timers read them from the last result. Most handlers end with the report

@@ -85,11 +85,13 @@ pub(super) fn frozen(st: &mut TcpState, work: ProtoWork, r: &mut ProtoResult) ->
 /// code of the per-segment kinds stays together.
 #[cold]
 #[inline(never)]
+#[allow(clippy::too_many_arguments)]
 pub(super) fn rare<C: CongestionControl>(
     st: &mut TcpState,
     cc: &C,
     cf: &mut C::Flow,
     stats: &mut StageStats,
+    limit: &mut RateLimit,
     now: Instant,
     work: ProtoWork,
     r: &mut ProtoResult,
@@ -114,7 +116,9 @@ pub(super) fn rare<C: CongestionControl>(
         ProtoWork::TailProbe { .. } => st.on_tail_probe(now, r),
         ProtoWork::Ack { .. } => st.on_ack_request(now, r),
         ProtoWork::Challenge { .. } => {
-            if let Some(reason) = st.challenge_ack(now, || true, r) {
+            // The stage's budget across flows, if one is set, is asked only past the
+            // flow's own limit (a flood on one flow does not spend it).
+            if let Some(reason) = st.challenge_ack(now, || limit.take(now), r) {
                 stats.drops.add(reason);
             }
         }

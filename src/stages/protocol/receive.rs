@@ -110,10 +110,15 @@ impl TcpState {
             let reducing = self.has(F_RECOVERY) || self.has(F_ECN_CWR);
             let before_recover = seq::lt(ack, self.recover);
             // A fast recovery or an ECN reduction holds the window until `recover` is
-            // acknowledged; after a timeout it starts over at one segment and grows by slow
-            // start (RFC 5681 3.1): held there, it went back over a window of losses at one
-            // segment a round trip, then jumped to `ssthresh` in one burst.
-            let holding = self.has(F_FASTREC) || self.has(F_ECN_CWR);
+            // acknowledged. After a timeout the window starts over at one segment; with
+            // SACK it grows by slow start (RFC 5681 3.1) while going back, which skips what
+            // the peer SACKed (held, it went back over a window of losses at one segment a
+            // round trip, then jumped to `ssthresh` in one burst). Without SACK it stays
+            // held: the sender cannot tell which segments the peer holds, and a growing
+            // window would send them again, whose duplicate ACKs look like a new loss.
+            let holding = self.has(F_FASTREC)
+                || self.has(F_ECN_CWR)
+                || (self.has(F_RECOVERY) && !self.has(F_SACK));
             let in_recovery = holding && before_recover;
             cc.on_ack(
                 cf,

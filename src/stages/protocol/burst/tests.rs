@@ -635,12 +635,23 @@ fn challenge_acks_are_limited_per_flow_not_across_flows() {
     assert_eq!(challenges(&mut proto, ms(500), syn()), [1, 0]);
     assert_eq!(challenges(&mut proto, ms(999), vec![rst(0)]), [0, 0]);
     assert_eq!(challenges(&mut proto, ms(1000), vec![rst(0)]), [1, 0]);
-    // A budget across flows, when one is set, applies besides.
+    // A budget across flows, when one is set, applies besides, asked only past the flow's
+    // own limit: a flood on one flow spends one token.
+    let mut proto = Protocol::new(arena.clone()).with_challenge_ack_limit(2);
+    for id in 0..FLOWS {
+        proto.install(id, TcpState::new(&params(0)));
+    }
+    let flood = vec![rst(0), ProtoWork::Challenge { flow: 0 }, rst(0)];
+    assert_eq!(challenges(&mut proto, t0, flood), [1, 0]);
+    assert_eq!(challenges(&mut proto, t0, vec![rst(1)]), [0, 1]);
+    // A SYN's challenge ACK spends from the same budget.
     let mut proto = Protocol::new(arena.clone()).with_challenge_ack_limit(1);
     for id in 0..FLOWS {
         proto.install(id, TcpState::new(&params(0)));
     }
-    assert_eq!(challenges(&mut proto, t0, vec![rst(0), rst(1)]), [1, 0]);
+    let syn0 = vec![ProtoWork::Challenge { flow: 0 }];
+    assert_eq!(challenges(&mut proto, t0, syn0), [1, 0]);
+    assert_eq!(challenges(&mut proto, t0, vec![rst(1)]), [0, 0]);
 }
 
 /// Direct sends: as many updates send their first segment as allowed, the others ask
