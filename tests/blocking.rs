@@ -174,14 +174,12 @@ fn split_stream_reads_and_writes_from_two_threads() {
     let _ = server.stop();
 }
 
-/// Dropping the read half of a split stream stops nothing: data the peer sends afterwards
-/// draws no RST while the write half is open, and everything the write half queued (more
-/// than the send ring holds) arrives whole. (The RST answer to data after close used to be
-/// armed by the read half alone and threw away the queued response.) Once the write half
-/// goes too, the data left unread makes the close a RST, as dropping the whole stream (or
-/// Linux's `close`) does, instead of a FIN that would pass the unread request off as read.
-#[test]
-fn dropping_the_read_half_keeps_the_write_half_and_its_data() {
+/// A split stream's server: reads "hello", waits (when `unread`) until the peer's next
+/// request has arrived and leaves it unread, drops its read half, then writes `total`
+/// bytes (more than its send ring holds) while the peer sends (when not `unread`) a
+/// request after the read half went. The client reads the whole response, then returns
+/// how its next read ends once the server's write half is gone.
+fn split_close(unread: bool, total: u64) -> std::io::Result<usize> {
     let (pa, pb) = MemLink::pair(Impairments::none());
     let clock = SystemClock::new();
     let server =
@@ -189,7 +187,6 @@ fn dropping_the_read_half_keeps_the_write_half_and_its_data() {
     let client =
         Runtime::spawn(Engine::new(engine_config(MAC_B, IP_B), pb).unwrap(), clock).unwrap();
     let listener = server.host().listen(8080, 4).unwrap();
-    const TOTAL: u64 = 1 << 20;
     let (dropped_tx, dropped_rx) = std::sync::mpsc::channel();
     let (read_all_tx, read_all_rx) = std::sync::mpsc::channel::<()>();
     let srv = std::thread::spawn(move || {
@@ -198,9 +195,16 @@ fn dropping_the_read_half_keeps_the_write_half_and_its_data() {
         s.read_exact(&mut req).unwrap();
         assert_eq!(&req, b"hello");
         let (r, mut w) = s.into_split();
+        if unread {
+            let start = std::time::Instant::now();
+            while r.readable_bytes() == 0 {
+                assert!(start.elapsed() < Duration::from_secs(30));
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         drop(r);
         dropped_tx.send(()).unwrap();
-        let mut src = Source::new(21, TOTAL);
+        let mut src = Source::new(21, total);
         loop {
             let chunk = src.pending().to_vec();
             if chunk.is_empty() {
@@ -211,35 +215,53 @@ fn dropping_the_read_half_keeps_the_write_half_and_its_data() {
         }
         read_all_rx.recv_timeout(Duration::from_secs(30)).unwrap();
         src.digest()
-        // `w` drops here, the pipelined request unread: a RST.
+        // `w` drops here.
     });
     let mut c = client
         .host()
         .connect_blocking(SocketAddrV4::new(IP_A, 8080), Duration::from_secs(30))
         .unwrap();
     c.write_all(b"hello").unwrap();
+    if unread {
+        c.write_all(b"a pipelined request").unwrap();
+    }
     dropped_rx.recv_timeout(Duration::from_secs(30)).unwrap();
-    // Time for the engine to see the read half go, then data from the peer.
-    std::thread::sleep(Duration::from_millis(50));
-    c.write_all(b"a pipelined request").unwrap();
+    if !unread {
+        // Time for the engine to see the read half go, then data from the peer.
+        std::thread::sleep(Duration::from_millis(50));
+        c.write_all(b"a request after the read half went").unwrap();
+    }
     let mut sink = Sink::default();
     let mut buf = vec![0u8; 64 * 1024];
-    while sink.received < TOTAL {
+    while sink.received < total {
         let n = c.read(&mut buf).unwrap();
         assert!(n > 0, "the response ended early");
         sink.take(&buf[..n]);
     }
     read_all_tx.send(()).unwrap();
     let sent = srv.join().unwrap();
-    assert_eq!(sink.received, TOTAL);
+    assert_eq!(sink.received, total);
     assert_eq!(sink.digest(), sent);
     let end = c.read(&mut buf);
-    assert_eq!(
-        end.map_err(|e| e.kind()),
-        Err(std::io::ErrorKind::ConnectionReset),
-        "the close with unread data is a RST"
-    );
     drop(c);
     let _ = client.stop();
     let _ = server.stop();
+    end
+}
+
+/// Dropping the read half of a split stream stops nothing: data the peer sends afterwards
+/// draws no RST while the write half is open, and everything the write half queued (more
+/// than the send ring holds) arrives whole, then the FIN. (The RST answer to data after
+/// close used to be armed by the read half alone and threw away the queued response.)
+#[test]
+fn dropping_the_read_half_keeps_the_write_half_and_its_data() {
+    assert_eq!(split_close(false, 1 << 20).unwrap(), 0, "a FIN");
+}
+
+/// Once both halves are gone, the connection closes as a dropped stream does: data the
+/// read half left unread makes it a RST (as Linux's `close`), after the write half's data.
+#[test]
+fn split_halves_that_left_data_unread_close_with_a_rst() {
+    let end = split_close(true, 100_000).map_err(|e| e.kind());
+    assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset));
 }

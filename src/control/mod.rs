@@ -156,11 +156,10 @@ pub struct ControlConfig {
     /// a budget shared by flows is a side channel, where a peer that spends it on its own
     /// connection learns whether its spoofed RSTs drew challenge ACKs on another, that is
     /// whether they fell in that connection's window (CVE-2016-5696; Linux turned its own
-    /// off for this reason). The control plane (for the RSTs preprocess punts, of
-    /// connections it does not have yet) and each protocol stage (for RSTs on the data path
-    /// and SYNs on synchronized connections, asked only past the flow's own limit: the
-    /// engine's stage, or each flow group's on the threaded runtime, so there the engine may
-    /// send up to one more than the flow groups times this) keep a budget of their own.
+    /// off for this reason). Each protocol stage keeps this budget for its flows (RSTs and
+    /// SYNs on synchronized connections), asked only past the flow's own limit: the
+    /// engine's stage, or each flow group's on the threaded runtime, so there the engine
+    /// may send the flow groups times this.
     ///
     /// [`CHALLENGE_ACK_LIMIT`]: crate::stages::protocol::CHALLENGE_ACK_LIMIT
     pub challenge_ack_limit: u32,
@@ -374,8 +373,8 @@ pub struct Control {
     retired: crate::flow::RetransmitTotals,
     /// Connections the application has closed that are not finished yet.
     orphans: usize,
-    /// RFC 5961 section 7: challenge ACKs, and RSTs in reply to segments that match nothing.
-    challenge_limit: crate::limit::RateLimit,
+    /// RFC 5961 section 7: RSTs in reply to segments that match nothing (challenge ACKs
+    /// are limited where they are made, in the protocol stages).
     rst_limit: crate::limit::RateLimit,
     rates: Option<RateLoop>,
     splices: splice::Splices,
@@ -400,7 +399,7 @@ impl Control {
         let neighbors: HashMap<Ipv4Addr, MacAddr> = cfg.neighbors.iter().copied().collect();
         let static_neighbors = neighbors.len();
         let secrets = secrets::Secrets::new(cfg.isn_secret);
-        let cfg_limits = (cfg.challenge_ack_limit, cfg.rst_limit);
+        let rst_per_sec = cfg.rst_limit;
         let rates = cfg.rates.as_ref().map(|r| RateLoop {
             cfg: r.clone(),
             driver: r.driver(),
@@ -425,8 +424,7 @@ impl Control {
             stats: ControlStats::default(),
             retired: crate::flow::RetransmitTotals::default(),
             orphans: 0,
-            challenge_limit: crate::limit::RateLimit::new(cfg_limits.0),
-            rst_limit: crate::limit::RateLimit::new(cfg_limits.1),
+            rst_limit: crate::limit::RateLimit::new(rst_per_sec),
             rates,
             splices: splice::Splices::default(),
             next_tick: Instant::ZERO,

@@ -29,7 +29,7 @@ impl Control {
             }
         };
         if let Some(&id) = self.by_tuple.get(&seg.tuple) {
-            self.punt_for_flow(now, ingress, id, seg, p, out);
+            self.punt_for_flow(ingress, id, seg, p, out);
             return;
         }
         if self.splices.is_spliced(&seg.tuple) {
@@ -148,7 +148,6 @@ impl Control {
 
     pub(super) fn punt_for_flow(
         &mut self,
-        now: Instant,
         ingress: u64,
         id: FlowId,
         seg: TcpSegment,
@@ -168,14 +167,13 @@ impl Control {
             PuntReason::Rst => {
                 // The protocol stage owns rcv_nxt and the window: it decides.
                 self.arena.free(p.frame);
-                // The challenge ACK it may draw is paid for now from the budget across
-                // flows, if one is set (a burst of RSTs is handled before their results
-                // come back); the stage applies the flow's own limit and counts a refusal.
-                let challenge = self.challenge_limit.take(now);
+                // The challenge ACK it may draw is within the flow's own limit, then the
+                // stage's budget across flows if one is set: both applied by the stage,
+                // which counts a refusal.
                 out.work.push(ProtoWork::Rst {
                     flow: id,
                     seq: s.seq,
-                    challenge,
+                    challenge: true,
                     ingress,
                 });
             }

@@ -10,10 +10,12 @@ use super::stream::{try_read, try_write, wait_readable, wait_writable, Bell};
 use super::{ConnShared, ConnStatus, HostShared};
 use crate::buf::{RingReader, RingWriter};
 
-/// What the two halves of a stream share: which of them is gone, and the read half's ring
-/// once it went first. The last half to go closes the connection as dropping the whole
-/// [`Stream`](super::Stream) does: with a RST when data the application did not read is
-/// left (as Linux's `close`), else with a FIN after the queued data.
+/// What the two halves of a stream share: which of them is gone, and whether the read
+/// half left data unread. The last half to go closes the connection as dropping the whole
+/// [`Stream`](super::Stream) does: with a RST when the read half left data unread (as
+/// Linux's `close`), else with a FIN after the queued data. (Data the peer sends after the
+/// read half went is acknowledged and discarded: its ring is gone, so the window stays
+/// open and a peer that keeps sending never stalls the write half's response.)
 #[derive(Default)]
 pub(super) struct Halves(Mutex<HalvesState>);
 
@@ -21,9 +23,8 @@ pub(super) struct Halves(Mutex<HalvesState>);
 struct HalvesState {
     read_gone: bool,
     write_gone: bool,
-    /// The ring of a read half that went first, and whether its reading was shut down
-    /// (then unread data is no reason to abort).
-    parked: Option<(RingReader, bool)>,
+    /// The read half went with data unread (and its reading not shut down).
+    left_unread: bool,
 }
 
 impl Halves {
@@ -135,15 +136,10 @@ impl Drop for ReadHalf {
     fn drop(&mut self) {
         let mut h = self.halves.lock();
         h.read_gone = true;
-        if h.write_gone {
+        h.left_unread = self.rx.available() > 0 && !self.rd_shutdown;
+        if h.write_gone && h.left_unread {
             // The last half: unread data makes the close an abort.
-            if self.rx.available() > 0 && !self.rd_shutdown {
-                self.conn.abort.store(true, Ordering::Release);
-            }
-        } else {
-            // The write half decides when it goes, with what has arrived by then.
-            let rx = std::mem::replace(&mut self.rx, crate::buf::byte_ring(64).1);
-            h.parked = Some((rx, self.rd_shutdown));
+            self.conn.abort.store(true, Ordering::Release);
         }
         drop(h);
         self.conn.rx_closed.store(true, Ordering::Release);
@@ -155,11 +151,7 @@ impl Drop for WriteHalf {
     fn drop(&mut self) {
         let mut h = self.halves.lock();
         h.write_gone = true;
-        let unread = h
-            .parked
-            .as_ref()
-            .is_some_and(|(rx, rd_shutdown)| rx.available() > 0 && !rd_shutdown);
-        if h.read_gone && unread {
+        if h.read_gone && h.left_unread {
             self.conn.abort.store(true, Ordering::Release);
         } else {
             self.conn.tx_fin.store(true, Ordering::Release);

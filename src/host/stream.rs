@@ -113,10 +113,10 @@ impl Stream {
 
     /// Split into a reading and a writing half that two threads can use at once. Dropping
     /// the write half sends a FIN once its queued data is out (like
-    /// `shutdown(Shutdown::Write)`); dropping the read half stops nothing. Once both are
-    /// gone the connection is closed as dropping the stream closes it: with a RST instead
-    /// of the FIN when data the application did not read is left (what the peer sent after
-    /// the read half went counts, up to the moment the write half goes).
+    /// `shutdown(Shutdown::Write)`); dropping the read half stops nothing (what the peer
+    /// sends afterwards is acknowledged and discarded). Once both are gone the connection
+    /// is closed as dropping the stream closes it: with a RST instead of the FIN when the
+    /// read half left data unread.
     pub fn into_split(mut self) -> (ReadHalf, WriteHalf) {
         self.end_batch();
         let (dummy_tx, dummy_rx) = crate::buf::byte_ring(64);

@@ -153,7 +153,8 @@ pub enum ProtoWork {
         flow: FlowId,
         /// The RST's sequence number.
         seq: u32,
-        /// Whether a challenge ACK may answer it (the rate limit allows one).
+        /// Whether a challenge ACK may answer it (the control plane sets it; the flow's own
+        /// limit and the stage's budget across flows apply besides).
         challenge: bool,
         /// The RST frame's arrival number in the threaded runtime (0 on the inline engine,
         /// which handles it in order anyway): its flow group holds it until every segment

@@ -107,7 +107,7 @@ pub(super) fn rare<C: CongestionControl>(
             }
         }
         ProtoWork::Rst { seq, challenge, .. } => {
-            if let Some(reason) = st.on_rst(now, seq, || challenge, r) {
+            if let Some(reason) = st.on_rst(now, seq, || challenge && limit.take(now), r) {
                 stats.drops.add(reason);
             }
         }

@@ -652,6 +652,23 @@ fn challenge_acks_are_limited_per_flow_not_across_flows() {
     let syn0 = vec![ProtoWork::Challenge { flow: 0 }];
     assert_eq!(challenges(&mut proto, t0, syn0), [1, 0]);
     assert_eq!(challenges(&mut proto, t0, vec![rst(1)]), [0, 0]);
+    // So does a RST the control plane handed over (its flow not yet on the data path):
+    // past the flow's own limit only.
+    let mut proto = Protocol::new(arena.clone()).with_challenge_ack_limit(1);
+    for id in 0..FLOWS {
+        proto.install(id, TcpState::new(&params(0)));
+    }
+    let punted = |flow| ProtoWork::Rst {
+        flow,
+        seq: PEER_ISS + 10,
+        challenge: true,
+        ingress: 0,
+    };
+    assert_eq!(
+        challenges(&mut proto, t0, vec![punted(0), punted(0)]),
+        [1, 0]
+    );
+    assert_eq!(challenges(&mut proto, t0, vec![punted(1)]), [0, 0]);
 }
 
 /// Direct sends: as many updates send their first segment as allowed, the others ask
