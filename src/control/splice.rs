@@ -13,6 +13,9 @@ use crate::stages::ext::splice::{SpliceDir, SpliceError, SpliceRequest, SpliceSt
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an ended splice still relays (retransmitted FINs, the last ACKs).
 const LINGER: Duration = Duration::from_secs(2);
+/// How long a splice that relayed a RST in the window (not exact) relays on once quiet
+/// (Linux's conntrack keeps such a connection 10 s).
+const RST_LINGER: Duration = Duration::from_secs(10);
 /// A splice with no frame for this long is removed (Linux's established conntrack
 /// timeout: well beyond the 2 hours of a keep-alive).
 const IDLE: Duration = Duration::from_secs(5 * 24 * 3600);
@@ -266,7 +269,9 @@ impl Control {
             let last = a.state.last_ms.load(std::sync::atomic::Ordering::Relaxed);
             let quiet_for =
                 Duration::from_millis(now_ms.saturating_sub(last.max(a.started.millis())));
-            let done = (a.state.ended() && quiet_for >= LINGER) || quiet_for >= IDLE;
+            let done = (a.state.ended() && quiet_for >= LINGER)
+                || (a.state.rst_seen() && quiet_for >= RST_LINGER)
+                || quiet_for >= IDLE;
             if !done {
                 i += 1;
                 continue;

@@ -66,7 +66,10 @@ pub enum SpliceError {
 /// The state both directions of a splice share.
 #[derive(Debug, Default)]
 pub(crate) struct SpliceState {
-    /// Bit 0: FIN from side 0 relayed; bit 1: FIN from side 1; bit 2: a RST.
+    /// Bit 0: FIN from side 0 relayed; bit 1: FIN from side 1; bit 2: a RST at the
+    /// sequence number the other side acknowledged; bit 3: a RST elsewhere in the window
+    /// (it may have ended the connection: a peer that aborts with data in flight sends
+    /// its RST at its `snd_nxt`).
     pub(crate) ends: AtomicU8,
     /// The engine's time (ms) of the last frame relayed.
     pub(crate) last_ms: AtomicU64,
@@ -92,10 +95,44 @@ impl SpliceState {
         s
     }
 
-    /// Whether both FINs or a RST went through.
+    /// Whether both FINs or an exact RST went through.
     pub(crate) fn ended(&self) -> bool {
         let e = self.ends.load(Ordering::Relaxed);
         e & 4 != 0 || e & 3 == 3
+    }
+
+    /// Whether a RST in the window but not exact went through (the splice ends once it is
+    /// quiet a while after it, as Linux's conntrack closes a connection 10 s after such a
+    /// RST; a peer that rejected it answers with a challenge ACK, which is traffic).
+    pub(crate) fn rst_seen(&self) -> bool {
+        self.ends.load(Ordering::Relaxed) & 8 != 0
+    }
+
+    /// A FIN or RST (`fl`) numbered `seq` relayed from side `dir`: note it if it can end
+    /// the splice. A RST ends it with the exact sequence number the other side
+    /// acknowledged (RFC 5961 3.2) and marks it elsewhere in the window after it; a FIN
+    /// counts within the largest window a peer may offer (65535 << 14) of that number. A
+    /// spoofed one far off counts for nothing (the peers check both again themselves).
+    pub(crate) fn note_end(&self, dir: usize, fl: u8, seq: u32) {
+        let acked = self.acked[dir].load(Ordering::Relaxed);
+        if acked >> 32 == 0 {
+            return;
+        }
+        let ahead = seq.wrapping_sub(acked as u32);
+        const MAX_WINDOW: u32 = 0xffff << 14;
+        if fl & flags::RST != 0 {
+            let bit = if ahead == 0 {
+                4
+            } else if ahead <= MAX_WINDOW {
+                8
+            } else {
+                0
+            };
+            self.ends.fetch_or(bit, Ordering::Relaxed);
+        } else if fl & flags::FIN != 0 && (ahead as i32).unsigned_abs() <= MAX_WINDOW {
+            // Behind the number too: a FIN segment sent again starts where its data did.
+            self.ends.fetch_or(1 << dir, Ordering::Relaxed);
+        }
     }
 }
 
@@ -592,16 +629,8 @@ impl Hook<RxFrame> for SpliceStage {
             match rewrite(cx.arena.data_mut(f), dir, now_ms) {
                 Some((payload, fl, seq)) => {
                     let st = &dir.state;
-                    // A RST ends the splice only with the exact sequence number the other
-                    // side acknowledged (RFC 5961 3.2), a FIN only near it: a spoofed one
-                    // does not (the peers check both again themselves).
-                    let acked = st.acked[dir.dir].load(Ordering::Relaxed);
-                    let off = (seq.wrapping_sub(acked as u32) as i32).unsigned_abs();
-                    let known = acked >> 32 != 0;
-                    if fl & flags::RST != 0 && known && off == 0 {
-                        st.ends.fetch_or(4, Ordering::Relaxed);
-                    } else if fl & flags::FIN != 0 && known && off < 1 << 20 {
-                        st.ends.fetch_or(1 << dir.dir, Ordering::Relaxed);
+                    if fl & (flags::RST | flags::FIN) != 0 {
+                        st.note_end(dir.dir, fl, seq);
                     }
                     st.last_ms.store(now_ms, Ordering::Relaxed);
                     st.relayed[dir.dir].fetch_add(1, Ordering::Relaxed);
@@ -748,6 +777,31 @@ mod tests {
         crate::wire::fill_checksums(&mut good);
         assert!(rewrite(&mut good, &d, 60).is_some());
         assert!(!untouched(&st));
+    }
+
+    /// What ends a splice: a FIN counts within the largest window of the number the other
+    /// side acknowledged (a FIN 2 MiB ahead, from a sender with that much unacknowledged,
+    /// used not to count: the splice then stayed for days), a RST at that number ends it,
+    /// one elsewhere in the window after it marks it (it ends once quiet), numbers far off
+    /// count for nothing.
+    #[test]
+    fn what_ends_a_splice() {
+        let st = SpliceState::new([1000, 5000]);
+        let ends = |st: &SpliceState| st.ends.load(Ordering::Relaxed);
+        st.note_end(0, flags::FIN | flags::ACK, 1000 + (2 << 20));
+        assert_eq!(ends(&st), 1);
+        st.note_end(1, flags::FIN, 5000 + (1 << 31));
+        assert_eq!(ends(&st), 1, "far off");
+        st.note_end(1, flags::RST, 5000 + (0xffff << 14) + 1);
+        assert_eq!(ends(&st), 1, "past the largest window");
+        st.note_end(1, flags::RST, 5000 + 100);
+        assert!(st.rst_seen() && !st.ended());
+        st.note_end(1, flags::RST, 5000);
+        assert!(st.ended());
+        let st = SpliceState::new([1000, 5000]);
+        st.note_end(1, flags::FIN, 4990);
+        st.note_end(0, flags::FIN, 1000);
+        assert!(st.ended() && !st.rst_seen(), "both FINs");
     }
 
     #[test]
