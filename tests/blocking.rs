@@ -8,11 +8,22 @@ use std::net::SocketAddrV4;
 use std::time::Duration;
 
 use common::*;
-use flextoe::backends::mem::MemLink;
+use flextoe::backends::mem::{MemLink, MemPort};
 use flextoe::pipeline::{Engine, Runtime};
 use flextoe::sim::Impairments;
 use flextoe::time::SystemClock;
 use sha2::{Digest, Sha256};
+
+/// A server engine (A) and a client engine (B) on runtime threads, joined in memory.
+fn runtimes() -> (Runtime<MemPort>, Runtime<MemPort>) {
+    let (pa, pb) = MemLink::pair(Impairments::none());
+    let clock = SystemClock::new();
+    let server =
+        Runtime::spawn(Engine::new(engine_config(MAC_A, IP_A), pa).unwrap(), clock).unwrap();
+    let client =
+        Runtime::spawn(Engine::new(engine_config(MAC_B, IP_B), pb).unwrap(), clock).unwrap();
+    (server, client)
+}
 
 #[test]
 fn blocking_upload_and_digest_reply() {
@@ -125,12 +136,7 @@ fn connect_to_nothing_is_refused_and_errors_map_to_io_kinds() {
 /// half sends the FIN, after which the read half sees the end of the echo.
 #[test]
 fn split_stream_reads_and_writes_from_two_threads() {
-    let (pa, pb) = MemLink::pair(Impairments::none());
-    let clock = SystemClock::new();
-    let server =
-        Runtime::spawn(Engine::new(engine_config(MAC_A, IP_A), pa).unwrap(), clock).unwrap();
-    let client =
-        Runtime::spawn(Engine::new(engine_config(MAC_B, IP_B), pb).unwrap(), clock).unwrap();
+    let (server, client) = runtimes();
     let listener = server.host().listen(7, 4).unwrap();
     let srv = std::thread::spawn(move || {
         let s = listener.accept().unwrap();
@@ -180,12 +186,7 @@ fn split_stream_reads_and_writes_from_two_threads() {
 /// request after the read half went. The client reads the whole response, then returns
 /// how its next read ends once the server's write half is gone.
 fn split_close(unread: bool, total: u64) -> std::io::Result<usize> {
-    let (pa, pb) = MemLink::pair(Impairments::none());
-    let clock = SystemClock::new();
-    let server =
-        Runtime::spawn(Engine::new(engine_config(MAC_A, IP_A), pa).unwrap(), clock).unwrap();
-    let client =
-        Runtime::spawn(Engine::new(engine_config(MAC_B, IP_B), pb).unwrap(), clock).unwrap();
+    let (server, client) = runtimes();
     let listener = server.host().listen(8080, 4).unwrap();
     let (dropped_tx, dropped_rx) = std::sync::mpsc::channel();
     let (read_all_tx, read_all_rx) = std::sync::mpsc::channel::<()>();
@@ -264,4 +265,29 @@ fn dropping_the_read_half_keeps_the_write_half_and_its_data() {
 fn split_halves_that_left_data_unread_close_with_a_rst() {
     let end = split_close(true, 100_000).map_err(|e| e.kind());
     assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset));
+}
+
+/// A thread blocked in a read wakes with an error once the engine that holds its
+/// connection stops (it waited for good: nothing changed the connection's status).
+#[test]
+fn a_blocked_read_wakes_with_an_error_when_the_engine_stops() {
+    let (server, client) = runtimes();
+    let listener = server.host().listen(8081, 4).unwrap();
+    let mut c = client
+        .host()
+        .connect_blocking(SocketAddrV4::new(IP_A, 8081), Duration::from_secs(30))
+        .unwrap();
+    let _accepted = listener.accept().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16];
+        let _ = done_tx.send(c.read(&mut buf).map_err(|e| e.kind()));
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    drop(client.stop());
+    let got = done_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the blocked read returned");
+    assert_eq!(got, Err(std::io::ErrorKind::ConnectionReset));
+    let _ = server.stop();
 }

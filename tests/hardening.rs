@@ -696,6 +696,64 @@ fn cookies_are_checked_only_while_out_and_never_past_the_accept_queue() {
     assert_eq!(t.engine.stats().control.cookies_accepted, 2);
 }
 
+/// A handshake whose final ACK finds the accept queue full waits (its ACK dropped, as
+/// Linux) instead of being installed and reset at once: with a backlog of 2, two
+/// handshakes in progress, one completed, a third admitted and the second completed, the
+/// third's ACK (with data) used to reset it. Once the application takes a connection, the
+/// same ACK completes it.
+#[test]
+fn a_final_ack_that_finds_the_accept_queue_full_waits() {
+    use flextoe::stats::DropReason;
+    let mut t = Script::new(config());
+    t.listen(2);
+    let syn = |t: &mut Script, port: u16| {
+        t.peer_port = port;
+        t.send(SYN, PEER_ISS, None, &[]);
+        let sa = t.recv_one();
+        assert!(
+            sa.has(SYN | ACK) && sa.mss.is_some(),
+            "a handshake, not a cookie"
+        );
+        sa.seq.wrapping_add(1)
+    };
+    let ack = |t: &mut Script, port: u16, a: u32, data: &[u8]| {
+        t.peer_port = port;
+        t.send(PSH | ACK, PEER_ISS + 1, Some(a), data);
+    };
+    let a = syn(&mut t, 40_001);
+    let b = syn(&mut t, 40_002);
+    ack(&mut t, 40_001, a, &[]);
+    let c = syn(&mut t, 40_003);
+    ack(&mut t, 40_002, b, &[]);
+    assert_eq!(t.engine.stats().flows, 2);
+    let full = t.engine.stats().control.drops.get(DropReason::BacklogFull);
+    ack(&mut t, 40_003, c, b"x");
+    let out = t.recv();
+    assert!(out.iter().all(|s| !s.has(RST)), "{out:?}");
+    let st = t.engine.stats();
+    assert_eq!(st.flows, 2);
+    assert_eq!(st.control.drops.get(DropReason::BacklogFull), full + 1);
+    let listener = t.listener.take().unwrap();
+    let _first = listener.try_accept().unwrap().unwrap();
+    ack(&mut t, 40_003, c, b"x");
+    assert_eq!(t.engine.stats().flows, 3);
+    let _second = listener.try_accept().unwrap().unwrap();
+    let mut third = listener.try_accept().unwrap().unwrap();
+    third.set_nonblocking(true);
+    let mut buf = [0u8; 4];
+    assert_eq!(std::io::Read::read(&mut third, &mut buf).unwrap(), 1);
+}
+
+/// A listen backlog of `usize::MAX` is cut to `MAX_BACKLOG` (the accept queue is made at
+/// the backlog's size: it panicked, with the port left taken for good).
+#[test]
+fn a_huge_backlog_is_cut_not_a_panic() {
+    let t = Script::new(config());
+    let l = t.engine.host().listen(81, usize::MAX).unwrap();
+    drop(l);
+    assert!(t.engine.host().listen(82, 1 << 40).is_ok());
+}
+
 /// Half-open connections are bounded engine-wide (`max_half_open`), not only per listener:
 /// with cookies off, SYNs beyond the bound are dropped and counted.
 #[test]

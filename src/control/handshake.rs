@@ -303,6 +303,20 @@ impl Control {
                     }
                     return;
                 }
+                let queue_full = !e.active
+                    && self
+                        .listeners
+                        .get(&t.local_port)
+                        .is_some_and(|l| l.accept_tx.len() >= l.backlog);
+                if queue_full {
+                    // The application has not taken the connections waiting for it: this
+                    // one waits in its handshake (as Linux, which drops the ACK); our
+                    // SYN-ACK goes again and the peer's ACK with it. Installed now, it
+                    // would be reset at once.
+                    self.arena.free(frame);
+                    self.stats.drops.add(DropReason::BacklogFull);
+                    return;
+                }
                 let e = self.embryos.remove(&t).expect("present");
                 let shift = if self.cfg.window_scaling && e.peer_wscale.is_some() {
                     e.peer_wscale.unwrap_or(0)

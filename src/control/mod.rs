@@ -388,6 +388,25 @@ pub struct Control {
 /// and a poll between two ticks costs no walk over the connections.
 pub const TIMER_TICK: std::time::Duration = std::time::Duration::from_micros(100);
 
+impl Drop for Control {
+    /// The engine stopped: every connection it had, or was opening, is reset (status
+    /// [`ConnStatus::Reset`], its waiters woken), so that a thread blocked in a read, a
+    /// write or a wait on it returns an error instead of waiting for good.
+    fn drop(&mut self) {
+        let live = |c: &Arc<ConnShared>| {
+            if matches!(c.status(), ConnStatus::Connecting | ConnStatus::Established) {
+                c.set_status(ConnStatus::Reset);
+            }
+        };
+        self.conns.iter().flatten().for_each(|c| live(&c.conn));
+        self.embryos.values().for_each(|e| live(&e.conn));
+        self.arp_wait
+            .values()
+            .flat_map(|w| w.conns.iter())
+            .for_each(|p| live(&p.conn));
+    }
+}
+
 impl Control {
     /// A control plane.
     pub(crate) fn new(

@@ -592,7 +592,7 @@ impl Host {
         self.shared.ip
     }
 
-    /// Listen on `port` with an accept backlog.
+    /// Listen on `port` with an accept backlog (at most [`MAX_BACKLOG`]).
     pub fn listen(&self, port: u16, backlog: usize) -> Result<Listener> {
         self.listen_with(port, backlog, Algorithm::Default)
     }
@@ -609,6 +609,8 @@ impl Host {
         if backlog == 0 {
             return Err(Error::InvalidInput("backlog 0"));
         }
+        // As Linux caps a backlog at `somaxconn`: the accept queue is made at its size.
+        let backlog = backlog.min(MAX_BACKLOG);
         self.check_alive()?;
         self.shared
             .ports
@@ -762,6 +764,10 @@ impl Drop for Listener {
         self.host.request(AppRequest::Unlisten { port: self.port });
     }
 }
+
+/// The largest listen backlog: larger ones are cut to it (as Linux's `somaxconn` cuts
+/// them; the accept queue is allocated at the backlog's size).
+pub const MAX_BACKLOG: usize = 65535;
 
 /// Keep-alive timing for [`Stream::set_keepalive`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
