@@ -8,7 +8,7 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use common::script::*;
-use common::{IP_A, MAC_A};
+use common::{IP_A, IP_B, MAC_A};
 use flextoe::control::secrets::Secrets;
 use flextoe::control::MIN_PEER_MSS;
 use flextoe::pipeline::EngineConfig;
@@ -742,6 +742,77 @@ fn a_final_ack_that_finds_the_accept_queue_full_waits() {
     third.set_nonblocking(true);
     let mut buf = [0u8; 4];
     assert_eq!(std::io::Read::read(&mut third, &mut buf).unwrap(), 1);
+}
+
+/// A listener dropped and made again on its port at once: the port is free straight away
+/// (it was freed only when the engine took the drop, so the second `listen` failed with
+/// `AddrInUse`), and the handshake the first one had in progress goes with it (its final
+/// ACK completed it into the new listener's queue): that ACK gets a RST.
+#[test]
+fn a_listener_made_again_at_once_gets_the_port_and_no_old_handshake() {
+    let mut t = Script::new(config());
+    t.listen(8);
+    let sa = t.syn();
+    drop(t.listener.take());
+    t.listener = Some(
+        t.engine
+            .host()
+            .listen(t.local_port, 8)
+            .expect("the port is free"),
+    );
+    t.poll();
+    t.send(ACK, PEER_ISS + 1, Some(sa.seq.wrapping_add(1)), &[]);
+    assert!(t.recv_one().has(RST));
+    let st = t.engine.stats();
+    assert_eq!((st.flows, st.handshakes), (0, 0), "{st}");
+    assert!(t.listener.as_ref().unwrap().try_accept().unwrap().is_none());
+    // The new listener makes connections of its own.
+    t.peer_port += 1;
+    t.peer_seq = PEER_ISS;
+    t.syn();
+    t.send_ack();
+    assert!(t.listener.as_ref().unwrap().try_accept().unwrap().is_some());
+}
+
+/// A `connect` with the flow table full (here: one connection established, one waiting
+/// for ARP, one in its handshake) is refused before any SYN goes out, with its own error:
+/// it used to send the SYN, then reset the connection the peer accepted. A `connect` to the
+/// engine's own address or to a non-unicast one fails at once (it timed out).
+#[test]
+fn a_connect_past_the_flow_table_is_refused_at_once() {
+    use flextoe::host::{ConnStatus, Error};
+    use flextoe::stats::DropReason;
+    let mut cfg = config();
+    cfg.control.max_flows = 3;
+    let mut t = Script::new(cfg);
+    t.connect_established();
+    let host = t.engine.host();
+    // An address the engine has no MAC for: the connection waits for ARP.
+    let far = Ipv4Addr::new(10, 0, 0, 77);
+    let _arp = host.connect(SocketAddrV4::new(far, 80)).unwrap();
+    let _syn = host.connect(SocketAddrV4::new(IP_B, 81)).unwrap();
+    let out = t.recv();
+    assert_eq!(out.iter().filter(|s| s.has(SYN)).count(), 1, "{out:?}");
+    let full = host.connect(SocketAddrV4::new(IP_B, 82)).unwrap();
+    t.recv_none();
+    assert_eq!(full.status(), ConnStatus::TableFull);
+    assert_eq!(
+        full.wait_connected(Some(std::time::Duration::ZERO)),
+        Err(Error::TooManyConnections)
+    );
+    let st = t.engine.stats();
+    assert_eq!(st.control.drops.get(DropReason::FlowTableFull), 1, "{st}");
+    for bad in [
+        IP_A,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::BROADCAST,
+        Ipv4Addr::new(224, 0, 0, 1),
+    ] {
+        assert!(matches!(
+            host.connect(SocketAddrV4::new(bad, 80)).map(|_| ()),
+            Err(Error::InvalidInput(_))
+        ));
+    }
 }
 
 /// A listen backlog of `usize::MAX` is cut to `MAX_BACKLOG` (the accept queue is made at

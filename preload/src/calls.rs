@@ -116,6 +116,7 @@ pub fn status_errno(st: ConnStatus) -> Option<c_int> {
         ConnStatus::Refused => Some(libc::ECONNREFUSED),
         ConnStatus::TimedOut => Some(libc::ETIMEDOUT),
         ConnStatus::Unreachable => Some(libc::EHOSTUNREACH),
+        ConnStatus::TableFull => Some(libc::EADDRNOTAVAIL),
         _ => None,
     }
 }

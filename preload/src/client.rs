@@ -402,6 +402,7 @@ impl Remote {
             4 => ConnStatus::Refused,
             5 => ConnStatus::TimedOut,
             6 => ConnStatus::Unreachable,
+            8 => ConnStatus::TableFull,
             _ => ConnStatus::Reset,
         }
     }
@@ -456,6 +457,7 @@ impl Remote {
             ConnStatus::Refused => io::ErrorKind::ConnectionRefused,
             ConnStatus::TimedOut => io::ErrorKind::TimedOut,
             ConnStatus::Unreachable => io::ErrorKind::HostUnreachable,
+            ConnStatus::TableFull => io::ErrorKind::AddrNotAvailable,
             _ => return None,
         };
         Some(kind.into())

@@ -179,6 +179,7 @@ pub fn stream_readiness(s: &Conn) -> i16 {
         | ConnStatus::Refused
         | ConnStatus::TimedOut
         | ConnStatus::Unreachable
+        | ConnStatus::TableFull
         | ConnStatus::Spliced => {
             libc::POLLIN | libc::POLLOUT | libc::POLLERR | libc::POLLHUP | libc::POLLRDHUP
         }

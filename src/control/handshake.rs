@@ -55,6 +55,13 @@ pub(super) fn peer_mss(announced: Option<u16>) -> u16 {
 }
 
 impl Control {
+    /// Connections that hold or will need a flow: installed, in their handshakes, or
+    /// waiting for the peer's MAC address.
+    pub(super) fn flows_committed(&self) -> usize {
+        let waiting: usize = self.arp_wait.values().map(|w| w.conns.len()).sum();
+        self.conns.len().saturating_sub(self.free_ids.len()) + self.embryos.len() + waiting
+    }
+
     pub(super) fn start_connect(
         &mut self,
         now: Instant,
@@ -155,8 +162,7 @@ impl Control {
         }
         // Every connection in the table or in its handshake will need a flow: refuse the
         // SYN now rather than complete a handshake that cannot be installed.
-        let flows = self.conns.len().saturating_sub(self.free_ids.len()) + self.embryos.len();
-        if flows >= self.cfg.max_flows {
+        if self.flows_committed() >= self.cfg.max_flows {
             self.stats.drops.add(DropReason::FlowTableFull);
             self.reply_rst(now, &seg, out);
             return;
@@ -333,6 +339,14 @@ impl Control {
             }
             _ => self.arena.free(frame),
         }
+    }
+
+    /// The application dropped its listener on `port` (which it released itself): the
+    /// handshakes it had in progress go with it, as a kernel's request queue does, rather
+    /// than complete into a later listener's queue; their final ACKs find no listener.
+    pub(super) fn unlisten(&mut self, port: u16) {
+        self.listeners.remove(&port);
+        self.embryos.retain(|t, e| e.active || t.local_port != port);
     }
 
     pub(super) fn fail_embryo(&mut self, t: &FourTuple, e: Embryo, status: ConnStatus) {

@@ -626,10 +626,7 @@ impl Control {
                     );
                 }
                 AppRequest::Splice(req) => self.start_splice(now, req, out),
-                AppRequest::Unlisten { port } => {
-                    self.listeners.remove(&port);
-                    self.host.release_port(port);
-                }
+                AppRequest::Unlisten { port } => self.unlisten(port),
                 AppRequest::Connect {
                     remote,
                     local_port,
@@ -642,6 +639,14 @@ impl Control {
                         remote_ip: *remote.ip(),
                         remote_port: remote.port(),
                     };
+                    if self.flows_committed() >= self.cfg.max_flows {
+                        // Refused before a SYN goes out: the handshake could not be
+                        // installed (it used to end in a RST, as `ConnectionReset`).
+                        self.stats.drops.add(DropReason::FlowTableFull);
+                        self.host.release_port(local_port);
+                        conn.set_status(ConnStatus::TableFull);
+                        continue;
+                    }
                     let pc = PendingConnect { tuple, conn, rings };
                     match self.neighbors.get(remote.ip()).copied() {
                         Some(mac) => self.start_connect(now, pc, mac, out),

@@ -52,6 +52,9 @@ pub enum ConnStatus {
     /// The connection went into a splice
     /// ([`Splicer`](crate::stages::ext::splice::Splicer)): the engine relays it.
     Spliced = 7,
+    /// The engine's connection table was full (`max_flows` connections established or
+    /// in their handshakes): the connection was never tried.
+    TableFull = 8,
 }
 
 impl ConnStatus {
@@ -64,6 +67,7 @@ impl ConnStatus {
             4 => ConnStatus::Refused,
             5 => ConnStatus::TimedOut,
             7 => ConnStatus::Spliced,
+            8 => ConnStatus::TableFull,
             _ => ConnStatus::Unreachable,
         }
     }
@@ -74,6 +78,7 @@ impl ConnStatus {
             ConnStatus::Refused => Some(Error::ConnectionRefused),
             ConnStatus::TimedOut => Some(Error::TimedOut),
             ConnStatus::Unreachable => Some(Error::HostUnreachable),
+            ConnStatus::TableFull => Some(Error::TooManyConnections),
             _ => None,
         }
     }
@@ -651,6 +656,15 @@ impl Host {
         if remote.port() == 0 {
             return Err(Error::InvalidInput("remote port 0"));
         }
+        let ip = remote.ip();
+        if *ip == self.shared.ip {
+            // The engine does not talk to itself (no loopback): the SYN would go out on
+            // the wire to our own address and the connection time out.
+            return Err(Error::InvalidInput("the engine's own address"));
+        }
+        if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+            return Err(Error::InvalidInput("not a unicast address"));
+        }
         self.check_alive()?;
         let local_port = self
             .shared
@@ -761,7 +775,11 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
+        // The port is free at once, so that the application may listen on it again
+        // straight away: the engine takes requests in order, this `Unlisten` before any
+        // `Listen` that can follow the release.
         self.host.request(AppRequest::Unlisten { port: self.port });
+        self.host.release_port(self.port);
     }
 }
 
