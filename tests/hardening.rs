@@ -300,11 +300,14 @@ fn syn_with_flow_table_full_gets_rst() {
 }
 
 /// URG segments used to be punted, re-injected, punted again and freed: never acknowledged,
-/// so the connection stalled. Urgent data is now delivered inline and acknowledged.
+/// so the connection stalled. Urgent data is now delivered inline and acknowledged, on the
+/// data path: neither URG nor an unknown option sends a segment of an established
+/// connection through the control plane (a peer could slow every flow to its pace).
 #[test]
 fn urgent_data_is_delivered_inline_and_acked() {
     let mut t = Script::new(config());
     t.accept_established();
+    let punted = t.engine.stats().control.punted;
     let payload = b"urgent!";
     let r = t.repr(PSH | ACK, t.peer_seq, Some(t.engine_seq), payload);
     let mut f = t.frame(&r);
@@ -321,10 +324,21 @@ fn urgent_data_is_delivered_inline_and_acked() {
         "urgent data acknowledged: {acks:?}"
     );
     assert_eq!(t.app_read(), payload);
-    // And the connection goes on.
+    // And the connection goes on, with an unknown option (kind 99) as well.
     t.peer_seq = want;
-    t.send_data(b"more");
+    let r = t.repr(PSH | ACK, t.peer_seq, Some(t.engine_seq), b"more");
+    let mut f = t.frame(&r);
+    let tcp = 14 + 20;
+    let doff = usize::from(f[tcp + 12] >> 4) * 4;
+    f[tcp + 12] += 1 << 4;
+    f.splice(tcp + doff..tcp + doff, [99, 2, 1, 1]);
+    let ip_len = (f.len() - 14) as u16;
+    f[16..18].copy_from_slice(&ip_len.to_be_bytes());
+    flextoe::wire::fill_checksums(&mut f);
+    t.inject(&f);
+    t.poll();
     assert_eq!(t.app_read(), b"more");
+    assert_eq!(t.engine.stats().control.punted, punted);
 }
 
 /// A SYN used to teach the neighbour cache its source MAC: anyone could poison the entry of

@@ -177,8 +177,8 @@ impl Control {
                     ingress,
                 });
             }
-            PuntReason::UnexpectedOptions | PuntReason::Urgent | PuntReason::UnknownFlow => {
-                // Unknown options are ignored (RFC 9293 3.1); urgent data is delivered inline.
+            PuntReason::UnknownFlow => {
+                // Installed since preprocess looked it up: the data path's now.
                 out.reinject.push(p.frame);
             }
             PuntReason::Arp => self.arena.free(p.frame),

@@ -515,7 +515,7 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
             }
             let mut reinject = std::mem::take(&mut self.cout.reinject);
             for f in reinject.drain(..) {
-                match self.ingress.pre.classify(f, true) {
+                match self.ingress.pre.classify(f) {
                     Some(PreOut::Rx(w)) => self.segs.push(w),
                     Some(PreOut::Punt(p)) => {
                         self.transport.proto.count_drop(DropReason::StaleFlow);

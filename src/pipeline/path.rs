@@ -73,7 +73,7 @@ impl Ingress {
         // descriptor is written once on its way to the protocol stage.
         self.pre.begin_burst();
         for (i, frame) in frames.drain(..).enumerate() {
-            if let Some(o) = self.pre.classify(frame, false) {
+            if let Some(o) = self.pre.classify(frame) {
                 out(seqs.get(i).copied().unwrap_or(0), o);
             }
         }

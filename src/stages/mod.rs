@@ -89,10 +89,6 @@ pub enum PuntReason {
     Rst,
     /// No flow for the 4-tuple.
     UnknownFlow,
-    /// Options the data path does not expect (SACK blocks, unknown kinds).
-    UnexpectedOptions,
-    /// URG flag.
-    Urgent,
     /// A user stage at a hook point asked for it ([`Verdict::Punt`](crate::pipeline::Verdict::Punt)).
     Extension,
 }

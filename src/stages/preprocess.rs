@@ -106,19 +106,17 @@ impl Preprocess {
         self.sources.clear();
     }
 
-    /// Classify one frame. `reviewed` lets the control plane re-inject a segment it has
-    /// looked at (unexpected options, which are ignored; the URG flag, whose data is
-    /// delivered inline): it then goes to the protocol stage like any other.
+    /// Classify one frame (a frame of the port, or one the control plane re-injects).
     #[inline(always)]
-    pub fn classify(&mut self, frame: Frame, reviewed: bool) -> Option<PreOut> {
+    pub fn classify(&mut self, frame: Frame) -> Option<PreOut> {
         self.stats.items_in += 1;
-        let out = self.classify_inner(frame, reviewed);
+        let out = self.classify_inner(frame);
         self.stats.items_out += u64::from(out.is_some());
         out
     }
 
     #[inline(always)]
-    fn classify_inner(&mut self, frame: Frame, reviewed: bool) -> Option<PreOut> {
+    fn classify_inner(&mut self, frame: Frame) -> Option<PreOut> {
         let data = self.arena.data(&frame);
         let arp = match wire::parse_frame_into(data, &mut self.seg) {
             Ok(a) => a,
@@ -149,21 +147,15 @@ impl Preprocess {
         let f = seg.summary.flags;
         // A RST (without SYN) of a flow on the data path stays on it, in the flow's stream
         // of segments (the protocol stage decides: RFC 5961 3.2); of any other, it goes to
-        // the control plane. Its options and urgent pointer do not matter.
+        // the control plane. Options a data segment should not carry are ignored (RFC 9293
+        // 3.1) and urgent data is delivered inline, on the data path: a peer cannot send
+        // its segments through the control plane by setting URG or an unknown option.
         let rst = f & (flags::SYN | flags::RST) == flags::RST;
-        let reason = if f & flags::SYN != 0 {
-            Some(PuntReason::Syn)
-        } else if rst {
-            None
-        } else if f & flags::URG != 0 && !reviewed {
-            Some(PuntReason::Urgent)
-        } else if seg.options.unexpected && !reviewed {
-            Some(PuntReason::UnexpectedOptions)
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
-            return Some(PreOut::Punt(Punt { frame, reason }));
+        if f & flags::SYN != 0 {
+            return Some(PreOut::Punt(Punt {
+                frame,
+                reason: PuntReason::Syn,
+            }));
         }
         match self.lookup() {
             Some((flow, incarnation)) => Some(PreOut::Rx(RxWork {
@@ -196,7 +188,7 @@ impl Stage for Preprocess {
     fn process(&mut self, _now: Instant, input: &mut Vec<Frame>, output: &mut Vec<PreOut>) {
         self.begin_burst();
         for (i, frame) in input.drain(..).enumerate() {
-            if let Some(out) = self.classify(frame, false) {
+            if let Some(out) = self.classify(frame) {
                 output.push(out);
                 self.sources.push(i);
             }

@@ -112,7 +112,7 @@ impl<P: Port> IoTask<P> {
             }
         }
         for f in std::mem::take(&mut self.cout.reinject) {
-            match self.reinject.classify(f, true) {
+            match self.reinject.classify(f) {
                 Some(PreOut::Rx(w)) => self.route(ProtoWork::Rx(w)),
                 Some(PreOut::Punt(p)) => self.arena.free(p.frame),
                 None => {}
