@@ -413,6 +413,31 @@ fn data_after_the_application_closed_is_answered_with_rst() {
     assert_eq!(t.engine.stats().drops(DropReason::DataAfterClose), 1);
 }
 
+/// The peer's data was read, the application closed; the peer's FIN was lost and it
+/// retransmits the data it had sent with the FIN merged in (as Linux does). The data is
+/// old, only the FIN new: it is taken, not answered with a RST (which threw away our FIN's
+/// graceful close).
+#[test]
+fn old_data_retransmitted_with_a_fin_after_the_application_closed_is_no_reset() {
+    let mut t = established(config(), false);
+    let start = t.peer_seq;
+    t.send_data(&[5u8; 100]);
+    assert_eq!(t.app_read().len(), 100);
+    t.recv();
+    t.stream = None;
+    let fin = t.recv();
+    assert!(fin.iter().any(|s| s.has(FIN)), "{fin:?}");
+    t.send(FIN | PSH | ACK, start, Some(t.engine_seq), &[5u8; 100]);
+    let out = t.recv();
+    assert!(out.iter().all(|s| !s.has(RST)), "{out:?}");
+    assert!(
+        out.iter().any(|s| s.ack == start + 101),
+        "the FIN is acknowledged: {out:?}"
+    );
+    assert_eq!(t.state(), Some(TcpConnState::Closing));
+    assert_eq!(t.engine.stats().drops(DropReason::DataAfterClose), 0);
+}
+
 /// RFC 7323 section 4 with Karn's rule: after a timeout no segment can be timed, but the
 /// timestamp the peer echoes still measures the round trip. That sample ends the backoff,
 /// so the next loss is found by a probe and the minimum RTO (200 ms), not after the doubled

@@ -62,8 +62,13 @@ pub struct Postprocess {
 }
 
 impl Postprocess {
-    /// A postprocess stage.
+    /// A postprocess stage. A delayed-ACK policy's delay is clamped to
+    /// [`AckPolicy::MAX_DELAY`] however it was built (RFC 1122 4.2.3.2: less than 0.5 s).
     pub fn new(arena: Arc<FrameArena>, policy: AckPolicy) -> Self {
+        let policy = match policy {
+            AckPolicy::Delayed(d) => AckPolicy::delayed(d),
+            p => p,
+        };
         Postprocess {
             frames: FrameCache::new(arena.clone()),
             arena,
@@ -641,6 +646,20 @@ mod tests {
         p.process_in_place(Instant::from_micros(3), &mut items);
         assert!(sent(&items).is_empty());
         assert_eq!(counters.ack_due.load(Ordering::Relaxed), 5_003 + 1);
+    }
+
+    /// A delayed-ACK policy built by hand with a delay past the bound waits at most
+    /// [`AckPolicy::MAX_DELAY`] (it waited the 2 s it was given).
+    #[test]
+    fn a_delay_built_by_hand_is_clamped() {
+        let mut p = post(AckPolicy::Delayed(Duration::from_secs(2)), 1);
+        assert_eq!(p.policy(), AckPolicy::Delayed(AckPolicy::MAX_DELAY));
+        let counters = p.flows[0].as_ref().unwrap().counters.clone();
+        let mut quiet = data(0);
+        quiet.actions.clear(Actions::TX);
+        let mut items = vec![quiet];
+        p.process_in_place(Instant::from_micros(3), &mut items);
+        assert_eq!(counters.ack_due.load(Ordering::Relaxed), 200_003 + 1);
     }
 
     /// A result of the flow id's previous connection (its stamp's incarnation is not the

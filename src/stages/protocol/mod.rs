@@ -68,7 +68,7 @@ pub enum AckPolicy {
     /// like [`PerBurst`](Self::PerBurst)'s: a burst of many full-sized segments draws one
     /// ACK, on its last (a stretch ACK, as smoltcp sends one
     /// per poll and Linux one per coalesced receive). Build it with [`AckPolicy::delayed`],
-    /// which bounds the delay. The protocol stage decides which ACK waits (it writes no
+    /// which bounds the delay (postprocess clamps one built by hand alike). The protocol stage decides which ACK waits (it writes no
     /// header for one), postprocess arms the flow's timer for it. A threaded topology with
     /// more than one postprocess replica acknowledges per burst instead (a flow's
     /// delayed-ACK timer is kept by postprocess).

@@ -286,8 +286,13 @@ impl TcpState {
             // still gets an ACK (RFC 9293 3.10.7.4), which tells the peer the window.
             r.actions.set(Actions::TX | Actions::ACK_NOW);
             drop = Some(DropReason::OutOfWindow);
-        } else if s.payload_len > 0 && self.has(F_APP_CLOSED) {
-            // Nobody will read it: abort (RFC 9293 3.10.7.4, RFC 1122 4.2.2.13).
+        } else if s.payload_len > 0
+            && self.has(F_APP_CLOSED)
+            && seq::gt(s.seq.wrapping_add(s.payload_len as u32), self.rcv_nxt)
+        {
+            // New data nobody will read: abort (RFC 9293 3.10.7.4, RFC 1122 4.2.2.13). Data
+            // we had already (a retransmission that carries the FIN, acceptable for it) is
+            // no reason to.
             self.on_reset(now, r);
             self.finish(r);
             return Some(DropReason::DataAfterClose);
