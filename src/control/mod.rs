@@ -491,6 +491,14 @@ impl Control {
             .collect()
     }
 
+    /// Every connection the control plane knows, with its state.
+    pub fn connection_states(&self) -> Vec<(FourTuple, TcpConnState)> {
+        self.tuples()
+            .into_iter()
+            .filter_map(|t| self.conn_state(&t).map(|s| (t, s)))
+            .collect()
+    }
+
     /// Whether a listener is open on `port`.
     pub fn is_listening(&self, port: u16) -> bool {
         self.listeners.contains_key(&port)

@@ -170,6 +170,11 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
         self.control.tuples()
     }
 
+    /// Every connection the control plane knows, with its state.
+    pub fn connection_states(&self) -> Vec<(FourTuple, TcpConnState)> {
+        self.control.connection_states()
+    }
+
     /// The smoothed round-trip time of a connection (RFC 6298), once sampled.
     pub fn srtt(&self, t: &FourTuple) -> Option<Duration> {
         self.control.srtt(t)

@@ -330,6 +330,7 @@ impl Threaded {
                 instance: nq,
                 meta: Meta::new(TaskRef::Io, worker_of(TaskRef::Io), &mut reports),
                 summary: summary.clone(),
+                reports: 0,
                 wakes: wakes.clone(),
             }),
         ));

@@ -13,6 +13,8 @@ pub(super) struct Fused<P: Port, C: CongestionControl, S: FlowScheduler> {
     engine: Engine<P, C, S>,
     meta: Meta,
     summary: Shared<IoSummary>,
+    /// Reports made (see [`stats::publish_io`]).
+    reports: u64,
 }
 
 impl<P: Port, C: CongestionControl, S: FlowScheduler> Fused<P, C, S> {
@@ -25,6 +27,7 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Fused<P, C, S> {
             engine,
             meta: Meta::new(TaskRef::Io, 0, reports),
             summary,
+            reports: 0,
         }
     }
 }
@@ -40,23 +43,18 @@ impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Task for Fused<P
     fn report(&mut self) {
         let s = self.engine.stats();
         let e = &self.engine;
-        publish(
-            &self.summary,
-            &IoSummary {
-                control: s.control.clone(),
-                flows: s.flows,
-                connections: e
-                    .connections()
-                    .into_iter()
-                    .filter_map(|t| e.conn_state(&t).map(|c| (t, c)))
-                    .collect(),
-                retransmissions: e.retransmissions(),
-                rx_frames: s.rx_frames,
-                tx_frames: s.tx_frames,
-                rx_by_queue: Vec::new(),
-                frames_in_use: s.frames_in_use,
-            },
-        );
+        let base = IoSummary {
+            control: s.control.clone(),
+            flows: s.flows,
+            rx_frames: s.rx_frames,
+            tx_frames: s.tx_frames,
+            frames_in_use: s.frames_in_use,
+            ..IoSummary::default()
+        };
+        let count = s.flows + s.handshakes;
+        stats::publish_io(&self.summary, &mut self.reports, count, base, || {
+            (e.connection_states(), e.retransmissions())
+        });
         self.meta.publish(s.stages, Vec::new(), Vec::new(), s.hooks);
     }
 }

@@ -48,6 +48,8 @@ pub(super) struct IoTask<P: Port> {
     pub(super) instance: usize,
     pub(super) meta: Meta,
     pub(super) summary: Shared<IoSummary>,
+    /// Reports made (see [`stats::publish_io`]).
+    pub(super) reports: u64,
     /// Every worker's wakeup: installs and removals go to tasks that may sleep.
     pub(super) wakes: Vec<Arc<Wakeup>>,
 }
@@ -151,22 +153,21 @@ impl<P: Port> IoTask<P> {
         }
     }
 
-    fn summary(&self) -> IoSummary {
-        IoSummary {
-            control: self.control.stats().clone(),
-            flows: self.control.connection_count(),
-            connections: self
-                .control
-                .tuples()
-                .into_iter()
-                .filter_map(|t| self.control.conn_state(&t).map(|s| (t, s)))
-                .collect(),
-            retransmissions: self.control.retransmissions(),
+    fn publish_summary(&mut self) {
+        let c = &self.control;
+        let base = IoSummary {
+            control: c.stats().clone(),
+            flows: c.connection_count(),
             rx_frames: self.rx_frames,
             rx_by_queue: self.rx_by_queue.clone(),
             tx_frames: self.tx_frames,
             frames_in_use: self.arena.in_use(),
-        }
+            ..IoSummary::default()
+        };
+        let count = c.connection_count() + c.embryonic_count();
+        stats::publish_io(&self.summary, &mut self.reports, count, base, || {
+            (c.connection_states(), c.retransmissions())
+        });
     }
 }
 
@@ -314,6 +315,6 @@ impl<P: Port> Task for IoTask<P> {
             self.egress.iter().map(|r| r.stats()).collect(),
             self.tx_hooks.reports(),
         );
-        publish(&self.summary, &self.summary());
+        self.publish_summary();
     }
 }
