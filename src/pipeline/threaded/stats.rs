@@ -53,11 +53,11 @@ impl TaskReport {
 
 /// Connections up to which [`IoSummary::connections`] and
 /// [`IoSummary::retransmissions`] are rebuilt on every report (about every millisecond).
-pub const LIST_ALWAYS: usize = 256;
+pub(super) const LIST_ALWAYS: usize = 256;
 /// With more connections, they are rebuilt on one report in this many (about 100 ms): each
 /// costs a lookup per connection on the thread that runs the port and the control plane
 /// (4096 connections took a fifth of its time).
-pub const LIST_EVERY: u64 = 100;
+pub(super) const LIST_EVERY: u64 = 100;
 
 /// The per-connection part of the I/O task's reports, shared by the runtimes that publish
 /// one: rebuilt (by `list`) as [`LIST_ALWAYS`] and [`LIST_EVERY`] say, else kept as last
@@ -87,8 +87,8 @@ pub struct IoSummary {
     pub control: ControlStats,
     /// Installed flows.
     pub flows: usize,
-    /// Connections the control plane knows (handshakes included); with more than
-    /// [`LIST_ALWAYS`], as of a report in [`LIST_EVERY`].
+    /// Connections the control plane knows (handshakes included); with more than 256, as
+    /// of one report in 100 (about 100 ms: the list costs a lookup per connection).
     pub connections: Vec<(FourTuple, TcpConnState)>,
     /// Retransmissions so far (refreshed as `connections` is).
     pub retransmissions: RetransmitTotals,
