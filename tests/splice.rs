@@ -100,15 +100,29 @@ impl Lab {
 
     /// All three engines on VLAN `vlan` (tagged frames on the wire).
     fn with_vlan(threaded: bool, vlan: Option<u16>) -> Lab {
+        Self::with(threaded, vlan, |_, _| {})
+    }
+
+    /// [`with_vlan`](Self::with_vlan), with each engine's configuration changed by `tweak`
+    /// (given the engine's address).
+    fn with(
+        threaded: bool,
+        vlan: Option<u16>,
+        tweak: impl Fn(Ipv4Addr, &mut flextoe::EngineConfig),
+    ) -> Lab {
         let mut sw = Switch::new();
         let pc = sw.attach(Impairments::none(), Impairments::none());
         let pp = sw.attach(Impairments::none(), Impairments::none());
         let ps = sw.attach(Impairments::none(), Impairments::none());
         let clock = VirtualClock::new();
         let splicer = Splicer::new();
-        let mut b = Pipeline::builder(cfg(P, threaded), pp);
-        let engine = |me, port| {
-            let mut e = Pipeline::builder(cfg(me, false), port);
+        let mut pcfg = cfg(P, threaded);
+        tweak(P.0, &mut pcfg);
+        let mut b = Pipeline::builder(pcfg, pp);
+        let engine = |me: (Ipv4Addr, MacAddr), port| {
+            let mut c = cfg(me, false);
+            tweak(me.0, &mut c);
+            let mut e = Pipeline::builder(c, port);
             if let Some(v) = vlan {
                 e = e
                     .on_rx_frame(VlanStrip::only(v))
@@ -221,6 +235,28 @@ fn connect_both(lab: &mut Lab) -> (Stream, Stream, Stream, Stream) {
         down.is_some() && server.is_some() && cs.status() == ConnStatus::Established
     });
     (cs, down.unwrap(), up, server.unwrap())
+}
+
+/// Ask the proxy to splice `down` and `up` and wait for its answer.
+fn splice_answer(
+    lab: &mut Lab,
+    down: Stream,
+    up: Stream,
+) -> flextoe::stages::ext::splice::SpliceResult {
+    let mut pending = lab.splicer.splice(down, up).ok();
+    let mut back = None;
+    lab.until("answer", |_| match pending.take().map(|p| p.try_finish()) {
+        Some(Err(p)) => {
+            pending = Some(p);
+            false
+        }
+        Some(Ok(r)) => {
+            back = Some(r);
+            true
+        }
+        None => unreachable!(),
+    });
+    back.expect("an answer")
 }
 
 fn connect_and_splice(lab: &mut Lab) -> (Stream, Stream) {
@@ -428,25 +464,53 @@ fn a_reset_on_one_side_reaches_the_other() {
     lab.until("splice removed", |lab| lab.splicer.active() == 0);
 }
 
+/// Splices are bounded (`max_splices`): they free their connections' flows, so the flow
+/// table did not bound them, and each held a table entry and an ephemeral port for as long
+/// as its peers kept it (5 idle days). Past the bound a splice is refused with the streams
+/// back, which work on.
+#[test]
+fn splices_past_max_splices_are_refused() {
+    let mut lab = Lab::with(false, None, |_, c| c.control.max_splices = 1);
+    let (_cs, _ss) = connect_and_splice(&mut lab);
+    assert_eq!(lab.splicer.active(), 1);
+    let (mut cs, down, up, _server) = connect_both(&mut lab);
+    let back = Some(splice_answer(&mut lab, down, up));
+    let Some(Err((SpliceError::TableFull, mut down, _up))) = back else {
+        panic!("refused with the streams back");
+    };
+    assert_eq!(lab.splicer.active(), 1);
+    cs.write_all(b"still").unwrap();
+    let mut buf = [0u8; 5];
+    lab.until("read", |_| down.read(&mut buf).is_ok());
+    assert_eq!(&buf, b"still");
+}
+
+/// A client that negotiated ECN with the proxy and a server that did not: their segments
+/// would carry ECN marks (ECT, ECE, CWR) to a peer that never agreed to them. Refused as
+/// incompatible (ECN was not part of the check).
+#[test]
+fn a_splice_of_an_ecn_side_and_a_plain_one_is_refused() {
+    let mut lab = Lab::with(false, None, |ip, c| {
+        if ip == C.0 {
+            c.control.ecn = flextoe::control::Ecn::Request;
+        }
+    });
+    let (_cs, down, up, _server) = connect_both(&mut lab);
+    let back = Some(splice_answer(&mut lab, down, up));
+    assert!(
+        matches!(back, Some(Err((SpliceError::Incompatible, ..)))),
+        "{back:?}"
+    );
+    assert_eq!(lab.splicer.active(), 0);
+}
+
 #[test]
 fn a_splice_with_unread_data_is_refused_and_the_streams_come_back() {
     let mut lab = Lab::new(false);
     let (mut cs, down, up, _server) = connect_both(&mut lab);
     cs.write_all(b"unread").unwrap();
     lab.until("data at the proxy", |_| down.readable_bytes() == 6);
-    let mut pending = lab.splicer.splice(down, up).ok();
-    let mut back = None;
-    lab.until("answer", |_| match pending.take().map(|p| p.try_finish()) {
-        Some(Err(p)) => {
-            pending = Some(p);
-            false
-        }
-        Some(Ok(r)) => {
-            back = Some(r);
-            true
-        }
-        None => unreachable!(),
-    });
+    let back = Some(splice_answer(&mut lab, down, up));
     let Some(Err((SpliceError::NotQuiet, mut down, up))) = back else {
         panic!("refused with the streams back");
     };

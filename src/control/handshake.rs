@@ -483,6 +483,7 @@ impl Control {
             iss: e.iss,
             irs: e.irs,
             sack: self.cfg.sack && e.peer_sack,
+            ecn: e.ecn,
             identity: identity.clone(),
             rate_snap: super::RateSnap {
                 at: now,

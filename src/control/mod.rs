@@ -135,6 +135,12 @@ pub struct ControlConfig {
     pub neighbors: Vec<(Ipv4Addr, MacAddr)>,
     /// Most connections at once.
     pub max_flows: usize,
+    /// Most splices at once, in force or being set up
+    /// ([`Splicer`](crate::stages::ext::splice::Splicer)): a splice frees its connections'
+    /// flows but keeps a table entry (and an outgoing side's ephemeral port) until it ends,
+    /// so `max_flows` does not bound them. Beyond it a splice is refused
+    /// ([`SpliceError::TableFull`](crate::stages::ext::splice::SpliceError::TableFull)).
+    pub max_splices: usize,
     /// Most passive handshakes in progress at once (each listener also holds at most its
     /// backlog); beyond them SYNs are answered with cookies or dropped.
     pub max_half_open: usize,
@@ -316,6 +322,8 @@ struct Conn {
     irs: u32,
     /// SACK negotiated.
     sack: bool,
+    /// ECN negotiated.
+    ecn: bool,
     /// The flow's identity as installed.
     identity: Arc<FlowIdentity>,
     /// The counters at the last control-plane rate update, and the rate sent.

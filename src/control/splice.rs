@@ -16,6 +16,9 @@ const LINGER: Duration = Duration::from_secs(2);
 /// How long a splice that relayed a RST in the window (not exact) relays on once quiet
 /// (Linux's conntrack keeps such a connection 10 s).
 const RST_LINGER: Duration = Duration::from_secs(10);
+/// How often the splices in force are looked at (their deadlines are seconds apart; a
+/// walk over every splice on each timer tick cost as much as the splices are many).
+const SWEEP: Duration = Duration::from_millis(100);
 /// A splice with no frame for this long is removed (Linux's established conntrack
 /// timeout: well beyond the 2 hours of a keep-alive).
 const IDLE: Duration = Duration::from_secs(5 * 24 * 3600);
@@ -45,6 +48,8 @@ pub(super) struct Splices {
     /// Tuples of spliced connections: segments of theirs that reach the control plane
     /// (in flight when the splice began) are dropped, never answered with a RST.
     tuples: HashSet<FourTuple>,
+    /// When the splices in force are next looked at.
+    next_sweep: Instant,
 }
 
 impl Splices {
@@ -61,6 +66,10 @@ impl Control {
         req: SpliceRequest,
         out: &mut ControlOutput,
     ) {
+        if self.splices.active.len() + self.splices.pending.len() >= self.cfg.max_splices {
+            let _ = req.reply.send(Err(SpliceError::TableFull));
+            return;
+        }
         let mut ids = [0; 2];
         for (k, (conn, _, _)) in req.sides.iter().enumerate() {
             let ok = conn.flow().and_then(|id| {
@@ -99,6 +108,7 @@ impl Control {
         let ours = self.our_mss();
         let compatible = ia.timestamps == ib.timestamps
             && a.sack == b.sack
+            && a.ecn == b.ecn
             && ib.mss >= ours.saturating_sub(ts(ia))
             && ia.mss >= ours.saturating_sub(ts(ib));
         if !compatible {
@@ -259,6 +269,10 @@ impl Control {
             }
             let _ = p.req.reply.send(Err(SpliceError::NoAnswer));
         }
+        if now < self.splices.next_sweep {
+            return;
+        }
+        self.splices.next_sweep = now + SWEEP;
         let now_ms = now.millis();
         let mut i = 0;
         while i < self.splices.active.len() {
@@ -294,15 +308,9 @@ impl Control {
             .pending
             .iter()
             .map(|p| p.since + FREEZE_TIMEOUT);
-        let active = self
-            .splices
-            .active
-            .iter()
-            .filter(|a| a.state.ended())
-            .map(|a| {
-                Instant::from_millis(a.state.last_ms.load(std::sync::atomic::Ordering::Relaxed))
-                    + LINGER
-            });
+        // Splices in force are looked at on the sweep's beat (not walked here, on every
+        // question of the runtime's).
+        let active = (!self.splices.active.is_empty()).then_some(self.splices.next_sweep);
         pending.chain(active).min()
     }
 }

@@ -152,6 +152,7 @@ impl EngineConfig {
                 time_wait: Duration::from_secs(1),
                 neighbors: Vec::new(),
                 max_flows: 4096,
+                max_splices: 4096,
                 max_half_open: 256,
                 syn_cookies: true,
                 fin_wait2_timeout: Duration::from_secs(60),

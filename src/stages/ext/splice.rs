@@ -61,6 +61,9 @@ pub enum SpliceError {
     /// The engine did not answer (it is not being polled, or it stopped).
     #[error("the engine did not answer")]
     NoAnswer,
+    /// The engine holds `max_splices` splices already (`ControlConfig::max_splices`).
+    #[error("the engine's splice table is full")]
+    TableFull,
 }
 
 /// The state both directions of a splice share.
