@@ -237,7 +237,9 @@ fn connect_both(lab: &mut Lab) -> (Stream, Stream, Stream, Stream) {
     (cs, down.unwrap(), up, server.unwrap())
 }
 
-/// Ask the proxy to splice `down` and `up` and wait for its answer.
+/// Ask the proxy to splice `down` and `up` and wait for its answer (the crate's own result
+/// type, streams and all).
+#[allow(clippy::result_large_err)]
 fn splice_answer(
     lab: &mut Lab,
     down: Stream,
