@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,7 +35,17 @@ struct Shared {
     page_fd: OwnedFd,
     pump: OwnedFd,
     apps: Mutex<Vec<Arc<App>>>,
+    /// Applications attached now (each holds a thread and three descriptors).
+    attached: AtomicUsize,
 }
+
+/// Most applications attached at once: past it an attach is closed at once (a program that
+/// attached in a loop and sent nothing took a thread and three descriptors each, until the
+/// service could make no thread and exited).
+const MAX_APPS: usize = 256;
+/// Most listeners one application holds: past it `listen` fails with `EMFILE` (each takes
+/// a port of the engine's and an accept queue of up to 4096 connections).
+const MAX_APP_LISTENERS: usize = 64;
 
 /// One attached application.
 struct App {
@@ -111,6 +121,7 @@ pub fn run(cfg: Config, path: &str) -> io::Result<()> {
         page_fd,
         pump,
         apps: Mutex::new(Vec::new()),
+        attached: AtomicUsize::new(0),
     });
     let s2 = shared.clone();
     std::thread::Builder::new()
@@ -177,14 +188,25 @@ pub fn run(cfg: Config, path: &str) -> io::Result<()> {
         }
         // SAFETY: the accepted descriptor is ours.
         let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        if shared.attached.fetch_add(1, Ordering::SeqCst) >= MAX_APPS {
+            // Closed at once: the application's attach fails, the others go on.
+            shared.attached.fetch_sub(1, Ordering::SeqCst);
+            continue;
+        }
         let s = shared.clone();
-        std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("flextoe-app".into())
             .spawn(move || {
                 if let Err(e) = serve_app(&s, sock) {
                     eprintln!("flextoe-serviced: an application: {e}");
                 }
-            })?;
+                s.attached.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            // No thread for it now (its socket went with the closure): the others go on.
+            shared.attached.fetch_sub(1, Ordering::SeqCst);
+            eprintln!("flextoe-serviced: no thread for an application: {e}");
+        }
     }
 }
 
@@ -268,7 +290,16 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
             op::LISTEN => {
                 let port = m.a as u16;
                 let backlog = (m.b as usize).clamp(1, 4096);
-                let r = listen(&shared.host, port, backlog);
+                let held = app
+                    .listeners
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .len();
+                let r = if held >= MAX_APP_LISTENERS {
+                    Err(libc::EMFILE)
+                } else {
+                    listen(&shared.host, port, backlog)
+                };
                 match r {
                     Ok(l) => {
                         let id = app.next.fetch_add(1, Ordering::Relaxed);
@@ -423,6 +454,15 @@ fn bridge(shared: &Arc<Shared>, app: &Arc<App>, mut s: Stream) -> io::Result<(u3
     Ok((id, fd))
 }
 
+/// Whether a ring's positions (as the application may have written them) can be copied
+/// between: the head at or past the tail by at most the ring, and both far below
+/// `u64::MAX` (a head of `u64::MAX - 10` made the service's `head + n` overflow: a panic
+/// that stopped the pump for every application in a build with overflow checks). No
+/// connection moves 2^62 bytes.
+fn positions_sane(head: u64, tail: u64) -> bool {
+    head >= tail && head - tail <= shm::RING as u64 && head < 1 << 62
+}
+
 /// Move one connection's bytes and states; `(changed, finished)`.
 fn pump_one(b: &Bridge, app_alive: bool) -> (bool, bool) {
     let h = b.map.header();
@@ -438,7 +478,7 @@ fn pump_one(b: &Bridge, app_alive: bool) -> (bool, bool) {
     }
     // The application writes `rx_tail` and `tx_head`: positions that no well-behaved
     // application can produce end its connection (a RST), never a bad copy.
-    let sane = |head: u64, tail: u64| head >= tail && head - tail <= shm::RING as u64;
+    let sane = positions_sane;
     if !sane(h.rx_head.load(Ordering::Relaxed), shm::load(&h.rx_tail))
         || !sane(shm::load(&h.tx_head), h.tx_tail.load(Ordering::Relaxed))
     {
@@ -636,5 +676,25 @@ fn pump_loop(shared: &Shared) {
             flag.store(0, Ordering::SeqCst);
             idle = 0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Positions an application wrote: a head near `u64::MAX` (whose `head + n` overflowed
+    /// in the pump), a tail past the head, or more than the ring between them end the
+    /// connection; positions of a connection that moved a lot of data do not.
+    #[test]
+    fn hostile_ring_positions_are_refused() {
+        let ring = shm::RING as u64;
+        assert!(positions_sane(0, 0));
+        assert!(positions_sane(ring, 0));
+        assert!(positions_sane(1 << 50, (1 << 50) - ring));
+        assert!(!positions_sane(ring + 1, 0));
+        assert!(!positions_sane(0, 1));
+        assert!(!positions_sane(u64::MAX - 10, u64::MAX - 10));
+        assert!(!positions_sane(u64::MAX, u64::MAX - ring));
     }
 }

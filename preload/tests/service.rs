@@ -56,6 +56,76 @@ fn two_processes_share_one_service() {
     });
 }
 
+/// One application is bounded: its 65th listener fails with `EMFILE` (each holds a port and
+/// an accept queue: 65536 listeners took every port and gigabytes); and the service holds at
+/// most 256 attached applications, closing further attaches at once (a program attaching in
+/// a loop took a thread and three descriptors each, until the service could make no thread
+/// and exited). After both, the service serves on.
+#[test]
+fn an_application_is_bounded_in_listeners_and_attaches() {
+    if !have(&["python3"]) {
+        return;
+    }
+    let Some(lab) = VethLab::new() else { return };
+    let svc = Service::start(&lab);
+    let ip = lab.engine_ip.to_string();
+    let listeners = format!(
+        r#"
+import socket, errno
+n, held = 0, []
+for p in range(21000, 21200):
+    s = socket.socket()
+    try:
+        s.bind(("{ip}", p))
+        s.listen(1)
+    except OSError as e:
+        print("refused", n, errno.errorcode.get(e.errno), flush=True)
+        break
+    held.append(s)
+    n += 1
+else:
+    print("all", n, flush=True)
+"#
+    );
+    let run = |env: &[(&str, String)], code: &str| {
+        let out = command(&lab.engine, env, None, &["python3", "-c", code])
+            .output()
+            .expect("python3");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = run(&svc.env(&lab), &listeners);
+    assert!(out.contains("refused 64 EMFILE"), "{out}");
+    let attaches = format!(
+        r#"
+import socket
+conns = []
+for i in range(300):
+    u = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    u.connect("{}")
+    conns.append(u)
+greeted = closed = 0
+for u in conns:
+    u.settimeout(5)
+    d = u.recv(4096)
+    if d:
+        greeted += 1
+    else:
+        closed += 1
+print("attach", greeted, closed, flush=True)
+"#,
+        svc.path
+    );
+    let out = run(&[], &attaches);
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(words.first(), Some(&"attach"), "{out}");
+    let (greeted, closed): (usize, usize) = (words[1].parse().unwrap(), words[2].parse().unwrap());
+    assert_eq!(greeted + closed, 300, "{out}");
+    assert!((250..=256).contains(&greeted), "{out}");
+    // The attaches are gone with their program: the service takes applications again.
+    let out = run(&svc.env(&lab), &listeners);
+    assert!(out.contains("refused 64 EMFILE"), "{out}");
+}
+
 /// A program that prints `line` when ready: started with its output read line by line.
 /// Keep-alive timing options reach the engine through the service too.
 #[test]
