@@ -829,6 +829,36 @@ fn a_connect_past_the_flow_table_is_refused_at_once() {
     }
 }
 
+/// A valid cookie ACK that finds the flow table promised (a handshake in progress, a
+/// connect waiting for ARP) gets a RST: it was installed in the flow that the connect then
+/// found taken (reset after its peer accepted it).
+#[test]
+fn a_cookie_past_the_promised_flows_is_refused() {
+    use flextoe::stats::DropReason;
+    let mut cfg = config();
+    cfg.control.max_flows = 2;
+    let mut t = Script::new(cfg);
+    t.listen(1);
+    t.syn();
+    // The half-open queue is full: a cookie, while one flow is left.
+    t.peer_port = 40_001;
+    t.send(SYN, PEER_ISS, None, &[]);
+    let sa = t.recv_one();
+    assert!(sa.has(SYN | ACK));
+    // The last flow is promised to a connect waiting for ARP.
+    let _arp = t
+        .engine
+        .host()
+        .connect(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 77), 80))
+        .unwrap();
+    t.recv();
+    t.send(ACK, PEER_ISS + 1, Some(sa.seq.wrapping_add(1)), &[]);
+    assert!(t.recv_one().has(RST));
+    let st = t.engine.stats();
+    assert_eq!((st.flows, st.control.cookies_accepted), (0, 0), "{st}");
+    assert_eq!(st.control.drops.get(DropReason::FlowTableFull), 1);
+}
+
 /// A listen backlog of `usize::MAX` is cut to `MAX_BACKLOG` (the accept queue is made at
 /// the backlog's size: it panicked, with the port left taken for good).
 #[test]

@@ -83,6 +83,15 @@ impl Control {
                     self.stats.drops.add(DropReason::BacklogFull);
                     return;
                 }
+                if self.flows_committed() >= self.cfg.max_flows {
+                    // The flows left are promised (connections in their handshakes or
+                    // waiting for ARP): refused, as a SYN would be now, not installed in a
+                    // flow one of them then finds taken.
+                    self.arena.free(p.frame);
+                    self.stats.drops.add(DropReason::FlowTableFull);
+                    self.reply_rst(now, &seg, out);
+                    return;
+                }
                 self.stats.cookies_accepted += 1;
                 let shift = e
                     .peer_wscale

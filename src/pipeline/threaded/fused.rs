@@ -41,6 +41,16 @@ impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Task for Fused<P
     }
 
     fn report(&mut self) {
+        self.report_with(false);
+    }
+
+    fn report_full(&mut self) {
+        self.report_with(true);
+    }
+}
+
+impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Fused<P, C, S> {
+    fn report_with(&mut self, full: bool) {
         let s = self.engine.stats();
         let e = &self.engine;
         let base = IoSummary {
@@ -52,7 +62,7 @@ impl<P: Port + 'static, C: CongestionControl, S: FlowScheduler> Task for Fused<P
             ..IoSummary::default()
         };
         let count = s.flows + s.handshakes;
-        stats::publish_io(&self.summary, &mut self.reports, count, base, || {
+        stats::publish_io(&self.summary, &mut self.reports, full, count, base, || {
             (e.connection_states(), e.retransmissions())
         });
         self.meta.publish(s.stages, Vec::new(), Vec::new(), s.hooks);

@@ -153,7 +153,7 @@ impl<P: Port> IoTask<P> {
         }
     }
 
-    fn publish_summary(&mut self) {
+    fn publish_summary(&mut self, full: bool) {
         let c = &self.control;
         let base = IoSummary {
             control: c.stats().clone(),
@@ -165,7 +165,7 @@ impl<P: Port> IoTask<P> {
             ..IoSummary::default()
         };
         let count = c.connection_count() + c.embryonic_count();
-        stats::publish_io(&self.summary, &mut self.reports, count, base, || {
+        stats::publish_io(&self.summary, &mut self.reports, full, count, base, || {
             (c.connection_states(), c.retransmissions())
         });
     }
@@ -300,6 +300,16 @@ impl<P: Port> Task for IoTask<P> {
     }
 
     fn report(&mut self) {
+        self.report_with(false);
+    }
+
+    fn report_full(&mut self) {
+        self.report_with(true);
+    }
+}
+
+impl<P: Port> IoTask<P> {
+    fn report_with(&mut self, full: bool) {
         let mut rings = Vec::new();
         for (len, cap) in self.ingress.rings() {
             rings.push(("ingress", len, cap));
@@ -315,6 +325,6 @@ impl<P: Port> Task for IoTask<P> {
             self.egress.iter().map(|r| r.stats()).collect(),
             self.tx_hooks.reports(),
         );
-        self.publish_summary();
+        self.publish_summary(full);
     }
 }

@@ -91,8 +91,14 @@ use crate::wire::FourTuple;
 pub trait Task: Send {
     /// Do a bounded amount of work; return whether there was any.
     fn run(&mut self, now: Instant) -> bool;
-    /// Publish statistics (called about once a millisecond, and when the runtime stops).
+    /// Publish statistics (called about once a millisecond).
     fn report(&mut self);
+    /// Publish statistics in full, where [`report`](Self::report) may leave a costly part
+    /// as last published: when the runtime stops, and when a caller-driven runtime's
+    /// statistics are asked for.
+    fn report_full(&mut self) {
+        self.report();
+    }
 }
 
 type Shared<T> = Arc<Mutex<T>>;
@@ -498,7 +504,7 @@ impl Threaded {
         if let Some(d) = &self.driven {
             let mut d = d.lock().unwrap_or_else(|p| p.into_inner());
             for t in d.tasks.iter_mut() {
-                t.report();
+                t.report_full();
             }
         }
         let worker_cpu: Vec<Duration> = self
@@ -566,7 +572,7 @@ impl Threaded {
         }
         if let Some(d) = &self.driven {
             for t in d.lock().unwrap_or_else(|p| p.into_inner()).tasks.iter_mut() {
-                t.report();
+                t.report_full();
             }
         }
         self.host

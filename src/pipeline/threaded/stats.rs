@@ -60,16 +60,17 @@ pub(super) const LIST_ALWAYS: usize = 256;
 pub(super) const LIST_EVERY: u64 = 100;
 
 /// The per-connection part of the I/O task's reports, shared by the runtimes that publish
-/// one: rebuilt (by `list`) as [`LIST_ALWAYS`] and [`LIST_EVERY`] say, else kept as last
-/// published; `base` brings the rest of the summary.
+/// one: rebuilt (by `list`) when `full`, or as [`LIST_ALWAYS`] and [`LIST_EVERY`] say, else
+/// kept as last published; `base` brings the rest of the summary.
 pub(super) fn publish_io(
     slot: &Shared<IoSummary>,
     reports: &mut u64,
+    full: bool,
     connections: usize,
     mut base: IoSummary,
     list: impl FnOnce() -> (Vec<(FourTuple, TcpConnState)>, RetransmitTotals),
 ) {
-    let fresh = connections <= LIST_ALWAYS || reports.is_multiple_of(LIST_EVERY);
+    let fresh = full || connections <= LIST_ALWAYS || reports.is_multiple_of(LIST_EVERY);
     *reports += 1;
     let rebuilt = fresh.then(list);
     let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
@@ -88,7 +89,9 @@ pub struct IoSummary {
     /// Installed flows.
     pub flows: usize,
     /// Connections the control plane knows (handshakes included); with more than 256, as
-    /// of one report in 100 (about 100 ms: the list costs a lookup per connection).
+    /// of one report in 100 (about 100 ms: the list costs a lookup per connection), but
+    /// current in the statistics [`Threaded::stop`] returns and in a caller-driven
+    /// runtime's.
     pub connections: Vec<(FourTuple, TcpConnState)>,
     /// Retransmissions so far (refreshed as `connections` is).
     pub retransmissions: RetransmitTotals,
@@ -220,7 +223,7 @@ mod tests {
                 rx_frames: i,
                 ..IoSummary::default()
             };
-            publish_io(&slot, &mut reports, LIST_ALWAYS + 1, base, || {
+            publish_io(&slot, &mut reports, false, LIST_ALWAYS + 1, base, || {
                 built += 1;
                 (vec![(t, TcpConnState::Established)], Default::default())
             });
@@ -232,6 +235,7 @@ mod tests {
             publish_io(
                 &slot,
                 &mut reports,
+                false,
                 LIST_ALWAYS,
                 IoSummary::default(),
                 || {
@@ -242,5 +246,19 @@ mod tests {
         }
         assert_eq!(built, 5);
         assert!(slot.lock().unwrap().connections.is_empty());
+        // A full report (the runtime stops, or a caller-driven one is asked) rebuilds it.
+        publish_io(
+            &slot,
+            &mut reports,
+            true,
+            LIST_ALWAYS + 1,
+            IoSummary::default(),
+            || {
+                built += 1;
+                (vec![(t, TcpConnState::Established)], Default::default())
+            },
+        );
+        assert_eq!(built, 6);
+        assert_eq!(slot.lock().unwrap().connections.len(), 1);
     }
 }

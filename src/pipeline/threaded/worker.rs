@@ -72,12 +72,16 @@ pub(super) fn spawn<K: Clock + 'static>(
                 }
                 busy
             };
-            let publish = |tasks: &mut Vec<Box<dyn Task>>, times: &RunTimes| {
+            let publish = |tasks: &mut Vec<Box<dyn Task>>, times: &RunTimes, full: bool| {
                 let sampled = times.all.iter().zip(&times.work);
                 for ((t, (all, work)), (a, w)) in tasks.iter_mut().zip(&task_ns).zip(sampled) {
                     all.store(*a, Ordering::Relaxed);
                     work.store(*w, Ordering::Relaxed);
-                    t.report();
+                    if full {
+                        t.report_full();
+                    } else {
+                        t.report();
+                    }
                 }
                 if let Ok(t) = cpu_time::ThreadTime::try_now() {
                     thread_ns.store(t.as_duration().as_nanos() as u64, Ordering::Relaxed);
@@ -92,7 +96,7 @@ pub(super) fn spawn<K: Clock + 'static>(
                 polls += 1;
                 if polls.is_multiple_of(64) && reported.elapsed() >= REPORT_EVERY {
                     reported = std::time::Instant::now();
-                    publish(&mut tasks, &times);
+                    publish(&mut tasks, &times, false);
                 }
                 // Share the core now and then: applications and other workers may have been
                 // placed on it too.
@@ -106,7 +110,7 @@ pub(super) fn spawn<K: Clock + 'static>(
                     |idle_since| sleep.sleep(None, idle_since, &counters),
                 );
             }
-            publish(&mut tasks, &times);
+            publish(&mut tasks, &times, true);
         })
         .map_err(|_| EngineError::Config("could not spawn a worker thread"))
 }
