@@ -20,10 +20,13 @@ use crate::wire::{FourTuple, HeaderTemplate, MacAddr};
 /// A flow's index in every per-flow table.
 pub type FlowId = u32;
 
-/// The flow group of a tuple: `hash & (groups - 1)`. `groups` must be a power of two.
-pub fn flow_group(t: &FourTuple, groups: u16) -> u16 {
-    debug_assert!(groups.is_power_of_two());
-    (t.hash32() & (groups as u32 - 1)) as u16
+/// The flow group (and so the protocol core) an engine whose
+/// [`ControlConfig::isn_secret`](crate::control::ControlConfig::isn_secret) is `key` gives the
+/// connection `t` (as the engine sees it: local address first): a keyed hash of the tuple,
+/// so that a peer choosing its ports cannot put its connections on one group.
+/// `groups` must be a power of two.
+pub fn flow_group(key: [u64; 2], t: &FourTuple, groups: u16) -> u16 {
+    crate::control::secrets::Secrets::new(key).flow_group(t, groups)
 }
 
 /// A fast, non-cryptographic hasher for 4-tuples (multiply-rotate, as in FxHash), for
@@ -562,7 +565,6 @@ mod tests {
         let mut ft = FlowTable::new();
         ft.insert(t, 3);
         assert_eq!(ft.lookup(&t), Some(3));
-        assert!(flow_group(&t, 4) < 4);
         assert_eq!(ft.remove(&t), Some(3));
         assert!(ft.is_empty());
     }

@@ -215,7 +215,9 @@ fn per_flow_order_with_groups_and_replicas() {
     let (sp, cp) = MemLink::pair(Impairments::none());
     let clock = VirtualClock::new();
     let (probe, log) = Probe::new();
-    let server = Pipeline::builder(threaded_config(MAC_A, IP_A), sp)
+    let scfg = threaded_config(MAC_A, IP_A);
+    let secret = scfg.control.isn_secret;
+    let server = Pipeline::builder(scfg, sp)
         .on_rx_segment(probe.clone())
         .on_results(probe)
         .threaded(wide(), clock.clone())
@@ -225,7 +227,8 @@ fn per_flow_order_with_groups_and_replicas() {
     let mut client = Engine::new(ccfg, cp).unwrap();
     let listener = server.host().listen(7, 64).unwrap();
     let bytes = 256 * 1024;
-    let mut clients = connect_over_groups(&client.host(), SocketAddrV4::new(IP_A, 7), 8, 2, 2);
+    let mut clients =
+        connect_over_groups(&client.host(), secret, SocketAddrV4::new(IP_A, 7), 8, 2, 2);
     let conns = clients.len();
     let payload: Vec<u8> = (0..bytes).map(|i| (i * 31 % 251) as u8).collect();
     let mut sent = vec![0usize; conns];

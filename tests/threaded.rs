@@ -44,6 +44,7 @@ fn echo_many_over(
     let mut scfg = engine_config(MAC_A, IP_A);
     scfg.control.rto_min = Duration::from_millis(20);
     scfg.control.rto_initial = Duration::from_millis(50);
+    let secret = scfg.control.isn_secret;
     let server = Threaded::spawn(scfg, sp, topology.clone(), clock.clone()).unwrap();
     let mut ccfg = engine_config(MAC_B, IP_B);
     ccfg.control.rto_min = Duration::from_millis(5);
@@ -52,7 +53,7 @@ fn echo_many_over(
     // Every flow group carries at least one connection (more than `conns` may be opened).
     let groups = topology.flow_groups as u16;
     let dst = SocketAddrV4::new(IP_A, 7);
-    let mut clients = connect_over_groups(&client.host(), dst, conns, groups, 1);
+    let mut clients = connect_over_groups(&client.host(), secret, dst, conns, groups, 1);
     let conns = clients.len();
     let payload: Vec<Vec<u8>> = (0..conns)
         .map(|c| (0..bytes).map(|i| (i * 7 + c * 13) as u8).collect())

@@ -392,7 +392,7 @@ impl Control {
             tuple: t,
             local_mac: self.cfg.mac,
             remote_mac: e.remote_mac,
-            group: flow_group(&t, self.cfg.flow_groups),
+            group: self.secrets.flow_group(&t, self.cfg.flow_groups),
             template: wire::HeaderTemplate::new(self.cfg.mac, e.remote_mac, &t, ts),
             timestamps: ts,
             rcv_wscale: rcv_shift,

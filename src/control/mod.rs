@@ -32,7 +32,7 @@ use crossbeam_channel::{Receiver, Sender};
 use smoltcp::wire::{ArpOperation, ArpRepr, TcpControl, TcpRepr, TcpSeqNumber, TcpTimestampRepr};
 
 use crate::buf::{Frame, FrameArena};
-use crate::flow::{flow_group, FlowCounters, FlowId, FlowIdentity};
+use crate::flow::{FlowCounters, FlowId, FlowIdentity};
 use crate::host::{AppRequest, ConnShared, ConnStatus, HostShared, Stream};
 use crate::stages::notify::ControlEvent;
 use crate::stages::place::FlowRings;

@@ -66,6 +66,13 @@ impl Secrets {
     pub fn ts_offset(&self, t: &FourTuple) -> u32 {
         self.hash(1, t) as u32
     }
+
+    /// The flow group of connection `t` among `groups` (a power of two): keyed, so that a
+    /// peer cannot choose ports that put its connections on one group (one core).
+    pub fn flow_group(&self, t: &FourTuple, groups: u16) -> u16 {
+        debug_assert!(groups.is_power_of_two());
+        (self.hash(2, t) & u64::from(groups.max(1) - 1)) as u16
+    }
 }
 
 /// A small generator for choices that need to be unpredictable to a peer but not secret
@@ -96,5 +103,42 @@ impl PortRng {
         x ^= x >> 27;
         self.0 = x;
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    /// A peer's connections from one address, ports in a row: which group each lands in is
+    /// a function of the key (a peer that does not know it cannot choose ports for one
+    /// group), and they spread over the groups.
+    #[test]
+    fn the_flow_group_is_keyed_and_spreads() {
+        let tuples: Vec<FourTuple> = (0..256u16)
+            .map(|i| FourTuple {
+                local_ip: Ipv4Addr::new(10, 0, 0, 1),
+                local_port: 80,
+                remote_ip: Ipv4Addr::new(10, 0, 0, 2),
+                remote_port: 40_000 + i,
+            })
+            .collect();
+        let groups = |key: [u64; 2]| -> Vec<u16> {
+            let s = Secrets::new(key);
+            tuples.iter().map(|t| s.flow_group(t, 4)).collect()
+        };
+        let a = groups([1, 2]);
+        let b = groups([3, 4]);
+        assert_eq!(a, groups([1, 2]), "the same key, the same groups");
+        let moved = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+        // Independent choices differ in three of four places.
+        assert!(moved > 128, "only {moved} of 256 moved with the key");
+        for g in 0..4 {
+            let n = a.iter().filter(|&&x| x == g).count();
+            assert!((32..=96).contains(&n), "group {g} holds {n} of 256");
+        }
+        assert!(a.iter().all(|&g| g < 4));
+        assert_eq!(Secrets::new([1, 2]).flow_group(&tuples[0], 1), 0);
     }
 }

@@ -106,33 +106,6 @@ impl Hash for FourTuple {
     }
 }
 
-impl FourTuple {
-    /// A stable 32-bit hash (FNV-1a), used to pick the flow group.
-    pub fn hash32(&self) -> u32 {
-        let mut h = Fnv(0x811c_9dc5);
-        self.hash(&mut h);
-        h.0 as u32
-    }
-}
-
-struct Fnv(u64);
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = ((self.0 as u32 ^ *b as u32).wrapping_mul(0x0100_0193)) as u64;
-        }
-    }
-    fn write_u32(&mut self, v: u32) {
-        self.write(&v.to_le_bytes());
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.write(&v.to_le_bytes());
-    }
-}
-
 /// Up to three SACK blocks (RFC 2018), `[left, right)` in sequence space, as a segment
 /// carried them or as an ACK will carry them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -40,11 +40,13 @@ pub enum Side {
 }
 
 /// Opens at least `n` non-blocking connections from `host` to `dst`, and more where needed
-/// until each of the server's `groups` flow groups holds at least `per_group` of them.
+/// until each of the server's `groups` flow groups holds at least `per_group` of them
+/// (`secret`: the server's `isn_secret`, which keys its choice of group).
 /// Ephemeral ports are random, so a few connections may all hash to one group; a test that
 /// needs every group busy must not depend on that luck.
 pub fn connect_over_groups(
     host: &Host,
+    secret: [u64; 2],
     dst: SocketAddrV4,
     n: usize,
     groups: u16,
@@ -65,7 +67,7 @@ pub fn connect_over_groups(
             remote_ip: *s.local_addr().ip(),
             remote_port: s.local_addr().port(),
         };
-        count[flow_group(&at_server, groups) as usize] += 1;
+        count[flow_group(secret, &at_server, groups) as usize] += 1;
         streams.push(s);
     }
     streams
