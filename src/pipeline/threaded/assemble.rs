@@ -361,6 +361,7 @@ impl Threaded {
                         tx: Outbox::new(raw),
                         punts: Outbox::new(punts),
                     },
+                    dropped: crate::stats::DropCounters::default(),
                     batch: Vec::with_capacity(BURST),
                     frames: Vec::with_capacity(BURST),
                     seqs: Vec::with_capacity(BURST),

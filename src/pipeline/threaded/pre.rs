@@ -3,6 +3,7 @@
 
 use super::ingress::unpack;
 use super::*;
+use crate::stats::{DropCounters, DropReason};
 
 pub(super) struct PreTask {
     pub(super) ingress: path::Ingress,
@@ -13,6 +14,8 @@ pub(super) struct PreTask {
     pub(super) pending: Vec<Vec<Ingress<RxWork>>>,
     /// Preprocess's punts and the user stages' diverted frames.
     pub(super) to_io: ToIo,
+    /// Punts dropped because the ring to the control plane was full.
+    pub(super) dropped: DropCounters,
     pub(super) batch: Vec<PreIn>,
     pub(super) frames: Vec<Frame>,
     pub(super) seqs: Vec<u64>,
@@ -58,6 +61,11 @@ impl Runs {
 }
 
 impl PreTask {
+    /// Push what is pending; whether everything went. Punts that do not fit the ring to the
+    /// control plane are dropped and counted (`QueueFull`), not kept: the control plane is
+    /// behind (a SYN flood, say), and holding them would stop this replica, and so the
+    /// established connections' segments behind them, until it caught up. A dropped punt is
+    /// a lost frame the peer sends again; no flow group waits for its number.
     fn flush(&mut self) -> bool {
         let mut all = true;
         for (g, p) in self.to_group.iter_mut().enumerate() {
@@ -66,7 +74,14 @@ impl PreTask {
                 all &= self.pending[g].is_empty();
             }
         }
-        all & self.to_io.flush()
+        let punts = &mut self.to_io.punts;
+        if !punts.flush() {
+            for (_, p) in punts.pending.drain(..) {
+                self.dropped.add(DropReason::QueueFull);
+                self.ingress.arena.free(p.frame);
+            }
+        }
+        all & self.to_io.tx.flush()
     }
 }
 
@@ -136,8 +151,10 @@ impl Task for PreTask {
 
     fn report(&mut self) {
         let pre = &self.ingress.pre;
+        let mut stats = pre.stats().clone();
+        stats.drops.merge(&self.dropped);
         self.meta.publish(
-            vec![(pre.name(), pre.stats().clone())],
+            vec![(pre.name(), stats)],
             vec![("input", self.input.len(), self.input.capacity())],
             Vec::new(),
             self.ingress.hooks.reports(),
@@ -147,7 +164,107 @@ impl Task for PreTask {
 
 #[cfg(test)]
 mod tests {
-    use super::Runs;
+    use super::*;
+    use crate::wire::{self, Endpoints, MacAddr};
+    use smoltcp::wire::{TcpControl, TcpRepr, TcpSeqNumber};
+    use std::net::Ipv4Addr;
+
+    /// A SYN to this engine from port `port` (no flow: preprocess punts it).
+    fn syn(arena: &FrameArena, port: u16) -> Frame {
+        let ep = Endpoints {
+            src_mac: MacAddr([2, 0, 0, 0, 0, 2]),
+            dst_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            src_ip: Ipv4Addr::new(10, 0, 0, 2),
+            dst_ip: Ipv4Addr::new(10, 0, 0, 1),
+        };
+        let repr = TcpRepr {
+            src_port: port,
+            dst_port: 80,
+            control: TcpControl::Syn,
+            seq_number: TcpSeqNumber(1),
+            ack_number: None,
+            window_len: 1000,
+            window_scale: None,
+            max_seg_size: Some(1460),
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let mut buf = [0u8; 128];
+        let n = wire::emit_tcp(&mut buf, &ep, &repr).expect("fits");
+        arena.alloc_copy(&buf[..n]).expect("a frame")
+    }
+
+    /// A punt ring the control plane does not drain in time: what does not fit is dropped
+    /// and counted, its frames freed, and the replica goes on taking its input (it once
+    /// kept the punts and took nothing more until the ring had room: a SYN flood stopped
+    /// the established connections' segments behind it).
+    #[test]
+    fn punts_past_a_full_ring_are_dropped_and_counted() {
+        let arena = Arc::new(FrameArena::new(256).expect("arena"));
+        let (mut feed, input) = spsc::<PreIn>(64);
+        let (punt_p, mut punt_c) = spsc::<(u64, Punt)>(4);
+        let (raw_p, _raw_c) = spsc::<Frame>(64);
+        let (to_group, _from_pre) = spsc::<Ingress<RxWork>>(256);
+        let (_ctl_tx, ctl) = crossbeam_channel::unbounded();
+        let mut reports = Vec::new();
+        let mut task = PreTask {
+            ingress: path::Ingress {
+                arena: arena.clone(),
+                pre: Preprocess::new(
+                    arena.clone(),
+                    MacAddr([2, 0, 0, 0, 0, 1]),
+                    Ipv4Addr::new(10, 0, 0, 1),
+                ),
+                hooks: Chain::default(),
+                rings: Vec::new(),
+                instance: 0,
+            },
+            groups_of: Vec::new(),
+            ctl,
+            input,
+            to_group: vec![to_group],
+            pending: vec![Vec::new()],
+            to_io: ToIo {
+                tx: Outbox::new(raw_p),
+                punts: Outbox::new(punt_p),
+            },
+            dropped: DropCounters::default(),
+            batch: Vec::new(),
+            frames: Vec::new(),
+            seqs: Vec::new(),
+            diverted: Diverted::default(),
+            runs: Runs::default(),
+            meta: Meta::new(TaskRef::Preprocess(0), 0, &mut reports),
+        };
+        for i in 0..20u16 {
+            assert!(feed
+                .push(PreIn::Frame(u64::from(i) + 1, syn(&arena, 1000 + i)))
+                .is_ok());
+        }
+        assert!(task.run(Instant::ZERO));
+        let cap = punt_c.len();
+        assert_eq!(cap, 4, "the ring is full");
+        assert_eq!(task.dropped.get(DropReason::QueueFull), 20 - cap as u64);
+        assert_eq!(arena.in_use(), cap, "every dropped punt's frame freed");
+        // Nobody drained the ring: the next frames are still taken (and dropped).
+        assert!(feed.push(PreIn::Frame(21, syn(&arena, 2000))).is_ok());
+        assert!(task.run(Instant::ZERO));
+        assert!(
+            task.input.is_empty(),
+            "the replica stopped at the full ring"
+        );
+        assert_eq!(task.dropped.get(DropReason::QueueFull), 21 - cap as u64);
+        task.report();
+        let published = reports[0].lock().expect("report").clone();
+        let pre = &published.stages[0].1;
+        assert_eq!(pre.drops.get(DropReason::QueueFull), 21 - cap as u64);
+        while let Some((_, p)) = punt_c.pop() {
+            arena.free(p.frame);
+        }
+        assert_eq!(arena.in_use(), 0);
+    }
 
     /// A group's stream gets a `Run` tag at its first item of a burst, where the replica's
     /// numbers skip, and after a punt; not for the next number of the replica's own, even
