@@ -57,6 +57,22 @@ fn write(t: &mut Script, segments: u32) {
     t.stream().write_all(&data).unwrap();
 }
 
+/// Writes `segments`, lets the first flight (up to ten) go unacknowledged until the
+/// retransmission timeout, and checks that it sends the first segment again; returns where
+/// the data starts.
+fn timed_out(t: &mut Script, segments: u32) -> u32 {
+    write(t, segments);
+    let base = t.engine_seq;
+    assert_eq!(data_seqs(t).len(), segments.min(10) as usize);
+    t.advance(Duration::from_millis(1050));
+    assert_eq!(
+        data_seqs(t),
+        vec![base],
+        "the timeout sends the first again"
+    );
+    base
+}
+
 #[test]
 fn sack_is_negotiated_and_out_of_order_data_is_reported_in_sack_blocks() {
     let mut t = established(config(), true);
@@ -192,15 +208,7 @@ fn tail_loss_probe_recovers_a_lost_tail_without_a_timeout() {
 fn after_a_timeout_the_window_grows_by_slow_start() {
     for sack in [true, false] {
         let mut t = established(config(), sack);
-        write(&mut t, 10);
-        let base = t.engine_seq;
-        assert_eq!(data_seqs(&mut t).len(), 10);
-        t.advance(Duration::from_millis(1050));
-        assert_eq!(
-            data_seqs(&mut t),
-            vec![base],
-            "the timeout sends the first again"
-        );
+        let base = timed_out(&mut t, 10);
         ack_with(&mut t, base + MSS, &[], 65535);
         let next: Vec<u32> = if sack {
             vec![base + MSS, base + 2 * MSS]
@@ -214,6 +222,46 @@ fn after_a_timeout_the_window_grows_by_slow_start() {
             assert_eq!(data_seqs(&mut t), next);
         }
     }
+}
+
+/// Going back after a timeout, duplicate ACKs send the sender back once for what it had
+/// sent, not again on every three: the go-back's own segments draw duplicate ACKs, and a
+/// peer could send three at will; each sent the window again (ten groups of three sent the
+/// window ten times).
+#[test]
+fn duplicate_acks_after_a_timeout_send_the_window_back_once() {
+    let mut t = established(config(), true);
+    let base = timed_out(&mut t, 30);
+    // Slow start while going back: 1, 2, 4, then the window (up to `ssthresh`) from
+    // base + 7 MSS.
+    ack_with(&mut t, base + MSS, &[], 65535);
+    assert_eq!(data_seqs(&mut t).len(), 2);
+    ack_with(&mut t, base + 3 * MSS, &[], 65535);
+    assert_eq!(data_seqs(&mut t).len(), 4);
+    ack_with(&mut t, base + 7 * MSS, &[], 65535);
+    let window = data_seqs(&mut t);
+    assert!(window.len() >= 4, "{window:?}");
+    let mut resent = Vec::new();
+    for _ in 0..10 {
+        for _ in 0..3 {
+            ack_with(&mut t, base + 7 * MSS, &[], 65535);
+        }
+        resent.extend(data_seqs(&mut t));
+    }
+    assert!(
+        resent.contains(&(base + 7 * MSS)),
+        "sent back once: {resent:?}"
+    );
+    assert!(
+        resent.len() <= window.len(),
+        "{} segments for 30 duplicate ACKs: {resent:?}",
+        resent.len()
+    );
+    // The data still all arrives: the peer acknowledges everything, nothing is stuck.
+    let top = window.iter().chain(&resent).max().copied().unwrap_or(base) + MSS;
+    ack_with(&mut t, top, &[], 65535);
+    let more = data_seqs(&mut t);
+    assert!(more.first().is_some_and(|&s| s == top), "{more:?}");
 }
 
 /// A passive open with timestamps; returns our SYN-ACK's timestamp value.
@@ -255,6 +303,60 @@ fn an_echo_from_before_the_recovery_is_no_rtt_sample() {
     let before = t.engine.srtt(&t.tuple());
     // A partial ACK echoing the SYN-ACK's timestamp.
     let partial = peer(&t, base + MSS, syn_ack_ts);
+    t.send_repr(&partial);
+    t.advance(Duration::from_millis(10));
+    t.recv();
+    let after = t.engine.srtt(&t.tuple());
+    assert_eq!(after, before, "no sample: {before:?} -> {after:?}");
+}
+
+/// In a recovery, an ACK echoing a timestamp of this very millisecond is no RTT sample:
+/// the timestamps tell only that the round trip is under a millisecond. It was taken as
+/// 0 us, so a peer acknowledging a recovery's retransmissions at once (or in many small
+/// ACKs) pulled the smoothed RTT, and a rate control's least RTT, to nothing.
+#[test]
+fn an_echo_of_this_millisecond_is_no_rtt_sample() {
+    let (mut t, _) = established_with_timestamps();
+    let peer = |t: &Script, ack: u32, ecr: u32| TcpRepr {
+        timestamp: Script::ts(2000, ecr),
+        ..t.repr(ACK, t.peer_seq, Some(ack), &[])
+    };
+    // A first sample of 5 ms.
+    write(&mut t, 1);
+    let first = t.recv();
+    t.advance(Duration::from_millis(5));
+    let ts = first[0].ts.expect("timestamps").0;
+    let base = t.engine_seq + MSS;
+    t.send_repr(&peer(&t, base, ts));
+    t.advance(Duration::from_millis(10));
+    let before = t.engine.srtt(&t.tuple());
+    assert!(
+        before.is_some_and(|d| d >= Duration::from_millis(4)),
+        "{before:?}"
+    );
+    write(&mut t, 10);
+    let sent: Vec<_> = t
+        .recv()
+        .into_iter()
+        .filter(|s| !s.payload.is_empty())
+        .collect();
+    // 1448-byte segments (the timestamp option takes 12 bytes).
+    assert_eq!(sent.len(), 11);
+    let seg = sent[0].payload.len() as u32;
+    let now_ts = sent[0].ts.expect("timestamps").0;
+    for _ in 0..3 {
+        let d = peer(&t, base, now_ts);
+        t.send_repr(&d);
+    }
+    let rxt = t.recv();
+    let again = rxt.iter().find(|s| s.seq == base && !s.payload.is_empty());
+    let rxt_ts = again
+        .expect("fast retransmission")
+        .ts
+        .expect("timestamps")
+        .0;
+    // The retransmission acknowledged in the millisecond it left.
+    let partial = peer(&t, base + seg, rxt_ts);
     t.send_repr(&partial);
     t.advance(Duration::from_millis(10));
     t.recv();
@@ -353,6 +455,41 @@ fn zero_window_with_data_in_flight_is_probed_not_aborted() {
     let out = t.recv();
     let st = t.engine.stats();
     assert_eq!(t.state(), Some(TcpConnState::Established), "{st}\n{out:?}");
+}
+
+/// A peer that shuts its window with the timed segment unacknowledged, answers the probes
+/// for two minutes, then acknowledges, gives no RTT sample of the wait: no timeout runs
+/// with the window shut, so nothing stopped the timing, and the sample (which wrapped past
+/// 71 minutes) put the smoothed RTT at tens of seconds.
+#[test]
+fn a_timed_segment_held_behind_a_shut_window_is_no_rtt_sample() {
+    let mut t = established(config(), false);
+    write(&mut t, 2);
+    let base = t.engine_seq;
+    assert_eq!(data_seqs(&mut t).len(), 2);
+    ack_with(&mut t, base, &[], 0);
+    for _ in 0..60 {
+        t.advance(Duration::from_secs(2));
+        t.recv();
+        // Each answer carries a byte of data: no duplicate ACK, no fast retransmission
+        // (which would have stopped the timing).
+        let r = TcpRepr {
+            window_len: 0,
+            ..t.repr(ACK, t.peer_seq, Some(base), b"x")
+        };
+        t.send_repr(&r);
+        t.peer_seq = t.peer_seq.wrapping_add(1);
+    }
+    assert_eq!(t.state(), Some(TcpConnState::Established));
+    assert_eq!(t.engine.stats().control.timeouts, 0);
+    ack_with(&mut t, base + 2 * MSS, &[], 65535);
+    t.advance(Duration::from_millis(10));
+    t.recv();
+    let srtt = t.engine.srtt(&t.tuple());
+    assert!(
+        srtt.is_none_or(|d| d < Duration::from_secs(1)),
+        "a sample of the wait: {srtt:?}"
+    );
 }
 
 /// With our receive window at zero, a one-byte window probe and a bare FIN are not

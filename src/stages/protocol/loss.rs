@@ -137,7 +137,7 @@ impl TcpState {
         self.dupacks = 0;
         self.rtt_start = 0;
         // A timeout ends an ECN reduction too: the window starts over from one segment.
-        self.flags &= !(F_FASTREC | F_TLP | F_ECN_CWR);
+        self.flags &= !(F_FASTREC | F_TLP | F_ECN_CWR | F_DUP_GOBACK);
         self.flags |= F_RECOVERY | F_RTO_AGAIN;
     }
 
@@ -211,6 +211,7 @@ impl TcpState {
         }
         if self.has(F_RECOVERY) {
             self.snd_nxt = self.snd_una;
+            self.rtt_start = 0;
             r.actions.set(Actions::TAIL_PROBE | Actions::SCHED);
             return;
         }
@@ -289,11 +290,19 @@ impl TcpState {
             && !self.has(F_FASTREC)
             && self.dupacks >= 3
             && seq::gt(self.snd_nxt, self.snd_una)
+            && (!self.has(F_DUP_GOBACK) || seq::gt(self.snd_nxt, self.rxt_max))
         {
             // Going back after a timeout, and the peer still misses `snd_una` while later
-            // data arrives: the retransmission was lost. Go back again (the window stays).
+            // data arrives: the retransmission was lost. Go back again (the window stays),
+            // once for what was sent before: the segments this go-back sends again draw
+            // duplicate ACKs of their own (and a peer could send three at will), which
+            // would send the window again and again.
+            self.rxt_max = self.snd_nxt;
             self.snd_nxt = self.snd_una;
             self.dupacks = 0;
+            // Karn: the timed segment may go again.
+            self.rtt_start = 0;
+            self.flags |= F_DUP_GOBACK;
         }
         if !self.has(F_RECOVERY) && self.snd_max != self.snd_una {
             let sack_evidence =

@@ -87,7 +87,11 @@ impl TcpState {
             self.flags &= !(F_TLP | F_RTO_AGAIN);
             let mut rtt_us = None;
             if self.rtt_start != 0 && seq::gt(ack, self.rtt_seq) {
-                rtt_us = Some((now.micros() + 1).saturating_sub(self.rtt_start) as u32);
+                // At most a minute, as the timestamps' samples: a peer that held the
+                // window shut with the timed segment unacknowledged (no timeout runs then)
+                // made a sample of the whole wait, which wrapped past 71 minutes.
+                let us = (now.micros() + 1).saturating_sub(self.rtt_start);
+                rtt_us = u32::try_from(us).ok().filter(|&us| us < 60_000_000);
                 self.rtt_start = 0;
             } else if let Some(ecr) = ts_ecr.filter(|e| {
                 *e != 0 && self.has(F_RECOVERY) && self.has(F_TS) && !seq::lt(*e, self.recover_ts)
@@ -97,9 +101,12 @@ impl TcpState {
                 // moves `snd_una` in a recovery covers a retransmission, sent since the
                 // recovery began: an echo from before it is no such segment's (a peer's
                 // choice, which made samples of up to a minute).
+                // An echo of this millisecond says only that the round trip is under a
+                // millisecond: no sample (taken as 0 us, it made each ACK of a recovery
+                // a sample of nothing, and a rate control's least RTT 0).
                 let ours = (now.millis() as u32).wrapping_add(self.ts_offset);
                 let ms = ours.wrapping_sub(ecr);
-                if ms < 60_000 {
+                if (1..60_000).contains(&ms) {
                     rtt_us = Some(ms * 1000);
                 }
             }
@@ -133,7 +140,7 @@ impl TcpState {
                 },
             );
             if reducing && !before_recover {
-                self.flags &= !(F_RECOVERY | F_FASTREC | F_ECN_CWR | F_RACK);
+                self.flags &= !(F_RECOVERY | F_FASTREC | F_ECN_CWR | F_RACK | F_DUP_GOBACK);
                 if holding {
                     cc.on_recovery_end(cf);
                 }

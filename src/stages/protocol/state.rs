@@ -28,6 +28,10 @@ pub(super) const F_ECN_CWR: u32 = 1 << 15;
 pub(super) const F_RACK: u32 = 1 << 16;
 /// Frozen for a splice: segments are dropped, nothing is sent.
 pub(super) const F_FROZEN: u32 = 1 << 17;
+/// Going back after a timeout, duplicate ACKs sent the sender back once more: the next such
+/// go-back waits until `snd_nxt` is past `rxt_max` (where this one began), so that the
+/// duplicate ACKs the go-back's own segments draw do not send it back again.
+pub(super) const F_DUP_GOBACK: u32 = 1 << 18;
 
 /// A `ts_recent` this old (24 days) no longer rejects segments (RFC 7323 section 5.5).
 pub(super) const PAWS_IDLE_MS: u64 = 24 * 24 * 3600 * 1000;
@@ -77,7 +81,8 @@ pub struct TcpState {
     pub rxt_next: u32,
     /// `snd_max` when a fast recovery last retransmitted: once the peer SACKs data beyond it,
     /// every retransmission before it should have arrived, and a hole still open below
-    /// `rxt_next` means a retransmission was lost too.
+    /// `rxt_next` means a retransmission was lost too. Going back after a timeout: where
+    /// the last go-back on duplicate ACKs began.
     pub rxt_max: u32,
     /// What the peer has SACKed above `snd_una`.
     pub scoreboard: Scoreboard,
