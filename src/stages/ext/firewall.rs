@@ -6,12 +6,17 @@
 //! for connections older than the firewall any frame) is checked against the rules, and
 //! the verdict is kept for the connection's later frames, counted under the same rule; a
 //! SYN is always checked again (a tuple first seen with another frame earns no pass for a
-//! new connection).
+//! new connection), except on a connection confirmed by a later frame and not closing: there
+//! the SYN (a peer's stray or spoofed one) is decided alone, and the connection keeps its
+//! verdict. Rules on other flags (RST, FIN...) thus decide a connection's first frame only.
 //! When the rules change, a connection's verdict is decided again on its next frame: a rule
 //! that only denies new connections (`syn`) leaves established ones alone, a rule on their
 //! addresses or ports stops them at once. The table is bounded: when it is full,
-//! connections quiet for 10 s (closing or denied ones) or 5 minutes (the others) are
-//! forgotten; beyond that, frames are checked one by one, and counted.
+//! connections quiet for 10 s (closing or denied ones, and handshakes that never saw a
+//! frame past the SYN) or 5 minutes (the others) are forgotten; then a new connection takes
+//! the place of the oldest denied entry or unconfirmed handshake (so that a SYN flood
+//! cannot keep the table full and every new connection's later frames untracked); beyond
+//! that, frames are checked one by one, and counted.
 //!
 //! Rules change while the engine runs ([`Firewall::set_rules`]): the stages pick the new
 //! list up at their next burst, with one atomic load per burst and no lock on the way.
@@ -33,7 +38,7 @@
 //! # drop(stage);
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -296,6 +301,7 @@ impl Firewall {
             shared: self.shared.clone(),
             rules: self.current(),
             table: Table::default(),
+            evictable: VecDeque::new(),
             hits: Vec::new(),
             tracked_reported: 0,
             last_sweep_ms: 0,
@@ -304,7 +310,7 @@ impl Firewall {
 }
 
 /// A tracked connection: who decided, under which list, when it was last seen, whether
-/// it is closing (FIN or RST seen).
+/// it is closing (FIN or RST seen), whether a frame other than a SYN confirmed it.
 #[derive(Clone, Copy, Debug)]
 struct Tracked {
     rule: usize,
@@ -312,6 +318,16 @@ struct Tracked {
     generation: u64,
     last_ms: u64,
     closing: bool,
+    confirmed: bool,
+}
+
+impl Tracked {
+    /// Whether a new connection may take its place when the table is full: a denied
+    /// entry (forgetting it lets its next frame be decided alone, as it was) or a
+    /// handshake no frame past its SYN confirmed.
+    fn evictable(&self) -> bool {
+        self.action == Action::Deny || !self.confirmed
+    }
 }
 
 type Key = (Ipv4Addr, u16, Ipv4Addr, u16);
@@ -325,6 +341,9 @@ pub struct FirewallStage {
     shared: Arc<Shared>,
     rules: Arc<RuleSet>,
     table: Table,
+    /// Keys that were evictable when they were added, oldest first (some since confirmed
+    /// or gone: skipped when met); at most `max_tracked`.
+    evictable: VecDeque<Key>,
     /// Hits of this burst, flushed to the shared counters once per burst.
     hits: Vec<u64>,
     tracked_reported: u64,
@@ -338,6 +357,7 @@ impl Clone for FirewallStage {
             shared: self.shared.clone(),
             rules: self.rules.clone(),
             table: Table::default(),
+            evictable: VecDeque::new(),
             hits: Vec::new(),
             tracked_reported: 0,
             last_sweep_ms: 0,
@@ -369,31 +389,48 @@ impl FirewallStage {
         let syn = i.tcp_flags & (flags::SYN | flags::ACK) == flags::SYN;
         let closing = i.tcp_flags & (flags::FIN | flags::RST) != 0;
         if let Some(t) = self.table.get_mut(&key) {
+            if syn && t.confirmed && !t.closing && t.generation == generation {
+                // A SYN on an established connection: the peer's stray one, or a spoofer's
+                // that a rule on new connections would otherwise make the connection's
+                // verdict. Decided alone.
+                return self.rules.decide(i, i.tcp_flags);
+            }
             if t.generation != generation || syn {
                 let (rule, action) = self.rules.decide(i, i.tcp_flags);
                 t.rule = rule;
                 t.action = action;
                 t.generation = generation;
             }
+            if syn && t.confirmed && t.closing {
+                // A new connection on the tuple of one that closed.
+                t.confirmed = false;
+                t.closing = false;
+            }
             t.last_ms = now_ms;
             t.closing |= closing;
+            t.confirmed |= !syn;
             return (t.rule, t.action);
         }
         let d = self.rules.decide(i, i.tcp_flags);
         if self.table.len() >= self.shared.max_tracked {
             self.sweep(now_ms);
         }
+        if self.table.len() >= self.shared.max_tracked {
+            self.evict_one();
+        }
         if self.table.len() < self.shared.max_tracked {
-            self.table.insert(
-                key,
-                Tracked {
-                    rule: d.0,
-                    action: d.1,
-                    generation,
-                    last_ms: now_ms,
-                    closing,
-                },
-            );
+            let t = Tracked {
+                rule: d.0,
+                action: d.1,
+                generation,
+                last_ms: now_ms,
+                closing,
+                confirmed: !syn,
+            };
+            if t.evictable() && self.evictable.len() < self.shared.max_tracked {
+                self.evictable.push_back(key);
+            }
+            self.table.insert(key, t);
         } else {
             self.shared
                 .counters
@@ -403,8 +440,8 @@ impl FirewallStage {
         d
     }
 
-    /// Forget connections that went quiet: closing or denied ones after 10 s, the others
-    /// after 5 minutes (at most one sweep a second).
+    /// Forget connections that went quiet: closing or denied ones and unconfirmed
+    /// handshakes after 10 s, the others after 5 minutes (at most one sweep a second).
     fn sweep(&mut self, now_ms: u64) {
         if now_ms < self.last_sweep_ms + 1000 && self.last_sweep_ms != 0 {
             return;
@@ -412,9 +449,23 @@ impl FirewallStage {
         self.last_sweep_ms = now_ms.max(1);
         self.table.retain(|_, t| {
             let idle = now_ms.saturating_sub(t.last_ms);
-            let short = t.closing || t.action == Action::Deny;
+            let short = t.closing || t.evictable();
             idle < if short { 10_000 } else { 300_000 }
         });
+        let table = &self.table;
+        self.evictable
+            .retain(|k| table.get(k).is_some_and(Tracked::evictable));
+    }
+
+    /// Forget the oldest entry still evictable ([`Tracked::evictable`]), if any. Each key
+    /// met is looked at once: the work is paid for by the insertions that queued them.
+    fn evict_one(&mut self) {
+        while let Some(k) = self.evictable.pop_front() {
+            if self.table.get(&k).is_some_and(Tracked::evictable) {
+                self.table.remove(&k);
+                return;
+            }
+        }
     }
 }
 
@@ -574,8 +625,10 @@ mod tests {
         let mut st = fw.stage();
         st.refresh();
         st.verdict(&info([1, 1, 1, 1], 1, 80, flags::SYN), 0);
+        st.verdict(&info([1, 1, 1, 1], 1, 80, flags::ACK), 0);
         st.verdict(&info([1, 1, 1, 1], 2, 80, flags::FIN), 0);
-        // Full: a third connection at 5 s finds no room; at 11 s the closing one has gone.
+        // Full: a third connection at 5 s finds no room (the first is confirmed, the
+        // second allowed); at 11 s the closing one has gone.
         st.verdict(&info([1, 1, 1, 1], 3, 80, flags::SYN), 5_000);
         assert_eq!((st.table.len(), fw.tracking().1), (2, 1));
         st.verdict(&info([1, 1, 1, 1], 3, 80, flags::SYN), 11_000);
@@ -599,9 +652,93 @@ mod tests {
                 st.verdict(&info([1, 1, 1, 1], p, 80, 0), 0).1,
                 Action::Allow
             );
-            assert_eq!(st.verdict(&info([1, 1, 1, 1], p, 81, 0), 0).1, Action::Deny);
         }
         assert_eq!(st.table.len(), 2);
+        assert_eq!(fw.tracking().1, 2);
+        // Denied ones make room for each other (forgotten, their next frames are denied
+        // alone), never for the allowed.
+        for p in 0..4 {
+            assert_eq!(st.verdict(&info([1, 1, 1, 1], p, 81, 0), 0).1, Action::Deny);
+        }
         assert_eq!(fw.tracking().1, 6);
+        assert_eq!(
+            st.verdict(&info([1, 1, 1, 1], 0, 80, 0), 0).1,
+            Action::Allow
+        );
+    }
+
+    /// The verdict on one frame of `src`:`sport` to `dport` with flags `fl` at `now` ms.
+    fn act(
+        st: &mut FirewallStage,
+        src: [u8; 4],
+        sport: u16,
+        dport: u16,
+        fl: u8,
+        now: u64,
+    ) -> Action {
+        st.verdict(&info(src, sport, dport, fl), now).1
+    }
+
+    /// A spoofed SYN on an established connection, under a rule that denies new
+    /// connections, is dropped alone: the connection keeps its verdict (it once became the
+    /// connection's, and dropped every later frame).
+    #[test]
+    fn a_syn_on_an_established_connection_does_not_change_its_verdict() {
+        let fw = Firewall::new(Action::Allow);
+        let mut st = fw.stage();
+        st.refresh();
+        let peer = [1, 2, 3, 4];
+        assert_eq!(act(&mut st, peer, 999, 23, flags::SYN, 0), Action::Allow);
+        assert_eq!(act(&mut st, peer, 999, 23, flags::ACK, 0), Action::Allow);
+        fw.set_rules(vec![Rule::deny().dst_port(23).syn()]);
+        st.refresh();
+        assert_eq!(act(&mut st, peer, 999, 23, flags::ACK, 1), Action::Allow);
+        assert_eq!(act(&mut st, peer, 999, 23, flags::SYN, 2), Action::Deny);
+        assert_eq!(act(&mut st, peer, 999, 23, flags::ACK, 3), Action::Allow);
+        // Once it closed, a SYN on the tuple is a new connection's, and decides.
+        st.verdict(&info(peer, 999, 23, flags::FIN | flags::ACK), 4);
+        assert_eq!(act(&mut st, peer, 999, 23, flags::SYN, 5), Action::Deny);
+        assert_eq!(act(&mut st, peer, 999, 23, flags::ACK, 6), Action::Deny);
+    }
+
+    /// The stateful set-up (SYNs to port 80 allowed, everything else denied) under a SYN
+    /// flood that fills the table: a new client's SYN takes the place of the oldest
+    /// unconfirmed handshake, and its handshake ACK passes. The flood's entries were kept
+    /// for 5 minutes, the new client's SYN went untracked and its ACK met the default.
+    #[test]
+    fn a_syn_flood_does_not_keep_new_connections_out() {
+        let fw = Firewall::with_capacity(Action::Deny, 1000);
+        fw.set_rules(vec![Rule::allow().dst_port(80).syn()]);
+        let mut st = fw.stage();
+        st.refresh();
+        for p in 0..1000u16 {
+            let a = p.to_be_bytes();
+            st.verdict(&info([9, 9, a[0], a[1]], 1000, 80, flags::SYN), 0);
+        }
+        assert_eq!(st.table.len(), 1000);
+        // Still flooding at 2 s (nothing quiet enough to sweep): the client gets in.
+        let client = [1, 2, 3, 4];
+        assert_eq!(
+            act(&mut st, client, 5000, 80, flags::SYN, 2_000),
+            Action::Allow
+        );
+        assert_eq!(
+            act(&mut st, client, 5000, 80, flags::ACK, 2_001),
+            Action::Allow
+        );
+        assert_eq!(fw.tracking().1, 0, "nothing untracked");
+        // More flood: the confirmed connection stays.
+        for p in 1000..3000u16 {
+            let a = p.to_be_bytes();
+            st.verdict(&info([9, 9, a[0], a[1]], 1000, 80, flags::SYN), 2_500);
+        }
+        assert_eq!(
+            act(&mut st, client, 5000, 80, flags::ACK, 3_000),
+            Action::Allow
+        );
+        assert!(st.table.len() <= 1000 && st.evictable.len() <= 1000);
+        // Unconfirmed handshakes are forgotten after 10 quiet seconds.
+        st.verdict(&info(client, 5001, 80, flags::SYN), 13_000);
+        assert!(st.table.len() < 10, "{}", st.table.len());
     }
 }
