@@ -598,6 +598,9 @@ pub fn extensions(data: &[u8]) {
         if i.vid.is_some() {
             assert_eq!(&data[12..14], &[0x81, 0x00]);
         }
+        if i.tcp_checksums_ok(data) {
+            assert!(i.is_tcp());
+        }
     } else {
         assert!(data.len() < 18);
     }

@@ -333,6 +333,36 @@ pub fn arp_request(src_mac: MacAddr, src_ip: Ipv4Addr, target: Ipv4Addr) -> ArpR
     }
 }
 
+/// A SYN (MSS 1460, window 1000, sequence number 1) from `src`:`sport` to `dst`:`dport`,
+/// checksums filled, for unit tests of stages that look at opening segments.
+#[cfg(test)]
+pub(crate) fn test_syn(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    let ep = Endpoints {
+        src_mac: MacAddr([2, 0, 0, 0, 0, 2]),
+        dst_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+        src_ip: src,
+        dst_ip: dst,
+    };
+    let repr = TcpRepr {
+        src_port: sport,
+        dst_port: dport,
+        control: smoltcp::wire::TcpControl::Syn,
+        seq_number: smoltcp::wire::TcpSeqNumber(1),
+        ack_number: None,
+        window_len: 1000,
+        window_scale: None,
+        max_seg_size: Some(1460),
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[],
+    };
+    let mut buf = vec![0u8; 128];
+    let n = emit_tcp(&mut buf, &ep, &repr).unwrap_or(0);
+    buf.truncate(n);
+    buf
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

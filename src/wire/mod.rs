@@ -26,6 +26,8 @@ pub mod checksum;
 mod emit;
 mod parse;
 
+#[cfg(test)]
+pub(crate) use emit::test_syn;
 pub use emit::{
     arp_request, emit_arp, emit_tcp, emit_tcp_with_flags, fill_checksums, fill_checksums_with,
     Endpoints, HeaderTemplate, TxHeader,

@@ -165,35 +165,14 @@ impl Task for PreTask {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{self, Endpoints, MacAddr};
-    use smoltcp::wire::{TcpControl, TcpRepr, TcpSeqNumber};
+    use crate::wire::{self, MacAddr};
     use std::net::Ipv4Addr;
 
     /// A SYN to this engine from port `port` (no flow: preprocess punts it).
     fn syn(arena: &FrameArena, port: u16) -> Frame {
-        let ep = Endpoints {
-            src_mac: MacAddr([2, 0, 0, 0, 0, 2]),
-            dst_mac: MacAddr([2, 0, 0, 0, 0, 1]),
-            src_ip: Ipv4Addr::new(10, 0, 0, 2),
-            dst_ip: Ipv4Addr::new(10, 0, 0, 1),
-        };
-        let repr = TcpRepr {
-            src_port: port,
-            dst_port: 80,
-            control: TcpControl::Syn,
-            seq_number: TcpSeqNumber(1),
-            ack_number: None,
-            window_len: 1000,
-            window_scale: None,
-            max_seg_size: Some(1460),
-            sack_permitted: false,
-            sack_ranges: [None; 3],
-            timestamp: None,
-            payload: &[],
-        };
-        let mut buf = [0u8; 128];
-        let n = wire::emit_tcp(&mut buf, &ep, &repr).expect("fits");
-        arena.alloc_copy(&buf[..n]).expect("a frame")
+        let (peer, us) = (Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 1));
+        let bytes = wire::test_syn(peer, port, us, 80);
+        arena.alloc_copy(&bytes).expect("a frame")
     }
 
     /// A punt ring the control plane does not drain in time: what does not fit is dropped

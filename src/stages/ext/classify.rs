@@ -233,7 +233,8 @@ impl Hook<RxFrame> for ClassifyStage {
     fn process(&mut self, cx: &HookCx<'_>, frames: &mut [Frame], _verdicts: &mut Verdicts) {
         let now = cx.now.millis();
         for f in frames.iter() {
-            let Some(i) = FrameInfo::peek(cx.arena.data(f)) else {
+            let data = cx.arena.data(f);
+            let Some(i) = FrameInfo::peek(data) else {
                 continue;
             };
             if !i.is_tcp() {
@@ -245,7 +246,10 @@ impl Hook<RxFrame> for ClassifyStage {
                 remote_ip: i.src,
                 remote_port: i.sport,
             };
-            let opening = i.tcp_flags & flags::SYN != 0;
+            // A SYN notes its connection's class: only a whole, checked one (this stage
+            // runs before preprocess checks frames), and the first: a later SYN on the
+            // tuple (retransmitted, or a spoofer's with another DSCP or tag) keeps it.
+            let opening = i.tcp_flags & flags::SYN != 0 && i.tcp_checksums_ok(data);
             if opening {
                 let class = self.shared.classify(i.dport, i.sport, i.dscp, i.vid);
                 let mut noted = self.shared.noted.lock().unwrap_or_else(|p| p.into_inner());
@@ -257,7 +261,9 @@ impl Hook<RxFrame> for ClassifyStage {
                     self.shared.swept.store(now, Ordering::Relaxed);
                     noted.retain(|_, (_, at)| now.saturating_sub(*at) < 10_000);
                 }
-                if noted.len() < self.shared.max_noted || noted.contains_key(&t) {
+                if let Some(e) = noted.get_mut(&t) {
+                    e.1 = now;
+                } else if noted.len() < self.shared.max_noted {
                     noted.insert(t, (class, now));
                 } else {
                     self.shared.unnoted.fetch_add(1, Ordering::Relaxed);
@@ -269,7 +275,7 @@ impl Hook<RxFrame> for ClassifyStage {
                         .retain(|_, (_, at)| now.saturating_sub(*at) < 60_000);
                 }
                 if self.known.len() < self.shared.max_noted {
-                    self.known.insert(t, (class, now));
+                    self.known.entry(t).or_insert((class, now));
                 }
             }
             if let Some((c, at)) = self.known.get_mut(&t) {
@@ -323,5 +329,52 @@ mod tests {
         assert_eq!(cl.class(&t), 3, "what the stage noted");
         assert_eq!(cl.class(&t), 1, "picked up once; then by ports");
         assert_eq!((c.connections(3), c.connections(1)), (1, 1));
+    }
+
+    /// A SYN with DSCP `dscp` from port 5000 to 80; `bad` spoils its TCP checksum.
+    fn syn(arena: &crate::buf::FrameArena, dscp: u8, bad: bool) -> Frame {
+        let ip = |s: &str| s.parse().unwrap();
+        let mut buf = crate::wire::test_syn(ip("10.0.0.2"), 5000, ip("10.0.0.1"), 80);
+        buf[15] = dscp << 2;
+        crate::wire::fill_checksums(&mut buf);
+        if bad {
+            let n = buf.len();
+            buf[n - 1] ^= 0xff;
+        }
+        arena.alloc_copy(&buf).unwrap()
+    }
+
+    /// The class a SYN notes is the first checked one's: a later SYN on the tuple with
+    /// another DSCP (a spoofer's), or one whose checksum is wrong, changes nothing (each
+    /// once re-classed the connection).
+    #[test]
+    fn a_spoofed_or_broken_syn_does_not_reclass_a_handshake() {
+        let arena = crate::buf::FrameArena::new(16).unwrap();
+        let c = Classification::new(vec![ClassRule::to_class(3).dscp(46)], 1);
+        let mut st = c.stage();
+        let cx = HookCx {
+            now: crate::time::Instant::ZERO,
+            arena: &arena,
+            instance: 0,
+        };
+        let mut v = Verdicts::default();
+        let frames = [
+            syn(&arena, 46, true),
+            syn(&arena, 0, false),
+            syn(&arena, 46, false),
+        ];
+        for f in frames {
+            let mut burst = [f];
+            st.process(&cx, &mut burst, &mut v);
+            let [f] = burst;
+            arena.free(f);
+        }
+        let t = FourTuple {
+            local_ip: "10.0.0.1".parse().unwrap(),
+            local_port: 80,
+            remote_ip: "10.0.0.2".parse().unwrap(),
+            remote_port: 5000,
+        };
+        assert_eq!(c.classifier().class(&t), 1, "the first checked SYN's class");
     }
 }

@@ -93,6 +93,9 @@ pub enum Filter {
 }
 
 const MAX_DEPTH: usize = 64;
+/// The most words a filter may have: a chain of `and`s or `or`s nests its tree one level a
+/// term, which matching and dropping walk recursively (100,000 terms overflowed the stack).
+const MAX_TOKENS: usize = 1024;
 
 impl Filter {
     /// Whether a frame with headers `i` matches.
@@ -313,6 +316,9 @@ impl FromStr for Filter {
         if p.toks.is_empty() {
             return Ok(Filter::True);
         }
+        if p.toks.len() > MAX_TOKENS {
+            return Err(p.bad());
+        }
         let f = p.expr(0)?;
         if p.pos != p.toks.len() {
             return Err(p.bad());
@@ -384,5 +390,10 @@ mod tests {
         assert!(deep.parse::<Filter>().is_err(), "nesting is bounded");
         let nots = "not ".repeat(1000) + "tcp";
         assert!(nots.parse::<Filter>().is_err());
+        let chain = "tcp".to_string() + &" and tcp".repeat(100_000);
+        assert!(chain.parse::<Filter>().is_err(), "chains are bounded");
+        let long = "tcp".to_string() + &" and tcp".repeat(500);
+        let f: Filter = long.parse().expect("a long chain within the bound");
+        assert!(f.matches(&tcp([1, 2, 3, 4], 1, 2, 0, 60)));
     }
 }

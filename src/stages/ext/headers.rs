@@ -3,6 +3,7 @@
 //! allocation. Any byte string gives `None` or a [`FrameInfo`], never a panic (a fuzz target
 //! feeds it arbitrary bytes).
 
+use crate::wire::checksum;
 use std::net::Ipv4Addr;
 
 /// 802.1Q's tag protocol identifier.
@@ -118,6 +119,30 @@ impl FrameInfo {
     /// Whether the frame is a TCP segment over IPv4 whose ports were read.
     pub fn is_tcp(&self) -> bool {
         self.proto == PROTO_TCP && self.ethertype == ETHERTYPE_IPV4
+    }
+
+    /// Whether `data` (the frame this was read from) is an unfragmented IPv4 TCP segment
+    /// whose IPv4 header and TCP checksums are correct: for a stage that keeps state from a
+    /// frame before preprocess has checked it.
+    pub fn tcp_checksums_ok(&self, data: &[u8]) -> bool {
+        if !self.is_tcp() {
+            return false;
+        }
+        let ip = 14 + if self.vid.is_some() { 4 } else { 0 };
+        let Some(hdr) = data.get(ip..ip + 20) else {
+            return false;
+        };
+        let ihl = usize::from(hdr[0] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([hdr[2], hdr[3]]));
+        let more_or_offset = u16::from_be_bytes([hdr[6], hdr[7]]) & 0x3fff;
+        if ihl < 20 || total < ihl + 20 || more_or_offset != 0 {
+            return false;
+        }
+        let Some(packet) = data.get(ip..ip + total) else {
+            return false;
+        };
+        checksum::ipv4_header_ok(&packet[..ihl])
+            && checksum::tcp_ok(self.src, self.dst, &packet[ihl..])
     }
 }
 
