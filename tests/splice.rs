@@ -605,3 +605,71 @@ fn a_write_just_before_the_splice_is_not_lost() {
     });
     assert_eq!(&got, b"HELLO");
 }
+
+/// A spoofed segment with a timestamp far ahead, the first from the server's side after the
+/// splice, does not fix the timestamp shift: the shift is fixed at the install from the
+/// server's last value. (The first relayed segment's value fixed it: every real one after
+/// was then 2^30 behind, and the client's PAWS dropped them all.)
+#[test]
+fn a_spoofed_first_timestamp_does_not_stall_a_splice() {
+    const KEY: [u64; 2] = [7, 9];
+    let mut lab = Lab::with(false, None, |ip, c| {
+        if ip == S.0 {
+            c.control.isn_secret = KEY;
+        }
+    });
+    let (mut cs, mut ss) = connect_and_splice(&mut lab);
+    // The server's clock on its connection to the proxy, as the server stamps it.
+    let at_server = flextoe::wire::FourTuple {
+        local_ip: S.0,
+        local_port: 80,
+        remote_ip: P.0,
+        remote_port: ss.peer_addr().port(),
+    };
+    let offset = flextoe::control::secrets::Secrets::new(KEY).ts_offset(&at_server);
+    let now = lab.clock.now();
+    let real = (now.millis() as u32).wrapping_add(offset);
+    let repr = smoltcp::wire::TcpRepr {
+        src_port: 80,
+        dst_port: at_server.remote_port,
+        control: smoltcp::wire::TcpControl::None,
+        seq_number: smoltcp::wire::TcpSeqNumber(0x1234_5678),
+        ack_number: Some(smoltcp::wire::TcpSeqNumber(0x0765_4321)),
+        window_len: 1000,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: Some(smoltcp::wire::TcpTimestampRepr {
+            tsval: real.wrapping_add(1 << 30),
+            tsecr: 0,
+        }),
+        payload: &[],
+    };
+    let ep = flextoe::wire::Endpoints {
+        src_mac: MacAddr([2, 0, 0, 8, 0, 99]),
+        dst_mac: P.1,
+        src_ip: S.0,
+        dst_ip: P.0,
+    };
+    let mut frame = vec![0u8; 128];
+    let n = flextoe::wire::emit_tcp(&mut frame, &ep, &repr).unwrap();
+    // Straight into the proxy's link, as from the switch.
+    lab.sw.port(1).send_bytes(now, &frame[..n]);
+    let data: Vec<u8> = (0..256 * 1024).map(|i| (i * 13 % 251) as u8).collect();
+    let mut sent = 0;
+    let mut got = Vec::new();
+    lab.until("the server's data at the client", |_| {
+        if sent < data.len() {
+            if let Ok(n) = ss.write(&data[sent..]) {
+                sent += n;
+            }
+        }
+        let mut b = [0u8; 16384];
+        if let Some(n) = read_some(&mut cs, &mut b) {
+            got.extend_from_slice(&b[..n]);
+        }
+        got.len() == data.len()
+    });
+    assert!(got == data);
+}

@@ -73,7 +73,7 @@ impl Control {
     pub(crate) fn handle_event(&mut self, now: Instant, ev: ControlEvent, out: &mut ControlOutput) {
         let id = ev.flow;
         let a = ev.actions;
-        if a.any(Actions::FROZEN) && self.splice_frozen(id, ev.frozen, out) {
+        if a.any(Actions::FROZEN) && self.splice_frozen(now, id, ev.frozen, out) {
             return;
         }
         self.activate_timers(id);

@@ -26,7 +26,7 @@ const IDLE: Duration = Duration::from_secs(5 * 24 * 3600);
 struct Pending {
     req: SpliceRequest,
     ids: [FlowId; 2],
-    frozen: [Option<(u32, u32, u32)>; 2],
+    frozen: [Option<(u32, u32, u32, u32)>; 2],
     since: Instant,
 }
 
@@ -130,8 +130,9 @@ impl Control {
     /// the flow belongs to a pending splice.
     pub(super) fn splice_frozen(
         &mut self,
+        now: Instant,
         id: FlowId,
-        at: (u32, u32, u32),
+        at: (u32, u32, u32, u32),
         out: &mut ControlOutput,
     ) -> bool {
         let Some(i) = self
@@ -150,7 +151,7 @@ impl Control {
         }
         let p = self.splices.pending.swap_remove(i);
         let quiet = (0..2).all(|k| {
-            let (snd_nxt, rcv_nxt, in_flight) = p.frozen[k].unwrap_or_default();
+            let (snd_nxt, rcv_nxt, in_flight, _) = p.frozen[k].unwrap_or_default();
             let (_, written, read) = &p.req.sides[k];
             self.conns[p.ids[k] as usize].as_ref().is_some_and(|c| {
                 in_flight == 0
@@ -165,11 +166,11 @@ impl Control {
             let _ = p.req.reply.send(Err(SpliceError::NotQuiet));
             return true;
         }
-        self.install_splice(p, out);
+        self.install_splice(now, p, out);
         true
     }
 
-    fn install_splice(&mut self, p: Pending, out: &mut ControlOutput) {
+    fn install_splice(&mut self, now: Instant, p: Pending, out: &mut ControlOutput) {
         let thaw = |out: &mut ControlOutput| {
             for id in p.ids {
                 out.work.push(ProtoWork::Thaw { flow: id });
@@ -196,6 +197,16 @@ impl Control {
             p.frozen[1].unwrap_or_default(),
         ];
         let state = Arc::new(SpliceState::new([seqs[0].1, seqs[1].1]));
+        for d in 0..2 {
+            if side[d].identity.timestamps {
+                // The timestamp shift of each direction is fixed now, from the last value
+                // the peer sent, not by the first frame relayed (a spoofer's, with a value
+                // far ahead, would have made the other peer's PAWS drop every real one).
+                let offset = self.secrets.ts_offset(&side[1 - d].identity.tuple);
+                let ours = (now.millis() as u32).wrapping_add(offset);
+                state.latch_ts(d, ours, seqs[d].3);
+            }
+        }
         let mut keys = [(Ipv4Addr::UNSPECIFIED, 0, Ipv4Addr::UNSPECIFIED, 0); 2];
         for d in 0..2 {
             let (from, to) = (&side[d].identity, &side[1 - d].identity);

@@ -22,8 +22,9 @@ pub struct ControlEvent {
     /// `Actions` bits relevant to the control plane (`FIN_RX`, `FIN_ACKED`, `RST_TX`,
     /// `ACKED`, `FIN_TX`, `FROZEN`).
     pub actions: Actions,
-    /// With `FROZEN`: SND.NXT, RCV.NXT and the sequence space not acknowledged.
-    pub frozen: (u32, u32, u32),
+    /// With `FROZEN`: SND.NXT, RCV.NXT, the sequence space not acknowledged, and the
+    /// peer's last timestamp value (TS.Recent; 0 without timestamps).
+    pub frozen: (u32, u32, u32, u32),
 }
 
 /// The notify stage.
@@ -126,7 +127,7 @@ impl Notify {
                 let e = ControlEvent {
                     flow: r.flow,
                     actions: r.actions,
-                    frozen: (r.hdr.seq, r.hdr.ack, r.in_flight),
+                    frozen: (r.hdr.seq, r.hdr.ack, r.in_flight, r.hdr.ts_ecr),
                 };
                 match output.as_deref_mut() {
                     Some(out) => out.push(e),

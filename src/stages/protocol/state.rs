@@ -537,6 +537,7 @@ impl TcpState {
         r.actions.set(Actions::FROZEN);
         r.hdr.seq = self.snd_nxt;
         r.hdr.ack = self.rcv_nxt;
+        r.hdr.ts_ecr = self.ts_recent;
     }
 
     pub(super) fn finish(&mut self, r: &mut ProtoResult) {

@@ -70,9 +70,10 @@ pub enum SpliceError {
 #[derive(Debug, Default)]
 pub(crate) struct SpliceState {
     /// Bit 0: FIN from side 0 relayed; bit 1: FIN from side 1; bit 2: a RST at the
-    /// sequence number the other side acknowledged; bit 3: a RST elsewhere in the window
-    /// (it may have ended the connection: a peer that aborts with data in flight sends
-    /// its RST at its `snd_nxt`).
+    /// sequence number the other side acknowledged; bits 3 and 4: a RST from side 0 or 1
+    /// elsewhere in the window (it may have ended the connection: a peer that aborts with
+    /// data in flight sends its RST at its `snd_nxt`), cleared when the side it reached
+    /// sends anything but a RST after it (it rejected it, RFC 5961 3.2).
     pub(crate) ends: AtomicU8,
     /// The engine's time (ms) of the last frame relayed.
     pub(crate) last_ms: AtomicU64,
@@ -83,17 +84,28 @@ pub(crate) struct SpliceState {
     /// Frames relayed, per direction.
     pub(crate) relayed: [AtomicU64; 2],
     /// Per side: the last acknowledgement relayed to it (bit 32 set once there is one), the
-    /// sequence number its RST must carry for the splice to count it.
+    /// sequence number its RST must carry for the splice to count it. It moves only
+    /// forward, and not past `sent_end`: a spoofed ACK cannot move it.
     acked: [AtomicU64; 2],
+    /// Per side: where the sequence space it sent (as relayed) ends.
+    sent_end: [AtomicU32; 2],
+    /// Per side: the window it may send into, in bytes, as the other side last offered it
+    /// (through the splice); the FINs and RSTs it sends count only within it.
+    window: [AtomicU32; 2],
 }
+
+/// The window a side is taken to have before the other offered one through the splice.
+const FIRST_WINDOW: u32 = 65_535;
 
 impl SpliceState {
     /// The state of a new splice whose sides' next sequence numbers are `next` (what the
     /// engine had acknowledged of each when it froze them).
     pub(crate) fn new(next: [u32; 2]) -> SpliceState {
         let s = SpliceState::default();
-        for (a, n) in s.acked.iter().zip(next) {
-            a.store((1 << 32) | u64::from(n), Ordering::Relaxed);
+        for (k, n) in next.into_iter().enumerate() {
+            s.acked[k].store((1 << 32) | u64::from(n), Ordering::Relaxed);
+            s.sent_end[k].store(n, Ordering::Relaxed);
+            s.window[k].store(FIRST_WINDOW, Ordering::Relaxed);
         }
         s
     }
@@ -104,35 +116,88 @@ impl SpliceState {
         e & 4 != 0 || e & 3 == 3
     }
 
-    /// Whether a RST in the window but not exact went through (the splice ends once it is
-    /// quiet a while after it, as Linux's conntrack closes a connection 10 s after such a
-    /// RST; a peer that rejected it answers with a challenge ACK, which is traffic).
+    /// Whether a RST in the window but not exact went through and its receiver has said
+    /// nothing since (the splice ends once it is quiet a while after it, as Linux's
+    /// conntrack closes a connection 10 s after such a RST).
     pub(crate) fn rst_seen(&self) -> bool {
-        self.ends.load(Ordering::Relaxed) & 8 != 0
+        self.ends.load(Ordering::Relaxed) & (8 | 16) != 0
+    }
+
+    /// Fix the timestamp shift of direction `dir`: the peer's value `val` becomes `ours` on
+    /// the outgoing connection. The first shift fixed stays.
+    pub(crate) fn latch_ts(&self, dir: usize, ours: u32, val: u32) -> u64 {
+        let want = (1u64 << 32) | u64::from(ours.wrapping_sub(val));
+        // The first value sent is published before the shift, so that a reader that sees
+        // the shift sees it too (a concurrent latch on another replica can only move it by
+        // the few milliseconds between them).
+        self.ts_first[dir].store(ours, Ordering::Release);
+        match self.ts_delta[dir].compare_exchange(0, want, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => want,
+            Err(cur) => cur,
+        }
+    }
+
+    /// A frame from side `dir` with flags `fl`, sequence space `[seq, end)` (SYN and FIN
+    /// counted), acknowledging `ack` (in the other side's numbers, when `fl` has ACK) and
+    /// offering the other side `window` bytes, was relayed: move what the splice knows.
+    fn relayed(&self, dir: usize, fl: u8, seq: u32, end: u32, ack: u32, window: u32) {
+        let other = 1 - dir;
+        if fl & flags::RST == 0 {
+            // Only what falls in the window moves the end of what the side sent.
+            let acked = self.acked[dir].load(Ordering::Relaxed) as u32;
+            let limit = acked
+                .wrapping_add(self.window[dir].load(Ordering::Relaxed))
+                .wrapping_add(1);
+            let sent = self.sent_end[dir].load(Ordering::Relaxed);
+            if wire::seq::gt(end, sent) && !wire::seq::gt(end, limit) {
+                self.sent_end[dir].store(end, Ordering::Relaxed);
+            }
+        }
+        if fl & flags::RST == 0 && fl & flags::ACK != 0 {
+            // An acknowledgement within what the other side has sent (RFC 9293's window
+            // update check, SND.UNA <= SEG.ACK <= SND.NXT): a blind spoofer's misses, so it
+            // neither moves the number the other side's RST must carry nor the window.
+            let a = self.acked[other].load(Ordering::Relaxed);
+            let sent = self.sent_end[other].load(Ordering::Relaxed);
+            let set = a >> 32 != 0;
+            if !set || (!wire::seq::lt(ack, a as u32) && !wire::seq::gt(ack, sent)) {
+                if !set || wire::seq::gt(ack, a as u32) {
+                    self.acked[other].store((1 << 32) | u64::from(ack), Ordering::Relaxed);
+                }
+                self.window[other].store(window, Ordering::Relaxed);
+                // The side that a RST in the window (not exact) reached still talks: it
+                // rejected it.
+                self.ends.fetch_and(!(8u8 << other), Ordering::Relaxed);
+            }
+        }
+        if fl & (flags::RST | flags::FIN) != 0 {
+            self.note_end(dir, fl, seq);
+        }
     }
 
     /// A FIN or RST (`fl`) numbered `seq` relayed from side `dir`: note it if it can end
     /// the splice. A RST ends it with the exact sequence number the other side
     /// acknowledged (RFC 5961 3.2) and marks it elsewhere in the window after it; a FIN
-    /// counts within the largest window a peer may offer (65535 << 14) of that number. A
-    /// spoofed one far off counts for nothing (the peers check both again themselves).
+    /// counts within the window of that number, ahead or behind. A spoofed one outside
+    /// counts for nothing (the peers check both again themselves): a blind spoofer's
+    /// chance is the window over 2^32, where it was a half (any FIN within 2^30).
     pub(crate) fn note_end(&self, dir: usize, fl: u8, seq: u32) {
         let acked = self.acked[dir].load(Ordering::Relaxed);
         if acked >> 32 == 0 {
             return;
         }
         let ahead = seq.wrapping_sub(acked as u32);
-        const MAX_WINDOW: u32 = 0xffff << 14;
+        let window = self.window[dir].load(Ordering::Relaxed).max(1);
         if fl & flags::RST != 0 {
             let bit = if ahead == 0 {
                 4
-            } else if ahead <= MAX_WINDOW {
-                8
+            } else if ahead <= window {
+                8 << dir
             } else {
                 0
             };
             self.ends.fetch_or(bit, Ordering::Relaxed);
-        } else if fl & flags::FIN != 0 && (ahead as i32).unsigned_abs() <= MAX_WINDOW {
+        } else if fl & flags::FIN != 0 && (ahead as i32).unsigned_abs() <= window {
             // Behind the number too: a FIN segment sent again starts where its data did.
             self.ends.fetch_or(1 << dir, Ordering::Relaxed);
         }
@@ -440,6 +505,12 @@ fn rewrite(d: &mut [u8], s: &SpliceDir, now_ms: u64) -> Option<(usize, u8, u32)>
     }
     let payload = total - ihl - doff;
     let fl = d[t + 13];
+    // What preprocess would drop goes no further: a fragment (the receiver may never
+    // reassemble it, yet its FIN would count) and SYN with FIN or RST.
+    let fragment = u16::from_be_bytes([d[ip + 6], d[ip + 7]]) & 0x3fff != 0;
+    if fragment || (fl & flags::SYN != 0 && fl & (flags::FIN | flags::RST) != 0) {
+        return None;
+    }
     // Everything is checked before anything changes, in the frame or in the splice's shared
     // state (the ACK the other side answers, the timestamp shift, the ends): the stage runs
     // before preprocess, so a frame with a bad checksum or malformed options must not move
@@ -467,14 +538,23 @@ fn rewrite(d: &mut [u8], s: &SpliceDir, now_ms: u64) -> Option<(usize, u8, u32)>
     let in_seq = be32(d, t + 4);
     let seq = in_seq.wrapping_add(s.seq_delta);
     d[t + 4..t + 8].copy_from_slice(&seq.to_be_bytes());
+    let mut ack = 0;
     if fl & flags::ACK != 0 {
-        let ack = be32(d, t + 8).wrapping_add(s.ack_delta);
+        ack = be32(d, t + 8).wrapping_add(s.ack_delta);
         d[t + 8..t + 12].copy_from_slice(&ack.to_be_bytes());
-        // What the other side's next segment should carry.
-        s.state.acked[1 - s.dir].store((1 << 32) | u64::from(ack), Ordering::Relaxed);
     }
     let win = u32::from(u16::from_be_bytes([d[t + 14], d[t + 15]]));
     let bytes = u64::from(win) << s.in_shift;
+    let len = payload as u32 + u32::from(fl & flags::SYN != 0) + u32::from(fl & flags::FIN != 0);
+    // What the other side's next segment should carry, and what it may send.
+    s.state.relayed(
+        s.dir,
+        fl,
+        in_seq,
+        in_seq.wrapping_add(len),
+        ack,
+        u32::try_from(bytes).unwrap_or(u32::MAX),
+    );
     let out = (bytes >> s.out_shift).min(0xffff) as u16;
     d[t + 14..t + 16].copy_from_slice(&out.to_be_bytes());
     // Options: SACK blocks move with the acknowledgement numbers, timestamps with the clocks.
@@ -504,23 +584,13 @@ fn rewrite(d: &mut [u8], s: &SpliceDir, now_ms: u64) -> Option<(usize, u8, u32)>
                         return None;
                     }
                     let (val, ecr) = (be32(d, o + 2), be32(d, o + 6));
-                    let me = &s.state.ts_delta[s.dir];
-                    let mut delta = me.load(Ordering::Acquire);
+                    let mut delta = s.state.ts_delta[s.dir].load(Ordering::Acquire);
                     if delta >> 32 == 0 {
-                        // First timestamp of this direction: from here on the peer's clock
-                        // maps onto ours on the outgoing connection, from now.
+                        // No shift fixed at the install (a splice made without the peer's
+                        // last value): from here on the peer's clock maps onto ours on the
+                        // outgoing connection, from now.
                         let ours = (now_ms as u32).wrapping_add(s.out_ts_offset);
-                        let want = (1u64 << 32) | u64::from(ours.wrapping_sub(val));
-                        // The first value sent is published before the shift, so that a
-                        // reader that sees the shift sees it too (a concurrent latch on another
-                        // replica can only move it by the few milliseconds between them).
-                        s.state.ts_first[s.dir].store(ours, Ordering::Release);
-                        delta =
-                            match me.compare_exchange(0, want, Ordering::AcqRel, Ordering::Acquire)
-                            {
-                                Ok(_) => want,
-                                Err(cur) => cur,
-                            };
+                        delta = s.state.latch_ts(s.dir, ours, val);
                     }
                     let out_val = val.wrapping_add(delta as u32);
                     // The echo maps back through the other direction's shift, once the value
@@ -630,11 +700,8 @@ impl Hook<RxFrame> for SpliceStage {
                 continue;
             };
             match rewrite(cx.arena.data_mut(f), dir, now_ms) {
-                Some((payload, fl, seq)) => {
+                Some((payload, _, _)) => {
                     let st = &dir.state;
-                    if fl & (flags::RST | flags::FIN) != 0 {
-                        st.note_end(dir.dir, fl, seq);
-                    }
                     st.last_ms.store(now_ms, Ordering::Relaxed);
                     st.relayed[dir.dir].fetch_add(1, Ordering::Relaxed);
                     verdicts.set(i, Verdict::Tx);

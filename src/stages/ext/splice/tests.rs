@@ -124,21 +124,24 @@ fn a_corrupted_or_malformed_frame_changes_no_state() {
     assert!(!untouched(&st));
 }
 
-/// What ends a splice: a FIN counts within the largest window of the number the other
-/// side acknowledged (a FIN 2 MiB ahead, from a sender with that much unacknowledged,
-/// used not to count: the splice then stayed for days), a RST at that number ends it,
-/// one elsewhere in the window after it marks it (it ends once quiet), numbers far off
-/// count for nothing.
+/// What ends a splice: a FIN counts within the window the other side offered of the
+/// number it acknowledged (a FIN 2 MiB ahead, from a sender with that much
+/// unacknowledged and a window to match, used not to count: the splice then stayed for
+/// days), a RST at that number ends it, one elsewhere in the window after it marks it (it
+/// ends once quiet), numbers outside count for nothing.
 #[test]
 fn what_ends_a_splice() {
     let st = SpliceState::new([1000, 5000]);
     let ends = |st: &SpliceState| st.ends.load(Ordering::Relaxed);
+    // Side 1 offers side 0 a 4 MiB window, and side 0 the same to side 1.
+    st.relayed(1, flags::ACK, 5000, 5000, 1000, 4 << 20);
+    st.relayed(0, flags::ACK, 1000, 1000, 5000, 4 << 20);
     st.note_end(0, flags::FIN | flags::ACK, 1000 + (2 << 20));
     assert_eq!(ends(&st), 1);
     st.note_end(1, flags::FIN, 5000 + (1 << 31));
     assert_eq!(ends(&st), 1, "far off");
-    st.note_end(1, flags::RST, 5000 + (0xffff << 14) + 1);
-    assert_eq!(ends(&st), 1, "past the largest window");
+    st.note_end(1, flags::RST, 5000 + (4 << 20) + 1);
+    assert_eq!(ends(&st), 1, "past the window");
     st.note_end(1, flags::RST, 5000 + 100);
     assert!(st.rst_seen() && !st.ended());
     st.note_end(1, flags::RST, 5000);
@@ -147,6 +150,88 @@ fn what_ends_a_splice() {
     st.note_end(1, flags::FIN, 4990);
     st.note_end(0, flags::FIN, 1000);
     assert!(st.ended() && !st.rst_seen(), "both FINs");
+}
+
+/// A blind spoofer who knows a splice's addresses and ports, not its numbers: FINs and
+/// RSTs spread over the sequence space (once, any FIN within 2^30 counted, so two FINs
+/// from each side ended an idle splice after 2 s) and ACKs of data never sent (once, any
+/// ACK moved the number a RST must carry, and so let its FIN count) move nothing.
+#[test]
+fn a_blind_spoofer_cannot_end_a_splice() {
+    let st = SpliceState::new([1000, 5000]);
+    st.relayed(1, flags::ACK, 5000, 5000, 1000, 64 << 10);
+    st.relayed(0, flags::ACK, 1000, 1000, 5000, 64 << 10);
+    for k in 1..16u32 {
+        let far = k << 28;
+        for side in 0..2 {
+            let acked = if side == 0 { 1000u32 } else { 5000 };
+            // An ACK of data the other side never sent, then a FIN and a RST there.
+            st.relayed(
+                1 - side,
+                flags::ACK,
+                0,
+                0,
+                acked.wrapping_add(far) | 1,
+                1 << 30,
+            );
+            st.relayed(
+                side,
+                flags::FIN | flags::ACK,
+                acked.wrapping_add(far) | 1,
+                0,
+                0,
+                0,
+            );
+            st.relayed(side, flags::RST, acked.wrapping_add(far) | 1, 0, 0, 0);
+        }
+    }
+    assert_eq!(st.ends.load(Ordering::Relaxed), 0);
+    assert_eq!(st.acked[0].load(Ordering::Relaxed) as u32, 1000);
+    assert_eq!(st.window[0].load(Ordering::Relaxed), 64 << 10);
+    // Data side 0 sent and side 1 acknowledged moves them.
+    st.relayed(0, flags::ACK, 1000, 1500, 5000, 64 << 10);
+    st.relayed(1, flags::ACK, 5000, 5000, 1500, 32 << 10);
+    assert_eq!(st.acked[0].load(Ordering::Relaxed) as u32, 1500);
+    assert_eq!(st.window[0].load(Ordering::Relaxed), 32 << 10);
+}
+
+/// A RST in the window but not exact marks the splice; the side it reached answering
+/// (its challenge ACK: it rejected the RST) unmarks it, so a spoofed one does not end an
+/// idle splice 10 s later.
+#[test]
+fn a_rst_its_receiver_rejected_does_not_end_the_splice() {
+    let st = SpliceState::new([1000, 5000]);
+    st.relayed(0, flags::RST, 1000 + 10, 1000 + 10, 0, 0);
+    assert!(st.rst_seen());
+    // Side 1 answers with a challenge ACK (its own numbers, acknowledging 1000).
+    st.relayed(1, flags::ACK, 5000, 5000, 1000, 64 << 10);
+    assert!(!st.rst_seen());
+    // Side 0 talking does not unmark a RST side 1 sent.
+    st.relayed(1, flags::RST, 5000 + 10, 5000 + 10, 0, 0);
+    st.relayed(0, flags::ACK, 1000, 1000, 4000, 64 << 10);
+    assert!(st.rst_seen(), "an implausible ACK is no answer");
+}
+
+/// Frames preprocess would drop are not relayed: a first fragment (its FIN would count
+/// though the receiver may never reassemble it) and SYN with FIN.
+#[test]
+fn fragments_and_bad_flag_combinations_are_not_relayed() {
+    let st = Arc::new(SpliceState::new([100, 190]));
+    let d = dir(st.clone(), 0);
+    let mut f = frame();
+    f[14 + 6] = 0x20; // More Fragments
+    f[34 + 13] = flags::ACK | flags::FIN;
+    crate::wire::fill_checksums(&mut f);
+    assert!(rewrite(&mut f, &d, 5).is_none());
+    let mut f = frame();
+    f[34 + 13] = flags::SYN | flags::FIN;
+    crate::wire::fill_checksums(&mut f);
+    assert!(rewrite(&mut f, &d, 5).is_none());
+    assert_eq!(st.ends.load(Ordering::Relaxed), 0);
+    let mut f = frame();
+    f[34 + 13] = flags::ACK | flags::FIN;
+    crate::wire::fill_checksums(&mut f);
+    assert!(rewrite(&mut f, &d, 5).is_some());
 }
 
 #[test]
