@@ -71,7 +71,7 @@ impl Secrets {
     /// peer cannot choose ports that put its connections on one group (one core).
     pub fn flow_group(&self, t: &FourTuple, groups: u16) -> u16 {
         debug_assert!(groups.is_power_of_two());
-        (self.hash(2, t) & u64::from(groups.max(1) - 1)) as u16
+        (self.hash(3, t) & u64::from(groups.max(1) - 1)) as u16
     }
 }
 

@@ -196,7 +196,9 @@ impl Control {
             p.frozen[0].unwrap_or_default(),
             p.frozen[1].unwrap_or_default(),
         ];
-        let state = Arc::new(SpliceState::new([seqs[0].1, seqs[1].1]));
+        // The most each side may have been offered: 65535 scaled by the engine's shift.
+        let most = |k: usize| 65_535u32 << side[k].identity.rcv_wscale.min(14);
+        let state = Arc::new(SpliceState::new([seqs[0].1, seqs[1].1], [most(0), most(1)]));
         for d in 0..2 {
             if side[d].identity.timestamps {
                 // The timestamp shift of each direction is fixed now, from the last value

@@ -204,6 +204,10 @@ impl Classification {
     }
 }
 
+/// How long a SYN's note holds against later SYNs of the tuple (its retransmissions): a
+/// SYN after that is a new connection's.
+const NOTE_FRESH_MS: u64 = 10_000;
+
 /// The [`Classification`]'s stage: passes every frame.
 pub struct ClassifyStage {
     shared: Arc<Shared>,
@@ -248,7 +252,8 @@ impl Hook<RxFrame> for ClassifyStage {
             };
             // A SYN notes its connection's class: only a whole, checked one (this stage
             // runs before preprocess checks frames), and the first: a later SYN on the
-            // tuple (retransmitted, or a spoofer's with another DSCP or tag) keeps it.
+            // tuple within `NOTE_FRESH_MS` (retransmitted, or a spoofer's with another
+            // DSCP or tag) keeps it.
             let opening = i.tcp_flags & flags::SYN != 0 && i.tcp_checksums_ok(data);
             if opening {
                 let class = self.shared.classify(i.dport, i.sport, i.dscp, i.vid);
@@ -262,7 +267,11 @@ impl Hook<RxFrame> for ClassifyStage {
                     noted.retain(|_, (_, at)| now.saturating_sub(*at) < 10_000);
                 }
                 if let Some(e) = noted.get_mut(&t) {
-                    e.1 = now;
+                    // A SYN sent again keeps the note; one past the handshake's time
+                    // (a note nothing picked up, left by a duplicate) starts a new one.
+                    if now.saturating_sub(e.1) >= NOTE_FRESH_MS {
+                        *e = (class, now);
+                    }
                 } else if noted.len() < self.shared.max_noted {
                     noted.insert(t, (class, now));
                 } else {
@@ -376,5 +385,19 @@ mod tests {
             remote_port: 5000,
         };
         assert_eq!(c.classifier().class(&t), 1, "the first checked SYN's class");
+        // A note nothing picked up (a duplicate SYN's after the install), then a new
+        // connection on the tuple 10 s on: the new SYN's class.
+        let late = |at: u64| HookCx {
+            now: crate::time::Instant::from_millis(at),
+            arena: &arena,
+            instance: 0,
+        };
+        for (at, dscp) in [(1_000, 0), (12_000, 46)] {
+            let mut burst = [syn(&arena, dscp, false)];
+            st.process(&late(at), &mut burst, &mut v);
+            let [f] = burst;
+            arena.free(f);
+        }
+        assert_eq!(c.classifier().class(&t), 3, "the new connection's class");
     }
 }

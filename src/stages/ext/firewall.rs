@@ -319,6 +319,8 @@ struct Tracked {
     last_ms: u64,
     closing: bool,
     confirmed: bool,
+    /// Its key is in the queue of evictable entries (at most once).
+    queued: bool,
 }
 
 impl Tracked {
@@ -341,8 +343,8 @@ pub struct FirewallStage {
     shared: Arc<Shared>,
     rules: Arc<RuleSet>,
     table: Table,
-    /// Keys that were evictable when they were added, oldest first (some since confirmed
-    /// or gone: skipped when met); at most `max_tracked`.
+    /// Keys of entries that became evictable, oldest first, each at most once (some since
+    /// confirmed: skipped when met); at most as many as the table holds.
     evictable: VecDeque<Key>,
     /// Hits of this burst, flushed to the shared counters once per burst.
     hits: Vec<u64>,
@@ -390,11 +392,17 @@ impl FirewallStage {
         let closing = i.tcp_flags & (flags::FIN | flags::RST) != 0;
         if let Some(t) = self.table.get_mut(&key) {
             if syn && t.confirmed && !t.closing && t.generation == generation {
-                // A SYN on an established connection: the peer's stray one, or a spoofer's
-                // that a rule on new connections would otherwise make the connection's
-                // verdict. Decided alone.
-                return self.rules.decide(i, i.tcp_flags);
+                if t.action == Action::Allow {
+                    // A SYN on an established connection: the peer's stray one, or a
+                    // spoofer's that a rule on new connections would otherwise make the
+                    // connection's verdict. Decided alone.
+                    return self.rules.decide(i, i.tcp_flags);
+                }
+                // A tuple denied for a frame of no connection (a stray ACK, say): its SYN
+                // opens one, and decides.
+                t.confirmed = false;
             }
+            let was_evictable = t.evictable();
             if t.generation != generation || syn {
                 let (rule, action) = self.rules.decide(i, i.tcp_flags);
                 t.rule = rule;
@@ -409,7 +417,12 @@ impl FirewallStage {
             t.last_ms = now_ms;
             t.closing |= closing;
             t.confirmed |= !syn;
-            return (t.rule, t.action);
+            let verdict = (t.rule, t.action);
+            if !was_evictable && t.evictable() && !t.queued {
+                t.queued = true;
+                self.evictable.push_back(key);
+            }
+            return verdict;
         }
         let d = self.rules.decide(i, i.tcp_flags);
         if self.table.len() >= self.shared.max_tracked {
@@ -419,15 +432,17 @@ impl FirewallStage {
             self.evict_one();
         }
         if self.table.len() < self.shared.max_tracked {
-            let t = Tracked {
+            let mut t = Tracked {
                 rule: d.0,
                 action: d.1,
                 generation,
                 last_ms: now_ms,
                 closing,
                 confirmed: !syn,
+                queued: false,
             };
-            if t.evictable() && self.evictable.len() < self.shared.max_tracked {
+            if t.evictable() {
+                t.queued = true;
                 self.evictable.push_back(key);
             }
             self.table.insert(key, t);
@@ -452,18 +467,28 @@ impl FirewallStage {
             let short = t.closing || t.evictable();
             idle < if short { 10_000 } else { 300_000 }
         });
-        let table = &self.table;
-        self.evictable
-            .retain(|k| table.get(k).is_some_and(Tracked::evictable));
+        let table = &mut self.table;
+        self.evictable.retain(|k| match table.get_mut(k) {
+            Some(t) if t.evictable() => true,
+            Some(t) => {
+                t.queued = false;
+                false
+            }
+            None => false,
+        });
     }
 
     /// Forget the oldest entry still evictable ([`Tracked::evictable`]), if any. Each key
     /// met is looked at once: the work is paid for by the insertions that queued them.
     fn evict_one(&mut self) {
         while let Some(k) = self.evictable.pop_front() {
-            if self.table.get(&k).is_some_and(Tracked::evictable) {
-                self.table.remove(&k);
-                return;
+            match self.table.get_mut(&k) {
+                Some(t) if t.evictable() => {
+                    self.table.remove(&k);
+                    return;
+                }
+                Some(t) => t.queued = false,
+                None => {}
             }
         }
     }
@@ -740,5 +765,42 @@ mod tests {
         // Unconfirmed handshakes are forgotten after 10 quiet seconds.
         st.verdict(&info(client, 5001, 80, flags::SYN), 13_000);
         assert!(st.table.len() < 10, "{}", st.table.len());
+    }
+
+    /// A tuple denied for a stray frame of no connection (an ACK, under "SYNs to port 80
+    /// allowed, the rest denied"), then opened by a real SYN: the SYN decides, and the
+    /// connection's later frames pass (the SYN was once decided alone, leaving the entry
+    /// denied).
+    #[test]
+    fn a_syn_after_a_stray_frame_decides_the_connection() {
+        let fw = Firewall::new(Action::Deny);
+        fw.set_rules(vec![Rule::allow().dst_port(80).syn()]);
+        let mut st = fw.stage();
+        st.refresh();
+        let peer = [1, 2, 3, 4];
+        assert_eq!(act(&mut st, peer, 999, 80, flags::ACK, 0), Action::Deny);
+        assert_eq!(act(&mut st, peer, 999, 80, flags::SYN, 1), Action::Allow);
+        assert_eq!(act(&mut st, peer, 999, 80, flags::ACK, 2), Action::Allow);
+    }
+
+    /// An entry that becomes evictable after it was made (the tuple of a connection older
+    /// than the firewall, closed and opened again) can make room for a new connection.
+    #[test]
+    fn an_entry_that_becomes_evictable_makes_room() {
+        let fw = Firewall::with_capacity(Action::Allow, 2);
+        let mut st = fw.stage();
+        st.refresh();
+        let peer = [1, 2, 3, 4];
+        for fl in [flags::ACK, flags::FIN | flags::ACK, flags::SYN] {
+            act(&mut st, peer, 1, 80, fl, 0);
+        }
+        act(&mut st, peer, 2, 80, flags::SYN, 0);
+        act(&mut st, peer, 2, 80, flags::ACK, 0);
+        // Full; the reopened tuple is the only unconfirmed entry.
+        act(&mut st, peer, 3, 80, flags::SYN, 100);
+        assert_eq!(fw.tracking().1, 0, "the new connection is tracked");
+        let key = |p| (Ipv4Addr::new(1, 2, 3, 4), p, Ipv4Addr::new(10, 0, 0, 1), 80);
+        assert!(!st.table.contains_key(&key(1)) && st.table.contains_key(&key(3)));
+        assert!(st.evictable.len() <= st.table.len());
     }
 }

@@ -296,7 +296,8 @@ impl TcpState {
             // data arrives: the retransmission was lost. Go back again (the window stays),
             // once for what was sent before: the segments this go-back sends again draw
             // duplicate ACKs of their own (and a peer could send three at will), which
-            // would send the window again and again.
+            // would send the window again and again. (A retransmission of `snd_una` lost
+            // once more before `snd_nxt` passes the mark waits for the timeout.)
             self.rxt_max = self.snd_nxt;
             self.snd_nxt = self.snd_una;
             self.dupacks = 0;

@@ -70,10 +70,11 @@ pub enum SpliceError {
 #[derive(Debug, Default)]
 pub(crate) struct SpliceState {
     /// Bit 0: FIN from side 0 relayed; bit 1: FIN from side 1; bit 2: a RST at the
-    /// sequence number the other side acknowledged; bits 3 and 4: a RST from side 0 or 1
-    /// elsewhere in the window (it may have ended the connection: a peer that aborts with
-    /// data in flight sends its RST at its `snd_nxt`), cleared when the side it reached
-    /// sends anything but a RST after it (it rejected it, RFC 5961 3.2).
+    /// sequence number the other side acknowledged (or one that side acknowledged
+    /// later); bits 3 and 4: a RST from side 0 or 1 elsewhere in the window (it may have
+    /// ended the connection: a peer that aborts with data in flight sends its RST at its
+    /// `snd_nxt`), cleared when the side it reached answers with a duplicate ACK below it
+    /// (its challenge ACK: it rejected it, RFC 5961 3.2).
     pub(crate) ends: AtomicU8,
     /// The engine's time (ms) of the last frame relayed.
     pub(crate) last_ms: AtomicU64,
@@ -92,20 +93,28 @@ pub(crate) struct SpliceState {
     /// Per side: the window it may send into, in bytes, as the other side last offered it
     /// (through the splice); the FINs and RSTs it sends count only within it.
     window: [AtomicU32; 2],
+    /// Per side: the number of its last RST in the window but not exact.
+    rst_at: [AtomicU32; 2],
 }
 
-/// The window a side is taken to have before the other offered one through the splice.
-const FIRST_WINDOW: u32 = 65_535;
+/// Move `v` forward to `to` (in sequence space) if it is ahead.
+fn forward(v: &AtomicU32, to: u32) {
+    let _ = v.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+        wire::seq::gt(to, cur).then_some(to)
+    });
+}
 
 impl SpliceState {
     /// The state of a new splice whose sides' next sequence numbers are `next` (what the
-    /// engine had acknowledged of each when it froze them).
-    pub(crate) fn new(next: [u32; 2]) -> SpliceState {
+    /// engine had acknowledged of each when it froze them), each side taken to send into
+    /// `window` bytes until the other offers it a window through the splice (the most the
+    /// engine could have offered it).
+    pub(crate) fn new(next: [u32; 2], window: [u32; 2]) -> SpliceState {
         let s = SpliceState::default();
-        for (k, n) in next.into_iter().enumerate() {
-            s.acked[k].store((1 << 32) | u64::from(n), Ordering::Relaxed);
-            s.sent_end[k].store(n, Ordering::Relaxed);
-            s.window[k].store(FIRST_WINDOW, Ordering::Relaxed);
+        for k in 0..2 {
+            s.acked[k].store((1 << 32) | u64::from(next[k]), Ordering::Relaxed);
+            s.sent_end[k].store(next[k], Ordering::Relaxed);
+            s.window[k].store(window[k], Ordering::Relaxed);
         }
         s
     }
@@ -140,6 +149,8 @@ impl SpliceState {
     /// A frame from side `dir` with flags `fl`, sequence space `[seq, end)` (SYN and FIN
     /// counted), acknowledging `ack` (in the other side's numbers, when `fl` has ACK) and
     /// offering the other side `window` bytes, was relayed: move what the splice knows.
+    /// Every value only moves forward, by compare-and-swap: on the threaded runtime each
+    /// preprocess replica relays a share of a direction's frames.
     fn relayed(&self, dir: usize, fl: u8, seq: u32, end: u32, ack: u32, window: u32) {
         let other = 1 - dir;
         if fl & flags::RST == 0 {
@@ -148,26 +159,46 @@ impl SpliceState {
             let limit = acked
                 .wrapping_add(self.window[dir].load(Ordering::Relaxed))
                 .wrapping_add(1);
-            let sent = self.sent_end[dir].load(Ordering::Relaxed);
-            if wire::seq::gt(end, sent) && !wire::seq::gt(end, limit) {
-                self.sent_end[dir].store(end, Ordering::Relaxed);
+            if !wire::seq::gt(end, limit) {
+                forward(&self.sent_end[dir], end);
             }
         }
         if fl & flags::RST == 0 && fl & flags::ACK != 0 {
             // An acknowledgement within what the other side has sent (RFC 9293's window
-            // update check, SND.UNA <= SEG.ACK <= SND.NXT): a blind spoofer's misses, so it
-            // neither moves the number the other side's RST must carry nor the window.
+            // update check, SND.UNA <= SEG.ACK <= SND.NXT), or within its window past that
+            // (data relayed past the window the splice knew of): a blind spoofer's misses,
+            // so it neither moves the number the other side's RST must carry nor the window.
             let a = self.acked[other].load(Ordering::Relaxed);
             let sent = self.sent_end[other].load(Ordering::Relaxed);
+            let reach = sent.wrapping_add(self.window[other].load(Ordering::Relaxed));
             let set = a >> 32 != 0;
-            if !set || (!wire::seq::lt(ack, a as u32) && !wire::seq::gt(ack, sent)) {
-                if !set || wire::seq::gt(ack, a as u32) {
-                    self.acked[other].store((1 << 32) | u64::from(ack), Ordering::Relaxed);
+            if !set || (!wire::seq::lt(ack, a as u32) && !wire::seq::gt(ack, reach)) {
+                forward(&self.sent_end[other], ack);
+                let moved = !set || wire::seq::gt(ack, a as u32);
+                if moved {
+                    let _ = self.acked[other].fetch_update(
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                        |cur| {
+                            (cur >> 32 == 0 || wire::seq::gt(ack, cur as u32))
+                                .then_some((1 << 32) | u64::from(ack))
+                        },
+                    );
                 }
                 self.window[other].store(window, Ordering::Relaxed);
-                // The side that a RST in the window (not exact) reached still talks: it
-                // rejected it.
-                self.ends.fetch_and(!(8u8 << other), Ordering::Relaxed);
+                // A RST of the other side in the window (not exact) reached this one: an
+                // acknowledgement of its number says this side took it (it was exact by
+                // then: the data before it had come), a duplicate one below it is its
+                // challenge ACK (it rejected the RST, RFC 5961 3.2).
+                let mark = 8u8 << other;
+                if self.ends.load(Ordering::Relaxed) & mark != 0 {
+                    let rst = self.rst_at[other].load(Ordering::Relaxed);
+                    if ack == rst {
+                        self.ends.fetch_or(4, Ordering::Relaxed);
+                    } else if !moved && wire::seq::lt(ack, rst) {
+                        self.ends.fetch_and(!mark, Ordering::Relaxed);
+                    }
+                }
             }
         }
         if fl & (flags::RST | flags::FIN) != 0 {
@@ -192,6 +223,7 @@ impl SpliceState {
             let bit = if ahead == 0 {
                 4
             } else if ahead <= window {
+                self.rst_at[dir].store(seq, Ordering::Relaxed);
                 8 << dir
             } else {
                 0

@@ -131,7 +131,7 @@ fn a_corrupted_or_malformed_frame_changes_no_state() {
 /// ends once quiet), numbers outside count for nothing.
 #[test]
 fn what_ends_a_splice() {
-    let st = SpliceState::new([1000, 5000]);
+    let st = SpliceState::new([1000, 5000], [65_535; 2]);
     let ends = |st: &SpliceState| st.ends.load(Ordering::Relaxed);
     // Side 1 offers side 0 a 4 MiB window, and side 0 the same to side 1.
     st.relayed(1, flags::ACK, 5000, 5000, 1000, 4 << 20);
@@ -146,7 +146,7 @@ fn what_ends_a_splice() {
     assert!(st.rst_seen() && !st.ended());
     st.note_end(1, flags::RST, 5000);
     assert!(st.ended());
-    let st = SpliceState::new([1000, 5000]);
+    let st = SpliceState::new([1000, 5000], [65_535; 2]);
     st.note_end(1, flags::FIN, 4990);
     st.note_end(0, flags::FIN, 1000);
     assert!(st.ended() && !st.rst_seen(), "both FINs");
@@ -158,7 +158,7 @@ fn what_ends_a_splice() {
 /// ACK moved the number a RST must carry, and so let its FIN count) move nothing.
 #[test]
 fn a_blind_spoofer_cannot_end_a_splice() {
-    let st = SpliceState::new([1000, 5000]);
+    let st = SpliceState::new([1000, 5000], [65_535; 2]);
     st.relayed(1, flags::ACK, 5000, 5000, 1000, 64 << 10);
     st.relayed(0, flags::ACK, 1000, 1000, 5000, 64 << 10);
     for k in 1..16u32 {
@@ -200,7 +200,7 @@ fn a_blind_spoofer_cannot_end_a_splice() {
 /// idle splice 10 s later.
 #[test]
 fn a_rst_its_receiver_rejected_does_not_end_the_splice() {
-    let st = SpliceState::new([1000, 5000]);
+    let st = SpliceState::new([1000, 5000], [65_535; 2]);
     st.relayed(0, flags::RST, 1000 + 10, 1000 + 10, 0, 0);
     assert!(st.rst_seen());
     // Side 1 answers with a challenge ACK (its own numbers, acknowledging 1000).
@@ -216,7 +216,7 @@ fn a_rst_its_receiver_rejected_does_not_end_the_splice() {
 /// though the receiver may never reassemble it) and SYN with FIN.
 #[test]
 fn fragments_and_bad_flag_combinations_are_not_relayed() {
-    let st = Arc::new(SpliceState::new([100, 190]));
+    let st = Arc::new(SpliceState::new([100, 190], [65_535; 2]));
     let d = dir(st.clone(), 0);
     let mut f = frame();
     f[14 + 6] = 0x20; // More Fragments
@@ -293,4 +293,39 @@ fn hostile_frames_are_refused_not_a_panic() {
         taken > 1000,
         "{taken}: the rewrite past the checks was reached"
     );
+}
+
+/// A side that aborts with data in flight sends its RST at its `snd_nxt`, in the window
+/// but not exact: the other side's ACKs of that data still pass after the RST, and the
+/// one that reaches the RST's number (the RST then exact for it) ends the splice. They
+/// used to unmark the RST, and the splice stayed for days.
+#[test]
+fn an_abort_with_data_in_flight_ends_the_splice() {
+    let st = SpliceState::new([1000, 5000], [65_535; 2]);
+    st.relayed(1, flags::ACK, 5000, 8000, 1000, 64 << 10);
+    st.relayed(1, flags::RST, 8000, 8000, 0, 0);
+    assert!(st.rst_seen() && !st.ended());
+    st.relayed(0, flags::ACK, 1000, 1000, 6000, 64 << 10);
+    assert!(st.rst_seen() && !st.ended(), "data still coming");
+    st.relayed(0, flags::ACK, 1000, 1000, 8000, 64 << 10);
+    assert!(st.ended());
+}
+
+/// More in flight than the window the splice first assumes, before any ACK came through:
+/// the ACKs that follow still move the splice's numbers (within a window past what it saw
+/// sent), and the FIN after counts. (With the numbers stuck, the FIN fell outside and the
+/// splice stayed for days.)
+#[test]
+fn a_flight_past_the_first_window_is_followed() {
+    let st = SpliceState::new([1000, 5000], [65_535; 2]);
+    let mut seq = 1000u32;
+    for _ in 0..140 {
+        st.relayed(0, flags::ACK, seq, seq + 1448, 5000, 1 << 20);
+        seq += 1448;
+    }
+    st.relayed(1, flags::ACK, 5000, 5000, 101_000, 1 << 20);
+    st.relayed(1, flags::ACK, 5000, 5000, seq, 1 << 20);
+    assert_eq!(st.acked[0].load(Ordering::Relaxed) as u32, seq);
+    st.relayed(0, flags::FIN | flags::ACK, seq, seq + 1, 5000, 1 << 20);
+    assert_eq!(st.ends.load(Ordering::Relaxed), 1);
 }
