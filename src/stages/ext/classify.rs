@@ -264,12 +264,15 @@ impl Hook<RxFrame> for ClassifyStage {
                     // Handshakes that never completed (a SYN flood) make room, at most once
                     // a second.
                     self.shared.swept.store(now, Ordering::Relaxed);
-                    noted.retain(|_, (_, at)| now.saturating_sub(*at) < 10_000);
+                    noted.retain(|_, (_, at)| now.saturating_sub(*at) < NOTE_FRESH_MS);
                 }
+                // Whether this SYN's class is the connection's (its counters follow).
+                let mut fresh = true;
                 if let Some(e) = noted.get_mut(&t) {
                     // A SYN sent again keeps the note; one past the handshake's time
                     // (a note nothing picked up, left by a duplicate) starts a new one.
-                    if now.saturating_sub(e.1) >= NOTE_FRESH_MS {
+                    fresh = now.saturating_sub(e.1) >= NOTE_FRESH_MS;
+                    if fresh {
                         *e = (class, now);
                     }
                 } else if noted.len() < self.shared.max_noted {
@@ -283,8 +286,10 @@ impl Hook<RxFrame> for ClassifyStage {
                     self.known
                         .retain(|_, (_, at)| now.saturating_sub(*at) < 60_000);
                 }
-                if self.known.len() < self.shared.max_noted {
-                    self.known.entry(t).or_insert((class, now));
+                if fresh
+                    && (self.known.len() < self.shared.max_noted || self.known.contains_key(&t))
+                {
+                    self.known.insert(t, (class, now));
                 }
             }
             if let Some((c, at)) = self.known.get_mut(&t) {

@@ -319,8 +319,10 @@ struct Tracked {
     last_ms: u64,
     closing: bool,
     confirmed: bool,
-    /// Its key is in the queue of evictable entries (at most once).
-    queued: bool,
+    /// Which of its key's places in the queue of evictable entries is current (it is
+    /// queued again, at the back, each time it becomes evictable; older places are
+    /// skipped).
+    stamp: u32,
 }
 
 impl Tracked {
@@ -343,9 +345,10 @@ pub struct FirewallStage {
     shared: Arc<Shared>,
     rules: Arc<RuleSet>,
     table: Table,
-    /// Keys of entries that became evictable, oldest first, each at most once (some since
-    /// confirmed: skipped when met); at most as many as the table holds.
-    evictable: VecDeque<Key>,
+    /// Keys of entries when they became evictable, with their stamps, oldest first (a
+    /// place whose stamp is no longer its entry's, or whose entry is no longer evictable,
+    /// is skipped when met); compacted past twice the table's size.
+    evictable: VecDeque<(Key, u32)>,
     /// Hits of this burst, flushed to the shared counters once per burst.
     hits: Vec<u64>,
     tracked_reported: u64,
@@ -418,9 +421,10 @@ impl FirewallStage {
             t.closing |= closing;
             t.confirmed |= !syn;
             let verdict = (t.rule, t.action);
-            if !was_evictable && t.evictable() && !t.queued {
-                t.queued = true;
-                self.evictable.push_back(key);
+            if !was_evictable && t.evictable() {
+                t.stamp = t.stamp.wrapping_add(1);
+                let stamp = t.stamp;
+                self.queue(key, stamp);
             }
             return verdict;
         }
@@ -432,20 +436,20 @@ impl FirewallStage {
             self.evict_one();
         }
         if self.table.len() < self.shared.max_tracked {
-            let mut t = Tracked {
+            let t = Tracked {
                 rule: d.0,
                 action: d.1,
                 generation,
                 last_ms: now_ms,
                 closing,
                 confirmed: !syn,
-                queued: false,
+                stamp: 0,
             };
-            if t.evictable() {
-                t.queued = true;
-                self.evictable.push_back(key);
-            }
+            let evictable = t.evictable();
             self.table.insert(key, t);
+            if evictable {
+                self.queue(key, 0);
+            }
         } else {
             self.shared
                 .counters
@@ -467,28 +471,37 @@ impl FirewallStage {
             let short = t.closing || t.evictable();
             idle < if short { 10_000 } else { 300_000 }
         });
-        let table = &mut self.table;
-        self.evictable.retain(|k| match table.get_mut(k) {
-            Some(t) if t.evictable() => true,
-            Some(t) => {
-                t.queued = false;
-                false
-            }
-            None => false,
-        });
+        self.compact();
+    }
+
+    /// Keep only the queue's current places.
+    fn compact(&mut self) {
+        let table = &self.table;
+        self.evictable
+            .retain(|(k, s)| table.get(k).is_some_and(|t| t.stamp == *s && t.evictable()));
+    }
+
+    /// Queue `key` (its entry just became evictable, with `stamp`).
+    fn queue(&mut self, key: Key, stamp: u32) {
+        self.evictable.push_back((key, stamp));
+        if self.evictable.len() > 2 * self.shared.max_tracked.max(1) {
+            // At most one current place a key: at least `max_tracked` pushes between two
+            // compactions, which so cost O(1) a push.
+            self.compact();
+        }
     }
 
     /// Forget the oldest entry still evictable ([`Tracked::evictable`]), if any. Each key
     /// met is looked at once: the work is paid for by the insertions that queued them.
     fn evict_one(&mut self) {
-        while let Some(k) = self.evictable.pop_front() {
-            match self.table.get_mut(&k) {
-                Some(t) if t.evictable() => {
-                    self.table.remove(&k);
-                    return;
-                }
-                Some(t) => t.queued = false,
-                None => {}
+        while let Some((k, s)) = self.evictable.pop_front() {
+            if self
+                .table
+                .get(&k)
+                .is_some_and(|t| t.stamp == s && t.evictable())
+            {
+                self.table.remove(&k);
+                return;
             }
         }
     }

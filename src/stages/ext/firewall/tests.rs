@@ -239,3 +239,24 @@ fn an_entry_that_becomes_evictable_makes_room() {
     assert!(!st.table.contains_key(&key(1)) && st.table.contains_key(&key(3)));
     assert!(st.evictable.len() <= st.table.len());
 }
+
+/// A tuple closed and opened again is queued for eviction at the back, as the newest
+/// handshake: older unconfirmed ones go first (it kept its first place, at the front).
+#[test]
+fn a_reopened_tuple_is_evicted_after_older_handshakes() {
+    let fw = Firewall::with_capacity(Action::Allow, 3);
+    let mut st = fw.stage();
+    st.refresh();
+    let peer = [1, 2, 3, 4];
+    act(&mut st, peer, 1, 80, flags::SYN, 0);
+    act(&mut st, peer, 1, 80, flags::ACK, 0);
+    act(&mut st, peer, 2, 80, flags::SYN, 0);
+    act(&mut st, peer, 1, 80, flags::FIN | flags::ACK, 0);
+    act(&mut st, peer, 1, 80, flags::SYN, 0);
+    act(&mut st, peer, 3, 80, flags::SYN, 0);
+    act(&mut st, peer, 4, 80, flags::SYN, 100);
+    let key = |p| (Ipv4Addr::new(1, 2, 3, 4), p, Ipv4Addr::new(10, 0, 0, 1), 80);
+    assert!(st.table.contains_key(&key(1)), "the reopened tuple stays");
+    assert!(!st.table.contains_key(&key(2)), "the oldest handshake went");
+    assert!(st.evictable.len() <= 2 * 3);
+}

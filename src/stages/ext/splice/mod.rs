@@ -161,19 +161,24 @@ impl SpliceState {
                 .wrapping_add(1);
             if !wire::seq::gt(end, limit) {
                 forward(&self.sent_end[dir], end);
+                // Its own RST in the window, not exact, is belied by data past it: it
+                // still sends.
+                let mark = 8u8 << dir;
+                if self.ends.load(Ordering::Acquire) & mark != 0
+                    && wire::seq::gt(end, self.rst_at[dir].load(Ordering::Relaxed))
+                {
+                    self.ends.fetch_and(!mark, Ordering::Relaxed);
+                }
             }
         }
         if fl & flags::RST == 0 && fl & flags::ACK != 0 {
             // An acknowledgement within what the other side has sent (RFC 9293's window
-            // update check, SND.UNA <= SEG.ACK <= SND.NXT), or within its window past that
-            // (data relayed past the window the splice knew of): a blind spoofer's misses,
-            // so it neither moves the number the other side's RST must carry nor the window.
+            // update check, SND.UNA <= SEG.ACK <= SND.NXT): a blind spoofer's misses, so it
+            // neither moves the number the other side's RST must carry nor the window.
             let a = self.acked[other].load(Ordering::Relaxed);
             let sent = self.sent_end[other].load(Ordering::Relaxed);
-            let reach = sent.wrapping_add(self.window[other].load(Ordering::Relaxed));
             let set = a >> 32 != 0;
-            if !set || (!wire::seq::lt(ack, a as u32) && !wire::seq::gt(ack, reach)) {
-                forward(&self.sent_end[other], ack);
+            if !set || (!wire::seq::lt(ack, a as u32) && !wire::seq::gt(ack, sent)) {
                 let moved = !set || wire::seq::gt(ack, a as u32);
                 if moved {
                     let _ = self.acked[other].fetch_update(
@@ -187,15 +192,16 @@ impl SpliceState {
                 }
                 self.window[other].store(window, Ordering::Relaxed);
                 // A RST of the other side in the window (not exact) reached this one: an
-                // acknowledgement of its number says this side took it (it was exact by
-                // then: the data before it had come), a duplicate one below it is its
-                // challenge ACK (it rejected the RST, RFC 5961 3.2).
+                // acknowledgement of its number, with nothing sent past it, says this side
+                // took it (it was exact by then: the data before it had come); a duplicate
+                // one below it is its challenge ACK (it rejected the RST, RFC 5961 3.2), and
+                // one past it says it lives on.
                 let mark = 8u8 << other;
-                if self.ends.load(Ordering::Relaxed) & mark != 0 {
+                if self.ends.load(Ordering::Acquire) & mark != 0 {
                     let rst = self.rst_at[other].load(Ordering::Relaxed);
-                    if ack == rst {
+                    if ack == rst && !wire::seq::gt(sent, rst) {
                         self.ends.fetch_or(4, Ordering::Relaxed);
-                    } else if !moved && wire::seq::lt(ack, rst) {
+                    } else if wire::seq::gt(ack, rst) || (!moved && wire::seq::lt(ack, rst)) {
                         self.ends.fetch_and(!mark, Ordering::Relaxed);
                     }
                 }
@@ -228,7 +234,8 @@ impl SpliceState {
             } else {
                 0
             };
-            self.ends.fetch_or(bit, Ordering::Relaxed);
+            // Release: a replica that sees the mark sees its number.
+            self.ends.fetch_or(bit, Ordering::Release);
         } else if fl & flags::FIN != 0 && (ahead as i32).unsigned_abs() <= window {
             // Behind the number too: a FIN segment sent again starts where its data did.
             self.ends.fetch_or(1 << dir, Ordering::Relaxed);

@@ -311,13 +311,13 @@ fn an_abort_with_data_in_flight_ends_the_splice() {
     assert!(st.ended());
 }
 
-/// More in flight than the window the splice first assumes, before any ACK came through:
-/// the ACKs that follow still move the splice's numbers (within a window past what it saw
-/// sent), and the FIN after counts. (With the numbers stuck, the FIN fell outside and the
-/// splice stayed for days.)
+/// More than 64 KiB in flight before any ACK came through (the splice starts from the
+/// most the engine could have offered each side, 65535 scaled by its shift): the ACKs that
+/// follow move the splice's numbers, and the FIN after counts. (Starting from 65535, the
+/// numbers stuck, the FIN fell outside and the splice stayed for days.)
 #[test]
-fn a_flight_past_the_first_window_is_followed() {
-    let st = SpliceState::new([1000, 5000], [65_535; 2]);
+fn a_flight_past_64_kib_is_followed() {
+    let st = SpliceState::new([1000, 5000], [65_535 << 7; 2]);
     let mut seq = 1000u32;
     for _ in 0..140 {
         st.relayed(0, flags::ACK, seq, seq + 1448, 5000, 1 << 20);
@@ -328,4 +328,25 @@ fn a_flight_past_the_first_window_is_followed() {
     assert_eq!(st.acked[0].load(Ordering::Relaxed) as u32, seq);
     st.relayed(0, flags::FIN | flags::ACK, seq, seq + 1, 5000, 1 << 20);
     assert_eq!(st.ends.load(Ordering::Relaxed), 1);
+}
+
+/// A spoofed RST in the window, not exact, while the data flows: the RST's side sending
+/// past it, or the other acknowledging past it, unmarks it (it once stayed marked, and the
+/// next pause of 10 s removed a live splice).
+#[test]
+fn a_spoofed_rst_is_belied_by_traffic_past_it() {
+    let st = SpliceState::new([1000, 5000], [65_535; 2]);
+    st.relayed(0, flags::RST, 3000, 3000, 0, 0);
+    assert!(st.rst_seen());
+    st.relayed(0, flags::ACK, 1000, 4000, 5000, 64 << 10);
+    assert!(!st.rst_seen(), "data past it");
+    st.relayed(1, flags::RST, 7000, 7000, 0, 0);
+    assert!(st.rst_seen());
+    st.relayed(1, flags::ACK, 5000, 8000, 4000, 64 << 10);
+    assert!(!st.rst_seen() && !st.ended());
+    // An ACK of exactly the RST's number while its side sent past it ends nothing.
+    st.relayed(1, flags::RST, 9000, 9000, 0, 0);
+    st.relayed(1, flags::ACK, 8000, 10_000, 4000, 64 << 10);
+    st.relayed(0, flags::ACK, 4000, 4000, 9000, 64 << 10);
+    assert!(!st.ended());
 }
