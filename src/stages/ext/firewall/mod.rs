@@ -484,7 +484,7 @@ impl FirewallStage {
     /// Queue `key` (its entry just became evictable, with `stamp`).
     fn queue(&mut self, key: Key, stamp: u32) {
         self.evictable.push_back((key, stamp));
-        if self.evictable.len() > 2 * self.shared.max_tracked.max(1) {
+        if self.evictable.len() > self.shared.max_tracked.max(1).saturating_mul(2) {
             // At most one current place a key: at least `max_tracked` pushes between two
             // compactions, which so cost O(1) a push.
             self.compact();
