@@ -309,7 +309,7 @@ impl Threaded {
                 punts: punt_c,
                 events: ev_c,
                 to_group: work_p,
-                pending_work: (0..ng).map(|_| VecDeque::new()).collect(),
+                backlog: Backlog::new(ng, BACKLOG_RINGS * rs),
                 from_post: io_from_post,
                 egress: (0..ng)
                     .map(|_| Reorder::new(topology.reorder_window, topology.overflow))

@@ -26,7 +26,8 @@ pub(super) struct IoTask<P: Port> {
     pub(super) punts: Vec<Consumer<(u64, Punt)>>,
     pub(super) events: Vec<Consumer<ControlEvent>>,
     pub(super) to_group: Vec<Producer<ProtoWork>>,
-    pub(super) pending_work: Vec<VecDeque<ProtoWork>>,
+    /// Work the groups' rings did not take yet, bounded (see [`backlog`]).
+    pub(super) backlog: Backlog,
     pub(super) from_post: Vec<Vec<Consumer<Sequenced<Frame>>>>,
     pub(super) egress: Vec<Reorder<Frame>>,
     pub(super) rx: Vec<Frame>,
@@ -57,7 +58,7 @@ pub(super) struct IoTask<P: Port> {
 impl<P: Port> IoTask<P> {
     fn route(&mut self, w: ProtoWork) {
         let g = self.group_of.get(w.flow() as usize).copied().unwrap_or(0) as usize % self.groups;
-        self.pending_work[g].push_back(w);
+        self.backlog.push(g, w, &self.arena);
     }
 
     fn apply_control(&mut self) -> bool {
@@ -225,23 +226,22 @@ impl<P: Port> Task for IoTask<P> {
                 self.control.handle_event(now, ev, &mut self.cout);
             }
         }
-        // Application doorbells.
-        while let Some(flow) = self.host.doorbells.pop() {
+        // Application doorbells and timers: left queued and armed while a group is behind
+        // (see `backlog`).
+        while self.backlog.takes_more() {
+            let Some(flow) = self.host.doorbells.pop() else {
+                break;
+            };
             busy = true;
             if let Some(u) = self.control.app_update(flow, &mut self.cout) {
                 self.route(u.work(flow, None));
             }
         }
-        let _ = self.control.poll_timers(now, &mut self.cout);
-        busy |= self.apply_control();
-        for g in 0..self.groups {
-            while let Some(w) = self.pending_work[g].pop_front() {
-                if let Err(back) = self.to_group[g].push(w) {
-                    self.pending_work[g].push_front(back);
-                    break;
-                }
-            }
+        if self.backlog.takes_more() {
+            let _ = self.control.poll_timers(now, &mut self.cout);
         }
+        busy |= self.apply_control();
+        self.backlog.flush(&mut self.to_group);
         // Control-plane frames and frames user stages reflected: through the `tx_frame`
         // hooks (the data path's frames went through them on the postprocess replicas).
         for c in self.raw_tx.iter_mut() {
@@ -320,7 +320,10 @@ impl<P: Port> IoTask<P> {
             }
         }
         self.meta.publish(
-            vec![("reinject", self.reinject.stats().clone())],
+            vec![
+                ("reinject", self.reinject.stats().clone()),
+                ("backlog", self.backlog.stats()),
+            ],
             rings,
             self.egress.iter().map(|r| r.stats()).collect(),
             self.tx_hooks.reports(),

@@ -34,6 +34,7 @@
 //! every millisecond and can be read while the runtime runs ([`Threaded::stats`]).
 
 mod assemble;
+mod backlog;
 mod egress;
 mod fused;
 mod group;
@@ -45,6 +46,7 @@ mod pre;
 mod stats;
 mod worker;
 
+use backlog::Backlog;
 use group::GroupTask;
 use io::IoTask;
 use place::PlaceTask;
@@ -286,6 +288,9 @@ impl ToIo {
 // ---------------------------------------------------------------------------------------
 // The runtime
 // ---------------------------------------------------------------------------------------
+
+/// The I/O task's backlog per flow group, in rings' worth of work ([`backlog`]).
+const BACKLOG_RINGS: usize = 8;
 
 /// A worker times each of its tasks' runs on one pass in this many (two clock reads per task
 /// on every pass would cost more than the shortest runs).
