@@ -610,6 +610,46 @@ fn a_write_just_before_the_splice_is_not_lost() {
 /// splice, does not fix the timestamp shift: the shift is fixed at the install from the
 /// server's last value. (The first relayed segment's value fixed it: every real one after
 /// was then 2^30 behind, and the client's PAWS dropped them all.)
+/// A segment from `from` (address, MAC) to the proxy, straight into the proxy's link as from
+/// the switch: `seg` is (source port, destination port, sequence number), with an ACK of a
+/// number no side uses and a FIN if `fin`.
+fn spoof_to_proxy(
+    lab: &mut Lab,
+    from: (Ipv4Addr, MacAddr),
+    seg: (u16, u16, u32),
+    fin: bool,
+    timestamp: Option<smoltcp::wire::TcpTimestampRepr>,
+) {
+    let repr = smoltcp::wire::TcpRepr {
+        src_port: seg.0,
+        dst_port: seg.1,
+        control: if fin {
+            smoltcp::wire::TcpControl::Fin
+        } else {
+            smoltcp::wire::TcpControl::None
+        },
+        seq_number: smoltcp::wire::TcpSeqNumber(seg.2 as i32),
+        ack_number: Some(smoltcp::wire::TcpSeqNumber(0x0765_4321)),
+        window_len: 1000,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp,
+        payload: &[],
+    };
+    let ep = flextoe::wire::Endpoints {
+        src_mac: from.1,
+        dst_mac: P.1,
+        src_ip: from.0,
+        dst_ip: P.0,
+    };
+    let mut frame = vec![0u8; 128];
+    let n = flextoe::wire::emit_tcp(&mut frame, &ep, &repr).unwrap();
+    let now = lab.clock.now();
+    lab.sw.port(1).send_bytes(now, &frame[..n]);
+}
+
 #[test]
 fn a_spoofed_first_timestamp_does_not_stall_a_splice() {
     const KEY: [u64; 2] = [7, 9];
@@ -629,33 +669,18 @@ fn a_spoofed_first_timestamp_does_not_stall_a_splice() {
     let offset = flextoe::control::secrets::Secrets::new(KEY).ts_offset(&at_server);
     let now = lab.clock.now();
     let real = (now.millis() as u32).wrapping_add(offset);
-    let repr = smoltcp::wire::TcpRepr {
-        src_port: 80,
-        dst_port: at_server.remote_port,
-        control: smoltcp::wire::TcpControl::None,
-        seq_number: smoltcp::wire::TcpSeqNumber(0x1234_5678),
-        ack_number: Some(smoltcp::wire::TcpSeqNumber(0x0765_4321)),
-        window_len: 1000,
-        window_scale: None,
-        max_seg_size: None,
-        sack_permitted: false,
-        sack_ranges: [None; 3],
-        timestamp: Some(smoltcp::wire::TcpTimestampRepr {
-            tsval: real.wrapping_add(1 << 30),
-            tsecr: 0,
-        }),
-        payload: &[],
+    let ts = smoltcp::wire::TcpTimestampRepr {
+        tsval: real.wrapping_add(1 << 30),
+        tsecr: 0,
     };
-    let ep = flextoe::wire::Endpoints {
-        src_mac: MacAddr([2, 0, 0, 8, 0, 99]),
-        dst_mac: P.1,
-        src_ip: S.0,
-        dst_ip: P.0,
-    };
-    let mut frame = vec![0u8; 128];
-    let n = flextoe::wire::emit_tcp(&mut frame, &ep, &repr).unwrap();
-    // Straight into the proxy's link, as from the switch.
-    lab.sw.port(1).send_bytes(now, &frame[..n]);
+    let seg = (80, at_server.remote_port, 0x1234_5678);
+    spoof_to_proxy(
+        &mut lab,
+        (S.0, MacAddr([2, 0, 0, 8, 0, 99])),
+        seg,
+        false,
+        Some(ts),
+    );
     let data: Vec<u8> = (0..256 * 1024).map(|i| (i * 13 % 251) as u8).collect();
     let mut sent = 0;
     let mut got = Vec::new();
@@ -672,4 +697,58 @@ fn a_spoofed_first_timestamp_does_not_stall_a_splice() {
         got.len() == data.len()
     });
     assert!(got == data);
+}
+
+/// Before the other side's first ACK through the splice, a FIN counts only within the
+/// window the engine last offered its sender, not within the most any window could have
+/// been (65535 scaled by the engine's shift: 2 MiB here, twice the offered 1 MiB). A
+/// spoofed FIN between the two, then the server's real FIN: the splice stays, and the
+/// client's data still reaches the server. (Both counted, the splice was removed as soon as
+/// it was quiet, and the client's next bytes went to a proxy that no longer knew them.)
+#[test]
+fn a_spoofed_fin_past_the_offered_window_does_not_end_a_splice() {
+    const KEY: [u64; 2] = [11, 13];
+    let mut lab = Lab::with(false, None, |ip, c| {
+        if ip == C.0 {
+            c.control.isn_secret = KEY;
+        }
+    });
+    // The client's SYN leaves on the first round, at this time.
+    let t0 = lab.clock.now();
+    let (mut cs, mut ss) = connect_and_splice(&mut lab);
+    let at_client = flextoe::wire::FourTuple {
+        local_ip: C.0,
+        local_port: cs.local_addr().port(),
+        remote_ip: P.0,
+        remote_port: 8080,
+    };
+    // SND.NXT of the client: its ISS, the SYN and the three bytes of its request.
+    let iss = flextoe::control::secrets::Secrets::new(KEY).isn(&at_client, t0);
+    let next = iss.wrapping_add(1 + 3);
+    // Past the 1 MiB the proxy offered the client, within 2 MiB.
+    let seg = (at_client.local_port, 8080, next.wrapping_add(1_500_000));
+    spoof_to_proxy(&mut lab, C, seg, true, None);
+    for _ in 0..10 {
+        lab.step();
+    }
+    ss.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut b = [0u8; 64];
+    lab.until("the server's FIN at the client", |_| {
+        let _ = cs.read(&mut b);
+        cs.peer_closed()
+    });
+    let quiet = lab.clock.now();
+    lab.until("a minute after", |lab| {
+        lab.clock.now().saturating_since(quiet) > Duration::from_secs(60)
+    });
+    assert_eq!(lab.splicer.active(), 1, "the splice is still there");
+    cs.write_all(b"still here").unwrap();
+    let mut got = Vec::new();
+    lab.until("the client's bytes at the server", |_| {
+        if let Some(n) = read_some(&mut ss, &mut b) {
+            got.extend_from_slice(&b[..n]);
+        }
+        got.len() >= 10
+    });
+    assert_eq!(got, b"still here");
 }

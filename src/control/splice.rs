@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::stages::ext::splice::{SpliceDir, SpliceError, SpliceRequest, SpliceState, SpliceTable};
+use crate::stages::notify::Frozen;
 
 /// How long a pending splice may wait for both connections to freeze.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -26,7 +27,7 @@ const IDLE: Duration = Duration::from_secs(5 * 24 * 3600);
 struct Pending {
     req: SpliceRequest,
     ids: [FlowId; 2],
-    frozen: [Option<(u32, u32, u32, u32)>; 2],
+    frozen: [Option<Frozen>; 2],
     since: Instant,
 }
 
@@ -132,7 +133,7 @@ impl Control {
         &mut self,
         now: Instant,
         id: FlowId,
-        at: (u32, u32, u32, u32),
+        at: Frozen,
         out: &mut ControlOutput,
     ) -> bool {
         let Some(i) = self
@@ -151,12 +152,12 @@ impl Control {
         }
         let p = self.splices.pending.swap_remove(i);
         let quiet = (0..2).all(|k| {
-            let (snd_nxt, rcv_nxt, in_flight, _) = p.frozen[k].unwrap_or_default();
+            let f = p.frozen[k].unwrap_or_default();
             let (_, written, read) = &p.req.sides[k];
             self.conns[p.ids[k] as usize].as_ref().is_some_and(|c| {
-                in_flight == 0
-                    && snd_nxt == c.iss.wrapping_add(1).wrapping_add(*written as u32)
-                    && rcv_nxt == c.irs.wrapping_add(1).wrapping_add(*read as u32)
+                f.in_flight == 0
+                    && f.snd_nxt == c.iss.wrapping_add(1).wrapping_add(*written as u32)
+                    && f.rcv_nxt == c.irs.wrapping_add(1).wrapping_add(*read as u32)
             })
         });
         if !quiet {
@@ -196,9 +197,13 @@ impl Control {
             p.frozen[0].unwrap_or_default(),
             p.frozen[1].unwrap_or_default(),
         ];
-        // The most each side may have been offered: 65535 scaled by the engine's shift.
-        let most = |k: usize| 65_535u32 << side[k].identity.rcv_wscale.min(14);
-        let state = Arc::new(SpliceState::new([seqs[0].1, seqs[1].1], [most(0), most(1)]));
+        // What each side may send before the other's first ACK through the splice: the
+        // window the engine last offered it (a FIN or RST farther off is a spoofer's).
+        let most = |k: usize| u32::from(seqs[k].window) << side[k].identity.rcv_wscale.min(14);
+        let state = Arc::new(SpliceState::new(
+            [seqs[0].rcv_nxt, seqs[1].rcv_nxt],
+            [most(0), most(1)],
+        ));
         for d in 0..2 {
             if side[d].identity.timestamps {
                 // The timestamp shift of each direction is fixed now, from the last value
@@ -206,7 +211,7 @@ impl Control {
                 // far ahead, would have made the other peer's PAWS drop every real one).
                 let offset = self.secrets.ts_offset(&side[1 - d].identity.tuple);
                 let ours = (now.millis() as u32).wrapping_add(offset);
-                state.latch_ts(d, ours, seqs[d].3);
+                state.latch_ts(d, ours, seqs[d].ts_recent);
             }
         }
         let mut keys = [(Ipv4Addr::UNSPECIFIED, 0, Ipv4Addr::UNSPECIFIED, 0); 2];
@@ -227,8 +232,8 @@ impl Control {
                     dport: to.tuple.remote_port,
                     // The peer's bytes continue the stream we were sending the other peer;
                     // its acknowledgements acknowledge what the other peer sent.
-                    seq_delta: to_seq.0.wrapping_sub(from_seq.1),
-                    ack_delta: to_seq.1.wrapping_sub(from_seq.0),
+                    seq_delta: to_seq.snd_nxt.wrapping_sub(from_seq.rcv_nxt),
+                    ack_delta: to_seq.rcv_nxt.wrapping_sub(from_seq.snd_nxt),
                     in_shift: from.snd_wscale,
                     out_shift: to.rcv_wscale,
                     out_ts_offset: self.secrets.ts_offset(&to.tuple),

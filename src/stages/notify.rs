@@ -22,9 +22,25 @@ pub struct ControlEvent {
     /// `Actions` bits relevant to the control plane (`FIN_RX`, `FIN_ACKED`, `RST_TX`,
     /// `ACKED`, `FIN_TX`, `FROZEN`).
     pub actions: Actions,
-    /// With `FROZEN`: SND.NXT, RCV.NXT, the sequence space not acknowledged, and the
-    /// peer's last timestamp value (TS.Recent; 0 without timestamps).
-    pub frozen: (u32, u32, u32, u32),
+    /// With `FROZEN`: where the connection stopped.
+    pub frozen: Frozen,
+}
+
+/// Where a connection frozen for a splice stopped ([`ControlEvent::frozen`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Frozen {
+    /// SND.NXT.
+    pub snd_nxt: u32,
+    /// RCV.NXT.
+    pub rcv_nxt: u32,
+    /// The sequence space sent and not acknowledged.
+    pub in_flight: u32,
+    /// The peer's last timestamp value (TS.Recent; 0 without timestamps).
+    pub ts_recent: u32,
+    /// The window last offered to the peer from RCV.NXT, as the window field gives it
+    /// (shifted right by the connection's receive scale, rounded up): the most the peer may
+    /// send past RCV.NXT.
+    pub window: u16,
 }
 
 /// The notify stage.
@@ -127,7 +143,13 @@ impl Notify {
                 let e = ControlEvent {
                     flow: r.flow,
                     actions: r.actions,
-                    frozen: (r.hdr.seq, r.hdr.ack, r.in_flight, r.hdr.ts_ecr),
+                    frozen: Frozen {
+                        snd_nxt: r.hdr.seq,
+                        rcv_nxt: r.hdr.ack,
+                        in_flight: r.in_flight,
+                        ts_recent: r.hdr.ts_ecr,
+                        window: r.hdr.win,
+                    },
                 };
                 match output.as_deref_mut() {
                     Some(out) => out.push(e),

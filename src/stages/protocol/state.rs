@@ -538,6 +538,9 @@ impl TcpState {
         r.hdr.seq = self.snd_nxt;
         r.hdr.ack = self.rcv_nxt;
         r.hdr.ts_ecr = self.ts_recent;
+        // The window last offered, as its field gives it: what the peer may still send.
+        let unit = 1u32 << self.rcv_shift.min(14);
+        r.hdr.win = self.offered().div_ceil(unit).min(u32::from(u16::MAX)) as u16;
     }
 
     pub(super) fn finish(&mut self, r: &mut ProtoResult) {

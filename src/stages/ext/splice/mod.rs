@@ -107,8 +107,8 @@ fn forward(v: &AtomicU32, to: u32) {
 impl SpliceState {
     /// The state of a new splice whose sides' next sequence numbers are `next` (what the
     /// engine had acknowledged of each when it froze them), each side taken to send into
-    /// `window` bytes until the other offers it a window through the splice (the most the
-    /// engine could have offered it).
+    /// `window` bytes until the other offers it a window through the splice (the window the
+    /// engine last offered it, [`Frozen::window`](crate::stages::notify::Frozen::window)).
     pub(crate) fn new(next: [u32; 2], window: [u32; 2]) -> SpliceState {
         let s = SpliceState::default();
         for k in 0..2 {

@@ -312,7 +312,7 @@ fn an_abort_with_data_in_flight_ends_the_splice() {
 }
 
 /// More than 64 KiB in flight before any ACK came through (the splice starts from the
-/// most the engine could have offered each side, 65535 scaled by its shift): the ACKs that
+/// window the engine last offered each side, here 65535 scaled by a shift of 7): the ACKs that
 /// follow move the splice's numbers, and the FIN after counts. (Starting from 65535, the
 /// numbers stuck, the FIN fell outside and the splice stayed for days.)
 #[test]

@@ -576,6 +576,47 @@ fn a_frozen_flow_drops_segments_returns_their_frames_and_lets_a_reset_through() 
     assert_eq!(frozen(&proto), 2);
 }
 
+/// A flow frozen for a splice reports the window it last offered, as its window field gives
+/// it (rounded up to the scale): the splice judges a FIN or RST that comes before the other
+/// side's first ACK against that, not against the most any window could be.
+#[test]
+fn a_frozen_flow_reports_the_window_it_last_offered() {
+    let arena = Arc::new(FrameArena::new(64).unwrap());
+    let now = Instant::from_micros(1_000);
+    for shift in [0u8, 2, 7] {
+        let mut proto = Protocol::new(arena.clone());
+        proto.install(0, TcpState::new(&params(shift)));
+        let mut peer = [Peer {
+            next: PEER_ISS,
+            ts: 10,
+            fin: false,
+        }; FLOWS as usize];
+        let work = items(&arena, &[(0, Op::Data(500, false))], &mut peer, &proto);
+        process_all(&mut proto, &arena, now, work);
+        let st = proto.state(0).unwrap();
+        let offered = st.rcv_adv.wrapping_sub(st.rcv_nxt);
+        assert!(offered > 0 && offered <= 6000, "{offered}");
+        let mut work = vec![ProtoWork::Freeze { flow: 0 }];
+        let mut results = Vec::new();
+        proto.process(now, &mut work, &mut results);
+        let r = results
+            .iter()
+            .find(|r| r.actions.any(Actions::FROZEN))
+            .expect("a frozen report");
+        let window = u32::from(r.hdr.win) << shift;
+        assert!(
+            window >= offered && window < offered + (1 << shift),
+            "shift {shift}: {window} for {offered}"
+        );
+        for r in &mut results {
+            for f in [r.rx_frame.take(), r.tx_frame.take()].into_iter().flatten() {
+                arena.free(f);
+            }
+        }
+    }
+    assert_eq!(arena.in_use(), 0);
+}
+
 /// Challenge ACKs are limited per flow, one per 500 ms for in-window RSTs and SYNs alike,
 /// with no budget across flows by default: a flood of in-window RSTs on one flow draws one
 /// challenge ACK and leaves the other flow's first in-window RST its own. A budget shared
