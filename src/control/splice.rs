@@ -156,6 +156,7 @@ impl Control {
             let (_, written, read) = &p.req.sides[k];
             self.conns[p.ids[k] as usize].as_ref().is_some_and(|c| {
                 f.in_flight == 0
+                    && !f.sacked
                     && f.snd_nxt == c.iss.wrapping_add(1).wrapping_add(*written as u32)
                     && f.rcv_nxt == c.irs.wrapping_add(1).wrapping_add(*read as u32)
             })

@@ -41,6 +41,10 @@ pub struct Frozen {
     /// (shifted right by the connection's receive scale, rounded up): the most the peer may
     /// send past RCV.NXT.
     pub window: u16,
+    /// The connection holds data past RCV.NXT that it SACKed to the peer: a splice would
+    /// drop it, and the peer, taking it as delivered, would send it again only after a
+    /// timeout (RFC 2018 reneging). The control plane refuses the splice as not quiet.
+    pub sacked: bool,
 }
 
 /// The notify stage.
@@ -149,6 +153,7 @@ impl Notify {
                         in_flight: r.in_flight,
                         ts_recent: r.hdr.ts_ecr,
                         window: r.hdr.win,
+                        sacked: !r.hdr.sack.is_empty(),
                     },
                 };
                 match output.as_deref_mut() {

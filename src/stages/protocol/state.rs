@@ -533,7 +533,7 @@ impl TcpState {
         h.ect = false;
     }
 
-    pub(super) fn report_frozen(&self, r: &mut ProtoResult) {
+    pub(super) fn report_frozen(&mut self, r: &mut ProtoResult) {
         r.actions.set(Actions::FROZEN);
         r.hdr.seq = self.snd_nxt;
         r.hdr.ack = self.rcv_nxt;
@@ -541,6 +541,12 @@ impl TcpState {
         // The window last offered, as its field gives it: what the peer may still send.
         let unit = 1u32 << self.rcv_shift.min(14);
         r.hdr.win = self.offered().div_ceil(unit).min(u32::from(u16::MAX)) as u16;
+        // Data held past RCV.NXT and SACKed to the peer: a splice would drop it.
+        r.hdr.sack = if self.ooo_used && self.ooo.iter().any(|iv| iv.1 != 0) {
+            self.sack_blocks()
+        } else {
+            SackBlocks::EMPTY
+        };
     }
 
     pub(super) fn finish(&mut self, r: &mut ProtoResult) {

@@ -9,7 +9,8 @@
 //!
 //! The hand-over is exact: the engine freezes both connections in the protocol stage, reads
 //! their sequence numbers, and splices only if everything each side sent has been
-//! acknowledged and the application has read everything received (otherwise it thaws them
+//! acknowledged, the application has read everything received and neither holds data it
+//! SACKed past what it received in order (otherwise it thaws them
 //! and the splice fails with [`SpliceError::NotQuiet`]: forward what is left and try again).
 //! Segments that arrive while a connection is frozen are dropped; their senders retransmit
 //! them and the splice relays them.
@@ -48,7 +49,8 @@ use crate::wire::{self, flags, MacAddr};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SpliceError {
     /// A connection has data not yet acknowledged, or received data the application has not
-    /// read, or is closing: forward what is left and try again.
+    /// read, or holds out-of-order data it SACKed (the gap is on its way), or is closing:
+    /// forward what is left and try again.
     #[error("a connection is not quiet (unacknowledged or unread data, or closing)")]
     NotQuiet,
     /// The two connections negotiated different options, or one side's segments would not

@@ -578,9 +578,10 @@ fn a_frozen_flow_drops_segments_returns_their_frames_and_lets_a_reset_through() 
 
 /// A flow frozen for a splice reports the window it last offered, as its window field gives
 /// it (rounded up to the scale): the splice judges a FIN or RST that comes before the other
-/// side's first ACK against that, not against the most any window could be.
+/// side's first ACK against that, not against the most any window could be. It also
+/// reports whether it holds data it SACKed.
 #[test]
-fn a_frozen_flow_reports_the_window_it_last_offered() {
+fn a_frozen_flow_reports_its_window_and_what_it_sacked() {
     let arena = Arc::new(FrameArena::new(64).unwrap());
     let now = Instant::from_micros(1_000);
     for shift in [0u8, 2, 7] {
@@ -608,11 +609,35 @@ fn a_frozen_flow_reports_the_window_it_last_offered() {
             window >= offered && window < offered + (1 << shift),
             "shift {shift}: {window} for {offered}"
         );
+        assert!(r.hdr.sack.is_empty(), "nothing held out of order");
         for r in &mut results {
             for f in [r.rx_frame.take(), r.tx_frame.take()].into_iter().flatten() {
                 arena.free(f);
             }
         }
+    }
+    // Data held past a gap, SACKed to the peer: the report says so (the control plane
+    // refuses the splice as not quiet: the splice would drop that data, and the peer would
+    // send it again only after a timeout).
+    let mut proto = Protocol::new(arena.clone());
+    proto.install(0, TcpState::new(&params(0)));
+    let mut peer = [Peer {
+        next: PEER_ISS,
+        ts: 10,
+        fin: false,
+    }; FLOWS as usize];
+    let work = items(&arena, &[(0, Op::Ahead(100, 200))], &mut peer, &proto);
+    process_all(&mut proto, &arena, now, work);
+    let mut work = vec![ProtoWork::Freeze { flow: 0 }];
+    let mut results = Vec::new();
+    proto.process(now, &mut work, &mut results);
+    let r = results
+        .iter_mut()
+        .find(|r| r.actions.any(Actions::FROZEN))
+        .expect("a frozen report");
+    assert!(!r.hdr.sack.is_empty(), "{:?}", r.hdr.sack);
+    for f in [r.rx_frame.take(), r.tx_frame.take()].into_iter().flatten() {
+        arena.free(f);
     }
     assert_eq!(arena.in_use(), 0);
 }
