@@ -606,10 +606,6 @@ fn a_write_just_before_the_splice_is_not_lost() {
     assert_eq!(&got, b"HELLO");
 }
 
-/// A spoofed segment with a timestamp far ahead, the first from the server's side after the
-/// splice, does not fix the timestamp shift: the shift is fixed at the install from the
-/// server's last value. (The first relayed segment's value fixed it: every real one after
-/// was then 2^30 behind, and the client's PAWS dropped them all.)
 /// A segment from `from` (address, MAC) to the proxy, straight into the proxy's link as from
 /// the switch: `seg` is (source port, destination port, sequence number), with an ACK of a
 /// number no side uses and a FIN if `fin`.
@@ -650,6 +646,10 @@ fn spoof_to_proxy(
     lab.sw.port(1).send_bytes(now, &frame[..n]);
 }
 
+/// A spoofed segment with a timestamp far ahead, the first from the server's side after the
+/// splice, does not fix the timestamp shift: the shift is fixed at the install from the
+/// server's last value. (The first relayed segment's value fixed it: every real one after
+/// was then 2^30 behind, and the client's PAWS dropped them all.)
 #[test]
 fn a_spoofed_first_timestamp_does_not_stall_a_splice() {
     const KEY: [u64; 2] = [7, 9];
@@ -727,10 +727,17 @@ fn a_spoofed_fin_past_the_offered_window_does_not_end_a_splice() {
     let next = iss.wrapping_add(1 + 3);
     // Past the 1 MiB the proxy offered the client, within 2 MiB.
     let seg = (at_client.local_port, 8080, next.wrapping_add(1_500_000));
+    let (relayed, malformed) = (
+        lab.splicer.counters().relayed(),
+        lab.splicer.counters().malformed(),
+    );
     spoof_to_proxy(&mut lab, C, seg, true, None);
     for _ in 0..10 {
         lab.step();
     }
+    // The spoofed FIN went through the splice (and the server ignored it).
+    assert!(lab.splicer.counters().relayed() > relayed);
+    assert_eq!(lab.splicer.counters().malformed(), malformed);
     ss.shutdown(std::net::Shutdown::Write).unwrap();
     let mut b = [0u8; 64];
     lab.until("the server's FIN at the client", |_| {

@@ -1,13 +1,16 @@
 //! The I/O task's backlog of protocol work per flow group: what its ring to the group did not
 //! take yet, bounded.
 //!
-//! A flow group that falls behind leaves work here. The backlog holds at most a fixed number
-//! of items per group: past it, work that came from the network (a segment the control plane
-//! re-injects, a RST or SYN it saw first, an ACK it asked for) is dropped and counted
-//! (`queue-full`), as a full ring drops a frame, and the I/O task stops taking new work of
-//! its own making (the application's doorbells, the control plane's timers) until the group
-//! has caught up: that work waits where it is (a doorbell stays queued with its flag up, a
-//! timer stays armed) and is not lost.
+//! A flow group that falls behind leaves work here. Work that came from the network (a
+//! segment the control plane re-injects, a RST or a SYN it saw first) is dropped and counted
+//! (`queue-full`) once a group's queue holds half its bound, as a full ring drops a frame.
+//! At the bound, the I/O task stops taking work of its own sources (the application's
+//! doorbells, the control plane's timers) until the group has caught up: that work waits
+//! where it is (a doorbell stays queued with its flag up, a timer stays armed) and is not
+//! lost. The network alone cannot fill a queue to the bound, so a flood on one connection
+//! does not hold back the doorbells and timers of the others. What else comes (connection
+//! installs, the application's requests, events from the data path, a splice's freeze) is
+//! kept, bounded by the connection table and the application, not by this queue.
 
 use super::*;
 use crate::stats::{DropCounters, DropReason};
@@ -22,35 +25,35 @@ pub(super) struct Backlog {
 }
 
 impl Backlog {
-    /// A backlog for `groups` flow groups, `cap` items each at most (at least one).
+    /// A backlog for `groups` flow groups, bounded at `cap` items each (at least two).
     pub(super) fn new(groups: usize, cap: usize) -> Self {
         Backlog {
             queues: (0..groups.max(1)).map(|_| VecDeque::new()).collect(),
-            cap: cap.max(1),
+            cap: cap.max(2),
             dropped: DropCounters::default(),
         }
     }
 
-    /// Queue `w` for group `g`; past the bound, work from the network is dropped and counted
-    /// (a dropped segment's frame freed).
+    /// Queue `w` for group `g`; from half the bound on, work from the network is dropped and
+    /// counted (a dropped segment's frame freed).
     pub(super) fn push(&mut self, g: usize, w: ProtoWork, arena: &FrameArena) {
         let Some(q) = self.queues.get_mut(g) else {
             return;
         };
-        if q.len() >= self.cap {
+        if q.len() >= self.cap / 2 {
             match w {
                 ProtoWork::Rx(rx) => {
                     arena.free(rx.frame);
                     self.dropped.add(DropReason::QueueFull);
                     return;
                 }
-                ProtoWork::Rst { .. } | ProtoWork::Challenge { .. } | ProtoWork::Ack { .. } => {
+                ProtoWork::Rst { .. } | ProtoWork::Challenge { .. } => {
                     self.dropped.add(DropReason::QueueFull);
                     return;
                 }
-                // The control plane's and the application's own work is kept: its sources
-                // are held back while any queue is full (`takes_more`), so what still comes
-                // (installs, events about a flow, a splice's freeze) is bounded by them.
+                // The control plane's and the application's own work is kept (an `Ack` is
+                // the delayed-ACK timer's, already disarmed, or a handshake's last): its
+                // sources are held back at the bound (`takes_more`).
                 _ => {}
             }
         }
@@ -98,9 +101,10 @@ mod tests {
         })
     }
 
-    /// A group that does not keep up: past the bound, the network's work is dropped and
-    /// counted (its frames freed), the control plane's and the application's is kept, and
-    /// the I/O task holds back its own sources until the ring has taken the backlog.
+    /// A group that does not keep up: from half the bound on, the network's work is dropped
+    /// and counted (its frames freed), and it alone does not hold back the I/O task; the
+    /// control plane's and the application's work is kept, and at the bound the I/O task
+    /// holds back its own sources until the ring has taken the backlog, in order.
     #[test]
     fn a_group_that_falls_behind_bounds_its_backlog() {
         let arena = FrameArena::new(64).expect("arena");
@@ -108,11 +112,7 @@ mod tests {
         let (p0, mut c) = spsc::<ProtoWork>(4);
         let (p1, _c1) = spsc::<ProtoWork>(4);
         let mut rings = vec![p0, p1];
-        for _ in 0..8 {
-            b.push(0, ProtoWork::Retransmit { flow: 7 }, &arena);
-        }
-        assert!(!b.takes_more(), "group 0 is at its bound");
-        for _ in 0..5 {
+        for _ in 0..6 {
             b.push(0, rx(&arena), &arena);
         }
         b.push(
@@ -126,9 +126,18 @@ mod tests {
             &arena,
         );
         b.push(0, ProtoWork::Challenge { flow: 7 }, &arena);
+        assert_eq!(b.queues[0].len(), 4, "half the bound");
+        assert_eq!(b.dropped.get(DropReason::QueueFull), 4);
+        assert_eq!(arena.in_use(), 4, "every dropped segment's frame freed");
+        assert!(
+            b.takes_more(),
+            "the network alone does not hold the I/O task back"
+        );
+        for _ in 0..4 {
+            b.push(0, ProtoWork::Retransmit { flow: 7 }, &arena);
+        }
+        assert!(!b.takes_more(), "group 0 is at its bound");
         b.push(0, ProtoWork::Ack { flow: 7 }, &arena);
-        assert_eq!(b.dropped.get(DropReason::QueueFull), 8);
-        assert_eq!(arena.in_use(), 0, "every dropped segment's frame freed");
         b.push(
             0,
             ProtoWork::App {
@@ -139,29 +148,37 @@ mod tests {
             },
             &arena,
         );
-        assert_eq!(b.queues[0].len(), 9, "the application's work is kept");
+        assert_eq!(
+            b.queues[0].len(),
+            10,
+            "the timers' and the application's work is kept"
+        );
+        assert_eq!(b.dropped.get(DropReason::QueueFull), 4);
         // Group 1 is not behind and takes everything.
         b.push(1, rx(&arena), &arena);
         assert_eq!(b.queues[1].len(), 1);
-        assert_eq!(arena.in_use(), 1);
         // The ring takes four; the rest waits, in order.
         b.flush(&mut rings);
-        assert_eq!(b.queues[0].len(), 5);
+        assert_eq!(b.queues[0].len(), 6);
         assert!(b.takes_more(), "below the bound again");
-        let mut taken = 0;
+        let mut taken = Vec::new();
         while let Some(w) = c.pop() {
-            assert!(matches!(w, ProtoWork::Retransmit { flow: 7 }));
-            taken += 1;
+            taken.push(w);
         }
-        assert_eq!(taken, 4);
-        b.flush(&mut rings);
-        let mut rest = Vec::new();
-        while let Some(w) = c.pop() {
-            rest.push(w);
+        assert_eq!(taken.len(), 4);
+        for w in taken {
+            let ProtoWork::Rx(rx) = w else {
+                panic!("out of order: {w:?}");
+            };
+            arena.free(rx.frame);
         }
-        assert_eq!(rest.len(), 4);
-        assert!(matches!(rest[3], ProtoWork::Retransmit { flow: 7 }));
         b.flush(&mut rings);
+        for _ in 0..4 {
+            assert!(matches!(c.pop(), Some(ProtoWork::Retransmit { flow: 7 })));
+        }
+        b.flush(&mut rings);
+        assert!(matches!(c.pop(), Some(ProtoWork::Ack { flow: 7 })));
         assert!(matches!(c.pop(), Some(ProtoWork::App { fin: true, .. })));
+        assert!(c.pop().is_none());
     }
 }

@@ -642,6 +642,86 @@ fn a_frozen_flow_reports_its_window_and_what_it_sacked() {
     assert_eq!(arena.in_use(), 0);
 }
 
+/// A frozen flow's challenge ACK (to an in-window RST, which goes through a freeze) offers
+/// no more than the window it reported at the freeze, though the application read since:
+/// the splice takes the peer to send within the reported window until the other side's
+/// first ACK, and the peer's data past it stuck the splice's numbers.
+#[test]
+fn a_frozen_flows_challenge_ack_offers_no_more_than_it_reported() {
+    let arena = Arc::new(FrameArena::new(64).unwrap());
+    let now = Instant::from_micros(1_000_000);
+    let mut proto = Protocol::new(arena.clone());
+    let mut st = TcpState::new(&params(0));
+    let (mut writer, mut reader) = crate::buf::byte_ring(8192);
+    st.watch_rx(writer.observer());
+    proto.install(0, st);
+    let mut peer = [Peer {
+        next: PEER_ISS,
+        ts: 10,
+        fin: false,
+    }; FLOWS as usize];
+    let ops = [(0, Op::Data(1000, false)); 4];
+    let work = items(&arena, &ops, &mut peer, &proto);
+    process_all(&mut proto, &arena, now, work);
+    let mut work = vec![ProtoWork::Freeze { flow: 0 }];
+    let mut results = Vec::new();
+    proto.process(now, &mut work, &mut results);
+    let reported = results
+        .iter()
+        .find(|r| r.actions.any(Actions::FROZEN))
+        .expect("a frozen report")
+        .hdr
+        .win;
+    assert!(reported < 6000, "the ring holds unread data: {reported}");
+    // The application reads all of it while the flow is frozen.
+    assert_eq!(writer.push(&[7; 4000]), 4000);
+    assert_eq!(reader.pop(&mut [0; 4000]), 4000);
+    let rcv_nxt = proto.state(0).unwrap().rcv_nxt;
+    let rst = ProtoWork::Rx(RxWork {
+        flow: 0,
+        summary: SegmentSummary {
+            seq: rcv_nxt.wrapping_add(10),
+            flags: flags::RST,
+            payload_off: 54,
+            incarnation: 1,
+            ..SegmentSummary::default()
+        },
+        frame: arena.alloc_copy(&[0u8; 54]).unwrap(),
+    });
+    let mut work = vec![rst];
+    let mut results = Vec::new();
+    proto.process(now, &mut work, &mut results);
+    let challenge = results
+        .iter()
+        .find(|r| r.actions.any(Actions::CHALLENGE_ACK))
+        .expect("a challenge ACK");
+    assert!(
+        challenge.hdr.win <= reported,
+        "{} > {reported}",
+        challenge.hdr.win
+    );
+    for r in &mut results {
+        for f in [r.rx_frame.take(), r.tx_frame.take()].into_iter().flatten() {
+            arena.free(f);
+        }
+    }
+    // Thawed, it offers the whole ring again.
+    let mut work = vec![ProtoWork::Thaw { flow: 0 }, ProtoWork::Ack { flow: 0 }];
+    let mut results = Vec::new();
+    proto.process(now, &mut work, &mut results);
+    let ack = results
+        .iter_mut()
+        .find(|r| r.actions.any(Actions::ACK_NOW))
+        .expect("an ACK");
+    assert_eq!(ack.hdr.win, 6000);
+    for r in &mut results {
+        for f in [r.rx_frame.take(), r.tx_frame.take()].into_iter().flatten() {
+            arena.free(f);
+        }
+    }
+    assert_eq!(arena.in_use(), 0);
+}
+
 /// Challenge ACKs are limited per flow, one per 500 ms for in-window RSTs and SYNs alike,
 /// with no budget across flows by default: a flood of in-window RSTs on one flow draws one
 /// challenge ACK and leaves the other flow's first in-window RST its own. A budget shared
