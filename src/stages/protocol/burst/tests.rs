@@ -576,6 +576,37 @@ fn a_frozen_flow_drops_segments_returns_their_frames_and_lets_a_reset_through() 
     assert_eq!(frozen(&proto), 2);
 }
 
+/// Process `work`, give back every frame its results hand back, and return the first result
+/// with any of `actions`.
+fn result_with(
+    proto: &mut Protocol,
+    arena: &FrameArena,
+    now: Instant,
+    mut work: Vec<ProtoWork>,
+    actions: u32,
+) -> ProtoResult {
+    let mut results = Vec::new();
+    proto.process(now, &mut work, &mut results);
+    for r in &mut results {
+        for f in [r.rx_frame.take(), r.tx_frame.take()].into_iter().flatten() {
+            arena.free(f);
+        }
+    }
+    results
+        .into_iter()
+        .find(|r| r.actions.any(actions))
+        .expect("a result with those actions")
+}
+
+/// A peer at the start of each flow's stream.
+fn peers() -> [Peer; FLOWS as usize] {
+    [Peer {
+        next: PEER_ISS,
+        ts: 10,
+        fin: false,
+    }; FLOWS as usize]
+}
+
 /// A flow frozen for a splice reports the window it last offered, as its window field gives
 /// it (rounded up to the scale): the splice judges a FIN or RST that comes before the other
 /// side's first ACK against that, not against the most any window could be. It also
@@ -584,61 +615,32 @@ fn a_frozen_flow_drops_segments_returns_their_frames_and_lets_a_reset_through() 
 fn a_frozen_flow_reports_its_window_and_what_it_sacked() {
     let arena = Arc::new(FrameArena::new(64).unwrap());
     let now = Instant::from_micros(1_000);
+    let freeze = || vec![ProtoWork::Freeze { flow: 0 }];
     for shift in [0u8, 2, 7] {
         let mut proto = Protocol::new(arena.clone());
         proto.install(0, TcpState::new(&params(shift)));
-        let mut peer = [Peer {
-            next: PEER_ISS,
-            ts: 10,
-            fin: false,
-        }; FLOWS as usize];
-        let work = items(&arena, &[(0, Op::Data(500, false))], &mut peer, &proto);
+        let work = items(&arena, &[(0, Op::Data(500, false))], &mut peers(), &proto);
         process_all(&mut proto, &arena, now, work);
         let st = proto.state(0).unwrap();
         let offered = st.rcv_adv.wrapping_sub(st.rcv_nxt);
         assert!(offered > 0 && offered <= 6000, "{offered}");
-        let mut work = vec![ProtoWork::Freeze { flow: 0 }];
-        let mut results = Vec::new();
-        proto.process(now, &mut work, &mut results);
-        let r = results
-            .iter()
-            .find(|r| r.actions.any(Actions::FROZEN))
-            .expect("a frozen report");
+        let r = result_with(&mut proto, &arena, now, freeze(), Actions::FROZEN);
         let window = u32::from(r.hdr.win) << shift;
         assert!(
             window >= offered && window < offered + (1 << shift),
             "shift {shift}: {window} for {offered}"
         );
         assert!(r.hdr.sack.is_empty(), "nothing held out of order");
-        for r in &mut results {
-            for f in [r.rx_frame.take(), r.tx_frame.take()].into_iter().flatten() {
-                arena.free(f);
-            }
-        }
     }
     // Data held past a gap, SACKed to the peer: the report says so (the control plane
     // refuses the splice as not quiet: the splice would drop that data, and the peer would
     // send it again only after a timeout).
     let mut proto = Protocol::new(arena.clone());
     proto.install(0, TcpState::new(&params(0)));
-    let mut peer = [Peer {
-        next: PEER_ISS,
-        ts: 10,
-        fin: false,
-    }; FLOWS as usize];
-    let work = items(&arena, &[(0, Op::Ahead(100, 200))], &mut peer, &proto);
+    let work = items(&arena, &[(0, Op::Ahead(100, 200))], &mut peers(), &proto);
     process_all(&mut proto, &arena, now, work);
-    let mut work = vec![ProtoWork::Freeze { flow: 0 }];
-    let mut results = Vec::new();
-    proto.process(now, &mut work, &mut results);
-    let r = results
-        .iter_mut()
-        .find(|r| r.actions.any(Actions::FROZEN))
-        .expect("a frozen report");
+    let r = result_with(&mut proto, &arena, now, freeze(), Actions::FROZEN);
     assert!(!r.hdr.sack.is_empty(), "{:?}", r.hdr.sack);
-    for f in [r.rx_frame.take(), r.tx_frame.take()].into_iter().flatten() {
-        arena.free(f);
-    }
     assert_eq!(arena.in_use(), 0);
 }
 
@@ -655,21 +657,11 @@ fn a_frozen_flows_challenge_ack_offers_no_more_than_it_reported() {
     let (mut writer, mut reader) = crate::buf::byte_ring(8192);
     st.watch_rx(writer.observer());
     proto.install(0, st);
-    let mut peer = [Peer {
-        next: PEER_ISS,
-        ts: 10,
-        fin: false,
-    }; FLOWS as usize];
     let ops = [(0, Op::Data(1000, false)); 4];
-    let work = items(&arena, &ops, &mut peer, &proto);
+    let work = items(&arena, &ops, &mut peers(), &proto);
     process_all(&mut proto, &arena, now, work);
-    let mut work = vec![ProtoWork::Freeze { flow: 0 }];
-    let mut results = Vec::new();
-    proto.process(now, &mut work, &mut results);
-    let reported = results
-        .iter()
-        .find(|r| r.actions.any(Actions::FROZEN))
-        .expect("a frozen report")
+    let freeze = vec![ProtoWork::Freeze { flow: 0 }];
+    let reported = result_with(&mut proto, &arena, now, freeze, Actions::FROZEN)
         .hdr
         .win;
     assert!(reported < 6000, "the ring holds unread data: {reported}");
@@ -688,37 +680,16 @@ fn a_frozen_flows_challenge_ack_offers_no_more_than_it_reported() {
         },
         frame: arena.alloc_copy(&[0u8; 54]).unwrap(),
     });
-    let mut work = vec![rst];
-    let mut results = Vec::new();
-    proto.process(now, &mut work, &mut results);
-    let challenge = results
-        .iter()
-        .find(|r| r.actions.any(Actions::CHALLENGE_ACK))
-        .expect("a challenge ACK");
+    let challenge = result_with(&mut proto, &arena, now, vec![rst], Actions::CHALLENGE_ACK);
     assert!(
         challenge.hdr.win <= reported,
         "{} > {reported}",
         challenge.hdr.win
     );
-    for r in &mut results {
-        for f in [r.rx_frame.take(), r.tx_frame.take()].into_iter().flatten() {
-            arena.free(f);
-        }
-    }
     // Thawed, it offers the whole ring again.
-    let mut work = vec![ProtoWork::Thaw { flow: 0 }, ProtoWork::Ack { flow: 0 }];
-    let mut results = Vec::new();
-    proto.process(now, &mut work, &mut results);
-    let ack = results
-        .iter_mut()
-        .find(|r| r.actions.any(Actions::ACK_NOW))
-        .expect("an ACK");
+    let work = vec![ProtoWork::Thaw { flow: 0 }, ProtoWork::Ack { flow: 0 }];
+    let ack = result_with(&mut proto, &arena, now, work, Actions::ACK_NOW);
     assert_eq!(ack.hdr.win, 6000);
-    for r in &mut results {
-        for f in [r.rx_frame.take(), r.tx_frame.take()].into_iter().flatten() {
-            arena.free(f);
-        }
-    }
     assert_eq!(arena.in_use(), 0);
 }
 
