@@ -525,6 +525,24 @@ fn a_splice_with_unread_data_is_refused_and_the_streams_come_back() {
     let _ = Read::read(&mut cs, &mut buf);
 }
 
+/// A splicer whose stage the engine does not run refuses at once (`NoStage`), the streams
+/// back and working: the splice would have frozen both connections and handed their
+/// segments to a table no stage reads.
+#[test]
+fn a_splicer_whose_stage_the_engine_lacks_refuses() {
+    let mut lab = Lab::new(false);
+    let (mut cs, mut down, up, _server) = connect_both(&mut lab);
+    let other = Splicer::new();
+    let Err((SpliceError::NoStage, d, u)) = other.splice(down, up) else {
+        panic!("refused with the streams back");
+    };
+    (down, _) = (d, u);
+    cs.write_all(b"still").unwrap();
+    let mut buf = [0u8; 5];
+    lab.until("read", |_| down.read(&mut buf).is_ok());
+    assert_eq!(&buf, b"still");
+}
+
 /// A splice the application stopped waiting for is not carried out: the engine, coming to
 /// the request afterwards, leaves both connections as they were (the application claimed
 /// the request first), and they carry data on.

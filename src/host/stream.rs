@@ -678,6 +678,11 @@ impl Stream {
     }
 
     /// Whether both streams belong to one engine.
+    /// The engine's side of the application interface this stream belongs to.
+    pub(crate) fn engine(&self) -> &Arc<HostShared> {
+        &self.host
+    }
+
     pub(crate) fn same_engine(&self, other: &Stream) -> bool {
         Arc::ptr_eq(&self.host, &other.host)
     }

@@ -219,6 +219,11 @@ pub struct HookCx<'a> {
     pub instance: usize,
 }
 
+/// The engine a stage joins, given to [`Hook::attach`] once, as the engine is built.
+pub struct AttachCx {
+    pub(crate) host: std::sync::Weak<crate::host::HostShared>,
+}
+
 /// A user stage at hook point `H`: one call per burst.
 ///
 /// Stages are `Clone`: every runtime instance of the point (see the module docs) gets its
@@ -233,6 +238,12 @@ pub trait Hook<H: HookPoint>: Send + 'static {
     /// Look at (and possibly change) a burst; set a verdict for any item that should not
     /// simply pass. `verdicts` has one entry per item, all [`Verdict::Pass`] on entry.
     fn process(&mut self, cx: &HookCx<'_>, items: &mut [H::Item], verdicts: &mut Verdicts);
+    /// Called once as the engine is built, before its runtime copies the stage: the
+    /// engine it joins (a stage that an application-side handle must find by its engine
+    /// registers here, as the splice stage does). Nothing by default.
+    fn attach(&mut self, engine: &AttachCx) {
+        let _ = engine;
+    }
 }
 
 /// A stage with the means to copy itself, as the chains keep them.
@@ -484,6 +495,13 @@ impl<H: HookPoint> Clone for Chain<H> {
 }
 
 impl<H: HookPoint> Chain<H> {
+    /// Tell every stage the engine it joins ([`Hook::attach`]).
+    pub(crate) fn attach(&mut self, engine: &AttachCx) {
+        for s in &mut self.slots {
+            s.hook.attach(engine);
+        }
+    }
+
     /// Append a stage.
     pub(crate) fn push<T: Hook<H> + Clone>(&mut self, hook: T) {
         let drops = vec![0; hook.drop_reasons().len()];
@@ -700,6 +718,14 @@ pub struct Hooks {
 }
 
 impl Hooks {
+    /// Tell every stage the engine it joins ([`Hook::attach`]).
+    pub(crate) fn attach(&mut self, engine: &AttachCx) {
+        self.rx_frame.attach(engine);
+        self.rx_segment.attach(engine);
+        self.results.attach(engine);
+        self.tx_frame.attach(engine);
+    }
+
     /// Whether no point has a stage.
     pub fn is_empty(&self) -> bool {
         self.rx_frame.is_empty()

@@ -54,13 +54,13 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Engine<P, C, S> {
         port: P,
         cc: C,
         sched: S,
-        hooks: Hooks,
+        mut hooks: Hooks,
     ) -> Result<Self, EngineError> {
         let Parts {
             arena,
             host,
             control,
-        } = Parts::new(&cfg, port.mtu(), port.arena())?;
+        } = Parts::new(&cfg, port.mtu(), port.arena(), &mut hooks)?;
         let Hooks {
             rx_frame,
             rx_segment,

@@ -78,7 +78,7 @@ pub mod threaded;
 pub mod topology;
 
 pub use builder::{Pipeline, PipelineBuilder};
-pub use hooks::{Hook, HookCx, HookReport, Hooks, RedirectRing, Verdict, Verdicts};
+pub use hooks::{AttachCx, Hook, HookCx, HookReport, Hooks, RedirectRing, Verdict, Verdicts};
 pub use inline::Engine;
 pub use runtime::Runtime;
 pub use sleep::RuntimeSleeps;
@@ -199,6 +199,7 @@ impl Parts {
         cfg: &EngineConfig,
         mtu: usize,
         port_arena: Option<Arc<FrameArena>>,
+        hooks: &mut Hooks,
     ) -> Result<Self, EngineError> {
         if cfg.burst == 0 {
             return Err(EngineError::Config("burst must be positive"));
@@ -247,6 +248,9 @@ impl Parts {
         let max_mtu = crate::buf::FRAME_SIZE - crate::buf::HEADROOM - 18;
         control_cfg.mtu = control_cfg.mtu.min(mtu.min(max_mtu) as u16);
         let control = Control::new(control_cfg, arena.clone(), host.clone(), req_rx);
+        hooks.attach(&hooks::AttachCx {
+            host: Arc::downgrade(&host),
+        });
         Ok(Parts {
             arena,
             host,

@@ -10,7 +10,7 @@ impl Threaded {
         port: P,
         topology: Topology,
         clock: K,
-        pol: Policies<C, S>,
+        mut pol: Policies<C, S>,
     ) -> Result<Self, EngineError>
     where
         P: Port + 'static,
@@ -29,7 +29,7 @@ impl Threaded {
             arena,
             host,
             control,
-        } = Parts::new(&cfg, port.mtu(), port.arena())?;
+        } = Parts::new(&cfg, port.mtu(), port.arena(), &mut pol.hooks)?;
         let (np, ng, nd, nq) = (
             topology.preprocess,
             topology.flow_groups,

@@ -7,10 +7,11 @@
 //! At the bound, the I/O task stops taking work of its own sources (the application's
 //! doorbells, the control plane's timers) until the group has caught up: that work waits
 //! where it is (a doorbell stays queued with its flag up, a timer stays armed) and is not
-//! lost. The network alone cannot fill a queue to the bound, so a flood on one connection
-//! does not hold back the doorbells and timers of the others. What else comes (connection
-//! installs, the application's requests, events from the data path, a splice's freeze) is
-//! kept, bounded by the connection table and the application, not by this queue.
+//! lost. Segments, RSTs and SYNs alone cannot fill a queue to the bound, so a flood of them
+//! on one connection does not hold back the doorbells and timers of the others. What else
+//! comes (an update for each connection installed, the application's requests, events from
+//! the data path, a splice's freeze, one timer pass's work) is kept, bounded by the
+//! connection table and the application, not by this queue.
 
 use super::*;
 use crate::stats::{DropCounters, DropReason};

@@ -336,7 +336,7 @@ impl<C: CongestionControl> Protocol<C> {
         let Some(Some((st, _))) = self.flows.get_mut(r.flow as usize) else {
             return;
         };
-        if let Some(w) = frozen(st, work, r) {
+        if let Some(w) = frozen(st, now, work, r) {
             self.dispatch(now, w, r);
         }
     }

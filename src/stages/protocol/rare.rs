@@ -39,7 +39,12 @@ pub(super) fn frozen_segment(st: &mut TcpState, stats: &mut StageStats, r: &mut 
 /// thaw's update, a reset), or `None` when done.
 #[cold]
 #[inline(never)]
-pub(super) fn frozen(st: &mut TcpState, work: ProtoWork, r: &mut ProtoResult) -> Option<ProtoWork> {
+pub(super) fn frozen(
+    st: &mut TcpState,
+    now: Instant,
+    work: ProtoWork,
+    r: &mut ProtoResult,
+) -> Option<ProtoWork> {
     match work {
         // Segments go to the protocol stage's `handle_rx`, which drops them there
         // (`frozen_segment`) but for a reset.
@@ -73,6 +78,13 @@ pub(super) fn frozen(st: &mut TcpState, work: ProtoWork, r: &mut ProtoResult) ->
             }
         }
         ProtoWork::Freeze { .. } => st.report_frozen(r),
+        // An ACK the delayed-ACK timer owes (it disarmed itself) still goes, the window
+        // held: dropped, the peer's data waited for its retransmission timeout, spliced or
+        // thawed.
+        ProtoWork::Ack { .. } => {
+            st.frozen_ack_header(now, &mut r.hdr);
+            r.actions.set(Actions::TX | Actions::ACK_NOW);
+        }
         w @ (ProtoWork::Rst { .. } | ProtoWork::Reset { .. }) => return Some(w),
         _ => {}
     }

@@ -616,13 +616,10 @@ impl TcpState {
         if self.has(F_RST) || self.oow_limited(now) || !budget() {
             return Some(DropReason::RateLimited);
         }
-        // A flow frozen for a splice offers no more than it reported at the freeze: the
-        // splice takes the peer to send within that until the other side's first ACK.
-        let frozen_edge = self.has(F_FROZEN).then_some(self.rcv_adv);
-        self.ack_now_header(now, &mut r.hdr);
-        if let Some(edge) = frozen_edge {
-            self.rcv_adv = edge;
-            r.hdr.win = (self.offered() >> self.rcv_shift.min(14)).min(u32::from(u16::MAX)) as u16;
+        if self.has(F_FROZEN) {
+            self.frozen_ack_header(now, &mut r.hdr);
+        } else {
+            self.ack_now_header(now, &mut r.hdr);
         }
         r.actions
             .set(Actions::TX | Actions::ACK_NOW | Actions::CHALLENGE_ACK);

@@ -549,6 +549,19 @@ impl TcpState {
         };
     }
 
+    /// [`ack_now_header`](Self::ack_now_header) for a flow frozen for a splice: it offers no
+    /// more than it reported at the freeze (the splice takes the peer to send within that
+    /// until the other side's first ACK), and leaves the ring's read bell where it was (an
+    /// application's read the freeze's window asked for still rings, and its update waits
+    /// for the thaw).
+    pub(super) fn frozen_ack_header(&mut self, now: Instant, h: &mut TxHeader) {
+        let (edge, view) = (self.rcv_adv, self.rx_view.take());
+        self.ack_now_header(now, h);
+        self.rx_view = view;
+        self.rcv_adv = edge;
+        h.win = (self.offered() >> self.rcv_shift.min(14)).min(u32::from(u16::MAX)) as u16;
+    }
+
     pub(super) fn finish(&mut self, r: &mut ProtoResult) {
         r.in_flight = self.in_flight();
         r.unsent = self.unsent();

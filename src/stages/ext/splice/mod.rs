@@ -34,15 +34,16 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use super::headers::FrameInfo;
 use crate::buf::Frame;
+use crate::host::HostShared;
 use crate::host::Stream;
-use crate::pipeline::hooks::{Hook, HookCx, RxFrame, Verdict, Verdicts};
+use crate::pipeline::hooks::{AttachCx, Hook, HookCx, RxFrame, Verdict, Verdicts};
 use crate::wire::{self, flags, MacAddr};
 
 /// Why a splice did not happen.
@@ -66,6 +67,10 @@ pub enum SpliceError {
     /// The engine holds `max_splices` splices already (`ControlConfig::max_splices`).
     #[error("the engine's splice table is full")]
     TableFull,
+    /// The streams' engine does not run this splicer's stage ([`Splicer::stage`] at
+    /// `rx_frame`): nothing would relay the spliced connections' segments.
+    #[error("the engine does not run this splicer's stage")]
+    NoStage,
 }
 
 /// The state both directions of a splice share.
@@ -282,9 +287,25 @@ pub(crate) struct SpliceTable {
 struct TableInner {
     map: RwLock<Arc<HashMap<Key, Arc<SpliceDir>>>>,
     generation: AtomicU64,
+    /// The engines whose pipelines run a stage of this table ([`Hook::attach`]).
+    engines: Mutex<Vec<Weak<HostShared>>>,
 }
 
 impl SpliceTable {
+    /// An engine runs a stage of this table.
+    fn attach(&self, engine: Weak<HostShared>) {
+        let mut e = self.inner.engines.lock().unwrap_or_else(|p| p.into_inner());
+        e.retain(|w| w.strong_count() > 0);
+        e.push(engine);
+    }
+
+    /// Whether `engine` runs a stage of this table.
+    fn serves(&self, engine: &Arc<HostShared>) -> bool {
+        let e = self.inner.engines.lock().unwrap_or_else(|p| p.into_inner());
+        e.iter()
+            .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(engine)))
+    }
+
     /// Relay frames received from `from` (the peer's address and port, ours) by `dir`.
     pub(crate) fn insert(&self, from: Key, dir: SpliceDir) {
         self.update(|m| {
@@ -428,7 +449,13 @@ impl Splicer {
             reply: tx,
             claim: claim.clone(),
         };
-        if !a.same_engine(&b) || !a.request_splice(req) {
+        if !a.same_engine(&b) {
+            return Err((SpliceError::NotConnected, a, b));
+        }
+        if !self.table.serves(a.engine()) {
+            return Err((SpliceError::NoStage, a, b));
+        }
+        if !a.request_splice(req) {
             return Err((SpliceError::NotConnected, a, b));
         }
         Ok(PendingSplice {
@@ -713,6 +740,10 @@ fn adjust(csum: u16, old: u32, new: u32) -> u16 {
 impl Hook<RxFrame> for SpliceStage {
     fn name(&self) -> &'static str {
         "splice"
+    }
+
+    fn attach(&mut self, engine: &AttachCx) {
+        self.table.attach(engine.host.clone());
     }
 
     fn drop_reasons(&self) -> &'static [&'static str] {

@@ -144,12 +144,15 @@ fn a_frozen_flow_reports_its_window_and_what_it_sacked() {
     assert_eq!(arena.in_use(), 0);
 }
 
-/// A frozen flow's challenge ACK (to an in-window RST, which goes through a freeze) offers
-/// no more than the window it reported at the freeze, though the application read since:
-/// the splice takes the peer to send within the reported window until the other side's
-/// first ACK, and the peer's data past it stuck the splice's numbers.
+/// What a frozen flow still sends (a challenge ACK to an in-window RST, the ACK its
+/// delayed-ACK timer owes) offers no more than the window it reported at the freeze, though
+/// the application read since: the splice takes the peer to send within the reported window
+/// until the other side's first ACK, and the peer's data past it stuck the splice's numbers.
+/// The ring's read bell stays where the freeze's window set it: the application's read
+/// there still rings, and the update it asks for goes at the thaw. (The ACK the timer owed
+/// was dropped: the peer's data waited for its retransmission timeout.)
 #[test]
-fn a_frozen_flows_challenge_ack_offers_no_more_than_it_reported() {
+fn a_frozen_flow_sends_acks_within_the_window_it_reported() {
     let arena = Arc::new(FrameArena::new(64).unwrap());
     let now = Instant::from_micros(1_000_000);
     let mut proto = Protocol::new(arena.clone());
@@ -160,14 +163,15 @@ fn a_frozen_flows_challenge_ack_offers_no_more_than_it_reported() {
     let ops = [(0, Op::Data(1000, false)); 4];
     let work = items(&arena, &ops, &mut peers(), &proto);
     process_all(&mut proto, &arena, now, work);
+    assert_eq!(writer.push(&[7; 4000]), 4000);
     let freeze = vec![ProtoWork::Freeze { flow: 0 }];
     let reported = result_with(&mut proto, &arena, now, freeze, Actions::FROZEN)
         .hdr
         .win;
-    assert!(reported < 6000, "the ring holds unread data: {reported}");
-    // The application reads all of it while the flow is frozen.
-    assert_eq!(writer.push(&[7; 4000]), 4000);
-    assert_eq!(reader.pop(&mut [0; 4000]), 4000);
+    assert_eq!(reported, 2000, "the ring holds 4000 unread bytes of 6000");
+    // The application reads a quarter while the flow is frozen (short of its read bell).
+    assert_eq!(reader.pop(&mut [0; 1000]), 1000);
+    assert!(!reader.read_bell_due());
     let rcv_nxt = proto.state(0).unwrap().rcv_nxt;
     let rst = ProtoWork::Rx(RxWork {
         flow: 0,
@@ -181,14 +185,29 @@ fn a_frozen_flows_challenge_ack_offers_no_more_than_it_reported() {
         frame: arena.alloc_copy(&[0u8; 54]).unwrap(),
     });
     let challenge = result_with(&mut proto, &arena, now, vec![rst], Actions::CHALLENGE_ACK);
+    assert_eq!(challenge.hdr.win, reported);
+    let ack = vec![ProtoWork::Ack { flow: 0 }];
+    let ack = result_with(&mut proto, &arena, now, ack, Actions::ACK_NOW);
+    assert!(ack.actions.any(Actions::TX), "the owed ACK goes");
+    assert_eq!(ack.hdr.win, reported);
+    // Another thousand reach the bell the freeze's window set: the application rings, and
+    // its update waits for the thaw, which offers the ring's free 4000 bytes.
+    assert_eq!(reader.pop(&mut [0; 1000]), 1000);
     assert!(
-        challenge.hdr.win <= reported,
-        "{} > {reported}",
-        challenge.hdr.win
+        reader.read_bell_due(),
+        "the bell stayed where the freeze's window set it"
     );
-    // Thawed, it offers the whole ring again.
-    let work = vec![ProtoWork::Thaw { flow: 0 }, ProtoWork::Ack { flow: 0 }];
-    let ack = result_with(&mut proto, &arena, now, work, Actions::ACK_NOW);
-    assert_eq!(ack.hdr.win, 6000);
+    let tx_head = proto.state(0).unwrap().tx_app_end;
+    let app = ProtoWork::App {
+        flow: 0,
+        positions: Some((tx_head, 2000)),
+        fin: false,
+        closed: false,
+    };
+    let mut work = vec![app];
+    proto.process(now, &mut work, &mut Vec::new());
+    let work = vec![ProtoWork::Thaw { flow: 0 }];
+    let update = result_with(&mut proto, &arena, now, work, Actions::TX);
+    assert_eq!(update.hdr.win, 4000);
     assert_eq!(arena.in_use(), 0);
 }
