@@ -677,12 +677,12 @@ impl Stream {
         (self.conn.clone(), self.tx.head(), self.rx.tail())
     }
 
-    /// Whether both streams belong to one engine.
     /// The engine's side of the application interface this stream belongs to.
     pub(crate) fn engine(&self) -> &Arc<HostShared> {
         &self.host
     }
 
+    /// Whether both streams belong to one engine.
     pub(crate) fn same_engine(&self, other: &Stream) -> bool {
         Arc::ptr_eq(&self.host, &other.host)
     }

@@ -80,8 +80,9 @@ pub(super) fn frozen(
         ProtoWork::Freeze { .. } => st.report_frozen(r),
         // An ACK the delayed-ACK timer owes (it disarmed itself) still goes, the window
         // held: dropped, the peer's data waited for its retransmission timeout, spliced or
-        // thawed.
-        ProtoWork::Ack { .. } => {
+        // thawed. (On the threaded runtime it may leave after the splice is installed: a
+        // duplicate ACK of what the splice starts from.) Not after a reset.
+        ProtoWork::Ack { .. } if !st.has(F_RST) => {
             st.frozen_ack_header(now, &mut r.hdr);
             r.actions.set(Actions::TX | Actions::ACK_NOW);
         }

@@ -559,6 +559,7 @@ impl TcpState {
         self.ack_now_header(now, h);
         self.rx_view = view;
         self.rcv_adv = edge;
+        // Rounded down, as `offer` rounds (the freeze's report rounds up: a bound).
         h.win = (self.offered() >> self.rcv_shift.min(14)).min(u32::from(u16::MAX)) as u16;
     }
 

@@ -209,5 +209,22 @@ fn a_frozen_flow_sends_acks_within_the_window_it_reported() {
     let work = vec![ProtoWork::Thaw { flow: 0 }];
     let update = result_with(&mut proto, &arena, now, work, Actions::TX);
     assert_eq!(update.hdr.win, 4000);
+    // Frozen again and reset by the peer's exact RST: the timer's ACK no longer goes.
+    let freeze = vec![ProtoWork::Freeze { flow: 0 }];
+    result_with(&mut proto, &arena, now, freeze, Actions::FROZEN);
+    let rst = ProtoWork::Rx(RxWork {
+        flow: 0,
+        summary: SegmentSummary {
+            seq: rcv_nxt,
+            flags: flags::RST,
+            payload_off: 54,
+            incarnation: 1,
+            ..SegmentSummary::default()
+        },
+        frame: arena.alloc_copy(&[0u8; 54]).unwrap(),
+    });
+    result_with(&mut proto, &arena, now, vec![rst], Actions::RST_RX);
+    let a = process_all(&mut proto, &arena, now, vec![ProtoWork::Ack { flow: 0 }]);
+    assert!(!a.any(Actions::TX), "nothing after the reset");
     assert_eq!(arena.in_use(), 0);
 }
