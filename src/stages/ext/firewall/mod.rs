@@ -176,6 +176,13 @@ struct Counters {
     untracked: AtomicU64,
 }
 
+impl Counters {
+    /// The per-rule counters (a poisoned lock still holds them).
+    fn read_hits(&self) -> std::sync::RwLockReadGuard<'_, Vec<AtomicU64>> {
+        self.hits.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 struct Shared {
     current: RwLock<Arc<RuleSet>>,
     generation: AtomicU64,
@@ -276,12 +283,7 @@ impl Firewall {
     }
 
     fn all_hits(&self) -> Vec<u64> {
-        let hits = self
-            .shared
-            .counters
-            .hits
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let hits = self.shared.counters.read_hits();
         hits.iter().map(|h| h.load(Ordering::Relaxed)).collect()
     }
 
@@ -535,12 +537,7 @@ impl Hook<RxFrame> for FirewallStage {
             }
         }
         {
-            let hits = self
-                .shared
-                .counters
-                .hits
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
+            let hits = self.shared.counters.read_hits();
             // Counters of a list that was replaced meanwhile are dropped with it.
             if hits.len() == self.hits.len()
                 && self.shared.generation.load(Ordering::Acquire) == self.rules.generation

@@ -269,11 +269,7 @@ fn reads_are_quiet_only_where_their_result_does_nothing() {
     let mut proto = Protocol::new(arena.clone());
     proto.install(0, TcpState::new(&params(0)));
     let now = Instant::from_micros(1_000);
-    let mut peers = [Peer {
-        next: PEER_ISS,
-        ts: 10,
-        fin: false,
-    }; FLOWS as usize];
+    let mut peers = peers();
     let mut receive = |proto: &mut Protocol, script: &[(u32, Op)]| {
         let mut work = items(&arena, script, &mut peers, proto);
         let mut results = Vec::new();
@@ -319,6 +315,15 @@ fn reads_are_quiet_only_where_their_result_does_nothing() {
     assert_eq!(arena.free_frames(), 64);
 }
 
+/// A peer at the start of each flow's stream.
+pub(in crate::stages::protocol) fn peers() -> [Peer; FLOWS as usize] {
+    [Peer {
+        next: PEER_ISS,
+        ts: 10,
+        fin: false,
+    }; FLOWS as usize]
+}
+
 /// Process `work`, give back every frame its results hand back, and return their
 /// actions together.
 fn process_all(
@@ -349,11 +354,7 @@ fn segments_of_an_earlier_incarnation_of_the_flow_id_are_dropped() {
     let mut proto = Protocol::new(arena.clone());
     proto.install(0, TcpState::new(&params(0)));
     let now = Instant::from_micros(1_000);
-    let mut peer = [Peer {
-        next: PEER_ISS,
-        ts: 10,
-        fin: false,
-    }; FLOWS as usize];
+    let mut peer = peers();
     let run = |proto: &mut Protocol, mut work: Vec<ProtoWork>, incarnation: u8| {
         for w in &mut work {
             if let ProtoWork::Rx(w) = w {
@@ -640,11 +641,7 @@ fn direct_sends_stay_within_their_allowance() {
     assert_eq!(proto.direct_sends_left(), 0);
     // Flow 0 took 4,100 bytes it has not read (its window is under half the ring):
     // reading them and writing at once makes a window update, which goes as it is.
-    let mut peers = [Peer {
-        next: PEER_ISS,
-        ts: 10,
-        fin: false,
-    }; FLOWS as usize];
+    let mut peers = peers();
     let mut work = items(&arena, &[(0, Op::Data(820, false)); 5], &mut peers, &proto);
     results.clear();
     proto.process(now, &mut work, &mut results);

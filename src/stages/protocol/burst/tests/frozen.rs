@@ -12,11 +12,7 @@ fn a_frozen_flow_drops_segments_returns_their_frames_and_lets_a_reset_through() 
     let mut proto = Protocol::new(arena.clone());
     proto.install(0, TcpState::new(&params(0)));
     let now = Instant::from_micros(1_000);
-    let mut peer = [Peer {
-        next: PEER_ISS,
-        ts: 10,
-        fin: false,
-    }; FLOWS as usize];
+    let mut peer = peers();
     // Every frame a result hands back is freed: a frame lost on any path stays in use.
     let run = |proto: &mut Protocol, work: Vec<ProtoWork>| {
         let actions = process_all(proto, &arena, now, work);
@@ -96,15 +92,6 @@ fn result_with(
         .into_iter()
         .find(|r| r.actions.any(actions))
         .expect("a result with those actions")
-}
-
-/// A peer at the start of each flow's stream.
-fn peers() -> [Peer; FLOWS as usize] {
-    [Peer {
-        next: PEER_ISS,
-        ts: 10,
-        fin: false,
-    }; FLOWS as usize]
 }
 
 /// A flow frozen for a splice reports the window it last offered, as its window field gives
