@@ -8,6 +8,8 @@
 
 #![cfg(all(feature = "tap", feature = "af_packet", feature = "af_xdp"))]
 
+#[path = "linux/af_packet.rs"]
+mod af_packet;
 #[path = "linux/capture.rs"]
 mod capture;
 mod common;

@@ -1,24 +1,31 @@
-//! AF_PACKET backend through `pnet_datalink` (feature `af_packet`, Linux).
+//! AF_PACKET backend (feature `af_packet`, Linux).
 //!
-//! A raw layer-2 socket bound to one interface, polled without blocking. The port creates the
-//! socket itself so that it can size the kernel's buffers (a default receive buffer holds
-//! fewer than a hundred full-size frames, and what overflows it is lost) and ask the kernel
-//! not to loop our own transmissions back; `pnet_datalink` then binds it and moves frames.
-//! For speed use AF_XDP; this backend is for any interface and for tests.
+//! A raw layer-2 socket bound to one interface (found through `pnet_datalink`). The port
+//! creates the socket itself so that it can size the kernel's buffers (a default receive
+//! buffer holds fewer than a hundred full-size frames, and what overflows it is lost) and
+//! ask the kernel not to loop our own transmissions back. Frames move a burst per system
+//! call: `recvmmsg` reads straight into arena frames, `sendmmsg` sends from them, with no
+//! copy of ours on either side. For speed use AF_XDP; this backend is for any interface
+//! and for tests.
 
 use std::io;
-use std::os::fd::RawFd;
-use std::time::Duration;
-
-use pnet_datalink::{self, Channel, Config, DataLinkReceiver, DataLinkSender};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::Port;
-use crate::buf::{Frame, FrameArena, FRAME_SIZE};
+use crate::buf::{Frame, FrameArena};
 use crate::time::Instant;
 use crate::wire::MacAddr;
 
 /// Kernel socket buffer size asked for, each direction.
 const SOCKET_BUFFER: i32 = 32 << 20;
+
+/// Frames per `recvmmsg` or `sendmmsg` call at most (the headers live on the stack).
+const BATCH: usize = 32;
+
+/// Frames offered to a poll's first `recvmmsg`: most polls of a quiet or request-response
+/// connection find at most one frame, and every frame offered is taken from the arena and
+/// given back; the calls after a full one offer [`BATCH`].
+const FIRST: usize = 4;
 
 /// Counters of an AF_PACKET port.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -35,20 +42,24 @@ pub struct AfPacketStats {
     /// Frames the kernel dropped because the socket's receive buffer was full
     /// (`PACKET_STATISTICS`).
     pub rx_kernel_drops: u64,
-    /// Frames read while another thread took the last free arena frame, dropped.
+    /// Receives that found the arena out of frames (what waited stayed in the socket's
+    /// buffer, for a later poll; past that buffer the kernel drops).
     pub rx_no_buffer: u64,
+    /// Receive calls that failed with something other than "nothing to read" (the
+    /// interface gone down, say).
+    pub rx_errors: u64,
     /// Sends that failed.
     pub tx_errors: u64,
 }
 
 /// An AF_PACKET socket as a [`Port`].
 pub struct AfPacketPort {
-    tx: Box<dyn DataLinkSender>,
-    rx: Box<dyn DataLinkReceiver>,
-    fd: RawFd,
+    fd: OwnedFd,
     mac: MacAddr,
     mtu: usize,
     stats: AfPacketStats,
+    /// Frames taken from the arena for one `recvmmsg`; empty between calls.
+    spare: Vec<Frame>,
 }
 
 fn setsockopt_i32(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
@@ -70,9 +81,20 @@ fn setsockopt_i32(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()
     }
 }
 
+/// A message header for `recvmmsg`/`sendmmsg` with one buffer and no address or control
+/// data.
+fn one_buffer(iov: *mut libc::iovec) -> libc::mmsghdr {
+    // SAFETY: `mmsghdr` is plain old data: all zeroes is a valid value (null pointers, zero
+    // lengths).
+    let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+    h.msg_hdr.msg_iov = iov;
+    h.msg_hdr.msg_iovlen = 1;
+    h
+}
+
 impl AfPacketPort {
-    /// Open interface `name` (in the calling thread's namespace); `mac` is the engine's MAC,
-    /// used to skip our own frames where the kernel cannot.
+    /// Open interface `name` (in the calling thread's namespace); `mac` is the engine's MAC:
+    /// frames that arrive with it as their source are our own, looped back, and skipped.
     pub fn open(name: &str, mac: MacAddr) -> io::Result<Self> {
         let iface = pnet_datalink::interfaces()
             .into_iter()
@@ -80,44 +102,130 @@ impl AfPacketPort {
             .ok_or_else(|| {
                 io::Error::new(io::ErrorKind::NotFound, format!("no interface {name}"))
             })?;
-        let proto = (libc::ETH_P_ALL as u16).to_be() as i32;
+        let ifindex = i32::try_from(iface.index)
+            .map_err(|_| io::Error::other(format!("interface index {} too large", iface.index)))?;
+        let proto = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: plain socket(2) call; the result is checked below.
-        let fd =
-            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
-        if fd < 0 {
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from(proto),
+            )
+        };
+        if raw < 0 {
             return Err(io::Error::last_os_error());
         }
+        // SAFETY: `raw` is a descriptor just opened and owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         for (force, plain) in [
             (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
             (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
         ] {
             // The forcing variant needs CAP_NET_ADMIN; without it the plain one is capped by
             // net.core.[rw]mem_max, which is still better than the default.
-            if setsockopt_i32(fd, libc::SOL_SOCKET, force, SOCKET_BUFFER).is_err() {
-                let _ = setsockopt_i32(fd, libc::SOL_SOCKET, plain, SOCKET_BUFFER);
+            if setsockopt_i32(raw, libc::SOL_SOCKET, force, SOCKET_BUFFER).is_err() {
+                let _ = setsockopt_i32(raw, libc::SOL_SOCKET, plain, SOCKET_BUFFER);
             }
         }
-        // Linux >= 4.20; older kernels loop our frames back and `recv` skips them by MAC.
-        let _ = setsockopt_i32(fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1);
-        let cfg = Config {
-            read_timeout: Some(Duration::ZERO),
-            write_buffer_size: 1 << 16,
-            read_buffer_size: 1 << 16,
-            socket_fd: Some(fd),
-            ..Config::default()
+        // Linux >= 4.20; older kernels loop our frames back and `recv` skips them.
+        let _ = setsockopt_i32(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1);
+        // SAFETY: `sockaddr_ll` is plain old data; all zeroes is a valid value.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = proto;
+        addr.sll_ifindex = ifindex;
+        // SAFETY: `addr` is a live `sockaddr_ll` whose size is passed with it.
+        let r = unsafe {
+            libc::bind(
+                raw,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
         };
-        // On error pnet closes the socket it was handed.
-        match pnet_datalink::channel(&iface, cfg)? {
-            Channel::Ethernet(tx, rx) => Ok(AfPacketPort {
-                tx,
-                rx,
-                fd,
-                mac,
-                mtu: 1500,
-                stats: AfPacketStats::default(),
-            }),
-            _ => Err(io::Error::other("not an Ethernet channel")),
+        if r != 0 {
+            return Err(io::Error::last_os_error());
         }
+        Ok(AfPacketPort {
+            fd,
+            mac,
+            mtu: 1500,
+            stats: AfPacketStats::default(),
+            spare: Vec::with_capacity(BATCH),
+        })
+    }
+
+    /// One `recvmmsg` into up to `want` (at most [`BATCH`]) arena frames; returns how many
+    /// frames it took off the socket, those it dropped included (0 when nothing waits or
+    /// the arena is out of frames).
+    fn recv_batch(&mut self, arena: &FrameArena, out: &mut Vec<Frame>, want: usize) -> usize {
+        let want = want.min(BATCH);
+        let got = arena.alloc_burst(want, &mut self.spare);
+        if got == 0 {
+            self.stats.rx_no_buffer += 1;
+            return 0;
+        }
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; BATCH];
+        for (v, f) in iov.iter_mut().zip(self.spare.iter_mut()) {
+            let buf = arena.buf_mut(f);
+            v.iov_base = buf.as_mut_ptr().cast();
+            v.iov_len = buf.len();
+        }
+        // SAFETY: `sockaddr_ll` is plain old data; all zeroes is a valid value.
+        let mut from: [libc::sockaddr_ll; BATCH] = unsafe { std::mem::zeroed() };
+        let mut hdrs: [libc::mmsghdr; BATCH] =
+            std::array::from_fn(|i| one_buffer(&mut iov[i] as *mut libc::iovec));
+        for (h, a) in hdrs.iter_mut().zip(from.iter_mut()) {
+            h.msg_hdr.msg_name = (a as *mut libc::sockaddr_ll).cast();
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        }
+        // SAFETY: the first `got` headers each name one live buffer: the writable rest of a
+        // frame this call took from the arena (no one else holds those frames, and the
+        // arena's region does not move), and a live `sockaddr_ll` with its size; the kernel
+        // writes no more than those lengths and returns how many headers it filled.
+        let r = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                got as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        let filled = match usize::try_from(r) {
+            Ok(filled) => filled.min(got),
+            Err(_) => {
+                if io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
+                    self.stats.rx_errors += 1;
+                }
+                0
+            }
+        };
+        let mut n = 0;
+        for (i, mut f) in self.spare.drain(..filled).enumerate() {
+            let h = &hdrs[i];
+            let own = from[i].sll_pkttype == libc::PACKET_OUTGOING;
+            let len = h.msg_len as usize;
+            if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len > iov[i].iov_len {
+                self.stats.rx_oversize += 1;
+                arena.free(f);
+                continue;
+            }
+            f.set_len(len);
+            if own || (len >= 12 && arena.data(&f)[6..12] == self.mac.0) {
+                self.stats.rx_own += 1;
+                arena.free(f);
+                continue;
+            }
+            out.push(f);
+            n += 1;
+        }
+        arena.free_all(&mut self.spare);
+        self.stats.rx += n as u64;
+        filled
     }
 
     /// Counters. Reading them also collects the kernel's drop count since the last read.
@@ -127,11 +235,11 @@ impl AfPacketPort {
             tp_drops: 0,
         };
         let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
-        // SAFETY: `fd` stays open while `rx`/`tx` live; `st` and `len` are live locals of the
-        // size the kernel is told.
+        // SAFETY: `fd` is this port's open socket; `st` and `len` are live locals of the size
+        // the kernel is told.
         let r = unsafe {
             libc::getsockopt(
-                self.fd,
+                self.fd.as_raw_fd(),
                 libc::SOL_PACKET,
                 libc::PACKET_STATISTICS,
                 (&mut st as *mut libc::tpacket_stats).cast(),
@@ -153,43 +261,60 @@ impl Port for AfPacketPort {
         out: &mut Vec<Frame>,
         max: usize,
     ) -> usize {
-        let mut n = 0;
+        let before = out.len();
         // Never take a frame off the socket without a place to put it: what stays in the
-        // socket is read on a later poll, what is read and not stored is lost.
-        let max = max.min(arena.free_frames());
-        while n < max {
-            let data = match self.rx.next() {
-                Ok(d) => d,
-                Err(_) => break,
-            };
-            if data.len() >= 12 && data[6..12] == self.mac.0 {
-                self.stats.rx_own += 1;
-                continue;
-            }
-            if data.len() > FRAME_SIZE - crate::buf::HEADROOM {
-                self.stats.rx_oversize += 1;
-                continue;
-            }
-            let Some(f) = arena.alloc_copy(data) else {
-                self.stats.rx_no_buffer += 1;
+        // socket is read on a later poll.
+        let (mut left, mut offer) = (max, FIRST);
+        while left > 0 {
+            let want = left.min(offer);
+            let read = self.recv_batch(arena, out, want);
+            // Fewer than offered: the socket is empty (or the arena short) for now.
+            if read < want {
                 break;
-            };
-            out.push(f);
-            n += 1;
+            }
+            left -= read;
+            offer = BATCH;
         }
-        self.stats.rx += n as u64;
-        n
+        out.len() - before
     }
 
     fn send(&mut self, _now: Instant, arena: &FrameArena, frames: &mut Vec<Frame>) -> usize {
         let mut sent = 0;
-        for f in frames.drain(..) {
-            match self.tx.send_to(arena.data(&f), None) {
-                Some(Ok(())) => sent += 1,
-                _ => self.stats.tx_errors += 1,
+        let mut at = 0;
+        while at < frames.len() {
+            let k = (frames.len() - at).min(BATCH);
+            let mut iov = [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; BATCH];
+            for (v, f) in iov.iter_mut().zip(&frames[at..at + k]) {
+                let d = arena.data(f);
+                v.iov_base = d.as_ptr().cast_mut().cast();
+                v.iov_len = d.len();
             }
-            arena.free(f);
+            let mut hdrs: [libc::mmsghdr; BATCH] =
+                std::array::from_fn(|i| one_buffer(&mut iov[i] as *mut libc::iovec));
+            // SAFETY: the first `k` headers each name one live buffer, the data of a frame
+            // in `frames`, which this call holds borrowed (the kernel only reads them), and
+            // no address (the socket is bound to its interface).
+            let r = unsafe {
+                libc::sendmmsg(self.fd.as_raw_fd(), hdrs.as_mut_ptr(), k as libc::c_uint, 0)
+            };
+            match usize::try_from(r) {
+                Ok(done) if done > 0 => {
+                    let done = done.min(k);
+                    sent += done;
+                    at += done;
+                }
+                // The first frame of the batch failed: drop it (TCP sends it again) and go
+                // on with the next, so that the loop always moves.
+                _ => {
+                    self.stats.tx_errors += 1;
+                    at += 1;
+                }
+            }
         }
+        arena.free_all(frames);
         self.stats.tx += sent as u64;
         sent
     }
@@ -199,6 +324,6 @@ impl Port for AfPacketPort {
     }
 
     fn wakeup_fds(&self) -> Vec<RawFd> {
-        vec![self.fd]
+        vec![self.fd.as_raw_fd()]
     }
 }
