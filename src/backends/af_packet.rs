@@ -34,22 +34,28 @@ pub struct AfPacketStats {
     pub rx: u64,
     /// Frames sent.
     pub tx: u64,
-    /// Own transmissions seen on receive and skipped (kernels without
-    /// `PACKET_IGNORE_OUTGOING`).
+    /// Frames skipped as the engine's own: outgoing frames the kernel loops back (kernels
+    /// without `PACKET_IGNORE_OUTGOING`, where that includes the kernel's own), and frames
+    /// from the wire whose source address is the engine's.
     pub rx_own: u64,
     /// Frames longer than an arena frame, dropped.
     pub rx_oversize: u64,
     /// Frames the kernel dropped because the socket's receive buffer was full
     /// (`PACKET_STATISTICS`).
     pub rx_kernel_drops: u64,
-    /// Receives that found the arena out of frames (what waited stayed in the socket's
-    /// buffer, for a later poll; past that buffer the kernel drops).
+    /// Polls that found a frame waiting and no free arena frame to take it: the frame
+    /// stays in the socket's buffer for a later poll (past that buffer the kernel drops,
+    /// counted in `rx_kernel_drops`).
     pub rx_no_buffer: u64,
     /// Receive calls that failed with something other than "nothing to read" (the
     /// interface gone down, say).
     pub rx_errors: u64,
-    /// Sends that failed.
+    /// Frames whose send failed, dropped (TCP sends their data again).
     pub tx_errors: u64,
+    /// `recvmmsg` calls made (frames per call: `rx` over this).
+    pub rx_calls: u64,
+    /// `sendmmsg` calls made.
+    pub tx_calls: u64,
 }
 
 /// An AF_PACKET socket as a [`Port`].
@@ -105,14 +111,10 @@ impl AfPacketPort {
         let ifindex = i32::try_from(iface.index)
             .map_err(|_| io::Error::other(format!("interface index {} too large", iface.index)))?;
         let proto = (libc::ETH_P_ALL as u16).to_be();
+        // Protocol 0: the socket receives nothing until it is bound to its interface below
+        // (with `ETH_P_ALL` here it would queue every interface's frames until then).
         // SAFETY: plain socket(2) call; the result is checked below.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                i32::from(proto),
-            )
-        };
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -146,6 +148,27 @@ impl AfPacketPort {
         if r != 0 {
             return Err(io::Error::last_os_error());
         }
+        // Promiscuous while the socket is open (the kernel undoes it at close): the engine's
+        // MAC need not be the interface's, and a NIC filters unicast frames to other MACs.
+        let mreq = libc::packet_mreq {
+            mr_ifindex: ifindex,
+            mr_type: libc::PACKET_MR_PROMISC as u16,
+            mr_alen: 0,
+            mr_address: [0; 8],
+        };
+        // SAFETY: `mreq` is a live `packet_mreq` whose size is passed with it.
+        let r = unsafe {
+            libc::setsockopt(
+                raw,
+                libc::SOL_PACKET,
+                libc::PACKET_ADD_MEMBERSHIP,
+                (&mreq as *const libc::packet_mreq).cast(),
+                std::mem::size_of::<libc::packet_mreq>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
         Ok(AfPacketPort {
             fd,
             mac,
@@ -159,10 +182,18 @@ impl AfPacketPort {
     /// frames it took off the socket, those it dropped included (0 when nothing waits or
     /// the arena is out of frames).
     fn recv_batch(&mut self, arena: &FrameArena, out: &mut Vec<Frame>, want: usize) -> usize {
-        let want = want.min(BATCH);
-        let got = arena.alloc_burst(want, &mut self.spare);
+        // (Empty unless a panic left frames here: give them back rather than misuse them.)
+        arena.free_all(&mut self.spare);
+        let want = want.min(BATCH).min(arena.free_frames());
+        let got = if want == 0 {
+            0
+        } else {
+            arena.alloc_burst(want, &mut self.spare)
+        };
         if got == 0 {
-            self.stats.rx_no_buffer += 1;
+            if self.frame_waits() {
+                self.stats.rx_no_buffer += 1;
+            }
             return 0;
         }
         let mut iov = [libc::iovec {
@@ -182,6 +213,7 @@ impl AfPacketPort {
             h.msg_hdr.msg_name = (a as *mut libc::sockaddr_ll).cast();
             h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
         }
+        self.stats.rx_calls += 1;
         // SAFETY: the first `got` headers each name one live buffer: the writable rest of a
         // frame this call took from the arena (no one else holds those frames, and the
         // arena's region does not move), and a live `sockaddr_ll` with its size; the kernel
@@ -226,6 +258,21 @@ impl AfPacketPort {
         arena.free_all(&mut self.spare);
         self.stats.rx += n as u64;
         filled
+    }
+
+    /// Whether a frame waits in the socket (a peek that takes nothing off it).
+    fn frame_waits(&self) -> bool {
+        let mut byte = 0u8;
+        // SAFETY: one writable byte, a live local; `MSG_PEEK` leaves the frame queued.
+        let r = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        r >= 0
     }
 
     /// Counters. Reading them also collects the kernel's drop count since the last read.
@@ -294,6 +341,7 @@ impl Port for AfPacketPort {
             }
             let mut hdrs: [libc::mmsghdr; BATCH] =
                 std::array::from_fn(|i| one_buffer(&mut iov[i] as *mut libc::iovec));
+            self.stats.tx_calls += 1;
             // SAFETY: the first `k` headers each name one live buffer, the data of a frame
             // in `frames`, which this call holds borrowed (the kernel only reads them), and
             // no address (the socket is bound to its interface).

@@ -63,39 +63,106 @@ fn receive(port: &mut AfPacketPort, arena: &FrameArena, want: usize) -> Vec<Vec<
     got
 }
 
+/// The interface's promiscuity count (`ip -d link show`).
+fn promiscuity(ns: &Netns, dev: &str) -> u32 {
+    let out = sh(&["ip", "-n", &ns.0, "-d", "link", "show", "dev", dev]);
+    let at = out.find("promiscuity ").expect("ip -d shows promiscuity") + 12;
+    out[at..]
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a count")
+}
+
+/// Everything one `recv` of at most `max` returns, with the test frames among it.
+fn recv_once(port: &mut AfPacketPort, arena: &FrameArena, max: usize) -> (usize, Vec<Vec<u8>>) {
+    let mut burst = Vec::new();
+    let n = port.recv(EngineInstant::ZERO, arena, &mut burst, max);
+    assert_eq!(n, burst.len(), "recv counts what it appends");
+    let mut test = Vec::new();
+    for f in burst.drain(..) {
+        let d = arena.data(&f);
+        if d.len() >= 14 && d[12..14] == TEST_TYPE {
+            test.push(d.to_vec());
+        }
+        arena.free(f);
+    }
+    (n, test)
+}
+
 #[test]
 fn af_packet_moves_bursts_larger_than_one_system_call_and_waits_for_frames() {
     let Some(lab) = VethLab::new() else {
         return;
     };
     let (mut a, mut b) = ports(&lab);
+    // Promiscuous while open: the engine's MAC is not the interface's.
+    assert_eq!(promiscuity(&lab.engine, &lab.engine_if), 1);
     let arena = FrameArena::new(1024).unwrap();
-    // 150 frames in one `send`: more than two `sendmmsg` batches; every size from the
+    // 150 frames in one `send`: five `sendmmsg` calls of at most 32; every size from the
     // smallest Ethernet frame to the largest.
     let frames: Vec<Vec<u8>> = (0..150u16)
         .map(|i| test_frame(OTHER_MAC, i, 60 + usize::from(i) * 1454 / 149))
         .collect();
     assert_eq!(send(&mut a, &arena, &frames), 150);
-    assert_eq!(a.stats().tx, 150);
-    let got = receive(&mut b, &arena, 150);
-    assert_eq!(got.len(), 150, "every frame arrives");
-    assert!(got == frames, "in order, byte for byte");
+    let st = a.stats();
+    assert_eq!((st.tx, st.tx_calls, st.tx_errors), (150, 5, 0), "{st:?}");
+    // All of them waiting: one `recv` takes them in a few calls (4 frames, then 32 a call).
+    std::thread::sleep(Duration::from_millis(50));
+    let (n, got) = recv_once(&mut b, &arena, 256);
+    assert!(got == frames, "every frame, in order, byte for byte");
+    let calls = b.stats().rx_calls;
+    assert!(n >= 150 && calls <= 8, "{n} frames in {calls} calls");
     assert_eq!(arena.in_use(), 0, "no frame kept by either port");
 
-    // An arena out of frames: the frames wait in the socket, counted, none lost.
+    // A frame the interface refuses (past the MTU) fails alone: counted, the others go.
+    let mixed = [
+        test_frame(OTHER_MAC, 0, 100),
+        test_frame(OTHER_MAC, 1, 1600),
+        test_frame(OTHER_MAC, 2, 100),
+    ];
+    assert_eq!(send(&mut a, &arena, &mixed), 2);
+    assert_eq!(a.stats().tx_errors, 1, "{:?}", a.stats());
+    let got = receive(&mut b, &arena, 2);
+    assert!(
+        got == [mixed[0].clone(), mixed[2].clone()],
+        "the two that fit"
+    );
+
+    // A `recv` takes no more than asked; the rest waits for the next.
+    let five: Vec<Vec<u8>> = (0..5u16).map(|i| test_frame(OTHER_MAC, i, 80)).collect();
+    assert_eq!(send(&mut a, &arena, &five), 5);
+    std::thread::sleep(Duration::from_millis(50));
+    let (n, got) = recv_once(&mut b, &arena, 3);
+    assert_eq!(n, 3);
+    assert!(got == five[..3], "the first three");
+    assert!(
+        receive(&mut b, &arena, 2) == five[3..],
+        "then the other two"
+    );
+
+    // An arena out of frames: a poll with nothing waiting counts nothing; with frames
+    // waiting it counts once and takes none; they arrive once frames are free.
     let small = FrameArena::new(8).unwrap();
     let mut held = Vec::new();
     assert_eq!(small.alloc_burst(8, &mut held), 8);
+    assert_eq!(recv_once(&mut b, &small, 32).0, 0);
+    assert_eq!(b.stats().rx_no_buffer, 0, "nothing waited");
     let more: Vec<Vec<u8>> = (0..5u16).map(|i| test_frame(OTHER_MAC, i, 100)).collect();
     assert_eq!(send(&mut a, &arena, &more), 5);
     std::thread::sleep(Duration::from_millis(50));
-    let mut burst = Vec::new();
-    assert_eq!(b.recv(EngineInstant::ZERO, &small, &mut burst, 32), 0);
-    assert!(b.stats().rx_no_buffer >= 1, "{:?}", b.stats());
+    assert_eq!(recv_once(&mut b, &small, 32).0, 0);
+    assert_eq!(b.stats().rx_no_buffer, 1, "{:?}", b.stats());
     small.free_all(&mut held);
     let got = receive(&mut b, &small, 5);
     assert!(got == more, "the frames that waited, in order");
     assert_eq!(small.in_use(), 0);
+    drop(b);
+    assert_eq!(
+        promiscuity(&lab.engine, &lab.engine_if),
+        0,
+        "undone at close"
+    );
 }
 
 #[test]
