@@ -61,6 +61,7 @@ pub mod events;
 pub mod io;
 pub mod linger;
 pub mod opts;
+pub mod peer;
 pub mod real;
 pub mod sendfile;
 pub mod service;

@@ -37,6 +37,8 @@ struct Shared {
     apps: Mutex<Vec<Arc<App>>>,
     /// Applications attached now (each holds a thread and three descriptors).
     attached: AtomicUsize,
+    /// Ports below this need `CAP_NET_BIND_SERVICE` ([`crate::peer`]).
+    port_start: u32,
 }
 
 /// Most applications attached at once: past it an attach is closed at once (a program that
@@ -50,6 +52,8 @@ const MAX_APP_LISTENERS: usize = 64;
 /// One attached application.
 struct App {
     alive: AtomicBool,
+    /// Whether the program held `CAP_NET_BIND_SERVICE` when it attached.
+    low_ports: bool,
     events: OwnedFd,
     wake: OwnedFd,
     listeners: Mutex<HashMap<u32, Listening>>,
@@ -122,6 +126,7 @@ pub fn run(cfg: Config, path: &str) -> io::Result<()> {
         pump,
         apps: Mutex::new(Vec::new()),
         attached: AtomicUsize::new(0),
+        port_start: crate::peer::unprivileged_port_start(),
     });
     let s2 = shared.clone();
     std::thread::Builder::new()
@@ -249,6 +254,7 @@ fn serve_app(shared: &Arc<Shared>, sock: OwnedFd) -> io::Result<()> {
     drop(theirs);
     let app = Arc::new(App {
         alive: AtomicBool::new(true),
+        low_ports: crate::peer::binds_low_ports(sock.as_raw_fd()),
         events: ours,
         wake,
         listeners: Mutex::new(HashMap::new()),
@@ -288,17 +294,23 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
         };
         match m.op {
             op::LISTEN => {
-                let port = m.a as u16;
                 let backlog = (m.b as usize).clamp(1, 4096);
                 let held = app
                     .listeners
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .len();
-                let r = if held >= MAX_APP_LISTENERS {
-                    Err(libc::EMFILE)
-                } else {
-                    listen(&shared.host, port, backlog)
+                let r = match u16::try_from(m.a) {
+                    Err(_) => Err(libc::EINVAL),
+                    // As the kernel's bind: a port below the namespace's unprivileged start
+                    // needs CAP_NET_BIND_SERVICE.
+                    Ok(port)
+                        if port != 0 && u32::from(port) < shared.port_start && !app.low_ports =>
+                    {
+                        Err(libc::EACCES)
+                    }
+                    Ok(_) if held >= MAX_APP_LISTENERS => Err(libc::EMFILE),
+                    Ok(port) => listen(&shared.host, port, backlog),
                 };
                 match r {
                     Ok(l) => {

@@ -126,6 +126,49 @@ print("attach", greeted, closed, flush=True)
     assert!(out.contains("refused 64 EMFILE"), "{out}");
 }
 
+/// Ports below `net.ipv4.ip_unprivileged_port_start` (1024) as the kernel's bind has them:
+/// a program that holds `CAP_NET_BIND_SERVICE` listens on port 80; the same program with
+/// the capability dropped (`setpriv`; the service runs as root with every capability) is
+/// refused with `EACCES` there and listens on 8080.
+#[test]
+fn a_program_without_cap_net_bind_service_cannot_listen_below_1024() {
+    if !have(&["python3", "setpriv"]) {
+        return;
+    }
+    let Some(lab) = VethLab::new() else { return };
+    let svc = Service::start(&lab);
+    let code = format!(
+        r#"
+import socket, errno
+for p in (80, 8080):
+    s = socket.socket()
+    try:
+        s.bind(("{}", p))
+        s.listen(1)
+        print(p, "ok", flush=True)
+    except OSError as e:
+        print(p, errno.errorcode.get(e.errno), flush=True)
+    s.close()
+"#,
+        lab.engine_ip
+    );
+    let run = |pre: &[&str]| {
+        let mut args = pre.to_vec();
+        args.extend(["python3", "-c", &code]);
+        let out = command(&lab.engine, &svc.env(&lab), None, &args)
+            .output()
+            .expect("python3");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(run(&[]), "80 ok\n8080 ok\n");
+    let without = run(&[
+        "setpriv",
+        "--inh-caps=-net_bind_service",
+        "--bounding-set=-net_bind_service",
+    ]);
+    assert_eq!(without, "80 EACCES\n8080 ok\n");
+}
+
 /// A program that prints `line` when ready: started with its output read line by line.
 /// Keep-alive timing options reach the engine through the service too.
 #[test]
