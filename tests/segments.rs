@@ -49,6 +49,76 @@ fn paws_drops_a_segment_with_an_old_timestamp() {
     assert_eq!(t.app_read(), b"fresh");
 }
 
+/// RFC 7323 section 4.3: the timestamp an ACK echoes is that of the earliest segment it
+/// covers (TS.Recent takes a segment's value only when the segment starts at or before the
+/// last ACK sent), so that the peer's round trip includes the time the ACK waited. With
+/// delayed ACKs the ACK of two full segments echoed the second's value, and the peer's
+/// samples left the delay out.
+#[test]
+fn a_delayed_ack_echoes_the_timestamp_of_the_first_segment_it_covers() {
+    let mut cfg = config();
+    cfg.ack_policy = flextoe::stages::protocol::AckPolicy::delayed(Duration::from_millis(40));
+    let mut t = Script::new(cfg);
+    let ours = established_with_timestamps(&mut t);
+    let data = |t: &mut Script, ts: u32| {
+        let r = TcpRepr {
+            timestamp: Script::ts(ts, ours),
+            ..t.repr(PSH | ACK, t.peer_seq, Some(t.engine_seq), &[7u8; 1000])
+        };
+        t.send_repr(&r);
+        t.peer_seq += 1000;
+    };
+    data(&mut t, 2000);
+    t.recv_none();
+    data(&mut t, 2005);
+    let ack = t.recv_one();
+    assert_eq!(
+        ack.ack, t.peer_seq,
+        "the second full segment is acknowledged at once"
+    );
+    assert_eq!(
+        ack.ts.map(|(_, ecr)| ecr),
+        Some(2000),
+        "the first one's value"
+    );
+    // The next segment starts where that ACK ended: its own value is echoed, by the
+    // delayed-ACK timer's ACK.
+    data(&mut t, 2010);
+    t.recv_none();
+    t.advance(Duration::from_millis(50));
+    let ack = t.recv_one();
+    assert_eq!(ack.ack, t.peer_seq);
+    assert_eq!(ack.ts.map(|(_, ecr)| ecr), Some(2010));
+    assert_eq!(t.app_read().len(), 3000);
+}
+
+/// The same under the default policy (one ACK per connection per burst): two segments
+/// received in one burst draw one ACK, which echoes the first's timestamp; the next burst's
+/// segment, which starts where that ACK ended, its own.
+#[test]
+fn a_burst_acknowledged_once_echoes_its_first_segments_timestamp() {
+    let mut t = Script::new(config());
+    let ours = established_with_timestamps(&mut t);
+    let frame = |t: &mut Script, ts: u32| {
+        let r = TcpRepr {
+            timestamp: Script::ts(ts, ours),
+            ..t.repr(PSH | ACK, t.peer_seq, Some(t.engine_seq), &[5u8; 100])
+        };
+        t.peer_seq += 100;
+        t.frame(&r)
+    };
+    let (a, b) = (frame(&mut t, 3000), frame(&mut t, 3007));
+    t.inject(&a);
+    t.inject(&b);
+    let ack = t.recv_one();
+    assert_eq!(ack.ack, t.peer_seq, "one ACK for both");
+    assert_eq!(ack.ts.map(|(_, ecr)| ecr), Some(3000));
+    let c = frame(&mut t, 3010);
+    t.inject(&c);
+    assert_eq!(t.recv_one().ts.map(|(_, ecr)| ecr), Some(3010));
+    assert_eq!(t.app_read().len(), 300);
+}
+
 /// PAWS from the first segment on an engine that has run for more than 24 days: the time
 /// of the SYN's timestamp is the connection's start, not the engine's (it was 0, so every
 /// new connection's `ts_recent` counted as 24 days old and the first segment with an older

@@ -17,8 +17,12 @@
 //!
 //! A result that leaves the stage with [`Actions::TX`] always has its header written, and
 //! an owed header's window is still computed (it moves the edge the next window starts
-//! from): under [`AckPolicy::PerBurst`], postprocess sends the same segments, bit for bit,
-//! as from a stage that writes every header, when it gets the stage's bursts whole. Where
+//! from): under [`AckPolicy::PerBurst`], postprocess sends the same segments, bit for bit
+//! but for the timestamp echo, as from a stage that writes every header, when it gets the
+//! stage's bursts whole. (The stage takes a header it writes for an ACK sent, RFC 7323's
+//! Last.ACK.sent: a segment after it gives no new echo. Where it writes only the headers
+//! that go, the ACK of a run echoes the run's first segment's timestamp, as the RFC asks;
+//! where it writes one postprocess leaves out, the later segments' echo moves on.) Where
 //! it does not (the threaded runtime splits a burst between postprocess replicas or
 //! bursts), a flow sends fewer ACKs: the one for its last segment of the protocol stage's
 //! burst. A [`Results`](crate::pipeline::Results)

@@ -252,7 +252,10 @@ impl TcpState {
         if seq::lt(s.ack, self.snd_una.wrapping_sub(self.max_snd_wnd.max(1))) {
             return self.answer_and_drop(now, s, r, DropReason::AckTooOld);
         }
-        if let Some((val, _)) = ts.filter(|_| self.has(F_TS) && seq::le(s.seq, self.rcv_nxt)) {
+        // RFC 7323 section 4.3: only a segment that starts at or before the last ACK sent
+        // gives the echo (later ones wait for an ACK that covers them from the earliest).
+        if let Some((val, _)) = ts.filter(|_| self.has(F_TS) && seq::le(s.seq, self.last_ack_sent))
+        {
             self.ts_recent = val;
             self.ts_recent_ms = now.millis();
         }

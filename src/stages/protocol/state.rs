@@ -158,6 +158,11 @@ pub struct TcpState {
     /// ([`AckPolicy::Delayed`](super::AckPolicy::Delayed)). (Postprocess may still fail to
     /// build that segment for want of a frame; it then arms the flow's ACK timer at once.)
     pub(super) delack_seq: u32,
+    /// `rcv_nxt` as the last header this stage wrote acknowledged it (RFC 7323's
+    /// Last.ACK.sent): a segment that starts after it gives no new `ts_recent`, so that the
+    /// timestamp echoed is that of the earliest segment an ACK covers and the peer's round
+    /// trip includes the time the ACK waited (section 4.3).
+    pub(super) last_ack_sent: u32,
     /// A full-sized segment's payload for that decision: the MSS (at least 1), raised to
     /// the largest in-order payload accepted from one segment (as Linux's
     /// receive-MSS estimate: a peer whose segments are larger than what this side sends
@@ -229,6 +234,7 @@ impl TcpState {
             ts_offset: p.ts_offset,
             stamp: u32::from(p.incarnation) << 24,
             delack_seq: p.rcv_nxt,
+            last_ack_sent: p.rcv_nxt,
             delack_full: u32::from(p.mss.max(1)),
             ..Default::default()
         };
@@ -518,6 +524,7 @@ impl TcpState {
         }
         h.seq = seq_no;
         h.ack = self.rcv_nxt;
+        self.last_ack_sent = self.rcv_nxt;
         h.flags = fl;
         h.win = win;
         h.ts_val = (now.millis() as u32).wrapping_add(self.ts_offset);

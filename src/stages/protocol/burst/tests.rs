@@ -471,11 +471,31 @@ impl Pair {
 /// `on_ack` where `full_ack_on_a`), both sides' work built from side a's state: they
 /// must take the same actions, send the same segments, end in the same state, and hand
 /// every frame back.
+/// Segments sent, their timestamp echo left out: a stage that writes every header takes
+/// every ACK for sent, and so echoes each segment's own timestamp, where one that leaves
+/// headers owed knows which ACK goes and echoes the earliest segment it covers (RFC 7323
+/// section 4.3; `last_ack_sent`).
+fn without_echo(sent: &[(usize, FlowId, TxHeader)]) -> Vec<(usize, FlowId, TxHeader)> {
+    let mut v = sent.to_vec();
+    for (_, _, h) in &mut v {
+        h.ts_ecr = 0;
+    }
+    v
+}
+
 fn both_sides_alike(
     pair: Pair,
     bursts: &[Vec<(u32, Op)>],
     full_ack_on_a: bool,
+    echo_alike: bool,
 ) -> Result<(), TestCaseError> {
+    let echo = |sent: &[(usize, FlowId, TxHeader)]| {
+        if echo_alike {
+            sent.to_vec()
+        } else {
+            without_echo(sent)
+        }
+    };
     use super::super::receive::FULL_ACK_PROCESSING;
     let Pair {
         arena,
@@ -495,10 +515,23 @@ fn both_sides_alike(
         FULL_ACK_PROCESSING.with(|c| c.set(false));
         let sent_b = run(&arena, &mut b, &mut post_b, now, wb);
         prop_assert_eq!(&sent_a.1, &sent_b.1, "actions, burst {}", i);
-        prop_assert_eq!(&sent_a.0, &sent_b.0, "segments sent, burst {}", i);
+        prop_assert_eq!(
+            echo(&sent_a.0),
+            echo(&sent_b.0),
+            "segments sent, burst {}",
+            i
+        );
     }
     for id in 0..FLOWS {
-        prop_assert_eq!(a.state(id), b.state(id));
+        let unechoed = |st: Option<&TcpState>| {
+            st.cloned().map(|mut st| {
+                if !echo_alike {
+                    (st.ts_recent, st.ts_recent_ms, st.last_ack_sent) = (0, 0, 0);
+                }
+                st
+            })
+        };
+        prop_assert_eq!(unechoed(a.state(id)), unechoed(b.state(id)));
     }
     drop((post_a, post_b));
     prop_assert_eq!(arena.free_frames(), 256);
@@ -673,7 +706,7 @@ proptest! {
         delayed in any::<bool>(),
         rcv_shift in prop_oneof![Just(0u8), 1u8..4],
     ) {
-        both_sides_alike(Pair::new(delayed, rcv_shift, false), &bursts, false)?;
+        both_sides_alike(Pair::new(delayed, rcv_shift, false), &bursts, false, false)?;
     }
 
     /// The receiver's shortcut past `on_ack` (an ACK that acknowledges nothing, with
@@ -686,7 +719,7 @@ proptest! {
         delayed in any::<bool>(),
         rcv_shift in prop_oneof![Just(0u8), 1u8..4],
     ) {
-        both_sides_alike(Pair::new(delayed, rcv_shift, true), &bursts, true)?;
+        both_sides_alike(Pair::new(delayed, rcv_shift, true), &bursts, true, true)?;
     }
 
     /// A read's update applied without a work item where `Protocol::app_quiet` takes it
@@ -745,15 +778,21 @@ proptest! {
                 prop_assert!(sent_a.iter().all(|s| s.0 != i), "burst {}", b);
             }
             prop_assert_eq!(&actions_a, &actions_b, "actions, burst {}", b);
+            // The echo left out: a read's item between two segments of a flow has the
+            // first's ACK header written (and left unsent by postprocess), which the
+            // stage takes for sent (`last_ack_sent`; see `without_echo`).
             let segs = |s: &[(usize, FlowId, TxHeader)]| {
-                s.iter().map(|&(_, f, h)| (f, h)).collect::<Vec<_>>()
+                without_echo(s).into_iter().map(|(_, f, h)| (f, h)).collect::<Vec<_>>()
             };
             prop_assert_eq!(segs(&sent_a), segs(&sent_b), "segments sent, burst {}", b);
         }
         for id in 0..FLOWS {
-            let (mut a, b) = (full.state(id).unwrap().clone(), quiet.state(id).unwrap());
+            let (mut a, mut b) = (full.state(id).unwrap().clone(), quiet.state(id).unwrap().clone());
             a.stamp = b.stamp;
-            prop_assert_eq!(&a, b);
+            for st in [&mut a, &mut b] {
+                (st.ts_recent, st.ts_recent_ms, st.last_ack_sent) = (0, 0, 0);
+            }
+            prop_assert_eq!(&a, &b);
         }
         drop((post_full, post_quiet));
         prop_assert_eq!(arena.free_frames(), 256);
