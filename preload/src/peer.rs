@@ -1,19 +1,26 @@
 //! What the engine service knows of an attached program: whether it may listen on the
 //! ports below `net.ipv4.ip_unprivileged_port_start`, as the kernel would let it bind them.
 //!
-//! The kernel lets a process bind those ports when it holds `CAP_NET_BIND_SERVICE`; the
-//! service, which runs with every capability to open its port, decides for the programs
-//! that attach to it by the same rule: the effective capabilities of the process at the
-//! other end of the attach socket (`SO_PEERCRED`, then `/proc/<pid>/status`), read once at
-//! attach. Anything unreadable counts as unprivileged.
+//! The kernel lets a process bind those ports when it holds `CAP_NET_BIND_SERVICE` in the
+//! user namespace that owns the network namespace. The service, which runs with every
+//! capability to open its port, decides for the programs attached to it by the same rule:
+//! the process at the other end of the attach socket (`SO_PEERCRED`: its pid and effective
+//! uid when it connected) must, as `/proc/<pid>` reads, still have that effective uid, be in
+//! the service's own user namespace (capabilities in another one are that namespace's only)
+//! and hold the capability in its effective set. The service asks when the program
+//! attaches and again at each listen on such a port, and both must hold: a process that
+//! dropped the capability since, or a pid that went to another process, is refused.
+//! Anything unreadable counts as unprivileged. (Capabilities are per thread; `/proc/<pid>`
+//! gives the main thread's.)
 
 use std::os::fd::RawFd;
+use std::os::unix::fs::MetadataExt;
 
 /// `CAP_NET_BIND_SERVICE`'s bit in a capability set.
 const CAP_NET_BIND_SERVICE: u32 = 10;
 
 /// The first port a program may listen on without `CAP_NET_BIND_SERVICE`, as the kernel has
-/// it for the calling thread's namespace; 1024 (the kernel's default) when unreadable.
+/// it now for the calling thread's namespace; 1024 (the kernel's default) when unreadable.
 pub fn unprivileged_port_start() -> u32 {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
         .ok()
@@ -21,32 +28,53 @@ pub fn unprivileged_port_start() -> u32 {
         .unwrap_or(1024)
 }
 
-/// Whether the process at the other end of Unix socket `sock` holds `CAP_NET_BIND_SERVICE`
-/// in its effective set.
-pub fn binds_low_ports(sock: RawFd) -> bool {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` are live locals of the size the kernel is told.
-    let r = unsafe {
-        libc::getsockopt(
-            sock,
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if r != 0 || cred.pid <= 0 {
-        return false;
+/// The process at the other end of an attach socket, as the kernel gave it at connect time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pid: i32,
+    euid: u32,
+}
+
+impl Peer {
+    /// The peer of Unix socket `sock` (`SO_PEERCRED`), if the kernel tells one.
+    pub fn of(sock: RawFd) -> Option<Peer> {
+        let mut cred = libc::ucred {
+            pid: 0,
+            uid: 0,
+            gid: 0,
+        };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: `cred` and `len` are live locals of the size the kernel is told.
+        let r = unsafe {
+            libc::getsockopt(
+                sock,
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&mut cred as *mut libc::ucred).cast(),
+                &mut len,
+            )
+        };
+        (r == 0 && cred.pid > 0).then_some(Peer {
+            pid: cred.pid,
+            euid: cred.uid,
+        })
     }
-    std::fs::read_to_string(format!("/proc/{}/status", cred.pid))
-        .ok()
-        .and_then(|s| effective_caps(&s))
-        .is_some_and(|caps| caps >> CAP_NET_BIND_SERVICE & 1 == 1)
+
+    /// Whether the peer holds `CAP_NET_BIND_SERVICE` now, by the module's rule.
+    pub fn binds_low_ports(&self) -> bool {
+        let same_userns = |pid: &str| {
+            let theirs = std::fs::metadata(format!("/proc/{pid}/ns/user"));
+            let ours = std::fs::metadata("/proc/self/ns/user");
+            matches!((theirs, ours), (Ok(t), Ok(o)) if (t.dev(), t.ino()) == (o.dev(), o.ino()))
+        };
+        let pid = self.pid.to_string();
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| Some((effective_uid(&s)?, effective_caps(&s)?)))
+            .is_some_and(|(euid, caps)| {
+                euid == self.euid && caps >> CAP_NET_BIND_SERVICE & 1 == 1 && same_userns(&pid)
+            })
+    }
 }
 
 /// The `CapEff` line of a `/proc/<pid>/status`.
@@ -55,17 +83,25 @@ fn effective_caps(status: &str) -> Option<u64> {
     u64::from_str_radix(hex.trim(), 16).ok()
 }
 
+/// The effective uid of a `/proc/<pid>/status` (the second field of its `Uid` line).
+fn effective_uid(status: &str) -> Option<u32> {
+    let ids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    ids.split_whitespace().nth(1)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn reads_the_effective_set() {
-        let s = "Name:\tx\nCapInh:\t0000000000000000\nCapPrm:\t0000000000000400\n\
-                 CapEff:\t0000000000000400\nCapBnd:\t000001ffffffffff\n";
+    fn reads_the_effective_set_and_uid() {
+        let s = "Name:\tx\nUid:\t1000\t0\t0\t0\nCapInh:\t0000000000000000\n\
+                 CapPrm:\t0000000000000400\nCapEff:\t0000000000000400\n";
         assert_eq!(effective_caps(s), Some(0x400));
+        assert_eq!(effective_uid(s), Some(0));
         assert_eq!(effective_caps("CapEff:\tzz\n"), None);
         assert_eq!(effective_caps("Name:\tx\n"), None);
+        assert_eq!(effective_uid("Uid:\t1000\n"), None);
     }
 
     #[test]
@@ -76,7 +112,15 @@ mod tests {
         assert_eq!(r, 0);
         let own = std::fs::read_to_string("/proc/self/status").unwrap();
         let want = effective_caps(&own).unwrap() >> CAP_NET_BIND_SERVICE & 1 == 1;
-        assert_eq!(binds_low_ports(pair[0]), want);
+        let peer = Peer::of(pair[0]).expect("a peer");
+        assert_eq!(peer.pid as u32, std::process::id());
+        assert_eq!(peer.binds_low_ports(), want);
+        // Another effective uid than the one it connected with: refused.
+        let other = Peer {
+            euid: peer.euid.wrapping_add(1),
+            ..peer
+        };
+        assert!(!other.binds_low_ports());
         // SAFETY: our descriptors, closed once.
         unsafe {
             libc::close(pair[0]);

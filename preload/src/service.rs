@@ -25,6 +25,7 @@ use flextoe::pipeline::{Engine, EngineConfig, Runtime};
 use flextoe::time::SystemClock;
 
 use crate::engine::Config;
+use crate::peer::Peer;
 use crate::shm::{self, op, Mapping, Msg};
 
 /// The service's shared state.
@@ -37,8 +38,6 @@ struct Shared {
     apps: Mutex<Vec<Arc<App>>>,
     /// Applications attached now (each holds a thread and three descriptors).
     attached: AtomicUsize,
-    /// Ports below this need `CAP_NET_BIND_SERVICE` ([`crate::peer`]).
-    port_start: u32,
 }
 
 /// Most applications attached at once: past it an attach is closed at once (a program that
@@ -52,8 +51,9 @@ const MAX_APP_LISTENERS: usize = 64;
 /// One attached application.
 struct App {
     alive: AtomicBool,
-    /// Whether the program held `CAP_NET_BIND_SERVICE` when it attached.
-    low_ports: bool,
+    /// The program's process, as the kernel named it when it attached, if it held
+    /// `CAP_NET_BIND_SERVICE` then ([`crate::peer`]).
+    low_ports: Option<Peer>,
     events: OwnedFd,
     wake: OwnedFd,
     listeners: Mutex<HashMap<u32, Listening>>,
@@ -126,7 +126,6 @@ pub fn run(cfg: Config, path: &str) -> io::Result<()> {
         pump,
         apps: Mutex::new(Vec::new()),
         attached: AtomicUsize::new(0),
-        port_start: crate::peer::unprivileged_port_start(),
     });
     let s2 = shared.clone();
     std::thread::Builder::new()
@@ -217,6 +216,8 @@ pub fn run(cfg: Config, path: &str) -> io::Result<()> {
 
 /// Greet one application, then serve its requests until it goes away.
 fn serve_app(shared: &Arc<Shared>, sock: OwnedFd) -> io::Result<()> {
+    // Asked first, before anything goes back to the program.
+    let low_ports = Peer::of(sock.as_raw_fd()).filter(Peer::binds_low_ports);
     let mut pair = [0 as RawFd; 2];
     // SAFETY: `pair` has room for two descriptors.
     if unsafe {
@@ -254,7 +255,7 @@ fn serve_app(shared: &Arc<Shared>, sock: OwnedFd) -> io::Result<()> {
     drop(theirs);
     let app = Arc::new(App {
         alive: AtomicBool::new(true),
-        low_ports: crate::peer::binds_low_ports(sock.as_raw_fd()),
+        low_ports,
         events: ours,
         wake,
         listeners: Mutex::new(HashMap::new()),
@@ -303,9 +304,11 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
                 let r = match u16::try_from(m.a) {
                     Err(_) => Err(libc::EINVAL),
                     // As the kernel's bind: a port below the namespace's unprivileged start
-                    // needs CAP_NET_BIND_SERVICE.
+                    // needs CAP_NET_BIND_SERVICE, held at attach and still now.
                     Ok(port)
-                        if port != 0 && u32::from(port) < shared.port_start && !app.low_ports =>
+                        if port != 0
+                            && u32::from(port) < crate::peer::unprivileged_port_start()
+                            && !app.low_ports.is_some_and(|p| p.binds_low_ports()) =>
                     {
                         Err(libc::EACCES)
                     }
@@ -390,7 +393,11 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
                 }
             }
             op::CONNECT => {
-                let to = std::net::SocketAddrV4::new(m.a.into(), m.b as u16);
+                let Ok(port) = u16::try_from(m.b) else {
+                    reply(Err(libc::EINVAL))?;
+                    continue;
+                };
+                let to = std::net::SocketAddrV4::new(m.a.into(), port);
                 match shared.host.connect(to) {
                     Ok(s) => match bridge(shared, app, s) {
                         Ok((id, fd)) => reply(Ok((

@@ -129,10 +129,12 @@ print("attach", greeted, closed, flush=True)
 /// Ports below `net.ipv4.ip_unprivileged_port_start` (1024) as the kernel's bind has them:
 /// a program that holds `CAP_NET_BIND_SERVICE` listens on port 80; the same program with
 /// the capability dropped (`setpriv`; the service runs as root with every capability) is
-/// refused with `EACCES` there and listens on 8080.
+/// refused there with `EACCES` at `listen` (its `bind` only records the address) and
+/// listens on 8080; so is one that dropped it and then made a user namespace of its own,
+/// where it holds every capability (but only for that namespace's objects).
 #[test]
 fn a_program_without_cap_net_bind_service_cannot_listen_below_1024() {
-    if !have(&["python3", "setpriv"]) {
+    if !have(&["python3", "setpriv", "unshare", "timeout"]) {
         return;
     }
     let Some(lab) = VethLab::new() else { return };
@@ -147,26 +149,35 @@ for p in (80, 8080):
         s.listen(1)
         print(p, "ok", flush=True)
     except OSError as e:
-        print(p, errno.errorcode.get(e.errno), flush=True)
+        print(p, "bind" if s.getsockname()[1] == 0 else "listen",
+              errno.errorcode.get(e.errno), flush=True)
     s.close()
 "#,
         lab.engine_ip
     );
     let run = |pre: &[&str]| {
-        let mut args = pre.to_vec();
+        let mut args = vec!["timeout", "60"];
+        args.extend(pre);
         args.extend(["python3", "-c", &code]);
         let out = command(&lab.engine, &svc.env(&lab), None, &args)
             .output()
             .expect("python3");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (text, String::from_utf8_lossy(&out.stderr).into_owned())
     };
-    assert_eq!(run(&[]), "80 ok\n8080 ok\n");
-    let without = run(&[
+    let (with, err) = run(&[]);
+    assert_eq!(with, "80 ok\n8080 ok\n", "{err}");
+    let drop_cap = [
         "setpriv",
         "--inh-caps=-net_bind_service",
         "--bounding-set=-net_bind_service",
-    ]);
-    assert_eq!(without, "80 EACCES\n8080 ok\n");
+    ];
+    let (without, err) = run(&drop_cap);
+    assert_eq!(without, "80 listen EACCES\n8080 ok\n", "{err}");
+    let mut in_userns = drop_cap.to_vec();
+    in_userns.extend(["unshare", "-Ur"]);
+    let (userns, err) = run(&in_userns);
+    assert_eq!(userns, "80 listen EACCES\n8080 ok\n", "{err}");
 }
 
 /// A program that prints `line` when ready: started with its output read line by line.
