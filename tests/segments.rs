@@ -52,8 +52,8 @@ fn paws_drops_a_segment_with_an_old_timestamp() {
 /// RFC 7323 section 4.3: the timestamp an ACK echoes is that of the earliest segment it
 /// covers (TS.Recent takes a segment's value only when the segment starts at or before the
 /// last ACK sent), so that the peer's round trip includes the time the ACK waited. With
-/// delayed ACKs the ACK of two full segments echoed the second's value, and the peer's
-/// samples left the delay out.
+/// delayed ACKs the ACK of two segments (together more than one MSS, so the ACK goes at
+/// the second) echoed the second's value, and the peer's samples left the delay out.
 #[test]
 fn a_delayed_ack_echoes_the_timestamp_of_the_first_segment_it_covers() {
     let mut cfg = config();
@@ -74,7 +74,7 @@ fn a_delayed_ack_echoes_the_timestamp_of_the_first_segment_it_covers() {
     let ack = t.recv_one();
     assert_eq!(
         ack.ack, t.peer_seq,
-        "the second full segment is acknowledged at once"
+        "more than an MSS unacknowledged: the ACK goes"
     );
     assert_eq!(
         ack.ts.map(|(_, ecr)| ecr),

@@ -207,8 +207,9 @@ impl Control {
         ));
         for d in 0..2 {
             if side[d].identity.timestamps {
-                // The timestamp shift of each direction is fixed now, from the last value
-                // the peer sent, not by the first frame relayed (a spoofer's, with a value
+                // The timestamp shift of each direction is fixed now, from the peer's value
+                // the engine echoes (TS.Recent: the last one, or one an ACK interval
+                // older), not by the first frame relayed (a spoofer's, with a value
                 // far ahead, would have made the other peer's PAWS drop every real one).
                 let offset = self.secrets.ts_offset(&side[1 - d].identity.tuple);
                 let ours = (now.millis() as u32).wrapping_add(offset);
