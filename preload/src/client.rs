@@ -32,7 +32,7 @@ pub struct Client {
     req: Mutex<OwnedFd>,
     /// The service page (its pump's sleep flag).
     page: Mapping,
-    /// The service pump's eventfd.
+    /// The eventfd that wakes the service's pump (this program's own).
     pump: OwnedFd,
     /// Queued connections per listener id, as the service last reported (see
     /// [`note_pending`]).
@@ -76,7 +76,8 @@ impl Client {
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
-        // The service greets with: its page, its pump's eventfd, our eventfd, our event socket.
+        // The service greets with: its page, our eventfd for its pump, our eventfd, our event
+        // socket.
         let Some((hello, mut fds)) = shm::recv_msg(fd)? else {
             return Err(io::ErrorKind::UnexpectedEof.into());
         };

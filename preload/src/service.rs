@@ -56,6 +56,9 @@ struct App {
     low_ports: Option<Peer>,
     events: OwnedFd,
     wake: OwnedFd,
+    /// The eventfd the program writes to wake the pump: one per program, so that a
+    /// program reading it (taking the wake-ups) or writing it delays no other.
+    kick: OwnedFd,
     listeners: Mutex<HashMap<u32, Listening>>,
     conns: Mutex<HashMap<u32, Arc<Bridge>>>,
     next: AtomicU32,
@@ -236,12 +239,13 @@ fn serve_app(shared: &Arc<Shared>, sock: OwnedFd) -> io::Result<()> {
     // SAFETY: F_SETFL on our descriptor.
     unsafe { libc::fcntl(ours.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
     let wake = eventfd()?;
+    let kick = eventfd()?;
     shm::send_msg(
         sock.as_raw_fd(),
         &Msg::default(),
         &[
             shared.page_fd.as_raw_fd(),
-            shared.pump.as_raw_fd(),
+            kick.as_raw_fd(),
             wake.as_raw_fd(),
             theirs.as_raw_fd(),
         ],
@@ -258,6 +262,7 @@ fn serve_app(shared: &Arc<Shared>, sock: OwnedFd) -> io::Result<()> {
         low_ports,
         events: ours,
         wake,
+        kick,
         listeners: Mutex::new(HashMap::new()),
         conns: Mutex::new(HashMap::new()),
         next: AtomicU32::new(1),
@@ -267,6 +272,8 @@ fn serve_app(shared: &Arc<Shared>, sock: OwnedFd) -> io::Result<()> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push(app.clone());
+    // The pump, asleep, watches the kicks of the programs it knew: it looks again.
+    shm::kick(shared.pump.as_raw_fd());
     let result = requests(shared, &app, sock.as_raw_fd());
     // Gone (closed its socket, exited or crashed): what it had not closed is reset.
     app.alive.store(false, Ordering::SeqCst);
@@ -677,21 +684,34 @@ fn pump_loop(shared: &Shared) {
         flag.store(1, Ordering::SeqCst);
         // The flag must be seen before the positions are looked at again (store-load).
         std::sync::atomic::fence(Ordering::SeqCst);
-        let mut fds = [libc::pollfd {
-            fd: shared.pump.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
+        // The engine's kicks, and each program's.
+        let mut fds: Vec<libc::pollfd> = std::iter::once(&shared.pump)
+            .chain(apps.iter().map(|a| &a.kick))
+            .map(|fd| libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
         let ts = libc::timespec {
             tv_sec: 0,
             tv_nsec: Duration::from_millis(10).as_nanos() as libc::c_long,
         };
         if idle > 64 {
-            // SAFETY: one pollfd of ours.
-            unsafe { crate::real::ppoll(fds.as_mut_ptr(), 1, &ts, std::ptr::null()) };
-            let mut v = 0u64;
-            // SAFETY: an 8-byte read from our eventfd.
-            unsafe { crate::real::read(shared.pump.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+            // SAFETY: `fds.len()` pollfds of ours.
+            unsafe {
+                crate::real::ppoll(
+                    fds.as_mut_ptr(),
+                    fds.len() as libc::nfds_t,
+                    &ts,
+                    std::ptr::null(),
+                )
+            };
+            for p in fds.iter().filter(|p| p.revents & libc::POLLIN != 0) {
+                let mut v = 0u64;
+                // SAFETY: an 8-byte read from an eventfd of ours (nonblocking).
+                unsafe { crate::real::read(p.fd, (&mut v as *mut u64).cast(), 8) };
+            }
             flag.store(0, Ordering::SeqCst);
             idle = 0;
         }

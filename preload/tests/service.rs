@@ -180,6 +180,57 @@ for p in (80, 8080):
     assert_eq!(userns, "80 listen EACCES\n8080 ok\n", "{err}");
 }
 
+/// Each program wakes the service's pump through an eventfd of its own: one shared by all
+/// (as it was) let a program that read it take the others' wake-ups (their bytes then
+/// waited for the pump's 10 ms timeout) or keep the pump awake for all. Two raw attaches
+/// get different eventfds for the pump (the kernel's `eventfd-id` in `/proc`), and a
+/// program's ring moves still reach the pump (the other tests).
+#[test]
+fn each_program_kicks_the_pump_through_its_own_eventfd() {
+    if !have(&["python3"]) {
+        return;
+    }
+    let Some(lab) = VethLab::new() else { return };
+    let svc = Service::start(&lab);
+    let code = format!(
+        r#"
+import socket
+def pump_id():
+    u = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    u.settimeout(5)
+    u.connect("{}")
+    _, fds, _, _ = socket.recv_fds(u, 4096, 8)
+    assert len(fds) == 4, fds
+    info = open("/proc/self/fdinfo/%d" % fds[1]).read()
+    ids = [l.split()[1] for l in info.splitlines() if l.startswith("eventfd-id:")]
+    return (ids or ["none"])[0], u
+a, ua = pump_id()
+b, ub = pump_id()
+print("none" if "none" in (a, b) else ("same" if a == b else "distinct"), flush=True)
+"#,
+        svc.path
+    );
+    let out = command(
+        &lab.engine,
+        &[],
+        None,
+        &["timeout", "30", "python3", "-c", &code],
+    )
+    .output()
+    .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.trim() == "none" {
+        eprintln!("skipped: this kernel shows no eventfd-id in /proc/<pid>/fdinfo");
+        return;
+    }
+    assert_eq!(
+        text.trim(),
+        "distinct",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A program that prints `line` when ready: started with its output read line by line.
 /// Keep-alive timing options reach the engine through the service too.
 #[test]
