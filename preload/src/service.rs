@@ -57,7 +57,7 @@ struct App {
     events: OwnedFd,
     wake: OwnedFd,
     /// The eventfd the program writes to wake the pump: one per program, so that a
-    /// program reading it (taking the wake-ups) or writing it delays no other.
+    /// program reading it (taking the wake-ups) delays no other.
     kick: OwnedFd,
     listeners: Mutex<HashMap<u32, Listening>>,
     conns: Mutex<HashMap<u32, Arc<Bridge>>>,
