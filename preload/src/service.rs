@@ -88,6 +88,12 @@ struct Bridge {
     stream: Mutex<Option<Stream>>,
     map: Mapping,
     shut: AtomicBool,
+    /// The status last written to the header, and whether the peer's FIN was: the pump's
+    /// own copies (the program can write the header's too; comparing against those, a
+    /// program rewriting them had every pass write them back and wake it, the pump never
+    /// sleeping).
+    told_status: AtomicU32,
+    told_fin: AtomicBool,
 }
 
 fn eventfd() -> io::Result<OwnedFd> {
@@ -465,12 +471,15 @@ fn bridge(shared: &Arc<Shared>, app: &Arc<App>, mut s: Stream) -> io::Result<(u3
     h.local_port.store(l.port() as u32, Ordering::Relaxed);
     h.peer_ip.store(u32::from(*p.ip()), Ordering::Relaxed);
     h.peer_port.store(p.port() as u32, Ordering::Relaxed);
-    h.status.store(s.status() as u32, Ordering::Release);
+    let status = s.status() as u32;
+    h.status.store(status, Ordering::Release);
     let id = app.next.fetch_add(1, Ordering::Relaxed);
     let b = Arc::new(Bridge {
         stream: Mutex::new(Some(s)),
         map,
         shut: AtomicBool::new(false),
+        told_status: AtomicU32::new(status),
+        told_fin: AtomicBool::new(false),
     });
     app.conns
         .lock()
@@ -498,7 +507,7 @@ fn pump_one(b: &Bridge, app_alive: bool) -> (bool, bool) {
     };
     let mut changed = false;
     let status = st.status() as u32;
-    if h.status.load(Ordering::Relaxed) != status {
+    if b.told_status.swap(status, Ordering::Relaxed) != status {
         h.status.store(status, Ordering::Release);
         changed = true;
     }
@@ -525,7 +534,7 @@ fn pump_one(b: &Bridge, app_alive: bool) -> (bool, bool) {
             (n, (n, src.is_empty()))
         }) {
             Ok((0, true)) => {
-                if st.peer_closed() && h.peer_fin.load(Ordering::Relaxed) == 0 {
+                if st.peer_closed() && !b.told_fin.swap(true, Ordering::Relaxed) {
                     h.peer_fin.store(1, Ordering::Release);
                     changed = true;
                 }

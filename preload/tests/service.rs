@@ -231,6 +231,90 @@ print("none" if "none" in (a, b) else ("same" if a == b else "distinct"), flush=
     );
 }
 
+/// A program that rewrites what the service writes in a connection's shared header (its
+/// status word) does not keep the pump awake: the pump compares against its own copy.
+/// Compared against the header's, each rewrite was undone at the next pass and the
+/// program woken for it. A raw attach (the service's protocol by hand) connects to a
+/// Linux server, then writes the status word 500 times a millisecond apart and counts
+/// the wake-ups the service gave it meanwhile: a few at most (54 in a run before).
+#[test]
+fn a_program_rewriting_its_header_does_not_keep_the_pump_awake() {
+    if !have(&["python3", "timeout"]) {
+        return;
+    }
+    let Some(lab) = VethLab::new() else { return };
+    let svc = Service::start(&lab);
+    let server = format!(
+        r#"
+import socket, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("{}", 9000))
+s.listen(8)
+held = []
+while True:
+    c, _ = s.accept()
+    held.append(c)
+"#,
+        lab.linux_ip
+    );
+    let _srv = spawn(command(
+        &lab.linux,
+        &[],
+        None,
+        &["timeout", "60", "python3", "-c", &server],
+    ));
+    wait_listening(&lab.linux, SocketAddrV4::new(lab.linux_ip, 9000));
+    let code = format!(
+        r#"
+import socket, struct, mmap, os, time, errno
+u = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+u.settimeout(5)
+u.connect("{path}")
+_, fds, _, _ = socket.recv_fds(u, 4096, 8)
+wake = fds[2]
+os.set_blocking(wake, False)
+ip = int.from_bytes(socket.inet_aton("{ip}"), "big")
+u.send(struct.pack("<IiIII", 4, 0, ip, 9000, 0))
+msg, cfds, _, _ = socket.recv_fds(u, 4096, 8)
+op, err, a, b, seq = struct.unpack("<IiIII", msg)
+assert err == 0 and len(cfds) == 1, (err, cfds)
+m = mmap.mmap(cfds[0], 4096)
+deadline = time.time() + 5
+while struct.unpack_from("<I", m, 0)[0] != 1 and time.time() < deadline:
+    time.sleep(0.01)
+assert struct.unpack_from("<I", m, 0)[0] == 1, "not established"
+time.sleep(0.1)
+def kicks():
+    try:
+        return struct.unpack("<Q", os.read(wake, 8))[0]
+    except BlockingIOError:
+        return 0
+kicks()
+for i in range(500):
+    struct.pack_into("<I", m, 0, 0x7777)
+    time.sleep(0.001)
+print("kicks", kicks(), flush=True)
+"#,
+        path = svc.path,
+        ip = lab.linux_ip
+    );
+    let out = command(
+        &lab.engine,
+        &[],
+        None,
+        &["timeout", "30", "python3", "-c", &code],
+    )
+    .output()
+    .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kicks: u64 = text
+        .strip_prefix("kicks ")
+        .and_then(|k| k.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{text}{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(kicks <= 5, "{kicks} wake-ups for nothing that moved");
+}
+
 /// A program that prints `line` when ready: started with its output read line by line.
 /// Keep-alive timing options reach the engine through the service too.
 #[test]
