@@ -180,6 +180,18 @@ for p in (80, 8080):
     assert_eq!(userns, "80 listen EACCES\n8080 ok\n", "{err}");
 }
 
+/// `code` run by Python in `ns` without the library (a program that speaks the service's
+/// protocol by hand), bounded at 30 s: its output and its errors.
+fn raw_python(ns: &common::lab::Netns, code: &str) -> (String, String) {
+    let out = command(ns, &[], None, &["timeout", "30", "python3", "-c", code])
+        .output()
+        .expect("python3");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Each program wakes the service's pump through an eventfd of its own: one shared by all
 /// (as it was) let a program that read it take the others' wake-ups (their bytes then
 /// waited for the pump's 10 ms timeout) or keep the pump awake for all. Two raw attaches
@@ -210,25 +222,12 @@ print("none" if "none" in (a, b) else ("same" if a == b else "distinct"), flush=
 "#,
         svc.path
     );
-    let out = command(
-        &lab.engine,
-        &[],
-        None,
-        &["timeout", "30", "python3", "-c", &code],
-    )
-    .output()
-    .expect("python3");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (text, err) = raw_python(&lab.engine, &code);
     if text.trim() == "none" {
         eprintln!("skipped: this kernel shows no eventfd-id in /proc/<pid>/fdinfo");
         return;
     }
-    assert_eq!(
-        text.trim(),
-        "distinct",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(text.trim(), "distinct", "{err}");
 }
 
 /// A program that rewrites what the service writes in a connection's shared header (its
@@ -299,19 +298,11 @@ print("kicks", kicks(), flush=True)
         path = svc.path,
         ip = lab.linux_ip
     );
-    let out = command(
-        &lab.engine,
-        &[],
-        None,
-        &["timeout", "30", "python3", "-c", &code],
-    )
-    .output()
-    .expect("python3");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (text, err) = raw_python(&lab.engine, &code);
     let kicks: u64 = text
         .strip_prefix("kicks ")
         .and_then(|k| k.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{text}{}", String::from_utf8_lossy(&out.stderr)));
+        .unwrap_or_else(|| panic!("{text}{err}"));
     assert!(kicks <= 5, "{kicks} wake-ups for nothing that moved");
 }
 
