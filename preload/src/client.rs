@@ -2,8 +2,8 @@
 //! for requests (set-up only: listen, accept, connect), one for the service's events, and
 //! per connection a shared memfd whose rings the application reads and writes directly.
 //!
-//! A thread of the library waits on the event socket and the application's eventfd (the
-//! service writes it when it moved data of this application) and wakes the application's
+//! A thread of the library waits on the event socket and the application's wake-up socket
+//! (the service sends on it when it moved data of this application) and wakes the application's
 //! waiting calls. When the service goes away the event socket ends: every connection then
 //! reads as reset, and blocked calls return within a wake-up.
 
@@ -32,14 +32,14 @@ pub struct Client {
     req: Mutex<OwnedFd>,
     /// The service page (its pump's sleep flag).
     page: Mapping,
-    /// The eventfd that wakes the service's pump (this program's own).
+    /// This program's socket for waking the service's pump ([`shm::nudge`]).
     pump: OwnedFd,
     /// Queued connections per listener id, as the service last reported (see
     /// [`note_pending`]).
     pending: Mutex<HashMap<u32, Arc<AtomicU64>>>,
     /// The service is gone.
     pub dead: AtomicBool,
-    /// The library's own descriptors (request and event sockets, eventfds).
+    /// The library's own descriptors (request and event sockets, wake-up sockets).
     owned: [i32; 4],
 }
 
@@ -76,8 +76,8 @@ impl Client {
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
-        // The service greets with: its page, our eventfd for its pump, our eventfd, our event
-        // socket.
+        // The service greets with: its page, our sockets for waking its pump and for its
+        // wake-ups, our event socket.
         let Some((hello, mut fds)) = shm::recv_msg(fd)? else {
             return Err(io::ErrorKind::UnexpectedEof.into());
         };
@@ -139,9 +139,7 @@ impl Client {
                 break;
             }
             if fds[1].revents != 0 {
-                let mut v = 0u64;
-                // SAFETY: an 8-byte read from our eventfd.
-                unsafe { crate::real::read(wake.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+                shm::drain(wake.as_raw_fd());
             }
             if fds[0].revents != 0 {
                 match shm::recv_msg(events.as_raw_fd()) {
@@ -199,7 +197,7 @@ impl Client {
         // pump sets the flag, then looks at the positions once more.
         std::sync::atomic::fence(Ordering::SeqCst);
         if self.page.word(shm::PAGE_PUMP_SLEEPS).load(Ordering::SeqCst) != 0 {
-            shm::kick(self.pump.as_raw_fd());
+            shm::nudge(self.pump.as_raw_fd());
         }
     }
 

@@ -9,11 +9,13 @@
 //! the service's own user namespace (capabilities in another one are that namespace's only)
 //! and hold the capability in its effective set. The service asks when the program
 //! attaches and again at each listen on such a port, and both must hold: a process that
-//! dropped the capability since, or a pid that went to another process, is refused.
-//! Anything unreadable counts as unprivileged. (Capabilities are per thread; `/proc/<pid>`
-//! gives the main thread's.)
+//! dropped the capability since is refused. So is a pid that went to another process: the
+//! kernel's pidfd of the peer (`SO_PEERPIDFD`, Linux 6.5) must still name a live process
+//! after `/proc` was read (on older kernels only `/proc` is read, and a pid reused between
+//! the connect and the check could pass). Anything unreadable counts as unprivileged.
+//! (Capabilities are per thread; `/proc/<pid>` gives the main thread's.)
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 
 /// `CAP_NET_BIND_SERVICE`'s bit in a capability set.
@@ -29,10 +31,12 @@ pub fn unprivileged_port_start() -> u32 {
 }
 
 /// The process at the other end of an attach socket, as the kernel gave it at connect time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Peer {
     pid: i32,
     euid: u32,
+    /// The process itself, where the kernel gives a pidfd.
+    pidfd: Option<OwnedFd>,
 }
 
 impl Peer {
@@ -54,9 +58,45 @@ impl Peer {
                 &mut len,
             )
         };
-        (r == 0 && cred.pid > 0).then_some(Peer {
+        if r != 0 || cred.pid <= 0 {
+            return None;
+        }
+        let mut fd: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `fd` and `len` are live locals of the size the kernel is told.
+        let r = unsafe {
+            libc::getsockopt(
+                sock,
+                libc::SOL_SOCKET,
+                libc::SO_PEERPIDFD,
+                (&mut fd as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        // SAFETY: a descriptor the kernel just made for us.
+        let pidfd = (r == 0 && fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) });
+        Some(Peer {
             pid: cred.pid,
             euid: cred.uid,
+            pidfd,
+        })
+    }
+
+    /// Whether the process the pidfd names is still alive (signal 0 checks without
+    /// sending); `true` without a pidfd.
+    fn alive(&self) -> bool {
+        self.pidfd.as_ref().is_none_or(|fd| {
+            // SAFETY: a pidfd of ours, no signal information, no flags.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    0,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+            r == 0
         })
     }
 
@@ -74,6 +114,8 @@ impl Peer {
             .is_some_and(|(euid, caps)| {
                 euid == self.euid && caps >> CAP_NET_BIND_SERVICE & 1 == 1 && same_userns(&pid)
             })
+            // After reading /proc: the pid was still the peer's while it was read.
+            && self.alive()
     }
 }
 
@@ -104,6 +146,27 @@ mod tests {
         assert_eq!(effective_uid("Uid:\t1000\n"), None);
     }
 
+    /// A pidfd whose process has exited and been reaped names no live process: its pid may
+    /// be another's by now.
+    #[test]
+    fn a_peer_that_exited_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().expect("true");
+        let pid = child.id() as i32;
+        // SAFETY: pidfd_open takes no pointers.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
+        assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+        let peer = Peer {
+            pid,
+            euid: 0,
+            // SAFETY: a descriptor just made for us.
+            pidfd: Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+        };
+        assert!(peer.alive());
+        child.wait().expect("reaped");
+        assert!(!peer.alive());
+        assert!(!peer.binds_low_ports());
+    }
+
     #[test]
     fn this_process_is_its_own_peer() {
         let mut pair = [0; 2];
@@ -114,6 +177,10 @@ mod tests {
         let want = effective_caps(&own).unwrap() >> CAP_NET_BIND_SERVICE & 1 == 1;
         let peer = Peer::of(pair[0]).expect("a peer");
         assert_eq!(peer.pid as u32, std::process::id());
+        assert!(
+            peer.pidfd.is_some(),
+            "this kernel gives a pidfd (6.5 or later)"
+        );
         assert_eq!(peer.binds_low_ports(), want);
         // Another effective uid than the one it connected with: refused.
         let other = Peer {

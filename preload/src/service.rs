@@ -5,8 +5,9 @@
 //! set-up requests: listen, accept, connect. Each connection's bytes go through a memfd
 //! both processes map ([`crate::shm`]): the application reads and writes its rings without
 //! a system call, and the service's pump thread moves bytes between those rings and the
-//! engine's connection. Each side writes the other's eventfd only when the other sleeps (the
-//! pump) or when it moved the other's data (the application's event thread).
+//! engine's connection. Each side wakes the other (a datagram on a socket pair of that
+//! program's own) only when the other sleeps (the pump) or when it moved the other's data
+//! (the application's event thread).
 //!
 //! When an application goes away (its socket ends, a crash included), the connections it
 //! had not closed are reset, and its listeners closed. When the service goes away, the
@@ -36,12 +37,12 @@ struct Shared {
     page_fd: OwnedFd,
     pump: OwnedFd,
     apps: Mutex<Vec<Arc<App>>>,
-    /// Applications attached now (each holds a thread and three descriptors).
+    /// Applications attached now (each holds a thread and four descriptors).
     attached: AtomicUsize,
 }
 
 /// Most applications attached at once: past it an attach is closed at once (a program that
-/// attached in a loop and sent nothing took a thread and three descriptors each, until the
+/// attached in a loop and sent nothing took a thread and its descriptors each, until the
 /// service could make no thread and exited).
 const MAX_APPS: usize = 256;
 /// Most listeners one application holds: past it `listen` fails with `EMFILE` (each takes
@@ -55,9 +56,14 @@ struct App {
     /// `CAP_NET_BIND_SERVICE` then ([`crate::peer`]).
     low_ports: Option<Peer>,
     events: OwnedFd,
+    /// The service's end of the datagram socket pair the program's event thread waits on.
     wake: OwnedFd,
-    /// The eventfd the program writes to wake the pump: one per program, so that a
-    /// program reading it (taking the wake-ups) delays no other.
+    /// The service's end of the datagram socket pair the program sends on to wake the
+    /// pump: one per program, so that no program can take another's wake-ups. Both pairs
+    /// are sockets used with `MSG_DONTWAIT` on the service's own end (with an eventfd both
+    /// held one open file, whose `O_NONBLOCK` the program could clear and so make the
+    /// pump's read or write block), and `MSG_NOSIGNAL` (a pipe's writer gets `SIGPIPE`
+    /// once the reader is gone).
     kick: OwnedFd,
     listeners: Mutex<HashMap<u32, Listening>>,
     conns: Mutex<HashMap<u32, Arc<Bridge>>>,
@@ -96,6 +102,41 @@ struct Bridge {
     told_fin: AtomicBool,
 }
 
+/// Take the hard limit on descriptors as the soft one: each attached program holds four
+/// here, and [`MAX_APPS`] of them alone fill the usual soft limit of 1024.
+fn raise_descriptor_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a live `rlimit`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 && lim.rlim_cur < lim.rlim_max
+    {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: as above; failure leaves the limit as it was.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    }
+}
+
+/// A pair of connected Unix datagram sockets for wake-ups ([`shm::nudge`], [`shm::drain`]).
+fn dgram_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut ends = [0 as RawFd; 2];
+    // SAFETY: `ends` has room for two descriptors.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+            ends.as_mut_ptr(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: our new descriptors.
+    Ok(unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) })
+}
+
 fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: eventfd takes no pointers.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
@@ -109,6 +150,7 @@ fn eventfd() -> io::Result<OwnedFd> {
 /// Run the service: the engine `cfg` describes, applications attaching at `path`. Returns
 /// only on an error.
 pub fn run(cfg: Config, path: &str) -> io::Result<()> {
+    raise_descriptor_limit();
     let port = AnyPort::open(&cfg.spec)?;
     let engine = Engine::new(EngineConfig::new(cfg.spec.mac, cfg.ip), port)
         .map_err(|e| io::Error::other(e.to_string()))?;
@@ -244,18 +286,19 @@ fn serve_app(shared: &Arc<Shared>, sock: OwnedFd) -> io::Result<()> {
     let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
     // SAFETY: F_SETFL on our descriptor.
     unsafe { libc::fcntl(ours.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-    let wake = eventfd()?;
-    let kick = eventfd()?;
+    let (wake, their_wake) = dgram_pair()?;
+    let (kick, their_kick) = dgram_pair()?;
     shm::send_msg(
         sock.as_raw_fd(),
         &Msg::default(),
         &[
             shared.page_fd.as_raw_fd(),
-            kick.as_raw_fd(),
-            wake.as_raw_fd(),
+            their_kick.as_raw_fd(),
+            their_wake.as_raw_fd(),
             theirs.as_raw_fd(),
         ],
     )?;
+    drop((their_kick, their_wake));
     crate::client::debug(&format!(
         "app attached: request {}, events {}, wake {}",
         sock.as_raw_fd(),
@@ -321,7 +364,7 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
                     Ok(port)
                         if port != 0
                             && u32::from(port) < crate::peer::unprivileged_port_start()
-                            && !app.low_ports.is_some_and(|p| p.binds_low_ports()) =>
+                            && !app.low_ports.as_ref().is_some_and(Peer::binds_low_ports) =>
                     {
                         Err(libc::EACCES)
                     }
@@ -662,7 +705,7 @@ fn pump_loop(shared: &Shared) {
                 }
             }
             if dirty && alive {
-                shm::kick(app.wake.as_raw_fd());
+                shm::nudge(app.wake.as_raw_fd());
             }
             any |= dirty;
         }
@@ -717,9 +760,7 @@ fn pump_loop(shared: &Shared) {
                 )
             };
             for p in fds.iter().filter(|p| p.revents & libc::POLLIN != 0) {
-                let mut v = 0u64;
-                // SAFETY: an 8-byte read from an eventfd of ours (nonblocking).
-                unsafe { crate::real::read(p.fd, (&mut v as *mut u64).cast(), 8) };
+                shm::drain(p.fd);
             }
             flag.store(0, Ordering::SeqCst);
             idle = 0;

@@ -378,6 +378,46 @@ pub fn kick(fd: RawFd) {
     unsafe { crate::real::write(fd, (&one as *const u64).cast(), 8) };
 }
 
+/// A wake-up on the datagram socket `fd`: one byte, never blocking (a full queue is
+/// readable already) and never raising `SIGPIPE` (the other end may be gone), whatever
+/// the flags of the socket's open file.
+pub fn nudge(fd: RawFd) {
+    let one = 1u8;
+    // SAFETY: a one-byte send from a live local.
+    unsafe {
+        crate::real::sendto(
+            fd,
+            (&one as *const u8).cast(),
+            1,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            std::ptr::null(),
+            0,
+        )
+    };
+}
+
+/// Take the wake-ups waiting on the datagram socket `fd`, never blocking; at most 64 (what
+/// is left keeps it readable for the next wait).
+pub fn drain(fd: RawFd) {
+    let mut byte = 0u8;
+    for _ in 0..64 {
+        // SAFETY: a receive into a live local byte.
+        let r = unsafe {
+            crate::real::recvfrom(
+                fd,
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            break;
+        }
+    }
+}
+
 /// Read an atomic position (acquire).
 pub fn load(a: &AtomicU64) -> u64 {
     a.load(Ordering::Acquire)
