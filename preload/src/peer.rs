@@ -11,8 +11,9 @@
 //! attaches and again at each listen on such a port, and both must hold: a process that
 //! dropped the capability since is refused. So is a pid that went to another process: the
 //! kernel's pidfd of the peer (`SO_PEERPIDFD`, Linux 6.5) must still name a live process
-//! after `/proc` was read (on older kernels only `/proc` is read, and a pid reused between
-//! the connect and the check could pass). Anything unreadable counts as unprivileged.
+//! after `/proc` was read; a peer the kernel gives no pidfd for because it is gone is
+//! refused (on kernels before 6.5, which have no such option, only `/proc` is read, and a
+//! pid reused between the connect and the check could pass). Anything unreadable counts as unprivileged.
 //! (Capabilities are per thread; `/proc/<pid>` gives the main thread's.)
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -73,8 +74,17 @@ impl Peer {
                 &mut len,
             )
         };
-        // SAFETY: a descriptor the kernel just made for us.
-        let pidfd = (r == 0 && fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) });
+        let pidfd = if r == 0 && fd >= 0 {
+            // SAFETY: a descriptor the kernel just made for us.
+            Some(unsafe { OwnedFd::from_raw_fd(fd) })
+        } else if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOPROTOOPT) {
+            // A kernel before 6.5: `/proc` alone.
+            None
+        } else {
+            // The peer is gone already (6.5 to 6.15 say so; later kernels give a pidfd of
+            // the dead process, which `alive` refuses): its pid may be another's.
+            return None;
+        };
         Some(Peer {
             pid: cred.pid,
             euid: cred.uid,
@@ -177,10 +187,6 @@ mod tests {
         let want = effective_caps(&own).unwrap() >> CAP_NET_BIND_SERVICE & 1 == 1;
         let peer = Peer::of(pair[0]).expect("a peer");
         assert_eq!(peer.pid as u32, std::process::id());
-        assert!(
-            peer.pidfd.is_some(),
-            "this kernel gives a pidfd (6.5 or later)"
-        );
         assert_eq!(peer.binds_low_ports(), want);
         // Another effective uid than the one it connected with: refused.
         let other = Peer {

@@ -288,6 +288,16 @@ fn serve_app(shared: &Arc<Shared>, sock: OwnedFd) -> io::Result<()> {
     unsafe { libc::fcntl(ours.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
     let (wake, their_wake) = dgram_pair()?;
     let (kick, their_kick) = dgram_pair()?;
+    // Each end one way only: what the program sends on the service's sending ends (its
+    // own descriptors parked in a queue nobody reads, say) fails at once.
+    for (fd, how) in [
+        (ours.as_raw_fd(), libc::SHUT_RD),
+        (wake.as_raw_fd(), libc::SHUT_RD),
+        (kick.as_raw_fd(), libc::SHUT_WR),
+    ] {
+        // SAFETY: shutdown of a socket of ours takes no pointers.
+        unsafe { crate::real::shutdown(fd, how) };
+    }
     shm::send_msg(
         sock.as_raw_fd(),
         &Msg::default(),
@@ -759,7 +769,14 @@ fn pump_loop(shared: &Shared) {
                     std::ptr::null(),
                 )
             };
-            for p in fds.iter().filter(|p| p.revents & libc::POLLIN != 0) {
+            // The engine's eventfd, then the programs' sockets (any event: an error is taken
+            // by the receive too).
+            if fds[0].revents != 0 {
+                let mut v = 0u64;
+                // SAFETY: an 8-byte read from our own nonblocking eventfd.
+                unsafe { crate::real::read(fds[0].fd, (&mut v as *mut u64).cast(), 8) };
+            }
+            for p in fds[1..].iter().filter(|p| p.revents != 0) {
                 shm::drain(p.fd);
             }
             flag.store(0, Ordering::SeqCst);
