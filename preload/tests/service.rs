@@ -215,6 +215,24 @@ except OSError as e:
     );
 }
 
+/// Python that defines `attach_raw()`: attach to the service at `path` by hand, returning
+/// the request socket and the four descriptors of the greeting (page, pump socket, wake-up
+/// socket, event socket).
+fn attach_py(path: &str) -> String {
+    format!(
+        r#"
+import socket
+def attach_raw():
+    u = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    u.settimeout(5)
+    u.connect("{path}")
+    _, fds, _, _ = socket.recv_fds(u, 4096, 8)
+    assert len(fds) == 4, fds
+    return u, fds
+"#
+    )
+}
+
 /// `code` run by Python in `ns` without the library (a program that speaks the service's
 /// protocol by hand), bounded at 30 s: its output and its errors.
 fn raw_python(ns: &common::lab::Netns, code: &str) -> (String, String) {
@@ -241,13 +259,10 @@ fn each_program_kicks_the_pump_through_its_own_socket() {
     let svc = Service::start(&lab);
     let code = format!(
         r#"
-import socket, os
+{}
+import os
 def attach():
-    u = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    u.settimeout(5)
-    u.connect("{}")
-    _, fds, _, _ = socket.recv_fds(u, 4096, 8)
-    assert len(fds) == 4, fds
+    u, fds = attach_raw()
     kinds = [socket.socket(fileno=os.dup(fd)).type for fd in fds[1:3]]
     return kinds, os.fstat(fds[1]).st_ino, os.fstat(fds[2]).st_ino, u
 ka, pa, wa, ua = attach()
@@ -256,10 +271,7 @@ dgram = all(k == socket.SOCK_DGRAM for k in ka + kb)
 print("dgram" if dgram else "not-dgram", "distinct" if len({{pa, pb, wa, wb}}) == 4 else "shared", flush=True)
 # What the service only sends on takes nothing from the program (descriptors parked in a
 # queue nobody reads kept a gone program's session alive).
-u = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-u.settimeout(5)
-u.connect("{0}")
-_, fds, _, _ = socket.recv_fds(u, 4096, 8)
+u, fds = attach_raw()
 refused = 0
 for fd in fds[2:4]:
     try:
@@ -268,7 +280,7 @@ for fd in fds[2:4]:
         refused += 1
 print("refused", refused, flush=True)
 "#,
-        svc.path
+        attach_py(&svc.path)
     );
     let (text, err) = raw_python(&lab.engine, &code);
     assert_eq!(text, "dgram distinct\nrefused 2\n", "{err}");
@@ -287,16 +299,14 @@ fn an_idle_service_sleeps() {
     let svc = Service::start(&lab);
     let code = format!(
         r#"
-import socket, time
-u = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-u.settimeout(5)
-u.connect("{}")
-_, fds, _, _ = socket.recv_fds(u, 4096, 8)
+{}
+import time
+u, fds = attach_raw()
 socket.socket(fileno=fds[1]).send(b"k")
 print("attached", flush=True)
 time.sleep(4)
 "#,
-        svc.path
+        attach_py(&svc.path)
     );
     let mut c = command(
         &lab.engine,
@@ -375,11 +385,9 @@ while True:
     wait_listening(&lab.linux, SocketAddrV4::new(lab.linux_ip, 9000));
     let code = format!(
         r#"
-import socket, struct, mmap, os, time, errno
-u = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-u.settimeout(5)
-u.connect("{path}")
-_, fds, _, _ = socket.recv_fds(u, 4096, 8)
+{attach}
+import struct, mmap, os, time, errno
+u, fds = attach_raw()
 wake = fds[2]
 os.set_blocking(wake, False)
 ip = int.from_bytes(socket.inet_aton("{ip}"), "big")
@@ -407,7 +415,7 @@ for i in range(500):
     time.sleep(0.001)
 print("kicks", kicks(), flush=True)
 "#,
-        path = svc.path,
+        attach = attach_py(&svc.path),
         ip = lab.linux_ip
     );
     let (text, err) = raw_python(&lab.engine, &code);
