@@ -139,7 +139,7 @@ impl Client {
                 break;
             }
             if fds[1].revents != 0 {
-                shm::drain(wake.as_raw_fd());
+                shm::drain(wake.as_raw_fd(), true);
             }
             if fds[0].revents != 0 {
                 match shm::recv_msg(events.as_raw_fd()) {

@@ -5,7 +5,7 @@
 //! set-up requests: listen, accept, connect. Each connection's bytes go through a memfd
 //! both processes map ([`crate::shm`]): the application reads and writes its rings without
 //! a system call, and the service's pump thread moves bytes between those rings and the
-//! engine's connection. Each side wakes the other (a datagram on a socket pair of that
+//! engine's connection. Each side wakes the other (a byte on a socket pair of that
 //! program's own) only when the other sleeps (the pump) or when it moved the other's data
 //! (the application's event thread).
 //!
@@ -56,9 +56,9 @@ struct App {
     /// `CAP_NET_BIND_SERVICE` then ([`crate::peer`]).
     low_ports: Option<Peer>,
     events: OwnedFd,
-    /// The service's end of the datagram socket pair the program's event thread waits on.
+    /// The service's end of the socket pair the program's event thread waits on.
     wake: OwnedFd,
-    /// The service's end of the datagram socket pair the program sends on to wake the
+    /// The service's end of the socket pair the program sends on to wake the
     /// pump: one per program, so that no program can take another's wake-ups. Both pairs
     /// are sockets used with `MSG_DONTWAIT` on the service's own end (with an eventfd both
     /// held one open file, whose `O_NONBLOCK` the program could clear and so make the
@@ -118,14 +118,15 @@ fn raise_descriptor_limit() {
     }
 }
 
-/// A pair of connected Unix datagram sockets for wake-ups ([`shm::nudge`], [`shm::drain`]).
-fn dgram_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+/// A pair of connected Unix sockets of `kind` for wake-ups ([`shm::nudge`],
+/// [`shm::drain`]): a byte each.
+fn wake_pair(kind: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
     let mut ends = [0 as RawFd; 2];
     // SAFETY: `ends` has room for two descriptors.
     let r = unsafe {
         libc::socketpair(
             libc::AF_UNIX,
-            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            kind | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
             0,
             ends.as_mut_ptr(),
         )
@@ -286,8 +287,11 @@ fn serve_app(shared: &Arc<Shared>, sock: OwnedFd) -> io::Result<()> {
     let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
     // SAFETY: F_SETFL on our descriptor.
     unsafe { libc::fcntl(ours.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-    let (wake, their_wake) = dgram_pair()?;
-    let (kick, their_kick) = dgram_pair()?;
+    // Wake-ups to the program on a stream, whose receive takes many at once; kicks of the
+    // pump in datagrams, so that a program that closes its end leaves nothing the pump
+    // would find readable for ever (a stream's end of file).
+    let (wake, their_wake) = wake_pair(libc::SOCK_STREAM)?;
+    let (kick, their_kick) = wake_pair(libc::SOCK_DGRAM)?;
     // Each end one way only: what the program sends on the service's sending ends (its
     // own descriptors parked in a queue nobody reads, say) fails at once.
     for (fd, how) in [
@@ -777,7 +781,7 @@ fn pump_loop(shared: &Shared) {
                 unsafe { crate::real::read(fds[0].fd, (&mut v as *mut u64).cast(), 8) };
             }
             for p in fds[1..].iter().filter(|p| p.revents != 0) {
-                shm::drain(p.fd);
+                shm::drain(p.fd, false);
             }
             flag.store(0, Ordering::SeqCst);
             idle = 0;

@@ -378,9 +378,9 @@ pub fn kick(fd: RawFd) {
     unsafe { crate::real::write(fd, (&one as *const u64).cast(), 8) };
 }
 
-/// A wake-up on the datagram socket `fd`: one byte, never blocking (a full queue is
-/// readable already) and never raising `SIGPIPE` (the other end may be gone), whatever
-/// the flags of the socket's open file.
+/// A wake-up on the socket `fd`: one byte, never blocking (a full socket is readable
+/// already) and never raising `SIGPIPE` (the other end may be gone), whatever the flags of
+/// the socket's open file.
 pub fn nudge(fd: RawFd) {
     let one = 1u8;
     // SAFETY: a one-byte send from a live local.
@@ -396,23 +396,25 @@ pub fn nudge(fd: RawFd) {
     };
 }
 
-/// Take the wake-ups waiting on the datagram socket `fd`, never blocking; at most 64 (what
-/// is left keeps it readable for the next wait).
-pub fn drain(fd: RawFd) {
-    let mut byte = 0u8;
+/// Take the wake-ups waiting on the socket `fd` (a stream socket where `stream`, else a
+/// datagram one), never blocking, in at most 64 receives (what is left keeps it readable
+/// for the next wait): 64 at a receive from a stream, which a short one empties; one a
+/// receive from datagrams, until none is left.
+pub fn drain(fd: RawFd, stream: bool) {
+    let mut buf = [0u8; 64];
     for _ in 0..64 {
-        // SAFETY: a receive into a live local byte.
+        // SAFETY: a receive into a live local buffer of its length.
         let r = unsafe {
             crate::real::recvfrom(
                 fd,
-                (&mut byte as *mut u8).cast(),
-                1,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
                 std::ptr::null_mut(),
             )
         };
-        if r < 0 {
+        if r <= 0 || (stream && r < buf.len() as isize) {
             break;
         }
     }
