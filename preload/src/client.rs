@@ -32,7 +32,7 @@ pub struct Client {
     req: Mutex<OwnedFd>,
     /// The service page (its pump's sleep flag).
     page: Mapping,
-    /// This program's socket for waking the service's pump ([`shm::nudge`]).
+    /// This program's eventfd for waking the service's pump.
     pump: OwnedFd,
     /// Queued connections per listener id, as the service last reported (see
     /// [`note_pending`]).
@@ -76,8 +76,8 @@ impl Client {
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
-        // The service greets with: its page, our sockets for waking its pump and for its
-        // wake-ups, our event socket.
+        // The service greets with: its page, our eventfd for waking its pump, our socket for
+        // its wake-ups, our event socket.
         let Some((hello, mut fds)) = shm::recv_msg(fd)? else {
             return Err(io::ErrorKind::UnexpectedEof.into());
         };
@@ -139,7 +139,7 @@ impl Client {
                 break;
             }
             if fds[1].revents != 0 {
-                shm::drain(wake.as_raw_fd(), true);
+                shm::drain(wake.as_raw_fd());
             }
             if fds[0].revents != 0 {
                 match shm::recv_msg(events.as_raw_fd()) {
@@ -197,7 +197,7 @@ impl Client {
         // pump sets the flag, then looks at the positions once more.
         std::sync::atomic::fence(Ordering::SeqCst);
         if self.page.word(shm::PAGE_PUMP_SLEEPS).load(Ordering::SeqCst) != 0 {
-            shm::nudge(self.pump.as_raw_fd());
+            shm::kick(self.pump.as_raw_fd());
         }
     }
 

@@ -396,11 +396,10 @@ pub fn nudge(fd: RawFd) {
     };
 }
 
-/// Take the wake-ups waiting on the socket `fd` (a stream socket where `stream`, else a
-/// datagram one), never blocking, in at most 64 receives (what is left keeps it readable
-/// for the next wait): 64 at a receive from a stream, which a short one empties; one a
-/// receive from datagrams, until none is left.
-pub fn drain(fd: RawFd, stream: bool) {
+/// Take the wake-ups waiting on the stream socket `fd`, never blocking: 64 at a receive,
+/// which a short one empties, in at most 64 receives (what is left keeps it readable for
+/// the next wait).
+pub fn drain(fd: RawFd) {
     let mut buf = [0u8; 64];
     for _ in 0..64 {
         // SAFETY: a receive into a live local buffer of its length.
@@ -414,9 +413,26 @@ pub fn drain(fd: RawFd, stream: bool) {
                 std::ptr::null_mut(),
             )
         };
-        if r <= 0 || (stream && r < buf.len() as isize) {
+        if r < buf.len() as isize {
             break;
         }
+    }
+}
+
+/// Take the kicks of the eventfd `fd`, which a program shares: never blocking, even where
+/// the program cleared `O_NONBLOCK` on the open file they share (`RWF_NOWAIT`; a plain read
+/// where the kernel has no such read for eventfds, before 5.12).
+pub fn take_kicks(fd: RawFd) {
+    let mut v = 0u64;
+    let iov = libc::iovec {
+        iov_base: (&mut v as *mut u64).cast(),
+        iov_len: 8,
+    };
+    // SAFETY: one iovec over a live local of its length; offset -1: the file's own.
+    let r = unsafe { libc::preadv2(fd, &iov, 1, -1, libc::RWF_NOWAIT) };
+    if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EOPNOTSUPP) {
+        // SAFETY: an 8-byte read into a live local.
+        unsafe { crate::real::read(fd, (&mut v as *mut u64).cast(), 8) };
     }
 }
 

@@ -245,13 +245,14 @@ fn raw_python(ns: &common::lab::Netns, code: &str) -> (String, String) {
     )
 }
 
-/// Each program wakes the service's pump (datagrams), and is woken (a stream), through
-/// sockets of its own. One eventfd shared by all let a program that read it take the others' wake-ups
-/// (their bytes then waited for the pump's 10 ms timeout); an eventfd of its own still
-/// shared one open file with the service, whose `O_NONBLOCK` the program could clear and
-/// so block the pump. Two raw attaches get such sockets, different ones.
+/// Each program wakes the service's pump through an eventfd of its own, and is woken
+/// through a stream socket of its own. One eventfd shared by all let a program that read it
+/// take the others' wake-ups (their bytes then waited for the pump's 10 ms timeout). Two
+/// raw attaches get different ones (the kernel's `eventfd-id` where `/proc` shows it), and
+/// what a program sends on the ends the service only sends on (its descriptors, say, which
+/// parked in a queue nobody read kept a gone program's session) fails at once.
 #[test]
-fn each_program_kicks_the_pump_through_its_own_socket() {
+fn each_program_kicks_the_pump_through_its_own_eventfd() {
     if !have(&["python3", "timeout"]) {
         return;
     }
@@ -261,21 +262,23 @@ fn each_program_kicks_the_pump_through_its_own_socket() {
         r#"
 {}
 import os
-def attach():
-    u, fds = attach_raw()
-    kinds = [socket.socket(fileno=os.dup(fd)).type for fd in fds[1:3]]
-    return kinds, os.fstat(fds[1]).st_ino, os.fstat(fds[2]).st_ino, u
-ka, pa, wa, ua = attach()
-kb, pb, wb, ub = attach()
-kinds = ka + kb == [socket.SOCK_DGRAM, socket.SOCK_STREAM] * 2
-print("kinds" if kinds else "other kinds %r" % (ka + kb), "distinct" if len({{pa, pb, wa, wb}}) == 4 else "shared", flush=True)
-# What the service only sends on takes nothing from the program (descriptors parked in a
-# queue nobody reads kept a gone program's session alive).
-u, fds = attach_raw()
+def kick_id(fd):
+    info = open("/proc/self/fdinfo/%d" % fd).read()
+    assert "eventfd-count" in info, info
+    ids = [l.split()[1] for l in info.splitlines() if l.startswith("eventfd-id:")]
+    return ids[0] if ids else None
+ua, fa = attach_raw()
+ub, fb = attach_raw()
+ka, kb = kick_id(fa[1]), kick_id(fb[1])
+wakes = [socket.socket(fileno=os.dup(f[2])) for f in (fa, fb)]
+streams = all(w.type == socket.SOCK_STREAM for w in wakes)
+inos = {{os.fstat(f[2]).st_ino for f in (fa, fb)}}
+print("kicks", "unknown" if ka is None else ("distinct" if ka != kb else "shared"),
+      "wakes", "distinct" if streams and len(inos) == 2 else "shared", flush=True)
 refused = 0
-for fd in fds[2:4]:
+for fd in fa[2:4]:
     try:
-        socket.send_fds(socket.socket(fileno=os.dup(fd)), [b"x"], [u.fileno()])
+        socket.send_fds(socket.socket(fileno=os.dup(fd)), [b"x"], [ua.fileno()])
     except BrokenPipeError:
         refused += 1
 print("refused", refused, flush=True)
@@ -283,7 +286,89 @@ print("refused", refused, flush=True)
         attach_py(&svc.path)
     );
     let (text, err) = raw_python(&lab.engine, &code);
-    assert_eq!(text, "kinds distinct\nrefused 2\n", "{err}");
+    if text.starts_with("kicks unknown") {
+        eprintln!("this kernel shows no eventfd-id: the kicks' distinctness is not checked");
+        assert_eq!(text, "kicks unknown wakes distinct\nrefused 2\n", "{err}");
+    } else {
+        assert_eq!(text, "kicks distinct wakes distinct\nrefused 2\n", "{err}");
+    }
+}
+
+/// A program that clears `O_NONBLOCK` on the eventfd it kicks the pump with (one open file
+/// with the service's) and takes its own kicks with blocking reads while it kicks does not
+/// stop the pump: it still moves the bytes of the program's next connection. (The pump
+/// reads with `RWF_NOWAIT`, so that it cannot block there. In runs here a plain read did
+/// not stay blocked either: this test does not tell the two apart; it checks that the
+/// pump survives the abuse.)
+#[test]
+fn a_program_taking_its_own_kicks_does_not_block_the_pump() {
+    if !have(&["python3", "timeout"]) {
+        return;
+    }
+    let Some(lab) = VethLab::new() else { return };
+    let svc = Service::start(&lab);
+    let _srv = linux_holding_server(&lab, 9001);
+    let code = format!(
+        r#"
+{attach}
+import os, threading, time, struct, mmap
+u, fds = attach_raw()
+k = fds[1]
+os.set_blocking(k, True)
+def take():
+    while True:
+        os.read(k, 8)
+for _ in range(4):
+    threading.Thread(target=take, daemon=True).start()
+for i in range(1000):
+    os.write(k, (1).to_bytes(8, "little"))
+    time.sleep(0.0005 * (i % 4))
+ip = int.from_bytes(socket.inet_aton("{ip}"), "big")
+u.send(struct.pack("<IiIII", 4, 0, ip, 9001, 0))
+msg, cfds, _, _ = socket.recv_fds(u, 4096, 8)
+op, err, a, b, seq = struct.unpack("<IiIII", msg)
+assert err == 0 and len(cfds) == 1, (err, cfds)
+m = mmap.mmap(cfds[0], 4096)
+# The server's "hi" in the receive ring: the pump moved it (rx_head, bytes 8..16).
+deadline = time.time() + 5
+while struct.unpack_from("<Q", m, 8)[0] < 2 and time.time() < deadline:
+    time.sleep(0.01)
+print("moved" if struct.unpack_from("<Q", m, 8)[0] == 2 else "stuck", flush=True)
+os._exit(0)
+"#,
+        attach = attach_py(&svc.path),
+        ip = lab.linux_ip
+    );
+    let (text, err) = raw_python(&lab.engine, &code);
+    assert_eq!(text, "moved\n", "{err}");
+}
+
+/// A Linux server on `lab`'s Linux side at `port` that accepts every connection, sends
+/// it "hi" and holds it (for a minute at most).
+fn linux_holding_server(lab: &VethLab, port: u16) -> Running {
+    let server = format!(
+        r#"
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("{}", {port}))
+s.listen(8)
+held = []
+while True:
+    c, _ = s.accept()
+    c.sendall(b"hi")
+    held.append(c)
+"#,
+        lab.linux_ip
+    );
+    let srv = spawn(command(
+        &lab.linux,
+        &[],
+        None,
+        &["timeout", "60", "python3", "-c", &server],
+    ));
+    wait_listening(&lab.linux, SocketAddrV4::new(lab.linux_ip, port));
+    srv
 }
 
 /// The pump sleeps when nothing moves: with a program attached that kicked it once, the
@@ -302,11 +387,10 @@ fn an_idle_service_sleeps() {
 {}
 import time
 u, fds = attach_raw()
-# One kick, then the program's end of the kick socket closed (a stream's end of file
-# would have kept the pump's end readable for ever).
-k = socket.socket(fileno=fds[1])
-k.send(b"k")
-k.close()
+# One kick, then the program's kick eventfd closed.
+import os
+os.write(fds[1], (1).to_bytes(8, "little"))
+os.close(fds[1])
 print("attached", flush=True)
 time.sleep(4)
 "#,
@@ -366,27 +450,7 @@ fn a_program_rewriting_its_header_is_not_woken_for_it() {
     }
     let Some(lab) = VethLab::new() else { return };
     let svc = Service::start(&lab);
-    let server = format!(
-        r#"
-import socket, time
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("{}", 9000))
-s.listen(8)
-held = []
-while True:
-    c, _ = s.accept()
-    held.append(c)
-"#,
-        lab.linux_ip
-    );
-    let _srv = spawn(command(
-        &lab.linux,
-        &[],
-        None,
-        &["timeout", "60", "python3", "-c", &server],
-    ));
-    wait_listening(&lab.linux, SocketAddrV4::new(lab.linux_ip, 9000));
+    let _srv = linux_holding_server(&lab, 9000);
     let code = format!(
         r#"
 {attach}
