@@ -216,8 +216,9 @@ except OSError as e:
 }
 
 /// Python that defines `attach_raw()`: attach to the service at `path` by hand, returning
-/// the request socket and the four descriptors of the greeting (page, pump socket, wake-up
-/// socket, event socket).
+/// the request socket and the four descriptors of the greeting (page, kick eventfd, wake-up
+/// socket, event socket); and `connect_raw(u, ip, port)`: a CONNECT on request socket `u`,
+/// returning the connection's header and rings mapped (its first page).
 fn attach_py(path: &str) -> String {
     format!(
         r#"
@@ -229,6 +230,14 @@ def attach_raw():
     _, fds, _, _ = socket.recv_fds(u, 4096, 8)
     assert len(fds) == 4, fds
     return u, fds
+import struct, mmap
+def connect_raw(u, ip, port):
+    addr = int.from_bytes(socket.inet_aton(ip), "big")
+    u.send(struct.pack("<IiIII", 4, 0, addr, port, 0))
+    msg, cfds, _, _ = socket.recv_fds(u, 4096, 8)
+    op, err, a, b, seq = struct.unpack("<IiIII", msg)
+    assert err == 0 and len(cfds) == 1, (err, cfds)
+    return mmap.mmap(cfds[0], 4096)
 "#
     )
 }
@@ -323,12 +332,7 @@ for _ in range(4):
 for i in range(1000):
     os.write(k, (1).to_bytes(8, "little"))
     time.sleep(0.0005 * (i % 4))
-ip = int.from_bytes(socket.inet_aton("{ip}"), "big")
-u.send(struct.pack("<IiIII", 4, 0, ip, 9001, 0))
-msg, cfds, _, _ = socket.recv_fds(u, 4096, 8)
-op, err, a, b, seq = struct.unpack("<IiIII", msg)
-assert err == 0 and len(cfds) == 1, (err, cfds)
-m = mmap.mmap(cfds[0], 4096)
+m = connect_raw(u, "{ip}", 9001)
 # The server's "hi" in the receive ring: the pump moved it (rx_head, bytes 8..16).
 deadline = time.time() + 5
 while struct.unpack_from("<Q", m, 8)[0] < 2 and time.time() < deadline:
@@ -458,12 +462,7 @@ import struct, mmap, os, time, errno
 u, fds = attach_raw()
 wake = fds[2]
 os.set_blocking(wake, False)
-ip = int.from_bytes(socket.inet_aton("{ip}"), "big")
-u.send(struct.pack("<IiIII", 4, 0, ip, 9000, 0))
-msg, cfds, _, _ = socket.recv_fds(u, 4096, 8)
-op, err, a, b, seq = struct.unpack("<IiIII", msg)
-assert err == 0 and len(cfds) == 1, (err, cfds)
-m = mmap.mmap(cfds[0], 4096)
+m = connect_raw(u, "{ip}", 9000)
 deadline = time.time() + 5
 while struct.unpack_from("<I", m, 0)[0] != 1 and time.time() < deadline:
     time.sleep(0.01)
