@@ -39,7 +39,8 @@ pub struct Client {
     pending: Mutex<HashMap<u32, Arc<AtomicU64>>>,
     /// The service is gone.
     pub dead: AtomicBool,
-    /// The library's own descriptors (request and event sockets, wake-up sockets).
+    /// The library's own descriptors (request and event sockets, the pump's kick, the
+    /// wake-up socket).
     owned: [i32; 4],
 }
 

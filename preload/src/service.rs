@@ -39,6 +39,10 @@ struct Shared {
     apps: Mutex<Vec<Arc<App>>>,
     /// Applications attached now (each holds a thread and four descriptors).
     attached: AtomicUsize,
+    /// Whether programs kick the pump in datagrams: where this kernel cannot read an
+    /// eventfd with `RWF_NOWAIT` (before 5.12), a shared eventfd could be made to block the
+    /// pump's read ([`shm::eventfd_reads_without_waiting`]).
+    kick_datagrams: bool,
 }
 
 /// Most applications attached at once: past it an attach is closed at once (a program that
@@ -60,7 +64,8 @@ struct App {
     wake: OwnedFd,
     /// The eventfd the program writes to wake the pump: one per program, so that no
     /// program can take another's wake-ups. The program holds the same open file, whose
-    /// `O_NONBLOCK` it can clear: the pump reads it with `RWF_NOWAIT` ([`shm::take_kicks`]).
+    /// `O_NONBLOCK` it can clear: the pump reads it with `RWF_NOWAIT` ([`shm::take_kicks`]);
+    /// on kernels without that, the service's end of a datagram socket pair instead.
     /// (The other way, the service writes: there a socket pair, sent on with `MSG_DONTWAIT`
     /// and `MSG_NOSIGNAL`, since an eventfd's write could be made to block.)
     kick: OwnedFd,
@@ -114,6 +119,29 @@ fn raise_descriptor_limit() {
         lim.rlim_cur = lim.rlim_max;
         // SAFETY: as above; failure leaves the limit as it was.
         unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    }
+}
+
+/// A pair of connected Unix datagram sockets for kicks, where eventfds cannot serve: the
+/// service's end (receives only), the program's.
+fn kick_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut ends = [0 as RawFd; 2];
+    // SAFETY: `ends` has room for two descriptors.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+            ends.as_mut_ptr(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: our new descriptors; shutdown takes no pointers.
+    unsafe {
+        crate::real::shutdown(ends[0], libc::SHUT_WR);
+        Ok((OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])))
     }
 }
 
@@ -177,6 +205,7 @@ pub fn run(cfg: Config, path: &str) -> io::Result<()> {
         pump,
         apps: Mutex::new(Vec::new()),
         attached: AtomicUsize::new(0),
+        kick_datagrams: !shm::eventfd_reads_without_waiting(),
     });
     let s2 = shared.clone();
     std::thread::Builder::new()
@@ -290,8 +319,13 @@ fn serve_app(shared: &Arc<Shared>, sock: OwnedFd) -> io::Result<()> {
     // kicks of the pump on an eventfd (cheaper than a socket's send here: memcached
     // through the service ran about a fifth slower with kicks in datagrams).
     let (wake, their_wake) = wake_pair()?;
-    let kick = eventfd()?;
-    let their_kick = kick.try_clone()?;
+    let (kick, their_kick) = if shared.kick_datagrams {
+        kick_pair()?
+    } else {
+        let kick = eventfd()?;
+        let theirs = kick.try_clone()?;
+        (kick, theirs)
+    };
     // Each end one way only: what the program sends on the service's sending ends (its
     // own descriptors parked in a queue nobody reads, say) fails at once.
     for (fd, how) in [
@@ -772,15 +806,14 @@ fn pump_loop(shared: &Shared) {
                     std::ptr::null(),
                 )
             };
-            // The engine's eventfd, then the programs' sockets (any event: an error is taken
-            // by the receive too).
+            // The engine's eventfd, then the programs' kicks.
             if fds[0].revents != 0 {
                 let mut v = 0u64;
                 // SAFETY: an 8-byte read from our own nonblocking eventfd.
                 unsafe { crate::real::read(fds[0].fd, (&mut v as *mut u64).cast(), 8) };
             }
             for p in fds[1..].iter().filter(|p| p.revents != 0) {
-                shm::take_kicks(p.fd);
+                shm::take_kicks(p.fd, shared.kick_datagrams);
             }
             flag.store(0, Ordering::SeqCst);
             idle = 0;

@@ -419,21 +419,59 @@ pub fn drain(fd: RawFd) {
     }
 }
 
-/// Take the kicks of the eventfd `fd`, which a program shares: never blocking, even where
-/// the program cleared `O_NONBLOCK` on the open file they share (`RWF_NOWAIT`; a plain read
-/// where the kernel has no such read for eventfds, before 5.12).
-pub fn take_kicks(fd: RawFd) {
+/// Take the kicks waiting on `fd`, never blocking: an eventfd a program shares (read with
+/// `RWF_NOWAIT`, whatever the program did to the `O_NONBLOCK` of the open file they share),
+/// or, where `datagrams`, the service's end of a datagram socket pair (at most 64 at a
+/// time; what is left keeps it readable).
+pub fn take_kicks(fd: RawFd, datagrams: bool) {
+    if datagrams {
+        let mut buf = [0u8; 8];
+        for _ in 0..64 {
+            // SAFETY: a receive into a live local buffer of its length.
+            let r = unsafe {
+                crate::real::recvfrom(
+                    fd,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                )
+            };
+            if r < 0 {
+                break;
+            }
+        }
+        return;
+    }
     let mut v = 0u64;
     let iov = libc::iovec {
         iov_base: (&mut v as *mut u64).cast(),
         iov_len: 8,
     };
     // SAFETY: one iovec over a live local of its length; offset -1: the file's own.
-    let r = unsafe { libc::preadv2(fd, &iov, 1, -1, libc::RWF_NOWAIT) };
-    if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EOPNOTSUPP) {
-        // SAFETY: an 8-byte read into a live local.
-        unsafe { crate::real::read(fd, (&mut v as *mut u64).cast(), 8) };
+    unsafe { libc::preadv2(fd, &iov, 1, -1, libc::RWF_NOWAIT) };
+}
+
+/// Whether this kernel reads an eventfd with `RWF_NOWAIT` (5.12 on): a blocking eventfd
+/// with nothing in it answers `EAGAIN` at once.
+pub fn eventfd_reads_without_waiting() -> bool {
+    // SAFETY: eventfd takes no pointers.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return false;
     }
+    let mut v = 0u64;
+    let iov = libc::iovec {
+        iov_base: (&mut v as *mut u64).cast(),
+        iov_len: 8,
+    };
+    // SAFETY: as in `take_kicks`; the eventfd is empty, so a read that could wait would.
+    let r = unsafe { libc::preadv2(fd, &iov, 1, -1, libc::RWF_NOWAIT) };
+    let again = r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN);
+    // SAFETY: our descriptor, closed once.
+    unsafe { crate::real::close(fd) };
+    again
 }
 
 /// Read an atomic position (acquire).
@@ -445,6 +483,50 @@ pub fn load(a: &AtomicU64) -> u64 {
 mod tests {
     use flextoe::host::Keepalive;
     use std::time::Duration;
+
+    /// The pump's read of a program's kick never waits: not on an empty eventfd whose
+    /// `O_NONBLOCK` is cleared (a program can clear it on the open file it shares), nor on
+    /// the datagram socket used where the kernel has no `RWF_NOWAIT` for eventfds.
+    #[test]
+    fn taking_kicks_never_waits() {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let wait_free = |fd: std::os::fd::RawFd, datagrams: bool| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                super::take_kicks(fd, datagrams);
+                let _ = tx.send(());
+            });
+            rx.recv_timeout(Duration::from_secs(2)).is_ok()
+        };
+        if super::eventfd_reads_without_waiting() {
+            // SAFETY: eventfd takes no pointers; the descriptor is ours.
+            let fd = unsafe { OwnedFd::from_raw_fd(libc::eventfd(0, libc::EFD_CLOEXEC)) };
+            assert!(
+                wait_free(fd.as_raw_fd(), false),
+                "waited on an empty eventfd"
+            );
+            std::mem::forget(fd);
+        } else {
+            eprintln!(
+                "this kernel reads no eventfd with RWF_NOWAIT: the service kicks in datagrams"
+            );
+        }
+        let mut ends = [0; 2];
+        // SAFETY: `ends` has room for two descriptors.
+        let r = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, ends.as_mut_ptr()) };
+        assert_eq!(r, 0);
+        assert!(
+            wait_free(ends[0], true),
+            "waited on an empty blocking socket"
+        );
+        super::kick(ends[1]);
+        assert!(wait_free(ends[0], true));
+        // SAFETY: our descriptors, closed once (no thread holds them now).
+        unsafe {
+            libc::close(ends[0]);
+            libc::close(ends[1]);
+        }
+    }
 
     /// Keep-alive settings survive the trip through a message; off stays off.
     #[test]
