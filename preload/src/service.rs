@@ -122,38 +122,14 @@ fn raise_descriptor_limit() {
     }
 }
 
-/// A pair of connected Unix datagram sockets for kicks, where eventfds cannot serve: the
-/// service's end (receives only), the program's.
-fn kick_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+/// A pair of connected Unix sockets of `kind`, nonblocking.
+fn socket_pair(kind: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
     let mut ends = [0 as RawFd; 2];
     // SAFETY: `ends` has room for two descriptors.
     let r = unsafe {
         libc::socketpair(
             libc::AF_UNIX,
-            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-            ends.as_mut_ptr(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: our new descriptors; shutdown takes no pointers.
-    unsafe {
-        crate::real::shutdown(ends[0], libc::SHUT_WR);
-        Ok((OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])))
-    }
-}
-
-/// A pair of connected Unix stream sockets for wake-ups ([`shm::nudge`], [`shm::drain`]):
-/// a byte each, which a receive takes many of at once.
-fn wake_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut ends = [0 as RawFd; 2];
-    // SAFETY: `ends` has room for two descriptors.
-    let r = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            kind | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
             0,
             ends.as_mut_ptr(),
         )
@@ -163,6 +139,21 @@ fn wake_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: our new descriptors.
     Ok(unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) })
+}
+
+/// A pair of connected Unix datagram sockets for kicks, where eventfds cannot serve: the
+/// service's end (receives only), the program's.
+fn kick_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (ours, theirs) = socket_pair(libc::SOCK_DGRAM)?;
+    // SAFETY: shutdown of a socket of ours takes no pointers.
+    unsafe { crate::real::shutdown(ours.as_raw_fd(), libc::SHUT_WR) };
+    Ok((ours, theirs))
+}
+
+/// A pair of connected Unix stream sockets for wake-ups ([`shm::nudge`], [`shm::drain`]):
+/// a byte each, which a receive takes many of at once.
+fn wake_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    socket_pair(libc::SOCK_STREAM)
 }
 
 fn eventfd() -> io::Result<OwnedFd> {

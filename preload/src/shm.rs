@@ -396,23 +396,29 @@ pub fn nudge(fd: RawFd) {
     };
 }
 
+/// One receive from socket `fd` into `buf` that never waits (`MSG_DONTWAIT`): its length,
+/// or below 0.
+fn recv_now(fd: RawFd, buf: &mut [u8]) -> isize {
+    // SAFETY: a receive into a live buffer of its length.
+    unsafe {
+        crate::real::recvfrom(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    }
+}
+
 /// Take the wake-ups waiting on the stream socket `fd`, never blocking: 64 at a receive,
 /// which a short one empties, in at most 64 receives (what is left keeps it readable for
 /// the next wait).
 pub fn drain(fd: RawFd) {
     let mut buf = [0u8; 64];
     for _ in 0..64 {
-        // SAFETY: a receive into a live local buffer of its length.
-        let r = unsafe {
-            crate::real::recvfrom(
-                fd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            )
-        };
+        let r = recv_now(fd, &mut buf);
         if r < buf.len() as isize {
             break;
         }
@@ -427,17 +433,7 @@ pub fn take_kicks(fd: RawFd, datagrams: bool) {
     if datagrams {
         let mut buf = [0u8; 8];
         for _ in 0..64 {
-            // SAFETY: a receive into a live local buffer of its length.
-            let r = unsafe {
-                crate::real::recvfrom(
-                    fd,
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                )
-            };
+            let r = recv_now(fd, &mut buf);
             if r < 0 {
                 break;
             }
