@@ -28,6 +28,16 @@ const PEER_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
 const IP: Ipv4Addr = Ipv4Addr::new(10, 5, 0, 1);
 const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 5, 0, 2);
 
+/// The peer's frames to the engine: its addresses.
+fn peer_to_engine() -> Endpoints {
+    Endpoints {
+        src_mac: PEER_MAC,
+        dst_mac: MAC,
+        src_ip: PEER_IP,
+        dst_ip: IP,
+    }
+}
+
 /// Reads little pieces off the input; yields zeros once it runs dry.
 struct Bytes<'a>(&'a [u8]);
 
@@ -104,7 +114,17 @@ pub fn preprocess(data: &[u8]) {
                 assert!(s.ts_at == 0 || usize::from(s.ts_at) + 8 <= usize::from(s.payload_off));
                 arena.free(w.frame)
             }
-            PreOut::Punt(x) => arena.free(x.frame),
+            PreOut::Punt(x) => {
+                let bytes = arena.data(&x.frame);
+                if x.reason == flextoe::stages::PuntReason::Icmp {
+                    // Only an intact IPv4 packet of ICMP; the control plane's parser
+                    // takes whatever it holds.
+                    let r = wire::parse_frame(bytes).err();
+                    assert!(r.is_some_and(|r| wire::icmp::is_icmp(bytes, r)));
+                    let _ = wire::icmp::parse_echo_request(bytes);
+                }
+                arena.free(x.frame)
+            }
         }
     }
     assert_eq!(arena.in_use(), 0);
@@ -208,12 +228,7 @@ fn segment(fl: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
         timestamp: None,
         payload,
     };
-    let ep = Endpoints {
-        src_mac: PEER_MAC,
-        dst_mac: MAC,
-        src_ip: PEER_IP,
-        dst_ip: IP,
-    };
+    let ep = peer_to_engine();
     let mut buf = vec![0u8; 2048];
     let n = wire::emit_tcp(&mut buf, &ep, &repr).unwrap();
     buf.truncate(n);
@@ -358,12 +373,7 @@ fn peer_segment(
             .map(|(v, e)| smoltcp::wire::TcpTimestampRepr::new(v, e)),
         payload,
     };
-    let ep = Endpoints {
-        src_mac: PEER_MAC,
-        dst_mac: MAC,
-        src_ip: PEER_IP,
-        dst_ip: IP,
-    };
+    let ep = peer_to_engine();
     let mut buf = vec![0u8; 2048];
     let n = wire::emit_tcp(&mut buf, &ep, &repr)?;
     buf.truncate(n);
@@ -413,6 +423,8 @@ pub fn engine(data: &[u8]) {
     let mut engine_isn: std::collections::HashMap<u16, u32> = Default::default();
     // Accepted streams and how far each has been read.
     let mut streams: Vec<(flextoe::Stream, u32)> = Vec::new();
+    // The ICMP messages sent to the engine, each the reply it may draw.
+    let mut pings: Vec<Vec<u8>> = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
     let mut steps = 0;
     while !b.is_empty() && steps < 400 {
@@ -535,6 +547,31 @@ pub fn engine(data: &[u8]) {
                     streams.swap_remove(i);
                 } else if which & 2 != 0 {
                     client = None;
+                } else if which & 4 != 0 {
+                    // An ICMP message: an echo request, or (by the input) another type, a
+                    // wrong checksum, a length cut short.
+                    let n = usize::from(b.u16() % 1600);
+                    let salt = b.u8();
+                    let data: Vec<u8> = (0..n).map(|i| (i as u8) ^ salt).collect();
+                    let ep = peer_to_engine();
+                    let mut f = vec![0u8; 2048];
+                    if let Some(len) =
+                        wire::icmp::emit_echo_request(&mut f, &ep, b.u16(), b.u16(), &data)
+                    {
+                        f.truncate(len);
+                        let how = b.u8();
+                        if how & 1 != 0 {
+                            f[wire::ETH_HDR + wire::IP_HDR] = how >> 4;
+                        }
+                        if how & 2 != 0 {
+                            f[wire::ETH_HDR + wire::IP_HDR + 2] ^= b.u8() | 1;
+                        }
+                        if how & 4 != 0 {
+                            f.truncate(len - usize::from(b.u8()).min(len));
+                        }
+                        wire_end.send_bytes(now, &f);
+                        pings.push(f);
+                    }
                 } else {
                     // Garbage on the wire.
                     let n = usize::from(b.u8());
@@ -550,10 +587,12 @@ pub fn engine(data: &[u8]) {
         }
         // The peer reads what the engine sent: it learns our ISNs from SYN-ACKs and SYNs.
         while let Some(f) = wire_end.recv_bytes(now) {
-            if let Ok(Parsed::Tcp(s)) = wire::parse_frame(&f) {
-                if s.summary.has(flags::SYN) {
+            match wire::parse_frame(&f) {
+                Ok(Parsed::Tcp(s)) if s.summary.has(flags::SYN) => {
                     engine_isn.insert(s.tuple.local_port, s.summary.seq);
                 }
+                Err(r) if wire::icmp::is_icmp(&f, r) => assert_echo_reply(&f, &pings),
+                _ => {}
             }
         }
         let st = e.stats();
@@ -574,6 +613,27 @@ pub fn engine(data: &[u8]) {
         while wire_end.recv_bytes(now).is_some() {}
     }
     assert_eq!(e.stats().frames_in_use, 0, "every frame back in the arena");
+}
+
+/// `f` is an echo reply, checksums right, to one of the intact echo requests in `sent`:
+/// addresses swapped, its identifier, sequence number and data the request's.
+fn assert_echo_reply(f: &[u8], sent: &[Vec<u8>]) {
+    let (ip, icmp) = (wire::ETH_HDR, wire::ETH_HDR + wire::IP_HDR);
+    assert!(wire::checksum::ipv4_header_ok(&f[ip..icmp]));
+    assert!(wire::checksum::Sum::default()
+        .add_bytes(&f[icmp..])
+        .verifies());
+    assert_eq!((f[icmp], f[icmp + 1]), (0, 0), "only echo replies");
+    assert_eq!(
+        (&f[ip + 12..ip + 16], &f[ip + 16..ip + 20]),
+        (&IP.octets()[..], &PEER_IP.octets()[..])
+    );
+    let answers = |r: &Vec<u8>| {
+        wire::icmp::parse_echo_request(r).is_ok()
+            && r.len() == f.len()
+            && r[icmp + 4..] == f[icmp + 4..]
+    };
+    assert!(sent.iter().any(answers), "a reply to no request sent");
 }
 
 /// Arbitrary frames through the extensions' stages (header peek, VLAN strip, firewall,

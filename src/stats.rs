@@ -37,7 +37,7 @@ drop_reasons! {
     BadIpChecksum => "bad-ip-checksum",
     /// IPv4 fragment (the engine does not reassemble).
     Fragment => "ip-fragment",
-    /// IPv4 but not TCP.
+    /// IPv4 but neither TCP nor ICMP.
     NotTcp => "not-tcp",
     /// TCP header malformed (data offset, ports, flag combination).
     BadTcpHeader => "bad-tcp-header",
@@ -92,9 +92,9 @@ drop_reasons! {
     BadRst => "bad-rst",
     /// Control plane: segment that is invalid in the connection's handshake state.
     BadHandshake => "bad-handshake",
-    /// Control plane: a segment of no connection from a source address no connection can
-    /// have (broadcast, multicast, unspecified, loopback, reserved: RFC 1122 section
-    /// 3.2.1.3; our own address), dropped unanswered.
+    /// Control plane: a segment of no connection, or an ICMP echo request, from a source
+    /// address no connection can have (broadcast, multicast, unspecified, loopback,
+    /// reserved: RFC 1122 section 3.2.1.3; our own address), dropped unanswered.
     MartianSource => "martian-source",
     /// Control plane: a user stage punted a segment of an established connection, which the
     /// control plane does not process (see the stage's own counters).
@@ -102,6 +102,11 @@ drop_reasons! {
     /// A segment of a connection frozen while it is handed to a splice (its sender
     /// retransmits it, and the splice relays it).
     Frozen => "frozen",
+    /// Control plane: an ICMP message shorter than its header, or with a wrong checksum.
+    BadIcmp => "bad-icmp",
+    /// Control plane: an ICMP message other than an echo request (the engine answers
+    /// pings and nothing else of ICMP).
+    IcmpIgnored => "icmp-ignored",
 }
 
 impl fmt::Display for DropReason {

@@ -20,6 +20,8 @@ mod dpdk;
 mod ecn;
 #[path = "linux/loss.rs"]
 mod loss;
+#[path = "linux/ping.rs"]
+mod ping;
 
 #[cfg(feature = "dpdk")]
 use capture::capture_on;

@@ -16,6 +16,7 @@
 //!   recovery); the persist timer; keep-alives; the FIN-WAIT-2 timeout and retry limit of
 //!   orphans; TIME-WAIT.
 //! * `neighbours`: ARP answers, resolution and the cache (which SYNs do not teach).
+//! * `icmp`: echo replies to pings (rate-limited); other ICMP dropped and counted.
 //! * [`congestion`]: the congestion-control policy the protocol stage consults.
 //!
 //! The control plane never writes TCP state. It reads the protocol stage's state (RST
@@ -45,6 +46,7 @@ pub mod congestion;
 mod cookies;
 mod events;
 mod handshake;
+mod icmp;
 mod neighbours;
 mod punts;
 pub mod rates;
@@ -171,6 +173,10 @@ pub struct ControlConfig {
     pub challenge_ack_limit: u32,
     /// RSTs a second sent in reply to segments that match no connection; more are not sent.
     pub rst_limit: u32,
+    /// ICMP echo replies (answers to ping) a second; more requests are dropped, counted as
+    /// [`RateLimited`](DropReason::RateLimited). 0: pings go unanswered; `u32::MAX`: no
+    /// limit.
+    pub icmp_echo_limit: u32,
     /// Rates computed on the control plane at an interval from the flows' counters
     /// ([`rates`]); `None` (the default) leaves pacing to the data path's congestion control.
     pub rates: Option<rates::ControlRates>,
@@ -200,6 +206,8 @@ pub struct ControlStats {
     pub resets: u64,
     /// RSTs sent.
     pub rst_sent: u64,
+    /// ICMP echo replies sent (answers to ping).
+    pub icmp_echo_replies: u64,
     /// Challenge ACKs sent (RFC 5961).
     pub challenge_acks: u64,
     /// Retransmission timeouts fired.
@@ -384,6 +392,8 @@ pub struct Control {
     /// RFC 5961 section 7: RSTs in reply to segments that match nothing (challenge ACKs
     /// are limited where they are made, in the protocol stages).
     rst_limit: crate::limit::RateLimit,
+    /// ICMP echo replies ([`ControlConfig::icmp_echo_limit`]).
+    icmp_limit: crate::limit::RateLimit,
     rates: Option<RateLoop>,
     splices: splice::Splices,
     /// When the timers next look at the connections (every [`TIMER_TICK`]).
@@ -427,6 +437,7 @@ impl Control {
         let static_neighbors = neighbors.len();
         let secrets = secrets::Secrets::new(cfg.isn_secret);
         let rst_per_sec = cfg.rst_limit;
+        let icmp_per_sec = cfg.icmp_echo_limit;
         let rates = cfg.rates.as_ref().map(|r| RateLoop {
             cfg: r.clone(),
             driver: r.driver(),
@@ -452,6 +463,7 @@ impl Control {
             retired: crate::flow::RetransmitTotals::default(),
             orphans: 0,
             rst_limit: crate::limit::RateLimit::new(rst_per_sec),
+            icmp_limit: crate::limit::RateLimit::new(icmp_per_sec),
             rates,
             splices: splice::Splices::default(),
             next_tick: Instant::ZERO,
@@ -564,26 +576,44 @@ impl Control {
         Some(self.conns.len() as FlowId - 1)
     }
 
+    /// Build a frame with `build` (its length, or `None` if it does not fit) and queue it
+    /// to send; whether it was queued.
     fn send_frame(
         &mut self,
         out: &mut ControlOutput,
         build: impl FnOnce(&mut [u8]) -> Option<usize>,
-    ) {
+    ) -> bool {
         let Some(mut f) = self.arena.alloc() else {
             self.stats.drops.add(DropReason::NoFrame);
-            return;
+            return false;
         };
         match build(self.arena.buf_mut(&mut f)) {
             Some(n) => {
                 f.set_len(n);
                 out.tx.push(f);
+                true
             }
-            None => self.arena.free(f),
+            None => {
+                self.arena.free(f);
+                false
+            }
         }
     }
 
     fn send_tcp(&mut self, out: &mut ControlOutput, ep: Endpoints, repr: TcpRepr<'_>) {
         self.send_frame(out, |b| wire::emit_tcp(b, &ep, &repr));
+    }
+
+    /// Whether no connection and no reply can have `src` as its peer: broadcast,
+    /// multicast, unspecified, loopback, reserved (RFC 1122 3.2.1.3), or our own address
+    /// (a LAND attack).
+    fn martian(&self, src: Ipv4Addr) -> bool {
+        src.is_broadcast()
+            || src.is_multicast()
+            || src.is_unspecified()
+            || src.is_loopback()
+            || src.octets()[0] >= 240
+            || src == self.cfg.ip
     }
 
     /// [`send_tcp`](Self::send_tcp) with ECE / CWR added.

@@ -14,6 +14,10 @@ impl Control {
         out: &mut ControlOutput,
     ) {
         self.stats.punted += 1;
+        if p.reason == PuntReason::Icmp {
+            self.handle_icmp(now, p.frame, out);
+            return;
+        }
         let parsed = wire::parse_frame(self.arena.data(&p.frame));
         let seg = match parsed {
             Ok(Parsed::Arp(arp)) => {
@@ -42,14 +46,7 @@ impl Control {
             self.punt_for_embryo(now, seg, p.frame, out);
             return;
         }
-        let src = seg.tuple.remote_ip;
-        if src.is_broadcast()
-            || src.is_multicast()
-            || src.is_unspecified()
-            || src.is_loopback()
-            || src.octets()[0] >= 240
-            || src == self.cfg.ip
-        {
+        if self.martian(seg.tuple.remote_ip) {
             // No connection can have such a source (RFC 1122 3.2.1.3; our own address: a
             // LAND attack): no handshake, no cookie, no RST, which would go to every host
             // of a network, nowhere, or back to us.
@@ -190,7 +187,8 @@ impl Control {
                 // Installed since preprocess looked it up: the data path's now.
                 out.reinject.push(p.frame);
             }
-            PuntReason::Arp => self.arena.free(p.frame),
+            // Not TCP: not a flow's (handled before this).
+            PuntReason::Arp | PuntReason::Icmp => self.arena.free(p.frame),
             PuntReason::Extension => {
                 // The data path's business, which a user stage took away from it.
                 self.stats.drops.add(DropReason::Extension);

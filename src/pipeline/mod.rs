@@ -160,6 +160,7 @@ impl EngineConfig {
                 max_orphans: 4096,
                 challenge_ack_limit: crate::stages::protocol::CHALLENGE_ACK_LIMIT,
                 rst_limit: 1000,
+                icmp_echo_limit: 1000,
                 rates: None,
                 classifier: None,
                 flow_groups: 1,
@@ -330,7 +331,7 @@ impl std::fmt::Display for EngineStats {
         let c = &self.control;
         write!(
             f,
-            "  {:<12} punted={} established={} closed={} resets={} rst_sent={} challenge_acks={} timeouts={} probes={} tail_probes={} syn_retx={} cookies={}/{} arp_req={} arp_replies={} arp_not_learned={} timer_visits={} drops: {}",
+            "  {:<12} punted={} established={} closed={} resets={} rst_sent={} challenge_acks={} timeouts={} probes={} tail_probes={} syn_retx={} cookies={}/{} arp_req={} arp_replies={} arp_not_learned={} icmp_echo_replies={} timer_visits={} drops: {}",
             "control",
             c.punted,
             c.established,
@@ -347,6 +348,7 @@ impl std::fmt::Display for EngineStats {
             c.arp_requests,
             c.arp_replies,
             c.arp_not_learned,
+            c.icmp_echo_replies,
             c.timer_visits,
             c.drops
         )

@@ -91,6 +91,8 @@ pub enum PuntReason {
     UnknownFlow,
     /// A user stage at a hook point asked for it ([`Verdict::Punt`](crate::pipeline::Verdict::Punt)).
     Extension,
+    /// An ICMP packet for this engine (the control plane answers echo requests).
+    Icmp,
 }
 
 /// A frame the data path does not handle.

@@ -120,6 +120,7 @@ impl Preprocess {
         let data = self.arena.data(&frame);
         let arp = match wire::parse_frame_into(data, &mut self.seg) {
             Ok(a) => a,
+            Err(reason) if wire::icmp::is_icmp(data, reason) => return self.icmp(frame),
             Err(reason) => {
                 self.stats.drops.add(reason);
                 self.arena.free(frame);
@@ -172,6 +173,27 @@ impl Preprocess {
                 },
             })),
         }
+    }
+}
+
+impl Preprocess {
+    /// An intact ICMP packet: punted if it is addressed to this engine (its MAC and its
+    /// IP address, not a broadcast), dropped as not for us otherwise.
+    #[cold]
+    fn icmp(&mut self, frame: Frame) -> Option<PreOut> {
+        let data = self.arena.data(&frame);
+        // An intact IPv4 packet: its header is in the frame.
+        let to_us = MacAddr::from_bytes(&data[..6]) == self.mac
+            && data[wire::ETH_HDR + 16..wire::ETH_HDR + 20] == self.ip.octets();
+        if !to_us {
+            self.stats.drops.add(DropReason::NotForUs);
+            self.arena.free(frame);
+            return None;
+        }
+        Some(PreOut::Punt(Punt {
+            frame,
+            reason: PuntReason::Icmp,
+        }))
     }
 }
 

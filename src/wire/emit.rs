@@ -267,37 +267,47 @@ pub fn emit_tcp(buf: &mut [u8], ep: &Endpoints, repr: &TcpRepr<'_>) -> Option<us
         return None;
     }
     let tcp_len = repr.buffer_len();
-    let len = ETH_HDR + IP_HDR + tcp_len;
-    if buf.len() < len {
+    let at = emit_ipv4_header(buf, ep, IpProtocol::Tcp, tcp_len)?;
+    repr.emit(
+        &mut TcpPacket::new_unchecked(&mut buf[at..at + tcp_len]),
+        &IpAddress::Ipv4(ep.src_ip),
+        &IpAddress::Ipv4(ep.dst_ip),
+        &ChecksumCapabilities::default(),
+    );
+    Some(at + tcp_len)
+}
+
+/// Write the Ethernet and IPv4 headers (no options, checksum filled, TTL 64) of a packet
+/// of `proto` with `payload_len` bytes into `buf`; returns where the payload starts, or
+/// `None` when `buf` cannot hold the whole frame.
+pub(super) fn emit_ipv4_header(
+    buf: &mut [u8],
+    ep: &Endpoints,
+    proto: IpProtocol,
+    payload_len: usize,
+) -> Option<usize> {
+    if buf.len() < ETH_HDR + IP_HDR + payload_len || IP_HDR + payload_len > usize::from(u16::MAX) {
         return None;
     }
-    let buf = &mut buf[..len];
-    let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..ETH_HDR]);
     EthernetRepr {
         src_addr: ep.src_mac,
         dst_addr: ep.dst_mac,
         ethertype: EthernetProtocol::Ipv4,
     }
     .emit(&mut eth);
-    let caps = ChecksumCapabilities::default();
-    let ipr = Ipv4Repr {
+    Ipv4Repr {
         src_addr: ep.src_ip,
         dst_addr: ep.dst_ip,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp_len,
+        next_header: proto,
+        payload_len,
         hop_limit: 64,
-    };
-    ipr.emit(
+    }
+    .emit(
         &mut Ipv4Packet::new_unchecked(&mut buf[ETH_HDR..ETH_HDR + IP_HDR]),
-        &caps,
+        &ChecksumCapabilities::default(),
     );
-    repr.emit(
-        &mut TcpPacket::new_unchecked(&mut buf[ETH_HDR + IP_HDR..]),
-        &IpAddress::Ipv4(ep.src_ip),
-        &IpAddress::Ipv4(ep.dst_ip),
-        &caps,
-    );
-    Some(len)
+    Some(ETH_HDR + IP_HDR)
 }
 
 /// Build an Ethernet/ARP frame into `buf`; returns its length, or `None` when too small.

@@ -8,6 +8,8 @@
 //! * [`fill_checksums`] completes a frame right before it leaves.
 //! * [`emit_tcp`] and [`emit_arp`] build arbitrary segments and ARP packets for the control
 //!   plane, tests and benches.
+//! * [`icmp`] validates ICMP echo requests and builds their replies (the control plane
+//!   answers pings).
 
 use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
@@ -24,6 +26,7 @@ use crate::stats::DropReason;
 
 pub mod checksum;
 mod emit;
+pub mod icmp;
 mod parse;
 
 #[cfg(test)]
@@ -394,7 +397,8 @@ mod tests {
         }
     }
 
-    fn ep() -> Endpoints {
+    /// Addresses for frames the unit tests of the wire modules build.
+    pub(super) fn ep() -> Endpoints {
         Endpoints {
             src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
             dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
