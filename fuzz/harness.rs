@@ -547,6 +547,28 @@ pub fn engine(data: &[u8]) {
                     streams.swap_remove(i);
                 } else if which & 2 != 0 {
                     client = None;
+                } else if which & 12 == 12 {
+                    // A router's "fragmentation needed" about a segment of a connection
+                    // with the peer (by the input, in flight or not), of any MTU.
+                    let sport = 4000 + u16::from(b.u8() % 4);
+                    let our = engine_isn.get(&sport).copied().unwrap_or(0);
+                    let seq = our.wrapping_add(1).wrapping_add(u32::from(b.u16()));
+                    let mut quoted = [0u8; 28];
+                    quoted[0] = 0x45;
+                    quoted[2..4].copy_from_slice(&1500u16.to_be_bytes());
+                    quoted[9] = 6;
+                    quoted[12..16].copy_from_slice(&IP.octets());
+                    quoted[16..20].copy_from_slice(&PEER_IP.octets());
+                    quoted[20..22].copy_from_slice(&80u16.to_be_bytes());
+                    quoted[22..24].copy_from_slice(&sport.to_be_bytes());
+                    quoted[24..28].copy_from_slice(&seq.to_be_bytes());
+                    let mut f = vec![0u8; 128];
+                    let mtu = b.u16();
+                    if let Some(len) =
+                        wire::icmp::emit_frag_needed(&mut f, &peer_to_engine(), mtu, &quoted)
+                    {
+                        wire_end.send_bytes(now, &f[..len]);
+                    }
                 } else if which & 4 != 0 {
                     // An ICMP message: an echo request, or (by the input) another type, a
                     // wrong checksum, a length cut short.
@@ -577,6 +599,8 @@ pub fn engine(data: &[u8]) {
                     let n = usize::from(b.u8());
                     let junk: Vec<u8> = (0..n).map(|_| b.u8()).collect();
                     wire_end.send_bytes(now, &junk);
+                    // It may be an echo request, answered.
+                    pings.push(junk);
                 }
             }
         }

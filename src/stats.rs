@@ -104,9 +104,13 @@ drop_reasons! {
     Frozen => "frozen",
     /// Control plane: an ICMP message shorter than its header, or with a wrong checksum.
     BadIcmp => "bad-icmp",
-    /// Control plane: an ICMP message other than an echo request (the engine answers
-    /// pings and nothing else of ICMP).
+    /// Control plane: an ICMP message other than an echo request without IP options or a
+    /// "fragmentation needed" (the engine answers pings and lowers a connection's MSS to
+    /// its path's MTU, and acts on nothing else of ICMP).
     IcmpIgnored => "icmp-ignored",
+    /// A "fragmentation needed" about no connection of ours, or about a segment that is
+    /// not in flight (RFC 5927 section 4.1: it may be forged), ignored.
+    IcmpStale => "icmp-stale",
 }
 
 impl fmt::Display for DropReason {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::script::*;
 use common::{IP_A, IP_B, MAC_A, MAC_B};
-use flextoe::pipeline::{Threaded, Topology};
+use flextoe::pipeline::Threaded;
 use flextoe::stats::DropReason;
 use flextoe::time::Clock;
 use flextoe::wire::icmp::{emit_echo_request, parse_echo_request};
@@ -66,6 +66,11 @@ fn assert_reply_to(f: &[u8], req: &[u8]) {
     );
     let ip = &f[ETH_HDR..ETH_HDR + IP_HDR];
     assert!(checksum::ipv4_header_ok(ip), "IPv4 header checksum");
+    assert_eq!(
+        usize::from(u16::from_be_bytes([ip[2], ip[3]])),
+        f.len() - ETH_HDR,
+        "IPv4 total length"
+    );
     assert_eq!(ip[9], 1, "ICMP");
     assert_eq!(&ip[12..16], &IP_A.octets(), "from the engine's address");
     assert_eq!(&ip[16..20], &IP_B.octets(), "to the requester's");
@@ -133,12 +138,10 @@ fn pings_are_answered_with_their_data_inline() {
 #[test]
 fn pings_are_answered_with_their_data_threaded() {
     // Several tasks and replicas, driven from the test's thread.
-    let mut topo = Topology::bluefield2();
-    for w in topo.workers.iter_mut() {
-        w.core = None;
-    }
-    topo.caller_driven = true;
-    pings_are_answered(Script::threaded(config(), topo));
+    pings_are_answered(Script::threaded(
+        config(),
+        two_groups_on_the_callers_thread(),
+    ));
 }
 
 /// What is not a ping for us gets no answer, and each is counted under its reason.
@@ -195,6 +198,16 @@ fn other_icmp_is_dropped_and_counted_never_answered() {
         };
         cases.push((request(&ep, 5, b"x"), DropReason::MartianSource));
     }
+    // IP options (a source route would have to be reversed into the reply).
+    let mut f = good[..ETH_HDR].to_vec();
+    f.push(0x46);
+    f.extend_from_slice(&good[ETH_HDR + 1..icmp]);
+    f.extend_from_slice(&[1, 1, 1, 0]);
+    f.extend_from_slice(&good[icmp..]);
+    let total = (f.len() - ETH_HDR) as u16;
+    f[ETH_HDR + 2..ETH_HDR + 4].copy_from_slice(&total.to_be_bytes());
+    checksum::fill_ipv4_header(&mut f[ETH_HDR..icmp + 4]);
+    cases.push((f, DropReason::IcmpIgnored));
     // The IPv4 header damaged: the TCP parser's reason.
     let mut f = good.clone();
     f[ETH_HDR + 10] ^= 1;
@@ -217,13 +230,18 @@ fn other_icmp_is_dropped_and_counted_never_answered() {
             );
         }
     }
-    // The good request is still answered.
+    // The good request is still answered, and so is one padded past its IPv4 length (as
+    // Ethernet pads short frames): the reply as long as the packet, not the frame.
     t.inject(&good);
+    let mut padded = good.clone();
+    padded.extend_from_slice(&[0xee; 9]);
+    t.inject(&padded);
     let out = sent(&mut t);
-    assert_eq!(out.len(), 1);
+    assert_eq!(out.len(), 2);
     assert_reply_to(&out[0], &good);
+    assert_reply_to(&out[1], &good);
     let s = t.engine.stats();
-    assert_eq!(s.control.icmp_echo_replies, 1);
+    assert_eq!(s.control.icmp_echo_replies, 2);
     assert_eq!(s.frames_in_use, 0);
 }
 

@@ -406,11 +406,7 @@ fn fused_topology_runs_every_task_on_the_callers_thread() {
 fn a_caller_driven_layout_with_two_groups_runs_its_task_graph() {
     // Two flow groups do not map onto the inline engine: the tasks and their rings run on
     // the caller's thread, one report per task.
-    let mut t = Topology::bluefield2();
-    for w in t.workers.iter_mut() {
-        w.core = None;
-    }
-    t.caller_driven = true;
+    let t = common::script::two_groups_on_the_callers_thread();
     assert!(!t.maps_inline());
     let stats = echo_many(t.clone(), 4, 128 * 1024);
     assert_eq!(stats.tasks.len(), t.tasks().len());

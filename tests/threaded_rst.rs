@@ -8,7 +8,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
-use common::script::{self, Script};
+use common::script::{self, two_groups_on_the_callers_thread, Script};
 use common::*;
 use flextoe::backends::mem::MemLink;
 use flextoe::host::ConnStatus;
@@ -110,16 +110,6 @@ fn aborts_on_a_multi_worker_layout_all_reach_the_peer() {
         .iter()
         .all(|g| g.len() == 1000 && g.iter().all(|&b| b == g[0])));
     server.stop();
-}
-
-/// The caller-driven layout of two flow groups, two preprocess and two postprocess replicas.
-fn two_groups_on_the_callers_thread() -> Topology {
-    let mut t = Topology::bluefield2();
-    for w in t.workers.iter_mut() {
-        w.core = None;
-    }
-    t.caller_driven = true;
-    t
 }
 
 /// 200 in-order segments of 100 bytes and then a RST at `offset` past their end, all in one

@@ -1,22 +1,54 @@
-//! ICMP on the control plane: echo requests (ping) answered, within a rate limit; every
-//! other ICMP message dropped and counted.
+//! ICMP on the control plane: echo requests (ping) answered, within a rate limit;
+//! "fragmentation needed" (RFC 1191 path MTU discovery) handed to the connection it names;
+//! every other ICMP message dropped and counted.
 
 use super::*;
+use crate::wire::icmp::{EchoRequest, FragmentationNeeded, Icmp};
+use crate::wire::{IP_HDR, TCP_HDR};
 
 impl Control {
-    /// Answer an ICMP echo request the data path punted (RFC 792; RFC 1122 3.2.2.6: the
-    /// reply carries the request's identifier, sequence number and data entire).
+    /// Handle an ICMP message the data path punted.
     pub(super) fn handle_icmp(&mut self, now: Instant, frame: Frame, out: &mut ControlOutput) {
         // The arena's own handle: the request borrows from it across `send_frame`.
         let arena = Arc::clone(&self.arena);
-        let req = match wire::icmp::parse_echo_request(arena.data(&frame)) {
-            Ok(r) => r,
-            Err(r) => {
-                self.stats.drops.add(r);
-                arena.free(frame);
-                return;
-            }
+        match wire::icmp::parse_icmp(arena.data(&frame)) {
+            Ok(Icmp::Echo(req)) => self.echo_reply(now, &req, out),
+            Ok(Icmp::FragmentationNeeded(f)) => self.path_mtu(&f, out),
+            Err(r) => self.stats.drops.add(r),
+        }
+        arena.free(frame);
+    }
+
+    /// A router's "fragmentation needed" about one of our segments: the connection's
+    /// protocol stage checks the quoted sequence number and lowers its MSS to what the path
+    /// takes (the next hop's MTU less the IPv4 and TCP headers and the connection's options).
+    fn path_mtu(&mut self, f: &FragmentationNeeded, out: &mut ControlOutput) {
+        let Some(&id) = self.by_tuple.get(&f.tuple) else {
+            self.stats.drops.add(DropReason::IcmpStale);
+            return;
         };
+        let Some(c) = self.conns.get(id as usize).and_then(Option::as_ref) else {
+            self.stats.drops.add(DropReason::IcmpStale);
+            return;
+        };
+        let options = if c.identity.timestamps {
+            wire::TS_OPT_LEN as u16
+        } else {
+            0
+        };
+        // At least 552 - 40 - 12: never below a segment's worth.
+        let mss = f.mtu.saturating_sub((IP_HDR + TCP_HDR) as u16 + options);
+        self.stats.path_mtu_reports += 1;
+        out.work.push(ProtoWork::PathMtu {
+            flow: id,
+            mss,
+            seq: f.seq,
+        });
+    }
+
+    /// Answer an ICMP echo request (RFC 792; RFC 1122 3.2.2.6: the reply carries the
+    /// request's identifier, sequence number and data entire).
+    fn echo_reply(&mut self, now: Instant, req: &EchoRequest<'_>, out: &mut ControlOutput) {
         // Preprocess punts only what is addressed to us (our MAC and IP address: an echo
         // request to a broadcast or multicast address may be dropped, RFC 1122 3.2.2.6).
         // One from an address no reply can go to is dropped.
@@ -29,7 +61,6 @@ impl Control {
         };
         if let Some(r) = drop {
             self.stats.drops.add(r);
-            arena.free(frame);
             return;
         }
         let ep = Endpoints {
@@ -38,9 +69,8 @@ impl Control {
             src_ip: self.cfg.ip,
             dst_ip: req.src_ip,
         };
-        if self.send_frame(out, |b| wire::icmp::emit_echo_reply(b, &ep, &req)) {
+        if self.send_frame(out, |b| wire::icmp::emit_echo_reply(b, &ep, req)) {
             self.stats.icmp_echo_replies += 1;
         }
-        arena.free(frame);
     }
 }

@@ -16,7 +16,8 @@
 //!   recovery); the persist timer; keep-alives; the FIN-WAIT-2 timeout and retry limit of
 //!   orphans; TIME-WAIT.
 //! * `neighbours`: ARP answers, resolution and the cache (which SYNs do not teach).
-//! * `icmp`: echo replies to pings (rate-limited); other ICMP dropped and counted.
+//! * `icmp`: echo replies to pings (rate-limited); "fragmentation needed" (RFC 1191) handed
+//!   to its connection's protocol stage; other ICMP dropped and counted.
 //! * [`congestion`]: the congestion-control policy the protocol stage consults.
 //!
 //! The control plane never writes TCP state. It reads the protocol stage's state (RST
@@ -208,6 +209,9 @@ pub struct ControlStats {
     pub rst_sent: u64,
     /// ICMP echo replies sent (answers to ping).
     pub icmp_echo_replies: u64,
+    /// ICMP "fragmentation needed" messages handed to a connection (its protocol stage
+    /// then checks the quoted sequence number: see [`DropReason::IcmpStale`]).
+    pub path_mtu_reports: u64,
     /// Challenge ACKs sent (RFC 5961).
     pub challenge_acks: u64,
     /// Retransmission timeouts fired.

@@ -201,6 +201,17 @@ pub enum ProtoWork {
         /// The flow.
         flow: FlowId,
     },
+    /// A router could not forward one of the flow's segments unfragmented (ICMP
+    /// "fragmentation needed", RFC 1191): segments from now on carry at most `mss` bytes
+    /// (less options), if that is smaller, and what is in flight goes again at that size.
+    PathMtu {
+        /// The flow.
+        flow: FlowId,
+        /// The largest segment payload (options included) the path takes.
+        mss: u16,
+        /// The quoted segment's sequence number: it must be in flight.
+        seq: u32,
+    },
     /// The control plane computed a rate for the flow, and perhaps a window
     /// ([`ControlRates`](crate::control::rates::ControlRates)): the rate overrides the
     /// congestion control's own and goes to the flow scheduler; the window caps the
@@ -231,7 +242,8 @@ impl ProtoWork {
             | ProtoWork::Reset { flow }
             | ProtoWork::Freeze { flow }
             | ProtoWork::Thaw { flow }
-            | ProtoWork::SetRate { flow, .. } => *flow,
+            | ProtoWork::SetRate { flow, .. }
+            | ProtoWork::PathMtu { flow, .. } => *flow,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! ICMP echo (RFC 792) on the wire: tell an ICMP packet from the rest of what the TCP
-//! parser turns away, validate an echo request, and build its reply.
+//! ICMP (RFC 792) on the wire: tell an ICMP packet from the rest of what the TCP parser
+//! turns away, validate an echo request and build its reply, and read a "fragmentation
+//! needed" message (RFC 1191 path MTU discovery) about a segment we sent.
 //!
 //! The IPv4 header is validated by [`parse_frame_into`] (lengths, checksum, fragments):
 //! the TCP parser rejects an intact IPv4 packet of another protocol with
@@ -13,8 +14,40 @@ const PROTO_ICMP: u8 = 1;
 /// ICMP echo reply and echo request types (RFC 792).
 const ECHO_REPLY: u8 = 0;
 const ECHO_REQUEST: u8 = 8;
+/// Destination unreachable, and its code "fragmentation needed and DF set" (RFC 792,
+/// RFC 1191).
+const UNREACHABLE: u8 = 3;
+const FRAG_NEEDED: u8 = 4;
 /// An echo message's header: type, code, checksum, identifier, sequence number.
 const ECHO_HDR: usize = 8;
+/// The smallest path MTU taken from a "fragmentation needed" message (Linux's
+/// `min_pmtu`): a forged message cannot shrink segments below this (RFC 5927 section 5.2).
+pub const MIN_PATH_MTU: u16 = 552;
+/// RFC 1191's table of MTU plateaus, for a router that reports no next-hop MTU (the MTU
+/// is taken as the plateau below the length of the packet it quotes).
+const PLATEAUS: [u16; 9] = [32000, 17914, 8166, 4352, 2002, 1492, 1006, 508, 296];
+
+/// An ICMP message for this host that the engine acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Icmp<'a> {
+    /// An echo request (ping).
+    Echo(EchoRequest<'a>),
+    /// A router could not forward one of our TCP segments without fragmenting it.
+    FragmentationNeeded(FragmentationNeeded),
+}
+
+/// "Fragmentation needed and DF set" about a TCP segment this host sent (RFC 1191): the
+/// connection it names, the segment's sequence number, and the next hop's MTU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragmentationNeeded {
+    /// The connection of the quoted segment, from our side.
+    pub tuple: FourTuple,
+    /// The quoted segment's sequence number (RFC 5927: it must be in flight).
+    pub seq: u32,
+    /// The next hop's MTU: as the router reported it, or, when it reported none (before
+    /// RFC 1191), the plateau below the quoted packet's length; at least [`MIN_PATH_MTU`].
+    pub mtu: u16,
+}
 
 /// An ICMP echo request addressed to a host, as received.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,9 +58,9 @@ pub struct EchoRequest<'a> {
     pub src_ip: Ipv4Addr,
     /// Destination IP address.
     pub dst_ip: Ipv4Addr,
-    /// The ICMP message (header and data, checksum verified), which the reply carries
-    /// back with its type changed.
-    pub message: &'a [u8],
+    /// The ICMP message (header and data, checksum verified, at least a header long),
+    /// which the reply carries back with its type changed.
+    message: &'a [u8],
 }
 
 impl EchoRequest<'_> {
@@ -54,11 +87,22 @@ pub fn is_icmp(frame: &[u8], reason: DropReason) -> bool {
     reason == DropReason::NotTcp && frame.get(ETH_HDR + 9) == Some(&PROTO_ICMP)
 }
 
-/// Validate an ICMP echo request: the frame must be an intact IPv4 packet (as
-/// [`parse_frame`] checks) carrying ICMP, at least an echo header long, with a correct ICMP
-/// checksum ([`DropReason::BadIcmp`] otherwise), of type echo request and code 0
-/// ([`DropReason::IcmpIgnored`] for any other ICMP message). Never panics on any input.
+/// Validate an ICMP echo request ([`parse_icmp`]; any other ICMP message is
+/// [`DropReason::IcmpIgnored`]).
 pub fn parse_echo_request(frame: &[u8]) -> Result<EchoRequest<'_>, DropReason> {
+    match parse_icmp(frame)? {
+        Icmp::Echo(e) => Ok(e),
+        Icmp::FragmentationNeeded(_) => Err(DropReason::IcmpIgnored),
+    }
+}
+
+/// Validate an ICMP message the engine acts on. The frame must be an intact IPv4 packet
+/// (as [`parse_frame`] checks) carrying ICMP, at least an ICMP header long, with a correct
+/// ICMP checksum ([`DropReason::BadIcmp`] otherwise). An echo request (code 0, no IP
+/// options) is taken whole; a "fragmentation needed" must quote an IPv4 header and the first 8 bytes of a
+/// TCP segment from the packet's destination ([`DropReason::BadIcmp`] otherwise); any other
+/// ICMP message is [`DropReason::IcmpIgnored`]. Never panics on any input.
+pub fn parse_icmp(frame: &[u8]) -> Result<Icmp<'_>, DropReason> {
     let mut scratch = TcpSegment::EMPTY;
     match parse_frame_into(frame, &mut scratch) {
         Err(r) if is_icmp(frame, r) => {}
@@ -74,15 +118,60 @@ pub fn parse_echo_request(frame: &[u8]) -> Result<EchoRequest<'_>, DropReason> {
     if message.len() < ECHO_HDR || !checksum::Sum::default().add_bytes(message).verifies() {
         return Err(DropReason::BadIcmp);
     }
-    if message[0] != ECHO_REQUEST || message[1] != 0 {
-        return Err(DropReason::IcmpIgnored);
+    let addr = |b: &[u8], i: usize| Ipv4Addr::new(b[i], b[i + 1], b[i + 2], b[i + 3]);
+    match (message[0], message[1]) {
+        // Options would have to go back in the reply, a source route reversed (RFC 1122
+        // 3.2.2.6): a request with any is not answered.
+        (ECHO_REQUEST, 0) if hl > IP_HDR => Err(DropReason::IcmpIgnored),
+        (ECHO_REQUEST, 0) => Ok(Icmp::Echo(EchoRequest {
+            src_mac: MacAddr::from_bytes(&frame[6..12]),
+            src_ip: addr(ip, 12),
+            dst_ip: addr(ip, 16),
+            message,
+        })),
+        (UNREACHABLE, FRAG_NEEDED) => {
+            let (us, next_hop) = (addr(ip, 16), u16::from_be_bytes([message[6], message[7]]));
+            frag_needed(&message[ECHO_HDR..], us, next_hop).map(Icmp::FragmentationNeeded)
+        }
+        _ => Err(DropReason::IcmpIgnored),
     }
-    let addr = |i: usize| Ipv4Addr::new(ip[i], ip[i + 1], ip[i + 2], ip[i + 3]);
-    Ok(EchoRequest {
-        src_mac: MacAddr::from_bytes(&frame[6..12]),
-        src_ip: addr(12),
-        dst_ip: addr(16),
-        message,
+}
+
+/// The quoted packet of a "fragmentation needed" (its IPv4 header and at least 8 bytes of
+/// what followed): one of our TCP segments (from `us`), or [`DropReason::BadIcmp`].
+fn frag_needed(
+    quoted: &[u8],
+    us: Ipv4Addr,
+    next_hop: u16,
+) -> Result<FragmentationNeeded, DropReason> {
+    let Some(&first) = quoted.first() else {
+        return Err(DropReason::BadIcmp);
+    };
+    let hl = usize::from(first & 0x0f) * 4;
+    if first >> 4 != 4 || hl < IP_HDR || quoted.len() < hl + 8 || quoted[9] != 6 {
+        return Err(DropReason::BadIcmp);
+    }
+    let b = |i: usize| quoted[i];
+    let src = Ipv4Addr::new(b(12), b(13), b(14), b(15));
+    if src != us {
+        return Err(DropReason::BadIcmp);
+    }
+    let tcp = &quoted[hl..];
+    let mtu = if next_hop != 0 {
+        next_hop
+    } else {
+        let len = u16::from_be_bytes([quoted[2], quoted[3]]);
+        PLATEAUS.into_iter().find(|&p| p < len).unwrap_or(0)
+    };
+    Ok(FragmentationNeeded {
+        tuple: FourTuple {
+            local_ip: us,
+            local_port: u16::from_be_bytes([tcp[0], tcp[1]]),
+            remote_ip: Ipv4Addr::new(b(16), b(17), b(18), b(19)),
+            remote_port: u16::from_be_bytes([tcp[2], tcp[3]]),
+        },
+        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+        mtu: mtu.max(MIN_PATH_MTU),
     })
 }
 
@@ -112,13 +201,34 @@ pub fn emit_echo_request(
     seq: u16,
     data: &[u8],
 ) -> Option<usize> {
-    let n = ECHO_HDR + data.len();
+    let [a, b] = ident.to_be_bytes();
+    let [c, d] = seq.to_be_bytes();
+    emit_icmp(buf, ep, (ECHO_REQUEST, 0), [a, b, c, d], data)
+}
+
+/// Build a "fragmentation needed" (for tests and tools): from `ep` (a router), with the
+/// next hop's `mtu`, quoting `quoted` (the start of the IPv4 packet that did not fit).
+/// Returns the frame's length, or `None` when `buf` is too small.
+pub fn emit_frag_needed(buf: &mut [u8], ep: &Endpoints, mtu: u16, quoted: &[u8]) -> Option<usize> {
+    let [a, b] = mtu.to_be_bytes();
+    emit_icmp(buf, ep, (UNREACHABLE, FRAG_NEEDED), [0, 0, a, b], quoted)
+}
+
+/// Build an ICMP message of `(type, code)` with the header's last four bytes `rest` and
+/// `body`, checksum filled.
+fn emit_icmp(
+    buf: &mut [u8],
+    ep: &Endpoints,
+    (ty, code): (u8, u8),
+    rest: [u8; 4],
+    body: &[u8],
+) -> Option<usize> {
+    let n = ECHO_HDR + body.len();
     let at = emit_ipv4_header(buf, ep, IpProtocol::Icmp, n)?;
     let msg = &mut buf[at..at + n];
-    msg[..4].copy_from_slice(&[ECHO_REQUEST, 0, 0, 0]);
-    msg[4..6].copy_from_slice(&ident.to_be_bytes());
-    msg[6..8].copy_from_slice(&seq.to_be_bytes());
-    msg[ECHO_HDR..].copy_from_slice(data);
+    msg[..4].copy_from_slice(&[ty, code, 0, 0]);
+    msg[4..ECHO_HDR].copy_from_slice(&rest);
+    msg[ECHO_HDR..].copy_from_slice(body);
     let c = checksum::Sum::default().add_bytes(msg).checksum();
     msg[2..4].copy_from_slice(&c);
     Some(at + n)
@@ -162,6 +272,62 @@ mod tests {
         assert_eq!(msg[0], ECHO_REPLY);
         assert_eq!(&msg[4..], &f[ETH_HDR + IP_HDR + 4..]);
         assert!(emit_echo_reply(&mut b[..n - 1], &back, &req).is_none());
+    }
+
+    #[test]
+    fn fragmentation_needed_names_our_segment() {
+        // One of our segments (from 10.0.0.2, `back`'s source), quoted by a router.
+        let ours = test_syn(ep().dst_ip, 80, ep().src_ip, 4000);
+        let quoted = &ours[ETH_HDR..ETH_HDR + IP_HDR + 8];
+        let router = ep();
+        let frag = |mtu: u16, quoted: &[u8]| {
+            let mut b = vec![0u8; 256];
+            let n = emit_frag_needed(&mut b, &router, mtu, quoted).unwrap();
+            b.truncate(n);
+            parse_icmp(&b).map(|m| match m {
+                Icmp::FragmentationNeeded(f) => Some(f),
+                Icmp::Echo(_) => None,
+            })
+        };
+        let want = |mtu: u16| {
+            Ok(Some(FragmentationNeeded {
+                tuple: FourTuple {
+                    local_ip: ep().dst_ip,
+                    local_port: 80,
+                    remote_ip: ep().src_ip,
+                    remote_port: 4000,
+                },
+                seq: 1,
+                mtu,
+            }))
+        };
+        assert_eq!(frag(1400, quoted), want(1400));
+        // Below the floor: the floor.
+        assert_eq!(frag(68, quoted), want(MIN_PATH_MTU));
+        // No next-hop MTU (before RFC 1191): the plateau below the quoted packet's length.
+        let len = u16::from_be_bytes([quoted[2], quoted[3]]);
+        let plateau = PLATEAUS.into_iter().find(|&p| p < len).unwrap_or(0);
+        assert_eq!(frag(0, quoted), want(plateau.max(MIN_PATH_MTU)));
+        let mut big = quoted.to_vec();
+        big[2..4].copy_from_slice(&1500u16.to_be_bytes());
+        assert_eq!(frag(0, &big), want(1492));
+        // Quoting less than a header and 8 bytes, another protocol, another source, not
+        // IPv4: damaged.
+        assert_eq!(frag(1400, &quoted[..27]), Err(DropReason::BadIcmp));
+        assert_eq!(frag(1400, &[]), Err(DropReason::BadIcmp));
+        let mut udp = quoted.to_vec();
+        udp[9] = 17;
+        assert_eq!(frag(1400, &udp), Err(DropReason::BadIcmp));
+        let mut theirs = quoted.to_vec();
+        theirs[12] ^= 1;
+        assert_eq!(frag(1400, &theirs), Err(DropReason::BadIcmp));
+        let mut v6 = quoted.to_vec();
+        v6[0] = 0x65;
+        assert_eq!(frag(1400, &v6), Err(DropReason::BadIcmp));
+        // An echo request is not this, nor this an echo request.
+        let mut b = vec![0u8; 256];
+        let n = emit_frag_needed(&mut b, &router, 1400, quoted).unwrap();
+        assert_eq!(parse_echo_request(&b[..n]), Err(DropReason::IcmpIgnored));
     }
 
     #[test]

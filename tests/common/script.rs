@@ -133,6 +133,17 @@ impl Script {
     }
 }
 
+/// The caller-driven layout of two flow groups, two preprocess and two postprocess replicas
+/// (`Topology::bluefield2` on the script's thread): a task graph, not the inline mapping.
+pub fn two_groups_on_the_callers_thread() -> Topology {
+    let mut t = Topology::bluefield2();
+    for w in t.workers.iter_mut() {
+        w.core = None;
+    }
+    t.caller_driven = true;
+    t
+}
+
 impl Script<Threaded> {
     /// The threaded runtime on `topology`, which must be caller-driven: the script runs its
     /// tasks on the test's thread, so what happens within a pass is the same every run.

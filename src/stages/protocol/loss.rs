@@ -190,6 +190,38 @@ impl TcpState {
         self.finish(r);
     }
 
+    /// ICMP "fragmentation needed" (RFC 1191) for the segment at `seq`: the path takes
+    /// segments of at most `mss` bytes. Checked against what is in flight (RFC 5927 section
+    /// 4.1: a forged message must guess a sequence number there); the MSS only goes down.
+    /// The segments in flight went out too large for the path, which dropped them: sent
+    /// again from `snd_una` at the new size (what the peer SACKed skipped), the window left
+    /// as it is (the path did not drop them for congestion; as Linux's
+    /// `tcp_simple_retransmit`). In a recovery already, its retransmissions take the new size.
+    pub fn on_path_mtu(&mut self, mss: u16, seq: u32, r: &mut ProtoResult) -> Option<DropReason> {
+        if self.has(F_RST) {
+            return None;
+        }
+        if !(seq::ge(seq, self.snd_una) && seq::lt(seq, self.snd_max)) {
+            return Some(DropReason::IcmpStale);
+        }
+        if mss >= self.mss {
+            return None;
+        }
+        self.mss = mss;
+        if !self.has(F_RECOVERY) {
+            self.snd_nxt = self.snd_una;
+            self.recover = self.snd_max;
+            self.dupacks = 0;
+            // Karn: the timed segment goes again.
+            self.rtt_start = 0;
+            self.flags &= !(F_TLP | F_DUP_GOBACK);
+            self.flags |= F_RECOVERY;
+        }
+        r.actions.set(Actions::SCHED);
+        self.finish(r);
+        None
+    }
+
     /// Probe timeout: the ACKs stopped with data in flight.
     ///
     /// Outside a recovery this is a tail-loss probe (RFC 8985 section 7): one new segment if

@@ -1,6 +1,6 @@
 //! Protocol work that does not come with every segment, kept out of the hot code: a peer's
 //! RST, the work of a flow frozen for a splice, and the control plane's kinds (resets,
-//! timeouts, probes, requested ACKs).
+//! timeouts, probes, requested ACKs, path MTU).
 
 use super::*;
 
@@ -136,6 +136,11 @@ pub(super) fn rare<C: CongestionControl>(
             }
         }
         ProtoWork::Reset { .. } => st.on_reset(now, r),
+        ProtoWork::PathMtu { mss, seq, .. } => {
+            if let Some(reason) = st.on_path_mtu(mss, seq, r) {
+                stats.drops.add(reason);
+            }
+        }
         ProtoWork::SetRate {
             bytes_per_sec,
             window,

@@ -1,0 +1,222 @@
+//! Path MTU discovery (RFC 1191): a router's ICMP "fragmentation needed" about a segment in
+//! flight shrinks the connection's segments to what the path takes and sends what was in
+//! flight again at that size, the stream intact; one about data not in flight (RFC 5927:
+//! it may be forged), about no connection, or raising the MTU changes nothing; a reported
+//! MTU below 552 is taken as 552.
+
+mod common;
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+
+use common::script::*;
+use common::{IP_A, IP_B, MAC_A, MAC_B};
+use flextoe::pipeline::Threaded;
+use flextoe::stats::DropReason;
+use flextoe::wire::icmp::emit_frag_needed;
+use flextoe::wire::{self, Endpoints, ETH_HDR, IP_HDR};
+use smoltcp::wire::TcpRepr;
+
+/// The MSS of the scripts' connections: a 1500-byte MTU, no options.
+const MSS: usize = 1460;
+
+/// A router's "fragmentation needed" with `mtu`, quoting the start of one of the engine's
+/// segments (at `seq`, a 1500-byte packet) of `t`'s connection, or of the one to
+/// `remote_port` where given.
+fn frag_needed<E: Target>(t: &Script<E>, mtu: u16, remote_port: Option<u16>, seq: u32) -> Vec<u8> {
+    let ours = Endpoints {
+        src_mac: MAC_A,
+        dst_mac: MAC_B,
+        src_ip: IP_A,
+        dst_ip: IP_B,
+    };
+    let repr = TcpRepr {
+        src_port: t.local_port,
+        dst_port: remote_port.unwrap_or(t.peer_port),
+        ..t.repr(0, seq, Some(0), &[])
+    };
+    let mut seg = vec![0u8; 128];
+    let n = wire::emit_tcp(&mut seg, &ours, &repr).unwrap();
+    let mut quoted = seg[ETH_HDR..n].to_vec();
+    quoted[2..4].copy_from_slice(&1500u16.to_be_bytes());
+    let router = Endpoints {
+        src_mac: MAC_B,
+        dst_mac: MAC_A,
+        src_ip: Ipv4Addr::new(10, 9, 0, 254),
+        dst_ip: IP_A,
+    };
+    let mut b = vec![0u8; 256];
+    let n = emit_frag_needed(&mut b, &router, mtu, &quoted[..IP_HDR + 8]).unwrap();
+    b.truncate(n);
+    b
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+/// The peer of an established script: takes the engine's segments, `first` the ones
+/// already taken off the wire (those longer than `path` bytes are lost on the way, as the
+/// router dropped them), acknowledges what arrived in order, until `want` bytes from
+/// `base` came; returns them and the largest segment that arrived.
+fn receive<E: Target>(
+    t: &mut Script<E>,
+    base: u32,
+    first: Vec<Seg>,
+    want: usize,
+    path: usize,
+) -> (Vec<u8>, usize) {
+    let mut got = Vec::new();
+    let mut largest = 0;
+    let mut pending = Some(first);
+    for _ in 0..200 {
+        if got.len() >= want {
+            break;
+        }
+        let mut segs = pending.take().unwrap_or_else(|| t.recv());
+        if segs.is_empty() {
+            // Nothing more: the retransmission timeout.
+            t.advance(std::time::Duration::from_millis(500));
+            segs = t.recv();
+        }
+        for s in segs.iter().filter(|s| !s.payload.is_empty()) {
+            if s.payload.len() > path {
+                continue;
+            }
+            largest = largest.max(s.payload.len());
+            let off = s.seq.wrapping_sub(base) as usize;
+            if off <= got.len() && off + s.payload.len() > got.len() {
+                got.extend_from_slice(&s.payload[got.len() - off..]);
+            }
+        }
+        t.engine_seq = base.wrapping_add(got.len() as u32);
+        t.send_ack();
+    }
+    (got, largest)
+}
+
+fn shrinks_and_resends<E: Target>(mut t: Script<E>) -> Script<E> {
+    t.accept_stream();
+    let data = pattern(20_000);
+    let first = t.engine_seq;
+    t.stream.as_mut().unwrap().write_all(&data[..6000]).unwrap();
+    let sent = t.recv();
+    assert!(
+        sent.iter().any(|s| s.payload.len() == MSS),
+        "full-sized segments first: {:?}",
+        sent.iter().map(|s| s.payload.len()).collect::<Vec<_>>()
+    );
+    // The router drops them and says so about the first.
+    t.inject(&frag_needed(&t, 1000, None, first));
+    let again = t.recv();
+    let data_again: Vec<_> = again.iter().filter(|s| !s.payload.is_empty()).collect();
+    assert!(
+        !data_again.is_empty(),
+        "what was in flight goes again at once"
+    );
+    assert_eq!(
+        data_again[0].seq, first,
+        "from the oldest unacknowledged byte"
+    );
+    assert!(
+        data_again.iter().all(|s| s.payload.len() <= 960),
+        "at most 1000 - 40 bytes: {:?}",
+        data_again
+            .iter()
+            .map(|s| s.payload.len())
+            .collect::<Vec<_>>()
+    );
+    // They arrive (they fit the path), then the rest of the stream.
+    t.stream.as_mut().unwrap().write_all(&data[6000..]).unwrap();
+    let (got, largest) = receive(&mut t, first, again, data.len(), 960);
+    assert!(
+        got == data,
+        "the stream intact: {} of {} bytes",
+        got.len(),
+        data.len()
+    );
+    assert!(
+        largest <= 960 && largest > 900,
+        "segments of the path's size: {largest}"
+    );
+    t
+}
+
+#[test]
+fn fragmentation_needed_shrinks_segments_and_resends_what_was_in_flight() {
+    let t = shrinks_and_resends(Script::new(config()));
+    let s = t.engine.stats();
+    assert_eq!(s.control.path_mtu_reports, 1);
+    assert_eq!(s.drops(DropReason::IcmpStale), 0);
+}
+
+#[test]
+fn fragmentation_needed_on_the_threaded_runtime() {
+    let t: Script<Threaded> = shrinks_and_resends(Script::threaded(
+        config(),
+        two_groups_on_the_callers_thread(),
+    ));
+    assert_eq!(t.engine.stats().io.control.path_mtu_reports, 1);
+}
+
+/// The application writes 3000 bytes.
+fn write_3000(t: &mut Script) {
+    let s = t.stream.as_mut().expect("a stream");
+    s.write_all(&pattern(3000)).unwrap();
+}
+
+/// An established connection with 3000 bytes in flight, in three segments; and the
+/// sequence number of the first.
+fn three_segments_in_flight() -> (Script, u32) {
+    let mut t = Script::new(config());
+    t.accept_established();
+    let first = t.engine_seq;
+    write_3000(&mut t);
+    let sent = t.recv();
+    assert_eq!(sent.len(), 3);
+    (t, first)
+}
+
+/// A report about data not in flight, about no connection, or of an MTU the segments
+/// already fit changes nothing: full-sized segments go on, nothing is sent again.
+#[test]
+fn fragmentation_needed_not_about_data_in_flight_is_ignored() {
+    let (mut t, first) = three_segments_in_flight();
+    let end = first.wrapping_add(3000);
+    let stale = [
+        // Below the oldest unacknowledged byte, and at or past the end of what was sent.
+        frag_needed(&t, 1000, None, first.wrapping_sub(1)),
+        frag_needed(&t, 1000, None, end),
+        frag_needed(&t, 1000, None, end.wrapping_add(100_000)),
+        // Another connection's.
+        frag_needed(&t, 1000, Some(PEER_PORT + 1), first),
+    ];
+    for f in &stale {
+        t.inject(f);
+        assert!(t.recv().is_empty(), "nothing sent again");
+    }
+    assert_eq!(t.engine.stats().drops(DropReason::IcmpStale), 4);
+    // An MTU the segments already fit.
+    t.inject(&frag_needed(&t, 1500, None, first));
+    assert!(t.recv().is_empty(), "nothing sent again");
+    t.engine_seq = end;
+    t.send_ack();
+    write_3000(&mut t);
+    let sent = t.recv();
+    assert_eq!(sent[0].payload.len(), MSS, "the MSS as it was");
+}
+
+/// A forged report cannot shrink segments below a 552-byte MTU (Linux's `min_pmtu`).
+#[test]
+fn a_tiny_reported_mtu_is_floored() {
+    let (mut t, first) = three_segments_in_flight();
+    t.inject(&frag_needed(&t, 68, None, first));
+    let again = t.recv();
+    assert!(!again.is_empty());
+    assert_eq!(again[0].payload.len(), 512);
+    assert!(
+        again.iter().all(|s| s.payload.len() <= 512),
+        "552 - 40 bytes: {:?}",
+        again.iter().map(|s| s.payload.len()).collect::<Vec<_>>()
+    );
+}
