@@ -22,6 +22,8 @@ mod ecn;
 mod loss;
 #[path = "linux/ping.rs"]
 mod ping;
+#[path = "linux/pmtu.rs"]
+mod pmtu;
 
 #[cfg(feature = "dpdk")]
 use capture::capture_on;

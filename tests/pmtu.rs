@@ -58,16 +58,17 @@ fn pattern(n: usize) -> Vec<u8> {
 /// The peer of an established script: takes the engine's segments, `first` the ones
 /// already taken off the wire (those longer than `path` bytes are lost on the way, as the
 /// router dropped them), acknowledges what arrived in order, until `want` bytes from
-/// `base` came; returns them and the largest segment that arrived.
+/// `base` came; returns them, the largest segment that arrived and how many were lost.
 fn receive<E: Target>(
     t: &mut Script<E>,
     base: u32,
     first: Vec<Seg>,
     want: usize,
     path: usize,
-) -> (Vec<u8>, usize) {
+) -> (Vec<u8>, usize, usize) {
     let mut got = Vec::new();
     let mut largest = 0;
+    let mut lost = 0;
     let mut pending = Some(first);
     for _ in 0..200 {
         if got.len() >= want {
@@ -81,6 +82,7 @@ fn receive<E: Target>(
         }
         for s in segs.iter().filter(|s| !s.payload.is_empty()) {
             if s.payload.len() > path {
+                lost += 1;
                 continue;
             }
             largest = largest.max(s.payload.len());
@@ -92,7 +94,7 @@ fn receive<E: Target>(
         t.engine_seq = base.wrapping_add(got.len() as u32);
         t.send_ack();
     }
-    (got, largest)
+    (got, largest, lost)
 }
 
 fn shrinks_and_resends<E: Target>(mut t: Script<E>) -> Script<E> {
@@ -128,17 +130,18 @@ fn shrinks_and_resends<E: Target>(mut t: Script<E>) -> Script<E> {
     );
     // They arrive (they fit the path), then the rest of the stream.
     t.stream.as_mut().unwrap().write_all(&data[6000..]).unwrap();
-    let (got, largest) = receive(&mut t, first, again, data.len(), 960);
+    let (got, largest, lost) = receive(&mut t, first, again, data.len(), 960);
     assert!(
         got == data,
         "the stream intact: {} of {} bytes",
         got.len(),
         data.len()
     );
-    assert!(
-        largest <= 960 && largest > 900,
-        "segments of the path's size: {largest}"
+    assert_eq!(
+        lost, 0,
+        "no segment too large for the path after the report"
     );
+    assert!(largest > 900, "segments of the path's size: {largest}");
     t
 }
 
@@ -206,6 +209,32 @@ fn fragmentation_needed_not_about_data_in_flight_is_ignored() {
     assert_eq!(sent[0].payload.len(), MSS, "the MSS as it was");
 }
 
+/// A report about a retransmission, in the recovery after a timeout: the recovery's
+/// segments shrink too, and the one the router dropped goes again at once.
+#[test]
+fn fragmentation_needed_in_a_recovery_resends_at_once() {
+    let (mut t, first) = three_segments_in_flight();
+    // No ACK: the retransmission timeout sends the first segment again, full-sized.
+    let mut rto = Vec::new();
+    for _ in 0..40 {
+        t.advance(std::time::Duration::from_millis(100));
+        rto = t.recv();
+        if !rto.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(rto.len(), 1, "one segment after the timeout");
+    assert_eq!((rto[0].seq, rto[0].payload.len()), (first, MSS));
+    t.inject(&frag_needed(&t, 1000, None, first));
+    let again = t.recv();
+    assert!(
+        !again.is_empty(),
+        "sent again at once, not at the next timeout"
+    );
+    assert_eq!(again[0].seq, first);
+    assert!(again.iter().all(|s| s.payload.len() <= 960));
+}
+
 /// A forged report cannot shrink segments below a 552-byte MTU (Linux's `min_pmtu`).
 #[test]
 fn a_tiny_reported_mtu_is_floored() {
@@ -219,4 +248,23 @@ fn a_tiny_reported_mtu_is_floored() {
         "552 - 40 bytes: {:?}",
         again.iter().map(|s| s.payload.len()).collect::<Vec<_>>()
     );
+}
+
+/// A flood of reports is handed to the connection at most `icmp_limit` times a second (a
+/// flow group's queue cannot be filled with them); the rest are counted as rate-limited.
+#[test]
+fn a_flood_of_reports_is_rate_limited() {
+    let mut cfg = config();
+    cfg.control.icmp_limit = 2;
+    let mut t = Script::new(cfg);
+    t.accept_established();
+    for i in 0..5 {
+        // About data not in flight: each handed over is then found stale.
+        t.inject(&frag_needed(&t, 1000, None, t.engine_seq.wrapping_add(i)));
+    }
+    assert!(t.recv().is_empty());
+    let s = t.engine.stats();
+    assert_eq!(s.control.path_mtu_reports, 2);
+    assert_eq!(s.drops(DropReason::IcmpStale), 2);
+    assert_eq!(s.drops(DropReason::RateLimited), 3);
 }

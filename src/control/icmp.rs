@@ -13,7 +13,7 @@ impl Control {
         let arena = Arc::clone(&self.arena);
         match wire::icmp::parse_icmp(arena.data(&frame)) {
             Ok(Icmp::Echo(req)) => self.echo_reply(now, &req, out),
-            Ok(Icmp::FragmentationNeeded(f)) => self.path_mtu(&f, out),
+            Ok(Icmp::FragmentationNeeded(f)) => self.path_mtu(now, &f, out),
             Err(r) => self.stats.drops.add(r),
         }
         arena.free(frame);
@@ -22,7 +22,7 @@ impl Control {
     /// A router's "fragmentation needed" about one of our segments: the connection's
     /// protocol stage checks the quoted sequence number and lowers its MSS to what the path
     /// takes (the next hop's MTU less the IPv4 and TCP headers and the connection's options).
-    fn path_mtu(&mut self, f: &FragmentationNeeded, out: &mut ControlOutput) {
+    fn path_mtu(&mut self, now: Instant, f: &FragmentationNeeded, out: &mut ControlOutput) {
         let Some(&id) = self.by_tuple.get(&f.tuple) else {
             self.stats.drops.add(DropReason::IcmpStale);
             return;
@@ -36,6 +36,10 @@ impl Control {
         } else {
             0
         };
+        if !self.icmp_limit.take(now) {
+            self.stats.drops.add(DropReason::RateLimited);
+            return;
+        }
         // At least 552 - 40 - 12: never below a segment's worth.
         let mss = f.mtu.saturating_sub((IP_HDR + TCP_HDR) as u16 + options);
         self.stats.path_mtu_reports += 1;

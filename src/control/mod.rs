@@ -174,10 +174,11 @@ pub struct ControlConfig {
     pub challenge_ack_limit: u32,
     /// RSTs a second sent in reply to segments that match no connection; more are not sent.
     pub rst_limit: u32,
-    /// ICMP echo replies (answers to ping) a second; more requests are dropped, counted as
-    /// [`RateLimited`](DropReason::RateLimited). 0: pings go unanswered; `u32::MAX`: no
-    /// limit.
-    pub icmp_echo_limit: u32,
+    /// ICMP messages acted on a second: echo replies sent (answers to ping) and
+    /// "fragmentation needed" handed to a connection; more are dropped, counted as
+    /// [`RateLimited`](DropReason::RateLimited) (a flood of forged ones costs a bounded
+    /// amount of work, and cannot fill a flow group's queue). 0: none; `u32::MAX`: no limit.
+    pub icmp_limit: u32,
     /// Rates computed on the control plane at an interval from the flows' counters
     /// ([`rates`]); `None` (the default) leaves pacing to the data path's congestion control.
     pub rates: Option<rates::ControlRates>,
@@ -396,7 +397,7 @@ pub struct Control {
     /// RFC 5961 section 7: RSTs in reply to segments that match nothing (challenge ACKs
     /// are limited where they are made, in the protocol stages).
     rst_limit: crate::limit::RateLimit,
-    /// ICMP echo replies ([`ControlConfig::icmp_echo_limit`]).
+    /// ICMP messages acted on ([`ControlConfig::icmp_limit`]).
     icmp_limit: crate::limit::RateLimit,
     rates: Option<RateLoop>,
     splices: splice::Splices,
@@ -441,7 +442,7 @@ impl Control {
         let static_neighbors = neighbors.len();
         let secrets = secrets::Secrets::new(cfg.isn_secret);
         let rst_per_sec = cfg.rst_limit;
-        let icmp_per_sec = cfg.icmp_echo_limit;
+        let icmp_per_sec = cfg.icmp_limit;
         let rates = cfg.rates.as_ref().map(|r| RateLoop {
             cfg: r.clone(),
             driver: r.driver(),

@@ -160,7 +160,7 @@ impl EngineConfig {
                 max_orphans: 4096,
                 challenge_ack_limit: crate::stages::protocol::CHALLENGE_ACK_LIMIT,
                 rst_limit: 1000,
-                icmp_echo_limit: 1000,
+                icmp_limit: 1000,
                 rates: None,
                 classifier: None,
                 flow_groups: 1,

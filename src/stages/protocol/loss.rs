@@ -193,11 +193,20 @@ impl TcpState {
     /// ICMP "fragmentation needed" (RFC 1191) for the segment at `seq`: the path takes
     /// segments of at most `mss` bytes. Checked against what is in flight (RFC 5927 section
     /// 4.1: a forged message must guess a sequence number there); the MSS only goes down.
-    /// The segments in flight went out too large for the path, which dropped them: sent
-    /// again from `snd_una` at the new size (what the peer SACKed skipped), the window left
-    /// as it is (the path did not drop them for congestion; as Linux's
-    /// `tcp_simple_retransmit`). In a recovery already, its retransmissions take the new size.
-    pub fn on_path_mtu(&mut self, mss: u16, seq: u32, r: &mut ProtoResult) -> Option<DropReason> {
+    /// The segments in flight went out too large for the path, which dropped them: they are
+    /// lost, as at a retransmission timeout, and go again from `snd_una` at the new size
+    /// (what the peer SACKed skipped), in a recovery or not, with the congestion control's
+    /// response to a timeout (Linux spares the window here, `tcp_simple_retransmit`; the
+    /// engine takes the loss path it has). It is no timeout: a real one after it is a
+    /// first one.
+    pub fn on_path_mtu<C: CongestionControl>(
+        &mut self,
+        cc: &C,
+        cf: &mut C::Flow,
+        now: Instant,
+        (mss, seq): (u16, u32),
+        r: &mut ProtoResult,
+    ) -> Option<DropReason> {
         if self.has(F_RST) {
             return None;
         }
@@ -208,15 +217,12 @@ impl TcpState {
             return None;
         }
         self.mss = mss;
-        if !self.has(F_RECOVERY) {
-            self.snd_nxt = self.snd_una;
-            self.recover = self.snd_max;
-            self.dupacks = 0;
-            // Karn: the timed segment goes again.
-            self.rtt_start = 0;
-            self.flags &= !(F_TLP | F_DUP_GOBACK);
-            self.flags |= F_RECOVERY;
+        let again = self.has(F_RTO_AGAIN);
+        self.go_back_n(cc, cf);
+        if !again {
+            self.flags &= !F_RTO_AGAIN;
         }
+        self.recover_ts = (now.millis() as u32).wrapping_add(self.ts_offset);
         r.actions.set(Actions::SCHED);
         self.finish(r);
         None

@@ -137,7 +137,7 @@ pub(super) fn rare<C: CongestionControl>(
         }
         ProtoWork::Reset { .. } => st.on_reset(now, r),
         ProtoWork::PathMtu { mss, seq, .. } => {
-            if let Some(reason) = st.on_path_mtu(mss, seq, r) {
+            if let Some(reason) = st.on_path_mtu(cc, cf, now, (mss, seq), r) {
                 stats.drops.add(reason);
             }
         }
