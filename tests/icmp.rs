@@ -245,12 +245,12 @@ fn other_icmp_is_dropped_and_counted_never_answered() {
     assert_eq!(s.frames_in_use, 0);
 }
 
-/// A flood gets at most `icmp_limit` replies a second; the rest are counted as
+/// A flood gets at most `icmp_echo_limit` replies a second; the rest are counted as
 /// rate-limited, and the budget comes back with time. A limit of 0 answers nothing.
 #[test]
 fn a_ping_flood_is_answered_within_the_rate_limit() {
     let mut cfg = config();
-    cfg.control.icmp_limit = 50;
+    cfg.control.icmp_echo_limit = 50;
     let mut t = Script::new(cfg);
     let mut answered = 0;
     for round in 0..4u16 {
@@ -269,7 +269,7 @@ fn a_ping_flood_is_answered_within_the_rate_limit() {
     assert_eq!(t.engine.stats().frames_in_use, 0);
 
     let mut cfg = config();
-    cfg.control.icmp_limit = 0;
+    cfg.control.icmp_echo_limit = 0;
     let mut t = Script::new(cfg);
     t.inject(&request(&peer(), 1, b"x"));
     assert!(sent(&mut t).is_empty(), "0: no replies");

@@ -36,7 +36,7 @@ impl Control {
         } else {
             0
         };
-        if !self.icmp_limit.take(now) {
+        if !self.path_mtu_limit.take(now) {
             self.stats.drops.add(DropReason::RateLimited);
             return;
         }
@@ -58,7 +58,7 @@ impl Control {
         // One from an address no reply can go to is dropped.
         let drop = if self.martian(req.src_ip) {
             Some(DropReason::MartianSource)
-        } else if !self.icmp_limit.take(now) {
+        } else if !self.icmp_echo_limit.take(now) {
             Some(DropReason::RateLimited)
         } else {
             None

@@ -174,11 +174,16 @@ pub struct ControlConfig {
     pub challenge_ack_limit: u32,
     /// RSTs a second sent in reply to segments that match no connection; more are not sent.
     pub rst_limit: u32,
-    /// ICMP messages acted on a second: echo replies sent (answers to ping) and
-    /// "fragmentation needed" handed to a connection; more are dropped, counted as
-    /// [`RateLimited`](DropReason::RateLimited) (a flood of forged ones costs a bounded
-    /// amount of work, and cannot fill a flow group's queue). 0: none; `u32::MAX`: no limit.
-    pub icmp_limit: u32,
+    /// ICMP echo replies (answers to ping) a second; more requests are dropped, counted as
+    /// [`RateLimited`](DropReason::RateLimited). 0: pings go unanswered; `u32::MAX`: no
+    /// limit.
+    pub icmp_echo_limit: u32,
+    /// ICMP "fragmentation needed" messages handed to their connections a second (path MTU
+    /// discovery, RFC 1191), a budget of their own (a ping flood does not starve it); more
+    /// are dropped, counted as [`RateLimited`](DropReason::RateLimited): a flood of forged
+    /// ones costs a bounded amount of work and cannot fill a flow group's queue. 0: path
+    /// MTU discovery off; `u32::MAX`: no limit.
+    pub path_mtu_limit: u32,
     /// Rates computed on the control plane at an interval from the flows' counters
     /// ([`rates`]); `None` (the default) leaves pacing to the data path's congestion control.
     pub rates: Option<rates::ControlRates>,
@@ -397,8 +402,10 @@ pub struct Control {
     /// RFC 5961 section 7: RSTs in reply to segments that match nothing (challenge ACKs
     /// are limited where they are made, in the protocol stages).
     rst_limit: crate::limit::RateLimit,
-    /// ICMP messages acted on ([`ControlConfig::icmp_limit`]).
-    icmp_limit: crate::limit::RateLimit,
+    /// ICMP echo replies ([`ControlConfig::icmp_echo_limit`]).
+    icmp_echo_limit: crate::limit::RateLimit,
+    /// "Fragmentation needed" handed over ([`ControlConfig::path_mtu_limit`]).
+    path_mtu_limit: crate::limit::RateLimit,
     rates: Option<RateLoop>,
     splices: splice::Splices,
     /// When the timers next look at the connections (every [`TIMER_TICK`]).
@@ -442,7 +449,8 @@ impl Control {
         let static_neighbors = neighbors.len();
         let secrets = secrets::Secrets::new(cfg.isn_secret);
         let rst_per_sec = cfg.rst_limit;
-        let icmp_per_sec = cfg.icmp_limit;
+        let icmp_per_sec = cfg.icmp_echo_limit;
+        let path_mtu_per_sec = cfg.path_mtu_limit;
         let rates = cfg.rates.as_ref().map(|r| RateLoop {
             cfg: r.clone(),
             driver: r.driver(),
@@ -468,7 +476,8 @@ impl Control {
             retired: crate::flow::RetransmitTotals::default(),
             orphans: 0,
             rst_limit: crate::limit::RateLimit::new(rst_per_sec),
-            icmp_limit: crate::limit::RateLimit::new(icmp_per_sec),
+            icmp_echo_limit: crate::limit::RateLimit::new(icmp_per_sec),
+            path_mtu_limit: crate::limit::RateLimit::new(path_mtu_per_sec),
             rates,
             splices: splice::Splices::default(),
             next_tick: Instant::ZERO,

@@ -197,8 +197,8 @@ impl TcpState {
     /// lost, as at a retransmission timeout, and go again from `snd_una` at the new size
     /// (what the peer SACKed skipped), in a recovery or not, with the congestion control's
     /// response to a timeout (Linux spares the window here, `tcp_simple_retransmit`; the
-    /// engine takes the loss path it has). It is no timeout: a real one after it is a
-    /// first one.
+    /// engine takes the loss path it has). It is no timeout: the SACK scoreboard is kept,
+    /// and a real timeout after it counts as a first one or a repeated one as before.
     pub fn on_path_mtu<C: CongestionControl>(
         &mut self,
         cc: &C,
@@ -217,11 +217,12 @@ impl TcpState {
             return None;
         }
         self.mss = mss;
-        let again = self.has(F_RTO_AGAIN);
+        // Not a timeout: the go-back sees no repeated one (which would clear the SACK
+        // scoreboard), and a timeout after it sees the state as it was before.
+        let again = self.flags & F_RTO_AGAIN;
+        self.flags &= !F_RTO_AGAIN;
         self.go_back_n(cc, cf);
-        if !again {
-            self.flags &= !F_RTO_AGAIN;
-        }
+        self.flags = (self.flags & !F_RTO_AGAIN) | again;
         self.recover_ts = (now.millis() as u32).wrapping_add(self.ts_offset);
         r.actions.set(Actions::SCHED);
         self.finish(r);
