@@ -121,7 +121,7 @@ pub fn preprocess(data: &[u8]) {
                     // takes whatever it holds.
                     let r = wire::parse_frame(bytes).err();
                     assert!(r.is_some_and(|r| wire::icmp::is_icmp(bytes, r)));
-                    let _ = wire::icmp::parse_echo_request(bytes);
+                    let _ = wire::icmp::parse_icmp(bytes);
                 }
                 arena.free(x.frame)
             }
@@ -548,25 +548,35 @@ pub fn engine(data: &[u8]) {
                 } else if which & 2 != 0 {
                     client = None;
                 } else if which & 12 == 12 {
-                    // A router's "fragmentation needed" about a segment of a connection
-                    // with the peer (by the input, in flight or not), of any MTU.
-                    let sport = 4000 + u16::from(b.u8() % 4);
+                    // An ICMP error about a segment of a connection with the peer, the
+                    // listener's or the client's (by the input, its handshake's, in
+                    // flight or not): a router's "fragmentation needed" of any MTU,
+                    // another destination unreachable (any code, assigned or not), a time
+                    // exceeded.
+                    let (sport, dport) = match (&client, which & 16 != 0) {
+                        (Some(c), true) => (5000, c.local_addr().port()),
+                        _ => (4000 + u16::from(b.u8() % 4), 80),
+                    };
                     let our = engine_isn.get(&sport).copied().unwrap_or(0);
-                    let seq = our.wrapping_add(1).wrapping_add(u32::from(b.u16()));
+                    let seq = our.wrapping_add(u32::from(b.u16()));
                     let mut quoted = [0u8; 28];
                     quoted[0] = 0x45;
                     quoted[2..4].copy_from_slice(&1500u16.to_be_bytes());
                     quoted[9] = 6;
                     quoted[12..16].copy_from_slice(&IP.octets());
                     quoted[16..20].copy_from_slice(&PEER_IP.octets());
-                    quoted[20..22].copy_from_slice(&80u16.to_be_bytes());
+                    quoted[20..22].copy_from_slice(&dport.to_be_bytes());
                     quoted[22..24].copy_from_slice(&sport.to_be_bytes());
                     quoted[24..28].copy_from_slice(&seq.to_be_bytes());
                     let mut f = vec![0u8; 128];
-                    let mtu = b.u16();
-                    if let Some(len) =
-                        wire::icmp::emit_frag_needed(&mut f, &peer_to_engine(), mtu, &quoted)
-                    {
+                    let ep = peer_to_engine();
+                    let kind = b.u8();
+                    let len = match kind % 3 {
+                        0 => wire::icmp::emit_frag_needed(&mut f, &ep, b.u16(), &quoted),
+                        1 => wire::icmp::emit_icmp_error(&mut f, &ep, (3, kind >> 2), &quoted),
+                        _ => wire::icmp::emit_icmp_error(&mut f, &ep, (11, kind >> 6), &quoted),
+                    };
+                    if let Some(len) = len {
                         wire_end.send_bytes(now, &f[..len]);
                     }
                 } else if which & 4 != 0 {

@@ -12,7 +12,7 @@
 //! | layer | module | what it does |
 //! |---|---|---|
 //! | application | [`host`] | [`Stream`] (`Read`/`Write`, blocking or not), [`Listener`], readiness [`Context`]s |
-//! | control plane | [`control`] | handshakes, ISNs (RFC 6528), FIN/TIME-WAIT, RST + challenge ACKs (RFC 5961), RTO (RFC 6298), zero-window probes, ARP, ICMP echo |
+//! | control plane | [`control`] | handshakes, ISNs (RFC 6528), FIN/TIME-WAIT, RST + challenge ACKs (RFC 5961), RTO (RFC 6298), zero-window probes, ARP, ICMP (echo, path MTU, unreachables) |
 //! | stages | [`stages`] | [`preprocess`](stages::preprocess) -> [`protocol`](stages::protocol) -> [`place`](stages::place) / [`postprocess`](stages::postprocess) -> [`notify`](stages::notify); [`scheduler`](stages::scheduler) for TX |
 //! | composition | [`pipeline`] | [`Pipeline::builder`](pipeline::Pipeline::builder): built-in stages, user stages at [hook points](pipeline::hooks), policies; mapped onto [`Engine`] (`poll(now)`, the inline runtime; [`Runtime`] runs it on a thread) or [`Threaded`](pipeline::Threaded) (workers laid out by a [`Topology`](pipeline::Topology)) |
 //! | policies | [`control::congestion`], [`stages::scheduler`], [`pipeline::Placement`] | congestion control, flow scheduling, which replica owns a flow; replaceable, statically dispatched |

@@ -104,12 +104,15 @@ drop_reasons! {
     Frozen => "frozen",
     /// Control plane: an ICMP message shorter than its header, or with a wrong checksum.
     BadIcmp => "bad-icmp",
-    /// Control plane: an ICMP message other than an echo request without IP options or a
-    /// "fragmentation needed" (the engine answers pings and lowers a connection's MSS to
-    /// its path's MTU, and acts on nothing else of ICMP).
+    /// Control plane: an ICMP message other than an echo request without IP options, a
+    /// destination unreachable (codes 0 to 15) or a time exceeded (codes 0 and 1) (the
+    /// engine answers pings, lowers a connection's MSS to its path's MTU, ends a handshake
+    /// the path cannot carry, and acts on nothing else of ICMP).
     IcmpIgnored => "icmp-ignored",
-    /// A "fragmentation needed" about no connection of ours, or about a segment that is
-    /// not in flight (RFC 5927 section 4.1: it may be forged), ignored.
+    /// An ICMP error about no connection of ours, or about a segment that is not in flight
+    /// (in a handshake: not the one with our ISS; RFC 5927 section 4.1: it may be forged),
+    /// or one the connection does not act on (a refusal of a peer's half-open connection),
+    /// ignored.
     IcmpStale => "icmp-stale",
 }
 

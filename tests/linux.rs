@@ -24,6 +24,8 @@ mod loss;
 mod ping;
 #[path = "linux/pmtu.rs"]
 mod pmtu;
+#[path = "linux/unreachable.rs"]
+mod unreachable;
 
 #[cfg(feature = "dpdk")]
 use capture::capture_on;

@@ -10,12 +10,11 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 
 use common::script::*;
-use common::{IP_A, IP_B, MAC_A, MAC_B};
+use common::{IP_A, MAC_A, MAC_B};
 use flextoe::pipeline::Threaded;
 use flextoe::stats::DropReason;
 use flextoe::wire::icmp::emit_frag_needed;
-use flextoe::wire::{self, Endpoints, ETH_HDR, IP_HDR};
-use smoltcp::wire::TcpRepr;
+use flextoe::wire::Endpoints;
 
 /// The MSS of the scripts' connections: a 1500-byte MTU, no options.
 const MSS: usize = 1460;
@@ -24,20 +23,7 @@ const MSS: usize = 1460;
 /// segments (at `seq`, a 1500-byte packet) of `t`'s connection, or of the one to
 /// `remote_port` where given.
 fn frag_needed<E: Target>(t: &Script<E>, mtu: u16, remote_port: Option<u16>, seq: u32) -> Vec<u8> {
-    let ours = Endpoints {
-        src_mac: MAC_A,
-        dst_mac: MAC_B,
-        src_ip: IP_A,
-        dst_ip: IP_B,
-    };
-    let repr = TcpRepr {
-        src_port: t.local_port,
-        dst_port: remote_port.unwrap_or(t.peer_port),
-        ..t.repr(0, seq, Some(0), &[])
-    };
-    let mut seg = vec![0u8; 128];
-    let n = wire::emit_tcp(&mut seg, &ours, &repr).unwrap();
-    let mut quoted = seg[ETH_HDR..n].to_vec();
+    let mut quoted = t.quoted(remote_port, seq);
     quoted[2..4].copy_from_slice(&1500u16.to_be_bytes());
     let router = Endpoints {
         src_mac: MAC_B,
@@ -46,7 +32,7 @@ fn frag_needed<E: Target>(t: &Script<E>, mtu: u16, remote_port: Option<u16>, seq
         dst_ip: IP_A,
     };
     let mut b = vec![0u8; 256];
-    let n = emit_frag_needed(&mut b, &router, mtu, &quoted[..IP_HDR + 8]).unwrap();
+    let n = emit_frag_needed(&mut b, &router, mtu, &quoted).unwrap();
     b.truncate(n);
     b
 }

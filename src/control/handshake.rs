@@ -493,6 +493,7 @@ impl Control {
             parked_until: None,
             timer_tick: 0,
             resumed_at: None,
+            soft_error: None,
         });
         self.activate_timers(id);
         self.by_tuple.insert(t, id);

@@ -1,9 +1,11 @@
 //! ICMP on the control plane: echo requests (ping) answered, within a rate limit;
 //! "fragmentation needed" (RFC 1191 path MTU discovery) handed to the connection it names;
-//! every other ICMP message dropped and counted.
+//! other destination unreachables and time exceeded end the handshake they name (RFC 5461)
+//! or are kept as the error a connection reports if it times out; every other ICMP
+//! message dropped and counted.
 
 use super::*;
-use crate::wire::icmp::{EchoRequest, FragmentationNeeded, Icmp};
+use crate::wire::icmp::{EchoRequest, FragmentationNeeded, Icmp, Unreachable, UnreachableKind};
 use crate::wire::{IP_HDR, TCP_HDR};
 
 impl Control {
@@ -14,6 +16,7 @@ impl Control {
         match wire::icmp::parse_icmp(arena.data(&frame)) {
             Ok(Icmp::Echo(req)) => self.echo_reply(now, &req, out),
             Ok(Icmp::FragmentationNeeded(f)) => self.path_mtu(now, &f, out),
+            Ok(Icmp::Unreachable(u)) => self.unreachable(&u),
             Err(r) => self.stats.drops.add(r),
         }
         arena.free(frame);
@@ -48,6 +51,61 @@ impl Control {
             mss,
             seq: f.seq,
         });
+    }
+
+    /// A destination unreachable or time exceeded about one of our segments (RFC 1122
+    /// 4.2.3.9, RFC 5461), by Linux's rules (`tcp_v4_err`). It must quote a segment in
+    /// flight (RFC 5927 section 4.1: a forged message must guess its sequence number): in
+    /// a handshake the one that opened it (our ISS), on a connection one from SND.UNA to
+    /// SND.MAX. Any other is [`DropReason::IcmpStale`].
+    ///
+    /// - Our connect in its handshake ends at once: refused (a protocol or port
+    ///   unreachable, [`ConnStatus::Refused`]) or unreachable (the rest,
+    ///   [`ConnStatus::Unreachable`]), where it would otherwise send SYNs until it timed
+    ///   out. Linux tells more apart (`ENETUNREACH`, `ENOPROTOOPT`, `EHOSTDOWN`, ...); here
+    ///   every error but a refusal is `EHOSTUNREACH`.
+    /// - A peer's half-open connection (SYN-ACK sent) is dropped when a router finds no
+    ///   route to the peer (network or host unreachable, time exceeded; not on a refusal:
+    ///   the peer asked for the connection), freeing its place in the listener's backlog.
+    /// - An established connection goes on (a soft error, RFC 1122: routes come back); if
+    ///   it then times out with no segment from the peer since, the application is told it
+    ///   was unreachable or refused, not only that it timed out.
+    fn unreachable(&mut self, u: &Unreachable) {
+        let status = match u.kind {
+            UnreachableKind::Refused => ConnStatus::Refused,
+            UnreachableKind::NoRoute | UnreachableKind::Other => ConnStatus::Unreachable,
+        };
+        if let Some(e) = self.embryos.get(&u.tuple) {
+            let taken = u.seq == e.iss && (e.active || u.kind == UnreachableKind::NoRoute);
+            if !taken {
+                self.stats.drops.add(DropReason::IcmpStale);
+                return;
+            }
+            if let Some(e) = self.embryos.remove(&u.tuple) {
+                self.stats.icmp_unreachables += 1;
+                self.fail_embryo(&u.tuple, e, status);
+            }
+            return;
+        }
+        let conn = self
+            .by_tuple
+            .get(&u.tuple)
+            .and_then(|&id| self.conns.get_mut(id as usize))
+            .and_then(Option::as_mut);
+        let Some(c) = conn else {
+            self.stats.drops.add(DropReason::IcmpStale);
+            return;
+        };
+        // SND.UNA as the data path last counted it: the bytes acknowledged after our SYN.
+        let acked = FlowCounters::get(&c.counters.acked_bytes);
+        let una = c.iss.wrapping_add(1).wrapping_add(acked as u32);
+        let in_flight = c.counters.in_flight();
+        if u64::from(u.seq.wrapping_sub(una)) >= in_flight {
+            self.stats.drops.add(DropReason::IcmpStale);
+            return;
+        }
+        self.stats.icmp_unreachables += 1;
+        c.soft_error = Some((status, FlowCounters::get(&c.counters.rx_segments)));
     }
 
     /// Answer an ICMP echo request (RFC 792; RFC 1122 3.2.2.6: the reply carries the

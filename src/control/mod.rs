@@ -17,7 +17,9 @@
 //!   orphans; TIME-WAIT.
 //! * `neighbours`: ARP answers, resolution and the cache (which SYNs do not teach).
 //! * `icmp`: echo replies to pings (rate-limited); "fragmentation needed" (RFC 1191) handed
-//!   to its connection's protocol stage; other ICMP dropped and counted.
+//!   to its connection's protocol stage; other destination unreachables and time exceeded
+//!   end the handshake they name or become the error a connection's timeout reports
+//!   (RFC 5461); other ICMP dropped and counted.
 //! * [`congestion`]: the congestion-control policy the protocol stage consults.
 //!
 //! The control plane never writes TCP state. It reads the protocol stage's state (RST
@@ -218,6 +220,9 @@ pub struct ControlStats {
     /// ICMP "fragmentation needed" messages handed to a connection (its protocol stage
     /// then checks the quoted sequence number: see [`DropReason::IcmpStale`]).
     pub path_mtu_reports: u64,
+    /// ICMP destination unreachables (other than "fragmentation needed") and time exceeded
+    /// acted on: a handshake ended, or the error kept for a connection's timeout.
+    pub icmp_unreachables: u64,
     /// Challenge ACKs sent (RFC 5961).
     pub challenge_acks: u64,
     /// Retransmission timeouts fired.
@@ -355,6 +360,22 @@ struct Conn {
     timer_tick: u64,
     /// When the timers took it back after setting it aside (not yet visited since).
     resumed_at: Option<Instant>,
+    /// What the last ICMP error said of the path (refused or unreachable), and the count
+    /// of the peer's segments then: the status a timeout reports in place of
+    /// [`ConnStatus::TimedOut`] if no segment came since (Linux's `sk_err_soft`, which any
+    /// acknowledgement clears).
+    soft_error: Option<(ConnStatus, u64)>,
+}
+
+impl Conn {
+    /// The status a connection that timed out reports: [`ConnStatus::TimedOut`], or what an
+    /// ICMP error said with no segment from the peer since.
+    fn timed_out(&self) -> ConnStatus {
+        match self.soft_error {
+            Some((status, rx)) if rx == FlowCounters::get(&self.counters.rx_segments) => status,
+            _ => ConnStatus::TimedOut,
+        }
+    }
 }
 
 /// A flow's counters as the control-plane rates last read them.

@@ -342,7 +342,7 @@ impl Control {
                     c.persist_silent += 1;
                     if c.persist_silent > self.cfg.max_retransmissions {
                         out.work.push(ProtoWork::Reset { flow: id });
-                        c.conn.set_status(ConnStatus::TimedOut);
+                        c.conn.set_status(c.timed_out());
                         return;
                     }
                     if c.orphan && c.persist_probes > self.cfg.orphan_retries {
@@ -350,7 +350,7 @@ impl Control {
                         // shut forever at our expense.
                         self.stats.orphans_aborted += 1;
                         out.work.push(ProtoWork::Reset { flow: id });
-                        c.conn.set_status(ConnStatus::TimedOut);
+                        c.conn.set_status(c.timed_out());
                         return;
                     }
                     self.stats.probes += 1;
@@ -374,7 +374,7 @@ impl Control {
                     if c.keepalives_sent >= count {
                         self.stats.keepalive_timeouts += 1;
                         out.work.push(ProtoWork::Reset { flow: id });
-                        c.conn.set_status(ConnStatus::TimedOut);
+                        c.conn.set_status(c.timed_out());
                         return;
                     }
                     // A segment the peer must answer (sequence number below SND.UNA).
@@ -401,7 +401,7 @@ impl Control {
             };
             if c.retries > max {
                 out.work.push(ProtoWork::Reset { flow: id });
-                c.conn.set_status(ConnStatus::TimedOut);
+                c.conn.set_status(c.timed_out());
                 return;
             }
             self.stats.timeouts += 1;

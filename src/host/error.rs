@@ -11,7 +11,8 @@ pub enum Error {
     /// No local port is free.
     #[error("no free ephemeral port")]
     NoFreePort,
-    /// The peer answered the SYN with a RST.
+    /// The peer answered the SYN with a RST, or an ICMP protocol or port unreachable
+    /// came back for it; or the connection timed out after such an ICMP error.
     #[error("connection refused")]
     ConnectionRefused,
     /// The connection was reset.
@@ -20,7 +21,9 @@ pub enum Error {
     /// The handshake or the peer timed out.
     #[error("timed out")]
     TimedOut,
-    /// The peer's MAC address could not be resolved.
+    /// The peer's MAC address could not be resolved, or an ICMP destination unreachable or
+    /// time exceeded came back for the SYN; or the connection timed out after such an
+    /// ICMP error.
     #[error("host unreachable")]
     HostUnreachable,
     /// The engine that served this handle is gone.

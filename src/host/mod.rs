@@ -43,11 +43,13 @@ pub enum ConnStatus {
     Closed = 2,
     /// Reset by the peer or aborted.
     Reset = 3,
-    /// The peer refused the connection.
+    /// The peer refused the connection (a RST, or an ICMP protocol or port unreachable,
+    /// for the SYN), or it timed out after an ICMP error said so.
     Refused = 4,
     /// The handshake or the retransmissions timed out.
     TimedOut = 5,
-    /// The peer's address could not be resolved.
+    /// The peer's address could not be resolved, or ICMP said it could not be reached
+    /// (for the SYN, or before the connection timed out).
     Unreachable = 6,
     /// The connection went into a splice
     /// ([`Splicer`](crate::stages::ext::splice::Splicer)): the engine relays it.

@@ -332,7 +332,7 @@ impl std::fmt::Display for EngineStats {
         let c = &self.control;
         write!(
             f,
-            "  {:<12} punted={} established={} closed={} resets={} rst_sent={} challenge_acks={} timeouts={} probes={} tail_probes={} syn_retx={} cookies={}/{} arp_req={} arp_replies={} arp_not_learned={} icmp_echo_replies={} path_mtu_reports={} timer_visits={} drops: {}",
+            "  {:<12} punted={} established={} closed={} resets={} rst_sent={} challenge_acks={} timeouts={} probes={} tail_probes={} syn_retx={} cookies={}/{} arp_req={} arp_replies={} arp_not_learned={} icmp_echo_replies={} path_mtu_reports={} icmp_unreachables={} timer_visits={} drops: {}",
             "control",
             c.punted,
             c.established,
@@ -351,6 +351,7 @@ impl std::fmt::Display for EngineStats {
             c.arp_not_learned,
             c.icmp_echo_replies,
             c.path_mtu_reports,
+            c.icmp_unreachables,
             c.timer_visits,
             c.drops
         )

@@ -1,6 +1,7 @@
 //! ICMP (RFC 792) on the wire: tell an ICMP packet from the rest of what the TCP parser
-//! turns away, validate an echo request and build its reply, and read a "fragmentation
-//! needed" message (RFC 1191 path MTU discovery) about a segment we sent.
+//! turns away, validate an echo request and build its reply, and read the errors about a
+//! segment we sent: "fragmentation needed" (RFC 1191 path MTU discovery), the other
+//! destination unreachables and time exceeded (RFC 1122 4.2.3.9, RFC 5461).
 //!
 //! The IPv4 header is validated by [`parse_frame_into`] (lengths, checksum, fragments):
 //! the TCP parser rejects an intact IPv4 packet of another protocol with
@@ -18,6 +19,19 @@ const ECHO_REQUEST: u8 = 8;
 /// RFC 1191).
 const UNREACHABLE: u8 = 3;
 const FRAG_NEEDED: u8 = 4;
+/// Destination unreachable's codes "network unreachable" and "host unreachable": no route
+/// to the host.
+const NET_UNREACHABLE: u8 = 0;
+const HOST_UNREACHABLE: u8 = 1;
+/// Destination unreachable's codes "protocol unreachable" and "port unreachable": the far
+/// host itself has nothing there (RFC 1122 4.2.3.9's hard errors).
+const PROTO_UNREACHABLE: u8 = 2;
+const PORT_UNREACHABLE: u8 = 3;
+/// The highest destination unreachable code assigned (RFC 1812 5.2.7.1: 15, precedence
+/// cutoff in effect).
+const LAST_UNREACHABLE_CODE: u8 = 15;
+/// Time exceeded (RFC 792): in transit (0), or in fragment reassembly (1).
+const TIME_EXCEEDED: u8 = 11;
 /// An echo message's header: type, code, checksum, identifier, sequence number.
 const ECHO_HDR: usize = 8;
 /// The smallest path MTU taken from a "fragmentation needed" message (Linux's
@@ -34,6 +48,37 @@ pub enum Icmp<'a> {
     Echo(EchoRequest<'a>),
     /// A router could not forward one of our TCP segments without fragmenting it.
     FragmentationNeeded(FragmentationNeeded),
+    /// One of our TCP segments could not be delivered: any other destination unreachable,
+    /// or time exceeded.
+    Unreachable(Unreachable),
+}
+
+/// A destination unreachable (other than "fragmentation needed") or a time exceeded about
+/// a TCP segment this host sent: the connection it names, the segment's sequence number,
+/// and what it says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unreachable {
+    /// The connection of the quoted segment, from our side.
+    pub tuple: FourTuple,
+    /// The quoted segment's sequence number (RFC 5927: a forged message must guess it).
+    pub seq: u32,
+    /// What the message says.
+    pub kind: UnreachableKind,
+}
+
+/// What a destination unreachable or time exceeded says of a segment's way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnreachableKind {
+    /// Protocol or port unreachable (codes 2 and 3): the destination host answered that
+    /// nothing there takes the segment (RFC 1122 4.2.3.9's hard errors).
+    Refused,
+    /// Network or host unreachable (codes 0 and 1), or time exceeded: a router found no
+    /// way to the host (the errors on which Linux also drops a peer's half-open
+    /// connection).
+    NoRoute,
+    /// The other codes (5 to 15): a failed source route, a network or host unknown or
+    /// isolated, a filter that prohibits it, a type of service or precedence refused.
+    Other,
 }
 
 /// "Fragmentation needed and DF set" about a TCP segment this host sent (RFC 1191): the
@@ -92,16 +137,17 @@ pub fn is_icmp(frame: &[u8], reason: DropReason) -> bool {
 pub fn parse_echo_request(frame: &[u8]) -> Result<EchoRequest<'_>, DropReason> {
     match parse_icmp(frame)? {
         Icmp::Echo(e) => Ok(e),
-        Icmp::FragmentationNeeded(_) => Err(DropReason::IcmpIgnored),
+        Icmp::FragmentationNeeded(_) | Icmp::Unreachable(_) => Err(DropReason::IcmpIgnored),
     }
 }
 
 /// Validate an ICMP message the engine acts on. The frame must be an intact IPv4 packet
 /// (as [`parse_frame`] checks) carrying ICMP, at least an ICMP header long, with a correct
 /// ICMP checksum ([`DropReason::BadIcmp`] otherwise). An echo request (code 0, no IP
-/// options) is taken whole; a "fragmentation needed" must quote an IPv4 header and the first 8 bytes of a
-/// TCP segment from the packet's destination ([`DropReason::BadIcmp`] otherwise); any other
-/// ICMP message is [`DropReason::IcmpIgnored`]. Never panics on any input.
+/// options) is taken whole; a destination unreachable (codes 0 to 15) or time exceeded
+/// (codes 0 and 1) must quote an IPv4 header and the first 8 bytes of a TCP segment from
+/// the packet's destination ([`DropReason::BadIcmp`] otherwise); any other ICMP message is
+/// [`DropReason::IcmpIgnored`]. Never panics on any input.
 pub fn parse_icmp(frame: &[u8]) -> Result<Icmp<'_>, DropReason> {
     let mut scratch = TcpSegment::EMPTY;
     match parse_frame_into(frame, &mut scratch) {
@@ -131,19 +177,47 @@ pub fn parse_icmp(frame: &[u8]) -> Result<Icmp<'_>, DropReason> {
         })),
         (UNREACHABLE, FRAG_NEEDED) => {
             let (us, next_hop) = (addr(ip, 16), u16::from_be_bytes([message[6], message[7]]));
-            frag_needed(&message[ECHO_HDR..], us, next_hop).map(Icmp::FragmentationNeeded)
+            let q = quoted_segment(&message[ECHO_HDR..], us)?;
+            let mtu = if next_hop != 0 {
+                next_hop
+            } else {
+                PLATEAUS.into_iter().find(|&p| p < q.len).unwrap_or(0)
+            };
+            Ok(Icmp::FragmentationNeeded(FragmentationNeeded {
+                tuple: q.tuple,
+                seq: q.seq,
+                mtu: mtu.max(MIN_PATH_MTU),
+            }))
+        }
+        (UNREACHABLE, code @ 0..=LAST_UNREACHABLE_CODE) | (TIME_EXCEEDED, code @ 0..=1) => {
+            let q = quoted_segment(&message[ECHO_HDR..], addr(ip, 16))?;
+            let kind = match (message[0], code) {
+                (TIME_EXCEEDED, _) => UnreachableKind::NoRoute,
+                (_, NET_UNREACHABLE | HOST_UNREACHABLE) => UnreachableKind::NoRoute,
+                (_, PROTO_UNREACHABLE | PORT_UNREACHABLE) => UnreachableKind::Refused,
+                _ => UnreachableKind::Other,
+            };
+            Ok(Icmp::Unreachable(Unreachable {
+                tuple: q.tuple,
+                seq: q.seq,
+                kind,
+            }))
         }
         _ => Err(DropReason::IcmpIgnored),
     }
 }
 
-/// The quoted packet of a "fragmentation needed" (its IPv4 header and at least 8 bytes of
-/// what followed): one of our TCP segments (from `us`), or [`DropReason::BadIcmp`].
-fn frag_needed(
-    quoted: &[u8],
-    us: Ipv4Addr,
-    next_hop: u16,
-) -> Result<FragmentationNeeded, DropReason> {
+/// What an ICMP error quotes of one of our TCP segments.
+struct Quoted {
+    tuple: FourTuple,
+    seq: u32,
+    /// The quoted packet's IPv4 total length.
+    len: u16,
+}
+
+/// The quoted packet of an ICMP error (its IPv4 header and at least 8 bytes of what
+/// followed): one of our TCP segments (from `us`), or [`DropReason::BadIcmp`].
+fn quoted_segment(quoted: &[u8], us: Ipv4Addr) -> Result<Quoted, DropReason> {
     let Some(&first) = quoted.first() else {
         return Err(DropReason::BadIcmp);
     };
@@ -157,13 +231,7 @@ fn frag_needed(
         return Err(DropReason::BadIcmp);
     }
     let tcp = &quoted[hl..];
-    let mtu = if next_hop != 0 {
-        next_hop
-    } else {
-        let len = u16::from_be_bytes([quoted[2], quoted[3]]);
-        PLATEAUS.into_iter().find(|&p| p < len).unwrap_or(0)
-    };
-    Ok(FragmentationNeeded {
+    Ok(Quoted {
         tuple: FourTuple {
             local_ip: us,
             local_port: u16::from_be_bytes([tcp[0], tcp[1]]),
@@ -171,7 +239,7 @@ fn frag_needed(
             remote_port: u16::from_be_bytes([tcp[2], tcp[3]]),
         },
         seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
-        mtu: mtu.max(MIN_PATH_MTU),
+        len: u16::from_be_bytes([quoted[2], quoted[3]]),
     })
 }
 
@@ -212,6 +280,19 @@ pub fn emit_echo_request(
 pub fn emit_frag_needed(buf: &mut [u8], ep: &Endpoints, mtu: u16, quoted: &[u8]) -> Option<usize> {
     let [a, b] = mtu.to_be_bytes();
     emit_icmp(buf, ep, (UNREACHABLE, FRAG_NEEDED), [0, 0, a, b], quoted)
+}
+
+/// Build an ICMP error (for tests and tools): from `ep` (a router or the far host), of
+/// type `ty` and `code` (destination unreachable is 3, time exceeded 11), quoting `quoted`
+/// (the start of the IPv4 packet it is about). Returns the frame's length, or `None` when
+/// `buf` is too small.
+pub fn emit_icmp_error(
+    buf: &mut [u8],
+    ep: &Endpoints,
+    (ty, code): (u8, u8),
+    quoted: &[u8],
+) -> Option<usize> {
+    emit_icmp(buf, ep, (ty, code), [0; 4], quoted)
 }
 
 /// Build an ICMP message of `(type, code)` with the header's last four bytes `rest` and
@@ -274,6 +355,16 @@ mod tests {
         assert!(emit_echo_reply(&mut b[..n - 1], &back, &req).is_none());
     }
 
+    /// The connection of `test_syn(ep().dst_ip, 80, ep().src_ip, 4000)`, from our side.
+    fn our_tuple() -> FourTuple {
+        FourTuple {
+            local_ip: ep().dst_ip,
+            local_port: 80,
+            remote_ip: ep().src_ip,
+            remote_port: 4000,
+        }
+    }
+
     #[test]
     fn fragmentation_needed_names_our_segment() {
         // One of our segments (from 10.0.0.2, `back`'s source), quoted by a router.
@@ -286,17 +377,12 @@ mod tests {
             b.truncate(n);
             parse_icmp(&b).map(|m| match m {
                 Icmp::FragmentationNeeded(f) => Some(f),
-                Icmp::Echo(_) => None,
+                _ => None,
             })
         };
         let want = |mtu: u16| {
             Ok(Some(FragmentationNeeded {
-                tuple: FourTuple {
-                    local_ip: ep().dst_ip,
-                    local_port: 80,
-                    remote_ip: ep().src_ip,
-                    remote_port: 4000,
-                },
+                tuple: our_tuple(),
                 seq: 1,
                 mtu,
             }))
@@ -328,6 +414,66 @@ mod tests {
         let mut b = vec![0u8; 256];
         let n = emit_frag_needed(&mut b, &router, 1400, quoted).unwrap();
         assert_eq!(parse_echo_request(&b[..n]), Err(DropReason::IcmpIgnored));
+    }
+
+    #[test]
+    fn unreachables_name_our_segment_and_tell_refusals_apart() {
+        let ours = test_syn(ep().dst_ip, 80, ep().src_ip, 4000);
+        let quoted = &ours[ETH_HDR..ETH_HDR + IP_HDR + 8];
+        let error = |ty: u8, code: u8, quoted: &[u8]| {
+            let mut b = vec![0u8; 256];
+            let n = emit_icmp_error(&mut b, &ep(), (ty, code), quoted).unwrap();
+            b.truncate(n);
+            parse_icmp(&b).map(|m| match m {
+                Icmp::Unreachable(u) => Some(u),
+                _ => None,
+            })
+        };
+        let want = |kind: UnreachableKind| {
+            Ok(Some(Unreachable {
+                tuple: our_tuple(),
+                seq: 1,
+                kind,
+            }))
+        };
+        // Network and host unreachable and time exceeded: no route; protocol and port
+        // unreachable: refused; the rest (fragmentation needed aside): other.
+        use UnreachableKind::*;
+        for code in 0..=15u8 {
+            let kind = match code {
+                FRAG_NEEDED => {
+                    // Its own message.
+                    assert_eq!(error(UNREACHABLE, code, quoted), Ok(None));
+                    continue;
+                }
+                0 | 1 => NoRoute,
+                2 | 3 => Refused,
+                _ => Other,
+            };
+            assert_eq!(error(UNREACHABLE, code, quoted), want(kind), "code {code}");
+        }
+        assert_eq!(error(TIME_EXCEEDED, 0, quoted), want(NoRoute));
+        assert_eq!(error(TIME_EXCEEDED, 1, quoted), want(NoRoute));
+        // Codes nobody assigned, other types: not acted on.
+        assert_eq!(error(UNREACHABLE, 16, quoted), Err(DropReason::IcmpIgnored));
+        assert_eq!(
+            error(TIME_EXCEEDED, 2, quoted),
+            Err(DropReason::IcmpIgnored)
+        );
+        assert_eq!(error(12, 0, quoted), Err(DropReason::IcmpIgnored));
+        assert_eq!(error(5, 1, quoted), Err(DropReason::IcmpIgnored));
+        // A quote too short, of another protocol or source: damaged, as for fragmentation
+        // needed.
+        assert_eq!(
+            error(UNREACHABLE, 3, &quoted[..27]),
+            Err(DropReason::BadIcmp)
+        );
+        let mut theirs = quoted.to_vec();
+        theirs[13] ^= 1;
+        assert_eq!(error(TIME_EXCEEDED, 0, &theirs), Err(DropReason::BadIcmp));
+        let mut udp = quoted.to_vec();
+        udp[9] = 17;
+        assert_eq!(error(UNREACHABLE, 1, &udp), Err(DropReason::BadIcmp));
     }
 
     #[test]

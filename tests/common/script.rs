@@ -245,6 +245,26 @@ impl<E: Target> Script<E> {
     }
 
     /// Put a frame on the wire towards the engine without polling it (to build bursts).
+    /// The start of one of the engine's segments of this connection (or of the one to
+    /// `remote_port` where given) at `seq`, as an ICMP error quotes it: its IPv4 header and
+    /// the first 8 bytes of TCP.
+    pub fn quoted(&self, remote_port: Option<u16>, seq: u32) -> Vec<u8> {
+        let ours = Endpoints {
+            src_mac: MAC_A,
+            dst_mac: MAC_B,
+            src_ip: IP_A,
+            dst_ip: IP_B,
+        };
+        let repr = TcpRepr {
+            src_port: self.local_port,
+            dst_port: remote_port.unwrap_or(self.peer_port),
+            ..self.repr(0, seq, None, &[])
+        };
+        let mut seg = vec![0u8; 128];
+        let n = wire::emit_tcp(&mut seg, &ours, &repr).expect("fits");
+        seg[wire::ETH_HDR..n][..wire::IP_HDR + 8].to_vec()
+    }
+
     pub fn inject(&mut self, frame: &[u8]) {
         self.wire.send_bytes(self.clock.now(), frame);
     }
