@@ -246,13 +246,120 @@ fn a_flood_of_reports_is_rate_limited() {
     cfg.control.icmp_echo_limit = 0;
     let mut t = Script::new(cfg);
     t.accept_established();
+    let first = t.engine_seq;
+    write_3000(&mut t);
+    assert_eq!(t.recv().len(), 3);
     for i in 0..5 {
-        // About data not in flight: each handed over is then found stale.
-        t.inject(&frag_needed(&t, 1000, None, t.engine_seq.wrapping_add(i)));
+        t.inject(&frag_needed(&t, 1000, None, first.wrapping_add(i)));
     }
-    assert!(t.recv().is_empty());
+    // The first goes back at the new size; the second changes nothing (the MSS is that
+    // already); the rest wait for the next second.
+    assert!(!t.recv().is_empty());
     let s = t.engine.stats();
     assert_eq!(s.control.path_mtu_reports, 2);
-    assert_eq!(s.drops(DropReason::IcmpStale), 2);
+    assert_eq!(s.drops(DropReason::IcmpStale), 0);
     assert_eq!(s.drops(DropReason::RateLimited), 3);
+}
+
+/// What a timer test needs of a runtime: the retransmission timeouts the control plane
+/// fired.
+trait Timeouts {
+    fn timeouts(&self) -> u64;
+}
+
+impl Timeouts for Script {
+    fn timeouts(&self) -> u64 {
+        self.engine.stats().control.timeouts
+    }
+}
+
+impl Timeouts for Script<Threaded> {
+    fn timeouts(&self) -> u64 {
+        self.engine.stats().io.control.timeouts
+    }
+}
+
+fn ms(n: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(n)
+}
+
+/// The retransmission timer and path MTU reports, on a runtime `make` builds: a report
+/// shortly before the timeout starts the timer over (its resend is a retransmission); a
+/// second report of the same MTU changes nothing, so the timer runs on.
+fn timer_starts_over<E: Target>(make: impl Fn() -> Script<E>)
+where
+    Script<E>: Timeouts,
+{
+    let in_flight = || {
+        let mut t = make();
+        t.accept_stream();
+        let first = t.engine_seq;
+        t.stream
+            .as_mut()
+            .unwrap()
+            .write_all(&pattern(3000))
+            .unwrap();
+        assert_eq!(t.recv().len(), 3);
+        (t, first)
+    };
+    // When the timeout comes, without a report (in 10 ms steps).
+    let (mut t, _) = in_flight();
+    let mut rto = 0;
+    while t.timeouts() == 0 && rto < 10_000 {
+        t.advance(ms(10));
+        rto += 10;
+    }
+    assert!((100..10_000).contains(&rto), "a timeout at {rto} ms");
+    let (mut t, first) = in_flight();
+    t.advance(ms(rto - 40));
+    assert_eq!(t.timeouts(), 0);
+    t.inject(&frag_needed(&t, 1000, None, first));
+    assert!(!t.recv().is_empty(), "sent again at once");
+    t.advance(ms(80));
+    assert_eq!(t.timeouts(), 0, "no timeout where the old one was due");
+    // The same MTU again just before the new timeout: nothing goes again, and the timer
+    // is not moved.
+    t.advance(ms(rto - 120));
+    t.inject(&frag_needed(&t, 1000, None, first));
+    assert!(t.recv().is_empty(), "nothing sent again");
+    t.advance(ms(80));
+    assert_eq!(
+        t.timeouts(),
+        1,
+        "a timeout a timeout's length after the first report"
+    );
+}
+
+#[test]
+fn a_report_starts_the_retransmission_timer_over() {
+    timer_starts_over(|| Script::new(config()));
+}
+
+#[test]
+fn a_report_starts_the_retransmission_timer_over_on_the_threaded_runtime() {
+    timer_starts_over(|| Script::threaded(config(), two_groups_on_the_callers_thread()));
+}
+
+#[test]
+fn blind_reports_do_not_spend_the_budget() {
+    let mut cfg = config();
+    cfg.control.path_mtu_limit = 1;
+    let (mut t, first) = {
+        let mut t = Script::new(cfg);
+        t.accept_established();
+        let first = t.engine_seq;
+        write_3000(&mut t);
+        assert_eq!(t.recv().len(), 3);
+        (t, first)
+    };
+    // Far from anything in flight (a blind guess): dropped before the rate limit.
+    for far in [100_000u32, 1 << 31, 3_000_000_000] {
+        t.inject(&frag_needed(&t, 1000, None, first.wrapping_add(far)));
+    }
+    t.inject(&frag_needed(&t, 1000, None, first.wrapping_add(1000)));
+    assert!(!t.recv().is_empty(), "the genuine one goes back");
+    let s = t.engine.stats();
+    assert_eq!(s.drops(DropReason::IcmpStale), 3);
+    assert_eq!(s.drops(DropReason::RateLimited), 0);
+    assert_eq!(s.control.path_mtu_reports, 1);
 }

@@ -22,15 +22,22 @@ impl Control {
         arena.free(frame);
     }
 
-    /// A router's "fragmentation needed" about one of our segments: the connection's
-    /// protocol stage checks the quoted sequence number and lowers its MSS to what the path
-    /// takes (the next hop's MTU less the IPv4 and TCP headers and the connection's options).
+    /// A router's "fragmentation needed" about one of our segments in flight: the
+    /// connection's protocol stage checks the quoted sequence number again (against its own
+    /// SND.UNA and SND.MAX, which the counters here may trail) and lowers its MSS to what
+    /// the path takes (the next hop's MTU less the IPv4 and TCP headers and the
+    /// connection's options), sending what was in flight again at once; the
+    /// retransmission timer starts over from that resend, as Linux's does.
     fn path_mtu(&mut self, now: Instant, f: &FragmentationNeeded, out: &mut ControlOutput) {
         let Some(&id) = self.by_tuple.get(&f.tuple) else {
             self.stats.drops.add(DropReason::IcmpStale);
             return;
         };
-        let Some(c) = self.conns.get(id as usize).and_then(Option::as_ref) else {
+        let frozen = self.splice_pending(id);
+        let conn = self.conns.get_mut(id as usize).and_then(Option::as_mut);
+        // Leniently (a window either side: the counters may trail the protocol stage,
+        // which checks exactly): a blind guess is dropped here, before it spends the budget.
+        let Some(c) = conn.filter(|c| c.in_flight_holds(f.seq, true)) else {
             self.stats.drops.add(DropReason::IcmpStale);
             return;
         };
@@ -46,6 +53,14 @@ impl Control {
         // At least 552 - 40 - 12: never below a segment's worth.
         let mss = f.mtu.saturating_sub((IP_HDR + TCP_HDR) as u16 + options);
         self.stats.path_mtu_reports += 1;
+        // The protocol stage goes back where the report is about data in flight (as the
+        // counters say; they may trail it by a burst) and lowers the MSS: the resend starts
+        // the retransmission timer over, and the control plane's own timing takes the new
+        // size. Not for a flow frozen for a splice (its protocol stage ignores reports).
+        if u32::from(mss) < c.mss && c.in_flight_holds(f.seq, false) && !frozen {
+            c.mss = u32::from(mss);
+            c.last_progress = c.last_progress.max(now);
+        }
         out.work.push(ProtoWork::PathMtu {
             flow: id,
             mss,
@@ -92,18 +107,10 @@ impl Control {
             .get(&u.tuple)
             .and_then(|&id| self.conns.get_mut(id as usize))
             .and_then(Option::as_mut);
-        let Some(c) = conn else {
+        let Some(c) = conn.filter(|c| c.in_flight_holds(u.seq, false)) else {
             self.stats.drops.add(DropReason::IcmpStale);
             return;
         };
-        // SND.UNA as the data path last counted it: the bytes acknowledged after our SYN.
-        let acked = FlowCounters::get(&c.counters.acked_bytes);
-        let una = c.iss.wrapping_add(1).wrapping_add(acked as u32);
-        let in_flight = c.counters.in_flight();
-        if u64::from(u.seq.wrapping_sub(una)) >= in_flight {
-            self.stats.drops.add(DropReason::IcmpStale);
-            return;
-        }
         self.stats.icmp_unreachables += 1;
         c.soft_error = Some((status, FlowCounters::get(&c.counters.rx_segments)));
     }

@@ -75,7 +75,7 @@ impl Control {
         for (k, (conn, _, _)) in req.sides.iter().enumerate() {
             let ok = conn.flow().and_then(|id| {
                 let c = self.conns.get(id as usize)?.as_ref()?;
-                let busy = self.splices.pending.iter().any(|p| p.ids.contains(&id));
+                let busy = self.splice_pending(id);
                 (Arc::ptr_eq(&c.conn, conn) && !busy).then_some((id, c))
             });
             let Some((id, c)) = ok else {
@@ -125,6 +125,11 @@ impl Control {
             frozen: [None; 2],
             since: now,
         });
+    }
+
+    /// Whether flow `id` belongs to a pending splice (frozen, or asked to freeze).
+    pub(super) fn splice_pending(&self, id: FlowId) -> bool {
+        self.splices.pending.iter().any(|p| p.ids.contains(&id))
     }
 
     /// A flow froze: when both of a splice have, splice them or thaw them. Returns whether

@@ -315,7 +315,9 @@ impl Control {
         let acked = FlowCounters::get(&c.counters.acked_bytes);
         if acked != c.last_acked {
             c.last_acked = acked;
-            c.last_progress = data_path_time(&c.counters.last_ack_us, now);
+            c.last_progress = c
+                .last_progress
+                .max(data_path_time(&c.counters.last_ack_us, now));
             c.retries = 0;
             c.probes_fired = 0;
         }
