@@ -111,8 +111,8 @@ drop_reasons! {
     IcmpIgnored => "icmp-ignored",
     /// An ICMP error about no connection of ours, or about a segment that is not in flight
     /// (in a handshake: not the one with our ISS; RFC 5927 section 4.1: it may be forged),
-    /// or one the connection does not act on (a refusal of a peer's half-open connection),
-    /// ignored.
+    /// or one the connection does not act on (about a peer's half-open connection, any but
+    /// network or host unreachable and time exceeded), ignored.
     IcmpStale => "icmp-stale",
 }
 

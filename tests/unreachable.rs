@@ -1,5 +1,6 @@
-//! ICMP destination unreachable and time exceeded (RFC 1122 4.2.3.9, RFC 5461), by Linux's
-//! rules: a connect in its handshake ends at once, refused (port or protocol unreachable)
+//! ICMP destination unreachable and time exceeded (RFC 1122 4.2.3.9, RFC 5461), after
+//! Linux's rules (with RFC 5927's range of sequence numbers, which leaves out SND.NXT that
+//! Linux takes): a connect in its handshake ends at once, refused (port or protocol unreachable)
 //! or unreachable (the rest); a peer's half-open connection is dropped when a router finds
 //! no route to the peer; an established connection goes on, and if it then times out with
 //! no segment from the peer since, reports the error it was told; a report that quotes no

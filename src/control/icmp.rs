@@ -35,8 +35,9 @@ impl Control {
         };
         let frozen = self.splice_pending(id);
         let conn = self.conns.get_mut(id as usize).and_then(Option::as_mut);
-        // Leniently (a window either side: the counters may trail the protocol stage,
-        // which checks exactly): a blind guess is dropped here, before it spends the budget.
+        // Leniently (as much again above what is in flight: the counters may trail the
+        // protocol stage, which checks exactly): a blind guess is dropped here, before it
+        // spends the budget.
         let Some(c) = conn.filter(|c| c.in_flight_holds(f.seq, true)) else {
             self.stats.drops.add(DropReason::IcmpStale);
             return;
@@ -69,10 +70,11 @@ impl Control {
     }
 
     /// A destination unreachable or time exceeded about one of our segments (RFC 1122
-    /// 4.2.3.9, RFC 5461), by Linux's rules (`tcp_v4_err`). It must quote a segment in
+    /// 4.2.3.9, RFC 5461), after Linux's rules (`tcp_v4_err`). It must quote a segment in
     /// flight (RFC 5927 section 4.1: a forged message must guess its sequence number): in
     /// a handshake the one that opened it (our ISS), on a connection one from SND.UNA to
-    /// SND.MAX. Any other is [`DropReason::IcmpStale`].
+    /// SND.MAX (Linux takes SND.NXT too: a report about a pure ACK, or on an idle
+    /// connection). Any other is [`DropReason::IcmpStale`].
     ///
     /// - Our connect in its handshake ends at once: refused (a protocol or port
     ///   unreachable, [`ConnStatus::Refused`]) or unreachable (the rest,

@@ -217,9 +217,9 @@ pub struct ControlStats {
     pub rst_sent: u64,
     /// ICMP echo replies sent (answers to ping).
     pub icmp_echo_replies: u64,
-    /// ICMP "fragmentation needed" messages about a segment in flight handed to its
-    /// connection (its protocol stage then checks the quoted sequence number against its
-    /// own state again: see [`DropReason::IcmpStale`]).
+    /// ICMP "fragmentation needed" messages about a segment near what is in flight handed to
+    /// its connection (its protocol stage then checks the quoted sequence number against
+    /// its own state again: see [`DropReason::IcmpStale`]).
     pub path_mtu_reports: u64,
     /// ICMP destination unreachables (other than "fragmentation needed") and time exceeded
     /// acted on: a handshake ended, or the error kept for a connection's timeout.
@@ -380,16 +380,17 @@ impl Conn {
 
     /// Whether sequence number `seq` is in flight as the data path last published it: from
     /// SND.UNA (our ISS, plus one for the SYN, plus the data bytes acknowledged since) on,
-    /// as many as are in flight; with `slack`, as many again either side (the counters of
-    /// the threaded runtime's replicas may be read between two updates). What an ICMP error
-    /// about one of our segments must quote (RFC 5927 section 4.1).
+    /// as many as are in flight (RFC 5927 section 4.1's range for an ICMP error about one
+    /// of our segments; Linux's `between(seq, snd_una, snd_nxt)` takes SND.NXT too). With
+    /// `slack`, as many again above: the counters only ever trail the protocol stage, and
+    /// on the threaded runtime the acknowledged bytes of one replica may not be counted yet
+    /// where the bytes in flight of another are, which shifts the range down.
     fn in_flight_holds(&self, seq: u32, slack: bool) -> bool {
         let acked = FlowCounters::get(&self.counters.acked_bytes);
         let flight = self.counters.in_flight();
-        let before = if slack { flight } else { 0 };
         let una = self.iss.wrapping_add(1).wrapping_add(acked as u32);
-        let from = una.wrapping_sub(before as u32);
-        u64::from(seq.wrapping_sub(from)) < flight + before * 2
+        let window = if slack { flight * 2 } else { flight };
+        u64::from(seq.wrapping_sub(una)) < window
     }
 }
 

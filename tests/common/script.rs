@@ -244,7 +244,6 @@ impl<E: Target> Script<E> {
         buf
     }
 
-    /// Put a frame on the wire towards the engine without polling it (to build bursts).
     /// The start of one of the engine's segments of this connection (or of the one to
     /// `remote_port` where given) at `seq`, as an ICMP error quotes it: its IPv4 header and
     /// the first 8 bytes of TCP.
@@ -265,6 +264,7 @@ impl<E: Target> Script<E> {
         seg[wire::ETH_HDR..n][..wire::IP_HDR + 8].to_vec()
     }
 
+    /// Put a frame on the wire towards the engine without polling it (to build bursts).
     pub fn inject(&mut self, frame: &[u8]) {
         self.wire.send_bytes(self.clock.now(), frame);
     }
