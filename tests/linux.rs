@@ -538,6 +538,25 @@ fn af_xdp_threaded_io_worker_sleeps_on_the_socket() {
     t.stop();
 }
 
+/// Frames each of the first `n` preprocess replicas took in.
+fn preprocess_items(stats: &flextoe::pipeline::ThreadedStats, n: usize) -> Vec<u64> {
+    (0..n)
+        .map(|r| {
+            stats
+                .tasks
+                .iter()
+                .filter(|t| t.task == Some(flextoe::pipeline::TaskRef::Preprocess(r)))
+                .flat_map(|t| {
+                    t.stages
+                        .iter()
+                        .filter(|(n, _)| *n == "preprocess")
+                        .map(|(_, s)| s.items_in)
+                })
+                .sum()
+        })
+        .collect()
+}
+
 #[test]
 fn af_xdp_two_queues_feed_one_preprocess_replica_each() {
     let Some(lab) = VethLab::with_queues(2) else {
@@ -561,21 +580,7 @@ fn af_xdp_two_queues_feed_one_preprocess_replica_each() {
     assert_eq!(srv.join().unwrap(), vec![1u64 << 20; 16]);
     let stats = t.stop();
     let by_queue = stats.io.rx_by_queue.clone();
-    let replicas: Vec<u64> = (0..2)
-        .map(|r| {
-            stats
-                .tasks
-                .iter()
-                .filter(|t| t.task == Some(flextoe::pipeline::TaskRef::Preprocess(r)))
-                .flat_map(|t| {
-                    t.stages
-                        .iter()
-                        .filter(|(n, _)| *n == "preprocess")
-                        .map(|(_, s)| s.items_in)
-                })
-                .sum()
-        })
-        .collect();
+    let replicas = preprocess_items(&stats, 2);
     eprintln!("frames per queue {by_queue:?}, per preprocess replica {replicas:?}");
     assert_eq!(by_queue.len(), 2);
     assert!(by_queue.iter().all(|&n| n > 100), "{by_queue:?}");

@@ -7,11 +7,17 @@
 //! call: `recvmmsg` reads straight into arena frames, `sendmmsg` sends from them, with no
 //! copy of ours on either side. For speed use AF_XDP; this backend is for any interface
 //! and for tests.
+//!
+//! [`AfPacketPort::open_queues`] opens several sockets in one hashing fanout group
+//! (`PACKET_FANOUT_HASH`): the kernel gives each connection's frames, both directions
+//! hashed alike, to one socket, and the port serves the sockets as receive queues
+//! ([`PortCaps::queues`](super::PortCaps::queues), [`Port::recv_queue`]), so the threaded
+//! runtime feeds each preprocess replica from a queue of its own.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::Port;
+use super::{Port, PortCaps};
 use crate::buf::{Frame, FrameArena};
 use crate::time::Instant;
 use crate::wire::MacAddr;
@@ -27,7 +33,7 @@ const BATCH: usize = 32;
 /// given back; the calls after a full one offer [`BATCH`].
 const FIRST: usize = 4;
 
-/// Counters of an AF_PACKET port.
+/// Counters of an AF_PACKET port, or of one of its sockets ([`AfPacketPort::queue_stats`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AfPacketStats {
     /// Frames received.
@@ -58,14 +64,54 @@ pub struct AfPacketStats {
     pub tx_calls: u64,
 }
 
-/// An AF_PACKET socket as a [`Port`].
-pub struct AfPacketPort {
+impl AfPacketStats {
+    /// Add `o`'s counts to these.
+    fn add(&mut self, o: &AfPacketStats) {
+        self.rx += o.rx;
+        self.tx += o.tx;
+        self.rx_own += o.rx_own;
+        self.rx_oversize += o.rx_oversize;
+        self.rx_kernel_drops += o.rx_kernel_drops;
+        self.rx_no_buffer += o.rx_no_buffer;
+        self.rx_errors += o.rx_errors;
+        self.tx_errors += o.tx_errors;
+        self.rx_calls += o.rx_calls;
+        self.tx_calls += o.tx_calls;
+    }
+}
+
+/// Most sockets one port opens (receive queues).
+pub const MAX_QUEUES: u16 = 64;
+
+/// One socket of a port: a receive queue.
+struct Queue {
     fd: OwnedFd,
+    stats: AfPacketStats,
+}
+
+/// AF_PACKET sockets on one interface as a [`Port`]: one, or several in a fanout group.
+pub struct AfPacketPort {
+    /// Receive queues; the first also sends.
+    queues: Vec<Queue>,
     mac: MacAddr,
     mtu: usize,
-    stats: AfPacketStats,
+    /// The queue a [`Port::recv`] over all queues starts at (turns, for fairness).
+    next: usize,
     /// Frames taken from the arena for one `recvmmsg`; empty between calls.
     spare: Vec<Frame>,
+}
+
+fn getsockopt_i32(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
+    let mut value = 0i32;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: `fd` is a socket this port opened; `value` and `len` are live locals of the
+    // size the kernel is told.
+    let r = unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut i32).cast(), &mut len) };
+    if r == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn setsockopt_i32(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
@@ -99,9 +145,25 @@ fn one_buffer(iov: *mut libc::iovec) -> libc::mmsghdr {
 }
 
 impl AfPacketPort {
-    /// Open interface `name` (in the calling thread's namespace); `mac` is the engine's MAC:
-    /// frames that arrive with it as their source are our own, looped back, and skipped.
+    /// Open interface `name` (in the calling thread's namespace) with one socket; `mac` is
+    /// the engine's MAC: frames that arrive with it as their source are our own, looped
+    /// back, and skipped.
     pub fn open(name: &str, mac: MacAddr) -> io::Result<Self> {
+        Self::open_queues(name, mac, 1)
+    }
+
+    /// Open interface `name` with `queues` sockets (1 to [`MAX_QUEUES`]) joined in a
+    /// fanout group of their own that hashes each frame's flow (symmetric in addresses and
+    /// ports, so both directions of a connection land on one socket, and its frames stay in
+    /// order). The port then reports `queues` receive queues; queue `q` is socket `q`, and
+    /// frames go out through the first. With one, no group is made ([`open`](Self::open)).
+    pub fn open_queues(name: &str, mac: MacAddr, queues: u16) -> io::Result<Self> {
+        if queues == 0 || queues > MAX_QUEUES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{queues} queues: 1 to {MAX_QUEUES}"),
+            ));
+        }
         let iface = pnet_datalink::interfaces()
             .into_iter()
             .find(|i| i.name == name)
@@ -110,6 +172,57 @@ impl AfPacketPort {
             })?;
         let ifindex = i32::try_from(iface.index)
             .map_err(|_| io::Error::other(format!("interface index {} too large", iface.index)))?;
+        let mut socks = Vec::with_capacity(queues as usize);
+        for _ in 0..queues {
+            socks.push(Queue {
+                fd: Self::socket(ifindex)?,
+                stats: AfPacketStats::default(),
+            });
+        }
+        if queues > 1 {
+            Self::fanout(&socks)?;
+        }
+        Ok(AfPacketPort {
+            queues: socks,
+            mac,
+            mtu: 1500,
+            next: 0,
+            spare: Vec::with_capacity(BATCH),
+        })
+    }
+
+    /// Join `socks` in a new hashing fanout group: the first asks the kernel for an unused
+    /// group id, the others join it by that id.
+    fn fanout(socks: &[Queue]) -> io::Result<()> {
+        let hash = libc::PACKET_FANOUT_HASH;
+        // Outgoing frames skipped by the group as a whole (Linux >= 4.20; the sockets'
+        // own `PACKET_IGNORE_OUTGOING` does not apply to a group's frames), else by `recv`.
+        let mut flags = libc::PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
+        let first = socks[0].fd.as_raw_fd();
+        let make = |flags: u32| {
+            let v = (hash | flags | libc::PACKET_FANOUT_FLAG_UNIQUEID) << 16;
+            setsockopt_i32(first, libc::SOL_PACKET, libc::PACKET_FANOUT, v as i32)
+        };
+        if make(flags).is_err() {
+            flags = 0;
+            make(flags)?;
+        }
+        // The group's id in the low 16 bits.
+        let id = getsockopt_i32(first, libc::SOL_PACKET, libc::PACKET_FANOUT)? as u32 & 0xffff;
+        for q in &socks[1..] {
+            let v = id | (hash | flags) << 16;
+            setsockopt_i32(
+                q.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_FANOUT,
+                v as i32,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// One socket bound to interface `ifindex`, its buffers sized, promiscuous.
+    fn socket(ifindex: i32) -> io::Result<OwnedFd> {
         let proto = (libc::ETH_P_ALL as u16).to_be();
         // Protocol 0: the socket receives nothing until it is bound to its interface below
         // (with `ETH_P_ALL` here it would queue every interface's frames until then).
@@ -169,19 +282,22 @@ impl AfPacketPort {
         if r != 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(AfPacketPort {
-            fd,
-            mac,
-            mtu: 1500,
-            stats: AfPacketStats::default(),
-            spare: Vec::with_capacity(BATCH),
-        })
+        Ok(fd)
     }
 
-    /// One `recvmmsg` into up to `want` (at most [`BATCH`]) arena frames; returns how many
-    /// frames it took off the socket, those it dropped included (0 when nothing waits or
-    /// the arena is out of frames).
-    fn recv_batch(&mut self, arena: &FrameArena, out: &mut Vec<Frame>, want: usize) -> usize {
+    /// One `recvmmsg` on socket `q` into up to `want` (at most [`BATCH`]) arena frames;
+    /// returns how many frames it took off the socket, those it dropped included (0 when
+    /// nothing waits or the arena is out of frames).
+    fn recv_batch(
+        &mut self,
+        q: usize,
+        arena: &FrameArena,
+        out: &mut Vec<Frame>,
+        want: usize,
+    ) -> usize {
+        let Some(queue) = self.queues.get_mut(q) else {
+            return 0;
+        };
         // (Empty unless a panic left frames here: give them back rather than misuse them.)
         arena.free_all(&mut self.spare);
         let want = want.min(BATCH).min(arena.free_frames());
@@ -191,8 +307,8 @@ impl AfPacketPort {
             arena.alloc_burst(want, &mut self.spare)
         };
         if got == 0 {
-            if self.frame_waits() {
-                self.stats.rx_no_buffer += 1;
+            if frame_waits(&queue.fd) {
+                queue.stats.rx_no_buffer += 1;
             }
             return 0;
         }
@@ -213,14 +329,14 @@ impl AfPacketPort {
             h.msg_hdr.msg_name = (a as *mut libc::sockaddr_ll).cast();
             h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
         }
-        self.stats.rx_calls += 1;
+        queue.stats.rx_calls += 1;
         // SAFETY: the first `got` headers each name one live buffer: the writable rest of a
         // frame this call took from the arena (no one else holds those frames, and the
         // arena's region does not move), and a live `sockaddr_ll` with its size; the kernel
         // writes no more than those lengths and returns how many headers it filled.
         let r = unsafe {
             libc::recvmmsg(
-                self.fd.as_raw_fd(),
+                queue.fd.as_raw_fd(),
                 hdrs.as_mut_ptr(),
                 got as libc::c_uint,
                 libc::MSG_DONTWAIT,
@@ -231,7 +347,7 @@ impl AfPacketPort {
             Ok(filled) => filled.min(got),
             Err(_) => {
                 if io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
-                    self.stats.rx_errors += 1;
+                    queue.stats.rx_errors += 1;
                 }
                 0
             }
@@ -242,13 +358,13 @@ impl AfPacketPort {
             let own = from[i].sll_pkttype == libc::PACKET_OUTGOING;
             let len = h.msg_len as usize;
             if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len > iov[i].iov_len {
-                self.stats.rx_oversize += 1;
+                queue.stats.rx_oversize += 1;
                 arena.free(f);
                 continue;
             }
             f.set_len(len);
             if own || (len >= 12 && arena.data(&f)[6..12] == self.mac.0) {
-                self.stats.rx_own += 1;
+                queue.stats.rx_own += 1;
                 arena.free(f);
                 continue;
             }
@@ -256,27 +372,77 @@ impl AfPacketPort {
             n += 1;
         }
         arena.free_all(&mut self.spare);
-        self.stats.rx += n as u64;
+        queue.stats.rx += n as u64;
         filled
     }
 
-    /// Whether a frame waits in the socket (a peek that takes nothing off it).
-    fn frame_waits(&self) -> bool {
-        let mut byte = 0u8;
-        // SAFETY: one writable byte, a live local; `MSG_PEEK` leaves the frame queued.
-        let r = unsafe {
-            libc::recv(
-                self.fd.as_raw_fd(),
-                (&mut byte as *mut u8).cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-            )
-        };
-        r >= 0
+    /// Counters of the whole port (every socket's summed). Reading them also collects the
+    /// kernel's drop counts since the last read.
+    pub fn stats(&mut self) -> AfPacketStats {
+        let mut sum = AfPacketStats::default();
+        for s in self.queue_stats() {
+            sum.add(&s);
+        }
+        sum
     }
 
-    /// Counters. Reading them also collects the kernel's drop count since the last read.
-    pub fn stats(&mut self) -> AfPacketStats {
+    /// Counters of each socket, by receive queue (sends count on queue 0). Reading them
+    /// also collects the kernel's drop counts since the last read.
+    pub fn queue_stats(&mut self) -> Vec<AfPacketStats> {
+        self.queues
+            .iter_mut()
+            .map(|q| {
+                q.collect_drops();
+                q.stats
+            })
+            .collect()
+    }
+
+    /// Receive on queue `q` until `max` frames or the socket is empty; returns how many
+    /// frames it appended to `out`.
+    fn recv_from(
+        &mut self,
+        q: usize,
+        arena: &FrameArena,
+        out: &mut Vec<Frame>,
+        max: usize,
+    ) -> usize {
+        let before = out.len();
+        // Never take a frame off the socket without a place to put it: what stays in the
+        // socket is read on a later poll.
+        let (mut left, mut offer) = (max, FIRST);
+        while left > 0 {
+            let want = left.min(offer);
+            let read = self.recv_batch(q, arena, out, want);
+            // Fewer than offered: the socket is empty (or the arena short) for now.
+            if read < want {
+                break;
+            }
+            left -= read;
+            offer = BATCH;
+        }
+        out.len() - before
+    }
+}
+
+/// Whether a frame waits in socket `fd` (a peek that takes nothing off it).
+fn frame_waits(fd: &OwnedFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: one writable byte, a live local; `MSG_PEEK` leaves the frame queued.
+    let r = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+        )
+    };
+    r >= 0
+}
+
+impl Queue {
+    /// Add the kernel's drop count since the last read to the counters.
+    fn collect_drops(&mut self) {
         let mut st = libc::tpacket_stats {
             tp_packets: 0,
             tp_drops: 0,
@@ -296,7 +462,6 @@ impl AfPacketPort {
         if r == 0 {
             self.stats.rx_kernel_drops += u64::from(st.tp_drops);
         }
-        self.stats
     }
 }
 
@@ -308,24 +473,30 @@ impl Port for AfPacketPort {
         out: &mut Vec<Frame>,
         max: usize,
     ) -> usize {
-        let before = out.len();
-        // Never take a frame off the socket without a place to put it: what stays in the
-        // socket is read on a later poll.
-        let (mut left, mut offer) = (max, FIRST);
-        while left > 0 {
-            let want = left.min(offer);
-            let read = self.recv_batch(arena, out, want);
-            // Fewer than offered: the socket is empty (or the arena short) for now.
-            if read < want {
-                break;
-            }
-            left -= read;
-            offer = BATCH;
-        }
-        out.len() - before
+        let n = self.queues.len();
+        let got = super::recv_each_queue(n, self.next, max, |q, left| {
+            self.recv_from(q, arena, out, left)
+        });
+        self.next = (self.next + 1) % n.max(1);
+        got
+    }
+
+    fn recv_queue(
+        &mut self,
+        queue: u16,
+        _now: Instant,
+        arena: &FrameArena,
+        out: &mut Vec<Frame>,
+        max: usize,
+    ) -> usize {
+        self.recv_from(queue as usize, arena, out, max)
     }
 
     fn send(&mut self, _now: Instant, arena: &FrameArena, frames: &mut Vec<Frame>) -> usize {
+        let Some(queue) = self.queues.first_mut() else {
+            arena.free_all(frames);
+            return 0;
+        };
         let mut sent = 0;
         let mut at = 0;
         while at < frames.len() {
@@ -341,12 +512,17 @@ impl Port for AfPacketPort {
             }
             let mut hdrs: [libc::mmsghdr; BATCH] =
                 std::array::from_fn(|i| one_buffer(&mut iov[i] as *mut libc::iovec));
-            self.stats.tx_calls += 1;
+            queue.stats.tx_calls += 1;
             // SAFETY: the first `k` headers each name one live buffer, the data of a frame
             // in `frames`, which this call holds borrowed (the kernel only reads them), and
             // no address (the socket is bound to its interface).
             let r = unsafe {
-                libc::sendmmsg(self.fd.as_raw_fd(), hdrs.as_mut_ptr(), k as libc::c_uint, 0)
+                libc::sendmmsg(
+                    queue.fd.as_raw_fd(),
+                    hdrs.as_mut_ptr(),
+                    k as libc::c_uint,
+                    0,
+                )
             };
             match usize::try_from(r) {
                 Ok(done) if done > 0 => {
@@ -357,13 +533,13 @@ impl Port for AfPacketPort {
                 // The first frame of the batch failed: drop it (TCP sends it again) and go
                 // on with the next, so that the loop always moves.
                 _ => {
-                    self.stats.tx_errors += 1;
+                    queue.stats.tx_errors += 1;
                     at += 1;
                 }
             }
         }
         arena.free_all(frames);
-        self.stats.tx += sent as u64;
+        queue.stats.tx += sent as u64;
         sent
     }
 
@@ -371,7 +547,14 @@ impl Port for AfPacketPort {
         self.mtu
     }
 
+    fn capabilities(&self) -> PortCaps {
+        PortCaps {
+            queues: self.queues.len() as u16,
+            ..PortCaps::default()
+        }
+    }
+
     fn wakeup_fds(&self) -> Vec<RawFd> {
-        vec![self.fd.as_raw_fd()]
+        self.queues.iter().map(|q| q.fd.as_raw_fd()).collect()
     }
 }

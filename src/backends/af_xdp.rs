@@ -494,13 +494,9 @@ impl Port for AfXdpPort {
     ) -> usize {
         debug_assert!(std::ptr::eq(arena, &*self.arena), "the port's own arena");
         let nq = self.queues.len();
-        let mut got = 0;
-        for k in 0..nq {
-            if got >= max {
-                break;
-            }
-            got += self.recv_from((self.next_rx + k) % nq, out, max - got);
-        }
+        let got = super::recv_each_queue(nq, self.next_rx, max, |q, left| {
+            self.recv_from(q, out, left)
+        });
         self.next_rx = (self.next_rx + 1) % nq;
         got
     }

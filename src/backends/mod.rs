@@ -11,7 +11,7 @@
 //! | [`pcap`] | always | wraps any port and writes its traffic to a pcap file |
 //! | [`trace`] | always | plays the clients of TCP connections from pre-built frames, to measure a server engine alone |
 //! | `tap` | `tap` | TAP device through `/dev/net/tun` |
-//! | `af_packet` | `af_packet` | AF_PACKET socket, a burst per `recvmmsg`/`sendmmsg` into and out of arena frames |
+//! | `af_packet` | `af_packet` | AF_PACKET socket, a burst per `recvmmsg`/`sendmmsg` into and out of arena frames; several in a fanout group as receive queues |
 //! | `af_xdp` | `af_xdp` | AF_XDP sockets through `xdpilone` (one per queue), UMEM = the frame arena, own XDP program |
 //! | `dpdk` | `dpdk` | any DPDK ethdev (queue pairs with RSS), the frame arena as the mempool's buffers |
 //!
@@ -137,6 +137,30 @@ pub trait Port: Send {
     fn wakeup_fds(&self) -> Vec<std::os::fd::RawFd> {
         Vec::new()
     }
+}
+
+/// Receive from each of a multi-queue port's `queues` receive queues in turn, from queue
+/// `start` on, until `max` frames: `recv(q, left)` takes up to `left` frames from queue `q`
+/// and returns how many it took. Returns how many were taken in all. Callers move `start`
+/// on by one each call, so that no queue is always served first.
+#[cfg_attr(
+    not(any(feature = "dpdk", feature = "af_xdp", feature = "af_packet")),
+    allow(dead_code)
+)]
+pub(crate) fn recv_each_queue(
+    queues: usize,
+    start: usize,
+    max: usize,
+    mut recv: impl FnMut(usize, usize) -> usize,
+) -> usize {
+    let mut got = 0;
+    for k in 0..queues {
+        if got >= max {
+            break;
+        }
+        got += recv((start + k) % queues, max - got);
+    }
+    got
 }
 
 /// The transmit queue, of `queues`, for a frame: by a symmetric hash of an IPv4/TCP frame's

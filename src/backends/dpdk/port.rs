@@ -632,13 +632,9 @@ impl Port for DpdkPort {
         );
         self.pool.balance();
         let nq = self.queues.len();
-        let mut got = 0;
-        for k in 0..nq {
-            if got >= max {
-                break;
-            }
-            got += self.recv_slot((self.next_rx + k) % nq, out, max - got);
-        }
+        let got = super::super::recv_each_queue(nq, self.next_rx, max, |q, left| {
+            self.recv_slot(q, out, left)
+        });
         self.next_rx = (self.next_rx + 1) % nq;
         got
     }
