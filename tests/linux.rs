@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use common::echo::{echo_server, echo_server_n, echo_through};
 use common::lab::{available, linux_loss, linux_loss_count, run, sh, Netns, TapLab, VethLab};
-use flextoe::backends::af_packet::AfPacketPort;
+use flextoe::backends::af_packet::{AfPacketConfig, AfPacketPort};
 use flextoe::backends::af_xdp::{AfXdpPort, XdpConfig, XdpMode};
 #[cfg(feature = "dpdk")]
 use flextoe::backends::dpdk::{Device, DpdkConfig, DpdkPort, FramePool};
@@ -176,10 +176,26 @@ fn engine_client_against_linux<P: Port + 'static>(
     rt.stop()
 }
 
+/// The engine on an AF_PACKET socket as opened by default (with its receive ring).
 fn af_packet_engine(lab: &VethLab) -> Runtime<AfPacketPort> {
+    af_packet_engine_with(lab, AfPacketConfig::default())
+}
+
+/// The engine on an AF_PACKET socket that receives by `recvmmsg` (no ring).
+fn af_packet_recvmmsg_engine(lab: &VethLab) -> Runtime<AfPacketPort> {
+    let cfg = AfPacketConfig {
+        rx_ring: false,
+        ..AfPacketConfig::default()
+    };
+    af_packet_engine_with(lab, cfg)
+}
+
+fn af_packet_engine_with(lab: &VethLab, cfg: AfPacketConfig) -> Runtime<AfPacketPort> {
     let ifname = lab.engine_if.clone();
-    let port = in_netns(&lab.engine.0, move || AfPacketPort::open(&ifname, MAC))
-        .expect("AF_PACKET socket");
+    let port = in_netns(&lab.engine.0, move || {
+        AfPacketPort::open_with(&ifname, MAC, &cfg)
+    })
+    .expect("AF_PACKET socket");
     Runtime::spawn(
         Engine::new(config(lab.engine_ip), port).unwrap(),
         SystemClock::new(),
@@ -272,6 +288,16 @@ fn af_packet_linux_client_echo() {
     let Some(lab) = VethLab::new() else { return };
     let mut e = linux_client_against_engine(af_packet_engine(&lab), &lab.linux, lab.engine_ip);
     eprintln!("{}\n{:?}", e.stats(), e.port_mut().stats());
+    assert_eq!(e.port_mut().stats().rx_calls, 0, "received from the ring");
+}
+
+#[test]
+fn af_packet_recvmmsg_linux_client_echo() {
+    let Some(lab) = VethLab::new() else { return };
+    let rt = af_packet_recvmmsg_engine(&lab);
+    let mut e = linux_client_against_engine(rt, &lab.linux, lab.engine_ip);
+    eprintln!("{}\n{:?}", e.stats(), e.port_mut().stats());
+    assert!(e.port_mut().stats().rx_calls > 0);
 }
 
 #[test]
@@ -451,6 +477,12 @@ fn af_xdp_idle_runtime_sleeps_on_the_socket() {
 fn af_packet_idle_runtime_sleeps_on_the_socket() {
     let Some(lab) = VethLab::new() else { return };
     idle_runtime_sleeps_on_the_port(af_packet_engine(&lab), &lab.linux, lab.engine_ip);
+}
+
+#[test]
+fn af_packet_recvmmsg_idle_runtime_sleeps_on_the_socket() {
+    let Some(lab) = VethLab::new() else { return };
+    idle_runtime_sleeps_on_the_port(af_packet_recvmmsg_engine(&lab), &lab.linux, lab.engine_ip);
 }
 
 #[test]

@@ -11,7 +11,7 @@
 //! | [`pcap`] | always | wraps any port and writes its traffic to a pcap file |
 //! | [`trace`] | always | plays the clients of TCP connections from pre-built frames, to measure a server engine alone |
 //! | `tap` | `tap` | TAP device through `/dev/net/tun` |
-//! | `af_packet` | `af_packet` | AF_PACKET socket, a burst per `recvmmsg`/`sendmmsg` into and out of arena frames; several in a fanout group as receive queues |
+//! | `af_packet` | `af_packet` | AF_PACKET socket: receives from a ring shared with the kernel (or a burst per `recvmmsg` into arena frames), sends a burst per `sendmmsg`; several in a fanout group as receive queues |
 //! | `af_xdp` | `af_xdp` | AF_XDP sockets through `xdpilone` (one per queue), UMEM = the frame arena, own XDP program |
 //! | `dpdk` | `dpdk` | any DPDK ethdev (queue pairs with RSS), the frame arena as the mempool's buffers |
 //!

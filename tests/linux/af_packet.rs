@@ -1,8 +1,10 @@
 //! The AF_PACKET port itself, on a veth pair: bursts larger than one system call, an arena
 //! out of frames, frames too large for an arena frame, frames that carry the engine's own
-//! source address, an interface taken down.
+//! source address, an interface taken down; the receive ring; several sockets in a fanout
+//! group as receive queues.
 
 use super::*;
+use flextoe::backends::af_packet::AfPacketConfig;
 use flextoe::buf::{Frame, FrameArena};
 use flextoe::time::Instant as EngineInstant;
 
@@ -23,11 +25,14 @@ fn test_frame(src: MacAddr, seq: u16, len: usize) -> Vec<u8> {
 }
 
 /// Both ends of a veth lab as AF_PACKET ports: (the Linux side's, the engine side's); the
-/// engine side's skips frames from `MAC`.
+/// engine side's skips frames from `MAC` and receives by `recvmmsg` (no ring).
 fn ports(lab: &VethLab) -> (AfPacketPort, AfPacketPort) {
     let (a, b) = (lab.linux_if.clone(), lab.engine_if.clone());
     let tx = in_netns(&lab.linux.0, move || AfPacketPort::open(&a, OTHER_MAC)).expect("port a");
-    let rx = in_netns(&lab.engine.0, move || AfPacketPort::open(&b, MAC)).expect("port b");
+    let rx = in_netns(&lab.engine.0, move || {
+        AfPacketPort::open_with(&b, MAC, &queues(1, false))
+    })
+    .expect("port b");
     (tx, rx)
 }
 
@@ -63,6 +68,26 @@ fn receive(port: &mut AfPacketPort, arena: &FrameArena, want: usize) -> Vec<Vec<
     got
 }
 
+/// Send `frames` out of `dev` in `ns` from a Python program's AF_PACKET socket (frames of
+/// any length, and from outside this process).
+fn raw_send(ns: &Netns, dev: &str, frames: &[&[u8]]) {
+    let hex: Vec<String> = frames
+        .iter()
+        .map(|f| {
+            format!(
+                "'{}'",
+                f.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            )
+        })
+        .collect();
+    let prog = format!(
+        "import socket\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\ns.bind(('{dev}',0))\n\
+         for h in [{}]: s.send(bytes.fromhex(h))\n",
+        hex.join(",")
+    );
+    sh(&ns.exec(&[python(), "-c", &prog]));
+}
+
 /// The interface's promiscuity count (`ip -d link show`).
 fn promiscuity(ns: &Netns, dev: &str) -> u32 {
     let out = sh(&["ip", "-n", &ns.0, "-d", "link", "show", "dev", dev]);
@@ -88,6 +113,38 @@ fn recv_once(port: &mut AfPacketPort, arena: &FrameArena, max: usize) -> (usize,
         arena.free(f);
     }
     (n, test)
+}
+
+/// Through `tx` to `rx` (whose counters are fresh): a `recv` takes no more than asked, the
+/// rest waits for the next; with an arena out of frames, a poll with nothing waiting counts
+/// nothing, with frames waiting it counts once and takes none, and they arrive once frames
+/// are free.
+fn bounded_and_waits_for_frames(tx: &mut AfPacketPort, rx: &mut AfPacketPort, arena: &FrameArena) {
+    // A `recv` takes no more than asked; the rest waits for the next.
+    let five: Vec<Vec<u8>> = (0..5u16).map(|i| test_frame(OTHER_MAC, i, 80)).collect();
+    assert_eq!(send(tx, arena, &five), 5);
+    std::thread::sleep(Duration::from_millis(50));
+    let (n, got) = recv_once(rx, arena, 3);
+    assert_eq!(n, 3);
+    assert!(got == five[..3], "the first three");
+    assert!(receive(rx, arena, 2) == five[3..], "then the other two");
+
+    // An arena out of frames: a poll with nothing waiting counts nothing; with frames
+    // waiting it counts once and takes none; they arrive once frames are free.
+    let small = FrameArena::new(8).unwrap();
+    let mut held = Vec::new();
+    assert_eq!(small.alloc_burst(8, &mut held), 8);
+    assert_eq!(recv_once(rx, &small, 32).0, 0);
+    assert_eq!(rx.stats().rx_no_buffer, 0, "nothing waited");
+    let more: Vec<Vec<u8>> = (0..5u16).map(|i| test_frame(OTHER_MAC, i, 100)).collect();
+    assert_eq!(send(tx, arena, &more), 5);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(recv_once(rx, &small, 32).0, 0);
+    assert_eq!(rx.stats().rx_no_buffer, 1, "{:?}", rx.stats());
+    small.free_all(&mut held);
+    let got = receive(rx, &small, 5);
+    assert!(got == more, "the frames that waited, in order");
+    assert_eq!(small.in_use(), 0);
 }
 
 #[test]
@@ -129,34 +186,7 @@ fn af_packet_moves_bursts_larger_than_one_system_call_and_waits_for_frames() {
         "the two that fit"
     );
 
-    // A `recv` takes no more than asked; the rest waits for the next.
-    let five: Vec<Vec<u8>> = (0..5u16).map(|i| test_frame(OTHER_MAC, i, 80)).collect();
-    assert_eq!(send(&mut a, &arena, &five), 5);
-    std::thread::sleep(Duration::from_millis(50));
-    let (n, got) = recv_once(&mut b, &arena, 3);
-    assert_eq!(n, 3);
-    assert!(got == five[..3], "the first three");
-    assert!(
-        receive(&mut b, &arena, 2) == five[3..],
-        "then the other two"
-    );
-
-    // An arena out of frames: a poll with nothing waiting counts nothing; with frames
-    // waiting it counts once and takes none; they arrive once frames are free.
-    let small = FrameArena::new(8).unwrap();
-    let mut held = Vec::new();
-    assert_eq!(small.alloc_burst(8, &mut held), 8);
-    assert_eq!(recv_once(&mut b, &small, 32).0, 0);
-    assert_eq!(b.stats().rx_no_buffer, 0, "nothing waited");
-    let more: Vec<Vec<u8>> = (0..5u16).map(|i| test_frame(OTHER_MAC, i, 100)).collect();
-    assert_eq!(send(&mut a, &arena, &more), 5);
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(recv_once(&mut b, &small, 32).0, 0);
-    assert_eq!(b.stats().rx_no_buffer, 1, "{:?}", b.stats());
-    small.free_all(&mut held);
-    let got = receive(&mut b, &small, 5);
-    assert!(got == more, "the frames that waited, in order");
-    assert_eq!(small.in_use(), 0);
+    bounded_and_waits_for_frames(&mut a, &mut b, &arena);
     drop(b);
     assert_eq!(
         promiscuity(&lab.engine, &lab.engine_if),
@@ -180,16 +210,7 @@ fn af_packet_drops_oversized_frames_and_its_own_and_counts_failed_receives() {
     let after = test_frame(OTHER_MAC, 2, 100);
     let own = test_frame(MAC, 3, 100);
     // Sent by Python (an arena frame cannot hold the big one).
-    let hex = |f: &[u8]| f.iter().map(|b| format!("{b:02x}")).collect::<String>();
-    let prog = format!(
-        "import socket\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\ns.bind(('{}',0))\n\
-         for h in ['{}','{}','{}']: s.send(bytes.fromhex(h))\n",
-        lab.linux_if,
-        hex(&big),
-        hex(&own),
-        hex(&after)
-    );
-    sh(&lab.linux.exec(&[python(), "-c", &prog]));
+    raw_send(&lab.linux, &lab.linux_if, &[&big, &own, &after]);
     let got = receive(&mut b, &arena, 1);
     assert!(
         got == vec![after],
@@ -264,25 +285,41 @@ fn flow_of(d: &[u8]) -> Option<((u16, u16), u32)> {
     Some(((sport.min(dport), sport.max(dport)), seq))
 }
 
-/// A port of three sockets in a fanout group: three receive queues; the kernel gives every
-/// frame of a connection, both directions, to one socket, in order; the flows spread over
-/// the sockets; a `recv` over the port takes from every socket; sends go out.
+/// `cfg` with `queues` sockets and a receive ring or not.
+fn queues(queues: u16, rx_ring: bool) -> AfPacketConfig {
+    AfPacketConfig { queues, rx_ring }
+}
+
+/// A port of three sockets in a fanout group (with receive rings and without): three
+/// receive queues; the kernel gives every frame of a connection, both directions, to one
+/// socket, in order; the flows spread over the sockets; a `recv` over the port takes from
+/// every socket; sends go out, and none comes back to the group.
 #[test]
 fn af_packet_fanout_keeps_each_connection_on_one_queue() {
     let Some(lab) = VethLab::new() else {
         return;
     };
     let e = lab.engine_if.clone();
-    let zero = in_netns(&lab.engine.0, move || AfPacketPort::open_queues(&e, MAC, 0));
+    let zero = in_netns(&lab.engine.0, move || {
+        AfPacketPort::open_with(&e, MAC, &queues(0, false))
+    });
     assert_eq!(
         zero.err().map(|e| e.kind()),
         Some(std::io::ErrorKind::InvalidInput)
     );
+    for ring in [false, true] {
+        fanout_keeps_each_connection_on_one_queue(&lab, ring);
+    }
+}
+
+fn fanout_keeps_each_connection_on_one_queue(lab: &VethLab, ring: bool) {
     let a = lab.linux_if.clone();
     let mut tx = in_netns(&lab.linux.0, move || AfPacketPort::open(&a, OTHER_MAC)).expect("port a");
     let e = lab.engine_if.clone();
-    let mut rx = in_netns(&lab.engine.0, move || AfPacketPort::open_queues(&e, MAC, 3))
-        .expect("three sockets");
+    let mut rx = in_netns(&lab.engine.0, move || {
+        AfPacketPort::open_with(&e, MAC, &queues(3, ring))
+    })
+    .expect("three sockets");
     assert_eq!(rx.capabilities().queues, 3);
     assert_eq!(rx.wakeup_fds().len(), 3);
     let arena = FrameArena::new(1024).unwrap();
@@ -334,7 +371,11 @@ fn af_packet_fanout_keeps_each_connection_on_one_queue() {
         by_queue.iter().zip(per_queue).all(|(&c, n)| c >= n as u64),
         "{by_queue:?} against {per_queue:?}"
     );
-    assert_eq!(rx.stats().rx, by_queue.iter().sum::<u64>());
+    assert_eq!(
+        rx.stats().rx_calls == 0,
+        ring,
+        "receive calls only without rings"
+    );
 
     // A `recv` over the port takes from every socket.
     let again: Vec<Vec<u8>> = (0..32u16)
@@ -355,10 +396,32 @@ fn af_packet_fanout_keeps_each_connection_on_one_queue() {
             .sum::<usize>();
     }
     assert_eq!(got, 32, "every frame, whichever socket it reached");
-    // Sends go out through the first socket.
-    let back = [tcp_frame(s, 80, c, 40000, 9)];
-    assert_eq!(send(&mut rx, &arena, &back), 1);
+    // Sends go out (through the first socket), and the group does not take them back.
+    let mut back = tcp_frame(s, 80, c, 40000, 9);
+    back[6..12].copy_from_slice(&MAC.0);
+    assert_eq!(send(&mut rx, &arena, std::slice::from_ref(&back)), 1);
     assert_eq!(rx.queue_stats()[0].tx, 1);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut arrived = false;
+    while !arrived && Instant::now() < deadline {
+        tx.recv(EngineInstant::ZERO, &arena, &mut burst, 64);
+        for f in burst.drain(..) {
+            arrived |= arena.data(&f) == back.as_slice();
+            arena.free(f);
+        }
+    }
+    assert!(arrived, "the frame sent reached the other end");
+    // Nor what another program on the engine's side sends out of the interface (outgoing
+    // frames are the group's to skip, `PACKET_FANOUT_FLAG_IGNORE_OUTGOING`).
+    let mut other = tcp_frame(s, 81, c, 40001, 10);
+    other[6..12].copy_from_slice(&[0x02, 0x66, 0x74, 0x6f, 0x65, 0x03]);
+    raw_send(&lab.engine, &lab.engine_if, &[&other]);
+    std::thread::sleep(Duration::from_millis(50));
+    rx.recv(EngineInstant::ZERO, &arena, &mut burst, 64);
+    let looped = burst.len();
+    arena.free_all(&mut burst);
+    let st = rx.stats();
+    assert_eq!((looped, st.rx_own), (0, 0), "{st:?}");
     assert_eq!(arena.in_use(), 0);
 }
 
@@ -371,7 +434,8 @@ fn tx_packets(ns: &Netns, dev: &str) -> u64 {
         .expect("a count")
 }
 
-/// The threaded runtime over a two-socket AF_PACKET port with two preprocess replicas:
+/// The threaded runtime over a two-socket AF_PACKET port (receive rings) with two
+/// preprocess replicas:
 /// replica q receives exactly the frames of socket q, no frame reaches both sockets, and 16
 /// Linux connections echo 1 MiB each, verified.
 #[test]
@@ -381,8 +445,10 @@ fn af_packet_two_sockets_feed_one_preprocess_replica_each() {
     };
     let sent_before = tx_packets(&lab.linux, &lab.linux_if);
     let e = lab.engine_if.clone();
-    let port = in_netns(&lab.engine.0, move || AfPacketPort::open_queues(&e, MAC, 2))
-        .expect("two sockets");
+    let port = in_netns(&lab.engine.0, move || {
+        AfPacketPort::open_with(&e, MAC, &queues(2, true))
+    })
+    .expect("two sockets");
     let t = Threaded::spawn(
         config(lab.engine_ip),
         port,
@@ -410,4 +476,82 @@ fn af_packet_two_sockets_feed_one_preprocess_replica_each() {
         by_queue, replicas,
         "each replica got exactly its socket's frames"
     );
+}
+
+/// A socket with a receive ring: every size in order and byte for byte with no receive
+/// call; no more than a `recv` asks for; an arena out of frames leaves frames in the ring
+/// (counted once) until frames are free; a full ring drops what comes next, counted by the
+/// kernel, and takes frames again once read (its slots wrapped around); frames longer than
+/// a slot, and the engine's own, dropped and counted.
+#[test]
+fn af_packet_ring_receives_without_calls_and_counts_what_it_drops() {
+    let Some(lab) = VethLab::new() else {
+        return;
+    };
+    for (ns, dev) in [(&lab.linux, &lab.linux_if), (&lab.engine, &lab.engine_if)] {
+        sh(&["ip", "-n", &ns.0, "link", "set", dev, "mtu", "4000"]);
+    }
+    let a = lab.linux_if.clone();
+    let mut tx = in_netns(&lab.linux.0, move || AfPacketPort::open(&a, OTHER_MAC)).expect("port a");
+    let b = lab.engine_if.clone();
+    let mut rx = in_netns(&lab.engine.0, move || {
+        AfPacketPort::open_with(&b, MAC, &queues(1, true))
+    })
+    .expect("port b");
+    let arena = FrameArena::new(2048).unwrap();
+    let frames: Vec<Vec<u8>> = (0..150u16)
+        .map(|i| test_frame(OTHER_MAC, i, 60 + usize::from(i) * 1454 / 149))
+        .collect();
+    assert_eq!(send(&mut tx, &arena, &frames), 150);
+    std::thread::sleep(Duration::from_millis(50));
+    let (n, got) = recv_once(&mut rx, &arena, 256);
+    assert!(
+        n >= 150 && got == frames,
+        "every frame, in order, byte for byte"
+    );
+    assert_eq!(rx.stats().rx_calls, 0, "no receive call");
+
+    bounded_and_waits_for_frames(&mut tx, &mut rx, &arena);
+    let five: Vec<Vec<u8>> = (0..5u16).map(|i| test_frame(OTHER_MAC, i, 80)).collect();
+
+    // 1200 frames unread, in bursts the kernel's backlog takes whole: the ring holds 1024
+    // of them, the first, and the kernel counts the others dropped.
+    let many: Vec<Vec<u8>> = (0..1200u16)
+        .map(|i| test_frame(OTHER_MAC, i, 100))
+        .collect();
+    for chunk in many.chunks(100) {
+        assert_eq!(send(&mut tx, &arena, chunk), chunk.len());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let kept = receive(&mut rx, &arena, 1200);
+    let st = rx.stats();
+    assert!(
+        kept == many[..1024],
+        "the ring's worth, in order ({} frames)",
+        kept.len()
+    );
+    assert_eq!(st.rx_kernel_drops, 176, "{st:?}");
+    assert_eq!(send(&mut tx, &arena, &five), 5);
+    assert!(
+        receive(&mut rx, &arena, 5) == five,
+        "taken again after a full ring"
+    );
+
+    // Longer than a slot holds, and the engine's own: dropped and counted.
+    let big = test_frame(OTHER_MAC, 1, 3000);
+    let own = test_frame(MAC, 3, 100);
+    let after = test_frame(OTHER_MAC, 2, 100);
+    raw_send(&lab.linux, &lab.linux_if, &[&big, &own, &after]);
+    assert!(
+        receive(&mut rx, &arena, 1) == vec![after],
+        "only the frame that fits"
+    );
+    let st = rx.stats();
+    assert_eq!(
+        (st.rx_oversize, st.rx_own, st.rx_calls),
+        (1, 1, 0),
+        "{st:?}"
+    );
+    assert_eq!(arena.in_use(), 0);
 }
