@@ -211,8 +211,10 @@ pub(crate) const SPIN_PASSES: u32 = 256;
 /// before it sleeps (real time; at least [`SPIN_PASSES`] passes too): the next frame of a
 /// conversation usually arrives within this long, and a sleeping thread wakes late (on a
 /// port without descriptors to sleep on, at the end of its nap; on one with them, after the
-/// kernel's wakeup, tens of microseconds on a virtual machine).
-pub(crate) const PORT_SPIN: Duration = Duration::from_micros(50);
+/// kernel's wakeup, tens of microseconds on a virtual machine). 100 us: on a 2-vCPU VM an
+/// echo over veth takes 35 us and more, and with 50 us the echo's tail latency was higher
+/// where polls are cheap (AF_XDP, AF_PACKET's ring; the README's Performance section).
+pub(crate) const PORT_SPIN: Duration = Duration::from_micros(100);
 
 impl Idle {
     /// An idle policy that keeps spinning for `spin` after the last busy pass.

@@ -50,17 +50,18 @@ pub struct AfPacketStats {
     /// without `PACKET_IGNORE_OUTGOING`, where that includes the kernel's own), and frames
     /// from the wire whose source address is the engine's.
     pub rx_own: u64,
-    /// Frames longer than an arena frame, dropped.
+    /// Frames longer than an arena frame (or a ring's slot), dropped.
     pub rx_oversize: u64,
-    /// Frames the kernel dropped because the socket's receive buffer was full
-    /// (`PACKET_STATISTICS`).
+    /// Frames the kernel dropped because the socket's receive buffer (or its ring) was
+    /// full (`PACKET_STATISTICS`).
     pub rx_kernel_drops: u64,
     /// Polls that found a frame waiting and no free arena frame to take it: the frame
-    /// stays in the socket's buffer for a later poll (past that buffer the kernel drops,
-    /// counted in `rx_kernel_drops`).
+    /// stays in the socket's buffer (or its ring) for a later poll (past that the kernel
+    /// drops, counted in `rx_kernel_drops`).
     pub rx_no_buffer: u64,
     /// Receive calls that failed with something other than "nothing to read" (the
-    /// interface gone down, say). A socket with a receive ring makes no receive calls.
+    /// interface gone down, say); for a socket with a receive ring, which makes no receive
+    /// calls, errors the socket reported (read every [`ERROR_CHECK_EVERY`] empty polls).
     pub rx_errors: u64,
     /// Frames whose send failed, dropped (TCP sends their data again).
     pub tx_errors: u64,
@@ -118,11 +119,20 @@ impl Default for AfPacketConfig {
 
 /// One socket of a port: a receive queue.
 struct Queue {
-    fd: OwnedFd,
-    /// The socket's receive ring, where it has one (declared after `fd`: unmapped first).
+    /// The socket's receive ring, where it has one (declared before `fd`: unmapped before
+    /// the socket closes).
     ring: Option<RxRing>,
+    fd: OwnedFd,
+    /// Polls of the ring that found it empty since the socket's error was last read.
+    empty_polls: u32,
     stats: AfPacketStats,
 }
+
+/// Empty polls of a receive ring between two reads of the socket's error (`SO_ERROR`).
+/// An error (the interface gone down) makes the socket readable for `poll` until it is
+/// read, and nothing but a receive call or this read clears it: unread, a thread that
+/// sleeps on the socket would return at once, again and again.
+pub const ERROR_CHECK_EVERY: u32 = 1024;
 
 /// AF_PACKET sockets on one interface as a [`Port`]: one, or several in a fanout group.
 pub struct AfPacketPort {
@@ -210,8 +220,9 @@ impl AfPacketPort {
         for i in 0..queues {
             let (fd, ring) = Self::socket(ifindex, cfg.rx_ring, i == 0)?;
             socks.push(Queue {
-                fd,
                 ring,
+                fd,
+                empty_polls: 0,
                 stats: AfPacketStats::default(),
             });
         }
@@ -484,8 +495,9 @@ impl AfPacketPort {
     ) -> usize {
         let Some(Queue {
             ring: Some(ring),
+            fd,
+            empty_polls,
             stats,
-            ..
         }) = self.queues.get_mut(q)
         else {
             return 0;
@@ -497,6 +509,17 @@ impl AfPacketPort {
         while left > 0 {
             let ready = ring.waiting(left.min(BATCH));
             if ready == 0 {
+                if out.len() == before {
+                    *empty_polls += 1;
+                    if *empty_polls >= ERROR_CHECK_EVERY {
+                        *empty_polls = 0;
+                        if getsockopt_i32(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ERROR)
+                            .is_ok_and(|e| e != 0)
+                        {
+                            stats.rx_errors += 1;
+                        }
+                    }
+                }
                 break;
             }
             let got = arena.alloc_burst(ready.min(arena.free_frames()), &mut self.spare);
@@ -565,9 +588,8 @@ impl Queue {
             return;
         }
         let mut byte = 0u8;
-        // At most a socket buffer's worth of the smallest frames: the kernel may be
-        // queueing more meanwhile.
-        for _ in 0..(SOCKET_BUFFER as usize / 64) {
+        // A bounded number: the kernel may be queueing more meanwhile.
+        for _ in 0..(1 << 16) {
             // SAFETY: one writable byte, a live local; the frame is taken off the socket
             // (and cut to that byte).
             let r = unsafe {

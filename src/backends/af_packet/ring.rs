@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// Bytes of one slot: the slot's header (`tpacket2_hdr`, the link-layer address) and a
 /// full-sized Ethernet frame after it, aligned as the kernel places it.
 pub(super) const SLOT: usize = 2048;
-/// Slots per block (the kernel allocates the ring in blocks of whole pages).
-const SLOTS_PER_BLOCK: usize = 8;
+/// The least block (the kernel allocates the ring in blocks of whole pages: a block is the
+/// page size where that is larger, 64 KiB on some arm64 and ppc64 kernels).
+const MIN_BLOCK: usize = 16 << 10;
 /// Slots in a ring: frames the kernel can hold for the process (2 MiB of memory).
 pub(super) const SLOTS: usize = 1024;
 
@@ -42,9 +43,9 @@ pub(super) struct RxRing {
     head: usize,
 }
 
-// SAFETY: the ring is a private mapping of this process that only this struct reads and
-// writes (apart from the kernel, through the slots' status words); moving it to another
-// thread moves that access with it.
+// SAFETY: the ring is mapped shared with the kernel only; in this process this struct
+// holds the one pointer to it and is its only reader and writer (the kernel writes slots it
+// owns and the status words); moving it to another thread moves that access with it.
 unsafe impl Send for RxRing {}
 
 impl RxRing {
@@ -57,9 +58,19 @@ impl RxRing {
             libc::PACKET_VERSION,
             libc::tpacket_versions::TPACKET_V2 as i32,
         )?;
+        // SAFETY: sysconf reads a constant of the system; a failure (-1) is handled below.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        // Powers of two (pages of 4 KiB to 64 KiB): the larger is a multiple of both, and
+        // divides the ring's 2 MiB.
+        let block = usize::try_from(page).unwrap_or(4096).max(MIN_BLOCK);
+        if !block.is_multiple_of(SLOT) || !(SLOT * SLOTS).is_multiple_of(block) {
+            return Err(io::Error::other(format!(
+                "page size {page}: no ring layout"
+            )));
+        }
         let req = libc::tpacket_req {
-            tp_block_size: (SLOT * SLOTS_PER_BLOCK) as u32,
-            tp_block_nr: (SLOTS / SLOTS_PER_BLOCK) as u32,
+            tp_block_size: block as u32,
+            tp_block_nr: (SLOT * SLOTS / block) as u32,
             tp_frame_size: SLOT as u32,
             tp_frame_nr: SLOTS as u32,
         };
