@@ -413,6 +413,7 @@ mod lab_run {
             mac,
             ip: engine_ip,
             dpdk_args: String::new(),
+            queues: 1,
         })
         .expect("AF_XDP port");
         let capture = Capture::create(

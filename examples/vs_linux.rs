@@ -560,6 +560,7 @@ mod run {
                 mac: MAC,
                 ip: engine_ip,
                 dpdk_args,
+                queues: 1,
             };
             let port = AnyPort::open(&spec).expect("engine port");
             let rt = Runtime::spawn(

@@ -228,6 +228,35 @@ fn af_xdp_two_queues_spread_sixteen_connections() {
     }
 }
 
+/// `AnyPort` opens as many receive queues as its spec asks: three AF_PACKET sockets, two
+/// AF_XDP sockets on a two-queue veth end; none, or two on a TAP device, refused.
+#[test]
+fn any_port_opens_the_queues_asked_for() {
+    use flextoe::backends::any::{AnyPort, BackendKind, PortSpec};
+    let Some(lab) = VethLab::with_queues(2) else {
+        return;
+    };
+    let spec = |kind, queues| PortSpec {
+        netns: Some(lab.engine.0.clone()),
+        queues,
+        ..PortSpec::new(kind, lab.engine_if.clone(), MAC, lab.engine_ip)
+    };
+    let p = AnyPort::open(&spec(BackendKind::AfPacket, 3)).expect("AF_PACKET sockets");
+    assert_eq!(p.capabilities().queues, 3);
+    drop(p);
+    let p = AnyPort::open(&spec(BackendKind::AfXdp, 2)).expect("AF_XDP sockets");
+    assert_eq!(p.capabilities().queues, 2);
+    drop(p);
+    for (kind, queues) in [
+        (BackendKind::AfPacket, 0),
+        (BackendKind::AfXdp, 0),
+        (BackendKind::Tap, 2),
+    ] {
+        let e = AnyPort::open(&spec(kind, queues)).err().map(|e| e.kind());
+        assert_eq!(e, Some(ErrorKind::InvalidInput), "{kind:?} {queues}");
+    }
+}
+
 fn af_xdp_engine(lab: &VethLab) -> Runtime<AfXdpPort> {
     let cfg = XdpConfig::new(&lab.engine_if, lab.engine_ip);
     let port = in_netns(&lab.engine.0, move || AfXdpPort::open(&cfg)).expect("AF_XDP socket");

@@ -55,6 +55,11 @@ pub struct NetArgs {
     /// Network namespace to open the interface in (as made by `ip netns add`).
     #[arg(long)]
     pub netns: Option<String>,
+    /// Receive queues of the port (af-packet: sockets in a fanout group; af-xdp: sockets on
+    /// the device's queues; dpdk: queue pairs). With `--cores`, the threaded runtime feeds
+    /// each preprocess replica from its own queue when their numbers match.
+    #[arg(long, default_value_t = 1)]
+    pub queues: u16,
     /// The engine's IPv4 address.
     #[arg(long, default_value = "10.82.0.2")]
     pub ip: Ipv4Addr,
@@ -203,6 +208,7 @@ pub fn open_linux_port(args: &NetArgs) -> flextoe::backends::any::AnyPort {
         mac: args.mac,
         ip: args.ip,
         dpdk_args: args.dpdk_args.clone(),
+        queues: args.queues,
     };
     match AnyPort::open(&spec) {
         Ok(p) => p,

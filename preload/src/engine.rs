@@ -114,6 +114,7 @@ impl Config {
                 mac,
                 ip,
                 dpdk_args,
+                queues: 1,
             },
         }))
     }

@@ -42,6 +42,26 @@ pub struct PortSpec {
     /// DPDK's EAL arguments, whitespace-separated (DPDK only; the EAL starts once per
     /// process, on the first DPDK port).
     pub dpdk_args: String,
+    /// Receive queues ([`PortCaps::queues`](super::PortCaps::queues)): AF_PACKET sockets in
+    /// a fanout group, AF_XDP sockets on the device's queues 0 to `queues - 1`, DPDK queue
+    /// pairs; at least 1. A TAP device has one.
+    pub queues: u16,
+}
+
+impl PortSpec {
+    /// Backend `kind` on `iface` in the caller's namespace, for an engine at `mac` and `ip`:
+    /// one queue, no DPDK arguments.
+    pub fn new(kind: BackendKind, iface: impl Into<String>, mac: MacAddr, ip: Ipv4Addr) -> Self {
+        PortSpec {
+            kind,
+            iface: iface.into(),
+            netns: None,
+            mac,
+            ip,
+            dpdk_args: String::new(),
+            queues: 1,
+        }
+    }
 }
 
 /// A port of any built-in Linux backend.
@@ -72,6 +92,12 @@ fn not_built(feature: &str) -> io::Error {
 impl AnyPort {
     /// Open the port `spec` describes.
     pub fn open(spec: &PortSpec) -> io::Result<AnyPort> {
+        if spec.queues == 0 || (spec.kind == BackendKind::Tap && spec.queues > 1) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} receive queues for {:?}", spec.queues, spec.kind),
+            ));
+        }
         let spec2 = spec.clone();
         let open = move || -> io::Result<AnyPort> {
             let spec = spec2;
@@ -80,12 +106,17 @@ impl AnyPort {
                 BackendKind::Tap => super::tap::TapPort::open(&spec.iface).map(AnyPort::Tap),
                 #[cfg(feature = "af_packet")]
                 BackendKind::AfPacket => {
-                    super::af_packet::AfPacketPort::open(&spec.iface, spec.mac)
+                    let cfg = super::af_packet::AfPacketConfig {
+                        queues: spec.queues,
+                        ..Default::default()
+                    };
+                    super::af_packet::AfPacketPort::open_with(&spec.iface, spec.mac, &cfg)
                         .map(AnyPort::AfPacket)
                 }
                 #[cfg(feature = "af_xdp")]
                 BackendKind::AfXdp => {
-                    let cfg = super::af_xdp::XdpConfig::new(&spec.iface, spec.ip);
+                    let mut cfg = super::af_xdp::XdpConfig::new(&spec.iface, spec.ip);
+                    cfg.queues = u32::from(spec.queues);
                     super::af_xdp::AfXdpPort::open(&cfg).map(AnyPort::AfXdp)
                 }
                 #[cfg(feature = "dpdk")]
@@ -99,10 +130,9 @@ impl AnyPort {
                     } else {
                         Device::Named(spec.iface.clone())
                     };
-                    Ok(AnyPort::Dpdk(DpdkPort::open(
-                        &pool,
-                        &DpdkConfig::new(device),
-                    )?))
+                    let mut cfg = DpdkConfig::new(device);
+                    cfg.queues = spec.queues;
+                    Ok(AnyPort::Dpdk(DpdkPort::open(&pool, &cfg)?))
                 }
                 #[allow(unreachable_patterns)]
                 k => Err(not_built(match k {
