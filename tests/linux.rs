@@ -252,9 +252,16 @@ fn any_port_opens_the_queues_asked_for() {
         (BackendKind::AfXdp, 0),
         (BackendKind::Tap, 2),
     ] {
-        let e = AnyPort::open(&spec(kind, queues)).err().map(|e| e.kind());
-        assert_eq!(e, Some(ErrorKind::InvalidInput), "{kind:?} {queues}");
+        let e = AnyPort::open(&spec(kind, queues)).err().expect("refused");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{kind:?} {queues}");
+        assert!(e.to_string().contains("receive queues asked"), "{e}");
     }
+    // More than the backend or the device has.
+    assert!(AnyPort::open(&spec(BackendKind::AfXdp, 3)).is_err());
+    let e = AnyPort::open(&spec(BackendKind::AfPacket, 65))
+        .err()
+        .expect("refused");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
 }
 
 fn af_xdp_engine(lab: &VethLab) -> Runtime<AfXdpPort> {

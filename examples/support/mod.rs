@@ -56,8 +56,11 @@ pub struct NetArgs {
     #[arg(long)]
     pub netns: Option<String>,
     /// Receive queues of the port (af-packet: sockets in a fanout group; af-xdp: sockets on
-    /// the device's queues; dpdk: queue pairs). With `--cores`, the threaded runtime feeds
-    /// each preprocess replica from its own queue when their numbers match.
+    /// the device's queues, as many as it has; dpdk: queue pairs, `qpairs=` as many for
+    /// net_af_packet; tap: 1). The inline runtime (`--cores 0`) reads them in turn; the
+    /// threaded one feeds each preprocess replica from its own queue only where its topology
+    /// (`Topology::x86(cores)`) has as many replicas as the port has queues (two with
+    /// `--cores 2`), else it reads them in turn too.
     #[arg(long, default_value_t = 1)]
     pub queues: u16,
     /// The engine's IPv4 address.

@@ -42,9 +42,16 @@ pub struct PortSpec {
     /// DPDK's EAL arguments, whitespace-separated (DPDK only; the EAL starts once per
     /// process, on the first DPDK port).
     pub dpdk_args: String,
-    /// Receive queues ([`PortCaps::queues`](super::PortCaps::queues)): AF_PACKET sockets in
-    /// a fanout group, AF_XDP sockets on the device's queues 0 to `queues - 1`, DPDK queue
-    /// pairs; at least 1. A TAP device has one.
+    /// Receive queues ([`PortCaps::queues`](super::PortCaps::queues)), at least 1:
+    /// AF_PACKET sockets in a fanout group (at most
+    /// [`af_packet::MAX_QUEUES`](super::af_packet::MAX_QUEUES), 64; the kernel hashes each
+    /// flow to one of them); AF_XDP sockets on the device's queues 0 to `queues - 1` (at
+    /// most 64; the device needs that many queues, and flows its RSS puts on a queue past
+    /// them reach the kernel's stack, not the engine); DPDK queue pairs (at most the
+    /// device's; DPDK's `net_af_packet` needs `qpairs=` as many in its devargs). A TAP device
+    /// has exactly one. Whether several help depends on the runtime: the inline one reads
+    /// them in turn; the threaded one gives each preprocess replica its own queue when the
+    /// topology has as many replicas as the port has queues.
     pub queues: u16,
 }
 
@@ -95,7 +102,10 @@ impl AnyPort {
         if spec.queues == 0 || (spec.kind == BackendKind::Tap && spec.queues > 1) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{} receive queues for {:?}", spec.queues, spec.kind),
+                format!(
+                    "{} receive queues asked for {:?} (at least 1; a TAP device has one)",
+                    spec.queues, spec.kind
+                ),
             ));
         }
         let spec2 = spec.clone();
@@ -124,7 +134,6 @@ impl AnyPort {
                     use super::dpdk::{Device, DpdkConfig, DpdkPort, Eal, FramePool};
                     let args: Vec<&str> = spec.dpdk_args.split_whitespace().collect();
                     let eal = Eal::init(&args)?;
-                    let pool = FramePool::new(eal, 16384, 1024)?;
                     let device = if spec.iface.contains(',') {
                         Device::Probe(spec.iface.clone())
                     } else {
@@ -132,6 +141,13 @@ impl AnyPort {
                     };
                     let mut cfg = DpdkConfig::new(device);
                     cfg.queues = spec.queues;
+                    // The drivers hold a ring of receive buffers per queue: each queue past
+                    // the first gets twice its ring's worth more frames, so the engine keeps
+                    // what one queue left it.
+                    let ring = usize::from(cfg.rx_desc);
+                    let nq = usize::from(spec.queues);
+                    let pool =
+                        FramePool::new(eal, 16384 + 2 * ring * nq.saturating_sub(1), ring * nq)?;
                     Ok(AnyPort::Dpdk(DpdkPort::open(&pool, &cfg)?))
                 }
                 #[allow(unreachable_patterns)]
