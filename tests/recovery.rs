@@ -45,10 +45,15 @@ fn ack_with(t: &mut Script, ack: u32, blocks: &[(u32, u32)], win: u16) {
 
 /// Sequence numbers of the data segments the engine sent since the last look.
 fn data_seqs(t: &mut Script) -> Vec<u32> {
+    data_segments(t).into_iter().map(|(s, _)| s).collect()
+}
+
+/// The data segments the engine sent since the last look: where each starts and ends.
+fn data_segments(t: &mut Script) -> Vec<(u32, u32)> {
     t.recv()
         .iter()
         .filter(|s| !s.payload.is_empty())
-        .map(|s| s.seq)
+        .map(|s| (s.seq, s.seq.wrapping_add(s.payload.len() as u32)))
         .collect()
 }
 
@@ -118,6 +123,58 @@ fn fast_recovery_retransmits_only_the_sack_holes() {
     assert_eq!((r.fast, r.recovery, r.timeout), (1, 2, 0), "{r:?}");
     t.advance(Duration::from_secs(3));
     assert!(data_seqs(&mut t).is_empty(), "nothing left to time out");
+}
+
+/// A SACK block that starts past what was sent and runs 2^31 bytes on passes each bound
+/// checked alone (its left edge is above SND.UNA, its right edge "below" SND.MAX by
+/// sequence arithmetic): once believed, about 2 GiB counted as SACKed started a recovery
+/// on every ACK and took the congestion window out of the sender's limits.
+#[test]
+fn a_sack_block_past_what_was_sent_is_not_believed() {
+    let mut t = established(config(), true);
+    write(&mut t, 10);
+    let base = t.engine_seq;
+    let max = base + 10 * MSS;
+    assert_eq!(data_seqs(&mut t).len(), 10);
+    for _ in 0..3 {
+        let far = (max + 1, (max + 1).wrapping_add(0x8000_0000));
+        ack_with(&mut t, base, &[far], 65535);
+        assert!(data_seqs(&mut t).is_empty(), "nothing resent");
+    }
+    ack_with(&mut t, max, &[], 65535);
+    write(&mut t, 4);
+    assert_eq!(data_seqs(&mut t).len(), 4);
+    ack_with(&mut t, max + 4 * MSS, &[], 65535);
+    assert!(data_seqs(&mut t).is_empty());
+    let r = t.engine.retransmissions();
+    assert_eq!((r.fast, r.recovery, r.timeout), (0, 0, 0), "{r:?}");
+}
+
+/// With SACK, an ACK that SACKs nothing new is no duplicate ACK (RFC 6675 section 2): three
+/// ACKs carrying only a D-SACK (the peer got an old segment twice), or no blocks at all,
+/// start no recovery.
+#[test]
+fn acks_with_no_new_sack_information_start_no_recovery() {
+    let mut t = established(config(), true);
+    write(&mut t, 10);
+    let base = t.engine_seq;
+    let max = base + 10 * MSS;
+    assert_eq!(data_seqs(&mut t).len(), 10);
+    for blocks in [&[(base - 1, base)][..], &[]] {
+        for _ in 0..3 {
+            ack_with(&mut t, base, blocks, 65535);
+        }
+        assert!(
+            data_seqs(&mut t).is_empty(),
+            "nothing resent for {blocks:?}"
+        );
+    }
+    // Blocks that SACK new bytes still are: the hole below them goes at once.
+    ack_with(&mut t, base, &[(base + MSS, base + 4 * MSS)], 65535);
+    assert_eq!(data_seqs(&mut t), vec![base]);
+    ack_with(&mut t, max, &[], 65535);
+    let r = t.engine.retransmissions();
+    assert_eq!((r.fast, r.timeout), (1, 0), "{r:?}");
 }
 
 /// Without SACK: three duplicate ACKs retransmit the first segment only, and a partial ACK
@@ -239,17 +296,20 @@ fn duplicate_acks_after_a_timeout_send_the_window_back_once() {
     ack_with(&mut t, base + 3 * MSS, &[], 65535);
     assert_eq!(data_seqs(&mut t).len(), 4);
     ack_with(&mut t, base + 7 * MSS, &[], 65535);
-    let window = data_seqs(&mut t);
+    let window = data_segments(&mut t);
     assert!(window.len() >= 4, "{window:?}");
     let mut resent = Vec::new();
-    for _ in 0..10 {
-        for _ in 0..3 {
-            ack_with(&mut t, base + 7 * MSS, &[], 65535);
+    // Each SACKs one more byte (with SACK only news makes a duplicate ACK, RFC 6675).
+    let sacked = base + 8 * MSS;
+    for i in 0..10 {
+        for k in 1..=3 {
+            let block = (sacked, sacked + i * 3 + k);
+            ack_with(&mut t, base + 7 * MSS, &[block], 65535);
         }
-        resent.extend(data_seqs(&mut t));
+        resent.extend(data_segments(&mut t));
     }
     assert!(
-        resent.contains(&(base + 7 * MSS)),
+        resent.iter().any(|s| s.0 == base + 7 * MSS),
         "sent back once: {resent:?}"
     );
     assert!(
@@ -258,7 +318,12 @@ fn duplicate_acks_after_a_timeout_send_the_window_back_once() {
         resent.len()
     );
     // The data still all arrives: the peer acknowledges everything, nothing is stuck.
-    let top = window.iter().chain(&resent).max().copied().unwrap_or(base) + MSS;
+    let top = window
+        .iter()
+        .chain(&resent)
+        .map(|s| s.1)
+        .max()
+        .unwrap_or(base);
     ack_with(&mut t, top, &[], 65535);
     let more = data_seqs(&mut t);
     assert!(more.first().is_some_and(|&s| s == top), "{more:?}");

@@ -42,7 +42,14 @@ impl Scoreboard {
     /// was valid, whether or not it was news. The blocks kept are first cut at `una` (the
     /// ACK carrying the block may have moved it into or past them).
     pub fn add(&mut self, left: u32, right: u32, una: u32, max: u32) -> bool {
-        if !seq::lt(left, right) || seq::lt(left, una) || seq::gt(right, max) {
+        // Offsets from `una`, one chain of comparisons: three pairwise sequence comparisons
+        // each hold alone for a block that starts past `max` and ends 2^31 further on.
+        let (l, r, m) = (
+            left.wrapping_sub(una),
+            right.wrapping_sub(una),
+            max.wrapping_sub(una),
+        );
+        if l >= r || r > m {
             return false;
         }
         // Blocks reaching below `una` would sort last (the order counts from `una`) and
@@ -189,6 +196,16 @@ mod tests {
         assert!(!sb.add(500, 500, 100, 1000), "empty");
         assert!(!sb.add(600, 500, 100, 1000), "reversed");
         assert!(!sb.add(0x8000_0000, 0x8000_0100, 100, 1000), "far away");
+        // Past what was sent and 2^31 long: each bound alone looks inside the window.
+        assert!(
+            !sb.add(1001, 1001 + 0x8000_0000, 100, 1000),
+            "past max, 2^31 long"
+        );
+        assert!(
+            !sb.add(1001, 1001 + 0x7fff_ffff, 1000, 1000),
+            "nothing in flight"
+        );
+        assert!(!sb.add(2000, 3000, 100, 1000), "wholly past max");
         assert!(sb.is_empty());
     }
 

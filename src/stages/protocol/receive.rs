@@ -168,7 +168,14 @@ impl TcpState {
             && s.payload_len == 0
             && s.flags & flags::FIN == 0
             && self.snd_max != self.snd_una
-            && (sack_news || ((s.win as u32) << self.snd_shift) == self.snd_wnd)
+            && if self.has(F_SACK) {
+                // RFC 6675 section 2: with SACK, a duplicate ACK is one that SACKs bytes
+                // not SACKed before; one that repeats the blocks (or reports a D-SACK)
+                // says nothing was lost.
+                sack_news
+            } else {
+                ((s.win as u32) << self.snd_shift) == self.snd_wnd
+            }
         {
             self.dupacks = self.dupacks.saturating_add(1);
             r.actions.set(Actions::DUP_ACK);
