@@ -140,6 +140,14 @@ impl Sock {
             .fetch_and(!(bits as u16 as u32), Ordering::Relaxed);
     }
 
+    /// A send took less than it was given (the send space ran out): more room from now on
+    /// is a new edge-triggered `EPOLLOUT`, as Linux wakes a socket that ran out of space
+    /// when space frees, even where the space then reaches what it was at the last report.
+    /// `room`: the stream's free send space now (the caller holds the lock).
+    pub fn ran_out_of_room(&self, room: usize) {
+        self.edge_room.store(room as u64, Ordering::Relaxed);
+    }
+
     /// Block until one of `mask`'s bits (or an error or hang-up) holds, or `deadline`.
     /// Returns the bits, 0 on timeout.
     pub fn wait(&self, mask: i16, deadline: Option<Instant>) -> i16 {

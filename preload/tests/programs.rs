@@ -269,8 +269,6 @@ fn semantics_match_the_kernel() {
     check_semantics(&lab, &engine_env(&lab));
 }
 
-/// One RESP request (an array of bulk strings); returns the reply's first line and, for a
-/// bulk string, its payload.
 /// Keep-alive timing options take effect on the engine (`keepalive_times_out`).
 #[test]
 fn keepalive_options_time_out_a_silent_peer() {
@@ -282,6 +280,8 @@ fn keepalive_options_time_out_a_silent_peer() {
     keepalive_times_out(&lab, &engine_env(&lab), true);
 }
 
+/// One RESP request (an array of bulk strings); returns the reply's first line and, for a
+/// bulk string, its payload.
 fn resp(s: &mut std::io::BufReader<TcpStream>, args: &[&[u8]]) -> (String, Option<Vec<u8>>) {
     use std::io::BufRead;
     let mut req = format!("*{}\r\n", args.len()).into_bytes();

@@ -225,8 +225,10 @@ pub fn check_semantics(lab: &VethLab, env: &[(&str, String)]) {
         .unwrap();
         assert!(
             o.status.success(),
-            "semantics.py: {}",
-            String::from_utf8_lossy(&o.stderr)
+            "semantics.py ({}): {}\nits output so far:\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&o.stdout)
         );
         String::from_utf8(o.stdout).unwrap()
     };

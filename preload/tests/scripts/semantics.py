@@ -157,6 +157,45 @@ def _():
     return epoll_case(select.EPOLLET)
 
 
+def edge_out_after_running_out(send):
+    s = socket.create_connection((PEER, 7004), timeout=5)
+    s.setblocking(False)
+    ep = select.epoll()
+    ep.register(s, select.EPOLLOUT | select.EPOLLET)
+    first = len(ep.poll(1))
+    # Until a send takes less than it is given (or none: the buffer filled exactly).
+    ran_out = False
+    for _ in range(1024):
+        try:
+            ran_out = send(s, 1 << 20) < 1 << 20
+        except BlockingIOError:
+            ran_out = True
+        if ran_out:
+            break
+    # The peer drains everything meanwhile: the space is back where it was at the report.
+    time.sleep(1)
+    then = len(ep.poll(2))
+    ep.close()
+    s.close()
+    return f"{first} ran out={ran_out} then {then}"
+
+
+@case("epoll edge-triggered EPOLLOUT after a short send, once the peer has read it all")
+def _():
+    chunk = bytes(1 << 20)
+    return edge_out_after_running_out(lambda s, n: s.send(chunk[:n]))
+
+
+@case("epoll edge-triggered EPOLLOUT after a short sendfile, once the peer has read it all")
+def _():
+    import os
+    import tempfile
+    with tempfile.TemporaryFile() as f:
+        f.write(bytes(1 << 20))
+        f.flush()
+        return edge_out_after_running_out(lambda s, n: os.sendfile(s.fileno(), f.fileno(), 0, n))
+
+
 @case("select with a ready socket and a timeout")
 def _():
     s = hello()
