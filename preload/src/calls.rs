@@ -210,16 +210,34 @@ pub unsafe extern "C" fn accept4(
         return fail(libc::EBADF);
     };
     let deadline = Sock::deadline(&s.rcv_timeout);
-    let mut stream = loop {
+    // The new descriptor stands on a fresh kernel socket of its own.
+    let ty = libc::SOCK_STREAM | (flags & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC));
+    let (mut stream, nfd) = loop {
         {
             let state = s.lock();
             let State::Listener(l) = &*state else {
                 return fail(libc::EINVAL);
             };
-            match l.try_accept() {
-                Ok(Some(conn)) => break conn,
-                Ok(None) => {}
-                Err(e) => return fail(e),
+            if l.pending() > 0 || l.engine_gone() {
+                // The descriptor before the connection: with the descriptor table full
+                // (errno set) the connection stays queued for a later accept, as on Linux.
+                // SAFETY: socket takes no pointers.
+                let nfd = unsafe { real::socket(libc::AF_INET, ty, 0) };
+                if nfd < 0 {
+                    return -1;
+                }
+                match l.try_accept() {
+                    Ok(Some(conn)) => break (conn, nfd),
+                    Ok(None) => {
+                        // SAFETY: our own descriptor, just opened.
+                        unsafe { real::close(nfd) };
+                    }
+                    Err(e) => {
+                        // SAFETY: as above.
+                        unsafe { real::close(nfd) };
+                        return fail(e);
+                    }
+                }
             }
         }
         if s.nonblock.load(Ordering::Relaxed) {
@@ -231,15 +249,6 @@ pub unsafe extern "C" fn accept4(
             return fail(libc::EAGAIN);
         }
     };
-    // The new descriptor stands on a fresh kernel socket of its own.
-    let ty = libc::SOCK_STREAM | (flags & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC));
-    // SAFETY: socket takes no pointers.
-    let nfd = unsafe { real::socket(libc::AF_INET, ty, 0) };
-    if nfd < 0 {
-        // The descriptor table is full (errno set): the connection is closed (dropped:
-        // its unread request makes that a reset).
-        return -1;
-    }
     if let Err(e) = st.adopt(&mut stream, nfd as u64) {
         // SAFETY: our own descriptor.
         unsafe { real::close(nfd) };

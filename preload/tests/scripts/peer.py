@@ -1,6 +1,8 @@
 """The peer of semantics.py, run on Linux: 7001 closes each connection at once, 7002 sends
 b"hello12345" and holds the connection until the client closes it, 7004 reads until EOF,
-7005 echoes. Nothing listens on 7003."""
+7005 echoes, 7006 reads a port number (2 bytes) and connects back to the client's address
+at that port, sends b"back" there and holds that connection until the client closes it.
+Nothing listens on 7003."""
 import socket
 import sys
 import threading
@@ -35,6 +37,20 @@ def drain(c):
     c.close()
 
 
+def connect_back(c):
+    port = int.from_bytes(c.recv(2), "big")
+    try:
+        b = socket.create_connection((c.getpeername()[0], port), timeout=5)
+        b.settimeout(None)
+        b.sendall(b"back")
+        while b.recv(4096):
+            pass
+        b.close()
+    except OSError:
+        pass
+    c.close()
+
+
 def echo(c):
     while True:
         d = c.recv(65536)
@@ -44,7 +60,7 @@ def echo(c):
     c.close()
 
 
-for port, h in ((7001, close_at_once), (7002, hello_then_hold), (7004, drain), (7005, echo)):
+for port, h in ((7001, close_at_once), (7002, hello_then_hold), (7004, drain), (7005, echo), (7006, connect_back)):
     threading.Thread(target=serve, args=(port, h), daemon=True).start()
 print("ready", flush=True)
 threading.Event().wait()

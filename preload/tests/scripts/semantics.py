@@ -196,6 +196,48 @@ def _():
         return edge_out_after_running_out(lambda s, n: os.sendfile(s.fileno(), f.fileno(), 0, n))
 
 
+@case("accept with the descriptor table full: EMFILE, and the connection stays queued")
+def _():
+    import os
+    import resource
+    l = socket.socket()
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind((OWN, 7010))
+    l.listen(4)
+    c = socket.create_connection((PEER, 7006), timeout=5)
+    c.sendall((7010).to_bytes(2, "big"))
+    ready = len(select.select([l], [], [], 5)[0])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fill = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    try:
+        while True:
+            fill.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError:
+        pass
+    try:
+        l.accept()[0].close()
+        first = "accepted"
+    except OSError as e:
+        first = err(e)
+    for fd in fill:
+        os.close(fd)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    l.settimeout(2)
+    try:
+        a, _ = l.accept()
+        a.settimeout(5)
+        then = a.recv(4)
+        a.close()
+    except socket.timeout:
+        then = "timed out"
+    except OSError as e:
+        then = err(e)
+    c.close()
+    l.close()
+    return f"ready={ready} {first}, then {then!r}"
+
+
 @case("select with a ready socket and a timeout")
 def _():
     s = hello()
