@@ -452,15 +452,31 @@ pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
         _ => return fail(libc::EINVAL),
     };
     let mut state = s.lock();
-    match &mut *state {
+    let r = match &mut *state {
         State::Stream(stream) if stream.status() != ConnStatus::Connecting => {
             match stream.shutdown(how) {
                 Ok(()) => 0,
                 Err(e) => fail(errno_of(&e)),
             }
         }
+        // As Linux: shutting a listener's reading down stops it (its queued connections
+        // go, and accept fails with EINVAL from then on); shutting its writing does nothing.
+        State::Listener(_) if how == std::net::Shutdown::Write => 0,
+        State::Listener(_) => {
+            let local = s
+                .local
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or(SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
+            drop(std::mem::replace(&mut *state, State::Bound(local)));
+            0
+        }
         _ => fail(libc::ENOTCONN),
-    }
+    };
+    drop(state);
+    // Threads blocked on the socket (a read, an accept) look at it again.
+    crate::engine::notify();
+    r
 }
 
 /// Give `to` the engine socket of `from` (after the kernel duplicated the placeholder).

@@ -517,6 +517,11 @@ impl Remote {
         Ok(n)
     }
 
+    /// Whether reading was shut down here: reads return 0 from then on.
+    pub fn read_closed(&self) -> bool {
+        self.rd_shut
+    }
+
     /// Shut one or both directions down.
     pub fn shutdown(&mut self, how: std::net::Shutdown) {
         use std::net::Shutdown;

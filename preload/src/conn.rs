@@ -47,7 +47,8 @@ impl Conn {
         match self {
             Conn::Local(s) => s.is_readable(),
             Conn::Remote(r) => {
-                r.readable_bytes() > 0
+                r.read_closed()
+                    || r.readable_bytes() > 0
                     || r.peer_closed()
                     || !matches!(
                         r.status(),
@@ -60,6 +61,11 @@ impl Conn {
     /// Whether the peer's FIN arrived.
     pub fn peer_closed(&self) -> bool {
         both!(self, c => c.peer_closed())
+    }
+
+    /// Whether reading was shut down here (reads return 0).
+    pub fn read_closed(&self) -> bool {
+        both!(self, c => c.read_closed())
     }
 
     /// Whether writing was shut down.

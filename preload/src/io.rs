@@ -171,7 +171,7 @@ fn send_from(s: &Arc<Sock>, bufs: &[&[u8]], nonblock: bool, nosignal: bool) -> i
             }
             if total == want || (nonblock && total > 0) {
                 if total < want {
-                    s.ran_out_of_room(stream.writable_bytes());
+                    s.ran_out_of_room();
                 }
                 return total as isize;
             }

@@ -90,11 +90,7 @@ unsafe fn sendfile_impl(out: c_int, input: c_int, offset: *mut off_t, count: siz
                 }
                 if eof || total == count || nonblock {
                     if !eof && total < count {
-                        let room = match &*s.lock() {
-                            State::Stream(stream) => stream.writable_bytes(),
-                            _ => 0,
-                        };
-                        s.ran_out_of_room(room);
+                        s.ran_out_of_room();
                     }
                     break Ok(());
                 }

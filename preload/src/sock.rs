@@ -140,12 +140,13 @@ impl Sock {
             .fetch_and(!(bits as u16 as u32), Ordering::Relaxed);
     }
 
-    /// A send took less than it was given (the send space ran out): more room from now on
-    /// is a new edge-triggered `EPOLLOUT`, as Linux wakes a socket that ran out of space
-    /// when space frees, even where the space then reaches what it was at the last report.
-    /// `room`: the stream's free send space now (the caller holds the lock).
-    pub fn ran_out_of_room(&self, room: usize) {
-        self.edge_room.store(room as u64, Ordering::Relaxed);
+    /// A send took less than it was given (the send space ran out, or a `sendfile` stopped
+    /// where the ring wraps): any room at the next look is a new edge-triggered `EPOLLOUT`,
+    /// as Linux wakes a socket that ran out of space once space frees, even where the
+    /// space then reaches what it was at the last report (the engine may have freed it all
+    /// before anyone looks).
+    pub fn ran_out_of_room(&self) {
+        self.edge_room.store(0, Ordering::Relaxed);
     }
 
     /// Block until one of `mask`'s bits (or an error or hang-up) holds, or `deadline`.
@@ -196,7 +197,8 @@ pub fn stream_readiness(s: &Conn) -> i16 {
             if s.is_readable() {
                 r |= libc::POLLIN | libc::POLLRDNORM;
             }
-            if s.peer_closed() {
+            // As Linux: the peer's FIN or our own shutdown of reading.
+            if s.peer_closed() || s.read_closed() {
                 r |= libc::POLLRDHUP;
             }
             if !s.write_closed() && s.writable_bytes() > 0 && st == ConnStatus::Established {

@@ -198,9 +198,19 @@ impl Stream {
         self.tx.free()
     }
 
-    /// Whether a read would not block (data, end of stream, or an error).
+    /// Whether a read would not block (data, end of stream, an error, or reading shut
+    /// down: a read then returns 0 at once).
     pub fn is_readable(&self) -> bool {
-        self.rx.available() > 0 || self.conn.rx_fin() || self.conn.status().error().is_some()
+        self.rd_shutdown
+            || self.rx.available() > 0
+            || self.conn.rx_fin()
+            || self.conn.status().error().is_some()
+    }
+
+    /// Whether this side's reading was shut down ([`shutdown`](Self::shutdown)): reads
+    /// return 0 from then on.
+    pub fn read_closed(&self) -> bool {
+        self.rd_shutdown
     }
 
     /// Bytes the engine has put into the receive ring so far, read or not: grows with every

@@ -1,11 +1,12 @@
 """The peer of semantics.py, run on Linux: 7001 closes each connection at once, 7002 sends
 b"hello12345" and holds the connection until the client closes it, 7004 reads until EOF,
 7005 echoes, 7006 reads a port number (2 bytes) and connects back to the client's address
-at that port, sends b"back" there and holds that connection until the client closes it.
-Nothing listens on 7003."""
+at that port, sends b"back" there and holds that connection until the client closes it,
+7007 reads nothing for half a second, then reads until EOF. Nothing listens on 7003."""
 import socket
 import sys
 import threading
+import time
 
 HOST = sys.argv[1]
 
@@ -51,6 +52,11 @@ def connect_back(c):
     c.close()
 
 
+def drain_later(c):
+    time.sleep(0.5)
+    drain(c)
+
+
 def echo(c):
     while True:
         d = c.recv(65536)
@@ -60,7 +66,7 @@ def echo(c):
     c.close()
 
 
-for port, h in ((7001, close_at_once), (7002, hello_then_hold), (7004, drain), (7005, echo), (7006, connect_back)):
+for port, h in ((7001, close_at_once), (7002, hello_then_hold), (7004, drain), (7005, echo), (7006, connect_back), (7007, drain_later)):
     threading.Thread(target=serve, args=(port, h), daemon=True).start()
 print("ready", flush=True)
 threading.Event().wait()

@@ -158,7 +158,8 @@ def _():
 
 
 def edge_out_after_running_out(send):
-    s = socket.create_connection((PEER, 7004), timeout=5)
+    # The peer reads nothing for half a second: the sends run out of room.
+    s = socket.create_connection((PEER, 7007), timeout=5)
     s.setblocking(False)
     ep = select.epoll()
     ep.register(s, select.EPOLLOUT | select.EPOLLET)
@@ -173,7 +174,7 @@ def edge_out_after_running_out(send):
         if ran_out:
             break
     # The peer drains everything meanwhile: the space is back where it was at the report.
-    time.sleep(1)
+    time.sleep(1.5)
     then = len(ep.poll(2))
     ep.close()
     s.close()
@@ -236,6 +237,57 @@ def _():
     c.close()
     l.close()
     return f"ready={ready} {first}, then {then!r}"
+
+
+def poll_names(s):
+    p = select.poll()
+    p.register(s, select.POLLIN | select.POLLOUT | select.POLLRDHUP)
+    ev = p.poll(1000)
+    bits = ev[0][1] if ev else 0
+    names = (("IN", select.POLLIN), ("OUT", select.POLLOUT), ("RDHUP", select.POLLRDHUP),
+             ("HUP", select.POLLHUP), ("ERR", select.POLLERR))
+    return "|".join(n for n, b in names if bits & b)
+
+
+def shutdown_while_blocked(s, call, how):
+    """Run `call` in another thread, shut `s` down (`how`) while it blocks; what the call
+    gave (or the error it raised) and whether it still blocks."""
+    import threading
+    got = []
+
+    def run():
+        try:
+            got.append(call())
+        except OSError as e:
+            got.append(err(e))
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    time.sleep(0.2)
+    s.shutdown(how)
+    t.join(3)
+    return f"{got} alive={t.is_alive()}"
+
+
+@case("shutdown(SHUT_RD) ends a recv blocked in another thread; poll after it")
+def _():
+    s = socket.create_connection((PEER, 7005), timeout=5)
+    s.settimeout(None)
+    out = shutdown_while_blocked(s, lambda: s.recv(4), socket.SHUT_RD)
+    out += f" poll={poll_names(s)}"
+    s.close()
+    return out
+
+
+@case("shutdown of a listener: SHUT_WR does nothing, SHUT_RDWR ends a blocked accept")
+def _():
+    l = socket.socket()
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind((OWN, 7011))
+    l.listen(4)
+    l.shutdown(socket.SHUT_WR)
+    out = shutdown_while_blocked(l, l.accept, socket.SHUT_RDWR)
+    l.close()
+    return out
 
 
 @case("select with a ready socket and a timeout")
