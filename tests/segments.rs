@@ -204,6 +204,59 @@ fn a_shut_window_reopens_only_by_a_useful_amount() {
     assert!(update.win as usize >= 1460, "{update:?}");
 }
 
+/// With window scaling, re-offering the edge already advertised rounds it up to the scale
+/// where the ring has room (rounded down, each ACK moved the edge left by up to a scale
+/// unit: a shrinking window); where the ring is full up to the edge it rounds down rather
+/// than offer room the ring lacks.
+#[test]
+fn a_scaled_window_keeps_its_edge_where_the_ring_has_room() {
+    use smoltcp::wire::TcpRepr;
+    let mut cfg = config();
+    cfg.rx_buffer = 1 << 20;
+    let cap = cfg.rx_buffer as u32;
+    let mut t = Script::new(cfg);
+    let syn = TcpRepr {
+        window_scale: Some(7),
+        ..t.repr(SYN, PEER_ISS, None, &[])
+    };
+    let sa = t.accept_with(&syn);
+    let shift = sa.wscale.expect("window scale answered");
+    assert!(shift > 0, "a {cap}-byte ring needs a scale");
+    // The handshake's ACK carries the first scaled window.
+    t.send(ACK, t.peer_seq, Some(t.engine_seq), &[]);
+    let edge = |s: &Seg| s.ack.wrapping_add(u32::from(s.win) << shift);
+    // 3000 bytes, unread: the ring is full up to the edge, which rounds down.
+    for _ in 0..3 {
+        t.send_data(&[1u8; 1000]);
+    }
+    let full = t.recv().pop().expect("an ACK");
+    assert!(edge(&full).wrapping_sub(full.ack) <= cap - 3000, "{full:?}");
+    // The application reads 2990; the ACK of one byte more opens the window to the ring's
+    // free space, its edge a whole number of units past its ACK. Then 3 bytes arrive: the
+    // edge offered, rounded down from 3 bytes further on, would move left by most of a
+    // unit; the ring has room for it, and it stays.
+    let mut buf = vec![0u8; 2990];
+    assert_eq!(std::io::Read::read(t.stream(), &mut buf).unwrap(), 2990);
+    t.recv();
+    t.send_data(&[2u8]);
+    let first = t.recv_one();
+    t.send_data(&[2u8; 3]);
+    let second = t.recv_one();
+    assert_eq!(second.ack, first.ack + 3);
+    assert!(
+        !seq_lt(edge(&second), edge(&first)),
+        "the edge moved left: {first:?} then {second:?}"
+    );
+    assert!(
+        edge(&second).wrapping_sub(second.ack) <= cap - 14,
+        "{second:?}"
+    );
+}
+
+fn seq_lt(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
 /// Sender-side silly-window avoidance: with data in flight and a window that leaves room
 /// for only 100 more bytes, the engine waits for a useful window instead of sending a
 /// 100-byte segment (it used to send it).

@@ -457,9 +457,12 @@ impl TcpState {
         self.has(F_TXFIN) && !self.has(F_FIN_ACKED) && self.snd_nxt == self.data_end_seq()
     }
 
-    /// Window field to advertise, and remember the right edge. The window never shrinks,
-    /// and it opens only by a useful amount: by at least an MSS or half the buffer
-    /// (receiver-side silly-window avoidance, RFC 9293 3.8.6.2.2).
+    /// Window field to advertise, and remember the right edge. The window opens only by a
+    /// useful amount: by at least an MSS or half the buffer (receiver-side silly-window
+    /// avoidance, RFC 9293 3.8.6.2.2). It does not shrink where the ring has room for the
+    /// edge already offered; where it has not (the application left the ring full up to
+    /// that edge), the scale's rounding down moves the edge left by less than a scale unit
+    /// (RFC 7323 2.4), rather than offering room the ring does not have.
     #[inline]
     pub(super) fn advertise(&mut self) -> u16 {
         self.look_at_rx();
@@ -496,7 +499,16 @@ impl TcpState {
         } else {
             offered
         };
-        let w = (target >> self.rcv_shift).min(u16::MAX as u32);
+        let mut w = target >> self.rcv_shift;
+        if (w << self.rcv_shift) < offered {
+            // The edge already offered, rounded down to the scale, would move left: rounded
+            // up where the ring has room for it.
+            let up = (offered >> self.rcv_shift) + 1;
+            if up << self.rcv_shift <= free {
+                w = up;
+            }
+        }
+        let w = w.min(u16::MAX as u32);
         let edge = self.rcv_nxt.wrapping_add(w << self.rcv_shift);
         if seq::gt(edge, self.rcv_adv) {
             self.rcv_adv = edge;
