@@ -17,6 +17,10 @@
 
 use super::*;
 
+/// The least segment size every peer takes (RFC 9293 3.7.1, without an MSS option): a
+/// smaller run of segments does not lower the full-sized segment of the delayed ACK.
+pub(super) const DEFAULT_MSS: u32 = 536;
+
 impl TcpState {
     /// The header of a coalescable ACK (one not sent at once) for received segment's result
     /// `r`. Left owed when the burst asked for that (a later segment of the flow settles
@@ -48,6 +52,18 @@ impl TcpState {
             r.actions.clear(Actions::TX);
             false
         }
+    }
+
+    /// Follow the peer's segment size with an in-order segment of `len` bytes (see
+    /// `delack_full`): smaller segments lower it only from [`DEFAULT_MSS`] bytes on (the
+    /// ends of an application's writes are smaller, and tiny ones would ACK every few
+    /// bytes).
+    #[inline]
+    pub(super) fn note_segment_size(&mut self, len: u32) {
+        if len >= self.delack_full || (len >= DEFAULT_MSS && len == self.delack_last) {
+            self.delack_full = len;
+        }
+        self.delack_last = len;
     }
 
     /// Whether an ACK for in-order data whose last segment brought `bytes` goes now: more

@@ -485,7 +485,7 @@ impl TcpState {
             };
             self.rcv_nxt = end;
             self.rx_pos += len as u64;
-            self.delack_full = self.delack_full.max(len);
+            self.note_segment_size(len);
             let merged = self.merge_ooo();
             r.rx_publish = self.rx_pos;
             r.actions.set(

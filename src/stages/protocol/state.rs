@@ -163,11 +163,15 @@ pub struct TcpState {
     /// timestamp echoed is that of the earliest segment an ACK covers and the peer's round
     /// trip includes the time the ACK waited (section 4.3).
     pub(super) last_ack_sent: u32,
-    /// A full-sized segment's payload for that decision: the MSS (at least 1), raised to
-    /// the largest in-order payload accepted from one segment (as Linux's
-    /// receive-MSS estimate: a peer whose segments are larger than what this side sends
-    /// still gets an ACK every second one).
+    /// A full-sized segment's payload for that decision: the MSS (at least 1), following
+    /// the in-order payloads accepted from one segment (as Linux's receive-MSS estimate):
+    /// raised by a larger one at once (a peer whose segments are larger than what this
+    /// side sends still gets an ACK every second one), lowered by two in a row of one
+    /// smaller size of at least [`DEFAULT_MSS`](super::delack::DEFAULT_MSS) bytes (a peer whose path MTU fell still
+    /// gets an ACK every second segment, not every seventh).
     pub(super) delack_full: u32,
+    /// The payload of the last in-order segment, for `delack_full`.
+    pub(super) delack_last: u32,
 }
 
 /// Parameters to create the state of an established connection.

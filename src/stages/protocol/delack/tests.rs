@@ -131,6 +131,30 @@ fn the_full_segment_follows_the_mss_and_the_largest_segment_seen() {
     );
 }
 
+/// Two segments in a row of one smaller size (at least 536 bytes) lower the full-sized
+/// segment to theirs: a peer whose path MTU fell below this side's MSS gets an ACK every
+/// second segment again (it got one every seventh, or only from the timer when its window
+/// held fewer). Smaller segments, the ends of writes, lower nothing.
+#[test]
+fn two_smaller_segments_in_a_row_lower_the_full_segment() {
+    let mut s = Side::new(8948);
+    assert_eq!(
+        s.lone_segments(&[1448; 6]),
+        [false, true, false, true, false, true]
+    );
+    assert_eq!(s.proto.state(0).unwrap().delack_full, 1448);
+    let mut s = Side::new(1448);
+    assert_eq!(
+        s.lone_segments(&[400, 400, 400, 400]),
+        [false, false, false, true]
+    );
+    assert_eq!(s.proto.state(0).unwrap().delack_full, 1448);
+    // Different sizes in a row lower nothing.
+    let mut s = Side::new(8948);
+    s.lone_segments(&[1000, 1200, 1000, 1200]);
+    assert_eq!(s.proto.state(0).unwrap().delack_full, 8948);
+}
+
 /// Every in-order segment raises the full size, not only the one that decides: where the
 /// bursts split a flow's segments (which the threaded runtime's replicas may do) does not
 /// change it.
