@@ -177,6 +177,34 @@ fn acks_with_no_new_sack_information_start_no_recovery() {
     assert_eq!((r.fast, r.timeout), (1, 0), "{r:?}");
 }
 
+/// With SACK, an ACK that SACKs new bytes is a duplicate ACK even when it carries data (RFC
+/// 6675 section 2: a peer that sends as well as receives): three such segments, each SACKing
+/// a byte more, start a recovery that resends the hole at SND.UNA.
+#[test]
+fn data_segments_with_new_sack_blocks_are_duplicate_acks() {
+    let mut t = established(config(), true);
+    write(&mut t, 10);
+    let base = t.engine_seq;
+    assert_eq!(data_seqs(&mut t).len(), 10);
+    let at = base + 5 * MSS;
+    for k in 1..=3 {
+        let mut ranges = [None; 3];
+        ranges[0] = Some((at, at + k));
+        let r = TcpRepr {
+            sack_ranges: ranges,
+            ..t.repr(PSH | ACK, t.peer_seq, Some(base), &[5u8; 10])
+        };
+        t.send_repr(&r);
+        t.peer_seq += 10;
+    }
+    assert_eq!(
+        data_seqs(&mut t),
+        vec![base],
+        "the hole at SND.UNA, at once"
+    );
+    assert_eq!(t.engine.retransmissions().fast, 1);
+}
+
 /// Without SACK: three duplicate ACKs retransmit the first segment only, and a partial ACK
 /// retransmits the segment it points at (RFC 6582), not the whole window.
 #[test]

@@ -218,7 +218,9 @@ pub unsafe extern "C" fn accept4(
             let State::Listener(l) = &*state else {
                 return fail(libc::EINVAL);
             };
-            if l.pending() > 0 || l.engine_gone() {
+            // A listener through the service learns of new connections on another thread,
+            // in no fixed order with the calls that made them: it always asks.
+            if l.pending() > 0 || l.engine_gone() || l.remote() {
                 // The descriptor before the connection: with the descriptor table full
                 // (errno set) the connection stays queued for a later accept, as on Linux.
                 // SAFETY: socket takes no pointers.
@@ -474,6 +476,10 @@ pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
         _ => fail(libc::ENOTCONN),
     };
     drop(state);
+    if r == 0 && how != std::net::Shutdown::Write {
+        // Reading shut down is readable: a new edge for edge-triggered epoll.
+        s.used_up(libc::POLLIN | libc::POLLRDHUP);
+    }
     // Threads blocked on the socket (a read, an accept) look at it again.
     crate::engine::notify();
     r

@@ -169,6 +169,11 @@ impl Listen {
         }
     }
 
+    /// Whether the listener is the service's (its queue count may lag behind).
+    pub fn remote(&self) -> bool {
+        matches!(self, Listen::Remote(_))
+    }
+
     /// Whether the engine (or the service) is gone.
     pub fn engine_gone(&self) -> bool {
         match self {

@@ -141,10 +141,10 @@ impl Sock {
     }
 
     /// A send took less than it was given (the send space ran out, or a `sendfile` stopped
-    /// where the ring wraps): any room at the next look is a new edge-triggered `EPOLLOUT`,
-    /// as Linux wakes a socket that ran out of space once space frees, even where the
-    /// space then reaches what it was at the last report (the engine may have freed it all
-    /// before anyone looks).
+    /// where the ring wraps): any room at the next look is a new edge-triggered `EPOLLOUT`
+    /// (Linux, too, wakes a socket that ran out of space once space frees, though only once
+    /// a good part of it has), even where the space then reaches what it was at the last
+    /// report (the engine may have freed it all before anyone looks).
     pub fn ran_out_of_room(&self) {
         self.edge_room.store(0, Ordering::Relaxed);
     }

@@ -278,6 +278,21 @@ def _():
     return out
 
 
+@case("epoll edge-triggered: shutdown(SHUT_RD) is a new edge")
+def _():
+    s = hello()
+    s.setblocking(False)
+    ep = select.epoll()
+    ep.register(s, select.EPOLLIN | select.EPOLLET)
+    a = len(ep.poll(1))
+    b = len(ep.poll(0.2))
+    s.shutdown(socket.SHUT_RD)
+    c = len(ep.poll(1))
+    ep.close()
+    s.close()
+    return f"{a} {b} {c}"
+
+
 @case("shutdown of a listener: SHUT_WR does nothing, SHUT_RDWR ends a blocked accept")
 def _():
     l = socket.socket()

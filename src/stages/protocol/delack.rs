@@ -63,7 +63,11 @@ impl TcpState {
         if len >= self.delack_full || (len >= DEFAULT_MSS && len == self.delack_last) {
             self.delack_full = len;
         }
-        self.delack_last = len;
+        // Only sizes that could lower it count as the last (a short segment between two of
+        // one size does not break their run).
+        if len >= DEFAULT_MSS {
+            self.delack_last = len;
+        }
     }
 
     /// Whether an ACK for in-order data whose last segment brought `bytes` goes now: more

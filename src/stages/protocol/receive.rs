@@ -165,16 +165,18 @@ impl TcpState {
                 r.actions.set(Actions::ECN_ECHOED);
             }
         } else if ack == self.snd_una
-            && s.payload_len == 0
-            && s.flags & flags::FIN == 0
             && self.snd_max != self.snd_una
             && if self.has(F_SACK) {
                 // RFC 6675 section 2: with SACK, a duplicate ACK is one that SACKs bytes
-                // not SACKed before; one that repeats the blocks (or reports a D-SACK)
-                // says nothing was lost.
+                // not SACKed before, data or a window change in it or not; one that repeats
+                // the blocks (or reports a D-SACK, or has none) says nothing was lost. (An
+                // ACK that moves SND.UNA is not counted, unlike section 5's DupAcks; the
+                // SACKed bytes count towards a recovery through the scoreboard.)
                 sack_news
             } else {
-                ((s.win as u32) << self.snd_shift) == self.snd_wnd
+                s.payload_len == 0
+                    && s.flags & flags::FIN == 0
+                    && ((s.win as u32) << self.snd_shift) == self.snd_wnd
             }
         {
             self.dupacks = self.dupacks.saturating_add(1);

@@ -463,10 +463,11 @@ impl TcpState {
 
     /// Window field to advertise, and remember the right edge. The window opens only by a
     /// useful amount: by at least an MSS or half the buffer (receiver-side silly-window
-    /// avoidance, RFC 9293 3.8.6.2.2). It does not shrink where the ring has room for the
-    /// edge already offered; where it has not (the application left the ring full up to
-    /// that edge), the scale's rounding down moves the edge left by less than a scale unit
-    /// (RFC 7323 2.4), rather than offering room the ring does not have.
+    /// avoidance, RFC 9293 3.8.6.2.2), or by less than a scale unit where the edge already
+    /// offered is rounded up to the scale (as Linux aligns it). It does not shrink where the
+    /// ring has room for that rounded-up edge; where it has not (the application left the
+    /// ring full up to the edge), the scale's rounding down moves the edge left by less than
+    /// a scale unit (RFC 7323 2.4), rather than offering room the ring does not have.
     #[inline]
     pub(super) fn advertise(&mut self) -> u16 {
         self.look_at_rx();
@@ -582,7 +583,8 @@ impl TcpState {
         self.ack_now_header(now, h);
         self.rx_view = view;
         self.rcv_adv = edge;
-        // Rounded down, as `offer` rounds (the freeze's report rounds up: a bound).
+        // Rounded down, as `offer` rounds where the ring has no room past the edge (the
+        // freeze's report rounds up: a bound).
         h.win = (self.offered() >> self.rcv_shift.min(14)).min(u32::from(u16::MAX)) as u16;
     }
 
