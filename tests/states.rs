@@ -558,6 +558,26 @@ mod established {
         );
     }
 
+    /// After `shutdown(Read)` a read returns what was received (as a kernel socket's),
+    /// then the end of the stream instead of waiting; the stream polls readable.
+    #[test]
+    fn reads_after_shutdown_read_return_what_was_received_then_the_end() {
+        use std::io::Read;
+        let mut t = script();
+        t.accept_established();
+        t.send_data(b"queued");
+        t.recv();
+        let s = t.stream();
+        s.set_nonblocking(true);
+        s.shutdown(std::net::Shutdown::Read).unwrap();
+        assert!(s.is_readable() && s.read_closed());
+        let mut buf = [0u8; 16];
+        assert_eq!(s.read(&mut buf).unwrap(), 6);
+        assert_eq!(&buf[..6], b"queued");
+        assert_eq!(s.read(&mut buf).unwrap(), 0, "the end, not WouldBlock");
+        assert!(s.is_readable());
+    }
+
     #[test]
     fn rst_in_window_but_not_exact_gets_challenge_ack() {
         let mut t = script();

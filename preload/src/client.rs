@@ -465,11 +465,13 @@ impl Remote {
 
     /// Read in place, as [`flextoe::Stream::read_with`] does in nonblocking mode.
     pub fn read_with<R>(&mut self, f: impl FnOnce(&[u8]) -> (usize, R)) -> io::Result<R> {
-        if self.rd_shut {
-            return Ok(f(&[]).1);
-        }
         let head = shm::load(&self.h().rx_head);
         let tail = self.h().rx_tail.load(Ordering::Relaxed);
+        if head == tail && self.rd_shut {
+            // Reading shut down: what was received is still read first (as Linux), then
+            // the end.
+            return Ok(f(&[]).1);
+        }
         if head == tail {
             if let Some(e) = self.error() {
                 return Err(e);
@@ -517,7 +519,7 @@ impl Remote {
         Ok(n)
     }
 
-    /// Whether reading was shut down here: reads return 0 from then on.
+    /// Whether reading was shut down here: reads return what is left, then 0.
     pub fn read_closed(&self) -> bool {
         self.rd_shut
     }

@@ -208,7 +208,7 @@ impl Stream {
     }
 
     /// Whether this side's reading was shut down ([`shutdown`](Self::shutdown)): reads
-    /// return 0 from then on.
+    /// return what is left in the receive ring, then 0 instead of waiting.
     pub fn read_closed(&self) -> bool {
         self.rd_shutdown
     }
@@ -260,6 +260,8 @@ impl Stream {
     }
 
     /// Shut down one or both directions. `Write` sends a FIN once queued data is out.
+    /// `Read` makes reads return what is left in the receive ring and then 0 (end of
+    /// stream) instead of waiting, as a kernel socket's do.
     pub fn shutdown(&mut self, how: std::net::Shutdown) -> io::Result<()> {
         use std::net::Shutdown;
         self.end_batch();
@@ -505,8 +507,9 @@ pub(super) fn try_read(
 }
 
 /// The decisions of every read: `take` moves bytes out of the ring and returns (bytes
-/// released, its result); it gets no ring when reading was shut down, and an empty one at
-/// the end of the stream. `None`: nothing yet (would block).
+/// released, its result); it gets no ring when reading was shut down and nothing is left to
+/// read (what was received is still read first, as on Linux), and an empty one at the end
+/// of the stream. `None`: nothing yet (would block).
 fn try_read_with<R>(
     conn: &Arc<ConnShared>,
     host: &HostShared,
@@ -515,7 +518,7 @@ fn try_read_with<R>(
     rd_shutdown: bool,
     take: impl FnOnce(Option<&mut RingReader>) -> (usize, R),
 ) -> Option<io::Result<R>> {
-    if rd_shutdown {
+    if rd_shutdown && rx.available() == 0 {
         return Some(Ok(take(None).1));
     }
     // With a FIN, the ring is read again: the FIN is published after all data before it.

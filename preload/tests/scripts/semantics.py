@@ -268,6 +268,16 @@ def shutdown_while_blocked(s, call, how):
     return f"{got} alive={t.is_alive()}"
 
 
+@case("shutdown(SHUT_RD) with data received: recv returns it, then the end")
+def _():
+    s = hello()
+    s.shutdown(socket.SHUT_RD)
+    first = s.recv(100)
+    then = s.recv(100)
+    s.close()
+    return f"{first!r} then {then!r}"
+
+
 @case("shutdown(SHUT_RD) ends a recv blocked in another thread; poll after it")
 def _():
     s = socket.create_connection((PEER, 7005), timeout=5)
