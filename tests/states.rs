@@ -578,6 +578,22 @@ mod established {
         assert!(s.is_readable());
     }
 
+    /// A close with data unread is a RST (RFC 2525 2.17, as Linux), reading shut down or
+    /// not (it was a FIN after `shutdown(Read)`).
+    #[test]
+    fn a_close_after_shutdown_read_with_data_unread_is_a_reset() {
+        let mut t = script();
+        t.accept_established();
+        t.send_data(b"left");
+        t.recv();
+        t.stream().shutdown(std::net::Shutdown::Read).unwrap();
+        drop(t.stream.take());
+        t.poll();
+        let segs = t.recv();
+        assert!(segs.iter().any(|g| g.has(RST)), "{segs:?}");
+        assert!(!segs.iter().any(|g| g.has(FIN)), "{segs:?}");
+    }
+
     #[test]
     fn rst_in_window_but_not_exact_gets_challenge_ack() {
         let mut t = script();

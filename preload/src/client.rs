@@ -558,7 +558,7 @@ impl Drop for Remote {
     fn drop(&mut self) {
         // The service finishes the connection (FIN after the queued data, or a RST when
         // unread data is left, as Linux does).
-        let flag = if self.readable_bytes() > 0 && !self.rd_shut {
+        let flag = if self.readable_bytes() > 0 {
             shm::APP_ABORT
         } else {
             shm::APP_CLOSED

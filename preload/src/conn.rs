@@ -63,7 +63,7 @@ impl Conn {
         both!(self, c => c.peer_closed())
     }
 
-    /// Whether reading was shut down here (reads return 0).
+    /// Whether reading was shut down here (reads return what is left, then 0).
     pub fn read_closed(&self) -> bool {
         both!(self, c => c.read_closed())
     }

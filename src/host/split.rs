@@ -23,7 +23,7 @@ pub(super) struct Halves(Mutex<HalvesState>);
 struct HalvesState {
     read_gone: bool,
     write_gone: bool,
-    /// The read half went with data unread (and its reading not shut down).
+    /// The read half went with data unread.
     left_unread: bool,
 }
 
@@ -136,7 +136,7 @@ impl Drop for ReadHalf {
     fn drop(&mut self) {
         let mut h = self.halves.lock();
         h.read_gone = true;
-        h.left_unread = self.rx.available() > 0 && !self.rd_shutdown;
+        h.left_unread = self.rx.available() > 0;
         if h.write_gone && h.left_unread {
             // The last half: unread data makes the close an abort.
             self.conn.abort.store(true, Ordering::Release);

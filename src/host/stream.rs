@@ -199,7 +199,7 @@ impl Stream {
     }
 
     /// Whether a read would not block (data, end of stream, an error, or reading shut
-    /// down: a read then returns 0 at once).
+    /// down: a read then returns what is left, or 0 at once).
     pub fn is_readable(&self) -> bool {
         self.rd_shutdown
             || self.rx.available() > 0
@@ -717,7 +717,9 @@ impl Drop for Stream {
         if self.split {
             return;
         }
-        if self.rx.available() > 0 && !self.rd_shutdown {
+        // Unread data makes the close a RST (RFC 2525 2.17), reading shut down or not: what
+        // was received can still be read after `shutdown(Read)` (as Linux).
+        if self.rx.available() > 0 {
             self.conn.abort.store(true, Ordering::Release);
         } else {
             self.conn.tx_fin.store(true, Ordering::Release);
