@@ -402,7 +402,9 @@ impl FlowCounters {
         self.queued.load(Ordering::Relaxed) & UNSENT_MASK
     }
 
-    /// Whether the peer advertised a zero window, after the last result published.
+    /// Whether the peer advertised a zero window, after the last result published, or a
+    /// window too small to send into with nothing in flight (silly-window avoidance holds
+    /// the queue back): the persist timer's case.
     #[inline]
     pub fn peer_window_zero(&self) -> bool {
         self.queued.load(Ordering::Relaxed) & ZERO_WINDOW != 0

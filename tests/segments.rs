@@ -290,6 +290,51 @@ fn a_small_window_does_not_draw_a_small_segment() {
     );
 }
 
+/// Sender-side silly-window avoidance with nothing in flight: a window of 100 bytes draws
+/// no 100-byte segment at once (it used to, as if the peer's window would never grow),
+/// and no ACK will come to open it: the persist timer's override sends what the window
+/// takes after a retransmission timeout (RFC 9293 3.8.6.2.1; Linux's probe timer), and
+/// full segments follow once the window opens.
+#[test]
+fn a_small_window_with_nothing_in_flight_waits_for_the_override() {
+    let mut t = Script::new(config());
+    t.accept_established();
+    t.stream().write_all(&vec![9u8; 30 * 1460]).unwrap();
+    let first = t.recv();
+    assert_eq!(first.len(), 10, "the initial window");
+    // Everything acknowledged; the peer's window is down to 100 bytes.
+    let acked = t.engine_seq + 10 * 1460;
+    let r = TcpRepr {
+        window_len: 100,
+        ..t.repr(ACK, t.peer_seq, Some(acked), &[])
+    };
+    t.send_repr(&r);
+    assert!(t.recv().is_empty(), "no 100-byte segment at once");
+    let mut waited = Duration::ZERO;
+    let segs = loop {
+        let segs = t.recv();
+        if !segs.is_empty() || waited > Duration::from_secs(5) {
+            break segs;
+        }
+        t.advance(Duration::from_millis(10));
+        waited += Duration::from_millis(10);
+    };
+    assert!(waited >= Duration::from_millis(200), "after {waited:?}");
+    assert_eq!(segs.len(), 1, "{segs:?}");
+    assert_eq!(segs[0].seq, acked);
+    assert_eq!(segs[0].payload.len(), 100, "what the window takes");
+    let r = TcpRepr {
+        window_len: 20_000,
+        ..t.repr(ACK, t.peer_seq, Some(acked + 100), &[])
+    };
+    t.send_repr(&r);
+    let segs = t.recv();
+    assert!(
+        !segs.is_empty() && segs.iter().all(|s| s.payload.len() == 1460),
+        "{segs:?}"
+    );
+}
+
 /// RFC 5961 section 7: challenge ACKs are limited (one per flow per 500 ms, in-window RSTs
 /// and SYNs alike), and so are RSTs in reply to segments that match nothing (here 50 a
 /// second). A flood of in-window RSTs and of segments to a closed port used to get one

@@ -317,7 +317,9 @@ impl Actions {
     /// peer answers it without reading its ACK field, so it carries no acknowledgment for
     /// postprocess's ACK coalescing.
     pub const WINDOW_PROBE: u32 = 1 << 27;
-    /// The peer's window is zero after this item (its right edge is not beyond SND.UNA).
+    /// The peer's window is zero after this item (its right edge is not beyond SND.UNA),
+    /// or too small for silly-window avoidance to send into with nothing in flight: either
+    /// way the control plane's persist timer runs.
     pub const PEER_WINDOW_ZERO: u32 = 1 << 28;
     /// The result answers a transmission grant ([`ProtoWork::Tx`]), or is an application
     /// update that sent the flow's first segment itself (see

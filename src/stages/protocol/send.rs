@@ -32,8 +32,10 @@ impl TcpState {
 
     /// Bytes the next grant sends from `snd_nxt`: at most an MSS within both windows.
     /// Going back after a timeout, up to the next block the peer SACKed. New data avoids
-    /// silly windows (RFC 9293 3.8.6.2.1): a short segment waits while data is in flight,
-    /// unless it is all that is queued or at least half the largest window the peer offered.
+    /// silly windows (RFC 9293 3.8.6.2.1): a short segment waits unless it is all that is
+    /// queued or at least half the largest window the peer offered; with nothing in flight
+    /// (no ACK to come) the persist timer's override sends it after a while
+    /// ([`window_holds_back`](Self::window_holds_back)).
     // Always in line, with the work out of line: compiled as one function, the registers
     // the work needs were saved and restored around the common early return too.
     #[inline(always)]
@@ -56,12 +58,22 @@ impl TcpState {
             }
         } else if n < self.mss as u32
             && n < unsent
-            && self.snd_max != self.snd_una
             && n < self.max_snd_wnd / 2
+            && !self.has(F_SWS_OVERRIDE)
         {
             n = 0;
         }
         n
+    }
+
+    /// Whether the peer's window holds the queue back with nothing in flight: `unsent`
+    /// bytes queued, none sent unacknowledged, and the window too small for a segment
+    /// (silly-window avoidance, or zero). No ACK will come to open it; the control plane's
+    /// persist timer runs ([`Actions::PEER_WINDOW_ZERO`]) and, where the window is not
+    /// zero, its probe overrides the avoidance ([`on_probe`](Self::on_probe)).
+    #[inline]
+    pub(super) fn window_holds_back(&self, unsent: u32) -> bool {
+        unsent > 0 && self.snd_max == self.snd_una && self.next_len_of(unsent) == 0
     }
 
     /// Send `[start, end)` again (a retransmission chosen by recovery or a probe).
@@ -127,6 +139,7 @@ impl TcpState {
         let mut fl = flags::ACK;
         if n > 0 {
             fl |= flags::PSH;
+            self.flags &= !F_SWS_OVERRIDE;
             if seq_no == self.snd_max && self.rtt_start == 0 {
                 self.rtt_seq = seq_no;
                 self.rtt_start = now.micros() + 1;
@@ -238,9 +251,19 @@ impl TcpState {
     }
 
     /// Zero-window probe: an ACK with an old sequence number, which makes the peer answer
-    /// with its current window.
+    /// with its current window. Where the window is open but too small for silly-window
+    /// avoidance and nothing is in flight, the probe is the avoidance's override instead:
+    /// the flow is scheduled, and its next grant sends what the window takes (as Linux's
+    /// probe timer does).
     pub fn on_probe(&mut self, now: Instant, r: &mut ProtoResult) {
         if self.has(F_RST) {
+            return;
+        }
+        let unsent = self.unsent();
+        if self.window_holds_back(unsent) && self.usable() > 0 {
+            self.flags |= F_SWS_OVERRIDE;
+            r.actions.set(Actions::SCHED);
+            self.finish(r);
             return;
         }
         let s = self.snd_una.wrapping_sub(1);

@@ -32,6 +32,10 @@ pub(super) const F_FROZEN: u32 = 1 << 17;
 /// go-back waits until `snd_nxt` is past `rxt_max` (where this one began), so that the
 /// duplicate ACKs the go-back's own segments draw do not send it back again.
 pub(super) const F_DUP_GOBACK: u32 = 1 << 18;
+/// The override timer of sender-side silly-window avoidance went off (RFC 9293 3.8.6.2.1,
+/// RFC 1122 4.2.3.4; here the persist timer, as Linux's probe timer): the next segment of
+/// new data goes even where it is short. Cleared when new data is sent.
+pub(super) const F_SWS_OVERRIDE: u32 = 1 << 19;
 
 /// A `ts_recent` this old (24 days) no longer rejects segments (RFC 7323 section 5.5).
 pub(super) const PAWS_IDLE_MS: u64 = 24 * 24 * 3600 * 1000;
@@ -591,7 +595,7 @@ impl TcpState {
     pub(super) fn finish(&mut self, r: &mut ProtoResult) {
         r.in_flight = self.in_flight();
         r.unsent = self.unsent();
-        if seq::gt(self.snd_edge(), self.snd_una) {
+        if seq::gt(self.snd_edge(), self.snd_una) && !self.window_holds_back(r.unsent) {
             r.actions.clear(Actions::PEER_WINDOW_ZERO);
         } else {
             r.actions.set(Actions::PEER_WINDOW_ZERO);
