@@ -333,7 +333,7 @@ fn start(cfg: Config) -> Result<Stack, String> {
 
 /// Engine events so far; a waiter sleeps until this moves.
 static EPOCH: AtomicU64 = AtomicU64::new(0);
-/// Threads inside [`wait`] or a mixed wait.
+/// Threads inside [`Sleep::wait`] or a mixed wait.
 static SLEEPERS: AtomicUsize = AtomicUsize::new(0);
 static LOCK: Mutex<()> = Mutex::new(());
 static CV: Condvar = Condvar::new();

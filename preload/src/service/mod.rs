@@ -13,6 +13,8 @@
 //! had not closed are reset, and its listeners closed. When the service goes away, the
 //! applications' event sockets end, and their connections read as reset.
 
+mod pump;
+
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -21,13 +23,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flextoe::backends::any::AnyPort;
-use flextoe::host::{ConnStatus, Context, Host, Listener, Stream};
+use flextoe::host::{Context, Host, Listener};
 use flextoe::pipeline::{Engine, EngineConfig, Runtime};
 use flextoe::time::SystemClock;
 
 use crate::engine::Config;
 use crate::peer::Peer;
 use crate::shm::{self, op, Mapping, Msg};
+use pump::{bridge, pump_loop, Bridge};
 
 /// The service's shared state.
 struct Shared {
@@ -91,19 +94,6 @@ impl Listening {
         self.seq = self.seq.wrapping_add(1).max(1);
         (self.told, self.seq)
     }
-}
-
-/// One connection between the engine and an application's shared rings.
-struct Bridge {
-    stream: Mutex<Option<Stream>>,
-    map: Mapping,
-    shut: AtomicBool,
-    /// The status last written to the header, and whether the peer's FIN was: the pump's
-    /// own copies (the program can write the header's too; comparing against those, a
-    /// program rewriting them had every pass write them back and wake it, the pump never
-    /// sleeping).
-    told_status: AtomicU32,
-    told_fin: AtomicBool,
 }
 
 /// Take the hard limit on descriptors as the soft one: each attached program holds four
@@ -539,295 +529,4 @@ fn listen(host: &Host, port: u16, backlog: usize) -> Result<Listener, i32> {
         }
     }
     Err(libc::EADDRINUSE)
-}
-
-/// Give `app` the connection `s` through a new shared memory; returns its id and memfd.
-fn bridge(shared: &Arc<Shared>, app: &Arc<App>, mut s: Stream) -> io::Result<(u32, OwnedFd)> {
-    s.set_nonblocking(true);
-    let _ = s.register(&shared.ctx, 0);
-    let (fd, map) = Mapping::create("flextoe-conn", shm::SIZE)?;
-    let h = map.header();
-    let (l, p) = (s.local_addr(), s.peer_addr());
-    h.local_ip.store(u32::from(*l.ip()), Ordering::Relaxed);
-    h.local_port.store(l.port() as u32, Ordering::Relaxed);
-    h.peer_ip.store(u32::from(*p.ip()), Ordering::Relaxed);
-    h.peer_port.store(p.port() as u32, Ordering::Relaxed);
-    let status = s.status() as u32;
-    h.status.store(status, Ordering::Release);
-    let id = app.next.fetch_add(1, Ordering::Relaxed);
-    let b = Arc::new(Bridge {
-        stream: Mutex::new(Some(s)),
-        map,
-        shut: AtomicBool::new(false),
-        told_status: AtomicU32::new(status),
-        told_fin: AtomicBool::new(false),
-    });
-    app.conns
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id, b);
-    shm::kick(shared.pump.as_raw_fd());
-    Ok((id, fd))
-}
-
-/// Whether a ring's positions (as the application may have written them) can be copied
-/// between: the head at or past the tail by at most the ring, and both far below
-/// `u64::MAX` (a head of `u64::MAX - 10` made the service's `head + n` overflow: a panic
-/// that stopped the pump for every application in a build with overflow checks). No
-/// connection moves 2^62 bytes.
-fn positions_sane(head: u64, tail: u64) -> bool {
-    head >= tail && head - tail <= shm::RING as u64 && head < 1 << 62
-}
-
-/// Move one connection's bytes and states; `(changed, finished)`.
-fn pump_one(b: &Bridge, app_alive: bool) -> (bool, bool) {
-    let h = b.map.header();
-    let mut guard = b.stream.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(st) = guard.as_mut() else {
-        return (false, true);
-    };
-    let mut changed = false;
-    let status = st.status() as u32;
-    if b.told_status.swap(status, Ordering::Relaxed) != status {
-        h.status.store(status, Ordering::Release);
-        changed = true;
-    }
-    // The application writes `rx_tail` and `tx_head`: positions that no well-behaved
-    // application can produce end its connection (a RST), never a bad copy.
-    let sane = positions_sane;
-    if !sane(h.rx_head.load(Ordering::Relaxed), shm::load(&h.rx_tail))
-        || !sane(shm::load(&h.tx_head), h.tx_tail.load(Ordering::Relaxed))
-    {
-        if let Some(s) = guard.take() {
-            s.abort();
-        }
-        return (true, true);
-    }
-    // Engine to application.
-    for _ in 0..4 {
-        let head = h.rx_head.load(Ordering::Relaxed);
-        let tail = shm::load(&h.rx_tail);
-        if !sane(head, tail) || head - tail == shm::RING as u64 {
-            break;
-        }
-        match st.read_with(|src| {
-            let n = b.map.write(shm::RX, head, tail, src);
-            (n, (n, src.is_empty()))
-        }) {
-            Ok((0, true)) => {
-                if st.peer_closed() && !b.told_fin.swap(true, Ordering::Relaxed) {
-                    h.peer_fin.store(1, Ordering::Release);
-                    changed = true;
-                }
-                break;
-            }
-            Ok((n, _)) if n > 0 => {
-                h.rx_head.store(head + n as u64, Ordering::Release);
-                changed = true;
-            }
-            _ => break,
-        }
-    }
-    // Application to engine.
-    for _ in 0..4 {
-        let tail = h.tx_tail.load(Ordering::Relaxed);
-        let head = shm::load(&h.tx_head);
-        if head == tail || !sane(head, tail) {
-            break;
-        }
-        match st.write_with(|dst| {
-            let n = b.map.read(shm::TX, head, tail, dst);
-            (n, n)
-        }) {
-            Ok(n) if n > 0 => {
-                h.tx_tail.store(tail + n as u64, Ordering::Release);
-                changed = true;
-            }
-            _ => break,
-        }
-    }
-    let flags = h.app_flags.load(Ordering::Acquire);
-    let drained = shm::load(&h.tx_head) == h.tx_tail.load(Ordering::Relaxed);
-    if flags & shm::APP_ABORT != 0 || (!app_alive && flags & shm::APP_CLOSED == 0) {
-        // Closed with unread data, or its application is gone: a RST.
-        if let Some(s) = guard.take() {
-            s.abort();
-        }
-        return (changed, true);
-    }
-    if flags & (shm::APP_SHUT_WR | shm::APP_CLOSED) != 0
-        && drained
-        && !b.shut.swap(true, Ordering::Relaxed)
-    {
-        let _ = st.shutdown(std::net::Shutdown::Write);
-    }
-    // Closed, and its data out (or never to go out: the connection failed or ended).
-    let over = !matches!(
-        st.status(),
-        ConnStatus::Connecting | ConnStatus::Established
-    );
-    if flags & shm::APP_CLOSED != 0 && (drained || over) {
-        // The engine finishes the connection (FIN, retransmissions, TIME-WAIT) on its own.
-        let _ = st.shutdown(std::net::Shutdown::Both);
-        drop(guard.take());
-        return (changed, true);
-    }
-    (changed, false)
-}
-
-/// The pump: move every connection's bytes; sleep on the eventfd when nothing moves.
-fn pump_loop(shared: &Shared) {
-    let mut idle = 0u32;
-    loop {
-        let apps: Vec<Arc<App>> = shared
-            .apps
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let mut any = false;
-        for app in &apps {
-            let alive = app.alive.load(Ordering::SeqCst);
-            let conns: Vec<(u32, Arc<Bridge>)> = app
-                .conns
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .map(|(k, v)| (*k, v.clone()))
-                .collect();
-            let mut dirty = false;
-            let mut done = Vec::new();
-            for (id, b) in &conns {
-                let (changed, finished) = pump_one(b, alive);
-                dirty |= changed;
-                if finished {
-                    done.push(*id);
-                }
-            }
-            if !done.is_empty() {
-                let mut c = app.conns.lock().unwrap_or_else(|p| p.into_inner());
-                for id in done {
-                    c.remove(&id);
-                }
-                any = true;
-            }
-            // Listeners' queues, told as events.
-            for (id, ls) in app
-                .listeners
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter_mut()
-            {
-                if ls.l.pending() as u32 == ls.told {
-                    continue;
-                }
-                let (n, seq) = ls.report();
-                // The event socket does not block: an application that does not read its
-                // events (stopped, say) stalls nobody; it is told at a later pass (the count
-                // it was not told is forgotten, so the next pass reports again).
-                if shm::send_msg(
-                    app.events.as_raw_fd(),
-                    &Msg {
-                        op: op::PENDING,
-                        a: *id,
-                        b: n,
-                        seq,
-                        err: 0,
-                    },
-                    &[],
-                )
-                .is_ok()
-                {
-                    any = true;
-                } else {
-                    ls.told = u32::MAX;
-                }
-            }
-            if dirty && alive {
-                shm::nudge(app.wake.as_raw_fd());
-            }
-            any |= dirty;
-        }
-        if apps.iter().any(|a| !a.alive.load(Ordering::SeqCst)) {
-            // Applications that are gone with nothing left to finish leave the list.
-            shared
-                .apps
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|a| {
-                    a.alive.load(Ordering::SeqCst)
-                        || !a.conns.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
-                });
-        }
-        let flag = shared.page.word(shm::PAGE_PUMP_SLEEPS);
-        if any {
-            flag.store(0, Ordering::SeqCst);
-            idle = 0;
-            continue;
-        }
-        idle += 1;
-        if idle < 64 {
-            std::hint::spin_loop();
-            continue;
-        }
-        // Sleep: announce it, look once more (the next pass), then wait for a kick (or
-        // 10 ms: a missed kick costs no more).
-        flag.store(1, Ordering::SeqCst);
-        // The flag must be seen before the positions are looked at again (store-load).
-        std::sync::atomic::fence(Ordering::SeqCst);
-        // The engine's kicks, and each program's.
-        let mut fds: Vec<libc::pollfd> = std::iter::once(&shared.pump)
-            .chain(apps.iter().map(|a| &a.kick))
-            .map(|fd| libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        let ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: Duration::from_millis(10).as_nanos() as libc::c_long,
-        };
-        if idle > 64 {
-            // SAFETY: `fds.len()` pollfds of ours.
-            unsafe {
-                crate::real::ppoll(
-                    fds.as_mut_ptr(),
-                    fds.len() as libc::nfds_t,
-                    &ts,
-                    std::ptr::null(),
-                )
-            };
-            // The engine's eventfd, then the programs' kicks.
-            if fds[0].revents != 0 {
-                let mut v = 0u64;
-                // SAFETY: an 8-byte read from our own nonblocking eventfd.
-                unsafe { crate::real::read(fds[0].fd, (&mut v as *mut u64).cast(), 8) };
-            }
-            for p in fds[1..].iter().filter(|p| p.revents != 0) {
-                shm::take_kicks(p.fd, shared.kick_datagrams);
-            }
-            flag.store(0, Ordering::SeqCst);
-            idle = 0;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Positions an application wrote: a head near `u64::MAX` (whose `head + n` overflowed
-    /// in the pump), a tail past the head, or more than the ring between them end the
-    /// connection; positions of a connection that moved a lot of data do not.
-    #[test]
-    fn hostile_ring_positions_are_refused() {
-        let ring = shm::RING as u64;
-        assert!(positions_sane(0, 0));
-        assert!(positions_sane(ring, 0));
-        assert!(positions_sane(1 << 50, (1 << 50) - ring));
-        assert!(!positions_sane(ring + 1, 0));
-        assert!(!positions_sane(0, 1));
-        assert!(!positions_sane(u64::MAX - 10, u64::MAX - 10));
-        assert!(!positions_sane(u64::MAX, u64::MAX - ring));
-    }
 }
