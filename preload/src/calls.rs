@@ -399,10 +399,18 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     crate::events::forget_fd(fd);
     if sock::get(fd).is_some() {
         crate::client::debug(&format!("close({fd}) of an engine socket"));
-        drop(sock::remove(fd));
+        close_engine_socket(fd);
     }
     // SAFETY: passed through (for an engine socket: its placeholder).
     unsafe { real::close(fd) }
+}
+
+/// Forget the engine socket `fd` (its placeholder still open), which ends it where `fd`
+/// was its last descriptor: reading `SO_LINGER` first.
+fn close_engine_socket(fd: c_int) {
+    if let Some(s) = sock::remove(fd) {
+        crate::opts::note_linger(fd, &s);
+    }
 }
 
 /// `close_range`: the engine sockets and epoll sets in the range are closed as `close`
@@ -430,7 +438,7 @@ pub unsafe extern "C" fn close_range(
         fds.extend(crate::events::sets_in_range(lo, hi));
         for fd in fds {
             crate::events::forget_fd(fd);
-            drop(sock::remove(fd));
+            close_engine_socket(fd);
         }
     }
     // SAFETY: passed through.

@@ -407,6 +407,14 @@ impl Remote {
         }
     }
 
+    /// End the connection with a RST: the service resets it and discards what is queued.
+    pub fn abort(self) {
+        // Dropping adds its own flag; the service looks at this one first.
+        self.h()
+            .app_flags
+            .fetch_or(shm::APP_ABORT, Ordering::Release);
+    }
+
     /// Bytes ready to read.
     pub fn readable_bytes(&self) -> usize {
         (shm::load(&self.h().rx_head) - self.h().rx_tail.load(Ordering::Relaxed)) as usize

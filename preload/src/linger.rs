@@ -17,7 +17,8 @@ use flextoe::host::{ConnStatus, Stream};
 
 /// Streams closed by the application and not yet finished, with when they were closed.
 static CLOSING: Mutex<Vec<(Stream, Instant)>> = Mutex::new(Vec::new());
-/// A stream was aborted (closed with unread data: a RST) since the last exit check.
+/// A stream was aborted (closed with unread data, or with `SO_LINGER` at zero: a RST) since
+/// the last exit check.
 static ABORTED: AtomicBool = AtomicBool::new(false);
 
 /// How long a closed connection is kept at most when its peer never finishes (as Linux's
@@ -26,6 +27,13 @@ const KEEP: Duration = Duration::from_secs(60);
 
 fn finished(s: &Stream) -> bool {
     !matches!(s.status(), ConnStatus::Connecting | ConnStatus::Established)
+}
+
+/// The application closed `s`'s last descriptor with `SO_LINGER` on and a zero timeout:
+/// a RST, and what is queued is discarded.
+pub fn abort(s: Stream) {
+    ABORTED.store(true, Ordering::Relaxed);
+    s.abort();
 }
 
 /// The application closed `s`'s last descriptor.

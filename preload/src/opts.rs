@@ -4,8 +4,9 @@
 //! then reads back what was set (buffer sizes as Linux reports them, `TCP_NODELAY`, ...).
 //! The engine acts on `SO_KEEPALIVE` with the timing of `TCP_KEEPIDLE`, `TCP_KEEPINTVL` and
 //! `TCP_KEEPCNT` (Linux's defaults where unset; an accepted socket inherits its listener's, as
-//! on Linux), and blocking calls on `SO_RCVTIMEO`/`SO_SNDTIMEO`; it sends every segment at
-//! once whatever `TCP_NODELAY` says.
+//! on Linux), blocking calls on `SO_RCVTIMEO`/`SO_SNDTIMEO`, and a close on `SO_LINGER` on
+//! with a zero timeout (a RST; a nonzero timeout does not make `close` wait); it sends every
+//! segment at once whatever `TCP_NODELAY` says.
 
 use std::sync::atomic::Ordering;
 
@@ -103,6 +104,28 @@ pub fn keepalive_opts_from_kernel(fd: c_int, s: &Sock) {
     if on || timing {
         s.keepalive_opts.store(true, Ordering::Relaxed);
     }
+}
+
+/// Note in `s` whether its placeholder `fd` has `SO_LINGER` on with a zero timeout, for a
+/// close of `fd` (the placeholder holds the option, and so does every copy of `fd`).
+pub fn note_linger(fd: c_int, s: &Sock) {
+    let mut l = libc::linger {
+        l_onoff: 0,
+        l_linger: 0,
+    };
+    let mut len = std::mem::size_of::<libc::linger>() as socklen_t;
+    // SAFETY: a `linger` and its length, ours.
+    let r = unsafe {
+        real::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&mut l as *mut libc::linger).cast(),
+            &mut len,
+        )
+    };
+    let abort = r == 0 && l.l_onoff != 0 && l.l_linger == 0;
+    s.abort_on_close.store(abort, Ordering::Relaxed);
 }
 
 /// An int option of the kernel socket `fd`.

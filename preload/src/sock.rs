@@ -57,6 +57,10 @@ pub struct Sock {
     /// engine socket): `connect` applies them and `accept` passes them on. Without one
     /// neither has anything to do (keep-alives start off).
     pub keepalive_opts: AtomicBool,
+    /// `SO_LINGER` was on with a zero timeout when a descriptor of the socket closed
+    /// ([`note_linger`](crate::opts::note_linger)): the connection ends with a RST and
+    /// what is queued is discarded, as on Linux.
+    pub abort_on_close: AtomicBool,
 }
 
 impl Sock {
@@ -78,6 +82,7 @@ impl Sock {
             rcv_timeout: AtomicU64::new(0),
             snd_timeout: AtomicU64::new(0),
             keepalive_opts: AtomicBool::new(false),
+            abort_on_close: AtomicBool::new(false),
         })
     }
 
@@ -173,8 +178,12 @@ impl Drop for Sock {
             self.state.get_mut().unwrap_or_else(|p| p.into_inner()),
             State::Bound(SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0)),
         );
-        if let State::Stream(Conn::Local(s)) = state {
-            crate::linger::close(s);
+        let abort = *self.abort_on_close.get_mut();
+        match state {
+            State::Stream(Conn::Local(s)) if abort => crate::linger::abort(s),
+            State::Stream(Conn::Local(s)) => crate::linger::close(s),
+            State::Stream(Conn::Remote(r)) if abort => r.abort(),
+            _ => {}
         }
     }
 }

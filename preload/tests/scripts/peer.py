@@ -2,7 +2,9 @@
 b"hello12345" and holds the connection until the client closes it, 7004 reads until EOF,
 7005 echoes, 7006 reads a port number (2 bytes) and connects back to the client's address
 at that port, sends b"back" there and holds that connection until the client closes it,
-7007 reads nothing for half a second, then reads until EOF. Nothing listens on 7003."""
+7007 reads nothing for half a second, then reads until EOF, 7008 reads until EOF or a reset
+and notes which, by the client's port, and 7009 reads such a port (2 bytes) and answers
+b"eof", b"reset" or b"pending". Nothing listens on 7003."""
 import socket
 import sys
 import threading
@@ -17,28 +19,28 @@ def serve(port, handle):
     s.bind((HOST, port))
     s.listen(64)
     while True:
-        c, _ = s.accept()
-        threading.Thread(target=handle, args=(c,), daemon=True).start()
+        c, addr = s.accept()
+        threading.Thread(target=handle, args=(c, addr), daemon=True).start()
 
 
-def close_at_once(c):
+def close_at_once(c, _addr):
     c.close()
 
 
-def hello_then_hold(c):
+def hello_then_hold(c, _addr):
     c.sendall(b"hello12345")
     while c.recv(4096):
         pass
     c.close()
 
 
-def drain(c):
+def drain(c, _addr):
     while c.recv(65536):
         pass
     c.close()
 
 
-def connect_back(c):
+def connect_back(c, _addr):
     port = int.from_bytes(c.recv(2), "big")
     try:
         b = socket.create_connection((c.getpeername()[0], port), timeout=5)
@@ -52,12 +54,33 @@ def connect_back(c):
     c.close()
 
 
-def drain_later(c):
+def drain_later(c, _addr):
     time.sleep(0.5)
-    drain(c)
+    drain(c, None)
 
 
-def echo(c):
+ENDS = {}
+
+
+def note_end(c, addr):
+    # The port as accepted: a connection reset before this thread runs has no peer name.
+    port = addr[1]
+    try:
+        while c.recv(65536):
+            pass
+        ENDS[port] = b"eof"
+    except ConnectionResetError:
+        ENDS[port] = b"reset"
+    c.close()
+
+
+def tell_end(c, _addr):
+    port = int.from_bytes(c.recv(2), "big")
+    c.sendall(ENDS.get(port, b"pending"))
+    c.close()
+
+
+def echo(c, _addr):
     while True:
         d = c.recv(65536)
         if not d:
@@ -66,7 +89,8 @@ def echo(c):
     c.close()
 
 
-for port, h in ((7001, close_at_once), (7002, hello_then_hold), (7004, drain), (7005, echo), (7006, connect_back), (7007, drain_later)):
+for port, h in ((7001, close_at_once), (7002, hello_then_hold), (7004, drain), (7005, echo), (7006, connect_back), (7007, drain_later),
+                (7008, note_end), (7009, tell_end)):
     threading.Thread(target=serve, args=(port, h), daemon=True).start()
 print("ready", flush=True)
 threading.Event().wait()

@@ -337,6 +337,28 @@ def _():
     return f"{errno.errorcode[r]} ready={len(ev)} SO_ERROR={e} again={errno.errorcode.get(again, again)}"
 
 
+@case("close with data queued, then with SO_LINGER on at zero: the peer reads the end, then a reset")
+def _():
+    ends = []
+    for linger in (None, struct.pack("ii", 1, 0)):
+        s = socket.create_connection((PEER, 7008), timeout=5)
+        port = s.getsockname()[1]
+        s.sendall(b"x" * 1000)
+        if linger:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        s.close()
+        for _ in range(100):
+            q = socket.create_connection((PEER, 7009), timeout=5)
+            q.sendall(port.to_bytes(2, "big"))
+            end = q.recv(16)
+            q.close()
+            if end != b"pending":
+                break
+            time.sleep(0.02)
+        ends.append(end.decode())
+    return " then ".join(ends)
+
+
 @case("dup: the copy works after the original closes; O_NONBLOCK is shared")
 def _():
     s = hello()
