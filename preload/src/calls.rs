@@ -246,9 +246,11 @@ pub unsafe extern "C" fn accept4(
             s.used_up(libc::POLLIN);
             return fail(libc::EAGAIN);
         }
-        if s.wait(libc::POLLIN, deadline) == 0 {
+        match s.wait(libc::POLLIN, deadline) {
             // SO_RCVTIMEO ran out.
-            return fail(libc::EAGAIN);
+            Ok(0) => return fail(libc::EAGAIN),
+            Ok(_) => {}
+            Err(e) => return fail(e),
         }
     };
     if let Err(e) = st.adopt(&mut stream, nfd as u64) {
@@ -351,10 +353,18 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         s.connect_unreported.store(true, Ordering::Relaxed);
         return fail(libc::EINPROGRESS);
     }
-    if s.wait(libc::POLLOUT, Sock::deadline(&s.snd_timeout)) == 0 {
-        // SO_SNDTIMEO ran out: the connection goes on, as a nonblocking one would.
-        s.connect_unreported.store(true, Ordering::Relaxed);
-        return fail(libc::EINPROGRESS);
+    match s.wait(libc::POLLOUT, Sock::deadline(&s.snd_timeout)) {
+        Ok(0) => {
+            // SO_SNDTIMEO ran out: the connection goes on, as a nonblocking one would.
+            s.connect_unreported.store(true, Ordering::Relaxed);
+            return fail(libc::EINPROGRESS);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            // A signal: the connection goes on too, as on Linux.
+            s.connect_unreported.store(true, Ordering::Relaxed);
+            return fail(e);
+        }
     }
     let status = match &*s.lock() {
         State::Stream(stream) => stream.status(),

@@ -108,9 +108,12 @@ impl Client {
             owned,
         });
         let c2 = c.clone();
-        std::thread::Builder::new()
-            .name("flextoe-events".into())
-            .spawn(move || c2.event_loop(events, wake))?;
+        // The event thread takes none of the program's signals.
+        crate::signals::quiet(|| {
+            std::thread::Builder::new()
+                .name("flextoe-events".into())
+                .spawn(move || c2.event_loop(events, wake))
+        })?;
         Ok(c)
     }
 

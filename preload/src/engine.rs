@@ -316,7 +316,9 @@ fn start(cfg: Config) -> Result<Stack, String> {
         .map_err(|e| format!("{:?} on {}: {e}", cfg.spec.kind, cfg.spec.iface))?;
     let engine =
         Engine::new(EngineConfig::new(cfg.spec.mac, cfg.ip), port).map_err(|e| e.to_string())?;
-    let runtime = Runtime::spawn(engine, SystemClock::new()).map_err(|e| e.to_string())?;
+    // The engine's threads take none of the program's signals.
+    let runtime = crate::signals::quiet(|| Runtime::spawn(engine, SystemClock::new()))
+        .map_err(|e| e.to_string())?;
     let host = runtime.host();
     // SAFETY: registers a handler that waits (bounded) for closed connections.
     unsafe { libc::atexit(crate::linger::at_exit) };

@@ -4,6 +4,7 @@
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use flextoe::host::ConnStatus;
 use libc::{c_int, c_void, msghdr, size_t, sockaddr, socklen_t, ssize_t};
@@ -113,15 +114,26 @@ fn recv_into(s: &Arc<Sock>, bufs: &mut [&mut [u8]], how: RecvFlags) -> isize {
             s.used_up(libc::POLLIN);
             return fail(libc::EAGAIN) as isize;
         }
-        if s.wait(libc::POLLIN | libc::POLLRDHUP, deadline) == 0 {
-            // SO_RCVTIMEO ran out.
-            return if total > 0 {
-                total as isize
-            } else {
-                fail(libc::EAGAIN) as isize
-            };
+        if let Some(r) = wait_or_end(s, libc::POLLIN | libc::POLLRDHUP, deadline, total) {
+            return r;
         }
     }
+}
+
+/// Wait for `mask` on `s` in a blocking call that moved `total` bytes so far: `None` to
+/// go on, or what the call returns where `SO_RCVTIMEO`/`SO_SNDTIMEO` ran out or a signal
+/// ended it (the bytes moved, or the error: as Linux).
+fn wait_or_end(s: &Sock, mask: i16, deadline: Option<Instant>, total: usize) -> Option<isize> {
+    let e = match s.wait(mask, deadline) {
+        Ok(0) => libc::EAGAIN,
+        Ok(_) => return None,
+        Err(e) => e,
+    };
+    Some(if total > 0 {
+        total as isize
+    } else {
+        fail(e) as isize
+    })
 }
 
 /// Write `bufs` to an engine socket: all of it when blocking (until `SO_SNDTIMEO` runs out),
@@ -180,13 +192,8 @@ fn send_from(s: &Arc<Sock>, bufs: &[&[u8]], nonblock: bool, nosignal: bool) -> i
             s.used_up(libc::POLLOUT);
             return fail(libc::EAGAIN) as isize;
         }
-        if s.wait(libc::POLLOUT, deadline) == 0 {
-            // SO_SNDTIMEO ran out: what went so far, or EAGAIN (as Linux).
-            return if total > 0 {
-                total as isize
-            } else {
-                fail(libc::EAGAIN) as isize
-            };
+        if let Some(r) = wait_or_end(s, libc::POLLOUT, deadline, total) {
+            return r;
         }
     }
 }

@@ -40,10 +40,12 @@
 //! `MSG_PEEK`, `MSG_DONTWAIT`, `MSG_WAITALL`), `write`/`writev`/`send`/`sendto`/`sendmsg`
 //! (`EPIPE` and `SIGPIPE` unless `MSG_NOSIGNAL`), `close`, `close_range`, `shutdown`,
 //! `dup`/`dup2`/`dup3`, `fcntl` (`O_NONBLOCK`, `F_DUPFD`), `ioctl` (`FIONREAD`, `FIONBIO`),
-//! `setsockopt`/`getsockopt` (`SO_RCVTIMEO`/`SO_SNDTIMEO` bound blocking calls),
+//! `setsockopt`/`getsockopt` (`SO_RCVTIMEO`/`SO_SNDTIMEO` bound blocking calls, `SO_LINGER`
+//! at zero makes `close` a RST),
 //! `getsockname`/`getpeername`, `sendfile`, `poll`/`ppoll`, `select`/`pselect`,
 //! `epoll_ctl`/`epoll_wait`/`epoll_pwait`/`epoll_pwait2` (level- and edge-triggered,
 //! one-shot), and the fortified `__read_chk`, `__recv_chk`, `__recvfrom_chk`, `__poll_chk`.
+//! A signal handler ends a blocking call with `EINTR` as on Linux ([`signals`]).
 //!
 //! After `fork` the child's engine sockets are let go of: the engine runs in the parent,
 //! and the child's descriptors fail as unconnected sockets do. In service mode the child
@@ -66,4 +68,5 @@ pub mod real;
 pub mod sendfile;
 pub mod service;
 pub mod shm;
+pub mod signals;
 pub mod sock;

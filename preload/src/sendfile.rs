@@ -100,7 +100,10 @@ unsafe fn sendfile_impl(out: c_int, input: c_int, offset: *mut off_t, count: siz
                     s.used_up(libc::POLLOUT);
                     break Err(libc::EAGAIN);
                 }
-                s.wait(libc::POLLOUT, None);
+                if let Err(e) = s.wait(libc::POLLOUT, None) {
+                    // A signal: what went so far, or the error (as Linux).
+                    break if total > 0 { Ok(()) } else { Err(e) };
+                }
             }
             Err(e) => {
                 break if total > 0 { Ok(()) } else { Err(errno_of(&e)) };

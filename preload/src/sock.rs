@@ -16,6 +16,7 @@ use crate::conn::{Conn, Listen};
 use libc::c_int;
 
 use crate::engine::Sleep;
+use crate::signals;
 
 /// What an engine socket is.
 pub enum State {
@@ -154,20 +155,38 @@ impl Sock {
         self.edge_room.store(0, Ordering::Relaxed);
     }
 
-    /// Block until one of `mask`'s bits (or an error or hang-up) holds, or `deadline`.
-    /// Returns the bits, 0 on timeout.
-    pub fn wait(&self, mask: i16, deadline: Option<Instant>) -> i16 {
+    /// Block until one of `mask`'s bits (or an error or hang-up) holds, or `deadline` (a
+    /// timeout option of the socket's): `Ok` with the bits, 0 on timeout; `Err(EINTR)`
+    /// where a signal handler ran and the call is to fail ([`signals::interrupts`]).
+    pub fn wait(&self, mask: i16, deadline: Option<Instant>) -> Result<i16, c_int> {
         let want = mask | libc::POLLERR | libc::POLLHUP;
+        let fd = crate::engine::thread_event_fd();
+        let held = signals::Held::hold();
         loop {
-            let sleep = Sleep::enter();
+            let sleep = Sleep::enter_fd(fd);
             let r = self.readiness() & want;
             if r != 0 {
-                return r;
+                return Ok(r);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return 0;
+                return Ok(0);
             }
-            sleep.wait(deadline);
+            if sleep.moved() {
+                continue;
+            }
+            if fd < 0 {
+                // No eventfd of its own (out of descriptors): the engine's condition
+                // variable, which no signal ends.
+                sleep.wait(deadline);
+                continue;
+            }
+            let (interrupted, woken) = held.sleep_on(fd, signals::slice(deadline));
+            if woken {
+                crate::engine::drain_event_fd(fd);
+            }
+            if interrupted && signals::interrupts(deadline.is_some()) {
+                return Err(libc::EINTR);
+            }
         }
     }
 }

@@ -359,6 +359,45 @@ def _():
     return " then ".join(ends)
 
 
+@case("a signal whose handler raises ends a blocking send, recv and accept")
+def _():
+    import signal
+
+    class Alarm(Exception):
+        pass
+
+    def raise_alarm(sig, frame):
+        raise Alarm()
+
+    old = signal.signal(signal.SIGALRM, raise_alarm)
+    # The peer reads nothing for half a second: the send fills every buffer before.
+    w = socket.create_connection((PEER, 7007), timeout=5)
+    w.settimeout(None)
+    s = socket.create_connection((PEER, 7002), timeout=5)
+    s.recv(10)
+    s.settimeout(None)
+    l = socket.socket()
+    l.bind((OWN, 0))
+    l.listen(1)
+    out = []
+    try:
+        for name, call in (("send", lambda: w.sendall(b"x" * (64 << 20))),
+                           ("recv", lambda: s.recv(10)), ("accept", l.accept)):
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
+            try:
+                call()
+                out.append(f"{name} returned")
+            except Alarm:
+                out.append(f"{name} interrupted")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        s.close()
+        w.close()
+        l.close()
+    return ", ".join(out)
+
+
 @case("dup: the copy works after the original closes; O_NONBLOCK is shared")
 def _():
     s = hello()
