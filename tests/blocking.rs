@@ -131,6 +131,42 @@ fn connect_to_nothing_is_refused_and_errors_map_to_io_kinds() {
     );
 }
 
+/// `Host::bind` holds a port before listening or connecting (as `bind(2)`): port 0 gets a
+/// free one of the ephemeral range, a held port is in use for everyone else, a listener
+/// and a connection take it over, and a binding dropped unused gives it back.
+#[test]
+fn a_bound_port_is_held_until_it_listens_or_connects() {
+    let (server, client) = runtimes();
+    let b = server.host().bind(0).unwrap();
+    let port = b.port();
+    assert!(port >= 49152, "{port}");
+    assert_eq!(
+        server.host().listen(port, 1).err(),
+        Some(flextoe::host::Error::AddrInUse(port))
+    );
+    assert!(server.host().bind(port).is_err());
+    let listener = b.listen(4).unwrap();
+    assert_eq!(listener.port(), port);
+    // The client connects from a port it bound first.
+    let cb = client.host().bind(40_000).unwrap();
+    let c = cb.connect(SocketAddrV4::new(IP_A, port)).unwrap();
+    c.wait_connected(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(c.local_addr().port(), 40_000);
+    let s = listener.accept().unwrap();
+    assert_eq!(s.peer_addr().port(), 40_000);
+    assert_eq!(
+        client.host().bind(40_000).err(),
+        Some(flextoe::host::Error::AddrInUse(40_000))
+    );
+    // Dropped unused, a binding gives its port back.
+    drop(server.host().bind(5000).unwrap());
+    drop(server.host().listen(5000, 1).unwrap());
+    // A connect that fails its checks gives the port back too.
+    let bad = client.host().bind(40_001).unwrap();
+    assert!(bad.connect(SocketAddrV4::new(IP_A, 0)).is_err());
+    drop(client.host().bind(40_001).unwrap());
+}
+
 /// A split stream: one thread writes 32 MiB while another reads the echo at the same time
 /// (with one thread and blocking calls both rings would fill and stall); dropping the write
 /// half sends the FIN, after which the read half sees the end of the echo.

@@ -310,22 +310,40 @@ fn a_small_window_with_nothing_in_flight_waits_for_the_override() {
     };
     t.send_repr(&r);
     assert!(t.recv().is_empty(), "no 100-byte segment at once");
-    let mut waited = Duration::ZERO;
-    let segs = loop {
-        let segs = t.recv();
-        if !segs.is_empty() || waited > Duration::from_secs(5) {
-            break segs;
+    let wait_for_segments = |t: &mut Script| {
+        let mut waited = Duration::ZERO;
+        loop {
+            let segs = t.recv();
+            if !segs.is_empty() || waited > Duration::from_secs(5) {
+                break (waited, segs);
+            }
+            t.advance(Duration::from_millis(10));
+            waited += Duration::from_millis(10);
         }
-        t.advance(Duration::from_millis(10));
-        waited += Duration::from_millis(10);
     };
-    assert!(waited >= Duration::from_millis(200), "after {waited:?}");
+    let (first, segs) = wait_for_segments(&mut t);
+    assert!(first >= Duration::from_millis(200), "after {first:?}");
     assert_eq!(segs.len(), 1, "{segs:?}");
     assert_eq!(segs[0].seq, acked);
     assert_eq!(segs[0].payload.len(), 100, "what the window takes");
+    // Acknowledged, with the window at 100 bytes again: the next override comes after as
+    // long, not after a backed-off persist interval (the override got data through).
+    let r = TcpRepr {
+        window_len: 100,
+        ..t.repr(ACK, t.peer_seq, Some(acked + 100), &[])
+    };
+    t.send_repr(&r);
+    let (second, segs) = wait_for_segments(&mut t);
+    assert!(
+        second <= first + Duration::from_millis(50),
+        "{first:?} then {second:?}"
+    );
+    assert_eq!(segs.len(), 1, "{segs:?}");
+    assert_eq!(segs[0].seq, acked + 100);
+    assert_eq!(segs[0].payload.len(), 100);
     let r = TcpRepr {
         window_len: 20_000,
-        ..t.repr(ACK, t.peer_seq, Some(acked + 100), &[])
+        ..t.repr(ACK, t.peer_seq, Some(acked + 200), &[])
     };
     t.send_repr(&r);
     let segs = t.recv();

@@ -136,8 +136,15 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
             }
             if kernel_tcp4(fd) {
                 if let Some(st) = stack().filter(|st| st.cfg.binds(*a.ip())) {
-                    let local = SocketAddrV4::new(st.cfg.ip, a.port());
+                    // The port is taken now (a free one for port 0), as the kernel's bind
+                    // does: `getsockname` reads it, and a second bind to it fails.
+                    let bound = match st.bind(a.port()) {
+                        Ok(b) => b,
+                        Err(e) => return fail(e),
+                    };
+                    let local = SocketAddrV4::new(st.cfg.ip, bound.port());
                     let s = Sock::new(State::Bound(local), kernel_nonblock(fd));
+                    *s.bound.lock().unwrap_or_else(|p| p.into_inner()) = Some(bound);
                     crate::opts::timeouts_from_kernel(fd, &s);
                     crate::opts::keepalive_opts_from_kernel(fd, &s);
                     sock::insert(fd, s);
@@ -170,7 +177,7 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         State::Bound(a) => *a,
     };
     let backlog = usize::try_from(backlog).unwrap_or(0).clamp(1, 4096);
-    match st.listen(local.port(), backlog, fd as u64) {
+    match st.listen(s.take_bound(), local.port(), backlog, fd as u64) {
         Ok(l) => {
             *s.local.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some(SocketAddrV4::new(st.cfg.ip, l.port()));
@@ -262,6 +269,7 @@ pub unsafe extern "C" fn accept4(
     unsafe { put_inet(stream.peer_addr(), addr, len) };
     let ns = Sock::new(State::Stream(stream), flags & libc::SOCK_NONBLOCK != 0);
     crate::opts::inherit_timeouts(&s, nfd, &ns);
+    crate::opts::inherit_linger(fd, nfd);
     if s.keepalive_opts.load(Ordering::Relaxed) {
         crate::opts::inherit_keepalive(fd, nfd);
         ns.keepalive_opts.store(true, Ordering::Relaxed);
@@ -338,7 +346,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         if !st.cfg.routes(to) {
             return fail(libc::ENETUNREACH);
         }
-        match st.connect(to, fd as u64) {
+        match st.connect(s.take_bound(), to, fd as u64) {
             Ok(conn) => {
                 // Keep-alive options set before connect, on the placeholder.
                 if s.keepalive_opts.load(Ordering::Relaxed) {
@@ -550,6 +558,12 @@ pub unsafe extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
     let from = sock::get(fd);
+    if fd != to {
+        if let Some(old) = sock::get(to) {
+            // `to` closes in the kernel's dup3: its `SO_LINGER` is read while it is open.
+            crate::opts::note_linger(to, &old);
+        }
+    }
     // SAFETY: passed through.
     let r = unsafe { real::dup3(fd, to, flags) };
     if r >= 0 && (from.is_some() || sock::get(to).is_some()) && !engine::in_vfork_child() {

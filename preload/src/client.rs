@@ -252,8 +252,30 @@ impl Client {
         }
     }
 
-    /// Listen on `port`; returns the listener.
-    pub fn listen(self: &Arc<Self>, port: u16, backlog: usize) -> Result<RemoteListener, i32> {
+    /// Hold `port` (0: a free one) for a bound socket.
+    pub fn bind(self: &Arc<Self>, port: u16) -> Result<RemoteBound, i32> {
+        let (r, _) = self.request(
+            Msg {
+                op: op::BIND,
+                a: port as u32,
+                ..Msg::default()
+            },
+            true,
+        )?;
+        Ok(RemoteBound {
+            client: self.clone(),
+            id: r.a,
+            port: r.b as u16,
+        })
+    }
+
+    /// Listen on `port`, or on `bound`'s; returns the listener.
+    pub fn listen(
+        self: &Arc<Self>,
+        port: u16,
+        backlog: usize,
+        bound: Option<RemoteBound>,
+    ) -> Result<RemoteListener, i32> {
         // The queue table stays locked until the new listener is in it: the service's first
         // report of its queue may come before the reply is read here, and the event thread
         // waits for the entry instead of dropping the report. Only this call takes the
@@ -265,6 +287,7 @@ impl Client {
                 op: op::LISTEN,
                 a: port as u32,
                 b: backlog as u32,
+                seq: bound.map_or(0, RemoteBound::hand_on),
                 ..Msg::default()
             },
             true,
@@ -293,18 +316,56 @@ impl Client {
         })
     }
 
-    /// Connect to `to`.
-    pub fn connect(self: &Arc<Self>, to: SocketAddrV4) -> Result<Remote, i32> {
+    /// Connect to `to`, from `bound`'s port if given.
+    pub fn connect(
+        self: &Arc<Self>,
+        to: SocketAddrV4,
+        bound: Option<RemoteBound>,
+    ) -> Result<Remote, i32> {
         let (r, fds) = self.request(
             Msg {
                 op: op::CONNECT,
                 a: u32::from(*to.ip()),
                 b: to.port() as u32,
+                seq: bound.map_or(0, RemoteBound::hand_on),
                 ..Msg::default()
             },
             true,
         )?;
         self.conn(r, fds)
+    }
+}
+
+/// A port the service holds for a bound socket ([`Client::bind`]); dropped, it is given
+/// back.
+pub struct RemoteBound {
+    client: Arc<Client>,
+    /// The binding's id; 0 once handed on to a listen or a connect.
+    id: u32,
+    /// The port.
+    pub port: u16,
+}
+
+impl RemoteBound {
+    /// The binding's id, for a request that takes it (the service forgets the binding
+    /// then, whether the request succeeds or not).
+    fn hand_on(mut self) -> u32 {
+        std::mem::take(&mut self.id)
+    }
+}
+
+impl Drop for RemoteBound {
+    fn drop(&mut self) {
+        if self.id != 0 {
+            let _ = self.client.request(
+                Msg {
+                    op: op::UNBIND,
+                    a: self.id,
+                    ..Msg::default()
+                },
+                false,
+            );
+        }
     }
 }
 

@@ -5,9 +5,9 @@
 use std::io;
 use std::net::SocketAddrV4;
 
-use flextoe::host::{ConnStatus, Keepalive, Listener, Stream};
+use flextoe::host::{BoundPort, ConnStatus, Keepalive, Listener, Stream};
 
-use crate::client::{Remote, RemoteListener};
+use crate::client::{Remote, RemoteBound, RemoteListener};
 
 /// A connection.
 pub enum Conn {
@@ -140,6 +140,24 @@ impl Conn {
         match self {
             Conn::Local(s) => s.set_keepalive(k),
             Conn::Remote(r) => r.set_keepalive(k),
+        }
+    }
+}
+
+/// A port held for a bound socket (`bind(2)`), until it listens or connects from it.
+pub enum Bound {
+    /// On the engine in this process.
+    Local(BoundPort),
+    /// On the engine service.
+    Remote(RemoteBound),
+}
+
+impl Bound {
+    /// The port.
+    pub fn port(&self) -> u16 {
+        match self {
+            Bound::Local(b) => b.port(),
+            Bound::Remote(b) => b.port,
         }
     }
 }

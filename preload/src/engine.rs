@@ -26,7 +26,7 @@ use flextoe::pipeline::{Engine, EngineConfig, Runtime};
 use flextoe::time::SystemClock;
 use flextoe::wire::MacAddr;
 
-use crate::conn::{Conn, Listen};
+use crate::conn::{Bound, Conn, Listen};
 use crate::real;
 
 /// What the environment asked for.
@@ -173,37 +173,59 @@ pub enum Mode {
 }
 
 impl Stack {
-    /// Listen on `port` (0: a free one); `token` names the listener in events.
-    pub fn listen(&self, port: u16, backlog: usize, token: u64) -> Result<Listen, i32> {
+    /// Hold `port` (0: a free one of the ephemeral range) for a bound socket.
+    pub fn bind(&self, port: u16) -> Result<Bound, i32> {
         match &self.mode {
-            Mode::Service(c) => c.listen(port, backlog).map(Listen::Remote),
-            Mode::InProcess { host, ctx, .. } => {
-                let mut r = host.listen(port, backlog);
-                if port == 0 {
-                    // A free port from the ephemeral range.
-                    for _ in 0..64 {
-                        let mut b = [0u8; 2];
-                        // SAFETY: `b` is writable for its length.
-                        unsafe { libc::getrandom(b.as_mut_ptr().cast(), 2, 0) };
-                        r = host.listen(49152 + u16::from_le_bytes(b) % 16384, backlog);
-                        if !matches!(r, Err(HostError::AddrInUse(_))) {
-                            break;
-                        }
-                    }
-                }
-                let l = r.map_err(host_errno)?;
-                l.register(ctx, token).map_err(host_errno)?;
-                Ok(Listen::Local(l))
-            }
+            Mode::Service(c) => c.bind(port).map(Bound::Remote),
+            Mode::InProcess { host, .. } => host.bind(port).map(Bound::Local).map_err(host_errno),
         }
     }
 
-    /// Connect to `to`; `token` names the connection in events.
-    pub fn connect(&self, to: SocketAddrV4, token: u64) -> Result<Conn, i32> {
+    /// Listen on `bound`'s port, or on `port` without one (0: a free one); `token` names
+    /// the listener in events.
+    pub fn listen(
+        &self,
+        bound: Option<Bound>,
+        port: u16,
+        backlog: usize,
+        token: u64,
+    ) -> Result<Listen, i32> {
+        let bound = match bound {
+            Some(b) => b,
+            None => self.bind(port)?,
+        };
+        match (&self.mode, bound) {
+            (Mode::InProcess { ctx, .. }, Bound::Local(b)) => {
+                let l = b.listen(backlog).map_err(host_errno)?;
+                l.register(ctx, token).map_err(host_errno)?;
+                Ok(Listen::Local(l))
+            }
+            (Mode::Service(c), Bound::Remote(b)) => {
+                c.listen(b.port, backlog, Some(b)).map(Listen::Remote)
+            }
+            _ => Err(libc::EINVAL),
+        }
+    }
+
+    /// Connect to `to`, from `bound`'s port if given; `token` names the connection in
+    /// events.
+    pub fn connect(&self, bound: Option<Bound>, to: SocketAddrV4, token: u64) -> Result<Conn, i32> {
         match &self.mode {
-            Mode::Service(c) => c.connect(to).map(Conn::Remote),
+            Mode::Service(c) => {
+                let b = match bound {
+                    Some(Bound::Remote(b)) => Some(b),
+                    Some(Bound::Local(_)) => return Err(libc::EINVAL),
+                    None => None,
+                };
+                c.connect(to, b).map(Conn::Remote)
+            }
             Mode::InProcess { host, ctx, .. } => {
-                let mut s = host.connect(to).map_err(host_errno)?;
+                let r = match bound {
+                    Some(Bound::Local(b)) => b.connect(to),
+                    Some(Bound::Remote(_)) => return Err(libc::EINVAL),
+                    None => host.connect(to),
+                };
+                let mut s = r.map_err(host_errno)?;
                 s.set_nonblocking(true);
                 s.register(ctx, token).map_err(host_errno)?;
                 Ok(Conn::Local(s))

@@ -35,7 +35,7 @@
 //!
 //! # Calls
 //!
-//! `bind`, `listen`, `accept`/`accept4`, `connect` (blocking, and nonblocking with
+//! `bind` (the port is taken at once, a free one for port 0), `listen`, `accept`/`accept4`, `connect` (blocking, and nonblocking with
 //! `EINPROGRESS` and `SO_ERROR`), `read`/`readv`/`recv`/`recvfrom`/`recvmsg` (with
 //! `MSG_PEEK`, `MSG_DONTWAIT`, `MSG_WAITALL`), `write`/`writev`/`send`/`sendto`/`sendmsg`
 //! (`EPIPE` and `SIGPIPE` unless `MSG_NOSIGNAL`), `close`, `close_range`, `shutdown`,

@@ -128,6 +128,25 @@ pub fn note_linger(fd: c_int, s: &Sock) {
     s.abort_on_close.store(abort, Ordering::Relaxed);
 }
 
+/// An accepted socket's `SO_LINGER` is its listener's, as on Linux: copied from the
+/// listener's placeholder `from` onto the new one `to`.
+pub fn inherit_linger(from: c_int, to: c_int) {
+    let mut l = libc::linger {
+        l_onoff: 0,
+        l_linger: 0,
+    };
+    let mut len = std::mem::size_of::<libc::linger>() as socklen_t;
+    let p = (&mut l as *mut libc::linger).cast();
+    // SAFETY: a `linger` and its length, ours; both descriptors are the library's.
+    unsafe {
+        if real::getsockopt(from, libc::SOL_SOCKET, libc::SO_LINGER, p, &mut len) == 0
+            && l.l_onoff != 0
+        {
+            real::setsockopt(to, libc::SOL_SOCKET, libc::SO_LINGER, p, len);
+        }
+    }
+}
+
 /// An int option of the kernel socket `fd`.
 fn get_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
     let mut v: c_int = 0;

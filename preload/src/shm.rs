@@ -197,17 +197,24 @@ pub const PAGE: usize = 4096;
 
 /// Request operations (application to service).
 pub mod op {
-    /// Listen: `a` port, `b` backlog. Reply: `a` listener id.
+    /// Listen: `a` port, `b` backlog, `seq` a binding of [`BIND`]'s to listen on (its
+    /// port; 0: none). Reply: `a` listener id, `b` the port.
     pub const LISTEN: u32 = 1;
     /// Stop listening: `a` listener id. No reply.
     pub const UNLISTEN: u32 = 2;
     /// Take a queued connection of listener `a`. Reply: `a` connection id, with its memfd.
     pub const ACCEPT: u32 = 3;
-    /// Connect: `a` address, `b` port. Reply: `a` connection id, with its memfd.
+    /// Connect: `a` address, `b` port, `seq` a binding of [`BIND`]'s to connect from (0:
+    /// none, an ephemeral port). Reply: `a` connection id, with its memfd.
     pub const CONNECT: u32 = 4;
     /// Keep-alives on or off for connection `a`, with their timing in `b` and `seq`
     /// ([`keepalive_to_msg`](super::keepalive_to_msg)). No reply.
     pub const KEEPALIVE: u32 = 5;
+    /// Hold a port for a bound socket: `a` port (0: a free one). Reply: `a` binding id, `b`
+    /// the port. [`LISTEN`] or [`CONNECT`] with the binding takes it.
+    pub const BIND: u32 = 6;
+    /// Give back binding `a`'s port (a bound socket closed). No reply.
+    pub const UNBIND: u32 = 7;
     /// Event (service to application): listener `a` has `b` connections queued.
     pub const PENDING: u32 = 100;
 }

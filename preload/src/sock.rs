@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use flextoe::host::ConnStatus;
 
-use crate::conn::{Conn, Listen};
+use crate::conn::{Bound, Conn, Listen};
 use libc::c_int;
 
 use crate::engine::Sleep;
@@ -62,6 +62,8 @@ pub struct Sock {
     /// ([`note_linger`](crate::opts::note_linger)): the connection ends with a RST and
     /// what is queued is discarded, as on Linux.
     pub abort_on_close: AtomicBool,
+    /// The port `bind` took, held until the socket listens or connects from it.
+    pub bound: Mutex<Option<Bound>>,
 }
 
 impl Sock {
@@ -84,6 +86,7 @@ impl Sock {
             snd_timeout: AtomicU64::new(0),
             keepalive_opts: AtomicBool::new(false),
             abort_on_close: AtomicBool::new(false),
+            bound: Mutex::new(None),
         })
     }
 
@@ -94,6 +97,11 @@ impl Sock {
             0 => None,
             us => Instant::now().checked_add(std::time::Duration::from_micros(us)),
         }
+    }
+
+    /// Take the port `bind` held, to listen on or connect from.
+    pub fn take_bound(&self) -> Option<Bound> {
+        self.bound.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// Lock the state.
@@ -161,7 +169,9 @@ impl Sock {
     pub fn wait(&self, mask: i16, deadline: Option<Instant>) -> Result<i16, c_int> {
         let want = mask | libc::POLLERR | libc::POLLHUP;
         let fd = crate::engine::thread_event_fd();
-        let held = signals::Held::hold();
+        // Without an eventfd of its own the thread sleeps on a condition variable, with its
+        // signals let in (their handlers run; none ends the wait).
+        let held = (fd >= 0).then(signals::Held::hold);
         loop {
             let sleep = Sleep::enter_fd(fd);
             let r = self.readiness() & want;
@@ -174,12 +184,11 @@ impl Sock {
             if sleep.moved() {
                 continue;
             }
-            if fd < 0 {
-                // No eventfd of its own (out of descriptors): the engine's condition
-                // variable, which no signal ends.
+            let Some(held) = &held else {
+                // No eventfd of its own (out of descriptors).
                 sleep.wait(deadline);
                 continue;
-            }
+            };
             let (interrupted, woken) = held.sleep_on(fd, signals::slice(deadline));
             if woken {
                 crate::engine::drain_event_fd(fd);
@@ -313,7 +322,15 @@ pub fn take_all() -> Vec<Arc<Sock>> {
     }
     HIGH.store(false, Ordering::Release);
     t.take()
-        .map(|m| m.into_values().collect())
+        .map(|m| {
+            m.into_iter()
+                .map(|(fd, s)| {
+                    // Closed at exit as by `close`: `SO_LINGER` at zero is a RST.
+                    crate::opts::note_linger(fd, &s);
+                    s
+                })
+                .collect()
+        })
         .unwrap_or_default()
 }
 

@@ -320,6 +320,12 @@ impl Control {
                 .max(data_path_time(&c.counters.last_ack_us, now));
             c.retries = 0;
             c.probes_fired = 0;
+            // Progress: the persist timer starts afresh (its probes, an override of
+            // silly-window avoidance among them, got data through; as Linux clears its
+            // probe backoff when a probe puts data in flight).
+            c.persist_at = None;
+            c.probe_backoff = 1;
+            c.persist_probes = 0;
         }
         if let Some(t) = c.resumed_at.take() {
             // Back from being set aside: the timers did not watch it meanwhile, so whatever

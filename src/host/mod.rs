@@ -441,14 +441,42 @@ impl Host {
         if backlog == 0 {
             return Err(Error::InvalidInput("backlog 0"));
         }
-        // As Linux caps a backlog at `somaxconn`: the accept queue is made at its size.
-        let backlog = backlog.min(MAX_BACKLOG);
         self.check_alive()?;
         self.shared
             .ports
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take(port)?;
+        self.listen_on(port, backlog, congestion)
+    }
+
+    /// Hold `port` for a socket bound to it (a free one of the ephemeral range for 0), to
+    /// [`listen`](BoundPort::listen) or [`connect`](BoundPort::connect) from later: what
+    /// `bind(2)` does, so that the port is known, and no one else's, before either.
+    pub fn bind(&self, port: u16) -> Result<BoundPort> {
+        self.check_alive()?;
+        let mut ports = self.shared.ports.lock().unwrap_or_else(|p| p.into_inner());
+        let port = if port == 0 {
+            ports.take_ephemeral()?
+        } else {
+            ports.take(port)?;
+            port
+        };
+        Ok(BoundPort {
+            port,
+            host: self.clone(),
+            held: true,
+        })
+    }
+
+    /// [`listen_with`](Self::listen_with) on `port`, taken already; given back on failure.
+    fn listen_on(&self, port: u16, backlog: usize, congestion: Algorithm) -> Result<Listener> {
+        if backlog == 0 {
+            self.shared.release_port(port);
+            return Err(Error::InvalidInput("backlog 0"));
+        }
+        // As Linux caps a backlog at `somaxconn`: the accept queue is made at its size.
+        let backlog = backlog.min(MAX_BACKLOG);
         let (accept_tx, accept_rx) = crossbeam_channel::bounded(backlog);
         let ctx = Arc::new(OnceLock::new());
         if !self.shared.request(AppRequest::Listen {
@@ -480,6 +508,18 @@ impl Host {
     /// socket option, set before the handshake; the engine's policy must offer the choice,
     /// as [`Selectable`](crate::control::congestion::Selectable) does).
     pub fn connect_with(&self, remote: SocketAddrV4, congestion: Algorithm) -> Result<Stream> {
+        self.check_remote(remote)?;
+        let local_port = self
+            .shared
+            .ports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_ephemeral()?;
+        self.connect_from(local_port, remote, congestion)
+    }
+
+    /// Whether a connection may be opened to `remote`.
+    fn check_remote(&self, remote: SocketAddrV4) -> Result<()> {
         if remote.port() == 0 {
             return Err(Error::InvalidInput("remote port 0"));
         }
@@ -492,13 +532,17 @@ impl Host {
         if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
             return Err(Error::InvalidInput("not a unicast address"));
         }
-        self.check_alive()?;
-        let local_port = self
-            .shared
-            .ports
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take_ephemeral()?;
+        self.check_alive()
+    }
+
+    /// [`connect_with`](Self::connect_with) from `local_port`, taken already (and given
+    /// back by the engine when the connection ends, or here on failure).
+    fn connect_from(
+        &self,
+        local_port: u16,
+        remote: SocketAddrV4,
+        congestion: Algorithm,
+    ) -> Result<Stream> {
         let local = SocketAddrV4::new(self.shared.ip, local_port);
         let conn = ConnShared::new(local, remote);
         conn.set_congestion(congestion);
@@ -528,6 +572,62 @@ impl Host {
             Ok(())
         } else {
             Err(Error::EngineGone)
+        }
+    }
+}
+
+/// A local port held for a bound socket ([`Host::bind`]): listen on it or connect from it;
+/// dropped, it is given back.
+pub struct BoundPort {
+    port: u16,
+    host: Host,
+    /// Still held here (not handed on to a listener or a connection).
+    held: bool,
+}
+
+impl BoundPort {
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Listen on the port ([`Host::listen`]). On failure the port is given back.
+    pub fn listen(self, backlog: usize) -> Result<Listener> {
+        self.listen_with(backlog, Algorithm::Default)
+    }
+
+    /// [`listen`](Self::listen) with a congestion control ([`Host::listen_with`]).
+    pub fn listen_with(self, backlog: usize, congestion: Algorithm) -> Result<Listener> {
+        let (host, port) = self.take();
+        host.listen_on(port, backlog, congestion)
+    }
+
+    /// Connect from the port ([`Host::connect`]). On failure the port is given back.
+    pub fn connect(self, remote: SocketAddrV4) -> Result<Stream> {
+        self.connect_with(remote, Algorithm::Default)
+    }
+
+    /// [`connect`](Self::connect) with a congestion control ([`Host::connect_with`]).
+    pub fn connect_with(self, remote: SocketAddrV4, congestion: Algorithm) -> Result<Stream> {
+        let (host, port) = self.take();
+        if let Err(e) = host.check_remote(remote) {
+            host.shared.release_port(port);
+            return Err(e);
+        }
+        host.connect_from(port, remote, congestion)
+    }
+
+    /// The host and the port, which the caller now gives back or hands on.
+    fn take(mut self) -> (Host, u16) {
+        self.held = false;
+        (self.host.clone(), self.port)
+    }
+}
+
+impl Drop for BoundPort {
+    fn drop(&mut self) {
+        if self.held {
+            self.host.shared.release_port(self.port);
         }
     }
 }

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flextoe::backends::any::AnyPort;
-use flextoe::host::{Context, Host, Listener};
+use flextoe::host::{BoundPort, Context, Host, Listener};
 use flextoe::pipeline::{Engine, EngineConfig, Runtime};
 use flextoe::time::SystemClock;
 
@@ -52,6 +52,9 @@ struct Shared {
 /// attached in a loop and sent nothing took a thread and its descriptors each, until the
 /// service could make no thread and exited).
 const MAX_APPS: usize = 256;
+/// Most ports one application holds for bound sockets: past it `bind` fails with
+/// `EADDRINUSE` (each takes a port of the engine's).
+const MAX_APP_BINDINGS: usize = 1024;
 /// Most listeners one application holds: past it `listen` fails with `EMFILE` (each takes
 /// a port of the engine's and an accept queue of up to 4096 connections).
 const MAX_APP_LISTENERS: usize = 64;
@@ -73,6 +76,8 @@ struct App {
     /// and `MSG_NOSIGNAL`, since an eventfd's write could be made to block.)
     kick: OwnedFd,
     listeners: Mutex<HashMap<u32, Listening>>,
+    /// Ports held for the application's bound sockets ([`op::BIND`]).
+    bound: Mutex<HashMap<u32, BoundPort>>,
     conns: Mutex<HashMap<u32, Arc<Bridge>>>,
     next: AtomicU32,
 }
@@ -341,6 +346,7 @@ fn serve_app(shared: &Arc<Shared>, sock: OwnedFd) -> io::Result<()> {
         wake,
         kick,
         listeners: Mutex::new(HashMap::new()),
+        bound: Mutex::new(HashMap::new()),
         conns: Mutex::new(HashMap::new()),
         next: AtomicU32::new(1),
     });
@@ -358,6 +364,7 @@ fn serve_app(shared: &Arc<Shared>, sock: OwnedFd) -> io::Result<()> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clear();
+    app.bound.lock().unwrap_or_else(|p| p.into_inner()).clear();
     shm::kick(shared.pump.as_raw_fd());
     result
 }
@@ -377,7 +384,44 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
                 ),
             }
         };
+        // A binding a listen or a connect names (`seq`, 0: none) is taken out of the table
+        // whether the request then succeeds or not.
+        let binding = |id: u32| {
+            (id != 0).then(|| {
+                app.bound
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id)
+                    .ok_or(libc::EINVAL)
+            })
+        };
         match m.op {
+            op::BIND => {
+                let held = app.bound.lock().unwrap_or_else(|p| p.into_inner()).len();
+                let r = match allowed_port(app, m.a) {
+                    Ok(_) if held >= MAX_APP_BINDINGS => Err(libc::EADDRINUSE),
+                    Ok(port) => shared.host.bind(port).map_err(host_errno),
+                    Err(e) => Err(e),
+                };
+                match r {
+                    Ok(b) => {
+                        let id = app.next.fetch_add(1, Ordering::Relaxed).max(1);
+                        let port = b.port();
+                        app.bound
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(id, b);
+                        reply(Ok((id_and_port(id, port), None)))?;
+                    }
+                    Err(e) => reply(Err(e))?,
+                }
+            }
+            op::UNBIND => {
+                app.bound
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&m.a);
+            }
             op::LISTEN => {
                 let backlog = (m.b as usize).clamp(1, 4096);
                 let held = app
@@ -385,19 +429,15 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .len();
-                let r = match u16::try_from(m.a) {
-                    Err(_) => Err(libc::EINVAL),
-                    // As the kernel's bind: a port below the namespace's unprivileged start
-                    // needs CAP_NET_BIND_SERVICE, held at attach and still now.
-                    Ok(port)
-                        if port != 0
-                            && u32::from(port) < crate::peer::unprivileged_port_start()
-                            && !app.low_ports.as_ref().is_some_and(Peer::binds_low_ports) =>
-                    {
-                        Err(libc::EACCES)
-                    }
-                    Ok(_) if held >= MAX_APP_LISTENERS => Err(libc::EMFILE),
-                    Ok(port) => listen(&shared.host, port, backlog),
+                let r = match (binding(m.seq), allowed_port(app, m.a)) {
+                    (Some(Err(e)), _) | (None, Err(e)) => Err(e),
+                    _ if held >= MAX_APP_LISTENERS => Err(libc::EMFILE),
+                    (Some(Ok(b)), _) => b.listen(backlog).map_err(host_errno),
+                    (None, Ok(port)) => shared
+                        .host
+                        .bind(port)
+                        .and_then(|b| b.listen(backlog))
+                        .map_err(host_errno),
                 };
                 match r {
                     Ok(l) => {
@@ -408,14 +448,7 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .insert(id, Listening { l, told: 0, seq: 0 });
-                        reply(Ok((
-                            Msg {
-                                a: id,
-                                b: port as u32,
-                                ..Msg::default()
-                            },
-                            None,
-                        )))?;
+                        reply(Ok((id_and_port(id, port), None)))?;
                     }
                     Err(e) => reply(Err(e))?,
                 }
@@ -482,7 +515,15 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
                     continue;
                 };
                 let to = std::net::SocketAddrV4::new(m.a.into(), port);
-                match shared.host.connect(to) {
+                let r = match binding(m.seq) {
+                    Some(Err(e)) => {
+                        reply(Err(e))?;
+                        continue;
+                    }
+                    Some(Ok(b)) => b.connect(to),
+                    None => shared.host.connect(to),
+                };
+                match r {
                     Ok(s) => match bridge(shared, app, s) {
                         Ok((id, fd)) => reply(Ok((
                             Msg {
@@ -493,7 +534,7 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
                         )))?,
                         Err(e) => reply(Err(e.raw_os_error().unwrap_or(libc::ENOMEM)))?,
                     },
-                    Err(e) => reply(Err(crate::calls::errno_of(&io::Error::from(e))))?,
+                    Err(e) => reply(Err(host_errno(e)))?,
                 }
             }
             op::KEEPALIVE => {
@@ -514,19 +555,29 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
     Ok(())
 }
 
-fn listen(host: &Host, port: u16, backlog: usize) -> Result<Listener, i32> {
-    let errno = |e| crate::calls::errno_of(&io::Error::from(e));
-    if port != 0 {
-        return host.listen(port, backlog).map_err(errno);
+/// A reply naming a new binding or listener and its port.
+fn id_and_port(id: u32, port: u16) -> Msg {
+    Msg {
+        a: id,
+        b: u32::from(port),
+        ..Msg::default()
     }
-    for _ in 0..64 {
-        let mut b = [0u8; 2];
-        // SAFETY: `b` is writable for its length.
-        unsafe { libc::getrandom(b.as_mut_ptr().cast(), 2, 0) };
-        match host.listen(49152 + u16::from_le_bytes(b) % 16384, backlog) {
-            Err(flextoe::host::Error::AddrInUse(_)) => continue,
-            r => return r.map_err(errno),
-        }
+}
+
+/// The port a bind or listen request names, if the application may have it: as the
+/// kernel's bind, a port below the namespace's unprivileged start needs
+/// `CAP_NET_BIND_SERVICE`, held at attach and still now.
+fn allowed_port(app: &App, port: u32) -> Result<u16, i32> {
+    let port = u16::try_from(port).map_err(|_| libc::EINVAL)?;
+    if port != 0
+        && u32::from(port) < crate::peer::unprivileged_port_start()
+        && !app.low_ports.as_ref().is_some_and(Peer::binds_low_ports)
+    {
+        return Err(libc::EACCES);
     }
-    Err(libc::EADDRINUSE)
+    Ok(port)
+}
+
+fn host_errno(e: flextoe::host::Error) -> i32 {
+    crate::calls::errno_of(&io::Error::from(e))
 }

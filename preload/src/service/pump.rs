@@ -117,8 +117,10 @@ fn pump_one(b: &Bridge, app_alive: bool) -> (bool, bool) {
             _ => break,
         }
     }
-    // Application to engine.
-    for _ in 0..4 {
+    // Application to engine; nothing of an aborted connection's (a close with unread data
+    // or `SO_LINGER` at zero discards what is queued, as Linux).
+    let aborted = h.app_flags.load(Ordering::Acquire) & shm::APP_ABORT != 0;
+    for _ in 0..if aborted { 0 } else { 4 } {
         let tail = h.tx_tail.load(Ordering::Relaxed);
         let head = shm::load(&h.tx_head);
         if head == tail || !sane(head, tail) {

@@ -1,7 +1,8 @@
 """The peer of semantics.py, run on Linux: 7001 closes each connection at once, 7002 sends
 b"hello12345" and holds the connection until the client closes it, 7004 reads until EOF,
 7005 echoes, 7006 reads a port number (2 bytes) and connects back to the client's address
-at that port, sends b"back" there and holds that connection until the client closes it,
+at that port, sends b"back" there and holds that connection until the client closes it
+(noting how it ended, as 7008 does, by its own port),
 7007 reads nothing for half a second, then reads until EOF, 7008 reads until EOF or a reset
 and notes which, by the client's port, and 7009 reads such a port (2 bytes) and answers
 b"eof", b"reset" or b"pending". Nothing listens on 7003."""
@@ -46,9 +47,7 @@ def connect_back(c, _addr):
         b = socket.create_connection((c.getpeername()[0], port), timeout=5)
         b.settimeout(None)
         b.sendall(b"back")
-        while b.recv(4096):
-            pass
-        b.close()
+        note_end(b, b.getsockname())
     except OSError:
         pass
     c.close()

@@ -337,7 +337,19 @@ def _():
     return f"{errno.errorcode[r]} ready={len(ev)} SO_ERROR={e} again={errno.errorcode.get(again, again)}"
 
 
-@case("close with data queued, then with SO_LINGER on at zero: the peer reads the end, then a reset")
+def end_seen_by_peer(port):
+    for _ in range(100):
+        q = socket.create_connection((PEER, 7009), timeout=5)
+        q.sendall(port.to_bytes(2, "big"))
+        end = q.recv(16)
+        q.close()
+        if end != b"pending":
+            break
+        time.sleep(0.02)
+    return end.decode()
+
+
+@case("close with data queued, then with SO_LINGER on at zero, then accepted from a listener with it: the peer reads the end, then resets")
 def _():
     ends = []
     for linger in (None, struct.pack("ii", 1, 0)):
@@ -347,15 +359,22 @@ def _():
         if linger:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
         s.close()
-        for _ in range(100):
-            q = socket.create_connection((PEER, 7009), timeout=5)
-            q.sendall(port.to_bytes(2, "big"))
-            end = q.recv(16)
-            q.close()
-            if end != b"pending":
-                break
-            time.sleep(0.02)
-        ends.append(end.decode())
+        ends.append(end_seen_by_peer(port))
+    # An accepted socket takes its listener's SO_LINGER.
+    l = socket.socket()
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    l.bind((OWN, 0))
+    l.listen(1)
+    l.settimeout(5)
+    s = socket.create_connection((PEER, 7006), timeout=5)
+    s.sendall(l.getsockname()[1].to_bytes(2, "big"))
+    a, addr = l.accept()
+    a.settimeout(5)
+    back = a.recv(4)
+    a.close()
+    ends.append(f"{back!r} {end_seen_by_peer(addr[1])}")
+    s.close()
+    l.close()
     return " then ".join(ends)
 
 
@@ -396,6 +415,33 @@ def _():
         w.close()
         l.close()
     return ", ".join(out)
+
+
+@case("bind to port 0: getsockname reads the port, a second bind to it fails, listen keeps it, a connect goes from a bound port")
+def _():
+    a = socket.socket()
+    a.bind((OWN, 0))
+    port = a.getsockname()[1]
+    b = socket.socket()
+    try:
+        b.bind((OWN, port))
+        second = "bound"
+    except OSError as e:
+        second = err(e)
+    b.close()
+    a.listen(1)
+    kept = a.getsockname()[1] == port
+    a.close()
+    c = socket.socket()
+    c.bind((OWN, 0))
+    cport = c.getsockname()[1]
+    c.settimeout(5)
+    c.connect((PEER, 7005))
+    same = c.getsockname()[1] == cport
+    c.sendall(b"hi")
+    got = c.recv(2)
+    c.close()
+    return f"port known {port != 0}, second bind {second}, listen keeps it {kept}, connect from it {same}, echo {got!r}"
 
 
 @case("dup: the copy works after the original closes; O_NONBLOCK is shared")

@@ -266,6 +266,8 @@ impl TcpState {
             self.finish(r);
             return;
         }
+        // The window shut again since an override: the next short segment waits anew.
+        self.flags &= !F_SWS_OVERRIDE;
         let s = self.snd_una.wrapping_sub(1);
         self.header_into(now, flags::ACK, s, 0, &mut r.hdr);
         r.actions
