@@ -101,7 +101,11 @@ fn recv_into(s: &Arc<Sock>, bufs: &mut [&mut [u8]], how: RecvFlags) -> isize {
                 Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Some(Err(_)) if total > 0 => return total as isize,
                 Some(Err(e)) => {
-                    s.error_taken.store(true, Ordering::Relaxed);
+                    // As Linux: the connection's error is reported once (by this call,
+                    // `SO_ERROR` or `connect`); after it, the end of the stream.
+                    if s.error_taken.swap(true, Ordering::Relaxed) {
+                        return 0;
+                    }
                     return fail(errno_of(&e)) as isize;
                 }
                 None => return total as isize,
@@ -172,7 +176,12 @@ fn send_from(s: &Arc<Sock>, bufs: &[&[u8]], nonblock: bool, nosignal: bool) -> i
                         if total > 0 {
                             return total as isize;
                         }
-                        let errno = errno_of(&e);
+                        // As Linux: the connection's error is reported once, `EPIPE` after
+                        // it (`EPIPE` after our own shutdown reports no error).
+                        let mut errno = errno_of(&e);
+                        if errno != libc::EPIPE && s.error_taken.swap(true, Ordering::Relaxed) {
+                            errno = libc::EPIPE;
+                        }
                         if errno == libc::EPIPE && !nosignal {
                             // SAFETY: raising a signal in our own process, as the kernel would.
                             unsafe { libc::raise(libc::SIGPIPE) };

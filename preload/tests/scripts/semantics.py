@@ -444,6 +444,22 @@ def _():
     return f"port known {port != 0}, second bind {second}, listen keeps it {kept}, connect from it {same}, echo {got!r}"
 
 
+@case("after the peer's reset: recv reports it once, then reads the end; send fails with EPIPE")
+def _():
+    s = socket.create_connection((PEER, 7012), timeout=5)
+    out = []
+    calls = (("recv", lambda: s.recv(10)), ("recv", lambda: s.recv(10)),
+             ("send", lambda: s.send(b"x")), ("send", lambda: s.send(b"x")))
+    for name, call in calls:
+        try:
+            out.append(f"{name} {call()!r}")
+        except OSError as e:
+            out.append(f"{name} {err(e)}")
+    out.append(f"SO_ERROR {s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)}")
+    s.close()
+    return ", ".join(out)
+
+
 @case("dup: the copy works after the original closes; O_NONBLOCK is shared")
 def _():
     s = hello()
