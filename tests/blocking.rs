@@ -167,6 +167,41 @@ fn a_bound_port_is_held_until_it_listens_or_connects() {
     drop(client.host().bind(40_001).unwrap());
 }
 
+/// A connection from a bound port to where an accepted connection of that port (its
+/// listener gone) goes already is never tried (`TupleInUse`, Linux's `EADDRNOTAVAIL`): its
+/// handshake took the accepted connection's place. The accepted connection goes on, and
+/// the port is given back.
+#[test]
+fn a_connection_from_a_bound_port_does_not_take_an_existing_ones_place() {
+    let (server, client) = runtimes();
+    let listener = server.host().listen(6000, 4).unwrap();
+    let mut c = client
+        .host()
+        .connect_blocking(SocketAddrV4::new(IP_A, 6000), Duration::from_secs(10))
+        .unwrap();
+    let mut s = listener.accept().unwrap();
+    drop(listener);
+    let clash = server
+        .host()
+        .bind(6000)
+        .unwrap()
+        .connect(s.peer_addr())
+        .unwrap();
+    assert_eq!(
+        clash.wait_connected(Some(Duration::from_secs(10))),
+        Err(flextoe::host::Error::TupleInUse)
+    );
+    assert_eq!(clash.status(), flextoe::host::ConnStatus::TupleInUse);
+    c.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ping");
+    s.write_all(b"pong").unwrap();
+    c.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"pong");
+    drop(server.host().bind(6000).unwrap());
+}
+
 /// A split stream: one thread writes 32 MiB while another reads the echo at the same time
 /// (with one thread and blocking calls both rings would fill and stall); dropping the write
 /// half sends the FIN, after which the read half sees the end of the echo.

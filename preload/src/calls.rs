@@ -116,7 +116,7 @@ pub fn status_errno(st: ConnStatus) -> Option<c_int> {
         ConnStatus::Refused => Some(libc::ECONNREFUSED),
         ConnStatus::TimedOut => Some(libc::ETIMEDOUT),
         ConnStatus::Unreachable => Some(libc::EHOSTUNREACH),
-        ConnStatus::TableFull => Some(libc::EADDRNOTAVAIL),
+        ConnStatus::TableFull | ConnStatus::TupleInUse => Some(libc::EADDRNOTAVAIL),
         _ => None,
     }
 }
@@ -128,7 +128,8 @@ pub fn status_errno(st: ConnStatus) -> Option<c_int> {
 /// As `bind(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    if engine::configured() {
+    // A child of vfork binds its own descriptor: no port of the parent's engine is taken.
+    if engine::configured() && !(engine::started().is_some() && engine::in_vfork_child()) {
         // SAFETY: the caller's address.
         if let Some(a) = unsafe { inet(addr, len) } {
             if sock::get(fd).is_some() {
@@ -184,7 +185,18 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
             *state = State::Listener(l);
             0
         }
-        Err(e) => fail(e),
+        Err(e) => {
+            rebind(st, &s, local.port());
+            fail(e)
+        }
+    }
+}
+
+/// A listen or a connect from the socket's port failed, or its listener stopped: the port
+/// (given back meanwhile) is taken for it again, since its bind stands (as on Linux).
+fn rebind(st: &engine::Stack, s: &Sock, port: u16) {
+    if port != 0 {
+        *s.bound.lock().unwrap_or_else(|p| p.into_inner()) = st.bind(port).ok();
     }
 }
 
@@ -354,7 +366,12 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
                 }
                 *state = State::Stream(conn);
             }
-            Err(e) => return fail(e),
+            Err(e) => {
+                if let State::Bound(a) = &*state {
+                    rebind(st, &s, a.port());
+                }
+                return fail(e);
+            }
         }
     }
     if s.nonblock.load(Ordering::Relaxed) {
@@ -497,6 +514,9 @@ pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
                 .unwrap_or_else(|p| p.into_inner())
                 .unwrap_or(SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
             drop(std::mem::replace(&mut *state, State::Bound(local)));
+            if let Some(st) = engine::started() {
+                rebind(st, &s, local.port());
+            }
             0
         }
         _ => fail(libc::ENOTCONN),

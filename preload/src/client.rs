@@ -467,6 +467,7 @@ impl Remote {
             5 => ConnStatus::TimedOut,
             6 => ConnStatus::Unreachable,
             8 => ConnStatus::TableFull,
+            9 => ConnStatus::TupleInUse,
             _ => ConnStatus::Reset,
         }
     }
@@ -529,7 +530,7 @@ impl Remote {
             ConnStatus::Refused => io::ErrorKind::ConnectionRefused,
             ConnStatus::TimedOut => io::ErrorKind::TimedOut,
             ConnStatus::Unreachable => io::ErrorKind::HostUnreachable,
-            ConnStatus::TableFull => io::ErrorKind::AddrNotAvailable,
+            ConnStatus::TableFull | ConnStatus::TupleInUse => io::ErrorKind::AddrNotAvailable,
             _ => return None,
         };
         Some(kind.into())

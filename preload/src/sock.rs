@@ -226,6 +226,7 @@ pub fn stream_readiness(s: &Conn) -> i16 {
         | ConnStatus::TimedOut
         | ConnStatus::Unreachable
         | ConnStatus::TableFull
+        | ConnStatus::TupleInUse
         | ConnStatus::Spliced => {
             libc::POLLIN | libc::POLLOUT | libc::POLLERR | libc::POLLHUP | libc::POLLRDHUP
         }

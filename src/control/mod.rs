@@ -744,6 +744,14 @@ impl Control {
                         conn.set_status(ConnStatus::TableFull);
                         continue;
                     }
+                    if self.by_tuple.contains_key(&tuple) || self.embryos.contains_key(&tuple) {
+                        // From a bound port to where a connection of that port goes
+                        // already (an accepted one that outlived its listener): it would
+                        // take that connection's place.
+                        self.host.release_port(local_port);
+                        conn.set_status(ConnStatus::TupleInUse);
+                        continue;
+                    }
                     let pc = PendingConnect { tuple, conn, rings };
                     match self.neighbors.get(remote.ip()).copied() {
                         Some(mac) => self.start_connect(now, pc, mac, out),

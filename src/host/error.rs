@@ -32,6 +32,10 @@ pub enum Error {
     /// Too many connections.
     #[error("connection table full")]
     TooManyConnections,
+    /// A connection from a bound port ([`BoundPort`](super::BoundPort)) to an address and
+    /// port that another connection of that local port has already.
+    #[error("connection's addresses and ports in use")]
+    TupleInUse,
     /// An argument was invalid.
     #[error("invalid argument: {0}")]
     InvalidInput(&'static str),
@@ -41,7 +45,9 @@ impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
         let kind = match e {
             Error::AddrInUse(_) => io::ErrorKind::AddrInUse,
-            Error::NoFreePort | Error::TooManyConnections => io::ErrorKind::AddrNotAvailable,
+            Error::NoFreePort | Error::TooManyConnections | Error::TupleInUse => {
+                io::ErrorKind::AddrNotAvailable
+            }
             Error::ConnectionRefused => io::ErrorKind::ConnectionRefused,
             Error::ConnectionReset => io::ErrorKind::ConnectionReset,
             Error::TimedOut => io::ErrorKind::TimedOut,

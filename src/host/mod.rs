@@ -57,6 +57,9 @@ pub enum ConnStatus {
     /// The engine's connection table was full (`max_flows` connections established or
     /// in their handshakes): the connection was never tried.
     TableFull = 8,
+    /// Opened from a bound port ([`BoundPort`]) to where another connection of that port
+    /// goes already: the connection was never tried (Linux's `EADDRNOTAVAIL`).
+    TupleInUse = 9,
 }
 
 impl ConnStatus {
@@ -70,6 +73,7 @@ impl ConnStatus {
             5 => ConnStatus::TimedOut,
             7 => ConnStatus::Spliced,
             8 => ConnStatus::TableFull,
+            9 => ConnStatus::TupleInUse,
             _ => ConnStatus::Unreachable,
         }
     }
@@ -81,6 +85,7 @@ impl ConnStatus {
             ConnStatus::TimedOut => Some(Error::TimedOut),
             ConnStatus::Unreachable => Some(Error::HostUnreachable),
             ConnStatus::TableFull => Some(Error::TooManyConnections),
+            ConnStatus::TupleInUse => Some(Error::TupleInUse),
             _ => None,
         }
     }

@@ -55,6 +55,10 @@ const MAX_APPS: usize = 256;
 /// Most ports one application holds for bound sockets: past it `bind` fails with
 /// `EADDRINUSE` (each takes a port of the engine's).
 const MAX_APP_BINDINGS: usize = 1024;
+/// Most ports all applications together hold for bound sockets (a quarter of the ephemeral
+/// range): past it `bind` fails with `EADDRINUSE`, so that a few sessions cannot take every
+/// port from the others' connections.
+const MAX_BINDINGS: usize = 4096;
 /// Most listeners one application holds: past it `listen` fails with `EMFILE` (each takes
 /// a port of the engine's and an accept queue of up to 4096 connections).
 const MAX_APP_LISTENERS: usize = 64;
@@ -398,8 +402,17 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
         match m.op {
             op::BIND => {
                 let held = app.bound.lock().unwrap_or_else(|p| p.into_inner()).len();
+                let all: usize = shared
+                    .apps
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .map(|a| a.bound.lock().unwrap_or_else(|p| p.into_inner()).len())
+                    .sum();
                 let r = match allowed_port(app, m.a) {
-                    Ok(_) if held >= MAX_APP_BINDINGS => Err(libc::EADDRINUSE),
+                    Ok(_) if held >= MAX_APP_BINDINGS || all >= MAX_BINDINGS => {
+                        Err(libc::EADDRINUSE)
+                    }
                     Ok(port) => shared.host.bind(port).map_err(host_errno),
                     Err(e) => Err(e),
                 };

@@ -460,6 +460,28 @@ def _():
     return ", ".join(out)
 
 
+@case("a listener shut down keeps its port: another bind to it fails, listening again works")
+def _():
+    l = socket.socket()
+    l.bind((OWN, 7013))
+    l.listen(1)
+    l.shutdown(socket.SHUT_RDWR)
+    b = socket.socket()
+    try:
+        b.bind((OWN, 7013))
+        second = "bound"
+    except OSError as e:
+        second = err(e)
+    b.close()
+    try:
+        l.listen(1)
+        again = f"listening on {l.getsockname()[1]}"
+    except OSError as e:
+        again = err(e)
+    l.close()
+    return f"second bind {second}, {again}"
+
+
 @case("dup: the copy works after the original closes; O_NONBLOCK is shared")
 def _():
     s = hello()
