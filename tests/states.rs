@@ -578,6 +578,27 @@ mod established {
         assert!(s.is_readable());
     }
 
+    /// After `shutdown(Read)`, a reset the peer sent before any FIN is still the read's
+    /// error once what was received is read (as Linux; it read as the end of the stream).
+    #[test]
+    fn a_reset_after_shutdown_read_is_an_error_still() {
+        use std::io::Read;
+        let mut t = script();
+        t.accept_established();
+        t.send_data(b"queued");
+        t.recv();
+        let s = t.stream();
+        s.set_nonblocking(true);
+        s.shutdown(std::net::Shutdown::Read).unwrap();
+        let seq = t.peer_seq;
+        t.send(RST, seq, None, &[]);
+        let mut buf = [0u8; 16];
+        let s = t.stream();
+        assert_eq!(s.read(&mut buf).unwrap(), 6);
+        let e = s.read(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
+    }
+
     /// A close with data unread is a RST (RFC 2525 2.17, as Linux), reading shut down or
     /// not (it was a FIN after `shutdown(Read)`).
     #[test]

@@ -542,7 +542,12 @@ impl Remote {
         let tail = self.h().rx_tail.load(Ordering::Relaxed);
         if head == tail && self.rd_shut {
             // Reading shut down: what was received is still read first (as Linux), then
-            // the end.
+            // the connection's error (a reset before the peer's FIN), then the end.
+            if !self.peer_closed() {
+                if let Some(e) = self.error() {
+                    return Err(e);
+                }
+            }
             return Ok(f(&[]).1);
         }
         if head == tail {

@@ -508,8 +508,8 @@ pub(super) fn try_read(
 
 /// The decisions of every read: `take` moves bytes out of the ring and returns (bytes
 /// released, its result); it gets no ring when reading was shut down and nothing is left to
-/// read (what was received is still read first, as on Linux), and an empty one at the end
-/// of the stream. `None`: nothing yet (would block).
+/// read (what was received is still read first, and a reset before the peer's FIN is still
+/// an error, as on Linux), and an empty one at the end of the stream. `None`: nothing yet (would block).
 fn try_read_with<R>(
     conn: &Arc<ConnShared>,
     host: &HostShared,
@@ -519,6 +519,12 @@ fn try_read_with<R>(
     take: impl FnOnce(Option<&mut RingReader>) -> (usize, R),
 ) -> Option<io::Result<R>> {
     if rd_shutdown && rx.available() == 0 {
+        // As Linux: a reset before the peer's FIN is an error still.
+        if !conn.rx_fin() {
+            if let Some(e) = conn.status().error() {
+                return Some(Err(e.into()));
+            }
+        }
         return Some(Ok(take(None).1));
     }
     // With a FIN, the ring is read again: the FIN is published after all data before it.

@@ -460,6 +460,21 @@ def _():
     return ", ".join(out)
 
 
+@case("shutdown(SHUT_RD), then the peer's reset: recv reports it once, then reads the end")
+def _():
+    s = socket.create_connection((PEER, 7012), timeout=5)
+    s.shutdown(socket.SHUT_RD)
+    time.sleep(0.6)
+    out = []
+    for _ in range(2):
+        try:
+            out.append(repr(s.recv(10)))
+        except OSError as e:
+            out.append(err(e))
+    s.close()
+    return ", ".join(out)
+
+
 @case("a listener shut down keeps its port: another bind to it fails, listening again works")
 def _():
     l = socket.socket()
