@@ -558,11 +558,8 @@ mod established {
         );
     }
 
-    /// After `shutdown(Read)` a read returns what was received (as a kernel socket's),
-    /// then the end of the stream instead of waiting; the stream polls readable.
-    #[test]
-    fn reads_after_shutdown_read_return_what_was_received_then_the_end() {
-        use std::io::Read;
+    /// An established connection with six bytes received and reading shut down.
+    fn shut_for_reading_with_six_bytes() -> Script {
         let mut t = script();
         t.accept_established();
         t.send_data(b"queued");
@@ -570,6 +567,16 @@ mod established {
         let s = t.stream();
         s.set_nonblocking(true);
         s.shutdown(std::net::Shutdown::Read).unwrap();
+        t
+    }
+
+    /// After `shutdown(Read)` a read returns what was received (as a kernel socket's),
+    /// then the end of the stream instead of waiting; the stream polls readable.
+    #[test]
+    fn reads_after_shutdown_read_return_what_was_received_then_the_end() {
+        use std::io::Read;
+        let mut t = shut_for_reading_with_six_bytes();
+        let s = t.stream();
         assert!(s.is_readable() && s.read_closed());
         let mut buf = [0u8; 16];
         assert_eq!(s.read(&mut buf).unwrap(), 6);
@@ -583,13 +590,7 @@ mod established {
     #[test]
     fn a_reset_after_shutdown_read_is_an_error_still() {
         use std::io::Read;
-        let mut t = script();
-        t.accept_established();
-        t.send_data(b"queued");
-        t.recv();
-        let s = t.stream();
-        s.set_nonblocking(true);
-        s.shutdown(std::net::Shutdown::Read).unwrap();
+        let mut t = shut_for_reading_with_six_bytes();
         let seq = t.peer_seq;
         t.send(RST, seq, None, &[]);
         let mut buf = [0u8; 16];
