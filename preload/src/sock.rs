@@ -139,6 +139,10 @@ impl Sock {
                     0
                 }
             }
+            // As Linux: the connection's error polls `POLLERR` until a call reports it.
+            State::Stream(s) if self.error_taken.load(Ordering::Relaxed) => {
+                stream_readiness(s) & !libc::POLLERR
+            }
             State::Stream(s) => stream_readiness(s),
         };
         let arrived = match &*st {

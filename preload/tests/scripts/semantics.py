@@ -444,10 +444,11 @@ def _():
     return f"port known {port != 0}, second bind {second}, listen keeps it {kept}, connect from it {same}, echo {got!r}"
 
 
-@case("after the peer's reset: recv reports it once, then reads the end; send fails with EPIPE")
+@case("after the peer's reset: recv reports it once, then reads the end; send fails with EPIPE; poll before and after")
 def _():
     s = socket.create_connection((PEER, 7012), timeout=5)
-    out = []
+    time.sleep(0.6)
+    out = [poll_names(s)]
     calls = (("recv", lambda: s.recv(10)), ("recv", lambda: s.recv(10)),
              ("send", lambda: s.send(b"x")), ("send", lambda: s.send(b"x")))
     for name, call in calls:
@@ -456,6 +457,7 @@ def _():
         except OSError as e:
             out.append(f"{name} {err(e)}")
     out.append(f"SO_ERROR {s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)}")
+    out.append(poll_names(s))
     s.close()
     return ", ".join(out)
 
