@@ -466,6 +466,36 @@ fn a_reset_on_one_side_reaches_the_other() {
     lab.until("splice removed", |lab| lab.splicer.active() == 0);
 }
 
+/// A spliced connection's addresses stay its own: a connection from its port (bound once
+/// the listener that accepted it is gone) to its peer is never tried (`TupleInUse`; its
+/// SYN went out on the spliced flow's addresses), and the splice carries on.
+#[test]
+fn a_connection_from_a_bound_port_does_not_take_a_spliced_ones_place() {
+    let mut lab = Lab::new(false);
+    let (mut cs, mut ss) = connect_and_splice(&mut lab);
+    let clash = nb(lab
+        .proxy
+        .host()
+        .bind(8080)
+        .unwrap()
+        .connect(SocketAddrV4::new(C.0, cs.local_addr().port()))
+        .unwrap());
+    lab.until("the clash fails", |_| {
+        clash.status() != ConnStatus::Connecting
+    });
+    assert_eq!(clash.status(), ConnStatus::TupleInUse);
+    cs.write_all(b"still").unwrap();
+    let mut buf = [0u8; 5];
+    let mut got = 0;
+    lab.until("the splice carries on", |_| {
+        if let Some(n) = read_some(&mut ss, &mut buf[got..]) {
+            got += n;
+        }
+        got == 5
+    });
+    assert_eq!(&buf, b"still");
+}
+
 /// Splices are bounded (`max_splices`): they free their connections' flows, so the flow
 /// table did not bound them, and each held a table entry and an ephemeral port for as long
 /// as its peers kept it (5 idle days). Past the bound a splice is refused with the streams

@@ -140,6 +140,16 @@ fn wait_or_end(s: &Sock, mask: i16, deadline: Option<Instant>, total: usize) -> 
     })
 }
 
+/// The errno of a failed send on `s`: as Linux, the connection's error is reported once,
+/// `EPIPE` after it (`EPIPE` after our own shutdown reports no error).
+pub fn send_errno(s: &Sock, e: &io::Error) -> c_int {
+    let errno = errno_of(e);
+    if errno != libc::EPIPE && s.error_taken.swap(true, Ordering::Relaxed) {
+        return libc::EPIPE;
+    }
+    errno
+}
+
 /// Write `bufs` to an engine socket: all of it when blocking (until `SO_SNDTIMEO` runs out),
 /// what fits when not.
 fn send_from(s: &Arc<Sock>, bufs: &[&[u8]], nonblock: bool, nosignal: bool) -> isize {
@@ -176,12 +186,7 @@ fn send_from(s: &Arc<Sock>, bufs: &[&[u8]], nonblock: bool, nosignal: bool) -> i
                         if total > 0 {
                             return total as isize;
                         }
-                        // As Linux: the connection's error is reported once, `EPIPE` after
-                        // it (`EPIPE` after our own shutdown reports no error).
-                        let mut errno = errno_of(&e);
-                        if errno != libc::EPIPE && s.error_taken.swap(true, Ordering::Relaxed) {
-                            errno = libc::EPIPE;
-                        }
+                        let errno = send_errno(s, &e);
                         if errno == libc::EPIPE && !nosignal {
                             // SAFETY: raising a signal in our own process, as the kernel would.
                             unsafe { libc::raise(libc::SIGPIPE) };

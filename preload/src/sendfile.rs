@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 
 use libc::{c_int, off_t, size_t, ssize_t};
 
-use crate::calls::errno_of;
 use crate::real::{self, fail};
 use crate::sock::{self, State};
 
@@ -106,7 +105,11 @@ unsafe fn sendfile_impl(out: c_int, input: c_int, offset: *mut off_t, count: siz
                 }
             }
             Err(e) => {
-                break if total > 0 { Ok(()) } else { Err(errno_of(&e)) };
+                break if total > 0 {
+                    Ok(())
+                } else {
+                    Err(crate::io::send_errno(&s, &e))
+                };
             }
         }
     };

@@ -744,7 +744,10 @@ impl Control {
                         conn.set_status(ConnStatus::TableFull);
                         continue;
                     }
-                    if self.by_tuple.contains_key(&tuple) || self.embryos.contains_key(&tuple) {
+                    if self.by_tuple.contains_key(&tuple)
+                        || self.embryos.contains_key(&tuple)
+                        || self.splices.is_spliced(&tuple)
+                    {
                         // From a bound port to where a connection of that port goes
                         // already (an accepted one that outlived its listener): it would
                         // take that connection's place.

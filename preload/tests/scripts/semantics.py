@@ -447,9 +447,12 @@ def _():
 @case("after the peer's reset: recv reports it once, then reads the end; send fails with EPIPE; poll before and after")
 def _():
     s = socket.create_connection((PEER, 7012), timeout=5)
-    time.sleep(0.6)
+    time.sleep(1.0)
     out = [poll_names(s)]
+    import os
+    f = open(__file__, "rb")
     calls = (("recv", lambda: s.recv(10)), ("recv", lambda: s.recv(10)),
+             ("sendfile", lambda: os.sendfile(s.fileno(), f.fileno(), 0, 1)),
              ("send", lambda: s.send(b"x")), ("send", lambda: s.send(b"x")))
     for name, call in calls:
         try:
@@ -458,6 +461,7 @@ def _():
             out.append(f"{name} {err(e)}")
     out.append(f"SO_ERROR {s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)}")
     out.append(poll_names(s))
+    f.close()
     s.close()
     return ", ".join(out)
 
@@ -466,7 +470,7 @@ def _():
 def _():
     s = socket.create_connection((PEER, 7012), timeout=5)
     s.shutdown(socket.SHUT_RD)
-    time.sleep(0.6)
+    time.sleep(1.0)
     out = []
     for _ in range(2):
         try:
