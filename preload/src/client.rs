@@ -545,14 +545,14 @@ impl Remote {
             // the connection's error (a reset before the peer's FIN), then the end.
             if !self.peer_closed() {
                 if let Some(e) = self.error() {
-                    return Err(e);
+                    return self.error_after_data(e, tail, f);
                 }
             }
             return Ok(f(&[]).1);
         }
         if head == tail {
             if let Some(e) = self.error() {
-                return Err(e);
+                return self.error_after_data(e, tail, f);
             }
             // The end of the stream is the FIN flag only: the status can say closed while
             // the pump still has bytes to move into the ring.
@@ -576,6 +576,30 @@ impl Remote {
             self.client.poke();
         }
         Ok(r)
+    }
+
+    /// A read that found the ring empty at `tail` on a failed connection: the error `e`
+    /// once the service has moved every byte received before it (`WouldBlock` until then),
+    /// and those bytes first.
+    fn error_after_data<R>(
+        &mut self,
+        e: io::Error,
+        tail: u64,
+        f: impl FnOnce(&[u8]) -> (usize, R),
+    ) -> io::Result<R> {
+        if !self.rx_final() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        if shm::load(&self.h().rx_head) != tail {
+            return self.read_with(f);
+        }
+        Err(e)
+    }
+
+    /// Whether every byte received before the connection failed is in the receive ring
+    /// (so a read that finds it empty reports the error); at once where the service is gone.
+    pub fn rx_final(&self) -> bool {
+        self.client.dead.load(Ordering::SeqCst) || self.h().rx_final.load(Ordering::Acquire) != 0
     }
 
     /// Write what fits, as `io::Write::write` does on a nonblocking stream.

@@ -50,11 +50,21 @@ impl Conn {
                 r.read_closed()
                     || r.readable_bytes() > 0
                     || r.peer_closed()
-                    || !matches!(
-                        r.status(),
-                        ConnStatus::Connecting | ConnStatus::Established | ConnStatus::Closed
-                    )
+                    || (r.rx_final()
+                        && !matches!(
+                            r.status(),
+                            ConnStatus::Connecting | ConnStatus::Established | ConnStatus::Closed
+                        ))
             }
+        }
+    }
+
+    /// Whether a failed connection's error is what a read of an empty ring reports: through
+    /// the service, once every byte received before the failure is in the ring.
+    pub fn rx_final(&self) -> bool {
+        match self {
+            Conn::Local(_) => true,
+            Conn::Remote(r) => r.rx_final(),
         }
     }
 

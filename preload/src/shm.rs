@@ -55,6 +55,9 @@ pub struct Header {
     pub peer_ip: AtomicU32,
     /// Peer port.
     pub peer_port: AtomicU32,
+    /// The connection failed (the status says how) and every byte the engine received
+    /// before is in the receive ring: a read reports the error once the ring is empty.
+    pub rx_final: AtomicU32,
 }
 
 /// A shared mapping (unmapped on drop).

@@ -232,7 +232,15 @@ pub fn stream_readiness(s: &Conn) -> i16 {
         | ConnStatus::TableFull
         | ConnStatus::TupleInUse
         | ConnStatus::Spliced => {
-            libc::POLLIN | libc::POLLOUT | libc::POLLERR | libc::POLLHUP | libc::POLLRDHUP
+            if s.rx_final() {
+                libc::POLLIN | libc::POLLOUT | libc::POLLERR | libc::POLLHUP | libc::POLLRDHUP
+            } else if s.readable_bytes() > 0 {
+                // Bytes received before the failure are still on their way to the ring:
+                // the error polls once they are in (a write fails at once).
+                libc::POLLIN | libc::POLLRDNORM | libc::POLLOUT
+            } else {
+                libc::POLLOUT
+            }
         }
         ConnStatus::Established | ConnStatus::Closed => {
             let mut r = 0;

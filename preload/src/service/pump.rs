@@ -24,6 +24,7 @@ pub(super) struct Bridge {
     /// sleeping).
     told_status: AtomicU32,
     told_fin: AtomicBool,
+    told_final: AtomicBool,
 }
 
 /// Give `app` the connection `s` through a new shared memory; returns its id and memfd.
@@ -50,6 +51,7 @@ pub(super) fn bridge(
         shut: AtomicBool::new(false),
         told_status: AtomicU32::new(status),
         told_fin: AtomicBool::new(false),
+        told_final: AtomicBool::new(false),
     });
     app.conns
         .lock()
@@ -76,7 +78,8 @@ fn pump_one(b: &Bridge, app_alive: bool) -> (bool, bool) {
         return (false, true);
     };
     let mut changed = false;
-    let status = st.status() as u32;
+    let conn_status = st.status();
+    let status = conn_status as u32;
     if b.told_status.swap(status, Ordering::Relaxed) != status {
         h.status.store(status, Ordering::Release);
         changed = true;
@@ -92,7 +95,10 @@ fn pump_one(b: &Bridge, app_alive: bool) -> (bool, bool) {
         }
         return (true, true);
     }
-    // Engine to application.
+    // Engine to application. The status may say the connection failed before the bytes
+    // received ahead of that are in the ring: `rx_final` says when they are (the
+    // application's reads report the error only then; its writes fail at once, as Linux).
+    let mut rx_drained = false;
     for _ in 0..4 {
         let head = h.rx_head.load(Ordering::Relaxed);
         let tail = shm::load(&h.rx_tail);
@@ -108,14 +114,28 @@ fn pump_one(b: &Bridge, app_alive: bool) -> (bool, bool) {
                     h.peer_fin.store(1, Ordering::Release);
                     changed = true;
                 }
+                rx_drained = true;
                 break;
             }
             Ok((n, _)) if n > 0 => {
                 h.rx_head.store(head + n as u64, Ordering::Release);
                 changed = true;
             }
+            // The connection's error: nothing is left to read.
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
+                rx_drained = true;
+                break;
+            }
             _ => break,
         }
+    }
+    let failed = !matches!(
+        conn_status,
+        ConnStatus::Connecting | ConnStatus::Established | ConnStatus::Closed
+    );
+    if rx_drained && failed && !b.told_final.swap(true, Ordering::Relaxed) {
+        h.rx_final.store(1, Ordering::Release);
+        changed = true;
     }
     // Application to engine; nothing of an aborted connection's (a close with unread data
     // or `SO_LINGER` at zero discards what is queued, as Linux).
@@ -320,5 +340,92 @@ mod tests {
         assert!(!positions_sane(0, 1));
         assert!(!positions_sane(u64::MAX - 10, u64::MAX - 10));
         assert!(!positions_sane(u64::MAX, u64::MAX - ring));
+    }
+
+    /// A connection reset after more bytes than the application's ring holds: the pump
+    /// says `rx_final` only once every byte received before the reset is in the ring (the
+    /// application's read reports the reset then, not while bytes are still in the engine).
+    #[test]
+    fn a_reset_is_final_for_reads_only_after_every_byte_before_it() {
+        use flextoe::backends::arena_link::ArenaLink;
+        use flextoe::pipeline::{Engine, EngineConfig};
+        use flextoe::time::{Clock, SystemClock};
+        use flextoe::wire::MacAddr;
+        use std::io::Write;
+        use std::net::{Ipv4Addr, SocketAddrV4};
+
+        let (a, b) = ArenaLink::pair(16 * 1024).unwrap();
+        let ip = |n| Ipv4Addr::new(192, 0, 2, n);
+        let mut server =
+            Engine::new(EngineConfig::new(MacAddr([2, 0, 0, 0, 0, 1]), ip(1)), a).unwrap();
+        let mut client =
+            Engine::new(EngineConfig::new(MacAddr([2, 0, 0, 0, 0, 2]), ip(2)), b).unwrap();
+        let clock = SystemClock::new();
+        let listener = server.host().listen(80, 4).unwrap();
+        let mut conn = client.host().connect(SocketAddrV4::new(ip(1), 80)).unwrap();
+        conn.set_nonblocking(true);
+        let mut accepted = None;
+        for _ in 0..1000 {
+            server.poll(clock.now());
+            client.poll(clock.now());
+            if let Some(s) = listener.try_accept().unwrap() {
+                accepted = Some(s);
+                break;
+            }
+        }
+        let mut peer = accepted.expect("accepted");
+        peer.set_nonblocking(true);
+        let (_fd, map) = Mapping::create("flextoe-test", shm::SIZE).unwrap();
+        let bridge = Bridge {
+            stream: Mutex::new(Some(conn)),
+            map,
+            shut: AtomicBool::new(false),
+            told_status: AtomicU32::new(ConnStatus::Established as u32),
+            told_fin: AtomicBool::new(false),
+            told_final: AtomicBool::new(false),
+        };
+        let h = bridge.map.header();
+        // More than the ring (the application reads nothing), less than it and the
+        // engine's receive buffer together: all of it arrives.
+        let total = shm::RING + shm::RING / 2;
+        let data = vec![7u8; total];
+        let mut sent = 0;
+        let in_engine = |b: &Bridge| {
+            let g = b.stream.lock().unwrap();
+            g.as_ref().map_or(0, |s| s.readable_bytes())
+        };
+        for _ in 0..100_000 {
+            if sent < total {
+                sent += peer.write(&data[sent..]).unwrap_or(0);
+            }
+            server.poll(clock.now());
+            client.poll(clock.now());
+            pump_one(&bridge, true);
+            if h.rx_head.load(Ordering::Relaxed) as usize + in_engine(&bridge) == total {
+                break;
+            }
+        }
+        assert_eq!(h.rx_head.load(Ordering::Relaxed) as usize, shm::RING);
+        assert_eq!(in_engine(&bridge), total - shm::RING);
+        peer.abort();
+        for _ in 0..1000 {
+            server.poll(clock.now());
+            client.poll(clock.now());
+            pump_one(&bridge, true);
+            if h.status.load(Ordering::Relaxed) == ConnStatus::Reset as u32 {
+                break;
+            }
+        }
+        assert_eq!(h.status.load(Ordering::Relaxed), ConnStatus::Reset as u32);
+        assert_eq!(
+            h.rx_final.load(Ordering::Relaxed),
+            0,
+            "bytes are still in the engine"
+        );
+        // The application reads the ring empty; the pump moves the rest, then says final.
+        h.rx_tail.store(shm::RING as u64, Ordering::Relaxed);
+        pump_one(&bridge, true);
+        assert_eq!(h.rx_head.load(Ordering::Relaxed) as usize, total);
+        assert_eq!(h.rx_final.load(Ordering::Relaxed), 1);
     }
 }

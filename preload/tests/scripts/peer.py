@@ -5,11 +5,14 @@ at that port, sends b"back" there and holds that connection until the client clo
 (noting how it ended, as 7008 does, by its own port),
 7007 reads nothing for half a second, then reads until EOF, 7008 reads until EOF or a reset
 and notes which, by the client's port, and 7009 reads such a port (2 bytes) and answers
-b"eof", b"reset" or b"pending", 7012 resets each connection after 0.2 s. Nothing listens on
+b"eof", b"reset" or b"pending", 7012 resets each connection after 0.2 s, 7014 sends 384 KiB
+and resets the connection once the client has acknowledged every byte. Nothing listens on
 7003 (7010, 7011 and 7013 are semantics.py's own)."""
+import fcntl
 import socket
 import struct
 import sys
+import termios
 import threading
 import time
 
@@ -33,6 +36,20 @@ def close_at_once(c, _addr):
 def reset_soon(c, _addr):
     # Not at once: the client's connect is to see the connection up first.
     time.sleep(0.2)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+
+
+def send_then_reset(c, _addr):
+    # More than the preload service's receive ring (256 KiB), less than it and the engine's
+    # together: the client reads after a while, every byte first, then the reset.
+    c.sendall(b"r" * (384 * 1024))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        queued = struct.unpack("i", fcntl.ioctl(c.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        if queued == 0:
+            break
+        time.sleep(0.01)
     c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     c.close()
 
@@ -98,7 +115,7 @@ def echo(c, _addr):
 
 
 for port, h in ((7001, close_at_once), (7002, hello_then_hold), (7004, drain), (7005, echo), (7006, connect_back), (7007, drain_later),
-                (7008, note_end), (7009, tell_end), (7012, reset_soon)):
+                (7008, note_end), (7009, tell_end), (7012, reset_soon), (7014, send_then_reset)):
     threading.Thread(target=serve, args=(port, h), daemon=True).start()
 print("ready", flush=True)
 threading.Event().wait()

@@ -466,6 +466,25 @@ def _():
     return ", ".join(out)
 
 
+@case("bytes, then the peer's reset: recv reads every byte received before it, then reports it")
+def _():
+    s = socket.create_connection((PEER, 7014), timeout=10)
+    # The peer's 384 KiB arrive while nothing reads them; its reset after them.
+    time.sleep(1.0)
+    n = 0
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                end = "the end"
+                break
+            n += len(d)
+    except OSError as e:
+        end = err(e)
+    s.close()
+    return f"{n} bytes, then {end}"
+
+
 @case("shutdown(SHUT_RD), then the peer's reset: recv reports it once, then reads the end")
 def _():
     s = socket.create_connection((PEER, 7012), timeout=5)
