@@ -341,11 +341,22 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
                             fail(libc::EISCONN)
                         }
                     }
+                    // As Linux: a socket whose `connect` said it connected stays so
+                    // (`EISCONN`); one whose nonblocking connect ended before a `connect`
+                    // said so reports the error (`ECONNABORTED` once it was reported) and
+                    // is unconnected again, its bind standing: the next `connect` starts
+                    // a new connection.
                     e => {
-                        if s.error_taken.swap(true, Ordering::Relaxed) {
+                        if !s.connect_unreported.swap(false, Ordering::Relaxed) {
                             fail(libc::EISCONN)
                         } else {
-                            fail(status_errno(e).unwrap_or(libc::ECONNRESET))
+                            let errno = if s.error_taken.load(Ordering::Relaxed) {
+                                libc::ECONNABORTED
+                            } else {
+                                status_errno(e).unwrap_or(libc::ECONNRESET)
+                            };
+                            unconnect(st, &s, &mut state);
+                            fail(errno)
                         }
                     }
                 };
@@ -391,17 +402,33 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             return fail(e);
         }
     }
-    let status = match &*s.lock() {
+    let mut state = s.lock();
+    let status = match &*state {
         State::Stream(stream) => stream.status(),
         _ => ConnStatus::Reset,
     };
     match status_errno(status) {
         Some(e) => {
-            s.error_taken.store(true, Ordering::Relaxed);
+            // As Linux: the socket is unconnected again (its bind standing).
+            unconnect(st, &s, &mut state);
             fail(e)
         }
         None => 0,
     }
+}
+
+/// A connect failed and its error is reported: the socket is unconnected again, as a
+/// socket only bound (to the port it was bound to, taken again), its error state fresh.
+fn unconnect(st: &engine::Stack, s: &Sock, state: &mut State) {
+    let local = s
+        .local
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+    *state = State::Bound(local);
+    s.error_taken.store(false, Ordering::Relaxed);
+    s.connect_unreported.store(false, Ordering::Relaxed);
+    rebind(st, s, local.port());
 }
 
 /// `close`: the last descriptor of an engine socket closes it (FIN, or RST when unread

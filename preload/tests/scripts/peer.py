@@ -7,7 +7,7 @@ at that port, sends b"back" there and holds that connection until the client clo
 and notes which, by the client's port, and 7009 reads such a port (2 bytes) and answers
 b"eof", b"reset" or b"pending", 7012 resets each connection after 0.2 s, 7014 sends 384 KiB
 and resets the connection once the client has acknowledged every byte. Nothing listens on
-7003 (7010, 7011 and 7013 are semantics.py's own)."""
+7003 (7010, 7011, 7013 and 7015 are semantics.py's own)."""
 import fcntl
 import socket
 import struct

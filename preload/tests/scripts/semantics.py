@@ -56,6 +56,62 @@ def _():
     return f"{errno.errorcode[r]} poll={'|'.join(names)} SO_ERROR={errno.errorcode.get(e1, e1)} then {e2}"
 
 
+def wait_out(s):
+    p = select.poll()
+    p.register(s, select.POLLOUT)
+    p.poll(5000)
+
+
+def echo_once(s):
+    s.setblocking(True)
+    s.settimeout(5)
+    s.sendall(b"again")
+    return s.recv(100)
+
+
+@case("connect again after a refused connect: blocking, nonblocking, from a bound port")
+def _():
+    out = []
+    s = socket.socket()
+    try:
+        s.connect((PEER, 7003))
+    except OSError as e:
+        out.append(err(e))
+    s.connect((PEER, 7005))
+    out.append(f"then connected, echo {echo_once(s)!r}")
+    s.close()
+    # Nonblocking: the error once, the next connect ECONNABORTED, then a new connection.
+    s = socket.socket()
+    s.setblocking(False)
+    out.append(errno.errorcode.get(s.connect_ex((PEER, 7003)), "0"))
+    wait_out(s)
+    out.append(f"SO_ERROR {errno.errorcode.get(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), '0')}")
+    for _ in range(2):
+        out.append(errno.errorcode.get(s.connect_ex((PEER, 7005)), "0"))
+    wait_out(s)
+    out.append(f"then {errno.errorcode.get(s.connect_ex((PEER, 7005)), '0')}, echo {echo_once(s)!r}")
+    s.close()
+    # A nonblocking connect whose error no call reported: the next connect reports it.
+    s = socket.socket()
+    s.setblocking(False)
+    s.connect_ex((PEER, 7003))
+    wait_out(s)
+    out.append(errno.errorcode.get(s.connect_ex((PEER, 7005)), "0"))
+    s.close()
+    # The bind stands: the next connection goes from the same port.
+    s = socket.socket()
+    s.bind((OWN, 7015))
+    try:
+        s.connect((PEER, 7003))
+    except OSError as e:
+        out.append(err(e))
+    kept = s.getsockname()[1] == 7015
+    s.connect((PEER, 7005))
+    out.append(f"port kept {kept}, from it {s.getsockname()[1] == 7015}, echo {echo_once(s)!r}")
+    s.close()
+    return ", ".join(out)
+
+
 @case("read after the peer closed")
 def _():
     s = socket.create_connection((PEER, 7001), timeout=5)
