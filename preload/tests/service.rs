@@ -302,6 +302,42 @@ print("refused", refused, flush=True)
     }
 }
 
+/// A `CONNECT` request from a bound port that the service refuses (a port past 65535, as
+/// only a program speaking the protocol by hand can send) gives the bound port back, as a
+/// failed connect does: it stayed held until the program went away, and a `bind` to it
+/// failed with `EADDRINUSE`.
+#[test]
+fn a_refused_connect_request_gives_its_bound_port_back() {
+    if !have(&["python3", "timeout"]) {
+        return;
+    }
+    let Some(lab) = VethLab::new() else { return };
+    let svc = Service::start(&lab);
+    let code = format!(
+        r#"
+{}
+import errno
+u, fds = attach_raw()
+def ask(op, a, b, seq):
+    u.send(struct.pack("<IiIII", op, 0, a, b, seq))
+    msg = u.recv(4096)
+    _, err, a, b, _ = struct.unpack("<IiIII", msg[:20])
+    return err, a
+err, bound = ask(6, 21500, 0, 0)
+print("bind", errno.errorcode.get(err, err), flush=True)
+peer = int.from_bytes(socket.inet_aton("{}"), "big")
+err, _ = ask(4, peer, 70000, bound)
+print("connect", errno.errorcode.get(err, err), flush=True)
+err, _ = ask(6, 21500, 0, 0)
+print("bind again", errno.errorcode.get(err, err), flush=True)
+"#,
+        attach_py(&svc.path),
+        lab.linux_ip
+    );
+    let (text, err) = raw_python(&lab.engine, &code);
+    assert_eq!(text, "bind 0\nconnect EINVAL\nbind again 0\n", "{err}");
+}
+
 /// A program that clears `O_NONBLOCK` on the eventfd it kicks the pump with (one open file
 /// with the service's) and takes its own kicks with blocking reads while it kicks does not
 /// stop the pump: it still moves the bytes of the program's next connection. (The pump

@@ -523,12 +523,15 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
                 }
             }
             op::CONNECT => {
+                // The binding named is taken first: a request refused here gives its port
+                // back (as a failed connect does), rather than leaving it held.
+                let bound = binding(m.seq);
                 let Ok(port) = u16::try_from(m.b) else {
                     reply(Err(libc::EINVAL))?;
                     continue;
                 };
                 let to = std::net::SocketAddrV4::new(m.a.into(), port);
-                let r = match binding(m.seq) {
+                let r = match bound {
                     Some(Err(e)) => {
                         reply(Err(e))?;
                         continue;
