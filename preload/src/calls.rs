@@ -405,7 +405,8 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     let mut state = s.lock();
     let status = match &*state {
         State::Stream(stream) => stream.status(),
-        _ => ConnStatus::Reset,
+        // Another thread's connect unconnected it meanwhile.
+        _ => return fail(libc::ECONNABORTED),
     };
     match status_errno(status) {
         Some(e) => {
@@ -428,7 +429,26 @@ fn unconnect(st: &engine::Stack, s: &Sock, state: &mut State) {
     *state = State::Bound(local);
     s.error_taken.store(false, Ordering::Relaxed);
     s.connect_unreported.store(false, Ordering::Relaxed);
-    rebind(st, s, local.port());
+    // Edge-triggered epoll: what was reported was the old connection's (as a new
+    // registration would, the next connection's readiness is new).
+    s.edge_seen.store(0, Ordering::Relaxed);
+    s.edge_arrived.store(u64::MAX, Ordering::Relaxed);
+    s.edge_room.store(0, Ordering::Relaxed);
+    if local.port() == 0 {
+        return;
+    }
+    // The failed connection may still hold the port for a moment (a timeout is reported
+    // before the engine lets the connection go): taken again once it is free.
+    for _ in 0..100 {
+        match st.bind(local.port()) {
+            Ok(b) => {
+                *s.bound.lock().unwrap_or_else(|p| p.into_inner()) = Some(b);
+                return;
+            }
+            Err(libc::EADDRINUSE) => std::thread::sleep(std::time::Duration::from_millis(2)),
+            Err(_) => return,
+        }
+    }
 }
 
 /// `close`: the last descriptor of an engine socket closes it (FIN, or RST when unread

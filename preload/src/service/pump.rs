@@ -79,11 +79,6 @@ fn pump_one(b: &Bridge, app_alive: bool) -> (bool, bool) {
     };
     let mut changed = false;
     let conn_status = st.status();
-    let status = conn_status as u32;
-    if b.told_status.swap(status, Ordering::Relaxed) != status {
-        h.status.store(status, Ordering::Release);
-        changed = true;
-    }
     // The application writes `rx_tail` and `tx_head`: positions that no well-behaved
     // application can produce end its connection (a RST), never a bad copy.
     let sane = positions_sane;
@@ -98,7 +93,6 @@ fn pump_one(b: &Bridge, app_alive: bool) -> (bool, bool) {
     // Engine to application. The status may say the connection failed before the bytes
     // received ahead of that are in the ring: `rx_final` says when they are (the
     // application's reads report the error only then; its writes fail at once, as Linux).
-    let mut rx_drained = false;
     for _ in 0..4 {
         let head = h.rx_head.load(Ordering::Relaxed);
         let tail = shm::load(&h.rx_tail);
@@ -114,17 +108,11 @@ fn pump_one(b: &Bridge, app_alive: bool) -> (bool, bool) {
                     h.peer_fin.store(1, Ordering::Release);
                     changed = true;
                 }
-                rx_drained = true;
                 break;
             }
             Ok((n, _)) if n > 0 => {
                 h.rx_head.store(head + n as u64, Ordering::Release);
                 changed = true;
-            }
-            // The connection's error: nothing is left to read.
-            Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
-                rx_drained = true;
-                break;
             }
             _ => break,
         }
@@ -133,8 +121,16 @@ fn pump_one(b: &Bridge, app_alive: bool) -> (bool, bool) {
         conn_status,
         ConnStatus::Connecting | ConnStatus::Established | ConnStatus::Closed
     );
-    if rx_drained && failed && !b.told_final.swap(true, Ordering::Relaxed) {
+    // A failed connection receives nothing more: once its stream is empty, every byte is
+    // in the ring.
+    if failed && st.readable_bytes() == 0 && !b.told_final.swap(true, Ordering::Relaxed) {
         h.rx_final.store(1, Ordering::Release);
+        changed = true;
+    }
+    // The status after `rx_final`: a failure with nothing left to move polls as one at once.
+    let status = conn_status as u32;
+    if b.told_status.swap(status, Ordering::Relaxed) != status {
+        h.status.store(status, Ordering::Release);
         changed = true;
     }
     // Application to engine; nothing of an aborted connection's (a close with unread data

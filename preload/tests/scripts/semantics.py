@@ -91,6 +91,20 @@ def _():
     wait_out(s)
     out.append(f"then {errno.errorcode.get(s.connect_ex((PEER, 7005)), '0')}, echo {echo_once(s)!r}")
     s.close()
+    # Edge-triggered epoll: the next connection's readiness is a new edge.
+    s = socket.socket()
+    s.setblocking(False)
+    s.connect_ex((PEER, 7003))
+    ep = select.epoll()
+    ep.register(s.fileno(), select.EPOLLOUT | select.EPOLLET)
+    first = bool(ep.poll(5))
+    s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    s.connect_ex((PEER, 7005))
+    s.connect_ex((PEER, 7005))
+    second = [ev & select.EPOLLOUT != 0 for _, ev in ep.poll(5)]
+    out.append(f"epoll edges {first} {second}")
+    ep.close()
+    s.close()
     # A nonblocking connect whose error no call reported: the next connect reports it.
     s = socket.socket()
     s.setblocking(False)
