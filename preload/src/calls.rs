@@ -149,6 +149,7 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
                     crate::opts::timeouts_from_kernel(fd, &s);
                     crate::opts::keepalive_opts_from_kernel(fd, &s);
                     sock::insert(fd, s);
+                    crate::adopt::take_over(fd);
                     return 0;
                 }
             }
@@ -315,6 +316,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
                     crate::opts::timeouts_from_kernel(fd, &s);
                     crate::opts::keepalive_opts_from_kernel(fd, &s);
                     sock::insert(fd, s.clone());
+                    crate::adopt::take_over(fd);
                     s
                 }
                 // SAFETY: passed through.

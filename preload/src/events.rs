@@ -537,6 +537,10 @@ pub unsafe extern "C" fn epoll_ctl(
     ev: *mut libc::epoll_event,
 ) -> c_int {
     let Some(s) = sock::get(fd) else {
+        if op == libc::EPOLL_CTL_ADD {
+            // It may become an engine socket later (`bind`, `connect`).
+            crate::adopt::note_kernel_add(ep, fd);
+        }
         // SAFETY: passed through.
         return unsafe { real::epoll_ctl(ep, op, fd, ev) };
     };

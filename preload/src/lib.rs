@@ -44,7 +44,8 @@
 //! at zero makes `close` a RST),
 //! `getsockname`/`getpeername`, `sendfile`, `poll`/`ppoll`, `select`/`pselect`,
 //! `epoll_ctl`/`epoll_wait`/`epoll_pwait`/`epoll_pwait2` (level- and edge-triggered,
-//! one-shot), and the fortified `__read_chk`, `__recv_chk`, `__recvfrom_chk`, `__poll_chk`.
+//! one-shot; a socket registered before it was bound or connected is taken over from the
+//! kernel's set, [`adopt`]), and the fortified `__read_chk`, `__recv_chk`, `__recvfrom_chk`, `__poll_chk`.
 //! A signal handler ends a blocking call with `EINTR` as on Linux ([`signals`]).
 //!
 //! After `fork` the child's engine sockets are let go of: the engine runs in the parent,
@@ -55,6 +56,7 @@
 //! This crate is the socket edge of the engine: a foreign-function boundary, so its calls
 //! are `unsafe extern "C"` functions, each unsafe block with its reason.
 
+pub mod adopt;
 pub mod calls;
 pub mod client;
 pub mod conn;

@@ -217,6 +217,29 @@ def epoll_case(flags):
     return " ".join(map(str, out))
 
 
+def epoll_names(evs):
+    names = (("IN", select.EPOLLIN), ("OUT", select.EPOLLOUT), ("ERR", select.EPOLLERR),
+             ("HUP", select.EPOLLHUP), ("RDHUP", select.EPOLLRDHUP))
+    return [(fd, "|".join(n for n, b in names if ev & b)) for fd, ev in evs]
+
+
+@case("epoll registration before connect: the connection's events, with the data given")
+def _():
+    s = socket.socket()
+    s.setblocking(False)
+    ep = select.epoll()
+    ep.register(s.fileno(), select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP)
+    s.connect_ex((PEER, 7005))
+    first = epoll_names(ep.poll(5))
+    s.send(b"hi")
+    time.sleep(0.3)
+    second = epoll_names(ep.poll(5))
+    got = s.recv(10)
+    s.close()
+    ep.close()
+    return f"{first} then {second}, echo {got!r}"
+
+
 @case("epoll level-triggered")
 def _():
     return epoll_case(0)
