@@ -689,7 +689,7 @@ unsafe fn fcntl_impl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     r
 }
 
-/// `ioctl`: `FIONREAD` and `FIONBIO` on engine sockets.
+/// `ioctl`: `FIONREAD` (`SIOCINQ`), `SIOCOUTQ` and `FIONBIO` on engine sockets.
 ///
 /// # Safety
 /// As `ioctl(2)`.
@@ -697,15 +697,21 @@ unsafe fn fcntl_impl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
 pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: c_ulong) -> c_int {
     if let Some(s) = sock::get(fd) {
         match req {
-            libc::FIONREAD => {
+            // `FIONREAD` (`SIOCINQ`): the bytes ready to read; `SIOCOUTQ`: those written and
+            // not yet acknowledged (a program may wait for 0 before it closes).
+            libc::FIONREAD | libc::TIOCOUTQ => {
                 let n = match &*s.lock() {
-                    State::Stream(st) => st.readable_bytes(),
-                    _ => return fail(libc::EINVAL),
+                    State::Stream(st) if req == libc::FIONREAD => st.readable_bytes(),
+                    State::Stream(st) => st.unacked_bytes(),
+                    // As Linux: nothing either way on a socket not connected, and no
+                    // answer from a listener.
+                    State::Bound(_) => 0,
+                    State::Listener(_) => return fail(libc::EINVAL),
                 };
                 if arg == 0 {
                     return fail(libc::EFAULT);
                 }
-                // SAFETY: FIONREAD's argument is an int pointer.
+                // SAFETY: both requests' argument is an int pointer.
                 unsafe { *(arg as *mut c_int) = n.min(c_int::MAX as usize) as c_int };
                 return 0;
             }

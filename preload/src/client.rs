@@ -485,6 +485,17 @@ impl Remote {
         (shm::load(&self.h().rx_head) - self.h().rx_tail.load(Ordering::Relaxed)) as usize
     }
 
+    /// Bytes written and not yet acknowledged by the peer: in the send ring, or taken by
+    /// the service and held by the engine.
+    pub fn unacked_bytes(&self) -> usize {
+        let h = self.h();
+        // The tail first: bytes leave the ring only once the engine's count has them.
+        let tail = shm::load(&h.tx_tail);
+        let head = h.tx_head.load(Ordering::Relaxed);
+        let engine = h.tx_unacked.load(Ordering::Acquire);
+        head.saturating_sub(tail).saturating_add(engine) as usize
+    }
+
     /// Free space in the send ring.
     pub fn writable_bytes(&self) -> usize {
         shm::RING

@@ -83,6 +83,11 @@ impl Conn {
         both!(self, c => c.write_closed())
     }
 
+    /// Bytes written and not yet acknowledged by the peer (`SIOCOUTQ`).
+    pub fn unacked_bytes(&self) -> usize {
+        both!(self, c => c.unacked_bytes())
+    }
+
     /// Bytes received so far.
     pub fn received_total(&self) -> u64 {
         both!(self, c => c.received_total())

@@ -39,7 +39,7 @@
 //! `EINPROGRESS` and `SO_ERROR`), `read`/`readv`/`recv`/`recvfrom`/`recvmsg` (with
 //! `MSG_PEEK`, `MSG_DONTWAIT`, `MSG_WAITALL`), `write`/`writev`/`send`/`sendto`/`sendmsg`
 //! (`EPIPE` and `SIGPIPE` unless `MSG_NOSIGNAL`), `close`, `close_range`, `shutdown`,
-//! `dup`/`dup2`/`dup3`, `fcntl` (`O_NONBLOCK`, `F_DUPFD`), `ioctl` (`FIONREAD`, `FIONBIO`),
+//! `dup`/`dup2`/`dup3`, `fcntl` (`O_NONBLOCK`, `F_DUPFD`), `ioctl` (`FIONREAD`, `SIOCOUTQ`, `FIONBIO`),
 //! `setsockopt`/`getsockopt` (`SO_RCVTIMEO`/`SO_SNDTIMEO` bound blocking calls, `SO_LINGER`
 //! at zero makes `close` a RST),
 //! `getsockname`/`getpeername`, `sendfile`, `poll`/`ppoll`, `select`/`pselect`,

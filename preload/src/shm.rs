@@ -58,6 +58,9 @@ pub struct Header {
     /// The connection failed (the status says how) and every byte the engine received
     /// before is in the receive ring: a read reports the error once the ring is empty.
     pub rx_final: AtomicU32,
+    /// Bytes taken from the send ring that the engine holds unacknowledged (service-written,
+    /// before `tx_tail` moves past them).
+    pub tx_unacked: AtomicU64,
 }
 
 /// A shared mapping (unmapped on drop).

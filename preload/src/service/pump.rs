@@ -147,11 +147,20 @@ fn pump_one(b: &Bridge, app_alive: bool) -> (bool, bool) {
             (n, n)
         }) {
             Ok(n) if n > 0 => {
+                // Counted in the engine before they leave the ring: the application's
+                // `SIOCOUTQ` never misses them in between.
+                h.tx_unacked
+                    .store(st.unacked_bytes() as u64, Ordering::Release);
                 h.tx_tail.store(tail + n as u64, Ordering::Release);
                 changed = true;
             }
             _ => break,
         }
+    }
+    // What the peer acknowledged since.
+    let unacked = st.unacked_bytes() as u64;
+    if h.tx_unacked.load(Ordering::Relaxed) != unacked {
+        h.tx_unacked.store(unacked, Ordering::Release);
     }
     let flags = h.app_flags.load(Ordering::Acquire);
     let drained = shm::load(&h.tx_head) == h.tx_tail.load(Ordering::Relaxed);

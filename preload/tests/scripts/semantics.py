@@ -240,6 +240,24 @@ def _():
     return f"{first} then {second}, echo {got!r}"
 
 
+@case("SIOCOUTQ: written bytes count until the peer acknowledges them; 0 on a socket not connected")
+def _():
+    b = socket.socket()
+    unbound = struct.unpack("i", fcntl.ioctl(b.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+    b.close()
+    # The peer reads nothing for half a second: 1 MiB waits for it.
+    s = socket.create_connection((PEER, 7007), timeout=10)
+    s.sendall(b"q" * (1 << 20))
+    outq = lambda: struct.unpack("i", fcntl.ioctl(s.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+    queued = outq() > 0
+    deadline = time.monotonic() + 10
+    while outq() > 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    left = outq()
+    s.close()
+    return f"unconnected {unbound}, queued after sendall {queued}, then {left}"
+
+
 @case("epoll level-triggered")
 def _():
     return epoll_case(0)
