@@ -9,16 +9,17 @@
 //! up, and the library's part of that set takes it with the same events and data.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use libc::c_int;
 
 use crate::real;
 
-/// Epoll descriptors below 65536 that the kernel was asked to add a descriptor to (hints:
-/// the kernel's own record is what counts).
+/// Epoll descriptors below 65536 that the kernel added a descriptor to (hints: the kernel's
+/// own record is what counts).
 static ADDED_TO: [AtomicU64; 1024] = [const { AtomicU64::new(0) }; 1024];
-/// Whether any epoll descriptor at or above 65536 was.
-static ADDED_TO_HIGH: AtomicBool = AtomicBool::new(false);
+/// Those at or above 65536.
+static ADDED_TO_HIGH: Mutex<Vec<c_int>> = Mutex::new(Vec::new());
 /// Descriptors below 65536 that the kernel was asked to add to an epoll set since they last
 /// became engine sockets: only these are looked up (a program that registers its sockets
 /// after connecting them costs nothing here).
@@ -26,19 +27,31 @@ static ADDED: [AtomicU64; 1024] = [const { AtomicU64::new(0) }; 1024];
 /// Whether any descriptor at or above 65536 was.
 static ADDED_HIGH: AtomicBool = AtomicBool::new(false);
 
-fn mark(bits: &[AtomicU64; 1024], high: &AtomicBool, fd: c_int) {
-    match usize::try_from(fd).ok().filter(|f| *f < 65536) {
-        Some(f) => {
+/// Mark `fd` in `bits`; `false` where it is 65536 or above (negative ones are no
+/// descriptor: `true`, nothing marked).
+fn mark(bits: &[AtomicU64; 1024], fd: c_int) -> bool {
+    match usize::try_from(fd) {
+        Ok(f) if f < 65536 => {
             bits[f / 64].fetch_or(1 << (f % 64), Ordering::Relaxed);
+            true
         }
-        None => high.store(true, Ordering::Relaxed),
+        Ok(_) => false,
+        Err(_) => true,
     }
 }
 
-/// `epoll_ctl(ep, EPOLL_CTL_ADD, fd, ..)` of a descriptor that is not an engine socket.
+/// A successful `epoll_ctl(ep, EPOLL_CTL_ADD, fd, ..)` of a descriptor that is not an
+/// engine socket.
 pub fn note_kernel_add(ep: c_int, fd: c_int) {
-    mark(&ADDED_TO, &ADDED_TO_HIGH, ep);
-    mark(&ADDED, &ADDED_HIGH, fd);
+    if !mark(&ADDED_TO, ep) {
+        let mut high = ADDED_TO_HIGH.lock().unwrap_or_else(|p| p.into_inner());
+        if !high.contains(&ep) {
+            high.push(ep);
+        }
+    }
+    if !mark(&ADDED, fd) {
+        ADDED_HIGH.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Whether `fd` may be in a kernel epoll set; forgets it (a hint taken once).
@@ -63,15 +76,12 @@ fn candidates() -> Vec<c_int> {
             out.push((i * 64 + b) as c_int);
         }
     }
-    if ADDED_TO_HIGH.load(Ordering::Relaxed) {
-        if let Ok(dir) = std::fs::read_dir("/proc/self/fdinfo") {
-            out.extend(
-                dir.flatten()
-                    .filter_map(|e| e.file_name().to_str()?.parse::<c_int>().ok())
-                    .filter(|fd| *fd >= 65536),
-            );
-        }
-    }
+    out.extend(
+        ADDED_TO_HIGH
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter(),
+    );
     out
 }
 
@@ -99,10 +109,11 @@ pub fn registration(info: &str, fd: c_int, ino: u64) -> Option<(u32, u64)> {
     })
 }
 
-/// `fd` just became an engine socket: the epoll sets that hold it in the kernel give it
-/// to the library's part of the set, with the same events and data.
-pub fn take_over(fd: c_int) {
-    if !take_added(fd) {
+/// `fd` just became the engine socket `s`: the epoll sets that hold it in the kernel give
+/// it to the library's part of the set, with the same events and data.
+pub fn take_over(fd: c_int, s: &std::sync::Arc<crate::sock::Sock>) {
+    // A vfork child shares the parent's descriptors and sets: it changes none of them.
+    if !take_added(fd) || crate::engine::in_vfork_child() {
         return;
     }
     let sets = candidates();
@@ -124,12 +135,11 @@ pub fn take_over(fd: c_int) {
         let Some((events, data)) = registration(&info, fd, ino) else {
             continue;
         };
-        let mut ev = libc::epoll_event { events, u64: data };
-        // SAFETY: the caller's descriptors; the kernel's set lets the placeholder go.
-        if unsafe { real::epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) } == 0 {
-            // SAFETY: our event, into the library's part of the set (`fd` is an engine
-            // socket now).
-            unsafe { crate::events::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        // Into the library's part first: where that fails (no descriptor left for the
+        // set's eventfd), the kernel's registration stays rather than none.
+        if crate::events::adopt(ep, fd, s.clone(), events, data) {
+            // SAFETY: the caller's descriptors; the kernel's set lets the placeholder go.
+            unsafe { real::epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
         }
     }
 }

@@ -148,8 +148,8 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
                     *s.bound.lock().unwrap_or_else(|p| p.into_inner()) = Some(bound);
                     crate::opts::timeouts_from_kernel(fd, &s);
                     crate::opts::keepalive_opts_from_kernel(fd, &s);
-                    sock::insert(fd, s);
-                    crate::adopt::take_over(fd);
+                    sock::insert(fd, s.clone());
+                    crate::adopt::take_over(fd, &s);
                     return 0;
                 }
             }
@@ -316,7 +316,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
                     crate::opts::timeouts_from_kernel(fd, &s);
                     crate::opts::keepalive_opts_from_kernel(fd, &s);
                     sock::insert(fd, s.clone());
-                    crate::adopt::take_over(fd);
+                    crate::adopt::take_over(fd, &s);
                     s
                 }
                 // SAFETY: passed through.
@@ -371,7 +371,16 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         if !st.cfg.routes(to) {
             return fail(libc::ENETUNREACH);
         }
-        match st.connect(s.take_bound(), to, fd as u64) {
+        // A socket bound to a port whose binding is not held (a failed connection still had
+        // it when the socket was unconnected) takes it now: it connects from its port.
+        let bound = match (s.take_bound(), &*state) {
+            (None, State::Bound(a)) if a.port() != 0 => match st.bind(a.port()) {
+                Ok(b) => Some(b),
+                Err(e) => return fail(e),
+            },
+            (b, _) => b,
+        };
+        match st.connect(bound, to, fd as u64) {
             Ok(conn) => {
                 // Keep-alive options set before connect, on the placeholder.
                 if s.keepalive_opts.load(Ordering::Relaxed) {
@@ -436,21 +445,9 @@ fn unconnect(st: &engine::Stack, s: &Sock, state: &mut State) {
     s.edge_seen.store(0, Ordering::Relaxed);
     s.edge_arrived.store(u64::MAX, Ordering::Relaxed);
     s.edge_room.store(0, Ordering::Relaxed);
-    if local.port() == 0 {
-        return;
-    }
     // The failed connection may still hold the port for a moment (a timeout is reported
-    // before the engine lets the connection go): taken again once it is free.
-    for _ in 0..100 {
-        match st.bind(local.port()) {
-            Ok(b) => {
-                *s.bound.lock().unwrap_or_else(|p| p.into_inner()) = Some(b);
-                return;
-            }
-            Err(libc::EADDRINUSE) => std::thread::sleep(std::time::Duration::from_millis(2)),
-            Err(_) => return,
-        }
-    }
+    // before the engine lets the connection go): then the next `connect` takes it.
+    rebind(st, s, local.port());
 }
 
 /// `close`: the last descriptor of an engine socket closes it (FIN, or RST when unread

@@ -537,13 +537,43 @@ pub unsafe extern "C" fn epoll_ctl(
     ev: *mut libc::epoll_event,
 ) -> c_int {
     let Some(s) = sock::get(fd) else {
-        if op == libc::EPOLL_CTL_ADD {
+        // SAFETY: passed through.
+        let r = unsafe { real::epoll_ctl(ep, op, fd, ev) };
+        if r == 0 && op == libc::EPOLL_CTL_ADD {
             // It may become an engine socket later (`bind`, `connect`).
             crate::adopt::note_kernel_add(ep, fd);
         }
-        // SAFETY: passed through.
-        return unsafe { real::epoll_ctl(ep, op, fd, ev) };
+        return r;
     };
+    // SAFETY: the caller's event, as `epoll_ctl(2)`.
+    unsafe { ctl_engine(ep, op, fd, s, ev, false) }
+}
+
+/// A registration of the engine socket `fd` (`s`) that the kernel's set `ep` held for it
+/// before it became one ([`crate::adopt`]), with its events and data: into the library's
+/// part of the set, off where it was a one-shot that had fired. `false` if it could not be.
+pub fn adopt(ep: c_int, fd: c_int, s: Arc<Sock>, events: u32, data: u64) -> bool {
+    let mut ev = libc::epoll_event { events, u64: data };
+    let fired = events & libc::EPOLLONESHOT as u32 != 0
+        && events & (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32
+            == 0;
+    // SAFETY: our own event.
+    unsafe { ctl_engine(ep, libc::EPOLL_CTL_ADD, fd, s, &mut ev, fired) == 0 }
+}
+
+/// `epoll_ctl` of the engine socket `fd` (`s`); an added or changed registration is `off`
+/// (a one-shot that fired) where asked.
+///
+/// # Safety
+/// `ev` as `epoll_ctl(2)`'s.
+unsafe fn ctl_engine(
+    ep: c_int,
+    op: c_int,
+    fd: c_int,
+    s: Arc<Sock>,
+    ev: *mut libc::epoll_event,
+    off: bool,
+) -> c_int {
     let set = {
         let mut g = epolls();
         let map = g.get_or_insert_with(HashMap::new);
@@ -603,7 +633,7 @@ pub unsafe extern "C" fn epoll_ctl(
                         sock: s,
                         events: e.events,
                         data: e.u64,
-                        off: false,
+                        off,
                     },
                 );
                 Ok(())

@@ -237,7 +237,20 @@ def _():
     got = s.recv(10)
     s.close()
     ep.close()
-    return f"{first} then {second}, echo {got!r}"
+    # A one-shot registration that fired before connect stays off until it is modified.
+    s = socket.socket()
+    s.setblocking(False)
+    ep = select.epoll()
+    ep.register(s.fileno(), select.EPOLLOUT | select.EPOLLONESHOT)
+    fired = len(ep.poll(0.2))
+    s.connect_ex((PEER, 7005))
+    time.sleep(0.3)
+    off = epoll_names(ep.poll(0.2))
+    ep.modify(s.fileno(), select.EPOLLOUT | select.EPOLLONESHOT)
+    again = epoll_names(ep.poll(5))
+    s.close()
+    ep.close()
+    return f"{first} then {second}, echo {got!r}; one-shot fired {fired}, then {off}, modified {again}"
 
 
 @case("SIOCOUTQ: written bytes count until the peer acknowledges them; 0 on a socket not connected")
