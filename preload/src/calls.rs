@@ -121,6 +121,15 @@ pub fn status_errno(st: ConnStatus) -> Option<c_int> {
     }
 }
 
+/// The errno of a connection's error, if it failed: as [`status_errno`], but a reset after
+/// the peer's FIN is `EPIPE`, as Linux's (a reset in CLOSE-WAIT).
+pub fn conn_errno(c: &crate::conn::Conn) -> Option<c_int> {
+    match c.status() {
+        ConnStatus::Reset if c.peer_closed() => Some(libc::EPIPE),
+        st => status_errno(st),
+    }
+}
+
 /// `bind`: an IPv4 TCP socket bound to the engine's address (or to any) becomes an engine
 /// socket.
 ///
@@ -348,14 +357,14 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
                     // said so reports the error (`ECONNABORTED` once it was reported) and
                     // is unconnected again, its bind standing: the next `connect` starts
                     // a new connection.
-                    e => {
+                    _ => {
                         if !s.connect_unreported.swap(false, Ordering::Relaxed) {
                             fail(libc::EISCONN)
                         } else {
                             let errno = if s.error_taken.load(Ordering::Relaxed) {
                                 libc::ECONNABORTED
                             } else {
-                                status_errno(e).unwrap_or(libc::ECONNRESET)
+                                conn_errno(stream).unwrap_or(libc::ECONNRESET)
                             };
                             unconnect(st, &s, &mut state);
                             fail(errno)
@@ -414,12 +423,12 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         }
     }
     let mut state = s.lock();
-    let status = match &*state {
-        State::Stream(stream) => stream.status(),
+    let errno = match &*state {
+        State::Stream(stream) => conn_errno(stream),
         // Another thread's connect unconnected it meanwhile.
         _ => return fail(libc::ECONNABORTED),
     };
-    match status_errno(status) {
+    match errno {
         Some(e) => {
             // As Linux: the socket is unconnected again (its bind standing).
             unconnect(st, &s, &mut state);

@@ -562,12 +562,13 @@ impl Remote {
             return Ok(f(&[]).1);
         }
         if head == tail {
-            if let Some(e) = self.error() {
-                return self.error_after_data(e, tail, f);
-            }
             // The end of the stream is the FIN flag only: the status can say closed while
-            // the pump still has bytes to move into the ring.
+            // the pump still has bytes to move into the ring. After the FIN, reads end
+            // there, a later reset or not (Linux's reads do once the FIN is in).
             if !self.peer_closed() {
+                if let Some(e) = self.error() {
+                    return self.error_after_data(e, tail, f);
+                }
                 return Err(io::ErrorKind::WouldBlock.into());
             }
             // The FIN is published after the data: look again.
@@ -601,7 +602,8 @@ impl Remote {
         if !self.rx_final() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        if shm::load(&self.h().rx_head) != tail {
+        // The FIN may have come before the failure, its flag set after this read's look.
+        if shm::load(&self.h().rx_head) != tail || self.peer_closed() {
             return self.read_with(f);
         }
         Err(e)

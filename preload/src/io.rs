@@ -141,9 +141,14 @@ fn wait_or_end(s: &Sock, mask: i16, deadline: Option<Instant>, total: usize) -> 
 }
 
 /// The errno of a failed send on `s`: as Linux, the connection's error is reported once,
-/// `EPIPE` after it (`EPIPE` after our own shutdown reports no error).
-pub fn send_errno(s: &Sock, e: &io::Error) -> c_int {
+/// `EPIPE` after it (`EPIPE` after our own shutdown reports no error); a reset that came
+/// after the peer's FIN (`fin_first`) is `EPIPE` itself.
+pub fn send_errno(s: &Sock, e: &io::Error, fin_first: bool) -> c_int {
     let errno = errno_of(e);
+    if errno == libc::ECONNRESET && fin_first {
+        s.error_taken.store(true, Ordering::Relaxed);
+        return libc::EPIPE;
+    }
     if errno != libc::EPIPE && s.error_taken.swap(true, Ordering::Relaxed) {
         return libc::EPIPE;
     }
@@ -186,7 +191,7 @@ fn send_from(s: &Arc<Sock>, bufs: &[&[u8]], nonblock: bool, nosignal: bool) -> i
                         if total > 0 {
                             return total as isize;
                         }
-                        let errno = send_errno(s, &e);
+                        let errno = send_errno(s, &e, stream.peer_closed());
                         if errno == libc::EPIPE && !nosignal {
                             // SAFETY: raising a signal in our own process, as the kernel would.
                             unsafe { libc::raise(libc::SIGPIPE) };

@@ -15,7 +15,7 @@ use std::time::Duration;
 use flextoe::host::{ConnStatus, Keepalive};
 use libc::{c_int, c_void, sockaddr, socklen_t};
 
-use crate::calls::{put_inet, status_errno};
+use crate::calls::{conn_errno, put_inet};
 use crate::conn::Conn;
 use crate::real::{self, fail};
 use crate::sock::{self, Sock, State};
@@ -274,7 +274,7 @@ pub unsafe extern "C" fn getsockopt(
             let v = match (&*s.lock(), name) {
                 (State::Listener(_), libc::SO_ACCEPTCONN) => 1,
                 (_, libc::SO_ACCEPTCONN) => 0,
-                (State::Stream(st), _) => match status_errno(st.status()) {
+                (State::Stream(st), _) => match conn_errno(st) {
                     Some(e) if !s.error_taken.swap(true, Ordering::Relaxed) => e,
                     _ => 0,
                 },

@@ -108,7 +108,11 @@ unsafe fn sendfile_impl(out: c_int, input: c_int, offset: *mut off_t, count: siz
                 break if total > 0 {
                     Ok(())
                 } else {
-                    Err(crate::io::send_errno(&s, &e))
+                    let fin_first = match &*s.lock() {
+                        State::Stream(stream) => stream.peer_closed(),
+                        _ => false,
+                    };
+                    Err(crate::io::send_errno(&s, &e, fin_first))
                 };
             }
         }

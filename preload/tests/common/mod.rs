@@ -196,7 +196,9 @@ pub fn start_peer(lab: &VethLab) -> Running {
         None,
         &["python3", &script("peer.py"), &peer_ip],
     ));
-    for port in [7001, 7002, 7004, 7005, 7006, 7007, 7008, 7009, 7012, 7014] {
+    for port in [
+        7001, 7002, 7004, 7005, 7006, 7007, 7008, 7009, 7012, 7014, 7016,
+    ] {
         wait_listening(&lab.linux, SocketAddrV4::new(lab.linux_ip, port));
     }
     peer

@@ -6,7 +6,8 @@ at that port, sends b"back" there and holds that connection until the client clo
 7007 reads nothing for half a second, then reads until EOF, 7008 reads until EOF or a reset
 and notes which, by the client's port, and 7009 reads such a port (2 bytes) and answers
 b"eof", b"reset" or b"pending", 7012 resets each connection after 0.2 s, 7014 sends 384 KiB
-and resets the connection once the client has acknowledged every byte. Nothing listens on
+and resets the connection once the client has acknowledged every byte, 7016 sends its FIN and
+resets the connection 0.2 s later. Nothing listens on
 7003 (7010, 7011, 7013 and 7015 are semantics.py's own)."""
 import fcntl
 import socket
@@ -50,6 +51,13 @@ def send_then_reset(c, _addr):
         if queued == 0:
             break
         time.sleep(0.01)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+
+
+def fin_then_reset(c, _addr):
+    c.shutdown(socket.SHUT_WR)
+    time.sleep(0.2)
     c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     c.close()
 
@@ -115,7 +123,8 @@ def echo(c, _addr):
 
 
 for port, h in ((7001, close_at_once), (7002, hello_then_hold), (7004, drain), (7005, echo), (7006, connect_back), (7007, drain_later),
-                (7008, note_end), (7009, tell_end), (7012, reset_soon), (7014, send_then_reset)):
+                (7008, note_end), (7009, tell_end), (7012, reset_soon), (7014, send_then_reset),
+                (7016, fin_then_reset)):
     threading.Thread(target=serve, args=(port, h), daemon=True).start()
 print("ready", flush=True)
 threading.Event().wait()

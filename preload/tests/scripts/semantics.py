@@ -609,6 +609,29 @@ def _():
     return f"{n} bytes, then {end}"
 
 
+@case("the peer's FIN, then its reset: recv reads the end; the reset is SO_ERROR's, then send's EPIPE")
+def _():
+    s = socket.create_connection((PEER, 7016), timeout=5)
+    time.sleep(1.0)
+    out = [repr(s.recv(10)), repr(s.recv(10))]
+    out.append(f"SO_ERROR {errno.errorcode.get(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), '0')}")
+    try:
+        out.append(f"send {s.send(b'x', socket.MSG_NOSIGNAL)}")
+    except OSError as e:
+        out.append(f"send {err(e)}")
+    s.close()
+    # The send reports it first.
+    s = socket.create_connection((PEER, 7016), timeout=5)
+    time.sleep(1.0)
+    try:
+        out.append(f"send {s.send(b'x', socket.MSG_NOSIGNAL)}")
+    except OSError as e:
+        out.append(f"send {err(e)}")
+    out.append(f"SO_ERROR {errno.errorcode.get(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), '0')}")
+    s.close()
+    return ", ".join(out)
+
+
 @case("shutdown(SHUT_RD), then the peer's reset: recv reports it once, then reads the end")
 def _():
     s = socket.create_connection((PEER, 7012), timeout=5)
