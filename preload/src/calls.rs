@@ -122,10 +122,10 @@ pub fn status_errno(st: ConnStatus) -> Option<c_int> {
 }
 
 /// The errno of a connection's error, if it failed: as [`status_errno`], but a reset after
-/// the peer's FIN is `EPIPE`, as Linux's (a reset in CLOSE-WAIT).
+/// the peer's FIN, with ours not sent, is `EPIPE`, as Linux's (a reset in CLOSE-WAIT).
 pub fn conn_errno(c: &crate::conn::Conn) -> Option<c_int> {
     match c.status() {
-        ConnStatus::Reset if c.peer_closed() => Some(libc::EPIPE),
+        ConnStatus::Reset if c.peer_closed() && !c.write_closed() => Some(libc::EPIPE),
         st => status_errno(st),
     }
 }
@@ -381,13 +381,28 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             return fail(libc::ENETUNREACH);
         }
         // A socket bound to a port whose binding is not held (a failed connection still had
-        // it when the socket was unconnected) takes it now: it connects from its port.
-        let bound = match (s.take_bound(), &*state) {
-            (None, State::Bound(a)) if a.port() != 0 => match st.bind(a.port()) {
-                Ok(b) => Some(b),
-                Err(e) => return fail(e),
-            },
-            (b, _) => b,
+        // it when the socket was unconnected) takes it now: it connects from its port. The
+        // failed connection lets it go within moments; the socket's lock is not held while
+        // this waits for that.
+        let wanted = match &*state {
+            State::Bound(a) if a.port() != 0 && !s.holds_binding() => Some(a.port()),
+            _ => None,
+        };
+        let bound = match wanted {
+            None => s.take_bound(),
+            Some(port) => {
+                drop(state);
+                let b = bind_when_free(st, port);
+                state = s.lock();
+                if !matches!(&*state, State::Bound(_)) {
+                    // Another thread's connect or listen came first.
+                    return fail(libc::EALREADY);
+                }
+                match b {
+                    Ok(b) => Some(b),
+                    Err(e) => return fail(e),
+                }
+            }
         };
         match st.connect(bound, to, fd as u64) {
             Ok(conn) => {
@@ -435,6 +450,21 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             fail(e)
         }
         None => 0,
+    }
+}
+
+/// Take `port`, waiting up to 100 ms while it is in use (by a connection of the socket's
+/// that failed and is on its way out).
+fn bind_when_free(st: &engine::Stack, port: u16) -> Result<crate::conn::Bound, c_int> {
+    let mut tries = 0;
+    loop {
+        match st.bind(port) {
+            Err(libc::EADDRINUSE) if tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            r => return r,
+        }
     }
 }
 

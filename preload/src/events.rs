@@ -554,9 +554,10 @@ pub unsafe extern "C" fn epoll_ctl(
 /// part of the set, off where it was a one-shot that had fired. `false` if it could not be.
 pub fn adopt(ep: c_int, fd: c_int, s: Arc<Sock>, events: u32, data: u64) -> bool {
     let mut ev = libc::epoll_event { events, u64: data };
+    // The kernel keeps `EPOLLERR | EPOLLHUP` in every live registration and clears them
+    // with the rest when a one-shot fires.
     let fired = events & libc::EPOLLONESHOT as u32 != 0
-        && events & (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32
-            == 0;
+        && events & (libc::EPOLLERR | libc::EPOLLHUP) as u32 == 0;
     // SAFETY: our own event.
     unsafe { ctl_engine(ep, libc::EPOLL_CTL_ADD, fd, s, &mut ev, fired) == 0 }
 }

@@ -191,7 +191,8 @@ fn send_from(s: &Arc<Sock>, bufs: &[&[u8]], nonblock: bool, nosignal: bool) -> i
                         if total > 0 {
                             return total as isize;
                         }
-                        let errno = send_errno(s, &e, stream.peer_closed());
+                        let fin_first = stream.peer_closed() && !stream.write_closed();
+                        let errno = send_errno(s, &e, fin_first);
                         if errno == libc::EPIPE && !nosignal {
                             // SAFETY: raising a signal in our own process, as the kernel would.
                             unsafe { libc::raise(libc::SIGPIPE) };

@@ -109,7 +109,7 @@ unsafe fn sendfile_impl(out: c_int, input: c_int, offset: *mut off_t, count: siz
                     Ok(())
                 } else {
                     let fin_first = match &*s.lock() {
-                        State::Stream(stream) => stream.peer_closed(),
+                        State::Stream(stream) => stream.peer_closed() && !stream.write_closed(),
                         _ => false,
                     };
                     Err(crate::io::send_errno(&s, &e, fin_first))

@@ -99,6 +99,14 @@ impl Sock {
         }
     }
 
+    /// Whether the port `bind` took is held for the socket.
+    pub fn holds_binding(&self) -> bool {
+        self.bound
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     /// Take the port `bind` held, to listen on or connect from.
     pub fn take_bound(&self) -> Option<Bound> {
         self.bound.lock().unwrap_or_else(|p| p.into_inner()).take()

@@ -117,6 +117,12 @@ fn pump_one(b: &Bridge, app_alive: bool) -> (bool, bool) {
             _ => break,
         }
     }
+    // The FIN after every byte before it (the loop may have stopped at a full ring or its
+    // count): published before `rx_final`, so that a read that sees the failure sees it.
+    if st.peer_closed() && st.readable_bytes() == 0 && !b.told_fin.swap(true, Ordering::Relaxed) {
+        h.peer_fin.store(1, Ordering::Release);
+        changed = true;
+    }
     let failed = !matches!(
         conn_status,
         ConnStatus::Connecting | ConnStatus::Established | ConnStatus::Closed
@@ -352,6 +358,19 @@ mod tests {
     /// application's read reports the reset then, not while bytes are still in the engine).
     #[test]
     fn a_reset_is_final_for_reads_only_after_every_byte_before_it() {
+        reset_after_more_than_the_ring(false);
+    }
+
+    /// The same with the peer's FIN before its reset: the FIN is published with the last
+    /// bytes, before `rx_final` (the pump stopped at the full ring and said final without
+    /// it, and the application's read, after the last bytes, reported the reset where
+    /// Linux's reads the end).
+    #[test]
+    fn a_fin_before_a_reset_is_published_before_the_reset_is_final() {
+        reset_after_more_than_the_ring(true);
+    }
+
+    fn reset_after_more_than_the_ring(fin: bool) {
         use flextoe::backends::arena_link::ArenaLink;
         use flextoe::pipeline::{Engine, EngineConfig};
         use flextoe::time::{Clock, SystemClock};
@@ -390,6 +409,17 @@ mod tests {
             told_final: AtomicBool::new(false),
         };
         let h = bridge.map.header();
+        // Poll both engines and pump until `until` holds (bounded).
+        let mut step = |until: &dyn Fn(&Bridge) -> bool| {
+            for _ in 0..100_000 {
+                server.poll(clock.now());
+                client.poll(clock.now());
+                pump_one(&bridge, true);
+                if until(&bridge) {
+                    return;
+                }
+            }
+        };
         // More than the ring (the application reads nothing), less than it and the
         // engine's receive buffer together: all of it arrives.
         let total = shm::RING + shm::RING / 2;
@@ -399,38 +429,39 @@ mod tests {
             let g = b.stream.lock().unwrap();
             g.as_ref().map_or(0, |s| s.readable_bytes())
         };
-        for _ in 0..100_000 {
-            if sent < total {
-                sent += peer.write(&data[sent..]).unwrap_or(0);
-            }
-            server.poll(clock.now());
-            client.poll(clock.now());
-            pump_one(&bridge, true);
-            if h.rx_head.load(Ordering::Relaxed) as usize + in_engine(&bridge) == total {
-                break;
-            }
+        while sent < total {
+            sent += peer.write(&data[sent..]).unwrap_or(0);
+            step(&|_| true);
         }
+        step(&|b| b.map.header().rx_head.load(Ordering::Relaxed) as usize + in_engine(b) == total);
         assert_eq!(h.rx_head.load(Ordering::Relaxed) as usize, shm::RING);
         assert_eq!(in_engine(&bridge), total - shm::RING);
-        peer.abort();
-        for _ in 0..1000 {
-            server.poll(clock.now());
-            client.poll(clock.now());
-            pump_one(&bridge, true);
-            if h.status.load(Ordering::Relaxed) == ConnStatus::Reset as u32 {
-                break;
-            }
+        if fin {
+            peer.shutdown(std::net::Shutdown::Write).unwrap();
+            step(&|b| {
+                b.stream
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .is_some_and(|s| s.peer_closed())
+            });
         }
+        peer.abort();
+        step(&|b| b.map.header().status.load(Ordering::Relaxed) == ConnStatus::Reset as u32);
         assert_eq!(h.status.load(Ordering::Relaxed), ConnStatus::Reset as u32);
         assert_eq!(
             h.rx_final.load(Ordering::Relaxed),
             0,
             "bytes are still in the engine"
         );
-        // The application reads the ring empty; the pump moves the rest, then says final.
-        h.rx_tail.store(shm::RING as u64, Ordering::Relaxed);
+        assert_eq!(h.peer_fin.load(Ordering::Relaxed), 0);
+        // The application reads as much as is left in the engine: the pump moves the rest,
+        // filling the ring again, then says final (with the FIN first, where it came).
+        h.rx_tail
+            .store((total - shm::RING) as u64, Ordering::Relaxed);
         pump_one(&bridge, true);
         assert_eq!(h.rx_head.load(Ordering::Relaxed) as usize, total);
+        assert_eq!(h.peer_fin.load(Ordering::Relaxed), u32::from(fin));
         assert_eq!(h.rx_final.load(Ordering::Relaxed), 1);
     }
 }
