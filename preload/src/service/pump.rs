@@ -101,24 +101,18 @@ fn pump_one(b: &Bridge, app_alive: bool) -> (bool, bool) {
         }
         match st.read_with(|src| {
             let n = b.map.write(shm::RX, head, tail, src);
-            (n, (n, src.is_empty()))
+            (n, n)
         }) {
-            Ok((0, true)) => {
-                if st.peer_closed() && !b.told_fin.swap(true, Ordering::Relaxed) {
-                    h.peer_fin.store(1, Ordering::Release);
-                    changed = true;
-                }
-                break;
-            }
-            Ok((n, _)) if n > 0 => {
+            Ok(n) if n > 0 => {
                 h.rx_head.store(head + n as u64, Ordering::Release);
                 changed = true;
             }
             _ => break,
         }
     }
-    // The FIN after every byte before it (the loop may have stopped at a full ring or its
-    // count): published before `rx_final`, so that a read that sees the failure sees it.
+    // The FIN once every byte before it is in the ring (the loop may also have stopped at a
+    // full ring or its count): published before `rx_final`, so that a read that sees the
+    // failure sees it.
     if st.peer_closed() && st.readable_bytes() == 0 && !b.told_fin.swap(true, Ordering::Relaxed) {
         h.peer_fin.store(1, Ordering::Release);
         changed = true;
