@@ -10,6 +10,7 @@ use flextoe::host::ConnStatus;
 use libc::{c_int, c_void, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 use crate::calls::errno_of;
+use crate::conn::Conn;
 use crate::real::{self, fail};
 use crate::sock::{self, Sock, State};
 
@@ -38,7 +39,9 @@ impl RecvFlags {
 /// Read from an engine socket into `bufs`: what is there now, waiting (unless nonblocking)
 /// while nothing is, until `SO_RCVTIMEO` runs out (then `EAGAIN`, as Linux). With
 /// `MSG_WAITALL` it waits on until the buffers are full; the end of the stream, an error or
-/// the timeout then return what was read so far.
+/// the timeout then return what was read so far. Buffers of no bytes at all wait in the same
+/// way and return 0 once there is something to read (or the error), as Linux's `recv`
+/// (`read` of no bytes returns 0 before any of this, as the kernel's socket file does).
 fn recv_into(s: &Arc<Sock>, bufs: &mut [&mut [u8]], how: RecvFlags) -> isize {
     let want: usize = bufs.iter().map(|b| b.len()).sum();
     let deadline = Sock::deadline(&s.rcv_timeout);
@@ -49,9 +52,6 @@ fn recv_into(s: &Arc<Sock>, bufs: &mut [&mut [u8]], how: RecvFlags) -> isize {
             let State::Stream(stream) = &mut *state else {
                 return fail(libc::ENOTCONN) as isize;
             };
-            if want == 0 {
-                return 0;
-            }
             let before = total;
             let mut result: Option<io::Result<()>> = None;
             // Up to two slices: the readable bytes may wrap around the ring.
@@ -119,7 +119,15 @@ fn recv_into(s: &Arc<Sock>, bufs: &mut [&mut [u8]], how: RecvFlags) -> isize {
             return fail(libc::EAGAIN) as isize;
         }
         if let Some(r) = wait_or_end(s, libc::POLLIN | libc::POLLRDHUP, deadline, total) {
+            if want == 0 {
+                // Linux's wait for no bytes ends the call whatever ended it (its loop runs
+                // while bytes are wanted): 0 after the timeout or a signal as well.
+                return 0;
+            }
             return r;
+        }
+        if want == 0 {
+            return 0;
         }
     }
 }
@@ -165,12 +173,15 @@ fn send_from(s: &Arc<Sock>, bufs: &[&[u8]], nonblock: bool, nosignal: bool) -> i
         {
             let mut state = s.lock();
             let State::Stream(stream) = &mut *state else {
-                return fail(libc::ENOTCONN) as isize;
+                // Not connected (bound or listening): `EPIPE`, as Linux's `tcp_sendmsg`.
+                return raise_epipe(nosignal);
             };
             if stream.status() == ConnStatus::Connecting && nonblock && total == 0 {
                 return fail(libc::EAGAIN) as isize;
             }
-            while total < want {
+            // A send of no bytes still asks the connection's state (as Linux's: its error,
+            // `EPIPE` once it can send no more, a wait while it connects).
+            while total < want || want == 0 {
                 // The first buffer with bytes left.
                 let mut skip = total;
                 let Some(b) = bufs.iter().find_map(|b| {
@@ -181,6 +192,14 @@ fn send_from(s: &Arc<Sock>, bufs: &[&[u8]], nonblock: bool, nosignal: bool) -> i
                         Some(&b[skip..])
                     }
                 }) else {
+                    if want == 0 {
+                        match stream.write(&[]) {
+                            Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
+                                return send_failed(s, stream, &e, nosignal);
+                            }
+                            _ => break,
+                        }
+                    }
                     break;
                 };
                 match stream.write(b) {
@@ -191,17 +210,13 @@ fn send_from(s: &Arc<Sock>, bufs: &[&[u8]], nonblock: bool, nosignal: bool) -> i
                         if total > 0 {
                             return total as isize;
                         }
-                        let fin_first = stream.peer_closed() && !stream.write_closed();
-                        let errno = send_errno(s, &e, fin_first);
-                        if errno == libc::EPIPE && !nosignal {
-                            // SAFETY: raising a signal in our own process, as the kernel would.
-                            unsafe { libc::raise(libc::SIGPIPE) };
-                        }
-                        return fail(errno) as isize;
+                        return send_failed(s, stream, &e, nosignal);
                     }
                 }
             }
-            if total == want || (nonblock && total > 0) {
+            // A blocking send of no bytes waits for the connection, as Linux's.
+            let wait_connect = want == 0 && !nonblock && stream.status() == ConnStatus::Connecting;
+            if (total == want && !wait_connect) || (nonblock && total > 0) {
                 if total < want {
                     s.ran_out_of_room();
                 }
@@ -216,6 +231,26 @@ fn send_from(s: &Arc<Sock>, bufs: &[&[u8]], nonblock: bool, nosignal: bool) -> i
             return r;
         }
     }
+}
+
+/// A send that moved nothing failed with `e`: its errno (and `SIGPIPE` for `EPIPE`, unless
+/// `MSG_NOSIGNAL`), as Linux's.
+fn send_failed(s: &Sock, stream: &Conn, e: &io::Error, nosignal: bool) -> isize {
+    let fin_first = stream.peer_closed() && !stream.write_closed();
+    let errno = send_errno(s, e, fin_first);
+    if errno == libc::EPIPE {
+        return raise_epipe(nosignal);
+    }
+    fail(errno) as isize
+}
+
+/// `EPIPE`, and `SIGPIPE` unless `MSG_NOSIGNAL`.
+fn raise_epipe(nosignal: bool) -> isize {
+    if !nosignal {
+        // SAFETY: raising a signal in our own process, as the kernel would.
+        unsafe { libc::raise(libc::SIGPIPE) };
+    }
+    fail(libc::EPIPE) as isize
 }
 
 /// The iovecs of a call as `(base, len)`, empty ones left out; `None` for a bad count.
@@ -331,6 +366,8 @@ fn nonblocking(s: &Sock, flags: c_int) -> bool {
 #[no_mangle]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
     match sock::get(fd) {
+        // As the kernel's socket file: a read of no bytes is 0 at once, whatever the state.
+        Some(_) if n == 0 => 0,
         // SAFETY: as recv with no flags.
         Some(_) => unsafe { recv(fd, buf, n, 0) },
         // SAFETY: passed through.
@@ -464,6 +501,13 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const libc::iovec, n: c_int) -> 
         // SAFETY: passed through.
         return unsafe { real::readv(fd, iov, n) };
     };
+    // SAFETY: the caller's iovecs.
+    match unsafe { iovec_parts(iov, n) } {
+        Err(e) => return fail(e) as isize,
+        // As `read`: no bytes asked for is 0 at once.
+        Ok(parts) if parts.is_empty() => return 0,
+        Ok(_) => {}
+    }
     let how = RecvFlags::of(&s, 0);
     // SAFETY: the caller's iovecs.
     unsafe { recv_iovecs(&s, iov, n, how) }

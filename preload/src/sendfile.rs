@@ -57,7 +57,8 @@ unsafe fn sendfile_impl(out: c_int, input: c_int, offset: *mut off_t, count: siz
         let r = {
             let mut state = s.lock();
             let State::Stream(stream) = &mut *state else {
-                break Err(libc::ENOTCONN);
+                // Not connected (bound or listening): `EPIPE`, as Linux's `tcp_sendmsg`.
+                break Err(libc::EPIPE);
             };
             stream.write_with(|buf| {
                 let want = buf.len().min(count - total);

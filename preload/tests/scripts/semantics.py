@@ -908,3 +908,73 @@ def _():
         got += b
     s.close()
     return f"child exit {r}, echo {got!r}"
+
+
+@case("calls of no bytes: recv waits for data or the end and reports errors, read does not, send reports errors")
+def _():
+    import ctypes
+    import os
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(16)
+
+    def call(f, *args):
+        ctypes.set_errno(0)
+        n = f(*args)
+        return str(n) if n >= 0 else errno.errorcode.get(ctypes.get_errno(), "?")
+
+    def r0(s, flags=0):
+        return call(libc.recv, s.fileno(), buf, 0, flags)
+
+    def s0(s):
+        return call(libc.send, s.fileno(), buf, 0, socket.MSG_NOSIGNAL)
+
+    def reads(s):
+        try:
+            v = os.readv(s.fileno(), [bytearray(0)])
+        except OSError as e:
+            v = err(e)
+        return f"read {call(libc.read, s.fileno(), buf, 0)} readv {v} write {call(libc.write, s.fileno(), buf, 0)}"
+
+    out = []
+    f = open(__file__, "rb")
+
+    def one_byte(s):
+        return (f"send 1 {call(libc.send, s.fileno(), buf, 1, socket.MSG_NOSIGNAL)}"
+                f" recv 1 {call(libc.recv, s.fileno(), buf, 1, socket.MSG_DONTWAIT)}"
+                f" sendfile {call(libc.sendfile, s.fileno(), f.fileno(), None, 1)}")
+
+    s = socket.socket()
+    s.bind((OWN, 0))
+    out.append(f"bound, not connected: recv {r0(s)} send {s0(s)} {reads(s)} {one_byte(s)}")
+    s.listen(1)
+    out.append(f"listening: recv {r0(s)} send {s0(s)} {reads(s)} {one_byte(s)}")
+    s.close()
+    f.close()
+    s = socket.create_connection((PEER, 7005), timeout=5)
+    s.setblocking(True)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 300_000))
+    out.append(f"nothing to read: recv {r0(s, socket.MSG_DONTWAIT)}")
+    t = time.monotonic()
+    out.append(f"blocking recv {r0(s)} waited {time.monotonic() - t >= 0.25}")
+    out.append(f"send {s0(s)} {reads(s)}")
+    s.sendall(b"x")
+    p = select.poll()
+    p.register(s, select.POLLIN)
+    p.poll(5000)
+    out.append(f"data: recv {r0(s)} then {s.recv(10)!r}")
+    s.shutdown(socket.SHUT_WR)
+    out.append(f"after shutdown(SHUT_WR): send {s0(s)}")
+    s.close()
+    s = socket.create_connection((PEER, 7001), timeout=5)
+    s.setblocking(True)
+    time.sleep(0.3)
+    out.append(f"after the peer's FIN: recv {r0(s)}")
+    s.close()
+    for first in ("recv", "send"):
+        s = socket.create_connection((PEER, 7012), timeout=5)
+        s.setblocking(True)
+        time.sleep(0.5)
+        one, other = (r0, s0) if first == "recv" else (s0, r0)
+        out.append(f"after a reset: {first} {one(s)} then {first} {one(s)} and {other(s)} {reads(s)}")
+        s.close()
+    return ", ".join(out)
