@@ -110,6 +110,11 @@ impl Peer {
         })
     }
 
+    /// The process's id, as the kernel named it when the socket was connected.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
     /// Whether the peer holds `CAP_NET_BIND_SERVICE` now, by the module's rule.
     pub fn binds_low_ports(&self) -> bool {
         let same_userns = |pid: &str| {

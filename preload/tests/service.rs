@@ -338,6 +338,111 @@ print("bind again", errno.errorcode.get(err, err), flush=True)
     assert_eq!(text, "bind 0\nconnect EINVAL\nbind again 0\n", "{err}");
 }
 
+/// A process holds at most 1024 connections through the service, over all its attaches:
+/// past them a `CONNECT` request fails with `ENOBUFS`, and an `ACCEPT` with `EMFILE` while
+/// the connection stays queued, taken by the accept after one of the process's connections
+/// ended. (A program that connected in a loop took every one of the engine's flows: every
+/// other program's connections then failed, and every listener answered SYNs with a RST.)
+#[test]
+fn a_process_is_bounded_in_connections_over_its_attaches() {
+    if !have(&["python3", "timeout"]) {
+        return;
+    }
+    let Some(lab) = VethLab::new() else { return };
+    let svc = Service::start(&lab);
+    // A Linux listener that never accepts: the engine's connections to it stay open (or
+    // keep trying), each held by the service.
+    let silent = format!(
+        r#"
+import socket, time
+s = socket.socket()
+s.bind(("{}", 9002))
+s.listen(1)
+time.sleep(60)
+"#,
+        lab.linux_ip
+    );
+    let _silent = spawn(command(
+        &lab.linux,
+        &[],
+        None,
+        &["timeout", "60", "python3", "-c", &silent],
+    ));
+    wait_listening(&lab.linux, SocketAddrV4::new(lab.linux_ip, 9002));
+    // From Linux, a connection to the program's listener (port 21600) once it listens.
+    let connector = format!(
+        r#"
+import socket, time
+held = []
+for _ in range(300):
+    try:
+        held.append(socket.create_connection(("{}", 21600), timeout=1))
+        break
+    except OSError:
+        time.sleep(0.1)
+time.sleep(30)
+"#,
+        lab.engine_ip
+    );
+    let _connector = spawn(command(
+        &lab.linux,
+        &[],
+        None,
+        &["timeout", "40", "python3", "-c", &connector],
+    ));
+    let code = format!(
+        r#"
+{}
+import errno, os, time
+def ask(u, op, a, b, seq):
+    u.send(struct.pack("<IiIII", op, 0, a, b, seq))
+    msg, cfds, _, _ = socket.recv_fds(u, 4096, 8)
+    _, err, a, b, _ = struct.unpack("<IiIII", msg[:20])
+    return err, a, b, cfds
+name = lambda e: errno.errorcode.get(e, e)
+peer = int.from_bytes(socket.inet_aton("{}"), "big")
+u1, f1 = attach_raw()
+u2, f2 = attach_raw()
+maps, n, err = [], [0, 0], 0
+for i, u in ((0, u1), (1, u2)):
+    while n[i] < 600:
+        err, _, _, cfds = ask(u, 4, peer, 9002, 0)
+        if err:
+            break
+        maps.append(mmap.mmap(cfds[0], 4096))
+        os.close(cfds[0])
+        n[i] += 1
+print("connected", n[0], n[1], name(err), flush=True)
+err, lid, _, _ = ask(u2, 1, 21600, 8, 0)
+print("listen", name(err), flush=True)
+for _ in range(200):
+    err, _, left, cfds = ask(u2, 3, lid, 0, 0)
+    if left > 0:
+        break
+    time.sleep(0.05)
+err, _, left, cfds = ask(u2, 3, lid, 0, 0)
+print("accept while full", name(err), left, len(cfds), flush=True)
+# The first connection closed with a reset (APP_CLOSED | APP_ABORT), the pump kicked.
+struct.pack_into("<I", maps[0], 40, 2 | 4)
+os.write(f1[1], (1).to_bytes(8, "little"))
+for _ in range(100):
+    err, _, left, cfds = ask(u2, 3, lid, 0, 0)
+    if err != errno.EMFILE:
+        break
+    time.sleep(0.05)
+print("accept after a close", name(err), left, len(cfds), flush=True)
+"#,
+        attach_py(&svc.path),
+        lab.linux_ip
+    );
+    let (text, err) = raw_python(&lab.engine, &code);
+    assert_eq!(
+        text,
+        "connected 600 424 ENOBUFS\nlisten 0\naccept while full EMFILE 1 0\naccept after a close 0 0 1\n",
+        "{err}"
+    );
+}
+
 /// A program that clears `O_NONBLOCK` on the eventfd it kicks the pump with (one open file
 /// with the service's) and takes its own kicks with blocking reads while it kicks does not
 /// stop the pump: it still moves the bytes of the program's next connection. (The pump

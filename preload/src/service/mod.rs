@@ -30,7 +30,7 @@ use flextoe::time::SystemClock;
 use crate::engine::Config;
 use crate::peer::Peer;
 use crate::shm::{self, op, Mapping, Msg};
-use pump::{bridge, pump_loop, Bridge};
+use pump::{bridge, new_mapping, pump_loop, Bridge};
 
 /// The service's shared state.
 struct Shared {
@@ -60,12 +60,22 @@ const MAX_APP_BINDINGS: usize = 1024;
 /// port from the others' connections.
 const MAX_BINDINGS: usize = 4096;
 /// Most listeners one application holds: past it `listen` fails with `EMFILE` (each takes
-/// a port of the engine's and an accept queue of up to 4096 connections).
+/// a port of the engine's and an accept queue of up to 4096 connections). Listeners count
+/// towards [`MAX_BINDINGS`] as well.
 const MAX_APP_LISTENERS: usize = 64;
+/// Most connections one process holds, over all its attaches: past it `connect` fails with
+/// `ENOBUFS` and `accept` with `EMFILE` (the connection stays queued, as Linux's accept with
+/// the descriptor table full). Each takes one of the engine's flows (4096 by default),
+/// rings and a shared memory: a program that connected in a loop took every flow, and then
+/// every other program's connections failed and every listener answered SYNs with a RST.
+const MAX_PROCESS_CONNS: usize = 1024;
 
 /// One attached application.
 struct App {
     alive: AtomicBool,
+    /// The program's process id (`SO_PEERCRED`; 0 where the kernel told none): its
+    /// attaches share [`MAX_PROCESS_CONNS`].
+    pid: i32,
     /// The program's process, as the kernel named it when it attached, if it held
     /// `CAP_NET_BIND_SERVICE` then ([`crate::peer`]).
     low_ports: Option<Peer>,
@@ -287,7 +297,9 @@ pub fn run(cfg: Config, path: &str) -> io::Result<()> {
 /// Greet one application, then serve its requests until it goes away.
 fn serve_app(shared: &Arc<Shared>, sock: OwnedFd) -> io::Result<()> {
     // Asked first, before anything goes back to the program.
-    let low_ports = Peer::of(sock.as_raw_fd()).filter(Peer::binds_low_ports);
+    let peer = Peer::of(sock.as_raw_fd());
+    let pid = peer.as_ref().map_or(0, Peer::pid);
+    let low_ports = peer.filter(Peer::binds_low_ports);
     let mut pair = [0 as RawFd; 2];
     // SAFETY: `pair` has room for two descriptors.
     if unsafe {
@@ -345,6 +357,7 @@ fn serve_app(shared: &Arc<Shared>, sock: OwnedFd) -> io::Result<()> {
     drop(theirs);
     let app = Arc::new(App {
         alive: AtomicBool::new(true),
+        pid,
         low_ports,
         events: ours,
         wake,
@@ -402,15 +415,8 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
         match m.op {
             op::BIND => {
                 let held = app.bound.lock().unwrap_or_else(|p| p.into_inner()).len();
-                let all: usize = shared
-                    .apps
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .iter()
-                    .map(|a| a.bound.lock().unwrap_or_else(|p| p.into_inner()).len())
-                    .sum();
                 let r = match allowed_port(app, m.a) {
-                    Ok(_) if held >= MAX_APP_BINDINGS || all >= MAX_BINDINGS => {
+                    Ok(_) if held >= MAX_APP_BINDINGS || ports_held(shared) >= MAX_BINDINGS => {
                         Err(libc::EADDRINUSE)
                     }
                     Ok(port) => shared.host.bind(port).map_err(host_errno),
@@ -445,6 +451,8 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
                 let r = match (binding(m.seq), allowed_port(app, m.a)) {
                     (Some(Err(e)), _) | (None, Err(e)) => Err(e),
                     _ if held >= MAX_APP_LISTENERS => Err(libc::EMFILE),
+                    // A listener without a binding takes a port here: it counts as one.
+                    (None, Ok(_)) if ports_held(shared) >= MAX_BINDINGS => Err(libc::EADDRINUSE),
                     (Some(Ok(b)), _) => b.listen(backlog).map_err(host_errno),
                     (None, Ok(port)) => shared
                         .host
@@ -475,6 +483,9 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
             op::ACCEPT => {
                 // Take one, and report how many stay queued: the reply tells the application,
                 // and the pump tells it again only when that number changes.
+                // The shared memory is made before a connection is taken, so that a failure
+                // to make it leaves the connection queued (it was taken and lost).
+                let full = process_conns(shared, app) >= MAX_PROCESS_CONNS;
                 let got = match app
                     .listeners
                     .lock()
@@ -482,7 +493,20 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
                     .get_mut(&m.a)
                 {
                     Some(ls) => {
-                        let r = ls.l.try_accept().map_err(|_| libc::ECONNABORTED);
+                        let r = if full {
+                            Err(libc::EMFILE)
+                        } else if ls.l.pending() == 0 {
+                            Ok(None)
+                        } else {
+                            match new_mapping() {
+                                Ok(mem) => match ls.l.try_accept() {
+                                    Ok(Some(s)) => Ok(Some((s, mem))),
+                                    Ok(None) => Ok(None),
+                                    Err(_) => Err(libc::ECONNABORTED),
+                                },
+                                Err(e) => Err(e.raw_os_error().unwrap_or(libc::ENOMEM)),
+                            }
+                        };
                         let (left, seq) = ls.report();
                         Some((r, left, seq))
                     }
@@ -493,9 +517,7 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
                     None => (Err(libc::EINVAL), 0, 0),
                 };
                 let r = match r {
-                    Ok(Some(s)) => {
-                        bridge(shared, app, s).map_err(|e| e.raw_os_error().unwrap_or(libc::ENOMEM))
-                    }
+                    Ok(Some((s, mem))) => Ok(bridge(shared, app, s, mem)),
                     Ok(None) => Err(libc::EAGAIN),
                     Err(e) => Err(e),
                 };
@@ -531,6 +553,18 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
                     continue;
                 };
                 let to = std::net::SocketAddrV4::new(m.a.into(), port);
+                if process_conns(shared, app) >= MAX_PROCESS_CONNS {
+                    reply(Err(libc::ENOBUFS))?;
+                    continue;
+                }
+                // The shared memory first: where it cannot be made, no connection starts.
+                let mem = match new_mapping() {
+                    Ok(mem) => mem,
+                    Err(e) => {
+                        reply(Err(e.raw_os_error().unwrap_or(libc::ENOMEM)))?;
+                        continue;
+                    }
+                };
                 let r = match bound {
                     Some(Err(e)) => {
                         reply(Err(e))?;
@@ -540,16 +574,16 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
                     None => shared.host.connect(to),
                 };
                 match r {
-                    Ok(s) => match bridge(shared, app, s) {
-                        Ok((id, fd)) => reply(Ok((
+                    Ok(s) => {
+                        let (id, fd) = bridge(shared, app, s, mem);
+                        reply(Ok((
                             Msg {
                                 a: id,
                                 ..Msg::default()
                             },
                             Some(fd.as_raw_fd()),
-                        )))?,
-                        Err(e) => reply(Err(e.raw_os_error().unwrap_or(libc::ENOMEM)))?,
-                    },
+                        )))?
+                    }
                     Err(e) => reply(Err(host_errno(e)))?,
                 }
             }
@@ -592,6 +626,37 @@ fn allowed_port(app: &App, port: u32) -> Result<u16, i32> {
         return Err(libc::EACCES);
     }
     Ok(port)
+}
+
+/// Ports the applications hold: their bound sockets' and their listeners'.
+fn ports_held(shared: &Shared) -> usize {
+    shared
+        .apps
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|a| {
+            a.bound.lock().unwrap_or_else(|p| p.into_inner()).len()
+                + a.listeners.lock().unwrap_or_else(|p| p.into_inner()).len()
+        })
+        .sum()
+}
+
+/// Connections held by `app`'s process, over all its attaches (by `app` alone where its
+/// process id is unknown).
+fn process_conns(shared: &Shared, app: &Arc<App>) -> usize {
+    let count = |a: &App| a.conns.lock().unwrap_or_else(|p| p.into_inner()).len();
+    if app.pid == 0 {
+        return count(app);
+    }
+    shared
+        .apps
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|a| a.pid == app.pid && a.alive.load(Ordering::Relaxed))
+        .map(|a| count(a))
+        .sum()
 }
 
 fn host_errno(e: flextoe::host::Error) -> i32 {

@@ -27,15 +27,22 @@ pub(super) struct Bridge {
     told_final: AtomicBool,
 }
 
-/// Give `app` the connection `s` through a new shared memory; returns its id and memfd.
+/// A connection's shared memory, made before the connection is taken or started (so that
+/// a failure to make it costs no connection).
+pub(super) fn new_mapping() -> io::Result<(OwnedFd, Mapping)> {
+    Mapping::create("flextoe-conn", shm::SIZE)
+}
+
+/// Give `app` the connection `s` through the shared memory `mem` ([`new_mapping`]);
+/// returns its id and memfd.
 pub(super) fn bridge(
     shared: &Arc<Shared>,
     app: &Arc<App>,
     mut s: Stream,
-) -> io::Result<(u32, OwnedFd)> {
+    (fd, map): (OwnedFd, Mapping),
+) -> (u32, OwnedFd) {
     s.set_nonblocking(true);
     let _ = s.register(&shared.ctx, 0);
-    let (fd, map) = Mapping::create("flextoe-conn", shm::SIZE)?;
     let h = map.header();
     let (l, p) = (s.local_addr(), s.peer_addr());
     h.local_ip.store(u32::from(*l.ip()), Ordering::Relaxed);
@@ -58,7 +65,7 @@ pub(super) fn bridge(
         .unwrap_or_else(|p| p.into_inner())
         .insert(id, b);
     shm::kick(shared.pump.as_raw_fd());
-    Ok((id, fd))
+    (id, fd)
 }
 
 /// Whether a ring's positions (as the application may have written them) can be copied
