@@ -114,6 +114,10 @@ drop_reasons! {
     /// or one the connection does not act on (about a peer's half-open connection, any but
     /// network or host unreachable and time exceeded), ignored.
     IcmpStale => "icmp-stale",
+    /// A frame whose Ethernet source address (or an ARP packet whose sender hardware
+    /// address) is a group (broadcast, multicast) or all-zero address: no station sends
+    /// from one, and answers to it would go to every station of the link.
+    BadSourceMac => "bad-source-mac",
 }
 
 impl fmt::Display for DropReason {

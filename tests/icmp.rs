@@ -198,6 +198,15 @@ fn other_icmp_is_dropped_and_counted_never_answered() {
         };
         cases.push((request(&ep, 5, b"x"), DropReason::MartianSource));
     }
+    // From a group or all-zero Ethernet source: the reply would go to the whole link.
+    for src_mac in [
+        MacAddr::BROADCAST,
+        MacAddr([0x01, 0, 0x5e, 0, 0, 1]),
+        MacAddr([0; 6]),
+    ] {
+        let ep = Endpoints { src_mac, ..peer() };
+        cases.push((request(&ep, 6, b"x"), DropReason::BadSourceMac));
+    }
     // IP options (a source route would have to be reversed into the reply).
     let mut f = good[..ETH_HDR].to_vec();
     f.push(0x46);

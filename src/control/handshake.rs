@@ -227,7 +227,10 @@ impl Control {
             TcpConnState::SynSent => {
                 self.arena.free(frame);
                 if s.has(flags::ACK) && s.ack != e.iss.wrapping_add(1) {
-                    if !s.has(flags::RST) {
+                    if s.has(flags::RST) {
+                        // RFC 9293 3.10.7.3: a RST whose ACK is not acceptable is dropped.
+                        self.stats.drops.add(DropReason::BadRst);
+                    } else {
                         self.stats.drops.add(DropReason::BadHandshake);
                         self.reply_rst(now, &seg, out);
                     }

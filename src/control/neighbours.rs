@@ -1,7 +1,10 @@
 //! Neighbours: ARP answers, resolution with retries, and the cache. The cache learns only
 //! from ARP packets addressed to us or answering our own requests, never overwrites a
 //! configured entry, and holds at most [`NEIGHBOR_LIMIT`] learned ones: a flood of ARP
-//! requests from made-up addresses is answered but not remembered once it is full.
+//! requests from made-up addresses is answered but not remembered once it is full. A sender
+//! no neighbour can be (a group or zero hardware address; a broadcast, multicast, loopback,
+//! reserved or our own protocol address) is neither learned nor answered, but for a
+//! duplicate-address probe from 0.0.0.0 (RFC 5227), which is answered and not learned.
 
 use super::*;
 
@@ -59,29 +62,50 @@ impl Control {
             self.stats.drops.add(DropReason::BadArp);
             return;
         };
+        if !wire::unicast_mac(source_hardware_addr) {
+            // Learned, it would send a connection's every frame to the whole link.
+            self.stats.drops.add(DropReason::BadSourceMac);
+            return;
+        }
+        if self.martian(source_protocol_addr) {
+            // No neighbour has such an address. A request for ours from 0.0.0.0 is a
+            // duplicate-address probe (RFC 5227), answered as Linux does, not learned.
+            if source_protocol_addr.is_unspecified()
+                && operation == ArpOperation::Request
+                && target_protocol_addr == self.cfg.ip
+            {
+                self.reply_arp(source_hardware_addr, source_protocol_addr, out);
+            } else {
+                self.stats.drops.add(DropReason::MartianSource);
+            }
+            return;
+        }
         if target_protocol_addr == self.cfg.ip || self.arp_wait.contains_key(&source_protocol_addr)
         {
             self.learn_neighbor(source_protocol_addr, source_hardware_addr);
         }
         if operation == ArpOperation::Request && target_protocol_addr == self.cfg.ip {
-            let reply = ArpRepr::EthernetIpv4 {
-                operation: ArpOperation::Reply,
-                source_hardware_addr: self.cfg.mac,
-                source_protocol_addr: self.cfg.ip,
-                target_hardware_addr: source_hardware_addr,
-                target_protocol_addr: source_protocol_addr,
-            };
-            let mac = self.cfg.mac;
-            self.stats.arp_replies += 1;
-            self.send_frame(out, |b| {
-                wire::emit_arp(b, mac, source_hardware_addr, &reply)
-            });
+            self.reply_arp(source_hardware_addr, source_protocol_addr, out);
         }
         if let Some(w) = self.arp_wait.remove(&source_protocol_addr) {
             for pc in w.conns {
                 self.start_connect(now, pc, source_hardware_addr, out);
             }
         }
+    }
+
+    /// Answer an ARP request for our address from `mac` at `ip`.
+    fn reply_arp(&mut self, mac: MacAddr, ip: Ipv4Addr, out: &mut ControlOutput) {
+        let reply = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Reply,
+            source_hardware_addr: self.cfg.mac,
+            source_protocol_addr: self.cfg.ip,
+            target_hardware_addr: mac,
+            target_protocol_addr: ip,
+        };
+        let ours = self.cfg.mac;
+        self.stats.arp_replies += 1;
+        self.send_frame(out, |b| wire::emit_arp(b, ours, mac, &reply));
     }
 
     /// Remember `ip` at `mac`, unless `ip` is configured (a static entry is not ARP's to

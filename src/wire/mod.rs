@@ -35,7 +35,9 @@ pub use emit::{
     arp_request, emit_arp, emit_tcp, emit_tcp_with_flags, fill_checksums, fill_checksums_with,
     Endpoints, HeaderTemplate, TxHeader,
 };
-pub use parse::{parse_frame, parse_frame_into, parse_options, Parsed, TcpOptions, TcpSegment};
+pub use parse::{
+    parse_frame, parse_frame_into, parse_options, unicast_mac, Parsed, TcpOptions, TcpSegment,
+};
 
 /// Ethernet header length.
 pub const ETH_HDR: usize = 14;
@@ -248,6 +250,8 @@ mod tests {
     fn with_options(opts: &[u8]) -> Vec<u8> {
         let tcp_len = TCP_HDR + opts.len();
         let mut f = vec![0u8; ETH_HDR + IP_HDR + tcp_len];
+        // A station's source address (a group or zero one is dropped first).
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
         f[12..14].copy_from_slice(&[0x08, 0x00]);
         let ip = &mut f[ETH_HDR..ETH_HDR + IP_HDR];
         ip[0] = 0x45;

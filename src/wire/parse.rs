@@ -100,6 +100,9 @@ pub fn parse_frame(data: &[u8]) -> Result<Parsed, DropReason> {
 #[inline(always)]
 pub fn parse_frame_into(data: &[u8], out: &mut TcpSegment) -> Result<Option<ArpRepr>, DropReason> {
     let eth = EthernetFrame::new_checked(data).map_err(|_| DropReason::Truncated)?;
+    if !unicast_mac(eth.src_addr()) {
+        return Err(DropReason::BadSourceMac);
+    }
     match eth.ethertype() {
         EthernetProtocol::Arp => {
             let pkt = ArpPacket::new_checked(eth.payload()).map_err(|_| DropReason::BadArp)?;
@@ -112,6 +115,13 @@ pub fn parse_frame_into(data: &[u8], out: &mut TcpSegment) -> Result<Option<ArpR
         }
         _ => Err(DropReason::UnsupportedEthertype),
     }
+}
+
+/// Whether `mac` can be a station's own address: not a group address (the first octet's
+/// lowest bit: broadcast, multicast) and not all zero.
+#[inline(always)]
+pub fn unicast_mac(mac: MacAddr) -> bool {
+    mac.0[0] & 1 == 0 && mac.0 != [0; 6]
 }
 
 #[inline(always)]
