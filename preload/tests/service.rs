@@ -443,6 +443,51 @@ print("accept after a close", name(err), left, len(cfds), flush=True)
     );
 }
 
+/// The service's request socket refuses descriptors (`SO_PASSRIGHTS` off, Linux 6.16 and
+/// later): a program's request with one attached fails in its own `sendmsg` with `EPERM`,
+/// and the service serves its next request. (The service closed what it was sent after
+/// each request; a descriptor whose close blocks, the last reference to a socket lingering
+/// on unsent data, stopped the program's service thread and its cleanup for good.) On an
+/// older kernel the request goes through, as before, and the test says so.
+#[test]
+fn the_request_socket_refuses_descriptors() {
+    if !have(&["python3", "timeout"]) {
+        return;
+    }
+    let Some(lab) = VethLab::new() else { return };
+    let svc = Service::start(&lab);
+    let code = format!(
+        r#"
+{}
+import errno, os
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+try:
+    b.setsockopt(socket.SOL_SOCKET, 83, 0)
+    supported = True
+except OSError:
+    supported = False
+u, fds = attach_raw()
+r, w = os.pipe()
+try:
+    socket.send_fds(u, [struct.pack("<IiIII", 6, 0, 21700, 0, 0)], [r])
+    sent = "sent"
+    u.recv(4096)
+except OSError as e:
+    sent = errno.errorcode.get(e.errno, e.errno)
+u.send(struct.pack("<IiIII", 6, 0, 21701, 0, 0))
+_, err, _, port, _ = struct.unpack("<IiIII", u.recv(4096)[:20])
+print("supported" if supported else "unsupported", sent, "bind", err, port & 0xffff, flush=True)
+"#,
+        attach_py(&svc.path)
+    );
+    let (text, err) = raw_python(&lab.engine, &code);
+    if text.starts_with("unsupported") {
+        eprintln!("SO_PASSRIGHTS unsupported by this kernel: {text}");
+        return;
+    }
+    assert_eq!(text, "supported EPERM bind 0 21701\n", "{err}");
+}
+
 /// A program that clears `O_NONBLOCK` on the eventfd it kicks the pump with (one open file
 /// with the service's) and takes its own kicks with blocking reads while it kicks does not
 /// stop the pump: it still moves the bytes of the program's next connection. (The pump

@@ -296,6 +296,7 @@ pub fn run(cfg: Config, path: &str) -> io::Result<()> {
 
 /// Greet one application, then serve its requests until it goes away.
 fn serve_app(shared: &Arc<Shared>, sock: OwnedFd) -> io::Result<()> {
+    refuse_descriptors(sock.as_raw_fd());
     // Asked first, before anything goes back to the program.
     let peer = Peer::of(sock.as_raw_fd());
     let pid = peer.as_ref().map_or(0, Peer::pid);
@@ -626,6 +627,29 @@ fn allowed_port(app: &App, port: u32) -> Result<u16, i32> {
         return Err(libc::EACCES);
     }
     Ok(port)
+}
+
+/// `SO_PASSRIGHTS` (Linux 6.16): whether a socket takes descriptors passed to it.
+const SO_PASSRIGHTS: libc::c_int = 83;
+
+/// Have the kernel refuse descriptors sent on the request socket `fd` (the sender's
+/// `sendmsg` fails with `EPERM`): the protocol passes none this way, and the service closing
+/// one it was sent could block its thread for good (the last reference to a socket lingering
+/// on unsent data, or to a file whose flush is never answered), its application's cleanup
+/// with it. Kernels before 6.16 have no such option: descriptors that arrive there are
+/// closed after the request, as before.
+fn refuse_descriptors(fd: RawFd) {
+    let off: libc::c_int = 0;
+    // SAFETY: `off` is a live `c_int` of the size the kernel is told.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_PASSRIGHTS,
+            (&off as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
 }
 
 /// Ports the applications hold: their bound sockets' and their listeners'.
