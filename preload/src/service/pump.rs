@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flextoe::host::{ConnStatus, Stream};
 
@@ -25,7 +25,18 @@ pub(super) struct Bridge {
     told_status: AtomicU32,
     told_fin: AtomicBool,
     told_final: AtomicBool,
+    /// Closed by its application with bytes still in the shared ring that the engine takes
+    /// none of: since when (see [`ORPHAN_STALL`]).
+    stalled_since: Mutex<Option<Instant>>,
 }
+
+/// How long a connection its application closed may hold bytes in the shared ring that the
+/// engine takes none of (the peer keeps its window shut) before it is reset. Its stream is
+/// held open meanwhile, so the engine's own limit on orphans (probes of a shut window) does
+/// not apply to it: a program that closed connections to a peer that never reads, and went
+/// away, left them, and its session, in the service for good. About Linux's: an orphan's
+/// eight window probes take some 50 s.
+pub(super) const ORPHAN_STALL: Duration = Duration::from_secs(60);
 
 /// A connection's shared memory, made before the connection is taken or started (so that
 /// a failure to make it costs no connection).
@@ -59,6 +70,7 @@ pub(super) fn bridge(
         told_status: AtomicU32::new(status),
         told_fin: AtomicBool::new(false),
         told_final: AtomicBool::new(false),
+        stalled_since: Mutex::new(None),
     });
     app.conns
         .lock()
@@ -77,8 +89,8 @@ fn positions_sane(head: u64, tail: u64) -> bool {
     head >= tail && head - tail <= shm::RING as u64 && head < 1 << 62
 }
 
-/// Move one connection's bytes and states; `(changed, finished)`.
-fn pump_one(b: &Bridge, app_alive: bool) -> (bool, bool) {
+/// Move one connection's bytes and states at `now`; `(changed, finished)`.
+fn pump_one(b: &Bridge, app_alive: bool, now: Instant) -> (bool, bool) {
     let h = b.map.header();
     let mut guard = b.stream.lock().unwrap_or_else(|p| p.into_inner());
     let Some(st) = guard.as_mut() else {
@@ -143,6 +155,7 @@ fn pump_one(b: &Bridge, app_alive: bool) -> (bool, bool) {
     // Application to engine; nothing of an aborted connection's (a close with unread data
     // or `SO_LINGER` at zero discards what is queued, as Linux).
     let aborted = h.app_flags.load(Ordering::Acquire) & shm::APP_ABORT != 0;
+    let mut tx_moved = false;
     for _ in 0..if aborted { 0 } else { 4 } {
         let tail = h.tx_tail.load(Ordering::Relaxed);
         let head = shm::load(&h.tx_head);
@@ -160,6 +173,7 @@ fn pump_one(b: &Bridge, app_alive: bool) -> (bool, bool) {
                     .store(st.unacked_bytes() as u64, Ordering::Release);
                 h.tx_tail.store(tail + n as u64, Ordering::Release);
                 changed = true;
+                tx_moved = true;
             }
             _ => break,
         }
@@ -195,6 +209,21 @@ fn pump_one(b: &Bridge, app_alive: bool) -> (bool, bool) {
         drop(guard.take());
         return (changed, true);
     }
+    if flags & shm::APP_CLOSED != 0 {
+        // Closed with bytes left in the shared ring: reset once the engine took none of
+        // them for `ORPHAN_STALL`.
+        let mut since = b.stalled_since.lock().unwrap_or_else(|p| p.into_inner());
+        match *since {
+            Some(t) if !tx_moved && now.saturating_duration_since(t) >= ORPHAN_STALL => {
+                if let Some(s) = guard.take() {
+                    s.abort();
+                }
+                return (true, true);
+            }
+            Some(_) if !tx_moved => {}
+            _ => *since = Some(now),
+        }
+    }
     (changed, false)
 }
 
@@ -208,6 +237,7 @@ pub(super) fn pump_loop(shared: &Shared) {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let mut any = false;
+        let now = Instant::now();
         for app in &apps {
             let alive = app.alive.load(Ordering::SeqCst);
             let conns: Vec<(u32, Arc<Bridge>)> = app
@@ -220,7 +250,7 @@ pub(super) fn pump_loop(shared: &Shared) {
             let mut dirty = false;
             let mut done = Vec::new();
             for (id, b) in &conns {
-                let (changed, finished) = pump_one(b, alive);
+                let (changed, finished) = pump_one(b, alive, now);
                 dirty |= changed;
                 if finished {
                     done.push(*id);
@@ -371,12 +401,24 @@ mod tests {
         reset_after_more_than_the_ring(true);
     }
 
-    fn reset_after_more_than_the_ring(fin: bool) {
+    use flextoe::backends::arena_link::ArenaPort;
+    use flextoe::pipeline::Engine;
+    use flextoe::time::{Clock, SystemClock};
+
+    /// Two engines over an in-memory link, one connection between them: its client end
+    /// bridged to a shared memory (the application's rings), its server end the peer.
+    struct Bridged {
+        server: Engine<ArenaPort>,
+        client: Engine<ArenaPort>,
+        clock: SystemClock,
+        bridge: Bridge,
+        peer: Stream,
+    }
+
+    fn bridged() -> Bridged {
         use flextoe::backends::arena_link::ArenaLink;
-        use flextoe::pipeline::{Engine, EngineConfig};
-        use flextoe::time::{Clock, SystemClock};
+        use flextoe::pipeline::EngineConfig;
         use flextoe::wire::MacAddr;
-        use std::io::Write;
         use std::net::{Ipv4Addr, SocketAddrV4};
 
         let (a, b) = ArenaLink::pair(16 * 1024).unwrap();
@@ -408,14 +450,110 @@ mod tests {
             told_status: AtomicU32::new(ConnStatus::Established as u32),
             told_fin: AtomicBool::new(false),
             told_final: AtomicBool::new(false),
+            stalled_since: Mutex::new(None),
         };
+        Bridged {
+            server,
+            client,
+            clock,
+            bridge,
+            peer,
+        }
+    }
+
+    /// A connection its application closed with bytes in the shared ring that the engine
+    /// cannot take (the peer reads nothing, its window shut) is reset once no byte moved for
+    /// `ORPHAN_STALL`, and not before; bytes that move start the wait over. (It stayed open
+    /// for good, with its application's session, after the application went away.)
+    #[test]
+    fn a_closed_connection_stalled_on_a_shut_window_is_reset_in_time() {
+        use std::io::Read;
+        let Bridged {
+            mut server,
+            mut client,
+            clock,
+            bridge,
+            mut peer,
+        } = bridged();
+        let h = bridge.map.header();
+        // The application writes until the engine takes no more (the peer reads nothing).
+        let mut stuck = 0;
+        for _ in 0..100_000 {
+            let tail = h.tx_tail.load(Ordering::Relaxed);
+            h.tx_head.store(tail + shm::RING as u64, Ordering::Release);
+            server.poll(clock.now());
+            client.poll(clock.now());
+            pump_one(&bridge, true, Instant::now());
+            stuck = if h.tx_tail.load(Ordering::Relaxed) == tail {
+                stuck + 1
+            } else {
+                0
+            };
+            if stuck > 1000 {
+                break;
+            }
+        }
+        assert!(stuck > 1000, "the engine kept taking bytes");
+        h.app_flags.store(shm::APP_CLOSED, Ordering::Release);
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        assert!(!pump_one(&bridge, false, t0).1, "bytes still to send");
+        assert!(!pump_one(&bridge, false, at(59)).1);
+        // The peer reads some, and the engine has room again: bytes move at a pass past
+        // the stall's end, and the wait starts over instead of the reset.
+        let mut buf = vec![0u8; 64 * 1024];
+        let room = |b: &Bridge| {
+            let g = b.stream.lock().unwrap();
+            g.as_ref().map_or(0, |s| s.writable_bytes())
+        };
+        for _ in 0..100_000 {
+            if room(&bridge) > 0 {
+                break;
+            }
+            let _ = peer.read(&mut buf);
+            server.poll(clock.now());
+            client.poll(clock.now());
+        }
+        assert!(room(&bridge) > 0, "no room after the peer read");
+        let before = h.tx_tail.load(Ordering::Relaxed);
+        assert!(!pump_one(&bridge, false, at(70)).1, "bytes moved: no reset");
+        assert!(h.tx_tail.load(Ordering::Relaxed) > before, "no byte moved");
+        assert!(!pump_one(&bridge, false, at(72)).1, "the wait started over");
+        assert!(pump_one(&bridge, false, at(130)).1, "reset after the stall");
+        assert!(
+            bridge.stream.lock().unwrap().is_none(),
+            "the stream is let go of"
+        );
+        // The peer sees the reset.
+        let mut reset = false;
+        for _ in 0..100_000 {
+            server.poll(clock.now());
+            client.poll(clock.now());
+            if peer.status() == ConnStatus::Reset {
+                reset = true;
+                break;
+            }
+            let _ = peer.read(&mut buf);
+        }
+        assert!(reset, "the peer was not reset");
+    }
+
+    fn reset_after_more_than_the_ring(fin: bool) {
+        use std::io::Write;
+        let Bridged {
+            mut server,
+            mut client,
+            clock,
+            bridge,
+            mut peer,
+        } = bridged();
         let h = bridge.map.header();
         // Poll both engines and pump until `until` holds (bounded).
         let mut step = |until: &dyn Fn(&Bridge) -> bool| {
             for _ in 0..100_000 {
                 server.poll(clock.now());
                 client.poll(clock.now());
-                pump_one(&bridge, true);
+                pump_one(&bridge, true, Instant::now());
                 if until(&bridge) {
                     return;
                 }
@@ -460,7 +598,7 @@ mod tests {
         // filling the ring again, then says final (with the FIN first, where it came).
         h.rx_tail
             .store((total - shm::RING) as u64, Ordering::Relaxed);
-        pump_one(&bridge, true);
+        pump_one(&bridge, true, Instant::now());
         assert_eq!(h.rx_head.load(Ordering::Relaxed) as usize, total);
         assert_eq!(h.peer_fin.load(Ordering::Relaxed), u32::from(fin));
         assert_eq!(h.rx_final.load(Ordering::Relaxed), 1);
