@@ -140,25 +140,21 @@ fn frames_from_group_or_zero_source_macs_get_no_answer() {
     assert!(synack.has(SYN) && synack.has(ACK));
 }
 
-/// ARP packets whose sender no neighbour can be are neither learned nor answered: a group or
-/// zero sender hardware address (`BadSourceMac`), a sender address that is broadcast,
-/// multicast, loopback, reserved or our own (`MartianSource`). A request for our address
-/// from 0.0.0.0 (a duplicate-address probe, RFC 5227) is answered, as Linux does. A
-/// connect to an address that a bad sender claimed still asks for it with ARP.
+/// ARP packets from a sender address no neighbour can have (broadcast, multicast,
+/// loopback, reserved, our own) are neither learned nor answered (`MartianSource`), and
+/// neither is one sent from a group or zero Ethernet source (`BadSourceMac`, as every
+/// frame). A request for our address from 0.0.0.0 (a duplicate-address probe, RFC 5227) is
+/// answered, as Linux does; a probe for another address is ignored, uncounted. A connect to
+/// an address that a dropped packet claimed still asks for it with ARP.
 #[test]
 fn arp_from_senders_no_neighbour_can_be_is_dropped_and_probes_are_answered() {
     let mut t = Script::new(config());
     let station = MacAddr([0x02, 0, 0, 0, 0, 0x33]);
     let far = Ipv4Addr::new(10, 9, 0, 50);
     let mut buf = vec![0u8; 128];
-    let mut arp = |t: &mut Script, eth_src: MacAddr, sha: MacAddr, spa: Ipv4Addr| {
-        let n = emit_arp(
-            &mut buf,
-            eth_src,
-            MacAddr::BROADCAST,
-            &arp_request(sha, spa, IP_A),
-        )
-        .unwrap();
+    let mut arp = |t: &mut Script, eth_src: MacAddr, spa: Ipv4Addr, tpa: Ipv4Addr| {
+        let req = arp_request(station, spa, tpa);
+        let n = emit_arp(&mut buf, eth_src, MacAddr::BROADCAST, &req).unwrap();
         t.inject(&buf[..n]);
         t.poll();
         std::iter::from_fn(|| t.wire.recv_bytes(t.clock.now())).collect::<Vec<_>>()
@@ -185,15 +181,25 @@ fn arp_from_senders_no_neighbour_can_be_is_dropped_and_probes_are_answered() {
         ),
         (station, IP_A, DropReason::MartianSource),
     ];
-    for (i, (sha, spa, reason)) in cases.into_iter().enumerate() {
+    for (i, (eth_src, spa, reason)) in cases.into_iter().enumerate() {
         let before = t.engine.stats().drops(reason);
-        let sent = arp(&mut t, station, sha, spa);
+        let sent = arp(&mut t, eth_src, spa, IP_A);
         assert!(sent.is_empty(), "case {i} answered");
         assert_eq!(t.engine.stats().drops(reason), before + 1, "case {i}");
     }
     assert_eq!(t.engine.stats().control.arp_replies, 0);
-    // A duplicate-address probe: answered to its sender, at 0.0.0.0.
-    let sent = arp(&mut t, station, station, Ipv4Addr::UNSPECIFIED);
+    // A probe for another address: none of ours, not counted.
+    let drops = |t: &Script| {
+        let st = t.engine.stats();
+        st.drops(DropReason::MartianSource) + st.drops(DropReason::BadArp)
+    };
+    let before = drops(&t);
+    let other = Ipv4Addr::new(10, 9, 0, 60);
+    let sent = arp(&mut t, station, Ipv4Addr::UNSPECIFIED, other);
+    assert!(sent.is_empty(), "a probe for another address answered");
+    assert_eq!(drops(&t), before, "a probe for another address counted");
+    // A duplicate-address probe for ours: answered to its sender, at 0.0.0.0.
+    let sent = arp(&mut t, station, Ipv4Addr::UNSPECIFIED, IP_A);
     assert_eq!(sent.len(), 1, "the probe is answered");
     match parse_frame(&sent[0]) {
         Ok(Parsed::Arp(smoltcp::wire::ArpRepr::EthernetIpv4 {
@@ -209,7 +215,7 @@ fn arp_from_senders_no_neighbour_can_be_is_dropped_and_probes_are_answered() {
         other => panic!("not an ARP reply: {other:?}"),
     }
     assert_eq!(&sent[0][..6], &station.0, "sent to the prober");
-    // The broadcast sender's claim on `far` was not learned: a connect asks with ARP.
+    // The dropped packets' claim on `far` was not learned: a connect asks with ARP.
     let _c = t.engine.host().connect(SocketAddrV4::new(far, 80)).unwrap();
     t.poll();
     let asked = std::iter::from_fn(|| t.wire.recv_bytes(t.clock.now()))

@@ -46,12 +46,18 @@ fn recv_into(s: &Arc<Sock>, bufs: &mut [&mut [u8]], how: RecvFlags) -> isize {
     let want: usize = bufs.iter().map(|b| b.len()).sum();
     let deadline = Sock::deadline(&s.rcv_timeout);
     let mut total = 0usize;
+    // A wait for no bytes on a connection being set up also ends when it is (Linux's single
+    // wait ends at the state change).
+    let mut also = 0;
     loop {
         {
             let mut state = s.lock();
             let State::Stream(stream) = &mut *state else {
                 return fail(libc::ENOTCONN) as isize;
             };
+            if want == 0 && stream.status() == ConnStatus::Connecting {
+                also = libc::POLLOUT;
+            }
             let before = total;
             let mut result: Option<io::Result<()>> = None;
             // Up to two slices: the readable bytes may wrap around the ring.
@@ -118,7 +124,7 @@ fn recv_into(s: &Arc<Sock>, bufs: &mut [&mut [u8]], how: RecvFlags) -> isize {
             s.used_up(libc::POLLIN);
             return fail(libc::EAGAIN) as isize;
         }
-        if let Some(r) = wait_or_end(s, libc::POLLIN | libc::POLLRDHUP, deadline, total) {
+        if let Some(r) = wait_or_end(s, libc::POLLIN | libc::POLLRDHUP | also, deadline, total) {
             if want == 0 {
                 // Linux's wait for no bytes ends the call whatever ended it (its loop runs
                 // while bytes are wanted): 0 after the timeout or a signal as well.

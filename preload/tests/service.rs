@@ -431,6 +431,21 @@ for _ in range(100):
         break
     time.sleep(0.05)
 print("accept after a close", name(err), left, len(cfds), flush=True)
+# A connection closed with more bytes than the engine takes (its peer reads nothing) keeps
+# sending, but no longer counts against the 1024: one more connects, and then no more.
+m = maps[1]
+for _ in range(4):
+    tail = struct.unpack_from("<Q", m, 16)[0]
+    struct.pack_into("<Q", m, 32, tail + 256 * 1024)
+    os.write(f1[1], (1).to_bytes(8, "little"))
+    time.sleep(0.2)
+struct.pack_into("<I", m, 40, 2)
+os.write(f1[1], (1).to_bytes(8, "little"))
+time.sleep(0.3)
+stuck = struct.unpack_from("<Q", m, 32)[0] != struct.unpack_from("<Q", m, 16)[0]
+e1, _, _, _ = ask(u1, 4, peer, 9002, 0)
+e2, _, _, _ = ask(u1, 4, peer, 9002, 0)
+print("after closing one still sending", stuck, name(e1), name(e2), flush=True)
 "#,
         attach_py(&svc.path),
         lab.linux_ip
@@ -438,14 +453,15 @@ print("accept after a close", name(err), left, len(cfds), flush=True)
     let (text, err) = raw_python(&lab.engine, &code);
     assert_eq!(
         text,
-        "connected 600 424 ENOBUFS\nlisten 0\naccept while full EMFILE 1 0\naccept after a close 0 0 1\n",
+        "connected 600 424 ENOBUFS\nlisten 0\naccept while full EMFILE 1 0\naccept after a close 0 0 1\nafter closing one still sending True 0 ENOBUFS\n",
         "{err}"
     );
 }
 
-/// The service's request socket refuses descriptors (`SO_PASSRIGHTS` off, Linux 6.16 and
-/// later): a program's request with one attached fails in its own `sendmsg` with `EPERM`,
-/// and the service serves its next request. (The service closed what it was sent after
+/// The service's request socket refuses descriptors (`SO_PASSRIGHTS` off on its listening
+/// socket and so on every socket it accepts, Linux 6.16 and later): a program's request
+/// with one attached fails in its own `sendmsg` with `EPERM`, also when sent before the
+/// service accepted the connection, and the service serves its next request. (The service closed what it was sent after
 /// each request; a descriptor whose close blocks, the last reference to a socket lingering
 /// on unsent data, stopped the program's service thread and its cleanup for good.) On an
 /// older kernel the request goes through, as before, and the test says so.
@@ -466,8 +482,17 @@ try:
     supported = True
 except OSError:
     supported = False
-u, fds = attach_raw()
 r, w = os.pipe()
+# Sent at once after connecting, before the service can have accepted the connection.
+v = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+v.connect("{}")
+try:
+    socket.send_fds(v, [struct.pack("<IiIII", 6, 0, 21702, 0, 0)], [r])
+    early = "sent"
+except OSError as e:
+    early = errno.errorcode.get(e.errno, e.errno)
+v.close()
+u, fds = attach_raw()
 try:
     socket.send_fds(u, [struct.pack("<IiIII", 6, 0, 21700, 0, 0)], [r])
     sent = "sent"
@@ -476,16 +501,17 @@ except OSError as e:
     sent = errno.errorcode.get(e.errno, e.errno)
 u.send(struct.pack("<IiIII", 6, 0, 21701, 0, 0))
 _, err, _, port, _ = struct.unpack("<IiIII", u.recv(4096)[:20])
-print("supported" if supported else "unsupported", sent, "bind", err, port & 0xffff, flush=True)
+print("supported" if supported else "unsupported", early, sent, "bind", err, port & 0xffff, flush=True)
 "#,
-        attach_py(&svc.path)
+        attach_py(&svc.path),
+        svc.path
     );
     let (text, err) = raw_python(&lab.engine, &code);
     if text.starts_with("unsupported") {
         eprintln!("SO_PASSRIGHTS unsupported by this kernel: {text}");
         return;
     }
-    assert_eq!(text, "supported EPERM bind 0 21701\n", "{err}");
+    assert_eq!(text, "supported EPERM EPERM bind 0 21701\n", "{err}");
 }
 
 /// A program that clears `O_NONBLOCK` on the eventfd it kicks the pump with (one open file

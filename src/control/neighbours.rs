@@ -2,9 +2,12 @@
 //! from ARP packets addressed to us or answering our own requests, never overwrites a
 //! configured entry, and holds at most [`NEIGHBOR_LIMIT`] learned ones: a flood of ARP
 //! requests from made-up addresses is answered but not remembered once it is full. A sender
-//! no neighbour can be (a group or zero hardware address; a broadcast, multicast, loopback,
-//! reserved or our own protocol address) is neither learned nor answered, but for a
-//! duplicate-address probe from 0.0.0.0 (RFC 5227), which is answered and not learned.
+//! address no neighbour can have (broadcast, multicast, loopback, reserved, our own) is
+//! neither learned nor answered; a duplicate-address probe from 0.0.0.0 (RFC 5227) is
+//! answered where it asks for our address, and never learned. The sender's hardware
+//! address is taken as Linux's `arp_process` takes it, a group address included
+//! (multicast-mode load balancers answer with one); the frame's own Ethernet source must
+//! be a station's (see [`wire::unicast_mac`]).
 
 use super::*;
 
@@ -62,22 +65,18 @@ impl Control {
             self.stats.drops.add(DropReason::BadArp);
             return;
         };
-        if !wire::unicast_mac(source_hardware_addr) {
-            // Learned, it would send a connection's every frame to the whole link.
-            self.stats.drops.add(DropReason::BadSourceMac);
+        if source_protocol_addr.is_unspecified() {
+            // A duplicate-address probe (RFC 5227): one for our address is answered, as
+            // Linux does; none is learned, and probes for other addresses (any host
+            // taking an address by DHCP sends them) are none of ours.
+            if operation == ArpOperation::Request && target_protocol_addr == self.cfg.ip {
+                self.reply_arp(source_hardware_addr, source_protocol_addr, out);
+            }
             return;
         }
         if self.martian(source_protocol_addr) {
-            // No neighbour has such an address. A request for ours from 0.0.0.0 is a
-            // duplicate-address probe (RFC 5227), answered as Linux does, not learned.
-            if source_protocol_addr.is_unspecified()
-                && operation == ArpOperation::Request
-                && target_protocol_addr == self.cfg.ip
-            {
-                self.reply_arp(source_hardware_addr, source_protocol_addr, out);
-            } else {
-                self.stats.drops.add(DropReason::MartianSource);
-            }
+            // No neighbour has such an address.
+            self.stats.drops.add(DropReason::MartianSource);
             return;
         }
         if target_protocol_addr == self.cfg.ip || self.arp_wait.contains_key(&source_protocol_addr)

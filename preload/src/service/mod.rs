@@ -40,6 +40,9 @@ struct Shared {
     page_fd: OwnedFd,
     pump: OwnedFd,
     apps: Mutex<Vec<Arc<App>>>,
+    /// Held from the count of a process's connections to the new one's insert (each
+    /// application's requests run on a thread of their own).
+    admit: Mutex<()>,
     /// Applications attached now (each holds a thread and four descriptors).
     attached: AtomicUsize,
     /// Whether programs kick the pump in datagrams: where this kernel cannot read an
@@ -204,6 +207,7 @@ pub fn run(cfg: Config, path: &str) -> io::Result<()> {
         page_fd,
         pump,
         apps: Mutex::new(Vec::new()),
+        admit: Mutex::new(()),
         attached: AtomicUsize::new(0),
         kick_datagrams: !shm::eventfd_reads_without_waiting(),
     });
@@ -237,6 +241,9 @@ pub fn run(cfg: Config, path: &str) -> io::Result<()> {
             std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
         )
     };
+    // Set before `listen`: the sockets it accepts take it over from the moment a program
+    // connects (a program sending descriptors before the service's `accept` is refused too).
+    refuse_descriptors(lfd);
     // SAFETY: listen takes no pointers.
     if r < 0 || unsafe { crate::real::listen(lfd, 64) } < 0 {
         return Err(io::Error::last_os_error());
@@ -484,44 +491,46 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
             op::ACCEPT => {
                 // Take one, and report how many stay queued: the reply tells the application,
                 // and the pump tells it again only when that number changes.
-                // The shared memory is made before a connection is taken, so that a failure
-                // to make it leaves the connection queued (it was taken and lost).
-                let full = process_conns(shared, app) >= MAX_PROCESS_CONNS;
-                let got = match app
+                // Only a connection that is there is counted against the process's limit
+                // and given a shared memory (made before it is taken, so that a failure
+                // leaves it queued), outside the listeners' lock that the pump takes too;
+                // `admit` keeps the count and the insert together.
+                let queued = {
+                    let ls = app.listeners.lock().unwrap_or_else(|p| p.into_inner());
+                    ls.get(&m.a).map(|ls| (ls.l.pending(), ls.l.engine_gone()))
+                };
+                let prepared = match queued {
+                    None => Err(libc::EINVAL),
+                    Some((_, true)) => Err(libc::ECONNABORTED),
+                    Some((0, false)) => Err(libc::EAGAIN),
+                    Some(_) => Ok(()),
+                };
+                let admit = shared.admit.lock().unwrap_or_else(|p| p.into_inner());
+                let prepared = prepared.and_then(|()| {
+                    if over_conn_limit(shared, app) {
+                        return Err(libc::EMFILE);
+                    }
+                    new_mapping().map_err(|e| e.raw_os_error().unwrap_or(libc::ENOMEM))
+                });
+                let (r, left, seq) = match app
                     .listeners
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .get_mut(&m.a)
                 {
                     Some(ls) => {
-                        let r = if full {
-                            Err(libc::EMFILE)
-                        } else if ls.l.pending() == 0 {
-                            Ok(None)
-                        } else {
-                            match new_mapping() {
-                                Ok(mem) => match ls.l.try_accept() {
-                                    Ok(Some(s)) => Ok(Some((s, mem))),
-                                    Ok(None) => Ok(None),
-                                    Err(_) => Err(libc::ECONNABORTED),
-                                },
-                                Err(e) => Err(e.raw_os_error().unwrap_or(libc::ENOMEM)),
-                            }
-                        };
+                        let r = prepared.and_then(|mem| match ls.l.try_accept() {
+                            Ok(Some(s)) => Ok((s, mem)),
+                            Ok(None) => Err(libc::EAGAIN),
+                            Err(_) => Err(libc::ECONNABORTED),
+                        });
                         let (left, seq) = ls.report();
-                        Some((r, left, seq))
+                        (r, left, seq)
                     }
-                    None => None,
-                };
-                let (r, left, seq) = match got {
-                    Some((r, left, seq)) => (r, left, seq),
                     None => (Err(libc::EINVAL), 0, 0),
                 };
-                let r = match r {
-                    Ok(Some((s, mem))) => Ok(bridge(shared, app, s, mem)),
-                    Ok(None) => Err(libc::EAGAIN),
-                    Err(e) => Err(e),
-                };
+                let r = r.map(|(s, mem)| bridge(shared, app, s, mem));
+                drop(admit);
                 match r {
                     Ok((id, fd)) => shm::send_msg(
                         sock,
@@ -554,38 +563,35 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
                     continue;
                 };
                 let to = std::net::SocketAddrV4::new(m.a.into(), port);
-                if process_conns(shared, app) >= MAX_PROCESS_CONNS {
-                    reply(Err(libc::ENOBUFS))?;
-                    continue;
-                }
-                // The shared memory first: where it cannot be made, no connection starts.
-                let mem = match new_mapping() {
-                    Ok(mem) => mem,
-                    Err(e) => {
-                        reply(Err(e.raw_os_error().unwrap_or(libc::ENOMEM)))?;
-                        continue;
+                // `admit` keeps the count and the insert together; no reply is sent under
+                // it (a program that reads no replies must not hold up the others).
+                let r = {
+                    let _admit = shared.admit.lock().unwrap_or_else(|p| p.into_inner());
+                    match bound {
+                        Some(Err(e)) => Err(e),
+                        _ if over_conn_limit(shared, app) => Err(libc::ENOBUFS),
+                        // The shared memory first: where it cannot be made, no connection
+                        // starts.
+                        _ => match new_mapping() {
+                            Err(e) => Err(e.raw_os_error().unwrap_or(libc::ENOMEM)),
+                            Ok(mem) => match bound {
+                                Some(Ok(b)) => b.connect(to),
+                                _ => shared.host.connect(to),
+                            }
+                            .map(|s| bridge(shared, app, s, mem))
+                            .map_err(host_errno),
+                        },
                     }
-                };
-                let r = match bound {
-                    Some(Err(e)) => {
-                        reply(Err(e))?;
-                        continue;
-                    }
-                    Some(Ok(b)) => b.connect(to),
-                    None => shared.host.connect(to),
                 };
                 match r {
-                    Ok(s) => {
-                        let (id, fd) = bridge(shared, app, s, mem);
-                        reply(Ok((
-                            Msg {
-                                a: id,
-                                ..Msg::default()
-                            },
-                            Some(fd.as_raw_fd()),
-                        )))?
-                    }
-                    Err(e) => reply(Err(host_errno(e)))?,
+                    Ok((id, fd)) => reply(Ok((
+                        Msg {
+                            a: id,
+                            ..Msg::default()
+                        },
+                        Some(fd.as_raw_fd()),
+                    )))?,
+                    Err(e) => reply(Err(e))?,
                 }
             }
             op::KEEPALIVE => {
@@ -629,8 +635,27 @@ fn allowed_port(app: &App, port: u32) -> Result<u16, i32> {
     Ok(port)
 }
 
-/// `SO_PASSRIGHTS` (Linux 6.16): whether a socket takes descriptors passed to it.
-const SO_PASSRIGHTS: libc::c_int = 83;
+/// `SO_PASSRIGHTS` (Linux 6.16): whether a socket takes descriptors passed to it. The
+/// number of the architectures with the generic socket options (alpha, mips, parisc and
+/// sparc number theirs apart).
+#[cfg(any(
+    target_arch = "x86",
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64",
+    target_arch = "loongarch64"
+))]
+const SO_PASSRIGHTS: Option<libc::c_int> = Some(83);
+#[cfg(not(any(
+    target_arch = "x86",
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64",
+    target_arch = "loongarch64"
+)))]
+const SO_PASSRIGHTS: Option<libc::c_int> = None;
 
 /// Have the kernel refuse descriptors sent on the request socket `fd` (the sender's
 /// `sendmsg` fails with `EPERM`): the protocol passes none this way, and the service closing
@@ -639,13 +664,16 @@ const SO_PASSRIGHTS: libc::c_int = 83;
 /// with it. Kernels before 6.16 have no such option: descriptors that arrive there are
 /// closed after the request, as before.
 fn refuse_descriptors(fd: RawFd) {
+    let Some(opt) = SO_PASSRIGHTS else {
+        return;
+    };
     let off: libc::c_int = 0;
     // SAFETY: `off` is a live `c_int` of the size the kernel is told.
     unsafe {
         libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
-            SO_PASSRIGHTS,
+            opt,
             (&off as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
@@ -666,21 +694,29 @@ fn ports_held(shared: &Shared) -> usize {
         .sum()
 }
 
-/// Connections held by `app`'s process, over all its attaches (by `app` alone where its
-/// process id is unknown).
-fn process_conns(shared: &Shared, app: &Arc<App>) -> usize {
-    let count = |a: &App| a.conns.lock().unwrap_or_else(|p| p.into_inner()).len();
-    if app.pid == 0 {
-        return count(app);
-    }
-    shared
-        .apps
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .filter(|a| a.pid == app.pid && a.alive.load(Ordering::Relaxed))
-        .map(|a| count(a))
-        .sum()
+/// Whether `app`'s process holds as many connections as it may, over all its attaches (by
+/// `app` alone where its process id is unknown): [`MAX_PROCESS_CONNS`] it has not closed, or
+/// twice that with the ones it closed that still send (a closed socket no longer counts
+/// for Linux either; the second bound keeps those from piling up past the engine's flows).
+fn over_conn_limit(shared: &Shared, app: &Arc<App>) -> bool {
+    let count = |a: &App| {
+        let conns = a.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let closed = conns.values().filter(|b| b.app_closed()).count();
+        (conns.len() - closed, conns.len())
+    };
+    let (open, all) = if app.pid == 0 {
+        count(app)
+    } else {
+        shared
+            .apps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|a| a.pid == app.pid && a.alive.load(Ordering::Relaxed))
+            .map(|a| count(a))
+            .fold((0, 0), |(o, t), (a, b)| (o + a, t + b))
+    };
+    open >= MAX_PROCESS_CONNS || all >= 2 * MAX_PROCESS_CONNS
 }
 
 fn host_errno(e: flextoe::host::Error) -> i32 {

@@ -30,6 +30,13 @@ pub(super) struct Bridge {
     stalled_since: Mutex<Option<Instant>>,
 }
 
+impl Bridge {
+    /// Whether its application closed it (the flag the application writes).
+    pub(super) fn app_closed(&self) -> bool {
+        self.map.header().app_flags.load(Ordering::Relaxed) & shm::APP_CLOSED != 0
+    }
+}
+
 /// How long a connection its application closed may hold bytes in the shared ring that the
 /// engine takes none of (the peer keeps its window shut) before it is reset. Its stream is
 /// held open meanwhile, so the engine's own limit on orphans (probes of a shut window) does
