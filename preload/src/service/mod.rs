@@ -638,24 +638,18 @@ fn allowed_port(app: &App, port: u32) -> Result<u16, i32> {
 /// `SO_PASSRIGHTS` (Linux 6.16): whether a socket takes descriptors passed to it. The
 /// number of the architectures with the generic socket options (alpha, mips, parisc and
 /// sparc number theirs apart).
-#[cfg(any(
+const SO_PASSRIGHTS: Option<libc::c_int> = if cfg!(any(
     target_arch = "x86",
     target_arch = "x86_64",
     target_arch = "aarch64",
     target_arch = "arm",
     target_arch = "riscv64",
     target_arch = "loongarch64"
-))]
-const SO_PASSRIGHTS: Option<libc::c_int> = Some(83);
-#[cfg(not(any(
-    target_arch = "x86",
-    target_arch = "x86_64",
-    target_arch = "aarch64",
-    target_arch = "arm",
-    target_arch = "riscv64",
-    target_arch = "loongarch64"
-)))]
-const SO_PASSRIGHTS: Option<libc::c_int> = None;
+)) {
+    Some(83)
+} else {
+    None
+};
 
 /// Have the kernel refuse descriptors sent on the request socket `fd` (the sender's
 /// `sendmsg` fails with `EPERM`): the protocol passes none this way, and the service closing
