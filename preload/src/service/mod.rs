@@ -505,7 +505,10 @@ fn requests(shared: &Arc<Shared>, app: &Arc<App>, sock: RawFd) -> io::Result<()>
                     Some((0, false)) => Err(libc::EAGAIN),
                     Some(_) => Ok(()),
                 };
-                let admit = shared.admit.lock().unwrap_or_else(|p| p.into_inner());
+                // `admit` only where a connection is there to take.
+                let admit = prepared
+                    .is_ok()
+                    .then(|| shared.admit.lock().unwrap_or_else(|p| p.into_inner()));
                 let prepared = prepared.and_then(|()| {
                     if over_conn_limit(shared, app) {
                         return Err(libc::EMFILE);
@@ -635,21 +638,14 @@ fn allowed_port(app: &App, port: u32) -> Result<u16, i32> {
     Ok(port)
 }
 
-/// `SO_PASSRIGHTS` (Linux 6.16): whether a socket takes descriptors passed to it. The
-/// number of the architectures with the generic socket options (alpha, mips, parisc and
-/// sparc number theirs apart).
-const SO_PASSRIGHTS: Option<libc::c_int> = if cfg!(any(
-    target_arch = "x86",
-    target_arch = "x86_64",
-    target_arch = "aarch64",
-    target_arch = "arm",
-    target_arch = "riscv64",
-    target_arch = "loongarch64"
-)) {
-    Some(83)
-} else {
-    None
-};
+/// `SO_PASSRIGHTS` (Linux 6.16): whether a socket takes descriptors passed to it. 83 but on
+/// sparc, which numbers it apart (and parisc, no Rust target): there none is set.
+const SO_PASSRIGHTS: Option<libc::c_int> =
+    if cfg!(any(target_arch = "sparc", target_arch = "sparc64")) {
+        None
+    } else {
+        Some(83)
+    };
 
 /// Have the kernel refuse descriptors sent on the request socket `fd` (the sender's
 /// `sendmsg` fails with `EPERM`): the protocol passes none this way, and the service closing
@@ -701,12 +697,17 @@ fn over_conn_limit(shared: &Shared, app: &Arc<App>) -> bool {
     let (open, all) = if app.pid == 0 {
         count(app)
     } else {
-        shared
+        // The process's attaches first: the pump takes the list on every pass, and the
+        // count reads a header per connection.
+        let mine: Vec<Arc<App>> = shared
             .apps
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter(|a| a.pid == app.pid && a.alive.load(Ordering::Relaxed))
+            .cloned()
+            .collect();
+        mine.iter()
             .map(|a| count(a))
             .fold((0, 0), |(o, t), (a, b)| (o + a, t + b))
     };

@@ -28,12 +28,24 @@ pub(super) struct Bridge {
     /// Closed by its application with bytes still in the shared ring that the engine takes
     /// none of: since when (see [`ORPHAN_STALL`]).
     stalled_since: Mutex<Option<Instant>>,
+    /// Its application closed it ([`Bridge::app_closed`]): for good, whatever the header
+    /// says later.
+    closed: AtomicBool,
 }
 
 impl Bridge {
-    /// Whether its application closed it (the flag the application writes).
+    /// Whether its application closed it: the flag the application writes, kept here once
+    /// seen (a program that cleared it again would have its closed connections, still
+    /// sending, count as closed for its limit and be open all the same).
     pub(super) fn app_closed(&self) -> bool {
-        self.map.header().app_flags.load(Ordering::Relaxed) & shm::APP_CLOSED != 0
+        if self.closed.load(Ordering::Relaxed) {
+            return true;
+        }
+        let closed = self.map.header().app_flags.load(Ordering::Acquire) & shm::APP_CLOSED != 0;
+        if closed {
+            self.closed.store(true, Ordering::Relaxed);
+        }
+        closed
     }
 }
 
@@ -78,6 +90,7 @@ pub(super) fn bridge(
         told_fin: AtomicBool::new(false),
         told_final: AtomicBool::new(false),
         stalled_since: Mutex::new(None),
+        closed: AtomicBool::new(false),
     });
     app.conns
         .lock()
@@ -190,7 +203,8 @@ fn pump_one(b: &Bridge, app_alive: bool, now: Instant) -> (bool, bool) {
     if h.tx_unacked.load(Ordering::Relaxed) != unacked {
         h.tx_unacked.store(unacked, Ordering::Release);
     }
-    let flags = h.app_flags.load(Ordering::Acquire);
+    let flags =
+        h.app_flags.load(Ordering::Acquire) | if b.app_closed() { shm::APP_CLOSED } else { 0 };
     let drained = shm::load(&h.tx_head) == h.tx_tail.load(Ordering::Relaxed);
     if flags & shm::APP_ABORT != 0 || (!app_alive && flags & shm::APP_CLOSED == 0) {
         // Closed with unread data, or its application is gone: a RST.
@@ -458,6 +472,7 @@ mod tests {
             told_fin: AtomicBool::new(false),
             told_final: AtomicBool::new(false),
             stalled_since: Mutex::new(None),
+            closed: AtomicBool::new(false),
         };
         Bridged {
             server,
@@ -543,6 +558,22 @@ mod tests {
             let _ = peer.read(&mut buf);
         }
         assert!(reset, "the peer was not reset");
+    }
+
+    /// A close the service has seen stays: a program that clears its header's flag again
+    /// keeps the connection closed (it counted as closed for the program's connection limit
+    /// and stayed open), and the pump finishes it.
+    #[test]
+    fn a_close_seen_stays_when_the_program_clears_its_flag() {
+        let Bridged { bridge, .. } = bridged();
+        let h = bridge.map.header();
+        assert!(!bridge.app_closed());
+        h.app_flags.store(shm::APP_CLOSED, Ordering::Release);
+        assert!(bridge.app_closed());
+        h.app_flags.store(0, Ordering::Release);
+        assert!(bridge.app_closed(), "the close was forgotten");
+        assert!(pump_one(&bridge, true, Instant::now()).1, "not finished");
+        assert!(bridge.stream.lock().unwrap().is_none());
     }
 
     fn reset_after_more_than_the_ring(fin: bool) {
