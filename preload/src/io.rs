@@ -199,11 +199,10 @@ fn send_from(s: &Arc<Sock>, bufs: &[&[u8]], nonblock: bool, nosignal: bool) -> i
                     }
                 }) else {
                     if want == 0 {
-                        match stream.write(&[]) {
-                            Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
+                        if let Err(e) = stream.write(&[]) {
+                            if e.kind() != io::ErrorKind::WouldBlock {
                                 return send_failed(s, stream, &e, nosignal);
                             }
-                            _ => break,
                         }
                     }
                     break;

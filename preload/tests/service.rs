@@ -461,10 +461,11 @@ print("after closing one still sending", stuck, name(e1), name(e2), flush=True)
 /// The service's request socket refuses descriptors (`SO_PASSRIGHTS` off on its listening
 /// socket and so on every socket it accepts, Linux 6.16 and later): a program's request
 /// with one attached fails in its own `sendmsg` with `EPERM`, also when sent before the
-/// service accepted the connection, and the service serves its next request. (The service closed what it was sent after
-/// each request; a descriptor whose close blocks, the last reference to a socket lingering
-/// on unsent data, stopped the program's service thread and its cleanup for good.) On an
-/// older kernel the request goes through, as before, and the test says so.
+/// service accepted the connection, and the service serves its next request. (The service
+/// closed what it was sent after each request; a descriptor whose close blocks, the last
+/// reference to a socket lingering on unsent data, stopped the program's service thread and
+/// its cleanup for good.) On an older kernel the request goes through, as before, and the
+/// test says so.
 #[test]
 fn the_request_socket_refuses_descriptors() {
     if !have(&["python3", "timeout"]) {

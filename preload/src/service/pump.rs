@@ -38,14 +38,22 @@ impl Bridge {
     /// seen (a program that cleared it again would have its closed connections, still
     /// sending, count as closed for its limit and be open all the same).
     pub(super) fn app_closed(&self) -> bool {
-        if self.closed.load(Ordering::Relaxed) {
-            return true;
-        }
-        let closed = self.map.header().app_flags.load(Ordering::Acquire) & shm::APP_CLOSED != 0;
-        if closed {
+        self.app_flags() & shm::APP_CLOSED != 0
+    }
+
+    /// The application's flags as the header has them, with a close seen before kept.
+    fn app_flags(&self) -> u32 {
+        let flags = self.map.header().app_flags.load(Ordering::Acquire);
+        if flags & shm::APP_CLOSED != 0 {
             self.closed.store(true, Ordering::Relaxed);
+            return flags;
         }
-        closed
+        flags
+            | if self.closed.load(Ordering::Relaxed) {
+                shm::APP_CLOSED
+            } else {
+                0
+            }
     }
 }
 
@@ -203,8 +211,7 @@ fn pump_one(b: &Bridge, app_alive: bool, now: Instant) -> (bool, bool) {
     if h.tx_unacked.load(Ordering::Relaxed) != unacked {
         h.tx_unacked.store(unacked, Ordering::Release);
     }
-    let flags =
-        h.app_flags.load(Ordering::Acquire) | if b.app_closed() { shm::APP_CLOSED } else { 0 };
+    let flags = b.app_flags();
     let drained = shm::load(&h.tx_head) == h.tx_tail.load(Ordering::Relaxed);
     if flags & shm::APP_ABORT != 0 || (!app_alive && flags & shm::APP_CLOSED == 0) {
         // Closed with unread data, or its application is gone: a RST.
