@@ -72,6 +72,13 @@ impl Control {
     /// Apply data-path events.
     pub(crate) fn handle_event(&mut self, now: Instant, ev: ControlEvent, out: &mut ControlOutput) {
         let id = ev.flow;
+        // An event of the id's previous connection, still on its way from the data path
+        // (the threaded runtime's stages run behind the control plane) when the id was
+        // freed and given to a new one: it says nothing of the new connection.
+        if ev.incarnation != 0 && self.incarnations.get(id as usize) != Some(&ev.incarnation) {
+            self.stats.stale_events += 1;
+            return;
+        }
         let a = ev.actions;
         if a.any(Actions::FROZEN) && self.splice_frozen(now, id, ev.frozen, out) {
             return;

@@ -226,6 +226,9 @@ pub struct ControlStats {
     pub icmp_unreachables: u64,
     /// Challenge ACKs sent (RFC 5961).
     pub challenge_acks: u64,
+    /// Data-path events of a connection gone, whose flow id a new connection holds:
+    /// ignored.
+    pub stale_events: u64,
     /// Retransmission timeouts fired.
     pub timeouts: u64,
     /// Zero-window probes sent.

@@ -567,3 +567,6 @@ impl<P: Port, C: CongestionControl, S: FlowScheduler> Drop for Engine<P, C, S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

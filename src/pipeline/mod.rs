@@ -332,7 +332,7 @@ impl std::fmt::Display for EngineStats {
         let c = &self.control;
         write!(
             f,
-            "  {:<12} punted={} established={} closed={} resets={} rst_sent={} challenge_acks={} timeouts={} probes={} tail_probes={} syn_retx={} cookies={}/{} arp_req={} arp_replies={} arp_not_learned={} icmp_echo_replies={} path_mtu_reports={} icmp_unreachables={} timer_visits={} drops: {}",
+            "  {:<12} punted={} established={} closed={} resets={} rst_sent={} challenge_acks={} stale_events={} timeouts={} probes={} tail_probes={} syn_retx={} cookies={}/{} arp_req={} arp_replies={} arp_not_learned={} icmp_echo_replies={} path_mtu_reports={} icmp_unreachables={} timer_visits={} drops: {}",
             "control",
             c.punted,
             c.established,
@@ -340,6 +340,7 @@ impl std::fmt::Display for EngineStats {
             c.resets,
             c.rst_sent,
             c.challenge_acks,
+            c.stale_events,
             c.timeouts,
             c.probes,
             c.tail_probes,

@@ -19,6 +19,12 @@ use crate::time::Instant;
 pub struct ControlEvent {
     /// The flow.
     pub flow: FlowId,
+    /// Which connection of the flow id: its incarnation
+    /// ([`FlowIdentity::incarnation`](crate::flow::FlowIdentity::incarnation)), from the
+    /// result's [`stamp`](crate::stages::ProtoResult::stamp); 0 for a result of no flow. The
+    /// control plane ignores an event of an earlier connection whose id it has given to a
+    /// new one.
+    pub incarnation: u8,
     /// `Actions` bits relevant to the control plane (`FIN_RX`, `FIN_ACKED`, `RST_TX`,
     /// `ACKED`, `FIN_TX`, `FROZEN`).
     pub actions: Actions,
@@ -146,6 +152,7 @@ impl Notify {
             if r.actions.any(CONTROL_BITS) {
                 let e = ControlEvent {
                     flow: r.flow,
+                    incarnation: (r.stamp >> 24) as u8,
                     actions: r.actions,
                     frozen: Frozen {
                         snd_nxt: r.hdr.seq,

@@ -1,0 +1,110 @@
+//! The inline engine's control plane against events of connections gone.
+
+use super::*;
+use crate::backends::arena_link::{ArenaLink, ArenaPort};
+use crate::host::{ConnStatus, Stream};
+use crate::stages::notify::Frozen;
+use crate::stages::Actions;
+use std::net::SocketAddrV4;
+
+const SERVER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+
+fn engines() -> (Engine<ArenaPort>, Engine<ArenaPort>) {
+    let (a, b) = ArenaLink::pair(1024).expect("link");
+    let mac = |n| MacAddr([0x02, 0, 0, 0, 0, n]);
+    let server = Engine::new(EngineConfig::new(mac(1), SERVER_IP), a).expect("server");
+    let client = Engine::new(EngineConfig::new(mac(2), CLIENT_IP), b).expect("client");
+    (server, client)
+}
+
+/// Poll both engines (a fake millisecond a round) until `done` or a bound.
+fn drive(
+    t: &mut u64,
+    server: &mut Engine<ArenaPort>,
+    client: &mut Engine<ArenaPort>,
+    mut done: impl FnMut(&Engine<ArenaPort>) -> bool,
+) {
+    for _ in 0..2000 {
+        *t += 1000;
+        let now = Instant::from_micros(*t);
+        client.poll(now);
+        server.poll(now);
+        if done(client) {
+            return;
+        }
+    }
+    panic!("not done in 2000 rounds");
+}
+
+fn tuple(s: &Stream) -> FourTuple {
+    FourTuple {
+        local_ip: *s.local_addr().ip(),
+        local_port: s.local_addr().port(),
+        remote_ip: *s.peer_addr().ip(),
+        remote_port: s.peer_addr().port(),
+    }
+}
+
+/// An event of a connection whose flow id a new connection took (in the threaded runtime
+/// it can still be on its way from the data path when the id is given out again) is
+/// ignored: it neither resets nor changes the new connection. The same event of the new
+/// connection acts on it.
+#[test]
+fn an_event_of_a_connection_gone_leaves_its_ids_new_connection() {
+    let (mut server, mut client) = engines();
+    let mut t = 0;
+    let listener = server.host().listen(80, 8).expect("listen");
+    let remote = SocketAddrV4::new(SERVER_IP, 80);
+    let first = client.host().connect(remote).expect("connect");
+    drive(&mut t, &mut server, &mut client, |_| {
+        first.status() == ConnStatus::Established
+    });
+    let (id, old) = (first.flow().expect("flow"), tuple(&first));
+    let stamp = client.tcp_state(&old).expect("state").stamp;
+    let gone = (stamp >> 24) as u8;
+    first.abort();
+    drive(&mut t, &mut server, &mut client, |c| {
+        c.conn_state(&old).is_none()
+    });
+    while listener.try_accept().expect("accept").is_some() {}
+
+    let second = client.host().connect(remote).expect("connect");
+    drive(&mut t, &mut server, &mut client, |_| {
+        second.status() == ConnStatus::Established
+    });
+    assert_eq!(
+        second.flow(),
+        Some(id),
+        "the new connection takes the freed id"
+    );
+    let new = tuple(&second);
+    let current = (client.tcp_state(&new).expect("state").stamp >> 24) as u8;
+    assert_ne!(current, gone);
+    let before = client.stats().control;
+
+    let reset = |incarnation| ControlEvent {
+        flow: id,
+        incarnation,
+        actions: Actions(Actions::RST_RX),
+        frozen: Frozen::default(),
+    };
+    let now = Instant::from_micros(t);
+    client
+        .control
+        .handle_event(now, reset(gone), &mut client.cout);
+    client.apply_control(now);
+    assert_eq!(client.conn_state(&new), Some(TcpConnState::Established));
+    assert_eq!(second.status(), ConnStatus::Established);
+    let after = client.stats().control;
+    assert_eq!(after.stale_events, before.stale_events + 1);
+    assert_eq!(after.resets, before.resets);
+
+    client
+        .control
+        .handle_event(now, reset(current), &mut client.cout);
+    client.apply_control(now);
+    assert_eq!(client.conn_state(&new), None);
+    assert_eq!(second.status(), ConnStatus::Reset);
+    assert_eq!(client.stats().control.resets, before.resets + 1);
+}
