@@ -95,14 +95,6 @@ impl Control {
             self.finish_conn(id, ConnStatus::Reset, out);
             return;
         }
-        if a.any(Actions::ACKED) {
-            // The timeout's backoff stays until a new RTT sample (Karn's algorithm; see
-            // `update_rtt`): an ACK for a retransmitted segment says nothing of the RTT.
-            c.last_progress = now;
-            c.retries = 0;
-            c.persist_at = None;
-            c.probe_backoff = 1;
-        }
         let mut st = c.state;
         if a.any(Actions::FIN_RX) {
             st = match st {

@@ -92,6 +92,25 @@ impl Conn {
         Some(at)
     }
 
+    /// The last progress as the timers will see it at their next look: the data path
+    /// publishes the time of the last ACK of new data in the counters, which the timers
+    /// take when they visit the connection (`visit_conn`); a deadline computed
+    /// before that look counts from it already (an earlier one would wake the runtime for
+    /// nothing). Whether the counters show such an ACK, too: it stops the persist timer.
+    fn progress_hint(&self) -> (Instant, bool) {
+        let k = &self.counters;
+        let acked = FlowCounters::get(&k.acked_bytes) != self.last_acked;
+        let at = Instant::from_micros(k.last_ack_us.load(std::sync::atomic::Ordering::Relaxed));
+        (
+            if acked {
+                self.last_progress.max(at)
+            } else {
+                self.last_progress
+            },
+            acked,
+        )
+    }
+
     /// When the next keep-alive probe (RFC 1122 4.2.3.6) is due: keep-alives on, the
     /// connection idle (synchronized, nothing in flight or queued), `idle` after the peer's
     /// last segment, then every `interval`.
@@ -113,7 +132,7 @@ impl Conn {
     /// retransmission timeout. The timeout is twice the smoothed RTT plus
     /// [`TLP_MIN`] (plus the peer's delayed-ACK allowance when one segment is in flight);
     /// the `k`-th probe fires `k` timeouts after the last progress.
-    fn tail_probe_at(&self, in_flight: u64, rto: Duration) -> Option<Instant> {
+    fn tail_probe_at(&self, since: Instant, in_flight: u64, rto: Duration) -> Option<Instant> {
         if self.probes_fired >= MAX_PROBES {
             return None;
         }
@@ -123,7 +142,7 @@ impl Conn {
             pto += TLP_ACK_DELAY;
         }
         let after = pto * (self.probes_fired + 1);
-        (after < rto).then(|| self.last_progress + after)
+        (after < rto).then(|| since + after)
     }
 }
 
@@ -393,7 +412,7 @@ impl Control {
             }
             return;
         }
-        if let Some(t) = c.tail_probe_at(in_flight, rto) {
+        if let Some(t) = c.tail_probe_at(c.last_progress, in_flight, rto) {
             if now >= t {
                 c.probes_fired += 1;
                 self.stats.tail_probes += 1;
@@ -501,7 +520,8 @@ impl Control {
                 take(t);
                 continue;
             }
-            if let Some(t) = c.persist_at {
+            let (progress, acked) = c.progress_hint();
+            if let Some(t) = c.persist_at.filter(|_| !acked) {
                 take(t);
             }
             let due = c
@@ -523,8 +543,8 @@ impl Control {
             }
             if in_flight > 0 {
                 let rto = (c.rto * c.backoff).min(self.cfg.rto_max);
-                take(c.last_progress + rto);
-                if let Some(t) = c.tail_probe_at(in_flight, rto) {
+                take(progress + rto);
+                if let Some(t) = c.tail_probe_at(progress, in_flight, rto) {
                     take(t);
                 }
             }

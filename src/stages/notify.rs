@@ -25,8 +25,10 @@ pub struct ControlEvent {
     /// control plane ignores an event of an earlier connection whose id it has given to a
     /// new one.
     pub incarnation: u8,
-    /// `Actions` bits relevant to the control plane (`FIN_RX`, `FIN_ACKED`, `RST_TX`,
-    /// `ACKED`, `FIN_TX`, `FROZEN`).
+    /// The result's `Actions`; one of `FIN_RX`, `FIN_ACKED`, `RST_TX`, `RST_RX`, `FIN_TX`,
+    /// `TIMEOUT_RETRANSMIT`, `CHALLENGE_ACK` or `FROZEN` made it an event. An ACK of new
+    /// data makes none: the timers see it in the flow's counters (`acked_bytes`,
+    /// `last_ack_us`), which postprocess publishes once a run of results.
     pub actions: Actions,
     /// With `FROZEN`: where the connection stopped.
     pub frozen: Frozen,
@@ -61,10 +63,13 @@ pub struct Notify {
     stats: StageStats,
 }
 
+/// The actions that make a result an event for the control plane. Not `ACKED`: an ACK of
+/// new data is what nearly every result of a busy connection carries, and the timers read
+/// it from the flow's counters when they look at the connection (an event each would cost
+/// the data path a push and the control plane a visit per segment).
 const CONTROL_BITS: u32 = Actions::FIN_RX
     | Actions::FIN_ACKED
     | Actions::RST_TX
-    | Actions::ACKED
     | Actions::FIN_TX
     | Actions::TIMEOUT_RETRANSMIT
     | Actions::RST_RX
