@@ -4,6 +4,7 @@ mod common;
 
 use common::script::*;
 use flextoe::control::TcpConnState as S;
+use flextoe::control::OOW_ANSWER_GAP;
 use flextoe::host::ConnStatus;
 use flextoe::stats::DropReason;
 use flextoe::wire::flags::*;
@@ -263,6 +264,54 @@ mod syn_received {
         let again = t.recv_one();
         assert!(again.has(SYN | ACK));
         assert_eq!(again.seq, sa.seq);
+    }
+
+    /// A repeated SYN gets the SYN-ACK again at most once every `OOW_ANSWER_GAP`: a peer
+    /// (or anyone who knows the tuple) repeating it does not get one for each.
+    #[test]
+    fn repeated_syns_get_syn_acks_at_a_limited_rate() {
+        let mut t = script();
+        t.listen(4);
+        let sa = t.syn();
+        t.send(SYN, PEER_ISS, None, &[]);
+        assert!(t.recv_one().has(SYN | ACK));
+        let limited = t.engine.stats().control.drops.get(DropReason::RateLimited);
+        for _ in 0..5 {
+            t.send(SYN, PEER_ISS, None, &[]);
+            t.recv_none();
+        }
+        let stats = t.engine.stats().control;
+        assert_eq!(stats.drops.get(DropReason::RateLimited), limited + 5);
+        t.advance(OOW_ANSWER_GAP);
+        t.send(SYN, PEER_ISS, None, &[]);
+        let again = t.recv_one();
+        assert!(again.has(SYN | ACK));
+        assert_eq!(again.seq, sa.seq);
+        assert_eq!(t.state(), Some(S::SynReceived));
+    }
+
+    /// A segment that acknowledges our SYN but lies outside the window gets an ACK (at
+    /// most one every `OOW_ANSWER_GAP`) and leaves the handshake as it was.
+    #[test]
+    fn a_segment_outside_the_window_gets_an_ack() {
+        let mut t = script();
+        t.listen(4);
+        t.syn();
+        let (s, a) = (t.peer_seq, t.engine_seq);
+        let far = s.wrapping_add(1 << 30);
+        t.send(PSH | ACK, far, Some(a), b"x");
+        let ack = t.recv_one();
+        assert!(ack.has(ACK) && !ack.has(SYN) && !ack.has(RST));
+        assert_eq!((ack.seq, ack.ack), (a, s));
+        t.send(PSH | ACK, far, Some(a), b"x");
+        t.recv_none();
+        assert_eq!(t.state(), Some(S::SynReceived));
+        t.advance(OOW_ANSWER_GAP);
+        t.send(PSH | ACK, far, Some(a), b"x");
+        assert_eq!(t.recv_one().ack, s);
+        // The handshake still completes.
+        t.send(ACK, s, Some(a), &[]);
+        assert_eq!(t.state(), Some(S::Established));
     }
 
     #[test]

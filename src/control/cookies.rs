@@ -183,6 +183,7 @@ impl Control {
             cookie: true,
             retries: 0,
             next_retx: now,
+            last_oow: None,
         })
     }
 }

@@ -36,7 +36,16 @@ pub(super) struct Embryo {
     pub(super) cookie: bool,
     pub(super) retries: u32,
     pub(super) next_retx: Instant,
+    /// When the handshake last answered a segment outside it (a repeated SYN with the
+    /// SYN-ACK, a segment outside the window with an ACK): at most one such answer every
+    /// [`OOW_ANSWER_GAP`], as Linux's `tcp_oow_rate_limited`. A peer (or anyone who knows
+    /// the tuple) repeating its SYN otherwise had a SYN-ACK for each.
+    pub(super) last_oow: Option<Instant>,
 }
+
+/// The least time between two answers of one handshake to segments outside it (Linux's
+/// `tcp_invalid_ratelimit`, 500 ms by default).
+pub const OOW_ANSWER_GAP: Duration = Duration::from_millis(500);
 
 pub(super) struct PendingConnect {
     pub(super) tuple: FourTuple,
@@ -52,6 +61,21 @@ const DEFAULT_PEER_MSS: u16 = 536;
 /// The peer's MSS option, clamped: no option means 536, a tiny one means [`MIN_PEER_MSS`].
 pub(super) fn peer_mss(announced: Option<u16>) -> u16 {
     announced.unwrap_or(DEFAULT_PEER_MSS).max(MIN_PEER_MSS)
+}
+
+impl Embryo {
+    /// Whether an answer to a segment outside the handshake may go now (and if so, it is
+    /// counted as gone).
+    fn may_answer_oow(&mut self, now: Instant) -> bool {
+        if self
+            .last_oow
+            .is_some_and(|at| now.saturating_since(at) < OOW_ANSWER_GAP)
+        {
+            return false;
+        }
+        self.last_oow = Some(now);
+        true
+    }
 }
 
 impl Control {
@@ -87,6 +111,7 @@ impl Control {
             cookie: false,
             retries: 0,
             next_retx: now + self.cfg.rto_initial,
+            last_oow: None,
         };
         self.send_syn(now, &pc.tuple, &e, out);
         self.embryos.insert(pc.tuple, e);
@@ -136,6 +161,47 @@ impl Control {
             (true, _) => flags::ECE | flags::CWR,
         };
         self.send_tcp_flags(out, ep, repr, extra);
+    }
+
+    /// An ACK of the peer's SYN from a handshake in SYN-RECEIVED (sequence number our SYN's
+    /// end), at most one every [`OOW_ANSWER_GAP`].
+    fn answer_out_of_window(&mut self, now: Instant, t: &FourTuple, out: &mut ControlOutput) {
+        let Some(e) = self.embryos.get_mut(t) else {
+            return;
+        };
+        if !e.may_answer_oow(now) {
+            self.stats.drops.add(DropReason::RateLimited);
+            return;
+        }
+        let scaled = e.peer_wscale.is_some();
+        let (iss, irs, mac, echo) = (
+            e.iss,
+            e.irs,
+            e.remote_mac,
+            e.peer_ts.filter(|_| e.timestamps),
+        );
+        // The window as the connection will give it: scaled once both sides agreed.
+        let shift = if self.cfg.window_scaling && scaled {
+            self.our_wscale()
+        } else {
+            0
+        };
+        let repr = TcpRepr {
+            src_port: t.local_port,
+            dst_port: t.remote_port,
+            control: TcpControl::None,
+            seq_number: TcpSeqNumber(iss.wrapping_add(1) as i32),
+            ack_number: Some(TcpSeqNumber(irs.wrapping_add(1) as i32)),
+            window_len: (self.host.rx_buf >> shift).min(65535) as u16,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: echo.map(|v| TcpTimestampRepr::new(self.ts_val(t, now), v)),
+            payload: &[],
+        };
+        let ep = self.endpoints(t, mac);
+        self.send_tcp(out, ep, repr);
     }
 
     /// The application side of a passive open, with the listener's socket options.
@@ -205,6 +271,7 @@ impl Control {
             cookie: false,
             retries: 0,
             next_retx: now + self.cfg.rto_initial,
+            last_oow: None,
         };
         self.send_syn(now, &seg.tuple, &e, out);
         self.embryos.insert(seg.tuple, e);
@@ -292,6 +359,10 @@ impl Control {
                     }
                     // Retransmitted SYN: our SYN-ACK was lost.
                     if s.seq == e.irs {
+                        if !e.may_answer_oow(now) {
+                            self.stats.drops.add(DropReason::RateLimited);
+                            return;
+                        }
                         let e = self.embryos.remove(&t).expect("present");
                         self.send_syn(now, &t, &e, out);
                         self.embryos.insert(t, e);
@@ -309,6 +380,10 @@ impl Control {
                     self.stats.drops.add(DropReason::BadHandshake);
                     if s.has(flags::ACK) && s.ack != e.iss.wrapping_add(1) {
                         self.reply_rst(now, &seg, out);
+                    } else if s.has(flags::ACK) {
+                        // Acknowledges our SYN but lies outside the window: an ACK says
+                        // where we are (RFC 9293 3.10.7.4; Linux's `tcp_check_req`).
+                        self.answer_out_of_window(now, &t, out);
                     }
                     return;
                 }

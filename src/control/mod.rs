@@ -58,8 +58,8 @@ mod splice;
 mod timers;
 
 use crate::wire::{self, flags, Endpoints, FourTuple, MacAddr, Parsed, TcpSegment};
-pub use handshake::MIN_PEER_MSS;
 use handshake::{Embryo, Listening, PendingConnect};
+pub use handshake::{MIN_PEER_MSS, OOW_ANSWER_GAP};
 use neighbours::ArpWait;
 pub use neighbours::NEIGHBOR_LIMIT;
 
