@@ -57,10 +57,11 @@ fn two_processes_share_one_service() {
 }
 
 /// One application is bounded: its 65th listener fails with `EMFILE` (each holds a port and
-/// an accept queue: 65536 listeners took every port and gigabytes); and the service holds at
+/// an accept queue: 65536 listeners took every port and gigabytes); the service holds at
 /// most 256 attached applications, closing further attaches at once (a program attaching in
 /// a loop took a thread and three descriptors each, until the service could make no thread
-/// and exited). After both, the service serves on.
+/// and exited), and at most 16 of one process (one attaching in a loop took all 256 places).
+/// After both, the service serves on.
 #[test]
 fn an_application_is_bounded_in_listeners_and_attaches() {
     if !have(&["python3"]) {
@@ -95,32 +96,58 @@ else:
     };
     let out = run(&svc.env(&lab), &listeners);
     assert!(out.contains("refused 64 EMFILE"), "{out}");
+    // One process attaching 300 times holds 16 of the places; it and seventeen more
+    // processes of sixteen attaches each, all held at once, fill the service's 256.
     let attaches = format!(
         r#"
-import socket
-conns = []
-for i in range(300):
-    u = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    u.connect("{}")
-    conns.append(u)
-greeted = closed = 0
-for u in conns:
-    u.settimeout(5)
-    d = u.recv(4096)
-    if d:
-        greeted += 1
-    else:
-        closed += 1
+import socket, os
+def attach(n):
+    conns = []
+    for i in range(n):
+        u = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        u.connect("{}")
+        conns.append(u)
+    greeted = closed = 0
+    for u in conns:
+        u.settimeout(5)
+        if u.recv(4096):
+            greeted += 1
+        else:
+            closed += 1
+    return conns, greeted, closed
+held, greeted, closed = attach(300)
 print("attach", greeted, closed, flush=True)
+pipes = []
+for k in range(17):
+    r, w = os.pipe()
+    go_r, go_w = os.pipe()
+    if os.fork() == 0:
+        os.close(r)
+        os.close(go_w)
+        conns, g, _ = attach(16)
+        os.write(w, bytes([g]))
+        os.read(go_r, 1)
+        os._exit(0)
+    os.close(w)
+    os.close(go_r)
+    pipes.append((r, go_w))
+others = [os.read(r, 1)[0] for r, _ in pipes]
+print("others", max(others), sum(others), flush=True)
+for _, go in pipes:
+    os.write(go, b"x")
+for _ in pipes:
+    os.wait()
 "#,
         svc.path
     );
     let out = run(&[], &attaches);
     let words: Vec<&str> = out.split_whitespace().collect();
     assert_eq!(words.first(), Some(&"attach"), "{out}");
-    let (greeted, closed): (usize, usize) = (words[1].parse().unwrap(), words[2].parse().unwrap());
-    assert_eq!(greeted + closed, 300, "{out}");
-    assert!((250..=256).contains(&greeted), "{out}");
+    let num = |i: usize| -> usize { words[i].parse().unwrap() };
+    assert_eq!((num(1), num(2)), (16, 284), "{out}");
+    assert_eq!(words.get(3), Some(&"others"), "{out}");
+    assert!(num(4) <= 16, "{out}");
+    assert!((250..=256).contains(&(num(1) + num(5))), "{out}");
     // The attaches are gone with their program: the service takes applications again.
     let out = run(&svc.env(&lab), &listeners);
     assert!(out.contains("refused 64 EMFILE"), "{out}");

@@ -45,6 +45,8 @@ struct Shared {
     admit: Mutex<()>,
     /// Applications attached now (each holds a thread and four descriptors).
     attached: AtomicUsize,
+    /// Attaches each process holds now, by process id ([`MAX_PROCESS_APPS`]).
+    per_process: Mutex<HashMap<i32, usize>>,
     /// Whether programs kick the pump in datagrams: where this kernel cannot read an
     /// eventfd with `RWF_NOWAIT` (before 5.12), a shared eventfd could be made to block the
     /// pump's read ([`shm::eventfd_reads_without_waiting`]).
@@ -55,6 +57,10 @@ struct Shared {
 /// attached in a loop and sent nothing took a thread and its descriptors each, until the
 /// service could make no thread and exited).
 const MAX_APPS: usize = 256;
+/// Most attaches one process holds at once: past it an attach is closed at once. A process
+/// attaches once (a child after `fork` is a process of its own); one that attached in a
+/// loop took every one of the [`MAX_APPS`] places, and no other program could attach.
+const MAX_PROCESS_APPS: usize = 16;
 /// Most ports one application holds for bound sockets: past it `bind` fails with
 /// `EADDRINUSE` (each takes a port of the engine's).
 const MAX_APP_BINDINGS: usize = 1024;
@@ -209,6 +215,7 @@ pub fn run(cfg: Config, path: &str) -> io::Result<()> {
         apps: Mutex::new(Vec::new()),
         admit: Mutex::new(()),
         attached: AtomicUsize::new(0),
+        per_process: Mutex::new(HashMap::new()),
         kick_datagrams: !shm::eventfd_reads_without_waiting(),
     });
     let s2 = shared.clone();
@@ -301,12 +308,58 @@ pub fn run(cfg: Config, path: &str) -> io::Result<()> {
     }
 }
 
+/// One of a process's [`MAX_PROCESS_APPS`] places, held while its attach is served.
+struct ProcessPlace<'a> {
+    shared: &'a Shared,
+    pid: i32,
+}
+
+impl<'a> ProcessPlace<'a> {
+    /// A place for an attach of process `pid`, if it holds fewer than its limit (always
+    /// where the kernel told no process: 0).
+    fn take(shared: &'a Shared, pid: i32) -> Option<Self> {
+        if pid != 0 {
+            let mut held = shared.per_process.lock().unwrap_or_else(|p| p.into_inner());
+            let n = held.entry(pid).or_insert(0);
+            if *n >= MAX_PROCESS_APPS {
+                return None;
+            }
+            *n += 1;
+        }
+        Some(ProcessPlace { shared, pid })
+    }
+}
+
+impl Drop for ProcessPlace<'_> {
+    fn drop(&mut self) {
+        if self.pid == 0 {
+            return;
+        }
+        let mut held = self
+            .shared
+            .per_process
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.pid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.remove(&self.pid);
+            }
+        }
+    }
+}
+
 /// Greet one application, then serve its requests until it goes away.
 fn serve_app(shared: &Arc<Shared>, sock: OwnedFd) -> io::Result<()> {
     refuse_descriptors(sock.as_raw_fd());
     // Asked first, before anything goes back to the program.
     let peer = Peer::of(sock.as_raw_fd());
     let pid = peer.as_ref().map_or(0, Peer::pid);
+    let Some(_place) = ProcessPlace::take(shared, pid) else {
+        // Closed at once (the socket goes with this call): the process's other attaches
+        // and every other program go on.
+        return Ok(());
+    };
     let low_ports = peer.filter(Peer::binds_low_ports);
     let mut pair = [0 as RawFd; 2];
     // SAFETY: `pair` has room for two descriptors.
