@@ -115,7 +115,11 @@ impl FrameCache {
             assert_eq!(f.arena, self.arena.id, "frame freed into a foreign arena");
         }
         if self.frames.len() + frames.len() < 2 * self.burst {
-            self.frames.append(frames);
+            // One by one: most calls give back a frame or two, which `append` would copy
+            // through a call to `memcpy`.
+            for f in frames.drain(..) {
+                self.frames.push(f);
+            }
             self.held.store(self.frames.len(), Ordering::Relaxed);
         } else {
             self.spill_all(frames);

@@ -351,7 +351,9 @@ impl Delivery {
         };
         self.verdicts.start(results.len());
         self.place.process(&cx, results, &mut self.verdicts);
-        self.notify_only(now, results, events);
+        // Placement sets no verdicts: the burst's stay as they were started.
+        self.notify.process(&cx, results, &mut self.verdicts);
+        self.notify.take_events(events);
     }
 
     /// Notify the application and (through `events`) the control plane of `results`, whose
