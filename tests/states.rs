@@ -290,25 +290,56 @@ mod syn_received {
         assert_eq!(t.state(), Some(S::SynReceived));
     }
 
-    /// A segment that acknowledges our SYN but lies outside the window gets an ACK (at
-    /// most one every `OOW_ANSWER_GAP`) and leaves the handshake as it was.
+    /// A segment outside the window gets an ACK that says where the handshake is (with
+    /// or without the ACK flag; the window scaled as the connection will give it, the SYN's
+    /// timestamp echoed), an empty one at most one every `OOW_ANSWER_GAP` (it may be half
+    /// of an ACK loop), one with data each time, as Linux's `tcp_check_req`; it leaves the
+    /// handshake as it was.
     #[test]
     fn a_segment_outside_the_window_gets_an_ack() {
         let mut t = script();
         t.listen(4);
-        t.syn();
+        let syn = smoltcp::wire::TcpRepr {
+            window_scale: Some(7),
+            timestamp: Script::ts(77, 0),
+            ..t.repr(SYN, PEER_ISS, None, &[])
+        };
+        t.send_repr(&syn);
+        let sa = t.recv_one();
+        let shift = sa.wscale.expect("window scaling agreed");
+        t.peer_seq = PEER_ISS + 1;
+        t.engine_seq = sa.seq.wrapping_add(1);
         let (s, a) = (t.peer_seq, t.engine_seq);
         let far = s.wrapping_add(1 << 30);
-        t.send(PSH | ACK, far, Some(a), b"x");
+        // `fl` 0: no ACK flag.
+        let outside = |t: &mut Script, fl, data: &[u8]| {
+            let ack = (fl != 0).then_some(a);
+            let r = smoltcp::wire::TcpRepr {
+                timestamp: Script::ts(78, sa.ts.map_or(0, |x| x.0)),
+                ..t.repr(fl, far, ack, data)
+            };
+            t.send_repr(&r);
+        };
+        outside(&mut t, ACK, &[]);
         let ack = t.recv_one();
         assert!(ack.has(ACK) && !ack.has(SYN) && !ack.has(RST));
         assert_eq!((ack.seq, ack.ack), (a, s));
-        t.send(PSH | ACK, far, Some(a), b"x");
+        assert_eq!(u32::from(ack.win), (64 * 1024) >> shift);
+        assert_eq!(ack.ts.map(|x| x.1), Some(77));
+        // Empty: limited.
+        outside(&mut t, ACK, &[]);
         t.recv_none();
+        outside(&mut t, 0, &[]);
+        t.recv_none();
+        // With data: answered each time.
+        for _ in 0..3 {
+            outside(&mut t, PSH | ACK, b"x");
+            assert_eq!(t.recv_one().ack, s);
+        }
         assert_eq!(t.state(), Some(S::SynReceived));
         t.advance(OOW_ANSWER_GAP);
-        t.send(PSH | ACK, far, Some(a), b"x");
-        assert_eq!(t.recv_one().ack, s);
+        outside(&mut t, 0, &[]);
+        assert_eq!(t.recv_one().ack, s, "no ACK flag, outside the window");
         // The handshake still completes.
         t.send(ACK, s, Some(a), &[]);
         assert_eq!(t.state(), Some(S::Established));

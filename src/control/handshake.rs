@@ -37,7 +37,7 @@ pub(super) struct Embryo {
     pub(super) retries: u32,
     pub(super) next_retx: Instant,
     /// When the handshake last answered a segment outside it (a repeated SYN with the
-    /// SYN-ACK, a segment outside the window with an ACK): at most one such answer every
+    /// SYN-ACK, an empty segment outside the window with an ACK): at most one such answer every
     /// [`OOW_ANSWER_GAP`], as Linux's `tcp_oow_rate_limited`. A peer (or anyone who knows
     /// the tuple) repeating its SYN otherwise had a SYN-ACK for each.
     pub(super) last_oow: Option<Instant>,
@@ -164,12 +164,19 @@ impl Control {
     }
 
     /// An ACK of the peer's SYN from a handshake in SYN-RECEIVED (sequence number our SYN's
-    /// end), at most one every [`OOW_ANSWER_GAP`].
-    fn answer_out_of_window(&mut self, now: Instant, t: &FourTuple, out: &mut ControlOutput) {
+    /// end); where `limited` (the segment it answers carries no data), at most one every
+    /// [`OOW_ANSWER_GAP`], as Linux's `tcp_oow_rate_limited`.
+    fn answer_out_of_window(
+        &mut self,
+        now: Instant,
+        t: &FourTuple,
+        limited: bool,
+        out: &mut ControlOutput,
+    ) {
         let Some(e) = self.embryos.get_mut(t) else {
             return;
         };
-        if !e.may_answer_oow(now) {
+        if limited && !e.may_answer_oow(now) {
             self.stats.drops.add(DropReason::RateLimited);
             return;
         }
@@ -380,10 +387,12 @@ impl Control {
                     self.stats.drops.add(DropReason::BadHandshake);
                     if s.has(flags::ACK) && s.ack != e.iss.wrapping_add(1) {
                         self.reply_rst(now, &seg, out);
-                    } else if s.has(flags::ACK) {
-                        // Acknowledges our SYN but lies outside the window: an ACK says
-                        // where we are (RFC 9293 3.10.7.4; Linux's `tcp_check_req`).
-                        self.answer_out_of_window(now, &t, out);
+                    } else if !in_window {
+                        // Outside the window: an ACK says where we are (RFC 9293 3.10.7.4;
+                        // Linux's `tcp_check_req`), at a limited rate unless it carries
+                        // data (an empty one may be half of an ACK loop).
+                        let empty = s.payload_len == 0 && !s.has(flags::FIN);
+                        self.answer_out_of_window(now, &t, empty, out);
                     }
                     return;
                 }
