@@ -40,28 +40,39 @@ pub struct Peer {
     pidfd: Option<OwnedFd>,
 }
 
+/// The credentials of Unix socket `sock`'s peer (`SO_PEERCRED`), if the kernel tells a
+/// process.
+fn credentials(sock: RawFd) -> Option<libc::ucred> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are live locals of the size the kernel is told.
+    let r = unsafe {
+        libc::getsockopt(
+            sock,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && cred.pid > 0).then_some(cred)
+}
+
+/// The process id of Unix socket `sock`'s peer as it connected (`SO_PEERCRED`; 0 where the
+/// kernel tells none, as for a peer in a process id namespace this one cannot see). It
+/// names the process even after it exited, unlike [`Peer::of`].
+pub fn peer_pid(sock: RawFd) -> i32 {
+    credentials(sock).map_or(0, |c| c.pid)
+}
+
 impl Peer {
     /// The peer of Unix socket `sock` (`SO_PEERCRED`), if the kernel tells one.
     pub fn of(sock: RawFd) -> Option<Peer> {
-        let mut cred = libc::ucred {
-            pid: 0,
-            uid: 0,
-            gid: 0,
-        };
-        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-        // SAFETY: `cred` and `len` are live locals of the size the kernel is told.
-        let r = unsafe {
-            libc::getsockopt(
-                sock,
-                libc::SOL_SOCKET,
-                libc::SO_PEERCRED,
-                (&mut cred as *mut libc::ucred).cast(),
-                &mut len,
-            )
-        };
-        if r != 0 || cred.pid <= 0 {
-            return None;
-        }
+        let cred = credentials(sock)?;
         let mut fd: libc::c_int = -1;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: `fd` and `len` are live locals of the size the kernel is told.

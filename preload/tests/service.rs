@@ -97,7 +97,8 @@ else:
     let out = run(&svc.env(&lab), &listeners);
     assert!(out.contains("refused 64 EMFILE"), "{out}");
     // One process attaching 300 times holds 16 of the places; it and seventeen more
-    // processes of sixteen attaches each, all held at once, fill the service's 256.
+    // processes of twenty attaches each (sixteen held each), all at once, fill the
+    // service's 256.
     let attaches = format!(
         r#"
 import socket, os
@@ -124,7 +125,7 @@ for k in range(17):
     if os.fork() == 0:
         os.close(r)
         os.close(go_w)
-        conns, g, _ = attach(16)
+        conns, g, _ = attach(20)
         os.write(w, bytes([g]))
         os.read(go_r, 1)
         os._exit(0)

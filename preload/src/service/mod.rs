@@ -286,6 +286,13 @@ pub fn run(cfg: Config, path: &str) -> io::Result<()> {
         }
         // SAFETY: the accepted descriptor is ours.
         let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        // The process's place first, and nothing more (no thread, no place of all the
+        // programs') for a process that holds its limit.
+        let pid = crate::peer::peer_pid(sock.as_raw_fd());
+        let Some(place) = ProcessPlace::take(&shared, pid) else {
+            // Closed at once: the process's other attaches and every other program go on.
+            continue;
+        };
         if shared.attached.fetch_add(1, Ordering::SeqCst) >= MAX_APPS {
             // Closed at once: the application's attach fails, the others go on.
             shared.attached.fetch_sub(1, Ordering::SeqCst);
@@ -295,7 +302,9 @@ pub fn run(cfg: Config, path: &str) -> io::Result<()> {
         let spawned = std::thread::Builder::new()
             .name("flextoe-app".into())
             .spawn(move || {
-                if let Err(e) = serve_app(&s, sock) {
+                // Held while the attach is served, given back after.
+                let _place = place;
+                if let Err(e) = serve_app(&s, sock, pid) {
                     eprintln!("flextoe-serviced: an application: {e}");
                 }
                 s.attached.fetch_sub(1, Ordering::SeqCst);
@@ -309,15 +318,15 @@ pub fn run(cfg: Config, path: &str) -> io::Result<()> {
 }
 
 /// One of a process's [`MAX_PROCESS_APPS`] places, held while its attach is served.
-struct ProcessPlace<'a> {
-    shared: &'a Shared,
+struct ProcessPlace {
+    shared: Arc<Shared>,
     pid: i32,
 }
 
-impl<'a> ProcessPlace<'a> {
+impl ProcessPlace {
     /// A place for an attach of process `pid`, if it holds fewer than its limit (always
     /// where the kernel told no process: 0).
-    fn take(shared: &'a Shared, pid: i32) -> Option<Self> {
+    fn take(shared: &Arc<Shared>, pid: i32) -> Option<Self> {
         if pid != 0 {
             let mut held = shared.per_process.lock().unwrap_or_else(|p| p.into_inner());
             let n = held.entry(pid).or_insert(0);
@@ -326,11 +335,14 @@ impl<'a> ProcessPlace<'a> {
             }
             *n += 1;
         }
-        Some(ProcessPlace { shared, pid })
+        Some(ProcessPlace {
+            shared: shared.clone(),
+            pid,
+        })
     }
 }
 
-impl Drop for ProcessPlace<'_> {
+impl Drop for ProcessPlace {
     fn drop(&mut self) {
         if self.pid == 0 {
             return;
@@ -350,16 +362,11 @@ impl Drop for ProcessPlace<'_> {
 }
 
 /// Greet one application, then serve its requests until it goes away.
-fn serve_app(shared: &Arc<Shared>, sock: OwnedFd) -> io::Result<()> {
+/// `pid`: the program's process ([`crate::peer::peer_pid`]).
+fn serve_app(shared: &Arc<Shared>, sock: OwnedFd, pid: i32) -> io::Result<()> {
     refuse_descriptors(sock.as_raw_fd());
     // Asked first, before anything goes back to the program.
     let peer = Peer::of(sock.as_raw_fd());
-    let pid = peer.as_ref().map_or(0, Peer::pid);
-    let Some(_place) = ProcessPlace::take(shared, pid) else {
-        // Closed at once (the socket goes with this call): the process's other attaches
-        // and every other program go on.
-        return Ok(());
-    };
     let low_ports = peer.filter(Peer::binds_low_ports);
     let mut pair = [0 as RawFd; 2];
     // SAFETY: `pair` has room for two descriptors.
