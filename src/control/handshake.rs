@@ -37,9 +37,9 @@ pub(super) struct Embryo {
     pub(super) retries: u32,
     pub(super) next_retx: Instant,
     /// When the handshake last answered a segment outside it (a repeated SYN with the
-    /// SYN-ACK, an empty segment outside the window with an ACK): at most one such answer every
-    /// [`OOW_ANSWER_GAP`], as Linux's `tcp_oow_rate_limited`. A peer (or anyone who knows
-    /// the tuple) repeating its SYN otherwise had a SYN-ACK for each.
+    /// SYN-ACK, an empty segment outside the window with an ACK): at most one such answer
+    /// every [`OOW_ANSWER_GAP`], as Linux's `tcp_oow_rate_limited`. A peer (or anyone who
+    /// knows the tuple) repeating its SYN otherwise had a SYN-ACK for each.
     pub(super) last_oow: Option<Instant>,
 }
 

@@ -333,6 +333,9 @@ impl Control {
         }
         let acked = FlowCounters::get(&c.counters.acked_bytes);
         if acked != c.last_acked {
+            // An ACK of new data (the data path makes no event of it). The timeout's
+            // backoff stays until a new RTT sample (Karn's algorithm; see `update_rtt`):
+            // an ACK for a retransmitted segment says nothing of the RTT.
             c.last_acked = acked;
             c.last_progress = c
                 .last_progress
