@@ -43,8 +43,10 @@ pub(super) struct Embryo {
     pub(super) last_oow: Option<Instant>,
 }
 
-/// The least time between two answers of one handshake to segments outside it (Linux's
-/// `tcp_invalid_ratelimit`, 500 ms by default).
+/// The least time between two answers of one connection to segments outside it: a
+/// handshake's (a repeated SYN, an empty segment outside the window), and a synchronized
+/// connection's (challenge ACKs, ACKs of unacceptable segments). Linux's
+/// `tcp_invalid_ratelimit`, 500 ms by default.
 pub const OOW_ANSWER_GAP: Duration = Duration::from_millis(500);
 
 pub(super) struct PendingConnect {

@@ -40,8 +40,9 @@ pub(super) const F_SWS_OVERRIDE: u32 = 1 << 19;
 /// A `ts_recent` this old (24 days) no longer rejects segments (RFC 7323 section 5.5).
 pub(super) const PAWS_IDLE_MS: u64 = 24 * 24 * 3600 * 1000;
 /// The least time between two answers of a flow to unacceptable segments that carry
-/// nothing, and between two of its challenge ACKs (Linux's `tcp_invalid_ratelimit`, 500 ms).
-pub(super) const OOW_ACK_INTERVAL_MS: u64 = 500;
+/// nothing, and between two of its challenge ACKs: the limit handshakes keep too
+/// ([`OOW_ANSWER_GAP`](crate::control::OOW_ANSWER_GAP), 500 ms), in milliseconds.
+pub(super) const OOW_ACK_INTERVAL_MS: u64 = crate::control::OOW_ANSWER_GAP.as_millis() as u64;
 
 /// In a result being built by [`Protocol`]'s burst processing: the header of a coalescable
 /// ACK (in-order data) may be left for the burst to write ([`burst`]). Never set on a result
