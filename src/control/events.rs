@@ -11,6 +11,8 @@ pub(crate) struct AppUpdate {
     pub(crate) fin: bool,
     /// The application closed the connection: both its halves.
     pub(crate) closed: bool,
+    /// The connection's incarnation (see [`ProtoWork`]).
+    pub(crate) incarnation: u8,
 }
 
 impl AppUpdate {
@@ -23,6 +25,7 @@ impl AppUpdate {
             positions,
             fin: self.fin,
             closed: self.closed,
+            incarnation: self.incarnation,
         }
     }
 }
@@ -39,7 +42,10 @@ impl Control {
         if c.conn.abort_requested() {
             if !c.abort_seen {
                 c.abort_seen = true;
-                out.work.push(ProtoWork::Reset { flow: id });
+                out.work.push(ProtoWork::Reset {
+                    flow: id,
+                    incarnation: incarnation_of(&self.incarnations, id),
+                });
             }
             return None;
         }
@@ -62,11 +68,18 @@ impl Control {
             if self.orphans > self.cfg.max_orphans {
                 // Reset at once: no FIN (nor data still queued) goes out before the RST.
                 self.stats.orphans_aborted += 1;
-                out.work.push(ProtoWork::Reset { flow: id });
+                out.work.push(ProtoWork::Reset {
+                    flow: id,
+                    incarnation: incarnation_of(&self.incarnations, id),
+                });
                 return None;
             }
         }
-        Some(AppUpdate { fin, closed })
+        Some(AppUpdate {
+            fin,
+            closed,
+            incarnation: incarnation_of(&self.incarnations, id),
+        })
     }
 
     /// Apply data-path events.

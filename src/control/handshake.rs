@@ -593,6 +593,7 @@ impl Control {
             }
             out.work.push(ProtoWork::SetRate {
                 flow: id,
+                incarnation: incarnation_of(&self.incarnations, id),
                 bytes_per_sec: Some(set.0),
                 window: set.1,
             });
@@ -607,7 +608,10 @@ impl Control {
         self.stats.established += 1;
         if e.active {
             // Complete the handshake with an ACK built by the data path.
-            out.work.push(ProtoWork::Ack { flow: id });
+            out.work.push(ProtoWork::Ack {
+                flow: id,
+                incarnation: incarnation_of(&self.incarnations, id),
+            });
         } else {
             if let Some(l) = self.listeners.get_mut(&t.local_port).filter(|_| !e.cookie) {
                 l.pending = l.pending.saturating_sub(1);
@@ -634,7 +638,10 @@ impl Control {
             if !delivered {
                 // The listener is gone or full: abort what we just installed.
                 self.stats.drops.add(DropReason::BacklogFull);
-                out.work.push(ProtoWork::Reset { flow: id });
+                out.work.push(ProtoWork::Reset {
+                    flow: id,
+                    incarnation: incarnation_of(&self.incarnations, id),
+                });
             }
         }
         true

@@ -64,6 +64,7 @@ impl Control {
         }
         out.work.push(ProtoWork::PathMtu {
             flow: id,
+            incarnation: incarnation_of(&self.incarnations, id),
             mss,
             seq: f.seq,
         });

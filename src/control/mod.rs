@@ -608,7 +608,8 @@ impl Control {
         s
     }
 
-    /// The next incarnation of flow id `id` (1 to 255, wrapping past 0).
+    /// The next incarnation of flow id `id` (1 to 255, wrapping past 0): see
+    /// [`incarnation_of`].
     fn next_incarnation(&mut self, id: FlowId) -> u8 {
         let i = id as usize;
         if self.incarnations.len() <= i {
@@ -768,4 +769,12 @@ impl Control {
         }
         any
     }
+}
+
+/// Flow id `id`'s current incarnation (0: it never had a connection), which the work the
+/// control plane makes for the id's connection carries ([`ProtoWork`]): such work may reach
+/// the protocol stage after the connection is gone and the id given to another, which must
+/// not take it.
+fn incarnation_of(incarnations: &[u8], id: FlowId) -> u8 {
+    incarnations.get(id as usize).copied().unwrap_or(0)
 }

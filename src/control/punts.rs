@@ -168,7 +168,10 @@ impl Control {
                 // stage's budget across flows if one is set, both applied by the stage
                 // (which counts a refusal, and a challenge ACK it sends).
                 self.arena.free(p.frame);
-                out.work.push(ProtoWork::Challenge { flow: id });
+                out.work.push(ProtoWork::Challenge {
+                    flow: id,
+                    incarnation: incarnation_of(&self.incarnations, id),
+                });
             }
             PuntReason::Rst => {
                 // The protocol stage owns rcv_nxt and the window: it decides.
@@ -178,6 +181,7 @@ impl Control {
                 // which counts a refusal.
                 out.work.push(ProtoWork::Rst {
                     flow: id,
+                    incarnation: incarnation_of(&self.incarnations, id),
                     seq: s.seq,
                     challenge: true,
                     ingress,

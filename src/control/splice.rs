@@ -117,7 +117,10 @@ impl Control {
             return;
         }
         for id in ids {
-            out.work.push(ProtoWork::Freeze { flow: id });
+            out.work.push(ProtoWork::Freeze {
+                flow: id,
+                incarnation: incarnation_of(&self.incarnations, id),
+            });
         }
         self.splices.pending.push(Pending {
             req,
@@ -168,7 +171,10 @@ impl Control {
         });
         if !quiet {
             for id in p.ids {
-                out.work.push(ProtoWork::Thaw { flow: id });
+                out.work.push(ProtoWork::Thaw {
+                    flow: id,
+                    incarnation: incarnation_of(&self.incarnations, id),
+                });
             }
             let _ = p.req.reply.send(Err(SpliceError::NotQuiet));
             return true;
@@ -180,7 +186,10 @@ impl Control {
     fn install_splice(&mut self, now: Instant, p: Pending, out: &mut ControlOutput) {
         let thaw = |out: &mut ControlOutput| {
             for id in p.ids {
-                out.work.push(ProtoWork::Thaw { flow: id });
+                out.work.push(ProtoWork::Thaw {
+                    flow: id,
+                    incarnation: incarnation_of(&self.incarnations, id),
+                });
             }
         };
         let (Some(a), Some(b)) = (
@@ -290,7 +299,10 @@ impl Control {
             }
             let p = self.splices.pending.swap_remove(i);
             for id in p.ids {
-                out.work.push(ProtoWork::Thaw { flow: id });
+                out.work.push(ProtoWork::Thaw {
+                    flow: id,
+                    incarnation: incarnation_of(&self.incarnations, id),
+                });
             }
             let _ = p.req.reply.send(Err(SpliceError::NoAnswer));
         }

@@ -312,7 +312,10 @@ impl Control {
                 .is_ok()
         {
             self.stats.delayed_acks += 1;
-            out.work.push(ProtoWork::Ack { flow: id });
+            out.work.push(ProtoWork::Ack {
+                flow: id,
+                incarnation: incarnation_of(&self.incarnations, id),
+            });
         }
         let rx = FlowCounters::get(&c.counters.rx_segments);
         if rx != c.last_rx_segments {
@@ -371,7 +374,10 @@ impl Control {
                     c.persist_probes += 1;
                     c.persist_silent += 1;
                     if c.persist_silent > self.cfg.max_retransmissions {
-                        out.work.push(ProtoWork::Reset { flow: id });
+                        out.work.push(ProtoWork::Reset {
+                            flow: id,
+                            incarnation: incarnation_of(&self.incarnations, id),
+                        });
                         c.conn.set_status(c.timed_out());
                         return;
                     }
@@ -379,12 +385,18 @@ impl Control {
                         // Nobody will write or read: the peer may not hold the window
                         // shut forever at our expense.
                         self.stats.orphans_aborted += 1;
-                        out.work.push(ProtoWork::Reset { flow: id });
+                        out.work.push(ProtoWork::Reset {
+                            flow: id,
+                            incarnation: incarnation_of(&self.incarnations, id),
+                        });
                         c.conn.set_status(c.timed_out());
                         return;
                     }
                     self.stats.probes += 1;
-                    out.work.push(ProtoWork::Probe { flow: id });
+                    out.work.push(ProtoWork::Probe {
+                        flow: id,
+                        incarnation: incarnation_of(&self.incarnations, id),
+                    });
                     c.probe_backoff = (c.probe_backoff * 2).min(64);
                     c.persist_at = Some(now + (c.rto * c.probe_backoff).min(self.cfg.rto_max));
                 }
@@ -403,14 +415,20 @@ impl Control {
                     let count = c.conn.keepalive().map_or(0, |k| k.count);
                     if c.keepalives_sent >= count {
                         self.stats.keepalive_timeouts += 1;
-                        out.work.push(ProtoWork::Reset { flow: id });
+                        out.work.push(ProtoWork::Reset {
+                            flow: id,
+                            incarnation: incarnation_of(&self.incarnations, id),
+                        });
                         c.conn.set_status(c.timed_out());
                         return;
                     }
                     // A segment the peer must answer (sequence number below SND.UNA).
                     c.keepalives_sent += 1;
                     self.stats.keepalive_probes += 1;
-                    out.work.push(ProtoWork::Probe { flow: id });
+                    out.work.push(ProtoWork::Probe {
+                        flow: id,
+                        incarnation: incarnation_of(&self.incarnations, id),
+                    });
                 }
             }
             return;
@@ -419,7 +437,10 @@ impl Control {
             if now >= t {
                 c.probes_fired += 1;
                 self.stats.tail_probes += 1;
-                out.work.push(ProtoWork::TailProbe { flow: id });
+                out.work.push(ProtoWork::TailProbe {
+                    flow: id,
+                    incarnation: incarnation_of(&self.incarnations, id),
+                });
             }
         }
         if now.saturating_since(c.last_progress) >= rto {
@@ -430,14 +451,20 @@ impl Control {
                 self.cfg.max_retransmissions
             };
             if c.retries > max {
-                out.work.push(ProtoWork::Reset { flow: id });
+                out.work.push(ProtoWork::Reset {
+                    flow: id,
+                    incarnation: incarnation_of(&self.incarnations, id),
+                });
                 c.conn.set_status(c.timed_out());
                 return;
             }
             self.stats.timeouts += 1;
             c.backoff = (c.backoff * 2).min(64);
             c.last_progress = now;
-            out.work.push(ProtoWork::Retransmit { flow: id });
+            out.work.push(ProtoWork::Retransmit {
+                flow: id,
+                incarnation: incarnation_of(&self.incarnations, id),
+            });
         }
     }
 
@@ -489,6 +516,7 @@ impl Control {
                     c.rate_snap.set = set;
                     out.work.push(ProtoWork::SetRate {
                         flow: id as FlowId,
+                        incarnation: incarnation_of(&self.incarnations, id as FlowId),
                         bytes_per_sec: Some(set.0),
                         window: set.1,
                     });

@@ -119,6 +119,13 @@ pub enum PreOut {
 }
 
 /// Work for the protocol stage.
+///
+/// Work the control plane or the application makes for a connection names it by its flow
+/// id and the id's incarnation ([`FlowIdentity::incarnation`](crate::flow::FlowIdentity::incarnation)):
+/// a runtime may deliver it after the connection is gone and its id given to another (the
+/// threaded runtime's installs and removals travel apart from this work), and the protocol
+/// stage drops work of another incarnation than the flow's connection's, as it drops such
+/// segments (`DropReason::StaleFlow`). 0 is not checked.
 #[derive(Debug)]
 pub enum ProtoWork {
     /// A received segment.
@@ -141,6 +148,8 @@ pub enum ProtoWork {
         /// The application closed the connection (the stream, or both its halves): it will
         /// read no more, and new data from the peer is answered with a RST.
         closed: bool,
+        /// The connection this is for (see [`ProtoWork`]).
+        incarnation: u8,
     },
     /// A RST the control plane saw first (preprocess punted it: its flow was not on the
     /// data path yet); the protocol stage checks it against the window (RFC 5961 3.2):
@@ -158,48 +167,66 @@ pub enum ProtoWork {
         /// which handles it in order anyway): its flow group holds it until every segment
         /// numbered below it has been through the protocol stage.
         ingress: u64,
+        /// The connection this is for (see [`ProtoWork`]).
+        incarnation: u8,
     },
     /// Retransmission timeout: go back to the oldest unacknowledged byte.
     Retransmit {
         /// The flow.
         flow: FlowId,
+        /// The connection this is for (see [`ProtoWork`]).
+        incarnation: u8,
     },
     /// Zero-window probe.
     Probe {
         /// The flow.
         flow: FlowId,
+        /// The connection this is for (see [`ProtoWork`]).
+        incarnation: u8,
     },
     /// Tail-loss probe (RFC 8985): the ACKs stopped with data in flight.
     TailProbe {
         /// The flow.
         flow: FlowId,
+        /// The connection this is for (see [`ProtoWork`]).
+        incarnation: u8,
     },
     /// Send an ACK now (keep the peer informed).
     Ack {
         /// The flow.
         flow: FlowId,
+        /// The connection this is for (see [`ProtoWork`]).
+        incarnation: u8,
     },
     /// A SYN arrived on the synchronized connection (RFC 5961 4.2): a challenge ACK, unless
     /// the flow sent one (or answered an unacceptable segment) in the last 500 ms.
     Challenge {
         /// The flow.
         flow: FlowId,
+        /// The connection this is for (see [`ProtoWork`]).
+        incarnation: u8,
     },
     /// Send a RST and stop.
     Reset {
         /// The flow.
         flow: FlowId,
+        /// The connection this is for (see [`ProtoWork`]).
+        incarnation: u8,
     },
     /// Freeze the flow for a splice: from now on it drops segments, sends nothing and
     /// ignores the application; the result (`Actions::FROZEN`) reports its sequence numbers.
     Freeze {
         /// The flow.
         flow: FlowId,
+        /// The connection this is for (see [`ProtoWork`]).
+        incarnation: u8,
     },
     /// Undo [`ProtoWork::Freeze`] (the splice did not happen).
     Thaw {
         /// The flow.
         flow: FlowId,
+        /// The connection this is for (see [`ProtoWork`]).
+        incarnation: u8,
     },
     /// A router could not forward one of the flow's segments unfragmented (ICMP
     /// "fragmentation needed", RFC 1191): segments from now on carry at most `mss` bytes
@@ -211,6 +238,8 @@ pub enum ProtoWork {
         mss: u16,
         /// The quoted segment's sequence number: it must be in flight.
         seq: u32,
+        /// The connection this is for (see [`ProtoWork`]).
+        incarnation: u8,
     },
     /// The control plane computed a rate for the flow, and perhaps a window
     /// ([`ControlRates`](crate::control::rates::ControlRates)): the rate overrides the
@@ -223,6 +252,8 @@ pub enum ProtoWork {
         bytes_per_sec: Option<u64>,
         /// Most bytes in flight (`None`: no cap).
         window: Option<u32>,
+        /// The connection this is for (see [`ProtoWork`]).
+        incarnation: u8,
     },
 }
 
@@ -234,16 +265,38 @@ impl ProtoWork {
             ProtoWork::Tx { flow }
             | ProtoWork::App { flow, .. }
             | ProtoWork::Rst { flow, .. }
-            | ProtoWork::Retransmit { flow }
-            | ProtoWork::Probe { flow }
-            | ProtoWork::TailProbe { flow }
-            | ProtoWork::Ack { flow }
-            | ProtoWork::Challenge { flow }
-            | ProtoWork::Reset { flow }
-            | ProtoWork::Freeze { flow }
-            | ProtoWork::Thaw { flow }
+            | ProtoWork::Retransmit { flow, .. }
+            | ProtoWork::Probe { flow, .. }
+            | ProtoWork::TailProbe { flow, .. }
+            | ProtoWork::Ack { flow, .. }
+            | ProtoWork::Challenge { flow, .. }
+            | ProtoWork::Reset { flow, .. }
+            | ProtoWork::Freeze { flow, .. }
+            | ProtoWork::Thaw { flow, .. }
             | ProtoWork::SetRate { flow, .. }
             | ProtoWork::PathMtu { flow, .. } => *flow,
+        }
+    }
+
+    /// The incarnation of the flow id this item is for (see [`ProtoWork`]), 0 where not
+    /// checked: a segment's is in its summary and checked with it, a grant is made for
+    /// the flow's connection as it is.
+    #[inline]
+    pub fn incarnation(&self) -> u8 {
+        match self {
+            ProtoWork::Rx(_) | ProtoWork::Tx { .. } => 0,
+            ProtoWork::App { incarnation, .. }
+            | ProtoWork::Rst { incarnation, .. }
+            | ProtoWork::Retransmit { incarnation, .. }
+            | ProtoWork::Probe { incarnation, .. }
+            | ProtoWork::TailProbe { incarnation, .. }
+            | ProtoWork::Ack { incarnation, .. }
+            | ProtoWork::Challenge { incarnation, .. }
+            | ProtoWork::Reset { incarnation, .. }
+            | ProtoWork::Freeze { incarnation, .. }
+            | ProtoWork::Thaw { incarnation, .. }
+            | ProtoWork::SetRate { incarnation, .. }
+            | ProtoWork::PathMtu { incarnation, .. } => *incarnation,
         }
     }
 }

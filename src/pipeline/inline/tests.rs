@@ -4,7 +4,7 @@ use super::*;
 use crate::backends::arena_link::{ArenaLink, ArenaPort};
 use crate::host::{ConnStatus, Stream};
 use crate::stages::notify::Frozen;
-use crate::stages::Actions;
+use crate::stages::{Actions, ProtoWork};
 use std::net::SocketAddrV4;
 
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -46,12 +46,23 @@ fn tuple(s: &Stream) -> FourTuple {
     }
 }
 
-/// An event of a connection whose flow id a new connection took (in the threaded runtime
-/// it can still be on its way from the data path when the id is given out again) is
-/// ignored: it neither resets nor changes the new connection. The same event of the new
-/// connection acts on it.
-#[test]
-fn an_event_of_a_connection_gone_leaves_its_ids_new_connection() {
+/// A client whose first connection was aborted and whose second took its flow id.
+struct Reused {
+    server: Engine<ArenaPort>,
+    client: Engine<ArenaPort>,
+    t: u64,
+    id: FlowId,
+    /// The first connection's incarnation.
+    gone: u8,
+    /// The second connection's.
+    current: u8,
+    second: Stream,
+    new: FourTuple,
+    /// Holds the server's side of the second connection (in its queue).
+    _listener: crate::host::Listener,
+}
+
+fn reused() -> Reused {
     let (mut server, mut client) = engines();
     let mut t = 0;
     let listener = server.host().listen(80, 8).expect("listen");
@@ -81,6 +92,35 @@ fn an_event_of_a_connection_gone_leaves_its_ids_new_connection() {
     let new = tuple(&second);
     let current = (client.tcp_state(&new).expect("state").stamp >> 24) as u8;
     assert_ne!(current, gone);
+    Reused {
+        server,
+        client,
+        t,
+        id,
+        gone,
+        current,
+        second,
+        new,
+        _listener: listener,
+    }
+}
+
+/// An event of a connection whose flow id a new connection took (in the threaded runtime
+/// it can still be on its way from the data path when the id is given out again) is
+/// ignored: it neither resets nor changes the new connection. The same event of the new
+/// connection acts on it.
+#[test]
+fn an_event_of_a_connection_gone_leaves_its_ids_new_connection() {
+    let Reused {
+        mut client,
+        t,
+        id,
+        gone,
+        current,
+        second,
+        new,
+        ..
+    } = reused();
     let before = client.stats().control;
 
     let reset = |incarnation| ControlEvent {
@@ -107,4 +147,55 @@ fn an_event_of_a_connection_gone_leaves_its_ids_new_connection() {
     assert_eq!(client.conn_state(&new), None);
     assert_eq!(second.status(), ConnStatus::Reset);
     assert_eq!(client.stats().control.resets, before.resets + 1);
+}
+
+/// Work the control plane makes for a connection names its incarnation (an abort's reset,
+/// an application update), and work of a connection gone (in the threaded runtime it can
+/// still be on its way to the flow's group when the id is given out again) leaves the
+/// id's new connection as it is, where the same work of the new connection resets it.
+#[test]
+fn work_made_for_a_connection_gone_leaves_its_ids_new_connection() {
+    let Reused {
+        mut server,
+        mut client,
+        mut t,
+        id,
+        gone,
+        current,
+        mut second,
+        new,
+        _listener,
+    } = reused();
+    std::io::Write::write_all(&mut second, b"hello").expect("write");
+    let update = client.control.app_update(id, &mut client.cout);
+    let work = update.expect("an update").work(id, None);
+    assert_eq!(work.incarnation(), current);
+    client.cout.work.push(work);
+    let reset = |incarnation| ProtoWork::Reset {
+        flow: id,
+        incarnation,
+    };
+    client.cout.work.push(reset(gone));
+    client.apply_control(Instant::from_micros(t));
+    drive(&mut t, &mut server, &mut client, |c| {
+        c.tcp_state(&new).is_some_and(|st| st.snd_una == st.snd_nxt)
+    });
+    assert_eq!(client.conn_state(&new), Some(TcpConnState::Established));
+    assert_eq!(second.status(), ConnStatus::Established);
+
+    second.abort();
+    assert!(client.control.app_update(id, &mut client.cout).is_none());
+    let made: Vec<_> = client
+        .cout
+        .work
+        .iter()
+        .map(ProtoWork::incarnation)
+        .collect();
+    assert_eq!(made, [current], "the abort's reset");
+    client.cout.work.clear();
+    client.cout.work.push(reset(current));
+    client.apply_control(Instant::from_micros(t));
+    drive(&mut t, &mut server, &mut client, |c| {
+        c.conn_state(&new).is_none()
+    });
 }

@@ -123,10 +123,18 @@ mod tests {
                 seq: 1,
                 challenge: true,
                 ingress: 0,
+                incarnation: 0,
             },
             &arena,
         );
-        b.push(0, ProtoWork::Challenge { flow: 7 }, &arena);
+        b.push(
+            0,
+            ProtoWork::Challenge {
+                flow: 7,
+                incarnation: 0,
+            },
+            &arena,
+        );
         assert_eq!(b.queues[0].len(), 4, "half the bound");
         assert_eq!(b.dropped.get(DropReason::QueueFull), 4);
         assert_eq!(arena.in_use(), 4, "every dropped segment's frame freed");
@@ -135,10 +143,24 @@ mod tests {
             "the network alone does not hold the I/O task back"
         );
         for _ in 0..4 {
-            b.push(0, ProtoWork::Retransmit { flow: 7 }, &arena);
+            b.push(
+                0,
+                ProtoWork::Retransmit {
+                    flow: 7,
+                    incarnation: 0,
+                },
+                &arena,
+            );
         }
         assert!(!b.takes_more(), "group 0 is at its bound");
-        b.push(0, ProtoWork::Ack { flow: 7 }, &arena);
+        b.push(
+            0,
+            ProtoWork::Ack {
+                flow: 7,
+                incarnation: 0,
+            },
+            &arena,
+        );
         b.push(
             0,
             ProtoWork::App {
@@ -146,6 +168,7 @@ mod tests {
                 positions: None,
                 fin: true,
                 closed: false,
+                incarnation: 0,
             },
             &arena,
         );
@@ -175,10 +198,13 @@ mod tests {
         }
         b.flush(&mut rings);
         for _ in 0..4 {
-            assert!(matches!(c.pop(), Some(ProtoWork::Retransmit { flow: 7 })));
+            assert!(matches!(
+                c.pop(),
+                Some(ProtoWork::Retransmit { flow: 7, .. })
+            ));
         }
         b.flush(&mut rings);
-        assert!(matches!(c.pop(), Some(ProtoWork::Ack { flow: 7 })));
+        assert!(matches!(c.pop(), Some(ProtoWork::Ack { flow: 7, .. })));
         assert!(matches!(c.pop(), Some(ProtoWork::App { fin: true, .. })));
         assert!(c.pop().is_none());
     }

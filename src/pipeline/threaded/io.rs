@@ -66,6 +66,22 @@ impl<P: Port> IoTask<P> {
             return false;
         }
         self.staged.append(&mut self.cout.tx);
+        // Removals before installs: an id freed in this output may be given to a
+        // connection installed in it, and the flow's tasks must see the removal first.
+        for (id, t) in std::mem::take(&mut self.cout.removals) {
+            self.reinject.remove(&t);
+            for c in &self.pre_ctl {
+                let _ = c.send(PreCtl::Remove(t));
+            }
+            // Postprocess keeps a removed flow's view until its id is installed again: the
+            // control plane removes a flow as soon as placement reports its reset, which
+            // may be before a replica on another worker has built that RST (or the flow's
+            // last segments), and they must still go out with the flow's headers.
+            let g = self.group_of.get(id as usize).copied().unwrap_or(0) as usize % self.groups;
+            let _ = self.group_ctl[g].send(GroupCtl::Remove(id));
+            let place = self.place_of.get(id as usize).copied().unwrap_or(0) as usize;
+            let _ = self.place_ctl[place % self.place_ctl.len()].send(PlaceCtl::Remove(id));
+        }
         for ins in std::mem::take(&mut self.cout.installs) {
             let id = ins.identity.id;
             let t = ins.identity.tuple;
@@ -123,20 +139,6 @@ impl<P: Port> IoTask<P> {
         }
         for w in std::mem::take(&mut self.cout.work) {
             self.route(w);
-        }
-        for (id, t) in std::mem::take(&mut self.cout.removals) {
-            self.reinject.remove(&t);
-            for c in &self.pre_ctl {
-                let _ = c.send(PreCtl::Remove(t));
-            }
-            // Postprocess keeps a removed flow's view until its id is installed again: the
-            // control plane removes a flow as soon as placement reports its reset, which
-            // may be before a replica on another worker has built that RST (or the flow's
-            // last segments), and they must still go out with the flow's headers.
-            let g = self.group_of.get(id as usize).copied().unwrap_or(0) as usize % self.groups;
-            let _ = self.group_ctl[g].send(GroupCtl::Remove(id));
-            let place = self.place_of.get(id as usize).copied().unwrap_or(0) as usize;
-            let _ = self.place_ctl[place % self.place_ctl.len()].send(PlaceCtl::Remove(id));
         }
         for w in &self.wakes {
             w.notify();

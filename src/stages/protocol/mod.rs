@@ -322,6 +322,10 @@ impl<C: CongestionControl> Protocol<C> {
     #[inline]
     fn handle_other(&mut self, now: Instant, work: ProtoWork, r: &mut ProtoResult) {
         match self.flows.get(r.flow as usize) {
+            Some(Some((st, _))) if stale_work(st, work.incarnation()) => {
+                // Made for an earlier connection with this flow id (see `ProtoWork`).
+                self.stats.drops.add(DropReason::StaleFlow);
+            }
             Some(Some((st, _))) if st.has(F_FROZEN) => self.handle_frozen(now, work, r),
             Some(Some(_)) => self.dispatch(now, work, r),
             _ => {}
@@ -403,8 +407,15 @@ impl<C: CongestionControl> Protocol<C> {
 /// ([`SegmentSummary::incarnation`]; 0 on either side: not checked).
 #[inline(always)]
 fn stale(st: &TcpState, s: &SegmentSummary) -> bool {
-    let (seg, ours) = (s.incarnation, (st.stamp >> 24) as u8);
-    (seg != ours) & (seg != 0) & (ours != 0)
+    stale_work(st, s.incarnation)
+}
+
+/// Whether work made for incarnation `inc` of the flow id is not for `st`'s connection (0
+/// on either side: not checked).
+#[inline(always)]
+fn stale_work(st: &TcpState, inc: u8) -> bool {
+    let ours = (st.stamp >> 24) as u8;
+    (inc != ours) & (inc != 0) & (ours != 0)
 }
 
 impl<C: CongestionControl> Stage for Protocol<C> {

@@ -59,7 +59,7 @@ pub(super) fn frozen(
             let (p0, f0, c0) = prev.unwrap_or((None, false, false));
             st.frozen_app = Some((positions.or(p0), fin || f0, closed || c0));
         }
-        ProtoWork::Thaw { flow } => {
+        ProtoWork::Thaw { flow, incarnation } => {
             st.flags &= !F_FROZEN;
             match st.frozen_app.take() {
                 Some((positions, fin, closed)) => {
@@ -68,6 +68,7 @@ pub(super) fn frozen(
                         positions,
                         fin,
                         closed,
+                        incarnation,
                     });
                 }
                 None => {

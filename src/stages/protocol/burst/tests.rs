@@ -9,6 +9,7 @@ use crate::stages::RxWork;
 use proptest::prelude::*;
 
 mod frozen;
+mod stale;
 
 pub(in crate::stages::protocol) const FLOWS: u32 = 2;
 pub(in crate::stages::protocol) const PEER_ISS: u32 = 7_000;
@@ -184,6 +185,7 @@ pub(in crate::stages::protocol) fn items(
                     positions: Some((st.tx_app_end + u64::from(n), tail)),
                     fin: false,
                     closed: false,
+                    incarnation: 0,
                 });
                 continue;
             }
@@ -192,11 +194,17 @@ pub(in crate::stages::protocol) fn items(
                 continue;
             }
             Op::AckRequest => {
-                out.push(ProtoWork::Ack { flow });
+                out.push(ProtoWork::Ack {
+                    flow,
+                    incarnation: 0,
+                });
                 continue;
             }
             Op::Probe => {
-                out.push(ProtoWork::Probe { flow });
+                out.push(ProtoWork::Probe {
+                    flow,
+                    incarnation: 0,
+                });
                 continue;
             }
         }
@@ -300,6 +308,7 @@ fn reads_are_quiet_only_where_their_result_does_nothing() {
         positions: Some((tx_head, rx_tail)),
         fin: false,
         closed: false,
+        incarnation: 0,
     };
     let r = proto.handle(now, app(st.tx_app_end, st.rx_pos));
     assert!(r.actions.any(Actions::TX | Actions::ACK_NOW), "{r:?}");
@@ -342,81 +351,6 @@ fn process_all(
         }
     }
     actions
-}
-
-/// A segment preprocess looked up for an earlier connection of the flow id (another
-/// incarnation in its summary) is dropped as stale, its frame handed back: data at
-/// RCV.NXT is not taken, an exact RST does not reset. The same segments of the flow's
-/// own incarnation, or unchecked (0), are taken.
-#[test]
-fn segments_of_an_earlier_incarnation_of_the_flow_id_are_dropped() {
-    let arena = Arc::new(FrameArena::new(64).unwrap());
-    let mut proto = Protocol::new(arena.clone());
-    proto.install(0, TcpState::new(&params(0)));
-    let now = Instant::from_micros(1_000);
-    let mut peer = peers();
-    let run = |proto: &mut Protocol, mut work: Vec<ProtoWork>, incarnation: u8| {
-        for w in &mut work {
-            if let ProtoWork::Rx(w) = w {
-                w.summary.incarnation = incarnation;
-            }
-        }
-        process_all(proto, &arena, now, work)
-    };
-    let stale = |proto: &Protocol| proto.stats().drops.get(DropReason::StaleFlow);
-    // Data of incarnation 2 for the flow of incarnation 1.
-    let work = items(&arena, &[(0, Op::Data(500, false))], &mut peer, &proto);
-    let before = proto.state(0).unwrap().clone();
-    run(&mut proto, work, 2);
-    assert_eq!(stale(&proto), 1);
-    assert_eq!(proto.state(0).unwrap().rcv_nxt, before.rcv_nxt);
-    // An exact RST of incarnation 2.
-    let rst = |arena: &FrameArena, seq| {
-        ProtoWork::Rx(RxWork {
-            flow: 0,
-            summary: SegmentSummary {
-                seq,
-                flags: flags::RST,
-                payload_off: 54,
-                ..SegmentSummary::default()
-            },
-            frame: arena.alloc_copy(&[0u8; 54]).unwrap(),
-        })
-    };
-    let a = run(&mut proto, vec![rst(&arena, before.rcv_nxt)], 2);
-    assert!(!a.any(Actions::RST_RX));
-    assert_eq!(stale(&proto), 2);
-    // The same data, unchecked (0), then of the flow's own incarnation: taken.
-    peer[0].next = PEER_ISS;
-    let work = items(&arena, &[(0, Op::Data(500, false))], &mut peer, &proto);
-    run(&mut proto, work, 0);
-    let work = items(&arena, &[(0, Op::Data(500, false))], &mut peer, &proto);
-    run(&mut proto, work, 1);
-    assert_eq!(stale(&proto), 2);
-    let rcv_nxt = proto.state(0).unwrap().rcv_nxt;
-    assert_eq!(rcv_nxt, before.rcv_nxt.wrapping_add(1000));
-    // And the flow's own exact RST resets it.
-    let a = run(&mut proto, vec![rst(&arena, rcv_nxt)], 1);
-    assert!(a.any(Actions::RST_RX));
-    assert_eq!(stale(&proto), 2);
-    // A connection installed without an incarnation (0) checks nothing.
-    let mut unchecked = Protocol::new(arena.clone());
-    unchecked.install(
-        0,
-        TcpState::new(&TcpParams {
-            incarnation: 0,
-            ..params(0)
-        }),
-    );
-    peer[0].next = PEER_ISS;
-    let work = items(&arena, &[(0, Op::Data(500, false))], &mut peer, &unchecked);
-    run(&mut unchecked, work, 5);
-    assert_eq!(stale(&unchecked), 0);
-    assert_eq!(
-        unchecked.state(0).unwrap().rcv_nxt,
-        before.rcv_nxt.wrapping_add(500)
-    );
-    assert_eq!(arena.free_frames(), 64);
 }
 
 /// Two protocol stages with the same flows, each with its postprocess and its peers, over
@@ -611,7 +545,12 @@ fn challenge_acks_are_limited_per_flow_not_across_flows() {
     );
     assert_eq!(challenges(&mut proto, t0, vec![rst(1)]), [0, 1]);
     // A SYN's challenge ACK shares the flow's limit: none 499 ms later, one at 500 ms.
-    let syn = || vec![ProtoWork::Challenge { flow: 0 }];
+    let syn = || {
+        vec![ProtoWork::Challenge {
+            flow: 0,
+            incarnation: 0,
+        }]
+    };
     assert_eq!(challenges(&mut proto, ms(499), syn()), [0, 0]);
     assert_eq!(challenges(&mut proto, ms(500), syn()), [1, 0]);
     assert_eq!(challenges(&mut proto, ms(999), vec![rst(0)]), [0, 0]);
@@ -622,7 +561,14 @@ fn challenge_acks_are_limited_per_flow_not_across_flows() {
     for id in 0..FLOWS {
         proto.install(id, TcpState::new(&params(0)));
     }
-    let flood = vec![rst(0), ProtoWork::Challenge { flow: 0 }, rst(0)];
+    let flood = vec![
+        rst(0),
+        ProtoWork::Challenge {
+            flow: 0,
+            incarnation: 0,
+        },
+        rst(0),
+    ];
     assert_eq!(challenges(&mut proto, t0, flood), [1, 0]);
     assert_eq!(challenges(&mut proto, t0, vec![rst(1)]), [0, 1]);
     // A SYN's challenge ACK spends from the same budget.
@@ -630,7 +576,10 @@ fn challenge_acks_are_limited_per_flow_not_across_flows() {
     for id in 0..FLOWS {
         proto.install(id, TcpState::new(&params(0)));
     }
-    let syn0 = vec![ProtoWork::Challenge { flow: 0 }];
+    let syn0 = vec![ProtoWork::Challenge {
+        flow: 0,
+        incarnation: 0,
+    }];
     assert_eq!(challenges(&mut proto, t0, syn0), [1, 0]);
     assert_eq!(challenges(&mut proto, t0, vec![rst(1)]), [0, 0]);
     // So does a RST the control plane handed over (its flow not yet on the data path):
@@ -644,6 +593,7 @@ fn challenge_acks_are_limited_per_flow_not_across_flows() {
         seq: PEER_ISS + 10,
         challenge: true,
         ingress: 0,
+        incarnation: 0,
     };
     assert_eq!(
         challenges(&mut proto, t0, vec![punted(0), punted(0)]),
@@ -672,6 +622,7 @@ fn direct_sends_stay_within_their_allowance() {
             )),
             fin: false,
             closed: false,
+            incarnation: 0,
         }
     };
     proto.set_direct_sends(1);

@@ -20,7 +20,13 @@ fn a_frozen_flow_drops_segments_returns_their_frames_and_lets_a_reset_through() 
         actions
     };
     let frozen = |proto: &Protocol| proto.stats().drops.get(DropReason::Frozen);
-    run(&mut proto, vec![ProtoWork::Freeze { flow: 0 }]);
+    run(
+        &mut proto,
+        vec![ProtoWork::Freeze {
+            flow: 0,
+            incarnation: 0,
+        }],
+    );
     let before = proto.state(0).unwrap().rcv_nxt;
     // Data for the frozen flow: dropped, counted, its frames back.
     let work = items(
@@ -48,14 +54,26 @@ fn a_frozen_flow_drops_segments_returns_their_frames_and_lets_a_reset_through() 
     run(&mut proto, vec![orphan]);
     assert_eq!(proto.stats().drops.get(DropReason::StaleFlow), stale + 1);
     // After the thaw, the data that was dropped is taken when it comes again.
-    run(&mut proto, vec![ProtoWork::Thaw { flow: 0 }]);
+    run(
+        &mut proto,
+        vec![ProtoWork::Thaw {
+            flow: 0,
+            incarnation: 0,
+        }],
+    );
     peer[0].next = PEER_ISS;
     let work = items(&arena, &[(0, Op::Data(500, false))], &mut peer, &proto);
     run(&mut proto, work);
     assert_eq!(proto.state(0).unwrap().rcv_nxt, before.wrapping_add(500));
     assert_eq!(frozen(&proto), 2);
     // Frozen again, the flow's exact RST goes through and resets it.
-    run(&mut proto, vec![ProtoWork::Freeze { flow: 0 }]);
+    run(
+        &mut proto,
+        vec![ProtoWork::Freeze {
+            flow: 0,
+            incarnation: 0,
+        }],
+    );
     let rst = ProtoWork::Rx(RxWork {
         flow: 0,
         summary: SegmentSummary {
@@ -102,7 +120,12 @@ fn result_with(
 fn a_frozen_flow_reports_its_window_and_what_it_sacked() {
     let arena = Arc::new(FrameArena::new(64).unwrap());
     let now = Instant::from_micros(1_000);
-    let freeze = || vec![ProtoWork::Freeze { flow: 0 }];
+    let freeze = || {
+        vec![ProtoWork::Freeze {
+            flow: 0,
+            incarnation: 0,
+        }]
+    };
     for shift in [0u8, 2, 7] {
         let mut proto = Protocol::new(arena.clone());
         proto.install(0, TcpState::new(&params(shift)));
@@ -151,7 +174,10 @@ fn a_frozen_flow_sends_acks_within_the_window_it_reported() {
     let work = items(&arena, &ops, &mut peers(), &proto);
     process_all(&mut proto, &arena, now, work);
     assert_eq!(writer.push(&[7; 4000]), 4000);
-    let freeze = vec![ProtoWork::Freeze { flow: 0 }];
+    let freeze = vec![ProtoWork::Freeze {
+        flow: 0,
+        incarnation: 0,
+    }];
     let reported = result_with(&mut proto, &arena, now, freeze, Actions::FROZEN)
         .hdr
         .win;
@@ -173,7 +199,10 @@ fn a_frozen_flow_sends_acks_within_the_window_it_reported() {
     });
     let challenge = result_with(&mut proto, &arena, now, vec![rst], Actions::CHALLENGE_ACK);
     assert_eq!(challenge.hdr.win, reported);
-    let ack = vec![ProtoWork::Ack { flow: 0 }];
+    let ack = vec![ProtoWork::Ack {
+        flow: 0,
+        incarnation: 0,
+    }];
     let ack = result_with(&mut proto, &arena, now, ack, Actions::ACK_NOW);
     assert!(ack.actions.any(Actions::TX), "the owed ACK goes");
     assert_eq!(ack.hdr.win, reported);
@@ -190,14 +219,21 @@ fn a_frozen_flow_sends_acks_within_the_window_it_reported() {
         positions: Some((tx_head, 2000)),
         fin: false,
         closed: false,
+        incarnation: 0,
     };
     let mut work = vec![app];
     proto.process(now, &mut work, &mut Vec::new());
-    let work = vec![ProtoWork::Thaw { flow: 0 }];
+    let work = vec![ProtoWork::Thaw {
+        flow: 0,
+        incarnation: 0,
+    }];
     let update = result_with(&mut proto, &arena, now, work, Actions::TX);
     assert_eq!(update.hdr.win, 4000);
     // Frozen again and reset by the peer's exact RST: the timer's ACK no longer goes.
-    let freeze = vec![ProtoWork::Freeze { flow: 0 }];
+    let freeze = vec![ProtoWork::Freeze {
+        flow: 0,
+        incarnation: 0,
+    }];
     result_with(&mut proto, &arena, now, freeze, Actions::FROZEN);
     let rst = ProtoWork::Rx(RxWork {
         flow: 0,
@@ -211,7 +247,15 @@ fn a_frozen_flow_sends_acks_within_the_window_it_reported() {
         frame: arena.alloc_copy(&[0u8; 54]).unwrap(),
     });
     result_with(&mut proto, &arena, now, vec![rst], Actions::RST_RX);
-    let a = process_all(&mut proto, &arena, now, vec![ProtoWork::Ack { flow: 0 }]);
+    let a = process_all(
+        &mut proto,
+        &arena,
+        now,
+        vec![ProtoWork::Ack {
+            flow: 0,
+            incarnation: 0,
+        }],
+    );
     assert!(!a.any(Actions::TX), "nothing after the reset");
     assert_eq!(arena.in_use(), 0);
 }
