@@ -97,6 +97,9 @@ impl Conn {
     /// take when they visit the connection (`visit_conn`); a deadline computed
     /// before that look counts from it already (an earlier one would wake the runtime for
     /// nothing). Whether the counters show such an ACK, too: it stops the persist timer.
+    /// Read without the fence of `data_path_time`: an ACK time older than the byte count
+    /// makes an earlier deadline, a wake for nothing at worst, and the data path's clock
+    /// (the one it stamps the time with) never runs ahead of the runtime's.
     fn progress_hint(&self) -> (Instant, bool) {
         let k = &self.counters;
         let acked = FlowCounters::get(&k.acked_bytes) != self.last_acked;
