@@ -322,10 +322,6 @@ impl<C: CongestionControl> Protocol<C> {
     #[inline]
     fn handle_other(&mut self, now: Instant, work: ProtoWork, r: &mut ProtoResult) {
         match self.flows.get(r.flow as usize) {
-            Some(Some((st, _))) if stale_work(st, work.incarnation()) => {
-                // Made for an earlier connection with this flow id (see `ProtoWork`).
-                self.stats.drops.add(DropReason::StaleFlow);
-            }
             Some(Some((st, _))) if st.has(F_FROZEN) => self.handle_frozen(now, work, r),
             Some(Some(_)) => self.dispatch(now, work, r),
             _ => {}
@@ -340,6 +336,10 @@ impl<C: CongestionControl> Protocol<C> {
         let Some(Some((st, _))) = self.flows.get_mut(r.flow as usize) else {
             return;
         };
+        if stale_work(st, work.incarnation()) {
+            self.stats.drops.add(DropReason::StaleFlow);
+            return;
+        }
         if let Some(w) = frozen(st, now, work, r) {
             self.dispatch(now, w, r);
         }
@@ -367,8 +367,14 @@ impl<C: CongestionControl> Protocol<C> {
                 positions,
                 fin,
                 closed,
+                incarnation,
                 ..
             } => {
+                if stale_work(st, incarnation) {
+                    // Made for an earlier connection with this flow id (see `ProtoWork`).
+                    self.stats.drops.add(DropReason::StaleFlow);
+                    return;
+                }
                 let (tx_head, rx_tail) = positions.unwrap_or((st.tx_app_end, st.rx_tail));
                 if closed {
                     st.app_closed();
@@ -383,16 +389,21 @@ impl<C: CongestionControl> Protocol<C> {
                     }
                 }
             }
-            other => rare(
-                st,
-                cc,
-                cf,
-                &mut self.stats,
-                &mut self.challenge,
-                now,
-                other,
-                r,
-            ),
+            other => {
+                let done = rare(
+                    st,
+                    cc,
+                    cf,
+                    &mut self.stats,
+                    &mut self.challenge,
+                    now,
+                    other,
+                    r,
+                );
+                if !done {
+                    return;
+                }
+            }
         }
         // Every result reports the flow's counters, even one that did nothing: the control
         // plane's timers read them from the last result. Most handlers end with the report

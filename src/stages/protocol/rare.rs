@@ -96,7 +96,9 @@ pub(super) fn frozen(
 
 /// The work kinds that do not come with every segment: the control plane's (resets,
 /// timeouts, probes, ACKs on request, rates, splice freezes). Out of line, so that the
-/// code of the per-segment kinds stays together.
+/// code of the per-segment kinds stays together. `false` where the work was made for an
+/// earlier connection with the flow's id (see [`ProtoWork`]): dropped, counted, the state
+/// untouched.
 #[cold]
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
@@ -109,7 +111,11 @@ pub(super) fn rare<C: CongestionControl>(
     now: Instant,
     work: ProtoWork,
     r: &mut ProtoResult,
-) {
+) -> bool {
+    if super::stale_work(st, work.incarnation()) {
+        stats.drops.add(DropReason::StaleFlow);
+        return false;
+    }
     match work {
         ProtoWork::Freeze { .. } => {
             st.flags |= F_FROZEN;
@@ -160,4 +166,5 @@ pub(super) fn rare<C: CongestionControl>(
         ProtoWork::Rx(w) => r.rx_frame = Some(w.frame),
         ProtoWork::Tx { .. } | ProtoWork::App { .. } => {}
     }
+    true
 }

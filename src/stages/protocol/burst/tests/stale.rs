@@ -79,8 +79,8 @@ fn segments_of_an_earlier_incarnation_of_the_flow_id_are_dropped() {
 
 /// Work the control plane or the application made for an earlier connection of the flow
 /// id (another incarnation in the item) is dropped, counted, and changes nothing: a reset,
-/// a freeze, a close, a retransmission timeout. The same work of the flow's own
-/// incarnation, or unchecked (0), is done.
+/// a freeze, a close, a retransmission timeout, a thaw of a frozen flow. The same work of
+/// the flow's own incarnation, or unchecked (0), is done.
 #[test]
 fn work_made_for_an_earlier_incarnation_of_the_flow_id_is_dropped() {
     let arena = Arc::new(FrameArena::new(64).unwrap());
@@ -126,6 +126,28 @@ fn work_made_for_an_earlier_incarnation_of_the_flow_id_is_dropped() {
         assert_eq!(proto.state(0).unwrap(), &before, "item {i}");
         assert_eq!(stale(&proto), i as u64 + 1);
     }
+    // Frozen (for a splice), a thaw of another incarnation leaves it frozen.
+    let freeze_thaw = |incarnation| {
+        (
+            ProtoWork::Freeze {
+                flow: 0,
+                incarnation,
+            },
+            ProtoWork::Thaw {
+                flow: 0,
+                incarnation,
+            },
+        )
+    };
+    let a = process_all(&mut proto, &arena, now, vec![freeze_thaw(1).0]);
+    assert!(a.any(Actions::FROZEN), "{a:?}");
+    let frozen = proto.state(0).unwrap().clone();
+    let a = process_all(&mut proto, &arena, now, vec![freeze_thaw(2).1]);
+    assert_eq!(a, Actions::default());
+    assert_eq!(proto.state(0).unwrap(), &frozen);
+    assert_eq!(stale(&proto), 5);
+    process_all(&mut proto, &arena, now, vec![freeze_thaw(1).1]);
+    assert!(proto.state(0).unwrap() != &frozen, "thawed");
     // The flow's own incarnation, and unchecked: a timeout resends, a reset resets.
     let [reset, _, _, timeout] = <[ProtoWork; 4]>::try_from(kinds(1)).unwrap();
     let a = process_all(&mut proto, &arena, now, vec![timeout]);
@@ -135,6 +157,6 @@ fn work_made_for_an_earlier_incarnation_of_the_flow_id_is_dropped() {
     assert!(a.any(Actions::TIMEOUT_RETRANSMIT), "{a:?}");
     let a = process_all(&mut proto, &arena, now, vec![reset]);
     assert!(a.any(Actions::RST_TX), "{a:?}");
-    assert_eq!(stale(&proto), 4);
+    assert_eq!(stale(&proto), 5);
     assert_eq!(arena.in_use(), 0);
 }
