@@ -27,8 +27,20 @@ const IDLE: Duration = Duration::from_secs(5 * 24 * 3600);
 struct Pending {
     req: SpliceRequest,
     ids: [FlowId; 2],
+    /// The connections' incarnations when they were asked to freeze: a connection reset
+    /// meanwhile may have given its id to another, which no thaw or splice may touch.
+    incarnations: [u8; 2],
     frozen: [Option<Frozen>; 2],
     since: Instant,
+}
+
+impl Pending {
+    /// Thaw both connections (the splice did not happen).
+    fn thaw(&self, out: &mut ControlOutput) {
+        for (&flow, &incarnation) in self.ids.iter().zip(&self.incarnations) {
+            out.work.push(ProtoWork::Thaw { flow, incarnation });
+        }
+    }
 }
 
 struct Active {
@@ -125,6 +137,7 @@ impl Control {
         self.splices.pending.push(Pending {
             req,
             ids,
+            incarnations: ids.map(|id| incarnation_of(&self.incarnations, id)),
             frozen: [None; 2],
             since: now,
         });
@@ -162,20 +175,16 @@ impl Control {
         let quiet = (0..2).all(|k| {
             let f = p.frozen[k].unwrap_or_default();
             let (_, written, read) = &p.req.sides[k];
+            let same = incarnation_of(&self.incarnations, p.ids[k]) == p.incarnations[k];
             self.conns[p.ids[k] as usize].as_ref().is_some_and(|c| {
-                f.in_flight == 0
+                same && f.in_flight == 0
                     && !f.sacked
                     && f.snd_nxt == c.iss.wrapping_add(1).wrapping_add(*written as u32)
                     && f.rcv_nxt == c.irs.wrapping_add(1).wrapping_add(*read as u32)
             })
         });
         if !quiet {
-            for id in p.ids {
-                out.work.push(ProtoWork::Thaw {
-                    flow: id,
-                    incarnation: incarnation_of(&self.incarnations, id),
-                });
-            }
+            p.thaw(out);
             let _ = p.req.reply.send(Err(SpliceError::NotQuiet));
             return true;
         }
@@ -184,19 +193,11 @@ impl Control {
     }
 
     fn install_splice(&mut self, now: Instant, p: Pending, out: &mut ControlOutput) {
-        let thaw = |out: &mut ControlOutput| {
-            for id in p.ids {
-                out.work.push(ProtoWork::Thaw {
-                    flow: id,
-                    incarnation: incarnation_of(&self.incarnations, id),
-                });
-            }
-        };
         let (Some(a), Some(b)) = (
             &self.conns[p.ids[0] as usize],
             &self.conns[p.ids[1] as usize],
         ) else {
-            thaw(out);
+            p.thaw(out);
             let _ = p.req.reply.send(Err(SpliceError::NotConnected));
             return;
         };
@@ -204,7 +205,7 @@ impl Control {
         // waiting (it claimed the request first, or its end of the channel is gone),
         // nothing happens and they thaw.
         if !p.req.take() || p.req.reply.send(Ok(())).is_err() {
-            thaw(out);
+            p.thaw(out);
             return;
         }
         let side = [a, b];
@@ -298,12 +299,7 @@ impl Control {
                 continue;
             }
             let p = self.splices.pending.swap_remove(i);
-            for id in p.ids {
-                out.work.push(ProtoWork::Thaw {
-                    flow: id,
-                    incarnation: incarnation_of(&self.incarnations, id),
-                });
-            }
+            p.thaw(out);
             let _ = p.req.reply.send(Err(SpliceError::NoAnswer));
         }
         if now < self.splices.next_sweep {

@@ -175,8 +175,11 @@ fn work_made_for_a_connection_gone_leaves_its_ids_new_connection() {
         flow: id,
         incarnation,
     };
+    let stale = |c: &Engine<ArenaPort>| c.stats().drops(DropReason::StaleFlow);
+    let dropped = stale(&client);
     client.cout.work.push(reset(gone));
     client.apply_control(Instant::from_micros(t));
+    assert_eq!(stale(&client), dropped + 1, "counted once");
     drive(&mut t, &mut server, &mut client, |c| {
         c.tcp_state(&new).is_some_and(|st| st.snd_una == st.snd_nxt)
     });

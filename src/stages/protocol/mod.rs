@@ -337,7 +337,9 @@ impl<C: CongestionControl> Protocol<C> {
             return;
         };
         if stale_work(st, work.incarnation()) {
+            // Made for an earlier connection with this flow id (see `ProtoWork`).
             self.stats.drops.add(DropReason::StaleFlow);
+            st.finish(r);
             return;
         }
         if let Some(w) = frozen(st, now, work, r) {
@@ -363,18 +365,18 @@ impl<C: CongestionControl> Protocol<C> {
                 return;
             }
             ProtoWork::Tx { .. } => st.on_tx(now, r),
+            // Made for an earlier connection with this flow id (see `ProtoWork`): dropped,
+            // counted, the result reports the flow's counters only (as a stale segment's:
+            // placement takes it as the flow's, and counts no second drop).
+            ProtoWork::App { incarnation, .. } if stale_work(st, incarnation) => {
+                self.stats.drops.add(DropReason::StaleFlow);
+            }
             ProtoWork::App {
                 positions,
                 fin,
                 closed,
-                incarnation,
                 ..
             } => {
-                if stale_work(st, incarnation) {
-                    // Made for an earlier connection with this flow id (see `ProtoWork`).
-                    self.stats.drops.add(DropReason::StaleFlow);
-                    return;
-                }
                 let (tx_head, rx_tail) = positions.unwrap_or((st.tx_app_end, st.rx_tail));
                 if closed {
                     st.app_closed();
@@ -389,21 +391,16 @@ impl<C: CongestionControl> Protocol<C> {
                     }
                 }
             }
-            other => {
-                let done = rare(
-                    st,
-                    cc,
-                    cf,
-                    &mut self.stats,
-                    &mut self.challenge,
-                    now,
-                    other,
-                    r,
-                );
-                if !done {
-                    return;
-                }
-            }
+            other => rare(
+                st,
+                cc,
+                cf,
+                &mut self.stats,
+                &mut self.challenge,
+                now,
+                other,
+                r,
+            ),
         }
         // Every result reports the flow's counters, even one that did nothing: the control
         // plane's timers read them from the last result. Most handlers end with the report

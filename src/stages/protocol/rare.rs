@@ -96,9 +96,8 @@ pub(super) fn frozen(
 
 /// The work kinds that do not come with every segment: the control plane's (resets,
 /// timeouts, probes, ACKs on request, rates, splice freezes). Out of line, so that the
-/// code of the per-segment kinds stays together. `false` where the work was made for an
-/// earlier connection with the flow's id (see [`ProtoWork`]): dropped, counted, the state
-/// untouched.
+/// code of the per-segment kinds stays together. Work made for an earlier connection with
+/// the flow's id (see [`ProtoWork`]) is dropped and counted.
 #[cold]
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
@@ -111,10 +110,10 @@ pub(super) fn rare<C: CongestionControl>(
     now: Instant,
     work: ProtoWork,
     r: &mut ProtoResult,
-) -> bool {
+) {
     if super::stale_work(st, work.incarnation()) {
         stats.drops.add(DropReason::StaleFlow);
-        return false;
+        return;
     }
     match work {
         ProtoWork::Freeze { .. } => {
@@ -166,5 +165,4 @@ pub(super) fn rare<C: CongestionControl>(
         ProtoWork::Rx(w) => r.rx_frame = Some(w.frame),
         ProtoWork::Tx { .. } | ProtoWork::App { .. } => {}
     }
-    true
 }
