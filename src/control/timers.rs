@@ -134,9 +134,16 @@ impl Conn {
     /// fewer than [`MAX_PROBES`] since the last progress, and earlier than the
     /// retransmission timeout. The timeout is twice the smoothed RTT plus
     /// [`TLP_MIN`] (plus the peer's delayed-ACK allowance when one segment is in flight);
-    /// the `k`-th probe fires `k` timeouts after the last progress.
-    fn tail_probe_at(&self, since: Instant, in_flight: u64, rto: Duration) -> Option<Instant> {
-        if self.probes_fired >= MAX_PROBES {
+    /// the `k`-th probe fires `k` timeouts after the last progress (`fired`: the probes
+    /// fired since).
+    fn tail_probe_at(
+        &self,
+        since: Instant,
+        fired: u32,
+        in_flight: u64,
+        rto: Duration,
+    ) -> Option<Instant> {
+        if fired >= MAX_PROBES {
             return None;
         }
         let srtt = self.srtt_us?;
@@ -144,7 +151,7 @@ impl Conn {
         if in_flight <= self.mss as u64 {
             pto += TLP_ACK_DELAY;
         }
-        let after = pto * (self.probes_fired + 1);
+        let after = pto * (fired + 1);
         (after < rto).then(|| since + after)
     }
 }
@@ -436,7 +443,7 @@ impl Control {
             }
             return;
         }
-        if let Some(t) = c.tail_probe_at(c.last_progress, in_flight, rto) {
+        if let Some(t) = c.tail_probe_at(c.last_progress, c.probes_fired, in_flight, rto) {
             if now >= t {
                 c.probes_fired += 1;
                 self.stats.tail_probes += 1;
@@ -578,7 +585,9 @@ impl Control {
             if in_flight > 0 {
                 let rto = (c.rto * c.backoff).min(self.cfg.rto_max);
                 take(progress + rto);
-                if let Some(t) = c.tail_probe_at(progress, in_flight, rto) {
+                // An ACK the timers have not taken yet starts the probes over.
+                let fired = if acked { 0 } else { c.probes_fired };
+                if let Some(t) = c.tail_probe_at(progress, fired, in_flight, rto) {
                     take(t);
                 }
             }

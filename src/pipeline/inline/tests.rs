@@ -202,3 +202,56 @@ fn work_made_for_a_connection_gone_leaves_its_ids_new_connection() {
         c.conn_state(&new).is_none()
     });
 }
+
+/// The deadline the control plane reports counts the tail-loss probes afresh from an ACK of
+/// new data that its timers have not looked at yet: after the probes ran out, such an ACK
+/// makes the next probe due one probe timeout after it, not at the retransmission timeout
+/// (a runtime sleeping to the deadline would probe late).
+#[test]
+fn an_ack_the_timers_have_not_seen_restarts_the_probes_in_the_deadline() {
+    let (mut server, mut client) = engines();
+    let mut t = 0;
+    let listener = server.host().listen(80, 8).expect("listen");
+    let remote = SocketAddrV4::new(SERVER_IP, 80);
+    let mut s = client.host().connect(remote).expect("connect");
+    drive(&mut t, &mut server, &mut client, |_| {
+        s.status() == ConnStatus::Established
+    });
+    let _peer = listener.try_accept().expect("accept").expect("a stream");
+    let tuple = tuple(&s);
+    let all_acked = |c: &Engine<ArenaPort>| {
+        c.tcp_state(&tuple)
+            .is_some_and(|st| st.snd_una == st.snd_nxt)
+    };
+    // An RTT estimate.
+    for _ in 0..4 {
+        std::io::Write::write_all(&mut s, &[1; 1000]).expect("write");
+        drive(&mut t, &mut server, &mut client, all_acked);
+    }
+    // Three segments in flight that the server does not see: the probes run out.
+    std::io::Write::write_all(&mut s, &[2; 4000]).expect("write");
+    let probes = client.stats().control.tail_probes;
+    for _ in 0..100 {
+        t += 1000;
+        client.poll(Instant::from_micros(t));
+        if client.stats().control.tail_probes == probes + 3 {
+            break;
+        }
+    }
+    assert_eq!(client.stats().control.tail_probes, probes + 3);
+    // The server's ACK reaches the client half a timer tick after its last poll: the data
+    // path takes it, the timers do not look yet. More data goes out with it.
+    server.poll(Instant::from_micros(t));
+    std::io::Write::write_all(&mut s, &[3; 4000]).expect("write");
+    let now = Instant::from_micros(t + crate::control::TIMER_TICK.as_micros() as u64 / 2);
+    let una = client.tcp_state(&tuple).expect("state").snd_una;
+    client.poll(now);
+    let st = client.tcp_state(&tuple).expect("state");
+    assert!(st.snd_una != una && st.snd_nxt != st.snd_una, "{st:?}");
+    let due = client.next_deadline().expect("a deadline");
+    assert!(
+        due.saturating_since(now) < Duration::from_millis(20),
+        "the next probe is due {:?} after the ACK",
+        due.saturating_since(now)
+    );
+}
