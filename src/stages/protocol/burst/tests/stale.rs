@@ -79,8 +79,8 @@ fn segments_of_an_earlier_incarnation_of_the_flow_id_are_dropped() {
 
 /// Work the control plane or the application made for an earlier connection of the flow
 /// id (another incarnation in the item) is dropped, counted, and changes nothing: a reset,
-/// a freeze, a close, a retransmission timeout, a thaw of a frozen flow. The same work of
-/// the flow's own incarnation, or unchecked (0), is done.
+/// a freeze, a close, a retransmission timeout, a thaw or a close of a frozen flow. The
+/// same work of the flow's own incarnation, or unchecked (0), is done.
 #[test]
 fn work_made_for_an_earlier_incarnation_of_the_flow_id_is_dropped() {
     let arena = Arc::new(FrameArena::new(64).unwrap());
@@ -156,6 +156,13 @@ fn work_made_for_an_earlier_incarnation_of_the_flow_id_is_dropped() {
     let r = proto.handle(now, freeze_thaw(2).1);
     same(&proto, &frozen, &r);
     assert_eq!(stale(&proto), 5);
+    // Nor does a close of another incarnation wait for the thaw.
+    let close = kinds(2).swap_remove(2);
+    assert!(matches!(close, ProtoWork::App { closed: true, .. }));
+    let r = proto.handle(now, close);
+    same(&proto, &frozen, &r);
+    assert!(proto.state(0).unwrap().frozen_app.is_none());
+    assert_eq!(stale(&proto), 6);
     process_all(&mut proto, &arena, now, vec![freeze_thaw(1).1]);
     assert!(!proto.state(0).unwrap().has(F_FROZEN), "thawed");
     // The flow's own incarnation, and unchecked: a timeout resends, a reset resets.
@@ -167,6 +174,6 @@ fn work_made_for_an_earlier_incarnation_of_the_flow_id_is_dropped() {
     assert!(a.any(Actions::TIMEOUT_RETRANSMIT), "{a:?}");
     let a = process_all(&mut proto, &arena, now, vec![reset]);
     assert!(a.any(Actions::RST_TX), "{a:?}");
-    assert_eq!(stale(&proto), 5);
+    assert_eq!(stale(&proto), 6);
     assert_eq!(arena.in_use(), 0);
 }
