@@ -583,7 +583,12 @@ impl Control {
                 }
             }
             if in_flight > 0 {
-                let rto = (c.rto * c.backoff).min(self.cfg.rto_max);
+                // An RTT sample the timers have not taken yet ends the timeout's backoff
+                // (Karn's algorithm, `update_rtt`); the estimate it brings waits for their
+                // look (a deadline a little early at worst: a wake for nothing).
+                let sampled = c.counters.rtt_since(c.last_rtt).0 .1 > 0;
+                let backoff = if sampled { 1 } else { c.backoff };
+                let rto = (c.rto * backoff).min(self.cfg.rto_max);
                 take(progress + rto);
                 // An ACK the timers have not taken yet starts the probes over.
                 let fired = if acked { 0 } else { c.probes_fired };

@@ -255,3 +255,70 @@ fn an_ack_the_timers_have_not_seen_restarts_the_probes_in_the_deadline() {
         due.saturating_since(now)
     );
 }
+
+/// After a retransmission timeout (its backoff doubles the next), an ACK with an RTT sample
+/// that the timers have not taken yet ends the backoff in the deadline the control plane
+/// reports (Karn's algorithm): on a path too long for tail-loss probes, a runtime sleeping
+/// to the old deadline retransmitted the next loss a whole timeout late.
+#[test]
+fn an_rtt_sample_the_timers_have_not_seen_ends_the_backoff_in_the_deadline() {
+    let (mut server, mut client) = engines();
+    let mut t = 0;
+    let listener = server.host().listen(80, 8).expect("listen");
+    let remote = SocketAddrV4::new(SERVER_IP, 80);
+    let mut s = client.host().connect(remote).expect("connect");
+    drive(&mut t, &mut server, &mut client, |_| {
+        s.status() == ConnStatus::Established
+    });
+    let _peer = listener.try_accept().expect("accept").expect("a stream");
+    let tuple = tuple(&s);
+    let in_flight = |c: &Engine<ArenaPort>| {
+        let st = c.tcp_state(&tuple).expect("state");
+        st.snd_nxt.wrapping_sub(st.snd_una)
+    };
+    // Round trips of 150 ms: a probe timeout (twice the RTT) would come after the
+    // retransmission timeout, so no tail-loss probe is armed.
+    for _ in 0..8 {
+        std::io::Write::write_all(&mut s, &[1; 1000]).expect("write");
+        for _ in 0..10 {
+            t += 150_000;
+            client.poll(Instant::from_micros(t));
+            server.poll(Instant::from_micros(t));
+            if in_flight(&client) == 0 {
+                break;
+            }
+        }
+        assert_eq!(in_flight(&client), 0);
+    }
+    // Data the server does not see until the retransmission timeout fires.
+    std::io::Write::write_all(&mut s, &[2; 1000]).expect("write");
+    let stats = client.stats().control;
+    for _ in 0..200 {
+        t += 10_000;
+        client.poll(Instant::from_micros(t));
+        if client.stats().control.timeouts > stats.timeouts {
+            break;
+        }
+    }
+    assert_eq!(client.stats().control.timeouts, stats.timeouts + 1);
+    assert_eq!(client.stats().control.tail_probes, stats.tail_probes);
+    // The server's ACK of it reaches the client a little after its last poll, which sends
+    // new data; the ACK of that (an RTT sample: nothing of it went twice) comes before
+    // the next timer tick, with more data going out.
+    server.poll(Instant::from_micros(t));
+    std::io::Write::write_all(&mut s, &[3; 1000]).expect("write");
+    client.poll(Instant::from_micros(t + 20));
+    assert_eq!(in_flight(&client), 1000);
+    server.poll(Instant::from_micros(t + 30));
+    std::io::Write::write_all(&mut s, &[4; 1000]).expect("write");
+    let now = Instant::from_micros(t + crate::control::TIMER_TICK.as_micros() as u64 / 2);
+    client.poll(now);
+    assert_eq!(in_flight(&client), 1000);
+    let due = client.next_deadline().expect("a deadline");
+    // The timeout without backoff (at least `rto_min`, 200 ms), from the ACK.
+    let after = due.saturating_since(now);
+    assert!(
+        after <= Duration::from_millis(250),
+        "the retransmission timeout is due {after:?} after the ACK"
+    );
+}
