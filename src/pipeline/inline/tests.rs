@@ -203,22 +203,56 @@ fn work_made_for_a_connection_gone_leaves_its_ids_new_connection() {
     });
 }
 
+/// A client's connection to the server, established, its server side accepted.
+struct Connected {
+    server: Engine<ArenaPort>,
+    client: Engine<ArenaPort>,
+    /// The fake time, in microseconds.
+    t: u64,
+    /// The client's stream.
+    s: Stream,
+    tuple: FourTuple,
+    _peer: Stream,
+    _listener: crate::host::Listener,
+}
+
+fn connected() -> Connected {
+    let (mut server, mut client) = engines();
+    let mut t = 0;
+    let listener = server.host().listen(80, 8).expect("listen");
+    let remote = SocketAddrV4::new(SERVER_IP, 80);
+    let s = client.host().connect(remote).expect("connect");
+    drive(&mut t, &mut server, &mut client, |_| {
+        s.status() == ConnStatus::Established
+    });
+    let _peer = listener.try_accept().expect("accept").expect("a stream");
+    let tuple = tuple(&s);
+    Connected {
+        server,
+        client,
+        t,
+        s,
+        tuple,
+        _peer,
+        _listener: listener,
+    }
+}
+
 /// The deadline the control plane reports counts the tail-loss probes afresh from an ACK of
 /// new data that its timers have not looked at yet: after the probes ran out, such an ACK
 /// makes the next probe due one probe timeout after it, not at the retransmission timeout
 /// (a runtime sleeping to the deadline would probe late).
 #[test]
 fn an_ack_the_timers_have_not_seen_restarts_the_probes_in_the_deadline() {
-    let (mut server, mut client) = engines();
-    let mut t = 0;
-    let listener = server.host().listen(80, 8).expect("listen");
-    let remote = SocketAddrV4::new(SERVER_IP, 80);
-    let mut s = client.host().connect(remote).expect("connect");
-    drive(&mut t, &mut server, &mut client, |_| {
-        s.status() == ConnStatus::Established
-    });
-    let _peer = listener.try_accept().expect("accept").expect("a stream");
-    let tuple = tuple(&s);
+    let Connected {
+        mut server,
+        mut client,
+        mut t,
+        mut s,
+        tuple,
+        _peer,
+        _listener,
+    } = connected();
     let all_acked = |c: &Engine<ArenaPort>| {
         c.tcp_state(&tuple)
             .is_some_and(|st| st.snd_una == st.snd_nxt)
@@ -262,16 +296,15 @@ fn an_ack_the_timers_have_not_seen_restarts_the_probes_in_the_deadline() {
 /// to the old deadline retransmitted the next loss a whole timeout late.
 #[test]
 fn an_rtt_sample_the_timers_have_not_seen_ends_the_backoff_in_the_deadline() {
-    let (mut server, mut client) = engines();
-    let mut t = 0;
-    let listener = server.host().listen(80, 8).expect("listen");
-    let remote = SocketAddrV4::new(SERVER_IP, 80);
-    let mut s = client.host().connect(remote).expect("connect");
-    drive(&mut t, &mut server, &mut client, |_| {
-        s.status() == ConnStatus::Established
-    });
-    let _peer = listener.try_accept().expect("accept").expect("a stream");
-    let tuple = tuple(&s);
+    let Connected {
+        mut server,
+        mut client,
+        mut t,
+        mut s,
+        tuple,
+        _peer,
+        _listener,
+    } = connected();
     let in_flight = |c: &Engine<ArenaPort>| {
         let st = c.tcp_state(&tuple).expect("state");
         st.snd_nxt.wrapping_sub(st.snd_una)
