@@ -135,18 +135,18 @@ impl Conn {
     /// retransmission timeout. The timeout is twice the smoothed RTT plus
     /// [`TLP_MIN`] (plus the peer's delayed-ACK allowance when one segment is in flight);
     /// the `k`-th probe fires `k` timeouts after the last progress (`fired`: the probes
-    /// fired since).
+    /// fired since; `srtt`: the smoothed RTT in microseconds).
     fn tail_probe_at(
         &self,
         since: Instant,
-        fired: u32,
+        (fired, srtt): (u32, Option<f64>),
         in_flight: u64,
         rto: Duration,
     ) -> Option<Instant> {
         if fired >= MAX_PROBES {
             return None;
         }
-        let srtt = self.srtt_us?;
+        let srtt = srtt?;
         let mut pto = Duration::from_micros((2.0 * srtt) as u64) + TLP_MIN;
         if in_flight <= self.mss as u64 {
             pto += TLP_ACK_DELAY;
@@ -156,32 +156,55 @@ impl Conn {
     }
 }
 
+/// The RTT estimate with the samples the data path took since the timers' last look.
+struct Estimate {
+    srtt_us: f64,
+    rttvar_us: f64,
+    rto: Duration,
+    /// The samples' mark to look from next time.
+    mark: u64,
+}
+
+impl Conn {
+    /// The estimate (RFC 6298 2.2 / 2.3) with the samples the data path took since the
+    /// timers' last look, `None` if it took none.
+    fn estimate(&self, rto_min: Duration, rto_max: Duration) -> Option<Estimate> {
+        let ((sum, n), mark) = self.counters.rtt_since(self.last_rtt);
+        if n == 0 {
+            return None;
+        }
+        let r = sum as f64 / n as f64;
+        let (srtt_us, rttvar_us) = match self.srtt_us {
+            None => (r, r / 2.0),
+            Some(s) => (
+                0.875 * s + 0.125 * r,
+                0.75 * self.rttvar_us + 0.25 * (s - r).abs(),
+            ),
+        };
+        let rto_us = srtt_us + (4.0 * rttvar_us).max(1000.0);
+        Some(Estimate {
+            srtt_us,
+            rttvar_us,
+            rto: Duration::from_micros(rto_us as u64).clamp(rto_min, rto_max),
+            mark,
+        })
+    }
+}
+
 impl Control {
     pub(super) fn update_rtt(&mut self, id: FlowId) {
         let Some(c) = self.conns.get_mut(id as usize).and_then(Option::as_mut) else {
             return;
         };
-        let ((sum, n), mark) = c.counters.rtt_since(c.last_rtt);
-        if n == 0 {
+        let Some(e) = c.estimate(self.cfg.rto_min, self.cfg.rto_max) else {
             return;
-        }
-        let r = sum as f64 / n as f64;
-        c.last_rtt = mark;
+        };
+        c.last_rtt = e.mark;
         // Karn: a valid sample ends the timeout's backoff.
         c.backoff = 1;
-        // RFC 6298 2.2 / 2.3.
-        match c.srtt_us {
-            None => {
-                c.srtt_us = Some(r);
-                c.rttvar_us = r / 2.0;
-            }
-            Some(s) => {
-                c.rttvar_us = 0.75 * c.rttvar_us + 0.25 * (s - r).abs();
-                c.srtt_us = Some(0.875 * s + 0.125 * r);
-            }
-        }
-        let rto_us = c.srtt_us.unwrap_or(0.0) + (4.0 * c.rttvar_us).max(1000.0);
-        c.rto = Duration::from_micros(rto_us as u64).clamp(self.cfg.rto_min, self.cfg.rto_max);
+        c.srtt_us = Some(e.srtt_us);
+        c.rttvar_us = e.rttvar_us;
+        c.rto = e.rto;
     }
 
     /// Run the timers: retransmission timeouts, probe timeouts, zero-window probes,
@@ -443,7 +466,9 @@ impl Control {
             }
             return;
         }
-        if let Some(t) = c.tail_probe_at(c.last_progress, c.probes_fired, in_flight, rto) {
+        if let Some(t) =
+            c.tail_probe_at(c.last_progress, (c.probes_fired, c.srtt_us), in_flight, rto)
+        {
             if now >= t {
                 c.probes_fired += 1;
                 self.stats.tail_probes += 1;
@@ -583,16 +608,17 @@ impl Control {
                 }
             }
             if in_flight > 0 {
-                // An RTT sample the timers have not taken yet ends the timeout's backoff
-                // (Karn's algorithm, `update_rtt`); the estimate it brings waits for their
-                // look (a deadline a little early at worst: a wake for nothing).
-                let sampled = c.counters.rtt_since(c.last_rtt).0 .1 > 0;
-                let backoff = if sampled { 1 } else { c.backoff };
-                let rto = (c.rto * backoff).min(self.cfg.rto_max);
+                // RTT samples the timers have not taken yet: the estimate their look will
+                // make, and the end of the timeout's backoff (Karn's algorithm,
+                // `update_rtt`).
+                let (rto, srtt) = match c.estimate(self.cfg.rto_min, self.cfg.rto_max) {
+                    Some(e) => (e.rto, Some(e.srtt_us)),
+                    None => ((c.rto * c.backoff).min(self.cfg.rto_max), c.srtt_us),
+                };
                 take(progress + rto);
                 // An ACK the timers have not taken yet starts the probes over.
                 let fired = if acked { 0 } else { c.probes_fired };
-                if let Some(t) = c.tail_probe_at(progress, fired, in_flight, rto) {
+                if let Some(t) = c.tail_probe_at(progress, (fired, srtt), in_flight, rto) {
                     take(t);
                 }
             }
