@@ -121,10 +121,11 @@ pub enum PreOut {
 /// Work for the protocol stage.
 ///
 /// Work the control plane or the application makes for a connection names it by its flow
-/// id and the id's incarnation ([`FlowIdentity::incarnation`](crate::flow::FlowIdentity::incarnation)):
-/// a runtime may deliver it after the connection is gone and its id given to another (the
-/// threaded runtime's installs and removals travel apart from this work), and the protocol
-/// stage drops work of another incarnation than the flow's connection's, as it drops such
+/// id and the id's incarnation
+/// ([`FlowIdentity::incarnation`](crate::flow::FlowIdentity::incarnation)): a runtime may
+/// deliver it after the connection is gone and its id given to another (the threaded
+/// runtime's installs and removals travel apart from this work), and the protocol stage
+/// drops work of another incarnation than the flow's connection's, as it drops such
 /// segments (`DropReason::StaleFlow`). 0 is not checked.
 #[derive(Debug)]
 pub enum ProtoWork {
