@@ -139,7 +139,8 @@ impl Conn {
     fn tail_probe_at(
         &self,
         since: Instant,
-        (fired, srtt): (u32, Option<f64>),
+        fired: u32,
+        srtt: Option<f64>,
         in_flight: u64,
         rto: Duration,
     ) -> Option<Instant> {
@@ -466,8 +467,7 @@ impl Control {
             }
             return;
         }
-        if let Some(t) =
-            c.tail_probe_at(c.last_progress, (c.probes_fired, c.srtt_us), in_flight, rto)
+        if let Some(t) = c.tail_probe_at(c.last_progress, c.probes_fired, c.srtt_us, in_flight, rto)
         {
             if now >= t {
                 c.probes_fired += 1;
@@ -618,7 +618,7 @@ impl Control {
                 take(progress + rto);
                 // An ACK the timers have not taken yet starts the probes over.
                 let fired = if acked { 0 } else { c.probes_fired };
-                if let Some(t) = c.tail_probe_at(progress, (fired, srtt), in_flight, rto) {
+                if let Some(t) = c.tail_probe_at(progress, fired, srtt, in_flight, rto) {
                     take(t);
                 }
             }

@@ -63,15 +63,16 @@ struct Reused {
 }
 
 fn reused() -> Reused {
-    let (mut server, mut client) = engines();
-    let mut t = 0;
-    let listener = server.host().listen(80, 8).expect("listen");
-    let remote = SocketAddrV4::new(SERVER_IP, 80);
-    let first = client.host().connect(remote).expect("connect");
-    drive(&mut t, &mut server, &mut client, |_| {
-        first.status() == ConnStatus::Established
-    });
-    let (id, old) = (first.flow().expect("flow"), tuple(&first));
+    let Connected {
+        mut server,
+        mut client,
+        mut t,
+        s: first,
+        tuple: old,
+        _peer,
+        _listener: listener,
+    } = connected();
+    let id = first.flow().expect("flow");
     let stamp = client.tcp_state(&old).expect("state").stamp;
     let gone = (stamp >> 24) as u8;
     first.abort();
@@ -80,6 +81,7 @@ fn reused() -> Reused {
     });
     while listener.try_accept().expect("accept").is_some() {}
 
+    let remote = SocketAddrV4::new(SERVER_IP, 80);
     let second = client.host().connect(remote).expect("connect");
     drive(&mut t, &mut server, &mut client, |_| {
         second.status() == ConnStatus::Established

@@ -289,7 +289,7 @@ impl<C: CongestionControl> Protocol<C> {
             // A frozen flow (on its way into a splice) drops segments; a peer's RST goes
             // through.
             frozen_segment(st, &mut self.stats, r);
-        } else if stale(st, &w.summary) {
+        } else if stale_work(st, w.summary.incarnation) {
             // A segment of an earlier connection with this flow id (which preprocess
             // looked up before the id went to this one) is not this connection's.
             self.stats.drops.add(DropReason::StaleFlow);
@@ -409,13 +409,6 @@ impl<C: CongestionControl> Protocol<C> {
             st.finish(r);
         }
     }
-}
-
-/// Whether `s` is a segment of another incarnation of the flow id than `st`'s connection
-/// ([`SegmentSummary::incarnation`]; 0 on either side: not checked).
-#[inline(always)]
-fn stale(st: &TcpState, s: &SegmentSummary) -> bool {
-    stale_work(st, s.incarnation)
 }
 
 /// Whether work made for incarnation `inc` of the flow id is not for `st`'s connection (0
