@@ -382,6 +382,7 @@ impl<C: CongestionControl> Protocol<C> {
                     st.app_closed();
                 }
                 st.on_app(now, tx_head, rx_tail, fin, r);
+                // Sent at once where the scheduler would grant it: `on_tx` reports for both.
                 if self.direct > 0 && r.actions.0 & (Actions::SCHED | Actions::TX) == Actions::SCHED
                 {
                     r.actions.clear(Actions::SCHED);

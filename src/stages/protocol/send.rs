@@ -193,7 +193,9 @@ impl TcpState {
         self.flags |= F_APP_CLOSED;
     }
 
-    /// The application moved its ring positions.
+    /// The application moved its ring positions. Leaves the result's report of the flow's
+    /// counters to the caller, which may send in the same result first: one report covers
+    /// both.
     pub fn on_app(
         &mut self,
         now: Instant,
@@ -215,7 +217,6 @@ impl TcpState {
         if self.can_send() {
             r.actions.set(Actions::SCHED);
         }
-        self.finish(r);
     }
 
     /// The application read up to `rx_tail`: take it, and say whether the window opened
