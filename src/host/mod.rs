@@ -290,7 +290,7 @@ pub(crate) struct HostShared {
     /// Requests sent and not yet taken: counted up before the send, down by the engine
     /// after each receive, so that an idle engine checks one word, not the channel.
     pub(crate) requests_pending: AtomicUsize,
-    pub(crate) doorbells: crate::ring::Mpmc<FlowId>,
+    pub(crate) doorbells: doorbells::Doorbells,
     pub(crate) ports: Mutex<PortAlloc>,
     pub(crate) rx_buf: usize,
     pub(crate) tx_buf: usize,
@@ -742,10 +742,12 @@ impl Default for Keepalive {
 }
 
 mod context;
+mod doorbells;
 mod error;
 mod split;
 mod stream;
 pub use context::{Context, Event, EventKind, Notify, Waiter};
+pub(crate) use doorbells::Doorbells;
 pub use error::{Error, Result};
 pub use split::{ReadHalf, WriteHalf};
 pub use stream::{Batch, Stream};

@@ -235,7 +235,7 @@ impl Parts {
             // One entry per flow, and room for as many again: an entry a connection's
             // stream queued as the connection left reaches the next connection on its flow
             // id, whose flag it clears early (one more push of that connection).
-            doorbells: crate::ring::Mpmc::new(cfg.control.max_flows.saturating_mul(2)),
+            doorbells: crate::host::Doorbells::new(cfg.control.max_flows.saturating_mul(2)),
             ports: std::sync::Mutex::new(PortAlloc::new(cfg.control.isn_secret)),
             rx_buf: cfg.rx_buffer.next_power_of_two(),
             tx_buf: cfg.tx_buffer.next_power_of_two(),
