@@ -42,7 +42,8 @@ pub(crate) struct Doorbells {
 impl Doorbells {
     /// A queue of at least `capacity` flow ids (rounded up to a power of two, at least 2:
     /// with one slot, a full slot's stamp would read as free for the next position; at
-    /// most 2^30).
+    /// most 2^30, so that with a flow limit past 2^29 the queue can fill, and a doorbell
+    /// rung then waits for the connection's next change: see `HostShared::ring_doorbell`).
     pub(crate) fn new(capacity: usize) -> Self {
         let cap = capacity.clamp(2, MAX_CAPACITY).next_power_of_two();
         Doorbells {

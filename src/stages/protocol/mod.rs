@@ -381,7 +381,7 @@ impl<C: CongestionControl> Protocol<C> {
                 if closed {
                     st.app_closed();
                 }
-                st.on_app(now, tx_head, rx_tail, fin, r);
+                st.take_app(now, tx_head, rx_tail, fin, r);
                 // Sent at once where the scheduler would grant it: `on_tx` reports for both.
                 if self.direct > 0 && r.actions.0 & (Actions::SCHED | Actions::TX) == Actions::SCHED
                 {

@@ -193,10 +193,22 @@ impl TcpState {
         self.flags |= F_APP_CLOSED;
     }
 
-    /// The application moved its ring positions. Leaves the result's report of the flow's
-    /// counters to the caller, which may send in the same result first: one report covers
-    /// both.
+    /// The application moved its ring positions.
     pub fn on_app(
+        &mut self,
+        now: Instant,
+        tx_head: u64,
+        rx_tail: u64,
+        fin: bool,
+        r: &mut ProtoResult,
+    ) {
+        self.take_app(now, tx_head, rx_tail, fin, r);
+        self.finish(r);
+    }
+
+    /// [`on_app`](Self::on_app) without the result's report of the flow's counters: the
+    /// caller may send in the same result first, and one report covers both.
+    pub(super) fn take_app(
         &mut self,
         now: Instant,
         tx_head: u64,
